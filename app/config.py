@@ -1,0 +1,257 @@
+"""The gateway's YAML configuration: schema, ``${ENV}`` interpolation and strict validation.
+
+Every mapping forbids unknown keys, and every error names the path of the offending key
+(``providers.openai.api_kye: unknown key``), so a typo never silently changes behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from app.pricing import Price
+
+_FORBID = ConfigDict(extra="forbid", frozen=True)
+
+Seconds = Annotated[float, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its path."""
+
+
+class _ProviderBase(BaseModel):
+    model_config = _FORBID
+    timeout_s: Seconds = 600.0
+    connect_timeout_s: Seconds = 5.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class OpenAIProvider(_ProviderBase):
+    """OpenAI, or any server speaking its API at ``base_url`` (Together, Groq, Ollama, TGI...)."""
+
+    type: Literal["openai"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    organization: str | None = None
+    project: str | None = None
+
+
+class AzureOpenAIProvider(_ProviderBase):
+    """Azure OpenAI: the target ``model`` is the deployment name."""
+
+    type: Literal["azure_openai"]
+    api_key: SecretStr
+    endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    api_version: str = "2024-10-21"
+
+
+class VllmProvider(_ProviderBase):
+    """A self-hosted vLLM OpenAI-compatible server."""
+
+    type: Literal["vllm"]
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    api_key: SecretStr | None = None
+    max_tokens_default: Annotated[int, Field(ge=1)] = 1024
+    structured_output: Literal["auto", "guided", "structured_outputs"] = "auto"
+
+
+class AnthropicProvider(_ProviderBase):
+    type: Literal["anthropic"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    max_tokens_default: Annotated[int, Field(ge=1)] = 4096
+
+
+class MockProvider(_ProviderBase):
+    """The built-in offline provider; ``fail_*`` inject failures for tests and demos."""
+
+    type: Literal["mock"]
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    token_latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    fail_status: Annotated[int, Field(ge=400, le=599)] | None = None
+    fail_every: Annotated[int, Field(ge=1)] = 1
+    dimensions: Annotated[int, Field(ge=1, le=8192)] = 384
+
+
+class LocalProvider(_ProviderBase):
+    """In-process embeddings by all-MiniLM-L6-v2 (the ``[local]`` extra)."""
+
+    type: Literal["local"]
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    max_batch_delay_ms: Annotated[float, Field(ge=0)] = 2.0
+
+
+ProviderConfig = Annotated[
+    OpenAIProvider
+    | AzureOpenAIProvider
+    | VllmProvider
+    | AnthropicProvider
+    | MockProvider
+    | LocalProvider,
+    Field(discriminator="type"),
+]
+
+
+class TargetConfig(BaseModel):
+    model_config = _FORBID
+    provider: Name
+    model: Annotated[str, Field(min_length=1)]
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Extra request fields sent to this target (e.g. vLLM's ``top_k``); the client's win."""
+
+
+class ModelConfig(BaseModel):
+    model_config = _FORBID
+    targets: Annotated[list[TargetConfig], Field(min_length=1)]
+    max_tokens_default: Annotated[int, Field(ge=1)] | None = None
+    max_tokens_cap: Annotated[int, Field(ge=1)] | None = None
+    owned_by: str = "switchboard"
+
+
+class Limits(BaseModel):
+    model_config = _FORBID
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    max_n: Annotated[int, Field(ge=1)] = 16
+    max_tokens: Annotated[int, Field(ge=1)] = 262_144
+    max_embedding_inputs: Annotated[int, Field(ge=1)] = 2048
+
+
+class Streaming(BaseModel):
+    model_config = _FORBID
+    keepalive_s: Seconds = 10.0
+    """Quiet time after which a stream starts and sends an SSE comment while waiting for tokens."""
+
+
+class GatewayConfig(BaseModel):
+    model_config = _FORBID
+    providers: dict[Name, ProviderConfig]
+    models: dict[Name, ModelConfig]
+    pricing: dict[str, Price] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    streaming: Streaming = Field(default_factory=Streaming)
+
+    @model_validator(mode="after")
+    def _targets_name_providers(self) -> GatewayConfig:
+        problems = []
+        for public, model in self.models.items():
+            for i, target in enumerate(model.targets):
+                if target.provider not in self.providers:
+                    problems.append(
+                        f"models.{public}.targets.{i}.provider: no provider named "
+                        f"{target.provider!r} (known: {', '.join(sorted(self.providers))})"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, f"{path}.{k}" if path else str(k), problems)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, f"{path}.{i}", problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(repl, node)
+    return node
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    out = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            out.append(f"{loc}: unknown key")
+        elif item["type"] == "value_error" and not loc:
+            out.append(str(item["ctx"].get("error", item["msg"])) if "ctx" in item
+                       else item["msg"])
+        else:
+            out.append(f"{loc}: {item['msg']}" if loc else item["msg"])
+    return out
+
+
+def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
+    """Validate an already-parsed YAML document, interpolating ``${ENV}`` references first."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
+    problems: list[str] = []
+    data = _interpolate(raw, env, "", problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for line in _format_errors(exc):
+            # pydantic inserts the provider's type tag into the path; a reader wants the YAML path.
+            lines.append(re.sub(r"^(providers\.[^.]+)\.[a-z_]+\.", r"\1.", line))
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
+    """Read and validate a YAML config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, env)
+
+
+_DEFAULT_ENV_PROVIDERS: dict[str, tuple[str, dict[str, str]]] = {
+    # env var -> (provider name and type, public model -> target model)
+    "OPENAI_API_KEY": ("openai", {
+        "gpt-4o": "gpt-4o",
+        "gpt-4o-mini": "gpt-4o-mini",
+        "gpt-4.1": "gpt-4.1",
+        "gpt-4.1-mini": "gpt-4.1-mini",
+        "text-embedding-3-small": "text-embedding-3-small",
+        "text-embedding-3-large": "text-embedding-3-large",
+    }),
+    "ANTHROPIC_API_KEY": ("anthropic", {
+        "claude-sonnet-4": "claude-sonnet-4-20250514",
+        "claude-3-5-haiku": "claude-3-5-haiku-latest",
+    }),
+}
+
+
+def embedded_config(env: Mapping[str, str]) -> GatewayConfig:
+    """The config used when none is given: the offline ``mock`` models, plus the public models
+    of each provider whose API key is in the environment."""
+    raw: dict[str, Any] = {
+        "providers": {"mock": {"type": "mock"}},
+        "models": {
+            "mock-chat": {"targets": [{"provider": "mock", "model": "mock-chat"}]},
+            "mock-embed": {"targets": [{"provider": "mock", "model": "mock-embed"}]},
+        },
+    }
+    for var, (ptype, models) in _DEFAULT_ENV_PROVIDERS.items():
+        if env.get(var):
+            raw["providers"][ptype] = {"type": ptype, "api_key": "${" + var + "}"}
+            for public, target in models.items():
+                raw["models"][public] = {"targets": [{"provider": ptype, "model": target}]}
+    return parse_config(raw, env)

@@ -1,0 +1,145 @@
+"""The gateway's one exception tree.
+
+Every failure a client can see is a ``GatewayError``. Each class carries the HTTP status and the
+OpenAI error ``type`` it is reported with, so the official SDK raises its matching exception class::
+
+    GatewayError (500, api_error)                 a bug; never raised on purpose
+    ├── InvalidRequest (400, invalid_request_error)    bad input; names the offending ``param``
+    │   └── BodyTooLarge (413)
+    ├── AuthenticationFailed (401, authentication_error)
+    ├── PermissionDenied (403, permission_error)
+    ├── NotFound (404, not_found_error)                unknown model or route
+    └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
+        ├── UpstreamRejected (4xx from upstream, status kept; e.g. 400 context too long)
+        ├── UpstreamRateLimited (429, rate_limit_error)         retryable
+        ├── UpstreamUnavailable (5xx from upstream, status kept) retryable
+        ├── UpstreamConnectError (502)                          retryable
+        ├── UpstreamTimeout (504, timeout)                      retryable
+        └── BadUpstreamResponse (502)                  upstream answered something unparseable
+
+``retryable`` says whether the next target may be tried (only ever before the first byte has
+reached the client). Provider adapters translate their upstream's errors into this tree at the
+boundary; nothing above them sees an HTTP client's exceptions. Messages never carry credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.status_code = status if status is not None else self.status
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI-shaped error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    error_type = "not_found_error"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    error_type = "upstream_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request as invalid (its 4xx other than 429), status kept."""
+
+    error_type = "invalid_request_error"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    error_type = "rate_limit_error"
+    retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    error_type = "upstream_error"
+    retryable = True
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    error_type = "timeout"
+    retryable = True
+
+
+class BadUpstreamResponse(UpstreamError):
+    status = 502
+
+
+def from_upstream_status(status: int, message: str, *, code: str | None = None,
+                         param: str | None = None) -> UpstreamError:
+    """Map an upstream HTTP error status to the matching gateway error, keeping the status."""
+    if status == 429:
+        return UpstreamRateLimited(message, code=code, param=param)
+    if status == 401 or status == 403:
+        # The gateway's own credentials for the upstream were refused: the client can't fix
+        # that, so it is reported as a bad gateway, not as the client's auth failure.
+        return UpstreamError(f"upstream refused the gateway's credentials: {message}", code=code)
+    if status == 404:
+        return UpstreamRejected(message, status=404, code=code or "model_not_found", param=param)
+    if status == 408:
+        return UpstreamTimeout(message, code=code)
+    if 400 <= status < 500:
+        return UpstreamRejected(message, status=status, code=code, param=param)
+    if status == 504:
+        return UpstreamTimeout(message, code=code)
+    if status >= 500:
+        # An upstream 500 is reported as 502 so that a 500 from the gateway always means our bug.
+        return UpstreamUnavailable(message, status=502 if status == 500 else status, code=code)
+    return BadUpstreamResponse(f"unexpected upstream status {status}: {message}", code=code)

@@ -1,0 +1,74 @@
+"""Cost of a call in USD, from the price table shipped with the project plus config overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.usage import Usage
+
+_PER_MILLION = 1_000_000
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input: NonNegative
+    output: NonNegative = 0.0
+    cached_input: NonNegative | None = None
+    cache_write: NonNegative | None = None
+    as_of: str | None = None
+    source: str | None = None
+
+    def cost(self, usage: Usage) -> float:
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+        fresh = usage.prompt_tokens - cached - written
+        total = (
+            fresh * self.input
+            + cached * (self.input if self.cached_input is None else self.cached_input)
+            + written * (self.input if self.cache_write is None else self.cache_write)
+            + usage.completion_tokens * self.output
+        )
+        return total / _PER_MILLION
+
+
+def shipped_prices() -> dict[str, Price]:
+    """The table in ``app/pricing.yaml``."""
+    text = resources.files("app").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    return {name: Price.model_validate(entry) for name, entry in raw["models"].items()}
+
+
+class PriceBook:
+    """Looks up a target model's price: exact name first, then its longest listed prefix."""
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self._prices = dict(prices)
+        self._by_length = sorted(self._prices, key=len, reverse=True)
+        self._memo: dict[str, Price | None] = {}
+
+    def price(self, model: str) -> Price | None:
+        if model in self._memo:
+            return self._memo[model]
+        found = self._prices.get(model)
+        if found is None:
+            for name in self._by_length:
+                if model.startswith(name + "-"):
+                    found = self._prices[name]
+                    break
+        if len(self._memo) < 4096:
+            self._memo[model] = found
+        return found
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """USD for ``usage`` on ``model``, or None when the model has no known price."""
+        price = self.price(model)
+        return None if price is None else price.cost(usage)

@@ -1,0 +1,18 @@
+"""Provider types, by the ``type:`` a config gives them. A new provider is one module and one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from app.providers import mock, openai
+from app.providers.base import Provider
+
+Builder = Callable[[Any, aiohttp.ClientSession], Provider]
+
+PROVIDER_TYPES: dict[str, Builder] = {
+    "openai": openai.build,
+    "mock": mock.build,
+}

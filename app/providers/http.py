@@ -1,0 +1,190 @@
+"""Outbound HTTP for providers: JSON calls and SSE streams over one shared aiohttp session.
+
+aiohttp is the hot-path client because it measured ~10x httpx's native transport on this
+hardware (shared/FACTS.md; bench/README.md). Everything an HTTP client can raise is translated
+here into ``app.errors``, and upstream error bodies in any of the shapes seen in the wild (OpenAI's
+nested ``{"error": {...}}``, vLLM's flat ``{"object": "error", ...}``, Anthropic's
+``{"type": "error", "error": {...}}``) are read into the gateway's error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app import errors
+
+Json = dict[str, Any]
+
+ErrorMapper = Callable[[int, Any, str], errors.GatewayError]
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The process-wide outbound session (built once, in the app's lifespan)."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
+                                     ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                 skip_auto_headers=("User-Agent",),
+                                 headers={"User-Agent": "switchboard/0.1"})
+
+
+def read_error_body(payload: Any, fallback: str) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from an upstream error body of any known shape."""
+    if isinstance(payload, dict):
+        inner = payload.get("error")
+        source: Any = inner if isinstance(inner, dict) else payload
+        message = source.get("message") if isinstance(source, dict) else None
+        if isinstance(inner, str):
+            message = inner
+        if isinstance(message, str) and message:
+            code = source.get("code") if isinstance(source, dict) else None
+            param = source.get("param") if isinstance(source, dict) else None
+            if code is None and isinstance(source, dict) and isinstance(source.get("type"), str):
+                code = source["type"]
+            return (message, None if code is None else str(code),
+                    param if isinstance(param, str) else None)
+    return fallback, None, None
+
+
+def default_error(status: int, payload: Any, text: str) -> errors.GatewayError:
+    message, code, param = read_error_body(payload, text[:500] or f"HTTP {status}")
+    return errors.from_upstream_status(status, message, code=code, param=param)
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str | None
+    data: str
+
+
+class Upstream:
+    """One upstream base URL with its headers, timeouts and error translation."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        connect_timeout_s: float,
+        secrets: tuple[str, ...] = (),
+        error_mapper: ErrorMapper = default_error,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._params = dict(params) if params else None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self._secrets = tuple(s for s in secrets if s)
+        self._error_mapper = error_mapper
+
+    def _scrub(self, error: errors.GatewayError) -> errors.GatewayError:
+        for secret in self._secrets:
+            if secret in error.message:
+                error.message = error.message.replace(secret, "[redacted]")
+        return error
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        raw = await response.read()
+        text = raw.decode("utf-8", "replace")
+        try:
+            payload: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = None
+        raise self._scrub(self._error_mapper(response.status, payload, text))
+
+    def _translate(self, exc: BaseException) -> errors.GatewayError:
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            return errors.UpstreamTimeout(f"upstream {self.base_url} timed out")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return errors.UpstreamConnectError(f"cannot connect to upstream {self.base_url}")
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return errors.BadUpstreamResponse(f"upstream {self.base_url} cut the response short")
+        return errors.UpstreamConnectError(
+            f"upstream {self.base_url} connection failed: {type(exc).__name__}"
+        )
+
+    async def get_json(self, path: str) -> Any:
+        """GET a JSON document (used for probes such as vLLM's ``/version``)."""
+        url = self.base_url + path
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as r:
+                if r.status >= 400:
+                    await self._raise_for(r)
+                return orjson.loads(await r.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._translate(exc) from None
+        except orjson.JSONDecodeError:
+            raise errors.BadUpstreamResponse(f"upstream {url} sent invalid JSON") from None
+
+    async def post_json(self, path: str, payload: Json) -> Json:
+        """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error."""
+        try:
+            async with self._session.post(
+                self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
+                params=self._params, timeout=self._timeout,
+            ) as response:
+                if response.status >= 400:
+                    await self._raise_for(response)
+                raw = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._translate(exc) from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.BadUpstreamResponse("upstream sent invalid JSON") from None
+        if not isinstance(body, dict):
+            raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
+        return body
+
+    async def stream_sse(self, path: str, payload: Json) -> AsyncIterator[SSEEvent]:
+        """POST ``payload`` and yield server-sent events as they arrive.
+
+        Errors before the first event (connect, status) are raised from the first ``__anext__``,
+        which is what lets the gateway fall back to another target. Closing the generator closes
+        the upstream connection, which cancels the generation upstream.
+        """
+        try:
+            async with self._session.post(
+                self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
+                params=self._params, timeout=self._stream_timeout,
+            ) as response:
+                if response.status >= 400:
+                    await self._raise_for(response)
+                event: str | None = None
+                data: list[str] = []
+                async for raw_line in response.content:
+                    line = raw_line.decode("utf-8").rstrip("\r\n")
+                    if not line:
+                        if data:
+                            yield SSEEvent(event, "\n".join(data))
+                        event, data = None, []
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip(" "))
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                if data:
+                    yield SSEEvent(event, "\n".join(data))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._translate(exc) from None
+
+
+def parse_json_event(data: str) -> Json:
+    """The JSON object of one SSE ``data`` field."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise errors.BadUpstreamResponse("upstream stream sent invalid JSON") from None
+    if not isinstance(value, dict):
+        raise errors.BadUpstreamResponse("upstream stream sent JSON that is not an object")
+    return value

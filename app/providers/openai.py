@@ -1,0 +1,119 @@
+"""OpenAI, and every server that speaks its API at a ``base_url``.
+
+Together, Groq, Mistral, DeepSeek, Ollama's ``/v1`` and Hugging Face TGI's Messages API are all
+this provider with another ``base_url``. The request is forwarded as the client sent it (unknown
+fields included), with the target's model name and the target's ``params`` underneath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+import aiohttp
+
+from app import errors
+from app.config import OpenAIProvider
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.http import Upstream, parse_json_event
+from app.usage import Usage
+
+
+def check_stream_chunk(chunk: Json) -> Json:
+    """Raise the gateway error for a mid-stream ``{"error": ...}`` frame; else the chunk."""
+    error = chunk.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise errors.UpstreamError(f"upstream failed mid-stream: {message}")
+    return chunk
+
+
+class OpenAICompatible:
+    """The OpenAI wire format over HTTP. Subclasses adjust the upstream and the payload."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    def upstream_for(self, target: Target) -> Upstream:
+        return self._upstream
+
+    def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
+        """Last changes to an outgoing chat or completion payload (a fresh dict, safe to edit)."""
+        if stream:
+            payload["stream"] = True
+            options = payload.get("stream_options")
+            payload["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                         "include_usage": True}
+        return payload
+
+    def _payload(self, body: Json, target: Target, *, has_limit: bool, stream: bool) -> Json:
+        payload: Json = {**target.params, **body, "model": target.model} if target.params \
+            else {**body, "model": target.model}
+        if not has_limit and target.max_tokens_default is not None:
+            payload["max_tokens"] = target.max_tokens_default
+        return self.prepare(payload, target=target, stream=stream)
+
+    async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
+                                stream=False)
+        body = await self.upstream_for(target).post_json("/chat/completions", payload)
+        return Result(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
+                                stream=True)
+        async for chunk in self._stream("/chat/completions", payload, target):
+            yield chunk
+
+    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
+        payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
+                                stream=False)
+        body = await self.upstream_for(target).post_json("/completions", payload)
+        return Result(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
+        payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
+                                stream=True)
+        async for chunk in self._stream("/completions", payload, target):
+            yield chunk
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        payload: Json = {**target.params, **call.body, "model": target.model}
+        body = await self.upstream_for(target).post_json("/embeddings", payload)
+        if not isinstance(body.get("data"), list):
+            raise errors.BadUpstreamResponse("upstream embedding response has no 'data' list")
+        return Result(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def _stream(self, path: str, payload: Json, target: Target) -> AsyncIterator[Json]:
+        events = self.upstream_for(target).stream_sse(path, payload)
+        try:
+            async for event in events:
+                if event.data == "[DONE]":
+                    return
+                yield check_stream_chunk(parse_json_event(event.data))
+        finally:
+            await events.aclose()
+
+    async def aclose(self) -> None:
+        """The shared session belongs to the app; nothing of our own to close."""
+
+
+def openai_headers(config: OpenAIProvider) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if config.api_key is not None:
+        headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+    if config.organization:
+        headers["OpenAI-Organization"] = config.organization
+    if config.project:
+        headers["OpenAI-Project"] = config.project
+    return {**headers, **config.headers}
+
+
+def build(config: OpenAIProvider, session: aiohttp.ClientSession) -> OpenAICompatible:
+    upstream = Upstream(
+        session,
+        base_url=config.base_url,
+        headers=openai_headers(config),
+        timeout_s=config.timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
+        secrets=(config.api_key.get_secret_value(),) if config.api_key else (),
+    )
+    return OpenAICompatible(upstream)

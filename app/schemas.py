@@ -1,0 +1,212 @@
+"""Client request shapes, in OpenAI's wire format, validated strictly.
+
+Known fields are type-checked in pydantic's strict mode (``"5"`` is not a number, ``1.5`` is not an
+integer), as OpenAI's own API does; unknown fields are kept and carried to OpenAI-compatible targets
+(vLLM's ``top_k``, ``min_p``, ... live there). The raw JSON object travels beside the model so
+that pass-through providers forward exactly what the client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+_STRICT = ConfigDict(strict=True, extra="allow")
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool = False
+
+
+class FunctionCall(BaseModel):
+    model_config = _STRICT
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = _STRICT
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(BaseModel):
+    model_config = _STRICT
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts_are_typed(
+        cls, value: str | list[dict[str, Any]] | None
+    ) -> str | list[dict[str, Any]] | None:
+        if isinstance(value, list):
+            for part in value:
+                kind = part.get("type")
+                if not isinstance(kind, str):
+                    raise ValueError("each content part needs a string 'type'")
+                if kind == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a 'text' content part needs a string 'text'")
+                if kind == "image_url":
+                    image = part.get("image_url")
+                    if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+                        raise ValueError("an 'image_url' content part needs 'image_url.url'")
+        return value
+
+    def text(self) -> str:
+        """The message's text, parts joined; images and other parts contribute nothing."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+
+
+class FunctionDef(BaseModel):
+    model_config = _STRICT
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class ResponseFormat(BaseModel):
+    model_config = _STRICT
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``."""
+
+    model_config = _STRICT
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+    def token_limit(self) -> int | None:
+        """The client's cap on generated tokens, whichever field it used."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def wants_usage_chunk(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(BaseModel):
+    """``POST /v1/completions`` (legacy text completions)."""
+
+    model_config = _STRICT
+    model: Annotated[str, Field(min_length=1)]
+    prompt: Prompt
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: Stop = None
+    seed: int | None = None
+    echo: bool | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+    user: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, value: Prompt) -> Prompt:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be an empty list")
+        return value
+
+    def prompt_texts(self) -> list[str]:
+        """The prompt as strings (token-id prompts are rendered as their ids, for estimates)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        out: list[str] = []
+        for item in self.prompt:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, int):
+                return [" ".join(str(t) for t in self.prompt)]
+            else:
+                out.append(" ".join(str(t) for t in item))
+        return out
+
+    def wants_usage_chunk(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``."""
+
+    model_config = _STRICT
+    model: Annotated[str, Field(min_length=1)]
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_empty(cls, value: EmbeddingInput) -> EmbeddingInput:
+        if isinstance(value, str):
+            if not value:
+                raise ValueError("input must not be an empty string")
+        elif not value:
+            raise ValueError("input must not be an empty list")
+        elif any(isinstance(v, str) and not v for v in value):
+            raise ValueError("input must not contain empty strings")
+        return value
+
+    def texts(self) -> list[str]:
+        """The inputs as strings (token-id inputs are rendered as their ids)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(v, int) for v in self.input):
+            return [" ".join(str(v) for v in self.input)]
+        return [v if isinstance(v, str) else " ".join(str(t) for t in v) for v in self.input]

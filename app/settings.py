@@ -1,0 +1,55 @@
+"""Process settings from the environment (prefix ``SWITCHBOARD_``). The only module that reads it."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UnsafeSettings(ValueError):
+    """The settings would expose the gateway unsafely; the message says how to fix it."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", frozen=True)
+
+    config: Path | None = None
+    """YAML config path; unset: the embedded default (mock models plus keyed providers)."""
+    database_url: str = "sqlite+aiosqlite:///switchboard.db"
+    redis_url: str | None = None
+    master_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1)] = 1
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def check_exposure(self) -> None:
+        """Refuse to serve without a master key on anything but a loopback address."""
+        if self.master_key is None and not is_loopback(self.host):
+            raise UnsafeSettings(
+                f"refusing to serve on {self.host} without SWITCHBOARD_MASTER_KEY: anyone who "
+                "can reach the port could spend your provider credit. Set a master key, or bind "
+                "to 127.0.0.1."
+            )
+        if self.master_key is not None and len(self.master_key.get_secret_value()) < 16:
+            raise UnsafeSettings("SWITCHBOARD_MASTER_KEY must be at least 16 characters")
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for ``${ENV}`` references in the config and provider keys."""
+    return os.environ

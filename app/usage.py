@@ -1,0 +1,68 @@
+"""Token usage of one call, and the estimate used when a provider reports none."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Words, numbers and single punctuation marks: close to what BPE tokenizers produce for English
+# (about 0.75 words a token). Long words count once per 4 characters, as BPE splits them.
+_PIECE = re.compile(r"\w+|[^\w\s]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate of ``text``'s token count (0 for empty text)."""
+    count = 0
+    for piece in _PIECE.findall(text):
+        count += 1 + (len(piece) - 1) // 4
+    return count
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens of one call. ``cached_tokens`` are the part of the prompt read from a cache."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI ``usage`` object."""
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        """Read an OpenAI-shaped ``usage`` object; None when absent or malformed."""
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens", 0)
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        out_details = usage.get("completion_tokens_details")
+        reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached if isinstance(cached, int) else 0,
+            reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+        )
