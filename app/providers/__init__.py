@@ -7,12 +7,15 @@ from typing import Any
 
 import aiohttp
 
-from app.providers import mock, openai
+from app.providers import anthropic, azure, mock, openai, vllm
 from app.providers.base import Provider
 
 Builder = Callable[[Any, aiohttp.ClientSession], Provider]
 
 PROVIDER_TYPES: dict[str, Builder] = {
     "openai": openai.build,
+    "anthropic": anthropic.build,
     "mock": mock.build,
+    "vllm": vllm.build,
+    "azure_openai": azure.build,
 }

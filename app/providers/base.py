@@ -51,10 +51,11 @@ class EmbeddingCall:
 
 @dataclass(slots=True)
 class Result:
-    """A finished non-streaming response: the OpenAI-shaped body and its usage."""
+    """A finished non-streaming response: the OpenAI-shaped body and its usage (None when
+    the upstream reported none; the gateway then estimates it)."""
 
     body: Json
-    usage: Usage
+    usage: Usage | None
 
 
 class Provider(Protocol):

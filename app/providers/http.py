@@ -10,7 +10,7 @@ nested ``{"error": {...}}``, vLLM's flat ``{"object": "error", ...}``, Anthropic
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +147,7 @@ class Upstream:
             raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
         return body
 
-    async def stream_sse(self, path: str, payload: Json) -> AsyncIterator[SSEEvent]:
+    async def stream_sse(self, path: str, payload: Json) -> AsyncGenerator[SSEEvent, None]:
         """POST ``payload`` and yield server-sent events as they arrive.
 
         Errors before the first event (connect, status) are raised from the first ``__anext__``,

@@ -7,7 +7,9 @@ fields included), with the target's model name and the target's ``params`` under
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
 import aiohttp
 
 from app import errors
@@ -57,11 +59,12 @@ class OpenAICompatible:
         body = await self.upstream_for(target).post_json("/chat/completions", payload)
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
-    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
         payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
                                 stream=True)
-        async for chunk in self._stream("/chat/completions", payload, target):
-            yield chunk
+        async with aclosing(self._stream("/chat/completions", payload, target)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
@@ -69,11 +72,14 @@ class OpenAICompatible:
         body = await self.upstream_for(target).post_json("/completions", payload)
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
-    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
+    async def stream_complete(
+        self, call: CompletionCall, *, target: Target
+    ) -> AsyncGenerator[Json, None]:
         payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
                                 stream=True)
-        async for chunk in self._stream("/completions", payload, target):
-            yield chunk
+        async with aclosing(self._stream("/completions", payload, target)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payload: Json = {**target.params, **call.body, "model": target.model}
@@ -82,7 +88,7 @@ class OpenAICompatible:
             raise errors.BadUpstreamResponse("upstream embedding response has no 'data' list")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
-    async def _stream(self, path: str, payload: Json, target: Target) -> AsyncIterator[Json]:
+    async def _stream(self, path: str, payload: Json, target: Target) -> AsyncGenerator[Json, None]:
         events = self.upstream_for(target).stream_sse(path, payload)
         try:
             async for event in events:

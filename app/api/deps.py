@@ -1,0 +1,85 @@
+"""Request-scoped dependencies: the gateway, the settings, and the call being served."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from app import errors
+from app.calllog import CallRecord
+from app.gateway import Gateway
+from app.settings import Settings
+
+# A client's own request id is kept when it is a sane token; anything else gets a fresh one.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def get_gateway(request: Request) -> Gateway:
+    return cast(Gateway, request.app.state.gateway)
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer ...`` or ``x-api-key``."""
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def authenticate(request: Request, settings: Settings) -> str:
+    """The caller's identity; ``AuthenticationFailed`` when a required key is missing or wrong."""
+    master = settings.master_key
+    if master is None:
+        return "anonymous"
+    key = presented_key(request)
+    if key is None:
+        raise errors.AuthenticationFailed(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+            code="missing_api_key")
+    if not hmac.compare_digest(key.encode(), master.get_secret_value().encode()):
+        raise errors.AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+    return "master"
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and _CLIENT_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> CallRecord:
+    """Open the call record for this request and authenticate its caller (recorded either way)."""
+    record = CallRecord(id=request_id(request), endpoint=request.scope["path"], caller="anonymous")
+    request.state.request_id = record.id
+    try:
+        record.caller = authenticate(request, settings)
+    except errors.GatewayError as exc:
+        record.caller = "unauthenticated"
+        raise gateway.reject(record, exc) from None
+    return record
+
+
+CallDep = Annotated[CallRecord, Depends(begin_call)]
+
+
+def require_caller(request: Request, settings: SettingsDep) -> str:
+    """Authenticate a request that is not a model call (no call record)."""
+    return authenticate(request, settings)
+
+
+CallerDep = Annotated[str, Depends(require_caller)]

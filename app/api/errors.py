@@ -1,0 +1,63 @@
+"""Every error leaves the gateway in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from app import errors
+
+log = logging.getLogger("switchboard.api")
+
+_BY_STATUS: dict[int, type[errors.GatewayError]] = {
+    401: errors.AuthenticationFailed, 403: errors.PermissionDenied, 404: errors.NotFound,
+    413: errors.BodyTooLarge,
+}
+
+
+def error_response(exc: errors.GatewayError, request: Request) -> Response:
+    headers = {}
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        headers["x-request-id"] = request_id
+    if exc.status_code == 429:
+        headers["retry-after"] = "1"
+    return Response(orjson.dumps(exc.body()), status_code=exc.status_code,
+                    media_type="application/json", headers=headers)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.GatewayError)
+    return error_response(exc, request)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = _BY_STATUS.get(exc.status_code, errors.InvalidRequest)
+    return error_response(kind(str(exc.detail), status=exc.status_code), request)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(p) for p in first["loc"][1:]) or None
+    return error_response(errors.InvalidRequest(f"Invalid request: {first['msg']}",
+                                                param=param), request)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.scope.get("path"))
+    return error_response(errors.GatewayError("The gateway had an internal error."), request)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.GatewayError, _gateway_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,75 @@
+"""Server-sent events out: relayed chunk by chunk, keep-alives, cancellation on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app import errors
+from app.gateway import StreamItem
+
+_KEEPALIVE = b": keep-alive\n\n"
+_DONE = b"data: [DONE]\n\n"
+_END: Any = object()
+
+
+class SSEResponse(Response):
+    """An ASGI response relaying gateway stream items as they arrive.
+
+    The first item is already in hand (so that errors before the first byte became ordinary JSON
+    error responses). ``None`` items are sent as SSE comments. When the client disconnects, the
+    relay stops and the item stream is closed, which cancels the upstream request.
+    """
+
+    def __init__(self, items: AsyncGenerator[StreamItem, None], *, first: StreamItem,
+                 headers: dict[str, str]) -> None:
+        # Deliberately not calling Response.__init__: this response has no body to render.
+        self.status_code = 200
+        self.background = None
+        self._items = items
+        self._first = first
+        self._sse_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                         (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self._sse_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.ensure_future(self._relay(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (relay, watch):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self._items.aclose()
+        if relay.done() and not relay.cancelled():
+            relay.result()
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._sse_headers})
+        item = self._first
+        try:
+            while item is not _END:
+                body = _KEEPALIVE if item is None else b"data: " + orjson.dumps(item) + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                item = await anext(self._items, _END)
+        except errors.GatewayError as exc:
+            # Past the first byte the status is sent; OpenAI's SDKs read this frame as an error.
+            frame = b"data: " + orjson.dumps(exc.body()) + b"\n\n"
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,88 @@
+"""The canonical call record, filled in as a request goes through the gateway."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from app.usage import Usage
+
+Status = Literal["ok", "error", "cancelled"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one target."""
+
+    provider: str
+    model: str
+    status: int
+    error_type: str | None
+    duration_ms: float
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything known about one client request. The gateway fills it and emits it exactly once,
+    whatever happened (success, error, cancellation, client disconnect)."""
+
+    id: str
+    endpoint: str
+    caller: str
+    stream: bool = False
+    created_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    finished_at: float | None = None
+    public_model: str | None = None
+    provider: str | None = None
+    target_model: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: Status = "ok"
+    http_status: int = 200
+    error_type: str | None = None
+    error_message: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    upstream_ms: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    finish_reason: str | None = None
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """Time the gateway itself added: wall time minus time waiting on upstreams."""
+        if self.latency_ms is None:
+            return None
+        return max(0.0, self.latency_ms - self.upstream_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("started")
+        out["overhead_ms"] = self.overhead_ms
+        return out
+
+
+class CallSink(Protocol):
+    """Where finished records go. ``submit`` must not block or raise into the request."""
+
+    def submit(self, record: CallRecord) -> None: ...
+
+
+class LogSink:
+    """Writes each record as one structured log line (at DEBUG, so it costs nothing unless on)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("switchboard.calls")
+
+    def submit(self, record: CallRecord) -> None:
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("call %s", record.to_dict())

@@ -1,0 +1,77 @@
+"""The ``switchboard`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+
+from app.config import ConfigError, load_config
+from app.main import resolve_config
+from app.settings import Settings, UnsafeSettings, environment
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Switchboard: one OpenAI-compatible API over many model providers."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Gateway YAML config (default: $SWITCHBOARD_CONFIG, else the embedded "
+                   "offline default with mock models).")
+@click.option("--host", help="Address to bind (default: $SWITCHBOARD_HOST or 127.0.0.1). "
+                             "A non-loopback address requires SWITCHBOARD_MASTER_KEY.")
+@click.option("--port", type=int, help="Port (default: $SWITCHBOARD_PORT or 8080).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes (default: $SWITCHBOARD_WORKERS or 1).")
+def serve(config_path: Path | None, host: str | None, port: int | None,
+          workers: int | None) -> None:
+    """Run the gateway."""
+    overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
+                                   "workers": workers}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings.check_exposure()
+        config = resolve_config(settings)
+    except (UnsafeSettings, ConfigError) as exc:
+        click.echo(f"switchboard: {exc}", err=True)
+        sys.exit(2)
+    mode = f"config {settings.config}" if settings.config else "embedded default (offline)"
+    click.echo(f"switchboard: serving {', '.join(config.models)} on "
+               f"http://{settings.host}:{settings.port} ({mode})", err=True)
+    # Workers re-read the settings from the environment: hand the CLI's choices down that way.
+    for key, value in overrides.items():
+        os.environ[f"SWITCHBOARD_{key.upper()}"] = str(value)
+    uvicorn.run("app.main:from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
+                access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30)
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(path: Path) -> None:
+    """Validate a gateway config file; exit 1 with every problem listed if it is invalid."""
+    try:
+        config = load_config(path, environment())
+    except ConfigError as exc:
+        click.echo(f"{path}: invalid", err=True)
+        for line in str(exc).splitlines():
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models: "
+               f"{', '.join(config.models)})")
+
+
+try:  # the simulator lives in its own package; attach its command when present
+    from app.simulator.command import simulate
+except ImportError:  # pragma: no cover - only while the simulator is being built
+    pass
+else:
+    main.add_command(simulate)

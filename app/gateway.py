@@ -1,0 +1,339 @@
+"""The gateway service: resolve a public model, try its targets, account usage and cost, and emit
+exactly one call record per request.
+
+Fallback happens only before the first byte reaches the client. For streams that means: a target
+is committed to as soon as it yields its first chunk, or as soon as the keep-alive interval passes
+without one (the client then gets headers and an SSE comment, so the choice is final).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from app import errors
+from app.calllog import Attempt, CallRecord, CallSink
+from app.config import GatewayConfig
+from app.pricing import PriceBook
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Provider, Result, Target
+from app.routing import Route, RoutingTable
+from app.usage import Usage, estimate_tokens
+
+T = TypeVar("T")
+log = logging.getLogger("switchboard.gateway")
+
+_PER_MESSAGE_TOKENS = 3
+# A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
+StreamItem = Json | None
+Opener = Callable[[Provider, Target], AsyncIterator[Json]]
+
+
+def _chat_prompt_tokens(call: ChatCall) -> int:
+    return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in call.request.messages)
+
+
+def _body_text(body: Json) -> str:
+    parts = []
+    for choice in body.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            elif isinstance(choice.get("text"), str):
+                parts.append(choice["text"])
+    return "".join(parts)
+
+
+def _chunk_text(chunk: Json) -> str:
+    parts = []
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                parts.append(delta["content"])
+            elif isinstance(choice.get("text"), str):
+                parts.append(choice["text"])
+    return "".join(parts)
+
+
+class Gateway:
+    """One instance per process, built in the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        providers: Mapping[str, Provider],
+        prices: PriceBook,
+        sink: CallSink,
+        strict_telemetry: bool = False,
+    ) -> None:
+        self.table = RoutingTable(config)
+        self.limits = config.limits
+        self.keepalive_s = config.streaming.keepalive_s
+        self._providers = providers
+        self._prices = prices
+        self._sink = sink
+        self._strict_telemetry = strict_telemetry
+
+    # ---- requests -------------------------------------------------------------------------
+
+    async def chat(self, call: ChatCall, record: CallRecord) -> Result:
+        route = self._begin(record, call.request.model, user=call.request.user)
+        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.token_limit())
+        record.metadata = call.request.metadata
+        return await self._unary(
+            record, route, lambda p, t: p.chat(call, target=t),
+            estimate=lambda body: Usage(prompt_tokens=_chat_prompt_tokens(call),
+                                        completion_tokens=estimate_tokens(_body_text(body)),
+                                        estimated=True),
+        )
+
+    async def complete(self, call: CompletionCall, record: CallRecord) -> Result:
+        route = self._begin(record, call.request.model, user=call.request.user)
+        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.max_tokens)
+        prompt = sum(estimate_tokens(p) for p in call.request.prompt_texts())
+        return await self._unary(
+            record, route, lambda p, t: p.complete(call, target=t),
+            estimate=lambda body: Usage(prompt_tokens=prompt,
+                                        completion_tokens=estimate_tokens(_body_text(body)),
+                                        estimated=True),
+        )
+
+    async def embed(self, call: EmbeddingCall, record: CallRecord) -> Result:
+        route = self._begin(record, call.request.model, user=call.request.user)
+        texts = call.request.texts()
+        if len(texts) > self.limits.max_embedding_inputs:
+            raise self.reject(record, errors.InvalidRequest(
+                f"'input' has {len(texts)} items; the limit is "
+                f"{self.limits.max_embedding_inputs}", param="input"))
+        return await self._unary(
+            record, route, lambda p, t: p.embed(call, target=t),
+            estimate=lambda body: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
+                                        estimated=True),
+        )
+
+    def stream_chat(self, call: ChatCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
+        route = self._begin(record, call.request.model, user=call.request.user, stream=True)
+        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.token_limit())
+        record.metadata = call.request.metadata
+        return self._stream(record, route, lambda p, t: p.stream_chat(call, target=t),
+                            wants_usage=call.request.wants_usage_chunk(),
+                            prompt_tokens=lambda: _chat_prompt_tokens(call))
+
+    def stream_complete(self, call: CompletionCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
+        route = self._begin(record, call.request.model, user=call.request.user, stream=True)
+        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.max_tokens)
+        return self._stream(record, route, lambda p, t: p.stream_complete(call, target=t),
+                            wants_usage=call.request.wants_usage_chunk(),
+                            prompt_tokens=lambda: sum(estimate_tokens(p)
+                                                      for p in call.request.prompt_texts()))
+
+    # ---- the parts ------------------------------------------------------------------------
+
+    def _begin(self, record: CallRecord, model: str, *, user: str | None,
+               stream: bool = False) -> Route:
+        record.public_model = model
+        record.user = user
+        record.stream = stream
+        try:
+            return self.table.resolve(model)
+        except errors.GatewayError as exc:
+            raise self.reject(record, exc) from None
+
+    def _check_generation(self, record: CallRecord, route: Route, *, n: int | None,
+                          max_tokens: int | None) -> None:
+        if n is not None and n > self.limits.max_n:
+            raise self.reject(record, errors.InvalidRequest(
+                f"'n' is {n}; the limit is {self.limits.max_n}", param="n"))
+        if max_tokens is not None and route.max_tokens_cap and max_tokens > route.max_tokens_cap:
+            raise self.reject(record, errors.InvalidRequest(
+                f"'max_tokens' is {max_tokens}; the limit for model '{route.name}' is "
+                f"{route.max_tokens_cap}", param="max_tokens"))
+
+    def reject(self, record: CallRecord, exc: errors.GatewayError) -> errors.GatewayError:
+        """Record a request refused before any upstream was tried."""
+        self._fail(record, exc)
+        self._finish(record)
+        return exc
+
+    async def _attempts(self, record: CallRecord, route: Route,
+                        run: Callable[[Provider, Target], Awaitable[T]]) -> T:
+        """Try the route's targets in order; the next one only after a retryable failure."""
+        last = len(route.targets) - 1
+        for i, target in enumerate(route.targets):
+            provider = self._providers[target.provider]
+            started = time.perf_counter()
+            try:
+                out = await run(provider, target)
+            except errors.GatewayError as exc:
+                spent = (time.perf_counter() - started) * 1000
+                record.upstream_ms += spent
+                record.attempts.append(Attempt(target.provider, target.model, exc.status_code,
+                                               exc.error_type, spent))
+                if exc.retryable and i < last:
+                    log.info("target %s/%s failed (%s); trying the next", target.provider,
+                             target.model, exc.status_code)
+                    continue
+                raise
+            spent = (time.perf_counter() - started) * 1000
+            record.upstream_ms += spent
+            record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
+            record.provider, record.target_model = target.provider, target.model
+            return out
+        raise AssertionError("a route always has at least one target")
+
+    async def _unary(self, record: CallRecord, route: Route,
+                     run: Callable[[Provider, Target], Awaitable[Result]],
+                     *, estimate: Callable[[Json], Usage]) -> Result:
+        try:
+            result = await self._attempts(record, route, run)
+            self._account(record, result.usage or estimate(result.body), result.body)
+            return result
+        except errors.GatewayError as exc:
+            self._fail(record, exc)
+            raise
+        except asyncio.CancelledError:
+            record.status, record.http_status = "cancelled", 499
+            raise
+        finally:
+            self._finish(record)
+
+    async def _open(self, opener: Opener, provider: Provider, target: Target,
+                    ) -> tuple[AsyncIterator[Json], Json | asyncio.Task[Json]]:
+        """Start a stream and wait for its first chunk, at most one keep-alive interval.
+
+        Returns the stream and either its first chunk or, past the interval, the task still
+        waiting for it (the caller then commits to this target).
+        """
+        stream = opener(provider, target)
+        first: asyncio.Task[Json] = asyncio.ensure_future(anext(stream))  # type: ignore[arg-type]
+        try:
+            done, _ = await asyncio.wait({first}, timeout=self.keepalive_s)
+        except BaseException:
+            await _abandon(stream, first)
+            raise
+        if not done:
+            return stream, first
+        try:
+            return stream, first.result()
+        except StopAsyncIteration:
+            await _abandon(stream, None)
+            raise errors.BadUpstreamResponse("upstream stream ended before any data") from None
+        except BaseException:
+            await _abandon(stream, None)
+            raise
+
+    async def _stream(self, record: CallRecord, route: Route, opener: Opener, *,
+                      wants_usage: bool, prompt_tokens: Callable[[], int]
+                      ) -> AsyncGenerator[StreamItem, None]:
+        stream: AsyncIterator[Json] | None = None
+        texts: list[str] = []
+        usage: Usage | None = None
+        body: Json = {}
+        try:
+            stream, first = await self._attempts(
+                record, route, lambda p, t: self._open(opener, p, t))
+            if isinstance(first, asyncio.Task):
+                while not first.done():
+                    yield None
+                    await asyncio.wait({first}, timeout=self.keepalive_s)
+                try:
+                    first = first.result()
+                except StopAsyncIteration:
+                    raise errors.BadUpstreamResponse("upstream stream ended before any data") \
+                        from None
+            overhead = record.elapsed_ms() - record.upstream_ms
+            record.ttft_ms = record.elapsed_ms()
+            chunk: Json | None = first
+            while chunk is not None:
+                if not body:
+                    body = chunk
+                reported = chunk.get("usage")
+                if reported:
+                    usage = Usage.from_openai(reported) or usage
+                    if not chunk.get("choices"):
+                        if wants_usage:
+                            yield chunk
+                        chunk = await anext(stream, None)
+                        continue
+                _observe_finish(record, chunk)
+                if usage is None:
+                    texts.append(_chunk_text(chunk))
+                yield chunk
+                chunk = await anext(stream, None)
+            if usage is None:
+                usage = Usage(prompt_tokens=prompt_tokens(),
+                              completion_tokens=estimate_tokens("".join(texts)), estimated=True)
+                if wants_usage:
+                    yield {**_chunk_base(body), "choices": [], "usage": usage.to_openai()}
+            self._account(record, usage, body)
+            record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
+        except errors.GatewayError as exc:
+            self._fail(record, exc)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status, record.http_status = "cancelled", 499
+            raise
+        finally:
+            if stream is not None:
+                await _abandon(stream, None)
+            self._finish(record)
+
+    def _account(self, record: CallRecord, usage: Usage, body: Json) -> None:
+        record.usage = usage
+        if record.target_model is not None:
+            record.cost_usd = self._prices.cost(record.target_model, usage)
+        model = body.get("model")
+        record.response_model = model if isinstance(model, str) else None
+        fingerprint = body.get("system_fingerprint")
+        record.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        if record.finish_reason is None:
+            _observe_finish(record, body)
+
+    @staticmethod
+    def _fail(record: CallRecord, exc: errors.GatewayError) -> None:
+        record.status = "error"
+        record.http_status = exc.status_code
+        record.error_type = exc.error_type
+        record.error_message = exc.message
+
+    def _finish(self, record: CallRecord) -> None:
+        record.finished_at = time.time()
+        record.latency_ms = record.elapsed_ms()
+        try:
+            self._sink.submit(record)
+        except Exception:  # telemetry must never break a request (STYLE.md #10)
+            if self._strict_telemetry:
+                raise
+            log.exception("call record sink failed for %s", record.id)
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+
+
+def _observe_finish(record: CallRecord, body: Json) -> None:
+    for choice in body.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+            record.finish_reason = choice["finish_reason"]
+
+
+def _chunk_base(body: Json) -> Json:
+    return {k: body[k] for k in ("id", "object", "created", "model") if k in body}
+
+
+async def _abandon(stream: AsyncIterator[Any], pending: asyncio.Task[Any] | None) -> None:
+    """Stop a stream: cancel a pending read, then close the generator (closing the upstream)."""
+    if pending is not None and not pending.done():
+        pending.cancel()
+        try:
+            await pending
+        except (asyncio.CancelledError, StopAsyncIteration, errors.GatewayError):
+            pass
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,71 @@
+"""The app factory: ``create_app(settings)`` builds the app; its lifespan builds the resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import errors as api_errors
+from app.api import health, v1
+from app.calllog import CallSink, LogSink
+from app.config import GatewayConfig, embedded_config, load_config
+from app.gateway import Gateway
+from app.pricing import PriceBook, shipped_prices
+from app.providers import PROVIDER_TYPES
+from app.providers.base import Provider
+from app.providers.http import new_session
+from app.settings import Settings, environment
+
+log = logging.getLogger("switchboard")
+
+
+def resolve_config(settings: Settings) -> GatewayConfig:
+    """The config file named by the settings, or the embedded default."""
+    env = environment()
+    if settings.config is None:
+        return embedded_config(env)
+    return load_config(settings.config, env)
+
+
+def create_app(settings: Settings, *, config: GatewayConfig | None = None,
+               sink: CallSink | None = None, strict_telemetry: bool = False) -> FastAPI:
+    """Build the gateway app. ``config`` defaults to the one the settings name."""
+    settings.check_exposure()
+    gateway_config = config if config is not None else resolve_config(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        session = new_session()
+        providers: dict[str, Provider] = {
+            name: PROVIDER_TYPES[cfg.type](cfg, session)
+            for name, cfg in gateway_config.providers.items()
+        }
+        prices = PriceBook({**shipped_prices(), **gateway_config.pricing})
+        gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
+                          sink=sink or LogSink(), strict_telemetry=strict_telemetry)
+        app.state.gateway = gateway
+        app.state.settings = settings
+        if settings.master_key is None:
+            log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await gateway.aclose()
+            await session.close()
+
+    app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan,
+                  summary="An OpenAI-compatible gateway to many model providers.")
+    api_errors.install(app)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    return app
+
+
+def from_environment() -> FastAPI:
+    """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment."""
+    return create_app(Settings())

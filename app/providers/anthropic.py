@@ -1,0 +1,138 @@
+"""Anthropic's Messages API (``POST /v1/messages``) behind the OpenAI-shaped provider seam.
+
+The request is translated (``anthropic_request``), not forwarded: unknown OpenAI fields are
+dropped, and the answer is translated back (``anthropic_response``, ``anthropic_stream``).
+Where the two APIs differ, this is what a client gets:
+
+- ``system`` and ``developer`` messages, wherever they stand, become the top-level ``system``
+  (joined by blank lines; a list of text blocks when a part carries ``cache_control``, which is
+  also carried on user, assistant and tool content parts, so prompt caching works through us).
+- ``response_format``: ``json_schema`` becomes Anthropic's native structured output
+  (``output_config.format``), so the schema is enforced, not merely asked for; ``json_object``
+  is refused (400, param ``response_format``) because Anthropic has no schema-less JSON mode and
+  a prompt instruction would be a silent, unreliable substitute; ``text`` is a no-op.
+- Refused with 400 rather than silently ignored, because the client would read wrong results:
+  ``n`` > 1, ``temperature`` > 1 (Anthropic's range is 0..1), ``logprobs``/``top_logprobs``,
+  legacy ``function`` messages, audio parts, files other than PDF data URLs, images other
+  than jpeg/png/gif/webp.
+- Dropped, as sampling hints with no Anthropic equivalent: ``seed``, ``presence_penalty``,
+  ``frequency_penalty``, ``logit_bias``; OpenAI's ``metadata`` (``user`` becomes
+  ``metadata.user_id``).
+- Anthropic-native ``top_k`` and ``thinking`` sent by the client (the SDK's ``extra_body``) are
+  forwarded; the target's ``params`` lie underneath everything.
+- Thinking comes back as ``message.reasoning_content`` (streams: ``delta.reasoning_content``),
+  the field vLLM and DeepSeek use.
+- Text completions and embeddings don't exist at Anthropic: 400, param ``model``.
+- ``base_url`` may be given with or without a trailing ``/v1``.
+
+Errors: Anthropic's ``{"type": "error", "error": {"type", "message"}}`` is read by the shared
+mapper; 529 ``overloaded_error`` is a retryable 503. The API key travels only in ``x-api-key``
+and is scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from app import errors
+from app.config import AnthropicProvider
+from app.providers.anthropic_request import translate_request
+from app.providers.anthropic_response import map_error, to_chat_completion
+from app.providers.anthropic_stream import StreamTranslator
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.http import Upstream, parse_json_event
+from app.usage import Usage, estimate_tokens
+
+MESSAGES_PATH = "/v1/messages"
+
+
+def _estimated_usage(call: ChatCall, body: Json) -> Usage:
+    """A tokenizer-free estimate, for an answer that carries no usage (Anthropic's always do)."""
+    prompt = sum(estimate_tokens(m.text()) for m in call.request.messages)
+    message = body["choices"][0]["message"]
+    completion = estimate_tokens(message.get("content") or "")
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
+
+
+def _unsupported(what: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(
+        f"Anthropic models don't offer {what}; use /v1/chat/completions with this model, or "
+        "another model", param="model")
+
+
+class AnthropicMessages:
+    """Chat over Anthropic's Messages API; see the module docstring for the translation."""
+
+    def __init__(self, upstream: Upstream, *, max_tokens_default: int) -> None:
+        self._upstream = upstream
+        self._max_tokens_default = max_tokens_default
+
+    async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        payload = translate_request(call, target=target, stream=False,
+                                    max_tokens_default=self._max_tokens_default)
+        answer = await self._upstream.post_json(MESSAGES_PATH, payload)
+        body, usage = to_chat_completion(answer, created=int(time.time()))
+        if usage is None:
+            usage = _estimated_usage(call, body)
+            body["usage"] = usage.to_openai()
+        return Result(body=body, usage=usage)
+
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        """Chunks as events arrive; the last one carries ``usage`` and no choices.
+
+        Upstream errors before the first event raise from the first ``__anext__``; an ``error``
+        event raises its mapped error; a stream cut before ``message_stop`` raises
+        ``BadUpstreamResponse``. Closing the generator closes the upstream connection.
+        """
+        payload = translate_request(call, target=target, stream=True,
+                                    max_tokens_default=self._max_tokens_default)
+        translator = StreamTranslator(created=int(time.time()))
+        events = self._upstream.stream_sse(MESSAGES_PATH, payload)
+        try:
+            async for event in events:
+                for chunk in translator.feed(parse_json_event(event.data), event=event.event):
+                    yield chunk
+                if translator.done:
+                    return
+            translator.finish()
+        finally:
+            await events.aclose()
+
+    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
+        raise _unsupported("legacy text completions (/v1/completions)")
+
+    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
+        raise _unsupported("legacy text completions (/v1/completions)")
+        yield {}  # pragma: no cover  (makes this an async generator, as the seam expects)
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        raise _unsupported("embeddings (/v1/embeddings)")
+
+    async def aclose(self) -> None:
+        """The shared session belongs to the app; nothing of our own to close."""
+
+
+def anthropic_headers(config: AnthropicProvider) -> dict[str, str]:
+    """``x-api-key`` (when configured), ``anthropic-version``, then the config's own headers."""
+    headers = {"anthropic-version": config.anthropic_version}
+    if config.api_key is not None:
+        headers["x-api-key"] = config.api_key.get_secret_value()
+    return {**headers, **config.headers}
+
+
+def build(config: AnthropicProvider, session: aiohttp.ClientSession) -> AnthropicMessages:
+    base_url = config.base_url.rstrip("/")
+    base_url = base_url.removesuffix("/v1")
+    upstream = Upstream(
+        session,
+        base_url=base_url,
+        headers=anthropic_headers(config),
+        timeout_s=config.timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
+        secrets=(config.api_key.get_secret_value(),) if config.api_key else (),
+        error_mapper=map_error,
+    )
+    return AnthropicMessages(upstream, max_tokens_default=config.max_tokens_default)

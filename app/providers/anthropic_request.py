@@ -1,0 +1,286 @@
+"""Canonical (OpenAI-shaped) chat request -> Anthropic Messages API payload.
+
+Pure functions, no I/O. Every refusal is an ``errors.InvalidRequest`` naming the offending
+``param`` (``messages[3].tool_calls[0].function.arguments``), raised before anything is sent.
+The choices made where the two APIs differ are listed in ``app.providers.anthropic``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from app import errors
+from app.providers.base import ChatCall, Json, Target
+from app.schemas import ChatRequest, Message, ToolCall
+
+# Anthropic-native request fields a client may send beside the OpenAI ones (as the OpenAI SDK's
+# ``extra_body``); they are forwarded as sent.
+PASSTHROUGH_FIELDS = ("top_k", "thinking")
+
+_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
+                       re.DOTALL)
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def _with_cache_control(block: Json, part: Json) -> Json:
+    """Carry Anthropic's ``cache_control`` marker from an OpenAI content part to its block."""
+    cache_control = part.get("cache_control")
+    if isinstance(cache_control, dict):
+        block["cache_control"] = cache_control
+    return block
+
+
+def _image_block(url: str, *, param: str) -> Json:
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise errors.InvalidRequest(
+            "image_url.url must be an http(s) URL or a base64 data: URL", param=param)
+    media_type = match["media"].lower()
+    if media_type not in _IMAGE_TYPES:
+        raise errors.InvalidRequest(
+            f"Anthropic accepts only {', '.join(sorted(_IMAGE_TYPES))} images, not {media_type}",
+            param=param)
+    return {"type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": match["data"]}}
+
+
+def _file_block(part: Json, *, param: str) -> Json:
+    file = part.get("file")
+    data = file.get("file_data") if isinstance(file, dict) else None
+    match = _DATA_URL.match(data) if isinstance(data, str) else None
+    if match is None or match["media"].lower() != "application/pdf":
+        raise errors.InvalidRequest(
+            "Anthropic accepts files only as a PDF in file.file_data (a base64 data: URL)",
+            param=param)
+    return {"type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": match["data"]}}
+
+
+def content_blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
+    """Anthropic content blocks for a user or tool message's content (empty text dropped)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[Json] = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        where = f"{param}[{i}]"
+        if kind == "text":
+            if part["text"]:
+                blocks.append(_with_cache_control({"type": "text", "text": part["text"]}, part))
+        elif kind == "image_url":
+            block = _image_block(part["image_url"]["url"], param=f"{where}.image_url.url")
+            blocks.append(_with_cache_control(block, part))
+        elif kind == "file":
+            blocks.append(_with_cache_control(_file_block(part, param=f"{where}.file"), part))
+        else:
+            raise errors.InvalidRequest(
+                f"content parts of type {kind!r} are not supported by Anthropic", param=where)
+    return blocks
+
+
+def _tool_use_block(call: ToolCall, *, param: str) -> Json:
+    raw = call.function.arguments
+    try:
+        arguments: Any = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("tool call arguments are not valid JSON",
+                                    param=param) from None
+    if not isinstance(arguments, dict):
+        raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
+
+
+def _assistant_blocks(message: Message, *, param: str) -> list[Json]:
+    blocks: list[Json] = []
+    if isinstance(message.content, list):
+        # An assistant's earlier refusal is plain text to Anthropic.
+        for part in message.content:
+            text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+            if isinstance(text, str) and text:
+                blocks.append(_with_cache_control({"type": "text", "text": text}, part))
+    elif message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for i, call in enumerate(message.tool_calls or ()):
+        blocks.append(_tool_use_block(call, param=f"{param}.tool_calls[{i}].function.arguments"))
+    return blocks
+
+
+def _tool_result_block(message: Message, *, param: str) -> Json:
+    if not message.tool_call_id:
+        raise errors.InvalidRequest("a tool message needs a tool_call_id",
+                                    param=f"{param}.tool_call_id")
+    block: Json = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    if isinstance(message.content, str):
+        if message.content:
+            block["content"] = message.content
+    else:
+        parts = content_blocks(message.content, param=f"{param}.content")
+        if parts:
+            block["content"] = parts
+    return block
+
+
+def _turn(message: Message, *, param: str) -> tuple[str, list[Json]]:
+    """The Anthropic role and content blocks of one non-system message."""
+    if message.role == "user":
+        return "user", content_blocks(message.content, param=f"{param}.content")
+    if message.role == "assistant":
+        return "assistant", _assistant_blocks(message, param=param)
+    if message.role == "tool":
+        return "user", [_tool_result_block(message, param=param)]
+    raise errors.InvalidRequest(
+        "legacy 'function' messages are not supported by Anthropic; use tools and 'tool' "
+        "messages", param=f"{param}.role")
+
+
+def _system(parts: list[Json]) -> str | list[Json]:
+    """Joined system text, or text blocks when a part asks for prompt caching."""
+    if any("cache_control" in p for p in parts):
+        return parts
+    return "\n\n".join(p["text"] for p in parts)
+
+
+def _finish_turn(turn: Json) -> Json:
+    blocks: list[Json] = turn["content"]
+    if turn["role"] == "user":
+        # Anthropic wants a user turn's tool results before anything else in it (stable sort).
+        blocks.sort(key=lambda b: b["type"] != "tool_result")
+    if len(blocks) == 1 and blocks[0].keys() == {"type", "text"}:
+        turn["content"] = blocks[0]["text"]
+    return turn
+
+
+def translate_messages(messages: list[Message]) -> tuple[str | list[Json] | None, list[Json]]:
+    """(``system``, ``messages``): system and developer text lifted out, consecutive turns of
+    one role merged (Anthropic requires alternation), tool results as user turns."""
+    system: list[Json] = []
+    turns: list[Json] = []
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if message.role in ("system", "developer"):
+            system.extend(b for b in content_blocks(message.content, param=f"{param}.content")
+                          if b["type"] == "text")
+            continue
+        role, blocks = _turn(message, param=param)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return (_system(system) if system else None), [_finish_turn(t) for t in turns]
+
+
+def translate_tools(request: ChatRequest) -> Json:
+    """``tools`` and ``tool_choice`` in Anthropic's shape (empty when the client sent no tools)."""
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        function = tool.function
+        entry: Json = {"name": function.name,
+                       "input_schema": function.parameters or {"type": "object",
+                                                               "properties": {}}}
+        if function.description:
+            entry["description"] = function.description
+        tools.append(entry)
+    out: Json = {"tools": tools}
+    choice = _tool_choice(request.tool_choice)
+    if request.parallel_tool_calls is False and (choice is None or choice["type"] != "none"):
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def _tool_choice(choice: str | Json | None) -> Json | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(choice, dict) or choice.get("type") != "function" or \
+            not isinstance(name, str):
+        raise errors.InvalidRequest(
+            "tool_choice must be 'none', 'auto', 'required' or "
+            "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
+    return {"type": "tool", "name": name}
+
+
+def _check_supported(request: ChatRequest) -> None:
+    if request.n is not None and request.n > 1:
+        raise errors.InvalidRequest("Anthropic models return one choice; n must be 1", param="n")
+    if request.temperature is not None and request.temperature > 1:
+        raise errors.InvalidRequest(
+            "Anthropic models take a temperature between 0 and 1", param="temperature")
+    if request.logprobs or request.top_logprobs:
+        raise errors.InvalidRequest("Anthropic models do not return logprobs",
+                                    param="logprobs" if request.logprobs else "top_logprobs")
+
+
+def _output_format(request: ChatRequest, *, params: Json) -> Json:
+    """``output_config`` for ``response_format`` (empty for text or no format)."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    schema = fmt.json_schema.get("schema") if fmt.json_schema else None
+    if fmt.type == "json_object" or not isinstance(schema, dict):
+        raise errors.InvalidRequest(
+            "Anthropic models need a JSON schema for structured output: use response_format "
+            "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+            param="response_format")
+    base = params.get("output_config")
+    return {"output_config": {**(base if isinstance(base, dict) else {}),
+                              "format": {"type": "json_schema", "schema": schema}}}
+
+
+def _sampling(request: ChatRequest) -> Json:
+    out: Json = {}
+    if request.temperature is not None:
+        out["temperature"] = request.temperature
+    if request.top_p is not None:
+        out["top_p"] = request.top_p
+    if request.stop is not None:
+        out["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    if request.user:
+        out["metadata"] = {"user_id": request.user}
+    return out
+
+
+def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int,
+                      stream: bool) -> Json:
+    """The ``POST /v1/messages`` payload for ``call``.
+
+    Layering, lowest first: the target's ``params``, the client's Anthropic-native fields
+    (``PASSTHROUGH_FIELDS``), then the translated OpenAI fields. ``max_tokens`` is the client's
+    limit, else the target's default, else ``max_tokens_default`` (the provider's).
+    """
+    request = call.request
+    _check_supported(request)
+    system, messages = translate_messages(request.messages)
+    payload: Json = {
+        "model": target.model,
+        "messages": messages,
+        "max_tokens": request.token_limit() or target.max_tokens_default or max_tokens_default,
+    }
+    if system is not None:
+        payload["system"] = system
+    payload.update(_sampling(request))
+    payload.update(translate_tools(request))
+    payload.update(_output_format(request, params=target.params))
+    if stream:
+        payload["stream"] = True
+    passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
+    return {**target.params, **passthrough, **payload}

@@ -1,0 +1,155 @@
+"""Anthropic Messages API answers -> OpenAI-shaped bodies, usage and gateway errors.
+
+Pure functions, no I/O; the streaming counterpart is ``app.providers.anthropic_stream``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app import errors
+from app.providers.base import Json
+from app.providers.http import default_error, read_error_body
+from app.usage import Usage
+
+FINISH_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# The HTTP status Anthropic documents for each error type, for errors that arrive as an
+# ``event: error`` frame inside a 200 stream.
+ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    """OpenAI's ``finish_reason`` for an Anthropic ``stop_reason`` (unknown ones read as stop)."""
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def read_usage(usage: Any) -> Usage | None:
+    """Anthropic ``usage`` as a ``Usage``; None when absent.
+
+    Anthropic's ``input_tokens`` excludes cached input, so the OpenAI ``prompt_tokens`` is the
+    sum of fresh, cache-read and cache-written input; reads are ``cached_tokens`` and writes
+    ``cache_write_tokens`` (each priced differently).
+    """
+    if not isinstance(usage, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) else 0
+
+    read, write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
+    details = usage.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt_tokens=count("input_tokens") + read + write,
+        completion_tokens=count("output_tokens"),
+        cached_tokens=read,
+        cache_write_tokens=write,
+        reasoning_tokens=thinking if isinstance(thinking, int) else 0,
+    )
+
+
+def _error_type(payload: Any) -> str | None:
+    inner = payload.get("error") if isinstance(payload, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def map_error(status: int, payload: Any, text: str) -> errors.GatewayError:
+    """The gateway error for an Anthropic error answer (``{"type": "error", "error": {...}}``).
+
+    529 ``overloaded_error`` is Anthropic's "try again later": a retryable 503.
+    """
+    if status == 529 or _error_type(payload) == "overloaded_error":
+        message, _, _ = read_error_body(payload, text[:500] or "Anthropic is overloaded")
+        return errors.UpstreamUnavailable(message, status=503, code="overloaded_error")
+    return default_error(status, payload, text)
+
+
+def error_from_event(data: Json) -> errors.GatewayError:
+    """The gateway error for an ``event: error`` frame received mid-stream."""
+    status = ERROR_STATUS.get(_error_type(data) or "", 500)
+    return map_error(status, data, "Anthropic stream failed")
+
+
+def _tool_call(block: Json) -> Json:
+    block_id, name, arguments = block.get("id"), block.get("name"), block.get("input", {})
+    if not isinstance(block_id, str) or not isinstance(name, str):
+        raise errors.BadUpstreamResponse("upstream tool_use block lacks an id or name")
+    return {"id": block_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
+
+
+def to_message(content: Any) -> Json:
+    """The OpenAI assistant ``message`` for Anthropic content blocks.
+
+    Text blocks are joined into ``content``; ``tool_use`` blocks become ``tool_calls``;
+    ``thinking`` text goes to ``reasoning_content`` (the field vLLM and DeepSeek use). Other
+    block types (redacted thinking, server tool results) are not representable and are dropped.
+    """
+    if not isinstance(content, list):
+        raise errors.BadUpstreamResponse("upstream message has no 'content' list")
+    texts: list[str] = []
+    thoughts: list[str] = []
+    tool_calls: list[Json] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use":
+            tool_calls.append(_tool_call(block))
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thoughts.append(block["thinking"])
+    message: Json = {"role": "assistant",
+                     "content": "".join(texts) if texts or not tool_calls else None,
+                     "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    return message
+
+
+def to_chat_completion(body: Json, *, created: int) -> tuple[Json, Usage | None]:
+    """The OpenAI ``chat.completion`` body and usage for an Anthropic ``message`` body."""
+    message_id = body.get("id")
+    if body.get("type") not in (None, "message") or not isinstance(message_id, str):
+        raise errors.BadUpstreamResponse("upstream answer is not an Anthropic message")
+    usage = read_usage(body.get("usage"))
+    out: Json = {
+        "id": message_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": body.get("model"),
+        "choices": [{
+            "index": 0,
+            "message": to_message(body.get("content")),
+            "logprobs": None,
+            "finish_reason": finish_reason(body.get("stop_reason")),
+        }],
+    }
+    if usage is not None:
+        out["usage"] = usage.to_openai()
+    return out, usage

@@ -1,0 +1,138 @@
+"""Anthropic streaming events -> OpenAI ``chat.completion.chunk`` dicts.
+
+Anthropic streams ``message_start``, then per content block ``content_block_start`` /
+``content_block_delta``... / ``content_block_stop``, then ``message_delta`` (stop reason,
+cumulative usage) and ``message_stop``; ``ping`` may come at any time and ``error`` replaces
+the rest. The translator is a small state machine fed one parsed event at a time, so it can be
+tested without a network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app import errors
+from app.providers.anthropic_response import error_from_event, finish_reason, read_usage
+from app.providers.base import Json
+from app.usage import Usage
+
+
+class StreamTranslator:
+    """Turns one Anthropic event stream into OpenAI chunks.
+
+    ``feed`` returns the chunks an event produces (often none) and raises the mapped gateway
+    error for an ``error`` event. After ``message_stop`` it has emitted the final usage chunk
+    (``choices: []``) and ``done`` is true; ``finish`` raises ``BadUpstreamResponse`` when the
+    stream ended before that. Unknown events and block types are ignored, as Anthropic's
+    versioning policy asks of clients.
+    """
+
+    def __init__(self, *, created: int) -> None:
+        self.created = created
+        self.id = ""
+        self.model = ""
+        self.done = False
+        self._usage: Json = {}
+        self._tool_index: dict[int, int] = {}
+        """Anthropic content-block index -> OpenAI tool call index."""
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage reported so far (input at ``message_start``, output at ``message_delta``)."""
+        return read_usage(self._usage) if self._usage else None
+
+    def feed(self, data: Json, *, event: str | None = None) -> list[Json]:
+        """The chunks for one event's JSON ``data`` (``event`` is the SSE event name)."""
+        kind = data.get("type")
+        kind = kind if isinstance(kind, str) else event
+        if kind == "message_start":
+            return self._message_start(data.get("message"))
+        if kind == "content_block_start":
+            return self._block_start(data.get("index"), data.get("content_block"))
+        if kind == "content_block_delta":
+            return self._block_delta(data.get("index"), data.get("delta"))
+        if kind == "message_delta":
+            return self._message_delta(data)
+        if kind == "message_stop":
+            self.done = True
+            return [self._usage_chunk()]
+        if kind == "error":
+            raise error_from_event(data)
+        return []  # ping, content_block_stop, and event types added after this was written
+
+    def finish(self) -> None:
+        """Call when the upstream stream ends; raises if it ended before ``message_stop``."""
+        if not self.done:
+            raise errors.BadUpstreamResponse("upstream stream ended before message_stop")
+
+    def _chunk(self, delta: Json, *, finish: str | None = None) -> Json:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def _usage_chunk(self) -> Json:
+        usage = self.usage or Usage()
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": usage.to_openai()}
+
+    def _merge_usage(self, usage: Any) -> None:
+        # message_delta's counts are cumulative: a later value replaces an earlier one.
+        if isinstance(usage, dict):
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
+
+    def _message_start(self, message: Any) -> list[Json]:
+        if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+            raise errors.BadUpstreamResponse("upstream message_start lacks a message id")
+        self.id = message["id"]
+        model = message.get("model")
+        self.model = model if isinstance(model, str) else ""
+        self._merge_usage(message.get("usage"))
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, index: Any, block: Any) -> list[Json]:
+        if not isinstance(block, dict):
+            return []
+        kind = block.get("type")
+        if kind == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if kind != "tool_use":
+            return []
+        if not isinstance(index, int) or not isinstance(block.get("id"), str) \
+                or not isinstance(block.get("name"), str):
+            raise errors.BadUpstreamResponse("upstream tool_use block lacks an index, id or name")
+        position = self._tool_index.setdefault(index, len(self._tool_index))
+        given = block.get("input")
+        arguments = orjson.dumps(given).decode() if given else ""
+        call = {"index": position, "id": block["id"], "type": "function",
+                "function": {"name": block["name"], "arguments": arguments}}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _block_delta(self, index: Any, delta: Any) -> list[Json]:
+        if not isinstance(delta, dict):
+            return []
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            position = self._tool_index.get(index) if isinstance(index, int) else None
+            if position is None:
+                raise errors.BadUpstreamResponse("upstream sent tool input for no tool_use block")
+            call = {"index": position, "function": {"arguments": delta["partial_json"]}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _message_delta(self, data: Json) -> list[Json]:
+        self._merge_usage(data.get("usage"))
+        delta = data.get("delta")
+        stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if stop_reason is None:
+            return []
+        return [self._chunk({}, finish=finish_reason(stop_reason))]

@@ -1,0 +1,56 @@
+"""The routing table: the config compiled into immutable routes, swapped whole on reload."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from app import errors
+from app.config import GatewayConfig
+from app.providers.base import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One public model: its targets in the order they are tried, and its limits."""
+
+    name: str
+    targets: tuple[Target, ...]
+    max_tokens_cap: int | None
+    owned_by: str
+    created: int
+
+
+class RoutingTable:
+    """Immutable map of public model name to ``Route``."""
+
+    def __init__(self, config: GatewayConfig, *, created: int | None = None) -> None:
+        created = int(time.time()) if created is None else created
+        routes: dict[str, Route] = {}
+        for name, model in config.models.items():
+            targets = tuple(
+                Target(provider=t.provider, model=t.model, params=dict(t.params),
+                       max_tokens_default=model.max_tokens_default)
+                for t in model.targets
+            )
+            cap = model.max_tokens_cap
+            global_cap = config.limits.max_tokens
+            routes[name] = Route(name=name, targets=targets,
+                                 max_tokens_cap=min(cap, global_cap) if cap else global_cap,
+                                 owned_by=model.owned_by, created=created)
+        self._routes: Mapping[str, Route] = MappingProxyType(routes)
+
+    def resolve(self, model: str) -> Route:
+        """The route for a public model name; ``NotFound`` (404) when there is none."""
+        route = self._routes.get(model)
+        if route is None:
+            raise errors.NotFound(
+                f"The model '{model[:200]}' does not exist or you do not have access to it.",
+                param="model", code="model_not_found",
+            )
+        return route
+
+    def routes(self) -> list[Route]:
+        return list(self._routes.values())
