@@ -1,4 +1,5 @@
-"""Embedding vectors on the wire: OpenAI's ``float`` lists or ``base64`` of little-endian float32."""
+"""Embedding vectors on the wire: OpenAI's ``float`` lists, or ``base64`` of little-endian
+float32."""
 
 from __future__ import annotations
 

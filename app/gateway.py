@@ -9,6 +9,7 @@ without one (the client then gets headers and an SSE comment, so the choice is f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -18,7 +19,15 @@ from app import errors
 from app.calllog import Attempt, CallRecord, CallSink
 from app.config import GatewayConfig
 from app.pricing import PriceBook
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Provider, Result, Target
+from app.providers.base import (
+    ChatCall,
+    CompletionCall,
+    EmbeddingCall,
+    Json,
+    Provider,
+    Result,
+    Target,
+)
 from app.routing import Route, RoutingTable
 from app.usage import Usage, estimate_tokens
 
@@ -83,7 +92,8 @@ class Gateway:
 
     async def chat(self, call: ChatCall, record: CallRecord) -> Result:
         route = self._begin(record, call.request.model, user=call.request.user)
-        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.token_limit())
+        self._check_generation(record, route, n=call.request.n,
+                               max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
         return await self._unary(
             record, route, lambda p, t: p.chat(call, target=t),
@@ -94,7 +104,8 @@ class Gateway:
 
     async def complete(self, call: CompletionCall, record: CallRecord) -> Result:
         route = self._begin(record, call.request.model, user=call.request.user)
-        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.max_tokens)
+        self._check_generation(record, route, n=call.request.n,
+                               max_tokens=call.request.max_tokens)
         prompt = sum(estimate_tokens(p) for p in call.request.prompt_texts())
         return await self._unary(
             record, route, lambda p, t: p.complete(call, target=t),
@@ -118,15 +129,18 @@ class Gateway:
 
     def stream_chat(self, call: ChatCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
         route = self._begin(record, call.request.model, user=call.request.user, stream=True)
-        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.token_limit())
+        self._check_generation(record, route, n=call.request.n,
+                               max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
         return self._stream(record, route, lambda p, t: p.stream_chat(call, target=t),
                             wants_usage=call.request.wants_usage_chunk(),
                             prompt_tokens=lambda: _chat_prompt_tokens(call))
 
-    def stream_complete(self, call: CompletionCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
+    def stream_complete(self, call: CompletionCall,
+                        record: CallRecord) -> AsyncGenerator[StreamItem, None]:
         route = self._begin(record, call.request.model, user=call.request.user, stream=True)
-        self._check_generation(record, route, n=call.request.n, max_tokens=call.request.max_tokens)
+        self._check_generation(record, route, n=call.request.n,
+                               max_tokens=call.request.max_tokens)
         return self._stream(record, route, lambda p, t: p.stream_complete(call, target=t),
                             wants_usage=call.request.wants_usage_chunk(),
                             prompt_tokens=lambda: sum(estimate_tokens(p)
@@ -210,7 +224,7 @@ class Gateway:
         waiting for it (the caller then commits to this target).
         """
         stream = opener(provider, target)
-        first: asyncio.Task[Json] = asyncio.ensure_future(anext(stream))  # type: ignore[arg-type]
+        first: asyncio.Task[Json] = asyncio.ensure_future(anext(stream))
         try:
             done, _ = await asyncio.wait({first}, timeout=self.keepalive_s)
         except BaseException:
@@ -235,8 +249,9 @@ class Gateway:
         usage: Usage | None = None
         body: Json = {}
         try:
-            stream, first = await self._attempts(
+            opened, first = await self._attempts(
                 record, route, lambda p, t: self._open(opener, p, t))
+            stream = opened
             if isinstance(first, asyncio.Task):
                 while not first.done():
                     yield None
@@ -258,13 +273,13 @@ class Gateway:
                     if not chunk.get("choices"):
                         if wants_usage:
                             yield chunk
-                        chunk = await anext(stream, None)
+                        chunk = await anext(opened, None)
                         continue
                 _observe_finish(record, chunk)
                 if usage is None:
                     texts.append(_chunk_text(chunk))
                 yield chunk
-                chunk = await anext(stream, None)
+                chunk = await anext(opened, None)
             if usage is None:
                 usage = Usage(prompt_tokens=prompt_tokens(),
                               completion_tokens=estimate_tokens("".join(texts)), estimated=True)
@@ -330,10 +345,8 @@ async def _abandon(stream: AsyncIterator[Any], pending: asyncio.Task[Any] | None
     """Stop a stream: cancel a pending read, then close the generator (closing the upstream)."""
     if pending is not None and not pending.done():
         pending.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, errors.GatewayError):
             await pending
-        except (asyncio.CancelledError, StopAsyncIteration, errors.GatewayError):
-            pass
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()

@@ -207,6 +207,9 @@ class EmbeddingRequest(BaseModel):
         """The inputs as strings (token-id inputs are rendered as their ids)."""
         if isinstance(self.input, str):
             return [self.input]
-        if all(isinstance(v, int) for v in self.input):
-            return [" ".join(str(v) for v in self.input)]
-        return [v if isinstance(v, str) else " ".join(str(t) for t in v) for v in self.input]
+        out: list[str] = []
+        for item in self.input:
+            if isinstance(item, int):  # one prompt given as token ids
+                return [" ".join(str(v) for v in self.input)]
+            out.append(item if isinstance(item, str) else " ".join(str(t) for t in item))
+        return out

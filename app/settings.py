@@ -1,4 +1,6 @@
-"""Process settings from the environment (prefix ``SWITCHBOARD_``). The only module that reads it."""
+"""Process settings from the environment (prefix ``SWITCHBOARD_``).
+
+The only module that reads the environment."""
 
 from __future__ import annotations
 

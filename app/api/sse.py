@@ -27,8 +27,8 @@ class SSEResponse(Response):
     relay stops and the item stream is closed, which cancels the upstream request.
     """
 
-    def __init__(self, items: AsyncGenerator[StreamItem, None], *, first: StreamItem,
-                 headers: dict[str, str]) -> None:
+    def __init__(self, items: AsyncGenerator[StreamItem, None], *,
+                 first: StreamItem, headers: dict[str, str]) -> None:
         # Deliberately not calling Response.__init__: this response has no body to render.
         self.status_code = 200
         self.background = None
@@ -36,7 +36,8 @@ class SSEResponse(Response):
         self._first = first
         self._sse_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                          (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-        self._sse_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self._sse_headers += [(k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.ensure_future(self._relay(send))

@@ -1,4 +1,6 @@
-"""Provider types, by the ``type:`` a config gives them. A new provider is one module and one line."""
+"""Provider types, by the ``type:`` a config gives them.
+
+A new provider is one module plus one line here."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from app.providers import anthropic, azure, mock, openai, vllm
+from app.providers import anthropic, azure, local, mock, openai, vllm
 from app.providers.base import Provider
 
 Builder = Callable[[Any, aiohttp.ClientSession], Provider]
@@ -18,4 +20,5 @@ PROVIDER_TYPES: dict[str, Builder] = {
     "mock": mock.build,
     "vllm": vllm.build,
     "azure_openai": azure.build,
+    "local": local.build,
 }

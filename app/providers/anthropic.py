@@ -44,17 +44,8 @@ from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
 from app.providers.http import Upstream, parse_json_event
-from app.usage import Usage, estimate_tokens
 
 MESSAGES_PATH = "/v1/messages"
-
-
-def _estimated_usage(call: ChatCall, body: Json) -> Usage:
-    """A tokenizer-free estimate, for an answer that carries no usage (Anthropic's always do)."""
-    prompt = sum(estimate_tokens(m.text()) for m in call.request.messages)
-    message = body["choices"][0]["message"]
-    completion = estimate_tokens(message.get("content") or "")
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
 
 
 def _unsupported(what: str) -> errors.InvalidRequest:
@@ -75,9 +66,6 @@ class AnthropicMessages:
                                     max_tokens_default=self._max_tokens_default)
         answer = await self._upstream.post_json(MESSAGES_PATH, payload)
         body, usage = to_chat_completion(answer, created=int(time.time()))
-        if usage is None:
-            usage = _estimated_usage(call, body)
-            body["usage"] = usage.to_openai()
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:

@@ -24,9 +24,10 @@ class StreamTranslator:
 
     ``feed`` returns the chunks an event produces (often none) and raises the mapped gateway
     error for an ``error`` event. After ``message_stop`` it has emitted the final usage chunk
-    (``choices: []``) and ``done`` is true; ``finish`` raises ``BadUpstreamResponse`` when the
-    stream ended before that. Unknown events and block types are ignored, as Anthropic's
-    versioning policy asks of clients.
+    (``choices: []``; left out only if the upstream reported no usage at all, so the gateway
+    estimates rather than accounts zeros) and ``done`` is true; ``finish`` raises
+    ``BadUpstreamResponse`` when the stream ended before that. Unknown events and block types
+    are ignored, as Anthropic's versioning policy asks of clients.
     """
 
     def __init__(self, *, created: int) -> None:
@@ -57,7 +58,8 @@ class StreamTranslator:
             return self._message_delta(data)
         if kind == "message_stop":
             self.done = True
-            return [self._usage_chunk()]
+            usage = self.usage
+            return [self._usage_chunk(usage)] if usage is not None else []
         if kind == "error":
             raise error_from_event(data)
         return []  # ping, content_block_stop, and event types added after this was written
@@ -76,8 +78,7 @@ class StreamTranslator:
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
-    def _usage_chunk(self) -> Json:
-        usage = self.usage or Usage()
+    def _usage_chunk(self, usage: Usage) -> Json:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [], "usage": usage.to_openai()}
 

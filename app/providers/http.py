@@ -122,7 +122,7 @@ class Upstream:
                 if r.status >= 400:
                     await self._raise_for(r)
                 return orjson.loads(await r.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
         except orjson.JSONDecodeError:
             raise errors.BadUpstreamResponse(f"upstream {url} sent invalid JSON") from None
@@ -137,7 +137,7 @@ class Upstream:
                 if response.status >= 400:
                     await self._raise_for(response)
                 raw = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
         try:
             body = orjson.loads(raw)
@@ -175,7 +175,7 @@ class Upstream:
                         event = line[6:].strip()
                 if data:
                     yield SSEEvent(event, "\n".join(data))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
 
 

@@ -110,7 +110,8 @@ class Mock:
                                         "logprobs": None, "finish_reason": None}]}
         yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                                     "finish_reason": finish}]}
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=estimate_tokens("".join(pieces)))
+        usage = Usage(prompt_tokens=prompt_tokens,
+                      completion_tokens=estimate_tokens("".join(pieces)))
         yield {**base, "choices": [], "usage": usage.to_openai()}
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:

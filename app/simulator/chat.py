@@ -1,0 +1,197 @@
+"""``POST /v1/chat/completions`` (and Azure's deployment route): OpenAI's chat completion objects.
+
+Answer selection per choice, first match wins: ``X-Sim-Refusal`` -> the refusal sentence; a forced
+tool (``tool_choice`` ``"required"`` or ``{"type": "function", ...}``) -> one ``tool_calls`` entry
+whose ``arguments`` are a minimal instance of the function's ``parameters`` schema; structured
+output -> its minimal valid text; otherwise the deterministic reply.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.simulator import content
+from app.simulator.asgi import Request, SimError, send_json
+from app.simulator.content import Output
+from app.simulator.core import Route, Sim, StreamPlan, delay, hang, stream
+from app.simulator.faults import Knobs, injected_error, read_knobs
+from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
+from app.simulator.schema import instance
+
+_FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
+_REFUSAL = tuple(content.split_tokens(content.REFUSAL))
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call an answer makes (``arguments`` is the full JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+def forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The function ``tool_choice`` forces (``"required"``: the first tool), else None."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if choice in (None, "none", "auto"):
+        return None
+    if not isinstance(tools, list) or not tools:
+        raise SimError(400, "tool_choice is only allowed when tools are specified.",
+                       param="tool_choice")
+    functions: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise SimError(400, 'Each tool must be {"type": "function", "function": '
+                           '{"name": ...}}.', param="tools")
+        functions.append(function)
+    if choice == "required":
+        return functions[0]
+    wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    for function in functions:
+        if function["name"] == wanted:
+            return function
+    raise SimError(400, f"tool_choice names a function that is not in tools: {wanted!r}.",
+                   param="tool_choice")
+
+
+def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampling,
+            knobs: Knobs) -> list[tuple[Output, ToolCall | None]]:
+    """The ``n`` answers of a chat request (see the module docstring for the selection)."""
+    limit, stops = sampling.limit, sampling.stops
+    if knobs.refusal:
+        return [(content.shape(_REFUSAL, limit=limit, stops=stops), None)] * sampling.n
+    function = forced_tool(body)
+    if function is not None:
+        arguments = orjson.dumps(instance(function.get("parameters") or {})).decode()
+        out: list[tuple[Output, ToolCall | None]] = []
+        for _ in range(sampling.n):
+            shaped = content.shape(content.split_tokens(arguments), limit=limit, stops=(),
+                                   natural="tool")
+            out.append((shaped, ToolCall(f"call_{secrets.token_hex(12)}", function["name"],
+                                         shaped.text)))
+        return out
+    text = structured_text(body, sim.dialect)
+    if text is not None:
+        shaped = content.shape(content.split_tokens(text), limit=limit, stops=stops)
+        return [(shaped, None)] * sampling.n
+    length = knobs.completion_tokens
+    if length is None:
+        length = sim.options.default_completion_tokens
+    topic = content.topic_of(content.last_user_text(messages))
+    return [(content.shape(content.reply_pieces(topic, length, sampling.offset + i),
+                           limit=limit, stops=stops), None) for i in range(sampling.n)]
+
+
+def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    """OpenAI's ``usage`` object."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
+
+
+async def chat(sim: Sim, req: Request, route: Route) -> None:
+    """Validate, then answer completely or as an event stream."""
+    body = req.json_object()
+    knobs = read_knobs(req.headers)
+    injected = injected_error(knobs)
+    if injected is not None:
+        raise injected
+    if knobs.hang:
+        await hang(sim, req)
+        return
+    model = sim.model(body.get("model"), route=route)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise SimError(400, "messages must be a non-empty list.", param="messages")
+    sampling = read_sampling(body)
+    prompt = content.prompt_tokens(messages)
+    check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
+    top = read_int(body, "top_logprobs", minimum=0) or 0
+    logprobs = body.get("logprobs") is True
+    results = answers(sim, body, messages, sampling, knobs)
+    cached = min(knobs.cache_read_tokens or 0, prompt)
+    meta = {"id": f"chatcmpl-{secrets.token_hex(16)}", "created": int(time.time()),
+            "model": knobs.model or model, "system_fingerprint": knobs.fingerprint}
+    if sampling.stream:
+        plan = _plan(meta, results, prompt=prompt, cached=cached, sampling=sampling,
+                     logprobs=top if logprobs else None)
+        await stream(sim, req, plan, knobs, route=route)
+        return
+    completion = sum(output.tokens for output, _ in results)
+    finish = "length" if any(output.finish == "length" for output, _ in results) else "stop"
+    if await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish):
+        choices = [_choice(i, output, call, top if logprobs else None)
+                   for i, (output, call) in enumerate(results)]
+        await send_json(req.send, 200, orjson.dumps(
+            {"id": meta["id"], "object": "chat.completion", "created": meta["created"],
+             "model": meta["model"], "choices": choices,
+             "usage": usage(prompt, completion, cached),
+             "system_fingerprint": meta["system_fingerprint"]}))
+
+
+def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
+                               "refusal": None, "annotations": []}
+    if call is not None:
+        message["tool_calls"] = [{"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": call.arguments}}]
+    logprobs = None
+    if top is not None:
+        logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
+    return {"index": index, "message": message, "logprobs": logprobs,
+            "finish_reason": _FINISH[output.finish]}
+
+
+def _plan(meta: dict[str, Any], results: list[tuple[Output, ToolCall | None]], *, prompt: int,
+          cached: int, sampling: Sampling, logprobs: int | None) -> StreamPlan:
+    """Frames: a role delta per choice (with the first token), one frame per piece per choice
+    (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
+    base = {"id": meta["id"], "object": "chat.completion.chunk", "created": meta["created"],
+            "model": meta["model"], "system_fingerprint": meta["system_fingerprint"]}
+    if sampling.include_usage:
+        base["usage"] = None
+
+    def frame(index: int, delta: dict[str, Any], finish: str | None = None,
+              lp: Any = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+
+    head: list[bytes] = []
+    for index, (_, call) in enumerate(results):
+        if call is None:
+            head.append(frame(index, {"role": "assistant", "content": "", "refusal": None}))
+        else:
+            head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call.id, "type": "function",
+                 "function": {"name": call.name, "arguments": ""}}]}))
+    tokens: list[bytes] = []
+    longest = max(output.tokens for output, _ in results)
+    for position in range(longest):
+        for index, (output, call) in enumerate(results):
+            if position >= output.tokens:
+                continue
+            piece = output.pieces[position]
+            delta = ({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} if call
+                     else {"content": piece})
+            lp = None if logprobs is None else {
+                "content": content.chat_logprobs([piece], logprobs), "refusal": None}
+            tokens.append(frame(index, delta, lp=lp))
+    tail = [frame(index, {}, _FINISH[output.finish]) for index, (output, _) in enumerate(results)]
+    completion = sum(output.tokens for output, _ in results)
+    if sampling.include_usage:
+        tail.append(b"data: " + orjson.dumps({**base, "choices": [],
+                                              "usage": usage(prompt, completion, cached)}) + b"\n\n")
+    tail.append(_DONE)
+    finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"
+    return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head)

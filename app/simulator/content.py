@@ -1,0 +1,192 @@
+"""Deterministic answers whose token counts agree with ``app.usage.estimate_tokens``.
+
+Token accounting (the contract every dialect reports in ``usage``):
+
+- A *piece* is optional leading whitespace plus either up to 4 word characters or one punctuation
+  mark. ``estimate_tokens`` counts a word of L characters as ceil(L / 4) tokens, so every piece is
+  exactly one token and a text's pieces add up to ``estimate_tokens(text)``. Streams send one
+  piece per content chunk, hence N completion tokens are N content chunks.
+- Completion tokens = the number of pieces of the answer actually produced.
+- Prompt tokens = the sum over messages (and a ``system`` prompt) of
+  ``estimate_tokens(message text) + 3``; the 3 stand for the chat template's role markers.
+  Tool definitions and images are not counted.
+
+An answer is "Simulated reply to: <first words of the last user message>" followed by filler words,
+``default_completion_tokens`` pieces long, then cut by ``max_tokens`` and stop sequences.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from app.usage import estimate_tokens
+
+REFUSAL = "I'm sorry, but I can't help with that."
+MESSAGE_OVERHEAD_TOKENS = 3
+_TOPIC_WORDS = 8
+_PIECE = re.compile(r"(\s*)(\w+|[^\w\s])")
+# One-token filler words (4 characters or fewer), with their leading space.
+_FILLER = tuple(" " + word for word in (
+    "this is a fake but calm and kind text that the sim can send so each load test "
+    "has some more body to read as it runs on and on with no end in view").split())
+
+
+def split_tokens(text: str) -> list[str]:
+    """``text`` as one-token pieces; ``"".join(split_tokens(t)) == t``."""
+    pieces: list[str] = []
+    end = 0
+    for match in _PIECE.finditer(text):
+        lead, word = match.group(1), match.group(2)
+        if len(word) <= 4:
+            pieces.append(lead + word)
+        else:
+            pieces.append(lead + word[:4])
+            pieces.extend(word[i:i + 4] for i in range(4, len(word), 4))
+        end = match.end()
+    if end < len(text):  # trailing whitespace rides on the last piece
+        if pieces:
+            pieces[-1] += text[end:]
+        else:
+            pieces.append(text[end:])
+    return pieces
+
+
+def topic_of(text: str) -> str:
+    """The first words of a user message, whitespace-normalized: what the answer echoes."""
+    return " ".join(text.split(maxsplit=_TOPIC_WORDS)[:_TOPIC_WORDS])
+
+
+@lru_cache(maxsize=8192)
+def reply_pieces(topic: str, length: int, offset: int) -> tuple[str, ...]:
+    """The natural answer to ``topic``: exactly ``length`` pieces; ``offset`` (from ``seed`` and
+    the choice index) rotates the filler so choices differ."""
+    base = split_tokens(f"Simulated reply to: {topic}" if topic else "Simulated reply.")
+    pieces = base[:length]
+    index = offset
+    while len(pieces) < length:
+        pieces.append(_FILLER[index % len(_FILLER)])
+        index += 1
+    return tuple(pieces)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One produced answer. ``finish``: ``stop`` (natural end), ``length`` (``max_tokens`` cut it),
+    ``stop_sequence`` (a stop string cut it; ``stop_sequence`` says which) or ``tool``."""
+
+    pieces: Sequence[str]
+    text: str
+    finish: str
+    stop_sequence: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Completion tokens."""
+        return len(self.pieces)
+
+
+def shape(pieces: Sequence[str], *, limit: int | None, stops: Sequence[str],
+          natural: str = "stop") -> Output:
+    """Cut a natural answer at ``limit`` tokens, then before the earliest stop string."""
+    finish = natural
+    if limit is not None and limit < len(pieces):
+        pieces = pieces[:limit]
+        finish = "length"
+    text = "".join(pieces)
+    if stops:
+        hits = [(at, stop) for stop in stops if stop and (at := text.find(stop)) >= 0]
+        if hits:
+            at, stop = min(hits)
+            text = text[:at]
+            return Output(split_tokens(text), text, "stop_sequence", stop)
+    return Output(pieces, text, finish)
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text of its parts/blocks (OpenAI
+    ``text`` parts; Anthropic ``text``, ``tool_result`` and ``tool_use`` blocks)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif part.get("type") == "tool_result":
+            texts.append(text_of(part.get("content")))
+        elif part.get("type") == "tool_use":
+            texts.append(str(part.get("input", "")))
+    return " ".join(texts)
+
+
+def message_text(message: Any) -> str:
+    """The countable text of one chat message: its content plus any tool-call arguments."""
+    if not isinstance(message, dict):
+        return ""
+    text = text_of(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            text += " " + str(call["function"].get("arguments", ""))
+    return text
+
+
+def prompt_tokens(messages: Sequence[Any], system: Any = None) -> int:
+    """Prompt tokens of a conversation (see the module docstring)."""
+    total = 0
+    if system:
+        total += estimate_tokens(text_of(system)) + MESSAGE_OVERHEAD_TOKENS
+    for message in messages:
+        if isinstance(message, dict):
+            total += estimate_tokens(message_text(message)) + MESSAGE_OVERHEAD_TOKENS
+    return total
+
+
+def last_user_text(messages: Sequence[Any]) -> str:
+    """The text of the last ``user`` message (empty when there is none)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
+
+
+def logprob_of(piece: str) -> float:
+    """A deterministic log-probability in [-1.0, -0.001] for a piece."""
+    return -(zlib.crc32(piece.encode()) % 1000 + 1) / 1000
+
+
+def alternatives(piece: str, count: int) -> list[tuple[str, float]]:
+    """The ``count`` most likely tokens at a position: the piece itself, then filler words."""
+    first = logprob_of(piece)
+    out = [(piece, first)]
+    start = zlib.crc32(piece.encode()) % len(_FILLER)
+    for i in range(1, count):
+        out.append((_FILLER[(start + i) % len(_FILLER)], round(first - 0.5 * i, 3)))
+    return out[:count]
+
+
+def chat_logprobs(pieces: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """OpenAI chat ``logprobs.content`` entries for ``pieces`` with ``top`` alternatives each."""
+    return [{"token": piece, "logprob": logprob_of(piece), "bytes": list(piece.encode()),
+             "top_logprobs": [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}
+                              for tok, lp in alternatives(piece, top)]}
+            for piece in pieces]
+
+
+def completion_logprobs(pieces: Sequence[str], top: int, start: int = 0) -> dict[str, Any]:
+    """OpenAI legacy-completions ``logprobs`` for ``pieces`` (text offsets from ``start``)."""
+    offsets: list[int] = []
+    at = start
+    for piece in pieces:
+        offsets.append(at)
+        at += len(piece)
+    return {"tokens": list(pieces), "token_logprobs": [logprob_of(p) for p in pieces],
+            "top_logprobs": [dict(alternatives(p, top)) for p in pieces] if top else None,
+            "text_offset": offsets}

@@ -1,0 +1,199 @@
+"""The simulator's shared context and the generation lifecycle every dialect goes through.
+
+``Sim`` holds what one process plays (options, vLLM dialect, state, latency model). The helpers
+below apply the latency model and the injected failures the same way for every wire format:
+``delay`` for complete answers, ``stream`` for event streams, ``hang`` for ``X-Sim-Hang``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
+from app.simulator.errors import Dialect as ErrorDialect
+from app.simulator.errors import error_body, stream_error_frames
+from app.simulator.faults import Knobs, Latency
+from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
+from app.simulator.state import SimState
+
+MID_STREAM_ERROR = "Simulated upstream failure in the middle of the stream."
+
+
+class Sim:
+    """One simulator process: options, the vLLM dialect they imply, state and latency model."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.dialect = Dialect.of(options.vllm_version)
+        self.state = SimState()
+        self.latency = Latency(options)
+        self.models = frozenset(options.models)
+        self.default_model = options.models[0] if options.models else DEFAULT_MODEL
+
+    def model(self, requested: Any, *, route: Route) -> str:
+        """The model a request names (the deployment on Azure routes); 404 when not served."""
+        if route.deployment is not None:
+            if self.models and route.deployment not in self.models:
+                raise SimError(404, "The API deployment for this resource does not exist. If you "
+                               "created the deployment within the last 5 minutes, please wait a "
+                               "moment and try again.", kind="invalid_request_error")
+            return route.deployment
+        if requested is None:
+            return self.default_model
+        if not isinstance(requested, str) or not requested:
+            raise SimError(400, "model must be a non-empty string.", param="model")
+        if self.models and requested not in self.models:
+            if route.dialect == "anthropic":
+                raise SimError(404, f"model: {requested}")
+            raise SimError(404, f"The model `{requested}` does not exist.")
+        return requested
+
+    def error_body(self, route: Route, err: SimError) -> bytes:
+        """``err`` in the route's dialect."""
+        return error_body(route.dialect, err, flat=self.dialect.flat_errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a request was routed: the error dialect, and the Azure deployment when there is one."""
+
+    dialect: ErrorDialect = "vllm"
+    deployment: str | None = None
+
+
+@dataclass(slots=True)
+class StreamPlan:
+    """A fully prepared event stream.
+
+    ``preamble`` goes out right after the headers, ``head`` together with the first content frame
+    (after the time to first token), ``tokens`` one frame per content chunk (``tpot`` apart),
+    ``tail`` after the last. ``finish`` is vLLM's ``finished_reason`` (``stop`` or ``length``).
+    """
+
+    tokens: list[bytes]
+    tail: list[bytes]
+    prompt_tokens: int
+    finish: str
+    head: list[bytes] = field(default_factory=list)
+    preamble: list[bytes] = field(default_factory=list)
+
+
+def metric_reason(finish: str) -> str:
+    """vLLM's ``finished_reason`` label for an ``Output.finish`` value."""
+    return "length" if finish == "length" else "stop"
+
+
+async def hang(sim: Sim, req: Request) -> None:
+    """Answer nothing until the client disconnects (``X-Sim-Hang``)."""
+    watcher = Watcher(req.receive)
+    try:
+        await watcher.until_gone()
+    finally:
+        watcher.close()
+    sim.state.requests_cancelled += 1
+
+
+async def delay(sim: Sim, req: Request, knobs: Knobs, *, prompt: int, completion: int,
+                finish: str) -> bool:
+    """Wait as long as generating ``completion`` tokens takes and account the generation.
+
+    False when the client disconnected meanwhile: send nothing then. With zero latency this
+    neither sleeps nor starts a watcher (the benchmark fast path).
+    """
+    state = sim.state
+    ttft = tpot = 0.0
+    if not sim.latency.is_zero(knobs):
+        ttft = sim.latency.ttft(knobs)
+        tpot = sim.latency.tpot(knobs)
+        watcher = Watcher(req.receive)
+        try:
+            alive = await watcher.pause(ttft + tpot * max(completion - 1, 0))
+        finally:
+            watcher.close()
+        if not alive:
+            state.requests_cancelled += 1
+            state.finish(prompt=prompt, completion=0, reason="abort", ttft=0.0,
+                         e2e=time.perf_counter() - req.started, itl=0.0, itl_count=0)
+            return False
+    state.finish(prompt=prompt, completion=completion, reason=metric_reason(finish), ttft=ttft,
+                 e2e=time.perf_counter() - req.started, itl=tpot,
+                 itl_count=max(completion - 1, 0))
+    return True
+
+
+async def stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *,
+                 route: Route) -> None:
+    """Send ``plan`` as an event stream under the latency model and the injected faults.
+
+    ``X-Sim-Cut-After: N`` returns after N content frames without finishing the response, so the
+    server drops the connection; ``X-Sim-Error-After: N`` sends the dialect's error frames then
+    ends the response. A fault asked for beyond the last content frame happens before the tail.
+    A client disconnect stops generation and counts the stream as cancelled.
+    """
+    state, send = sim.state, req.send
+    state.streams_started += 1
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    watcher = Watcher(req.receive)
+    times: list[float] = []
+    outcome = "cancelled"
+    try:
+        if plan.preamble:
+            await send({"type": "http.response.body", "body": b"".join(plan.preamble),
+                        "more_body": True})
+        if await watcher.pause(sim.latency.ttft(knobs)):
+            outcome = await _emit(sim, req, plan, knobs, watcher, times, route)
+    finally:
+        watcher.close()
+        _account(sim, req, plan, outcome, times)
+
+
+async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher: Watcher,
+                times: list[float], route: Route) -> str:
+    send = req.send
+    pending = b"".join(plan.head)
+    for index, frame in enumerate(plan.tokens):
+        if index == knobs.cut_after:
+            return "faulted"
+        if index == knobs.error_after:
+            return await _error_frames(sim, req, route, pending)
+        if index and not await watcher.pause(sim.latency.tpot(knobs)):
+            return "cancelled"
+        await send({"type": "http.response.body", "body": pending + frame if pending else frame,
+                    "more_body": True})
+        pending = b""
+        times.append(time.perf_counter())
+        if watcher.gone:
+            return "cancelled"
+    if knobs.cut_after is not None:
+        return "faulted"
+    if knobs.error_after is not None:
+        return await _error_frames(sim, req, route, pending)
+    await send({"type": "http.response.body", "body": pending + b"".join(plan.tail)})
+    return "completed"
+
+
+async def _error_frames(sim: Sim, req: Request, route: Route, pending: bytes) -> str:
+    err = SimError(500, MID_STREAM_ERROR, kind="overloaded_error" if route.dialect == "anthropic"
+                   else None)
+    frames = stream_error_frames(route.dialect, err, flat=sim.dialect.flat_errors)
+    await req.send({"type": "http.response.body", "body": pending + b"".join(frames)})
+    return "faulted"
+
+
+def _account(sim: Sim, req: Request, plan: StreamPlan, outcome: str,
+             times: list[float]) -> None:
+    state = sim.state
+    if outcome == "completed":
+        state.streams_completed += 1
+    elif outcome == "cancelled":
+        state.streams_cancelled += 1
+    else:
+        state.streams_faulted += 1
+    sent = len(times)
+    ttft = times[0] - req.started if times else 0.0
+    itl = (times[-1] - times[0]) / (sent - 1) if sent > 1 else 0.0
+    state.finish(prompt=plan.prompt_tokens, completion=sent,
+                 reason=plan.finish if outcome == "completed" else "abort", ttft=ttft,
+                 e2e=time.perf_counter() - req.started, itl=itl, itl_count=max(sent - 1, 0))

@@ -1,0 +1,93 @@
+"""``POST /v1/embeddings`` (and Azure's deployment route): deterministic unit vectors.
+
+Each input's vector comes from SHAKE-256 of its text (token-id inputs hash their decimal ids), so
+equal inputs always embed equally and different ones are nearly orthogonal. ``dimensions`` sets
+the length (default ``SimOptions.embedding_dimensions``); ``encoding_format: "base64"`` sends
+little-endian float32 bytes, as OpenAI does. Usage counts ``estimate_tokens`` per text input and
+the id count per token-id input.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import struct
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from app.simulator.asgi import Request, SimError, send_json
+from app.simulator.core import Route, Sim, delay, hang
+from app.simulator.faults import injected_error, read_knobs
+from app.simulator.params import read_int
+from app.usage import estimate_tokens
+
+MAX_DIMENSIONS = 8192
+
+
+@lru_cache(maxsize=4096)
+def vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """The unit vector of ``text``: SHAKE-256 bytes read as uint16, centred, normalized."""
+    raw = struct.unpack(f"<{dimensions}H", hashlib.shake_256(text.encode()).digest(2 * dimensions))
+    centred = [value - 32767.5 for value in raw]
+    norm = math.sqrt(sum(value * value for value in centred)) or 1.0
+    return tuple(value / norm for value in centred)
+
+
+def read_inputs(value: Any) -> list[str | list[int]]:
+    """The inputs: a string, a list of strings, a list of token ids or a list of such lists."""
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            return [value]
+        if all(isinstance(item, str) and item for item in value):
+            return list(value)
+        if all(isinstance(item, list) and item and all(isinstance(i, int) for i in item)
+               for item in value):
+            return list(value)
+    raise SimError(400, "input must be a non-empty string, a list of non-empty strings, a list "
+                   "of token ids or a list of token-id lists.", param="input")
+
+
+def encode(vec: tuple[float, ...], encoding: str) -> list[float] | str:
+    """The ``embedding`` field: floats, or base64 of little-endian float32."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+    return list(vec)
+
+
+async def embeddings(sim: Sim, req: Request, route: Route) -> None:
+    """Validate, wait the time to first token, answer."""
+    body = req.json_object()
+    knobs = read_knobs(req.headers)
+    injected = injected_error(knobs)
+    if injected is not None:
+        raise injected
+    if knobs.hang:
+        await hang(sim, req)
+        return
+    model = sim.model(body.get("model"), route=route)
+    inputs = read_inputs(body.get("input"))
+    dimensions = read_int(body, "dimensions", minimum=1) or sim.options.embedding_dimensions
+    if dimensions > MAX_DIMENSIONS:
+        raise SimError(400, f"dimensions must be at most {MAX_DIMENSIONS}.", param="dimensions")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise SimError(400, "encoding_format must be 'float' or 'base64'.",
+                       param="encoding_format")
+    data: list[dict[str, Any]] = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        if isinstance(item, str):
+            key, tokens = item, tokens + estimate_tokens(item)
+        else:
+            key, tokens = "ids:" + ",".join(map(str, item)), tokens + len(item)
+        data.append({"object": "embedding", "index": index,
+                     "embedding": encode(vector(key, dimensions), encoding)})
+    if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
+        await send_json(req.send, 200, orjson.dumps(
+            {"object": "list", "data": data, "model": knobs.model or model,
+             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))

@@ -1,0 +1,73 @@
+"""Error bodies in each upstream's dialect.
+
+| dialect | body |
+|---|---|
+| ``vllm`` (``/v1/*``, vLLM extras) up to 0.10.0 | ``{"object": "error", "message", "type", "param", "code": <status>}`` |
+| ``vllm`` from 0.10.1 | ``{"error": {"message", "type", "param", "code": <status>}}`` |
+| ``azure`` (``/openai/deployments/*``) | ``{"error": {"message", "type", "param", "code"}}``, OpenAI's types |
+| ``anthropic`` (``/v1/messages``) | ``{"type": "error", "error": {"type", "message"}}`` |
+
+Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
+sends an ``event: error`` frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+from app.simulator.asgi import SimError
+
+Dialect = Literal["vllm", "azure", "anthropic"]
+
+_VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
+               404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
+               413: "RequestEntityTooLargeError", 422: "UnprocessableEntityError",
+               429: "RateLimitError", 500: "InternalServerError", 501: "NotImplementedError",
+               503: "ServiceUnavailableError"}
+_OPENAI_TYPES: dict[int, tuple[str, str | None]] = {
+    401: ("invalid_request_error", "invalid_api_key"), 403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"), 429: ("requests", "rate_limit_exceeded"),
+}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+
+def _vllm(err: SimError, *, flat: bool) -> dict[str, Any]:
+    kind = err.kind or _VLLM_TYPES.get(err.status, "BadRequestError" if err.status < 500
+                                       else "InternalServerError")
+    inner = {"message": err.message, "type": kind, "param": err.param, "code": err.status}
+    return {"object": "error", **inner} if flat else {"error": inner}
+
+
+def _openai(err: SimError) -> dict[str, Any]:
+    default = ("invalid_request_error", None) if err.status < 500 else ("server_error", None)
+    kind, code = _OPENAI_TYPES.get(err.status, default)
+    return {"error": {"message": err.message, "type": err.kind or kind, "param": err.param,
+                      "code": code}}
+
+
+def _anthropic(err: SimError) -> dict[str, Any]:
+    default = "invalid_request_error" if err.status < 500 else "api_error"
+    kind = err.kind or _ANTHROPIC_TYPES.get(err.status, default)
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
+def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
+    """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
+    if dialect == "anthropic":
+        return orjson.dumps(_anthropic(err))
+    if dialect == "azure":
+        return orjson.dumps(_openai(err))
+    return orjson.dumps(_vllm(err, flat=flat))
+
+
+def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[bytes]:
+    """The frames that report ``err`` inside an already-started event stream."""
+    if dialect == "anthropic":
+        return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
+    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
+    inner = {"error": payload} if "error" not in payload else payload
+    return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]

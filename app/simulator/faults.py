@@ -1,0 +1,143 @@
+"""Per-request knobs carried in headers: latency overrides, drift, and injected failures.
+
+| header | effect |
+|---|---|
+| ``X-Return-Error: <status>`` | that status with the route's error body (429 adds ``Retry-After: 1``) |
+| ``X-Sim-Hang: 1`` | never answer; wait until the client disconnects |
+| ``X-Sim-Cut-After: N`` | stream N content chunks, then drop the connection (no terminator) |
+| ``X-Sim-Error-After: N`` | stream N content chunks, then an in-band error frame |
+| ``X-Sim-TTFT-Ms`` / ``X-Sim-TPOT-Ms`` | override the process's latency for this request |
+| ``X-Sim-Completion-Tokens: N`` | natural answer length (before ``max_tokens`` cuts it) |
+| ``X-Sim-Refusal: 1`` | answer with a refusal sentence |
+| ``X-Sim-Fingerprint: fp_x`` | report this ``system_fingerprint`` |
+| ``X-Sim-Model: name`` | report this ``model`` |
+| ``X-Sim-Cache-Read-Tokens: N`` | report N prompt tokens as read from the prompt cache |
+
+A malformed value is a 400, so a typo in a test fails loudly instead of silently doing nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from app.simulator.asgi import SimError
+from app.simulator.options import SimOptions
+
+_PREFIXES = ("x-sim-", "x-return-error")
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """The header knobs of one request; None means "not set, use the process default"."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    completion_tokens: int | None = None
+    refusal: bool = False
+    fingerprint: str | None = None
+    model: str | None = None
+    cache_read_tokens: int | None = None
+    return_error: int | None = None
+    cut_after: int | None = None
+    error_after: int | None = None
+    hang: bool = False
+
+
+NO_KNOBS = Knobs()
+
+
+def _number(headers: dict[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SimError(400, f"Header {name} must be a number, got {raw!r}.") from None
+    if value < 0:
+        raise SimError(400, f"Header {name} must not be negative, got {raw!r}.")
+    return value
+
+
+def _count(headers: dict[str, str], name: str) -> int | None:
+    value = _number(headers, name)
+    return None if value is None else int(value)
+
+
+def _flag(headers: dict[str, str], name: str) -> bool:
+    return headers.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_knobs(headers: dict[str, str]) -> Knobs:
+    """The knobs set by ``headers`` (the shared ``NO_KNOBS`` when none is, the common case)."""
+    if not any(name.startswith(_PREFIXES) for name in headers):
+        return NO_KNOBS
+    status = _count(headers, "x-return-error")
+    if status is not None and not 400 <= status <= 599:
+        raise SimError(400, f"X-Return-Error must be a status from 400 to 599, got {status}.")
+    return Knobs(
+        ttft_ms=_number(headers, "x-sim-ttft-ms"),
+        tpot_ms=_number(headers, "x-sim-tpot-ms"),
+        completion_tokens=_count(headers, "x-sim-completion-tokens"),
+        refusal=_flag(headers, "x-sim-refusal"),
+        fingerprint=headers.get("x-sim-fingerprint"),
+        model=headers.get("x-sim-model"),
+        cache_read_tokens=_count(headers, "x-sim-cache-read-tokens"),
+        return_error=status,
+        cut_after=_count(headers, "x-sim-cut-after"),
+        error_after=_count(headers, "x-sim-error-after"),
+        hang=_flag(headers, "x-sim-hang"),
+    )
+
+
+def injected_error(knobs: Knobs) -> SimError | None:
+    """The failure ``X-Return-Error`` asks for, if any (429 with ``Retry-After: 1``)."""
+    status = knobs.return_error
+    if status is None:
+        return None
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Overloaded" if status == 529 else "Error"
+    headers = [(b"retry-after", b"1")] if status == 429 else None
+    return SimError(status, f"Simulated upstream error: {status} {phrase}.", headers=headers)
+
+
+class Latency:
+    """Waits in seconds for the latency model, jittered by a seeded generator (deterministic
+    for a given request order)."""
+
+    __slots__ = ("_jitter", "_rng", "_tpot_ms", "_ttft_ms")
+
+    def __init__(self, options: SimOptions) -> None:
+        self._ttft_ms = options.ttft_ms
+        self._tpot_ms = options.tpot_ms
+        self._jitter = options.jitter
+        self._rng = random.Random(options.seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the jitter sequence (on ``/_sim/reset``)."""
+        self._rng.seed(seed)
+
+    def _jittered(self, ms: float) -> float:
+        if ms <= 0:
+            return 0.0
+        if self._jitter > 0:
+            ms *= 1.0 + self._rng.uniform(-self._jitter, self._jitter)
+        return ms / 1000.0
+
+    def ttft(self, knobs: Knobs) -> float:
+        """Seconds before the first token."""
+        return self._jittered(self._ttft_ms if knobs.ttft_ms is None else knobs.ttft_ms)
+
+    def tpot(self, knobs: Knobs) -> float:
+        """Seconds between two later tokens."""
+        return self._jittered(self._tpot_ms if knobs.tpot_ms is None else knobs.tpot_ms)
+
+    def is_zero(self, knobs: Knobs) -> bool:
+        """Whether this request waits at all (the fast path skips every sleep when not)."""
+        ttft = self._ttft_ms if knobs.ttft_ms is None else knobs.ttft_ms
+        tpot = self._tpot_ms if knobs.tpot_ms is None else knobs.tpot_ms
+        return ttft <= 0 and tpot <= 0

@@ -1,0 +1,92 @@
+"""A running gateway on loopback, configured against the simulator, for SDK-level tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from pydantic import SecretStr
+
+from app.calllog import CallRecord
+from app.config import parse_config
+from app.main import create_app
+from app.settings import Settings
+from tests.servers import serve
+
+MASTER_KEY = "sk-test-master-key-0123456789"
+
+
+class ListSink:
+    """Keeps every call record the gateway emits, so tests can check them."""
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    def submit(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+    def by_id(self, request_id: str) -> CallRecord:
+        found = [r for r in self.records if r.id == request_id]
+        assert len(found) == 1, f"expected exactly one record for {request_id}, got {len(found)}"
+        return found[0]
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    sink: ListSink
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=MASTER_KEY, max_retries=0,
+                             **kwargs)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {MASTER_KEY}"})
+
+
+GatewayFactory = Callable[[dict[str, Any]], AbstractContextManager[RunningGateway]]
+
+
+def sim_config(simulator: str, **models: Any) -> dict[str, Any]:
+    """A config with provider ``sim`` (healthy) and ``broken`` (every call answers 503)."""
+    return {
+        "providers": {
+            "sim": {"type": "openai", "base_url": simulator + "/v1",
+                    "api_key": "sk-upstream-secret"},
+            "broken": {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-b",
+                       "headers": {"X-Return-Error": "503"}},
+        },
+        "models": models or {
+            "chat": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+            "embed": {"targets": [{"provider": "sim", "model": "text-embedding-3-small"}]},
+        },
+    }
+
+
+@pytest.fixture
+def run_gateway() -> GatewayFactory:
+    """Start a gateway from a raw config dict (master key on, strict telemetry)."""
+
+    @contextmanager
+    def start(raw: dict[str, Any]) -> Iterator[RunningGateway]:
+        sink = ListSink()
+        settings = Settings(master_key=SecretStr(MASTER_KEY), config=None)
+        app = create_app(settings, config=parse_config(raw, {}), sink=sink,
+                         strict_telemetry=True)
+        with serve(app) as url:
+            yield RunningGateway(url=url, sink=sink)
+
+    return start
+
+
+@pytest.fixture
+def gateway(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    """The default gateway: public ``chat`` and ``embed`` models on the simulator."""
+    with run_gateway(sim_config(simulator)) as running:
+        yield running

@@ -1,0 +1,126 @@
+"""Fallback before the first byte and never after; keep-alives; cancellation on disconnect."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.api.conftest import MASTER_KEY, GatewayFactory, sim_config
+
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+def _with_provider(simulator: str, name: str, headers: dict[str, str],
+                   **extra: Any) -> dict[str, Any]:
+    raw = sim_config(simulator, chat={"targets": [{"provider": name, "model": "first"},
+                                                  {"provider": "sim", "model": "second"}]})
+    raw["providers"][name] = {"type": "openai", "base_url": simulator + "/v1", "api_key": "k",
+                              "headers": headers, **extra}
+    return raw
+
+
+@pytest.mark.parametrize("headers", [{"X-Return-Error": "503"}, {"X-Return-Error": "429"},
+                                     {"X-Sim-Hang": "1"}])
+def test_retryable_failure_falls_back_to_next_target(run_gateway: GatewayFactory, simulator: str,
+                                                     headers: dict[str, str]) -> None:
+    """A 5xx, 429 or timeout from the first target is answered by the second, all recorded."""
+    with run_gateway(_with_provider(simulator, "flaky", headers, timeout_s=0.5)) as gw:
+        raw = gw.client().chat.completions.with_raw_response.create(
+            model="chat", messages=USER, extra_headers={"x-request-id": "fb-1"})
+        assert raw.headers["x-switchboard-provider"] == "sim"
+        assert raw.headers["x-switchboard-target-model"] == "second"
+        record = gw.sink.by_id("fb-1")
+        assert [(a.provider, a.status) for a in record.attempts][1] == ("sim", 200)
+        assert record.attempts[0].provider == "flaky" and record.attempts[0].status >= 429
+
+
+def test_non_retryable_failure_does_not_fall_back(run_gateway: GatewayFactory,
+                                                  simulator: str) -> None:
+    """A 400 from the first target is the client's problem: no second attempt."""
+    with run_gateway(_with_provider(simulator, "strict", {"X-Return-Error": "400"})) as gw:
+        with pytest.raises(openai.BadRequestError):
+            gw.client().chat.completions.create(
+                model="chat", messages=USER, extra_headers={"x-request-id": "fb-2"})
+        assert len(gw.sink.by_id("fb-2").attempts) == 1
+
+
+def test_stream_falls_back_before_first_byte(run_gateway: GatewayFactory, simulator: str) -> None:
+    """A stream whose first target fails before any chunk is served by the second target."""
+    with run_gateway(_with_provider(simulator, "flaky", {"X-Return-Error": "503"})) as gw:
+        raw = gw.client().chat.completions.with_raw_response.create(
+            model="chat", messages=USER, stream=True)
+        assert raw.headers["x-switchboard-provider"] == "sim"
+        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+
+
+def test_stream_never_falls_back_after_first_byte(run_gateway: GatewayFactory,
+                                                  simulator: str) -> None:
+    """A stream cut after chunks reached the client ends in an error, not another target."""
+    with run_gateway(_with_provider(simulator, "cut", {"X-Sim-Cut-After": "2"})) as gw:
+        stream = gw.client().chat.completions.create(
+            model="chat", messages=USER, stream=True, extra_headers={"x-request-id": "cut-1"})
+        received = []
+        with pytest.raises(openai.APIError):
+            for chunk in stream:
+                received.append(chunk)
+        assert received, "chunks before the cut must have been relayed"
+        record = gw.sink.by_id("cut-1")
+        assert [a.provider for a in record.attempts] == ["cut"]
+        assert record.status == "error"
+
+
+def test_mid_stream_error_frame_reaches_the_client(run_gateway: GatewayFactory,
+                                                   simulator: str) -> None:
+    """An upstream error frame mid-stream becomes an error the SDK raises."""
+    with run_gateway(_with_provider(simulator, "midfail", {"X-Sim-Error-After": "2"})) as gw:
+        stream = gw.client().chat.completions.create(model="chat", messages=USER, stream=True)
+        with pytest.raises(openai.APIError):
+            list(stream)
+
+
+def test_keepalive_comment_while_waiting_for_first_token(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """A slow first token gets SSE keep-alive comments before the data."""
+    raw = _with_provider(simulator, "slow", {"X-Sim-TTFT-Ms": "800"})
+    raw["models"]["chat"]["targets"] = raw["models"]["chat"]["targets"][:1]
+    raw["streaming"] = {"keepalive_s": 0.2}
+    with run_gateway(raw) as gw, httpx.stream(
+            "POST", gw.url + "/v1/chat/completions", timeout=10,
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            json={"model": "chat", "messages": USER, "stream": True}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert response.status_code == 200
+    assert lines[0] == ": keep-alive"
+    assert any(line.startswith("data: {") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_client_disconnect_cancels_upstream(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Closing a stream mid-way closes the upstream request and records a cancelled call."""
+    raw = _with_provider(simulator, "slowtok", {"X-Sim-TPOT-Ms": "50",
+                                                "X-Sim-Completion-Tokens": "200"})
+    raw["models"]["chat"]["targets"] = raw["models"]["chat"]["targets"][:1]
+    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    with run_gateway(raw) as gw:
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                   "x-request-id": "gone-1"},
+                          json={"model": "chat", "messages": USER, "stream": True}) as response:
+            for i, _ in enumerate(response.iter_lines()):
+                if i >= 3:
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = httpx.get(simulator + "/_sim/stats").json()
+            if stats["streams_cancelled"] > before and any(
+                    r.id == "gone-1" for r in gw.sink.records):
+                break
+            time.sleep(0.05)
+        assert stats["streams_cancelled"] == before + 1
+        record = gw.sink.by_id("gone-1")
+        assert record.status == "cancelled"

@@ -1,0 +1,107 @@
+"""The ``switchboard`` command as a new user runs it: serve, check-config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.servers import free_port
+
+SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without any provider key or SWITCHBOARD_ setting."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("SWITCHBOARD_") and not k.endswith("_API_KEY")}
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[str]:
+    """``switchboard serve`` with no config, run from an empty directory."""
+    port = free_port()
+    proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], cwd=tmp_path,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def test_embedded_default_serves_mock_models_offline(embedded: str) -> None:
+    """With no config, no keys and no servers, the gateway answers chat and embeddings."""
+    client = openai.OpenAI(base_url=embedded + "/v1", api_key="unused", max_retries=0)
+    assert {m.id for m in client.models.list()} == {"mock-chat", "mock-embed"}
+    reply = client.chat.completions.create(model="mock-chat",
+                                           messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "Mock reply to: hi"
+    assert len(client.embeddings.create(model="mock-embed", input="x").data[0].embedding) == 384
+    assert httpx.get(embedded + "/healthz").json() == {"status": "ok"}
+
+
+def test_refuses_public_bind_without_master_key(tmp_path: Path) -> None:
+    """Binding beyond loopback without SWITCHBOARD_MASTER_KEY exits non-zero with the reason."""
+    result = subprocess.run([SWITCHBOARD, "serve", "--host", "0.0.0.0", "--port",
+                             str(free_port())], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "SWITCHBOARD_MASTER_KEY" in result.stderr
+
+
+def test_check_config_verdicts(tmp_path: Path) -> None:
+    """check-config says ok for a valid file and names the path of a misspelt key."""
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "providers:\n  gpu: {type: vllm, base_url: 'http://127.0.0.1:1/v1'}\n"
+        "  openai: {type: openai, api_key: '${TEST_KEY}'}\n"
+        "models:\n  chat:\n    targets:\n      - {provider: gpu, model: llama}\n"
+        "      - {provider: openai, model: gpt-4o-mini}\n")
+    env = {**clean_env(), "TEST_KEY": "sk-secret-value"}
+    ok = subprocess.run([SWITCHBOARD, "check-config", str(good)], env=env,
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout and "sk-secret-value" not in ok.stdout + ok.stderr
+    missing = subprocess.run([SWITCHBOARD, "check-config", str(good)], env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1
+    assert "providers.openai.api_key: environment variable TEST_KEY is not set" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n  gpu: {type: vllm, base_url: 'http://h/v1', timeout: 3}\n"
+                   "models:\n  chat:\n    targets: [{provider: gpu, model: m}]\n"
+                   "    max_tokens_defualt: 5\n")
+    verdict = subprocess.run([SWITCHBOARD, "check-config", str(bad)], env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+    assert verdict.returncode == 1
+    assert "providers.gpu.timeout: unknown key" in verdict.stderr
+    assert "models.chat.max_tokens_defualt: unknown key" in verdict.stderr
+
+
+def test_help_is_complete() -> None:
+    """Every command documents itself."""
+    for args in (["--help"], ["serve", "--help"], ["check-config", "--help"],
+                 ["simulate", "--help"]):
+        result = subprocess.run([SWITCHBOARD, *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, args
+        assert "Usage:" in result.stdout
