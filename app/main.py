@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.api import errors as api_errors
 from app.api import health, v1
+from app.api.fastlane import FastLane
 from app.calllog import CallSink, LogSink
 from app.config import GatewayConfig, embedded_config, load_config
 from app.gateway import Gateway
@@ -31,8 +32,11 @@ def resolve_config(settings: Settings) -> GatewayConfig:
 
 
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
-               sink: CallSink | None = None, strict_telemetry: bool = False) -> FastAPI:
-    """Build the gateway app. ``config`` defaults to the one the settings name."""
+               sink: CallSink | None = None, strict_telemetry: bool = False) -> FastLane:
+    """Build the gateway app. ``config`` defaults to the one the settings name.
+
+    The result is the FastAPI app behind the model-call fast lane (``app.api.fastlane``);
+    the FastAPI app itself is its ``.app``."""
     settings.check_exposure()
     gateway_config = config if config is not None else resolve_config(settings)
 
@@ -63,9 +67,9 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     api_errors.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
-    return app
+    return FastLane(app)
 
 
-def from_environment() -> FastAPI:
+def from_environment() -> FastLane:
     """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment."""
     return create_app(Settings())

@@ -18,11 +18,11 @@ from app.settings import Settings
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     return cast(Gateway, request.app.state.gateway)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
@@ -62,7 +62,7 @@ def request_id(request: Request) -> str:
     return uuid.uuid4().hex
 
 
-def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> CallRecord:
+def open_call(request: Request, gateway: Gateway, settings: Settings) -> CallRecord:
     """Open the call record for this request and authenticate its caller (recorded either way)."""
     record = CallRecord(id=request_id(request), endpoint=request.scope["path"], caller="anonymous")
     request.state.request_id = record.id
@@ -74,10 +74,14 @@ def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> 
     return record
 
 
+async def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> CallRecord:
+    return open_call(request, gateway, settings)
+
+
 CallDep = Annotated[CallRecord, Depends(begin_call)]
 
 
-def require_caller(request: Request, settings: SettingsDep) -> str:
+async def require_caller(request: Request, settings: SettingsDep) -> str:
     """Authenticate a request that is not a model call (no call record)."""
     return authenticate(request, settings)
 

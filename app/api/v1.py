@@ -1,7 +1,13 @@
-"""The OpenAI-compatible routes. Each parses, calls one gateway method, and returns."""
+"""The OpenAI-compatible routes. Each parses, calls one gateway method, and returns.
+
+The three model-call routes are served by ``app.api.fastlane`` in production (it calls the same
+``serve_*`` functions without FastAPI's per-request machinery); the FastAPI routes below document
+them in the OpenAPI schema and serve them when the fast lane is not mounted.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +25,8 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
 
+Serve = Callable[[Request, Gateway, CallRecord], Awaitable[Response]]
+
 
 async def _body(request: Request, gateway: Gateway, record: CallRecord) -> dict[str, Any]:
     try:
@@ -27,14 +35,12 @@ async def _body(request: Request, gateway: Gateway, record: CallRecord) -> dict[
         raise gateway.reject(record, exc) from None
 
 
-async def _stream(items: Any, record: CallRecord) -> Response:
+async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -> Response:
     first: StreamItem = await anext(items)
     return SSEResponse(items, first=first, headers=call_headers(record))
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
-    """Create a chat completion (SSE when ``stream`` is true)."""
+async def serve_chat(request: Request, gateway: Gateway, record: CallRecord) -> Response:
     body = await _body(request, gateway, record)
     try:
         call = ChatCall(request=parse(ChatRequest, body), body=body)
@@ -46,9 +52,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, record: CallDe
     return json_response(result.body, record)
 
 
-@router.post("/completions")
-async def completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
-    """Create a legacy text completion (SSE when ``stream`` is true)."""
+async def serve_completion(request: Request, gateway: Gateway, record: CallRecord) -> Response:
     body = await _body(request, gateway, record)
     try:
         call = CompletionCall(request=parse(CompletionRequest, body), body=body)
@@ -60,9 +64,7 @@ async def completions(request: Request, gateway: GatewayDep, record: CallDep) ->
     return json_response(result.body, record)
 
 
-@router.post("/embeddings")
-async def embeddings(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
-    """Create embeddings for one or more inputs."""
+async def serve_embedding(request: Request, gateway: Gateway, record: CallRecord) -> Response:
     body = await _body(request, gateway, record)
     try:
         call = EmbeddingCall(request=parse(EmbeddingRequest, body), body=body)
@@ -70,6 +72,31 @@ async def embeddings(request: Request, gateway: GatewayDep, record: CallDep) -> 
         raise gateway.reject(record, exc) from None
     result = await gateway.embed(call, record)
     return json_response(result.body, record)
+
+
+MODEL_CALLS: dict[str, Serve] = {
+    "/v1/chat/completions": serve_chat,
+    "/v1/completions": serve_completion,
+    "/v1/embeddings": serve_embedding,
+}
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+    """Create a chat completion (SSE when ``stream`` is true)."""
+    return await serve_chat(request, gateway, record)
+
+
+@router.post("/completions")
+async def completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+    """Create a legacy text completion (SSE when ``stream`` is true)."""
+    return await serve_completion(request, gateway, record)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+    """Create embeddings for one or more inputs."""
+    return await serve_embedding(request, gateway, record)
 
 
 def _model_card(route: Route) -> dict[str, Any]:
