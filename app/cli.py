@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import click
-import uvicorn
 
 from app.config import ConfigError, load_config
-from app.main import resolve_config
 from app.settings import Settings, UnsafeSettings, environment
+
+# Heavy imports (uvicorn, the app) happen inside the commands that need them, so that
+# `check-config` and `--help` answer at once.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +33,10 @@ def main() -> None:
 def serve(config_path: Path | None, host: str | None, port: int | None,
           workers: int | None) -> None:
     """Run the gateway."""
+    import uvicorn
+
+    from app.main import resolve_config
+
     overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
                                    "workers": workers}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Words, numbers and single punctuation marks: close to what BPE tokenizers produce for English
-# (about 0.75 words a token). Long words count once per 4 characters, as BPE splits them.
+# (about 0.75 words a token). Long words count once per 6 characters, as BPE splits them.
 _PIECE = re.compile(r"\w+|[^\w\s]")
 
 
@@ -15,7 +15,7 @@ def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate of ``text``'s token count (0 for empty text)."""
     count = 0
     for piece in _PIECE.findall(text):
-        count += 1 + (len(piece) - 1) // 4
+        count += (len(piece) + 5) // 6
     return count
 
 
@@ -41,8 +41,12 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cached_tokens or self.cache_write_tokens:
+            details = {"cached_tokens": self.cached_tokens}
+            if self.cache_write_tokens:
+                # Not in OpenAI's schema: Anthropic's cache writes, priced apart from reads.
+                details["cache_write_tokens"] = self.cache_write_tokens
+            out["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return out
@@ -58,11 +62,13 @@ class Usage:
             return None
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        written = details.get("cache_write_tokens") if isinstance(details, dict) else None
         out_details = usage.get("completion_tokens_details")
         reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
         return cls(
             prompt_tokens=prompt,
             completion_tokens=completion,
             cached_tokens=cached if isinstance(cached, int) else 0,
+            cache_write_tokens=written if isinstance(written, int) else 0,
             reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
         )
