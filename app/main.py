@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import errors
 from app.api import errors as api_errors
 from app.api import health, v1
 from app.api.fastlane import FastLane
@@ -16,7 +18,7 @@ from app.config import GatewayConfig, embedded_config, load_config
 from app.gateway import Gateway
 from app.pricing import PriceBook, shipped_prices
 from app.providers import PROVIDER_TYPES
-from app.providers.base import Provider
+from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
 from app.settings import Settings, environment
 
@@ -29,6 +31,17 @@ def resolve_config(settings: Settings) -> GatewayConfig:
     if settings.config is None:
         return embedded_config(env)
     return load_config(settings.config, env)
+
+
+async def _warm(app: FastAPI, providers: dict[str, Provider]) -> None:
+    """Prepare slow providers (model loads) in the background; ready once they are done."""
+    for name, provider in providers.items():
+        if isinstance(provider, Warmable):
+            try:
+                await provider.warm()
+            except errors.GatewayError as exc:
+                log.warning("provider %s could not be prepared: %s", name, exc.message)
+    app.state.ready = True
 
 
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
@@ -54,11 +67,13 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         app.state.settings = settings
         if settings.master_key is None:
             log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
-        app.state.ready = True
+        app.state.ready = False
+        warming = asyncio.create_task(_warm(app, providers))
         try:
             yield
         finally:
             app.state.ready = False
+            warming.cancel()
             await gateway.aclose()
             await session.close()
 

