@@ -4,7 +4,9 @@ A target's ``model`` is the deployment name. Requests go to
 ``{endpoint}/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`` with the
 ``api-version`` query parameter, authenticated by the ``api-key`` header (never
 ``Authorization``); the config's ``headers`` are added to every request. Bodies and errors are
-OpenAI-shaped, so everything else is the OpenAI-compatible provider's.
+OpenAI-shaped, so everything else is the OpenAI-compatible provider's, except that streams ask for
+usage only on api-versions that accept ``stream_options`` (older ones answer it with a 400; the
+gateway then estimates usage).
 """
 
 from __future__ import annotations
@@ -14,9 +16,20 @@ from urllib.parse import quote
 import aiohttp
 
 from app.config import AzureOpenAIProvider
-from app.providers.base import Target
+from app.providers.base import Json, Target
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible
+
+STREAM_OPTIONS_SINCE = "2024-09-01"
+"""The first api-version (2024-09-01-preview; GA in 2024-10-21) that accepts ``stream_options``."""
+
+
+def accepts_stream_options(api_version: str) -> bool:
+    """Whether an api-version (``YYYY-MM-DD[-preview]``; anything else counts as new) takes
+    ``stream_options``."""
+    date = api_version[:10]
+    is_date = len(date) == 10 and date[4] == date[7] == "-" and date.replace("-", "").isdigit()
+    return not is_date or date >= STREAM_OPTIONS_SINCE
 
 
 class AzureOpenAI(OpenAICompatible):
@@ -45,6 +58,13 @@ class AzureOpenAI(OpenAICompatible):
             connect_timeout_s=self._config.connect_timeout_s,
             secrets=(self._key,),
         )
+
+    def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
+        """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it."""
+        payload = super().prepare(payload, target=target, stream=stream)
+        if not accepts_stream_options(self._config.api_version):
+            payload.pop("stream_options", None)
+        return payload
 
     def upstream_for(self, target: Target) -> Upstream:
         """The deployment named by ``target.model`` (URL-quoted, so it stays one path segment)."""

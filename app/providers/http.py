@@ -92,6 +92,7 @@ class Upstream:
         for secret in self._secrets:
             if secret in error.message:
                 error.message = error.message.replace(secret, "[redacted]")
+                error.args = (error.message,)  # str(error), as logs and tracebacks show it
         return error
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
