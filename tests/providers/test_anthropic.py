@@ -378,7 +378,8 @@ def test_usage_counts_cache_reads_and_writes_into_prompt_tokens() -> None:
     assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens,
             usage.completion_tokens) == (130, 100, 20, 5)
     assert body["usage"] == {"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                             "prompt_tokens_details": {"cached_tokens": 100}}
+                             "prompt_tokens_details": {"cached_tokens": 100,
+                                                       "cache_write_tokens": 20}}
 
 
 def test_answer_that_is_not_a_message_is_a_bad_upstream_response() -> None:
@@ -651,7 +652,8 @@ async def test_simulator_usage_with_cache_reads_and_writes(
     assert usage.cached_tokens == 50
     assert usage.cache_write_tokens > 0
     assert usage.prompt_tokens > usage.cached_tokens + usage.cache_write_tokens
-    assert result.body["usage"]["prompt_tokens_details"] == {"cached_tokens": 50}
+    assert result.body["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 50, "cache_write_tokens": usage.cache_write_tokens}
     assert result.body["usage"]["prompt_tokens"] == usage.prompt_tokens
 
 
