@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -39,26 +41,43 @@ class SimError(Exception):
 
 
 class Request:
-    """One HTTP request: routing facts, lower-cased headers, the parsed JSON body (or None)."""
+    """One HTTP request: routing facts and the raw headers and body, decoded on first use."""
 
-    __slots__ = ("data", "headers", "method", "path", "query", "receive", "send", "started")
+    __slots__ = ("_data", "_headers", "body", "method", "path", "query", "raw_headers",
+                 "receive", "send", "started")
 
-    def __init__(self, *, method: str, path: str, query: str, headers: dict[str, str],
-                 data: Any, receive: Receive, send: Send, started: float) -> None:
+    def __init__(self, *, method: str, path: str, query: str,
+                 raw_headers: list[tuple[bytes, bytes]], body: bytes, receive: Receive,
+                 send: Send, started: float) -> None:
         self.method = method
         self.path = path
         self.query = query
-        self.headers = headers
-        self.data = data
+        self.raw_headers = raw_headers
+        self.body = body
         self.receive = receive
         self.send = send
         self.started = started
+        self._headers: dict[str, str] | None = None
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers by lower-cased name (the last duplicate wins)."""
+        if self._headers is None:
+            self._headers = decode_headers(self.raw_headers)
+        return self._headers
 
     def json_object(self) -> dict[str, Any]:
-        """The body as a JSON object; a 400 ``SimError`` for anything else."""
-        if not isinstance(self.data, dict):
-            raise SimError(400, "The request body must be a JSON object.")
-        return self.data
+        """The body as a JSON object; a 400 ``SimError`` for invalid JSON or anything else."""
+        if self._data is None:
+            try:
+                data = orjson.loads(self.body) if self.body else None
+            except orjson.JSONDecodeError as exc:
+                raise SimError(400, f"The request body is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise SimError(400, "The request body must be a JSON object.")
+            self._data = data
+        return self._data
 
     def query_param(self, name: str) -> str | None:
         """The first value of query parameter ``name`` (undecoded; names here are plain ASCII)."""
@@ -67,6 +86,14 @@ class Request:
             if key == name:
                 return value
         return None
+
+
+def has_knobs(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether any ``X-Sim-*`` or ``X-Return-Error`` header is present (checked on raw bytes)."""
+    for name, _ in raw:  # noqa: SIM110 - a plain loop beats any() on this hot path
+        if name.startswith(b"x-sim-") or name == b"x-return-error":
+            return True
+    return False
 
 
 def decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

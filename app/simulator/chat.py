@@ -8,7 +8,6 @@ output -> its minimal valid text; otherwise the deterministic reply.
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,8 @@ import orjson
 from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
-from app.simulator.core import Route, Sim, StreamPlan, delay, hang, stream
-from app.simulator.faults import Knobs, injected_error, read_knobs
+from app.simulator.core import Memo, Route, Sim, StreamPlan, delay, hang, stream
+from app.simulator.faults import NO_KNOBS, Knobs, injected_error, read_knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
 
@@ -75,7 +74,7 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
         for _ in range(sampling.n):
             shaped = content.shape(content.split_tokens(arguments), limit=limit, stops=(),
                                    natural="tool")
-            out.append((shaped, ToolCall(f"call_{secrets.token_hex(12)}", function["name"],
+            out.append((shaped, ToolCall(sim.new_id("call_"), function["name"],
                                          shaped.text)))
         return out
     text = structured_text(body, sim.dialect)
@@ -85,9 +84,9 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens
-    topic = content.topic_of(content.last_user_text(messages))
-    return [(content.shape(content.reply_pieces(topic, length, sampling.offset + i),
-                           limit=limit, stops=stops), None) for i in range(sampling.n)]
+    text = content.last_user_text(messages)
+    return [(content.reply(text, length, sampling.offset + i, limit, stops), None)
+            for i in range(sampling.n)]
 
 
 def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
@@ -101,9 +100,21 @@ def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
 
 
 async def chat(sim: Sim, req: Request, route: Route) -> None:
-    """Validate, then answer completely or as an event stream."""
+    """Validate, then answer completely or as an event stream.
+
+    Fast path: with zero latency, no knobs and the same raw body as an earlier plain-text
+    answer, the serialized answer is replayed with a fresh ``id`` and ``created`` (the answer is
+    a pure function of the body and the process's options).
+    """
+    knobs = read_knobs(req)
+    memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None
+    memo = sim.memo.get(req.body) if memoizable else None
+    if memo is not None:
+        await delay(sim, req, knobs, prompt=memo.prompt, completion=memo.completion,
+                    finish=memo.finish)
+        await send_json(req.send, 200, _envelope(sim) + memo.rest)
+        return
     body = req.json_object()
-    knobs = read_knobs(req.headers)
     injected = injected_error(knobs)
     if injected is not None:
         raise injected
@@ -118,26 +129,32 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
     prompt = content.prompt_tokens(messages)
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
     top = read_int(body, "top_logprobs", minimum=0) or 0
-    logprobs = body.get("logprobs") is True
+    logprobs = top if body.get("logprobs") is True else None
     results = answers(sim, body, messages, sampling, knobs)
     cached = min(knobs.cache_read_tokens or 0, prompt)
-    meta = {"id": f"chatcmpl-{secrets.token_hex(16)}", "created": int(time.time()),
-            "model": knobs.model or model, "system_fingerprint": knobs.fingerprint}
+    model = knobs.model or model
     if sampling.stream:
-        plan = _plan(meta, results, prompt=prompt, cached=cached, sampling=sampling,
-                     logprobs=top if logprobs else None)
+        plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
+                     sampling=sampling, logprobs=logprobs)
         await stream(sim, req, plan, knobs, route=route)
         return
     completion = sum(output.tokens for output, _ in results)
     finish = "length" if any(output.finish == "length" for output, _ in results) else "stop"
-    if await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish):
-        choices = [_choice(i, output, call, top if logprobs else None)
-                   for i, (output, call) in enumerate(results)]
-        await send_json(req.send, 200, orjson.dumps(
-            {"id": meta["id"], "object": "chat.completion", "created": meta["created"],
-             "model": meta["model"], "choices": choices,
-             "usage": usage(prompt, completion, cached),
-             "system_fingerprint": meta["system_fingerprint"]}))
+    if not await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish):
+        return
+    rest = orjson.dumps({"model": model, "choices": [
+        _choice(i, output, call, logprobs) for i, (output, call) in enumerate(results)],
+        "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint})
+    rest = rest[1:]  # without its "{": it follows the envelope's fields
+    if memoizable and not any(call for _, call in results):
+        sim.remember(req.body, Memo(rest, prompt, completion, finish))
+    await send_json(req.send, 200, _envelope(sim) + rest)
+
+
+def _envelope(sim: Sim) -> bytes:
+    """The opening of a chat completion object: fresh ``id`` and ``created``."""
+    return b'{"id":"%s","object":"chat.completion","created":%d,' % (
+        sim.new_id("chatcmpl-").encode(), int(time.time()))
 
 
 def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) -> dict[str, Any]:
@@ -153,12 +170,14 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) 
             "finish_reason": _FINISH[output.finish]}
 
 
-def _plan(meta: dict[str, Any], results: list[tuple[Output, ToolCall | None]], *, prompt: int,
-          cached: int, sampling: Sampling, logprobs: int | None) -> StreamPlan:
+def _plan(sim: Sim, model: str, fingerprint: str | None,
+          results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
+          sampling: Sampling, logprobs: int | None) -> StreamPlan:
     """Frames: a role delta per choice (with the first token), one frame per piece per choice
     (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
-    base = {"id": meta["id"], "object": "chat.completion.chunk", "created": meta["created"],
-            "model": meta["model"], "system_fingerprint": meta["system_fingerprint"]}
+    base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
+                            "created": int(time.time()), "model": model,
+                            "system_fingerprint": fingerprint}
     if sampling.include_usage:
         base["usage"] = None
 
@@ -190,8 +209,8 @@ def _plan(meta: dict[str, Any], results: list[tuple[Output, ToolCall | None]], *
     tail = [frame(index, {}, _FINISH[output.finish]) for index, (output, _) in enumerate(results)]
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
-        tail.append(b"data: " + orjson.dumps({**base, "choices": [],
-                                              "usage": usage(prompt, completion, cached)}) + b"\n\n")
+        last = {**base, "choices": [], "usage": usage(prompt, completion, cached)}
+        tail.append(b"data: " + orjson.dumps(last) + b"\n\n")
     tail.append(_DONE)
     finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"
     return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head)

@@ -7,7 +7,6 @@ text (no per-message overhead: there is no chat template) and the id count for t
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -60,7 +59,7 @@ def _answer(sim: Sim, body: dict[str, Any], prompt: str | list[int], index: int,
 async def completions(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream."""
     body = req.json_object()
-    knobs = read_knobs(req.headers)
+    knobs = read_knobs(req)
     injected = injected_error(knobs)
     if injected is not None:
         raise injected
@@ -82,7 +81,7 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
                        for _ in range(sampling.n))
     prompt_total = sum(sizes)
     cached = min(knobs.cache_read_tokens or 0, prompt_total)
-    meta = {"id": f"cmpl-{secrets.token_hex(16)}", "object": "text_completion",
+    meta = {"id": sim.new_id("cmpl-"), "object": "text_completion",
             "created": int(time.time()), "model": knobs.model or model,
             "system_fingerprint": knobs.fingerprint}
     if sampling.stream:

@@ -2,10 +2,10 @@
 
 Token accounting (the contract every dialect reports in ``usage``):
 
-- A *piece* is optional leading whitespace plus either up to 4 word characters or one punctuation
-  mark. ``estimate_tokens`` counts a word of L characters as ceil(L / 4) tokens, so every piece is
-  exactly one token and a text's pieces add up to ``estimate_tokens(text)``. Streams send one
-  piece per content chunk, hence N completion tokens are N content chunks.
+- A *piece* is optional leading whitespace plus one punctuation mark or a word, a word that
+  ``estimate_tokens`` counts as k tokens being split into k chunks of equal size. Every piece is
+  thus one token and a text's pieces add up to ``estimate_tokens(text)`` (the simulator's tests
+  pin this). Streams send one piece per content chunk: N completion tokens are N content chunks.
 - Completion tokens = the number of pieces of the answer actually produced.
 - Prompt tokens = the sum over messages (and a ``system`` prompt) of
   ``estimate_tokens(message text) + 3``; the 3 stand for the chat template's role markers.
@@ -30,30 +30,50 @@ REFUSAL = "I'm sorry, but I can't help with that."
 MESSAGE_OVERHEAD_TOKENS = 3
 _TOPIC_WORDS = 8
 _PIECE = re.compile(r"(\s*)(\w+|[^\w\s])")
-# One-token filler words (4 characters or fewer), with their leading space.
-_FILLER = tuple(" " + word for word in (
-    "this is a fake but calm and kind text that the sim can send so each load test "
-    "has some more body to read as it runs on and on with no end in view").split())
+# Filler words (short enough to be one token each), with their leading space.
+_FILLER = (" this", " is", " a", " fake", " but", " calm", " and", " kind", " text", " that",
+           " the", " sim", " can", " send", " so", " each", " load", " test", " has", " some",
+           " more", " body", " to", " read", " as", " it", " runs", " on", " and", " on",
+           " with", " no", " end", " in", " view")
 
 
-def split_tokens(text: str) -> list[str]:
-    """``text`` as one-token pieces; ``"".join(split_tokens(t)) == t``."""
+@lru_cache(maxsize=16384)
+def _word_tokens(word: str) -> int:
+    return max(1, estimate_tokens(word))
+
+
+def split_tokens(text: str, limit: int | None = None) -> list[str]:
+    """``text`` as one-token pieces: ``"".join(split_tokens(t)) == t``. With ``limit``, only
+    the first ``limit`` pieces (their concatenation is then a prefix of ``text``)."""
     pieces: list[str] = []
     end = 0
-    for match in _PIECE.finditer(text):
-        lead, word = match.group(1), match.group(2)
-        if len(word) <= 4:
+    for lead, word in _PIECE.findall(text):
+        end += len(lead) + len(word)
+        count = _word_tokens(word) if len(word) > 1 else 1
+        if count == 1:
             pieces.append(lead + word)
         else:
-            pieces.append(lead + word[:4])
-            pieces.extend(word[i:i + 4] for i in range(4, len(word), 4))
-        end = match.end()
+            size = -(-len(word) // count)  # ceil: ``count`` chunks of (nearly) equal size
+            pieces.append(lead + word[:size])
+            pieces.extend(word[i:i + size] for i in range(size, len(word), size))
+        if limit is not None and len(pieces) >= limit:
+            return pieces[:limit]
     if end < len(text):  # trailing whitespace rides on the last piece
         if pieces:
             pieces[-1] += text[end:]
         else:
             pieces.append(text[end:])
     return pieces
+
+
+_OPENING = tuple(split_tokens("Simulated reply to:"))
+_OPENING_ALONE = tuple(split_tokens("Simulated reply."))
+
+
+@lru_cache(maxsize=8192)
+def count_tokens(text: str) -> int:
+    """``estimate_tokens``, memoized: benchmark and test prompts repeat (system prompts always)."""
+    return estimate_tokens(text)
 
 
 def topic_of(text: str) -> str:
@@ -65,8 +85,9 @@ def topic_of(text: str) -> str:
 def reply_pieces(topic: str, length: int, offset: int) -> tuple[str, ...]:
     """The natural answer to ``topic``: exactly ``length`` pieces; ``offset`` (from ``seed`` and
     the choice index) rotates the filler so choices differ."""
-    base = split_tokens(f"Simulated reply to: {topic}" if topic else "Simulated reply.")
-    pieces = base[:length]
+    pieces = list((_OPENING if topic else _OPENING_ALONE)[:length])
+    if topic and len(pieces) < length:
+        pieces += split_tokens(" " + topic, limit=length - len(pieces))
     index = offset
     while len(pieces) < length:
         pieces.append(_FILLER[index % len(_FILLER)])
@@ -79,7 +100,7 @@ class Output:
     """One produced answer. ``finish``: ``stop`` (natural end), ``length`` (``max_tokens`` cut it),
     ``stop_sequence`` (a stop string cut it; ``stop_sequence`` says which) or ``tool``."""
 
-    pieces: Sequence[str]
+    pieces: tuple[str, ...]
     text: str
     finish: str
     stop_sequence: str | None = None
@@ -103,8 +124,15 @@ def shape(pieces: Sequence[str], *, limit: int | None, stops: Sequence[str],
         if hits:
             at, stop = min(hits)
             text = text[:at]
-            return Output(split_tokens(text), text, "stop_sequence", stop)
-    return Output(pieces, text, finish)
+            return Output(tuple(split_tokens(text)), text, "stop_sequence", stop)
+    return Output(tuple(pieces), text, finish)
+
+
+@lru_cache(maxsize=8192)
+def reply(text: str, length: int, offset: int, limit: int | None,
+          stops: tuple[str, ...]) -> Output:
+    """The shaped answer to a user message ``text`` (memoized; outputs are immutable)."""
+    return shape(reply_pieces(topic_of(text), length, offset), limit=limit, stops=stops)
 
 
 def text_of(content: Any) -> str:
@@ -142,10 +170,10 @@ def prompt_tokens(messages: Sequence[Any], system: Any = None) -> int:
     """Prompt tokens of a conversation (see the module docstring)."""
     total = 0
     if system:
-        total += estimate_tokens(text_of(system)) + MESSAGE_OVERHEAD_TOKENS
+        total += count_tokens(text_of(system)) + MESSAGE_OVERHEAD_TOKENS
     for message in messages:
         if isinstance(message, dict):
-            total += estimate_tokens(message_text(message)) + MESSAGE_OVERHEAD_TOKENS
+            total += count_tokens(message_text(message)) + MESSAGE_OVERHEAD_TOKENS
     return total
 
 

@@ -7,6 +7,8 @@ below apply the latency model and the injected failures the same way for every w
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ from app.simulator.faults import Knobs, Latency
 from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
 from app.simulator.state import SimState
 
+MEMO_SIZE = 1024
 MID_STREAM_ERROR = "Simulated upstream failure in the middle of the stream."
 
 
@@ -31,6 +34,16 @@ class Sim:
         self.latency = Latency(options)
         self.models = frozenset(options.models)
         self.default_model = options.models[0] if options.models else DEFAULT_MODEL
+        self.zero_latency = options.ttft_ms <= 0 and options.tpot_ms <= 0
+        # Serialized answers by raw request body, for the zero-latency chat fast path.
+        self.memo: dict[bytes, Memo] = {}
+        self._id_prefix = secrets.token_hex(6)
+        self._id_counter = itertools.count()
+
+    def new_id(self, prefix: str) -> str:
+        """A unique id such as ``chatcmpl-<24 hex>`` (random per process, then a counter,
+        cheaper than fresh randomness per request)."""
+        return f"{prefix}{self._id_prefix}{next(self._id_counter):012x}"
 
     def model(self, requested: Any, *, route: Route) -> str:
         """The model a request names (the deployment on Azure routes); 404 when not served."""
@@ -50,9 +63,26 @@ class Sim:
             raise SimError(404, f"The model `{requested}` does not exist.")
         return requested
 
+    def remember(self, key: bytes, memo: Memo) -> None:
+        """Keep ``memo`` for ``key`` (first in, first out beyond ``MEMO_SIZE`` entries)."""
+        if len(self.memo) >= MEMO_SIZE:
+            del self.memo[next(iter(self.memo))]
+        self.memo[key] = memo
+
     def error_body(self, route: Route, err: SimError) -> bytes:
         """``err`` in the route's dialect."""
         return error_body(route.dialect, err, flat=self.dialect.flat_errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Memo:
+    """A complete answer to replay: the JSON after its ``id``/``created`` fields, and the
+    numbers the metrics need."""
+
+    rest: bytes
+    prompt: int
+    completion: int
+    finish: str
 
 
 @dataclass(frozen=True, slots=True)

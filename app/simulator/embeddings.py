@@ -62,7 +62,7 @@ def encode(vec: tuple[float, ...], encoding: str) -> list[float] | str:
 async def embeddings(sim: Sim, req: Request, route: Route) -> None:
     """Validate, wait the time to first token, answer."""
     body = req.json_object()
-    knobs = read_knobs(req.headers)
+    knobs = read_knobs(req)
     injected = injected_error(knobs)
     if injected is not None:
         raise injected

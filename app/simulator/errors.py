@@ -1,11 +1,12 @@
 """Error bodies in each upstream's dialect.
 
-| dialect | body |
-|---|---|
-| ``vllm`` (``/v1/*``, vLLM extras) up to 0.10.0 | ``{"object": "error", "message", "type", "param", "code": <status>}`` |
-| ``vllm`` from 0.10.1 | ``{"error": {"message", "type", "param", "code": <status>}}`` |
-| ``azure`` (``/openai/deployments/*``) | ``{"error": {"message", "type", "param", "code"}}``, OpenAI's types |
-| ``anthropic`` (``/v1/messages``) | ``{"type": "error", "error": {"type", "message"}}`` |
+- ``vllm`` (``/v1/*`` and the vLLM extras), up to 0.10.0:
+  ``{"object": "error", "message", "type", "param", "code": <status>}``; from 0.10.1:
+  ``{"error": {"message", "type", "param", "code": <status>}}``. Types are vLLM's
+  (``BadRequestError``, ``NotFoundError``...).
+- ``azure`` (``/openai/deployments/*``): ``{"error": {"message", "type", "param", "code"}}`` with
+  OpenAI's types (``invalid_request_error``, ``server_error``...).
+- ``anthropic`` (``/v1/messages``): ``{"type": "error", "error": {"type", "message"}}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame.

@@ -1,17 +1,16 @@
 """Per-request knobs carried in headers: latency overrides, drift, and injected failures.
 
-| header | effect |
-|---|---|
-| ``X-Return-Error: <status>`` | that status with the route's error body (429 adds ``Retry-After: 1``) |
-| ``X-Sim-Hang: 1`` | never answer; wait until the client disconnects |
-| ``X-Sim-Cut-After: N`` | stream N content chunks, then drop the connection (no terminator) |
-| ``X-Sim-Error-After: N`` | stream N content chunks, then an in-band error frame |
-| ``X-Sim-TTFT-Ms`` / ``X-Sim-TPOT-Ms`` | override the process's latency for this request |
-| ``X-Sim-Completion-Tokens: N`` | natural answer length (before ``max_tokens`` cuts it) |
-| ``X-Sim-Refusal: 1`` | answer with a refusal sentence |
-| ``X-Sim-Fingerprint: fp_x`` | report this ``system_fingerprint`` |
-| ``X-Sim-Model: name`` | report this ``model`` |
-| ``X-Sim-Cache-Read-Tokens: N`` | report N prompt tokens as read from the prompt cache |
+- ``X-Return-Error: <status>``: that status with the route's error body (429 adds
+  ``Retry-After: 1``).
+- ``X-Sim-Hang: 1``: never answer; wait until the client disconnects.
+- ``X-Sim-Cut-After: N``: stream N content chunks, then drop the connection (no terminator).
+- ``X-Sim-Error-After: N``: stream N content chunks, then an in-band error frame.
+- ``X-Sim-TTFT-Ms`` / ``X-Sim-TPOT-Ms``: this request's latency instead of the process's.
+- ``X-Sim-Completion-Tokens: N``: natural answer length (before ``max_tokens`` cuts it).
+- ``X-Sim-Refusal: 1``: answer with a refusal sentence.
+- ``X-Sim-Fingerprint: fp_x``: report this ``system_fingerprint``.
+- ``X-Sim-Model: name``: report this ``model``.
+- ``X-Sim-Cache-Read-Tokens: N``: report N prompt tokens as read from the prompt cache.
 
 A malformed value is a 400, so a typo in a test fails loudly instead of silently doing nothing.
 """
@@ -22,10 +21,8 @@ import random
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from app.simulator.asgi import SimError
+from app.simulator.asgi import Request, SimError, has_knobs
 from app.simulator.options import SimOptions
-
-_PREFIXES = ("x-sim-", "x-return-error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +67,11 @@ def _flag(headers: dict[str, str], name: str) -> bool:
     return headers.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def read_knobs(headers: dict[str, str]) -> Knobs:
-    """The knobs set by ``headers`` (the shared ``NO_KNOBS`` when none is, the common case)."""
-    if not any(name.startswith(_PREFIXES) for name in headers):
+def read_knobs(req: Request) -> Knobs:
+    """The knobs ``req``'s headers set (the shared ``NO_KNOBS`` when none is, the common case)."""
+    if not has_knobs(req.raw_headers):
         return NO_KNOBS
+    headers = req.headers
     status = _count(headers, "x-return-error")
     if status is not None and not 400 <= status <= 599:
         raise SimError(400, f"X-Return-Error must be a status from 400 to 599, got {status}.")

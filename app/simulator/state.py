@@ -104,7 +104,9 @@ class SimState:
         self.streams_cancelled = 0
         self.streams_faulted = 0
         self.requests_cancelled = 0
-        self.log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        # (path, query, raw headers, raw body): decoded only when someone reads the log.
+        self.log: deque[tuple[str, str, list[tuple[bytes, bytes]], bytes]] = deque(
+            maxlen=REQUEST_LOG_SIZE)
         self.gauges = Gauges()
         self.prompt_tokens = 0
         self.generation_tokens = 0
@@ -115,10 +117,11 @@ class SimState:
         self.itl = Histogram(ITL_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
 
-    def record(self, *, path: str, query: str, headers: dict[str, str], body: Any) -> None:
-        """Count a request and keep it in the bounded log."""
+    def record(self, *, path: str, query: str, headers: list[tuple[bytes, bytes]],
+               body: bytes) -> None:
+        """Count a request and keep it, undecoded, in the bounded log."""
         self.requests[path] = self.requests.get(path, 0) + 1
-        self.log.append({"path": path, "query": query, "headers": headers, "body": body})
+        self.log.append((path, query, headers, body))
 
     def finish(self, *, prompt: int, completion: int, reason: str, ttft: float, e2e: float,
                itl: float, itl_count: int) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import zlib
+from typing import Any
+
 import orjson
 
 from app.simulator import content
@@ -27,9 +29,10 @@ async def models(sim: Sim, req: Request, route: Route) -> None:
     """The served models, as vLLM lists them (with ``max_model_len``)."""
     names = sim.options.models or (sim.default_model,)
     created = int(time.time())
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "vllm",
-             "root": name, "parent": None, "max_model_len": sim.options.max_model_len,
-             "permission": []} for name in names]
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": created, "owned_by": "vllm", "root": name,
+         "parent": None, "max_model_len": sim.options.max_model_len, "permission": []}
+        for name in names]
     await send_json(req.send, 200, orjson.dumps({"object": "list", "data": data}))
 
 

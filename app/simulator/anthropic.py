@@ -1,0 +1,139 @@
+"""``POST /v1/messages``: Anthropic's Messages API, complete and streamed.
+
+Requires a key, as ``x-api-key`` or (as current SDKs send it) ``Authorization: Bearer`` (401
+``authentication_error`` without), and ``anthropic-version`` (400 without). The answer
+is a ``tool_use`` block when ``tool_choice`` is ``any`` (first tool) or ``tool`` (the named one),
+with ``input`` a minimal instance of the tool's ``input_schema``; otherwise a ``text`` block.
+
+Prompt caching: when any system block, message block or tool carries ``cache_control``, the prompt
+up to the last marked block is the cached prefix. ``X-Sim-Cache-Read-Tokens: N`` reports up to N
+of it as ``cache_read_input_tokens`` and the rest as ``cache_creation_input_tokens``;
+``input_tokens`` is the part after the prefix, so the three add up to the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.simulator import content
+from app.simulator.anthropic_request import MessagesRequest, read_request
+from app.simulator.asgi import Request, SimError, send_json
+from app.simulator.content import Output
+from app.simulator.core import Route, Sim, StreamPlan, delay, hang, stream
+from app.simulator.faults import Knobs, injected_error, read_knobs
+from app.simulator.schema import instance
+
+_STOP_REASONS = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
+                 "tool": "tool_use"}
+_REFUSAL = tuple(content.split_tokens(content.REFUSAL))
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def check_headers(headers: dict[str, str]) -> None:
+    """Anthropic's authentication and version headers."""
+    bearer = headers.get("authorization", "")
+    if not headers.get("x-api-key") and not (bearer.startswith("Bearer ") and bearer[7:].strip()):
+        raise SimError(401, "x-api-key header is required")
+    if not headers.get("anthropic-version"):
+        raise SimError(400, "anthropic-version: header is required")
+
+
+def answer(sim: Sim, request: MessagesRequest,
+           knobs: Knobs) -> tuple[Output, dict[str, Any] | None]:
+    """The produced output, and the forced tool when the answer is a ``tool_use`` block."""
+    limit, stops = request.max_tokens, request.stop_sequences
+    if knobs.refusal:
+        return content.shape(_REFUSAL, limit=limit, stops=stops), None
+    if request.tool is not None:
+        schema = request.tool.get("input_schema") or {}
+        arguments = orjson.dumps(instance(schema)).decode()
+        return content.shape(content.split_tokens(arguments), limit=limit, stops=(),
+                             natural="tool"), request.tool
+    length = knobs.completion_tokens
+    if length is None:
+        length = sim.options.default_completion_tokens
+    topic = content.topic_of(content.last_user_text(request.messages))
+    return content.shape(content.reply_pieces(topic, length, 0), limit=limit, stops=stops), None
+
+
+def usage(request: MessagesRequest, knobs: Knobs, output_tokens: int) -> dict[str, Any]:
+    """Anthropic's ``usage``; see the module docstring for the cache split."""
+    read = min(knobs.cache_read_tokens or 0, request.cached_prefix)
+    return {"input_tokens": request.prompt_tokens - request.cached_prefix,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": request.cached_prefix - read,
+            "cache_read_input_tokens": read}
+
+
+async def messages(sim: Sim, req: Request, route: Route) -> None:
+    """Validate, then answer completely or as an event stream."""
+    check_headers(req.headers)
+    knobs = read_knobs(req)
+    injected = injected_error(knobs)
+    if injected is not None:
+        raise injected
+    if knobs.hang:
+        await hang(sim, req)
+        return
+    request = read_request(req.json_object())
+    model = knobs.model or sim.model(request.model, route=route)
+    output, tool = answer(sim, request, knobs)
+    tool_id = sim.new_id("toolu_") if tool is not None else ""
+    message = {"id": sim.new_id("msg_"), "type": "message", "role": "assistant",
+               "model": model}
+    if request.stream:
+        await stream(sim, req, _plan(message, request, knobs, output, tool, tool_id), knobs,
+                     route=route)
+        return
+    if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=output.tokens,
+                       finish=output.finish):
+        return
+    if tool is not None:
+        complete = output.finish != "length"
+        block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
+                                 "input": orjson.loads(output.text) if complete else {}}
+    else:
+        block = {"type": "text", "text": output.text}
+    await send_json(req.send, 200, orjson.dumps(
+        {**message, "content": [block], "stop_reason": _STOP_REASONS[output.finish],
+         "stop_sequence": output.stop_sequence,
+         "usage": usage(request, knobs, output.tokens)}))
+
+
+def _plan(message: dict[str, Any], request: MessagesRequest, knobs: Knobs, output: Output,
+          tool: dict[str, Any] | None, tool_id: str) -> StreamPlan:
+    """``message_start`` at once; ``content_block_start`` and ``ping`` with the first token; a
+    ``content_block_delta`` per piece; then ``content_block_stop``, ``message_delta`` and
+    ``message_stop``."""
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+             "usage": {**usage(request, knobs, 0), "output_tokens": 1}}
+    if tool is not None:
+        block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
+                                 "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in output.pieces]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": piece} for piece in output.pieces]
+    tail = [
+        _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _event("message_delta", {"type": "message_delta",
+                                 "delta": {"stop_reason": _STOP_REASONS[output.finish],
+                                           "stop_sequence": output.stop_sequence},
+                                 "usage": {"output_tokens": output.tokens}}),
+        _event("message_stop", {"type": "message_stop"}),
+    ]
+    return StreamPlan(
+        preamble=[_event("message_start", {"type": "message_start", "message": start})],
+        head=[_event("content_block_start",
+                     {"type": "content_block_start", "index": 0, "content_block": block}),
+              _event("ping", {"type": "ping"})],
+        tokens=[_event("content_block_delta",
+                       {"type": "content_block_delta", "index": 0, "delta": delta})
+                for delta in deltas],
+        tail=tail, prompt_tokens=request.prompt_tokens,
+        finish="length" if output.finish == "length" else "stop")

@@ -1,0 +1,147 @@
+"""Validating an Anthropic Messages request, and counting its prompt and cached prefix.
+
+Errors are 400 ``invalid_request_error`` with Anthropic-style messages naming the field path
+(``max_tokens: Field required``, ``messages.0.content.1.type: ...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.simulator import content
+from app.simulator.asgi import SimError
+from app.usage import estimate_tokens
+
+BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking",
+                         "redacted_thinking", "search_result"})
+_ROLES = ("user", "assistant", "system")
+_REQUIRED_KEYS = {"text": ("text",), "image": ("source",), "document": ("source",),
+                  "tool_use": ("id", "name", "input"), "tool_result": ("tool_use_id",)}
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    """The parts of a Messages request the simulator acts on.
+
+    ``cached_prefix``: prompt tokens up to and including the last ``cache_control`` block (0
+    when nothing is marked). ``tool``: the tool ``tool_choice`` forces, if any.
+    """
+
+    model: str
+    max_tokens: int
+    messages: list[Any]
+    stop_sequences: tuple[str, ...]
+    stream: bool
+    prompt_tokens: int
+    cached_prefix: int
+    tool: dict[str, Any] | None
+
+
+def _fail(message: str) -> SimError:
+    return SimError(400, message, kind="invalid_request_error")
+
+
+def _check_blocks(blocks: Any, path: str) -> None:
+    if isinstance(blocks, str):
+        return
+    if not isinstance(blocks, list):
+        raise _fail(f"{path}: Input should be a valid string or a list of content blocks")
+    for index, block in enumerate(blocks):
+        where = f"{path}.{index}"
+        if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
+            kind = block.get("type") if isinstance(block, dict) else None
+            raise _fail(f"{where}.type: Input tag {kind!r} found using 'type' does not match any "
+                        f"of the expected tags: {', '.join(sorted(BLOCK_TYPES))}")
+        for key in _REQUIRED_KEYS.get(block["type"], ()):
+            if key not in block:
+                raise _fail(f"{where}.{key}: Field required")
+
+
+def _check_messages(messages: Any) -> list[Any]:
+    if not isinstance(messages, list):
+        raise _fail("messages: Field required" if messages is None
+                    else "messages: Input should be a valid list")
+    if not messages:
+        raise _fail("messages: at least one message is required")
+    for index, message in enumerate(messages):
+        # Current SDKs also type ``system`` messages inside ``messages``.
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise _fail(f"messages.{index}.role: Input should be 'user', 'assistant' or "
+                        "'system'")
+        if "content" not in message:
+            raise _fail(f"messages.{index}.content: Field required")
+        _check_blocks(message["content"], f"messages.{index}.content")
+    return messages
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    raw, choice = body.get("tools"), body.get("tool_choice")
+    tools: list[dict[str, Any]] = []
+    for tool in raw if isinstance(raw, list) else ():
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _fail("tools: Input should be a list of tools, each with a name")
+        tools.append(tool)
+    if raw is not None and not isinstance(raw, list):
+        raise _fail("tools: Input should be a valid list")
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        raise _fail("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    if choice["type"] in ("auto", "none"):
+        return None
+    if not tools:
+        raise _fail("tool_choice: may only be specified while providing tools.")
+    if choice["type"] == "any":
+        return tools[0]
+    for tool in tools:
+        if tool["name"] == choice.get("name"):
+            return tool
+    raise _fail(f"tool_choice.name: Tool '{choice.get('name')}' not found in tools")
+
+
+def _has_cache_control(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("cache_control") is not None
+
+
+def count_prompt(system: Any, messages: list[Any], tools: Any) -> tuple[int, int]:
+    """(prompt tokens, cached prefix): ``content.prompt_tokens``' count, walked block by block
+    to find where the last ``cache_control`` mark ends."""
+    total = prefix = 0
+    marked = isinstance(tools, list) and any(_has_cache_control(tool) for tool in tools)
+    segments: list[Any] = []
+    if system:
+        segments.append(system)
+    segments.extend(message.get("content") for message in messages)
+    for segment in segments:
+        total += content.MESSAGE_OVERHEAD_TOKENS
+        for block in segment if isinstance(segment, list) else [segment]:
+            total += estimate_tokens(content.text_of([block] if isinstance(block, dict)
+                                                     else block))
+            if _has_cache_control(block):
+                prefix, marked = total, True
+    return total, prefix if marked else 0
+
+
+def read_request(body: dict[str, Any]) -> MessagesRequest:
+    """Validate ``body`` as Anthropic does; the facts the simulator needs."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise _fail("max_tokens: Field required")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _fail("max_tokens: Input should be a valid integer greater than or equal to 1")
+    messages = _check_messages(body.get("messages"))
+    system = body.get("system")
+    if system is not None:
+        _check_blocks(system, "system")
+    stops = body.get("stop_sequences") or []
+    if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
+        raise _fail("stop_sequences: Input should be a valid list of strings")
+    tool = _forced_tool(body)
+    prompt, prefix = count_prompt(system, messages, body.get("tools"))
+    return MessagesRequest(model=model, max_tokens=max_tokens, messages=messages,
+                           stop_sequences=tuple(stops), stream=body.get("stream") is True,
+                           prompt_tokens=prompt, cached_prefix=prefix, tool=tool)

@@ -1,0 +1,60 @@
+"""``switchboard simulate``: run the upstream simulator from the command line."""
+
+from __future__ import annotations
+
+import click
+
+from app.simulator.app import serve
+from app.simulator.options import SimOptions
+
+_EPILOG = """\b
+Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
+/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /health, /version,
+/tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
+
+\b
+Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,
+X-Sim-Error-After: N, X-Sim-TTFT-Ms, X-Sim-TPOT-Ms, X-Sim-Completion-Tokens: N,
+X-Sim-Refusal: 1, X-Sim-Fingerprint: FP, X-Sim-Model: NAME, X-Sim-Cache-Read-Tokens: N.
+"""
+
+
+@click.command("simulate", epilog=_EPILOG)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port to listen on.")
+@click.option("--ttft-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Time to first token, in milliseconds (non-streaming answers wait it too).")
+@click.option("--tpot-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Time per output token after the first, in milliseconds.")
+@click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Uniform +/- fraction applied to every wait (0.1 = +/-10%).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the jitter sequence (same seed and request order, same waits).")
+@click.option("--vllm-version", default="0.12.0", show_default=True,
+              help="vLLM version to play: flat error bodies up to 0.10.0, guided_* structured "
+                   "output before 0.12, gpu_-prefixed cache metrics before 0.10.")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="A model to serve (repeatable). Unset: any model name is accepted; set: "
+                   "other names get 404.")
+@click.option("--max-model-len", default=8192, show_default=True, type=click.IntRange(min=1),
+              help="Context length: prompt plus max_tokens beyond it is a 400.")
+@click.option("--default-completion-tokens", default=16, show_default=True,
+              type=click.IntRange(min=0),
+              help="Length of an answer in tokens before max_tokens or stop cut it.")
+@click.option("--embedding-dimensions", default=384, show_default=True,
+              type=click.IntRange(1, 8192), help="Length of embedding vectors by default.")
+def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float, seed: int,
+             vllm_version: str, models: tuple[str, ...], max_model_len: int,
+             default_completion_tokens: int, embedding_dimensions: int) -> None:
+    """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic) on HTTP.
+
+    Answers are deterministic, usage numbers agree with the content, and latency follows
+    --ttft-ms/--tpot-ms. For tests, benchmarks and load tests: no provider is paid.
+    """
+    options = SimOptions(ttft_ms=ttft_ms, tpot_ms=tpot_ms, jitter=jitter, seed=seed,
+                         vllm_version=vllm_version, models=models, max_model_len=max_model_len,
+                         default_completion_tokens=default_completion_tokens,
+                         embedding_dimensions=embedding_dimensions)
+    click.echo(f"Simulator listening on http://{host}:{port} (vLLM {vllm_version})", err=True)
+    serve(host=host, port=port, options=options)

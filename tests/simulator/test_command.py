@@ -1,0 +1,24 @@
+"""The ``simulate`` click command."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from app.simulator.command import simulate
+
+
+def test_help_lists_every_option() -> None:
+    """--help documents every option and the per-request headers."""
+    result = CliRunner().invoke(simulate, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--ttft-ms", "--tpot-ms", "--jitter", "--seed",
+                   "--vllm-version", "--model", "--max-model-len",
+                   "--default-completion-tokens", "--embedding-dimensions",
+                   "X-Return-Error", "X-Sim-Cut-After"):
+        assert option in result.output
+
+
+def test_invalid_values_are_refused() -> None:
+    """Out-of-range values fail with a usage error before anything starts."""
+    assert CliRunner().invoke(simulate, ["--jitter", "2"]).exit_code == 2
+    assert CliRunner().invoke(simulate, ["--port", "-1"]).exit_code == 2

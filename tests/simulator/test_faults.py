@@ -1,0 +1,170 @@
+"""Failure injection, latency and drift knobs, and client-disconnect handling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "Count to ten"}]}
+STREAM = {**CHAT, "stream": True}
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def stats(client: httpx.Client, url: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"{url}/_sim/stats").json()
+    return body
+
+
+@pytest.mark.parametrize(("status", "error"), [
+    (400, openai.BadRequestError), (401, openai.AuthenticationError),
+    (404, openai.NotFoundError), (429, openai.RateLimitError),
+    (500, openai.InternalServerError), (503, openai.InternalServerError),
+])
+def test_return_error_maps_to_sdk_exceptions(
+    oai: openai.OpenAI, status: int, error: type[openai.APIStatusError]
+) -> None:
+    """X-Return-Error answers that status with the dialect's body; the SDK raises its class."""
+    with pytest.raises(error) as caught:
+        oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
+                                    extra_headers={"X-Return-Error": str(status)})
+    assert caught.value.status_code == status
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == status
+
+
+def test_429_carries_retry_after(http: httpx.Client, web: httpx.Client,
+                                 old_vllm_simulator: str) -> None:
+    """A 429 has Retry-After: 1; on old vLLM the body is flat."""
+    response = http.post("/v1/chat/completions", json=CHAT, headers={"X-Return-Error": "429"})
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    old = web.post(f"{old_vllm_simulator}/v1/embeddings", json={"model": "e", "input": "x"},
+                     headers={"X-Return-Error": "429"})
+    assert old.status_code == 429 and old.json()["object"] == "error"
+
+
+def test_return_error_on_every_generation_route(http: httpx.Client) -> None:
+    """Completions, embeddings and Azure routes honour X-Return-Error too."""
+    headers = {"X-Return-Error": "503", "api-key": "k"}
+    for path, body in (("/v1/completions", {"model": "m", "prompt": "x"}),
+                       ("/v1/embeddings", {"model": "m", "input": "x"}),
+                       ("/openai/deployments/d/chat/completions?api-version=1", CHAT)):
+        response = http.post(path, json=body, headers=headers)
+        assert response.status_code == 503 and "error" in response.json()
+
+
+def test_malformed_knob_is_400(http: httpx.Client) -> None:
+    """A knob header that is not a number is a 400, not silently ignored."""
+    response = http.post("/v1/chat/completions", json=CHAT, headers={"X-Sim-Cut-After": "two"})
+    assert response.status_code == 400
+    assert "x-sim-cut-after" in response.json()["error"]["message"].lower()
+
+
+def test_cut_after_drops_the_stream(fresh: str, web: httpx.Client) -> None:
+    """X-Sim-Cut-After: N sends N content chunks then drops the connection, with no [DONE]."""
+    lines: list[str] = []
+    with pytest.raises(httpx.RemoteProtocolError), web.stream(
+            "POST", f"{fresh}/v1/chat/completions", json=STREAM,
+            headers={"X-Sim-Cut-After": "3"}) as response:
+        lines.extend(line for line in response.iter_lines() if line)
+    assert wait_for(lambda: stats(web, fresh)["streams_faulted"] == 1)
+    contents = [orjson.loads(line[6:])["choices"][0]["delta"].get("content") for line in lines]
+    assert contents[0] == "" and len(contents) == 4 and all(contents[1:])
+    assert "data: [DONE]" not in lines
+
+
+def test_error_after_sends_error_frame_then_done(oai: openai.OpenAI, http: httpx.Client) -> None:
+    """X-Sim-Error-After: N sends N chunks, a data: {"error": ...} frame, then [DONE]."""
+    raw = http.post("/v1/chat/completions", json=STREAM, headers={"X-Sim-Error-After": "2"})
+    frames = [f for f in raw.text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    error = orjson.loads(frames[-2].removeprefix("data: "))
+    assert set(error) == {"error"} and error["error"]["code"] == 500
+    assert len(frames) == 1 + 2 + 2  # role chunk, two content chunks, error, [DONE]
+    received: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in oai.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}], stream=True,
+                extra_headers={"X-Sim-Error-After": "2"}):
+            received.append(chunk.choices[0].delta.content or "")
+    assert len([r for r in received if r]) == 2
+
+
+def test_error_after_on_old_vllm_is_flat_inside(old_vllm_simulator: str,
+                                                web: httpx.Client) -> None:
+    """On vLLM <= 0.10.0 the mid-stream frame wraps the flat error object."""
+    raw = web.post(f"{old_vllm_simulator}/v1/chat/completions", json=STREAM,
+                     headers={"X-Sim-Error-After": "0"}).text
+    error = orjson.loads(raw.split("\n\n")[-3].removeprefix("data: "))
+    assert error["error"]["object"] == "error"
+
+
+def test_hang_never_answers_and_counts_cancelled(fresh: str, web: httpx.Client) -> None:
+    """X-Sim-Hang never answers; the client's timeout disconnects and the hang ends."""
+    with pytest.raises(httpx.ReadTimeout):
+        web.post(f"{fresh}/v1/chat/completions", json=CHAT, headers={"X-Sim-Hang": "1"},
+                   timeout=0.3)
+    assert wait_for(lambda: stats(web, fresh)["requests_cancelled"] == 1)
+    assert stats(web, fresh)["in_flight"] == 0
+
+
+def test_client_disconnect_cancels_the_stream(fresh: str, web: httpx.Client) -> None:
+    """A client leaving mid-stream is counted as cancelled and generation stops."""
+    with httpx.Client(base_url=fresh) as http, http.stream(
+            "POST", "/v1/chat/completions", json={**STREAM, "max_tokens": 200},
+            headers={"X-Sim-TPOT-Ms": "20", "X-Sim-Completion-Tokens": "200"}) as response:
+        for index, _ in enumerate(response.iter_lines()):
+            if index == 4:
+                break
+    assert wait_for(lambda: stats(web, fresh)["streams_cancelled"] == 1)
+    current = stats(web, fresh)
+    assert current["streams_started"] == 1 and current["streams_completed"] == 0
+    assert current["in_flight"] == 0
+    metrics = web.get(f"{fresh}/metrics").text
+    assert 'finished_reason="abort"} 1.0' in metrics
+    generated = [line for line in metrics.splitlines()
+                 if line.startswith("vllm:generation_tokens_total{")]
+    assert float(generated[0].rsplit(" ", 1)[1]) < 200
+
+
+def test_ttft_header_delays_the_first_token(http: httpx.Client) -> None:
+    """X-Sim-TTFT-Ms delays a complete answer and a stream's first content chunk."""
+    started = time.monotonic()
+    http.post("/v1/chat/completions", json=CHAT, headers={"X-Sim-TTFT-Ms": "150"})
+    assert time.monotonic() - started >= 0.15
+    started = time.monotonic()
+    with http.stream("POST", "/v1/chat/completions", json=STREAM,
+                     headers={"X-Sim-TTFT-Ms": "150"}) as response:
+        first = next(line for line in response.iter_lines() if line)
+        assert time.monotonic() - started >= 0.15 and first.startswith("data: ")
+
+
+def test_drift_knobs(oai: openai.OpenAI) -> None:
+    """Refusal, fingerprint and model headers change what the answer reports."""
+    answer = oai.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}],
+        extra_headers={"X-Sim-Refusal": "1", "X-Sim-Fingerprint": "fp_drift1",
+                       "X-Sim-Model": "m-2025-01-01"})
+    assert answer.choices[0].message.content == "I'm sorry, but I can't help with that."
+    assert answer.system_fingerprint == "fp_drift1" and answer.model == "m-2025-01-01"
+
+
+def test_cache_read_header_on_openai_routes(oai: openai.OpenAI) -> None:
+    """X-Sim-Cache-Read-Tokens reports cached prompt tokens in prompt_tokens_details."""
+    answer = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
+                                         extra_headers={"X-Sim-Cache-Read-Tokens": "2"})
+    assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
+    assert answer.usage.prompt_tokens_details.cached_tokens == 2
