@@ -58,7 +58,7 @@ def answer(sim: Sim, request: MessagesRequest,
     if length is None:
         length = sim.options.default_completion_tokens
     topic = content.topic_of(content.last_user_text(request.messages))
-    return content.shape(content.reply_pieces(topic, length, 0), limit=limit, stops=stops), None
+    return content.reply(topic, length, 0, limit, stops), None
 
 
 def usage(request: MessagesRequest, knobs: Knobs, output_tokens: int) -> dict[str, Any]:
@@ -81,7 +81,8 @@ async def messages(sim: Sim, req: Request, route: Route) -> None:
         await hang(sim, req)
         return
     request = read_request(req.json_object())
-    model = knobs.model or sim.model(request.model, route=route)
+    model = sim.model(request.model, route=route)
+    model = knobs.model or model
     output, tool = answer(sim, request, knobs)
     tool_id = sim.new_id("toolu_") if tool is not None else ""
     message = {"id": sim.new_id("msg_"), "type": "message", "role": "assistant",

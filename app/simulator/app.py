@@ -135,7 +135,7 @@ def serve(*, host: str, port: int, options: SimOptions) -> None:
     """Run the simulator with uvicorn (uvloop, httptools, no access log) until interrupted."""
     config = uvicorn.Config(create_app(options), host=host, port=port, loop="uvloop",
                             http="httptools", lifespan="on", access_log=False,
-                            log_level="warning")
+                            log_level="warning", proxy_headers=False)
     # uvicorn.Config has configured logging by now, so the filter survives.
     logging.getLogger("uvicorn.error").addFilter(_DropIntentionalCuts())
     uvicorn.Server(config).run()

@@ -25,6 +25,8 @@ from app.simulator.schema import instance
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
 _DONE = b"data: [DONE]\n\n"
+MAX_TOP_LOGPROBS = 20
+MEMO_BODY_LIMIT = 16384  # larger bodies are rare in benchmarks and would pin memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,8 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens
-    text = content.last_user_text(messages)
-    return [(content.reply(text, length, sampling.offset + i, limit, stops), None)
+    topic = content.topic_of(content.last_user_text(messages))
+    return [(content.reply(topic, length, sampling.offset + i, limit, stops), None)
             for i in range(sampling.n)]
 
 
@@ -97,6 +99,25 @@ def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}
+
+
+def read_messages(body: dict[str, Any]) -> list[Any]:
+    """``messages``: a non-empty list of objects with a role."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise SimError(400, "messages must be a non-empty list of objects with a role.",
+                       param="messages")
+    return messages
+
+
+def read_logprobs(body: dict[str, Any]) -> int | None:
+    """How many alternatives per token to report (None: no ``logprobs`` at all)."""
+    top = read_int(body, "top_logprobs", minimum=0) or 0
+    if top > MAX_TOP_LOGPROBS:
+        raise SimError(400, f"top_logprobs must be at most {MAX_TOP_LOGPROBS}.",
+                       param="top_logprobs")
+    return top if body.get("logprobs") is True else None
 
 
 async def chat(sim: Sim, req: Request, route: Route) -> None:
@@ -122,14 +143,11 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
         await hang(sim, req)
         return
     model = sim.model(body.get("model"), route=route)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise SimError(400, "messages must be a non-empty list.", param="messages")
+    messages = read_messages(body)
     sampling = read_sampling(body)
     prompt = content.prompt_tokens(messages)
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
-    top = read_int(body, "top_logprobs", minimum=0) or 0
-    logprobs = top if body.get("logprobs") is True else None
+    logprobs = read_logprobs(body)
     results = answers(sim, body, messages, sampling, knobs)
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
@@ -146,7 +164,7 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
         _choice(i, output, call, logprobs) for i, (output, call) in enumerate(results)],
         "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint})
     rest = rest[1:]  # without its "{": it follows the envelope's fields
-    if memoizable and not any(call for _, call in results):
+    if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
         sim.remember(req.body, Memo(rest, prompt, completion, finish))
     await send_json(req.send, 200, _envelope(sim) + rest)
 

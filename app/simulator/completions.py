@@ -52,8 +52,7 @@ def _answer(sim: Sim, body: dict[str, Any], prompt: str | list[int], index: int,
     if length is None:
         length = sim.options.default_completion_tokens
     topic = content.topic_of(prompt) if isinstance(prompt, str) else ""
-    return content.shape(content.reply_pieces(topic, length, sampling.offset + index),
-                         limit=limit, stops=stops)
+    return content.reply(topic, length, sampling.offset + index, limit, stops)
 
 
 async def completions(sim: Sim, req: Request, route: Route) -> None:

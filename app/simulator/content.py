@@ -37,9 +37,19 @@ _FILLER = (" this", " is", " a", " fake", " but", " calm", " and", " kind", " te
            " with", " no", " end", " in", " view")
 
 
+# Memoized helpers only cache short keys, so huge prompts cannot pin memory.
+_CACHEABLE_CHARS = 4096
+
+
 @lru_cache(maxsize=16384)
-def _word_tokens(word: str) -> int:
+def _cached_word_tokens(word: str) -> int:
     return max(1, estimate_tokens(word))
+
+
+def _word_tokens(word: str) -> int:
+    if len(word) > 64:
+        return max(1, estimate_tokens(word))
+    return _cached_word_tokens(word)
 
 
 def split_tokens(text: str, limit: int | None = None) -> list[str]:
@@ -71,9 +81,14 @@ _OPENING_ALONE = tuple(split_tokens("Simulated reply."))
 
 
 @lru_cache(maxsize=8192)
-def count_tokens(text: str) -> int:
-    """``estimate_tokens``, memoized: benchmark and test prompts repeat (system prompts always)."""
+def _cached_count(text: str) -> int:
     return estimate_tokens(text)
+
+
+def count_tokens(text: str) -> int:
+    """``estimate_tokens``, memoized for short texts: benchmark and test prompts repeat (system
+    prompts always)."""
+    return estimate_tokens(text) if len(text) > _CACHEABLE_CHARS else _cached_count(text)
 
 
 def topic_of(text: str) -> str:
@@ -129,10 +144,10 @@ def shape(pieces: Sequence[str], *, limit: int | None, stops: Sequence[str],
 
 
 @lru_cache(maxsize=8192)
-def reply(text: str, length: int, offset: int, limit: int | None,
+def reply(topic: str, length: int, offset: int, limit: int | None,
           stops: tuple[str, ...]) -> Output:
-    """The shaped answer to a user message ``text`` (memoized; outputs are immutable)."""
-    return shape(reply_pieces(topic_of(text), length, offset), limit=limit, stops=stops)
+    """The shaped answer about ``topic`` (memoized; outputs are immutable)."""
+    return shape(reply_pieces(topic, length, offset), limit=limit, stops=stops)
 
 
 def text_of(content: Any) -> str:

@@ -27,9 +27,18 @@ from app.usage import estimate_tokens
 MAX_DIMENSIONS = 8192
 
 
-@lru_cache(maxsize=4096)
 def vector(text: str, dimensions: int) -> tuple[float, ...]:
-    """The unit vector of ``text``: SHAKE-256 bytes read as uint16, centred, normalized."""
+    """The unit vector of ``text``: SHAKE-256 bytes read as uint16, centred, normalized
+    (memoized for short texts)."""
+    return _cached_vector(text, dimensions) if len(text) <= 4096 else _vector(text, dimensions)
+
+
+@lru_cache(maxsize=4096)
+def _cached_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    return _vector(text, dimensions)
+
+
+def _vector(text: str, dimensions: int) -> tuple[float, ...]:
     raw = struct.unpack(f"<{dimensions}H", hashlib.shake_256(text.encode()).digest(2 * dimensions))
     centred = [value - 32767.5 for value in raw]
     norm = math.sqrt(sum(value * value for value in centred)) or 1.0

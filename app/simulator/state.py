@@ -76,7 +76,9 @@ class Gauges:
             cast = casts.get(key)
             if cast is None:
                 raise ValueError(f"unknown field {key!r}; expected one of {sorted(casts)}")
-            if isinstance(value, bool) != (cast is bool) or not isinstance(value, int | float):
+            wrong = (isinstance(value, bool) != (cast is bool)
+                     or not isinstance(value, int if cast is int else int | float))
+            if wrong:
                 raise ValueError(f"{key} must be {cast.__name__}")
             if cast is not bool and value < 0:
                 raise ValueError(f"{key} must not be negative")
