@@ -56,7 +56,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         os.environ[f"SWITCHBOARD_{key.upper()}"] = str(value)
     uvicorn.run("app.main:from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
-                access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30)
+                access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
+                proxy_headers=False)
 
 
 @main.command("check-config")

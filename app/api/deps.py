@@ -10,6 +10,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from app import errors
+from app.api.incoming import Incoming
 from app.calllog import CallRecord
 from app.gateway import Gateway
 from app.settings import Settings
@@ -30,22 +31,22 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(headers: dict[str, str]) -> str | None:
     """The key from ``Authorization: Bearer ...`` or ``x-api-key``."""
-    auth = request.headers.get("authorization")
+    auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None
 
 
-def authenticate(request: Request, settings: Settings) -> str:
+def authenticate(headers: dict[str, str], settings: Settings) -> str:
     """The caller's identity; ``AuthenticationFailed`` when a required key is missing or wrong."""
     master = settings.master_key
     if master is None:
         return "anonymous"
-    key = presented_key(request)
+    key = presented_key(headers)
     if key is None:
         raise errors.AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
@@ -55,19 +56,19 @@ def authenticate(request: Request, settings: Settings) -> str:
     return "master"
 
 
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
+def request_id(headers: dict[str, str]) -> str:
+    given = headers.get("x-request-id")
     if given and _CLIENT_ID.match(given):
         return given
     return uuid.uuid4().hex
 
 
-def open_call(request: Request, gateway: Gateway, settings: Settings) -> CallRecord:
+def open_call(incoming: Incoming, gateway: Gateway, settings: Settings) -> CallRecord:
     """Open the call record for this request and authenticate its caller (recorded either way)."""
-    record = CallRecord(id=request_id(request), endpoint=request.scope["path"], caller="anonymous")
-    request.state.request_id = record.id
+    record = CallRecord(id=request_id(incoming.headers), endpoint=incoming.path,
+                        caller="anonymous")
     try:
-        record.caller = authenticate(request, settings)
+        record.caller = authenticate(incoming.headers, settings)
     except errors.GatewayError as exc:
         record.caller = "unauthenticated"
         raise gateway.reject(record, exc) from None
@@ -75,7 +76,9 @@ def open_call(request: Request, gateway: Gateway, settings: Settings) -> CallRec
 
 
 async def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> CallRecord:
-    return open_call(request, gateway, settings)
+    record = open_call(Incoming.from_scope(request.scope, request.receive), gateway, settings)
+    request.state.request_id = record.id
+    return record
 
 
 CallDep = Annotated[CallRecord, Depends(begin_call)]
@@ -83,7 +86,7 @@ CallDep = Annotated[CallRecord, Depends(begin_call)]
 
 async def require_caller(request: Request, settings: SettingsDep) -> str:
     """Authenticate a request that is not a model call (no call record)."""
-    return authenticate(request, settings)
+    return authenticate(Incoming.from_scope(request.scope, request.receive).headers, settings)
 
 
 CallerDep = Annotated[str, Depends(require_caller)]

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app import errors
+from app.api.wire import JSONReply
 
 log = logging.getLogger("switchboard.api")
 
@@ -20,39 +21,41 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 }
 
 
-def error_response(exc: errors.GatewayError, request: Request) -> Response:
+def error_response(exc: errors.GatewayError, *, request_id: str | None) -> Response:
     headers = {}
-    request_id = getattr(request.state, "request_id", None)
     if request_id:
         headers["x-request-id"] = request_id
     if exc.status_code == 429:
         headers["retry-after"] = "1"
-    return Response(orjson.dumps(exc.body()), status_code=exc.status_code,
-                    media_type="application/json", headers=headers)
+    return JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers=headers)
+
+
+def _request_error(exc: errors.GatewayError, request: Request) -> Response:
+    return error_response(exc, request_id=getattr(request.state, "request_id", None))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
-    return error_response(exc, request)
+    return _request_error(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = _BY_STATUS.get(exc.status_code, errors.InvalidRequest)
-    return error_response(kind(str(exc.detail), status=exc.status_code), request)
+    return _request_error(kind(str(exc.detail), status=exc.status_code), request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = ".".join(str(p) for p in first["loc"][1:]) or None
-    return error_response(errors.InvalidRequest(f"Invalid request: {first['msg']}",
+    return _request_error(errors.InvalidRequest(f"Invalid request: {first['msg']}",
                                                 param=param), request)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.scope.get("path"))
-    return error_response(errors.GatewayError("The gateway had an internal error."), request)
+    return _request_error(errors.GatewayError("The gateway had an internal error."), request)
 
 
 def install(app: FastAPI) -> None:

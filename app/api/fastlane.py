@@ -12,12 +12,12 @@ import logging
 from typing import cast
 
 from fastapi import FastAPI
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app import errors
 from app.api.deps import open_call
 from app.api.errors import error_response
+from app.api.incoming import Incoming
 from app.api.v1 import MODEL_CALLS
 from app.gateway import Gateway
 from app.settings import Settings
@@ -36,17 +36,18 @@ class FastLane:
         if serve is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        scope["app"] = self.app
-        request = Request(scope, receive)
+        incoming = Incoming.from_scope(scope, receive)
         state = self.app.state
+        record_id: str | None = None
         try:
             gateway = cast(Gateway, state.gateway)
-            record = open_call(request, gateway, cast(Settings, state.settings))
-            response = await serve(request, gateway, record)
+            record = open_call(incoming, gateway, cast(Settings, state.settings))
+            record_id = record.id
+            response = await serve(incoming, gateway, record)
         except errors.GatewayError as exc:
-            response = error_response(exc, request)
+            response = error_response(exc, request_id=record_id)
         except Exception:  # the last line of defence, as Starlette's ServerErrorMiddleware
             log.exception("unhandled error on %s", scope["path"])
-            response = error_response(
-                errors.GatewayError("The gateway had an internal error."), request)
+            response = error_response(errors.GatewayError("The gateway had an internal error."),
+                                      request_id=record_id)
         await response(scope, receive, send)

@@ -15,8 +15,9 @@ from fastapi.responses import Response
 
 from app import errors
 from app.api.deps import CallDep, CallerDep, GatewayDep
+from app.api.incoming import Incoming
 from app.api.sse import SSEResponse
-from app.api.wire import call_headers, json_response, parse, read_json
+from app.api.wire import call_headers, json_response, parse, parse_object
 from app.calllog import CallRecord
 from app.gateway import Gateway, StreamItem
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall
@@ -25,12 +26,12 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
 
-Serve = Callable[[Request, Gateway, CallRecord], Awaitable[Response]]
+Serve = Callable[[Incoming, Gateway, CallRecord], Awaitable[Response]]
 
 
-async def _body(request: Request, gateway: Gateway, record: CallRecord) -> dict[str, Any]:
+async def _body(incoming: Incoming, gateway: Gateway, record: CallRecord) -> dict[str, Any]:
     try:
-        return await read_json(request, limit=gateway.limits.max_body_bytes)
+        return parse_object(await incoming.body(limit=gateway.limits.max_body_bytes))
     except errors.GatewayError as exc:
         raise gateway.reject(record, exc) from None
 
@@ -40,8 +41,8 @@ async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -
     return SSEResponse(items, first=first, headers=call_headers(record))
 
 
-async def serve_chat(request: Request, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(request, gateway, record)
+async def serve_chat(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
+    body = await _body(incoming, gateway, record)
     try:
         call = ChatCall(request=parse(ChatRequest, body), body=body)
     except errors.GatewayError as exc:
@@ -52,8 +53,8 @@ async def serve_chat(request: Request, gateway: Gateway, record: CallRecord) -> 
     return json_response(result.body, record)
 
 
-async def serve_completion(request: Request, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(request, gateway, record)
+async def serve_completion(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
+    body = await _body(incoming, gateway, record)
     try:
         call = CompletionCall(request=parse(CompletionRequest, body), body=body)
     except errors.GatewayError as exc:
@@ -64,14 +65,18 @@ async def serve_completion(request: Request, gateway: Gateway, record: CallRecor
     return json_response(result.body, record)
 
 
-async def serve_embedding(request: Request, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(request, gateway, record)
+async def serve_embedding(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
+    body = await _body(incoming, gateway, record)
     try:
         call = EmbeddingCall(request=parse(EmbeddingRequest, body), body=body)
     except errors.GatewayError as exc:
         raise gateway.reject(record, exc) from None
     result = await gateway.embed(call, record)
     return json_response(result.body, record)
+
+
+def _incoming(request: Request) -> Incoming:
+    return Incoming.from_scope(request.scope, request.receive)
 
 
 MODEL_CALLS: dict[str, Serve] = {
@@ -84,19 +89,19 @@ MODEL_CALLS: dict[str, Serve] = {
 @router.post("/chat/completions")
 async def chat_completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
     """Create a chat completion (SSE when ``stream`` is true)."""
-    return await serve_chat(request, gateway, record)
+    return await serve_chat(_incoming(request), gateway, record)
 
 
 @router.post("/completions")
 async def completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
     """Create a legacy text completion (SSE when ``stream`` is true)."""
-    return await serve_completion(request, gateway, record)
+    return await serve_completion(_incoming(request), gateway, record)
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
     """Create embeddings for one or more inputs."""
-    return await serve_embedding(request, gateway, record)
+    return await serve_embedding(_incoming(request), gateway, record)
 
 
 def _model_card(route: Route) -> dict[str, Any]:

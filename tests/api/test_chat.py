@@ -157,3 +157,30 @@ def test_models_list_and_retrieve(run_gateway: GatewayFactory, simulator: str) -
         assert client.models.retrieve("meta-llama/Llama-3.1-8B-Instruct").object == "model"
         with pytest.raises(openai.NotFoundError):
             client.models.retrieve("nope")
+
+
+def test_fastapi_routes_serve_the_same_calls(simulator: str) -> None:
+    """Without the fast lane in front, FastAPI's own routes answer the same way."""
+    from pydantic import SecretStr
+
+    from app.config import parse_config
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.api.conftest import MASTER_KEY, ListSink
+    from tests.servers import serve
+
+    sink = ListSink()
+    lane = create_app(Settings(master_key=SecretStr(MASTER_KEY)),
+                      config=parse_config(sim_config(simulator), {}), sink=sink,
+                      strict_telemetry=True)
+    with serve(lane.app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=MASTER_KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=MESSAGES, extra_headers={"x-request-id": "plain-1"})
+        assert raw.parse().choices[0].message.content
+        assert raw.headers["x-switchboard-provider"] == "sim"
+        assert sink.by_id("plain-1").status == "ok"
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="chat", messages=[])
+        assert info.value.param == "messages"
+        assert "openapi" in httpx.get(url + "/openapi.json").json()
