@@ -43,7 +43,7 @@ from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
-from app.providers.http import Upstream, parse_json_event
+from app.providers.http import Upstream, drain, parse_json_event
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -84,6 +84,7 @@ class AnthropicMessages:
                 for chunk in translator.feed(parse_json_event(event.data), event=event.event):
                     yield chunk
                 if translator.done:
+                    await drain(events)
                     return
             translator.finish()
         finally:

@@ -15,7 +15,7 @@ import aiohttp
 from app import errors
 from app.config import OpenAIProvider
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
-from app.providers.http import Upstream, parse_json_event
+from app.providers.http import Upstream, drain, parse_json_event
 from app.usage import Usage
 
 
@@ -93,6 +93,7 @@ class OpenAICompatible:
         try:
             async for event in events:
                 if event.data == "[DONE]":
+                    await drain(events)
                     return
                 yield check_stream_chunk(parse_json_event(event.data))
         finally:
