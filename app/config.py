@@ -131,6 +131,30 @@ class Streaming(BaseModel):
     """Quiet time after which a stream starts and sends an SSE comment while waiting for tokens."""
 
 
+class CallLog(BaseModel):
+    model_config = _FORBID
+    capture_bodies: bool = False
+    """Store request and response bodies with each call (off by default)."""
+    redact_keys: list[str] = Field(default_factory=lambda: [
+        "api_key", "apikey", "authorization", "password", "secret", "token", "access_token"])
+    """JSON keys whose values are replaced by ``[redacted]`` in captured bodies."""
+    redact_patterns: list[str] = Field(default_factory=list)
+    """Regular expressions whose matches are replaced by ``[redacted]`` in captured bodies."""
+    buffer_max: Annotated[int, Field(ge=1)] = 10_000
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+    flush_interval_s: Seconds = 0.05
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> CallLog:
+        for i, pattern in enumerate(self.redact_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"calllog.redact_patterns.{i}: not a valid regex: {exc}") \
+                    from None
+        return self
+
+
 class GatewayConfig(BaseModel):
     model_config = _FORBID
     providers: dict[Name, ProviderConfig]
@@ -138,6 +162,7 @@ class GatewayConfig(BaseModel):
     pricing: dict[str, Price] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     streaming: Streaming = Field(default_factory=Streaming)
+    calllog: CallLog = Field(default_factory=CallLog)
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> GatewayConfig:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from app import errors
 from app.calllog import Attempt, CallRecord, CallSink
+from app.calllog.redact import Redactor
 from app.config import GatewayConfig
 from app.pricing import PriceBook
 from app.providers.base import (
@@ -78,6 +79,7 @@ class Gateway:
         providers: Mapping[str, Provider],
         prices: PriceBook,
         sink: CallSink,
+        capture: Redactor | None = None,
         strict_telemetry: bool = False,
     ) -> None:
         self.table = RoutingTable(config)
@@ -86,12 +88,15 @@ class Gateway:
         self._providers = providers
         self._prices = prices
         self._sink = sink
+        self._capture = capture
+        """Set when bodies are captured into the call record (redacted)."""
         self._strict_telemetry = strict_telemetry
 
     # ---- requests -------------------------------------------------------------------------
 
     async def chat(self, call: ChatCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user)
+        route = self._begin(record, call.request.model, user=call.request.user,
+                            body=call.body)
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
@@ -103,7 +108,8 @@ class Gateway:
         )
 
     async def complete(self, call: CompletionCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user)
+        route = self._begin(record, call.request.model, user=call.request.user,
+                            body=call.body)
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.max_tokens)
         prompt = sum(estimate_tokens(p) for p in call.request.prompt_texts())
@@ -115,7 +121,8 @@ class Gateway:
         )
 
     async def embed(self, call: EmbeddingCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user)
+        route = self._begin(record, call.request.model, user=call.request.user,
+                            body=call.body)
         texts = call.request.texts()
         if len(texts) > self.limits.max_embedding_inputs:
             raise self.reject(record, errors.InvalidRequest(
@@ -125,10 +132,12 @@ class Gateway:
             record, route, lambda p, t: p.embed(call, target=t),
             estimate=lambda body: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
                                         estimated=True),
+            capture_response=False,  # vectors: large, and no use in a call log
         )
 
     def stream_chat(self, call: ChatCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
-        route = self._begin(record, call.request.model, user=call.request.user, stream=True)
+        route = self._begin(record, call.request.model, user=call.request.user,
+                            body=call.body, stream=True)
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
@@ -138,7 +147,8 @@ class Gateway:
 
     def stream_complete(self, call: CompletionCall,
                         record: CallRecord) -> AsyncGenerator[StreamItem, None]:
-        route = self._begin(record, call.request.model, user=call.request.user, stream=True)
+        route = self._begin(record, call.request.model, user=call.request.user,
+                            body=call.body, stream=True)
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.max_tokens)
         return self._stream(record, route, lambda p, t: p.stream_complete(call, target=t),
@@ -148,11 +158,13 @@ class Gateway:
 
     # ---- the parts ------------------------------------------------------------------------
 
-    def _begin(self, record: CallRecord, model: str, *, user: str | None,
+    def _begin(self, record: CallRecord, model: str, *, user: str | None, body: Json,
                stream: bool = False) -> Route:
         record.public_model = model
         record.user = user
         record.stream = stream
+        if self._capture is not None:
+            record.request_body = self._capture.redact(body)
         try:
             return self.table.resolve(model)
         except errors.GatewayError as exc:
@@ -202,10 +214,13 @@ class Gateway:
 
     async def _unary(self, record: CallRecord, route: Route,
                      run: Callable[[Provider, Target], Awaitable[Result]],
-                     *, estimate: Callable[[Json], Usage]) -> Result:
+                     *, estimate: Callable[[Json], Usage],
+                     capture_response: bool = True) -> Result:
         try:
             result = await self._attempts(record, route, run)
             self._account(record, result.usage or estimate(result.body), result.body)
+            if self._capture is not None and capture_response:
+                record.response_body = self._capture.redact(result.body)
             return result
         except errors.GatewayError as exc:
             self._fail(record, exc)

@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     config: Path | None = None
     """YAML config path; unset: the embedded default (mock models plus keyed providers)."""
     database_url: str = "sqlite+aiosqlite:///switchboard.db"
+    """The call log's database: Postgres in production, a SQLite file by default."""
     redis_url: str | None = None
+    """Redis for the call-log spool, live tail and counters; unset: local file spool only."""
+    spool_dir: Path = Path("switchboard-spool")
+    """Where call records wait when neither the database nor Redis can take them."""
     master_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080

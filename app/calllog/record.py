@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol
 from app.usage import Usage
 
 Status = Literal["ok", "error", "cancelled"]
+Row = dict[str, Any]
+"""A call record as stored: see ``CallRecord.to_row``."""
 
 
 @dataclass(slots=True)
@@ -53,6 +55,9 @@ class CallRecord:
     system_fingerprint: str | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    request_body: dict[str, Any] | None = None
+    response_body: dict[str, Any] | None = None
+    """Bodies, only when body capture is on (redacted before they are set)."""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -69,6 +74,45 @@ class CallRecord:
         out.pop("started")
         out["overhead_ms"] = self.overhead_ms
         return out
+
+    def to_row(self) -> Row:
+        """The flat, JSON-safe form stored in Postgres, SQLite, Redis and the spool file.
+
+        Times are epoch seconds (floats); ``attempts`` is a list of plain dicts."""
+        usage = self.usage
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "caller": self.caller,
+            "endpoint": self.endpoint,
+            "public_model": self.public_model,
+            "provider": self.provider,
+            "target_model": self.target_model,
+            "attempts": [asdict(a) for a in self.attempts],
+            "status": self.status,
+            "http_status": self.http_status,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "stream": self.stream,
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "upstream_ms": self.upstream_ms,
+            "overhead_ms": self.overhead_ms,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "total_tokens": usage.total_tokens if usage else None,
+            "cached_tokens": usage.cached_tokens if usage else None,
+            "tokens_estimated": usage.estimated if usage else False,
+            "cost_usd": self.cost_usd,
+            "finish_reason": self.finish_reason,
+            "response_model": self.response_model,
+            "system_fingerprint": self.system_fingerprint,
+            "end_user": self.user,
+            "tags": self.metadata,
+            "request_body": self.request_body,
+            "response_body": self.response_body,
+        }
 
 
 class CallSink(Protocol):

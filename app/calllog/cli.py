@@ -1,0 +1,348 @@
+"""``switchboard logs``: read the call log through a running gateway's admin API.
+
+``logs query`` prints one page (or, with ``--all``, every page) of calls matching the filters;
+``logs tail`` polls for new calls until Ctrl-C. Both talk HTTP to ``/admin/calls`` with the
+master key, so they work against a remote gateway and never touch the database themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+import httpx
+from pydantic import ValidationError
+
+from app.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+Row = dict[str, Any]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+SEEN_CAP = 100_000
+"""Most call ids ``tail`` remembers for de-duplication, whatever the traffic."""
+
+
+class AdminApiError(click.ClickException):
+    """The gateway could not be asked, or refused; the message says what to do."""
+
+
+class Unreachable(AdminApiError):
+    """A failure that may pass by itself (gateway down, restarting, database unavailable)."""
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase
+
+
+class AdminClient:
+    """A thin client for ``/admin/calls``; raises ``AdminApiError`` with a readable message."""
+
+    def __init__(self, url: str, *, key: str | None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def page(self, params: dict[str, Any]) -> tuple[list[Row], str | None]:
+        """One page of calls (newest first) and the next cursor."""
+        try:
+            response = self._http.get("/admin/calls", params=params)
+        except httpx.ConnectError:
+            raise Unreachable(f"cannot connect to {self.url}: is the gateway running? Start it "
+                              "with 'switchboard serve', or point --url at it.") from None
+        except httpx.TimeoutException:
+            raise Unreachable(f"the gateway at {self.url} did not answer in time.") from None
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"request to {self.url} failed: {exc}") from None
+        self._check(response)
+        body = response.json()
+        return list(body["data"]), body.get("next_cursor")
+
+    def rows(self, params: dict[str, Any]) -> Iterator[Row]:
+        """Every matching call, newest first, following cursors page by page."""
+        params = dict(params)
+        while True:
+            page, cursor = self.page(params)
+            yield from page
+            if cursor is None:
+                return
+            params["cursor"] = cursor
+
+    def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+        detail = _message(response)
+        if status == 401:
+            raise AdminApiError(f"the gateway refused the key (401: {detail}) Pass the master "
+                                "key with --key or SWITCHBOARD_MASTER_KEY.")
+        if status == 403:
+            raise AdminApiError(f"this key may not read the call log (403: {detail}) The admin "
+                                "API needs the master key.")
+        if status == 404 and "call_not_found" not in response.text:
+            raise AdminApiError(f"{self.url} has no call log API (404); is it a Switchboard "
+                                "gateway of this version?")
+        if status >= 500:
+            raise Unreachable(f"the gateway answered {status}: {detail}")
+        raise AdminApiError(f"the gateway answered {status}: {detail}")
+
+
+# ---- output
+
+
+def _cell(value: Any, fmt: Callable[[Any], str]) -> str:
+    return "-" if value is None else fmt(value)
+
+
+COLUMNS: tuple[tuple[str, int], ...] = (
+    ("TIME (UTC)", -23), ("ID", -32), ("MODEL", -20), ("PROVIDER", -14), ("STATUS", -9),
+    ("HTTP", 4), ("TOKENS", 8), ("COST", 11), ("LATENCY", 9))
+"""Header and width of each table column; a negative width means left-aligned."""
+
+
+def _line(cells: list[str]) -> str:
+    parts = [c.ljust(-w) if w < 0 else c.rjust(w) for c, (_, w) in zip(cells, COLUMNS,
+                                                                     strict=True)]
+    return "  ".join(parts).rstrip()
+
+
+def header() -> str:
+    return _line([name for name, _ in COLUMNS])
+
+
+def table_row(row: Row) -> str:
+    """One call as a table line (see ``COLUMNS``); ``~`` marks estimated token counts."""
+    tokens = _cell(row.get("total_tokens"), str)
+    if row.get("tokens_estimated") and tokens != "-":
+        tokens = "~" + tokens
+    created = str(row.get("created_at") or "")
+    return _line([
+        created.replace("T", " ").rstrip("Z")[:23],
+        str(row.get("id")),
+        _cell(row.get("public_model"), str),
+        _cell(row.get("provider"), str),
+        str(row.get("status")),
+        _cell(row.get("http_status"), str),
+        tokens,
+        _cell(row.get("cost_usd"), lambda c: f"${float(c):.6f}"),
+        _cell(row.get("latency_ms"), lambda ms: f"{float(ms):.0f}ms"),
+    ])
+
+
+def json_line(row: Row) -> str:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---- options
+
+
+def _master_key() -> str | None:
+    try:
+        key = Settings().master_key
+    except ValidationError as exc:
+        raise click.ClickException(
+            f"invalid SWITCHBOARD_ settings in the environment: {exc}") from None
+    return None if key is None else key.get_secret_value()
+
+
+def _connection_options(command: F) -> F:
+    command = click.option(
+        "--key", metavar="KEY",
+        help="Master key (default: $SWITCHBOARD_MASTER_KEY; none needed for a gateway in "
+             "loopback-only mode queried from the same machine).")(command)
+    return click.option("--url", default=DEFAULT_URL, show_default=True,
+                        help="Base URL of the running gateway.")(command)
+
+
+def _filter_options(command: F) -> F:
+    for name, help_text in reversed((
+            ("--model", "Only calls for this public model (as clients send it)."),
+            ("--provider", "Only calls finally served by this provider (config name)."),
+            ("--caller", 'Only calls from this caller ("master", "anonymous" or a key id).'))):
+        command = click.option(name, metavar="NAME", help=help_text)(command)
+    return click.option("--status", type=click.Choice(["ok", "error", "cancelled"]),
+                        help="Only calls that ended so.")(command)
+
+
+def _filters(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _client(url: str, key: str | None) -> AdminClient:
+    return AdminClient(url, key=key if key is not None else _master_key())
+
+
+# ---- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def logs() -> None:
+    """Read the call log of a running gateway (through its admin API; needs the master key)."""
+
+
+@logs.command("query")
+@_connection_options
+@click.option("--since", metavar="WHEN",
+              help="Calls at or after WHEN: ISO 8601 (2025-01-31T12:00:00Z; naive = UTC) or an "
+                   "age such as 30m, 1h, 7d.")
+@click.option("--until", metavar="WHEN", help="Calls before WHEN (same forms as --since).")
+@_filter_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Calls per page.")
+@click.option("--cursor", metavar="CURSOR", help="Start at this next_cursor of an earlier query.")
+@click.option("--all", "follow", is_flag=True,
+              help="Follow cursors and print every matching call, not just one page.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def query_command(url: str, key: str | None, since: str | None, until: str | None,
+                  model: str | None, provider: str | None, status: str | None,
+                  caller: str | None, limit: int, cursor: str | None, follow: bool,
+                  as_json: bool) -> None:
+    """Print calls matching the filters, newest first, as a table (or JSON lines).
+
+    Without --all one page is printed; when more calls match, the cursor of the next page is
+    printed on stderr."""
+    params = _filters(since=since, until=until, model=model, provider=provider, status=status,
+                      caller=caller, limit=limit, cursor=cursor)
+    client = _client(url, key)
+    try:
+        if follow:
+            rows: Iterator[Row] = client.rows(params)
+            next_cursor = None
+        else:
+            page, next_cursor = client.page(params)
+            rows = iter(page)
+        if not as_json:
+            click.echo(header())
+        for row in rows:
+            click.echo(json_line(row) if as_json else table_row(row))
+    finally:
+        client.close()
+    if next_cursor is not None:
+        click.echo(f"more calls match: add --all, or --cursor {next_cursor}", err=True)
+
+
+class Seen:
+    """Ids of calls already printed, with their ``created_at``, to print each call once.
+
+    Ids older than the polling window are forgotten (they cannot come back), and at most ``cap``
+    are kept (the oldest-inserted go first), so memory stays bounded whatever the traffic."""
+
+    def __init__(self, *, cap: int = SEEN_CAP) -> None:
+        self._ids: dict[str, datetime] = {}
+        self._cap = cap
+        self.newest: datetime | None = None
+
+    def add(self, call_id: str, created_at: datetime) -> bool:
+        """Remember a call; ``True`` when it was not seen before."""
+        if call_id in self._ids:
+            return False
+        self._ids[call_id] = created_at
+        if len(self._ids) > self._cap:
+            del self._ids[next(iter(self._ids))]
+        if self.newest is None or created_at > self.newest:
+            self.newest = created_at
+        return True
+
+    def forget_before(self, moment: datetime) -> None:
+        self._ids = {i: at for i, at in self._ids.items() if at >= moment}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def _created(row: Row) -> datetime:
+    return datetime.fromisoformat(str(row["created_at"]))
+
+
+def _poll(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
+          lookback: timedelta) -> list[Row]:
+    """Calls not seen before, oldest first. Asks for everything since the newest call seen
+    minus ``lookback``: a call's row is written when it ends, stamped with its start."""
+    params = dict(filters, limit=1000)
+    since = None if seen.newest is None else seen.newest - lookback
+    if since is not None:
+        params["since"] = since.isoformat()
+    fresh = [row for row in client.rows(params) if seen.add(str(row["id"]), _created(row))]
+    if since is not None:
+        seen.forget_before(since)
+    fresh.reverse()
+    return fresh
+
+
+def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
+           lookback: timedelta) -> list[Row]:
+    """Mark the calls already in the window as seen; return them, oldest first."""
+    newest, _ = client.page(dict(filters, limit=1))
+    if not newest:
+        return []
+    seen.newest = _created(newest[0])
+    return _poll(client, filters, seen, lookback=lookback)
+
+
+@logs.command("tail")
+@_connection_options
+@_filter_options
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between polls.")
+@click.option("--lookback", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds before the newest call seen that each poll looks at again, so that "
+                   "calls that ran that long and were logged late still show.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Recent calls to print first.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def tail_command(url: str, key: str | None, model: str | None, provider: str | None,
+                 status: str | None, caller: str | None, interval: float, lookback: float,
+                 lines: int, as_json: bool) -> None:
+    """Print calls as they are logged, until Ctrl-C.
+
+    Polls /admin/calls. A call is logged when it ends, stamped with its start time: calls that
+    ran longer than --lookback may be missed. While the gateway is unreachable, tail says so
+    on stderr and keeps polling."""
+    filters = _filters(model=model, provider=provider, status=status, caller=caller)
+    client = _client(url, key)
+    seen, window = Seen(), timedelta(seconds=lookback)
+    emit: Callable[[Row], str] = json_line if as_json else table_row
+    try:
+        if not as_json:
+            click.echo(header())
+        recent = _start(client, filters, seen, lookback=window)
+        for row in recent[max(0, len(recent) - lines):]:
+            click.echo(emit(row))
+        _follow(client, filters, seen, window=window, interval=interval, emit=emit)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how tail ends
+    finally:
+        client.close()
+
+
+def _follow(client: AdminClient, filters: dict[str, Any], seen: Seen, *, window: timedelta,
+            interval: float, emit: Callable[[Row], str]) -> None:
+    down = False
+    while True:
+        time.sleep(interval)
+        try:
+            fresh = _poll(client, filters, seen, lookback=window)
+        except Unreachable as exc:
+            if not down:
+                click.echo(f"switchboard: {exc.message} (still trying)", err=True)
+            down = True
+            continue
+        if down:
+            click.echo("switchboard: gateway reachable again", err=True)
+            down = False
+        for row in fresh:
+            click.echo(emit(row))
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m app.calllog.cli``
+    logs()

@@ -1,0 +1,173 @@
+"""The call log's live side in Redis: a capped stream for ``switchboard logs tail`` and per-day
+counters of requests, tokens, errors and spend per public model and per caller.
+
+Best effort by design: the durable record is the store; the writer calls ``publish`` after (or
+beside) it and counts a ``SpoolUnavailable`` instead of retrying, so a Redis outage loses live
+tail entries and counter increments, never rows.
+
+Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at`` in UTC):
+
+- ``{stream}``: entries with one field ``row`` (the row as JSON), trimmed to about ``maxlen``.
+- ``{prefix}:usage:{YYYY-MM-DD}:model:{public_model}`` and ``...:caller:{caller}``: hashes with
+  ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
+  ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
+  (rejected before one was resolved) counts under the model name ``-``, so the model and caller
+  totals of a day agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal, TypedDict
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.calllog.record import Row
+from app.calllog.redis_spool import row_data, stream_entries, text
+from app.calllog.seams import SpoolUnavailable
+
+__all__ = ["DayCounters", "LiveFeed"]
+
+CounterKind = Literal["model", "caller"]
+_TTL_S = 8 * 24 * 3600
+_NO_MODEL = "-"
+
+
+class DayCounters(TypedDict):
+    """One day's totals for one model or caller."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class _Sums:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, row: Row) -> None:
+        self.requests += 1
+        self.prompt_tokens += int(row.get("prompt_tokens") or 0)
+        self.completion_tokens += int(row.get("completion_tokens") or 0)
+        self.errors += row.get("status") != "ok"
+        self.cost_usd += float(row.get("cost_usd") or 0.0)
+
+
+def _day(row: Row) -> str:
+    return datetime.fromtimestamp(float(row["created_at"]), tz=UTC).strftime("%Y-%m-%d")
+
+
+class LiveFeed:
+    """Publishes rows to the live stream and the day counters; reads them back.
+
+    The client is borrowed (closed by its owner). For ``tail``, the client's ``socket_timeout``
+    (if any) must exceed ``block_ms``."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        stream: str = "switchboard:calls",
+        maxlen: int = 100_000,
+        prefix: str = "switchboard",
+    ) -> None:
+        self._redis = client
+        self._stream = stream
+        self._maxlen = maxlen
+        self._prefix = prefix
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    def counter_key(self, kind: CounterKind, name: str, *, day: date | str) -> str:
+        """The hash holding ``day``'s counters for one model or caller."""
+        day_s = day if isinstance(day, str) else day.isoformat()
+        return f"{self._prefix}:usage:{day_s}:{kind}:{name}"
+
+    async def publish(self, rows: Sequence[Row]) -> None:
+        """Append ``rows`` to the live stream (``MAXLEN ~ maxlen``) and add them to the day
+        counters, all in one pipeline (not a transaction). Raises ``SpoolUnavailable``."""
+        if not rows:
+            return
+        sums: dict[str, _Sums] = {}
+        pipe = self._redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.xadd(
+                self._stream,
+                {"row": orjson.dumps(row)},
+                maxlen=self._maxlen,
+                approximate=True,
+            )
+            day = _day(row)
+            model = row.get("public_model") or _NO_MODEL
+            for key in (
+                self.counter_key("model", model, day=day),
+                self.counter_key("caller", str(row.get("caller")), day=day),
+            ):
+                sums.setdefault(key, _Sums()).add(row)
+        for key, s in sums.items():
+            pipe.hincrby(key, "requests", s.requests)
+            pipe.hincrby(key, "prompt_tokens", s.prompt_tokens)
+            pipe.hincrby(key, "completion_tokens", s.completion_tokens)
+            pipe.hincrby(key, "errors", s.errors)
+            pipe.hincrbyfloat(key, "cost_usd", s.cost_usd)
+            pipe.expire(key, _TTL_S)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+
+    async def last_id(self) -> str:
+        """The id of the newest entry in the stream (``"0-0"`` when empty): a starting point for
+        ``tail`` that misses nothing published afterwards. Raises ``SpoolUnavailable``."""
+        try:
+            newest: Any = await self._redis.xrevrange(self._stream, count=1)
+        except (RedisError, OSError) as exc:
+            raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+        return text(newest[0][0]) if newest else "0-0"
+
+    async def tail(self, *, last_id: str = "$", block_ms: int = 1000) -> AsyncGenerator[Row, None]:
+        """Rows published after ``last_id`` (``"$"``: after the first iteration starts), forever,
+        in order; waits up to ``block_ms`` per read. ``"$"`` is resolved to a concrete id once, so
+        nothing published between two reads is missed. Raises ``SpoolUnavailable``."""
+        cursor = await self.last_id() if last_id == "$" else last_id
+        while True:
+            try:
+                reply: Any = await self._redis.xread(
+                    {self._stream: cursor}, count=500, block=block_ms
+                )
+            except (RedisError, OSError) as exc:
+                raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+            for raw_id, fields in stream_entries(reply):
+                cursor = text(raw_id)
+                data = row_data(fields)
+                if data is not None:
+                    yield orjson.loads(data)
+
+    async def today(self, kind: CounterKind, name: str, *, day: date | None = None) -> DayCounters:
+        """The counters of one model or caller for ``day`` (default: today, UTC); zeros when
+        nothing was counted. Raises ``SpoolUnavailable``."""
+        key = self.counter_key(kind, name, day=day or datetime.now(UTC).date())
+        try:
+            raw: Any = await self._redis.hgetall(key)
+        except (RedisError, OSError) as exc:
+            raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+        values = {text(k): text(v) for k, v in raw.items()}
+        return DayCounters(
+            requests=int(values.get("requests", 0)),
+            prompt_tokens=int(values.get("prompt_tokens", 0)),
+            completion_tokens=int(values.get("completion_tokens", 0)),
+            errors=int(values.get("errors", 0)),
+            cost_usd=float(values.get("cost_usd", 0.0)),
+        )

@@ -1,0 +1,99 @@
+"""``PostgresStore``: the call log's ``CallStore`` on Postgres.
+
+One batch, one transaction, on one pooled connection:
+
+1. ``CREATE TEMP TABLE calls_staging (LIKE calls) ON COMMIT DROP``;
+2. binary ``COPY`` of the rows into it (asyncpg ``copy_records_to_table`` on the raw driver
+   connection: 10-80x faster than row-by-row inserts);
+3. ``INSERT INTO calls SELECT ... FROM calls_staging ON CONFLICT DO NOTHING``: rows already
+   stored (same ``(id, created_at)``, e.g. replayed from the spool) are skipped, so a batch can be
+   written any number of times and each row is stored once.
+
+Before that, the months the batch touches (and next month, so midnight on the 1st never waits on
+DDL) get their partitions of ``calls`` if missing; which exist is cached per store.
+
+Any failure to reach or write the database raises ``StoreUnavailable`` with the driver's reason
+(never the password, never row data), and nothing of the batch is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.calllog.columns import COLUMNS, pg_record
+from app.calllog.record import Row
+from app.calllog.seams import StoreUnavailable
+from app.db.engine import DATABASE_ERRORS, describe_error, mask_url
+from app.db.migrate import ensure_partitions
+from app.db.partitions import month_of, next_month
+
+log = logging.getLogger(__name__)
+
+STAGING = "calls_staging"
+_COLUMN_LIST = ", ".join(COLUMNS)
+_CREATE_STAGING = f"CREATE TEMP TABLE {STAGING} (LIKE calls) ON COMMIT DROP"
+_INSERT = (f"INSERT INTO calls ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING} "
+           "ON CONFLICT DO NOTHING")
+
+
+class PostgresStore:
+    """Writes call rows to the ``calls`` table (see the module docstring).
+
+    Safe for concurrent ``write`` calls (each takes its own pooled connection). The engine is
+    the caller's: ``aclose`` does not dispose of it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ValueError(f"PostgresStore needs a Postgres engine, got {engine.dialect.name}")
+        self._engine = engine
+        self._partitions: set[date] = set()
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        """Insert ``rows``, skipping ones already stored; return how many were new.
+
+        Raises ``StoreUnavailable`` when the batch could not be committed (then none of it is)."""
+        if not rows:
+            return 0
+        records = [pg_record(row) for row in rows]
+        try:
+            await self._ensure_partitions(records)
+            async with self._engine.connect() as connection:
+                return await self._copy_and_insert(connection, records)
+        except DATABASE_ERRORS as exc:
+            raise StoreUnavailable(
+                f"Postgres at {mask_url(self._engine.url)}: {describe_error(exc)}") from exc
+
+    async def aclose(self) -> None:
+        """Nothing to release: the engine belongs to the caller."""
+
+    async def _ensure_partitions(self, records: Sequence[tuple[Any, ...]]) -> None:
+        created_at = COLUMNS.index("created_at")
+        months = {month_of(record[created_at]) for record in records}
+        months.add(next_month(month_of(time.time())))
+        if months <= self._partitions:
+            return
+        await ensure_partitions(self._engine, months)
+        self._partitions |= months
+
+    async def _copy_and_insert(self, connection: AsyncConnection,
+                               records: Sequence[tuple[Any, ...]]) -> int:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is None:  # pragma: no cover - a checked-out connection always has one
+            raise StoreUnavailable("Postgres connection lost")
+        try:
+            async with driver.transaction():
+                await driver.execute(_CREATE_STAGING)
+                await driver.copy_records_to_table(STAGING, records=records, columns=COLUMNS)
+                status = await driver.execute(_INSERT)
+        except DATABASE_ERRORS:
+            # The connection may be broken (Postgres restarted): never hand it out again.
+            await connection.invalidate()
+            raise
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <count>"

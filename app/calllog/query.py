@@ -1,0 +1,187 @@
+"""The call log's read side: filtered, keyset-paginated queries over the ``calls`` table.
+
+Rows come back newest first, ordered by ``(created_at DESC, id DESC)``; that order is total
+(``(id, created_at)`` is the primary key), so a cursor naming the last row of a page resumes
+exactly after it: no gaps and no repeats across pages, even when many rows share a
+``created_at`` and while new rows are being written (they sort before the cursor).
+
+Every returned row is a JSON-safe dict with the table's column names as keys: times are ISO 8601
+UTC strings (``2025-01-31T12:00:00.123456Z``), ``cost_usd`` is a float. Filters are bound as
+parameters; no SQL is built from strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import errors
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.db.models import Call
+
+MAX_LIMIT = 1000
+STATUSES = frozenset({"ok", "error", "cancelled"})
+
+_calls = Call.__table__
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(value: str, *, param: str, now: datetime | None = None) -> datetime:
+    """An aware UTC datetime from ISO 8601 (naive means UTC) or a relative age such as ``90s``,
+    ``15m``, ``1h``, ``7d``, ``2w`` (that long before ``now``, default: the current time).
+
+    Raises ``InvalidRequest`` naming ``param`` when ``value`` is neither."""
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise errors.InvalidRequest(f"'{param}' reaches too far back: {value!r}.",
+                                        param=param, code="invalid_value") from None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise errors.InvalidRequest(
+            f"Invalid value for '{param}': {value!r}. Use ISO 8601 (2025-01-31T12:00:00Z) or "
+            "an age such as 30m, 1h, 7d.", param=param, code="invalid_value") from None
+    return as_utc(parsed)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z`` suffix."""
+    return as_utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def encode_cursor(created_at: datetime, call_id: str) -> str:
+    """The opaque cursor that resumes a listing after the row ``(created_at, call_id)``."""
+    raw = json.dumps([iso(created_at), call_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor names; ``InvalidRequest`` (param ``cursor``) when it
+    was not made by ``encode_cursor``."""
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        stamp, call_id = json.loads(raw)
+        if not isinstance(stamp, str) or not isinstance(call_id, str):
+            raise ValueError("cursor parts must be strings")
+        return as_utc(datetime.fromisoformat(stamp)), call_id
+    except (binascii.Error, ValueError, TypeError):
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; a wrong-length list
+        # fails the unpacking with ValueError too.
+        raise errors.InvalidRequest("Invalid 'cursor': pass back a next_cursor value exactly "
+                                    "as it was returned.", param="cursor",
+                                    code="invalid_cursor") from None
+
+
+def to_json_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored row as a JSON-safe dict (same keys): ISO UTC times, ``cost_usd`` as float."""
+    out = dict(row)
+    for key in ("created_at", "finished_at"):
+        if isinstance(out.get(key), datetime):
+            out[key] = iso(out[key])
+    if isinstance(out.get("cost_usd"), Decimal):
+        out["cost_usd"] = float(out["cost_usd"])
+    return out
+
+
+def _unavailable(exc: BaseException) -> errors.GatewayError:
+    return errors.GatewayError(
+        f"The call log database is unavailable ({describe_error(exc)}); try again shortly.",
+        status=503, code="call_log_unavailable")
+
+
+def _filters(*, since: datetime | None, until: datetime | None, model: str | None,
+             provider: str | None, status: str | None,
+             caller: str | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(_calls.c.created_at >= as_utc(since))
+    if until is not None:
+        conds.append(_calls.c.created_at < as_utc(until))
+    for column, value in (("public_model", model), ("provider", provider),
+                          ("status", status), ("caller", caller)):
+        if value is not None:
+            conds.append(_calls.c[column] == value)
+    return conds
+
+
+def _check(*, since: datetime | None, until: datetime | None, status: str | None,
+           limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise errors.InvalidRequest(f"'limit' must be between 1 and {MAX_LIMIT}.",
+                                    param="limit", code="invalid_value")
+    if status is not None and status not in STATUSES:
+        raise errors.InvalidRequest(f"'status' must be one of {', '.join(sorted(STATUSES))}.",
+                                    param="status", code="invalid_value")
+    if since is not None and until is not None and as_utc(until) < as_utc(since):
+        raise errors.InvalidRequest("'until' is earlier than 'since'.", param="until",
+                                    code="invalid_value")
+
+
+async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
+                     until: datetime | None = None, model: str | None = None,
+                     provider: str | None = None, status: str | None = None,
+                     caller: str | None = None, limit: int = 100,
+                     cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of calls, newest first, and the cursor of the next page (``None`` on the last).
+
+    ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC); ``model`` matches the
+    public model the client asked for; every filter given must hold. Raises ``InvalidRequest``
+    for a bad ``limit`` (1..1000), ``status``, time range or ``cursor``, and a 503
+    ``GatewayError`` (code ``call_log_unavailable``) when the database cannot answer."""
+    _check(since=since, until=until, status=status, limit=limit)
+    conds = _filters(since=since, until=until, model=model, provider=provider, status=status,
+                     caller=caller)
+    if cursor is not None:
+        after_at, after_id = decode_cursor(cursor)
+        conds.append(or_(_calls.c.created_at < after_at,
+                         and_(_calls.c.created_at == after_at, _calls.c.id < after_id)))
+    stmt = (select(_calls).where(*conds)
+            .order_by(_calls.c.created_at.desc(), _calls.c.id.desc())
+            .limit(limit + 1))  # one extra row says whether there is a next page
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+    except DATABASE_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(last["created_at"], last["id"])
+    return [to_json_row(r) for r in page], next_cursor
+
+
+async def get_call(engine: AsyncEngine, call_id: str) -> dict[str, Any] | None:
+    """The call with id ``call_id`` as a JSON-safe dict, or ``None`` when there is none.
+
+    Should the same id occur at several times (a client reusing its ``x-request-id``), the
+    newest is returned. Raises a 503 ``GatewayError`` when the database cannot answer."""
+    stmt = (select(_calls).where(_calls.c.id == call_id)
+            .order_by(_calls.c.created_at.desc()).limit(1))
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+    except DATABASE_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    return None if row is None else to_json_row(row)

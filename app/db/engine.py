@@ -1,0 +1,137 @@
+"""Async SQLAlchemy engines for the call log's database: Postgres (asyncpg) or SQLite (aiosqlite).
+
+``make_engine`` accepts the URL spellings people paste from their hosting provider and turns them
+into the async drivers:
+
+    postgres://...  postgresql://...  postgresql+asyncpg://...   -> postgresql+asyncpg://
+    sqlite:///path  sqlite+aiosqlite:///path                     -> sqlite+aiosqlite:///
+
+libpq's ``?sslmode=...`` becomes asyncpg's ``?ssl=...``. Postgres gets a small, bounded pool (a
+gateway host runs several workers; each must not take more than ``POOL_SIZE + MAX_OVERFLOW``
+connections), pre-ping (a connection that died with a Postgres restart is replaced, not handed
+out) and a short connect timeout (an unreachable database fails fast instead of hanging a batch).
+SQLite runs in WAL mode so readers never block the writer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+POOL_SIZE = 5
+MAX_OVERFLOW = 5
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds to open one Postgres connection (TCP, TLS and authentication together)."""
+POOL_TIMEOUT_S = 10.0
+"""Seconds to wait for a free pooled connection before giving up."""
+COMMAND_TIMEOUT_S = 60.0
+"""Seconds one statement may run before asyncpg cancels it."""
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+asyncpg"}
+_SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
+
+
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    OSError,  # refused, reset, unreachable; TimeoutError (connect timeout) is an OSError too
+)
+"""What talking to the database can raise: through SQLAlchemy, from the raw asyncpg connection
+(COPY), or from the socket. Catch these, never bare ``Exception``."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a ``DATABASE_ERRORS`` exception, for logs and error messages.
+
+    SQLAlchemy's own text embeds the SQL and its parameters (row data); this gives the driver's
+    message only. Driver messages name users and hosts, never passwords."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(cause).split()) or "no details"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(cause).__name__}: {text}"
+
+
+class UnsupportedDatabaseUrl(ValueError):
+    """The URL names a database or driver Switchboard cannot use; the message says which."""
+
+
+def normalize_url(url: str | URL) -> URL:
+    """``url`` rewritten for the async drivers (see the module docstring).
+
+    Raises ``UnsupportedDatabaseUrl`` for anything but Postgres or SQLite; the message never
+    contains the password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UnsupportedDatabaseUrl(f"not a database URL: {mask_url(url)}") from exc
+    driver = parsed.drivername
+    if driver in _POSTGRES_DRIVERS:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+        if "sslmode" in parsed.query:
+            query = dict(parsed.query)
+            query["ssl"] = query.pop("sslmode")
+            parsed = parsed.set(query=query)
+        return parsed
+    if driver in _SQLITE_DRIVERS:
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise UnsupportedDatabaseUrl(
+        f"unsupported database URL {mask_url(parsed)}: use postgresql://user:password@host/db "
+        "or sqlite:///path/to/file.db")
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """Whether ``url`` names a SQLite database (the embedded mode)."""
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***``, safe for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` (any spelling accepted by ``normalize_url``).
+
+    Nothing connects until first use. The caller owns the engine and must ``await
+    engine.dispose()`` when done."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, echo=echo)
+    connect_args: dict[str, Any] = {
+        "timeout": CONNECT_TIMEOUT_S,
+        "command_timeout": COMMAND_TIMEOUT_S,
+        "server_settings": {"application_name": "switchboard"},
+    }
+    return create_async_engine(
+        parsed, echo=echo, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_S, pool_pre_ping=True, pool_recycle=1800,
+        connect_args=connect_args)
+
+
+def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # WAL: readers (admin queries, `logs query`) never block the writer, and commits are
+        # cheap. synchronous=NORMAL is durable across process crashes in WAL mode (only an OS
+        # crash can lose the last commits, and the spool still holds those rows).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,222 @@
+"""Schema management for the call log: upgrade, check, monthly partitions, retention.
+
+- ``upgrade(url)``: Alembic upgrade to head (``switchboard db upgrade``; the embedded SQLite
+  mode calls it at start-up, and it returns in milliseconds when already at head). Concurrent
+  callers (several workers starting at once) are serialised: an advisory lock on Postgres, a lock
+  file next to the SQLite database.
+- ``check_current(url)``: raise ``SchemaNotReady`` unless the database is at head (a server
+  started against an unmigrated Postgres refuses to start, saying what to run).
+- ``ensure_partitions(engine, months)``: create missing monthly partitions of ``calls``.
+- ``prune(url, older_than=...)``: drop partitions entirely older than the cut-off (Postgres) or
+  delete older rows (SQLite).
+
+Errors: ``SchemaNotReady`` and ``DatabaseUnreachable``, both ``MigrationError``; messages carry
+the URL with its password masked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, delete, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.db.engine import DATABASE_ERRORS, describe_error, make_engine, mask_url, normalize_url
+from app.db.models import Base
+from app.db.partitions import PARENT, create_partition_sql, month_from_name, next_month
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK_KEY = 0x5357_4244  # "SWBD": one advisory-lock key for all schema changes of Switchboard
+
+
+class MigrationError(Exception):
+    """The schema could not be checked or changed; the message says why and what to do."""
+
+
+class SchemaNotReady(MigrationError):
+    """The database has no Switchboard schema, or an older or newer one than this code."""
+
+
+class DatabaseUnreachable(MigrationError):
+    """The database could not be reached or refused the operation."""
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic ``Config`` for the packaged migrations (no ini file needed).
+
+    ``url``, when given, is the database to migrate (else the runner falls back to
+    ``Settings().database_url``)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    if url is not None:
+        config.attributes["url"] = normalize_url(url)
+    return config
+
+
+@functools.cache
+def head_revisions() -> tuple[str, ...]:
+    """The revision(s) a current database is at."""
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def _current_revisions(connection: Connection) -> tuple[str, ...]:
+    return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+
+
+@asynccontextmanager
+async def _connect(url: str | URL, action: str) -> AsyncIterator[AsyncConnection]:
+    """An open connection to ``url``; driver errors become ``DatabaseUnreachable``."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            yield connection
+    except DATABASE_ERRORS as exc:
+        raise DatabaseUnreachable(
+            f"could not {action} the database at {mask_url(url)}: {describe_error(exc)}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(url: str | URL) -> tuple[str, ...]:
+    """Bring the database at ``url`` to the newest schema; return the revision(s) it is now at.
+
+    Idempotent and cheap when already at head. Raises ``DatabaseUnreachable``."""
+    heads = head_revisions()
+    async with _connect(url, "upgrade") as connection:
+        if await connection.run_sync(_current_revisions) == heads:
+            return heads
+        with _sqlite_file_lock(connection):
+            await _lock_schema(connection)
+            config = alembic_config(url)
+            await connection.run_sync(_run_upgrade, config)
+            await connection.commit()
+    return heads
+
+
+def _run_upgrade(connection: Connection, config: Config) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def _lock_schema(connection: AsyncConnection) -> None:
+    """On Postgres, wait for any other migrating process (the lock ends with the transaction)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+
+
+@contextmanager
+def _sqlite_file_lock(connection: AsyncConnection) -> Iterator[None]:
+    """On a SQLite file, hold ``<file>.migrate.lock`` exclusively (other workers wait)."""
+    database = connection.engine.url.database
+    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        # Start-up only, and the holder finishes within milliseconds: a blocking wait is fine.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+async def check_current(url: str | URL) -> None:
+    """Return if the database at ``url`` is at the newest schema.
+
+    Raises ``SchemaNotReady`` (no schema, or an old or unknown one) or ``DatabaseUnreachable``."""
+    async with _connect(url, "check") as connection:
+        current = await connection.run_sync(_current_revisions)
+    heads = head_revisions()
+    if current == heads:
+        return
+    known = _known_revisions()
+    if current and not set(current) <= known:
+        raise SchemaNotReady(
+            f"the database at {mask_url(url)} has schema revision {', '.join(current)}, newer "
+            "than this version of switchboard knows: upgrade switchboard")
+    raise SchemaNotReady(
+        f"the database at {mask_url(url)} has no switchboard schema (or an old one): run "
+        "`switchboard db upgrade`")
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+async def ensure_partitions(engine: AsyncEngine, months: Iterable[date]) -> list[str]:
+    """Make sure ``calls`` has a partition for each month in ``months`` (any day of the month);
+    return the names of those partitions. A no-op returning ``[]`` on SQLite.
+
+    Creates only the missing ones, in one transaction under the schema advisory lock (so
+    concurrent writers do not race). Raises ``DATABASE_ERRORS`` (e.g. ``calls`` missing)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    wanted = {date(m.year, m.month, 1) for m in months}
+    async with engine.connect() as connection:
+        existing = await _partition_months(connection)
+        missing = sorted(wanted - existing)
+        if missing:
+            await _lock_schema(connection)
+            for month in missing:
+                await connection.execute(text(create_partition_sql(month)))
+        await connection.commit()
+    return [f"{PARENT}_{m.year:04d}_{m.month:02d}" for m in sorted(wanted)]
+
+
+async def _partition_months(connection: AsyncConnection) -> set[date]:
+    names = await _partition_names(connection)
+    return {month for name in names if (month := month_from_name(name)) is not None}
+
+
+async def _partition_names(connection: AsyncConnection) -> list[str]:
+    result = await connection.execute(text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(:parent)"), {"parent": PARENT})
+    return [str(name) for name in result.scalars()]
+
+
+async def prune(url: str | URL, *, older_than: timedelta,
+                now: datetime | None = None) -> list[str]:
+    """Remove call rows older than ``older_than`` before ``now`` (default: the current time).
+
+    Postgres: drops each monthly partition whose whole month ends at or before the cut-off and
+    returns their names (rows in the partition straddling the cut-off stay until it expires as a
+    whole). SQLite: deletes the older rows and returns ``["calls (N rows)"]`` (``[]`` if none).
+    Raises ``DatabaseUnreachable``, and ``SchemaNotReady`` if the table is missing."""
+    await check_current(url)
+    cutoff = (now or datetime.now(UTC)).astimezone(UTC) - older_than
+    async with _connect(url, "prune") as connection:
+        if connection.dialect.name != "postgresql":
+            calls = Base.metadata.tables["calls"]
+            result = await connection.execute(delete(calls).where(calls.c.created_at < cutoff))
+            await connection.commit()
+            return [f"calls ({result.rowcount} rows)"] if result.rowcount else []
+        dropped = []
+        for name in sorted(await _partition_names(connection)):
+            month = month_from_name(name)
+            if month is None or _month_end(month) > cutoff:
+                continue
+            # Dropping a partition briefly locks the parent: give up rather than stall writers.
+            await connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+            await connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+            await connection.commit()
+            dropped.append(name)
+        await connection.commit()
+    return dropped
+
+
+def _month_end(month: date) -> datetime:
+    """The first instant (UTC) after the month ``month`` starts."""
+    end = next_month(month)
+    return datetime(end.year, end.month, end.day, tzinfo=UTC)

@@ -1,0 +1,179 @@
+"""The live feed: a capped stream for tail and per-day counters per model and caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.calllog.live import LiveFeed
+from app.calllog.record import CallRecord, Row, Status
+from app.calllog.seams import SpoolUnavailable
+from app.usage import Usage
+
+DAY = date(2024, 3, 9)
+DAY_TS = datetime(2024, 3, 9, 23, 59, tzinfo=UTC).timestamp()
+
+
+def make_row(
+    n: int,
+    *,
+    model: str | None = "chat",
+    caller: str = "key-1",
+    status: Status = "ok",
+    created_at: float = DAY_TS,
+) -> Row:
+    record = CallRecord(
+        id=f"req-{n}",
+        endpoint="/v1/chat/completions",
+        caller=caller,
+        public_model=model,
+        created_at=created_at,
+        status=status,
+    )
+    record.usage = Usage(prompt_tokens=10 * n, completion_tokens=n)
+    record.cost_usd = 0.25 * n
+    return record.to_row()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis(host="127.0.0.1", port=6379)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def feed(client: aioredis.Redis) -> AsyncIterator[LiveFeed]:
+    prefix = f"test:live:{uuid.uuid4().hex}"
+    yield LiveFeed(client, stream=f"{prefix}:calls", maxlen=100, prefix=prefix)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+
+
+async def test_publish_appends_rows_to_stream(client: aioredis.Redis, feed: LiveFeed) -> None:
+    """Each published row is one stream entry carrying the row as JSON."""
+    rows = [make_row(1), make_row(2)]
+    await feed.publish(rows)
+    assert await client.xlen(feed.stream) == 2
+    got: list[Row] = []
+    async with contextlib.aclosing(feed.tail(last_id="0-0", block_ms=10)) as agen:
+        async for row in agen:
+            got.append(row)
+            if len(got) == 2:
+                break
+    assert got == rows
+
+
+async def test_stream_is_trimmed_approximately(client: aioredis.Redis, feed: LiveFeed) -> None:
+    """The stream stays near maxlen (MAXLEN ~): never far above it, never below it."""
+    for start in range(0, 1000, 50):
+        await feed.publish([make_row(n) for n in range(start, start + 50)])
+    length = await client.xlen(feed.stream)
+    assert 100 <= length < 1000
+
+
+async def test_counters_add_up_per_model_and_caller(feed: LiveFeed) -> None:
+    """Day counters sum requests, tokens, errors and cost per model and per caller."""
+    await feed.publish([make_row(1), make_row(2, model="embed", caller="key-2")])
+    await feed.publish([make_row(3, status="error"), make_row(4, model="embed")])
+    chat = await feed.today("model", "chat", day=DAY)
+    assert chat == {
+        "requests": 2,
+        "prompt_tokens": 40,
+        "completion_tokens": 4,
+        "errors": 1,
+        "cost_usd": pytest.approx(1.0),
+    }
+    embed = await feed.today("model", "embed", day=DAY)
+    assert (embed["requests"], embed["prompt_tokens"], embed["errors"]) == (2, 60, 0)
+    assert embed["cost_usd"] == pytest.approx(1.5)
+    key1 = await feed.today("caller", "key-1", day=DAY)
+    assert (key1["requests"], key1["completion_tokens"]) == (3, 8)
+    assert (await feed.today("caller", "key-2", day=DAY))["requests"] == 1
+
+
+async def test_counters_use_utc_day_and_expire(client: aioredis.Redis, feed: LiveFeed) -> None:
+    """Rows count on their created_at UTC day, the hash expires within 8 days, empty is zero."""
+    await feed.publish([make_row(1, created_at=DAY_TS + 120)])  # 00:01 UTC on the 10th
+    assert (await feed.today("model", "chat", day=DAY))["requests"] == 0
+    assert (await feed.today("model", "chat", day=date(2024, 3, 10)))["requests"] == 1
+    ttl = await client.ttl(feed.counter_key("model", "chat", day=date(2024, 3, 10)))
+    assert 7 * 86400 < ttl <= 8 * 86400
+
+
+async def test_row_without_model_counts_under_dash(feed: LiveFeed) -> None:
+    """A row rejected before a model was resolved counts under the model name '-'."""
+    await feed.publish([make_row(1, model=None, status="error")])
+    assert (await feed.today("model", "-", day=DAY))["errors"] == 1
+
+
+async def test_today_defaults_to_current_utc_day(feed: LiveFeed) -> None:
+    """today() without a day reads the counters of the current UTC date."""
+    await feed.publish([make_row(1, created_at=datetime.now(UTC).timestamp())])
+    assert (await feed.today("caller", "key-1"))["requests"] == 1
+
+
+async def test_tail_yields_only_rows_published_after_start(feed: LiveFeed) -> None:
+    """tail() from '$' skips rows published before it started and yields later ones in order."""
+    await feed.publish([make_row(0)])
+    got: list[Row] = []
+
+    async def consume() -> None:
+        async for row in feed.tail(block_ms=50):
+            got.append(row)
+            if len(got) == 3:
+                return
+
+    task = asyncio.create_task(consume())
+    n = 1
+    while not task.done():  # keep publishing until the tail has seen three rows
+        await feed.publish([make_row(n)])
+        n += 1
+        await asyncio.sleep(0.02)
+    await task
+    ids = [int(row["id"].removeprefix("req-")) for row in got]
+    assert ids[0] >= 1
+    assert ids == list(range(ids[0], ids[0] + 3))
+
+
+async def test_tail_from_last_id_misses_nothing(feed: LiveFeed) -> None:
+    """tail(last_id=feed.last_id()) yields exactly the rows published after that id."""
+    await feed.publish([make_row(0)])
+    start = await feed.last_id()
+    await feed.publish([make_row(1), make_row(2)])
+    async with contextlib.aclosing(feed.tail(last_id=start, block_ms=10)) as agen:
+        got = [await anext(agen), await anext(agen)]
+    assert [r["id"] for r in got] == ["req-1", "req-2"]
+
+
+async def test_unreachable_redis_raises_spool_unavailable() -> None:
+    """publish, today, last_id and tail raise SpoolUnavailable when Redis cannot be reached."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = aioredis.Redis(
+        host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1
+    )
+    try:
+        feed = LiveFeed(client, stream="test:live:unreachable", prefix="test:live:unreachable")
+        with pytest.raises(SpoolUnavailable):
+            await feed.publish([make_row(1)])
+        with pytest.raises(SpoolUnavailable):
+            await feed.today("model", "chat")
+        with pytest.raises(SpoolUnavailable):
+            await feed.last_id()
+        with pytest.raises(SpoolUnavailable):
+            async with contextlib.aclosing(feed.tail(last_id="0-0", block_ms=10)) as agen:
+                await anext(agen)
+    finally:
+        await client.aclose()
