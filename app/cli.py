@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from app.calllog.cli import logs
 from app.config import ConfigError, load_config
 from app.settings import Settings, UnsafeSettings, environment
 
@@ -35,6 +37,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     """Run the gateway."""
     import uvicorn
 
+    from app.db.engine import is_sqlite
+    from app.db.migrate import MigrationError, check_current
     from app.main import resolve_config
 
     overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
@@ -45,7 +49,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     try:
         settings.check_exposure()
         config = resolve_config(settings)
-    except (UnsafeSettings, ConfigError) as exc:
+        if not is_sqlite(settings.database_url):  # the embedded SQLite migrates itself
+            asyncio.run(check_current(settings.database_url))
+    except (UnsafeSettings, ConfigError, MigrationError) as exc:
         click.echo(f"switchboard: {exc}", err=True)
         sys.exit(2)
     mode = f"config {settings.config}" if settings.config else "embedded default (offline)"
@@ -74,6 +80,8 @@ def check_config(path: Path) -> None:
     click.echo(f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models: "
                f"{', '.join(config.models)})")
 
+
+main.add_command(logs)
 
 try:  # the simulator lives in its own package; attach its command when present
     from app.simulator.command import simulate

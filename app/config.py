@@ -143,6 +143,9 @@ class CallLog(BaseModel):
     buffer_max: Annotated[int, Field(ge=1)] = 10_000
     batch_max: Annotated[int, Field(ge=1, le=10_000)] = 500
     flush_interval_s: Seconds = 0.05
+    claim_idle_s: Seconds = 30.0
+    """Rows a gateway took from the Redis spool and left unacknowledged this long (it died) are
+    taken over by another gateway. Must exceed the longest store write."""
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> CallLog:

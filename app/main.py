@@ -11,9 +11,11 @@ from fastapi import FastAPI
 
 from app import errors
 from app.api import errors as api_errors
-from app.api import health, v1
+from app.api import admin, health, v1
 from app.api.fastlane import FastLane
-from app.calllog import CallSink, LogSink
+from app.calllog import CallSink
+from app.calllog.redact import Redactor
+from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
 from app.gateway import Gateway
 from app.pricing import PriceBook, shipped_prices
@@ -55,14 +57,21 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        calllog = await open_call_log(settings, gateway_config.calllog, strict=strict_telemetry)
+        app.state.db_engine = calllog.engine
+        app.state.calllog = calllog.writer
         session = new_session()
         providers: dict[str, Provider] = {
             name: PROVIDER_TYPES[cfg.type](cfg, session)
             for name, cfg in gateway_config.providers.items()
         }
         prices = PriceBook({**shipped_prices(), **gateway_config.pricing})
+        capture = gateway_config.calllog
         gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
-                          sink=sink or LogSink(), strict_telemetry=strict_telemetry)
+                          sink=sink or calllog.writer, strict_telemetry=strict_telemetry,
+                          capture=Redactor(keys=capture.redact_keys,
+                                           patterns=capture.redact_patterns)
+                          if capture.capture_bodies else None)
         app.state.gateway = gateway
         app.state.settings = settings
         if settings.master_key is None:
@@ -76,12 +85,14 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
             warming.cancel()
             await gateway.aclose()
             await session.close()
+            await calllog.aclose()
 
     app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan,
                   summary="An OpenAI-compatible gateway to many model providers.")
     api_errors.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
+    app.include_router(admin.router)
     return FastLane(app)
 
 

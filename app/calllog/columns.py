@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -92,12 +93,28 @@ def _timestamp(value: Any) -> datetime:
 
 
 def _integer(value: Any) -> int:
+    if type(value) is int and _INT32[0] <= value <= _INT32[1]:
+        return value
     return min(max(int(value), _INT32[0]), _INT32[1])
 
 
-def _cost(value: Any) -> float | None:
+def _text_column(limit: int | None) -> Convert:
+    def convert(value: Any) -> str:
+        # Fast path (nearly every value): a short ASCII string without NULs needs no work.
+        if (type(value) is str and value.isascii() and "\x00" not in value
+                and (limit is None or len(value) <= limit)):
+            return value
+        return clean_text(value, limit)
+    return convert
+
+
+def _cost(value: Any) -> Decimal | None:
     number = float(value)
-    return number if math.isfinite(number) and abs(number) < _MAX_COST else None
+    if not math.isfinite(number) or abs(number) >= _MAX_COST:
+        return None
+    # The shortest exact spelling: asyncpg encodes a float through its full binary expansion
+    # (50-odd digits), which costs more than the rest of the row together.
+    return Decimal(repr(number))
 
 
 def _converter(column: Column[Any], *, json_as_text: bool) -> Convert:
@@ -116,8 +133,7 @@ def _converter(column: Column[Any], *, json_as_text: bool) -> Convert:
     if isinstance(kind, Float):
         return float
     if isinstance(kind, String):  # Text is a String without a length
-        limit = kind.length
-        return lambda value: clean_text(value, limit)
+        return _text_column(kind.length)
     raise TypeError(f"no conversion for column {column.name} of type {kind!r}")
 
 
@@ -144,8 +160,8 @@ _SQLITE_PLAN = _plan(json_as_text=False)
 def pg_record(row: Row) -> tuple[Any, ...]:
     """``row`` as a tuple in ``COLUMNS`` order, typed for asyncpg's binary COPY."""
     get = row.get
-    return tuple(default if (value := get(name)) is None else convert(value)
-                 for name, convert, default in _PG_PLAN)
+    return tuple([default if (value := get(name)) is None else convert(value)
+                  for name, convert, default in _PG_PLAN])
 
 
 def sqlite_params(row: Row) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,14 +70,21 @@ def sim_config(simulator: str, **models: Any) -> dict[str, Any]:
     }
 
 
+def settings_in(directory: Path) -> Settings:
+    """Settings for a gateway under test: master key on, call log in ``directory``."""
+    return Settings(master_key=SecretStr(MASTER_KEY), config=None,
+                    database_url=f"sqlite+aiosqlite:///{directory / 'calls.db'}",
+                    spool_dir=directory / "spool")
+
+
 @pytest.fixture
-def run_gateway() -> GatewayFactory:
+def run_gateway(tmp_path: Path) -> GatewayFactory:
     """Start a gateway from a raw config dict (master key on, strict telemetry)."""
 
     @contextmanager
     def start(raw: dict[str, Any]) -> Iterator[RunningGateway]:
         sink = ListSink()
-        settings = Settings(master_key=SecretStr(MASTER_KEY), config=None)
+        settings = settings_in(tmp_path)
         app = create_app(settings, config=parse_config(raw, {}), sink=sink,
                          strict_telemetry=True)
         with serve(app) as url:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -159,18 +160,15 @@ def test_models_list_and_retrieve(run_gateway: GatewayFactory, simulator: str) -
             client.models.retrieve("nope")
 
 
-def test_fastapi_routes_serve_the_same_calls(simulator: str) -> None:
+def test_fastapi_routes_serve_the_same_calls(simulator: str, tmp_path: Path) -> None:
     """Without the fast lane in front, FastAPI's own routes answer the same way."""
-    from pydantic import SecretStr
-
     from app.config import parse_config
     from app.main import create_app
-    from app.settings import Settings
-    from tests.api.conftest import MASTER_KEY, ListSink
+    from tests.api.conftest import MASTER_KEY, ListSink, settings_in
     from tests.servers import serve
 
     sink = ListSink()
-    lane = create_app(Settings(master_key=SecretStr(MASTER_KEY)),
+    lane = create_app(settings_in(tmp_path),
                       config=parse_config(sim_config(simulator), {}), sink=sink,
                       strict_telemetry=True)
     with serve(lane.app) as url:

@@ -1,0 +1,95 @@
+"""The admin API over the call log: ``GET /admin/calls`` and ``GET /admin/calls/{call_id}``.
+
+Access: the master key only (``AdminDep``). In loopback-only mode (no master key configured;
+the gateway then refuses to bind anything but a loopback address, see
+``Settings.check_exposure``) every caller is "anonymous", and the admin routes are open to
+clients connecting from a loopback address and refused (403) to any other: the machine's own
+users already own the gateway's data, nobody else does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import errors
+from app.api.deps import SettingsDep, authenticate
+from app.api.incoming import Incoming
+from app.calllog import query
+from app.settings import is_loopback
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+async def require_admin(request: Request, settings: SettingsDep) -> str:
+    """The caller, when it may use the admin API: "master", or "anonymous" from loopback in
+    loopback-only mode. ``AuthenticationFailed`` (401) for a missing or wrong key,
+    ``PermissionDenied`` (403) for any other caller."""
+    headers = Incoming.from_scope(request.scope, request.receive).headers
+    caller = authenticate(headers, settings)
+    if caller == "master":
+        return caller
+    client = request.client
+    if caller == "anonymous" and client is not None and is_loopback(client.host):
+        return caller
+    raise errors.PermissionDenied("The admin API needs the master key.", code="admin_only")
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+
+
+async def get_engine(request: Request) -> AsyncEngine:
+    """The call log's engine, built in the app's lifespan (``app.state.db_engine``)."""
+    engine = getattr(request.app.state, "db_engine", None)
+    if engine is None:
+        raise errors.GatewayError("The call log database is not configured on this gateway.",
+                                  status=503, code="call_log_unavailable")
+    return cast(AsyncEngine, engine)
+
+
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+
+
+def _moment(value: str | None, *, param: str) -> datetime | None:
+    return None if value is None else query.parse_time(value, param=param)
+
+
+@router.get("/calls")
+async def list_calls(
+    admin: AdminDep,
+    engine: EngineDep,
+    since: Annotated[str | None, Query(description=(
+        "Earliest call (inclusive): ISO 8601 (naive = UTC) or an age such as 30m, 1h, 7d."))]
+    = None,
+    until: Annotated[str | None, Query(description=(
+        "Latest call (exclusive): ISO 8601 or an age, as for since."))] = None,
+    model: Annotated[str | None, Query(description="Public model name as clients send it.")]
+    = None,
+    provider: Annotated[str | None, Query(description="Provider name from the config.")] = None,
+    status: Annotated[Literal["ok", "error", "cancelled"] | None, Query()] = None,
+    caller: Annotated[str | None, Query(description=(
+        'Who called: "master", "anonymous", or a key id.'))] = None,
+    limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
+    cursor: Annotated[str | None, Query(description=(
+        "next_cursor from the previous page."))] = None,
+) -> dict[str, Any]:
+    """Calls, newest first, one page at a time: pass ``next_cursor`` back as ``cursor`` until it
+    is null. Rows have the ``calls`` table's columns; times are ISO 8601 UTC."""
+    rows, next_cursor = await query.list_calls(
+        engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
+        model=model, provider=provider, status=status, caller=caller, limit=limit,
+        cursor=cursor)
+    return {"object": "list", "data": rows, "next_cursor": next_cursor}
+
+
+@router.get("/calls/{call_id}")
+async def get_call(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    """One call by its id (the ``x-request-id`` the gateway answered with); 404 if unknown."""
+    row = await query.get_call(engine, call_id)
+    if row is None:
+        raise errors.NotFound(f"No call with id '{call_id}' in the call log.",
+                              param="call_id", code="call_not_found")
+    return row
