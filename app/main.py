@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
-from app.api import errors as api_errors
 from app.api import admin, health, v1
+from app.api import errors as api_errors
 from app.api.fastlane import FastLane
 from app.calllog import CallSink
 from app.calllog.redact import Redactor

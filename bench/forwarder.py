@@ -27,11 +27,13 @@ def build_app(upstream: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """One outbound session for the life of the app."""
         sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
         yield
         await sessions[0].close()
 
     async def forward(request: Request) -> Response:
+        """Forward the body; relay the answer (streamed when it is server-sent events)."""
         body = await request.body()
         reply = await sessions[0].post(url, data=body, headers={"Content-Type": "application/json"})
         kind = reply.headers.get("Content-Type", "")
@@ -40,6 +42,7 @@ def build_app(upstream: str) -> Starlette:
                 return Response(await reply.read(), status_code=reply.status, media_type=kind)
 
         async def relay() -> AsyncIterator[bytes]:
+            """The upstream body as it arrives; the upstream response is released at the end."""
             async with reply:
                 async for chunk in reply.content.iter_any():
                     yield chunk
@@ -57,7 +60,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
     args = parser.parse_args()
     uvicorn.run(build_app(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+                http="httptools", access_log=False, proxy_headers=False, log_level="warning")
 
 
 if __name__ == "__main__":

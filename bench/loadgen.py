@@ -132,6 +132,7 @@ async def closed_loop(target: Target, *, connections: int, duration_s: float,
     budget = [requests if requests > 0 else 1 << 62]
 
     async def worker(session: aiohttp.ClientSession, deadline: float) -> None:
+        """One connection's loop: take a request from the budget, send it, repeat."""
         while budget[0] > 0 and time.perf_counter() < deadline:
             budget[0] -= 1
             await send(session, target, tally, first_byte=first_byte)

@@ -18,6 +18,7 @@ class Options:
     duration_s: float
     warmup_s: float
     connections: int
+    rounds: int
     rate: float
     ttft_ms: float
     ttft_requests: int
@@ -27,6 +28,7 @@ class Options:
     profile: bool
     wait_simulator_s: float
     install_wrk: bool
+    python_load: bool
     strict: bool
     output: Path
 
@@ -40,8 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--duration", type=float, help="seconds per measured phase (default 10; --quick: 3)")
     add("--warmup", type=float, help="seconds of warm-up before throughput (default 3; quick 1)")
     add("--quick", action="store_true",
-        help="smoke run: 3 s phases, 100 streamed requests, 5000 memory requests")
+        help="smoke run: 3 s phases, 1 throughput round, 100 streamed requests, 5000 memory "
+             "requests")
     add("--connections", type=int, default=32, help="closed-loop connections (default 32)")
+    add("--rounds", type=int,
+        help="throughput rounds per server, alternating; the median counts (default 3; quick 1)")
     add("--rate", type=float, default=300.0, help="open-loop requests/s (default 300)")
     add("--ttft-ms", type=float, default=20.0,
         help="the simulator's time to first token for the streaming phase (default 20)")
@@ -51,12 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         help="requests for the memory phase (default 100000; --quick: 5000)")
     add("--skip-memory", action="store_true", help="skip the memory phase")
     add("--profile", action="store_true",
-        help="also profile the gateway under load with py-spy (installed into the venv if "
-             "missing) and write bench/results/profile-*.txt")
+        help="also profile the gateway and the reference under load with py-spy (installed "
+             "into the venv if missing); writes bench/results/profile-*.txt")
     add("--wait-simulator", type=float, default=120.0,
         help="seconds to wait for `switchboard simulate` to exist (default 120)")
     add("--no-install", action="store_true",
         help="never apt-get wrk; fall back to the Python generator when it is missing")
+    add("--python-load", action="store_true",
+        help="closed loop by the Python generator even when wrk is there (it costs the load "
+             "core more, so throughput numbers are lower and not comparable with wrk's)")
     add("--strict", action="store_true", help="exit with status 3 when a target is missed")
     add("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
     return parser
@@ -68,12 +76,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
     quick = bool(args.quick)
 
     def pick(value: float | None, normal: float, short: float) -> float:
+        """The value given, else the default for a normal or a quick run."""
         return value if value is not None else (short if quick else normal)
 
     return Options(
         duration_s=pick(args.duration, 10, 3),
         warmup_s=pick(args.warmup, 3, 1),
         connections=args.connections,
+        rounds=max(1, int(pick(args.rounds, 3, 1))),
         rate=args.rate,
         ttft_ms=args.ttft_ms,
         ttft_requests=int(pick(args.ttft_requests, 400, 100)),
@@ -83,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         profile=args.profile,
         wait_simulator_s=args.wait_simulator,
         install_wrk=not args.no_install,
+        python_load=args.python_load,
         strict=args.strict,
         output=args.output,
     )

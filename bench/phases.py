@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench import drivers, profile
 from bench.drivers import Request
-from bench.procs import Service, busy_pct, cpu_ticks, rss_kib, worker_pid
+from bench.procs import Service, cpu_sample, cpu_usage, rss_kib, worker_pid
 from bench.servers import CHAT_BODY, Bench, checked, start_gateway
 from bench.stats import LoadReport
 
@@ -45,16 +45,18 @@ def throughput(b: Bench, request: Request, what: str) -> LoadReport:
     """Closed loop at ``--connections``: a warm-up run, then the measured one (with the cores'
     busy time, which tells whether the server's core was the limit)."""
     checked(b.closed(request, duration_s=b.opts.warmup_s), f"{what} warm-up")
-    before = cpu_ticks()
+    before = cpu_sample()
     report = checked(b.closed(request, duration_s=b.opts.duration_s), f"{what} throughput")
-    report.cpu_busy_pct = busy_pct(before, cpu_ticks())
+    report.cpu_busy_pct = cpu_usage(before, cpu_sample())
     return report
 
 
 def open_loop(b: Bench, request: Request, what: str) -> LoadReport:
     """Requests at ``--rate`` for ``--duration``, latency from each scheduled send time."""
+    before = cpu_sample()
     report = drivers.loadgen(request, mode="open", core=b.load_core,
                              duration_s=b.opts.duration_s, rate=b.opts.rate)
+    report.cpu_busy_pct = cpu_usage(before, cpu_sample())
     return checked(report, f"{what} at {b.opts.rate:g} req/s")
 
 
@@ -63,9 +65,11 @@ def first_byte(b: Bench, request: Request, what: str) -> LoadReport:
     first body byte."""
     per_request_s = (b.opts.ttft_ms + 50.0) / 1000.0
     bound_s = 30.0 + b.opts.ttft_requests * per_request_s / b.opts.ttft_concurrency
+    before = cpu_sample()
     report = drivers.loadgen(request, mode="ttft", core=b.load_core, duration_s=bound_s,
                              connections=b.opts.ttft_concurrency,
                              requests=b.opts.ttft_requests)
+    report.cpu_busy_pct = cpu_usage(before, cpu_sample())
     return checked(report, f"{what} streaming")
 
 
@@ -103,16 +107,17 @@ def memory(b: Bench, fast: Service, slow: Service, *, rps_hint: float) -> Memory
         b.services.stop(gateway)
 
 
-def profiled(b: Bench, gateway: Service, request: Request) -> profile.Profile | None:
-    """A closed-loop run with py-spy sampling the gateway worker; None without py-spy."""
+def profiled(b: Bench, server: Service, request: Request, name: str) -> profile.Profile | None:
+    """A closed-loop run with py-spy sampling ``server``'s worker; None without py-spy."""
     spy = profile.find_pyspy(install=True)
     if spy is None:
         print("bench: py-spy unavailable; skipping the profile", flush=True)
         return None
-    pid = worker_pid(gateway.pid, gateway.port)
+    pid = worker_pid(server.pid, server.port)
     seconds = max(3, round(b.opts.duration_s))
-    out = b.opts.output.parent / "profile-gateway.raw.txt"
+    folder = b.opts.output.parent
+    out = folder / f"profile-{name}.raw.txt"
     with profile.record(spy, pid=pid, seconds=seconds, output=out, core=b.load_core):
         load = b.closed(request, duration_s=seconds + 1)
-    return profile.summarize(out, rps=load.rps,
-                             summary_path=b.opts.output.parent / "profile-gateway.txt")
+    return profile.summarize(out, name=name, rps=load.rps,
+                             summary_path=folder / f"profile-{name}.txt")

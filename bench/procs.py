@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from types import TracebackType
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
+_HZ = os.sysconf("SC_CLK_TCK")
 
 
 class ServiceFailed(RuntimeError):
@@ -205,23 +207,61 @@ def worker_pid(root: int, port: int) -> int:
     return holders[-1] if holders else tree[-1]
 
 
-def cpu_ticks() -> dict[int, tuple[int, int]]:
-    """(busy, total) jiffies per CPU since boot, from /proc/stat."""
-    out: dict[int, tuple[int, int]] = {}
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU counters at one instant (jiffies): (busy, total) per CPU, all CPUs' user and system
+    time together, and the part of it used by this run's processes."""
+
+    per_cpu: dict[int, tuple[int, int]]
+    user_system: int
+    ours: int
+    steal: dict[int, int]
+
+
+def _own_ticks() -> int:
+    """CPU time of this process, its live descendants and its reaped children, in jiffies.
+
+    A child alive at one reading and reaped by the next moves from /proc to the rusage of
+    reaped children whole, so the difference between two readings stays right.
+    """
+    total = 0
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total + round((reaped.ru_utime + reaped.ru_stime) * _HZ)
+
+
+def cpu_sample() -> CpuSample:
+    """Read the counters (from /proc/stat and this run's processes)."""
+    per_cpu: dict[int, tuple[int, int]] = {}
+    steal: dict[int, int] = {}
+    user_system = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name != "cpu":
-            ticks = [int(f) for f in fields]
-            idle = ticks[3] + ticks[4]  # idle + iowait
-            out[int(name[3:])] = (sum(ticks[:8]) - idle, sum(ticks[:8]))
-    return out
+            ticks = [int(f) for f in fields[:8]]
+            cpu = int(name[3:])
+            per_cpu[cpu] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+            steal[cpu] = ticks[7]
+            user_system += ticks[0] + ticks[1] + ticks[2]
+    return CpuSample(per_cpu, user_system, _own_ticks(), steal)
 
 
-def busy_pct(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
-             ) -> dict[str, float]:
-    """Per-CPU busy percentage between two ``cpu_ticks`` readings (keys: "cpu0", ...)."""
-    out = {}
-    for cpu, (busy, total) in sorted(after.items()):
-        busy0, total0 = before.get(cpu, (0, 0))
-        out[f"cpu{cpu}"] = round(100.0 * (busy - busy0) / max(total - total0, 1), 1)
+def cpu_usage(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """Busy percentage per CPU between two samples ("cpu0", "cpu1"...); "others": the CPU time
+    of processes outside this run, in percent of one core (a sign of a shared machine);
+    "steal": the most time the hypervisor took from one virtual CPU, in percent."""
+    out: dict[str, float] = {}
+    wall = 1
+    steal = 0.0
+    for cpu, (busy, total) in sorted(after.per_cpu.items()):
+        busy0, total0 = before.per_cpu.get(cpu, (0, 0))
+        wall = max(total - total0, 1)
+        out[f"cpu{cpu}"] = round(100.0 * (busy - busy0) / wall, 1)
+        steal = max(steal, 100.0 * (after.steal[cpu] - before.steal.get(cpu, 0)) / wall)
+    out["steal"] = round(steal, 1)
+    others = (after.user_system - before.user_system) - (after.ours - before.ours)
+    out["others"] = round(max(0.0, 100.0 * others / wall), 1)
     return out

@@ -27,8 +27,10 @@ _STDLIB = re.compile(r"python3\.\d+/([^/]+?)(?:\.py)?(?:/|$)")
 
 @dataclass
 class Profile:
-    """A summarised profile: sample counts by function and by package."""
+    """A summarised profile of one server: percentages of samples by function and by package
+    (every package; the top functions)."""
 
+    name: str
     samples: int
     rps_while_profiled: float
     self_by_function: list[tuple[str, float]] = field(default_factory=list)
@@ -95,7 +97,7 @@ def _shorten(path: str) -> str:
     return path
 
 
-def summarize(raw: Path, *, rps: float, summary_path: Path, top: int = 25) -> Profile:
+def summarize(raw: Path, *, name: str, rps: float, summary_path: Path, top: int = 25) -> Profile:
     """Rank functions and packages in py-spy's raw output; write a readable summary too."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -108,18 +110,19 @@ def summarize(raw: Path, *, rps: float, summary_path: Path, top: int = 25) -> Pr
         count = int(count_text)
         total += count
         frames = [_frame(f) for f in stack.split(";") if f.strip()]
-        names = [f"{func} ({_shorten(path)})" for func, path in frames]
-        own[names[-1]] += count
+        labels = [f"{func} ({_shorten(path)})" for func, path in frames]
+        own[labels[-1]] += count
         packages[package_of(frames[-1][1])] += count
-        for name in set(names):
-            inclusive[name] += count
+        for label in set(labels):
+            inclusive[label] += count
 
-    def ranked(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(name, round(100.0 * n / max(total, 1), 1)) for name, n in counter.most_common(top)]
+    def ranked(counter: Counter[str], n: int | None = top) -> list[tuple[str, float]]:
+        """The ``n`` largest counts as percentages of all samples."""
+        return [(key, round(100.0 * c / max(total, 1), 1)) for key, c in counter.most_common(n)]
 
-    result = Profile(samples=total, rps_while_profiled=round(rps, 1),
+    result = Profile(name=name, samples=total, rps_while_profiled=round(rps, 1),
                      self_by_function=ranked(own), inclusive_by_function=ranked(inclusive),
-                     self_by_package=ranked(packages), raw_path=str(raw),
+                     self_by_package=ranked(packages, None), raw_path=str(raw),
                      summary_path=str(summary_path))
     summary_path.write_text(render(result))
     return result
@@ -127,10 +130,26 @@ def summarize(raw: Path, *, rps: float, summary_path: Path, top: int = 25) -> Pr
 
 def render(result: Profile) -> str:
     """The profile as text: three ranked lists in percent of samples."""
-    out = [f"py-spy profile of the gateway worker: {result.samples} samples at "
+    out = [f"py-spy profile of the {result.name} under load: {result.samples} samples at "
            f"{result.rps_while_profiled:.0f} req/s (raw stacks: {result.raw_path})"]
     for title, rows in (("self time by package", result.self_by_package),
                         ("self time by function", result.self_by_function),
                         ("inclusive time by function", result.inclusive_by_function)):
         out += ["", f"{title}:"] + [f"  {pct:5.1f}%  {name}" for name, pct in rows]
     return "\n".join(out) + "\n"
+
+
+def compare(profiles: list[Profile], *, limit_pct: float = 0.5) -> str:
+    """CPU per request by package, side by side: share of samples times 1/throughput (the
+    server's core is saturated while profiled, so that is its CPU time per request)."""
+    names = [p.name for p in profiles]
+    cost = [{pkg: pct / 100.0 * 1e6 / max(p.rps_while_profiled, 1e-9)
+             for pkg, pct in p.self_by_package} for p in profiles]
+    packages = sorted({k for c in cost for k in c}, key=lambda k: -max(c.get(k, 0) for c in cost))
+    lines = ["CPU per request by package (us, self time; a saturated core assumed)",
+             f"  {'package':<34}" + "".join(f"{n:>12}" for n in names)]
+    for pkg in packages:
+        if max(c.get(pkg, 0.0) for c in cost) * 100 / max(sum(cost[0].values()), 1) >= limit_pct:
+            lines.append(f"  {pkg:<34}" + "".join(f"{c.get(pkg, 0.0):>12.0f}" for c in cost))
+    lines.append(f"  {'total':<34}" + "".join(f"{sum(c.values()):>12.0f}" for c in cost))
+    return "\n".join(lines) + "\n"

@@ -18,6 +18,10 @@ from bench.procs import ROOT
 from bench.profile import Profile
 from bench.stats import LoadReport
 
+# CPU used by processes outside the run (percent of one core) above which numbers are suspect.
+QUIET_PCT = 10.0
+# Time the hypervisor took from a virtual CPU (percent) above which numbers are suspect.
+STEAL_PCT = 5.0
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "pydantic")
 
 
@@ -26,10 +30,11 @@ class Measurements:
     """Everything one run measured, by phase and then by path (gateway/reference/direct)."""
 
     throughput: dict[str, LoadReport] = field(default_factory=dict)
+    rounds: dict[str, list[LoadReport]] = field(default_factory=dict)
     open_loop: dict[str, LoadReport] = field(default_factory=dict)
     ttft: dict[str, LoadReport] = field(default_factory=dict)
     memory: MemoryResult | None = None
-    profile: Profile | None = None
+    profiles: list[Profile] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,21 @@ def targets(m: Measurements) -> list[Target]:
         out.append(Target("added time to first byte p50", added(m.ttft, "p50"), 2.0, "ms"))
     if m.memory is not None:
         out.append(Target("RSS growth", round(m.memory.growth_pct, 2), 10.0, "%"))
+    return out
+
+
+def disturbed(m: Measurements) -> list[str]:
+    """The phases during which processes outside the run used more than ``QUIET_PCT`` of a
+    core, or the hypervisor stole more than ``STEAL_PCT`` of one."""
+    out = []
+    groups = [(f"throughput round {i + 1}", {p: r[i] for p, r in m.rounds.items() if i < len(r)})
+              for i in range(max((len(r) for r in m.rounds.values()), default=0))]
+    groups += [("open loop", m.open_loop), ("first byte", m.ttft)]
+    for phase, group in groups:
+        for path, r in group.items():
+            cpu = r.cpu_busy_pct or {}
+            if cpu.get("others", 0.0) > QUIET_PCT or cpu.get("steal", 0.0) > STEAL_PCT:
+                out.append(f"{phase}/{path}")
     return out
 
 
@@ -116,9 +136,12 @@ def meta(opts: Options, *, tool: str, pinned: bool) -> dict[str, Any]:
 def document(m: Measurements, info: dict[str, Any]) -> dict[str, Any]:
     """The JSON document written to ``--output``."""
     def reports(group: dict[str, LoadReport]) -> dict[str, Any]:
+        """A group of reports as JSON-ready dicts."""
         return {path: r.to_dict() for path, r in group.items()}
 
     doc: dict[str, Any] = {"meta": info, "throughput": reports(m.throughput),
+                           "throughput_rounds": {path: [r.to_dict() for r in rounds]
+                                                 for path, rounds in m.rounds.items()},
                            "open_loop": reports(m.open_loop), "ttft": reports(m.ttft)}
     for name, group in (("open_loop", m.open_loop), ("ttft", m.ttft)):
         if {"gateway", "direct"} <= group.keys():
@@ -129,9 +152,10 @@ def document(m: Measurements, info: dict[str, Any]) -> dict[str, Any]:
                 for k in ("p50", "p99")}
     if m.memory is not None:
         doc["memory"] = {**asdict(m.memory), "growth_pct": round(m.memory.growth_pct, 2)}
-    if m.profile is not None:
-        doc["profile"] = asdict(m.profile)
+    if m.profiles:
+        doc["profiles"] = [asdict(p) for p in m.profiles]
     doc["targets"] = [{**asdict(t), "met": t.met} for t in targets(m)]
+    doc["disturbed_phases"] = disturbed(m)
     return doc
 
 

@@ -1,10 +1,11 @@
 """One benchmark run from start to end: servers up, phases in order, table and JSON out.
 
-1. reference forwarder: closed-loop throughput, then open-loop latency at a fixed rate;
-2. gateway: the same two; then the simulator direct at the same rate (the baseline "added
-   latency" is measured against); then time to first streamed byte via the gateway and direct;
-   then, with ``--profile``, a py-spy profile of the gateway under load;
-3. a fresh gateway for the memory phase.
+1. closed-loop throughput, in rounds that alternate the reference forwarder and the gateway
+   (both up, one under load at a time);
+2. open-loop latency at a fixed rate: reference, gateway, and the simulator direct (the baseline
+   "added latency" is measured against); with ``--profile``, py-spy profiles of both servers;
+3. time to the first streamed byte: direct, via the reference, via the gateway;
+4. a fresh gateway for the memory phase.
 
 Every process started is stopped when the run ends, whichever way it ends.
 """
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import drivers, phases, report, table
+from bench import drivers, phases, profile, report, table
+from bench.drivers import Request
 from bench.options import Options, parse_args
-from bench.procs import Service, ServiceFailed, Services, busy_pct, can_pin, cpu_ticks
+from bench.procs import Service, ServiceFailed, Services, can_pin, cpu_sample, cpu_usage
 from bench.servers import (
     CHAT_BODY,
     STREAM_BODY,
@@ -35,62 +37,72 @@ from bench.servers import (
 
 # Exit statuses: a target missed (only with --strict), the run itself failed.
 EXIT_MISSED, EXIT_FAILED = 3, 1
-# Busy percentage of a core, before the run, above which the machine is not quiet.
-_QUIET_PCT = 10.0
 
 
-def measure_reference(b: Bench, m: report.Measurements, fast: Service, slow: Service) -> None:
-    """The reference forwarder: throughput, latency at the fixed rate, first streamed byte."""
+def measure_throughput(b: Bench, m: report.Measurements, targets: dict[str, Request]) -> None:
+    """Closed-loop rounds, the servers taking turns (machine drift hits both alike); each
+    server's result is its median round."""
+    for i in range(b.opts.rounds):
+        for path, request in targets.items():
+            print(f"throughput, round {i + 1} of {b.opts.rounds}: {path}", flush=True)
+            m.rounds.setdefault(path, []).append(phases.throughput(b, request, path))
+    for path, rounds in m.rounds.items():
+        m.throughput[path] = sorted(rounds, key=lambda r: r.rps)[(len(rounds) - 1) // 2]
+
+
+def measure_chat(b: Bench, m: report.Measurements, fast: Service, slow: Service) -> Service:
+    """Throughput, then latency at the fixed rate (and the direct baseline), then profiles:
+    the reference and the gateway both up, one under load at a time. Returns the gateway."""
     reference = start_forwarder(b, fast)
-    try:
-        print("reference: throughput, then open loop", flush=True)
-        request = b.request(reference.port, CHAT_BODY)
-        m.throughput["reference"] = phases.throughput(b, request, "reference")
-        m.open_loop["reference"] = phases.open_loop(b, request, "reference")
-    finally:
-        b.services.stop(reference)
-    reference = start_forwarder(b, slow, name="reference-ttft")
-    try:
-        print("reference: first streamed byte", flush=True)
-        m.ttft["reference"] = phases.first_byte(b, b.request(reference.port, STREAM_BODY),
-                                                "reference")
-    finally:
-        b.services.stop(reference)
-
-
-def measure_gateway(b: Bench, m: report.Measurements, fast: Service, slow: Service) -> None:
-    """The gateway's throughput, latency and first byte, each with its direct baseline."""
     gateway = start_gateway(b, fast, slow)
     try:
-        print("gateway: throughput, then open loop", flush=True)
-        request = b.request(gateway.port, CHAT_BODY)
-        m.throughput["gateway"] = phases.throughput(b, request, "gateway")
-        m.open_loop["gateway"] = phases.open_loop(b, request, "gateway")
-        print("direct to the simulator: open loop", flush=True)
-        m.open_loop["direct"] = phases.open_loop(b, b.request(fast.port, CHAT_BODY), "direct")
-        print("first streamed byte: direct, then via the gateway", flush=True)
-        m.ttft["direct"] = phases.first_byte(b, b.request(slow.port, STREAM_BODY), "direct")
-        m.ttft["gateway"] = phases.first_byte(b, b.request(gateway.port, STREAM_BODY),
-                                              "gateway")
+        servers = {"reference": reference, "gateway": gateway}
+        targets = {path: b.request(s.port, CHAT_BODY) for path, s in servers.items()}
+        measure_throughput(b, m, targets)
+        targets["direct"] = b.request(fast.port, CHAT_BODY)
+        for path, request in targets.items():
+            print(f"open loop at {b.opts.rate:g} req/s: {path}", flush=True)
+            m.open_loop[path] = phases.open_loop(b, request, path)
         if b.opts.profile:
-            print("gateway: profiling under load with py-spy", flush=True)
-            m.profile = phases.profiled(b, gateway, request)
-    finally:
+            for path, server in servers.items():
+                print(f"profiling under load with py-spy: {path}", flush=True)
+                found = phases.profiled(b, server, targets[path], path)
+                m.profiles += [found] if found is not None else []
+    except BaseException:
         b.services.stop(gateway)
+        raise
+    finally:
+        b.services.stop(reference)
+    return gateway
+
+
+def measure_first_byte(b: Bench, m: report.Measurements, gateway: Service,
+                       slow: Service) -> None:
+    """Time to the first streamed byte: direct, via the reference, via the gateway."""
+    reference = start_forwarder(b, slow, name="reference-ttft")
+    try:
+        targets = {"direct": slow.port, "reference": reference.port, "gateway": gateway.port}
+        for path, port in targets.items():
+            print(f"first streamed byte: {path}", flush=True)
+            m.ttft[path] = phases.first_byte(b, b.request(port, STREAM_BODY), path)
+    finally:
+        b.services.stop(reference)
 
 
 def run(b: Bench) -> report.Measurements:
-    """All phases; the measurements so far are kept in ``m`` even if a phase fails."""
+    """All phases, in order."""
     m = report.Measurements()
     wait_for_simulator(b.opts.wait_simulator_s)
     fast = start_simulator(b, "simulator", ttft_ms=0)
     slow = start_simulator(b, "simulator-ttft", ttft_ms=b.opts.ttft_ms)
-    measure_reference(b, m, fast, slow)
-    measure_gateway(b, m, fast, slow)
+    gateway = measure_chat(b, m, fast, slow)
+    try:
+        measure_first_byte(b, m, gateway, slow)
+    finally:
+        b.services.stop(gateway)
     if not b.opts.skip_memory:
-        print(f"gateway: memory over {b.opts.memory_requests:,} requests", flush=True)
-        hint = m.throughput["gateway"].rps
-        m.memory = phases.memory(b, fast, slow, rps_hint=hint)
+        print(f"memory over {b.opts.memory_requests:,} requests: a fresh gateway", flush=True)
+        m.memory = phases.memory(b, fast, slow, rps_hint=m.throughput["gateway"].rps)
     return m
 
 
@@ -100,10 +112,10 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def background_load(seconds: float = 1.0) -> dict[str, float]:
     """How busy each core is before the run starts anything (others' work skews the numbers)."""
-    before = cpu_ticks()
+    before = cpu_sample()
     time.sleep(seconds)
-    busy = busy_pct(before, cpu_ticks())
-    if max(busy.values(), default=0.0) > _QUIET_PCT:
+    busy = cpu_usage(before, cpu_sample())
+    if busy["others"] > report.QUIET_PCT:
         print(f"bench: WARNING: the machine is not quiet before the run ({busy}); other "
               "processes will skew these numbers", file=sys.stderr, flush=True)
     return busy
@@ -117,7 +129,7 @@ def _bench(opts: Options, services: Services) -> Bench:
         print("bench: cannot pin to cores 0 and 1; numbers will be noisier", file=sys.stderr)
     return Bench(opts=opts, services=services, run_dir=services.log_dir,
                  server_core=0 if pin else None, load_core=1 if pin else None,
-                 wrk=drivers.find_wrk(install=opts.install_wrk),
+                 wrk=None if opts.python_load else drivers.find_wrk(install=opts.install_wrk),
                  key="sk-bench-" + secrets.token_hex(16))
 
 
@@ -139,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = report.document(m, info)
     report.write(doc, opts.output)
     print("\n" + table.render(m, info) + "\n")
-    if m.profile is not None:
-        print(Path(m.profile.summary_path).read_text())
+    for found in m.profiles:
+        if found.name == "gateway":
+            print(Path(found.summary_path).read_text())
+        print(f"profile of the {found.name}: {found.summary_path}")
+    if len(m.profiles) > 1:
+        print(profile.compare(sorted(m.profiles, key=lambda p: p.name)))
     print(f"results: {opts.output}")
     missed = [t.name for t in report.targets(m) if not t.met]
     return EXIT_MISSED if missed and opts.strict else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import Measurements, added, targets
+from bench.report import QUIET_PCT, STEAL_PCT, Measurements, added, disturbed, targets
 from bench.stats import LoadReport
 
 _LABEL = 44
@@ -27,20 +27,37 @@ def _throughput(m: Measurements, opts: dict[str, Any]) -> list[str]:
     gw, ref = m.throughput.get("gateway"), m.throughput.get("reference")
     if gw is None or ref is None:
         return []
-    title = f"Max throughput: closed loop, {opts['connections']} conns, {opts['duration_s']:g} s"
+    title = (f"Max throughput: {opts['connections']} conns, {opts['duration_s']:g} s, median of "
+             f"{opts['rounds']}")
     return [
         _head(title, "gateway", "reference", "ratio"),
         _row("requests/s", f"{gw.rps:,.0f}", f"{ref.rps:,.0f}", f"{100 * gw.rps / ref.rps:.1f}%"),
         _row("p50 latency (ms)", _ms(gw.latency_ms["p50"]), _ms(ref.latency_ms["p50"])),
         _row("p99 latency (ms)", _ms(gw.latency_ms["p99"]), _ms(ref.latency_ms["p99"])),
         _row("errors (non-2xx or failed)", str(gw.errors), str(ref.errors)),
+        f"  requests/s of each round: gateway {_each(m, 'gateway')}; "
+        f"reference {_each(m, 'reference')}",
         _row("CPU busy: server core / load core", _cores(gw), _cores(ref)),
+        _row("CPU used by other processes (of one core)", _others(gw), _others(ref)),
+        _row("CPU stolen by the hypervisor (worst core)", _steal(gw), _steal(ref)),
     ]
+
+
+def _each(m: Measurements, path: str) -> str:
+    return " ".join(f"{r.rps:.0f}" for r in m.rounds.get(path, []))
 
 
 def _cores(report: LoadReport) -> str:
     busy = report.cpu_busy_pct or {}
     return "/".join(f"{busy[c]:.0f}%" for c in ("cpu0", "cpu1") if c in busy)
+
+
+def _steal(report: LoadReport) -> str:
+    return f"{(report.cpu_busy_pct or {}).get('steal', 0.0):.0f}%"
+
+
+def _others(report: LoadReport) -> str:
+    return f"{(report.cpu_busy_pct or {}).get('others', 0.0):.0f}%"
 
 
 def _latency_table(title: str, group: dict[str, LoadReport]) -> list[str]:
@@ -104,6 +121,15 @@ def _targets(m: Measurements) -> list[str]:
     return lines
 
 
+def _disturbed(m: Measurements) -> list[str]:
+    phases = disturbed(m)
+    if not phases:
+        return []
+    return [f"WARNING: other processes used over {QUIET_PCT:g}% of a core, or the hypervisor "
+            f"stole over {STEAL_PCT:g}% of one, during: {', '.join(phases)}.",
+            "The machine was shared; rerun those numbers on a quiet one."]
+
+
 def render(m: Measurements, info: dict[str, Any]) -> str:
     """The whole table, headed by when, where and on what commit it was measured."""
     machine = info["machine"]
@@ -116,5 +142,5 @@ def render(m: Measurements, info: dict[str, Any]) -> str:
             f"closed loop by {info['closed_loop_tool']}; busy before the run: "
             + ", ".join(f"{k} {v:.0f}%" for k, v in info.get("background_busy_pct", {}).items())]
     sections = [_throughput(m, opts), _open_loop(m, opts), _ttft(m, opts), _memory(m),
-                _targets(m)]
+                _targets(m), _disturbed(m)]
     return "\n\n".join("\n".join(s) for s in [head, *sections] if s)
