@@ -13,7 +13,7 @@ from app import errors
 from app.api import admin, health, v1
 from app.api import errors as api_errors
 from app.api.fastlane import FastLane
-from app.calllog import CallSink
+from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
@@ -57,9 +57,10 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        calllog = await open_call_log(settings, gateway_config.calllog, strict=strict_telemetry)
-        app.state.db_engine = calllog.engine
-        app.state.calllog = calllog.writer
+        calllog = await open_call_log(settings, gateway_config.calllog, strict=strict_telemetry) \
+            if settings.call_log else None
+        app.state.db_engine = calllog.engine if calllog else None
+        app.state.calllog = calllog.writer if calllog else None
         session = new_session()
         providers: dict[str, Provider] = {
             name: PROVIDER_TYPES[cfg.type](cfg, session)
@@ -68,7 +69,8 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         prices = PriceBook({**shipped_prices(), **gateway_config.pricing})
         capture = gateway_config.calllog
         gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
-                          sink=sink or calllog.writer, strict_telemetry=strict_telemetry,
+                          sink=sink or (calllog.writer if calllog else LogSink()),
+                          strict_telemetry=strict_telemetry,
                           capture=Redactor(keys=capture.redact_keys,
                                            patterns=capture.redact_patterns)
                           if capture.capture_bodies else None)
@@ -85,7 +87,8 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
             warming.cancel()
             await gateway.aclose()
             await session.close()
-            await calllog.aclose()
+            if calllog is not None:
+                await calllog.aclose()
 
     app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan,
                   summary="An OpenAI-compatible gateway to many model providers.")

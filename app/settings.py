@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     """The call log's database: Postgres in production, a SQLite file by default."""
     redis_url: str | None = None
     """Redis for the call-log spool, live tail and counters; unset: local file spool only."""
+    call_log: bool = True
+    """Record every call (database, Redis, spool). Off only for benchmarks and debugging: then
+    records go to the ``switchboard.calls`` debug log and nowhere else."""
     spool_dir: Path = Path("switchboard-spool")
     """Where call records wait when neither the database nor Redis can take them."""
     master_key: SecretStr | None = None

@@ -12,8 +12,9 @@ acceptable before it is sent, by rules derived once from the table definition:
 - a missing value in a NOT NULL column becomes that type's zero (``""``, ``0``, ``False``,
   ``[]``, the epoch): visible in the log, instead of blocking it.
 
-``pg_record`` gives a tuple in ``COLUMNS`` order for asyncpg's binary COPY; ``sqlite_params``
-gives a dict for SQLAlchemy (which then encodes JSON and times itself).
+``pg_record`` gives a tuple in ``COLUMNS`` order for asyncpg's binary COPY; ``sqlite_record``
+one for ``sqlite3`` (times as SQLAlchemy stores them on SQLite, ``YYYY-MM-DD HH:MM:SS.ffffff``
+in UTC, so that models read them back; JSON as text; costs as floats).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ COLUMNS: tuple[str, ...] = tuple(column.name for column in CALLS.columns)
 _INT32 = (-(2**31), 2**31 - 1)
 _MAX_COST = 1e10  # numeric(20, 10) holds up to 10 integer digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy's ``DateTime`` stores times on SQLite (we write UTC)."""
 
 
 def clean_text(value: Any, limit: int | None = None) -> str:
@@ -88,8 +91,12 @@ def _json_scrubbed(value: Any) -> str:
 
 def _timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return datetime.fromtimestamp(float(value), UTC)
+
+
+def _sqlite_timestamp(value: Any) -> str:
+    return _timestamp(value).strftime(SQLITE_TIME_FORMAT)
 
 
 def _integer(value: Any) -> int:
@@ -108,28 +115,31 @@ def _text_column(limit: int | None) -> Convert:
     return convert
 
 
-def _cost(value: Any) -> Decimal | None:
+def _cost(value: Any) -> float | None:
     number = float(value)
-    if not math.isfinite(number) or abs(number) >= _MAX_COST:
-        return None
+    return number if math.isfinite(number) and abs(number) < _MAX_COST else None
+
+
+def _pg_cost(value: Any) -> Decimal | None:
+    number = _cost(value)
     # The shortest exact spelling: asyncpg encodes a float through its full binary expansion
     # (50-odd digits), which costs more than the rest of the row together.
-    return Decimal(repr(number))
+    return None if number is None else Decimal(repr(number))
 
 
-def _converter(column: Column[Any], *, json_as_text: bool) -> Convert:
+def _converter(column: Column[Any], *, postgres: bool) -> Convert:
     """The function cleaning one column's value (never given None)."""
     kind = column.type
     if isinstance(kind, DateTime):
-        return _timestamp
+        return _timestamp if postgres else _sqlite_timestamp
     if isinstance(kind, JSON):
-        return json_text if json_as_text else _scrub
+        return json_text
     if isinstance(kind, Boolean):
         return bool
     if isinstance(kind, Integer):
         return _integer
     if isinstance(kind, Numeric) and not isinstance(kind, Float):
-        return _cost
+        return _pg_cost if postgres else _cost
     if isinstance(kind, Float):
         return float
     if isinstance(kind, String):  # Text is a String without a length
@@ -137,24 +147,27 @@ def _converter(column: Column[Any], *, json_as_text: bool) -> Convert:
     raise TypeError(f"no conversion for column {column.name} of type {kind!r}")
 
 
-def _default(column: Column[Any], *, json_as_text: bool) -> Any:
+def _default(column: Column[Any], convert: Convert) -> Any:
     """What a NOT NULL column gets when the row has no value for it."""
     if column.nullable:
         return None
     kind = column.type
     zeros: list[tuple[type[Any], Any]] = [
-        (DateTime, _EPOCH), (JSON, "[]" if json_as_text else []), (Boolean, False),
-        (Integer, 0), (Float, 0.0), (Numeric, 0), (String, "")]
-    return next(zero for type_, zero in zeros if isinstance(kind, type_))
+        (DateTime, _EPOCH), (JSON, []), (Boolean, False), (Integer, 0), (Float, 0.0),
+        (Numeric, 0), (String, "")]
+    return convert(next(zero for type_, zero in zeros if isinstance(kind, type_)))
 
 
-def _plan(*, json_as_text: bool) -> list[tuple[str, Convert, Any]]:
-    return [(column.name, _converter(column, json_as_text=json_as_text),
-             _default(column, json_as_text=json_as_text)) for column in CALLS.columns]
+def _plan(*, postgres: bool) -> list[tuple[str, Convert, Any]]:
+    plan = []
+    for column in CALLS.columns:
+        convert = _converter(column, postgres=postgres)
+        plan.append((column.name, convert, _default(column, convert)))
+    return plan
 
 
-_PG_PLAN = _plan(json_as_text=True)
-_SQLITE_PLAN = _plan(json_as_text=False)
+_PG_PLAN = _plan(postgres=True)
+_SQLITE_PLAN = _plan(postgres=False)
 
 
 def pg_record(row: Row) -> tuple[Any, ...]:
@@ -164,8 +177,8 @@ def pg_record(row: Row) -> tuple[Any, ...]:
                   for name, convert, default in _PG_PLAN])
 
 
-def sqlite_params(row: Row) -> dict[str, Any]:
-    """``row`` as bind parameters for an insert into ``CALLS`` through SQLAlchemy."""
+def sqlite_record(row: Row) -> tuple[Any, ...]:
+    """``row`` as a tuple in ``COLUMNS`` order for ``sqlite3`` (see the module docstring)."""
     get = row.get
-    return {name: default if (value := get(name)) is None else convert(value)
-            for name, convert, default in _SQLITE_PLAN}
+    return tuple([default if (value := get(name)) is None else convert(value)
+                  for name, convert, default in _SQLITE_PLAN])

@@ -1,6 +1,7 @@
 """``SqliteStore``: the call log's ``CallStore`` in the embedded mode (one SQLite file).
 
-A batch is one ``INSERT OR IGNORE`` executemany in one transaction: rows already stored (same
+A batch is one ``INSERT OR IGNORE`` executemany in one transaction, with values encoded by
+``app.calllog.columns`` (cheaper than SQLAlchemy's type processing). Rows already stored (same
 ``(id, created_at)``) are skipped, so replaying a batch never duplicates. Failures raise
 ``StoreUnavailable`` (e.g. the file is locked by another writer past the busy timeout, or the
 disk is full), and nothing of the batch is committed.
@@ -10,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.calllog.columns import CALLS, sqlite_params
+from app.calllog.columns import COLUMNS, sqlite_record
 from app.calllog.record import Row
 from app.calllog.seams import StoreUnavailable
 from app.db.engine import DATABASE_ERRORS, describe_error, mask_url
 
-_INSERT = insert(CALLS).prefix_with("OR IGNORE")
+_INSERT = (f"INSERT OR IGNORE INTO calls ({', '.join(COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
 
 
 class SqliteStore:
@@ -38,10 +39,10 @@ class SqliteStore:
         Raises ``StoreUnavailable`` when the batch could not be committed (then none of it is)."""
         if not rows:
             return 0
-        params = [sqlite_params(row) for row in rows]
+        records = [sqlite_record(row) for row in rows]
         try:
             async with self._engine.begin() as connection:
-                result = await connection.execute(_INSERT, params)
+                result = await connection.exec_driver_sql(_INSERT, records)
         except DATABASE_ERRORS as exc:
             raise StoreUnavailable(
                 f"SQLite at {mask_url(self._engine.url)}: {describe_error(exc)}") from exc

@@ -16,10 +16,11 @@ the URL with its password masked.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, text
+from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -95,7 +96,7 @@ async def upgrade(url: str | URL) -> tuple[str, ...]:
     async with _connect(url, "upgrade") as connection:
         if await connection.run_sync(_current_revisions) == heads:
             return heads
-        with _sqlite_file_lock(connection):
+        async with _sqlite_file_lock(connection):
             await _lock_schema(connection)
             config = alembic_config(url)
             await connection.run_sync(_run_upgrade, config)
@@ -114,20 +115,20 @@ async def _lock_schema(connection: AsyncConnection) -> None:
         await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
 
 
-@contextmanager
-def _sqlite_file_lock(connection: AsyncConnection) -> Iterator[None]:
+@asynccontextmanager
+async def _sqlite_file_lock(connection: AsyncConnection) -> AsyncIterator[None]:
     """On a SQLite file, hold ``<file>.migrate.lock`` exclusively (other workers wait)."""
     database = connection.engine.url.database
     if connection.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "a") as lock:
-        # Start-up only, and the holder finishes within milliseconds: a blocking wait is fine.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # In a thread: another coroutine of this very process may be the holder we wait for.
+    lock = await asyncio.to_thread(open, f"{database}.migrate.lock", "a")
+    try:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        lock.close()  # releases the lock
 
 
 async def check_current(url: str | URL) -> None:
@@ -186,34 +187,41 @@ async def _partition_names(connection: AsyncConnection) -> list[str]:
     return [str(name) for name in result.scalars()]
 
 
-async def prune(url: str | URL, *, older_than: timedelta,
-                now: datetime | None = None) -> list[str]:
-    """Remove call rows older than ``older_than`` before ``now`` (default: the current time).
+async def prune(url: str | URL, *, older_than: timedelta, now: datetime | None = None,
+                dry_run: bool = False) -> list[str]:
+    """Remove call rows older than ``older_than`` before ``now`` (default: the current time);
+    return what was removed (with ``dry_run``: what would be, removing nothing).
 
     Postgres: drops each monthly partition whose whole month ends at or before the cut-off and
     returns their names (rows in the partition straddling the cut-off stay until it expires as a
     whole). SQLite: deletes the older rows and returns ``["calls (N rows)"]`` (``[]`` if none).
-    Raises ``DatabaseUnreachable``, and ``SchemaNotReady`` if the table is missing."""
+    Raises ``DatabaseUnreachable``, and ``SchemaNotReady`` if the schema is not current."""
     await check_current(url)
     cutoff = (now or datetime.now(UTC)).astimezone(UTC) - older_than
     async with _connect(url, "prune") as connection:
         if connection.dialect.name != "postgresql":
-            calls = Base.metadata.tables["calls"]
-            result = await connection.execute(delete(calls).where(calls.c.created_at < cutoff))
-            await connection.commit()
-            return [f"calls ({result.rowcount} rows)"] if result.rowcount else []
-        dropped = []
-        for name in sorted(await _partition_names(connection)):
-            month = month_from_name(name)
-            if month is None or _month_end(month) > cutoff:
-                continue
+            return await _delete_rows(connection, cutoff=cutoff, dry_run=dry_run)
+        expired = [name for name in sorted(await _partition_names(connection))
+                   if (month := month_from_name(name)) is not None and _month_end(month) <= cutoff]
+        for name in [] if dry_run else expired:
             # Dropping a partition briefly locks the parent: give up rather than stall writers.
             await connection.execute(text("SET LOCAL lock_timeout = '10s'"))
             await connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
             await connection.commit()
-            dropped.append(name)
         await connection.commit()
-    return dropped
+    return expired
+
+
+async def _delete_rows(connection: AsyncConnection, *, cutoff: datetime,
+                       dry_run: bool) -> list[str]:
+    calls = Base.metadata.tables["calls"]
+    older = calls.c.created_at < cutoff.replace(tzinfo=None)  # stored as naive UTC on SQLite
+    if dry_run:
+        count = (await connection.execute(select(func.count()).where(older))).scalar_one()
+    else:
+        count = (await connection.execute(delete(calls).where(older))).rowcount
+        await connection.commit()
+    return [f"calls ({count} rows)"] if count else []
 
 
 def _month_end(month: date) -> datetime:
