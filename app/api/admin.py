@@ -9,6 +9,7 @@ users already own the gateway's data, nobody else does.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
@@ -93,3 +94,13 @@ async def get_call(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str
         raise errors.NotFound(f"No call with id '{call_id}' in the call log.",
                               param="call_id", code="call_not_found")
     return row
+
+
+@router.get("/calllog")
+async def call_log_status(admin: AdminDep, request: Request) -> dict[str, Any]:
+    """The call-log writer's counters (``dropped`` must stay 0) and its buffer depth."""
+    writer = getattr(request.app.state, "calllog", None)
+    if writer is None:
+        raise errors.GatewayError("The call log is off on this gateway.", status=503,
+                                  code="call_log_unavailable")
+    return {"buffered": writer.buffered, **asdict(writer.stats)}

@@ -115,6 +115,9 @@ def test_n_requests_give_n_matching_rows(backend: str, postgres: PrivatePostgres
         assert bad.status_code == 400
         rows = wait_rows(url, {*answers, f"{backend}-bad"})
         assert writer.stats.dropped == 0
+        status = httpx.get(gateway + "/admin/calllog",
+                           headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
+        assert status["dropped"] == 0 and status["stored"] == 41
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == len(by_id) == 41
     assert by_id[f"{backend}-bad"]["status"] == "error"
