@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from app.calllog.cli import logs
+from app.db.cli import db
 from app.config import ConfigError, load_config
 from app.settings import Settings, UnsafeSettings, environment
 
@@ -81,6 +82,7 @@ def check_config(path: Path) -> None:
                f"{', '.join(config.models)})")
 
 
+main.add_command(db)
 main.add_command(logs)
 
 try:  # the simulator lives in its own package; attach its command when present

@@ -31,6 +31,7 @@ class Options:
     python_load: bool
     strict: bool
     output: Path
+    gateway_env: tuple[tuple[str, str], ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
              "core more, so throughput numbers are lower and not comparable with wrk's)")
     add("--strict", action="store_true", help="exit with status 3 when a target is missed")
     add("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
+    add("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+        help="an environment variable for the gateway (repeatable), e.g. "
+             "SWITCHBOARD_CALL_LOG=false; SWITCHBOARD_* variables of this shell are not passed")
     return parser
 
 
@@ -96,4 +100,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         python_load=args.python_load,
         strict=args.strict,
         output=args.output,
+        gateway_env=tuple(_pair(item) for item in args.gateway_env),
     )
+
+
+def _pair(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--gateway-env wants NAME=VALUE, not {item!r}")
+    return name, value

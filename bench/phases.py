@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench import drivers, profile
 from bench.drivers import Request
-from bench.procs import Service, cpu_sample, cpu_usage, rss_kib, worker_pid
+from bench.procs import Service, cpu_sample, cpu_usage, rss_kib, tree_cpu_s, worker_pid
 from bench.servers import CHAT_BODY, Bench, checked, start_gateway
 from bench.stats import LoadReport
 
@@ -41,12 +41,13 @@ class MemoryResult:
         return (last - base) / base * 100.0
 
 
-def throughput(b: Bench, request: Request, what: str) -> LoadReport:
-    """Closed loop at ``--connections``: a warm-up run, then the measured one (with the cores'
-    busy time, which tells whether the server's core was the limit)."""
+def throughput(b: Bench, server: Service, request: Request, what: str) -> LoadReport:
+    """Closed loop at ``--connections``: a warm-up run, then the measured one, with the cores'
+    busy time (was the server's core the limit?) and the server's CPU time per request."""
     checked(b.closed(request, duration_s=b.opts.warmup_s), f"{what} warm-up")
-    before = cpu_sample()
+    before, server_s = cpu_sample(), tree_cpu_s(server.pid)
     report = checked(b.closed(request, duration_s=b.opts.duration_s), f"{what} throughput")
+    report.server_cpu_us = round((tree_cpu_s(server.pid) - server_s) * 1e6 / report.requests, 1)
     report.cpu_busy_pct = cpu_usage(before, cpu_sample())
     return report
 

@@ -218,19 +218,29 @@ class CpuSample:
     steal: dict[int, int]
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system, all threads) used so far by ``pid`` and its live
+    descendants."""
+    return _tree_ticks(pid) / _HZ
+
+
+def _tree_ticks(root: int) -> int:
+    total = 0
+    for pid in descendants(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
 def _own_ticks() -> int:
     """CPU time of this process, its live descendants and its reaped children, in jiffies.
 
     A child alive at one reading and reaped by the next moves from /proc to the rusage of
     reaped children whole, so the difference between two readings stays right.
     """
-    total = 0
-    for pid in descendants(os.getpid()):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return total + round((reaped.ru_utime + reaped.ru_stime) * _HZ)
+    return _tree_ticks(os.getpid()) + round((reaped.ru_utime + reaped.ru_stime) * _HZ)
 
 
 def cpu_sample() -> CpuSample:

@@ -58,6 +58,17 @@ def added(m: dict[str, LoadReport], key: str) -> float:
     return round(m["gateway"].latency_ms[key] - m["direct"].latency_ms[key], 3)
 
 
+def cpu_ratio(m: Measurements) -> float | None:
+    """Reference CPU per request over the gateway's, in percent (medians over the rounds): the
+    throughput ratio the servers' own CPU time implies, steadier on a shared machine."""
+    def median(path: str) -> float:
+        values = sorted(r.server_cpu_us or 0.0 for r in m.rounds.get(path, []))
+        return values[(len(values) - 1) // 2] if values else 0.0
+
+    gateway, reference = median("gateway"), median("reference")
+    return round(100.0 * reference / gateway, 1) if gateway and reference else None
+
+
 def targets(m: Measurements) -> list[Target]:
     """The targets the measurements allow checking."""
     out: list[Target] = []
@@ -156,6 +167,7 @@ def document(m: Measurements, info: dict[str, Any]) -> dict[str, Any]:
         doc["profiles"] = [asdict(p) for p in m.profiles]
     doc["targets"] = [{**asdict(t), "met": t.met} for t in targets(m)]
     doc["disturbed_phases"] = disturbed(m)
+    doc["throughput_cpu_ratio_pct"] = cpu_ratio(m)
     return doc
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -123,9 +124,15 @@ def start_gateway(b: Bench, fast: Service, slow: Service, *, name: str = "gatewa
     config = b.run_dir / "gateway.yaml"
     config.write_text(CONFIG % {"fast": fast.port, "slow": slow.port, "env": SIM_KEY_ENV})
     port = free_port()
+    # A fresh call-log database and spool for every gateway: earlier runs' rows change nothing.
+    database, spool = b.run_dir / f"calls-{name}.db", b.run_dir / f"spool-{name}"
+    for old in b.run_dir.glob(f"calls-{name}.db*"):
+        old.unlink()
+    shutil.rmtree(spool, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update({"SWITCHBOARD_MASTER_KEY": b.key, SIM_KEY_ENV: "sk-bench",
-                "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{b.run_dir / 'calls.db'}"})
+                "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+                "SWITCHBOARD_SPOOL_DIR": str(spool), **dict(b.opts.gateway_env)})
     argv = [str(VENV_BIN / "switchboard"), "serve", "--config", str(config), "--port", str(port)]
     service = b.services.start(name, argv, port=port, core=b.server_core, env=env,
                                cwd=b.run_dir, ready_timeout_s=60)

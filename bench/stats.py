@@ -38,6 +38,8 @@ class LoadReport:
     ``overhead_ms``: the gateway's ``x-switchboard-overhead-ms`` header, when it sends one.
     ``cpu_busy_pct``: how busy each core was during the run: the server's core should be near
     100% in a throughput run, or the load side was the limit.
+    ``server_cpu_us``: CPU time the server spent per request (throughput runs): unlike requests/s
+    it hardly moves when other processes share the machine.
     """
 
     tool: str
@@ -50,6 +52,7 @@ class LoadReport:
     lag_ms: dict[str, float] | None = None
     overhead_ms: dict[str, float] | None = None
     cpu_busy_pct: dict[str, float] | None = None
+    server_cpu_us: float | None = None
 
     @property
     def rps(self) -> float:

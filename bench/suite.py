@@ -39,13 +39,15 @@ from bench.servers import (
 EXIT_MISSED, EXIT_FAILED = 3, 1
 
 
-def measure_throughput(b: Bench, m: report.Measurements, targets: dict[str, Request]) -> None:
+def measure_throughput(b: Bench, m: report.Measurements, servers: dict[str, Service],
+                       targets: dict[str, Request]) -> None:
     """Closed-loop rounds, the servers taking turns (machine drift hits both alike); each
     server's result is its median round."""
     for i in range(b.opts.rounds):
         for path, request in targets.items():
             print(f"throughput, round {i + 1} of {b.opts.rounds}: {path}", flush=True)
-            m.rounds.setdefault(path, []).append(phases.throughput(b, request, path))
+            result = phases.throughput(b, servers[path], request, path)
+            m.rounds.setdefault(path, []).append(result)
     for path, rounds in m.rounds.items():
         m.throughput[path] = sorted(rounds, key=lambda r: r.rps)[(len(rounds) - 1) // 2]
 
@@ -58,7 +60,7 @@ def measure_chat(b: Bench, m: report.Measurements, fast: Service, slow: Service)
     try:
         servers = {"reference": reference, "gateway": gateway}
         targets = {path: b.request(s.port, CHAT_BODY) for path, s in servers.items()}
-        measure_throughput(b, m, targets)
+        measure_throughput(b, m, servers, targets)
         targets["direct"] = b.request(fast.port, CHAT_BODY)
         for path, request in targets.items():
             print(f"open loop at {b.opts.rate:g} req/s: {path}", flush=True)

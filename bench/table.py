@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import QUIET_PCT, STEAL_PCT, Measurements, added, disturbed, targets
+from bench.report import (
+    QUIET_PCT,
+    STEAL_PCT,
+    Measurements,
+    added,
+    cpu_ratio,
+    disturbed,
+    targets,
+)
 from bench.stats import LoadReport
 
 _LABEL = 44
@@ -35,12 +43,22 @@ def _throughput(m: Measurements, opts: dict[str, Any]) -> list[str]:
         _row("p50 latency (ms)", _ms(gw.latency_ms["p50"]), _ms(ref.latency_ms["p50"])),
         _row("p99 latency (ms)", _ms(gw.latency_ms["p99"]), _ms(ref.latency_ms["p99"])),
         _row("errors (non-2xx or failed)", str(gw.errors), str(ref.errors)),
+        _row("server CPU per request (us)", _us(gw), _us(ref), _cpu_ratio(m)),
         f"  requests/s of each round: gateway {_each(m, 'gateway')}; "
         f"reference {_each(m, 'reference')}",
         _row("CPU busy: server core / load core", _cores(gw), _cores(ref)),
         _row("CPU used by other processes (of one core)", _others(gw), _others(ref)),
         _row("CPU stolen by the hypervisor (worst core)", _steal(gw), _steal(ref)),
     ]
+
+
+def _us(report: LoadReport) -> str:
+    return f"{report.server_cpu_us:.0f}" if report.server_cpu_us else "-"
+
+
+def _cpu_ratio(m: Measurements) -> str:
+    ratio = cpu_ratio(m)
+    return f"{ratio:.1f}%" if ratio is not None else ""
 
 
 def _each(m: Measurements, path: str) -> str:
@@ -137,7 +155,9 @@ def render(m: Measurements, info: dict[str, Any]) -> str:
     dirty = " + uncommitted changes" if info["dirty"] else ""
     layout = ("server on core 0; simulator, load and bench on core 1" if info["pinned"]
               else "NOT pinned (fewer than 2 usable cores)")
-    head = [f"Switchboard benchmark, {info['date']}, commit {info['commit']}{dirty}",
+    settings = " ".join(f"{k}={v}" for k, v in opts.get("gateway_env", ()))
+    head = [f"Switchboard benchmark, {info['date']}, commit {info['commit']}{dirty}"
+            + (f"; gateway run with {settings}" if settings else ""),
             f"{machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB; {layout}; "
             f"closed loop by {info['closed_loop_tool']}; busy before the run: "
             + ", ".join(f"{k} {v:.0f}%" for k, v in info.get("background_busy_pct", {}).items())]

@@ -39,8 +39,6 @@ COLUMNS: tuple[str, ...] = tuple(column.name for column in CALLS.columns)
 _INT32 = (-(2**31), 2**31 - 1)
 _MAX_COST = 1e10  # numeric(20, 10) holds up to 10 integer digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-"""How SQLAlchemy's ``DateTime`` stores times on SQLite (we write UTC)."""
 
 
 def clean_text(value: Any, limit: int | None = None) -> str:
@@ -96,7 +94,8 @@ def _timestamp(value: Any) -> datetime:
 
 
 def _sqlite_timestamp(value: Any) -> str:
-    return _timestamp(value).strftime(SQLITE_TIME_FORMAT)
+    """SQLAlchemy's SQLite storage format, ``YYYY-MM-DD HH:MM:SS.ffffff`` (naive UTC)."""
+    return _timestamp(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _integer(value: Any) -> int:

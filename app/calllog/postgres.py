@@ -15,8 +15,9 @@ A batch is committed whole or not at all, in one transaction on one pooled conne
 Going through the staging table every time would be simpler, but costs about a third more
 database CPU per row (measured: ``bench/calllog_writer.py``).
 
-Before that, the months the batch touches (and next month, so midnight on the 1st never waits on
-DDL) get their partitions of ``calls`` if missing; which exist is cached per store.
+Before that, the months the batch touches get their partitions of ``calls`` if missing, and so
+does next month (best effort: midnight on the 1st then never waits on DDL); which exist is cached
+per store.
 
 Any failure to reach or write the database raises ``StoreUnavailable`` with the driver's reason
 (never the password, never row data), and nothing of the batch is committed.
@@ -49,6 +50,12 @@ _INSERT = (f"INSERT INTO calls ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAG
            "ON CONFLICT DO NOTHING")
 
 
+def _undefined_table(exc: BaseException) -> bool:
+    """Whether ``exc`` (from asyncpg, or wrapped by SQLAlchemy) says a table is missing."""
+    cause = getattr(exc, "orig", None) or exc
+    return getattr(cause, "sqlstate", None) == "42P01"
+
+
 class PostgresStore:
     """Writes call rows to the ``calls`` table (see the module docstring).
 
@@ -60,6 +67,7 @@ class PostgresStore:
             raise ValueError(f"PostgresStore needs a Postgres engine, got {engine.dialect.name}")
         self._engine = engine
         self._partitions: set[date] = set()
+        self._retry_ahead_at = 0.0
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Insert ``rows``, skipping ones already stored; return how many were new.
@@ -73,20 +81,32 @@ class PostgresStore:
             async with self._engine.connect() as connection:
                 return await self._copy_and_insert(connection, records)
         except DATABASE_ERRORS as exc:
-            raise StoreUnavailable(
-                f"Postgres at {mask_url(self._engine.url)}: {describe_error(exc)}") from exc
+            hint = " (run `switchboard db upgrade`)" if _undefined_table(exc) else ""
+            raise StoreUnavailable(f"Postgres at {mask_url(self._engine.url)}: "
+                                   f"{describe_error(exc)}{hint}") from exc
 
     async def aclose(self) -> None:
         """Nothing to release: the engine belongs to the caller."""
 
     async def _ensure_partitions(self, records: Sequence[tuple[Any, ...]]) -> None:
+        """Partitions for the batch's months (required), and next month's (best effort)."""
         created_at = COLUMNS.index("created_at")
         months = {month_of(record[created_at]) for record in records}
-        months.add(next_month(month_of(time.time())))
-        if months <= self._partitions:
+        if not months <= self._partitions:
+            await ensure_partitions(self._engine, months)
+            self._partitions |= months
+        ahead = next_month(month_of(time.time()))
+        if ahead in self._partitions or time.monotonic() < self._retry_ahead_at:
             return
-        await ensure_partitions(self._engine, months)
-        self._partitions |= months
+        try:
+            await ensure_partitions(self._engine, [ahead])
+        except DATABASE_ERRORS as exc:
+            # Not needed yet: this batch goes on; try again in a minute.
+            self._retry_ahead_at = time.monotonic() + 60
+            log.warning("could not create the call log's partition for %s yet: %s",
+                        ahead.isoformat()[:7], describe_error(exc))
+        else:
+            self._partitions.add(ahead)
 
     async def _copy_and_insert(self, connection: AsyncConnection,
                                records: Sequence[tuple[Any, ...]]) -> int:

@@ -34,7 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.engine import DATABASE_ERRORS, describe_error, make_engine, mask_url, normalize_url
 from app.db.models import Base
-from app.db.partitions import PARENT, create_partition_sql, month_from_name, next_month
+from app.db.partitions import (
+    PARENT,
+    create_partition_sql,
+    month_from_name,
+    next_month,
+    partition_name,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x5357_4244  # "SWBD": one advisory-lock key for all schema changes of Switchboard
@@ -160,7 +166,8 @@ async def ensure_partitions(engine: AsyncEngine, months: Iterable[date]) -> list
     return the names of those partitions. A no-op returning ``[]`` on SQLite.
 
     Creates only the missing ones, in one transaction under the schema advisory lock (so
-    concurrent writers do not race). Raises ``DATABASE_ERRORS`` (e.g. ``calls`` missing)."""
+    concurrent writers do not race), waiting at most 2 s for the lock on ``calls``. Raises
+    ``DATABASE_ERRORS`` (e.g. ``calls`` missing, or that lock not granted in time)."""
     if engine.dialect.name != "postgresql":
         return []
     wanted = {date(m.year, m.month, 1) for m in months}
@@ -169,10 +176,13 @@ async def ensure_partitions(engine: AsyncEngine, months: Iterable[date]) -> list
         missing = sorted(wanted - existing)
         if missing:
             await _lock_schema(connection)
+            # Creating a partition locks ``calls`` exclusively for a moment; behind a long
+            # query that could take long, and every writer would queue behind us: give up.
+            await connection.execute(text("SET LOCAL lock_timeout = '2s'"))
             for month in missing:
                 await connection.execute(text(create_partition_sql(month)))
         await connection.commit()
-    return [f"{PARENT}_{m.year:04d}_{m.month:02d}" for m in sorted(wanted)]
+    return [partition_name(month) for month in sorted(wanted)]
 
 
 async def _partition_months(connection: AsyncConnection) -> set[date]:
@@ -225,6 +235,6 @@ async def _delete_rows(connection: AsyncConnection, *, cutoff: datetime,
 
 
 def _month_end(month: date) -> datetime:
-    """The first instant (UTC) after the month ``month`` starts."""
+    """The first instant (UTC) of the month after ``month``: where its partition ends."""
     end = next_month(month)
     return datetime(end.year, end.month, end.day, tzinfo=UTC)

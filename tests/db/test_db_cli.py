@@ -1,0 +1,96 @@
+"""``switchboard db upgrade|check|prune`` run as an operator runs them, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+
+from app.calllog.postgres import PostgresStore
+from app.cli import main
+from app.db.engine import make_engine
+from tests.db.rows import batch, epoch
+from tests.servers import free_port
+
+SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
+# Through the `switchboard` entry point once the group is attached to it; alone until then.
+DB = [SWITCHBOARD, "db"] if "db" in main.commands else [sys.executable, "-m", "app.db.cli"]
+
+
+def db(*args: str, env: dict[str, str] | None = None,
+       cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``switchboard db ARGS`` with no SWITCHBOARD_ settings but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return subprocess.run([*DB, *args], env={**clean, **(env or {})}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_lists_the_commands() -> None:
+    """``db --help`` names upgrade, check and prune; ``prune --help`` explains durations."""
+    listing = db("--help")
+    assert listing.returncode == 0
+    for command in ("upgrade", "check", "prune"):
+        assert command in listing.stdout
+    assert "90d" in db("prune", "--help").stdout
+
+
+async def test_upgrade_check_and_prune_on_a_fresh_postgres(fresh_pg: str) -> None:
+    """On a new database: check fails, upgrade succeeds (twice), check passes, prune drops
+    an old partition (after a dry run that drops nothing)."""
+    refused = db("check", "--database-url", fresh_pg)
+    assert refused.returncode == 1
+    assert "switchboard db upgrade" in refused.stderr
+    for _ in range(2):
+        upgraded = db("upgrade", "--database-url", fresh_pg)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "schema revision 0001" in upgraded.stdout
+    assert db("check", "--database-url", fresh_pg).returncode == 0
+
+    engine = make_engine(fresh_pg)
+    try:
+        await PostgresStore(engine).write(batch(3, created_at=epoch(2019, 3)))
+        dry = db("prune", "--older-than", "90d", "--dry-run", "--database-url", fresh_pg)
+        assert dry.returncode == 0
+        assert "would remove calls_2019_03" in dry.stdout
+        pruned = db("prune", "--older-than", "90d", "--database-url", fresh_pg)
+        assert pruned.returncode == 0
+        assert "removed calls_2019_03" in pruned.stdout
+        async with engine.connect() as connection:
+            left = (await connection.execute(text("SELECT to_regclass('calls_2019_03')")))
+            assert left.scalar() is None
+    finally:
+        await engine.dispose()
+
+
+def test_upgrade_uses_the_environment_url(tmp_path: Path) -> None:
+    """Without --database-url the command migrates SWITCHBOARD_DATABASE_URL."""
+    database = tmp_path / "env.db"
+    result = db("upgrade", env={"SWITCHBOARD_DATABASE_URL": f"sqlite:///{database}"})
+    assert result.returncode == 0, result.stderr
+    assert database.exists()
+
+
+def test_default_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
+    """With no URL at all, the SQLite file in the current directory is migrated."""
+    assert db("upgrade", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "switchboard.db").exists()
+
+
+def test_unreachable_database_fails_without_leaking_the_password() -> None:
+    """An unreachable database exits 1 with a message naming it, password masked."""
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/calls"
+    result = db("upgrade", "--database-url", url)
+    assert result.returncode == 1
+    assert "could not upgrade the database at postgresql://postgres:***@" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_bad_arguments_exit_2() -> None:
+    """A bad duration or an unsupported URL is a usage error."""
+    assert db("prune", "--older-than", "soon").returncode == 2
+    unsupported = db("upgrade", "--database-url", "mysql://u:hunter2@h/db")
+    assert unsupported.returncode == 2
+    assert "hunter2" not in unsupported.stderr

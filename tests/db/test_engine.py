@@ -1,0 +1,94 @@
+"""Engines from every URL spelling users paste, with passwords kept out of messages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.db.cli import parse_duration
+from app.db.engine import (
+    POOL_SIZE,
+    UnsupportedDatabaseUrl,
+    is_sqlite,
+    make_engine,
+    mask_url,
+    normalize_url,
+)
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://u:p@db.example:5432/calls",
+    "postgresql://u:p@db.example:5432/calls",
+    "postgresql+asyncpg://u:p@db.example:5432/calls",
+])
+def test_postgres_spellings_use_asyncpg(url: str) -> None:
+    """Every Postgres spelling becomes a postgresql+asyncpg URL to the same place."""
+    normalized = normalize_url(url)
+    assert normalized.drivername == "postgresql+asyncpg"
+    assert (normalized.host, normalized.port, normalized.database) == ("db.example", 5432, "calls")
+    assert not is_sqlite(url)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///calls.db", "sqlite+aiosqlite:///calls.db"])
+def test_sqlite_spellings_use_aiosqlite(url: str) -> None:
+    """Both SQLite spellings become sqlite+aiosqlite and count as SQLite."""
+    assert normalize_url(url).drivername == "sqlite+aiosqlite"
+    assert is_sqlite(url)
+
+
+def test_libpq_sslmode_becomes_asyncpg_ssl() -> None:
+    """``?sslmode=require`` (libpq, hosting providers) is passed to asyncpg as ``ssl``."""
+    normalized = normalize_url("postgres://u:p@h/db?sslmode=require")
+    assert dict(normalized.query) == {"ssl": "require"}
+
+
+def test_unsupported_url_is_refused_without_its_password() -> None:
+    """A MySQL URL is refused with a message that names it but hides the password."""
+    with pytest.raises(UnsupportedDatabaseUrl) as caught:
+        normalize_url("mysql://admin:hunter2@db/calls")
+    assert "mysql://admin:***@db/calls" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_mask_url_hides_password() -> None:
+    """``mask_url`` keeps everything but the password."""
+    assert mask_url("postgresql://u:hunter2@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+async def test_postgres_engine_pool_is_bounded() -> None:
+    """A Postgres engine's pool holds a small, fixed number of connections."""
+    engine = make_engine("postgresql://u:p@127.0.0.1/db")
+    try:
+        assert engine.pool.size() == POOL_SIZE  # type: ignore[attr-defined]  # QueuePool
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_engine_uses_wal(tmp_path: Path) -> None:
+    """SQLite connections run in WAL mode (readers never block the writer)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        async with engine.connect() as connection:
+            mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert mode == "wal"
+
+
+@pytest.mark.parametrize(("text_", "expected"), [
+    ("90d", timedelta(days=90)), ("12h", timedelta(hours=12)), ("30m", timedelta(minutes=30)),
+    ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2)), (" 7d ", timedelta(days=7)),
+])
+def test_durations_parse(text_: str, expected: timedelta) -> None:
+    """``--older-than`` takes a count and one unit."""
+    assert parse_duration(text_) == expected
+
+
+@pytest.mark.parametrize("text_", ["", "90", "d", "0d", "-1d", "1.5d", "3y", "1d2h"])
+def test_bad_durations_are_refused(text_: str) -> None:
+    """Anything but a positive count and one unit is refused, with an example."""
+    with pytest.raises(ValueError, match="like 90d"):
+        parse_duration(text_)

@@ -1,0 +1,153 @@
+"""Schema migrations on Postgres (partitioned) and SQLite (plain), and the schema check."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+
+from app.db.engine import make_engine
+from app.db.migrate import (
+    DatabaseUnreachable,
+    SchemaNotReady,
+    alembic_config,
+    check_current,
+    head_revisions,
+    upgrade,
+)
+from app.db.partitions import month_of, next_month, partition_name
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+INDEXES = {"calls_pkey", "ix_calls_created_at", "ix_calls_public_model_created_at",
+           "ix_calls_provider_created_at", "ix_calls_caller_created_at",
+           "ix_calls_status_created_at"}
+
+
+async def pg_fetch(url: str, sql: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetch(sql)
+    finally:
+        await connection.close()
+
+
+async def test_postgres_upgrade_is_idempotent(fresh_pg: str) -> None:
+    """Upgrading a fresh Postgres twice gives the head revision and a current schema."""
+    assert await upgrade(fresh_pg) == head_revisions()
+    assert await upgrade(fresh_pg) == head_revisions()
+    await check_current(fresh_pg)
+
+
+async def test_sqlite_upgrade_is_idempotent(sqlite_url: str) -> None:
+    """Upgrading a new SQLite file twice gives the head revision and a current schema."""
+    assert await upgrade(sqlite_url) == head_revisions()
+    assert await upgrade(sqlite_url) == head_revisions()
+    await check_current(sqlite_url)
+
+
+async def test_postgres_calls_is_range_partitioned_by_month(migrated_pg: str) -> None:
+    """On Postgres ``calls`` is range-partitioned on created_at, with this and next month's
+    partitions and the admin-query indexes."""
+    strategy = await pg_fetch(migrated_pg, "SELECT p.partstrat::text AS partstrat, a.attname FROM "
+                              "pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = "
+                              "p.partrelid AND a.attnum = p.partattrs[0] "
+                              "WHERE p.partrelid = 'calls'::regclass")
+    assert [(r["partstrat"], r["attname"]) for r in strategy] == [("r", "created_at")]
+    children = await pg_fetch(migrated_pg, "SELECT c.relname FROM pg_inherits i JOIN pg_class "
+                              "c ON c.oid = i.inhrelid WHERE i.inhparent = 'calls'::regclass")
+    this_month = month_of(datetime.now(UTC))
+    assert {r["relname"] for r in children} == {partition_name(this_month),
+                                                 partition_name(next_month(this_month))}
+    indexes = await pg_fetch(migrated_pg,
+                             "SELECT indexname FROM pg_indexes WHERE tablename = 'calls'")
+    assert {r["indexname"] for r in indexes} == INDEXES
+
+
+async def test_sqlite_calls_is_a_plain_table_with_indexes(migrated_sqlite: str) -> None:
+    """On SQLite ``calls`` is one table with the same indexes."""
+    engine = make_engine(migrated_sqlite)
+    try:
+        async with engine.connect() as connection:
+            tables = (await connection.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'calls%'"
+            ))).scalars().all()
+            indexes = (await connection.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' "
+                "AND name LIKE 'ix_%'"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert tables == ["calls"]
+    assert set(indexes) == INDEXES - {"calls_pkey"}
+
+
+async def test_concurrent_postgres_upgrades_do_not_race(fresh_pg: str) -> None:
+    """Several processes upgrading the same Postgres at once all succeed (advisory lock)."""
+    results = await asyncio.gather(*(upgrade(fresh_pg) for _ in range(4)))
+    assert results == [head_revisions()] * 4
+
+
+async def test_concurrent_sqlite_upgrades_do_not_race(sqlite_url: str) -> None:
+    """Several workers upgrading the same SQLite file at once all succeed (lock file)."""
+    results = await asyncio.gather(*(upgrade(sqlite_url) for _ in range(4)))
+    assert results == [head_revisions()] * 4
+
+
+async def test_check_current_refuses_an_empty_postgres(fresh_pg: str) -> None:
+    """A server pointed at an unmigrated Postgres is told to run ``switchboard db upgrade``."""
+    with pytest.raises(SchemaNotReady, match="switchboard db upgrade") as caught:
+        await check_current(fresh_pg)
+    assert "has no switchboard schema" in str(caught.value)
+
+
+async def test_check_current_refuses_an_unknown_newer_revision(migrated_pg: str) -> None:
+    """A database migrated by a newer switchboard is refused, saying so."""
+    connection = await asyncpg.connect(migrated_pg)
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    finally:
+        await connection.close()
+    with pytest.raises(SchemaNotReady, match="newer than this version"):
+        await check_current(migrated_pg)
+
+
+async def test_unreachable_database_is_reported_without_password() -> None:
+    """An unreachable database raises DatabaseUnreachable naming it, password masked."""
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
+    with pytest.raises(DatabaseUnreachable) as caught:
+        await check_current(url)
+    assert "postgresql://postgres:***@127.0.0.1" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def _check_models(connection: Connection, config: Config) -> None:
+    config.attributes["connection"] = connection
+    command.check(config)  # raises AutogenerateDiffsDetected on any difference
+
+
+async def test_migration_matches_the_models(migrated_pg: str) -> None:
+    """The migrated Postgres schema equals ``app.db.models`` (partitions aside)."""
+    engine = make_engine(migrated_pg)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_check_models, alembic_config(migrated_pg))
+    finally:
+        await engine.dispose()
+
+
+def test_alembic_cli_from_the_repository_root(tmp_path: Path) -> None:
+    """``alembic upgrade head`` from the repository root migrates the URL given with -x."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    alembic = [sys.executable, "-m", "alembic", "-x", f"database_url={url}"]
+    subprocess.run([*alembic, "upgrade", "head"], cwd=ROOT, check=True, capture_output=True)
+    current = subprocess.run([*alembic, "current"], cwd=ROOT, check=True,
+                             capture_output=True, text=True)
+    assert f"{head_revisions()[0]} (head)" in current.stdout
