@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from app.calllog.cli import logs
-from app.db.cli import db
 from app.config import ConfigError, load_config
+from app.db.cli import db
 from app.settings import Settings, UnsafeSettings, environment
 
 # Heavy imports (uvicorn, the app) happen inside the commands that need them, so that

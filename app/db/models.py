@@ -1,8 +1,8 @@
 """The ``calls`` table: one row per client request (see ``app.calllog.record.CallRecord``).
 
-On Postgres the table is range-partitioned by month on ``created_at`` (the migration creates it
-so; see ``app/db/migrations``), which is why the primary key is ``(id, created_at)``: a partitioned table's
-unique keys must contain the partition key. ``created_at`` is fixed when the gateway opens the
+On Postgres the table is range-partitioned by month on ``created_at`` (the migration in
+``app/db/migrations`` creates it so), which is why the primary key is ``(id, created_at)``: a
+partitioned table's unique keys must contain the partition key. ``created_at`` is fixed when the gateway opens the
 record, so a redelivered record has the same key and ``ON CONFLICT DO NOTHING`` drops it.
 Column names equal the keys of ``CallRecord.to_row()``.
 """
