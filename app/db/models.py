@@ -2,8 +2,9 @@
 
 On Postgres the table is range-partitioned by month on ``created_at`` (the migration in
 ``app/db/migrations`` creates it so), which is why the primary key is ``(id, created_at)``: a
-partitioned table's unique keys must contain the partition key. ``created_at`` is fixed when the gateway opens the
-record, so a redelivered record has the same key and ``ON CONFLICT DO NOTHING`` drops it.
+partitioned table's unique keys must contain the partition key. ``created_at`` is fixed when
+the gateway opens the record, so a redelivered record has the same key and ``ON CONFLICT DO
+NOTHING`` drops it.
 Column names equal the keys of ``CallRecord.to_row()``.
 """
 
