@@ -243,3 +243,27 @@ def test_unmigrated_postgres_is_refused_clearly(postgres: PrivatePostgres, tmp_p
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "switchboard db upgrade" in result.stderr
+
+
+def test_sigterm_flushes_buffered_records(simulator: str, tmp_path: Path) -> None:
+    """Records still buffered when the gateway gets SIGTERM are written before it exits."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n  sim: {type: openai, base_url: '" + simulator + "/v1'}\n"
+        "models:\n  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n"
+        "calllog: {flush_interval_s: 600, batch_max: 1000}\n")  # nothing flushes on its own
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_DATABASE_URL": url,
+           "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "SWITCHBOARD_MASTER_KEY": MASTER_KEY}
+    port = free_port()
+    proc = _serve(env, port)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=MASTER_KEY,
+                           max_retries=0)
+    ids = {f"term-{i}" for i in range(20)}
+    for request_id in sorted(ids):
+        assert chat(client, request_id).status_code == 200
+    assert not asyncio.run(_rows(url, ids)), "nothing may be flushed before the signal"
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it.
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert {r["id"] for r in asyncio.run(_rows(url, ids))} == ids
