@@ -1,0 +1,123 @@
+"""Gateway throughput with the call log writing to Postgres and Redis, against the same gateway
+with the call log off, in one run (target: at least 85%).
+
+    .venv/bin/python -m bench.calllog_overhead [--duration 10] [--rounds 2]
+
+The gateway is pinned to core 0, the simulator and wrk to core 1 (as in ``bench/run.py``);
+Postgres and Redis are private instances started by this script. Rounds alternate the two
+configurations so that drift in the machine's speed hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from app.db.migrate import upgrade
+from tests.calllog.servers import PrivatePostgres, PrivateRedis
+from tests.servers import free_port
+
+KEY = "sk-bench-calllog-master-key"
+BIN = Path(sys.executable).with_name("switchboard")
+LUA = """wrk.method = "POST"
+wrk.body = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+""".replace("KEY", KEY)
+
+
+def wait_ok(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wrk(url: str, *, seconds: float, script: Path) -> float:
+    """Requests/s from wrk (32 connections) on core 1; fails on any non-2xx answer."""
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds:.0f}s",
+                          "-s", str(script), url], capture_output=True, text=True,
+                         check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"errors during the run:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return float(match.group(1))
+
+
+def run_gateway(env: dict[str, str], port: int, *, seconds: float, script: Path) -> float:
+    proc = subprocess.Popen(["taskset", "-c", "0", str(BIN), "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ok(base + "/readyz")
+        url = base + "/v1/chat/completions"
+        wrk(url, seconds=3, script=script)  # warm-up
+        return wrk(url, seconds=seconds, script=script)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sb-logbench-"))
+    script = work / "post.lua"
+    script.write_text(LUA)
+    pg, redis = PrivatePostgres(), PrivateRedis()
+    pg.start()
+    redis.start()
+    asyncio.run(upgrade(pg.url))
+    sim_port = free_port()
+    config = work / "gateway.yaml"
+    config.write_text(f"providers:\n  sim: {{type: openai, base_url: "
+                      f"'http://127.0.0.1:{sim_port}/v1', api_key: sk-sim}}\nmodels:\n"
+                      "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n")
+    base_env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
+                "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
+    setups = {
+        "call log off": {**base_env, "SWITCHBOARD_CALL_LOG": "false"},
+        "Postgres + Redis": {**base_env, "SWITCHBOARD_DATABASE_URL": pg.url,
+                             "SWITCHBOARD_REDIS_URL": redis.url},
+    }
+    sim = subprocess.Popen(["taskset", "-c", "1", str(BIN), "simulate", "--port", str(sim_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results: dict[str, list[float]] = {name: [] for name in setups}
+    try:
+        wait_ok(f"http://127.0.0.1:{sim_port}/health")
+        for _ in range(args.rounds):
+            for name, env in setups.items():
+                results[name].append(run_gateway(env, free_port(), seconds=args.duration,
+                                                 script=script))
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+        pg.destroy()
+        redis.stop()
+    off, on = (sum(v) / len(v) for v in results.values())
+    for name, values in results.items():
+        print(f"{name:>18}: {' '.join(f'{v:8.1f}' for v in values)} req/s "
+              f"(mean {sum(values) / len(values):.1f})")
+    print(f"logging on / off: {100 * on / off:.1f}% (target >= 85%)")
+
+
+if __name__ == "__main__":
+    main()
