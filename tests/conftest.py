@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import make_engine
+from app.db.models import Base
 from app.providers.http import new_session
 from app.simulator import SimOptions, create_app
 from tests.servers import serve
@@ -31,3 +38,44 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """The gateway's own outbound session, as providers use it."""
     async with new_session() as s:
         yield s
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _admin_sql(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A throwaway database on the shared Postgres for one test module, dropped afterwards."""
+    name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file, or the module's Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'calls.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The test's own engine on an empty ``calls`` table (SQLite or Postgres)."""
+    eng = make_engine(database_url)
+    async with eng.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+    yield eng
+    await eng.dispose()

@@ -8,10 +8,11 @@ them in the OpenAPI schema and serve them when the fast lane is not mounted.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from app import errors
 from app.api.deps import CallDep, CallerDep, GatewayDep
@@ -25,13 +26,17 @@ from app.routing import Route
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
+M = TypeVar("M", bound=BaseModel)
 
 Serve = Callable[[Incoming, Gateway, CallRecord], Awaitable[Response]]
 
 
-async def _body(incoming: Incoming, gateway: Gateway, record: CallRecord) -> dict[str, Any]:
+async def _parsed(incoming: Incoming, gateway: Gateway, record: CallRecord,
+                  schema: type[M]) -> tuple[M, dict[str, Any]]:
+    """The body, validated as ``schema``; bad input is recorded and raised as a 4xx."""
     try:
-        return parse_object(await incoming.body(limit=gateway.limits.max_body_bytes))
+        body = parse_object(await incoming.body(limit=gateway.limits.max_body_bytes))
+        return parse(schema, body), body
     except errors.GatewayError as exc:
         raise gateway.reject(record, exc) from None
 
@@ -42,37 +47,25 @@ async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -
 
 
 async def serve_chat(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(incoming, gateway, record)
-    try:
-        call = ChatCall(request=parse(ChatRequest, body), body=body)
-    except errors.GatewayError as exc:
-        raise gateway.reject(record, exc) from None
-    if call.request.stream:
+    request, body = await _parsed(incoming, gateway, record, ChatRequest)
+    call = ChatCall(request=request, body=body)
+    if request.stream:
         return await _stream(gateway.stream_chat(call, record), record)
-    result = await gateway.chat(call, record)
-    return json_response(result.body, record)
+    return json_response((await gateway.chat(call, record)).body, record)
 
 
 async def serve_completion(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(incoming, gateway, record)
-    try:
-        call = CompletionCall(request=parse(CompletionRequest, body), body=body)
-    except errors.GatewayError as exc:
-        raise gateway.reject(record, exc) from None
-    if call.request.stream:
+    request, body = await _parsed(incoming, gateway, record, CompletionRequest)
+    call = CompletionCall(request=request, body=body)
+    if request.stream:
         return await _stream(gateway.stream_complete(call, record), record)
-    result = await gateway.complete(call, record)
-    return json_response(result.body, record)
+    return json_response((await gateway.complete(call, record)).body, record)
 
 
 async def serve_embedding(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    body = await _body(incoming, gateway, record)
-    try:
-        call = EmbeddingCall(request=parse(EmbeddingRequest, body), body=body)
-    except errors.GatewayError as exc:
-        raise gateway.reject(record, exc) from None
-    result = await gateway.embed(call, record)
-    return json_response(result.body, record)
+    request, body = await _parsed(incoming, gateway, record, EmbeddingRequest)
+    call = EmbeddingCall(request=request, body=body)
+    return json_response((await gateway.embed(call, record)).body, record)
 
 
 def _incoming(request: Request) -> Incoming:

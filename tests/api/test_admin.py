@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from click.testing import CliRunner, Result
@@ -28,51 +26,12 @@ from app.api import errors as api_errors
 from app.api.admin import router
 from app.calllog.cli import Seen, logs
 from app.db.engine import make_engine
-from app.db.models import Base, Call
+from app.db.models import Call
 from app.settings import Settings
 from tests.servers import free_port, serve
 
 MASTER_KEY = "sk-admin-test-master-key-0123456789"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    """A throwaway Postgres database for this module, dropped afterwards."""
-    name = f"switchboard_test_admin_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file, or this module's Postgres database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'calls.db'}"
-    return str(request.getfixturevalue("pg_database"))
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """The test's own engine on an empty ``calls`` table (the server has another)."""
-    eng = make_engine(database_url)
-    async with eng.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
-    yield eng
-    await eng.dispose()
 
 
 def admin_app(*, master_key: str | None, database_url: str | None = None) -> FastAPI:

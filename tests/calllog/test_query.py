@@ -2,67 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import errors
 from app.calllog.query import decode_cursor, encode_cursor, get_call, list_calls, parse_time
 from app.db.engine import make_engine
-from app.db.models import Base, Call
+from app.db.models import Call
 from tests.servers import free_port
 
 T0 = datetime(2025, 3, 31, 23, 59, 0, tzinfo=UTC)
 """Just before a month boundary, so rows straddle two months (two partitions in production)."""
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    """A throwaway Postgres database for this module, dropped afterwards."""
-    name = f"switchboard_test_query_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file, or this module's Postgres database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'calls.db'}"
-    return str(request.getfixturevalue("pg_database"))
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An empty ``calls`` table on SQLite or Postgres."""
-    eng = make_engine(database_url)
-    async with eng.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
-    yield eng
-    await eng.dispose()
 
 
 def call(call_id: str, at: datetime, **fields: Any) -> Call:
