@@ -11,8 +11,9 @@ import pytest
 from app import errors
 from app.config import AzureOpenAIProvider
 from app.providers import PROVIDER_TYPES, azure
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
-from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from app.providers.base import CompletionCall, EmbeddingCall, Json, Target
+from app.schemas import CompletionRequest, EmbeddingRequest
+from tests.providers.calls import chat, header, received
 
 KEY = "azure-test-key-0123456789SECRET"
 VERSION = "2024-10-21"
@@ -27,26 +28,9 @@ def make(endpoint: str, session: aiohttp.ClientSession, **fields: Any) -> azure.
     return azure.build(config, session)
 
 
-def chat(body: Json) -> ChatCall:
-    return ChatCall(request=ChatRequest.model_validate(body), body=body)
-
-
-async def received(session: aiohttp.ClientSession, sim: str, limit: int = 1) -> list[Json]:
-    """What the simulator received, newest last."""
-    async with session.get(f"{sim}/_sim/requests", params={"limit": str(limit)}) as response:
-        records: list[Json] = await response.json()
-    return records
-
-
 def query(record: Json) -> dict[str, str]:
     """A received query string's parameters (first value of each)."""
     return {k: v[0] for k, v in parse_qs(record["query"]).items()}
-
-
-def header(record: Json, name: str) -> str | None:
-    """A received header, by case-insensitive name."""
-    headers: dict[str, str] = record["headers"]
-    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
 
 
 async def test_chat_goes_to_the_deployment_with_api_key(simulator: str,

@@ -11,8 +11,8 @@ import pytest
 from app import errors
 from app.config import OpenAIProvider
 from app.providers import openai
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
-from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from app.providers.base import Json, Target
+from tests.providers.calls import chat, completion, embedding, header, received
 from tests.servers import free_port
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -25,31 +25,6 @@ def make(base_url: str, session: aiohttp.ClientSession, **fields: Any) -> openai
     config = OpenAIProvider.model_validate(
         {"type": "openai", "base_url": base_url, "api_key": KEY, **fields})
     return openai.build(config, session)
-
-
-def chat(body: Json) -> ChatCall:
-    return ChatCall(request=ChatRequest.model_validate(body), body=body)
-
-
-def completion(body: Json) -> CompletionCall:
-    return CompletionCall(request=CompletionRequest.model_validate(body), body=body)
-
-
-def embedding(body: Json) -> EmbeddingCall:
-    return EmbeddingCall(request=EmbeddingRequest.model_validate(body), body=body)
-
-
-async def received(session: aiohttp.ClientSession, sim: str, limit: int = 1) -> list[Json]:
-    """What the simulator received, newest last."""
-    async with session.get(f"{sim}/_sim/requests", params={"limit": str(limit)}) as response:
-        records: list[Json] = await response.json()
-    return records
-
-
-def header(record: Json, name: str) -> str | None:
-    """A received header, by case-insensitive name."""
-    headers: dict[str, str] = record["headers"]
-    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
 
 
 def assert_no_key(exc: errors.GatewayError) -> None:

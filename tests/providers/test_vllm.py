@@ -14,9 +14,9 @@ import pytest
 from app import errors
 from app.config import VllmProvider
 from app.providers import PROVIDER_TYPES, vllm
-from app.providers.base import ChatCall, CompletionCall, Json, Target
-from app.schemas import ChatRequest, CompletionRequest
+from app.providers.base import Json, Target
 from app.simulator import SimOptions, create_app
+from tests.providers.calls import chat, completion, received
 from tests.servers import free_port, serve
 
 TARGET = Target(provider="gpu", model="m")
@@ -30,21 +30,6 @@ def make(base_url: str, session: aiohttp.ClientSession, *, probe_retry_s: float 
     """The provider as production builds it from a config entry."""
     config = VllmProvider.model_validate({"type": "vllm", "base_url": base_url, **fields})
     return vllm.build(config, session, probe_retry_s=probe_retry_s)
-
-
-def chat(body: Json) -> ChatCall:
-    return ChatCall(request=ChatRequest.model_validate(body), body=body)
-
-
-def completion(body: Json) -> CompletionCall:
-    return CompletionCall(request=CompletionRequest.model_validate(body), body=body)
-
-
-async def received(session: aiohttp.ClientSession, sim: str, limit: int = 1) -> list[Json]:
-    """What the simulator received, newest last."""
-    async with session.get(f"{sim}/_sim/requests", params={"limit": str(limit)}) as response:
-        records: list[Json] = await response.json()
-    return records
 
 
 async def version_probes(session: aiohttp.ClientSession, sim: str) -> int:
