@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,7 +48,8 @@ async def _warm(app: FastAPI, providers: dict[str, Provider]) -> None:
 
 
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
-               sink: CallSink | None = None, strict_telemetry: bool = False) -> FastLane:
+               sink: CallSink | None = None, strict_telemetry: bool = False,
+               freeze_gc: bool = False) -> FastLane:
     """Build the gateway app. ``config`` defaults to the one the settings name.
 
     The result is the FastAPI app behind the model-call fast lane (``app.api.fastlane``);
@@ -80,6 +82,12 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
             log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
         app.state.ready = False
         warming = asyncio.create_task(_warm(app, providers))
+        if freeze_gc:
+            # Everything built so far lives as long as the process: keep it out of the
+            # collector's full passes, which took 46-162 ms each under load (bench/README.md).
+            # Only for a process of its own (``switchboard serve``): freezing is process-wide.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -101,4 +109,4 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
 
 def from_environment() -> FastLane:
     """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment."""
-    return create_app(Settings())
+    return create_app(Settings(), freeze_gc=True)

@@ -7,7 +7,8 @@ tail entries and counter increments, never rows.
 
 Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at`` in UTC):
 
-- ``{stream}``: entries with one field ``row`` (the row as JSON), trimmed to about ``maxlen``.
+- ``{stream}``: one entry per published batch, field ``rows`` (a JSON array of rows), trimmed
+  to about ``maxlen`` rows.
 - ``{prefix}:usage:{YYYY-MM-DD}:model:{public_model}`` and ``...:caller:{caller}``: hashes with
   ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
   ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
@@ -27,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.calllog.record import Row
-from app.calllog.redis_spool import row_data, stream_entries, text
+from app.calllog.redis_spool import stream_entries, text
 from app.calllog.seams import SpoolUnavailable
 
 __all__ = ["DayCounters", "LiveFeed"]
@@ -61,6 +62,16 @@ class _Sums:
         self.completion_tokens += int(row.get("completion_tokens") or 0)
         self.errors += row.get("status") != "ok"
         self.cost_usd += float(row.get("cost_usd") or 0.0)
+
+
+_ROWS = "rows"
+
+
+def _field(fields: dict[Any, Any] | None, name: str) -> Any:
+    """One field of a stream entry, whether or not the client decodes responses."""
+    if not fields:
+        return None
+    return fields.get(name.encode()) if name.encode() in fields else fields.get(name)
 
 
 def _day(row: Row) -> str:
@@ -102,14 +113,15 @@ class LiveFeed:
             return
         sums: dict[str, _Sums] = {}
         pipe = self._redis.pipeline(transaction=False)
+        # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
+        # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep about
+        # ``maxlen`` rows.
+        pipe.xadd(self._stream, {_ROWS: orjson.dumps(list(rows))},
+                  maxlen=max(1, self._maxlen // len(rows)), approximate=True)
+        days: dict[float, str] = {}
         for row in rows:
-            pipe.xadd(
-                self._stream,
-                {"row": orjson.dumps(row)},
-                maxlen=self._maxlen,
-                approximate=True,
-            )
-            day = _day(row)
+            day = days.get(row["created_at"] // 86400) or days.setdefault(
+                row["created_at"] // 86400, _day(row))
             model = row.get("public_model") or _NO_MODEL
             for key in (
                 self.counter_key("model", model, day=day),
@@ -151,9 +163,10 @@ class LiveFeed:
                 raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
             for raw_id, fields in stream_entries(reply):
                 cursor = text(raw_id)
-                data = row_data(fields)
-                if data is not None:
-                    yield orjson.loads(data)
+                batch = _field(fields, _ROWS)
+                if batch is not None:
+                    for row in orjson.loads(batch):
+                        yield row
 
     async def today(self, kind: CounterKind, name: str, *, day: date | None = None) -> DayCounters:
         """The counters of one model or caller for ``day`` (default: today, UTC); zeros when

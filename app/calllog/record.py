@@ -89,7 +89,9 @@ class CallRecord:
             "public_model": self.public_model,
             "provider": self.provider,
             "target_model": self.target_model,
-            "attempts": [asdict(a) for a in self.attempts],
+            "attempts": [{"provider": a.provider, "model": a.model, "status": a.status,
+                          "error_type": a.error_type, "duration_ms": a.duration_ms}
+                         for a in self.attempts],
             "status": self.status,
             "http_status": self.http_status,
             "error_type": self.error_type,
