@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         install_wrk=not args.no_install,
         python_load=args.python_load,
         strict=args.strict,
-        output=args.output,
+        output=args.output.resolve(),
         gateway_env=tuple(_pair(item) for item in args.gateway_env),
     )
 

@@ -8,6 +8,7 @@ full), and is stopped when the ``Services`` context exits, however the run ends.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import shutil
@@ -23,6 +24,7 @@ from types import TracebackType
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 _HZ = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
 
 
 class ServiceFailed(RuntimeError):
@@ -104,6 +106,14 @@ class Service:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the bench dies, even by SIGKILL
+    (the setting survives ``taskset``'s exec), so that no server outlives a killed run."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Services:
     """Starts child services and stops every one still running when the context exits."""
 
@@ -119,7 +129,8 @@ class Services:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(pinned(core, argv), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=dict(env or os.environ),
-                                    cwd=cwd or ROOT, start_new_session=True)
+                                    cwd=cwd or ROOT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         service = Service(name, proc, port, log_path)
         self._running.append(service)
         service.wait_listening(ready_timeout_s)

@@ -138,7 +138,8 @@ def _bench(opts: Options, services: Services) -> Bench:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table, write the JSON; the exit status says how it went."""
     opts = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     run_dir = opts.output.parent / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     with Services(run_dir) as services:
