@@ -40,33 +40,42 @@ class SSEResponse(Response):
                               for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = asyncio.ensure_future(self._relay(send))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        # The first item goes out from this task, before any other task is scheduled: each hop
+        # through the event loop adds to the client's time to first byte.
+        tasks: list[asyncio.Future[None]] = []
         try:
-            await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self._sse_headers})
+            await send({"type": "http.response.body", "body": _frame(self._first),
+                        "more_body": True})
+            tasks = [asyncio.ensure_future(self._relay(send)),
+                     asyncio.ensure_future(_wait_disconnect(receive))]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (relay, watch):
+            for task in tasks:
                 if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await self._items.aclose()
+        relay = tasks[0]
         if relay.done() and not relay.cancelled():
             relay.result()
 
     async def _relay(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._sse_headers})
-        item = self._first
+        """Everything after the first item, then ``[DONE]``."""
         try:
-            while item is not _END:
-                body = _KEEPALIVE if item is None else b"data: " + orjson.dumps(item) + b"\n\n"
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                item = await anext(self._items, _END)
+            while (item := await anext(self._items, _END)) is not _END:
+                await send({"type": "http.response.body", "body": _frame(item), "more_body": True})
         except errors.GatewayError as exc:
             # Past the first byte the status is sent; OpenAI's SDKs read this frame as an error.
             frame = b"data: " + orjson.dumps(exc.body()) + b"\n\n"
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+
+
+def _frame(item: StreamItem) -> bytes:
+    return _KEEPALIVE if item is None else b"data: " + orjson.dumps(item) + b"\n\n"
 
 
 async def _wait_disconnect(receive: Receive) -> None:
