@@ -21,8 +21,8 @@ from app.simulator import content
 from app.simulator.anthropic_request import MessagesRequest, read_request
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
-from app.simulator.core import Route, Sim, StreamPlan, delay, hang, stream
-from app.simulator.faults import Knobs, injected_error, read_knobs
+from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, stream
+from app.simulator.faults import Knobs, read_knobs
 from app.simulator.schema import instance
 
 _STOP_REASONS = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
@@ -74,11 +74,7 @@ async def messages(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream."""
     check_headers(req.headers)
     knobs = read_knobs(req)
-    injected = injected_error(knobs)
-    if injected is not None:
-        raise injected
-    if knobs.hang:
-        await hang(sim, req)
+    if await faulted(sim, req, knobs):
         return
     request = read_request(req.json_object())
     model = sim.model(request.model, route=route)

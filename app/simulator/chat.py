@@ -17,8 +17,8 @@ import orjson
 from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
-from app.simulator.core import Memo, Route, Sim, StreamPlan, delay, hang, stream
-from app.simulator.faults import NO_KNOBS, Knobs, injected_error, read_knobs
+from app.simulator.core import Memo, Route, Sim, StreamPlan, delay, faulted, stream
+from app.simulator.faults import NO_KNOBS, Knobs, read_knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
 
@@ -136,11 +136,7 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
         await send_json(req.send, 200, _envelope(sim) + memo.rest)
         return
     body = req.json_object()
-    injected = injected_error(knobs)
-    if injected is not None:
-        raise injected
-    if knobs.hang:
-        await hang(sim, req)
+    if await faulted(sim, req, knobs):
         return
     model = sim.model(body.get("model"), route=route)
     messages = read_messages(body)

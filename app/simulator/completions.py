@@ -16,8 +16,8 @@ from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.chat import usage
 from app.simulator.content import Output
-from app.simulator.core import Route, Sim, StreamPlan, delay, hang, stream
-from app.simulator.faults import Knobs, injected_error, read_knobs
+from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, stream
+from app.simulator.faults import Knobs, read_knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.usage import estimate_tokens
 
@@ -59,11 +59,7 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream."""
     body = req.json_object()
     knobs = read_knobs(req)
-    injected = injected_error(knobs)
-    if injected is not None:
-        raise injected
-    if knobs.hang:
-        await hang(sim, req)
+    if await faulted(sim, req, knobs):
         return
     model = sim.model(body.get("model"), route=route)
     prompts = read_prompts(body.get("prompt"))

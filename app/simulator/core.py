@@ -16,7 +16,7 @@ from typing import Any
 from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
-from app.simulator.faults import Knobs, Latency
+from app.simulator.faults import Knobs, Latency, injected_error
 from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
 from app.simulator.state import SimState
 
@@ -227,3 +227,15 @@ def _account(sim: Sim, req: Request, plan: StreamPlan, outcome: str,
     state.finish(prompt=plan.prompt_tokens, completion=sent,
                  reason=plan.finish if outcome == "completed" else "abort", ttft=ttft,
                  e2e=time.perf_counter() - req.started, itl=itl, itl_count=max(sent - 1, 0))
+
+
+async def faulted(sim: Sim, req: Request, knobs: Knobs) -> bool:
+    """Apply the request's injected faults: raise its injected error, or hang until the client
+    leaves (then True: the request is over). False when the request is to be answered."""
+    injected = injected_error(knobs)
+    if injected is not None:
+        raise injected
+    if knobs.hang:
+        await hang(sim, req)
+        return True
+    return False

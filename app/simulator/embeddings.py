@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from app.simulator.asgi import Request, SimError, send_json
-from app.simulator.core import Route, Sim, delay, hang
-from app.simulator.faults import injected_error, read_knobs
+from app.simulator.core import Route, Sim, delay, faulted
+from app.simulator.faults import read_knobs
 from app.simulator.params import read_int
 from app.usage import estimate_tokens
 
@@ -72,11 +72,7 @@ async def embeddings(sim: Sim, req: Request, route: Route) -> None:
     """Validate, wait the time to first token, answer."""
     body = req.json_object()
     knobs = read_knobs(req)
-    injected = injected_error(knobs)
-    if injected is not None:
-        raise injected
-    if knobs.hang:
-        await hang(sim, req)
+    if await faulted(sim, req, knobs):
         return
     model = sim.model(body.get("model"), route=route)
     inputs = read_inputs(body.get("input"))
