@@ -47,13 +47,6 @@ def make_row(
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis(host="127.0.0.1", port=6379)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
 async def feed(client: aioredis.Redis) -> AsyncIterator[LiveFeed]:
     prefix = f"test:live:{uuid.uuid4().hex}"
     yield LiveFeed(client, stream=f"{prefix}:calls", maxlen=100, prefix=prefix)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from app.calllog.record import CallRecord, Row
 from app.calllog.redis_spool import RedisSpool
 from app.calllog.seams import SpoolUnavailable
 from app.usage import Usage
+from tests.servers import free_port
 
 
 def make_row(n: int) -> Row:
@@ -25,20 +25,6 @@ def make_row(n: int) -> Row:
     record.usage = Usage(prompt_tokens=n, completion_tokens=2 * n)
     record.cost_usd = 0.001 * n
     return record.to_row()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis(host="127.0.0.1", port=6379)
-    yield redis
-    await redis.aclose()
 
 
 @pytest.fixture
@@ -179,7 +165,7 @@ async def test_works_with_decoded_responses_and_resp3(stream: str) -> None:
 async def test_unreachable_redis_raises_spool_unavailable() -> None:
     """Every method raises SpoolUnavailable when Redis cannot be reached."""
     client = aioredis.Redis(
-        host="127.0.0.1", port=closed_port(), retry=Retry(NoBackoff(), 0), socket_connect_timeout=1
+        host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0), socket_connect_timeout=1
     )
     try:
         s = spool(client, stream="test:spool:unreachable")
