@@ -60,6 +60,9 @@ class VllmProvider(_ProviderBase):
     api_key: SecretStr | None = None
     max_tokens_default: Annotated[int, Field(ge=1)] = 1024
     structured_output: Literal["auto", "guided", "structured_outputs"] = "auto"
+    metrics_interval_s: Annotated[float, Field(ge=0)] = 5.0
+    """How often the gateway scrapes the server's ``/metrics`` (queue, KV cache, prefix hits);
+    0 turns scraping off."""
 
 
 class AnthropicProvider(_ProviderBase):
@@ -158,6 +161,53 @@ class CallLog(BaseModel):
         return self
 
 
+DEFAULT_REFUSAL_PHRASES = (
+    "as an ai language model", "as an ai model", "i can't help with that",
+    "i cannot help with that", "i can't assist with that", "i cannot assist with that",
+    "i'm sorry, but i can't", "i'm sorry, but i cannot", "i am sorry, but i cannot",
+    "i'm unable to help with", "i am unable to help with", "i won't be able to help",
+    "i can't comply with", "i cannot comply with",
+)
+
+
+class EmbeddingDrift(BaseModel):
+    model_config = _FORBID
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Share of answers embedded by the local all-MiniLM-L6-v2 model (needs the ``[local]``
+    extra; without it embedding drift is simply off). 0 turns it off."""
+    baseline_size: Annotated[int, Field(ge=10)] = 200
+    """Sampled answers whose mean embedding is the baseline centroid."""
+    window: Annotated[int, Field(ge=10)] = 200
+    """Recent sampled answers whose centroid is compared with the baseline."""
+    threshold: Annotated[float, Field(gt=0, le=2)] = 0.1
+    """Cosine distance between the centroids past which the signal is flagged."""
+    queue_max: Annotated[int, Field(ge=1)] = 1000
+    """Sampled answers waiting to be embedded; past that, samples are skipped (and counted)."""
+
+
+class Drift(BaseModel):
+    model_config = _FORBID
+    enabled: bool = True
+    baseline_size: Annotated[int, Field(ge=10)] = 1000
+    """Answers per public model and provider captured as the baseline, after start-up or a
+    reset, then persisted in the database (``switchboard drift baseline reset MODEL``)."""
+    window: Annotated[int, Field(ge=10)] = 500
+    """Recent answers compared with the baseline."""
+    evaluate_every: Annotated[int, Field(ge=1)] = 25
+    """Answers between two evaluations of the window (PSI and rates; cheap)."""
+    psi_threshold: Annotated[float, Field(gt=0)] = 0.25
+    """Length PSI past which the length signal is flagged (> 0.25 is a major shift)."""
+    rate_delta: Annotated[float, Field(gt=0, le=1)] = 0.05
+    """Rise of the refusal rate or the invalid-JSON rate over the baseline's that is flagged."""
+    refusal_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_PHRASES))
+    """Case-insensitive phrases that mark an answer as a refusal (searched in its first
+    ``refusal_scan_chars`` characters)."""
+    refusal_scan_chars: Annotated[int, Field(ge=16)] = 400
+    sync_interval_s: Seconds = 5.0
+    """How often baselines are saved to and reloaded from the database (picks up resets)."""
+    embedding: EmbeddingDrift = Field(default_factory=EmbeddingDrift)
+
+
 class GatewayConfig(BaseModel):
     model_config = _FORBID
     providers: dict[Name, ProviderConfig]
@@ -166,6 +216,7 @@ class GatewayConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     streaming: Streaming = Field(default_factory=Streaming)
     calllog: CallLog = Field(default_factory=CallLog)
+    drift: Drift = Field(default_factory=Drift)
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> GatewayConfig:

@@ -19,6 +19,7 @@ from app import errors
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig
+from app.metrics.recorder import Recorder as Telemetry
 from app.pricing import PriceBook
 from app.providers.base import (
     ChatCall,
@@ -36,6 +37,8 @@ T = TypeVar("T")
 log = logging.getLogger("switchboard.gateway")
 
 _PER_MESSAGE_TOKENS = 3
+ANSWER_HEAD = 2000
+"""Characters of an answer kept for the drift signals (all of it when JSON was asked for)."""
 # A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
 StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
@@ -80,6 +83,7 @@ class Gateway:
         prices: PriceBook,
         sink: CallSink,
         capture: Redactor | None = None,
+        telemetry: Telemetry | None = None,
         strict_telemetry: bool = False,
     ) -> None:
         self.table = RoutingTable(config)
@@ -90,6 +94,7 @@ class Gateway:
         self._sink = sink
         self._capture = capture
         """Set when bodies are captured into the call record (redacted)."""
+        self._telemetry = telemetry
         self._strict_telemetry = strict_telemetry
 
     # ---- requests -------------------------------------------------------------------------
@@ -100,6 +105,7 @@ class Gateway:
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
+        record.wants_json = call.request.wants_json()
         return await self._unary(
             record, route, lambda p, t: p.chat(call, target=t),
             estimate=lambda body: Usage(prompt_tokens=_chat_prompt_tokens(call),
@@ -133,6 +139,7 @@ class Gateway:
             estimate=lambda body: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
                                         estimated=True),
             capture_response=False,  # vectors: large, and no use in a call log
+            answer=None,
         )
 
     def stream_chat(self, call: ChatCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
@@ -141,6 +148,7 @@ class Gateway:
         self._check_generation(record, route, n=call.request.n,
                                max_tokens=call.request.token_limit())
         record.metadata = call.request.metadata
+        record.wants_json = call.request.wants_json()
         return self._stream(record, route, lambda p, t: p.stream_chat(call, target=t),
                             wants_usage=call.request.wants_usage_chunk(),
                             prompt_tokens=lambda: _chat_prompt_tokens(call))
@@ -215,10 +223,14 @@ class Gateway:
     async def _unary(self, record: CallRecord, route: Route,
                      run: Callable[[Provider, Target], Awaitable[Result]],
                      *, estimate: Callable[[Json], Usage],
-                     capture_response: bool = True) -> Result:
+                     capture_response: bool = True,
+                     answer: Callable[[Json], str] | None = _body_text) -> Result:
         try:
             result = await self._attempts(record, route, run)
             self._account(record, result.usage or estimate(result.body), result.body)
+            if answer is not None:
+                text = answer(result.body)
+                record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if self._capture is not None and capture_response:
                 record.response_body = self._capture.redact(result.body)
             return result
@@ -261,6 +273,7 @@ class Gateway:
                       ) -> AsyncGenerator[StreamItem, None]:
         stream: AsyncIterator[Json] | None = None
         texts: list[str] = []
+        head = 0  # characters in ``texts``
         usage: Usage | None = None
         body: Json = {}
         try:
@@ -291,13 +304,17 @@ class Gateway:
                         chunk = await anext(opened, None)
                         continue
                 _observe_finish(record, chunk)
-                if usage is None:
-                    texts.append(_chunk_text(chunk))
+                if usage is None or head < ANSWER_HEAD or record.wants_json:
+                    piece = _chunk_text(chunk)
+                    texts.append(piece)
+                    head += len(piece)
                 yield chunk
                 chunk = await anext(opened, None)
+            text = "".join(texts)
+            record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:
                 usage = Usage(prompt_tokens=prompt_tokens(),
-                              completion_tokens=estimate_tokens("".join(texts)), estimated=True)
+                              completion_tokens=estimate_tokens(text), estimated=True)
                 if wants_usage:
                     yield {**_chunk_base(body), "choices": [], "usage": usage.to_openai()}
             self._account(record, usage, body)
@@ -334,6 +351,14 @@ class Gateway:
     def _finish(self, record: CallRecord) -> None:
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
+        if self._telemetry is not None:
+            try:
+                self._telemetry.observe(record)
+            except Exception:  # telemetry must never break a request (STYLE.md #10)
+                if self._strict_telemetry:
+                    raise
+                log.exception("metrics failed for %s", record.id)
+        record.answer_text = None
         try:
             self._sink.submit(record)
         except Exception:  # telemetry must never break a request (STYLE.md #10)

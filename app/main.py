@@ -13,12 +13,15 @@ from fastapi import FastAPI
 from app import errors
 from app.api import admin, health, v1
 from app.api import errors as api_errors
+from app.api import metrics as metrics_api
 from app.api.fastlane import FastLane
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
+from app.db.engine import DATABASE_ERRORS, describe_error
 from app.gateway import Gateway
+from app.metrics.runtime import open_metrics
 from app.pricing import PriceBook, shipped_prices
 from app.providers import PROVIDER_TYPES
 from app.providers.base import Provider, Warmable
@@ -70,9 +73,23 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         }
         prices = PriceBook({**shipped_prices(), **gateway_config.pricing})
         capture = gateway_config.calllog
+        telemetry = open_metrics(gateway_config, session=session,
+                                 engine=calllog.engine if calllog else None,
+                                 metrics_dir=settings.metrics_dir, strict=strict_telemetry)
+        app.state.metrics = telemetry
+        if telemetry.drift is not None:  # adopt stored baselines before the first answer
+            try:
+                await asyncio.wait_for(telemetry.drift.sync(), 5.0)
+            except TimeoutError:
+                log.warning("drift baselines not loaded yet (timeout); retrying in the background")
+            except DATABASE_ERRORS as exc:
+                log.warning("drift baselines not loaded yet (%s); retrying in the background",
+                            describe_error(exc))
+        telemetry.start(writer=calllog.writer if calllog else None,
+                        sync_interval_s=gateway_config.drift.sync_interval_s)
         gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
                           sink=sink or (calllog.writer if calllog else LogSink()),
-                          strict_telemetry=strict_telemetry,
+                          telemetry=telemetry.recorder, strict_telemetry=strict_telemetry,
                           capture=Redactor(keys=capture.redact_keys,
                                            patterns=capture.redact_patterns)
                           if capture.capture_bodies else None)
@@ -93,6 +110,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         finally:
             app.state.ready = False
             warming.cancel()
+            await telemetry.aclose()
             await gateway.aclose()
             await session.close()
             if calllog is not None:
@@ -102,6 +120,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                   summary="An OpenAI-compatible gateway to many model providers.")
     api_errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(v1.router)
     app.include_router(admin.router)
     return FastLane(app)

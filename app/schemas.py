@@ -124,6 +124,10 @@ class ChatRequest(BaseModel):
         """The client's cap on generated tokens, whichever field it used."""
         return self.max_completion_tokens or self.max_tokens
 
+    def wants_json(self) -> bool:
+        """Whether the answer must be JSON (``response_format`` json_object or json_schema)."""
+        return self.response_format is not None and self.response_format.type != "text"
+
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 

@@ -28,7 +28,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     config: Path | None = None
     """YAML config path; unset: the embedded default (mock models plus keyed providers)."""
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     spool_dir: Path = Path("switchboard-spool")
     """Where call records wait when neither the database nor Redis can take them."""
     master_key: SecretStr | None = None
+    metrics_key: SecretStr | None = None
+    """A key that may read ``GET /metrics`` and nothing else (give it to Prometheus). Unset:
+    ``/metrics`` takes the master key; with no key at all it is open (loopback-only mode)."""
+    metrics_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    """Where worker processes keep their metric values (prometheus-client's multiprocess mode).
+    ``switchboard serve --workers N`` sets it; it must be set before any worker starts."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1)] = 1
@@ -55,8 +62,9 @@ class Settings(BaseSettings):
                 "can reach the port could spend your provider credit. Set a master key, or bind "
                 "to 127.0.0.1."
             )
-        if self.master_key is not None and len(self.master_key.get_secret_value()) < 16:
-            raise UnsafeSettings("SWITCHBOARD_MASTER_KEY must be at least 16 characters")
+        for name, key in (("MASTER_KEY", self.master_key), ("METRICS_KEY", self.metrics_key)):
+            if key is not None and len(key.get_secret_value()) < 16:
+                raise UnsafeSettings(f"SWITCHBOARD_{name} must be at least 16 characters")
 
 
 def environment() -> Mapping[str, str]:

@@ -9,7 +9,7 @@ authentication, call record and error shape; only the dispatch is shorter.
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, cast
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -18,7 +18,7 @@ from app import errors
 from app.api.deps import open_call
 from app.api.errors import error_response
 from app.api.incoming import Incoming
-from app.api.v1 import MODEL_CALLS
+from app.api.v1 import MODEL_CALLS, Serve
 from app.gateway import Gateway
 from app.settings import Settings
 
@@ -30,6 +30,17 @@ class FastLane:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._in_flight: dict[str, Any] = {}
+        """``switchboard_requests_in_flight`` children by path, looked up once."""
+
+    def _gauge(self, path: str) -> Any:
+        gauge = self._in_flight.get(path)
+        if gauge is None:
+            runtime = getattr(self.app.state, "metrics", None)
+            if runtime is None:  # no lifespan (yet): nothing to count into
+                return _NO_GAUGE
+            gauge = self._in_flight[path] = runtime.metrics.in_flight.labels(path)
+        return gauge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         serve = MODEL_CALLS.get(scope["path"]) if scope["type"] == "http" else None
@@ -37,6 +48,15 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         incoming = Incoming.from_scope(scope, receive)
+        in_flight = self._gauge(scope["path"])
+        in_flight.inc()
+        try:
+            await self._serve(serve, incoming, scope, receive, send)
+        finally:
+            in_flight.dec()
+
+    async def _serve(self, serve: Serve, incoming: Incoming, scope: Scope, receive: Receive,
+                     send: Send) -> None:
         state = self.app.state
         record_id: str | None = None
         try:
@@ -51,3 +71,14 @@ class FastLane:
             response = error_response(errors.GatewayError("The gateway had an internal error."),
                                       request_id=record_id)
         await response(scope, receive, send)
+
+
+class _NoGauge:
+    def inc(self) -> None:
+        pass
+
+    def dec(self) -> None:
+        pass
+
+
+_NO_GAUGE = _NoGauge()

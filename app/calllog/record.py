@@ -58,6 +58,11 @@ class CallRecord:
     request_body: dict[str, Any] | None = None
     response_body: dict[str, Any] | None = None
     """Bodies, only when body capture is on (redacted before they are set)."""
+    wants_json: bool = False
+    """The request asked for JSON output (``response_format``)."""
+    answer_text: str | None = None
+    """The answer's text for the drift signals: its head, or all of it when JSON was asked for.
+    Never stored or logged; the gateway drops it once the metrics have seen it."""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -72,6 +77,7 @@ class CallRecord:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("started")
+        out.pop("answer_text")
         out["overhead_ms"] = self.overhead_ms
         return out
 

@@ -59,6 +59,7 @@ class WriterStats:
     """Rows the store already had (a replay after a crash or a lost acknowledgement)."""
     overflowed: int = 0
     """Rows that went straight to the file spool because the buffer was full."""
+    redis_spooled: int = 0
     file_spooled: int = 0
     dropped: int = 0
     """Rows lost for good: the store, the Redis spool and the local file all failed."""
@@ -166,6 +167,7 @@ class CallLogWriter:
         if self._spool is not None:
             try:
                 await self._spool.put(batch)
+                self.stats.redis_spooled += len(batch)
                 return  # durable; _replay stores and acknowledges it
             except SpoolUnavailable as exc:
                 self.stats.spool_failures += 1

@@ -67,3 +67,16 @@ class Call(Base):
         Index("ix_calls_caller_created_at", "caller", "created_at"),
         Index("ix_calls_status_created_at", "status", "created_at"),
     )
+
+
+class DriftBaseline(Base):
+    """A drift baseline (``app.metrics.baselines.Baseline``): the first saved one wins."""
+
+    __tablename__ = "drift_baselines"
+
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(128), primary_key=True)
+    signal: Mapped[str] = mapped_column(String(32), primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,104 @@
+"""Drift baselines: what a model's answers looked like when it was known good.
+
+A baseline is captured from the first answers after start-up (or after a reset), per public model,
+provider and signal (``length``: completion-length bin counts and rates; ``embedding``: a centroid),
+then saved so that restarts and other workers compare against the same one. The first saved
+baseline wins: every worker adopts what the store holds on its next sync. Deleting it (``switchboard
+drift baseline reset MODEL``) makes every worker capture a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import DriftBaseline
+
+Key = tuple[str, str, str]
+"""(public model, provider, signal)."""
+
+
+@dataclass(slots=True)
+class Baseline:
+    model: str
+    provider: str
+    signal: str
+    samples: int
+    data: dict[str, Any]
+    """Signal-specific and JSON-safe (lists of numbers, floats)."""
+    captured_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> Key:
+        return (self.model, self.provider, self.signal)
+
+
+class BaselineStore(Protocol):
+    """Where baselines persist (the database; in memory when the call log is off)."""
+
+    async def load_all(self) -> dict[Key, Baseline]: ...
+
+    async def save_if_absent(self, baseline: Baseline) -> None:
+        """Store ``baseline`` unless one with its key exists (then keep the stored one)."""
+
+    async def delete(self, model: str, provider: str | None = None) -> int:
+        """Forget the baselines of ``model`` (of one provider, or all); returns how many."""
+
+
+class MemoryBaselines:
+    """A ``BaselineStore`` for one process (no database): lost on restart."""
+
+    def __init__(self) -> None:
+        self._rows: dict[Key, Baseline] = {}
+
+    async def load_all(self) -> dict[Key, Baseline]:
+        return dict(self._rows)
+
+    async def save_if_absent(self, baseline: Baseline) -> None:
+        self._rows.setdefault(baseline.key, baseline)
+
+    async def delete(self, model: str, provider: str | None = None) -> int:
+        gone = [k for k in self._rows if k[0] == model and (provider is None or k[1] == provider)]
+        for key in gone:
+            del self._rows[key]
+        return len(gone)
+
+
+class DatabaseBaselines:
+    """A ``BaselineStore`` in the ``drift_baselines`` table (Postgres or the embedded SQLite)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def load_all(self) -> dict[Key, Baseline]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(*DriftBaseline.__table__.columns))).all()
+        return {(r.model, r.provider, r.signal): Baseline(
+            model=r.model, provider=r.provider, signal=r.signal, samples=r.samples,
+            data=r.data, captured_at=r.captured_at.timestamp()) for r in rows}
+
+    async def save_if_absent(self, baseline: Baseline) -> None:
+        dialect = self._engine.dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(DriftBaseline).values(
+            model=baseline.model, provider=baseline.provider, signal=baseline.signal,
+            samples=baseline.samples, data=baseline.data,
+            captured_at=datetime.fromtimestamp(baseline.captured_at, UTC),
+        ).on_conflict_do_nothing()
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def delete(self, model: str, provider: str | None = None) -> int:
+        statement = delete(DriftBaseline).where(DriftBaseline.model == model)
+        if provider is not None:
+            statement = statement.where(DriftBaseline.provider == provider)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount or 0)

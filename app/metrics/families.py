@@ -1,0 +1,171 @@
+"""Every Prometheus family the gateway exports, in one place (``GET /metrics``).
+
+Labels are bounded (STYLE.md #12): ``endpoint`` is a route path, ``model`` a configured public
+model name (anything else a client sends is ``"other"``), ``provider`` a configured provider name
+(``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``. Never a key, a
+user, a path from the client or a prompt. The two label values that come from upstreams
+(``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
+per target (``MAX_VERSIONS``) and exported only for the current version.
+
+One ``Metrics`` is built per app (tests build several in one process), each with its own
+registry. With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set before any worker
+starts (``switchboard serve`` does it) and the values live in files there; ``app.metrics.expose``
+merges them. Gauges say how to merge with their ``multiprocess_mode``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds. Requests span milliseconds (embeddings) to minutes (long generations).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0, 300.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+# The gateway's own time: sub-millisecond when healthy.
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
+# Completion tokens: doubling buckets, 1 to 16384.
+TOKEN_BUCKETS = tuple(float(2 ** i) for i in range(15))
+MAX_VERSIONS = 16
+"""Distinct (response model, fingerprint) pairs remembered per target."""
+
+TARGET = ("model", "provider")
+
+
+class Metrics:
+    """The families, registered in ``registry`` (a fresh one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry(
+            auto_describe=True)
+
+        # ---- traffic -----------------------------------------------------------------------
+        self.build = Gauge("switchboard_build_info", "1, labelled with the gateway's version.",
+                           ("version",), multiprocess_mode="max", registry=r)
+        self.requests = Counter(
+            "switchboard_requests", "Client requests answered, by outcome.",
+            ("endpoint", "model", "provider", "status_class"), registry=r)
+        self.request_duration = Histogram(
+            "switchboard_request_duration_seconds",
+            "Time from request received to response finished (streams: last byte).",
+            ("endpoint", "model", "provider"), buckets=DURATION_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "switchboard_time_to_first_token_seconds",
+            "Streams: time from request received to the first content chunk sent.",
+            TARGET, buckets=TTFT_BUCKETS, registry=r)
+        self.upstream_duration = Histogram(
+            "switchboard_upstream_duration_seconds",
+            "Time spent waiting on one upstream attempt (failed attempts included).",
+            TARGET, buckets=DURATION_BUCKETS, registry=r)
+        self.overhead = Histogram(
+            "switchboard_gateway_overhead_seconds",
+            "Time the gateway itself added to a successful request (wall time minus upstream).",
+            ("endpoint",), buckets=OVERHEAD_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "switchboard_requests_in_flight", "Model calls being served right now.",
+            ("endpoint",), multiprocess_mode="livesum", registry=r)
+        self.tokens = Counter(
+            "switchboard_tokens", "Tokens billed, by direction (input: prompt, output: "
+            "completion).", (*TARGET, "direction"), registry=r)
+        self.cached_tokens = Counter(
+            "switchboard_cached_input_tokens",
+            "Input tokens served from the provider's prompt cache (a part of the input ones).",
+            TARGET, registry=r)
+        self.cost = Counter(
+            "switchboard_cost_usd", "Spend in US dollars, at the configured prices.",
+            TARGET, registry=r)
+        self.attempts = Counter(
+            "switchboard_upstream_attempts", "Upstream attempts, by outcome (ok or error).",
+            (*TARGET, "outcome"), registry=r)
+        self.fallbacks = Counter(
+            "switchboard_fallbacks",
+            "Times a target failed and the next one was tried; provider is the one that failed.",
+            TARGET, registry=r)
+        self.upstream_errors = Counter(
+            "switchboard_upstream_errors", "Failed upstream attempts, by error type.",
+            (*TARGET, "error_type"), registry=r)
+
+        # ---- the call log ------------------------------------------------------------------
+        self.calllog_queue = Gauge(
+            "switchboard_calllog_queue_depth", "Call records waiting to be written.",
+            multiprocess_mode="livesum", registry=r)
+        self.calllog_stored = Counter(
+            "switchboard_calllog_stored_records", "Call records committed to the database.",
+            registry=r)
+        self.calllog_spooled = Counter(
+            "switchboard_calllog_spooled_records",
+            "Call records parked in a spool (redis or file) because the database could not "
+            "take them in time.", ("spool",), registry=r)
+        self.calllog_dropped = Counter(
+            "switchboard_calllog_dropped_records",
+            "Call records lost for good (database, Redis and the local file all failed). "
+            "Must stay 0.", registry=r)
+
+        # ---- drift -------------------------------------------------------------------------
+        self.completion_tokens = Histogram(
+            "switchboard_completion_tokens", "Completion tokens per successful answer.",
+            TARGET, buckets=TOKEN_BUCKETS, registry=r)
+        self.finish_reasons = Counter(
+            "switchboard_finish_reasons", "Answers by finish reason (stop, length, tool_calls, "
+            "content_filter, function_call, other).", (*TARGET, "reason"), registry=r)
+        self.refusals = Counter(
+            "switchboard_refusals", "Answers that match a refusal phrase.", TARGET, registry=r)
+        self.json_answers = Counter(
+            "switchboard_json_answers",
+            "Answers to requests that asked for JSON output, by validity (true/false).",
+            (*TARGET, "valid"), registry=r)
+        self.length_psi = Gauge(
+            "switchboard_drift_length_psi",
+            "Population stability index of completion lengths: the recent window against the "
+            "baseline (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift).",
+            TARGET, multiprocess_mode="max", registry=r)
+        self.refusal_rate = Gauge(
+            "switchboard_drift_refusal_rate", "Share of refusals in the recent window.",
+            TARGET, multiprocess_mode="max", registry=r)
+        self.json_invalid_rate = Gauge(
+            "switchboard_drift_json_invalid_rate",
+            "Share of invalid JSON among recent answers to requests that asked for JSON.",
+            TARGET, multiprocess_mode="max", registry=r)
+        self.embedding_distance = Gauge(
+            "switchboard_drift_embedding_distance",
+            "Cosine distance between the centroid of recent answer embeddings and the "
+            "baseline centroid (only with the local embedding model installed).",
+            TARGET, multiprocess_mode="max", registry=r)
+        self.drift_flagged = Gauge(
+            "switchboard_drift_flagged",
+            "1 while a drift signal is past its threshold (signal: length, refusals, json, "
+            "embedding).", (*TARGET, "signal"), multiprocess_mode="max", registry=r)
+        self.baseline_samples = Gauge(
+            "switchboard_drift_baseline_samples",
+            "Answers in the drift baseline (0 while it is being captured).",
+            (*TARGET, "signal"), multiprocess_mode="max", registry=r)
+        self.model_info = Gauge(
+            "switchboard_upstream_model_info",
+            "1 for the model version a target answers with now (response model and "
+            "system_fingerprint), 0 for ones seen before.",
+            (*TARGET, "response_model", "system_fingerprint"),
+            multiprocess_mode="mostrecent", registry=r)
+        self.version_changes = Counter(
+            "switchboard_upstream_version_changes",
+            "Times a target answered with a model version not seen from it before.",
+            TARGET, registry=r)
+
+        # ---- vLLM backends (scraped from each vllm provider's /metrics) --------------------
+        self.backend_up = Gauge(
+            "switchboard_backend_up", "1 when the last scrape of the backend's /metrics "
+            "succeeded.", ("provider",), multiprocess_mode="mostrecent", registry=r)
+        self.backend_waiting = Gauge(
+            "switchboard_backend_requests_waiting", "Requests queued in the backend.",
+            ("provider",), multiprocess_mode="mostrecent", registry=r)
+        self.backend_running = Gauge(
+            "switchboard_backend_requests_running", "Requests the backend is generating.",
+            ("provider",), multiprocess_mode="mostrecent", registry=r)
+        self.backend_kv_cache = Gauge(
+            "switchboard_backend_kv_cache_usage_ratio", "KV cache in use, 0 to 1.",
+            ("provider",), multiprocess_mode="mostrecent", registry=r)
+        self.backend_prefix_hits = Gauge(
+            "switchboard_backend_prefix_cache_hit_ratio",
+            "Prefix cache hits over queries since the previous scrape, 0 to 1.",
+            ("provider",), multiprocess_mode="mostrecent", registry=r)
+        self.backend_scrape_errors = Counter(
+            "switchboard_backend_scrape_errors", "Failed scrapes of a backend's /metrics.",
+            ("provider",), registry=r)

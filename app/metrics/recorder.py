@@ -1,0 +1,124 @@
+"""Turning finished call records into metric samples: the per-request cost of ``/metrics``.
+
+``observe(record)`` runs once per request, after the response, on the event loop. It looks up the
+label children of a request's (endpoint, model, provider) once, in a dict keyed by the tuple
+(``prometheus_client``'s ``labels()`` hashes, locks and validates on every call), then does a
+handful of increments. Drift signals are fed from here for successful generations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from app.calllog.record import CallRecord
+from app.metrics.drift import DriftMonitor
+from app.metrics.families import Metrics
+
+OTHER_MODEL = "other"
+"""The ``model`` label of requests naming no configured model (bounded labels)."""
+NO_PROVIDER = "none"
+_GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+class _Series:
+    """The children of one (endpoint, model, provider)."""
+
+    __slots__ = ("cached", "cost", "duration", "endpoint", "model", "overhead", "provider",
+                 "statuses", "tokens_in", "tokens_out", "ttft")
+
+    def __init__(self, m: Metrics, endpoint: str, model: str, provider: str) -> None:
+        self.endpoint, self.model, self.provider = endpoint, model, provider
+        self.duration = m.request_duration.labels(endpoint, model, provider)
+        self.overhead = m.overhead.labels(endpoint)
+        self.ttft = m.ttft.labels(model, provider)
+        self.tokens_in = m.tokens.labels(model, provider, "input")
+        self.tokens_out = m.tokens.labels(model, provider, "output")
+        self.cached = m.cached_tokens.labels(model, provider)
+        self.cost = m.cost.labels(model, provider)
+        self.statuses: dict[int, Any] = {}
+
+
+class _Upstream:
+    """The children of one (model, attempted provider)."""
+
+    __slots__ = ("duration", "errors", "failed", "fallbacks", "ok")
+
+    def __init__(self, m: Metrics, model: str, provider: str) -> None:
+        self.duration = m.upstream_duration.labels(model, provider)
+        self.ok = m.attempts.labels(model, provider, "ok")
+        self.failed = m.attempts.labels(model, provider, "error")
+        self.fallbacks = m.fallbacks.labels(model, provider)
+        self.errors: dict[str | None, Any] = {}
+
+
+class Recorder:
+    """Observes finished call records into ``metrics`` (and ``drift``, when given)."""
+
+    def __init__(self, metrics: Metrics, *, models: Collection[str],
+                 drift: DriftMonitor | None = None) -> None:
+        self.metrics = metrics
+        self._models = frozenset(models)
+        self._drift = drift
+        self._series: dict[tuple[str, str | None, str | None], _Series] = {}
+        self._upstreams: dict[tuple[str, str], _Upstream] = {}
+
+    def _series_for(self, record: CallRecord) -> _Series:
+        key = (record.endpoint, record.public_model, record.provider)
+        series = self._series.get(key)
+        if series is None:
+            model = record.public_model
+            series = self._series[key] = _Series(
+                self.metrics, record.endpoint,
+                model if model in self._models else OTHER_MODEL,
+                record.provider or NO_PROVIDER)
+        return series
+
+    def observe(self, record: CallRecord) -> None:
+        s = self._series_for(record)
+        status_class = record.http_status // 100
+        counter = s.statuses.get(status_class)
+        if counter is None:
+            counter = s.statuses[status_class] = self.metrics.requests.labels(
+                s.endpoint, s.model, s.provider, f"{status_class}xx")
+        counter.inc()
+        latency_ms = record.latency_ms or 0.0
+        s.duration.observe(latency_ms / 1000)
+        if record.attempts:
+            self._attempts(record, s.model)
+        if record.status != "ok":
+            return
+        s.overhead.observe(max(0.0, latency_ms - record.upstream_ms) / 1000)
+        if record.ttft_ms is not None:
+            s.ttft.observe(record.ttft_ms / 1000)
+        usage = record.usage
+        if usage is not None:
+            s.tokens_in.inc(usage.prompt_tokens)
+            s.tokens_out.inc(usage.completion_tokens)
+            if usage.cached_tokens:
+                s.cached.inc(usage.cached_tokens)
+        if record.cost_usd:
+            s.cost.inc(record.cost_usd)
+        if self._drift is not None and record.endpoint in _GENERATIONS:
+            self._drift.observe(s.model, s.provider,
+                                usage.completion_tokens if usage is not None else 0, record)
+
+    def _attempts(self, record: CallRecord, model: str) -> None:
+        last = len(record.attempts) - 1
+        for i, attempt in enumerate(record.attempts):
+            key = (model, attempt.provider)
+            up = self._upstreams.get(key)
+            if up is None:
+                up = self._upstreams[key] = _Upstream(self.metrics, model, attempt.provider)
+            up.duration.observe(attempt.duration_ms / 1000)
+            if attempt.status == 200:
+                up.ok.inc()
+                continue
+            up.failed.inc()
+            errors = up.errors.get(attempt.error_type)
+            if errors is None:
+                errors = up.errors[attempt.error_type] = self.metrics.upstream_errors.labels(
+                    model, attempt.provider, attempt.error_type or "unknown")
+            errors.inc()
+            if i < last:
+                up.fallbacks.inc()

@@ -1,0 +1,151 @@
+"""Building the metrics of a running gateway, and the background work they need.
+
+- ``Recorder``: per-request samples (the gateway calls ``observe`` once per request).
+- ``DriftMonitor`` (+ the embedding monitor when the ``[local]`` extra is installed), kept in
+  step with the stored baselines every ``drift.sync_interval_s``.
+- ``BackendScraper``: each ``vllm`` provider's ``/metrics``, re-exported.
+- Once a second, the call-log writer's counters become metrics (queue depth, spooled, dropped).
+- ``exposition()``: the text for ``GET /metrics``; with several workers (multiprocess mode) it
+  merges every worker's values from ``Settings.metrics_dir``.
+
+Telemetry never breaks the gateway: each loop logs and goes on (re-raising under ``strict``, as
+in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.calllog.writer import CallLogWriter, WriterStats
+from app.config import GatewayConfig, VllmProvider
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.metrics.backends import BackendScraper
+from app.metrics.baselines import BaselineStore, DatabaseBaselines, MemoryBaselines
+from app.metrics.drift import DriftMonitor
+from app.metrics.embedding_drift import EmbeddingDriftMonitor
+from app.metrics.families import Metrics
+from app.metrics.recorder import Recorder
+
+log = logging.getLogger("switchboard.metrics")
+VERSION = "0.1.0"
+_STATS_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class MetricsRuntime:
+    metrics: Metrics
+    recorder: Recorder
+    drift: DriftMonitor | None
+    embeddings: EmbeddingDriftMonitor | None
+    backends: BackendScraper
+    metrics_dir: Path | None
+    strict: bool = False
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of all workers in multiprocess mode."""
+        if self.metrics_dir is None:
+            return generate_latest(self.metrics.registry)
+        registry = CollectorRegistry()
+        # An untyped call in prometheus-client.
+        MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def start(self, *, writer: CallLogWriter | None, sync_interval_s: float) -> None:
+        self.backends.start()
+        if self.embeddings is not None:
+            self.embeddings.start()
+        if writer is not None:
+            self._loop("calllog-metrics", _STATS_INTERVAL_S, _StatsExport(self.metrics, writer))
+        if self.drift is not None:
+            self._loop("drift-sync", sync_interval_s, self.drift.sync)
+
+    def _loop(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            failing = False
+            while True:
+                try:
+                    await step()
+                    failing = False
+                except DATABASE_ERRORS as exc:  # the database is down: retry next time
+                    if not failing:
+                        log.warning("%s: %s; retrying every %.0fs", name, describe_error(exc),
+                                    interval_s)
+                    failing = True
+                except Exception:  # a telemetry loop must outlive any bug (STYLE.md #10)
+                    if self.strict:
+                        raise
+                    log.exception("%s failed; retrying", name)
+                await asyncio.sleep(interval_s)
+
+        self._tasks.append(asyncio.create_task(run(), name=name))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.backends.aclose()
+        if self.embeddings is not None:
+            await self.embeddings.aclose()
+        if self.metrics_dir is not None:
+            # This worker's live gauges stop counting (the call is untyped in prometheus-client).
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _StatsExport:
+    """Writer counters to metrics: gauges set, counters advanced by what changed."""
+
+    def __init__(self, metrics: Metrics, writer: CallLogWriter) -> None:
+        self._m, self._writer = metrics, writer
+        self._last = WriterStats()
+
+    async def __call__(self) -> None:
+        m, stats, last = self._m, self._writer.stats, self._last
+        m.calllog_queue.set(self._writer.buffered)
+        m.calllog_stored.inc(stats.stored - last.stored)
+        m.calllog_spooled.labels("redis").inc(stats.redis_spooled - last.redis_spooled)
+        m.calllog_spooled.labels("file").inc(stats.file_spooled + stats.overflowed
+                                             - last.file_spooled - last.overflowed)
+        m.calllog_dropped.inc(stats.dropped - last.dropped)
+        self._last = dataclasses.replace(stats)
+
+
+def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
+                 engine: AsyncEngine | None, metrics_dir: Path | None,
+                 strict: bool = False) -> MetricsRuntime:
+    """Build the metrics for one gateway process (start them with ``start``)."""
+    # Process-wide: ``_created`` series would double the exposition (an untyped call).
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = Metrics()
+    metrics.build.labels(VERSION).set(1)
+    drift = embeddings = None
+    if config.drift.enabled:
+        embeddings = EmbeddingDriftMonitor(config.drift.embedding, metrics=metrics,
+                                           strict=strict)
+        store: BaselineStore = DatabaseBaselines(engine) if engine is not None \
+            else MemoryBaselines()
+        drift = DriftMonitor(config.drift, metrics=metrics, store=store,
+                             embeddings=embeddings if embeddings.enabled else None)
+        if not embeddings.enabled:
+            embeddings = None
+    vllm: Mapping[str, VllmProvider] = {
+        name: cfg for name, cfg in config.providers.items() if isinstance(cfg, VllmProvider)}
+    return MetricsRuntime(
+        metrics=metrics, recorder=Recorder(metrics, models=config.models, drift=drift),
+        drift=drift, embeddings=embeddings,
+        backends=BackendScraper(vllm, session=session, metrics=metrics),
+        metrics_dir=metrics_dir, strict=strict)
