@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -13,6 +15,7 @@ import click
 from app.calllog.cli import logs
 from app.config import ConfigError, load_config
 from app.db.cli import db
+from app.metrics.cli import drift
 from app.settings import Settings, UnsafeSettings, environment
 
 # Heavy imports (uvicorn, the app) happen inside the commands that need them, so that
@@ -61,10 +64,29 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     # Workers re-read the settings from the environment: hand the CLI's choices down that way.
     for key, value in overrides.items():
         os.environ[f"SWITCHBOARD_{key.upper()}"] = str(value)
+    made_dir: Path | None = None
+    if settings.workers > 1 or settings.metrics_dir is not None:
+        # prometheus-client picks multiprocess mode from this variable when a worker imports it.
+        metrics_dir = _fresh_metrics_dir(settings.metrics_dir)
+        made_dir = metrics_dir if settings.metrics_dir is None else None
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run("app.main:from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
                 access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
                 proxy_headers=False)
+    if made_dir is not None:
+        shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def _fresh_metrics_dir(given: Path | None) -> Path:
+    """The folder where workers keep metric values, emptied: values of an earlier run would
+    otherwise be summed into this one's."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="switchboard-metrics-"))
+    given.mkdir(parents=True, exist_ok=True)
+    for stale in given.glob("*.db"):
+        stale.unlink()
+    return given
 
 
 @main.command("check-config")
@@ -84,6 +106,7 @@ def check_config(path: Path) -> None:
 
 main.add_command(db)
 main.add_command(logs)
+main.add_command(drift)
 
 try:  # the simulator lives in its own package; attach its command when present
     from app.simulator.command import simulate

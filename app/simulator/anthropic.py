@@ -21,8 +21,8 @@ from app.simulator import content
 from app.simulator.anthropic_request import MessagesRequest, read_request
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
-from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, stream
-from app.simulator.faults import Knobs, read_knobs
+from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
+from app.simulator.faults import Knobs
 from app.simulator.schema import instance
 
 _STOP_REASONS = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
@@ -73,7 +73,7 @@ def usage(request: MessagesRequest, knobs: Knobs, output_tokens: int) -> dict[st
 async def messages(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream."""
     check_headers(req.headers)
-    knobs = read_knobs(req)
+    knobs = generation_knobs(sim, req)
     if await faulted(sim, req, knobs):
         return
     request = read_request(req.json_object())

@@ -1,9 +1,10 @@
 """``POST /v1/chat/completions`` (and Azure's deployment route): OpenAI's chat completion objects.
 
-Answer selection per choice, first match wins: ``X-Sim-Refusal`` -> the refusal sentence; a forced
-tool (``tool_choice`` ``"required"`` or ``{"type": "function", ...}``) -> one ``tool_calls`` entry
-whose ``arguments`` are a minimal instance of the function's ``parameters`` schema; structured
-output -> its minimal valid text; otherwise the deterministic reply.
+Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
+admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; a forced tool (``tool_choice``
+``"required"`` or ``{"type": "function", ...}``) -> one ``tool_calls`` entry whose ``arguments``
+are a minimal instance of the function's ``parameters`` schema; structured output -> its minimal
+valid text; otherwise the deterministic reply.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ import orjson
 from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
-from app.simulator.core import Memo, Route, Sim, StreamPlan, delay, faulted, stream
-from app.simulator.faults import NO_KNOBS, Knobs, read_knobs
+from app.simulator.core import (
+    Memo,
+    Route,
+    Sim,
+    StreamPlan,
+    delay,
+    faulted,
+    generation_knobs,
+    stream,
+)
+from app.simulator.faults import NO_KNOBS, Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
 
@@ -123,11 +133,11 @@ def read_logprobs(body: dict[str, Any]) -> int | None:
 async def chat(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream.
 
-    Fast path: with zero latency, no knobs and the same raw body as an earlier plain-text
-    answer, the serialized answer is replayed with a fresh ``id`` and ``created`` (the answer is
-    a pure function of the body and the process's options).
+    Fast path: with zero latency, no knobs (no header, no drift) and the same raw body as an
+    earlier plain-text answer, the serialized answer is replayed with a fresh ``id`` and
+    ``created`` (the answer is then a pure function of the body and the process's options).
     """
-    knobs = read_knobs(req)
+    knobs = generation_knobs(sim, req)
     memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None
     memo = sim.memo.get(req.body) if memoizable else None
     if memo is not None:

@@ -16,6 +16,15 @@ Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenA
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,
 X-Sim-Error-After: N, X-Sim-TTFT-Ms, X-Sim-TPOT-Ms, X-Sim-Completion-Tokens: N,
 X-Sim-Refusal: 1, X-Sim-Fingerprint: FP, X-Sim-Model: NAME, X-Sim-Cache-Read-Tokens: N.
+
+\b
+Process-wide drift, set at runtime with POST /_sim/state (JSON, partial; headers still win;
+POST /_sim/reset restores the defaults and reseeds the draws):
+  completion_tokens: N >= 1 | null   natural answer length (null: --default-completion-tokens)
+  length_spread: 0..1                each answer's length drawn from L*(1-s)..L*(1+s)
+  refusal_rate: 0..1                 share of answers that are a refusal
+  fingerprint: FP | null             system_fingerprint reported
+  model: NAME | null                 model reported
 """
 
 
@@ -30,7 +39,8 @@ X-Sim-Refusal: 1, X-Sim-Fingerprint: FP, X-Sim-Model: NAME, X-Sim-Cache-Read-Tok
 @click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Uniform +/- fraction applied to every wait (0.1 = +/-10%).")
 @click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of the jitter sequence (same seed and request order, same waits).")
+              help="Seed of the jitter and drift draws (same seed and request order, same "
+                   "waits and answers).")
 @click.option("--vllm-version", default="0.12.0", show_default=True,
               help="vLLM version to play: flat error bodies up to 0.10.0, guided_* structured "
                    "output before 0.12, gpu_-prefixed cache metrics before 0.10.")

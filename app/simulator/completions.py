@@ -16,8 +16,8 @@ from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.chat import usage
 from app.simulator.content import Output
-from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, stream
-from app.simulator.faults import Knobs, read_knobs
+from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
+from app.simulator.faults import Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.usage import estimate_tokens
 
@@ -58,7 +58,7 @@ def _answer(sim: Sim, body: dict[str, Any], prompt: str | list[int], index: int,
 async def completions(sim: Sim, req: Request, route: Route) -> None:
     """Validate, then answer completely or as an event stream."""
     body = req.json_object()
-    knobs = read_knobs(req)
+    knobs = generation_knobs(sim, req)
     if await faulted(sim, req, knobs):
         return
     model = sim.model(body.get("model"), route=route)

@@ -12,7 +12,8 @@ Token accounting (the contract every dialect reports in ``usage``):
   Tool definitions and images are not counted.
 
 An answer is "Simulated reply to: <first words of the last user message>" followed by filler words,
-``default_completion_tokens`` pieces long, then cut by ``max_tokens`` and stop sequences.
+``default_completion_tokens`` pieces long (or as long as ``X-Sim-Completion-Tokens`` or the
+admin-set drift says), then cut by ``max_tokens`` and stop sequences.
 """
 
 from __future__ import annotations

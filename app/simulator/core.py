@@ -1,8 +1,9 @@
 """The simulator's shared context and the generation lifecycle every dialect goes through.
 
-``Sim`` holds what one process plays (options, vLLM dialect, state, latency model). The helpers
-below apply the latency model and the injected failures the same way for every wire format:
-``delay`` for complete answers, ``stream`` for event streams, ``hang`` for ``X-Sim-Hang``.
+``Sim`` holds what one process plays (options, vLLM dialect, state, latency model, drift). The
+helpers below apply the knobs, the latency model and the injected failures the same way for every
+wire format: ``generation_knobs`` reads a request's knobs (headers, then the process-wide drift),
+``delay`` serves complete answers, ``stream`` event streams, ``hang`` ``X-Sim-Hang``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
+from app.simulator.drift import Drift
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
-from app.simulator.faults import Knobs, Latency, injected_error
+from app.simulator.faults import Knobs, Latency, injected_error, read_knobs
 from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
 from app.simulator.state import SimState
 
@@ -25,13 +27,15 @@ MID_STREAM_ERROR = "Simulated upstream failure in the middle of the stream."
 
 
 class Sim:
-    """One simulator process: options, the vLLM dialect they imply, state and latency model."""
+    """One simulator process: options, the vLLM dialect they imply, state, latency model and the
+    admin-set drift."""
 
     def __init__(self, options: SimOptions) -> None:
         self.options = options
         self.dialect = Dialect.of(options.vllm_version)
         self.state = SimState()
         self.latency = Latency(options)
+        self.drift = Drift(options)
         self.models = frozenset(options.models)
         self.default_model = options.models[0] if options.models else DEFAULT_MODEL
         self.zero_latency = options.ttft_ms <= 0 and options.tpot_ms <= 0
@@ -108,6 +112,13 @@ class StreamPlan:
     finish: str
     head: list[bytes] = field(default_factory=list)
     preamble: list[bytes] = field(default_factory=list)
+
+
+def generation_knobs(sim: Sim, req: Request) -> Knobs:
+    """A generation's knobs: its headers', with the process-wide drift filled in where the
+    headers leave a field unset (``NO_KNOBS`` itself when neither sets anything)."""
+    knobs = read_knobs(req)
+    return sim.drift.apply(knobs) if sim.drift.active else knobs
 
 
 def metric_reason(finish: str) -> str:

@@ -13,6 +13,11 @@
 - ``X-Sim-Cache-Read-Tokens: N``: report N prompt tokens as read from the prompt cache.
 
 A malformed value is a 400, so a typo in a test fails loudly instead of silently doing nothing.
+
+Headers reach only the requests that carry them. For a process-wide change that also reaches
+requests relayed by a gateway (which drops its clients' ``X-Sim-*`` headers), ``POST /_sim/state``
+sets the drift fields ``completion_tokens``, ``length_spread``, ``refusal_rate``,
+``fingerprint`` and ``model`` (see ``drift``); a header, when sent, wins over them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ _LEADING_DIGITS = re.compile(r"\d+")
 
 @dataclass(frozen=True)
 class SimOptions:
-    """Settings of one simulator process (immutable; per-request changes travel as headers).
+    """Settings of one simulator process (immutable; per-request changes travel as headers,
+    process-wide runtime changes through ``POST /_sim/state``: see ``drift``).
 
     ``ttft_ms``/``tpot_ms``: time to the first token and between later tokens; ``jitter``: a
     uniform +/- fraction applied to each wait, drawn from a generator seeded with ``seed``.

@@ -53,6 +53,11 @@ class Histogram:
         return out
 
 
+GAUGE_CASTS: dict[str, type] = {"num_requests_waiting": int, "num_requests_running": int,
+                               "kv_cache_usage_perc": float, "prefix_cache_hit_rate": float,
+                               "healthy": bool}
+
+
 class Gauges:
     """Values an admin sets through ``POST /_sim/state`` (reflected in ``/metrics``)."""
 
@@ -66,16 +71,14 @@ class Gauges:
         self.prefix_cache_hit_rate = 0.0
         self.healthy = True
 
-    def update(self, values: dict[str, Any]) -> None:
-        """Apply a subset of fields; raises ValueError naming the first bad one."""
-        casts: dict[str, type] = {"num_requests_waiting": int, "num_requests_running": int,
-                                  "kv_cache_usage_perc": float, "prefix_cache_hit_rate": float,
-                                  "healthy": bool}
+    @staticmethod
+    def parse(values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` checked and cast; raises ValueError naming the first bad field."""
         parsed: dict[str, Any] = {}
         for key, value in values.items():
-            cast = casts.get(key)
+            cast = GAUGE_CASTS.get(key)
             if cast is None:
-                raise ValueError(f"unknown field {key!r}; expected one of {sorted(casts)}")
+                raise ValueError(f"unknown field {key!r}; expected one of {sorted(GAUGE_CASTS)}")
             wrong = (isinstance(value, bool) != (cast is bool)
                      or not isinstance(value, int if cast is int else int | float))
             if wrong:
@@ -83,7 +86,11 @@ class Gauges:
             if cast is not bool and value < 0:
                 raise ValueError(f"{key} must not be negative")
             parsed[key] = cast(value)
-        for key, value in parsed.items():
+        return parsed
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply a subset of fields (all or none); raises ValueError naming the first bad one."""
+        for key, value in self.parse(values).items():
             setattr(self, key, value)
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,217 @@
+"""Drift signals on the monitor itself: the targets of issue 4 and the baseline life cycle.
+
+Answers are ``CallRecord``s as the gateway fills them; lengths come from a seeded generator whose
+shape (a log-normal around ~150 tokens) resembles real chat answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.calllog import CallRecord
+from app.cli import main
+from app.config import Drift
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.metrics.baselines import DatabaseBaselines, MemoryBaselines
+from app.metrics.drift import DriftMonitor, length_bin, psi
+from app.metrics.families import Metrics
+
+TARGET = {"model": "chat", "provider": "sim"}
+NORMAL = "Here is a short answer about the topic you asked for."
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def answer(*, text: str = NORMAL, reason: str = "stop", model: str = "gpt-4o-mini",
+           fingerprint: str = "fp_1", wants_json: bool = False) -> CallRecord:
+    record = CallRecord(id="r", endpoint="/v1/chat/completions", caller="t")
+    record.answer_text, record.finish_reason, record.wants_json = text, reason, wants_json
+    record.response_model, record.system_fingerprint = model, fingerprint
+    return record
+
+
+def lengths(seed: int, scale: float = 1.0) -> Iterator[int]:
+    rng = random.Random(seed)
+    while True:
+        yield max(1, round(rng.lognormvariate(5.0, 0.6) * scale))
+
+
+def gauge(metrics: Metrics, name: str, **labels: str) -> float:
+    got = metrics.registry.get_sample_value(name, {**TARGET, **labels})
+    return 0.0 if got is None else got
+
+
+def monitor(**config: object) -> tuple[DriftMonitor, Metrics]:
+    metrics = Metrics()
+    return DriftMonitor(Drift.model_validate(config), metrics=metrics,
+                        store=MemoryBaselines()), metrics
+
+
+def feed(mon: DriftMonitor, n: int, source: Iterator[int], **kwargs: object) -> None:
+    for _ in range(n):
+        mon.observe("chat", "sim", next(source), answer(**kwargs))  # type: ignore[arg-type]
+
+
+def answers_until(mon: DriftMonitor, metrics: Metrics, signal: str, source: Iterator[int],
+                  *, limit: int, refusal_share: float = 0.0) -> int | None:
+    """How many answers it takes to flag ``signal`` (None: not within ``limit``)."""
+    rng = random.Random(7)
+    for i in range(1, limit + 1):
+        text = REFUSAL if rng.random() < refusal_share else NORMAL
+        mon.observe("chat", "sim", next(source), answer(text=text))
+        if gauge(metrics, "switchboard_drift_flagged", signal=signal) == 1:
+            return i
+    return None
+
+
+def test_psi_is_zero_for_identical_histograms_and_large_for_a_shift() -> None:
+    """PSI: 0 for the same histogram, past 0.25 when the mass moves one bin over."""
+    same = [0, 10, 40, 30, 20]
+    assert psi(same, same) == pytest.approx(0.0)
+    assert psi(same, [10, 40, 30, 20, 0]) > 0.25
+    assert length_bin(0) == 0 and length_bin(1) == 1 and length_bin(100) < length_bin(200)
+
+
+def test_stable_stream_stays_below_threshold_over_5000_answers() -> None:
+    """5,000 answers from the baseline's own distribution never flag length or refusals."""
+    mon, metrics = monitor(baseline_size=1000, window=500)
+    source = lengths(1)
+    feed(mon, 1000, source)
+    worst = 0.0
+    for _ in range(5000):
+        mon.observe("chat", "sim", next(source), answer())
+        worst = max(worst, gauge(metrics, "switchboard_drift_length_psi"))
+        assert gauge(metrics, "switchboard_drift_flagged", signal="length") == 0
+        assert gauge(metrics, "switchboard_drift_flagged", signal="refusals") == 0
+    assert 0 < worst < 0.1
+
+
+def test_halved_answers_are_flagged_within_500() -> None:
+    """Answers half as long flag the length signal within 500 answers."""
+    mon, metrics = monitor(baseline_size=1000, window=500)
+    feed(mon, 1500, lengths(2))  # baseline, then a full window of stable answers
+    taken = answers_until(mon, metrics, "length", lengths(3, scale=0.5), limit=500)
+    assert taken is not None and taken <= 500
+    assert gauge(metrics, "switchboard_drift_length_psi") > 0.25
+
+
+def test_refusals_at_20_percent_are_flagged_within_500() -> None:
+    """A 20% refusal rate flags the refusal signal within 500 answers; length stays calm."""
+    mon, metrics = monitor(baseline_size=1000, window=500)
+    feed(mon, 1500, lengths(4))
+    taken = answers_until(mon, metrics, "refusals", lengths(5), limit=500, refusal_share=0.2)
+    assert taken is not None and taken <= 500
+    assert gauge(metrics, "switchboard_refusals_total") > 0
+    assert gauge(metrics, "switchboard_drift_flagged", signal="length") == 0
+
+
+def test_refusal_phrases_are_configurable_and_case_insensitive() -> None:
+    """Configured phrases match case-insensitively, with curly apostrophes too."""
+    mon, _ = monitor(refusal_phrases=["Computer says no"])
+    assert mon.is_refusal("COMPUTER SAYS NO, sorry.")
+    assert not mon.is_refusal(REFUSAL)
+    default, _ = monitor()
+    assert default.is_refusal("I\u2019m sorry, but I can\u2019t help with that.")
+    assert default.is_refusal("As an AI language model, I have no opinions.")
+    assert not default.is_refusal(NORMAL)
+
+
+def test_invalid_json_answers_are_counted_and_flagged() -> None:
+    """Answers to JSON requests are checked: invalid ones count and flag the JSON signal."""
+    mon, metrics = monitor(baseline_size=100, window=100, evaluate_every=10)
+    source = lengths(6)
+    feed(mon, 200, source, text='{"ok": true}', wants_json=True)
+    assert gauge(metrics, "switchboard_drift_flagged", signal="json") == 0
+    feed(mon, 30, source, text='{"ok": tr', wants_json=True)
+    assert gauge(metrics, "switchboard_json_answers_total", valid="false") == 30
+    assert gauge(metrics, "switchboard_json_answers_total", valid="true") == 200
+    assert gauge(metrics, "switchboard_drift_json_invalid_rate") > 0.2
+    assert gauge(metrics, "switchboard_drift_flagged", signal="json") == 1
+
+
+def test_finish_reasons_are_counted_with_a_bounded_label() -> None:
+    """Finish reasons count by name; unknown ones count as "other"."""
+    mon, metrics = monitor()
+    source = lengths(8)
+    feed(mon, 3, source, reason="length")
+    feed(mon, 2, source, reason="stop")
+    feed(mon, 1, source, reason="a-new-reason")
+    assert gauge(metrics, "switchboard_finish_reasons_total", reason="length") == 3
+    assert gauge(metrics, "switchboard_finish_reasons_total", reason="stop") == 2
+    assert gauge(metrics, "switchboard_finish_reasons_total", reason="other") == 1
+
+
+def test_a_new_model_version_counts_once_and_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A new fingerprint counts one change, moves the info gauge and logs before/after;
+    flipping back to a version already seen counts nothing more."""
+    mon, metrics = monitor()
+    source = lengths(9)
+    feed(mon, 5, source, fingerprint="fp_1")
+    with caplog.at_level(logging.WARNING, logger="switchboard.drift"):
+        feed(mon, 5, source, fingerprint="fp_2")
+    feed(mon, 5, source, fingerprint="fp_1")
+    feed(mon, 5, source, fingerprint="fp_2")
+    assert gauge(metrics, "switchboard_upstream_version_changes_total") == 1
+    info = "switchboard_upstream_model_info"
+    assert gauge(metrics, info, response_model="gpt-4o-mini", system_fingerprint="fp_2") == 1
+    assert gauge(metrics, info, response_model="gpt-4o-mini", system_fingerprint="fp_1") == 0
+    assert any("fp_1 -> gpt-4o-mini fp_2" in r.getMessage() for r in caplog.records)
+    assert mon.events[-1]["before"]["system_fingerprint"] == "fp_1"
+
+
+async def test_baselines_persist_are_shared_and_reset(engine: AsyncEngine) -> None:
+    """A captured baseline is saved; another process adopts it; a reset makes both recapture."""
+    store = DatabaseBaselines(engine)
+    config = Drift(baseline_size=50, window=50, evaluate_every=10)
+    first_metrics, second_metrics = Metrics(), Metrics()
+    first = DriftMonitor(config, metrics=first_metrics, store=store)
+    second = DriftMonitor(config, metrics=second_metrics, store=store)
+    feed(first, 50, lengths(10))
+    await first.sync()
+    stored = await store.load_all()
+    assert stored[("chat", "sim", "length")].samples == 50
+    feed(second, 20, lengths(11))  # still capturing its own
+    await second.sync()
+    assert gauge(second_metrics, "switchboard_drift_baseline_samples", signal="length") == 50
+    assert second.status()[0]["baseline"]["samples"] == 50
+    assert await store.delete("chat") == 1
+    await first.sync()
+    await second.sync()
+    for metrics in (first_metrics, second_metrics):
+        assert gauge(metrics, "switchboard_drift_baseline_samples", signal="length") == 0
+    assert first.status()[0]["capturing"] == 0
+
+
+def test_cli_lists_and_resets_baselines(database_url: str) -> None:
+    """`switchboard drift baseline list|reset MODEL` shows and deletes stored baselines."""
+
+    async def capture() -> None:
+        await upgrade(database_url)
+        eng = make_engine(database_url)
+        try:
+            mon = DriftMonitor(Drift(baseline_size=10), metrics=Metrics(),
+                               store=DatabaseBaselines(eng))
+            feed(mon, 10, lengths(12))
+            await mon.sync()
+        finally:
+            await eng.dispose()
+
+    asyncio.run(capture())
+    runner = CliRunner()
+    listed = runner.invoke(main, ["drift", "baseline", "list", "--database-url", database_url])
+    assert listed.exit_code == 0, listed.output
+    assert "chat" in listed.output and "length" in listed.output
+    reset = runner.invoke(main, ["drift", "baseline", "reset", "chat", "--provider", "sim",
+                                 "--database-url", database_url])
+    assert reset.exit_code == 0 and "removed 1 baseline" in reset.output
+    again = runner.invoke(main, ["drift", "baseline", "reset", "chat",
+                                 "--database-url", database_url])
+    assert again.exit_code == 0 and "nothing to reset" in again.output
