@@ -183,6 +183,11 @@ class EmbeddingDrift(BaseModel):
     """Cosine distance between the centroids past which the signal is flagged."""
     queue_max: Annotated[int, Field(ge=1)] = 1000
     """Sampled answers waiting to be embedded; past that, samples are skipped (and counted)."""
+    max_per_second: Annotated[float, Field(gt=0)] = 1.0
+    """Most samples taken per second and worker, whatever the traffic: the model runs on the
+    gateway's CPU (7-16 ms per answer on one core, bench/README.md), so this bounds what
+    embedding drift costs: about 1.6% of a core at the default, plus ~5 s of CPU to load the
+    model once, at the first sample."""
 
 
 class Drift(BaseModel):
@@ -193,7 +198,7 @@ class Drift(BaseModel):
     reset, then persisted in the database (``switchboard drift baseline reset MODEL``)."""
     window: Annotated[int, Field(ge=10)] = 500
     """Recent answers compared with the baseline."""
-    evaluate_every: Annotated[int, Field(ge=1)] = 25
+    evaluate_every: Annotated[int, Field(ge=1)] = 50
     """Answers between two evaluations of the window (PSI and rates; cheap)."""
     psi_threshold: Annotated[float, Field(gt=0)] = 0.25
     """Length PSI past which the length signal is flagged (> 0.25 is a major shift)."""
@@ -202,7 +207,8 @@ class Drift(BaseModel):
     refusal_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_PHRASES))
     """Case-insensitive phrases that mark an answer as a refusal (searched in its first
     ``refusal_scan_chars`` characters)."""
-    refusal_scan_chars: Annotated[int, Field(ge=16)] = 400
+    refusal_scan_chars: Annotated[int, Field(ge=16)] = 200
+    """Refusals open the answer; scanning further costs ~0.6 us per 100 characters."""
     sync_interval_s: Seconds = 5.0
     """How often baselines are saved to and reloaded from the database (picks up resets)."""
     embedding: EmbeddingDrift = Field(default_factory=EmbeddingDrift)

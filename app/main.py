@@ -76,7 +76,9 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         telemetry = open_metrics(gateway_config, session=session,
                                  engine=calllog.engine if calllog else None,
                                  metrics_dir=settings.metrics_dir, strict=strict_telemetry)
-        app.state.metrics = telemetry
+        app.state.metrics = telemetry if settings.metrics else None
+        if not settings.metrics:
+            telemetry.drift = None
         if telemetry.drift is not None:  # adopt stored baselines before the first answer
             try:
                 await asyncio.wait_for(telemetry.drift.sync(), 5.0)
@@ -85,11 +87,13 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
             except DATABASE_ERRORS as exc:
                 log.warning("drift baselines not loaded yet (%s); retrying in the background",
                             describe_error(exc))
-        telemetry.start(writer=calllog.writer if calllog else None,
-                        sync_interval_s=gateway_config.drift.sync_interval_s)
+        if settings.metrics:
+            telemetry.start(writer=calllog.writer if calllog else None,
+                            sync_interval_s=gateway_config.drift.sync_interval_s)
         gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
                           sink=sink or (calllog.writer if calllog else LogSink()),
-                          telemetry=telemetry.recorder, strict_telemetry=strict_telemetry,
+                          telemetry=telemetry.recorder if settings.metrics else None,
+                          strict_telemetry=strict_telemetry,
                           capture=Redactor(keys=capture.redact_keys,
                                            patterns=capture.redact_patterns)
                           if capture.capture_bodies else None)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     call_log: bool = True
     """Record every call (database, Redis, spool). Off only for benchmarks and debugging: then
     records go to the ``switchboard.calls`` debug log and nowhere else."""
+    metrics: bool = True
+    """Prometheus metrics and drift signals. Off only for benchmarks (the cost of metrics is
+    measured against it): then ``/metrics`` answers 404."""
     spool_dir: Path = Path("switchboard-spool")
     """Where call records wait when neither the database nor Redis can take them."""
     master_key: SecretStr | None = None

@@ -113,8 +113,8 @@ async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Drift per public model and provider: baseline, recent window, last scores, flags and the
     current upstream version; embedding drift when the local model is installed; the latest
     version-change events (this worker's view)."""
-    runtime = cast(MetricsRuntime, request.app.state.metrics)
-    if runtime.drift is None:
+    runtime = cast(MetricsRuntime | None, request.app.state.metrics)
+    if runtime is None or runtime.drift is None:
         raise errors.GatewayError("Drift detection is off on this gateway (drift.enabled).",
                                   status=503, code="drift_disabled")
     return {"targets": runtime.drift.status(),

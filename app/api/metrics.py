@@ -45,5 +45,8 @@ def may_read_metrics(headers: dict[str, str], settings: Settings) -> None:
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text format, every worker's values merged."""
     may_read_metrics(Incoming.from_scope(request.scope, request.receive).headers, settings)
-    runtime = cast(MetricsRuntime, request.app.state.metrics)
+    runtime = cast(MetricsRuntime | None, request.app.state.metrics)
+    if runtime is None:
+        raise errors.NotFound("Metrics are off on this gateway (SWITCHBOARD_METRICS=false).",
+                              code="metrics_disabled")
     return Response(runtime.exposition(), media_type=CONTENT_TYPE_LATEST)

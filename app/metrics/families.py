@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.metrics.accumulate import Pending
+
 # Seconds. Requests span milliseconds (embeddings) to minutes (long generations).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     120.0, 300.0)
@@ -37,6 +39,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry(
             auto_describe=True)
+        self.pending = Pending()
+        """Per-request increments not yet in the families (``app.metrics.accumulate``)."""
 
         # ---- traffic -----------------------------------------------------------------------
         self.build = Gauge("switchboard_build_info", "1, labelled with the gateway's version.",

@@ -2,16 +2,17 @@
 
 ``observe(record)`` runs once per request, after the response, on the event loop. It looks up the
 label children of a request's (endpoint, model, provider) once, in a dict keyed by the tuple
-(``prometheus_client``'s ``labels()`` hashes, locks and validates on every call), then does a
-handful of increments. Drift signals are fed from here for successful generations.
+(``prometheus_client``'s ``labels()`` hashes, locks and validates on every call), then adds to
+plain numbers that reach the families in bulk (``app.metrics.accumulate``). Drift signals are fed
+from here for successful generations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 from app.calllog.record import CallRecord
+from app.metrics.accumulate import Count
 from app.metrics.drift import DriftMonitor
 from app.metrics.families import Metrics
 
@@ -29,14 +30,15 @@ class _Series:
 
     def __init__(self, m: Metrics, endpoint: str, model: str, provider: str) -> None:
         self.endpoint, self.model, self.provider = endpoint, model, provider
-        self.duration = m.request_duration.labels(endpoint, model, provider)
-        self.overhead = m.overhead.labels(endpoint)
-        self.ttft = m.ttft.labels(model, provider)
-        self.tokens_in = m.tokens.labels(model, provider, "input")
-        self.tokens_out = m.tokens.labels(model, provider, "output")
-        self.cached = m.cached_tokens.labels(model, provider)
-        self.cost = m.cost.labels(model, provider)
-        self.statuses: dict[int, Any] = {}
+        p = m.pending
+        self.duration = p.hist(m.request_duration.labels(endpoint, model, provider))
+        self.overhead = p.hist(m.overhead.labels(endpoint))
+        self.ttft = p.hist(m.ttft.labels(model, provider))
+        self.tokens_in = p.count(m.tokens.labels(model, provider, "input"))
+        self.tokens_out = p.count(m.tokens.labels(model, provider, "output"))
+        self.cached = p.count(m.cached_tokens.labels(model, provider))
+        self.cost = p.count(m.cost.labels(model, provider))
+        self.statuses: dict[int, Count] = {}
 
 
 class _Upstream:
@@ -45,11 +47,12 @@ class _Upstream:
     __slots__ = ("duration", "errors", "failed", "fallbacks", "ok")
 
     def __init__(self, m: Metrics, model: str, provider: str) -> None:
-        self.duration = m.upstream_duration.labels(model, provider)
-        self.ok = m.attempts.labels(model, provider, "ok")
-        self.failed = m.attempts.labels(model, provider, "error")
-        self.fallbacks = m.fallbacks.labels(model, provider)
-        self.errors: dict[str | None, Any] = {}
+        p = m.pending
+        self.duration = p.hist(m.upstream_duration.labels(model, provider))
+        self.ok = p.count(m.attempts.labels(model, provider, "ok"))
+        self.failed = p.count(m.attempts.labels(model, provider, "error"))
+        self.fallbacks = p.count(m.fallbacks.labels(model, provider))
+        self.errors: dict[str | None, Count] = {}
 
 
 class Recorder:
@@ -79,9 +82,10 @@ class Recorder:
         status_class = record.http_status // 100
         counter = s.statuses.get(status_class)
         if counter is None:
-            counter = s.statuses[status_class] = self.metrics.requests.labels(
-                s.endpoint, s.model, s.provider, f"{status_class}xx")
-        counter.inc()
+            counter = s.statuses[status_class] = self.metrics.pending.count(
+                self.metrics.requests.labels(s.endpoint, s.model, s.provider,
+                                             f"{status_class}xx"))
+        counter.n += 1
         latency_ms = record.latency_ms or 0.0
         s.duration.observe(latency_ms / 1000)
         if record.attempts:
@@ -93,12 +97,12 @@ class Recorder:
             s.ttft.observe(record.ttft_ms / 1000)
         usage = record.usage
         if usage is not None:
-            s.tokens_in.inc(usage.prompt_tokens)
-            s.tokens_out.inc(usage.completion_tokens)
+            s.tokens_in.n += usage.prompt_tokens
+            s.tokens_out.n += usage.completion_tokens
             if usage.cached_tokens:
-                s.cached.inc(usage.cached_tokens)
+                s.cached.n += usage.cached_tokens
         if record.cost_usd:
-            s.cost.inc(record.cost_usd)
+            s.cost.n += record.cost_usd
         if self._drift is not None and record.endpoint in _GENERATIONS:
             self._drift.observe(s.model, s.provider,
                                 usage.completion_tokens if usage is not None else 0, record)
@@ -112,13 +116,14 @@ class Recorder:
                 up = self._upstreams[key] = _Upstream(self.metrics, model, attempt.provider)
             up.duration.observe(attempt.duration_ms / 1000)
             if attempt.status == 200:
-                up.ok.inc()
+                up.ok.n += 1
                 continue
-            up.failed.inc()
+            up.failed.n += 1
             errors = up.errors.get(attempt.error_type)
             if errors is None:
-                errors = up.errors[attempt.error_type] = self.metrics.upstream_errors.labels(
-                    model, attempt.provider, attempt.error_type or "unknown")
-            errors.inc()
+                errors = up.errors[attempt.error_type] = self.metrics.pending.count(
+                    self.metrics.upstream_errors.labels(model, attempt.provider,
+                                                        attempt.error_type or "unknown"))
+            errors.n += 1
             if i < last:
-                up.fallbacks.inc()
+                up.fallbacks.n += 1

@@ -56,6 +56,7 @@ class MetricsRuntime:
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or of all workers in multiprocess mode."""
+        self.metrics.pending.flush()
         if self.metrics_dir is None:
             return generate_latest(self.metrics.registry)
         registry = CollectorRegistry()
@@ -67,6 +68,7 @@ class MetricsRuntime:
         self.backends.start()
         if self.embeddings is not None:
             self.embeddings.start()
+        self._loop("metrics-flush", _STATS_INTERVAL_S, self._flush)
         if writer is not None:
             self._loop("calllog-metrics", _STATS_INTERVAL_S, _StatsExport(self.metrics, writer))
         if self.drift is not None:
@@ -92,7 +94,11 @@ class MetricsRuntime:
 
         self._tasks.append(asyncio.create_task(run(), name=name))
 
+    async def _flush(self) -> None:
+        self.metrics.pending.flush()
+
     async def aclose(self) -> None:
+        self.metrics.pending.flush()  # a worker's last counts reach the shared files
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

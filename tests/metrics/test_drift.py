@@ -19,10 +19,12 @@ from app.calllog import CallRecord
 from app.cli import main
 from app.config import Drift
 from app.db.engine import make_engine
-from app.db.migrate import upgrade
 from app.metrics.baselines import DatabaseBaselines, MemoryBaselines
 from app.metrics.drift import DriftMonitor, length_bin, psi
 from app.metrics.families import Metrics
+from tests.db.conftest import fresh_pg, migrated_pg, migrated_sqlite, sqlite_url
+
+__all__ = ["fresh_pg", "migrated_pg", "migrated_sqlite", "sqlite_url"]  # fixtures used here
 
 TARGET = {"model": "chat", "provider": "sim"}
 NORMAL = "Here is a short answer about the topic you asked for."
@@ -44,6 +46,7 @@ def lengths(seed: int, scale: float = 1.0) -> Iterator[int]:
 
 
 def gauge(metrics: Metrics, name: str, **labels: str) -> float:
+    metrics.pending.flush()  # what a scrape does first
     got = metrics.registry.get_sample_value(name, {**TARGET, **labels})
     return 0.0 if got is None else got
 
@@ -190,11 +193,12 @@ async def test_baselines_persist_are_shared_and_reset(engine: AsyncEngine) -> No
     assert first.status()[0]["capturing"] == 0
 
 
-def test_cli_lists_and_resets_baselines(database_url: str) -> None:
+@pytest.mark.parametrize("database", ["migrated_sqlite", "migrated_pg"])
+def test_cli_lists_and_resets_baselines(request: pytest.FixtureRequest, database: str) -> None:
     """`switchboard drift baseline list|reset MODEL` shows and deletes stored baselines."""
+    database_url = str(request.getfixturevalue(database))
 
     async def capture() -> None:
-        await upgrade(database_url)
         eng = make_engine(database_url)
         try:
             mon = DriftMonitor(Drift(baseline_size=10), metrics=Metrics(),

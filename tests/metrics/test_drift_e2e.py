@@ -180,7 +180,8 @@ def test_json_answers_are_checked_when_json_was_asked_for(tmp_path: Path, simula
 def test_embedding_distance_moves_when_answers_change(tmp_path: Path, simulator: str,
                                                       sim: httpx.Client) -> None:
     """Sampled answers' embedding centroid drifts from the baseline when answers change."""
-    embedding = {"sample_rate": 1.0, "baseline_size": 30, "window": 30, "threshold": 0.1}
+    embedding = {"sample_rate": 1.0, "baseline_size": 30, "window": 30, "threshold": 0.1,
+                 "max_per_second": 10_000}
     with drifting(tmp_path, simulator, embedding=embedding) as caller:
         caller.send(60)
         stable = value(caller.wait_embedded(60), "switchboard_drift_embedding_distance")

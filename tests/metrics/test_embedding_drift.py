@@ -57,7 +57,7 @@ def refusals(n: int, seed: int) -> list[str]:
 
 def config(**fields: Any) -> EmbeddingDrift:
     values: dict[str, Any] = {"sample_rate": 1.0, "baseline_size": 40, "window": 40,
-                              "threshold": 0.1, **fields}
+                              "threshold": 0.1, "max_per_second": 1e6, **fields}
     return EmbeddingDrift.model_validate(values)
 
 
@@ -306,3 +306,14 @@ async def test_module_imports_without_numpy_or_the_extra() -> None:
     _, stderr = await proc.communicate()
     assert proc.returncode == 0, stderr.decode()
     assert embedding_drift.SIGNAL == "embedding"
+
+
+def test_samples_per_second_are_capped() -> None:
+    """Past max_per_second samples, offers are counted as throttled and not queued."""
+    monitor = EmbeddingDriftMonitor(config(max_per_second=5), metrics=Metrics())
+    if not monitor.enabled:
+        pytest.skip("needs the [local] extra")
+    for i in range(50):  # far faster than 5 per second
+        monitor.offer("chat", "sim", f"answer {i}")
+    assert monitor.throttled >= 40
+    assert monitor.throttled + len(monitor._queue) == 50

@@ -195,6 +195,9 @@ def test_several_workers_report_one_total(tmp_path: Path) -> None:
                 response = httpx.post(url + CHAT, headers=http.headers, json={
                     "model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
                 assert response.status_code == 200
+        # Each worker moves its counts to the shared files at least once a second.
+        wait_for(url, MASTER_KEY,
+                 lambda s: value(s, "switchboard_requests_total", model="mock-chat") == 30)
         totals = {value(scrape(url, MASTER_KEY), "switchboard_requests_total",
                         model="mock-chat") for _ in range(6)}
     finally:
@@ -202,3 +205,13 @@ def test_several_workers_report_one_total(tmp_path: Path) -> None:
         server.wait(timeout=30)
         log.close()
     assert totals == {30}, (tmp_path / "serve.log").read_text()
+
+
+def test_metrics_can_be_turned_off(tmp_path: Path, simulator: str) -> None:
+    """With SWITCHBOARD_METRICS=false requests still work and /metrics is a clear 404."""
+    with gateway(tmp_path, sim_config(simulator), metrics=False) as url:
+        chat(url)
+        response = httpx.get(url + "/metrics",
+                             headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "metrics_disabled"

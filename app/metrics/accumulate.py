@@ -1,0 +1,81 @@
+"""Per-request counts kept in plain Python numbers, pushed into Prometheus children in bulk.
+
+``prometheus_client`` takes a lock (and, with several workers, writes an mmap'd file) on every
+increment; a request touches about a dozen values, which measured 11 us per request, ~5% of the
+gateway's CPU per call (bench/README.md). Here a request only adds to ints and floats; ``flush``
+moves the sums into the real children once a second and before every ``/metrics`` answer, so a
+scrape always sees every request finished before it. Everything runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+
+class Count:
+    """A counter child's pending increments."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n: float = 0
+
+    def flush(self) -> None:
+        if self.n:
+            self.child.inc(self.n)
+            self.n = 0
+
+
+class Hist:
+    """A histogram child's pending observations: per-bucket counts and their sum."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        # The child's upper bounds, +Inf last; an observation goes to the first bound >= it,
+        # as ``Histogram.observe`` does.
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        # prometheus-client has no public bulk observe: add to the child's bucket and sum
+        # values directly (its layout since 0.1; tests/metrics pin the resulting samples).
+        buckets = self.child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
+class Pending:
+    """Every accumulator of one registry, flushed together."""
+
+    def __init__(self) -> None:
+        self._all: list[Count | Hist] = []
+
+    def count(self, child: Any) -> Count:
+        acc = Count(child)
+        self._all.append(acc)
+        return acc
+
+    def hist(self, child: Any) -> Hist:
+        acc = Hist(child)
+        self._all.append(acc)
+        return acc
+
+    def flush(self) -> None:
+        for acc in self._all:
+            acc.flush()
