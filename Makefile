@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: serve install install-dev test lint typecheck check bench clean
+.PHONY: serve install install-dev test-tools test lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-test: install-dev
+# The Prometheus server and promtool that tests/ops runs (Debian's prometheus package).
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
+test-tools:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	  $(APT_GET) install -y --no-install-recommends prometheus \
+	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; }; \
+	fi
+
+test: install-dev test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
