@@ -38,7 +38,8 @@ log = logging.getLogger("switchboard.gateway")
 
 _PER_MESSAGE_TOKENS = 3
 ANSWER_HEAD = 2000
-"""Characters of an answer kept for the drift signals (all of it when JSON was asked for)."""
+"""Characters of an answer kept for the drift signals (all of it when JSON was asked for); the
+metrics drop it once they have seen it."""
 # A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
 StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
@@ -358,7 +359,6 @@ class Gateway:
                 if self._strict_telemetry:
                     raise
                 log.exception("metrics failed for %s", record.id)
-        record.answer_text = None
         try:
             self._sink.submit(record)
         except Exception:  # telemetry must never break a request (STYLE.md #10)

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--warmup", type=float, default=12.0)
+    parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--embedding-rate", type=float, default=None,
                         help="drift.embedding.sample_rate (default: the config's default)")
     parser.add_argument("--embedding-max-per-second", type=float, default=None,

@@ -62,7 +62,7 @@ class CallRecord:
     """The request asked for JSON output (``response_format``)."""
     answer_text: str | None = None
     """The answer's text for the drift signals: its head, or all of it when JSON was asked for.
-    Never stored or logged; the gateway drops it once the metrics have seen it."""
+    Never stored or logged; the metrics drop it once they have seen it."""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

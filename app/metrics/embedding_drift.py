@@ -301,6 +301,11 @@ class EmbeddingDriftMonitor:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        try:  # load at start-up, not under the first traffic (~5 s of CPU, holding the GIL)
+            await loop.run_in_executor(self._executor, self._load)
+        except _LoadFailed as exc:
+            self._load_failed(exc)
+            return
         while True:
             if not self._queue:
                 self._settled.set()
@@ -314,13 +319,7 @@ class EmbeddingDriftMonitor:
                                                      [text for _, _, text in batch])
                 self._account(batch, vectors)
             except _LoadFailed as exc:
-                self.failures += 1
-                self.enabled = False
-                self._queue.clear()
-                log.error("embedding drift is off: the model failed to load",
-                          exc_info=exc.__cause__)
-                if self._strict:
-                    raise
+                self._load_failed(exc)
                 return
             except Exception:  # telemetry outlives a bad batch (STYLE.md #10)
                 self.failures += 1
@@ -331,8 +330,16 @@ class EmbeddingDriftMonitor:
             finally:
                 self._in_flight = 0
 
-    def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """On the worker thread: load the model if needed, then embed."""
+    def _load_failed(self, exc: _LoadFailed) -> None:
+        self.failures += 1
+        self.enabled = False
+        self._queue.clear()
+        log.error("embedding drift is off: the model failed to load", exc_info=exc.__cause__)
+        if self._strict:
+            raise exc
+
+    def _load(self) -> Encoder:
+        """On the worker thread: the model, loaded on first use."""
         if self._encoder is None:
             try:
                 from app.providers.local import load_encoder
@@ -341,12 +348,17 @@ class EmbeddingDriftMonitor:
                 raise _LoadFailed from exc
             if gc.get_freeze_count():
                 # The process froze its start-up heap (``switchboard serve``): freeze the
-                # model's tens of thousands of objects too, or every full collection walks
-                # them, stalling the event loop (measured: throughput -26% without this).
+                # model's tens of thousands of objects too, so that full collections under
+                # load do not walk them every time.
                 gc.collect()
                 gc.freeze()
+        return self._encoder
+
+    def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """On the worker thread: embed (loading the model if needed)."""
         import numpy as np
-        return np.asarray(self._encoder.unit_vectors(texts, batch_size=BATCH), dtype="float32")
+        encoder = self._load()
+        return np.asarray(encoder.unit_vectors(texts, batch_size=BATCH), dtype="float32")
 
     def _account(self, batch: list[tuple[str, str, str]],
                  vectors: npt.NDArray[np.float32]) -> None:

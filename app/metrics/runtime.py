@@ -56,7 +56,7 @@ class MetricsRuntime:
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or of all workers in multiprocess mode."""
-        self.metrics.pending.flush()
+        self.flush()
         if self.metrics_dir is None:
             return generate_latest(self.metrics.registry)
         registry = CollectorRegistry()
@@ -94,11 +94,16 @@ class MetricsRuntime:
 
         self._tasks.append(asyncio.create_task(run(), name=name))
 
-    async def _flush(self) -> None:
+    def flush(self) -> None:
+        """Account the records taken so far and move every pending count into the families."""
+        self.recorder.drain()
         self.metrics.pending.flush()
 
+    async def _flush(self) -> None:
+        self.flush()
+
     async def aclose(self) -> None:
-        self.metrics.pending.flush()  # a worker's last counts reach the shared files
+        self.flush()  # a worker's last counts reach the shared files
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
