@@ -9,7 +9,7 @@ authentication, call record and error shape; only the dispatch is shorter.
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import cast
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -20,6 +20,7 @@ from app.api.errors import error_response
 from app.api.incoming import Incoming
 from app.api.v1 import MODEL_CALLS, Serve
 from app.gateway import Gateway
+from app.metrics.accumulate import Level
 from app.settings import Settings
 
 log = logging.getLogger("switchboard.api")
@@ -30,17 +31,18 @@ class FastLane:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._in_flight: dict[str, Any] = {}
-        """``switchboard_requests_in_flight`` children by path, looked up once."""
+        self._in_flight: dict[str, Level] = {}
+        """``switchboard_requests_in_flight`` by path (a plain number, copied at every flush)."""
 
-    def _gauge(self, path: str) -> Any:
-        gauge = self._in_flight.get(path)
-        if gauge is None:
+    def _level(self, path: str) -> Level:
+        level = self._in_flight.get(path)
+        if level is None:
             runtime = getattr(self.app.state, "metrics", None)
-            if runtime is None:  # no lifespan (yet): nothing to count into
-                return _NO_GAUGE
-            gauge = self._in_flight[path] = runtime.metrics.in_flight.labels(path)
-        return gauge
+            if runtime is None:  # metrics off, or no lifespan (yet): count into nothing
+                return Level(None)
+            metrics = runtime.metrics
+            level = self._in_flight[path] = metrics.pending.level(metrics.in_flight.labels(path))
+        return level
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         serve = MODEL_CALLS.get(scope["path"]) if scope["type"] == "http" else None
@@ -48,12 +50,12 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         incoming = Incoming.from_scope(scope, receive)
-        in_flight = self._gauge(scope["path"])
-        in_flight.inc()
+        in_flight = self._level(scope["path"])
+        in_flight.n += 1
         try:
             await self._serve(serve, incoming, scope, receive, send)
         finally:
-            in_flight.dec()
+            in_flight.n -= 1
 
     async def _serve(self, serve: Serve, incoming: Incoming, scope: Scope, receive: Receive,
                      send: Send) -> None:
@@ -72,13 +74,3 @@ class FastLane:
                                       request_id=record_id)
         await response(scope, receive, send)
 
-
-class _NoGauge:
-    def inc(self) -> None:
-        pass
-
-    def dec(self) -> None:
-        pass
-
-
-_NO_GAUGE = _NoGauge()

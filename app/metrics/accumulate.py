@@ -60,11 +60,24 @@ class Hist:
         self.total = 0.0
 
 
+class Level:
+    """A gauge's current value, kept in a plain number and copied into the child at flush."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n: float = 0
+
+    def flush(self) -> None:
+        self.child.set(self.n)
+
+
 class Pending:
     """Every accumulator of one registry, flushed together."""
 
     def __init__(self) -> None:
-        self._all: list[Count | Hist] = []
+        self._all: list[Count | Hist | Level] = []
 
     def count(self, child: Any) -> Count:
         acc = Count(child)
@@ -73,6 +86,11 @@ class Pending:
 
     def hist(self, child: Any) -> Hist:
         acc = Hist(child)
+        self._all.append(acc)
+        return acc
+
+    def level(self, child: Any) -> Level:
+        acc = Level(child)
         self._all.append(acc)
         return acc
 
