@@ -52,12 +52,13 @@ def embedded(tmp_path: Path) -> Iterator[str]:
 
 def test_embedded_default_serves_mock_models_offline(embedded: str) -> None:
     """With no config, no keys and no servers, the gateway answers chat and embeddings."""
-    client = openai.OpenAI(base_url=embedded + "/v1", api_key="unused", max_retries=0)
-    assert {m.id for m in client.models.list()} == {"mock-chat", "mock-embed"}
-    reply = client.chat.completions.create(model="mock-chat",
-                                           messages=[{"role": "user", "content": "hi"}])
-    assert reply.choices[0].message.content == "Mock reply to: hi"
-    assert len(client.embeddings.create(model="mock-embed", input="x").data[0].embedding) == 384
+    with openai.OpenAI(base_url=embedded + "/v1", api_key="unused", max_retries=0) as client:
+        assert {m.id for m in client.models.list()} == {"mock-chat", "mock-embed"}
+        reply = client.chat.completions.create(model="mock-chat",
+                                               messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "Mock reply to: hi"
+        embedding = client.embeddings.create(model="mock-embed", input="x").data[0].embedding
+        assert len(embedding) == 384
     assert httpx.get(embedded + "/healthz").json() == {"status": "ok"}
 
 

@@ -73,4 +73,3 @@ class FastLane:
             response = error_response(errors.GatewayError("The gateway had an internal error."),
                                       request_id=record_id)
         await response(scope, receive, send)
-

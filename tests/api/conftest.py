@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,25 @@ class ListSink:
 class RunningGateway:
     url: str
     sink: ListSink
+    opened: list[openai.OpenAI | httpx.Client] = field(default_factory=list)
+    """Clients handed out, closed when the gateway stops (an unclosed pooled socket would
+    otherwise surface as a ResourceWarning in whichever later test collects it)."""
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=MASTER_KEY, max_retries=0,
-                             **kwargs)
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=MASTER_KEY, max_retries=0,
+                               **kwargs)
+        self.opened.append(client)
+        return client
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30,
-                            headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        client = httpx.Client(base_url=self.url, timeout=30,
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        self.opened.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self.opened:
+            client.close()
 
 
 GatewayFactory = Callable[[dict[str, Any]], AbstractContextManager[RunningGateway]]
@@ -88,7 +99,11 @@ def run_gateway(tmp_path: Path) -> GatewayFactory:
         app = create_app(settings, config=parse_config(raw, {}), sink=sink,
                          strict_telemetry=True)
         with serve(app) as url:
-            yield RunningGateway(url=url, sink=sink)
+            running = RunningGateway(url=url, sink=sink)
+            try:
+                yield running
+            finally:
+                running.close_clients()
 
     return start
 

@@ -131,8 +131,8 @@ def test_unknown_model_is_404(gateway: RunningGateway) -> None:
 
 def test_missing_and_wrong_keys_are_401(gateway: RunningGateway) -> None:
     """No key or a wrong key is a 401; x-api-key is accepted like a bearer token."""
-    wrong = openai.OpenAI(base_url=gateway.url + "/v1", api_key="wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="wrong", max_retries=0) as wrong, \
+            pytest.raises(openai.AuthenticationError):
         wrong.chat.completions.create(model="chat", messages=MESSAGES)
     bare = httpx.post(gateway.url + "/v1/chat/completions",
                       json={"model": "chat", "messages": MESSAGES})
@@ -171,8 +171,8 @@ def test_fastapi_routes_serve_the_same_calls(simulator: str, tmp_path: Path) -> 
     lane = create_app(settings_in(tmp_path),
                       config=parse_config(sim_config(simulator), {}), sink=sink,
                       strict_telemetry=True)
-    with serve(lane.app) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    with serve(lane.app) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key=MASTER_KEY, max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="chat", messages=MESSAGES, extra_headers={"x-request-id": "plain-1"})
         assert raw.parse().choices[0].message.content

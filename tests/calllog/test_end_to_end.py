@@ -103,8 +103,8 @@ def test_n_requests_give_n_matching_rows(backend: str, postgres: PrivatePostgres
     else:
         url, redis_url = postgres.url, redis_server.url
     settings = settings_for(tmp_path, url, redis_url)
-    with logged_gateway(settings, simulator) as (gateway, writer):
-        client = openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0)
+    with logged_gateway(settings, simulator) as (gateway, writer), \
+            openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0) as client:
         answers = {}
         for i in range(40):
             raw = chat(client, f"{backend}-n-{i}")
@@ -135,8 +135,8 @@ def test_postgres_outage_loses_and_duplicates_nothing(postgres: PrivatePostgres,
     """Postgres stopped mid-load: requests keep succeeding and every row lands once after."""
     settings = settings_for(tmp_path, postgres.url, redis_server.url)
     ids: set[str] = set()
-    with logged_gateway(settings, simulator) as (gateway, writer):
-        client = openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0)
+    with logged_gateway(settings, simulator) as (gateway, writer), \
+            openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0) as client:
         try:
             for phase in ("before", "during", "after"):
                 if phase == "during":
@@ -166,9 +166,9 @@ def test_redis_down_still_writes_postgres(postgres: PrivatePostgres, simulator: 
     redis_server = PrivateRedis()
     redis_server.start()
     settings = settings_for(tmp_path, postgres.url, redis_server.url)
-    with logged_gateway(settings, simulator) as (gateway, writer):
+    with logged_gateway(settings, simulator) as (gateway, writer), \
+            openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0) as client:
         redis_server.stop()
-        client = openai.OpenAI(base_url=gateway + "/v1", api_key=MASTER_KEY, max_retries=0)
         ids = {f"noredis-{i}" for i in range(30)}
         for request_id in sorted(ids):
             assert chat(client, request_id).status_code == 200
@@ -221,6 +221,7 @@ def test_kill_9_with_records_spooled_replays_them(with_redis: bool, postgres: Pr
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
+        client.close()
         postgres.start()
     assert not asyncio.run(_rows(postgres.url, ids)), "rows must not have reached Postgres yet"
     second = _serve(env, port)
@@ -260,8 +261,9 @@ def test_sigterm_flushes_buffered_records(simulator: str, tmp_path: Path) -> Non
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=MASTER_KEY,
                            max_retries=0)
     ids = {f"term-{i}" for i in range(20)}
-    for request_id in sorted(ids):
-        assert chat(client, request_id).status_code == 200
+    with client:
+        for request_id in sorted(ids):
+            assert chat(client, request_id).status_code == 200
     assert not asyncio.run(_rows(url, ids)), "nothing may be flushed before the signal"
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it.

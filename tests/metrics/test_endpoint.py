@@ -45,8 +45,11 @@ def client(url: str) -> openai.OpenAI:
 
 
 def chat(url: str, model: str = "chat", **kwargs: Any) -> Any:
-    return client(url).chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Say something."}], **kwargs)
+    """One chat completion (a stream is read to its end: the chunks)."""
+    with client(url) as sdk:
+        answer = sdk.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Say something."}], **kwargs)
+        return list(answer) if kwargs.get("stream") else answer
 
 
 def test_requests_are_counted_by_model_provider_and_status_class(tmp_path: Path,
@@ -57,7 +60,8 @@ def test_requests_are_counted_by_model_provider_and_status_class(tmp_path: Path,
             chat(url)
         with pytest.raises(openai.NotFoundError):
             chat(url, model="no-such-model")
-        client(url).embeddings.create(model="embed", input=["a", "b"])
+        with client(url) as sdk:
+            sdk.embeddings.create(model="embed", input=["a", "b"])
         samples = scrape(url, MASTER_KEY)
     ok = {"endpoint": CHAT, "model": "chat", "provider": "sim", "status_class": "2xx"}
     assert value(samples, "switchboard_requests_total", **ok) == 3
@@ -87,7 +91,7 @@ def test_model_names_clients_invent_share_one_label(tmp_path: Path, simulator: s
 def test_tokens_cost_and_time_to_first_token(tmp_path: Path, simulator: str) -> None:
     """A stream adds its billed tokens, its cost and one time-to-first-token observation."""
     with gateway(tmp_path, sim_config(simulator)) as url:
-        chunks = list(chat(url, stream=True, stream_options={"include_usage": True}))
+        chunks = chat(url, stream=True, stream_options={"include_usage": True})
         usage = chunks[-1].usage
         assert usage is not None
         samples = scrape(url, MASTER_KEY)
