@@ -353,18 +353,17 @@ class Gateway:
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if self._telemetry is not None:
-            try:
-                self._telemetry.observe(record)
-            except Exception:  # telemetry must never break a request (STYLE.md #10)
-                if self._strict_telemetry:
-                    raise
-                log.exception("metrics failed for %s", record.id)
+            self._hand_over(self._telemetry.observe, record, "metrics")
+        self._hand_over(self._sink.submit, record, "call record sink")
+
+    def _hand_over(self, take: Callable[[CallRecord], None], record: CallRecord,
+                   what: str) -> None:
         try:
-            self._sink.submit(record)
+            take(record)
         except Exception:  # telemetry must never break a request (STYLE.md #10)
             if self._strict_telemetry:
                 raise
-            log.exception("call record sink failed for %s", record.id)
+            log.exception("%s failed for %s", what, record.id)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

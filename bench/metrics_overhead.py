@@ -19,7 +19,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -147,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -18,6 +20,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float = 30.0) -> None:
+    """Wait until the server ``proc`` answers ``url``/readyz with 200; fail if it exits first or
+    takes longer than ``timeout_s`` (its captured output, if any, in the message)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"the server exited with {proc.returncode}: {output}")
+        assert time.monotonic() < deadline, f"{url} did not become ready in {timeout_s:.0f}s"
+        time.sleep(0.1)
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, wait_ready
 
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
@@ -32,16 +31,7 @@ def embedded(tmp_path: Path) -> Iterator[str]:
                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+        wait_ready(url, proc)
         yield url
     finally:
         proc.terminate()

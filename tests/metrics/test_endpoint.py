@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, ListSink, sim_config
 from tests.metrics.scrape import scrape, value, wait_for
-from tests.servers import free_port, serve
+from tests.servers import free_port, serve, wait_ready
 
 METRICS_KEY = "metrics-reader-key-0123456789"
 CHAT = "/v1/chat/completions"
@@ -185,15 +184,7 @@ def test_several_workers_report_one_total(tmp_path: Path) -> None:
          "--workers", "2"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.1)
+        wait_ready(url, server, timeout_s=60)
         with httpx.Client(headers={"Authorization": f"Bearer {MASTER_KEY}"}) as http:
             for _ in range(30):  # new connections, so both workers take some
                 response = httpx.post(url + CHAT, headers=http.headers, json={
