@@ -184,12 +184,12 @@ class EmbeddingDrift(BaseModel):
     queue_max: Annotated[int, Field(ge=1)] = 1000
     """Sampled answers waiting to be embedded; past that, samples are skipped (and counted)."""
     max_per_second: Annotated[float, Field(gt=0)] = 0.2
-    """Most samples taken per second and worker, whatever the traffic: the model runs on the
-    gateway's CPU (7-16 ms per answer on one core, bench/README.md), so this bounds what
-    embedding drift costs: about 0.3% of a core at the default, plus ~5 s of CPU to load the
-    model once, at start-up. The price is time: the default baseline takes ~17 minutes of
-    traffic per worker to capture. Embedding drift is the slow, broad signal; the others react
-    within hundreds of answers."""
+    """Most samples taken per second and worker, whatever the traffic. The model runs in an
+    encoder process beside each worker, on the same machine's CPU (7-16 ms per answer on one
+    core, bench/README.md): this bounds what embedding drift costs, about 0.3% of a core at the
+    default, plus ~5 s of CPU to load the model once, at start-up. The price is time: the
+    default baseline takes ~17 minutes of traffic per worker to capture. Embedding drift is the
+    slow, broad signal; the others react within hundreds of answers."""
 
 
 class Drift(BaseModel):

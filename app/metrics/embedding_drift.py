@@ -204,6 +204,7 @@ class EmbeddingDriftMonitor:
         self._settled = asyncio.Event()
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
+        self._started = False
         self._executor: ProcessPoolExecutor | None = None  # the encoder process
         self._loader = loader
         """Loads the model in the encoder process (a module-level function: it is pickled)."""
@@ -239,21 +240,27 @@ class EmbeddingDriftMonitor:
                 return
             self._queue.append((model, provider, text[:MAX_CHARS]))
             self._wake.set()
+            if self._task is None and self._started:
+                self._launch()
         except Exception:  # telemetry must not fail an answer (STYLE.md #10)
             self.failures += 1
             if self._strict:
                 raise
 
     def start(self) -> None:
-        """Start the batching task (in the running loop). Does not wait for the model."""
-        if not self.enabled or self._task is not None:
-            return
+        """Allow the work to start: the encoder process is spawned with the first sample (a
+        gateway that never samples never pays for the model). Call in the running loop."""
+        self._started = self.enabled
+        if self._started and self._queue and self._task is None:
+            self._launch()
+
+    def _launch(self) -> None:
         self._executor = ProcessPoolExecutor(max_workers=1,
                                              mp_context=multiprocessing.get_context("spawn"))
         self._task = asyncio.get_running_loop().create_task(self._work(), name="embedding-drift")
 
     async def aclose(self) -> None:
-        """Stop the task and the worker thread; later offers are ignored."""
+        """Stop the task and the encoder process; later offers are ignored."""
         self.enabled = False
         self._queue.clear()
         task, self._task = self._task, None
@@ -262,9 +269,13 @@ class EmbeddingDriftMonitor:
             await asyncio.wait([task])
             if not task.cancelled():
                 task.exception()  # retrieved: already logged (or raised to drain) by the worker
-        if self._executor is not None:
-            # A batch already on the thread finishes there; nothing waits for it.
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Stop the encoder process now, even mid-load or mid-batch: there is no public way
+            # to, and left alone it would finish loading torch (seconds of CPU) for nothing.
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.terminate()
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def drain(self) -> None:
         """Wait until every queued sample is embedded and accounted (tests). Re-raises what ended

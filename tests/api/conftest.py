@@ -78,6 +78,8 @@ def sim_config(simulator: str, **models: Any) -> dict[str, Any]:
             "chat": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
             "embed": {"targets": [{"provider": "sim", "model": "text-embedding-3-small"}]},
         },
+        # No encoder process per test gateway (tests/metrics turn embedding drift on to test it).
+        "drift": {"embedding": {"sample_rate": 0}},
     }
 
 

@@ -73,6 +73,7 @@ def ops_config(simulator: str) -> dict[str, Any]:
             "chat": {"targets": [{"provider": "gpu", "model": "Qwen/Qwen2.5-1.5B-Instruct"}]},
             "embed": {"targets": [{"provider": "mock", "model": "mock-embed"}]},
         },
+        "drift": {"embedding": {"sample_rate": 0}},  # no encoder process per test gateway
     }
 
 
