@@ -229,7 +229,7 @@ class Gateway:
         try:
             result = await self._attempts(record, route, run)
             self._account(record, result.usage or estimate(result.body), result.body)
-            if answer is not None:
+            if answer is not None and self._telemetry is not None:  # only drift reads it
                 text = answer(result.body)
                 record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if self._capture is not None and capture_response:

