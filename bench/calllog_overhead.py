@@ -1,7 +1,12 @@
 """Gateway throughput with the call log writing to Postgres and Redis, against the same gateway
 with the call log off, in one run (target: at least 85%).
 
-    .venv/bin/python -m bench.calllog_overhead [--duration 10] [--rounds 2]
+    .venv/bin/python -m bench.calllog_overhead [--duration 10] [--rounds 2] [--reference DIR]
+
+``--reference DIR`` adds a third setup: the build checked out in DIR (for example
+``git worktree add /tmp/ref <commit>``), run from that checkout with this venv, logging to Postgres
+and Redis instances of its own, so that a change's cost is measured against the build before it
+in the same run (``new / reference``).
 
 The gateway is pinned to core 0, the simulator and wrk to core 1 (as in ``bench/run.py``);
 Postgres and Redis are private instances started by this script. Rounds alternate the two
@@ -60,9 +65,14 @@ def wrk(url: str, *, seconds: float, script: Path) -> float:
     return float(match.group(1))
 
 
-def run_gateway(env: dict[str, str], port: int, *, seconds: float, script: Path) -> float:
-    proc = subprocess.Popen(["taskset", "-c", "0", str(BIN), "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_gateway(env: dict[str, str], port: int, *, seconds: float, script: Path,
+                tree: Path | None = None) -> float:
+    """Requests/s of one gateway process; ``tree`` runs the build checked out there instead."""
+    command = [str(BIN)] if tree is None else \
+        [sys.executable, "-c", "from app.cli import main; main()"]
+    proc = subprocess.Popen(["taskset", "-c", "0", *command, "serve", "--port", str(port)],
+                            env=env, cwd=tree, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ok(base + "/readyz")
@@ -78,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a checkout of the build to compare against")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-logbench-"))
     script = work / "post.lua"
@@ -86,6 +98,14 @@ def main() -> None:
     pg.start()
     redis.start()
     asyncio.run(upgrade(pg.url))
+    ref_pg, ref_redis = (PrivatePostgres(), PrivateRedis()) if args.reference else (None, None)
+    if args.reference and ref_pg and ref_redis:
+        ref_pg.start()
+        ref_redis.start()
+        subprocess.run([sys.executable, "-c", "import asyncio, sys; from app.db.migrate import "
+                        "upgrade; asyncio.run(upgrade(sys.argv[1]))", ref_pg.url],
+                       cwd=args.reference, env={**os.environ, "PYTHONPATH": str(args.reference)},
+                       check=True)
     sim_port = free_port()
     config = work / "gateway.yaml"
     config.write_text(f"providers:\n  sim: {{type: openai, base_url: "
@@ -93,30 +113,42 @@ def main() -> None:
                       "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n")
     base_env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
                 "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
-    setups = {
-        "call log off": {**base_env, "SWITCHBOARD_CALL_LOG": "false"},
-        "Postgres + Redis": {**base_env, "SWITCHBOARD_DATABASE_URL": pg.url,
-                             "SWITCHBOARD_REDIS_URL": redis.url},
+    setups: dict[str, tuple[dict[str, str], Path | None]] = {
+        "call log off": ({**base_env, "SWITCHBOARD_CALL_LOG": "false"}, None),
+        "Postgres + Redis": ({**base_env, "SWITCHBOARD_DATABASE_URL": pg.url,
+                              "SWITCHBOARD_REDIS_URL": redis.url}, None),
     }
+    if args.reference and ref_pg and ref_redis:
+        setups["reference, P + R"] = (
+            {**base_env, "SWITCHBOARD_DATABASE_URL": ref_pg.url,
+             "SWITCHBOARD_REDIS_URL": ref_redis.url, "PYTHONPATH": str(args.reference),
+             "SWITCHBOARD_SPOOL_DIR": str(work / "ref-spool")}, args.reference)
     sim = subprocess.Popen(["taskset", "-c", "1", str(BIN), "simulate", "--port", str(sim_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results: dict[str, list[float]] = {name: [] for name in setups}
     try:
         wait_ok(f"http://127.0.0.1:{sim_port}/health")
         for _ in range(args.rounds):
-            for name, env in setups.items():
+            for name, (env, tree) in setups.items():
                 results[name].append(run_gateway(env, free_port(), seconds=args.duration,
-                                                 script=script))
+                                                 script=script, tree=tree))
     finally:
         sim.terminate()
         sim.wait(timeout=30)
         pg.destroy()
         redis.stop()
-    off, on = (sum(v) / len(v) for v in results.values())
+        if ref_pg and ref_redis:
+            ref_pg.destroy()
+            ref_redis.stop()
+    means = {name: sum(v) / len(v) for name, v in results.items()}
+    off, on = means["call log off"], means["Postgres + Redis"]
     for name, values in results.items():
         print(f"{name:>18}: {' '.join(f'{v:8.1f}' for v in values)} req/s "
               f"(mean {sum(values) / len(values):.1f})")
     print(f"logging on / off: {100 * on / off:.1f}% (target >= 85%)")
+    if "reference, P + R" in means:
+        print(f"logging on, this build / reference: {100 * on / means['reference, P + R']:.1f}% "
+              "(target >= 95%)")
 
 
 if __name__ == "__main__":
