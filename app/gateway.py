@@ -31,6 +31,7 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
+from app.scrub import Scrubber, config_secrets
 from app.usage import Usage, estimate_tokens
 
 T = TypeVar("T")
@@ -97,6 +98,9 @@ class Gateway:
         """Set when bodies are captured into the call record (redacted)."""
         self._telemetry = telemetry
         self._strict_telemetry = strict_telemetry
+        self._scrubber = Scrubber(config_secrets(config.providers.values()))
+        """Every upstream error is scrubbed of every provider credential before it is recorded
+        or answered (``_fail``), whichever provider or field it came from."""
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -104,7 +108,8 @@ class Gateway:
         route = self._begin(record, call.request.model, user=call.request.user,
                             body=call.body)
         self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.token_limit())
+                               max_tokens=call.request.max_tokens,
+                               max_completion_tokens=call.request.max_completion_tokens)
         record.metadata = call.request.metadata
         record.wants_json = call.request.wants_json()
         return await self._unary(
@@ -147,7 +152,8 @@ class Gateway:
         route = self._begin(record, call.request.model, user=call.request.user,
                             body=call.body, stream=True)
         self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.token_limit())
+                               max_tokens=call.request.max_tokens,
+                               max_completion_tokens=call.request.max_completion_tokens)
         record.metadata = call.request.metadata
         record.wants_json = call.request.wants_json()
         return self._stream(record, route, lambda p, t: p.stream_chat(call, target=t),
@@ -180,14 +186,22 @@ class Gateway:
             raise self.reject(record, exc) from None
 
     def _check_generation(self, record: CallRecord, route: Route, *, n: int | None,
-                          max_tokens: int | None) -> None:
+                          max_tokens: int | None, max_completion_tokens: int | None = None,
+                          ) -> None:
+        """``n`` against the gateway's limit; each token limit the client sent against the
+        route's cap, on its own (a provider may read either of them)."""
         if n is not None and n > self.limits.max_n:
             raise self.reject(record, errors.InvalidRequest(
                 f"'n' is {n}; the limit is {self.limits.max_n}", param="n"))
-        if max_tokens is not None and route.max_tokens_cap and max_tokens > route.max_tokens_cap:
-            raise self.reject(record, errors.InvalidRequest(
-                f"'max_tokens' is {max_tokens}; the limit for model '{route.name}' is "
-                f"{route.max_tokens_cap}", param="max_tokens"))
+        cap = route.max_tokens_cap
+        if not cap:
+            return
+        for name, value in (("max_tokens", max_tokens),
+                            ("max_completion_tokens", max_completion_tokens)):
+            if value is not None and value > cap:
+                raise self.reject(record, errors.InvalidRequest(
+                    f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
+                    param=name))
 
     def reject(self, record: CallRecord, exc: errors.GatewayError) -> errors.GatewayError:
         """Record a request refused before any upstream was tried."""
@@ -273,6 +287,8 @@ class Gateway:
                       wants_usage: bool, prompt_tokens: Callable[[], int]
                       ) -> AsyncGenerator[StreamItem, None]:
         stream: AsyncIterator[Json] | None = None
+        pending: asyncio.Task[Json] | None = None  # the first chunk, awaited past a keep-alive
+        delivered = False  # a chunk reached the client
         texts: list[str] = []
         head = 0  # characters in ``texts``
         usage: Usage | None = None
@@ -282,9 +298,11 @@ class Gateway:
                 record, route, lambda p, t: self._open(opener, p, t))
             stream = opened
             if isinstance(first, asyncio.Task):
+                pending = first
                 while not first.done():
                     yield None
                     await asyncio.wait({first}, timeout=self.keepalive_s)
+                pending = None
                 try:
                     first = first.result()
                 except StopAsyncIteration:
@@ -309,6 +327,7 @@ class Gateway:
                     piece = _chunk_text(chunk)
                     texts.append(piece)
                     head += len(piece)
+                delivered = True
                 yield chunk
                 chunk = await anext(opened, None)
             text = "".join(texts)
@@ -322,14 +341,28 @@ class Gateway:
             record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
         except errors.GatewayError as exc:
             self._fail(record, exc)
+            if stream is not None:  # committed to a target that then failed
+                _attempt_failed(record, exc.status_code, exc.error_type)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             record.status, record.http_status = "cancelled", 499
+            if stream is not None and not delivered:
+                _attempt_failed(record, 499, None)
             raise
         finally:
-            if stream is not None:
-                await _abandon(stream, None)
-            self._finish(record)
+            try:
+                if stream is not None:
+                    await _abandon(stream, pending)
+            except Exception:
+                log.exception("closing the upstream stream failed for %s", record.id)
+            finally:
+                if record.usage is None and delivered:
+                    # Cut short after chunks went out: the upstream bills what it generated.
+                    text = "".join(texts)
+                    self._account(record, usage or Usage(
+                        prompt_tokens=prompt_tokens(), completion_tokens=estimate_tokens(text),
+                        estimated=True), body)
+                self._finish(record)
 
     def _account(self, record: CallRecord, usage: Usage, body: Json) -> None:
         record.usage = usage
@@ -342,8 +375,8 @@ class Gateway:
         if record.finish_reason is None:
             _observe_finish(record, body)
 
-    @staticmethod
-    def _fail(record: CallRecord, exc: errors.GatewayError) -> None:
+    def _fail(self, record: CallRecord, exc: errors.GatewayError) -> None:
+        self._scrubber.error(exc)  # the client's answer is built from ``exc`` too
         record.status = "error"
         record.http_status = exc.status_code
         record.error_type = exc.error_type
@@ -368,6 +401,13 @@ class Gateway:
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
+
+
+def _attempt_failed(record: CallRecord, status: int, error_type: str | None) -> None:
+    """The committed (last) attempt did not end well after all: record how it ended."""
+    if record.attempts:
+        attempt = record.attempts[-1]
+        attempt.status, attempt.error_type = status, error_type
 
 
 def _observe_finish(record: CallRecord, body: Json) -> None:

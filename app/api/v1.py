@@ -7,6 +7,7 @@ them in the OpenAPI schema and serve them when the fast lane is not mounted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from app.api.sse import SSEResponse
 from app.api.wire import call_headers, json_response, parse, parse_object
 from app.calllog import CallRecord
 from app.gateway import Gateway, StreamItem
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall
+from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Result
 from app.routing import Route
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
@@ -46,12 +47,45 @@ async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -
     return SSEResponse(items, first=first, headers=call_headers(record))
 
 
+_GONE = Response(status_code=499)
+"""Answered to a client that has disconnected: nobody reads it."""
+
+
+async def _answer(work: Awaitable[Result], incoming: Incoming, record: CallRecord) -> Response:
+    """The JSON answer of ``work``; if the client disconnects first, ``work`` is cancelled (the
+    upstream request with it) and the record says so (the gateway records a cancelled call).
+
+    The body has been read whole, so the next ASGI message can only be the disconnect: a task
+    waits for it while this one awaits the upstream."""
+    current = asyncio.current_task()
+    assert current is not None
+    watcher = asyncio.ensure_future(_disconnected(incoming, current))
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled() or not watcher.result():
+            raise  # cancelled by someone else (shutdown): not ours to swallow
+        current.uncancel()
+        return _GONE
+    finally:
+        watcher.cancel()
+    return json_response(result.body, record)
+
+
+async def _disconnected(incoming: Incoming, task: asyncio.Task[Any]) -> bool:
+    while True:
+        message = await incoming.receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return True
+
+
 async def serve_chat(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
     request, body = await _parsed(incoming, gateway, record, ChatRequest)
     call = ChatCall(request=request, body=body)
     if request.stream:
         return await _stream(gateway.stream_chat(call, record), record)
-    return json_response((await gateway.chat(call, record)).body, record)
+    return await _answer(gateway.chat(call, record), incoming, record)
 
 
 async def serve_completion(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
@@ -59,13 +93,13 @@ async def serve_completion(incoming: Incoming, gateway: Gateway, record: CallRec
     call = CompletionCall(request=request, body=body)
     if request.stream:
         return await _stream(gateway.stream_complete(call, record), record)
-    return json_response((await gateway.complete(call, record)).body, record)
+    return await _answer(gateway.complete(call, record), incoming, record)
 
 
 async def serve_embedding(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
     request, body = await _parsed(incoming, gateway, record, EmbeddingRequest)
     call = EmbeddingCall(request=request, body=body)
-    return json_response((await gateway.embed(call, record)).body, record)
+    return await _answer(gateway.embed(call, record), incoming, record)
 
 
 def _incoming(request: Request) -> Incoming:

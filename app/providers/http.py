@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from app import errors
+from app.scrub import Scrubber
 
 Json = dict[str, Any]
 
@@ -85,15 +86,18 @@ class Upstream:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
-        self._secrets = tuple(s for s in secrets if s)
+        self._scrubber = Scrubber(secrets)
         self._error_mapper = error_mapper
 
     def _scrub(self, error: errors.GatewayError) -> errors.GatewayError:
-        for secret in self._secrets:
-            if secret in error.message:
-                error.message = error.message.replace(secret, "[redacted]")
-                error.args = (error.message,)  # str(error), as logs and tracebacks show it
-        return error
+        return self._scrubber.error(error)
+
+    def _redirected(self, response: aiohttp.ClientResponse) -> errors.GatewayError:
+        """Redirects are never followed: the prompt would be re-sent, and on the same host with
+        the credentials, to wherever the upstream points."""
+        return errors.BadUpstreamResponse(
+            f"upstream {self.base_url} answered {response.status} (a redirect); model calls do "
+            "not follow redirects: check the provider's base_url")
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
         raw = await response.read()
@@ -119,7 +123,10 @@ class Upstream:
         """GET a JSON document (used for probes such as vLLM's ``/version``)."""
         url = self.base_url + path
         try:
-            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as r:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout,
+                                         allow_redirects=False) as r:
+                if 300 <= r.status < 400:
+                    raise self._redirected(r)
                 if r.status >= 400:
                     await self._raise_for(r)
                 return orjson.loads(await r.read())
@@ -133,9 +140,11 @@ class Upstream:
         try:
             async with self._session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
-                params=self._params, timeout=self._timeout,
+                params=self._params, timeout=self._timeout, allow_redirects=False,
             ) as response:
-                if response.status >= 400:
+                if response.status >= 300:
+                    if response.status < 400:
+                        raise self._redirected(response)
                     await self._raise_for(response)
                 raw = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -158,26 +167,80 @@ class Upstream:
         try:
             async with self._session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
-                params=self._params, timeout=self._stream_timeout,
+                params=self._params, timeout=self._stream_timeout, allow_redirects=False,
             ) as response:
-                if response.status >= 400:
+                if response.status >= 300:
+                    if response.status < 400:
+                        raise self._redirected(response)
                     await self._raise_for(response)
-                event: str | None = None
-                data: list[str] = []
-                async for raw_line in response.content:
-                    line = raw_line.decode("utf-8").rstrip("\r\n")
-                    if not line:
-                        if data:
-                            yield SSEEvent(event, "\n".join(data))
-                        event, data = None, []
-                    elif line.startswith("data:"):
-                        data.append(line[5:].lstrip(" "))
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                if data:
-                    yield SSEEvent(event, "\n".join(data))
+                parser = SSEParser()
+                try:
+                    async for raw_line in response.content:
+                        found = parser.line(raw_line)
+                        if found is not None:
+                            yield found
+                except aiohttp.ClientPayloadError:
+                    # The connection was cut. aiohttp raises the stored error before handing
+                    # over lines it had already buffered: relay those first, then fail.
+                    for found in parser.lines(_buffered(response.content)):
+                        yield found
+                    raise
+                found = parser.end()
+                if found is not None:
+                    yield found
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
+
+
+class SSEParser:
+    """Server-sent events from lines (``text/event-stream``): ``event:`` and ``data:`` fields,
+    one event per blank line."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[str] = []
+
+    def line(self, raw: bytes) -> SSEEvent | None:
+        """Take one line; the event it completes, if any."""
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            return self.end()
+        if line.startswith("data:"):
+            self.data.append(line[5:].lstrip(" "))
+        elif line.startswith("event:"):
+            self.event = line[6:].strip()
+        return None
+
+    def lines(self, raw: bytes) -> list[SSEEvent]:
+        """The events completed by the whole lines in ``raw`` (a trailing partial line is
+        dropped: a cut connection never finished it)."""
+        found = []
+        for piece in raw.splitlines(keepends=True):
+            if piece.endswith(b"\n"):
+                event = self.line(piece)
+                if event is not None:
+                    found.append(event)
+        return found
+
+    def end(self) -> SSEEvent | None:
+        """The event in progress, complete at a blank line or at the end of the stream."""
+        event = SSEEvent(self.event, "\n".join(self.data)) if self.data else None
+        self.event, self.data = None, []
+        return event
+
+
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """Bytes received but not yet read from ``content``. aiohttp keeps them in the private
+    ``_buffer`` (a deque of bytes, the first one read up to ``_buffer_offset``) and offers no
+    public way to read them once the stream has failed; tests/providers/test_sse_salvage.py
+    fails loudly if that changes."""
+    chunks = list(content._buffer)
+    if not chunks:
+        return b""
+    chunks[0] = chunks[0][content._buffer_offset:]
+    return b"".join(chunks)
 
 
 async def drain(events: AsyncIterator[SSEEvent]) -> None:

@@ -28,6 +28,13 @@ def check_stream_chunk(chunk: Json) -> Json:
     return chunk
 
 
+def _has_finish_reason(chunk: Json) -> bool:
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return True
+    return False
+
+
 class OpenAICompatible:
     """The OpenAI wire format over HTTP. Subclasses adjust the upstream and the payload."""
 
@@ -90,14 +97,24 @@ class OpenAICompatible:
 
     async def _stream(self, path: str, payload: Json, target: Target) -> AsyncGenerator[Json, None]:
         events = self.upstream_for(target).stream_sse(path, payload)
+        finished = False
         try:
             async for event in events:
                 if event.data == "[DONE]":
                     await drain(events)
                     return
-                yield check_stream_chunk(parse_json_event(event.data))
+                chunk = check_stream_chunk(parse_json_event(event.data))
+                if not finished:
+                    finished = _has_finish_reason(chunk)
+                yield chunk
         finally:
             await events.aclose()
+        if not finished:
+            # The connection closed cleanly but the answer never ended: a truncated answer,
+            # not a normal end (a server that omits [DONE] still sends a finish_reason).
+            raise errors.BadUpstreamResponse(
+                "upstream stream ended without [DONE] or a finish_reason; the answer is "
+                "truncated")
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
