@@ -123,6 +123,9 @@ class ModelConfig(BaseModel):
 class Limits(BaseModel):
     model_config = _FORBID
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    max_json_depth: Annotated[int, Field(ge=4, le=200)] = 64
+    """Deepest nesting of a request body (the object is level 1); deeper is a 400. At most 200:
+    the call log serialises bodies with orjson, which stops at 255 levels."""
     max_n: Annotated[int, Field(ge=1)] = 16
     max_tokens: Annotated[int, Field(ge=1)] = 262_144
     max_embedding_inputs: Annotated[int, Field(ge=1)] = 2048

@@ -3,12 +3,15 @@
 Known fields are type-checked in pydantic's strict mode (``"5"`` is not a number, ``1.5`` is not an
 integer), as OpenAI's own API does; unknown fields are kept and carried to OpenAI-compatible targets
 (vLLM's ``top_k``, ``min_p``, ... live there). The raw JSON object travels beside the model so
-that pass-through providers forward exactly what the client sent.
+that pass-through providers forward exactly what the client sent, less its top-level nulls: OpenAI's
+spec makes every optional field nullable, null meaning absent, so ``app.api.wire.parse`` removes
+them (``"stream": null`` is a non-streaming call) and no upstream ever sees one. A required field
+the spec still lets be null says in ``NULL_MEANS`` what null stands for.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -139,6 +142,9 @@ class CompletionRequest(BaseModel):
     """``POST /v1/completions`` (legacy text completions)."""
 
     model_config = _STRICT
+    NULL_MEANS: ClassVar[dict[str, Any]] = {"prompt": "<|endoftext|>"}
+    """``prompt`` is required but nullable; the spec's default, the document separator, makes
+    the model start a new document."""
     model: Annotated[str, Field(min_length=1)]
     prompt: Prompt
     stream: bool = False

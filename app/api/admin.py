@@ -75,22 +75,27 @@ async def list_calls(
     status: Annotated[Literal["ok", "error", "cancelled"] | None, Query()] = None,
     caller: Annotated[str | None, Query(description=(
         'Who called: "master", "anonymous", or a key id.'))] = None,
+    request_id: Annotated[str | None, Query(description=(
+        "The client's x-request-id (not unique: every call sent with it)."))] = None,
     limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
 ) -> dict[str, Any]:
     """Calls, newest first, one page at a time: pass ``next_cursor`` back as ``cursor`` until it
-    is null. Rows have the ``calls`` table's columns; times are ISO 8601 UTC."""
+    is null. Rows have the ``calls`` table's columns; times are ISO 8601 UTC. A filter value the
+    database cannot compare (a NUL character), longer than its column or out of range is a 400
+    naming the filter."""
     rows, next_cursor = await query.list_calls(
         engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
-        model=model, provider=provider, status=status, caller=caller, limit=limit,
-        cursor=cursor)
+        model=model, provider=provider, status=status, caller=caller, request_id=request_id,
+        limit=limit, cursor=cursor)
     return {"object": "list", "data": rows, "next_cursor": next_cursor}
 
 
 @router.get("/calls/{call_id}")
 async def get_call(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    """One call by its id (the ``x-request-id`` the gateway answered with); 404 if unknown."""
+    """One call by its call id (the ``x-switchboard-call-id`` the gateway answered with); 404 if
+    unknown."""
     row = await query.get_call(engine, call_id)
     if row is None:
         raise errors.NotFound(f"No call with id '{call_id}' in the call log.",

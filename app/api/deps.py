@@ -15,7 +15,7 @@ from app.calllog import CallRecord
 from app.gateway import Gateway
 from app.settings import Settings
 
-# A client's own request id is kept when it is a sane token; anything else gets a fresh one.
+# A client's own request id is kept when it is a sane token; anything else is not kept.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -56,28 +56,37 @@ def authenticate(headers: dict[str, str], settings: Settings) -> str:
     return "master"
 
 
-def request_id(headers: dict[str, str]) -> str:
+def client_request_id(headers: dict[str, str]) -> str | None:
+    """The client's ``x-request-id`` when it is a sane token (else ``None``: not kept)."""
     given = headers.get("x-request-id")
     if given and _CLIENT_ID.match(given):
         return given
-    return os.urandom(16).hex()  # uuid4().hex measured at ~8 us, this at ~0.6 us
+    return None
 
 
-def open_call(incoming: Incoming, gateway: Gateway, settings: Settings) -> CallRecord:
-    """Open the call record for this request and authenticate its caller (recorded either way)."""
-    record = CallRecord(id=request_id(incoming.headers), endpoint=incoming.path,
-                        caller="anonymous")
+def new_call(incoming: Incoming) -> CallRecord:
+    """A fresh call record: a call id of its own (never the client's), and the client's
+    ``x-request-id`` kept beside it as ``request_id``."""
+    return CallRecord(id=os.urandom(16).hex(),  # uuid4().hex measured at ~8 us, this at ~0.6 us
+                      request_id=client_request_id(incoming.headers), endpoint=incoming.path,
+                      caller="anonymous")
+
+
+def open_call(record: CallRecord, incoming: Incoming, gateway: Gateway,
+              settings: Settings) -> None:
+    """Authenticate the caller of the call ``record`` (from ``new_call``); a refused caller is
+    recorded (as "unauthenticated") and raised as the ``GatewayError`` the client gets."""
     try:
         record.caller = authenticate(incoming.headers, settings)
     except errors.GatewayError as exc:
         record.caller = "unauthenticated"
         raise gateway.reject(record, exc) from None
-    return record
 
 
 async def begin_call(request: Request, gateway: GatewayDep, settings: SettingsDep) -> CallRecord:
-    record = open_call(Incoming.from_scope(request.scope, request.receive), gateway, settings)
-    request.state.request_id = record.id
+    incoming = Incoming.from_scope(request.scope, request.receive)
+    record = request.state.call = new_call(incoming)  # its ids go on an error response too
+    open_call(record, incoming, gateway, settings)
     return record
 
 

@@ -11,7 +11,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app import errors
-from app.api.wire import JSONReply
+from app.api.wire import JSONReply, id_headers
+from app.calllog import CallRecord
 
 log = logging.getLogger("switchboard.api")
 
@@ -21,17 +22,16 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 }
 
 
-def error_response(exc: errors.GatewayError, *, request_id: str | None) -> Response:
-    headers = {}
-    if request_id:
-        headers["x-request-id"] = request_id
+def error_response(exc: errors.GatewayError, *, record: CallRecord | None) -> Response:
+    """``exc`` as the client gets it; a model call's ids (``record``) go in its headers."""
+    headers = {} if record is None else id_headers(record)
     if exc.status_code == 429:
         headers["retry-after"] = "1"
     return JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers=headers)
 
 
 def _request_error(exc: errors.GatewayError, request: Request) -> Response:
-    return error_response(exc, request_id=getattr(request.state, "request_id", None))
+    return error_response(exc, record=getattr(request.state, "call", None))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app import errors
-from app.api.deps import open_call
+from app.api.deps import new_call, open_call
 from app.api.errors import error_response
 from app.api.incoming import Incoming
 from app.api.v1 import MODEL_CALLS, Serve
+from app.calllog import CallRecord
 from app.gateway import Gateway
 from app.metrics.accumulate import Level
 from app.settings import Settings
@@ -60,16 +61,16 @@ class FastLane:
     async def _serve(self, serve: Serve, incoming: Incoming, scope: Scope, receive: Receive,
                      send: Send) -> None:
         state = self.app.state
-        record_id: str | None = None
+        record: CallRecord | None = None
         try:
             gateway = cast(Gateway, state.gateway)
-            record = open_call(incoming, gateway, cast(Settings, state.settings))
-            record_id = record.id
+            record = new_call(incoming)
+            open_call(record, incoming, gateway, cast(Settings, state.settings))
             response = await serve(incoming, gateway, record)
         except errors.GatewayError as exc:
-            response = error_response(exc, request_id=record_id)
+            response = error_response(exc, record=record)
         except Exception:  # the last line of defence, as Starlette's ServerErrorMiddleware
             log.exception("unhandled error on %s", scope["path"])
             response = error_response(errors.GatewayError("The gateway had an internal error."),
-                                      request_id=record_id)
+                                      record=record)
         await response(scope, receive, send)

@@ -36,7 +36,8 @@ async def _parsed(incoming: Incoming, gateway: Gateway, record: CallRecord,
                   schema: type[M]) -> tuple[M, dict[str, Any]]:
     """The body, validated as ``schema``; bad input is recorded and raised as a 4xx."""
     try:
-        body = parse_object(await incoming.body(limit=gateway.limits.max_body_bytes))
+        body = parse_object(await incoming.body(limit=gateway.limits.max_body_bytes),
+                            max_depth=gateway.limits.max_json_depth)
         return parse(schema, body), body
     except errors.GatewayError as exc:
         raise gateway.reject(record, exc) from None

@@ -168,8 +168,10 @@ def _filter_options(command: F) -> F:
     for name, help_text in reversed((
             ("--model", "Only calls for this public model (as clients send it)."),
             ("--provider", "Only calls finally served by this provider (config name)."),
-            ("--caller", 'Only calls from this caller ("master", "anonymous" or a key id).'))):
-        command = click.option(name, metavar="NAME", help=help_text)(command)
+            ("--caller", 'Only calls from this caller ("master", "anonymous" or a key id).'),
+            ("--request-id", "Only calls the client sent with this x-request-id."))):
+        metavar = "ID" if name == "--request-id" else "NAME"
+        command = click.option(name, metavar=metavar, help=help_text)(command)
     return click.option("--status", type=click.Choice(["ok", "error", "cancelled"]),
                         help="Only calls that ended so.")(command)
 
@@ -205,14 +207,14 @@ def logs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def query_command(url: str, key: str | None, since: str | None, until: str | None,
                   model: str | None, provider: str | None, status: str | None,
-                  caller: str | None, limit: int, cursor: str | None, follow: bool,
-                  as_json: bool) -> None:
+                  caller: str | None, request_id: str | None, limit: int, cursor: str | None,
+                  follow: bool, as_json: bool) -> None:
     """Print calls matching the filters, newest first, as a table (or JSON lines).
 
     Without --all one page is printed; when more calls match, the cursor of the next page is
     printed on stderr."""
     params = _filters(since=since, until=until, model=model, provider=provider, status=status,
-                      caller=caller, limit=limit, cursor=cursor)
+                      caller=caller, request_id=request_id, limit=limit, cursor=cursor)
     client = _client(url, key)
     try:
         if follow:
@@ -301,14 +303,15 @@ def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
               help="Recent calls to print first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def tail_command(url: str, key: str | None, model: str | None, provider: str | None,
-                 status: str | None, caller: str | None, interval: float, lookback: float,
-                 lines: int, as_json: bool) -> None:
+                 status: str | None, caller: str | None, request_id: str | None,
+                 interval: float, lookback: float, lines: int, as_json: bool) -> None:
     """Print calls as they are logged, until Ctrl-C.
 
     Polls /admin/calls. A call is logged when it ends, stamped with its start time: calls that
     ran longer than --lookback may be missed. While the gateway is unreachable, tail says so
     on stderr and keeps polling."""
-    filters = _filters(model=model, provider=provider, status=status, caller=caller)
+    filters = _filters(model=model, provider=provider, status=status, caller=caller,
+                       request_id=request_id)
     client = _client(url, key)
     seen, window = Seen(), timedelta(seconds=lookback)
     emit: Callable[[Row], str] = json_line if as_json else table_row

@@ -7,7 +7,9 @@ exactly after it: no gaps and no repeats across pages, even when many rows share
 
 Every returned row is a JSON-safe dict with the table's column names as keys: times are ISO 8601
 UTC strings (``2025-01-31T12:00:00.123456Z``), ``cost_usd`` is a float. Filters are bound as
-parameters; no SQL is built from strings.
+parameters; no SQL is built from strings. Every filter value is checked before the query: one the
+database would refuse (a NUL character, a lone surrogate, a string longer than its column, a time
+out of range) is a 400 naming the filter, never a 503 or 500.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, String, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
@@ -32,6 +34,11 @@ MAX_LIMIT = 1000
 STATUSES = frozenset({"ok", "error", "cancelled"})
 
 _calls = Call.__table__
+_LENGTHS: dict[str, int] = {c.name: c.type.length for c in _calls.columns
+                            if isinstance(c.type, String) and c.type.length is not None}
+_TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "caller",
+                 "request_id": "request_id"}
+"""Text filters of ``list_calls`` and the column each matches."""
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -50,12 +57,40 @@ def parse_time(value: str, *, param: str, now: datetime | None = None) -> dateti
             raise errors.InvalidRequest(f"'{param}' reaches too far back: {value!r}.",
                                         param=param, code="invalid_value") from None
     try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return as_utc(datetime.fromisoformat(value.strip()))
+    except (ValueError, OverflowError):  # OverflowError: out of range once moved to UTC
         raise errors.InvalidRequest(
-            f"Invalid value for '{param}': {value!r}. Use ISO 8601 (2025-01-31T12:00:00Z) or "
-            "an age such as 30m, 1h, 7d.", param=param, code="invalid_value") from None
-    return as_utc(parsed)
+            f"Invalid value for '{param}': {_shown(value)}. Use ISO 8601 (2025-01-31T12:00:00Z) "
+            "or an age such as 30m, 1h, 7d.", param=param, code="invalid_value") from None
+
+
+def _shown(value: str) -> str:
+    """``value`` as an error message may quote it: bounded."""
+    return repr(value) if len(value) <= 64 else repr(value[:64]) + "..."
+
+
+def check_text(value: str, *, param: str, column: str) -> str:
+    """``value``, when the database can compare it with ``calls.<column>``; else
+    ``InvalidRequest`` naming ``param`` (a NUL character or a lone surrogate, which Postgres
+    refuses, or more characters than the column holds, which no row has)."""
+    if "\x00" in value:
+        problem = "it contains a NUL character"
+    elif not value.isascii() and not _encodable(value):
+        problem = "it is not valid Unicode (a lone surrogate)"
+    elif len(value) > (limit := _LENGTHS[column]):
+        problem = f"it is longer than {limit} characters"
+    else:
+        return value
+    raise errors.InvalidRequest(f"Invalid value for '{param}': {problem}.", param=param,
+                                code="invalid_value")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -84,10 +119,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp, call_id = json.loads(raw)
         if not isinstance(stamp, str) or not isinstance(call_id, str):
             raise ValueError("cursor parts must be strings")
+        check_text(call_id, param="cursor", column="id")
         return as_utc(datetime.fromisoformat(stamp)), call_id
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, OverflowError, errors.InvalidRequest):
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; a wrong-length list
-        # fails the unpacking with ValueError too.
+        # fails the unpacking with ValueError too; OverflowError: a time out of range in UTC.
         raise errors.InvalidRequest("Invalid 'cursor': pass back a next_cursor value exactly "
                                     "as it was returned.", param="cursor",
                                     code="invalid_cursor") from None
@@ -110,30 +146,43 @@ def _unavailable(exc: BaseException) -> errors.GatewayError:
         status=503, code="call_log_unavailable")
 
 
-def _filters(*, since: datetime | None, until: datetime | None, model: str | None,
-             provider: str | None, status: str | None,
-             caller: str | None) -> list[ColumnElement[bool]]:
+def _filters(*, since: datetime | None, until: datetime | None, status: str | None,
+             texts: dict[str, str | None]) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if since is not None:
-        conds.append(_calls.c.created_at >= as_utc(since))
+        conds.append(_calls.c.created_at >= since)
     if until is not None:
-        conds.append(_calls.c.created_at < as_utc(until))
-    for column, value in (("public_model", model), ("provider", provider),
-                          ("status", status), ("caller", caller)):
+        conds.append(_calls.c.created_at < until)
+    if status is not None:
+        conds.append(_calls.c.status == status)
+    for param, value in texts.items():
         if value is not None:
-            conds.append(_calls.c[column] == value)
+            conds.append(_calls.c[_TEXT_FILTERS[param]] == value)
     return conds
 
 
+def _moment(value: datetime | None, *, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return as_utc(value)
+    except OverflowError:  # e.g. 0001-01-01 at UTC+1 is before the first representable time
+        raise errors.InvalidRequest(f"'{param}' is out of range.", param=param,
+                                    code="invalid_value") from None
+
+
 def _check(*, since: datetime | None, until: datetime | None, status: str | None,
-           limit: int) -> None:
+           limit: int, texts: dict[str, str | None]) -> None:
     if not 1 <= limit <= MAX_LIMIT:
         raise errors.InvalidRequest(f"'limit' must be between 1 and {MAX_LIMIT}.",
                                     param="limit", code="invalid_value")
     if status is not None and status not in STATUSES:
         raise errors.InvalidRequest(f"'status' must be one of {', '.join(sorted(STATUSES))}.",
                                     param="status", code="invalid_value")
-    if since is not None and until is not None and as_utc(until) < as_utc(since):
+    for param, value in texts.items():
+        if value is not None:
+            check_text(value, param=param, column=_TEXT_FILTERS[param])
+    if since is not None and until is not None and until < since:
         raise errors.InvalidRequest("'until' is earlier than 'since'.", param="until",
                                     code="invalid_value")
 
@@ -141,17 +190,20 @@ def _check(*, since: datetime | None, until: datetime | None, status: str | None
 async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
                      until: datetime | None = None, model: str | None = None,
                      provider: str | None = None, status: str | None = None,
-                     caller: str | None = None, limit: int = 100,
+                     caller: str | None = None, request_id: str | None = None,
+                     limit: int = 100,
                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of calls, newest first, and the cursor of the next page (``None`` on the last).
 
     ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC); ``model`` matches the
-    public model the client asked for; every filter given must hold. Raises ``InvalidRequest``
-    for a bad ``limit`` (1..1000), ``status``, time range or ``cursor``, and a 503
+    public model the client asked for, ``request_id`` the client's ``x-request-id``; every
+    filter given must hold. Raises ``InvalidRequest`` naming the filter for a bad ``limit``
+    (1..1000), ``status``, time range, text (see ``check_text``) or ``cursor``, and a 503
     ``GatewayError`` (code ``call_log_unavailable``) when the database cannot answer."""
-    _check(since=since, until=until, status=status, limit=limit)
-    conds = _filters(since=since, until=until, model=model, provider=provider, status=status,
-                     caller=caller)
+    texts = {"model": model, "provider": provider, "caller": caller, "request_id": request_id}
+    since, until = _moment(since, param="since"), _moment(until, param="until")
+    _check(since=since, until=until, status=status, limit=limit, texts=texts)
+    conds = _filters(since=since, until=until, status=status, texts=texts)
     if cursor is not None:
         after_at, after_id = decode_cursor(cursor)
         conds.append(or_(_calls.c.created_at < after_at,
@@ -173,10 +225,13 @@ async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
 
 
 async def get_call(engine: AsyncEngine, call_id: str) -> dict[str, Any] | None:
-    """The call with id ``call_id`` as a JSON-safe dict, or ``None`` when there is none.
+    """The call with call id ``call_id`` as a JSON-safe dict, or ``None`` when there is none.
 
-    Should the same id occur at several times (a client reusing its ``x-request-id``), the
-    newest is returned. Raises a 503 ``GatewayError`` when the database cannot answer."""
+    Should the same id occur at several times (rows stored before call ids were the gateway's
+    own, when a client reused its ``x-request-id``), the newest is returned. Raises
+    ``InvalidRequest`` (param ``call_id``) for an id no row can have (see ``check_text``), a 503
+    ``GatewayError`` when the database cannot answer."""
+    check_text(call_id, param="call_id", column="id")
     stmt = (select(_calls).where(_calls.c.id == call_id)
             .order_by(_calls.c.created_at.desc()).limit(1))
     try:

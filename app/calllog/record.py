@@ -31,8 +31,11 @@ class CallRecord:
     whatever happened (success, error, cancellation, client disconnect)."""
 
     id: str
+    """The call id: the gateway's own, unique to this call (``x-switchboard-call-id``)."""
     endpoint: str
     caller: str
+    request_id: str | None = None
+    """The client's ``x-request-id``, when it sent a sane one; not unique."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -88,6 +91,7 @@ class CallRecord:
         usage = self.usage
         return {
             "id": self.id,
+            "request_id": self.request_id,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "caller": self.caller,

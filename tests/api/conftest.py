@@ -32,7 +32,8 @@ class ListSink:
         self.records.append(record)
 
     def by_id(self, request_id: str) -> CallRecord:
-        found = [r for r in self.records if r.id == request_id]
+        """The one record of the call sent with ``x-request-id: request_id``."""
+        found = [r for r in self.records if r.request_id == request_id]
         assert len(found) == 1, f"expected exactly one record for {request_id}, got {len(found)}"
         return found[0]
 

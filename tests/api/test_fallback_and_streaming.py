@@ -118,7 +118,7 @@ def test_client_disconnect_cancels_upstream(run_gateway: GatewayFactory, simulat
         while time.monotonic() < deadline:
             stats = httpx.get(simulator + "/_sim/stats").json()
             if stats["streams_cancelled"] > before and any(
-                    r.id == "gone-1" for r in gw.sink.records):
+                    r.request_id == "gone-1" for r in gw.sink.records):
                 break
             time.sleep(0.05)
         assert stats["streams_cancelled"] == before + 1

@@ -56,20 +56,21 @@ async def _rows(url: str, ids: set[str] | None = None) -> list[dict[str, Any]]:
     try:
         async with engine.connect() as conn:
             result = await conn.execute(text(
-                "SELECT id, status, public_model, provider, prompt_tokens, completion_tokens, "
-                "cost_usd FROM calls"))
+                "SELECT id, request_id, status, public_model, provider, prompt_tokens, "
+                "completion_tokens, cost_usd FROM calls"))
             rows = [dict(r._mapping) for r in result]
     finally:
         await engine.dispose()
-    return [r for r in rows if ids is None or r["id"] in ids]
+    return [r for r in rows if ids is None or r["request_id"] in ids]
 
 
 def wait_rows(url: str, ids: set[str], *, timeout_s: float = 60) -> list[dict[str, Any]]:
-    """Poll the database until every id is there (or time out); returns those rows."""
+    """Poll the database until a row of every request id is there (or time out); returns those
+    rows."""
     deadline = time.monotonic() + timeout_s
     while True:
         rows = asyncio.run(_rows(url, ids))
-        if len({r["id"] for r in rows}) == len(ids) or time.monotonic() > deadline:
+        if len({r["request_id"] for r in rows}) == len(ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
 
@@ -118,7 +119,7 @@ def test_n_requests_give_n_matching_rows(backend: str, postgres: PrivatePostgres
         status = httpx.get(gateway + "/admin/calllog",
                            headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
         assert status["dropped"] == 0 and status["stored"] == 41
-    by_id = {r["id"]: r for r in rows}
+    by_id = {r["request_id"]: r for r in rows}
     assert len(rows) == len(by_id) == 41
     assert by_id[f"{backend}-bad"]["status"] == "error"
     for request_id, (completion, headers) in answers.items():
@@ -152,7 +153,7 @@ def test_postgres_outage_loses_and_duplicates_nothing(postgres: PrivatePostgres,
             postgres.start() if not _pg_up(postgres) else None
         rows = wait_rows(postgres.url, ids)
         assert writer.stats.dropped == 0
-    assert len(rows) == len({r["id"] for r in rows}) == len(ids)
+    assert len(rows) == len({r["request_id"] for r in rows}) == len(ids)
 
 
 def _pg_up(server: PrivatePostgres) -> bool:
@@ -230,7 +231,7 @@ def test_kill_9_with_records_spooled_replays_them(with_redis: bool, postgres: Pr
     finally:
         second.terminate()
         second.wait(timeout=30)
-    assert len(rows) == len({r["id"] for r in rows}) == len(ids)
+    assert len(rows) == len({r["request_id"] for r in rows}) == len(ids)
 
 
 def test_unmigrated_postgres_is_refused_clearly(postgres: PrivatePostgres, tmp_path: Path) -> None:
@@ -268,4 +269,4 @@ def test_sigterm_flushes_buffered_records(simulator: str, tmp_path: Path) -> Non
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it.
     assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert {r["id"] for r in asyncio.run(_rows(url, ids))} == ids
+    assert {r["request_id"] for r in asyncio.run(_rows(url, ids))} == ids

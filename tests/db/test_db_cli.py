@@ -46,7 +46,7 @@ async def test_upgrade_check_and_prune_on_a_fresh_postgres(fresh_pg: str) -> Non
     for _ in range(2):
         upgraded = db("upgrade", "--database-url", fresh_pg)
         assert upgraded.returncode == 0, upgraded.stderr
-        assert "schema revision 0002" in upgraded.stdout
+        assert "schema revision 0003" in upgraded.stdout
     assert db("check", "--database-url", fresh_pg).returncode == 0
 
     engine = make_engine(fresh_pg)
