@@ -1,9 +1,28 @@
 """The built-in offline provider: deterministic answers, real-looking usage, injected failures.
 
-Chat echoes the last user message ("Mock reply to: ..."), cut at the client's token limit, with
-token counts from ``app.usage.estimate_tokens``. Embeddings are unit vectors derived from a hash
-of the text, so the same text always gets the same vector. ``fail_status`` with ``fail_every``
-makes every Nth call fail with that upstream status, for demos of fallback and error handling.
+Chat answers, first match wins (the same for each of the ``n`` choices):
+
+- a tool call (``finish_reason`` ``tool_calls``) when ``tools`` are given, ``tool_choice`` is not
+  ``"none"`` and the last message is not a tool result (so agent loops end): the function
+  ``tool_choice`` names, else (``"auto"``, ``"required"``, absent) the tool whose name and
+  description share the most words with the last user message, the first tool on a tie
+  (``app.structured.pick_tool``). One call per choice, whatever ``parallel_tool_calls`` says;
+  its ``arguments`` are ``app.structured.instance`` of the function's ``parameters``;
+- with ``response_format`` ``json_schema``, that schema's instance; with ``json_object``,
+  ``{"reply": "Mock reply to: ..."}``;
+- otherwise "Mock reply to: <last user message>".
+
+The answer is cut at the client's token limit (``finish_reason`` ``length``). Its pieces are one
+token each as ``app.usage.estimate_tokens`` counts, so ``usage.completion_tokens`` is the number
+of pieces times ``n``, streamed or not, and ``logprobs.content`` has one entry per piece (with
+``top_logprobs`` alternatives, log-probabilities derived from a hash of the piece). Streams
+interleave the choices piece by piece, a tool call's id and name first, then its arguments in
+pieces. Schemas marked ``strict`` that break OpenAI's strict rules are refused with a 400, as
+OpenAI refuses them.
+
+Embeddings are unit vectors derived from a hash of the text, so the same text always gets the same
+vector. ``fail_status`` with ``fail_every`` makes every Nth call fail with that upstream status,
+for demos of fallback and error handling.
 """
 
 from __future__ import annotations
@@ -12,19 +31,31 @@ import asyncio
 import hashlib
 import itertools
 import math
+import re
 import time
+import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from app import errors
 from app.config import MockProvider
 from app.embeddings import encode_vector
 from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.schemas import ChatRequest, FunctionDef
+from app.structured import instance, pick_tool, strict_problem
 from app.usage import Usage, estimate_tokens
 
 _PER_MESSAGE_TOKENS = 3
+_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")
+_CHARS_PER_TOKEN = 6  # estimate_tokens counts a word once per 6 characters
+# The runners-up ``top_logprobs`` lists after the piece itself.
+_ALTERNATIVES = (" the", " a", " and", " to", " of", " in", " is", " it", " that", " for",
+                 " on", " with", " as", " was", " at", " by", " this", " be", " or", " an",
+                 " from")
 
 
 def unit_vector(text: str, dimensions: int) -> list[float]:
@@ -36,21 +67,149 @@ def unit_vector(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in values]
 
 
+def token_pieces(text: str) -> list[str]:
+    """``text`` cut into pieces ``estimate_tokens`` counts as one token each (a word's leading
+    whitespace rides on it, long words are cut every 6 characters); they join back to ``text``."""
+    pieces: list[str] = []
+    end = 0
+    for match in _TOKEN.finditer(text):
+        piece = match.group()
+        word_at = len(piece) - len(piece.lstrip())
+        cut = word_at + _CHARS_PER_TOKEN
+        pieces.append(piece[:cut])
+        pieces.extend(piece[i:i + _CHARS_PER_TOKEN]
+                      for i in range(cut, len(piece), _CHARS_PER_TOKEN))
+        end = match.end()
+    if end < len(text):  # trailing whitespace
+        if pieces:
+            pieces[-1] += text[end:]
+        else:
+            pieces.append(text[end:])
+    return pieces
+
+
 def _reply_words(prompt: str, limit: int | None) -> tuple[list[str], str]:
-    """The reply as stream pieces, and the finish reason."""
-    words = ("Mock reply to: " + (prompt.strip() or "(empty)")).split()
-    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-    if limit is not None:
-        out: list[str] = []
-        used = 0
-        for piece in pieces:
-            cost = estimate_tokens(piece)
-            if used + cost > limit:
-                return out, "length"
-            out.append(piece)
-            used += cost
-        return out, "stop"
-    return pieces, "stop"
+    """The echo reply as one-token pieces, and the finish reason."""
+    return _cut(token_pieces("Mock reply to: " + (prompt.strip() or "(empty)")), limit, "stop")
+
+
+def _cut(pieces: list[str], limit: int | None, natural: str) -> tuple[list[str], str]:
+    if limit is not None and len(pieces) > limit:
+        return pieces[:limit], "length"
+    return pieces, natural
+
+
+def _logprob(piece: str) -> float:
+    return -(zlib.crc32(piece.encode()) % 1000 + 1) / 1000
+
+
+def _logprob_entries(pieces: list[str], top: int) -> list[Json]:
+    """OpenAI's ``logprobs.content`` entries: the piece, then ``top`` alternatives (the piece
+    first, each next one 0.5 less likely)."""
+    entries: list[Json] = []
+    for piece in pieces:
+        first = _logprob(piece)
+        tokens = [piece, *(a for a in _ALTERNATIVES if a != piece)][:top]
+        entries.append({"token": piece, "logprob": first, "bytes": list(piece.encode()),
+                        "top_logprobs": [{"token": t, "logprob": round(first - 0.5 * i, 3),
+                                          "bytes": list(t.encode())}
+                                         for i, t in enumerate(tokens)]})
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One choice's answer: its one-token pieces, finish reason, and the function it calls
+    (None: a text answer)."""
+
+    pieces: list[str]
+    finish: str
+    tool: str | None
+    logprobs: int | None  # alternatives per token; None: no logprobs asked for
+
+
+def _last_user_text(request: ChatRequest) -> str:
+    users = [m for m in request.messages if m.role == "user"]
+    return users[-1].text() if users else ""
+
+
+def _check_strict(request: ChatRequest) -> None:
+    """OpenAI's 400 for a ``strict`` schema that breaks the strict rules."""
+    for i, tool in enumerate(request.tools or ()):
+        if tool.function.strict:
+            problem = strict_problem(tool.function.parameters or {})
+            if problem is not None:
+                raise errors.InvalidRequest(
+                    f"Invalid schema for function {tool.function.name!r}: {problem}.",
+                    param=f"tools[{i}].function.parameters")
+    spec = request.response_format.json_schema if request.response_format else None
+    if spec and spec.get("strict") is True:
+        problem = strict_problem(spec.get("schema") or {})
+        if problem is not None:
+            raise errors.InvalidRequest(f"Invalid schema for response_format: {problem}.",
+                                        param="response_format")
+
+
+def _called_function(request: ChatRequest) -> FunctionDef | None:
+    """The function the answer calls (see the module docstring), or None."""
+    choice, tools = request.tool_choice, request.tools
+    if not tools:
+        if choice == "required" or isinstance(choice, dict):
+            raise errors.InvalidRequest("tool_choice is only allowed when tools are specified.",
+                                        param="tool_choice")
+        return None
+    if choice == "none" or request.messages[-1].role == "tool":
+        return None
+    functions = [tool.function for tool in tools]
+    if isinstance(choice, dict):
+        named = choice.get("function")
+        wanted = named.get("name") if isinstance(named, dict) else None
+        for function in functions:
+            if function.name == wanted:
+                return function
+        raise errors.InvalidRequest(
+            f"tool_choice names a function that is not in tools: {wanted!r}.",
+            param="tool_choice")
+    pairs = [(f.name, f.description or "") for f in functions]
+    return functions[pick_tool(pairs, _last_user_text(request))]
+
+
+def _text(request: ChatRequest) -> str:
+    """A text answer: JSON when ``response_format`` asks for it, else the echo."""
+    echo = "Mock reply to: " + (_last_user_text(request).strip() or "(empty)")
+    form = request.response_format
+    if form is None or form.type == "text":
+        return echo
+    if form.type == "json_object":
+        return orjson.dumps({"reply": echo}).decode()
+    schema = (form.json_schema or {}).get("schema")
+    return orjson.dumps(instance(schema if isinstance(schema, dict) else {})).decode()
+
+
+def _answer(request: ChatRequest) -> _Answer:
+    if request.top_logprobs and not request.logprobs:
+        raise errors.InvalidRequest("logprobs must be true when top_logprobs is given.",
+                                    param="top_logprobs")
+    if request.tools or request.response_format is not None:
+        _check_strict(request)
+    function = _called_function(request)
+    if function is None:
+        text, natural = _text(request), "stop"
+    else:
+        text = orjson.dumps(instance(function.parameters or {})).decode()
+        natural = "tool_calls"
+    pieces, finish = _cut(token_pieces(text), request.token_limit(), natural)
+    logprobs = (request.top_logprobs or 0) if request.logprobs else None
+    return _Answer(pieces, finish, None if function is None else function.name, logprobs)
+
+
+def _message(answer: _Answer, call_id: str) -> Json:
+    text = "".join(answer.pieces)
+    if answer.tool is None:
+        return {"role": "assistant", "content": text, "refusal": None}
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+        {"id": call_id, "type": "function",
+         "function": {"name": answer.tool, "arguments": text}}]}
 
 
 class Mock:
@@ -65,30 +224,28 @@ class Mock:
         if status is not None and next(self._calls) % self._config.fail_every == 0:
             raise errors.from_upstream_status(status, f"mock provider injected HTTP {status}")
 
-    def _chat_parts(self, call: ChatCall) -> tuple[list[str], str, int]:
-        request = call.request
-        users = [m for m in request.messages if m.role == "user"]
-        prompt = users[-1].text() if users else ""
-        pieces, finish = _reply_words(prompt, request.token_limit())
-        prompt_tokens = sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS
-                            for m in request.messages)
-        return pieces, finish, prompt_tokens
+    @staticmethod
+    def _prompt_tokens(request: ChatRequest) -> int:
+        return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in request.messages)
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        answer = _answer(call.request)
         await self._maybe_fail()
-        pieces, finish, prompt_tokens = self._chat_parts(call)
-        text = "".join(pieces)
         n = call.request.n or 1
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=n * estimate_tokens(text))
+        usage = Usage(prompt_tokens=self._prompt_tokens(call.request),
+                      completion_tokens=n * len(answer.pieces))
+        stamp = time.time_ns()
+        logprobs = None if answer.logprobs is None else {
+            "content": _logprob_entries(answer.pieces, answer.logprobs), "refusal": None}
         body: Json = {
-            "id": f"chatcmpl-mock{time.time_ns():x}",
+            "id": f"chatcmpl-mock{stamp:x}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": target.model,
             "system_fingerprint": "fp_mock",
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-                 "logprobs": None, "finish_reason": finish}
+                {"index": i, "message": _message(answer, f"call_mock{stamp:x}{i}"),
+                 "logprobs": logprobs, "finish_reason": answer.finish}
                 for i in range(n)
             ],
             "usage": usage.to_openai(),
@@ -96,22 +253,39 @@ class Mock:
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        answer = _answer(call.request)
         await self._maybe_fail()
-        pieces, finish, prompt_tokens = self._chat_parts(call)
-        base: Json = {"id": f"chatcmpl-mock{time.time_ns():x}", "object": "chat.completion.chunk",
+        n = call.request.n or 1
+        stamp = time.time_ns()
+        base: Json = {"id": f"chatcmpl-mock{stamp:x}", "object": "chat.completion.chunk",
                       "created": int(time.time()), "model": target.model,
                       "system_fingerprint": "fp_mock"}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": None, "finish_reason": None}]}
-        for piece in pieces:
+
+        def chunk(index: int, delta: Json, finish: str | None = None,
+                  logprobs: Json | None = None) -> Json:
+            return {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish}]}
+
+        for i in range(n):
+            if answer.tool is None:
+                yield chunk(i, {"role": "assistant", "content": ""})
+            else:
+                yield chunk(i, {"role": "assistant", "content": None, "tool_calls": [
+                    {"index": 0, "id": f"call_mock{stamp:x}{i}", "type": "function",
+                     "function": {"name": answer.tool, "arguments": ""}}]})
+        for piece in answer.pieces:
             if self._config.token_latency_ms:
                 await asyncio.sleep(self._config.token_latency_ms / 1000)
-            yield {**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                        "logprobs": None, "finish_reason": None}]}
-        yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                    "finish_reason": finish}]}
-        usage = Usage(prompt_tokens=prompt_tokens,
-                      completion_tokens=estimate_tokens("".join(pieces)))
+            delta: Json = {"content": piece} if answer.tool is None else {
+                "tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            logprobs = None if answer.logprobs is None else {
+                "content": _logprob_entries([piece], answer.logprobs), "refusal": None}
+            for i in range(n):
+                yield chunk(i, delta, logprobs=logprobs)
+        for i in range(n):
+            yield chunk(i, {}, answer.finish)
+        usage = Usage(prompt_tokens=self._prompt_tokens(call.request),
+                      completion_tokens=n * len(answer.pieces))
         yield {**base, "choices": [], "usage": usage.to_openai()}
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:

@@ -1,0 +1,390 @@
+"""Deterministic structured answers, shared by the ``mock`` provider and the simulator.
+
+``instance(schema)`` builds a JSON value valid against a JSON schema, the same one every time: every
+declared property of an object (only the required ones past a nesting depth of
+``_SHALLOW_DEPTH``, so optional self-references end), the simplest value of each type (``""``,
+``0``, ``false``, ``[]`` grown to ``minItems``), ``const``, then ``enum``'s first value, then a
+``default`` of the declared type; ``$ref`` into ``$defs``/``definitions`` (siblings merged in),
+``anyOf``/``oneOf`` by their first branch (by a ``null`` branch past the shallow depth),
+``allOf`` merged, type lists by their first non-null type; strings by ``format`` (date, email,
+...), ``pattern`` (see ``regex_sample``) and ``minLength``; numbers inside ``minimum``/
+``maximum`` (exclusive ones too, draft-4 booleans included) on ``multipleOf``; arrays by
+``prefixItems`` then ``items``, with distinct items under ``uniqueItems``; objects up to
+``minProperties``. ``not``, ``if``/``then``/``else`` and ``dependent*`` are not read.
+
+``strict_problem`` says why a schema breaks OpenAI's strict-mode rules, ``pick_tool`` which tool
+an answer calls when the client lets the model choose.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+# ``re._parser`` has no type stubs and ``sre_parse`` warns on import since 3.11; either way it is
+# the stdlib's own parser, so patterns are read exactly as ``re`` reads them.
+_parser: Any = importlib.import_module("re._parser")
+_MAX_DEPTH = 32
+_SHALLOW_DEPTH = 6
+_FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00Z",
+            "email": "sim@example.com", "idn-email": "sim@example.com",
+            "uri": "https://example.com", "iri": "https://example.com",
+            "uri-reference": "https://example.com", "url": "https://example.com",
+            "uuid": "00000000-0000-4000-8000-000000000000", "ipv4": "127.0.0.1", "ipv6": "::1",
+            "hostname": "example.com", "idn-hostname": "example.com", "duration": "P1D",
+            "json-pointer": "", "regex": ".*"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "array": (list,), "object": (dict,), "null": (type(None),)}
+_WORD = re.compile(r"[a-z0-9]+")
+_MIN_MATCH_CHARS = 3
+
+
+def instance(schema: Any, root: dict[str, Any] | None = None, depth: int = 0,
+             variant: int = 0) -> Any:
+    """A JSON value valid against ``schema`` (see the module docstring). ``variant`` > 0 asks
+    for a value different from variant 0's where the schema allows it (for ``uniqueItems``)."""
+    if not isinstance(schema, dict):
+        return None if schema is False else {}
+    root = schema if root is None else root
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(schema.get("$ref"), str):
+        siblings = {k: v for k, v in schema.items() if k != "$ref"}
+        return instance({**_resolve(schema["$ref"], root), **siblings}, root, depth + 1, variant)
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[variant % len(enum)]
+    if "default" in schema and not variant and _fits_type(schema["default"], schema):
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        branches = schema.get(key)
+        if isinstance(branches, list) and branches:
+            branch = branches[0]
+            if depth > _SHALLOW_DEPTH:
+                branch = next((b for b in branches if _is_null(b)), branch)
+            return instance(branch, root, depth + 1, variant)
+    if isinstance(schema.get("allOf"), list):
+        return instance(_merge_all(schema, root), root, depth + 1, variant)
+    return _typed(schema, _kind(schema, depth), root, depth, variant)
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
+    """The schema a local ``$ref`` (``#``, ``#/$defs/X``, ``#/definitions/X``...) points at."""
+    node: Any = root
+    path = ref.removeprefix("#").strip("/")
+    for part in path.split("/") if path else ():
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _is_null(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "null"
+
+
+def _fits_type(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether ``value`` has the type ``schema`` declares (no ``type``: any value but null)."""
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else None
+    if kinds is None:
+        return value is not None
+    for name in kinds:
+        allowed = _TYPES.get(name, ())
+        if isinstance(value, bool) and name not in ("boolean",):
+            continue
+        if isinstance(value, allowed):
+            return True
+    return False
+
+
+def _merge_all(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``allOf`` as one schema: parts' properties and required lists united, other keys
+    overwritten in order, the schema's own keys last."""
+    merged: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    parts = [*schema["allOf"], {k: v for k, v in schema.items() if k != "allOf"}]
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("$ref"), str):
+            part = {**_resolve(part["$ref"], root), **{k: v for k, v in part.items()
+                                                        if k != "$ref"}}
+        if isinstance(part.get("properties"), dict):
+            properties.update(part["properties"])
+        if isinstance(part.get("required"), list):
+            required += [name for name in part["required"] if name not in required]
+        merged.update({k: v for k, v in part.items() if k not in ("properties", "required")})
+    if properties:
+        merged["properties"] = properties
+    if required:
+        merged["required"] = required
+    return merged
+
+
+def _kind(schema: dict[str, Any], depth: int) -> Any:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        if depth > _SHALLOW_DEPTH and "null" in kind:
+            return "null"
+        return next((k for k in kind if k != "null"), "null")
+    if kind is not None:
+        return kind
+    if any(key in schema for key in ("properties", "required", "additionalProperties")):
+        return "object"
+    if any(key in schema for key in ("items", "prefixItems", "minItems")):
+        return "array"
+    if any(key in schema for key in ("pattern", "format", "minLength")):
+        return "string"
+    if any(key in schema for key in ("minimum", "maximum", "exclusiveMinimum", "multipleOf")):
+        return "number"
+    return None
+
+
+def _typed(schema: dict[str, Any], kind: Any, root: dict[str, Any], depth: int,
+           variant: int) -> Any:
+    if kind == "object":
+        return _object(schema, root, depth)
+    if kind == "array":
+        return _array(schema, root, depth)
+    if kind == "string":
+        return _string(schema, variant)
+    if kind in ("integer", "number"):
+        return _number(schema, integer=kind == "integer", variant=variant)
+    if kind == "boolean":
+        return variant % 2 == 1
+    if kind == "null":
+        return None
+    return {}
+
+
+def _object(schema: dict[str, Any], root: dict[str, Any], depth: int) -> dict[str, Any]:
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = [name for name in schema.get("required") or () if isinstance(name, str)]
+    names = list(properties) if depth <= _SHALLOW_DEPTH else [
+        name for name in properties if name in required]
+    out = {name: instance(properties[name], root, depth + 1) for name in names}
+    extra = schema.get("additionalProperties", {})
+    for name in required:  # required names no property declares
+        if name not in out:
+            out[name] = instance(_pattern_schema(schema, name) or extra, root, depth + 1)
+    minimum = schema.get("minProperties")
+    if isinstance(minimum, int) and extra is not False:
+        while len(out) < minimum:
+            name = f"key{len(out) + 1}"
+            out[name] = instance(_pattern_schema(schema, name) or extra, root, depth + 1)
+    return out
+
+
+def _pattern_schema(schema: dict[str, Any], name: str) -> Any:
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict):
+        for pattern, sub in patterns.items():
+            if re.search(pattern, name):
+                return sub
+    return None
+
+
+def _array(schema: dict[str, Any], root: dict[str, Any], depth: int) -> list[Any]:
+    size = schema.get("minItems")
+    count = size if isinstance(size, int) and size > 0 else 0
+    prefix = schema.get("prefixItems")
+    prefix = prefix if isinstance(prefix, list) else []
+    items = schema.get("items", {})
+    if isinstance(items, list):  # draft 4-7 tuple form
+        prefix, items = items, schema.get("additionalItems", {})
+    unique = schema.get("uniqueItems") is True
+    out = [instance(sub, root, depth + 1) for sub in prefix[:max(count, 0)]]
+    while len(out) < count:
+        out.append(instance(items, root, depth + 1, variant=len(out) if unique else 0))
+    return out
+
+
+def _string(schema: dict[str, Any], variant: int) -> str:
+    fmt = schema.get("format")
+    pattern = schema.get("pattern")
+    if isinstance(fmt, str) and fmt in _FORMATS:
+        text = _FORMATS[fmt]
+    elif isinstance(pattern, str):
+        text = regex_sample(pattern)
+    else:
+        text = string.ascii_lowercase[variant % 26] * (variant // 26 + 1) if variant else ""
+    size = schema.get("minLength")
+    if isinstance(size, int) and len(text) < size and not isinstance(pattern, str):
+        text += "a" * (size - len(text))
+    return text
+
+
+def _bound(schema: dict[str, Any], inclusive: str, exclusive: str) -> tuple[float | None, bool]:
+    """A bound and whether it is exclusive, from either draft's spelling."""
+    value, flag = schema.get(inclusive), schema.get(exclusive)
+    if isinstance(flag, int | float) and not isinstance(flag, bool):
+        return flag, True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value, flag is True
+    return None, False
+
+
+def _number(schema: dict[str, Any], *, integer: bool, variant: int) -> int | float:
+    low, low_open = _bound(schema, "minimum", "exclusiveMinimum")
+    high, high_open = _bound(schema, "maximum", "exclusiveMaximum")
+    step_value = schema.get("multipleOf")
+    step: float | None = step_value if isinstance(step_value, int | float) and \
+        not isinstance(step_value, bool) and step_value > 0 else None
+    if integer:
+        step = 1 if step is None else step if float(step).is_integer() else None
+    candidate: float = 0
+    if low is not None and (candidate < low or (low_open and candidate <= low)):
+        candidate = low
+    if high is not None and (candidate > high or (high_open and candidate >= high)):
+        candidate = high
+    if step is not None:
+        value = _on_step(candidate, step, low, low_open, high, high_open, variant)
+    else:
+        value = candidate + variant
+        if low is not None and low_open and value <= low:
+            value = low + 1 if high is None or low + 1 < high else (low + high) / 2
+        if high is not None and (value > high or (high_open and value >= high)):
+            value = high - 1 if high_open else high
+            if low is not None and (value < low or (low_open and value <= low)):
+                value = (low + high) / 2
+    if integer or float(value).is_integer():
+        return int(value)
+    return value
+
+
+def _on_step(candidate: float, step: float, low: float | None, low_open: bool,
+             high: float | None, high_open: bool, variant: int) -> float:
+    """The multiple of ``step`` nearest above ``candidate`` that is inside the bounds."""
+    decimals = max(0, -math.floor(math.log10(step))) + 6 if step < 1 else 0
+    multiple = math.ceil(candidate / step) + variant
+    if low is not None and low_open and multiple * step <= low:
+        multiple += 1
+    if high is not None and (multiple * step > high or (high_open and multiple * step >= high)):
+        multiple = math.floor(high / step) - (1 if high_open and multiple * step >= high else 0)
+    return round(multiple * step, decimals) if decimals else multiple * step
+
+
+def strict_problem(schema: Any, path: str = "") -> str | None:
+    """Why ``schema`` breaks OpenAI's strict structured-output rules, or None: every object
+    (in properties, items, ``anyOf`` branches and ``$defs``) must list all its properties in
+    ``required`` and set ``additionalProperties`` to false."""
+    if not isinstance(schema, dict):
+        return None
+    where = path or "(root)"
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"at {where}, 'additionalProperties' must be present and false"
+        properties = schema.get("properties") or {}
+        missing = [name for name in properties if name not in (schema.get("required") or ())]
+        if missing:
+            return f"at {where}, 'required' must list every property; missing {missing[0]!r}"
+    children: list[tuple[str, Any]] = []
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            children += [(f"{path}.{key}.{name}", sub) for name, sub in schema[key].items()]
+    if isinstance(schema.get("items"), dict):
+        children.append((f"{path}.items", schema["items"]))
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list):
+            children += [(f"{path}.{key}[{i}]", sub) for i, sub in enumerate(schema[key])]
+    for child_path, child in children:
+        found = strict_problem(child, child_path)
+        if found is not None:
+            return found
+    return None
+
+
+def pick_tool(tools: Sequence[tuple[str, str]], text: str) -> int:
+    """The index of the tool an answer to ``text`` calls, from ``(name, description)`` pairs:
+    the one whose name and description share the most distinct words (3+ letters, any case,
+    ``snake_case`` and ``kebab-case`` names split) with ``text``; the first on a tie, so the
+    first tool when nothing matches."""
+    words = {w for w in _WORD.findall(text.lower()) if len(w) >= _MIN_MATCH_CHARS}
+    best, best_score = 0, 0
+    for index, (name, description) in enumerate(tools):
+        own = set(_WORD.findall(f"{name} {description}".lower()))
+        score = len(words & own)
+        if score > best_score:
+            best, best_score = index, score
+    return best
+
+
+def regex_sample(pattern: str) -> str:
+    """A short string that ``re.fullmatch(pattern, s)`` accepts (best effort for lookarounds)."""
+    groups: dict[int, str] = {}
+    return _emit(_parser.parse(pattern), groups)
+
+
+def _emit(items: Any, groups: dict[int, str]) -> str:
+    out: list[str] = []
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(arg))
+        elif name == "NOT_LITERAL":
+            out.append("a" if arg != ord("a") else "b")
+        elif name == "ANY":
+            out.append("a")
+        elif name == "IN":
+            out.append(_class_member(arg))
+        elif name == "BRANCH":
+            out.append(_emit(arg[1][0], groups))
+        elif name == "SUBPATTERN":
+            text = _emit(arg[-1], groups)
+            if arg[0] is not None:
+                groups[arg[0]] = text
+            out.append(text)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, body = arg
+            out.append(_emit(body, groups) * low)
+        elif name == "GROUPREF":
+            out.append(groups.get(arg, ""))
+        elif name == "ATOMIC_GROUP":
+            out.append(_emit(arg, groups))
+        # AT (anchors), ASSERT and ASSERT_NOT consume nothing.
+    return "".join(out)
+
+
+def _class_member(items: Any) -> str:
+    negate = False
+    for op, arg in items:
+        name = str(op)
+        if name == "NEGATE":
+            negate = True
+        elif negate:
+            break
+        elif name == "LITERAL":
+            return chr(arg)
+        elif name == "RANGE":
+            return chr(arg[0])
+        elif name == "CATEGORY":
+            category = str(arg)
+            return {"CATEGORY_DIGIT": "0", "CATEGORY_SPACE": " ",
+                    "CATEGORY_NOT_WORD": " "}.get(category, "a")
+    if negate:  # any character outside the listed ones
+        for candidate in string.ascii_letters + string.digits + string.punctuation + " ":
+            if not any(_in_item(op, arg, candidate) for op, arg in items):
+                return candidate
+    return "a"
+
+
+def _in_item(op: Any, arg: Any, char: str) -> bool:
+    name, code = str(op), ord(char)
+    if name == "LITERAL":
+        return bool(arg == code)
+    if name == "RANGE":
+        return bool(arg[0] <= code <= arg[1])
+    if name == "CATEGORY":
+        table = {"CATEGORY_DIGIT": char.isdigit(), "CATEGORY_SPACE": char.isspace(),
+                 "CATEGORY_WORD": char.isalnum() or char == "_"}
+        return bool(table.get(str(arg), False))
+    return False
