@@ -177,13 +177,15 @@ def test_every_nullable_chat_field_may_be_null(gateway: RunningGateway, simulato
 
 @pytest.mark.parametrize("field", ["stream", "stream_options", "stop", "n", "max_tokens",
                                    "logprobs", "response_format", "seed", "tools"])
-def test_each_null_through_the_sdk(gateway: RunningGateway, field: str) -> None:
-    """The openai SDK sends an explicit None as null; each is accepted on its own."""
+def test_each_null_through_the_sdk(gateway: RunningGateway, simulator: str, field: str) -> None:
+    """The openai SDK sends an explicit None as null; each is accepted on its own and not
+    forwarded upstream."""
     client = gateway.client()
     completion = client.chat.completions.create(
         model="chat", messages=[{"role": "user", "content": "hi"}],
         extra_body={field: None})
     assert completion.choices[0].message.content
+    assert field not in last_upstream_body(simulator)
 
 
 def test_null_stream_on_a_streaming_capable_endpoint_is_not_a_stream(
