@@ -1,10 +1,13 @@
 """``POST /v1/chat/completions`` (and Azure's deployment route): OpenAI's chat completion objects.
 
 Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
-admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; a forced tool (``tool_choice``
-``"required"`` or ``{"type": "function", ...}``) -> one ``tool_calls`` entry whose ``arguments``
-are a minimal instance of the function's ``parameters`` schema; structured output -> its minimal
-valid text; otherwise the deterministic reply.
+admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; ``tools`` given, ``tool_choice``
+not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entry for the function
+``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
+description share the most words with the last user message, the first on a tie
+(``app.structured.pick_tool``), its ``arguments`` an instance of the function's ``parameters``
+schema (``app.structured.instance``); structured output -> its instance (JSON-object mode:
+``{"reply": "Simulated reply to: ..."}``); otherwise the deterministic reply.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from app.simulator.core import (
 from app.simulator.faults import NO_KNOBS, Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
+from app.structured import pick_tool
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
@@ -48,12 +52,12 @@ class ToolCall:
     arguments: str
 
 
-def forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The function ``tool_choice`` forces (``"required"``: the first tool), else None."""
+def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
+    """The function the answer calls (see the module docstring), else None."""
     tools, choice = body.get("tools"), body.get("tool_choice")
-    if choice in (None, "none", "auto"):
-        return None
     if not isinstance(tools, list) or not tools:
+        if choice in (None, "none", "auto"):
+            return None
         raise SimError(400, "tool_choice is only allowed when tools are specified.",
                        param="tool_choice")
     functions: list[dict[str, Any]] = []
@@ -63,8 +67,11 @@ def forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
             raise SimError(400, 'Each tool must be {"type": "function", "function": '
                            '{"name": ...}}.', param="tools")
         functions.append(function)
-    if choice == "required":
-        return functions[0]
+    if choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    if choice in (None, "auto", "required"):
+        pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
+        return functions[pick_tool(pairs, content.last_user_text(messages))]
     wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     for function in functions:
         if function["name"] == wanted:
@@ -79,7 +86,7 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
     limit, stops = sampling.limit, sampling.stops
     if knobs.refusal:
         return [(content.shape(_REFUSAL, limit=limit, stops=stops), None)] * sampling.n
-    function = forced_tool(body)
+    function = called_tool(body, messages)
     if function is not None:
         arguments = orjson.dumps(instance(function.get("parameters") or {})).decode()
         out: list[tuple[Output, ToolCall | None]] = []
@@ -89,14 +96,14 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
             out.append((shaped, ToolCall(sim.new_id("call_"), function["name"],
                                          shaped.text)))
         return out
-    text = structured_text(body, sim.dialect)
+    topic = content.topic_of(content.last_user_text(messages))
+    text = structured_text(body, sim.dialect, topic=topic)
     if text is not None:
         shaped = content.shape(content.split_tokens(text), limit=limit, stops=stops)
         return [(shaped, None)] * sampling.n
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens
-    topic = content.topic_of(content.last_user_text(messages))
     return [(content.reply(topic, length, sampling.offset + i, limit, stops), None)
             for i in range(sampling.n)]
 

@@ -45,13 +45,13 @@ def _answer(sim: Sim, body: dict[str, Any], prompt: str | list[int], index: int,
     limit, stops = sampling.limit, sampling.stops
     if knobs.refusal:
         return content.shape(_REFUSAL, limit=limit, stops=stops)
-    text = structured_text(body, sim.dialect)
+    topic = content.topic_of(prompt) if isinstance(prompt, str) else ""
+    text = structured_text(body, sim.dialect, topic=topic)
     if text is not None:
         return content.shape(content.split_tokens(text), limit=limit, stops=stops)
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens
-    topic = content.topic_of(prompt) if isinstance(prompt, str) else ""
     return content.reply(topic, length, sampling.offset + index, limit, stops)
 
 

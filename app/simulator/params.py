@@ -85,8 +85,15 @@ def check_context(prompt: int, limit: int | None, *, max_model_len: int) -> None
                        "messages or completion.")
 
 
-def structured_text(body: dict[str, Any], dialect: Dialect) -> str | None:
-    """The constrained output a request asks for (None when unconstrained)."""
+def json_reply(topic: str) -> str:
+    """The answer in JSON-object mode: ``{"reply": "Simulated reply to: <topic>"}``."""
+    return orjson.dumps({"reply": f"Simulated reply to: {topic}" if topic
+                         else "Simulated reply."}).decode()
+
+
+def structured_text(body: dict[str, Any], dialect: Dialect, *, topic: str = "") -> str | None:
+    """The constrained output a request asks for (None when unconstrained); ``topic`` is what a
+    JSON-object answer's ``reply`` echoes."""
     if dialect.structured_outputs:
         spec = body.get("structured_outputs")
         if isinstance(spec, dict):
@@ -95,13 +102,13 @@ def structured_text(body: dict[str, Any], dialect: Dialect) -> str | None:
             if found is not None:
                 return found
             if spec.get("json_object"):
-                return "{}"
+                return json_reply(topic)
     else:
         found = _constrained({key: body.get(f"guided_{key}") for key in
                               ("json", "regex", "choice", "grammar")})
         if found is not None:
             return found
-    return _response_format(body.get("response_format"))
+    return _response_format(body.get("response_format"), topic)
 
 
 def _constrained(spec: dict[str, Any]) -> str | None:
@@ -126,12 +133,12 @@ def _constrained(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _response_format(value: Any) -> str | None:
+def _response_format(value: Any, topic: str) -> str | None:
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
     if kind == "json_object":
-        return "{}"
+        return json_reply(topic)
     if kind == "json_schema":
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
