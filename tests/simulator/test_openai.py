@@ -112,9 +112,11 @@ def test_forced_tool_call_has_schema_arguments(oai: openai.OpenAI) -> None:
         assert answer.usage.completion_tokens == estimate_tokens(call.function.arguments)
 
 
-def test_auto_tool_choice_answers_in_text(oai: openai.OpenAI) -> None:
-    """With tool_choice auto the simulator answers in text."""
-    answer = oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER])
+def test_tool_choice_none_answers_in_text(oai: openai.OpenAI) -> None:
+    """With tool_choice none the simulator answers in text (auto calls a tool:
+    tests/simulator/test_structured.py)."""
+    answer = oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER],
+                                         tool_choice="none")
     assert answer.choices[0].message.tool_calls is None
     assert answer.choices[0].finish_reason == "stop"
 

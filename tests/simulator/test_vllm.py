@@ -227,4 +227,4 @@ def test_response_format_works_in_every_version(simulator: str, old_vllm_simulat
         assert orjson.loads(content_of(answer)) == {"name": "", "age": 18}
         plain = web.post(f"{url}/v1/chat/completions",
                            json={**CHAT, "response_format": {"type": "json_object"}})
-        assert orjson.loads(content_of(plain)) == {}
+        assert list(orjson.loads(content_of(plain))) == ["reply"]
