@@ -288,14 +288,15 @@ def strict_problem(schema: Any, path: str = "") -> str | None:
         if missing:
             return f"at {where}, 'required' must list every property; missing {missing[0]!r}"
     children: list[tuple[str, Any]] = []
+    prefix = f"{path}." if path else ""
     for key in ("properties", "$defs", "definitions"):
         if isinstance(schema.get(key), dict):
-            children += [(f"{path}.{key}.{name}", sub) for name, sub in schema[key].items()]
+            children += [(f"{prefix}{key}.{name}", sub) for name, sub in schema[key].items()]
     if isinstance(schema.get("items"), dict):
-        children.append((f"{path}.items", schema["items"]))
+        children.append((f"{prefix}items", schema["items"]))
     for key in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(key), list):
-            children += [(f"{path}.{key}[{i}]", sub) for i, sub in enumerate(schema[key])]
+            children += [(f"{prefix}{key}[{i}]", sub) for i, sub in enumerate(schema[key])]
     for child_path, child in children:
         found = strict_problem(child, child_path)
         if found is not None:

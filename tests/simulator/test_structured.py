@@ -1,0 +1,228 @@
+"""Schema instances (``app.structured``) and the simulator's tool calls and JSON answers."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Literal
+
+import jsonschema
+import openai
+import orjson
+import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
+from pydantic import BaseModel, Field
+
+from app.structured import instance, pick_tool, strict_problem
+
+
+class Address(BaseModel):
+    street: str
+    zip_code: str = Field(pattern=r"^\d{5}(-\d{4})?$")
+
+
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+    parent: Node | None = None
+
+
+class Booking(BaseModel):
+    guest: str = Field(min_length=2, max_length=20)
+    age: int = Field(ge=18, lt=130)
+    rating: float = Field(gt=0.5, le=1.0)
+    kind: Literal["single", "double"]
+    arrival: datetime.date
+    email: str = Field(json_schema_extra={"format": "email"})
+    address: Address
+    previous: list[Address] = Field(min_length=2)
+    tags: set[str] = Field(min_length=3)
+    nights: int = Field(multiple_of=7, gt=10)
+    price: float = Field(multiple_of=0.25, gt=1.1)
+    note: str | None = None
+    extras: dict[str, int] = {}
+    tree: Node
+
+
+SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    {"type": "integer", "exclusiveMaximum": -3},
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    {"type": "integer", "minimum": -10, "maximum": -5, "multipleOf": 3},
+    {"type": ["null", "string"], "minLength": 3},
+    {"type": "string", "format": "date-time"},
+    {"type": "string", "format": "uuid"},
+    {"const": {"fixed": [1, 2]}},
+    {"enum": ["red", "green"]},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 3, "uniqueItems": True},
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "uniqueItems": True},
+    {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer", "minimum": 4}],
+     "minItems": 2},
+    {"type": "object", "minProperties": 2, "additionalProperties": {"type": "boolean"}},
+    {"type": "object", "required": ["q"], "additionalProperties": {"type": "integer"}},
+    {"$ref": "#/$defs/a~1b", "$defs": {"a/b": {"type": "string", "format": "email"}}},
+    {"allOf": [{"$ref": "#/definitions/A"},
+               {"properties": {"y": {"type": "integer", "minimum": 2}}, "required": ["y"]}],
+     "definitions": {"A": {"type": "object", "properties": {"x": {"type": "string"}},
+                           "required": ["x"], "additionalProperties": True}}},
+    {"oneOf": [{"type": "object", "properties": {"kind": {"const": "a"}}, "required": ["kind"]},
+               {"type": "string"}]},
+    {"type": "object", "properties": {"next": {"$ref": "#"}, "v": {"type": "integer"}},
+     "required": ["v"]},
+    {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2,4}$"},
+    {"type": "object", "properties": {"size": {"type": "integer", "default": 5}}},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_instances_validate(schema: dict[str, Any]) -> None:
+    """Each hand-written schema's instance validates, and the instance is the same every time."""
+    value = instance(schema)
+    jsonschema.validate(value, schema)
+    assert instance(schema) == value
+
+
+def test_draft4_boolean_exclusive_bounds() -> None:
+    """Draft-4 exclusiveMinimum: true keeps the value strictly above minimum."""
+    schema = {"type": "number", "minimum": 5, "exclusiveMinimum": True, "maximum": 5.5}
+    value = instance(schema)
+    jsonschema.Draft4Validator(schema).validate(value)
+    assert value != 5
+
+
+def test_defaults_of_the_declared_type_are_used() -> None:
+    """A default of the declared type is the value; one of another type is ignored."""
+    assert instance({"type": "integer", "default": 5}) == 5
+    assert instance({"type": "integer", "default": "five"}) == 0
+
+
+@pytest.mark.parametrize("model", [Booking, Address, Node])
+def test_pydantic_schemas_validate_and_parse(model: type[BaseModel]) -> None:
+    """A pydantic model's schema, plain and in OpenAI's strict form, gives a value that
+    validates against the schema and that the model itself accepts."""
+    strict = openai.pydantic_function_tool(model)["function"].get("parameters") or {}
+    for schema in (model.model_json_schema(), strict):
+        value = instance(schema)
+        jsonschema.validate(value, schema)
+        model.model_validate(value)
+
+
+def test_strict_problem_names_the_rule_broken() -> None:
+    """Strict mode needs additionalProperties false and every property required, nested too."""
+    good = openai.pydantic_function_tool(Node)["function"].get("parameters") or {}
+    assert strict_problem(good) is None
+    assert "additionalProperties" in (strict_problem(Node.model_json_schema()) or "")
+    mapping = openai.pydantic_function_tool(Booking)["function"].get("parameters") or {}
+    assert strict_problem(mapping) == \
+        "at properties.extras, 'additionalProperties' must be present and false"
+    partial = {"type": "object", "additionalProperties": False,
+               "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+               "required": ["a"]}
+    assert "'b'" in (strict_problem(partial) or "")
+    nested = {"type": "object", "additionalProperties": False, "required": ["inner"],
+              "properties": {"inner": {"type": "object", "properties": {}}}}
+    assert "at properties.inner," in (strict_problem(nested) or "")
+
+
+def test_pick_tool_by_shared_words() -> None:
+    """The tool sharing the most words with the text wins; ties and no match pick the first."""
+    tools = [("get_weather", "Current weather in a city"), ("search_flights", "Find flights"),
+             ("book_hotel", "Reserve a hotel room")]
+    assert pick_tool(tools, "Is there a hotel room free in Rome?") == 2
+    assert pick_tool(tools, "FLIGHTS to Oslo please") == 1
+    assert pick_tool(tools, "hello") == 0
+    assert pick_tool(tools, "") == 0
+
+
+# --- the simulator --------------------------------------------------------------------------
+
+WEATHER: ChatCompletionFunctionToolParam = {
+    "type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "minLength": 1},
+            "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]}}}
+FLIGHTS: ChatCompletionFunctionToolParam = {
+    "type": "function", "function": {
+        "name": "search_flights", "description": "Find flights between two airports",
+        "parameters": {"type": "object", "properties": {
+            "origin": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "date": {"type": "string", "format": "date"},
+            "passengers": {"type": "integer", "minimum": 1, "maximum": 9}},
+            "required": ["origin", "date", "passengers"]}}}
+ASK_FLIGHTS: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Search flights from OSL to Rome tomorrow"}]
+
+
+def arguments_of(answer: Any) -> tuple[str, Any]:
+    message = answer.choices[0].message
+    assert answer.choices[0].finish_reason == "tool_calls" and message.content is None
+    call = message.tool_calls[0]
+    return call.function.name, orjson.loads(call.function.arguments)
+
+
+@pytest.mark.parametrize("choice", ["auto", "required", None])
+def test_unforced_tool_choice_calls_the_matching_tool(oai: openai.OpenAI,
+                                                      choice: Any) -> None:
+    """auto, required or no tool_choice: a call of the best-matching tool, valid arguments."""
+    extra = {} if choice is None else {"tool_choice": choice}
+    answer = oai.chat.completions.create(model="m", messages=ASK_FLIGHTS,
+                                         tools=[WEATHER, FLIGHTS], **extra)
+    name, arguments = arguments_of(answer)
+    assert name == "search_flights"
+    jsonschema.validate(arguments, FLIGHTS["function"].get("parameters") or {})
+
+
+def test_forced_tool_wins_over_the_match(oai: openai.OpenAI) -> None:
+    """A named function is called even when another tool matches the message better."""
+    answer = oai.chat.completions.create(
+        model="m", messages=ASK_FLIGHTS, tools=[WEATHER, FLIGHTS],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    name, arguments = arguments_of(answer)
+    assert name == "get_weather"
+    jsonschema.validate(arguments, WEATHER["function"].get("parameters") or {})
+
+
+def test_text_after_a_tool_result_and_with_choice_none(oai: openai.OpenAI) -> None:
+    """A tool result as the last message, or tool_choice none, gets a text answer."""
+    loop: list[ChatCompletionMessageParam] = [
+        *ASK_FLIGHTS,
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "search_flights", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "2 flights found"}]
+    for messages, extra in ((loop, {}), (ASK_FLIGHTS, {"tool_choice": "none"})):
+        answer = oai.chat.completions.create(model="m", messages=messages,
+                                             tools=[WEATHER, FLIGHTS], **extra)
+        assert answer.choices[0].finish_reason == "stop"
+        assert answer.choices[0].message.tool_calls is None
+        assert answer.choices[0].message.content
+
+
+def test_streamed_auto_tool_call(oai: openai.OpenAI) -> None:
+    """A streamed auto tool call: id and name first, arguments in pieces, tool_calls finish."""
+    chunks = list(oai.chat.completions.create(model="m", messages=ASK_FLIGHTS,
+                                              tools=[WEATHER, FLIGHTS], stream=True))
+    head = chunks[0].choices[0].delta.tool_calls
+    assert head and head[0].id and head[0].function and head[0].function.name == "search_flights"
+    pieces = [c.choices[0].delta.tool_calls[0].function.arguments for c in chunks[1:]
+              if c.choices and c.choices[0].delta.tool_calls
+              and c.choices[0].delta.tool_calls[0].function]
+    assert len(pieces) > 1
+    jsonschema.validate(orjson.loads("".join(p or "" for p in pieces)),
+                        FLIGHTS["function"].get("parameters") or {})
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_parse_with_a_pydantic_model(oai: openai.OpenAI) -> None:
+    """The SDK's parse() with a pydantic response_format gets a parsed instance."""
+    answer = oai.chat.completions.parse(model="m", messages=ASK_FLIGHTS, response_format=Booking)
+    parsed = answer.choices[0].message.parsed
+    assert isinstance(parsed, Booking) and parsed.age >= 18 and parsed.nights % 7 == 0
+
+
+def test_json_object_mode_echoes_in_a_reply_key(oai: openai.OpenAI) -> None:
+    """response_format json_object answers {"reply": "Simulated reply to: ..."}."""
+    answer = oai.chat.completions.create(model="m", messages=ASK_FLIGHTS,
+                                         response_format={"type": "json_object"})
+    body = orjson.loads(answer.choices[0].message.content or "")
+    assert body == {"reply": "Simulated reply to: Search flights from OSL to Rome tomorrow"}
