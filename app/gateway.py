@@ -228,6 +228,11 @@ class Gateway:
                              target.model, exc.status_code)
                     continue
                 raise
+            except asyncio.CancelledError:  # the client left: this attempt ended with it
+                spent = (time.perf_counter() - started) * 1000
+                record.upstream_ms += spent
+                record.attempts.append(Attempt(target.provider, target.model, 499, None, spent))
+                raise
             spent = (time.perf_counter() - started) * 1000
             record.upstream_ms += spent
             record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))

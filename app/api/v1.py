@@ -51,34 +51,57 @@ async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -
 _GONE = Response(status_code=499)
 """Answered to a client that has disconnected: nobody reads it."""
 
+_WATCH_AFTER_S = 0.05
+"""A non-streamed call still running after this long starts watching for the client's
+disconnect. Quicker calls never start a watcher: a task per request cost ~11 us, a timer ~2 us
+(measured on the development machine); a disconnect earlier than this is still seen when the
+watcher starts, since the server keeps reporting it."""
+
+
+class _Watch:
+    """Cancels ``task`` when the client disconnects, once ``start`` has been called."""
+
+    __slots__ = ("gone", "incoming", "task", "watcher")
+
+    def __init__(self, incoming: Incoming, task: asyncio.Task[Any]) -> None:
+        self.incoming = incoming
+        self.task = task
+        self.watcher: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def start(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        # The body has been read whole, so the next ASGI message can only be the disconnect.
+        while (await self.incoming.receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
 
 async def _answer(work: Awaitable[Result], incoming: Incoming, record: CallRecord) -> Response:
     """The JSON answer of ``work``; if the client disconnects first, ``work`` is cancelled (the
-    upstream request with it) and the record says so (the gateway records a cancelled call).
-
-    The body has been read whole, so the next ASGI message can only be the disconnect: a task
-    waits for it while this one awaits the upstream."""
+    upstream request with it) and the gateway records a cancelled call, as for streams."""
     current = asyncio.current_task()
     assert current is not None
-    watcher = asyncio.ensure_future(_disconnected(incoming, current))
+    watch = _Watch(incoming, current)
+    timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, watch.start)
     try:
         result = await work
     except asyncio.CancelledError:
-        if not watcher.done() or watcher.cancelled() or not watcher.result():
+        if not watch.gone:
             raise  # cancelled by someone else (shutdown): not ours to swallow
         current.uncancel()
         return _GONE
     finally:
-        watcher.cancel()
+        timer.cancel()
+        watch.stop()
     return json_response(result.body, record)
-
-
-async def _disconnected(incoming: Incoming, task: asyncio.Task[Any]) -> bool:
-    while True:
-        message = await incoming.receive()
-        if message["type"] == "http.disconnect":
-            task.cancel()
-            return True
 
 
 async def serve_chat(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:

@@ -234,7 +234,7 @@ class SSEParser:
 def _buffered(content: aiohttp.StreamReader) -> bytes:
     """Bytes received but not yet read from ``content``. aiohttp keeps them in the private
     ``_buffer`` (a deque of bytes, the first one read up to ``_buffer_offset``) and offers no
-    public way to read them once the stream has failed; tests/providers/test_sse_salvage.py
+    public way to read them once the stream has failed; tests/providers/test_upstream_errors.py
     fails loudly if that changes."""
     chunks = list(content._buffer)
     if not chunks:

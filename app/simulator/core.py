@@ -18,7 +18,7 @@ from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
 from app.simulator.drift import Drift
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
-from app.simulator.faults import Knobs, Latency, injected_error, read_knobs
+from app.simulator.faults import Knobs, Latency, injected_error, read_knobs, stream_failure
 from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
 from app.simulator.state import SimState
 
@@ -198,7 +198,10 @@ async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher:
         if index == knobs.cut_after:
             return "faulted"
         if index == knobs.error_after:
-            return await _error_frames(sim, req, route, pending)
+            return await _error_frames(sim, req, route, pending, knobs)
+        if index == knobs.end_after:
+            await send({"type": "http.response.body", "body": pending})
+            return "faulted"
         if index and not await watcher.pause(sim.latency.tpot(knobs)):
             return "cancelled"
         await send({"type": "http.response.body", "body": pending + frame if pending else frame,
@@ -210,14 +213,15 @@ async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher:
     if knobs.cut_after is not None:
         return "faulted"
     if knobs.error_after is not None:
-        return await _error_frames(sim, req, route, pending)
+        return await _error_frames(sim, req, route, pending, knobs)
     await send({"type": "http.response.body", "body": pending + b"".join(plan.tail)})
     return "completed"
 
 
-async def _error_frames(sim: Sim, req: Request, route: Route, pending: bytes) -> str:
-    err = SimError(500, MID_STREAM_ERROR, kind="overloaded_error" if route.dialect == "anthropic"
-                   else None)
+async def _error_frames(sim: Sim, req: Request, route: Route, pending: bytes,
+                       knobs: Knobs) -> str:
+    err = stream_failure(knobs, MID_STREAM_ERROR,
+                         "overloaded_error" if route.dialect == "anthropic" else None)
     frames = stream_error_frames(route.dialect, err, flat=sim.dialect.flat_errors)
     await req.send({"type": "http.response.body", "body": pending + b"".join(frames)})
     return "faulted"

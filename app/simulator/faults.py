@@ -5,6 +5,11 @@
 - ``X-Sim-Hang: 1``: never answer; wait until the client disconnects.
 - ``X-Sim-Cut-After: N``: stream N content chunks, then drop the connection (no terminator).
 - ``X-Sim-Error-After: N``: stream N content chunks, then an in-band error frame.
+- ``X-Sim-End-After: N``: stream N content chunks, then end the response cleanly with no
+  finish_reason and no terminator (``[DONE]``, ``message_stop``): a truncated answer.
+- ``X-Sim-Echo-Key: 1``: the injected error (``X-Return-Error``, ``X-Sim-Error-After``) echoes
+  the credential the request carried (``Authorization``, ``api-key`` or ``x-api-key``) in its
+  message, type and param, as a careless upstream might.
 - ``X-Sim-TTFT-Ms`` / ``X-Sim-TPOT-Ms``: this request's latency instead of the process's.
 - ``X-Sim-Completion-Tokens: N``: natural answer length (before ``max_tokens`` cuts it).
 - ``X-Sim-Refusal: 1``: answer with a refusal sentence.
@@ -44,7 +49,10 @@ class Knobs:
     return_error: int | None = None
     cut_after: int | None = None
     error_after: int | None = None
+    end_after: int | None = None
     hang: bool = False
+    echo_key: str | None = None
+    """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
 
 
 NO_KNOBS = Knobs()
@@ -91,8 +99,30 @@ def read_knobs(req: Request) -> Knobs:
         return_error=status,
         cut_after=_count(headers, "x-sim-cut-after"),
         error_after=_count(headers, "x-sim-error-after"),
+        end_after=_count(headers, "x-sim-end-after"),
         hang=_flag(headers, "x-sim-hang"),
+        echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
     )
+
+
+def _credential(headers: dict[str, str]) -> str:
+    for name in ("authorization", "api-key", "x-api-key"):
+        value = headers.get(name)
+        if value:
+            return value
+    return ""
+
+
+def _echoing(knobs: Knobs, status: int, message: str, kind: str | None) -> SimError:
+    echo = knobs.echo_key
+    if echo is None:
+        return SimError(status, message, kind=kind)
+    return SimError(status, f"{message} Received credential: {echo}", kind=echo, param=echo)
+
+
+def stream_failure(knobs: Knobs, message: str, kind: str | None) -> SimError:
+    """The error an ``X-Sim-Error-After`` stream reports in-band (echoing, see above)."""
+    return _echoing(knobs, 500, message, kind)
 
 
 def injected_error(knobs: Knobs) -> SimError | None:
@@ -104,8 +134,10 @@ def injected_error(knobs: Knobs) -> SimError | None:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Overloaded" if status == 529 else "Error"
-    headers = [(b"retry-after", b"1")] if status == 429 else None
-    return SimError(status, f"Simulated upstream error: {status} {phrase}.", headers=headers)
+    err = _echoing(knobs, status, f"Simulated upstream error: {status} {phrase}.", None)
+    if status == 429:
+        err.headers = [(b"retry-after", b"1")]
+    return err
 
 
 class Latency:

@@ -1,0 +1,218 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
+"""Upstream errors through a running gateway: no credential in any relayed or stored string
+(issue 8 item 7), redirects never followed (item 8), and the bytes buffered before a cut
+connection relayed (item 14, the transport part)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.base_protocol import BaseProtocol
+
+from app.providers.http import SSEParser, _buffered
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    GatewayFactory,
+    RunningGateway,
+    run_gateway,
+    sim_config,
+)
+from tests.hardening_upstreams import canned, chat_answer, redirect_answer
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def _provider(kind: str, simulator: str, secret: str, headers: dict[str, str]) -> dict[str, Any]:
+    if kind == "openai":
+        return {"type": "openai", "base_url": simulator + "/v1", "api_key": secret,
+                "headers": headers}
+    if kind == "openai_header":  # the credential only in an extra header
+        return {"type": "openai", "base_url": simulator + "/v1",
+                "headers": {"Authorization": f"Bearer {secret}", **headers}}
+    if kind == "vllm":
+        return {"type": "vllm", "base_url": simulator + "/v1", "api_key": secret,
+                "headers": headers}
+    if kind == "azure_openai":
+        return {"type": "azure_openai", "endpoint": simulator, "api_key": secret,
+                "headers": headers}
+    assert kind == "anthropic"
+    return {"type": "anthropic", "base_url": simulator, "api_key": secret, "headers": headers}
+
+
+KINDS = ["openai", "openai_header", "vllm", "azure_openai", "anthropic"]
+
+
+def _echoing(simulator: str, kind: str, secret: str, fault: dict[str, str]) -> dict[str, Any]:
+    raw = sim_config(simulator, chat={"targets": [{"provider": "up", "model": "gpt-4o-mini"}]})
+    raw["providers"]["up"] = _provider(kind, simulator, secret,
+                                       {"X-Sim-Echo-Key": "1", **fault})
+    return raw
+
+
+def _assert_scrubbed(text: str, secret: str, gw: RunningGateway, request_id: str) -> None:
+    assert secret not in text
+    assert "[redacted]" in text, "the upstream echoed the key; the gateway must show it did"
+    record = gw.sink.by_id(request_id)
+    assert record.status == "error"
+    assert record.error_message and secret not in record.error_message
+    assert "[redacted]" in record.error_message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", ["400", "422", "503"])
+def test_upstream_error_fields_never_carry_the_key(run_gateway: GatewayFactory, simulator: str,
+                                                   kind: str, status: str) -> None:
+    """An upstream error that echoes the key in its message, type and param (which the gateway
+    relays as message, code and param) reaches neither the client nor the record with it."""
+    secret = f"sk-{kind}-secret-0123456789"
+    with run_gateway(_echoing(simulator, kind, secret, {"X-Return-Error": status})) as gw:
+        for stream in (False, True):
+            request_id = f"echo-{kind}-{status}-{stream}"
+            answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": request_id},
+                                    json={"model": "chat", "messages": USER, "stream": stream})
+            assert answer.status_code >= 400
+            error = answer.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            _assert_scrubbed(answer.text, secret, gw, request_id)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mid_stream_error_frame_never_carries_the_key(run_gateway: GatewayFactory,
+                                                      simulator: str, kind: str) -> None:
+    """An in-band error frame echoing the key: the client's error frame and the record are
+    scrubbed; the chunks before it still arrive."""
+    secret = f"sk-{kind}-midstream-0123456789"
+    with run_gateway(_echoing(simulator, kind, secret, {"X-Sim-Error-After": "2"})) as gw:
+        request_id = f"mid-{kind}"
+        with gw.http().stream("POST", "/v1/chat/completions",
+                              headers={"x-request-id": request_id},
+                              json={"model": "chat", "messages": USER, "stream": True}) as answer:
+            text = answer.read().decode()
+        assert answer.status_code == 200
+        frames = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: {")]
+        assert "error" in frames[-1]
+        assert any(f.get("choices") for f in frames[:-1])
+        _assert_scrubbed(text, secret, gw, request_id)
+
+
+def test_mid_stream_error_through_the_sdk(run_gateway: GatewayFactory, simulator: str) -> None:
+    """The openai SDK's exception for the frame carries no key either."""
+    secret = "sk-sdk-midstream-0123456789"
+    with run_gateway(_echoing(simulator, "openai", secret, {"X-Sim-Error-After": "1"})) as gw:
+        with pytest.raises(openai.APIError) as raised:
+            list(gw.client().chat.completions.create(model="chat", messages=USER, stream=True))
+        assert secret not in str(raised.value) and secret not in repr(raised.value.body)
+
+
+# ---- redirects (item 8) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_redirect_is_an_error_and_never_followed(
+        run_gateway: GatewayFactory, simulator: str, status: int, stream: bool) -> None:
+    """A 3xx from the upstream is a 502 naming no Location; the place it points to is never
+    called (the prompt and the credentials would go with it)."""
+    with canned(chat_answer()) as elsewhere:
+        location = elsewhere.url + "/v1/chat/completions?sig=location-secret-42"
+        with canned(redirect_answer(status, location)) as upstream:
+            raw = sim_config(simulator,
+                             chat={"targets": [{"provider": "moved", "model": "gpt-4o-mini"}]})
+            raw["providers"]["moved"] = {"type": "openai", "base_url": upstream.url + "/v1",
+                                         "api_key": "sk-redirected-0123456789"}
+            with run_gateway(raw) as gw:
+                request_id = f"redirect-{status}-{stream}"
+                answer = gw.http().post(
+                    "/v1/chat/completions", headers={"x-request-id": request_id},
+                    json={"model": "chat", "messages": USER, "stream": stream})
+                assert answer.status_code == 502
+                error = answer.json()["error"]
+                assert error["type"] == "upstream_error"
+                assert "redirect" in error["message"]
+                assert "location-secret-42" not in answer.text
+                assert elsewhere.url not in answer.text
+                assert len(upstream.requests) == 1
+                assert elsewhere.requests == []
+                record = gw.sink.by_id(request_id)
+                assert (record.status, record.http_status) == ("error", 502)
+                assert "location-secret-42" not in (record.error_message or "")
+
+
+def test_redirect_through_the_sdk(run_gateway: GatewayFactory, simulator: str) -> None:
+    with canned(chat_answer()) as elsewhere, \
+            canned(redirect_answer(307, elsewhere.url + "/v1/chat/completions")) as upstream:
+        raw = sim_config(simulator, chat={"targets": [{"provider": "moved", "model": "m"}]})
+        raw["providers"]["moved"] = {"type": "openai", "base_url": upstream.url + "/v1"}
+        with run_gateway(raw) as gw, pytest.raises(openai.APIStatusError) as raised:
+            gw.client().chat.completions.create(model="chat", messages=USER)
+        assert raised.value.status_code == 502
+        assert elsewhere.requests == []
+
+
+# ---- a cut stream's buffered bytes (item 14) ------------------------------------------------
+
+
+def _sse_chunk(index: int) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": f"piece{index} "},
+                          "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _cut_stream(n: int) -> bytes:
+    """A chunked event stream of ``n`` chunks and half of another, then the connection closes
+    without the terminating zero-length chunk: all of it in one write, so that the gateway's
+    transport has the bytes buffered when it learns of the cut."""
+    events = b"".join(_sse_chunk(i) for i in range(n)) + b'data: {"id": "c", "obj'
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{len(events):x}\r\n".encode() + events + b"\r\n")
+
+
+@pytest.mark.parametrize("n", [1, 3, 12])
+def test_cut_stream_relays_every_chunk_received(run_gateway: GatewayFactory, simulator: str,
+                                                n: int) -> None:
+    """Every complete event that arrived before the cut reaches the client, then the error;
+    the half event is dropped."""
+    with canned(_cut_stream(n)) as upstream:
+        raw = sim_config(simulator, chat={"targets": [{"provider": "cut", "model": "m"}]})
+        raw["providers"]["cut"] = {"type": "openai", "base_url": upstream.url + "/v1"}
+        with run_gateway(raw) as gw, gw.http().stream(
+                "POST", "/v1/chat/completions", headers={"x-request-id": f"cut-{n}"},
+                json={"model": "chat", "messages": USER, "stream": True}) as answer:
+            text = answer.read().decode()
+            frames = [json.loads(line[6:]) for line in text.splitlines()
+                      if line.startswith("data: {")]
+            contents = [f["choices"][0]["delta"]["content"] for f in frames if f.get("choices")]
+            assert contents == [f"piece{i} " for i in range(n)]
+            assert "error" in frames[-1]
+            assert gw.sink.by_id(f"cut-{n}").status == "error"
+
+
+async def test_buffered_bytes_of_a_failed_stream_are_readable() -> None:
+    """aiohttp raises a stream's stored error before the lines it buffered; ``_buffered`` reads
+    them from its private buffer. This fails loudly if aiohttp changes that buffer."""
+    loop = asyncio.get_running_loop()
+    reader = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    reader.feed_data(b"data: one\n\ndata: tw")
+    reader.feed_data(b"o\n\ndata: thr")
+    assert await reader.readline() == b"data: one\n"  # part of the first buffer is read
+    reader.set_exception(aiohttp.ClientPayloadError("cut"))
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await reader.readline()
+    parser = SSEParser()
+    assert _buffered(reader) == b"\ndata: two\n\ndata: thr"
+    assert [e.data for e in parser.lines(_buffered(reader))] == ["two"]
+    assert parser.end() is None  # the partial line never counts
+
+
+def test_sse_parser_events() -> None:
+    parser = SSEParser()
+    found = parser.lines(b"event: a\ndata: 1\ndata: 2\n\n: comment\ndata: 3\r\n\r\n")
+    assert [(e.event, e.data) for e in found] == [("a", "1\n2"), (None, "3")]
+
