@@ -190,7 +190,9 @@ def test_text_after_a_tool_result_and_with_choice_none(oai: openai.OpenAI) -> No
             {"id": "call_1", "type": "function",
              "function": {"name": "search_flights", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "2 flights found"}]
-    for messages, extra in ((loop, {}), (ASK_FLIGHTS, {"tool_choice": "none"})):
+    cases: list[tuple[list[ChatCompletionMessageParam], dict[str, Any]]] = [
+        (loop, {}), (ASK_FLIGHTS, {"tool_choice": "none"})]
+    for messages, extra in cases:
         answer = oai.chat.completions.create(model="m", messages=messages,
                                              tools=[WEATHER, FLIGHTS], **extra)
         assert answer.choices[0].finish_reason == "stop"
