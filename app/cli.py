@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,6 +25,8 @@ from app.settings import Settings, UnsafeSettings, environment
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="switchboard", prog_name="switchboard",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """Switchboard: one OpenAI-compatible API over many model providers."""
 
@@ -36,8 +40,11 @@ def main() -> None:
 @click.option("--port", type=int, help="Port (default: $SWITCHBOARD_PORT or 8080).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Worker processes (default: $SWITCHBOARD_WORKERS or 1).")
+@click.option("--max-concurrency", type=click.IntRange(min=1),
+              help="Requests each worker serves at once; past it, 503 with Retry-After "
+                   "(default: $SWITCHBOARD_MAX_CONCURRENCY or 1024).")
 def serve(config_path: Path | None, host: str | None, port: int | None,
-          workers: int | None) -> None:
+          workers: int | None, max_concurrency: int | None) -> None:
     """Run the gateway."""
     import uvicorn
 
@@ -46,10 +53,11 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     from app.main import resolve_config
 
     overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
-                                   "workers": workers}.items() if v is not None}
+                                   "workers": workers,
+                                   "max_concurrency": max_concurrency}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
     try:
         settings.check_exposure()
         config = resolve_config(settings)
@@ -70,12 +78,37 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         metrics_dir = _fresh_metrics_dir(settings.metrics_dir)
         made_dir = metrics_dir if settings.metrics_dir is None else None
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # log_config is applied by uvicorn in every worker process too (basicConfig here would
+    # reach the parent only). The HTTP protocol is uvicorn's httptools one plus a header
+    # deadline (app.serving); limit_concurrency is uvicorn's plain-text 503 past
+    # max_connections, a backstop above the gateway's own max_concurrency.
     uvicorn.run("app.main:from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
-                access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=30,
-                proxy_headers=False)
+                port=settings.port, workers=settings.workers, loop="uvloop",
+                http="app.serving:HeaderDeadlineProtocol", access_log=False,
+                log_config=log_config, log_level=settings.log_level,
+                timeout_graceful_shutdown=30, timeout_keep_alive=settings.keep_alive_s,
+                limit_concurrency=settings.max_connections, proxy_headers=False)
     if made_dir is not None:
         shutil.rmtree(made_dir, ignore_errors=True)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """One line format, ``time level logger: message``, on stderr for every logger (uvicorn's
+    included), as a ``logging.config.dictConfig`` dict: uvicorn applies it in each worker."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        # uvicorn's loggers log through the root handler, not handlers of their own.
+        "loggers": {name: {"handlers": [], "propagate": True}
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    }
 
 
 def _fresh_metrics_dir(given: Path | None) -> Path:

@@ -9,6 +9,7 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     ├── AuthenticationFailed (401, authentication_error)
     ├── PermissionDenied (403, permission_error)
     ├── NotFound (404, not_found_error)                unknown model or route
+    ├── Overloaded (503, server_error)                 past the gateway's own concurrency limit
     └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
         ├── UpstreamRejected (4xx from upstream, status kept; e.g. 400 context too long)
         ├── UpstreamRateLimited (429, rate_limit_error)         retryable
@@ -82,6 +83,13 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status = 404
     error_type = "not_found_error"
+
+
+class Overloaded(GatewayError):
+    """The gateway is serving as many requests as it may (``SWITCHBOARD_MAX_CONCURRENCY``)."""
+
+    status = 503
+    error_type = "server_error"
 
 
 class UpstreamError(GatewayError):

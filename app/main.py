@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,9 @@ from app import errors
 from app.api import admin, health, v1
 from app.api import errors as api_errors
 from app.api import metrics as metrics_api
+from app.api.admission import Admission
 from app.api.fastlane import FastLane
+from app.api.incoming import BodyDeadlines
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
@@ -49,13 +52,23 @@ async def _warm(app: FastAPI, providers: dict[str, Provider]) -> None:
     app.state.ready = True
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), as ``switchboard --version`` prints."""
+    try:
+        return importlib.metadata.version("switchboard")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "0+unknown"
+
+
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                sink: CallSink | None = None, strict_telemetry: bool = False,
-               freeze_gc: bool = False) -> FastLane:
+               freeze_gc: bool = False) -> Admission:
     """Build the gateway app. ``config`` defaults to the one the settings name.
 
-    The result is the FastAPI app behind the model-call fast lane (``app.api.fastlane``);
-    the FastAPI app itself is its ``.app``."""
+    The result is the concurrency limit (``app.api.admission``) around the model-call fast lane
+    (``app.api.fastlane``) around the FastAPI app, which is its ``.app``. The API reference
+    (``/docs``, ``/redoc``, ``/openapi.json``) is served only with ``settings.docs``; no path
+    redirects (``/v1/chat/completions/`` is a 404, not a redirect built from the ``Host``)."""
     settings.check_exposure()
     gateway_config = config if config is not None else resolve_config(settings)
 
@@ -92,6 +105,8 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         if settings.master_key is None:
             log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
         app.state.ready = False
+        deadlines = BodyDeadlines(settings.body_timeout_s)
+        deadlines.start()
         warming = asyncio.create_task(_warm(app, providers))
         if freeze_gc:
             # Everything built so far lives as long as the process: keep it out of the
@@ -104,6 +119,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
         finally:
             app.state.ready = False
             warming.cancel()
+            deadlines.stop()
             if telemetry is not None:
                 await telemetry.aclose()
             await gateway.aclose()
@@ -111,16 +127,19 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
             if calllog is not None:
                 await calllog.aclose()
 
-    app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan,
-                  summary="An OpenAI-compatible gateway to many model providers.")
+    docs = settings.docs
+    app = FastAPI(title="Switchboard", version=_version(), lifespan=lifespan,
+                  summary="An OpenAI-compatible gateway to many model providers.",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None, redirect_slashes=False)
     api_errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(v1.router)
     app.include_router(admin.router)
-    return FastLane(app)
+    return Admission(FastLane(app), app=app, limit=settings.max_concurrency)
 
 
-def from_environment() -> FastLane:
+def from_environment() -> Admission:
     """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment."""
     return create_app(Settings(), freeze_gc=True)

@@ -5,7 +5,9 @@ The only module that reads the environment."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -56,9 +58,29 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1)] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    docs: bool = False
+    """Serve the API reference (``/docs``, ``/redoc``, ``/openapi.json``) to anyone who can reach
+    the port. Off: those paths answer 404. ``/docs`` and ``/redoc`` load their scripts from a
+    public CDN."""
+    max_concurrency: Annotated[int, Field(ge=1)] = 1024
+    """Requests one worker process serves at once (streams count until they end); past it a
+    request is answered 503 with ``Retry-After`` at once. ``/healthz``, ``/readyz`` and
+    ``/metrics`` are never refused."""
+    max_connections: Annotated[int, Field(ge=1)] = 4096
+    """Open connections per worker past which uvicorn answers every new request with its own
+    plain-text 503 (uvicorn's ``limit_concurrency``); a backstop above ``max_concurrency``."""
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """A connection that has not sent a request's complete headers this long after it opened
+    (or after the request's first byte) is closed. Checked once a second."""
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A model call whose body has not fully arrived this long after the gateway started
+    reading it is answered 408 (and recorded). Checked once a second."""
+    keep_alive_s: Annotated[int, Field(ge=1)] = 5
+    """An idle keep-alive connection is closed after this many seconds."""
 
     def check_exposure(self) -> None:
-        """Refuse to serve without a master key on anything but a loopback address."""
+        """Refuse to serve without a master key on anything but a loopback address, with a
+        weak or placeholder key (``weak_secret``), or with a placeholder database password."""
         if self.master_key is None and not is_loopback(self.host):
             raise UnsafeSettings(
                 f"refusing to serve on {self.host} without SWITCHBOARD_MASTER_KEY: anyone who "
@@ -66,8 +88,66 @@ class Settings(BaseSettings):
                 "to 127.0.0.1."
             )
         for name, key in (("MASTER_KEY", self.master_key), ("METRICS_KEY", self.metrics_key)):
-            if key is not None and len(key.get_secret_value()) < 16:
-                raise UnsafeSettings(f"SWITCHBOARD_{name} must be at least 16 characters")
+            if key is None:
+                continue
+            problem = weak_secret(key.get_secret_value())
+            if problem is not None:
+                raise UnsafeSettings(f"SWITCHBOARD_{name} {problem}. {_GENERATE}")
+        password = _url_password(self.database_url)
+        if password is not None and is_placeholder(password):
+            raise UnsafeSettings(
+                "the password in SWITCHBOARD_DATABASE_URL is a placeholder (from .env.example: "
+                "anyone can read it). Set POSTGRES_PASSWORD in .env to a value of your own, e.g. "
+                "the output of: python3 -c 'import secrets; print(secrets.token_hex(24))'")
+
+
+MIN_KEY_CHARS = 16
+MIN_DISTINCT_CHARS = 6
+_GENERATE = ("Generate one with: python3 -c 'import secrets; print(\"sk-\" + "
+             "secrets.token_urlsafe(32))' and set it in the environment (.env for docker compose)")
+# Words that mark a value someone was meant to replace, or one everybody tries first. Compared
+# with the key lower-cased and stripped of everything but letters and digits.
+_PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yourkey", "yoursecret",
+                      "example", "password", "passw0rd", "letmein", "qwerty")
+
+
+def _plain(value: str) -> str:
+    return "".join(c for c in value.lower() if c.isalnum())
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is a placeholder (every secret in .env.example starts ``change-me``)
+    or a well-known default such as ``password``."""
+    plain = _plain(value)
+    return any(word in plain for word in _PLACEHOLDER_WORDS)
+
+
+def _mostly_sequence(plain: str) -> bool:
+    """Whether most neighbouring characters step by one (``abcdef``, ``987654``, ``12345``)."""
+    steps = sum(1 for a, b in itertools.pairwise(plain) if abs(ord(a) - ord(b)) <= 1)
+    return steps >= 0.6 * (len(plain) - 1)
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` is unfit for a gateway key (the key itself never named), or ``None``."""
+    if len(value) < MIN_KEY_CHARS:
+        return f"must be at least {MIN_KEY_CHARS} characters"
+    if is_placeholder(value):
+        return "is a placeholder or a well-known value (anyone can guess it)"
+    plain = _plain(value)
+    if len(set(value)) < MIN_DISTINCT_CHARS or _mostly_sequence(plain):
+        return (f"is too easy to guess (fewer than {MIN_DISTINCT_CHARS} distinct characters, "
+                "or mostly runs such as aaaa, abcd or 4321)")
+    return None
+
+
+def _url_password(url: str) -> str | None:
+    """The password in a database URL (``scheme://user:password@host/...``), if any."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return None
+    return None if password is None else urllib.parse.unquote(password)
 
 
 def environment() -> Mapping[str, str]:
