@@ -138,6 +138,9 @@ class _Target:
         self.capture_json_invalid = 0
         self.version: tuple[str, str] | None = None
         self.seen: dict[tuple[str, str], None] = {}
+        # Exported at 0 from the target's first answer on, so that its first version change
+        # is an increase that Prometheus's increase() sees (a series born at 1 shows none).
+        self.version_changes = m.version_changes.labels(model, provider)
         # Children, looked up once; per-answer ones accumulate (``app.metrics.accumulate``).
         p = m.pending
         self.tokens_hist = p.hist(m.completion_tokens.labels(model, provider))
@@ -272,7 +275,7 @@ class DriftMonitor:
             info.labels(target.model, target.provider, *version).set(1)
         if before is None or known:
             return
-        self.metrics.version_changes.labels(target.model, target.provider).inc()
+        target.version_changes.inc()
         event = {"at": time.time(), "model": target.model, "provider": target.provider,
                  "before": {"model": before[0], "system_fingerprint": before[1]},
                  "after": {"model": model, "system_fingerprint": fingerprint}}

@@ -150,7 +150,8 @@ class Metrics:
             multiprocess_mode="mostrecent", registry=r)
         self.version_changes = Counter(
             "switchboard_upstream_version_changes",
-            "Times a target answered with a model version not seen from it before.",
+            "Times a target answered with a model version not seen from it before (0 from its "
+            "first answer on).",
             TARGET, registry=r)
 
         # ---- vLLM backends (scraped from each vllm provider's /metrics) --------------------
