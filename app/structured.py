@@ -10,7 +10,9 @@ declared property of an object (only the required ones past a nesting depth of
 ...), ``pattern`` (see ``regex_sample``) and ``minLength``; numbers inside ``minimum``/
 ``maximum`` (exclusive ones too, draft-4 booleans included) on ``multipleOf``; arrays by
 ``prefixItems`` then ``items``, with distinct items under ``uniqueItems``; objects up to
-``minProperties``. ``not``, ``if``/``then``/``else`` and ``dependent*`` are not read.
+``minProperties``. ``not``, ``if``/``then``/``else`` and ``dependent*`` are not read. Schemas no
+small instance satisfies (``minItems: 1e9``, required self-references) get a value cut at
+10,000 JSON values and 100,000-character strings, invalid but bounded.
 
 ``strict_problem`` says why a schema breaks OpenAI's strict-mode rules, ``pick_tool`` which tool
 an answer calls when the client lets the model choose.
@@ -29,6 +31,8 @@ from typing import Any
 # the stdlib's own parser, so patterns are read exactly as ``re`` reads them.
 _parser: Any = importlib.import_module("re._parser")
 _MAX_DEPTH = 32
+_MAX_VALUES = 10_000  # JSON values one instance may hold
+_MAX_CHARS = 100_000  # longest string built for minLength, or for one regex repetition
 _SHALLOW_DEPTH = 6
 _FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00Z",
             "email": "sim@example.com", "idn-email": "sim@example.com",
@@ -44,18 +48,35 @@ _WORD = re.compile(r"[a-z0-9]+")
 _MIN_MATCH_CHARS = 3
 
 
-def instance(schema: Any, root: dict[str, Any] | None = None, depth: int = 0,
-             variant: int = 0) -> Any:
-    """A JSON value valid against ``schema`` (see the module docstring). ``variant`` > 0 asks
-    for a value different from variant 0's where the schema allows it (for ``uniqueItems``)."""
+class _Walk:
+    """One ``instance`` call's root schema and the values it may still build: schemas whose
+    every instance is huge or infinite (``minItems: 1e9``, required self-references) get a
+    truncated, invalid value instead of exhausting memory."""
+
+    __slots__ = ("left", "root")
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.left = _MAX_VALUES
+
+
+def instance(schema: Any) -> Any:
+    """A JSON value valid against ``schema`` (see the module docstring)."""
+    return _value(schema, _Walk(schema if isinstance(schema, dict) else {}), 0, 0)
+
+
+def _value(schema: Any, walk: _Walk, depth: int, variant: int = 0) -> Any:
+    """``variant`` > 0 asks for a value different from variant 0's where the schema allows it
+    (for ``uniqueItems``)."""
+    walk.left -= 1
     if not isinstance(schema, dict):
         return None if schema is False else {}
-    root = schema if root is None else root
-    if depth > _MAX_DEPTH:
+    if depth > _MAX_DEPTH or walk.left < 0:
         return None
+    root = walk.root
     if isinstance(schema.get("$ref"), str):
         siblings = {k: v for k, v in schema.items() if k != "$ref"}
-        return instance({**_resolve(schema["$ref"], root), **siblings}, root, depth + 1, variant)
+        return _value({**_resolve(schema["$ref"], root), **siblings}, walk, depth + 1, variant)
     if "const" in schema:
         return schema["const"]
     enum = schema.get("enum")
@@ -69,10 +90,10 @@ def instance(schema: Any, root: dict[str, Any] | None = None, depth: int = 0,
             branch = branches[0]
             if depth > _SHALLOW_DEPTH:
                 branch = next((b for b in branches if _is_null(b)), branch)
-            return instance(branch, root, depth + 1, variant)
+            return _value(branch, walk, depth + 1, variant)
     if isinstance(schema.get("allOf"), list):
-        return instance(_merge_all(schema, root), root, depth + 1, variant)
-    return _typed(schema, _kind(schema, depth), root, depth, variant)
+        return _value(_merge_all(schema, root), walk, depth + 1, variant)
+    return _typed(schema, _kind(schema, depth), walk, depth, variant)
 
 
 def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
@@ -148,12 +169,11 @@ def _kind(schema: dict[str, Any], depth: int) -> Any:
     return None
 
 
-def _typed(schema: dict[str, Any], kind: Any, root: dict[str, Any], depth: int,
-           variant: int) -> Any:
+def _typed(schema: dict[str, Any], kind: Any, walk: _Walk, depth: int, variant: int) -> Any:
     if kind == "object":
-        return _object(schema, root, depth)
+        return _object(schema, walk, depth)
     if kind == "array":
-        return _array(schema, root, depth)
+        return _array(schema, walk, depth)
     if kind == "string":
         return _string(schema, variant)
     if kind in ("integer", "number"):
@@ -165,22 +185,22 @@ def _typed(schema: dict[str, Any], kind: Any, root: dict[str, Any], depth: int,
     return {}
 
 
-def _object(schema: dict[str, Any], root: dict[str, Any], depth: int) -> dict[str, Any]:
+def _object(schema: dict[str, Any], walk: _Walk, depth: int) -> dict[str, Any]:
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     required = [name for name in schema.get("required") or () if isinstance(name, str)]
     names = list(properties) if depth <= _SHALLOW_DEPTH else [
         name for name in properties if name in required]
-    out = {name: instance(properties[name], root, depth + 1) for name in names}
+    out = {name: _value(properties[name], walk, depth + 1) for name in names}
     extra = schema.get("additionalProperties", {})
     for name in required:  # required names no property declares
         if name not in out:
-            out[name] = instance(_pattern_schema(schema, name) or extra, root, depth + 1)
+            out[name] = _value(_pattern_schema(schema, name) or extra, walk, depth + 1)
     minimum = schema.get("minProperties")
     if isinstance(minimum, int) and extra is not False:
-        while len(out) < minimum:
+        while len(out) < minimum and walk.left > 0:
             name = f"key{len(out) + 1}"
-            out[name] = instance(_pattern_schema(schema, name) or extra, root, depth + 1)
+            out[name] = _value(_pattern_schema(schema, name) or extra, walk, depth + 1)
     return out
 
 
@@ -188,12 +208,15 @@ def _pattern_schema(schema: dict[str, Any], name: str) -> Any:
     patterns = schema.get("patternProperties")
     if isinstance(patterns, dict):
         for pattern, sub in patterns.items():
-            if re.search(pattern, name):
-                return sub
+            try:
+                if re.search(pattern, name):
+                    return sub
+            except re.error:
+                continue
     return None
 
 
-def _array(schema: dict[str, Any], root: dict[str, Any], depth: int) -> list[Any]:
+def _array(schema: dict[str, Any], walk: _Walk, depth: int) -> list[Any]:
     size = schema.get("minItems")
     count = size if isinstance(size, int) and size > 0 else 0
     prefix = schema.get("prefixItems")
@@ -202,9 +225,9 @@ def _array(schema: dict[str, Any], root: dict[str, Any], depth: int) -> list[Any
     if isinstance(items, list):  # draft 4-7 tuple form
         prefix, items = items, schema.get("additionalItems", {})
     unique = schema.get("uniqueItems") is True
-    out = [instance(sub, root, depth + 1) for sub in prefix[:max(count, 0)]]
-    while len(out) < count:
-        out.append(instance(items, root, depth + 1, variant=len(out) if unique else 0))
+    out = [_value(sub, walk, depth + 1, 0) for sub in prefix[:count]]
+    while len(out) < count and walk.left > 0:
+        out.append(_value(items, walk, depth + 1, len(out) if unique else 0))
     return out
 
 
@@ -214,12 +237,15 @@ def _string(schema: dict[str, Any], variant: int) -> str:
     if isinstance(fmt, str) and fmt in _FORMATS:
         text = _FORMATS[fmt]
     elif isinstance(pattern, str):
-        text = regex_sample(pattern)
+        try:
+            text = regex_sample(pattern)
+        except (re.error, ValueError, RecursionError):  # not a pattern re can read
+            text = ""
     else:
         text = string.ascii_lowercase[variant % 26] * (variant // 26 + 1) if variant else ""
     size = schema.get("minLength")
     if isinstance(size, int) and len(text) < size and not isinstance(pattern, str):
-        text += "a" * (size - len(text))
+        text += "a" * (min(size, _MAX_CHARS) - len(text))
     return text
 
 
@@ -346,7 +372,8 @@ def _emit(items: Any, groups: dict[int, str]) -> str:
             out.append(text)
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, _high, body = arg
-            out.append(_emit(body, groups) * low)
+            once = _emit(body, groups)
+            out.append(once * min(low, _MAX_CHARS // max(len(once), 1)))
         elif name == "GROUPREF":
             out.append(groups.get(arg, ""))
         elif name == "ATOMIC_GROUP":

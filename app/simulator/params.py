@@ -8,6 +8,7 @@ them. Structured output follows the vLLM version being played: ``guided_*`` fiel
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,7 @@ def _constrained(spec: dict[str, Any]) -> str | None:
     if isinstance(spec.get("regex"), str):
         try:
             return regex_sample(spec["regex"])
-        except (ValueError, RecursionError) as exc:  # re.error is a ValueError
+        except (re.error, ValueError, RecursionError) as exc:
             raise SimError(400, f"Invalid regular expression: {exc}") from None
     choices = spec.get("choice")
     if isinstance(choices, list) and choices:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Literal
 
+import httpx
 import jsonschema
 import openai
 import orjson
@@ -87,6 +88,30 @@ def test_draft4_boolean_exclusive_bounds() -> None:
     value = instance(schema)
     jsonschema.Draft4Validator(schema).validate(value)
     assert value != 5
+
+
+def test_unsatisfiable_and_huge_schemas_stay_bounded() -> None:
+    """Schemas whose instances are huge or infinite, and patterns re cannot read, give a
+    bounded value instead of exhausting memory or raising."""
+    cycle = {"$ref": "#/$defs/N", "$defs": {"N": {
+        "type": "object", "properties": {k: {"$ref": "#/$defs/N"} for k in "abc"},
+        "required": ["a", "b", "c"]}}}
+    assert len(orjson.dumps(instance(cycle))) < 1_000_000
+    assert len(instance({"type": "array", "minItems": 10**9})) < 100_000
+    assert len(instance({"type": "string", "minLength": 10**9})) <= 100_000
+    assert len(instance({"type": "string", "pattern": "a{1000000000}"})) <= 100_000
+    assert instance({"type": "string", "pattern": "(("}) == ""
+    assert instance({"type": "object", "required": ["x"],
+                     "patternProperties": {"((": {"type": "integer"}}}) == {"x": {}}
+
+
+def test_unreadable_regex_is_a_400(http: httpx.Client) -> None:
+    """A structured-output regex re cannot read is the simulator's 400, not a 500."""
+    response = http.post("/v1/chat/completions", json={
+        "model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "structured_outputs": {"regex": "(("}})
+    assert response.status_code == 400
+    assert "Invalid regular expression" in response.json()["error"]["message"]
 
 
 def test_defaults_of_the_declared_type_are_used() -> None:
