@@ -72,7 +72,8 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
     if choice in (None, "auto", "required"):
         pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
         return functions[pick_tool(pairs, content.last_user_text(messages))]
-    wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    named = choice.get("function") if isinstance(choice, dict) else None
+    wanted = named.get("name") if isinstance(named, dict) else None
     for function in functions:
         if function["name"] == wanted:
             return function

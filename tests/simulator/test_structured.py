@@ -253,3 +253,13 @@ def test_json_object_mode_echoes_in_a_reply_key(oai: openai.OpenAI) -> None:
                                          response_format={"type": "json_object"})
     body = orjson.loads(answer.choices[0].message.content or "")
     assert body == {"reply": "Simulated reply to: Search flights from OSL to Rome tomorrow"}
+
+
+@pytest.mark.parametrize("choice", [{"type": "function", "function": "get_weather"},
+                                    {"type": "function"}, "sometimes"])
+def test_malformed_tool_choice_is_a_400(http: httpx.Client, choice: Any) -> None:
+    """A tool_choice that names no function is a 400 on tool_choice, not a 500."""
+    response = http.post("/v1/chat/completions", json={
+        "model": "m", "messages": ASK_FLIGHTS, "tools": [WEATHER], "tool_choice": choice})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "tool_choice"
