@@ -106,9 +106,11 @@ MIN_DISTINCT_CHARS = 6
 _GENERATE = ("Generate one with: python3 -c 'import secrets; print(\"sk-\" + "
              "secrets.token_urlsafe(32))' and set it in the environment (.env for docker compose)")
 # Words that mark a value someone was meant to replace, or one everybody tries first. Compared
-# with the key lower-cased and stripped of everything but letters and digits.
+# with the key lower-cased, its look-alike digits and signs read as letters (p@ssw0rd), and
+# stripped of everything but letters and digits.
 _PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yourkey", "yoursecret",
-                      "example", "password", "passw0rd", "letmein", "qwerty")
+                      "example", "password", "letmein", "qwerty")
+_LOOK_ALIKES = str.maketrans("@4310$5", "aaeioss")
 
 
 def _plain(value: str) -> str:
@@ -118,7 +120,7 @@ def _plain(value: str) -> str:
 def is_placeholder(value: str) -> bool:
     """Whether ``value`` is a placeholder (every secret in .env.example starts ``change-me``)
     or a well-known default such as ``password``."""
-    plain = _plain(value)
+    plain = _plain(value.lower().translate(_LOOK_ALIKES))
     return any(word in plain for word in _PLACEHOLDER_WORDS)
 
 
