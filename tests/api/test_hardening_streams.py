@@ -1,0 +1,303 @@
+"""Token caps, disconnects, truncated and cut streams through a running gateway (issue 8 items
+3, 12, 13, 14, 15, 16)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.calllog import CallRecord
+from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
+from tests.hardening_upstreams import black_hole
+
+USER = [{"role": "user", "content": "hi"}]
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def _config(simulator: str, provider: dict[str, Any], **route: Any) -> dict[str, Any]:
+    raw = sim_config(simulator, chat={"targets": [{"provider": "up", "model": "gpt-4o-mini"}],
+                                      **route})
+    raw["providers"]["up"] = provider
+    raw["models"]["text"] = {"targets": [{"provider": "up", "model": "gpt-4o-mini"}], **route}
+    raw["models"]["embed"] = {"targets": [{"provider": "up", "model": "text-embedding-3-small"}]}
+    return raw
+
+
+def _sim(simulator: str, **headers: str) -> dict[str, Any]:
+    return {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-up-0123456789",
+            "headers": headers}
+
+
+def _stats(simulator: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(simulator + "/_sim/stats").json()
+    return stats
+
+
+def _record(gw: RunningGateway, request_id: str, *, timeout_s: float = 10) -> CallRecord:
+    """The record of ``request_id`` once the gateway has emitted it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(r.request_id == request_id for r in gw.sink.records):
+            return gw.sink.by_id(request_id)
+        time.sleep(0.02)
+    raise AssertionError(f"no call record for {request_id}")
+
+
+def _until(check: Callable[[], bool], timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _frames(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def _contents(frames: list[dict[str, Any]]) -> list[str]:
+    return [c["delta"].get("content") or "" for f in frames for c in f.get("choices") or ()]
+
+
+# ---- item 3: each token limit is a limit ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"max_tokens": 1_000_000_000, "max_completion_tokens": 5}, "max_tokens"),
+    ({"max_tokens": 5, "max_completion_tokens": 1_000_000_000}, "max_completion_tokens"),
+    ({"max_completion_tokens": 101}, "max_completion_tokens"),
+    ({"max_tokens": 101}, "max_tokens"),
+    ({"max_tokens": 101, "max_completion_tokens": 101}, None),
+])
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_token_limit_is_capped(run_gateway: GatewayFactory, simulator: str,
+                                    fields: dict[str, int], param: str | None, kind: str,
+                                    stream: bool) -> None:
+    """Either limit over the route's cap is a 400 naming it, whatever the other one says, and
+    nothing reaches the upstream."""
+    provider = (_sim(simulator) if kind == "openai" else
+                {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-0123456789"})
+    with run_gateway(_config(simulator, provider, max_tokens_cap=100)) as gw:
+        before = _stats(simulator)["requests"]
+        request_id = f"cap-{kind}-{stream}-{'-'.join(f'{k}{v}' for k, v in fields.items())}"
+        answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": request_id},
+                                json={"model": "chat", "messages": USER, "stream": stream,
+                                      **fields})
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] in ((param,) if param else ("max_tokens", "max_completion_tokens"))
+        assert "100" in error["message"]
+        assert _stats(simulator)["requests"] == before
+        record = gw.sink.by_id(request_id)
+        assert (record.status, record.http_status) == ("error", 400)
+
+
+@pytest.mark.parametrize("fields", [{"max_tokens": 100, "max_completion_tokens": 5},
+                                    {"max_tokens": 5, "max_completion_tokens": 100},
+                                    {"max_completion_tokens": 100}, {"max_tokens": 1}])
+def test_limits_within_the_cap_pass(run_gateway: GatewayFactory, simulator: str,
+                                    fields: dict[str, int]) -> None:
+    with run_gateway(_config(simulator, _sim(simulator), max_tokens_cap=100)) as gw:
+        answer = gw.client().chat.completions.create(model="chat", messages=USER,
+                                                     **fields)  # type: ignore[arg-type]
+        assert answer.choices[0].message.content is not None
+
+
+def test_completions_max_tokens_capped(run_gateway: GatewayFactory, simulator: str) -> None:
+    with run_gateway(_config(simulator, _sim(simulator), max_tokens_cap=100)) as gw:
+        with pytest.raises(openai.BadRequestError) as raised:
+            gw.client().completions.create(model="text", prompt="hi", max_tokens=10**9)
+        assert raised.value.body["param"] == "max_tokens"  # type: ignore[index]
+
+
+# ---- item 12: a streaming client leaves while the gateway waits for the first token ---------
+
+
+@pytest.mark.parametrize("fault", [{"X-Sim-TTFT-Ms": "60000"}, {"X-Sim-Hang": "1"}])
+def test_stream_disconnect_before_first_token(run_gateway: GatewayFactory, simulator: str,
+                                              fault: dict[str, str]) -> None:
+    """Past a keep-alive (the stream is committed), the client leaves: the call is recorded as
+    cancelled and the upstream request is cancelled too."""
+    raw = _config(simulator, _sim(simulator, **fault))
+    raw["streaming"] = {"keepalive_s": 0.1}
+    counter = "streams_cancelled" if "X-Sim-TTFT-Ms" in fault else "requests_cancelled"
+    before = _stats(simulator)[counter]
+    with run_gateway(raw) as gw:
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=30,
+                          headers={**AUTH, "x-request-id": "early-leave"},
+                          json={"model": "chat", "messages": USER, "stream": True}) as answer:
+            assert answer.status_code == 200
+            assert next(answer.iter_lines()) == ": keep-alive"
+        record = _record(gw, "early-leave")
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
+        assert _until(lambda: _stats(simulator)[counter] == before + 1)
+
+
+def test_stream_disconnect_before_first_token_black_hole(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """The same against an upstream that accepted the request and never answers: its
+    connection is closed when the client leaves."""
+    with black_hole() as hole:
+        raw = _config(simulator, {"type": "openai", "base_url": hole.url + "/v1",
+                                  "timeout_s": 600})
+        raw["streaming"] = {"keepalive_s": 0.1}
+        with run_gateway(raw) as gw:
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=30,
+                              headers={**AUTH, "x-request-id": "hole-stream"},
+                              json={"model": "chat", "messages": USER, "stream": True}) as a:
+                assert next(a.iter_lines()) == ": keep-alive"
+            record = _record(gw, "hole-stream")
+            assert record.status == "cancelled"
+            assert hole.wait_closed(1)
+
+
+# ---- item 13: a non-streaming client leaves --------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"model": "chat", "messages": USER}),
+    ("/v1/completions", {"model": "text", "prompt": "hi"}),
+    ("/v1/embeddings", {"model": "embed", "input": "hi"}),
+])
+def test_non_streamed_disconnect_cancels_the_upstream(run_gateway: GatewayFactory,
+                                                      simulator: str, path: str,
+                                                      body: dict[str, Any]) -> None:
+    """A client that gives up on a hung upstream: a cancelled call (as a stream's), not ok/200
+    at the upstream's timeout; the simulator sees its request cancelled."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-Hang": "1"}), "timeout_s": 600})
+    before = _stats(simulator)["requests_cancelled"]
+    with run_gateway(raw) as gw:
+        request_id = "leave-" + path.rsplit("/", 1)[-1]
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(gw.url + path, json=body, timeout=httpx.Timeout(30, read=0.3),
+                       headers={**AUTH, "x-request-id": request_id})
+        record = _record(gw, request_id)
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert [a.status for a in record.attempts] == [499]
+        assert _until(lambda: _stats(simulator)["requests_cancelled"] == before + 1)
+
+
+def test_non_streamed_disconnect_black_hole(run_gateway: GatewayFactory, simulator: str) -> None:
+    with black_hole() as hole:
+        raw = _config(simulator, {"type": "openai", "base_url": hole.url + "/v1",
+                                  "timeout_s": 600})
+        with run_gateway(raw) as gw:
+            with pytest.raises(openai.APITimeoutError):
+                gw.client(timeout=0.3).chat.completions.create(
+                    model="chat", messages=USER, extra_headers={"x-request-id": "hole-unary"})
+            record = _record(gw, "hole-unary")
+            assert (record.status, record.http_status) == ("cancelled", 499)
+            assert hole.wait_closed(1)
+
+
+def test_quick_non_streamed_call_unaffected(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Calls answered before the disconnect watch starts, and after it, are plain 200s."""
+    raw = _config(simulator, _sim(simulator, **{"X-Sim-TTFT-Ms": "200"}))
+    raw["providers"]["fast"] = _sim(simulator)
+    raw["models"]["quick"] = {"targets": [{"provider": "fast", "model": "gpt-4o-mini"}]}
+    with run_gateway(raw) as gw:
+        for model in ("quick", "chat"):
+            answer = gw.client().chat.completions.create(
+                model=model, messages=USER, extra_headers={"x-request-id": f"stay-{model}"})
+            assert answer.choices[0].message.content
+            assert gw.sink.by_id(f"stay-{model}").status == "ok"
+
+
+# ---- items 14, 15, 16: cut, truncated and failed streams -------------------------------------
+
+
+def _stream_text(gw: RunningGateway, request_id: str, model: str = "chat") -> str:
+    with gw.http().stream("POST", "/v1/chat/completions", headers={"x-request-id": request_id},
+                          json={"model": model, "messages": USER, "stream": True}) as answer:
+        assert answer.status_code == 200
+        return answer.read().decode()
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_cut_stream_relays_every_chunk_then_the_error(run_gateway: GatewayFactory,
+                                                      simulator: str, n: int) -> None:
+    """``X-Sim-Cut-After: N``: the N content chunks that arrived, then an error frame."""
+    with run_gateway(_config(simulator, _sim(simulator, **{"X-Sim-Cut-After": str(n)}))) as gw:
+        frames = _frames(_stream_text(gw, f"cut-{n}"))
+        assert "error" in frames[-1]
+        assert len([c for c in _contents(frames[:-1]) if c]) == n
+        assert gw.sink.by_id(f"cut-{n}").status == "error"
+
+
+def _provider(kind: str, simulator: str, headers: dict[str, str]) -> dict[str, Any]:
+    if kind == "anthropic":
+        return {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-0123456789",
+                "headers": headers}
+    if kind == "azure_openai":
+        return {"type": "azure_openai", "endpoint": simulator, "api_key": "az-0123456789",
+                "headers": headers}
+    return {"type": kind, "base_url": simulator + "/v1", "headers": headers}
+
+
+@pytest.mark.parametrize("kind", ["openai", "vllm", "azure_openai", "anthropic"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_stream_ending_without_terminator_is_truncated(run_gateway: GatewayFactory,
+                                                       simulator: str, kind: str, n: int) -> None:
+    """An upstream that closes the stream cleanly with no [DONE] / message_stop and no
+    finish_reason: the client gets the chunks, then an error frame; the record is an error of
+    an upstream type, with what the chunks cost."""
+    headers = {"X-Sim-End-After": str(n)}
+    with run_gateway(_config(simulator, _provider(kind, simulator, headers))) as gw:
+        request_id = f"trunc-{kind}-{n}"
+        text = _stream_text(gw, request_id)
+        frames = _frames(text)
+        assert "error" in frames[-1], text
+        assert frames[-1]["error"]["type"] == "upstream_error"
+        assert text.rstrip().endswith("data: [DONE]")
+        assert any(_contents(frames[:-1]))
+        record = gw.sink.by_id(request_id)
+        assert (record.status, record.error_type) == ("error", "upstream_error")
+        assert record.usage is not None and record.usage.completion_tokens > 0
+
+
+def test_complete_stream_still_ok(run_gateway: GatewayFactory, simulator: str) -> None:
+    with run_gateway(_config(simulator, _sim(simulator))) as gw:
+        frames = _frames(_stream_text(gw, "whole"))
+        assert not any("error" in f for f in frames)
+        assert gw.sink.by_id("whole").status == "ok"
+
+
+def test_committed_stream_records_the_upstream_failure(run_gateway: GatewayFactory,
+                                                       simulator: str) -> None:
+    """Committed at a keep-alive, then the upstream times out without a byte: the attempt says
+    504 timeout, not 200."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-Hang": "1"}), "timeout_s": 0.5})
+    raw["streaming"] = {"keepalive_s": 0.1}
+    with run_gateway(raw) as gw:
+        text = _stream_text(gw, "committed")
+        assert text.startswith(": keep-alive")
+        assert "error" in _frames(text)[-1]
+        record = gw.sink.by_id("committed")
+        assert record.status == "error"
+        assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
+        assert record.usage is None  # nothing was generated
+
+
+@pytest.mark.parametrize("fault", ["X-Sim-Cut-After", "X-Sim-Error-After"])
+def test_failed_stream_records_tokens_and_cost(run_gateway: GatewayFactory, simulator: str,
+                                               fault: str) -> None:
+    """Chunks went out before the failure: the record keeps their (estimated) tokens and cost,
+    and the attempt its failure."""
+    with run_gateway(_config(simulator, _sim(simulator, **{fault: "4"}))) as gw:
+        _stream_text(gw, f"cost-{fault}")
+        record = gw.sink.by_id(f"cost-{fault}")
+        assert record.status == "error"
+        assert record.usage is not None and record.usage.estimated
+        assert record.usage.completion_tokens > 0 and record.usage.prompt_tokens > 0
+        assert record.cost_usd is not None and record.cost_usd > 0
+        assert record.attempts[-1].status >= 500
