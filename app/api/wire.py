@@ -1,4 +1,5 @@
-"""Bytes in and out: bounded JSON bodies, strict parsing into request models, response headers."""
+"""Bytes in and out: JSON bodies bounded in nesting, strict parsing into request models, the
+response headers of a call (its call id and the client's request id among them)."""
 
 from __future__ import annotations
 
