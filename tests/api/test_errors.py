@@ -69,7 +69,8 @@ def test_bad_input_never_reaches_the_upstream(gateway: RunningGateway, simulator
 
 
 def test_caps_on_n_and_max_tokens(run_gateway: GatewayFactory, simulator: str) -> None:
-    """n and max_tokens above the configured caps are 400s naming the field."""
+    """n, max_tokens and max_completion_tokens above the configured caps are 400s naming the
+    field, each limit checked on its own."""
     raw = sim_config(simulator, chat={"targets": [{"provider": "sim", "model": "m"}],
                                       "max_tokens_cap": 100})
     raw["limits"] = {"max_n": 2}
@@ -82,7 +83,15 @@ def test_caps_on_n_and_max_tokens(run_gateway: GatewayFactory, simulator: str) -
         assert (status, error["param"]) == (400, "max_tokens")
         status, error = _post(gw, "/v1/chat/completions", json={
             "model": "chat", "messages": USER, "max_completion_tokens": 101})
-        assert (status, error["param"]) == (400, "max_tokens")
+        assert (status, error["param"]) == (400, "max_completion_tokens")
+        # each limit on its own: a small one beside it does not let a huge one through
+        for body in ({"max_tokens": 1_000_000_000, "max_completion_tokens": 5},
+                     {"max_tokens": 5, "max_completion_tokens": 1_000_000_000}):
+            huge = next(k for k, v in body.items() if v > 100)
+            for stream in (False, True):
+                status, error = _post(gw, "/v1/chat/completions", json={
+                    "model": "chat", "messages": USER, "stream": stream, **body})
+                assert (status, error["param"]) == (400, huge)
 
 
 def test_oversize_body_is_413(run_gateway: GatewayFactory, simulator: str) -> None:
