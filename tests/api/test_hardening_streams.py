@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from app.calllog import CallRecord
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
 from tests.hardening_upstreams import black_hole
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
@@ -107,8 +108,9 @@ def test_each_token_limit_is_capped(run_gateway: GatewayFactory, simulator: str,
 def test_limits_within_the_cap_pass(run_gateway: GatewayFactory, simulator: str,
                                     fields: dict[str, int]) -> None:
     with run_gateway(_config(simulator, _sim(simulator), max_tokens_cap=100)) as gw:
-        answer = gw.client().chat.completions.create(model="chat", messages=USER,
-                                                     **fields)  # type: ignore[arg-type]
+        answer = gw.client().chat.completions.create(
+            model="chat", messages=USER, max_tokens=fields.get("max_tokens"),
+            max_completion_tokens=fields.get("max_completion_tokens"))
         assert answer.choices[0].message.content is not None
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.base_protocol import BaseProtocol
+from openai.types.chat import ChatCompletionMessageParam
 
 from app.providers.http import SSEParser, _buffered
 from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
@@ -23,7 +24,7 @@ from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used 
 )
 from tests.hardening_upstreams import canned, chat_answer, redirect_answer
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def _provider(kind: str, simulator: str, secret: str, headers: dict[str, str]) -> dict[str, Any]:
