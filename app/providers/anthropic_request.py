@@ -259,13 +259,19 @@ def _sampling(request: ChatRequest) -> Json:
     return out
 
 
+def _smallest(*limits: int | None) -> int | None:
+    given = [n for n in limits if n is not None]
+    return min(given) if given else None
+
+
 def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int,
                       stream: bool) -> Json:
     """The ``POST /v1/messages`` payload for ``call``.
 
     Layering, lowest first: the target's ``params``, the client's Anthropic-native fields
     (``PASSTHROUGH_FIELDS``), then the translated OpenAI fields. ``max_tokens`` is the client's
-    limit, else the target's default, else ``max_tokens_default`` (the provider's).
+    limit (the smaller of ``max_tokens`` and ``max_completion_tokens`` when it sent both: each is
+    a limit), else the target's default, else ``max_tokens_default`` (the provider's).
     """
     request = call.request
     _check_supported(request)
@@ -273,7 +279,8 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     payload: Json = {
         "model": target.model,
         "messages": messages,
-        "max_tokens": request.token_limit() or target.max_tokens_default or max_tokens_default,
+        "max_tokens": (_smallest(request.max_tokens, request.max_completion_tokens)
+                       or target.max_tokens_default or max_tokens_default),
     }
     if system is not None:
         payload["system"] = system

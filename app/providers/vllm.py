@@ -3,7 +3,8 @@
 On top of the OpenAI-compatible provider, every outgoing chat or completion request:
 
 - never carries ``best_of`` (rejected or removed by current vLLM);
-- always carries ``max_tokens`` (the client's ``max_completion_tokens``/``max_tokens``, else the
+- always carries ``max_tokens`` (the client's ``max_completion_tokens``/``max_tokens``, the
+  smaller one when both are sent, else the
   target's default, else the provider's), because vLLM otherwise generates up to the context
   length;
 - asks for usage in streams, and carries the client's vLLM extras (``top_k``, ``min_p``, ...) and
@@ -179,7 +180,10 @@ class VllmServer(OpenAICompatible):
         if not stream:
             # vLLM answers 400 to stream_options on a request that does not stream.
             payload.pop("stream_options", None)
-        limit = payload.pop("max_completion_tokens", None) or payload.get("max_tokens")
+        # vLLM reads one limit: the smaller one when the client sent both (each is a limit)
+        limits = [n for n in (payload.pop("max_completion_tokens", None),
+                              payload.get("max_tokens")) if isinstance(n, int)]
+        limit = min(limits) if limits else None
         payload["max_tokens"] = limit or target.max_tokens_default or self._max_tokens_default
         dialect = self._dialect or self._probe.current
         if dialect == "structured_outputs":

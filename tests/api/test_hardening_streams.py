@@ -114,6 +114,21 @@ def test_limits_within_the_cap_pass(run_gateway: GatewayFactory, simulator: str,
         assert answer.choices[0].message.content is not None
 
 
+@pytest.mark.parametrize("kind", ["vllm", "anthropic"])
+@pytest.mark.parametrize("fields", [{"max_tokens": 3, "max_completion_tokens": 1000},
+                                    {"max_tokens": 1000, "max_completion_tokens": 3}])
+def test_both_limits_sent_the_smaller_one_holds(run_gateway: GatewayFactory, simulator: str,
+                                                kind: str, fields: dict[str, int]) -> None:
+    """Without a cap, a provider that reads one limit gets the smaller of the two."""
+    provider = _provider(kind, simulator, {"X-Sim-Completion-Tokens": "50"})
+    with run_gateway(_config(simulator, provider)) as gw:
+        answer = gw.client().chat.completions.create(
+            model="chat", messages=USER, max_tokens=fields["max_tokens"],
+            max_completion_tokens=fields["max_completion_tokens"])
+        assert answer.usage is not None and answer.usage.completion_tokens == 3
+        assert answer.choices[0].finish_reason == "length"
+
+
 def test_completions_max_tokens_capped(run_gateway: GatewayFactory, simulator: str) -> None:
     with run_gateway(_config(simulator, _sim(simulator), max_tokens_cap=100)) as gw:
         with pytest.raises(openai.BadRequestError) as raised:
