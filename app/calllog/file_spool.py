@@ -22,12 +22,14 @@ Taking (at-least-once):
 Durability: ``put`` fsyncs before returning (when ``fsync``); ``put_nowait`` only appends (the rows
 survive a crash of the process, not of the machine, until the next ``put``/``take``/``aclose``).
 Not thread-safe: call everything from the event loop's thread. OS errors raise
-``SpoolUnavailable``.
+``SpoolUnavailable`` (from ``put``: ``SpoolWriteFailed``, saying how many rows were written and
+why not the rest). Rows are written with ``dump_row``, which never fails on a row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
@@ -38,8 +40,8 @@ from pathlib import Path
 
 import orjson
 
-from app.calllog.record import Row
-from app.calllog.seams import SpoolUnavailable
+from app.calllog.record import Row, dump_row
+from app.calllog.seams import SpoolUnavailable, SpoolWriteFailed
 
 __all__ = ["FileSpool"]
 
@@ -71,10 +73,37 @@ def _is_segment(name: str) -> bool:
     return name.startswith(_PREFIX) and name.endswith(_SUFFIX)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+class _PartialWrite(Exception):
+    """``error`` stopped ``_write_all`` after ``written`` bytes."""
+
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.written = written
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write all of ``data``; return its length. Raises ``_PartialWrite``."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    done = 0
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+        except OSError as exc:
+            raise _PartialWrite(exc, done) from exc
+    return done
+
+
+def _whole_rows(lines: Sequence[bytes], written: int) -> int:
+    """How many of ``lines`` (written one after another, each ended by a newline) are whole in
+    the first ``written`` bytes. A row whose newline is missing counts: taking parses it."""
+    offset = 0
+    for count, line in enumerate(lines):
+        offset += len(line)
+        if offset > written:
+            return count
+        offset += 1
+    return len(lines)
 
 
 def _fsync_path(path: Path) -> None:
@@ -125,29 +154,34 @@ class FileSpool:
         return self._dir
 
     def put_nowait(self, rows: Sequence[Row]) -> None:
-        """Append ``rows`` now, without fsync (safe from sync code inside the event loop).
+        """Append ``rows`` now, without fsync (safe from sync code inside the event loop). Each
+        row is written with ``dump_row``, so no row can fail the others.
 
-        Raises ``SpoolUnavailable`` on an OS error (rows already appended stay and will be
-        taken: duplicates are harmless), ``TypeError`` for a row that is not JSON-safe."""
+        Raises ``SpoolWriteFailed`` on an OS error, with ``kept``: how many of the first rows
+        were appended whole before it (they stay and will be taken) and the OS reason."""
         if not rows:
             return
-        data = b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)
+        lines = [dump_row(row) for row in rows]
+        data = b"\n".join(lines) + b"\n"
         try:
             active = self._writable(len(data))
         except OSError as exc:
-            raise SpoolUnavailable(f"file spool {self._dir}: {exc}") from exc
+            raise self._failed(exc, kept=0) from exc
         try:
-            _write_all(active.fd, data)
-        except OSError as exc:
+            written = _write_all(active.fd, data)
+        except _PartialWrite as partial:
             # A partial append leaves a torn line: end the segment there, new rows go elsewhere.
             self._seal_active(keep_lock=False)
-            raise SpoolUnavailable(f"file spool {self._dir}: {exc}") from exc
+            raise self._failed(partial.error, kept=_whole_rows(lines, partial.written)) \
+                from partial.error
         active.lines += len(rows)
-        active.size += len(data)
+        active.size += written
 
     async def put(self, rows: Sequence[Row]) -> None:
         """Append ``rows`` and, when ``fsync``, return only once they are on disk (the fsync
-        runs in a thread). Raises ``SpoolUnavailable``."""
+        runs in a thread). Raises ``SpoolWriteFailed`` (see ``put_nowait``); when only the
+        fsync fails, every row is appended (``kept`` is all of them) but may not survive a
+        crash of the machine."""
         self.put_nowait(rows)
         if not self._fsync or self._active is None:
             return
@@ -159,7 +193,7 @@ class FileSpool:
                 os.close(fd)
             await self._flush_unsynced()
         except OSError as exc:
-            raise SpoolUnavailable(f"file spool {self._dir}: {exc}") from exc
+            raise self._failed(exc, kept=len(rows)) from exc
 
     async def take(self, limit: int) -> list[tuple[str, Row]]:
         """Up to ``limit`` rows not yet acknowledged, oldest segment first, each with its token
@@ -237,6 +271,14 @@ class FileSpool:
             self._held.clear()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _failed(self, exc: OSError, *, kept: int) -> SpoolWriteFailed:
+        """The error of a put stopped by ``exc``: its errno's name and the OS's words."""
+        name = errno.errorcode.get(exc.errno, "?") if exc.errno is not None else "?"
+        reason = exc.strerror or str(exc)
+        return SpoolWriteFailed(f"file spool {self._dir}: {name} ({reason}); {kept} row(s) "
+                                "of the batch written", kept=kept, errno=exc.errno,
+                                strerror=reason)
 
     def _segment_names(self) -> list[str]:
         try:

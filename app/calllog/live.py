@@ -12,8 +12,12 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
 - ``{prefix}:usage:{YYYY-MM-DD}:model:{public_model}`` and ``...:caller:{caller}``: hashes with
   ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
   ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
-  (rejected before one was resolved) counts under the model name ``-``, so the model and caller
-  totals of a day agree.
+  (rejected before one was resolved), or naming one that does not exist (answered 404 without
+  reaching a provider), counts under the model name ``-``, so the model and caller totals of a
+  day agree, and model names a client makes up cannot add keys to Redis.
+
+Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
+to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.calllog.record import Row
+from app.calllog.record import TEXT_CAPS, Row, bound_text, dump_row
 from app.calllog.redis_spool import stream_entries, text
 from app.calllog.seams import SpoolUnavailable
 
@@ -36,6 +40,7 @@ __all__ = ["DayCounters", "LiveFeed"]
 CounterKind = Literal["model", "caller"]
 _TTL_S = 8 * 24 * 3600
 _NO_MODEL = "-"
+_MODEL_CAP = TEXT_CAPS["public_model"]
 
 
 class DayCounters(TypedDict):
@@ -72,6 +77,23 @@ def _field(fields: dict[Any, Any] | None, name: str) -> Any:
     if not fields:
         return None
     return fields.get(name.encode()) if name.encode() in fields else fields.get(name)
+
+
+def _dump_rows(rows: Sequence[Row]) -> bytes:
+    """``rows`` as one JSON array; a row orjson refuses is written by ``dump_row`` on its own,
+    so it cannot cost the others their place in the stream."""
+    try:
+        return orjson.dumps(list(rows))
+    except TypeError:
+        return b"[" + b",".join(dump_row(row) for row in rows) + b"]"
+
+
+def _counted_model(row: Row) -> str:
+    """The model name a row counts under (see the module docstring)."""
+    model = row.get("public_model")
+    if not model or (row.get("http_status") == 404 and row.get("provider") is None):
+        return _NO_MODEL
+    return bound_text(model, _MODEL_CAP)
 
 
 def _day(row: Row) -> str:
@@ -116,13 +138,13 @@ class LiveFeed:
         # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
         # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep about
         # ``maxlen`` rows.
-        pipe.xadd(self._stream, {_ROWS: orjson.dumps(list(rows))},
+        pipe.xadd(self._stream, {_ROWS: _dump_rows(rows)},
                   maxlen=max(1, self._maxlen // len(rows)), approximate=True)
         days: dict[float, str] = {}
         for row in rows:
             day = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, _day(row))
-            model = row.get("public_model") or _NO_MODEL
+            model = _counted_model(row)
             for key in (
                 self.counter_key("model", model, day=day),
                 self.counter_key("caller", str(row.get("caller")), day=day),

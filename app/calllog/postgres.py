@@ -19,7 +19,9 @@ Before that, the months the batch touches get their partitions of ``calls`` if m
 does next month (best effort: midnight on the 1st then never waits on DDL); which exist is cached
 per store.
 
-Any failure to reach or write the database raises ``StoreUnavailable`` with the driver's reason
+Rows are converted one by one (``convert_rows``): a row with a value no column takes is stored
+as its stub (``stub_row``) and the rest of its batch as given. Any failure to reach or write the
+database raises ``StoreUnavailable`` with the driver's reason
 (never the password, never row data), and nothing of the batch is committed.
 """
 
@@ -35,7 +37,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.calllog.columns import COLUMNS, pg_record
-from app.calllog.record import Row
+from app.calllog.record import Row, convert_rows
 from app.calllog.seams import StoreUnavailable
 from app.db.engine import DATABASE_ERRORS, describe_error, mask_url
 from app.db.migrate import ensure_partitions
@@ -75,7 +77,7 @@ class PostgresStore:
         Raises ``StoreUnavailable`` when the batch could not be committed (then none of it is)."""
         if not rows:
             return 0
-        records = [pg_record(row) for row in rows]
+        records = convert_rows(rows, pg_record)
         try:
             await self._ensure_partitions(records)
             async with self._engine.connect() as connection:

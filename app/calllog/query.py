@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, String, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
+from app.calllog.record import json_safe
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.models import Call
 
@@ -36,6 +37,7 @@ STATUSES = frozenset({"ok", "error", "cancelled"})
 _calls = Call.__table__
 _LENGTHS: dict[str, int] = {c.name: c.type.length for c in _calls.columns
                             if isinstance(c.type, String) and c.type.length is not None}
+_JSON_COLUMNS = ("attempts", "tags", "request_body", "response_body")
 _TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "caller",
                  "request_id": "request_id"}
 """Text filters of ``list_calls`` and the column each matches."""
@@ -130,8 +132,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def to_json_row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """A stored row as a JSON-safe dict (same keys): ISO UTC times, ``cost_usd`` as float."""
+    """A stored row as a JSON-safe dict (same keys): ISO UTC times, ``cost_usd`` as float, and
+    the JSON columns ``json_safe`` (a row stored before bodies were capped may nest deeper than
+    the API can answer)."""
     out = dict(row)
+    for key in _JSON_COLUMNS:
+        if out.get(key) is not None:
+            out[key] = json_safe(out[key])
     for key in ("created_at", "finished_at"):
         if isinstance(out.get(key), datetime):
             out[key] = iso(out[key])

@@ -3,15 +3,182 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+import orjson
 
 from app.usage import Usage
 
 Status = Literal["ok", "error", "cancelled"]
 Row = dict[str, Any]
 """A call record as stored: see ``CallRecord.to_row``."""
+
+TRUNCATED = "...[truncated]"
+"""The end of a string cut to its cap (the cut string, marker included, is exactly the cap)."""
+TOO_DEEP = "<truncated: depth>"
+"""Stands for a JSON object or array nested deeper than ``MAX_BODY_DEPTH``."""
+MAX_BODY_DEPTH = 200
+"""The deepest level of a captured body that is kept (the body itself is level 1). The request
+parser's own limit (``limits.max_json_depth``) is at most this, so a request is never cut; an
+upstream's answer may be. With the row around it, and the live feed's list around rows, every
+sink stays below orjson's limit (254 levels) and pydantic's (255) when the admin API reads the
+row back."""
+TEXT_CAPS: dict[str, int] = {
+    "public_model": 256, "end_user": 256, "error_message": 2048, "finish_reason": 32,
+    "response_model": 256, "system_fingerprint": 128,
+}
+"""The most characters each text field of a row that a client or an upstream chooses keeps
+(never more than its column holds). The other text fields are the gateway's own or come from
+the config (ids, caller, endpoint, provider, target model, error type)."""
+MAX_TAGS = 16
+"""The most ``metadata`` entries a row keeps; past it the last entry is ``TRUNCATED``: "<n>
+more"."""
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 512
+_TEXT_CAPS = tuple(TEXT_CAPS.items())
+_T = TypeVar("_T")
+_log = logging.getLogger("switchboard.calllog")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson writes as a number
+
+
+def bound_text(value: Any, cap: int) -> str:
+    """``value`` as a string of at most ``cap`` characters (``cap`` >= ``len(TRUNCATED)``): a
+    longer one is cut and ends with ``TRUNCATED``. A value that is not a string is written with
+    ``str()``."""
+    text = value if type(value) is str else _as_text(value)
+    if len(text) <= cap:
+        return text
+    return text[: cap - len(TRUNCATED)] + TRUNCATED
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):  # a subclass: its plain string, whatever its __str__ says
+        return str.__str__(value)
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - an object whose __str__ fails must not cost the record
+        return f"<{type(value).__name__}>"
+
+
+def _clean(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 encoder takes) replaced by ``?``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
+
+
+def json_safe(value: Any, depth: int = MAX_BODY_DEPTH, *, clean: bool = False) -> Any:
+    """A copy of the JSON-like ``value`` that orjson can always write: objects and arrays more
+    than ``depth`` levels deep (``value`` itself is level 1) become ``TOO_DEEP``, keys strings,
+    tuples arrays, integers beyond 64 bits and any other object their ``str()``. With ``clean``,
+    lone surrogates in strings are replaced too (the only other thing orjson refuses).
+
+    Recursive, one frame a level: ``depth`` bounds the recursion."""
+    kind = type(value)
+    if kind is str:
+        return _clean(value) if clean else value
+    if value is None or kind is bool or kind is float:
+        return value
+    if kind is int:
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, dict):
+        if depth <= 0:
+            return TOO_DEEP
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                key = _as_text(key)
+            out[_clean(key) if clean else key] = json_safe(item, depth - 1, clean=clean)
+        return out
+    if isinstance(value, list | tuple):
+        if depth <= 0:
+            return TOO_DEEP
+        items: list[Any] = []
+        for item in value:
+            items.append(json_safe(item, depth - 1, clean=clean))
+        return items
+    # Subclasses (str and int enums...) as their base type; then anything else as its str().
+    if isinstance(value, int):
+        return json_safe(int.__int__(value), depth, clean=clean)
+    if isinstance(value, float):
+        return float.__float__(value)
+    text = _as_text(value)
+    return _clean(text) if clean else text
+
+
+def dump_row(row: Row) -> bytes:
+    """``row`` as JSON bytes; never raises. A row orjson refuses (a lone surrogate, or a value
+    ``to_row`` did not produce) is written as ``json_safe(row, clean=True)``, and, should even
+    that fail, as its ``stub_row``: the record's failure costs the record's detail, never its
+    batch."""
+    try:
+        return orjson.dumps(row)
+    except TypeError:
+        pass
+    try:
+        return orjson.dumps(json_safe(row, MAX_BODY_DEPTH + 1, clean=True))
+    except Exception:  # noqa: BLE001 - last resort: the stub holds only values orjson takes
+        return orjson.dumps(stub_row(row))
+
+
+def stub_row(row: Row) -> Row:
+    """What is kept of a row no sink could take: its id, time, caller, endpoint and status, the
+    reason in ``error_message``, everything else empty."""
+    def text(key: str, cap: int) -> str:
+        return _clean(bound_text(row.get(key) or "", cap))
+    created = row.get("created_at")
+    created_at = created if type(created) is float and math.isfinite(created) else 0.0
+    status = row.get("http_status")
+    return {
+        "id": text("id", 128), "created_at": created_at, "caller": text("caller", 128),
+        "endpoint": text("endpoint", 64), "status": "error",
+        "http_status": status if type(status) is int and 0 <= status < 1000 else 0,
+        "error_type": "unstorable_record",
+        "error_message": "The call record could not be serialised; only this stub was kept.",
+        "attempts": [], "stream": False, "tokens_estimated": False,
+    }
+
+
+def convert_rows(rows: Sequence[Row], convert: Callable[[Row], _T]) -> list[_T]:
+    """``convert`` applied to each row on its own: a row it fails on is converted as its
+    ``stub_row`` instead (and logged), so one odd row cannot fail its batch."""
+    out: list[_T] = []
+    for row in rows:
+        try:
+            out.append(convert(row))
+        except Exception as exc:  # noqa: BLE001 - any failure is this row's alone
+            _log.error("call record %r has a value the store cannot take (%s); storing a stub",
+                       stub_row(row)["id"], type(exc).__name__)
+            out.append(convert(stub_row(row)))
+    return out
+
+
+def _bound_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` within ``MAX_TAGS``, ``MAX_TAG_KEY`` and ``MAX_TAG_VALUE`` (itself if it is)."""
+    if len(tags) <= MAX_TAGS:
+        for key, value in tags.items():
+            if (type(key) is not str or type(value) is not str or len(key) > MAX_TAG_KEY
+                    or len(value) > MAX_TAG_VALUE):
+                break
+        else:
+            return tags
+    out: dict[str, str] = {}
+    keep = len(tags) if len(tags) <= MAX_TAGS else MAX_TAGS - 1
+    for i, (key, value) in enumerate(tags.items()):
+        if i == keep:
+            break
+        out[bound_text(key, MAX_TAG_KEY)] = bound_text(value, MAX_TAG_VALUE)
+    if len(tags) > keep:
+        out[TRUNCATED] = f"{len(tags) - keep} more"
+    return out
 
 
 @dataclass(slots=True)
@@ -77,19 +244,17 @@ class CallRecord:
             return None
         return max(0.0, self.latency_ms - self.upstream_ms)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("started")
-        out.pop("answer_text")
-        out["overhead_ms"] = self.overhead_ms
-        return out
-
     def to_row(self) -> Row:
-        """The flat, JSON-safe form stored in Postgres, SQLite, Redis and the spool file.
+        """The flat, JSON-safe form stored in Postgres, SQLite, Redis and the spool file, and
+        logged by ``LogSink``: every sink takes this same row. Never raises.
 
-        Times are epoch seconds (floats); ``attempts`` is a list of plain dicts."""
+        Times are epoch seconds (floats); ``attempts`` is a list of plain dicts. Bounded
+        whatever the client or upstream sent: each text field to its ``TEXT_CAPS`` length,
+        ``tags`` (the request's ``metadata``) to ``MAX_TAGS`` entries of ``MAX_TAG_KEY`` /
+        ``MAX_TAG_VALUE`` characters (a cut string ends with ``TRUNCATED``), and the captured
+        bodies made ``json_safe`` down to ``MAX_BODY_DEPTH`` levels."""
         usage = self.usage
-        return {
+        row = {
             "id": self.id,
             "request_id": self.request_id,
             "created_at": self.created_at,
@@ -125,6 +290,17 @@ class CallRecord:
             "request_body": self.request_body,
             "response_body": self.response_body,
         }
+        for key, cap in _TEXT_CAPS:
+            value = row[key]
+            if value is not None and (type(value) is not str or len(value) > cap):
+                row[key] = bound_text(value, cap)
+        if self.metadata:
+            row["tags"] = _bound_tags(self.metadata)
+        if self.request_body is not None:
+            row["request_body"] = json_safe(self.request_body)
+        if self.response_body is not None:
+            row["response_body"] = json_safe(self.response_body)
+        return row
 
 
 class CallSink(Protocol):
@@ -134,11 +310,12 @@ class CallSink(Protocol):
 
 
 class LogSink:
-    """Writes each record as one structured log line (at DEBUG, so it costs nothing unless on)."""
+    """Writes each record's row (``CallRecord.to_row``, so bounded like every other sink's) as
+    one log line at DEBUG, so it costs nothing unless on."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger or logging.getLogger("switchboard.calls")
 
     def submit(self, record: CallRecord) -> None:
         if self._log.isEnabledFor(logging.DEBUG):
-            self._log.debug("call %s", record.to_dict())
+            self._log.debug("call %s", record.to_row())

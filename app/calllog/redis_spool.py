@@ -5,11 +5,20 @@ consumer; ``ack`` removes them (XACK + XDEL) once the store has committed them. 
 and never acknowledged stays in the group's pending list: it comes back to the same consumer at its
 next ``take``, or, when that consumer died (``kill -9``), to any other consumer once it has been
 idle for ``claim_idle_s``. The stream is never trimmed: only ``ack`` removes entries.
+
+Consumers of dead processes (each process reads as ``host-pid``) would pile up in the group
+across restarts. ``take`` therefore forgets, when it starts and then every ``forget_every_s``,
+every other consumer that has no pending entry and has been idle for ``forget_idle_s``: a dead
+one's entries are claimed first (above), and then it goes. The check and the deletion run as one
+Lua script, atomic in Redis, so a consumer that has just read entries is never deleted with them
+(``XGROUP DELCONSUMER`` drops a consumer's pending entries); a live consumer that was only idle
+is recreated by its next read, having lost nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,13 +26,27 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from app.calllog.record import Row
-from app.calllog.seams import SpoolUnavailable
+from app.calllog.record import Row, dump_row
+from app.calllog.seams import SpoolUnavailable, SpoolWriteFailed
 
 __all__ = ["RedisSpool", "row_data", "stream_entries", "text"]
 
 _log = logging.getLogger("switchboard.calllog.spool")
 _FIELD = "row"
+_FORGET_IDLE = """
+local forgotten = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(forgotten, info['name'])
+  end
+end
+return forgotten
+"""
+"""Deletes the consumers of group ARGV[1] on stream KEYS[1], other than ARGV[2], that have no
+pending entry and have been idle for ARGV[3] ms; returns their names."""
 _T = TypeVar("_T")
 Entry = tuple[Any, dict[Any, Any]]
 """A stream entry as redis-py returns it: ``(id, {field: value})`` (bytes or str)."""
@@ -68,12 +91,18 @@ class RedisSpool:
         group: str = "writers",
         consumer: str,
         claim_idle_s: float = 30.0,
+        forget_idle_s: float = 600.0,
+        forget_every_s: float = 60.0,
     ) -> None:
         self._redis = client
         self._stream = stream
         self._group = group
         self._consumer = consumer
         self._claim_idle_ms = max(0, int(claim_idle_s * 1000))
+        self._forget_idle_ms = max(0, int(forget_idle_s * 1000))
+        self._forget_every_s = forget_every_s
+        self._next_forget = 0.0  # monotonic time of the next clean-up; 0: at the first take
+        self._forget_script = client.register_script(_FORGET_IDLE)
         self._group_ready = False
         self._claim_cursor: str = "0-0"
 
@@ -82,18 +111,25 @@ class RedisSpool:
         return self._stream
 
     async def put(self, rows: Sequence[Row]) -> None:
-        """Append ``rows`` to the stream in one pipeline (no MAXLEN: a spool never trims).
+        """Append ``rows`` to the stream in one pipeline (no MAXLEN: a spool never trims), each
+        written with ``dump_row``, so no row can fail the others.
 
-        On ``SpoolUnavailable`` some rows may have been appended all the same; putting them again
-        elsewhere only makes duplicates, which the store ignores."""
+        When Redis refuses an entry (out of memory), ``SpoolWriteFailed`` says how many of the
+        first rows were appended (``kept``). On any ``SpoolUnavailable`` some later rows may have
+        been appended all the same; putting them again elsewhere only makes duplicates, which the
+        store ignores."""
         if not rows:
             return
 
         async def run() -> None:
             pipe = self._redis.pipeline(transaction=False)
             for row in rows:
-                pipe.xadd(self._stream, {_FIELD: orjson.dumps(row)})
-            await pipe.execute()
+                pipe.xadd(self._stream, {_FIELD: dump_row(row)})
+            results = await pipe.execute(raise_on_error=False)
+            for kept, result in enumerate(results):
+                if isinstance(result, Exception):  # e.g. OOM: Redis is out of memory
+                    raise SpoolWriteFailed(f"redis spool {self._stream}: {result}; {kept} "
+                                           "row(s) of the batch written", kept=kept)
 
         await self._call(run)
 
@@ -160,7 +196,30 @@ class RedisSpool:
         self._group_ready = True
         self._claim_cursor = "0-0"
 
+    async def forget_idle_consumers(self) -> list[str]:
+        """Delete the group's other consumers that have no pending entry and have been idle for
+        ``forget_idle_s`` (see the module docstring); return their names. ``take`` calls this
+        itself. Raises ``SpoolUnavailable``."""
+        return await self._call(self._forget)
+
+    async def _forget(self) -> list[str]:
+        self._next_forget = time.monotonic() + self._forget_every_s
+        names: list[Any] = await self._forget_script(
+            keys=[self._stream], args=[self._group, self._consumer, self._forget_idle_ms])
+        forgotten = [text(name) for name in names]
+        if forgotten:
+            _log.info("spool %s: forgot %d idle consumer(s) without pending rows",
+                      self._stream, len(forgotten))
+        return forgotten
+
     async def _take(self, limit: int) -> list[tuple[str, Row]]:
+        if time.monotonic() >= self._next_forget:
+            try:
+                await self._forget()
+            except ResponseError as exc:  # e.g. scripts not allowed: the spool works without
+                if "NOGROUP" in str(exc):
+                    raise
+                _log.warning("spool %s: could not forget idle consumers: %s", self._stream, exc)
         out: list[tuple[str, Row]] = []
         seen: set[str] = set()
         dead: list[str] = []

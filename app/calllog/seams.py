@@ -23,6 +23,19 @@ class SpoolUnavailable(Exception):
     """The spool could not take or give rows now (e.g. Redis down)."""
 
 
+class SpoolWriteFailed(SpoolUnavailable):
+    """A ``put`` that failed part-way: the first ``kept`` rows of the batch were appended whole
+    (they will be taken like any other) and the rest were not. ``errno`` and ``strerror`` give
+    the OS reason when there was one (e.g. ``ENOSPC``)."""
+
+    def __init__(self, message: str, *, kept: int, errno: int | None = None,
+                 strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
+        self.errno = errno
+        self.strerror = strerror
+
+
 class CallStore(Protocol):
     """The durable home of call rows (Postgres, or SQLite in embedded mode)."""
 

@@ -1,8 +1,10 @@
 """``SqliteStore``: the call log's ``CallStore`` in the embedded mode (one SQLite file).
 
 A batch is one ``INSERT OR IGNORE`` executemany in one transaction, with values encoded by
-``app.calllog.columns`` (cheaper than SQLAlchemy's type processing). Rows already stored (same
-``(id, created_at)``) are skipped, so replaying a batch never duplicates. Failures raise
+``app.calllog.columns`` (cheaper than SQLAlchemy's type processing) one row at a time
+(``convert_rows``: a row with a value no column takes is stored as its stub). Rows already
+stored (same ``(id, created_at)``) are skipped, so replaying a batch never duplicates. Failures
+raise
 ``StoreUnavailable`` (e.g. the file is locked by another writer past the busy timeout, or the
 disk is full), and nothing of the batch is committed.
 """
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.calllog.columns import COLUMNS, sqlite_record
-from app.calllog.record import Row
+from app.calllog.record import Row, convert_rows
 from app.calllog.seams import StoreUnavailable
 from app.db.engine import DATABASE_ERRORS, describe_error, mask_url
 
@@ -39,7 +41,7 @@ class SqliteStore:
         Raises ``StoreUnavailable`` when the batch could not be committed (then none of it is)."""
         if not rows:
             return 0
-        records = [sqlite_record(row) for row in rows]
+        records = convert_rows(rows, sqlite_record)
         try:
             async with self._engine.begin() as connection:
                 result = await connection.exec_driver_sql(_INSERT, records)
