@@ -157,7 +157,7 @@ def test_stream_disconnect_before_first_token(run_gateway: GatewayFactory, simul
         record = _record(gw, "early-leave")
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
-        assert _until(lambda: _stats(simulator)[counter] == before + 1)
+        assert _until(lambda: _stats(simulator)[counter] > before)
 
 
 def test_stream_disconnect_before_first_token_black_hole(run_gateway: GatewayFactory,
@@ -201,7 +201,7 @@ def test_non_streamed_disconnect_cancels_the_upstream(run_gateway: GatewayFactor
         record = _record(gw, request_id)
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [a.status for a in record.attempts] == [499]
-        assert _until(lambda: _stats(simulator)["requests_cancelled"] == before + 1)
+        assert _until(lambda: _stats(simulator)["requests_cancelled"] > before)
 
 
 def test_non_streamed_disconnect_black_hole(run_gateway: GatewayFactory, simulator: str) -> None:
