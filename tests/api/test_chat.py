@@ -168,7 +168,7 @@ def test_fastapi_routes_serve_the_same_calls(simulator: str, tmp_path: Path) -> 
     from tests.servers import serve
 
     sink = ListSink()
-    lane = create_app(settings_in(tmp_path),
+    lane = create_app(settings_in(tmp_path).model_copy(update={"docs": True}),
                       config=parse_config(sim_config(simulator), {}), sink=sink,
                       strict_telemetry=True)
     with serve(lane.app) as url, \
