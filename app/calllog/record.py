@@ -148,13 +148,19 @@ def stub_row(row: Row) -> Row:
 
 
 def convert_rows(rows: Sequence[Row], convert: Callable[[Row], _T]) -> list[_T]:
-    """``convert`` applied to each row on its own: a row it fails on is converted as its
-    ``stub_row`` instead (and logged), so one odd row cannot fail its batch."""
+    """``convert`` applied to each row on its own, so one odd row cannot fail its batch: a row
+    it fails on is converted as ``json_safe(row, clean=True)``, and if that fails too, as its
+    ``stub_row`` (logged)."""
     out: list[_T] = []
     for row in rows:
         try:
             out.append(convert(row))
-        except Exception as exc:  # noqa: BLE001 - any failure is this row's alone
+            continue
+        except Exception:  # noqa: BLE001 - any failure is this row's alone
+            pass
+        try:
+            out.append(convert(json_safe(row, MAX_BODY_DEPTH + 1, clean=True)))
+        except Exception as exc:  # noqa: BLE001 - as above
             _log.error("call record %r has a value the store cannot take (%s); storing a stub",
                        stub_row(row)["id"], type(exc).__name__)
             out.append(convert(stub_row(row)))
