@@ -120,6 +120,7 @@ def guard(service: str, runs: str) -> str:
     entry = compose()["services"][service]
     assert entry["entrypoint"] == ["/bin/sh", "-c"]
     (script,) = entry["command"]
+    assert isinstance(script, str)
     assert script.rstrip().endswith(f"exec {runs}")
     return script.replace("$$", "$").replace(f"exec {runs}", "exec echo started")
 
