@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +234,8 @@ async def test_live_feed_publishes_the_whole_batch(client: aioredis.Redis, strea
     assert day["requests"] == len(rows)
 
 
-def _day(row: Row) -> str:
-    from datetime import UTC, datetime
-    return datetime.fromtimestamp(row["created_at"], tz=UTC).strftime("%Y-%m-%d")
+def _day(row: Row) -> date:
+    return datetime.fromtimestamp(row["created_at"], tz=UTC).date()
 
 
 @pytest.fixture
@@ -390,7 +391,6 @@ def test_deep_request_keeps_its_row_and_its_batch(levels: int, postgres: Private
 
 def _wait_rows(gateway: str, tag: str, count: int) -> list[dict[str, Any]]:
     """Poll /admin/calls until ``count`` rows whose request id starts with ``tag`` are there."""
-    import time
     deadline = time.monotonic() + 60
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
