@@ -48,8 +48,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     """Run the gateway."""
     import uvicorn
 
+    from app.calllog.runtime import CHECK_TIMEOUT_S
     from app.db.engine import is_sqlite
-    from app.db.migrate import MigrationError, check_current
+    from app.db.migrate import DatabaseUnreachable, MigrationError, check_current
     from app.main import resolve_config
 
     overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
@@ -62,7 +63,11 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         settings.check_exposure()
         config = resolve_config(settings)
         if not is_sqlite(settings.database_url):  # the embedded SQLite migrates itself
-            asyncio.run(check_current(settings.database_url))
+            try:
+                asyncio.run(check_current(settings.database_url, timeout_s=CHECK_TIMEOUT_S))
+            except DatabaseUnreachable as exc:  # an unmigrated one (SchemaNotReady) exits
+                click.echo(f"switchboard: warning: {exc}; serving anyway, spooling call "
+                           "records until it answers (see /readyz)", err=True)
     except (UnsafeSettings, ConfigError, MigrationError) as exc:
         click.echo(f"switchboard: {exc}", err=True)
         sys.exit(2)

@@ -1,27 +1,44 @@
-"""Building the call log for a running gateway: database, Redis, spools, writer."""
+"""Building the call log for a running gateway: database, Redis, spools, journal, writer.
+
+Start-up checks, each reported by the writer's ``conditions()`` (``/readyz``, metrics) and logged:
+
+- the database: an embedded SQLite is migrated; a Postgres must be at this version's schema, and
+  one that answers with another schema is refused (``SchemaNotReady``: the server does not
+  start). One that cannot be reached (down, or no answer within ``CHECK_TIMEOUT_S``) is not a
+  refusal: the gateway serves, spools call records, and checks again every second until the
+  database answers migrated;
+- the spool directory: the journal creates its first segment there (the OS's reason if not);
+- Redis, when configured: one PING (a condition, never a refusal).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.calllog.condition import UP, Condition
 from app.calllog.file_spool import FileSpool
 from app.calllog.live import LiveFeed
 from app.calllog.postgres import PostgresStore
 from app.calllog.redis_spool import RedisSpool
-from app.calllog.seams import CallStore
+from app.calllog.seams import CallStore, StoreUnavailable
 from app.calllog.sqlite import SqliteStore
-from app.calllog.writer import CallLogWriter
+from app.calllog.writer import CallLogWriter, StoreNotReady
 from app.config import CallLog
 from app.db.engine import is_sqlite, make_engine
-from app.db.migrate import check_current, upgrade
+from app.db.migrate import DatabaseUnreachable, SchemaNotReady, check_current, upgrade
 from app.settings import Settings
+
+CHECK_TIMEOUT_S = 5.0
+"""How long the schema check waits for the database (a hung one never answers)."""
 
 
 @dataclass(slots=True)
@@ -44,15 +61,31 @@ def redis_client(url: str) -> aioredis.Redis:
                              retry=Retry(NoBackoff(), 0), health_check_interval=15)
 
 
+async def check_store(url: str) -> None:
+    """``check_current`` in the writer's terms: ``StoreNotReady`` for another schema,
+    ``StoreUnavailable`` when the database cannot be reached."""
+    try:
+        await check_current(url, timeout_s=CHECK_TIMEOUT_S)
+    except SchemaNotReady as exc:
+        raise StoreNotReady(str(exc)) from exc
+    except DatabaseUnreachable as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
 async def open_call_log(settings: Settings, config: CallLog, *,
                         strict: bool = False) -> CallLogRuntime:
-    """Connect the store (migrating an embedded SQLite; refusing an unmigrated Postgres with
-    ``SchemaNotReady``), the Redis spool and feed when configured, and start the writer."""
+    """Connect the store, the Redis spool and feed when configured, open the journal and start
+    the writer (see the module docstring for what is checked). Raises ``SchemaNotReady`` for a
+    Postgres at another schema."""
     url = settings.database_url
+    condition = UP
     if is_sqlite(url):
         await upgrade(url)
     else:
-        await check_current(url)
+        try:
+            await check_current(url, timeout_s=CHECK_TIMEOUT_S)
+        except DatabaseUnreachable as exc:
+            condition = Condition(up=False, reason="unreachable", detail=str(exc))
     engine = make_engine(url)
     store: CallStore = SqliteStore(engine) if is_sqlite(url) else PostgresStore(engine)
     client = redis_client(settings.redis_url) if settings.redis_url else None
@@ -63,8 +96,22 @@ async def open_call_log(settings: Settings, config: CallLog, *,
         spool=RedisSpool(client, consumer=consumer, claim_idle_s=config.claim_idle_s)
         if client else None,
         feed=LiveFeed(client) if client else None,
+        check_store=None if condition.up else lambda: check_store(url),
+        store_condition=condition,
         buffer_max=config.buffer_max, batch_max=config.batch_max,
-        flush_interval_s=config.flush_interval_s, strict=strict,
+        flush_interval_s=config.flush_interval_s, journal_dir=settings.spool_dir,
+        fsync_interval_s=config.fsync_interval_s, strict=strict,
     )
+    if client is not None:
+        writer.redis_condition(await _ping(client))
     await writer.start()
     return CallLogRuntime(engine=engine, redis=client, writer=writer)
+
+
+async def _ping(client: aioredis.Redis) -> str | None:
+    """``None`` when Redis answers a PING, else why not."""
+    try:
+        await asyncio.wait_for(client.ping(), 2.0)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return f"redis: {exc or type(exc).__name__}"
+    return None

@@ -2,23 +2,30 @@
 
 Path of a record (see ``app.calllog.seams``)::
 
-    submit() ──► bounded buffer ──► batch ──► store (Postgres/SQLite), within store_timeout_s
-                    │ full                      │ down or slow
-                    ▼                           ▼
-                 file spool ◄── Redis down ── spool (Redis stream) ──► replayed into the store,
-                                                                        acknowledged after commit
+    submit() ──► journal (one write() to a local file) + bounded buffer ──► batch ──► store
+                    │ full                                 (Postgres/SQLite), within store_timeout_s
+                    ▼                                          │ down, slow, not yet checked
+                 file spool ◄────────── Redis down ── spool (Redis stream) ──► replayed into the
+                                                                 store, acknowledged after commit
 
-* Nothing waits on the log: ``submit`` is a deque append (or, past ``buffer_max``, one line
-  appended to the local spool file), never I/O on the event loop otherwise.
+* Nothing waits on the log: ``submit`` appends the row to the journal (``app.calllog.journal``:
+  one ``write()`` into the page cache, no fsync) and to a deque (or, past ``buffer_max``, one
+  line to the local spool file); no other I/O on the event loop.
 * Nothing is lost: a batch the store cannot commit in time goes to the durable spool (the Redis
   stream, or the local file when Redis is absent or down), and spooled rows are replayed when
   the store is back, acknowledged only after the commit. The store ignores rows it already has,
-  so a replay after a crash or a write that committed after its timeout never duplicates. Only
+  so a replay after a crash or a write that committed after its timeout never duplicates. Rows
+  still in memory when the process dies are in the journal, which the file spool replays. Only
   if the local disk fails too is a row dropped, and then ``stats.dropped`` says so.
+* A store that could not be checked at start (database unreachable) is not written to until
+  ``check_store`` passes, retried every ``retry_s``; rows are spooled meanwhile. A store that
+  answers but is not at this version's schema stays unwritten (``unmigrated``) until it is.
 * The healthy path writes straight to the store: spooling every batch through Redis first cost
   ~12% of the gateway's CPU (py-spy, bench/README.md) to protect only the last in-flight batch
-  against a crash of the gateway itself.
+  against a crash of the gateway itself; the journal protects it for ~4 us a row.
 * Memory is bounded whatever the outage: the buffer holds at most ``buffer_max`` rows.
+* Trouble is reported, not shouted: ``conditions()`` says whether the store and each spool work
+  (``/readyz``, the ``*_up`` gauges), and each recurring problem logs through a ``Throttle``.
 """
 
 from __future__ import annotations
@@ -28,14 +35,27 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+from app.calllog.condition import UP, Condition, Throttle, errno_name
+from app.calllog.journal import Journal
 from app.calllog.record import CallRecord, Row
-from app.calllog.seams import CallStore, Spool, SpoolUnavailable, StoreUnavailable
+from app.calllog.seams import (
+    CallStore,
+    Spool,
+    SpoolUnavailable,
+    SpoolWriteFailed,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("switchboard.calllog")
+
+
+class StoreNotReady(StoreUnavailable):
+    """The store answered but cannot take rows: it is not at this version's schema."""
 
 
 class LocalSpool(Spool, Protocol):
@@ -61,8 +81,10 @@ class WriterStats:
     """Rows that went straight to the file spool because the buffer was full."""
     redis_spooled: int = 0
     file_spooled: int = 0
+    kept_in_journal: int = 0
+    """Rows no spool could take that stay in the journal, replayed from it by the file spool."""
     dropped: int = 0
-    """Rows lost for good: the store, the Redis spool and the local file all failed."""
+    """Rows lost for good: the store, the Redis spool, the local file and the journal failed."""
     store_failures: int = 0
     spool_failures: int = 0
     feed_failures: int = 0
@@ -72,24 +94,49 @@ class CallLogWriter:
     """A ``CallSink`` that batches records into the store through the spools."""
 
     def __init__(self, *, store: CallStore, file_spool: LocalSpool, spool: Spool | None = None,
-                 feed: Feed | None = None, buffer_max: int = 10_000, batch_max: int = 500,
-                 flush_interval_s: float = 0.05, retry_s: float = 1.0,
-                 store_timeout_s: float = 5.0, strict: bool = False) -> None:
+                 feed: Feed | None = None, journal_dir: Path | None = None,
+                 check_store: Callable[[], Awaitable[None]] | None = None,
+                 store_condition: Condition = UP, buffer_max: int = 10_000,
+                 batch_max: int = 500, flush_interval_s: float = 0.05, retry_s: float = 1.0,
+                 store_timeout_s: float = 5.0, fsync_interval_s: float = 1.0,
+                 warn_every_s: float = 30.0, strict: bool = False) -> None:
+        """``check_store``, when given, must pass (return) before the store is written to; it
+        raises ``StoreNotReady`` for a store at another schema, ``StoreUnavailable`` otherwise.
+        ``store_condition`` is the store's condition at start (why ``check_store`` is needed).
+        With ``journal_dir`` (the file spool's directory), every buffered row is journaled
+        there, fsynced every ``fsync_interval_s``."""
         self._store = store
         self._file = file_spool
         self._spool = spool
         self._feed = feed
+        self._journal = None if journal_dir is None else Journal(
+            journal_dir, retry_s=retry_s, report=self.file_condition)
+        self._check_store = check_store
         self._buffer: collections.deque[Row] = collections.deque()
         self._buffer_max = buffer_max
         self._batch_max = batch_max
         self._interval = flush_interval_s
         self._retry_s = retry_s
         self._store_timeout_s = store_timeout_s
+        self._fsync_interval_s = fsync_interval_s
         self._strict = strict
+        self._checked = check_store is None
+        self._next_check = 0.0
+        self._check_task: asyncio.Task[None] | None = None
         self._store_down_until = 0.0
+        self._redis_down_until = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._store_condition = store_condition
+        self._spools: dict[str, Condition] = {"file": UP}
+        if spool is not None or feed is not None:
+            self._spools["redis"] = UP
+        self._store_warning = Throttle(log, every_s=warn_every_s)
+        self._schema_error = Throttle(log, level=logging.ERROR, every_s=warn_every_s)
+        self._redis_warning = Throttle(log, every_s=warn_every_s)
+        self._loss_error = Throttle(log, level=logging.ERROR, every_s=warn_every_s)
         self.stats = WriterStats()
 
     # ---- the request side -----------------------------------------------------------------
@@ -98,6 +145,8 @@ class CallLogWriter:
         self.stats.submitted += 1
         row = record.to_row()
         if len(self._buffer) < self._buffer_max and not self._closing:
+            if self._journal is not None:
+                self._journal.append(row)
             self._buffer.append(row)
             if len(self._buffer) >= self._batch_max:
                 self._wake.set()
@@ -105,18 +154,61 @@ class CallLogWriter:
         try:
             self._file.put_nowait([row])
             self.stats.overflowed += 1
-        except SpoolUnavailable:
+        except SpoolUnavailable as exc:
             self.stats.dropped += 1
-            log.error("call record %s dropped: buffer full and the spool file failed", row["id"])
+            self._spool_failed("file", exc)
+            self._loss_error("call record %s dropped: buffer full and the spool file failed: %s",
+                             row["id"], exc)
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
+    # ---- what works -----------------------------------------------------------------------
+
+    def conditions(self) -> dict[str, Condition]:
+        """``store``, ``file`` (the spool directory) and, with Redis configured, ``redis``."""
+        return {"store": self._store_condition, **self._spools}
+
+    def health(self) -> dict[str, Any]:
+        """The call log's part of ``/readyz``: each condition, and the rows in memory."""
+        return {"store": self._store_condition.as_dict(),
+                "spools": {name: c.as_dict() for name, c in self._spools.items()},
+                "buffered": len(self._buffer)}
+
+    def file_condition(self, condition: Condition) -> None:
+        """Whether the spool directory can be written (the journal reports here)."""
+        self._spools["file"] = condition
+
+    def redis_condition(self, error: str | None) -> None:
+        """The outcome of talking to Redis: ``None`` when it answered, else why not (the
+        start-up ping reports here; the writer's own calls too)."""
+        if "redis" not in self._spools:
+            return
+        current = self._spools["redis"]
+        if error is None:
+            if not current.up:
+                self._spools["redis"] = Condition(up=True)
+                self._redis_warning.clear("Redis answers again; using the Redis spool")
+            return
+        self._redis_down_until = time.monotonic() + self._retry_s
+        self._spools["redis"] = Condition(up=False, reason="unavailable", detail=error,
+                                          since=current.since if not current.up else time.time())
+        self._redis_warning("Redis unavailable (%s); spooling call records to the local file, "
+                            "retrying every %.0fs", error, self._retry_s)
+
     # ---- the background side --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Replay what earlier runs left in the spools, then keep writing in the background."""
+        """Open the journal (checking the spool directory), then keep writing in the
+        background; what earlier runs left in the spools is replayed once the store is up."""
+        if self._journal is not None:
+            self._journal.open()
+            self._sync_task = asyncio.create_task(self._sync_loop(), name="calllog-fsync")
+        if not self._store_condition.up:
+            self._store_warning("call log database unavailable at start (%s); serving and "
+                                "spooling call records, checking again every %.0fs",
+                                self._store_condition.detail, self._retry_s)
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
 
     async def _run(self) -> None:
@@ -132,17 +224,35 @@ class CallLogWriter:
                 log.exception("call-log writer cycle failed; retrying")
                 await asyncio.sleep(self._retry_s)
 
+    async def _sync_loop(self) -> None:
+        """fsync the journal every ``fsync_interval_s``, whatever the store is doing (a task of
+        its own: a hung database holds ``_run`` for the store timeout)."""
+        assert self._journal is not None
+        while True:
+            await asyncio.sleep(self._fsync_interval_s)
+            try:
+                await self._journal.sync()
+            except Exception:  # the loop must outlive any bug (STYLE.md #10)
+                if self._strict:
+                    raise
+                log.exception("call-log journal fsync failed; retrying")
+
     async def flush_once(self) -> None:
         """Move everything buffered towards the store, then replay spooled rows if it is up."""
+        self._start_check()
         while self._buffer:
             batch = [self._buffer.popleft()
                      for _ in range(min(self._batch_max, len(self._buffer)))]
-            await self._publish(batch)
-            await self._persist(batch)
+            lost = len(batch)
+            try:
+                await self._publish(batch)
+                lost = await self._persist(batch)
+            finally:  # also when cancelled (a close past its timeout): the journal keeps them
+                self._settle(len(batch), lost)
         await self._replay()
 
     async def _publish(self, batch: list[Row]) -> None:
-        if self._feed is None:
+        if self._feed is None or not self._redis_usable():
             return
         # Bodies stay out of the live stream: it keeps ~100k entries in Redis memory.
         slim = [row if row.get("request_body") is None and row.get("response_body") is None
@@ -151,51 +261,95 @@ class CallLogWriter:
             await self._feed.publish(slim)
         except SpoolUnavailable as exc:
             self.stats.feed_failures += 1
-            log.debug("live feed unavailable: %s", exc)
+            self.redis_condition(str(exc))
+        else:
+            self.redis_condition(None)
 
-    async def _persist(self, batch: list[Row]) -> None:
+    async def _persist(self, batch: list[Row]) -> int:
+        """Store ``batch``, else spool it; return how many of its last rows nothing took."""
         if self._store_up():
             try:
                 written = await asyncio.wait_for(self._store.write(batch), self._store_timeout_s)
-                self._count(written, len(batch))
-                return
             except StoreUnavailable as exc:
-                self._store_failed(exc)
+                self._store_failed("write_failed", str(exc))
             except TimeoutError:
-                self._store_failed(StoreUnavailable(
-                    f"no commit within {self._store_timeout_s:.1f}s"))
-        if self._spool is not None:
-            try:
-                await self._spool.put(batch)
-                self.stats.redis_spooled += len(batch)
-                return  # durable; _replay stores and acknowledges it
-            except SpoolUnavailable as exc:
-                self.stats.spool_failures += 1
-                log.warning("Redis spool unavailable (%s); spooling to the local file", exc)
+                self._store_failed("timeout", f"no commit within {self._store_timeout_s:.1f}s")
+            else:
+                self._count(written, len(batch))
+                self._store_back()
+                return 0
+        rest: Sequence[Row] = batch
+        if self._spool is not None and self._redis_usable():
+            kept = await self._put(self._spool, "redis", rest)
+            self.stats.redis_spooled += kept
+            rest = rest[kept:]
+            if not rest:
+                return 0  # durable; _replay stores and acknowledges it
+        kept = await self._put(self._file, "file", rest)
+        self.stats.file_spooled += kept
+        return len(rest) - kept
+
+    async def _put(self, spool: Spool, name: str, rows: Sequence[Row]) -> int:
+        """Put ``rows`` in ``spool``; how many of the first of them it took."""
         try:
-            await self._file.put(batch)
-            self.stats.file_spooled += len(batch)
-        except SpoolUnavailable:
-            self.stats.dropped += len(batch)
-            log.error("%d call records dropped: store, Redis and the spool file all failed",
-                      len(batch))
+            await spool.put(rows)
+        except SpoolUnavailable as exc:
+            self.stats.spool_failures += 1
+            self._spool_failed(name, exc)
+            return exc.kept if isinstance(exc, SpoolWriteFailed) else 0
+        if not self._spools[name].up:
+            self._spool_ok(name)
+        return len(rows)
+
+    def _settle(self, total: int, lost: int) -> None:
+        """The first ``total - lost`` rows of a batch are stored or spooled, the rest are not:
+        retire them from the journal, which keeps those it has; count the others dropped."""
+        kept = 0
+        if self._journal is not None:
+            self._journal.done(total - lost)
+            kept = self._journal.keep(lost) if lost else 0
+        if not lost:
+            return
+        self.stats.kept_in_journal += kept
+        self.stats.dropped += lost - kept
+        conditions = {name: c.detail or c.reason for name, c in self.conditions().items()
+                      if not c.up}
+        if lost > kept:
+            self._loss_error("%d call records dropped (%d more kept in the journal): nothing "
+                             "could take them (%s)", lost - kept, kept, conditions)
+        else:
+            self._loss_error("%d call records could not be spooled (%s); they stay in the "
+                             "journal and are replayed from it once the store is back",
+                             kept, conditions)
 
     async def _replay(self) -> None:
-        spools: list[Spool] = [self._file] if self._spool is None else [self._spool, self._file]
-        for spool in spools:
+        spools: list[tuple[str, Spool]] = [("file", self._file)]
+        if self._spool is not None:
+            spools.insert(0, ("redis", self._spool))
+        for name, spool in spools:
+            if name == "redis" and not self._redis_usable():
+                continue
             while self._store_up():
                 try:
                     taken = await spool.take(self._batch_max)
-                except SpoolUnavailable:
+                except SpoolUnavailable as exc:
                     self.stats.spool_failures += 1
+                    self._spool_failed(name, exc)
                     break
                 if not taken:
                     break
                 try:
-                    self._count(await self._store.write([row for _, row in taken]), len(taken))
+                    written = await asyncio.wait_for(
+                        self._store.write([row for _, row in taken]), self._store_timeout_s)
                 except StoreUnavailable as exc:
-                    self._store_failed(exc)
+                    self._store_failed("write_failed", str(exc))
                     return
+                except TimeoutError:
+                    self._store_failed("timeout",
+                                       f"no commit within {self._store_timeout_s:.1f}s")
+                    return
+                self._count(written, len(taken))
+                self._store_back()
                 with contextlib.suppress(SpoolUnavailable):  # unacked rows replay harmlessly
                     await spool.ack([token for token, _ in taken])
                 if len(taken) < self._batch_max:
@@ -205,22 +359,100 @@ class CallLogWriter:
         self.stats.stored += new
         self.stats.duplicates += total - new
 
-    def _store_up(self) -> bool:
-        return time.monotonic() >= self._store_down_until
+    # ---- the store's state ------------------------------------------------------------------
 
-    def _store_failed(self, exc: StoreUnavailable) -> None:
-        self.stats.store_failures += 1
+    def _store_up(self) -> bool:
+        return self._checked and time.monotonic() >= self._store_down_until
+
+    def _start_check(self) -> None:
+        """Check an unchecked store in the background, at most every ``retry_s`` (a hung
+        database must not hold the writer: rows keep going to the spools meanwhile)."""
+        if self._checked or self._check_task is not None or self._check_store is None \
+                or time.monotonic() < self._next_check or self._closing:
+            return
+        self._check_task = asyncio.create_task(self._check(), name="calllog-store-check")
+
+    async def _check(self) -> None:
+        assert self._check_store is not None
+        try:
+            await asyncio.wait_for(self._check_store(), self._store_timeout_s)
+        except StoreNotReady as exc:
+            self._store_failed("unmigrated", str(exc))
+        except StoreUnavailable as exc:
+            self._store_failed("unreachable", str(exc))
+        except TimeoutError:
+            self._store_failed("unreachable", f"no answer within {self._store_timeout_s:.1f}s")
+        except Exception:  # the check must not die of a bug unseen (STYLE.md #10)
+            if self._strict:
+                raise
+            log.exception("call-log store check failed; retrying")
+        else:
+            self._checked = True
+            self._store_down_until = 0.0
+            self._store_back()
+            self._wake.set()  # replay the spools now
+        finally:
+            self._next_check = time.monotonic() + self._retry_s
+            self._check_task = None
+
+    def _store_failed(self, reason: str, detail: str) -> None:
+        if reason != "unreachable" and reason != "unmigrated":
+            self.stats.store_failures += 1
         self._store_down_until = time.monotonic() + self._retry_s
-        log.warning("call store unavailable (%s); spooling, retry in %.1fs", exc, self._retry_s)
+        current = self._store_condition
+        same = not current.up and current.reason == reason
+        self._store_condition = Condition(up=False, reason=reason, detail=detail,
+                                          since=current.since if same else time.time())
+        if reason == "unmigrated":
+            self._schema_error("call log database not migrated (%s); spooling call records "
+                               "until it is", detail)
+        else:
+            self._store_warning("call store unavailable (%s: %s); spooling, retry in %.1fs",
+                                reason, detail, self._retry_s)
+
+    def _store_back(self) -> None:
+        if self._store_condition.up:
+            return
+        self._store_condition = Condition(up=True)
+        self._store_warning.clear("call store is back; storing and replaying spooled rows")
+        self._schema_error.clear("call log database migrated; storing and replaying spooled rows")
+
+    # ---- the spools' state ----------------------------------------------------------------
+
+    def _redis_usable(self) -> bool:
+        return time.monotonic() >= self._redis_down_until
+
+    def _spool_failed(self, name: str, exc: SpoolUnavailable) -> None:
+        if name == "redis":
+            self.redis_condition(str(exc))
+            return
+        reason = "oserror"
+        if isinstance(exc, SpoolWriteFailed) and exc.errno is not None:
+            reason = errno_name(exc.errno)
+        current = self._spools["file"]
+        self._spools["file"] = Condition(up=False, reason=reason, detail=str(exc),
+                                         since=current.since if not current.up else time.time())
+
+    def _spool_ok(self, name: str) -> None:
+        if name == "redis":
+            self.redis_condition(None)
+        else:
+            self._spools["file"] = Condition(up=True)
 
     async def aclose(self, *, timeout_s: float = 10.0) -> None:
         """Stop taking records, flush the buffer, and try to store what is spooled (SIGTERM)."""
         self._closing = True
         self._wake.set()
+        for task in (self._check_task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, timeout_s)
         self._store_down_until = 0.0
+        self._redis_down_until = 0.0
         try:
             await asyncio.wait_for(self.flush_once(), timeout_s)
         except TimeoutError:
@@ -228,11 +460,18 @@ class CallLogWriter:
             rest = list(self._buffer)
             self._buffer.clear()
             if rest:
+                kept = 0
                 try:
                     self._file.put_nowait(rest)
-                    self.stats.file_spooled += len(rest)
+                    kept = len(rest)
+                except SpoolWriteFailed as exc:
+                    kept = exc.kept
                 except SpoolUnavailable:
-                    self.stats.dropped += len(rest)
+                    pass
+                self.stats.file_spooled += kept
+                self._settle(len(rest), len(rest) - kept)
+        if self._journal is not None:
+            await self._journal.aclose()
         for closable in (self._spool, self._file, self._store):
             if closable is not None:
                 await closable.aclose()

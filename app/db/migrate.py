@@ -5,7 +5,9 @@
   callers (several workers starting at once) are serialised: an advisory lock on Postgres, a lock
   file next to the SQLite database.
 - ``check_current(url)``: raise ``SchemaNotReady`` unless the database is at head (a server
-  started against an unmigrated Postgres refuses to start, saying what to run).
+  started against an unmigrated Postgres refuses to start, saying what to run), and
+  ``DatabaseUnreachable`` when it cannot tell (a server started then spools call records and
+  checks again until it can).
 - ``ensure_partitions(engine, months)``: create missing monthly partitions of ``calls``.
 - ``prune(url, older_than=...)``: drop partitions entirely older than the cut-off (Postgres) or
   delete older rows (SQLite).
@@ -137,12 +139,19 @@ async def _sqlite_file_lock(connection: AsyncConnection) -> AsyncIterator[None]:
         lock.close()  # releases the lock
 
 
-async def check_current(url: str | URL) -> None:
+async def check_current(url: str | URL, *, timeout_s: float | None = None) -> None:
     """Return if the database at ``url`` is at the newest schema.
 
-    Raises ``SchemaNotReady`` (no schema, or an old or unknown one) or ``DatabaseUnreachable``."""
-    async with _connect(url, "check") as connection:
-        current = await connection.run_sync(_current_revisions)
+    Raises ``SchemaNotReady`` (no schema, or an old or unknown one) or ``DatabaseUnreachable``
+    (also when it does not answer within ``timeout_s``: a hung server accepts connections and
+    never replies)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with _connect(url, "check") as connection:
+                current = await connection.run_sync(_current_revisions)
+    except TimeoutError:
+        raise DatabaseUnreachable(f"could not check the database at {mask_url(url)}: no "
+                                  f"answer within {timeout_s:.0f}s") from None
     heads = head_revisions()
     if current == heads:
         return

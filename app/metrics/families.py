@@ -103,6 +103,16 @@ class Metrics:
             "switchboard_calllog_dropped_records",
             "Call records lost for good (database, Redis and the local file all failed). "
             "Must stay 0.", registry=r)
+        self.calllog_store_up = Gauge(
+            "switchboard_calllog_store_up",
+            "1 while the call log's database takes rows; 0 while they are spooled instead "
+            "(unreachable, unmigrated, timing out or refusing writes: /readyz says why).",
+            multiprocess_mode="livemin", registry=r)
+        self.calllog_spool_up = Gauge(
+            "switchboard_calllog_spool_up",
+            "1 while a spool can be written (spool: file, the spool directory; redis, when "
+            "configured), 0 otherwise (/readyz says why).", ("spool",),
+            multiprocess_mode="livemin", registry=r)
 
         # ---- drift -------------------------------------------------------------------------
         self.completion_tokens = Histogram(

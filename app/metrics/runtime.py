@@ -142,6 +142,9 @@ class _StatsExport:
         m.calllog_spooled.labels("file").inc(stats.file_spooled + stats.overflowed
                                              - last.file_spooled - last.overflowed)
         m.calllog_dropped.inc(stats.dropped - last.dropped)
+        for name, condition in self._writer.conditions().items():
+            gauge = m.calllog_store_up if name == "store" else m.calllog_spool_up.labels(name)
+            gauge.set(condition.up)
         self._last = dataclasses.replace(stats)
 
 
