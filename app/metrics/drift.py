@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
 from app.metrics.families import MAX_VERSIONS, Metrics
@@ -48,6 +49,7 @@ MIN_JSON = 20
 """JSON answers the window needs before the invalid-JSON rate is judged."""
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _EVENTS_KEPT = 100
+_MAX_MODEL, _MAX_FINGERPRINT = TEXT_CAPS["response_model"], TEXT_CAPS["system_fingerprint"]
 
 
 def length_bin(tokens: int) -> int:
@@ -208,7 +210,9 @@ class DriftMonitor:
         if answer.wants_json:
             invalid = not _is_json(text)
             (target.json_invalid if invalid else target.json_valid).n += 1
-        self._check_version(target, answer.response_model or "", answer.system_fingerprint or "")
+        # what the upstream reports becomes label values and log text: bounded like the row's
+        self._check_version(target, bound_text(answer.response_model or "", _MAX_MODEL),
+                            bound_text(answer.system_fingerprint or "", _MAX_FINGERPRINT))
         if self._embeddings is not None and text:
             self._embeddings.offer(model, provider, text)
         b = length_bin(tokens)

@@ -70,14 +70,14 @@ class Recorder:
         self._batch: list[CallRecord] = []
 
     def _series_for(self, record: CallRecord) -> _Series:
-        key = (record.endpoint, record.public_model, record.provider)
+        model = record.public_model
+        if model not in self._models:  # keyed by the label: unknown names add nothing
+            model = OTHER_MODEL
+        key = (record.endpoint, model, record.provider)
         series = self._series.get(key)
         if series is None:
-            model = record.public_model
-            series = self._series[key] = _Series(
-                self.metrics, record.endpoint,
-                model if model in self._models else OTHER_MODEL,
-                record.provider or NO_PROVIDER)
+            series = self._series[key] = _Series(self.metrics, record.endpoint, model,
+                                                 record.provider or NO_PROVIDER)
         return series
 
     def observe(self, record: CallRecord) -> None:
