@@ -7,6 +7,9 @@ small fixed set (``STORE_REASONS``, or an errno name for the file spool) and a l
 ``Throttle``: one recurring problem logs its first occurrence at once, then at most one line per
 ``every_s`` saying how many were held back, and one line when it clears. An outage of Redis
 logged one WARNING per 50 ms batch before.
+
+``Health``: the writer's view of its parts: their conditions, the pause before a failed part is
+tried again, and the throttled lines.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from app.calllog.seams import SpoolUnavailable, SpoolWriteFailed
 
 STORE_REASONS = ("unreachable", "unmigrated", "timeout", "write_failed")
 """Why the store takes no rows: ``unreachable`` (the schema check could not reach the database),
@@ -97,3 +102,116 @@ class Throttle:
         self._log.info(message, *args)
         self._next_at = None
         self._held = 0
+
+
+class Health:
+    """What works in the call log now, when to try a failed part again, and the log lines when
+    that changes: ``store``, ``file`` (the spool directory) and, when configured, ``redis``.
+
+    A part that fails is paused for ``retry_s`` (``store_usable``/``redis_usable`` say so), its
+    condition records the reason, and its ``Throttle`` logs; when it works again, one line.
+    Details come from ``StoreUnavailable``/``SpoolUnavailable`` messages (the database URL in
+    them is masked)."""
+
+    def __init__(self, logger: logging.Logger, *, store: Condition, redis: bool,
+                 retry_s: float, warn_every_s: float) -> None:
+        self._retry_s = retry_s
+        self.store = store
+        self.spools: dict[str, Condition] = {"file": UP, **({"redis": UP} if redis else {})}
+        self._store_paused_until = 0.0
+        self._redis_paused_until = 0.0
+        self._store_warning = Throttle(logger, every_s=warn_every_s)
+        self._schema_error = Throttle(logger, level=logging.ERROR, every_s=warn_every_s)
+        self._redis_warning = Throttle(logger, every_s=warn_every_s)
+        self.loss = Throttle(logger, level=logging.ERROR, every_s=warn_every_s)
+        """For lines about rows that nothing could take."""
+
+    def conditions(self) -> dict[str, Condition]:
+        return {"store": self.store, **self.spools}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"store": self.store.as_dict(),
+                "spools": {name: c.as_dict() for name, c in self.spools.items()}}
+
+    def down(self) -> dict[str, str | None]:
+        """Each part not working, with its detail (for a log line)."""
+        return {name: c.detail or c.reason for name, c in self.conditions().items() if not c.up}
+
+    def resume(self) -> None:
+        """Try every part at once again (a shutdown's last flush)."""
+        self._store_paused_until = self._redis_paused_until = 0.0
+
+    # ---- the store ------------------------------------------------------------------------
+
+    def store_usable(self) -> bool:
+        return time.monotonic() >= self._store_paused_until
+
+    def store_failed(self, reason: str, detail: str) -> None:
+        """``reason``: one of ``STORE_REASONS``."""
+        self._store_paused_until = time.monotonic() + self._retry_s
+        current = self.store
+        same = not current.up and current.reason == reason
+        self.store = Condition(up=False, reason=reason, detail=detail,
+                               since=current.since if same else time.time())
+        if reason == "unmigrated":
+            self._schema_error("call log database not migrated (%s); spooling call records "
+                               "until it is", detail)
+        else:
+            self._store_warning("call store unavailable (%s: %s); spooling, retry in %.1fs",
+                                reason, detail, self._retry_s)
+
+    def store_back(self) -> None:
+        if self.store.up:
+            return
+        self.store = Condition(up=True)
+        self._store_paused_until = 0.0
+        self._store_warning.clear("call store is back; storing and replaying spooled rows")
+        self._schema_error.clear("call log database migrated; storing and replaying spooled rows")
+
+    def store_down_at_start(self) -> None:
+        if not self.store.up:
+            self._store_warning("call log database unavailable at start (%s); serving and "
+                                "spooling call records, checking again every %.0fs",
+                                self.store.detail, self._retry_s)
+
+    # ---- the spools -----------------------------------------------------------------------
+
+    def redis_usable(self) -> bool:
+        return time.monotonic() >= self._redis_paused_until
+
+    def redis(self, error: str | None) -> None:
+        """The outcome of talking to Redis: ``None`` when it answered, else why not."""
+        current = self.spools.get("redis")
+        if current is None:
+            return
+        if error is None:
+            if not current.up:
+                self.spools["redis"] = Condition(up=True)
+                self._redis_warning.clear("Redis answers again; using the Redis spool")
+            return
+        self._redis_paused_until = time.monotonic() + self._retry_s
+        self.spools["redis"] = Condition(up=False, reason="unavailable", detail=error,
+                                         since=current.since if not current.up else time.time())
+        self._redis_warning("Redis unavailable (%s); spooling call records to the local file, "
+                            "retrying every %.0fs", error, self._retry_s)
+
+    def file(self, condition: Condition) -> None:
+        """The spool directory's condition (the journal and the file spool report here)."""
+        current = self.spools["file"]
+        if not condition.up and not current.up:
+            condition = Condition(up=False, reason=condition.reason, detail=condition.detail,
+                                  since=current.since)
+        self.spools["file"] = condition
+
+    def spool(self, name: str, exc: SpoolUnavailable | None) -> None:
+        """The outcome of a spool operation (``name``: ``redis`` or ``file``)."""
+        if name == "redis":
+            self.redis(None if exc is None else str(exc))
+        elif exc is None:
+            if not self.spools["file"].up:
+                self.file(Condition(up=True))
+        else:
+            cause = exc.__cause__
+            number = exc.errno if isinstance(exc, SpoolWriteFailed) \
+                else cause.errno if isinstance(cause, OSError) else None
+            self.file(Condition(up=False, reason=errno_name(number), detail=str(exc)))

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.calllog.condition import UP, Condition, Throttle, errno_name
+from app.calllog.condition import UP, Condition, Health
 from app.calllog.journal import Journal
 from app.calllog.record import CallRecord, Row
 from app.calllog.seams import (
@@ -109,8 +109,11 @@ class CallLogWriter:
         self._file = file_spool
         self._spool = spool
         self._feed = feed
+        self._health = Health(log, store=store_condition,
+                              redis=spool is not None or feed is not None, retry_s=retry_s,
+                              warn_every_s=warn_every_s)
         self._journal = None if journal_dir is None else Journal(
-            journal_dir, retry_s=retry_s, report=self.file_condition)
+            journal_dir, retry_s=retry_s, report=self._health.file)
         self._check_store = check_store
         self._buffer: collections.deque[Row] = collections.deque()
         self._buffer_max = buffer_max
@@ -123,20 +126,10 @@ class CallLogWriter:
         self._checked = check_store is None
         self._next_check = 0.0
         self._check_task: asyncio.Task[None] | None = None
-        self._store_down_until = 0.0
-        self._redis_down_until = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._store_condition = store_condition
-        self._spools: dict[str, Condition] = {"file": UP}
-        if spool is not None or feed is not None:
-            self._spools["redis"] = UP
-        self._store_warning = Throttle(log, every_s=warn_every_s)
-        self._schema_error = Throttle(log, level=logging.ERROR, every_s=warn_every_s)
-        self._redis_warning = Throttle(log, every_s=warn_every_s)
-        self._loss_error = Throttle(log, level=logging.ERROR, every_s=warn_every_s)
         self.stats = WriterStats()
 
     # ---- the request side -----------------------------------------------------------------
@@ -156,9 +149,9 @@ class CallLogWriter:
             self.stats.overflowed += 1
         except SpoolUnavailable as exc:
             self.stats.dropped += 1
-            self._spool_failed("file", exc)
-            self._loss_error("call record %s dropped: buffer full and the spool file failed: %s",
-                             row["id"], exc)
+            self._health.spool("file", exc)
+            self._health.loss("call record %s dropped: buffer full and the spool file "
+                              "failed: %s", row["id"], exc)
 
     @property
     def buffered(self) -> int:
@@ -168,34 +161,16 @@ class CallLogWriter:
 
     def conditions(self) -> dict[str, Condition]:
         """``store``, ``file`` (the spool directory) and, with Redis configured, ``redis``."""
-        return {"store": self._store_condition, **self._spools}
+        return self._health.conditions()
 
     def health(self) -> dict[str, Any]:
         """The call log's part of ``/readyz``: each condition, and the rows in memory."""
-        return {"store": self._store_condition.as_dict(),
-                "spools": {name: c.as_dict() for name, c in self._spools.items()},
-                "buffered": len(self._buffer)}
-
-    def file_condition(self, condition: Condition) -> None:
-        """Whether the spool directory can be written (the journal reports here)."""
-        self._spools["file"] = condition
+        return {**self._health.as_dict(), "buffered": len(self._buffer)}
 
     def redis_condition(self, error: str | None) -> None:
         """The outcome of talking to Redis: ``None`` when it answered, else why not (the
-        start-up ping reports here; the writer's own calls too)."""
-        if "redis" not in self._spools:
-            return
-        current = self._spools["redis"]
-        if error is None:
-            if not current.up:
-                self._spools["redis"] = Condition(up=True)
-                self._redis_warning.clear("Redis answers again; using the Redis spool")
-            return
-        self._redis_down_until = time.monotonic() + self._retry_s
-        self._spools["redis"] = Condition(up=False, reason="unavailable", detail=error,
-                                          since=current.since if not current.up else time.time())
-        self._redis_warning("Redis unavailable (%s); spooling call records to the local file, "
-                            "retrying every %.0fs", error, self._retry_s)
+        start-up ping reports here)."""
+        self._health.redis(error)
 
     # ---- the background side --------------------------------------------------------------
 
@@ -205,10 +180,7 @@ class CallLogWriter:
         if self._journal is not None:
             self._journal.open()
             self._sync_task = asyncio.create_task(self._sync_loop(), name="calllog-fsync")
-        if not self._store_condition.up:
-            self._store_warning("call log database unavailable at start (%s); serving and "
-                                "spooling call records, checking again every %.0fs",
-                                self._store_condition.detail, self._retry_s)
+        self._health.store_down_at_start()
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
 
     async def _run(self) -> None:
@@ -252,7 +224,7 @@ class CallLogWriter:
         await self._replay()
 
     async def _publish(self, batch: list[Row]) -> None:
-        if self._feed is None or not self._redis_usable():
+        if self._feed is None or not self._health.redis_usable():
             return
         # Bodies stay out of the live stream: it keeps ~100k entries in Redis memory.
         slim = [row if row.get("request_body") is None and row.get("response_body") is None
@@ -261,9 +233,9 @@ class CallLogWriter:
             await self._feed.publish(slim)
         except SpoolUnavailable as exc:
             self.stats.feed_failures += 1
-            self.redis_condition(str(exc))
+            self._health.redis(str(exc))
         else:
-            self.redis_condition(None)
+            self._health.redis(None)
 
     async def _persist(self, batch: list[Row]) -> int:
         """Store ``batch``, else spool it; return how many of its last rows nothing took."""
@@ -276,10 +248,10 @@ class CallLogWriter:
                 self._store_failed("timeout", f"no commit within {self._store_timeout_s:.1f}s")
             else:
                 self._count(written, len(batch))
-                self._store_back()
+                self._health.store_back()
                 return 0
         rest: Sequence[Row] = batch
-        if self._spool is not None and self._redis_usable():
+        if self._spool is not None and self._health.redis_usable():
             kept = await self._put(self._spool, "redis", rest)
             self.stats.redis_spooled += kept
             rest = rest[kept:]
@@ -295,10 +267,9 @@ class CallLogWriter:
             await spool.put(rows)
         except SpoolUnavailable as exc:
             self.stats.spool_failures += 1
-            self._spool_failed(name, exc)
+            self._health.spool(name, exc)
             return exc.kept if isinstance(exc, SpoolWriteFailed) else 0
-        if not self._spools[name].up:
-            self._spool_ok(name)
+        self._health.spool(name, None)
         return len(rows)
 
     def _settle(self, total: int, lost: int) -> None:
@@ -312,29 +283,28 @@ class CallLogWriter:
             return
         self.stats.kept_in_journal += kept
         self.stats.dropped += lost - kept
-        conditions = {name: c.detail or c.reason for name, c in self.conditions().items()
-                      if not c.up}
+        conditions = self._health.down()
         if lost > kept:
-            self._loss_error("%d call records dropped (%d more kept in the journal): nothing "
-                             "could take them (%s)", lost - kept, kept, conditions)
+            self._health.loss("%d call records dropped (%d more kept in the journal): nothing "
+                              "could take them (%s)", lost - kept, kept, conditions)
         else:
-            self._loss_error("%d call records could not be spooled (%s); they stay in the "
-                             "journal and are replayed from it once the store is back",
-                             kept, conditions)
+            self._health.loss("%d call records could not be spooled (%s); they stay in the "
+                              "journal and are replayed from it once the store is back",
+                              kept, conditions)
 
     async def _replay(self) -> None:
         spools: list[tuple[str, Spool]] = [("file", self._file)]
         if self._spool is not None:
             spools.insert(0, ("redis", self._spool))
         for name, spool in spools:
-            if name == "redis" and not self._redis_usable():
+            if name == "redis" and not self._health.redis_usable():
                 continue
             while self._store_up():
                 try:
                     taken = await spool.take(self._batch_max)
                 except SpoolUnavailable as exc:
                     self.stats.spool_failures += 1
-                    self._spool_failed(name, exc)
+                    self._health.spool(name, exc)
                     break
                 if not taken:
                     break
@@ -349,7 +319,7 @@ class CallLogWriter:
                                        f"no commit within {self._store_timeout_s:.1f}s")
                     return
                 self._count(written, len(taken))
-                self._store_back()
+                self._health.store_back()
                 with contextlib.suppress(SpoolUnavailable):  # unacked rows replay harmlessly
                     await spool.ack([token for token, _ in taken])
                 if len(taken) < self._batch_max:
@@ -362,7 +332,7 @@ class CallLogWriter:
     # ---- the store's state ------------------------------------------------------------------
 
     def _store_up(self) -> bool:
-        return self._checked and time.monotonic() >= self._store_down_until
+        return self._checked and self._health.store_usable()
 
     def _start_check(self) -> None:
         """Check an unchecked store in the background, at most every ``retry_s`` (a hung
@@ -388,56 +358,16 @@ class CallLogWriter:
             log.exception("call-log store check failed; retrying")
         else:
             self._checked = True
-            self._store_down_until = 0.0
-            self._store_back()
+            self._health.store_back()
             self._wake.set()  # replay the spools now
         finally:
             self._next_check = time.monotonic() + self._retry_s
             self._check_task = None
 
     def _store_failed(self, reason: str, detail: str) -> None:
-        if reason != "unreachable" and reason != "unmigrated":
+        if reason != "unreachable" and reason != "unmigrated":  # a write, not a check
             self.stats.store_failures += 1
-        self._store_down_until = time.monotonic() + self._retry_s
-        current = self._store_condition
-        same = not current.up and current.reason == reason
-        self._store_condition = Condition(up=False, reason=reason, detail=detail,
-                                          since=current.since if same else time.time())
-        if reason == "unmigrated":
-            self._schema_error("call log database not migrated (%s); spooling call records "
-                               "until it is", detail)
-        else:
-            self._store_warning("call store unavailable (%s: %s); spooling, retry in %.1fs",
-                                reason, detail, self._retry_s)
-
-    def _store_back(self) -> None:
-        if self._store_condition.up:
-            return
-        self._store_condition = Condition(up=True)
-        self._store_warning.clear("call store is back; storing and replaying spooled rows")
-        self._schema_error.clear("call log database migrated; storing and replaying spooled rows")
-
-    # ---- the spools' state ----------------------------------------------------------------
-
-    def _redis_usable(self) -> bool:
-        return time.monotonic() >= self._redis_down_until
-
-    def _spool_failed(self, name: str, exc: SpoolUnavailable) -> None:
-        if name == "redis":
-            self.redis_condition(str(exc))
-            return
-        reason = "oserror"
-        if isinstance(exc, SpoolWriteFailed) and exc.errno is not None:
-            reason = errno_name(exc.errno)
-        current = self._spools["file"]
-        self._spools["file"] = Condition(up=False, reason=reason, detail=str(exc),
-                                         since=current.since if not current.up else time.time())
-
-    def _spool_ok(self, name: str) -> None:
-        if name == "redis":
-            self.redis_condition(None)
-        else:
-            self._spools["file"] = Condition(up=True)
+        self._health.store_failed(reason, detail)
 
     async def aclose(self, *, timeout_s: float = 10.0) -> None:
         """Stop taking records, flush the buffer, and try to store what is spooled (SIGTERM)."""
@@ -451,8 +381,7 @@ class CallLogWriter:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, timeout_s)
-        self._store_down_until = 0.0
-        self._redis_down_until = 0.0
+        self._health.resume()
         try:
             await asyncio.wait_for(self.flush_once(), timeout_s)
         except TimeoutError:
