@@ -31,6 +31,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import random
 import time
 from collections import deque
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import EmbeddingDrift
 from app.metrics.baselines import Baseline, Key
-from app.metrics.encoder import BATCH, embed_here, encoder_available, load_here
+from app.metrics.encoder import BATCH, embed_here, encoder_available, load_here, watch_parent
 from app.metrics.families import Metrics
 
 __all__ = ["SIGNAL", "EmbeddingDriftMonitor", "encoder_available"]
@@ -218,7 +219,8 @@ class EmbeddingDriftMonitor:
 
     def _launch(self) -> None:
         self._executor = ProcessPoolExecutor(max_workers=1,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=watch_parent, initargs=(os.getpid(),))
         self._task = asyncio.get_running_loop().create_task(self._work(), name="embedding-drift")
 
     async def aclose(self) -> None:

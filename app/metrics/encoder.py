@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,6 +35,22 @@ def encoder_available() -> bool:
         return all(importlib.util.find_spec(name) is not None for name in _EXTRA)
     except (ImportError, ValueError):
         return False
+
+
+PARENT_POLL_S = 1.0
+
+
+def watch_parent(parent: int) -> None:
+    """The encoder process's initializer: exit once the gateway process that spawned it is
+    gone. A gateway killed outright (``kill -9``, the OOM killer) never shuts its executor down,
+    and the encoder would otherwise live on, holding the model's memory, for good."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 @functools.cache
