@@ -10,7 +10,8 @@ Path of a record (see ``app.calllog.seams``)::
 
 * Nothing waits on the log: ``submit`` appends the row to the journal (``app.calllog.journal``:
   one ``write()`` into the page cache, no fsync) and to a deque (or, past ``buffer_max``, one
-  line to the local spool file); no other I/O on the event loop.
+  line to the local spool file); no other I/O on the event loop, but for the journal creating
+  or deleting a segment file every 1 MiB of rows (fsyncs run in threads).
 * Nothing is lost: a batch the store cannot commit in time goes to the durable spool (the Redis
   stream, or the local file when Redis is absent or down), and spooled rows are replayed when
   the store is back, acknowledged only after the commit. The store ignores rows it already has,
@@ -22,7 +23,7 @@ Path of a record (see ``app.calllog.seams``)::
   answers but is not at this version's schema stays unwritten (``unmigrated``) until it is.
 * The healthy path writes straight to the store: spooling every batch through Redis first cost
   ~12% of the gateway's CPU (py-spy, bench/README.md) to protect only the last in-flight batch
-  against a crash of the gateway itself; the journal protects it for ~4 us a row.
+  against a crash of the gateway itself; the journal protects it for ~5 us a row.
 * Memory is bounded whatever the outage: the buffer holds at most ``buffer_max`` rows.
 * Trouble is reported, not shouted: ``conditions()`` says whether the store and each spool work
   (``/readyz``, the ``*_up`` gauges), and each recurring problem logs through a ``Throttle``.
