@@ -51,7 +51,7 @@ class Condition:
 
 
 UP = Condition(up=True, since=0.0)
-"""The condition of a part not yet heard from."""
+"""A part presumed to work (``Health`` dates it when it starts)."""
 
 
 def errno_name(number: int | None) -> str:
@@ -116,8 +116,11 @@ class Health:
     def __init__(self, logger: logging.Logger, *, store: Condition, redis: bool,
                  retry_s: float, warn_every_s: float) -> None:
         self._retry_s = retry_s
-        self.store = store
-        self.spools: dict[str, Condition] = {"file": UP, **({"redis": UP} if redis else {})}
+        now = time.time()
+        self.store = store if not store.up else Condition(up=True, since=now)
+        self.spools: dict[str, Condition] = {"file": Condition(up=True, since=now)}
+        if redis:
+            self.spools["redis"] = Condition(up=True, since=now)
         self._store_paused_until = 0.0
         self._redis_paused_until = 0.0
         self._store_warning = Throttle(logger, every_s=warn_every_s)
