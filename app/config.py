@@ -153,9 +153,9 @@ class CallLog(BaseModel):
     """Rows a gateway took from the Redis spool and left unacknowledged this long (it died) are
     taken over by another gateway. Must exceed the longest store write."""
     fsync_interval_s: Seconds = 1.0
-    """How often the journal (every buffered row, written to the spool directory before its
-    call is answered) is fsynced: a killed process loses no answered call's row, a lost
-    machine at most this interval of them."""
+    """The longest a journaled row (every buffered row, written to the spool directory before
+    its call is answered) stays neither stored, spooled nor fsynced: a killed process loses no
+    answered call's row, a lost machine at most this interval of them."""
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> CallLog:

@@ -105,7 +105,7 @@ class CallLogWriter:
         raises ``StoreNotReady`` for a store at another schema, ``StoreUnavailable`` otherwise.
         ``store_condition`` is the store's condition at start (why ``check_store`` is needed).
         With ``journal_dir`` (the file spool's directory), every buffered row is journaled
-        there, fsynced every ``fsync_interval_s``."""
+        there, durable (stored, spooled or fsynced) within ``fsync_interval_s``."""
         self._store = store
         self._file = file_spool
         self._spool = spool
@@ -198,11 +198,12 @@ class CallLogWriter:
                 await asyncio.sleep(self._retry_s)
 
     async def _sync_loop(self) -> None:
-        """fsync the journal every ``fsync_interval_s``, whatever the store is doing (a task of
-        its own: a hung database holds ``_run`` for the store timeout)."""
+        """Make every journaled row durable within ``fsync_interval_s`` (``Journal.sync``, every
+        half interval), whatever the store is doing (a task of its own: a hung database holds
+        ``_run`` for the store timeout)."""
         assert self._journal is not None
         while True:
-            await asyncio.sleep(self._fsync_interval_s)
+            await asyncio.sleep(self._fsync_interval_s / 2)
             try:
                 await self._journal.sync()
             except Exception:  # the loop must outlive any bug (STYLE.md #10)
