@@ -182,3 +182,46 @@ def test_throttle_logs_first_then_summaries_then_recovery(
         ("INFO", "redis back (1 occurrence(s) not logged)"),
         ("WARNING", "redis down (again)"),
     ]
+
+
+def test_fsync_only_for_rows_not_stored_within_the_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sync() fsyncs when a row appended before the previous sync is still neither stored nor
+    spooled (or on close), and never while the store keeps up. os.fsync is wrapped to count
+    calls on segment files (the OS edge; the journal itself runs for real)."""
+    import app.calllog.journal as journal_module
+
+    synced: list[int] = []
+    real_fsync = journal_module.os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", counting_fsync)
+
+    async def scenario() -> list[int]:
+        counts = []
+        journal = Journal(tmp_path)
+        for row in rows("kept-up", 3):
+            journal.append(row)
+        await journal.sync()  # rows younger than one check: nothing to do yet
+        counts.append(len(synced))
+        journal.done(3)  # stored in time
+        await journal.sync()
+        counts.append(len(synced))
+        for row in rows("behind", 2):
+            journal.append(row)
+        await journal.sync()
+        counts.append(len(synced))
+        await journal.sync()  # still not stored a whole check later: fsync
+        counts.append(len(synced))
+        journal.append(rows("last", 1)[0])
+        await journal.aclose()  # closing fsyncs what was appended since, however young
+        counts.append(len(synced))
+        return counts
+
+    counts = asyncio.run(scenario())
+    assert counts[:3] == [0, 0, 0]
+    assert counts[3] >= 1
+    assert counts[4] > counts[3]
