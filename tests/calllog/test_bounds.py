@@ -3,11 +3,10 @@ keys and streams, the spools, the database, the log line), the same way for ever
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from app.calllog.record import (
     bound_text,
 )
 from app.config import parse_config
-from app.db.migrate import upgrade
 from app.db.models import Call
 from app.main import create_app
 from app.settings import Settings
@@ -151,23 +149,6 @@ async def test_counter_keys_are_bounded(client: aioredis.Redis, feed: LiveFeed) 
 
 
 # ---- a running gateway: Redis memory and stored rows ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    server.start()
-    asyncio.run(upgrade(server.url))
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def redis_bytes(port: int) -> int:

@@ -189,16 +189,16 @@ def test_fsync_only_for_rows_not_stored_within_the_interval(
     """sync() fsyncs when a row appended before the previous sync is still neither stored nor
     spooled (or on close), and never while the store keeps up. os.fsync is wrapped to count
     calls on segment files (the OS edge; the journal itself runs for real)."""
-    import app.calllog.journal as journal_module
+    import os
 
     synced: list[int] = []
-    real_fsync = journal_module.os.fsync
+    real_fsync = os.fsync
 
     def counting_fsync(fd: int) -> None:
         synced.append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(journal_module.os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
 
     async def scenario() -> list[int]:
         counts = []

@@ -9,7 +9,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -327,23 +327,6 @@ def test_admin_api_answers_rows_stored_deep(tmp_path: Path, simulator: str) -> N
 
 
 # ---- a running gateway with body capture on ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    server.start()
-    asyncio.run(upgrade(server.url))
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _chat(gateway: str, request_id: str, **extra: Any) -> httpx.Response:
