@@ -129,6 +129,24 @@ def _parse_segment(name: str, data: bytes) -> dict[int, bytes]:
     return pending
 
 
+def create_segment(directory: Path, stamp_ns: int, tag: str = "") -> tuple[str, int]:
+    """(name, fd) of a new segment ``spool-<stamp_ns>-<pid><tag>.jsonl`` in ``directory``, open
+    for appending and locked: created under a hidden name, locked, then renamed into view, so no
+    other process ever sees it unlocked (the journal's segments are spool segments too)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = f"{_PREFIX}{stamp_ns:020d}-{os.getpid()}{tag}{_SUFFIX}"
+    tmp = directory / f".{name}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(tmp, directory / name)
+    except OSError:
+        os.close(fd)
+        raise
+    return name, fd
+
+
 class FileSpool:
     """A ``Spool`` in append-only JSON-lines segment files under ``directory`` (see module doc).
 
@@ -301,20 +319,8 @@ class FileSpool:
         return active
 
     def _new_segment(self) -> _Active:
-        """Create a segment under a hidden name, lock it, then rename it into view, so no other
-        process ever sees it unlocked."""
-        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
-        name = f"{_PREFIX}{self._last_ns:020d}-{os.getpid()}{_SUFFIX}"
-        tmp = self._dir / f".{name}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(tmp, self._dir / name)
-        except OSError:
-            os.close(fd)
-            raise
+        name, fd = create_segment(self._dir, self._last_ns)
         self._dir_dirty = True
         return _Active(name=name, fd=fd)
 

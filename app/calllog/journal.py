@@ -34,7 +34,6 @@ Not thread-safe: call it from the event loop's thread (``sync`` runs its fsyncs 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 import orjson
 
 from app.calllog.condition import Condition, Throttle, errno_name
+from app.calllog.file_spool import create_segment
 from app.calllog.record import Row, dump_row
 
 __all__ = ["Journal"]
@@ -267,18 +267,8 @@ class Journal:
         return segment
 
     def _create(self) -> _Segment:
-        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
-        name = f"spool-{self._last_ns:020d}-{os.getpid()}-journal.jsonl"
-        hidden = self._dir / f".{name}.tmp"
-        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
-                     0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(hidden, self._dir / name)
-        except OSError:
-            os.close(fd)
-            raise
+        name, fd = create_segment(self._dir, self._last_ns, "-journal")
         self._dir_dirty = True
         return _Segment(name=name, fd=fd)
 
