@@ -285,7 +285,8 @@ def test_switchboard_serve_starts_against_a_sick_postgres(
     try:
         proc = serve_process(env, port, log=log)
         ids = calls(base, f"serve-{sickness}", 15)
-        assert store_state(base)["reason"] == "unreachable"
+        state = store_state(base)
+        assert state["reason"] == "unreachable", (state, log.read_text())
         if sickness == "hung":
             proxy.drop()
             proxy.thaw()
