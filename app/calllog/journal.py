@@ -96,6 +96,7 @@ class Journal:
         self._appended = 0  # rows ever appended (journaled or not)
         self._retired = 0  # rows ever done or kept (in append order)
         self._mark = 0  # ``_appended`` at the previous ``sync``
+        self._kept_unsynced = False  # rows kept (retired, on no spool) since the last fsync
         self._retry_at = 0.0
         self._last_ns = 0
         self._dir_dirty = False
@@ -182,6 +183,8 @@ class Journal:
                 continue
             journaled += taken
             segment.pending -= taken
+            if keep:
+                self._kept_unsynced = True  # durable nowhere else: the next sync fsyncs them
             if keep and not segment.kept:
                 segment.kept = True
                 if not segment.sealed:
@@ -200,17 +203,19 @@ class Journal:
     async def sync(self, *, force: bool = False) -> None:
         """fsync every segment appended to since the last fsync (in threads), and the directory
         after segments were created, when some row appended before the previous call is still
-        neither stored nor spooled (or ``force``). OS errors are reported, not raised.
+        neither stored nor spooled, or rows were kept since (or ``force``). OS errors are
+        reported, not raised.
 
         Called every half ``fsync_interval_s``, this makes every row durable (stored, spooled
         or fsynced) at most ``fsync_interval_s`` after it was appended. With a healthy store
         rows are stored within a flush interval, so the journal then costs no fsync, and no
         disk write at all once its segments are deleted (fsyncing every second anyway cost
         ~15% of the gateway's CPU at full load: bench/README.md)."""
-        behind = self._retired < self._mark
+        behind = self._retired < self._mark or self._kept_unsynced
         self._mark = self._appended
         if not (behind or force):
             return
+        self._kept_unsynced = False
         dirty = [segment for segment in self._segments if segment.dirty]
         try:
             for segment in dirty:
