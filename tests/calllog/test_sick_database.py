@@ -44,23 +44,8 @@ from tests.servers import free_port, serve
 
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 PASSWORD = "pg-secret-never-shown-0451"  # trust auth ignores it; nothing may show it
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    """A private Postgres cluster this module stops and starts (each test its own database)."""
-    server = PrivatePostgres()
-    server.start()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
+# ``postgres`` (module-scoped, stopped and started here; each test makes its own database) and
+# ``redis_server`` come from tests/calllog/conftest.py.
 
 
 def new_database(server: PrivatePostgres, name: str, *, migrated: bool) -> str:
