@@ -7,11 +7,16 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.servers import free_port
+
+SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
 
 def _pg_bin(name: str) -> str:
@@ -85,3 +90,21 @@ class PrivateRedis:
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None
+
+
+def serve_process(env: dict[str, str], port: int, *,
+                  log: Path) -> subprocess.Popen[bytes]:
+    """``switchboard serve`` on ``port``, once it answers /readyz (output to ``log``)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, f"gateway exited: {log.read_text()}"
+        assert time.monotonic() < deadline, f"gateway did not start: {log.read_text()}"
+        time.sleep(0.1)

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,32 +22,11 @@ from sqlalchemy import text
 from app.calllog.writer import CallLogWriter
 from app.config import parse_config
 from app.db.engine import make_engine
-from app.db.migrate import upgrade
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
-from tests.calllog.servers import PrivatePostgres, PrivateRedis
+from tests.calllog.servers import SWITCHBOARD, PrivatePostgres, PrivateRedis, serve_process
 from tests.servers import free_port, serve
-
-SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    """A private Postgres this module may stop and start."""
-    server = PrivatePostgres()
-    server.start()
-    asyncio.run(upgrade(server.url))
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def _rows(url: str, ids: set[str] | None = None) -> list[dict[str, Any]]:
@@ -181,20 +159,6 @@ def test_redis_down_still_writes_postgres(postgres: PrivatePostgres, simulator: 
     assert len(rows) == len(ids)
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("with_redis", [True, False])
 def test_kill_9_with_records_spooled_replays_them(with_redis: bool, postgres: PrivatePostgres,
                                                   redis_server: PrivateRedis, simulator: str,
@@ -213,7 +177,7 @@ def test_kill_9_with_records_spooled_replays_them(with_redis: bool, postgres: Pr
     if with_redis:
         env["SWITCHBOARD_REDIS_URL"] = redis_server.url
     port = free_port()
-    first = _serve(env, port)
+    first = serve_process(env, port, log=tmp_path / "gateway.log")
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=MASTER_KEY,
                            max_retries=0)
     ids = {f"k9-{with_redis}-{i}" for i in range(25)}
@@ -228,7 +192,7 @@ def test_kill_9_with_records_spooled_replays_them(with_redis: bool, postgres: Pr
         client.close()
         postgres.start()
     assert not asyncio.run(_rows(postgres.url, ids)), "rows must not have reached Postgres yet"
-    second = _serve(env, port)
+    second = serve_process(env, port, log=tmp_path / "gateway.log")
     try:
         rows = wait_rows(postgres.url, ids)
     finally:
@@ -261,7 +225,7 @@ def test_sigterm_flushes_buffered_records(simulator: str, tmp_path: Path) -> Non
     env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_DATABASE_URL": url,
            "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "SWITCHBOARD_MASTER_KEY": MASTER_KEY}
     port = free_port()
-    proc = _serve(env, port)
+    proc = serve_process(env, port, log=tmp_path / "gateway.log")
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=MASTER_KEY,
                            max_retries=0)
     ids = {f"term-{i}" for i in range(20)}

@@ -184,21 +184,27 @@ def test_throttle_logs_first_then_summaries_then_recovery(
     ]
 
 
-def test_fsync_only_for_rows_not_stored_within_the_interval(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sync() fsyncs when a row appended before the previous sync is still neither stored nor
-    spooled (or on close), and never while the store keeps up. os.fsync is wrapped to count
-    calls on segment files (the OS edge; the journal itself runs for real)."""
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fds os.fsync is called on from now on (counted at the OS edge, then really done)."""
     import os
 
-    synced: list[int] = []
+    calls: list[int] = []
     real_fsync = os.fsync
 
     def counting_fsync(fd: int) -> None:
-        synced.append(fd)
+        calls.append(fd)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
+    return calls
+
+
+def test_fsync_only_for_rows_not_stored_within_the_interval(tmp_path: Path,
+                                                            synced: list[int]) -> None:
+    """sync() fsyncs when a row appended before the previous sync is still neither stored nor
+    spooled (or on close), and never while the store keeps up. os.fsync is wrapped to count
+    calls on segment files (the OS edge; the journal itself runs for real)."""
 
     async def scenario() -> list[int]:
         counts = []
@@ -227,20 +233,9 @@ def test_fsync_only_for_rows_not_stored_within_the_interval(
     assert counts[4] > counts[3]
 
 
-def test_kept_rows_are_fsynced_at_the_next_sync(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_rows_are_fsynced_at_the_next_sync(tmp_path: Path, synced: list[int]) -> None:
     """Rows no spool took are durable nowhere else: the next sync fsyncs their segment even
     when no row is older than a check (os.fsync counted at the OS edge, as above)."""
-    import os
-
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
 
     async def scenario() -> tuple[int, int]:
         journal = Journal(tmp_path)

@@ -38,7 +38,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.freeze_proxy import FreezeProxy
-from tests.calllog.servers import PrivatePostgres, PrivateRedis
+from tests.calllog.servers import PrivatePostgres, PrivateRedis, serve_process
 from tests.metrics.scrape import value, wait_for
 from tests.servers import free_port, serve
 
@@ -216,24 +216,6 @@ def test_a_database_back_unmigrated_keeps_spooling_until_migrated(
     assert "call log database not migrated" in caplog.text
     assert "call log database migrated" in caplog.text
     assert PASSWORD not in caplog.text
-
-
-def serve_process(env: dict[str, str], port: int, *,
-                  log: Path) -> subprocess.Popen[bytes]:
-    """``switchboard serve`` on ``port``, once it answers /readyz (output to ``log``)."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"gateway exited: {log.read_text()}"
-        assert time.monotonic() < deadline, f"gateway did not start: {log.read_text()}"
-        time.sleep(0.1)
 
 
 def gateway_env(tmp_path: Path, simulator: str, url: str,
