@@ -4,6 +4,10 @@ exactly one call record per request.
 Fallback happens only before the first byte reaches the client. For streams that means: a target
 is committed to as soon as it yields its first chunk, or as soon as the keep-alive interval passes
 without one (the client then gets headers and an SSE comment, so the choice is final).
+
+(Just past 400 lines: one call's lifecycle, begin, attempts, stream, account, finish, reads as one
+piece until issue 9's request pipeline splits it into stages; answer parsing is in
+``app.answers``.)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 from app import errors
+from app.answers import body_text, chunk_base, chunk_text, observe_finish
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig
@@ -48,30 +53,6 @@ Opener = Callable[[Provider, Target], AsyncIterator[Json]]
 
 def _chat_prompt_tokens(call: ChatCall) -> int:
     return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in call.request.messages)
-
-
-def _body_text(body: Json) -> str:
-    parts = []
-    for choice in body.get("choices") or ():
-        if isinstance(choice, dict):
-            message = choice.get("message")
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                parts.append(message["content"])
-            elif isinstance(choice.get("text"), str):
-                parts.append(choice["text"])
-    return "".join(parts)
-
-
-def _chunk_text(chunk: Json) -> str:
-    parts = []
-    for choice in chunk.get("choices") or ():
-        if isinstance(choice, dict):
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                parts.append(delta["content"])
-            elif isinstance(choice.get("text"), str):
-                parts.append(choice["text"])
-    return "".join(parts)
 
 
 class Gateway:
@@ -115,7 +96,7 @@ class Gateway:
         return await self._unary(
             record, route, lambda p, t: p.chat(call, target=t),
             estimate=lambda body: Usage(prompt_tokens=_chat_prompt_tokens(call),
-                                        completion_tokens=estimate_tokens(_body_text(body)),
+                                        completion_tokens=estimate_tokens(body_text(body)),
                                         estimated=True),
         )
 
@@ -128,7 +109,7 @@ class Gateway:
         return await self._unary(
             record, route, lambda p, t: p.complete(call, target=t),
             estimate=lambda body: Usage(prompt_tokens=prompt,
-                                        completion_tokens=estimate_tokens(_body_text(body)),
+                                        completion_tokens=estimate_tokens(body_text(body)),
                                         estimated=True),
         )
 
@@ -244,7 +225,7 @@ class Gateway:
                      run: Callable[[Provider, Target], Awaitable[Result]],
                      *, estimate: Callable[[Json], Usage],
                      capture_response: bool = True,
-                     answer: Callable[[Json], str] | None = _body_text) -> Result:
+                     answer: Callable[[Json], str] | None = body_text) -> Result:
         try:
             result = await self._attempts(record, route, run)
             self._account(record, result.usage or estimate(result.body), result.body)
@@ -327,9 +308,9 @@ class Gateway:
                             yield chunk
                         chunk = await anext(opened, None)
                         continue
-                _observe_finish(record, chunk)
+                observe_finish(record, chunk)
                 if usage is None or head < ANSWER_HEAD or record.wants_json:
-                    piece = _chunk_text(chunk)
+                    piece = chunk_text(chunk)
                     texts.append(piece)
                     head += len(piece)
                 delivered = True
@@ -341,7 +322,7 @@ class Gateway:
                 usage = Usage(prompt_tokens=prompt_tokens(),
                               completion_tokens=estimate_tokens(text), estimated=True)
                 if wants_usage:
-                    yield {**_chunk_base(body), "choices": [], "usage": usage.to_openai()}
+                    yield {**chunk_base(body), "choices": [], "usage": usage.to_openai()}
             self._account(record, usage, body)
             record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
         except errors.GatewayError as exc:
@@ -378,7 +359,7 @@ class Gateway:
         fingerprint = body.get("system_fingerprint")
         record.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
         if record.finish_reason is None:
-            _observe_finish(record, body)
+            observe_finish(record, body)
 
     def _fail(self, record: CallRecord, exc: errors.GatewayError) -> None:
         self._scrubber.error(exc)  # the client's answer is built from ``exc`` too
@@ -413,16 +394,6 @@ def _attempt_failed(record: CallRecord, status: int, error_type: str | None) -> 
     if record.attempts:
         attempt = record.attempts[-1]
         attempt.status, attempt.error_type = status, error_type
-
-
-def _observe_finish(record: CallRecord, body: Json) -> None:
-    for choice in body.get("choices") or ():
-        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
-            record.finish_reason = choice["finish_reason"]
-
-
-def _chunk_base(body: Json) -> Json:
-    return {k: body[k] for k in ("id", "object", "created", "model") if k in body}
 
 
 async def _abandon(stream: AsyncIterator[Any], pending: asyncio.Task[Any] | None) -> None:

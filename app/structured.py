@@ -16,6 +16,9 @@ small instance satisfies (``minItems: 1e9``, required self-references) get a val
 
 ``strict_problem`` says why a schema breaks OpenAI's strict-mode rules, ``pick_tool`` which tool
 an answer calls when the client lets the model choose.
+
+(Past 400 lines: one generator over the JSON-schema keywords, each a few lines, plus the strict
+check and tool choice that read the same schemas.)
 """
 
 from __future__ import annotations

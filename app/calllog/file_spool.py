@@ -1,8 +1,12 @@
 """The call log's last line of defence: an append-only spool of JSON-lines files on local disk.
 
 Layout: ``<directory>/spool-<20-digit epoch ns>-<pid>.jsonl``, one row per line; names sort by
-creation time. A process appends to one *active* segment, holding an exclusive ``flock`` on it for
-as long as it writes there. A segment is *sealed* once its writer lets go of it (rotation past
+creation time (the journal's segments, ``spool-<ns>-<pid>-journal.jsonl``, are spool segments
+too: ``app.calllog.journal``). One module past 400 lines: the segment format, locking, writing
+and taking are one protocol, and splitting them would spread its invariants over two files.
+
+A process appends to one *active* segment, holding an exclusive ``flock`` on it for as long as it
+writes there. A segment is *sealed* once its writer lets go of it (rotation past
 ``max_segment_bytes``, ``take``, ``aclose``, or the writer's death, which releases its locks).
 
 Taking (at-least-once):

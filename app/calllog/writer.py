@@ -27,6 +27,9 @@ Path of a record (see ``app.calllog.seams``)::
 * Memory is bounded whatever the outage: the buffer holds at most ``buffer_max`` rows.
 * Trouble is reported, not shouted: ``conditions()`` says whether the store and each spool work
   (``/readyz``, the ``*_up`` gauges), and each recurring problem logs through a ``Throttle``.
+
+(Just past 400 lines: the buffer, the store/spool cascade and replay share one ordering
+invariant with the journal, kept in one class; its conditions live in ``app.calllog.condition``.)
 """
 
 from __future__ import annotations
