@@ -128,10 +128,11 @@ def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
         # WAL: readers (admin queries, `logs query`) never block the writer, and commits are
         # cheap. synchronous=NORMAL is durable across process crashes in WAL mode (only an OS
         # crash can lose the last commits, and the spool still holds those rows).
+        # The busy timeout first: switching a new file to WAL waits for other connections too.
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     return engine

@@ -31,10 +31,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, delete, func, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.engine import DATABASE_ERRORS, describe_error, make_engine, mask_url, normalize_url
+from app.db.engine import (
+    DATABASE_ERRORS,
+    describe_error,
+    is_sqlite,
+    make_engine,
+    mask_url,
+    normalize_url,
+)
 from app.db.models import Base
 from app.db.partitions import (
     PARENT,
@@ -101,14 +108,13 @@ async def upgrade(url: str | URL) -> tuple[str, ...]:
 
     Idempotent and cheap when already at head. Raises ``DatabaseUnreachable``."""
     heads = head_revisions()
-    async with _connect(url, "upgrade") as connection:
+    async with _sqlite_file_lock(url), _connect(url, "upgrade") as connection:
         if await connection.run_sync(_current_revisions) == heads:
             return heads
-        async with _sqlite_file_lock(connection):
-            await _lock_schema(connection)
-            config = alembic_config(url)
-            await connection.run_sync(_run_upgrade, config)
-            await connection.commit()
+        await _lock_schema(connection)
+        config = alembic_config(url)
+        await connection.run_sync(_run_upgrade, config)
+        await connection.commit()
     return heads
 
 
@@ -124,10 +130,16 @@ async def _lock_schema(connection: AsyncConnection) -> None:
 
 
 @asynccontextmanager
-async def _sqlite_file_lock(connection: AsyncConnection) -> AsyncIterator[None]:
-    """On a SQLite file, hold ``<file>.migrate.lock`` exclusively (other workers wait)."""
-    database = connection.engine.url.database
-    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
+async def _sqlite_file_lock(url: str | URL) -> AsyncIterator[None]:
+    """On a SQLite file, hold ``<file>.migrate.lock`` exclusively (other workers wait).
+
+    Taken before the first connection opens: opening one switches a new file to WAL, which
+    needs the database to itself, and a migration holds it for a while."""
+    if not is_sqlite(url):
+        yield
+        return
+    database = make_url(url).database
+    if not database or database == ":memory:":
         yield
         return
     # In a thread: another coroutine of this very process may be the holder we wait for.
