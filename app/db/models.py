@@ -35,6 +35,10 @@ class Call(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     caller: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    """The virtual key that made the call (its id, never the key); NULL for the master key."""
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    """The team of that key, if it has one."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))
@@ -70,6 +74,8 @@ class Call(Base):
         Index("ix_calls_caller_created_at", "caller", "created_at"),
         Index("ix_calls_status_created_at", "status", "created_at"),
         Index("ix_calls_request_id_created_at", "request_id", "created_at"),
+        Index("ix_calls_key_id_created_at", "key_id", "created_at"),
+        Index("ix_calls_team_id_created_at", "team_id", "created_at"),
     )
 
 
