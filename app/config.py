@@ -131,6 +131,25 @@ class Limits(BaseModel):
     max_embedding_inputs: Annotated[int, Field(ge=1)] = 2048
 
 
+class RateLimits(BaseModel):
+    """How virtual keys' rate limits and budgets are enforced (``app.stages.admit``)."""
+
+    model_config = _FORBID
+    redis_timeout_ms: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    """The longest an admission waits for Redis; past it the fail mode below decides."""
+    on_redis_down: Literal["open", "closed"] = "open"
+    """Rate limits when Redis cannot be reached: ``open`` admits (counting
+    ``switchboard_limiter_unavailable_total``), ``closed`` answers 503."""
+    budgets_on_redis_down: Literal["open", "closed"] = "closed"
+    """Budgets when Redis cannot be reached: ``closed`` answers 503, ``open`` admits."""
+    output_reservation: Annotated[int, Field(ge=1)] = 4096
+    """The most output tokens an admission charges to a TPM limit before the call runs (the
+    request's max tokens, or the model's default, capped by this); the real usage is settled
+    when the call ends."""
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """How often budget counters in Redis are raised to the spend the call log proves."""
+
+
 class Streaming(BaseModel):
     model_config = _FORBID
     keepalive_s: Seconds = 10.0
@@ -229,6 +248,7 @@ class GatewayConfig(BaseModel):
     models: dict[Name, ModelConfig]
     pricing: dict[str, Price] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
     streaming: Streaming = Field(default_factory=Streaming)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)

@@ -9,6 +9,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     ├── AuthenticationFailed (401, authentication_error)
     ├── PermissionDenied (403, permission_error)
     ├── NotFound (404, not_found_error)                unknown model or route
+    ├── RateLimited (429, rate_limit_error)            a key's or team's RPM/TPM limit
+    ├── QuotaExceeded (429, insufficient_quota)        a key's or team's budget is spent
     ├── Overloaded (503, server_error)                 past the gateway's own concurrency limit
     └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
         ├── UpstreamRejected (4xx from upstream, status kept; e.g. 400 context too long)
@@ -83,6 +85,20 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status = 404
     error_type = "not_found_error"
+
+
+class RateLimited(GatewayError):
+    """A caller's rate limit (requests or tokens per minute) is reached; retry later."""
+
+    status = 429
+    error_type = "rate_limit_error"
+
+
+class QuotaExceeded(GatewayError):
+    """A caller's budget for the period is spent; retrying does not help until it resets."""
+
+    status = 429
+    error_type = "insufficient_quota"
 
 
 class Overloaded(GatewayError):

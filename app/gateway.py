@@ -5,9 +5,10 @@ Fallback happens only before the first byte reaches the client. For streams that
 is committed to as soon as it yields its first chunk, or as soon as the keep-alive interval passes
 without one (the client then gets headers and an SSE comment, so the choice is final).
 
-(Just past 400 lines: one call's lifecycle, begin, attempts, stream, account, finish, reads as one
-piece until issue 9's request pipeline splits it into stages; answer parsing is in
-``app.answers``.)
+This is the pipeline's "route and call" step (``app.pipeline``) and the owner every
+``ModelCall`` reports its end to: ``finish`` runs the stages' ``on_end`` hooks, then hands the
+record to the metrics and the call log, exactly once per call. Answer parsing is in
+``app.answers``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from app import errors
 from app.answers import body_text, chunk_base, chunk_text, observe_finish
+from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
-from app.config import GatewayConfig
-from app.metrics.recorder import Recorder as Telemetry
+from app.config import GatewayConfig, Limits
+from app.metrics.recorder import Recorder
+from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
 from app.pricing import PriceBook
 from app.providers.base import (
     ChatCall,
@@ -36,13 +40,14 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.scrub import Scrubber, config_secrets
-from app.usage import Usage, estimate_tokens
+from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
 T = TypeVar("T")
+R = TypeVar("R", ChatRequest, CompletionRequest, EmbeddingRequest)
 log = logging.getLogger("switchboard.gateway")
 
-_PER_MESSAGE_TOKENS = 3
 ANSWER_HEAD = 2000
 """Characters of an answer kept for the drift signals (all of it when JSON was asked for); the
 metrics drop it once they have seen it."""
@@ -51,12 +56,9 @@ StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
 
 
-def _chat_prompt_tokens(call: ChatCall) -> int:
-    return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in call.request.messages)
-
-
-class Gateway:
-    """One instance per process, built in the app's lifespan."""
+class Gateway(Finisher):
+    """One instance per process, built in the app's lifespan. It opens each model call
+    (``open``), runs the pipeline's route-and-call step for it, and finishes it (``finish``)."""
 
     def __init__(
         self,
@@ -65,130 +67,141 @@ class Gateway:
         providers: Mapping[str, Provider],
         prices: PriceBook,
         sink: CallSink,
-        capture: Redactor | None = None,
-        telemetry: Telemetry | None = None,
+        pipeline: Pipeline | None = None,
+        redactor: Redactor | None = None,
+        telemetry: Recorder | None = None,
         strict_telemetry: bool = False,
     ) -> None:
-        self.table = RoutingTable(config)
-        self.limits = config.limits
-        self.keepalive_s = config.streaming.keepalive_s
+        self.snapshot = Snapshot.build(config, pipeline or Pipeline())
+        """What calls starting now run on (``ModelCall.snapshot``)."""
         self._providers = providers
         self._prices = prices
         self._sink = sink
-        self._capture = capture
-        """Set when bodies are captured into the call record (redacted)."""
+        self._redactor = redactor
+        """Set when bodies are captured into the call record (redacted by it)."""
         self._telemetry = telemetry
         self._strict_telemetry = strict_telemetry
         self._scrubber = Scrubber(config_secrets(config.providers.values()))
         """Every upstream error is scrubbed of every provider credential before it is recorded
-        or answered (``_fail``), whichever provider or field it came from."""
+        or answered (``fail``), whichever provider or field it came from."""
 
-    # ---- requests -------------------------------------------------------------------------
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self._providers
 
-    async def chat(self, call: ChatCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user,
-                            body=call.body)
-        self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.max_tokens,
-                               max_completion_tokens=call.request.max_completion_tokens)
-        record.metadata = call.request.metadata
-        record.wants_json = call.request.wants_json()
+    @property
+    def table(self) -> RoutingTable:
+        return self.snapshot.table
+
+    @property
+    def limits(self) -> Limits:
+        return self.snapshot.limits
+
+    def open(self, incoming: Incoming) -> ModelCall:
+        """A new model call: a call id of its own (never the client's), the client's
+        ``x-request-id`` kept beside it as ``request_id``, on the current snapshot."""
+        record = CallRecord(id=os.urandom(16).hex(),  # uuid4().hex measured ~8 us, this ~0.6 us
+                            request_id=client_request_id(incoming.headers),
+                            endpoint=incoming.path, caller="unauthenticated")
+        return ModelCall(incoming=incoming, record=record, snapshot=self.snapshot, owner=self)
+
+    # ---- route and call -------------------------------------------------------------------
+
+    async def chat(self, call: ModelCall) -> Result:
+        request, body = _request(call, ChatRequest)
+        route = self._begin(call, request, body)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
+                               max_completion_tokens=request.max_completion_tokens)
+        call.record.metadata = request.metadata
+        call.record.wants_json = request.wants_json()
+        upstream = ChatCall(request=request, body=body)
         return await self._unary(
-            record, route, lambda p, t: p.chat(call, target=t),
-            estimate=lambda body: Usage(prompt_tokens=_chat_prompt_tokens(call),
-                                        completion_tokens=estimate_tokens(body_text(body)),
-                                        estimated=True),
+            call, route, lambda p, t: p.chat(upstream, target=t),
+            estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
+                                          completion_tokens=estimate_tokens(body_text(answer)),
+                                          estimated=True),
         )
 
-    async def complete(self, call: CompletionCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user,
-                            body=call.body)
-        self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.max_tokens)
-        prompt = sum(estimate_tokens(p) for p in call.request.prompt_texts())
+    async def complete(self, call: ModelCall) -> Result:
+        request, body = _request(call, CompletionRequest)
+        route = self._begin(call, request, body)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
+        upstream = CompletionCall(request=request, body=body)
+        prompt = estimate_prompt_tokens(request)
         return await self._unary(
-            record, route, lambda p, t: p.complete(call, target=t),
-            estimate=lambda body: Usage(prompt_tokens=prompt,
-                                        completion_tokens=estimate_tokens(body_text(body)),
-                                        estimated=True),
+            call, route, lambda p, t: p.complete(upstream, target=t),
+            estimate=lambda answer: Usage(prompt_tokens=prompt,
+                                          completion_tokens=estimate_tokens(body_text(answer)),
+                                          estimated=True),
         )
 
-    async def embed(self, call: EmbeddingCall, record: CallRecord) -> Result:
-        route = self._begin(record, call.request.model, user=call.request.user,
-                            body=call.body)
-        texts = call.request.texts()
-        if len(texts) > self.limits.max_embedding_inputs:
-            raise self.reject(record, errors.InvalidRequest(
-                f"'input' has {len(texts)} items; the limit is "
-                f"{self.limits.max_embedding_inputs}", param="input"))
+    async def embed(self, call: ModelCall) -> Result:
+        request, body = _request(call, EmbeddingRequest)
+        route = self._begin(call, request, body)
+        texts = request.texts()
+        limit = call.snapshot.limits.max_embedding_inputs
+        if len(texts) > limit:
+            raise errors.InvalidRequest(f"'input' has {len(texts)} items; the limit is {limit}",
+                                        param="input")
+        upstream = EmbeddingCall(request=request, body=body)
         return await self._unary(
-            record, route, lambda p, t: p.embed(call, target=t),
-            estimate=lambda body: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
-                                        estimated=True),
+            call, route, lambda p, t: p.embed(upstream, target=t),
+            estimate=lambda answer: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
+                                          estimated=True),
             capture_response=False,  # vectors: large, and no use in a call log
             answer=None,
         )
 
-    def stream_chat(self, call: ChatCall, record: CallRecord) -> AsyncGenerator[StreamItem, None]:
-        route = self._begin(record, call.request.model, user=call.request.user,
-                            body=call.body, stream=True)
-        self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.max_tokens,
-                               max_completion_tokens=call.request.max_completion_tokens)
-        record.metadata = call.request.metadata
-        record.wants_json = call.request.wants_json()
-        return self._stream(record, route, lambda p, t: p.stream_chat(call, target=t),
-                            wants_usage=call.request.wants_usage_chunk(),
-                            prompt_tokens=lambda: _chat_prompt_tokens(call))
+    def stream_chat(self, call: ModelCall) -> AsyncGenerator[StreamItem, None]:
+        request, body = _request(call, ChatRequest)
+        route = self._begin(call, request, body, stream=True)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
+                               max_completion_tokens=request.max_completion_tokens)
+        call.record.metadata = request.metadata
+        call.record.wants_json = request.wants_json()
+        upstream = ChatCall(request=request, body=body)
+        return self._stream(call, route, lambda p, t: p.stream_chat(upstream, target=t),
+                            wants_usage=request.wants_usage_chunk(),
+                            prompt_tokens=lambda: estimate_prompt_tokens(request))
 
-    def stream_complete(self, call: CompletionCall,
-                        record: CallRecord) -> AsyncGenerator[StreamItem, None]:
-        route = self._begin(record, call.request.model, user=call.request.user,
-                            body=call.body, stream=True)
-        self._check_generation(record, route, n=call.request.n,
-                               max_tokens=call.request.max_tokens)
-        return self._stream(record, route, lambda p, t: p.stream_complete(call, target=t),
-                            wants_usage=call.request.wants_usage_chunk(),
-                            prompt_tokens=lambda: sum(estimate_tokens(p)
-                                                      for p in call.request.prompt_texts()))
+    def stream_complete(self, call: ModelCall) -> AsyncGenerator[StreamItem, None]:
+        request, body = _request(call, CompletionRequest)
+        route = self._begin(call, request, body, stream=True)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
+        upstream = CompletionCall(request=request, body=body)
+        return self._stream(call, route, lambda p, t: p.stream_complete(upstream, target=t),
+                            wants_usage=request.wants_usage_chunk(),
+                            prompt_tokens=lambda: estimate_prompt_tokens(request))
 
     # ---- the parts ------------------------------------------------------------------------
 
-    def _begin(self, record: CallRecord, model: str, *, user: str | None, body: Json,
+    def _begin(self, call: ModelCall, request: ModelRequest, body: Json, *,
                stream: bool = False) -> Route:
-        record.public_model = model
-        record.user = user
+        record = call.record
+        record.public_model = request.model
+        record.user = request.user
         record.stream = stream
-        if self._capture is not None:
-            record.request_body = self._capture.redact(body)
-        try:
-            return self.table.resolve(model)
-        except errors.GatewayError as exc:
-            raise self.reject(record, exc) from None
+        if self._redactor is not None:
+            record.request_body = self._redactor.redact(body)
+        return call.route()
 
-    def _check_generation(self, record: CallRecord, route: Route, *, n: int | None,
+    def _check_generation(self, call: ModelCall, route: Route, *, n: int | None,
                           max_tokens: int | None, max_completion_tokens: int | None = None,
                           ) -> None:
         """``n`` against the gateway's limit; each token limit the client sent against the
         route's cap, on its own (a provider may read either of them)."""
-        if n is not None and n > self.limits.max_n:
-            raise self.reject(record, errors.InvalidRequest(
-                f"'n' is {n}; the limit is {self.limits.max_n}", param="n"))
+        limit = call.snapshot.limits.max_n
+        if n is not None and n > limit:
+            raise errors.InvalidRequest(f"'n' is {n}; the limit is {limit}", param="n")
         cap = route.max_tokens_cap
         if not cap:
             return
         for name, value in (("max_tokens", max_tokens),
                             ("max_completion_tokens", max_completion_tokens)):
             if value is not None and value > cap:
-                raise self.reject(record, errors.InvalidRequest(
+                raise errors.InvalidRequest(
                     f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
-                    param=name))
-
-    def reject(self, record: CallRecord, exc: errors.GatewayError) -> errors.GatewayError:
-        """Record a request refused before any upstream was tried."""
-        self._fail(record, exc)
-        self._finish(record)
-        return exc
+                    param=name)
 
     async def _attempts(self, record: CallRecord, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
@@ -221,31 +234,27 @@ class Gateway:
             return out
         raise AssertionError("a route always has at least one target")
 
-    async def _unary(self, record: CallRecord, route: Route,
+    async def _unary(self, call: ModelCall, route: Route,
                      run: Callable[[Provider, Target], Awaitable[Result]],
                      *, estimate: Callable[[Json], Usage],
                      capture_response: bool = True,
                      answer: Callable[[Json], str] | None = body_text) -> Result:
+        record = call.record
         try:
             result = await self._attempts(record, route, run)
-            self._account(record, result.usage or estimate(result.body), result.body)
-            if answer is not None and self._telemetry is not None:  # only drift reads it
-                text = answer(result.body)
-                record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
-            if self._capture is not None and capture_response:
-                record.response_body = self._capture.redact(result.body)
-            return result
-        except errors.GatewayError as exc:
-            self._fail(record, exc)
-            raise
         except asyncio.CancelledError:
             record.status, record.http_status = "cancelled", 499
             raise
-        finally:
-            self._finish(record)
+        self._account(record, result.usage or estimate(result.body), result.body)
+        if answer is not None and self._telemetry is not None:  # only drift reads it
+            text = answer(result.body)
+            record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
+        if self._redactor is not None and capture_response:
+            record.response_body = self._redactor.redact(result.body)
+        return result
 
     async def _open(self, opener: Opener, provider: Provider, target: Target,
-                    ) -> tuple[AsyncIterator[Json], Json | asyncio.Task[Json]]:
+                    keepalive_s: float) -> tuple[AsyncIterator[Json], Json | asyncio.Task[Json]]:
         """Start a stream and wait for its first chunk, at most one keep-alive interval.
 
         Returns the stream and either its first chunk or, past the interval, the task still
@@ -254,7 +263,7 @@ class Gateway:
         stream = opener(provider, target)
         first: asyncio.Task[Json] = asyncio.ensure_future(anext(stream))
         try:
-            done, _ = await asyncio.wait({first}, timeout=self.keepalive_s)
+            done, _ = await asyncio.wait({first}, timeout=keepalive_s)
         except BaseException:
             await _abandon(stream, first)
             raise
@@ -269,9 +278,13 @@ class Gateway:
             await _abandon(stream, None)
             raise
 
-    async def _stream(self, record: CallRecord, route: Route, opener: Opener, *,
+    async def _stream(self, call: ModelCall, route: Route, opener: Opener, *,
                       wants_usage: bool, prompt_tokens: Callable[[], int]
                       ) -> AsyncGenerator[StreamItem, None]:
+        call.streaming = True  # from here on, this generator finishes the call
+        record = call.record
+        hooks = call.snapshot.pipeline.chunk_hooks
+        keepalive = call.snapshot.keepalive_s
         stream: AsyncIterator[Json] | None = None
         pending: asyncio.Task[Json] | None = None  # the first chunk, awaited past a keep-alive
         delivered = False  # a chunk reached the client
@@ -281,13 +294,13 @@ class Gateway:
         body: Json = {}
         try:
             opened, first = await self._attempts(
-                record, route, lambda p, t: self._open(opener, p, t))
+                record, route, lambda p, t: self._open(opener, p, t, keepalive))
             stream = opened
             if isinstance(first, asyncio.Task):
                 pending = first
                 while not first.done():
                     yield None
-                    await asyncio.wait({first}, timeout=self.keepalive_s)
+                    await asyncio.wait({first}, timeout=keepalive)
                 pending = None
                 try:
                     first = first.result()
@@ -304,7 +317,7 @@ class Gateway:
                 if reported:
                     usage = Usage.from_openai(reported) or usage
                     if not chunk.get("choices"):
-                        if wants_usage:
+                        if wants_usage and (not hooks or (chunk := _through(hooks, call, chunk))):
                             yield chunk
                         chunk = await anext(opened, None)
                         continue
@@ -313,8 +326,9 @@ class Gateway:
                     piece = chunk_text(chunk)
                     texts.append(piece)
                     head += len(piece)
-                delivered = True
-                yield chunk
+                if not hooks or (chunk := _through(hooks, call, chunk)):
+                    delivered = True
+                    yield chunk
                 chunk = await anext(opened, None)
             text = "".join(texts)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
@@ -322,11 +336,16 @@ class Gateway:
                 usage = Usage(prompt_tokens=prompt_tokens(),
                               completion_tokens=estimate_tokens(text), estimated=True)
                 if wants_usage:
-                    yield {**chunk_base(body), "choices": [], "usage": usage.to_openai()}
+                    last: Json | None = {**chunk_base(body), "choices": [],
+                                         "usage": usage.to_openai()}
+                    if hooks and last is not None:
+                        last = _through(hooks, call, last)
+                    if last is not None:
+                        yield last
             self._account(record, usage, body)
             record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
         except errors.GatewayError as exc:
-            self._fail(record, exc)
+            self.fail(call, exc)
             if stream is not None:  # committed to a target that then failed
                 _attempt_failed(record, exc.status_code, exc.error_type)
             raise
@@ -348,7 +367,7 @@ class Gateway:
                     self._account(record, usage or Usage(
                         prompt_tokens=prompt_tokens(), completion_tokens=estimate_tokens(text),
                         estimated=True), body)
-                self._finish(record)
+                self.finish(call)
 
     def _account(self, record: CallRecord, usage: Usage, body: Json) -> None:
         record.usage = usage
@@ -361,16 +380,31 @@ class Gateway:
         if record.finish_reason is None:
             observe_finish(record, body)
 
-    def _fail(self, record: CallRecord, exc: errors.GatewayError) -> None:
-        self._scrubber.error(exc)  # the client's answer is built from ``exc`` too
+    def fail(self, call: ModelCall, exc: errors.GatewayError) -> None:
+        """Record that ``call`` failed with ``exc`` (scrubbed first: the client's answer is
+        built from ``exc`` too)."""
+        self._scrubber.error(exc)
+        record = call.record
         record.status = "error"
         record.http_status = exc.status_code
         record.error_type = exc.error_type
         record.error_message = exc.message
 
-    def _finish(self, record: CallRecord) -> None:
+    def finish(self, call: ModelCall) -> None:
+        """End ``call``, once: the stages' ``on_end`` hooks, then the metrics and the call log."""
+        if call.finished:
+            return
+        call.finished = True
+        record = call.record
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
+        for hook in call.snapshot.pipeline.end_hooks:
+            try:
+                hook(call)
+            except Exception:  # one stage's failure must not cost the record (STYLE.md #10)
+                if self._strict_telemetry:
+                    raise
+                log.exception("a pipeline stage's end failed for %s", record.id)
         if self._telemetry is not None:
             self._hand_over(self._telemetry.observe, record, "metrics")
         self._hand_over(self._sink.submit, record, "call record sink")
@@ -387,6 +421,24 @@ class Gateway:
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
+
+
+def _request(call: ModelCall, kind: type[R]) -> tuple[R, Json]:
+    """The call's parsed request, as the endpoint's request type."""
+    request, body = call.request, call.body
+    assert isinstance(request, kind) and body is not None, "parsed before route and call"
+    return request, body
+
+
+def _through(hooks: tuple[Callable[[ModelCall, Json], Json | None], ...], call: ModelCall,
+             chunk: Json) -> Json | None:
+    """``chunk`` after every stage's ``on_chunk`` (``None`` once one drops it)."""
+    for hook in hooks:
+        out = hook(call, chunk)
+        if out is None:
+            return None
+        chunk = out
+    return chunk
 
 
 def _attempt_failed(record: CallRecord, status: int, error_type: str | None) -> None:

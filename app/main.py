@@ -6,8 +6,8 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -24,11 +24,14 @@ from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
 from app.gateway import Gateway
 from app.metrics.runtime import open_metrics
+from app.pipeline import Pipeline, Stage
 from app.pricing import PriceBook, shipped_prices
 from app.providers import PROVIDER_TYPES
 from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
+from app.resources import RedisPools, Resources
 from app.settings import Settings, environment
+from app.stages.authenticate import Authenticate
 
 log = logging.getLogger("switchboard")
 
@@ -41,7 +44,7 @@ def resolve_config(settings: Settings) -> GatewayConfig:
     return load_config(settings.config, env)
 
 
-async def _warm(app: FastAPI, providers: dict[str, Provider]) -> None:
+async def _warm(resources: Resources, providers: dict[str, Provider]) -> None:
     """Prepare slow providers (model loads) in the background; ready once they are done."""
     for name, provider in providers.items():
         if isinstance(provider, Warmable):
@@ -49,7 +52,7 @@ async def _warm(app: FastAPI, providers: dict[str, Provider]) -> None:
                 await provider.warm()
             except errors.GatewayError as exc:
                 log.warning("provider %s could not be prepared: %s", name, exc.message)
-    app.state.ready = True
+    resources.ready = True
 
 
 def _version() -> str:
@@ -60,72 +63,87 @@ def _version() -> str:
         return "0+unknown"
 
 
+async def _open_resources(stack: AsyncExitStack, settings: Settings, config: GatewayConfig,
+                          sink: CallSink | None, strict: bool,
+                          stages: Sequence[Stage]) -> Resources:
+    """Build the process's resources; ``stack`` closes them in the reverse order."""
+    redis = RedisPools.open(settings.redis_url, limiter_timeout_s=0.05) \
+        if settings.redis_url else None
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    calllog = None
+    if settings.call_log:
+        calllog = await open_call_log(settings, config.calllog,
+                                      redis=redis.calllog if redis else None, strict=strict)
+        stack.push_async_callback(calllog.aclose)
+    session = new_session()
+    stack.push_async_callback(session.close)
+    providers: dict[str, Provider] = {
+        name: PROVIDER_TYPES[cfg.type](cfg, session) for name, cfg in config.providers.items()
+    }
+    prices = PriceBook({**shipped_prices(), **config.pricing})
+    metrics = open_metrics(config, session=session, engine=calllog.engine if calllog else None,
+                           metrics_dir=settings.metrics_dir, strict=strict) \
+        if settings.metrics else None
+    if metrics is not None:
+        await metrics.start(writer=calllog.writer if calllog else None,
+                            sync_interval_s=config.drift.sync_interval_s)
+        stack.push_async_callback(metrics.aclose)
+    authenticator = Authenticate(settings.master_key, None)
+    log_config = config.calllog
+    gateway = Gateway(config=config, providers=providers, prices=prices,
+                      sink=sink or (calllog.writer if calllog else LogSink()),
+                      pipeline=Pipeline([authenticator, *stages]),
+                      telemetry=metrics.recorder if metrics else None,
+                      strict_telemetry=strict,
+                      redactor=Redactor(keys=log_config.redact_keys,
+                                        patterns=log_config.redact_patterns)
+                      if log_config.capture_bodies else None)
+    # Closed before the metrics and the call log (the stack unwinds in reverse): the providers'
+    # last records still reach them.
+    stack.push_async_callback(gateway.aclose)
+    return Resources(settings=settings, gateway=gateway, authenticator=authenticator,
+                     redis=redis, calllog=calllog, engine=calllog.engine if calllog else None,
+                     metrics=metrics)
+
+
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                sink: CallSink | None = None, strict_telemetry: bool = False,
-               freeze_gc: bool = False) -> Admission:
+               freeze_gc: bool = False, stages: Sequence[Stage] = ()) -> Admission:
     """Build the gateway app. ``config`` defaults to the one the settings name.
 
     The result is the concurrency limit (``app.api.admission``) around the model-call fast lane
     (``app.api.fastlane``) around the FastAPI app, which is its ``.app``. The API reference
     (``/docs``, ``/redoc``, ``/openapi.json``) is served only with ``settings.docs``; no path
-    redirects (``/v1/chat/completions/`` is a 404, not a redirect built from the ``Host``)."""
+    redirects (``/v1/chat/completions/`` is a 404, not a redirect built from the ``Host``).
+    ``stages`` join the request pipeline (``app.pipeline``), each in its slot."""
     settings.check_exposure()
     gateway_config = config if config is not None else resolve_config(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        calllog = await open_call_log(settings, gateway_config.calllog, strict=strict_telemetry) \
-            if settings.call_log else None
-        app.state.db_engine = calllog.engine if calllog else None
-        app.state.calllog = calllog.writer if calllog else None
-        session = new_session()
-        providers: dict[str, Provider] = {
-            name: PROVIDER_TYPES[cfg.type](cfg, session)
-            for name, cfg in gateway_config.providers.items()
-        }
-        prices = PriceBook({**shipped_prices(), **gateway_config.pricing})
-        capture = gateway_config.calllog
-        telemetry = open_metrics(gateway_config, session=session,
-                                 engine=calllog.engine if calllog else None,
-                                 metrics_dir=settings.metrics_dir, strict=strict_telemetry) \
-            if settings.metrics else None
-        app.state.metrics = telemetry
-        if telemetry is not None:
-            await telemetry.start(writer=calllog.writer if calllog else None,
-                                  sync_interval_s=gateway_config.drift.sync_interval_s)
-        gateway = Gateway(config=gateway_config, providers=providers, prices=prices,
-                          sink=sink or (calllog.writer if calllog else LogSink()),
-                          telemetry=telemetry.recorder if telemetry else None,
-                          strict_telemetry=strict_telemetry,
-                          capture=Redactor(keys=capture.redact_keys,
-                                           patterns=capture.redact_patterns)
-                          if capture.capture_bodies else None)
-        app.state.gateway = gateway
-        app.state.settings = settings
-        if settings.master_key is None:
-            log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
-        app.state.ready = False
-        deadlines = BodyDeadlines(settings.body_timeout_s)
-        deadlines.start()
-        warming = asyncio.create_task(_warm(app, providers))
-        if freeze_gc:
-            # Everything built so far lives as long as the process: keep it out of the
-            # collector's full passes, which took 46-162 ms each under load (bench/README.md).
-            # Only for a process of its own (``switchboard serve``): freezing is process-wide.
-            gc.collect()
-            gc.freeze()
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            warming.cancel()
-            deadlines.stop()
-            if telemetry is not None:
-                await telemetry.aclose()
-            await gateway.aclose()
-            await session.close()
-            if calllog is not None:
-                await calllog.aclose()
+        async with AsyncExitStack() as stack:
+            app.state.resources = await _open_resources(stack, settings, gateway_config, sink,
+                                                        strict_telemetry, stages)
+            resources = app.state.resources
+            if settings.master_key is None:
+                log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
+            deadlines = BodyDeadlines(settings.body_timeout_s)
+            deadlines.start()
+            stack.callback(deadlines.stop)
+            warming = asyncio.create_task(_warm(resources, resources.gateway.providers))
+            stack.callback(warming.cancel)
+            if freeze_gc:
+                # Everything built so far lives as long as the process: keep it out of the
+                # collector's full passes, which took 46-162 ms each under load
+                # (bench/README.md). Only for a process of its own (``switchboard serve``):
+                # freezing is process-wide.
+                gc.collect()
+                gc.freeze()
+            try:
+                yield
+            finally:
+                resources.ready = False
 
     docs = settings.docs
     app = FastAPI(title="Switchboard", version=_version(), lifespan=lifespan,

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
 # Words, numbers and single punctuation marks: close to what BPE tokenizers produce for English
 # (about 0.75 words a token). Long words count once per 6 characters, as BPE splits them.
 _PIECE = re.compile(r"\w+|[^\w\s]")
@@ -72,3 +74,16 @@ class Usage:
             cache_write_tokens=written if isinstance(written, int) else 0,
             reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
         )
+
+
+_PER_MESSAGE_TOKENS = 3
+"""Tokens a chat message costs beyond its text (role and separators), as estimated."""
+
+
+def estimate_prompt_tokens(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
+    """An estimate of a request's prompt tokens (its messages, prompts or inputs)."""
+    if isinstance(request, ChatRequest):
+        return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in request.messages)
+    if isinstance(request, CompletionRequest):
+        return sum(estimate_tokens(p) for p in request.prompt_texts())
+    return sum(estimate_tokens(t) for t in request.texts())

@@ -1,8 +1,8 @@
 """The admin API: the call log (``GET /admin/calls``, ``/admin/calls/{call_id}``,
 ``/admin/calllog``) and drift (``GET /admin/drift``).
 
-Access: the master key only (``AdminDep``). In loopback-only mode (no master key configured;
-the gateway then refuses to bind anything but a loopback address, see
+Access: the master key, or a virtual key marked admin (``AdminDep``). In loopback-only mode (no
+master key configured; the gateway then refuses to bind anything but a loopback address, see
 ``Settings.check_exposure``) every caller is "anonymous", and the admin routes are open to
 clients connecting from a loopback address and refused (403) to any other: the machine's own
 users already own the gateway's data, nobody else does.
@@ -12,45 +12,45 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
-from app.api.deps import SettingsDep, authenticate
-from app.api.incoming import Incoming
+from app.api.deps import CallerDep
 from app.calllog import query
-from app.metrics.runtime import MetricsRuntime
+from app.pipeline import Caller
+from app.resources import resources_of
 from app.settings import is_loopback
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-async def require_admin(request: Request, settings: SettingsDep) -> str:
-    """The caller, when it may use the admin API: "master", or "anonymous" from loopback in
-    loopback-only mode. ``AuthenticationFailed`` (401) for a missing or wrong key,
-    ``PermissionDenied`` (403) for any other caller."""
-    headers = Incoming.from_scope(request.scope, request.receive).headers
-    caller = authenticate(headers, settings)
-    if caller == "master":
+async def require_admin(request: Request, caller: CallerDep) -> Caller:
+    """The caller, when it may use the admin API: the master key, a virtual key marked admin,
+    or "anonymous" from loopback in loopback-only mode. ``AuthenticationFailed`` (401) for a
+    missing or wrong key, ``PermissionDenied`` (403) for any other caller."""
+    if caller.name == "anonymous":
+        client = request.client
+        if client is not None and is_loopback(client.host):
+            return caller
+    elif caller.admin:
         return caller
-    client = request.client
-    if caller == "anonymous" and client is not None and is_loopback(client.host):
-        return caller
-    raise errors.PermissionDenied("The admin API needs the master key.", code="admin_only")
+    raise errors.PermissionDenied("The admin API needs the master key or an admin key.",
+                                  code="admin_only")
 
 
-AdminDep = Annotated[str, Depends(require_admin)]
+AdminDep = Annotated[Caller, Depends(require_admin)]
 
 
 async def get_engine(request: Request) -> AsyncEngine:
-    """The call log's engine, built in the app's lifespan (``app.state.db_engine``)."""
-    engine = getattr(request.app.state, "db_engine", None)
+    """The call log's engine, built in the app's lifespan."""
+    engine = resources_of(request).engine
     if engine is None:
         raise errors.GatewayError("The call log database is not configured on this gateway.",
                                   status=503, code="call_log_unavailable")
-    return cast(AsyncEngine, engine)
+    return engine
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
@@ -106,10 +106,11 @@ async def get_call(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str
 @router.get("/calllog")
 async def call_log_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """The call-log writer's counters (``dropped`` must stay 0) and its buffer depth."""
-    writer = getattr(request.app.state, "calllog", None)
-    if writer is None:
+    calllog = resources_of(request).calllog
+    if calllog is None:
         raise errors.GatewayError("The call log is off on this gateway.", status=503,
                                   code="call_log_unavailable")
+    writer = calllog.writer
     return {"buffered": writer.buffered, **asdict(writer.stats)}
 
 
@@ -118,7 +119,7 @@ async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Drift per public model and provider: baseline, recent window, last scores, flags and the
     current upstream version; embedding drift when the local model is installed; the latest
     version-change events (this worker's view)."""
-    runtime = cast(MetricsRuntime | None, request.app.state.metrics)
+    runtime = resources_of(request).metrics
     if runtime is None or runtime.drift is None:
         raise errors.GatewayError("Drift detection is off on this gateway (drift.enabled).",
                                   status=503, code="drift_disabled")

@@ -10,19 +10,19 @@ The count is a plain integer: one event loop per process, so no lock is needed.
 
 from __future__ import annotations
 
-from typing import cast
-
 import orjson
 from fastapi import FastAPI
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
-from app.api.deps import new_call, open_call
+from app.api.calls import serve_call
 from app.api.incoming import Incoming
 from app.api.v1 import MODEL_CALLS
-from app.api.wire import JSONReply, id_headers
+from app.api.wire import JSONReply
 from app.gateway import Gateway
-from app.settings import Settings
+from app.pipeline import ModelCall
+from app.resources import resources_of
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = 1
@@ -59,15 +59,13 @@ class Admission:
         headers = {"retry-after": str(RETRY_AFTER_S)}
         if scope["method"] == "POST" and scope["path"] in MODEL_CALLS:
             # A model call refused here is a call like any other: its record says so.
-            state = self.app.state
-            gateway = cast(Gateway, state.gateway)
-            incoming = Incoming.from_scope(scope, receive)
-            record = new_call(incoming)
-            try:
-                open_call(record, incoming, gateway, cast(Settings, state.settings))
-                gateway.reject(record, exc)
-            except errors.GatewayError as refused:  # no or a wrong key: recorded as such
-                exc = refused
-            headers.update(id_headers(record))
+            async def refuse(call: ModelCall, gateway: Gateway) -> Response:
+                call.headers.update(headers)
+                raise exc
+
+            gateway = resources_of(self.app).gateway
+            response = await serve_call(gateway, Incoming.from_scope(scope, receive), refuse)
+            await response(scope, receive, send)
+            return
         await JSONReply(orjson.dumps(exc.body()), status=exc.status_code,
                         headers=headers)(scope, receive, send)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from app import errors
 from app.api.wire import JSONReply, id_headers
-from app.calllog import CallRecord
+from app.pipeline import ModelCall
 
 log = logging.getLogger("switchboard.api")
 
@@ -22,40 +22,42 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 }
 
 
-def error_response(exc: errors.GatewayError, *, record: CallRecord | None) -> Response:
-    """``exc`` as the client gets it; a model call's ids (``record``) go in its headers."""
-    headers = {} if record is None else id_headers(record)
+def error_response(exc: errors.GatewayError, *, call: ModelCall | None = None) -> Response:
+    """``exc`` as the client gets it; a model call's ids and the headers its stages added
+    (``x-ratelimit-*``, ``retry-after``) go in its headers."""
+    headers = {} if call is None else {**id_headers(call.record), **call.headers}
     if exc.status_code == 429:
-        headers["retry-after"] = "1"
+        headers.setdefault("retry-after", "1")
     return JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers=headers)
 
 
-def _request_error(exc: errors.GatewayError, request: Request) -> Response:
-    return error_response(exc, record=getattr(request.state, "call", None))
+def last_resort(path: str | None) -> errors.GatewayError:
+    """Log the exception being handled (an unexpected one) and return the 500 to answer."""
+    log.exception("unhandled error on %s", path)
+    return errors.GatewayError("The gateway had an internal error.")
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
-    return _request_error(exc, request)
+    return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = _BY_STATUS.get(exc.status_code, errors.InvalidRequest)
-    return _request_error(kind(str(exc.detail), status=exc.status_code), request)
+    return error_response(kind(str(exc.detail), status=exc.status_code))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = ".".join(str(p) for p in first["loc"][1:]) or None
-    return _request_error(errors.InvalidRequest(f"Invalid request: {first['msg']}",
-                                                param=param), request)
+    return error_response(errors.InvalidRequest(f"Invalid request: {first['msg']}",
+                                                param=param))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.scope.get("path"))
-    return _request_error(errors.GatewayError("The gateway had an internal error."), request)
+    return error_response(last_resort(request.scope.get("path")))
 
 
 def install(app: FastAPI) -> None:

@@ -2,29 +2,20 @@
 
 FastAPI's per-request machinery (dependency solving, the router layers, five middlewares) cost
 about half of the gateway's CPU per call when measured with py-spy under load (bench/README.md).
-The fast lane runs the very same ``serve_*`` functions as the FastAPI routes, with the same
-authentication, call record and error shape; only the dispatch is shorter.
+The fast lane runs the very same ``serve_*`` functions as the FastAPI routes through the same
+``serve_call`` (pipeline, call record, error shape); only the dispatch is shorter.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import cast
-
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app import errors
-from app.api.deps import new_call, open_call
-from app.api.errors import error_response
+from app.api.calls import Serve, serve_call
 from app.api.incoming import Incoming
-from app.api.v1 import MODEL_CALLS, Serve
-from app.calllog import CallRecord
-from app.gateway import Gateway
+from app.api.v1 import MODEL_CALLS
 from app.metrics.accumulate import Level
-from app.settings import Settings
-
-log = logging.getLogger("switchboard.api")
+from app.resources import resources_of
 
 
 class FastLane:
@@ -38,8 +29,8 @@ class FastLane:
     def _level(self, path: str) -> Level:
         level = self._in_flight.get(path)
         if level is None:
-            runtime = getattr(self.app.state, "metrics", None)
-            if runtime is None:  # metrics off, or no lifespan (yet): count into nothing
+            runtime = resources_of(self.app).metrics
+            if runtime is None:  # metrics off: count into nothing
                 return Level(None)
             metrics = runtime.metrics
             level = self._in_flight[path] = metrics.pending.level(metrics.in_flight.labels(path))
@@ -60,17 +51,6 @@ class FastLane:
 
     async def _serve(self, serve: Serve, incoming: Incoming, scope: Scope, receive: Receive,
                      send: Send) -> None:
-        state = self.app.state
-        record: CallRecord | None = None
-        try:
-            gateway = cast(Gateway, state.gateway)
-            record = new_call(incoming)
-            open_call(record, incoming, gateway, cast(Settings, state.settings))
-            response = await serve(incoming, gateway, record)
-        except errors.GatewayError as exc:
-            response = error_response(exc, record=record)
-        except Exception:  # the last line of defence, as Starlette's ServerErrorMiddleware
-            log.exception("unhandled error on %s", scope["path"])
-            response = error_response(errors.GatewayError("The gateway had an internal error."),
-                                      record=record)
+        gateway = resources_of(self.app).gateway
+        response = await serve_call(gateway, incoming, serve)
         await response(scope, receive, send)

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.resources import NotStarted, resources_of
+
 router = APIRouter()
 
 
@@ -25,11 +27,13 @@ async def readyz(request: Request) -> Response:
     ``reason`` and a ``detail``). A sick call log never makes this a 503: calls are still
     answered and their records spooled, and a load balancer must not take every replica out of
     service because the log database is down."""
-    state = request.app.state
-    if not getattr(state, "ready", False):
+    try:
+        resources = resources_of(request)
+    except NotStarted:
+        resources = None
+    if resources is None or not resources.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
     body: dict[str, Any] = {"status": "ready"}
-    writer = getattr(state, "calllog", None)
-    if writer is not None:
-        body["calllog"] = writer.health()
+    if resources.calllog is not None:
+        body["calllog"] = resources.calllog.writer.health()
     return JSONResponse(body)

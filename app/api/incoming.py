@@ -9,12 +9,15 @@ A body that does not arrive within ``body_timeout_s`` is answered 408 (``BodyDea
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope
 
 from app import errors
 
+# A client's own request id is kept when it is a sane token; anything else is not kept.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length"})
 
 SWEEP_INTERVAL_S = 1.0
@@ -123,3 +126,11 @@ class Incoming:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def client_request_id(headers: dict[str, str]) -> str | None:
+    """The client's ``x-request-id`` when it is a sane token (else ``None``: not kept)."""
+    given = headers.get("x-request-id")
+    if given and _CLIENT_ID.match(given):
+        return given
+    return None

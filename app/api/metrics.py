@@ -9,17 +9,17 @@ they name models, providers and spend.
 from __future__ import annotations
 
 import hmac
-from typing import cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import errors
-from app.api.deps import SettingsDep, presented_key
+from app.api.deps import SettingsDep
 from app.api.incoming import Incoming
-from app.metrics.runtime import MetricsRuntime
+from app.resources import resources_of
 from app.settings import Settings
+from app.stages.authenticate import presented_key
 
 router = APIRouter()
 
@@ -45,7 +45,7 @@ def may_read_metrics(headers: dict[str, str], settings: Settings) -> None:
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text format, every worker's values merged."""
     may_read_metrics(Incoming.from_scope(request.scope, request.receive).headers, settings)
-    runtime = cast(MetricsRuntime | None, request.app.state.metrics)
+    runtime = resources_of(request).metrics
     if runtime is None:
         raise errors.NotFound("Metrics are off on this gateway (SWITCHBOARD_METRICS=false).",
                               code="metrics_disabled")

@@ -2,50 +2,50 @@
 
 The three model-call routes are served by ``app.api.fastlane`` in production (it calls the same
 ``serve_*`` functions without FastAPI's per-request machinery); the FastAPI routes below document
-them in the OpenAPI schema and serve them when the fast lane is not mounted.
+them in the OpenAPI schema and serve them when the fast lane is not mounted. Both go through
+``app.api.calls.serve_call``, and each ``serve_*`` runs the request pipeline (``app.pipeline``):
+parse, the stages' ``on_request`` hooks, then the gateway's route and call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app import errors
-from app.api.deps import CallDep, CallerDep, GatewayDep
+from app.api.calls import Serve, serve_call
+from app.api.deps import CallerDep, GatewayDep
 from app.api.incoming import Incoming
 from app.api.sse import SSEResponse
 from app.api.wire import call_headers, json_response, parse, parse_object
-from app.calllog import CallRecord
 from app.gateway import Gateway, StreamItem
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Result
+from app.pipeline import ModelCall
+from app.providers.base import Result
+from app.resources import resources_of
 from app.routing import Route
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
 M = TypeVar("M", bound=BaseModel)
 
-Serve = Callable[[Incoming, Gateway, CallRecord], Awaitable[Response]]
 
 
-async def _parsed(incoming: Incoming, gateway: Gateway, record: CallRecord,
-                  schema: type[M]) -> tuple[M, dict[str, Any]]:
-    """The body, validated as ``schema``; bad input is recorded and raised as a 4xx."""
-    try:
-        body = parse_object(await incoming.body(limit=gateway.limits.max_body_bytes),
-                            max_depth=gateway.limits.max_json_depth)
-        return parse(schema, body), body
-    except errors.GatewayError as exc:
-        raise gateway.reject(record, exc) from None
+async def _parsed(call: ModelCall, schema: type[M]) -> None:
+    """The body, validated as ``schema``, into ``call.request`` and ``call.body``."""
+    limits = call.snapshot.limits
+    body = parse_object(await call.incoming.body(limit=limits.max_body_bytes),
+                        max_depth=limits.max_json_depth)
+    call.request = parse(schema, body)  # type: ignore[assignment]
+    call.body = body
 
 
-async def _stream(items: AsyncGenerator[StreamItem, None], record: CallRecord) -> Response:
+async def _stream(items: AsyncGenerator[StreamItem, None], call: ModelCall) -> Response:
     first: StreamItem = await anext(items)
-    return SSEResponse(items, first=first, headers=call_headers(record))
+    return SSEResponse(items, first=first, headers=call_headers(call))
 
 
 _GONE = Response(status_code=499)
@@ -84,12 +84,12 @@ class _Watch:
             self.watcher.cancel()
 
 
-async def _answer(work: Awaitable[Result], incoming: Incoming, record: CallRecord) -> Response:
+async def _answer(work: Awaitable[Result], call: ModelCall) -> Response:
     """The JSON answer of ``work``; if the client disconnects first, ``work`` is cancelled (the
     upstream request with it) and the gateway records a cancelled call, as for streams."""
     current = asyncio.current_task()
     assert current is not None
-    watch = _Watch(incoming, current)
+    watch = _Watch(call.incoming, current)
     timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, watch.start)
     try:
         result = await work
@@ -101,33 +101,31 @@ async def _answer(work: Awaitable[Result], incoming: Incoming, record: CallRecor
     finally:
         timer.cancel()
         watch.stop()
-    return json_response(result.body, record)
+    return json_response(result.body, call)
 
 
-async def serve_chat(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    request, body = await _parsed(incoming, gateway, record, ChatRequest)
-    call = ChatCall(request=request, body=body)
-    if request.stream:
-        return await _stream(gateway.stream_chat(call, record), record)
-    return await _answer(gateway.chat(call, record), incoming, record)
+async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
+    await _parsed(call, ChatRequest)
+    await call.snapshot.pipeline.admit(call)
+    assert isinstance(call.request, ChatRequest)
+    if call.request.stream:
+        return await _stream(gateway.stream_chat(call), call)
+    return await _answer(gateway.chat(call), call)
 
 
-async def serve_completion(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    request, body = await _parsed(incoming, gateway, record, CompletionRequest)
-    call = CompletionCall(request=request, body=body)
-    if request.stream:
-        return await _stream(gateway.stream_complete(call, record), record)
-    return await _answer(gateway.complete(call, record), incoming, record)
+async def serve_completion(call: ModelCall, gateway: Gateway) -> Response:
+    await _parsed(call, CompletionRequest)
+    await call.snapshot.pipeline.admit(call)
+    assert isinstance(call.request, CompletionRequest)
+    if call.request.stream:
+        return await _stream(gateway.stream_complete(call), call)
+    return await _answer(gateway.complete(call), call)
 
 
-async def serve_embedding(incoming: Incoming, gateway: Gateway, record: CallRecord) -> Response:
-    request, body = await _parsed(incoming, gateway, record, EmbeddingRequest)
-    call = EmbeddingCall(request=request, body=body)
-    return await _answer(gateway.embed(call, record), incoming, record)
-
-
-def _incoming(request: Request) -> Incoming:
-    return Incoming.from_scope(request.scope, request.receive)
+async def serve_embedding(call: ModelCall, gateway: Gateway) -> Response:
+    await _parsed(call, EmbeddingRequest)
+    await call.snapshot.pipeline.admit(call)
+    return await _answer(gateway.embed(call), call)
 
 
 MODEL_CALLS: dict[str, Serve] = {
@@ -137,22 +135,27 @@ MODEL_CALLS: dict[str, Serve] = {
 }
 
 
+async def _serve(request: Request, serve: Serve) -> Response:
+    gateway = resources_of(request).gateway
+    return await serve_call(gateway, Incoming.from_scope(request.scope, request.receive), serve)
+
+
 @router.post("/chat/completions")
-async def chat_completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+async def chat_completions(request: Request) -> Response:
     """Create a chat completion (SSE when ``stream`` is true)."""
-    return await serve_chat(_incoming(request), gateway, record)
+    return await _serve(request, serve_chat)
 
 
 @router.post("/completions")
-async def completions(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+async def completions(request: Request) -> Response:
     """Create a legacy text completion (SSE when ``stream`` is true)."""
-    return await serve_completion(_incoming(request), gateway, record)
+    return await _serve(request, serve_completion)
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, gateway: GatewayDep, record: CallDep) -> Response:
+async def embeddings(request: Request) -> Response:
     """Create embeddings for one or more inputs."""
-    return await serve_embedding(_incoming(request), gateway, record)
+    return await _serve(request, serve_embedding)
 
 
 def _model_card(route: Route) -> dict[str, Any]:

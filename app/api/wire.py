@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import errors
 from app.calllog import CallRecord
+from app.pipeline import ModelCall
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,9 +150,13 @@ def id_headers(record: CallRecord) -> dict[str, str]:
     return {"x-request-id": record.request_id or record.id, "x-switchboard-call-id": record.id}
 
 
-def call_headers(record: CallRecord) -> dict[str, str]:
-    """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts."""
+def call_headers(call: ModelCall) -> dict[str, str]:
+    """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts, and
+    those the pipeline's stages added (``x-ratelimit-*``)."""
+    record = call.record
     headers = id_headers(record)
+    if call.headers:
+        headers.update(call.headers)
     if record.provider is not None:
         headers["x-switchboard-provider"] = record.provider
     if record.target_model is not None:
@@ -176,8 +181,9 @@ class JSONReply(Response):
                              for k, v in headers.items()]
 
 
-def json_response(body: dict[str, Any], record: CallRecord) -> Response:
-    headers = call_headers(record)
+def json_response(body: dict[str, Any], call: ModelCall) -> Response:
+    headers = call_headers(call)
+    record = call.record
     if record.cost_usd is not None:
         headers["x-switchboard-cost-usd"] = f"{record.cost_usd:.10f}".rstrip("0").rstrip(".")
     return JSONReply(orjson.dumps(body), headers=headers)

@@ -19,9 +19,7 @@ import socket
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.calllog.condition import UP, Condition
@@ -44,21 +42,13 @@ CHECK_TIMEOUT_S = 5.0
 @dataclass(slots=True)
 class CallLogRuntime:
     engine: AsyncEngine
-    redis: aioredis.Redis | None
     writer: CallLogWriter
 
     async def aclose(self) -> None:
-        """Drain the writer (SIGTERM path), then release Redis and the database pool."""
+        """Drain the writer (SIGTERM path), then release the database pool (Redis belongs to
+        whoever passed it in)."""
         await self.writer.aclose()
-        if self.redis is not None:
-            await self.redis.aclose()
         await self.engine.dispose()
-
-
-def redis_client(url: str) -> aioredis.Redis:
-    """A client that fails fast when Redis is down (the writer falls back; it must not stall)."""
-    return aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
-                             retry=Retry(NoBackoff(), 0), health_check_interval=15)
 
 
 async def check_store(url: str) -> None:
@@ -73,10 +63,12 @@ async def check_store(url: str) -> None:
 
 
 async def open_call_log(settings: Settings, config: CallLog, *,
+                        redis: aioredis.Redis | None = None,
                         strict: bool = False) -> CallLogRuntime:
-    """Connect the store, the Redis spool and feed when configured, open the journal and start
-    the writer (see the module docstring for what is checked). Raises ``SchemaNotReady`` for a
-    Postgres at another schema."""
+    """Connect the store, use ``redis`` (the call log's pool of ``app.resources.RedisPools``)
+    for the spool and feed when given, open the journal and start the writer (see the module
+    docstring for what is checked). Raises ``SchemaNotReady`` for a Postgres at another
+    schema."""
     url = settings.database_url
     condition = UP
     if is_sqlite(url):
@@ -88,7 +80,7 @@ async def open_call_log(settings: Settings, config: CallLog, *,
             condition = Condition(up=False, reason="unreachable", detail=str(exc))
     engine = make_engine(url)
     store: CallStore = SqliteStore(engine) if is_sqlite(url) else PostgresStore(engine)
-    client = redis_client(settings.redis_url) if settings.redis_url else None
+    client = redis
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     writer = CallLogWriter(
         store=store,
@@ -105,7 +97,7 @@ async def open_call_log(settings: Settings, config: CallLog, *,
     if client is not None:
         writer.redis_condition(await _ping(client))
     await writer.start()
-    return CallLogRuntime(engine=engine, redis=client, writer=writer)
+    return CallLogRuntime(engine=engine, writer=writer)
 
 
 async def _ping(client: aioredis.Redis) -> str | None:

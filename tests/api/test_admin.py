@@ -24,32 +24,46 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api import errors as api_errors
 from app.api.admin import router
+from app.calllog import LogSink
 from app.calllog.cli import Seen, logs
+from app.config import embedded_config
 from app.db.engine import make_engine
 from app.db.models import Call
+from app.gateway import Gateway
+from app.pricing import PriceBook
+from app.resources import Resources
 from app.settings import Settings
+from app.stages.authenticate import Authenticate
 from tests.servers import free_port, serve
 
 MASTER_KEY = "sk-admin-test-master-key-0123456789"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def admin_app(*, master_key: str | None, database_url: str | None = None) -> FastAPI:
-    """A minimal app serving the admin router; its lifespan owns the engine, as the gateway's."""
+def admin_app(*, master_key: str | None, database_url: str | None = None,
+              engine: AsyncEngine | None = None) -> FastAPI:
+    """A minimal app serving the admin router over the gateway's own resources (an offline
+    gateway, the master key's authentication); its lifespan owns the engine for
+    ``database_url``, as the gateway's does."""
+    settings = Settings(master_key=SecretStr(master_key) if master_key else None)
+    resources = Resources(
+        settings=settings, authenticator=Authenticate(settings.master_key, None),
+        gateway=Gateway(config=embedded_config({}), providers={}, prices=PriceBook({}),
+                        sink=LogSink()), engine=engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database_url is None:
             yield
             return
-        app.state.db_engine = make_engine(database_url)
+        resources.engine = make_engine(database_url)
         try:
             yield
         finally:
-            await app.state.db_engine.dispose()
+            await resources.engine.dispose()
 
     app = FastAPI(lifespan=lifespan)
-    app.state.settings = Settings(master_key=SecretStr(master_key) if master_key else None)
+    app.state.resources = resources
     api_errors.install(app)
     app.include_router(router)
     return app
@@ -187,8 +201,7 @@ async def test_loopback_only_mode_serves_loopback_clients(engine: AsyncEngine,
 
 async def test_loopback_only_mode_refuses_other_clients(engine: AsyncEngine) -> None:
     """With no master key, a client from a non-loopback address gets 403 permission_error."""
-    app = admin_app(master_key=None)
-    app.state.db_engine = engine
+    app = admin_app(master_key=None, engine=engine)
     for host, status in (("203.0.113.9", 403), ("127.0.0.1", 200)):
         transport = httpx.ASGITransport(app=app, client=(host, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:

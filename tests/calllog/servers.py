@@ -14,6 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from app.api.admission import Admission
+from app.calllog.writer import CallLogWriter
+from app.resources import resources_of
 from tests.servers import free_port
 
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
@@ -108,3 +111,10 @@ def serve_process(env: dict[str, str], port: int, *,
         assert proc.poll() is None, f"gateway exited: {log.read_text()}"
         assert time.monotonic() < deadline, f"gateway did not start: {log.read_text()}"
         time.sleep(0.1)
+
+
+def writer_of(lane: Admission) -> CallLogWriter:
+    """The call-log writer of a gateway app built by ``create_app`` (its lifespan running)."""
+    calllog = resources_of(lane.app).calllog
+    assert calllog is not None, "the call log is off on this gateway"
+    return calllog.writer

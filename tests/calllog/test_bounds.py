@@ -35,7 +35,7 @@ from app.db.models import Call
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
-from tests.calllog.servers import PrivatePostgres, PrivateRedis
+from tests.calllog.servers import PrivatePostgres, PrivateRedis, writer_of
 from tests.servers import serve
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -193,7 +193,7 @@ def test_gateway_bounds_what_reaches_redis_and_the_database(
                       strict_telemetry=True)
     tag = uuid.uuid4().hex[:8]
     with serve(lane) as gateway:
-        writer = lane.app.state.calllog
+        writer = writer_of(lane)
         before = redis_bytes(redis_server.port)
         answers = hostile_calls(gateway, f"{tag}a")
         postgres.stop()  # the next rows wait in the Redis spool

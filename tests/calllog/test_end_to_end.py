@@ -25,7 +25,13 @@ from app.db.engine import make_engine
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
-from tests.calllog.servers import SWITCHBOARD, PrivatePostgres, PrivateRedis, serve_process
+from tests.calllog.servers import (
+    SWITCHBOARD,
+    PrivatePostgres,
+    PrivateRedis,
+    serve_process,
+    writer_of,
+)
 from tests.servers import free_port, serve
 
 
@@ -58,7 +64,7 @@ def logged_gateway(settings: Settings, simulator: str) -> Iterator[tuple[str, Ca
     lane = create_app(settings, config=parse_config(sim_config(simulator), {}),
                       strict_telemetry=True)
     with serve(lane) as url:
-        yield url, lane.app.state.calllog
+        yield url, writer_of(lane)
 
 
 def chat(client: openai.OpenAI, request_id: str) -> Any:

@@ -44,7 +44,7 @@ from app.db.migrate import upgrade
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
-from tests.calllog.servers import PrivatePostgres, PrivateRedis
+from tests.calllog.servers import PrivatePostgres, PrivateRedis, writer_of
 from tests.db.conftest import admin_sql
 from tests.servers import serve
 
@@ -350,7 +350,7 @@ def test_deep_request_keeps_its_row_and_its_batch(levels: int, postgres: Private
     tag = f"h3-{levels}-{uuid.uuid4().hex[:6]}"
     ids = [f"{tag}-{i}" for i in range(12)]
     with serve(lane) as gateway:
-        writer = lane.app.state.calllog
+        writer = writer_of(lane)
         postgres.stop()
         try:
             for i, request_id in enumerate(ids):

@@ -29,16 +29,16 @@ from app.calllog.live import LiveFeed
 from app.calllog.postgres import PostgresStore
 from app.calllog.record import CallRecord
 from app.calllog.redis_spool import RedisSpool
-from app.calllog.runtime import redis_client
 from app.calllog.writer import CallLogWriter
 from app.config import parse_config
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.main import create_app
+from app.resources import RedisPools
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.freeze_proxy import FreezeProxy
-from tests.calllog.servers import PrivatePostgres, PrivateRedis, serve_process
+from tests.calllog.servers import PrivatePostgres, PrivateRedis, serve_process, writer_of
 from tests.metrics.scrape import value, wait_for
 from tests.servers import free_port, serve
 
@@ -145,7 +145,7 @@ def gateway(settings: Settings, simulator: str) -> Iterator[tuple[str, CallLogWr
     lane = create_app(settings, config=parse_config(sim_config(simulator), {}),
                       strict_telemetry=True)
     with serve(lane) as url:
-        yield url, lane.app.state.calllog
+        yield url, writer_of(lane)
 
 
 def settings_for(tmp_path: Path, url: str, redis_url: str | None = None,
@@ -382,7 +382,7 @@ async def test_a_running_writer_warns_once_while_redis_is_down(
     for Redis and one for the store, not one per batch; Redis coming back is one INFO line."""
     redis = PrivateRedis()
     redis.start()
-    client = redis_client(redis.url)
+    client = RedisPools.open(redis.url, limiter_timeout_s=0.05).calllog
     redis.stop()
     engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none")
     writer = CallLogWriter(

@@ -1,0 +1,218 @@
+"""The request pipeline: the one way in for every model call, whatever its endpoint or dialect.
+
+Every model call runs these steps, in this order::
+
+    authenticate -> [prompt template] -> [privacy] -> admit -> [cache] -> route and call
+                 -> account -> record
+
+Steps in brackets are slots for later stages. "Route and call" is the gateway's own core
+(``app.gateway``): resolve the public model, try its targets, compute usage and cost. "Record" is
+the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
+is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
+
+A stage may act at four points, each a hook it overrides (a hook it does not override is never
+called, so a stage that does nothing for a call costs nothing there):
+
+- ``on_headers``: before the body is read (authentication: a caller without a key costs no parse);
+- ``on_request``: on the parsed request, in slot order; may rewrite ``call.request`` and
+  ``call.body``, add response ``headers``, or reject by raising a ``GatewayError``;
+- ``on_chunk``: on each streamed chunk before it goes to the client; returns the chunk to send
+  (rewritten or not) or ``None`` to send nothing for it;
+- ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
+  before the record is handed to the call log; ``call.record`` then says how it ended.
+
+Each call runs on one immutable ``Snapshot`` (routing table, pipeline, limits, config version)
+taken when it starts; swapping the gateway's snapshot changes later calls, never a running one.
+
+Glossary (the names the code uses):
+
+- *model call*: one client request to a model endpoint; ``ModelCall`` while it runs;
+- *call record*: what the call log stores of it (``app.calllog.CallRecord``); ``end_user`` and
+  ``tags`` in a stored row are the request's ``user`` and ``metadata``;
+- *caller*: who made it (``Caller``): the master key, a virtual key (and its team), or anonymous;
+- *recorder*: the per-call metrics (``app.metrics.recorder.Recorder``);
+- *redactor*: what removes secrets from captured bodies (``app.calllog.redact.Redactor``);
+- *call-log writer*: the process's queue to the store and spools (``CallLogWriter``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from app import errors
+from app.api.incoming import Incoming
+from app.calllog import CallRecord
+from app.config import GatewayConfig, Limits
+from app.providers.base import Json
+from app.routing import Route, RoutingTable
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+if TYPE_CHECKING:
+    from app.limits import Bucket
+
+ModelRequest = ChatRequest | CompletionRequest | EmbeddingRequest
+
+
+class Slot(enum.IntEnum):
+    """Where a stage runs; stages run in ascending slot order. Route and call sits between
+    ``CACHE`` and ``ACCOUNT``."""
+
+    AUTHENTICATE = 10
+    TEMPLATE = 20
+    PRIVACY = 30
+    ADMIT = 40
+    CACHE = 50
+    ACCOUNT = 70
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made a call. ``name`` is what the call record stores as ``caller``: ``master``,
+    ``anonymous`` (loopback-only mode), ``key`` (a virtual key: ``key_id``, maybe ``team_id``)."""
+
+    name: str
+    key_id: str | None = None
+    team_id: str | None = None
+    admin: bool = False
+    models: frozenset[str] | None = None
+    """The public models this caller may use; ``None``: all."""
+    buckets: tuple[Bucket, ...] = ()
+    """The rate limits and budgets its calls are charged to (key's, then team's)."""
+
+
+MASTER = Caller("master", admin=True)
+ANONYMOUS = Caller("anonymous", admin=True)
+
+
+class Stage:
+    """A pipeline stage. Subclasses set ``slot`` and override the hooks they need."""
+
+    slot: ClassVar[Slot]
+
+    async def on_headers(self, call: ModelCall) -> None:
+        """Before the body is read: only ``call.incoming.headers`` is known."""
+
+    async def on_request(self, call: ModelCall) -> None:
+        """On the parsed request (``call.request``, ``call.body``)."""
+
+    def on_chunk(self, call: ModelCall, chunk: Json) -> Json | None:
+        """Each streamed chunk on its way to the client; the chunk to send, or ``None``."""
+        return chunk
+
+    def on_end(self, call: ModelCall) -> None:
+        """Once, when the call has ended; must not raise."""
+
+
+def _overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
+
+
+class Pipeline:
+    """Stages in slot order, with each hook's list computed once (a hook no stage overrides
+    costs one empty-tuple check per call)."""
+
+    def __init__(self, stages: Sequence[Stage] = ()) -> None:
+        self.stages = tuple(sorted(stages, key=lambda s: s.slot))
+        self.header_hooks: tuple[Callable[[ModelCall], Awaitable[None]], ...] = tuple(
+            s.on_headers for s in self.stages if _overrides(s, "on_headers"))
+        self.request_hooks: tuple[Callable[[ModelCall], Awaitable[None]], ...] = tuple(
+            s.on_request for s in self.stages if _overrides(s, "on_request"))
+        self.chunk_hooks: tuple[Callable[[ModelCall, Json], Json | None], ...] = tuple(
+            s.on_chunk for s in self.stages if _overrides(s, "on_chunk"))
+        self.end_hooks: tuple[Callable[[ModelCall], None], ...] = tuple(
+            s.on_end for s in self.stages if _overrides(s, "on_end"))
+
+    async def arrive(self, call: ModelCall) -> None:
+        """The ``on_headers`` hooks, in slot order."""
+        for hook in self.header_hooks:
+            await hook(call)
+
+    async def admit(self, call: ModelCall) -> None:
+        """The ``on_request`` hooks, in slot order."""
+        for hook in self.request_hooks:
+            await hook(call)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one call runs on from start to end (the live reload swaps the whole of it)."""
+
+    version: str
+    """A hash of the config: which config served a call."""
+    table: RoutingTable
+    limits: Limits
+    keepalive_s: float
+    pipeline: Pipeline
+
+    @classmethod
+    def build(cls, config: GatewayConfig, pipeline: Pipeline) -> Snapshot:
+        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        return cls(version=digest, table=RoutingTable(config), limits=config.limits,
+                   keepalive_s=config.streaming.keepalive_s, pipeline=pipeline)
+
+
+class Finisher:
+    """What a ``ModelCall`` reports to when it ends (the gateway)."""
+
+    def fail(self, call: ModelCall, exc: errors.GatewayError) -> None:
+        raise NotImplementedError
+
+    def finish(self, call: ModelCall) -> None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True, eq=False)
+class ModelCall:
+    """One model call in flight, and the owner of its record: used as ``async with call:``, it
+    finishes the record exactly once (rejections, failures and disconnects included); a stream
+    that has started finishes it itself when it ends (``streaming``).
+
+    Leaving the block with a ``GatewayError`` records that error (scrubbed of secrets) and
+    re-raises it; with a cancellation, a 499; with any other exception, a 500."""
+
+    incoming: Incoming
+    record: CallRecord
+    snapshot: Snapshot
+    owner: Finisher
+    caller: Caller = ANONYMOUS
+    request: ModelRequest | None = None
+    body: Json | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers stages add (the rate-limit headers), on answers and errors alike."""
+    tokens: int = 0
+    """The tokens admission charged for this call before it ran (prompt + reserved output)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Per-call state of stages, each under its own key."""
+    streaming: bool = False
+    finished: bool = False
+    _route: Route | None = None
+
+    def route(self) -> Route:
+        """The route of the requested public model (resolved once); ``NotFound`` if none."""
+        if self._route is None:
+            assert self.request is not None, "no route before the request is parsed"
+            self._route = self.snapshot.table.resolve(self.request.model)
+        return self._route
+
+    async def __aenter__(self) -> ModelCall:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self.finished:
+            return
+        if exc is None:
+            if self.streaming:
+                return  # the stream finishes the record when it ends
+        elif isinstance(exc, errors.GatewayError):
+            self.owner.fail(self, exc)
+        elif isinstance(exc, Exception):
+            self.owner.fail(self, errors.GatewayError("The gateway had an internal error."))
+        else:  # cancelled: the client left, or the server is shutting down
+            self.record.status, self.record.http_status = "cancelled", 499
+        self.owner.finish(self)

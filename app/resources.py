@@ -1,0 +1,80 @@
+"""What a running gateway process holds for its lifetime, typed: built in the app's lifespan
+(``app.main``), read by the routes through ``resources_of``.
+
+Redis: one URL (``SWITCHBOARD_REDIS_URL``), two connection pools (``RedisPools``): the call log's
+(spool, live feed, key-change messages), whose commands may wait seconds for a big replay, and
+the limiter's, with a timeout of milliseconds, so a spool replay never starves an admission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.calllog.runtime import CallLogRuntime
+    from app.gateway import Gateway
+    from app.keys import KeyDirectory
+    from app.limits import Limiter
+    from app.metrics.runtime import MetricsRuntime
+    from app.stages.authenticate import Authenticate
+
+
+@dataclass(slots=True)
+class RedisPools:
+    """One Redis configuration, two pools (see the module docstring)."""
+
+    calllog: aioredis.Redis
+    limiter: aioredis.Redis
+
+    @classmethod
+    def open(cls, url: str, *, limiter_timeout_s: float) -> RedisPools:
+        # Both fail fast when Redis is down: callers fall back (spool, fail mode), never stall.
+        calllog = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=15)
+        limiter = aioredis.from_url(url, socket_connect_timeout=max(limiter_timeout_s, 0.05),
+                                    socket_timeout=max(limiter_timeout_s, 0.05),
+                                    retry=Retry(NoBackoff(), 0))
+        return cls(calllog=calllog, limiter=limiter)
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+        await self.calllog.aclose()
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    gateway: Gateway
+    authenticator: Authenticate
+    limiter: Limiter | None = None
+    redis: RedisPools | None = None
+    calllog: CallLogRuntime | None = None
+    engine: AsyncEngine | None = None
+    """The call log's database (the admin API reads it); ``None`` with the call log off."""
+    metrics: MetricsRuntime | None = None
+    keys: KeyDirectory | None = None
+    """The virtual-key directory; ``None`` when the call log (its database) is off."""
+    ready: bool = False
+    """Started and not draining (``/readyz``)."""
+
+
+class NotStarted(RuntimeError):
+    """The app's lifespan has not built its resources (it was served without it)."""
+
+
+def resources_of(holder: Request | FastAPI) -> Resources:
+    """The resources of the app serving ``holder`` (a request, or the app itself)."""
+    app = holder.app if isinstance(holder, Request) else holder
+    resources = getattr(app.state, "resources", None)
+    if not isinstance(resources, Resources):
+        raise NotStarted("the app's lifespan has not run: serve it with its lifespan on")
+    return resources

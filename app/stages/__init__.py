@@ -1,0 +1,1 @@
+"""The request pipeline's stages (``app.pipeline``): authenticate, admit, account."""

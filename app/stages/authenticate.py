@@ -1,0 +1,132 @@
+"""Authenticate: who is calling, before the body is read; and may they use this model.
+
+A caller presents a key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. The master key
+(``SWITCHBOARD_MASTER_KEY``) is compared in constant time; a virtual key (``sk-sb-...``) is looked
+up by its hash in the key directory (``app.keys``), cached in memory, so a known key costs one
+SHA-256 and a dict lookup. With no master key configured (loopback-only mode) a caller without a
+key is ``anonymous``; a virtual key it presents is still checked and its limits apply.
+
+Refusals, in OpenAI's shape: no key 401 ``missing_api_key``; an unknown, revoked or expired key
+401 ``invalid_api_key``; a model the key may not use 403 ``model_not_allowed``; a virtual key the
+gateway cannot check (database down, key not cached) 503 ``keys_unavailable``, never a 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from app import errors
+from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
+
+if TYPE_CHECKING:
+    from app.keys import Entry, KeyDirectory
+
+VIRTUAL_PREFIX = "sk-sb-"
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    """The key from ``Authorization: Bearer ...`` or ``x-api-key``."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or None
+
+
+def caller_of(entry: Entry) -> Caller:
+    """The caller a directory entry stands for, with the buckets its calls are charged to."""
+    from app.limits import Bucket  # TEMP until app.limits lands
+
+    key, team = entry.key, entry.team
+    buckets: list[Bucket] = []
+    if key.rpm or key.tpm or key.budget_usd is not None:
+        buckets.append(Bucket("key", key.id, key.rpm, key.tpm, key.budget_usd,
+                              key.budget_period))
+    if team is not None and (team.rpm or team.tpm or team.budget_usd is not None):
+        buckets.append(Bucket("team", team.id, team.rpm, team.tpm, team.budget_usd,
+                              team.budget_period))
+    return Caller("key", key_id=key.id, team_id=key.team_id, admin=key.admin,
+                  models=None if key.models is None else frozenset(key.models),
+                  buckets=tuple(buckets))
+
+
+class Authenticate(Stage):
+    """The first stage; also what the admin and ``/v1/models`` routes use (``identify``)."""
+
+    slot = Slot.AUTHENTICATE
+
+    def __init__(self, master_key: SecretStr | None, keys: KeyDirectory | None) -> None:
+        self._master = None if master_key is None else master_key.get_secret_value().encode()
+        self._keys = keys
+        self._callers: dict[str, tuple[Entry, Caller]] = {}
+        """The caller built for each cached directory entry, by key hash (rebuilt when the
+        directory's entry changes)."""
+
+    async def identify(self, headers: dict[str, str]) -> Caller:
+        """The caller presenting ``headers``; a ``GatewayError`` when refused."""
+        key = presented_key(headers)
+        if key is None:
+            if self._master is None:
+                return ANONYMOUS
+            raise errors.AuthenticationFailed(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                code="missing_api_key")
+        if self._master is not None and hmac.compare_digest(key.encode(), self._master):
+            return MASTER
+        if self._keys is not None and key.startswith(VIRTUAL_PREFIX):
+            return await self._virtual(key)
+        if self._master is None:
+            return ANONYMOUS
+        raise _invalid()
+
+    async def _virtual(self, key: str) -> Caller:
+        from app.keys import KeysUnavailable, hash_key  # TEMP until app.keys lands
+
+        assert self._keys is not None
+        digest = hash_key(key)
+        entry = self._keys.cached(digest)
+        if entry is None:
+            try:
+                entry = await self._keys.resolve(key)
+            except KeysUnavailable:
+                raise errors.GatewayError(
+                    "The gateway cannot check this API key right now; retry shortly.",
+                    status=503, code="keys_unavailable") from None
+            if entry is None:
+                raise _invalid()
+        problem = entry.key.problem(time.time())
+        if problem is not None:
+            raise errors.AuthenticationFailed(f"This API key is {problem}.",
+                                              code="invalid_api_key")
+        known = self._callers.get(digest)
+        if known is not None and known[0] is entry:
+            return known[1]
+        caller = caller_of(entry)
+        if len(self._callers) > 100_000:  # bounded like the directory itself
+            self._callers.clear()
+        self._callers[digest] = (entry, caller)
+        return caller
+
+    async def on_headers(self, call: ModelCall) -> None:
+        caller = await self.identify(call.incoming.headers)
+        call.caller = caller
+        record = call.record
+        record.caller = caller.name
+        if caller.key_id is not None:
+            record.key_id, record.team_id = caller.key_id, caller.team_id
+
+    async def on_request(self, call: ModelCall) -> None:
+        allowed = call.caller.models
+        if allowed is not None and call.request is not None and call.request.model not in allowed:
+            raise errors.PermissionDenied(
+                f"This API key may not use the model '{call.request.model[:200]}'.",
+                param="model", code="model_not_allowed")
+
+
+def _invalid() -> errors.GatewayError:
+    return errors.AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
