@@ -1,5 +1,5 @@
 """The admin API: the call log (``GET /admin/calls``, ``/admin/calls/{call_id}``,
-``/admin/calllog``) and drift (``GET /admin/drift``).
+``/admin/calllog``), spend (``GET /admin/spend``) and drift (``GET /admin/drift``).
 
 Access: the master key, or a virtual key marked admin (``AdminDep``). In loopback-only mode (no
 master key configured; the gateway then refuses to bind anything but a loopback address, see
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.api.deps import CallerDep
-from app.calllog import query
+from app.calllog import query, spend
 from app.pipeline import Caller
 from app.resources import resources_of
 from app.settings import is_loopback
@@ -74,7 +74,9 @@ async def list_calls(
     provider: Annotated[str | None, Query(description="Provider name from the config.")] = None,
     status: Annotated[Literal["ok", "error", "cancelled"] | None, Query()] = None,
     caller: Annotated[str | None, Query(description=(
-        'Who called: "master", "anonymous", or a key id.'))] = None,
+        'Who called: "master", "anonymous" or "key".'))] = None,
+    key_id: Annotated[str | None, Query(description="The virtual key's id.")] = None,
+    team_id: Annotated[str | None, Query(description="The team's id.")] = None,
     request_id: Annotated[str | None, Query(description=(
         "The client's x-request-id (not unique: every call sent with it)."))] = None,
     limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
@@ -87,9 +89,29 @@ async def list_calls(
     naming the filter."""
     rows, next_cursor = await query.list_calls(
         engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
-        model=model, provider=provider, status=status, caller=caller, request_id=request_id,
-        limit=limit, cursor=cursor)
+        model=model, provider=provider, status=status, caller=caller, key_id=key_id,
+        team_id=team_id, request_id=request_id, limit=limit, cursor=cursor)
     return {"object": "list", "data": rows, "next_cursor": next_cursor}
+
+
+@router.get("/spend")
+async def get_spend(
+    admin: AdminDep,
+    engine: EngineDep,
+    by: Annotated[spend.SpendBy, Query(description=(
+        "Group by virtual key id, team id or public model."))],
+    since: Annotated[str | None, Query(description=(
+        "Earliest call (inclusive), as for /admin/calls; default: the start of the current "
+        "month (UTC)."))] = None,
+    until: Annotated[str | None, Query(description=(
+        "Latest call (exclusive), as for since; default: now."))] = None,
+) -> dict[str, Any]:
+    """Requests, tokens, cost (USD) and errors per group over the range, from the call log,
+    costliest first. Calls without a key (or team) form the group ``null``."""
+    start = _moment(since, param="since") or spend.month_start()
+    rows = await spend.spend(engine, by=by, since=start,
+                             until=_moment(until, param="until"))
+    return {"object": "list", "by": by, "since": query.iso(start), "data": rows}
 
 
 @router.get("/calls/{call_id}")

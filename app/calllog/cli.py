@@ -1,8 +1,10 @@
-"""``switchboard logs``: read the call log through a running gateway's admin API.
+"""``switchboard logs`` and ``switchboard spend``: read the call log through a running
+gateway's admin API.
 
 ``logs query`` prints one page (or, with ``--all``, every page) of calls matching the filters;
-``logs tail`` polls for new calls until Ctrl-C. Both talk HTTP to ``/admin/calls`` with the
-master key, so they work against a remote gateway and never touch the database themselves.
+``logs tail`` polls for new calls until Ctrl-C; ``spend`` prints spend per key, team or model.
+They talk HTTP to ``/admin/calls`` and ``/admin/spend`` with the master key, so they work
+against a remote gateway and never touch the database themselves.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _message(response: httpx.Response) -> str:
 
 
 class AdminClient:
-    """A thin client for ``/admin/calls``; raises ``AdminApiError`` with a readable message."""
+    """A thin client for ``/admin/calls`` and ``/admin/spend``; raises ``AdminApiError`` with a
+    readable message."""
 
     def __init__(self, url: str, *, key: str | None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -55,8 +58,13 @@ class AdminClient:
 
     def page(self, params: dict[str, Any]) -> tuple[list[Row], str | None]:
         """One page of calls (newest first) and the next cursor."""
+        body = self.get("/admin/calls", params)
+        return list(body["data"]), body.get("next_cursor")
+
+    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body of the admin API's answer to ``GET path``."""
         try:
-            response = self._http.get("/admin/calls", params=params)
+            response = self._http.get(path, params=params)
         except httpx.ConnectError:
             raise Unreachable(f"cannot connect to {self.url}: is the gateway running? Start it "
                               "with 'switchboard serve', or point --url at it.") from None
@@ -65,8 +73,8 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise Unreachable(f"request to {self.url} failed: {exc}") from None
         self._check(response)
-        body = response.json()
-        return list(body["data"]), body.get("next_cursor")
+        body: dict[str, Any] = response.json()
+        return body
 
     def rows(self, params: dict[str, Any]) -> Iterator[Row]:
         """Every matching call, newest first, following cursors page by page."""
@@ -110,8 +118,8 @@ COLUMNS: tuple[tuple[str, int], ...] = (
 """Header and width of each table column; a negative width means left-aligned."""
 
 
-def _line(cells: list[str]) -> str:
-    parts = [c.ljust(-w) if w < 0 else c.rjust(w) for c, (_, w) in zip(cells, COLUMNS,
+def _line(cells: list[str], columns: tuple[tuple[str, int], ...] = COLUMNS) -> str:
+    parts = [c.ljust(-w) if w < 0 else c.rjust(w) for c, (_, w) in zip(cells, columns,
                                                                      strict=True)]
     return "  ".join(parts).rstrip()
 
@@ -168,9 +176,11 @@ def _filter_options(command: F) -> F:
     for name, help_text in reversed((
             ("--model", "Only calls for this public model (as clients send it)."),
             ("--provider", "Only calls finally served by this provider (config name)."),
-            ("--caller", 'Only calls from this caller ("master", "anonymous" or a key id).'),
+            ("--caller", 'Only calls from this caller ("master", "anonymous" or "key").'),
+            ("--key-id", "Only calls made with this virtual key (its id)."),
+            ("--team-id", "Only calls made with a key of this team (its id)."),
             ("--request-id", "Only calls the client sent with this x-request-id."))):
-        metavar = "ID" if name == "--request-id" else "NAME"
+        metavar = "ID" if name.endswith("-id") else "NAME"
         command = click.option(name, metavar=metavar, help=help_text)(command)
     return click.option("--status", type=click.Choice(["ok", "error", "cancelled"]),
                         help="Only calls that ended so.")(command)
@@ -207,14 +217,16 @@ def logs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def query_command(url: str, key: str | None, since: str | None, until: str | None,
                   model: str | None, provider: str | None, status: str | None,
-                  caller: str | None, request_id: str | None, limit: int, cursor: str | None,
+                  caller: str | None, key_id: str | None, team_id: str | None,
+                  request_id: str | None, limit: int, cursor: str | None,
                   follow: bool, as_json: bool) -> None:
     """Print calls matching the filters, newest first, as a table (or JSON lines).
 
     Without --all one page is printed; when more calls match, the cursor of the next page is
     printed on stderr."""
     params = _filters(since=since, until=until, model=model, provider=provider, status=status,
-                      caller=caller, request_id=request_id, limit=limit, cursor=cursor)
+                      caller=caller, key_id=key_id, team_id=team_id, request_id=request_id,
+                      limit=limit, cursor=cursor)
     client = _client(url, key)
     try:
         if follow:
@@ -303,7 +315,8 @@ def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
               help="Recent calls to print first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def tail_command(url: str, key: str | None, model: str | None, provider: str | None,
-                 status: str | None, caller: str | None, request_id: str | None,
+                 status: str | None, caller: str | None, key_id: str | None,
+                 team_id: str | None, request_id: str | None,
                  interval: float, lookback: float, lines: int, as_json: bool) -> None:
     """Print calls as they are logged, until Ctrl-C.
 
@@ -311,7 +324,7 @@ def tail_command(url: str, key: str | None, model: str | None, provider: str | N
     ran longer than --lookback may be missed. While the gateway is unreachable, tail says so
     on stderr and keeps polling."""
     filters = _filters(model=model, provider=provider, status=status, caller=caller,
-                       request_id=request_id)
+                       key_id=key_id, team_id=team_id, request_id=request_id)
     client = _client(url, key)
     seen, window = Seen(), timedelta(seconds=lookback)
     emit: Callable[[Row], str] = json_line if as_json else table_row
@@ -345,6 +358,40 @@ def _follow(client: AdminClient, filters: dict[str, Any], seen: Seen, *, window:
             down = False
         for row in fresh:
             click.echo(emit(row))
+
+
+SPEND_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("GROUP", -32), ("REQUESTS", 9), ("PROMPT", 11), ("COMPLETION", 11), ("COST", 14),
+    ("ERRORS", 7))
+
+
+@click.command("spend", context_settings={"help_option_names": ["-h", "--help"]})
+@_connection_options
+@click.option("--by", type=click.Choice(["key", "team", "model"]), required=True,
+              help="Group by virtual key id, team id or public model.")
+@click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
+              "such as 7d (default: the start of this month, UTC).")
+@click.option("--until", metavar="WHEN", help="Calls before WHEN (same forms as --since).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON array.")
+def spend(url: str, key: str | None, by: str, since: str | None, until: str | None,
+          as_json: bool) -> None:
+    """Print requests, tokens, cost and errors per key, team or model, costliest first, from
+    the call log of a running gateway. "-" is the calls without a key (or team)."""
+    client = _client(url, key)
+    try:
+        body = client.get("/admin/spend", _filters(by=by, since=since, until=until))
+    finally:
+        client.close()
+    rows: list[Row] = body["data"]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    click.echo(_line([name for name, _ in SPEND_COLUMNS], SPEND_COLUMNS))
+    for row in rows:
+        click.echo(_line([
+            _cell(row["group"], str), str(row["requests"]), str(row["prompt_tokens"]),
+            str(row["completion_tokens"]), f"${float(row['cost_usd']):.6f}",
+            str(row["errors"])], SPEND_COLUMNS))
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m app.calllog.cli``

@@ -1,5 +1,6 @@
 """The call log's live side in Redis: a capped stream for ``switchboard logs tail`` and per-day
-counters of requests, tokens, errors and spend per public model and per caller.
+counters of requests, tokens, errors and spend per public model, per caller, per virtual key and
+per team.
 
 Best effort by design: the durable record is the store; the writer calls ``publish`` after (or
 beside) it and counts a ``SpoolUnavailable`` instead of retrying, so a Redis outage loses live
@@ -15,9 +16,13 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
   (rejected before one was resolved), or naming one that does not exist (answered 404 without
   reaching a provider), counts under the model name ``-``, so the model and caller totals of a
   day agree, and model names a client makes up cannot add keys to Redis.
+- ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made
+  with a virtual key (``key_id`` set) and with a key of a team (``team_id`` set); ids, never
+  keys. Rows without them add to neither.
 
 Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
-to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin.
+to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin, and key and team
+ids to ``ID_CAP``.
 """
 
 from __future__ import annotations
@@ -31,20 +36,20 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.calllog.record import TEXT_CAPS, Row, bound_text, dump_row
+from app.calllog.record import ID_CAP, TEXT_CAPS, Row, bound_text, dump_row
 from app.calllog.redis_spool import stream_entries, text
 from app.calllog.seams import SpoolUnavailable
 
 __all__ = ["DayCounters", "LiveFeed"]
 
-CounterKind = Literal["model", "caller"]
+CounterKind = Literal["model", "caller", "key", "team"]
 _TTL_S = 8 * 24 * 3600
 _NO_MODEL = "-"
 _MODEL_CAP = TEXT_CAPS["public_model"]
 
 
 class DayCounters(TypedDict):
-    """One day's totals for one model or caller."""
+    """One day's totals for one model, caller, key or team."""
 
     requests: int
     prompt_tokens: int
@@ -124,7 +129,7 @@ class LiveFeed:
         return self._stream
 
     def counter_key(self, kind: CounterKind, name: str, *, day: date | str) -> str:
-        """The hash holding ``day``'s counters for one model or caller."""
+        """The hash holding ``day``'s counters for one model, caller, key or team."""
         day_s = day if isinstance(day, str) else day.isoformat()
         return f"{self._prefix}:usage:{day_s}:{kind}:{name}"
 
@@ -144,11 +149,13 @@ class LiveFeed:
         for row in rows:
             day = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, _day(row))
-            model = _counted_model(row)
-            for key in (
-                self.counter_key("model", model, day=day),
-                self.counter_key("caller", str(row.get("caller")), day=day),
-            ):
+            keys = [self.counter_key("model", _counted_model(row), day=day),
+                    self.counter_key("caller", str(row.get("caller")), day=day)]
+            if key_id := row.get("key_id"):
+                keys.append(self.counter_key("key", bound_text(key_id, ID_CAP), day=day))
+            if team_id := row.get("team_id"):
+                keys.append(self.counter_key("team", bound_text(team_id, ID_CAP), day=day))
+            for key in keys:
                 sums.setdefault(key, _Sums()).add(row)
         for key, s in sums.items():
             pipe.hincrby(key, "requests", s.requests)
@@ -191,8 +198,8 @@ class LiveFeed:
                         yield row
 
     async def today(self, kind: CounterKind, name: str, *, day: date | None = None) -> DayCounters:
-        """The counters of one model or caller for ``day`` (default: today, UTC); zeros when
-        nothing was counted. Raises ``SpoolUnavailable``."""
+        """The counters of one model, caller, key or team for ``day`` (default: today, UTC);
+        zeros when nothing was counted. Raises ``SpoolUnavailable``."""
         key = self.counter_key(kind, name, day=day or datetime.now(UTC).date())
         try:
             raw: Any = await self._redis.hgetall(key)

@@ -39,7 +39,7 @@ _LENGTHS: dict[str, int] = {c.name: c.type.length for c in _calls.columns
                             if isinstance(c.type, String) and c.type.length is not None}
 _JSON_COLUMNS = ("attempts", "tags", "request_body", "response_body")
 _TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "caller",
-                 "request_id": "request_id"}
+                 "key_id": "key_id", "team_id": "team_id", "request_id": "request_id"}
 """Text filters of ``list_calls`` and the column each matches."""
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -147,7 +147,8 @@ def to_json_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def _unavailable(exc: BaseException) -> errors.GatewayError:
+def unavailable(exc: BaseException) -> errors.GatewayError:
+    """The 503 (code ``call_log_unavailable``) for a database that could not answer."""
     return errors.GatewayError(
         f"The call log database is unavailable ({describe_error(exc)}); try again shortly.",
         status=503, code="call_log_unavailable")
@@ -168,7 +169,9 @@ def _filters(*, since: datetime | None, until: datetime | None, status: str | No
     return conds
 
 
-def _moment(value: datetime | None, *, param: str) -> datetime | None:
+def utc_moment(value: datetime | None, *, param: str) -> datetime | None:
+    """``value`` in UTC (naive means UTC); ``InvalidRequest`` naming ``param`` when it has no
+    UTC equivalent."""
     if value is None:
         return None
     try:
@@ -197,18 +200,21 @@ def _check(*, since: datetime | None, until: datetime | None, status: str | None
 async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
                      until: datetime | None = None, model: str | None = None,
                      provider: str | None = None, status: str | None = None,
-                     caller: str | None = None, request_id: str | None = None,
+                     caller: str | None = None, key_id: str | None = None,
+                     team_id: str | None = None, request_id: str | None = None,
                      limit: int = 100,
                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of calls, newest first, and the cursor of the next page (``None`` on the last).
 
     ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC); ``model`` matches the
-    public model the client asked for, ``request_id`` the client's ``x-request-id``; every
-    filter given must hold. Raises ``InvalidRequest`` naming the filter for a bad ``limit``
-    (1..1000), ``status``, time range, text (see ``check_text``) or ``cursor``, and a 503
-    ``GatewayError`` (code ``call_log_unavailable``) when the database cannot answer."""
-    texts = {"model": model, "provider": provider, "caller": caller, "request_id": request_id}
-    since, until = _moment(since, param="since"), _moment(until, param="until")
+    public model the client asked for, ``key_id`` and ``team_id`` the virtual key and team
+    of the caller, ``request_id`` the client's ``x-request-id``; every filter given must hold.
+    Raises ``InvalidRequest`` naming the filter for a bad ``limit`` (1..1000), ``status``, time
+    range, text (see ``check_text``) or ``cursor``, and a 503 ``GatewayError`` (code
+    ``call_log_unavailable``) when the database cannot answer."""
+    texts = {"model": model, "provider": provider, "caller": caller, "key_id": key_id,
+             "team_id": team_id, "request_id": request_id}
+    since, until = utc_moment(since, param="since"), utc_moment(until, param="until")
     _check(since=since, until=until, status=status, limit=limit, texts=texts)
     conds = _filters(since=since, until=until, status=status, texts=texts)
     if cursor is not None:
@@ -222,7 +228,7 @@ async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
         async with engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
     except DATABASE_ERRORS as exc:
-        raise _unavailable(exc) from exc
+        raise unavailable(exc) from exc
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -245,5 +251,5 @@ async def get_call(engine: AsyncEngine, call_id: str) -> dict[str, Any] | None:
         async with engine.connect() as conn:
             row = (await conn.execute(stmt)).mappings().first()
     except DATABASE_ERRORS as exc:
-        raise _unavailable(exc) from exc
+        raise unavailable(exc) from exc
     return None if row is None else to_json_row(row)

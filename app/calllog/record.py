@@ -34,6 +34,8 @@ TEXT_CAPS: dict[str, int] = {
 """The most characters each text field of a row that a client or an upstream chooses keeps
 (never more than its column holds). The other text fields are the gateway's own or come from
 the config (ids, caller, endpoint, provider, target model, error type)."""
+ID_CAP = 64
+"""The most characters of ``key_id`` and ``team_id`` (their columns' length)."""
 MAX_TAGS = 16
 """The most ``metadata`` entries a row keeps; past it the last entry is ``TRUNCATED``: "<n>
 more"."""
@@ -130,15 +132,20 @@ def dump_row(row: Row) -> bytes:
 
 
 def stub_row(row: Row) -> Row:
-    """What is kept of a row no sink could take: its id, time, caller, endpoint and status, the
-    reason in ``error_message``, everything else empty."""
+    """What is kept of a row no sink could take: its id, time, caller (key and team ids
+    included), endpoint and status, the reason in ``error_message``, everything else empty."""
     def text(key: str, cap: int) -> str:
         return _clean(bound_text(row.get(key) or "", cap))
+
+    def optional(key: str) -> str | None:
+        value = row.get(key)
+        return None if value is None else _clean(bound_text(value, ID_CAP))
     created = row.get("created_at")
     created_at = created if type(created) is float and math.isfinite(created) else 0.0
     status = row.get("http_status")
     return {
         "id": text("id", 128), "created_at": created_at, "caller": text("caller", 128),
+        "key_id": optional("key_id"), "team_id": optional("team_id"),
         "endpoint": text("endpoint", 64), "status": "error",
         "http_status": status if type(status) is int and 0 <= status < 1000 else 0,
         "error_type": "unstorable_record",
@@ -207,6 +214,10 @@ class CallRecord:
     """The call id: the gateway's own, unique to this call (``x-switchboard-call-id``)."""
     endpoint: str
     caller: str
+    key_id: str | None = None
+    """The virtual key's id when ``caller`` is ``key`` (never the key itself)."""
+    team_id: str | None = None
+    """The team of that key, when it has one."""
     request_id: str | None = None
     """The client's ``x-request-id``, when it sent a sane one; not unique."""
     stream: bool = False
@@ -266,6 +277,8 @@ class CallRecord:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "caller": self.caller,
+            "key_id": self.key_id,
+            "team_id": self.team_id,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,
