@@ -40,7 +40,7 @@ from app.calllog.record import ID_CAP, TEXT_CAPS, Row, bound_text, dump_row
 from app.calllog.redis_spool import stream_entries, text
 from app.calllog.seams import SpoolUnavailable
 
-__all__ = ["DayCounters", "LiveFeed"]
+__all__ = ["CounterKind", "DayCounters", "LiveFeed"]
 
 CounterKind = Literal["model", "caller", "key", "team"]
 _TTL_S = 8 * 24 * 3600

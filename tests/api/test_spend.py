@@ -1,0 +1,200 @@
+"""Spend read-outs: ``GET /admin/spend`` and ``switchboard spend`` over rows written by the call
+log's stores (SQLite and Postgres), and the key and team filters of ``/admin/calls``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.calllog.cli import logs, spend
+from app.calllog.postgres import PostgresStore
+from app.calllog.record import CallRecord, Row, Status
+from app.calllog.spend import month_start
+from app.calllog.sqlite import SqliteStore
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.db.models import Call
+from app.usage import Usage
+from tests.api.test_admin import MASTER_KEY, admin_app, master
+from tests.servers import serve
+
+
+def row(call_id: str, *, key_id: str | None = None, team_id: str | None = None,
+        model: str = "chat", cost: float | None = 0.5, status: Status = "ok",
+        at: datetime | None = None, tokens: tuple[int, int] = (10, 4)) -> Row:
+    """A call's row as the gateway makes it (``caller`` ``key`` when a key id is given)."""
+    record = CallRecord(id=call_id, endpoint="/v1/chat/completions",
+                        caller="key" if key_id else "master", key_id=key_id, team_id=team_id,
+                        public_model=model, status=status,
+                        created_at=(at or month_start() + timedelta(seconds=1)).timestamp())
+    record.usage = Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1])
+    record.cost_usd = cost
+    return record.to_row()
+
+
+def month_rows() -> list[Row]:
+    """Calls of this month: three keys (two in team_1) and two master-key calls."""
+    return [
+        row("a1", key_id="key_a", team_id="team_1", cost=1.0),
+        row("a2", key_id="key_a", team_id="team_1", cost=2.0, status="error", tokens=(5, 0)),
+        row("b1", key_id="key_b", team_id="team_1", model="embed", cost=4.0),
+        row("c1", key_id="key_c", cost=8.0),
+        row("m1", cost=0.25, model="embed"),
+        row("m2", cost=None, status="cancelled", tokens=(0, 0)),
+    ]
+
+
+@pytest.fixture
+async def log_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated, empty call log holding ``month_rows()``, written by the backend's store."""
+    await upgrade(database_url)
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(delete(Call))
+    store = PostgresStore(engine) if engine.dialect.name == "postgresql" else SqliteStore(engine)
+    await store.write(month_rows())
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def server(log_engine: AsyncEngine, database_url: str) -> Iterator[str]:
+    with serve(admin_app(master_key=MASTER_KEY, database_url=database_url)) as url:
+        yield url
+
+
+async def get_spend(url: str, **params: Any) -> httpx.Response:
+    async with master(url) as client:
+        return await client.get("/admin/spend", params=params)
+
+
+def groups(response: httpx.Response) -> list[tuple[Any, ...]]:
+    assert response.status_code == 200, response.text
+    return [(r["group"], r["requests"], r["prompt_tokens"], r["completion_tokens"],
+             pytest.approx(r["cost_usd"]), r["errors"]) for r in response.json()["data"]]
+
+
+def test_month_start_is_midnight_utc_on_the_first() -> None:
+    """The default since is the first of the current month at 00:00 UTC, whatever the zone."""
+    east = datetime(2025, 3, 1, 1, 30, tzinfo=UTC) + timedelta(hours=-2)  # Feb 28, 23:30 UTC
+    assert month_start(datetime(2025, 3, 17, 5, 4, 3, tzinfo=UTC)) == datetime(2025, 3, 1,
+                                                                               tzinfo=UTC)
+    assert month_start(east) == datetime(2025, 2, 1, tzinfo=UTC)
+
+
+async def test_spend_by_key_team_and_model(server: str) -> None:
+    """Totals per key, team and model, costliest first; calls without a key or team are the
+    group null; every grouping adds up to the same calls."""
+    by_key = groups(await get_spend(server, by="key"))
+    assert by_key == [("key_c", 1, 10, 4, 8.0, 0), ("key_b", 1, 10, 4, 4.0, 0),
+                      ("key_a", 2, 15, 4, 3.0, 1), (None, 2, 10, 4, 0.25, 1)]
+    by_team = groups(await get_spend(server, by="team"))
+    assert by_team == [(None, 3, 20, 8, 8.25, 1), ("team_1", 3, 25, 8, 7.0, 1)]
+    by_model = groups(await get_spend(server, by="model"))
+    assert by_model == [("chat", 4, 25, 8, 11.0, 2), ("embed", 2, 20, 8, 4.25, 0)]
+    body = (await get_spend(server, by="model")).json()
+    assert body["by"] == "model" and body["since"] == month_start().isoformat(
+        timespec="microseconds").replace("+00:00", "Z")
+
+
+async def test_since_defaults_to_this_month(server: str, log_engine: AsyncEngine) -> None:
+    """Calls before the start of the month are left out unless since reaches them; until
+    bounds the range from above."""
+    old = month_start() - timedelta(hours=1)
+    store = (PostgresStore(log_engine) if log_engine.dialect.name == "postgresql"
+             else SqliteStore(log_engine))
+    await store.write([row("old", key_id="key_old", cost=100.0, at=old)])
+    assert "key_old" not in [g[0] for g in groups(await get_spend(server, by="key"))]
+    earlier = groups(await get_spend(server, by="key", since=(old - timedelta(minutes=1))
+                                     .isoformat(), until=month_start().isoformat()))
+    assert earlier == [("key_old", 1, 10, 4, 100.0, 0)]
+    assert groups(await get_spend(server, by="team", since="1s", until="0s")) == []
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({}, "by"),
+    ({"by": "user"}, "by"),
+    ({"by": "key", "since": "last tuesday"}, "since"),
+    ({"by": "key", "until": "soon"}, "until"),
+    ({"by": "key", "since": "1h", "until": "2h"}, "until"),
+    ({"by": "key", "since": "9999-12-31T23:00:00-05:00"}, "since"),
+])
+async def test_bad_parameters_are_400(server: str, params: dict[str, Any], param: str) -> None:
+    """A missing or unknown by, or a bad time, is a 400 invalid_request_error naming it."""
+    response = await get_spend(server, **params)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_spend_needs_the_admin_key(server: str) -> None:
+    """Without the master key, spend is a 401 like the rest of the admin API."""
+    async with httpx.AsyncClient(base_url=server) as client:
+        response = await client.get("/admin/spend", params={"by": "key"})
+    assert response.status_code == 401
+
+
+async def test_calls_filter_by_key_and_team(server: str) -> None:
+    """/admin/calls filters on key_id and team_id; an id longer than its column is a 400."""
+    async with master(server) as client:
+        async def ids(**params: str) -> list[str]:
+            response = await client.get("/admin/calls", params=params)
+            assert response.status_code == 200, response.text
+            return sorted(r["id"] for r in response.json()["data"])
+
+        assert await ids(key_id="key_a") == ["a1", "a2"]
+        assert await ids(team_id="team_1") == ["a1", "a2", "b1"]
+        assert await ids(team_id="team_1", model="embed") == ["b1"]
+        too_long = await client.get("/admin/calls", params={"team_id": "t" * 65})
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "team_id"
+
+
+# ---- the command line
+
+
+async def run(command: Any, *args: str) -> Result:
+    """A CLI command in a thread (it blocks on HTTP), without SWITCHBOARD_ env."""
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SWITCHBOARD_")}
+    return await asyncio.to_thread(CliRunner().invoke, command, list(args), env=clean)
+
+
+async def test_cli_spend_table_and_json(server: str) -> None:
+    """switchboard spend prints a table, costliest first ("-" for no team), or --json rows."""
+    table = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "team")
+    assert table.exit_code == 0, table.output
+    lines = [line.split() for line in table.output.splitlines()]
+    assert lines == [["GROUP", "REQUESTS", "PROMPT", "COMPLETION", "COST", "ERRORS"],
+                     ["-", "3", "20", "8", "$8.250000", "1"],
+                     ["team_1", "3", "25", "8", "$7.000000", "1"]]
+    as_json = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "key", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert [r["group"] for r in json.loads(as_json.output)] == ["key_c", "key_b", "key_a",
+                                                                None]
+
+
+async def test_cli_spend_errors_are_clear(server: str) -> None:
+    """A bad --since exits 1 quoting the gateway's reason; --by is required and checked."""
+    bad = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "key", "--since", "x")
+    assert bad.exit_code == 1 and "Invalid value for 'since'" in bad.output
+    missing = await run(spend, "--url", server)
+    assert missing.exit_code == 2 and "--by" in missing.output
+    wrong = await run(spend, "--by", "user")
+    assert wrong.exit_code == 2 and "'user' is not one of" in wrong.output
+
+
+async def test_cli_logs_filter_by_key_and_team(server: str) -> None:
+    """logs query --key-id / --team-id pass the filters to the admin API."""
+    result = await run(logs, "query", "--url", server, "--key", MASTER_KEY, "--json",
+                       "--team-id", "team_1", "--key-id", "key_b")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in result.output.splitlines()] == ["b1"]
