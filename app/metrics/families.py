@@ -5,7 +5,9 @@ model name (anything else a client sends is ``"other"``), ``provider`` a configu
 (``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``. Never a key, a
 user, a path from the client or a prompt. The two label values that come from upstreams
 (``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
-per target (``MAX_VERSIONS``) and exported only for the current version.
+per target (``MAX_VERSIONS``) and exported only for the current version. ``team`` on
+``switchboard_spend_usd_total`` is a team id from the gateway's own key records, capped at
+``MAX_TEAMS`` per process; no family has a key id.
 
 One ``Metrics`` is built per app (tests build several in one process), each with its own
 registry. With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set before any worker
@@ -29,6 +31,9 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.0
 TOKEN_BUCKETS = tuple(float(2 ** i) for i in range(15))
 MAX_VERSIONS = 16
 """Distinct (response model, fingerprint) pairs remembered per target."""
+
+MAX_TEAMS = 100
+"""Distinct ``team`` label values of ``switchboard_spend_usd_total`` per process."""
 
 TARGET = ("model", "provider")
 
@@ -113,6 +118,26 @@ class Metrics:
             "1 while a spool can be written (spool: file, the spool directory; redis, when "
             "configured), 0 otherwise (/readyz says why).", ("spool",),
             multiprocess_mode="livemin", registry=r)
+
+        # ---- keys, limits and budgets -------------------------------------------------------
+        self.ratelimit_rejections = Counter(
+            "switchboard_ratelimit_rejections",
+            "Calls refused with 429 rate_limit_exceeded, by the scope of the limit that was "
+            "reached (key, team or model).", ("scope",), registry=r)
+        self.budget_rejections = Counter(
+            "switchboard_budget_rejections",
+            "Calls refused with 429 insufficient_quota, by the scope of the exhausted budget "
+            "(key, team or model).", ("scope",), registry=r)
+        self.limiter_unavailable = Counter(
+            "switchboard_limiter_unavailable",
+            "Limit and budget checks that could not reach Redis, by what the configured mode "
+            "did with the call (admitted: fail-open; refused: fail-closed, 503).", ("outcome",),
+            registry=r)
+        self.team_spend = Counter(
+            "switchboard_spend_usd",
+            "Spend in US dollars of calls made with a team's virtual key, by team id (at most "
+            f"{MAX_TEAMS} teams per process, the rest as \"other\"; calls without a team are "
+            "not counted here).", ("team",), registry=r)
 
         # ---- drift -------------------------------------------------------------------------
         self.completion_tokens = Histogram(

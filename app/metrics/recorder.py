@@ -4,17 +4,30 @@
 label children of a request's (endpoint, model, provider) once, in a dict keyed by the tuple
 (``prometheus_client``'s ``labels()`` hashes, locks and validates on every call), then adds to
 plain numbers that reach the families in bulk (``app.metrics.accumulate``). Drift signals are fed
-from here for successful generations.
+from here for successful generations, and spend per team for calls made with a team's key.
+
+The admission stage reports its refusals and Redis failures as they happen, through
+``limit_rejected``, ``budget_rejected`` and ``limiter_unavailable`` (an addition to a plain
+number each).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Literal, get_args
 
 from app.calllog.record import CallRecord
 from app.metrics.accumulate import Count
 from app.metrics.drift import DriftMonitor
-from app.metrics.families import Metrics
+from app.metrics.families import MAX_TEAMS, Metrics
+
+Scope = Literal["key", "team", "model"]
+"""What a rate limit or budget belongs to: a virtual key, a team, a public model."""
+LimiterOutcome = Literal["admitted", "refused"]
+"""What a call got when its limits could not be checked: fail-open admits, fail-closed
+refuses."""
+OTHER_TEAM = "other"
+"""The ``team`` label past ``MAX_TEAMS`` distinct teams."""
 
 OTHER_MODEL = "other"
 """The ``model`` label of requests naming no configured model (bounded labels)."""
@@ -68,6 +81,17 @@ class Recorder:
         self._series: dict[tuple[str, str | None, str | None], _Series] = {}
         self._upstreams: dict[tuple[str, str], _Upstream] = {}
         self._batch: list[CallRecord] = []
+        p = metrics.pending
+        # Every scope and outcome exported from the start (at 0), so rates exist before the
+        # first refusal.
+        self._limit_rejections = {scope: p.count(metrics.ratelimit_rejections.labels(scope))
+                                  for scope in get_args(Scope)}
+        self._budget_rejections = {scope: p.count(metrics.budget_rejections.labels(scope))
+                                   for scope in get_args(Scope)}
+        self._limiter_unavailable = {
+            outcome: p.count(metrics.limiter_unavailable.labels(outcome))
+            for outcome in get_args(LimiterOutcome)}
+        self._team_spend: dict[str, Count] = {}
 
     def _series_for(self, record: CallRecord) -> _Series:
         model = record.public_model
@@ -79,6 +103,32 @@ class Recorder:
             series = self._series[key] = _Series(self.metrics, record.endpoint, model,
                                                  record.provider or NO_PROVIDER)
         return series
+
+    def limit_rejected(self, scope: Scope) -> None:
+        """Count one call refused by a rate limit of ``scope`` (429 rate_limit_exceeded)."""
+        self._limit_rejections[scope].n += 1
+
+    def budget_rejected(self, scope: Scope) -> None:
+        """Count one call refused by an exhausted budget of ``scope`` (429
+        insufficient_quota)."""
+        self._budget_rejections[scope].n += 1
+
+    def limiter_unavailable(self, outcome: LimiterOutcome) -> None:
+        """Count one call whose limits could not be checked (Redis unreachable or too slow),
+        by what the configured mode did with it."""
+        self._limiter_unavailable[outcome].n += 1
+
+    def _spend_for(self, team_id: str) -> Count:
+        """The spend counter of ``team_id``: its own for the first ``MAX_TEAMS`` teams seen,
+        ``OTHER_TEAM``'s after that."""
+        count = self._team_spend.get(team_id)
+        if count is None:
+            label = team_id if len(self._team_spend) < MAX_TEAMS else OTHER_TEAM
+            count = self._team_spend.get(label)
+            if count is None:
+                count = self.metrics.pending.count(self.metrics.team_spend.labels(label))
+                self._team_spend[label] = count
+        return count
 
     def observe(self, record: CallRecord) -> None:
         """Take a finished record; it is accounted with the next batch (``BATCH`` records, or
@@ -108,6 +158,10 @@ class Recorder:
         s.duration.observe(latency_ms / 1000)
         if record.attempts:
             self._attempts(record, s.model)
+        if record.team_id is not None and record.cost_usd:
+            # Every priced call, as the call log's spend read-outs and budgets count it
+            # (cancelled streams included), unlike ``switchboard_cost_usd`` (answered calls).
+            self._spend_for(record.team_id).n += record.cost_usd
         if record.status != "ok":
             return
         s.overhead.observe(max(0.0, latency_ms - record.upstream_ms) / 1000)
