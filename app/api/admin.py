@@ -109,9 +109,10 @@ async def get_spend(
     """Requests, tokens, cost (USD) and errors per group over the range, from the call log,
     costliest first. Calls without a key (or team) form the group ``null``."""
     start = _moment(since, param="since") or spend.month_start()
-    rows = await spend.spend(engine, by=by, since=start,
-                             until=_moment(until, param="until"))
-    return {"object": "list", "by": by, "since": query.iso(start), "data": rows}
+    end = _moment(until, param="until")
+    rows = await spend.spend(engine, by=by, since=start, until=end)
+    return {"object": "list", "by": by, "since": query.iso(start),
+            "until": None if end is None else query.iso(end), "data": rows}
 
 
 @router.get("/calls/{call_id}")

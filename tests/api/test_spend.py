@@ -103,8 +103,9 @@ async def test_spend_by_key_team_and_model(server: str) -> None:
     by_model = groups(await get_spend(server, by="model"))
     assert by_model == [("chat", 4, 25, 8, 11.0, 2), ("embed", 2, 20, 8, 4.25, 0)]
     body = (await get_spend(server, by="model")).json()
-    assert body["by"] == "model" and body["since"] == month_start().isoformat(
-        timespec="microseconds").replace("+00:00", "Z")
+    assert body["by"] == "model" and body["until"] is None
+    assert body["since"] == month_start().isoformat(timespec="microseconds").replace("+00:00",
+                                                                                    "Z")
 
 
 async def test_since_defaults_to_this_month(server: str, log_engine: AsyncEngine) -> None:
