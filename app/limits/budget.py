@@ -1,0 +1,87 @@
+"""Reconcile: raise the spend counters in Redis to what the call log (the source of truth)
+proves was spent, for the current UTC day, month and all time, per virtual key and per team.
+
+Each counter is set to ``max(counter, log)`` by a Lua script (``scripts.RAISE``): a reconcile
+never lowers a counter (spend the log has not seen yet, calls still in flight or in the writer's
+queue, stays counted) and never adds twice (running it again changes nothing). A key's counters
+carry its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams
+has each tag's counter raised to that team's share. Costs are summed in whole micro-dollars,
+rounded down. Works on Postgres and SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import get_args
+
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Call
+from app.limits import scripts
+from app.limits.model import MICRO, Period, period_name, period_start
+from app.limits.redis import spend_key, spend_ttl_s
+
+_calls = Call.__table__
+_CHUNK = 500
+"""Counters raised per pipelined round trip."""
+
+
+async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
+                    now: datetime | None = None) -> int:
+    """Raise every key's and team's spend counters of the current periods to the call log's
+    sums; returns how many counters it raised. Database and Redis errors propagate (the caller
+    logs them and tries again at its next interval)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    raises: list[tuple[str, int, int]] = []
+    for period in get_args(Period):
+        start = period_start(period, moment)
+        name = period_name(period, moment)
+        ttl = spend_ttl_s(period, moment)
+        sums = await _sums(engine, start)
+        for key_id, team_id, total in sums:
+            if key_id is not None:
+                key = spend_key(prefix, tag=team_id or key_id, scope="key", id=key_id,
+                                period=name)
+                raises.append((key, total, ttl))
+        for team_id, total in _by_team(sums):
+            raises.append((spend_key(prefix, tag=team_id, scope="team", id=team_id,
+                                     period=name), total, ttl))
+    raised = 0
+    sha = scripts.sha1(scripts.RAISE)
+    await redis.script_load(scripts.RAISE)
+    for first in range(0, len(raises), _CHUNK):
+        pipe = redis.pipeline(transaction=False)
+        for key, total, ttl in raises[first:first + _CHUNK]:
+            pipe.execute_command("EVALSHA", sha, 1, key, total, ttl)
+        raised += sum(int(r) for r in await pipe.execute())
+    return raised
+
+
+async def _sums(engine: AsyncEngine,
+                start: datetime | None) -> list[tuple[str | None, str | None, int]]:
+    """Micro-dollars per (key id, team id) of the calls since ``start`` that have either."""
+    query = (select(_calls.c.key_id, _calls.c.team_id, func.sum(_calls.c.cost_usd))
+             .where((_calls.c.key_id.is_not(None)) | (_calls.c.team_id.is_not(None)))
+             .where(_calls.c.cost_usd.is_not(None))
+             .group_by(_calls.c.key_id, _calls.c.team_id))
+    if start is not None:
+        query = query.where(_calls.c.created_at >= start)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [(key_id, team_id, _micro(total)) for key_id, team_id, total in rows
+            if total is not None and _micro(total) > 0]
+
+
+def _by_team(sums: list[tuple[str | None, str | None, int]]) -> list[tuple[str, int]]:
+    teams: dict[str, int] = {}
+    for _, team_id, total in sums:
+        if team_id is not None:
+            teams[team_id] = teams.get(team_id, 0) + total
+    return sorted(teams.items())
+
+
+def _micro(total: Decimal | float | int) -> int:
+    return int((Decimal(str(total)) * MICRO).to_integral_value(rounding=ROUND_FLOOR))

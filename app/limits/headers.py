@@ -1,0 +1,44 @@
+"""OpenAI's rate-limit response headers: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
+with resets written as Go durations (``time.Duration.String()``: ``1s``, ``6m0s``, ``59ms``,
+``1h0m0s``), rounded to the millisecond."""
+
+from __future__ import annotations
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` as Go prints a duration, to the millisecond (``0s`` for zero or less)."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def ratelimit_headers(*, limit_requests: int | None, remaining_requests: int | None,
+                      reset_requests_s: float | None, limit_tokens: int | None,
+                      remaining_tokens: int | None, reset_tokens_s: float | None,
+                      budget_refusal: bool) -> dict[str, str]:
+    """The headers for one decision: the request trio when a request limit applies, the token
+    trio when a token limit does, ``x-should-retry: false`` for a spent budget (the OpenAI and
+    Anthropic SDKs then do not retry)."""
+    out: dict[str, str] = {}
+    if limit_requests is not None:
+        out["x-ratelimit-limit-requests"] = str(limit_requests)
+        out["x-ratelimit-remaining-requests"] = str(max(0, remaining_requests or 0))
+        out["x-ratelimit-reset-requests"] = go_duration(reset_requests_s or 0.0)
+    if limit_tokens is not None:
+        out["x-ratelimit-limit-tokens"] = str(limit_tokens)
+        out["x-ratelimit-remaining-tokens"] = str(max(0, remaining_tokens or 0))
+        out["x-ratelimit-reset-tokens"] = go_duration(reset_tokens_s or 0.0)
+    if budget_refusal:
+        out["x-should-retry"] = "false"
+    return out

@@ -1,0 +1,224 @@
+"""The limiter's data model: the buckets a call is charged to, the decision an admission returns,
+the ``Limiter`` seam, and the pure maths both limiters share (sliding windows of 1-second slots,
+budget periods, micro-dollars).
+
+Sliding window: a bucket's requests (or tokens) are counted in 1-second slots, keyed by the epoch
+second they were charged in. A slot ``s`` counts while ``now < s + 61``: 61 slots, not 60, so a
+charge made at any instant of second ``s`` is still counted a full 60 seconds later. The window
+is therefore exact to within one second and errs on the safe side: a limit of N admits a burst of
+N at once and never more than N in any 60-second interval; a charge may hold its place for up to
+61 s.
+
+Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
+``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
+budget refuses. Spend is added when a call ends (``Limiter.settle``), so the overshoot past a
+budget is at most the cost of the calls admitted before the counter reached it and still in
+flight when it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from app.limits.headers import ratelimit_headers
+
+Scope = Literal["key", "team", "model"]
+Period = Literal["day", "month", "total"]
+Reason = Literal["ok", "rate_limit", "budget", "unavailable"]
+
+WINDOW_S = 60
+SLOT_LIFE_S = WINDOW_S + 1
+"""Seconds a 1-second slot is counted (see the module docstring)."""
+MICRO = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One set of limits to charge: a key's, a team's, or a key's for one public model."""
+
+    scope: Scope
+    id: str
+    """Key id, team id, or ``"<key id>:<public model>"``."""
+    rpm: int | None
+    tpm: int | None
+    budget_usd: float | None
+    budget_period: Period = "month"
+    team: str | None = None
+    """The team of a ``key`` or ``model`` bucket's key: its counters then live with the team's
+    (one Redis Cluster hash tag per team, see ``app.limits.redis``)."""
+
+    @property
+    def tag(self) -> str:
+        """The Redis Cluster hash tag of this bucket's counters: the team's id, else the key's."""
+        if self.scope == "team":
+            return self.id
+        if self.team is not None:
+            return self.team
+        return self.id.split(":", 1)[0] if self.scope == "model" else self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What an admission decided, with the most constraining bucket's numbers for the headers."""
+
+    admitted: bool
+    reason: Reason
+    scope: str | None = None
+    """The scope of the bucket that refused (``None`` when admitted)."""
+    retry_after_s: float = 0.0
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers (empty when no limit applies), and
+        ``x-should-retry: false`` on a budget refusal."""
+        return ratelimit_headers(
+            limit_requests=self.limit_requests, remaining_requests=self.remaining_requests,
+            reset_requests_s=self.reset_requests_s, limit_tokens=self.limit_tokens,
+            remaining_tokens=self.remaining_tokens, reset_tokens_s=self.reset_tokens_s,
+            budget_refusal=self.reason == "budget")
+
+
+ADMITTED = Decision(True, "ok")
+"""The decision for a call with no buckets (shared: costs nothing)."""
+
+
+class Limiter(Protocol):
+    async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
+        """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
+        ...
+
+    def settle(self, buckets: Sequence[Bucket], reserved: int, used: int,
+               cost_usd: float, *, elapsed_s: float | None = None) -> None:
+        """Correct the buckets' TPM by ``used - reserved`` and add ``cost_usd`` to their
+        budgets; fire-and-forget, never raises. ``elapsed_s`` (since the admission) lets the
+        correction land in the slot the reservation was charged to."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One bucket's window for one kind (requests or tokens), as an admission saw it."""
+
+    limit: int
+    used: int
+    """The window's count after this admission (charged if admitted)."""
+    reset_s: float
+    """Seconds until the window is empty."""
+    retry_s: float
+    """Seconds until this admission would fit (0 when it fits now)."""
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def window(slots: Mapping[int, int], *, now: float, limit: int, want: int) -> Window:
+    """The window of ``slots`` (epoch second -> count) at ``now`` for a charge of ``want``.
+
+    A charge larger than the whole limit fits only into an empty window (it is then charged in
+    full). ``used`` includes ``want`` when it fits."""
+    second = int(now // 1)
+    live = sorted((s, c) for s, c in slots.items() if s + SLOT_LIFE_S > second)
+    total = sum(c for _, c in live)
+    fits_at = min(want, limit)
+    if total + fits_at <= limit:
+        return Window(limit, total + want, _expiry(second, now), 0.0)
+    need, freed, retry = total + fits_at - limit, 0, float(SLOT_LIFE_S)
+    for s, c in live:
+        freed += c
+        if freed >= need:
+            retry = s + SLOT_LIFE_S - now
+            break
+    last = max((s for s, c in live if c > 0), default=second - SLOT_LIFE_S)
+    return Window(limit, total, max(0.0, last + SLOT_LIFE_S - now), retry)
+
+
+def _expiry(second: int, now: float) -> float:
+    return second + SLOT_LIFE_S - now
+
+
+def combine(buckets: Sequence[Bucket], requests: Sequence[Window | None],
+            tokens: Sequence[Window | None], *, admitted: bool, reason: Reason,
+            refused_by: int | None = None, retry_s: float = 0.0) -> Decision:
+    """A decision carrying the most constraining request and token windows (fewest remaining;
+    the later reset on a tie)."""
+    req = _tightest(requests)
+    tok = _tightest(tokens)
+    return Decision(
+        admitted, reason, None if refused_by is None else buckets[refused_by].scope,
+        retry_s if not admitted else 0.0,
+        None if req is None else req.limit, None if req is None else req.remaining,
+        None if req is None else req.reset_s,
+        None if tok is None else tok.limit, None if tok is None else tok.remaining,
+        None if tok is None else tok.reset_s)
+
+
+def _tightest(windows: Sequence[Window | None]) -> Window | None:
+    present = [w for w in windows if w is not None]
+    if not present:
+        return None
+    return min(present, key=lambda w: (w.remaining, -w.reset_s))
+
+
+def unavailable(buckets: Sequence[Bucket], *, fail_open: bool,
+                budget_fail_open: bool) -> Decision:
+    """The decision when the counters cannot be reached: refused if any bucket's budget, or
+    any bucket's rate limit, is configured to fail closed; else admitted."""
+    for i, b in enumerate(buckets):
+        if b.budget_usd is not None and not budget_fail_open:
+            return Decision(False, "unavailable", buckets[i].scope, 1.0)
+    for b in buckets:
+        if (b.rpm is not None or b.tpm is not None) and not fail_open:
+            return Decision(False, "unavailable", b.scope, 1.0)
+    return Decision(True, "unavailable")
+
+
+def micro_usd(usd: float) -> int:
+    """``usd`` in whole micro-dollars (rounded to the nearest)."""
+    return round(usd * MICRO)
+
+
+def period_name(period: Period, now: datetime) -> str:
+    """The counter name of ``period`` at ``now`` (UTC): ``day:2025-01-31``, ``month:2025-01``,
+    ``total``."""
+    moment = now.astimezone(UTC)
+    if period == "day":
+        return f"day:{moment:%Y-%m-%d}"
+    if period == "month":
+        return f"month:{moment:%Y-%m}"
+    return "total"
+
+
+def period_start(period: Period, now: datetime) -> datetime | None:
+    """The first instant of ``period`` at ``now`` (``None`` for ``total``)."""
+    moment = now.astimezone(UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "month":
+        return day.replace(day=1)
+    return None
+
+
+def period_left_s(period: Period, now: datetime) -> float | None:
+    """Seconds until ``period`` at ``now`` ends (``None`` for ``total``)."""
+    start = period_start(period, now)
+    if start is None:
+        return None
+    if period == "day":
+        end = start + timedelta(days=1)
+    else:
+        end = (start + timedelta(days=32)).replace(day=1)
+    return (end - now.astimezone(UTC)).total_seconds()

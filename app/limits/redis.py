@@ -1,0 +1,269 @@
+"""``RedisLimiter``: rate limits and budgets that hold across processes and replicas, decided by
+one Lua script per admission (``app.limits.scripts``) on counters in Redis.
+
+Key layout (``{tag}`` is a Redis Cluster hash tag: the team's id, else the key's, so every key an
+admission touches lives in one slot and one script can decide them all):
+
+    <prefix>:rl:{<tag>}:<scope>:<id>:req           hash, epoch second -> requests (TTL 62 s)
+    <prefix>:rl:{<tag>}:<scope>:<id>:tok           hash, epoch second -> tokens   (TTL 62 s)
+    <prefix>:spend:{<tag>}:<scope>:<id>:<period>   micro-dollars; period day:YYYY-MM-DD
+                                                   (TTL to a day past its end),
+                                                   month:YYYY-MM (likewise), total
+
+Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
+windows start empty and its spend counters are rebuilt by the next reconcile
+(``app.limits.budget``).
+
+Round trips: admissions issued in the same event-loop tick share one pipelined round trip (one
+EVALSHA each, ``pipeline(transaction=False)``); settles likewise. A NOSCRIPT reply loads the
+script and retries those calls once. The sliding window, its one-second approximation and the
+budget overshoot are described in ``app.limits.model``.
+
+Failure: the whole round trip is bounded by ``timeout_s``. When Redis is down or slower than
+that, rate limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or
+refuse, with reason ``unavailable``; ``admit`` never raises and never waits longer. Settles that
+fail are dropped and logged (rate-limited): the reconcile restores the spend they carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from app.limits import scripts
+from app.limits.model import (
+    ADMITTED,
+    Bucket,
+    Decision,
+    Period,
+    Window,
+    combine,
+    micro_usd,
+    period_left_s,
+    period_name,
+    unavailable,
+)
+
+log = logging.getLogger("switchboard.limits")
+
+SETTLE_TIMEOUT_S = 1.0
+"""The longest one batch of settles may take (they are off the request path)."""
+MAX_SETTLES_IN_FLIGHT = 64
+"""Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
+_LOG_EVERY_S = 10.0
+_SPEND_GRACE_S = 86_400
+_Call = tuple[list[str], list[str | int]]
+
+
+def rate_key(prefix: str, bucket: Bucket, kind: str) -> str:
+    """The bucket's window of ``kind`` (``req`` or ``tok``)."""
+    return f"{prefix}:rl:{{{bucket.tag}}}:{bucket.scope}:{bucket.id}:{kind}"
+
+
+def spend_key(prefix: str, *, tag: str, scope: str, id: str, period: str) -> str:
+    """A spend counter (``period`` as ``app.limits.model.period_name`` names it)."""
+    return f"{prefix}:spend:{{{tag}}}:{scope}:{id}:{period}"
+
+
+def spend_ttl_s(period: Period, now: datetime) -> int:
+    """The TTL of a spend counter written at ``now``: a day past its period (-1: no TTL)."""
+    left = period_left_s(period, now)
+    return -1 if left is None else math.ceil(left) + _SPEND_GRACE_S
+
+
+class RedisLimiter:
+    """The ``Limiter`` on Redis (see the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, *, timeout_s: float, fail_open: bool,
+                 budget_fail_open: bool, prefix: str = "switchboard",
+                 clock: Callable[[], float] | None = None) -> None:
+        """``clock``: the time the scripts count with (tests); ``None`` uses Redis's own
+        ``TIME``, one clock for every process. Budget periods follow this process's clock."""
+        self._redis = redis
+        self._timeout_s = timeout_s
+        self._fail_open = fail_open
+        self._budget_fail_open = budget_fail_open
+        self._prefix = prefix
+        self._clock = clock
+        self._admits: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
+        self._settles: list[_Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._settles_in_flight = 0
+        self._logged_at = -math.inf
+        self._admit_sha = scripts.sha1(scripts.ADMIT)
+        self._settle_sha = scripts.sha1(scripts.SETTLE)
+
+    async def start(self) -> None:
+        """Load the scripts (best effort: a Redis that is down now is retried per call)."""
+        try:
+            async with asyncio.timeout(max(self._timeout_s, SETTLE_TIMEOUT_S)):
+                await self._redis.script_load(scripts.ADMIT)
+                await self._redis.script_load(scripts.SETTLE)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._warn("could not load the limiter's scripts", exc)
+
+    async def aclose(self) -> None:
+        """Send the settles still queued, then wait (bounded) for the batches in flight."""
+        if self._settles:
+            self._flush_settles()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=SETTLE_TIMEOUT_S + self._timeout_s)
+
+    async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
+        """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
+        if not buckets:
+            return ADMITTED
+        moment = self._moment()
+        keys: list[str] = []
+        args: list[str | int] = [self._now_ms(), max(0, tokens)]
+        for b in buckets:
+            keys += [rate_key(self._prefix, b, "req"), rate_key(self._prefix, b, "tok"),
+                     self._spend_key(b, moment)]
+            args += [_or_none(b.rpm), _or_none(b.tpm),
+                     -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int] | None] = loop.create_future()
+        if not self._admits:
+            loop.call_soon(self._flush_admits)
+        self._admits.append(((keys, args), future))
+        raw = await future
+        if raw is None:
+            return unavailable(buckets, fail_open=self._fail_open,
+                               budget_fail_open=self._budget_fail_open)
+        return _decision(buckets, raw, moment)
+
+    def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
+               *, elapsed_s: float | None = None) -> None:
+        """Queue a TPM correction and the spend of one call; sent with this tick's others."""
+        cost = micro_usd(cost_usd)
+        delta = used - reserved
+        if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):
+            return
+        moment = self._moment()
+        keys: list[str] = []
+        args: list[str | int] = [self._now_ms(), delta,
+                                 -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
+                                 max(0, cost)]
+        for b in buckets:
+            keys += [rate_key(self._prefix, b, "tok"), self._spend_key(b, moment)]
+            args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
+        if not self._settles:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_settles)
+            except RuntimeError:  # no loop (shutdown): nothing can send it
+                return
+        self._settles.append((keys, args))
+
+    def _flush_admits(self) -> None:
+        batch, self._admits = self._admits, []
+        self._spawn(self._run_admits(batch))
+
+    def _flush_settles(self) -> None:
+        batch, self._settles = self._settles, []
+        if self._settles_in_flight >= MAX_SETTLES_IN_FLIGHT:
+            self._warn(f"dropped {len(batch)} settles", RuntimeError("Redis too slow"))
+            return
+        self._spawn(self._run_settles(batch))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
+                          ) -> None:
+        results: list[Any] = [None] * len(batch)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._evalsha(self._admit_sha, scripts.ADMIT,
+                                              [call for call, _ in batch])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._warn("rate limiter unavailable", exc)
+        finally:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result if isinstance(result, list) else None)
+        for result in results:
+            if isinstance(result, Exception):
+                self._warn("admission script failed", result)
+
+    async def _run_settles(self, batch: list[_Call]) -> None:
+        self._settles_in_flight += 1
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                results = await self._evalsha(self._settle_sha, scripts.SETTLE, batch)
+            for result in results:
+                if isinstance(result, Exception):
+                    self._warn("settle script failed", result)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._warn(f"dropped {len(batch)} settles", exc)
+        finally:
+            self._settles_in_flight -= 1
+
+    async def _evalsha(self, sha: str, source: str, calls: list[_Call]) -> list[Any]:
+        """One pipelined round trip of EVALSHA calls (a second one after NOSCRIPT)."""
+        results = await self._pipeline(sha, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self._redis.script_load(source)
+            again = await self._pipeline(sha, [calls[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, sha: str, calls: list[_Call]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _moment(self) -> datetime:
+        return datetime.fromtimestamp(time.time() if self._clock is None else self._clock(), UTC)
+
+    def _now_ms(self) -> int:
+        return 0 if self._clock is None else round(self._clock() * 1000)
+
+    def _spend_key(self, bucket: Bucket, moment: datetime) -> str:
+        return spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope, id=bucket.id,
+                         period=period_name(bucket.budget_period, moment))
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_EVERY_S:  # Redis down is many calls: one line per 10 s
+            self._logged_at = now
+            log.warning("%s: %s", what, type(exc).__name__)
+
+
+def _or_none(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+def _decision(buckets: Sequence[Bucket], raw: list[int], moment: datetime) -> Decision:
+    status, index = raw[0], raw[1]
+    if status == 2:
+        left = period_left_s(buckets[index - 1].budget_period, moment)
+        return combine(buckets, [], [], admitted=False, reason="budget", refused_by=index - 1,
+                       retry_s=0.0 if left is None else left)
+    requests: list[Window | None] = []
+    tokens: list[Window | None] = []
+    for i, b in enumerate(buckets):
+        r_used, r_reset, r_retry, t_used, t_reset, t_retry = raw[3 + 6 * i: 9 + 6 * i]
+        requests.append(None if b.rpm is None or r_used < 0 else
+                        Window(b.rpm, r_used, r_reset / 1000, r_retry / 1000))
+        tokens.append(None if b.tpm is None or t_used < 0 else
+                      Window(b.tpm, t_used, t_reset / 1000, t_retry / 1000))
+    if status == 0:
+        return combine(buckets, requests, tokens, admitted=True, reason="ok")
+    refusing = [(w.retry_s, i) for i in range(len(buckets))
+                for w in (requests[i], tokens[i]) if w is not None and w.retry_s > 0]
+    retry, at = max(refusing, default=(1.0, 0))
+    return combine(buckets, requests, tokens, admitted=False, reason="rate_limit",
+                   refused_by=at, retry_s=retry)

@@ -1,0 +1,151 @@
+"""The Lua scripts ``RedisLimiter`` runs (one EVALSHA per admission, one per settle) and their
+SHA1 digests. Both mirror the pure maths of ``app.limits.model`` (``window``) and
+``app.limits.local`` (``correct``); a slot counts while ``now < slot + 61``.
+
+ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 keys each).
+       ARGV: now in ms (0: the server's TIME), tokens, then per bucket rpm, tpm, budget in
+       micro-dollars (-1: none).
+       Returns {status (0 admitted, 1 rate limit, 2 budget), refusing bucket (1-based, budget
+       only), now in ms}, then per bucket six integers: requests used, reset ms, retry ms, tokens
+       used, reset ms, retry ms (used -1: no such limit). All buckets are charged, or none.
+SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
+       ARGV: now in ms (0: TIME), used - reserved, ms since the admission (-1: unknown),
+       cost in micro-dollars, then per bucket: 1 if it has a TPM limit else 0, the spend
+       counter's TTL in s (-1: none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_CLOCK = """
+local now_ms = tonumber(ARGV[1])
+if now_ms <= 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local second = math.floor(now_ms / 1000)
+local life = 61
+local function live_slots(key)
+  local flat = redis.call('HGETALL', key)
+  local live, stale, total = {}, {}, 0
+  for j = 1, #flat, 2 do
+    local s = tonumber(flat[j])
+    if s + life <= second then
+      stale[#stale + 1] = flat[j]
+    else
+      local c = tonumber(flat[j + 1])
+      total = total + c
+      live[#live + 1] = {s, c}
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  return live, total
+end
+"""
+
+ADMIT = _CLOCK + """
+local want = tonumber(ARGV[2])
+local n = #KEYS / 3
+for i = 1, n do
+  local budget = tonumber(ARGV[3 * i + 2])
+  if budget >= 0 and tonumber(redis.call('GET', KEYS[3 * i]) or '0') >= budget then
+    return {2, i, now_ms}
+  end
+end
+local function scan(key, limit, cost)
+  local live, total = live_slots(key)
+  local fits = math.min(cost, limit)
+  if total + fits <= limit then return {total + cost, (second + life) * 1000 - now_ms, 0} end
+  local need, freed, retry, last = total + fits - limit, 0, life * 1000, second - life
+  for _, sc in ipairs(live) do
+    if sc[2] > 0 then last = sc[1] end
+  end
+  for _, sc in ipairs(live) do
+    freed = freed + sc[2]
+    if freed >= need then
+      retry = (sc[1] + life) * 1000 - now_ms
+      break
+    end
+  end
+  return {total, math.max(0, (last + life) * 1000 - now_ms), retry}
+end
+local out, refused = {0, 0, now_ms}, false
+for i = 1, n do
+  local r, t = {-1, 0, 0}, {-1, 0, 0}
+  local rpm, tpm = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  if rpm >= 0 then r = scan(KEYS[3 * i - 2], rpm, 1) end
+  if tpm >= 0 then t = scan(KEYS[3 * i - 1], tpm, want) end
+  if r[3] > 0 or t[3] > 0 then refused = true end
+  for _, v in ipairs({r[1], r[2], r[3], t[1], t[2], t[3]}) do out[#out + 1] = v end
+end
+if refused then
+  out[1] = 1
+  return out
+end
+for i = 1, n do
+  if tonumber(ARGV[3 * i]) >= 0 then
+    redis.call('HINCRBY', KEYS[3 * i - 2], second, 1)
+    redis.call('PEXPIRE', KEYS[3 * i - 2], (life + 1) * 1000)
+  end
+  if tonumber(ARGV[3 * i + 1]) >= 0 and want > 0 then
+    redis.call('HINCRBY', KEYS[3 * i - 1], second, want)
+    redis.call('PEXPIRE', KEYS[3 * i - 1], (life + 1) * 1000)
+  end
+end
+return out
+"""
+
+SETTLE = _CLOCK + """
+local delta, elapsed, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
+  if tonumber(ARGV[3 + 2 * i]) == 1 and delta > 0 then
+    redis.call('HINCRBY', key, second, delta)
+    redis.call('PEXPIRE', key, (life + 1) * 1000)
+  elseif tonumber(ARGV[3 + 2 * i]) == 1 and delta < 0 then
+    local owed = -delta
+    local live = live_slots(key)
+    if elapsed >= 0 then
+      local target = math.floor((now_ms - elapsed) / 1000)
+      local only = {}
+      for _, sc in ipairs(live) do
+        if sc[1] == target then only[1] = sc end
+      end
+      live = only
+    end
+    for _, sc in ipairs(live) do
+      local take = math.min(owed, sc[2])
+      if take > 0 then
+        redis.call('HINCRBY', key, sc[1], -take)
+        owed = owed - take
+      end
+      if owed == 0 then break end
+    end
+  end
+  if cost > 0 then
+    redis.call('INCRBY', KEYS[2 * i], ARGV[4])
+    local ttl = tonumber(ARGV[4 + 2 * i])
+    if ttl > 0 then redis.call('EXPIRE', KEYS[2 * i], ttl) end
+  end
+end
+return 1
+"""
+
+RAISE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+  return 1
+end
+return 0
+"""
+"""RAISE  KEYS: one spend counter. ARGV: micro-dollars, TTL in s (-1: none). Sets the counter to
+the value if that is higher (never lowers it); returns 1 if it raised it."""
+
+
+def sha1(source: str) -> str:
+    """The digest EVALSHA names ``source`` by."""
+    return hashlib.sha1(source.encode()).hexdigest()
