@@ -111,7 +111,12 @@ class RedisLimiter:
             self._warn("could not load the limiter's scripts", exc)
 
     async def aclose(self) -> None:
-        """Send the settles still queued, then wait (bounded) for the batches in flight."""
+        """Send the settles still queued and wait (bounded) for them; the client stays open
+        (its owner closes it)."""
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send the settles queued so far and wait (bounded) for every batch in flight."""
         if self._settles:
             self._flush_settles()
         if self._tasks:

@@ -1,0 +1,39 @@
+"""Fixtures for the limiter tests: the shared Redis with a fresh key prefix per test, and
+private Redis servers a test may stop."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.calllog.servers import PrivateRedis
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    """A client of the shared Redis on 127.0.0.1:6379."""
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
+    """A key prefix no other test uses; its keys are deleted afterwards."""
+    name = f"sbtest-{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = [k async for k in redis.scan_iter(match=f"{name}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A private redis-server this test may stop."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()

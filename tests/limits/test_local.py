@@ -1,0 +1,78 @@
+"""LocalLimiter: the same semantics as the Redis one, in this process."""
+
+from __future__ import annotations
+
+from app.limits import ADMITTED, Bucket, LocalLimiter
+from tests.limits.clock import Clock
+
+
+async def test_burst_then_refusal_then_window_slides() -> None:
+    """N requests at once are admitted, the next is refused until the first slot leaves."""
+    clock = Clock()
+    limiter = LocalLimiter(clock=clock)
+    key = [Bucket("key", "k", 5, None, None)]
+    for n in range(5):
+        decision = await limiter.admit(key, 0)
+        assert decision.admitted and decision.remaining_requests == 4 - n
+    refused = await limiter.admit(key, 0)
+    assert (refused.admitted, refused.reason, refused.scope) == (False, "rate_limit", "key")
+    assert 60 < refused.retry_after_s <= 61
+    clock.t += refused.retry_after_s
+    assert (await limiter.admit(key, 0)).admitted
+
+
+async def test_all_or_nothing_across_buckets() -> None:
+    """A team bucket that refuses leaves the key's bucket uncharged."""
+    limiter = LocalLimiter(clock=Clock())
+    team = Bucket("team", "t", 1, None, None)
+    key_a = Bucket("key", "a", 3, None, None, team="t")
+    key_b = Bucket("key", "b", 3, None, None, team="t")
+    assert (await limiter.admit([key_a, team], 0)).admitted
+    refused = await limiter.admit([key_b, team], 0)
+    assert not refused.admitted and refused.scope == "team"
+    alone = await limiter.admit([key_b], 0)
+    assert alone.remaining_requests == 2  # the refused call charged nothing to b
+
+
+async def test_settle_gives_tokens_back() -> None:
+    """A call that used fewer tokens than reserved returns the difference to the window."""
+    clock = Clock()
+    limiter = LocalLimiter(clock=clock)
+    key = [Bucket("key", "k", None, 1000, None)]
+    assert (await limiter.admit(key, 900)).remaining_tokens == 100
+    assert not (await limiter.admit(key, 200)).admitted
+    clock.t += 5
+    limiter.settle(key, 900, 100, 0.0, elapsed_s=5)
+    decision = await limiter.admit(key, 200)
+    assert decision.admitted and decision.remaining_tokens == 700
+
+
+async def test_settle_overage_is_charged() -> None:
+    """A call that used more than reserved charges the excess."""
+    limiter = LocalLimiter(clock=Clock())
+    key = [Bucket("key", "k", None, 1000, None)]
+    await limiter.admit(key, 100)
+    limiter.settle(key, 100, 600, 0.0)
+    assert (await limiter.admit(key, 0)).remaining_tokens == 400
+
+
+async def test_budget_refuses_after_spend_until_next_period() -> None:
+    """Spend settled up to the budget refuses the next call with reason budget."""
+    clock = Clock(t=1_767_225_000.0)  # 2025-12-31 23:50 UTC
+    limiter = LocalLimiter(clock=clock)
+    key = [Bucket("key", "k", None, None, 1.0, "day")]
+    assert (await limiter.admit(key, 0)).admitted
+    limiter.settle(key, 0, 0, 0.6)
+    assert (await limiter.admit(key, 0)).admitted
+    limiter.settle(key, 0, 0, 0.4)
+    refused = await limiter.admit(key, 0)
+    assert (refused.admitted, refused.reason) == (False, "budget")
+    assert refused.retry_after_s == 600
+    assert refused.headers() == {"x-should-retry": "false"}
+    clock.t += 600
+    assert (await limiter.admit(key, 0)).admitted
+
+
+async def test_no_buckets_is_the_shared_decision() -> None:
+    """An empty bucket list returns the shared admitted decision."""
+    assert await LocalLimiter().admit([], 10) is ADMITTED

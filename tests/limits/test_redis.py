@@ -1,0 +1,149 @@
+"""RedisLimiter against a real Redis: windows, all-or-nothing, settles, budgets, key layout."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import redis.asyncio as aioredis
+
+from app.limits import Bucket, RedisLimiter
+from tests.limits.clock import Clock
+
+T = 0.5  # seconds: generous, the shared Redis is on loopback
+
+
+def limiter_on(redis: aioredis.Redis, prefix: str, clock: Clock | None = None,
+               **options: bool) -> RedisLimiter:
+    return RedisLimiter(redis, timeout_s=T, fail_open=options.get("fail_open", True),
+                        budget_fail_open=options.get("budget_fail_open", False), prefix=prefix,
+                        clock=clock)
+
+
+async def test_burst_then_refused_on_the_servers_clock(redis: aioredis.Redis,
+                                                       prefix: str) -> None:
+    """N admitted at once, the next refused with a Retry-After within the window (Redis TIME)."""
+    limiter = limiter_on(redis, prefix)
+    key = [Bucket("key", "k", 5, None, None)]
+    decisions = await asyncio.gather(*(limiter.admit(key, 0) for _ in range(5)))
+    assert all(d.admitted and d.reason == "ok" for d in decisions)
+    assert sorted(d.remaining_requests or 0 for d in decisions) == [0, 1, 2, 3, 4]
+    refused = await limiter.admit(key, 0)
+    assert (refused.admitted, refused.reason, refused.scope) == (False, "rate_limit", "key")
+    assert 0 < refused.retry_after_s <= 61
+    assert refused.headers()["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_window_slides_with_the_clock(redis: aioredis.Redis, prefix: str) -> None:
+    """A refused request fits once Retry-After has passed, and not a millisecond before."""
+    clock = Clock()
+    limiter = limiter_on(redis, prefix, clock)
+    key = [Bucket("key", "k", 3, None, None)]
+    for _ in range(3):
+        assert (await limiter.admit(key, 0)).admitted
+    clock.t += 10
+    refused = await limiter.admit(key, 0)
+    assert not refused.admitted and refused.retry_after_s == 50.75  # the slot began at t - 0.25
+    clock.t += 50.749
+    assert not (await limiter.admit(key, 0)).admitted
+    clock.t += 0.001
+    assert (await limiter.admit(key, 0)).admitted
+
+
+async def test_never_more_than_n_in_any_window_across_limiters(prefix: str) -> None:
+    """Four limiters on four clients hammering one key admit at most N in any 60 s."""
+    clock, limit = Clock(), 20
+    clients = [aioredis.Redis(host="127.0.0.1", port=6379) for _ in range(4)]
+    limiters = [limiter_on(c, prefix, clock) for c in clients]
+    key = [Bucket("key", "k", limit, None, None)]
+    admitted: list[float] = []
+    rng = random.Random(7)
+
+    async def burst(limiter: RedisLimiter, count: int) -> None:
+        at = clock.t
+        decisions = await asyncio.gather(*(limiter.admit(key, 0) for _ in range(count)))
+        admitted.extend(at for d in decisions if d.admitted)
+
+    try:
+        # Each round, every limiter sends a burst at once; the clock moves between rounds (a
+        # test clock must not run backwards between scripts, as Redis TIME does not).
+        for _ in range(300):
+            await asyncio.gather(*(burst(limiter, rng.randint(0, 4)) for limiter in limiters))
+            clock.t += rng.choice([0.0, 0.05, 0.3, 1.7, 4.0])
+    finally:
+        for c in clients:
+            await c.aclose()
+    admitted.sort()
+    assert len(admitted) > 4 * limit  # the clock ran through several windows
+    for start in admitted:
+        assert sum(start <= a < start + 60 for a in admitted) <= limit
+
+
+async def test_all_or_nothing_across_key_and_team(redis: aioredis.Redis, prefix: str) -> None:
+    """A spent team refuses its other key's request, and that key's bucket is not charged."""
+    limiter = limiter_on(redis, prefix, Clock())
+    team = Bucket("team", "t", 1, None, None)
+    a = Bucket("key", "a", 3, None, None, team="t")
+    b = Bucket("key", "b", 3, None, None, team="t")
+    assert (await limiter.admit([a, team], 0)).admitted
+    refused = await limiter.admit([b, team], 0)
+    assert (refused.admitted, refused.scope) == (False, "team")
+    assert (await limiter.admit([b], 0)).remaining_requests == 2
+
+
+async def test_tpm_and_settle_gives_tokens_back(redis: aioredis.Redis, prefix: str) -> None:
+    """Tokens are charged by estimate; a settle returns what the call did not use."""
+    clock = Clock()
+    limiter = limiter_on(redis, prefix, clock)
+    key = [Bucket("key", "k", None, 1000, None)]
+    first = await limiter.admit(key, 900)
+    assert first.admitted and first.remaining_tokens == 100 and first.limit_requests is None
+    assert not (await limiter.admit(key, 200)).admitted
+    clock.t += 3
+    limiter.settle(key, 900, 150, 0.0, elapsed_s=3)
+    await limiter.flush()
+    again = await limiter.admit(key, 200)
+    assert again.admitted and again.remaining_tokens == 650
+    limiter.settle(key, 200, 500, 0.0)  # used more than reserved: the excess is charged
+    await limiter.flush()
+    assert (await limiter.admit(key, 0)).remaining_tokens == 350
+
+
+async def test_budget_refuses_after_spend(redis: aioredis.Redis, prefix: str) -> None:
+    """Spend settled up to a team's budget refuses its keys with reason budget."""
+    limiter = limiter_on(redis, prefix, Clock())
+    team = Bucket("team", "t", None, None, 0.5, "day")
+    key = Bucket("key", "k", 100, None, None, team="t")
+    assert (await limiter.admit([key, team], 10)).admitted
+    limiter.settle([key, team], 10, 10, 0.3)
+    limiter.settle([key, team], 10, 10, 0.2)
+    await limiter.flush()
+    refused = await limiter.admit([key, team], 10)
+    assert (refused.admitted, refused.reason, refused.scope) == (False, "budget", "team")
+    assert refused.headers()["x-should-retry"] == "false"
+    assert 0 < refused.retry_after_s <= 86_400
+
+
+async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, prefix: str) -> None:
+    """Every key one admission writes carries the team's hash tag; spend is micro-dollars."""
+    limiter = limiter_on(redis, prefix, Clock())
+    buckets = [Bucket("key", "k", 5, 500, 1.0, team="t"), Bucket("team", "t", 9, None, 2.0)]
+    await limiter.admit(buckets, 10)
+    limiter.settle(buckets, 10, 10, 0.25)
+    await limiter.flush()
+    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{prefix}:*")])
+    assert keys == sorted([
+        f"{prefix}:rl:{{t}}:key:k:req", f"{prefix}:rl:{{t}}:key:k:tok",
+        f"{prefix}:rl:{{t}}:team:t:req", f"{prefix}:spend:{{t}}:key:k:month:2025-06",
+        f"{prefix}:spend:{{t}}:team:t:month:2025-06"])
+    assert await redis.get(f"{prefix}:spend:{{t}}:team:t:month:2025-06") == b"250000"
+    assert 0 < await redis.pttl(f"{prefix}:rl:{{t}}:key:k:req") <= 62_000
+
+
+async def test_no_buckets_touches_nothing(redis: aioredis.Redis, prefix: str) -> None:
+    """An admission with no buckets writes nothing."""
+    limiter = limiter_on(redis, prefix)
+    assert (await limiter.admit([], 100)).admitted
+    limiter.settle([], 100, 10, 1.0)
+    await limiter.flush()
+    assert [k async for k in redis.scan_iter(match=f"{prefix}:*")] == []
