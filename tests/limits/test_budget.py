@@ -1,0 +1,88 @@
+"""Reconcile: spend counters raised to the call log's sums, idempotently, never lowered."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Call
+from app.limits import Bucket, RedisLimiter
+from app.limits.budget import reconcile
+from app.limits.redis import spend_key
+
+NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
+
+
+async def log_calls(engine: AsyncEngine, *rows: tuple[str | None, str | None, str, datetime],
+                    ) -> None:
+    """Write call rows (key id, team id, cost in USD, created at)."""
+    async with engine.begin() as conn:
+        await conn.execute(Call.__table__.insert(), [
+            {"id": uuid.uuid4().hex, "created_at": at, "caller": "key", "key_id": key,
+             "team_id": team, "endpoint": "chat", "attempts": [], "status": "ok",
+             "http_status": 200, "stream": False, "tokens_estimated": False,
+             "cost_usd": Decimal(cost)} for key, team, cost, at in rows])
+
+
+def counter(prefix: str, tag: str, scope: str, id: str, period: str) -> str:
+    return spend_key(prefix, tag=tag, scope=scope, id=id, period=period)
+
+
+async def test_reconcile_raises_idempotently(engine: AsyncEngine, redis: aioredis.Redis,
+                                             prefix: str) -> None:
+    """Counters become the log's day, month and total sums; a second run changes nothing."""
+    await log_calls(engine,
+                    ("a", "t", "0.10", NOW - timedelta(hours=1)),
+                    ("a", "t", "0.25", NOW - timedelta(days=3)),
+                    ("b", "t", "1.00", NOW - timedelta(days=40)),
+                    ("c", None, "0.000001", NOW - timedelta(minutes=5)),
+                    (None, None, "9.00", NOW))  # the master key: no counter
+    raised = await reconcile(engine, redis, prefix=prefix, now=NOW)
+    expected = {
+        counter(prefix, "t", "key", "a", "day:2025-06-15"): b"100000",
+        counter(prefix, "t", "key", "a", "month:2025-06"): b"350000",
+        counter(prefix, "t", "key", "a", "total"): b"350000",
+        counter(prefix, "t", "key", "b", "total"): b"1000000",
+        counter(prefix, "t", "team", "t", "day:2025-06-15"): b"100000",
+        counter(prefix, "t", "team", "t", "month:2025-06"): b"350000",
+        counter(prefix, "t", "team", "t", "total"): b"1350000",
+        counter(prefix, "c", "key", "c", "day:2025-06-15"): b"1",
+        counter(prefix, "c", "key", "c", "month:2025-06"): b"1",
+        counter(prefix, "c", "key", "c", "total"): b"1",
+    }
+    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{prefix}:*")])
+    assert keys == sorted(expected)
+    assert {k: await redis.get(k) for k in keys} == expected
+    assert raised == len(expected)
+    assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 0
+    assert {k: await redis.get(k) for k in keys} == expected
+
+
+async def test_reconcile_never_lowers(engine: AsyncEngine, redis: aioredis.Redis,
+                                      prefix: str) -> None:
+    """Spend Redis counted that the log has not seen yet stays; lower counters are raised."""
+    await log_calls(engine, ("a", None, "0.50", NOW), ("b", None, "0.50", NOW))
+    ahead = counter(prefix, "a", "key", "a", "month:2025-06")
+    behind = counter(prefix, "b", "key", "b", "month:2025-06")
+    await redis.set(ahead, 900_000)
+    await redis.set(behind, 100_000)
+    await reconcile(engine, redis, prefix=prefix, now=NOW)
+    assert await redis.get(ahead) == b"900000"
+    assert await redis.get(behind) == b"500000"
+
+
+async def test_reconciled_spend_refuses_admission(engine: AsyncEngine, redis: aioredis.Redis,
+                                                  prefix: str) -> None:
+    """A budget the log proves spent (Redis lost its counters) refuses after a reconcile."""
+    await log_calls(engine, ("k", "t", "2.00", datetime.now(UTC)))
+    limiter = RedisLimiter(redis, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+                           prefix=prefix)
+    buckets = [Bucket("key", "k", None, None, 10.0, team="t"), Bucket("team", "t", None, None, 2.0)]
+    assert (await limiter.admit(buckets, 0)).admitted
+    await reconcile(engine, redis, prefix=prefix)
+    refused = await limiter.admit(buckets, 0)
+    assert (refused.reason, refused.scope) == ("budget", "team")

@@ -1,0 +1,119 @@
+"""RedisLimiter when Redis is stopped, silent or restarted; script reloads; batching."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.limits import Bucket, RedisLimiter
+from tests.calllog.servers import PrivateRedis
+
+LIMITED = [Bucket("key", "k", 100, 10_000, None)]
+BUDGETED = [Bucket("key", "k", 100, None, 5.0)]
+NO_HANG_S = 5.0
+"""A bound far above any timeout used here: an admission past it hung."""
+
+
+def client_of(url: str) -> aioredis.Redis:
+    """A client configured as the gateway's limiter pool is (fail fast, no retries)."""
+    return aioredis.from_url(url, socket_connect_timeout=0.05, socket_timeout=0.05,
+                             retry=Retry(NoBackoff(), 0))
+
+
+def limiter(redis: aioredis.Redis, *, fail_open: bool = True,
+            budget_fail_open: bool = False) -> RedisLimiter:
+    return RedisLimiter(redis, timeout_s=0.02, fail_open=fail_open,
+                        budget_fail_open=budget_fail_open, prefix="outage")
+
+
+@pytest.fixture
+async def private(private_redis: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
+    client = client_of(private_redis.url)
+    yield client
+    await client.aclose()
+
+
+async def timed_admit(lim: RedisLimiter, buckets: list[Bucket]) -> tuple[bool, str]:
+    started = time.monotonic()
+    decision = await lim.admit(buckets, 10)
+    assert time.monotonic() - started < NO_HANG_S
+    return decision.admitted, decision.reason
+
+
+async def test_stopped_redis_fail_open_and_closed(private_redis: PrivateRedis,
+                                                  private: aioredis.Redis) -> None:
+    """Redis stopped: fail-open admits as unavailable, fail-closed and budgets refuse."""
+    open_, closed = limiter(private), limiter(private, fail_open=False)
+    await open_.start()
+    assert await timed_admit(open_, LIMITED) == (True, "ok")
+    private_redis.stop()
+    assert await timed_admit(open_, LIMITED) == (True, "unavailable")
+    assert await timed_admit(closed, LIMITED) == (False, "unavailable")
+    assert await timed_admit(open_, BUDGETED) == (False, "unavailable")
+    budget_open = limiter(private, budget_fail_open=True)
+    assert await timed_admit(budget_open, BUDGETED) == (True, "unavailable")
+    open_.settle(LIMITED, 10, 5, 0.1)  # dropped quietly
+    await open_.flush()
+
+
+async def test_admissions_resume_after_restart(private_redis: PrivateRedis,
+                                               private: aioredis.Redis) -> None:
+    """After Redis comes back (empty, no scripts loaded) admissions are decided again."""
+    lim = limiter(private, fail_open=False)
+    await lim.start()
+    private_redis.stop()
+    assert await timed_admit(lim, LIMITED) == (False, "unavailable")
+    private_redis.start()
+    assert await timed_admit(lim, LIMITED) == (True, "ok")
+
+
+async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
+    """A Redis that accepts and never answers costs one timeout, not a hang."""
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", unused_tcp_port)
+    client = aioredis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0",
+                               socket_timeout=30, retry=Retry(NoBackoff(), 0))
+    try:
+        assert await timed_admit(limiter(client), LIMITED) == (True, "unavailable")
+        assert await timed_admit(limiter(client, fail_open=False), LIMITED) == \
+            (False, "unavailable")
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_noscript_loads_and_retries(private: aioredis.Redis) -> None:
+    """A Redis that lost its scripts (SCRIPT FLUSH, failover) gets them again, same call."""
+    lim = limiter(private)
+    await lim.start()
+    await private.script_flush()
+    decisions = await asyncio.gather(*(lim.admit(LIMITED, 10) for _ in range(3)))
+    assert [d.reason for d in decisions] == ["ok"] * 3
+
+
+async def test_one_tick_one_round_trip(private_redis: PrivateRedis) -> None:
+    """Fifty admissions issued in one tick share one connection's single pipeline."""
+    client = client_of(private_redis.url)
+    watcher = client_of(private_redis.url)
+    try:
+        lim = RedisLimiter(client, timeout_s=0.5, fail_open=False, budget_fail_open=False,
+                           prefix="batch")
+        buckets = [Bucket("key", f"k{i}", 10, None, None) for i in range(50)]
+        before = int((await watcher.info("stats"))["total_connections_received"])
+        decisions = await asyncio.gather(*(lim.admit([b], 0) for b in buckets))
+        after = int((await watcher.info("stats"))["total_connections_received"])
+        assert all(d.reason == "ok" for d in decisions)
+        assert after - before == 1
+    finally:
+        await client.aclose()
+        await watcher.aclose()
