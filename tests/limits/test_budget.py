@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import redis.asyncio as aioredis
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call
@@ -21,7 +22,7 @@ async def log_calls(engine: AsyncEngine, *rows: tuple[str | None, str | None, st
                     ) -> None:
     """Write call rows (key id, team id, cost in USD, created at)."""
     async with engine.begin() as conn:
-        await conn.execute(Call.__table__.insert(), [
+        await conn.execute(insert(Call), [
             {"id": uuid.uuid4().hex, "created_at": at, "caller": "key", "key_id": key,
              "team_id": team, "endpoint": "chat", "attempts": [], "status": "ok",
              "http_status": 200, "stream": False, "tokens_estimated": False,
