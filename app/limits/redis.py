@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,8 +59,10 @@ SETTLE_TIMEOUT_S = 1.0
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 _LOG_EVERY_S = 10.0
+_KEYS_CACHED = 100_000
 _SPEND_GRACE_S = 86_400
-_Call = tuple[list[str], list[str | int]]
+_Call = tuple[list[str], str]
+"""An EVALSHA's keys and its one ARGV string (``app.limits.scripts``)."""
 
 
 def rate_key(prefix: str, bucket: Bucket, kind: str) -> str:
@@ -98,6 +100,8 @@ class RedisLimiter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._settles_in_flight = 0
         self._logged_at = -math.inf
+        self._keys: dict[Bucket, tuple[str, str, str]] = {}
+        self._keys_day = date.min
         self._admit_sha = scripts.sha1(scripts.ADMIT)
         self._settle_sha = scripts.sha1(scripts.SETTLE)
 
@@ -128,17 +132,16 @@ class RedisLimiter:
             return ADMITTED
         moment = self._moment()
         keys: list[str] = []
-        args: list[str | int] = [self._now_ms(), max(0, tokens)]
+        args: list[int] = [self._now_ms(), max(0, tokens)]
         for b in buckets:
-            keys += [rate_key(self._prefix, b, "req"), rate_key(self._prefix, b, "tok"),
-                     self._spend_key(b, moment)]
+            keys += self._keys_of(b, moment)
             args += [_or_none(b.rpm), _or_none(b.tpm),
                      -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int] | None] = loop.create_future()
         if not self._admits:
             loop.call_soon(self._flush_admits)
-        self._admits.append(((keys, args), future))
+        self._admits.append(((keys, ",".join(map(str, args))), future))
         raw = await future
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
@@ -154,18 +157,19 @@ class RedisLimiter:
             return
         moment = self._moment()
         keys: list[str] = []
-        args: list[str | int] = [self._now_ms(), delta,
+        args: list[int] = [self._now_ms(), delta,
                                  -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
                                  max(0, cost)]
         for b in buckets:
-            keys += [rate_key(self._prefix, b, "tok"), self._spend_key(b, moment)]
+            _, tok, spend = self._keys_of(b, moment)
+            keys += [tok, spend]
             args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
         if not self._settles:
             try:
                 asyncio.get_running_loop().call_soon(self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
-        self._settles.append((keys, args))
+        self._settles.append((keys, ",".join(map(str, args))))
 
     def _flush_admits(self) -> None:
         batch, self._admits = self._admits, []
@@ -195,7 +199,7 @@ class RedisLimiter:
         finally:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(result if isinstance(result, list) else None)
+                    future.set_result(_numbers(result))
         for result in results:
             if isinstance(result, Exception):
                 self._warn("admission script failed", result)
@@ -227,7 +231,7 @@ class RedisLimiter:
     async def _pipeline(self, sha: str, calls: list[_Call]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, args)
         return list(await pipe.execute(raise_on_error=False))
 
     def _moment(self) -> datetime:
@@ -236,15 +240,35 @@ class RedisLimiter:
     def _now_ms(self) -> int:
         return 0 if self._clock is None else round(self._clock() * 1000)
 
-    def _spend_key(self, bucket: Bucket, moment: datetime) -> str:
-        return spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope, id=bucket.id,
-                         period=period_name(bucket.budget_period, moment))
+    def _keys_of(self, bucket: Bucket, moment: datetime) -> tuple[str, str, str]:
+        """The bucket's request window, token window and current spend counter, cached for
+        the UTC day (building them costs more than the rest of an admission's Python)."""
+        day = moment.date()
+        if day != self._keys_day or len(self._keys) > _KEYS_CACHED:
+            self._keys_day = day
+            self._keys.clear()
+        known = self._keys.get(bucket)
+        if known is None:
+            known = self._keys[bucket] = (
+                rate_key(self._prefix, bucket, "req"), rate_key(self._prefix, bucket, "tok"),
+                spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope, id=bucket.id,
+                          period=period_name(bucket.budget_period, moment)))
+        return known
 
     def _warn(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._logged_at >= _LOG_EVERY_S:  # Redis down is many calls: one line per 10 s
             self._logged_at = now
             log.warning("%s: %s", what, type(exc).__name__)
+
+
+def _numbers(reply: object) -> list[int] | None:
+    """The integers of a script's comma-separated reply (``None`` for an error or nothing)."""
+    if isinstance(reply, bytes):
+        return [int(n) for n in reply.split(b",")]
+    if isinstance(reply, str):
+        return [int(n) for n in reply.split(",")]
+    return None
 
 
 def _or_none(limit: int | None) -> int:

@@ -3,15 +3,18 @@ SHA1 digests. Both mirror the pure maths of ``app.limits.model`` (``window``) an
 ``app.limits.local`` (``correct``); a slot counts while ``now < slot + 61``.
 
 ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 keys each).
-       ARGV: now in ms (0: the server's TIME), tokens, then per bucket rpm, tpm, budget in
-       micro-dollars (-1: none).
-       Returns {status (0 admitted, 1 rate limit, 2 budget), refusing bucket (1-based, budget
-       only), now in ms}, then per bucket six integers: requests used, reset ms, retry ms, tokens
-       used, reset ms, retry ms (used -1: no such limit). All buckets are charged, or none.
+       ARGV: one comma-separated string: now in ms (0: the server's TIME), tokens, then per
+       bucket rpm, tpm, budget in micro-dollars (-1: none).
+       Returns one comma-separated string: status (0 admitted, 1 rate limit, 2 budget),
+       refusing bucket (1-based, budget only), now in ms, then per bucket six integers:
+       requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
+       limit). All buckets are charged, or none.
+       (One string each way: redis-py spends most of an EVALSHA's client CPU encoding arguments
+       and parsing reply elements one by one; see bench/limiter.py.)
 SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
-       ARGV: now in ms (0: TIME), used - reserved, ms since the admission (-1: unknown),
-       cost in micro-dollars, then per bucket: 1 if it has a TPM limit else 0, the spend
-       counter's TTL in s (-1: none).
+       ARGV: one comma-separated string: now in ms (0: TIME), used - reserved, ms since the
+       admission (-1: unknown), cost in micro-dollars, then per bucket: 1 if it has a TPM
+       limit else 0, the spend counter's TTL in s (-1: none).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import hashlib
 
 _CLOCK = """
-local now_ms = tonumber(ARGV[1])
+local A = {}
+for v in string.gmatch(ARGV[1], '[^,]+') do A[#A + 1] = tonumber(v) end
+local now_ms = A[1]
 if now_ms <= 0 then
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,12 +51,12 @@ end
 """
 
 ADMIT = _CLOCK + """
-local want = tonumber(ARGV[2])
+local want = A[2]
 local n = #KEYS / 3
 for i = 1, n do
-  local budget = tonumber(ARGV[3 * i + 2])
+  local budget = A[3 * i + 2]
   if budget >= 0 and tonumber(redis.call('GET', KEYS[3 * i]) or '0') >= budget then
-    return {2, i, now_ms}
+    return table.concat({2, i, now_ms}, ',')
   end
 end
 local function scan(key, limit, cost)
@@ -74,7 +79,7 @@ end
 local out, refused = {0, 0, now_ms}, false
 for i = 1, n do
   local r, t = {-1, 0, 0}, {-1, 0, 0}
-  local rpm, tpm = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local rpm, tpm = A[3 * i], A[3 * i + 1]
   if rpm >= 0 then r = scan(KEYS[3 * i - 2], rpm, 1) end
   if tpm >= 0 then t = scan(KEYS[3 * i - 1], tpm, want) end
   if r[3] > 0 or t[3] > 0 then refused = true end
@@ -82,29 +87,29 @@ for i = 1, n do
 end
 if refused then
   out[1] = 1
-  return out
+  return table.concat(out, ',')
 end
 for i = 1, n do
-  if tonumber(ARGV[3 * i]) >= 0 then
+  if A[3 * i] >= 0 then
     redis.call('HINCRBY', KEYS[3 * i - 2], second, 1)
     redis.call('PEXPIRE', KEYS[3 * i - 2], (life + 1) * 1000)
   end
-  if tonumber(ARGV[3 * i + 1]) >= 0 and want > 0 then
+  if A[3 * i + 1] >= 0 and want > 0 then
     redis.call('HINCRBY', KEYS[3 * i - 1], second, want)
     redis.call('PEXPIRE', KEYS[3 * i - 1], (life + 1) * 1000)
   end
 end
-return out
+return table.concat(out, ',')
 """
 
 SETTLE = _CLOCK + """
-local delta, elapsed, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local delta, elapsed, cost = A[2], A[3], A[4]
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  if tonumber(ARGV[3 + 2 * i]) == 1 and delta > 0 then
+  if A[3 + 2 * i] == 1 and delta > 0 then
     redis.call('HINCRBY', key, second, delta)
     redis.call('PEXPIRE', key, (life + 1) * 1000)
-  elseif tonumber(ARGV[3 + 2 * i]) == 1 and delta < 0 then
+  elseif A[3 + 2 * i] == 1 and delta < 0 then
     local owed = -delta
     local live = live_slots(key)
     if elapsed >= 0 then
@@ -125,8 +130,8 @@ for i = 1, #KEYS / 2 do
     end
   end
   if cost > 0 then
-    redis.call('INCRBY', KEYS[2 * i], ARGV[4])
-    local ttl = tonumber(ARGV[4 + 2 * i])
+    redis.call('INCRBY', KEYS[2 * i], cost)
+    local ttl = A[4 + 2 * i]
     if ttl > 0 then redis.call('EXPIRE', KEYS[2 * i], ttl) end
   end
 end
