@@ -147,3 +147,21 @@ async def test_no_buckets_touches_nothing(redis: aioredis.Redis, prefix: str) ->
     limiter.settle([], 100, 10, 1.0)
     await limiter.flush()
     assert [k async for k in redis.scan_iter(match=f"{prefix}:*")] == []
+
+
+async def test_settle_without_elapsed_takes_from_the_oldest_slots(redis: aioredis.Redis,
+                                                                   prefix: str) -> None:
+    """With no elapsed time, tokens given back come out of the oldest slots, never below 0."""
+    clock = Clock()
+    limiter = limiter_on(redis, prefix, clock)
+    key = [Bucket("model", "k:gpt-4o", None, 1000, None)]
+    await limiter.admit(key, 300)
+    clock.t += 20
+    await limiter.admit(key, 300)
+    limiter.settle(key, 300, 0, 0.0)
+    limiter.settle(key, 300, 0, 0.0)
+    limiter.settle(key, 300, 0, 0.0)  # more than the window holds: the rest is dropped
+    await limiter.flush()
+    slots = await redis.hgetall(f"{prefix}:rl:{{k}}:model:k:gpt-4o:tok")
+    assert sorted(int(v) for v in slots.values()) == [0, 0]
+    assert (await limiter.admit(key, 1000)).admitted
