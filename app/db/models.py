@@ -14,7 +14,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, Numeric, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,3 +102,48 @@ class DriftBaseline(Base):
     samples: Mapped[int] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Team(Base):
+    """A team of virtual keys (``app.keys.model.TeamRecord``): limits and a budget they share."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    rpm: Mapped[int | None] = mapped_column(BigInteger)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(20, 10))
+    budget_period: Mapped[str] = mapped_column(String(8))
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", Json)
+    """Column ``metadata`` (the attribute name is taken by SQLAlchemy)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_teams_name", "name", unique=True),)
+
+
+class ApiKey(Base):
+    """A virtual key (``app.keys.model.KeyRecord``): only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    team_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("teams.id"))
+    models: Mapped[list[str] | None] = mapped_column(Json)
+    rpm: Mapped[int | None] = mapped_column(BigInteger)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(20, 10))
+    budget_period: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", Json)
+    admin: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_api_keys_key_hash", "key_hash", unique=True),
+        Index("ix_api_keys_team_id", "team_id"),
+    )

@@ -1,0 +1,266 @@
+"""``KeyDirectory``: the gateway's in-memory cache of virtual keys, by key hash.
+
+The hot path is ``cached(hash)``, a dict lookup; ``resolve(key)`` falls back to one database
+query for a key not cached yet, and remembers unknown hashes for ``NEGATIVE_TTL_S`` (bounded, so
+random keys cannot grow memory). A database outage does not stop known keys: cached entries are
+served however old they are, and a key that cannot be checked at all raises ``KeysUnavailable``
+(the caller answers 503, never 401).
+
+Freshness:
+
+- ``changed(key_id=..., team_id=...)`` after every admin mutation drops the matching entries here
+  and publishes ``{"key_id": ..., "team_id": ...}`` (ids only, never a key) on the Redis channel
+  ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second.
+- A subscriber that lost its Redis connection drops its whole cache on reconnecting (it may have
+  missed messages).
+- Every ``refresh_s`` the cached entries are re-read from the database (one query per 500), so a
+  missed message heals; a failed refresh keeps the old entries.
+- Without Redis, invalidation is in-process only: other processes (``--workers`` in embedded
+  mode) see a change at their next refresh.
+
+Stale write-back: every ``changed()`` bumps a generation counter; a ``resolve()`` or refresh that
+began under an older generation returns its result but does not cache it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.keys.model import KeyRecord, TeamRecord, hash_key
+from app.keys.store import KeyStore
+
+log = logging.getLogger("switchboard.keys")
+
+CHANNEL = "switchboard:keys:changed"
+MAX_ENTRIES = 100_000
+"""Most keys cached; past it the oldest cached entry is dropped (it is re-read on its next use)."""
+NEGATIVE_TTL_S = 2.0
+MAX_NEGATIVE = 10_000
+"""Most unknown hashes remembered; past it the oldest is forgotten."""
+RECONNECT_S = 0.5
+"""Pause between attempts to resubscribe after losing Redis."""
+POLL_S = 1.0
+"""Longest wait for one pub/sub message (the subscriber's health checks run in between)."""
+
+
+class KeysUnavailable(Exception):
+    """A key that is not cached could not be checked: the database is unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A cached key with its team."""
+
+    key: KeyRecord
+    team: TeamRecord | None
+
+
+class KeyDirectory:
+    """The cache of one gateway process (see the module docstring). ``store`` is what the admin
+    API and the CLI change keys through; they call ``changed()`` after each change."""
+
+    def __init__(self, store: KeyStore, redis: aioredis.Redis | None, *,
+                 refresh_s: float = 30.0, max_entries: int = MAX_ENTRIES,
+                 max_negative: int = MAX_NEGATIVE, negative_ttl_s: float = NEGATIVE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self._redis = redis
+        self._refresh_s = refresh_s
+        self._max_entries = max_entries
+        self._max_negative = max_negative
+        self._negative_ttl_s = negative_ttl_s
+        self._clock = clock
+        self._entries: dict[str, Entry] = {}
+        self._negative: dict[str, float] = {}
+        """Unknown hashes and when they may be asked again (insertion order = age)."""
+        self._generation = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribed = asyncio.Event()
+        """Set while the subscriber listens (tests wait on it)."""
+
+    # ---- lookups
+
+    def cached(self, key_hash: str) -> Entry | None:
+        """The cached entry for ``key_hash``; no I/O."""
+        return self._entries.get(key_hash)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def negative_size(self) -> int:
+        """How many unknown hashes are remembered."""
+        return len(self._negative)
+
+    async def resolve(self, key: str) -> Entry | None:
+        """The entry for ``key``, from the cache or one database query; ``None`` for a key that
+        does not exist. Raises ``KeysUnavailable`` when it is not cached and the database
+        cannot be asked."""
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
+        if entry is not None:
+            return entry
+        until = self._negative.get(digest)
+        if until is not None:
+            if self._clock() < until:
+                return None
+            del self._negative[digest]
+        generation = self._generation
+        try:
+            found = await self.store.find_by_hash(digest)
+        except DATABASE_ERRORS as exc:
+            log.warning("key lookup failed, database unreachable: %s", describe_error(exc))
+            raise KeysUnavailable("the key database is unreachable") from None
+        entry = None if found is None else Entry(*found)
+        if generation == self._generation:
+            self._remember(digest, entry)
+        return entry
+
+    def _remember(self, digest: str, entry: Entry | None) -> None:
+        if entry is None:
+            if len(self._negative) >= self._max_negative:
+                del self._negative[next(iter(self._negative))]
+            self._negative[digest] = self._clock() + self._negative_ttl_s
+            return
+        if digest not in self._entries and len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = entry
+
+    # ---- invalidation
+
+    async def changed(self, *, key_id: str | None = None, team_id: str | None = None) -> None:
+        """Drop the entries of ``key_id`` and of ``team_id``'s keys here, and tell the other
+        processes over Redis. Both ``None``: drop everything. A failed publish is logged;
+        the others then heal at their next refresh."""
+        self.drop(key_id=key_id, team_id=team_id)
+        if self._redis is None:
+            return
+        message = json.dumps({"key_id": key_id, "team_id": team_id})
+        try:
+            await self._redis.publish(CHANNEL, message)
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish a key change on Redis (other gateways pick it up "
+                        "within %.0f s): %s", self._refresh_s, exc)
+
+    def drop(self, *, key_id: str | None = None, team_id: str | None = None) -> None:
+        """Drop matching entries (both ``None``: all) and every remembered unknown hash."""
+        self._generation += 1
+        self._negative.clear()
+        if key_id is None and team_id is None:
+            self._entries.clear()
+            return
+        stale = [digest for digest, entry in self._entries.items()
+                 if (key_id is not None and entry.key.id == key_id)
+                 or (team_id is not None and entry.key.team_id == team_id)]
+        for digest in stale:
+            del self._entries[digest]
+
+    def _on_message(self, data: Any) -> None:
+        try:
+            body = json.loads(data)
+            key_id, team_id = body.get("key_id"), body.get("team_id")
+        except (ValueError, AttributeError):
+            log.warning("ignoring a malformed key-change message; dropping the whole cache")
+            self.drop()
+            return
+        self.drop(key_id=key_id if isinstance(key_id, str) else None,
+                  team_id=team_id if isinstance(team_id, str) else None)
+
+    # ---- background tasks
+
+    async def start(self) -> None:
+        """Start refreshing, and listening for changes when there is Redis."""
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="keys-refresh"))
+        if self._redis is not None:
+            self._tasks.append(asyncio.create_task(self._subscribe_loop(self._redis),
+                                                   name="keys-subscriber"))
+
+    async def aclose(self) -> None:
+        """Stop the background tasks (the store's engine and Redis belong to the caller)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _subscribe_loop(self, redis: aioredis.Redis) -> None:
+        lost = False
+        while True:
+            pubsub = redis.pubsub()
+            watched = None
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if lost:
+                    log.info("resubscribed to key changes; dropping the key cache")
+                    self.drop()
+                    lost = False
+                watched = pubsub.connection
+                if watched is not None:
+                    # Called on any later reconnection made inside redis-py (a client that
+                    # retries), which would otherwise hide the gap.
+                    watched.register_connect_callback(self._reconnected)
+                self.subscribed.set()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=POLL_S)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("lost the key-change subscription on Redis (retrying every "
+                                "%.1f s): %s", RECONNECT_S, exc)
+                lost = True
+                self.subscribed.clear()
+            finally:
+                if watched is not None:
+                    watched.deregister_connect_callback(self._reconnected)
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+            await asyncio.sleep(RECONNECT_S)
+
+    async def _reconnected(self, _connection: Any) -> None:
+        log.info("the key-change subscription reconnected; dropping the key cache")
+        self.drop()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Re-read every cached entry from the database; deleted or rotated keys leave the
+        cache. A database error keeps the entries as they are."""
+        hashes = list(self._entries)
+        if not hashes:
+            return
+        generation = self._generation
+        try:
+            found = await self.store.find_many_by_hash(hashes)
+        except DATABASE_ERRORS as exc:
+            log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
+            return
+        if generation != self._generation:
+            return  # a change arrived meanwhile: this read may predate it
+        for digest in hashes:
+            old = self._entries.get(digest)
+            if old is None:
+                continue
+            row = found.get(digest)
+            if row is None:
+                del self._entries[digest]
+            else:
+                fresh = Entry(*row)
+                if fresh != old:  # keep the same object when unchanged (callers memoise on it)
+                    self._entries[digest] = fresh

@@ -1,0 +1,236 @@
+"""Virtual keys and teams: the records, the key format, and the admin input they are made from.
+
+A key is ``sk-sb-`` followed by ``secrets.token_urlsafe(32)`` (256 random bits). Only its SHA-256
+(``hash_key``) is stored, with its first ``PREFIX_CHARS`` characters (``sk-sb-AbCd``) for display.
+Records are immutable; a change is a new record read back from the store.
+
+Admin input (``KeyCreate``, ``KeyUpdate``, ``TeamCreate``, ``TeamUpdate``) is validated by pydantic;
+``parse`` turns a failure into ``errors.InvalidRequest`` naming the field (``param``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app import errors
+from app.limits.model import Period
+
+KEY_PREFIX = "sk-sb-"
+PREFIX_CHARS = 10
+"""Characters of a key kept for display: ``sk-sb-`` and four random ones."""
+MAX_MODELS = 256
+MAX_METADATA = 16
+
+
+def new_key() -> str:
+    """A fresh virtual key (256 random bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of ``key``: what the database stores and the directory is keyed by."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def display_prefix(key: str) -> str:
+    """The public part of ``key`` shown in listings."""
+    return key[:PREFIX_CHARS]
+
+
+def new_id(kind: Literal["key", "team"]) -> str:
+    """``key_`` or ``team_`` and 12 random hex characters."""
+    return f"{kind}_{secrets.token_hex(6)}"
+
+
+def iso(epoch: float | None) -> str | None:
+    """``epoch`` seconds as ISO 8601 UTC (``None`` stays ``None``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    """A team: limits and a budget that all of its keys share."""
+
+    id: str
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period = "month"
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The admin API's view of the team."""
+        return {"object": "team", "id": self.id, "name": self.name, "rpm": self.rpm,
+                "tpm": self.tpm, "budget_usd": self.budget_usd,
+                "budget_period": self.budget_period, "metadata": dict(self.metadata),
+                "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A virtual key, without the key itself (only its display ``prefix``)."""
+
+    id: str
+    name: str
+    prefix: str
+    team_id: str | None = None
+    models: tuple[str, ...] | None = None
+    """The public models this key may use; ``None``: all of them."""
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period = "month"
+    expires_at: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    admin: bool = False
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+    def problem(self, now: float) -> str | None:
+        """Why the key may not be used at ``now`` (epoch seconds): ``"revoked"``, ``"expired"``,
+        or ``None`` when it may."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return None
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may call the public model ``model``."""
+        return self.models is None or model in self.models
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The admin API's view of the key (never its hash)."""
+        return {"object": "key", "id": self.id, "name": self.name, "prefix": self.prefix,
+                "team_id": self.team_id,
+                "models": None if self.models is None else list(self.models),
+                "rpm": self.rpm, "tpm": self.tpm, "budget_usd": self.budget_usd,
+                "budget_period": self.budget_period, "expires_at": iso(self.expires_at),
+                "metadata": dict(self.metadata), "admin": self.admin,
+                "created_at": iso(self.created_at), "revoked_at": iso(self.revoked_at),
+                "status": self.problem(now) or "active"}
+
+
+# ---- admin input
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+Limit = Annotated[int, Field(ge=1, le=2**53)]
+Budget = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Models = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]],
+                   Field(max_length=MAX_MODELS)]
+Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
+                          Annotated[str, Field(max_length=512)]],
+                     Field(max_length=MAX_METADATA)]
+TeamId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _epoch(value: Any) -> Any:
+    """An expiry as epoch seconds: a number is taken as is, a string as ISO 8601 (naive = UTC)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError("expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    return value
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("expires_at", mode="before", check_fields=False)
+    @classmethod
+    def _expiry(cls, value: Any) -> Any:
+        return _epoch(value)
+
+
+class TeamCreate(_Input):
+    name: Name
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    budget_usd: Budget | None = None
+    budget_period: Period = "month"
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class KeyCreate(_Input):
+    name: Name
+    team_id: TeamId | None = None
+    models: Models | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    budget_usd: Budget | None = None
+    budget_period: Period = "month"
+    expires_at: float | None = None
+    """Epoch seconds; ISO 8601 accepted on input."""
+    metadata: Metadata = Field(default_factory=dict)
+    admin: bool = False
+
+
+class _Update(_Input):
+    """Only the fields sent are changed (``changes()``); ``null`` clears a limit, the team, the
+    model list (all models), the budget or the expiry."""
+
+    @field_validator("name", "budget_period", "metadata", "admin", check_fields=False)
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, with their new values."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class TeamUpdate(_Update):
+    name: Name | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    budget_usd: Budget | None = None
+    budget_period: Period | None = None
+    metadata: Metadata | None = None
+
+
+class KeyUpdate(_Update):
+    name: Name | None = None
+    team_id: TeamId | None = None
+    models: Models | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    budget_usd: Budget | None = None
+    budget_period: Period | None = None
+    expires_at: float | None = None
+    metadata: Metadata | None = None
+    admin: bool | None = None
+
+
+M = TypeVar("M", bound=_Input)
+
+
+def parse(model: type[M], data: Any) -> M:
+    """``data`` validated as ``model``; ``errors.InvalidRequest`` naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        where = f" ({param})" if param else ""
+        raise errors.InvalidRequest(f"Invalid {model.__name__}{where}: {first['msg']}",
+                                    param=param) from None

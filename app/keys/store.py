@@ -1,0 +1,269 @@
+"""``KeyStore``: virtual keys and teams in the call log's database (Postgres or SQLite).
+
+Tables ``api_keys`` and ``teams`` (migration 0005). The plaintext of a key exists only in the
+return value of ``create_key`` and ``rotate_key``; the database holds its SHA-256.
+
+Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
+still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. Database failures
+(``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and serving a cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import errors
+from app.db.models import ApiKey, Base, Team
+from app.keys.model import (
+    KeyCreate,
+    KeyRecord,
+    KeyUpdate,
+    TeamCreate,
+    TeamRecord,
+    TeamUpdate,
+    display_prefix,
+    hash_key,
+    new_id,
+    new_key,
+)
+
+LOOKUP_CHUNK = 500
+"""Key hashes per query when re-reading many keys (``find_many_by_hash``)."""
+
+_KEY = Base.metadata.tables[ApiKey.__tablename__]
+_TEAM = Base.metadata.tables[Team.__tablename__]
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _money(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _team_record(row: Any) -> TeamRecord:
+    return TeamRecord(id=row.id, name=row.name, rpm=row.rpm, tpm=row.tpm,
+                      budget_usd=_money(row.budget_usd), budget_period=row.budget_period,
+                      metadata=dict(row._mapping["metadata"] or {}),
+                      created_at=_epoch(row.created_at) or 0.0)
+
+
+def _key_record(row: Any) -> KeyRecord:
+    return KeyRecord(id=row.id, name=row.name, prefix=row.prefix, team_id=row.team_id,
+                     models=None if row.models is None else tuple(row.models),
+                     rpm=row.rpm, tpm=row.tpm, budget_usd=_money(row.budget_usd),
+                     budget_period=row.budget_period, expires_at=_epoch(row.expires_at),
+                     metadata=dict(row._mapping["metadata"] or {}), admin=row.admin,
+                     created_at=_epoch(row.created_at) or 0.0,
+                     revoked_at=_epoch(row.revoked_at))
+
+
+def _columns(changes: dict[str, Any]) -> dict[str, Any]:
+    """Validated input fields as column values."""
+    values = dict(changes)
+    if "expires_at" in values:
+        values["expires_at"] = _moment(values["expires_at"])
+    if "budget_usd" in values and values["budget_usd"] is not None:
+        values["budget_usd"] = Decimal(str(values["budget_usd"]))
+    return values
+
+
+def _key_not_found(key_id: str) -> errors.NotFound:
+    return errors.NotFound(f"No key with id '{key_id[:80]}'.", param="key_id",
+                           code="key_not_found")
+
+
+def _team_not_found(team_id: str, *, param: str = "team_id") -> errors.NotFound:
+    return errors.NotFound(f"No team with id '{team_id[:80]}'.", param=param,
+                           code="team_not_found")
+
+
+def _name_taken(name: str) -> errors.GatewayError:
+    return errors.GatewayError(f"A team named '{name}' exists already.", status=409,
+                               param="name", code="team_exists")
+
+
+class KeyStore:
+    """Keys and teams over one ``AsyncEngine`` (the caller owns and disposes of it)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # ---- keys
+
+    async def create_key(self, spec: KeyCreate) -> tuple[KeyRecord, str]:
+        """A new key and its plaintext (returned here only, never stored)."""
+        key = new_key()
+        values = _columns(spec.model_dump())
+        values.update(id=new_id("key"), key_hash=hash_key(key), prefix=display_prefix(key),
+                      created_at=_moment(time.time()), revoked_at=None)
+        async with self.engine.begin() as conn:
+            if spec.team_id is not None:
+                await self._require_team(conn, spec.team_id)
+            await conn.execute(insert(_KEY).values(**values))
+            record = await self._key(conn, values["id"])
+        return record, key
+
+    async def get_key(self, key_id: str) -> KeyRecord:
+        async with self.engine.connect() as conn:
+            return await self._key(conn, key_id)
+
+    async def find_by_hash(self, key_hash: str) -> tuple[KeyRecord, TeamRecord | None] | None:
+        """The key with this hash and its team (one query), or ``None``."""
+        found = await self.find_many_by_hash([key_hash])
+        return found.get(key_hash)
+
+    async def find_many_by_hash(
+            self, hashes: Iterable[str]) -> dict[str, tuple[KeyRecord, TeamRecord | None]]:
+        """The keys among ``hashes`` that exist, with their teams, by hash (one query per
+        ``LOOKUP_CHUNK`` hashes)."""
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, tuple[KeyRecord, TeamRecord | None]] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start:start + LOOKUP_CHUNK]
+                query = (select(_KEY, *(c.label(f"t_{c.name}") for c in _TEAM.c))
+                         .select_from(_KEY.outerjoin(_TEAM, _KEY.c.team_id == _TEAM.c.id))
+                         .where(_KEY.c.key_hash.in_(chunk)))
+                for row in (await conn.execute(query)).all():
+                    found[row.key_hash] = (_key_record(row), _joined_team(row))
+        return found
+
+    async def list_keys(self, team_id: str | None = None) -> list[KeyRecord]:
+        """All keys (of one team, when given), oldest first."""
+        query = select(_KEY).order_by(_KEY.c.created_at, _KEY.c.id)
+        if team_id is not None:
+            query = query.where(_KEY.c.team_id == team_id)
+        async with self.engine.connect() as conn:
+            return [_key_record(row) for row in (await conn.execute(query)).all()]
+
+    async def update_key(self, key_id: str, spec: KeyUpdate) -> KeyRecord:
+        """The key with the fields sent in ``spec`` changed."""
+        values = _columns(spec.changes())
+        async with self.engine.begin() as conn:
+            if values.get("team_id") is not None:
+                await self._require_team(conn, values["team_id"])
+            if values:
+                await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(**values))
+            return await self._key(conn, key_id)
+
+    async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
+        """A new plaintext for the key (same id and limits); the old one stops working."""
+        key = new_key()
+        async with self.engine.begin() as conn:
+            record = await self._key(conn, key_id)
+            if record.revoked_at is not None:
+                raise errors.GatewayError("This key is revoked; create a new one instead.",
+                                          status=409, param="key_id", code="key_revoked")
+            await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(
+                key_hash=hash_key(key), prefix=display_prefix(key)))
+            return await self._key(conn, key_id), key
+
+    async def revoke_key(self, key_id: str) -> KeyRecord:
+        """The key, revoked (from now on; a revoked key keeps its first revocation time)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(_KEY).where(_KEY.c.id == key_id, _KEY.c.revoked_at.is_(None))
+                               .values(revoked_at=_moment(time.time())))
+            return await self._key(conn, key_id)
+
+    async def delete_key(self, key_id: str) -> KeyRecord:
+        """Remove the key; returns what it was."""
+        async with self.engine.begin() as conn:
+            record = await self._key(conn, key_id)
+            await conn.execute(delete(_KEY).where(_KEY.c.id == key_id))
+        return record
+
+    # ---- teams
+
+    async def create_team(self, spec: TeamCreate) -> TeamRecord:
+        values = _columns(spec.model_dump())
+        values.update(id=new_id("team"), created_at=_moment(time.time()))
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(_TEAM).values(**values))
+                return await self._team(conn, values["id"])
+        except IntegrityError:
+            raise _name_taken(spec.name) from None
+
+    async def get_team(self, team_id: str) -> TeamRecord:
+        async with self.engine.connect() as conn:
+            return await self._team(conn, team_id)
+
+    async def list_teams(self) -> list[TeamRecord]:
+        """All teams, oldest first."""
+        query = select(_TEAM).order_by(_TEAM.c.created_at, _TEAM.c.id)
+        async with self.engine.connect() as conn:
+            return [_team_record(row) for row in (await conn.execute(query)).all()]
+
+    async def update_team(self, team_id: str, spec: TeamUpdate) -> TeamRecord:
+        values = _columns(spec.changes())
+        try:
+            async with self.engine.begin() as conn:
+                if values:
+                    await conn.execute(update(_TEAM).where(_TEAM.c.id == team_id)
+                                       .values(**values))
+                return await self._team(conn, team_id)
+        except IntegrityError:
+            raise _name_taken(str(values.get("name"))) from None
+
+    async def delete_team(self, team_id: str) -> TeamRecord:
+        """Remove a team that has no keys (revoked ones count: delete them first)."""
+        async with self.engine.begin() as conn:
+            record = await self._team(conn, team_id)
+            count = await conn.scalar(select(func.count()).select_from(_KEY)
+                                      .where(_KEY.c.team_id == team_id))
+            if count:
+                raise errors.GatewayError(
+                    f"Team '{team_id}' still has {count} key(s); delete or move them first.",
+                    status=409, param="team_id", code="team_not_empty")
+            await conn.execute(delete(_TEAM).where(_TEAM.c.id == team_id))
+        return record
+
+    # ---- helpers
+
+    async def _key(self, conn: AsyncConnection, key_id: str) -> KeyRecord:
+        row = (await conn.execute(select(_KEY).where(_KEY.c.id == key_id))).first()
+        if row is None:
+            raise _key_not_found(key_id)
+        return _key_record(row)
+
+    async def _team(self, conn: AsyncConnection, team_id: str) -> TeamRecord:
+        row = (await conn.execute(select(_TEAM).where(_TEAM.c.id == team_id))).first()
+        if row is None:
+            raise _team_not_found(team_id)
+        return _team_record(row)
+
+    async def _require_team(self, conn: AsyncConnection, team_id: str) -> None:
+        found = await conn.scalar(select(_TEAM.c.id).where(_TEAM.c.id == team_id))
+        if found is None:
+            raise _team_not_found(team_id)
+
+
+def _joined_team(row: Row[Any]) -> TeamRecord | None:
+    """The team of a key row joined with its team's columns (labelled ``t_*``)."""
+    mapping = row._mapping
+    if mapping["t_id"] is None:
+        return None
+    return TeamRecord(id=mapping["t_id"], name=mapping["t_name"], rpm=mapping["t_rpm"],
+                      tpm=mapping["t_tpm"], budget_usd=_money(mapping["t_budget_usd"]),
+                      budget_period=mapping["t_budget_period"],
+                      metadata=dict(mapping["t_metadata"] or {}),
+                      created_at=_epoch(mapping["t_created_at"]) or 0.0)

@@ -1,0 +1,164 @@
+"""``KeyStore`` on SQLite and Postgres: key and team lifecycle, hashing, lookups and conflicts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import errors
+from app.db.engine import DATABASE_ERRORS, make_engine
+from app.db.migrate import upgrade
+from app.db.models import ApiKey, Team
+from app.keys import KeyCreate, KeyStore, KeyUpdate, TeamCreate, TeamUpdate, hash_key
+from app.keys.model import PREFIX_CHARS, parse
+from tests.servers import free_port
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[KeyStore]:
+    """A store on a migrated database with no keys or teams (SQLite file or Postgres)."""
+    await upgrade(database_url)
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(delete(ApiKey))
+        await conn.execute(delete(Team))
+    yield KeyStore(engine)
+    await engine.dispose()
+
+
+async def dump(engine: AsyncEngine) -> str:
+    """Every value of every row of both tables, as one string."""
+    async with engine.connect() as conn:
+        keys = (await conn.execute(select(ApiKey.__table__))).all()
+        teams = (await conn.execute(select(Team.__table__))).all()
+    return repr(keys) + repr(teams)
+
+
+async def test_created_key_is_stored_only_as_its_hash(store: KeyStore) -> None:
+    """The plaintext is returned once; the database holds its SHA-256 and prefix, never it."""
+    record, key = await store.create_key(KeyCreate(name="ci"))
+    assert key.startswith("sk-sb-") and len(key) >= 6 + 43
+    assert record.prefix == key[:PREFIX_CHARS] and record.id.startswith("key_")
+    table = await dump(store.engine)
+    assert hash_key(key) in table
+    assert key not in table and key[PREFIX_CHARS:] not in table
+
+
+async def test_find_by_hash_returns_the_key_and_its_team(store: KeyStore) -> None:
+    """One lookup gives the key with every field and its team's limits."""
+    team = await store.create_team(TeamCreate(name="search", rpm=600, budget_usd=12.5,
+                                              budget_period="day", metadata={"cc": "42"}))
+    spec = parse(KeyCreate, {"name": "bot", "team_id": team.id, "models": ["chat", "embed"],
+                             "rpm": 60, "tpm": 10_000, "budget_usd": 1.25,
+                             "expires_at": "2099-01-01T00:00:00Z", "metadata": {"o": "x"},
+                             "admin": True})
+    record, key = await store.create_key(spec)
+    found = await store.find_by_hash(hash_key(key))
+    assert found == (record, team)
+    assert record.models == ("chat", "embed") and record.rpm == 60 and record.tpm == 10_000
+    assert record.budget_usd == 1.25 and record.admin and record.metadata == {"o": "x"}
+    assert record.expires_at == 4070908800.0
+    assert team.budget_usd == 12.5 and team.budget_period == "day"
+    assert await store.find_by_hash(hash_key("sk-sb-unknown")) is None
+
+
+async def test_key_without_team_has_none(store: KeyStore) -> None:
+    """A key with no team is found with team ``None`` and all models allowed."""
+    record, key = await store.create_key(KeyCreate(name="solo"))
+    assert await store.find_by_hash(hash_key(key)) == (record, None)
+    assert record.models is None and record.allows("anything")
+
+
+async def test_find_many_by_hash_spans_chunks(store: KeyStore) -> None:
+    """Many hashes at once: found ones by hash, unknown ones left out."""
+    made = [await store.create_key(KeyCreate(name=f"k{i}")) for i in range(3)]
+    hashes = [hash_key(key) for _, key in made] + ["0" * 64]
+    found = await store.find_many_by_hash(hashes * 200)
+    assert set(found) == set(hashes[:3])
+
+
+async def test_rotate_changes_the_key_not_the_record(store: KeyStore) -> None:
+    """Rotation: same id and limits, new prefix and hash; the old key is gone."""
+    record, old = await store.create_key(KeyCreate(name="r", rpm=5))
+    rotated, new = await store.rotate_key(record.id)
+    assert new != old and rotated.id == record.id and rotated.rpm == 5
+    assert rotated.prefix == new[:PREFIX_CHARS]
+    assert await store.find_by_hash(hash_key(old)) is None
+    assert await store.find_by_hash(hash_key(new)) == (rotated, None)
+
+
+async def test_revoke_sets_the_time_once(store: KeyStore) -> None:
+    """A revoked key reports "revoked"; revoking again keeps the first time; rotating is 409."""
+    record, _ = await store.create_key(KeyCreate(name="r"))
+    revoked = await store.revoke_key(record.id)
+    assert revoked.revoked_at is not None and revoked.problem(time.time()) == "revoked"
+    again = await store.revoke_key(record.id)
+    assert again.revoked_at == revoked.revoked_at
+    with pytest.raises(errors.GatewayError) as caught:
+        await store.rotate_key(record.id)
+    assert caught.value.status_code == 409 and caught.value.code == "key_revoked"
+
+
+async def test_update_changes_only_the_fields_sent(store: KeyStore) -> None:
+    """PATCH semantics: sent fields change, null clears, the rest stay."""
+    record, _ = await store.create_key(KeyCreate(name="u", rpm=5, tpm=50, models=["a"]))
+    updated = await store.update_key(record.id, parse(KeyUpdate, {"rpm": 7, "models": None}))
+    assert updated.rpm == 7 and updated.tpm == 50 and updated.models is None
+    assert updated.name == "u"
+    assert await store.update_key(record.id, KeyUpdate()) == updated
+
+
+async def test_list_keys_by_team(store: KeyStore) -> None:
+    """Listing all keys, or one team's."""
+    team = await store.create_team(TeamCreate(name="t"))
+    a, _ = await store.create_key(KeyCreate(name="a", team_id=team.id))
+    b, _ = await store.create_key(KeyCreate(name="b"))
+    assert {k.id for k in await store.list_keys()} == {a.id, b.id}
+    assert [k.id for k in await store.list_keys(team_id=team.id)] == [a.id]
+
+
+async def test_unknown_ids_are_not_found(store: KeyStore) -> None:
+    """Every operation on an unknown key or team id raises NotFound naming the parameter."""
+    calls = [store.get_key("key_x"), store.revoke_key("key_x"), store.rotate_key("key_x"),
+             store.delete_key("key_x"), store.update_key("key_x", KeyUpdate(rpm=1)),
+             store.get_team("team_x"), store.delete_team("team_x"),
+             store.update_team("team_x", TeamUpdate(rpm=1)),
+             store.create_key(KeyCreate(name="k", team_id="team_x"))]
+    for call in calls:
+        with pytest.raises(errors.NotFound):
+            await call
+
+
+async def test_team_lifecycle_and_conflicts(store: KeyStore) -> None:
+    """Team names are unique (409); a team with keys cannot be deleted (409) until they go."""
+    team = await store.create_team(TeamCreate(name="ops", tpm=100))
+    with pytest.raises(errors.GatewayError) as taken:
+        await store.create_team(TeamCreate(name="ops"))
+    assert taken.value.status_code == 409 and taken.value.code == "team_exists"
+    other = await store.create_team(TeamCreate(name="dev"))
+    with pytest.raises(errors.GatewayError) as renamed:
+        await store.update_team(other.id, TeamUpdate(name="ops"))
+    assert renamed.value.code == "team_exists"
+    key, _ = await store.create_key(KeyCreate(name="k", team_id=team.id))
+    with pytest.raises(errors.GatewayError) as busy:
+        await store.delete_team(team.id)
+    assert busy.value.status_code == 409 and busy.value.code == "team_not_empty"
+    await store.delete_key(key.id)
+    assert (await store.delete_team(team.id)).name == "ops"
+    assert [t.name for t in await store.list_teams()] == ["dev"]
+    updated = await store.update_team(other.id, TeamUpdate(budget_usd=3.0))
+    assert updated.budget_usd == 3.0 and updated.name == "dev"
+
+
+async def test_unreachable_database_propagates() -> None:
+    """A database that cannot be reached raises one of DATABASE_ERRORS, not NotFound."""
+    engine = make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    try:
+        with pytest.raises(DATABASE_ERRORS):
+            await KeyStore(engine).find_by_hash("0" * 64)
+    finally:
+        await engine.dispose()
