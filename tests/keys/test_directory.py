@@ -1,0 +1,268 @@
+"""``KeyDirectory``: cache hits without the database, outages, negative caching, refresh, the
+stale write-back guard, and invalidation over Redis pub/sub between directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import update
+
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.db.models import ApiKey
+from app.keys import CHANNEL, KeyCreate, KeyDirectory, KeyStore, KeysUnavailable, TeamCreate
+from app.keys.model import hash_key
+from tests.calllog.servers import PrivateRedis
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def admin_sql(sql: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+class Database:
+    """A migrated Postgres database of its own, which a test may drop (an outage)."""
+
+    def __init__(self) -> None:
+        self.name = f"switchboard_test_keys_{uuid.uuid4().hex[:12]}"
+        self.url = f"postgresql://postgres@127.0.0.1:5432/{self.name}"
+
+    async def drop(self) -> None:
+        await admin_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[Database]:
+    db = Database()
+    await admin_sql(f'CREATE DATABASE "{db.name}"')
+    await upgrade(db.url)
+    yield db
+    await db.drop()
+
+
+@pytest.fixture
+async def store(database: Database) -> AsyncIterator[KeyStore]:
+    engine = make_engine(database.url)
+    yield KeyStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    yield client
+    await client.aclose()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def eventually(check: Callable[[], bool], *, within: float = 1.0) -> bool:
+    """Whether ``check()`` holds at some point in the next ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def test_resolved_key_is_cached(store: KeyStore) -> None:
+    """After one resolve the entry is a synchronous cache hit, the same object each time."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    directory = KeyDirectory(store, None)
+    assert directory.cached(hash_key(key)) is None
+    entry = await directory.resolve(key)
+    assert entry is not None and entry.key == record and entry.team is None
+    assert directory.cached(hash_key(key)) is entry
+    assert await directory.resolve(key) is entry
+
+
+async def test_database_down_serves_cached_and_refuses_unknown(
+        store: KeyStore, database: Database) -> None:
+    """With the database gone a cached key still resolves; an uncached one raises
+    KeysUnavailable (a 503 for the caller, never a 401); a refresh keeps the entries."""
+    _, known = await store.create_key(KeyCreate(name="known"))
+    _, other = await store.create_key(KeyCreate(name="other"))
+    directory = KeyDirectory(store, None)
+    entry = await directory.resolve(known)
+    await database.drop()
+    assert await directory.resolve(known) is entry
+    with pytest.raises(KeysUnavailable):
+        await directory.resolve(other)
+    await directory.refresh()
+    assert directory.cached(hash_key(known)) is entry
+
+
+async def test_unknown_keys_are_remembered_briefly_and_boundedly(
+        store: KeyStore, database: Database) -> None:
+    """An unknown key is answered from the negative cache until its TTL passes (no query),
+    and the negative cache never holds more than its bound."""
+    clock = Clock()
+    directory = KeyDirectory(store, None, max_negative=3, negative_ttl_s=2.0, clock=clock)
+    for i in range(5):
+        assert await directory.resolve(f"sk-sb-random-{i}") is None
+    assert directory.negative_size == 3
+    await database.drop()
+    assert await directory.resolve("sk-sb-random-4") is None  # remembered: no query
+    clock.now += 2.5
+    with pytest.raises(KeysUnavailable):
+        await directory.resolve("sk-sb-random-4")
+
+
+async def test_positive_cache_is_bounded(store: KeyStore) -> None:
+    """Past max_entries the oldest cached key is dropped."""
+    directory = KeyDirectory(store, None, max_entries=2)
+    keys = [(await store.create_key(KeyCreate(name=f"k{i}")))[1] for i in range(3)]
+    for key in keys:
+        await directory.resolve(key)
+    assert len(directory) == 2
+    assert directory.cached(hash_key(keys[0])) is None
+    assert directory.cached(hash_key(keys[2])) is not None
+
+
+async def test_changed_drops_a_key_or_a_team(store: KeyStore) -> None:
+    """changed(key_id) drops that key; changed(team_id) drops the team's keys only."""
+    team = await store.create_team(TeamCreate(name="t"))
+    _, a = await store.create_key(KeyCreate(name="a", team_id=team.id))
+    b_record, b = await store.create_key(KeyCreate(name="b", team_id=team.id))
+    _, c = await store.create_key(KeyCreate(name="c"))
+    directory = KeyDirectory(store, None)
+    for key in (a, b, c):
+        await directory.resolve(key)
+    await directory.changed(key_id=b_record.id)
+    assert [directory.cached(hash_key(k)) is None for k in (a, b, c)] == [False, True, False]
+    await directory.changed(team_id=team.id)
+    assert [directory.cached(hash_key(k)) is None for k in (a, b, c)] == [True, True, False]
+
+
+async def test_refresh_heals_a_missed_change(store: KeyStore) -> None:
+    """A change made without changed() reaches the cache at the next refresh; a deleted or
+    rotated key leaves it; an unchanged entry stays the same object."""
+    record, key = await store.create_key(KeyCreate(name="k", rpm=5))
+    gone, gone_key = await store.create_key(KeyCreate(name="gone"))
+    _, same_key = await store.create_key(KeyCreate(name="same"))
+    directory = KeyDirectory(store, None)
+    for k in (key, gone_key, same_key):
+        await directory.resolve(k)
+    unchanged = directory.cached(hash_key(same_key))
+    async with store.engine.begin() as conn:
+        await conn.execute(update(ApiKey).where(ApiKey.id == record.id).values(rpm=9))
+    await store.rotate_key(gone.id)
+    await directory.refresh()
+    entry = directory.cached(hash_key(key))
+    assert entry is not None and entry.key.rpm == 9
+    assert directory.cached(hash_key(gone_key)) is None
+    assert directory.cached(hash_key(same_key)) is unchanged
+
+
+async def test_resolve_begun_before_a_change_does_not_cache(
+        store: KeyStore, database: Database) -> None:
+    """A resolve in flight when changed() runs returns its result but does not write it back."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    directory = KeyDirectory(store, None)
+    locker = await asyncpg.connect(database.url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        pending = asyncio.create_task(directory.resolve(key))
+        await asyncio.sleep(0)  # the resolve has begun and waits on the lock
+        assert not pending.done()
+        await directory.changed(key_id=record.id)
+        await transaction.rollback()
+        entry = await pending
+    finally:
+        await locker.close()
+    assert entry is not None and entry.key.id == record.id
+    assert directory.cached(hash_key(key)) is None
+    assert await directory.resolve(key) is directory.cached(hash_key(key))
+
+
+async def test_change_reaches_another_directory_within_a_second(
+        store: KeyStore, shared_redis: aioredis.Redis) -> None:
+    """Two directories sharing Redis: a change published by one drops the entry in the other
+    within a second; the message carries ids, never the key."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    listener = shared_redis.pubsub()
+    await listener.subscribe(CHANNEL)
+    clients = [aioredis.Redis(host="127.0.0.1", port=6379) for _ in range(2)]
+    first, second = (KeyDirectory(store, client) for client in clients)
+    await first.start()
+    await second.start()
+    try:
+        await asyncio.wait_for(second.subscribed.wait(), 5)
+        await first.resolve(key)
+        await second.resolve(key)
+        await first.changed(key_id=record.id)
+        assert first.cached(hash_key(key)) is None
+        assert await eventually(lambda: second.cached(hash_key(key)) is None, within=1.0)
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 5
+        while not any(record.id.encode() in data for data in seen):
+            assert time.monotonic() < deadline, f"no message for {record.id}: {seen}"
+            message = await listener.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                seen.append(message["data"])
+        mine = [json.loads(data) for data in seen if record.id.encode() in data]
+        assert mine == [{"key_id": record.id, "team_id": None}]
+        assert not any(key.encode() in data for data in seen)
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+        for directory, client in zip((first, second), clients, strict=True):
+            await directory.aclose()
+            await client.aclose()
+
+
+async def test_lost_subscription_drops_the_cache_on_reconnect(store: KeyStore) -> None:
+    """While Redis is down cached keys are served; once the subscriber is back (it may have
+    missed messages) the whole cache is dropped."""
+    server = PrivateRedis()
+    server.start()
+    client = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+    directory = KeyDirectory(store, client)
+    try:
+        await directory.start()
+        await asyncio.wait_for(directory.subscribed.wait(), 5)
+        _, key = await store.create_key(KeyCreate(name="k"))
+        entry = await directory.resolve(key)
+        server.stop()
+        assert await eventually(lambda: not directory.subscribed.is_set(), within=10)
+        assert directory.cached(hash_key(key)) is entry
+        server.start()
+        await asyncio.wait_for(directory.subscribed.wait(), 10)
+        assert directory.cached(hash_key(key)) is None
+    finally:
+        await directory.aclose()
+        await client.aclose()
+        server.stop()
+
+
+async def test_without_redis_changes_stay_in_process(store: KeyStore) -> None:
+    """No Redis: changed() drops locally; start/aclose run only the refresh task."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    directory = KeyDirectory(store, None, refresh_s=3600)
+    await directory.start()
+    try:
+        await directory.resolve(key)
+        await directory.changed(key_id=record.id)
+        assert directory.cached(hash_key(key)) is None
+    finally:
+        await directory.aclose()
