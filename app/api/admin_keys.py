@@ -1,0 +1,168 @@
+"""The admin API for virtual keys and teams: ``/admin/keys`` and ``/admin/teams``.
+
+Access as for the rest of the admin API (``AdminDep``). Every change goes through the gateway's
+``KeyDirectory``: its store writes the database, then ``changed()`` drops the cached entries here
+and tells the other gateways over Redis. A key's plaintext appears in exactly two answers, the
+creation and the rotation; listings show its ``prefix``. Times are ISO 8601 UTC.
+
+Errors: bad input 400 naming the field; unknown id 404; name taken, team not empty, rotating a
+revoked key 409; no key database on this gateway 503 ``keys_unavailable``; database unreachable
+503 ``database_unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app import errors
+from app.api.admin import AdminDep
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
+from app.resources import resources_of
+
+log = logging.getLogger("switchboard.admin")
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def get_directory(request: Request) -> KeyDirectory:
+    """The gateway's key directory; 503 ``keys_unavailable`` when it has no key database."""
+    directory = resources_of(request).keys
+    if directory is None:
+        raise errors.GatewayError("Virtual keys need a database, and this gateway has none.",
+                                  status=503, code="keys_unavailable")
+    return directory
+
+
+DirectoryDep = Annotated[KeyDirectory, Depends(get_directory)]
+
+
+@asynccontextmanager
+async def _database() -> AsyncIterator[None]:
+    """Turn an unreachable database into a 503 for the admin client."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        log.warning("key admin request failed, database unreachable: %s", describe_error(exc))
+        raise errors.GatewayError("The key database is unreachable; retry shortly.",
+                                  status=503, code="database_unavailable") from None
+
+
+def _key(record: KeyRecord, plaintext: str | None = None) -> dict[str, Any]:
+    body = record.to_json(time.time())
+    if plaintext is not None:
+        body["key"] = plaintext
+    return body
+
+
+# ---- keys
+
+
+@router.post("/keys", status_code=201)
+async def create_key(spec: KeyCreate, admin: AdminDep,
+                     directory: DirectoryDep) -> dict[str, Any]:
+    """A new key; ``key`` in the answer is its plaintext, shown this once."""
+    async with _database():
+        record, plaintext = await directory.store.create_key(spec)
+    return _key(record, plaintext)
+
+
+@router.get("/keys")
+async def list_keys(admin: AdminDep, directory: DirectoryDep,
+                    team_id: Annotated[str | None, Query(max_length=64)] = None,
+                    ) -> dict[str, Any]:
+    """Every key (of one team with ``team_id``), oldest first."""
+    async with _database():
+        records = await directory.store.list_keys(team_id=team_id)
+    return {"object": "list", "data": [_key(record) for record in records]}
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    async with _database():
+        return _key(await directory.store.get_key(key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep,
+                     directory: DirectoryDep) -> dict[str, Any]:
+    """Change the fields sent; ``null`` clears a limit, the team, the model list or expiry."""
+    async with _database():
+        record = await directory.store.update_key(key_id, spec)
+    await directory.changed(key_id=key_id)
+    return _key(record)
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    """A new plaintext for the key (answered once); the old one stops working at once."""
+    async with _database():
+        record, plaintext = await directory.store.rotate_key(key_id)
+    await directory.changed(key_id=key_id)
+    return _key(record, plaintext)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    """Revoke the key (kept for the record; its calls are refused with 401)."""
+    async with _database():
+        record = await directory.store.revoke_key(key_id)
+    await directory.changed(key_id=key_id)
+    return _key(record)
+
+
+@router.delete("/keys/{key_id}")
+async def delete_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    async with _database():
+        record = await directory.store.delete_key(key_id)
+    await directory.changed(key_id=key_id)
+    return {"object": "key", "id": record.id, "deleted": True}
+
+
+# ---- teams
+
+
+@router.post("/teams", status_code=201)
+async def create_team(spec: TeamCreate, admin: AdminDep,
+                      directory: DirectoryDep) -> dict[str, Any]:
+    async with _database():
+        return (await directory.store.create_team(spec)).to_json()
+
+
+@router.get("/teams")
+async def list_teams(admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    """Every team, oldest first."""
+    async with _database():
+        teams = await directory.store.list_teams()
+    return {"object": "list", "data": [team.to_json() for team in teams]}
+
+
+@router.get("/teams/{team_id}")
+async def get_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    async with _database():
+        return (await directory.store.get_team(team_id)).to_json()
+
+
+@router.patch("/teams/{team_id}")
+async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
+                      directory: DirectoryDep) -> dict[str, Any]:
+    """Change the fields sent; the team's keys pick up the new limits on every gateway."""
+    async with _database():
+        team = await directory.store.update_team(team_id, spec)
+    await directory.changed(team_id=team_id)
+    return team.to_json()
+
+
+@router.delete("/teams/{team_id}")
+async def delete_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    """Remove a team with no keys left (409 ``team_not_empty`` otherwise)."""
+    async with _database():
+        team = await directory.store.delete_team(team_id)
+    await directory.changed(team_id=team_id)
+    return {"object": "team", "id": team.id, "deleted": True}

@@ -1,0 +1,199 @@
+"""``/admin/keys`` and ``/admin/teams`` over the gateway's own authentication, on SQLite and
+Postgres: lifecycle, input errors naming the field, 404s, 409s and 503s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import delete
+
+from app.api import errors as api_errors
+from app.api.admin_keys import router
+from app.calllog import LogSink
+from app.config import embedded_config
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.db.models import ApiKey, Team
+from app.gateway import Gateway
+from app.keys import KeyDirectory, KeyStore, hash_key
+from app.pricing import PriceBook
+from app.resources import Resources
+from app.settings import Settings
+from app.stages.authenticate import Authenticate
+from tests.servers import free_port
+
+MASTER = "sk-admin-test-master-key-0123456789"
+
+
+def keys_app(directory: KeyDirectory | None) -> FastAPI:
+    """The key admin router over an offline gateway's resources, with a master key."""
+    settings = Settings(master_key=SecretStr(MASTER))
+    resources = Resources(
+        settings=settings, authenticator=Authenticate(settings.master_key, directory),
+        gateway=Gateway(config=embedded_config({}), providers={}, prices=PriceBook({}),
+                        sink=LogSink()), keys=directory)
+    app = FastAPI()
+    app.state.resources = resources
+    api_errors.install(app)
+    app.include_router(router)
+    return app
+
+
+def client_of(app: FastAPI, key: str | None = MASTER) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), headers=headers,
+                             base_url="http://gateway")
+
+
+@pytest.fixture
+async def directory(database_url: str) -> AsyncIterator[KeyDirectory]:
+    """A directory (no Redis) over a migrated database with no keys or teams."""
+    await upgrade(database_url)
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(delete(ApiKey))
+        await conn.execute(delete(Team))
+    yield KeyDirectory(KeyStore(engine), None)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def admin(directory: KeyDirectory) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(keys_app(directory)) as client:
+        yield client
+
+
+async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) -> None:
+    """Create (key shown once), get, list by team, update, rotate, revoke, delete."""
+    team = (await admin.post("/admin/teams", json={"name": "search", "rpm": 100})).json()
+    created = await admin.post("/admin/keys", json={
+        "name": "bot", "team_id": team["id"], "models": ["chat"], "rpm": 10,
+        "expires_at": "2099-01-01T00:00:00Z", "metadata": {"owner": "ana"}})
+    assert created.status_code == 201
+    body = created.json()
+    key = body.pop("key")
+    assert key.startswith("sk-sb-") and "key_hash" not in body
+    assert body["prefix"] == key[:10] and body["status"] == "active"
+    assert body["expires_at"] == "2099-01-01T00:00:00Z" and body["revoked_at"] is None
+    key_id = body["id"]
+    fetched = (await admin.get(f"/admin/keys/{key_id}")).json()
+    assert fetched == body and "key" not in fetched
+    await admin.post("/admin/keys", json={"name": "other"})
+    listed = (await admin.get("/admin/keys", params={"team_id": team["id"]})).json()
+    assert [k["id"] for k in listed["data"]] == [key_id]
+    assert len((await admin.get("/admin/keys")).json()["data"]) == 2
+    assert await directory.resolve(key) is not None
+    patched = (await admin.patch(f"/admin/keys/{key_id}", json={"rpm": None, "tpm": 5})).json()
+    assert patched["rpm"] is None and patched["tpm"] == 5 and patched["models"] == ["chat"]
+    assert directory.cached(hash_key(key)) is None  # the change dropped the cached entry
+    rotated = (await admin.post(f"/admin/keys/{key_id}/rotate")).json()
+    new_key = rotated["key"]
+    assert new_key != key and rotated["id"] == key_id and rotated["tpm"] == 5
+    assert await directory.resolve(key) is None and await directory.resolve(new_key)
+    revoked = (await admin.post(f"/admin/keys/{key_id}/revoke")).json()
+    assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
+    assert (await admin.delete(f"/admin/keys/{key_id}")).json() == {
+        "object": "key", "id": key_id, "deleted": True}
+    assert (await admin.get(f"/admin/keys/{key_id}")).status_code == 404
+
+
+async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
+    """Teams: create, get, list, update, 409 while keys remain, delete."""
+    created = await admin.post("/admin/teams", json={"name": "ops", "budget_usd": 50,
+                                                      "budget_period": "day"})
+    assert created.status_code == 201
+    team = created.json()
+    assert team["budget_usd"] == 50 and team["created_at"].endswith("Z")
+    assert (await admin.get(f"/admin/teams/{team['id']}")).json() == team
+    assert [t["name"] for t in (await admin.get("/admin/teams")).json()["data"]] == ["ops"]
+    patched = (await admin.patch(f"/admin/teams/{team['id']}", json={"tpm": 9})).json()
+    assert patched["tpm"] == 9 and patched["budget_usd"] == 50
+    key = (await admin.post("/admin/keys", json={"name": "k", "team_id": team["id"]})).json()
+    busy = await admin.delete(f"/admin/teams/{team['id']}")
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "team_not_empty"
+    taken = await admin.post("/admin/teams", json={"name": "ops"})
+    assert taken.status_code == 409 and taken.json()["error"]["param"] == "name"
+    await admin.delete(f"/admin/keys/{key['id']}")
+    assert (await admin.delete(f"/admin/teams/{team['id']}")).json()["deleted"] is True
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"name": ""}, "name"),
+    ({"name": "x" * 129}, "name"),
+    ({"name": "k", "rpm": 0}, "rpm"),
+    ({"name": "k", "budget_usd": -1}, "budget_usd"),
+    ({"name": "k", "budget_period": "week"}, "budget_period"),
+    ({"name": "k", "expires_at": "next tuesday"}, "expires_at"),
+    ({"name": "k", "models": [""]}, "models.0"),
+    ({"name": "k", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+    ({"name": "k", "colour": "red"}, "colour"),
+])
+async def test_bad_key_input_is_400_naming_the_field(
+        admin: httpx.AsyncClient, body: dict[str, object], param: str) -> None:
+    """Invalid create input is an OpenAI-shaped 400 whose param names the field."""
+    response = await admin.post("/admin/keys", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_null_name_in_an_update_is_400(admin: httpx.AsyncClient) -> None:
+    """A PATCH may clear limits, not the name."""
+    key = (await admin.post("/admin/keys", json={"name": "k"})).json()
+    response = await admin.patch(f"/admin/keys/{key['id']}", json={"name": None})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "name"
+
+
+async def test_unknown_ids_are_404(admin: httpx.AsyncClient) -> None:
+    """Unknown key and team ids are 404 with a code; a key for an unknown team too."""
+    for method, path in [("GET", "/admin/keys/key_nope"), ("POST", "/admin/keys/key_nope/rotate"),
+                         ("POST", "/admin/keys/key_nope/revoke"),
+                         ("DELETE", "/admin/keys/key_nope"), ("GET", "/admin/teams/team_nope"),
+                         ("DELETE", "/admin/teams/team_nope")]:
+        response = await admin.request(method, path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] in {"key_not_found", "team_not_found"}
+    response = await admin.post("/admin/keys", json={"name": "k", "team_id": "team_nope"})
+    assert response.status_code == 404 and response.json()["error"]["param"] == "team_id"
+
+
+async def test_access_needs_the_master_key_or_an_admin_key(
+        admin: httpx.AsyncClient, directory: KeyDirectory) -> None:
+    """No key 401, a plain virtual key 403, an admin virtual key allowed, a revoked one 401."""
+    app = keys_app(directory)
+    plain = (await admin.post("/admin/keys", json={"name": "p"})).json()["key"]
+    boss = (await admin.post("/admin/keys", json={"name": "b", "admin": True})).json()
+    for key, status in [(None, 401), ("sk-sb-wrong", 401), (plain, 403), (boss["key"], 200)]:
+        async with client_of(app, key) as client:
+            assert (await client.get("/admin/keys")).status_code == status, key
+    await admin.post(f"/admin/keys/{boss['id']}/revoke")
+    async with client_of(app, boss["key"]) as client:
+        refused = await client.get("/admin/keys")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_without_a_key_database_it_is_503() -> None:
+    """A gateway without a database answers 503 keys_unavailable."""
+    async with client_of(keys_app(None)) as client:
+        response = await client.get("/admin/keys")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "keys_unavailable"
+
+
+async def test_unreachable_database_is_503() -> None:
+    """A database that cannot be reached is 503 database_unavailable, not a 500."""
+    engine = make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    try:
+        async with client_of(keys_app(KeyDirectory(KeyStore(engine), None))) as client:
+            listed = await client.get("/admin/keys")
+            created = await client.post("/admin/keys", json={"name": "k"})
+    finally:
+        await engine.dispose()
+    for response in (listed, created):
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_unavailable"
