@@ -17,6 +17,7 @@ import click
 from app.calllog.cli import logs
 from app.config import ConfigError, load_config
 from app.db.cli import db
+from app.keys.cli import keys, teams
 from app.metrics.cli import drift
 from app.settings import Settings, UnsafeSettings, environment
 
@@ -145,6 +146,8 @@ def check_config(path: Path) -> None:
 main.add_command(db)
 main.add_command(logs)
 main.add_command(drift)
+main.add_command(keys)
+main.add_command(teams)
 
 try:  # the simulator lives in its own package; attach its command when present
     from app.simulator.command import simulate

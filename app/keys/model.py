@@ -221,7 +221,7 @@ class KeyUpdate(_Update):
     admin: bool | None = None
 
 
-M = TypeVar("M", bound=_Input)
+M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], data: Any) -> M:

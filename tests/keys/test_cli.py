@@ -1,0 +1,138 @@
+"""``switchboard keys`` and ``switchboard teams`` against a SQLite file (and an unmigrated
+Postgres): the key printed once and never stored, clean one-line errors with exit 2, and the
+change published on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from app.keys import CHANNEL
+from app.keys.cli import keys, teams
+from tests.keys.test_directory import admin_sql
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'keys.db'}"
+
+
+def run(group: click.Command, *args: str, url: str,
+        env: dict[str, str | None] | None = None) -> Result:
+    """``group`` with ``args`` on the database at ``url``, without Redis unless ``env`` says."""
+    return CliRunner().invoke(group, [*args, "--database-url", url],
+                              env={"SWITCHBOARD_REDIS_URL": None, **(env or {})})
+
+
+def files_of(tmp_path: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
+
+
+def test_key_is_printed_once_and_stored_as_a_hash(url: str, tmp_path: Path) -> None:
+    """create prints the key on stdout (the id on stderr); list and the database never hold
+    it, only its prefix and hash."""
+    team = run(teams, "create", "--name", "ops", "--rpm", "100", url=url)
+    assert team.exit_code == 0, team.output
+    team_id = team.stdout.split()[0]
+    created = run(keys, "create", "--name", "bot", "--team", team_id, "--models", "a,b",
+                  "--rpm", "10", "--budget-usd", "2.5", "--budget-period", "day",
+                  "--expires", "2099-01-01T00:00:00Z", "--admin", url=url)
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("sk-sb-") and "key_" in created.stderr
+    listed = run(keys, "list", "--json", url=url)
+    record = json.loads(listed.stdout)
+    assert record["prefix"] == key[:10] and record["team_id"] == team_id
+    assert record["models"] == ["a", "b"] and record["admin"] is True
+    assert record["budget_usd"] == 2.5 and record["budget_period"] == "day"
+    assert key not in listed.output
+    assert key.encode() not in files_of(tmp_path)
+    assert key[10:].encode() not in files_of(tmp_path)
+
+
+def test_update_rotate_revoke_delete(url: str) -> None:
+    """A key's life from the command line; none clears a limit."""
+    run(keys, "create", "--name", "k", "--rpm", "5", url=url)
+    key_id = run(keys, "list", url=url).stdout.split()[0]
+    updated = run(keys, "update", key_id, "--rpm", "none", "--tpm", "50", url=url)
+    assert updated.exit_code == 0 and "rpm=" not in updated.stdout and "tpm=50" in updated.stdout
+    first = json.loads(run(keys, "list", "--json", url=url).stdout)["prefix"]
+    rotated = run(keys, "rotate", key_id, url=url)
+    assert rotated.exit_code == 0 and rotated.stdout.strip()[:10] != first
+    revoked = run(keys, "revoke", key_id, url=url)
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    assert run(keys, "delete", key_id, url=url).exit_code == 0
+    assert run(keys, "list", url=url).stdout == ""
+
+
+def test_teams_commands(url: str) -> None:
+    """teams create, list, update and delete; a team with keys cannot be deleted."""
+    team_id = run(teams, "create", "--name", "t", url=url).stdout.split()[0]
+    assert "tpm=9" in run(teams, "update", team_id, "--tpm", "9", url=url).stdout
+    assert json.loads(run(teams, "list", "--json", url=url).stdout)["name"] == "t"
+    run(keys, "create", "--name", "k", "--team", team_id, url=url)
+    busy = run(teams, "delete", team_id, url=url)
+    assert busy.exit_code == 2 and "still has 1 key" in busy.stderr
+    assert run(keys, "list", "--team", team_id, url=url).stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("keys", "create", "--name", "k", "--rpm", "0"), "invalid --rpm"),
+    (("keys", "create", "--name", "k", "--expires", "soon"), "invalid --expires"),
+    (("keys", "create", "--name", "k", "--team", "team_nope"), "No team with id"),
+    (("keys", "revoke", "key_nope"), "No key with id"),
+    (("keys", "update", "key_nope", "--budget-usd", "-1"), "invalid --budget-usd"),
+    (("teams", "delete", "team_nope"), "No team with id"),
+])
+def test_errors_are_one_line_and_exit_2(url: str, args: tuple[str, ...], says: str) -> None:
+    """Bad input or an unknown id: exit status 2 and one line on stderr."""
+    group = keys if args[0] == "keys" else teams
+    result = run(group, *args[1:], url=url)
+    assert result.exit_code == 2
+    assert says in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    name = f"switchboard_test_keys_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_unmigrated_postgres_says_what_to_run(empty_pg: str) -> None:
+    """Postgres is not migrated by these commands: they say to run switchboard db upgrade."""
+    result = run(keys, "list", url=empty_pg)
+    assert result.exit_code == 2 and "switchboard db upgrade" in result.stderr
+
+
+def test_changes_are_published_on_redis(url: str) -> None:
+    """With SWITCHBOARD_REDIS_URL set, a revocation is published (the id, never the key)."""
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    listener = client.pubsub()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+    listener.subscribe(CHANNEL)
+    try:
+        key = run(keys, "create", "--name", "k", url=url).stdout.strip()
+        key_id = run(keys, "list", url=url).stdout.split()[0]
+        env: dict[str, str | None] = {"SWITCHBOARD_REDIS_URL": "redis://127.0.0.1:6379/0"}
+        assert run(keys, "revoke", key_id, url=url, env=env).exit_code == 0
+        seen: list[bytes] = []
+        for _ in range(50):
+            message = listener.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                seen.append(message["data"])
+            if any(key_id.encode() in data for data in seen):
+                break
+        assert {"key_id": key_id, "team_id": None} in [json.loads(d) for d in seen]
+        assert not any(key.encode() in data for data in seen)
+    finally:
+        listener.close()
+        client.close()
