@@ -85,6 +85,8 @@ class KeyDirectory:
         self._negative: dict[str, float] = {}
         """Unknown hashes and when they may be asked again (insertion order = age)."""
         self._generation = 0
+        self._loading: dict[str, asyncio.Future[Entry | None]] = {}
+        """Lookups in flight, by hash."""
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
         """Set while the subscriber listens (tests wait on it)."""
@@ -106,7 +108,7 @@ class KeyDirectory:
     async def resolve(self, key: str) -> Entry | None:
         """The entry for ``key``, from the cache or one database query; ``None`` for a key that
         does not exist. Raises ``KeysUnavailable`` when it is not cached and the database
-        cannot be asked."""
+        cannot be asked. Concurrent calls for one key share one query."""
         digest = hash_key(key)
         entry = self._entries.get(digest)
         if entry is not None:
@@ -116,7 +118,16 @@ class KeyDirectory:
             if self._clock() < until:
                 return None
             del self._negative[digest]
-        generation = self._generation
+        loading = self._loading.get(digest)
+        if loading is None:
+            # Concurrent first uses of one key share one query (a cold start under load would
+            # otherwise queue one query per request on the small connection pool).
+            loading = asyncio.ensure_future(self._load(digest, self._generation))
+            self._loading[digest] = loading
+            loading.add_done_callback(lambda done: self._loaded(digest, done))
+        return await asyncio.shield(loading)
+
+    async def _load(self, digest: str, generation: int) -> Entry | None:
         try:
             found = await self.store.find_by_hash(digest)
         except DATABASE_ERRORS as exc:
@@ -126,6 +137,12 @@ class KeyDirectory:
         if generation == self._generation:
             self._remember(digest, entry)
         return entry
+
+    def _loaded(self, digest: str, done: asyncio.Future[Entry | None]) -> None:
+        if self._loading.get(digest) is done:
+            del self._loading[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have been cancelled
 
     def _remember(self, digest: str, entry: Entry | None) -> None:
         if entry is None:

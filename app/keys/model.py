@@ -136,7 +136,9 @@ TeamId = Annotated[str, Field(min_length=1, max_length=64)]
 
 def _epoch(value: Any) -> Any:
     """An expiry as epoch seconds: a number is taken as is, a string as ISO 8601 (naive = UTC)."""
-    if value is None or isinstance(value, bool):
+    if isinstance(value, bool):
+        raise ValueError("expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds")
+    if value is None:
         return value
     if isinstance(value, int | float):
         return float(value)

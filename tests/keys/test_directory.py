@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
@@ -266,3 +266,35 @@ async def test_without_redis_changes_stay_in_process(store: KeyStore) -> None:
         assert directory.cached(hash_key(key)) is None
     finally:
         await directory.aclose()
+
+
+async def test_concurrent_first_uses_share_one_query(store: KeyStore) -> None:
+    """Twenty concurrent resolves of an uncached key make one database query."""
+    _, key = await store.create_key(KeyCreate(name="k"))
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "api_keys" in statement:
+            statements.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        directory = KeyDirectory(store, None)
+        entries = await asyncio.gather(*(directory.resolve(key) for _ in range(20)))
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert entries[0] is not None and all(entry is entries[0] for entry in entries)
+
+
+async def test_concurrent_first_uses_share_the_outage(
+        store: KeyStore, database: Database) -> None:
+    """When the shared query fails every waiter gets KeysUnavailable; the next call retries."""
+    _, key = await store.create_key(KeyCreate(name="k"))
+    directory = KeyDirectory(store, None)
+    await database.drop()
+    results = await asyncio.gather(*(directory.resolve(key) for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(result, KeysUnavailable) for result in results)
+    with pytest.raises(KeysUnavailable):
+        await directory.resolve(key)

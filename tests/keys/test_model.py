@@ -1,0 +1,97 @@
+"""Key format, hashing, record helpers and admin input validation (no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import pytest
+
+from app import errors
+from app.keys import KeyCreate, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate, hash_key, new_key
+from app.keys.model import display_prefix, iso, new_id, parse
+
+
+def test_new_keys_are_long_random_and_prefixed() -> None:
+    """sk-sb- and 43 url-safe characters (256 bits); no two alike."""
+    made = {new_key() for _ in range(100)}
+    assert len(made) == 100
+    assert all(k.startswith("sk-sb-") and len(k) == 6 + 43 for k in made)
+
+
+def test_hash_is_hex_sha256_and_prefix_is_ten_chars() -> None:
+    """The stored form is the SHA-256 hex of the key; the display prefix its first 10 chars."""
+    key = "sk-sb-AbCdEfGh"
+    assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert display_prefix(key) == "sk-sb-AbCd"
+
+
+def test_ids_have_their_kind_and_12_hex_chars() -> None:
+    """key_ and team_ ids with 12 hex characters."""
+    kinds: tuple[Literal["key", "team"], ...] = ("key", "team")
+    for kind in kinds:
+        ident = new_id(kind)
+        prefix, _, tail = ident.partition("_")
+        assert prefix == kind and len(tail) == 12 and int(tail, 16) >= 0
+
+
+def test_problem_reports_revoked_before_expired() -> None:
+    """A usable key has no problem; expiry is inclusive; revocation wins."""
+    key = KeyRecord(id="key_1", name="k", prefix="sk-sb-xxxx", expires_at=100.0)
+    assert key.problem(99.9) is None
+    assert key.problem(100.0) == "expired"
+    revoked = KeyRecord(id="key_1", name="k", prefix="p", expires_at=100.0, revoked_at=50.0)
+    assert revoked.problem(10.0) == "revoked" and revoked.problem(200.0) == "revoked"
+
+
+def test_allows_checks_the_model_list() -> None:
+    """No list: every model; a list: only those."""
+    assert KeyRecord(id="k", name="k", prefix="p").allows("any")
+    limited = KeyRecord(id="k", name="k", prefix="p", models=("chat",))
+    assert limited.allows("chat") and not limited.allows("embed")
+
+
+def test_json_view_has_iso_times_and_no_hash() -> None:
+    """The admin view: ISO 8601 UTC times, status, never a hash."""
+    view = KeyRecord(id="k", name="k", prefix="p", created_at=0.0, revoked_at=86400.0).to_json(0)
+    assert view["created_at"] == "1970-01-01T00:00:00Z"
+    assert view["revoked_at"] == "1970-01-02T00:00:00Z" and view["status"] == "revoked"
+    assert not any("hash" in name for name in view)
+    assert iso(None) is None
+
+
+@pytest.mark.parametrize(("value", "epoch"), [
+    ("2027-01-31T00:00:00Z", 1801353600.0),
+    ("2027-01-31T00:00:00", 1801353600.0),
+    ("2027-01-31T01:00:00+01:00", 1801353600.0),
+    (1801353600, 1801353600.0),
+    (None, None),
+])
+def test_expiry_accepts_iso_or_epoch(value: object, epoch: float | None) -> None:
+    """ISO 8601 (naive = UTC) or epoch seconds."""
+    assert parse(KeyCreate, {"name": "k", "expires_at": value}).expires_at == epoch
+
+
+@pytest.mark.parametrize(("model", "data", "param"), [
+    (KeyCreate, {}, "name"),
+    (KeyCreate, {"name": "k", "expires_at": True}, "expires_at"),
+    (KeyCreate, {"name": "k", "tpm": -5}, "tpm"),
+    (KeyCreate, {"name": "k", "models": ["m"] * 257}, "models"),
+    (KeyCreate, {"name": "k", "admin": "maybe"}, "admin"),
+    (TeamCreate, {"name": "t", "expires_at": 1}, "expires_at"),
+    (TeamUpdate, {"budget_period": None}, "budget_period"),
+    (KeyUpdate, {"metadata": None}, "metadata"),
+])
+def test_bad_input_names_the_field(model: type[KeyCreate], data: dict[str, object],
+                                   param: str) -> None:
+    """parse raises InvalidRequest (400) whose param names the offending field."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(model, data)
+    assert caught.value.param == param and caught.value.status_code == 400
+
+
+def test_update_changes_hold_only_fields_sent() -> None:
+    """An update knows which fields were sent, null included."""
+    update = parse(KeyUpdate, {"rpm": None, "tpm": 3})
+    assert update.changes() == {"rpm": None, "tpm": 3}
+    assert KeyUpdate().changes() == {}
