@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app import errors
 from app.db.models import ApiKey, Base, Team
 from app.keys.model import (
+    KEY_PREFIX,
     KeyCreate,
     KeyRecord,
     KeyUpdate,
@@ -87,6 +88,9 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key_not_found(key_id: str) -> errors.NotFound:
+    if key_id.startswith(KEY_PREFIX):  # a key pasted in place of its id: never echo it
+        return errors.NotFound("That is a key, not a key id: ids look like key_0123456789ab.",
+                               param="key_id", code="key_not_found")
     return errors.NotFound(f"No key with id '{key_id[:80]}'.", param="key_id",
                            code="key_not_found")
 

@@ -298,3 +298,47 @@ async def test_concurrent_first_uses_share_the_outage(
     assert all(isinstance(result, KeysUnavailable) for result in results)
     with pytest.raises(KeysUnavailable):
         await directory.resolve(key)
+
+
+async def test_refresh_in_flight_does_not_bring_back_a_dropped_entry(
+        store: KeyStore, database: Database) -> None:
+    """A refresh reading while changed() runs leaves the change's drop in place and keeps
+    the other entries."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    _, other = await store.create_key(KeyCreate(name="other"))
+    directory = KeyDirectory(store, None)
+    await directory.resolve(key)
+    await directory.resolve(other)
+    locker = await asyncpg.connect(database.url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        refreshing = asyncio.create_task(directory.refresh())
+        await asyncio.sleep(0)
+        await directory.changed(key_id=record.id)
+        await transaction.rollback()
+        await refreshing
+    finally:
+        await locker.close()
+    assert directory.cached(hash_key(key)) is None
+    assert directory.cached(hash_key(other)) is not None
+
+
+async def test_started_directory_refreshes_by_itself(store: KeyStore) -> None:
+    """start() runs the periodic refresh: a change made behind its back arrives."""
+    record, key = await store.create_key(KeyCreate(name="k", rpm=1))
+    directory = KeyDirectory(store, None, refresh_s=0.05)
+    await directory.resolve(key)
+    await directory.start()
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(update(ApiKey).where(ApiKey.id == record.id).values(rpm=2))
+
+        def refreshed() -> bool:
+            entry = directory.cached(hash_key(key))
+            return entry is not None and entry.key.rpm == 2
+
+        assert await eventually(refreshed, within=10)
+    finally:
+        await directory.aclose()

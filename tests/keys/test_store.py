@@ -162,3 +162,11 @@ async def test_unreachable_database_propagates() -> None:
             await KeyStore(engine).find_by_hash("0" * 64)
     finally:
         await engine.dispose()
+
+
+async def test_a_key_given_as_an_id_is_not_echoed(store: KeyStore) -> None:
+    """A plaintext key passed where an id belongs is refused without repeating it."""
+    _, key = await store.create_key(KeyCreate(name="k"))
+    with pytest.raises(errors.NotFound) as caught:
+        await store.revoke_key(key)
+    assert key not in caught.value.message and key[6:] not in caught.value.message
