@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
-from app.api import admin, health, v1
+from app.api import admin, admin_keys, health, v1
 from app.api import errors as api_errors
 from app.api import metrics as metrics_api
 from app.api.admission import Admission
@@ -22,7 +24,12 @@ from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
+from app.db.engine import describe_error
 from app.gateway import Gateway
+from app.keys import KeyDirectory, KeyStore
+from app.limits import Limiter, LocalLimiter, RedisLimiter
+from app.limits.budget import reconcile
+from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
 from app.pricing import PriceBook, shipped_prices
@@ -31,6 +38,7 @@ from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
 from app.resources import RedisPools, Resources
 from app.settings import Settings, environment
+from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
 
 log = logging.getLogger("switchboard")
@@ -67,7 +75,8 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                           sink: CallSink | None, strict: bool,
                           stages: Sequence[Stage]) -> Resources:
     """Build the process's resources; ``stack`` closes them in the reverse order."""
-    redis = RedisPools.open(settings.redis_url, limiter_timeout_s=0.05) \
+    limits = config.rate_limits
+    redis = RedisPools.open(settings.redis_url, limiter_timeout_s=limits.redis_timeout_ms / 1000) \
         if settings.redis_url else None
     if redis is not None:
         stack.push_async_callback(redis.aclose)
@@ -89,12 +98,34 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         await metrics.start(writer=calllog.writer if calllog else None,
                             sync_interval_s=config.drift.sync_interval_s)
         stack.push_async_callback(metrics.aclose)
-    authenticator = Authenticate(settings.master_key, None)
+    keys = None
+    if calllog is not None:
+        keys = KeyDirectory(KeyStore(calllog.engine), redis.calllog if redis else None)
+        await keys.start()
+        stack.push_async_callback(keys.aclose)
+    limiter: Limiter
+    if redis is not None:
+        limiter = RedisLimiter(redis.limiter, timeout_s=limits.redis_timeout_ms / 1000,
+                               fail_open=limits.on_redis_down == "open",
+                               budget_fail_open=limits.budgets_on_redis_down == "open")
+    else:
+        limiter = LocalLimiter()
+    await limiter.start()
+    stack.push_async_callback(limiter.aclose)
+    if redis is not None and calllog is not None:
+        reconciling = asyncio.create_task(
+            _reconcile_loop(calllog.engine, redis.calllog, limits.reconcile_interval_s))
+        stack.callback(reconciling.cancel)
+    authenticator = Authenticate(settings.master_key, keys)
+    recorder = metrics.recorder if metrics else None
+    pipeline = Pipeline([authenticator,
+                         Admit(limiter, output_reservation=limits.output_reservation,
+                               recorder=recorder),
+                         Account(limiter), *stages])
     log_config = config.calllog
     gateway = Gateway(config=config, providers=providers, prices=prices,
                       sink=sink or (calllog.writer if calllog else LogSink()),
-                      pipeline=Pipeline([authenticator, *stages]),
-                      telemetry=metrics.recorder if metrics else None,
+                      pipeline=pipeline, telemetry=recorder,
                       strict_telemetry=strict,
                       redactor=Redactor(keys=log_config.redact_keys,
                                         patterns=log_config.redact_patterns)
@@ -103,8 +134,24 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     # last records still reach them.
     stack.push_async_callback(gateway.aclose)
     return Resources(settings=settings, gateway=gateway, authenticator=authenticator,
-                     redis=redis, calllog=calllog, engine=calllog.engine if calllog else None,
-                     metrics=metrics)
+                     limiter=limiter, redis=redis, calllog=calllog,
+                     engine=calllog.engine if calllog else None, metrics=metrics, keys=keys)
+
+
+async def _reconcile_loop(engine: AsyncEngine, redis: Redis, interval_s: float) -> None:
+    """Raise the budgets' spend counters in Redis to what the call log proves, at start-up and
+    every ``interval_s`` (``app.limits.budget``); a failure is logged and tried again."""
+    while True:
+        try:
+            raised = await reconcile(engine, redis, prefix=PREFIX)
+            if raised:
+                log.info("budgets reconciled from the call log: %d spend counters raised", raised)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: try again next interval
+            log.warning("budget reconcile failed (%s); retrying in %.0f s",
+                        describe_error(exc), interval_s)
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
@@ -155,6 +202,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     app.include_router(metrics_api.router)
     app.include_router(v1.router)
     app.include_router(admin.router)
+    app.include_router(admin_keys.router)
     return Admission(FastLane(app), app=app, limit=settings.max_concurrency)
 
 

@@ -66,7 +66,7 @@ class Decision:
 
     admitted: bool
     reason: Reason
-    scope: str | None = None
+    scope: Scope | None = None
     """The scope of the bucket that refused (``None`` when admitted)."""
     retry_after_s: float = 0.0
     limit_requests: int | None = None

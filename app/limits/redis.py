@@ -19,7 +19,8 @@ EVALSHA each, ``pipeline(transaction=False)``); settles likewise. A NOSCRIPT rep
 script and retries those calls once. The sliding window, its one-second approximation and the
 budget overshoot are described in ``app.limits.model``.
 
-Failure: the whole round trip is bounded by ``timeout_s``. When Redis is down or slower than
+Failure: the whole round trip is bounded by ``timeout_s`` (plus a few event-loop turns, so that
+a reply which arrived while this process was busy is still read). When Redis is down or slower than
 that, rate limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or
 refuse, with reason ``unavailable``; ``admit`` never raises and never waits longer. Settles that
 fail are dropped and logged (rate-limited): the reconcile restores the spend they carried.
@@ -59,8 +60,14 @@ SETTLE_TIMEOUT_S = 1.0
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 _LOG_EVERY_S = 10.0
+_LATE_TURNS = 3
+"""Event-loop turns an admission's round trip gets past its timeout before it is given up: a
+reply that arrived while this process was busy (the timer and the socket become ready in the same
+turn) is read, not mistaken for a Redis outage."""
 _KEYS_CACHED = 100_000
 _SPEND_GRACE_S = 86_400
+PREFIX = "switchboard"
+"""The first part of every limiter key (the call log's keys share it)."""
 _Call = tuple[list[str], str]
 """An EVALSHA's keys and its one ARGV string (``app.limits.scripts``)."""
 
@@ -85,7 +92,7 @@ class RedisLimiter:
     """The ``Limiter`` on Redis (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, timeout_s: float, fail_open: bool,
-                 budget_fail_open: bool, prefix: str = "switchboard",
+                 budget_fail_open: bool, prefix: str = PREFIX,
                  clock: Callable[[], float] | None = None) -> None:
         """``clock``: the time the scripts count with (tests); ``None`` uses Redis's own
         ``TIME``, one clock for every process. Budget periods follow this process's clock."""
@@ -190,13 +197,23 @@ class RedisLimiter:
     async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
                           ) -> None:
         results: list[Any] = [None] * len(batch)
+        round_trip = asyncio.ensure_future(
+            self._evalsha(self._admit_sha, scripts.ADMIT, [call for call, _ in batch]))
         try:
-            async with asyncio.timeout(self._timeout_s):
-                results = await self._evalsha(self._admit_sha, scripts.ADMIT,
-                                              [call for call, _ in batch])
+            await asyncio.wait((round_trip,), timeout=self._timeout_s)
+            for _ in range(_LATE_TURNS):
+                if round_trip.done():
+                    break
+                await asyncio.sleep(0)
+            if not round_trip.done():
+                round_trip.cancel()
+                raise TimeoutError(f"no answer within {self._timeout_s * 1000:.0f} ms")
+            results = round_trip.result()
         except (RedisError, OSError, TimeoutError) as exc:
             self._warn("rate limiter unavailable", exc)
         finally:
+            if not round_trip.done():  # this task itself was cancelled
+                round_trip.cancel()
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(_numbers(result))

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from app import errors
+from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
+from app.limits import Bucket
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
-
-if TYPE_CHECKING:
-    from app.keys import Entry, KeyDirectory
 
 VIRTUAL_PREFIX = "sk-sb-"
 
@@ -40,13 +38,11 @@ def presented_key(headers: dict[str, str]) -> str | None:
 
 def caller_of(entry: Entry) -> Caller:
     """The caller a directory entry stands for, with the buckets its calls are charged to."""
-    from app.limits import Bucket  # TEMP until app.limits lands
-
     key, team = entry.key, entry.team
     buckets: list[Bucket] = []
     if key.rpm or key.tpm or key.budget_usd is not None:
         buckets.append(Bucket("key", key.id, key.rpm, key.tpm, key.budget_usd,
-                              key.budget_period))
+                              key.budget_period, team=key.team_id))
     if team is not None and (team.rpm or team.tpm or team.budget_usd is not None):
         buckets.append(Bucket("team", team.id, team.rpm, team.tpm, team.budget_usd,
                               team.budget_period))
@@ -85,8 +81,6 @@ class Authenticate(Stage):
         raise _invalid()
 
     async def _virtual(self, key: str) -> Caller:
-        from app.keys import KeysUnavailable, hash_key  # TEMP until app.keys lands
-
         assert self._keys is not None
         digest = hash_key(key)
         entry = self._keys.cached(digest)

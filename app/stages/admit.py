@@ -1,0 +1,121 @@
+"""Admit and account: a caller's rate limits and budgets, charged before a call runs and settled
+when it ends (``app.limits`` enforces them; Redis makes them hold across processes).
+
+Admit (``Slot.ADMIT``) charges one request and an estimate of its tokens to every bucket of the
+caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce (the
+request's ``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
+``rate_limits.output_reservation``). A refusal is 429 ``rate_limit_exceeded`` with
+``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent budget;
+when the limiter cannot decide (Redis down) the configured fail mode answers 503
+``limiter_unavailable`` or admits. Admitted calls carry OpenAI's ``x-ratelimit-*`` headers.
+
+Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
+it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
+without limits (the master key, a key with none) skips both: no limiter call at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Literal
+
+from app import errors
+from app.limits import Decision, Limiter
+from app.limits.model import Scope
+from app.metrics.recorder import Recorder
+from app.pipeline import ModelCall, Slot, Stage
+from app.schemas import ChatRequest, CompletionRequest
+from app.usage import estimate_prompt_tokens
+
+log = logging.getLogger("switchboard.limits")
+_ADMITTED = "admit"
+"""``ModelCall.extras`` key: set on calls this stage charged (the ones ``Account`` settles)."""
+_LOG_EVERY_S = 10.0
+
+
+class Admit(Stage):
+    slot = Slot.ADMIT
+
+    def __init__(self, limiter: Limiter, *, output_reservation: int,
+                 recorder: Recorder | None = None) -> None:
+        self._limiter = limiter
+        self._reservation = output_reservation
+        self._recorder = recorder
+        self._logged_at = -math.inf
+
+    def estimate(self, call: ModelCall) -> int:
+        """The tokens to charge before the call runs (see the module docstring)."""
+        request = call.request
+        assert request is not None
+        tokens = estimate_prompt_tokens(request)
+        if isinstance(request, ChatRequest):
+            asked = request.max_completion_tokens or request.max_tokens
+        elif isinstance(request, CompletionRequest):
+            asked = request.max_tokens
+        else:  # embeddings produce no tokens
+            return tokens
+        default = call.route().targets[0].max_tokens_default
+        return tokens + min(asked or default or self._reservation, self._reservation) * \
+            (request.n or 1)
+
+    async def on_request(self, call: ModelCall) -> None:
+        buckets = call.caller.buckets
+        if not buckets:
+            return
+        tokens = self.estimate(call)
+        decision = await self._limiter.admit(buckets, tokens)
+        call.headers.update(decision.headers())
+        if decision.admitted:
+            call.tokens = tokens
+            call.extras[_ADMITTED] = True
+            if decision.reason == "unavailable":
+                self._unavailable("admitted")
+            return
+        raise self._refusal(call, decision)
+
+    def _refusal(self, call: ModelCall, decision: Decision) -> errors.GatewayError:
+        scope: Scope = decision.scope or "key"
+        if decision.reason == "unavailable":
+            self._unavailable("refused")
+            return errors.GatewayError(
+                "The gateway cannot check this key's limits right now; retry shortly.",
+                status=503, code="limiter_unavailable")
+        wait = max(1, math.ceil(decision.retry_after_s))
+        call.headers["retry-after"] = str(wait)
+        if decision.reason == "budget":
+            if self._recorder is not None:
+                self._recorder.budget_rejected(scope)
+            return errors.QuotaExceeded(
+                f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
+        if self._recorder is not None:
+            self._recorder.limit_rejected(scope)
+        return errors.RateLimited(
+            f"Rate limit reached for this {scope}; retry in {wait} s.",
+            code="rate_limit_exceeded")
+
+    def _unavailable(self, outcome: Literal["admitted", "refused"]) -> None:
+        if self._recorder is not None:
+            self._recorder.limiter_unavailable(outcome)
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_EVERY_S:  # rate-limited: Redis down is many calls
+            self._logged_at = now
+            log.warning("rate limiter unavailable (Redis); calls %s per the configured mode",
+                        outcome)
+
+
+class Account(Stage):
+    slot = Slot.ACCOUNT
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    def on_end(self, call: ModelCall) -> None:
+        if not call.extras.get(_ADMITTED):
+            return
+        record = call.record
+        used = record.usage.total_tokens if record.usage is not None else 0
+        self._limiter.settle(call.caller.buckets, call.tokens, used, record.cost_usd or 0.0,
+                             elapsed_s=None if record.latency_ms is None
+                             else record.latency_ms / 1000)
