@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from app.calllog.cli import logs
+from app.calllog.cli import logs, spend
 from app.config import ConfigError, load_config
 from app.db.cli import db
 from app.keys.cli import keys, teams
@@ -145,6 +145,7 @@ def check_config(path: Path) -> None:
 
 main.add_command(db)
 main.add_command(logs)
+main.add_command(spend)
 main.add_command(drift)
 main.add_command(keys)
 main.add_command(teams)

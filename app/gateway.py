@@ -69,7 +69,7 @@ class Gateway(Finisher):
         sink: CallSink,
         pipeline: Pipeline | None = None,
         redactor: Redactor | None = None,
-        telemetry: Recorder | None = None,
+        recorder: Recorder | None = None,
         strict_telemetry: bool = False,
     ) -> None:
         self.snapshot = Snapshot.build(config, pipeline or Pipeline())
@@ -79,7 +79,7 @@ class Gateway(Finisher):
         self._sink = sink
         self._redactor = redactor
         """Set when bodies are captured into the call record (redacted by it)."""
-        self._telemetry = telemetry
+        self._recorder = recorder
         self._strict_telemetry = strict_telemetry
         self._scrubber = Scrubber(config_secrets(config.providers.values()))
         """Every upstream error is scrubbed of every provider credential before it is recorded
@@ -112,7 +112,7 @@ class Gateway(Finisher):
         route = self._begin(call, request, body)
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
-        call.record.metadata = request.metadata
+        call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
         return await self._unary(
@@ -157,7 +157,7 @@ class Gateway(Finisher):
         route = self._begin(call, request, body, stream=True)
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
-        call.record.metadata = request.metadata
+        call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
         return self._stream(call, route, lambda p, t: p.stream_chat(upstream, target=t),
@@ -179,7 +179,7 @@ class Gateway(Finisher):
                stream: bool = False) -> Route:
         record = call.record
         record.public_model = request.model
-        record.user = request.user
+        record.end_user = request.user
         record.stream = stream
         if self._redactor is not None:
             record.request_body = self._redactor.redact(body)
@@ -246,7 +246,7 @@ class Gateway(Finisher):
             record.status, record.http_status = "cancelled", 499
             raise
         self._account(record, result.usage or estimate(result.body), result.body)
-        if answer is not None and self._telemetry is not None:  # only drift reads it
+        if answer is not None and self._recorder is not None:  # only drift reads it
             text = answer(result.body)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
         if self._redactor is not None and capture_response:
@@ -405,8 +405,8 @@ class Gateway(Finisher):
                 if self._strict_telemetry:
                     raise
                 log.exception("a pipeline stage's end failed for %s", record.id)
-        if self._telemetry is not None:
-            self._hand_over(self._telemetry.observe, record, "metrics")
+        if self._recorder is not None:
+            self._hand_over(self._recorder.observe, record, "metrics")
         self._hand_over(self._sink.submit, record, "call record sink")
 
     def _hand_over(self, take: Callable[[CallRecord], None], record: CallRecord,

@@ -125,7 +125,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     log_config = config.calllog
     gateway = Gateway(config=config, providers=providers, prices=prices,
                       sink=sink or (calllog.writer if calllog else LogSink()),
-                      pipeline=pipeline, telemetry=recorder,
+                      pipeline=pipeline, recorder=recorder,
                       strict_telemetry=strict,
                       redactor=Redactor(keys=log_config.redact_keys,
                                         patterns=log_config.redact_patterns)

@@ -27,12 +27,15 @@ taken when it starts; swapping the gateway's snapshot changes later calls, never
 Glossary (the names the code uses):
 
 - *model call*: one client request to a model endpoint; ``ModelCall`` while it runs;
-- *call record*: what the call log stores of it (``app.calllog.CallRecord``); ``end_user`` and
-  ``tags`` in a stored row are the request's ``user`` and ``metadata``;
+- *call record*: what the call log stores of it (``app.calllog.CallRecord``); its ``end_user``
+  and ``tags`` are the request's ``user`` and ``metadata``;
 - *caller*: who made it (``Caller``): the master key, a virtual key (and its team), or anonymous;
 - *recorder*: the per-call metrics (``app.metrics.recorder.Recorder``);
 - *redactor*: what removes secrets from captured bodies (``app.calllog.redact.Redactor``);
-- *call-log writer*: the process's queue to the store and spools (``CallLogWriter``).
+- *call-log writer*: the process's queue to the store and spools (``CallLogWriter``);
+- *bucket*, *admission*, *settle*, *limiter*: the limits a call is charged to, charging them
+  before it runs (``app.stages.admit.Admit``), correcting them when it ends (``Account``), and
+  what keeps the counters (``app.limits``).
 """
 
 from __future__ import annotations
@@ -42,18 +45,16 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from app import errors
 from app.api.incoming import Incoming
 from app.calllog import CallRecord
 from app.config import GatewayConfig, Limits
+from app.limits import Bucket
 from app.providers.base import Json
 from app.routing import Route, RoutingTable
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
-
-if TYPE_CHECKING:
-    from app.limits import Bucket
 
 ModelRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 

@@ -79,7 +79,7 @@ def make_rows(count: int, *, prefix: str, seed: int = 7) -> list[Row]:
                         cached_tokens=rng.choice([0, 0, 128])),
             cost_usd=prompt * 1.5e-7 + completion * 6e-7, finish_reason="stop",
             response_model=target, system_fingerprint="fp_0123456789",
-            user=f"user-{rng.randint(1, 1000)}", metadata={"team": rng.choice("abc")})
+            end_user=f"user-{rng.randint(1, 1000)}", tags={"team": rng.choice("abc")})
         record.finished_at = record.created_at + (record.latency_ms or 0) / 1000
         rows.append(record.to_row())
     return rows

@@ -40,6 +40,16 @@ class Target:
     body: bytes
     headers: dict[str, str]
     timeout_s: float = 30.0
+    keys: tuple[str, ...] = ()
+    """Bearer keys used in turn, one per request (``--keys-file``); none: ``headers`` alone."""
+    turn: list[int] = field(default_factory=lambda: [0])
+
+    def next_headers(self) -> dict[str, str]:
+        if not self.keys:
+            return self.headers
+        self.turn[0] += 1
+        return {**self.headers,
+                "Authorization": f"Bearer {self.keys[self.turn[0] % len(self.keys)]}"}
 
 
 @dataclass
@@ -71,7 +81,8 @@ async def send(session: aiohttp.ClientSession, target: Target, tally: Tally, *,
     start = time.perf_counter()
     origin = start if since is None else min(since, start)
     try:
-        async with session.post(target.url, data=target.body, headers=target.headers) as resp:
+        async with session.post(target.url, data=target.body,
+                                headers=target.next_headers()) as resp:
             await resp.content.readany()
             first = time.perf_counter()
             while await resp.content.readany():
@@ -152,11 +163,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", required=True)
     parser.add_argument("--body", required=True, help="the JSON request body")
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument("--keys-file", default=None,
+                        help="bearer keys, one per line, used in turn (one per request)")
     parser.add_argument("--rate", type=float, default=300.0, help="open: requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (an upper bound)")
     parser.add_argument("--connections", type=int, default=32, help="closed/ttft: concurrency")
     parser.add_argument("--requests", type=int, default=0, help="closed/ttft: stop after N")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.keys = ()
+    if args.keys_file:
+        with open(args.keys_file) as lines:
+            args.keys = tuple(line.strip() for line in lines if line.strip())
+    return args
 
 
 async def run(args: argparse.Namespace) -> LoadReport:
@@ -165,7 +183,7 @@ async def run(args: argparse.Namespace) -> LoadReport:
     for item in args.header:
         name, _, value = item.partition(":")
         headers[name.strip()] = value.strip()
-    target = Target(url=args.url, body=args.body.encode(), headers=headers)
+    target = Target(url=args.url, body=args.body.encode(), headers=headers, keys=args.keys)
     if args.mode == "open":
         return await open_loop(target, rate=args.rate, duration_s=args.duration)
     return await closed_loop(target, connections=args.connections, duration_s=args.duration,

@@ -240,8 +240,10 @@ class CallRecord:
     finish_reason: str | None = None
     response_model: str | None = None
     system_fingerprint: str | None = None
-    user: str | None = None
-    metadata: dict[str, str] | None = None
+    end_user: str | None = None
+    """The request's ``user`` (OpenAI's end-user id)."""
+    tags: dict[str, str] | None = None
+    """The request's ``metadata``."""
     request_body: dict[str, Any] | None = None
     response_body: dict[str, Any] | None = None
     """Bodies, only when body capture is on (redacted before they are set)."""
@@ -304,8 +306,8 @@ class CallRecord:
             "finish_reason": self.finish_reason,
             "response_model": self.response_model,
             "system_fingerprint": self.system_fingerprint,
-            "end_user": self.user,
-            "tags": self.metadata,
+            "end_user": self.end_user,
+            "tags": self.tags,
             "request_body": self.request_body,
             "response_body": self.response_body,
         }
@@ -313,8 +315,8 @@ class CallRecord:
             value = row[key]
             if value is not None and (type(value) is not str or len(value) > cap):
                 row[key] = bound_text(value, cap)
-        if self.metadata:
-            row["tags"] = _bound_tags(self.metadata)
+        if self.tags:
+            row["tags"] = _bound_tags(self.tags)
         if self.request_body is not None:
             row["request_body"] = json_safe(self.request_body)
         if self.response_body is not None:

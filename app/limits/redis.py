@@ -197,7 +197,7 @@ class RedisLimiter:
     async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
                           ) -> None:
         results: list[Any] = [None] * len(batch)
-        round_trip = asyncio.ensure_future(
+        round_trip = asyncio.get_running_loop().create_task(
             self._evalsha(self._admit_sha, scripts.ADMIT, [call for call, _ in batch]))
         try:
             await asyncio.wait((round_trip,), timeout=self._timeout_s)

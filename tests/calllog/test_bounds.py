@@ -91,7 +91,7 @@ def test_metadata_is_bounded(entries: int, key_len: int, value_len: int) -> None
     """tags keep at most MAX_TAGS entries (the last one saying how many more there were), keys
     and values cut to their caps; metadata within the caps is kept as it is."""
     metadata = {f"{i:04d}".ljust(key_len, "k"): "v" * value_len for i in range(entries)}
-    tags = record(metadata=metadata).to_row()["tags"]
+    tags = record(tags=metadata).to_row()["tags"]
     assert len(tags) <= MAX_TAGS
     assert all(len(k) <= MAX_TAG_KEY and len(v) <= MAX_TAG_VALUE for k, v in tags.items())
     if entries <= MAX_TAGS and key_len <= MAX_TAG_KEY and value_len <= MAX_TAG_VALUE:
@@ -103,8 +103,8 @@ def test_metadata_is_bounded(entries: int, key_len: int, value_len: int) -> None
 def test_log_sink_line_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     """The call log line (call log off) carries the bounded row, not the client's megabytes."""
     caplog.set_level(logging.DEBUG, logger="switchboard.calls")
-    LogSink().submit(record(public_model="m" * HUGE, user="u" * HUGE,
-                            metadata={"k" * HUGE: "v" * HUGE}, error_message="e" * HUGE))
+    LogSink().submit(record(public_model="m" * HUGE, end_user="u" * HUGE,
+                            tags={"k" * HUGE: "v" * HUGE}, error_message="e" * HUGE))
     (line,) = [r.getMessage() for r in caplog.records if r.name == "switchboard.calls"]
     assert len(line) < 8_000
 

@@ -22,7 +22,7 @@ def full_row(request_id: str, *, created_at: float | None = None) -> Row:
         latency_ms=250.0, ttft_ms=40.5, upstream_ms=242.5,
         usage=Usage(prompt_tokens=120, completion_tokens=30, cached_tokens=64, estimated=True),
         cost_usd=0.0001234567, finish_reason="stop", response_model="llama-3.1-8b",
-        system_fingerprint="fp_abc123", user="end-user-7", metadata={"team": "search"},
+        system_fingerprint="fp_abc123", end_user="end-user-7", tags={"team": "search"},
         request_body={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
         response_body={"choices": [{"message": {"content": "hello"}}]})
     return record.to_row()
