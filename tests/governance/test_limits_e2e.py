@@ -30,7 +30,8 @@ def test_a_60_rpm_limit_holds_across_three_gateway_processes(
     # timeout has its own test below.
     fleet: Fleet = fleet_factory(redis_server.url, redis_timeout_ms=1000)
     urls = fleet.start(3)
-    key = create_key(fleet, rpm=60)["key"]
+    created = create_key(fleet, rpm=60)
+    key = created["key"]
     body = {"model": "chat", "messages": HI, "max_tokens": 5}
     with ThreadPoolExecutor(max_workers=24) as pool:  # 150 requests at once, 50 per process
         answers = list(pool.map(lambda i: _post(urls[i % 3], key, body), range(150)))
@@ -43,6 +44,19 @@ def test_a_60_rpm_limit_holds_across_three_gateway_processes(
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["x-ratelimit-limit-requests"] == "60"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    # Every call is one row, the refused ones with their reason.
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    with fleet.admin() as admin:
+        while len(rows) < 150 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rows = admin.get("/admin/calls", params={"key_id": created["id"],
+                                                     "limit": 1000}).json()["data"]
+    assert len(rows) == 150
+    refusals = [r for r in rows if r["http_status"] == 429]
+    assert len(refusals) == statuses.count(429)
+    assert {(r["status"], r["error_type"]) for r in refusals} == {("error", "rate_limit_error")}
+    assert all("Rate limit reached for this key" in r["error_message"] for r in refusals)
 
 
 def test_tpm_is_settled_to_real_usage_after_streams_and_cancellations(

@@ -1,0 +1,222 @@
+"""The authenticate, admit and account stages in milliseconds, on the in-process limiter (and on
+a Redis that is not there, for the fail modes)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from app import errors
+from app.api.incoming import Incoming
+from app.config import parse_config
+from app.gateway import Gateway
+from app.keys import Entry
+from app.keys.model import KeyRecord, TeamRecord
+from app.limits import Bucket, LocalLimiter, RedisLimiter
+from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Pipeline
+from app.pricing import PriceBook
+from app.resources import RedisPools
+from app.schemas import ChatRequest, EmbeddingRequest
+from app.stages.admit import Account, Admit
+from app.stages.authenticate import Authenticate, caller_of
+from app.usage import Usage
+from tests.api.conftest import ListSink
+from tests.servers import free_port
+
+CONFIG = parse_config({
+    "providers": {"mock": {"type": "mock"}},
+    "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}],
+                        "max_tokens_default": 300},
+               "bare": {"targets": [{"provider": "mock", "model": "m"}]},
+               "embed": {"targets": [{"provider": "mock", "model": "e"}]}},
+}, {})
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def _call(pipeline: Pipeline | None = None, headers: dict[str, str] | None = None,
+          **request: Any) -> ModelCall:
+    gateway = Gateway(config=CONFIG, providers={}, prices=PriceBook({}), sink=ListSink(),
+                      pipeline=pipeline or Pipeline())
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    call = gateway.open(Incoming(path="/v1/chat/completions", headers=headers or {},
+                                 receive=receive))
+    if request:
+        kind = EmbeddingRequest if "input" in request else ChatRequest
+        call.request = kind.model_validate(request)
+    return call
+
+
+def _prompt_only(model: str) -> int:
+    return Admit(LocalLimiter(), output_reservation=1000).estimate(
+        _call(model=model, messages=HI, max_tokens=1))  - 1
+
+
+# ---- admit: the estimate
+
+
+def test_the_estimate_is_prompt_plus_asked_output_capped_by_the_reservation_times_n() -> None:
+    admit = Admit(LocalLimiter(), output_reservation=1000)
+    prompt = _prompt_only("chat")
+    assert prompt > 0
+    assert admit.estimate(_call(model="chat", messages=HI, max_tokens=40)) == prompt + 40
+    assert admit.estimate(_call(model="chat", messages=HI,
+                                max_completion_tokens=50, max_tokens=900)) == prompt + 50
+    assert admit.estimate(_call(model="chat", messages=HI, max_tokens=32_000)) == prompt + 1000
+    assert admit.estimate(_call(model="chat", messages=HI, max_tokens=40, n=3)) == \
+        prompt + 120
+
+
+def test_without_max_tokens_the_model_default_else_the_reservation_is_charged() -> None:
+    admit = Admit(LocalLimiter(), output_reservation=1000)
+    assert admit.estimate(_call(model="chat", messages=HI)) == _prompt_only("chat") + 300
+    assert admit.estimate(_call(model="bare", messages=HI)) == _prompt_only("bare") + 1000
+
+
+def test_embeddings_are_charged_their_input_only() -> None:
+    admit = Admit(LocalLimiter(), output_reservation=1000)
+    small = admit.estimate(_call(model="embed", input="hi"))
+    large = admit.estimate(_call(model="embed", input=["hello there " * 50] * 2))
+    assert 0 < small < large
+
+
+# ---- admit and account: decisions
+
+
+async def test_a_rate_limit_refusal_is_429_with_retry_after_and_openai_headers() -> None:
+    limiter = LocalLimiter()
+    caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", 2, None, None),))
+    admit = Admit(limiter, output_reservation=100)
+    for _ in range(2):
+        call = _call(model="chat", messages=HI, max_tokens=5)
+        call.caller = caller
+        await admit.on_request(call)
+        assert call.headers["x-ratelimit-limit-requests"] == "2"
+    assert call.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = _call(model="chat", messages=HI, max_tokens=5)
+    refused.caller = caller
+    with pytest.raises(errors.RateLimited) as caught:
+        await admit.on_request(refused)
+    assert caught.value.status_code == 429 and caught.value.code == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "x-should-retry" not in refused.headers
+
+
+async def test_a_spent_budget_is_429_insufficient_quota_that_sdks_do_not_retry() -> None:
+    limiter = LocalLimiter()
+    team = Bucket("team", "t1", None, None, 1.0)
+    caller = Caller("key", key_id="k1", team_id="t1", buckets=(team,))
+    admit, account = Admit(limiter, output_reservation=100), Account(limiter)
+    call = _call(model="chat", messages=HI, max_tokens=5)
+    call.caller = caller
+    await admit.on_request(call)
+    call.record.usage = Usage(prompt_tokens=10, completion_tokens=5)
+    call.record.cost_usd = 1.25
+    account.on_end(call)
+    assert limiter.spent_usd(team) == pytest.approx(1.25)
+    refused = _call(model="chat", messages=HI)
+    refused.caller = caller
+    with pytest.raises(errors.QuotaExceeded) as caught:
+        await admit.on_request(refused)
+    assert caught.value.code == "insufficient_quota"
+    assert refused.headers["x-should-retry"] == "false"
+
+
+async def test_account_replaces_the_estimate_with_the_real_usage() -> None:
+    limiter = LocalLimiter()
+    caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", None, 10_000, None),))
+    admit, account = Admit(limiter, output_reservation=5000), Account(limiter)
+    call = _call(model="chat", messages=HI, max_tokens=4000)
+    call.caller = caller
+    await admit.on_request(call)
+    assert 10_000 - int(call.headers["x-ratelimit-remaining-tokens"]) == call.tokens > 4000
+    call.record.usage = Usage(prompt_tokens=10, completion_tokens=20)
+    account.on_end(call)
+    probe = _call(model="chat", messages=HI, max_tokens=1)
+    probe.caller = caller
+    await admit.on_request(probe)
+    assert 10_000 - int(probe.headers["x-ratelimit-remaining-tokens"]) == 30 + probe.tokens
+
+
+async def test_callers_without_buckets_are_neither_charged_nor_settled() -> None:
+    limiter = LocalLimiter()
+    admit, account = Admit(limiter, output_reservation=100), Account(limiter)
+    for caller in (MASTER, ANONYMOUS, Caller("key", key_id="k2")):
+        call = _call(model="chat", messages=HI)
+        call.caller = caller
+        await admit.on_request(call)
+        account.on_end(call)
+        assert call.headers == {} and call.tokens == 0 and not call.extras
+
+
+@pytest.mark.parametrize(("limits_open", "budgets_open", "outcome"), [
+    (True, False, "admitted"), (False, False, "refused"), (True, True, "admitted")])
+async def test_redis_down_admits_or_refuses_per_the_fail_mode(
+        limits_open: bool, budgets_open: bool, outcome: str) -> None:
+    pools = RedisPools.open(f"redis://127.0.0.1:{free_port()}/0", limiter_timeout_s=0.05)
+    try:
+        limiter = RedisLimiter(pools.limiter, timeout_s=0.05, fail_open=limits_open,
+                               budget_fail_open=budgets_open)
+        admit = Admit(limiter, output_reservation=100)
+        call = _call(model="chat", messages=HI)
+        call.caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", 10, None, None),))
+        started = asyncio.get_running_loop().time()
+        if outcome == "admitted":
+            await admit.on_request(call)
+        else:
+            with pytest.raises(errors.GatewayError) as caught:
+                await admit.on_request(call)
+            assert caught.value.status_code == 503 and caught.value.code == "limiter_unavailable"
+        assert asyncio.get_running_loop().time() - started < 1.0
+    finally:
+        await pools.aclose()
+
+
+# ---- authenticate
+
+
+async def test_master_missing_wrong_and_anonymous_keys() -> None:
+    guarded = Authenticate(SecretStr("sk-master-0123456789abcdef"), None)
+    assert await guarded.identify({"authorization": "Bearer sk-master-0123456789abcdef"}) \
+        is MASTER
+    assert await guarded.identify({"x-api-key": "sk-master-0123456789abcdef"}) is MASTER
+    with pytest.raises(errors.AuthenticationFailed) as missing:
+        await guarded.identify({})
+    assert missing.value.code == "missing_api_key"
+    for wrong in ("Bearer sk-master-0123456789abcdeX", "Basic sk-master-0123456789abcdef",
+                  "Bearer sk-sb-unknown"):
+        with pytest.raises(errors.AuthenticationFailed) as caught:
+            await guarded.identify({"authorization": wrong})
+        assert caught.value.code in {"invalid_api_key", "missing_api_key"}
+    open_ = Authenticate(None, None)
+    assert await open_.identify({}) is ANONYMOUS
+    assert await open_.identify({"authorization": "Bearer anything"}) is ANONYMOUS
+
+
+async def test_a_model_outside_the_allow_list_is_403_naming_it() -> None:
+    auth = Authenticate(None, None)
+    call = _call(model="chat", messages=HI)
+    call.caller = Caller("key", key_id="k1", models=frozenset({"embed"}))
+    with pytest.raises(errors.PermissionDenied) as caught:
+        await auth.on_request(call)
+    assert caught.value.code == "model_not_allowed" and "'chat'" in caught.value.message
+    call.caller = Caller("key", key_id="k1", models=frozenset({"chat"}))
+    await auth.on_request(call)
+
+
+def test_a_key_is_charged_to_its_own_buckets_and_its_teams_sharing_the_team_tag() -> None:
+    key = KeyRecord(id="key_a", name="a", prefix="sk-sb-x", team_id="team_t", rpm=60,
+                    budget_usd=5.0, budget_period="day", models=("chat",))
+    team = TeamRecord(id="team_t", name="t", tpm=1000)
+    caller = caller_of(Entry(key, team))
+    assert (caller.name, caller.key_id, caller.team_id) == ("key", "key_a", "team_t")
+    assert caller.models == frozenset({"chat"})
+    assert [(b.scope, b.id, b.rpm, b.tpm, b.budget_usd, b.tag) for b in caller.buckets] == [
+        ("key", "key_a", 60, None, 5.0, "team_t"), ("team", "team_t", None, 1000, None, "team_t")]
+    unlimited = caller_of(Entry(KeyRecord(id="key_b", name="b", prefix="p"), None))
+    assert unlimited.buckets == () and unlimited.models is None
