@@ -76,8 +76,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                           stages: Sequence[Stage]) -> Resources:
     """Build the process's resources; ``stack`` closes them in the reverse order."""
     limits = config.rate_limits
-    redis = RedisPools.open(settings.redis_url, limiter_timeout_s=limits.redis_timeout_ms / 1000) \
-        if settings.redis_url else None
+    redis = RedisPools.open(settings.redis_url) if settings.redis_url else None
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     calllog = None

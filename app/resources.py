@@ -36,12 +36,13 @@ class RedisPools:
     limiter: aioredis.Redis
 
     @classmethod
-    def open(cls, url: str, *, limiter_timeout_s: float) -> RedisPools:
+    def open(cls, url: str) -> RedisPools:
         # Both fail fast when Redis is down: callers fall back (spool, fail mode), never stall.
+        # The limiter waits for an answer only milliseconds (``rate_limits.redis_timeout_ms``,
+        # its own timer); its sockets' timeouts are the backstop of a round trip left to finish.
         calllog = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=15)
-        limiter = aioredis.from_url(url, socket_connect_timeout=max(limiter_timeout_s, 0.05),
-                                    socket_timeout=max(limiter_timeout_s, 0.05),
+        limiter = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
                                     retry=Retry(NoBackoff(), 0))
         return cls(calllog=calllog, limiter=limiter)
 

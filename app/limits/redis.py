@@ -19,8 +19,12 @@ EVALSHA each, ``pipeline(transaction=False)``); settles likewise. A NOSCRIPT rep
 script and retries those calls once. The sliding window, its one-second approximation and the
 budget overshoot are described in ``app.limits.model``.
 
-Failure: the whole round trip is bounded by ``timeout_s`` (plus a few event-loop turns, so that
-a reply which arrived while this process was busy is still read). When Redis is down or slower than
+Failure: an admission waits for its round trip at most ``timeout_s`` (plus a few event-loop
+turns, so that a reply which arrived while this process was busy is still read). A round trip
+past that is left to finish on its own, so its connection stays usable (the limiter's pool has a
+socket timeout of a second, ``app.resources``); Redis may then have charged an admission the
+fail mode refused, which only errs on the safe side. With ``MAX_ADMITS_IN_FLIGHT`` round trips
+unanswered, new admissions do not wait at all. When Redis is down or slower than
 that, rate limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or
 refuse, with reason ``unavailable``; ``admit`` never raises and never waits longer. Settles that
 fail are dropped and logged (rate-limited): the reconcile restores the spend they carried.
@@ -58,6 +62,10 @@ log = logging.getLogger("switchboard.limits")
 SETTLE_TIMEOUT_S = 1.0
 """The longest one batch of settles may take (they are off the request path)."""
 MAX_SETTLES_IN_FLIGHT = 64
+"""Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
+MAX_ADMITS_IN_FLIGHT = 256
+"""Admission round trips unanswered at once (those past their timeout included); past this, new
+admissions are decided by the fail mode at once, without asking Redis."""
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 _LOG_EVERY_S = 10.0
 _LATE_TURNS = 3
@@ -104,8 +112,9 @@ class RedisLimiter:
         self._clock = clock
         self._admits: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
         self._settles: list[_Call] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._settles_in_flight = 0
+        self._admits_in_flight = 0
         self._logged_at = -math.inf
         self._keys: dict[Bucket, tuple[str, str, str]] = {}
         self._keys_day = date.min
@@ -197,29 +206,40 @@ class RedisLimiter:
     async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
                           ) -> None:
         results: list[Any] = [None] * len(batch)
-        round_trip = asyncio.get_running_loop().create_task(
-            self._evalsha(self._admit_sha, scripts.ADMIT, [call for call, _ in batch]))
+        round_trip: asyncio.Task[list[Any]] | None = None
         try:
+            if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
+                raise TimeoutError(f"{self._admits_in_flight} admissions still unanswered")
+            round_trip = asyncio.get_running_loop().create_task(
+                self._evalsha(self._admit_sha, scripts.ADMIT, [call for call, _ in batch]))
+            self._admits_in_flight += 1
+            round_trip.add_done_callback(self._admit_answered)
             await asyncio.wait((round_trip,), timeout=self._timeout_s)
             for _ in range(_LATE_TURNS):
                 if round_trip.done():
                     break
                 await asyncio.sleep(0)
             if not round_trip.done():
-                round_trip.cancel()
+                # Left to finish on its own (bounded by the pool's socket timeout): cancelling
+                # it would drop its connection, and reconnecting is slower still.
+                self._tasks.add(round_trip)
+                round_trip.add_done_callback(self._tasks.discard)
                 raise TimeoutError(f"no answer within {self._timeout_s * 1000:.0f} ms")
             results = round_trip.result()
         except (RedisError, OSError, TimeoutError) as exc:
             self._warn("rate limiter unavailable", exc)
         finally:
-            if not round_trip.done():  # this task itself was cancelled
-                round_trip.cancel()
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(_numbers(result))
         for result in results:
             if isinstance(result, Exception):
                 self._warn("admission script failed", result)
+
+    def _admit_answered(self, round_trip: asyncio.Task[list[Any]]) -> None:
+        self._admits_in_flight -= 1
+        if not round_trip.cancelled():
+            round_trip.exception()  # retrieved: a late failure is not an unhandled one
 
     async def _run_settles(self, batch: list[_Call]) -> None:
         self._settles_in_flight += 1

@@ -382,7 +382,7 @@ async def test_a_running_writer_warns_once_while_redis_is_down(
     for Redis and one for the store, not one per batch; Redis coming back is one INFO line."""
     redis = PrivateRedis()
     redis.start()
-    client = RedisPools.open(redis.url, limiter_timeout_s=0.05).calllog
+    client = RedisPools.open(redis.url).calllog
     redis.stop()
     engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none")
     writer = CallLogWriter(

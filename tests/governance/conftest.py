@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,31 +16,15 @@ import pytest
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
-from app.db.migrate import upgrade
 from tests.api.conftest import sim_config
-from tests.calllog.servers import PrivatePostgres, PrivateRedis, serve_process
+from tests.calllog import conftest as calllog
+from tests.calllog.servers import PrivatePostgres, serve_process
 from tests.servers import free_port
 
 MASTER_KEY = "sk-governance-master-Qm4t8Zr2"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    """A private, migrated Postgres shared by the module's gateways (keys and calls)."""
-    server = PrivatePostgres()
-    server.start()
-    asyncio.run(upgrade(server.url))
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    """A private Redis this test may stop and start."""
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
+postgres = calllog.postgres
+"""A private, migrated Postgres shared by the module's gateways (keys and calls)."""
+redis_server = calllog.redis_server
 
 
 def governance_config(simulator: str, **rate_limits: Any) -> dict[str, Any]:

@@ -158,7 +158,7 @@ async def test_callers_without_buckets_are_neither_charged_nor_settled() -> None
     (True, False, "admitted"), (False, False, "refused"), (True, True, "admitted")])
 async def test_redis_down_admits_or_refuses_per_the_fail_mode(
         limits_open: bool, budgets_open: bool, outcome: str) -> None:
-    pools = RedisPools.open(f"redis://127.0.0.1:{free_port()}/0", limiter_timeout_s=0.05)
+    pools = RedisPools.open(f"redis://127.0.0.1:{free_port()}/0")
     try:
         limiter = RedisLimiter(pools.limiter, timeout_s=0.05, fail_open=limits_open,
                                budget_fail_open=budgets_open)
