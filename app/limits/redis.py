@@ -23,11 +23,12 @@ Failure: an admission waits for its round trip at most ``timeout_s`` (plus a few
 turns, so that a reply which arrived while this process was busy is still read). A round trip
 past that is left to finish on its own, so its connection stays usable (the limiter's pool has a
 socket timeout of a second, ``app.resources``); Redis may then have charged an admission the
-fail mode refused, which only errs on the safe side. With ``MAX_ADMITS_IN_FLIGHT`` round trips
-unanswered, new admissions do not wait at all. When Redis is down or slower than
-that, rate limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or
-refuse, with reason ``unavailable``; ``admit`` never raises and never waits longer. Settles that
-fail are dropped and logged (rate-limited): the reconcile restores the spend they carried.
+fail mode refused, which only errs on the safe side. After a failure, admissions do not ask
+Redis for ``DOWN_FOR_S``, nor while ``MAX_ADMITS_IN_FLIGHT`` round trips are unanswered: an
+outage costs one timeout a second, not one per request. Whenever Redis is down or too slow, rate
+limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or refuse, with
+reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped and logged
+(rate-limited): the reconcile restores the spend they carried.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ SETTLE_TIMEOUT_S = 1.0
 """The longest one batch of settles may take (they are off the request path)."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
+DOWN_FOR_S = 1.0
+"""After an admission round trip failed (an error, or no answer in time), admissions are decided
+by the fail mode at once, without asking Redis, for this long; then Redis is asked again."""
 MAX_ADMITS_IN_FLIGHT = 256
 """Admission round trips unanswered at once (those past their timeout included); past this, new
 admissions are decided by the fail mode at once, without asking Redis."""
@@ -115,6 +119,8 @@ class RedisLimiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._settles_in_flight = 0
         self._admits_in_flight = 0
+        self._down_until = 0.0
+        """Until then (monotonic) Redis is taken as down: see ``DOWN_FOR_S``."""
         self._logged_at = -math.inf
         self._keys: dict[Bucket, tuple[str, str, str]] = {}
         self._keys_day = date.min
@@ -206,8 +212,9 @@ class RedisLimiter:
     async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
                           ) -> None:
         results: list[Any] = [None] * len(batch)
-        round_trip: asyncio.Task[list[Any]] | None = None
         try:
+            if time.monotonic() < self._down_until:
+                raise _MarkedDown("Redis failed less than a second ago")
             if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
                 raise TimeoutError(f"{self._admits_in_flight} admissions still unanswered")
             round_trip = asyncio.get_running_loop().create_task(
@@ -226,7 +233,10 @@ class RedisLimiter:
                 round_trip.add_done_callback(self._tasks.discard)
                 raise TimeoutError(f"no answer within {self._timeout_s * 1000:.0f} ms")
             results = round_trip.result()
-        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = 0.0
+        except (RedisError, OSError, TimeoutError, _MarkedDown) as exc:
+            if not isinstance(exc, _MarkedDown):
+                self._down_until = time.monotonic() + DOWN_FOR_S
             self._warn("rate limiter unavailable", exc)
         finally:
             for (_, future), result in zip(batch, results, strict=True):
@@ -297,6 +307,10 @@ class RedisLimiter:
         if now - self._logged_at >= _LOG_EVERY_S:  # Redis down is many calls: one line per 10 s
             self._logged_at = now
             log.warning("%s: %s", what, type(exc).__name__)
+
+
+class _MarkedDown(Exception):
+    """An admission not sent: Redis failed moments ago (``DOWN_FOR_S``)."""
 
 
 def _numbers(reply: object) -> list[int] | None:

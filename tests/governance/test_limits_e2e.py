@@ -24,10 +24,10 @@ def _post(url: str, key: str, body: dict[str, Any]) -> httpx.Response:
 
 def test_a_60_rpm_limit_holds_across_three_gateway_processes(
         fleet_factory: Any, redis_server: PrivateRedis) -> None:
-    # Three gateways, the simulator, Redis and 24 client threads share this host's cores: each
-    # gateway's event loop lags by tens of milliseconds, past the default 50 ms limiter timeout
-    # (which then admits, fail-open). This test is about atomicity across processes; the
-    # timeout has its own test below.
+    # Three gateways, the simulator, Redis and 24 client threads share this host's two cores:
+    # a round trip can take longer than the default limiter timeout, which then admits
+    # (fail-open). This test is about atomicity across processes; the fail modes have their
+    # own test below.
     fleet: Fleet = fleet_factory(redis_server.url, redis_timeout_ms=1000)
     urls = fleet.start(3)
     created = create_key(fleet, rpm=60)

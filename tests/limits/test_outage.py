@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.limits import Bucket, RedisLimiter
+from app.limits.redis import DOWN_FOR_S
 from tests.calllog.servers import PrivateRedis
 
 LIMITED = [Bucket("key", "k", 100, 10_000, None)]
@@ -69,8 +70,13 @@ async def test_admissions_resume_after_restart(private_redis: PrivateRedis,
     await lim.start()
     private_redis.stop()
     assert await timed_admit(lim, LIMITED) == (False, "unavailable")
+    # Not asked again for DOWN_FOR_S after a failure: decided at once meanwhile.
+    assert await timed_admit(lim, LIMITED) == (False, "unavailable")
     private_redis.start()
-    assert await timed_admit(lim, LIMITED) == (True, "ok")
+    deadline = time.monotonic() + DOWN_FOR_S + NO_HANG_S
+    while await timed_admit(lim, LIMITED) != (True, "ok"):
+        assert time.monotonic() < deadline, "admissions never resumed"
+        await asyncio.sleep(0.05)
 
 
 async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
@@ -86,6 +92,16 @@ async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
         assert await timed_admit(limiter(client), LIMITED) == (True, "unavailable")
         assert await timed_admit(limiter(client, fail_open=False), LIMITED) == \
             (False, "unavailable")
+        # One wait, then decided at once for DOWN_FOR_S: an outage costs one timeout a second.
+        slow = RedisLimiter(client, timeout_s=0.3, fail_open=True, budget_fail_open=False,
+                            prefix="outage")
+        started = time.monotonic()
+        assert (await slow.admit(LIMITED, 10)).reason == "unavailable"
+        assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        for _ in range(20):
+            assert (await slow.admit(LIMITED, 10)).reason == "unavailable"
+        assert time.monotonic() - started < 0.3
     finally:
         await client.aclose()
         server.close()
