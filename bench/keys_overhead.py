@@ -53,11 +53,12 @@ class Results:
     p99_ms: list[float] = field(default_factory=list)
 
 
-def load(url: str, keys_file: Path, *, mode: str, seconds: float, rate: float = 0.0) -> LoadReport:
+def load(url: str, keys_file: Path, *, mode: str, seconds: float, rate: float = 0.0,
+         requests: int = 0) -> LoadReport:
     """One ``bench.loadgen`` run on core 1; fails on any error answer."""
     argv = ["taskset", "-c", "1", sys.executable, "-m", "bench.loadgen", "--mode", mode,
             "--url", url, "--body", BODY, "--duration", str(seconds), "--rate", str(rate),
-            "--connections", "32", "--keys-file", str(keys_file)]
+            "--connections", "32", "--keys-file", str(keys_file), "--requests", str(requests)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"the load generator failed:\n{done.stdout[-1000:]}"
@@ -124,7 +125,9 @@ def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
     proc = start(argv, env, port)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        load(url, keys_file, mode="closed", seconds=3)  # warm-up: every key cached
+        # Warm-up: every key used twice (cached, its Redis keys created), and 3 s at least.
+        load(url, keys_file, mode="closed", seconds=60, requests=2 * KEYS)
+        load(url, keys_file, mode="closed", seconds=3)
         before = cpu_seconds(proc.pid)
         closed = load(url, keys_file, mode="closed", seconds=seconds)
         into.cpu_us.append((cpu_seconds(proc.pid) - before) / closed.requests * 1e6)

@@ -40,7 +40,7 @@ from tests.servers import serve
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 HUGE = 1 << 20  # 1 MiB
-FIELDS = {"public_model": "public_model", "end_user": "user", "error_message": "error_message",
+FIELDS = {"public_model": "public_model", "end_user": "end_user", "error_message": "error_message",
           "finish_reason": "finish_reason", "response_model": "response_model",
           "system_fingerprint": "system_fingerprint"}
 """Row key -> CallRecord attribute of every capped text field."""
