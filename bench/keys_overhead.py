@@ -7,7 +7,9 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
 
 Both gateways log every call to Postgres and Redis (private instances this script starts) and
-use that Redis for the limiter. The server under test is pinned to core 0; the simulator and the
+use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
+its first sample, seconds of CPU that would land in one run or another at random;
+``bench/metrics_overhead.py`` measures it). The server under test is pinned to core 0; the simulator and the
 load generator (``bench.loadgen``, which sends each request with the next of the 1,000 keys in
 turn) to core 1. Each run measures a closed loop (32 connections) for requests/s and the server's
 CPU time per request (from /proc), then an open loop at ``--rate`` for latency. Rounds alternate
@@ -159,7 +161,8 @@ def main() -> None:
         config = work / "gateway.yaml"
         config.write_text(f"providers:\n  sim: {{type: openai, base_url: "
                           f"'http://127.0.0.1:{sim_port}/v1', api_key: sk-sim}}\nmodels:\n"
-                          "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n")
+                          "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n"
+                          "drift: {embedding: {sample_rate: 0}}\n")
         env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
                "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_REDIS_URL": redis.url,
                "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
