@@ -15,7 +15,8 @@ windows start empty and its spend counters are rebuilt by the next reconcile
 (``app.limits.budget``).
 
 Round trips: admissions issued in the same event-loop tick share one pipelined round trip (one
-EVALSHA each, ``pipeline(transaction=False)``); settles likewise. A NOSCRIPT reply loads the
+EVALSHA each, ``pipeline(transaction=False)``), and take along the settles queued in the last
+``SETTLE_DELAY_S``; settles with no admission to ride on go on their own. A NOSCRIPT reply loads the
 script and retries those calls once. The sliding window, its one-second approximation and the
 budget overshoot are described in ``app.limits.model``.
 
@@ -61,6 +62,9 @@ from app.limits.model import (
 log = logging.getLogger("switchboard.limits")
 
 SETTLE_TIMEOUT_S = 1.0
+SETTLE_DELAY_S = 0.002
+"""How long settles wait to be sent on their own; an admission in the meantime takes them along
+in its round trip (under load, nearly always: one round trip a call instead of two)."""
 """The longest one batch of settles may take (they are off the request path)."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
@@ -82,6 +86,8 @@ PREFIX = "switchboard"
 """The first part of every limiter key (the call log's keys share it)."""
 _Call = tuple[list[str], str]
 """An EVALSHA's keys and its one ARGV string (``app.limits.scripts``)."""
+_Scripted = tuple[str, list[str], str]
+"""A script's source, with a call's keys and ARGV string."""
 
 
 def rate_key(prefix: str, bucket: Bucket, kind: str) -> str:
@@ -124,8 +130,7 @@ class RedisLimiter:
         self._logged_at = -math.inf
         self._keys: dict[Bucket, tuple[str, str, str]] = {}
         self._keys_day = date.min
-        self._admit_sha = scripts.sha1(scripts.ADMIT)
-        self._settle_sha = scripts.sha1(scripts.SETTLE)
+        self._shas = {source: scripts.sha1(source) for source in (scripts.ADMIT, scripts.SETTLE)}
 
     async def start(self) -> None:
         """Load the scripts (best effort: a Redis that is down now is retried per call)."""
@@ -188,17 +193,20 @@ class RedisLimiter:
             args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
         if not self._settles:
             try:
-                asyncio.get_running_loop().call_soon(self._flush_settles)
+                asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
         self._settles.append((keys, ",".join(map(str, args))))
 
     def _flush_admits(self) -> None:
         batch, self._admits = self._admits, []
-        self._spawn(self._run_admits(batch))
+        settles, self._settles = self._settles, []  # they ride along: one round trip for both
+        self._spawn(self._run_admits(batch, settles))
 
     def _flush_settles(self) -> None:
         batch, self._settles = self._settles, []
+        if not batch:  # an admission took them along
+            return
         if self._settles_in_flight >= MAX_SETTLES_IN_FLIGHT:
             self._warn(f"dropped {len(batch)} settles", RuntimeError("Redis too slow"))
             return
@@ -210,15 +218,16 @@ class RedisLimiter:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
-                          ) -> None:
+                          settles: list[_Call]) -> None:
         results: list[Any] = [None] * len(batch)
         try:
             if time.monotonic() < self._down_until:
                 raise _MarkedDown("Redis failed less than a second ago")
             if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
                 raise TimeoutError(f"{self._admits_in_flight} admissions still unanswered")
-            round_trip = asyncio.get_running_loop().create_task(
-                self._evalsha(self._admit_sha, scripts.ADMIT, [call for call, _ in batch]))
+            round_trip = asyncio.get_running_loop().create_task(self._evalsha(
+                [(scripts.SETTLE, *call) for call in settles]
+                + [(scripts.ADMIT, *call) for call, _ in batch]))
             self._admits_in_flight += 1
             round_trip.add_done_callback(self._admit_answered)
             await asyncio.wait((round_trip,), timeout=self._timeout_s)
@@ -232,12 +241,15 @@ class RedisLimiter:
                 self._tasks.add(round_trip)
                 round_trip.add_done_callback(self._tasks.discard)
                 raise TimeoutError(f"no answer within {self._timeout_s * 1000:.0f} ms")
-            results = round_trip.result()
+            answers = round_trip.result()
+            self._settled(answers[:len(settles)])
+            results = answers[len(settles):]
             self._down_until = 0.0
         except (RedisError, OSError, TimeoutError, _MarkedDown) as exc:
             if not isinstance(exc, _MarkedDown):
                 self._down_until = time.monotonic() + DOWN_FOR_S
-            self._warn("rate limiter unavailable", exc)
+            self._warn("rate limiter unavailable"
+                       + (f" ({len(settles)} settles dropped)" if settles else ""), exc)
         finally:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
@@ -255,30 +267,34 @@ class RedisLimiter:
         self._settles_in_flight += 1
         try:
             async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                results = await self._evalsha(self._settle_sha, scripts.SETTLE, batch)
-            for result in results:
-                if isinstance(result, Exception):
-                    self._warn("settle script failed", result)
+                self._settled(await self._evalsha([(scripts.SETTLE, *call) for call in batch]))
         except (RedisError, OSError, TimeoutError) as exc:
             self._warn(f"dropped {len(batch)} settles", exc)
         finally:
             self._settles_in_flight -= 1
 
-    async def _evalsha(self, sha: str, source: str, calls: list[_Call]) -> list[Any]:
-        """One pipelined round trip of EVALSHA calls (a second one after NOSCRIPT)."""
-        results = await self._pipeline(sha, calls)
+    def _settled(self, results: list[Any]) -> None:
+        for result in results:
+            if isinstance(result, Exception):
+                self._warn("settle script failed", result)
+
+    async def _evalsha(self, calls: list[_Scripted]) -> list[Any]:
+        """One pipelined round trip of EVALSHA calls (a second one for those answered
+        NOSCRIPT, after loading their scripts)."""
+        results = await self._pipeline(calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            await self._redis.script_load(source)
-            again = await self._pipeline(sha, [calls[i] for i in missing])
+            for source in {calls[i][0] for i in missing}:
+                await self._redis.script_load(source)
+            again = await self._pipeline([calls[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
 
-    async def _pipeline(self, sha: str, calls: list[_Call]) -> list[Any]:
+    async def _pipeline(self, calls: list[_Scripted]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, args)
+        for source, keys, args in calls:
+            pipe.execute_command("EVALSHA", self._shas[source], len(keys), *keys, args)
         return list(await pipe.execute(raise_on_error=False))
 
     def _moment(self) -> datetime:

@@ -133,3 +133,15 @@ async def test_one_tick_one_round_trip(private_redis: PrivateRedis) -> None:
     finally:
         await client.aclose()
         await watcher.aclose()
+
+
+async def test_settles_ride_along_with_the_next_admission(private: aioredis.Redis) -> None:
+    """A settle queued before an admission goes in the admission's round trip, ahead of it:
+    the spend it carries is counted by the time that admission is decided."""
+    lim = limiter(private)
+    await lim.start()
+    budget = [Bucket("key", "ride", None, None, 1.0)]
+    assert (await lim.admit(budget, 0)).admitted
+    lim.settle(budget, 0, 0, 1.0)  # spends the whole budget
+    decision = await lim.admit(budget, 0)  # sent before SETTLE_DELAY_S is up
+    assert (decision.admitted, decision.reason) == (False, "budget")
