@@ -11,7 +11,9 @@ use that Redis for the limiter. The embedding drift signal is off in both (its m
 its first sample, seconds of CPU that land in one run or another at random;
 ``bench/metrics_overhead.py`` measures it). The server under test is pinned to core 0; the
 simulator, Redis, Postgres and the load generator (``bench.loadgen``, which sends each request
-with the next of the 1,000 keys in turn) share core 1. Each run measures a closed loop (32
+with the next of the 1,000 keys in turn) share core 1 (``--redis-core 0`` moves Redis beside
+the server: every admission waits for Redis, and on the busy load core Redis's own scheduling
+delays show up in the keyed gateway's latency). Each run measures a closed loop (32
 connections: requests/s and the server's CPU time per request, from /proc), then an open loop at
 ``--rate`` (latency, and CPU per request again: at equal load, the fairer comparison, since a
 saturated server's CPU per request depends on how much the load core lets it batch). Rounds
@@ -152,11 +154,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--redis-core", type=int, choices=(0, 1), default=1,
+                        help="the core Redis runs on: 1, the load core (default), or 0, beside "
+                             "the server under test, where it waits for no busy load process")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-keysbench-"))
     pg, redis = PrivatePostgres(), PrivateRedis()
     pg.start()
     redis.start()
+    subprocess.run(["taskset", "-p", "-c", str(args.redis_core), str(redis.pid)],
+                   check=True, stdout=subprocess.DEVNULL)
     sim_port = free_port()
     sim = subprocess.Popen(["taskset", "-c", "1", str(BIN), "simulate", "--port", str(sim_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -199,9 +199,28 @@ class RedisLimiter:
         self._settles.append((keys, ",".join(map(str, args))))
 
     def _flush_admits(self) -> None:
+        """Send this tick's admissions, with the settles queued so far riding along, as one
+        round trip, answered by ``_answered``; ``_late`` bounds the wait (callbacks, not a
+        task: this runs once per round trip and is most of the limiter's own CPU)."""
         batch, self._admits = self._admits, []
-        settles, self._settles = self._settles, []  # they ride along: one round trip for both
-        self._spawn(self._run_admits(batch, settles))
+        settles, self._settles = self._settles, []
+        if time.monotonic() < self._down_until:
+            self._give_up(batch, settles, _MarkedDown("Redis failed less than a second ago"))
+            return
+        if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
+            self._give_up(batch, settles, TimeoutError(
+                f"{self._admits_in_flight} admissions still unanswered"))
+            return
+        loop = asyncio.get_running_loop()
+        round_trip = loop.create_task(self._evalsha(  # noqa: RUF006 - kept in self._tasks
+            [(scripts.SETTLE, *call) for call in settles]
+            + [(scripts.ADMIT, *call) for call, _ in batch]))
+        self._admits_in_flight += 1
+        self._tasks.add(round_trip)
+        timer = loop.call_later(self._timeout_s, self._late, round_trip, batch, settles,
+                                _LATE_TURNS)
+        round_trip.add_done_callback(
+            lambda done: self._answered(done, batch, settles, timer))
 
     def _flush_settles(self) -> None:
         batch, self._settles = self._settles, []
@@ -217,51 +236,51 @@ class RedisLimiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_admits(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
-                          settles: list[_Call]) -> None:
-        results: list[Any] = [None] * len(batch)
-        try:
-            if time.monotonic() < self._down_until:
-                raise _MarkedDown("Redis failed less than a second ago")
-            if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
-                raise TimeoutError(f"{self._admits_in_flight} admissions still unanswered")
-            round_trip = asyncio.get_running_loop().create_task(self._evalsha(
-                [(scripts.SETTLE, *call) for call in settles]
-                + [(scripts.ADMIT, *call) for call, _ in batch]))
-            self._admits_in_flight += 1
-            round_trip.add_done_callback(self._admit_answered)
-            await asyncio.wait((round_trip,), timeout=self._timeout_s)
-            for _ in range(_LATE_TURNS):
-                if round_trip.done():
-                    break
-                await asyncio.sleep(0)
-            if not round_trip.done():
-                # Left to finish on its own (bounded by the pool's socket timeout): cancelling
-                # it would drop its connection, and reconnecting is slower still.
-                self._tasks.add(round_trip)
-                round_trip.add_done_callback(self._tasks.discard)
-                raise TimeoutError(f"no answer within {self._timeout_s * 1000:.0f} ms")
-            answers = round_trip.result()
-            self._settled(answers[:len(settles)])
-            results = answers[len(settles):]
-            self._down_until = 0.0
-        except (RedisError, OSError, TimeoutError, _MarkedDown) as exc:
-            if not isinstance(exc, _MarkedDown):
-                self._down_until = time.monotonic() + DOWN_FOR_S
-            self._warn("rate limiter unavailable"
-                       + (f" ({len(settles)} settles dropped)" if settles else ""), exc)
-        finally:
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(_numbers(result))
-        for result in results:
+    def _answered(self, round_trip: asyncio.Task[list[Any]],
+                  batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
+                  settles: list[_Call], timer: asyncio.TimerHandle) -> None:
+        self._admits_in_flight -= 1
+        self._tasks.discard(round_trip)
+        timer.cancel()
+        failure = None if round_trip.cancelled() else round_trip.exception()
+        if round_trip.cancelled() or failure is not None:
+            self._give_up(batch, settles, failure or TimeoutError("round trip cancelled"))
+            return
+        answers = round_trip.result()
+        self._settled(answers[:len(settles)])
+        self._down_until = 0.0
+        for (_, future), result in zip(batch, answers[len(settles):], strict=True):
             if isinstance(result, Exception):
                 self._warn("admission script failed", result)
+            if not future.done():  # done: given up on as late, decided by the fail mode
+                future.set_result(_numbers(result))
 
-    def _admit_answered(self, round_trip: asyncio.Task[list[Any]]) -> None:
-        self._admits_in_flight -= 1
-        if not round_trip.cancelled():
-            round_trip.exception()  # retrieved: a late failure is not an unhandled one
+    def _late(self, round_trip: asyncio.Task[list[Any]],
+              batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
+              settles: list[_Call], turns: int) -> None:
+        """The round trip's time is up: a few more event-loop turns for a reply that arrived
+        while this process was busy, then its admissions are decided by the fail mode (the
+        round trip is left to finish: cancelling it would drop its connection)."""
+        if round_trip.done():
+            return
+        if turns > 0:
+            asyncio.get_running_loop().call_soon(self._late, round_trip, batch, settles,
+                                                 turns - 1)
+            return
+        self._give_up(batch, settles, TimeoutError(
+            f"no answer within {self._timeout_s * 1000:.0f} ms"))
+
+    def _give_up(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
+                 settles: list[_Call], exc: BaseException) -> None:
+        """Decide ``batch`` by the fail mode (an answer of ``None``); Redis is taken as down
+        for ``DOWN_FOR_S`` unless it already was."""
+        if not isinstance(exc, _MarkedDown):
+            self._down_until = time.monotonic() + DOWN_FOR_S
+        self._warn("rate limiter unavailable"
+                   + (f" ({len(settles)} settles dropped)" if settles else ""), exc)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     async def _run_settles(self, batch: list[_Call]) -> None:
         self._settles_in_flight += 1

@@ -77,6 +77,11 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks pin it to a core)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> None:
         self._proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
