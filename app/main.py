@@ -6,12 +6,11 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.api import admin, admin_keys, health, v1
@@ -28,7 +27,7 @@ from app.db.engine import describe_error
 from app.gateway import Gateway
 from app.keys import KeyDirectory, KeyStore
 from app.limits import Limiter, LocalLimiter, RedisLimiter
-from app.limits.budget import reconcile
+from app.limits.budget import reconcile, reconcile_local
 from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
@@ -103,17 +102,22 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         await keys.start()
         stack.push_async_callback(keys.aclose)
     limiter: Limiter
+    reconcile_budgets: Callable[[], Awaitable[int]] | None = None
     if redis is not None:
         limiter = RedisLimiter(redis.limiter, timeout_s=limits.redis_timeout_ms / 1000,
                                fail_open=limits.on_redis_down == "open",
                                budget_fail_open=limits.budgets_on_redis_down == "open")
+        if calllog is not None:
+            reconcile_budgets = partial(reconcile, calllog.engine, redis.calllog, prefix=PREFIX)
     else:
-        limiter = LocalLimiter()
+        limiter = local = LocalLimiter()
+        if calllog is not None:
+            reconcile_budgets = partial(reconcile_local, calllog.engine, local)
     await limiter.start()
     stack.push_async_callback(limiter.aclose)
-    if redis is not None and calllog is not None:
+    if reconcile_budgets is not None:
         reconciling = asyncio.create_task(
-            _reconcile_loop(calllog.engine, redis.calllog, limits.reconcile_interval_s))
+            _reconcile_loop(reconcile_budgets, limits.reconcile_interval_s))
         stack.callback(reconciling.cancel)
     authenticator = Authenticate(settings.master_key, keys)
     recorder = metrics.recorder if metrics else None
@@ -137,12 +141,13 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                      engine=calllog.engine if calllog else None, metrics=metrics, keys=keys)
 
 
-async def _reconcile_loop(engine: AsyncEngine, redis: Redis, interval_s: float) -> None:
-    """Raise the budgets' spend counters in Redis to what the call log proves, at start-up and
-    every ``interval_s`` (``app.limits.budget``); a failure is logged and tried again."""
+async def _reconcile_loop(run: Callable[[], Awaitable[int]], interval_s: float) -> None:
+    """Raise the budgets' spend counters (in Redis, or the in-process limiter's) to what the
+    call log proves, at start-up and every ``interval_s`` (``app.limits.budget``); a failure is
+    logged and tried again."""
     while True:
         try:
-            raised = await reconcile(engine, redis, prefix=PREFIX)
+            raised = await run()
             if raised:
                 log.info("budgets reconciled from the call log: %d spend counters raised", raised)
         except asyncio.CancelledError:

@@ -11,6 +11,7 @@ rounded down. Works on Postgres and SQLite.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import get_args
@@ -21,12 +22,53 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call
 from app.limits import scripts
-from app.limits.model import MICRO, Period, period_name, period_start
+from app.limits.local import LocalLimiter
+from app.limits.model import MICRO, Period, Scope, period_name, period_start
 from app.limits.redis import spend_key, spend_ttl_s
 
 _calls = Call.__table__
 _CHUNK = 100
 """Counters raised per pipelined round trip (small: packing one holds the event loop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What the call log proves a key or team spent in one period."""
+
+    scope: Scope
+    id: str
+    tag: str
+    """The Redis hash tag of its counter: the team the rows name, else the key."""
+    period: Period
+    name: str
+    """The period's name (``app.limits.model.period_name``)."""
+    micro_usd: int
+
+
+async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list[Spent]:
+    """Every key's and team's spend in the current day, month and all time, from the call log
+    (a key whose calls name two teams appears once per team). Database errors propagate."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    out: list[Spent] = []
+    for period in get_args(Period):
+        name = period_name(period, moment)
+        sums = await _sums(engine, period_start(period, moment))
+        out += [Spent("key", key_id, team_id or key_id, period, name, total)
+                for key_id, team_id, total in sums if key_id is not None]
+        out += [Spent("team", team_id, team_id, period, name, total)
+                for team_id, total in _by_team(sums)]
+    return out
+
+
+async def reconcile_local(engine: AsyncEngine, limiter: LocalLimiter, *,
+                          now: datetime | None = None) -> int:
+    """``reconcile`` for the in-process limiter (no Redis): its counters are raised to the call
+    log's sums, so a restart does not reset a budget, and several worker processes sharing one
+    database see each other's spend at the next reconcile. Returns how many it raised."""
+    totals: dict[tuple[str, str, str], int] = {}
+    for s in await log_spend(engine, now=now):
+        totals[(s.scope, s.id, s.name)] = totals.get((s.scope, s.id, s.name), 0) + s.micro_usd
+    return limiter.raise_spend(totals)
 
 
 async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
@@ -35,20 +77,9 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
     sums; returns how many counters it raised. Database and Redis errors propagate (the caller
     logs them and tries again at its next interval)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    raises: list[tuple[str, int, int]] = []
-    for period in get_args(Period):
-        start = period_start(period, moment)
-        name = period_name(period, moment)
-        ttl = spend_ttl_s(period, moment)
-        sums = await _sums(engine, start)
-        for key_id, team_id, total in sums:
-            if key_id is not None:
-                key = spend_key(prefix, tag=team_id or key_id, scope="key", id=key_id,
-                                period=name)
-                raises.append((key, total, ttl))
-        for team_id, total in _by_team(sums):
-            raises.append((spend_key(prefix, tag=team_id, scope="team", id=team_id,
-                                     period=name), total, ttl))
+    raises = [(spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name),
+               s.micro_usd, spend_ttl_s(s.period, moment))
+              for s in await log_spend(engine, now=moment)]
     raised = 0
     sha = scripts.sha1(scripts.RAISE)
     await redis.script_load(scripts.RAISE)

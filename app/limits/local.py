@@ -5,7 +5,7 @@ so N processes together admit up to N times the limits. Counters start empty at 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from app.limits.model import (
@@ -82,6 +82,17 @@ class LocalLimiter:
             if cost > 0:
                 name = (b.scope, b.id, period_name(b.budget_period, moment))
                 self._spend[name] = self._spend.get(name, 0) + cost
+
+    def raise_spend(self, totals: Mapping[tuple[str, str, str], int]) -> int:
+        """Raise spend counters, by (scope, id, period name), to at least the given
+        micro-dollars (``app.limits.budget.reconcile_local``); never lowers one. Returns how
+        many it raised."""
+        raised = 0
+        for name, micro in totals.items():
+            if micro > self._spend.get(name, 0):
+                self._spend[name] = micro
+                raised += 1
+        return raised
 
     def spent_usd(self, bucket: Bucket) -> float:
         """The bucket's spend in its current period, in USD."""

@@ -6,13 +6,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call
-from app.limits import Bucket, RedisLimiter
-from app.limits.budget import reconcile
+from app.limits import Bucket, LocalLimiter, RedisLimiter
+from app.limits.budget import reconcile, reconcile_local
 from app.limits.redis import spend_key
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
@@ -87,3 +88,22 @@ async def test_reconciled_spend_refuses_admission(engine: AsyncEngine, redis: ai
     await reconcile(engine, redis, prefix=prefix)
     refused = await limiter.admit(buckets, 0)
     assert (refused.reason, refused.scope) == ("budget", "team")
+
+
+async def test_a_restarted_in_process_limiter_gets_its_spend_back(engine: AsyncEngine) -> None:
+    """Without Redis, a new process's budgets start from the call log, not from zero; a key's
+    spend under two teams adds up; counters ahead of the log stay; a second run changes
+    nothing."""
+    await log_calls(engine, ("k", "t", "1.50", datetime.now(UTC)),
+                    ("k", "u", "0.25", datetime.now(UTC)),
+                    ("j", None, "0.10", datetime.now(UTC)))
+    limiter = LocalLimiter()
+    key, team = Bucket("key", "k", None, None, 5.0), Bucket("team", "t", None, None, 1.5)
+    ahead = Bucket("key", "j", None, None, 5.0)
+    limiter.settle([ahead], 0, 0, 0.40)  # counted here, not yet in the log
+    assert await reconcile_local(engine, limiter) > 0
+    assert limiter.spent_usd(key) == pytest.approx(1.75)
+    assert limiter.spent_usd(ahead) == pytest.approx(0.40)
+    refused = await limiter.admit([key, team], 0)
+    assert (refused.reason, refused.scope) == ("budget", "team")
+    assert await reconcile_local(engine, limiter) == 0
