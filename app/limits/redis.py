@@ -217,8 +217,7 @@ class RedisLimiter:
             + [(scripts.ADMIT, *call) for call, _ in batch]))
         self._admits_in_flight += 1
         self._tasks.add(round_trip)
-        timer = loop.call_later(self._timeout_s, self._late, round_trip, batch, settles,
-                                _LATE_TURNS)
+        timer = loop.call_later(self._timeout_s, self._late, round_trip, batch, _LATE_TURNS)
         round_trip.add_done_callback(
             lambda done: self._answered(done, batch, settles, timer))
 
@@ -256,18 +255,16 @@ class RedisLimiter:
                 future.set_result(_numbers(result))
 
     def _late(self, round_trip: asyncio.Task[list[Any]],
-              batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
-              settles: list[_Call], turns: int) -> None:
+              batch: list[tuple[_Call, asyncio.Future[list[int] | None]]], turns: int) -> None:
         """The round trip's time is up: a few more event-loop turns for a reply that arrived
         while this process was busy, then its admissions are decided by the fail mode (the
         round trip is left to finish: cancelling it would drop its connection)."""
         if round_trip.done():
             return
         if turns > 0:
-            asyncio.get_running_loop().call_soon(self._late, round_trip, batch, settles,
-                                                 turns - 1)
+            asyncio.get_running_loop().call_soon(self._late, round_trip, batch, turns - 1)
             return
-        self._give_up(batch, settles, TimeoutError(
+        self._give_up(batch, [], TimeoutError(  # its settles were sent: they may still land
             f"no answer within {self._timeout_s * 1000:.0f} ms"))
 
     def _give_up(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
