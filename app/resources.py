@@ -3,7 +3,8 @@
 
 Redis: one URL (``SWITCHBOARD_REDIS_URL``), two connection pools (``RedisPools``): the call log's
 (spool, live feed, key-change messages), whose commands may wait seconds for a big replay, and
-the limiter's, with a timeout of milliseconds, so a spool replay never starves an admission.
+the limiter's, whose admissions wait at most ``rate_limits.redis_timeout_ms``, so a spool replay
+never starves an admission.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from app import errors
 from app.api.calls import Serve, serve_call
 from app.api.deps import CallerDep, GatewayDep
 from app.api.incoming import Incoming
@@ -165,11 +166,16 @@ def _model_card(route: Route) -> dict[str, Any]:
 
 @router.get("/models")
 async def list_models(gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
-    """The public models this gateway serves."""
-    return {"object": "list", "data": [_model_card(r) for r in gateway.table.routes()]}
+    """The public models this gateway serves that the caller's key may use."""
+    allowed = caller.models
+    return {"object": "list", "data": [_model_card(r) for r in gateway.table.routes()
+                                       if allowed is None or r.name in allowed]}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
-    """One public model; 404 when it is not served."""
+    """One public model; 404 when it is not served or the caller's key may not use it."""
+    if caller.models is not None and model_id not in caller.models:
+        raise errors.NotFound(f"The model '{model_id[:200]}' does not exist or you do not "
+                              "have access to it.", param="model", code="model_not_found")
     return _model_card(gateway.table.resolve(model_id))

@@ -29,6 +29,9 @@ def test_key_lifecycle_create_use_rotate_revoke_expire(fleet_factory: Any,
     with pytest.raises(openai.PermissionDeniedError) as denied:
         sdk(url, key).embeddings.create(model="embed", input="x")
     assert denied.value.code == "model_not_allowed"
+    assert [m.id for m in sdk(url, key).models.list()] == ["chat"]  # only what it may use
+    with pytest.raises(openai.NotFoundError):
+        sdk(url, key).models.retrieve("embed")
 
     with fleet.admin() as admin:
         rotated = admin.post(f"/admin/keys/{created['id']}/rotate").json()
