@@ -141,7 +141,9 @@ class Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one call runs on from start to end (the live reload swaps the whole of it)."""
+    """What one call runs on from start to end: a call keeps the snapshot it started with, so
+    replacing ``Gateway.snapshot`` (nothing does yet: live config is issue 10) would change
+    later calls only."""
 
     version: str
     """A hash of the config: which config served a call."""
