@@ -62,10 +62,10 @@ from app.limits.model import (
 log = logging.getLogger("switchboard.limits")
 
 SETTLE_TIMEOUT_S = 1.0
+"""The longest one batch of settles may take (they are off the request path)."""
 SETTLE_DELAY_S = 0.002
 """How long settles wait to be sent on their own; an admission in the meantime takes them along
 in its round trip (under load, nearly always: one round trip a call instead of two)."""
-"""The longest one batch of settles may take (they are off the request path)."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 DOWN_FOR_S = 1.0
@@ -74,7 +74,6 @@ by the fail mode at once, without asking Redis, for this long; then Redis is ask
 MAX_ADMITS_IN_FLIGHT = 256
 """Admission round trips unanswered at once (those past their timeout included); past this, new
 admissions are decided by the fail mode at once, without asking Redis."""
-"""Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 _LOG_EVERY_S = 10.0
 _LATE_TURNS = 3
 """Event-loop turns an admission's round trip gets past its timeout before it is given up: a
@@ -204,12 +203,14 @@ class RedisLimiter:
         task: this runs once per round trip and is most of the limiter's own CPU)."""
         batch, self._admits = self._admits, []
         settles, self._settles = self._settles, []
+        skip: BaseException | None = None
         if time.monotonic() < self._down_until:
-            self._give_up(batch, settles, _MarkedDown("Redis failed less than a second ago"))
-            return
-        if self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
-            self._give_up(batch, settles, TimeoutError(
-                f"{self._admits_in_flight} admissions still unanswered"))
+            skip = _MarkedDown("Redis failed less than a second ago")
+        elif self._admits_in_flight >= MAX_ADMITS_IN_FLIGHT:
+            skip = TimeoutError(f"{self._admits_in_flight} admissions still unanswered")
+        if skip is not None:  # decided without asking Redis; the settles go on their own
+            self._send_settles(settles)
+            self._give_up(batch, [], skip)
             return
         loop = asyncio.get_running_loop()
         round_trip = loop.create_task(self._evalsha(  # noqa: RUF006 - kept in self._tasks
@@ -223,7 +224,10 @@ class RedisLimiter:
 
     def _flush_settles(self) -> None:
         batch, self._settles = self._settles, []
-        if not batch:  # an admission took them along
+        self._send_settles(batch)  # empty when an admission took them along
+
+    def _send_settles(self, batch: list[_Call]) -> None:
+        if not batch:
             return
         if self._settles_in_flight >= MAX_SETTLES_IN_FLIGHT:
             self._warn(f"dropped {len(batch)} settles", RuntimeError("Redis too slow"))
