@@ -111,11 +111,15 @@ def wrk(wrk_path: str, request: Request, *, connections: int, duration_s: float,
 
 
 def loadgen(request: Request, *, mode: str, core: int | None, duration_s: float,
-            rate: float = 0.0, connections: int = 1, requests: int = 0) -> LoadReport:
-    """A ``bench.loadgen`` run (see that module for the modes)."""
+            rate: float = 0.0, connections: int = 1, requests: int = 0,
+            keys_file: Path | None = None) -> LoadReport:
+    """A ``bench.loadgen`` run (see that module for the modes; ``keys_file``: bearer keys
+    used in turn)."""
     argv = [sys.executable, "-m", "bench.loadgen", "--mode", mode, "--url", request.url,
             "--body", request.body, "--duration", str(duration_s), "--rate", str(rate),
             "--connections", str(connections), "--requests", str(requests)]
+    if keys_file is not None:
+        argv += ["--keys-file", str(keys_file)]
     for name, value in request.headers.items():
         argv += ["--header", f"{name}: {value}"]
     raw = _run(pinned(core, argv), timeout_s=duration_s + 90, marker=MARKER)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import statistics
@@ -39,7 +38,7 @@ import httpx
 
 from app.db.migrate import upgrade
 from bench.calllog_overhead import BIN, KEY, wait_ok
-from bench.loadgen import MARKER
+from bench.drivers import Request, loadgen
 from bench.metrics_overhead import cpu_seconds
 from bench.stats import LoadReport
 from tests.calllog.servers import PrivatePostgres, PrivateRedis
@@ -63,16 +62,9 @@ class Results:
 def load(url: str, keys_file: Path, *, mode: str, seconds: float, rate: float = 0.0,
          requests: int = 0) -> LoadReport:
     """One ``bench.loadgen`` run on core 1; fails on any error answer."""
-    argv = ["taskset", "-c", "1", sys.executable, "-m", "bench.loadgen", "--mode", mode,
-            "--url", url, "--body", BODY, "--duration", str(seconds), "--rate", str(rate),
-            "--connections", "32", "--keys-file", str(keys_file), "--requests", str(requests)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
-    if done.returncode != 0:
-        raise RuntimeError(f"the load generator failed:\n{done.stdout[-1000:]}"
-                           f"{done.stderr[-2000:]}")
-    out = done.stdout
-    line = next(x for x in out.splitlines() if x.startswith(MARKER))
-    report = LoadReport.from_dict(json.loads(line[len(MARKER):]))
+    report = loadgen(Request(url=url, body=BODY, headers={}), mode=mode, core=1,
+                     duration_s=seconds, rate=rate, connections=32, requests=requests,
+                     keys_file=keys_file)
     if report.errors:
         raise RuntimeError(f"errors during the run: {report.errors_detail}")
     return report

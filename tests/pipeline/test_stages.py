@@ -54,7 +54,7 @@ def _call(pipeline: Pipeline | None = None, headers: dict[str, str] | None = Non
 
 def _prompt_only(model: str) -> int:
     return Admit(LocalLimiter(), output_reservation=1000).estimate(
-        _call(model=model, messages=HI, max_tokens=1))  - 1
+        _call(model=model, messages=HI, max_tokens=1)) - 1
 
 
 # ---- admit: the estimate
