@@ -9,6 +9,10 @@ This is the pipeline's "route and call" step (``app.pipeline``) and the owner ev
 ``ModelCall`` reports its end to: ``finish`` runs the stages' ``on_end`` hooks, then hands the
 record to the metrics and the call log, exactly once per call. Answer parsing is in
 ``app.answers``.
+
+(Past 400 lines: the unary and streamed paths share one attempts loop, one fallback rule and one
+accounting step, the single concept this module owns; the per-endpoint entry points are a few
+lines each.)
 """
 
 from __future__ import annotations
