@@ -1,10 +1,11 @@
 """What a running gateway process holds for its lifetime, typed: built in the app's lifespan
 (``app.main``), read by the routes through ``resources_of``.
 
-Redis: one URL (``SWITCHBOARD_REDIS_URL``), two connection pools (``RedisPools``): the call log's
-(spool, live feed, key-change messages), whose commands may wait seconds for a big replay, and
-the limiter's, whose admissions wait at most ``rate_limits.redis_timeout_ms``, so a spool replay
-never starves an admission.
+Redis: one URL (``SWITCHBOARD_REDIS_URL``), two clients (``RedisPools``): the call log's redis-py
+pool (spool, live feed, key-change messages, budget reconciles), whose commands may wait seconds
+for a big replay, and the limiter's own pipelined connection (``app.limits.resp``), whose
+admissions wait at most ``rate_limits.redis_timeout_ms``, so a spool replay never starves an
+admission.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.limits.resp import RespClient
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,20 +33,20 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class RedisPools:
-    """One Redis configuration, two pools (see the module docstring)."""
+    """One Redis configuration, two clients (see the module docstring)."""
 
     calllog: aioredis.Redis
-    limiter: aioredis.Redis
+    limiter: RespClient
 
     @classmethod
     def open(cls, url: str) -> RedisPools:
         # Both fail fast when Redis is down: callers fall back (spool, fail mode), never stall.
         # The limiter waits for an answer only milliseconds (``rate_limits.redis_timeout_ms``,
-        # its own timer); its sockets' timeouts are the backstop of a round trip left to finish.
+        # its own timer); its client's reply timeout is the backstop of a round trip left to
+        # finish.
         calllog = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=15)
-        limiter = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
-                                    retry=Retry(NoBackoff(), 0))
+        limiter = RespClient.from_url(url, connect_timeout_s=1.0, reply_timeout_s=1.0)
         return cls(calllog=calllog, limiter=limiter)
 
     async def aclose(self) -> None:

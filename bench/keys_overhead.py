@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -40,6 +41,7 @@ from app.db.migrate import upgrade
 from bench.calllog_overhead import BIN, KEY, wait_ok
 from bench.drivers import Request, loadgen
 from bench.metrics_overhead import cpu_seconds
+from bench.profile import Profile, compare, find_pyspy, record, summarize
 from bench.stats import LoadReport
 from tests.calllog.servers import PrivatePostgres, PrivateRedis
 from tests.servers import free_port
@@ -48,6 +50,8 @@ BODY = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}],"ma
 KEYS, TEAMS = 1000, 100
 HIGH = {"rpm": 1_000_000, "tpm": 1_000_000_000, "budget_usd": 1_000_000.0}
 """Limits no run reaches: every admission is checked and charged, none refused."""
+SAMPLES_PER_S = 200
+"""py-spy's sampling rate in ``bench.profile.record``."""
 
 
 @dataclass
@@ -120,7 +124,10 @@ def create_keys(env: dict[str, str], work: Path) -> Path:
 
 
 def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
-            seconds: float, rate: float, into: Results) -> None:
+            seconds: float, rate: float, into: Results, profile: Path | None = None
+            ) -> Profile | None:
+    """One setup's two runs; with ``profile``, py-spy samples the server through the open
+    loop, and its summary is returned."""
     proc = start(argv, env, port)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -132,10 +139,22 @@ def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
         into.cpu_us.append((cpu_seconds(proc.pid) - before) / closed.requests * 1e6)
         into.rps.append(closed.rps)
         before = cpu_seconds(proc.pid)
-        opened = load(url, keys_file, mode="open", seconds=seconds, rate=rate)
+        spy = find_pyspy(install=True) if profile else None
+        raw = profile / "raw.txt" if profile else Path()
+        with (record(spy, pid=proc.pid, seconds=max(1, int(seconds) - 1), output=raw, core=1)
+              if spy else contextlib.nullcontext()):
+            opened = load(url, keys_file, mode="open", seconds=seconds, rate=rate)
         into.cpu_us_at_rate.append((cpu_seconds(proc.pid) - before) / opened.requests * 1e6)
         into.p50_ms.append(opened.latency_ms["p50"])
         into.p99_ms.append(opened.latency_ms["p99"])
+        if not spy or not profile:
+            return None
+        # The server is not saturated at --rate: py-spy's samples (busy ones only) over its rate
+        # are the busy seconds, so requests over them is the rate a saturated core would serve.
+        summary = summarize(raw, name=profile.name, rps=1.0, summary_path=profile / "summary.txt")
+        busy_s = summary.samples / SAMPLES_PER_S
+        summary.rps_while_profiled = opened.requests * (seconds - 1) / seconds / max(busy_s, 1e-9)
+        return summary
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -149,6 +168,9 @@ def main() -> None:
     parser.add_argument("--redis-core", type=int, choices=(0, 1), default=1,
                         help="the core Redis runs on: 1, the load core (default), or 0, beside "
                              "the server under test, where it waits for no busy load process")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy the two gateways through their last open loop; summaries "
+                             "and CPU per request by package under DIR")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-keysbench-"))
     pg, redis = PrivatePostgres(), PrivateRedis()
@@ -181,11 +203,17 @@ def main() -> None:
                   "gateway, master key": (gateway, master_file),
                   f"gateway, {KEYS:,} keys": (gateway, keys_file)}
         results = {name: Results() for name in setups}
+        profiles: dict[str, Profile] = {}
         for round_ in range(args.rounds):
             order = list(setups.items())
             for name, (argv, keys) in order if round_ % 2 == 0 else reversed(order):
-                measure(argv, env, port, keys, seconds=args.duration, rate=args.rate,
-                        into=results[name])
+                spied = (args.profile / ("keys" if keys is keys_file else "master")
+                         if args.profile and argv is gateway and round_ == args.rounds - 1
+                         else None)
+                summary = measure(argv, env, port, keys, seconds=args.duration, rate=args.rate,
+                                  into=results[name], profile=spied)
+                if summary is not None:
+                    profiles[name] = summary
                 r = results[name]
                 print(f"  round {round_ + 1}, {name}: {r.rps[-1]:.0f} req/s, "
                       f"{r.cpu_us[-1]:.0f} us CPU/request; at {args.rate:.0f}/s "
@@ -196,6 +224,9 @@ def main() -> None:
         sim.wait(timeout=30)
         redis.stop()
         pg.stop()
+    if profiles:
+        print(compare(list(profiles.values())))
+        print(f"py-spy summaries: {', '.join(p.summary_path for p in profiles.values())}")
     med = {name: {k: statistics.median(getattr(r, k))
                   for k in ("rps", "cpu_us", "cpu_us_at_rate", "p50_ms", "p99_ms")}
            for name, r in results.items()}

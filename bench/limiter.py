@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import uvloop
 
 from app.limits import Bucket, LocalLimiter, RedisLimiter, scripts
+from app.limits.resp import RespClient
 
 
 def buckets_for(i: int) -> list[Bucket]:
@@ -40,8 +41,9 @@ async def measure(label: str, calls: int, run: Callable[[int], Awaitable[None]],
 
 async def main(calls: int, url: str) -> None:
     redis = aioredis.from_url(url)
+    resp = RespClient.from_url(url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    limiter = RedisLimiter(redis, timeout_s=1.0, fail_open=False, budget_fail_open=False,
+    limiter = RedisLimiter(resp, timeout_s=1.0, fail_open=False, budget_fail_open=False,
                            prefix=prefix)
     await limiter.start()
     local = LocalLimiter()
@@ -70,6 +72,11 @@ async def main(calls: int, url: str) -> None:
             await redis.evalsha(sha, 3, f"{prefix}:x:{i % 1000}:req", f"{prefix}:x:tok",
                                 f"{prefix}:x:spend", "0,100,1000000,-1,-1")
 
+    async def bare_resp(n: int) -> None:
+        for i in range(n):
+            await resp.execute([("EVALSHA", sha, 3, f"{prefix}:x:{i % 1000}:req",
+                                 f"{prefix}:x:tok", f"{prefix}:x:spend", "0,100,1000000,-1,-1")])
+
     async def in_process(n: int) -> None:
         for i in range(n):
             await local.admit(buckets_for(i), 100)
@@ -77,6 +84,7 @@ async def main(calls: int, url: str) -> None:
     print(f"{'':<44} {'batch':>5} {'CPU us':>10} {'wall us':>10}   (per call, {calls} calls)")
     try:
         await measure("redis-py EVALSHA, bare (no limiter)", calls, bare_evalsha, 1)
+        await measure("RespClient EVALSHA, bare (the limiter's client)", calls, bare_resp, 1)
         await measure("RedisLimiter.admit, one per round trip", calls, sequential, 1)
         await measure("RedisLimiter.admit, 50 per round trip", calls, batched, 50)
         await measure("RedisLimiter.settle, 50 per round trip", calls, settles, 50)
@@ -86,6 +94,7 @@ async def main(calls: int, url: str) -> None:
         for first in range(0, len(keys), 1000):
             await redis.delete(*keys[first:first + 1000])
         await redis.aclose()
+        await resp.aclose()
 
 
 if __name__ == "__main__":

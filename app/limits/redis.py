@@ -15,16 +15,17 @@ windows start empty and its spend counters are rebuilt by the next reconcile
 (``app.limits.budget``).
 
 Round trips: admissions issued in the same event-loop tick share one pipelined round trip (one
-EVALSHA each, ``pipeline(transaction=False)``), and take along the settles queued in the last
-``SETTLE_DELAY_S``; settles with no admission to ride on go on their own. A NOSCRIPT reply loads the
-script and retries those calls once. The sliding window, its one-second approximation and the
-budget overshoot are described in ``app.limits.model``.
+EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``), and take along the
+settles queued in the last ``SETTLE_DELAY_S``; settles with no admission to ride on go on their
+own. A NOSCRIPT reply loads the script and retries those calls once. The sliding window, its
+one-second approximation and the budget overshoot are described in ``app.limits.model``.
 
 Failure: an admission waits for its round trip at most ``timeout_s`` (plus a few event-loop
 turns, so that a reply which arrived while this process was busy is still read). A round trip
-past that is left to finish on its own, so its connection stays usable (the limiter's pool has a
-socket timeout of a second, ``app.resources``); Redis may then have charged an admission the
-fail mode refused, which only errs on the safe side. After a failure, admissions do not ask
+past that is left to finish on its own, so its connection stays usable (the limiter's client
+drops a connection that leaves a round trip unanswered for a second, ``app.limits.resp``);
+Redis may then have charged an admission the fail mode refused, which only errs on the safe
+side. After a failure, admissions do not ask
 Redis for ``DOWN_FOR_S``, nor while ``MAX_ADMITS_IN_FLIGHT`` round trips are unanswered: an
 outage costs one timeout a second, not one per request. Whenever Redis is down or too slow, rate
 limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or refuse, with
@@ -38,12 +39,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
 
 from app.limits import scripts
 from app.limits.model import (
@@ -58,6 +57,7 @@ from app.limits.model import (
     period_name,
     unavailable,
 )
+from app.limits.resp import ReplyError, RespClient, bulk, encode
 
 log = logging.getLogger("switchboard.limits")
 
@@ -83,10 +83,10 @@ _KEYS_CACHED = 100_000
 _SPEND_GRACE_S = 86_400
 PREFIX = "switchboard"
 """The first part of every limiter key (the call log's keys share it)."""
-_Call = tuple[list[str], str]
-"""An EVALSHA's keys and its one ARGV string (``app.limits.scripts``)."""
-_Scripted = tuple[str, list[str], str]
-"""A script's source, with a call's keys and ARGV string."""
+_Call = tuple[str, bytes, bytes]
+"""One EVALSHA, encoded but for its script's digest: the script's source, the command's RESP
+array header, and its key count, keys and one ARGV string (``app.limits.scripts``) as bulk
+strings."""
 
 
 def rate_key(prefix: str, bucket: Bucket, kind: str) -> str:
@@ -108,7 +108,7 @@ def spend_ttl_s(period: Period, now: datetime) -> int:
 class RedisLimiter:
     """The ``Limiter`` on Redis (see the module docstring)."""
 
-    def __init__(self, redis: aioredis.Redis, *, timeout_s: float, fail_open: bool,
+    def __init__(self, redis: RespClient, *, timeout_s: float, fail_open: bool,
                  budget_fail_open: bool, prefix: str = PREFIX,
                  clock: Callable[[], float] | None = None) -> None:
         """``clock``: the time the scripts count with (tests); ``None`` uses Redis's own
@@ -127,17 +127,21 @@ class RedisLimiter:
         self._down_until = 0.0
         """Until then (monotonic) Redis is taken as down: see ``DOWN_FOR_S``."""
         self._logged_at = -math.inf
-        self._keys: dict[Bucket, tuple[str, str, str]] = {}
-        self._keys_day = date.min
-        self._shas = {source: scripts.sha1(source) for source in (scripts.ADMIT, scripts.SETTLE)}
+        self._keys: dict[Bucket, _Keys] = {}
+        self._keys_day = -1
+        self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
+                       for source in (scripts.ADMIT, scripts.SETTLE)}
+        """Each script's EVALSHA and digest, encoded once."""
 
     async def start(self) -> None:
         """Load the scripts (best effort: a Redis that is down now is retried per call)."""
         try:
             async with asyncio.timeout(max(self._timeout_s, SETTLE_TIMEOUT_S)):
-                await self._redis.script_load(scripts.ADMIT)
-                await self._redis.script_load(scripts.SETTLE)
-        except (RedisError, OSError, TimeoutError) as exc:
+                for reply in await self._redis.execute(
+                        [("SCRIPT", "LOAD", source) for source in self._heads]):
+                    if isinstance(reply, ReplyError):
+                        raise reply
+        except (ReplyError, OSError, TimeoutError) as exc:
             self._warn("could not load the limiter's scripts", exc)
 
     async def aclose(self) -> None:
@@ -156,23 +160,25 @@ class RedisLimiter:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
         if not buckets:
             return ADMITTED
-        moment = self._moment()
-        keys: list[str] = []
-        args: list[int] = [self._now_ms(), max(0, tokens)]
+        now = self._now()
+        args: list[int] = [self._now_ms(now), max(0, tokens)]
+        keys: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
         for b in buckets:
-            keys += self._keys_of(b, moment)
+            keys.append(self._keys_of(b, now).admit)
             args += [_or_none(b.rpm), _or_none(b.tpm),
                      -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
+        keys.append(bulk(",".join(map(str, args)).encode()))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int] | None] = loop.create_future()
         if not self._admits:
             loop.call_soon(self._flush_admits)
-        self._admits.append(((keys, ",".join(map(str, args))), future))
+        self._admits.append(((scripts.ADMIT, b"*%d\r\n" % (4 + 3 * len(buckets)),
+                              b"".join(keys)), future))
         raw = await future
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
                                budget_fail_open=self._budget_fail_open)
-        return _decision(buckets, raw, moment)
+        return _decision(buckets, raw, now)
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
                *, elapsed_s: float | None = None) -> None:
@@ -181,21 +187,25 @@ class RedisLimiter:
         delta = used - reserved
         if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):
             return
-        moment = self._moment()
-        keys: list[str] = []
-        args: list[int] = [self._now_ms(), delta,
-                                 -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
-                                 max(0, cost)]
+        now = self._now()
+        keys: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
+        args: list[int] = [self._now_ms(now), delta,
+                           -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
+                           max(0, cost)]
         for b in buckets:
-            _, tok, spend = self._keys_of(b, moment)
-            keys += [tok, spend]
-            args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
+            known = self._keys_of(b, now)
+            keys.append(known.settle)
+            args += [0 if b.tpm is None else 1,
+                     -1 if known.ends_at is None else math.ceil(known.ends_at - now)
+                     + _SPEND_GRACE_S]
+        keys.append(bulk(",".join(map(str, args)).encode()))
         if not self._settles:
             try:
                 asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
-        self._settles.append((keys, ",".join(map(str, args))))
+        self._settles.append((scripts.SETTLE, b"*%d\r\n" % (4 + 2 * len(buckets)),
+                              b"".join(keys)))
 
     def _flush_admits(self) -> None:
         """Send this tick's admissions, with the settles queued so far riding along, as one
@@ -212,15 +222,13 @@ class RedisLimiter:
             self._send_settles(settles)
             self._give_up(batch, [], skip)
             return
-        loop = asyncio.get_running_loop()
-        round_trip = loop.create_task(self._evalsha(  # noqa: RUF006 - kept in self._tasks
-            [(scripts.SETTLE, *call) for call in settles]
-            + [(scripts.ADMIT, *call) for call, _ in batch]))
+        calls = settles + [call for call, _ in batch]
+        round_trip = self._redis.send(self._encoded(calls), len(calls))
         self._admits_in_flight += 1
-        self._tasks.add(round_trip)
-        timer = loop.call_later(self._timeout_s, self._late, round_trip, batch, _LATE_TURNS)
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout_s, self._late, round_trip, batch, _LATE_TURNS)
         round_trip.add_done_callback(
-            lambda done: self._answered(done, batch, settles, timer))
+            lambda done: self._answered(done, calls, batch, settles, timer))
 
     def _flush_settles(self) -> None:
         batch, self._settles = self._settles, []
@@ -234,18 +242,27 @@ class RedisLimiter:
             return
         self._spawn(self._run_settles(batch))
 
-    def _spawn(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    def _answered(self, round_trip: asyncio.Task[list[Any]],
+    def _answered(self, round_trip: asyncio.Future[list[Any]], calls: list[_Call],
                   batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
-                  settles: list[_Call], timer: asyncio.TimerHandle) -> None:
-        self._admits_in_flight -= 1
-        self._tasks.discard(round_trip)
-        timer.cancel()
+                  settles: list[_Call], timer: asyncio.TimerHandle, *,
+                  retried: bool = False) -> None:
         failure = None if round_trip.cancelled() else round_trip.exception()
+        if (not retried and failure is None and not round_trip.cancelled()
+                and _missing(round_trip.result())):
+            # Redis lost the scripts (a restart, SCRIPT FLUSH, a failover): load them and
+            # send the calls that did not run again, then come back here (once).
+            again = self._spawn(self._run_missing(calls, round_trip.result()))
+            again.add_done_callback(lambda done: self._answered(
+                done, calls, batch, settles, timer, retried=True))
+            return
+        self._admits_in_flight -= 1
+        timer.cancel()
         if round_trip.cancelled() or failure is not None:
             self._give_up(batch, settles, failure or TimeoutError("round trip cancelled"))
             return
@@ -258,7 +275,7 @@ class RedisLimiter:
             if not future.done():  # done: given up on as late, decided by the fail mode
                 future.set_result(_numbers(result))
 
-    def _late(self, round_trip: asyncio.Task[list[Any]],
+    def _late(self, round_trip: asyncio.Future[list[Any]],
               batch: list[tuple[_Call, asyncio.Future[list[int] | None]]], turns: int) -> None:
         """The round trip's time is up: a few more event-loop turns for a reply that arrived
         while this process was busy, then its admissions are decided by the fail mode (the
@@ -287,55 +304,63 @@ class RedisLimiter:
         self._settles_in_flight += 1
         try:
             async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                self._settled(await self._evalsha([(scripts.SETTLE, *call) for call in batch]))
-        except (RedisError, OSError, TimeoutError) as exc:
+                results = await self._redis.send(self._encoded(batch), len(batch))
+                if _missing(results):
+                    results = await self._run_missing(batch, results)
+                self._settled(results)
+        except (OSError, TimeoutError) as exc:
             self._warn(f"dropped {len(batch)} settles", exc)
         finally:
             self._settles_in_flight -= 1
+
+    async def _run_missing(self, calls: list[_Call], results: list[Any]) -> list[Any]:
+        """``results`` with the calls answered NOSCRIPT loaded and run again (one round
+        trip: the scripts, then those calls)."""
+        missing = _missing(results)
+        sources = list(dict.fromkeys(calls[i][0] for i in missing))
+        again = await self._redis.send(
+            encode([("SCRIPT", "LOAD", source) for source in sources])
+            + self._encoded([calls[i] for i in missing]), len(sources) + len(missing))
+        results = list(results)
+        for i, result in zip(missing, again[len(sources):], strict=True):
+            results[i] = result
+        return results
 
     def _settled(self, results: list[Any]) -> None:
         for result in results:
             if isinstance(result, Exception):
                 self._warn("settle script failed", result)
 
-    async def _evalsha(self, calls: list[_Scripted]) -> list[Any]:
-        """One pipelined round trip of EVALSHA calls (a second one for those answered
-        NOSCRIPT, after loading their scripts)."""
-        results = await self._pipeline(calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            for source in {calls[i][0] for i in missing}:
-                await self._redis.script_load(source)
-            again = await self._pipeline([calls[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
+    def _encoded(self, calls: list[_Call]) -> bytes:
+        heads = self._heads
+        return b"".join([part for source, size, body in calls
+                         for part in (size, heads[source], body)])
 
-    async def _pipeline(self, calls: list[_Scripted]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for source, keys, args in calls:
-            pipe.execute_command("EVALSHA", self._shas[source], len(keys), *keys, args)
-        return list(await pipe.execute(raise_on_error=False))
+    def _now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
 
-    def _moment(self) -> datetime:
-        return datetime.fromtimestamp(time.time() if self._clock is None else self._clock(), UTC)
+    def _now_ms(self, now: float) -> int:
+        return 0 if self._clock is None else round(now * 1000)
 
-    def _now_ms(self) -> int:
-        return 0 if self._clock is None else round(self._clock() * 1000)
-
-    def _keys_of(self, bucket: Bucket, moment: datetime) -> tuple[str, str, str]:
-        """The bucket's request window, token window and current spend counter, cached for
-        the UTC day (building them costs more than the rest of an admission's Python)."""
-        day = moment.date()
+    def _keys_of(self, bucket: Bucket, now: float) -> _Keys:
+        """The bucket's keys, encoded, cached for the UTC day (building them costs more than
+        the rest of an admission's Python)."""
+        day = int(now // 86_400)
         if day != self._keys_day or len(self._keys) > _KEYS_CACHED:
             self._keys_day = day
             self._keys.clear()
         known = self._keys.get(bucket)
         if known is None:
-            known = self._keys[bucket] = (
-                rate_key(self._prefix, bucket, "req"), rate_key(self._prefix, bucket, "tok"),
-                spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope, id=bucket.id,
-                          period=period_name(bucket.budget_period, moment)))
+            moment = datetime.fromtimestamp(now, UTC)
+            req, tok = (bulk(rate_key(self._prefix, bucket, kind).encode())
+                        for kind in ("req", "tok"))
+            spend = bulk(spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope,
+                                   id=bucket.id,
+                                   period=period_name(bucket.budget_period, moment)).encode())
+            left = period_left_s(bucket.budget_period, moment)
+            known = self._keys[bucket] = _Keys(
+                admit=req + tok + spend, settle=tok + spend,
+                ends_at=None if left is None else now + left)
         return known
 
     def _warn(self, what: str, exc: BaseException) -> None:
@@ -343,6 +368,23 @@ class RedisLimiter:
         if now - self._logged_at >= _LOG_EVERY_S:  # Redis down is many calls: one line per 10 s
             self._logged_at = now
             log.warning("%s: %s", what, type(exc).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """A bucket's keys as ``RespClient`` sends them, for one UTC day."""
+
+    admit: bytes
+    """Its request window, token window and spend counter (the ADMIT script's three keys)."""
+    settle: bytes
+    """Its token window and spend counter (SETTLE's two)."""
+    ends_at: float | None
+    """When its budget period ends (epoch seconds; ``None``: ``total``, no end)."""
+
+
+def _missing(results: list[Any]) -> list[int]:
+    """The calls Redis answered NOSCRIPT."""
+    return [i for i, r in enumerate(results) if isinstance(r, ReplyError) and r.code == "NOSCRIPT"]
 
 
 class _MarkedDown(Exception):
@@ -362,10 +404,10 @@ def _or_none(limit: int | None) -> int:
     return -1 if limit is None else limit
 
 
-def _decision(buckets: Sequence[Bucket], raw: list[int], moment: datetime) -> Decision:
+def _decision(buckets: Sequence[Bucket], raw: list[int], now: float) -> Decision:
     status, index = raw[0], raw[1]
     if status == 2:
-        left = period_left_s(buckets[index - 1].budget_period, moment)
+        left = period_left_s(buckets[index - 1].budget_period, datetime.fromtimestamp(now, UTC))
         return combine(buckets, [], [], admitted=False, reason="budget", refused_by=index - 1,
                        retry_s=0.0 if left is None else left)
     requests: list[Window | None] = []

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from app.limits.resp import RespClient
 from tests.calllog.servers import PrivateRedis
 
 
@@ -16,6 +17,14 @@ from tests.calllog.servers import PrivateRedis
 async def redis() -> AsyncIterator[aioredis.Redis]:
     """A client of the shared Redis on 127.0.0.1:6379."""
     client = aioredis.Redis(host="127.0.0.1", port=6379)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def resp() -> AsyncIterator[RespClient]:
+    """The limiter's own client (``app.limits.resp``) of the shared Redis."""
+    client = RespClient.from_url("redis://127.0.0.1:6379/0")
     yield client
     await client.aclose()
 

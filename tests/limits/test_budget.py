@@ -15,6 +15,7 @@ from app.db.models import Call
 from app.limits import Bucket, LocalLimiter, RedisLimiter
 from app.limits.budget import reconcile, reconcile_local
 from app.limits.redis import spend_key
+from app.limits.resp import RespClient
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -78,10 +79,10 @@ async def test_reconcile_never_lowers(engine: AsyncEngine, redis: aioredis.Redis
 
 
 async def test_reconciled_spend_refuses_admission(engine: AsyncEngine, redis: aioredis.Redis,
-                                                  prefix: str) -> None:
+                                                  resp: RespClient, prefix: str) -> None:
     """A budget the log proves spent (Redis lost its counters) refuses after a reconcile."""
     await log_calls(engine, ("k", "t", "2.00", datetime.now(UTC)))
-    limiter = RedisLimiter(redis, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+    limiter = RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
                            prefix=prefix)
     buckets = [Bucket("key", "k", None, None, 10.0, team="t"), Bucket("team", "t", None, None, 2.0)]
     assert (await limiter.admit(buckets, 0)).admitted

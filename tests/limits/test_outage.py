@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.limits import Bucket, RedisLimiter
 from app.limits.redis import DOWN_FOR_S
+from app.limits.resp import RespClient
 from tests.calllog.servers import PrivateRedis
 
 LIMITED = [Bucket("key", "k", 100, 10_000, None)]
@@ -21,20 +20,19 @@ NO_HANG_S = 5.0
 """A bound far above any timeout used here: an admission past it hung."""
 
 
-def client_of(url: str) -> aioredis.Redis:
-    """A client configured as the gateway's limiter pool is (fail fast, no retries)."""
-    return aioredis.from_url(url, socket_connect_timeout=0.05, socket_timeout=0.05,
-                             retry=Retry(NoBackoff(), 0))
+def client_of(url: str) -> RespClient:
+    """The limiter's own client, failing fast."""
+    return RespClient.from_url(url, connect_timeout_s=0.05, reply_timeout_s=0.05)
 
 
-def limiter(redis: aioredis.Redis, *, fail_open: bool = True,
+def limiter(redis: RespClient, *, fail_open: bool = True,
             budget_fail_open: bool = False) -> RedisLimiter:
     return RedisLimiter(redis, timeout_s=0.02, fail_open=fail_open,
                         budget_fail_open=budget_fail_open, prefix="outage")
 
 
 @pytest.fixture
-async def private(private_redis: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
+async def private(private_redis: PrivateRedis) -> AsyncIterator[RespClient]:
     client = client_of(private_redis.url)
     yield client
     await client.aclose()
@@ -48,7 +46,7 @@ async def timed_admit(lim: RedisLimiter, buckets: list[Bucket]) -> tuple[bool, s
 
 
 async def test_stopped_redis_fail_open_and_closed(private_redis: PrivateRedis,
-                                                  private: aioredis.Redis) -> None:
+                                                  private: RespClient) -> None:
     """Redis stopped: fail-open admits as unavailable, fail-closed and budgets refuse."""
     open_, closed = limiter(private), limiter(private, fail_open=False)
     await open_.start()
@@ -64,7 +62,7 @@ async def test_stopped_redis_fail_open_and_closed(private_redis: PrivateRedis,
 
 
 async def test_admissions_resume_after_restart(private_redis: PrivateRedis,
-                                               private: aioredis.Redis) -> None:
+                                               private: RespClient) -> None:
     """After Redis comes back (empty, no scripts loaded) admissions are decided again."""
     lim = limiter(private, fail_open=False)
     await lim.start()
@@ -81,13 +79,15 @@ async def test_admissions_resume_after_restart(private_redis: PrivateRedis,
 
 async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
     """A Redis that accepts and never answers costs one timeout, not a hang."""
+    writers: list[asyncio.StreamWriter] = []
+
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         await reader.read(-1)
-        writer.close()
 
     server = await asyncio.start_server(swallow, "127.0.0.1", unused_tcp_port)
-    client = aioredis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0",
-                               socket_timeout=30, retry=Retry(NoBackoff(), 0))
+    client = RespClient.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0",
+                                 reply_timeout_s=30)
     try:
         assert await timed_admit(limiter(client), LIMITED) == (True, "unavailable")
         assert await timed_admit(limiter(client, fail_open=False), LIMITED) == \
@@ -105,14 +105,17 @@ async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
     finally:
         await client.aclose()
         server.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
         await server.wait_closed()
 
 
-async def test_noscript_loads_and_retries(private: aioredis.Redis) -> None:
+async def test_noscript_loads_and_retries(private: RespClient) -> None:
     """A Redis that lost its scripts (SCRIPT FLUSH, failover) gets them again, same call."""
     lim = limiter(private)
     await lim.start()
-    await private.script_flush()
+    assert await private.execute([("SCRIPT", "FLUSH")]) == ["OK"]
     decisions = await asyncio.gather(*(lim.admit(LIMITED, 10) for _ in range(3)))
     assert [d.reason for d in decisions] == ["ok"] * 3
 
@@ -120,7 +123,7 @@ async def test_noscript_loads_and_retries(private: aioredis.Redis) -> None:
 async def test_one_tick_one_round_trip(private_redis: PrivateRedis) -> None:
     """Fifty admissions issued in one tick share one connection's single pipeline."""
     client = client_of(private_redis.url)
-    watcher = client_of(private_redis.url)
+    watcher = aioredis.from_url(private_redis.url)
     try:
         lim = RedisLimiter(client, timeout_s=0.5, fail_open=False, budget_fail_open=False,
                            prefix="batch")
@@ -135,7 +138,7 @@ async def test_one_tick_one_round_trip(private_redis: PrivateRedis) -> None:
         await watcher.aclose()
 
 
-async def test_settles_ride_along_with_the_next_admission(private: aioredis.Redis) -> None:
+async def test_settles_ride_along_with_the_next_admission(private: RespClient) -> None:
     """A settle queued before an admission goes in the admission's round trip, ahead of it:
     the spend it carries is counted by the time that admission is decided."""
     lim = limiter(private)

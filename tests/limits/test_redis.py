@@ -8,22 +8,22 @@ import random
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter
+from app.limits.resp import RespClient
 from tests.limits.clock import Clock
 
 T = 0.5  # seconds: generous, the shared Redis is on loopback
 
 
-def limiter_on(redis: aioredis.Redis, prefix: str, clock: Clock | None = None,
+def limiter_on(redis: RespClient, prefix: str, clock: Clock | None = None,
                **options: bool) -> RedisLimiter:
     return RedisLimiter(redis, timeout_s=T, fail_open=options.get("fail_open", True),
                         budget_fail_open=options.get("budget_fail_open", False), prefix=prefix,
                         clock=clock)
 
 
-async def test_burst_then_refused_on_the_servers_clock(redis: aioredis.Redis,
-                                                       prefix: str) -> None:
+async def test_burst_then_refused_on_the_servers_clock(resp: RespClient, prefix: str) -> None:
     """N admitted at once, the next refused with a Retry-After within the window (Redis TIME)."""
-    limiter = limiter_on(redis, prefix)
+    limiter = limiter_on(resp, prefix)
     key = [Bucket("key", "k", 5, None, None)]
     decisions = await asyncio.gather(*(limiter.admit(key, 0) for _ in range(5)))
     assert all(d.admitted and d.reason == "ok" for d in decisions)
@@ -34,10 +34,10 @@ async def test_burst_then_refused_on_the_servers_clock(redis: aioredis.Redis,
     assert refused.headers()["x-ratelimit-remaining-requests"] == "0"
 
 
-async def test_window_slides_with_the_clock(redis: aioredis.Redis, prefix: str) -> None:
+async def test_window_slides_with_the_clock(resp: RespClient, prefix: str) -> None:
     """A refused request fits once Retry-After has passed, and not a millisecond before."""
     clock = Clock()
-    limiter = limiter_on(redis, prefix, clock)
+    limiter = limiter_on(resp, prefix, clock)
     key = [Bucket("key", "k", 3, None, None)]
     for _ in range(3):
         assert (await limiter.admit(key, 0)).admitted
@@ -53,7 +53,7 @@ async def test_window_slides_with_the_clock(redis: aioredis.Redis, prefix: str) 
 async def test_never_more_than_n_in_any_window_across_limiters(prefix: str) -> None:
     """Four limiters on four clients hammering one key admit at most N in any 60 s."""
     clock, limit = Clock(), 20
-    clients = [aioredis.Redis(host="127.0.0.1", port=6379) for _ in range(4)]
+    clients = [RespClient.from_url("redis://127.0.0.1:6379/0") for _ in range(4)]
     limiters = [limiter_on(c, prefix, clock) for c in clients]
     key = [Bucket("key", "k", limit, None, None)]
     admitted: list[float] = []
@@ -79,9 +79,9 @@ async def test_never_more_than_n_in_any_window_across_limiters(prefix: str) -> N
         assert sum(start <= a < start + 60 for a in admitted) <= limit
 
 
-async def test_all_or_nothing_across_key_and_team(redis: aioredis.Redis, prefix: str) -> None:
+async def test_all_or_nothing_across_key_and_team(resp: RespClient, prefix: str) -> None:
     """A spent team refuses its other key's request, and that key's bucket is not charged."""
-    limiter = limiter_on(redis, prefix, Clock())
+    limiter = limiter_on(resp, prefix, Clock())
     team = Bucket("team", "t", 1, None, None)
     a = Bucket("key", "a", 3, None, None, team="t")
     b = Bucket("key", "b", 3, None, None, team="t")
@@ -91,10 +91,10 @@ async def test_all_or_nothing_across_key_and_team(redis: aioredis.Redis, prefix:
     assert (await limiter.admit([b], 0)).remaining_requests == 2
 
 
-async def test_tpm_and_settle_gives_tokens_back(redis: aioredis.Redis, prefix: str) -> None:
+async def test_tpm_and_settle_gives_tokens_back(resp: RespClient, prefix: str) -> None:
     """Tokens are charged by estimate; a settle returns what the call did not use."""
     clock = Clock()
-    limiter = limiter_on(redis, prefix, clock)
+    limiter = limiter_on(resp, prefix, clock)
     key = [Bucket("key", "k", None, 1000, None)]
     first = await limiter.admit(key, 900)
     assert first.admitted and first.remaining_tokens == 100 and first.limit_requests is None
@@ -109,9 +109,9 @@ async def test_tpm_and_settle_gives_tokens_back(redis: aioredis.Redis, prefix: s
     assert (await limiter.admit(key, 0)).remaining_tokens == 350
 
 
-async def test_budget_refuses_after_spend(redis: aioredis.Redis, prefix: str) -> None:
+async def test_budget_refuses_after_spend(resp: RespClient, prefix: str) -> None:
     """Spend settled up to a team's budget refuses its keys with reason budget."""
-    limiter = limiter_on(redis, prefix, Clock())
+    limiter = limiter_on(resp, prefix, Clock())
     team = Bucket("team", "t", None, None, 0.5, "day")
     key = Bucket("key", "k", 100, None, None, team="t")
     assert (await limiter.admit([key, team], 10)).admitted
@@ -124,9 +124,10 @@ async def test_budget_refuses_after_spend(redis: aioredis.Redis, prefix: str) ->
     assert 0 < refused.retry_after_s <= 86_400
 
 
-async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, prefix: str) -> None:
+async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, resp: RespClient,
+                                             prefix: str) -> None:
     """Every key one admission writes carries the team's hash tag; spend is micro-dollars."""
-    limiter = limiter_on(redis, prefix, Clock())
+    limiter = limiter_on(resp, prefix, Clock())
     buckets = [Bucket("key", "k", 5, 500, 1.0, team="t"), Bucket("team", "t", 9, None, 2.0)]
     await limiter.admit(buckets, 10)
     limiter.settle(buckets, 10, 10, 0.25)
@@ -140,9 +141,10 @@ async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, prefix: str)
     assert 0 < await redis.pttl(f"{prefix}:rl:{{t}}:key:k:req") <= 62_000
 
 
-async def test_no_buckets_touches_nothing(redis: aioredis.Redis, prefix: str) -> None:
+async def test_no_buckets_touches_nothing(redis: aioredis.Redis, resp: RespClient,
+                                          prefix: str) -> None:
     """An admission with no buckets writes nothing."""
-    limiter = limiter_on(redis, prefix)
+    limiter = limiter_on(resp, prefix)
     assert (await limiter.admit([], 100)).admitted
     limiter.settle([], 100, 10, 1.0)
     await limiter.flush()
@@ -150,10 +152,11 @@ async def test_no_buckets_touches_nothing(redis: aioredis.Redis, prefix: str) ->
 
 
 async def test_settle_without_elapsed_takes_from_the_oldest_slots(redis: aioredis.Redis,
-                                                                   prefix: str) -> None:
+                                                                  resp: RespClient,
+                                                                  prefix: str) -> None:
     """With no elapsed time, tokens given back come out of the oldest slots, never below 0."""
     clock = Clock()
-    limiter = limiter_on(redis, prefix, clock)
+    limiter = limiter_on(resp, prefix, clock)
     key = [Bucket("model", "k:gpt-4o", None, 1000, None)]
     await limiter.admit(key, 300)
     clock.t += 20
