@@ -50,8 +50,6 @@ BODY = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}],"ma
 KEYS, TEAMS = 1000, 100
 HIGH = {"rpm": 1_000_000, "tpm": 1_000_000_000, "budget_usd": 1_000_000.0}
 """Limits no run reaches: every admission is checked and charged, none refused."""
-SAMPLES_PER_S = 200
-"""py-spy's sampling rate in ``bench.profile.record``."""
 
 
 @dataclass
@@ -126,35 +124,32 @@ def create_keys(env: dict[str, str], work: Path) -> Path:
 def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
             seconds: float, rate: float, into: Results, profile: Path | None = None
             ) -> Profile | None:
-    """One setup's two runs; with ``profile``, py-spy samples the server through the open
-    loop, and its summary is returned."""
+    """One setup's two runs; with ``profile``, py-spy samples the server through the closed
+    loop (saturated: its samples over the throughput are its CPU per request), and its
+    summary is returned."""
     proc = start(argv, env, port)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         # Warm-up: every key used twice (cached, its Redis keys created), and 3 s at least.
         load(url, keys_file, mode="closed", seconds=60, requests=2 * KEYS)
         load(url, keys_file, mode="closed", seconds=3)
+        spy = find_pyspy(install=True) if profile else None
+        raw = profile / "raw.txt" if profile else Path()
         before = cpu_seconds(proc.pid)
-        closed = load(url, keys_file, mode="closed", seconds=seconds)
+        with (record(spy, pid=proc.pid, seconds=max(1, int(seconds) - 1), output=raw, core=1)
+              if spy else contextlib.nullcontext()):
+            closed = load(url, keys_file, mode="closed", seconds=seconds)
         into.cpu_us.append((cpu_seconds(proc.pid) - before) / closed.requests * 1e6)
         into.rps.append(closed.rps)
         before = cpu_seconds(proc.pid)
-        spy = find_pyspy(install=True) if profile else None
-        raw = profile / "raw.txt" if profile else Path()
-        with (record(spy, pid=proc.pid, seconds=max(1, int(seconds) - 1), output=raw, core=1)
-              if spy else contextlib.nullcontext()):
-            opened = load(url, keys_file, mode="open", seconds=seconds, rate=rate)
+        opened = load(url, keys_file, mode="open", seconds=seconds, rate=rate)
         into.cpu_us_at_rate.append((cpu_seconds(proc.pid) - before) / opened.requests * 1e6)
         into.p50_ms.append(opened.latency_ms["p50"])
         into.p99_ms.append(opened.latency_ms["p99"])
         if not spy or not profile:
             return None
-        # The server is not saturated at --rate: py-spy's samples (busy ones only) over its rate
-        # are the busy seconds, so requests over them is the rate a saturated core would serve.
-        summary = summarize(raw, name=profile.name, rps=1.0, summary_path=profile / "summary.txt")
-        busy_s = summary.samples / SAMPLES_PER_S
-        summary.rps_while_profiled = opened.requests * (seconds - 1) / seconds / max(busy_s, 1e-9)
-        return summary
+        return summarize(raw, name=profile.name, rps=closed.rps,
+                         summary_path=profile / "summary.txt")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -169,7 +164,7 @@ def main() -> None:
                         help="the core Redis runs on: 1, the load core (default), or 0, beside "
                              "the server under test, where it waits for no busy load process")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="py-spy the two gateways through their last open loop; summaries "
+                        help="py-spy the two gateways through their last closed loop; summaries "
                              "and CPU per request by package under DIR")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-keysbench-"))

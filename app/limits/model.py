@@ -11,9 +11,10 @@ N at once and never more than N in any 60-second interval; a charge may hold its
 
 Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
-budget refuses. Spend is added when a call ends (``Limiter.settle``), so the overshoot past a
-budget is at most the cost of the calls admitted before the counter reached it and still in
-flight when it did.
+budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
+with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``), so the
+overshoot past a budget is at most the cost of the calls admitted before the counter reached
+it: those still in flight then, and those whose spend was on its way.
 """
 
 from __future__ import annotations

@@ -63,9 +63,11 @@ log = logging.getLogger("switchboard.limits")
 
 SETTLE_TIMEOUT_S = 1.0
 """The longest one batch of settles may take (they are off the request path)."""
-SETTLE_DELAY_S = 0.002
+SETTLE_DELAY_S = 0.025
 """How long settles wait to be sent on their own; an admission in the meantime takes them along
-in its round trip (under load, nearly always: one round trip a call instead of two)."""
+in its round trip (from a few calls a second per process on, nearly always: one round trip a
+call instead of two). A spend reaches Redis at most this much later, which adds the calls
+admitted in that time to a budget's overshoot (``app.limits.model``)."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 DOWN_FOR_S = 1.0
