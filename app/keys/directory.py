@@ -13,8 +13,8 @@ Freshness:
   ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second.
 - A subscriber that lost its Redis connection drops its whole cache on reconnecting (it may have
   missed messages).
-- Every ``refresh_s`` the cached entries are re-read from the database (one query per 500), so a
-  missed message heals; a failed refresh keeps the old entries.
+- Every ``refresh_s`` the cached entries are re-read from the database (one query per
+  ``REFRESH_CHUNK``), so a missed message heals; a failed refresh keeps the old entries.
 - Without Redis, invalidation is in-process only: other processes (``--workers`` in embedded
   mode) see a change at their next refresh.
 
@@ -51,6 +51,9 @@ MAX_NEGATIVE = 10_000
 RECONNECT_S = 0.5
 """Pause between attempts to resubscribe after losing Redis."""
 POLL_S = 1.0
+REFRESH_CHUNK = 100
+"""Keys re-read per query by ``refresh``: a chunk's rows are decoded while requests wait, so it
+is kept to about a millisecond of work."""
 """Longest wait for one pub/sub message (the subscriber's health checks run in between)."""
 
 
@@ -257,27 +260,28 @@ class KeyDirectory:
             await self.refresh()
 
     async def refresh(self) -> None:
-        """Re-read every cached entry from the database; deleted or rotated keys leave the
-        cache. A database error keeps the entries as they are."""
+        """Re-read every cached entry from the database, ``REFRESH_CHUNK`` at a time (so that
+        requests are served between the chunks); deleted or rotated keys leave the cache. A
+        database error keeps the entries as they are."""
         hashes = list(self._entries)
-        if not hashes:
-            return
-        generation = self._generation
-        try:
-            found = await self.store.find_many_by_hash(hashes)
-        except DATABASE_ERRORS as exc:
-            log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
-            return
-        if generation != self._generation:
-            return  # a change arrived meanwhile: this read may predate it
-        for digest in hashes:
-            old = self._entries.get(digest)
-            if old is None:
-                continue
-            row = found.get(digest)
-            if row is None:
-                del self._entries[digest]
-            else:
-                fresh = Entry(*row)
-                if fresh != old:  # keep the same object when unchanged (callers memoise on it)
-                    self._entries[digest] = fresh
+        for first in range(0, len(hashes), REFRESH_CHUNK):
+            chunk = hashes[first:first + REFRESH_CHUNK]
+            generation = self._generation
+            try:
+                found = await self.store.find_many_by_hash(chunk)
+            except DATABASE_ERRORS as exc:
+                log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
+                return
+            if generation != self._generation:
+                continue  # a change arrived meanwhile: this read may predate it
+            for digest in chunk:
+                old = self._entries.get(digest)
+                if old is None:
+                    continue
+                row = found.get(digest)
+                if row is None:
+                    del self._entries[digest]
+                else:
+                    fresh = Entry(*row)
+                    if fresh != old:  # the same object when unchanged (callers memoise on it)
+                        self._entries[digest] = fresh
