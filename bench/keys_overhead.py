@@ -10,10 +10,13 @@ Both gateways log every call to Postgres and Redis (private instances this scrip
 use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
 its first sample, seconds of CPU that land in one run or another at random;
 ``bench/metrics_overhead.py`` measures it). The server under test is pinned to core 0; the
-simulator, Redis, Postgres and the load generator (``bench.loadgen``, which sends each request
-with the next of the 1,000 keys in turn) share core 1 (``--redis-core 0`` moves Redis beside
-the server: every admission waits for Redis, and on the busy load core Redis's own scheduling
-delays show up in the keyed gateway's latency). Each run measures a closed loop (32
+simulator, Redis and the load generator (``bench.loadgen``, which sends each request with the
+next of the 1,000 keys in turn) share core 1 (``--redis-core 0`` moves Redis beside the server:
+every admission waits for Redis, and on the busy load core Redis's own scheduling delays show up
+in the keyed gateway's latency). Postgres is not pinned: its backends run where the scheduler
+puts them (pinned to the load core too, the keyed gateway measured 1.5-1.6x instead of
+1.3-1.4x: every keyed call waits for Redis, which then shares its core with four busy
+programs). Each run measures a closed loop (32
 connections: requests/s and the server's CPU time per request, from /proc), then an open loop at
 ``--rate`` (latency, and CPU per request again: at equal load, the fairer comparison, since a
 saturated server's CPU per request depends on how much the load core lets it batch). Rounds
