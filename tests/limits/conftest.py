@@ -3,8 +3,10 @@ private Redis servers a test may stop."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import pytest
 import redis.asyncio as aioredis
@@ -46,3 +48,28 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@dataclass
+class Silent:
+    """A TCP server that accepts connections and never answers (a hung Redis)."""
+
+    port: int
+    connections: list[asyncio.StreamWriter] = field(default_factory=list)
+
+
+@pytest.fixture
+async def silent(unused_tcp_port: int) -> AsyncIterator[Silent]:
+    server_side = Silent(unused_tcp_port)
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server_side.connections.append(writer)
+        await reader.read(-1)
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", unused_tcp_port)
+    yield server_side
+    server.close()
+    for writer in server_side.connections:
+        writer.close()
+        await writer.wait_closed()
+    await server.wait_closed()

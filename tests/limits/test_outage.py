@@ -13,6 +13,7 @@ from app.limits import Bucket, RedisLimiter
 from app.limits.redis import DOWN_FOR_S
 from app.limits.resp import RespClient
 from tests.calllog.servers import PrivateRedis
+from tests.limits.conftest import Silent
 
 LIMITED = [Bucket("key", "k", 100, 10_000, None)]
 BUDGETED = [Bucket("key", "k", 100, None, 5.0)]
@@ -77,17 +78,9 @@ async def test_admissions_resume_after_restart(private_redis: PrivateRedis,
         await asyncio.sleep(0.05)
 
 
-async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
+async def test_silent_redis_times_out(silent: Silent) -> None:
     """A Redis that accepts and never answers costs one timeout, not a hang."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read(-1)
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", unused_tcp_port)
-    client = RespClient.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0",
-                                 reply_timeout_s=30)
+    client = RespClient.from_url(f"redis://127.0.0.1:{silent.port}/0", reply_timeout_s=30)
     try:
         assert await timed_admit(limiter(client), LIMITED) == (True, "unavailable")
         assert await timed_admit(limiter(client, fail_open=False), LIMITED) == \
@@ -104,11 +97,6 @@ async def test_silent_redis_times_out(unused_tcp_port: int) -> None:
         assert time.monotonic() - started < 0.3
     finally:
         await client.aclose()
-        server.close()
-        for writer in writers:
-            writer.close()
-            await writer.wait_closed()
-        await server.wait_closed()
 
 
 async def test_noscript_loads_and_retries(private: RespClient) -> None:

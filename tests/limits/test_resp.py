@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.limits.resp import Address, ReplyError, RespClient, encode, parse
+from tests.limits.conftest import Silent
 from tests.servers import free_port
 
 SHARED = "redis://127.0.0.1:6379/0"
@@ -129,17 +130,10 @@ async def client_id(admin: aioredis.Redis, name: str) -> int:
     raise AssertionError(f"no client named {name}")
 
 
-async def test_a_silent_server_times_out_and_is_dropped(unused_tcp_port: int) -> None:
+async def test_a_silent_server_times_out_and_is_dropped(silent: Silent) -> None:
     """No reply within reply_timeout_s: TimeoutError, the connection dropped, the next round
     trip on a new one."""
-    connections: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        await reader.read(-1)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", unused_tcp_port)
-    resp = RespClient.from_url(f"redis://127.0.0.1:{unused_tcp_port}", reply_timeout_s=0.2)
+    resp = RespClient.from_url(f"redis://127.0.0.1:{silent.port}", reply_timeout_s=0.2)
     try:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
@@ -147,14 +141,9 @@ async def test_a_silent_server_times_out_and_is_dropped(unused_tcp_port: int) ->
         assert 0.2 <= time.monotonic() - started < 2
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(resp.execute([("PING",)]), 5)
-        assert len(connections) == 2
+        assert len(silent.connections) == 2
     finally:
         await resp.aclose()
-        server.close()
-        for writer in connections:
-            writer.close()
-            await writer.wait_closed()
-        await server.wait_closed()
 
 
 async def test_nothing_listening_is_a_connection_error() -> None:
