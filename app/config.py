@@ -1,7 +1,12 @@
-"""The gateway's YAML configuration: schema, ``${ENV}`` interpolation and strict validation.
+"""The gateway's YAML configuration: schema, interpolation and strict validation.
 
 Every mapping forbids unknown keys, and every error names the path of the offending key
 (``providers.openai.api_kye: unknown key``), so a typo never silently changes behaviour.
+
+Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
+may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
+Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
+as well as the config file itself).
 """
 
 from __future__ import annotations
@@ -272,7 +277,11 @@ class GatewayConfig(BaseModel):
         return self
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)"
+                  r"|(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?)\}")
+FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
+"""A ``${file:/path}`` reference (see the module docstring)."""
+MAX_SECRET_FILE = 64 * 1024
 
 
 def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
@@ -283,7 +292,13 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[st
         return [_interpolate(v, env, f"{path}.{i}", problems) for i, v in enumerate(node)]
     if isinstance(node, str):
         def repl(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
+            if match["file"] is not None:  # replaced once: its content is not interpolated
+                try:
+                    return read_secret_file(Path(match["file"]))
+                except ConfigError as exc:
+                    problems.append(f"{path}: {exc}")
+                    return ""
+            name, default = match["env"], match["default"]
             if name in env:
                 return env[name]
             if default is not None:
@@ -291,8 +306,24 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[st
             problems.append(f"{path}: environment variable {name} is not set")
             return ""
 
-        return _ENV_REF.sub(repl, node)
+        return _REF.sub(repl, node)
     return node
+
+
+def read_secret_file(path: Path) -> str:
+    """A ``${file:...}`` reference's value: the file's text without its trailing newline.
+    ``ConfigError`` names the file, never its content."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file {path}: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_FILE:
+        raise ConfigError(f"the file {path} is over {MAX_SECRET_FILE // 1024} KiB")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the file {path} is not UTF-8 text") from None
 
 
 def _format_errors(error: ValidationError) -> list[str]:
@@ -310,7 +341,8 @@ def _format_errors(error: ValidationError) -> list[str]:
 
 
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
-    """Validate an already-parsed YAML document, interpolating ``${ENV}`` references first."""
+    """Validate an already-parsed YAML document, interpolating ``${ENV}`` and ``${file:...}``
+    references first."""
     if not isinstance(raw, dict):
         raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
     problems: list[str] = []

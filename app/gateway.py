@@ -45,7 +45,6 @@ from app.providers.base import (
 )
 from app.routing import Route, RoutingTable
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
-from app.scrub import Scrubber, config_secrets
 from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
 T = TypeVar("T")
@@ -76,22 +75,49 @@ class Gateway(Finisher):
         recorder: Recorder | None = None,
         strict_telemetry: bool = False,
     ) -> None:
-        self.snapshot = Snapshot.build(config, pipeline or Pipeline())
-        """What calls starting now run on (``ModelCall.snapshot``)."""
-        self._providers = providers
-        self._prices = prices
+        self.snapshot = Snapshot.build(config, pipeline or Pipeline(), providers, prices)
+        """What calls starting now run on (``ModelCall.snapshot``); replaced by ``swap``."""
+        self._retiring: list[Snapshot] = []
+        """Replaced snapshots that calls still run on."""
+        self._closing: set[asyncio.Task[None]] = set()
         self._sink = sink
         self._redactor = redactor
         """Set when bodies are captured into the call record (redacted by it)."""
         self._recorder = recorder
         self._strict_telemetry = strict_telemetry
-        self._scrubber = Scrubber(config_secrets(config.providers.values()))
-        """Every upstream error is scrubbed of every provider credential before it is recorded
-        or answered (``fail``), whichever provider or field it came from."""
 
     @property
     def providers(self) -> Mapping[str, Provider]:
-        return self._providers
+        return self.snapshot.providers
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve calls that start from now on with ``snapshot`` (a live reload). Calls running
+        keep theirs; providers no snapshot still uses are closed once the last call on a
+        replaced snapshot has finished."""
+        self._retiring.append(self.snapshot)
+        self.snapshot = snapshot
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        """Drop the replaced snapshots no call runs on, and close the providers only they
+        had."""
+        idle = [s for s in self._retiring if s.in_flight.calls == 0]
+        if not idle:
+            return
+        self._retiring = [s for s in self._retiring if s.in_flight.calls > 0]
+        kept = {id(p) for s in (self.snapshot, *self._retiring) for p in s.providers.values()}
+        closing = {id(p): p for s in idle for p in s.providers.values() if id(p) not in kept}
+        for provider in closing.values():
+            task = asyncio.get_running_loop().create_task(self._close(provider))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close(provider: Provider) -> None:
+        try:
+            await provider.aclose()
+        except Exception:  # a provider that fails to close must not break the reload
+            log.exception("closing a provider the config no longer has failed")
 
     @property
     def table(self) -> RoutingTable:
@@ -104,10 +130,13 @@ class Gateway(Finisher):
     def open(self, incoming: Incoming) -> ModelCall:
         """A new model call: a call id of its own (never the client's), the client's
         ``x-request-id`` kept beside it as ``request_id``, on the current snapshot."""
+        snapshot = self.snapshot
         record = CallRecord(id=os.urandom(16).hex(),  # uuid4().hex measured ~8 us, this ~0.6 us
                             request_id=client_request_id(incoming.headers),
-                            endpoint=incoming.path, caller="unauthenticated")
-        return ModelCall(incoming=incoming, record=record, snapshot=self.snapshot, owner=self)
+                            endpoint=incoming.path, caller="unauthenticated",
+                            config_version=snapshot.version)
+        snapshot.in_flight.calls += 1  # back down in finish(), which every call reaches once
+        return ModelCall(incoming=incoming, record=record, snapshot=snapshot, owner=self)
 
     # ---- route and call -------------------------------------------------------------------
 
@@ -207,12 +236,13 @@ class Gateway(Finisher):
                     f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
                     param=name)
 
-    async def _attempts(self, record: CallRecord, route: Route,
+    async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
         """Try the route's targets in order; the next one only after a retryable failure."""
+        record = call.record
         last = len(route.targets) - 1
         for i, target in enumerate(route.targets):
-            provider = self._providers[target.provider]
+            provider = call.snapshot.providers[target.provider]
             started = time.perf_counter()
             try:
                 out = await run(provider, target)
@@ -245,11 +275,11 @@ class Gateway(Finisher):
                      answer: Callable[[Json], str] | None = body_text) -> Result:
         record = call.record
         try:
-            result = await self._attempts(record, route, run)
+            result = await self._attempts(call, route, run)
         except asyncio.CancelledError:
             record.status, record.http_status = "cancelled", 499
             raise
-        self._account(record, result.usage or estimate(result.body), result.body)
+        self._account(call, result.usage or estimate(result.body), result.body)
         if answer is not None and self._recorder is not None:  # only drift reads it
             text = answer(result.body)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
@@ -298,7 +328,7 @@ class Gateway(Finisher):
         body: Json = {}
         try:
             opened, first = await self._attempts(
-                record, route, lambda p, t: self._open(opener, p, t, keepalive))
+                call, route, lambda p, t: self._open(opener, p, t, keepalive))
             stream = opened
             if isinstance(first, asyncio.Task):
                 pending = first
@@ -346,7 +376,7 @@ class Gateway(Finisher):
                         last = _through(hooks, call, last)
                     if last is not None:
                         yield last
-            self._account(record, usage, body)
+            self._account(call, usage, body)
             record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
         except errors.GatewayError as exc:
             self.fail(call, exc)
@@ -368,15 +398,16 @@ class Gateway(Finisher):
                 if record.usage is None and delivered:
                     # Cut short after chunks went out: the upstream bills what it generated.
                     text = "".join(texts)
-                    self._account(record, usage or Usage(
+                    self._account(call, usage or Usage(
                         prompt_tokens=prompt_tokens(), completion_tokens=estimate_tokens(text),
                         estimated=True), body)
                 self.finish(call)
 
-    def _account(self, record: CallRecord, usage: Usage, body: Json) -> None:
+    def _account(self, call: ModelCall, usage: Usage, body: Json) -> None:
+        record = call.record
         record.usage = usage
         if record.target_model is not None:
-            record.cost_usd = self._prices.cost(record.target_model, usage)
+            record.cost_usd = call.snapshot.prices.cost(record.target_model, usage)
         model = body.get("model")
         record.response_model = model if isinstance(model, str) else None
         fingerprint = body.get("system_fingerprint")
@@ -387,7 +418,7 @@ class Gateway(Finisher):
     def fail(self, call: ModelCall, exc: errors.GatewayError) -> None:
         """Record that ``call`` failed with ``exc`` (scrubbed first: the client's answer is
         built from ``exc`` too)."""
-        self._scrubber.error(exc)
+        call.snapshot.scrubber.error(exc)
         record = call.record
         record.status = "error"
         record.http_status = exc.status_code
@@ -399,6 +430,10 @@ class Gateway(Finisher):
         if call.finished:
             return
         call.finished = True
+        snapshot = call.snapshot
+        snapshot.in_flight.calls -= 1
+        if snapshot is not self.snapshot and snapshot.in_flight.calls == 0:
+            self._close_idle()
         record = call.record
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
@@ -423,8 +458,13 @@ class Gateway(Finisher):
             log.exception("%s failed for %s", what, record.id)
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
+        """Close every provider of every snapshot (after the calls have drained)."""
+        providers = {id(p): p for s in (self.snapshot, *self._retiring)
+                     for p in s.providers.values()}
+        for provider in providers.values():
             await provider.aclose()
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=10)
 
 
 def _request(call: ModelCall, kind: type[R]) -> tuple[R, Json]:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -35,6 +36,7 @@ from app.pricing import PriceBook, shipped_prices
 from app.providers import PROVIDER_TYPES
 from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
+from app.reload import ConfigReloader
 from app.resources import RedisPools, Resources
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
@@ -72,8 +74,9 @@ def _version() -> str:
 
 async def _open_resources(stack: AsyncExitStack, settings: Settings, config: GatewayConfig,
                           sink: CallSink | None, strict: bool,
-                          stages: Sequence[Stage]) -> Resources:
-    """Build the process's resources; ``stack`` closes them in the reverse order."""
+                          stages: Sequence[Stage], *, live: bool) -> Resources:
+    """Build the process's resources; ``stack`` closes them in the reverse order. ``live``:
+    reload the config from ``settings.config`` when it changes (``app.reload``)."""
     limits = config.rate_limits
     redis = RedisPools.open(settings.redis_url) if settings.redis_url else None
     if redis is not None:
@@ -136,9 +139,16 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     # Closed before the metrics and the call log (the stack unwinds in reverse): the providers'
     # last records still reach them.
     stack.push_async_callback(gateway.aclose)
+    reloader = None
+    if live and settings.config is not None:
+        reloader = ConfigReloader(gateway, settings.config, session=session, metrics=metrics,
+                                  poll_s=settings.config_poll_s)
+        reloader.start()
+        stack.push_async_callback(reloader.aclose)  # stopped before the gateway closes
     return Resources(settings=settings, gateway=gateway, authenticator=authenticator,
                      limiter=limiter, redis=redis, calllog=calllog,
-                     engine=calllog.engine if calllog else None, metrics=metrics, keys=keys)
+                     engine=calllog.engine if calllog else None, metrics=metrics, keys=keys,
+                     reloader=reloader)
 
 
 async def _reconcile_loop(run: Callable[[], Awaitable[int]], interval_s: float) -> None:
@@ -158,6 +168,19 @@ async def _reconcile_loop(run: Callable[[], Awaitable[int]], interval_s: float) 
         await asyncio.sleep(interval_s)
 
 
+def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader) -> None:
+    """``SIGHUP`` and ``SIGUSR1`` reload the config now. (With ``--workers``, uvicorn's
+    supervisor takes ``SIGHUP`` as "restart the workers" and ignores ``SIGUSR1``: signal the
+    workers, e.g. the whole process group, with ``SIGUSR1``; they also poll the file.)"""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        try:
+            loop.add_signal_handler(sig, reloader.request, sig.name)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+            return
+        stack.callback(loop.remove_signal_handler, sig)
+
+
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                sink: CallSink | None = None, strict_telemetry: bool = False,
                freeze_gc: bool = False, stages: Sequence[Stage] = ()) -> Admission:
@@ -175,8 +198,11 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.resources = await _open_resources(stack, settings, gateway_config, sink,
-                                                        strict_telemetry, stages)
+                                                        strict_telemetry, stages,
+                                                        live=config is None)
             resources = app.state.resources
+            if resources.reloader is not None:
+                _reload_on_signals(stack, resources.reloader)
             if settings.master_key is None:
                 log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")
             deadlines = BodyDeadlines(settings.body_timeout_s)

@@ -21,8 +21,9 @@ called, so a stage that does nothing for a call costs nothing there):
 - ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
   before the record is handed to the call log; ``call.record`` then says how it ended.
 
-Each call runs on one immutable ``Snapshot`` (routing table, pipeline, limits, config version)
-taken when it starts; swapping the gateway's snapshot changes later calls, never a running one.
+Each call runs on one immutable ``Snapshot`` (config and its version, routing table, providers,
+prices, pipeline, limits) taken when it starts; swapping the gateway's snapshot (a live reload)
+changes later calls, never a running one.
 
 Glossary (the names the code uses):
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -52,9 +53,11 @@ from app.api.incoming import Incoming
 from app.calllog import CallRecord
 from app.config import GatewayConfig, Limits
 from app.limits import Bucket
-from app.providers.base import Json
+from app.pricing import PriceBook
+from app.providers.base import Json, Provider
 from app.routing import Route, RoutingTable
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from app.scrub import Scrubber, config_secrets
 
 ModelRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 
@@ -139,24 +142,53 @@ class Pipeline:
             await hook(call)
 
 
+@dataclass(slots=True)
+class InFlight:
+    """Calls running on one snapshot (the gateway closes a replaced snapshot's providers once
+    its count is back to zero)."""
+
+    calls: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one call runs on from start to end: a call keeps the snapshot it started with, so
-    replacing ``Gateway.snapshot`` (nothing does yet: live config is issue 10) would change
-    later calls only."""
+    a live reload (``app.reload``, ``Gateway.swap``) changes later calls only, and a stream
+    that began on the old config finishes on it."""
 
     version: str
-    """A hash of the config: which config served a call."""
+    """A hash of the config: which config served a call (``CallRecord.config_version``)."""
+    config: GatewayConfig
     table: RoutingTable
     limits: Limits
     keepalive_s: float
     pipeline: Pipeline
+    providers: Mapping[str, Provider]
+    """The providers by name (one object shared by every snapshot whose config of it is the
+    same, so its connection pool outlives a reload that did not change it)."""
+    prices: PriceBook
+    scrubber: Scrubber
+    """Scrubs every credential of this config's providers from upstream errors."""
+    in_flight: InFlight = field(default_factory=InFlight, compare=False)
 
     @classmethod
-    def build(cls, config: GatewayConfig, pipeline: Pipeline) -> Snapshot:
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
-        return cls(version=digest, table=RoutingTable(config), limits=config.limits,
-                   keepalive_s=config.streaming.keepalive_s, pipeline=pipeline)
+    def build(cls, config: GatewayConfig, pipeline: Pipeline,
+              providers: Mapping[str, Provider], prices: PriceBook) -> Snapshot:
+        return cls(version=config_version(config), config=config, table=RoutingTable(config),
+                   limits=config.limits, keepalive_s=config.streaming.keepalive_s,
+                   pipeline=pipeline, providers=providers, prices=prices,
+                   scrubber=Scrubber(config_secrets(config.providers.values())))
+
+
+def config_version(config: GatewayConfig) -> str:
+    """The version of a config: 12 hex characters of a hash of its validated content, secrets
+    included (pydantic writes them as stars), so a rotated key is a new version."""
+    digest = hashlib.sha256(config.model_dump_json().encode())
+    for name, provider in sorted(config.providers.items()):
+        digest.update(b"\0" + name.encode())
+        for secret in sorted(config_secrets([provider])):
+            digest.update(b"\0" + secret.encode())
+    return digest.hexdigest()[:12]
 
 
 class Finisher:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from app.keys import KeyDirectory
     from app.limits import Limiter
     from app.metrics.runtime import MetricsRuntime
+    from app.reload import ConfigReloader
     from app.stages.authenticate import Authenticate
 
 
@@ -67,6 +68,8 @@ class Resources:
     metrics: MetricsRuntime | None = None
     keys: KeyDirectory | None = None
     """The virtual-key directory; ``None`` when the call log (its database) is off."""
+    reloader: ConfigReloader | None = None
+    """Live config reloads; ``None`` on the embedded default or a config given in code."""
     ready: bool = False
     """Started and not draining (``/readyz``)."""
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
 
     config: Path | None = None
     """YAML config path; unset: the embedded default (mock models plus keyed providers)."""
+    config_poll_s: float = Field(default=1.0, ge=0)
+    """Seconds between checks of the config file (and the files it references) for changes,
+    which are then loaded live (``app.reload``); 0: only on a signal or ``POST
+    /admin/config/reload``."""
     database_url: str = "sqlite+aiosqlite:///switchboard.db"
     """The call log's database: Postgres in production, a SQLite file by default."""
     redis_url: str | None = None

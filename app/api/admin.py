@@ -1,5 +1,6 @@
 """The admin API: the call log (``GET /admin/calls``, ``/admin/calls/{call_id}``,
-``/admin/calllog``), spend (``GET /admin/spend``) and drift (``GET /admin/drift``).
+``/admin/calllog``), spend (``GET /admin/spend``), drift (``GET /admin/drift``) and the config
+(``GET /admin/config``, ``POST /admin/config/reload``).
 
 Access: the master key, or a virtual key marked admin (``AdminDep``). In loopback-only mode (no
 master key configured; the gateway then refuses to bind anything but a loopback address, see
@@ -11,7 +12,7 @@ users already own the gateway's data, nobody else does.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -79,6 +80,8 @@ async def list_calls(
     team_id: Annotated[str | None, Query(description="The team's id.")] = None,
     request_id: Annotated[str | None, Query(description=(
         "The client's x-request-id (not unique: every call sent with it)."))] = None,
+    config_version: Annotated[str | None, Query(description=(
+        "The version of the config that served the call (GET /admin/config)."))] = None,
     limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
@@ -90,7 +93,8 @@ async def list_calls(
     rows, next_cursor = await query.list_calls(
         engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
         model=model, provider=provider, status=status, caller=caller, key_id=key_id,
-        team_id=team_id, request_id=request_id, limit=limit, cursor=cursor)
+        team_id=team_id, request_id=request_id, config_version=config_version, limit=limit,
+        cursor=cursor)
     return {"object": "list", "data": rows, "next_cursor": next_cursor}
 
 
@@ -149,3 +153,52 @@ async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     return {"targets": runtime.drift.status(),
             "embedding": runtime.embeddings.status() if runtime.embeddings else None,
             "events": list(runtime.drift.events)}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+@router.get("/config")
+async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
+    """The config serving this worker: its version (as in every call row and
+    ``switchboard_config_info``), its public models and their targets, its providers (names and
+    types, never a credential), and how live reloads have gone (``app.reload``)."""
+    resources = resources_of(request)
+    snapshot = resources.gateway.snapshot
+    reloader = resources.reloader
+    state = reloader.state if reloader is not None else None
+    return {
+        "version": snapshot.version,
+        "path": str(reloader.path) if reloader is not None else None,
+        "live": reloader is not None,
+        "poll_s": reloader.poll_s if reloader is not None else None,
+        "loaded_at": _iso(state.loaded_at) if state else None,
+        "reloads": state.reloads if state else 0,
+        "last_error": None if state is None or state.last_error is None else
+        {"message": state.last_error, "at": _iso(state.last_error_at)},
+        "restart_needed": list(state.restart_needed) if state else [],
+        "models": {name: [f"{t.provider}/{t.model}" for t in model.targets]
+                   for name, model in snapshot.config.models.items()},
+        "providers": {name: provider.type for name, provider in snapshot.config.providers.items()},
+    }
+
+
+@router.post("/config/reload")
+async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
+    """Re-read the config file now (this worker; the others find the change at their next
+    poll). An invalid file is a 422 ``config_invalid`` with every problem and its YAML path,
+    and changes nothing; a gateway without a config file is a 409 ``no_config_file``."""
+    reloader = resources_of(request).reloader
+    if reloader is None:
+        raise errors.GatewayError(
+            "This gateway serves the embedded default or a config given in code: there is no "
+            "config file to reload (start it with SWITCHBOARD_CONFIG).", status=409,
+            code="no_config_file")
+    outcome = await reloader.reload(reason="POST /admin/config/reload", force=True)
+    if outcome.error is not None:
+        raise errors.GatewayError(
+            f"The config file was not loaded; version {outcome.version} keeps serving.\n"
+            f"{outcome.error}", status=422, code="config_invalid")
+    return {"changed": outcome.changed, "version": outcome.version,
+            "restart_needed": list(outcome.restart_needed)}

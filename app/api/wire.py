@@ -151,10 +151,12 @@ def id_headers(record: CallRecord) -> dict[str, str]:
 
 
 def call_headers(call: ModelCall) -> dict[str, str]:
-    """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts, and
-    those the pipeline's stages added (``x-ratelimit-*``)."""
+    """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts (the
+    config version that serves the call among them), and those the pipeline's stages added
+    (``x-ratelimit-*``)."""
     record = call.record
     headers = id_headers(record)
+    headers["x-switchboard-config-version"] = call.snapshot.version
     if call.headers:
         headers.update(call.headers)
     if record.provider is not None:

@@ -220,6 +220,8 @@ class CallRecord:
     """The team of that key, when it has one."""
     request_id: str | None = None
     """The client's ``x-request-id``, when it sent a sane one; not unique."""
+    config_version: str | None = None
+    """The version of the config the call ran on (``app.pipeline.config_version``)."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -281,6 +283,7 @@ class CallRecord:
             "caller": self.caller,
             "key_id": self.key_id,
             "team_id": self.team_id,
+            "config_version": self.config_version,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

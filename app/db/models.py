@@ -51,6 +51,8 @@ class Call(Base):
     """The virtual key that made the call (its id, never the key); NULL for the master key."""
     team_id: Mapped[str | None] = mapped_column(String(64))
     """The team of that key, if it has one."""
+    config_version: Mapped[str | None] = mapped_column(String(16))
+    """The version of the config that served the call (``GET /admin/config``)."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))
@@ -88,6 +90,7 @@ class Call(Base):
         Index("ix_calls_request_id_created_at", "request_id", "created_at"),
         Index("ix_calls_key_id_created_at", "key_id", "created_at"),
         Index("ix_calls_team_id_created_at", "team_id", "created_at"),
+        Index("ix_calls_config_version_created_at", "config_version", "created_at"),
     )
 
 

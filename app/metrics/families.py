@@ -50,6 +50,13 @@ class Metrics:
         # ---- traffic -----------------------------------------------------------------------
         self.build = Gauge("switchboard_build_info", "1, labelled with the gateway's version.",
                            ("version",), multiprocess_mode="max", registry=r)
+        self.config_info = Gauge(
+            "switchboard_config_info", "1, labelled with the version of the config serving "
+            "(GET /admin/config; with several workers, 1 for each version one of them serves).",
+            ("version",), multiprocess_mode="max", registry=r)
+        self.config_reload_errors = Counter(
+            "switchboard_config_reload_errors", "Config files a reload refused (the old config "
+            "kept serving; GET /admin/config says why).", registry=r)
         self.requests = Counter(
             "switchboard_requests", "Client requests answered, by outcome.",
             ("endpoint", "model", "provider", "status_class"), registry=r)

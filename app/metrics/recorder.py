@@ -104,6 +104,10 @@ class Recorder:
                                                  record.provider or NO_PROVIDER)
         return series
 
+    def set_models(self, models: Collection[str]) -> None:
+        """The configured public models after a live reload (the ``model`` label's values)."""
+        self._models = frozenset(models)
+
     def limit_rejected(self, scope: Scope) -> None:
         """Count one call refused by a rate limit of ``scope`` (429 rate_limit_exceeded)."""
         self._limit_rejections[scope].n += 1
