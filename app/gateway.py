@@ -90,6 +90,11 @@ class Gateway(Finisher):
     def providers(self) -> Mapping[str, Provider]:
         return self.snapshot.providers
 
+    @property
+    def draining(self) -> tuple[Snapshot, ...]:
+        """Replaced snapshots that calls still run on (their providers stay open until then)."""
+        return tuple(self._retiring)
+
     def swap(self, snapshot: Snapshot) -> None:
         """Serve calls that start from now on with ``snapshot`` (a live reload). Calls running
         keep theirs; providers no snapshot still uses are closed once the last call on a

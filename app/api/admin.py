@@ -163,7 +163,8 @@ def _iso(epoch: float | None) -> str | None:
 async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """The config serving this worker: its version (as in every call row and
     ``switchboard_config_info``), its public models and their targets, its providers (names and
-    types, never a credential), and how live reloads have gone (``app.reload``)."""
+    types, never a credential), how live reloads have gone (``app.reload``), and the replaced
+    versions that calls (long streams) still run on."""
     resources = resources_of(request)
     snapshot = resources.gateway.snapshot
     reloader = resources.reloader
@@ -178,6 +179,8 @@ async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
         "last_error": None if state is None or state.last_error is None else
         {"message": state.last_error, "at": _iso(state.last_error_at)},
         "restart_needed": list(state.restart_needed) if state else [],
+        "draining": [{"version": s.version, "calls": s.in_flight.calls}
+                     for s in resources.gateway.draining],
         "models": {name: [f"{t.provider}/{t.model}" for t in model.targets]
                    for name, model in snapshot.config.models.items()},
         "providers": {name: provider.type for name, provider in snapshot.config.providers.items()},

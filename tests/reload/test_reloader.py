@@ -1,0 +1,117 @@
+"""``ConfigReloader`` in-process, on a real gateway: what a reload keeps, builds and drains,
+and ``${file:...}`` references (the rotation of a mounted secret is a new version)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.api.incoming import Incoming
+from app.calllog import LogSink
+from app.config import ConfigError, load_config
+from app.gateway import Gateway
+from app.pricing import PriceBook
+from app.providers import PROVIDER_TYPES
+from app.providers.http import new_session
+from app.reload import ConfigReloader
+
+
+def raw(chat: str = "alpha", **alpha: Any) -> dict[str, Any]:
+    return {"providers": {"alpha": {"type": "mock", **alpha}, "beta": {"type": "mock"}},
+            "models": {"chat": {"targets": [{"provider": chat, "model": "mock-chat"}]}}}
+
+
+@pytest.fixture
+async def reloader(tmp_path: Path) -> AsyncIterator[ConfigReloader]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw()))
+    config = load_config(path, {})
+    session = new_session()
+    providers = {n: PROVIDER_TYPES[c.type](c, session) for n, c in config.providers.items()}
+    gateway = Gateway(config=config, providers=providers, prices=PriceBook({}), sink=LogSink())
+    made = ConfigReloader(gateway, path, session=session, metrics=None, poll_s=0)
+    yield made
+    await gateway.aclose()
+    await session.close()
+
+
+async def _nothing() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+def incoming() -> Incoming:
+    return Incoming(path="/v1/chat/completions", headers={}, receive=_nothing)
+
+
+async def test_unchanged_providers_are_kept_and_changed_ones_built(
+        reloader: ConfigReloader) -> None:
+    before = reloader.gateway.snapshot
+    reloader.path.write_text(yaml.safe_dump(raw(chat="beta")))
+    outcome = await reloader.reload(reason="test")
+    after = reloader.gateway.snapshot
+    assert outcome.changed and outcome.version == after.version != before.version
+    assert after.table.resolve("chat").targets[0].provider == "beta"
+    assert after.providers["alpha"] is before.providers["alpha"]
+    assert after.providers["beta"] is before.providers["beta"]
+    reloader.path.write_text(yaml.safe_dump(raw(chat="beta", latency_ms=5)))
+    assert (await reloader.reload(reason="test")).changed
+    assert reloader.gateway.snapshot.providers["alpha"] is not before.providers["alpha"]
+    assert reloader.gateway.snapshot.providers["beta"] is before.providers["beta"]
+
+
+async def test_a_call_keeps_its_snapshot_and_the_old_one_drains_after_it(
+        reloader: ConfigReloader) -> None:
+    gateway = reloader.gateway
+    call = gateway.open(incoming())
+    old = call.snapshot
+    reloader.path.write_text(yaml.safe_dump(raw(chat="beta")))
+    await reloader.reload(reason="test")
+    assert gateway.snapshot is not old and call.snapshot is old
+    assert gateway.draining == (old,) and old.in_flight.calls == 1
+    assert gateway.open(incoming()).snapshot is gateway.snapshot
+    gateway.finish(call)
+    assert not gateway.draining
+    assert call.record.config_version == old.version
+
+
+async def test_unchanged_bytes_are_not_parsed_again_unless_forced(
+        reloader: ConfigReloader) -> None:
+    first = await reloader.reload(reason="test")
+    assert not first.changed and first.error is None
+    reloader.path.write_text("providers: [")  # broken, but only a new read can notice
+    refused = await reloader.reload(reason="test")
+    assert refused.error is not None and "not valid YAML" in refused.error
+    assert reloader.state.last_error == refused.error
+    assert (await reloader.reload(reason="test")).error is None  # same bytes: not re-read
+    assert (await reloader.reload(reason="test", force=True)).error is not None
+
+
+async def test_a_rotated_secret_file_is_a_new_version(reloader: ConfigReloader,
+                                                      tmp_path: Path) -> None:
+    secret = tmp_path / "openai-key"
+    secret.write_text("sk-first-0000\n")
+    config = raw()
+    config["providers"]["upstream"] = {"type": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                       "api_key": f"${{file:{secret}}}"}
+    reloader.path.write_text(yaml.safe_dump(config))
+    first = await reloader.reload(reason="test")
+    assert first.changed
+    provider = reloader.gateway.snapshot.config.providers["upstream"]
+    assert provider.api_key is not None  # type: ignore[union-attr]
+    assert provider.api_key.get_secret_value() == "sk-first-0000"  # type: ignore[union-attr]
+    secret.write_text("sk-second-1111\n")
+    second = await reloader.reload(reason="test")  # the config file did not change
+    assert second.changed and second.version != first.version
+
+
+def test_a_missing_secret_file_is_a_config_error_naming_its_path(tmp_path: Path) -> None:
+    config = raw()
+    config["providers"]["alpha"]["fail_status"] = f"${{file:{tmp_path}/nope}}"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"providers\.alpha\.fail_status: cannot read the file"):
+        load_config(path, {})
