@@ -16,6 +16,7 @@ import click
 
 from app.calllog.cli import logs, spend
 from app.config import ConfigError, load_config
+from app.config_diff import changes
 from app.db.cli import db
 from app.keys.cli import keys, teams
 from app.metrics.cli import drift
@@ -141,6 +142,36 @@ def check_config(path: Path) -> None:
         sys.exit(1)
     click.echo(f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models: "
                f"{', '.join(config.models)})")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Config files: what a reload would change."""
+
+
+@config_group.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+def config_diff(old: Path, new: Path) -> None:
+    """What loading NEW in place of OLD would change, one line each (credentials never
+    shown); exit 1 if either file is invalid."""
+    loaded = []
+    for path in (old, new):
+        try:
+            loaded.append(load_config(path, environment()))
+        except ConfigError as exc:
+            click.echo(f"{path}: invalid", err=True)
+            for line in str(exc).splitlines():
+                click.echo(f"  {line}", err=True)
+            sys.exit(1)
+    from app.pipeline import config_version  # the app's modules: only for this command
+
+    found = changes(*loaded)
+    old_version, new_version = (config_version(c) for c in loaded)
+    click.echo(f"{old} ({old_version}) -> {new} ({new_version}): "
+               + (f"{len(found)} changes" if found else "no changes"))
+    for line in found:
+        click.echo(f"  {line}")
 
 
 main.add_command(db)

@@ -34,6 +34,7 @@ import aiohttp
 
 from app import errors
 from app.config import FILE_REF, ConfigError, GatewayConfig, load_config
+from app.config_diff import RESTART_SECTIONS, changes
 from app.gateway import Gateway
 from app.metrics.runtime import MetricsRuntime
 from app.pipeline import Snapshot, config_version
@@ -44,8 +45,6 @@ from app.settings import environment
 
 log = logging.getLogger("switchboard.config")
 
-RESTART_SECTIONS = ("rate_limits", "calllog", "drift")
-"""Config sections a running gateway reads only at start-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,8 @@ class ConfigReloader:
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value
                 info.remove(serving.version)
                 info.labels(version).set(1)
-            log.info("config %s -> %s (%s)", serving.version, version, reason)
+            log.info("config %s -> %s (%s): %s", serving.version, version, reason,
+                     "; ".join(changes(serving.config, config)))
             if restart:
                 log.warning("config sections changed that take effect on restart only: %s",
                             ", ".join(restart))

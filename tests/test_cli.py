@@ -96,3 +96,45 @@ def test_help_is_complete() -> None:
         result = subprocess.run([SWITCHBOARD, *args], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, args
         assert "Usage:" in result.stdout
+
+
+def test_config_diff_says_what_a_reload_would_change(tmp_path: Path) -> None:
+    """Models and providers added, removed and changed, in plain words; secrets never shown;
+    sections read at start-up marked; an invalid file named."""
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(
+        "providers:\n  gpu: {type: vllm, base_url: 'http://gpu-a:8000/v1'}\n"
+        "  openai: {type: openai, api_key: sk-old-secret-1}\n"
+        "models:\n  chat:\n    targets:\n      - {provider: gpu, model: llama}\n"
+        "      - {provider: openai, model: gpt-4o-mini}\n"
+        "  embed: {targets: [{provider: openai, model: text-embedding-3-small}]}\n")
+    new.write_text(
+        "providers:\n  openai: {type: openai, api_key: sk-new-secret-2}\n"
+        "  claude: {type: anthropic, api_key: sk-ant-3}\n"
+        "models:\n  chat:\n    targets:\n      - {provider: openai, model: gpt-4o-mini}\n"
+        "    max_tokens_cap: 4096\n"
+        "  opus: {targets: [{provider: claude, model: claude-opus-4}]}\n"
+        "streaming: {keepalive_s: 5}\nrate_limits: {output_reservation: 1000}\n")
+    diff = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(new)], env=clean_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert diff.returncode == 0, diff.stderr
+    lines = [line.strip() for line in diff.stdout.splitlines()[1:]]
+    assert lines == [
+        "provider gpu: removed",
+        "provider claude: added (type anthropic)",
+        "provider openai: api_key changed (secret)",
+        "model embed: removed",
+        "model opus: added (targets claude/claude-opus-4)",
+        "model chat: targets gpu/llama, openai/gpt-4o-mini -> openai/gpt-4o-mini",
+        "model chat: max_tokens_cap null -> 4096",
+        "rate_limits.output_reservation 4096 -> 1000 (takes effect on restart)",
+        "streaming.keepalive_s 10.0 -> 5.0",
+    ], diff.stdout
+    assert "secret-" not in diff.stdout + diff.stderr
+    same = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(old)], env=clean_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert same.returncode == 0 and "no changes" in same.stdout
+    new.write_text("providers: {}\nmodels: {chat: {targets: [{provider: nope, model: m}]}}\n")
+    refused = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(new)],
+                             env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and f"{new}: invalid" in refused.stderr
