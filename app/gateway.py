@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+import orjson
 
 from app import errors
 from app.answers import body_text, chunk_base, chunk_text, observe_finish
@@ -31,6 +35,7 @@ from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig, Limits
+from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
 from app.pricing import PriceBook
@@ -44,6 +49,8 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
+from app.routing.state import TargetStates
+from app.routing.strategies import STRATEGIES, Choice
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
@@ -57,6 +64,22 @@ metrics drop it once they have seen it."""
 # A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
 StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
+_COMMITTED = "routing.committed"
+"""``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
+_PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
+                 "/v1/embeddings": "input"}
+
+
+def _affinity(body: Json | None) -> int:
+    """A hash of the start of a prompt (the first two messages, or the prompt): calls sharing
+    it are sent to the same vLLM server, whose prefix cache then hits."""
+    if not body:
+        return 0
+    start = body.get("messages", body.get("prompt", ""))
+    if isinstance(start, list):
+        start = start[:2]
+    digest = hashlib.blake2b(orjson.dumps(start, default=str), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 class Gateway(Finisher):
@@ -74,12 +97,19 @@ class Gateway(Finisher):
         redactor: Redactor | None = None,
         recorder: Recorder | None = None,
         strict_telemetry: bool = False,
+        backends: Mapping[str, BackendState] | None = None,
     ) -> None:
+        """``backends``: the scraped state of vLLM servers by provider name (the
+        ``vllm_load`` strategy reads it)."""
         self.snapshot = Snapshot.build(config, pipeline or Pipeline(), providers, prices)
         """What calls starting now run on (``ModelCall.snapshot``); replaced by ``swap``."""
         self._retiring: list[Snapshot] = []
         """Replaced snapshots that calls still run on."""
         self._closing: set[asyncio.Task[None]] = set()
+        self._states = TargetStates()
+        """What the strategies know about each target (kept across reloads)."""
+        self._backends: Mapping[str, BackendState] = backends or {}
+        self._rng = random.Random()
         self._sink = sink
         self._redactor = redactor
         """Set when bodies are captured into the call record (redacted by it)."""
@@ -241,17 +271,52 @@ class Gateway(Finisher):
                     f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
                     param=name)
 
+    def _order(self, call: ModelCall, route: Route) -> Sequence[Target]:
+        """The route's targets in the order this call tries them: those whose context window
+        the prompt fits, ordered by the route's strategy (``app.routing.strategies``)."""
+        targets: Sequence[Target] = route.targets
+        if route.strategy == "ordered" and not route.windowed:
+            return targets
+        request = call.request
+        prompt = 0 if request is None else estimate_prompt_tokens(request)
+        if route.windowed:
+            targets = [t for t in targets
+                       if t.context_window is None or prompt <= t.context_window]
+            if not targets:
+                raise errors.InvalidRequest(
+                    f"The prompt (about {prompt} tokens) is longer than the context window of "
+                    f"every target of model '{route.name}'.",
+                    param=_PROMPT_PARAM.get(call.incoming.path, "messages"),
+                    code="context_length_exceeded")
+        if route.strategy == "ordered":
+            return targets
+        limit = getattr(request, "max_completion_tokens", None) or \
+            getattr(request, "max_tokens", None) or targets[0].max_tokens_default or 0
+        choice = Choice(targets=targets, stats=self._states.by_target,
+                        prices=call.snapshot.prices, backends=self._backends,
+                        prompt_tokens=prompt,
+                        output_tokens=0 if isinstance(request, EmbeddingRequest) else limit,
+                        affinity=_affinity(call.body) if route.strategy == "vllm_load" else 0,
+                        rng=self._rng)
+        return STRATEGIES[route.strategy](choice)
+
     async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
-        """Try the route's targets in order; the next one only after a retryable failure."""
+        """Try the route's targets in the order the strategy gives; the next one only after a
+        retryable failure. The attempt that answers stays counted in flight on its target
+        until the call finishes (a stream, until it ends)."""
         record = call.record
-        last = len(route.targets) - 1
-        for i, target in enumerate(route.targets):
+        targets = self._order(call, route)
+        last = len(targets) - 1
+        for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
+            stats = self._states.started(target)
             started = time.perf_counter()
             try:
                 out = await run(provider, target)
             except errors.GatewayError as exc:
+                self._states.ended(stats)
+                self._states.failed(stats)
                 spent = (time.perf_counter() - started) * 1000
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, exc.status_code,
@@ -262,11 +327,17 @@ class Gateway(Finisher):
                     continue
                 raise
             except asyncio.CancelledError:  # the client left: this attempt ended with it
+                self._states.ended(stats)
                 spent = (time.perf_counter() - started) * 1000
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, 499, None, spent))
                 raise
+            except Exception:
+                self._states.ended(stats)
+                raise
             spent = (time.perf_counter() - started) * 1000
+            self._states.answered(stats, spent)
+            call.extras[_COMMITTED] = stats
             record.upstream_ms += spent
             record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
             record.provider, record.target_model = target.provider, target.model
@@ -437,6 +508,9 @@ class Gateway(Finisher):
         call.finished = True
         snapshot = call.snapshot
         snapshot.in_flight.calls -= 1
+        committed = call.extras.pop(_COMMITTED, None)
+        if committed is not None:
+            self._states.ended(committed)
         if snapshot is not self.snapshot and snapshot.in_flight.calls == 0:
             self._close_idle()
         record = call.record

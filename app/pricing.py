@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from importlib import resources
+from types import MappingProxyType
 from typing import Annotated
 
 import yaml
@@ -41,10 +43,18 @@ class Price(BaseModel):
 
 
 def shipped_prices() -> dict[str, Price]:
-    """The table in ``app/pricing.yaml``."""
+    """The table in ``app/pricing.yaml`` (a new dict each call; the file is read once)."""
+    return dict(_shipped())
+
+
+@functools.cache
+def _shipped() -> Mapping[str, Price]:
+    # Parsed once per process: it ships with the code, and parsing it took ~20 ms, which
+    # every live reload paid (bench/reload_overhead.py).
     text = resources.files("app").joinpath("pricing.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
-    return {name: Price.model_validate(entry) for name, entry in raw["models"].items()}
+    raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return MappingProxyType({name: Price.model_validate(entry)
+                             for name, entry in raw["models"].items()})
 
 
 class PriceBook:

@@ -28,6 +28,10 @@ class Target:
     model: str
     params: Json = field(default_factory=dict)
     max_tokens_default: int | None = None
+    weight: float = 1.0
+    """Its share of first attempts under the ``weighted`` strategy."""
+    context_window: int | None = None
+    """The most prompt tokens it takes: a call estimated larger skips it (``None``: no limit)."""
 
 
 @dataclass(slots=True)

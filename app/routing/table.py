@@ -21,6 +21,13 @@ class Route:
     max_tokens_cap: int | None
     owned_by: str
     created: int
+    strategy: str = "ordered"
+    """How its targets are ordered for each call (``app.routing.strategies``)."""
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a target has a ``context_window`` (calls then estimate their prompt)."""
+        return any(t.context_window is not None for t in self.targets)
 
 
 class RoutingTable:
@@ -32,14 +39,16 @@ class RoutingTable:
         for name, model in config.models.items():
             targets = tuple(
                 Target(provider=t.provider, model=t.model, params=dict(t.params),
-                       max_tokens_default=model.max_tokens_default)
+                       max_tokens_default=model.max_tokens_default, weight=t.weight,
+                       context_window=t.context_window)
                 for t in model.targets
             )
             cap = model.max_tokens_cap
             global_cap = config.limits.max_tokens
             routes[name] = Route(name=name, targets=targets,
                                  max_tokens_cap=min(cap, global_cap) if cap else global_cap,
-                                 owned_by=model.owned_by, created=created)
+                                 owned_by=model.owned_by, created=created,
+                                 strategy=model.strategy)
         self._routes: Mapping[str, Route] = MappingProxyType(routes)
 
     def resolve(self, model: str) -> Route:
