@@ -45,6 +45,9 @@ class _ProviderBase(BaseModel):
     model_config = _FORBID
     timeout_s: Seconds = 600.0
     connect_timeout_s: Seconds = 5.0
+    first_chunk_timeout_s: Seconds | None = None
+    """The longest a stream attempt waits for its first chunk before the next target is tried
+    (default: ``streaming.first_chunk_timeout_s``)."""
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -185,10 +188,34 @@ class RateLimits(BaseModel):
     """How often budget counters in Redis are raised to the spend the call log proves."""
 
 
+class BreakerConfig(BaseModel):
+    """The circuit breaker of every target (``app.routing.breaker``)."""
+
+    model_config = _FORBID
+    failures: Annotated[int, Field(ge=1)] = 5
+    """Consecutive failed attempts that open it."""
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """The share of failed attempts over ``window_s`` that opens it..."""
+    min_calls: Annotated[int, Field(ge=1)] = 20
+    """...once the window holds at least this many attempts."""
+    window_s: Seconds = 30.0
+    cooldown_s: Seconds = 5.0
+    """How long it stays open before one call probes the target."""
+    max_cooldown_s: Seconds = 300.0
+    """The cooldown doubles on each failed probe, up to this."""
+    enabled: bool = True
+
+
 class Streaming(BaseModel):
     model_config = _FORBID
     keepalive_s: Seconds = 10.0
     """Quiet time after which a stream starts and sends an SSE comment while waiting for tokens."""
+    first_chunk_timeout_s: Seconds = 8.0
+    """The longest a stream attempt waits for its first chunk: past it, the target counts as
+    failed (its circuit breaker hears of it) and the next one is tried. Shorter than
+    ``keepalive_s``, so that a dead target is left before the first keep-alive commits the
+    client to it; set it longer and a stream that is quiet for ``keepalive_s`` is committed to
+    its target, which then has ``timeout_s`` to send its first token."""
 
 
 class CallLog(BaseModel):
@@ -285,6 +312,7 @@ class GatewayConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     streaming: Streaming = Field(default_factory=Streaming)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
 

@@ -34,7 +34,7 @@ from app.answers import body_text, chunk_base, chunk_text, observe_finish
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
-from app.config import GatewayConfig, Limits
+from app.config import BreakerConfig, GatewayConfig, Limits
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
@@ -49,6 +49,7 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
+from app.routing.breaker import STATE_VALUE, Breaker
 from app.routing.state import TargetStates
 from app.routing.strategies import STRATEGIES, Choice
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -68,6 +69,12 @@ _COMMITTED = "routing.committed"
 """``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
                  "/v1/embeddings": "input"}
+
+
+def _unhealthy(exc: errors.GatewayError) -> bool | None:
+    """What a failed attempt says of its target: unwell (a 5xx, a timeout, no connection), or
+    nothing (a 429 is capacity, a 4xx the request)."""
+    return True if exc.status_code >= 500 else None
 
 
 def _affinity(body: Json | None) -> int:
@@ -108,6 +115,7 @@ class Gateway(Finisher):
         self._closing: set[asyncio.Task[None]] = set()
         self._states = TargetStates()
         """What the strategies know about each target (kept across reloads)."""
+        self._breakers: dict[tuple[str, str], Breaker] = {}
         self._backends: Mapping[str, BackendState] = backends or {}
         self._rng = random.Random()
         self._sink = sink
@@ -300,6 +308,40 @@ class Gateway(Finisher):
                         rng=self._rng)
         return STRATEGIES[route.strategy](choice)
 
+    def _breaker(self, target: Target, settings: BreakerConfig) -> Breaker:
+        key = (target.provider, target.model)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = Breaker(settings)
+        breaker.config = settings  # the serving config's (a reload may change it)
+        return breaker
+
+    def _judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
+        """Report an attempt's outcome to its breaker (``None``: it says nothing about the
+        target's health); a change of state is logged and exported."""
+        before = breaker.state
+        if failed is None:
+            breaker.released()
+        elif failed:
+            breaker.failed()
+        else:
+            breaker.succeeded()
+        if breaker.state != before:
+            log.warning("target %s/%s: circuit %s -> %s", target.provider, target.model,
+                        before, breaker.state)
+            if self._recorder is not None:
+                self._recorder.target_state(target.model, target.provider,
+                                            STATE_VALUE[breaker.state])
+
+    @property
+    def breakers(self) -> Mapping[tuple[str, str], Breaker]:
+        """The circuit breakers by (provider, model), of the targets tried so far."""
+        return self._breakers
+
+    @property
+    def target_states(self) -> TargetStates:
+        return self._states
+
     async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
         """Try the route's targets in the order the strategy gives; the next one only after a
@@ -307,9 +349,17 @@ class Gateway(Finisher):
         until the call finishes (a stream, until it ends)."""
         record = call.record
         targets = self._order(call, route)
+        settings = call.snapshot.config.breaker
+        if settings.enabled:
+            # Skip the targets whose breaker is open, unless all are (then try them anyway).
+            closed = [t for t in targets if not self._breaker(t, settings).blocked()]
+            targets = closed or targets
         last = len(targets) - 1
         for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
+            breaker = self._breaker(target, settings) if settings.enabled else None
+            if breaker is not None:
+                breaker.available()  # a half-open target: this call takes its probe
             stats = self._states.started(target)
             started = time.perf_counter()
             try:
@@ -317,6 +367,8 @@ class Gateway(Finisher):
             except errors.GatewayError as exc:
                 self._states.ended(stats)
                 self._states.failed(stats)
+                if breaker is not None:
+                    self._judge(target, breaker, failed=_unhealthy(exc))
                 spent = (time.perf_counter() - started) * 1000
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, exc.status_code,
@@ -328,15 +380,21 @@ class Gateway(Finisher):
                 raise
             except asyncio.CancelledError:  # the client left: this attempt ended with it
                 self._states.ended(stats)
+                if breaker is not None:
+                    breaker.released()
                 spent = (time.perf_counter() - started) * 1000
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, 499, None, spent))
                 raise
             except Exception:
                 self._states.ended(stats)
+                if breaker is not None:
+                    breaker.released()
                 raise
             spent = (time.perf_counter() - started) * 1000
             self._states.answered(stats, spent)
+            if breaker is not None:
+                self._judge(target, breaker, failed=False)
             call.extras[_COMMITTED] = stats
             record.upstream_ms += spent
             record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
@@ -363,9 +421,18 @@ class Gateway(Finisher):
             record.response_body = self._redactor.redact(result.body)
         return result
 
+    @staticmethod
+    def _first_chunk_s(call: ModelCall, target: Target) -> float:
+        config = call.snapshot.config
+        own = config.providers[target.provider].first_chunk_timeout_s
+        return own if own is not None else config.streaming.first_chunk_timeout_s
+
     async def _open(self, opener: Opener, provider: Provider, target: Target,
-                    keepalive_s: float) -> tuple[AsyncIterator[Json], Json | asyncio.Task[Json]]:
-        """Start a stream and wait for its first chunk, at most one keep-alive interval.
+                    keepalive_s: float, first_chunk_s: float,
+                    ) -> tuple[AsyncIterator[Json], Json | asyncio.Task[Json]]:
+        """Start a stream and wait for its first chunk: at most ``first_chunk_s`` when that is
+        shorter than the keep-alive interval (then a retryable ``UpstreamTimeout``), else one
+        keep-alive interval.
 
         Returns the stream and either its first chunk or, past the interval, the task still
         waiting for it (the caller then commits to this target).
@@ -373,10 +440,15 @@ class Gateway(Finisher):
         stream = opener(provider, target)
         first: asyncio.Task[Json] = asyncio.ensure_future(anext(stream))
         try:
-            done, _ = await asyncio.wait({first}, timeout=keepalive_s)
+            done, _ = await asyncio.wait({first}, timeout=min(keepalive_s, first_chunk_s))
         except BaseException:
             await _abandon(stream, first)
             raise
+        if not done and first_chunk_s < keepalive_s:
+            await _abandon(stream, first)
+            raise errors.UpstreamTimeout(
+                f"no first chunk from {target.provider} within {first_chunk_s:g} s",
+                code="first_chunk_timeout")
         if not done:
             return stream, first
         try:
@@ -404,7 +476,8 @@ class Gateway(Finisher):
         body: Json = {}
         try:
             opened, first = await self._attempts(
-                call, route, lambda p, t: self._open(opener, p, t, keepalive))
+                call, route, lambda p, t: self._open(
+                    opener, p, t, keepalive, self._first_chunk_s(call, t)))
             stream = opened
             if isinstance(first, asyncio.Task):
                 pending = first

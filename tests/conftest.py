@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +25,19 @@ def simulator() -> Iterator[str]:
     """A simulator speaking current vLLM/OpenAI/Anthropic dialects, with no added latency."""
     with serve(create_app(SimOptions())) as url:
         yield url
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """The base URL of a server that takes connections and never answers (a hung upstream):
+    a listening socket nobody accepts from, so the kernel completes every handshake."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The admin API: the call log (``GET /admin/calls``, ``/admin/calls/{call_id}``,
-``/admin/calllog``), spend (``GET /admin/spend``), drift (``GET /admin/drift``) and the config
-(``GET /admin/config``, ``POST /admin/config/reload``).
+``/admin/calllog``), spend (``GET /admin/spend``), drift (``GET /admin/drift``), the config
+(``GET /admin/config``, ``POST /admin/config/reload``) and the routing state (``GET
+/admin/routing``).
 
 Access: the master key, or a virtual key marked admin (``AdminDep``). In loopback-only mode (no
 master key configured; the gateway then refuses to bind anything but a loopback address, see
@@ -205,3 +206,30 @@ async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
             f"{outcome.error}", status=422, code="config_invalid")
     return {"changed": outcome.changed, "version": outcome.version,
             "restart_needed": list(outcome.restart_needed)}
+
+
+@router.get("/routing")
+async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
+    """Per public model: its strategy and, per target, its circuit breaker's state, the calls in
+    flight from this worker and the moving average of its time to first byte (this worker's
+    view: each process learns on its own)."""
+    gateway = resources_of(request).gateway
+    states = gateway.target_states
+    models: dict[str, Any] = {}
+    for route in gateway.table.routes():
+        targets = []
+        for target in route.targets:
+            key = (target.provider, target.model)
+            breaker = gateway.breakers.get(key)
+            stats = states.by_target.get(key)
+            targets.append({
+                "provider": target.provider, "model": target.model, "weight": target.weight,
+                "context_window": target.context_window,
+                "state": breaker.state if breaker is not None else "closed",
+                "consecutive_failures": breaker.consecutive if breaker is not None else 0,
+                "cooldown_s": breaker.cooldown_s if breaker is not None else 0.0,
+                "in_flight": stats.in_flight if stats is not None else 0,
+                "first_byte_ms": None if stats is None or stats.ewma_ms is None
+                else round(stats.ewma_ms, 1)})
+        models[route.name] = {"strategy": route.strategy, "targets": targets}
+    return {"version": gateway.snapshot.version, "models": models}

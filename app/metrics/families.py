@@ -126,6 +126,11 @@ class Metrics:
             "configured), 0 otherwise (/readyz says why).", ("spool",),
             multiprocess_mode="livemin", registry=r)
 
+        self.target_state = Gauge(
+            "switchboard_target_state", "A target's circuit breaker: 0 closed (healthy), "
+            "1 half-open (probing), 2 open (skipped); model is the target's model.",
+            TARGET, multiprocess_mode="max", registry=r)
+
         # ---- keys, limits and budgets -------------------------------------------------------
         self.ratelimit_rejections = Counter(
             "switchboard_ratelimit_rejections",

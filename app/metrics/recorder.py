@@ -104,6 +104,10 @@ class Recorder:
                                                  record.provider or NO_PROVIDER)
         return series
 
+    def target_state(self, model: str, provider: str, value: int) -> None:
+        """A target's circuit breaker changed state (``app.routing.breaker``)."""
+        self.metrics.target_state.labels(model, provider).set(value)
+
     def set_models(self, models: Collection[str]) -> None:
         """The configured public models after a live reload (the ``model`` label's values)."""
         self._models = frozenset(models)
