@@ -206,6 +206,26 @@ class BreakerConfig(BaseModel):
     enabled: bool = True
 
 
+class RetryConfig(BaseModel):
+    """Retries of a target before falling back to the next one (``app.routing.retry``)."""
+
+    model_config = _FORBID
+    attempts: Annotated[int, Field(ge=0, le=10)] = 2
+    """Retries on the same target after a 429, a 502/503 or a refused connection."""
+    backoff_s: Seconds = 0.1
+    """The first retry's base delay; it doubles with each retry, with jitter."""
+    max_backoff_s: Seconds = 2.0
+    max_retry_after_s: Seconds = 10.0
+    """The longest ``Retry-After`` waited for; a longer one falls back to the next target."""
+    budget: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Retries may add at most this share of the calls of the last 10 s..."""
+    min_retries: Annotated[int, Field(ge=0)] = 10
+    """...or this many in 10 s, whichever is more."""
+    deadline_s: Seconds = 600.0
+    """The longest a call may take to its first byte, over all its attempts, retries and
+    waits; a client may shorten it with the ``x-switchboard-deadline-s`` header."""
+
+
 class Streaming(BaseModel):
     model_config = _FORBID
     keepalive_s: Seconds = 10.0
@@ -313,6 +333,7 @@ class GatewayConfig(BaseModel):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     streaming: Streaming = Field(default_factory=Streaming)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
 

@@ -111,6 +111,8 @@ class Overloaded(GatewayError):
 class UpstreamError(GatewayError):
     status = 502
     error_type = "upstream_error"
+    retry_after_s: float | None = None
+    """The upstream's ``Retry-After``, in seconds, when it sent one (``app.routing.retry``)."""
 
 
 class UpstreamRejected(UpstreamError):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import random
 import time
@@ -34,7 +35,7 @@ from app.answers import body_text, chunk_base, chunk_text, observe_finish
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
-from app.config import BreakerConfig, GatewayConfig, Limits
+from app.config import BreakerConfig, GatewayConfig, Limits, RetryConfig
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
@@ -50,6 +51,7 @@ from app.providers.base import (
 )
 from app.routing import Route, RoutingTable
 from app.routing.breaker import STATE_VALUE, Breaker
+from app.routing.retry import RetryBudget, retry_delay
 from app.routing.state import TargetStates
 from app.routing.strategies import STRATEGIES, Choice
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -65,10 +67,28 @@ metrics drop it once they have seen it."""
 # A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
 StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
+DEADLINE_HEADER = "x-switchboard-deadline-s"
 _COMMITTED = "routing.committed"
 """``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
                  "/v1/embeddings": "input"}
+
+
+def _deadline_s(call: ModelCall, retries: RetryConfig) -> float:
+    """The call's deadline to its first byte: the config's, or a shorter one the client asked
+    for in ``x-switchboard-deadline-s`` (a longer one is ignored)."""
+    asked = call.incoming.headers.get(DEADLINE_HEADER)
+    if asked is None:
+        return retries.deadline_s
+    try:
+        seconds = float(asked)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.InvalidRequest(
+            f"{DEADLINE_HEADER} must be a positive number of seconds", param=DEADLINE_HEADER,
+            code="invalid_deadline")
+    return min(seconds, retries.deadline_s)
 
 
 def _unhealthy(exc: errors.GatewayError) -> bool | None:
@@ -116,6 +136,7 @@ class Gateway(Finisher):
         self._states = TargetStates()
         """What the strategies know about each target (kept across reloads)."""
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._budget = RetryBudget()
         self._backends: Mapping[str, BackendState] = backends or {}
         self._rng = random.Random()
         self._sink = sink
@@ -354,52 +375,78 @@ class Gateway(Finisher):
             # Skip the targets whose breaker is open, unless all are (then try them anyway).
             closed = [t for t in targets if not self._breaker(t, settings).blocked()]
             targets = closed or targets
+        retries = call.snapshot.config.retries
+        deadline = time.monotonic() + _deadline_s(call, retries)
+        self._budget.called()
         last = len(targets) - 1
         for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
             breaker = self._breaker(target, settings) if settings.enabled else None
-            if breaker is not None:
-                breaker.available()  # a half-open target: this call takes its probe
-            stats = self._states.started(target)
-            started = time.perf_counter()
-            try:
-                out = await run(provider, target)
-            except errors.GatewayError as exc:
-                self._states.ended(stats)
-                self._states.failed(stats)
+            tries = 0
+            while True:
                 if breaker is not None:
-                    self._judge(target, breaker, failed=_unhealthy(exc))
+                    breaker.available()  # a half-open target: this call takes its probe
+                stats = self._states.started(target)
+                started = time.perf_counter()
+                try:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise errors.UpstreamTimeout("the call's deadline passed",
+                                                     code="deadline_exceeded")
+                    try:
+                        async with asyncio.timeout(left):
+                            out = await run(provider, target)
+                    except TimeoutError:
+                        raise errors.UpstreamTimeout(
+                            f"the call's deadline passed while {target.provider} worked on it",
+                            code="deadline_exceeded") from None
+                except errors.GatewayError as exc:
+                    self._states.ended(stats)
+                    self._states.failed(stats)
+                    if breaker is not None:
+                        self._judge(target, breaker, failed=_unhealthy(exc))
+                    spent = (time.perf_counter() - started) * 1000
+                    record.upstream_ms += spent
+                    record.attempts.append(Attempt(target.provider, target.model,
+                                                   exc.status_code, exc.error_type, spent))
+                    if exc.code == "deadline_exceeded":
+                        raise
+                    wait = retry_delay(exc, tries + 1, retries, self._rng) \
+                        if tries < retries.attempts else None
+                    if (wait is not None and time.monotonic() + wait < deadline
+                            and (breaker is None or breaker.state == "closed")
+                            and self._budget.allow(retries)):
+                        tries += 1
+                        await asyncio.sleep(wait)
+                        continue
+                    if exc.retryable and i < last:
+                        log.info("target %s/%s failed (%s); trying the next", target.provider,
+                                 target.model, exc.status_code)
+                        break
+                    raise
+                except asyncio.CancelledError:  # the client left: this attempt ended with it
+                    self._states.ended(stats)
+                    if breaker is not None:
+                        breaker.released()
+                    spent = (time.perf_counter() - started) * 1000
+                    record.upstream_ms += spent
+                    record.attempts.append(Attempt(target.provider, target.model, 499, None,
+                                                   spent))
+                    raise
+                except Exception:
+                    self._states.ended(stats)
+                    if breaker is not None:
+                        breaker.released()
+                    raise
                 spent = (time.perf_counter() - started) * 1000
-                record.upstream_ms += spent
-                record.attempts.append(Attempt(target.provider, target.model, exc.status_code,
-                                               exc.error_type, spent))
-                if exc.retryable and i < last:
-                    log.info("target %s/%s failed (%s); trying the next", target.provider,
-                             target.model, exc.status_code)
-                    continue
-                raise
-            except asyncio.CancelledError:  # the client left: this attempt ended with it
-                self._states.ended(stats)
+                self._states.answered(stats, spent)
                 if breaker is not None:
-                    breaker.released()
-                spent = (time.perf_counter() - started) * 1000
+                    self._judge(target, breaker, failed=False)
+                call.extras[_COMMITTED] = stats
                 record.upstream_ms += spent
-                record.attempts.append(Attempt(target.provider, target.model, 499, None, spent))
-                raise
-            except Exception:
-                self._states.ended(stats)
-                if breaker is not None:
-                    breaker.released()
-                raise
-            spent = (time.perf_counter() - started) * 1000
-            self._states.answered(stats, spent)
-            if breaker is not None:
-                self._judge(target, breaker, failed=False)
-            call.extras[_COMMITTED] = stats
-            record.upstream_ms += spent
-            record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
-            record.provider, record.target_model = target.provider, target.model
-            return out
+                record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
+                record.provider, record.target_model = target.provider, target.model
+                return out
         raise AssertionError("a route always has at least one target")
 
     async def _unary(self, call: ModelCall, route: Route,

@@ -10,6 +10,9 @@ nested ``{"error": {...}}``, vLLM's flat ``{"object": "error", ...}``, Anthropic
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,26 @@ def read_error_body(payload: Any, fallback: str) -> tuple[str, str | None, str |
             return (message, None if code is None else str(code),
                     param if isinstance(param, str) else None)
     return fallback, None, None
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: delay-seconds or an HTTP date (``None``: absent or
+    unreadable)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def default_error(status: int, payload: Any, text: str) -> errors.GatewayError:
@@ -106,7 +129,10 @@ class Upstream:
             payload: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             payload = None
-        raise self._scrub(self._error_mapper(response.status, payload, text))
+        error = self._error_mapper(response.status, payload, text)
+        if isinstance(error, errors.UpstreamError):
+            error.retry_after_s = retry_after(response.headers.get("Retry-After"))
+        raise self._scrub(error)
 
     def _translate(self, exc: BaseException) -> errors.GatewayError:
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):

@@ -81,6 +81,9 @@ def sim_config(simulator: str, **models: Any) -> dict[str, Any]:
         },
         # No encoder process per test gateway (tests/metrics turn embedding drift on to test it).
         "drift": {"embedding": {"sample_rate": 0}},
+        # Fallback tests count attempts: one per target. Retries of a target are tested on
+        # their own (tests/api/test_retries.py).
+        "retries": {"attempts": 0},
     }
 
 

@@ -68,14 +68,30 @@ def test_mock_provider_is_deterministic_and_unit_length(run_gateway: GatewayFact
 
 
 def test_mock_failure_injection(run_gateway: GatewayFactory) -> None:
-    """A mock with fail_status fails every Nth call with that status."""
+    """A mock with fail_status fails every Nth call with that status (retries off: the
+    client sees it)."""
     raw = {"providers": {"mock": {"type": "mock", "fail_status": 429, "fail_every": 2}},
-           "models": {"m": {"targets": [{"provider": "mock", "model": "m"}]}}}
+           "models": {"m": {"targets": [{"provider": "mock", "model": "m"}]}},
+           "retries": {"attempts": 0}}
     with run_gateway(raw) as gw:
         client = gw.client()
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_failure_a_moment_cures_is_retried_on_the_same_target(
+        run_gateway: GatewayFactory) -> None:
+    """With retries on (the default), the mock's every-other-call 429 is retried after a
+    backoff and the client never sees it; the record lists both attempts."""
+    raw = {"providers": {"mock": {"type": "mock", "fail_status": 503, "fail_every": 2}},
+           "models": {"m": {"targets": [{"provider": "mock", "model": "m"}]}}}
+    with run_gateway(raw) as gw:
+        client = gw.client()
+        for _ in range(4):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        statuses = [[a.status for a in r.attempts] for r in gw.sink.records]
+        assert statuses == [[200], [503, 200], [503, 200], [503, 200]]
 
 
 def test_too_many_embedding_inputs_is_400(run_gateway: GatewayFactory) -> None:

@@ -1,0 +1,52 @@
+"""Retry delays and the retry budget (``app.routing.retry``), and ``Retry-After`` parsing."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+
+from app import errors
+from app.config import RetryConfig
+from app.providers.http import retry_after
+from app.routing.retry import RetryBudget, retry_delay
+
+
+def test_which_failures_are_retried_and_how_long_after() -> None:
+    config, rng = RetryConfig(backoff_s=0.1, max_backoff_s=0.3), random.Random(1)
+    unavailable = errors.UpstreamUnavailable("down", status=503)
+    delays = [retry_delay(unavailable, n, config, rng) for n in (1, 2, 3, 4)]
+    assert all(d is not None for d in delays)
+    caps = [0.1, 0.2, 0.3, 0.3]
+    assert all(cap / 2 <= d <= cap for d, cap in zip(delays, caps, strict=True))  # type: ignore[operator]
+    limited = errors.UpstreamRateLimited("slow down")
+    limited.retry_after_s = 3.0
+    assert retry_delay(limited, 1, config, rng) == 3.0
+    limited.retry_after_s = 11.0  # past max_retry_after_s (10)
+    assert retry_delay(limited, 1, config, rng) is None
+    for never in (errors.UpstreamTimeout("slow"), errors.UpstreamRejected("bad", status=400),
+                  errors.BadUpstreamResponse("garbage"),
+                  errors.UpstreamUnavailable("gateway timeout", status=504)):
+        assert retry_delay(never, 1, config, rng) is None
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert retry_after("2") == 2.0
+    assert retry_after("0.5") == 0.5
+    assert retry_after("-3") == 0.0
+    for unreadable in (None, "", "soon", "inf", "nan"):
+        assert retry_after(unreadable) is None
+    later = retry_after(email.utils.formatdate(time.time() + 30, usegmt=True))
+    assert later is not None and 28 <= later <= 31
+
+
+def test_the_budget_is_a_share_of_recent_calls_with_a_floor() -> None:
+    now = [100.0]
+    budget = RetryBudget(clock=lambda: now[0])
+    config = RetryConfig(budget=0.2, min_retries=2)
+    assert [budget.allow(config) for _ in range(3)] == [True, True, False]  # the floor
+    for _ in range(20):
+        budget.called()
+    assert [budget.allow(config) for _ in range(3)] == [True, True, False]  # 20% of 20 = 4
+    now[0] += 11  # the window moved past all of it
+    assert budget.allow(config) and budget.allow(config) and not budget.allow(config)
