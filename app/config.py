@@ -147,11 +147,43 @@ class ModelConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        from app.routing.strategies import STRATEGIES  # the routing package imports this one
+        return known_strategy(name)
 
-        if name not in STRATEGIES:
-            raise ValueError(f"unknown strategy {name!r}; one of: {', '.join(STRATEGIES)}")
-        return name
+
+def known_strategy(name: str) -> str:
+    """``name`` if it is a routing strategy (``app.routing.strategies``), else ``ValueError``."""
+    from app.routing.strategies import STRATEGIES  # the routing package imports this module
+
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; one of: {', '.join(STRATEGIES)}")
+    return name
+
+
+class VariantConfig(BaseModel):
+    """One arm of an experiment: its share of the traffic and where it goes."""
+
+    model_config = _FORBID
+    weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    targets: Annotated[list[TargetConfig], Field(min_length=1)]
+    strategy: str = "ordered"
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        return known_strategy(name)
+
+
+class ExperimentConfig(BaseModel):
+    """An A/B experiment: the traffic of one public model split between named variants
+    (``app.routing.experiments``)."""
+
+    model_config = _FORBID
+    model: Name
+    """The public model whose calls are split (its own targets then serve none of them)."""
+    sticky: Literal["user", "key", "header"] = "user"
+    """What keeps a caller on one variant: the request's ``user``, the virtual key, or the
+    ``x-switchboard-variant-key`` header (a call without it is assigned at random)."""
+    variants: Annotated[dict[Name, VariantConfig], Field(min_length=2)]
 
 
 class Limits(BaseModel):
@@ -334,19 +366,33 @@ class GatewayConfig(BaseModel):
     streaming: Streaming = Field(default_factory=Streaming)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    experiments: dict[Name, ExperimentConfig] = Field(default_factory=dict)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> GatewayConfig:
         problems = []
-        for public, model in self.models.items():
-            for i, target in enumerate(model.targets):
+        lists = [(f"models.{public}", model.targets) for public, model in self.models.items()]
+        lists += [(f"experiments.{name}.variants.{variant}", arm.targets)
+                  for name, experiment in self.experiments.items()
+                  for variant, arm in experiment.variants.items()]
+        for where, targets in lists:
+            for i, target in enumerate(targets):
                 if target.provider not in self.providers:
                     problems.append(
-                        f"models.{public}.targets.{i}.provider: no provider named "
+                        f"{where}.targets.{i}.provider: no provider named "
                         f"{target.provider!r} (known: {', '.join(sorted(self.providers))})"
                     )
+        split: dict[str, str] = {}
+        for name, experiment in self.experiments.items():
+            if experiment.model not in self.models:
+                problems.append(f"experiments.{name}.model: no public model named "
+                                f"{experiment.model!r}")
+            elif experiment.model in split:
+                problems.append(f"experiments.{name}.model: {experiment.model!r} is already "
+                                f"split by experiment {split[experiment.model]!r}")
+            split.setdefault(experiment.model, name)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -56,6 +56,7 @@ from app.limits import Bucket
 from app.pricing import PriceBook
 from app.providers.base import Json, Provider
 from app.routing import Route, RoutingTable
+from app.routing.experiments import VARIANT_KEY_HEADER
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.scrub import Scrubber, config_secrets
 
@@ -228,11 +229,31 @@ class ModelCall:
     _route: Route | None = None
 
     def route(self) -> Route:
-        """The route of the requested public model (resolved once); ``NotFound`` if none."""
+        """The route of the requested public model (resolved once); ``NotFound`` if none. For a
+        model an experiment splits, the route of the variant this call is assigned to (and the
+        record says which)."""
         if self._route is None:
             assert self.request is not None, "no route before the request is parsed"
-            self._route = self.snapshot.table.resolve(self.request.model)
+            table = self.snapshot.table
+            route = table.resolve(self.request.model)
+            experiment = table.experiment_of(route.name)
+            if experiment is not None:
+                variant = experiment.assign(self._sticky_key(experiment.sticky))
+                self.record.experiment, self.record.variant = experiment.name, variant.name
+                route = variant.route
+            self._route = route
         return self._route
+
+    def _sticky_key(self, sticky: str) -> str:
+        """What assigns this call to a variant; its own id (at random) when it has none."""
+        if sticky == "user":
+            key = getattr(self.request, "user", None)
+        elif sticky == "key":
+            key = self.caller.key_id or (None if self.caller.name == "anonymous"
+                                         else self.caller.name)
+        else:
+            key = self.incoming.headers.get(VARIANT_KEY_HEADER)
+        return f"{sticky}:{key}" if key else f"call:{self.record.id}"
 
     async def __aenter__(self) -> ModelCall:
         return self

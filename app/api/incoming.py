@@ -19,7 +19,7 @@ from app import errors
 # A client's own request id is kept when it is a sane token; anything else is not kept.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length",
-                     b"x-switchboard-deadline-s"})
+                     b"x-switchboard-deadline-s", b"x-switchboard-variant-key"})
 
 SWEEP_INTERVAL_S = 1.0
 

@@ -157,6 +157,8 @@ def call_headers(call: ModelCall) -> dict[str, str]:
     record = call.record
     headers = id_headers(record)
     headers["x-switchboard-config-version"] = call.snapshot.version
+    if record.variant is not None:
+        headers["x-switchboard-variant"] = f"{record.experiment}/{record.variant}"
     if call.headers:
         headers.update(call.headers)
     if record.provider is not None:

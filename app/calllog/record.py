@@ -222,6 +222,10 @@ class CallRecord:
     """The client's ``x-request-id``, when it sent a sane one; not unique."""
     config_version: str | None = None
     """The version of the config the call ran on (``app.pipeline.config_version``)."""
+    experiment: str | None = None
+    """The A/B experiment that split the call's public model, if one did..."""
+    variant: str | None = None
+    """...and the variant the call was assigned to (``app.routing.experiments``)."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -284,6 +288,8 @@ class CallRecord:
             "key_id": self.key_id,
             "team_id": self.team_id,
             "config_version": self.config_version,
+            "experiment": self.experiment,
+            "variant": self.variant,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

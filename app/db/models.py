@@ -53,6 +53,10 @@ class Call(Base):
     """The team of that key, if it has one."""
     config_version: Mapped[str | None] = mapped_column(String(16))
     """The version of the config that served the call (``GET /admin/config``)."""
+    experiment: Mapped[str | None] = mapped_column(String(128))
+    """The A/B experiment that split the call's public model..."""
+    variant: Mapped[str | None] = mapped_column(String(128))
+    """...and the variant that served it."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))
@@ -91,6 +95,7 @@ class Call(Base):
         Index("ix_calls_key_id_created_at", "key_id", "created_at"),
         Index("ix_calls_team_id_created_at", "team_id", "created_at"),
         Index("ix_calls_config_version_created_at", "config_version", "created_at"),
+        Index("ix_calls_experiment_created_at", "experiment", "created_at"),
     )
 
 

@@ -1,15 +1,17 @@
-"""The routing table: the config compiled into immutable routes, swapped whole on reload."""
+"""The routing table: the config compiled into immutable routes (and the experiments that split
+some of them), swapped whole on reload."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from app import errors
-from app.config import GatewayConfig
+from app.config import GatewayConfig, TargetConfig
 from app.providers.base import Target
+from app.routing.experiments import Experiment, Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,15 @@ class Route:
     def windowed(self) -> bool:
         """Whether a target has a ``context_window`` (calls then estimate their prompt)."""
         return any(t.context_window is not None for t in self.targets)
+
+
+def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
+           max_tokens_default: int | None) -> Route:
+    """``base`` (a public model's route) with other targets: an experiment's variant."""
+    return replace(base, strategy=strategy, targets=tuple(
+        Target(provider=t.provider, model=t.model, params=dict(t.params),
+               max_tokens_default=max_tokens_default, weight=t.weight,
+               context_window=t.context_window) for t in targets))
 
 
 class RoutingTable:
@@ -50,6 +61,19 @@ class RoutingTable:
                                  owned_by=model.owned_by, created=created,
                                  strategy=model.strategy)
         self._routes: Mapping[str, Route] = MappingProxyType(routes)
+        self._experiments: Mapping[str, Experiment] = MappingProxyType({
+            experiment.model: Experiment(
+                name=name, model=experiment.model, sticky=experiment.sticky,
+                variants=tuple(
+                    Variant(name=variant, weight=arm.weight, route=_route(
+                        routes[experiment.model], arm.targets, arm.strategy,
+                        routes[experiment.model].targets[0].max_tokens_default))
+                    for variant, arm in experiment.variants.items()))
+            for name, experiment in config.experiments.items()})
+
+    def experiment_of(self, model: str) -> Experiment | None:
+        """The experiment splitting ``model``'s calls, if one does."""
+        return self._experiments.get(model)
 
     def resolve(self, model: str) -> Route:
         """The route for a public model name; ``NotFound`` (404) when there is none."""

@@ -1,0 +1,71 @@
+"""An A/B experiment through a running gateway: calls split between variants, each user on
+one variant, the variant in the answer's header and in the call record."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from app.config import ConfigError, parse_config
+from tests.api.conftest import GatewayFactory, sim_config
+
+
+def with_experiment(simulator: str, sticky: str = "user") -> dict[str, Any]:
+    raw = sim_config(simulator)
+    raw["providers"]["sim2"] = {**raw["providers"]["sim"]}
+    raw["experiments"] = {"chat-ab": {"model": "chat", "sticky": sticky, "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim2", "model": "gpt-4o-mini"}]}}}}
+    return raw
+
+
+def test_users_are_split_and_each_stays_on_one_variant(run_gateway: GatewayFactory,
+                                                       simulator: str) -> None:
+    with run_gateway(with_experiment(simulator)) as gateway:
+        http = gateway.http()
+        variants: dict[str, set[str]] = {}
+        for call in range(200):
+            user = f"user-{call % 40}"
+            answer = http.post("/v1/chat/completions", json={
+                "model": "chat", "user": user, "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200
+            variant = answer.headers["x-switchboard-variant"]
+            provider = answer.headers["x-switchboard-provider"]
+            assert (variant, provider) in {("chat-ab/control", "sim"),
+                                           ("chat-ab/candidate", "sim2")}
+            variants.setdefault(user, set()).add(variant)
+        assert all(len(seen) == 1 for seen in variants.values())
+        split = Counter(next(iter(seen)) for seen in variants.values())
+        assert set(split) == {"chat-ab/control", "chat-ab/candidate"}
+        records = gateway.sink.records
+        assert {(r.experiment, r.variant, r.provider) for r in records} == {
+            ("chat-ab", "control", "sim"), ("chat-ab", "candidate", "sim2")}
+        plain = http.post("/v1/embeddings", json={"model": "embed", "input": "x"})
+        assert "x-switchboard-variant" not in plain.headers
+        assert gateway.sink.records[-1].experiment is None
+
+
+def test_a_header_can_be_what_sticks(run_gateway: GatewayFactory, simulator: str) -> None:
+    with run_gateway(with_experiment(simulator, sticky="header")) as gateway:
+        http = gateway.http()
+        for session in ("s-1", "s-2", "s-3", "s-4"):
+            seen = {http.post("/v1/chat/completions", headers={
+                "x-switchboard-variant-key": session}, json={
+                "model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+                ).headers["x-switchboard-variant"] for _ in range(5)}
+            assert len(seen) == 1
+
+
+def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
+    raw = {"providers": {"m": {"type": "mock"}},
+           "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
+           "experiments": {"ab": {"model": "chta", "variants": {
+               "a": {"targets": [{"provider": "m", "model": "x"}]},
+               "b": {"targets": [{"provider": "nope", "model": "x"}]}}}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert "experiments.ab.model: no public model named 'chta'" in str(caught.value)
+    assert "experiments.ab.variants.b.targets.0.provider: no provider named 'nope'" in \
+        str(caught.value)
