@@ -83,6 +83,8 @@ async def list_calls(
         "The client's x-request-id (not unique: every call sent with it)."))] = None,
     config_version: Annotated[str | None, Query(description=(
         "The version of the config that served the call (GET /admin/config)."))] = None,
+    experiment: Annotated[str | None, Query(description="An A/B experiment's name.")] = None,
+    variant: Annotated[str | None, Query(description="One of its variants.")] = None,
     limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
@@ -94,8 +96,8 @@ async def list_calls(
     rows, next_cursor = await query.list_calls(
         engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
         model=model, provider=provider, status=status, caller=caller, key_id=key_id,
-        team_id=team_id, request_id=request_id, config_version=config_version, limit=limit,
-        cursor=cursor)
+        team_id=team_id, request_id=request_id, config_version=config_version,
+        experiment=experiment, variant=variant, limit=limit, cursor=cursor)
     return {"object": "list", "data": rows, "next_cursor": next_cursor}
 
 

@@ -155,3 +155,20 @@ class ApiKey(Base):
         Index("ix_api_keys_key_hash", "key_hash", unique=True),
         Index("ix_api_keys_team_id", "team_id"),
     )
+
+
+class Feedback(Base):
+    """Feedback on one call (``POST /v1/feedback``): a score, a label, a comment; a call may
+    have any number of them."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(128))
+    """The call's id (``calls.id``; not a foreign key: ``calls`` is partitioned)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    score: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_feedback_call_id", "call_id"),)

@@ -1,0 +1,47 @@
+"""``POST /v1/feedback`` (any caller the gateway admits) and ``GET
+/admin/calls/{call_id}/feedback`` (admin): see ``app.feedback``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from app import errors, feedback
+from app.api.admin import AdminDep, EngineDep
+from app.api.deps import CallerDep
+from app.db.engine import DATABASE_ERRORS
+from app.resources import resources_of
+
+router = APIRouter()
+
+
+@router.post("/v1/feedback", status_code=201)
+async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
+                        request: Request) -> dict[str, Any]:
+    """Attach a score, a label and/or a comment to a call (many per call). ``request_id`` is
+    the call id (``x-switchboard-call-id``) or your ``x-request-id``; an unknown one is a 404
+    ``call_not_found``."""
+    engine = resources_of(request).engine
+    if engine is None:
+        raise errors.GatewayError("Feedback needs the call log, which is off on this gateway.",
+                                  status=503, code="call_log_unavailable")
+    try:
+        call_id = await feedback.find_call(engine, spec.request_id)
+        if call_id is None:
+            raise errors.NotFound(f"No call with the id {spec.request_id!r}.",
+                                  param="request_id", code="call_not_found")
+        return await feedback.add(engine, call_id, spec)
+    except DATABASE_ERRORS:
+        raise errors.GatewayError("The call log database is unreachable; retry shortly.",
+                                  status=503, code="call_log_unavailable") from None
+
+
+@router.get("/admin/calls/{call_id}/feedback")
+async def call_feedback(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    """Every feedback on one call, oldest first."""
+    try:
+        return {"object": "list", "data": await feedback.of_call(engine, call_id[:128])}
+    except DATABASE_ERRORS:
+        raise errors.GatewayError("The call log database is unreachable; retry shortly.",
+                                  status=503, code="call_log_unavailable") from None

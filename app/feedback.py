@@ -1,0 +1,87 @@
+"""Feedback on calls (``POST /v1/feedback``): scores, labels and comments stored beside the call
+log, many per call, for the experiment reports and for anyone reading a call.
+
+A feedback names its call by ``request_id``: the gateway's call id (``x-switchboard-call-id``),
+or the client's ``x-request-id`` (then the newest call sent with it). The call must be in the
+call log: its row is written within a second of its answer, so the endpoint waits up to
+``WAIT_FOR_ROW_S`` for a call it does not find yet before answering 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Call, Feedback
+
+WAIT_FOR_ROW_S = 2.0
+_calls = Call.__table__
+_feedback = Feedback.__table__
+
+
+class FeedbackIn(BaseModel):
+    """What a client sends; at least one of ``score``, ``label`` and ``comment``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    score: float | None = None
+    label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    comment: Annotated[str, Field(max_length=4000)] | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackIn:
+        if self.score is None and self.label is None and self.comment is None:
+            raise ValueError("give at least one of score, label and comment")
+        for text in (self.label, self.comment):
+            if text is not None and "\x00" in text:
+                raise ValueError("text fields may not contain NUL characters")
+        return self
+
+
+async def find_call(engine: AsyncEngine, request_id: str) -> str | None:
+    """The id of the call ``request_id`` names, waiting up to ``WAIT_FOR_ROW_S`` for its row."""
+    stmt = (select(_calls.c.id)
+            .where(or_(_calls.c.id == request_id, _calls.c.request_id == request_id))
+            .order_by((_calls.c.id == request_id).desc(), _calls.c.created_at.desc()).limit(1))
+    deadline = time.monotonic() + WAIT_FOR_ROW_S
+    while True:
+        async with engine.connect() as conn:
+            found = (await conn.execute(stmt)).scalar()
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def add(engine: AsyncEngine, call_id: str, feedback: FeedbackIn) -> dict[str, Any]:
+    """Store ``feedback`` on the call ``call_id``; the stored feedback."""
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {"id": os.urandom(16).hex(), "call_id": call_id, "created_at": now,
+                           "score": feedback.score, "label": feedback.label,
+                           "comment": feedback.comment}
+    async with engine.begin() as conn:
+        await conn.execute(insert(Feedback).values(**row))
+    return {**row, "object": "feedback", "created_at": now.isoformat()}
+
+
+async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]]:
+    """Every feedback on one call, oldest first."""
+    stmt = (select(_feedback).where(_feedback.c.call_id == call_id)
+            .order_by(_feedback.c.created_at, _feedback.c.id))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).mappings().all()
+    return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
