@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from app.calllog.cli import logs, spend
+from app.calllog.cli import experiments, logs, spend
 from app.config import ConfigError, load_config
 from app.config_diff import changes
 from app.db.cli import db
@@ -174,6 +174,7 @@ def config_diff(old: Path, new: Path) -> None:
         click.echo(f"  {line}")
 
 
+main.add_command(experiments)
 main.add_command(db)
 main.add_command(logs)
 main.add_command(spend)

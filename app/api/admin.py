@@ -19,9 +19,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import errors
+from app import errors, experiments
 from app.api.deps import CallerDep
 from app.calllog import query, spend
+from app.db.engine import DATABASE_ERRORS
 from app.pipeline import Caller
 from app.resources import resources_of
 from app.settings import is_loopback
@@ -235,3 +236,24 @@ async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
                 else round(stats.ewma_ms, 1)})
         models[route.name] = {"strategy": route.strategy, "targets": targets}
     return {"version": gateway.snapshot.version, "models": models}
+
+
+@router.get("/experiments/{name}")
+async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, request: Request,
+                            since: Annotated[str | None, Query(description=(
+                                "Earliest call (inclusive): ISO 8601 or an age such as 7d."
+                            ))] = None) -> dict[str, Any]:
+    """An A/B experiment's report: per variant, calls, error rate, latency, tokens, cost per
+    call and feedback, with 95% confidence sequences that stay valid however often the report
+    is read (``app.experiments``). The experiment must be in the config serving now."""
+    config = resources_of(request).gateway.snapshot.config
+    experiment = config.experiments.get(name)
+    if experiment is None:
+        raise errors.NotFound(f"No experiment named {name[:128]!r} in the config serving now.",
+                              param="name", code="experiment_not_found")
+    try:
+        return await experiments.report(engine, name, list(experiment.variants),
+                                        since=_moment(since, param="since"))
+    except DATABASE_ERRORS:
+        raise errors.GatewayError("The call log database is unreachable; retry shortly.",
+                                  status=503, code="call_log_unavailable") from None

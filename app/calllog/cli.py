@@ -394,5 +394,47 @@ def spend(url: str, key: str | None, by: str, since: str | None, until: str | No
             str(row["errors"])], SPEND_COLUMNS))
 
 
+@click.group("experiments", context_settings={"help_option_names": ["-h", "--help"]})
+def experiments() -> None:
+    """A/B experiments of a running gateway (through its admin API; needs the master key)."""
+
+
+@experiments.command("report")
+@_connection_options
+@click.argument("name")
+@click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
+              "such as 7d (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def experiment_report(url: str, key: str | None, name: str, since: str | None,
+                      as_json: bool) -> None:
+    """Per variant: calls, error rate, latency, tokens, cost per call and feedback, each mean
+    with its 95% confidence sequence, and whether it differs from the control."""
+    client = _client(url, key)
+    try:
+        body = client.get(f"/admin/experiments/{name}", _filters(since=since))
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False))
+        return
+    click.echo(f"experiment {body['experiment']} (control: {body['control']})")
+    click.echo(f"  {body['method']}")
+    for variant, data in body["variants"].items():
+        differs = data["differs_from_control"] or {}
+        click.echo(f"{variant}: {data['calls']} calls, p50 {_ms(data['latency_ms']['p50'])}, "
+                   f"p95 {_ms(data['latency_ms']['p95'])}")
+        for metric in ("error_rate", "cost_usd", "completion_tokens", "feedback_score"):
+            m = data[metric]
+            ci = "" if m["ci95"] is None else f" [{m['ci95'][0]:.4g}, {m['ci95'][1]:.4g}]"
+            verdict = {True: " differs from control", False: " no difference shown",
+                       None: ""}[differs.get(metric)]
+            mean = "-" if m["mean"] is None else f"{m['mean']:.4g}"
+            click.echo(f"  {metric:<18} n={m['n']:<7} mean {mean}{ci}{verdict}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 if __name__ == "__main__":  # pragma: no cover - ``python -m app.calllog.cli``
     logs()

@@ -4,14 +4,18 @@ input a 400, an unknown call a 404."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.api.conftest import MASTER_KEY
+from app.config import parse_config
+from app.main import create_app
+from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.test_end_to_end import chat, logged_gateway, settings_for
+from tests.servers import serve
 
 
 def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
@@ -53,3 +57,41 @@ def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, o
                             headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_an_experiments_report_counts_its_variants_and_their_feedback(
+        simulator: str, tmp_path: Path) -> None:
+    """Calls split between two variants, feedback on each call, the report per variant: calls,
+    feedback means, and a difference the confidence sequences show."""
+    raw = sim_config(simulator)
+    raw["providers"]["sim2"] = {**raw["providers"]["sim"]}
+    raw["experiments"] = {"ab": {"model": "chat", "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim2", "model": "gpt-4o-mini"}]}}}}
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        served: Counter[str] = Counter()
+        calls = []
+        for i in range(160):
+            answer = http.post("/v1/chat/completions", json={
+                "model": "chat", "user": f"user-{i % 80}",
+                "messages": [{"role": "user", "content": "hi"}]})
+            variant = answer.headers["x-switchboard-variant"].split("/")[1]
+            served[variant] += 1
+            calls.append((answer.headers["x-switchboard-call-id"], variant))
+        for call_id, variant in calls:
+            score = 0.8 if variant == "candidate" else 0.3
+            assert http.post("/v1/feedback", json={"request_id": call_id,
+                                                   "score": score}).status_code == 201
+        report = http.get("/admin/experiments/ab").json()
+        assert report["control"] == "control"
+        by = report["variants"]
+        assert {v: by[v]["calls"] for v in by} == dict(served)
+        assert by["candidate"]["feedback_score"]["mean"] == pytest.approx(0.8)
+        assert by["control"]["feedback_score"]["mean"] == pytest.approx(0.3)
+        assert by["candidate"]["differs_from_control"]["feedback_score"] is True
+        assert by["candidate"]["differs_from_control"]["error_rate"] is False
+        assert by["control"]["differs_from_control"] is None
+        assert http.get("/admin/experiments/nope").status_code == 404

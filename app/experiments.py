@@ -1,0 +1,138 @@
+"""The report of an A/B experiment (``GET /admin/experiments/{name}``, ``switchboard experiments
+report NAME``), from the call log and the feedback on its calls.
+
+Per variant: calls, error rate, latency p50/p95, time to first token p50, mean tokens, cost
+per call, and the feedback scores' mean. Every rate and mean comes with a 95% **confidence
+sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas, "Time-uniform central limit theory and
+asymptotic confidence sequences", 2021): unlike a fixed-sample confidence interval, it holds at
+every sample size at once, so the report stays valid however often it is looked at while the
+experiment runs (no "peeking" problem). Each variant's sequence is at level ``ALPHA / 2``, so
+that two variants' sequences hold together with 95% probability; a variant differs
+significantly from the first-listed one (the control) when their sequences for the metric do
+not overlap. This is conservative (it needs more data than a test of the difference would)
+and asymptotic (it assumes the sample's variance is a fair estimate, which needs a few dozen
+samples: fewer than ``MIN_SAMPLES`` are reported without a sequence).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Call, Feedback
+
+ALPHA = 0.05
+TARGET_SAMPLES = 1000
+"""The sample size the sequences are tightest at (their width grows slowly past it)."""
+MIN_SAMPLES = 30
+_calls = Call.__table__
+_feedback = Feedback.__table__
+
+
+def confidence_sequence(values: Sequence[float], *, alpha: float = ALPHA / 2,
+                        target: int = TARGET_SAMPLES) -> tuple[float, float] | None:
+    """The asymptotic confidence sequence for the mean of ``values`` at ``len(values)``, at
+    level ``1 - alpha`` (see the module docstring); ``None`` under ``MIN_SAMPLES``."""
+    n = len(values)
+    if n < MIN_SAMPLES:
+        return None
+    mean = statistics.fmean(values)
+    sd = statistics.pstdev(values, mean)
+    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / target
+    half = sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2)
+                          * math.log(math.sqrt(n * rho2 + 1) / alpha))
+    return mean - half, mean + half
+
+
+@dataclass
+class _Arm:
+    """One variant's samples."""
+
+    calls: int = 0
+    errors: list[float] = field(default_factory=list)
+    """1.0 per failed call, 0.0 per answered one (their mean is the error rate)."""
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    prompt: list[float] = field(default_factory=list)
+    completion: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+def _metric(values: list[float]) -> dict[str, Any]:
+    sequence = confidence_sequence(values)
+    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
+            "ci95": None if sequence is None else [sequence[0], sequence[1]]}
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
+                 since: datetime | None = None) -> dict[str, Any]:
+    """The report of experiment ``name`` whose variants are ``variants`` (the first is the
+    control); calls since ``since`` (all when ``None``)."""
+    arms = {variant: _Arm() for variant in variants}
+    calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.latency_ms,
+                   _calls.c.ttft_ms, _calls.c.prompt_tokens, _calls.c.completion_tokens,
+                   _calls.c.cost_usd).where(_calls.c.experiment == name)
+    scores = (select(_feedback.c.score, _calls.c.variant)
+              .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
+              .where(_calls.c.experiment == name, _feedback.c.score.is_not(None)))
+    if since is not None:
+        calls = calls.where(_calls.c.created_at >= since)
+        scores = scores.where(_calls.c.created_at >= since)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(calls)).all()
+        scored = (await conn.execute(scores)).all()
+    for row in rows:
+        arm = arms.get(row.variant) or arms.setdefault(row.variant, _Arm())
+        arm.calls += 1
+        arm.errors.append(0.0 if row.status == "ok" else 1.0)
+        if row.status == "ok":
+            for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
+                                (arm.prompt, row.prompt_tokens),
+                                (arm.completion, row.completion_tokens),
+                                (arm.cost, row.cost_usd)):
+                if value is not None:
+                    into.append(float(value))
+    for score, variant in scored:
+        arm = arms.get(variant) or arms.setdefault(variant, _Arm())
+        arm.scores.append(float(score))
+    out: dict[str, Any] = {}
+    for variant, arm in arms.items():
+        out[variant] = {
+            "calls": arm.calls, "error_rate": _metric(arm.errors),
+            "latency_ms": {"p50": _percentile(arm.latency, 0.5),
+                           "p95": _percentile(arm.latency, 0.95), **_metric(arm.latency)},
+            "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},
+            "prompt_tokens": _metric(arm.prompt), "completion_tokens": _metric(arm.completion),
+            "cost_usd": _metric(arm.cost), "feedback_score": _metric(arm.scores)}
+    control = variants[0] if variants else None
+    for variant, data in out.items():
+        data["differs_from_control"] = None if variant == control or control not in out else {
+            metric: _apart(out[control][metric]["ci95"], data[metric]["ci95"])
+            for metric in ("error_rate", "latency_ms", "cost_usd", "feedback_score")}
+    return {"object": "experiment.report", "experiment": name, "control": control,
+            "method": "95% time-uniform asymptotic confidence sequences per variant (level "
+                      "0.025 each, Waudby-Smith et al. 2021); a metric differs when the "
+                      "control's and the variant's do not overlap",
+            "variants": out}
+
+
+def _apart(a: list[float] | None, b: list[float] | None) -> bool | None:
+    """Whether two intervals are disjoint (``None``: one is missing, too few samples)."""
+    if a is None or b is None:
+        return None
+    return a[1] < b[0] or b[1] < a[0]

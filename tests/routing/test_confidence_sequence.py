@@ -1,0 +1,50 @@
+"""The experiment report's confidence sequences (``app.experiments``): narrower with more data,
+and valid at every sample size at once (the report may be read again and again)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from app.experiments import MIN_SAMPLES, confidence_sequence
+
+
+def test_too_few_samples_have_none_and_more_samples_narrow_it() -> None:
+    rng = random.Random(3)
+    values = [rng.gauss(5.0, 2.0) for _ in range(5000)]
+    assert confidence_sequence(values[:MIN_SAMPLES - 1]) is None
+    widths = []
+    for n in (100, 1000, 5000):
+        sequence = confidence_sequence(values[:n])
+        assert sequence is not None and sequence[0] < 5.0 < sequence[1]
+        widths.append(sequence[1] - sequence[0])
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_peeking_at_every_sample_size_rarely_excludes_the_true_mean() -> None:
+    """100 experiments with no effect, each looked at after every sample from 30 to 1,500:
+    the share that ever exclude the true mean stays near the level (0.025), where a fixed-sample
+    95% interval looked at that often would exclude it in most of them."""
+    rng = random.Random(11)
+    ever = fixed_ever = 0
+    for _ in range(100):
+        values: list[float] = []
+        excluded = fixed_excluded = False
+        total = squares = 0.0
+        for n in range(1, 1501):
+            x = rng.gauss(0.0, 1.0)
+            values.append(x)
+            total += x
+            squares += x * x
+            if n < MIN_SAMPLES or n % 20:  # every 20th size: nearly the same verdict, faster
+                continue
+            sequence = confidence_sequence(values)
+            assert sequence is not None
+            excluded = excluded or not sequence[0] <= 0.0 <= sequence[1]
+            mean = total / n
+            sd = math.sqrt(max(0.0, squares / n - mean * mean))
+            fixed_excluded = fixed_excluded or abs(mean) > 1.96 * sd / math.sqrt(n)
+        ever += excluded
+        fixed_ever += fixed_excluded
+    assert ever / 100 <= 0.05, ever
+    assert fixed_ever / 100 > 0.2, fixed_ever
