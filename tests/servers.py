@@ -58,3 +58,16 @@ def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], *, timeout_s: float = 30) -> None:
+    """SIGTERM every process still running, wait for each (killed past ``timeout_s``)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

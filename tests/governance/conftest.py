@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.api.conftest import sim_config
 from tests.calllog import conftest as calllog
 from tests.calllog.servers import PrivatePostgres, serve_process
-from tests.servers import free_port
+from tests.servers import free_port, stop_processes
 
 MASTER_KEY = "sk-governance-master-Qm4t8Zr2"
 postgres = calllog.postgres
@@ -58,14 +57,7 @@ class Fleet:
         return started
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
         self.procs.clear()
         self.urls.clear()
 

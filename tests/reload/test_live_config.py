@@ -22,7 +22,7 @@ from app.config import load_config
 from app.pipeline import config_version
 from tests.calllog import conftest as calllog
 from tests.calllog.servers import PrivatePostgres, serve_process
-from tests.servers import free_port
+from tests.servers import free_port, stop_processes
 
 postgres = calllog.postgres
 MASTER = "sk-reload-master-Hq7p2Vx9"
@@ -69,13 +69,7 @@ class Gateways:
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.tmp.glob("gateway-*.log"))
