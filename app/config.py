@@ -263,11 +263,12 @@ class Streaming(BaseModel):
     keepalive_s: Seconds = 10.0
     """Quiet time after which a stream starts and sends an SSE comment while waiting for tokens."""
     first_chunk_timeout_s: Seconds = 8.0
-    """The longest a stream attempt waits for its first chunk: past it, the target counts as
-    failed (its circuit breaker hears of it) and the next one is tried. Shorter than
-    ``keepalive_s``, so that a dead target is left before the first keep-alive commits the
-    client to it; set it longer and a stream that is quiet for ``keepalive_s`` is committed to
-    its target, which then has ``timeout_s`` to send its first token."""
+    """The longest a stream attempt waits for its first chunk when its model has another target
+    to fall back to: past it, the target counts as failed (its circuit breaker hears of it)
+    and the next one is tried. Shorter than ``keepalive_s``, so that a dead target is left
+    before the first keep-alive commits the client to it; set it longer (or serve a model from
+    one target) and a stream that is quiet for ``keepalive_s`` is committed to its target,
+    which then has ``timeout_s`` to send its first token."""
 
 
 class CallLog(BaseModel):

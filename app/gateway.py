@@ -469,7 +469,12 @@ class Gateway(Finisher):
         return result
 
     @staticmethod
-    def _first_chunk_s(call: ModelCall, target: Target) -> float:
+    def _first_chunk_s(call: ModelCall, route: Route, target: Target) -> float:
+        """How long a stream attempt on ``target`` waits for its first chunk before the next
+        target is tried; with no other target to try, no limit of its own (a slow first token
+        is then waited for as before: committed at the first keep-alive)."""
+        if len(route.targets) < 2:
+            return math.inf
         config = call.snapshot.config
         own = config.providers[target.provider].first_chunk_timeout_s
         return own if own is not None else config.streaming.first_chunk_timeout_s
@@ -524,7 +529,7 @@ class Gateway(Finisher):
         try:
             opened, first = await self._attempts(
                 call, route, lambda p, t: self._open(
-                    opener, p, t, keepalive, self._first_chunk_s(call, t)))
+                    opener, p, t, keepalive, self._first_chunk_s(call, route, t)))
             stream = opened
             if isinstance(first, asyncio.Task):
                 pending = first
