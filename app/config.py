@@ -164,8 +164,15 @@ class VariantConfig(BaseModel):
 
     model_config = _FORBID
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    """Its share of the calls (among the variants that are not shadows)."""
     targets: Annotated[list[TargetConfig], Field(min_length=1)]
     strategy: str = "ordered"
+    shadow: bool = False
+    """A shadow variant serves no client: after a call of another variant has been answered, a
+    copy of it (a ``sample`` of them) goes to this variant, its answer is discarded and its call
+    row is logged (``shadow_of`` names the original)."""
+    sample: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """The share of answered calls a shadow variant gets a copy of."""
 
     @field_validator("strategy")
     @classmethod
@@ -390,6 +397,9 @@ class GatewayConfig(BaseModel):
             if experiment.model not in self.models:
                 problems.append(f"experiments.{name}.model: no public model named "
                                 f"{experiment.model!r}")
+            elif all(arm.shadow for arm in experiment.variants.values()):
+                problems.append(f"experiments.{name}.variants: every variant is a shadow; "
+                                "at least one must serve the calls")
             elif experiment.model in split:
                 problems.append(f"experiments.{name}.model: {experiment.model!r} is already "
                                 f"split by experiment {split[experiment.model]!r}")

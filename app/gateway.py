@@ -137,6 +137,8 @@ class Gateway(Finisher):
         """What the strategies know about each target (kept across reloads)."""
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._budget = RetryBudget()
+        self._shadows: set[asyncio.Task[None]] = set()
+        """Shadow copies of calls still running (``_shadow``)."""
         self._backends: Mapping[str, BackendState] = backends or {}
         self._rng = random.Random()
         self._sink = sink
@@ -194,7 +196,9 @@ class Gateway(Finisher):
     def open(self, incoming: Incoming) -> ModelCall:
         """A new model call: a call id of its own (never the client's), the client's
         ``x-request-id`` kept beside it as ``request_id``, on the current snapshot."""
-        snapshot = self.snapshot
+        return self._open_on(self.snapshot, incoming)
+
+    def _open_on(self, snapshot: Snapshot, incoming: Incoming) -> ModelCall:
         record = CallRecord(id=os.urandom(16).hex(),  # uuid4().hex measured ~8 us, this ~0.6 us
                             request_id=client_request_id(incoming.headers),
                             endpoint=incoming.path, caller="unauthenticated",
@@ -651,6 +655,39 @@ class Gateway(Finisher):
         if self._recorder is not None:
             self._hand_over(self._recorder.observe, record, "metrics")
         self._hand_over(self._sink.submit, record, "call record sink")
+        if record.variant is not None and record.shadow_of is None and record.status == "ok":
+            self._shadow(call)
+
+    def _shadow(self, call: ModelCall) -> None:
+        """Copy an answered call to its experiment's shadow variants (those that sample it),
+        in the background (``app.routing.experiments``)."""
+        record = call.record
+        experiment = call.snapshot.table.experiment_of(record.public_model or "")
+        if experiment is None or call.request is None:
+            return
+        for variant in experiment.shadows:
+            if not variant.samples(record.id):
+                continue
+            copy = self._open_on(call.snapshot, call.incoming)
+            copy.record.request_id = None  # the client's id names its own call, not this copy
+            copy.record.shadow_of = record.id
+            copy.caller, copy.request, copy.body = call.caller, call.request, call.body
+            copy.pin(variant.route, experiment=experiment.name, variant=variant.name)
+            task = asyncio.get_running_loop().create_task(self._serve_shadow(copy))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+
+    async def _serve_shadow(self, copy: ModelCall) -> None:
+        serve = {"/v1/chat/completions": self.chat, "/v1/completions": self.complete,
+                 "/v1/embeddings": self.embed}.get(copy.incoming.path)
+        if serve is None:
+            return
+        with contextlib.suppress(errors.GatewayError):  # its row says how it ended
+            async with copy:
+                copy.record.caller = copy.caller.name
+                copy.record.key_id, copy.record.team_id = copy.caller.key_id, \
+                    copy.caller.team_id
+                await serve(copy)
 
     def _hand_over(self, take: Callable[[CallRecord], None], record: CallRecord,
                    what: str) -> None:
@@ -662,7 +699,10 @@ class Gateway(Finisher):
             log.exception("%s failed for %s", what, record.id)
 
     async def aclose(self) -> None:
-        """Close every provider of every snapshot (after the calls have drained)."""
+        """Close every provider of every snapshot (after the calls, and the shadow copies,
+        have drained)."""
+        if self._shadows:
+            await asyncio.wait(list(self._shadows), timeout=10)
         providers = {id(p): p for s in (self.snapshot, *self._retiring)
                      for p in s.providers.values()}
         for provider in providers.values():

@@ -244,6 +244,11 @@ class ModelCall:
             self._route = route
         return self._route
 
+    def pin(self, route: Route, *, experiment: str, variant: str) -> None:
+        """Serve this call from ``route``, an experiment's variant (a shadow copy's)."""
+        self._route = route
+        self.record.experiment, self.record.variant = experiment, variant
+
     def _sticky_key(self, sticky: str) -> str:
         """What assigns this call to a variant; its own id (at random) when it has none."""
         if sticky == "user":

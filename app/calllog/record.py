@@ -226,6 +226,8 @@ class CallRecord:
     """The A/B experiment that split the call's public model, if one did..."""
     variant: str | None = None
     """...and the variant the call was assigned to (``app.routing.experiments``)."""
+    shadow_of: str | None = None
+    """For a shadow variant's copy of a call: the original call's id."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -290,6 +292,7 @@ class CallRecord:
             "config_version": self.config_version,
             "experiment": self.experiment,
             "variant": self.variant,
+            "shadow_of": self.shadow_of,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

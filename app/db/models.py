@@ -57,6 +57,8 @@ class Call(Base):
     """The A/B experiment that split the call's public model..."""
     variant: Mapped[str | None] = mapped_column(String(128))
     """...and the variant that served it."""
+    shadow_of: Mapped[str | None] = mapped_column(String(128))
+    """A shadow variant's copy of a call: the original call's id."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))

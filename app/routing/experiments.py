@@ -3,6 +3,13 @@ assigned by a hash of what keeps its caller on one variant (``ExperimentConfig.s
 one end user (or key) always sees the same variant while the weights and variants stay the
 same. The call row records the experiment and the variant (``experiment``, ``variant``); the
 answer says it in ``x-switchboard-variant``.
+
+Shadow variants serve no client: once a call of a serving variant has been answered, a
+``sample`` of them is copied to each shadow variant in the background (``Gateway.shadow``),
+with the original's caller, request and body but not streamed and not admitted (a copy
+charges no key's rate limits or budget: its cost is the experiment's, in its own call row,
+whose ``shadow_of`` names the original). The client's answer has gone by then: a shadow adds no
+latency and no failure to it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ class Variant:
     name: str
     weight: float
     route: Route
+    shadow: bool = False
+    sample: float = 1.0
+
+    def samples(self, call_id: str) -> bool:
+        """Whether the call ``call_id`` is copied to this (shadow) variant."""
+        digest = hashlib.blake2b(f"{self.name}\0{call_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < self.sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +45,8 @@ class Experiment:
     model: str
     sticky: str
     variants: tuple[Variant, ...]
+    """The variants that serve calls."""
+    shadows: tuple[Variant, ...] = ()
 
     def assign(self, key: str) -> Variant:
         """The variant of the caller known by ``key`` (the same key, the same variant)."""

@@ -61,15 +61,18 @@ class RoutingTable:
                                  owned_by=model.owned_by, created=created,
                                  strategy=model.strategy)
         self._routes: Mapping[str, Route] = MappingProxyType(routes)
-        self._experiments: Mapping[str, Experiment] = MappingProxyType({
-            experiment.model: Experiment(
+        experiments: dict[str, Experiment] = {}
+        for name, experiment in config.experiments.items():
+            base = routes[experiment.model]
+            arms = [Variant(name=variant, weight=arm.weight, shadow=arm.shadow, sample=arm.sample,
+                            route=_route(base, arm.targets, arm.strategy,
+                                         base.targets[0].max_tokens_default))
+                    for variant, arm in experiment.variants.items()]
+            experiments[experiment.model] = Experiment(
                 name=name, model=experiment.model, sticky=experiment.sticky,
-                variants=tuple(
-                    Variant(name=variant, weight=arm.weight, route=_route(
-                        routes[experiment.model], arm.targets, arm.strategy,
-                        routes[experiment.model].targets[0].max_tokens_default))
-                    for variant, arm in experiment.variants.items()))
-            for name, experiment in config.experiments.items()})
+                variants=tuple(v for v in arms if not v.shadow),
+                shadows=tuple(v for v in arms if v.shadow))
+        self._experiments: Mapping[str, Experiment] = MappingProxyType(experiments)
 
     def experiment_of(self, model: str) -> Experiment | None:
         """The experiment splitting ``model``'s calls, if one does."""

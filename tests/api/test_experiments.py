@@ -3,6 +3,7 @@ one variant, the variant in the answer's header and in the call record."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -69,3 +70,42 @@ def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
     assert "experiments.ab.model: no public model named 'chta'" in str(caught.value)
     assert "experiments.ab.variants.b.targets.0.provider: no provider named 'nope'" in \
         str(caught.value)
+
+
+def test_a_shadow_variant_gets_copies_the_client_never_sees(run_gateway: GatewayFactory,
+                                                            simulator: str) -> None:
+    raw = with_experiment(simulator)
+    variants = raw["experiments"]["chat-ab"]["variants"]
+    variants["candidate"].update(shadow=True, sample=0.5)
+    with run_gateway(raw) as gateway:
+        http = gateway.http()
+        answered = []
+        for i in range(40):
+            answer = http.post("/v1/chat/completions", headers={"x-request-id": f"r-{i}"},
+                               json={"model": "chat", "user": f"u-{i}",
+                                     "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200
+            assert answer.headers["x-switchboard-variant"] == "chat-ab/control"
+            assert answer.headers["x-switchboard-provider"] == "sim"
+            answered.append(answer.headers["x-switchboard-call-id"])
+        deadline = time.monotonic() + 10
+        while True:
+            copies = [r for r in gateway.sink.records if r.shadow_of is not None]
+            originals = {r.id for r in gateway.sink.records if r.shadow_of is None}
+            if len(originals) == 40 and all(
+                    any(c.shadow_of == o for c in copies) or not _sampled(o) for o in answered):
+                break
+            assert time.monotonic() < deadline, "the shadow copies never finished"
+            time.sleep(0.05)
+        assert 5 < len(copies) < 35  # a sample of one half
+        assert {(c.variant, c.provider, c.status, c.request_id) for c in copies} == {
+            ("candidate", "sim2", "ok", None)}
+        assert {c.shadow_of for c in copies} <= set(answered)
+
+
+def _sampled(call_id: str) -> bool:
+    from app.routing.experiments import Variant
+    from app.routing.table import Route
+
+    return Variant(name="candidate", weight=1, route=Route("chat", (), None, "x", 0),
+                   shadow=True, sample=0.5).samples(call_id)
