@@ -131,6 +131,19 @@ class Metrics:
             "1 half-open (probing), 2 open (skipped); model is the target's model.",
             TARGET, multiprocess_mode="max", registry=r)
 
+        # ---- experiments (label values: experiment and variant names from the config)
+        self.experiment_calls = Counter(
+            "switchboard_experiment_calls", "Calls of A/B experiments, by variant (shadow "
+            "copies included, under their shadow variant) and outcome.",
+            ("experiment", "variant", "status_class"), registry=r)
+        self.experiment_duration = Histogram(
+            "switchboard_experiment_duration_seconds", "Time to answer the answered calls of "
+            "A/B experiments, by variant.", ("experiment", "variant"),
+            buckets=DURATION_BUCKETS, registry=r)
+        self.experiment_cost = Counter(
+            "switchboard_experiment_cost_usd", "Spend in US dollars of A/B experiments' calls, "
+            "by variant.", ("experiment", "variant"), registry=r)
+
         # ---- keys, limits and budgets -------------------------------------------------------
         self.ratelimit_rejections = Counter(
             "switchboard_ratelimit_rejections",

@@ -166,6 +166,8 @@ class Recorder:
         s.duration.observe(latency_ms / 1000)
         if record.attempts:
             self._attempts(record, s.model)
+        if record.experiment is not None:
+            self._experiment(record, record.experiment, record.variant or "-")
         if record.team_id is not None and record.cost_usd:
             # Every priced call, as the call log's spend read-outs and budgets count it
             # (cancelled streams included), unlike ``switchboard_cost_usd`` (answered calls).
@@ -187,6 +189,14 @@ class Recorder:
             self._drift.observe(s.model, s.provider,
                                 usage.completion_tokens if usage is not None else 0, record)
         record.answer_text = None
+
+    def _experiment(self, record: CallRecord, experiment: str, variant: str) -> None:
+        m = self.metrics
+        m.experiment_calls.labels(experiment, variant, f"{record.http_status // 100}xx").inc()
+        if record.status == "ok" and record.latency_ms is not None:
+            m.experiment_duration.labels(experiment, variant).observe(record.latency_ms / 1000)
+        if record.cost_usd:
+            m.experiment_cost.labels(experiment, variant).inc(record.cost_usd)
 
     def _attempts(self, record: CallRecord, model: str) -> None:
         last = len(record.attempts) - 1

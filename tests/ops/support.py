@@ -31,7 +31,7 @@ DOCKER = REPO / "docker"
 PROMETHEUS_DIR = DOCKER / "prometheus"
 GRAFANA_DIR = DOCKER / "grafana"
 DASHBOARDS = GRAFANA_DIR / "dashboards"
-DASHBOARD_NAMES = ("overview", "cost", "drift", "backends")
+DASHBOARD_NAMES = ("overview", "cost", "drift", "backends", "experiments")
 
 MASTER_KEY = "sk-ops-test-master-key-0123456789"
 METRICS_KEY = "ops-test-metrics-key-0123456789"
@@ -189,7 +189,7 @@ def alert_test_queries() -> list[tuple[str, str]]:
 
 _LABEL_VALUES = re.compile(r"^label_values\(\s*(.+?)\s*,\s*(\w+)\s*\)$")
 _GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                      "$model": ".*", "$provider": ".*"}
+                      "$model": ".*", "$provider": ".*", "$experiment": ".*"}
 
 
 def as_promql(query: str) -> str:
