@@ -7,6 +7,10 @@ Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-de
 may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
 Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
 as well as the config file itself).
+
+(Past 400 lines: one schema, whose sections refer to each other (targets name providers,
+experiments name models and providers) and are validated together; split by section, the
+modules would import one another in a circle.)
 """
 
 from __future__ import annotations

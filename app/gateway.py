@@ -10,32 +10,29 @@ This is the pipeline's "route and call" step (``app.pipeline``) and the owner ev
 record to the metrics and the call log, exactly once per call. Answer parsing is in
 ``app.answers``.
 
-(Past 400 lines: the unary and streamed paths share one attempts loop, one fallback rule and one
-accounting step, the single concept this module owns; the per-endpoint entry points are a few
-lines each.)
+(Past 400 lines: the unary and streamed paths share one attempts loop, with its fallback,
+retries and circuit breakers, and one accounting step, the single concept this module owns; what
+is known of targets across calls and how a call orders them is ``app.routing.router``, and the
+per-endpoint entry points are a few lines each.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
-
-import orjson
 
 from app import errors
 from app.answers import body_text, chunk_base, chunk_text, observe_finish
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
-from app.config import BreakerConfig, GatewayConfig, Limits, RetryConfig
+from app.config import GatewayConfig, Limits
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
@@ -50,10 +47,8 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
-from app.routing.breaker import STATE_VALUE, Breaker
-from app.routing.retry import RetryBudget, retry_delay
-from app.routing.state import TargetStates
-from app.routing.strategies import STRATEGIES, Choice
+from app.routing.retry import retry_delay
+from app.routing.router import Router, deadline_s, unhealthy
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
@@ -67,48 +62,8 @@ metrics drop it once they have seen it."""
 # A stream item: a chunk for the client, or None for "still waiting, send a keep-alive".
 StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
-DEADLINE_HEADER = "x-switchboard-deadline-s"
 _COMMITTED = "routing.committed"
 """``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
-_PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
-                 "/v1/embeddings": "input"}
-
-
-def _deadline_s(call: ModelCall, retries: RetryConfig) -> float:
-    """The call's deadline to its first byte: the config's, or a shorter one the client asked
-    for in ``x-switchboard-deadline-s`` (a longer one is ignored)."""
-    asked = call.incoming.headers.get(DEADLINE_HEADER)
-    if asked is None:
-        return retries.deadline_s
-    try:
-        seconds = float(asked)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise errors.InvalidRequest(
-            f"{DEADLINE_HEADER} must be a positive number of seconds", param=DEADLINE_HEADER,
-            code="invalid_deadline")
-    return min(seconds, retries.deadline_s)
-
-
-def _unhealthy(exc: errors.GatewayError) -> bool | None:
-    """What a failed attempt says of its target: unwell (a 5xx, a timeout, no connection), or
-    nothing (a 429 is capacity, a 4xx the request)."""
-    return True if exc.status_code >= 500 else None
-
-
-def _affinity(body: Json | None) -> int:
-    """A hash of the start of a prompt (the first two messages, or the prompt): calls sharing
-    it are sent to the same vLLM server, whose prefix cache then hits."""
-    if not body:
-        return 0
-    start = body.get("messages", body.get("prompt", ""))
-    if isinstance(start, list):
-        start = start[:2]
-    digest = hashlib.blake2b(orjson.dumps(start, default=str), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
 class Gateway(Finisher):
     """One instance per process, built in the app's lifespan. It opens each model call
     (``open``), runs the pipeline's route-and-call step for it, and finishes it (``finish``)."""
@@ -133,14 +88,11 @@ class Gateway(Finisher):
         self._retiring: list[Snapshot] = []
         """Replaced snapshots that calls still run on."""
         self._closing: set[asyncio.Task[None]] = set()
-        self._states = TargetStates()
-        """What the strategies know about each target (kept across reloads)."""
-        self._breakers: dict[tuple[str, str], Breaker] = {}
-        self._budget = RetryBudget()
+        self.router = Router(backends=backends or {}, recorder=recorder)
+        """What is known of each target (kept across reloads): its stats, its circuit breaker,
+        and the retry budget."""
         self._shadows: set[asyncio.Task[None]] = set()
         """Shadow copies of calls still running (``_shadow``)."""
-        self._backends: Mapping[str, BackendState] = backends or {}
-        self._rng = random.Random()
         self._sink = sink
         self._redactor = redactor
         """Set when bodies are captured into the call record (redacted by it)."""
@@ -304,93 +256,31 @@ class Gateway(Finisher):
                     f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
                     param=name)
 
-    def _order(self, call: ModelCall, route: Route) -> Sequence[Target]:
-        """The route's targets in the order this call tries them: those whose context window
-        the prompt fits, ordered by the route's strategy (``app.routing.strategies``)."""
-        targets: Sequence[Target] = route.targets
-        if route.strategy == "ordered" and not route.windowed:
-            return targets
-        request = call.request
-        prompt = 0 if request is None else estimate_prompt_tokens(request)
-        if route.windowed:
-            targets = [t for t in targets
-                       if t.context_window is None or prompt <= t.context_window]
-            if not targets:
-                raise errors.InvalidRequest(
-                    f"The prompt (about {prompt} tokens) is longer than the context window of "
-                    f"every target of model '{route.name}'.",
-                    param=_PROMPT_PARAM.get(call.incoming.path, "messages"),
-                    code="context_length_exceeded")
-        if route.strategy == "ordered":
-            return targets
-        limit = getattr(request, "max_completion_tokens", None) or \
-            getattr(request, "max_tokens", None) or targets[0].max_tokens_default or 0
-        choice = Choice(targets=targets, stats=self._states.by_target,
-                        prices=call.snapshot.prices, backends=self._backends,
-                        prompt_tokens=prompt,
-                        output_tokens=0 if isinstance(request, EmbeddingRequest) else limit,
-                        affinity=_affinity(call.body) if route.strategy == "vllm_load" else 0,
-                        rng=self._rng)
-        return STRATEGIES[route.strategy](choice)
-
-    def _breaker(self, target: Target, settings: BreakerConfig) -> Breaker:
-        key = (target.provider, target.model)
-        breaker = self._breakers.get(key)
-        if breaker is None:
-            breaker = self._breakers[key] = Breaker(settings)
-        breaker.config = settings  # the serving config's (a reload may change it)
-        return breaker
-
-    def _judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
-        """Report an attempt's outcome to its breaker (``None``: it says nothing about the
-        target's health); a change of state is logged and exported."""
-        before = breaker.state
-        if failed is None:
-            breaker.released()
-        elif failed:
-            breaker.failed()
-        else:
-            breaker.succeeded()
-        if breaker.state != before:
-            log.warning("target %s/%s: circuit %s -> %s", target.provider, target.model,
-                        before, breaker.state)
-            if self._recorder is not None:
-                self._recorder.target_state(target.model, target.provider,
-                                            STATE_VALUE[breaker.state])
-
-    @property
-    def breakers(self) -> Mapping[tuple[str, str], Breaker]:
-        """The circuit breakers by (provider, model), of the targets tried so far."""
-        return self._breakers
-
-    @property
-    def target_states(self) -> TargetStates:
-        return self._states
-
     async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
         """Try the route's targets in the order the strategy gives; the next one only after a
         retryable failure. The attempt that answers stays counted in flight on its target
         until the call finishes (a stream, until it ends)."""
         record = call.record
-        targets = self._order(call, route)
+        router = self.router
+        targets = router.order(call, route)
         settings = call.snapshot.config.breaker
         if settings.enabled:
             # Skip the targets whose breaker is open, unless all are (then try them anyway).
-            closed = [t for t in targets if not self._breaker(t, settings).blocked()]
+            closed = [t for t in targets if not router.breaker(t, settings).blocked()]
             targets = closed or targets
         retries = call.snapshot.config.retries
-        deadline = time.monotonic() + _deadline_s(call, retries)
-        self._budget.called()
+        deadline = time.monotonic() + deadline_s(call, retries)
+        router.budget.called()
         last = len(targets) - 1
         for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
-            breaker = self._breaker(target, settings) if settings.enabled else None
+            breaker = router.breaker(target, settings) if settings.enabled else None
             tries = 0
             while True:
                 if breaker is not None:
                     breaker.available()  # a half-open target: this call takes its probe
-                stats = self._states.started(target)
+                stats = router.states.started(target)
                 started = time.perf_counter()
                 try:
                     left = deadline - time.monotonic()
@@ -405,21 +295,21 @@ class Gateway(Finisher):
                             f"the call's deadline passed while {target.provider} worked on it",
                             code="deadline_exceeded") from None
                 except errors.GatewayError as exc:
-                    self._states.ended(stats)
-                    self._states.failed(stats)
+                    router.states.ended(stats)
+                    router.states.failed(stats)
                     if breaker is not None:
-                        self._judge(target, breaker, failed=_unhealthy(exc))
+                        router.judge(target, breaker, failed=unhealthy(exc))
                     spent = (time.perf_counter() - started) * 1000
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model,
                                                    exc.status_code, exc.error_type, spent))
                     if exc.code == "deadline_exceeded":
                         raise
-                    wait = retry_delay(exc, tries + 1, retries, self._rng) \
+                    wait = retry_delay(exc, tries + 1, retries, router.rng) \
                         if tries < retries.attempts else None
                     if (wait is not None and time.monotonic() + wait < deadline
                             and (breaker is None or breaker.state == "closed")
-                            and self._budget.allow(retries)):
+                            and router.budget.allow(retries)):
                         tries += 1
                         await asyncio.sleep(wait)
                         continue
@@ -429,7 +319,7 @@ class Gateway(Finisher):
                         break
                     raise
                 except asyncio.CancelledError:  # the client left: this attempt ended with it
-                    self._states.ended(stats)
+                    router.states.ended(stats)
                     if breaker is not None:
                         breaker.released()
                     spent = (time.perf_counter() - started) * 1000
@@ -438,14 +328,14 @@ class Gateway(Finisher):
                                                    spent))
                     raise
                 except Exception:
-                    self._states.ended(stats)
+                    router.states.ended(stats)
                     if breaker is not None:
                         breaker.released()
                     raise
                 spent = (time.perf_counter() - started) * 1000
-                self._states.answered(stats, spent)
+                router.states.answered(stats, spent)
                 if breaker is not None:
-                    self._judge(target, breaker, failed=False)
+                    router.judge(target, breaker, failed=False)
                 call.extras[_COMMITTED] = stats
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
@@ -639,7 +529,7 @@ class Gateway(Finisher):
         snapshot.in_flight.calls -= 1
         committed = call.extras.pop(_COMMITTED, None)
         if committed is not None:
-            self._states.ended(committed)
+            self.router.states.ended(committed)
         if snapshot is not self.snapshot and snapshot.in_flight.calls == 0:
             self._close_idle()
         record = call.record

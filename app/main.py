@@ -177,7 +177,8 @@ def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader) -> None:
     for sig in (signal.SIGHUP, signal.SIGUSR1):
         try:
             loop.add_signal_handler(sig, reloader.request, sig.name)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+        except (NotImplementedError, RuntimeError, ValueError):  # a loop off the main thread:
+            # an app served in a test thread, which reloads by polling or the endpoint
             return
         stack.callback(loop.remove_signal_handler, sig)
 

@@ -217,13 +217,14 @@ async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     flight from this worker and the moving average of its time to first byte (this worker's
     view: each process learns on its own)."""
     gateway = resources_of(request).gateway
-    states = gateway.target_states
+    router = gateway.router
+    states = router.states
     models: dict[str, Any] = {}
     for route in gateway.table.routes():
         targets = []
         for target in route.targets:
             key = (target.provider, target.model)
-            breaker = gateway.breakers.get(key)
+            breaker = router.breakers.get(key)
             stats = states.by_target.get(key)
             targets.append({
                 "provider": target.provider, "model": target.model, "weight": target.weight,

@@ -1,5 +1,8 @@
-"""``switchboard logs`` and ``switchboard spend``: read the call log through a running
-gateway's admin API.
+"""``switchboard logs``, ``switchboard spend`` and ``switchboard experiments report``: read the
+call log through a running gateway's admin API.
+
+(Past 400 lines: three read-outs sharing one admin client, its connection options and its table
+printing.)
 
 ``logs query`` prints one page (or, with ``--all``, every page) of calls matching the filters;
 ``logs tail`` polls for new calls until Ctrl-C; ``spend`` prints spend per key, team or model.

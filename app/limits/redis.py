@@ -31,6 +31,9 @@ outage costs one timeout a second, not one per request. Whenever Redis is down o
 limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or refuse, with
 reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped and logged
 (rate-limited): the reconcile restores the spend they carried.
+
+(Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, is one
+mechanism; ``app.limits.resp`` is the wire, ``app.limits.model`` the maths.)
 """
 
 from __future__ import annotations

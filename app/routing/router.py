@@ -1,0 +1,145 @@
+"""What the gateway knows about its targets across calls, and how one call's attempts are
+ordered (``Router``): the strategies' per-target stats (``app.routing.state``), a circuit breaker
+per target (``app.routing.breaker``), the retry budget (``app.routing.retry``), and the call's
+deadline. Per process, outside the config snapshots, so a live reload keeps it. The gateway's
+attempts loop (``Gateway._attempts``) asks it and reports to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from app import errors
+from app.config import BreakerConfig, RetryConfig
+from app.metrics.backends import BackendState
+from app.metrics.recorder import Recorder
+from app.pipeline import ModelCall
+from app.providers.base import Json, Target
+from app.routing.breaker import STATE_VALUE, Breaker
+from app.routing.retry import RetryBudget
+from app.routing.state import TargetStates
+from app.routing.strategies import STRATEGIES, Choice
+from app.routing.table import Route
+from app.schemas import EmbeddingRequest
+from app.usage import estimate_prompt_tokens
+
+log = logging.getLogger("switchboard.routing")
+
+DEADLINE_HEADER = "x-switchboard-deadline-s"
+_PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
+                 "/v1/embeddings": "input"}
+
+
+def deadline_s(call: ModelCall, retries: RetryConfig) -> float:
+    """The call's deadline to its first byte: the config's, or a shorter one the client asked
+    for in ``x-switchboard-deadline-s`` (a longer one is ignored)."""
+    asked = call.incoming.headers.get(DEADLINE_HEADER)
+    if asked is None:
+        return retries.deadline_s
+    try:
+        seconds = float(asked)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.InvalidRequest(
+            f"{DEADLINE_HEADER} must be a positive number of seconds", param=DEADLINE_HEADER,
+            code="invalid_deadline")
+    return min(seconds, retries.deadline_s)
+
+
+def unhealthy(exc: errors.GatewayError) -> bool | None:
+    """What a failed attempt says of its target: unwell (a 5xx, a timeout, no connection), or
+    nothing (a 429 is capacity, a 4xx the request)."""
+    return True if exc.status_code >= 500 else None
+
+
+def _affinity(body: Json | None) -> int:
+    """A hash of the start of a prompt (the first two messages, or the prompt): calls sharing
+    it are sent to the same vLLM server, whose prefix cache then hits."""
+    if not body:
+        return 0
+    start = body.get("messages", body.get("prompt", ""))
+    if isinstance(start, list):
+        start = start[:2]
+    digest = hashlib.blake2b(orjson.dumps(start, default=str), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Router:
+    """One per gateway process (see the module docstring)."""
+
+    def __init__(self, *, backends: Mapping[str, BackendState],
+                 recorder: Recorder | None) -> None:
+        """``backends``: the scraped state of vLLM servers by provider name (``vllm_load``)."""
+        self.states = TargetStates()
+        self.budget = RetryBudget()
+        self.rng = random.Random()
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._backends = backends
+        self._recorder = recorder
+
+    def order(self, call: ModelCall, route: Route) -> Sequence[Target]:
+        """The route's targets in the order this call tries them: those whose context window
+        the prompt fits, ordered by the route's strategy (``app.routing.strategies``)."""
+        targets: Sequence[Target] = route.targets
+        if route.strategy == "ordered" and not route.windowed:
+            return targets
+        request = call.request
+        prompt = 0 if request is None else estimate_prompt_tokens(request)
+        if route.windowed:
+            targets = [t for t in targets
+                       if t.context_window is None or prompt <= t.context_window]
+            if not targets:
+                raise errors.InvalidRequest(
+                    f"The prompt (about {prompt} tokens) is longer than the context window of "
+                    f"every target of model '{route.name}'.",
+                    param=_PROMPT_PARAM.get(call.incoming.path, "messages"),
+                    code="context_length_exceeded")
+        if route.strategy == "ordered":
+            return targets
+        limit = getattr(request, "max_completion_tokens", None) or \
+            getattr(request, "max_tokens", None) or targets[0].max_tokens_default or 0
+        choice = Choice(targets=targets, stats=self.states.by_target,
+                        prices=call.snapshot.prices, backends=self._backends,
+                        prompt_tokens=prompt,
+                        output_tokens=0 if isinstance(request, EmbeddingRequest) else limit,
+                        affinity=_affinity(call.body) if route.strategy == "vllm_load" else 0,
+                        rng=self.rng)
+        return STRATEGIES[route.strategy](choice)
+
+    def breaker(self, target: Target, settings: BreakerConfig) -> Breaker:
+        key = (target.provider, target.model)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = Breaker(settings)
+        breaker.config = settings  # the serving config's (a reload may change it)
+        return breaker
+
+    def judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
+        """Report an attempt's outcome to its breaker (``None``: it says nothing about the
+        target's health); a change of state is logged and exported."""
+        before = breaker.state
+        if failed is None:
+            breaker.released()
+        elif failed:
+            breaker.failed()
+        else:
+            breaker.succeeded()
+        if breaker.state != before:
+            log.warning("target %s/%s: circuit %s -> %s", target.provider, target.model,
+                        before, breaker.state)
+            if self._recorder is not None:
+                self._recorder.target_state(target.model, target.provider,
+                                            STATE_VALUE[breaker.state])
+
+    @property
+    def breakers(self) -> Mapping[tuple[str, str], Breaker]:
+        """The circuit breakers by (provider, model), of the targets tried so far."""
+        return self._breakers
+
