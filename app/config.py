@@ -47,11 +47,14 @@ class ConfigError(ValueError):
 
 class _ProviderBase(BaseModel):
     model_config = _FORBID
-    timeout_s: Seconds = 600.0
+    timeout_s: Seconds = 120.0
+    """The longest a unary attempt waits for its whole answer, and a stream for each of its
+    chunks once it has started (a target's own ``timeout_s`` overrides it)."""
     connect_timeout_s: Seconds = 5.0
+    """The longest opening a connection (TCP and TLS) may take."""
     first_chunk_timeout_s: Seconds | None = None
     """The longest a stream attempt waits for its first chunk before the next target is tried
-    (default: ``streaming.first_chunk_timeout_s``)."""
+    (default: ``streaming.first_chunk_timeout_s``; a target's own overrides it)."""
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -137,6 +140,10 @@ class TargetConfig(BaseModel):
     context_window: Annotated[int, Field(ge=1)] | None = None
     """The most prompt tokens the model takes: a call whose estimated prompt is larger skips
     this target instead of failing upstream."""
+    timeout_s: Seconds | None = None
+    """This target's own ``timeout_s`` (default: its provider's)."""
+    first_chunk_timeout_s: Seconds | None = None
+    """This target's own ``first_chunk_timeout_s`` (default: its provider's)."""
 
 
 class ModelConfig(BaseModel):
@@ -247,6 +254,10 @@ class BreakerConfig(BaseModel):
     max_cooldown_s: Seconds = 300.0
     """The cooldown doubles on each failed probe, up to this."""
     enabled: bool = True
+    shared: bool = True
+    """With Redis (``SWITCHBOARD_REDIS_URL``), every gateway process shares each breaker's
+    openings, closings and half-open probe (``app.routing.shared``); without it, or false,
+    each process keeps its own."""
 
 
 class RetryConfig(BaseModel):
@@ -264,7 +275,7 @@ class RetryConfig(BaseModel):
     """Retries may add at most this share of the calls of the last 10 s..."""
     min_retries: Annotated[int, Field(ge=0)] = 10
     """...or this many in 10 s, whichever is more."""
-    deadline_s: Seconds = 600.0
+    deadline_s: Seconds = 300.0
     """The longest a call may take to its first byte, over all its attempts, retries and
     waits; a client may shorten it with the ``x-switchboard-deadline-s`` header."""
 

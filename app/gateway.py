@@ -265,9 +265,10 @@ class Gateway(Finisher):
         router = self.router
         targets = router.order(call, route)
         settings = call.snapshot.config.breaker
-        if settings.enabled:
-            # Skip the targets whose breaker is open, unless all are (then try them anyway).
+        skip = settings.enabled  # skip open targets, unless all are (then try them anyway)
+        if skip:
             closed = [t for t in targets if not router.breaker(t, settings).blocked()]
+            skip = bool(closed)
             targets = closed or targets
         retries = call.snapshot.config.retries
         deadline = time.monotonic() + deadline_s(call, retries)
@@ -276,10 +277,11 @@ class Gateway(Finisher):
         for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
             breaker = router.breaker(target, settings) if settings.enabled else None
+            if breaker is not None and breaker.state != "closed" \
+                    and not await router.admit(target, breaker) and skip and i < last:
+                continue  # open, or probed by another call (the last target is tried anyway)
             tries = 0
             while True:
-                if breaker is not None:
-                    breaker.available()  # a half-open target: this call takes its probe
                 stats = router.states.started(target)
                 started = time.perf_counter()
                 try:
@@ -369,6 +371,8 @@ class Gateway(Finisher):
         is then waited for as before: committed at the first keep-alive)."""
         if len(route.targets) < 2:
             return math.inf
+        if target.first_chunk_timeout_s is not None:
+            return target.first_chunk_timeout_s
         config = call.snapshot.config
         own = config.providers[target.provider].first_chunk_timeout_s
         return own if own is not None else config.streaming.first_chunk_timeout_s

@@ -39,6 +39,7 @@ from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
 from app.reload import ConfigReloader
 from app.resources import RedisPools, Resources
+from app.routing.shared import SharedBreakers, location
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
@@ -140,6 +141,14 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     # Closed before the metrics and the call log (the stack unwinds in reverse): the providers'
     # last records still reach them.
     stack.push_async_callback(gateway.aclose)
+    if redis is not None:
+        shared = SharedBreakers(
+            redis.calllog, gateway.router,
+            where=lambda provider: location(gateway.snapshot.config, provider),
+            max_cooldown_s=lambda: gateway.snapshot.config.breaker.max_cooldown_s)
+        gateway.router.shared = shared
+        shared.start()
+        stack.push_async_callback(shared.aclose)
     reloader = None
     if live and settings.config is not None:
         reloader = ConfigReloader(gateway, settings.config, session=session, metrics=metrics,

@@ -215,7 +215,7 @@ async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
 async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Per public model: its strategy and, per target, its circuit breaker's state, the calls in
     flight from this worker and the moving average of its time to first byte (this worker's
-    view: each process learns on its own)."""
+    view; breakers are shared by every process through Redis when there is one)."""
     gateway = resources_of(request).gateway
     router = gateway.router
     states = router.states

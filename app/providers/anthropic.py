@@ -64,7 +64,8 @@ class AnthropicMessages:
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         payload = translate_request(call, target=target, stream=False,
                                     max_tokens_default=self._max_tokens_default)
-        answer = await self._upstream.post_json(MESSAGES_PATH, payload)
+        answer = await self._upstream.post_json(MESSAGES_PATH, payload,
+                                               timeout_s=target.timeout_s)
         body, usage = to_chat_completion(answer, created=int(time.time()))
         return Result(body=body, usage=usage)
 
@@ -78,7 +79,7 @@ class AnthropicMessages:
         payload = translate_request(call, target=target, stream=True,
                                     max_tokens_default=self._max_tokens_default)
         translator = StreamTranslator(created=int(time.time()))
-        events = self._upstream.stream_sse(MESSAGES_PATH, payload)
+        events = self._upstream.stream_sse(MESSAGES_PATH, payload, timeout_s=target.timeout_s)
         try:
             async for event in events:
                 for chunk in translator.feed(parse_json_event(event.data), event=event.event):

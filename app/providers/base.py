@@ -32,6 +32,10 @@ class Target:
     """Its share of first attempts under the ``weighted`` strategy."""
     context_window: int | None = None
     """The most prompt tokens it takes: a call estimated larger skips it (``None``: no limit)."""
+    timeout_s: float | None = None
+    """Its own answer / between-chunks timeout (``None``: the provider's ``timeout_s``)."""
+    first_chunk_timeout_s: float | None = None
+    """Its own first-chunk timeout for streams (``None``: the provider's, or the default)."""
 
 
 @dataclass(slots=True)

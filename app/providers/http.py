@@ -105,12 +105,28 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json", **headers}
         self._params = dict(params) if params else None
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
-        )
+        self._connect_timeout_s = connect_timeout_s
+        self._timeout, self._stream_timeout = self._timeouts(timeout_s)
+        self._own_timeouts: dict[float, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
+        """A target's own ``timeout_s`` -> its (unary, stream) timeouts, built once."""
         self._scrubber = Scrubber(secrets)
         self._error_mapper = error_mapper
+
+    def _timeouts(self, timeout_s: float) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+        """A unary call's (``timeout_s`` for the whole answer) and a stream's (``timeout_s``
+        between reads, no total)."""
+        return (aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s),
+                aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s,
+                                      sock_read=timeout_s))
+
+    def _timeouts_for(self, timeout_s: float | None
+                      ) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+        if timeout_s is None:
+            return self._timeout, self._stream_timeout
+        found = self._own_timeouts.get(timeout_s)
+        if found is None:
+            found = self._own_timeouts[timeout_s] = self._timeouts(timeout_s)
+        return found
 
     def _scrub(self, error: errors.GatewayError) -> errors.GatewayError:
         return self._scrubber.error(error)
@@ -161,12 +177,15 @@ class Upstream:
         except orjson.JSONDecodeError:
             raise errors.BadUpstreamResponse(f"upstream {url} sent invalid JSON") from None
 
-    async def post_json(self, path: str, payload: Json) -> Json:
-        """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error."""
+    async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None
+                        ) -> Json:
+        """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error.
+        ``timeout_s``: a target's own timeout instead of the provider's."""
         try:
             async with self._session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
-                params=self._params, timeout=self._timeout, allow_redirects=False,
+                params=self._params, timeout=self._timeouts_for(timeout_s)[0],
+                allow_redirects=False,
             ) as response:
                 if response.status >= 300:
                     if response.status < 400:
@@ -183,8 +202,10 @@ class Upstream:
             raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
         return body
 
-    async def stream_sse(self, path: str, payload: Json) -> AsyncGenerator[SSEEvent, None]:
-        """POST ``payload`` and yield server-sent events as they arrive.
+    async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None
+                         ) -> AsyncGenerator[SSEEvent, None]:
+        """POST ``payload`` and yield server-sent events as they arrive (``timeout_s``: a
+        target's own longest wait between reads instead of the provider's).
 
         Errors before the first event (connect, status) are raised from the first ``__anext__``,
         which is what lets the gateway fall back to another target. Closing the generator closes
@@ -193,7 +214,8 @@ class Upstream:
         try:
             async with self._session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
-                params=self._params, timeout=self._stream_timeout, allow_redirects=False,
+                params=self._params, timeout=self._timeouts_for(timeout_s)[1],
+                allow_redirects=False,
             ) as response:
                 if response.status >= 300:
                     if response.status < 400:

@@ -63,7 +63,8 @@ class OpenAICompatible:
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
                                 stream=False)
-        body = await self.upstream_for(target).post_json("/chat/completions", payload)
+        body = await self.upstream_for(target).post_json("/chat/completions", payload,
+                                                          timeout_s=target.timeout_s)
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
@@ -76,7 +77,8 @@ class OpenAICompatible:
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
                                 stream=False)
-        body = await self.upstream_for(target).post_json("/completions", payload)
+        body = await self.upstream_for(target).post_json("/completions", payload,
+                                                          timeout_s=target.timeout_s)
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
     async def stream_complete(
@@ -90,13 +92,14 @@ class OpenAICompatible:
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payload: Json = {**target.params, **call.body, "model": target.model}
-        body = await self.upstream_for(target).post_json("/embeddings", payload)
+        body = await self.upstream_for(target).post_json("/embeddings", payload,
+                                                          timeout_s=target.timeout_s)
         if not isinstance(body.get("data"), list):
             raise errors.BadUpstreamResponse("upstream embedding response has no 'data' list")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
     async def _stream(self, path: str, payload: Json, target: Target) -> AsyncGenerator[Json, None]:
-        events = self.upstream_for(target).stream_sse(path, payload)
+        events = self.upstream_for(target).stream_sse(path, payload, timeout_s=target.timeout_s)
         finished = False
         try:
             async for event in events:

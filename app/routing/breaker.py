@@ -12,8 +12,11 @@ costs the first few calls, not every one.
 
 A failure is what says the target, not the request, is unwell: a 5xx, a timeout, a refused or
 broken connection. A 429 (capacity), a 4xx (the request) or a cancelled call (the client) is
-not. State is per gateway process (each worker and replica learns on its own: with the default
-``failures: 5``, a dead target costs each process five calls).
+not. Each process counts its own failures; with Redis, the openings, closings and half-open
+probes are shared by every process (``app.routing.shared``), so one that opens a breaker opens
+it everywhere, and one probe at a time tests the target for all of them. Without Redis, each
+worker and replica learns on its own (with the default ``failures: 5``, a dead target then
+costs each process five calls).
 """
 
 from __future__ import annotations
@@ -85,6 +88,17 @@ class Breaker:
     def released(self) -> None:
         """A probe that ended with no verdict (the client left, a 4xx): let another try."""
         self.probing = False
+
+    def adopt_open(self, cooldown_s: float, opened_at: float) -> None:
+        """Another process opened it (or its probe failed) at ``opened_at`` (this clock's
+        time) for ``cooldown_s``."""
+        self._open(cooldown_s)
+        self.opened_at = opened_at
+
+    def adopt_closed(self) -> None:
+        """Another process's probe succeeded."""
+        self.state, self.probing, self.cooldown_s, self.consecutive = "closed", False, 0.0, 0
+        self.recent.clear()
 
     def _tripped(self) -> bool:
         if self.consecutive >= self.config.failures:

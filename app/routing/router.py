@@ -23,6 +23,7 @@ from app.pipeline import ModelCall
 from app.providers.base import Json, Target
 from app.routing.breaker import STATE_VALUE, Breaker
 from app.routing.retry import RetryBudget
+from app.routing.shared import SharedBreakers
 from app.routing.state import TargetStates
 from app.routing.strategies import STRATEGIES, Choice
 from app.routing.table import Route
@@ -83,6 +84,8 @@ class Router:
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._backends = backends
         self._recorder = recorder
+        self.shared: SharedBreakers | None = None
+        """Shares the breakers' state with the other gateway processes (with Redis)."""
 
     def order(self, call: ModelCall, route: Route) -> Sequence[Target]:
         """The route's targets in the order this call tries them: those whose context window
@@ -121,9 +124,27 @@ class Router:
         breaker.config = settings  # the serving config's (a reload may change it)
         return breaker
 
+    async def admit(self, target: Target, breaker: Breaker) -> bool:
+        """Whether a call may try a target whose breaker is not closed: after the cooldown,
+        the call that takes the half-open probe (with shared breakers, the fleet's one probe);
+        ``False`` while it is open or another call probes it."""
+        before = breaker.state
+        took = breaker.available()
+        self._changed(target.provider, target.model, before, breaker)
+        if not took or breaker.state != "half_open":
+            return took
+        if self.shared is not None and breaker.config.shared:
+            hold_s = breaker.cooldown_s or breaker.config.cooldown_s
+            if not await self.shared.claim(target.provider, target.model, hold_s):
+                # Another process probes it: open until its verdict arrives, or for a cooldown.
+                breaker.adopt_open(hold_s, breaker.clock())
+                self._changed(target.provider, target.model, "half_open", breaker)
+                return False
+        return True
+
     def judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
         """Report an attempt's outcome to its breaker (``None``: it says nothing about the
-        target's health); a change of state is logged and exported."""
+        target's health); a change of state is logged, exported and shared."""
         before = breaker.state
         if failed is None:
             breaker.released()
@@ -131,12 +152,34 @@ class Router:
             breaker.failed()
         else:
             breaker.succeeded()
-        if breaker.state != before:
-            log.warning("target %s/%s: circuit %s -> %s", target.provider, target.model,
-                        before, breaker.state)
-            if self._recorder is not None:
-                self._recorder.target_state(target.model, target.provider,
-                                            STATE_VALUE[breaker.state])
+        if self._changed(target.provider, target.model, before, breaker) and \
+                self.shared is not None and breaker.config.shared:
+            self.shared.publish(target.provider, target.model, breaker)
+
+    def adopt(self, provider: str, model: str, opened: tuple[float, float] | None) -> None:
+        """Another process's breaker of the target opened (``opened``: its cooldown and when,
+        on this process's monotonic clock) or closed (``None``)."""
+        key = (provider, model)
+        breaker = self._breakers.get(key)
+        if breaker is None:  # its settings are set at its first use (``breaker()``)
+            breaker = self._breakers[key] = Breaker(BreakerConfig())
+        before = breaker.state
+        if opened is None:
+            breaker.adopt_closed()
+        else:
+            breaker.adopt_open(*opened)
+        self._changed(provider, model, before, breaker, shared=True)
+
+    def _changed(self, provider: str, model: str, before: str, breaker: Breaker, *,
+                 shared: bool = False) -> bool:
+        """Log and export a change of ``breaker``'s state from ``before``; whether it changed."""
+        if breaker.state == before:
+            return False
+        log.warning("target %s/%s: circuit %s -> %s%s", provider, model, before, breaker.state,
+                    " (from another gateway process)" if shared else "")
+        if self._recorder is not None:
+            self._recorder.target_state(model, provider, STATE_VALUE[breaker.state])
+        return True
 
     @property
     def breakers(self) -> Mapping[tuple[str, str], Breaker]:

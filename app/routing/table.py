@@ -32,13 +32,18 @@ class Route:
         return any(t.context_window is not None for t in self.targets)
 
 
+def _target(config: TargetConfig, max_tokens_default: int | None) -> Target:
+    return Target(provider=config.provider, model=config.model, params=dict(config.params),
+                  max_tokens_default=max_tokens_default, weight=config.weight,
+                  context_window=config.context_window, timeout_s=config.timeout_s,
+                  first_chunk_timeout_s=config.first_chunk_timeout_s)
+
+
 def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
            max_tokens_default: int | None) -> Route:
     """``base`` (a public model's route) with other targets: an experiment's variant."""
-    return replace(base, strategy=strategy, targets=tuple(
-        Target(provider=t.provider, model=t.model, params=dict(t.params),
-               max_tokens_default=max_tokens_default, weight=t.weight,
-               context_window=t.context_window) for t in targets))
+    return replace(base, strategy=strategy,
+                   targets=tuple(_target(t, max_tokens_default) for t in targets))
 
 
 class RoutingTable:
@@ -48,12 +53,7 @@ class RoutingTable:
         created = int(time.time()) if created is None else created
         routes: dict[str, Route] = {}
         for name, model in config.models.items():
-            targets = tuple(
-                Target(provider=t.provider, model=t.model, params=dict(t.params),
-                       max_tokens_default=model.max_tokens_default, weight=t.weight,
-                       context_window=t.context_window)
-                for t in model.targets
-            )
+            targets = tuple(_target(t, model.max_tokens_default) for t in model.targets)
             cap = model.max_tokens_cap
             global_cap = config.limits.max_tokens
             routes[name] = Route(name=name, targets=targets,

@@ -6,9 +6,16 @@ accepts from (``black_hole``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import GatewayFactory, sim_config
+from app.config import parse_config
+from app.main import create_app
+from tests.api.conftest import GatewayFactory, ListSink, RunningGateway, settings_in, sim_config
+from tests.calllog.servers import PrivateRedis
+from tests.servers import serve
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -65,3 +72,65 @@ def test_after_the_cooldown_one_call_probes_and_a_failed_probe_reopens_it(
         assert tried == [["hole", "sim"], ["sim"], ["hole", "sim"], ["sim"]]
         hole = http.get("/admin/routing").json()["models"]["chat"]["targets"][0]
         assert (hole["state"], hole["cooldown_s"]) == ("open", 1.0)  # doubled
+
+
+def replicas(tmp_path: Path, raw: dict[str, Any], redis_url: str, count: int,
+             stack: ExitStack) -> Iterator[RunningGateway]:
+    """``count`` gateways, each with its own call log, sharing one Redis."""
+    for n in range(count):
+        directory = tmp_path / f"replica-{n}"
+        directory.mkdir()
+        settings = settings_in(directory).model_copy(update={"redis_url": redis_url})
+        sink = ListSink()
+        app = create_app(settings, config=parse_config(raw, {}), sink=sink,
+                         strict_telemetry=True)
+        running = RunningGateway(url=stack.enter_context(serve(app)), sink=sink)
+        stack.callback(running.close_clients)
+        yield running
+
+
+def test_gateways_sharing_redis_share_their_breakers(
+        tmp_path: Path, simulator: str, black_hole: str) -> None:
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        with ExitStack() as stack:
+            a, b = replicas(tmp_path, config(simulator, black_hole), redis.url, 2, stack)
+            a_http, b_http = a.http(), b.http()
+            for _ in range(3):
+                assert a_http.post("/v1/chat/completions", json=CHAT).status_code == 200
+            assert [[x.provider for x in r.attempts] for r in a.sink.records] == \
+                [["hole", "sim"]] * 3
+            deadline = time.monotonic() + 5
+            while b_http.get("/admin/routing").json()["models"]["chat"]["targets"][0][
+                    "state"] != "open":
+                assert time.monotonic() < deadline, "b never heard that a opened the breaker"
+                time.sleep(0.02)
+            for _ in range(5):
+                assert b_http.post("/v1/chat/completions", json=CHAT).status_code == 200
+            # b skips the dead target from its first call: it never waited for it.
+            assert [[x.provider for x in r.attempts] for r in b.sink.records] == [["sim"]] * 5
+            metrics = b_http.get("/metrics").text
+            assert 'switchboard_target_state{model="gpt-4o-mini",provider="hole"} 2.0' in metrics
+    finally:
+        redis.stop()
+
+
+def test_a_targets_own_timeouts_override_its_providers(
+        run_gateway: GatewayFactory, simulator: str, black_hole: str) -> None:
+    raw = sim_config(simulator, chat={"targets": [
+        {"provider": "hole", "model": "gpt-4o-mini", "timeout_s": 0.3,
+         "first_chunk_timeout_s": 0.3},
+        {"provider": "sim", "model": "gpt-4o-mini"}]})
+    # The provider's own would outlast the test client's 30 s and commit the stream to the
+    # hole at the first keep-alive.
+    raw["providers"]["hole"] = {"type": "openai", "base_url": black_hole, "api_key": "sk-h",
+                                "timeout_s": 60, "first_chunk_timeout_s": 60}
+    raw["breaker"] = {"enabled": False}
+    with run_gateway(raw) as gateway:
+        answer = gateway.http().post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200 and answer.headers["x-switchboard-provider"] == "sim"
+        chunks = list(gateway.client().chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+        assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+        attempts = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
+        assert attempts == [[("hole", 504), ("sim", 200)]] * 2

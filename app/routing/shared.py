@@ -1,0 +1,219 @@
+"""Circuit breakers shared by every gateway process through Redis (``breaker.shared``, on
+whenever ``SWITCHBOARD_REDIS_URL`` is set): the workers of a host and the replicas behind a load
+balancer agree on which targets are open.
+
+What is shared is each breaker's state changes, not its counting: every process counts its own
+failed attempts (``app.routing.breaker``), and the first one to open a breaker opens it for all.
+
+- A process whose breaker opens (or whose half-open probe fails) writes ``{state: open,
+  opened_at, cooldown_s}`` into the hash ``HASH`` and publishes it on ``CHANNEL``; one whose
+  probe succeeds deletes the entry and publishes ``closed``. Every process applies what others
+  publish to its own breaker, within a message's delivery time.
+- After the cooldown, one call in the whole fleet probes the target: the process whose breaker
+  turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for a cooldown); the
+  others keep the target open until the prober publishes its verdict.
+- A process that starts, or resubscribes after losing Redis, reads the hash (it may have missed
+  messages). An entry opened longer ago than twice ``breaker.max_cooldown_s`` is stale (its
+  prober died): it is ignored and deleted.
+- A target is its provider's name, its model and where the provider points (``base_url`` or
+  ``endpoint``), so that two deployments sharing one Redis with a provider of the same name
+  pointing elsewhere do not share breakers.
+- Redis down: every process goes on with its own breakers (a probe claim that cannot be made
+  is taken), and reads the hash again once it is back.
+
+Times cross processes as wall-clock seconds (``time.time()``), converted to each process's
+monotonic clock on arrival: hosts' clocks should agree to well under a cooldown (NTP does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from app.config import GatewayConfig
+    from app.routing.breaker import Breaker
+    from app.routing.router import Router
+
+log = logging.getLogger("switchboard.routing")
+
+HASH = "switchboard:breakers"
+CHANNEL = "switchboard:breakers:changed"
+PROBE_PREFIX = "switchboard:breakers:probe:"
+RECONNECT_S = 0.5
+"""Pause between attempts to resubscribe after losing Redis."""
+POLL_S = 1.0
+"""Longest wait for one pub/sub message (the subscriber's health checks run in between)."""
+
+
+def location(config: GatewayConfig, provider: str) -> str:
+    """Where a provider points (its ``base_url`` or ``endpoint``; its type when it has
+    neither), as part of its targets' identity."""
+    found = config.providers.get(provider)
+    if found is None:
+        return ""
+    return str(getattr(found, "base_url", None) or getattr(found, "endpoint", None) or found.type)
+
+
+class SharedBreakers:
+    """One per gateway process; ``Router.shared`` points to it (see the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, router: Router, *,
+                 where: Callable[[str], str], max_cooldown_s: Callable[[], float],
+                 namespace: str = HASH) -> None:
+        """``where``: a provider's location by name (the serving config's); ``max_cooldown_s``:
+        the serving config's ``breaker.max_cooldown_s``; ``namespace``: the hash's name, which
+        prefixes the channel and the probe claims (tests use their own)."""
+        self._redis = redis
+        self._router = router
+        self._where = where
+        self._max_cooldown_s = max_cooldown_s
+        self._hash = namespace
+        self._channel = namespace + CHANNEL.removeprefix(HASH)
+        self._probe = namespace + PROBE_PREFIX.removeprefix(HASH)
+        self.origin = f"{os.getpid()}-{os.urandom(4).hex()}"
+        """This process, in what it publishes (its own messages come back and are skipped)."""
+        self.subscribed = asyncio.Event()
+        """Set while the subscriber listens (tests wait on it)."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
+
+    # ---- what this process tells the others
+
+    def field(self, provider: str, model: str) -> str:
+        """The hash field (and probe-claim suffix) naming a target."""
+        return json.dumps([provider, model, self._where(provider)], separators=(",", ":"))
+
+    def publish(self, provider: str, model: str, breaker: Breaker) -> None:
+        """Tell the others that this process's breaker of the target just opened or closed (a
+        turn to half-open is local: the probe claim covers it). Sent in the background."""
+        if breaker.state == "half_open":
+            return
+        field = self.field(provider, model)
+        message: dict[str, Any] = {"target": field, "state": breaker.state,
+                                   "origin": self.origin}
+        if breaker.state == "open":
+            message["opened_at"] = time.time() - (time.monotonic() - breaker.opened_at)
+            message["cooldown_s"] = breaker.cooldown_s
+        self._spawn(self._send(field, message))
+
+    async def _send(self, field: str, message: dict[str, Any]) -> None:
+        payload = json.dumps(message, separators=(",", ":"))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if message["state"] == "open":
+                    pipe.hset(self._hash, field, payload)
+                else:
+                    pipe.hdel(self._hash, field)
+                    pipe.delete(self._probe + field)
+                pipe.publish(self._channel, payload)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not share a circuit breaker's state through Redis: %s", exc)
+
+    async def claim(self, provider: str, model: str, hold_s: float) -> bool:
+        """Take the fleet's one half-open probe of the target for ``hold_s`` (or until this
+        process publishes its verdict); ``False``: another process holds it. Redis down: taken."""
+        try:
+            taken = await self._redis.set(self._probe + self.field(provider, model), self.origin,
+                                          nx=True, px=max(1, int(hold_s * 1000)))
+        except (RedisError, OSError) as exc:
+            log.warning("could not claim a half-open probe through Redis (probing anyway): %s",
+                        exc)
+            return True
+        return bool(taken)
+
+    # ---- what the others tell this process
+
+    def apply(self, raw: bytes | str) -> None:
+        """Apply one published message (or hash entry) to this process's breaker."""
+        try:
+            message = json.loads(raw)
+            provider, model, where = json.loads(message["target"])
+            state = message["state"]
+            origin = message.get("origin")
+            if state == "open":
+                opened_at, cooldown_s = float(message["opened_at"]), float(message["cooldown_s"])
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring a malformed circuit breaker message: %s", exc)
+            return
+        if origin == self.origin or where != self._where(provider):
+            return
+        if state == "closed":
+            self._router.adopt(provider, model, None)
+        elif state == "open":
+            ago = max(0.0, time.time() - opened_at)
+            self._router.adopt(provider, model, (cooldown_s, time.monotonic() - ago))
+
+    async def load(self) -> None:
+        """Apply every entry of the hash (at start, and after losing messages), deleting those
+        too old to matter."""
+        entries = await self._redis.hgetall(self._hash)
+        stale_after = 2 * self._max_cooldown_s()
+        stale = []
+        for field, raw in entries.items():
+            try:
+                opened_at = float(json.loads(raw)["opened_at"])
+            except (ValueError, TypeError, KeyError):
+                opened_at = 0.0
+            if time.time() - opened_at > stale_after:
+                stale.append(field)
+            else:
+                self.apply(raw)
+        if stale:
+            await self._redis.hdel(self._hash, *stale)
+
+    # ---- background
+
+    def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="breakers-subscriber")
+
+    async def aclose(self) -> None:
+        tasks = [*self._tasks, *([self._listener] if self._listener else [])]
+        self._listener = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self) -> None:
+        lost = False
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self.load()  # after subscribing: nothing falls between the two
+                if lost:
+                    log.info("resubscribed to circuit breaker changes")
+                    lost = False
+                self.subscribed.set()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=POLL_S)
+                    if message is not None and message.get("type") == "message":
+                        self.apply(message["data"])
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("lost the circuit breaker subscription on Redis (retrying every "
+                                "%.1f s; breakers are per process meanwhile): %s", RECONNECT_S, exc)
+                lost = True
+                self.subscribed.clear()
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+            await asyncio.sleep(RECONNECT_S)

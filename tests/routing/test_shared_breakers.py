@@ -1,0 +1,165 @@
+"""Circuit breakers shared through Redis (``app.routing.shared``): routers of separate
+"processes" (one ``Router`` and ``SharedBreakers`` each) on one real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.config import BreakerConfig
+from app.providers.base import Target
+from app.routing.breaker import Breaker
+from app.routing.router import Router
+from app.routing.shared import SharedBreakers
+from tests.calllog.servers import PrivateRedis
+
+TARGET = Target(provider="gpu", model="llama")
+SETTINGS = BreakerConfig(failures=2, cooldown_s=0.3, max_cooldown_s=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = PrivateRedis()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@asynccontextmanager
+async def process(url: str, *, where: str = "http://gpu:8000") -> AsyncIterator[Router]:
+    """One gateway process's router, sharing its breakers through Redis."""
+    client = aioredis.from_url(url)
+    router = Router(backends={}, recorder=None)
+    shared = SharedBreakers(client, router, where=lambda _provider: where,
+                            max_cooldown_s=lambda: SETTINGS.max_cooldown_s)
+    router.shared = shared
+    shared.start()
+    try:
+        await asyncio.wait_for(shared.subscribed.wait(), 5)
+        yield router
+    finally:
+        await shared.aclose()
+        await client.aclose()
+
+
+def breaker(router: Router) -> Breaker:
+    return router.breaker(TARGET, SETTINGS)
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, "the shared state never arrived"
+        await asyncio.sleep(0.01)
+
+
+async def fail(router: Router, times: int) -> None:
+    for _ in range(times):
+        router.judge(TARGET, breaker(router), failed=True)
+
+
+@pytest.fixture(autouse=True)
+async def _empty(redis_url: str) -> AsyncIterator[None]:
+    client = aioredis.from_url(redis_url)
+    await client.flushdb()
+    yield
+    await client.aclose()
+
+
+async def test_a_breaker_opened_by_one_process_opens_in_the_others(redis_url: str) -> None:
+    async with process(redis_url) as a, process(redis_url) as b:
+        assert not breaker(b).blocked()
+        await fail(a, 2)
+        assert breaker(a).state == "open"
+        await eventually(lambda: breaker(b).state == "open")
+        assert breaker(b).blocked()
+        assert breaker(b).consecutive == 0  # each process counts its own failures
+        assert 0 < breaker(b).cooldown_s <= SETTINGS.cooldown_s
+
+
+async def test_one_process_probes_for_all_and_its_verdict_reaches_the_others(
+        redis_url: str) -> None:
+    async with process(redis_url) as a, process(redis_url) as b:
+        await fail(a, 2)
+        await eventually(lambda: breaker(b).state == "open")
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert await a.admit(TARGET, breaker(a))  # takes the fleet's probe
+        assert breaker(a).state == "half_open"
+        assert not await b.admit(TARGET, breaker(b))  # a probes it: b keeps it open
+        assert breaker(b).state == "open"
+        a.judge(TARGET, breaker(a), failed=False)
+        await eventually(lambda: breaker(b).state == "closed")
+        assert not breaker(b).blocked()
+
+
+async def test_a_failed_probe_reopens_it_everywhere_for_twice_as_long(redis_url: str) -> None:
+    async with process(redis_url) as a, process(redis_url) as b:
+        await fail(a, 2)
+        await eventually(lambda: breaker(b).state == "open")
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert await a.admit(TARGET, breaker(a))
+        a.judge(TARGET, breaker(a), failed=True)
+        assert breaker(a).cooldown_s == pytest.approx(0.6)
+        await eventually(lambda: breaker(b).cooldown_s == pytest.approx(0.6))
+        assert breaker(b).state == "open" and breaker(b).blocked()
+
+
+async def test_a_process_started_later_reads_the_open_breakers(redis_url: str) -> None:
+    async with process(redis_url) as a:
+        await fail(a, 2)
+        await asyncio.sleep(0.1)  # the write is sent in the background
+        async with process(redis_url) as late:
+            assert late.breakers[("gpu", "llama")].state == "open"
+            assert breaker(late).blocked()
+
+
+async def test_stale_entries_are_ignored_and_deleted(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    field = json.dumps(["gpu", "llama", "http://gpu:8000"], separators=(",", ":"))
+    await client.hset("switchboard:breakers", field, json.dumps(
+        {"target": field, "state": "open", "origin": "gone", "cooldown_s": 300,
+         "opened_at": time.time() - 3 * SETTINGS.max_cooldown_s}))
+    async with process(redis_url) as late:
+        assert ("gpu", "llama") not in late.breakers
+    assert await client.hlen("switchboard:breakers") == 0
+    await client.aclose()
+
+
+async def test_the_same_name_pointing_elsewhere_is_another_target(redis_url: str) -> None:
+    async with process(redis_url) as a, process(redis_url, where="http://other:8000") as b, \
+            process(redis_url) as c:
+        await fail(a, 2)
+        await eventually(lambda: breaker(c).state == "open")
+        assert breaker(b).state == "closed"
+
+
+async def test_malformed_messages_are_ignored(redis_url: str) -> None:
+    async with process(redis_url) as a:
+        client = aioredis.from_url(redis_url)
+        for junk in (b"not json", b"{}", b'{"target": "[1]", "state": "open"}',
+                     b'{"target": "[\\"gpu\\", \\"llama\\", \\"http://gpu:8000\\"]", '
+                     b'"state": "open", "opened_at": "soon", "cooldown_s": 1}'):
+            await client.publish("switchboard:breakers:changed", junk)
+        await client.aclose()
+        await fail(a, 1)  # the subscriber is still alive and the breaker untouched
+        await asyncio.sleep(0.1)
+        assert breaker(a).state == "closed" and breaker(a).consecutive == 1
+
+
+async def test_without_redis_each_process_probes_on_its_own() -> None:
+    client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    router = Router(backends={}, recorder=None)
+    router.shared = SharedBreakers(client, router, where=lambda _provider: "",
+                                   max_cooldown_s=lambda: 10.0)
+    await fail(router, 2)
+    await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+    assert await router.admit(TARGET, breaker(router))  # the claim failed: probe anyway
+    assert breaker(router).state == "half_open"
+    await router.shared.aclose()
+    await client.aclose()
