@@ -74,6 +74,10 @@ def _fields(where: str, before: Any, after: Any) -> list[str]:
         label = f"{where}: {name}" if " " in where else f"{where}.{name}"
         if isinstance(old, SecretStr) or isinstance(new, SecretStr):
             out.append(f"{label} changed (secret)")
+        elif name == "targets" and _targets(old) == _targets(new):  # settings of the same ones
+            for a, b in zip(old, new, strict=True):
+                if a != b:
+                    out += _fields(f"{where}: target {a.provider}/{a.model}", a, b)
         elif name == "targets":
             out.append(f"{label} {_targets(old)} -> {_targets(new)}")
         elif isinstance(old, BaseModel) and type(old) is type(new):

@@ -134,6 +134,13 @@ def test_config_diff_says_what_a_reload_would_change(tmp_path: Path) -> None:
     same = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(old)], env=clean_env(),
                           capture_output=True, text=True, timeout=30)
     assert same.returncode == 0 and "no changes" in same.stdout
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(old.read_text().replace("{provider: gpu, model: llama}",
+                                             "{provider: gpu, model: llama, timeout_s: 30}"))
+    target = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(tuned)],
+                            env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert target.stdout.splitlines()[1:] == [
+        "  model chat: target gpu/llama: timeout_s null -> 30.0"], target.stdout
     new.write_text("providers: {}\nmodels: {chat: {targets: [{provider: nope, model: m}]}}\n")
     refused = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(new)],
                              env=clean_env(), capture_output=True, text=True, timeout=30)
