@@ -18,26 +18,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from app.pricing import Price
+from app.providers import PROVIDER_TYPES
+from app.providers.base import ENDPOINTS, ProviderBase, Seconds
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's."""
 
-Seconds = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
 
 
@@ -45,88 +45,15 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem with its path."""
 
 
-class _ProviderBase(BaseModel):
-    model_config = _FORBID
-    timeout_s: Seconds = 120.0
-    """The longest a unary attempt waits for its whole answer, and a stream for each of its
-    chunks once it has started (a target's own ``timeout_s`` overrides it)."""
-    connect_timeout_s: Seconds = 5.0
-    """The longest opening a connection (TCP and TLS) may take."""
-    first_chunk_timeout_s: Seconds | None = None
-    """The longest a stream attempt waits for its first chunk before the next target is tried
-    (default: ``streaming.first_chunk_timeout_s``; a target's own overrides it)."""
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class OpenAIProvider(_ProviderBase):
-    """OpenAI, or any server speaking its API at ``base_url`` (Together, Groq, Ollama, TGI...)."""
-
-    type: Literal["openai"]
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.openai.com/v1"
-    organization: str | None = None
-    project: str | None = None
-
-
-class AzureOpenAIProvider(_ProviderBase):
-    """Azure OpenAI: the target ``model`` is the deployment name."""
-
-    type: Literal["azure_openai"]
-    api_key: SecretStr
-    endpoint: Annotated[str, Field(pattern=r"^https?://")]
-    api_version: str = "2024-10-21"
-
-
-class VllmProvider(_ProviderBase):
-    """A self-hosted vLLM OpenAI-compatible server."""
-
-    type: Literal["vllm"]
-    base_url: Annotated[str, Field(pattern=r"^https?://")]
-    api_key: SecretStr | None = None
-    max_tokens_default: Annotated[int, Field(ge=1)] = 1024
-    structured_output: Literal["auto", "guided", "structured_outputs"] = "auto"
-    metrics_interval_s: Annotated[float, Field(ge=0)] = 5.0
-    """How often the gateway scrapes the server's ``/metrics`` (queue, KV cache, prefix hits);
-    0 turns scraping off."""
-
-
-class AnthropicProvider(_ProviderBase):
-    type: Literal["anthropic"]
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.anthropic.com"
-    anthropic_version: str = "2023-06-01"
-    max_tokens_default: Annotated[int, Field(ge=1)] = 4096
-
-
-class MockProvider(_ProviderBase):
-    """The built-in offline provider; ``fail_*`` inject failures for tests and demos."""
-
-    type: Literal["mock"]
-    latency_ms: Annotated[float, Field(ge=0)] = 0.0
-    token_latency_ms: Annotated[float, Field(ge=0)] = 0.0
-    fail_status: Annotated[int, Field(ge=400, le=599)] | None = None
-    fail_every: Annotated[int, Field(ge=1)] = 1
-    dimensions: Annotated[int, Field(ge=1, le=8192)] = 384
-
-
-class LocalProvider(_ProviderBase):
-    """In-process embeddings by all-MiniLM-L6-v2 (the ``[local]`` extra)."""
-
-    type: Literal["local"]
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
-    max_batch_delay_ms: Annotated[float, Field(ge=0)] = 2.0
-
-
-ProviderConfig = Annotated[
-    OpenAIProvider
-    | AzureOpenAIProvider
-    | VllmProvider
-    | AnthropicProvider
-    | MockProvider
-    | LocalProvider,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    ProviderConfig = ProviderBase
+else:
+    # The union of the registered provider types' config models, told apart by ``type``: a new
+    # provider type registers in ``app.providers`` and is accepted here without an edit.
+    ProviderConfig = Annotated[
+        Union[tuple(kind.config for kind in PROVIDER_TYPES.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
 class TargetConfig(BaseModel):
@@ -407,6 +334,9 @@ class GatewayConfig(BaseModel):
                         f"{where}.targets.{i}.provider: no provider named "
                         f"{target.provider!r} (known: {', '.join(sorted(self.providers))})"
                     )
+        if not problems:
+            problems += [problem for where, targets in lists
+                         if (problem := self._common_endpoint(where, targets)) is not None]
         split: dict[str, str] = {}
         for name, experiment in self.experiments.items():
             if experiment.model not in self.models:
@@ -422,6 +352,25 @@ class GatewayConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _common_endpoint(self, where: str, targets: list[TargetConfig]) -> str | None:
+        """A target list's problem when its targets share no endpoint. A call only goes to the
+        targets that can serve it (``app.routing.table.Route.serving``), so targets that can do
+        different things are fine together, but targets that are never one another's fallback
+        (an embeddings-only provider beside a chat-only one) are a mistake in the config."""
+        serves = [PROVIDER_TYPES[self.providers[t.provider].type].serves for t in targets]
+        if frozenset.intersection(*serves):
+            return None
+        each = "; ".join(
+            f"targets.{i} (provider {t.provider!r}, type "
+            f"{self.providers[t.provider].type}) serves {_endpoints(caps)}"
+            for i, (t, caps) in enumerate(zip(targets, serves, strict=True)))
+        return (f"{where}.targets: no endpoint is served by every target, so none can stand in "
+                f"for another: {each}")
+
+
+def _endpoints(serves: frozenset[str]) -> str:
+    return ", ".join(text.split(" (")[0] for name, text in ENDPOINTS.items() if name in serves)
 
 
 _REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)"

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from app import errors
 from app.answers import body_text, chunk_base, chunk_text, observe_finish
@@ -38,12 +38,18 @@ from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
 from app.pricing import PriceBook
 from app.providers.base import (
+    Capability,
+    Chat,
     ChatCall,
+    Complete,
     CompletionCall,
+    Embed,
     EmbeddingCall,
     Json,
     Provider,
     Result,
+    StreamChat,
+    StreamComplete,
     Target,
 )
 from app.routing import Route, RoutingTable
@@ -162,14 +168,14 @@ class Gateway(Finisher):
 
     async def chat(self, call: ModelCall) -> Result:
         request, body = _request(call, ChatRequest)
-        route = self._begin(call, request, body)
+        route = self._begin(call, request, body, "chat")
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
         call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
         return await self._unary(
-            call, route, lambda p, t: p.chat(upstream, target=t),
+            call, route, lambda p, t: cast(Chat, p).chat(upstream, target=t),
             estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
                                           completion_tokens=estimate_tokens(body_text(answer)),
                                           estimated=True),
@@ -177,12 +183,12 @@ class Gateway(Finisher):
 
     async def complete(self, call: ModelCall) -> Result:
         request, body = _request(call, CompletionRequest)
-        route = self._begin(call, request, body)
+        route = self._begin(call, request, body, "complete")
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
         upstream = CompletionCall(request=request, body=body)
         prompt = estimate_prompt_tokens(request)
         return await self._unary(
-            call, route, lambda p, t: p.complete(upstream, target=t),
+            call, route, lambda p, t: cast(Complete, p).complete(upstream, target=t),
             estimate=lambda answer: Usage(prompt_tokens=prompt,
                                           completion_tokens=estimate_tokens(body_text(answer)),
                                           estimated=True),
@@ -190,7 +196,7 @@ class Gateway(Finisher):
 
     async def embed(self, call: ModelCall) -> Result:
         request, body = _request(call, EmbeddingRequest)
-        route = self._begin(call, request, body)
+        route = self._begin(call, request, body, "embed")
         texts = request.texts()
         limit = call.snapshot.limits.max_embedding_inputs
         if len(texts) > limit:
@@ -198,7 +204,7 @@ class Gateway(Finisher):
                                         param="input")
         upstream = EmbeddingCall(request=request, body=body)
         return await self._unary(
-            call, route, lambda p, t: p.embed(upstream, target=t),
+            call, route, lambda p, t: cast(Embed, p).embed(upstream, target=t),
             estimate=lambda answer: Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts),
                                           estimated=True),
             capture_response=False,  # vectors: large, and no use in a call log
@@ -207,36 +213,41 @@ class Gateway(Finisher):
 
     def stream_chat(self, call: ModelCall) -> AsyncGenerator[StreamItem, None]:
         request, body = _request(call, ChatRequest)
-        route = self._begin(call, request, body, stream=True)
+        route = self._begin(call, request, body, "stream_chat")
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
         call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
-        return self._stream(call, route, lambda p, t: p.stream_chat(upstream, target=t),
+        return self._stream(call, route,
+                            lambda p, t: cast(StreamChat, p).stream_chat(upstream, target=t),
                             wants_usage=request.wants_usage_chunk(),
                             prompt_tokens=lambda: estimate_prompt_tokens(request))
 
     def stream_complete(self, call: ModelCall) -> AsyncGenerator[StreamItem, None]:
         request, body = _request(call, CompletionRequest)
-        route = self._begin(call, request, body, stream=True)
+        route = self._begin(call, request, body, "stream_complete")
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
         upstream = CompletionCall(request=request, body=body)
-        return self._stream(call, route, lambda p, t: p.stream_complete(upstream, target=t),
+        return self._stream(call, route, lambda p, t: cast(StreamComplete, p).stream_complete(
+                                upstream, target=t),
                             wants_usage=request.wants_usage_chunk(),
                             prompt_tokens=lambda: estimate_prompt_tokens(request))
 
     # ---- the parts ------------------------------------------------------------------------
 
-    def _begin(self, call: ModelCall, request: ModelRequest, body: Json, *,
-               stream: bool = False) -> Route:
+    def _begin(self, call: ModelCall, request: ModelRequest, body: Json,
+               capability: Capability) -> Route:
+        """Record the request, and the call's route narrowed to the targets that can serve
+        ``capability`` (a 400 ``unsupported_endpoint`` if none can): the providers called below
+        implement it, which is what makes the casts to its protocol safe."""
         record = call.record
         record.public_model = request.model
         record.end_user = request.user
-        record.stream = stream
+        record.stream = capability.startswith("stream_")
         if self._redactor is not None:
             record.request_body = self._redactor.redact(body)
-        return call.route()
+        return call.route().serving(capability)
 
     def _check_generation(self, call: ModelCall, route: Route, *, n: int | None,
                           max_tokens: int | None, max_completion_tokens: int | None = None,

@@ -34,7 +34,7 @@ from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
 from app.pricing import PriceBook, shipped_prices
-from app.providers import PROVIDER_TYPES
+from app.providers import build_provider
 from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
 from app.reload import ConfigReloader
@@ -91,7 +91,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     session = new_session()
     stack.push_async_callback(session.close)
     providers: dict[str, Provider] = {
-        name: PROVIDER_TYPES[cfg.type](cfg, session) for name, cfg in config.providers.items()
+        name: build_provider(cfg, session) for name, cfg in config.providers.items()
     }
     prices = PriceBook({**shipped_prices(), **config.pricing})
     metrics = open_metrics(config, session=session, engine=calllog.engine if calllog else None,

@@ -39,7 +39,7 @@ from app.gateway import Gateway
 from app.metrics.runtime import MetricsRuntime
 from app.pipeline import Snapshot, config_version
 from app.pricing import PriceBook, shipped_prices
-from app.providers import PROVIDER_TYPES
+from app.providers import build_provider
 from app.providers.base import Provider, Warmable
 from app.settings import environment
 
@@ -173,7 +173,7 @@ class ConfigReloader:
                 if name in serving.providers and serving.config.providers.get(name) == settings:
                     providers[name] = serving.providers[name]
                 else:
-                    providers[name] = PROVIDER_TYPES[settings.type](settings, self._session)
+                    providers[name] = build_provider(settings, self._session)
                     built.append(providers[name])
             for provider in built:
                 if isinstance(provider, Warmable):

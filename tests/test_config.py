@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from app.config import ConfigError, embedded_config, parse_config
+from app.providers.openai import OpenAIProvider
 
 
 def base(**provider: Any) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def test_env_references_are_interpolated_with_defaults() -> None:
     config = parse_config(base(api_key="${KEY}", base_url="${URL:-http://h:1/v1}"),
                           {"KEY": "sk-1"})
     provider = config.providers["p"]
-    assert provider.type == "openai"
+    assert isinstance(provider, OpenAIProvider)
     assert provider.api_key is not None and provider.api_key.get_secret_value() == "sk-1"
     assert provider.base_url == "http://h:1/v1"
 

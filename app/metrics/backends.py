@@ -38,9 +38,8 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import VllmProvider
 from app.metrics.families import Metrics
-from app.providers.vllm import server_root
+from app.providers.vllm import VllmProvider, server_root
 
 log = logging.getLogger("switchboard.metrics.backends")
 

@@ -29,7 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.calllog.writer import CallLogWriter, WriterStats
-from app.config import GatewayConfig, VllmProvider
+from app.config import GatewayConfig
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.metrics.backends import BackendScraper
 from app.metrics.baselines import BaselineStore, DatabaseBaselines, MemoryBaselines
@@ -37,6 +37,7 @@ from app.metrics.drift import DriftMonitor
 from app.metrics.embedding_drift import EmbeddingDriftMonitor
 from app.metrics.families import Metrics
 from app.metrics.recorder import Recorder
+from app.providers.vllm import VllmProvider
 
 log = logging.getLogger("switchboard.metrics")
 VERSION = "0.1.0"

@@ -22,7 +22,9 @@ Where the two APIs differ, this is what a client gets:
   forwarded; the target's ``params`` lie underneath everything.
 - Thinking comes back as ``message.reasoning_content`` (streams: ``delta.reasoning_content``),
   the field vLLM and DeepSeek use.
-- Text completions and embeddings don't exist at Anthropic: 400, param ``model``.
+- Text completions and embeddings don't exist at Anthropic: the class does not implement them,
+  so the gateway never routes them here (a model with no other target answers 400
+  ``unsupported_endpoint``).
 - ``base_url`` may be given with or without a trailing ``/v1``.
 
 Errors: Anthropic's ``{"type": "error", "error": {"type", "message"}}`` is read by the shared
@@ -34,24 +36,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import aiohttp
+from pydantic import Field, SecretStr
 
-from app import errors
-from app.config import AnthropicProvider
 from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.base import (
+    ChatCall,
+    Json,
+    ProviderBase,
+    Result,
+    Target,
+)
 from app.providers.http import Upstream, drain, parse_json_event
 
+
+class AnthropicProvider(ProviderBase):
+    type: Literal["anthropic"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    max_tokens_default: Annotated[int, Field(ge=1)] = 4096
+
 MESSAGES_PATH = "/v1/messages"
-
-
-def _unsupported(what: str) -> errors.InvalidRequest:
-    return errors.InvalidRequest(
-        f"Anthropic models don't offer {what}; use /v1/chat/completions with this model, or "
-        "another model", param="model")
 
 
 class AnthropicMessages:
@@ -90,16 +100,6 @@ class AnthropicMessages:
             translator.finish()
         finally:
             await events.aclose()
-
-    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
-        raise _unsupported("legacy text completions (/v1/completions)")
-
-    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
-        raise _unsupported("legacy text completions (/v1/completions)")
-        yield {}  # pragma: no cover  (makes this an async generator, as the seam expects)
-
-    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
-        raise _unsupported("embeddings (/v1/embeddings)")
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""

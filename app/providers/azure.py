@@ -11,14 +11,24 @@ gateway then estimates usage).
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import Field, SecretStr
 
-from app.config import AzureOpenAIProvider
-from app.providers.base import Json, Target
+from app.providers.base import Json, ProviderBase, Target
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible
+
+
+class AzureOpenAIProvider(ProviderBase):
+    """Azure OpenAI: the target ``model`` is the deployment name."""
+
+    type: Literal["azure_openai"]
+    api_key: SecretStr
+    endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    api_version: str = "2024-10-21"
 
 STREAM_OPTIONS_SINCE = "2024-09-01"
 """The first api-version (2024-09-01-preview; GA in 2024-10-21) that accepts ``stream_options``."""

@@ -6,18 +6,48 @@ JSON object the client sent. Responses come back OpenAI-shaped too: a ``chat.com
 ``chat.completion.chunk`` dicts, the last of which carries ``usage`` when the provider reports it.
 Translation to and from each upstream's native format, errors included, lives in the provider's
 module and nowhere else.
+
+A provider implements the capabilities it has, each a one-method protocol (``Chat``,
+``StreamChat``, ``Complete``, ``StreamComplete``, ``Embed``) on top of ``Provider`` (``aclose``).
+What a provider type can do is known from its class before any instance exists
+(``capabilities``), so the config is checked against it when it loads and the gateway never
+hands a call to a target that cannot serve it (``app.routing.table.Route.serving``).
+
+Each provider module also owns its config model, a subclass of ``ProviderBase``, the fields
+every provider takes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage
 
 Json = dict[str, Any]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class ProviderBase(BaseModel):
+    """What every provider's config takes; each provider module subclasses it with its own
+    ``type: Literal[...]`` and fields. Unknown keys are errors, as everywhere in the config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+    """The registry key (``app.providers.PROVIDER_TYPES``); a subclass narrows it to a literal."""
+    timeout_s: Seconds = 120.0
+    """The longest a unary attempt waits for its whole answer, and a stream for each of its
+    chunks once it has started (a target's own ``timeout_s`` overrides it)."""
+    connect_timeout_s: Seconds = 5.0
+    """The longest opening a connection (TCP and TLS) may take."""
+    first_chunk_timeout_s: Seconds | None = None
+    """The longest a stream attempt waits for its first chunk before the next target is tried
+    (default: ``streaming.first_chunk_timeout_s``; a target's own overrides it)."""
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +103,62 @@ class Warmable(Protocol):
     async def warm(self) -> None: ...
 
 
+@runtime_checkable
 class Provider(Protocol):
-    """One upstream. Methods raise only ``app.errors.GatewayError`` subclasses.
+    """One upstream, whatever it can do. Its capability methods (below) raise only
+    ``app.errors.GatewayError`` subclasses.
 
     Streams are async generators of OpenAI-shaped chunk dicts; closing the generator
     (``aclose``) must cancel the upstream request.
     """
 
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Chat(Provider, Protocol):
     async def chat(self, call: ChatCall, *, target: Target) -> Result: ...
 
+
+@runtime_checkable
+class StreamChat(Provider, Protocol):
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]: ...
 
+
+@runtime_checkable
+class Complete(Provider, Protocol):
     async def complete(self, call: CompletionCall, *, target: Target) -> Result: ...
 
+
+@runtime_checkable
+class StreamComplete(Provider, Protocol):
     def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]: ...
 
+
+@runtime_checkable
+class Embed(Provider, Protocol):
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result: ...
 
-    async def aclose(self) -> None: ...
+
+Capability = Literal["chat", "stream_chat", "complete", "stream_complete", "embed"]
+"""What a call asks of a target: the name of the method that serves it."""
+
+PROTOCOLS: dict[Capability, type] = {
+    "chat": Chat, "stream_chat": StreamChat, "complete": Complete,
+    "stream_complete": StreamComplete, "embed": Embed,
+}
+
+ENDPOINTS: dict[Capability, str] = {
+    "chat": "chat completions (/v1/chat/completions)",
+    "stream_chat": "streamed chat completions (/v1/chat/completions with stream: true)",
+    "complete": "text completions (/v1/completions)",
+    "stream_complete": "streamed text completions (/v1/completions with stream: true)",
+    "embed": "embeddings (/v1/embeddings)",
+}
+"""How errors name each capability to a user."""
+
+
+def capabilities(cls: type) -> frozenset[Capability]:
+    """The capabilities a provider class implements (its methods, checked by name against the
+    protocols; signatures are mypy's to check)."""
+    return frozenset(name for name, protocol in PROTOCOLS.items() if issubclass(cls, protocol))

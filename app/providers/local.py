@@ -29,18 +29,32 @@ import functools
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
+from pydantic import Field
 
 from app import errors
-from app.config import LocalProvider
 from app.embeddings import encode_vector
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.base import (
+    EmbeddingCall,
+    Json,
+    ProviderBase,
+    Result,
+    Target,
+)
 from app.usage import Usage
+
+
+class LocalProvider(ProviderBase):
+    """In-process embeddings by all-MiniLM-L6-v2 (the ``[local]`` extra)."""
+
+    type: Literal["local"]
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    max_batch_delay_ms: Annotated[float, Field(ge=0)] = 2.0
 
 log = logging.getLogger("switchboard.providers.local")
 
@@ -136,10 +150,6 @@ def _fail(jobs: list[_Job], error: errors.GatewayError) -> None:
             job.future.set_exception(error)
 
 
-def _embeddings_only(target: Target) -> errors.InvalidRequest:
-    return errors.InvalidRequest(f"model {target.model} serves embeddings only", param="model")
-
-
 class LocalEmbeddings:
     """The ``local`` provider: embeddings computed in this process, batched across requests."""
 
@@ -161,21 +171,6 @@ class LocalEmbeddings:
     async def warm(self) -> None:
         """Load the model now rather than on the first request."""
         await self._ensure_encoder()
-
-    async def chat(self, call: ChatCall, *, target: Target) -> Result:
-        """Refused (400): this provider serves embeddings only; so are the three below."""
-        raise _embeddings_only(target)
-
-    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
-        raise _embeddings_only(target)
-        yield {}  # unreachable: makes this an async generator, failing on first iteration
-
-    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
-        raise _embeddings_only(target)
-
-    async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
-        raise _embeddings_only(target)
-        yield {}  # unreachable, as in stream_chat
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         """Embed the request's texts, batched with other requests' (see the module docstring)."""

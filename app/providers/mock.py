@@ -36,18 +36,37 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import Field
 
 from app import errors
-from app.config import MockProvider
 from app.embeddings import encode_vector
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.base import (
+    ChatCall,
+    CompletionCall,
+    EmbeddingCall,
+    Json,
+    ProviderBase,
+    Result,
+    Target,
+)
 from app.schemas import ChatRequest, FunctionDef
 from app.structured import instance, pick_tool, strict_problem
 from app.usage import Usage, estimate_tokens
+
+
+class MockProvider(ProviderBase):
+    """The built-in offline provider; ``fail_*`` inject failures for tests and demos."""
+
+    type: Literal["mock"]
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    token_latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    fail_status: Annotated[int, Field(ge=400, le=599)] | None = None
+    fail_every: Annotated[int, Field(ge=1)] = 1
+    dimensions: Annotated[int, Field(ge=1, le=8192)] = 384
 
 _PER_MESSAGE_TOKENS = 3
 _TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")

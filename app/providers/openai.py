@@ -8,15 +8,33 @@ fields included), with the target's model name and the target's ``params`` under
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from typing import Literal
 
 import aiohttp
+from pydantic import SecretStr
 
 from app import errors
-from app.config import OpenAIProvider
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Result, Target
+from app.providers.base import (
+    ChatCall,
+    CompletionCall,
+    EmbeddingCall,
+    Json,
+    ProviderBase,
+    Result,
+    Target,
+)
 from app.providers.http import Upstream, drain, parse_json_event
 from app.usage import Usage
+
+
+class OpenAIProvider(ProviderBase):
+    """OpenAI, or any server speaking its API at ``base_url`` (Together, Groq, Ollama, TGI...)."""
+
+    type: Literal["openai"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    organization: str | None = None
+    project: str | None = None
 
 
 def check_stream_chunk(chunk: Json) -> Json:
@@ -44,6 +62,10 @@ class OpenAICompatible:
     def upstream_for(self, target: Target) -> Upstream:
         return self._upstream
 
+    async def ready(self) -> None:
+        """Awaited before every chat or completion payload is prepared (nothing, here; vLLM
+        learns its server's dialect)."""
+
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
         """Last changes to an outgoing chat or completion payload (a fresh dict, safe to edit)."""
         if stream:
@@ -53,7 +75,9 @@ class OpenAICompatible:
                                          "include_usage": True}
         return payload
 
-    def _payload(self, body: Json, target: Target, *, has_limit: bool, stream: bool) -> Json:
+    async def _payload(self, body: Json, target: Target, *, has_limit: bool, stream: bool
+                       ) -> Json:
+        await self.ready()
         payload: Json = {**target.params, **body, "model": target.model} if target.params \
             else {**body, "model": target.model}
         if not has_limit and target.max_tokens_default is not None:
@@ -61,34 +85,21 @@ class OpenAICompatible:
         return self.prepare(payload, target=target, stream=stream)
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
-        payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
-                                stream=False)
-        body = await self.upstream_for(target).post_json("/chat/completions", payload,
-                                                          timeout_s=target.timeout_s)
-        return Result(body=body, usage=Usage.from_openai(body.get("usage")))
+        return await self._unary("/chat/completions", call.body, target,
+                                 has_limit=call.request.token_limit() is not None)
 
-    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
-        payload = self._payload(call.body, target, has_limit=call.request.token_limit() is not None,
-                                stream=True)
-        async with aclosing(self._stream("/chat/completions", payload, target)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
+        return self._stream("/chat/completions", call.body, target,
+                            has_limit=call.request.token_limit() is not None)
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
-        payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
-                                stream=False)
-        body = await self.upstream_for(target).post_json("/completions", payload,
-                                                          timeout_s=target.timeout_s)
-        return Result(body=body, usage=Usage.from_openai(body.get("usage")))
+        return await self._unary("/completions", call.body, target,
+                                 has_limit=call.request.max_tokens is not None)
 
-    async def stream_complete(
-        self, call: CompletionCall, *, target: Target
-    ) -> AsyncGenerator[Json, None]:
-        payload = self._payload(call.body, target, has_limit=call.request.max_tokens is not None,
-                                stream=True)
-        async with aclosing(self._stream("/completions", payload, target)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    def stream_complete(self, call: CompletionCall, *, target: Target
+                        ) -> AsyncGenerator[Json, None]:
+        return self._stream("/completions", call.body, target,
+                            has_limit=call.request.max_tokens is not None)
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payload: Json = {**target.params, **call.body, "model": target.model}
@@ -98,7 +109,18 @@ class OpenAICompatible:
             raise errors.BadUpstreamResponse("upstream embedding response has no 'data' list")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
-    async def _stream(self, path: str, payload: Json, target: Target) -> AsyncGenerator[Json, None]:
+    async def _unary(self, path: str, body: Json, target: Target, *, has_limit: bool) -> Result:
+        """Chat and completions, the two twins: ``has_limit``, whether the client set a token
+        limit (else the target's default is sent)."""
+        payload = await self._payload(body, target, has_limit=has_limit, stream=False)
+        answer = await self.upstream_for(target).post_json(path, payload,
+                                                            timeout_s=target.timeout_s)
+        return Result(body=answer, usage=Usage.from_openai(answer.get("usage")))
+
+    async def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
+                      ) -> AsyncGenerator[Json, None]:
+        """The streamed twins; nothing is sent before the first ``__anext__``."""
+        payload = await self._payload(body, target, has_limit=has_limit, stream=True)
         events = self.upstream_for(target).stream_sse(path, payload, timeout_s=target.timeout_s)
         finished = False
         try:

@@ -26,17 +26,28 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiohttp
+from pydantic import Field, SecretStr
 
 from app import errors
-from app.config import VllmProvider
-from app.providers.base import ChatCall, CompletionCall, Json, Result, Target
+from app.providers.base import Json, ProviderBase, Target
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible
+
+
+class VllmProvider(ProviderBase):
+    """A self-hosted vLLM OpenAI-compatible server."""
+
+    type: Literal["vllm"]
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    api_key: SecretStr | None = None
+    max_tokens_default: Annotated[int, Field(ge=1)] = 1024
+    structured_output: Literal["auto", "guided", "structured_outputs"] = "auto"
+    metrics_interval_s: Annotated[float, Field(ge=0)] = 5.0
+    """How often the gateway scrapes the server's ``/metrics`` (queue, KV cache, prefix hits);
+    0 turns scraping off."""
 
 Dialect = Literal["guided", "structured_outputs"]
 
@@ -169,7 +180,8 @@ class VllmServer(OpenAICompatible):
         self._dialect = dialect
         self._probe = probe
 
-    async def _resolve_dialect(self) -> None:
+    async def ready(self) -> None:
+        """Learn the server's dialect first when it is probed for (once; see ``VersionProbe``)."""
         if self._dialect is None:
             await self._probe.resolve()
 
@@ -191,28 +203,6 @@ class VllmServer(OpenAICompatible):
         elif dialect == "guided":
             to_guided(payload)
         return payload
-
-    async def chat(self, call: ChatCall, *, target: Target) -> Result:
-        await self._resolve_dialect()
-        return await super().chat(call, target=target)
-
-    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
-        await self._resolve_dialect()
-        async with aclosing(super().stream_chat(call, target=target)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-
-    async def complete(self, call: CompletionCall, *, target: Target) -> Result:
-        await self._resolve_dialect()
-        return await super().complete(call, target=target)
-
-    async def stream_complete(
-        self, call: CompletionCall, *, target: Target
-    ) -> AsyncGenerator[Json, None]:
-        await self._resolve_dialect()
-        async with aclosing(super().stream_complete(call, target=target)) as chunks:
-            async for chunk in chunks:
-                yield chunk
 
 
 def server_root(base_url: str) -> str:

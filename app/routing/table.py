@@ -1,16 +1,26 @@
 """The routing table: the config compiled into immutable routes (and the experiments that split
-some of them), swapped whole on reload."""
+some of them), swapped whole on reload.
+
+A public model is not declared for one endpoint: it serves every endpoint one of its targets can
+serve (chat, completions, embeddings, streamed or not: ``app.providers.base.Capability``). A call
+goes only to the targets that can serve it (``Route.serving``); the others are skipped as if
+absent, so an Anthropic target falls back to an OpenAI one for chat while completions go to the
+OpenAI one alone. A call no target can serve is a 400 ``unsupported_endpoint`` naming the model
+and the endpoint. Targets that share no endpoint at all are refused when the config loads
+(``app.config``).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from app import errors
 from app.config import GatewayConfig, TargetConfig
-from app.providers.base import Target
+from app.providers import PROVIDER_TYPES
+from app.providers.base import ENDPOINTS, Capability, Target
 from app.routing.experiments import Experiment, Variant
 
 
@@ -25,6 +35,20 @@ class Route:
     created: int
     strategy: str = "ordered"
     """How its targets are ordered for each call (``app.routing.strategies``)."""
+    narrowed: dict[Capability, Route | None] = field(default_factory=dict, compare=False,
+                                                   repr=False)
+    """For each capability only some targets have, this route with just those (None: no
+    target has it); a capability absent here is one every target has. Filled by ``_narrow``."""
+
+    def serving(self, capability: Capability) -> Route:
+        """This route with only the targets that can serve ``capability``; ``InvalidRequest``
+        (400, code ``unsupported_endpoint``) when none can."""
+        route = self.narrowed.get(capability, self)
+        if route is None:
+            raise errors.InvalidRequest(
+                f"The model '{self.name}' does not serve {ENDPOINTS[capability]}: none of its "
+                "targets can.", param="model", code="unsupported_endpoint")
+        return route
 
     @property
     def windowed(self) -> bool:
@@ -39,11 +63,25 @@ def _target(config: TargetConfig, max_tokens_default: int | None) -> Target:
                   first_chunk_timeout_s=config.first_chunk_timeout_s)
 
 
+def _narrow(route: Route, config: GatewayConfig) -> Route:
+    """``route`` with its ``narrowed`` routes (a fresh mapping: ``replace`` shares it)."""
+    route = replace(route, narrowed={})
+    serves = [PROVIDER_TYPES[config.providers[t.provider].type].serves for t in route.targets]
+    for capability in ENDPOINTS:
+        able = tuple(t for t, caps in zip(route.targets, serves, strict=True)
+                     if capability in caps)
+        if len(able) < len(route.targets):
+            route.narrowed[capability] = replace(route, targets=able, narrowed={}) \
+                if able else None
+    return route
+
+
 def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
-           max_tokens_default: int | None) -> Route:
+           max_tokens_default: int | None, config: GatewayConfig) -> Route:
     """``base`` (a public model's route) with other targets: an experiment's variant."""
-    return replace(base, strategy=strategy,
-                   targets=tuple(_target(t, max_tokens_default) for t in targets))
+    return _narrow(replace(base, strategy=strategy,
+                           targets=tuple(_target(t, max_tokens_default) for t in targets)),
+                   config)
 
 
 class RoutingTable:
@@ -56,17 +94,17 @@ class RoutingTable:
             targets = tuple(_target(t, model.max_tokens_default) for t in model.targets)
             cap = model.max_tokens_cap
             global_cap = config.limits.max_tokens
-            routes[name] = Route(name=name, targets=targets,
-                                 max_tokens_cap=min(cap, global_cap) if cap else global_cap,
-                                 owned_by=model.owned_by, created=created,
-                                 strategy=model.strategy)
+            routes[name] = _narrow(Route(
+                name=name, targets=targets,
+                max_tokens_cap=min(cap, global_cap) if cap else global_cap,
+                owned_by=model.owned_by, created=created, strategy=model.strategy), config)
         self._routes: Mapping[str, Route] = MappingProxyType(routes)
         experiments: dict[str, Experiment] = {}
         for name, experiment in config.experiments.items():
             base = routes[experiment.model]
             arms = [Variant(name=variant, weight=arm.weight, shadow=arm.shadow, sample=arm.sample,
                             route=_route(base, arm.targets, arm.strategy,
-                                         base.targets[0].max_tokens_default))
+                                         base.targets[0].max_tokens_default, config))
                     for variant, arm in experiment.variants.items()]
             experiments[experiment.model] = Experiment(
                 name=name, model=experiment.model, sticky=experiment.sticky,

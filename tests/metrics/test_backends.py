@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from app.config import VllmProvider
 from app.metrics.backends import BackendScraper, BackendState
 from app.metrics.families import Metrics
+from app.providers.vllm import VllmProvider
 from app.simulator import SimOptions, create_app
 from tests.providers.calls import header, received
 from tests.servers import free_port, serve

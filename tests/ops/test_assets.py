@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.config import load_config
+from app.providers.vllm import VllmProvider
 from tests.ops.support import (
     DASHBOARD_NAMES,
     DOCKER,
@@ -267,7 +268,7 @@ def test_compose_gateway_config_is_valid(env: dict[str, str]) -> None:
     """docker/switchboard.yaml validates, with ``chat`` on vLLM at $VLLM_BASE_URL."""
     config = load_config(DOCKER / "switchboard.yaml", env)
     provider = config.providers["vllm"]
-    assert provider.type == "vllm"
+    assert isinstance(provider, VllmProvider)
     assert provider.base_url == env.get("VLLM_BASE_URL", "http://vllm-sim:8000/v1")
     assert config.models["chat"].targets[0].provider == "vllm"
     assert config.providers[config.models["embed"].targets[0].provider].type == "mock"

@@ -11,13 +11,13 @@ import pytest
 from pydantic import SecretStr
 
 from app import errors
-from app.config import AnthropicProvider
-from app.providers import anthropic
+from app.providers import PROVIDER_TYPES, anthropic
+from app.providers.anthropic import AnthropicProvider
 from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
-from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from app.providers.base import ChatCall, Json, Target
+from app.schemas import ChatRequest
 
 TARGET = Target(provider="claude", model="claude-sonnet-4-20250514")
 PNG = (
@@ -748,16 +748,7 @@ async def test_simulator_hang_is_an_upstream_timeout(
         await upstream.chat(chat_call(), target=TARGET)
 
 
-async def test_completions_and_embeddings_are_refused(session: aiohttp.ClientSession) -> None:
-    """Anthropic offers no text completions or embeddings: 400 on param model."""
-    upstream = anthropic.build(AnthropicProvider(type="anthropic"), session)
-    completion = CompletionCall(request=CompletionRequest(model="claude", prompt="Hi"),
-                                body={"model": "claude", "prompt": "Hi"})
-    embedding = EmbeddingCall(request=EmbeddingRequest(model="claude", input="Hi"),
-                              body={"model": "claude", "input": "Hi"})
-    for attempt in (upstream.complete(completion, target=TARGET),
-                    upstream.embed(embedding, target=TARGET),
-                    anext(aiter(upstream.stream_complete(completion, target=TARGET)))):
-        with pytest.raises(errors.InvalidRequest) as caught:
-            await attempt
-        assert caught.value.param == "model"
+def test_serves_chat_only() -> None:
+    """Anthropic offers no text completions or embeddings: the provider implements chat and
+    streamed chat alone, so the gateway never routes the others to it."""
+    assert PROVIDER_TYPES["anthropic"].serves == {"chat", "stream_chat"}

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from app import errors
-from app.config import AzureOpenAIProvider
 from app.providers import PROVIDER_TYPES, azure
+from app.providers.azure import AzureOpenAIProvider
 from app.providers.base import CompletionCall, EmbeddingCall, Json, Target
 from app.schemas import CompletionRequest, EmbeddingRequest
 from tests.providers.calls import chat, header, received
@@ -126,7 +126,7 @@ async def test_errors_map_and_never_show_the_key(
 
 def test_registry_builds_azure() -> None:
     """type: azure_openai in a config builds this provider."""
-    assert PROVIDER_TYPES["azure_openai"] is azure.build
+    assert PROVIDER_TYPES["azure_openai"].build is azure.build
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ import pytest
 import pytest_asyncio
 
 from app import errors
-from app.config import LocalProvider
 from app.embeddings import decode_vector
-from app.providers import local
-from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Target
-from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from app.providers import PROVIDER_TYPES, local
+from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.local import LocalProvider
+from app.schemas import EmbeddingRequest
 from tests.extras import run_without_local_extra
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -169,21 +169,10 @@ async def test_token_id_inputs_are_refused(cold: local.LocalEmbeddings) -> None:
     assert caught.value.param == "input"
 
 
-async def test_chat_and_completions_are_refused(cold: local.LocalEmbeddings) -> None:
-    """Chat and completions, streamed or not, are a 400: the model serves embeddings only."""
-    chat_body: Json = {"model": "minilm", "messages": [{"role": "user", "content": "hi"}]}
-    chat = ChatCall(request=ChatRequest.model_validate(chat_body), body=chat_body)
-    text_body: Json = {"model": "minilm", "prompt": "hi"}
-    text = CompletionCall(request=CompletionRequest.model_validate(text_body), body=text_body)
-    with pytest.raises(errors.InvalidRequest, match="serves embeddings only") as caught:
-        await cold.chat(chat, target=TARGET)
-    assert caught.value.param == "model"
-    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
-        await cold.complete(text, target=TARGET)
-    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
-        await anext(aiter(cold.stream_chat(chat, target=TARGET)))
-    with pytest.raises(errors.InvalidRequest, match="serves embeddings only"):
-        await anext(aiter(cold.stream_complete(text, target=TARGET)))
+async def test_serves_embeddings_only() -> None:
+    """The provider implements embeddings alone, so the gateway never sends it a chat or
+    completion (tests/providers/test_registry.py: the 400 a client gets instead)."""
+    assert PROVIDER_TYPES["local"].serves == {"embed"}
 
 
 async def test_missing_extra_is_a_503_naming_it(cold: local.LocalEmbeddings,
@@ -211,4 +200,4 @@ async def test_aclose_fails_waiting_requests_and_later_ones() -> None:
 async def test_module_imports_without_the_extra() -> None:
     """The provider module and registry import with torch and sentence-transformers absent."""
     await run_without_local_extra("from app.providers import PROVIDER_TYPES, local\n"
-                                  "assert PROVIDER_TYPES['local'] is local.build\n")
+                                  "assert PROVIDER_TYPES['local'].build is local.build\n")

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from app import errors
-from app.config import OpenAIProvider
 from app.providers import openai
 from app.providers.base import Json, Target
+from app.providers.openai import OpenAIProvider
 from tests.providers.calls import chat, completion, embedding, header, received
 from tests.servers import free_port
 

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from app import errors
-from app.config import VllmProvider
 from app.providers import PROVIDER_TYPES, vllm
 from app.providers.base import Json, Target
+from app.providers.vllm import VllmProvider
 from app.simulator import SimOptions, create_app
 from tests.providers.calls import chat, completion, received
 from tests.servers import free_port, serve
@@ -313,7 +313,7 @@ async def test_mid_stream_error_frame_is_a_gateway_error(strict_vllm: str,
 
 def test_registry_builds_vllm() -> None:
     """type: vllm in a config builds this provider."""
-    assert PROVIDER_TYPES["vllm"] is vllm.build
+    assert PROVIDER_TYPES["vllm"].build is vllm.build
 
 
 async def test_closing_a_stream_cancels_the_upstream(simulator: str,

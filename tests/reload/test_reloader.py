@@ -15,8 +15,9 @@ from app.calllog import LogSink
 from app.config import ConfigError, load_config
 from app.gateway import Gateway
 from app.pricing import PriceBook
-from app.providers import PROVIDER_TYPES
+from app.providers import build_provider
 from app.providers.http import new_session
+from app.providers.openai import OpenAIProvider
 from app.reload import ConfigReloader
 
 
@@ -31,7 +32,7 @@ async def reloader(tmp_path: Path) -> AsyncIterator[ConfigReloader]:
     path.write_text(yaml.safe_dump(raw()))
     config = load_config(path, {})
     session = new_session()
-    providers = {n: PROVIDER_TYPES[c.type](c, session) for n, c in config.providers.items()}
+    providers = {n: build_provider(c, session) for n, c in config.providers.items()}
     gateway = Gateway(config=config, providers=providers, prices=PriceBook({}), sink=LogSink())
     made = ConfigReloader(gateway, path, session=session, metrics=None, poll_s=0)
     yield made
@@ -101,8 +102,8 @@ async def test_a_rotated_secret_file_is_a_new_version(reloader: ConfigReloader,
     first = await reloader.reload(reason="test")
     assert first.changed
     provider = reloader.gateway.snapshot.config.providers["upstream"]
-    assert provider.api_key is not None  # type: ignore[union-attr]
-    assert provider.api_key.get_secret_value() == "sk-first-0000"  # type: ignore[union-attr]
+    assert isinstance(provider, OpenAIProvider) and provider.api_key is not None
+    assert provider.api_key.get_secret_value() == "sk-first-0000"
     secret.write_text("sk-second-1111\n")
     second = await reloader.reload(reason="test")  # the config file did not change
     assert second.changed and second.version != first.version
