@@ -116,13 +116,6 @@ def anthropic_headers(config: AnthropicProvider) -> dict[str, str]:
 def build(config: AnthropicProvider, session: aiohttp.ClientSession) -> AnthropicMessages:
     base_url = config.base_url.rstrip("/")
     base_url = base_url.removesuffix("/v1")
-    upstream = Upstream(
-        session,
-        base_url=base_url,
-        headers=anthropic_headers(config),
-        timeout_s=config.timeout_s,
-        connect_timeout_s=config.connect_timeout_s,
-        secrets=(config.api_key.get_secret_value(),) if config.api_key else (),
-        error_mapper=map_error,
-    )
+    upstream = Upstream.from_config(session, config, base_url=base_url,
+                                    headers=anthropic_headers(config), error_mapper=map_error)
     return AnthropicMessages(upstream, max_tokens_default=config.max_tokens_default)

@@ -59,15 +59,9 @@ class AzureOpenAI(OpenAICompatible):
         super().__init__(self._new_upstream(f"{self._endpoint}/openai"))
 
     def _new_upstream(self, base_url: str) -> Upstream:
-        return Upstream(
-            self._session,
-            base_url=base_url,
-            headers={"api-key": self._key, **self._config.headers},
-            params={"api-version": self._config.api_version},
-            timeout_s=self._config.timeout_s,
-            connect_timeout_s=self._config.connect_timeout_s,
-            secrets=(self._key,),
-        )
+        return Upstream.from_config(self._session, self._config, base_url=base_url,
+                                    headers={"api-key": self._key, **self._config.headers},
+                                    params={"api-version": self._config.api_version})
 
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
         """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it."""

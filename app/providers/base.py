@@ -96,6 +96,16 @@ class Result:
     usage: Usage | None
 
 
+def embeddings_result(vectors: list[Any], *, model: str, tokens: int) -> Result:
+    """An OpenAI-shaped embedding ``list`` answer: one entry per vector (already encoded as the
+    client asked), ``tokens`` the input tokens read."""
+    data: list[Json] = [{"object": "embedding", "index": i, "embedding": vector}
+                        for i, vector in enumerate(vectors)]
+    body: Json = {"object": "list", "data": data, "model": model,
+                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return Result(body=body, usage=Usage(prompt_tokens=tokens))
+
+
 @runtime_checkable
 class Warmable(Protocol):
     """A provider with a slow first use (a model to load) that can be prepared at start-up."""

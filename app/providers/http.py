@@ -21,7 +21,8 @@ import aiohttp
 import orjson
 
 from app import errors
-from app.scrub import Scrubber
+from app.providers.base import ProviderBase
+from app.scrub import Scrubber, config_secrets
 
 Json = dict[str, Any]
 
@@ -111,6 +112,26 @@ class Upstream:
         """A target's own ``timeout_s`` -> its (unary, stream) timeouts, built once."""
         self._scrubber = Scrubber(secrets)
         self._error_mapper = error_mapper
+
+    @classmethod
+    def from_config(
+        cls,
+        session: aiohttp.ClientSession,
+        config: ProviderBase,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout_s: float | None = None,
+        error_mapper: ErrorMapper = default_error,
+        params: Mapping[str, str] | None = None,
+    ) -> Upstream:
+        """An upstream of a provider's config: its timeouts (``timeout_s`` instead of the
+        config's, for probes), and every credential the config holds (``SecretStr`` fields,
+        secret-looking ``headers``) scrubbed from the errors it raises."""
+        return cls(session, base_url=base_url, headers=headers,
+                   timeout_s=config.timeout_s if timeout_s is None else timeout_s,
+                   connect_timeout_s=config.connect_timeout_s,
+                   secrets=config_secrets([config]), error_mapper=error_mapper, params=params)
 
     def _timeouts(self, timeout_s: float) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
         """A unary call's (``timeout_s`` for the whole answer) and a stream's (``timeout_s``

@@ -40,12 +40,11 @@ from app import errors
 from app.embeddings import encode_vector
 from app.providers.base import (
     EmbeddingCall,
-    Json,
     ProviderBase,
     Result,
     Target,
+    embeddings_result,
 )
-from app.usage import Usage
 
 
 class LocalProvider(ProviderBase):
@@ -185,15 +184,10 @@ class LocalEmbeddings:
                 f"model {target.model} takes text input; token-id arrays are not supported",
                 param="input")
         encoded = await self._submit(request.texts())
-        data: list[Json] = [
-            {"object": "embedding", "index": i,
-             "embedding": encode_vector(shape_vector(vector, dimensions), request.encoding_format)}
-            for i, vector in enumerate(encoded.vectors)
-        ]
-        tokens = sum(encoded.tokens)
-        body: Json = {"object": "list", "data": data, "model": target.model,
-                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-        return Result(body=body, usage=Usage(prompt_tokens=tokens))
+        return embeddings_result(
+            [encode_vector(shape_vector(vector, dimensions), request.encoding_format)
+             for vector in encoded.vectors],
+            model=target.model, tokens=sum(encoded.tokens))
 
     async def aclose(self) -> None:
         """Stop the batcher, fail the requests still waiting, and shut the worker thread down."""

@@ -36,7 +36,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import aiohttp
 import orjson
@@ -52,6 +52,7 @@ from app.providers.base import (
     ProviderBase,
     Result,
     Target,
+    embeddings_result,
 )
 from app.schemas import ChatRequest, FunctionDef
 from app.structured import instance, pick_tool, strict_problem
@@ -346,16 +347,9 @@ class Mock:
         request = call.request
         dims = request.dimensions or self._config.dimensions
         texts = request.texts()
-        data: list[Any] = [
-            {"object": "embedding", "index": i,
-             "embedding": encode_vector(unit_vector(text, dims), request.encoding_format)}
-            for i, text in enumerate(texts)
-        ]
-        tokens = sum(estimate_tokens(t) for t in texts)
-        usage = Usage(prompt_tokens=tokens)
-        body: Json = {"object": "list", "data": data, "model": target.model,
-                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-        return Result(body=body, usage=usage)
+        return embeddings_result(
+            [encode_vector(unit_vector(text, dims), request.encoding_format) for text in texts],
+            model=target.model, tokens=sum(estimate_tokens(t) for t in texts))
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -145,10 +145,14 @@ class OpenAICompatible:
         """The shared session belongs to the app; nothing of our own to close."""
 
 
+def bearer(api_key: SecretStr | None) -> dict[str, str]:
+    """The ``Authorization`` header of an OpenAI-style API key, if there is one."""
+    return {} if api_key is None else {"Authorization": f"Bearer {api_key.get_secret_value()}"}
+
+
 def openai_headers(config: OpenAIProvider) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if config.api_key is not None:
-        headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+    """Authentication, OpenAI's organization and project headers, then the config's own."""
+    headers = bearer(config.api_key)
     if config.organization:
         headers["OpenAI-Organization"] = config.organization
     if config.project:
@@ -157,12 +161,5 @@ def openai_headers(config: OpenAIProvider) -> dict[str, str]:
 
 
 def build(config: OpenAIProvider, session: aiohttp.ClientSession) -> OpenAICompatible:
-    upstream = Upstream(
-        session,
-        base_url=config.base_url,
-        headers=openai_headers(config),
-        timeout_s=config.timeout_s,
-        connect_timeout_s=config.connect_timeout_s,
-        secrets=(config.api_key.get_secret_value(),) if config.api_key else (),
-    )
-    return OpenAICompatible(upstream)
+    return OpenAICompatible(Upstream.from_config(session, config, base_url=config.base_url,
+                                                 headers=openai_headers(config)))

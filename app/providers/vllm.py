@@ -34,7 +34,7 @@ from pydantic import Field, SecretStr
 from app import errors
 from app.providers.base import Json, ProviderBase, Target
 from app.providers.http import Upstream
-from app.providers.openai import OpenAICompatible
+from app.providers.openai import OpenAICompatible, bearer
 
 
 class VllmProvider(ProviderBase):
@@ -215,16 +215,11 @@ def build(
     config: VllmProvider, session: aiohttp.ClientSession, *, probe_retry_s: float = 30.0
 ) -> VllmServer:
     """A vLLM provider; ``probe_retry_s`` is how long a failed ``/version`` probe is trusted."""
-    secret = config.api_key.get_secret_value() if config.api_key else None
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    headers.update(config.headers)
-    secrets = (secret,) if secret else ()
-    upstream = Upstream(session, base_url=config.base_url, headers=headers,
-                        timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s,
-                        secrets=secrets)
-    root = Upstream(session, base_url=server_root(config.base_url), headers=headers,
-                    timeout_s=min(config.timeout_s, PROBE_TIMEOUT_S),
-                    connect_timeout_s=config.connect_timeout_s, secrets=secrets)
+    headers = {**bearer(config.api_key), **config.headers}
+    upstream = Upstream.from_config(session, config, base_url=config.base_url, headers=headers)
+    root = Upstream.from_config(session, config, base_url=server_root(config.base_url),
+                                headers=headers,
+                                timeout_s=min(config.timeout_s, PROBE_TIMEOUT_S))
     dialect: Dialect | None = (None if config.structured_output == "auto"
                                else config.structured_output)
     return VllmServer(upstream, max_tokens_default=config.max_tokens_default, dialect=dialect,
