@@ -46,6 +46,8 @@ class ConfigError(ValueError):
 
 
 if TYPE_CHECKING:
+    # mypy cannot see a union built at run time: code that reads a type's own fields narrows
+    # with ``isinstance`` on that type's config model (``app.providers.vllm.VllmProvider``...).
     ProviderConfig = ProviderBase
 else:
     # The union of the registered provider types' config models, told apart by ``type``: a new
