@@ -63,7 +63,8 @@ def test_tpm_is_settled_to_real_usage_after_streams_and_cancellations(
         fleet_factory: Any, redis_server: PrivateRedis) -> None:
     fleet: Fleet = fleet_factory(redis_server.url, output_reservation=1000)
     url = fleet.start()[0]
-    key = create_key(fleet, tpm=100_000)["key"]
+    created = create_key(fleet, tpm=100_000)
+    key = created["key"]
     client = sdk(url, key)
     stream = client.chat.completions.create(model="chat", messages=HI, max_tokens=900,
                                             stream=True, stream_options={"include_usage": True})
@@ -75,7 +76,14 @@ def test_tpm_is_settled_to_real_usage_after_streams_and_cancellations(
                       json={"model": "chat", "messages": HI, "max_tokens": 900,
                             "stream": True}) as cut:
         next(cut.iter_lines())
-    time.sleep(0.5)  # the gateway notices the disconnect and settles
+    # The gateway finishes the cut call (it notices the disconnect, or the stream had ended),
+    # settles and logs it: polled, as a loaded machine may take a while. The settle goes
+    # within 25 ms or with the next admission.
+    deadline = time.monotonic() + 15
+    with fleet.admin() as admin:
+        while len(admin.get("/admin/calls", params={"key_id": created["id"]}).json()["data"]) < 2:
+            assert time.monotonic() < deadline, "the cut stream was never logged"
+            time.sleep(0.05)
     probe = client.chat.completions.with_raw_response.create(
         model="chat", messages=HI, max_tokens=900)
     remaining = int(probe.headers["x-ratelimit-remaining-tokens"])
