@@ -34,6 +34,7 @@ from app.simulator.core import (
 from app.simulator.faults import NO_KNOBS, Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
+from app.simulator.vllm import prompt_token_ids
 from app.structured import pick_tool
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
@@ -165,14 +166,17 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
     results = answers(sim, body, messages, sampling, knobs)
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
+    ids = prompt_token_ids(messages) if sim.engine is not None else None
     if sampling.stream:
         plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
                      sampling=sampling, logprobs=logprobs)
+        plan.prompt_ids = ids
         await stream(sim, req, plan, knobs, route=route)
         return
     completion = sum(output.tokens for output, _ in results)
     finish = "length" if any(output.finish == "length" for output, _ in results) else "stop"
-    if not await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish):
+    if not await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish,
+                       prompt_ids=ids):
         return
     rest = orjson.dumps({"model": model, "choices": [
         _choice(i, output, call, logprobs) for i, (output, call) in enumerate(results)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from app.simulator.app import serve
+from app.simulator.engine import EngineOptions
 from app.simulator.options import SimOptions
 
 _EPILOG = """\b
@@ -54,9 +55,19 @@ POST /_sim/reset restores the defaults and reseeds the draws):
               help="Length of an answer in tokens before max_tokens or stop cut it.")
 @click.option("--embedding-dimensions", default=384, show_default=True,
               type=click.IntRange(1, 8192), help="Length of embedding vectors by default.")
+@click.option("--vllm-max-seqs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Play vLLM's queueing for chat: at most N requests generate at once, the "
+                   "rest wait (0: off). Prefill, decode and the prefix cache then set the "
+                   "latency and /metrics; --tpot-ms is the decode time of one token.")
+@click.option("--vllm-kv-tokens", default=65_536, show_default=True,
+              type=click.IntRange(min=16), help="KV cache size in tokens (with --vllm-max-seqs).")
+@click.option("--vllm-prefill-ms", default=0.1, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Prefill time per prompt token not in the prefix cache, in milliseconds.")
 def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float, seed: int,
              vllm_version: str, models: tuple[str, ...], max_model_len: int,
-             default_completion_tokens: int, embedding_dimensions: int) -> None:
+             default_completion_tokens: int, embedding_dimensions: int, vllm_max_seqs: int,
+             vllm_kv_tokens: int, vllm_prefill_ms: float) -> None:
     """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic) on HTTP.
 
     Answers are deterministic, usage numbers agree with the content, and latency follows
@@ -65,6 +76,9 @@ def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float
     options = SimOptions(ttft_ms=ttft_ms, tpot_ms=tpot_ms, jitter=jitter, seed=seed,
                          vllm_version=vllm_version, models=models, max_model_len=max_model_len,
                          default_completion_tokens=default_completion_tokens,
-                         embedding_dimensions=embedding_dimensions)
+                         embedding_dimensions=embedding_dimensions,
+                         engine=EngineOptions(max_seqs=vllm_max_seqs, kv_tokens=vllm_kv_tokens,
+                                              prefill_ms=vllm_prefill_ms, tpot_ms=tpot_ms)
+                         if vllm_max_seqs else None)
     click.echo(f"Simulator listening on http://{host}:{port} (vLLM {vllm_version})", err=True)
     serve(host=host, port=port, options=options)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
 from app.simulator.drift import Drift
+from app.simulator.engine import Engine
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
 from app.simulator.faults import Knobs, Latency, injected_error, read_knobs, stream_failure
@@ -38,7 +40,8 @@ class Sim:
         self.drift = Drift(options)
         self.models = frozenset(options.models)
         self.default_model = options.models[0] if options.models else DEFAULT_MODEL
-        self.zero_latency = options.ttft_ms <= 0 and options.tpot_ms <= 0
+        self.engine = Engine(options.engine) if options.engine is not None else None
+        self.zero_latency = options.ttft_ms <= 0 and options.tpot_ms <= 0 and self.engine is None
         # Serialized answers by raw request body, for the zero-latency chat fast path.
         self.memo: dict[bytes, Memo] = {}
         self._id_prefix = secrets.token_hex(6)
@@ -112,6 +115,8 @@ class StreamPlan:
     finish: str
     head: list[bytes] = field(default_factory=list)
     preamble: list[bytes] = field(default_factory=list)
+    prompt_ids: Sequence[int] | None = None
+    """The prompt's token ids, for the engine's prefix cache (``None``: the engine is off)."""
 
 
 def generation_knobs(sim: Sim, req: Request) -> Knobs:
@@ -137,17 +142,28 @@ async def hang(sim: Sim, req: Request) -> None:
 
 
 async def delay(sim: Sim, req: Request, knobs: Knobs, *, prompt: int, completion: int,
-                finish: str) -> bool:
+                finish: str, prompt_ids: Sequence[int] | None = None) -> bool:
     """Wait as long as generating ``completion`` tokens takes and account the generation.
 
     False when the client disconnected meanwhile: send nothing then. With zero latency this
-    neither sleeps nor starts a watcher (the benchmark fast path).
+    neither sleeps nor starts a watcher (the benchmark fast path). With the engine on and
+    ``prompt_ids`` given, the wait is the engine's (queue, prefill, decode).
     """
+    if sim.engine is not None and prompt_ids is not None:
+        async with sim.engine.generation(prompt_ids, completion) as (ttft, tpot):
+            return await _generate(sim, req, ttft, tpot, prompt=prompt, completion=completion,
+                                   finish=finish)
+    if sim.latency.is_zero(knobs):
+        return await _generate(sim, req, 0.0, 0.0, prompt=prompt, completion=completion,
+                               finish=finish)
+    return await _generate(sim, req, sim.latency.ttft(knobs), sim.latency.tpot(knobs),
+                           prompt=prompt, completion=completion, finish=finish)
+
+
+async def _generate(sim: Sim, req: Request, ttft: float, tpot: float, *, prompt: int,
+                    completion: int, finish: str) -> bool:
     state = sim.state
-    ttft = tpot = 0.0
-    if not sim.latency.is_zero(knobs):
-        ttft = sim.latency.ttft(knobs)
-        tpot = sim.latency.tpot(knobs)
+    if ttft > 0 or tpot > 0:
         watcher = Watcher(req.receive)
         try:
             alive = await watcher.pause(ttft + tpot * max(completion - 1, 0))
@@ -173,6 +189,15 @@ async def stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *,
     ends the response. A fault asked for beyond the last content frame happens before the tail.
     A client disconnect stops generation and counts the stream as cancelled.
     """
+    if sim.engine is not None and plan.prompt_ids is not None:
+        async with sim.engine.generation(plan.prompt_ids, len(plan.tokens)) as (ttft, tpot):
+            await _stream(sim, req, plan, knobs, route=route, timing=(ttft, tpot))
+        return
+    await _stream(sim, req, plan, knobs, route=route, timing=None)
+
+
+async def _stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *, route: Route,
+                  timing: tuple[float, float] | None) -> None:
     state, send = sim.state, req.send
     state.streams_started += 1
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -183,15 +208,17 @@ async def stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *,
         if plan.preamble:
             await send({"type": "http.response.body", "body": b"".join(plan.preamble),
                         "more_body": True})
-        if await watcher.pause(sim.latency.ttft(knobs)):
-            outcome = await _emit(sim, req, plan, knobs, watcher, times, route)
+        ttft = sim.latency.ttft(knobs) if timing is None else timing[0]
+        if await watcher.pause(ttft):
+            outcome = await _emit(sim, req, plan, knobs, watcher, times, route,
+                                  None if timing is None else timing[1])
     finally:
         watcher.close()
         _account(sim, req, plan, outcome, times)
 
 
 async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher: Watcher,
-                times: list[float], route: Route) -> str:
+                times: list[float], route: Route, tpot: float | None) -> str:
     send = req.send
     pending = b"".join(plan.head)
     for index, frame in enumerate(plan.tokens):
@@ -202,7 +229,8 @@ async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher:
         if index == knobs.end_after:
             await send({"type": "http.response.body", "body": pending})
             return "faulted"
-        if index and not await watcher.pause(sim.latency.tpot(knobs)):
+        if index and not await watcher.pause(sim.latency.tpot(knobs) if tpot is None
+                                             else tpot):
             return "cancelled"
         await send({"type": "http.response.body", "body": pending + frame if pending else frame,
                     "more_body": True})

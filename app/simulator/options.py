@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from app.simulator.engine import EngineOptions
+
 # The model name reported in ``/v1/models`` and the ``/metrics`` labels when no list is configured.
 DEFAULT_MODEL = "sim-model"
 
@@ -31,6 +33,9 @@ class SimOptions:
     max_model_len: int = 8192
     default_completion_tokens: int = 16
     embedding_dimensions: int = 384
+    engine: EngineOptions | None = None
+    """vLLM's queueing (``app.simulator.engine``) for chat; ``None``: every request is served
+    at once, after ``ttft_ms``/``tpot_ms``."""
 
 
 def parse_version(text: str) -> tuple[int, ...]:

@@ -3,7 +3,9 @@
 ``/metrics`` uses vLLM's metric names and labels (``model_name``, ``engine="0"``), switching to the
 pre-0.10 names (``vllm:gpu_cache_usage_perc``, ``vllm:gpu_prefix_cache_*``) for older versions.
 ``num_requests_running`` is the real in-flight generation count plus the admin-set value; the
-other gauges are what ``POST /_sim/state`` set.
+other gauges are what ``POST /_sim/state`` set. With the engine on (``app.simulator.engine``),
+running, waiting, KV-cache usage and the prefix-cache counters are the engine's (plus the
+admin-set running and waiting counts).
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def token_ids(text: str) -> list[int]:
             if not piece.isspace()]
 
 
+def prompt_token_ids(messages: list[Any]) -> list[int]:
+    """A chat prompt's ids: each message's template markers, then its text's."""
+    ids: list[int] = []
+    for message in messages:
+        if isinstance(message, dict):
+            ids.extend(_TEMPLATE_IDS)
+            ids.extend(token_ids(content.message_text(message)))
+    return ids
+
+
 async def tokenize(sim: Sim, req: Request, route: Route) -> None:
     """``{"model", "prompt"}`` or ``{"model", "messages"}`` -> ids, count and ``max_model_len``.
 
@@ -61,10 +73,7 @@ async def tokenize(sim: Sim, req: Request, route: Route) -> None:
     sim.model(body.get("model"), route=route)
     ids: list[int] = []
     if isinstance(body.get("messages"), list):
-        for message in body["messages"]:
-            if isinstance(message, dict):
-                ids.extend(_TEMPLATE_IDS)
-                ids.extend(token_ids(content.message_text(message)))
+        ids = prompt_token_ids(body["messages"])
     elif isinstance(body.get("prompt"), str):
         ids = token_ids(body["prompt"])
     else:
@@ -90,21 +99,25 @@ def render_metrics(sim: Sim) -> str:
     cache_name = "vllm:gpu_cache_usage_perc" if legacy else "vllm:kv_cache_usage_perc"
     prefix = "vllm:gpu_prefix_cache" if legacy else "vllm:prefix_cache"
     lines: list[str] = []
+    engine = sim.engine
+    waiting = gauges.num_requests_waiting + (engine.waiting if engine else 0)
+    kv_usage = engine.kv_usage if engine else gauges.kv_cache_usage_perc
     gauge_values = [
         ("vllm:num_requests_running", "Number of requests in model execution batches.",
-         float(state.in_flight + gauges.num_requests_running)),
+         float((engine.running if engine else state.in_flight) + gauges.num_requests_running)),
         ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-         float(gauges.num_requests_waiting)),
-        (cache_name, "KV-cache usage. 1 means 100 percent usage.",
-         float(gauges.kv_cache_usage_perc)),
+         float(waiting)),
+        (cache_name, "KV-cache usage. 1 means 100 percent usage.", float(kv_usage)),
     ]
     for name, doc, value in gauge_values:
         lines += _family(name, "gauge", doc, [f"{name}{{{labels}}} {value}"])
+    queries = engine.prefix_queries if engine else state.prefix_queries
+    hits = engine.prefix_hits if engine else int(state.prefix_hits)
     counters = [
         (f"{prefix}_queries_total", "Prefix cache queries, in terms of number of queried tokens.",
-         float(state.prefix_queries)),
+         float(queries)),
         (f"{prefix}_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
-         float(int(state.prefix_hits))),
+         float(hits)),
         ("vllm:prompt_tokens_total", "Number of prefill tokens processed.",
          float(state.prompt_tokens)),
         ("vllm:generation_tokens_total", "Number of generation tokens processed.",
