@@ -12,6 +12,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -60,15 +61,29 @@ def unhealthy(exc: errors.GatewayError) -> bool | None:
     return True if exc.status_code >= 500 else None
 
 
-def _affinity(body: Json | None) -> int:
-    """A hash of the start of a prompt (the first two messages, or the prompt): calls sharing
-    it are sent to the same vLLM server, whose prefix cache then hits."""
+def prefix_key(body: Json | None) -> Any:
+    """What calls whose prompts start alike share: the leading system (or developer) messages,
+    which every conversation of an application repeats; without them, the first message, which
+    every turn of one conversation repeats; a completion's prompt."""
     if not body:
+        return None
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body.get("prompt")
+    lead = 0
+    while lead < len(messages) and isinstance(messages[lead], dict) \
+            and messages[lead].get("role") in ("system", "developer"):
+        lead += 1
+    return messages[:lead or 1]
+
+
+def _affinity(body: Json | None) -> int:
+    """A hash of ``prefix_key``: calls sharing it are sent to the same vLLM server, whose
+    prefix cache then hits."""
+    key = prefix_key(body)
+    if key is None:
         return 0
-    start = body.get("messages", body.get("prompt", ""))
-    if isinstance(start, list):
-        start = start[:2]
-    digest = hashlib.blake2b(orjson.dumps(start, default=str), digest_size=8).digest()
+    digest = hashlib.blake2b(orjson.dumps(key, default=str), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 

@@ -11,6 +11,7 @@ import pytest
 from app.metrics.backends import BackendState
 from app.pricing import Price, PriceBook
 from app.providers.base import Target
+from app.routing.router import prefix_key
 from app.routing.state import TargetStates, TargetStats
 from app.routing.strategies import STRATEGIES, Choice
 from app.routing.strategies import latency as latency_strategy
@@ -114,3 +115,17 @@ def test_stats_track_in_flight_and_a_moving_average() -> None:
     states.failed(stats)
     states.ended(stats)
     assert (stats.in_flight, stats.failures) == (0, 1)
+
+
+def test_the_prefix_key_is_the_system_prompt_or_else_the_first_message() -> None:
+    system = {"role": "system", "content": "You are a support agent."}
+    one = {"messages": [system, {"role": "user", "content": "where is my order?"}]}
+    two = {"messages": [system, {"role": "user", "content": "refund please"},
+                        {"role": "assistant", "content": "ok"}]}
+    assert prefix_key(one) == prefix_key(two) == [system]
+    turn1 = {"messages": [{"role": "user", "content": "hi"}]}
+    turn2 = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "?"},
+                          {"role": "user", "content": "more"}]}
+    assert prefix_key(turn1) == prefix_key(turn2) != prefix_key(one)
+    assert prefix_key({"prompt": "Once upon"}) == "Once upon"
+    assert prefix_key(None) is None
