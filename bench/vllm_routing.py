@@ -1,7 +1,7 @@
 """``vllm_load`` against ``weighted`` over a pool of 3 vLLM servers, at the same load: mean and
 p99 latency, and the pool's prefix-cache hit rate (issue 10).
 
-    .venv/bin/python -m bench.vllm_routing [--rates 12,24] [--duration 20]
+    .venv/bin/python -m bench.vllm_routing [--rates 20,40] [--duration 20]
 
 The 3 servers are simulators playing vLLM's queueing (``switchboard simulate --vllm-max-seqs``:
 decode slots, a waiting queue, a KV cache and a prefix cache; ``app.simulator.engine``). The
@@ -37,7 +37,7 @@ from tests.servers import free_port
 SERVERS = 3
 SYSTEM_WORDS = 300
 """Words per system prompt (about two tokens each in the simulator's count)."""
-SIM_ARGS = ["--vllm-max-seqs", "4", "--vllm-kv-tokens", "8192", "--vllm-prefill-ms", "0.5",
+SIM_ARGS = ["--vllm-max-seqs", "4", "--vllm-kv-tokens", "4096", "--vllm-prefill-ms", "0.5",
             "--tpot-ms", "10", "--default-completion-tokens", "20"]
 
 
@@ -138,7 +138,7 @@ def run(strategy: str, calls: list[tuple[float, dict[str, Any]]], work: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="12,24", help="calls per second, comma-separated")
+    parser.add_argument("--rates", default="20,40", help="calls per second, comma-separated")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     parser.add_argument("--prefixes", type=int, default=24, help="distinct system prompts")
     parser.add_argument("--seed", type=int, default=1)
