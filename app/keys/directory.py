@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.keys.model import KeyRecord, TeamRecord, hash_key
 from app.keys.store import KeyStore
+from app.pubsub import follow
 
 log = logging.getLogger("switchboard.keys")
 
@@ -48,13 +49,9 @@ MAX_ENTRIES = 100_000
 NEGATIVE_TTL_S = 2.0
 MAX_NEGATIVE = 10_000
 """Most unknown hashes remembered; past it the oldest is forgotten."""
-RECONNECT_S = 0.5
-"""Pause between attempts to resubscribe after losing Redis."""
-POLL_S = 1.0
 REFRESH_CHUNK = 100
 """Keys re-read per query by ``refresh``: a chunk's rows are decoded while requests wait, so it
 is kept to about a millisecond of work."""
-"""Longest wait for one pub/sub message (the subscriber's health checks run in between)."""
 
 
 class KeysUnavailable(Exception):
@@ -203,8 +200,10 @@ class KeyDirectory:
         """Start refreshing, and listening for changes when there is Redis."""
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="keys-refresh"))
         if self._redis is not None:
-            self._tasks.append(asyncio.create_task(self._subscribe_loop(self._redis),
-                                                   name="keys-subscriber"))
+            self._tasks.append(asyncio.create_task(
+                follow(self._redis, CHANNEL, what="key changes", on_message=self._on_message,
+                       on_subscribed=self._subscribed, subscribed=self.subscribed,
+                       on_reconnect=self._reconnected), name="keys-subscriber"))
 
     async def aclose(self) -> None:
         """Stop the background tasks (the store's engine and Redis belong to the caller)."""
@@ -215,40 +214,10 @@ class KeyDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _subscribe_loop(self, redis: aioredis.Redis) -> None:
-        lost = False
-        while True:
-            pubsub = redis.pubsub()
-            watched = None
-            try:
-                await pubsub.subscribe(CHANNEL)
-                if lost:
-                    log.info("resubscribed to key changes; dropping the key cache")
-                    self.drop()
-                    lost = False
-                watched = pubsub.connection
-                if watched is not None:
-                    # Called on any later reconnection made inside redis-py (a client that
-                    # retries), which would otherwise hide the gap.
-                    watched.register_connect_callback(self._reconnected)
-                self.subscribed.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=POLL_S)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message["data"])
-            except (RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("lost the key-change subscription on Redis (retrying every "
-                                "%.1f s): %s", RECONNECT_S, exc)
-                lost = True
-                self.subscribed.clear()
-            finally:
-                if watched is not None:
-                    watched.deregister_connect_callback(self._reconnected)
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
-            await asyncio.sleep(RECONNECT_S)
+    async def _subscribed(self, lost: bool) -> None:
+        if lost:
+            log.info("dropping the key cache: key changes may have been missed")
+            self.drop()
 
     async def _reconnected(self, _connection: Any) -> None:
         log.info("the key-change subscription reconnected; dropping the key cache")

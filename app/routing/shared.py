@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.pubsub import follow
+
 if TYPE_CHECKING:
     from app.config import GatewayConfig
     from app.routing.breaker import Breaker
@@ -49,10 +51,6 @@ log = logging.getLogger("switchboard.routing")
 HASH = "switchboard:breakers"
 CHANNEL = "switchboard:breakers:changed"
 PROBE_PREFIX = "switchboard:breakers:probe:"
-RECONNECT_S = 0.5
-"""Pause between attempts to resubscribe after losing Redis."""
-POLL_S = 1.0
-"""Longest wait for one pub/sub message (the subscriber's health checks run in between)."""
 
 
 def location(config: GatewayConfig, provider: str) -> str:
@@ -175,7 +173,10 @@ class SharedBreakers:
     # ---- background
 
     def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="breakers-subscriber")
+        self._listener = asyncio.create_task(
+            follow(self._redis, self._channel, what="circuit breaker changes",
+                   on_message=self.apply, on_subscribed=self._subscribed,
+                   subscribed=self.subscribed), name="breakers-subscriber")
 
     async def aclose(self) -> None:
         tasks = [*self._tasks, *([self._listener] if self._listener else [])]
@@ -191,29 +192,5 @@ class SharedBreakers:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _listen(self) -> None:
-        lost = False
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                await self.load()  # after subscribing: nothing falls between the two
-                if lost:
-                    log.info("resubscribed to circuit breaker changes")
-                    lost = False
-                self.subscribed.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=POLL_S)
-                    if message is not None and message.get("type") == "message":
-                        self.apply(message["data"])
-            except (RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("lost the circuit breaker subscription on Redis (retrying every "
-                                "%.1f s; breakers are per process meanwhile): %s", RECONNECT_S, exc)
-                lost = True
-                self.subscribed.clear()
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
-            await asyncio.sleep(RECONNECT_S)
+    async def _subscribed(self, lost: bool) -> None:
+        await self.load()  # after subscribing: nothing falls between the two
