@@ -1,17 +1,18 @@
 """The report of an A/B experiment (``GET /admin/experiments/{name}``, ``switchboard experiments
 report NAME``), from the call log and the feedback on its calls.
 
-Per variant: calls, error rate, latency p50/p95, time to first token p50, mean tokens, cost
-per call, and the feedback scores' mean. Every rate and mean comes with a 95% **confidence
-sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas, "Time-uniform central limit theory and
-asymptotic confidence sequences", 2021): unlike a fixed-sample confidence interval, it holds at
-every sample size at once, so the report stays valid however often it is looked at while the
-experiment runs (no "peeking" problem). Each variant's sequence is at level ``ALPHA / 2``, so
-that two variants' sequences hold together with 95% probability; a variant differs
-significantly from the first-listed one (the control) when their sequences for the metric do
-not overlap. This is conservative (it needs more data than a test of the difference would)
-and asymptotic (it assumes the sample's variance is a fair estimate, which needs a few dozen
-samples: fewer than ``MIN_SAMPLES`` are reported without a sequence).
+Per variant: calls, error rate, latency p50/p95, time to first token p50, mean tokens, cost per
+call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
+``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean. Every rate
+and mean comes with a 95% **confidence sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences", 2021): unlike a fixed-
+sample confidence interval, it holds at every sample size at once, so the report stays valid
+however often it is looked at while the experiment runs (no "peeking" problem). Each variant's
+sequence is at level ``ALPHA / 2``, so that two variants' sequences hold together with 95%
+probability; a variant differs significantly from the first-listed one (the control) when their
+sequences for the metric do not overlap. This is conservative (it needs more data than a test of
+the difference would) and asymptotic (it assumes the sample's variance is a fair estimate, which
+needs a few dozen samples: fewer than ``MIN_SAMPLES`` are reported without a sequence).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class _Arm:
     completion: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    refusals: list[float] = field(default_factory=list)
+    """1.0 per answered call that refused, 0.0 per other answered one (logged since 0010)."""
+    json_valid: list[float] = field(default_factory=list)
+    """1.0 per answer to a JSON request that parses, 0.0 per one that does not."""
 
 
 def _metric(values: list[float]) -> dict[str, Any]:
@@ -86,7 +91,8 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     arms = {variant: _Arm() for variant in variants}
     calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.latency_ms,
                    _calls.c.ttft_ms, _calls.c.prompt_tokens, _calls.c.completion_tokens,
-                   _calls.c.cost_usd).where(_calls.c.experiment == name)
+                   _calls.c.cost_usd, _calls.c.refusal, _calls.c.json_valid,
+                   ).where(_calls.c.experiment == name)
     scores = (select(_feedback.c.score, _calls.c.variant)
               .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
               .where(_calls.c.experiment == name, _feedback.c.score.is_not(None)))
@@ -104,7 +110,8 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
             for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
                                 (arm.prompt, row.prompt_tokens),
                                 (arm.completion, row.completion_tokens),
-                                (arm.cost, row.cost_usd)):
+                                (arm.cost, row.cost_usd), (arm.refusals, row.refusal),
+                                (arm.json_valid, row.json_valid)):
                 if value is not None:
                     into.append(float(value))
     for score, variant in scored:
@@ -118,12 +125,14 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
                            "p95": _percentile(arm.latency, 0.95), **_metric(arm.latency)},
             "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},
             "prompt_tokens": _metric(arm.prompt), "completion_tokens": _metric(arm.completion),
-            "cost_usd": _metric(arm.cost), "feedback_score": _metric(arm.scores)}
+            "cost_usd": _metric(arm.cost), "refusal_rate": _metric(arm.refusals),
+            "json_validity": _metric(arm.json_valid), "feedback_score": _metric(arm.scores)}
     control = variants[0] if variants else None
     for variant, data in out.items():
         data["differs_from_control"] = None if variant == control or control not in out else {
             metric: _apart(out[control][metric]["ci95"], data[metric]["ci95"])
-            for metric in ("error_rate", "latency_ms", "cost_usd", "feedback_score")}
+            for metric in ("error_rate", "latency_ms", "cost_usd", "refusal_rate",
+                           "json_validity", "feedback_score")}
     return {"object": "experiment.report", "experiment": name, "control": control,
             "method": "95% time-uniform asymptotic confidence sequences per variant (level "
                       "0.025 each, Waudby-Smith et al. 2021); a metric differs when the "

@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar, cast
 
 from app import errors
-from app.answers import body_text, chunk_base, chunk_text, observe_finish
+from app.answers import body_text, chunk_base, chunk_text, judge, observe_finish
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
@@ -368,7 +368,7 @@ class Gateway(Finisher):
             record.status, record.http_status = "cancelled", 499
             raise
         self._account(call, result.usage or estimate(result.body), result.body)
-        if answer is not None and self._recorder is not None:  # only drift reads it
+        if answer is not None:  # drift and ``judge`` read it
             text = answer(result.body)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
         if self._redactor is not None and capture_response:
@@ -550,6 +550,10 @@ class Gateway(Finisher):
         record = call.record
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
+        if record.status == "ok" and record.answer_text is not None:
+            drift = snapshot.config.drift
+            judge(record, record.answer_text, phrases=drift.refusal_phrases,
+                  scan_chars=drift.refusal_scan_chars)
         for hook in call.snapshot.pipeline.end_hooks:
             try:
                 hook(call)

@@ -410,7 +410,8 @@ def experiments() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def experiment_report(url: str, key: str | None, name: str, since: str | None,
                       as_json: bool) -> None:
-    """Per variant: calls, error rate, latency, tokens, cost per call and feedback, each mean
+    """Per variant: calls, error rate, latency, tokens, cost per call, refusal rate, JSON
+    validity and feedback, each mean
     with its 95% confidence sequence, and whether it differs from the control."""
     client = _client(url, key)
     try:
@@ -426,7 +427,8 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
         differs = data["differs_from_control"] or {}
         click.echo(f"{variant}: {data['calls']} calls, p50 {_ms(data['latency_ms']['p50'])}, "
                    f"p95 {_ms(data['latency_ms']['p95'])}")
-        for metric in ("error_rate", "cost_usd", "completion_tokens", "feedback_score"):
+        for metric in ("error_rate", "cost_usd", "completion_tokens", "refusal_rate",
+                       "json_validity", "feedback_score"):
             m = data[metric]
             ci = "" if m["ci95"] is None else f" [{m['ci95'][0]:.4g}, {m['ci95'][1]:.4g}]"
             verdict = {True: " differs from control", False: " no difference shown",

@@ -228,6 +228,10 @@ class CallRecord:
     """...and the variant the call was assigned to (``app.routing.experiments``)."""
     shadow_of: str | None = None
     """For a shadow variant's copy of a call: the original call's id."""
+    refusal: bool | None = None
+    """An answered chat or completion: whether it refused (``app.answers.judge``)."""
+    json_valid: bool | None = None
+    """An answered call that asked for JSON: whether the answer parses as JSON."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -293,6 +297,8 @@ class CallRecord:
             "experiment": self.experiment,
             "variant": self.variant,
             "shadow_of": self.shadow_of,
+            "refusal": self.refusal,
+            "json_valid": self.json_valid,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

@@ -59,6 +59,10 @@ class Call(Base):
     """...and the variant that served it."""
     shadow_of: Mapped[str | None] = mapped_column(String(128))
     """A shadow variant's copy of a call: the original call's id."""
+    refusal: Mapped[bool | None] = mapped_column(Boolean)
+    """An answered generation: whether it refused (NULL for other calls)."""
+    json_valid: Mapped[bool | None] = mapped_column(Boolean)
+    """An answered call that asked for JSON: whether the answer parses (NULL otherwise)."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))

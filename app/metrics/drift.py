@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
+from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
@@ -208,7 +207,7 @@ class DriftMonitor:
             target.refusal_count.n += 1
         invalid: bool | None = None
         if answer.wants_json:
-            invalid = not _is_json(text)
+            invalid = not is_json(text)
             (target.json_invalid if invalid else target.json_valid).n += 1
         # what the upstream reports becomes label values and log text: bounded like the row's
         self._check_version(target, bound_text(answer.response_model or "", _MAX_MODEL),
@@ -360,10 +359,3 @@ class DriftMonitor:
             })
         return out
 
-
-def _is_json(text: str) -> bool:
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return False
-    return True

@@ -4,8 +4,11 @@ input a 400, an unknown call a 404."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -13,6 +16,8 @@ import pytest
 
 from app.config import parse_config
 from app.main import create_app
+from app.simulator.app import create_app as create_sim
+from app.simulator.options import SimOptions
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.test_end_to_end import chat, logged_gateway, settings_for
 from tests.servers import serve
@@ -94,4 +99,56 @@ def test_an_experiments_report_counts_its_variants_and_their_feedback(
         assert by["candidate"]["differs_from_control"]["feedback_score"] is True
         assert by["candidate"]["differs_from_control"]["error_rate"] is False
         assert by["control"]["differs_from_control"] is None
+        # No call asked for JSON or was refused yet.
+        assert by["control"]["refusal_rate"]["mean"] == 0.0
+        assert by["control"]["json_validity"]["n"] == 0
         assert http.get("/admin/experiments/nope").status_code == 404
+
+
+def test_refusals_and_json_answers_are_logged_and_reported(tmp_path: Path) -> None:
+    """A refused answer (unary and streamed) and answers to JSON requests, valid or cut short
+    by max_tokens, land in their rows and in the experiment's rates."""
+    stack_sim = ExitStack()
+    simulator = stack_sim.enter_context(serve(create_sim(SimOptions())))
+    raw = sim_config(simulator)
+    raw["experiments"] = {"ab": {"model": "chat", "variants": {
+        name: {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}
+        for name in ("a", "b")}}}
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    hi = [{"role": "user", "content": "hi"}]
+    json_mode = {"type": "json_object"}
+    with stack_sim, serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        sent: list[tuple[dict[str, Any], int, tuple[bool, bool | None]]] = [
+            # body, the simulator's refusal rate, the row's (refusal, json_valid)
+            ({"messages": hi}, 1, (True, None)),
+            ({"messages": hi, "stream": True}, 1, (True, None)),
+            ({"messages": hi}, 0, (False, None)),
+            ({"messages": hi, "response_format": json_mode}, 0, (False, True)),
+            ({"messages": hi, "response_format": json_mode, "stream": True}, 0, (False, True)),
+            ({"messages": hi, "response_format": json_mode, "max_tokens": 3}, 0, (False, False)),
+        ]
+        ids = []
+        for body, refusal_rate, _ in sent:
+            assert httpx.post(f"{simulator}/_sim/state",
+                              json={"refusal_rate": refusal_rate}).status_code == 200
+            answer = http.post("/v1/chat/completions", json={"model": "chat", **body})
+            assert answer.status_code == 200, answer.text
+            ids.append(answer.headers["x-switchboard-call-id"])
+        deadline = time.monotonic() + 10
+        while len(rows := http.get("/admin/calls", params={"experiment": "ab"}).json()["data"]) \
+                < len(sent):
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.05)
+        by_id = {row["id"]: (row["refusal"], row["json_valid"]) for row in rows}
+        assert [by_id[i] for i in ids] == [verdict for _, _, verdict in sent]
+        arms = http.get("/admin/experiments/ab").json()["variants"].values()
+
+        def total(metric: str) -> tuple[int, float]:
+            """(answers counted, how many of them were true) over both variants."""
+            return (sum(a[metric]["n"] for a in arms),
+                    sum(a[metric]["n"] * (a[metric]["mean"] or 0) for a in arms))
+
+        assert total("refusal_rate") == (6, 2.0)
+        assert total("json_validity") == (3, 2.0)
