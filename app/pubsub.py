@@ -63,5 +63,5 @@ async def follow(redis: aioredis.Redis, channel: str, *, what: str,
             if watched is not None and on_reconnect is not None:
                 watched.deregister_connect_callback(on_reconnect)
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2 lacks hints
         await asyncio.sleep(RECONNECT_S)

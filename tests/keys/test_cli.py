@@ -117,7 +117,7 @@ def test_unmigrated_postgres_says_what_to_run(empty_pg: str) -> None:
 def test_changes_are_published_on_redis(url: str) -> None:
     """With SWITCHBOARD_REDIS_URL set, a revocation is published (the id, never the key)."""
     client = redis.Redis(host="127.0.0.1", port=6379)
-    listener = client.pubsub()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+    listener = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2 lacks hints
     listener.subscribe(CHANNEL)
     try:
         key = run(keys, "create", "--name", "k", url=url).stdout.strip()

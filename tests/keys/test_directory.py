@@ -225,7 +225,7 @@ async def test_change_reaches_another_directory_within_a_second(
         assert mine == [{"key_id": record.id, "team_id": None}]
         assert not any(key.encode() in data for data in seen)
     finally:
-        await listener.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks hints
+        await listener.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2 lacks hints
         for directory, client in zip((first, second), clients, strict=True):
             await directory.aclose()
             await client.aclose()
