@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.limits.resp import RespClient
