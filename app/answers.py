@@ -39,7 +39,7 @@ def chunk_text(chunk: Json) -> str:
 
 def observe_finish(record: CallRecord, body: Json) -> None:
     """The finish reason of an answer or chunk; an explicit refusal (OpenAI's ``refusal`` in a
-    message or a streamed delta, non-empty) marks the record."""
+    message or delta) marks the record."""
     for choice in body.get("choices") or ():
         if isinstance(choice, dict):
             if isinstance(choice.get("finish_reason"), str):
@@ -58,48 +58,21 @@ def is_json(text: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def refusal_phrases(phrases: tuple[str, ...]) -> tuple[str, ...]:
-    """``phrases`` as ``opens_with_refusal`` compares them: lower case, straight apostrophes."""
+def _normalised(phrases: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({p.lower().replace("\u2019", "'") for p in phrases}))
 
 
-def opens_with_refusal(text: str, phrases: tuple[str, ...], scan_chars: int) -> bool:
-    """Whether one of ``phrases`` (from ``refusal_phrases``) is in ``text``'s first
-    ``scan_chars`` characters, case-insensitively. A loop of ``in`` (C substring search)
-    measured faster than one regex alternation of the phrases (2.2 vs 2.9 us on 400 chars)."""
-    if not text:
-        return False
-    head = text[:scan_chars].lower()
-    if "\u2019" in head:
-        head = head.replace("\u2019", "'")
-    for phrase in phrases:  # noqa: SIM110 - a generator in any() is slower here
-        if phrase in head:
-            return True
-    return False
-
-
-_NO_TEXT = frozenset({"tool_calls", "function_call"})
-"""Finish reasons of answers that call a tool instead of writing text."""
-
-
-def judge(record: CallRecord, text: str, *, phrases: Sequence[str], scan_chars: int) -> None:
-    """Set the verdicts of an answered chat or completion whose text is ``text``.
-
-    ``refusal``: the provider marked the answer as refused (OpenAI's ``refusal`` field, seen by
-    ``observe_finish``, or ``finish_reason: content_filter``, which Anthropic's ``stop_reason:
-    refusal`` becomes), or one of ``phrases`` opens it (as drift counts them).
-
-    ``json_valid``, only when the call asked for JSON (``record.wants_json``): whether ``text``
-    parses. None when the provider marked a refusal (structured outputs then answer a
-    ``refusal`` instead of content: no JSON was due) or the answer called a tool instead.
-    Schemas are not checked (the gateway has no JSON-schema validator): a json_schema answer
-    that parses counts as valid.
-    """
-    marked = bool(record.refusal) or record.finish_reason == "content_filter"
-    record.refusal = marked or opens_with_refusal(text, refusal_phrases(tuple(phrases)),
-                                                  scan_chars)
-    if record.wants_json and not marked and record.finish_reason not in _NO_TEXT:
-        record.json_valid = is_json(text)
+def judge(record: CallRecord, text: str | None, *, phrases: Sequence[str],
+          scan_chars: int) -> None:
+    """Set an answered call's ``refusal`` (an explicit refusal, ``finish_reason:
+    content_filter``, or one of ``phrases`` in the first ``scan_chars`` characters, as drift
+    counts them) and, when it asked for JSON, ``json_valid`` (the answer parses)."""
+    if not record.refusal:
+        head = (text or "")[:scan_chars].lower().replace("\u2019", "'")
+        record.refusal = record.finish_reason == "content_filter" or any(
+            p in head for p in _normalised(tuple(phrases)))
+    if record.wants_json:
+        record.json_valid = is_json(text or "")
 
 
 def chunk_base(body: Json) -> Json:

@@ -2,19 +2,17 @@
 report NAME``), from the call log and the feedback on its calls.
 
 Per variant: calls, error rate, latency p50/p95, time to first token p50, mean tokens, cost per
-call, refusal rate (the share of answered chats and completions that refused) and JSON validity
-(the share of answers to JSON requests that parse), from ``calls.refusal`` and
-``calls.json_valid`` (set by ``app.answers.judge``, counted in SQL), and the feedback scores'
-mean. Every rate and mean comes with a 95% **confidence sequence** (Waudby-Smith, Arnold, Wu,
-Howard and Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences",
-2021): unlike a fixed-sample confidence interval, it holds at every sample size at once, so the
-report stays valid however often it is looked at while the experiment runs (no "peeking"
-problem). Each variant's sequence is at level ``ALPHA / 2``, so that two variants' sequences
-hold together with 95% probability; a variant differs significantly from the first-listed one
-(the control) when their sequences for the metric do not overlap. This is conservative (it
-needs more data than a test of the difference would) and asymptotic (it assumes the sample's
-variance is a fair estimate, which needs a few dozen samples: fewer than ``MIN_SAMPLES`` are
-reported without a sequence).
+call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
+``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean. Every rate
+and mean comes with a 95% **confidence sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences", 2021): unlike a fixed-
+sample confidence interval, it holds at every sample size at once, so the report stays valid
+however often it is looked at while the experiment runs (no "peeking" problem). Each variant's
+sequence is at level ``ALPHA / 2``, so that two variants' sequences hold together with 95%
+probability; a variant differs significantly from the first-listed one (the control) when their
+sequences for the metric do not overlap. This is conservative (it needs more data than a test of
+the difference would) and asymptotic (it assumes the sample's variance is a fair estimate, which
+needs a few dozen samples: fewer than ``MIN_SAMPLES`` are reported without a sequence).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call, Feedback
@@ -47,12 +45,7 @@ def confidence_sequence(values: Sequence[float], *, alpha: float = ALPHA / 2,
     if n < MIN_SAMPLES:
         return None
     mean = statistics.fmean(values)
-    return _sequence(n, mean, statistics.pstdev(values, mean), alpha=alpha, target=target)
-
-
-def _sequence(n: int, mean: float, sd: float, *, alpha: float = ALPHA / 2,
-              target: int = TARGET_SAMPLES) -> tuple[float, float]:
-    """``confidence_sequence`` from a sample's size, mean and (population) standard deviation."""
+    sd = statistics.pstdev(values, mean)
     rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / target
     half = sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2)
                           * math.log(math.sqrt(n * rho2 + 1) / alpha))
@@ -72,25 +65,16 @@ class _Arm:
     completion: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
-    refusals: tuple[int, int] = (0, 0)
-    """(answered calls judged, how many refused): rows logged since migration 0010."""
-    json_valid: tuple[int, int] = (0, 0)
-    """(answers to JSON requests judged, how many parse)."""
+    refusals: list[float] = field(default_factory=list)
+    """1.0 per answered call that refused, 0.0 per other answered one (logged since 0010)."""
+    json_valid: list[float] = field(default_factory=list)
+    """1.0 per answer to a JSON request that parses, 0.0 per one that does not."""
 
 
 def _metric(values: list[float]) -> dict[str, Any]:
     sequence = confidence_sequence(values)
     return {"n": len(values), "mean": statistics.fmean(values) if values else None,
             "ci95": None if sequence is None else [sequence[0], sequence[1]]}
-
-
-def _rate(counts: tuple[int, int]) -> dict[str, Any]:
-    """``_metric`` of ``n`` values of 0 and 1, ``hits`` of them 1, from ``(n, hits)``: their
-    mean is ``p = hits / n``, their standard deviation ``sqrt(p (1 - p))``."""
-    n, hits = counts
-    p = hits / n if n else None
-    sequence = None if p is None or n < MIN_SAMPLES else _sequence(n, p, math.sqrt(p * (1 - p)))
-    return {"n": n, "mean": p, "ci95": None if sequence is None else list(sequence)}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -107,23 +91,17 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     arms = {variant: _Arm() for variant in variants}
     calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.latency_ms,
                    _calls.c.ttft_ms, _calls.c.prompt_tokens, _calls.c.completion_tokens,
-                   _calls.c.cost_usd).where(_calls.c.experiment == name)
-    refusal, json_valid = _calls.c.refusal, _calls.c.json_valid
-    verdicts = (select(_calls.c.variant,  # COUNT skips the NULLs: calls with no verdict
-                       func.count(refusal), func.sum(case((refusal, 1), else_=0)),
-                       func.count(json_valid), func.sum(case((json_valid, 1), else_=0)))
-                .where(_calls.c.experiment == name).group_by(_calls.c.variant))
+                   _calls.c.cost_usd, _calls.c.refusal, _calls.c.json_valid,
+                   ).where(_calls.c.experiment == name)
     scores = (select(_feedback.c.score, _calls.c.variant)
               .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
               .where(_calls.c.experiment == name, _feedback.c.score.is_not(None)))
     if since is not None:
         calls = calls.where(_calls.c.created_at >= since)
         scores = scores.where(_calls.c.created_at >= since)
-        verdicts = verdicts.where(_calls.c.created_at >= since)
     async with engine.connect() as conn:
         rows = (await conn.execute(calls)).all()
         scored = (await conn.execute(scores)).all()
-        judged = (await conn.execute(verdicts)).all()
     for row in rows:
         arm = arms.get(row.variant) or arms.setdefault(row.variant, _Arm())
         arm.calls += 1
@@ -132,12 +110,10 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
             for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
                                 (arm.prompt, row.prompt_tokens),
                                 (arm.completion, row.completion_tokens),
-                                (arm.cost, row.cost_usd)):
+                                (arm.cost, row.cost_usd), (arm.refusals, row.refusal),
+                                (arm.json_valid, row.json_valid)):
                 if value is not None:
                     into.append(float(value))
-    for variant, refusals, refused, jsons, parsed in judged:
-        arm = arms.get(variant) or arms.setdefault(variant, _Arm())
-        arm.refusals, arm.json_valid = (refusals, refused or 0), (jsons, parsed or 0)
     for score, variant in scored:
         arm = arms.get(variant) or arms.setdefault(variant, _Arm())
         arm.scores.append(float(score))
@@ -149,8 +125,8 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
                            "p95": _percentile(arm.latency, 0.95), **_metric(arm.latency)},
             "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},
             "prompt_tokens": _metric(arm.prompt), "completion_tokens": _metric(arm.completion),
-            "cost_usd": _metric(arm.cost), "refusal_rate": _rate(arm.refusals),
-            "json_validity": _rate(arm.json_valid), "feedback_score": _metric(arm.scores)}
+            "cost_usd": _metric(arm.cost), "refusal_rate": _metric(arm.refusals),
+            "json_validity": _metric(arm.json_valid), "feedback_score": _metric(arm.scores)}
     control = variants[0] if variants else None
     for variant, data in out.items():
         data["differs_from_control"] = None if variant == control or control not in out else {

@@ -128,11 +128,8 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def wants_json(self) -> bool:
-        """Whether the answer is one JSON text the gateway can check: ``response_format``
-        json_object or json_schema, and one choice (the texts of several are joined, and
-        interleaved when streamed, so they do not parse even when each would)."""
-        return (self.response_format is not None and self.response_format.type != "text"
-                and self.n in (None, 1))
+        """Whether the answer must be JSON (``response_format`` json_object or json_schema)."""
+        return self.response_format is not None and self.response_format.type != "text"
 
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

@@ -245,9 +245,8 @@ async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, reque
                                 "Earliest call (inclusive): ISO 8601 or an age such as 7d."
                             ))] = None) -> dict[str, Any]:
     """An A/B experiment's report: per variant, calls, error rate, latency, tokens, cost per
-    call, refusal rate, JSON validity and feedback, with 95% confidence sequences that stay
-    valid however often the report is read and whether each differs from the control's
-    (``app.experiments``). The experiment must be in the config serving now."""
+    call and feedback, with 95% confidence sequences that stay valid however often the report
+    is read (``app.experiments``). The experiment must be in the config serving now."""
     config = resources_of(request).gateway.snapshot.config
     experiment = config.experiments.get(name)
     if experiment is None:

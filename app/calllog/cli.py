@@ -411,8 +411,8 @@ def experiments() -> None:
 def experiment_report(url: str, key: str | None, name: str, since: str | None,
                       as_json: bool) -> None:
     """Per variant: calls, error rate, latency, tokens, cost per call, refusal rate, JSON
-    validity and feedback, each mean with its 95% confidence sequence, and whether it differs
-    from the control."""
+    validity and feedback, each mean
+    with its 95% confidence sequence, and whether it differs from the control."""
     client = _client(url, key)
     try:
         body = client.get(f"/admin/experiments/{name}", _filters(since=since))

@@ -229,11 +229,9 @@ class CallRecord:
     shadow_of: str | None = None
     """For a shadow variant's copy of a call: the original call's id."""
     refusal: bool | None = None
-    """An answered chat or completion: whether it refused (``app.answers.judge``); None for
-    other calls."""
+    """An answered chat or completion: whether it refused (``app.answers.judge``)."""
     json_valid: bool | None = None
-    """An answer to a JSON request: whether it parses (``app.answers.judge``); None for other
-    calls, refusals the provider marked and tool calls."""
+    """An answered call that asked for JSON: whether the answer parses as JSON."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -262,7 +260,7 @@ class CallRecord:
     response_body: dict[str, Any] | None = None
     """Bodies, only when body capture is on (redacted before they are set)."""
     wants_json: bool = False
-    """The request asked for one JSON answer (``ChatRequest.wants_json``)."""
+    """The request asked for JSON output (``response_format``)."""
     answer_text: str | None = None
     """The answer's text for the drift signals: its head, or all of it when JSON was asked for.
     Never stored or logged; the metrics drop it once they have seen it."""

@@ -62,8 +62,7 @@ class Call(Base):
     refusal: Mapped[bool | None] = mapped_column(Boolean)
     """An answered generation: whether it refused (NULL for other calls)."""
     json_valid: Mapped[bool | None] = mapped_column(Boolean)
-    """An answer to a JSON request: whether it parses (NULL otherwise, and for refusals the
-    provider marked and tool calls)."""
+    """An answered call that asked for JSON: whether the answer parses (NULL otherwise)."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))

@@ -3,9 +3,8 @@
 Per public model and provider, from every successful chat or completion answer:
 
 - **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
-  finish reason, refusal and JSON validity (the call's verdicts from ``app.answers.judge``: an
-  explicit refusal or a phrase in the answer's head; whether an answer to a JSON request
-  parses), and the upstream's model version (response ``model`` and
+  finish reason, refusal (a phrase search in the answer's head), JSON validity when the request
+  asked for JSON, and the upstream's model version (response ``model`` and
   ``system_fingerprint``). A sampled share of answers is handed to the embedding monitor.
 - **Every ``evaluate_every`` answers**: the recent window (``window`` answers) is compared with the
   baseline: the PSI of the length distribution (about 30 bins, widths growing by sqrt 2), the
@@ -31,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.answers import is_json, opens_with_refusal, refusal_phrases
+from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
@@ -81,9 +80,6 @@ class Answer(Protocol):
     system_fingerprint: str | None
     answer_text: str | None
     wants_json: bool
-    refusal: bool | None
-    """The gateway's verdicts (``app.answers.judge``); None when it has not judged the answer."""
-    json_valid: bool | None
 
 
 class EmbeddingSink(Protocol):
@@ -189,7 +185,8 @@ class DriftMonitor:
         self._store = store
         self._embeddings = embeddings
         self._targets: dict[tuple[str, str], _Target] = {}
-        self._phrases = refusal_phrases(tuple(config.refusal_phrases))
+        self._phrases = tuple(sorted({p.lower().replace("\u2019", "'")
+                                      for p in config.refusal_phrases}))
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -205,18 +202,12 @@ class DriftMonitor:
         if reason is not None:
             target.reasons[reason if reason in _FINISH_REASONS else "other"].n += 1
         text = answer.answer_text or ""
-        invalid: bool | None = None
-        if answer.refusal is not None:  # judged by the gateway: the same verdicts as the row's
-            refused = answer.refusal
-            if answer.json_valid is not None:
-                invalid = not answer.json_valid
-        else:
-            refused = self.is_refusal(text)
-            if answer.wants_json:
-                invalid = not is_json(text)
+        refused = self.is_refusal(text)
         if refused:
             target.refusal_count.n += 1
-        if invalid is not None:
+        invalid: bool | None = None
+        if answer.wants_json:
+            invalid = not is_json(text)
             (target.json_invalid if invalid else target.json_valid).n += 1
         # what the upstream reports becomes label values and log text: bounded like the row's
         self._check_version(target, bound_text(answer.response_model or "", _MAX_MODEL),
@@ -240,8 +231,17 @@ class DriftMonitor:
             self.evaluate(target)
 
     def is_refusal(self, text: str) -> bool:
-        """Whether ``text``'s head holds a refusal phrase (``app.answers.opens_with_refusal``)."""
-        return opens_with_refusal(text, self._phrases, self.config.refusal_scan_chars)
+        """Whether ``text``'s head holds a refusal phrase. A loop of ``in`` (C substring search)
+        measured faster than one regex alternation of the phrases (2.2 vs 2.9 us on 400 chars)."""
+        if not text:
+            return False
+        head = text[:self.config.refusal_scan_chars].lower()
+        if "\u2019" in head:
+            head = head.replace("\u2019", "'")
+        for phrase in self._phrases:  # noqa: SIM110 - a generator in any() is slower here
+            if phrase in head:
+                return True
+        return False
 
     def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
         target.capture[b] += 1

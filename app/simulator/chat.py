@@ -1,9 +1,7 @@
 """``POST /v1/chat/completions`` (and Azure's deployment route): OpenAI's chat completion objects.
 
 Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
-admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence, as content, or under
-``response_format`` json_schema as OpenAI's structured outputs refuse: in the message's
-``refusal`` with ``content`` null (streamed: ``delta.refusal``); ``tools`` given, ``tool_choice``
+admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; ``tools`` given, ``tool_choice``
 not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entry for the function
 ``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
 description share the most words with the last user message, the first on a tie
@@ -112,12 +110,6 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
             for i in range(sampling.n)]
 
 
-def refusal_apart(body: dict[str, Any], knobs: Knobs) -> bool:
-    """Whether the answer is a refusal in the ``refusal`` field (see the module docstring)."""
-    spec = body.get("response_format")
-    return knobs.refusal and isinstance(spec, dict) and spec.get("type") == "json_schema"
-
-
 def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
     """OpenAI's ``usage`` object."""
     return {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -172,13 +164,12 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
     logprobs = read_logprobs(body)
     results = answers(sim, body, messages, sampling, knobs)
-    apart = refusal_apart(body, knobs)
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
     ids = prompt_token_ids(messages) if sim.engine is not None else None
     if sampling.stream:
         plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
-                     sampling=sampling, logprobs=logprobs, refusal=apart)
+                     sampling=sampling, logprobs=logprobs)
         plan.prompt_ids = ids
         await stream(sim, req, plan, knobs, route=route)
         return
@@ -188,8 +179,7 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
                        prompt_ids=ids):
         return
     rest = orjson.dumps({"model": model, "choices": [
-        _choice(i, output, call, logprobs, refusal=apart)
-        for i, (output, call) in enumerate(results)],
+        _choice(i, output, call, logprobs) for i, (output, call) in enumerate(results)],
         "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint})
     rest = rest[1:]  # without its "{": it follows the envelope's fields
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
@@ -203,30 +193,24 @@ def _envelope(sim: Sim) -> bytes:
         sim.new_id("chatcmpl-").encode(), int(time.time()))
 
 
-def _choice(index: int, output: Output, call: ToolCall | None, top: int | None, *,
-            refusal: bool) -> dict[str, Any]:
-    """``refusal``: the text goes in the message's ``refusal`` field instead of its content."""
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": None if call or refusal else output.text,
-                               "refusal": output.text if refusal else None, "annotations": []}
+def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
+                               "refusal": None, "annotations": []}
     if call is not None:
         message["tool_calls"] = [{"id": call.id, "type": "function",
                                   "function": {"name": call.name, "arguments": call.arguments}}]
     logprobs = None
     if top is not None:
-        entries = content.chat_logprobs(output.pieces, top)
-        logprobs = {"content": None, "refusal": entries} if refusal else {
-            "content": entries, "refusal": None}
+        logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
     return {"index": index, "message": message, "logprobs": logprobs,
             "finish_reason": _FINISH[output.finish]}
 
 
 def _plan(sim: Sim, model: str, fingerprint: str | None,
           results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
-          sampling: Sampling, logprobs: int | None, refusal: bool) -> StreamPlan:
+          sampling: Sampling, logprobs: int | None) -> StreamPlan:
     """Frames: a role delta per choice (with the first token), one frame per piece per choice
-    (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``.
-    ``refusal``: the pieces are ``delta.refusal``, not ``delta.content`` (which stays null)."""
+    (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
     base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": model,
                             "system_fingerprint": fingerprint}
@@ -240,16 +224,13 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
 
     head: list[bytes] = []
     for index, (_, call) in enumerate(results):
-        if refusal:
-            head.append(frame(index, {"role": "assistant", "content": None, "refusal": ""}))
-        elif call is None:
+        if call is None:
             head.append(frame(index, {"role": "assistant", "content": "", "refusal": None}))
         else:
             head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": call.id, "type": "function",
                  "function": {"name": call.name, "arguments": ""}}]}))
     tokens: list[bytes] = []
-    said = "refusal" if refusal else "content"
     longest = max(output.tokens for output, _ in results)
     for position in range(longest):
         for index, (output, call) in enumerate(results):
@@ -257,10 +238,9 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 continue
             piece = output.pieces[position]
             delta = ({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} if call
-                     else {said: piece})
+                     else {"content": piece})
             lp = None if logprobs is None else {
-                "content": None, "refusal": None,
-                said: content.chat_logprobs([piece], logprobs)}
+                "content": content.chat_logprobs([piece], logprobs), "refusal": None}
             tokens.append(frame(index, delta, lp=lp))
     tail = [frame(index, {}, _FINISH[output.finish]) for index, (output, _) in enumerate(results)]
     completion = sum(output.tokens for output, _ in results)

@@ -12,7 +12,7 @@
   message, type and param, as a careless upstream might.
 - ``X-Sim-TTFT-Ms`` / ``X-Sim-TPOT-Ms``: this request's latency instead of the process's.
 - ``X-Sim-Completion-Tokens: N``: natural answer length (before ``max_tokens`` cuts it).
-- ``X-Sim-Refusal: 1``: answer with a refusal sentence (``chat`` says where it goes).
+- ``X-Sim-Refusal: 1``: answer with a refusal sentence.
 - ``X-Sim-Fingerprint: fp_x``: report this ``system_fingerprint``.
 - ``X-Sim-Model: name``: report this ``model``.
 - ``X-Sim-Cache-Read-Tokens: N``: report N prompt tokens as read from the prompt cache.

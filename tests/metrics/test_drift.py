@@ -139,27 +139,6 @@ def test_invalid_json_answers_are_counted_and_flagged() -> None:
     assert gauge(metrics, "switchboard_drift_flagged", signal="json") == 1
 
 
-def test_the_gateways_verdicts_are_what_drift_counts() -> None:
-    """A judged answer (``app.answers.judge``) counts as its verdicts say: an explicit refusal
-    with no text is a refusal, a JSON answer without a JSON verdict counts in neither JSON
-    series; unjudged answers are read by drift itself."""
-    mon, metrics = monitor()
-    source = lengths(9)
-    refused = answer(text="", wants_json=True)
-    refused.refusal, refused.json_valid = True, None
-    mon.observe("chat", "sim", next(source), refused)
-    plain = answer(text=REFUSAL)  # judged as no refusal (say, past the scanned head)
-    plain.refusal = False
-    mon.observe("chat", "sim", next(source), plain)
-    valid = answer(text="not parsed again", wants_json=True)
-    valid.refusal, valid.json_valid = False, True
-    mon.observe("chat", "sim", next(source), valid)
-    mon.observe("chat", "sim", next(source), answer(text=REFUSAL))
-    assert gauge(metrics, "switchboard_refusals_total") == 2
-    assert gauge(metrics, "switchboard_json_answers_total", valid="true") == 1
-    assert gauge(metrics, "switchboard_json_answers_total", valid="false") == 0
-
-
 def test_finish_reasons_are_counted_with_a_bounded_label() -> None:
     """Finish reasons count by name; unknown ones count as "other"."""
     mon, metrics = monitor()

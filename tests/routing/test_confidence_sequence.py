@@ -6,9 +6,7 @@ from __future__ import annotations
 import math
 import random
 
-import pytest
-
-from app.experiments import MIN_SAMPLES, _metric, _rate, confidence_sequence
+from app.experiments import MIN_SAMPLES, confidence_sequence
 
 
 def test_too_few_samples_have_none_and_more_samples_narrow_it() -> None:
@@ -50,18 +48,3 @@ def test_peeking_at_every_sample_size_rarely_excludes_the_true_mean() -> None:
         fixed_ever += fixed_excluded
     assert ever / 100 <= 0.05, ever
     assert fixed_ever / 100 > 0.2, fixed_ever
-
-
-@pytest.mark.parametrize(("n", "hits"), [(0, 0), (MIN_SAMPLES - 1, 3), (MIN_SAMPLES, 0),
-                                         (40, 7), (1000, 999), (500, 500)])
-def test_a_rate_from_counts_is_the_metric_of_its_zeros_and_ones(n: int, hits: int) -> None:
-    """Refusal rate and JSON validity, counted in SQL, get the same mean and sequence as the
-    list of 0s and 1s they count would."""
-    from_counts = _rate((n, hits))
-    from_values = _metric([1.0] * hits + [0.0] * (n - hits))
-    assert from_counts["n"] == from_values["n"] == n
-    assert from_counts["mean"] == pytest.approx(from_values["mean"])
-    if from_values["ci95"] is None:
-        assert from_counts["ci95"] is None
-    else:
-        assert from_counts["ci95"] == pytest.approx(from_values["ci95"])

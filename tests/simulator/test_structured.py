@@ -13,7 +13,6 @@ import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 from pydantic import BaseModel, Field
 
-from app.simulator.content import REFUSAL
 from app.structured import instance, pick_tool, strict_problem
 
 
@@ -246,45 +245,6 @@ def test_parse_with_a_pydantic_model(oai: openai.OpenAI) -> None:
     answer = oai.chat.completions.parse(model="m", messages=ASK_FLIGHTS, response_format=Booking)
     parsed = answer.choices[0].message.parsed
     assert isinstance(parsed, Booking) and parsed.age >= 18 and parsed.nights % 7 == 0
-
-
-def test_a_structured_output_refusal_is_in_the_refusal_field(oai: openai.OpenAI) -> None:
-    """A refusal to a json_schema request is OpenAI's: ``message.refusal`` with ``content``
-    null, which the SDK's parse() reports as such; without a schema it is the content."""
-    refused = {"X-Sim-Refusal": "1"}
-    answer = oai.chat.completions.parse(model="m", messages=ASK_FLIGHTS, response_format=Booking,
-                                        extra_headers=refused)
-    message = answer.choices[0].message
-    assert (message.refusal, message.content, message.parsed) == (REFUSAL, None, None)
-    assert answer.choices[0].finish_reason == "stop"
-    plain = oai.chat.completions.create(model="m", messages=ASK_FLIGHTS,
-                                        response_format={"type": "json_object"},
-                                        extra_headers=refused).choices[0].message
-    assert (plain.refusal, plain.content) == (None, REFUSAL)
-
-
-def test_a_streamed_structured_output_refusal_comes_in_refusal_deltas(
-        oai: openai.OpenAI, http: httpx.Client) -> None:
-    """Streamed, the refusal opens with ``refusal: ""`` and goes on in ``delta.refusal``;
-    ``content`` never appears, and the SDK's stream helper assembles the refusal."""
-    refused = {"X-Sim-Refusal": "1"}
-    with oai.chat.completions.stream(model="m", messages=ASK_FLIGHTS, response_format=Booking,
-                                     extra_headers=refused) as stream:
-        kinds = {event.type for event in stream}
-        final = stream.get_final_completion().choices[0].message
-    assert {"refusal.delta", "refusal.done"} <= kinds and "content.delta" not in kinds
-    assert (final.refusal, final.content, final.parsed) == (REFUSAL, None, None)
-    with http.stream("POST", "/v1/chat/completions", headers=refused, json={
-            "model": "m", "messages": ASK_FLIGHTS, "stream": True, "logprobs": True,
-            "response_format": {"type": "json_schema", "json_schema": {
-                "name": "booking", "schema": Booking.model_json_schema()}}}) as response:
-        frames = [orjson.loads(line[6:]) for line in response.iter_lines()
-                  if line.startswith("data: {")]
-    deltas = [frame["choices"][0]["delta"] for frame in frames]
-    assert deltas[0] == {"role": "assistant", "content": None, "refusal": ""}
-    assert "".join(d.get("refusal") or "" for d in deltas) == REFUSAL
-    assert not any(d.get("content") for d in deltas)
-    assert all(f["choices"][0]["logprobs"]["content"] is None for f in frames[1:-1])
 
 
 def test_json_object_mode_echoes_in_a_reply_key(oai: openai.OpenAI) -> None:
