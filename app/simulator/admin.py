@@ -10,8 +10,7 @@
 - ``GET /_sim/requests?limit=N``: the last N requests received (newest last; at most 200 kept),
   each ``{"path", "query", "headers", "body"}``.
 - ``POST /_sim/reset``: forget stats, the request log, admin state (gauges and drift back to their
-  defaults), metrics and the engine's idle prefix cache; restart the jitter and drift draw
-  sequences.
+  defaults) and metrics; restart the jitter and drift draw sequences.
 """
 
 from __future__ import annotations
@@ -80,6 +79,4 @@ async def reset(sim: Sim, req: Request, route: Route) -> None:
     sim.state.reset()
     sim.latency.reseed(sim.options.seed)
     sim.drift.reset()
-    if sim.engine is not None:
-        sim.engine.forget()
     await send_json(req.send, 200, b'{"reset":true}')

@@ -56,26 +56,18 @@ POST /_sim/reset restores the defaults and reseeds the draws):
 @click.option("--embedding-dimensions", default=384, show_default=True,
               type=click.IntRange(1, 8192), help="Length of embedding vectors by default.")
 @click.option("--vllm-max-seqs", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Play vLLM's scheduler for chat and completions: at most N requests "
-                   "generate at once, the rest wait in order (0: off). The queue, prefill, "
-                   "decode and the prefix cache then set the latency (--ttft-ms, --jitter and "
-                   "the X-Sim-TTFT/TPOT headers are unused) and /metrics.")
+              help="Play vLLM's queueing for chat: at most N requests generate at once, the "
+                   "rest wait (0: off). Prefill, decode and the prefix cache then set the "
+                   "latency and /metrics; --tpot-ms is the decode time of one token.")
 @click.option("--vllm-kv-tokens", default=65_536, show_default=True,
-              type=click.IntRange(min=16),
-              help="KV cache size in tokens (with --vllm-max-seqs): running requests hold "
-                   "their prompt and completion; idle prompt blocks stay as prefix cache.")
+              type=click.IntRange(min=16), help="KV cache size in tokens (with --vllm-max-seqs).")
 @click.option("--vllm-prefill-ms", default=0.1, show_default=True,
               type=click.FloatRange(min=0),
-              help="Prefill time per prompt token not in the prefix cache, in milliseconds "
-                   "(one prefill at a time).")
-@click.option("--vllm-batch-slowdown", default=0.02, show_default=True,
-              type=click.FloatRange(min=0),
-              help="Share of --tpot-ms (the decode time of one token alone) that each other "
-                   "running request adds.")
+              help="Prefill time per prompt token not in the prefix cache, in milliseconds.")
 def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float, seed: int,
              vllm_version: str, models: tuple[str, ...], max_model_len: int,
              default_completion_tokens: int, embedding_dimensions: int, vllm_max_seqs: int,
-             vllm_kv_tokens: int, vllm_prefill_ms: float, vllm_batch_slowdown: float) -> None:
+             vllm_kv_tokens: int, vllm_prefill_ms: float) -> None:
     """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic) on HTTP.
 
     Answers are deterministic, usage numbers agree with the content, and latency follows
@@ -86,8 +78,7 @@ def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float
                          default_completion_tokens=default_completion_tokens,
                          embedding_dimensions=embedding_dimensions,
                          engine=EngineOptions(max_seqs=vllm_max_seqs, kv_tokens=vllm_kv_tokens,
-                                              prefill_ms=vllm_prefill_ms, tpot_ms=tpot_ms,
-                                              batch_slowdown=vllm_batch_slowdown)
+                                              prefill_ms=vllm_prefill_ms, tpot_ms=tpot_ms)
                          if vllm_max_seqs else None)
     click.echo(f"Simulator listening on http://{host}:{port} (vLLM {vllm_version})", err=True)
     serve(host=host, port=port, options=options)

@@ -19,7 +19,6 @@ from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
 from app.simulator.faults import Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
-from app.simulator.vllm import completion_token_ids
 from app.usage import estimate_tokens
 
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
@@ -80,17 +79,13 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
     meta = {"id": sim.new_id("cmpl-"), "object": "text_completion",
             "created": int(time.time()), "model": knobs.model or model,
             "system_fingerprint": knobs.fingerprint}
-    ids = completion_token_ids(prompts) if sim.engine is not None else None
     if sampling.stream:
-        plan = _plan(meta, results, prompt=prompt_total, cached=cached, sampling=sampling,
-                     top=top)
-        plan.prompt_ids = ids
-        await stream(sim, req, plan, knobs, route=route)
+        await stream(sim, req, _plan(meta, results, prompt=prompt_total, cached=cached,
+                                     sampling=sampling, top=top), knobs, route=route)
         return
     completion = sum(output.tokens for _, output in results)
     finish = "length" if any(output.finish == "length" for _, output in results) else "stop"
-    if await delay(sim, req, knobs, prompt=prompt_total, completion=completion, finish=finish,
-                   prompt_ids=ids):
+    if await delay(sim, req, knobs, prompt=prompt_total, completion=completion, finish=finish):
         choices = [{"text": prefix + output.text, "index": index,
                     "logprobs": None if top is None else content.completion_logprobs(
                         output.pieces, top, start=len(prefix)),

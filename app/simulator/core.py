@@ -8,18 +8,16 @@ wire format: ``generation_knobs`` reads a request's knobs (headers, then the pro
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
 from app.simulator.drift import Drift
-from app.simulator.engine import Engine, Seq
+from app.simulator.engine import Engine
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
 from app.simulator.faults import Knobs, Latency, injected_error, read_knobs, stream_failure
@@ -43,8 +41,6 @@ class Sim:
         self.models = frozenset(options.models)
         self.default_model = options.models[0] if options.models else DEFAULT_MODEL
         self.engine = Engine(options.engine) if options.engine is not None else None
-        # Futures of the requests the engine keeps waiting (see ``engine_slot``).
-        self.waiters: dict[Seq, asyncio.Future[None]] = {}
         self.zero_latency = options.ttft_ms <= 0 and options.tpot_ms <= 0 and self.engine is None
         # Serialized answers by raw request body, for the zero-latency chat fast path.
         self.memo: dict[bytes, Memo] = {}
@@ -151,99 +147,37 @@ async def delay(sim: Sim, req: Request, knobs: Knobs, *, prompt: int, completion
 
     False when the client disconnected meanwhile: send nothing then. With zero latency this
     neither sleeps nor starts a watcher (the benchmark fast path). With the engine on and
-    ``prompt_ids`` given, the wait is the engine's (queue, prefill, then each token's decode).
+    ``prompt_ids`` given, the wait is the engine's (queue, prefill, decode).
     """
-    engine = sim.engine
-    if engine is not None and prompt_ids is not None:
-        async with engine_slot(sim, engine, prompt_ids, completion) as seq:
-            return await _decode(sim, req, engine, seq, prompt=prompt, completion=completion,
-                                 finish=finish)
+    if sim.engine is not None and prompt_ids is not None:
+        async with sim.engine.generation(prompt_ids, completion) as (ttft, tpot):
+            return await _generate(sim, req, ttft, tpot, prompt=prompt, completion=completion,
+                                   finish=finish)
+    if sim.latency.is_zero(knobs):
+        return await _generate(sim, req, 0.0, 0.0, prompt=prompt, completion=completion,
+                               finish=finish)
+    return await _generate(sim, req, sim.latency.ttft(knobs), sim.latency.tpot(knobs),
+                           prompt=prompt, completion=completion, finish=finish)
+
+
+async def _generate(sim: Sim, req: Request, ttft: float, tpot: float, *, prompt: int,
+                    completion: int, finish: str) -> bool:
     state = sim.state
-    ttft = tpot = 0.0
-    if not sim.latency.is_zero(knobs):
-        ttft = sim.latency.ttft(knobs)
-        tpot = sim.latency.tpot(knobs)
+    if ttft > 0 or tpot > 0:
         watcher = Watcher(req.receive)
         try:
             alive = await watcher.pause(ttft + tpot * max(completion - 1, 0))
         finally:
             watcher.close()
         if not alive:
-            _abort(sim, req, prompt=prompt)
+            state.requests_cancelled += 1
+            state.finish(prompt=prompt, completion=0, reason="abort", ttft=0.0,
+                         e2e=time.perf_counter() - req.started, itl=0.0, itl_count=0)
             return False
     state.finish(prompt=prompt, completion=completion, reason=metric_reason(finish), ttft=ttft,
                  e2e=time.perf_counter() - req.started, itl=tpot,
                  itl_count=max(completion - 1, 0))
     return True
-
-
-def _abort(sim: Sim, req: Request, *, prompt: int) -> None:
-    sim.state.requests_cancelled += 1
-    sim.state.finish(prompt=prompt, completion=0, reason="abort", ttft=0.0,
-                     e2e=time.perf_counter() - req.started, itl=0.0, itl_count=0)
-
-
-async def _decode(sim: Sim, req: Request, engine: Engine, seq: Seq, *, prompt: int,
-                  completion: int, finish: str) -> bool:
-    """``delay`` under the engine: the first token when its prefill is done, then one token
-    at a time at the running batch's pace."""
-    watcher = Watcher(req.receive)
-    try:
-        alive = await watcher.pause(engine.first_token_in(seq))
-        first = time.perf_counter()
-        left = completion - 1
-        while alive and left > 0:
-            alive = await watcher.pause(engine.tpot())
-            left -= 1
-    finally:
-        watcher.close()
-    if not alive:
-        _abort(sim, req, prompt=prompt)
-        return False
-    end = time.perf_counter()
-    sim.state.finish(prompt=prompt, completion=completion, reason=metric_reason(finish),
-                     ttft=first - req.started, e2e=end - req.started,
-                     itl=(end - first) / max(completion - 1, 1),
-                     itl_count=max(completion - 1, 0))
-    return True
-
-
-@asynccontextmanager
-async def engine_slot(sim: Sim, engine: Engine, ids: Sequence[int], completion: int
-                      ) -> AsyncIterator[Seq]:
-    """Queue a request in the engine, wait until it is admitted and hold its place while the
-    body runs. Cancelled while queued, it leaves the queue."""
-    seq = engine.submit(ids, completion)
-    if not seq.admitted:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        sim.waiters[seq] = waiter
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            sim.waiters.pop(seq, None)
-            if seq.admitted:  # let in just as it was cancelled
-                _release(sim, engine, seq)
-            else:
-                engine.leave(seq)
-            raise
-    try:
-        yield seq
-    finally:
-        _release(sim, engine, seq)
-
-
-def _release(sim: Sim, engine: Engine, seq: Seq) -> None:
-    for admitted in engine.finish(seq):
-        waiter = sim.waiters.pop(admitted, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-class Pace(NamedTuple):
-    """A stream's waits in seconds: before the first content frame, then before each next."""
-
-    first: Callable[[], float]
-    later: Callable[[], float]
 
 
 async def stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *,
@@ -255,18 +189,15 @@ async def stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *,
     ends the response. A fault asked for beyond the last content frame happens before the tail.
     A client disconnect stops generation and counts the stream as cancelled.
     """
-    engine = sim.engine
-    if engine is not None and plan.prompt_ids is not None:
-        async with engine_slot(sim, engine, plan.prompt_ids, len(plan.tokens)) as seq:
-            await _stream(sim, req, plan, knobs, route=route,
-                          pace=Pace(lambda: engine.first_token_in(seq), engine.tpot))
+    if sim.engine is not None and plan.prompt_ids is not None:
+        async with sim.engine.generation(plan.prompt_ids, len(plan.tokens)) as (ttft, tpot):
+            await _stream(sim, req, plan, knobs, route=route, timing=(ttft, tpot))
         return
-    await _stream(sim, req, plan, knobs, route=route, pace=Pace(
-        lambda: sim.latency.ttft(knobs), lambda: sim.latency.tpot(knobs)))
+    await _stream(sim, req, plan, knobs, route=route, timing=None)
 
 
 async def _stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *, route: Route,
-                  pace: Pace) -> None:
+                  timing: tuple[float, float] | None) -> None:
     state, send = sim.state, req.send
     state.streams_started += 1
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -277,15 +208,17 @@ async def _stream(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, *, rou
         if plan.preamble:
             await send({"type": "http.response.body", "body": b"".join(plan.preamble),
                         "more_body": True})
-        if await watcher.pause(pace.first()):
-            outcome = await _emit(sim, req, plan, knobs, watcher, times, route, pace.later)
+        ttft = sim.latency.ttft(knobs) if timing is None else timing[0]
+        if await watcher.pause(ttft):
+            outcome = await _emit(sim, req, plan, knobs, watcher, times, route,
+                                  None if timing is None else timing[1])
     finally:
         watcher.close()
         _account(sim, req, plan, outcome, times)
 
 
 async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher: Watcher,
-                times: list[float], route: Route, later: Callable[[], float]) -> str:
+                times: list[float], route: Route, tpot: float | None) -> str:
     send = req.send
     pending = b"".join(plan.head)
     for index, frame in enumerate(plan.tokens):
@@ -296,7 +229,8 @@ async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher:
         if index == knobs.end_after:
             await send({"type": "http.response.body", "body": pending})
             return "faulted"
-        if index and not await watcher.pause(later()):
+        if index and not await watcher.pause(sim.latency.tpot(knobs) if tpot is None
+                                             else tpot):
             return "cancelled"
         await send({"type": "http.response.body", "body": pending + frame if pending else frame,
                     "more_body": True})

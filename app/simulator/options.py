@@ -34,8 +34,8 @@ class SimOptions:
     default_completion_tokens: int = 16
     embedding_dimensions: int = 384
     engine: EngineOptions | None = None
-    """vLLM's scheduler, KV cache and prefix cache (``app.simulator.engine``) for chat and
-    completions; ``None``: every request is served at once, after ``ttft_ms``/``tpot_ms``."""
+    """vLLM's queueing (``app.simulator.engine``) for chat; ``None``: every request is served
+    at once, after ``ttft_ms``/``tpot_ms``."""
 
 
 def parse_version(text: str) -> tuple[int, ...]:

@@ -3,9 +3,9 @@
 ``/metrics`` uses vLLM's metric names and labels (``model_name``, ``engine="0"``), switching to the
 pre-0.10 names (``vllm:gpu_cache_usage_perc``, ``vllm:gpu_prefix_cache_*``) for older versions.
 ``num_requests_running`` is the real in-flight generation count plus the admin-set value; the
-other gauges are what ``POST /_sim/state`` set. With the engine on (``app.simulator.engine``,
-``--vllm-max-seqs``), running, waiting, KV-cache usage and the prefix-cache counters are the
-engine's, live (plus the admin-set running and waiting counts).
+other gauges are what ``POST /_sim/state`` set. With the engine on (``app.simulator.engine``),
+running, waiting, KV-cache usage and the prefix-cache counters are the engine's (plus the
+admin-set running and waiting counts).
 """
 
 from __future__ import annotations
@@ -52,15 +52,6 @@ def token_ids(text: str) -> list[int]:
     """Deterministic ids, one per estimated token of ``text``."""
     return [zlib.crc32(piece.encode()) % VOCAB_SIZE for piece in content.split_tokens(text)
             if not piece.isspace()]
-
-
-def completion_token_ids(prompts: list[str | list[int]]) -> list[int]:
-    """A completion request's ids: its prompts' (texts tokenized, token ids as sent), one
-    after the other."""
-    ids: list[int] = []
-    for prompt in prompts:
-        ids.extend(token_ids(prompt) if isinstance(prompt, str) else prompt)
-    return ids
 
 
 def prompt_token_ids(messages: list[Any]) -> list[int]:
