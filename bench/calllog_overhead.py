@@ -23,9 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 from app.db.migrate import upgrade
 from tests.calllog.servers import PrivatePostgres, PrivateRedis
@@ -50,6 +54,35 @@ def wait_ok(url: str) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def gateway_env(config: Mapping[str, Any], work: Path) -> dict[str, str]:
+    """The environment of a gateway serving ``config`` (written into ``work``) with the bench's
+    master key and the call log off."""
+    path = work / f"gateway-{os.urandom(4).hex()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {**os.environ, "SWITCHBOARD_CONFIG": str(path), "SWITCHBOARD_MASTER_KEY": KEY,
+            "SWITCHBOARD_CALL_LOG": "false", "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
+
+
+@contextmanager
+def switchboard(command: str, *args: str, port: int, env: Mapping[str, str] | None = None,
+                core: int | None = None) -> Iterator[str]:
+    """Run ``switchboard COMMAND --port PORT ARGS`` (``serve`` or ``simulate``), pinned to
+    ``core`` when given, until exit; yields its base URL once it is ready (``/readyz`` for a
+    gateway, ``/health`` for a simulator)."""
+    argv = [str(BIN), command, "--port", str(port), *args]
+    if core is not None:
+        argv = ["taskset", "-c", str(core), *argv]
+    proc = subprocess.Popen(argv, env=None if env is None else dict(env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ok(url + ("/readyz" if command == "serve" else "/health"))
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def wrk(url: str, *, seconds: float, script: Path) -> float:

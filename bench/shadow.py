@@ -16,16 +16,12 @@ production gateway runs. Rounds alternate the order of the setups.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.calllog_overhead import BIN, KEY, wait_ok
+from bench.calllog_overhead import KEY, gateway_env, switchboard
 from bench.drivers import Request, loadgen
 from tests.servers import free_port
 
@@ -48,25 +44,14 @@ def config(simulator: str, *, shadow: bool) -> dict[str, Any]:
 def measure(raw: dict[str, Any], work: Path, *, seconds: float, rate: float
             ) -> tuple[float, float, float]:
     """p50, p99 and mean latency in ms of one open-loop run."""
-    path = work / f"gateway-{os.urandom(4).hex()}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    port = free_port()
-    env = {**os.environ, "SWITCHBOARD_CONFIG": str(path), "SWITCHBOARD_MASTER_KEY": KEY,
-           "SWITCHBOARD_CALL_LOG": "false", "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
-    proc = subprocess.Popen(["taskset", "-c", "0", str(BIN), "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ok(f"http://127.0.0.1:{port}/readyz")
-        request = Request(url=f"http://127.0.0.1:{port}/v1/chat/completions", body=BODY,
+    with switchboard("serve", port=free_port(), env=gateway_env(raw, work), core=0) as url:
+        request = Request(url=f"{url}/v1/chat/completions", body=BODY,
                           headers={"Authorization": f"Bearer {KEY}"})
         loadgen(request, mode="open", core=1, duration_s=3, rate=rate)  # warm-up
         report = loadgen(request, mode="open", core=1, duration_s=seconds, rate=rate)
-        if report.errors:
-            raise RuntimeError(f"errors during the run: {report.errors_detail}")
-        return report.latency_ms["p50"], report.latency_ms["p99"], report.latency_ms["mean"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    if report.errors:
+        raise RuntimeError(f"errors during the run: {report.errors_detail}")
+    return report.latency_ms["p50"], report.latency_ms["p99"], report.latency_ms["mean"]
 
 
 def main() -> None:
@@ -76,14 +61,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=150.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-shadowbench-"))
-    sim_port = free_port()
-    simulator = f"http://127.0.0.1:{sim_port}"
-    sim = subprocess.Popen(["taskset", "-c", "1", str(BIN), "simulate", "--port", str(sim_port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     setups = {"no shadow": False, "shadow copy of every call": True}
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in setups}
-    try:
-        wait_ok(f"{simulator}/health")
+    with switchboard("simulate", port=free_port(), core=1) as simulator:
         for round_ in range(args.rounds):
             order = list(setups.items())
             for name, shadow in order if round_ % 2 == 0 else reversed(order):
@@ -92,9 +72,6 @@ def main() -> None:
                 p50, p99, mean = results[name][-1]
                 print(f"  round {round_ + 1}, {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                       f"mean {mean:.2f} ms", flush=True)
-    finally:
-        sim.terminate()
-        sim.wait(timeout=30)
     print(f"\n{'setup':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}   "
           f"(medians of {args.rounds} rounds at {args.rate:.0f} req/s)")
     for name, runs in results.items():

@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
-import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-import yaml
 
-from bench.calllog_overhead import BIN, KEY, wait_ok
+from bench.calllog_overhead import KEY, gateway_env, switchboard
 from tests.servers import free_port
 
 SERVERS = 3
@@ -86,10 +84,10 @@ async def drive(url: str, calls: list[tuple[float, dict[str, Any]]]) -> list[flo
     return latencies
 
 
-def prefix_counts(ports: list[int]) -> tuple[float, float]:
+def prefix_counts(urls: list[str]) -> tuple[float, float]:
     queries = hits = 0.0
-    for port in ports:
-        for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics").text.splitlines():
             if line.startswith("vllm:prefix_cache_queries_total{"):
                 queries += float(line.rsplit(" ", 1)[1])
             elif line.startswith("vllm:prefix_cache_hits_total{"):
@@ -100,36 +98,19 @@ def prefix_counts(ports: list[int]) -> tuple[float, float]:
 def run(strategy: str, calls: list[tuple[float, dict[str, Any]]], work: Path
         ) -> dict[str, float]:
     """One strategy on fresh servers (empty caches): latency and prefix-cache hit rate."""
-    ports = [free_port() for _ in range(SERVERS)]
-    procs = [subprocess.Popen([str(BIN), "simulate", "--port", str(port), *SIM_ARGS],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for port in ports]
-    gateway = None
-    try:
-        for port in ports:
-            wait_ok(f"http://127.0.0.1:{port}/health")
+    with ExitStack() as stack:
+        urls = [stack.enter_context(switchboard("simulate", *SIM_ARGS, port=free_port()))
+                for _ in range(SERVERS)]
         config = {
-            "providers": {f"gpu-{i}": {"type": "vllm", "base_url": f"http://127.0.0.1:{port}/v1",
+            "providers": {f"gpu-{i}": {"type": "vllm", "base_url": f"{url}/v1",
                                        "metrics_interval_s": 0.25}
-                          for i, port in enumerate(ports)},
+                          for i, url in enumerate(urls)},
             "models": {"chat": {"strategy": strategy, "targets": [
                 {"provider": f"gpu-{i}", "model": "llama"} for i in range(SERVERS)]}},
             "drift": {"embedding": {"sample_rate": 0}}}
-        path = work / f"{strategy}-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        port = free_port()
-        env = {**os.environ, "SWITCHBOARD_CONFIG": str(path), "SWITCHBOARD_MASTER_KEY": KEY,
-               "SWITCHBOARD_CALL_LOG": "false", "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
-        gateway = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ok(f"http://127.0.0.1:{port}/readyz")
-        latencies = asyncio.run(drive(f"http://127.0.0.1:{port}", calls))
-        queries, hits = prefix_counts(ports)
-    finally:
-        for proc in [*procs, *([gateway] if gateway else [])]:
-            proc.terminate()
-        for proc in [*procs, *([gateway] if gateway else [])]:
-            proc.wait(timeout=30)
+        with switchboard("serve", port=free_port(), env=gateway_env(config, work)) as gateway:
+            latencies = asyncio.run(drive(gateway, calls))
+        queries, hits = prefix_counts(urls)
     return {"mean": statistics.fmean(latencies),
             "p50": statistics.median(latencies),
             "p99": statistics.quantiles(latencies, n=100)[98],
