@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.answers import is_json
+from app.answers import is_json, normalised_phrases, opens_with_refusal
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
@@ -185,8 +185,7 @@ class DriftMonitor:
         self._store = store
         self._embeddings = embeddings
         self._targets: dict[tuple[str, str], _Target] = {}
-        self._phrases = tuple(sorted({p.lower().replace("\u2019", "'")
-                                      for p in config.refusal_phrases}))
+        self._phrases = normalised_phrases(tuple(config.refusal_phrases))
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -231,17 +230,8 @@ class DriftMonitor:
             self.evaluate(target)
 
     def is_refusal(self, text: str) -> bool:
-        """Whether ``text``'s head holds a refusal phrase. A loop of ``in`` (C substring search)
-        measured faster than one regex alternation of the phrases (2.2 vs 2.9 us on 400 chars)."""
-        if not text:
-            return False
-        head = text[:self.config.refusal_scan_chars].lower()
-        if "\u2019" in head:
-            head = head.replace("\u2019", "'")
-        for phrase in self._phrases:  # noqa: SIM110 - a generator in any() is slower here
-            if phrase in head:
-                return True
-        return False
+        """Whether ``text``'s head holds a refusal phrase (``app.answers.opens_with_refusal``)."""
+        return opens_with_refusal(text, self._phrases, self.config.refusal_scan_chars)
 
     def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
         target.capture[b] += 1
