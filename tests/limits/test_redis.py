@@ -109,6 +109,20 @@ async def test_tpm_and_settle_gives_tokens_back(resp: RespClient, prefix: str) -
     assert (await limiter.admit(key, 0)).remaining_tokens == 350
 
 
+async def test_a_settle_whose_clock_lands_in_the_next_second_still_gives_back(
+        resp: RespClient, prefix: str) -> None:
+    """The gateway's elapsed time and Redis's clock disagree by milliseconds: a settle that
+    points at the second after its admission's still finds the tokens to give back."""
+    clock = Clock()
+    limiter = limiter_on(resp, prefix, clock)
+    key = [Bucket("key", "k", None, 1000, None)]
+    assert (await limiter.admit(key, 900)).admitted
+    clock.t += 3
+    limiter.settle(key, 900, 150, 0.0, elapsed_s=2)  # "admitted" a second later than it was
+    await limiter.flush()
+    assert (await limiter.admit(key, 0)).remaining_tokens == 850
+
+
 async def test_budget_refuses_after_spend(resp: RespClient, prefix: str) -> None:
     """Spend settled up to a team's budget refuses its keys with reason budget."""
     limiter = limiter_on(resp, prefix, Clock())
