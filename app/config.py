@@ -32,6 +32,7 @@ from pydantic import (
 
 from app.pricing import Price
 from app.providers import PROVIDER_TYPES
+from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
@@ -360,7 +361,7 @@ class GatewayConfig(BaseModel):
         targets that can serve it (``app.routing.table.Route.serving``), so targets that can do
         different things are fine together, but targets that are never one another's fallback
         (an embeddings-only provider beside a chat-only one) are a mistake in the config."""
-        serves = [PROVIDER_TYPES[self.providers[t.provider].type].serves for t in targets]
+        serves = [provider_serves(self.providers[t.provider]) for t in targets]
         if frozenset.intersection(*serves):
             return None
         each = "; ".join(

@@ -49,6 +49,11 @@ class ProviderType:
                             "provider class that implements at least one capability")
         object.__setattr__(self, "serves", serves)
 
+    def serves_for(self, config: ProviderBase) -> frozenset[Capability]:
+        """What a provider of this type, configured as ``config``, serves."""
+        offers = config.offers()
+        return self.serves if offers is None else self.serves & offers
+
     @property
     def name(self) -> str:
         """The ``type:`` value, from the config model's ``type: Literal[...]``."""
@@ -66,6 +71,11 @@ _TYPES = (
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}
+
+
+def serves(config: ProviderBase) -> frozenset[Capability]:
+    """What the provider a validated config entry describes serves."""
+    return PROVIDER_TYPES[config.type].serves_for(config)
 
 
 def build_provider(config: ProviderBase, session: aiohttp.ClientSession) -> Provider:

@@ -49,6 +49,12 @@ class ProviderBase(BaseModel):
     (default: ``streaming.first_chunk_timeout_s``; a target's own overrides it)."""
     headers: dict[str, str] = Field(default_factory=dict)
 
+    def offers(self) -> frozenset[Capability] | None:
+        """The capabilities this configuration offers, where it offers fewer than its class
+        implements (a provider type with several upstream APIs, each serving some endpoints);
+        ``None``: all of them. Checked when the config loads, like the class's."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Target:

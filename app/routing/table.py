@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from app import errors
 from app.config import GatewayConfig, TargetConfig
-from app.providers import PROVIDER_TYPES
+from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, Capability, Target
 from app.routing.experiments import Experiment, Variant
 
@@ -66,7 +66,7 @@ def _target(config: TargetConfig, max_tokens_default: int | None) -> Target:
 def _narrow(route: Route, config: GatewayConfig) -> Route:
     """``route`` with its ``narrowed`` routes (a fresh mapping: ``replace`` shares it)."""
     route = replace(route, narrowed={})
-    serves = [PROVIDER_TYPES[config.providers[t.provider].type].serves for t in route.targets]
+    serves = [provider_serves(config.providers[t.provider]) for t in route.targets]
     for capability in ENDPOINTS:
         able = tuple(t for t, caps in zip(route.targets, serves, strict=True)
                      if capability in caps)

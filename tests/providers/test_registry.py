@@ -17,7 +17,7 @@ from app import errors
 from app.config import ConfigError, GatewayConfig, parse_config
 from app.main import create_app
 from app.providers import PROVIDER_TYPES, ProviderType
-from app.providers.base import ENDPOINTS, ChatCall, ProviderBase, Result, Target
+from app.providers.base import ENDPOINTS, Capability, ChatCall, ProviderBase, Result, Target
 from app.routing import RoutingTable
 from app.settings import Settings
 from tests.servers import serve
@@ -85,6 +85,22 @@ def test_a_new_type_is_one_registration() -> None:
     kind = ProviderType(_ChatOnlyConfig, _build_chat_only)
     assert kind.name == "chat-only"
     assert kind.serves == {"chat"}
+
+
+class _NarrowedConfig(ProviderBase):
+    type: Literal["narrowed"]
+    chat: bool = True
+
+    def offers(self) -> frozenset[Capability] | None:
+        return None if self.chat else frozenset({"embed"})
+
+
+def test_a_configuration_may_offer_less_than_its_class() -> None:
+    """A type with several upstream APIs serves what the configured one offers: never more
+    than its class implements."""
+    kind = ProviderType(_NarrowedConfig, _build_chat_only)
+    assert kind.serves_for(_NarrowedConfig(type="narrowed")) == {"chat"}
+    assert kind.serves_for(_NarrowedConfig(type="narrowed", chat=False)) == frozenset()
 
 
 def test_a_builder_without_a_provider_class_is_refused() -> None:
