@@ -46,10 +46,13 @@ from app.providers.base import (
     Embed,
     EmbeddingCall,
     Json,
+    Messages,
+    MessagesCall,
     Provider,
     Result,
     StreamChat,
     StreamComplete,
+    StreamMessages,
     Target,
 )
 from app.routing import Route, RoutingTable
@@ -174,8 +177,12 @@ class Gateway(Finisher):
         call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
+        run = _chat(upstream)
+        if call.native is not None:
+            route = _native_route(call, route, "messages")
+            run = _native_chat(MessagesCall(call.native), run)
         return await self._unary(
-            call, route, lambda p, t: cast(Chat, p).chat(upstream, target=t),
+            call, route, run,
             estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
                                           completion_tokens=estimate_tokens(body_text(answer)),
                                           estimated=True),
@@ -219,8 +226,11 @@ class Gateway(Finisher):
         call.record.tags = request.metadata
         call.record.wants_json = request.wants_json()
         upstream = ChatCall(request=request, body=body)
-        return self._stream(call, route,
-                            lambda p, t: cast(StreamChat, p).stream_chat(upstream, target=t),
+        opener = _stream_chat(upstream)
+        if call.native is not None:
+            route = _native_route(call, route, "stream_messages")
+            opener = _native_stream_chat(MessagesCall(call.native), opener)
+        return self._stream(call, route, opener,
                             wants_usage=request.wants_usage_chunk(),
                             prompt_tokens=lambda: estimate_prompt_tokens(request))
 
@@ -618,6 +628,46 @@ class Gateway(Finisher):
             await provider.aclose()
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=10)
+
+
+def _chat(upstream: ChatCall) -> Callable[[Provider, Target], Awaitable[Result]]:
+    return lambda p, t: cast(Chat, p).chat(upstream, target=t)
+
+
+def _stream_chat(upstream: ChatCall) -> Opener:
+    return lambda p, t: cast(StreamChat, p).stream_chat(upstream, target=t)
+
+
+def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]
+                 ) -> Callable[[Provider, Target], Awaitable[Result]]:
+    """Native targets get ``native``; the others, the translated call."""
+    def run(p: Provider, t: Target) -> Awaitable[Result]:
+        return p.messages(native, target=t) if isinstance(p, Messages) else translated(p, t)
+    return run
+
+
+def _native_stream_chat(native: MessagesCall, translated: Opener) -> Opener:
+    def open_(p: Provider, t: Target) -> AsyncIterator[Json]:
+        return p.stream_messages(native, target=t) if isinstance(p, StreamMessages) \
+            else translated(p, t)
+    return open_
+
+
+def _native_route(call: ModelCall, route: Route, capability: Capability) -> Route:
+    """The route of a call that came in in a dialect some providers speak natively: only
+    those targets when the call uses what the translation cannot carry (a 400 naming the
+    first such part when the model has none), else every target (the native ones take it
+    untranslated)."""
+    if not call.native_only:
+        return route
+    try:
+        return call.route().serving(capability)
+    except errors.InvalidRequest:
+        first = call.native_only[0]
+        raise errors.InvalidRequest(
+            f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
+            f"natively, and none of model '{route.name}'s targets does.",
+            param=first.split(" (")[0], code="unsupported_parameter") from None
 
 
 def _request(call: ModelCall, kind: type[R]) -> tuple[R, Json]:

@@ -17,6 +17,7 @@ from app import errors
 from app.api import admin, admin_keys, health, v1
 from app.api import errors as api_errors
 from app.api import feedback as feedback_api
+from app.api import messages as messages_api
 from app.api import metrics as metrics_api
 from app.api.admission import Admission
 from app.api.fastlane import FastLane
@@ -242,6 +243,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(v1.router)
+    app.include_router(messages_api.router)
     app.include_router(admin.router)
     app.include_router(admin_keys.router)
     app.include_router(feedback_api.router)

@@ -224,6 +224,12 @@ class ModelCall:
     """The tokens admission charged for this call before it ran (prompt + reserved output)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Per-call state of stages, each under its own key."""
+    native: Json | None = None
+    """The client's own body when the call came in in a dialect some providers speak natively
+    (Anthropic's Messages API): those targets get it untranslated, the others ``body``. A stage
+    that rewrites the request rewrites both."""
+    native_only: list[str] = field(default_factory=list)
+    """The parts of ``native`` that only a native target can serve (``app.inbound``)."""
     streaming: bool = False
     finished: bool = False
     _route: Route | None = None

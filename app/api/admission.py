@@ -16,9 +16,9 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
-from app.api.calls import serve_call
+from app.api.calls import Endpoint, serve_call
+from app.api.endpoints import MODEL_CALLS
 from app.api.incoming import Incoming
-from app.api.v1 import MODEL_CALLS
 from app.api.wire import JSONReply
 from app.gateway import Gateway
 from app.pipeline import ModelCall
@@ -64,7 +64,8 @@ class Admission:
                 raise exc
 
             gateway = resources_of(self.app).gateway
-            response = await serve_call(gateway, Incoming.from_scope(scope, receive), refuse)
+            endpoint = Endpoint(refuse, MODEL_CALLS[scope["path"]].error)
+            response = await serve_call(gateway, Incoming.from_scope(scope, receive), endpoint)
             await response(scope, receive, send)
             return
         await JSONReply(orjson.dumps(exc.body()), status=exc.status_code,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi.responses import Response
 
@@ -24,17 +25,31 @@ from app.pipeline import ModelCall
 log = logging.getLogger("switchboard.api")
 
 Serve = Callable[[ModelCall, Gateway], Awaitable[Response]]
-"""An endpoint: parse the body into ``call.request``, run the pipeline, answer."""
+"""Parse the body into ``call.request``, run the pipeline, answer."""
+RenderError = Callable[[errors.GatewayError, ModelCall], Response]
+"""An error as the endpoint's dialect shapes it."""
 
 
-async def serve_call(gateway: Gateway, incoming: Incoming, serve: Serve) -> Response:
+def openai_error(exc: errors.GatewayError, call: ModelCall) -> Response:
+    return error_response(exc, call=call)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A model-call endpoint: how it serves a call, and how its errors look."""
+
+    serve: Serve
+    error: RenderError = openai_error
+
+
+async def serve_call(gateway: Gateway, incoming: Incoming, endpoint: Endpoint) -> Response:
     """The answer to one model call (see the module docstring)."""
     call = gateway.open(incoming)
     try:
         async with call:
             await call.snapshot.pipeline.arrive(call)
-            return await serve(call, gateway)
+            return await endpoint.serve(call, gateway)
     except errors.GatewayError as exc:
-        return error_response(exc, call=call)
+        return endpoint.error(exc, call)
     except Exception:  # noqa: BLE001 - the last line of defence (recorded as a 500 by the call)
-        return error_response(last_resort(incoming.path), call=call)
+        return endpoint.error(last_resort(incoming.path), call)

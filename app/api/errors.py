@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from app import errors
 from app.api.wire import JSONReply, id_headers
+from app.inbound.anthropic import error_body as anthropic_error_body
 from app.pipeline import ModelCall
 
 log = logging.getLogger("switchboard.api")
@@ -42,8 +43,25 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+SERVED = ("POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, "
+          "/v1/messages/count_tokens; GET /v1/models")
+
+
+def unsupported(method: str, path: str) -> Response:
+    """The 404 of a path no route serves, saying so and what is served; in Anthropic's error
+    shape under ``/v1/messages``, OpenAI's elsewhere."""
+    exc = errors.NotFound(f"Switchboard does not serve {method} {path[:200]}. It serves "
+                          f"{SERVED}, and its admin API under /admin.",
+                          code="unsupported_endpoint")
+    if path.startswith("/v1/messages"):
+        return JSONReply(orjson.dumps(anthropic_error_body(exc)), status=404, headers={})
+    return error_response(exc)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched
+        return unsupported(request.method, request.url.path)
     kind = _BY_STATUS.get(exc.status_code, errors.InvalidRequest)
     return error_response(kind(str(exc.detail), status=exc.status_code))
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.api.calls import Serve, serve_call
+from app.api.calls import Endpoint, serve_call
+from app.api.endpoints import MODEL_CALLS
 from app.api.incoming import Incoming
-from app.api.v1 import MODEL_CALLS
 from app.metrics.accumulate import Level
 from app.resources import resources_of
 
@@ -37,20 +37,20 @@ class FastLane:
         return level
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        serve = MODEL_CALLS.get(scope["path"]) if scope["type"] == "http" else None
-        if serve is None or scope["method"] != "POST":
+        endpoint = MODEL_CALLS.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         incoming = Incoming.from_scope(scope, receive)
         in_flight = self._level(scope["path"])
         in_flight.n += 1
         try:
-            await self._serve(serve, incoming, scope, receive, send)
+            await self._serve(endpoint, incoming, scope, receive, send)
         finally:
             in_flight.n -= 1
 
-    async def _serve(self, serve: Serve, incoming: Incoming, scope: Scope, receive: Receive,
-                     send: Send) -> None:
+    async def _serve(self, endpoint: Endpoint, incoming: Incoming, scope: Scope,
+                     receive: Receive, send: Send) -> None:
         gateway = resources_of(self.app).gateway
-        response = await serve_call(gateway, incoming, serve)
+        response = await serve_call(gateway, incoming, endpoint)
         await response(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -19,6 +19,37 @@ _DONE = b"data: [DONE]\n\n"
 _END: Any = object()
 
 
+class Framer(Protocol):
+    """How a dialect writes a stream: each item (``None``: a keep-alive), an error after the
+    first byte, and its end."""
+
+    def frame(self, item: StreamItem) -> bytes: ...
+
+    def error(self, exc: errors.GatewayError) -> bytes:
+        """The frames that end a stream with ``exc``."""
+        ...
+
+    def close(self) -> bytes: ...
+
+
+class OpenAIFramer:
+    """OpenAI's: ``data:`` lines, comments as keep-alives, an ``{"error": ...}`` frame, and
+    ``[DONE]``."""
+
+    def frame(self, item: StreamItem) -> bytes:
+        return _KEEPALIVE if item is None else b"data: " + orjson.dumps(item) + b"\n\n"
+
+    def error(self, exc: errors.GatewayError) -> bytes:
+        # Past the first byte the status is sent; OpenAI's SDKs read this frame as an error.
+        return b"data: " + orjson.dumps(exc.body()) + b"\n\n" + _DONE
+
+    def close(self) -> bytes:
+        return _DONE
+
+
+OPENAI = OpenAIFramer()
+
+
 class SSEResponse(Response):
     """An ASGI response relaying gateway stream items as they arrive.
 
@@ -28,12 +59,13 @@ class SSEResponse(Response):
     """
 
     def __init__(self, items: AsyncGenerator[StreamItem, None], *,
-                 first: StreamItem, headers: dict[str, str]) -> None:
+                 first: StreamItem, headers: dict[str, str], framer: Framer = OPENAI) -> None:
         # Deliberately not calling Response.__init__: this response has no body to render.
         self.status_code = 200
         self.background = None
         self._items = items
         self._first = first
+        self._framer = framer
         self._sse_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                          (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         self._sse_headers += [(k.encode("latin-1"), v.encode("latin-1"))
@@ -46,7 +78,7 @@ class SSEResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self._sse_headers})
-            await send({"type": "http.response.body", "body": _frame(self._first),
+            await send({"type": "http.response.body", "body": self._framer.frame(self._first),
                         "more_body": True})
             tasks = [asyncio.ensure_future(self._relay(send)),
                      asyncio.ensure_future(_wait_disconnect(receive))]
@@ -63,19 +95,19 @@ class SSEResponse(Response):
             relay.result()
 
     async def _relay(self, send: Send) -> None:
-        """Everything after the first item, then ``[DONE]``."""
+        """Everything after the first item, then the end (``[DONE]``, in OpenAI's dialect)."""
+        framer = self._framer
         try:
             while (item := await anext(self._items, _END)) is not _END:
-                await send({"type": "http.response.body", "body": _frame(item), "more_body": True})
+                frame = framer.frame(item)
+                if frame:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
         except errors.GatewayError as exc:
-            # Past the first byte the status is sent; OpenAI's SDKs read this frame as an error.
-            frame = b"data: " + orjson.dumps(exc.body()) + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": _DONE, "more_body": False})
-
-
-def _frame(item: StreamItem) -> bytes:
-    return _KEEPALIVE if item is None else b"data: " + orjson.dumps(item) + b"\n\n"
+            await send({"type": "http.response.body", "body": framer.error(exc),
+                        "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": framer.close(), "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

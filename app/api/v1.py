@@ -10,7 +10,7 @@ parse, the stages' ``on_request`` hooks, then the gateway's route and call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -18,14 +18,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app import errors
-from app.api.calls import Serve, serve_call
+from app.api.calls import Endpoint, serve_call
 from app.api.deps import CallerDep, GatewayDep
 from app.api.incoming import Incoming
-from app.api.sse import SSEResponse
+from app.api.sse import OPENAI, Framer, SSEResponse
 from app.api.wire import call_headers, json_response, parse, parse_object
 from app.gateway import Gateway, StreamItem
 from app.pipeline import ModelCall
-from app.providers.base import Result
+from app.providers.base import Json, Result
 from app.resources import resources_of
 from app.routing import Route
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -35,18 +35,26 @@ M = TypeVar("M", bound=BaseModel)
 
 
 
+async def read_object(call: ModelCall) -> Json:
+    """The body, a JSON object within the size and nesting limits."""
+    limits = call.snapshot.limits
+    return parse_object(await call.incoming.body(limit=limits.max_body_bytes),
+                        max_depth=limits.max_json_depth)
+
+
 async def _parsed(call: ModelCall, schema: type[M]) -> None:
     """The body, validated as ``schema``, into ``call.request`` and ``call.body``."""
-    limits = call.snapshot.limits
-    body = parse_object(await call.incoming.body(limit=limits.max_body_bytes),
-                        max_depth=limits.max_json_depth)
+    body = await read_object(call)
     call.request = parse(schema, body)  # type: ignore[assignment]
     call.body = body
 
 
-async def _stream(items: AsyncGenerator[StreamItem, None], call: ModelCall) -> Response:
+async def stream(items: AsyncGenerator[StreamItem, None], call: ModelCall,
+                 framer: Framer = OPENAI) -> Response:
+    """The streamed answer, once its first item is in hand (an error before it is an ordinary
+    error response)."""
     first: StreamItem = await anext(items)
-    return SSEResponse(items, first=first, headers=call_headers(call))
+    return SSEResponse(items, first=first, headers=call_headers(call), framer=framer)
 
 
 _GONE = Response(status_code=499)
@@ -85,9 +93,15 @@ class _Watch:
             self.watcher.cancel()
 
 
-async def _answer(work: Awaitable[Result], call: ModelCall) -> Response:
-    """The JSON answer of ``work``; if the client disconnects first, ``work`` is cancelled (the
-    upstream request with it) and the gateway records a cancelled call, as for streams."""
+def _body(result: Result) -> Json:
+    return result.body
+
+
+async def answer(work: Awaitable[Result], call: ModelCall,
+                 shape: Callable[[Result], Json] = _body) -> Response:
+    """The JSON answer of ``work`` (``shape``: the body a result is answered with); if the
+    client disconnects first, ``work`` is cancelled (the upstream request with it) and the
+    gateway records a cancelled call, as for streams."""
     current = asyncio.current_task()
     assert current is not None
     watch = _Watch(call.incoming, current)
@@ -102,7 +116,7 @@ async def _answer(work: Awaitable[Result], call: ModelCall) -> Response:
     finally:
         timer.cancel()
         watch.stop()
-    return json_response(result.body, call)
+    return json_response(shape(result), call)
 
 
 async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
@@ -110,8 +124,8 @@ async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
     await call.snapshot.pipeline.admit(call)
     assert isinstance(call.request, ChatRequest)
     if call.request.stream:
-        return await _stream(gateway.stream_chat(call), call)
-    return await _answer(gateway.chat(call), call)
+        return await stream(gateway.stream_chat(call), call)
+    return await answer(gateway.chat(call), call)
 
 
 async def serve_completion(call: ModelCall, gateway: Gateway) -> Response:
@@ -119,44 +133,47 @@ async def serve_completion(call: ModelCall, gateway: Gateway) -> Response:
     await call.snapshot.pipeline.admit(call)
     assert isinstance(call.request, CompletionRequest)
     if call.request.stream:
-        return await _stream(gateway.stream_complete(call), call)
-    return await _answer(gateway.complete(call), call)
+        return await stream(gateway.stream_complete(call), call)
+    return await answer(gateway.complete(call), call)
 
 
 async def serve_embedding(call: ModelCall, gateway: Gateway) -> Response:
     await _parsed(call, EmbeddingRequest)
     await call.snapshot.pipeline.admit(call)
-    return await _answer(gateway.embed(call), call)
+    return await answer(gateway.embed(call), call)
 
 
-MODEL_CALLS: dict[str, Serve] = {
-    "/v1/chat/completions": serve_chat,
-    "/v1/completions": serve_completion,
-    "/v1/embeddings": serve_embedding,
+MODEL_CALLS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint(serve_chat),
+    "/v1/completions": Endpoint(serve_completion),
+    "/v1/embeddings": Endpoint(serve_embedding),
 }
+"""The OpenAI-dialect model-call endpoints by path (``app.api.endpoints`` adds the others)."""
 
 
-async def _serve(request: Request, serve: Serve) -> Response:
+async def serve_route(request: Request, endpoint: Endpoint) -> Response:
+    """A model call that came through FastAPI (the fast lane not mounted)."""
     gateway = resources_of(request).gateway
-    return await serve_call(gateway, Incoming.from_scope(request.scope, request.receive), serve)
+    return await serve_call(gateway, Incoming.from_scope(request.scope, request.receive),
+                            endpoint)
 
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (SSE when ``stream`` is true)."""
-    return await _serve(request, serve_chat)
+    return await serve_route(request, MODEL_CALLS["/v1/chat/completions"])
 
 
 @router.post("/completions")
 async def completions(request: Request) -> Response:
     """Create a legacy text completion (SSE when ``stream`` is true)."""
-    return await _serve(request, serve_completion)
+    return await serve_route(request, MODEL_CALLS["/v1/completions"])
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request) -> Response:
     """Create embeddings for one or more inputs."""
-    return await _serve(request, serve_embedding)
+    return await serve_route(request, MODEL_CALLS["/v1/embeddings"])
 
 
 def _model_card(route: Route) -> dict[str, Any]:

@@ -22,6 +22,9 @@ Where the two APIs differ, this is what a client gets:
   forwarded; the target's ``params`` lie underneath everything.
 - Thinking comes back as ``message.reasoning_content`` (streams: ``delta.reasoning_content``),
   the field vLLM and DeepSeek use.
+- Calls that come in on the gateway's own ``/v1/messages`` are not translated at all
+  (``messages``/``stream_messages``): the client's body goes on with the target's model name,
+  and the upstream's answer or events come back as they were.
 - Text completions and embeddings don't exist at Anthropic: the class does not implement them,
   so the gateway never routes them here (a model with no other target answers 400
   ``unsupported_endpoint``).
@@ -45,8 +48,10 @@ from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
 from app.providers.base import (
+    NATIVE_EVENTS,
     ChatCall,
     Json,
+    MessagesCall,
     ProviderBase,
     Result,
     Target,
@@ -101,8 +106,53 @@ class AnthropicMessages:
         finally:
             await events.aclose()
 
+    async def messages(self, call: MessagesCall, *, target: Target) -> Result:
+        """A ``/v1/messages`` call sent on as the client wrote it; the answer comes back as it
+        came (``Result.native``) and translated (``Result.body``, for the gateway's books)."""
+        answer = await self._upstream.post_json(MESSAGES_PATH, native_payload(call, target),
+                                               timeout_s=target.timeout_s)
+        body, usage = to_chat_completion(answer, created=int(time.time()))
+        return Result(body=body, usage=usage, native=answer)
+
+    async def stream_messages(self, call: MessagesCall, *, target: Target
+                              ) -> AsyncIterator[Json]:
+        """The upstream's events as they came, each carried (``NATIVE_EVENTS``) on the
+        translated chunk it led to: events that lead to none (``ping``, block starts and stops)
+        ride on the next chunk, and what is left at the end on a chunk of their own."""
+        translator = StreamTranslator(created=int(time.time()))
+        events = self._upstream.stream_sse(MESSAGES_PATH, native_payload(call, target, True),
+                                           timeout_s=target.timeout_s)
+        carried: list[tuple[str, str]] = []
+        try:
+            async for event in events:
+                data = parse_json_event(event.data)
+                carried.append((event.event or str(data.get("type", "")), event.data))
+                chunks = translator.feed(data, event=event.event)
+                for chunk in chunks:
+                    if carried:
+                        chunk[NATIVE_EVENTS], carried = carried, []
+                    yield chunk
+                if translator.done:
+                    await drain(events)
+                    break
+            translator.finish()
+            if carried:
+                yield {"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: carried}
+        finally:
+            await events.aclose()
+
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
+
+
+def native_payload(call: MessagesCall, target: Target, stream: bool = False) -> Json:
+    """The client's Messages body for ``target``: its params underneath, its model name."""
+    payload: Json = {**target.params, **call.body, "model": target.model}
+    if stream:
+        payload["stream"] = True
+    else:
+        payload.pop("stream", None)
+    return payload
 
 
 def anthropic_headers(config: AnthropicProvider) -> dict[str, str]:

@@ -9,6 +9,9 @@ module and nowhere else.
 
 A provider implements the capabilities it has, each a one-method protocol (``Chat``,
 ``StreamChat``, ``Complete``, ``StreamComplete``, ``Embed``) on top of ``Provider`` (``aclose``).
+A provider that speaks Anthropic's Messages API natively also implements ``Messages`` and
+``StreamMessages``: calls that come in on ``/v1/messages`` reach it untranslated (every other
+provider gets them translated to a chat call).
 What a provider type can do is known from its class before any instance exists
 (``capabilities``), so the config is checked against it when it loads and the gateway never
 hands a call to a target that cannot serve it (``app.routing.table.Route.serving``).
@@ -94,12 +97,30 @@ class EmbeddingCall:
 
 
 @dataclass(slots=True)
+class MessagesCall:
+    """A call that came in on Anthropic's Messages API (``/v1/messages``), for a provider that
+    speaks it natively: ``body`` is the client's JSON object, sent on as it is (the target's
+    model and params aside), so nothing the translation to OpenAI's form would lose (thinking
+    signatures, cache control, server tools) is lost."""
+
+    body: Json
+
+
+@dataclass(slots=True)
 class Result:
     """A finished non-streaming response: the OpenAI-shaped body and its usage (None when
-    the upstream reported none; the gateway then estimates it)."""
+    the upstream reported none; the gateway then estimates it). ``native``: the upstream's own
+    answer, for a ``Messages`` call (the client gets it as it came)."""
 
     body: Json
     usage: Usage | None
+    native: Json | None = None
+
+
+NATIVE_EVENTS = "native_events"
+"""The key under which a ``StreamMessages`` chunk carries the upstream's own stream events
+(``(event name, JSON data)`` pairs) that led to it; the OpenAI-shaped rest of the chunk is what
+the gateway accounts and the stages see."""
 
 
 def embeddings_result(vectors: list[Any], *, model: str, tokens: int) -> Result:
@@ -156,12 +177,24 @@ class Embed(Provider, Protocol):
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result: ...
 
 
-Capability = Literal["chat", "stream_chat", "complete", "stream_complete", "embed"]
+@runtime_checkable
+class Messages(Provider, Protocol):
+    async def messages(self, call: MessagesCall, *, target: Target) -> Result: ...
+
+
+@runtime_checkable
+class StreamMessages(Provider, Protocol):
+    def stream_messages(self, call: MessagesCall, *, target: Target) -> AsyncIterator[Json]: ...
+
+
+Capability = Literal["chat", "stream_chat", "complete", "stream_complete", "embed", "messages",
+                     "stream_messages"]
 """What a call asks of a target: the name of the method that serves it."""
 
 PROTOCOLS: dict[Capability, type] = {
     "chat": Chat, "stream_chat": StreamChat, "complete": Complete,
-    "stream_complete": StreamComplete, "embed": Embed,
+    "stream_complete": StreamComplete, "embed": Embed, "messages": Messages,
+    "stream_messages": StreamMessages,
 }
 
 ENDPOINTS: dict[Capability, str] = {
@@ -170,6 +203,8 @@ ENDPOINTS: dict[Capability, str] = {
     "complete": "text completions (/v1/completions)",
     "stream_complete": "streamed text completions (/v1/completions with stream: true)",
     "embed": "embeddings (/v1/embeddings)",
+    "messages": "Anthropic messages natively (/v1/messages)",
+    "stream_messages": "streamed Anthropic messages natively (/v1/messages with stream: true)",
 }
 """How errors name each capability to a user."""
 

@@ -115,11 +115,15 @@ class Authenticate(Stage):
             record.key_id, record.team_id = caller.key_id, caller.team_id
 
     async def on_request(self, call: ModelCall) -> None:
-        allowed = call.caller.models
-        if allowed is not None and call.request is not None and call.request.model not in allowed:
-            raise errors.PermissionDenied(
-                f"This API key may not use the model '{call.request.model[:200]}'.",
-                param="model", code="model_not_allowed")
+        if call.request is not None:
+            check_model(call.caller, call.request.model)
+
+
+def check_model(caller: Caller, model: str) -> None:
+    """403 ``model_not_allowed`` when ``caller``'s key may not use ``model``."""
+    if caller.models is not None and model not in caller.models:
+        raise errors.PermissionDenied(f"This API key may not use the model '{model[:200]}'.",
+                                      param="model", code="model_not_allowed")
 
 
 def _invalid() -> errors.GatewayError:

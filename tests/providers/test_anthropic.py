@@ -750,5 +750,7 @@ async def test_simulator_hang_is_an_upstream_timeout(
 
 def test_serves_chat_only() -> None:
     """Anthropic offers no text completions or embeddings: the provider implements chat and
-    streamed chat alone, so the gateway never routes the others to it."""
-    assert PROVIDER_TYPES["anthropic"].serves == {"chat", "stream_chat"}
+    streamed chat alone (and the same natively, for /v1/messages), so the gateway never routes
+    the others to it."""
+    assert PROVIDER_TYPES["anthropic"].serves == {"chat", "stream_chat", "messages",
+                                                  "stream_messages"}

@@ -52,7 +52,7 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
 
 @pytest.mark.parametrize(("name", "serves"), [
     ("openai", ALL), ("azure_openai", ALL), ("vllm", ALL), ("mock", ALL),
-    ("anthropic", {"chat", "stream_chat"}), ("local", {"embed"})])
+    ("anthropic", {"chat", "stream_chat", "messages", "stream_messages"}), ("local", {"embed"})])
 def test_capabilities_are_read_from_the_provider_class(name: str, serves: set[str]) -> None:
     """What a type serves is what its builder's class implements, known without building it."""
     assert PROVIDER_TYPES[name].serves == serves

@@ -1,0 +1,91 @@
+"""Anthropic's Messages API, served: ``POST /v1/messages`` (streamed or not) and
+``POST /v1/messages/count_tokens``, so the ``anthropic`` SDK and tools built on it work against
+the gateway with a gateway key in ``x-api-key``.
+
+A Messages call is a model call like any other: ``serve_call`` opens it, the pipeline
+authenticates and admits it, the gateway routes it to any public model, and the call log and
+metrics record it. Native targets (``type: anthropic``) get the client's body as it is; the
+others get it translated (``app.inbound.anthropic``). Errors, before and after the first byte,
+are in Anthropic's shape.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app import errors
+from app.api.calls import Endpoint
+from app.api.incoming import Incoming
+from app.api.v1 import answer, read_object, serve_route, stream
+from app.api.wire import JSONReply, id_headers, parse, parse_object
+from app.gateway import Gateway
+from app.inbound.anthropic import error_body, read_request, to_message
+from app.inbound.anthropic_stream import EventWriter
+from app.pipeline import ModelCall
+from app.providers.base import Json, Result
+from app.resources import resources_of
+from app.schemas import ChatRequest
+from app.stages.authenticate import check_model
+from app.usage import estimate_prompt_tokens
+
+router = APIRouter(prefix="/v1")
+
+
+def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Response:
+    """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry."""
+    headers = {} if call is None else {**id_headers(call.record), **call.headers}
+    if exc.status_code == 429:
+        headers.setdefault("retry-after", "1")
+    return JSONReply(orjson.dumps(error_body(exc)), status=exc.status_code, headers=headers)
+
+
+async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
+    native = await read_object(call)
+    inbound = read_request(native)
+    request = parse(ChatRequest, inbound.body)
+    call.request, call.body = request, inbound.body
+    call.native, call.native_only = native, inbound.native_only
+    await call.snapshot.pipeline.admit(call)
+    if request.stream:
+        return await stream(gateway.stream_chat(call), call, EventWriter(model=request.model))
+
+    def shape(result: Result) -> Json:
+        if result.native is not None:
+            return result.native
+        model = result.body.get("model")
+        return to_message(result.body, call.record.usage,
+                          model=model if isinstance(model, str) else request.model)
+
+    return await answer(gateway.chat(call), call, shape)
+
+
+MESSAGES = Endpoint(serve_messages, anthropic_error)
+
+
+@router.post("/messages")
+async def messages(request: Request) -> Response:
+    """Create a message in Anthropic's Messages API format (SSE when ``stream`` is true)."""
+    return await serve_route(request, MESSAGES)
+
+
+@router.post("/messages/count_tokens")
+async def count_tokens(request: Request) -> Response:
+    """The input tokens of a Messages request, as the gateway estimates them (it has no
+    tokenizer of each provider's; the count the call is admitted and limited by)."""
+    resources = resources_of(request)
+    incoming = Incoming.from_scope(request.scope, request.receive)
+    try:
+        caller = await resources.authenticator.identify(incoming.headers)
+        limits = resources.gateway.limits
+        body = parse_object(await incoming.body(limit=limits.max_body_bytes),
+                            max_depth=limits.max_json_depth)
+        body.setdefault("max_tokens", 1)
+        chat = parse(ChatRequest, read_request(body).body)
+        check_model(caller, chat.model)
+        resources.gateway.table.resolve(chat.model)
+    except errors.GatewayError as exc:
+        return anthropic_error(exc, None)
+    return JSONReply(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), headers={})
+
