@@ -1,0 +1,272 @@
+"""Anthropic's Messages API coming in: the anthropic SDK (and LangChain's ChatAnthropic) against a
+running gateway, routed natively to an Anthropic target and translated to an OpenAI one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway
+
+CLAUDE_MODEL = "claude-sonnet-4-20250514"
+USER: list[Any] = [{"role": "user", "content": "Tell me about switchboards"}]
+WEATHER = {"name": "get_weather", "description": "Current weather in a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                            "required": ["city"]}}
+
+
+def config(simulator: str) -> dict[str, Any]:
+    return {
+        "providers": {
+            "claude": {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-secret"},
+            "sim": {"type": "openai", "base_url": simulator + "/v1",
+                    "api_key": "sk-upstream-secret"},
+            "throttled": {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-t",
+                          "headers": {"X-Return-Error": "429"}},
+            "cut": {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-c",
+                    "headers": {"X-Sim-Error-After": "2"}},
+            "slow": {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-s",
+                     "headers": {"X-Sim-TPOT-Ms": "50", "X-Sim-Completion-Tokens": "200"}},
+        },
+        "models": {
+            "claude": {"targets": [{"provider": "claude", "model": CLAUDE_MODEL}]},
+            "gpt": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+            "either": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"},
+                                   {"provider": "claude", "model": CLAUDE_MODEL}]},
+            "throttled": {"targets": [{"provider": "throttled", "model": "gpt-4o-mini"}]},
+            "cut": {"targets": [{"provider": "cut", "model": CLAUDE_MODEL}]},
+            "slow": {"targets": [{"provider": "slow", "model": "gpt-4o-mini"}]},
+        },
+        "drift": {"embedding": {"sample_rate": 0}},
+        "retries": {"attempts": 0},
+    }
+
+
+_MADE: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture
+def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    with run_gateway(config(simulator)) as running:
+        try:
+            yield running
+        finally:
+            while _MADE:
+                _MADE.pop().close()
+
+
+def sdk(gw: RunningGateway, key: str = MASTER_KEY) -> Any:
+    """An anthropic SDK client of the gateway (typed loosely: the tests send the gateway's
+    public model names and extension fields, which the SDK's literal types do not list)."""
+    client = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
+    _MADE.append(client)
+    return client
+
+
+def last_upstream_body(simulator: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(simulator + "/_sim/requests?limit=1").json()[0]["body"]
+    return body
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt"])
+def test_a_message_through_each_kind_of_target(gw: RunningGateway, model: str) -> None:
+    """The SDK's own types parse the answer, natively or translated; usage is counted and
+    the call is one record of /v1/messages."""
+    reply = sdk(gw).messages.create(model=model, max_tokens=40, messages=USER,
+                                    system="Be brief.", extra_headers={"x-request-id": model})
+    assert reply.type == "message" and reply.role == "assistant"
+    assert reply.content[0].type == "text" and "switchboards" in reply.content[0].text
+    assert reply.stop_reason == "end_turn"
+    assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
+    record = gw.sink.by_id(model)
+    assert record.endpoint == "/v1/messages" and record.status == "ok"
+    assert record.public_model == model and record.caller == "master"
+    assert record.usage is not None and record.usage.completion_tokens == \
+        reply.usage.output_tokens
+    assert record.answer_text == reply.content[0].text
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt"])
+def test_a_streamed_message_through_each_kind_of_target(gw: RunningGateway,
+                                                        model: str) -> None:
+    """The SDK's stream helper assembles the same message from the events, usage included."""
+    with sdk(gw).messages.stream(model=model, max_tokens=40, messages=USER,
+                                 extra_headers={"x-request-id": f"s-{model}"}) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].type == "text" and final.content[0].text == text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+    record = gw.sink.by_id(f"s-{model}")
+    assert record.stream and record.status == "ok"
+    assert record.usage is not None and not record.usage.estimated
+    assert record.usage.completion_tokens == final.usage.output_tokens
+
+
+def test_an_anthropic_target_gets_the_clients_body_untranslated(gw: RunningGateway,
+                                                                simulator: str) -> None:
+    """Cache control, top_k, thinking and metadata reach an Anthropic target as the client
+    wrote them (only the model name is the target's); an OpenAI target gets a chat call."""
+    system = [{"type": "text", "text": "You are a switchboard operator.",
+               "cache_control": {"type": "ephemeral"}}]
+    sdk(gw).messages.create(model="claude", max_tokens=40, messages=USER, system=system,
+                            extra_body={"top_k": 5}, metadata={"user_id": "u-1"})
+    sent = last_upstream_body(simulator)
+    assert sent["model"] == CLAUDE_MODEL
+    assert sent["system"] == system and sent["top_k"] == 5
+    assert sent["metadata"] == {"user_id": "u-1"} and sent["messages"] == USER
+    sdk(gw).messages.create(model="gpt", max_tokens=40, messages=USER, system=system,
+                            extra_body={"top_k": 5}, metadata={"user_id": "u-1"})
+    sent = last_upstream_body(simulator)
+    assert sent["model"] == "gpt-4o-mini" and sent["user"] == "u-1"
+    assert sent["messages"] == [{"role": "system", "content": "You are a switchboard operator."},
+                                {"role": "user", "content": "Tell me about switchboards"}]
+    assert "top_k" not in sent and "system" not in sent
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_tool_use_and_its_result_round_trip(gw: RunningGateway, model: str,
+                                            streamed: bool) -> None:
+    """A forced tool comes back as a tool_use block with a parsed input; its result, sent
+    back, gets an answer."""
+    client = sdk(gw)
+    asked: dict[str, Any] = {"model": model, "max_tokens": 60, "messages": USER,
+                             "tools": [WEATHER], "tool_choice": {"type": "any"}}
+    if streamed:
+        with client.messages.stream(**asked) as stream:
+            reply = stream.get_final_message()
+    else:
+        reply = client.messages.create(**asked)
+    assert reply.stop_reason == "tool_use"
+    use = next(block for block in reply.content if block.type == "tool_use")
+    assert use.name == "get_weather" and isinstance(use.input, dict) and "city" in use.input
+    follow = client.messages.create(model=model, max_tokens=40, tools=[WEATHER], messages=[
+        *USER, {"role": "assistant", "content": [block.model_dump() for block in reply.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "Sunny, 21 C"}]}])
+    assert follow.content[0].type == "text" and follow.content[0].text
+
+
+def test_what_only_a_native_target_can_serve_goes_to_one(gw: RunningGateway,
+                                                         simulator: str) -> None:
+    """A server tool cannot be translated: on a model with an Anthropic target the call goes
+    there, and on a model with none it is a 400 naming the part."""
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    reply = sdk(gw).messages.create(model="either", max_tokens=40, messages=USER,
+                                    tools=[search], extra_headers={"x-request-id": "native"})
+    assert reply.content[0].type == "text"
+    assert gw.sink.by_id("native").provider == "claude"
+    assert last_upstream_body(simulator)["tools"] == [search]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk(gw).messages.create(model="gpt", max_tokens=40, messages=USER, tools=[search])
+    error = caught.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert "tools[0] (web_search_20250305)" in error["message"]
+
+
+def test_a_model_of_both_kinds_translates_for_the_first(gw: RunningGateway) -> None:
+    """Without native-only parts, a model's targets are tried in order, translated or not."""
+    sdk(gw).messages.create(model="either", max_tokens=40, messages=USER,
+                            extra_headers={"x-request-id": "both"})
+    assert gw.sink.by_id("both").provider == "sim"
+
+
+def test_errors_come_in_anthropics_shape(gw: RunningGateway) -> None:
+    """Bad keys, bad requests, unknown models and upstream limits: the SDK's own error types,
+    each still one call record."""
+    with pytest.raises(anthropic.AuthenticationError) as auth:
+        sdk(gw, key="sk-wrong").messages.create(model="gpt", max_tokens=5, messages=USER)
+    assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        sdk(gw).messages.create(model="gpt", max_tokens=0, messages=USER)
+    assert "max_tokens" in bad.value.message
+    with pytest.raises(anthropic.BadRequestError):
+        sdk(gw).messages.create(model="gpt", max_tokens=5, messages=[])
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        sdk(gw).messages.create(model="nope", max_tokens=5, messages=USER)
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        sdk(gw).messages.create(model="throttled", max_tokens=5, messages=USER,
+                                extra_headers={"x-request-id": "limited"})
+    assert limited.value.response.headers["retry-after"]
+    assert "sk-t" not in limited.value.message
+    assert gw.sink.by_id("limited").http_status == 429
+
+
+def test_an_error_mid_stream_is_an_error_event(gw: RunningGateway) -> None:
+    """After the first byte, an upstream failure reaches the SDK as Anthropic's error event."""
+    with pytest.raises(anthropic.APIStatusError), sdk(gw).messages.stream(
+            model="cut", max_tokens=40, messages=USER,
+            extra_headers={"x-request-id": "cut"}) as stream:
+        for _ in stream:
+            pass
+    assert gw.sink.by_id("cut").status == "error"
+
+
+def test_a_client_leaving_a_stream_cancels_the_upstream(gw: RunningGateway,
+                                                        simulator: str) -> None:
+    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    with httpx.stream("POST", gw.url + "/v1/messages", timeout=10,
+                      headers={"x-api-key": MASTER_KEY, "x-request-id": "gone"},
+                      json={"model": "slow", "max_tokens": 300, "messages": USER,
+                            "stream": True}) as response:
+        assert response.status_code == 200
+        for i, _ in enumerate(response.iter_lines()):
+            if i >= 6:
+                break
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stats = httpx.get(simulator + "/_sim/stats").json()
+        if stats["streams_cancelled"] > before and any(r.request_id == "gone"
+                                                       for r in gw.sink.records):
+            break
+        time.sleep(0.05)
+    assert stats["streams_cancelled"] == before + 1
+    assert gw.sink.by_id("gone").status == "cancelled"
+
+
+def test_count_tokens(gw: RunningGateway) -> None:
+    """count_tokens answers the gateway's estimate, more for a longer prompt, and refuses
+    what messages.create refuses."""
+    client = sdk(gw)
+    short = client.messages.count_tokens(model="claude", messages=USER)
+    longer = client.messages.count_tokens(model="claude", messages=[
+        {"role": "user", "content": "Tell me about switchboards " * 20}], system="Be brief.")
+    assert 0 < short.input_tokens < longer.input_tokens
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="nope", messages=USER)
+    with pytest.raises(anthropic.AuthenticationError):
+        sdk(gw, key="sk-wrong").messages.count_tokens(model="claude", messages=USER)
+
+
+def test_unserved_endpoints_say_so(gw: RunningGateway) -> None:
+    """A path the gateway does not serve is a 404 saying it is not supported, in the shape
+    its clients read."""
+    http = gw.http()
+    response = http.post("/v1/responses", json={"model": "gpt", "input": "hi"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_endpoint"
+    assert "does not serve POST /v1/responses" in error["message"]
+    assert "/v1/chat/completions" in error["message"]
+    batches = http.post("/v1/messages/batches", json={})
+    assert batches.status_code == 404
+    assert batches.json()["type"] == "error"
+    assert batches.json()["error"]["type"] == "not_found_error"
+
+
+def test_langchain_chat_anthropic_works_against_the_gateway(gw: RunningGateway) -> None:
+    """LangChain's ChatAnthropic, pointed at the gateway, invokes and streams."""
+    from langchain_anthropic import ChatAnthropic
+
+    chat = ChatAnthropic(model_name="gpt", base_url=gw.url, api_key=MASTER_KEY,  # type: ignore[call-arg]
+                         max_tokens_to_sample=40, max_retries=0, timeout=10, stop=None)
+    answer = chat.invoke("Tell me about switchboards")
+    assert isinstance(answer.content, str) and "switchboards" in answer.content
+    assert "".join(str(chunk.content) for chunk in chat.stream("Tell me about switchboards"))
