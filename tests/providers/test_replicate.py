@@ -427,6 +427,7 @@ def test_sdk_run_create_get_cancel(sdk: Callable[..., Client]) -> None:
     assert isinstance(created, Prediction) and created.urls is not None
     fetched = client.predictions.get(created.id)
     assert fetched.status == "succeeded" and fetched.metrics is not None
+    assert isinstance(fetched.output, list)
     assert fetched.metrics["output_token_count"] == len(fetched.output)
     slow = sdk(**{"X-Sim-Replicate-Duration-Ms": "5000"})
     running = slow.predictions.create(version="5c7d5dc6dd8bf75c", input={"prompt": "Hi"})
