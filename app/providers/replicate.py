@@ -27,7 +27,8 @@ token is sent to the stream URL only on the base URL's host or under its parent 
 
 A client that goes away (a closed stream, a cancelled call) or a timeout while the prediction
 runs cancels it: ``POST /predictions/{id}/cancel``, sent from a task of its own so that the
-cancellation of the call cannot interrupt it.
+cancellation of the call cannot interrupt it. A call abandoned while its creating request is
+still held by ``Prefer: wait`` has no prediction id yet, so that prediction runs to its end.
 
 Text completions and embeddings are not implemented (Replicate's predictions are per-model
 schemas, with no common completion or embedding shape). Errors: see ``replicate_output``. The
