@@ -6,6 +6,9 @@ Routes (one process serves every dialect):
   ``GET /v1/models``.
 - Azure OpenAI: ``POST /openai/deployments/{deployment}/`` + the same three operations.
 - Anthropic: ``POST /v1/messages``.
+- Replicate: ``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/{owner}/{name}/
+  predictions``, ``/v1/predictions``; ``GET /v1/predictions/{id}`` (and ``/stream``); ``POST
+  /v1/predictions/{id}/cancel`` (routed by method and prefix after the exact routes).
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
@@ -18,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, anthropic, azure, vllm
+from app.simulator import admin, anthropic, azure, replicate, vllm
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -76,6 +79,8 @@ class SimulatorApp:
             parsed = azure.parse_path(path)
             if parsed is not None:
                 entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
+        if entry is None and replicate.match(method, path) is not None:
+            entry = (replicate.handle, replicate.ROUTE, False)
         return entry
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

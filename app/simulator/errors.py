@@ -7,6 +7,8 @@
 - ``azure`` (``/openai/deployments/*``): ``{"error": {"message", "type", "param", "code"}}`` with
   OpenAI's types (``invalid_request_error``, ``server_error``...).
 - ``anthropic`` (``/v1/messages``): ``{"type": "error", "error": {"type", "message"}}``.
+- ``replicate`` (``/v1/models/*``, ``/v1/deployments/*``, ``/v1/predictions*``): RFC 7807 problem
+  details, ``{"title", "detail", "status"}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame.
@@ -20,7 +22,7 @@ import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic"]
+Dialect = Literal["vllm", "azure", "anthropic", "replicate"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -56,8 +58,21 @@ def _anthropic(err: SimError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
+_REPLICATE_TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden",
+                     404: "Not found", 422: "Input validation failed",
+                     429: "Request was throttled"}
+
+
+def _replicate(err: SimError) -> dict[str, Any]:
+    title = err.kind or _REPLICATE_TITLES.get(err.status, "Internal server error"
+                                              if err.status >= 500 else "Bad request")
+    return {"title": title, "detail": err.message, "status": err.status}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
+    if dialect == "replicate":
+        return orjson.dumps(_replicate(err))
     if dialect == "anthropic":
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
@@ -69,6 +84,9 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     """The frames that report ``err`` inside an already-started event stream."""
     if dialect == "anthropic":
         return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
+    if dialect == "replicate":
+        return [b"event: error\ndata: " + orjson.dumps({"detail": err.message}) + b"\n\n",
+                b'event: done\ndata: {"reason":"error"}\n\n']
     payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]

@@ -1,0 +1,123 @@
+"""Replicate targets through a running gateway, driven by the openai SDK, against the
+simulator's Replicate dialect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.api.conftest import GatewayFactory, run_gateway  # noqa: F401 - the fixture
+
+TOKEN = "r8_gateway_secret_token_abcdef0123"
+USER: list[ChatCompletionMessageParam] = [{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Tell me about switchboards"}]
+
+
+def config(simulator: str) -> dict[str, Any]:
+    """One Replicate provider per simulated behaviour (the gateway drops clients' X-Sim-*
+    headers, so each behaviour is a provider's own headers)."""
+
+    def provider(**headers: str) -> dict[str, Any]:
+        return {"type": "replicate", "base_url": simulator + "/v1", "api_token": TOKEN,
+                "poll_interval_s": 0.02, "poll_max_interval_s": 0.05, "headers": headers}
+
+    llama = "meta/meta-llama-3-8b-instruct"
+    return {
+        "providers": {
+            "rep": provider(),
+            "slow": provider(**{"X-Sim-Replicate-Wait-Ms": "0",
+                                "X-Sim-Replicate-Duration-Ms": "150"}),
+            "long": provider(**{"X-Sim-Replicate-Duration-Ms": "20000"}),
+            "limited": provider(**{"X-Return-Error": "429"}),
+            "unauth": provider(**{"X-Return-Error": "401", "X-Sim-Echo-Key": "1"}),
+            "failing": provider(**{"X-Sim-Replicate-Fail": "1"}),
+        },
+        "models": {name: {"targets": [{"provider": name, "model": llama}]}
+                   for name in ("rep", "slow", "long", "limited", "unauth", "failing")},
+        "drift": {"embedding": {"sample_rate": 0}},
+        "retries": {"attempts": 0},
+    }
+
+
+def test_chat_sync_polled_and_streamed(run_gateway: GatewayFactory, simulator: str) -> None:  # noqa: F811
+    """Sync (Prefer: wait), polled and streamed chats answer, with usage from the metrics."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        for model in ("rep", "slow"):
+            reply = client.chat.completions.create(model=model, messages=USER,
+                                                   max_tokens=7)
+            assert reply.choices[0].message.content == "Simulated reply to: Tell me"
+            assert reply.choices[0].finish_reason == "length"
+            assert reply.usage is not None and reply.usage.completion_tokens == 7
+            assert reply.usage.prompt_tokens > 0
+        chunks = list(client.chat.completions.create(
+            model="rep", messages=USER, max_tokens=5, stream=True,
+            stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Simulated reply to:"
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+
+
+def test_tools_are_refused_naming_the_param(run_gateway: GatewayFactory,  # noqa: F811
+                                            simulator: str) -> None:
+    """Tools cannot go to a Replicate prediction: 400 naming 'tools'."""
+    with run_gateway(config(simulator)) as gw, pytest.raises(openai.BadRequestError) as caught:
+        gw.client().chat.completions.create(
+            model="rep", messages=USER,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    assert caught.value.response.json()["error"]["param"] == "tools"
+
+
+def test_errors_429_401_and_failed(run_gateway: GatewayFactory, simulator: str) -> None:  # noqa: F811
+    """429 stays 429 with Retry-After; 401 never shows the token; a failed prediction is 502."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.chat.completions.create(model="limited", messages=USER)
+        assert limited.value.response.headers.get("retry-after") == "1"
+        with pytest.raises(openai.APIStatusError) as unauth:
+            client.chat.completions.create(model="unauth", messages=USER)
+        assert unauth.value.status_code == 502
+        assert TOKEN not in unauth.value.response.text
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(model="failing", messages=USER)
+        assert failed.value.status_code == 502
+        assert "CUDA out of memory" in failed.value.response.text
+
+
+def _until(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_client_cancel_cancels_the_prediction(run_gateway: GatewayFactory,  # noqa: F811
+                                              simulator: str) -> None:
+    """A client that closes its stream mid-way makes the gateway cancel the prediction."""
+    with run_gateway(config(simulator)) as gw:
+        stream = gw.client().chat.completions.create(
+            model="long", messages=USER, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        stream.close()
+
+        def cancelled() -> bool:
+            records = httpx.get(simulator + "/_sim/requests", params={"limit": "20"}).json()
+            return any(r["path"].endswith("/cancel") and r["path"].split("/")[3] in created
+                       for r in records)
+
+        records = httpx.get(simulator + "/_sim/requests", params={"limit": "20"}).json()
+        created = {r["path"].split("/")[3] for r in records
+                   if r["path"].endswith("/stream")}
+        assert created, "the gateway never opened the prediction's stream"
+        assert _until(cancelled), "the prediction was not cancelled"
