@@ -1,0 +1,249 @@
+"""The Messages API dialect coming in: request, answer and stream translation, without I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from app import errors
+from app.inbound.anthropic import read_request, to_message
+from app.inbound.anthropic_stream import PING, EventWriter
+from app.providers.base import NATIVE_EVENTS, Json
+from app.usage import Usage
+
+PNG = "iVBORw0KGgo="
+
+
+def request(**body: Any) -> Json:
+    body.setdefault("model", "m")
+    body.setdefault("max_tokens", 50)
+    body.setdefault("messages", [{"role": "user", "content": "Hi"}])
+    return body
+
+
+def chat(**body: Any) -> Json:
+    return read_request(request(**body)).body
+
+
+def events(raw: bytes) -> list[tuple[str, Json]]:
+    out = []
+    for frame in raw.decode().split("\n\n"):
+        if frame:
+            name, data = frame.split("\n")
+            out.append((name.removeprefix("event: "), orjson.loads(data.removeprefix("data: "))))
+    return out
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def test_a_minimal_request() -> None:
+    assert chat() == {"model": "m", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def test_system_blocks_sampling_stops_and_user() -> None:
+    out = chat(system=[{"type": "text", "text": "A", "cache_control": {"type": "ephemeral"}},
+                       {"type": "text", "text": "B"}],
+               temperature=0.5, top_p=0.9, top_k=3, stop_sequences=["END"],
+               metadata={"user_id": "u"}, stream=True)
+    assert out["messages"][0] == {"role": "system", "content": "A\n\nB"}
+    assert (out["temperature"], out["top_p"], out["stop"], out["user"]) == (0.5, 0.9, ["END"],
+                                                                          "u")
+    assert out["stream"] is True and out["stream_options"] == {"include_usage": True}
+    assert "top_k" not in out
+
+
+def test_images_and_documents_become_parts() -> None:
+    blocks = [
+        {"type": "text", "text": "Look"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": "JVBER"}, "title": "r.pdf"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                        "data": "plain words"}},
+    ]
+    parts = chat(messages=[{"role": "user", "content": blocks}])["messages"][0]["content"]
+    assert parts == [
+        {"type": "text", "text": "Look"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER",
+                                  "filename": "r.pdf"}},
+        {"type": "text", "text": "plain words"},
+    ]
+
+
+def test_tool_use_and_results_in_openais_order() -> None:
+    """tool_use blocks become tool_calls; a user turn's tool results come first, as tool
+    messages, then the rest of the turn."""
+    out = chat(messages=[
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "tu_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "Thanks"},
+            {"type": "tool_result", "tool_use_id": "tu_1",
+             "content": [{"type": "text", "text": "Sunny"}, {"type": "text", "text": "21 C"}]}]},
+    ])
+    assert out["messages"][1:] == [
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "tu_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "tu_1", "content": "Sunny\n\n21 C"},
+        {"role": "user", "content": "Thanks"},
+    ]
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"type": "auto"}, "auto"), ({"type": "any"}, "required"), ({"type": "none"}, "none"),
+    ({"type": "tool", "name": "f"}, {"type": "function", "function": {"name": "f"}}),
+])
+def test_tools_and_tool_choice(given: Json, expected: Any) -> None:
+    out = chat(tools=[{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+               tool_choice={**given, "disable_parallel_tool_use": True})
+    assert out["tools"] == [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object"}, "description": "d"}}]
+    assert out["tool_choice"] == expected and out["parallel_tool_calls"] is False
+
+
+def test_what_only_a_native_target_can_serve_is_listed() -> None:
+    inbound = read_request(request(
+        tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        container="c-1",
+        messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f-1"}},
+            {"type": "tool_result", "tool_use_id": "t", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": PNG}}]}]}]))
+    assert inbound.native_only == [
+        "container (not translatable)",
+        "messages[0].content[0] (image)",
+        "messages[0].content[1].content[0] (image in a tool result)",
+        "tools[0] (web_search_20250305)",
+    ]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": None}, "model"), ({"max_tokens": None}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": True}, "max_tokens"),
+    ({"messages": []}, "messages"), ({"messages": [{"role": "system", "content": "x"}]},
+                                     "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"temperature": 1.5}, "temperature"), ({"stream": "yes"}, "stream"),
+    ({"stop_sequences": "END"}, "stop_sequences"), ({"tool_choice": {"type": "x"}}, "tool_choice"),
+    ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+     "messages[0].content[0].tool_use_id"),
+])
+def test_malformed_requests_name_the_parameter(body: Json, param: str) -> None:
+    given = request()
+    given.update(body)
+    given = {k: v for k, v in given.items() if v is not None}
+    with pytest.raises(errors.InvalidRequest) as caught:
+        read_request(given)
+    assert caught.value.param == param
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def test_a_completion_becomes_a_message() -> None:
+    body = {"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{
+        "index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Let me check.", "reasoning_content": "think",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}}]}
+    usage = Usage(prompt_tokens=100, completion_tokens=20, cached_tokens=60,
+                  cache_write_tokens=10)
+    assert to_message(body, usage, model="gpt-4o-mini") == {
+        "id": "msg_chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o-mini",
+        "content": [{"type": "thinking", "thinking": "think", "signature": ""},
+                    {"type": "text", "text": "Let me check."},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather",
+                     "input": {"city": "Oslo"}}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 30, "output_tokens": 20, "cache_read_input_tokens": 60,
+                  "cache_creation_input_tokens": 10}}
+
+
+@pytest.mark.parametrize(("finish", "stop"), [("stop", "end_turn"), ("length", "max_tokens"),
+                                              ("content_filter", "refusal"), (None, "end_turn")])
+def test_stop_reasons(finish: str | None, stop: str) -> None:
+    body = {"choices": [{"finish_reason": finish, "message": {"content": "x"}}]}
+    assert to_message(body, None, model="m")["stop_reason"] == stop
+
+
+def test_tool_arguments_that_are_not_an_object_are_kept() -> None:
+    body = {"choices": [{"finish_reason": "tool_calls", "message": {"tool_calls": [
+        {"id": "c", "function": {"name": "f", "arguments": "not json"}}]}}]}
+    assert to_message(body, None, model="m")["content"][0]["input"] == {"arguments": "not json"}
+
+
+# --- streams ---------------------------------------------------------------------------------
+
+
+def chunk(delta: Json | None = None, *, finish: str | None = None, **extra: Any) -> Json:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {"id": "c1", "model": "gpt-4o-mini", "choices": choices, **extra}
+
+
+def test_a_translated_stream_has_anthropics_event_sequence() -> None:
+    writer = EventWriter(model="public")
+    raw = b"".join([
+        writer.frame(chunk({"role": "assistant", "content": ""})),
+        writer.frame(chunk({"reasoning_content": "hm"})),
+        writer.frame(chunk({"content": "Hel"})), writer.frame(chunk({"content": "lo"})),
+        writer.frame(None),
+        writer.frame(chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {
+            "name": "f", "arguments": '{"a"'}}]})),
+        writer.frame(chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]})),
+        writer.frame(chunk({}, finish="tool_calls")),
+        writer.frame(chunk(None, usage={"prompt_tokens": 7, "completion_tokens": 5})),
+        writer.close(),
+    ])
+    got = events(raw)
+    assert [name for name, _ in got] == [
+        "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+        "content_block_start", "content_block_delta", "content_block_delta", "ping",
+        "content_block_stop", "content_block_start", "content_block_delta",
+        "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert got[0][1]["message"]["id"] == "msg_c1"
+    assert got[0][1]["message"]["model"] == "gpt-4o-mini"
+    assert [data["content_block"]["type"] for name, data in got
+            if name == "content_block_start"] == ["thinking", "text", "tool_use"]
+    assert [data["index"] for name, data in got if name == "content_block_delta"] == \
+        [0, 1, 1, 2, 2]
+    assert got[9][1]["content_block"] == {"type": "tool_use", "id": "call_1", "name": "f",
+                                          "input": {}}
+    assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert got[-2][1]["usage"]["input_tokens"] == 7
+    assert got[-2][1]["usage"]["output_tokens"] == 5
+
+
+def test_an_empty_translated_stream_still_starts_and_stops() -> None:
+    names = [name for name, _ in events(EventWriter(model="m").close())]
+    assert names == ["message_start", "message_delta", "message_stop"]
+
+
+def test_native_events_are_relayed_as_they_came() -> None:
+    """The upstream's own events go out byte for byte; chunks without them (the gateway's
+    estimated usage) and the end add nothing."""
+    writer = EventWriter(model="m")
+    start = '{"type":"message_start","message":{"id":"msg_1"}}'
+    first = {**chunk({"role": "assistant"}), NATIVE_EVENTS: [("message_start", start)]}
+    assert writer.frame(first) == f"event: message_start\ndata: {start}\n\n".encode()
+    assert writer.frame(chunk({"content": "x"})) == b""
+    assert writer.frame(None) == PING
+    assert writer.close() == b""
+
+
+def test_an_error_is_an_error_event() -> None:
+    frame = EventWriter(model="m").error(errors.UpstreamError("boom"))
+    assert events(frame) == [("error", {"type": "error", "error": {
+        "type": "api_error", "message": "boom"}})]
