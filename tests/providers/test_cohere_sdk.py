@@ -25,6 +25,11 @@ TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
+SDK_TOOL = cohere.ToolV2.model_validate(TOOL)
+
+
+def user(text: str) -> list[cohere.ChatMessageV2]:
+    return [cohere.UserChatMessageV2(content=text)]
 STREAM_EVENTS = pydantic.TypeAdapter(V2ChatStreamResponse)
 
 
@@ -51,7 +56,7 @@ def raw_events(simulator: str, body: dict[str, Any]) -> list[tuple[str, dict[str
 
 def test_chat_parses_with_sdk_types(client: cohere.ClientV2, simulator: str) -> None:
     """A chat answer parses as V2ChatResponse, strictly too, with consistent usage."""
-    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello there"}],
+    reply = client.chat(model=MODEL, messages=user("Hello there"),
                         max_tokens=6, logprobs=True)
     assert reply.finish_reason == "MAX_TOKENS"
     assert reply.message.content is not None
@@ -69,8 +74,8 @@ def test_chat_parses_with_sdk_types(client: cohere.ClientV2, simulator: str) -> 
 
 def test_tool_call_parses_with_sdk_types(client: cohere.ClientV2) -> None:
     """tool_choice REQUIRED answers a tool call with a plan and JSON arguments."""
-    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Paris?"}],
-                        tools=[TOOL], tool_choice="REQUIRED")  # type: ignore[list-item]
+    reply = client.chat(model=MODEL, messages=user("Paris?"),
+                        tools=[SDK_TOOL], tool_choice="REQUIRED")
     assert reply.finish_reason == "TOOL_CALL"
     assert reply.message.tool_plan
     (call,) = reply.message.tool_calls or []
@@ -85,10 +90,9 @@ def test_chat_stream_every_event_parses(client: cohere.ClientV2, simulator: str,
     with its SSE event name equal to its type."""
     caplog.set_level(logging.WARNING)
     text_events = list(client.chat_stream(
-        model=MODEL, messages=[{"role": "user", "content": "Hi"}], logprobs=True))
+        model=MODEL, messages=user("Hi"), logprobs=True))
     tool_events = list(client.chat_stream(
-        model=MODEL, messages=[{"role": "user", "content": "Paris?"}],
-        tools=[TOOL], tool_choice="REQUIRED"))  # type: ignore[list-item]
+        model=MODEL, messages=user("Paris?"), tools=[SDK_TOOL], tool_choice="REQUIRED"))
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     kinds = [e.type for e in text_events]
     assert kinds[:2] == ["message-start", "content-start"]
@@ -143,7 +147,7 @@ def test_errors_parse_with_sdk_errors(client: cohere.ClientV2, call: dict[str, A
     """Validation and injected errors raise the SDK's error for the status, with Cohere's
     {"id", "message"} body."""
     with pytest.raises(ApiError) as caught:
-        client.chat(model=MODEL, messages=[{"role": "user", "content": "x"}], **call)
+        client.chat(model=MODEL, messages=user("x"), **call)
     assert caught.value.status_code == status
     body = caught.value.body
     assert isinstance(body, dict) and set(body) == {"id", "message"}
