@@ -9,6 +9,7 @@ Routes (one process serves every dialect):
 - Replicate: ``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/{owner}/{name}/
   predictions``, ``/v1/predictions``; ``GET /v1/predictions/{id}`` (and ``/stream``); ``POST
   /v1/predictions/{id}/cancel`` (routed by method and prefix after the exact routes).
+- Cohere: ``POST /v2/chat``, ``/v2/embed``.
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, anthropic, azure, replicate, vllm
+from app.simulator import admin, anthropic, azure, cohere, replicate, vllm
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -48,6 +49,8 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/embeddings"): (embeddings, _OPENAI, True),
     ("GET", "/v1/models"): (vllm.models, _OPENAI, False),
     ("POST", "/v1/messages"): (anthropic.messages, Route("anthropic"), True),
+    ("POST", "/v2/chat"): (cohere.chat, Route("cohere"), True),
+    ("POST", "/v2/embed"): (cohere.embed, Route("cohere"), True),
     ("GET", "/health"): (vllm.health, _OPENAI, False),
     ("GET", "/version"): (vllm.version, _OPENAI, False),
     ("GET", "/metrics"): (vllm.metrics, _OPENAI, False),

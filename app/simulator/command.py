@@ -10,7 +10,8 @@ from app.simulator.options import SimOptions
 
 _EPILOG = """\b
 Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
-/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /health, /version,
+/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /v2/chat,
+/v2/embed (Cohere); /health, /version,
 /tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
 /v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).
@@ -70,7 +71,7 @@ def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float
              vllm_version: str, models: tuple[str, ...], max_model_len: int,
              default_completion_tokens: int, embedding_dimensions: int, vllm_max_seqs: int,
              vllm_kv_tokens: int, vllm_prefill_ms: float) -> None:
-    """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic) on HTTP.
+    """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic, Cohere) on HTTP.
 
     Answers are deterministic, usage numbers agree with the content, and latency follows
     --ttft-ms/--tpot-ms. For tests, benchmarks and load tests: no provider is paid.

@@ -9,20 +9,23 @@
 - ``anthropic`` (``/v1/messages``): ``{"type": "error", "error": {"type", "message"}}``.
 - ``replicate`` (``/v1/models/*``, ``/v1/deployments/*``, ``/v1/predictions*``): RFC 7807 problem
   details, ``{"title", "detail", "status"}``.
+- ``cohere`` (``/v2/chat``, ``/v2/embed``): ``{"id", "message"}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
-sends an ``event: error`` frame.
+sends an ``event: error`` frame; Cohere ends the stream with a ``message-end`` event whose
+``finish_reason`` is ``ERROR`` and whose ``error`` carries the message.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic", "replicate"]
+Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -69,10 +72,16 @@ def _replicate(err: SimError) -> dict[str, Any]:
     return {"title": title, "detail": err.message, "status": err.status}
 
 
+def _cohere(err: SimError) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "message": err.message}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
     if dialect == "replicate":
         return orjson.dumps(_replicate(err))
+    if dialect == "cohere":
+        return orjson.dumps(_cohere(err))
     if dialect == "anthropic":
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
@@ -87,6 +96,9 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     if dialect == "replicate":
         return [b"event: error\ndata: " + orjson.dumps({"detail": err.message}) + b"\n\n",
                 b'event: done\ndata: {"reason":"error"}\n\n']
+    if dialect == "cohere":
+        end = {"type": "message-end", "delta": {"finish_reason": "ERROR", "error": err.message}}
+        return [b"event: message-end\ndata: " + orjson.dumps(end) + b"\n\n"]
     payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]

@@ -1,0 +1,93 @@
+"""OpenAI embeddings request -> Cohere Embed API v2 (``POST /v2/embed``) batches, and back.
+
+Pure functions, no I/O; ``app.providers.cohere`` sends the batches. Cohere embeds at most 96
+texts per call (``MAX_TEXTS``), so a larger input is split into batches in order and their
+vectors are rejoined in the same order, their usage summed.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, Literal
+
+from app import errors
+from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.cohere_response import read_usage
+from app.usage import Usage
+
+MAX_TEXTS = 96
+"""Cohere's per-call limit on ``texts`` (the API reference's ``maxItems``)."""
+
+InputType = Literal["search_document", "search_query", "classification", "clustering"]
+INPUT_TYPES: tuple[str, ...] = ("search_document", "search_query", "classification",
+                                "clustering")
+"""The ``input_type`` values for text (``image`` is for image inputs, which OpenAI's
+embeddings API does not carry)."""
+
+TRUNCATE = ("NONE", "START", "END")
+
+
+def texts_of(call: EmbeddingCall) -> list[str]:
+    """The client's inputs as texts; token-id inputs are refused (Cohere embeds text only)."""
+    value = call.request.input
+    if isinstance(value, str):
+        return [value]
+    if all(isinstance(item, str) for item in value):
+        return [item for item in value if isinstance(item, str)]
+    raise errors.InvalidRequest("Cohere embeds text only; token-id inputs are not supported",
+                                param="input")
+
+
+def _choose(call: EmbeddingCall, target: Target, key: str, default: Any) -> Any:
+    """A Cohere embed option: the client's extension field, else the target's params, else
+    ``default``."""
+    if call.body.get(key) is not None:
+        return call.body[key]
+    return target.params.get(key, default)
+
+
+def batch_payloads(call: EmbeddingCall, *, target: Target, input_type: str) -> list[Json]:
+    """The ``POST /v2/embed`` payloads for ``call``, one per batch of at most ``MAX_TEXTS``.
+
+    ``input_type``: the client's ``input_type`` (a request extension field), else the target's
+    ``params``, else ``input_type`` (the provider's default). ``embedding_types`` is always
+    ``["float"]``: OpenAI's base64 encoding is made here from the floats. ``dimensions``
+    becomes ``output_dimension``; a ``truncate`` from the client or the target is carried.
+    """
+    texts = texts_of(call)
+    chosen = _choose(call, target, "input_type", input_type)
+    if chosen not in INPUT_TYPES:
+        raise errors.InvalidRequest(
+            f"input_type must be one of {', '.join(INPUT_TYPES)}", param="input_type")
+    base: Json = {"model": target.model, "input_type": chosen, "embedding_types": ["float"]}
+    truncate = _choose(call, target, "truncate", None)
+    if truncate is not None:
+        if truncate not in TRUNCATE:
+            raise errors.InvalidRequest(f"truncate must be one of {', '.join(TRUNCATE)}",
+                                        param="truncate")
+        base["truncate"] = truncate
+    dimensions = call.request.dimensions or target.params.get("output_dimension")
+    if dimensions is not None:
+        base["output_dimension"] = dimensions
+    return [{**base, "texts": texts[start:start + MAX_TEXTS]}
+            for start in range(0, len(texts), MAX_TEXTS)]
+
+
+def read_batch(answer: Json, *, expected: int) -> tuple[list[list[float]], Usage | None]:
+    """The float vectors and usage of one ``/v2/embed`` answer of ``expected`` texts."""
+    embeddings = answer.get("embeddings")
+    vectors = embeddings.get("float") if isinstance(embeddings, dict) else None
+    if not isinstance(vectors, list) or len(vectors) != expected \
+            or not all(isinstance(v, list) for v in vectors):
+        raise errors.BadUpstreamResponse(
+            f"upstream embed answer lacks {expected} float embeddings")
+    return vectors, read_usage(answer.get("meta"))
+
+
+def encode(vector: list[float], encoding: str) -> list[float] | str:
+    """The OpenAI ``embedding`` field: the floats, or base64 of little-endian float32 (as
+    OpenAI encodes ``encoding_format: base64``)."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector

@@ -1,0 +1,176 @@
+"""A ``type: cohere`` provider behind a running gateway, driven by the openai SDK, against the
+simulator: chat, streams with usage, tools, JSON output, embeddings over 96 inputs, errors and
+a cancelled stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from app.config import parse_config
+from app.main import create_app
+from tests.api.conftest import MASTER_KEY, ListSink, RunningGateway, settings_in
+from tests.servers import serve
+
+USER: list[ChatCompletionMessageParam] = [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "Tell me about tides"}]
+KEY = "co-upstream-secret-0123456789"
+
+
+def config(simulator: str, **headers: str) -> dict[str, Any]:
+    return {
+        "providers": {"co": {"type": "cohere", "base_url": simulator, "api_key": KEY,
+                             "headers": headers}},
+        "models": {
+            "command": {"targets": [{"provider": "co", "model": "command-r-08-2024"}]},
+            "embed": {"targets": [{"provider": "co", "model": "embed-v4.0",
+                                   "params": {"input_type": "search_query"}}]},
+        },
+        "drift": {"embedding": {"sample_rate": 0}},
+        "retries": {"attempts": 0},
+    }
+
+
+@contextmanager
+def gateway(tmp_path: Path, raw: dict[str, Any]) -> Iterator[RunningGateway]:
+    """A gateway on loopback (master key on, strict telemetry), as tests/api's fixture."""
+    sink = ListSink()
+    app = create_app(settings_in(tmp_path), config=parse_config(raw, {}), sink=sink,
+                     strict_telemetry=True)
+    with serve(app) as url:
+        running = RunningGateway(url=url, sink=sink)
+        try:
+            yield running
+        finally:
+            running.close_clients()
+
+
+def sim_requests(simulator: str, n: int) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = httpx.get(f"{simulator}/_sim/requests?limit={n}").json()
+    return received
+
+
+def test_chat_and_stream_with_usage_and_cost(tmp_path: Path, simulator: str) -> None:
+    """Chat and streamed chat through Cohere, with usage, a priced cost and the bearer key."""
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(model="command", messages=USER, max_tokens=8)
+        assert reply.choices[0].message.content
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.usage is not None and reply.usage.completion_tokens == 8
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["path"] == "/v2/chat"
+        assert sent["headers"]["authorization"] == f"Bearer {KEY}"
+        chunks = list(client.chat.completions.create(
+            model="command", messages=USER, stream=True, stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.startswith("Simulated reply")
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+        costs = [r.cost_usd for r in gw.sink.records]
+        assert len(costs) == 2 and all(c is not None and c > 0 for c in costs), costs
+
+
+def test_tools_and_json_output(tmp_path: Path, simulator: str) -> None:
+    """A required tool comes back as tool_calls; json_schema output parses as the schema."""
+    tool: ChatCompletionToolParam = {"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}},
+                                         "required": ["q"]}}}
+    schema: dict[str, object] = {"type": "object", "properties": {"answer": {"type": "string"},
+                                               "score": {"type": "integer"}},
+              "required": ["answer", "score"]}
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(model="command", messages=USER,
+                                               tools=[tool], tool_choice="required")
+        calls = reply.choices[0].message.tool_calls
+        assert reply.choices[0].finish_reason == "tool_calls"
+        assert calls and calls[0].type == "function" and calls[0].function.name == "lookup"
+        assert "q" in json.loads(calls[0].function.arguments)
+        reply = client.chat.completions.create(model="command", messages=USER,
+                                               response_format={"type": "json_schema",
+                                                                "json_schema": {
+                                                                    "name": "r",
+                                                                    "schema": schema}})
+        answer = json.loads(reply.choices[0].message.content or "")
+        assert set(answer) == {"answer", "score"} and isinstance(answer["score"], int)
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["body"]["response_format"] == {"type": "json_object", "json_schema": schema}
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="command", messages=USER, n=2)
+        assert refused.value.body["param"] == "n"  # type: ignore[index]
+
+
+def test_embeddings_over_96_inputs_rejoined_in_order(tmp_path: Path, simulator: str) -> None:
+    """150 inputs: two upstream calls (96 + 54) with the target's input_type, and 150 vectors
+    in input order (each equal to the vector of that text embedded alone)."""
+    texts = [f"passage {i}" for i in range(150)]
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        reply = client.embeddings.create(model="embed", input=texts)
+        sent = sim_requests(simulator, 2)
+        assert [len(s["body"]["texts"]) for s in sent] == [96, 54]
+        assert {s["body"]["input_type"] for s in sent} == {"search_query"}
+        assert [d.index for d in reply.data] == list(range(150))
+        alone = client.embeddings.create(model="embed", input=texts[120],
+                                         extra_body={"input_type": "clustering"})
+        assert reply.data[120].embedding == pytest.approx(alone.data[0].embedding)
+        assert sim_requests(simulator, 1)[0]["body"]["input_type"] == "clustering"
+        assert reply.usage.prompt_tokens == 450  # "passage" 2 tokens + the number 1, summed
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="embed", input=[[1, 2, 3]])
+        assert refused.value.body["param"] == "input"  # type: ignore[index]
+
+
+def test_upstream_429_keeps_status_and_retry_after(tmp_path: Path, simulator: str) -> None:
+    """Cohere's 429 is the client's 429 with Retry-After."""
+    with gateway(tmp_path, config(simulator, **{"X-Return-Error": "429"})) as gw:
+        answer = gw.http().post("/v1/chat/completions",
+                                json={"model": "command", "messages": USER})
+        assert answer.status_code == 429
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_upstream_401_never_leaks_the_key(tmp_path: Path, simulator: str) -> None:
+    """An upstream 401 that echoes the key is a 502 without the key, in calls and streams."""
+    headers = {"X-Return-Error": "401", "X-Sim-Echo-Key": "1"}
+    with gateway(tmp_path, config(simulator, **headers)) as gw:
+        for stream in (False, True):
+            answer = gw.http().post("/v1/chat/completions", json={
+                "model": "command", "messages": USER, "stream": stream})
+            assert answer.status_code == 502
+            assert KEY not in answer.text
+            assert "credentials" in answer.json()["error"]["message"]
+
+
+def test_cancelled_stream_closes_the_upstream(tmp_path: Path, simulator: str) -> None:
+    """A client leaving mid-stream cancels the Cohere stream at the simulator."""
+    slow = {"X-Sim-TPOT-Ms": "50", "X-Sim-Completion-Tokens": "200"}
+    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    with gateway(tmp_path, config(simulator, **slow)) as gw:
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                   "x-request-id": "co-gone"},
+                          json={"model": "command", "messages": USER, "stream": True}) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i >= 3:
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = httpx.get(simulator + "/_sim/stats").json()
+            if stats["streams_cancelled"] > before and any(
+                    rec.request_id == "co-gone" for rec in gw.sink.records):
+                break
+            time.sleep(0.05)
+        assert stats["streams_cancelled"] == before + 1
+        assert gw.sink.by_id("co-gone").status == "cancelled"
