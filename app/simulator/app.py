@@ -6,6 +6,7 @@ Routes (one process serves every dialect):
   ``GET /v1/models``.
 - Azure OpenAI: ``POST /openai/deployments/{deployment}/`` + the same three operations.
 - Anthropic: ``POST /v1/messages``.
+- AI21: ``POST /studio/v1/chat/completions``.
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, anthropic, azure, vllm
+from app.simulator import admin, ai21, anthropic, azure, vllm
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -45,6 +46,7 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/embeddings"): (embeddings, _OPENAI, True),
     ("GET", "/v1/models"): (vllm.models, _OPENAI, False),
     ("POST", "/v1/messages"): (anthropic.messages, Route("anthropic"), True),
+    ("POST", ai21.PATH): (ai21.chat_completions, ai21.ROUTE, True),
     ("GET", "/health"): (vllm.health, _OPENAI, False),
     ("GET", "/version"): (vllm.version, _OPENAI, False),
     ("GET", "/metrics"): (vllm.metrics, _OPENAI, False),

@@ -10,7 +10,8 @@ from app.simulator.options import SimOptions
 
 _EPILOG = """\b
 Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
-/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /health, /version,
+/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic);
+/studio/v1/chat/completions (AI21); /health, /version,
 /tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 
 \b

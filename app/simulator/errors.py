@@ -7,9 +7,11 @@
 - ``azure`` (``/openai/deployments/*``): ``{"error": {"message", "type", "param", "code"}}`` with
   OpenAI's types (``invalid_request_error``, ``server_error``...).
 - ``anthropic`` (``/v1/messages``): ``{"type": "error", "error": {"type", "message"}}``.
+- ``ai21`` (``/studio/v1/*``): FastAPI's ``{"detail": "<message>"}``; a 422 with a ``param``
+  (the dotted field path) is ``{"detail": [{"loc": ["body", ...], "msg", "type"}]}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
-sends an ``event: error`` frame.
+sends an ``event: error`` frame; AI21 (whose streams are vLLM's) sends vLLM's current frame.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic"]
+Dialect = Literal["vllm", "azure", "anthropic", "ai21"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -56,8 +58,18 @@ def _anthropic(err: SimError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
+def _ai21(err: SimError) -> dict[str, Any]:
+    if err.status != 422 or err.param is None:
+        return {"detail": err.message}
+    loc: list[str | int] = ["body"]
+    loc.extend(int(part) if part.isdigit() else part for part in err.param.split("."))
+    return {"detail": [{"loc": loc, "msg": err.message, "type": err.kind or "value_error"}]}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
+    if dialect == "ai21":
+        return orjson.dumps(_ai21(err))
     if dialect == "anthropic":
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
@@ -69,6 +81,6 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     """The frames that report ``err`` inside an already-started event stream."""
     if dialect == "anthropic":
         return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
-    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
+    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat and dialect != "ai21")
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]
