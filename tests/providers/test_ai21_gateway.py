@@ -139,6 +139,13 @@ def test_image_part_is_refused_before_reaching_ai21(run_gateway: GatewayFactory,
     assert _stats(simulator)["requests"] == before
 
 
+def test_embeddings_are_not_routed_to_ai21(run_gateway: GatewayFactory, simulator: str) -> None:
+    """AI21 has no Jamba embeddings: a model served only by AI21 refuses them with a 400."""
+    with run_gateway(config(simulator)) as gw, pytest.raises(openai.BadRequestError) as raised:
+        gw.client().embeddings.create(model="jamba", input="hi")
+    assert raised.value.code == "unsupported_endpoint"
+
+
 def test_upstream_429_stays_429_with_retry_after(run_gateway: GatewayFactory,
                                                  simulator: str) -> None:
     """AI21's 429 reaches the client as a 429 with Retry-After."""
