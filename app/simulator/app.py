@@ -10,6 +10,7 @@ Routes (one process serves every dialect):
   predictions``, ``/v1/predictions``; ``GET /v1/predictions/{id}`` (and ``/stream``); ``POST
   /v1/predictions/{id}/cancel`` (routed by method and prefix after the exact routes).
 - Cohere: ``POST /v2/chat``, ``/v2/embed``.
+- AI21: ``POST /studio/v1/chat/completions``.
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, anthropic, azure, cohere, replicate, vllm
+from app.simulator import admin, ai21, anthropic, azure, cohere, replicate, vllm
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -51,6 +52,7 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/messages"): (anthropic.messages, Route("anthropic"), True),
     ("POST", "/v2/chat"): (cohere.chat, Route("cohere"), True),
     ("POST", "/v2/embed"): (cohere.embed, Route("cohere"), True),
+    ("POST", ai21.PATH): (ai21.chat_completions, ai21.ROUTE, True),
     ("GET", "/health"): (vllm.health, _OPENAI, False),
     ("GET", "/version"): (vllm.version, _OPENAI, False),
     ("GET", "/metrics"): (vllm.metrics, _OPENAI, False),

@@ -11,7 +11,8 @@ from app.simulator.options import SimOptions
 _EPILOG = """\b
 Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
 /openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /v2/chat,
-/v2/embed (Cohere); /health, /version,
+/v2/embed (Cohere);
+/studio/v1/chat/completions (AI21); /health, /version,
 /tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
 /v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).

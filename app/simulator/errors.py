@@ -10,10 +10,13 @@
 - ``replicate`` (``/v1/models/*``, ``/v1/deployments/*``, ``/v1/predictions*``): RFC 7807 problem
   details, ``{"title", "detail", "status"}``.
 - ``cohere`` (``/v2/chat``, ``/v2/embed``): ``{"id", "message"}``.
+- ``ai21`` (``/studio/v1/*``): FastAPI's ``{"detail": "<message>"}``; a 422 with a ``param``
+  (the dotted field path) is ``{"detail": [{"loc": ["body", ...], "msg", "type"}]}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame; Cohere ends the stream with a ``message-end`` event whose
-``finish_reason`` is ``ERROR`` and whose ``error`` carries the message.
+``finish_reason`` is ``ERROR`` and whose ``error`` carries the message; AI21 (whose streams are
+vLLM's) sends vLLM's current frame.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere"]
+Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere", "ai21"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -76,12 +79,22 @@ def _cohere(err: SimError) -> dict[str, Any]:
     return {"id": str(uuid.uuid4()), "message": err.message}
 
 
+def _ai21(err: SimError) -> dict[str, Any]:
+    if err.status != 422 or err.param is None:
+        return {"detail": err.message}
+    loc: list[str | int] = ["body"]
+    loc.extend(int(part) if part.isdigit() else part for part in err.param.split("."))
+    return {"detail": [{"loc": loc, "msg": err.message, "type": err.kind or "value_error"}]}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
     if dialect == "replicate":
         return orjson.dumps(_replicate(err))
     if dialect == "cohere":
         return orjson.dumps(_cohere(err))
+    if dialect == "ai21":
+        return orjson.dumps(_ai21(err))
     if dialect == "anthropic":
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
@@ -99,6 +112,6 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     if dialect == "cohere":
         end = {"type": "message-end", "delta": {"finish_reason": "ERROR", "error": err.message}}
         return [b"event: message-end\ndata: " + orjson.dumps(end) + b"\n\n"]
-    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
+    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat and dialect != "ai21")
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]
