@@ -32,7 +32,8 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.
 - ``finish_reason``: ``COMPLETE``/``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS``/``TIMEOUT`` ->
-  ``length``, ``TOOL_CALL`` -> ``tool_calls``, ``ERROR`` -> ``error``. Usage is read from
+  ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a 502
+  ``generation_failed``. Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is
   reported.
 - Embeddings: ``input_type`` is the request's extension field, else the target's ``params``,

@@ -25,12 +25,20 @@ FINISH_REASONS: dict[str, str] = {
     "STOP_SEQUENCE": "stop",
     "MAX_TOKENS": "length",
     "TOOL_CALL": "tool_calls",
-    "ERROR": "error",
     "TIMEOUT": "length",
 }
-"""Cohere's ``finish_reason`` -> OpenAI's. ``ERROR`` keeps its own name (OpenAI has none for a
-generation that failed upstream); ``TIMEOUT`` (stopped at Cohere's time limit) is a cut answer,
-like ``length``."""
+"""Cohere's ``finish_reason`` -> OpenAI's. ``TIMEOUT`` (stopped at Cohere's time limit) is a cut
+answer, like ``length``. ``ERROR`` (the generation failed upstream) has no OpenAI finish reason:
+it is raised as an ``UpstreamError`` (``generation_failed``), so the call is recorded as failed
+and, before the first byte, another target is tried."""
+
+
+def failed_generation(reason: Any, error: Any) -> None:
+    """Raise for Cohere's ``ERROR`` finish reason (``error``: Cohere's message, if any)."""
+    if reason == "ERROR":
+        detail = error if isinstance(error, str) and error else "no reason given"
+        raise errors.UpstreamError(f"upstream generation failed: {detail[:500]}",
+                                   code="generation_failed")
 
 
 def finish_reason(value: Any) -> str:
@@ -141,6 +149,7 @@ def to_chat_completion(body: Json, *, model: str, created: int) -> tuple[Json, U
     answer_id = body.get("id")
     if not isinstance(answer_id, str) or "finish_reason" not in body:
         raise errors.BadUpstreamResponse("upstream answer is not a Cohere v2 chat response")
+    failed_generation(body.get("finish_reason"), body.get("error"))
     usage = read_usage(body.get("usage"))
     logprobs = None
     if isinstance(body.get("logprobs"), list):

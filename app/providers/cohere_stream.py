@@ -16,7 +16,12 @@ from typing import Any
 
 from app import errors
 from app.providers.base import Json
-from app.providers.cohere_response import finish_reason, logprobs_entry, read_usage
+from app.providers.cohere_response import (
+    failed_generation,
+    finish_reason,
+    logprobs_entry,
+    read_usage,
+)
 
 
 def _message(data: Json) -> Json:
@@ -129,6 +134,7 @@ class StreamTranslator:
         self.done = True
         delta = data.get("delta")
         delta = delta if isinstance(delta, dict) else {}
+        failed_generation(delta.get("finish_reason"), delta.get("error"))
         chunks = [self._chunk({}, finish=finish_reason(delta.get("finish_reason")))]
         usage = read_usage(delta.get("usage"))
         if usage is not None:

@@ -235,7 +235,7 @@ def test_reference_tool_answer_translates() -> None:
 
 @pytest.mark.parametrize(("reason", "finish"), [
     ("COMPLETE", "stop"), ("STOP_SEQUENCE", "stop"), ("MAX_TOKENS", "length"),
-    ("TOOL_CALL", "tool_calls"), ("ERROR", "error"), ("TIMEOUT", "length"),
+    ("TOOL_CALL", "tool_calls"), ("TIMEOUT", "length"),
     ("SOMETHING_NEW", "stop"),
 ])
 def test_finish_reasons(reason: str, finish: str) -> None:
@@ -243,6 +243,15 @@ def test_finish_reasons(reason: str, finish: str) -> None:
     body, _ = to_chat_completion({"id": "x", "finish_reason": reason, "message": {
         "role": "assistant", "content": [{"type": "text", "text": "hi"}]}}, model="m", created=0)
     assert body["choices"][0]["finish_reason"] == finish
+
+
+def test_a_failed_generation_is_an_upstream_error() -> None:
+    """ERROR has no OpenAI finish reason: the call failed upstream, and says why."""
+    with pytest.raises(errors.UpstreamError) as caught:
+        to_chat_completion({"id": "x", "finish_reason": "ERROR", "error": "overloaded",
+                            "message": {"role": "assistant", "content": []}},
+                           model="m", created=0)
+    assert caught.value.code == "generation_failed" and "overloaded" in caught.value.message
 
 
 def test_tool_plan_is_content_and_tokens_fall_back() -> None:
@@ -526,14 +535,17 @@ async def test_simulator_refused_key_never_leaks(simulator: str,
 
 
 async def test_simulator_faulted_streams(simulator: str, session: aiohttp.ClientSession) -> None:
-    """A cut stream raises BadUpstreamResponse; a failed generation ends with finish error."""
+    """A cut stream raises BadUpstreamResponse; a failed generation raises UpstreamError after
+    the chunks that came before it."""
     cut = provider(simulator, session, headers={"X-Sim-Cut-After": "2"})
     with pytest.raises(errors.BadUpstreamResponse):
         await collect(cut.stream_chat(chat_call(stream=True), target=TARGET))
     failed = provider(simulator, session, headers={"X-Sim-Error-After": "2"})
-    chunks = await collect(failed.stream_chat(chat_call(stream=True), target=TARGET))
-    assert chunks[-1]["choices"][0]["finish_reason"] == "error"
-    assert len([c for c in chunks if c["choices"][0]["delta"].get("content")]) == 2
+    seen: list[Json] = []
+    with pytest.raises(errors.UpstreamError, match="generation failed"):
+        async for chunk in failed.stream_chat(chat_call(stream=True), target=TARGET):
+            seen.append(chunk)
+    assert len([c for c in seen if c["choices"][0]["delta"].get("content")]) == 2
 
 
 async def test_simulator_rejects_what_cohere_rejects(simulator: str,
