@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from app.providers import anthropic, azure, local, mock, openai, vllm
+from app.providers import anthropic, azure, huggingface, local, mock, openai, vllm
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
 
 Builder = Callable[[Any, aiohttp.ClientSession], Provider]
@@ -68,6 +68,7 @@ _TYPES = (
     ProviderType(vllm.VllmProvider, vllm.build),
     ProviderType(azure.AzureOpenAIProvider, azure.build),
     ProviderType(local.LocalProvider, local.build),
+    ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}
