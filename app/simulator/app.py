@@ -7,6 +7,9 @@ Routes (one process serves every dialect):
 - Azure OpenAI: ``POST /openai/deployments/{deployment}/`` + the same three operations.
 - Anthropic: ``POST /v1/messages``.
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
+- Hugging Face: the router's ``POST /hf-router/v1/chat/completions``; a TGI endpoint at ``/tgi``
+  (``POST /tgi``, ``/tgi/generate``, ``/tgi/generate_stream``, ``/tgi/v1/chat/completions``); a
+  TEI endpoint's ``POST /tei/embed``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -18,7 +21,15 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, anthropic, azure, vllm
+from app.simulator import (
+    admin,
+    anthropic,
+    azure,
+    huggingface,
+    huggingface_tei,
+    huggingface_tgi,
+    vllm,
+)
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -49,6 +60,13 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/version"): (vllm.version, _OPENAI, False),
     ("GET", "/metrics"): (vllm.metrics, _OPENAI, False),
     ("POST", "/tokenize"): (vllm.tokenize, _OPENAI, False),
+    ("POST", "/hf-router/v1/chat/completions"): (huggingface.router_chat, Route("hf-router"),
+                                                  True),
+    ("POST", "/tgi"): (huggingface_tgi.compat_generate, Route("tgi"), True),
+    ("POST", "/tgi/generate"): (huggingface_tgi.generate, Route("tgi"), True),
+    ("POST", "/tgi/generate_stream"): (huggingface_tgi.generate_stream, Route("tgi"), True),
+    ("POST", "/tgi/v1/chat/completions"): (huggingface.tgi_chat, Route("tgi-chat"), True),
+    ("POST", "/tei/embed"): (huggingface_tei.embed, Route("tei"), True),
     ("POST", "/_sim/state"): (admin.set_state, _OPENAI, False),
     ("GET", "/_sim/stats"): (admin.stats, _OPENAI, False),
     ("GET", "/_sim/requests"): (admin.requests, _OPENAI, False),

@@ -11,7 +11,9 @@ from app.simulator.options import SimOptions
 _EPILOG = """\b
 Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
 /openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /health, /version,
-/tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
+/tokenize, /metrics (vLLM); /hf-router/v1/chat/completions (Hugging Face router), /tgi,
+/tgi/generate, /tgi/generate_stream, /tgi/v1/chat/completions (TGI), /tei/embed (TEI);
+/_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 
 \b
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,

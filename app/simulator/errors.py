@@ -7,9 +7,15 @@
 - ``azure`` (``/openai/deployments/*``): ``{"error": {"message", "type", "param", "code"}}`` with
   OpenAI's types (``invalid_request_error``, ``server_error``...).
 - ``anthropic`` (``/v1/messages``): ``{"type": "error", "error": {"type", "message"}}``.
+- ``tgi`` and ``tgi-chat`` (Hugging Face TGI, ``/tgi/*``): ``{"error", "error_type"}`` with TGI's
+  lower-case types (``validation``, ``generation``, ``overloaded``); ``tei`` (``/tei/*``): the same
+  shape with TEI's types as its server serializes them (``Validation``, ``Backend``...);
+  ``hf-router`` (``/hf-router/*``): ``{"error": "<message>"}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
-sends an ``event: error`` frame.
+sends an ``event: error`` frame; TGI's ``/generate_stream`` sends ``data:{"error", "error_type"}``
+and its Messages API ``data: {"error": {"message", "http_status_code"}}``, neither followed by
+``[DONE]``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic"]
+Dialect = Literal["vllm", "azure", "anthropic", "tgi", "tgi-chat", "tei", "hf-router"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -56,12 +62,31 @@ def _anthropic(err: SimError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
+_TGI_TYPES = {400: "validation", 401: "unauthorized", 413: "validation", 422: "validation",
+              424: "generation", 429: "overloaded"}
+_TEI_TYPES = {400: "Empty", 413: "Validation", 422: "Validation", 424: "Backend",
+              429: "Overloaded", 503: "Unhealthy"}
+
+
+def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
+    if dialect == "hf-router":
+        return {"error": err.message}
+    if dialect == "tei":
+        kind = err.kind or _TEI_TYPES.get(err.status, "Backend")
+    else:
+        kind = err.kind or _TGI_TYPES.get(err.status, "validation" if err.status < 500
+                                          else "incomplete_generation")
+    return {"error": err.message, "error_type": kind}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
     if dialect == "anthropic":
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
         return orjson.dumps(_openai(err))
+    if dialect in ("tgi", "tgi-chat", "tei", "hf-router"):
+        return orjson.dumps(_hugging_face(dialect, err))
     return orjson.dumps(_vllm(err, flat=flat))
 
 
@@ -69,6 +94,11 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     """The frames that report ``err`` inside an already-started event stream."""
     if dialect == "anthropic":
         return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
-    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat)
+    if dialect in ("tgi", "tei"):
+        return [b"data:" + orjson.dumps(_hugging_face(dialect, err)) + b"\n\n"]
+    if dialect == "tgi-chat":
+        return [b"data: " + orjson.dumps({"error": {"message": err.message,
+                                                    "http_status_code": err.status}}) + b"\n\n"]
+    payload = _openai(err) if dialect in ("azure", "hf-router") else _vllm(err, flat=flat)
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]
