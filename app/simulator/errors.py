@@ -10,7 +10,8 @@
 - ``tgi`` and ``tgi-chat`` (Hugging Face TGI, ``/tgi/*``): ``{"error", "error_type"}`` with TGI's
   lower-case types (``validation``, ``generation``, ``overloaded``); ``tei`` (``/tei/*``): the same
   shape with TEI's types as its server serializes them (``Validation``, ``Backend``...);
-  ``hf-router`` (``/hf-router/*``): ``{"error": "<message>"}``.
+  ``hf-router`` (``/hf-router/*``), and a refused token on any of them (HF's proxy answers it):
+  ``{"error": "<message>"}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame; TGI's ``/generate_stream`` sends ``data:{"error", "error_type"}``
@@ -62,14 +63,15 @@ def _anthropic(err: SimError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
-_TGI_TYPES = {400: "validation", 401: "unauthorized", 413: "validation", 422: "validation",
+_TGI_TYPES = {400: "validation", 413: "validation", 422: "validation",
               424: "generation", 429: "overloaded"}
 _TEI_TYPES = {400: "Empty", 413: "Validation", 422: "Validation", 424: "Backend",
               429: "Overloaded", 503: "Unhealthy"}
 
 
 def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
-    if dialect == "hf-router":
+    # A refused token is answered by HF's proxy in front of the endpoint, not by TGI/TEI.
+    if dialect == "hf-router" or err.status == 401:
         return {"error": err.message}
     if dialect == "tei":
         kind = err.kind or _TEI_TYPES.get(err.status, "Backend")
