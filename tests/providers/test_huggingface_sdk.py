@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import pytest
 from huggingface_hub import (
+    ChatCompletionInputJSONSchema,
+    ChatCompletionInputResponseFormatJSONSchema,
+    ChatCompletionInputStreamOptions,
     ChatCompletionOutput,
     ChatCompletionStreamOutput,
     InferenceClient,
@@ -86,8 +89,9 @@ def test_chat_completion_on_tgi_and_router(simulator: str) -> None:
         out = hf.chat_completion(messages, max_tokens=5)
         assert isinstance(out, ChatCompletionOutput)
         assert out.choices[0].message.content and out.usage.completion_tokens == 5
-        chunks = list(hf.chat_completion(messages, max_tokens=5, stream=True,
-                                         stream_options={"include_usage": True}))
+        chunks = list(hf.chat_completion(
+            messages, max_tokens=5, stream=True,
+            stream_options=ChatCompletionInputStreamOptions(include_usage=True)))
         assert all(isinstance(c, ChatCompletionStreamOutput) for c in chunks)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == out.choices[0].message.content
@@ -97,10 +101,13 @@ def test_chat_completion_on_tgi_and_router(simulator: str) -> None:
 def test_chat_completion_json_schema_through_the_sdk(simulator: str) -> None:
     """The SDK rewrites json_schema into TGI's grammar form itself; the simulator's TGI accepts
     it and answers the schema's instance."""
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema: dict[str, object] = {"type": "object", "properties": {"n": {"type": "integer"}},
+                                 "required": ["n"]}
     out = client(simulator + "/tgi").chat_completion(
         [{"role": "user", "content": "count"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+        response_format=ChatCompletionInputResponseFormatJSONSchema(
+            type="json_schema", json_schema=ChatCompletionInputJSONSchema(name="n",
+                                                                          schema=schema)))
     assert out.choices[0].message.content == '{"n":0}'
 
 
