@@ -41,7 +41,7 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
     """The registry's key is the ``type`` literal of the config model registered with it, and
     a config entry of that type validates to that model."""
     assert set(PROVIDER_TYPES) == {"openai", "azure_openai", "anthropic", "vllm", "mock",
-                                   "local"}
+                                   "local", "huggingface"}
     extra = {"azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
              "vllm": {"base_url": "http://v:8000/v1"}}
     for name, kind in PROVIDER_TYPES.items():
@@ -52,7 +52,7 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
 
 @pytest.mark.parametrize(("name", "serves"), [
     ("openai", ALL), ("azure_openai", ALL), ("vllm", ALL), ("mock", ALL),
-    ("anthropic", {"chat", "stream_chat"}), ("local", {"embed"})])
+    ("anthropic", {"chat", "stream_chat"}), ("local", {"embed"}), ("huggingface", ALL)])
 def test_capabilities_are_read_from_the_provider_class(name: str, serves: set[str]) -> None:
     """What a type serves is what its builder's class implements, known without building it."""
     assert PROVIDER_TYPES[name].serves == serves
