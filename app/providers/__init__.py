@@ -25,7 +25,18 @@ from typing import Any
 
 import aiohttp
 
-from app.providers import ai21, anthropic, azure, cohere, local, mock, openai, replicate, vllm
+from app.providers import (
+    ai21,
+    anthropic,
+    azure,
+    cohere,
+    huggingface,
+    local,
+    mock,
+    openai,
+    replicate,
+    vllm,
+)
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
 
 Builder = Callable[[Any, aiohttp.ClientSession], Provider]
@@ -71,6 +82,7 @@ _TYPES = (
     ProviderType(replicate.ReplicateProvider, replicate.build),
     ProviderType(cohere.CohereProvider, cohere.build),
     ProviderType(ai21.AI21Provider, ai21.build),
+    ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}

@@ -202,6 +202,14 @@ class Upstream:
                         ) -> Json:
         """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error.
         ``timeout_s``: a target's own timeout instead of the provider's."""
+        body = await self.post(path, payload, timeout_s=timeout_s)
+        if not isinstance(body, dict):
+            raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
+        return body
+
+    async def post(self, path: str, payload: Json, *, timeout_s: float | None = None) -> Any:
+        """POST ``payload``; the parsed JSON value of a 2xx answer, whatever its type (TEI's
+        ``/embed`` answers a bare array), else a gateway error."""
         try:
             async with self._session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
@@ -216,12 +224,9 @@ class Upstream:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
         try:
-            body = orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise errors.BadUpstreamResponse("upstream sent invalid JSON") from None
-        if not isinstance(body, dict):
-            raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
-        return body
 
     async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None
                          ) -> AsyncGenerator[SSEEvent, None]:

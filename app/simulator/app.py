@@ -12,6 +12,9 @@ Routes (one process serves every dialect):
 - Cohere: ``POST /v2/chat``, ``/v2/embed``.
 - AI21: ``POST /studio/v1/chat/completions``.
 - vLLM extras: ``GET /health``, ``/version``, ``/metrics``; ``POST /tokenize``.
+- Hugging Face: the router's ``POST /hf-router/v1/chat/completions``; a TGI endpoint at ``/tgi``
+  (``POST /tgi``, ``/tgi/generate``, ``/tgi/generate_stream``, ``/tgi/v1/chat/completions``); a
+  TEI endpoint's ``POST /tei/embed``.
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -23,7 +26,18 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from app.simulator import admin, ai21, anthropic, azure, cohere, replicate, vllm
+from app.simulator import (
+    admin,
+    ai21,
+    anthropic,
+    azure,
+    cohere,
+    huggingface,
+    huggingface_tei,
+    huggingface_tgi,
+    replicate,
+    vllm,
+)
 from app.simulator.asgi import (
     Receive,
     Request,
@@ -57,6 +71,13 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/version"): (vllm.version, _OPENAI, False),
     ("GET", "/metrics"): (vllm.metrics, _OPENAI, False),
     ("POST", "/tokenize"): (vllm.tokenize, _OPENAI, False),
+    ("POST", "/hf-router/v1/chat/completions"): (huggingface.router_chat, Route("hf-router"),
+                                                  True),
+    ("POST", "/tgi"): (huggingface_tgi.compat_generate, Route("tgi"), True),
+    ("POST", "/tgi/generate"): (huggingface_tgi.generate, Route("tgi"), True),
+    ("POST", "/tgi/generate_stream"): (huggingface_tgi.generate_stream, Route("tgi"), True),
+    ("POST", "/tgi/v1/chat/completions"): (huggingface.tgi_chat, Route("tgi-chat"), True),
+    ("POST", "/tei/embed"): (huggingface_tei.embed, Route("tei"), True),
     ("POST", "/_sim/state"): (admin.set_state, _OPENAI, False),
     ("GET", "/_sim/stats"): (admin.stats, _OPENAI, False),
     ("GET", "/_sim/requests"): (admin.requests, _OPENAI, False),

@@ -13,7 +13,9 @@ Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenA
 /openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /v2/chat,
 /v2/embed (Cohere);
 /studio/v1/chat/completions (AI21); /health, /version,
-/tokenize, /metrics (vLLM); /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
+/tokenize, /metrics (vLLM); /hf-router/v1/chat/completions (Hugging Face router), /tgi,
+/tgi/generate, /tgi/generate_stream, /tgi/v1/chat/completions (TGI), /tei/embed (TEI);
+/_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
 /v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).
 

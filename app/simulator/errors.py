@@ -12,11 +12,18 @@
 - ``cohere`` (``/v2/chat``, ``/v2/embed``): ``{"id", "message"}``.
 - ``ai21`` (``/studio/v1/*``): FastAPI's ``{"detail": "<message>"}``; a 422 with a ``param``
   (the dotted field path) is ``{"detail": [{"loc": ["body", ...], "msg", "type"}]}``.
+- ``tgi`` and ``tgi-chat`` (Hugging Face TGI, ``/tgi/*``): ``{"error", "error_type"}`` with TGI's
+  lower-case types (``validation``, ``generation``, ``overloaded``); ``tei`` (``/tei/*``): the same
+  shape with TEI's types as its server serializes them (``Validation``, ``Backend``...);
+  ``hf-router`` (``/hf-router/*``), and a refused token on any of them (HF's proxy answers it):
+  ``{"error": "<message>"}``.
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame; Cohere ends the stream with a ``message-end`` event whose
 ``finish_reason`` is ``ERROR`` and whose ``error`` carries the message; AI21 (whose streams are
-vLLM's) sends vLLM's current frame.
+vLLM's) sends vLLM's current frame; TGI's ``/generate_stream`` sends
+``data:{"error", "error_type"}`` and its Messages API ``data: {"error": {"message",
+"http_status_code"}}``, neither followed by ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import orjson
 
 from app.simulator.asgi import SimError
 
-Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere", "ai21"]
+Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere", "ai21", "tgi",
+                  "tgi-chat", "tei", "hf-router"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -87,6 +95,24 @@ def _ai21(err: SimError) -> dict[str, Any]:
     return {"detail": [{"loc": loc, "msg": err.message, "type": err.kind or "value_error"}]}
 
 
+_TGI_TYPES = {400: "validation", 413: "validation", 422: "validation",
+              424: "generation", 429: "overloaded"}
+_TEI_TYPES = {400: "Empty", 413: "Validation", 422: "Validation", 424: "Backend",
+              429: "Overloaded", 503: "Unhealthy"}
+
+
+def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
+    # A refused token is answered by HF's proxy in front of the endpoint, not by TGI/TEI.
+    if dialect == "hf-router" or err.status == 401:
+        return {"error": err.message}
+    if dialect == "tei":
+        kind = err.kind or _TEI_TYPES.get(err.status, "Backend")
+    else:
+        kind = err.kind or _TGI_TYPES.get(err.status, "validation" if err.status < 500
+                                          else "incomplete_generation")
+    return {"error": err.message, "error_type": kind}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
     if dialect == "replicate":
@@ -99,6 +125,8 @@ def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
         return orjson.dumps(_anthropic(err))
     if dialect == "azure":
         return orjson.dumps(_openai(err))
+    if dialect in ("tgi", "tgi-chat", "tei", "hf-router"):
+        return orjson.dumps(_hugging_face(dialect, err))
     return orjson.dumps(_vllm(err, flat=flat))
 
 
@@ -112,6 +140,12 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     if dialect == "cohere":
         end = {"type": "message-end", "delta": {"finish_reason": "ERROR", "error": err.message}}
         return [b"event: message-end\ndata: " + orjson.dumps(end) + b"\n\n"]
-    payload = _openai(err) if dialect == "azure" else _vllm(err, flat=flat and dialect != "ai21")
+    if dialect in ("tgi", "tei"):
+        return [b"data:" + orjson.dumps(_hugging_face(dialect, err)) + b"\n\n"]
+    if dialect == "tgi-chat":
+        return [b"data: " + orjson.dumps({"error": {"message": err.message,
+                                                    "http_status_code": err.status}}) + b"\n\n"]
+    payload = _openai(err) if dialect in ("azure", "hf-router") \
+        else _vllm(err, flat=flat and dialect != "ai21")
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]

@@ -42,7 +42,7 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
     a config entry of that type validates to that model."""
     assert set(PROVIDER_TYPES) == {"openai", "azure_openai", "anthropic", "vllm", "mock",
                                    "local", "replicate",
-                                   "cohere", "ai21"}
+                                   "cohere", "ai21", "huggingface"}
     extra = {"azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
              "vllm": {"base_url": "http://v:8000/v1"},
              "ai21": {"api_key": "k"}}
@@ -54,7 +54,8 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
 
 @pytest.mark.parametrize(("name", "serves"), [
     ("openai", ALL), ("azure_openai", ALL), ("vllm", ALL), ("mock", ALL),
-    ("anthropic", {"chat", "stream_chat", "messages", "stream_messages"}), ("local", {"embed"})])
+    ("anthropic", {"chat", "stream_chat", "messages", "stream_messages"}), ("local", {"embed"}),
+    ("huggingface", ALL)])
 def test_capabilities_are_read_from_the_provider_class(name: str, serves: set[str]) -> None:
     """What a type serves is what its builder's class implements, known without building it."""
     assert PROVIDER_TYPES[name].serves == serves

@@ -1,0 +1,97 @@
+"""Hugging Face's OpenAI-compatible chat routes: the Inference Providers router and TGI's
+Messages API. Both answer through the shared chat handler (``app.simulator.chat``); this module
+only plays what differs.
+
+- ``POST /hf-router/v1/chat/completions`` (base URL ``<sim>/hf-router/v1``): the router. An HF
+  token is required (``Authorization: Bearer``; 401 ``{"error": ...}`` without). The model id
+  may end in ``:<provider>`` or a policy (``:fastest``, ``:cheapest``, ``:preferred``): accepted,
+  checked to be a provider-shaped name (400 otherwise), and echoed back in ``model`` (when the
+  simulator serves a fixed model list, the id is checked and echoed without its suffix).
+- ``POST /tgi/v1/chat/completions`` (an Inference Endpoint at ``<sim>/tgi``): TGI's Messages API.
+  A token is required (a protected endpoint). TGI's request types are enforced as its server's
+  JSON parsing does (422 ``validation``): ``stop`` must be a list, ``logit_bias`` a list of
+  numbers, ``response_format`` TGI's grammar (``{"type": "json"|"json_object", "value":
+  <schema>}``, ``{"type": "json_schema", "value": {"schema": ...}}`` or ``{"type": "regex",
+  "value": ...}``, so OpenAI's ``{"type": "json_schema", "json_schema": ...}`` is refused), and a
+  grammar together with ``tools`` is refused ("Grammar and tools are mutually exclusive"). The
+  grammar is then handed to the shared handler in OpenAI's form, so the answer is its instance.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.simulator.asgi import Request, SimError
+from app.simulator.chat import chat
+from app.simulator.core import Route, Sim
+
+_SUFFIX = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+UNAUTHORIZED = "Invalid credentials in Authorization header"
+
+
+def check_token(headers: dict[str, str]) -> None:
+    """An HF token in ``Authorization: Bearer`` (any non-empty one), else 401."""
+    value = headers.get("authorization", "")
+    if not value.startswith("Bearer ") or not value[7:].strip():
+        raise SimError(401, UNAUTHORIZED)
+
+
+async def router_chat(sim: Sim, req: Request, route: Route) -> None:
+    """The router: token, provider suffix, then the shared chat handler."""
+    check_token(req.headers)
+    body = req.json_object()
+    model = body.get("model")
+    if isinstance(model, str) and ":" in model:
+        base, _, suffix = model.rpartition(":")
+        if not base or not _SUFFIX.match(suffix):
+            raise SimError(400, f"Invalid inference provider or policy suffix in model "
+                           f"{model!r}.", param="model")
+        if sim.models and model not in sim.models:
+            body["model"] = base
+    await chat(sim, req, route)
+
+
+def _tgi_type_error(field: str, expected: str) -> SimError:
+    return SimError(422, f"Failed to deserialize the JSON body into the target type: {field}: "
+                    f"invalid type, expected {expected}", kind="validation")
+
+
+def _openai_format(grammar: Any) -> dict[str, Any]:
+    """TGI's grammar as the OpenAI ``response_format`` the shared handler reads."""
+    if not isinstance(grammar, dict) or "value" not in grammar:
+        raise _tgi_type_error("response_format", "a grammar {type, value}")
+    kind, value = grammar.get("type"), grammar["value"]
+    if kind in ("json", "json_object"):
+        schema = value
+    elif kind == "json_schema" and isinstance(value, dict):
+        schema = value.get("schema")
+    elif kind == "regex" and isinstance(value, str):
+        return {"type": "json_schema", "json_schema": {"schema": {"type": "string",
+                                                                  "pattern": value}}}
+    else:
+        raise _tgi_type_error("response_format", "one of json, json_object, json_schema, regex")
+    if not isinstance(schema, dict):
+        raise _tgi_type_error("response_format.value", "a JSON schema object")
+    return {"type": "json_schema", "json_schema": {"schema": schema}}
+
+
+async def tgi_chat(sim: Sim, req: Request, route: Route) -> None:
+    """TGI's Messages API: token, TGI's request types, then the shared chat handler."""
+    check_token(req.headers)
+    body = req.json_object()
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, list)
+                                 and all(isinstance(s, str) for s in stop)):
+        raise _tgi_type_error("stop", "a sequence of strings")
+    bias = body.get("logit_bias")
+    if bias is not None and not (isinstance(bias, list)
+                                 and all(isinstance(b, (int, float)) for b in bias)):
+        raise _tgi_type_error("logit_bias", "a sequence of numbers")
+    grammar = body.get("response_format")
+    if grammar is not None:
+        if body.get("tools"):
+            raise SimError(422, "Tool error: Grammar and tools are mutually exclusive",
+                           kind="tool_error")
+        body["response_format"] = _openai_format(grammar)
+    await chat(sim, req, route)

@@ -1,0 +1,192 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
+"""Hugging Face targets end to end: the openai SDK against a running gateway whose providers are
+the simulator's router, TGI and TEI endpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from app.embeddings import decode_vector
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    MASTER_KEY,
+    GatewayFactory,
+    run_gateway,
+)
+
+TOKEN = "hf_gateway_secret_0123456789"
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about switchboards"}]
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def config(simulator: str, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    extra = {"headers": headers} if headers else {}
+    return {
+        "providers": {
+            "router": {"type": "huggingface", "base_url": simulator + "/hf-router/v1",
+                       "api_key": TOKEN, "provider": "cheapest", **extra},
+            "tgi": {"type": "huggingface", "api": "tgi", "base_url": simulator + "/tgi",
+                    "api_key": TOKEN, **extra},
+            "tei": {"type": "huggingface", "api": "tei", "base_url": simulator + "/tei",
+                    "api_key": TOKEN, **extra},
+        },
+        "models": {
+            "llama": {"targets": [{"provider": "router", "model": LLAMA,
+                                   "params": {"provider": "sambanova"}}]},
+            "llama-cheap": {"targets": [{"provider": "router", "model": LLAMA}]},
+            "tgi": {"targets": [{"provider": "tgi", "model": "tgi"}]},
+            "bge": {"targets": [{"provider": "tei", "model": "BAAI/bge-small-en-v1.5"}]},
+        },
+        "drift": {"embedding": {"sample_rate": 0}},
+        "retries": {"attempts": 0},
+    }
+
+
+def received(simulator: str, count: int = 1) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = httpx.get(f"{simulator}/_sim/requests?limit={count}").json()
+    return found
+
+
+def test_router_chat_and_stream_carry_the_provider_suffix(run_gateway: GatewayFactory,
+                                                          simulator: str) -> None:
+    """Chat and streamed chat (with usage) through the router; the simulator sees the target's
+    provider (params) or the provider's policy as the model suffix, and the HF token."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(model="llama", messages=USER, max_tokens=8)
+        assert reply.choices[0].message.content
+        assert reply.usage is not None and reply.usage.completion_tokens == 8
+        (sent,) = received(simulator)
+        assert sent["body"]["model"] == f"{LLAMA}:sambanova"
+        assert sent["headers"]["authorization"] == f"Bearer {TOKEN}"
+        chunks = list(client.chat.completions.create(
+            model="llama-cheap", messages=USER, max_tokens=8, stream=True,
+            stream_options={"include_usage": True}))
+        assert received(simulator)[0]["body"]["model"] == f"{LLAMA}:cheapest"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == reply.choices[0].message.content
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_router_tools_and_structured_output(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Tools and json_schema pass through the router as OpenAI sends them."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(
+            model="llama", messages=USER, tool_choice="required",
+            tools=[{"type": "function", "function": {
+                "name": "lookup", "parameters": {"type": "object", "properties": {
+                    "q": {"type": "string"}}, "required": ["q"]}}}])
+        calls = reply.choices[0].message.tool_calls
+        assert reply.choices[0].finish_reason == "tool_calls"
+        assert calls and calls[0].type == "function" and calls[0].function.name == "lookup"
+        structured = client.chat.completions.create(
+            model="llama", messages=USER, response_format={"type": "json_schema", "json_schema": {
+                "name": "n", "schema": {"type": "object", "properties": {
+                    "n": {"type": "integer"}}, "required": ["n"]}}})
+        assert structured.choices[0].message.content == '{"n":0}'
+
+
+def test_tgi_chat_structured_output_and_completions(run_gateway: GatewayFactory,
+                                                    simulator: str) -> None:
+    """TGI: chat with json_schema (sent as TGI's grammar), text completions plain and streamed
+    from the native routes, with usage in both."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        structured = client.chat.completions.create(
+            model="tgi", messages=USER, response_format={"type": "json_schema", "json_schema": {
+                "name": "n", "schema": {"type": "object", "properties": {
+                    "n": {"type": "integer"}}, "required": ["n"]}}})
+        assert structured.choices[0].message.content == '{"n":0}'
+        assert received(simulator)[0]["body"]["response_format"]["type"] == "json"
+        completion = client.completions.create(model="tgi", prompt="Once upon a time",
+                                               max_tokens=7)
+        assert received(simulator)[0]["path"] == "/tgi/generate"
+        assert completion.object == "text_completion"
+        assert completion.choices[0].finish_reason == "length"
+        assert completion.usage is not None
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 7)
+        chunks = list(client.completions.create(model="tgi", prompt="Once upon a time",
+                                                max_tokens=7, stream=True,
+                                                stream_options={"include_usage": True}))
+        assert received(simulator)[0]["path"] == "/tgi/generate_stream"
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == \
+            completion.choices[0].text
+        assert chunks[-1].usage is not None
+        assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (5, 7)
+
+
+def test_tei_embeddings_beyond_the_batch_limit_in_order(run_gateway: GatewayFactory,
+                                                        simulator: str) -> None:
+    """40 inputs (TEI takes 32 at a time) come back in order, equal to each embedded alone;
+    base64 decodes to the same floats."""
+    texts = [f"document {i} about switchboards" for i in range(40)]
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        batch = client.embeddings.create(model="bge", input=texts)
+        sizes = sorted(len(r["body"]["inputs"]) for r in received(simulator, 2))
+        assert sizes == [8, 32]
+        assert [d.index for d in batch.data] == list(range(40))
+        for i in (0, 31, 32, 39):
+            alone = client.embeddings.create(model="bge", input=texts[i])
+            assert batch.data[i].embedding == alone.data[0].embedding
+        encoded = gw.http().post("/v1/embeddings", json={
+            "model": "bge", "input": texts[5], "encoding_format": "base64"}).json()
+        assert decode_vector(encoded["data"][0]["embedding"]) == pytest.approx(
+            batch.data[5].embedding, rel=1e-6)
+        assert batch.usage.prompt_tokens > 0
+
+
+def test_upstream_429_stays_429_with_retry_after(run_gateway: GatewayFactory,
+                                                 simulator: str) -> None:
+    """TGI's 429 (overloaded) reaches the client as a 429 with Retry-After."""
+    with run_gateway(config(simulator, headers={"X-Return-Error": "429"})) as gw:
+        with pytest.raises(openai.RateLimitError) as caught:
+            gw.client().completions.create(model="tgi", prompt="hi")
+        assert caught.value.response.headers.get("retry-after") == "1"
+        with pytest.raises(openai.RateLimitError):
+            gw.client().embeddings.create(model="bge", input="hi")
+
+
+def test_upstream_401_never_leaks_the_token(run_gateway: GatewayFactory, simulator: str) -> None:
+    """An upstream 401 that echoes the HF token: the client's error has no token in it."""
+    headers = {"X-Return-Error": "401", "X-Sim-Echo-Key": "1"}
+    with run_gateway(config(simulator, headers=headers)) as gw:
+        for model in ("llama", "tgi"):
+            answer = gw.http().post("/v1/chat/completions",
+                                    json={"model": model, "messages": USER})
+            assert answer.status_code == 502
+            assert TOKEN not in answer.text
+            assert "credentials" in answer.json()["error"]["message"]
+
+
+def test_cancelled_tgi_stream_closes_the_upstream(run_gateway: GatewayFactory,
+                                                  simulator: str) -> None:
+    """A client that leaves a streamed completion mid-way: the simulator's /generate_stream is
+    cancelled and the call is recorded cancelled."""
+    slow = {"X-Sim-TPOT-Ms": "50", "X-Sim-Completion-Tokens": "200"}
+    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    with run_gateway(config(simulator, headers=slow)) as gw:
+        with httpx.stream("POST", gw.url + "/v1/completions", timeout=10,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                   "x-request-id": "hf-gone"},
+                          json={"model": "tgi", "prompt": "hi", "stream": True,
+                                "max_tokens": 200}) as response:
+            for i, _ in enumerate(response.iter_lines()):
+                if i >= 3:
+                    break
+        deadline = time.monotonic() + 5
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            stats = httpx.get(simulator + "/_sim/stats").json()
+            if stats["streams_cancelled"] > before and any(
+                    r.request_id == "hf-gone" for r in gw.sink.records):
+                break
+            time.sleep(0.05)
+        assert stats["streams_cancelled"] == before + 1
+        assert gw.sink.by_id("hf-gone").status == "cancelled"
