@@ -65,18 +65,25 @@ def gateway_env(config: Mapping[str, Any], work: Path) -> dict[str, str]:
             "SWITCHBOARD_CALL_LOG": "false", "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
 
 
+class Served(str):
+    """A running server's base URL, with its process id (for CPU time from /proc)."""
+
+    pid: int
+
+
 @contextmanager
 def switchboard(command: str, *args: str, port: int, env: Mapping[str, str] | None = None,
-                core: int | None = None) -> Iterator[str]:
+                core: int | None = None) -> Iterator[Served]:
     """Run ``switchboard COMMAND --port PORT ARGS`` (``serve`` or ``simulate``), pinned to
-    ``core`` when given, until exit; yields its base URL once it is ready (``/readyz`` for a
-    gateway, ``/health`` for a simulator)."""
+    ``core`` when given, until exit; yields its base URL (and pid) once it is ready
+    (``/readyz`` for a gateway, ``/health`` for a simulator)."""
     argv = [str(BIN), command, "--port", str(port), *args]
     if core is not None:
         argv = ["taskset", "-c", str(core), *argv]
     proc = subprocess.Popen(argv, env=None if env is None else dict(env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    url = Served(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid  # taskset execs the program: the same process
     try:
         wait_ok(url + ("/readyz" if command == "serve" else "/health"))
         yield url

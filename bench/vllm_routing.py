@@ -22,6 +22,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ async def drive(url: str, calls: list[tuple[float, dict[str, Any]]]) -> list[flo
     return latencies
 
 
-def prefix_counts(urls: list[str]) -> tuple[float, float]:
+def prefix_counts(urls: Sequence[str]) -> tuple[float, float]:
     queries = hits = 0.0
     for url in urls:
         for line in httpx.get(f"{url}/metrics").text.splitlines():

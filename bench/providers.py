@@ -1,0 +1,105 @@
+"""Throughput through each provider type: non-streamed chat through the gateway to the simulator
+playing that provider's API, against the ``openai`` type, in one run. Target (issue 11): every
+type within 10% of ``openai``'s throughput.
+
+    .venv/bin/python -m bench.providers [--duration 8] [--rounds 2] [--types openai,cohere,...]
+
+The gateway (core 0, call log off, master key) serves one public model on one target of the type
+under test; the simulator and the closed-loop load generator (32 connections) share core 1. A
+round measures every type once, rounds alternate the order, and the report gives the medians:
+requests/s and the gateway's CPU time per request (from /proc; it hardly moves when something
+else uses the machine, unlike requests/s), each as a ratio to ``openai``'s. The simulator's own
+cost differs by dialect (Replicate's prediction objects, Cohere's event types), and it shares
+the load core, so requests/s carries some of the simulator; the CPU-per-request column is the
+gateway's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.calllog_overhead import KEY, gateway_env, switchboard
+from bench.drivers import Request, loadgen
+from bench.metrics_overhead import cpu_seconds
+from tests.servers import free_port
+
+BODY = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}],"max_tokens":40}'
+
+
+def providers(sim: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each type's provider config against the simulator, and its target model."""
+    return {
+        "openai": ({"type": "openai", "base_url": f"{sim}/v1", "api_key": "sk-sim"},
+                   "gpt-4o-mini"),
+        "anthropic": ({"type": "anthropic", "base_url": sim, "api_key": "sk-ant-sim"},
+                      "claude-sonnet-4-20250514"),
+        "cohere": ({"type": "cohere", "base_url": sim, "api_key": "co-sim"},
+                   "command-a-03-2025"),
+        "ai21": ({"type": "ai21", "base_url": f"{sim}/studio/v1", "api_key": "ai21-sim"},
+                 "jamba-mini"),
+        "huggingface": ({"type": "huggingface", "base_url": f"{sim}/hf-router/v1",
+                         "api_key": "hf_sim"}, "meta-llama/Llama-3.1-8B-Instruct:fastest"),
+        "huggingface-tgi": ({"type": "huggingface", "api": "tgi", "base_url": f"{sim}/tgi",
+                             "api_key": "hf_sim"}, "tgi"),
+        "replicate": ({"type": "replicate", "base_url": f"{sim}/v1", "api_token": "r8_sim"},
+                      "meta/meta-llama-3-8b-instruct"),
+    }
+
+
+def config(provider: dict[str, Any], model: str) -> dict[str, Any]:
+    return {"providers": {"p": provider},
+            "models": {"chat": {"targets": [{"provider": "p", "model": model}]}},
+            "drift": {"embedding": {"sample_rate": 0}}}
+
+
+def measure(raw: dict[str, Any], work: Path, *, seconds: float) -> tuple[float, float]:
+    """Requests/s and the gateway's CPU microseconds per request of one closed-loop run."""
+    with switchboard("serve", port=free_port(), env=gateway_env(raw, work), core=0) as url:
+        request = Request(url=f"{url}/v1/chat/completions", body=BODY,
+                          headers={"Authorization": f"Bearer {KEY}"})
+        loadgen(request, mode="closed", core=1, duration_s=2, connections=32)  # warm-up
+        before = cpu_seconds(url.pid)
+        report = loadgen(request, mode="closed", core=1, duration_s=seconds, connections=32)
+        cpu_us = (cpu_seconds(url.pid) - before) / max(1, report.requests) * 1e6
+    if report.errors:
+        raise RuntimeError(f"errors during the run: {report.errors_detail}")
+    return report.requests / report.duration_s, cpu_us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--types", default="", help="comma-separated (default: all)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sb-providerbench-"))
+    with switchboard("simulate", port=free_port(), core=1) as simulator:
+        every = providers(str(simulator))
+        names = [n for n in args.types.split(",") if n] or list(every)
+        if "openai" not in names:
+            names.insert(0, "openai")
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+        for round_ in range(args.rounds):
+            for name in names if round_ % 2 == 0 else list(reversed(names)):
+                provider, model = every[name]
+                results[name].append(measure(config(provider, model), work,
+                                             seconds=args.duration))
+                rps, cpu = results[name][-1]
+                print(f"  round {round_ + 1}, {name}: {rps:.0f} req/s, {cpu:.0f} us CPU/request",
+                      flush=True)
+    medians = {name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+               for name, runs in results.items()}
+    base_rps, base_cpu = medians["openai"]
+    print(f"\n{'type':<18} {'req/s':>8} {'vs openai':>10} {'CPU us/req':>11} {'vs openai':>10}"
+          f"   (medians of {args.rounds} rounds, {args.duration:.0f} s each)")
+    for name, (rps, cpu) in medians.items():
+        print(f"{name:<18} {rps:>8.0f} {rps / base_rps:>9.1%} {cpu:>11.0f} "
+              f"{cpu / base_cpu:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
