@@ -150,6 +150,11 @@ class ReplicatePredictions:
         self._config = config
         self._timeout_s = config.timeout_s
         self._cancels: set[asyncio.Task[None]] = set()
+        self._plans: dict[str, tuple[Route, InputSpec]] = {}
+        """A target model -> its route and input spec, worked out once (bounded by the
+        config's targets, the only models that reach the provider)."""
+        self._prefer: dict[int, dict[str, str]] = {}
+        """``Prefer: wait=N`` headers by N, built once."""
 
     def spec(self, model: str, route: Route) -> InputSpec:
         """How ``model`` takes a chat (config entry, owner's family, provider's family)."""
@@ -167,8 +172,11 @@ class ReplicatePredictions:
 
     def _prepare(self, call: ChatCall, target: Target, *, stream: bool
                  ) -> tuple[Route, Json, int | None]:
-        route = parse_model(target.model)
-        spec = self.spec(target.model, route)
+        plan = self._plans.get(target.model)
+        if plan is None:
+            route = parse_model(target.model)
+            plan = self._plans[target.model] = (route, self.spec(target.model, route))
+        route, spec = plan
         given = build_input(call.request, spec, params=target.params,
                             max_tokens_default=target.max_tokens_default)
         body: Json = {"input": given}
@@ -183,9 +191,11 @@ class ReplicatePredictions:
         route, body, limit = self._prepare(call, target, stream=False)
         deadline = time.monotonic() + (target.timeout_s or self._timeout_s)
         wait = max(1, min(self._config.wait_s, int(deadline - time.monotonic())))
+        prefer = self._prefer.get(wait)
+        if prefer is None:
+            prefer = self._prefer[wait] = {"Prefer": f"wait={wait}"}
         prediction = await self._upstream.call("POST", route.path, body,
-                                               timeout_s=deadline - time.monotonic(),
-                                               headers={"Prefer": f"wait={wait}"})
+                                               timeout_s=target.timeout_s, headers=prefer)
         prediction = await self._until_final(prediction, deadline)
         answer, usage = to_chat_completion(prediction, created=int(time.time()), limit=limit)
         return Result(body=answer, usage=usage)
@@ -205,7 +215,7 @@ class ReplicatePredictions:
                 interval = min(interval * 1.5, self._config.poll_max_interval_s)
                 prediction = await self._upstream.call(
                     "GET", f"/predictions/{ident}",
-                    timeout_s=max(deadline - time.monotonic(), 0.001))
+                    timeout_s=deadline - time.monotonic(), deadline=True)
             final = prediction.get("status") in TERMINAL
         finally:
             if not final:
@@ -219,7 +229,8 @@ class ReplicatePredictions:
         route, body, limit = self._prepare(call, target, stream=True)
         timeout_s = target.timeout_s or self._timeout_s
         deadline = time.monotonic() + timeout_s
-        prediction = await self._upstream.call("POST", route.path, body, timeout_s=timeout_s)
+        prediction = await self._upstream.call("POST", route.path, body,
+                                               timeout_s=target.timeout_s)
         ident = _prediction_id(prediction)
         error = prediction_error(prediction) if prediction.get("status") in TERMINAL else None
         if error is not None:
@@ -251,7 +262,7 @@ class ReplicatePredictions:
                 self.cancel_later(ident)
         final = await self._until_final(
             await self._upstream.call("GET", f"/predictions/{ident}",
-                                      timeout_s=max(deadline - time.monotonic(), 0.001)),
+                                      timeout_s=deadline - time.monotonic(), deadline=True),
             deadline)
         for chunk in translator.finish(read_usage(final), limit):
             yield chunk

@@ -85,14 +85,19 @@ class ReplicateUpstream(Upstream):
                                      sock_connect=self._connect_timeout_s)
 
     async def call(self, method: str, path_or_url: str, payload: Json | None = None, *,
-                   timeout_s: float, headers: Mapping[str, str] | None = None) -> Json:
-        """One JSON request; the parsed object of a 2xx answer, else a gateway error."""
+                   timeout_s: float | None, deadline: bool = False,
+                   headers: Mapping[str, str] | None = None) -> Json:
+        """One JSON request; the parsed object of a 2xx answer, else a gateway error.
+        ``timeout_s``: a target's own timeout (``None``: the provider's), or with ``deadline``
+        the time left before the call's deadline."""
         url = self._url(path_or_url)
         sent = {**self._headers, **headers} if headers else self._headers
         data = orjson.dumps(payload) if payload is not None else None
+        timeout = self._deadline_timeout(timeout_s) if deadline and timeout_s is not None \
+            else self._timeouts_for(timeout_s)[0]
         try:
             async with self._session.request(
-                method, url, data=data, headers=sent, timeout=self._deadline_timeout(timeout_s),
+                method, url, data=data, headers=sent, timeout=timeout,
                 allow_redirects=False,
             ) as response:
                 if response.status >= 300:

@@ -316,9 +316,12 @@ async def _create(sim: Sim, req: Request, params: dict[str, str]) -> None:
         duration=_duration(sim, req, knobs, output.tokens), base=f"http://{host}",
         stream=body.get("stream") is True, fail_after=fail_after)
     store_of(sim).add(prediction)
-    asyncio.get_running_loop().call_at(prediction.ends(), prediction.done.set)
+    if prediction.ends() > prediction.created:
+        asyncio.get_running_loop().call_at(prediction.ends(), prediction.done.set)
+    else:  # finished as it started: nothing to wait for (and no tasks spent on it)
+        prediction.done.set()
     wait = _prefer_wait(req)
-    if wait is not None and wait > 0:
+    if wait is not None and wait > 0 and not prediction.done.is_set():
         watcher = Watcher(req.receive)
         try:
             waiter = asyncio.ensure_future(prediction.done.wait())
