@@ -184,19 +184,7 @@ class Upstream:
 
     async def get_json(self, path: str) -> Any:
         """GET a JSON document (used for probes such as vLLM's ``/version``)."""
-        url = self.base_url + path
-        try:
-            async with self._session.get(url, headers=self._headers, timeout=self._timeout,
-                                         allow_redirects=False) as r:
-                if 300 <= r.status < 400:
-                    raise self._redirected(r)
-                if r.status >= 400:
-                    await self._raise_for(r)
-                return orjson.loads(await r.read())
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._translate(exc) from None
-        except orjson.JSONDecodeError:
-            raise errors.BadUpstreamResponse(f"upstream {url} sent invalid JSON") from None
+        return await self.request("GET", self.base_url + path, limits=self._timeout)
 
     async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None
                         ) -> Json:
@@ -210,11 +198,20 @@ class Upstream:
     async def post(self, path: str, payload: Json, *, timeout_s: float | None = None) -> Any:
         """POST ``payload``; the parsed JSON value of a 2xx answer, whatever its type (TEI's
         ``/embed`` answers a bare array), else a gateway error."""
+        return await self.request("POST", self.base_url + path, payload,
+                                  limits=self._timeouts_for(timeout_s)[0])
+
+    async def request(self, method: str, url: str, payload: Json | None = None, *,
+                      limits: aiohttp.ClientTimeout,
+                      headers: Mapping[str, str] | None = None) -> Any:
+        """One JSON request to ``url`` within ``limits`` (``headers``: all of them, instead of
+        the upstream's); the parsed JSON value of a 2xx answer, else a gateway error (a
+        redirect among them)."""
         try:
-            async with self._session.post(
-                self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
-                params=self._params, timeout=self._timeouts_for(timeout_s)[0],
-                allow_redirects=False,
+            async with self._session.request(
+                method, url, data=None if payload is None else orjson.dumps(payload),
+                headers=self._headers if headers is None else headers, params=self._params,
+                timeout=limits, allow_redirects=False,
             ) as response:
                 if response.status >= 300:
                     if response.status < 400:
@@ -222,11 +219,12 @@ class Upstream:
                     await self._raise_for(response)
                 raw = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._translate(exc) from None
+            raise self._scrub(self._translate(exc)) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise errors.BadUpstreamResponse("upstream sent invalid JSON") from None
+            raise errors.BadUpstreamResponse(f"upstream {self.base_url} sent invalid JSON") \
+                from None
 
     async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None
                          ) -> AsyncGenerator[SSEEvent, None]:

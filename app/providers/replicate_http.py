@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 
 from app import errors
 from app.providers.http import SSEEvent, Upstream
@@ -90,27 +89,11 @@ class ReplicateUpstream(Upstream):
         """One JSON request; the parsed object of a 2xx answer, else a gateway error.
         ``timeout_s``: a target's own timeout (``None``: the provider's), or with ``deadline``
         the time left before the call's deadline."""
-        url = self._url(path_or_url)
         sent = {**self._headers, **headers} if headers else self._headers
-        data = orjson.dumps(payload) if payload is not None else None
         timeout = self._deadline_timeout(timeout_s) if deadline and timeout_s is not None \
             else self._timeouts_for(timeout_s)[0]
-        try:
-            async with self._session.request(
-                method, url, data=data, headers=sent, timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                if response.status >= 300:
-                    if response.status < 400:
-                        raise self._redirected(response)
-                    await self._raise_for(response)
-                raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._scrub(self._translate(exc)) from None
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise errors.BadUpstreamResponse("Replicate sent invalid JSON") from None
+        body = await self.request(method, self._url(path_or_url), payload, limits=timeout,
+                                  headers=sent)
         if not isinstance(body, dict):
             raise errors.BadUpstreamResponse("Replicate sent JSON that is not an object")
         return body
