@@ -50,9 +50,11 @@ SERVED = ("POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messa
 def unsupported(method: str, path: str) -> Response:
     """The 404 of a path no route serves, saying so and what is served; in Anthropic's error
     shape under ``/v1/messages``, OpenAI's elsewhere."""
-    exc = errors.NotFound(f"Switchboard does not serve {method} {path[:200]}. It serves "
-                          f"{SERVED}, and its admin API under /admin.",
-                          code="unsupported_endpoint")
+    # Only API paths are echoed: others (/docs, /openapi.json with the reference off) are
+    # not even named, so a probe learns nothing of what is turned off.
+    what = f"{method} {path[:200]}" if path.startswith("/v1/") else "this path"
+    exc = errors.NotFound(f"Switchboard does not serve {what}. It serves {SERVED}, and its "
+                          "admin API under /admin.", code="unsupported_endpoint")
     if path.startswith("/v1/messages"):
         return JSONReply(orjson.dumps(anthropic_error_body(exc)), status=404, headers={})
     return error_response(exc)

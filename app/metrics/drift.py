@@ -317,7 +317,11 @@ class DriftMonitor:
             if found is not None and len(found.data.get("bins", ())) != N_BINS:
                 found = None  # saved by a version with other bins: capture a fresh one
             if found is not None:
-                if target.baseline is None or target.baseline.captured_at != found.captured_at:
+                # The same baseline, read back: its timestamp went through a datetime column
+                # (microseconds), so compare it to the millisecond, not exactly; an exact
+                # comparison cleared the window once after most captures.
+                if target.baseline is None \
+                        or abs(target.baseline.captured_at - found.captured_at) > 0.001:
                     target.baseline, target.handed_out = found, True
                     target.baseline_gauge.set(found.samples)
                     target.lengths.clear()

@@ -193,6 +193,18 @@ async def test_baselines_persist_are_shared_and_reset(engine: AsyncEngine) -> No
     assert first.status()[0]["capturing"] == 0
 
 
+async def test_its_own_baseline_read_back_keeps_the_window(engine: AsyncEngine) -> None:
+    """The process that captured a baseline reads it back from the store (its timestamp through
+    a datetime column) as the same baseline: its window is kept, not restarted."""
+    config = Drift(baseline_size=50, window=50, evaluate_every=10)
+    mon = DriftMonitor(config, metrics=Metrics(), store=DatabaseBaselines(engine))
+    feed(mon, 50, lengths(12))
+    feed(mon, 30, lengths(13))
+    for _ in range(3):
+        await mon.sync()
+        assert mon.status()[0]["window"] == 30
+
+
 @pytest.mark.parametrize("database", ["migrated_sqlite", "migrated_pg"])
 def test_cli_lists_and_resets_baselines(request: pytest.FixtureRequest, database: str) -> None:
     """`switchboard drift baseline list|reset MODEL` shows and deletes stored baselines."""

@@ -87,7 +87,8 @@ class Caller:
             self.send(step, **extra)
             if self.flagged(signal):
                 return sent
-        raise AssertionError(f"{signal} not flagged within {limit} requests")
+        raise AssertionError(f"{signal} not flagged within {limit} requests: "
+                             f"{self.http.get('/admin/drift').json()}")
 
 
 @contextmanager
