@@ -127,8 +127,8 @@ async def _entra_error(req: Request, status: int, error: str, code: int, text: s
     now = datetime.now(UTC)
     trace, correlation = uuid.uuid4(), uuid.uuid4()
     stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
-    description = (f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {correlation} "
-                   f"Timestamp: {stamp}")
+    description = (f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: "
+                   f"{correlation}\r\nTimestamp: {stamp}")
     body = {"error": error, "error_description": description, "error_codes": [code],
             "timestamp": stamp, "trace_id": str(trace), "correlation_id": str(correlation),
             "error_uri": f"https://login.microsoftonline.com/error?code={code}"}

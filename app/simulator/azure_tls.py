@@ -3,8 +3,9 @@ that is not https, so tests and benchmarks that exercise ``auth: client_secret``
 ``workload_identity``) point it at a simulator served by this module, trusting the throwaway
 self-signed certificate it makes (the provider's ``auth.ca_bundle``).
 
-``serve_tls`` runs a simulator (its own state and options) with uvicorn in a background thread
-until the context exits; the certificate, for ``127.0.0.1`` and ``localhost``, lives one day.
+``serve_tls`` runs an ASGI app (a simulator from ``create_app``, with its own state and
+options) with uvicorn in a background thread until the context exits; the certificate, for
+``127.0.0.1`` and ``localhost``, lives one day.
 Needs ``cryptography`` (installed with azure-identity's MSAL dependency).
 """
 
@@ -19,11 +20,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
-
-from app.simulator.app import create_app
-from app.simulator.options import SimOptions
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -57,14 +56,14 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def serve_tls(options: SimOptions, directory: Path) -> Iterator[tuple[str, Path]]:
-    """A simulator playing ``options`` on ``https://127.0.0.1:<port>``: yields its URL and the
-    CA file to trust, until exit."""
+def serve_tls(app: Any, directory: Path) -> Iterator[tuple[str, Path]]:
+    """``app`` on ``https://127.0.0.1:<port>``: yields its URL and the CA file to trust, until
+    exit."""
     cert, key = self_signed(directory)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(options), host="127.0.0.1", port=port,
+    config = uvicorn.Config(app, host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on", loop="asyncio", http="h11",
                             access_log=False, ssl_certfile=str(cert), ssl_keyfile=str(key))
     server = uvicorn.Server(config)

@@ -17,11 +17,12 @@ import openai
 import pytest
 
 from app import errors
-from app.providers import azure
+from app.providers import azure, azure_auth
 from app.providers.azure import AzureOpenAIProvider
 from app.providers.azure_auth import SCOPE
 from app.providers.base import Json, Target
-from app.simulator import SimOptions
+from app.scrub import Scrubber
+from app.simulator import SimOptions, create_app
 from app.simulator import azure_entra as entra
 from app.simulator.azure_tls import serve_tls
 from tests.providers.calls import chat, embedding, header, received
@@ -34,7 +35,7 @@ TOKEN_PATH = f"/{entra.TENANT_ID}/oauth2/v2.0/token"
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A simulator over TLS playing Entra's token endpoint: its URL and the CA to trust."""
-    with serve_tls(SimOptions(), tmp_path_factory.mktemp("tls")) as served:
+    with serve_tls(create_app(SimOptions()), tmp_path_factory.mktemp("tls")) as served:
         yield served
 
 
@@ -255,3 +256,75 @@ def test_token_endpoint_issues_tokens_of_the_configured_lifetime(simulator: str)
                       params={"api-version": "2024-10-21"},
                       headers=bearer(body["access_token"]), json=HELLO)
     assert used.status_code == 200
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azure"
+
+
+def fixture(name: str) -> Json:
+    loaded: Json = json.loads((FIXTURES / name).read_text())
+    loaded.pop("_source")
+    return loaded
+
+
+class Replay:
+    """An ASGI app answering every request with one JSON body (a published example)."""
+
+    def __init__(self, status: int, body: Json) -> None:
+        self.status = status
+        self.body = json.dumps(body).encode()
+
+    async def __call__(self, scope: Json, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@pytest.mark.parametrize(("name", "status"), [("entra_token_success.json", 200),
+                                              ("entra_token_error.json", 400)])
+async def test_published_token_answers_through_azure_identity(tmp_path: Path, name: str,
+                                                              status: int) -> None:
+    """Entra's published examples, replayed: the success is a token lasting its expires_in;
+    the error a 502 carrying its AADSTS code."""
+    example = fixture(name)
+    with serve_tls(Replay(status, example), tmp_path) as (url, ca):
+        config = AzureOpenAIProvider.model_validate({
+            "type": "azure_openai", "endpoint": "https://res.openai.azure.com",
+            "auth": client_secret((url, ca))})
+        assert config.auth is not None
+        cred = azure_auth.credential(config.auth)
+        tokens = azure_auth.BearerTokens(azure_auth.credential_fetch(cred),
+                                         describe=azure.describe(config),
+                                         scrubber=Scrubber(config.secrets()))
+        try:
+            if status == 200:
+                before = time.time()
+                token = await tokens.get()
+                assert token.value == example["access_token"]
+                assert token.header == f"Bearer {example['access_token']}"
+                assert before + 3599 - 1 <= token.expires_at <= time.time() + 3599
+                assert token.refresh_at == token.expires_at - 300
+            else:
+                with pytest.raises(errors.UpstreamError) as caught:
+                    await tokens.get()
+                assert "AADSTS70011" in caught.value.message
+                assert "azure_openai provider at res.openai.azure.com" in caught.value.message
+        finally:
+            await cred.close()
+
+
+def test_simulator_token_answers_have_the_published_fields(simulator: str) -> None:
+    """The simulator's success and error bodies carry every field of Entra's examples."""
+    good = httpx.post(simulator + TOKEN_PATH, data={
+        "grant_type": "client_credentials", "client_id": entra.CLIENT_ID,
+        "client_secret": entra.CLIENT_SECRET, "scope": SCOPE}).json()
+    assert set(fixture("entra_token_success.json")) <= set(good)
+    bad = httpx.post(simulator + TOKEN_PATH, data={
+        "grant_type": "client_credentials", "client_id": entra.CLIENT_ID,
+        "client_secret": entra.CLIENT_SECRET, "scope": "https://foo/read"}).json()
+    published = fixture("entra_token_error.json")
+    assert set(published) <= set(bad)
+    assert bad["error_description"].split("\r\n")[1].startswith("Trace ID: ")
+    assert published["error_description"].split("\r\n")[1].startswith("Trace ID: ")

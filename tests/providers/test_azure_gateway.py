@@ -22,6 +22,7 @@ from app.config import parse_config
 from app.main import create_app
 from app.simulator import SimOptions
 from app.simulator import azure_entra as entra
+from app.simulator import create_app as simulator_app
 from app.simulator.azure_tls import serve_tls
 from tests.api.conftest import MASTER_KEY, ListSink, RunningGateway, settings_in
 from tests.servers import serve
@@ -34,7 +35,7 @@ WRONG_SECRET = "wrong-client-secret-0123456789"
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """Entra's token endpoint played over TLS (tokens last the default hour)."""
-    with serve_tls(SimOptions(), tmp_path_factory.mktemp("tls")) as served:
+    with serve_tls(simulator_app(SimOptions()), tmp_path_factory.mktemp("tls")) as served:
         yield served
 
 
@@ -109,7 +110,7 @@ def test_chat_stream_and_embeddings_with_client_secret(
 
 def test_token_expiring_mid_run_is_refreshed(tmp_path: Path, simulator: str) -> None:
     """A 2-second token expires between calls; the next calls get a new one and succeed."""
-    with serve_tls(SimOptions(entra_token_lifetime_s=2), tmp_path) as short, \
+    with serve_tls(simulator_app(SimOptions(entra_token_lifetime_s=2)), tmp_path) as short, \
             gateway(tmp_path, config(simulator, short)) as gw:
         client = gw.client()
         client.chat.completions.create(model="gpt", messages=USER, max_tokens=5)
