@@ -258,7 +258,8 @@ class BearerTokens:
 
 
 def _retrieve(task: asyncio.Task[Token]) -> None:
-    """Log a background refresh's failure (the next call that needs a token sees it too)."""
+    """Log a refresh's failure (and mark it retrieved: a background refresh has no awaiter;
+    the calls that awaited one get it raised as well)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("Entra ID token refresh failed: %s", task.exception())
 
