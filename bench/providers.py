@@ -17,11 +17,14 @@ gateway's alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.simulator import SimOptions, azure_entra, create_app
+from app.simulator.azure_tls import serve_tls
 from bench.calllog_overhead import KEY, gateway_env, switchboard
 from bench.drivers import Request, loadgen
 from bench.metrics_overhead import cpu_seconds
@@ -30,8 +33,15 @@ from tests.servers import free_port
 BODY = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}],"max_tokens":40}'
 
 
-def providers(sim: str) -> dict[str, tuple[dict[str, Any], str]]:
-    """Each type's provider config against the simulator, and its target model."""
+def providers(sim: str, authority: tuple[str, Path] | None = None
+              ) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each type's provider config against the simulator, and its target model.
+    ``authority``: Entra's token endpoint over TLS and its CA, for ``azure-entra`` (the token is
+    fetched once per gateway; every request then carries it)."""
+    url, ca = authority or ("https://unused.invalid", Path("unused.pem"))
+    entra = {"type": "client_secret", "tenant_id": azure_entra.TENANT_ID,
+             "client_id": azure_entra.CLIENT_ID, "client_secret": azure_entra.CLIENT_SECRET,
+             "authority": url, "ca_bundle": str(ca)}
     return {
         "openai": ({"type": "openai", "base_url": f"{sim}/v1", "api_key": "sk-sim"},
                    "gpt-4o-mini"),
@@ -47,6 +57,10 @@ def providers(sim: str) -> dict[str, tuple[dict[str, Any], str]]:
                              "api_key": "hf_sim"}, "tgi"),
         "replicate": ({"type": "replicate", "base_url": f"{sim}/v1", "api_token": "r8_sim"},
                       "meta/meta-llama-3-8b-instruct"),
+        "azure_openai": ({"type": "azure_openai", "endpoint": sim, "api_key": "az-sim"},
+                         "gpt-4o-mini"),
+        "azure-entra": ({"type": "azure_openai", "endpoint": sim, "auth": entra},
+                        "gpt-4o-mini"),
     }
 
 
@@ -77,9 +91,14 @@ def main() -> None:
     parser.add_argument("--types", default="", help="comma-separated (default: all)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-providerbench-"))
-    with switchboard("simulate", port=free_port(), core=1) as simulator:
-        every = providers(str(simulator))
-        names = [n for n in args.types.split(",") if n] or list(every)
+    names = [n for n in args.types.split(",") if n]
+    with switchboard("simulate", port=free_port(), core=1) as simulator, \
+            contextlib.ExitStack() as stack:
+        authority = None
+        if not names or "azure-entra" in names:
+            authority = stack.enter_context(serve_tls(create_app(SimOptions()), work))
+        every = providers(str(simulator), authority)
+        names = names or list(every)
         if "openai" not in names:
             names.insert(0, "openai")
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}

@@ -2,8 +2,10 @@
 
 A target's ``model`` is the deployment name. Requests go to
 ``{endpoint}/openai/deployments/{deployment}/{chat/completions|completions|embeddings}`` with the
-``api-version`` query parameter, authenticated by the ``api-key`` header (never
-``Authorization``); the config's ``headers`` are added to every request. Bodies and errors are
+``api-version`` query parameter, authenticated either by the ``api-key`` header (``api_key``) or
+by a Microsoft Entra ID token in ``Authorization: Bearer`` (``auth``; the credentials, the token
+cache and its refresh are ``azure_auth``'s), never both; the config's ``headers`` are added to
+every request. Bodies and errors are
 OpenAI-shaped, so everything else is the OpenAI-compatible provider's, except that streams ask for
 usage only on api-versions that accept ``stream_options`` (older ones answer it with a 400; the
 gateway then estimates usage).
@@ -11,24 +13,54 @@ gateway then estimates usage).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Annotated, Literal, Self
+from urllib.parse import quote, urlsplit
 
 import aiohttp
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from app.providers.base import Json, ProviderBase, Target
+from app.providers.azure_auth import (
+    AzureAuth,
+    BearerTokens,
+    Token,
+    credential,
+    credential_fetch,
+    require_identity,
+)
+from app.providers.base import EmbeddingCall, Json, ProviderBase, Result, Target
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible
+from app.scrub import Scrubber, config_secrets
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 class AzureOpenAIProvider(ProviderBase):
-    """Azure OpenAI: the target ``model`` is the deployment name."""
+    """Azure OpenAI: the target ``model`` is the deployment name; exactly one of ``api_key``
+    and ``auth`` (Microsoft Entra ID, ``azure_auth``)."""
 
     type: Literal["azure_openai"]
-    api_key: SecretStr
+    api_key: SecretStr | None = None
+    auth: AzureAuth | None = None
     endpoint: Annotated[str, Field(pattern=r"^https?://")]
     api_version: str = "2024-10-21"
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        if (self.api_key is None) == (self.auth is None):
+            raise ValueError("give exactly one of api_key (the resource's key) or auth "
+                             "(Microsoft Entra ID: client_secret, workload_identity, "
+                             "managed_identity or default)")
+        if self.auth is not None:
+            require_identity()
+        return self
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential this entry holds, the Entra client secret included."""
+        found = config_secrets([self])
+        secret = getattr(self.auth, "client_secret", None)
+        return (*found, secret.get_secret_value()) if isinstance(secret, SecretStr) else found
 
 STREAM_OPTIONS_SINCE = "2024-09-01"
 """The first api-version (2024-09-01-preview; GA in 2024-10-21) that accepts ``stream_options``."""
@@ -49,19 +81,51 @@ class AzureOpenAI(OpenAICompatible):
     reach the provider.
     """
 
-    def __init__(self, config: AzureOpenAIProvider, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: AzureOpenAIProvider, session: aiohttp.ClientSession, *,
+                 tokens: BearerTokens | None = None,
+                 credential: AsyncTokenCredential | None = None) -> None:
+        """``tokens``: the Entra token source when ``config.auth`` is set, and ``credential``
+        the azure-identity credential behind it, closed with the provider (``build`` makes
+        both; tests may pass their own)."""
+        self._credential = credential
         self._config = config
         self._session = session
-        self._key = config.api_key.get_secret_value()
         self._endpoint = config.endpoint.rstrip("/")
+        self._secrets = config.secrets()
         self._deployments: dict[str, Upstream] = {}
+        self._tokens = tokens
+        self._token: Token | None = None
+        self._auth: dict[str, str] = {} if config.api_key is None \
+            else {"api-key": config.api_key.get_secret_value()}
         # Every call goes through upstream_for; the base class's own upstream is the resource root.
         super().__init__(self._new_upstream(f"{self._endpoint}/openai"))
 
     def _new_upstream(self, base_url: str) -> Upstream:
-        return Upstream.from_config(self._session, self._config, base_url=base_url,
-                                    headers={"api-key": self._key, **self._config.headers},
-                                    params={"api-version": self._config.api_version})
+        token = () if self._token is None else (self._token.value,)
+        return Upstream(self._session, base_url=base_url,
+                        headers={**self._auth, **self._config.headers},
+                        timeout_s=self._config.timeout_s,
+                        connect_timeout_s=self._config.connect_timeout_s,
+                        secrets=(*self._secrets, *token),
+                        params={"api-version": self._config.api_version})
+
+    async def ready(self) -> None:
+        """With Entra auth, a valid token in the headers (awaited only when none is fresh)."""
+        if self._tokens is not None:
+            token = self._tokens.fresh() or await self._tokens.get()
+            if token is not self._token:
+                self._use(token)
+
+    def _use(self, token: Token) -> None:
+        """Send ``token`` from now on: the deployments' upstreams are rebuilt with it (once per
+        token, about hourly; a call already sent keeps the one it had)."""
+        self._token = token
+        self._auth = {"Authorization": token.header}
+        self._deployments = {}
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        await self.ready()
+        return await super().embed(call, target=target)
 
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
         """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it."""
@@ -80,5 +144,23 @@ class AzureOpenAI(OpenAICompatible):
         return upstream
 
 
+    async def aclose(self) -> None:
+        """Stop a token refresh in progress and close the Entra credential's own session."""
+        if self._tokens is not None:
+            await self._tokens.aclose()
+        if self._credential is not None:
+            await self._credential.close()
+
+
+def describe(config: AzureOpenAIProvider) -> str:
+    """How errors name the provider: its type and endpoint host."""
+    return f"azure_openai provider at {urlsplit(config.endpoint).netloc or config.endpoint}"
+
+
 def build(config: AzureOpenAIProvider, session: aiohttp.ClientSession) -> AzureOpenAI:
-    return AzureOpenAI(config, session)
+    if config.auth is None:
+        return AzureOpenAI(config, session)
+    cred = credential(config.auth)
+    tokens = BearerTokens(credential_fetch(cred), describe=describe(config),
+                          scrubber=Scrubber(config.secrets()))
+    return AzureOpenAI(config, session, tokens=tokens, credential=cred)

@@ -4,7 +4,9 @@ Routes (one process serves every dialect):
 
 - OpenAI / vLLM: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``;
   ``GET /v1/models``.
-- Azure OpenAI: ``POST /openai/deployments/{deployment}/`` + the same three operations.
+- Azure OpenAI: ``POST /openai/deployments/{deployment}/`` + the same three operations;
+  Microsoft Entra ID's ``POST /{tenant}/oauth2/v2.0/token`` and App Service's managed-identity
+  ``GET /msi/token`` (``azure_entra``).
 - Anthropic: ``POST /v1/messages``.
 - Replicate: ``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/{owner}/{name}/
   predictions``, ``/v1/predictions``; ``GET /v1/predictions/{id}`` (and ``/stream``); ``POST
@@ -31,6 +33,7 @@ from app.simulator import (
     ai21,
     anthropic,
     azure,
+    azure_entra,
     cohere,
     huggingface,
     huggingface_tei,
@@ -78,6 +81,7 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/tgi/generate_stream"): (huggingface_tgi.generate_stream, Route("tgi"), True),
     ("POST", "/tgi/v1/chat/completions"): (huggingface.tgi_chat, Route("tgi-chat"), True),
     ("POST", "/tei/embed"): (huggingface_tei.embed, Route("tei"), True),
+    ("GET", azure_entra.MSI_PATH): (azure_entra.managed_identity, Route("azure"), False),
     ("POST", "/_sim/state"): (admin.set_state, _OPENAI, False),
     ("GET", "/_sim/stats"): (admin.stats, _OPENAI, False),
     ("GET", "/_sim/requests"): (admin.requests, _OPENAI, False),
@@ -105,6 +109,8 @@ class SimulatorApp:
             parsed = azure.parse_path(path)
             if parsed is not None:
                 entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
+        if entry is None and method == "POST" and path.endswith(azure_entra.TOKEN_SUFFIX):
+            entry = (azure_entra.token, Route("azure"), False)
         if entry is None and replicate.match(method, path) is not None:
             entry = (replicate.handle, replicate.ROUTE, False)
         return entry

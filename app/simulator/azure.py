@@ -1,7 +1,9 @@
 """Azure OpenAI: ``/openai/deployments/{deployment}/{chat/completions,completions,embeddings}``.
 
-Each needs the ``api-version`` query parameter (400 without) and an ``api-key`` header (401
-without); the model is the deployment name. Bodies and errors are OpenAI's.
+Each needs the ``api-version`` query parameter (400 without) and either an ``api-key`` header
+or ``Authorization: Bearer`` with a Microsoft Entra ID token the simulator issued (``azure_entra``;
+a bad one is Azure's 401 ``{"statusCode", "message"}``); neither is a 401 too. The model is the
+deployment name. Bodies and other errors are OpenAI's.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from app.simulator.asgi import Request, SimError
+from app.simulator.azure_entra import bearer_accepted, refuse_bearer
 from app.simulator.chat import chat
 from app.simulator.completions import completions
 from app.simulator.core import Route, Sim
@@ -27,19 +30,28 @@ def parse_path(path: str) -> tuple[str, str] | None:
     return deployment, operation
 
 
-def check_request(req: Request) -> None:
-    """Azure's ``api-version`` and ``api-key`` requirements."""
+def check_request(req: Request) -> str | None:
+    """Azure's ``api-version`` and credential requirements; the ``Authorization`` header to
+    verify when the request authenticates with a bearer token rather than ``api-key``."""
     if not req.query_param("api-version"):
         raise SimError(400, "Missing required query parameter 'api-version'. Please provide a "
                        "supported api-version.", kind="invalid_request_error")
-    if not req.headers.get("api-key"):
+    headers = req.headers
+    if headers.get("api-key"):
+        return None
+    authorization = headers.get("authorization")
+    if not authorization:
         raise SimError(401, "Access denied due to missing subscription key. Make sure to include "
                        "subscription key when making requests to an API.")
+    return authorization
 
 
 async def azure(sim: Sim, req: Request, route: Route) -> None:
     """Check Azure's requirements, then serve the operation as OpenAI does."""
-    check_request(req)
+    authorization = check_request(req)
+    if authorization is not None and not bearer_accepted(authorization):
+        await refuse_bearer(req)
+        return
     parsed = parse_path(req.path)
     if parsed is None:  # the router only sends parseable paths here
         raise SimError(404, "Resource not found")

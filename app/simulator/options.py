@@ -33,6 +33,8 @@ class SimOptions:
     max_model_len: int = 8192
     default_completion_tokens: int = 16
     embedding_dimensions: int = 384
+    entra_token_lifetime_s: int = 3599
+    """How long the Microsoft Entra ID tokens the simulator issues last (``azure_entra``)."""
     engine: EngineOptions | None = None
     """vLLM's queueing (``app.simulator.engine``) for chat; ``None``: every request is served
     at once, after ``ttft_ms``/``tpot_ms``."""
