@@ -29,6 +29,7 @@ from app.providers import (
     ai21,
     anthropic,
     azure,
+    bedrock,
     cohere,
     huggingface,
     local,
@@ -83,6 +84,7 @@ _TYPES = (
     ProviderType(cohere.CohereProvider, cohere.build),
     ProviderType(ai21.AI21Provider, ai21.build),
     ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
+    ProviderType(bedrock.BedrockProvider, bedrock.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}
