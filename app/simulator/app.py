@@ -15,6 +15,8 @@ Routes (one process serves every dialect):
 - Hugging Face: the router's ``POST /hf-router/v1/chat/completions``; a TGI endpoint at ``/tgi``
   (``POST /tgi``, ``/tgi/generate``, ``/tgi/generate_stream``, ``/tgi/v1/chat/completions``); a
   TEI endpoint's ``POST /tei/embed``.
+- AWS Bedrock runtime: ``POST /bedrock/model/{modelId}/converse``, ``/converse-stream``,
+  ``/invoke``, ``/invoke-with-response-stream`` (SigV4 or a Bedrock API key; see ``bedrock``).
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -31,6 +33,7 @@ from app.simulator import (
     ai21,
     anthropic,
     azure,
+    bedrock,
     cohere,
     huggingface,
     huggingface_tei,
@@ -105,6 +108,8 @@ class SimulatorApp:
             parsed = azure.parse_path(path)
             if parsed is not None:
                 entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
+        if entry is None and method == "POST" and bedrock.parse_path(path) is not None:
+            entry = (bedrock.handle, bedrock.ROUTE, True)
         if entry is None and replicate.match(method, path) is not None:
             entry = (replicate.handle, replicate.ROUTE, False)
         return entry
