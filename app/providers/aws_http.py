@@ -12,7 +12,9 @@ or the body's ``__type``/``code``, and gives ``{"message": ...}`` (or ``Message`
 refused credentials (``AccessDeniedException``, ``UnrecognizedClientException``,
 ``ExpiredTokenException``, signature errors) a 502 naming the service and region (the gateway's
 credentials are not the client's to fix), model timeouts a 504 and unavailability a 503.
-Exception messages inside a stream map the same way.
+A SageMaker ``ModelError`` whose container answered a 4xx (``OriginalStatusCode``) is
+the client's 400 with the container's message. Exception messages inside a stream map the same
+way.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ def aws_error(status: int, kind: str, payload: Any, text: str, *, service: str
         return errors.UpstreamError(
             f"{service} refused the gateway's AWS credentials ({kind or status}): {message}",
             code=kind or "upstream_auth_failed")
+    original = payload.get("OriginalStatusCode") if isinstance(payload, dict) else None
+    if kind == "ModelError" and isinstance(original, int) and 400 <= original < 500 \
+            and original != 429:
+        # SageMaker's container refused the input (TGI's 422...): the client's 400.
+        detail = payload.get("OriginalMessage")
+        return errors.UpstreamRejected(detail if isinstance(detail, str) else message,
+                                       status=400, code="ModelError")
     status = _STATUS_BY_TYPE.get(kind, status)
     if status == 503:
         return errors.UpstreamUnavailable(message, status=503, code=kind or None)
@@ -111,25 +120,28 @@ class AwsUpstream(Upstream):
             error.retry_after_s = retry_after(response.headers.get("Retry-After"))
         raise self._scrub(error)
 
-    async def _signed(self, path: str, body: bytes, accept: str
-                      ) -> tuple[yarl.URL, dict[str, str]]:
+    async def _signed(self, path: str, body: bytes, accept: str,
+                      extra: Mapping[str, str] | None) -> tuple[yarl.URL, dict[str, str]]:
         url = self.base_url + path
         headers = await self.authorizer.headers(
-            "POST", url, body, {**self._headers, "Accept": accept})
+            "POST", url, body, {**self._headers, "Accept": accept, **(extra or {})})
         return yarl.URL(url, encoded=True), headers
 
-    async def invoke(self, path: str, payload: Json, *, timeout_s: float | None = None) -> Any:
-        """POST ``payload`` signed; the parsed JSON of a 2xx answer, else a gateway error."""
-        body, _ = await self.invoke_answer(path, payload, timeout_s=timeout_s)
+    async def invoke(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                     headers: Mapping[str, str] | None = None) -> Any:
+        """POST ``payload`` signed (``headers``: added to the upstream's); the parsed JSON of a
+        2xx answer, else a gateway error."""
+        body, _ = await self.invoke_answer(path, payload, timeout_s=timeout_s, headers=headers)
         return body
 
-    async def invoke_answer(self, path: str, payload: Json, *, timeout_s: float | None = None
+    async def invoke_answer(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                            headers: Mapping[str, str] | None = None
                             ) -> tuple[Any, Mapping[str, str]]:
         """``invoke``, with the answer's headers (Bedrock's token counts travel there)."""
         body = orjson.dumps(payload)
-        url, headers = await self._signed(path, body, "application/json")
+        url, signed = await self._signed(path, body, "application/json", headers)
         try:
-            async with self._session.post(url, data=body, headers=headers,
+            async with self._session.post(url, data=body, headers=signed,
                                           timeout=self._timeouts_for(timeout_s)[0],
                                           allow_redirects=False) as response:
                 if response.status >= 300:
@@ -145,7 +157,8 @@ class AwsUpstream(Upstream):
         except orjson.JSONDecodeError:
             raise errors.BadUpstreamResponse(f"{self.service} sent invalid JSON") from None
 
-    async def events(self, path: str, payload: Json, *, timeout_s: float | None = None
+    async def events(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                     headers: Mapping[str, str] | None = None
                      ) -> AsyncGenerator[Message, None]:
         """POST ``payload`` signed and yield the event stream's messages as they arrive
         (exception messages included: the caller maps them with ``stream_exception``).
@@ -154,10 +167,11 @@ class AwsUpstream(Upstream):
         a message raises ``BadUpstreamResponse``. Closing the generator closes the connection.
         """
         body = orjson.dumps(payload)
-        url, headers = await self._signed(path, body, "application/vnd.amazon.eventstream")
+        url, signed = await self._signed(path, body, "application/vnd.amazon.eventstream",
+                                         headers)
         decoder = EventStreamDecoder()
         try:
-            async with self._session.post(url, data=body, headers=headers,
+            async with self._session.post(url, data=body, headers=signed,
                                           timeout=self._timeouts_for(timeout_s)[1],
                                           allow_redirects=False) as response:
                 if response.status >= 300:

@@ -18,8 +18,8 @@
   ``hf-router`` (``/hf-router/*``), and a refused token on any of them (HF's proxy answers it):
   ``{"error": "<message>"}``.
 
-- ``bedrock`` (``/bedrock/*``) and ``sagemaker`` (``/sagemaker/*``): AWS's ``{"message"}`` (the
-  type travels in ``x-amzn-ErrorType``, added by ``aws_auth.aws_error_headers``).
+- ``bedrock`` (``/bedrock/*``): AWS's ``{"message"}``; ``sagemaker`` (``/sagemaker/*``):
+  ``{"Message"}``; the type travels in ``x-amzn-ErrorType`` (``aws_auth.aws_error_headers``).
 
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame; Cohere ends the stream with a ``message-end`` event whose
@@ -119,8 +119,10 @@ def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
 
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
-    if dialect in ("bedrock", "sagemaker"):
+    if dialect == "bedrock":
         return orjson.dumps({"message": err.message})
+    if dialect == "sagemaker":
+        return orjson.dumps({"Message": err.message})
     if dialect == "replicate":
         return orjson.dumps(_replicate(err))
     if dialect == "cohere":
