@@ -369,3 +369,17 @@ def test_anthropic_body_for_bedrock() -> None:
                                             "anthropic_version": "bedrock-2023-05-31"}
     with pytest.raises(errors.InvalidRequest):
         anthropic_body(call, Target(provider="aws", model="meta.llama3-8b-instruct-v1:0"))
+
+
+def test_config_without_the_aws_extra_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without botocore a SigV4 config is refused at load naming the extra; a Bedrock API key
+    needs no botocore."""
+    from app.config import parse_config
+
+    monkeypatch.setitem(__import__("sys").modules, "botocore.auth", None)
+    raw: dict[str, Any] = {"providers": {"b": {"type": "sagemaker", "region": "us-east-1"}},
+                           "models": {"m": {"targets": [{"provider": "b", "model": "ep"}]}}}
+    with pytest.raises(Exception, match=r"install the 'aws' extra"):
+        parse_config(raw, {})
+    raw["providers"]["b"] = {"type": "bedrock", "region": "us-east-1", "api_key": "ABSK-x"}
+    assert parse_config(raw, {}) is not None

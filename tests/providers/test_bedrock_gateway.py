@@ -363,3 +363,38 @@ def test_simulator_refuses_bad_signatures_as_aws_does(simulator: str) -> None:
     missing = httpx.post(url, content=data)
     assert missing.status_code == 403
     assert missing.headers["x-amzn-errortype"].startswith("MissingAuthenticationToken")
+
+
+def test_mid_stream_exception_is_reported(run_gateway: GatewayFactory, simulator: str) -> None:
+    """An exception message inside ConverseStream ends the client's stream with an error."""
+    with run_gateway(config(simulator, headers={"X-Sim-Error-After": "2"})) as gw:
+        stream = gw.client().chat.completions.create(model="claude", messages=USER,
+                                                     stream=True)
+        with pytest.raises(openai.APIError) as caught:
+            list(stream)
+    assert "Simulated upstream failure" in str(caught.value)
+    assert gw.sink.records[-1].status != "ok"
+
+
+def test_cancelled_stream_closes_the_upstream(run_gateway: GatewayFactory,
+                                              simulator: str) -> None:
+    """A client leaving mid-stream closes the ConverseStream connection at the simulator."""
+    slow = {"X-Sim-TPOT-Ms": "50", "X-Sim-Completion-Tokens": "200"}
+    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    with run_gateway(config(simulator, headers=slow)) as gw:
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                   "x-request-id": "bedrock-gone"},
+                          json={"model": "claude", "messages": USER, "stream": True}) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i >= 3:
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = httpx.get(simulator + "/_sim/stats").json()
+            if stats["streams_cancelled"] > before and any(
+                    rec.request_id == "bedrock-gone" for rec in gw.sink.records):
+                break
+            time.sleep(0.05)
+        assert stats["streams_cancelled"] == before + 1
+        assert gw.sink.by_id("bedrock-gone").status == "cancelled"
