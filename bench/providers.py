@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.simulator.aws_auth import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from bench.calllog_overhead import KEY, gateway_env, switchboard
 from bench.drivers import Request, loadgen
 from bench.metrics_overhead import cpu_seconds
@@ -47,6 +48,12 @@ def providers(sim: str) -> dict[str, tuple[dict[str, Any], str]]:
                              "api_key": "hf_sim"}, "tgi"),
         "replicate": ({"type": "replicate", "base_url": f"{sim}/v1", "api_token": "r8_sim"},
                       "meta/meta-llama-3-8b-instruct"),
+        "bedrock": ({"type": "bedrock", "region": "us-east-1", "base_url": f"{sim}/bedrock",
+                     "access_key_id": TEST_ACCESS_KEY, "secret_access_key": TEST_SECRET_KEY},
+                    "anthropic.claude-3-5-haiku-20241022-v1:0"),
+        "sagemaker": ({"type": "sagemaker", "region": "us-east-1",
+                       "base_url": f"{sim}/sagemaker", "access_key_id": TEST_ACCESS_KEY,
+                       "secret_access_key": TEST_SECRET_KEY}, "llm-endpoint"),
     }
 
 
