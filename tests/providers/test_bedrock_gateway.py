@@ -398,3 +398,44 @@ def test_cancelled_stream_closes_the_upstream(run_gateway: GatewayFactory,
             time.sleep(0.05)
         assert stats["streams_cancelled"] == before + 1
         assert gw.sink.by_id("bedrock-gone").status == "cancelled"
+
+
+def test_prompt_cache_usage_and_cost(run_gateway: GatewayFactory, simulator: str) -> None:
+    """A cache_control part becomes a cachePoint; the cache read and written tokens come back
+    in usage and are priced as Claude Haiku 4.5 on Bedrock publishes them."""
+    raw = config(simulator, headers={"X-Sim-Cache-Read-Tokens": "4"})
+    raw["models"]["haiku"] = {"targets": [{"provider": "aws",
+                                           "model": "anthropic.claude-haiku-4-5-20251001-v1:0"}]}
+    long_system = "You answer questions about the sea and its tides in detail."
+    with run_gateway(raw) as gw:
+        # cache_control is Anthropic's extension of a text part: not in the SDK's types
+        messages: Any = [
+            {"role": "system", "content": [{"type": "text", "text": long_system,
+                                            "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "Tell me about tides"}]
+        reply = gw.client().chat.completions.create(model="haiku", max_tokens=5,
+                                                    messages=messages)
+        sent = sim_requests(simulator, 1)[0]["body"]
+        assert sent["system"] == [{"text": long_system}, {"cachePoint": {"type": "default"}}]
+        usage = reply.usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens == 4
+        details = usage.prompt_tokens_details.model_dump()
+        written = details["cache_write_tokens"]
+        fresh = usage.prompt_tokens - 4 - written
+        assert written > 0 and fresh > 0
+        expected = (fresh * 1.00 + 4 * 0.10 + written * 1.25 + 5 * 5.00) / 1_000_000
+        assert gw.sink.records[-1].cost_usd == pytest.approx(expected)
+
+
+def test_echoed_api_key_is_scrubbed(run_gateway: GatewayFactory, simulator: str) -> None:
+    """An upstream error that echoes the Bedrock API key never shows it to the client."""
+    raw = config(simulator)
+    raw["providers"]["aws"] = {"type": "bedrock", "region": "us-east-1",
+                               "base_url": f"{simulator}/bedrock", "api_key": BEDROCK_API_KEY,
+                               "headers": {"X-Return-Error": "400", "X-Sim-Echo-Key": "1"}}
+    with run_gateway(raw) as gw, pytest.raises(openai.APIStatusError) as caught:
+        gw.client().chat.completions.create(model="claude", messages=USER)
+    assert caught.value.status_code == 400
+    assert BEDROCK_API_KEY not in str(caught.value.response.text)
+    assert "[redacted]" in caught.value.response.text
