@@ -60,6 +60,7 @@ from app.providers import bedrock_embed
 from app.providers.anthropic_response import to_chat_completion as anthropic_completion
 from app.providers.anthropic_stream import StreamTranslator as AnthropicStream
 from app.providers.aws import Authorizer, AwsConfig, BearerKey, SigV4Signer, credential_cache
+from app.providers.aws_eventstream import Message
 from app.providers.aws_http import AwsUpstream, stream_exception
 from app.providers.base import (
     NATIVE_EVENTS,
@@ -129,6 +130,7 @@ class Bedrock:
                 for chunk in translator.feed(message.event_type, _json(message.payload)):
                     yield chunk
                 if translator.done:
+                    await _drain(events)  # the connection goes back to the pool
                     break
             translator.finish()
         finally:
@@ -202,6 +204,7 @@ class Bedrock:
                         chunk[NATIVE_EVENTS], carried = carried, []
                     yield chunk
                 if translator.done:
+                    await _drain(events)
                     break
             translator.finish()
             if carried:
@@ -223,6 +226,13 @@ def anthropic_body(call: MessagesCall, target: Target) -> Json:
     body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
     body.setdefault("anthropic_version", ANTHROPIC_VERSION)
     return body
+
+
+async def _drain(events: AsyncIterator[Message]) -> None:
+    """Read a stream to its end after its last event, so that its connection returns to the
+    pool (as ``http.drain`` does for server-sent events)."""
+    async for _ in events:
+        pass
 
 
 def _json(raw: bytes) -> Json:

@@ -206,6 +206,8 @@ class SageMaker:
         try:
             async for event in events:
                 if event.data == "[DONE]":
+                    async for _ in events:  # to the end: the connection returns to the pool
+                        pass
                     break
                 chunk = check_stream_chunk(parse_json_event(event.data))
                 finished = finished or any(
