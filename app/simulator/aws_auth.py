@@ -16,8 +16,8 @@ chain from the secret. The test credentials live here (never real ones):
 Refusals, each a 403 in AWS's shape: no ``Authorization`` (``MissingAuthenticationTokenException``),
 an unknown key or token (``UnrecognizedClientException``), an expired one
 (``ExpiredTokenException``), a signature that does not match, a scope for another service or a
-date more than 15 minutes off (``InvalidSignatureException``, SageMaker:
-``SignatureDoesNotMatch``... as ``InvalidSignatureException`` too: the runtime APIs send that).
+date more than 15 minutes off (``InvalidSignatureException``, for both runtimes; S3-style
+``SignatureDoesNotMatch`` is not played).
 
 Errors: ``{"message": ...}`` with the type in ``x-amzn-ErrorType`` (``aws_error_headers``).
 """
