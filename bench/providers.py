@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.simulator import SimOptions, azure_entra, create_app
+from app.simulator.aws_auth import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from app.simulator.azure_tls import serve_tls
 from bench.calllog_overhead import KEY, gateway_env, switchboard
 from bench.drivers import Request, loadgen
@@ -61,6 +62,12 @@ def providers(sim: str, authority: tuple[str, Path] | None = None
                          "gpt-4o-mini"),
         "azure-entra": ({"type": "azure_openai", "endpoint": sim, "auth": entra},
                         "gpt-4o-mini"),
+        "bedrock": ({"type": "bedrock", "region": "us-east-1", "base_url": f"{sim}/bedrock",
+                     "access_key_id": TEST_ACCESS_KEY, "secret_access_key": TEST_SECRET_KEY},
+                    "anthropic.claude-3-5-haiku-20241022-v1:0"),
+        "sagemaker": ({"type": "sagemaker", "region": "us-east-1",
+                       "base_url": f"{sim}/sagemaker", "access_key_id": TEST_ACCESS_KEY,
+                       "secret_access_key": TEST_SECRET_KEY}, "llm-endpoint"),
     }
 
 

@@ -29,12 +29,14 @@ from app.providers import (
     ai21,
     anthropic,
     azure,
+    bedrock,
     cohere,
     huggingface,
     local,
     mock,
     openai,
     replicate,
+    sagemaker,
     vllm,
 )
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
@@ -83,6 +85,8 @@ _TYPES = (
     ProviderType(cohere.CohereProvider, cohere.build),
     ProviderType(ai21.AI21Provider, ai21.build),
     ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
+    ProviderType(bedrock.BedrockProvider, bedrock.build),
+    ProviderType(sagemaker.SageMakerProvider, sagemaker.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}

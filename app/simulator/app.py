@@ -17,6 +17,10 @@ Routes (one process serves every dialect):
 - Hugging Face: the router's ``POST /hf-router/v1/chat/completions``; a TGI endpoint at ``/tgi``
   (``POST /tgi``, ``/tgi/generate``, ``/tgi/generate_stream``, ``/tgi/v1/chat/completions``); a
   TEI endpoint's ``POST /tei/embed``.
+- AWS Bedrock runtime: ``POST /bedrock/model/{modelId}/converse``, ``/converse-stream``,
+  ``/invoke``, ``/invoke-with-response-stream`` (SigV4 or a Bedrock API key; see ``bedrock``).
+- AWS SageMaker runtime: ``POST /sagemaker/endpoints/{name}/invocations``,
+  ``/invocations-response-stream`` (SigV4; see ``sagemaker``).
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -34,11 +38,13 @@ from app.simulator import (
     anthropic,
     azure,
     azure_entra,
+    bedrock,
     cohere,
     huggingface,
     huggingface_tei,
     huggingface_tgi,
     replicate,
+    sagemaker,
     vllm,
 )
 from app.simulator.asgi import (
@@ -111,6 +117,10 @@ class SimulatorApp:
                 entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
         if entry is None and method == "POST" and path.endswith(azure_entra.TOKEN_SUFFIX):
             entry = (azure_entra.token, Route("azure"), False)
+        if entry is None and method == "POST" and bedrock.parse_path(path) is not None:
+            entry = (bedrock.handle, bedrock.ROUTE, True)
+        if entry is None and method == "POST" and sagemaker.parse_path(path) is not None:
+            entry = (sagemaker.handle, sagemaker.ROUTE, True)
         if entry is None and replicate.match(method, path) is not None:
             entry = (replicate.handle, replicate.ROUTE, False)
         return entry

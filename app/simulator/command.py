@@ -18,6 +18,9 @@ Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenA
 /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
 /v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).
+AWS (SigV4 with the test keys of app/simulator/aws_auth.py): /bedrock/model/{id}/converse,
+/converse-stream, /invoke, /invoke-with-response-stream (Bedrock);
+/sagemaker/endpoints/{name}/invocations, /invocations-response-stream (SageMaker).
 
 \b
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,

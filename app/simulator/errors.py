@@ -18,12 +18,16 @@
   ``hf-router`` (``/hf-router/*``), and a refused token on any of them (HF's proxy answers it):
   ``{"error": "<message>"}``.
 
+- ``bedrock`` (``/bedrock/*``): AWS's ``{"message"}``; ``sagemaker`` (``/sagemaker/*``):
+  ``{"Message"}``; the type travels in ``x-amzn-ErrorType`` (``aws_auth.aws_error_headers``).
+
 Mid-stream, OpenAI-style dialects send ``data: {"error": {...}}`` then ``data: [DONE]``; Anthropic
 sends an ``event: error`` frame; Cohere ends the stream with a ``message-end`` event whose
 ``finish_reason`` is ``ERROR`` and whose ``error`` carries the message; AI21 (whose streams are
 vLLM's) sends vLLM's current frame; TGI's ``/generate_stream`` sends
 ``data:{"error", "error_type"}`` and its Messages API ``data: {"error": {"message",
-"http_status_code"}}``, neither followed by ``[DONE]``.
+"http_status_code"}}``, neither followed by ``[DONE]``. Bedrock sends an event-stream
+``exception`` message (``internalServerException``...), SageMaker a ``ModelStreamError`` one.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import orjson
 from app.simulator.asgi import SimError
 
 Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere", "ai21", "tgi",
-                  "tgi-chat", "tei", "hf-router"]
+                  "tgi-chat", "tei", "hf-router", "bedrock", "sagemaker"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -115,6 +119,10 @@ def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
 
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
+    if dialect == "bedrock":
+        return orjson.dumps({"message": err.message})
+    if dialect == "sagemaker":
+        return orjson.dumps({"Message": err.message})
     if dialect == "replicate":
         return orjson.dumps(_replicate(err))
     if dialect == "cohere":
@@ -132,6 +140,8 @@ def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
 
 def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[bytes]:
     """The frames that report ``err`` inside an already-started event stream."""
+    if dialect in ("bedrock", "sagemaker"):
+        return [aws_stream_exception(dialect, err)]
     if dialect == "anthropic":
         return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
     if dialect == "replicate":
@@ -149,3 +159,19 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
         else _vllm(err, flat=flat and dialect != "ai21")
     inner = {"error": payload} if "error" not in payload else payload
     return [b"data: " + orjson.dumps(inner) + b"\n\n", b"data: [DONE]\n\n"]
+
+
+_BEDROCK_STREAM_ERRORS = {400: "validationException", 429: "throttlingException",
+                          503: "serviceUnavailableException", 424: "modelStreamErrorException"}
+
+
+def aws_stream_exception(dialect: Dialect, err: SimError) -> bytes:
+    """An AWS event-stream ``exception`` message: Bedrock's members are lower camel case
+    (``internalServerException``), SageMaker's ``ModelStreamError`` carries an ``ErrorCode``."""
+    from app.simulator import aws_eventstream
+
+    if dialect == "sagemaker":
+        return aws_eventstream.exception("ModelStreamError", orjson.dumps(
+            {"Message": err.message, "ErrorCode": str(err.status)}))
+    kind = _BEDROCK_STREAM_ERRORS.get(err.status, "internalServerException")
+    return aws_eventstream.exception(kind, orjson.dumps({"message": err.message}))

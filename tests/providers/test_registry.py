@@ -42,8 +42,10 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
     a config entry of that type validates to that model."""
     assert set(PROVIDER_TYPES) == {"openai", "azure_openai", "anthropic", "vllm", "mock",
                                    "local", "replicate",
-                                   "cohere", "ai21", "huggingface"}
-    extra = {"azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
+                                   "cohere", "ai21", "huggingface",
+                                   "bedrock", "sagemaker"}
+    extra = {"bedrock": {"region": "us-east-1"}, "sagemaker": {"region": "us-east-1"},
+             "azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
              "vllm": {"base_url": "http://v:8000/v1"},
              "ai21": {"api_key": "k"}}
     for name, kind in PROVIDER_TYPES.items():
@@ -55,7 +57,9 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
 @pytest.mark.parametrize(("name", "serves"), [
     ("openai", ALL), ("azure_openai", ALL), ("vllm", ALL), ("mock", ALL),
     ("anthropic", {"chat", "stream_chat", "messages", "stream_messages"}), ("local", {"embed"}),
-    ("huggingface", ALL)])
+    ("huggingface", ALL),
+    ("bedrock", {"chat", "stream_chat", "embed", "messages", "stream_messages"}),
+    ("sagemaker", {"chat", "stream_chat", "complete", "stream_complete"})])
 def test_capabilities_are_read_from_the_provider_class(name: str, serves: set[str]) -> None:
     """What a type serves is what its builder's class implements, known without building it."""
     assert PROVIDER_TYPES[name].serves == serves

@@ -1,0 +1,279 @@
+"""Amazon Bedrock (``type: bedrock``): Converse/ConverseStream for chat, InvokeModel for embeddings
+and for Claude's own Messages API.
+
+Every request is SigV4-signed (service ``bedrock``; credentials as ``app.providers.aws`` says),
+or carries a Bedrock API key as ``Authorization: Bearer`` when the config has ``api_key``.
+The endpoint is ``https://bedrock-runtime.{region}.amazonaws.com`` unless ``base_url`` says
+otherwise; the target's model is a model id, an inference profile id or an ARN, URL-encoded as
+one path segment.
+
+Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
+``bedrock_response``) for every model, Claude included:
+
+- ``system``/``developer`` messages become ``system`` blocks; tool results become
+  ``toolResult`` blocks in user turns; consecutive turns of one role are merged.
+- ``max_tokens``/``max_completion_tokens`` (the smaller), ``temperature``, ``top_p`` and ``stop``
+  become ``inferenceConfig``; without a limit the model's own default applies (or the
+  target's / provider's ``max_tokens_default``).
+- ``tools``/``tool_choice`` become ``toolConfig`` (``required`` -> ``any``); ``tool_choice:
+  none`` leaves the tools out (the model cannot call tools it is not shown), refused (400) when
+  the conversation already holds tool calls, which Converse needs the tools for.
+- ``response_format`` ``json_schema`` becomes Converse's own structured output
+  (``outputConfig.textFormat``, in botocore's model of the API); ``json_object`` is refused
+  (400): Converse has no schema-less JSON mode.
+- Refused with 400: ``n`` > 1, ``logprobs``, ``parallel_tool_calls: false``, content parts
+  other than text and base64 images (png, jpeg, gif, webp), image links.
+- Dropped, as sampling hints Converse has no field for: ``seed``, ``presence_penalty``,
+  ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``; a part's ``cache_control``
+  becomes a ``cachePoint`` after it. Converse-native fields sent by the client
+  (``additionalModelRequestFields``, ``guardrailConfig``...) are forwarded.
+- Stop reasons: ``end_turn``/``stop_sequence`` -> stop, ``max_tokens`` -> length,
+  ``tool_use`` -> tool_calls, guardrail/content filter -> content_filter; a malformed model
+  output is a 502. Usage: see ``bedrock_response``.
+
+Embeddings go through InvokeModel (``bedrock_embed``: Titan Text Embeddings v2, Cohere Embed).
+
+Anthropic's Messages API (``/v1/messages``) reaches Claude natively: the client's body goes to
+InvokeModel / InvokeModelWithResponseStream without ``model`` and ``stream`` (the model is in
+the path), with ``anthropic_version: bedrock-2023-05-31`` unless the client set one; the stream's
+``chunk`` events carry Anthropic's events (base64), relayed as they came. A target whose model
+id does not name Anthropic is refused for it with a 400.
+
+Errors: ``aws_http.aws_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from pydantic import Field, SecretStr
+
+from app import errors
+from app.providers import bedrock_embed
+from app.providers.anthropic_response import to_chat_completion as anthropic_completion
+from app.providers.anthropic_stream import StreamTranslator as AnthropicStream
+from app.providers.aws import Authorizer, AwsConfig, BearerKey, SigV4Signer, credential_cache
+from app.providers.aws_eventstream import Message
+from app.providers.aws_http import AwsUpstream, stream_exception
+from app.providers.base import (
+    NATIVE_EVENTS,
+    ChatCall,
+    EmbeddingCall,
+    Json,
+    MessagesCall,
+    Result,
+    Target,
+    embeddings_result,
+)
+from app.providers.bedrock_converse import translate_request
+from app.providers.bedrock_response import StreamTranslator, to_chat_completion
+from app.providers.cohere_embed import encode
+from app.scrub import config_secrets
+
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
+
+
+class BedrockProvider(AwsConfig):
+    type: Literal["bedrock"]
+    api_key: SecretStr | None = None
+    """A Bedrock API key, sent as ``Authorization: Bearer`` instead of signing."""
+    max_tokens_default: Annotated[int, Field(ge=1)] | None = None
+    embed_concurrency: Annotated[int, Field(ge=1)] = 16
+    """Titan embeds one text a call: at most this many calls at once for one request."""
+
+    def uses_sigv4(self) -> bool:
+        return self.api_key is None
+
+
+def model_path(model: str, operation: str) -> str:
+    """``/model/{modelId}/{operation}``, the id encoded as one segment (botocore's encoding)."""
+    return f"/model/{quote(model, safe='-_.~')}/{operation}"
+
+
+class Bedrock:
+    """Chat, embeddings and Claude's Messages API on Bedrock; see the module docstring."""
+
+    def __init__(self, upstream: AwsUpstream, *, max_tokens_default: int | None,
+                 embed_concurrency: int) -> None:
+        self._upstream = upstream
+        self._max_tokens_default = max_tokens_default
+        self._embed_slots = asyncio.Semaphore(embed_concurrency)
+
+    async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        payload = translate_request(call, target=target,
+                                    max_tokens_default=self._max_tokens_default)
+        answer = await self._upstream.invoke(model_path(target.model, "converse"), payload,
+                                             timeout_s=target.timeout_s)
+        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()))
+        return Result(body=body, usage=usage)
+
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        """ConverseStream's events as chunks; the last carries ``usage`` (from ``metadata``).
+        An exception message raises its mapped error; a stream ended before ``messageStop``
+        raises ``BadUpstreamResponse``. Closing the generator closes the connection."""
+        payload = translate_request(call, target=target,
+                                    max_tokens_default=self._max_tokens_default)
+        translator = StreamTranslator(model=target.model, created=int(time.time()))
+        events = self._upstream.events(model_path(target.model, "converse-stream"), payload,
+                                       timeout_s=target.timeout_s)
+        try:
+            async for message in events:
+                if message.message_type == "exception":
+                    raise stream_exception(message, service=self._upstream.service)
+                for chunk in translator.feed(message.event_type, _json(message.payload)):
+                    yield chunk
+                if translator.done:
+                    await _drain(events)  # the connection goes back to the pool
+                    break
+            translator.finish()
+        finally:
+            await events.aclose()
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        encoding = call.request.encoding_format
+        path = model_path(target.model, "invoke")
+        if bedrock_embed.family(target) == "titan":
+            answers = await self._all(path, bedrock_embed.titan_bodies(call, target=target),
+                                      target)
+            read = [bedrock_embed.read_titan(body) for body, _ in answers]
+            return embeddings_result([encode(vector, encoding) for vector, _ in read],
+                                     model=target.model, tokens=sum(n for _, n in read))
+        bodies = bedrock_embed.cohere_bodies(call, target=target)
+        answers = await self._all(path, bodies, target)
+        vectors: list[Any] = []
+        tokens = 0
+        for payload, (body, headers) in zip(bodies, answers, strict=True):
+            vectors.extend(encode(v, encoding) for v in
+                           bedrock_embed.read_cohere(body, expected=len(payload["texts"])))
+            tokens += _int(headers.get("X-Amzn-Bedrock-Input-Token-Count"))
+        return embeddings_result(vectors, model=target.model, tokens=tokens)
+
+    async def _all(self, path: str, bodies: list[Json], target: Target
+                   ) -> list[tuple[Any, Any]]:
+        """Every body's answer (and headers), in order, at most ``embed_concurrency`` at once;
+        the first failure cancels the rest."""
+        async def one(body: Json) -> tuple[Any, Any]:
+            async with self._embed_slots:
+                return await self._upstream.invoke_answer(path, body, timeout_s=target.timeout_s)
+
+        if len(bodies) == 1:
+            return [await one(bodies[0])]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(body)) for body in bodies]
+        except* errors.GatewayError as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def messages(self, call: MessagesCall, *, target: Target) -> Result:
+        """A ``/v1/messages`` call to Claude through InvokeModel, the answer as it came."""
+        answer = await self._upstream.invoke(model_path(target.model, "invoke"),
+                                             anthropic_body(call, target),
+                                             timeout_s=target.timeout_s)
+        if not isinstance(answer, dict):
+            raise errors.BadUpstreamResponse("Bedrock sent JSON that is not an object")
+        body, usage = anthropic_completion(answer, created=int(time.time()))
+        return Result(body=body, usage=usage, native=answer)
+
+    async def stream_messages(self, call: MessagesCall, *, target: Target
+                              ) -> AsyncIterator[Json]:
+        """InvokeModelWithResponseStream: each ``chunk`` event's ``bytes`` is one of Anthropic's
+        events, relayed (``NATIVE_EVENTS``) on the chunk it led to, as ``anthropic`` does."""
+        translator = AnthropicStream(created=int(time.time()))
+        events = self._upstream.events(model_path(target.model, "invoke-with-response-stream"),
+                                       anthropic_body(call, target), timeout_s=target.timeout_s)
+        carried: list[tuple[str, str]] = []
+        try:
+            async for message in events:
+                if message.message_type == "exception":
+                    raise stream_exception(message, service=self._upstream.service)
+                if message.event_type != "chunk":
+                    continue
+                raw = _chunk_bytes(message.payload)
+                data = _json(raw)
+                carried.append((str(data.get("type", "")), raw.decode()))
+                for chunk in translator.feed(data):
+                    if carried:
+                        chunk[NATIVE_EVENTS], carried = carried, []
+                    yield chunk
+                if translator.done:
+                    await _drain(events)
+                    break
+            translator.finish()
+            if carried:
+                yield {"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: carried}
+        finally:
+            await events.aclose()
+
+    async def aclose(self) -> None:
+        """The shared session belongs to the app; nothing of our own to close."""
+
+
+def anthropic_body(call: MessagesCall, target: Target) -> Json:
+    """The client's Messages body as Bedrock takes it: no ``model`` or ``stream``, an
+    ``anthropic_version``."""
+    if "anthropic" not in target.model.lower():
+        raise errors.InvalidRequest(
+            f"Bedrock model {target.model!r} is not an Anthropic model: /v1/messages reaches "
+            "only Claude on Bedrock natively", param="model")
+    body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
+    body.setdefault("anthropic_version", ANTHROPIC_VERSION)
+    return body
+
+
+async def _drain(events: AsyncIterator[Message]) -> None:
+    """Read a stream to its end after its last event, so that its connection returns to the
+    pool (as ``http.drain`` does for server-sent events)."""
+    async for _ in events:
+        pass
+
+
+def _json(raw: bytes) -> Json:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.BadUpstreamResponse("Bedrock stream sent invalid JSON") from None
+    if not isinstance(value, dict):
+        raise errors.BadUpstreamResponse("Bedrock stream sent JSON that is not an object")
+    return value
+
+
+def _chunk_bytes(payload: bytes) -> bytes:
+    """The model's own event inside an InvokeModelWithResponseStream ``chunk`` (base64)."""
+    encoded = _json(payload).get("bytes")
+    if not isinstance(encoded, str):
+        raise errors.BadUpstreamResponse("Bedrock chunk event has no bytes")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise errors.BadUpstreamResponse("Bedrock chunk bytes are not base64") from None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def build(config: BedrockProvider, session: aiohttp.ClientSession) -> Bedrock:
+    service = f"AWS Bedrock ({config.region})"
+    authorizer: Authorizer
+    if config.api_key is not None:
+        authorizer = BearerKey(config.api_key.get_secret_value())
+    else:
+        authorizer = SigV4Signer(credential_cache(config, label=service), service="bedrock",
+                                 region=config.region)
+    base_url = config.base_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
+    upstream = AwsUpstream(session, base_url=base_url, authorizer=authorizer, service=service,
+                           timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s,
+                           secrets=config_secrets([config]), headers=config.headers)
+    return Bedrock(upstream, max_tokens_default=config.max_tokens_default,
+                   embed_concurrency=config.embed_concurrency)

@@ -1,0 +1,244 @@
+"""Canonical (OpenAI-shaped) chat request -> Bedrock Converse request body.
+
+Pure functions, no I/O; every refusal is an ``errors.InvalidRequest`` naming its ``param``,
+raised before anything is sent. The choices are listed in ``app.providers.bedrock``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from app import errors
+from app.providers.base import ChatCall, Json, Target
+from app.schemas import ChatRequest, Message
+
+PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
+                      "requestMetadata", "additionalModelResponseFieldPaths")
+"""Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``)."""
+
+_DATA_URL = re.compile(r"^data:image/(?P<format>[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
+                       re.DOTALL)
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+CACHE_POINT: Json = {"cachePoint": {"type": "default"}}
+
+
+def _image(url: str, *, param: str) -> Json:
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise errors.InvalidRequest(
+            "Bedrock Converse takes images as base64 data: URLs (not links)", param=param)
+    fmt = _IMAGE_FORMATS.get(match["format"].lower())
+    if fmt is None:
+        raise errors.InvalidRequest("Bedrock Converse takes png, jpeg, gif or webp images",
+                                    param=param)
+    return {"image": {"format": fmt, "source": {"bytes": match["data"]}}}
+
+
+def _blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
+    """Converse content blocks for user, system or tool content (empty text dropped); a part's
+    ``cache_control`` becomes a ``cachePoint`` after its block."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[Json] = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            if not part["text"]:
+                continue
+            blocks.append({"text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(_image(part["image_url"]["url"], param=f"{param}[{i}].image_url.url"))
+        else:
+            raise errors.InvalidRequest(
+                f"content parts of type {kind!r} are not supported by Bedrock Converse",
+                param=f"{param}[{i}]")
+        if isinstance(part.get("cache_control"), dict):
+            blocks.append(dict(CACHE_POINT))
+    return blocks
+
+
+def _tool_use(message: Message, *, param: str) -> list[Json]:
+    blocks: list[Json] = []
+    for i, call in enumerate(message.tool_calls or ()):
+        where = f"{param}.tool_calls[{i}].function.arguments"
+        raw = call.function.arguments
+        try:
+            arguments: Any = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            raise errors.InvalidRequest("tool call arguments are not valid JSON",
+                                        param=where) from None
+        if not isinstance(arguments, dict):
+            raise errors.InvalidRequest("tool call arguments must be a JSON object", param=where)
+        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name,
+                                   "input": arguments}})
+    return blocks
+
+
+def _assistant(message: Message, *, param: str) -> list[Json]:
+    blocks: list[Json] = []
+    if isinstance(message.content, list):
+        for part in message.content:
+            text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+            if isinstance(text, str) and text:
+                blocks.append({"text": text})
+    elif message.content:
+        blocks.append({"text": message.content})
+    return blocks + _tool_use(message, param=param)
+
+
+def _tool_result(message: Message, *, param: str) -> Json:
+    if not message.tool_call_id:
+        raise errors.InvalidRequest("a tool message needs a tool_call_id",
+                                    param=f"{param}.tool_call_id")
+    content = [b for b in _blocks(message.content, param=f"{param}.content")
+               if "cachePoint" not in b]
+    return {"toolResult": {"toolUseId": message.tool_call_id,
+                           "content": content or [{"text": ""}]}}
+
+
+def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]:
+    """(``system`` blocks, ``messages``): system and developer text lifted out, tool results as
+    user turns, consecutive turns of one role merged (Converse wants them alternating)."""
+    system: list[Json] = []
+    turns: list[Json] = []
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if message.role in ("system", "developer"):
+            system.extend(b for b in _blocks(message.content, param=f"{param}.content")
+                          if "text" in b or "cachePoint" in b)
+            continue
+        if message.role == "user":
+            role, blocks = "user", _blocks(message.content, param=f"{param}.content")
+        elif message.role == "assistant":
+            role, blocks = "assistant", _assistant(message, param=param)
+        elif message.role == "tool":
+            role, blocks = "user", [_tool_result(message, param=param)]
+        else:
+            raise errors.InvalidRequest("legacy 'function' messages are not supported; use "
+                                        "tools and 'tool' messages", param=f"{param}.role")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":  # tool results lead a user turn
+            turn["content"].sort(key=lambda b: "toolResult" not in b)
+    return system, turns
+
+
+def _has_tool_blocks(turns: list[Json]) -> bool:
+    return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
+
+
+def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
+    """``toolConfig`` (empty when there are no tools to send)."""
+    if request.parallel_tool_calls is False and request.tools:
+        raise errors.InvalidRequest("Bedrock Converse cannot turn parallel tool calls off",
+                                    param="parallel_tool_calls")
+    if not request.tools:
+        return {}
+    choice = request.tool_choice
+    if choice == "none":
+        if _has_tool_blocks(turns):
+            raise errors.InvalidRequest(
+                "Bedrock Converse has no tool_choice 'none' and needs the tools of a "
+                "conversation that used them", param="tool_choice")
+        return {}  # the model cannot call tools it is not shown
+    tools = [{"toolSpec": {
+        "name": tool.function.name,
+        **({"description": tool.function.description} if tool.function.description else {}),
+        "inputSchema": {"json": tool.function.parameters or {"type": "object",
+                                                             "properties": {}}}}}
+        for tool in request.tools]
+    config: Json = {"tools": tools}
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice is not None:
+        function = choice.get("function") if isinstance(choice, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise errors.InvalidRequest(
+                "tool_choice must be 'none', 'auto', 'required' or "
+                "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
+        config["toolChoice"] = {"tool": {"name": name}}
+    return {"toolConfig": config}
+
+
+def output_config(request: ChatRequest) -> Json:
+    """``outputConfig.textFormat`` for a ``json_schema`` response format (Converse's own
+    structured output: the schema travels as a JSON string)."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    schema = fmt.json_schema.get("schema") if fmt.json_schema else None
+    if fmt.type == "json_object" or not isinstance(schema, dict):
+        raise errors.InvalidRequest(
+            "Bedrock Converse needs a JSON schema for structured output: use response_format "
+            "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+            param="response_format")
+    assert fmt.json_schema is not None
+    definition: Json = {"schema": orjson.dumps(schema).decode()}
+    for key in ("name", "description"):
+        if isinstance(fmt.json_schema.get(key), str):
+            definition[key] = fmt.json_schema[key]
+    return {"outputConfig": {"textFormat": {"type": "json_schema",
+                                            "structure": {"jsonSchema": definition}}}}
+
+
+def _check_supported(request: ChatRequest) -> None:
+    if request.n is not None and request.n > 1:
+        raise errors.InvalidRequest("Bedrock Converse returns one choice; n must be 1",
+                                    param="n")
+    if request.logprobs or request.top_logprobs:
+        raise errors.InvalidRequest("Bedrock Converse does not return logprobs",
+                                    param="logprobs" if request.logprobs else "top_logprobs")
+
+
+def inference_config(request: ChatRequest, *, target: Target, max_tokens_default: int | None
+                     ) -> Json:
+    """``inferenceConfig``: the smaller of the client's two token limits, else a default."""
+    config: Json = {}
+    limits = [n for n in (request.max_tokens, request.max_completion_tokens) if n is not None]
+    max_tokens = min(limits) if limits else (target.max_tokens_default or max_tokens_default)
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop is not None:
+        config["stopSequences"] = [request.stop] if isinstance(request.stop, str) \
+            else list(request.stop)
+    return config
+
+
+def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int | None
+                      ) -> Json:
+    """The Converse (or ConverseStream: the same body) request body for ``call``. The target's
+    ``params`` lie underneath, then the client's Converse-native fields, then the translation;
+    ``inferenceConfig`` merges the target's with the client's."""
+    request = call.request
+    _check_supported(request)
+    system, turns = translate_messages(request.messages)
+    payload: Json = {"messages": turns}
+    if system:
+        payload["system"] = system
+    base = target.params.get("inferenceConfig")
+    inference = {**(base if isinstance(base, dict) else {}),
+                 **inference_config(request, target=target,
+                                    max_tokens_default=max_tokens_default)}
+    if inference:
+        payload["inferenceConfig"] = inference
+    payload.update(tool_config(request, turns))
+    payload.update(output_config(request))
+    passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
+    return {**target.params, **passthrough, **payload}

@@ -1,0 +1,110 @@
+"""OpenAI embeddings -> Bedrock InvokeModel bodies for Amazon Titan Text Embeddings v2 and Cohere
+Embed, and back. Pure; ``app.providers.bedrock`` sends the calls.
+
+- Titan v2 (model ids containing ``titan-embed-text``) embeds one text per call:
+  ``{"inputText", "dimensions", "normalize"}`` -> ``{"embedding", "inputTextTokenCount"}``.
+  Several inputs are sent as concurrent calls and rejoined in order, token counts summed.
+  ``dimensions`` must be 256, 512 or 1024 (Titan's values); ``normalize`` is true unless the
+  client's or target's ``normalize`` says otherwise.
+- Cohere Embed (model ids containing ``cohere.embed``) takes ``{"texts", "input_type"}``, at
+  most 96 texts a call (batches rejoined in order) -> ``{"embeddings": [[...]], ...}``; its
+  answer body has no token count, Bedrock gives it in the ``X-Amzn-Bedrock-Input-Token-Count``
+  header. ``input_type``: the client's field, else the target's params, else
+  ``search_document``. ``dimensions`` is refused (Cohere v3 on Bedrock has fixed sizes).
+- Other embedding models (or an inference profile whose id names neither family) are refused
+  with a 400 unless the target's params say ``embedding_format: titan`` or ``cohere``.
+Token-id inputs are refused: both families embed text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from app import errors
+from app.providers.base import EmbeddingCall, Json, Target
+
+COHERE_MAX_TEXTS = 96
+TITAN_DIMENSIONS = (256, 512, 1024)
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+Family = Literal["titan", "cohere"]
+TARGET_ONLY = ("embedding_format",)
+"""Target params that steer the translation and are not sent."""
+
+
+def family(target: Target) -> Family:
+    """Which body ``target``'s model takes."""
+    chosen = target.params.get("embedding_format")
+    if chosen in ("titan", "cohere"):
+        return "titan" if chosen == "titan" else "cohere"
+    model = target.model.lower()
+    if "titan-embed-text" in model:
+        return "titan"
+    if "cohere.embed" in model:
+        return "cohere"
+    raise errors.InvalidRequest(
+        f"Bedrock model {target.model!r} is neither Titan Text Embeddings nor Cohere Embed; "
+        "set the target's params.embedding_format to 'titan' or 'cohere'", param="model")
+
+
+def texts_of(call: EmbeddingCall) -> list[str]:
+    value = call.request.input
+    if isinstance(value, str):
+        return [value]
+    texts = [item for item in value if isinstance(item, str)]
+    if len(texts) != len(value):
+        raise errors.InvalidRequest("Bedrock embedding models embed text only; token-id "
+                                    "inputs are not supported", param="input")
+    return texts
+
+
+def _params(target: Target) -> Json:
+    return {k: v for k, v in target.params.items() if k not in TARGET_ONLY}
+
+
+def titan_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:
+    """One InvokeModel body per text."""
+    base = _params(target)
+    dimensions = call.request.dimensions or base.get("dimensions")
+    if dimensions is not None and dimensions not in TITAN_DIMENSIONS:
+        raise errors.InvalidRequest("Titan Text Embeddings v2 takes dimensions 256, 512 or "
+                                    "1024", param="dimensions")
+    normalize = call.body.get("normalize", base.get("normalize", True))
+    if not isinstance(normalize, bool):
+        raise errors.InvalidRequest("normalize must be a boolean", param="normalize")
+    extra: Json = {"normalize": normalize}
+    if dimensions is not None:
+        extra["dimensions"] = dimensions
+    return [{**base, **extra, "inputText": text} for text in texts_of(call)]
+
+
+def read_titan(answer: Any) -> tuple[list[float], int]:
+    vector = answer.get("embedding") if isinstance(answer, dict) else None
+    tokens = answer.get("inputTextTokenCount") if isinstance(answer, dict) else None
+    if not isinstance(vector, list):
+        raise errors.BadUpstreamResponse("Titan embedding answer has no embedding")
+    return vector, tokens if isinstance(tokens, int) else 0
+
+
+def cohere_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:
+    """One InvokeModel body per batch of at most 96 texts."""
+    if call.request.dimensions is not None:
+        raise errors.InvalidRequest("Cohere Embed on Bedrock has a fixed size; dimensions "
+                                    "cannot be chosen", param="dimensions")
+    base = _params(target)
+    input_type = call.body.get("input_type") or base.get("input_type", "search_document")
+    if input_type not in COHERE_INPUT_TYPES:
+        raise errors.InvalidRequest(f"input_type must be one of {', '.join(COHERE_INPUT_TYPES)}",
+                                    param="input_type")
+    texts = texts_of(call)
+    return [{**base, "input_type": input_type, "texts": texts[i:i + COHERE_MAX_TEXTS]}
+            for i in range(0, len(texts), COHERE_MAX_TEXTS)]
+
+
+def read_cohere(answer: Any, *, expected: int) -> list[list[float]]:
+    found = answer.get("embeddings") if isinstance(answer, dict) else None
+    if isinstance(found, dict):  # asked with embedding_types: {"float": [...]}
+        found = found.get("float")
+    if not isinstance(found, list) or len(found) != expected \
+            or not all(isinstance(v, list) for v in found):
+        raise errors.BadUpstreamResponse(f"Cohere embed answer lacks {expected} embeddings")
+    return found

@@ -1,0 +1,169 @@
+"""Validating a Bedrock Converse request body, and counting its prompt and cached prefix.
+
+Errors are 400 ``ValidationException`` with messages in Bedrock's style. The facts kept are
+what the answer needs: the token limit, stop sequences, the forced tool, the JSON schema of a
+structured-output request, the prompt's tokens and the part before the last ``cachePoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.simulator import content
+from app.simulator.asgi import SimError
+
+BLOCK_KEYS = frozenset({"text", "image", "document", "video", "audio", "toolUse", "toolResult",
+                        "guardContent", "cachePoint", "reasoningContent", "citationsContent",
+                        "searchResult"})
+_TOP_KEYS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
+                       "additionalModelRequestFields", "promptVariables",
+                       "additionalModelResponseFieldPaths", "requestMetadata",
+                       "performanceConfig", "serviceTier", "outputConfig"})
+
+
+def fail(message: str) -> SimError:
+    return SimError(400, message, kind="ValidationException")
+
+
+@dataclass(frozen=True, slots=True)
+class ConverseRequest:
+    messages: list[Any]
+    max_tokens: int | None
+    stop_sequences: tuple[str, ...]
+    tool: dict[str, Any] | None
+    """The ``toolSpec`` that ``toolChoice`` forces (``any``: the first one)."""
+    schema: dict[str, Any] | None
+    prompt_tokens: int
+    cached_prefix: int
+
+
+def _check_blocks(blocks: Any, where: str) -> None:
+    if not isinstance(blocks, list):
+        raise fail(f"{where}: expected a list of content blocks")
+    for index, block in enumerate(blocks):
+        keys = set(block) if isinstance(block, dict) else set()
+        if len(keys) != 1 or not keys <= BLOCK_KEYS:
+            raise fail(f"{where}.{index}: a content block must set exactly one member of "
+                       f"{', '.join(sorted(BLOCK_KEYS))}")
+        use = block.get("toolUse")
+        if use is not None and not (isinstance(use, dict) and isinstance(use.get("toolUseId"), str)
+                                    and isinstance(use.get("name"), str) and "input" in use):
+            raise fail(f"{where}.{index}.toolUse: toolUseId, name and input are required")
+
+
+def _check_messages(messages: Any) -> list[Any]:
+    if not isinstance(messages, list) or not messages:
+        raise fail("The model returned the following errors: messages: at least one message "
+                   "is required")
+    previous = None
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            raise fail(f"messages.{index}.role: must be user or assistant")
+        if index == 0 and role != "user":
+            raise fail("A conversation must start with a user message. Try again with a "
+                       "conversation that starts with a user message.")
+        if role == previous:
+            raise fail("A conversation must alternate between user and assistant roles. Make "
+                       "sure the conversation alternates between user and assistant roles and "
+                       "try again.")
+        previous = role
+        _check_blocks(message.get("content"), f"messages.{index}.content")
+    return messages
+
+
+def _inference(config: Any) -> tuple[int | None, tuple[str, ...]]:
+    if config is None:
+        return None, ()
+    if not isinstance(config, dict):
+        raise fail("inferenceConfig: expected an object")
+    limit = config.get("maxTokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise fail("inferenceConfig.maxTokens: must be an integer of at least 1")
+    stops = config.get("stopSequences") or []
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise fail("inferenceConfig.stopSequences: expected a list of strings")
+    return limit, tuple(stops)
+
+
+def _forced_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
+    if config is None:
+        if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+            raise fail("The toolConfig field must be defined when using toolUse and toolResult "
+                       "content blocks.")
+        return None
+    tools = config.get("tools") if isinstance(config, dict) else None
+    if not isinstance(tools, list) or not tools:
+        raise fail("toolConfig.tools: at least one tool is required")
+    specs = []
+    for index, tool in enumerate(tools):
+        spec = tool.get("toolSpec") if isinstance(tool, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
+                or not isinstance((spec.get("inputSchema") or {}).get("json"), dict):
+            raise fail(f"toolConfig.tools.{index}.toolSpec: name and inputSchema.json are "
+                       "required")
+        specs.append(spec)
+    choice = config.get("toolChoice")
+    if choice is None or "auto" in choice:
+        return None
+    if "any" in choice:
+        return specs[0]
+    name = (choice.get("tool") or {}).get("name")
+    for spec in specs:
+        if spec["name"] == name:
+            return spec
+    raise fail(f"toolConfig.toolChoice.tool.name: no tool named {name!r}")
+
+
+def _schema(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    text_format = config.get("textFormat") if isinstance(config, dict) else None
+    if not isinstance(text_format, dict) or text_format.get("type") != "json_schema":
+        raise fail("outputConfig.textFormat.type: must be json_schema")
+    raw = ((text_format.get("structure") or {}).get("jsonSchema") or {}).get("schema")
+    try:
+        schema = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise fail("outputConfig.textFormat.structure.jsonSchema.schema: must be a JSON schema "
+                   "serialized as a string")
+    return schema
+
+
+def count_prompt(system: Any, messages: list[Any]) -> tuple[int, int]:
+    """(prompt tokens, tokens up to the last ``cachePoint``)."""
+    total = prefix = 0
+    segments = ([system] if system else []) + [m["content"] for m in messages]
+    for segment in segments:
+        total += content.MESSAGE_OVERHEAD_TOKENS
+        for block in segment:
+            if "cachePoint" in block:
+                prefix = total
+            elif isinstance(block.get("text"), str):
+                total += content.count_tokens(block["text"])
+            elif isinstance(block.get("toolResult"), dict):
+                total += content.count_tokens(content.text_of(block["toolResult"].get("content")))
+    return total, prefix
+
+
+def read_converse(body: dict[str, Any]) -> ConverseRequest:
+    """Validate ``body`` as Converse does; the facts the simulator needs."""
+    unknown = sorted(set(body) - _TOP_KEYS)
+    if unknown:
+        raise fail(f"Unknown field(s) in the request: {', '.join(unknown)}")
+    messages = _check_messages(body.get("messages"))
+    system = body.get("system")
+    if system is not None:
+        _check_blocks(system, "system")
+    limit, stops = _inference(body.get("inferenceConfig"))
+    tool = _forced_tool(body.get("toolConfig"), messages)
+    prompt, prefix = count_prompt(system, messages)
+    return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,
+                           schema=_schema(body.get("outputConfig")), prompt_tokens=prompt,
+                           cached_prefix=prefix)
