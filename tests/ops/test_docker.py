@@ -78,7 +78,8 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
 
 
 def test_the_dependency_list_the_image_installs_is_pyprojects() -> None:
-    """The command that writes the image's requirements prints [project].dependencies."""
+    """The command that writes the image's requirements prints [project].dependencies and the
+    cloud extras (aws, google, azure): the image serves every provider type."""
     run = next(ln for ln in dockerfile() if "pip install -r" in ln)
     command = run.removeprefix("RUN ").split(" > ")[0]
     argv = shlex.split(command)
@@ -86,7 +87,9 @@ def test_the_dependency_list_the_image_installs_is_pyprojects() -> None:
     printed = subprocess.run([sys.executable, "-c", argv[2]], cwd=REPO, capture_output=True,
                              text=True, check=True, timeout=30).stdout.split()
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    assert printed == project["project"]["dependencies"]
+    extras = project["project"]["optional-dependencies"]
+    assert printed == project["project"]["dependencies"] + [
+        d for k in ("aws", "google", "azure") for d in extras[k]]
 
 
 def test_prometheus_and_grafana_have_healthchecks_and_start_in_order() -> None:
