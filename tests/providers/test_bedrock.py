@@ -6,6 +6,7 @@ documented response examples, and cost with cache reads and writes."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import json
 import threading
@@ -104,6 +105,20 @@ def test_signature_matches_aws_published_vector() -> None:
                   started=0.0, raw_headers=[(b"host", b"example.amazonaws.com"),
                                             (b"x-amz-date", b"20150830T123600Z")])
     assert canonical_request(sim, canonical_uri="/", signed=["host", "x-amz-date"]) == canonical
+
+
+def test_our_signer_passes_awss_published_get_vanilla_vector() -> None:
+    """SigV4 test suite, get-vanilla: GET / on example.amazonaws.com at 20150830T123600Z."""
+    signer = SigV4Signer(CredentialCache(lambda: Frozen("x", "y")), service="service",
+                         region="us-east-1")
+    creds = Frozen("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    when = calendar.timegm((2015, 8, 30, 12, 36, 0))
+    headers = signer.sign(creds, "GET", "https://example.amazonaws.com/", b"", {}, now=when)
+    assert headers["X-Amz-Date"] == "20150830T123600Z"
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+        "SignedHeaders=host;x-amz-date, "
+        "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
 
 
 async def _never(*_: Any) -> Any:
