@@ -30,6 +30,7 @@ from app.providers import (
     anthropic,
     azure,
     cohere,
+    gemini,
     huggingface,
     local,
     mock,
@@ -83,6 +84,7 @@ _TYPES = (
     ProviderType(cohere.CohereProvider, cohere.build),
     ProviderType(ai21.AI21Provider, ai21.build),
     ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
+    ProviderType(gemini.GeminiProvider, gemini.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}
