@@ -17,6 +17,8 @@ Routes (one process serves every dialect):
 - Hugging Face: the router's ``POST /hf-router/v1/chat/completions``; a TGI endpoint at ``/tgi``
   (``POST /tgi``, ``/tgi/generate``, ``/tgi/generate_stream``, ``/tgi/v1/chat/completions``); a
   TEI endpoint's ``POST /tei/embed``.
+- Gemini API: ``POST /gemini/v1beta/models/{model}:generateContent``,
+  ``:streamGenerateContent?alt=sse``, ``:batchEmbedContents`` (``gemini``; routed by prefix).
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -35,6 +37,7 @@ from app.simulator import (
     azure,
     azure_entra,
     cohere,
+    gemini,
     huggingface,
     huggingface_tei,
     huggingface_tgi,
@@ -111,6 +114,8 @@ class SimulatorApp:
                 entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
         if entry is None and method == "POST" and path.endswith(azure_entra.TOKEN_SUFFIX):
             entry = (azure_entra.token, Route("azure"), False)
+        if entry is None and gemini.match(method, path):
+            entry = (gemini.handle, gemini.ROUTE, True)
         if entry is None and replicate.match(method, path) is not None:
             entry = (replicate.handle, replicate.ROUTE, False)
         return entry
