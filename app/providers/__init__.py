@@ -36,6 +36,7 @@ from app.providers import (
     mock,
     openai,
     replicate,
+    vertex,
     vllm,
 )
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
@@ -85,6 +86,7 @@ _TYPES = (
     ProviderType(ai21.AI21Provider, ai21.build),
     ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
     ProviderType(gemini.GeminiProvider, gemini.build),
+    ProviderType(vertex.VertexProvider, vertex.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}
