@@ -18,6 +18,9 @@ Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenA
 /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
 /v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).
+Google: /gemini/v1beta/models/{m}:generateContent|streamGenerateContent|batchEmbedContents
+(Gemini API); /vertex/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:
+generateContent|streamGenerateContent|predict and POST /vertex/token (Vertex AI).
 
 \b
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,
