@@ -237,7 +237,7 @@ async def test_token_refresh_mid_run_and_expired_token(
     assert "UNAUTHENTICATED" in caught.value.message and expired not in caught.value.message
 
 
-async def test_429_and_unknown_token(simulator: str, session: aiohttp.ClientSession,
+async def test_429_keeps_retry_after(simulator: str, session: aiohttp.ClientSession,
                                      private_key: str) -> None:
     """RESOURCE_EXHAUSTED stays 429 with its retry-after."""
     api = vertex.build(config(simulator, private_key, headers={"X-Return-Error": "429"}),
