@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.simulator import SimOptions, azure_entra, create_app
+from app.simulator import SimOptions, azure_entra, create_app, gemini
 from app.simulator.aws_auth import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from app.simulator.azure_tls import serve_tls
 from bench.calllog_overhead import KEY, gateway_env, switchboard
@@ -68,7 +69,26 @@ def providers(sim: str, authority: tuple[str, Path] | None = None
         "sagemaker": ({"type": "sagemaker", "region": "us-east-1",
                        "base_url": f"{sim}/sagemaker", "access_key_id": TEST_ACCESS_KEY,
                        "secret_access_key": TEST_SECRET_KEY}, "llm-endpoint"),
+        "gemini": ({"type": "gemini", "base_url": f"{sim}/gemini/v1beta",
+                    "api_key": gemini.API_KEY}, "gemini-2.5-flash"),
+        "vertex": ({"type": "vertex", "project": "bench", "location": "us-central1",
+                    "base_url": f"{sim}/vertex/v1", "credentials_json": vertex_key(sim)},
+                   "gemini-2.5-flash"),
     }
+
+
+def vertex_key(sim: str) -> str:
+    """A throwaway service-account key whose token endpoint is the simulator's (the token is
+    fetched once per gateway, refreshed before its hour is up; every request carries it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    return json.dumps({"type": "service_account", "project_id": "bench", "private_key": pem,
+                       "private_key_id": "bench", "client_email": "bench@bench.iam",
+                       "client_id": "1", "token_uri": f"{sim}/vertex/token"})
 
 
 def config(provider: dict[str, Any], model: str) -> dict[str, Any]:

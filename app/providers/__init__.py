@@ -31,12 +31,14 @@ from app.providers import (
     azure,
     bedrock,
     cohere,
+    gemini,
     huggingface,
     local,
     mock,
     openai,
     replicate,
     sagemaker,
+    vertex,
     vllm,
 )
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
@@ -87,6 +89,8 @@ _TYPES = (
     ProviderType(huggingface.HuggingFaceProvider, huggingface.build),
     ProviderType(bedrock.BedrockProvider, bedrock.build),
     ProviderType(sagemaker.SageMakerProvider, sagemaker.build),
+    ProviderType(gemini.GeminiProvider, gemini.build),
+    ProviderType(vertex.VertexProvider, vertex.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}

@@ -168,7 +168,11 @@ class Upstream:
             payload = None
         error = self._error_mapper(response.status, payload, text)
         if isinstance(error, errors.UpstreamError):
-            error.retry_after_s = retry_after(response.headers.get("Retry-After"))
+            # The header wins; without one, keep what the mapper read from the body (Google's
+            # RetryInfo.retryDelay).
+            after = retry_after(response.headers.get("Retry-After"))
+            if after is not None:
+                error.retry_after_s = after
         raise self._scrub(error)
 
     def _translate(self, exc: BaseException) -> errors.GatewayError:

@@ -21,6 +21,11 @@ Routes (one process serves every dialect):
   ``/invoke``, ``/invoke-with-response-stream`` (SigV4 or a Bedrock API key; see ``bedrock``).
 - AWS SageMaker runtime: ``POST /sagemaker/endpoints/{name}/invocations``,
   ``/invocations-response-stream`` (SigV4; see ``sagemaker``).
+- Gemini API: ``POST /gemini/v1beta/models/{model}:generateContent``,
+  ``:streamGenerateContent?alt=sse``, ``:batchEmbedContents`` (``gemini``; routed by prefix).
+- Vertex AI: ``POST /vertex/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:``
+  ``generateContent``, ``streamGenerateContent``, ``predict`` (routed by prefix), and the OAuth2
+  token endpoint ``POST /vertex/token`` (``vertex``).
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 
@@ -40,11 +45,13 @@ from app.simulator import (
     azure_entra,
     bedrock,
     cohere,
+    gemini,
     huggingface,
     huggingface_tei,
     huggingface_tgi,
     replicate,
     sagemaker,
+    vertex,
     vllm,
 )
 from app.simulator.asgi import (
@@ -87,6 +94,7 @@ _ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/tgi/generate_stream"): (huggingface_tgi.generate_stream, Route("tgi"), True),
     ("POST", "/tgi/v1/chat/completions"): (huggingface.tgi_chat, Route("tgi-chat"), True),
     ("POST", "/tei/embed"): (huggingface_tei.embed, Route("tei"), True),
+    ("POST", vertex.TOKEN_PATH): (vertex.token, vertex.ROUTE, False),
     ("GET", azure_entra.MSI_PATH): (azure_entra.managed_identity, Route("azure"), False),
     ("POST", "/_sim/state"): (admin.set_state, _OPENAI, False),
     ("GET", "/_sim/stats"): (admin.stats, _OPENAI, False),
@@ -121,6 +129,10 @@ class SimulatorApp:
             entry = (bedrock.handle, bedrock.ROUTE, True)
         if entry is None and method == "POST" and sagemaker.parse_path(path) is not None:
             entry = (sagemaker.handle, sagemaker.ROUTE, True)
+        if entry is None and gemini.match(method, path):
+            entry = (gemini.handle, gemini.ROUTE, True)
+        if entry is None and vertex.match(method, path):
+            entry = (vertex.handle, vertex.ROUTE, True)
         if entry is None and replicate.match(method, path) is not None:
             entry = (replicate.handle, replicate.ROUTE, False)
         return entry

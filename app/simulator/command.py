@@ -21,6 +21,9 @@ Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, 
 AWS (SigV4 with the test keys of app/simulator/aws_auth.py): /bedrock/model/{id}/converse,
 /converse-stream, /invoke, /invoke-with-response-stream (Bedrock);
 /sagemaker/endpoints/{name}/invocations, /invocations-response-stream (SageMaker).
+Google: /gemini/v1beta/models/{m}:generateContent|streamGenerateContent|batchEmbedContents
+(Gemini API); /vertex/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:
+generateContent|streamGenerateContent|predict and POST /vertex/token (Vertex AI).
 
 \b
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,

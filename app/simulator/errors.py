@@ -17,6 +17,11 @@
   shape with TEI's types as its server serializes them (``Validation``, ``Backend``...);
   ``hf-router`` (``/hf-router/*``), and a refused token on any of them (HF's proxy answers it):
   ``{"error": "<message>"}``.
+- ``google`` (Gemini API ``/gemini/*``, Vertex AI ``/vertex/*``): ``{"error": {"code",
+  "message", "status"}}`` with google.rpc status names (``INVALID_ARGUMENT``,
+  ``RESOURCE_EXHAUSTED``...); a ``kind`` that is no status name is the reason of a
+  ``google.rpc.ErrorInfo`` detail (``API_KEY_INVALID``); a 429 carries a ``google.rpc.RetryInfo``.
+  Mid-stream: ``data: {"error": {...}}`` and the stream ends.
 
 - ``bedrock`` (``/bedrock/*``): AWS's ``{"message"}``; ``sagemaker`` (``/sagemaker/*``):
   ``{"Message"}``; the type travels in ``x-amzn-ErrorType`` (``aws_auth.aws_error_headers``).
@@ -40,7 +45,8 @@ import orjson
 from app.simulator.asgi import SimError
 
 Dialect = Literal["vllm", "azure", "anthropic", "replicate", "cohere", "ai21", "tgi",
-                  "tgi-chat", "tei", "hf-router", "bedrock", "sagemaker"]
+                  "tgi-chat", "tei", "hf-router", "bedrock", "sagemaker",
+                  "google"]
 
 _VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                404: "NotFoundError", 408: "RequestTimeoutError", 409: "ConflictError",
@@ -117,12 +123,36 @@ def _hugging_face(dialect: Dialect, err: SimError) -> dict[str, Any]:
     return {"error": err.message, "error_type": kind}
 
 
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED"}
+
+
+def _google(err: SimError) -> dict[str, Any]:
+    names = set(GOOGLE_STATUS.values())
+    status = err.kind if err.kind in names else GOOGLE_STATUS.get(
+        err.status, "INTERNAL" if err.status >= 500 else "FAILED_PRECONDITION")
+    inner: dict[str, Any] = {"code": err.status, "message": err.message, "status": status}
+    details: list[dict[str, Any]] = []
+    if err.kind is not None and err.kind not in names:
+        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": err.kind, "domain": "googleapis.com"})
+    if err.status == 429:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"})
+    if details:
+        inner["details"] = details
+    return {"error": inner}
+
+
 def error_body(dialect: Dialect, err: SimError, *, flat: bool) -> bytes:
     """The serialized error body; ``flat`` picks vLLM's pre-0.10.1 shape."""
     if dialect == "bedrock":
         return orjson.dumps({"message": err.message})
     if dialect == "sagemaker":
         return orjson.dumps({"Message": err.message})
+    if dialect == "google":
+        return orjson.dumps(_google(err))
     if dialect == "replicate":
         return orjson.dumps(_replicate(err))
     if dialect == "cohere":
@@ -142,6 +172,8 @@ def stream_error_frames(dialect: Dialect, err: SimError, *, flat: bool) -> list[
     """The frames that report ``err`` inside an already-started event stream."""
     if dialect in ("bedrock", "sagemaker"):
         return [aws_stream_exception(dialect, err)]
+    if dialect == "google":
+        return [b"data: " + orjson.dumps(_google(err)) + b"\r\n\r\n"]
     if dialect == "anthropic":
         return [b"event: error\ndata: " + orjson.dumps(_anthropic(err)) + b"\n\n"]
     if dialect == "replicate":

@@ -35,6 +35,8 @@ class SimOptions:
     embedding_dimensions: int = 384
     entra_token_lifetime_s: int = 3599
     """How long the Microsoft Entra ID tokens the simulator issues last (``azure_entra``)."""
+    google_token_lifetime_s: int = 3599
+    """How long the Google OAuth2 access tokens the simulator issues last (``vertex``)."""
     engine: EngineOptions | None = None
     """vLLM's queueing (``app.simulator.engine``) for chat; ``None``: every request is served
     at once, after ``ttft_ms``/``tpot_ms``."""

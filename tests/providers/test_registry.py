@@ -43,11 +43,14 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
     assert set(PROVIDER_TYPES) == {"openai", "azure_openai", "anthropic", "vllm", "mock",
                                    "local", "replicate",
                                    "cohere", "ai21", "huggingface",
-                                   "bedrock", "sagemaker"}
+                                   "bedrock", "sagemaker",
+                                   "gemini", "vertex"}
     extra = {"bedrock": {"region": "us-east-1"}, "sagemaker": {"region": "us-east-1"},
              "azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
              "vllm": {"base_url": "http://v:8000/v1"},
-             "ai21": {"api_key": "k"}}
+             "ai21": {"api_key": "k"},
+             "gemini": {"api_key": "k"},
+             "vertex": {"project": "p"}}
     for name, kind in PROVIDER_TYPES.items():
         parsed = parse_config({"providers": {"p": {"type": name, **extra.get(name, {})}},
                                "models": {}}, {})

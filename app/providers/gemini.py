@@ -1,0 +1,193 @@
+"""Google's Gemini API (``generativelanguage.googleapis.com/v1beta``) behind the OpenAI-shaped
+provider seam; ``GenerateContentChat`` is shared with Vertex AI (``app.providers.vertex``).
+
+The request is translated (``gemini_request``), not forwarded, and the answer translated back
+(``gemini_response``, ``gemini_stream``). Chat goes to ``POST /models/{model}:generateContent``
+and streams to ``:streamGenerateContent?alt=sse``; embeddings to ``:batchEmbedContents``
+(``gemini_embed``). The API key travels only in ``x-goog-api-key`` (never in the URL, where
+Google also accepts it, because URLs end up in logs) and is scrubbed from every error.
+Where the two APIs differ, this is what a client gets:
+
+- ``system`` and ``developer`` messages, wherever they stand, become ``systemInstruction``;
+  assistant turns are role ``model``; tool calls are ``functionCall`` parts and tool messages
+  ``functionResponse`` parts named after the earlier call their ``tool_call_id`` names (a JSON
+  object content is the ``response``, anything else goes under ``response.output``).
+- Images, files (PDF and others) and audio travel inline (``inlineData``) from base64
+  ``data:`` URLs; an ``http(s)`` image URL is refused (400): the API does not fetch URLs.
+- ``tools`` become one ``functionDeclarations`` list with each schema as
+  ``parametersJsonSchema`` (full JSON Schema, not the OpenAPI subset); ``tool_choice`` becomes
+  ``toolConfig.functionCallingConfig`` (auto AUTO, required ANY, none NONE, a named function
+  ANY with ``allowedFunctionNames``).
+- ``generationConfig``: ``maxOutputTokens`` (the smaller of ``max_tokens`` and
+  ``max_completion_tokens``, else the target's default, else unset), ``temperature``,
+  ``topP``, ``stopSequences``, ``seed``, ``presencePenalty``, ``frequencyPenalty``,
+  ``candidateCount`` (``n``); ``response_format`` json_object is ``responseMimeType:
+  application/json`` and json_schema adds ``responseJsonSchema`` (enforced by the API).
+- Refused with 400: ``logprobs``/``top_logprobs`` (not translated back), ``logit_bias`` (no
+  equivalent), ``parallel_tool_calls: false`` (Gemini cannot be told), legacy ``function``
+  messages, other content part types.
+- Dropped, as they cannot change the answer: ``user``, ``metadata``, ``stream_options`` (the
+  usage chunk is always sent, from Gemini's ``usageMetadata``).
+- Gemini-native fields sent by the client (``extra_body``: ``safetySettings``,
+  ``cachedContent``, ``labels``, ``toolConfig``, and ``generationConfig`` merged under the
+  translated one, e.g. ``thinkingConfig``) are forwarded; the target's ``params`` lie underneath.
+- Answers: text parts joined into ``content``; ``thought: true`` parts (sent when
+  ``thinkingConfig.includeThoughts`` is set) into ``reasoning_content``; ``functionCall`` parts
+  into ``tool_calls`` with generated ``call_...`` ids (Gemini's own id when it gives one). Other
+  parts (inline data, code execution) are dropped. Thought signatures are not carried back to
+  the client, so a thinking model that requires them on the next turn's function calls
+  (Gemini 3) answers that turn with its own 400.
+- Finish reasons: STOP stop, MAX_TOKENS length, SAFETY / RECITATION / BLOCKLIST /
+  PROHIBITED_CONTENT / SPII content_filter, others stop; a candidate with calls tool_calls. A
+  prompt blocked by ``promptFeedback.blockReason`` is a 400 naming the reason.
+- Usage: prompt ``promptTokenCount`` (+ ``toolUsePromptTokenCount``), completion
+  ``candidatesTokenCount`` + ``thoughtsTokenCount`` (thinking is billed as output),
+  ``reasoning_tokens`` the thoughts, ``cached_tokens`` ``cachedContentTokenCount``.
+- Embeddings: see ``gemini_embed``; ``batchEmbedContents`` reports no usage, so the input
+  tokens are estimated (``Usage.estimated``).
+
+Errors: Google's ``{"error": {"code", "message", "status", "details"}}``; RESOURCE_EXHAUSTED
+stays 429 (retry-after from the header, else ``RetryInfo.retryDelay``), a refused key (Gemini's
+400 ``API_KEY_INVALID``, 401, 403) a 502 naming the provider; error frames inside a stream are
+mapped by their ``code``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import SecretStr
+
+from app.providers.base import (
+    ChatCall,
+    EmbeddingCall,
+    Json,
+    ProviderBase,
+    Result,
+    Target,
+)
+from app.providers.gemini_embed import (
+    batch_embed_payloads,
+    encode,
+    estimated_usage,
+    read_batch_embed,
+    texts_of,
+)
+from app.providers.gemini_request import translate_request
+from app.providers.gemini_response import error_mapper, to_chat_completion
+from app.providers.gemini_stream import StreamTranslator
+from app.providers.http import ErrorMapper, Upstream, parse_json_event
+from app.usage import Usage
+
+
+class GeminiProvider(ProviderBase):
+    """The Gemini API with an API key (Google AI Studio)."""
+
+    type: Literal["gemini"]
+    api_key: SecretStr
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    task_type: str | None = None
+    """The embedding ``taskType`` when neither the client nor the target's params give one."""
+
+
+def model_id(model: str) -> str:
+    """A target's model as a URL path segment (a leading ``models/`` is accepted)."""
+    return quote(model.removeprefix("models/"), safe="")
+
+
+UpstreamSource = Callable[[], Awaitable[Upstream]]
+
+
+class GenerateContentChat:
+    """Chat and streamed chat over ``generateContent``; ``upstream`` gives the upstream to
+    call (Vertex's changes with its token), ``model_path`` a model's path under it."""
+
+    def __init__(self, upstream: UpstreamSource, *, model_path: Callable[[str], str],
+                 error_mapper: ErrorMapper) -> None:
+        self._upstream = upstream
+        self._model_path = model_path
+        self._error_mapper = error_mapper
+
+    async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        upstream = await self._upstream()
+        answer = await upstream.post_json(
+            self._model_path(target.model) + ":generateContent",
+            translate_request(call, target=target), timeout_s=target.timeout_s)
+        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()))
+        return Result(body=body, usage=usage)
+
+    async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
+        """Chunks as Gemini's arrive; the last one carries ``usage`` and no choices.
+
+        Upstream errors before the first chunk raise from the first ``__anext__``; an error
+        frame raises its mapped error; a stream cut before every candidate finished raises
+        ``BadUpstreamResponse``. Closing the generator closes the upstream connection.
+        """
+        payload = translate_request(call, target=target)
+        translator = StreamTranslator(model=target.model, created=int(time.time()),
+                                      error_mapper=self._error_mapper)
+        upstream = await self._upstream()
+        events = upstream.stream_sse(
+            self._model_path(target.model) + ":streamGenerateContent?alt=sse", payload,
+            timeout_s=target.timeout_s)
+        try:
+            async for event in events:
+                for chunk in translator.feed(parse_json_event(event.data)):
+                    yield chunk
+            for chunk in translator.finish():
+                yield chunk
+        finally:
+            await events.aclose()
+
+    async def aclose(self) -> None:
+        """The shared session belongs to the app; nothing of our own to close."""
+
+
+class GeminiAPI(GenerateContentChat):
+    """The Gemini API: chat, streamed chat and embeddings."""
+
+    def __init__(self, upstream: Upstream, *, task_type: str | None,
+                 error_mapper: ErrorMapper) -> None:
+        super().__init__(self._fixed, model_path=lambda model: "/models/" + model_id(model),
+                         error_mapper=error_mapper)
+        self._fixed_upstream = upstream
+        self._task_type = task_type
+
+    async def _fixed(self) -> Upstream:
+        return self._fixed_upstream
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        """``batchEmbedContents`` in batches, vectors in the client's order."""
+        model = model_id(target.model)
+        vectors: list[list[float]] = []
+        for payload in batch_embed_payloads(call, target=target, model_name=f"models/{model}",
+                                            default_task=self._task_type):
+            answer = await self._fixed_upstream.post_json(
+                f"/models/{model}:batchEmbedContents", payload, timeout_s=target.timeout_s)
+            vectors.extend(read_batch_embed(answer, expected=len(payload["requests"])))
+        return embeddings_result(vectors, call=call, target=target,
+                                 usage=estimated_usage(texts_of(call)))
+
+
+def embeddings_result(vectors: list[list[float]], *, call: EmbeddingCall, target: Target,
+                      usage: Usage) -> Result:
+    """The OpenAI embedding ``list`` for ``vectors``, encoded as the client asked."""
+    encoding = call.request.encoding_format
+    data: list[Json] = [{"object": "embedding", "index": i, "embedding": encode(v, encoding)}
+                        for i, v in enumerate(vectors)]
+    body: Json = {"object": "list", "data": data, "model": target.model,
+                  "usage": {"prompt_tokens": usage.prompt_tokens,
+                            "total_tokens": usage.prompt_tokens}}
+    return Result(body=body, usage=usage)
+
+
+def build(config: GeminiProvider, session: aiohttp.ClientSession) -> GeminiAPI:
+    mapper = error_mapper("the Gemini API")
+    headers = {"x-goog-api-key": config.api_key.get_secret_value(), **config.headers}
+    upstream = Upstream.from_config(session, config, base_url=config.base_url.rstrip("/"),
+                                    headers=headers, error_mapper=mapper)
+    return GeminiAPI(upstream, task_type=config.task_type, error_mapper=mapper)

@@ -1,0 +1,273 @@
+"""Canonical (OpenAI-shaped) chat request -> ``GenerateContentRequest`` body (Gemini API and
+Vertex AI share it).
+
+Pure functions, no I/O. Every refusal is an ``errors.InvalidRequest`` naming the offending
+``param``, raised before anything is sent. The choices made where the two APIs differ are listed
+in ``app.providers.gemini``. The model is not in the body: it is in the URL.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from app import errors
+from app.providers.base import ChatCall, Json, Target
+from app.schemas import ChatRequest, Message
+
+# Gemini-native request fields a client may send beside the OpenAI ones (the OpenAI SDK's
+# ``extra_body``); forwarded as sent. ``generationConfig`` is merged under the translated one.
+PASSTHROUGH_FIELDS = ("safetySettings", "cachedContent", "labels", "toolConfig")
+
+_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
+                       re.DOTALL)
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+
+
+def _inline(url: str, *, param: str, what: str) -> Json:
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise errors.InvalidRequest(
+            f"Gemini takes {what} inline only, as a base64 data: URL (it cannot fetch URLs)",
+            param=param)
+    return {"inlineData": {"mimeType": match["media"].lower(), "data": match["data"]}}
+
+
+def content_parts(content: str | list[Json] | None, *, param: str) -> list[Json]:
+    """Gemini ``parts`` for a user (or system) message's content; empty text dropped."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[Json] = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        where = f"{param}[{i}]"
+        if kind == "text":
+            if part["text"]:
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            parts.append(_inline(part["image_url"]["url"], param=f"{where}.image_url.url",
+                                 what="images"))
+        elif kind == "file":
+            file = part.get("file")
+            data = file.get("file_data") if isinstance(file, dict) else None
+            parts.append(_inline(data if isinstance(data, str) else "",
+                                 param=f"{where}.file.file_data", what="files"))
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            fmt = audio.get("format") if isinstance(audio, dict) else None
+            data = audio.get("data") if isinstance(audio, dict) else None
+            if fmt not in _AUDIO_TYPES or not isinstance(data, str):
+                raise errors.InvalidRequest("input_audio needs base64 'data' and a 'format' "
+                                            "of wav or mp3", param=f"{where}.input_audio")
+            parts.append({"inlineData": {"mimeType": _AUDIO_TYPES[fmt], "data": data}})
+        else:
+            raise errors.InvalidRequest(
+                f"content parts of type {kind!r} are not supported by Gemini", param=where)
+    return parts
+
+
+def _arguments(raw: str, *, param: str) -> Json:
+    try:
+        arguments: Any = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("tool call arguments are not valid JSON",
+                                    param=param) from None
+    if not isinstance(arguments, dict):
+        raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return arguments
+
+
+def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list[Json]:
+    parts: list[Json] = []
+    if isinstance(message.content, list):
+        for part in message.content:
+            text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+            if isinstance(text, str) and text:
+                parts.append({"text": text})
+    elif message.content:
+        parts.append({"text": message.content})
+    for i, call in enumerate(message.tool_calls or ()):
+        names[call.id] = call.function.name
+        args = _arguments(call.function.arguments,
+                          param=f"{param}.tool_calls[{i}].function.arguments")
+        parts.append({"functionCall": {"name": call.function.name, "args": args}})
+    return parts
+
+
+def _function_response(message: Message, *, param: str, names: dict[str, str]) -> Json:
+    """A tool message as a ``functionResponse`` part, named after the call it answers. Its
+    content is sent as the ``response`` object when it is a JSON object, else under ``output``
+    (the key Google's reference asks for a function's output)."""
+    call_id = message.tool_call_id
+    if not call_id:
+        raise errors.InvalidRequest("a tool message needs a tool_call_id",
+                                    param=f"{param}.tool_call_id")
+    name = names.get(call_id)
+    if name is None:
+        raise errors.InvalidRequest(
+            f"tool_call_id {call_id!r} matches no earlier assistant tool call (Gemini needs the "
+            "function's name)", param=f"{param}.tool_call_id")
+    text = message.text()
+    try:
+        value: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = text
+    response = value if isinstance(value, dict) else {"output": value}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def translate_messages(messages: list[Message]) -> tuple[Json | None, list[Json]]:
+    """(``systemInstruction``, ``contents``): system and developer text lifted out, assistant
+    turns as role ``model``, tool results as ``user`` turns, consecutive turns of one role
+    merged (so parallel calls' results travel in one turn, as Gemini asks)."""
+    system: list[Json] = []
+    contents: list[Json] = []
+    names: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if message.role in ("system", "developer"):
+            for part in content_parts(message.content, param=f"{param}.content"):
+                if "text" not in part:
+                    raise errors.InvalidRequest("system messages take text only",
+                                                param=f"{param}.content")
+                system.append(part)
+            continue
+        if message.role == "user":
+            role, parts = "user", content_parts(message.content, param=f"{param}.content")
+        elif message.role == "assistant":
+            role, parts = "model", _model_parts(message, param=param, names=names)
+        elif message.role == "tool":
+            role, parts = "user", [_function_response(message, param=param, names=names)]
+        else:
+            raise errors.InvalidRequest(
+                "legacy 'function' messages are not supported by Gemini; use tools and 'tool' "
+                "messages", param=f"{param}.role")
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    if not contents:
+        raise errors.InvalidRequest("Gemini needs at least one user or assistant message with "
+                                    "content", param="messages")
+    return ({"parts": system} if system else None), contents
+
+
+def translate_tools(request: ChatRequest) -> Json:
+    """``tools`` (one ``functionDeclarations`` list) and ``toolConfig``; empty without tools."""
+    if not request.tools:
+        if request.tool_choice not in (None, "none", "auto"):
+            raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
+        return {}
+    if request.parallel_tool_calls is False:
+        raise errors.InvalidRequest(
+            "Gemini cannot be told to avoid parallel function calls; leave "
+            "parallel_tool_calls unset", param="parallel_tool_calls")
+    declarations = []
+    for tool in request.tools:
+        function = tool.function
+        entry: Json = {"name": function.name}
+        if function.description:
+            entry["description"] = function.description
+        if function.parameters:
+            entry["parametersJsonSchema"] = function.parameters
+        declarations.append(entry)
+    out: Json = {"tools": [{"functionDeclarations": declarations}]}
+    config = _function_calling_config(request.tool_choice)
+    if config is not None:
+        out["toolConfig"] = {"functionCallingConfig": config}
+    return out
+
+
+def _function_calling_config(choice: str | Json | None) -> Json | None:
+    if choice is None:
+        return None
+    modes = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+    if isinstance(choice, str):
+        return {"mode": modes[choice]}
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise errors.InvalidRequest(
+            "tool_choice must be 'none', 'auto', 'required' or "
+            "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
+    return {"mode": "ANY", "allowedFunctionNames": [name]}
+
+
+def _check_supported(request: ChatRequest) -> None:
+    if request.logprobs or request.top_logprobs:
+        raise errors.InvalidRequest("logprobs are not translated from Gemini",
+                                    param="logprobs" if request.logprobs else "top_logprobs")
+    if request.logit_bias:
+        raise errors.InvalidRequest("Gemini has no logit_bias", param="logit_bias")
+
+
+def _response_format(request: ChatRequest) -> Json:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    if fmt.type == "json_object":
+        return {"responseMimeType": "application/json"}
+    schema = fmt.json_schema.get("schema") if fmt.json_schema else None
+    if not isinstance(schema, dict):
+        raise errors.InvalidRequest("response_format json_schema needs json_schema.schema",
+                                    param="response_format")
+    return {"responseMimeType": "application/json", "responseJsonSchema": schema}
+
+
+def _smallest(*limits: int | None) -> int | None:
+    given = [n for n in limits if n is not None]
+    return min(given) if given else None
+
+
+def generation_config(request: ChatRequest, *, target: Target, base: Any) -> Json:
+    """``generationConfig``: ``base`` (the target's and the client's native one) underneath the
+    translated OpenAI fields."""
+    config: Json = dict(base) if isinstance(base, dict) else {}
+    limit = _smallest(request.max_tokens, request.max_completion_tokens) \
+        or target.max_tokens_default
+    if limit is not None:
+        config["maxOutputTokens"] = limit
+    fields = {"temperature": request.temperature, "topP": request.top_p, "seed": request.seed,
+              "presencePenalty": request.presence_penalty,
+              "frequencyPenalty": request.frequency_penalty, "candidateCount": request.n}
+    config.update({k: v for k, v in fields.items() if v is not None})
+    if request.stop is not None:
+        config["stopSequences"] = [request.stop] if isinstance(request.stop, str) \
+            else request.stop
+    config.update(_response_format(request))
+    return config
+
+
+def translate_request(call: ChatCall, *, target: Target) -> Json:
+    """The ``generateContent`` / ``streamGenerateContent`` body for ``call``.
+
+    Layering, lowest first: the target's ``params``, the client's Gemini-native fields
+    (``PASSTHROUGH_FIELDS``; a native ``generationConfig`` merged over the target's), then the
+    translated OpenAI fields.
+    """
+    request = call.request
+    _check_supported(request)
+    system, contents = translate_messages(request.messages)
+    base_config = {**_dict(target.params.get("generationConfig")),
+                   **_dict(call.body.get("generationConfig"))}
+    payload: Json = {"contents": contents}
+    if system is not None:
+        payload["systemInstruction"] = system
+    payload.update(translate_tools(request))
+    config = generation_config(request, target=target, base=base_config)
+    if config:
+        payload["generationConfig"] = config
+    passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS
+                   if k in call.body and k not in payload}
+    params = {k: v for k, v in target.params.items() if k != "generationConfig"}
+    return {**params, **passthrough, **payload}
+
+
+def _dict(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}

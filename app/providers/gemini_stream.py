@@ -1,0 +1,110 @@
+"""``streamGenerateContent?alt=sse`` chunks -> OpenAI ``chat.completion.chunk`` dicts.
+
+Each SSE ``data:`` is a whole ``GenerateContentResponse`` holding the next piece of each
+candidate: text, thought text, or complete function calls (Gemini does not split a call's
+arguments); the candidate's ``finishReason`` comes with its last piece and ``usageMetadata``
+(cumulative) with every chunk or the last. There is no end-of-stream event: the stream is
+complete when every candidate seen has finished. An ``{"error": {...}}`` frame replaces the
+rest. The translator is fed one parsed chunk at a time, so it is tested without a network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import errors
+from app.providers.base import Json
+from app.providers.gemini_response import (
+    check_prompt,
+    completion_id,
+    error_from_frame,
+    finish_reason,
+    read_usage,
+    split_parts,
+)
+from app.providers.http import ErrorMapper
+from app.usage import Usage
+
+
+class StreamTranslator:
+    """Turns one Gemini SSE stream into OpenAI chunks.
+
+    ``feed`` returns the chunks one upstream chunk produces and raises the mapped gateway error
+    for an error frame (or a blocked prompt). ``finish``, called when the upstream stream ends,
+    returns the final usage chunk (``choices: []``; none when the upstream reported no usage, so
+    the gateway estimates) and raises ``BadUpstreamResponse`` when a candidate never finished.
+    """
+
+    def __init__(self, *, model: str, created: int, error_mapper: ErrorMapper) -> None:
+        self.model = model
+        self.created = created
+        self.id = ""
+        self._mapper = error_mapper
+        self._usage: Json | None = None
+        self._started: set[int] = set()
+        self._finished: set[int] = set()
+        self._tool_calls: dict[int, int] = {}
+        """Candidate index -> tool calls emitted so far (the next call's OpenAI index)."""
+
+    @property
+    def usage(self) -> Usage | None:
+        return read_usage(self._usage)
+
+    def feed(self, data: Json) -> list[Json]:
+        if "error" in data:
+            raise error_from_frame(data, self._mapper)
+        if not self.id:
+            self.id = completion_id(data)
+            version = data.get("modelVersion")
+            if isinstance(version, str) and version:
+                self.model = version
+        check_prompt(data)
+        if isinstance(data.get("usageMetadata"), dict):
+            self._usage = data["usageMetadata"]
+        chunks: list[Json] = []
+        candidates = data.get("candidates")
+        for position, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
+            if isinstance(candidate, dict):
+                chunks.extend(self._candidate(position, candidate))
+        return chunks
+
+    def finish(self) -> list[Json]:
+        if not self._started or self._started - self._finished:
+            raise errors.BadUpstreamResponse("upstream stream ended before its finishReason")
+        usage = self.usage
+        if usage is None:
+            return []
+        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model, "choices": [], "usage": usage.to_openai()}]
+
+    def _chunk(self, index: int, delta: Json, finish: str | None = None) -> Json:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": index, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}]}
+
+    def _candidate(self, position: int, candidate: Json) -> list[Json]:
+        given = candidate.get("index")
+        index = given if isinstance(given, int) else position
+        chunks: list[Json] = []
+        if index not in self._started:
+            self._started.add(index)
+            chunks.append(self._chunk(index, {"role": "assistant", "content": ""}))
+        content: Any = candidate.get("content")
+        texts, thoughts, calls = split_parts(content.get("parts") if isinstance(content, dict)
+                                             else None)
+        if thoughts:
+            chunks.append(self._chunk(index, {"reasoning_content": "".join(thoughts)}))
+        if texts and "".join(texts):
+            chunks.append(self._chunk(index, {"content": "".join(texts)}))
+        if calls:
+            first = self._tool_calls.get(index, 0)
+            self._tool_calls[index] = first + len(calls)
+            chunks.append(self._chunk(index, {"tool_calls": [
+                {"index": first + i, **call} for i, call in enumerate(calls)]}))
+        reason = candidate.get("finishReason")
+        if isinstance(reason, str) and reason:
+            self._finished.add(index)
+            chunks.append(self._chunk(index, {}, finish_reason(
+                reason, has_tool_calls=self._tool_calls.get(index, 0) > 0)))
+        return chunks

@@ -1,0 +1,173 @@
+"""Google Cloud Vertex AI: Gemini models over ``generateContent`` and text embeddings over
+``predict``, authenticated by OAuth2 access tokens (``vertex_auth``).
+
+A target's ``model`` is a Google publisher model id (``gemini-2.5-flash``). Requests go to
+``https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/
+publishers/google/models/{model}:{method}`` (location ``global``: host
+``aiplatform.googleapis.com``; ``base_url`` replaces everything before ``/projects``, for the
+simulator or a private endpoint). Chat and streams are the Gemini API's translation, unchanged
+(``app.providers.gemini``: ``generateContent``, ``streamGenerateContent?alt=sse``; the module
+docstring there lists what is translated, refused and dropped). The token travels in
+``Authorization: Bearer`` and is scrubbed, with the key JSON, from every error; a refused
+token (401 UNAUTHENTICATED, 403 PERMISSION_DENIED) is a 502 naming the provider.
+
+Embeddings: ``:predict`` with ``instances: [{"content", "task_type"}]`` and ``parameters:
+{"outputDimensionality"}``, the body of Vertex's text-embeddings API (``gemini-embedding-001``,
+``text-embedding-005``, ``text-multilingual-embedding-002``); Vertex's documented limits are
+one instance a request for ``gemini-embedding-*`` models and 250 for the others, so a larger
+input is sent as several requests (at most ``EMBED_CONCURRENCY`` at a time), vectors kept in
+order. Usage is the sum of the predictions' ``statistics.token_count`` (estimated when one
+lacks it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal, Self
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import Field, SecretStr, model_validator
+
+from app.providers.base import EmbeddingCall, ProviderBase, Result, Target
+from app.providers.gemini import GenerateContentChat, embeddings_result, model_id
+from app.providers.gemini_embed import (
+    estimated_usage,
+    predict_payloads,
+    read_predict,
+    texts_of,
+)
+from app.providers.gemini_response import error_mapper
+from app.providers.http import Upstream
+from app.providers.vertex_auth import (
+    AccessTokens,
+    Token,
+    credentials_fetch,
+    load_credentials,
+    require_google_auth,
+)
+from app.scrub import Scrubber, config_secrets
+from app.usage import Usage
+
+EMBED_CONCURRENCY = 8
+
+
+class VertexProvider(ProviderBase):
+    """Vertex AI in one project and location; credentials: at most one of
+    ``credentials_file`` and ``credentials_json`` (a service-account key), else Application
+    Default Credentials."""
+
+    type: Literal["vertex"]
+    project: Annotated[str, Field(min_length=1)]
+    location: Annotated[str, Field(min_length=1)] = "us-central1"
+    base_url: str | None = None
+    """Instead of ``https://{location}-aiplatform.googleapis.com/v1``."""
+    credentials_file: str | None = None
+    credentials_json: SecretStr | None = None
+    task_type: str | None = None
+    """The embedding ``task_type`` when neither the client nor the target's params give one."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        if self.credentials_file is not None and self.credentials_json is not None:
+            raise ValueError("give at most one of credentials_file and credentials_json "
+                             "(neither: Application Default Credentials)")
+        require_google_auth()
+        return self
+
+    def root(self) -> str:
+        """The URL that ``/projects/...`` paths go under."""
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
+        host = "aiplatform.googleapis.com" if self.location == "global" \
+            else f"{self.location}-aiplatform.googleapis.com"
+        return f"https://{host}/v1"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The key JSON and, inside it, the private key (both scrubbed from errors)."""
+        found = config_secrets([self])
+        if self.credentials_json is None:
+            return found
+        import json
+
+        try:
+            key = json.loads(self.credentials_json.get_secret_value()).get("private_key")
+        except (ValueError, AttributeError):
+            return found
+        return (*found, key) if isinstance(key, str) else found
+
+
+def embed_batch(model: str) -> int:
+    """Instances per ``predict`` call for ``model`` (see the module docstring)."""
+    return 1 if model.startswith("gemini-embedding") else 250
+
+
+class VertexAI(GenerateContentChat):
+    """Vertex AI's Gemini chat, streams and text embeddings for one project and location."""
+
+    def __init__(self, config: VertexProvider, session: aiohttp.ClientSession, *,
+                 tokens: AccessTokens) -> None:
+        self._config = config
+        self._session = session
+        self._tokens = tokens
+        self._secrets = config.secrets()
+        self._token: Token | None = None
+        self._current: Upstream | None = None
+        prefix = (f"/projects/{quote(config.project, safe='')}/locations/"
+                  f"{quote(config.location, safe='')}/publishers/google/models/")
+        self._mapper = error_mapper(describe(config))
+        super().__init__(self.upstream, model_path=lambda model: prefix + model_id(model),
+                         error_mapper=self._mapper)
+
+    async def upstream(self) -> Upstream:
+        """The upstream carrying a valid token (awaited only when none is fresh); rebuilt once
+        per token, about hourly."""
+        token = self._tokens.fresh() or await self._tokens.get()
+        if token is not self._token or self._current is None:
+            self._token = token
+            self._current = Upstream(
+                self._session, base_url=self._config.root(),
+                headers={"Authorization": f"Bearer {token.value}", **self._config.headers},
+                timeout_s=self._config.timeout_s,
+                connect_timeout_s=self._config.connect_timeout_s,
+                secrets=(*self._secrets, token.value), error_mapper=self._mapper)
+        return self._current
+
+    async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
+        payloads = predict_payloads(call, target=target, default_task=self._config.task_type,
+                                    batch=embed_batch(target.model))
+        upstream = await self.upstream()
+        path = self._model_path(target.model) + ":predict"
+        limit = asyncio.Semaphore(EMBED_CONCURRENCY)
+
+        async def one(payload: dict[str, object]) -> tuple[list[list[float]], int | None]:
+            async with limit:
+                answer = await upstream.post_json(path, payload, timeout_s=target.timeout_s)
+            instances = payload["instances"]
+            assert isinstance(instances, list)
+            return read_predict(answer, expected=len(instances))
+
+        answers = await asyncio.gather(*(one(p) for p in payloads))
+        vectors = [v for found, _ in answers for v in found]
+        counts = [tokens for _, tokens in answers]
+        usage = Usage(prompt_tokens=sum(c for c in counts if c is not None)) \
+            if all(c is not None for c in counts) else estimated_usage(texts_of(call))
+        return embeddings_result(vectors, call=call, target=target, usage=usage)
+
+    async def aclose(self) -> None:
+        """Stop a token refresh in progress."""
+        await self._tokens.aclose()
+
+
+def describe(config: VertexProvider) -> str:
+    """How errors name the provider."""
+    return f"Vertex AI (project {config.project}, {config.location})"
+
+
+def build(config: VertexProvider, session: aiohttp.ClientSession) -> VertexAI:
+    key_json = config.credentials_json.get_secret_value() \
+        if config.credentials_json is not None else None
+    fetch = credentials_fetch(lambda: load_credentials(key_file=config.credentials_file,
+                                                       key_json=key_json))
+    tokens = AccessTokens(fetch, describe=describe(config), scrubber=Scrubber(config.secrets()))
+    return VertexAI(config, session, tokens=tokens)

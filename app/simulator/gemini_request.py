@@ -1,0 +1,229 @@
+"""Validation of a ``GenerateContentRequest`` (Gemini API and Vertex AI), as Google validates it.
+
+Unknown fields are refused the way Google's JSON transcoder refuses them (400
+``INVALID_ARGUMENT``, ``Invalid JSON payload received. Unknown name "x" at 'y': Cannot find
+field.``). Checked: ``contents`` (a non-empty list of ``{role: user|model, parts}``; each part
+exactly one of text, inlineData, fileData, functionCall, functionResponse, executableCode,
+codeExecutionResult, plus ``thought``/``thoughtSignature``), ``systemInstruction``, ``tools``'
+``functionDeclarations`` (a name each; ``parameters`` and ``parametersJsonSchema`` not both),
+``toolConfig.functionCallingConfig`` (mode AUTO, ANY, NONE or VALIDATED; allowed names only with
+ANY or VALIDATED) and ``generationConfig``'s field names and ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.simulator import content
+from app.simulator.asgi import SimError
+
+REQUEST_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
+                            "generationConfig", "safetySettings", "cachedContent", "labels",
+                            "model", "serviceTier", "store"})
+GENERATION_FIELDS = frozenset({
+    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema",
+    "_responseJsonSchema", "candidateCount", "maxOutputTokens", "temperature", "topP", "topK",
+    "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs", "logprobs",
+    "enableEnhancedCivicAnswers", "responseModalities", "speechConfig", "thinkingConfig",
+    "imageConfig", "mediaResolution", "audioTimestamp", "routingConfig", "modelSelectionConfig",
+    "enableAffectiveDialog"})
+PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
+             "executableCode", "codeExecutionResult")
+PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
+                         "mediaResolution", "partMetadata"})
+MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
+
+
+def invalid(message: str) -> SimError:
+    return SimError(400, message, kind="INVALID_ARGUMENT")
+
+
+def _unknown(value: dict[str, Any], known: frozenset[str], where: str) -> None:
+    for key in value:
+        if key not in known:
+            raise invalid(f'Invalid JSON payload received. Unknown name "{key}" at '
+                          f"'{where}': Cannot find field.")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """What the simulator needs of a valid request."""
+
+    contents: list[dict[str, Any]]
+    system: str
+    config: dict[str, Any]
+    tool: dict[str, Any] | None
+    """The function the answer calls (mode ANY: the first allowed, else the first declared)."""
+    prompt_tokens: int
+
+    @property
+    def topic(self) -> str:
+        for turn in reversed(self.contents):
+            if turn.get("role", "user") == "user":
+                texts = [p["text"] for p in turn["parts"] if isinstance(p.get("text"), str)]
+                if texts:
+                    return content.topic_of(" ".join(texts))
+        return ""
+
+    @property
+    def limit(self) -> int | None:
+        value = self.config.get("maxOutputTokens")
+        return value if isinstance(value, int) else None
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return tuple(self.config.get("stopSequences") or ())
+
+    @property
+    def candidates(self) -> int:
+        value = self.config.get("candidateCount")
+        return value if isinstance(value, int) else 1
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        for key in ("responseJsonSchema", "_responseJsonSchema", "responseSchema"):
+            if isinstance(self.config.get(key), dict):
+                return dict(self.config[key])
+        return None
+
+    @property
+    def json_mode(self) -> bool:
+        return self.config.get("responseMimeType") == "application/json"
+
+    @property
+    def thinking(self) -> tuple[bool, bool]:
+        """(thinks, shows its thoughts): a ``thinkingConfig`` with ``thinkingBudget`` > 0 or
+        ``includeThoughts`` makes the model think; ``includeThoughts`` sends the thought."""
+        config = self.config.get("thinkingConfig")
+        if not isinstance(config, dict):
+            return False, False
+        budget = config.get("thinkingBudget")
+        shows = config.get("includeThoughts") is True
+        return shows or (isinstance(budget, int) and budget > 0), shows
+
+
+def _parts(value: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise invalid(f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty.")
+    for i, part in enumerate(value):
+        if not isinstance(part, dict):
+            raise invalid(f"Invalid value at '{where}.parts[{i}]'")
+        _unknown(part, PART_FIELDS, f"{where}.parts[{i}]")
+        data = [key for key in PART_DATA if key in part]
+        if len(data) != 1:
+            raise invalid(f"* GenerateContentRequest.{where}.parts[{i}].data: required oneof "
+                          "field 'data' must have one initialized field")
+        if "text" in part and not isinstance(part["text"], str):
+            raise invalid(f"Invalid value at '{where}.parts[{i}].text' (TYPE_STRING)")
+        call = part.get("functionCall") or part.get("functionResponse")
+        if call is not None and (not isinstance(call, dict) or not call.get("name")):
+            raise invalid(f"* GenerateContentRequest.{where}.parts[{i}]: function name is "
+                          "required.")
+        inline = part.get("inlineData")
+        if inline is not None and (not isinstance(inline, dict) or not inline.get("mimeType")
+                                   or not isinstance(inline.get("data"), str)):
+            raise invalid(f"* GenerateContentRequest.{where}.parts[{i}].inline_data: mime_type "
+                          "and data are required.")
+    return value
+
+
+def _tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    declared: list[dict[str, Any]] = []
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise invalid("Invalid value at 'tools' (type.googleapis.com/google.ai.generativelanguage"
+                      ".v1beta.Tool)")
+    for i, tool in enumerate(tools):
+        for j, declaration in enumerate((tool or {}).get("functionDeclarations") or []):
+            if not isinstance(declaration, dict) or not declaration.get("name"):
+                raise invalid(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
+                              ".name: [FIELD_INVALID] Invalid function name.")
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                raise invalid(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
+                              ": parameters and parameters_json_schema are mutually exclusive")
+            declared.append(declaration)
+    config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode = config.get("mode", "AUTO")
+    if mode not in MODES:
+        raise invalid(f"Invalid value at 'tool_config.function_calling_config.mode' "
+                      f'(type.googleapis.com/google.ai.generativelanguage.v1beta.'
+                      f'FunctionCallingConfig.Mode), "{mode}"')
+    allowed = config.get("allowedFunctionNames")
+    if allowed and mode not in ("ANY", "VALIDATED"):
+        raise invalid("* GenerateContentRequest.tool_config.function_calling_config."
+                      "allowed_function_names: allowed_function_names can only be set when "
+                      "mode is ANY or VALIDATED.")
+    if mode != "ANY" or not declared:
+        return None
+    if allowed:
+        for declaration in declared:
+            if declaration["name"] in allowed:
+                return declaration
+        raise invalid("* GenerateContentRequest.tool_config.function_calling_config."
+                      "allowed_function_names: names must match declared functions.")
+    return declared[0]
+
+
+def _config(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid("Invalid value at 'generation_config'")
+    _unknown(value, GENERATION_FIELDS, "generation_config")
+    temperature = value.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float)
+                                    or not 0 <= temperature <= 2):
+        raise invalid("* GenerateContentRequest.generation_config.temperature: must be in "
+                      "[0.0, 2.0]")
+    for key in ("maxOutputTokens", "candidateCount"):
+        count = value.get(key)
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise invalid(f"* GenerateContentRequest.generation_config.{key}: must be positive")
+    stops = value.get("stopSequences")
+    if stops is not None and (not isinstance(stops, list) or len(stops) > 5
+                              or not all(isinstance(s, str) for s in stops)):
+        raise invalid("* GenerateContentRequest.generation_config.stop_sequences: at most 5 "
+                      "strings")
+    return value
+
+
+def read_request(body: dict[str, Any]) -> GenerateRequest:
+    """The validated request (a 400 ``SimError`` in Google's words when it is not)."""
+    _unknown(body, REQUEST_FIELDS, "")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise invalid("* GenerateContentRequest.contents: contents is not specified")
+    for i, turn in enumerate(contents):
+        if not isinstance(turn, dict):
+            raise invalid(f"Invalid value at 'contents[{i}]'")
+        _unknown(turn, frozenset({"role", "parts"}), f"contents[{i}]")
+        if turn.get("role", "user") not in ("user", "model"):
+            raise invalid(f"Please use a valid role: user, model. (contents[{i}].role)")
+        _parts(turn.get("parts"), f"contents[{i}]")
+    system_value = body.get("systemInstruction")
+    system = ""
+    if system_value is not None:
+        if not isinstance(system_value, dict):
+            raise invalid("Invalid value at 'system_instruction'")
+        parts = _parts(system_value.get("parts"), "system_instruction")
+        system = " ".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    prompt = sum(content.count_tokens(_turn_text(turn)) + content.MESSAGE_OVERHEAD_TOKENS
+                 for turn in contents)
+    if system:
+        prompt += content.count_tokens(system) + content.MESSAGE_OVERHEAD_TOKENS
+    return GenerateRequest(contents=contents, system=system,
+                           config=_config(body.get("generationConfig")), tool=_tool(body),
+                           prompt_tokens=prompt)
+
+
+def _turn_text(turn: dict[str, Any]) -> str:
+    texts: list[str] = []
+    for part in turn["parts"]:
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("functionCall"), dict):
+            texts.append(str(part["functionCall"].get("args", "")))
+        elif isinstance(part.get("functionResponse"), dict):
+            texts.append(str(part["functionResponse"].get("response", "")))
+    return " ".join(texts)
