@@ -120,7 +120,10 @@ def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
         after = text[end]
         if after.isalnum() or after == "_" or after in extra:
             return False
-    return True
+    # A dot with a digit beyond it continues a number (3.14, 1.2.3); a sentence's dot does not.
+    if text[end:end + 1] == "." and text[end + 1:end + 2].isdigit():
+        return False
+    return not (start >= 2 and text[start - 1] == "." and text[start - 2].isdigit())
 
 
 def _emails(text: str) -> Iterable[Finding]:
@@ -142,14 +145,14 @@ def _emails(text: str) -> Iterable[Finding]:
 def _cards(text: str) -> Iterable[Finding]:
     for match in _CARD.finditer(text):
         start, end = match.span()
-        if _boundary(text, start, end, "-.") and checks.credit_card(match.group()):
+        if _boundary(text, start, end, "-") and checks.credit_card(match.group()):
             yield Finding(CREDIT_CARD, start, end)
 
 
 def _ssns(text: str) -> Iterable[Finding]:
     for match in _SSN.finditer(text):
         start, end = match.span()
-        if _boundary(text, start, end, "-.") and checks.us_ssn(match[1], match[3], match[4]):
+        if _boundary(text, start, end, "-") and checks.us_ssn(match[1], match[3], match[4]):
             yield Finding(US_SSN, start, end)
     for match in _SSN_BARE.finditer(text):
         start, end = match.start(1), match.end(3)
