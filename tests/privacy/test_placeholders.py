@@ -72,7 +72,7 @@ def test_restore_chunk_choice_flushes_at_finish() -> None:
     a = restore_chunk(restorer, chunk("to <EMAIL"))
     b = restore_chunk(restorer, chunk("_1> now <EM"))
     c = restore_chunk(restorer, chunk(None, "stop"))
-    texts = [x["choices"][0]["delta"]["content"] for x in (a, b, c)]  # type: ignore[index]
+    texts = [x["choices"][0]["delta"]["content"] for x in (a, b, c)]
     assert texts == ["to ", "ann@x.org now ", "<EM"]
 
 
