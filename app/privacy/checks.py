@@ -42,8 +42,9 @@ def luhn(digits: str) -> bool:
 
 def card_issuer(digits: str) -> bool:
     """Whether ``digits`` starts like a card of a known network: Visa 4; Mastercard 51-55 and
-    2221-2720; American Express 34, 37; Diners 30, 36, 38, 39; JCB 35; Discover, Maestro and
-    UnionPay 50, 56-69, 62, 65. (A bare Luhn check passes one random digit string in ten.)"""
+    2221-2720; American Express 34, 37; Diners 30, 36, 38, 39; JCB 35, 2131, 1800; Discover,
+    Maestro and UnionPay 50, 56-69. (A bare Luhn check passes one random digit string in
+    ten.)"""
     first = digits[0]
     if first == "4":
         return True
@@ -55,8 +56,8 @@ def card_issuer(digits: str) -> bool:
     if first == "6":
         return True
     if first == "2":
-        return 2221 <= int(digits[:4]) <= 2720
-    return False
+        return 2221 <= int(digits[:4]) <= 2720 or digits[:4] == "2131"
+    return digits[:4] == "1800"  # JCB's 15-digit numbers (2131 too, above)
 
 
 def credit_card(text: str) -> bool:
