@@ -93,22 +93,23 @@ _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
 _IBAN = re.compile(r"(?=([A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}))")
 """Overlapping candidates (a lookahead): a postcode before an IBAN must not swallow it."""
 _VERSION_BEFORE = re.compile(r"(?i:v|version\s?|release\s?|python\s?)\Z")
-_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (prefix, re.compile(pattern)) for prefix, pattern in (
-        ("sk-", r"sk-ant-[A-Za-z0-9_-]{20,}|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-        ("AKIA", r"AKIA[0-9A-Z]{16}"),
-        ("ASIA", r"ASIA[0-9A-Z]{16}"),
-        ("gh", r"gh[pousr]_[A-Za-z0-9]{36,}"),
-        ("github_pat_", r"github_pat_[A-Za-z0-9_]{22,}"),
-        ("xox", r"xox[bpas]-[A-Za-z0-9-]{10,}"),
-        ("AIza", r"AIza[0-9A-Za-z_-]{35}"),
-        ("glpat-", r"glpat-[0-9A-Za-z_-]{20,}"),
-        ("-----BEGIN ", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{1,16384}?"
-                        r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
-        ("eyJ", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+_SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
+    (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
+        ("-", "sk-", r"sk-ant-[A-Za-z0-9_-]{20,}|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+        ("K", "AKIA", r"AKIA[0-9A-Z]{16}"),
+        ("S", "ASIA", r"ASIA[0-9A-Z]{16}"),
+        *(("_", f"gh{kind}_", rf"gh{kind}_[A-Za-z0-9]{{36,}}") for kind in "pousr"),
+        ("_", "github_pat_", r"github_pat_[A-Za-z0-9_]{22,}"),
+        ("-", "xox", r"xox[bpas]-[A-Za-z0-9-]{10,}"),
+        ("z", "AIza", r"AIza[0-9A-Za-z_-]{35}"),
+        ("-", "glpat-", r"glpat-[0-9A-Za-z_-]{20,}"),
+        ("-", "-----BEGIN ", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{1,16384}?"
+                             r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
+        ("J", "eyJ", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     ))
-"""Each known credential format by the literal it starts with: found with ``str.find`` (fast)
-and matched at that spot only."""
+"""Each known credential format by the literal it starts with: found with ``str.find`` and
+matched at that spot only; skipped at once when the text lacks the format's gate character (a
+one-character test is memchr-fast; a multi-character ``find`` costs ~0.5 ns a character)."""
 _KEYISH = re.compile(
     r"(?:key|secret|token|passw(?:or)?d|passwd|pwd|credentials?)[\w-]{0,20}[\"']?\s{0,3}"
     r"(?::=|=>|[:=])\s{0,3}[\"']?([A-Za-z0-9+/_\-.=~!@#$%^&*]{12,200})", re.IGNORECASE)
@@ -279,7 +280,9 @@ def _ips(text: str, lo: int, hi: int) -> Iterable[Finding]:
 
 
 def _secrets(text: str) -> Iterable[Finding]:
-    for prefix, pattern in _SECRETS:
+    for gate, prefix, pattern in _SECRETS:
+        if gate not in text:
+            continue
         at = text.find(prefix)
         while at != -1:
             match = pattern.match(text, at)
@@ -288,6 +291,8 @@ def _secrets(text: str) -> Iterable[Finding]:
                 at = text.find(prefix, match.end())
             else:
                 at = text.find(prefix, at + 1)
+    if ":" not in text and "=" not in text and ">" not in text:
+        return
     lowered = text.lower() if not text.islower() else text
     for word in _KEYISH_WORDS:
         at = lowered.find(word)
