@@ -27,6 +27,9 @@ number is not also a phone number, nor an email's digits an IP address.
 Each detector runs behind a pre-filter that costs a substring test or one C-level regex scan
 (no ``@``: no email search; no digit: none of the number detectors), so text without candidates
 costs a few microseconds per KB.
+
+(Just past 400 lines: one scan over one text, whose detectors share the digit windows, the
+boundary rules and the overlap resolution.)
 """
 
 from __future__ import annotations
