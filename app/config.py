@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from app.pricing import Price
+from app.privacy.config import ModelPrivacy, PrivacyConfig, check_entities, custom_names
 from app.providers import PROVIDER_TYPES
 from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
@@ -84,6 +85,8 @@ class ModelConfig(BaseModel):
     max_tokens_default: Annotated[int, Field(ge=1)] | None = None
     max_tokens_cap: Annotated[int, Field(ge=1)] | None = None
     owned_by: str = "switchboard"
+    privacy: ModelPrivacy | None = None
+    """This model's privacy policy (``app.privacy.config``); unset: the global default."""
 
     @field_validator("strategy")
     @classmethod
@@ -322,6 +325,23 @@ class GatewayConfig(BaseModel):
     experiments: dict[Name, ExperimentConfig] = Field(default_factory=dict)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @model_validator(mode="after")
+    def _privacy_entities(self) -> GatewayConfig:
+        """Each model's ``privacy.entities`` names known types (its own custom ones, the
+        global section's, or built-in ones)."""
+        inherited = tuple(custom_names(self.privacy))
+        problems = []
+        for name, model in self.models.items():
+            if model.privacy is not None:
+                try:
+                    check_entities(model.privacy, inherited)
+                except ValueError as exc:
+                    problems.append(f"models.{name}.privacy: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _targets_name_providers(self) -> GatewayConfig:

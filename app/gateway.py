@@ -383,6 +383,8 @@ class Gateway(Finisher):
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
         if self._redactor is not None and capture_response:
             record.response_body = self._redactor.redact(result.body)
+        for hook in call.snapshot.pipeline.answer_hooks:
+            hook(call, result)
         return result
 
     @staticmethod

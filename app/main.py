@@ -44,6 +44,7 @@ from app.routing.shared import SharedBreakers, location
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
+from app.stages.privacy import Privacy
 
 log = logging.getLogger("switchboard")
 
@@ -130,7 +131,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     pipeline = Pipeline([authenticator,
                          Admit(limiter, output_reservation=limits.output_reservation,
                                recorder=recorder),
-                         Account(limiter), *stages])
+                         Account(limiter), Privacy(recorder=recorder), *stages])
     log_config = config.calllog
     gateway = Gateway(config=config, providers=providers, prices=prices,
                       sink=sink or (calllog.writer if calllog else LogSink()),

@@ -18,6 +18,7 @@ called, so a stage that does nothing for a call costs nothing there):
   ``call.body``, add response ``headers``, or reject by raising a ``GatewayError``;
 - ``on_chunk``: on each streamed chunk before it goes to the client; returns the chunk to send
   (rewritten or not) or ``None`` to send nothing for it;
+- ``on_answer``: on a unary answer before it goes to the client; may rewrite it;
 - ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
   before the record is handed to the call log; ``call.record`` then says how it ended.
 
@@ -54,7 +55,7 @@ from app.calllog import CallRecord
 from app.config import GatewayConfig, Limits
 from app.limits import Bucket
 from app.pricing import PriceBook
-from app.providers.base import Json, Provider
+from app.providers.base import Json, Provider, Result
 from app.routing import Route, RoutingTable
 from app.routing.experiments import VARIANT_KEY_HEADER
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -109,6 +110,10 @@ class Stage:
         """Each streamed chunk on its way to the client; the chunk to send, or ``None``."""
         return chunk
 
+    def on_answer(self, call: ModelCall, result: Result) -> None:
+        """On a unary answer before it goes to the client; may rewrite ``result.body`` and
+        ``result.native``."""
+
     def on_end(self, call: ModelCall) -> None:
         """Once, when the call has ended; must not raise."""
 
@@ -131,6 +136,8 @@ class Pipeline:
             s.on_chunk for s in self.stages if _overrides(s, "on_chunk"))
         self.end_hooks: tuple[Callable[[ModelCall], None], ...] = tuple(
             s.on_end for s in self.stages if _overrides(s, "on_end"))
+        self.answer_hooks: tuple[Callable[[ModelCall, Result], None], ...] = tuple(
+            s.on_answer for s in self.stages if _overrides(s, "on_answer"))
 
     async def arrive(self, call: ModelCall) -> None:
         """The ``on_headers`` hooks, in slot order."""
@@ -249,6 +256,11 @@ class ModelCall:
                 route = variant.route
             self._route = route
         return self._route
+
+    def narrow(self, route: Route) -> None:
+        """Serve this call from ``route``: its own route (``route()``, resolved first) with
+        fewer targets (a stage's policy: ``app.stages.privacy``)."""
+        self._route = route
 
     def pin(self, route: Route, *, experiment: str, variant: str) -> None:
         """Serve this call from ``route``, an experiment's variant (a shadow copy's)."""

@@ -232,6 +232,12 @@ class CallRecord:
     """An answered chat or completion: whether it refused (``app.answers.judge``)."""
     json_valid: bool | None = None
     """An answered call that asked for JSON: whether the answer parses as JSON."""
+    privacy_entities: dict[str, int] | None = None
+    """Sensitive values the privacy stage found in the request, counted by entity type (never
+    the values); ``None`` when it did not scan the call."""
+    privacy_action: str | None = None
+    """What the privacy policy did: allow, redact, private_only, block; ``none`` when it
+    scanned and found nothing."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -299,6 +305,8 @@ class CallRecord:
             "shadow_of": self.shadow_of,
             "refusal": self.refusal,
             "json_valid": self.json_valid,
+            "privacy_entities": self.privacy_entities,
+            "privacy_action": self.privacy_action,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

@@ -63,6 +63,10 @@ class Call(Base):
     """An answered generation: whether it refused (NULL for other calls)."""
     json_valid: Mapped[bool | None] = mapped_column(Boolean)
     """An answered call that asked for JSON: whether the answer parses (NULL otherwise)."""
+    privacy_entities: Mapped[dict[str, int] | None] = mapped_column(Json)
+    """Sensitive values found in the request, counted by entity type (never the values)."""
+    privacy_action: Mapped[str | None] = mapped_column(String(16))
+    """What the privacy policy did (allow, redact, private_only, block, none)."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))

@@ -153,6 +153,12 @@ class Metrics:
             "switchboard_budget_rejections",
             "Calls refused with 429 insufficient_quota, by the scope of the exhausted budget "
             "(key, team or model).", ("scope",), registry=r)
+        # ---- privacy -------------------------------------------------------------------------
+        self.privacy_detections = Counter(
+            "switchboard_privacy_detections",
+            "Sensitive values found in requests by the privacy stage, by entity type (a "
+            "built-in type or a custom one from the config) and the action the policy took.",
+            ("entity", "action"), registry=r)
         self.limiter_unavailable = Counter(
             "switchboard_limiter_unavailable",
             "Limit and budget checks that could not reach Redis, by what the configured mode "

@@ -92,6 +92,7 @@ class Recorder:
             outcome: p.count(metrics.limiter_unavailable.labels(outcome))
             for outcome in get_args(LimiterOutcome)}
         self._team_spend: dict[str, Count] = {}
+        self._privacy: dict[tuple[str, str], Count] = {}
 
     def _series_for(self, record: CallRecord) -> _Series:
         model = record.public_model
@@ -120,6 +121,17 @@ class Recorder:
         """Count one call refused by an exhausted budget of ``scope`` (429
         insufficient_quota)."""
         self._budget_rejections[scope].n += 1
+
+    def privacy_detected(self, counts: dict[str, int], action: str) -> None:
+        """Count the sensitive values the privacy stage found in one request, by entity type
+        and the action taken (entity types come from the config: bounded)."""
+        for entity, n in counts.items():
+            key = (entity, action)
+            child = self._privacy.get(key)
+            if child is None:
+                child = self._privacy[key] = self.metrics.pending.count(
+                    self.metrics.privacy_detections.labels(entity, action))
+            child.n += n
 
     def limiter_unavailable(self, outcome: LimiterOutcome) -> None:
         """Count one call whose limits could not be checked (Redis unreachable or too slow),

@@ -33,6 +33,7 @@ from app.usage import Usage
 
 Json = dict[str, Any]
 Seconds = Annotated[float, Field(gt=0)]
+Trust = Literal["private", "third_party"]
 
 
 class ProviderBase(BaseModel):
@@ -51,6 +52,12 @@ class ProviderBase(BaseModel):
     """The longest a stream attempt waits for its first chunk before the next target is tried
     (default: ``streaming.first_chunk_timeout_s``; a target's own overrides it)."""
     headers: dict[str, str] = Field(default_factory=dict)
+    trust: Trust = "third_party"
+    """``private``: self-hosted, inside the deployment's own boundary (vLLM, local and mock
+    default to it); ``third_party``: a hosted API. The privacy stage routes and redacts by it
+    (``app.stages.privacy``)."""
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Where the provider runs (free-form tag, e.g. ``eu``), for ``privacy.regions``."""
 
     def offers(self) -> frozenset[Capability] | None:
         """The capabilities this configuration offers, where it offers fewer than its class

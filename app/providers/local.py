@@ -43,6 +43,7 @@ from app.providers.base import (
     ProviderBase,
     Result,
     Target,
+    Trust,
     embeddings_result,
 )
 
@@ -51,6 +52,7 @@ class LocalProvider(ProviderBase):
     """In-process embeddings by all-MiniLM-L6-v2 (the ``[local]`` extra)."""
 
     type: Literal["local"]
+    trust: Trust = "private"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     max_batch_delay_ms: Annotated[float, Field(ge=0)] = 2.0

@@ -52,6 +52,7 @@ from app.providers.base import (
     ProviderBase,
     Result,
     Target,
+    Trust,
     embeddings_result,
 )
 from app.schemas import ChatRequest, FunctionDef
@@ -63,6 +64,7 @@ class MockProvider(ProviderBase):
     """The built-in offline provider; ``fail_*`` inject failures for tests and demos."""
 
     type: Literal["mock"]
+    trust: Trust = "private"
     latency_ms: Annotated[float, Field(ge=0)] = 0.0
     token_latency_ms: Annotated[float, Field(ge=0)] = 0.0
     fail_status: Annotated[int, Field(ge=400, le=599)] | None = None

@@ -32,7 +32,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from app import errors
-from app.providers.base import Json, ProviderBase, Target
+from app.providers.base import Json, ProviderBase, Target, Trust
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible, bearer
 
@@ -41,6 +41,7 @@ class VllmProvider(ProviderBase):
     """A self-hosted vLLM OpenAI-compatible server."""
 
     type: Literal["vllm"]
+    trust: Trust = "private"
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     api_key: SecretStr | None = None
     max_tokens_default: Annotated[int, Field(ge=1)] = 1024

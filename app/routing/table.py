@@ -76,6 +76,12 @@ def _narrow(route: Route, config: GatewayConfig) -> Route:
     return route
 
 
+def narrowed_to(route: Route, targets: Sequence[Target], config: GatewayConfig) -> Route:
+    """``route`` with only ``targets`` (some of its own, in its order), its per-capability
+    narrowing recomputed."""
+    return _narrow(replace(route, targets=tuple(targets)), config)
+
+
 def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
            max_tokens_default: int | None, config: GatewayConfig) -> Route:
     """``base`` (a public model's route) with other targets: an experiment's variant."""

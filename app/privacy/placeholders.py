@@ -1,0 +1,124 @@
+"""Typed placeholders: sensitive values swapped out of a request, and back into its answer.
+
+A ``Vault`` belongs to one call. Each distinct value it is given gets a placeholder named by its
+entity type and a number counted per type in order of first appearance: ``<EMAIL_1>``,
+``<EMAIL_2>``, ``<PHONE_1>``. The same value gets the same placeholder wherever it appears in
+the request (every message, the native body too), so a conversation replayed turn after turn
+numbers its values the same way each time (its earlier messages come first, in the same order).
+A placeholder the client's own text already contains is never issued (its number is skipped),
+so restoring cannot turn the client's literal ``<EMAIL_1>`` into someone's address.
+
+``restore`` puts the originals back into a whole text; ``StreamRestorer`` does it for text that
+arrives in pieces: it emits everything except the shortest tail that could still be the start
+of an issued placeholder (from its last ``<``, while that is a prefix of one), and emits the tail
+once the next piece completes or rules it out, or when the stream says its text has ended.
+Text is handled as decoded ``str`` (the stream's UTF-8 was decoded upstream of the stages), so a
+multi-byte character is never split.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from app.privacy.detect import Finding
+
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*_[1-9][0-9]*)>")
+"""What an issued placeholder looks like (entity names are upper case)."""
+
+
+class Vault:
+    """The values taken out of one call's request, by placeholder."""
+
+    __slots__ = ("_counts", "_issued", "_longest", "_reserved", "originals")
+
+    def __init__(self, reserved: Iterable[str] = ()) -> None:
+        self.originals: dict[str, str] = {}
+        """Placeholder (``<EMAIL_1>``) -> original value."""
+        self._issued: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
+        self._reserved = frozenset(reserved)
+        self._longest = 0
+
+    def placeholder(self, entity: str, value: str) -> str:
+        """The placeholder of ``value`` (the same one every time it is asked)."""
+        key = (entity, value)
+        known = self._issued.get(key)
+        if known is not None:
+            return known
+        number = self._counts.get(entity, 0)
+        while True:
+            number += 1
+            name = f"<{entity}_{number}>"
+            if name not in self._reserved:
+                break
+        self._counts[entity] = number
+        self._issued[key] = name
+        self.originals[name] = value
+        self._longest = max(self._longest, len(name))
+        return name
+
+    def redact(self, text: str, findings: Iterable[Finding]) -> str:
+        """``text`` with each finding (sorted, not overlapping) replaced by its placeholder."""
+        parts: list[str] = []
+        position = 0
+        for entity, start, end in findings:
+            parts.append(text[position:start])
+            parts.append(self.placeholder(entity, text[start:end]))
+            position = end
+        parts.append(text[position:])
+        return "".join(parts)
+
+    def restore(self, text: str) -> str:
+        """``text`` with every placeholder this vault issued replaced by its original."""
+        if "<" not in text or not self.originals:
+            return text
+        originals = self.originals
+        return PLACEHOLDER.sub(lambda m: originals.get(m.group(), m.group()), text)
+
+    def could_start(self, tail: str) -> bool:
+        """Whether ``tail`` (starting with ``<``) is a proper prefix of an issued placeholder."""
+        if len(tail) >= self._longest:
+            return False
+        return any(name.startswith(tail) for name in self.originals)
+
+    def __bool__(self) -> bool:
+        return bool(self.originals)
+
+
+def reserved_in(texts: Iterable[str]) -> set[str]:
+    """The placeholder-shaped strings the client's own ``texts`` contain."""
+    return {m.group() for text in texts if "<" in text for m in PLACEHOLDER.finditer(text)}
+
+
+class StreamRestorer:
+    """Restores placeholders in text that arrives in pieces, one buffer per stream part (a
+    choice's content, a tool call's arguments, a native content block)."""
+
+    __slots__ = ("_pending", "vault")
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self._pending: dict[object, str] = {}
+
+    def feed(self, key: object, piece: str) -> str:
+        """The text of ``key``'s stream that can go out now, ``piece`` included."""
+        held = self._pending.pop(key, "")
+        text = held + piece if held else piece
+        cut = text.rfind("<")
+        if cut != -1 and ">" not in text[cut:] and self.vault.could_start(text[cut:]):
+            self._pending[key] = text[cut:]
+            text = text[:cut]
+        return self.vault.restore(text)
+
+    def flush(self, key: object) -> str:
+        """What ``key``'s stream still holds back (its text has ended)."""
+        return self._pending.pop(key, "")
+
+    def keys(self) -> list[object]:
+        """The parts holding a tail back now."""
+        return list(self._pending)
+
+    def held(self) -> int:
+        """Characters held back across all parts."""
+        return sum(len(v) for v in self._pending.values())

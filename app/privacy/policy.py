@@ -1,0 +1,96 @@
+"""The ``privacy:`` config compiled once per config: each public model's effective policy.
+
+``Policies.of(model, key_id=..., team_id=...)`` is the policy a call runs under: the model's own
+settings over the global default's, its action tightened (never loosened) by the caller's key
+and team entries (``STRICTNESS``). Compiled policies are immutable and shared by every call on
+the config they came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from app.privacy.config import STRICTNESS, Action, EmbeddingAction, ModelPrivacy, PrivacyConfig
+from app.privacy.detect import BUILTIN, Custom, Detector, words_pattern
+
+if TYPE_CHECKING:
+    from app.config import GatewayConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a call's privacy policy does: ``action`` on what ``detector`` finds; for embeddings
+    ``embeddings`` stands in for ``redact``; ``regions``: where its targets may run (``None``:
+    anywhere)."""
+
+    action: Action
+    detector: Detector
+    embeddings: EmbeddingAction
+    regions: frozenset[str] | None
+    observe: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to do for a call: allowed, not observed, no region rule."""
+        return self.action == "allow" and not self.observe and self.regions is None
+
+
+def tighter(a: Action, b: Action | None) -> Action:
+    """The stricter of two actions (``b`` may be absent)."""
+    if b is None or STRICTNESS[a] >= STRICTNESS[b]:
+        return a
+    return b
+
+
+def _custom(sections: list[PrivacyConfig | ModelPrivacy]) -> list[Custom]:
+    found: list[Custom] = []
+    for section in sections:
+        found += [Custom(p.name, re.compile(p.regex, re.IGNORECASE if p.ignore_case else 0))
+                  for p in section.patterns]
+        found += [Custom(w.name, words_pattern(w.words)) for w in section.words]
+    return found
+
+
+def compile_policy(default: PrivacyConfig, own: ModelPrivacy | None) -> Policy:
+    """One model's policy: ``own`` over ``default`` (see ``app.privacy.config``)."""
+    sections: list[PrivacyConfig | ModelPrivacy] = [default] if own is None else [default, own]
+    custom = _custom(sections)
+    entities = (own.entities if own is not None and own.entities is not None
+                else default.entities)
+    if entities is None:
+        entities = [*BUILTIN, *(c.name for c in custom)]
+    wanted = set(entities)
+    detector = Detector(entities=wanted & set(BUILTIN), phone_regions=default.phone_regions,
+                        custom=[c for c in custom if c.name in wanted])
+    regions = own.regions if own is not None and own.regions is not None else default.regions
+    return Policy(
+        action=own.action if own is not None and own.action is not None else default.action,
+        detector=detector,
+        embeddings=own.embeddings if own is not None and own.embeddings is not None
+        else default.embeddings,
+        regions=None if regions is None else frozenset(regions),
+        observe=default.observe)
+
+
+class Policies:
+    """Every public model's policy under one config."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        section = config.privacy
+        self._default = compile_policy(section, None)
+        self._models = {name: compile_policy(section, model.privacy)
+                        for name, model in config.models.items()}
+        self._keys = dict(section.keys)
+        self._teams = dict(section.teams)
+
+    def of(self, model: str, *, key_id: str | None, team_id: str | None) -> Policy:
+        """The policy of a call to ``model`` by this key and team."""
+        policy = self._models.get(model, self._default)
+        action = policy.action
+        if key_id is not None and self._keys:
+            action = tighter(action, self._keys.get(key_id))
+        if team_id is not None and self._teams:
+            action = tighter(action, self._teams.get(team_id))
+        return policy if action == policy.action else replace(policy, action=action)

@@ -1,0 +1,217 @@
+"""Privacy (``Slot.PRIVACY``): sensitive values never reach a third party unless policy allows.
+
+For each call whose policy (``app.privacy.policy``) is not a plain ``allow``, the stage scans
+every text part of what the gateway would forward (``app.privacy.walk``: ``call.body`` and, for
+``/v1/messages``, ``call.native``) with the policy's detectors, counts what it found by entity
+type into the call record (``privacy_entities``, ``privacy_action``; never the values), and acts:
+
+- ``allow``: nothing (the counts are kept when ``privacy.observe`` is on);
+- ``block``: 400 ``sensitive_data_blocked`` naming the entity types and their counts;
+- ``redact``: each value replaced by its typed placeholder (``<EMAIL_1>``: ``Vault``) in the body
+  and the native body, when any of the call's targets is ``trust: third_party`` (a route of only
+  private targets gets the original: nothing leaves). One body serves every attempt, so a private
+  fallback behind a third party gets the placeholders too. The originals go back into the answer:
+  unary answers whole (``on_answer``), streams chunk by chunk (``on_chunk``,
+  ``app.privacy.stream``);
+- ``private_only``: the call's route narrowed to its ``trust: private`` targets; a model without
+  one answers 503 ``no_private_target``. A private target that fails fails the call (its error
+  is the answer): the call never falls back to a third party;
+- embeddings: ``redact`` is not applied (a redacted text is another vector); the policy's
+  ``embeddings`` setting (``block`` or ``private_only``) is applied instead.
+
+A policy with ``regions`` narrows every call's route (found values or not) to the targets whose
+provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
+
+Captured bodies (``calllog.capture_bodies``) are stored with the found values replaced by their
+placeholders, whatever the action (``on_end``). The metric
+``switchboard_privacy_detections_total{entity,action}`` counts the values found.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import errors
+from app.config import GatewayConfig
+from app.metrics.recorder import Recorder
+from app.pipeline import ModelCall, Slot, Stage
+from app.privacy.detect import Detector, Finding
+from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
+from app.privacy.policy import Policies
+from app.privacy.stream import restore_chunk
+from app.privacy.walk import rewrite, texts
+from app.providers.base import Json, Result, Target
+from app.routing import Route
+from app.routing.table import narrowed_to
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+_STATE = "privacy"
+"""``ModelCall.extras`` key: this call's ``_State``."""
+_PARAMS = {ChatRequest: "messages", CompletionRequest: "prompt", EmbeddingRequest: "input"}
+
+
+@dataclass(slots=True)
+class _State:
+    """What one call's scan found, and how to undo its redaction."""
+
+    detector: Detector
+    vault: Vault
+    counts: dict[str, int]
+    action: str
+    restorer: StreamRestorer | None = None
+    """Set when the request was redacted: answers get their values back."""
+    scanned: dict[str, list[Finding]] = field(default_factory=dict)
+
+
+class Privacy(Stage):
+    slot = Slot.PRIVACY
+
+    def __init__(self, *, recorder: Recorder | None = None) -> None:
+        self._recorder = recorder
+        self._compiled: tuple[GatewayConfig, Policies] | None = None
+
+    def policies(self, config: GatewayConfig) -> Policies:
+        """The policies of ``config``, compiled once per config (a reload brings a new one)."""
+        compiled = self._compiled
+        if compiled is None or compiled[0] is not config:
+            compiled = self._compiled = (config, Policies(config))
+        return compiled[1]
+
+    async def on_request(self, call: ModelCall) -> None:
+        request, body = call.request, call.body
+        if request is None or body is None:
+            return
+        policy = self.policies(call.snapshot.config).of(
+            request.model, key_id=call.caller.key_id, team_id=call.caller.team_id)
+        if policy.idle:
+            return
+        config = call.snapshot.config
+        route = call.route()
+        if policy.regions is not None:
+            route = _in_regions(call, route, policy.regions, config)
+        found, counts, reserved = _scan(policy.detector, body, call.native)
+        action: str = policy.action
+        if isinstance(request, EmbeddingRequest) and action == "redact":
+            action = policy.embeddings
+        state = _State(policy.detector, Vault(reserved), counts,
+                       action if counts else "none", scanned=found)
+        call.extras[_STATE] = state
+        call.record.privacy_entities, call.record.privacy_action = counts, state.action
+        if not counts:
+            return
+        if self._recorder is not None:
+            self._recorder.privacy_detected(counts, action)
+        if action == "block":
+            raise errors.InvalidRequest(
+                "The request contains sensitive data that this model's privacy policy does not "
+                f"allow to be sent: {_named(counts)}.",
+                param=_PARAMS.get(type(request)), code="sensitive_data_blocked")
+        if action == "private_only":
+            private = [t for t in route.targets if _trust(config, t) == "private"]
+            if not private:
+                raise errors.GatewayError(
+                    f"The request contains sensitive data ({_named(counts)}) that may only go "
+                    f"to a private target, and model '{route.name}' has none that can take it.",
+                    status=503, code="no_private_target")
+            route = narrowed_to(route, private, config)
+            call.narrow(route)
+        elif action == "redact" and any(_trust(config, t) != "private" for t in route.targets):
+            _redact(call, state)
+
+    def on_chunk(self, call: ModelCall, chunk: Json) -> Json | None:
+        state: _State | None = call.extras.get(_STATE)
+        if state is None or state.restorer is None:
+            return chunk
+        return restore_chunk(state.restorer, chunk)
+
+    def on_answer(self, call: ModelCall, result: Result) -> None:
+        state: _State | None = call.extras.get(_STATE)
+        if state is None or state.restorer is None:
+            return
+        result.body = rewrite(result.body, state.vault.restore)
+        if result.native is not None:
+            result.native = rewrite(result.native, state.vault.restore)
+
+    def on_end(self, call: ModelCall) -> None:
+        state: _State | None = call.extras.get(_STATE)
+        if state is None or not state.counts:
+            return
+        record = call.record
+        detector, vault = state.detector, state.vault
+
+        def scrub(text: str) -> str:
+            found = state.scanned.get(text)
+            return vault.redact(text, detector.scan(text) if found is None else found)
+
+        if record.request_body is not None:
+            record.request_body = rewrite(record.request_body, scrub)
+        if record.response_body is not None:
+            record.response_body = rewrite(record.response_body, scrub)
+
+
+def _scan(detector: Detector, body: Json, native: Json | None
+          ) -> tuple[dict[str, list[Finding]], dict[str, int], set[str]]:
+    """The findings of each distinct text part of ``body`` and ``native`` that has any; the
+    values found in ``body`` counted by entity type; the placeholder-shaped strings the
+    client's own text holds (never issued)."""
+    found: dict[str, list[Finding]] = {}
+    clean: set[str] = set()
+    counts: Counter[str] = Counter()
+    reserved: set[str] = set()
+    for part in (body, native):
+        if part is None:
+            continue
+        for text in texts(part):
+            hits = found.get(text)
+            if hits is None and text not in clean:
+                hits = detector.scan(text)
+                if hits:
+                    found[text] = hits
+                else:
+                    clean.add(text)
+                if "<" in text:
+                    reserved |= reserved_in((text,))
+            if hits and part is body:
+                counts.update(f.entity for f in hits)
+    return found, dict(counts), reserved
+
+
+def _redact(call: ModelCall, state: _State) -> None:
+    """The call's body (and native body) with every found value replaced by its placeholder;
+    the request re-read from the new body."""
+    found, vault = state.scanned, state.vault
+
+    def change(text: str) -> str:
+        hits = found.get(text)
+        return text if hits is None else vault.redact(text, hits)
+
+    assert call.body is not None and call.request is not None
+    call.body = rewrite(call.body, change)
+    call.request = type(call.request).model_validate(call.body)
+    if call.native is not None:
+        call.native = rewrite(call.native, change)
+    state.restorer = StreamRestorer(vault)
+
+
+def _trust(config: GatewayConfig, target: Target) -> str:
+    return config.providers[target.provider].trust
+
+
+def _in_regions(call: ModelCall, route: Route, regions: frozenset[str],
+                config: GatewayConfig) -> Route:
+    """``route`` narrowed to the targets whose provider runs in one of ``regions``."""
+    allowed = [t for t in route.targets if config.providers[t.provider].region in regions]
+    if not allowed:
+        raise errors.GatewayError(
+            f"Model '{route.name}' has no target in the regions its privacy policy allows "
+            f"({', '.join(sorted(regions))}).", status=503, code="no_target_in_region")
+    if len(allowed) < len(route.targets):
+        route = narrowed_to(route, allowed, config)
+        call.narrow(route)
+    return route
+
+
+def _named(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{entity} ({n})" for entity, n in sorted(counts.items()))

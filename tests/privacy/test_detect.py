@@ -1,0 +1,157 @@
+"""The detectors: what each finds, in several formats and locales, and what it leaves alone."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+
+import pytest
+
+from app.privacy import checks
+from app.privacy.detect import Custom, Detector, words_pattern
+
+DETECTOR = Detector(phone_regions=("US", "GB", "DE", "FR"))
+
+
+def found(text: str, detector: Detector = DETECTOR) -> list[tuple[str, str]]:
+    return [(f.entity, text[f.start:f.end]) for f in detector.scan(text)]
+
+
+@pytest.mark.parametrize("value", [
+    "john.doe@example.com", "a+tag@sub.example.co.uk", "Élodie.M@exemple.fr".replace("É", "E"),
+    "o'brien@mail.ie", "x_y-z@host-name.io",
+])
+def test_email_found(value: str) -> None:
+    """Emails are found whole inside a sentence, trailing punctuation left out."""
+    assert found(f"Write to {value}. Thanks") == [("EMAIL", value)]
+
+
+@pytest.mark.parametrize("value", [
+    "(415) 555-2671", "+1 415-555-2671", "415.555.2671", "+44 20 7946 0958",
+    "+49 30 901820", "030 901820", "+33 1 42 68 53 00", "01 42 68 53 00", "020 7946 0958",
+])
+def test_phone_found(value: str) -> None:
+    """Phone numbers of several countries' formats are found (phonenumbers, VALID)."""
+    assert found(f"Call me on {value} tomorrow") == [("PHONE", value)]
+
+
+@pytest.mark.parametrize("value", [
+    "4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111", "5500 0000 0000 0004",
+    "3400 000000 00009", "6011000000000004", "2223000048400011",
+])
+def test_card_found(value: str) -> None:
+    """Card numbers with spaces, dashes or none are found when Luhn and the issuer agree."""
+    assert found(f"card: {value} exp 12/29") == [("CREDIT_CARD", value)]
+
+
+@pytest.mark.parametrize("value", [
+    "DE89 3704 0044 0532 0130 00", "DE89370400440532013000", "GB82 WEST 1234 5698 7654 32",
+    "FR14 2004 1010 0505 0001 3M02 606", "NL91ABNA0417164300", "ES9121000418450200051332",
+])
+def test_iban_found(value: str) -> None:
+    """IBANs of several countries, grouped or not, are found by their checksum."""
+    assert found(f"IBAN {value} please") == [("IBAN", value)]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("ssn 123-45-6789 on file", "123-45-6789"), ("SSN: 123456789", "123456789"),
+    ("number 536 22 1234.", "536 22 1234"),
+])
+def test_ssn_found(text: str, value: str) -> None:
+    """US SSNs with dashes or spaces, and bare nine digits after "SSN"."""
+    assert found(text) == [("US_SSN", value)]
+
+
+@pytest.mark.parametrize("text", [
+    "ssn 000-12-3456", "ssn 666-12-3456", "ssn 912-12-3456", "ssn 123-00-4567",
+    "ssn 123-45-0000", "id 123456789", "ssn 123-45 6789",
+])
+def test_ssn_invalid_left(text: str) -> None:
+    """Invalid areas, groups, serials, bare digits without context, mixed separators."""
+    assert [e for e, _ in found(text) if e == "US_SSN"] == []
+
+
+@pytest.mark.parametrize("value", ["192.168.1.10", "8.8.8.8", "2001:db8::8a2e:370:7334",
+                                   "fe80::1ff:fe23:4567:890a"])
+def test_ip_found(value: str) -> None:
+    """IPv4 and IPv6 addresses."""
+    assert found(f"host {value}, port 22") == [("IP_ADDRESS", value)]
+
+
+@pytest.mark.parametrize("text", [
+    "version 1.2.3", "v1.2.3.4 released", "1.2.3.4.5", "999.1.1.1", "x[1::2]",
+    "10:30:45", "python 3.12.1.0", "oid 1.3.6.1.4.1",
+])
+def test_ip_negatives(text: str) -> None:
+    """Version numbers, longer dotted runs, out-of-range octets, slices, times."""
+    assert found(text) == []
+
+
+@pytest.mark.parametrize("value", [
+    "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6", "sk-ant-api03-" + "x" * 40,
+    "AKIAIOSFODNN7EXAMPLE", "ghp_" + "A1b2C3d4" * 5, "github_pat_11ABCDEFG0123456789_abcdefXYZ",
+    "xoxb-1234567890-abcdefghij", "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "glpat-abcdefghij0123456789",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+])
+def test_secret_found(value: str) -> None:
+    """Credentials by their known formats."""
+    assert found(f"use {value} here") == [("SECRET", value)]
+
+
+def test_secret_after_keyish_word() -> None:
+    """A random value after "password=" or "api_key:" is a secret; a plain word is not."""
+    assert found('password="Xk9mP2qL8vZr4T"') == [("SECRET", "Xk9mP2qL8vZr4T")]
+    assert found("api_key: q8ZL3nV0tR7wY2mK5pB") == [("SECRET", "q8ZL3nV0tR7wY2mK5pB")]
+    assert found("password = correcthorsebattery") == []
+    assert found("token: self.next_token_value") == []
+
+
+def test_negatives_common_shapes() -> None:
+    """UUIDs, hashes, base64, log lines, code and version strings find nothing."""
+    samples = [
+        str(uuid.UUID(int=12345678901234567890)), hashlib.sha256(b"x").hexdigest(),
+        hashlib.md5(b"y").hexdigest(), base64.b64encode(bytes(range(48))).decode(),
+        "2024-03-01 12:30:45,123 INFO [worker-7] request 4f2a done in 1234 ms",
+        "for i in range(1000000): total += i * 31337",
+        "numpy==1.26.4 requests>=2.31.0 python_requires='>=3.10'",
+        "@property\ndef name(self) -> str: return self._name",
+        "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "timestamp 1712345678901 and order 20240301",
+    ]
+    for text in samples:
+        assert found(text) == [], text
+
+
+def test_overlaps_resolved_longest_then_specific() -> None:
+    """A card number is not also reported as a phone number; findings never overlap."""
+    text = "pay 4111 1111 1111 1111 or mail ann@x.org from 10.0.0.1"
+    assert found(text) == [("CREDIT_CARD", "4111 1111 1111 1111"), ("EMAIL", "ann@x.org"),
+                           ("IP_ADDRESS", "10.0.0.1")]
+
+
+def test_entities_limit_what_runs() -> None:
+    """A detector asked for some types finds only those."""
+    detector = Detector(entities=["EMAIL"])
+    assert found("ann@x.org 4111111111111111", detector) == [("EMAIL", "ann@x.org")]
+
+
+def test_custom_patterns_and_words() -> None:
+    """Custom regexes and word lists (whole words, any case) from the config."""
+    detector = Detector(entities=[], custom=[
+        Custom("EMPLOYEE_ID", __import__("re").compile(r"EMP-\d{6}")),
+        Custom("PROJECT", words_pattern(["bluebird", "night jar"]))])
+    assert found("EMP-123456 works on Bluebird and Night Jar, not bluebirds", detector) == [
+        ("EMPLOYEE_ID", "EMP-123456"), ("PROJECT", "Bluebird"), ("PROJECT", "Night Jar")]
+
+
+def test_checks() -> None:
+    """The validators on known good and bad values."""
+    assert checks.luhn("79927398713") and not checks.luhn("79927398710")
+    assert checks.iban("GB82WEST12345698765432") and not checks.iban("GB82WEST12345698765433")
+    assert not checks.iban("XX82WEST12345698765432")
+    assert checks.us_ssn("123", "45", "6789") and not checks.us_ssn("078", "05", "1120")
+    assert checks.random_token("q8ZL3nV0tR7wY2mK5pB", min_bits=3.3)
+    assert not checks.random_token("aaaaaaaaaaaaaaaa", min_bits=3.3)

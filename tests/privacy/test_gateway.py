@@ -1,0 +1,257 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
+"""End to end: the openai and anthropic SDKs through a running gateway against the simulator,
+which shows what it received (``/_sim/requests``): planted values never reach a third party
+under redact, block and private_only, streams included, and answers get them back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    MASTER_KEY,
+    GatewayFactory,
+    RunningGateway,
+    run_gateway,
+)
+
+EMAIL = "ann.lee@corp-example.com"
+PHONE = "(415) 555-2671"
+CARD = "4111 1111 1111 1111"
+PLANTED = (EMAIL, PHONE, CARD, "4111111111111111", "ann.lee")
+
+
+def config(simulator: str) -> dict[str, Any]:
+    third = {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-third"}
+    return {
+        "providers": {
+            "api": {**third, "headers": {"x-who": "third"}, "region": "us"},
+            "onprem": {**third, "trust": "private", "headers": {"x-who": "private"},
+                       "region": "eu"},
+            "down": {**third, "base_url": "http://127.0.0.1:9/v1", "trust": "private"},
+            "claude": {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-x",
+                       "headers": {"x-who": "third"}},
+        },
+        "models": {
+            "redacted": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
+                         "privacy": {"action": "redact"}},
+            "blocked": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
+                        "privacy": {"action": "block"}},
+            "private": {"targets": [{"provider": "api", "model": "gpt-4o-mini"},
+                                    {"provider": "onprem", "model": "gpt-4o-mini"}],
+                        "privacy": {"action": "private_only"}},
+            "private-down": {"targets": [{"provider": "down", "model": "gpt-4o-mini"},
+                                         {"provider": "api", "model": "gpt-4o-mini"}],
+                             "privacy": {"action": "private_only"}},
+            "no-private": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
+                           "privacy": {"action": "private_only"}},
+            "eu-only": {"targets": [{"provider": "api", "model": "gpt-4o-mini"},
+                                    {"provider": "onprem", "model": "gpt-4o-mini"}],
+                        "privacy": {"regions": ["eu"]}},
+            "embed": {"targets": [{"provider": "api", "model": "text-embedding-3-small"}],
+                      "privacy": {"action": "redact"}},
+            "embed-private": {"targets": [{"provider": "api", "model": "text-embedding-3-small"},
+                                          {"provider": "onprem",
+                                           "model": "text-embedding-3-small"}],
+                              "privacy": {"action": "redact", "embeddings": "private_only"}},
+            "claude": {"targets": [{"provider": "claude", "model": "claude-3-5-haiku"}],
+                       "privacy": {"action": "redact"}},
+            "open": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}]},
+        },
+        "calllog": {"capture_bodies": True},
+        "drift": {"embedding": {"sample_rate": 0}},
+        "retries": {"attempts": 0},
+    }
+
+
+@pytest.fixture
+def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    with run_gateway(config(simulator)) as running:
+        yield running
+
+
+class Upstream:
+    """What the simulator received since this test began (its log is shared by the session:
+    each test's marker names its own requests)."""
+
+    def __init__(self, simulator: str) -> None:
+        self.simulator = simulator
+        self.marker = uuid.uuid4().hex
+
+    def received(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = httpx.get(self.simulator + "/_sim/requests").json()
+        return [e for e in entries if self.marker in str(e["body"])]
+
+    def assert_never_saw_planted(self) -> None:
+        for entry in self.received():
+            text = str(entry["body"])
+            for value in PLANTED:
+                assert value not in text, (value, entry["headers"].get("x-who"))
+
+
+@pytest.fixture
+def upstream(simulator: str) -> Upstream:
+    return Upstream(simulator)
+
+
+def messages(marker: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": f"case {marker}; customer {EMAIL}"},
+        {"role": "user", "content": f"{EMAIL} phones {PHONE} pays {CARD} today"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "lookup", "arguments": f'{{"email": "{EMAIL}"}}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": f"found {EMAIL} at {PHONE}"},
+        {"role": "user", "content": [{"type": "text", "text": f"{EMAIL} write to {PHONE}"}]},
+    ]
+
+
+def test_redact_unary(gw: RunningGateway, upstream: Upstream) -> None:
+    """Redact: the upstream sees placeholders, stable across messages; the client gets its
+    values back; the record counts entities and stores redacted bodies."""
+    answer = gw.client().chat.completions.create(
+        model="redacted", messages=messages(upstream.marker),  # type: ignore[arg-type]
+        extra_headers={"x-request-id": upstream.marker})
+    seen = upstream.received()
+    assert len(seen) == 1 and seen[0]["headers"]["x-who"] == "third"
+    upstream.assert_never_saw_planted()
+    body = seen[0]["body"]
+    assert body["messages"][1]["content"] == "<EMAIL_1> phones <PHONE_1> pays <CREDIT_CARD_1> today"
+    assert body["messages"][0]["content"].endswith("customer <EMAIL_1>")
+    assert body["messages"][2]["tool_calls"][0]["function"]["arguments"] == \
+        '{"email": "<EMAIL_1>"}'
+    assert body["messages"][3]["content"] == "found <EMAIL_1> at <PHONE_1>"
+    text = answer.choices[0].message.content or ""
+    assert text.startswith(f"Simulated reply to: {EMAIL} write to {PHONE}")
+    record = gw.sink.by_id(upstream.marker)
+    assert record.privacy_action == "redact"
+    assert record.privacy_entities == {"EMAIL": 5, "PHONE": 3, "CREDIT_CARD": 1}
+    for stored in (record.request_body, record.response_body):
+        assert all(value not in str(stored) for value in PLANTED)
+
+
+def test_redact_stream(gw: RunningGateway, upstream: Upstream) -> None:
+    """Redact, streamed: placeholders split across chunks are restored in the client's text."""
+    stream = gw.client().chat.completions.create(
+        model="redacted", stream=True,
+        messages=[{"role": "user", "content": f"{EMAIL} and {PHONE} é {upstream.marker}"}])
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    upstream.assert_never_saw_planted()
+    assert upstream.received()[0]["body"]["messages"][0]["content"].startswith(
+        "<EMAIL_1> and <PHONE_1>")
+    assert "".join(pieces).startswith(f"Simulated reply to: {EMAIL} and {PHONE} é")
+    assert not any("<EMAIL" in p or "_1>" in p for p in pieces)
+
+
+def test_redact_completions(gw: RunningGateway, upstream: Upstream) -> None:
+    """Completions prompts are redacted and restored too."""
+    answer = gw.client().completions.create(model="redacted",
+                                            prompt=f"{EMAIL} is {upstream.marker}")
+    upstream.assert_never_saw_planted()
+    assert upstream.received()[0]["body"]["prompt"].startswith("<EMAIL_1> is")
+    assert EMAIL in answer.choices[0].text
+
+
+def test_block(gw: RunningGateway, upstream: Upstream) -> None:
+    """Block: 400 sensitive_data_blocked naming types and counts, never the values; nothing
+    sent."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        gw.client().chat.completions.create(model="blocked", messages=messages(upstream.marker),  # type: ignore[arg-type]
+                                            extra_headers={"x-request-id": upstream.marker})
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "sensitive_data_blocked" and error["param"] == "messages"
+    assert "EMAIL (5)" in error["message"] and "CREDIT_CARD (1)" in error["message"]
+    assert all(value not in error["message"] for value in PLANTED)
+    assert upstream.received() == []
+    record = gw.sink.by_id(upstream.marker)
+    assert (record.http_status, record.privacy_action) == (400, "block")
+    assert all(value not in str(record.request_body) for value in PLANTED)
+
+
+def test_private_only_routes_to_private(gw: RunningGateway, upstream: Upstream) -> None:
+    """private_only: a call with sensitive data skips the third party (first in order) and
+    goes to the private target, with its values; one without goes its usual way."""
+    client = gw.client()
+    answer = client.chat.completions.create(
+        model="private", stream=True,
+        messages=[{"role": "user", "content": f"{EMAIL} {upstream.marker}"}])
+    assert EMAIL in "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    client.chat.completions.create(
+        model="private", messages=[{"role": "user", "content": f"hello {upstream.marker}"}])
+    who = [(e["headers"]["x-who"], EMAIL in str(e["body"])) for e in upstream.received()]
+    assert who == [("private", True), ("third", False)]
+
+
+def test_private_only_fails_closed(gw: RunningGateway, upstream: Upstream) -> None:
+    """private_only with the private target down fails; the third party never gets the call.
+    A model without a private target answers 503 no_private_target."""
+    client = gw.client()
+    with pytest.raises(openai.APIStatusError) as down:
+        client.chat.completions.create(model="private-down", messages=[
+            {"role": "user", "content": f"{EMAIL} {upstream.marker}"}])
+    assert down.value.status_code >= 500
+    with pytest.raises(openai.APIStatusError) as none:
+        client.chat.completions.create(model="no-private", messages=[
+            {"role": "user", "content": f"{EMAIL} {upstream.marker}"}])
+    assert none.value.status_code == 503
+    assert isinstance(none.value.body, dict) and none.value.body["code"] == "no_private_target"
+    assert upstream.received() == []
+
+
+def test_regions_skip_other_regions(gw: RunningGateway, upstream: Upstream) -> None:
+    """A regions policy skips targets elsewhere, found values or not."""
+    gw.client().chat.completions.create(
+        model="eu-only", messages=[{"role": "user", "content": f"hi {upstream.marker}"}])
+    assert [e["headers"]["x-who"] for e in upstream.received()] == ["private"]
+
+
+def test_embeddings_never_redacted(gw: RunningGateway, upstream: Upstream) -> None:
+    """Embeddings: redact means block by default, or private_only when configured."""
+    client = gw.client()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="embed", input=[f"{EMAIL} {upstream.marker}"])
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "input"
+    client.embeddings.create(model="embed-private", input=[f"{EMAIL} {upstream.marker}"])
+    seen = upstream.received()
+    assert [e["headers"]["x-who"] for e in seen] == ["private"]
+    assert seen[0]["body"]["input"] == [f"{EMAIL} {upstream.marker}"]
+
+
+def test_allowed_model_untouched(gw: RunningGateway, upstream: Upstream) -> None:
+    """A model without a privacy policy sends values as they are, and scans nothing."""
+    gw.client().chat.completions.create(
+        model="open", messages=[{"role": "user", "content": f"{EMAIL} {upstream.marker}"}],
+        extra_headers={"x-request-id": upstream.marker})
+    assert EMAIL in str(upstream.received()[0]["body"])
+    assert gw.sink.by_id(upstream.marker).privacy_action is None
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_messages_native_redacted(gw: RunningGateway, upstream: Upstream,
+                                  streamed: bool) -> None:
+    """/v1/messages to a native Anthropic target: the native body is redacted, the answer
+    (streamed or not) restored."""
+    client: Any = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    try:
+        kwargs: dict[str, Any] = {
+            "model": "claude", "max_tokens": 64, "system": f"customer {EMAIL}",
+            "messages": [{"role": "user", "content": f"{EMAIL} and {PHONE} {upstream.marker}"}]}
+        if streamed:
+            with client.messages.stream(**kwargs) as stream:
+                text = "".join(stream.text_stream)
+        else:
+            text = client.messages.create(**kwargs).content[0].text
+    finally:
+        client.close()
+    upstream.assert_never_saw_planted()
+    body = upstream.received()[0]["body"]
+    assert body["messages"][0]["content"].startswith("<EMAIL_1> and <PHONE_1>")
+    assert body["system"] == "customer <EMAIL_1>"
+    assert text.startswith(f"Simulated reply to: {EMAIL} and {PHONE}")
