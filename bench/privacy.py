@@ -309,12 +309,53 @@ def message(size: int, *, seed: int, values: int) -> str:
     return text[:size] if planted_n == values else text
 
 
+def gateway(seconds: float, rounds: int) -> None:
+    """Throughput of a gateway with the privacy stage redacting every request against the same
+    gateway without a policy (``bench.providers``' closed loop and default body, openai type on
+    the simulator), medians of alternating rounds. Target: >= 90%."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from bench.calllog_overhead import switchboard
+    from bench.providers import config, measure, providers
+    from tests.servers import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="sb-privacybench-"))
+    runs: dict[str, list[tuple[float, float]]] = {"no policy": [], "redact": []}
+    with switchboard("simulate", port=free_port(), core=1) as simulator:
+        provider, model = providers(str(simulator))["openai"]
+        for round_ in range(rounds):
+            order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
+            for name in order:
+                raw = config(provider, model)
+                if name == "redact":
+                    raw["models"]["chat"]["privacy"] = {"action": "redact"}
+                runs[name].append(measure(raw, work, seconds=seconds))
+                rps, cpu = runs[name][-1]
+                print(f"  round {round_ + 1}, {name}: {rps:.0f} req/s, {cpu:.0f} us CPU/request",
+                      flush=True)
+    base = statistics.median(r[0] for r in runs["no policy"])
+    base_cpu = statistics.median(r[1] for r in runs["no policy"])
+    for name, found in runs.items():
+        rps, cpu = statistics.median(r[0] for r in found), statistics.median(r[1] for r in found)
+        print(f"{name:<10} {rps:>8.0f} req/s {rps / base:>7.1%}   {cpu:>5.0f} us CPU/request "
+              f"{cpu / base_cpu:>5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--negatives", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--gateway", action="store_true",
+                        help="measure a gateway's throughput with and without redaction instead")
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    if args.gateway:
+        gateway(args.duration, args.rounds)
+        return
     pos = score(positives(args.messages, args.seed))
     neg = score(negatives(args.negatives, args.seed))
     print(f"accuracy: {args.messages} labelled messages ({', '.join(LOCALES)}), "
