@@ -232,6 +232,10 @@ class CallRecord:
     """An answered chat or completion: whether it refused (``app.answers.judge``)."""
     json_valid: bool | None = None
     """An answered call that asked for JSON: whether the answer parses as JSON."""
+    prompt_id: str | None = None
+    """The prompt template the request rendered (``app.prompts``), if it used one..."""
+    prompt_version: int | None = None
+    """...and the version of it that was rendered."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -299,6 +303,8 @@ class CallRecord:
             "shadow_of": self.shadow_of,
             "refusal": self.refusal,
             "json_valid": self.json_valid,
+            "prompt_id": self.prompt_id,
+            "prompt_version": self.prompt_version,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,
