@@ -20,6 +20,7 @@ from app.config_diff import changes
 from app.db.cli import db
 from app.keys.cli import keys, teams
 from app.metrics.cli import drift
+from app.prompts.cli import prompts
 from app.settings import Settings, UnsafeSettings, environment
 
 # Heavy imports (uvicorn, the app) happen inside the commands that need them, so that
@@ -181,6 +182,7 @@ main.add_command(spend)
 main.add_command(drift)
 main.add_command(keys)
 main.add_command(teams)
+main.add_command(prompts)
 
 try:  # the simulator lives in its own package; attach its command when present
     from app.simulator.command import simulate

@@ -14,7 +14,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from app import errors
-from app.api import admin, admin_keys, health, v1
+from app.api import admin, admin_keys, admin_prompts, health, v1
 from app.api import errors as api_errors
 from app.api import feedback as feedback_api
 from app.api import messages as messages_api
@@ -35,6 +35,8 @@ from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
 from app.pricing import PriceBook, shipped_prices
+from app.prompts import PromptStore
+from app.prompts.library import PromptLibrary
 from app.providers import build_provider
 from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
@@ -45,6 +47,7 @@ from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
 from app.stages.privacy import Privacy
+from app.stages.template import Template
 
 log = logging.getLogger("switchboard")
 
@@ -128,7 +131,10 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         stack.callback(reconciling.cancel)
     authenticator = Authenticate(settings.master_key, keys)
     recorder = metrics.recorder if metrics else None
-    pipeline = Pipeline([authenticator,
+    # Prompt templates live in the call log's database; without one a request naming a
+    # template is a 503 (the stage is always there, so `prompt` never reaches an upstream).
+    prompts = PromptLibrary(PromptStore(calllog.engine)) if calllog is not None else None
+    pipeline = Pipeline([authenticator, Template(prompts),
                          Admit(limiter, output_reservation=limits.output_reservation,
                                recorder=recorder),
                          Account(limiter), Privacy(recorder=recorder), *stages])
@@ -160,7 +166,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     return Resources(settings=settings, gateway=gateway, authenticator=authenticator,
                      limiter=limiter, redis=redis, calllog=calllog,
                      engine=calllog.engine if calllog else None, metrics=metrics, keys=keys,
-                     reloader=reloader)
+                     reloader=reloader, prompts=prompts)
 
 
 async def _reconcile_loop(run: Callable[[], Awaitable[int]], interval_s: float) -> None:
@@ -247,6 +253,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     app.include_router(messages_api.router)
     app.include_router(admin.router)
     app.include_router(admin_keys.router)
+    app.include_router(admin_prompts.router)
     app.include_router(feedback_api.router)
     return Admission(FastLane(app), app=app, limit=settings.max_concurrency)
 

@@ -10,10 +10,13 @@ Steps in brackets are slots for later stages. "Route and call" is the gateway's 
 the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
 is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
 
-A stage may act at four points, each a hook it overrides (a hook it does not override is never
+A stage may act at five points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
 
 - ``on_headers``: before the body is read (authentication: a caller without a key costs no parse);
+- ``on_body``: on a chat request's JSON object before it is validated, in slot order; may
+  rewrite it in place (prompt templates expand here, so the request validated, authorised and
+  admitted is the expanded one), or reject by raising a ``GatewayError``;
 - ``on_request``: on the parsed request, in slot order; may rewrite ``call.request`` and
   ``call.body``, add response ``headers``, or reject by raising a ``GatewayError``;
 - ``on_chunk``: on each streamed chunk before it goes to the client; returns the chunk to send
@@ -103,6 +106,9 @@ class Stage:
     async def on_headers(self, call: ModelCall) -> None:
         """Before the body is read: only ``call.incoming.headers`` is known."""
 
+    async def on_body(self, call: ModelCall, body: Json) -> None:
+        """On a chat request's JSON object, before it is validated into ``call.request``."""
+
     async def on_request(self, call: ModelCall) -> None:
         """On the parsed request (``call.request``, ``call.body``)."""
 
@@ -130,6 +136,8 @@ class Pipeline:
         self.stages = tuple(sorted(stages, key=lambda s: s.slot))
         self.header_hooks: tuple[Callable[[ModelCall], Awaitable[None]], ...] = tuple(
             s.on_headers for s in self.stages if _overrides(s, "on_headers"))
+        self.body_hooks: tuple[Callable[[ModelCall, Json], Awaitable[None]], ...] = tuple(
+            s.on_body for s in self.stages if _overrides(s, "on_body"))
         self.request_hooks: tuple[Callable[[ModelCall], Awaitable[None]], ...] = tuple(
             s.on_request for s in self.stages if _overrides(s, "on_request"))
         self.chunk_hooks: tuple[Callable[[ModelCall, Json], Json | None], ...] = tuple(
@@ -143,6 +151,11 @@ class Pipeline:
         """The ``on_headers`` hooks, in slot order."""
         for hook in self.header_hooks:
             await hook(call)
+
+    async def expand(self, call: ModelCall, body: Json) -> None:
+        """The ``on_body`` hooks, in slot order (chat requests only)."""
+        for hook in self.body_hooks:
+            await hook(call, body)
 
     async def admit(self, call: ModelCall) -> None:
         """The ``on_request`` hooks, in slot order."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from app.keys import KeyDirectory
     from app.limits import Limiter
     from app.metrics.runtime import MetricsRuntime
+    from app.prompts.library import PromptLibrary
     from app.reload import ConfigReloader
     from app.stages.authenticate import Authenticate
 
@@ -70,6 +71,8 @@ class Resources:
     """The virtual-key directory; ``None`` when the call log (its database) is off."""
     reloader: ConfigReloader | None = None
     """Live config reloads; ``None`` on the embedded default or a config given in code."""
+    prompts: PromptLibrary | None = None
+    """Prompt templates (``app.prompts``); ``None`` when the call log (its database) is off."""
     ready: bool = False
     """Started and not draining (``/readyz``)."""
 

@@ -86,6 +86,10 @@ async def list_calls(
         "The version of the config that served the call (GET /admin/config)."))] = None,
     experiment: Annotated[str | None, Query(description="An A/B experiment's name.")] = None,
     variant: Annotated[str | None, Query(description="One of its variants.")] = None,
+    prompt_id: Annotated[str | None, Query(description=(
+        "The prompt template the request rendered (/admin/prompts)."))] = None,
+    prompt_version: Annotated[int | None, Query(description="That template's version.")]
+    = None,
     limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
@@ -98,7 +102,8 @@ async def list_calls(
         engine, since=_moment(since, param="since"), until=_moment(until, param="until"),
         model=model, provider=provider, status=status, caller=caller, key_id=key_id,
         team_id=team_id, request_id=request_id, config_version=config_version,
-        experiment=experiment, variant=variant, limit=limit, cursor=cursor)
+        experiment=experiment, variant=variant, prompt_id=prompt_id,
+        prompt_version=prompt_version, limit=limit, cursor=cursor)
     return {"object": "list", "data": rows, "next_cursor": next_cursor}
 
 

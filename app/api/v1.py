@@ -120,7 +120,9 @@ async def answer(work: Awaitable[Result], call: ModelCall,
 
 
 async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
-    await _parsed(call, ChatRequest)
+    body = await read_object(call)
+    await call.snapshot.pipeline.expand(call, body)  # a prompt template's messages, if any
+    call.request, call.body = parse(ChatRequest, body), body
     await call.snapshot.pipeline.admit(call)
     assert isinstance(call.request, ChatRequest)
     if call.request.stream:

@@ -41,7 +41,7 @@ _JSON_COLUMNS = ("attempts", "tags", "request_body", "response_body")
 _TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "caller",
                  "key_id": "key_id", "team_id": "team_id", "request_id": "request_id",
                  "config_version": "config_version", "experiment": "experiment",
-                 "variant": "variant"}
+                 "variant": "variant", "prompt_id": "prompt_id"}
 """Text filters of ``list_calls`` and the column each matches."""
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -205,24 +205,31 @@ async def list_calls(engine: AsyncEngine, *, since: datetime | None = None,
                      caller: str | None = None, key_id: str | None = None,
                      team_id: str | None = None, request_id: str | None = None,
                      config_version: str | None = None, experiment: str | None = None,
-                     variant: str | None = None, limit: int = 100,
+                     variant: str | None = None, prompt_id: str | None = None,
+                     prompt_version: int | None = None, limit: int = 100,
                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of calls, newest first, and the cursor of the next page (``None`` on the last).
 
     ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC); ``model`` matches the
     public model the client asked for, ``key_id`` and ``team_id`` the virtual key and team
     of the caller, ``request_id`` the client's ``x-request-id``, ``config_version`` the config
-    that served the call, ``experiment`` and ``variant`` an A/B experiment's; every filter given
+    that served the call, ``experiment`` and ``variant`` an A/B experiment's, ``prompt_id`` and
+    ``prompt_version`` the prompt template version the request rendered; every filter given
     must hold.
     Raises ``InvalidRequest`` naming the filter for a bad ``limit`` (1..1000), ``status``, time
     range, text (see ``check_text``) or ``cursor``, and a 503 ``GatewayError`` (code
     ``call_log_unavailable``) when the database cannot answer."""
     texts = {"model": model, "provider": provider, "caller": caller, "key_id": key_id,
              "team_id": team_id, "request_id": request_id, "config_version": config_version,
-             "experiment": experiment, "variant": variant}
+             "experiment": experiment, "variant": variant, "prompt_id": prompt_id}
     since, until = utc_moment(since, param="since"), utc_moment(until, param="until")
     _check(since=since, until=until, status=status, limit=limit, texts=texts)
     conds = _filters(since=since, until=until, status=status, texts=texts)
+    if prompt_version is not None:
+        if not 1 <= prompt_version <= 2**31 - 1:
+            raise errors.InvalidRequest("'prompt_version' must be between 1 and 2147483647.",
+                                        param="prompt_version", code="invalid_value")
+        conds.append(_calls.c.prompt_version == prompt_version)
     if cursor is not None:
         after_at, after_id = decode_cursor(cursor)
         conds.append(or_(_calls.c.created_at < after_at,

@@ -238,6 +238,10 @@ class CallRecord:
     privacy_action: str | None = None
     """What the privacy policy did: allow, redact, private_only, block; ``none`` when it
     scanned and found nothing."""
+    prompt_id: str | None = None
+    """The prompt template the request rendered (``app.prompts``), if it used one..."""
+    prompt_version: int | None = None
+    """...and the version of it that was rendered."""
     stream: bool = False
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -307,6 +311,8 @@ class CallRecord:
             "json_valid": self.json_valid,
             "privacy_entities": self.privacy_entities,
             "privacy_action": self.privacy_action,
+            "prompt_id": self.prompt_id,
+            "prompt_version": self.prompt_version,
             "endpoint": self.endpoint,
             "public_model": self.public_model,
             "provider": self.provider,

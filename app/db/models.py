@@ -67,6 +67,10 @@ class Call(Base):
     """Sensitive values found in the request, counted by entity type (never the values)."""
     privacy_action: Mapped[str | None] = mapped_column(String(16))
     """What the privacy policy did (allow, redact, private_only, block, none)."""
+    prompt_id: Mapped[str | None] = mapped_column(String(128))
+    """The prompt template the request used (``app.prompts``), if any..."""
+    prompt_version: Mapped[int | None] = mapped_column(Integer)
+    """...and the version of it that was rendered."""
     endpoint: Mapped[str] = mapped_column(String(64))
     public_model: Mapped[str | None] = mapped_column(String(256))
     provider: Mapped[str | None] = mapped_column(String(128))
@@ -106,6 +110,7 @@ class Call(Base):
         Index("ix_calls_team_id_created_at", "team_id", "created_at"),
         Index("ix_calls_config_version_created_at", "config_version", "created_at"),
         Index("ix_calls_experiment_created_at", "experiment", "created_at"),
+        Index("ix_calls_prompt_id_created_at", "prompt_id", "created_at"),
     )
 
 
@@ -182,3 +187,62 @@ class Feedback(Base):
     comment: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_feedback_call_id", "call_id"),)
+
+
+# ---- prompt templates (``app.prompts``; migration 0011) -------------------------------------
+
+
+class PromptTemplate(Base):
+    """A prompt template: its id is its name (``summarise``)."""
+
+    __tablename__ = "prompt_templates"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromptVersion(Base):
+    """One immutable version of a template: numbered 1..n per template, never updated."""
+
+    __tablename__ = "prompt_versions"
+
+    template_id: Mapped[str] = mapped_column(String(128), ForeignKey("prompt_templates.id"),
+                                             primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    variables: Mapped[dict[str, Any]] = mapped_column(Json)
+    model: Mapped[str | None] = mapped_column(String(256))
+    params: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    author: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the content (messages, variables, model, params): what sync compares."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromptLabel(Base):
+    """Where a label of a template points now (``production`` -> 3)."""
+
+    __tablename__ = "prompt_labels"
+
+    template_id: Mapped[str] = mapped_column(String(128), ForeignKey("prompt_templates.id"),
+                                             primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromptLabelMove(Base):
+    """A label's history: every move, rollbacks included (what a rollback goes back to)."""
+
+    __tablename__ = "prompt_label_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    template_id: Mapped[str] = mapped_column(String(128), ForeignKey("prompt_templates.id"))
+    label: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    rollback: Mapped[bool] = mapped_column(Boolean)
+    moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_prompt_label_moves_template_label", "template_id", "label"),)

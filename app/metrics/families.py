@@ -35,6 +35,10 @@ MAX_VERSIONS = 16
 MAX_TEAMS = 100
 """Distinct ``team`` label values of ``switchboard_spend_usd_total`` per process."""
 
+MAX_PROMPTS = 200
+"""Distinct ``prompt`` label values (``<template>@v<version>``) of the prompt families per
+process; later ones are counted under ``other``."""
+
 TARGET = ("model", "provider")
 
 
@@ -143,6 +147,29 @@ class Metrics:
         self.experiment_cost = Counter(
             "switchboard_experiment_cost_usd", "Spend in US dollars of A/B experiments' calls, "
             "by variant.", ("experiment", "variant"), registry=r)
+
+        # ---- prompt templates (label ``prompt``: "<template>@v<version>" of a version that
+        # exists, only calls that rendered one, at most MAX_PROMPTS values, then "other"). A
+        # family of its own rather than a label on switchboard_requests, which would multiply
+        # every endpoint/model/provider series by the number of versions.
+        self.prompt_calls = Counter(
+            "switchboard_prompt_calls", "Calls that rendered a prompt template, by template "
+            "version and outcome.", ("prompt", "status_class"), registry=r)
+        self.prompt_duration = Histogram(
+            "switchboard_prompt_duration_seconds", "Time to answer the answered calls that "
+            "rendered a prompt template, by template version.", ("prompt",),
+            buckets=DURATION_BUCKETS, registry=r)
+        self.prompt_completion_tokens = Counter(
+            "switchboard_prompt_completion_tokens", "Completion tokens of answered calls, by "
+            "template version (answer length per version: the length drift signal's input).",
+            ("prompt",), registry=r)
+        self.prompt_refusals = Counter(
+            "switchboard_prompt_refusals", "Answered calls that refused, by template version "
+            "(over switchboard_prompt_calls: the refusal rate per version).", ("prompt",),
+            registry=r)
+        self.prompt_json_invalid = Counter(
+            "switchboard_prompt_json_invalid", "Answered calls that asked for JSON and did not "
+            "get it, by template version.", ("prompt",), registry=r)
 
         # ---- keys, limits and budgets -------------------------------------------------------
         self.ratelimit_rejections = Counter(

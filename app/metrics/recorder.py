@@ -19,7 +19,7 @@ from typing import Literal, get_args
 from app.calllog.record import CallRecord
 from app.metrics.accumulate import Count
 from app.metrics.drift import DriftMonitor
-from app.metrics.families import MAX_TEAMS, Metrics
+from app.metrics.families import MAX_PROMPTS, MAX_TEAMS, Metrics
 
 Scope = Literal["key", "team", "model"]
 """What a rate limit or budget belongs to: a virtual key, a team, a public model."""
@@ -30,6 +30,8 @@ OTHER_TEAM = "other"
 """The ``team`` label past ``MAX_TEAMS`` distinct teams."""
 
 OTHER_MODEL = "other"
+OTHER_PROMPT = "other"
+"""The ``prompt`` label of template versions past ``MAX_PROMPTS``."""
 """The ``model`` label of requests naming no configured model (bounded labels)."""
 NO_PROVIDER = "none"
 _GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -93,6 +95,8 @@ class Recorder:
             for outcome in get_args(LimiterOutcome)}
         self._team_spend: dict[str, Count] = {}
         self._privacy: dict[tuple[str, str], Count] = {}
+        self._prompts: set[str] = set()
+        """The ``prompt`` label values in use (at most ``MAX_PROMPTS``)."""
 
     def _series_for(self, record: CallRecord) -> _Series:
         model = record.public_model
@@ -180,6 +184,8 @@ class Recorder:
             self._attempts(record, s.model)
         if record.experiment is not None:
             self._experiment(record, record.experiment, record.variant or "-")
+        if record.prompt_id is not None:
+            self._prompt(record, record.prompt_id)
         if record.team_id is not None and record.cost_usd:
             # Every priced call, as the call log's spend read-outs and budgets count it
             # (cancelled streams included), unlike ``switchboard_cost_usd`` (answered calls).
@@ -209,6 +215,26 @@ class Recorder:
             m.experiment_duration.labels(experiment, variant).observe(record.latency_ms / 1000)
         if record.cost_usd:
             m.experiment_cost.labels(experiment, variant).inc(record.cost_usd)
+
+    def _prompt(self, record: CallRecord, prompt_id: str) -> None:
+        label = f"{prompt_id}@v{record.prompt_version}"
+        if label not in self._prompts:
+            if len(self._prompts) >= MAX_PROMPTS:
+                label = OTHER_PROMPT
+            else:
+                self._prompts.add(label)
+        m = self.metrics
+        m.prompt_calls.labels(label, f"{record.http_status // 100}xx").inc()
+        if record.status != "ok":
+            return
+        if record.latency_ms is not None:
+            m.prompt_duration.labels(label).observe(record.latency_ms / 1000)
+        if record.usage is not None:
+            m.prompt_completion_tokens.labels(label).inc(record.usage.completion_tokens)
+        if record.refusal:
+            m.prompt_refusals.labels(label).inc()
+        if record.json_valid is False:
+            m.prompt_json_invalid.labels(label).inc()
 
     def _attempts(self, record: CallRecord, model: str) -> None:
         last = len(record.attempts) - 1

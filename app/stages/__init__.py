@@ -1,1 +1,1 @@
-"""The request pipeline's stages (``app.pipeline``): authenticate, admit, account."""
+"""The request pipeline's stages (``app.pipeline``): authenticate, template, admit, account."""

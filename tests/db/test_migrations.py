@@ -31,7 +31,8 @@ INDEXES = {"calls_pkey", "ix_calls_created_at", "ix_calls_public_model_created_a
            "ix_calls_provider_created_at", "ix_calls_caller_created_at",
            "ix_calls_status_created_at", "ix_calls_request_id_created_at",
            "ix_calls_key_id_created_at", "ix_calls_team_id_created_at",
-           "ix_calls_config_version_created_at", "ix_calls_experiment_created_at"}
+           "ix_calls_config_version_created_at", "ix_calls_experiment_created_at",
+           "ix_calls_prompt_id_created_at"}
 
 
 async def pg_fetch(url: str, sql: str) -> list[asyncpg.Record]:

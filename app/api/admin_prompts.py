@@ -1,0 +1,155 @@
+"""The admin API for prompt templates: ``/admin/prompts``.
+
+Access as for the rest of the admin API (``AdminDep``). Versions are immutable: there is no route
+that changes or deletes one (``PUT``/``PATCH``/``DELETE`` on a version are 405); a change is a new
+version. Labels move (``PUT .../labels/{label}``) and roll back; each move is kept in the
+template's ``label_history``. A move made here is seen by this worker's next request at once, by
+other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
+
+- ``POST /admin/prompts``: a template and its version 1 (``{"id", "version", "labels"}``);
+- ``GET /admin/prompts``: every template (latest version, labels);
+- ``GET /admin/prompts/{id}``: one, with every version, its labels and their history;
+- ``POST /admin/prompts/{id}/versions``: the next version;
+- ``GET /admin/prompts/{id}/versions/{n}``: one version;
+- ``GET /admin/prompts/{id}/diff?from=a&to=b``: a unified diff of the messages, and the other
+  fields that differ;
+- ``PUT /admin/prompts/{id}/labels/{label}`` ``{"version": n}``: point a label at a version;
+- ``POST /admin/prompts/{id}/labels/{label}/rollback`` ``{"version": n}`` or ``{}``: back to a
+  given version, or to where the label pointed before its last move.
+
+Errors: bad input 400 naming the field; unknown template, version or label 404 naming it; a
+template id taken or nothing to roll back to 409; no database 503 ``prompts_unavailable``;
+database unreachable 503 ``database_unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+
+from app import errors
+from app.api.admin import AdminDep
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.prompts import TemplateCreate, VersionSpec
+from app.prompts.diff import diff
+from app.prompts.library import PromptLibrary
+from app.prompts.model import LabelMove, Rollback, check_label
+from app.resources import resources_of
+
+log = logging.getLogger("switchboard.admin")
+
+router = APIRouter(prefix="/admin/prompts", tags=["admin"])
+
+
+def get_library(request: Request) -> PromptLibrary:
+    """The gateway's prompt library; 503 ``prompts_unavailable`` without a database."""
+    library = resources_of(request).prompts
+    if library is None:
+        raise errors.GatewayError("Prompt templates need a database, and this gateway has none.",
+                                  status=503, code="prompts_unavailable")
+    return library
+
+
+LibraryDep = Annotated[PromptLibrary, Depends(get_library)]
+TemplateId = Annotated[str, Path(max_length=128)]
+Number = Annotated[int, Path(ge=1)]
+
+
+@asynccontextmanager
+async def _database() -> AsyncIterator[None]:
+    """Turn an unreachable database into a 503 for the admin client."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        log.warning("prompt admin request failed, database unreachable: %s",
+                    describe_error(exc))
+        raise errors.GatewayError("The prompt database is unreachable; retry shortly.",
+                                  status=503, code="database_unavailable") from None
+
+
+def _label(label: str) -> str:
+    try:
+        return check_label(label)
+    except ValueError as exc:
+        raise errors.InvalidRequest(str(exc), param="label", code="invalid_prompt") from None
+
+
+@router.post("", status_code=201)
+async def create_template(spec: TemplateCreate, admin: AdminDep,
+                          library: LibraryDep) -> dict[str, Any]:
+    """A new template with its version 1 (and the labels given on it)."""
+    async with _database():
+        record = await library.store.create_template(spec)
+    library.forget(spec.id)
+    return record.to_json()
+
+
+@router.get("")
+async def list_templates(admin: AdminDep, library: LibraryDep) -> dict[str, Any]:
+    """Every template, by id: its latest version and its labels."""
+    async with _database():
+        records = await library.store.list_templates()
+    return {"object": "list", "data": [record.summary() for record in records]}
+
+
+@router.get("/{template_id}")
+async def get_template(template_id: TemplateId, admin: AdminDep,
+                       library: LibraryDep) -> dict[str, Any]:
+    """The template with every version, its labels and the labels' history."""
+    async with _database():
+        return (await library.store.get_template(template_id)).to_json()
+
+
+@router.post("/{template_id}/versions", status_code=201)
+async def add_version(template_id: TemplateId, spec: VersionSpec, admin: AdminDep,
+                      library: LibraryDep) -> dict[str, Any]:
+    """The template's next version (labels stay where they are: move one to serve it)."""
+    async with _database():
+        record = await library.store.add_version(template_id, spec)
+    library.forget(template_id)  # "latest" moved
+    return record.to_json()
+
+
+@router.get("/{template_id}/versions/{number}")
+async def get_version(template_id: TemplateId, number: Number, admin: AdminDep,
+                      library: LibraryDep) -> dict[str, Any]:
+    async with _database():
+        return (await library.store.get_version(template_id, number)).to_json()
+
+
+@router.get("/{template_id}/diff")
+async def diff_versions(template_id: TemplateId, admin: AdminDep, library: LibraryDep,
+                        old: Annotated[int, Query(alias="from", ge=1)],
+                        new: Annotated[int, Query(alias="to", ge=1)]) -> dict[str, Any]:
+    """What changed from version ``from`` to version ``to``."""
+    async with _database():
+        before = await library.store.get_version(template_id, old)
+        after = await library.store.get_version(template_id, new)
+    return diff(before, after)
+
+
+@router.put("/{template_id}/labels/{label}")
+async def set_label(template_id: TemplateId, label: str, move: LabelMove, admin: AdminDep,
+                    library: LibraryDep) -> dict[str, Any]:
+    """Point ``label`` at ``version`` (creating the label if it is new)."""
+    async with _database():
+        event = await library.store.set_label(template_id, _label(label), move.version)
+    library.forget(template_id)
+    return {"object": "prompt.label", "template_id": template_id, **event.to_json()}
+
+
+@router.post("/{template_id}/labels/{label}/rollback")
+async def rollback_label(template_id: TemplateId, label: str, admin: AdminDep,
+                         library: LibraryDep,
+                         spec: Annotated[Rollback | None, Body()] = None) -> dict[str, Any]:
+    """Move ``label`` back: to ``version`` when given, else to where it pointed before its
+    last move."""
+    async with _database():
+        event = await library.store.rollback(template_id, _label(label),
+                                             spec.version if spec is not None else None)
+    library.forget(template_id)
+    return {"object": "prompt.label", "template_id": template_id, **event.to_json()}

@@ -1,0 +1,214 @@
+"""``switchboard prompts ...``: prompt templates in the database directly (no running gateway
+needed), through the same ``PromptStore`` the admin API uses.
+
+The database is ``--database-url``, else ``SWITCHBOARD_DATABASE_URL``, else the embedded SQLite
+file, which is migrated on the spot; Postgres must be migrated first (``switchboard db
+upgrade``). Running gateways see a moved label within ``app.prompts.library.LABEL_TTL_S``
+seconds; new versions at once (they are read when first asked for).
+
+Files (``create``, ``version``, ``sync``) are YAML in the format of ``app.prompts.sync``. Exit
+status: 0 done, 2 any error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import click
+
+from app.db.cli import database_url_option
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.prompts.store import PromptStore
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"switchboard: {message}", err=True)
+    sys.exit(2)
+
+
+async def _with_store(url: str, action: Callable[[PromptStore], Awaitable[T]]) -> T:
+    from app.db.engine import is_sqlite, make_engine
+    from app.db.migrate import check_current, upgrade
+    from app.prompts.store import PromptStore
+
+    if is_sqlite(url):
+        await upgrade(url)
+    else:
+        await check_current(url)
+    engine = make_engine(url)
+    try:
+        return await action(PromptStore(engine))
+    finally:
+        await engine.dispose()
+
+
+def _run(database_url: str | None, action: Callable[[PromptStore], Awaitable[T]]) -> T:
+    """``action`` run to completion; every expected failure becomes one line and exit 2."""
+    from app import errors
+    from app.db.engine import DATABASE_ERRORS, UnsupportedDatabaseUrl, describe_error
+    from app.db.migrate import MigrationError
+    from app.prompts.sync import SyncError
+
+    url = database_url if database_url is not None else Settings().database_url
+    try:
+        return asyncio.run(_with_store(url, action))
+    except errors.GatewayError as exc:
+        _fail(exc.message)
+    except (UnsupportedDatabaseUrl, MigrationError, SyncError) as exc:
+        _fail(str(exc))
+    except DATABASE_ERRORS as exc:
+        _fail(f"the database refused: {describe_error(exc)}")
+
+
+@click.group("prompts", context_settings={"help_option_names": ["-h", "--help"]})
+def prompts() -> None:
+    """Versioned prompt templates: list, show, create, add versions, move labels, sync."""
+
+
+@prompts.command("list")
+@database_url_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_templates(database_url: str | None, as_json: bool) -> None:
+    """Every template: id, latest version, labels."""
+    async def action(store: PromptStore) -> None:
+        for record in await store.list_templates():
+            if as_json:
+                click.echo(json.dumps(record.summary()))
+                continue
+            labels = " ".join(f"{k}={v}" for k, v in sorted(record.labels.items()))
+            click.echo(f"{record.id}  v{record.latest_version}  {labels}".rstrip())
+    _run(database_url, action)
+
+
+@prompts.command("show")
+@click.argument("template_id")
+@click.option("--version", "number", type=click.IntRange(min=1),
+              help="One version (default: the whole template).")
+@database_url_option
+def show(template_id: str, number: int | None, database_url: str | None) -> None:
+    """A template (every version, labels, label history) or one version, as JSON."""
+    async def action(store: PromptStore) -> None:
+        if number is not None:
+            body = (await store.get_version(template_id, number)).to_json()
+        else:
+            body = (await store.get_template(template_id)).to_json()
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    _run(database_url, action)
+
+
+@prompts.command("create")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@database_url_option
+def create(path: Path, database_url: str | None) -> None:
+    """Create a template from a YAML file (fails if its id exists: use sync or version)."""
+    from app.prompts.model import TemplateCreate
+    from app.prompts.sync import read_file
+
+    async def action(store: PromptStore) -> None:
+        file = read_file(path)
+        await store.create_template(TemplateCreate(id=file.id, version=file.versions[0]))
+        for spec in file.versions[1:]:
+            await store.add_version(file.id, spec)
+        for label, target in sorted(file.labels.items()):
+            await store.set_label(file.id, label,
+                                  len(file.versions) if target == "latest" else int(target))
+        click.echo(f"{file.id}: created with {len(file.versions)} version(s)")
+    _run(database_url, action)
+
+
+@prompts.command("version")
+@click.argument("template_id")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@database_url_option
+def version(template_id: str, path: Path, database_url: str | None) -> None:
+    """Add the body of a YAML file (its current body) as the template's next version."""
+    from app.prompts.sync import read_file
+
+    async def action(store: PromptStore) -> None:
+        added = await store.add_version(template_id, read_file(path).versions[-1])
+        click.echo(f"{template_id}: version {added.number} added")
+    _run(database_url, action)
+
+
+@prompts.command("label")
+@click.argument("template_id")
+@click.argument("label")
+@click.argument("number", type=click.IntRange(min=1), metavar="VERSION")
+@database_url_option
+def label(template_id: str, label: str, number: int, database_url: str | None) -> None:
+    """Point LABEL of a template at VERSION."""
+    from app.prompts.model import check_label
+
+    try:
+        check_label(label)
+    except ValueError as exc:
+        _fail(str(exc))
+
+    async def action(store: PromptStore) -> None:
+        event = await store.set_label(template_id, label, number)
+        click.echo(f"{template_id}: {label} {event.from_version} -> {event.to_version}")
+    _run(database_url, action)
+
+
+@prompts.command("rollback")
+@click.argument("template_id")
+@click.argument("label")
+@click.option("--to", "number", type=click.IntRange(min=1),
+              help="The version (default: where the label pointed before its last move).")
+@database_url_option
+def rollback(template_id: str, label: str, number: int | None,
+             database_url: str | None) -> None:
+    """Move LABEL back."""
+    async def action(store: PromptStore) -> None:
+        event = await store.rollback(template_id, label, number)
+        click.echo(f"{template_id}: {label} {event.from_version} -> {event.to_version} "
+                   "(rollback)")
+    _run(database_url, action)
+
+
+@prompts.command("diff")
+@click.argument("template_id")
+@click.argument("old", type=click.IntRange(min=1))
+@click.argument("new", type=click.IntRange(min=1))
+@database_url_option
+def diff(template_id: str, old: int, new: int, database_url: str | None) -> None:
+    """What changed from version OLD to version NEW: the messages as a unified diff, then
+    each other field that differs."""
+    from app.prompts.diff import diff as diff_versions
+
+    async def action(store: PromptStore) -> None:
+        result = diff_versions(await store.get_version(template_id, old),
+                               await store.get_version(template_id, new))
+        if result["messages"]:
+            click.echo(result["messages"])
+        for name, change in result["fields"].items():
+            click.echo(f"{name}: {json.dumps(change['from'])} -> {json.dumps(change['to'])}")
+    _run(database_url, action)
+
+
+@prompts.command("sync")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@database_url_option
+def sync(directory: Path, database_url: str | None) -> None:
+    """Bring the database in line with a directory of YAML template files (idempotent: a
+    second run changes nothing). Prints what it changed, or "up to date"."""
+    from app.prompts.sync import read_dir, sync_file
+
+    async def action(store: PromptStore) -> None:
+        done: list[str] = []
+        for file in read_dir(directory):  # all validated before anything is written
+            done += await sync_file(store, file)
+        for line in done:
+            click.echo(line)
+        if not done:
+            click.echo("up to date")
+    _run(database_url, action)

@@ -1,0 +1,314 @@
+"""Prompt templates: the admin input a version is made from, and the records read back.
+
+A template is a name (its id) and numbered versions 1..n. A version is immutable once created:
+its messages (with ``{{ variable }}`` placeholders, ``app.prompts.render``), its declared
+variables (type, optional default, description), an optional default model and parameters, its
+author and a note. Labels (``production``, ``staging``, ...) point at one version each and move;
+``latest`` is reserved: it always means the highest version.
+
+``VersionSpec`` validates a version completely when it is created (every placeholder declared,
+defaults of their declared type, parameters valid chat-request fields), so a stored version can
+always be rendered; ``parse`` turns a failure into ``errors.InvalidRequest`` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app import errors
+from app.prompts.render import (
+    NAME,
+    Compiled,
+    Declared,
+    TemplateSyntaxError,
+    VarType,
+    compile_text,
+    placeholders,
+    type_problem,
+)
+
+TEMPLATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+LATEST = "latest"
+"""The reserved label: always the highest version (never stored, never set)."""
+DEFAULT_LABEL = "production"
+"""The label a request that names neither a version nor a label gets."""
+MAX_MESSAGES = 100
+MAX_VARIABLES = 100
+MAX_CONTENT = 200_000
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "prompt"})
+"""Request fields a version's ``params`` may not set (the model has its own field; the
+messages are the template; streaming is the client's choice)."""
+
+M = TypeVar("M", bound=BaseModel)
+_FORBID = ConfigDict(extra="forbid", strict=True)
+
+
+class TemplateMessage(BaseModel):
+    """One message of a template: its content may hold ``{{ variable }}`` placeholders."""
+
+    model_config = _FORBID
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_CONTENT)]
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class VariableSpec(BaseModel):
+    """A declared variable. Without ``default`` it is required; with one (of its ``type``;
+    ``null`` only for ``json``) it is optional."""
+
+    model_config = _FORBID
+    type: VarType = "string"
+    default: Any = None
+    description: Annotated[str, Field(max_length=1000)] | None = None
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
+
+    @model_validator(mode="after")
+    def _default_typed(self) -> VariableSpec:
+        if self.has_default:
+            why = type_problem(self.type, self.default)
+            if why is not None:
+                raise ValueError(f"the default {why}")
+        return self
+
+    def declared(self) -> Declared:
+        return Declared(self.type, self.has_default, self.default)
+
+    def to_json(self) -> dict[str, Any]:
+        """Normalised: ``type`` always, ``default`` only when there is one."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.has_default:
+            out["default"] = self.default
+        if self.description is not None:
+            out["description"] = self.description
+        return out
+
+
+class VersionSpec(BaseModel):
+    """A new version's content and provenance (``POST /admin/prompts/{id}/versions``)."""
+
+    model_config = _FORBID
+    messages: Annotated[list[TemplateMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    variables: Annotated[dict[str, VariableSpec], Field(max_length=MAX_VARIABLES)] = \
+        Field(default_factory=dict)
+    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """The public model the request gets when it names none."""
+    params: dict[str, Any] | None = None
+    """Chat-request fields (``temperature``, ``max_tokens``, ...) the request gets when it
+    leaves them out."""
+    author: Annotated[str, Field(max_length=128)] | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, variables: dict[str, VariableSpec]) -> dict[str, VariableSpec]:
+        for name in variables:
+            if not NAME.fullmatch(name):
+                raise ValueError(f"{name[:80]!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*, "
+                                 "at most 64 characters)")
+        return variables
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        if params is None:
+            return None
+        reserved = sorted(RESERVED_PARAMS & params.keys())
+        if reserved:
+            raise ValueError(f"params may not set {', '.join(reserved)}")
+        from app.api.wire import parse as parse_request  # the request parser names the field
+        from app.schemas import ChatRequest
+
+        probe = {"model": "m", "messages": [{"role": "user", "content": "x"}], **params}
+        try:
+            parse_request(ChatRequest, {k: v for k, v in probe.items() if v is not None})
+        except errors.InvalidRequest as exc:
+            raise ValueError(exc.message) from None
+        return params
+
+    @model_validator(mode="after")
+    def _placeholders_declared(self) -> VersionSpec:
+        for i, message in enumerate(self.messages):
+            try:
+                used = placeholders(compile_text(message.content))
+            except TemplateSyntaxError as exc:
+                raise ValueError(f"messages[{i}].content: {exc}") from None
+            unknown = [name for name in used if name not in self.variables]
+            if unknown:
+                raise ValueError(
+                    f"messages[{i}].content uses {', '.join(repr(n) for n in unknown)}, not "
+                    "declared in variables")
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """What makes two versions the same prompt: messages, variables, model and params
+        (author and note are provenance, not content)."""
+        return {"messages": [m.model_dump(exclude_none=True) for m in self.messages],
+                "variables": {k: v.to_json() for k, v in self.variables.items()},
+                "model": self.model, "params": self.params}
+
+
+def content_digest(content: dict[str, Any]) -> str:
+    """A hash of a version's content (``VersionSpec.content``), key order ignored."""
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class TemplateCreate(BaseModel):
+    """A new template with its version 1 (``POST /admin/prompts``)."""
+
+    model_config = _FORBID
+    id: str
+    version: VersionSpec
+    labels: Annotated[list[str], Field(max_length=16)] = Field(default_factory=list)
+    """Labels to point at version 1 at once."""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_template_id(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        return [check_label(label) for label in labels]
+
+
+class LabelMove(BaseModel):
+    """``PUT /admin/prompts/{id}/labels/{label}``: point the label at ``version``."""
+
+    model_config = _FORBID
+    version: Annotated[int, Field(ge=1)]
+
+
+class Rollback(BaseModel):
+    """``POST /admin/prompts/{id}/labels/{label}/rollback``: to ``version``, or (none given)
+    to the version the label pointed at before its last move."""
+
+    model_config = _FORBID
+    version: Annotated[int, Field(ge=1)] | None = None
+
+
+def check_template_id(value: str) -> str:
+    if not TEMPLATE_ID.fullmatch(value):
+        raise ValueError("a template id is 1-128 letters, digits, '_', '.' or '-', starting "
+                         "with a letter or digit")
+    return value
+
+
+def check_label(value: str) -> str:
+    if not LABEL.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a label (1-64 of a-z, 0-9, '_', '.', '-')")
+    if value == LATEST:
+        raise ValueError("'latest' is reserved: it always means the highest version")
+    return value
+
+
+def parse(model: type[M], data: Any, *, param: str | None = None) -> M:
+    """``data`` validated as ``model``; ``errors.InvalidRequest`` naming the first bad field
+    (under ``param`` when given)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        parts = [str(part) for part in first["loc"]]
+        where = ".".join([param, *parts] if param else parts) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise errors.InvalidRequest(f"Invalid {model.__name__}"
+                                    f"{f' ({where})' if where else ''}: {message}",
+                                    param=where, code="invalid_prompt") from None
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A stored version (immutable)."""
+
+    template_id: str
+    number: int
+    spec: VersionSpec
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"object": "prompt.version", "template_id": self.template_id,
+                "version": self.number, **spec.content(), "author": spec.author,
+                "note": spec.note, "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """One move of a label (its history)."""
+
+    label: str
+    from_version: int | None
+    to_version: int
+    moved_at: float
+    rollback: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "from_version": self.from_version,
+                "to_version": self.to_version, "moved_at": iso(self.moved_at),
+                "rollback": self.rollback}
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecord:
+    """A template: its versions (oldest first), its labels and their history."""
+
+    id: str
+    created_at: float
+    versions: tuple[VersionRecord, ...]
+    """Every version, oldest first (empty in listings)."""
+    latest_version: int
+    labels: dict[str, int] = field(default_factory=dict)
+    history: tuple[LabelEvent, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        return {"object": "prompt", "id": self.id, "created_at": iso(self.created_at),
+                "latest_version": self.latest_version,
+                "labels": dict(sorted(self.labels.items()))}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.summary(), "versions": [v.to_json() for v in self.versions],
+                "label_history": [e.to_json() for e in self.history]}
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMessage:
+    role: str
+    name: str | None
+    text: Compiled
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledVersion:
+    """A version ready to render (what the template stage caches)."""
+
+    template_id: str
+    number: int
+    messages: tuple[CompiledMessage, ...]
+    declared: dict[str, Declared]
+    model: str | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: VersionRecord) -> CompiledVersion:
+        spec = record.spec
+        return cls(template_id=record.template_id, number=record.number,
+                   messages=tuple(CompiledMessage(m.role, m.name, compile_text(m.content))
+                                  for m in spec.messages),
+                   declared={k: v.declared() for k, v in spec.variables.items()},
+                   model=spec.model, params=dict(spec.params or {}))

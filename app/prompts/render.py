@@ -1,0 +1,199 @@
+"""Prompt template rendering: plain substitution of ``{{ name }}``, nothing evaluated. Pure.
+
+The syntax, in full:
+
+- ``{{ name }}`` is a placeholder: two opening braces, optional spaces or tabs, a variable name
+  (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters), optional spaces or tabs, two closing
+  braces. It is replaced by the variable's value.
+- Any other text after an unescaped ``{{`` (``{{ a.b }}``, ``{{ x | upper }}``, ``{{ f() }}``,
+  ``{{ }}``, ``{{{ x }}}``, an unclosed ``{{ x``) is a template error when the version is created:
+  there are no expressions, filters, attribute or item access, calls, loops or conditionals.
+  ``{%``, ``%}``, ``{#`` and a lone ``}}`` mean nothing and are kept as they are.
+- Escaping: a backslash before ``{{`` escapes it: ``\\{{`` renders a literal ``{{``. Backslashes
+  directly before ``{{`` pair up: ``\\\\{{ x }}`` renders one backslash followed by the value of
+  ``x``; an odd count leaves the ``{{`` literal. A backslash anywhere else is literal.
+- Values are inserted as text, once: a string as it is, any other type (integer, number,
+  boolean, json) as its compact JSON text (``true``, ``3``, ``{"a":1}``). The result is never
+  scanned again, so a value containing ``{{ other }}`` or ``\\{{`` stays exactly as it was sent.
+
+Variables are declared per version with a type (``string``, ``integer``, ``number``, ``boolean``,
+``json``) and optionally a default; one without a default is required. ``bind`` checks the
+values a request sends against the declarations and raises ``PromptVariablesError`` naming every
+missing, unknown and mistyped variable (never a value: values may be sensitive).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+VarType = Literal["string", "integer", "number", "boolean", "json"]
+VAR_TYPES: tuple[VarType, ...] = ("string", "integer", "number", "boolean", "json")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_PLACEHOLDER = re.compile(r"\{\{[ \t]*([A-Za-z_][A-Za-z0-9_]{0,63})[ \t]*\}\}")
+_OPEN = "{{"
+
+
+class TemplateSyntaxError(ValueError):
+    """A template text that is not plain text with ``{{ name }}`` placeholders; the message says
+    where (1-based line and column) and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A placeholder in a compiled text."""
+
+    name: str
+
+
+Segment = str | Slot
+Compiled = tuple[Segment, ...]
+
+
+def _where(text: str, index: int) -> str:
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def compile_text(text: str) -> Compiled:
+    """``text`` as literal strings and placeholders, escapes resolved (see the module docstring);
+    ``TemplateSyntaxError`` for a ``{{`` that does not open a ``{{ name }}``."""
+    out: list[Segment] = []
+    literal: list[str] = []
+    start = 0
+    while True:
+        at = text.find(_OPEN, start)
+        if at < 0:
+            literal.append(text[start:])
+            break
+        slashes = 0
+        while at - slashes - 1 >= start and text[at - slashes - 1] == "\\":
+            slashes += 1
+        literal.append(text[start:at - slashes])
+        literal.append("\\" * (slashes // 2))
+        if slashes % 2:  # escaped: a literal "{{"
+            literal.append(_OPEN)
+            start = at + 2
+            continue
+        match = _PLACEHOLDER.match(text, at)
+        if match is None:
+            raise TemplateSyntaxError(
+                f"'{{{{' at {_where(text, at)} does not open a '{{{{ name }}}}' placeholder: "
+                "expressions, filters, attribute access and blocks are not supported (write "
+                "'\\{{' for a literal '{{')")
+        if literal:
+            out.append("".join(literal))
+            literal = []
+        out.append(Slot(match.group(1)))
+        start = match.end()
+    tail = "".join(literal)
+    if tail:
+        out.append(tail)
+    return tuple(s for s in out if s != "")
+
+
+def placeholders(compiled: Compiled) -> list[str]:
+    """The variable names ``compiled`` uses, in order of first use."""
+    seen: dict[str, None] = {}
+    for segment in compiled:
+        if isinstance(segment, Slot):
+            seen.setdefault(segment.name, None)
+    return list(seen)
+
+
+def value_text(value: Any) -> str:
+    """How a bound value is inserted: a string as it is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:
+    """``compiled`` with each placeholder replaced by ``values[name]`` (texts, from ``bind``)."""
+    return "".join(s if isinstance(s, str) else values[s.name] for s in compiled)
+
+
+def type_problem(kind: VarType, value: Any) -> str | None:
+    """Why ``value`` is not of ``kind`` (``None`` when it is). Booleans are not numbers; a
+    ``number`` must be finite; ``json`` takes any JSON value."""
+    if kind == "string":
+        ok = isinstance(value, str)
+    elif kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "number":
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value))
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+    else:
+        return None
+    return None if ok else f"must be {'an' if kind == 'integer' else 'a'} {kind}, " \
+                           f"got {json_type(value)}"
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of ``value`` (for messages: never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """One declared variable."""
+
+    type: VarType
+    has_default: bool = False
+    default: Any = None
+
+
+class PromptVariablesError(ValueError):
+    """Variables that do not fit a version's declarations: ``problems`` maps each offending
+    variable to why (missing, unknown, or its type), in a stable order."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"'{name}' {why}" for name, why in problems.items()))
+
+
+def bind(declared: Mapping[str, Declared], given: Mapping[str, Any]) -> dict[str, str]:
+    """The text of every declared variable: the value given, else its default.
+    ``PromptVariablesError`` naming each required variable not given, each variable given but
+    not declared, and each value of the wrong type."""
+    problems: dict[str, str] = {}
+    for name in given:
+        if name not in declared:
+            problems[name] = "is not a variable of this template version"
+    texts: dict[str, str] = {}
+    for name, spec in declared.items():
+        if name in given:
+            value = given[name]
+            why = type_problem(spec.type, value)
+            if why is not None:
+                problems[name] = why
+                continue
+        elif spec.has_default:
+            value = spec.default
+        else:
+            problems[name] = f"is required ({spec.type}) and was not given"
+            continue
+        texts[name] = value_text(value)
+    if problems:
+        raise PromptVariablesError(dict(sorted(problems.items())))
+    return texts

@@ -1,0 +1,267 @@
+"""``PromptStore``: prompt templates, their versions and labels in the gateway's database
+(Postgres or SQLite; tables of migration 0011).
+
+Versions are append-only: there is no method that changes or deletes one; a new version of a
+template gets the next number (``max + 1`` in the inserting transaction; the primary key
+``(template_id, number)`` turns a concurrent insert of the same number into a retry). Moving a
+label updates ``prompt_labels`` and appends to ``prompt_label_moves`` in one transaction.
+
+Errors: unknown template, version or label ``errors.NotFound`` (param ``template_id``,
+``version`` or ``label``; codes ``prompt_not_found``, ``prompt_version_not_found``,
+``prompt_label_not_found``); a template id taken 409 ``prompt_exists``; a rollback with nothing
+to go back to 409 ``nothing_to_roll_back``. Database failures (``DATABASE_ERRORS``) propagate.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import errors
+from app.db.models import Base, PromptLabel, PromptLabelMove, PromptTemplate, PromptVersion
+from app.prompts.model import (
+    LATEST,
+    LabelEvent,
+    TemplateCreate,
+    TemplateRecord,
+    VersionRecord,
+    VersionSpec,
+    content_digest,
+)
+
+_TEMPLATES = Base.metadata.tables[PromptTemplate.__tablename__]
+_VERSIONS = Base.metadata.tables[PromptVersion.__tablename__]
+_LABELS = Base.metadata.tables[PromptLabel.__tablename__]
+_MOVES = Base.metadata.tables[PromptLabelMove.__tablename__]
+_INSERT_TRIES = 3
+
+
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _epoch(moment: datetime) -> float:
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def template_not_found(template_id: str) -> errors.NotFound:
+    return errors.NotFound(f"No prompt template '{template_id[:128]}'.", param="template_id",
+                           code="prompt_not_found")
+
+
+def version_not_found(template_id: str, number: int) -> errors.NotFound:
+    return errors.NotFound(f"Prompt template '{template_id[:128]}' has no version {number}.",
+                           param="version", code="prompt_version_not_found")
+
+
+def label_not_found(template_id: str, label: str, known: list[str]) -> errors.NotFound:
+    has = f" (its labels: {', '.join(sorted(known))})" if known else " (it has no labels)"
+    return errors.NotFound(f"Prompt template '{template_id[:128]}' has no label "
+                           f"'{label[:64]}'{has}.", param="label", code="prompt_label_not_found")
+
+
+def _version(row: Any) -> VersionRecord:
+    spec = VersionSpec.model_validate({
+        "messages": row.messages, "variables": row.variables, "model": row.model,
+        "params": row.params, "author": row.author, "note": row.note})
+    return VersionRecord(template_id=row.template_id, number=row.number, spec=spec,
+                         created_at=_epoch(row.created_at))
+
+
+def _event(row: Any) -> LabelEvent:
+    return LabelEvent(label=row.label, from_version=row.from_version, to_version=row.to_version,
+                      moved_at=_epoch(row.moved_at), rollback=row.rollback)
+
+
+class PromptStore:
+    """Templates over one ``AsyncEngine`` (the caller owns and disposes of it)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # ---- templates and versions
+
+    async def create_template(self, spec: TemplateCreate) -> TemplateRecord:
+        """A new template with ``spec.version`` as version 1 and ``spec.labels`` on it."""
+        now = time.time()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(_TEMPLATES).values(id=spec.id,
+                                                             created_at=_moment(now)))
+                await self._insert_version(conn, spec.id, 1, spec.version, now)
+                for label in spec.labels:
+                    await self._move(conn, spec.id, label, 1, rollback=False, now=now)
+        except IntegrityError:
+            raise errors.GatewayError(f"A prompt template '{spec.id}' exists already; add a "
+                                      "version to it instead.", status=409, param="id",
+                                      code="prompt_exists") from None
+        return await self.get_template(spec.id)
+
+    async def add_version(self, template_id: str, spec: VersionSpec) -> VersionRecord:
+        """``spec`` as the template's next version (``latest + 1``)."""
+        for attempt in range(_INSERT_TRIES):
+            try:
+                async with self.engine.begin() as conn:
+                    await self._require(conn, template_id)
+                    latest = await self._latest(conn, template_id)
+                    now = time.time()
+                    await self._insert_version(conn, template_id, latest + 1, spec, now)
+                    return await self._get_version(conn, template_id, latest + 1)
+            except IntegrityError:  # another writer took this number: read the new max
+                if attempt == _INSERT_TRIES - 1:
+                    raise errors.GatewayError(
+                        "Versions of this template are being added concurrently; retry.",
+                        status=409, param="template_id", code="prompt_conflict") from None
+        raise AssertionError("not reached")
+
+    async def list_templates(self) -> list[TemplateRecord]:
+        """Every template (without its versions; ``latest_version`` and labels set), by id."""
+        latest = (select(_VERSIONS.c.template_id, func.max(_VERSIONS.c.number).label("latest"))
+                  .group_by(_VERSIONS.c.template_id).subquery())
+        query = (select(_TEMPLATES, latest.c.latest)
+                 .join(latest, latest.c.template_id == _TEMPLATES.c.id)
+                 .order_by(_TEMPLATES.c.id))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            labels: dict[str, dict[str, int]] = {}
+            for row in (await conn.execute(select(_LABELS))).all():
+                labels.setdefault(row.template_id, {})[row.label] = row.version
+        return [TemplateRecord(id=row.id, created_at=_epoch(row.created_at), versions=(),
+                               latest_version=row.latest, labels=labels.get(row.id, {}))
+                for row in rows]
+
+    async def get_template(self, template_id: str) -> TemplateRecord:
+        """The template with every version, its labels and their history."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(_TEMPLATES).where(
+                _TEMPLATES.c.id == template_id))).first()
+            if row is None:
+                raise template_not_found(template_id)
+            versions = tuple(_version(v) for v in (await conn.execute(
+                select(_VERSIONS).where(_VERSIONS.c.template_id == template_id)
+                .order_by(_VERSIONS.c.number))).all())
+            labels = await self._labels(conn, template_id)
+            history = tuple(_event(m) for m in (await conn.execute(
+                select(_MOVES).where(_MOVES.c.template_id == template_id)
+                .order_by(_MOVES.c.id))).all())
+        return TemplateRecord(id=row.id, created_at=_epoch(row.created_at), versions=versions,
+                              latest_version=versions[-1].number if versions else 0,
+                              labels=labels, history=history)
+
+    async def get_version(self, template_id: str, number: int) -> VersionRecord:
+        async with self.engine.connect() as conn:
+            return await self._get_version(conn, template_id, number)
+
+    async def resolve(self, template_id: str, label: str) -> int:
+        """The version ``label`` points at (``latest``: the highest)."""
+        async with self.engine.connect() as conn:
+            if label == LATEST:
+                await self._require(conn, template_id)
+                return await self._latest(conn, template_id)
+            found = await conn.scalar(select(_LABELS.c.version).where(
+                _LABELS.c.template_id == template_id, _LABELS.c.label == label))
+            if found is not None:
+                return int(found)
+            await self._require(conn, template_id)
+            raise label_not_found(template_id, label, list(await self._labels(conn,
+                                                                            template_id)))
+
+    async def latest_digest(self, template_id: str) -> str | None:
+        """The content digest of the highest version; ``None`` if there is no such template."""
+        async with self.engine.connect() as conn:
+            return await conn.scalar(
+                select(_VERSIONS.c.digest).where(_VERSIONS.c.template_id == template_id)
+                .order_by(_VERSIONS.c.number.desc()).limit(1))
+
+    # ---- labels
+
+    async def set_label(self, template_id: str, label: str, version: int) -> LabelEvent:
+        """Point ``label`` at ``version`` (which must exist)."""
+        async with self.engine.begin() as conn:
+            await self._get_version(conn, template_id, version)
+            return await self._move(conn, template_id, label, version, rollback=False,
+                                    now=time.time())
+
+    async def rollback(self, template_id: str, label: str,
+                       version: int | None = None) -> LabelEvent:
+        """Move ``label`` to ``version``, or (``None``) back to the version it pointed at before
+        its last move (two rollbacks in a row return to where it started, as ``cd -`` does)."""
+        async with self.engine.begin() as conn:
+            labels = await self._labels(conn, template_id)
+            if label not in labels:
+                await self._require(conn, template_id)
+                raise label_not_found(template_id, label, list(labels))
+            if version is None:
+                last = (await conn.execute(
+                    select(_MOVES.c.from_version).where(
+                        _MOVES.c.template_id == template_id, _MOVES.c.label == label)
+                    .order_by(_MOVES.c.id.desc()).limit(1))).scalar()
+                if last is None:
+                    raise errors.GatewayError(
+                        f"Label '{label}' has never pointed at another version of "
+                        f"'{template_id}': name the version to roll back to.", status=409,
+                        param="label", code="nothing_to_roll_back")
+                version = int(last)
+            else:
+                await self._get_version(conn, template_id, version)
+            return await self._move(conn, template_id, label, version, rollback=True,
+                                    now=time.time())
+
+    # ---- helpers
+
+    async def _insert_version(self, conn: AsyncConnection, template_id: str, number: int,
+                              spec: VersionSpec, now: float) -> None:
+        content = spec.content()
+        await conn.execute(insert(_VERSIONS).values(
+            template_id=template_id, number=number, messages=content["messages"],
+            variables=content["variables"], model=spec.model, params=spec.params,
+            author=spec.author, note=spec.note, digest=content_digest(content),
+            created_at=_moment(now)))
+
+    async def _move(self, conn: AsyncConnection, template_id: str, label: str, version: int,
+                    *, rollback: bool, now: float) -> LabelEvent:
+        current = await conn.scalar(select(_LABELS.c.version).where(
+            _LABELS.c.template_id == template_id, _LABELS.c.label == label))
+        if current is None:
+            await conn.execute(insert(_LABELS).values(template_id=template_id, label=label,
+                                                      version=version, updated_at=_moment(now)))
+        else:
+            await conn.execute(update(_LABELS).where(
+                _LABELS.c.template_id == template_id, _LABELS.c.label == label)
+                .values(version=version, updated_at=_moment(now)))
+        await conn.execute(insert(_MOVES).values(
+            template_id=template_id, label=label, from_version=current, to_version=version,
+            rollback=rollback, moved_at=_moment(now)))
+        return LabelEvent(label=label, from_version=current, to_version=version, moved_at=now,
+                          rollback=rollback)
+
+    async def _require(self, conn: AsyncConnection, template_id: str) -> None:
+        found = await conn.scalar(select(_TEMPLATES.c.id).where(_TEMPLATES.c.id == template_id))
+        if found is None:
+            raise template_not_found(template_id)
+
+    async def _latest(self, conn: AsyncConnection, template_id: str) -> int:
+        found = await conn.scalar(select(func.max(_VERSIONS.c.number)).where(
+            _VERSIONS.c.template_id == template_id))
+        return int(found or 0)
+
+    async def _labels(self, conn: AsyncConnection, template_id: str) -> dict[str, int]:
+        rows = (await conn.execute(select(_LABELS.c.label, _LABELS.c.version).where(
+            _LABELS.c.template_id == template_id))).all()
+        return {row.label: row.version for row in rows}
+
+    async def _get_version(self, conn: AsyncConnection, template_id: str,
+                           number: int) -> VersionRecord:
+        row = (await conn.execute(select(_VERSIONS).where(
+            _VERSIONS.c.template_id == template_id, _VERSIONS.c.number == number))).first()
+        if row is None:
+            await self._require(conn, template_id)
+            raise version_not_found(template_id, number)
+        return _version(row)

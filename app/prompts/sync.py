@@ -1,0 +1,159 @@
+"""Templates kept as YAML files in git, synced into the database (``switchboard prompts sync``).
+
+One file (``*.yaml`` or ``*.yml``) per template::
+
+    id: summarise                 # optional: the file name without its extension
+    # either one current body...
+    messages:
+      - {role: system, content: "You summarise {{ kind }}."}
+      - {role: user, content: "{{ text }}"}
+    variables:
+      kind: {type: string, default: emails}
+      text: {type: string}
+    model: chat                   # optional default model
+    params: {temperature: 0.2}    # optional default chat-request fields
+    author: ada                   # optional
+    note: shorter system prompt   # optional
+    # ...or `versions:`, a list of such bodies, oldest first
+    labels:
+      production: 3               # a version number...
+      staging: latest             # ...or latest (the highest after this sync)
+
+Sync is idempotent: a template not in the database is created (with every version of
+``versions:``, so file and database number them alike); one that exists gets a new version only
+when the file's current body (the single body, or the last of ``versions:``) differs in content
+(messages, variables, model, params; author and note are not content) from its latest version;
+a label is moved only when it points elsewhere. A second sync of the same files changes nothing.
+Labels the file does not name, and versions the database has beyond the file, are left alone.
+
+Files are read with ``yaml.safe_load`` (no tags that build objects) and validated whole before
+anything is written: a bad file is a ``SyncError`` naming the file and the field, and nothing
+changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from app import errors
+from app.prompts.model import (
+    LATEST,
+    TemplateCreate,
+    VersionSpec,
+    check_label,
+    check_template_id,
+    content_digest,
+    parse,
+)
+from app.prompts.store import PromptStore
+
+_BODY = ("messages", "variables", "model", "params", "author", "note")
+
+
+class SyncError(ValueError):
+    """A template file that cannot be synced; the message names the file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateFile:
+    """A parsed template file."""
+
+    path: Path
+    id: str
+    versions: tuple[VersionSpec, ...]
+    labels: dict[str, int | str]
+
+
+def read_file(path: Path) -> TemplateFile:
+    """``path`` parsed and validated (see the module docstring); ``SyncError`` if it is bad."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SyncError(f"{path}: cannot read it: {exc}") from None
+    if not isinstance(data, dict):
+        raise SyncError(f"{path}: expected a mapping (id, messages or versions, labels)")
+    unknown = sorted(set(data) - {"id", "versions", "labels", *_BODY})
+    if unknown:
+        raise SyncError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}")
+    template_id = data.get("id", path.stem)
+    try:
+        check_template_id(str(template_id))
+    except ValueError as exc:
+        raise SyncError(f"{path}: id: {exc}") from None
+    if "versions" in data:
+        if any(key in data for key in _BODY) or not isinstance(data["versions"], list) \
+                or not data["versions"]:
+            raise SyncError(f"{path}: give either a non-empty 'versions' list or one body "
+                            "(messages, variables, ...), not both")
+        bodies = data["versions"]
+    else:
+        bodies = [{key: data[key] for key in _BODY if key in data}]
+    versions = []
+    for i, body in enumerate(bodies):
+        try:
+            versions.append(parse(VersionSpec, body))
+        except errors.InvalidRequest as exc:
+            where = f"versions[{i}]" if "versions" in data else "body"
+            raise SyncError(f"{path}: {where}: {exc.message}") from None
+    labels = data.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise SyncError(f"{path}: labels: expected a mapping of label to version or latest")
+    for label, target in labels.items():
+        try:
+            check_label(str(label))
+        except ValueError as exc:
+            raise SyncError(f"{path}: labels: {exc}") from None
+        if target != LATEST and (type(target) is not int or target < 1):
+            raise SyncError(f"{path}: labels.{label}: expected a version number or latest")
+    return TemplateFile(path, str(template_id), tuple(versions),
+                        {str(k): v for k, v in labels.items()})
+
+
+def read_dir(directory: Path) -> list[TemplateFile]:
+    """Every template file in ``directory`` (not recursive), by name; ``SyncError`` for the
+    first bad one or a template id given by two files."""
+    if not directory.is_dir():
+        raise SyncError(f"{directory}: not a directory")
+    files = [read_file(p) for p in sorted(directory.iterdir())
+             if p.suffix in {".yaml", ".yml"} and p.is_file()]
+    seen: dict[str, Path] = {}
+    for file in files:
+        if file.id in seen:
+            raise SyncError(f"{file.path}: template '{file.id}' is also in {seen[file.id]}")
+        seen[file.id] = file.path
+    return files
+
+
+async def sync_file(store: PromptStore, file: TemplateFile) -> list[str]:
+    """Bring the database in line with ``file``; what was done, one line each (nothing when
+    it already was)."""
+    done: list[str] = []
+    latest_digest = await store.latest_digest(file.id)
+    current = file.versions[-1]
+    if latest_digest is None:
+        await store.create_template(TemplateCreate(id=file.id, version=file.versions[0]))
+        for spec in file.versions[1:]:
+            await store.add_version(file.id, spec)
+        done.append(f"{file.id}: created with {len(file.versions)} version(s)")
+    elif latest_digest != content_digest(current.content()):
+        added = await store.add_version(file.id, current)
+        done.append(f"{file.id}: version {added.number} added")
+    if file.labels:
+        template = await store.get_template(file.id)
+        for label, target in sorted(file.labels.items()):
+            number = template.latest_version if target == LATEST else int(target)
+            if template.labels.get(label) != number:
+                await store.set_label(file.id, label, number)
+                done.append(f"{file.id}: {label} -> {number}")
+    return done
+
+
+async def sync_dir(store: PromptStore, directory: Path) -> list[str]:
+    """``sync_file`` for every file of ``directory``, all validated first."""
+    done: list[str] = []
+    for file in read_dir(directory):
+        done += await sync_file(store, file)
+    return done

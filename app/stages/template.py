@@ -1,0 +1,179 @@
+"""Template (``Slot.TEMPLATE``): a chat request that names a prompt template gets its messages.
+
+The request extension, on ``POST /v1/chat/completions``::
+
+    "prompt": {"id": "summarise", "version": 3, "variables": {"text": "..."}}
+    "prompt": {"id": "summarise", "label": "production", "variables": {...}}
+
+``version`` or ``label`` (not both); neither means the label ``production``; the label
+``latest`` always means the highest version. The version's messages, rendered with the
+variables (``app.prompts.render``), are placed first, followed by the client's own
+``messages`` (which may then be empty or left out). The version's default ``model`` and
+``params`` apply only where the client left the field out or null: the client's explicit fields
+win. The ``prompt`` field is removed, so no upstream ever receives it.
+
+This runs in ``on_body``, on the JSON object before it is validated, so the request that is
+validated (``app.api.wire.parse``), checked against the key's models, admitted and sent is the
+expanded one: ``call.request`` and ``call.body`` agree by construction, and a template's default
+model is subject to the key's model list like any other.
+
+Errors, in OpenAI's shape: a malformed ``prompt`` 400 naming the field (``prompt.version``); an
+unknown template, version or label 404 naming it (``prompt.id``, ``prompt.version``,
+``prompt.label``); variables missing, unknown or of the wrong type 400
+``invalid_prompt_variables`` naming each of them (``param`` is the first,
+``prompt.variables.<name>``); no template database 503 ``prompts_unavailable``. ``prompt`` on
+``/v1/messages`` is refused with a 400 (``prompt_not_supported``): templates are chat messages.
+
+The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
+known (a call refused for its variables says which version refused it).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from app import errors
+from app.db.engine import DATABASE_ERRORS, describe_error
+from app.pipeline import ModelCall, Slot, Stage
+from app.prompts.library import PromptLibrary
+from app.prompts.model import DEFAULT_LABEL, LABEL, LATEST, TEMPLATE_ID, CompiledVersion
+from app.prompts.render import PromptVariablesError, bind, render_text
+from app.providers.base import Json
+
+log = logging.getLogger("switchboard.prompts")
+FIELD = "prompt"
+_KEYS = frozenset({"id", "version", "label", "variables"})
+_PARAMS = {"template_id": "prompt.id", "version": "prompt.version", "label": "prompt.label"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What a request's ``prompt`` field asks for."""
+
+    id: str
+    version: int | None
+    label: str | None
+    variables: dict[str, Any]
+
+
+def _bad(message: str, param: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(message, param=param, code="invalid_prompt")
+
+
+def reference(value: Any) -> Reference:
+    """The ``prompt`` field validated (see the module docstring); 400 naming the bad part."""
+    if not isinstance(value, dict):
+        raise _bad("'prompt' must be an object: {\"id\": ..., \"version\" or \"label\": ..., "
+                   "\"variables\": {...}}.", "prompt")
+    for key in value:
+        if key not in _KEYS:
+            raise _bad(f"Unknown field in 'prompt': '{str(key)[:64]}' (expected id, version, "
+                       "label, variables).", f"prompt.{str(key)[:64]}")
+    template_id = value.get("id")
+    if not isinstance(template_id, str) or not TEMPLATE_ID.fullmatch(template_id):
+        raise _bad("'prompt.id' must be a template id (1-128 letters, digits, '_', '.', '-').",
+                   "prompt.id")
+    version = value.get("version")
+    label = value.get("label")
+    if version is not None and (type(version) is not int or version < 1):
+        raise _bad("'prompt.version' must be an integer >= 1.", "prompt.version")
+    if label is not None and (not isinstance(label, str)
+                              or not (label == LATEST or LABEL.fullmatch(label))):
+        raise _bad("'prompt.label' must be a label name (a-z, 0-9, '_', '.', '-').",
+                   "prompt.label")
+    if version is not None and label is not None:
+        raise _bad("Give 'prompt.version' or 'prompt.label', not both.", "prompt.label")
+    variables = value.get("variables")
+    if variables is None:
+        variables = {}
+    elif not isinstance(variables, dict):
+        raise _bad("'prompt.variables' must be an object of variable names to values.",
+                   "prompt.variables")
+    return Reference(template_id, version, label, variables)
+
+
+def render(version: CompiledVersion, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """The version's messages with ``variables`` substituted; 400 naming every bad variable."""
+    try:
+        texts = bind(version.declared, variables)
+    except PromptVariablesError as exc:
+        first = next(iter(exc.problems))
+        raise errors.InvalidRequest(
+            f"Prompt template '{version.template_id}' version {version.number}: variable "
+            f"{exc}.", param=f"prompt.variables.{first[:64]}",
+            code="invalid_prompt_variables") from None
+    out: list[dict[str, Any]] = []
+    for message in version.messages:
+        rendered: dict[str, Any] = {"role": message.role,
+                                    "content": render_text(message.text, texts)}
+        if message.name is not None:
+            rendered["name"] = message.name
+        out.append(rendered)
+    return out
+
+
+def apply(body: Json, version: CompiledVersion, messages: list[dict[str, Any]]) -> None:
+    """Put ``messages`` before the client's own, and the version's defaults where the client
+    sent nothing (absent or null); remove ``prompt``."""
+    body.pop(FIELD, None)
+    own = body.get("messages")
+    if own is None:
+        own = []
+    elif not isinstance(own, list):
+        raise errors.InvalidRequest("'messages' must be an array.", param="messages",
+                                    code="invalid_value")
+    body["messages"] = messages + own
+    if body.get("model") is None and version.model is not None:
+        body["model"] = version.model
+    for name, value in version.params.items():
+        if body.get(name) is None:  # a copy: the cached version must never be changed
+            body[name] = copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
+class Template(Stage):
+    slot = Slot.TEMPLATE
+
+    def __init__(self, library: PromptLibrary | None) -> None:
+        self._library = library
+
+    async def on_body(self, call: ModelCall, body: Json) -> None:
+        if FIELD not in body:
+            return
+        value = body.get(FIELD)
+        if value is None:  # null means absent, as for every optional field
+            del body[FIELD]
+            return
+        ref = reference(value)
+        version = await self._version(ref)
+        call.record.prompt_id, call.record.prompt_version = version.template_id, version.number
+        apply(body, version, render(version, ref.variables))
+
+    async def on_request(self, call: ModelCall) -> None:
+        if call.native is not None and FIELD in call.native:
+            raise errors.InvalidRequest(
+                "Prompt templates are served on /v1/chat/completions only; /v1/messages does "
+                "not take 'prompt'.", param="prompt", code="prompt_not_supported")
+
+    async def _version(self, ref: Reference) -> CompiledVersion:
+        library = self._library
+        if library is None:
+            raise errors.GatewayError("Prompt templates need a database, and this gateway has "
+                                      "none (the call log is off).", status=503,
+                                      code="prompts_unavailable")
+        try:
+            number = ref.version
+            if number is None:
+                number = await library.label(ref.id, ref.label or DEFAULT_LABEL)
+            return await library.version(ref.id, number)
+        except errors.NotFound as exc:
+            raise errors.NotFound(exc.message, param=_PARAMS.get(exc.param or "", "prompt"),
+                                  code=exc.code) from None
+        except DATABASE_ERRORS as exc:
+            log.warning("prompt template lookup failed, database unreachable: %s",
+                        describe_error(exc))
+            raise errors.GatewayError("The prompt template database is unreachable; retry "
+                                      "shortly.", status=503,
+                                      code="prompts_unavailable") from None

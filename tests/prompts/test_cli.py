@@ -1,0 +1,120 @@
+"""``switchboard prompts`` on a SQLite file: create from YAML, versions, labels, rollback, diff,
+show and list round trip; ``sync DIR`` is idempotent and moves labels as the files say; bad
+files are one-line errors (exit 2) that change nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from app.cli import main
+
+SUMMARISE = """\
+id: summarise
+messages:
+  - role: system
+    content: "You summarise {{ kind }}."
+  - role: user
+    content: |
+      {{ text }}
+variables:
+  kind: {type: string, default: emails}
+  text: {type: string}
+params: {temperature: 0.2}
+author: ada
+labels:
+  production: 1
+"""
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'prompts.db'}"
+
+
+def run(*args: str, url: str) -> Result:
+    return CliRunner().invoke(main, ["prompts", *args, "--database-url", url])
+
+
+def test_cli_round_trip(url: str, tmp_path: Path) -> None:
+    """create, version, label, rollback, diff, show and list, all on the same database."""
+    first = tmp_path / "summarise.yaml"
+    first.write_text(SUMMARISE)
+    created = run("create", str(first), url=url)
+    assert created.exit_code == 0, created.output
+    second = tmp_path / "v2.yaml"
+    second.write_text(SUMMARISE.replace("You summarise", "Briefly summarise"))
+    added = run("version", "summarise", str(second), url=url)
+    assert added.stdout.strip() == "summarise: version 2 added"
+    assert run("label", "summarise", "production", "2", url=url).stdout.strip() == \
+        "summarise: production 1 -> 2"
+    assert run("rollback", "summarise", "production", url=url).stdout.strip() == \
+        "summarise: production 2 -> 1 (rollback)"
+    diff = run("diff", "summarise", "1", "2", url=url).stdout
+    assert "-You summarise {{ kind }}." in diff and "+Briefly summarise {{ kind }}." in diff
+    shown = json.loads(run("show", "summarise", url=url).stdout)
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    assert shown["versions"][0]["messages"][1]["content"] == "{{ text }}\n"
+    assert shown["labels"] == {"production": 1}
+    one = json.loads(run("show", "summarise", "--version", "2", url=url).stdout)
+    assert one["params"] == {"temperature": 0.2} and one["author"] == "ada"
+    assert run("list", url=url).stdout.strip() == "summarise  v2  production=1"
+    missing = run("show", "nope", url=url)
+    assert missing.exit_code == 2 and "No prompt template 'nope'" in missing.stderr
+    again = run("create", str(first), url=url)
+    assert again.exit_code == 2 and "exists already" in again.stderr
+
+
+def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> None:
+    """A first sync creates; a second changes nothing; an edited body adds one version; a
+    label moves only when the file says so; author and note alone are not a new version."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "summarise.yaml").write_text(SUMMARISE)
+    (prompts / "greet.yml").write_text(
+        "versions:\n"
+        "  - messages: [{role: user, content: 'Hello {{ who }}'}]\n"
+        "    variables: {who: {}}\n"
+        "  - messages: [{role: user, content: 'Hi {{ who }}!'}]\n"
+        "    variables: {who: {type: string}}\n"
+        "labels: {production: 1, staging: latest}\n")
+    first = run("sync", str(prompts), url=url)
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == [
+        "greet: created with 2 version(s)", "greet: production -> 1", "greet: staging -> 2",
+        "summarise: created with 1 version(s)", "summarise: production -> 1"]
+    assert run("sync", str(prompts), url=url).stdout.strip() == "up to date"
+    (prompts / "summarise.yaml").write_text(SUMMARISE.replace("author: ada", "author: bob"))
+    assert run("sync", str(prompts), url=url).stdout.strip() == "up to date"
+    (prompts / "summarise.yaml").write_text(
+        SUMMARISE.replace("{{ kind }}.", "{{ kind }} briefly.").replace("production: 1",
+                                                                        "production: latest"))
+    third = run("sync", str(prompts), url=url)
+    assert third.stdout.splitlines() == ["summarise: version 2 added",
+                                         "summarise: production -> 2"]
+    assert run("sync", str(prompts), url=url).stdout.strip() == "up to date"
+    listed = run("list", url=url).stdout.splitlines()
+    assert listed == ["greet  v2  production=1 staging=2", "summarise  v2  production=2"]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("messages: [{role: user, content: '{{ a.b }}'}]\n", "does not open"),
+    ("messages: [{role: user, content: '{{ x }}'}]\n", "not declared"),
+    ("messages: [{role: user, content: hi}]\nlabels: {latest: 1}\n", "reserved"),
+    ("messages: [{role: user, content: hi}]\nbogus: 1\n", "unknown field"),
+    ("- just a list\n", "expected a mapping"),
+    ("messages: [{role: user, content: hi}]\n!!python/object:os.system x: 1\n", "cannot read"),
+])
+def test_bad_files_change_nothing(url: str, tmp_path: Path, text: str, says: str) -> None:
+    """A bad file (Python tags included: safe loading only) is exit 2 naming the file, and
+    the good file beside it is not synced either."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "a_good.yaml").write_text(SUMMARISE)
+    (prompts / "b_bad.yaml").write_text(text)
+    result = run("sync", str(prompts), url=url)
+    assert result.exit_code == 2 and says in result.stderr and "b_bad.yaml" in result.stderr
+    assert run("list", url=url).stdout == ""

@@ -1,0 +1,242 @@
+"""Prompt templates through a running gateway: the openai SDK names a template, the simulator
+receives the rendered messages (and never the ``prompt`` field), the call record carries the
+version; labels moved and rolled back through the admin API change what is served; errors are
+400/404 in OpenAI's shape naming the field; the admin API needs an admin key."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.config import parse_config
+from app.main import create_app
+from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
+from tests.calllog.test_end_to_end import settings_for
+from tests.servers import serve
+
+SUMMARISE = {
+    "id": "summarise",
+    "labels": ["production"],
+    "version": {
+        "messages": [
+            {"role": "system", "content": "You summarise {{ kind }} in {{ words }} words."},
+            {"role": "user", "content": "Summarise:\n{{ text }}\n(\\{{ not a placeholder }})"},
+        ],
+        "variables": {"kind": {"type": "string", "default": "emails"},
+                      "words": {"type": "integer", "default": 20},
+                      "text": {"type": "string"}},
+        "params": {"max_tokens": 7, "temperature": 0.3},
+        "author": "ada", "note": "first cut",
+    },
+}
+V2 = {"messages": [{"role": "system", "content": "Be terse about {{ text }}."}],
+      "variables": {"text": {"type": "string"}}, "note": "shorter"}
+
+
+def received(simulator: str, n: int = 1) -> list[dict[str, Any]]:
+    """The bodies of the last ``n`` requests the simulator received."""
+    rows: list[dict[str, Any]] = httpx.get(f"{simulator}/_sim/requests?limit={n}").json()
+    return [row["body"] for row in rows]
+
+
+def create(http: httpx.Client, template: dict[str, Any] = SUMMARISE) -> dict[str, Any]:
+    created = http.post("/admin/prompts", json=template)
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+def ask(gw: RunningGateway, prompt: dict[str, Any], **kwargs: Any) -> Any:
+    return gw.client().chat.completions.with_raw_response.create(
+        model=kwargs.pop("model", "chat"), messages=kwargs.pop("messages", []),
+        extra_body={"prompt": prompt}, **kwargs)
+
+
+def record_of(gw: RunningGateway, raw: Any) -> Any:
+    call_id = raw.headers["x-switchboard-call-id"]
+    return next(r for r in gw.sink.records if r.id == call_id)
+
+
+def test_rendered_messages_reach_the_upstream(run_gateway: GatewayFactory,
+                                              simulator: str) -> None:
+    """Template messages first, the client's after; defaults and params applied where the
+    client sent none; ``prompt`` removed; the record names the version."""
+    with run_gateway(sim_config(simulator)) as gw:
+        create(gw.http())
+        payload = "{{ kind }} {% raw %}{{ 7*7 }}"
+        raw = ask(gw, {"id": "summarise", "variables": {"text": payload, "words": 5}},
+                  messages=[{"role": "user", "content": "Thanks!"}], temperature=0.9)
+        assert raw.parse().choices[0].message.content
+        body = received(simulator)[0]
+        assert "prompt" not in body
+        assert body["messages"] == [
+            {"role": "system", "content": "You summarise emails in 5 words."},
+            {"role": "user", "content": f"Summarise:\n{payload}\n({{{{ not a placeholder }}}})"},
+            {"role": "user", "content": "Thanks!"}]
+        assert body["max_tokens"] == 7 and body["temperature"] == 0.9  # the client's wins
+        record = record_of(gw, raw)
+        assert (record.prompt_id, record.prompt_version) == ("summarise", 1)
+        assert record.to_row()["prompt_version"] == 1
+
+
+def test_labels_move_and_roll_back(run_gateway: GatewayFactory, simulator: str) -> None:
+    """A version asked for by number or label; moving the label changes the next call at
+    once; a rollback puts it back; ``latest`` is the highest version; streams too."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http)
+        added = http.post("/admin/prompts/summarise/versions", json=V2)
+        assert added.status_code == 201 and added.json()["version"] == 2
+        assert record_of(gw, ask(gw, {"id": "summarise", "variables": {"text": "a"}})) \
+            .prompt_version == 1
+        moved = http.put("/admin/prompts/summarise/labels/production", json={"version": 2})
+        assert moved.json()["from_version"] == 1 and moved.json()["to_version"] == 2
+        raw = ask(gw, {"id": "summarise", "label": "production", "variables": {"text": "b"}})
+        assert record_of(gw, raw).prompt_version == 2
+        assert received(simulator)[0]["messages"] == [
+            {"role": "system", "content": "Be terse about b."}]
+        back = http.post("/admin/prompts/summarise/labels/production/rollback")
+        assert back.json()["to_version"] == 1 and back.json()["rollback"] is True
+        assert record_of(gw, ask(gw, {"id": "summarise", "variables": {"text": "c"}})) \
+            .prompt_version == 1
+        assert record_of(gw, ask(gw, {"id": "summarise", "label": "latest",
+                                      "variables": {"text": "d"}})).prompt_version == 2
+        stream = gw.client().chat.completions.create(
+            model="chat", messages=[], stream=True,
+            extra_body={"prompt": {"id": "summarise", "version": 2,
+                                   "variables": {"text": "e"}}})
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert received(simulator)[0]["messages"][0]["content"] == "Be terse about e."
+        template = http.get("/admin/prompts/summarise").json()
+        assert template["labels"] == {"production": 1}
+        assert [(m["from_version"], m["to_version"]) for m in template["label_history"]] == \
+            [(None, 1), (1, 2), (2, 1)]
+        diff = http.get("/admin/prompts/summarise/diff", params={"from": 1, "to": 2}).json()
+        assert "+Be terse about {{ text }}." in diff["messages"]
+        assert diff["fields"]["note"] == {"from": "first cut", "to": "shorter"}
+        assert diff["fields"]["variables.words"]["to"] is None
+
+
+@pytest.mark.parametrize(("prompt", "status", "param", "code"), [
+    ({"id": "nope"}, 404, "prompt.id", "prompt_not_found"),
+    ({"id": "summarise", "version": 9, "variables": {"text": "x"}}, 404, "prompt.version",
+     "prompt_version_not_found"),
+    ({"id": "summarise", "label": "staging"}, 404, "prompt.label", "prompt_label_not_found"),
+    ({"id": "summarise"}, 400, "prompt.variables.text", "invalid_prompt_variables"),
+    ({"id": "summarise", "variables": {"text": 3}}, 400, "prompt.variables.text",
+     "invalid_prompt_variables"),
+    ({"id": "summarise", "variables": {"text": "x", "secret": "hunter2"}}, 400,
+     "prompt.variables.secret", "invalid_prompt_variables"),
+    ({"id": "summarise", "version": 1, "label": "production"}, 400, "prompt.label",
+     "invalid_prompt"),
+    ({"id": "summarise", "version": "1"}, 400, "prompt.version", "invalid_prompt"),
+    ({"id": "summarise", "vars": {}}, 400, "prompt.vars", "invalid_prompt"),
+    ("summarise", 400, "prompt", "invalid_prompt"),
+])
+def test_bad_prompts_are_precise_errors(run_gateway: GatewayFactory, simulator: str,
+                                        prompt: Any, status: int, param: str,
+                                        code: str) -> None:
+    """Unknown template/version/label 404, bad variables or a malformed field 400, in OpenAI's
+    shape naming the field; no value is echoed; nothing reaches the upstream."""
+    with run_gateway(sim_config(simulator)) as gw:
+        create(gw.http())
+        before = httpx.get(f"{simulator}/_sim/stats").json()
+        reply = gw.http().post("/v1/chat/completions",
+                               json={"model": "chat", "messages": [], "prompt": prompt})
+        assert reply.status_code == status, reply.text
+        error = reply.json()["error"]
+        assert (error["param"], error["code"]) == (param, code)
+        assert "hunter2" not in reply.text
+        assert httpx.get(f"{simulator}/_sim/stats").json() == before
+
+
+def test_template_model_applies_and_key_model_list_holds(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """A request without a model gets the template's, and a key that may not use that model
+    is refused (403); the SDK's errors map (404 -> NotFoundError); /v1/messages refuses
+    ``prompt``."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http, {"id": "m", "version": {"messages": [{"role": "user", "content": "hi"}],
+                                            "model": "chat"}, "labels": ["production"]})
+        reply = http.post("/v1/chat/completions", json={"prompt": {"id": "m"}})
+        assert reply.status_code == 200, reply.text
+        assert received(simulator)[0]["messages"] == [{"role": "user", "content": "hi"}]
+        key = http.post("/admin/keys", json={"name": "e", "models": ["embed"]}).json()["key"]
+        refused = httpx.post(gw.url + "/v1/chat/completions", json={"prompt": {"id": "m"}},
+                             headers={"Authorization": f"Bearer {key}"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "model_not_allowed"
+        with pytest.raises(openai.NotFoundError):
+            ask(gw, {"id": "missing"})
+        native = http.post("/v1/messages", json={
+            "model": "chat", "max_tokens": 5, "prompt": {"id": "m"},
+            "messages": [{"role": "user", "content": "x"}]})
+        assert native.status_code == 400
+        assert native.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
+                                                   simulator: str) -> None:
+    """No key 401, a non-admin key 403; a template that could not render 400 naming the field;
+    a version is never changed (PUT/PATCH/DELETE 405); an unknown one 404."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        assert httpx.get(gw.url + "/admin/prompts").status_code == 401
+        key = http.post("/admin/keys", json={"name": "user"}).json()["key"]
+        denied = httpx.get(gw.url + "/admin/prompts", headers={"Authorization": f"Bearer {key}"})
+        assert denied.status_code == 403
+        create(http)
+        bad = http.post("/admin/prompts/summarise/versions", json={
+            "messages": [{"role": "user", "content": "{{ user.name }}"}]})
+        assert bad.status_code == 400 and "does not open" in bad.json()["error"]["message"]
+        for method in ("PUT", "PATCH", "DELETE"):
+            assert http.request(method, "/admin/prompts/summarise/versions/1",
+                                json=V2).status_code == 405
+        missing = http.get("/admin/prompts/summarise/versions/5")
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "version"
+        taken = http.post("/admin/prompts", json=SUMMARISE)
+        assert taken.status_code == 409
+        listed = http.get("/admin/prompts").json()["data"]
+        assert [(t["id"], t["latest_version"], t["labels"]) for t in listed] == \
+            [("summarise", 1, {"production": 1})]
+        assert http.put("/admin/prompts/summarise/labels/Bad Label",
+                        json={"version": 1}).status_code == 400
+        assert http.put("/admin/prompts/summarise/labels/latest",
+                        json={"version": 1}).status_code == 400
+
+
+def test_call_log_rows_carry_the_version(simulator: str, tmp_path: Path) -> None:
+    """With the call log on SQLite, rows store prompt_id and prompt_version, and
+    /admin/calls filters by them."""
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    lane = create_app(settings, config=parse_config(sim_config(simulator), {}),
+                      strict_telemetry=True)
+    with serve(lane) as url, httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        create(http)
+        http.post("/admin/prompts/summarise/versions", json=V2)
+        for version in (1, 2, 2):
+            reply = http.post("/v1/chat/completions", json={
+                "model": "chat", "messages": [],
+                "prompt": {"id": "summarise", "version": version, "variables": {"text": "t"}}})
+            assert reply.status_code == 200, reply.text
+        http.post("/v1/chat/completions",
+                  json={"model": "chat", "messages": [{"role": "user", "content": "plain"}]})
+        deadline = time.monotonic() + 30
+        while True:
+            rows = http.get("/admin/calls", params={"prompt_id": "summarise"}).json()["data"]
+            if len(rows) == 3:
+                break
+            assert time.monotonic() < deadline, "rows not stored in time"
+            time.sleep(0.05)
+        assert sorted(r["prompt_version"] for r in rows) == [1, 2, 2]
+        second = http.get("/admin/calls", params={"prompt_id": "summarise",
+                                                  "prompt_version": 2}).json()["data"]
+        assert len(second) == 2
+        assert http.get("/admin/calls", params={"prompt_version": 0}).status_code == 400

@@ -1,0 +1,146 @@
+"""Rendering is plain substitution: placeholders, escapes, typed variables, and nothing that a
+template or a value could make the gateway evaluate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app import errors
+from app.prompts.model import VersionSpec, parse
+from app.prompts.render import (
+    Declared,
+    PromptVariablesError,
+    Slot,
+    TemplateSyntaxError,
+    bind,
+    compile_text,
+    placeholders,
+    render_text,
+)
+
+
+def render(text: str, **values: str) -> str:
+    return render_text(compile_text(text), values)
+
+
+def test_placeholders_with_and_without_spaces() -> None:
+    """``{{name}}``, ``{{ name }}`` and tabs inside the braces are the same placeholder."""
+    assert render("Hi {{name}}, {{ name }}, {{\tname\t}}!", name="Ada") == "Hi Ada, Ada, Ada!"
+    assert compile_text("a{{ x }}b") == ("a", Slot("x"), "b")
+    assert placeholders(compile_text("{{ b }}{{ a }}{{ b }}")) == ["b", "a"]
+
+
+@pytest.mark.parametrize("text", [
+    "{{ a.b }}", "{{ x | upper }}", "{{ f() }}", "{{ }}", "{{ 1x }}", "{{{ x }}}",
+    "{{ x", "{{ x }", "{{ x['k'] }}", "{{ x + 1 }}", "{{ ''.__class__ }}",
+])
+def test_anything_but_a_name_is_a_syntax_error(text: str) -> None:
+    """Expressions, filters, attribute and item access, calls and unclosed braces are refused,
+    saying where."""
+    with pytest.raises(TemplateSyntaxError, match="line 1, column"):
+        compile_text(text)
+
+
+def test_syntax_error_position_is_line_and_column() -> None:
+    """The error names the 1-based line and column of the bad ``{{``."""
+    with pytest.raises(TemplateSyntaxError, match="line 2, column 4"):
+        compile_text("ok {{ a }}\nab {{ a.b }}")
+
+
+def test_blocks_and_lone_braces_are_plain_text() -> None:
+    """``{% ... %}``, ``{# ... #}``, single braces and a lone ``}}`` mean nothing."""
+    text = "{% for x in y %}{# c #} {x} }} {\"json\": 1}"
+    assert render(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("\\{{ x }}", "{{ x }}"),                 # escaped: literal
+    ("\\\\{{ x }}", "\\V"),                  # a literal backslash, then the value
+    ("\\\\\\{{ x }}", "\\{{ x }}"),           # three: one backslash and a literal {{
+    ("a\\b {{ x }}", "a\\b V"),               # a backslash elsewhere is literal
+    ("\\{{ a.b | f }}", "{{ a.b | f }}"),     # an escaped opener is never checked
+])
+def test_escapes(text: str, expected: str) -> None:
+    """A backslash escapes ``{{``; backslashes before ``{{`` pair up."""
+    assert render(text, x="V") == expected
+
+
+@pytest.mark.parametrize("payload", [
+    "{{ other }}", "{{ 7*7 }}", "{% import os %}{{ os.system('id') }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}", "\\{{ other }}", "${jndi:x}",
+])
+def test_values_are_never_rescanned(payload: str) -> None:
+    """A value holding template syntax (Jinja payloads included) is inserted verbatim."""
+    compiled = compile_text("[{{ text }}] {{ other }}")
+    assert render_text(compiled, {"text": payload, "other": "O"}) == f"[{payload}] O"
+
+
+DECLARED = {"text": Declared("string"), "n": Declared("integer", True, 3),
+            "ratio": Declared("number", True, 0.5), "loud": Declared("boolean", True, False),
+            "data": Declared("json", True, None)}
+
+
+def test_bind_uses_defaults_and_json_text() -> None:
+    """Strings go in as they are; other types as compact JSON; defaults fill the gaps."""
+    texts = bind(DECLARED, {"text": "hi", "data": {"a": [1, "b"]}, "loud": True})
+    assert texts == {"text": "hi", "n": "3", "ratio": "0.5", "loud": "true",
+                     "data": '{"a":[1,"b"]}'}
+
+
+@pytest.mark.parametrize(("given", "problems"), [
+    ({}, {"text": "is required (string) and was not given"}),
+    ({"text": "x", "extra": 1}, {"extra": "is not a variable of this template version"}),
+    ({"text": 5}, {"text": "must be a string, got integer"}),
+    ({"text": "x", "n": True}, {"n": "must be an integer, got boolean"}),
+    ({"text": "x", "n": 1.5}, {"n": "must be an integer, got number"}),
+    ({"text": "x", "ratio": "0.5"}, {"ratio": "must be a number, got string"}),
+    ({"text": "x", "loud": 1}, {"loud": "must be a boolean, got integer"}),
+])
+def test_bind_names_each_bad_variable(given: dict[str, Any], problems: dict[str, str]) -> None:
+    """Missing, unknown and mistyped variables are each named, with the type, never the value."""
+    with pytest.raises(PromptVariablesError) as caught:
+        bind(DECLARED, given)
+    assert caught.value.problems == problems
+
+
+def test_bind_reports_every_problem_at_once() -> None:
+    """All problems in one error, sorted by name."""
+    with pytest.raises(PromptVariablesError) as caught:
+        bind(DECLARED, {"n": "three", "zz": 1})
+    assert list(caught.value.problems) == ["n", "text", "zz"]
+
+
+def spec(content: str, **variables: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}], "variables": variables}
+
+
+@pytest.mark.parametrize(("data", "param", "says"), [
+    (spec("{{ a.b }}", a={"type": "json"}), "", "does not open"),
+    (spec("{{ x }}"), "", "'x', not declared"),
+    (spec("{{ x }}", x={"type": "integer", "default": "3"}), "variables.x", "the default"),
+    (spec("hi", **{"bad-name": {}}), "variables", "not a variable name"),
+    ({**spec("hi"), "params": {"temperature": 9}}, "params", "temperature"),
+    ({**spec("hi"), "params": {"stream": True}}, "params", "may not set stream"),
+    ({**spec("hi"), "extra": 1}, "extra", "Extra inputs"),
+])
+def test_versions_are_checked_when_created(data: dict[str, Any], param: str, says: str) -> None:
+    """A version that could not render, or would send a bad request, is refused at creation
+    with a 400 naming the field."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(VersionSpec, data)
+    assert says in caught.value.message
+    if param:
+        assert caught.value.param == param
+
+
+def test_a_valid_version_spec() -> None:
+    """Declared variables with and without defaults, params that are chat-request fields."""
+    version = parse(VersionSpec, {**spec("{{ a }} {{ b }}", a={}, b={"type": "integer",
+                                                                      "default": 2}),
+                                  "model": "chat", "params": {"temperature": 0.2}})
+    assert version.variables["a"].has_default is False
+    assert version.variables["b"].has_default is True
+    assert version.content()["variables"] == {"a": {"type": "string"},
+                                              "b": {"type": "integer", "default": 2}}
