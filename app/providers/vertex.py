@@ -18,6 +18,10 @@ one instance a request for ``gemini-embedding-*`` models and 250 for the others,
 input is sent as several requests (at most ``EMBED_CONCURRENCY`` at a time), vectors kept in
 order. Usage is the sum of the predictions' ``statistics.token_count`` (estimated when one
 lacks it).
+
+``VertexConfig`` (the fields), ``access_tokens`` (the token cache of a config's credentials),
+``BearerUpstream`` (the upstream carrying the current token) and ``publisher_path`` are shared
+with Claude on Vertex AI (``vertex_anthropic``).
 """
 
 from __future__ import annotations
