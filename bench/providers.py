@@ -74,6 +74,9 @@ def providers(sim: str, authority: tuple[str, Path] | None = None
         "vertex": ({"type": "vertex", "project": "bench", "location": "us-central1",
                     "base_url": f"{sim}/vertex/v1", "credentials_json": vertex_key(sim)},
                    "gemini-2.5-flash"),
+        "vertex_anthropic": ({"type": "vertex_anthropic", "project": "bench",
+                              "location": "us-east5", "base_url": f"{sim}/vertex/v1",
+                              "credentials_json": vertex_key(sim)}, "claude-sonnet-4@20250514"),
     }
 
 

@@ -39,6 +39,7 @@ from app.providers import (
     replicate,
     sagemaker,
     vertex,
+    vertex_anthropic,
     vllm,
 )
 from app.providers.base import Capability, Provider, ProviderBase, capabilities
@@ -91,6 +92,7 @@ _TYPES = (
     ProviderType(sagemaker.SageMakerProvider, sagemaker.build),
     ProviderType(gemini.GeminiProvider, gemini.build),
     ProviderType(vertex.VertexProvider, vertex.build),
+    ProviderType(vertex_anthropic.VertexAnthropicProvider, vertex_anthropic.build),
 )
 
 PROVIDER_TYPES: dict[str, ProviderType] = {kind.name: kind for kind in _TYPES}

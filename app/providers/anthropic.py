@@ -38,7 +38,8 @@ and is scrubbed from every error message.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Literal
 
 import aiohttp
@@ -56,7 +57,7 @@ from app.providers.base import (
     Result,
     Target,
 )
-from app.providers.http import Upstream, drain, parse_json_event
+from app.providers.http import SSEEvent, Upstream, drain, parse_json_event
 
 
 class AnthropicProvider(ProviderBase):
@@ -85,26 +86,13 @@ class AnthropicMessages:
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
-        """Chunks as events arrive; the last one carries ``usage`` and no choices.
-
-        Upstream errors before the first event raise from the first ``__anext__``; an ``error``
-        event raises its mapped error; a stream cut before ``message_stop`` raises
-        ``BadUpstreamResponse``. Closing the generator closes the upstream connection.
-        """
+        """Chunks as events arrive (``translated_chunks``)."""
         payload = translate_request(call, target=target, stream=True,
                                     max_tokens_default=self._max_tokens_default)
-        translator = StreamTranslator(created=int(time.time()))
         events = self._upstream.stream_sse(MESSAGES_PATH, payload, timeout_s=target.timeout_s)
-        try:
-            async for event in events:
-                for chunk in translator.feed(parse_json_event(event.data), event=event.event):
-                    yield chunk
-                if translator.done:
-                    await drain(events)
-                    return
-            translator.finish()
-        finally:
-            await events.aclose()
+        async with aclosing(translated_chunks(events)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def messages(self, call: MessagesCall, *, target: Target) -> Result:
         """A ``/v1/messages`` call sent on as the client wrote it; the answer comes back as it
@@ -116,33 +104,62 @@ class AnthropicMessages:
 
     async def stream_messages(self, call: MessagesCall, *, target: Target
                               ) -> AsyncIterator[Json]:
-        """The upstream's events as they came, each carried (``NATIVE_EVENTS``) on the
-        translated chunk it led to: events that lead to none (``ping``, block starts and stops)
-        ride on the next chunk, and what is left at the end on a chunk of their own."""
-        translator = StreamTranslator(created=int(time.time()))
+        """The upstream's events as they came (``native_chunks``)."""
         events = self._upstream.stream_sse(MESSAGES_PATH, native_payload(call, target, True),
                                            timeout_s=target.timeout_s)
-        carried: list[tuple[str, str]] = []
-        try:
-            async for event in events:
-                data = parse_json_event(event.data)
-                carried.append((event.event or str(data.get("type", "")), event.data))
-                chunks = translator.feed(data, event=event.event)
-                for chunk in chunks:
-                    if carried:
-                        chunk[NATIVE_EVENTS], carried = carried, []
-                    yield chunk
-                if translator.done:
-                    await drain(events)
-                    break
-            translator.finish()
-            if carried:
-                yield {"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: carried}
-        finally:
-            await events.aclose()
+        async with aclosing(native_chunks(events)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
+
+
+async def translated_chunks(events: AsyncGenerator[SSEEvent, None]
+                            ) -> AsyncGenerator[Json, None]:
+    """An Anthropic event stream as chat chunks; the last one carries ``usage`` and no choices.
+
+    Upstream errors before the first event raise from the first ``__anext__``; an ``error``
+    event raises its mapped error; a stream cut before ``message_stop`` raises
+    ``BadUpstreamResponse``. Closing the generator closes ``events`` (the upstream connection).
+    """
+    translator = StreamTranslator(created=int(time.time()))
+    try:
+        async for event in events:
+            for chunk in translator.feed(parse_json_event(event.data), event=event.event):
+                yield chunk
+            if translator.done:
+                await drain(events)
+                return
+        translator.finish()
+    finally:
+        await events.aclose()
+
+
+async def native_chunks(events: AsyncGenerator[SSEEvent, None]) -> AsyncGenerator[Json, None]:
+    """An Anthropic event stream relayed as it came: each event carried (``NATIVE_EVENTS``) on
+    the translated chunk it led to; events that lead to none (``ping``, block starts and stops)
+    ride on the next chunk, and what is left at the end on a chunk of their own. Errors and
+    closing as ``translated_chunks``."""
+    translator = StreamTranslator(created=int(time.time()))
+    carried: list[tuple[str, str]] = []
+    try:
+        async for event in events:
+            data = parse_json_event(event.data)
+            carried.append((event.event or str(data.get("type", "")), event.data))
+            chunks = translator.feed(data, event=event.event)
+            for chunk in chunks:
+                if carried:
+                    chunk[NATIVE_EVENTS], carried = carried, []
+                yield chunk
+            if translator.done:
+                await drain(events)
+                break
+        translator.finish()
+        if carried:
+            yield {"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: carried}
+    finally:
+        await events.aclose()
 
 
 def native_payload(call: MessagesCall, target: Target, stream: bool = False) -> Json:

@@ -18,6 +18,10 @@ one instance a request for ``gemini-embedding-*`` models and 250 for the others,
 input is sent as several requests (at most ``EMBED_CONCURRENCY`` at a time), vectors kept in
 order. Usage is the sum of the predictions' ``statistics.token_count`` (estimated when one
 lacks it).
+
+``VertexConfig`` (the fields), ``access_tokens`` (the token cache of a config's credentials),
+``BearerUpstream`` (the upstream carrying the current token) and ``publisher_path`` are shared
+with Claude on Vertex AI (``vertex_anthropic``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from app.providers.gemini_embed import (
     texts_of,
 )
 from app.providers.gemini_response import error_mapper
-from app.providers.http import Upstream
+from app.providers.http import ErrorMapper, Upstream
 from app.providers.vertex_auth import (
     AccessTokens,
     Token,
@@ -52,27 +56,25 @@ from app.usage import Usage
 EMBED_CONCURRENCY = 8
 
 
-class VertexProvider(ProviderBase):
+class VertexConfig(ProviderBase):
     """Vertex AI in one project and location; credentials: at most one of
     ``credentials_file`` and ``credentials_json`` (a service-account key), else Application
-    Default Credentials."""
+    Default Credentials. The fields every Vertex AI type takes (``vertex``,
+    ``vertex_anthropic``)."""
 
-    type: Literal["vertex"]
     project: Annotated[str, Field(min_length=1)]
     location: Annotated[str, Field(min_length=1)] = "us-central1"
     base_url: str | None = None
     """Instead of ``https://{location}-aiplatform.googleapis.com/v1``."""
     credentials_file: str | None = None
     credentials_json: SecretStr | None = None
-    task_type: str | None = None
-    """The embedding ``task_type`` when neither the client nor the target's params give one."""
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
         if self.credentials_file is not None and self.credentials_json is not None:
             raise ValueError("give at most one of credentials_file and credentials_json "
                              "(neither: Application Default Credentials)")
-        require_google_auth()
+        require_google_auth(self.type)
         return self
 
     def root(self) -> str:
@@ -97,32 +99,36 @@ class VertexProvider(ProviderBase):
         return (*found, key) if isinstance(key, str) else found
 
 
+class VertexProvider(VertexConfig):
+    """Gemini chat and text embeddings on Vertex AI."""
+
+    type: Literal["vertex"]
+    task_type: str | None = None
+    """The embedding ``task_type`` when neither the client nor the target's params give one."""
+
+
 def embed_batch(model: str) -> int:
     """Instances per ``predict`` call for ``model`` (see the module docstring)."""
     return 1 if model.startswith("gemini-embedding") else 250
 
 
-class VertexAI(GenerateContentChat):
-    """Vertex AI's Gemini chat, streams and text embeddings for one project and location."""
+class BearerUpstream:
+    """The ``Upstream`` of one Vertex AI config carrying the current access token of its
+    ``AccessTokens``: awaited only when no token is fresh, rebuilt once per token (about
+    hourly), the token scrubbed from its errors with the config's secrets."""
 
-    def __init__(self, config: VertexProvider, session: aiohttp.ClientSession, *,
-                 tokens: AccessTokens) -> None:
+    def __init__(self, config: VertexConfig, session: aiohttp.ClientSession, *,
+                 tokens: AccessTokens, error_mapper: ErrorMapper) -> None:
         self._config = config
         self._session = session
-        self._tokens = tokens
+        self.tokens = tokens
         self._secrets = config.secrets()
+        self._mapper = error_mapper
         self._token: Token | None = None
         self._current: Upstream | None = None
-        prefix = (f"/projects/{quote(config.project, safe='')}/locations/"
-                  f"{quote(config.location, safe='')}/publishers/google/models/")
-        self._mapper = error_mapper(describe(config))
-        super().__init__(self.upstream, model_path=lambda model: prefix + model_id(model),
-                         error_mapper=self._mapper)
 
-    async def upstream(self) -> Upstream:
-        """The upstream carrying a valid token (awaited only when none is fresh); rebuilt once
-        per token, about hourly."""
-        token = self._tokens.fresh() or await self._tokens.get()
+    async def get(self) -> Upstream:
+        token = self.tokens.fresh() or await self.tokens.get()
         if token is not self._token or self._current is None:
             self._token = token
             self._current = Upstream(
@@ -132,6 +138,30 @@ class VertexAI(GenerateContentChat):
                 connect_timeout_s=self._config.connect_timeout_s,
                 secrets=(*self._secrets, token.value), error_mapper=self._mapper)
         return self._current
+
+
+def publisher_path(config: VertexConfig, publisher: str) -> str:
+    """``/projects/{project}/locations/{location}/publishers/{publisher}/models/``."""
+    return (f"/projects/{quote(config.project, safe='')}/locations/"
+            f"{quote(config.location, safe='')}/publishers/{publisher}/models/")
+
+
+class VertexAI(GenerateContentChat):
+    """Vertex AI's Gemini chat, streams and text embeddings for one project and location."""
+
+    def __init__(self, config: VertexProvider, session: aiohttp.ClientSession, *,
+                 tokens: AccessTokens) -> None:
+        self._config = config
+        self._tokens = tokens
+        self._mapper = error_mapper(describe(config))
+        self._bearer = BearerUpstream(config, session, tokens=tokens, error_mapper=self._mapper)
+        prefix = publisher_path(config, "google")
+        super().__init__(self.upstream, model_path=lambda model: prefix + model_id(model),
+                         error_mapper=self._mapper)
+
+    async def upstream(self) -> Upstream:
+        """The upstream carrying a valid token (``BearerUpstream``)."""
+        return await self._bearer.get()
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payloads = predict_payloads(call, target=target, default_task=self._config.task_type,
@@ -159,15 +189,19 @@ class VertexAI(GenerateContentChat):
         await self._tokens.aclose()
 
 
-def describe(config: VertexProvider) -> str:
+def describe(config: VertexConfig) -> str:
     """How errors name the provider."""
     return f"Vertex AI (project {config.project}, {config.location})"
 
 
-def build(config: VertexProvider, session: aiohttp.ClientSession) -> VertexAI:
+def access_tokens(config: VertexConfig) -> AccessTokens:
+    """The token cache of one config's credentials (resolved on first use, off the loop)."""
     key_json = config.credentials_json.get_secret_value() \
         if config.credentials_json is not None else None
     fetch = credentials_fetch(lambda: load_credentials(key_file=config.credentials_file,
                                                        key_json=key_json))
-    tokens = AccessTokens(fetch, describe=describe(config), scrubber=Scrubber(config.secrets()))
-    return VertexAI(config, session, tokens=tokens)
+    return AccessTokens(fetch, describe=describe(config), scrubber=Scrubber(config.secrets()))
+
+
+def build(config: VertexProvider, session: aiohttp.ClientSession) -> VertexAI:
+    return VertexAI(config, session, tokens=access_tokens(config))

@@ -37,13 +37,14 @@ RETRY_S = 10.0
 """After a failed background refresh, how long a still-valid token is used before retrying."""
 
 
-def require_google_auth() -> None:
-    """Refuse the config at load when google-auth is not installed."""
+def require_google_auth(kind: str = "vertex") -> None:
+    """Refuse a config of type ``kind`` at load when google-auth is not installed."""
     try:
         import google.auth
         import google.auth.transport.requests  # noqa: F401
     except ImportError:
-        raise ValueError("type vertex needs google-auth: install switchboard[google]") from None
+        raise ValueError(f"type {kind} needs google-auth: install switchboard[google]") \
+            from None
 
 
 def load_credentials(*, key_file: str | None, key_json: str | None) -> Credentials:

@@ -78,10 +78,16 @@ async def messages(sim: Sim, req: Request, route: Route) -> None:
         return
     request = read_request(req.json_object())
     model = sim.model(request.model, route=route)
-    model = knobs.model or model
+    await respond(sim, req, route, request, knobs, model=knobs.model or model)
+
+
+async def respond(sim: Sim, req: Request, route: Route, request: MessagesRequest, knobs: Knobs,
+                  *, model: str, ids: str = "") -> None:
+    """Answer a validated request as ``model``, completely or as an event stream (mid-stream
+    errors in ``route``'s dialect); ``ids`` goes after the ``msg_``/``toolu_`` of the ids."""
     output, tool = answer(sim, request, knobs)
-    tool_id = sim.new_id("toolu_") if tool is not None else ""
-    message = {"id": sim.new_id("msg_"), "type": "message", "role": "assistant",
+    tool_id = sim.new_id("toolu_" + ids) if tool is not None else ""
+    message = {"id": sim.new_id("msg_" + ids), "type": "message", "role": "assistant",
                "model": model}
     if request.stream:
         await stream(sim, req, _plan(message, request, knobs, output, tool, tool_id), knobs,

@@ -25,7 +25,8 @@ Routes (one process serves every dialect):
   ``:streamGenerateContent?alt=sse``, ``:batchEmbedContents`` (``gemini``; routed by prefix).
 - Vertex AI: ``POST /vertex/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:``
   ``generateContent``, ``streamGenerateContent``, ``predict`` (routed by prefix), and the OAuth2
-  token endpoint ``POST /vertex/token`` (``vertex``).
+  token endpoint ``POST /vertex/token`` (``vertex``); Claude's ``.../publishers/anthropic/
+  models/{model}:rawPredict``, ``:streamRawPredict`` (``vertex_anthropic``).
 - Admin: ``/_sim/state``, ``/_sim/stats``, ``/_sim/requests``, ``/_sim/reset``.
 """
 

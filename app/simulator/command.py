@@ -23,7 +23,9 @@ AWS (SigV4 with the test keys of app/simulator/aws_auth.py): /bedrock/model/{id}
 /sagemaker/endpoints/{name}/invocations, /invocations-response-stream (SageMaker).
 Google: /gemini/v1beta/models/{m}:generateContent|streamGenerateContent|batchEmbedContents
 (Gemini API); /vertex/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:
-generateContent|streamGenerateContent|predict and POST /vertex/token (Vertex AI).
+generateContent|streamGenerateContent|predict and POST /vertex/token (Vertex AI);
+/vertex/v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict|streamRawPredict
+(Claude on Vertex AI).
 
 \b
 Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,

@@ -21,6 +21,8 @@ publishers/google/models/{model}:{method}``.
   ``gemini-embedding-*`` models), ``parameters: {"outputDimensionality"?, "autoTruncate"?}``,
   answered ``{"predictions": [{"embeddings": {"values", "statistics": {"truncated",
   "token_count"}}}], "metadata": {"billableCharacterCount"}}``.
+- Claude: ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``, the same
+  token required (``vertex_anthropic``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from app.simulator import gemini
+from app.simulator import gemini, vertex_anthropic
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.core import Route, Sim, delay, faulted
 from app.simulator.embeddings import MAX_DIMENSIONS, vector
@@ -52,6 +54,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SIGNING_KEY = b"switchboard-simulator-google-signing-key"
 METHODS = ("generateContent", "streamGenerateContent", "predict")
+PUBLISHER_METHODS = {"google": METHODS, "anthropic": vertex_anthropic.METHODS}
 UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access "
                    "token, login cookie or other valid authentication credential. See "
                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
@@ -212,15 +215,17 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
 async def handle(sim: Sim, req: Request, route: Route) -> None:
     """Every ``/vertex/v1/projects/.../models/{model}:{method}`` call."""
     parsed = parse_path(req.path)
-    if parsed is None or parsed[4] not in METHODS or parsed[2] != "google":
+    if parsed is None or parsed[4] not in PUBLISHER_METHODS.get(parsed[2], ()):
         raise SimError(404, f"Method not found: {req.path}", kind="NOT_FOUND")
-    project, location, _, model, method = parsed
+    project, location, publisher, model, method = parsed
     check_bearer(req)
     if sim.models and model not in sim.models:
         raise SimError(404, f"Publisher Model `projects/{project}/locations/{location}/"
-                       f"publishers/google/models/{model}` was not found or your project does "
-                       "not have access to it.", kind="NOT_FOUND")
-    if method == "predict":
+                       f"publishers/{publisher}/models/{model}` was not found or your project "
+                       "does not have access to it.", kind="NOT_FOUND")
+    if publisher == "anthropic":
+        await vertex_anthropic.raw_predict(sim, req, model=model, method=method)
+    elif method == "predict":
         await predict(sim, req, route, model=model)
     else:
         await gemini.generate(sim, req, route, model=model,

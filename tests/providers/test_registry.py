@@ -44,13 +44,13 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
                                    "local", "replicate",
                                    "cohere", "ai21", "huggingface",
                                    "bedrock", "sagemaker",
-                                   "gemini", "vertex"}
+                                   "gemini", "vertex", "vertex_anthropic"}
     extra = {"bedrock": {"region": "us-east-1"}, "sagemaker": {"region": "us-east-1"},
              "azure_openai": {"api_key": "k", "endpoint": "https://r.example"},
              "vllm": {"base_url": "http://v:8000/v1"},
              "ai21": {"api_key": "k"},
              "gemini": {"api_key": "k"},
-             "vertex": {"project": "p"}}
+             "vertex": {"project": "p"}, "vertex_anthropic": {"project": "p"}}
     for name, kind in PROVIDER_TYPES.items():
         parsed = parse_config({"providers": {"p": {"type": name, **extra.get(name, {})}},
                                "models": {}}, {})
@@ -62,7 +62,8 @@ def test_each_type_is_keyed_by_its_config_models_type() -> None:
     ("anthropic", {"chat", "stream_chat", "messages", "stream_messages"}), ("local", {"embed"}),
     ("huggingface", ALL),
     ("bedrock", {"chat", "stream_chat", "embed", "messages", "stream_messages"}),
-    ("sagemaker", {"chat", "stream_chat", "complete", "stream_complete"})])
+    ("sagemaker", {"chat", "stream_chat", "complete", "stream_complete"}),
+    ("vertex_anthropic", {"chat", "stream_chat", "messages", "stream_messages"})])
 def test_capabilities_are_read_from_the_provider_class(name: str, serves: set[str]) -> None:
     """What a type serves is what its builder's class implements, known without building it."""
     assert PROVIDER_TYPES[name].serves == serves
