@@ -90,12 +90,23 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     # reach the parent only). The HTTP protocol is uvicorn's httptools one plus a header
     # deadline (app.serving); limit_concurrency is uvicorn's plain-text 503 past
     # max_connections, a backstop above the gateway's own max_concurrency.
-    uvicorn.run("app.main:from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, loop="uvloop",
-                http="app.serving:HeaderDeadlineProtocol", access_log=False,
-                log_config=log_config, log_level=settings.log_level,
-                timeout_graceful_shutdown=30, timeout_keep_alive=settings.keep_alive_s,
-                limit_concurrency=settings.max_connections, proxy_headers=False)
+    options: dict[str, Any] = dict(
+        factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+        loop="uvloop", http="app.serving:HeaderDeadlineProtocol", access_log=False,
+        log_config=log_config, log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections,
+        proxy_headers=False)
+    if settings.workers > 1:  # uvicorn's supervisor: it signals its workers on SIGTERM
+        uvicorn.run("app.main:from_environment", **options)
+    else:  # readyz red first, drain, exit 0 (app.serving.DrainingServer)
+        from app.serving import DrainingServer
+
+        server = DrainingServer(uvicorn.Config("app.main:from_environment", **options),
+                                drain_s=settings.shutdown_drain_s)
+        server.run()
+        if not server.started:
+            sys.exit(3)  # start-up failed (uvicorn.run's status for it)
     if made_dir is not None:
         shutil.rmtree(made_dir, ignore_errors=True)
 

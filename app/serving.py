@@ -10,6 +10,10 @@ second, one per server, closes the connections still waiting after ``header_time
 This subclasses a uvicorn class and relies on its parser callbacks (``connection_made``,
 ``on_message_begin``, ``on_headers_complete``) and on ``ServerState.connections``;
 tests/api/test_connection_limits.py fails loudly if a uvicorn release changes them.
+
+``DrainingServer`` is the uvicorn server ``switchboard serve`` runs with one worker: graceful
+shutdown as a load balancer needs it (see its docstring); tests/replicas/test_shutdown.py runs
+it as a real process.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
+import time
 import weakref
+from types import FrameType
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -84,3 +92,48 @@ def _sweep(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         _SWEEPS[state] = loop.call_later(SWEEP_INTERVAL_S, _sweep, state, loop)
     else:
         del _SWEEPS[state]
+
+
+_draining = False
+
+
+def draining() -> bool:
+    """Whether this process has been told to shut down (``/readyz`` then answers 503)."""
+    return _draining
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a shutdown a load balancer can follow.
+
+    The first SIGTERM or SIGINT marks the process draining (``draining()``: ``/readyz`` answers
+    503 from then on) and the server keeps accepting for ``drain_s`` seconds; then uvicorn's own
+    graceful shutdown runs: the listening socket is closed, in-flight requests and streams get
+    ``timeout_graceful_shutdown`` seconds to finish, and the lifespan's shutdown flushes the
+    call log. A second signal skips what is left of the drain period. The process then exits
+    with status 0: uvicorn re-raises the signal it caught after a graceful shutdown, which makes
+    the process die "killed by SIGTERM" (status 143, or -15 to a parent), and a supervisor
+    cannot tell that from a crash; this server does not re-raise it."""
+
+    def __init__(self, config: uvicorn.Config, *, drain_s: float = 0.0) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self._exit_at: float | None = None
+        self._announced = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        global _draining
+        _draining = True
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a further Ctrl-C while shutting down: stop now
+        elif self._exit_at is not None or self.drain_s <= 0:
+            self.should_exit = True
+        else:
+            self._exit_at = time.monotonic() + self.drain_s
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and not self._announced:
+            self._announced = True  # logged here: a signal handler must not take log locks
+            log.info("draining: readyz answers 503; accepting for %.1f s more", self.drain_s)
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     reading it is answered 408 (and recorded). Checked once a second."""
     keep_alive_s: Annotated[int, Field(ge=1)] = 5
     """An idle keep-alive connection is closed after this many seconds."""
+    shutdown_drain_s: Annotated[float, Field(ge=0)] = 0.0
+    """On SIGTERM, ``/readyz`` answers 503 at once and the server keeps accepting connections
+    this many seconds (so a load balancer polling readiness takes the replica out), then stops
+    accepting and waits for in-flight requests and streams (``shutdown_grace_s``). 0: stop
+    accepting at once (a Kubernetes ``preStop`` sleep can play this part instead)."""
+    shutdown_grace_s: Annotated[int, Field(ge=1)] = 30
+    """How long in-flight requests and streams may take to finish after the server stopped
+    accepting; past it they are cancelled. Keep the orchestrator's grace period above
+    ``shutdown_drain_s + shutdown_grace_s`` plus the call log's flush."""
 
     def check_exposure(self) -> None:
         """Refuse to serve without a master key on anything but a loopback address, with a

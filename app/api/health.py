@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.resources import NotStarted, resources_of
+from app.serving import draining
 
 router = APIRouter()
 
@@ -20,7 +21,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """The gateway has started and is not draining: 200, else 503.
+    """The gateway has started and is not draining: 200, else 503 (``status``: ``starting``
+    or, once the process got SIGTERM, ``draining``).
 
     With the call log on, the body also says whether its database and spools work
     (``calllog``: ``store``, ``spools.file``, ``spools.redis``, each ``up`` with, when down, a
@@ -31,6 +33,8 @@ async def readyz(request: Request) -> Response:
         resources = resources_of(request)
     except NotStarted:
         resources = None
+    if draining():  # SIGTERM received (app.serving.DrainingServer)
+        return JSONResponse({"status": "draining"}, status_code=503)
     if resources is None or not resources.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
     body: dict[str, Any] = {"status": "ready"}

@@ -1,0 +1,91 @@
+"""Graceful shutdown of one ``switchboard serve`` process (app.serving.DrainingServer), as an
+orchestrator does it: SIGTERM during a stream.
+
+Order asserted: ``/readyz`` answers 503 ``draining`` on a new connection first (the drain
+period, ``SWITCHBOARD_SHUTDOWN_DRAIN_S``), then new connections are refused, the stream in
+flight goes on to ``[DONE]`` with every token, its call row is in Postgres, and the process
+exits with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from app.db.migrate import upgrade
+from tests.api.conftest import sim_config
+from tests.replicas.support import MASTER_KEY, Replica, rows_by_request_id, tree_env
+from tests.servers import free_port
+
+TOKENS = 30
+
+
+@pytest.fixture
+def replica(tmp_path: Path, simulator: str, pg_database: str) -> Iterator[Replica]:
+    asyncio.run(upgrade(pg_database))
+    raw = sim_config(simulator)
+    # Every token 200 ms apart: the stream lasts ~6 s, well past the 1.5 s drain period.
+    raw["providers"]["slow"] = {"type": "openai", "base_url": simulator + "/v1",
+                                "api_key": "sk-upstream-secret",
+                                "headers": {"X-Sim-Tpot-Ms": "200",
+                                            "X-Sim-Completion-Tokens": str(TOKENS)}}
+    raw["models"]["slow"] = {"targets": [{"provider": "slow", "model": "gpt-4o-mini"}]}
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = tree_env({"SWITCHBOARD_MASTER_KEY": MASTER_KEY, "SWITCHBOARD_CONFIG": str(config),
+                    "SWITCHBOARD_DATABASE_URL": pg_database,
+                    "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"),
+                    "SWITCHBOARD_SHUTDOWN_DRAIN_S": "1.5"})
+    gateway = Replica("gateway", free_port(), env, tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def test_sigterm_drains_then_finishes_the_stream_and_exits_0(replica: Replica,
+                                                            pg_database: str) -> None:
+    assert replica.proc is not None
+    request_id = f"shutdown-{uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "x-request-id": request_id}
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=replica.url, timeout=60) as client, \
+            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+        replica.proc.terminate()  # SIGTERM, the stream in flight
+        answers: list[int] = []
+        while True:  # a new connection each time: what a load balancer's probe sees
+            try:
+                answer = httpx.get(replica.url + "/readyz", timeout=5)
+            except httpx.ConnectError:
+                break  # no longer accepting
+            answers.append(answer.status_code)
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {"status": "draining"}
+        assert answers, "the listening socket closed before /readyz could answer 503"
+        assert replica.proc.poll() is None, "exited with the stream still in flight"
+
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in [first, *rest[:-1]]]
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    text = "".join(c["choices"][0]["delta"].get("content") or ""
+                   for c in chunks if c.get("choices"))
+    assert text, chunks
+    assert replica.proc.wait(timeout=60) == 0, replica.output()
+    assert "Traceback" not in replica.output()
+    assert rows_by_request_id(pg_database, [request_id]) == {request_id: 1}
+    if usage:
+        assert usage[-1]["completion_tokens"] == TOKENS
