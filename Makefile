@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: serve install install-dev test-tools test lint typecheck check bench clean
+.PHONY: serve install install-dev test-tools test lint typecheck check bench clean replicas
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,21 @@ test-tools:
 	  $(APT_GET) install -y --no-install-recommends prometheus \
 	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; }; \
 	fi
+	@# nginx: the load balancer in front of the replicas in tests/replicas
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  $(APT_GET) install -y --no-install-recommends nginx \
+	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends nginx; }; \
+	fi
 
 test: install-dev test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# Three gateway processes behind nginx sharing Postgres and Redis; graceful shutdown
+# (README.replicas.md). Also part of `make test`.
+replicas: install-dev test-tools
+	$(BIN)/pytest -q tests/replicas
 
 bench: install
 	$(BIN)/python bench/run.py

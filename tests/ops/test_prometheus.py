@@ -110,9 +110,11 @@ class RunningPrometheus:
 
 
 @contextmanager
-def run_prometheus(directory: Path, gateway_url: str) -> Iterator[RunningPrometheus]:
-    """A Prometheus server on loopback scraping ``gateway_url`` every second with the metrics
-    key, its data in ``directory``; stopped on exit."""
+def run_prometheus(directory: Path, gateway_url: str,
+                   *more_urls: str) -> Iterator[RunningPrometheus]:
+    """A Prometheus server on loopback scraping ``gateway_url`` (and ``more_urls``: several
+    replicas, tests/replicas) every second with the metrics key, its data in ``directory``;
+    stopped on exit."""
     key_file = directory / "metrics_key"
     key_file.write_text(METRICS_KEY, encoding="utf-8")
     config = {
@@ -121,7 +123,8 @@ def run_prometheus(directory: Path, gateway_url: str) -> Iterator[RunningPrometh
         "scrape_configs": [{
             "job_name": "switchboard",
             "authorization": {"type": "Bearer", "credentials_file": str(key_file)},
-            "static_configs": [{"targets": [gateway_url.removeprefix("http://")]}],
+            "static_configs": [{"targets": [url.removeprefix("http://")
+                                            for url in (gateway_url, *more_urls)]}],
         }],
     }
     config_file = directory / "prometheus.yml"

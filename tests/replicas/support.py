@@ -78,7 +78,8 @@ class Replica:
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+        self.proc = None
 
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit status (None if it was not running)."""
@@ -137,6 +138,7 @@ http {{
       proxy_set_header Connection "";
       proxy_buffering off;
       proxy_read_timeout 120s;
+      add_header X-Upstream $upstream_addr always;
     }}
   }}
 }}
