@@ -27,6 +27,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.api.conftest import sim_config
 from tests.calllog import conftest as calllog
@@ -59,22 +60,24 @@ class Driver:
     def calls(self, count: int) -> None:
         for i in range(count):
             request_id = f"replicas-{uuid.uuid4().hex}"
-            messages = [{"role": "user", "content": f"call {i}"}]
+            messages: list[ChatCompletionMessageParam] = [
+                {"role": "user", "content": f"call {i}"}]
             headers = {"x-request-id": request_id}
             if i % 3 == 0:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model="chat", messages=messages, stream=True,  # type: ignore[arg-type]
-                    extra_headers=headers)
+                streamed = self.client.chat.completions.with_raw_response.create(
+                    model="chat", messages=messages, stream=True, extra_headers=headers)
+                chunks = streamed.parse()
                 text = "".join(chunk.choices[0].delta.content or ""
-                               for chunk in raw.parse() if chunk.choices)
+                               for chunk in chunks if chunk.choices)
+                upstream = streamed.headers["x-upstream"]
             else:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model="chat", messages=messages,  # type: ignore[arg-type]
-                    extra_headers=headers)
-                text = raw.parse().choices[0].message.content or ""
+                plain = self.client.chat.completions.with_raw_response.create(
+                    model="chat", messages=messages, extra_headers=headers)
+                text = plain.parse().choices[0].message.content or ""
+                upstream = plain.headers["x-upstream"]
             assert text, request_id
             # nginx lists every replica it tried ("dead, live"): the last one answered
-            self.answered_by[request_id] = raw.headers["x-upstream"].split(", ")[-1]
+            self.answered_by[request_id] = upstream.split(", ")[-1]
 
 
 @pytest.fixture
