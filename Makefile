@@ -28,12 +28,18 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# The Prometheus server and promtool that tests/ops runs (Debian's prometheus package).
+# The Prometheus server and promtool that tests/ops runs (Debian's prometheus package), and
+# kubectl for tests/deploy (Debian's kubectl package).
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
 test-tools:
 	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
 	  $(APT_GET) install -y --no-install-recommends prometheus \
 	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus; }; \
+	fi
+	@# kubectl renders deploy/kubernetes (kubectl kustomize) for tests/deploy (Debian's kubectl).
+	@if ! command -v kubectl >/dev/null 2>&1; then \
+	  $(APT_GET) install -y --no-install-recommends kubectl \
+	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends kubectl; }; \
 	fi
 
 test: install-dev test-tools
