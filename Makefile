@@ -28,7 +28,8 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# The Prometheus server and promtool that tests/ops runs (Debian's prometheus package).
+# The Prometheus server and promtool that tests/ops runs (Debian's prometheus package), and
+# kubectl for tests/deploy (Debian's kubectl package).
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
 test-tools:
 	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
@@ -39,6 +40,14 @@ test-tools:
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 	  $(APT_GET) install -y --no-install-recommends nginx \
 	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends nginx; }; \
+	fi
+	@# kubectl renders deploy/kubernetes (kubectl kustomize) for tests/deploy: the `kubectl`
+	@# package of the Kubernetes (or Google Cloud SDK) apt repository; Debian's own
+	@# kubernetes-client is too old. Where apt has none, tests/deploy skips rendering, saying so.
+	@if ! command -v kubectl >/dev/null 2>&1; then \
+	  $(APT_GET) install -y --no-install-recommends kubectl \
+	    || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends kubectl; } \
+	    || echo "test-tools: no kubectl package here; tests/deploy will skip rendering"; \
 	fi
 
 test: install-dev test-tools
