@@ -78,11 +78,12 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def secret_keys_documented() -> set[tuple[str, str]]:
-    """(Secret, key) pairs README.k8s.md's "Secret keys" table says the operator provides."""
-    text = (REPO / "README.k8s.md").read_text(encoding="utf-8")
-    section = text.split("### Secret keys", 1)[1].split("\n#", 1)[0]
+    """(Secret, key) pairs the README's "Secret keys" table says the operator provides."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    kubernetes = text.split("## Running on Kubernetes", 1)[1]
+    section = kubernetes.split("### Secret keys", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| `([a-z0-9-]+)` \| `([A-Za-z0-9_.-]+)` \|", section, re.MULTILINE)
-    assert rows, "README.k8s.md: no rows in the Secret keys table"
+    assert rows, "README.md (Running on Kubernetes): no rows in the Secret keys table"
     return set(rows)
 
 

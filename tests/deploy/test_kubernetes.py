@@ -2,7 +2,7 @@
 ``kubectl kustomize``, every object validated offline against the Kubernetes OpenAPI schemas
 (``kubernetes-validate``; the ServiceMonitor CRD checked field by field here), and the
 cross-references checked: selectors against pod labels, every Secret and ConfigMap key a pod reads
-against the rendered objects or README.k8s.md's list of keys the operator provides, probe paths and
+against the rendered objects or the README's list of keys the operator provides, probe paths and
 the port against the app, ``SWITCHBOARD_*`` names against ``Settings``, the mounted config against
 ``parse_config``, and the dashboard ConfigMaps against docker/grafana/dashboards."""
 
@@ -176,14 +176,14 @@ def test_the_network_policy_lets_the_gateway_reach_what_it_needs() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_secret_key_read_is_documented_and_no_secret_is_rendered(overlay: str) -> None:
-    """Each Secret key an overlay reads is in README.k8s.md's table of keys the operator
+    """Each Secret key an overlay reads is in the README's table of keys the operator
     provides; no Secret object is rendered, and no secret-looking variable has a literal value."""
     objects = render(overlay)
     documented = secret_keys_documented()
     refs = list(secret_refs(objects))
     assert refs
     for where, name, key in refs:
-        assert (name, key) in documented, f"{where}: {name}/{key} not in README.k8s.md"
+        assert (name, key) in documented, f"{where}: {name}/{key} not in the README's table"
     assert not [o for o in objects if o["kind"] == "Secret"]
     secretish = re.compile(r"KEY|TOKEN|PASSWORD|SECRET|DATABASE_URL|REDIS_URL")
     for w in (o for o in objects if o["kind"] in WORKLOADS):
@@ -194,7 +194,7 @@ def test_every_secret_key_read_is_documented_and_no_secret_is_rendered(overlay: 
 
 
 def test_every_documented_secret_key_is_read_somewhere() -> None:
-    """README.k8s.md lists no key that no overlay reads (the table stays true)."""
+    """The README's Secret keys table lists no key that no overlay reads (it stays true)."""
     read = {(name, key) for overlay in OVERLAYS for _, name, key in secret_refs(render(overlay))}
     assert secret_keys_documented() <= read
 
@@ -329,17 +329,20 @@ def test_gateway_and_migration_run_locked_down(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_grace_period_covers_the_drain(overlay: str) -> None:
-    """terminationGracePeriodSeconds exceeds the preStop sleep plus uvicorn's graceful shutdown
-    (app/cli.py), so in-flight requests and streams finish and the call log flushes."""
+    """terminationGracePeriodSeconds exceeds the preStop sleep plus the gateway's own drain and
+    graceful shutdown (``shutdown_drain_s`` + ``shutdown_grace_s``, as the container's
+    environment sets them or their defaults), so in-flight requests and streams finish and the
+    call log flushes."""
     gw = gateway(render(overlay))
     container = containers(gw)[0]
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
-    cli = (REPO / "app" / "cli.py").read_text(encoding="utf-8")
-    drain = re.search(r"timeout_graceful_shutdown=(\d+)", cli)
-    assert drain is not None, "app/cli.py no longer sets timeout_graceful_shutdown"
+    env = env_of(container)
+    fields = Settings.model_fields
+    drain = float(env.get("SWITCHBOARD_SHUTDOWN_DRAIN_S", fields["shutdown_drain_s"].default))
+    grace_s = float(env.get("SWITCHBOARD_SHUTDOWN_GRACE_S", fields["shutdown_grace_s"].default))
     grace = pod_spec(gw)["terminationGracePeriodSeconds"]
-    assert grace >= int(sleep[1]) + int(drain.group(1)) + 10
+    assert grace >= int(sleep[1]) + drain + grace_s + 10
     assert gw["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
