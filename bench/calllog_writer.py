@@ -171,6 +171,25 @@ async def run_backend(engine: AsyncEngine, store: PostgresStore | SqliteStore,
             await timed("row-by-row INSERT", len(reference), row_by_row, engine=engine)]
 
 
+async def report_disk(url: str) -> None:
+    """The calls table's disk use (partitions, indexes and TOAST included) per million rows, after
+    VACUUM ANALYZE: what retention costs (docs/scaling.md)."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("VACUUM ANALYZE calls")
+        rows = await connection.fetchval("SELECT count(*) FROM calls")
+        size = float(await connection.fetchval(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "WHERE c.oid = 'calls'::regclass OR c.oid IN "
+            "(SELECT inhrelid FROM pg_inherits WHERE inhparent = 'calls'::regclass)"))
+    finally:
+        await connection.close()
+    if rows:
+        print(f"postgres: calls table {size / 2**20:.1f} MiB for {rows:,} rows = "
+              f"{size / rows * 1e6 / 2**30:.2f} GiB per million calls (indexes included)",
+              flush=True)
+
+
 async def bench_postgres(args: argparse.Namespace) -> list[dict[str, Any]]:
     admin_url = make_url(args.postgres)
     name = f"switchboard_bench_{os.getpid()}"
@@ -181,9 +200,11 @@ async def bench_postgres(args: argparse.Namespace) -> list[dict[str, Any]]:
         await upgrade(url)
         engine = make_engine(url)
         try:
-            return await run_backend(engine, PostgresStore(engine), args)
+            results = await run_backend(engine, PostgresStore(engine), args)
         finally:
             await engine.dispose()
+        await report_disk(url.set(drivername="postgresql").render_as_string(False))
+        return results
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
