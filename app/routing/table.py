@@ -109,8 +109,10 @@ class RoutingTable:
         for name, experiment in config.experiments.items():
             base = routes[experiment.model]
             arms = [Variant(name=variant, weight=arm.weight, shadow=arm.shadow, sample=arm.sample,
-                            route=_route(base, arm.targets, arm.strategy,
-                                         base.targets[0].max_tokens_default, config))
+                            prompt=arm.prompt,
+                            route=base if arm.targets is None else _route(
+                                base, arm.targets, arm.strategy,
+                                base.targets[0].max_tokens_default, config))
                     for variant, arm in experiment.variants.items()]
             experiments[experiment.model] = Experiment(
                 name=name, model=experiment.model, sticky=experiment.sticky,
