@@ -105,6 +105,7 @@ def test_variant_of_is_the_experiments_own_sticky_assignment() -> None:
         seen.add(variant.name)
     assert seen == {"v1", "v2"}
     call = call_on(snapshot, "session-1")
-    assert call.record.experiment is None  # assigning records nothing; pinning does
+    before = (call.record.experiment, call.record.variant)
+    assert before == (None, None)  # assigning records nothing; pinning does
     call.pin(experiment.variants[1].route, experiment="prompt-ab", variant="v2")
     assert (call.record.experiment, call.record.variant) == ("prompt-ab", "v2")
