@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
+from app.calllog.cli import experiments
 from app.config import parse_config
 from app.main import create_app
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
@@ -111,6 +113,11 @@ def test_the_report_compares_the_two_versions(simulator: str, tmp_path: Path) ->
         assert variants["v2"]["prompt_versions"] == {"summarise@2": variants["v2"]["calls"]}
         assert variants["v1"]["calls"] + variants["v2"]["calls"] == 30
         assert variants["v1"]["calls"] and variants["v2"]["calls"]
+        printed = CliRunner().invoke(experiments, ["report", "prompt-ab", "--url", url,
+                                                   "--key", MASTER_KEY])
+        assert printed.exit_code == 0, printed.output
+        assert f"prompt versions    summarise@1 ({variants['v1']['calls']})" in printed.output
+        assert f"prompt versions    summarise@2 ({variants['v2']['calls']})" in printed.output
 
 
 def test_calls_without_a_template_are_split_by_routing(run_gateway: GatewayFactory,
