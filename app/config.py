@@ -103,13 +103,39 @@ def known_strategy(name: str) -> str:
     return name
 
 
+class VariantPrompt(BaseModel):
+    """The prompt template version a variant renders (``app.stages.template``): for a call that
+    names a template, this version (or the version this label points at) of that template
+    instead of the one the call asked for."""
+
+    model_config = _FORBID
+    version: Annotated[int, Field(ge=1, strict=True)] | None = None
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VariantPrompt:
+        from app.prompts.model import LABEL, LATEST  # app.prompts imports the db, which this
+
+        if (self.version is None) == (self.label is None):
+            raise ValueError("give 'version' or 'label' (one of them)")
+        if self.label is not None and not (self.label == LATEST or LABEL.fullmatch(self.label)):
+            raise ValueError(f"label {self.label[:64]!r} is not a label name (a-z, 0-9, '_', "
+                             "'.', '-')")
+        return self
+
+
 class VariantConfig(BaseModel):
-    """One arm of an experiment: its share of the traffic and where it goes."""
+    """One arm of an experiment: its share of the traffic, where it goes, and for calls that
+    use a prompt template, which version they get."""
 
     model_config = _FORBID
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
     """Its share of the calls (among the variants that are not shadows)."""
-    targets: Annotated[list[TargetConfig], Field(min_length=1)]
+    targets: Annotated[list[TargetConfig], Field(min_length=1)] | None = None
+    """Where its calls go; left out (only by a variant with a ``prompt``): the experiment's
+    model's own targets and strategy."""
+    prompt: VariantPrompt | None = None
+    """The template version its calls render (only calls that name a template have one)."""
     strategy: str = "ordered"
     shadow: bool = False
     """A shadow variant serves no client: after a call of another variant has been answered, a
@@ -123,6 +149,19 @@ class VariantConfig(BaseModel):
     def _known_strategy(cls, name: str) -> str:
         return known_strategy(name)
 
+    @model_validator(mode="after")
+    def _targets_or_prompt(self) -> VariantConfig:
+        if self.targets is None and self.prompt is None:
+            raise ValueError("a variant needs 'targets', or a 'prompt' (then it keeps the "
+                             "model's targets)")
+        if self.targets is None and "strategy" in self.model_fields_set:
+            raise ValueError("'strategy' orders the variant's own 'targets'; without them the "
+                             "model's targets keep the model's strategy")
+        if self.shadow and self.prompt is not None:
+            raise ValueError("a shadow variant cannot pin a 'prompt': a shadow copy is sent "
+                             "the original call's rendered messages")
+        return self
+
 
 class ExperimentConfig(BaseModel):
     """An A/B experiment: the traffic of one public model split between named variants
@@ -130,7 +169,8 @@ class ExperimentConfig(BaseModel):
 
     model_config = _FORBID
     model: Name
-    """The public model whose calls are split (its own targets then serve none of them)."""
+    """The public model whose calls are split (its own targets then serve only the variants
+    that keep them: those with a ``prompt`` and no ``targets``)."""
     sticky: Literal["user", "key", "header"] = "user"
     """What keeps a caller on one variant: the request's ``user``, the virtual key, or the
     ``x-switchboard-variant-key`` header (a call without it is assigned at random)."""
@@ -349,7 +389,7 @@ class GatewayConfig(BaseModel):
         lists = [(f"models.{public}", model.targets) for public, model in self.models.items()]
         lists += [(f"experiments.{name}.variants.{variant}", arm.targets)
                   for name, experiment in self.experiments.items()
-                  for variant, arm in experiment.variants.items()]
+                  for variant, arm in experiment.variants.items() if arm.targets is not None]
         for where, targets in lists:
             for i, target in enumerate(targets):
                 if target.provider not in self.providers:

@@ -1,7 +1,9 @@
 """The report of an A/B experiment (``GET /admin/experiments/{name}``, ``switchboard experiments
 report NAME``), from the call log and the feedback on its calls.
 
-Per variant: calls, error rate, latency p50/p95, time to first token p50, mean tokens, cost per
+Per variant: calls, the prompt template versions they rendered (``prompt_versions``:
+``{"summarise@2": 120}``, how an experiment whose variants pin prompt versions compares them),
+error rate, latency p50/p95, time to first token p50, mean tokens, cost per
 call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
 ``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean. Every rate
 and mean comes with a 95% **confidence sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas,
@@ -69,6 +71,8 @@ class _Arm:
     """1.0 per answered call that refused, 0.0 per other answered one (logged since 0010)."""
     json_valid: list[float] = field(default_factory=list)
     """1.0 per answer to a JSON request that parses, 0.0 per one that does not."""
+    prompts: dict[str, int] = field(default_factory=dict)
+    """Calls per prompt template version (``id@version``), for calls that named a template."""
 
 
 def _metric(values: list[float]) -> dict[str, Any]:
@@ -92,6 +96,7 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.latency_ms,
                    _calls.c.ttft_ms, _calls.c.prompt_tokens, _calls.c.completion_tokens,
                    _calls.c.cost_usd, _calls.c.refusal, _calls.c.json_valid,
+                   _calls.c.prompt_id, _calls.c.prompt_version,
                    ).where(_calls.c.experiment == name)
     scores = (select(_feedback.c.score, _calls.c.variant)
               .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
@@ -106,6 +111,9 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
         arm = arms.get(row.variant) or arms.setdefault(row.variant, _Arm())
         arm.calls += 1
         arm.errors.append(0.0 if row.status == "ok" else 1.0)
+        if row.prompt_id is not None:
+            used = f"{row.prompt_id}@{row.prompt_version}"
+            arm.prompts[used] = arm.prompts.get(used, 0) + 1
         if row.status == "ok":
             for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
                                 (arm.prompt, row.prompt_tokens),
@@ -120,7 +128,8 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     out: dict[str, Any] = {}
     for variant, arm in arms.items():
         out[variant] = {
-            "calls": arm.calls, "error_rate": _metric(arm.errors),
+            "calls": arm.calls, "prompt_versions": arm.prompts,
+            "error_rate": _metric(arm.errors),
             "latency_ms": {"p50": _percentile(arm.latency, 0.5),
                            "p95": _percentile(arm.latency, 0.95), **_metric(arm.latency)},
             "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},

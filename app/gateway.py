@@ -279,6 +279,21 @@ class Gateway(Finisher):
 
     async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]]) -> T:
+        """``_try_targets``; on a route a policy confined (``Route.fail_closed``), a failure of
+        the targets' own (any upstream error but a 4xx the request caused) is answered with the
+        route's 503 instead, its attempts kept in the record."""
+        closed = route.fail_closed
+        if closed is None:
+            return await self._try_targets(call, route, run)
+        try:
+            return await self._try_targets(call, route, run)
+        except errors.UpstreamError as exc:
+            if isinstance(exc, errors.UpstreamRejected):
+                raise
+            raise errors.GatewayError(closed.message, status=503, code=closed.code) from exc
+
+    async def _try_targets(self, call: ModelCall, route: Route,
+                           run: Callable[[Provider, Target], Awaitable[T]]) -> T:
         """Try the route's targets in the order the strategy gives; the next one only after a
         retryable failure. The attempt that answers stays counted in flight on its target
         until the call finishes (a stream, until it ends)."""

@@ -60,7 +60,7 @@ from app.limits import Bucket
 from app.pricing import PriceBook
 from app.providers.base import Json, Provider, Result
 from app.routing import Route, RoutingTable
-from app.routing.experiments import VARIANT_KEY_HEADER
+from app.routing.experiments import VARIANT_KEY_HEADER, Experiment, Variant
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.scrub import Scrubber, config_secrets
 
@@ -264,11 +264,17 @@ class ModelCall:
             route = table.resolve(self.request.model)
             experiment = table.experiment_of(route.name)
             if experiment is not None:
-                variant = experiment.assign(self._sticky_key(experiment.sticky))
+                variant = self.variant_of(experiment, user=getattr(self.request, "user", None))
                 self.record.experiment, self.record.variant = experiment.name, variant.name
                 route = variant.route
             self._route = route
         return self._route
+
+    def variant_of(self, experiment: Experiment, *, user: str | None) -> Variant:
+        """The variant of ``experiment`` this call is assigned to, by the experiment's sticky
+        key (``user``: the request's ``user``, which a stage that runs before the request is
+        parsed reads from the body). Records nothing: ``route()`` and ``pin`` do."""
+        return experiment.assign(self._sticky_key(experiment.sticky, user))
 
     def narrow(self, route: Route) -> None:
         """Serve this call from ``route``: its own route (``route()``, resolved first) with
@@ -280,10 +286,10 @@ class ModelCall:
         self._route = route
         self.record.experiment, self.record.variant = experiment, variant
 
-    def _sticky_key(self, sticky: str) -> str:
+    def _sticky_key(self, sticky: str, user: str | None) -> str:
         """What assigns this call to a variant; its own id (at random) when it has none."""
         if sticky == "user":
-            key = getattr(self.request, "user", None)
+            key = user
         elif sticky == "key":
             key = self.caller.key_id or (None if self.caller.name == "anonymous"
                                          else self.caller.name)

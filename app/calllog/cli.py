@@ -410,8 +410,8 @@ def experiments() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def experiment_report(url: str, key: str | None, name: str, since: str | None,
                       as_json: bool) -> None:
-    """Per variant: calls, error rate, latency, tokens, cost per call, refusal rate, JSON
-    validity and feedback, each mean
+    """Per variant: calls, the prompt template versions they rendered, error rate, latency,
+    tokens, cost per call, refusal rate, JSON validity and feedback, each mean
     with its 95% confidence sequence, and whether it differs from the control."""
     client = _client(url, key)
     try:
@@ -427,6 +427,9 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
         differs = data["differs_from_control"] or {}
         click.echo(f"{variant}: {data['calls']} calls, p50 {_ms(data['latency_ms']['p50'])}, "
                    f"p95 {_ms(data['latency_ms']['p95'])}")
+        if data.get("prompt_versions"):
+            click.echo("  prompt versions    " + ", ".join(
+                f"{version} ({n})" for version, n in sorted(data["prompt_versions"].items())))
         for metric in ("error_rate", "cost_usd", "completion_tokens", "refusal_rate",
                        "json_validity", "feedback_score"):
             m = data[metric]

@@ -5,9 +5,12 @@ overlapping. Built-in entity types:
 
 - ``EMAIL``: found from each ``@`` outwards (a local part before it, a dotted domain with a
   2-24 letter top level after it);
-- ``PHONE``: Google's ``phonenumbers`` matcher (leniency ``VALID``: a real number plan's number,
-  not just digits) run only on candidate runs of 7-15 digits with phone punctuation, never on the
-  whole text (the matcher costs ~460 us per KB); dates and times are not candidates;
+- ``PHONE``: candidate runs of 7-15 digits with phone punctuation (dates and times are not
+  candidates), each checked by Google's ``phonenumbers`` as a whole: ``parse`` and
+  ``is_valid_number`` in each default region, plus the rules of the matcher's ``VALID`` leniency
+  (a real number plan's number, national prefix written where the region writes one, brackets
+  paired), cached by candidate (``phone_number``); the matcher itself (~460 us per KB) runs only
+  on a run long enough to hold two numbers that is none as a whole;
 - ``CREDIT_CARD``: 13-19 digits, spaces or dashes between groups, a known issuer prefix, Luhn;
 - ``IBAN``: country code, its registry length, mod-97 checksum (spaces every 4 allowed);
 - ``US_SSN``: ``AAA-GG-SSSS`` (dashes or spaces) with valid area, group and serial; nine bare
@@ -34,6 +37,8 @@ boundary rules and the overlap resolution.)
 
 from __future__ import annotations
 
+import bisect
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -327,11 +332,15 @@ def _resolve(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
         return findings
     ordered = sorted(findings, key=lambda f: (f.start - f.end, -rank.get(f.entity, 99),
                                               f.start))
-    kept: list[Finding] = []
+    kept: list[Finding] = []  # disjoint, by position: a neighbour on each side to check
+    starts: list[int] = []
     for finding in ordered:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
-            kept.append(finding)
-    kept.sort(key=lambda f: f.start)
+        at = bisect.bisect_right(starts, finding.start)
+        if (at and kept[at - 1].end > finding.start) or (at < len(kept)
+                                                         and kept[at].start < finding.end):
+            continue
+        kept.insert(at, finding)
+        starts.insert(at, finding.start)
     return kept
 
 
@@ -398,10 +407,11 @@ class Detector:
             yield from self._match_phone(candidate, offset)
 
     def _match_phone(self, candidate: str, offset: int) -> list[Finding]:
-        """The matcher's numbers in ``candidate`` (at ``offset`` in the text), read in each
-        default region in turn (once for a ``+`` number); failing that, once more without a
-        whitespace-separated group at either end (``(415) 555-2671 8f3a``: the matcher takes
-        the trailing digit as part of the number)."""
+        """The phone number ``candidate`` (at ``offset`` in the text) is, read in each default
+        region in turn (once for a ``+`` number); failing that, once more without a
+        whitespace-separated group at either end (``(415) 555-2671 8f3a``: the trailing digit is
+        not part of the number). A candidate with room for two numbers that is none as a whole
+        goes to ``phonenumbers``' matcher, which finds numbers inside it."""
         tries = [(candidate, offset)]
         head, _, rest = candidate.partition(" ")
         body = candidate.rpartition(" ")[0]
@@ -411,11 +421,46 @@ class Detector:
             tries.append((rest.lstrip(), offset + len(candidate) - len(rest.lstrip())))
         for text, at in tries:
             regions = self.phone_regions[:1] if text[0] == "+" else self.phone_regions
-            for region in regions:
-                hits = [Finding(PHONE, at + m.start, at + m.end)
-                        for m in phonenumbers.PhoneNumberMatcher(
-                            text, region, leniency=phonenumbers.Leniency.VALID)
-                        if sum(c.isdigit() for c in m.raw_string) >= 7]
-                if hits:
-                    return hits
+            if any(phone_number(text, region) for region in regions):
+                return [Finding(PHONE, at, at + len(text))]
+        if sum(c.isdigit() for c in candidate) < 2 * MIN_PHONE_DIGITS:
+            return []
+        for region in self.phone_regions:
+            hits = [Finding(PHONE, offset + m.start, offset + m.end)
+                    for m in phonenumbers.PhoneNumberMatcher(
+                        candidate, region, leniency=phonenumbers.Leniency.VALID)
+                    if sum(c.isdigit() for c in m.raw_string) >= MIN_PHONE_DIGITS]
+            if hits:
+                return hits
         return []
+
+
+MIN_PHONE_DIGITS = 7
+
+
+@functools.lru_cache(maxsize=8192)
+def phone_number(text: str, region: str) -> bool:
+    """Whether ``text``, all of it, is a valid phone number read in ``region`` (``+`` numbers:
+    in their own country): ``phonenumbers.parse`` and ``is_valid_number`` on the candidate
+    alone, rather than the matcher, which looks for numbers at every offset of the text it is
+    given and costs several times as much. As the matcher's ``VALID`` leniency does, brackets
+    must pair up, and a number read in ``region`` must carry the national prefix when the
+    region writes one (``0``: ``030 901820`` in Germany, not ``30 901820``), which keeps bare
+    digit groups (``854-1987``, ``1 2 3 13 14 15``) from reading as some region's number.
+    Cached by candidate: a conversation sends the same numbers again every turn."""
+    if text.count("(") != text.count(")") or text.count("/") > 1:
+        return False
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return False
+    if not phonenumbers.is_valid_number(number):
+        return False
+    if text[0] == "+":
+        return True
+    significant = phonenumbers.national_significant_number(number)
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    written = _GROUP.findall(national.split(" ext.")[0])
+    prefix = "".join(written)[:-len(significant)]
+    typed = "".join(_GROUP.findall(text.split("x")[0].split("ext")[0]))
+    return not prefix or (typed.startswith(prefix) and len(typed) > len(significant))

@@ -4,6 +4,10 @@ one end user (or key) always sees the same variant while the weights and variant
 same. The call row records the experiment and the variant (``experiment``, ``variant``); the
 answer says it in ``x-switchboard-variant``.
 
+A variant may pin a prompt template version (``prompt``): a call that names a template is then
+assigned its variant when the template is rendered, before routing, and gets that variant's
+version (``app.stages.template``), so an experiment can compare two versions of a prompt.
+
 Shadow variants serve no client: once a call of a serving variant has been answered, a
 ``sample`` of them is copied to each shadow variant in the background (``Gateway.shadow``),
 with the original's caller, request and body but not streamed and not admitted (a copy
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the routing table builds experiments
+    from app.config import VariantPrompt
     from app.routing.table import Route
 
 VARIANT_KEY_HEADER = "x-switchboard-variant-key"
@@ -32,6 +37,8 @@ class Variant:
     route: Route
     shadow: bool = False
     sample: float = 1.0
+    prompt: VariantPrompt | None = None
+    """The prompt template version its calls render (``app.stages.template``)."""
 
     def samples(self, call_id: str) -> bool:
         """Whether the call ``call_id`` is copied to this (shadow) variant."""
@@ -47,6 +54,12 @@ class Experiment:
     variants: tuple[Variant, ...]
     """The variants that serve calls."""
     shadows: tuple[Variant, ...] = ()
+
+    @property
+    def pins_prompts(self) -> bool:
+        """Whether a variant renders a prompt version of its own: the template stage then
+        assigns template calls their variant (``app.stages.template``)."""
+        return any(v.prompt is not None for v in self.variants)
 
     def assign(self, key: str) -> Variant:
         """The variant of the caller known by ``key`` (the same key, the same variant)."""

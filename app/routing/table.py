@@ -25,6 +25,17 @@ from app.routing.experiments import Experiment, Variant
 
 
 @dataclass(frozen=True, slots=True)
+class FailClosed:
+    """What a call on a route a policy has confined answers when every target of it has failed
+    for a reason of the target's own (down, overloaded, timed out, an answer it could not parse;
+    not a 4xx the request caused): a 503 with this ``code`` and ``message``, in place of the last
+    target's error, so the client knows nothing beyond the route was tried."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One public model: its targets in the order they are tried, and its limits."""
 
@@ -35,6 +46,8 @@ class Route:
     created: int
     strategy: str = "ordered"
     """How its targets are ordered for each call (``app.routing.strategies``)."""
+    fail_closed: FailClosed | None = None
+    """Set by a policy that confines calls to these targets (``app.stages.privacy``)."""
     narrowed: dict[Capability, Route | None] = field(default_factory=dict, compare=False,
                                                    repr=False)
     """For each capability only some targets have, this route with just those (None: no
@@ -76,10 +89,12 @@ def _narrow(route: Route, config: GatewayConfig) -> Route:
     return route
 
 
-def narrowed_to(route: Route, targets: Sequence[Target], config: GatewayConfig) -> Route:
+def narrowed_to(route: Route, targets: Sequence[Target], config: GatewayConfig, *,
+                fail_closed: FailClosed | None = None) -> Route:
     """``route`` with only ``targets`` (some of its own, in its order), its per-capability
-    narrowing recomputed."""
-    return _narrow(replace(route, targets=tuple(targets)), config)
+    narrowing recomputed; ``fail_closed``: what a call answers when they have all failed."""
+    return _narrow(replace(route, targets=tuple(targets),
+                           fail_closed=fail_closed or route.fail_closed), config)
 
 
 def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
@@ -109,8 +124,10 @@ class RoutingTable:
         for name, experiment in config.experiments.items():
             base = routes[experiment.model]
             arms = [Variant(name=variant, weight=arm.weight, shadow=arm.shadow, sample=arm.sample,
-                            route=_route(base, arm.targets, arm.strategy,
-                                         base.targets[0].max_tokens_default, config))
+                            prompt=arm.prompt,
+                            route=base if arm.targets is None else _route(
+                                base, arm.targets, arm.strategy,
+                                base.targets[0].max_tokens_default, config))
                     for variant, arm in experiment.variants.items()]
             experiments[experiment.model] = Experiment(
                 name=name, model=experiment.model, sticky=experiment.sticky,

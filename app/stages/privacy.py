@@ -14,8 +14,10 @@ type into the call record (``privacy_entities``, ``privacy_action``; never the v
   unary answers whole (``on_answer``), streams chunk by chunk (``on_chunk``,
   ``app.privacy.stream``);
 - ``private_only``: the call's route narrowed to its ``trust: private`` targets; a model without
-  one answers 503 ``no_private_target``. A private target that fails fails the call (its error
-  is the answer): the call never falls back to a third party;
+  one answers 503 ``no_private_target``, and so does a call whose private targets have all
+  failed (down, overloaded, timed out, circuit open: ``Route.fail_closed``; a 4xx the request
+  caused is answered as it is); its attempts stay in the record. The call never falls back to
+  a third party;
 - embeddings: ``redact`` is not applied (a redacted text is another vector); the policy's
   ``embeddings`` setting (``block`` or ``private_only``) is applied instead.
 
@@ -44,7 +46,7 @@ from app.privacy.stream import restore_chunk
 from app.privacy.walk import rewrite, texts
 from app.providers.base import Json, Result, Target
 from app.routing import Route
-from app.routing.table import narrowed_to
+from app.routing.table import FailClosed, narrowed_to
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 _STATE = "privacy"
@@ -115,7 +117,11 @@ class Privacy(Stage):
                     f"The request contains sensitive data ({_named(counts)}) that may only go "
                     f"to a private target, and model '{route.name}' has none that can take it.",
                     status=503, code="no_private_target")
-            route = narrowed_to(route, private, config)
+            route = narrowed_to(route, private, config, fail_closed=FailClosed(
+                "no_private_target",
+                f"The request contains sensitive data ({_named(counts)}) that may only go to a "
+                f"private target, and none of model '{route.name}''s private targets "
+                f"({len(private)}) could take it now; it was not sent to any other target."))
             call.narrow(route)
         elif action == "redact" and any(_trust(config, t) != "private" for t in route.targets):
             _redact(call, state)

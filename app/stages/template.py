@@ -26,6 +26,14 @@ unknown template, version or label 404 naming it (``prompt.id``, ``prompt.versio
 
 The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
 known (a call refused for its variables says which version refused it).
+
+Experiments (``app.routing.experiments``): when the call's model (the body's ``model``, else the
+requested version's default) is split by an experiment some of whose variants pin a prompt
+version (``prompt: {version: N}`` or ``{label: L}`` on the variant), the call is assigned its
+variant here, by the experiment's sticky key, and pinned to that variant's route
+(``ModelCall.pin``: routing does not assign it again; the record carries ``experiment`` and
+``variant``). A variant with a ``prompt`` renders that version of the requested template instead
+of the requested one; one without renders the requested one.
 """
 
 from __future__ import annotations
@@ -148,8 +156,42 @@ class Template(Stage):
             return
         ref = reference(value)
         version = await self._version(ref)
+        model = body.get("model")
+        if model is None:
+            model = version.model
+        if isinstance(model, str):
+            version = await self._experiment(call, body, ref, model, version)
         call.record.prompt_id, call.record.prompt_version = version.template_id, version.number
         apply(body, version, render(version, ref.variables))
+
+    async def _experiment(self, call: ModelCall, body: Json, ref: Reference, model: str,
+                          version: CompiledVersion) -> CompiledVersion:
+        """The version this call renders when ``model``'s experiment pins prompt versions: its
+        variant is assigned here (``ModelCall.variant_of``: the experiment's own sticky hash)
+        and the call pinned to that variant's route, so routing does not assign it again; a
+        variant with a ``prompt`` gets that version of the requested template, the others
+        ``version``. The model is then fixed: a call that named none keeps the model of the
+        version it asked for, so the variant's version cannot move it out of the experiment."""
+        experiment = call.snapshot.table.experiment_of(model)
+        if experiment is None or not experiment.pins_prompts:
+            return version
+        user = body.get("user")
+        variant = call.variant_of(experiment, user=user if isinstance(user, str) else None)
+        call.pin(variant.route, experiment=experiment.name, variant=variant.name)
+        if body.get("model") is None:
+            body["model"] = model
+        pinned = variant.prompt
+        if pinned is None:
+            return version
+        try:
+            return await self._version(Reference(ref.id, pinned.version, pinned.label, {}))
+        except errors.NotFound as exc:
+            asked = f"version {pinned.version}" if pinned.label is None \
+                else f"label '{pinned.label}'"
+            raise errors.NotFound(
+                f"Experiment '{experiment.name}' variant '{variant.name}' renders {asked} of "
+                f"prompt template '{ref.id}', which it does not have: {exc.message}",
+                param="prompt.id", code=exc.code) from None
 
     async def on_request(self, call: ModelCall) -> None:
         if call.native is not None and FIELD in call.native:
