@@ -11,15 +11,18 @@ admission.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.limits.resp import RespClient
+from app.limits.sentinel import SentinelRespClient
+from app.sentinel_url import SentinelUrl, is_sentinel
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,9 +49,30 @@ class RedisPools:
         # The limiter waits for an answer only milliseconds (``rate_limits.redis_timeout_ms``,
         # its own timer); its client's reply timeout is the backstop of a round trip left to
         # finish.
+        if is_sentinel(url):
+            return cls._open_sentinel(SentinelUrl.parse(url))
         calllog = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=15)
         limiter = RespClient.from_url(url, connect_timeout_s=1.0, reply_timeout_s=1.0)
+        return cls(calllog=calllog, limiter=limiter)
+
+    @classmethod
+    def _open_sentinel(cls, url: SentinelUrl) -> RedisPools:
+        # The same timeouts as above, for the master; the sentinels get the connect timeout
+        # for every command (each answers from memory) and their own login, if any.
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": 1.0, "socket_timeout": 1.0,
+            "username": url.sentinel_username, "password": url.sentinel_password}
+        tls: dict[str, Any] = {}
+        if url.tls:
+            tls = {"ssl": True, "ssl_cert_reqs": url.ssl_cert_reqs,
+                   "ssl_ca_certs": url.ssl_ca_certs}
+        sentinel = Sentinel(list(url.sentinels), sentinel_kwargs=sentinel_kwargs)
+        calllog: aioredis.Redis = sentinel.master_for(
+            url.master, redis_class=aioredis.Redis, db=url.db, username=url.username,
+            password=url.password, socket_connect_timeout=1.0, socket_timeout=5.0,
+            retry=Retry(NoBackoff(), 0), health_check_interval=15, **tls)
+        limiter = SentinelRespClient(url, connect_timeout_s=1.0, reply_timeout_s=1.0)
         return cls(calllog=calllog, limiter=limiter)
 
     async def aclose(self) -> None:
