@@ -42,6 +42,9 @@ class RedisPools:
 
     calllog: aioredis.Redis
     limiter: RespClient
+    sentinel: Sentinel | None = None
+    """redis-py's sentinel manager behind ``calllog`` (a Sentinel URL): its own clients of the
+    sentinels are closed with the pools."""
 
     @classmethod
     def open(cls, url: str) -> RedisPools:
@@ -73,11 +76,14 @@ class RedisPools:
             password=url.password, socket_connect_timeout=1.0, socket_timeout=5.0,
             retry=Retry(NoBackoff(), 0), health_check_interval=15, **tls)
         limiter = SentinelRespClient(url, connect_timeout_s=1.0, reply_timeout_s=1.0)
-        return cls(calllog=calllog, limiter=limiter)
+        return cls(calllog=calllog, limiter=limiter, sentinel=sentinel)
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
         await self.calllog.aclose()
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
 
 
 @dataclass(slots=True)
