@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +125,8 @@ def sdk(url: str, key: str = MASTER_KEY) -> openai.OpenAI:
 class Answer:
     request_id: str
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
+    """The response's headers (case-insensitive)."""
     code: str | None = None
 
 
@@ -158,6 +159,8 @@ def test_a_60_rpm_key_holds_across_the_fleet_through_nginx(fleet: Fleet,
     # the burst reached every replica (nginx round-robin), so the limit was held across them
     answered_by = Counter(fleet.by_upstream(a.headers["x-upstream"]).name for a in answers)
     assert set(answered_by) == {"a", "b", "c"}, answered_by
+    print(f"60 RPM burst of 100 through nginx: {statuses[200]} admitted, {statuses[429]} "
+          f"refused; answered by {dict(answered_by)}")
     refused = [a for a in answers if a.status == 429]
     assert {a.code for a in refused} == {"rate_limit_exceeded"}
     assert all(int(a.headers["retry-after"]) >= 1 for a in refused)
@@ -260,6 +263,7 @@ def test_drift_baselines_are_shared_by_every_replica(fleet: Fleet,
         else:
             raise AssertionError(f"no replica captured a baseline: {seen}")
     adopters = [r for r in fleet.replicas if seen[r.name] < BASELINE_SIZE]
+    print(f"drift: {captor.name} captured the baseline; answers seen per replica {seen}")
     assert adopters, seen  # round-robin: when one reaches 10 the others hold 9 or fewer
 
     stored = asyncio.run(_stored_baseline(postgres.url))
