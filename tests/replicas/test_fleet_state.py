@@ -5,6 +5,8 @@ private redis-server) is started once for the module:
 - a virtual key's 60 RPM limit holds across the fleet: a burst of 100 concurrent calls through
   nginx admits 60 +-1 (issue 9's bound), refuses the rest with 429 ``rate_limit_exceeded`` and a
   ``Retry-After``, and every call, refused or not, is exactly one ``calls`` row;
+- a team's budget holds across the fleet: spent through nginx by two keys, it stops the team on
+  every replica, overshooting by at most the calls in flight;
 - a rewritten config file converges: each replica, asked directly, reports the version that
   ``app.pipeline.config_version`` computes for the new file and serves the model it adds;
 - drift baselines are shared: once one replica has captured the baseline of a model, every
@@ -170,6 +172,47 @@ def test_a_60_rpm_key_holds_across_the_fleet_through_nginx(fleet: Fleet,
     assert not wrong, f"{len(wrong)} of 100 calls not logged exactly once: {wrong}"
     statuses_stored = asyncio.run(_stored_statuses(postgres.url, [a.request_id for a in answers]))
     assert statuses_stored == {a.request_id: a.status for a in answers}
+
+
+def test_a_team_budget_holds_across_the_fleet_through_nginx(fleet: Fleet) -> None:
+    """A team's $0.50 budget, spent through nginx by two keys across the three replicas, stops
+    the team everywhere, overshooting by at most the calls in flight when it ran out."""
+    with admin(fleet.lb) as client:
+        team = client.post("/admin/teams", json={"name": "fleet-budget", "budget_usd": 0.5,
+                                                 "budget_period": "month"})
+        assert team.status_code == 201, team.text
+        keys = []
+        for i in range(2):
+            created = client.post("/admin/keys", json={"name": f"fleet-budget-{i}",
+                                                       "team_id": team.json()["id"]})
+            assert created.status_code == 201, created.text
+            keys.append(created.json()["key"])
+
+    def call(i: int) -> tuple[int, float, str | None, str]:
+        with httpx.Client(base_url=fleet.lb, timeout=60) as client:
+            answer = client.post("/v1/chat/completions",
+                                 headers={"Authorization": f"Bearer {keys[i % 2]}"},
+                                 json={"model": "chat", "messages": HI, "max_tokens": 20})
+        cost = float(answer.headers.get("x-switchboard-cost-usd", "0"))
+        code = answer.json()["error"]["code"] if answer.status_code != 200 else None
+        return answer.status_code, cost, code, answer.headers["x-upstream"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # 4 calls in flight at a time
+        answers = list(pool.map(call, range(80)))
+    costs = [cost for status, cost, _, _ in answers if status == 200]
+    refusals = {code for status, _, code, _ in answers if status == 429}
+    assert refusals == {"insufficient_quota"}, Counter(a[0] for a in answers)
+    assert {fleet.by_upstream(a[3]).name for a in answers} == {"a", "b", "c"}
+    spent = sum(costs)
+    overshoot = spent - 0.5
+    print(f"team budget $0.50 across the fleet: {len(costs)} calls spent ${spent:.4f}, "
+          f"overshoot ${max(overshoot, 0):.4f} (one call ${max(costs):.4f}, 4 in flight)")
+    assert overshoot <= 4 * max(costs)  # at most the calls in flight when it ran out
+    for replica in fleet.replicas:  # every replica refuses the team now, either key
+        with sdk(replica.url, keys[1]) as openai_client, \
+                pytest.raises(openai.RateLimitError) as caught:
+            openai_client.chat.completions.create(model="chat", messages=HI)
+        assert caught.value.code == "insufficient_quota", replica.name
 
 
 async def _stored_statuses(database_url: str, request_ids: list[str]) -> dict[str, int]:
