@@ -22,7 +22,6 @@ from pydantic import Field, SecretStr, model_validator
 from app.providers.azure_auth import (
     AzureAuth,
     BearerTokens,
-    Token,
     credential,
     credential_fetch,
     require_identity,
@@ -30,6 +29,7 @@ from app.providers.azure_auth import (
 from app.providers.base import EmbeddingCall, Json, ProviderBase, Result, Target
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible
+from app.providers.tokens import Token
 from app.scrub import Scrubber, config_secrets
 
 if TYPE_CHECKING:

@@ -26,28 +26,27 @@ and its endpoint, scrubbed of the client secret and the token.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
 
-from app import errors
+from app.providers.tokens import (
+    REFRESH_MARGIN_S,
+    Fetch,
+    TokenCache,
+    TokenUnavailable,
+    summary,
+)
 from app.scrub import Scrubber
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-log = logging.getLogger(__name__)
-
 SCOPE = "https://cognitiveservices.azure.com/.default"
 """The scope of an Entra token for Azure OpenAI (Azure AI services)."""
-REFRESH_MARGIN_S = 300.0
-"""A token is refreshed this long before it expires (or at half its lifetime, if shorter)."""
 RETRY_S = 30.0
 """After a failed background refresh, or one that returned the same token (azure-identity's own
 cache, which asks Entra at most every 30 s while its token is valid), the wait before the next
@@ -149,119 +148,14 @@ def credential(auth: ClientSecretAuth | WorkloadIdentityAuth | ManagedIdentityAu
         raise ValueError(f"auth {auth.type}: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One bearer token: the header value, its expiry and when to refresh it (epoch seconds)."""
-
-    value: str
-    header: str
-    expires_at: float
-    refresh_at: float
-
-
-Fetch = Callable[[], Awaitable[tuple[str, float]]]
-"""Gets a new token: (token, expiry in epoch seconds); raises ``TokenUnavailable``."""
-
-
-class TokenUnavailable(Exception):
-    """The credential could not get a token (its error, summarized on one line)."""
-
-
-class BearerTokens:
-    """The current token of one credential, refreshed before it expires, one refresh at a time.
-
-    ``clock`` gives epoch seconds (tests pass their own); ``describe`` names the provider in
-    errors; ``scrubber`` removes secrets from their messages.
-    """
+class BearerTokens(TokenCache):
+    """The Entra ID token of one credential (``app.providers.tokens.TokenCache``)."""
 
     def __init__(self, fetch: Fetch, *, describe: str, scrubber: Scrubber,
                  clock: Callable[[], float] = time.time,
                  margin_s: float = REFRESH_MARGIN_S) -> None:
-        self._fetch = fetch
-        self._describe = describe
-        self._scrubber = scrubber
-        self._clock = clock
-        self._margin_s = margin_s
-        self._token: Token | None = None
-        self._refreshing: asyncio.Task[Token] | None = None
-        self.refreshes = 0
-        """Token requests made (succeeded or not)."""
-
-    def fresh(self) -> Token | None:
-        """The current token if no refresh is due; otherwise None (then await ``get``)."""
-        token = self._token
-        if token is not None and self._clock() < token.refresh_at:
-            return token
-        return None
-
-    async def get(self) -> Token:
-        """A valid token: the current one (starting a background refresh when one is due), or,
-        when there is none valid, the one the shared refresh brings."""
-        token = self._token
-        if token is not None:
-            now = self._clock()
-            if now < token.refresh_at:
-                return token
-            if now < token.expires_at:
-                self._refresh()
-                return token
-        # shield: a caller that goes away must not cancel the refresh the others wait for
-        return await asyncio.shield(self._refresh())
-
-    def _refresh(self) -> asyncio.Task[Token]:
-        task = self._refreshing
-        if task is None:
-            task = self._refreshing = asyncio.get_running_loop().create_task(self._renew())
-            task.add_done_callback(_retrieve)
-        return task
-
-    async def _renew(self) -> Token:
-        self.refreshes += 1
-        try:
-            try:
-                value, expires_on = await self._fetch()
-            except TokenUnavailable as exc:
-                self._back_off()
-                raise self._failed(exc) from None
-            now = self._clock()
-            lifetime = max(0.0, expires_on - now)
-            refresh_at = expires_on - min(self._margin_s, lifetime / 2)
-            old = self._token
-            if old is not None and old.value == value:
-                refresh_at = min(expires_on, now + RETRY_S)
-            self._token = Token(value=value, header=f"Bearer {value}", expires_at=expires_on,
-                                refresh_at=refresh_at)
-            return self._token
-        finally:
-            self._refreshing = None
-
-    def _back_off(self) -> None:
-        """After a failure, keep a still-valid token without retrying for ``RETRY_S``."""
-        old = self._token
-        if old is not None:
-            self._token = Token(value=old.value, header=old.header, expires_at=old.expires_at,
-                                refresh_at=min(old.expires_at, self._clock() + RETRY_S))
-
-    def _failed(self, exc: TokenUnavailable) -> errors.UpstreamError:
-        error = errors.UpstreamError(
-            f"{self._describe}: could not get a Microsoft Entra ID token: {exc}")
-        scrubbed = self._scrubber.error(error)
-        assert isinstance(scrubbed, errors.UpstreamError)
-        return scrubbed
-
-    async def aclose(self) -> None:
-        """Cancel a refresh in progress."""
-        task = self._refreshing
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-def _retrieve(task: asyncio.Task[Token]) -> None:
-    """Log a refresh's failure (and mark it retrieved: a background refresh has no awaiter;
-    the calls that awaited one get it raised as well)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("Entra ID token refresh failed: %s", task.exception())
+        super().__init__(fetch, describe=describe, what="a Microsoft Entra ID token",
+                         scrubber=scrubber, clock=clock, margin_s=margin_s, retry_s=RETRY_S)
 
 
 def credential_fetch(cred: AsyncTokenCredential) -> Fetch:
@@ -273,9 +167,7 @@ def credential_fetch(cred: AsyncTokenCredential) -> Fetch:
         try:
             token = await cred.get_token(SCOPE)
         except (AzureError, ValueError, OSError) as exc:
-            text = str(exc).strip()
-            detail = text.splitlines()[0][:400] if text else "no detail"
-            raise TokenUnavailable(f"{type(exc).__name__}: {detail}") from None
+            raise TokenUnavailable(summary(exc)) from None
         return token.token, float(token.expires_on)
 
     return fetch

@@ -43,9 +43,9 @@ from app.providers.gemini_embed import (
 )
 from app.providers.gemini_response import error_mapper
 from app.providers.http import ErrorMapper, Upstream
+from app.providers.tokens import Token
 from app.providers.vertex_auth import (
     AccessTokens,
-    Token,
     credentials_fetch,
     load_credentials,
     require_google_auth,

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from app import errors
 from app.providers import azure_auth
 from app.providers.azure import AzureOpenAIProvider
-from app.providers.azure_auth import BearerTokens, TokenUnavailable
+from app.providers.azure_auth import BearerTokens
+from app.providers.tokens import TokenUnavailable
 from app.scrub import Scrubber
 
 SECRET = "entra-client-secret-0123456789"

@@ -22,8 +22,9 @@ from pydantic import SecretStr, ValidationError
 from app import errors
 from app.providers import vertex
 from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.tokens import Token, TokenUnavailable
 from app.providers.vertex import VertexProvider
-from app.providers.vertex_auth import SCOPES, AccessTokens, Token, TokenUnavailable
+from app.providers.vertex_auth import SCOPES, AccessTokens
 from app.schemas import EmbeddingRequest
 from app.scrub import Scrubber
 from app.simulator import SimOptions, create_app
