@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import errors
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage
 
@@ -130,14 +131,28 @@ NATIVE_EVENTS = "native_events"
 the gateway accounts and the stages see."""
 
 
-def embeddings_result(vectors: list[Any], *, model: str, tokens: int) -> Result:
+def embeddings_result(vectors: list[Any], *, model: str, tokens: int,
+                      estimated: bool = False) -> Result:
     """An OpenAI-shaped embedding ``list`` answer: one entry per vector (already encoded as the
-    client asked), ``tokens`` the input tokens read."""
+    client asked), ``tokens`` the input tokens read (``estimated``: counted by the gateway,
+    the upstream reporting none)."""
     data: list[Json] = [{"object": "embedding", "index": i, "embedding": vector}
                         for i, vector in enumerate(vectors)]
     body: Json = {"object": "list", "data": data, "model": model,
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return Result(body=body, usage=Usage(prompt_tokens=tokens))
+    return Result(body=body, usage=Usage(prompt_tokens=tokens, estimated=estimated))
+
+
+def text_inputs(call: EmbeddingCall, *, refusal: str) -> list[str]:
+    """An embedding call's inputs as texts, for upstreams that embed text only: token-id inputs
+    are a 400 (``refusal`` says why, naming the upstream)."""
+    value = call.request.input
+    if isinstance(value, str):
+        return [value]
+    texts = [item for item in value if isinstance(item, str)]
+    if len(texts) != len(value):
+        raise errors.InvalidRequest(refusal, param="input")
+    return texts
 
 
 @runtime_checkable

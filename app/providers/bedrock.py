@@ -56,6 +56,7 @@ import orjson
 from pydantic import Field, SecretStr
 
 from app import errors
+from app.embeddings import encode_vector
 from app.providers import bedrock_embed
 from app.providers.anthropic_response import to_chat_completion as anthropic_completion
 from app.providers.anthropic_stream import StreamTranslator as AnthropicStream
@@ -74,7 +75,6 @@ from app.providers.base import (
 )
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import StreamTranslator, to_chat_completion
-from app.providers.cohere_embed import encode
 from app.scrub import config_secrets
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -143,14 +143,14 @@ class Bedrock:
             answers = await self._all(path, bedrock_embed.titan_bodies(call, target=target),
                                       target)
             read = [bedrock_embed.read_titan(body) for body, _ in answers]
-            return embeddings_result([encode(vector, encoding) for vector, _ in read],
+            return embeddings_result([encode_vector(vector, encoding) for vector, _ in read],
                                      model=target.model, tokens=sum(n for _, n in read))
         bodies = bedrock_embed.cohere_bodies(call, target=target)
         answers = await self._all(path, bodies, target)
         vectors: list[Any] = []
         tokens = 0
         for payload, (body, headers) in zip(bodies, answers, strict=True):
-            vectors.extend(encode(v, encoding) for v in
+            vectors.extend(encode_vector(v, encoding) for v in
                            bedrock_embed.read_cohere(body, expected=len(payload["texts"])))
             tokens += _int(headers.get("X-Amzn-Bedrock-Input-Token-Count"))
         return embeddings_result(vectors, model=target.model, tokens=tokens)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from app import errors
-from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.base import EmbeddingCall, Json, Target, text_inputs
 
 COHERE_MAX_TEXTS = 96
 TITAN_DIMENSIONS = (256, 512, 1024)
@@ -47,14 +47,9 @@ def family(target: Target) -> Family:
 
 
 def texts_of(call: EmbeddingCall) -> list[str]:
-    value = call.request.input
-    if isinstance(value, str):
-        return [value]
-    texts = [item for item in value if isinstance(item, str)]
-    if len(texts) != len(value):
-        raise errors.InvalidRequest("Bedrock embedding models embed text only; token-id "
-                                    "inputs are not supported", param="input")
-    return texts
+    """The inputs as texts (token-id inputs are a 400)."""
+    return text_inputs(call, refusal="Bedrock embedding models embed text only; token-id "
+                                     "inputs are not supported")
 
 
 def _params(target: Target) -> Json:

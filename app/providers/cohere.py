@@ -64,6 +64,7 @@ from typing import Literal
 import aiohttp
 from pydantic import SecretStr
 
+from app.embeddings import encode_vector
 from app.providers.base import (
     ChatCall,
     EmbeddingCall,
@@ -73,7 +74,7 @@ from app.providers.base import (
     Target,
     embeddings_result,
 )
-from app.providers.cohere_embed import InputType, batch_payloads, encode, read_batch
+from app.providers.cohere_embed import InputType, batch_payloads, read_batch
 from app.providers.cohere_request import translate_request
 from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
@@ -144,8 +145,8 @@ class CohereV2:
                 reported = True
                 total.prompt_tokens += usage.prompt_tokens
         encoding = call.request.encoding_format
-        result = embeddings_result([encode(v, encoding) for v in vectors], model=target.model,
-                                   tokens=total.prompt_tokens)
+        result = embeddings_result([encode_vector(v, encoding) for v in vectors],
+                                   model=target.model, tokens=total.prompt_tokens)
         if not reported:
             result.usage = None  # the gateway estimates rather than accounts zero tokens
         return result

@@ -7,12 +7,10 @@ vectors are rejoined in the same order, their usage summed.
 
 from __future__ import annotations
 
-import base64
-import struct
 from typing import Any, Literal
 
 from app import errors
-from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.base import EmbeddingCall, Json, Target, text_inputs
 from app.providers.cohere_response import read_usage
 from app.usage import Usage
 
@@ -29,14 +27,8 @@ TRUNCATE = ("NONE", "START", "END")
 
 
 def texts_of(call: EmbeddingCall) -> list[str]:
-    """The client's inputs as texts; token-id inputs are refused (Cohere embeds text only)."""
-    value = call.request.input
-    if isinstance(value, str):
-        return [value]
-    if all(isinstance(item, str) for item in value):
-        return [item for item in value if isinstance(item, str)]
-    raise errors.InvalidRequest("Cohere embeds text only; token-id inputs are not supported",
-                                param="input")
+    """The inputs as texts (token-id inputs are a 400)."""
+    return text_inputs(call, refusal="Cohere embeds text only; token-id inputs are not supported")
 
 
 def _choose(call: EmbeddingCall, target: Target, key: str, default: Any) -> Any:
@@ -83,11 +75,3 @@ def read_batch(answer: Json, *, expected: int) -> tuple[list[list[float]], Usage
         raise errors.BadUpstreamResponse(
             f"upstream embed answer lacks {expected} float embeddings")
     return vectors, read_usage(answer.get("meta"))
-
-
-def encode(vector: list[float], encoding: str) -> list[float] | str:
-    """The OpenAI ``embedding`` field: the floats, or base64 of little-endian float32 (as
-    OpenAI encodes ``encoding_format: base64``)."""
-    if encoding == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-    return vector

@@ -62,6 +62,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import SecretStr
 
+from app.embeddings import encode_vector
 from app.providers.base import (
     ChatCall,
     EmbeddingCall,
@@ -69,10 +70,10 @@ from app.providers.base import (
     ProviderBase,
     Result,
     Target,
+    embeddings_result,
 )
 from app.providers.gemini_embed import (
     batch_embed_payloads,
-    encode,
     estimated_usage,
     read_batch_embed,
     texts_of,
@@ -169,20 +170,16 @@ class GeminiAPI(GenerateContentChat):
             answer = await self._fixed_upstream.post_json(
                 f"/models/{model}:batchEmbedContents", payload, timeout_s=target.timeout_s)
             vectors.extend(read_batch_embed(answer, expected=len(payload["requests"])))
-        return embeddings_result(vectors, call=call, target=target,
-                                 usage=estimated_usage(texts_of(call)))
+        return encoded_embeddings(vectors, call=call, target=target,
+                                  usage=estimated_usage(texts_of(call)))
 
 
-def embeddings_result(vectors: list[list[float]], *, call: EmbeddingCall, target: Target,
-                      usage: Usage) -> Result:
+def encoded_embeddings(vectors: list[list[float]], *, call: EmbeddingCall, target: Target,
+                       usage: Usage) -> Result:
     """The OpenAI embedding ``list`` for ``vectors``, encoded as the client asked."""
     encoding = call.request.encoding_format
-    data: list[Json] = [{"object": "embedding", "index": i, "embedding": encode(v, encoding)}
-                        for i, v in enumerate(vectors)]
-    body: Json = {"object": "list", "data": data, "model": target.model,
-                  "usage": {"prompt_tokens": usage.prompt_tokens,
-                            "total_tokens": usage.prompt_tokens}}
-    return Result(body=body, usage=usage)
+    return embeddings_result([encode_vector(v, encoding) for v in vectors], model=target.model,
+                             tokens=usage.prompt_tokens, estimated=usage.estimated)
 
 
 def build(config: GeminiProvider, session: aiohttp.ClientSession) -> GeminiAPI:

@@ -9,12 +9,10 @@ extension field), else the target's ``params.taskType``, else the provider's ``t
 
 from __future__ import annotations
 
-import base64
-import struct
 from typing import Any
 
 from app import errors
-from app.providers.base import EmbeddingCall, Json, Target
+from app.providers.base import EmbeddingCall, Json, Target, text_inputs
 from app.usage import Usage, estimate_tokens
 
 TASK_TYPES = ("RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY", "CLASSIFICATION",
@@ -26,14 +24,8 @@ GEMINI_BATCH = 100
 
 
 def texts_of(call: EmbeddingCall) -> list[str]:
-    """The client's inputs as texts; token-id inputs are refused (Google embeds text only)."""
-    value = call.request.input
-    if isinstance(value, str):
-        return [value]
-    if all(isinstance(item, str) for item in value):
-        return [item for item in value if isinstance(item, str)]
-    raise errors.InvalidRequest("Gemini embeds text only; token-id inputs are not supported",
-                                param="input")
+    """The inputs as texts (token-id inputs are a 400)."""
+    return text_inputs(call, refusal="Gemini embeds text only; token-id inputs are not supported")
 
 
 def task_type(call: EmbeddingCall, *, target: Target, default: str | None) -> str | None:
@@ -123,10 +115,3 @@ def read_predict(answer: Json, *, expected: int) -> tuple[list[list[float]], int
 def estimated_usage(texts: list[str]) -> Usage:
     """The input tokens of ``texts``, estimated (``batchEmbedContents`` reports no usage)."""
     return Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts), estimated=True)
-
-
-def encode(vector: list[float], encoding: str) -> list[float] | str:
-    """The OpenAI ``embedding`` field: the floats, or base64 of little-endian float32."""
-    if encoding == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-    return vector

@@ -30,7 +30,7 @@ from typing import Any
 
 from app import errors
 from app.embeddings import encode_vector
-from app.providers.base import EmbeddingCall, Json, Result, Target, embeddings_result
+from app.providers.base import EmbeddingCall, Json, Result, Target, embeddings_result, text_inputs
 from app.providers.http import Upstream
 from app.usage import estimate_tokens
 
@@ -67,14 +67,9 @@ def embed_options(defaults: Json, target: Target, body: Json) -> Json:
 
 
 def texts_of(call: EmbeddingCall) -> list[str]:
-    """The inputs as texts; token-id inputs are refused."""
-    value = call.request.input
-    if isinstance(value, str):
-        return [value]
-    if all(isinstance(item, str) for item in value):
-        return [item for item in value if isinstance(item, str)]
-    raise errors.InvalidRequest("token-id inputs cannot be embedded by TEI (they are ids of "
-                                "another tokenizer); send text", param="input")
+    """The inputs as texts (token-id inputs are a 400)."""
+    return text_inputs(call, refusal="token-id inputs cannot be embedded by TEI (they are ids "
+                                     "of another tokenizer); send text")
 
 
 def read_vectors(answer: Any, count: int) -> list[list[float]]:
@@ -131,8 +126,5 @@ class TeiEmbeddings:
                 f"upstream TEI ignored dimensions={dimensions} (it answered vectors of "
                 f"{len(vectors[0])}); it may predate TEI's dimensions option")
         encoded = [encode_vector(v, call.request.encoding_format) for v in vectors]
-        result = embeddings_result(encoded, model=target.model,
-                                   tokens=sum(estimate_tokens(t) for t in texts))
-        if result.usage is not None:
-            result.usage.estimated = True
-        return result
+        return embeddings_result(encoded, model=target.model,
+                                 tokens=sum(estimate_tokens(t) for t in texts), estimated=True)

@@ -34,7 +34,7 @@ import aiohttp
 from pydantic import Field, SecretStr, model_validator
 
 from app.providers.base import EmbeddingCall, ProviderBase, Result, Target
-from app.providers.gemini import GenerateContentChat, embeddings_result, model_id
+from app.providers.gemini import GenerateContentChat, encoded_embeddings, model_id
 from app.providers.gemini_embed import (
     estimated_usage,
     predict_payloads,
@@ -182,7 +182,7 @@ class VertexAI(GenerateContentChat):
         counts = [tokens for _, tokens in answers]
         usage = Usage(prompt_tokens=sum(c for c in counts if c is not None)) \
             if all(c is not None for c in counts) else estimated_usage(texts_of(call))
-        return embeddings_result(vectors, call=call, target=target, usage=usage)
+        return encoded_embeddings(vectors, call=call, target=target, usage=usage)
 
     async def aclose(self) -> None:
         """Stop a token refresh in progress."""

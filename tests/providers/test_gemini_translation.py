@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from app import errors
+from app.embeddings import encode_vector
 from app.providers.base import ChatCall, EmbeddingCall, Json, Target
 from app.providers.gemini_embed import (
     batch_embed_payloads,
-    encode,
     predict_payloads,
     read_batch_embed,
     read_predict,
@@ -351,6 +351,6 @@ def test_vertex_predict_payload_and_tokens() -> None:
 
 def test_base64_is_little_endian_float32() -> None:
     """base64 encoding packs the floats as little-endian float32."""
-    encoded = encode([1.0, -2.5], "base64")
+    encoded = encode_vector([1.0, -2.5], "base64")
     assert isinstance(encoded, str)
     assert struct.unpack("<2f", base64.b64decode(encoded)) == (1.0, -2.5)
