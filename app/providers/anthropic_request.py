@@ -230,17 +230,27 @@ def _check_supported(request: ChatRequest) -> None:
                                     param="logprobs" if request.logprobs else "top_logprobs")
 
 
-def _output_format(request: ChatRequest, *, params: Json) -> Json:
-    """``output_config`` for ``response_format`` (empty for text or no format)."""
+def required_schema(request: ChatRequest, *, who: str) -> Json | None:
+    """The JSON schema a ``response_format`` asks for (``None`` for text or no format), for
+    upstreams whose structured output needs one: ``json_object`` or a format without a schema
+    is a 400 (``who`` names the upstream)."""
     fmt = request.response_format
     if fmt is None or fmt.type == "text":
-        return {}
+        return None
     schema = fmt.json_schema.get("schema") if fmt.json_schema else None
     if fmt.type == "json_object" or not isinstance(schema, dict):
         raise errors.InvalidRequest(
-            "Anthropic models need a JSON schema for structured output: use response_format "
+            f"{who} needs a JSON schema for structured output: use response_format "
             "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
             param="response_format")
+    return schema
+
+
+def _output_format(request: ChatRequest, *, params: Json) -> Json:
+    """``output_config`` for ``response_format`` (empty for text or no format)."""
+    schema = required_schema(request, who="Anthropic models")
+    if schema is None:
+        return {}
     base = params.get("output_config")
     return {"output_config": {**(base if isinstance(base, dict) else {}),
                               "format": {"type": "json_schema", "schema": schema}}}

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from app import errors
+from app.providers.anthropic_request import required_schema
 from app.providers.base import ChatCall, Json, Target
 from app.schemas import ChatRequest, Message
 
@@ -176,16 +177,11 @@ def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
 def output_config(request: ChatRequest) -> Json:
     """``outputConfig.textFormat`` for a ``json_schema`` response format (Converse's own
     structured output: the schema travels as a JSON string)."""
-    fmt = request.response_format
-    if fmt is None or fmt.type == "text":
+    schema = required_schema(request, who="Bedrock Converse")
+    if schema is None:
         return {}
-    schema = fmt.json_schema.get("schema") if fmt.json_schema else None
-    if fmt.type == "json_object" or not isinstance(schema, dict):
-        raise errors.InvalidRequest(
-            "Bedrock Converse needs a JSON schema for structured output: use response_format "
-            "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
-            param="response_format")
-    assert fmt.json_schema is not None
+    fmt = request.response_format
+    assert fmt is not None and fmt.json_schema is not None
     definition: Json = {"schema": orjson.dumps(schema).decode()}
     for key in ("name", "description"):
         if isinstance(fmt.json_schema.get(key), str):
