@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -58,13 +58,12 @@ from pydantic import Field, SecretStr
 from app import errors
 from app.embeddings import encode_vector
 from app.providers import bedrock_embed
+from app.providers.anthropic import native_chunks
 from app.providers.anthropic_response import to_chat_completion as anthropic_completion
-from app.providers.anthropic_stream import StreamTranslator as AnthropicStream
 from app.providers.aws import Authorizer, AwsConfig, BearerKey, SigV4Signer, credential_cache
 from app.providers.aws_eventstream import Message
 from app.providers.aws_http import AwsUpstream, stream_exception
 from app.providers.base import (
-    NATIVE_EVENTS,
     ChatCall,
     EmbeddingCall,
     Json,
@@ -75,6 +74,7 @@ from app.providers.base import (
 )
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import StreamTranslator, to_chat_completion
+from app.providers.http import SSEEvent
 from app.scrub import config_secrets
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -185,32 +185,16 @@ class Bedrock:
     async def stream_messages(self, call: MessagesCall, *, target: Target
                               ) -> AsyncIterator[Json]:
         """InvokeModelWithResponseStream: each ``chunk`` event's ``bytes`` is one of Anthropic's
-        events, relayed (``NATIVE_EVENTS``) on the chunk it led to, as ``anthropic`` does."""
-        translator = AnthropicStream(created=int(time.time()))
+        events, relayed (``NATIVE_EVENTS``) on the chunk it led to by ``anthropic``'s own
+        ``native_chunks``."""
         events = self._upstream.events(model_path(target.model, "invoke-with-response-stream"),
                                        anthropic_body(call, target), timeout_s=target.timeout_s)
-        carried: list[tuple[str, str]] = []
+        chunks = native_chunks(_anthropic_events(events, service=self._upstream.service))
         try:
-            async for message in events:
-                if message.message_type == "exception":
-                    raise stream_exception(message, service=self._upstream.service)
-                if message.event_type != "chunk":
-                    continue
-                raw = _chunk_bytes(message.payload)
-                data = _json(raw)
-                carried.append((str(data.get("type", "")), raw.decode()))
-                for chunk in translator.feed(data):
-                    if carried:
-                        chunk[NATIVE_EVENTS], carried = carried, []
-                    yield chunk
-                if translator.done:
-                    await _drain(events)
-                    break
-            translator.finish()
-            if carried:
-                yield {"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: carried}
+            async for chunk in chunks:
+                yield chunk
         finally:
-            await events.aclose()
+            await chunks.aclose()
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
@@ -226,6 +210,20 @@ def anthropic_body(call: MessagesCall, target: Target) -> Json:
     body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
     body.setdefault("anthropic_version", ANTHROPIC_VERSION)
     return body
+
+
+async def _anthropic_events(events: AsyncGenerator[Message, None], *, service: str
+                            ) -> AsyncGenerator[SSEEvent, None]:
+    """InvokeModelWithResponseStream's ``chunk`` messages as the Anthropic events they carry
+    (an ``exception`` message raises its mapped error). Closing it closes ``events``."""
+    try:
+        async for message in events:
+            if message.message_type == "exception":
+                raise stream_exception(message, service=service)
+            if message.event_type == "chunk":
+                yield SSEEvent(event=None, data=_chunk_bytes(message.payload).decode())
+    finally:
+        await events.aclose()
 
 
 async def _drain(events: AsyncIterator[Message]) -> None:
