@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,30 @@ class RunningGateway:
                               headers={"Authorization": f"Bearer {MASTER_KEY}"})
         self.opened.append(client)
         return client
+
+    def leave_a_stream(self, simulator: str, *, request_id: str, body: dict[str, Any],
+                       path: str = "/v1/chat/completions",
+                       headers: dict[str, str] | None = None, lines: int = 3) -> int:
+        """Open a stream (``headers``: its credentials, else the master key as a bearer), read
+        ``lines`` lines of it and leave; then wait (5 s at most) until the simulator has counted
+        a cancelled stream and the call is recorded. The streams the simulator saw cancelled
+        meanwhile."""
+        stats = simulator + "/_sim/stats"
+        before: int = httpx.get(stats).json()["streams_cancelled"]
+        sent = {**(headers or {"Authorization": f"Bearer {MASTER_KEY}"}),
+                "x-request-id": request_id}
+        with httpx.stream("POST", self.url + path, timeout=10, headers=sent,
+                          json=body) as response:
+            for i, _ in enumerate(response.iter_lines()):
+                if i >= lines:
+                    break
+        deadline = time.monotonic() + 5
+        while True:
+            cancelled: int = httpx.get(stats).json()["streams_cancelled"] - before
+            recorded = any(r.request_id == request_id for r in self.sink.records)
+            if (cancelled and recorded) or time.monotonic() > deadline:
+                return cancelled
+            time.sleep(0.05)
 
     def close_clients(self) -> None:
         for client in self.opened:
