@@ -30,9 +30,10 @@ runs cancels it: ``POST /predictions/{id}/cancel``, sent from a task of its own 
 cancellation of the call cannot interrupt it. A call abandoned while its creating request is
 still held by ``Prefer: wait`` has no prediction id yet, so that prediction runs to its end.
 
-Text completions and embeddings are not implemented (Replicate's predictions are per-model
-schemas, with no common completion or embedding shape). Errors: see ``replicate_output``. The
-API token travels only in ``Authorization: Bearer`` and is scrubbed from every error message.
+The class has no text completions or embeddings, so the gateway never routes them here:
+Replicate's predictions are per-model schemas, with no common completion or embedding shape.
+Errors: see ``replicate_output``. The API token travels only in ``Authorization: Bearer`` and
+is scrubbed from every error message.
 """
 
 from __future__ import annotations

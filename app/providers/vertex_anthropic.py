@@ -24,7 +24,8 @@ replacing any the client sent. Streams keep ``"stream": true`` in the body.
 - ``/v1/messages`` calls go on as the client wrote them (``anthropic.native_payload``: the
   target's params underneath) and the answer, or each stream event, comes back as it came
   (``anthropic.native_chunks``).
-- Text completions and embeddings: not implemented, so never routed here.
+- Text completions and embeddings: Anthropic on Vertex has none, so the class has no such
+  methods and the gateway never routes them here.
 
 Errors: Claude's own (``{"type": "error", "error": {...}}``, 529 ``overloaded_error`` a
 retryable 503) are read as for ``anthropic``; Vertex AI's (a refused token, a model not enabled
