@@ -119,11 +119,11 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
         where = f"{param}.tool_calls[{i}]"
         names[call.id] = call.function.name
         args = _arguments(call.function.arguments, param=f"{where}.function.arguments")
-        part: Json = {"functionCall": {"name": call.function.name, "args": args}}
+        function_call: Json = {"functionCall": {"name": call.function.name, "args": args}}
         signature = _signature(call.model_extra, param=where)
         if signature is not None:
-            part["thoughtSignature"] = signature
-        parts.append(part)
+            function_call["thoughtSignature"] = signature
+        parts.append(function_call)
     return parts
 
 

@@ -17,8 +17,9 @@ Answers: a ``functionCall`` (``args`` a minimal instance of the schema) when
 ``thinkingConfig`` with ``thinkingBudget`` > 0 or ``includeThoughts`` adds thinking
 (``thoughtsTokenCount``; the thought itself as a ``thought: true`` part when
 ``includeThoughts``). Models named ``gemini-3*`` sign their answers and check the signatures
-sent back, as ``gemini_signature`` describes. ``X-Sim-Refusal`` is a candidate stopped for ``SAFETY`` with no content;
-``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as ``cachedContentTokenCount``.
+sent back, as ``gemini_signature`` describes. ``X-Sim-Refusal`` is a candidate stopped for
+``SAFETY`` with no content; ``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as
+``cachedContentTokenCount``.
 Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a whole
 ``GenerateContentResponse`` holding the next piece of each candidate; the last one carries the
 ``finishReason`` and the full ``usageMetadata``. ``X-Sim-Error-After`` sends a
