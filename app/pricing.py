@@ -59,7 +59,7 @@ def _shipped() -> Mapping[str, Price]:
 
 class PriceBook:
     """Looks up a target model's price: exact name first, then its longest listed prefix
-    followed by ``-``; a Vertex AI id (``claude-sonnet-4@20250514``: the model, ``@``, its
+    followed by ``-``. A Vertex AI id (``claude-sonnet-4@20250514``: the model, ``@``, its
     version) not listed as it is takes the price of the name before the ``@`` by the same
     rules (Vertex prices Claude at Anthropic's list prices on its global endpoint)."""
 
@@ -71,8 +71,9 @@ class PriceBook:
     def price(self, model: str) -> Price | None:
         if model in self._memo:
             return self._memo[model]
-        found = self._lookup(model)
-        if found is None and "@" in model:
+        found = self._prices.get(model)
+        if found is None:
+            # Before the prefix rule: claude-opus-4-5@20251101 starts with claude-opus-4-.
             found = self._lookup(model.partition("@")[0])
         if len(self._memo) < 4096:
             self._memo[model] = found

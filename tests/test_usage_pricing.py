@@ -42,6 +42,8 @@ def test_vertex_versioned_ids_take_the_name_before_the_at() -> None:
     assert book.price("claude-3-5-haiku@20241022") != book.price("claude-3-haiku")
     assert book.price("claude-3-5-sonnet-v2@20241022") == book.price("claude-3-5-sonnet")
     assert book.price("no-such-model@20250514") is None
+    opus = book.price("claude-opus-4-5@20251101")
+    assert opus is not None and opus.input == 5.00 and opus != book.price("claude-opus-4")
     own = Price(input=9.0, output=9.0)
     listed = PriceBook({**shipped_prices(), "claude-sonnet-4@20250514": own})
     assert listed.price("claude-sonnet-4@20250514") == own
