@@ -58,7 +58,10 @@ def _shipped() -> Mapping[str, Price]:
 
 
 class PriceBook:
-    """Looks up a target model's price: exact name first, then its longest listed prefix."""
+    """Looks up a target model's price: exact name first, then its longest listed prefix
+    followed by ``-``. A Vertex AI id (``claude-sonnet-4@20250514``: the model, ``@``, its
+    version) not listed as it is takes the price of the name before the ``@`` by the same
+    rules (Vertex prices Claude at Anthropic's list prices on its global endpoint)."""
 
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self._prices = dict(prices)
@@ -70,12 +73,18 @@ class PriceBook:
             return self._memo[model]
         found = self._prices.get(model)
         if found is None:
-            for name in self._by_length:
-                if model.startswith(name + "-"):
-                    found = self._prices[name]
-                    break
+            # Before the prefix rule: claude-opus-4-5@20251101 starts with claude-opus-4-.
+            found = self._lookup(model.partition("@")[0])
         if len(self._memo) < 4096:
             self._memo[model] = found
+        return found
+
+    def _lookup(self, model: str) -> Price | None:
+        found = self._prices.get(model)
+        if found is None:
+            for name in self._by_length:
+                if model.startswith(name + "-"):
+                    return self._prices[name]
         return found
 
     def cost(self, model: str, usage: Usage) -> float | None:

@@ -33,6 +33,22 @@ def test_dated_model_names_take_their_family_price() -> None:
     assert book.cost("some-local-model", Usage(prompt_tokens=5)) is None
 
 
+def test_vertex_versioned_ids_take_the_name_before_the_at() -> None:
+    """Vertex's claude-sonnet-4@20250514 is priced as claude-sonnet-4 (and a -v2 variant by
+    prefix); an id listed with its @version wins; nothing listed before the @ is None."""
+    book = PriceBook(shipped_prices())
+    assert book.price("claude-sonnet-4@20250514") == book.price("claude-sonnet-4")
+    assert book.price("claude-3-5-haiku@20241022") == book.price("claude-3-5-haiku")
+    assert book.price("claude-3-5-haiku@20241022") != book.price("claude-3-haiku")
+    assert book.price("claude-3-5-sonnet-v2@20241022") == book.price("claude-3-5-sonnet")
+    assert book.price("no-such-model@20250514") is None
+    opus = book.price("claude-opus-4-5@20251101")
+    assert opus is not None and opus.input == 5.00 and opus != book.price("claude-opus-4")
+    own = Price(input=9.0, output=9.0)
+    listed = PriceBook({**shipped_prices(), "claude-sonnet-4@20250514": own})
+    assert listed.price("claude-sonnet-4@20250514") == own
+
+
 def test_every_shipped_price_names_its_date_and_source() -> None:
     """Each shipped price carries the date it was read and its public source."""
     for name, price in shipped_prices().items():

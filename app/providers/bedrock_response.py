@@ -3,6 +3,10 @@
 Pure, no I/O. Converse's ``usage.inputTokens`` counts only the input read fresh (as Anthropic's
 ``input_tokens`` does), so ``prompt_tokens`` is fresh + ``cacheReadInputTokens`` +
 ``cacheWriteInputTokens``; reads are ``cached_tokens``, writes ``cache_write_tokens``.
+Reasoning (``reasoningContent`` blocks) is billed inside ``outputTokens``, which is
+``completion_tokens``; Converse's usage has no count of its own for it, so ``reasoning_tokens``
+stays 0 and the OpenAI usage has no ``completion_tokens_details`` (an estimate from the visible
+text would undercount a summarized reasoning).
 """
 
 from __future__ import annotations

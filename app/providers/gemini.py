@@ -34,9 +34,13 @@ Where the two APIs differ, this is what a client gets:
 - Answers: text parts joined into ``content``; ``thought: true`` parts (sent when
   ``thinkingConfig.includeThoughts`` is set) into ``reasoning_content``; ``functionCall`` parts
   into ``tool_calls`` with generated ``call_...`` ids (Gemini's own id when it gives one). Other
-  parts (inline data, code execution) are dropped. Thought signatures are not carried back to
-  the client, so a thinking model that requires them on the next turn's function calls
-  (Gemini 3) answers that turn with its own 400.
+  parts (inline data, code execution) are dropped.
+- Thought signatures travel where Google's own OpenAI-compatible endpoint puts them: a
+  ``functionCall`` part's on its tool call, any other part's on the message, each as
+  ``extra_content: {"google": {"thought_signature": ...}}`` (streams: on the tool call's delta,
+  or a delta of their own). Sent back on an assistant message's tool calls, each goes on its
+  own ``functionCall`` part, which Gemini 3 requires for the current turn's calls; one on the
+  message goes on its last text part (``gemini_request._model_parts``).
 - Finish reasons: STOP stop, MAX_TOKENS length, SAFETY / RECITATION / BLOCKLIST /
   PROHIBITED_CONTENT / SPII content_filter, others stop; a candidate with calls tool_calls. A
   prompt blocked by ``promptFeedback.blockReason`` is a 400 naming the reason.

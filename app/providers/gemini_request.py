@@ -81,7 +81,29 @@ def _arguments(raw: str, *, param: str) -> Json:
     return arguments
 
 
+def _signature(extra: dict[str, Any] | None, *, param: str) -> str | None:
+    """The thought signature a client sent back in ``extra_content.google.thought_signature``
+    (where ``gemini_response.carried_signature`` put it); None when there is none."""
+    carried = (extra or {}).get("extra_content")
+    if carried is None:
+        return None
+    google = carried.get("google", {}) if isinstance(carried, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else ""
+    if signature is None:
+        return None
+    if not isinstance(signature, str) or not signature:
+        raise errors.InvalidRequest("extra_content must be an object whose google."
+                                    "thought_signature, if given, is a non-empty string",
+                                    param=f"{param}.extra_content")
+    return signature
+
+
 def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list[Json]:
+    """A model turn's parts. Each tool call's thought signature goes back on its own
+    ``functionCall`` part (Gemini 3 refuses a current-turn call without it); a signature on
+    the message goes on its last text part (texts are merged, so the part Google sent it on
+    is not kept; Google does not require text signatures back, so one with no text to carry
+    it is dropped)."""
     parts: list[Json] = []
     if isinstance(message.content, list):
         for part in message.content:
@@ -90,11 +112,18 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
                 parts.append({"text": text})
     elif message.content:
         parts.append({"text": message.content})
+    signature = _signature(message.model_extra, param=param)
+    if signature is not None and parts:
+        parts[-1]["thoughtSignature"] = signature
     for i, call in enumerate(message.tool_calls or ()):
+        where = f"{param}.tool_calls[{i}]"
         names[call.id] = call.function.name
-        args = _arguments(call.function.arguments,
-                          param=f"{param}.tool_calls[{i}].function.arguments")
-        parts.append({"functionCall": {"name": call.function.name, "args": args}})
+        args = _arguments(call.function.arguments, param=f"{where}.function.arguments")
+        function_call: Json = {"functionCall": {"name": call.function.name, "args": args}}
+        signature = _signature(call.model_extra, param=where)
+        if signature is not None:
+            function_call["thoughtSignature"] = signature
+        parts.append(function_call)
     return parts
 
 

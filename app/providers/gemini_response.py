@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -79,32 +79,63 @@ def call_id() -> str:
     return "call_" + secrets.token_hex(12)
 
 
-def tool_call(function_call: Any) -> Json:
-    """The OpenAI tool call for one ``functionCall`` part (its ``id`` kept when it has one)."""
+def carried_signature(signature: str) -> Json:
+    """The ``extra_content`` that carries a Gemini thought signature on an OpenAI tool call or
+    message: where Google's own OpenAI-compatible endpoint puts it, so clients written for that
+    endpoint send it back unchanged (``gemini_request`` reads it there)."""
+    return {"google": {"thought_signature": signature}}
+
+
+def _signature(part: Json) -> str | None:
+    value = part.get("thoughtSignature")
+    return value if isinstance(value, str) and value else None
+
+
+def tool_call(function_call: Any, *, signature: str | None = None) -> Json:
+    """The OpenAI tool call for one ``functionCall`` part (its ``id`` kept when it has one; the
+    part's thought signature, if any, as ``extra_content``)."""
     name = function_call.get("name") if isinstance(function_call, dict) else None
     if not isinstance(name, str):
         raise errors.BadUpstreamResponse("upstream functionCall part lacks a name")
     given = function_call.get("id")
     args = function_call.get("args")
-    return {"id": given if isinstance(given, str) and given else call_id(), "type": "function",
-            "function": {"name": name,
-                         "arguments": orjson.dumps(args if args is not None else {}).decode()}}
+    arguments = orjson.dumps(args if args is not None else {}).decode()
+    call: Json = {"id": given if isinstance(given, str) and given else call_id(),
+                  "type": "function", "function": {"name": name, "arguments": arguments}}
+    if signature is not None:
+        call["extra_content"] = carried_signature(signature)
+    return call
 
 
-def split_parts(parts: Any) -> tuple[list[str], list[str], list[Json]]:
-    """(texts, thoughts, tool calls) of a candidate's ``content.parts``. Other parts (inline
-    data, code execution) are not representable in a chat message and are dropped."""
+class Parts(NamedTuple):
+    """A candidate's ``content.parts`` sorted for an OpenAI message. Other parts (inline data,
+    code execution) are not representable in a chat message and are dropped."""
+
+    texts: list[str]
+    thoughts: list[str]
+    calls: list[Json]
+    """Tool calls, each with its part's thought signature."""
+    signature: str | None
+    """The last thought signature on a part that is not a function call (Gemini 3 puts one on
+    the last part of an answer without calls; streams send it on a final empty text part)."""
+
+
+def split_parts(parts: Any) -> Parts:
+    """The texts, thoughts, tool calls and text signature of a candidate's parts."""
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[Json] = []
+    signature = None
     for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, dict):
             continue
         if "functionCall" in part:
-            calls.append(tool_call(part["functionCall"]))
-        elif isinstance(part.get("text"), str):
+            calls.append(tool_call(part["functionCall"], signature=_signature(part)))
+            continue
+        if isinstance(part.get("text"), str):
             (thoughts if part.get("thought") is True else texts).append(part["text"])
-    return texts, thoughts, calls
+        signature = _signature(part) or signature
+    return Parts(texts, thoughts, calls, signature)
 
 
 def check_prompt(body: Json) -> None:
@@ -122,8 +153,8 @@ def _choice(position: int, candidate: Any) -> Json:
     if not isinstance(candidate, dict):
         raise errors.BadUpstreamResponse("upstream candidate is not an object")
     content = candidate.get("content")
-    texts, thoughts, calls = split_parts(content.get("parts") if isinstance(content, dict)
-                                         else None)
+    texts, thoughts, calls, signature = split_parts(
+        content.get("parts") if isinstance(content, dict) else None)
     message: Json = {"role": "assistant",
                      "content": "".join(texts) if texts or not calls else None,
                      "refusal": None}
@@ -131,6 +162,8 @@ def _choice(position: int, candidate: Any) -> Json:
         message["tool_calls"] = calls
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
+    if signature is not None:
+        message["extra_content"] = carried_signature(signature)
     index = candidate.get("index")
     return {"index": index if isinstance(index, int) else position, "message": message,
             "logprobs": None,

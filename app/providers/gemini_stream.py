@@ -6,6 +6,11 @@ arguments); the candidate's ``finishReason`` comes with its last piece and ``usa
 (cumulative) with every chunk or the last. There is no end-of-stream event: the stream is
 complete when every candidate seen has finished. An ``{"error": {...}}`` frame replaces the
 rest. The translator is fed one parsed chunk at a time, so it is tested without a network.
+
+Thought signatures: a function call's comes on its own part, so it rides on that tool call's
+delta as ``extra_content``; one on any other part (Gemini 3 sends it on a final empty text
+part) is a delta of its own, ``{"extra_content": {"google": {"thought_signature": ...}}}``, the
+message-level field where Google's OpenAI-compatible endpoint puts it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from app import errors
 from app.providers.base import Json
 from app.providers.gemini_response import (
+    carried_signature,
     check_prompt,
     completion_id,
     error_from_frame,
@@ -91,12 +97,14 @@ class StreamTranslator:
             self._started.add(index)
             chunks.append(self._chunk(index, {"role": "assistant", "content": ""}))
         content: Any = candidate.get("content")
-        texts, thoughts, calls = split_parts(content.get("parts") if isinstance(content, dict)
-                                             else None)
+        texts, thoughts, calls, signature = split_parts(
+            content.get("parts") if isinstance(content, dict) else None)
         if thoughts:
             chunks.append(self._chunk(index, {"reasoning_content": "".join(thoughts)}))
         if texts and "".join(texts):
             chunks.append(self._chunk(index, {"content": "".join(texts)}))
+        if signature is not None:
+            chunks.append(self._chunk(index, {"extra_content": carried_signature(signature)}))
         if calls:
             first = self._tool_calls.get(index, 0)
             self._tool_calls[index] = first + len(calls)

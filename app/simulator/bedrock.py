@@ -14,6 +14,11 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
 - ConverseStream sends ``messageStart``, (``contentBlockStart`` for a tool), one
   ``contentBlockDelta`` per token, ``contentBlockStop``, ``messageStop`` and ``metadata``,
   framed as ``application/vnd.amazon.eventstream`` with their CRCs.
+- Claude's thinking (``additionalModelRequestFields.thinking``, ``enabled`` or ``adaptive``)
+  puts a ``reasoningContent`` block before the answer (``reasoningText`` with its text and a
+  signature; streamed as ``reasoningContent`` text deltas, then the signature, at block index
+  0) and counts its tokens in ``outputTokens``: Converse's usage has no field of its own for
+  them, and they are billed as output.
 - InvokeModel takes the model's own body, chosen by the model id: Titan Text Embeddings v2
   (``inputText``, ``dimensions``, ``normalize``), Cohere Embed (``texts`` up to 96,
   ``input_type``; token count in ``X-Amzn-Bedrock-Input-Token-Count``) and Anthropic's
@@ -50,6 +55,8 @@ _STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_to
          "tool": "tool_use"}
 TITAN_DIMENSIONS = (256, 512, 1024)
 COHERE_DIMENSIONS = 1024
+REASONING_SIGNATURE = "c2ltdWxhdGVkIHJlYXNvbmluZyBzaWduYXR1cmU="
+"""The signature closing every simulated reasoning block (opaque to the gateway)."""
 
 
 def parse_path(path: str) -> tuple[str, str] | None:
@@ -122,18 +129,28 @@ def _output(sim: Sim, request: ConverseRequest, knobs: Knobs) -> content.Output:
     return content.reply(topic, length, 0, limit, stops)
 
 
+def _thought(request: ConverseRequest) -> tuple[str, ...]:
+    """The reasoning Claude shows when thinking is on (empty otherwise)."""
+    if not request.thinks:
+        return ()
+    topic = content.topic_of(content.last_user_text(request.messages))
+    return tuple(content.split_tokens(f"Considering how to answer: {topic}."))
+
+
 async def _converse(sim: Sim, req: Request, model: str, body: dict[str, Any], knobs: Knobs,
                     *, streamed: bool) -> None:
     sim.model(model, route=ROUTE)
     request = read_converse(body)
     output = _output(sim, request, knobs)
+    thought = _thought(request)
     tool_id = f"tooluse_{uuid.uuid4().hex[:22]}" if request.tool is not None else ""
     if streamed:
         _eventstream(req)
-        await stream(sim, req, _converse_plan(request, knobs, output, tool_id), knobs,
+        await stream(sim, req, _converse_plan(request, knobs, output, tool_id, thought), knobs,
                      route=ROUTE)
         return
-    if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=output.tokens,
+    spent = output.tokens + len(thought)
+    if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=spent,
                        finish=output.finish):
         return
     if request.tool is not None:
@@ -142,33 +159,56 @@ async def _converse(sim: Sim, req: Request, model: str, body: dict[str, Any], kn
                                              "input": orjson.loads(output.text) if done else {}}}
     else:
         block = {"text": output.text}
+    blocks = [block]
+    if thought:
+        blocks.insert(0, {"reasoningContent": {"reasoningText": {
+            "text": "".join(thought), "signature": REASONING_SIGNATURE}}})
     await send_json(req.send, 200, orjson.dumps({
-        "output": {"message": {"role": "assistant", "content": [block]}},
-        "stopReason": _STOP[output.finish], "usage": _usage(request, knobs, output.tokens),
+        "output": {"message": {"role": "assistant", "content": blocks}},
+        "stopReason": _STOP[output.finish], "usage": _usage(request, knobs, spent),
         "metrics": {"latencyMs": 1}}))
 
 
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
+    return es.event("contentBlockDelta", orjson.dumps({"delta": delta,
+                                                       "contentBlockIndex": index}))
+
+
+def _stop(index: int) -> bytes:
+    return es.event("contentBlockStop", orjson.dumps({"contentBlockIndex": index}))
+
+
 def _converse_plan(request: ConverseRequest, knobs: Knobs, output: content.Output,
-                   tool_id: str) -> StreamPlan:
-    head: list[bytes] = []
+                   tool_id: str, thought: tuple[str, ...]) -> StreamPlan:
+    """The events of a ConverseStream answer: the reasoning block first (index 0) when thinking
+    is on, closed by its signature, then the text or tool block."""
+    reasoning = [_delta(0, {"reasoningContent": {"text": piece}}) for piece in thought]
+    index, opening = 0, b""
+    if thought:
+        index = 1
+        opening = _delta(0, {"reasoningContent": {"signature": REASONING_SIGNATURE}}) + _stop(0)
     if request.tool is not None:
         start: dict[str, Any] = {"toolUse": {"toolUseId": tool_id,
                                              "name": request.tool["name"]}}
-        head.append(es.event("contentBlockStart", orjson.dumps(
-            {"start": start, "contentBlockIndex": 0})))
+        opening += es.event("contentBlockStart", orjson.dumps(
+            {"start": start, "contentBlockIndex": index}))
         deltas: list[dict[str, Any]] = [{"toolUse": {"input": piece}}
                                         for piece in output.pieces]
     else:
         deltas = [{"text": piece} for piece in output.pieces]
-    tail = [es.event("contentBlockStop", b'{"contentBlockIndex":0}'),
+    answer = [_delta(index, delta) for delta in deltas]
+    if answer:
+        answer[0] = opening + answer[0]
+    elif opening:
+        answer = [opening]
+    spent = output.tokens + len(thought)
+    tail = [_stop(index),
             es.event("messageStop", orjson.dumps({"stopReason": _STOP[output.finish]})),
-            es.event("metadata", orjson.dumps({"usage": _usage(request, knobs, output.tokens),
+            es.event("metadata", orjson.dumps({"usage": _usage(request, knobs, spent),
                                                "metrics": {"latencyMs": 1}}))]
     return StreamPlan(
-        preamble=[es.event("messageStart", b'{"role":"assistant"}')], head=head,
-        tokens=[es.event("contentBlockDelta", orjson.dumps(
-            {"delta": delta, "contentBlockIndex": 0})) for delta in deltas],
-        tail=tail, prompt_tokens=request.prompt_tokens,
+        preamble=[es.event("messageStart", b'{"role":"assistant"}')],
+        tokens=reasoning + answer, tail=tail, prompt_tokens=request.prompt_tokens,
         finish="length" if output.finish == "length" else "stop")
 
 

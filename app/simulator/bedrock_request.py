@@ -2,7 +2,8 @@
 
 Errors are 400 ``ValidationException`` with messages in Bedrock's style. The facts kept are
 what the answer needs: the token limit, stop sequences, the forced tool, the JSON schema of a
-structured-output request, the prompt's tokens and the part before the last ``cachePoint``.
+structured-output request, whether Claude's thinking is on, the prompt's tokens and the part
+before the last ``cachePoint``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ConverseRequest:
     schema: dict[str, Any] | None
     prompt_tokens: int
     cached_prefix: int
+    thinks: bool = False
+    """Claude's extended thinking asked for (``additionalModelRequestFields.thinking``)."""
 
 
 def _check_blocks(blocks: Any, where: str) -> None:
@@ -136,6 +139,22 @@ def _schema(config: Any) -> dict[str, Any] | None:
     return schema
 
 
+def _thinks(fields: Any) -> bool:
+    """Whether ``additionalModelRequestFields`` turns Claude's thinking on (``thinking.type``
+    ``enabled`` with an integer ``budget_tokens``, or ``adaptive``; ``disabled`` is off)."""
+    thinking = fields.get("thinking") if isinstance(fields, dict) else None
+    if thinking is None:
+        return False
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return False
+    if kind == "adaptive" or (kind == "enabled" and isinstance(budget, int)):
+        return True
+    raise fail("The model returned the following errors: thinking.type: must be enabled (with "
+               "an integer budget_tokens), adaptive or disabled")
+
+
 def count_prompt(system: Any, messages: list[Any]) -> tuple[int, int]:
     """(prompt tokens, tokens up to the last ``cachePoint``)."""
     total = prefix = 0
@@ -166,4 +185,5 @@ def read_converse(body: dict[str, Any]) -> ConverseRequest:
     prompt, prefix = count_prompt(system, messages)
     return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,
                            schema=_schema(body.get("outputConfig")), prompt_tokens=prompt,
-                           cached_prefix=prefix)
+                           cached_prefix=prefix,
+                           thinks=_thinks(body.get("additionalModelRequestFields")))

@@ -16,8 +16,10 @@ Answers: a ``functionCall`` (``args`` a minimal instance of the schema) when
 ``application/json``; otherwise the shared simulated reply, one per ``candidateCount``. A
 ``thinkingConfig`` with ``thinkingBudget`` > 0 or ``includeThoughts`` adds thinking
 (``thoughtsTokenCount``; the thought itself as a ``thought: true`` part when
-``includeThoughts``). ``X-Sim-Refusal`` is a candidate stopped for ``SAFETY`` with no content;
-``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as ``cachedContentTokenCount``.
+``includeThoughts``). Models named ``gemini-3*`` sign their answers and check the signatures
+sent back, as ``gemini_signature`` describes. ``X-Sim-Refusal`` is a candidate stopped for
+``SAFETY`` with no content; ``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as
+``cachedContentTokenCount``.
 Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a whole
 ``GenerateContentResponse`` holding the next piece of each candidate; the last one carries the
 ``finishReason`` and the full ``usageMetadata``. ``X-Sim-Error-After`` sends a
@@ -35,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from app.simulator import content
+from app.simulator import content, gemini_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
@@ -140,8 +142,9 @@ class Answer:
     """One generateContent answer, complete or as a stream plan."""
 
     def __init__(self, sim: Sim, request: GenerateRequest, knobs: Knobs, *, model: str,
-                 response_id: str, extra: dict[str, Any]) -> None:
+                 response_id: str, extra: dict[str, Any], signs: bool = False) -> None:
         self.request = request
+        self.signs = signs
         self.knobs = knobs
         self.refused = knobs.refusal
         self.outputs = [] if self.refused else _outputs(sim, request, knobs)
@@ -171,6 +174,15 @@ class Answer:
                                            else {}}})
         else:
             parts.append({"text": output.text})
+        return self._signed(parts)
+
+    def _signed(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``parts`` with Gemini 3's signature on the first function call, else the last part
+        (``gemini_signature``); unchanged for other models."""
+        if self.signs and parts:
+            calls = [part for part in parts if "functionCall" in part]
+            part = calls[0] if calls else parts[-1]
+            part["thoughtSignature"] = gemini_signature.sign(part)
         return parts
 
     def body(self) -> dict[str, Any]:
@@ -207,7 +219,9 @@ class Answer:
         if self.refused:
             last = [{"finishReason": "SAFETY", "index": 0, "safetyRatings": _SAFETY}]
         else:
-            last = [{"content": {"parts": [{"text": ""}], "role": "model"},
+            closing = [{"text": ""}] if self.request.tool is not None \
+                else self._signed([{"text": ""}])
+            last = [{"content": {"parts": closing, "role": "model"},
                      "finishReason": _FINISH[o.finish], "index": i}
                     for i, o in enumerate(self.outputs)]
         finish = "length" if any(o.finish == "length" for o in self.outputs) else "stop"
@@ -224,8 +238,11 @@ async def generate(sim: Sim, req: Request, route: Route, *, model: str, streamin
     if streaming and req.query_param("alt") != "sse":
         raise invalid("The simulator streams only as server-sent events: add ?alt=sse.")
     request = read_request(req.json_object())
+    signs = gemini_signature.signs(model)
+    if signs:
+        gemini_signature.check(request.contents)
     answer = Answer(sim, request, knobs, model=knobs.model or model,
-                    response_id=sim.new_id(""), extra=extra or {})
+                    response_id=sim.new_id(""), extra=extra or {}, signs=signs)
     if streaming:
         await stream(sim, req, answer.plan(), knobs, route=route)
         return

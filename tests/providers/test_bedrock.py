@@ -318,6 +318,47 @@ def test_cost_with_cache_reads_and_writes_by_hand() -> None:
                        write) == pytest.approx(expected)
 
 
+def test_reasoning_answer_translates_and_prices_reasoning_as_output() -> None:
+    """Claude's reasoning text becomes reasoning_content (redacted reasoning and the signature
+    are dropped, as the anthropic type drops them); Converse reports no reasoning count, so
+    none is claimed, and the reasoning is billed inside outputTokens at the output price."""
+    body, usage = to_chat_completion(fixture("converse_reasoning.json"), model="m", created=1)
+    message = body["choices"][0]["message"]
+    assert message["content"] == "27 x 453 = 12,231."
+    assert message["reasoning_content"] == "The user asks for 27 * 453. 27 * 453 = 12231."
+    assert usage is not None and usage.reasoning_tokens == 0
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens) == \
+        (40 + 1024, 1024, 310)
+    assert "completion_tokens_details" not in body["usage"]
+    assert usage.total_tokens == fixture("converse_reasoning.json")["usage"]["totalTokens"]
+    expected = (40 * 1.00 + 1024 * 0.10 + 310 * 5.00) / 1_000_000
+    assert PriceBook(shipped_prices()).cost(TARGET.model, usage) == pytest.approx(expected)
+
+
+def test_stream_translator_reasoning_deltas() -> None:
+    """Reasoning text deltas are reasoning_content chunks; the signature delta and a redacted
+    delta produce nothing; the usage chunk claims no reasoning tokens."""
+    translator = StreamTranslator(model="m", created=1)
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"delta": {"reasoningContent": {"text": "Think."}},
+                               "contentBlockIndex": 0}),
+        ("contentBlockDelta", {"delta": {"reasoningContent": {"signature": "sig"}},
+                               "contentBlockIndex": 0}),
+        ("contentBlockDelta", {"delta": {"reasoningContent": {"redactedContent": "eA=="}},
+                               "contentBlockIndex": 1}),
+        ("contentBlockDelta", {"delta": {"text": "Done."}, "contentBlockIndex": 2}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 3, "outputTokens": 9, "totalTokens": 12}}),
+    ]
+    chunks = [c for event, data in events for c in translator.feed(event, data)]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas == [{"role": "assistant", "content": ""}, {"reasoning_content": "Think."},
+                      {"content": "Done."}, {}]
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 9,
+                                   "total_tokens": 12}
+
+
 def test_stream_translator_text_tool_and_usage() -> None:
     """ConverseStream events become role, content and tool-call chunks, a finish reason and a
     usage chunk after metadata."""

@@ -37,6 +37,7 @@ from app.simulator.aws_auth import (
     TEST_ACCESS_KEY,
     TEST_SECRET_KEY,
 )
+from app.simulator.content import split_tokens
 from tests.api.conftest import MASTER_KEY, GatewayFactory, ListSink, RunningGateway, settings_in
 from tests.servers import serve
 
@@ -335,6 +336,34 @@ def test_botocore_parses_converse_and_stream(simulator: str) -> None:
     assert events[-1]["metadata"]["usage"]["totalTokens"] == parsed["usage"]["totalTokens"]
 
 
+THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+def test_botocore_parses_reasoning_answers(simulator: str) -> None:
+    """With Claude's thinking on, the reasoning block (text and signature) parses as botocore's
+    ReasoningContentBlock, first in the answer and at index 0 of the stream; its tokens are
+    in outputTokens, the only place Converse's usage has for them."""
+    path = f"/model/{CLAUDE.replace(':', '%3A')}"
+    body = {**CONVERSE, "additionalModelRequestFields": THINKING}
+    parsed = _parse("Converse", _signed(simulator, f"{path}/converse", body))
+    reasoning, answer = parsed["output"]["message"]["content"]
+    thought = reasoning["reasoningContent"]["reasoningText"]
+    assert thought["text"].startswith("Considering how to answer") and thought["signature"]
+    assert answer["text"]
+    assert set(parsed["usage"]) == {"inputTokens", "outputTokens", "totalTokens"}
+    assert parsed["usage"]["outputTokens"] == 5 + len(split_tokens(thought["text"]))
+    events = _events("ConverseStream", "stream",
+                     _signed(simulator, f"{path}/converse-stream", body))
+    deltas = [e["contentBlockDelta"] for e in events if "contentBlockDelta" in e]
+    streamed = "".join(d["delta"]["reasoningContent"].get("text", "") for d in deltas
+                       if d["contentBlockIndex"] == 0)
+    assert streamed == thought["text"]
+    assert {d["contentBlockIndex"] for d in deltas} == {0, 1}
+    assert [e["contentBlockStop"]["contentBlockIndex"] for e in events
+            if "contentBlockStop" in e] == [0, 1]
+    assert events[-1]["metadata"]["usage"] == parsed["usage"]
+
+
 def test_botocore_parses_invoke_model_stream(simulator: str) -> None:
     """InvokeModelWithResponseStream chunks parse; their bytes are Anthropic's events."""
     body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 3,
@@ -412,6 +441,52 @@ def test_prompt_cache_usage_and_cost(run_gateway: GatewayFactory, simulator: str
         assert written > 0 and fresh > 0
         expected = (fresh * 1.00 + 4 * 0.10 + written * 1.25 + 5 * 5.00) / 1_000_000
         assert gw.sink.records[-1].cost_usd == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_reasoning_answer_usage_and_cost(run_gateway: GatewayFactory, simulator: str,
+                                         streamed: bool) -> None:
+    """Claude's thinking through Converse: the reasoning comes back as reasoning_content; usage
+    claims no reasoning_tokens (Converse reports none); completion_tokens is outputTokens, the
+    answer's tokens plus the reasoning's, and the call is priced by hand at Claude Haiku 4.5's
+    Bedrock rates with cache reads and writes, the reasoning as output."""
+    raw = config(simulator, headers={"X-Sim-Cache-Read-Tokens": "4"})
+    raw["models"]["haiku"] = {"targets": [{"provider": "aws",
+                                           "model": "anthropic.claude-haiku-4-5-20251001-v1:0"}]}
+    messages: Any = [
+        {"role": "system", "content": [{"type": "text", "text": "You answer about the sea.",
+                                        "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": "Tell me about tides"}]
+    thinking = {"additionalModelRequestFields": THINKING}
+    with run_gateway(raw) as gw:
+        client = gw.client()
+        if streamed:
+            chunks = list(client.chat.completions.create(
+                model="haiku", max_tokens=5, messages=messages, stream=True,
+                stream_options={"include_usage": True}, extra_body=thinking))
+            deltas = [c.choices[0].delta for c in chunks if c.choices]
+            reasoning = "".join((d.model_extra or {}).get("reasoning_content", "")
+                                for d in deltas)
+            text = "".join(d.content or "" for d in deltas)
+            usage = chunks[-1].usage
+        else:
+            reply = client.chat.completions.create(model="haiku", max_tokens=5,
+                                                   messages=messages, extra_body=thinking)
+            reasoning = (reply.choices[0].message.model_extra or {})["reasoning_content"]
+            text = reply.choices[0].message.content or ""
+            usage = reply.usage
+        assert sim_requests(simulator, 1)[0]["body"]["additionalModelRequestFields"] == THINKING
+        assert reasoning.startswith("Considering how to answer") and text
+        assert usage is not None and usage.prompt_tokens_details is not None
+        assert usage.completion_tokens_details is None
+        thought_tokens = len(split_tokens(reasoning))
+        assert usage.completion_tokens == 5 + thought_tokens
+        written = usage.prompt_tokens_details.model_dump()["cache_write_tokens"]
+        fresh = usage.prompt_tokens - 4 - written
+        assert usage.prompt_tokens_details.cached_tokens == 4 and written > 0 and fresh > 0
+        expected = (fresh * 1.00 + 4 * 0.10 + written * 1.25
+                    + (5 + thought_tokens) * 5.00) / 1_000_000
+        assert gw.sink.records[-1].cost_usd == pytest.approx(expected, rel=1e-9)
 
 
 def test_echoed_api_key_is_scrubbed(run_gateway: GatewayFactory, simulator: str) -> None:

@@ -65,12 +65,12 @@ def key_json(simulator: str, private_key: str) -> str:
 
 
 def config(simulator: str, kind: str, private_key: str, *, key: str = API_KEY,
-           params: dict[str, Any] | None = None,
-           headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Models ``chat`` (gemini-2.5-flash) and ``embed`` (gemini-embedding-001) on one provider
-    of type ``kind``."""
+           params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+           model: str = "gemini-2.5-flash") -> dict[str, Any]:
+    """Models ``chat`` (``model``, gemini-2.5-flash unless given) and ``embed``
+    (gemini-embedding-001) on one provider of type ``kind``."""
     headers = headers or {}
-    target: dict[str, Any] = {"provider": "google", "model": "gemini-2.5-flash"}
+    target: dict[str, Any] = {"provider": "google", "model": model}
     if params:
         target["params"] = params
     raw = sim_config(simulator, chat={"targets": [target]}, embed={

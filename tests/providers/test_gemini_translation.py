@@ -109,6 +109,94 @@ def test_tool_round_trip_names_function_responses() -> None:
         {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}]}
 
 
+# Google's thought-signature guide (ai.google.dev/gemini-api/docs/thought-signatures): with
+# parallel calls only the first functionCall part carries the signature; an answer without calls
+# carries one on its last part. The signatures there are placeholders, as here.
+PARALLEL: Json = {"candidates": [{"content": {"role": "model", "parts": [
+    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+     "thoughtSignature": "<Signature A>"},
+    {"functionCall": {"name": "get_weather", "args": {"city": "London"}}}]},
+    "finishReason": "STOP"}]}
+SIGNED_TEXT: Json = {"candidates": [{"content": {"role": "model", "parts": [
+    {"text": "It is sunny in Paris."}, {"text": "", "thoughtSignature": "<Signature B>"}]},
+    "finishReason": "STOP"}]}
+
+
+def google(signature: str) -> Json:
+    return {"google": {"thought_signature": signature}}
+
+
+def test_signatures_ride_on_tool_calls_and_message() -> None:
+    """A functionCall part's signature is its tool call's extra_content (none on an unsigned
+    parallel call); a text part's is the message's, as Google's OpenAI endpoint carries them."""
+    body, _ = to_chat_completion(PARALLEL, model="m", created=1)
+    first, second = body["choices"][0]["message"]["tool_calls"]
+    assert first["extra_content"] == google("<Signature A>")
+    assert "extra_content" not in second
+    assert "extra_content" not in body["choices"][0]["message"]
+    body, _ = to_chat_completion(SIGNED_TEXT, model="m", created=1)
+    assert body["choices"][0]["message"]["content"] == "It is sunny in Paris."
+    assert body["choices"][0]["message"]["extra_content"] == google("<Signature B>")
+
+
+def test_signatures_go_back_on_the_parts_they_came_from() -> None:
+    """An answer's tool calls and text, sent back as assistant messages, put each signature on
+    the part Gemini gave it to: the first functionCall only, the text's on the text part."""
+    calls_body, _ = to_chat_completion(PARALLEL, model="m", created=1)
+    text_body, _ = to_chat_completion(SIGNED_TEXT, model="m", created=1)
+    calls = calls_body["choices"][0]["message"]
+    body = payload(tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather in Paris and London?"}, calls,
+        *({"role": "tool", "tool_call_id": c["id"], "content": "sunny"}
+          for c in calls["tool_calls"]),
+        text_body["choices"][0]["message"], {"role": "user", "content": "Thanks"}])
+    assert body["contents"][1] == {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+         "thoughtSignature": "<Signature A>"},
+        {"functionCall": {"name": "get_weather", "args": {"city": "London"}}}]}
+    assert body["contents"][3] == {"role": "model", "parts": [
+        {"text": "It is sunny in Paris.", "thoughtSignature": "<Signature B>"}]}
+
+
+def test_message_signature_without_text_is_not_sent() -> None:
+    """A message-level signature on an assistant message with no text has no part to go on,
+    and is left out (Google does not require text signatures back)."""
+    body = payload(tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "extra_content": google("<S>"), "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}])
+    assert body["contents"][1] == {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {}}}]}
+
+
+@pytest.mark.parametrize(("where", "extra"), [
+    ("tool_calls[0].", {"google": {"thought_signature": 5}}),
+    ("tool_calls[0].", {"google": "sig"}),
+    ("tool_calls[0].", "sig"),
+    ("", {"google": {"thought_signature": ""}}),
+])
+def test_malformed_signature_is_refused_naming_it(where: str, extra: Any) -> None:
+    """extra_content that is not an object, or a thought_signature that is not a non-empty
+    string, is a 400 naming where it was."""
+    call: Json = {"id": "c1", "type": "function",
+                  "function": {"name": "get_weather", "arguments": "{}"}}
+    message: Json = {"role": "assistant", "content": "Let me look.", "tool_calls": [call]}
+    (call if where else message)["extra_content"] = extra
+    with pytest.raises(errors.InvalidRequest) as caught:
+        payload(tools=[WEATHER], messages=[{"role": "user", "content": "Weather?"}, message])
+    assert caught.value.param == f"messages[1].{where}extra_content"
+
+
+def test_other_vendors_extra_content_is_ignored() -> None:
+    """extra_content without a google entry (another vendor's) adds no signature."""
+    body = payload(messages=[{"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "Hello",
+                              "extra_content": {"acme": {"x": 1}}}])
+    assert body["contents"][1] == {"role": "model", "parts": [{"text": "Hello"}]}
+
+
 def test_tool_message_without_matching_call_is_refused() -> None:
     """A tool result naming no earlier call is a 400 on its tool_call_id."""
     with pytest.raises(errors.InvalidRequest) as caught:
@@ -253,6 +341,23 @@ def test_stream_tool_calls_are_indexed() -> None:
     call = chunks[0]["choices"][0]["delta"]["tool_calls"][0]
     assert call["index"] == 1 and call["function"] == {"name": "b", "arguments": '{"x":1}'}
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_stream_carries_signatures() -> None:
+    """A streamed call's signature rides on its tool call delta; the final empty text part's
+    signature is an extra_content delta of its own, before the finish."""
+    translator = StreamTranslator(model="m", created=1, error_mapper=MAPPER)
+    (_, calls) = translator.feed({"candidates": [
+        {"content": PARALLEL["candidates"][0]["content"]}]})
+    first, second = calls["choices"][0]["delta"]["tool_calls"]
+    assert first["extra_content"] == google("<Signature A>") and "extra_content" not in second
+    translator = StreamTranslator(model="m", created=1, error_mapper=MAPPER)
+    translator.feed({"candidates": [{"content": {"parts": [{"text": "Sunny."}]}}]})
+    closing = translator.feed({"candidates": [{"content": {"parts": [
+        {"text": "", "thoughtSignature": "<Signature B>"}]}, "finishReason": "STOP"}]})
+    assert [c["choices"][0]["delta"] for c in closing] == [
+        {"extra_content": google("<Signature B>")}, {}]
+    assert closing[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_stream_cut_before_finish_is_bad_upstream() -> None:

@@ -1,6 +1,7 @@
 """Claude on Vertex AI (``type: vertex_anthropic``) behind a running gateway, against the
 simulator: the openai SDK's chat, stream, tools and structured output translated; the anthropic
-SDK's /v1/messages native; throttling, refused credentials, token refresh, cancellation, cost."""
+SDK's /v1/messages native; throttling, refused credentials, token refresh, cancellation, cost at
+the shipped prices."""
 
 # The gateway fixture lives in tests/api/conftest.py, outside this directory: imported here so
 # pytest finds it, and then named by each test's parameter (which ruff reads as a redefinition).
@@ -54,14 +55,15 @@ def service_account_key() -> str:
                              serialization.NoEncryption()).decode()
 
 
-def config(simulator: str, private_key: str,
-           headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Model ``claude`` on one ``vertex_anthropic`` provider."""
+def config(simulator: str, private_key: str, headers: dict[str, str] | None = None,
+           *, model: str = MODEL) -> dict[str, Any]:
+    """Model ``claude`` (Vertex's ``model``, Claude Sonnet 4 unless given) on one
+    ``vertex_anthropic`` provider."""
     key = orjson.dumps({
         "type": "service_account", "project_id": "sim-project", "private_key_id": "k1",
         "private_key": private_key, "client_email": "gw@sim-project.iam.gserviceaccount.com",
         "client_id": "1", "token_uri": f"{simulator}/vertex/token"}).decode()
-    raw = sim_config(simulator, claude={"targets": [{"provider": "vclaude", "model": MODEL}]})
+    raw = sim_config(simulator, claude={"targets": [{"provider": "vclaude", "model": model}]})
     raw["providers"]["vclaude"] = {"type": "vertex_anthropic", "project": "sim-project",
                                    "location": "us-east5", "headers": headers or {},
                                    "base_url": simulator + "/vertex/v1",
@@ -198,37 +200,48 @@ def test_client_leaving_a_stream_cancels_the_upstream(run_gateway: GatewayFactor
         assert gw.sink.by_id("vclaude-gone").status == "cancelled"
 
 
-def test_vertex_ids_have_no_shipped_price() -> None:
-    """A Vertex Claude id (``claude-sonnet-4@20250514``) does not take Anthropic's price by
-    prefix (the price book's prefixes end at a ``-``, not an ``@``), and none is shipped: Google's
-    own price for it was not confirmed (README.vclaude.md); operators price it in ``pricing:``."""
-    assert PriceBook(shipped_prices()).price(MODEL) is None
-    assert PriceBook(shipped_prices()).price("claude-sonnet-4-20250514") is not None
+def test_vertex_ids_take_anthropics_list_price() -> None:
+    """A Vertex Claude id (``claude-sonnet-4@20250514``) is priced as the model before its
+    ``@version``: Anthropic's list price, which Vertex charges on its global endpoint."""
+    book = PriceBook(shipped_prices())
+    assert book.price(MODEL) is not None
+    assert book.price(MODEL) == book.price("claude-sonnet-4-20250514")
 
 
-def test_cached_prompt_cost_from_the_config_price(run_gateway: GatewayFactory, simulator: str,
-                                                  service_account_key: str) -> None:
-    """With the Vertex id priced in the config's ``pricing:`` section (here at Anthropic's
-    published Sonnet 4 rates), fresh input, cache read, cache write and output are each billed
-    at their own rate, computed by hand."""
-    raw = config(simulator, service_account_key, headers={"X-Sim-Cache-Read-Tokens": "4"})
-    raw["pricing"] = {MODEL: {"input": 3.00, "output": 15.00, "cached_input": 0.30,
-                              "cache_write": 3.75}}
+@pytest.mark.parametrize(("model", "rates"), [
+    # Anthropic's published rates per million tokens: input, cache read, 5-minute cache
+    # write, output (https://www.anthropic.com/pricing#api, as app/pricing.yaml lists them).
+    (MODEL, (3.00, 0.30, 3.75, 15.00)),
+    ("claude-3-5-haiku@20241022", (0.80, 0.08, 1.00, 4.00)),
+])
+def test_cached_prompt_cost_at_the_shipped_price(run_gateway: GatewayFactory, simulator: str,
+                                                 service_account_key: str, model: str,
+                                                 rates: tuple[float, float, float, float]
+                                                 ) -> None:
+    """With no ``pricing:`` in the config, a Vertex Claude answer's fresh input, cache read,
+    cache write and output are each billed at Anthropic's list rate, computed by hand."""
+    raw = config(simulator, service_account_key, headers={"X-Sim-Cache-Read-Tokens": "4"},
+                 model=model)
+    assert "pricing" not in raw
     long_system = "You answer questions about the sea and its tides in detail."
     with run_gateway(raw) as gw:
         messages: Any = [
             {"role": "system", "content": [{"type": "text", "text": long_system,
                                             "cache_control": {"type": "ephemeral"}}]},
             {"role": "user", "content": "Tell me about tides"}]
-        reply = gw.client().chat.completions.create(model="claude", max_tokens=5,
-                                                    messages=messages)
+        raw_reply = gw.client().chat.completions.with_raw_response.create(
+            model="claude", max_tokens=5, messages=messages)
         assert last_request(simulator)["body"]["system"] == [
             {"type": "text", "text": long_system, "cache_control": {"type": "ephemeral"}}]
-        usage = reply.usage
+        usage = raw_reply.parse().usage
         assert usage is not None and usage.prompt_tokens_details is not None
         assert usage.prompt_tokens_details.cached_tokens == 4
         written = usage.prompt_tokens_details.model_dump()["cache_write_tokens"]
         fresh = usage.prompt_tokens - 4 - written
         assert written > 0 and fresh > 0 and usage.completion_tokens == 5
-        expected = (fresh * 3.00 + 4 * 0.30 + written * 3.75 + 5 * 15.00) / 1_000_000
-        assert gw.sink.records[-1].cost_usd == pytest.approx(expected)
+        fresh_rate, read_rate, write_rate, output_rate = rates
+        expected = (fresh * fresh_rate + 4 * read_rate + written * write_rate
+                    + 5 * output_rate) / 1_000_000
+        assert gw.sink.records[-1].cost_usd == pytest.approx(expected, rel=1e-9)
+        assert float(raw_reply.headers["x-switchboard-cost-usd"]) == pytest.approx(
+            expected, rel=1e-6)
