@@ -10,7 +10,7 @@ Steps in brackets are slots for later stages. "Route and call" is the gateway's 
 the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
 is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
 
-A stage may act at six points, each a hook it overrides (a hook it does not override is never
+A stage may act at seven points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
 
 - ``on_headers``: before the body is read (authentication: a caller without a key costs no parse);
@@ -25,10 +25,9 @@ called, so a stage that does nothing for a call costs nothing there):
 - ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
   before the record is handed to the call log; ``call.record`` then says how it ended;
 - ``on_shadow``: on a shadow copy of an answered call (``app.routing.experiments``) before it is
-  sent: the
-  copy does not run ``on_request`` (it is not admitted: it charges no limits), so a stage whose
-  rule binds everything sent upstream (privacy) applies it to the copy here; may rewrite the
-  copy, or reject it by raising a ``GatewayError`` (recorded in the copy's row).
+  sent: the copy does not run ``on_request`` (it is not admitted: it charges no limits), so a
+  stage whose rule binds everything sent upstream (privacy) applies it to the copy here; may
+  rewrite the copy, or reject it by raising a ``GatewayError`` (recorded in the copy's row).
 
 Each call runs on one immutable ``Snapshot`` (config and its version, routing table, providers,
 prices, pipeline, limits) taken when it starts; swapping the gateway's snapshot (a live reload)
