@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app import errors
 from app.limits.model import Period
-from app.privacy.config import Tightening
+from app.privacy.config import PrivacySetting
 
 KEY_PREFIX = "sk-sb-"
 PREFIX_CHARS = 10
@@ -72,7 +72,7 @@ class TeamRecord:
     budget_period: Period = "month"
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     """The privacy action its keys' calls run under at least (``None``: the model's own)."""
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class KeyRecord:
     admin: bool = False
     created_at: float = 0.0
     revoked_at: float | None = None
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     """The privacy action its calls run under at least (``None``: the model's own, or its
     team's)."""
 
@@ -179,7 +179,7 @@ class TeamCreate(_Input):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period = "month"
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -191,7 +191,7 @@ class KeyCreate(_Input):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period = "month"
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     expires_at: float | None = None
     """Epoch seconds; ISO 8601 accepted on input."""
     metadata: Metadata = Field(default_factory=dict)
@@ -220,7 +220,7 @@ class TeamUpdate(_Update):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period | None = None
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     metadata: Metadata | None = None
 
 
@@ -232,7 +232,7 @@ class KeyUpdate(_Update):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period | None = None
-    privacy: Tightening | None = None
+    privacy: PrivacySetting | None = None
     expires_at: float | None = None
     metadata: Metadata | None = None
     admin: bool | None = None

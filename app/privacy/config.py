@@ -16,7 +16,7 @@ models:
 
 A model's ``action``, ``entities``, ``embeddings`` and ``regions`` replace the default's; its
 ``patterns`` and ``words`` add to the default's. A virtual key's or team's own ``privacy``
-setting (``app.keys``: a ``Tightening``) only tightens a model's action
+setting (``app.keys``: a ``PrivacySetting``) only tightens a model's action
 (``allow < redact < private_only < block``): one looser than the model's changes nothing.
 """
 
@@ -32,7 +32,7 @@ from app.privacy.detect import BUILTIN
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 Action = Literal["allow", "redact", "private_only", "block"]
 EmbeddingAction = Literal["block", "private_only"]
-Tightening = Literal["redact", "private_only", "block"]
+PrivacySetting = Literal["redact", "private_only", "block"]
 """What a key's or team's ``privacy`` setting may ask for: any action but ``allow`` (which could
 tighten nothing)."""
 STRICTNESS: dict[str, int] = {"allow": 0, "redact": 1, "private_only": 2, "block": 3}
