@@ -599,30 +599,37 @@ class Gateway(Finisher):
         in the background (``app.routing.experiments``)."""
         record = call.record
         experiment = call.snapshot.table.experiment_of(record.public_model or "")
-        if experiment is None or call.request is None:
+        serve = self._shadow_server(call.incoming.path)
+        if experiment is None or call.request is None or serve is None:
             return
         for variant in experiment.shadows:
             if not variant.samples(record.id):
                 continue
             copy = self._open_on(call.snapshot, call.incoming)
             copy.record.request_id = None  # the client's id names its own call, not this copy
-            copy.record.shadow_of = record.id
+            copy.record.shadow_of, copy.record.public_model = record.id, record.public_model
             copy.caller, copy.request, copy.body = call.caller, call.request, call.body
             copy.pin(variant.route, experiment=experiment.name, variant=variant.name)
-            task = asyncio.get_running_loop().create_task(self._serve_shadow(copy))
+            task = asyncio.get_running_loop().create_task(self._serve_shadow(call, copy, serve))
             self._shadows.add(task)
             task.add_done_callback(self._shadows.discard)
 
-    async def _serve_shadow(self, copy: ModelCall) -> None:
-        serve = {"/v1/chat/completions": self.chat, "/v1/completions": self.complete,
-                 "/v1/embeddings": self.embed}.get(copy.incoming.path)
-        if serve is None:
-            return
+    def _shadow_server(self, path: str) -> Callable[[ModelCall], Awaitable[Result]] | None:
+        """What serves a shadow copy of a call that came in on ``path`` (a copy is never
+        streamed); ``None``: calls to that endpoint get no copies (``/v1/messages``)."""
+        return {"/v1/chat/completions": self.chat, "/v1/completions": self.complete,
+                "/v1/embeddings": self.embed}.get(path)
+
+    async def _serve_shadow(self, original: ModelCall, copy: ModelCall,
+                            serve: Callable[[ModelCall], Awaitable[Result]]) -> None:
+        """Serve ``copy`` after the stages' ``on_shadow`` hooks (the privacy policy its
+        original ran under applies to it as well)."""
         with contextlib.suppress(errors.GatewayError):  # its row says how it ended
             async with copy:
                 copy.record.caller = copy.caller.name
                 copy.record.key_id, copy.record.team_id = copy.caller.key_id, \
                     copy.caller.team_id
+                await copy.snapshot.pipeline.shadow(original, copy)
                 await serve(copy)
 
     def _hand_over(self, take: Callable[[CallRecord], None], record: CallRecord,

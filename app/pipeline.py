@@ -10,7 +10,7 @@ Steps in brackets are slots for later stages. "Route and call" is the gateway's 
 the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
 is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
 
-A stage may act at five points, each a hook it overrides (a hook it does not override is never
+A stage may act at seven points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
 
 - ``on_headers``: before the body is read (authentication: a caller without a key costs no parse);
@@ -23,7 +23,11 @@ called, so a stage that does nothing for a call costs nothing there):
   (rewritten or not) or ``None`` to send nothing for it;
 - ``on_answer``: on a unary answer before it goes to the client; may rewrite it;
 - ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
-  before the record is handed to the call log; ``call.record`` then says how it ended.
+  before the record is handed to the call log; ``call.record`` then says how it ended;
+- ``on_shadow``: on a shadow copy of an answered call (``app.routing.experiments``) before it is
+  sent: the copy does not run ``on_request`` (it is not admitted: it charges no limits), so a
+  stage whose rule binds everything sent upstream (privacy) applies it to the copy here; may
+  rewrite the copy, or reject it by raising a ``GatewayError`` (recorded in the copy's row).
 
 Each call runs on one immutable ``Snapshot`` (config and its version, routing table, providers,
 prices, pipeline, limits) taken when it starts; swapping the gateway's snapshot (a live reload)
@@ -58,6 +62,7 @@ from app.calllog import CallRecord
 from app.config import GatewayConfig, Limits
 from app.limits import Bucket
 from app.pricing import PriceBook
+from app.privacy.config import Action
 from app.providers.base import Json, Provider, Result
 from app.routing import Route, RoutingTable
 from app.routing.experiments import VARIANT_KEY_HEADER, Experiment, Variant
@@ -92,6 +97,10 @@ class Caller:
     """The public models this caller may use; ``None``: all."""
     buckets: tuple[Bucket, ...] = ()
     """The rate limits and budgets its calls are charged to (key's, then team's)."""
+    privacy: Action = "allow"
+    """The least strict privacy action its calls run under: the stricter of its key's and its
+    team's ``privacy`` settings (``allow``: neither has one). It tightens a model's policy,
+    never loosens it (``app.privacy.policy``)."""
 
 
 MASTER = Caller("master", admin=True)
@@ -123,6 +132,10 @@ class Stage:
     def on_end(self, call: ModelCall) -> None:
         """Once, when the call has ended; must not raise."""
 
+    async def on_shadow(self, original: ModelCall, copy: ModelCall) -> None:
+        """On ``copy``, a shadow copy of the answered call ``original`` (same caller, request
+        and body; its route the shadow variant's), before it is sent."""
+
 
 def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
@@ -146,6 +159,8 @@ class Pipeline:
             s.on_end for s in self.stages if _overrides(s, "on_end"))
         self.answer_hooks: tuple[Callable[[ModelCall, Result], None], ...] = tuple(
             s.on_answer for s in self.stages if _overrides(s, "on_answer"))
+        self.shadow_hooks: tuple[Callable[[ModelCall, ModelCall], Awaitable[None]], ...] = \
+            tuple(s.on_shadow for s in self.stages if _overrides(s, "on_shadow"))
 
     async def arrive(self, call: ModelCall) -> None:
         """The ``on_headers`` hooks, in slot order."""
@@ -161,6 +176,11 @@ class Pipeline:
         """The ``on_request`` hooks, in slot order."""
         for hook in self.request_hooks:
             await hook(call)
+
+    async def shadow(self, original: ModelCall, copy: ModelCall) -> None:
+        """The ``on_shadow`` hooks, in slot order."""
+        for hook in self.shadow_hooks:
+            await hook(original, copy)
 
 
 @dataclass(slots=True)

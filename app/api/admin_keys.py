@@ -92,7 +92,8 @@ async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep,
                      directory: DirectoryDep) -> dict[str, Any]:
-    """Change the fields sent; ``null`` clears a limit, the team, the model list or expiry."""
+    """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
+    setting or the expiry. The key's next call, on any gateway, runs under the change."""
     async with _database():
         record = await directory.store.update_key(key_id, spec)
     await directory.changed(key_id=key_id)
@@ -152,7 +153,8 @@ async def get_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> di
 @router.patch("/teams/{team_id}")
 async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
-    """Change the fields sent; the team's keys pick up the new limits on every gateway."""
+    """Change the fields sent; the team's keys pick up the new limits and privacy setting on
+    every gateway."""
     async with _database():
         team = await directory.store.update_team(team_id, spec)
     await directory.changed(team_id=team_id)

@@ -141,6 +141,9 @@ class Team(Base):
     meta: Mapped[dict[str, str]] = mapped_column("metadata", Json)
     """Column ``metadata`` (the attribute name is taken by SQLAlchemy)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    privacy: Mapped[str | None] = mapped_column(String(16))
+    """The privacy action its keys' calls run under at least (``redact``, ``private_only``,
+    ``block``; null: none)."""
 
     __table_args__ = (Index("ix_teams_name", "name", unique=True),)
 
@@ -165,6 +168,8 @@ class ApiKey(Base):
     admin: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    privacy: Mapped[str | None] = mapped_column(String(16))
+    """The privacy action its calls run under at least (as ``teams.privacy``)."""
 
     __table_args__ = (
         Index("ix_api_keys_key_hash", "key_hash", unique=True),

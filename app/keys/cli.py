@@ -7,8 +7,8 @@ upgrade``). After a change the ids concerned are published on Redis (``SWITCHBOA
 so running gateways drop their cached copy within a second; without Redis they pick the change
 up at their next refresh (30 s). A new or rotated key is printed once and never again.
 
-Limits given as ``none`` (``--rpm none``) are cleared by ``update``. Exit status: 0 done, 2 any
-error (one line on stderr).
+Limits given as ``none`` (``--rpm none``) are cleared by ``update``; so is a privacy setting
+(``--privacy none``). Exit status: 0 done, 2 any error (one line on stderr).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _fields(**options: Any) -> dict[str, Any]:
         elif name == "models":
             fields[name] = (None if value.lower() == NONE
                             else [m.strip() for m in value.split(",") if m.strip()])
-        elif name in {"expires_at", "team_id"}:
+        elif name in {"expires_at", "team_id", "privacy"}:
             fields[name] = None if value.lower() == NONE else value
         else:
             fields[name] = value
@@ -126,6 +126,9 @@ def _limit_options(command: F) -> F:
         click.option("--budget-period", "budget_period",
                      type=click.Choice(["day", "month", "total"]),
                      help="Period the budget resets over (default month)."),
+        click.option("--privacy", type=click.Choice(["redact", "private_only", "block", NONE]),
+                     help="The privacy action calls run under at least: it tightens each "
+                          "model's policy, never loosens it (none: the model's own)."),
     ]):
         command = option(command)
     return command
@@ -150,7 +153,7 @@ def _show_key(record: KeyRecord) -> str:
         ("team", record.team_id), ("rpm", record.rpm), ("tpm", record.tpm),
         ("budget", None if record.budget_usd is None
          else f"{record.budget_usd:g}/{record.budget_period}"),
-        ("expires", iso(record.expires_at)),
+        ("privacy", record.privacy), ("expires", iso(record.expires_at)),
         ("models", None if record.models is None else ",".join(record.models)))
         if value is not None)
     status = record.problem(time.time()) or "active"
@@ -162,7 +165,8 @@ def _show_team(team: TeamRecord) -> str:
     limits = " ".join(f"{name}={value}" for name, value in (
         ("rpm", team.rpm), ("tpm", team.tpm),
         ("budget", None if team.budget_usd is None
-         else f"{team.budget_usd:g}/{team.budget_period}")) if value is not None)
+         else f"{team.budget_usd:g}/{team.budget_period}"),
+        ("privacy", team.privacy)) if value is not None)
     return f"{team.id}  {team.name}  {limits}".rstrip()
 
 
@@ -236,7 +240,7 @@ def list_keys(database_url: str | None, team_id: str | None, as_json: bool) -> N
 @database_url_option
 def update_key(key_id: str, database_url: str | None, admin: bool | None,
                **options: Any) -> None:
-    """Change a key's name, team, models, limits, budget or expiry (none clears)."""
+    """Change a key's name, team, models, limits, budget, privacy or expiry (none clears)."""
     from app.keys.model import KeyUpdate
 
     fields = _fields(**options)
@@ -300,7 +304,8 @@ def delete_key(key_id: str, database_url: str | None) -> None:
 
 @click.group("teams", context_settings={"help_option_names": ["-h", "--help"]})
 def teams() -> None:
-    """Create, list, change and delete teams (limits and budgets their keys share)."""
+    """Create, list, change and delete teams (limits, budgets and a privacy setting their keys
+    share)."""
 
 
 @teams.command("create")
@@ -338,7 +343,7 @@ def list_teams(database_url: str | None, as_json: bool) -> None:
 @_limit_options
 @database_url_option
 def update_team(team_id: str, database_url: str | None, **options: Any) -> None:
-    """Change a team's name, limits or budget (none clears)."""
+    """Change a team's name, limits, budget or privacy (none clears)."""
     from app.keys.model import TeamUpdate
 
     spec = _parse(TeamUpdate, _fields(**options))

@@ -6,6 +6,10 @@ Records are immutable; a change is a new record read back from the store.
 
 Admin input (``KeyCreate``, ``KeyUpdate``, ``TeamCreate``, ``TeamUpdate``) is validated by pydantic;
 ``parse`` turns a failure into ``errors.InvalidRequest`` naming the field (``param``).
+
+A key's or team's ``privacy`` (``redact``, ``private_only``, ``block`` or ``None``) is the
+privacy action its calls run under at least: the privacy stage tightens each model's policy
+with the stricter of the key's and its team's, and never loosens it (``app.privacy.policy``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app import errors
 from app.limits.model import Period
+from app.privacy.config import PrivacySetting
 
 KEY_PREFIX = "sk-sb-"
 PREFIX_CHARS = 10
@@ -67,13 +72,15 @@ class TeamRecord:
     budget_period: Period = "month"
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
+    privacy: PrivacySetting | None = None
+    """The privacy action its keys' calls run under at least (``None``: the model's own)."""
 
     def to_json(self) -> dict[str, Any]:
         """The admin API's view of the team."""
         return {"object": "team", "id": self.id, "name": self.name, "rpm": self.rpm,
                 "tpm": self.tpm, "budget_usd": self.budget_usd,
-                "budget_period": self.budget_period, "metadata": dict(self.metadata),
-                "created_at": iso(self.created_at)}
+                "budget_period": self.budget_period, "privacy": self.privacy,
+                "metadata": dict(self.metadata), "created_at": iso(self.created_at)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,9 @@ class KeyRecord:
     admin: bool = False
     created_at: float = 0.0
     revoked_at: float | None = None
+    privacy: PrivacySetting | None = None
+    """The privacy action its calls run under at least (``None``: the model's own, or its
+    team's)."""
 
     def problem(self, now: float) -> str | None:
         """Why the key may not be used at ``now`` (epoch seconds): ``"revoked"``, ``"expired"``,
@@ -115,7 +125,8 @@ class KeyRecord:
                 "team_id": self.team_id,
                 "models": None if self.models is None else list(self.models),
                 "rpm": self.rpm, "tpm": self.tpm, "budget_usd": self.budget_usd,
-                "budget_period": self.budget_period, "expires_at": iso(self.expires_at),
+                "budget_period": self.budget_period, "privacy": self.privacy,
+                "expires_at": iso(self.expires_at),
                 "metadata": dict(self.metadata), "admin": self.admin,
                 "created_at": iso(self.created_at), "revoked_at": iso(self.revoked_at),
                 "status": self.problem(now) or "active"}
@@ -168,6 +179,7 @@ class TeamCreate(_Input):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period = "month"
+    privacy: PrivacySetting | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -179,6 +191,7 @@ class KeyCreate(_Input):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period = "month"
+    privacy: PrivacySetting | None = None
     expires_at: float | None = None
     """Epoch seconds; ISO 8601 accepted on input."""
     metadata: Metadata = Field(default_factory=dict)
@@ -187,7 +200,7 @@ class KeyCreate(_Input):
 
 class _Update(_Input):
     """Only the fields sent are changed (``changes()``); ``null`` clears a limit, the team, the
-    model list (all models), the budget or the expiry."""
+    model list (all models), the budget, the privacy setting or the expiry."""
 
     @field_validator("name", "budget_period", "metadata", "admin", check_fields=False)
     @classmethod
@@ -207,6 +220,7 @@ class TeamUpdate(_Update):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period | None = None
+    privacy: PrivacySetting | None = None
     metadata: Metadata | None = None
 
 
@@ -218,6 +232,7 @@ class KeyUpdate(_Update):
     tpm: Limit | None = None
     budget_usd: Budget | None = None
     budget_period: Period | None = None
+    privacy: PrivacySetting | None = None
     expires_at: float | None = None
     metadata: Metadata | None = None
     admin: bool | None = None

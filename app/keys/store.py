@@ -1,7 +1,8 @@
 """``KeyStore``: virtual keys and teams in the call log's database (Postgres or SQLite).
 
-Tables ``api_keys`` and ``teams`` (migration 0005). The plaintext of a key exists only in the
-return value of ``create_key`` and ``rotate_key``; the database holds its SHA-256.
+Tables ``api_keys`` and ``teams`` (migration 0005; their ``privacy`` columns, 0013). The
+plaintext of a key exists only in the return value of ``create_key`` and ``rotate_key``; the
+database holds its SHA-256.
 
 Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
 still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. Database failures
@@ -64,7 +65,7 @@ def _team_record(row: Any) -> TeamRecord:
     return TeamRecord(id=row.id, name=row.name, rpm=row.rpm, tpm=row.tpm,
                       budget_usd=_money(row.budget_usd), budget_period=row.budget_period,
                       metadata=dict(row._mapping["metadata"] or {}),
-                      created_at=_epoch(row.created_at) or 0.0)
+                      created_at=_epoch(row.created_at) or 0.0, privacy=row.privacy)
 
 
 def _key_record(row: Any) -> KeyRecord:
@@ -74,7 +75,7 @@ def _key_record(row: Any) -> KeyRecord:
                      budget_period=row.budget_period, expires_at=_epoch(row.expires_at),
                      metadata=dict(row._mapping["metadata"] or {}), admin=row.admin,
                      created_at=_epoch(row.created_at) or 0.0,
-                     revoked_at=_epoch(row.revoked_at))
+                     revoked_at=_epoch(row.revoked_at), privacy=row.privacy)
 
 
 def _columns(changes: dict[str, Any]) -> dict[str, Any]:
@@ -270,4 +271,5 @@ def _joined_team(row: Row[Any]) -> TeamRecord | None:
                       tpm=mapping["t_tpm"], budget_usd=_money(mapping["t_budget_usd"]),
                       budget_period=mapping["t_budget_period"],
                       metadata=dict(mapping["t_metadata"] or {}),
-                      created_at=_epoch(mapping["t_created_at"]) or 0.0)
+                      created_at=_epoch(mapping["t_created_at"]) or 0.0,
+                      privacy=mapping["t_privacy"])

@@ -8,8 +8,6 @@ privacy:                        # the default for every model (and what models a
   observe: false                # scan and count even where the action is allow
   patterns: [{name: EMPLOYEE_ID, regex: 'EMP-\\d{6}'}]
   words: [{name: PROJECT, words: [bluebird, nightjar]}]
-  keys: {key_3f2a: block}       # a virtual key's id -> a stricter action
-  teams: {team_9c1d: redact}    # a team's id -> a stricter action
 models:
   chat:
     targets: [...]
@@ -17,8 +15,9 @@ models:
 ```
 
 A model's ``action``, ``entities``, ``embeddings`` and ``regions`` replace the default's; its
-``patterns`` and ``words`` add to the default's. Key and team actions only tighten
-(``allow < redact < private_only < block``): one looser than the model's is ignored.
+``patterns`` and ``words`` add to the default's. A virtual key's or team's own ``privacy``
+setting (``app.keys``: a ``PrivacySetting``) only tightens a model's action
+(``allow < redact < private_only < block``): one looser than the model's changes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +32,9 @@ from app.privacy.detect import BUILTIN
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 Action = Literal["allow", "redact", "private_only", "block"]
 EmbeddingAction = Literal["block", "private_only"]
+PrivacySetting = Literal["redact", "private_only", "block"]
+"""What a key's or team's ``privacy`` setting may ask for: any action but ``allow`` (which could
+tighten nothing)."""
 STRICTNESS: dict[str, int] = {"allow": 0, "redact": 1, "private_only": 2, "block": 3}
 EntityName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")]
 """An entity type's name: upper case, as its placeholders spell it (``<EMPLOYEE_ID_1>``)."""
@@ -91,10 +93,6 @@ class PrivacyConfig(_Policy):
                              Field(min_length=1, max_length=16)] = Field(
         default_factory=lambda: ["US"])
     observe: bool = False
-    keys: dict[Annotated[str, Field(min_length=1, max_length=64)], Action] = \
-        Field(default_factory=dict)
-    teams: dict[Annotated[str, Field(min_length=1, max_length=64)], Action] = \
-        Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_entities(self) -> PrivacyConfig:

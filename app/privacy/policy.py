@@ -1,9 +1,9 @@
 """The ``privacy:`` config compiled once per config: each public model's effective policy.
 
-``Policies.of(model, key_id=..., team_id=...)`` is the policy a call runs under: the model's own
-settings over the global default's, its action tightened (never loosened) by the caller's key
-and team entries (``STRICTNESS``). Compiled policies are immutable and shared by every call on
-the config they came from.
+``Policies.of(model, tighten=...)`` is the policy a call runs under: the model's own settings
+over the global default's, its action tightened (never loosened, ``STRICTNESS``) by the caller's
+own setting (``Caller.privacy``: the stricter of its virtual key's and its team's ``privacy``).
+Compiled policies are immutable and shared by every call on the config they came from.
 """
 
 from __future__ import annotations
@@ -82,15 +82,10 @@ class Policies:
         self._default = compile_policy(section, None)
         self._models = {name: compile_policy(section, model.privacy)
                         for name, model in config.models.items()}
-        self._keys = dict(section.keys)
-        self._teams = dict(section.teams)
 
-    def of(self, model: str, *, key_id: str | None, team_id: str | None) -> Policy:
-        """The policy of a call to ``model`` by this key and team."""
+    def of(self, model: str, *, tighten: Action | None = None) -> Policy:
+        """The policy of a call to ``model`` by a caller whose own setting is ``tighten``
+        (``None``: the model's policy as it is)."""
         policy = self._models.get(model, self._default)
-        action = policy.action
-        if key_id is not None and self._keys:
-            action = tighter(action, self._keys.get(key_id))
-        if team_id is not None and self._teams:
-            action = tighter(action, self._teams.get(team_id))
+        action = tighter(policy.action, tighten)
         return policy if action == policy.action else replace(policy, action=action)

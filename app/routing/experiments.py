@@ -9,11 +9,13 @@ assigned its variant when the template is rendered, before routing, and gets tha
 version (``app.stages.template``), so an experiment can compare two versions of a prompt.
 
 Shadow variants serve no client: once a call of a serving variant has been answered, a
-``sample`` of them is copied to each shadow variant in the background (``Gateway.shadow``),
+``sample`` of them is copied to each shadow variant in the background (``Gateway._shadow``),
 with the original's caller, request and body but not streamed and not admitted (a copy
 charges no key's rate limits or budget: its cost is the experiment's, in its own call row,
 whose ``shadow_of`` names the original). The client's answer has gone by then: a shadow adds no
-latency and no failure to it.
+latency and no failure to it. A copy runs under its original's privacy policy, applied to the
+shadow variant's targets (the stages' ``on_shadow`` hooks: ``app.stages.privacy``). Calls to
+``/v1/messages`` are not copied.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from app import errors
 from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
 from app.limits import Bucket
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
+from app.privacy.policy import tighter
 
 VIRTUAL_PREFIX = "sk-sb-"
 
@@ -37,7 +38,8 @@ def presented_key(headers: dict[str, str]) -> str | None:
 
 
 def caller_of(entry: Entry) -> Caller:
-    """The caller a directory entry stands for, with the buckets its calls are charged to."""
+    """The caller a directory entry stands for, with the buckets its calls are charged to and
+    the privacy setting they run under (the stricter of the key's and the team's)."""
     key, team = entry.key, entry.team
     buckets: list[Bucket] = []
     if key.rpm or key.tpm or key.budget_usd is not None:
@@ -48,7 +50,8 @@ def caller_of(entry: Entry) -> Caller:
                               team.budget_period))
     return Caller("key", key_id=key.id, team_id=key.team_id, admin=key.admin,
                   models=None if key.models is None else frozenset(key.models),
-                  buckets=tuple(buckets))
+                  buckets=tuple(buckets),
+                  privacy=tighter(key.privacy or "allow", None if team is None else team.privacy))
 
 
 class Authenticate(Stage):

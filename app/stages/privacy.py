@@ -1,9 +1,13 @@
 """Privacy (``Slot.PRIVACY``): sensitive values never reach a third party unless policy allows.
 
-For each call whose policy (``app.privacy.policy``) is not a plain ``allow``, the stage scans
-every text part of what the gateway would forward (``app.privacy.walk``: ``call.body`` and, for
-``/v1/messages``, ``call.native``) with the policy's detectors, counts what it found by entity
-type into the call record (``privacy_entities``, ``privacy_action``; never the values), and acts:
+A call's policy (``app.privacy.policy``) is its public model's, tightened (never loosened) by
+the caller's own setting: the stricter of its virtual key's and its team's ``privacy``
+(``Caller.privacy``, read from the key directory's cached records, so an admin change applies
+from the key's next call on every gateway). For each call whose policy is not a plain
+``allow``, the stage scans every text part of what the gateway would forward
+(``app.privacy.walk``: ``call.body`` and, for ``/v1/messages``, ``call.native``) with the
+policy's detectors, counts what it found by entity type into the call record
+(``privacy_entities``, ``privacy_action``; never the values), and acts:
 
 - ``allow``: nothing (the counts are kept when ``privacy.observe`` is on);
 - ``block``: 400 ``sensitive_data_blocked`` naming the entity types and their counts;
@@ -24,6 +28,9 @@ type into the call record (``privacy_entities``, ``privacy_action``; never the v
 A policy with ``regions`` narrows every call's route (found values or not) to the targets whose
 provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
 
+A shadow copy of an answered call (an experiment's ``shadow`` variant) runs under its
+original's policy too, applied to the shadow variant's targets (``on_shadow``).
+
 Captured bodies (``calllog.capture_bodies``) are stored with the found values replaced by their
 placeholders, whatever the action (``on_end``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
@@ -38,7 +45,7 @@ from typing import Any
 from app import errors
 from app.config import GatewayConfig
 from app.metrics.recorder import Recorder
-from app.pipeline import ModelCall, Slot, Stage
+from app.pipeline import ModelCall, ModelRequest, Slot, Stage
 from app.privacy.detect import Detector, Finding
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
@@ -65,6 +72,9 @@ class _State:
     restorer: StreamRestorer | None = None
     """Set when the request was redacted: answers get their values back."""
     scanned: dict[str, list[Finding]] = field(default_factory=dict)
+    unredacted: tuple[ModelRequest, Json] | None = None
+    """Set when the request was redacted: the request and body as they were before (what a
+    shadow copy of the call starts from)."""
 
 
 class Privacy(Stage):
@@ -85,8 +95,8 @@ class Privacy(Stage):
         request, body = call.request, call.body
         if request is None or body is None:
             return
-        policy = self.policies(call.snapshot.config).of(
-            request.model, key_id=call.caller.key_id, team_id=call.caller.team_id)
+        policy = self.policies(call.snapshot.config).of(request.model,
+                                                        tighten=call.caller.privacy)
         if policy.idle:
             return
         config = call.snapshot.config
@@ -125,6 +135,20 @@ class Privacy(Stage):
             call.narrow(route)
         elif action == "redact" and any(_trust(config, t) != "private" for t in route.targets):
             _redact(call, state)
+
+    async def on_shadow(self, original: ModelCall, copy: ModelCall) -> None:
+        """A shadow copy runs under its original's policy, applied to the shadow variant's own
+        targets: it starts from the body the client sent (not the original's redacted one) and
+        goes through ``on_request``, so a third-party shadow gets placeholders where a private
+        one gets the values, and under ``private_only`` a copy goes to the variant's private
+        targets only (none: its row says ``no_private_target``). A blocked call is never
+        answered, so never copied."""
+        state: _State | None = original.extras.get(_STATE)
+        if state is None:
+            return  # the original's policy had nothing to do (idle), and so has the copy's
+        if state.unredacted is not None:
+            copy.request, copy.body = state.unredacted
+        await self.on_request(copy)
 
     def on_chunk(self, call: ModelCall, chunk: Json) -> Json | None:
         state: _State | None = call.extras.get(_STATE)
@@ -194,6 +218,7 @@ def _redact(call: ModelCall, state: _State) -> None:
         return text if hits is None else vault.redact(text, hits)
 
     assert call.body is not None and call.request is not None
+    state.unredacted = (call.request, call.body)
     call.body = rewrite(call.body, change)
     call.request = type(call.request).model_validate(call.body)
     if call.native is not None:

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 
 from app.db.engine import make_engine
 from app.db.migrate import (
@@ -154,3 +154,48 @@ def test_alembic_cli_from_the_repository_root(tmp_path: Path) -> None:
     current = subprocess.run([*alembic, "current"], cwd=ROOT, check=True,
                              capture_output=True, text=True)
     assert f"{head_revisions()[0]} (head)" in current.stdout
+
+
+def _privacy_columns(connection: Connection) -> dict[str, bool]:
+    inspector = inspect(connection)
+    return {table: any(c["name"] == "privacy" for c in inspector.get_columns(table))
+            for table in ("api_keys", "teams")}
+
+
+def _migrate(connection: Connection, config: Config, direction: str, revision: str) -> None:
+    config.attributes["connection"] = connection
+    getattr(command, direction)(config, revision)
+
+
+async def _privacy_down_and_up(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            assert await connection.run_sync(_privacy_columns) == {"api_keys": True,
+                                                                   "teams": True}
+            await connection.execute(text(
+                "INSERT INTO teams (id, name, budget_period, metadata, created_at, privacy) "
+                "VALUES ('team_1', 't', 'month', '{}', CURRENT_TIMESTAMP, 'redact')"))
+            await connection.run_sync(_migrate, alembic_config(url), "downgrade", "0012")
+            assert await connection.run_sync(_privacy_columns) == {"api_keys": False,
+                                                                   "teams": False}
+            await connection.run_sync(_migrate, alembic_config(url), "upgrade", "head")
+            assert await connection.run_sync(_privacy_columns) == {"api_keys": True,
+                                                                   "teams": True}
+            rows = (await connection.execute(text("SELECT id, privacy FROM teams"))).all()
+        assert [tuple(row) for row in rows] == [("team_1", None)]
+        await check_current(url)
+    finally:
+        await engine.dispose()
+
+
+async def test_key_privacy_migration_down_and_up_on_sqlite(migrated_sqlite: str) -> None:
+    """0013 adds api_keys.privacy and teams.privacy on SQLite, and takes them away again
+    (rows kept)."""
+    await _privacy_down_and_up(migrated_sqlite)
+
+
+async def test_key_privacy_migration_down_and_up_on_postgres(migrated_pg: str) -> None:
+    """0013 adds api_keys.privacy and teams.privacy on Postgres, and takes them away again
+    (rows kept)."""
+    await _privacy_down_and_up(migrated_pg)

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 import redis
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.calllog.servers import PrivatePostgres, PrivateRedis
 from tests.governance.conftest import HI, Fleet, create_key, sdk
@@ -83,6 +84,41 @@ def _refused_within_a_second(url: str, key: str) -> None:
             return
         assert time.monotonic() < deadline, "a changed key still worked after a second"
         time.sleep(0.05)
+
+
+def test_a_privacy_change_reaches_the_other_replica(fleet_factory: Any,
+                                                     redis_server: PrivateRedis) -> None:
+    """A key's privacy set to block through one replica blocks its next call with an email on
+    the other (which had the key cached) within a second; cleared, the call passes again."""
+    fleet: Fleet = fleet_factory(redis_server.url)
+    url, other = fleet.start(2)
+    created = create_key(fleet)
+    mail: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "write to ann.lee@corp-example.com"}]
+    assert sdk(other, created["key"]).chat.completions.create(model="chat", messages=mail)
+    with fleet.admin(url) as admin:
+        changed = admin.patch(f"/admin/keys/{created['id']}", json={"privacy": "block"})
+    assert changed.json()["privacy"] == "block"
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            sdk(other, created["key"]).chat.completions.create(model="chat", messages=mail)
+        except openai.BadRequestError as exc:
+            assert exc.code == "sensitive_data_blocked"
+            break
+        assert time.monotonic() < deadline, "the other replica still let the email through"
+        time.sleep(0.05)
+    assert sdk(other, created["key"]).chat.completions.create(model="chat", messages=HI)
+    with fleet.admin(url) as admin:
+        admin.patch(f"/admin/keys/{created['id']}", json={"privacy": None})
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            sdk(other, created["key"]).chat.completions.create(model="chat", messages=mail)
+            break
+        except openai.BadRequestError:
+            assert time.monotonic() < deadline, "the other replica still blocked the email"
+            time.sleep(0.05)
 
 
 def test_keys_survive_a_restart_and_are_never_stored_or_logged(

@@ -131,6 +131,8 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     ({"name": "k", "models": [""]}, "models.0"),
     ({"name": "k", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
     ({"name": "k", "colour": "red"}, "colour"),
+    ({"name": "k", "privacy": "allow"}, "privacy"),
+    ({"name": "k", "privacy": "secret"}, "privacy"),
 ])
 async def test_bad_key_input_is_400_naming_the_field(
         admin: httpx.AsyncClient, body: dict[str, object], param: str) -> None:
@@ -139,6 +141,42 @@ async def test_bad_key_input_is_400_naming_the_field(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_privacy_shows_in_create_get_list_and_update(admin: httpx.AsyncClient,
+                                                            directory: KeyDirectory) -> None:
+    """A key's and a team's privacy setting: set on create, shown by get and list, changed and
+    cleared by update (which drops the cached key), a bad value 400 naming the field."""
+    team = (await admin.post("/admin/teams", json={"name": "legal",
+                                                    "privacy": "private_only"})).json()
+    assert team["privacy"] == "private_only"
+    created = (await admin.post("/admin/keys", json={"name": "k", "team_id": team["id"],
+                                                      "privacy": "redact"})).json()
+    assert created["privacy"] == "redact"
+    assert (await admin.get(f"/admin/keys/{created['id']}")).json()["privacy"] == "redact"
+    listed = (await admin.get("/admin/keys")).json()["data"]
+    assert [k["privacy"] for k in listed] == ["redact"]
+    assert [t["privacy"] for t in (await admin.get("/admin/teams")).json()["data"]] == [
+        "private_only"]
+    entry = await directory.resolve(created["key"])
+    assert entry is not None and entry.team is not None and entry.team.privacy == "private_only"
+    blocked = await admin.patch(f"/admin/keys/{created['id']}", json={"privacy": "block"})
+    assert blocked.json()["privacy"] == "block"
+    assert directory.cached(hash_key(created["key"])) is None
+    entry = await directory.resolve(created["key"])
+    assert entry is not None and entry.key.privacy == "block"
+    cleared = await admin.patch(f"/admin/keys/{created['id']}", json={"privacy": None})
+    assert cleared.json()["privacy"] is None
+    await directory.resolve(created["key"])
+    assert directory.cached(hash_key(created["key"])) is not None
+    team_cleared = await admin.patch(f"/admin/teams/{team['id']}", json={"privacy": None})
+    assert team_cleared.json()["privacy"] is None
+    assert directory.cached(hash_key(created["key"])) is None  # the team change dropped it
+    for method, path in [("PATCH", f"/admin/keys/{created['id']}"),
+                         ("PATCH", f"/admin/teams/{team['id']}"), ("POST", "/admin/teams")]:
+        bad = await admin.request(method, path, json={"name": "n", "privacy": "loose"})
+        assert bad.status_code == 400, path
+        assert bad.json()["error"]["param"] == "privacy"
 
 
 async def test_null_name_in_an_update_is_400(admin: httpx.AsyncClient) -> None:

@@ -84,6 +84,26 @@ def test_teams_commands(url: str) -> None:
     assert run(keys, "list", "--team", team_id, url=url).stdout.count("\n") == 1
 
 
+def test_privacy_options(url: str) -> None:
+    """--privacy on keys and teams, create and update; none clears it; allow is refused."""
+    team = run(teams, "create", "--name", "t", "--privacy", "redact", url=url)
+    assert team.exit_code == 0 and "privacy=redact" in team.stdout
+    team_id = team.stdout.split()[0]
+    created = run(keys, "create", "--name", "k", "--team", team_id, "--privacy", "block",
+                  url=url)
+    assert created.exit_code == 0, created.output
+    assert json.loads(run(keys, "list", "--json", url=url).stdout)["privacy"] == "block"
+    key_id = run(keys, "list", url=url).stdout.split()[0]
+    assert "privacy=block" in run(keys, "list", url=url).stdout
+    changed = run(keys, "update", key_id, "--privacy", "private_only", url=url)
+    assert "privacy=private_only" in changed.stdout
+    assert "privacy=" not in run(keys, "update", key_id, "--privacy", "none", url=url).stdout
+    assert "privacy=" not in run(teams, "update", team_id, "--privacy", "none", url=url).stdout
+    assert json.loads(run(teams, "list", "--json", url=url).stdout)["privacy"] is None
+    refused = run(keys, "update", key_id, "--privacy", "allow", url=url)
+    assert refused.exit_code == 2 and "Invalid value for '--privacy'" in refused.stderr
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (("keys", "create", "--name", "k", "--rpm", "0"), "invalid --rpm"),
     (("keys", "create", "--name", "k", "--expires", "soon"), "invalid --expires"),

@@ -8,7 +8,16 @@ from typing import Literal
 import pytest
 
 from app import errors
-from app.keys import KeyCreate, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate, hash_key, new_key
+from app.keys import (
+    KeyCreate,
+    KeyRecord,
+    KeyUpdate,
+    TeamCreate,
+    TeamRecord,
+    TeamUpdate,
+    hash_key,
+    new_key,
+)
 from app.keys.model import display_prefix, iso, new_id, parse
 
 
@@ -95,3 +104,33 @@ def test_update_changes_hold_only_fields_sent() -> None:
     update = parse(KeyUpdate, {"rpm": None, "tpm": 3})
     assert update.changes() == {"rpm": None, "tpm": 3}
     assert KeyUpdate().changes() == {}
+
+
+@pytest.mark.parametrize("value", ["redact", "private_only", "block", None])
+def test_privacy_takes_a_tightening_action_or_null(value: str | None) -> None:
+    """A key's and a team's privacy: redact, private_only, block, or null (none); shown in the
+    admin view."""
+    key = parse(KeyCreate, {"name": "k", "privacy": value})
+    team = parse(TeamCreate, {"name": "t", "privacy": value})
+    assert key.privacy == team.privacy == value
+    assert KeyRecord(id="k", name="k", prefix="p", privacy=key.privacy).to_json(0)["privacy"] \
+        == value
+    assert TeamRecord(id="t", name="t", privacy=team.privacy).to_json()["privacy"] == value
+
+
+@pytest.mark.parametrize("model", [KeyCreate, KeyUpdate, TeamCreate, TeamUpdate])
+@pytest.mark.parametrize("value", ["allow", "hide", "BLOCK", 3, ""])
+def test_bad_privacy_is_400_naming_the_field(model: type[KeyCreate], value: object) -> None:
+    """Anything but a tightening action (allow included: it would tighten nothing) is a 400
+    naming privacy, saying what is accepted."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(model, {"name": "x", "privacy": value})
+    assert caught.value.param == "privacy" and caught.value.status_code == 400
+    assert "'redact', 'private_only' or 'block'" in caught.value.message
+
+
+def test_a_null_privacy_in_an_update_clears_it() -> None:
+    """An update sending privacy null clears it; one not sending it leaves it alone."""
+    assert parse(KeyUpdate, {"privacy": None}).changes() == {"privacy": None}
+    assert parse(TeamUpdate, {"privacy": "block"}).changes() == {"privacy": "block"}
+    assert "privacy" not in parse(TeamUpdate, {"rpm": 3}).changes()

@@ -170,3 +170,23 @@ async def test_a_key_given_as_an_id_is_not_echoed(store: KeyStore) -> None:
     with pytest.raises(errors.NotFound) as caught:
         await store.revoke_key(key)
     assert key not in caught.value.message and key[6:] not in caught.value.message
+
+
+async def test_privacy_is_stored_found_with_its_team_and_cleared(store: KeyStore) -> None:
+    """A key's and its team's privacy settings round-trip, come back with the key's lookup,
+    change, and clear with null."""
+    team = await store.create_team(TeamCreate(name="legal", privacy="redact"))
+    record, key = await store.create_key(parse(KeyCreate, {"name": "k", "team_id": team.id,
+                                                           "privacy": "block"}))
+    assert (record.privacy, team.privacy) == ("block", "redact")
+    found = await store.find_by_hash(hash_key(key))
+    assert found is not None and (found[0].privacy, found[1] and found[1].privacy) == (
+        "block", "redact")
+    assert (await store.update_key(record.id, parse(KeyUpdate, {"privacy": None}))).privacy \
+        is None
+    changed = await store.update_team(team.id, parse(TeamUpdate, {"privacy": "private_only"}))
+    assert changed.privacy == "private_only"
+    assert [t.privacy for t in await store.list_teams()] == ["private_only"]
+    found = await store.find_by_hash(hash_key(key))
+    assert found is not None and found[0].privacy is None
+    assert found[1] is not None and found[1].privacy == "private_only"

@@ -18,6 +18,7 @@ from app.keys.model import KeyRecord, TeamRecord
 from app.limits import Bucket, LocalLimiter, RedisLimiter
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Pipeline
 from app.pricing import PriceBook
+from app.privacy.config import PrivacySetting
 from app.resources import RedisPools
 from app.schemas import ChatRequest, EmbeddingRequest
 from app.stages.admit import Account, Admit
@@ -220,3 +221,20 @@ def test_a_key_is_charged_to_its_own_buckets_and_its_teams_sharing_the_team_tag(
         ("key", "key_a", 60, None, 5.0, "team_t"), ("team", "team_t", None, 1000, None, "team_t")]
     unlimited = caller_of(Entry(KeyRecord(id="key_b", name="b", prefix="p"), None))
     assert unlimited.buckets == () and unlimited.models is None
+
+
+@pytest.mark.parametrize(("key", "team", "privacy"), [
+    (None, None, "allow"),
+    ("block", None, "block"),
+    (None, "redact", "redact"),
+    ("redact", "private_only", "private_only"),
+    ("block", "redact", "block"),
+])
+def test_a_callers_privacy_is_the_stricter_of_its_key_and_team(
+        key: PrivacySetting | None, team: PrivacySetting | None, privacy: str) -> None:
+    """The caller a key stands for runs under the stricter of its key's and its team's privacy
+    settings (allow: neither has one)."""
+    caller = caller_of(Entry(KeyRecord(id="key_a", name="a", prefix="p", team_id="team_t",
+                                       privacy=key),
+                             TeamRecord(id="team_t", name="t", privacy=team)))
+    assert caller.privacy == privacy

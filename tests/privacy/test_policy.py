@@ -1,4 +1,4 @@
-"""The privacy config: validation, per-model policies, key and team tightening."""
+"""The privacy config: validation, per-model policies, tightening by the caller's setting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from app.config import ConfigError, parse_config
-from app.privacy.policy import Policies
+from app.privacy.config import STRICTNESS, Action
+from app.privacy.policy import Policies, tighter
 
 
 def config(**privacy: Any) -> dict[str, Any]:
@@ -32,21 +33,45 @@ def test_trust_defaults() -> None:
 def test_model_policy_over_default() -> None:
     """A model's action and entities replace the default's; custom types are inherited."""
     policies = Policies(parse_config(config(), {}))
-    chat = policies.of("chat", key_id=None, team_id=None)
+    chat = policies.of("chat")
     assert chat.action == "redact"
     assert [f.entity for f in chat.detector.scan("ann@x.org 8.8.8.8 bluebird")] == \
         ["EMAIL", "PROJECT"]
-    assert policies.of("other", key_id=None, team_id=None).idle
+    assert policies.of("other").idle
 
 
-def test_keys_and_teams_only_tighten() -> None:
-    """A key's or team's action applies only when stricter than the model's."""
-    policies = Policies(parse_config(config(keys={"k1": "block", "k2": "allow"},
-                                            teams={"t1": "private_only"}), {}))
-    assert policies.of("chat", key_id="k1", team_id=None).action == "block"
-    assert policies.of("chat", key_id="k2", team_id=None).action == "redact"
-    assert policies.of("chat", key_id="k2", team_id="t1").action == "private_only"
-    assert policies.of("other", key_id=None, team_id="t1").action == "private_only"
+@pytest.mark.parametrize(("model", "tighten", "action"), [
+    ("chat", None, "redact"),
+    ("chat", "allow", "redact"),
+    ("chat", "block", "block"),
+    ("chat", "private_only", "private_only"),
+    ("other", "redact", "redact"),
+])
+def test_the_callers_setting_only_tightens(model: str, tighten: Action | None,
+                                           action: Action) -> None:
+    """A caller's setting applies only when stricter than the model's action; the rest of
+    the model's policy (its detector) stays."""
+    policies = Policies(parse_config(config(), {}))
+    policy = policies.of(model, tighten=tighten)
+    assert policy.action == action
+    assert policy.detector is policies.of(model).detector
+
+
+@pytest.mark.parametrize("action", ["allow", "redact", "private_only", "block"])
+def test_tighter_never_loosens(action: Action) -> None:
+    """tighter gives the stricter of two actions, whatever their order."""
+    others: tuple[Action | None, ...] = ("allow", "redact", "private_only", "block", None)
+    for other in others:
+        got = tighter(action, other)
+        assert STRICTNESS[got] == max(STRICTNESS[action], STRICTNESS.get(other or "allow", 0))
+
+
+@pytest.mark.parametrize("section", ["keys", "teams"])
+def test_the_config_has_no_key_or_team_map(section: str) -> None:
+    """Keys and teams carry their own privacy setting (the admin API); the config's former
+    maps are unknown keys, named."""
+    with pytest.raises(ConfigError, match=f"privacy.{section}"):
+        parse_config(config(**{section: {"key_1": "block"}}), {})
 
 
 @pytest.mark.parametrize(("patch", "message"), [
