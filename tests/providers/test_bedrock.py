@@ -295,6 +295,29 @@ def test_documented_tool_use_answer_translates() -> None:
     assert usage is None and "usage" not in body
 
 
+def test_published_answers_with_usage_translate() -> None:
+    """Two real Converse answers AWS published (a tool call and the text that followed): the
+    tool call, the text, each finish reason, and usage whose total is Bedrock's totalTokens."""
+    for name, finish in (("converse_tool_use_usage.json", "tool_calls"),
+                         ("converse_text_usage.json", "stop")):
+        answer = fixture(name)
+        body, usage = to_chat_completion(answer, model="m", created=1)
+        assert body["choices"][0]["finish_reason"] == finish
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (
+            answer["usage"]["inputTokens"], answer["usage"]["outputTokens"], 0)
+        assert body["usage"]["total_tokens"] == answer["usage"]["totalTokens"]
+    body, _ = to_chat_completion(fixture("converse_tool_use_usage.json"), model="m", created=1)
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert call["id"] == "tooluse_C3ie0cSZR82bOMkKbxXCiw"
+    assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
+        "get_lat_long", {"place": "Berlin"})
+    assert body["choices"][0]["message"]["content"] is None
+    body, _ = to_chat_completion(fixture("converse_text_usage.json"), model="m", created=1)
+    assert body["choices"][0]["message"]["content"] == (
+        "The coordinates of Montreal are latitude 45.5031824 and longitude -73.5698065.")
+
+
 def test_documented_embeddings_translate() -> None:
     """Titan's and Cohere's documented InvokeModel answers give their vectors and counts."""
     assert read_titan(fixture("titan_embed_v2.json")) == ([0.0271, -0.0453, 0.0132, 0.0915], 7)
