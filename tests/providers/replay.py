@@ -11,18 +11,20 @@ Message = MutableMapping[str, Any]
 
 
 class Replay:
-    """An ASGI app answering every request with 200, ``content_type`` and ``parts`` (each sent
-    as its own body chunk, so a stream arrives in pieces); the paths asked for are kept in
-    ``paths``. A test sets ``parts`` (and ``content_type``) before each call."""
+    """An ASGI app answering every request with ``status``, ``content_type`` and ``parts``
+    (each sent as its own body chunk, so a stream arrives in pieces); the paths asked for are
+    kept in ``paths``. A test sets them (``answer`` for one whole body) before each call."""
 
     def __init__(self) -> None:
+        self.status = 200
         self.parts: list[bytes] = []
         self.content_type = b"application/json"
         self.paths: list[str] = []
 
-    def answer(self, body: bytes, *, content_type: bytes = b"application/json") -> None:
+    def answer(self, body: bytes, *, status: int = 200,
+               content_type: bytes = b"application/json") -> None:
         """Answer the next requests with one whole ``body``."""
-        self.parts, self.content_type = [body], content_type
+        self.status, self.parts, self.content_type = status, [body], content_type
 
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
@@ -40,7 +42,7 @@ class Replay:
         while more:  # the request body is read whole before answering, as a server does
             more = (await receive()).get("more_body", False)
         self.paths.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200,
+        await send({"type": "http.response.start", "status": self.status,
                     "headers": [(b"content-type", self.content_type)]})
         for part in self.parts:
             await send({"type": "http.response.body", "body": part, "more_body": True})
