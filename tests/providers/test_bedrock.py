@@ -326,7 +326,8 @@ def test_documented_embeddings_translate() -> None:
 
 def test_cost_with_cache_reads_and_writes_by_hand() -> None:
     """Cached reads and writes priced as published for Claude Haiku 4.5 on Bedrock ($1/M in,
-    $5/M out, reads 0.1x = $0.10/M, writes 1.25x = $1.25/M)."""
+    $5/M out, reads 0.1x = $0.10/M, writes 1.25x = $1.25/M); through the us. geographic
+    profile 10% more ($1.10/M in, $5.50/M out, the cache rates derived by the same factors)."""
     cached = read_usage(fixture("converse_cache.json")["usage"])
     assert cached is not None
     assert (cached.prompt_tokens, cached.cached_tokens) == (12 + 2048, 2048)
@@ -339,6 +340,9 @@ def test_cost_with_cache_reads_and_writes_by_hand() -> None:
     expected = (10 * 1.00 + 1000 * 1.25 + 20 * 5.00) / 1_000_000
     assert prices.cost("global.anthropic.claude-haiku-4-5-20251001-v1:0",
                        write) == pytest.approx(expected)
+    geo = (10 * 1.10 + 1000 * 1.375 + 20 * 5.50) / 1_000_000
+    assert prices.cost("us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                       write) == pytest.approx(geo)
 
 
 def test_reasoning_answer_translates_and_prices_reasoning_as_output() -> None:
