@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app import errors
-from app.pricing import shipped_prices
+from app.pricing import PriceBook, shipped_prices
 from app.providers import anthropic_response, gemini_response
 from app.providers.gemini_embed import read_batch_embed
 from app.usage import Usage
@@ -108,7 +108,8 @@ def test_vertex_generate_content_answer() -> None:
 
 def test_claude_on_vertex_text_answer() -> None:
     """Claude's rawPredict answer on Vertex AI: the text, stop, usage and Vertex's message id
-    and model name."""
+    and model name; its cost by hand at Anthropic's list price for Claude 3.5 Sonnet ($3/M
+    in, $15/M out), which the Vertex id claude-3-5-sonnet-v2@20241022 takes."""
     answer = fixture("vertex_anthropic/claude_text.json")
     body, usage = anthropic_response.to_chat_completion(answer, created=1)
     assert body["id"] == "msg_vrtx_01PbLXjy7XzfNMiH76f3s5Ep"
@@ -116,6 +117,8 @@ def test_claude_on_vertex_text_answer() -> None:
     assert body["choices"][0]["message"]["content"] == answer["content"][0]["text"]
     assert body["choices"][0]["finish_reason"] == "stop"
     assert usage == Usage(prompt_tokens=1587, completion_tokens=179)
+    cost = PriceBook(shipped_prices()).cost("claude-3-5-sonnet-v2@20241022", usage)
+    assert cost == pytest.approx((1587 * 3.00 + 179 * 15.00) / 1_000_000, rel=1e-12)
 
 
 def test_claude_on_vertex_tool_use_answer() -> None:
