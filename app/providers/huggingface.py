@@ -56,6 +56,7 @@ from app.providers.huggingface_tei import TeiEmbeddings
 from app.providers.huggingface_tgi import (
     GENERATE_PATH,
     GENERATE_STREAM_PATH,
+    FinishReasons,
     GenerateStream,
     generate_request,
     map_error,
@@ -155,9 +156,10 @@ class TgiMessages(OpenAICompatible):
     async def stream_chat(self, call: ChatCall, *, target: Target
                           ) -> AsyncGenerator[Json, None]:
         stream = super().stream_chat(call, target=target)
+        finish = FinishReasons()
         try:
             async for chunk in stream:
-                yield normalize_finish(chunk)
+                yield finish(chunk)
         finally:
             await stream.aclose()
 

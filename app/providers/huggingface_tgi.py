@@ -33,7 +33,8 @@ Chat goes to TGI's Messages API (``/v1/chat/completions``), OpenAI-compatible bu
 ``stop`` as a list, ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and
 cannot make several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar
 and tools are mutually exclusive"). TGI before 2.1 answered ``finish_reason: "eos_token"``; it is
-read as ``stop``.
+read as ``stop``. A choice that called tools finishes with ``tool_calls``, where TGI (3.x too)
+says ``stop`` (``FinishReasons``).
 
 Errors: TGI and TEI answer ``{"error": "...", "error_type": "..."}``; the router answers OpenAI's
 shape or ``{"error": "..."}``. 424 (the model failed while generating) is a retryable 502; 422
@@ -276,14 +277,37 @@ def tgi_chat_payload(payload: Json) -> Json:
     return payload
 
 
+class FinishReasons:
+    """TGI's finish reasons as OpenAI's, for one answer or for the chunks of one stream, in
+    order (in place): older TGI's ``eos_token``/``stop_sequence`` read as ``stop``, and a choice
+    that called tools finishes with ``tool_calls`` where TGI says ``stop`` (its reason is the
+    generation's: the end-of-sequence token, whatever the message holds)."""
+
+    def __init__(self) -> None:
+        self._calling: set[Any] = set()
+        """Indexes of the choices that have called a tool so far."""
+
+    def __call__(self, body: Json) -> Json:
+        for choice in body.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            said = choice.get("message") or choice.get("delta")
+            if isinstance(said, dict) and said.get("tool_calls"):
+                self._calling.add(index)
+            reason = choice.get("finish_reason")
+            if reason in ("eos_token", "stop_sequence"):
+                reason = "stop"
+            if reason == "stop" and index in self._calling:
+                reason = "tool_calls"
+            if reason is not None:
+                choice["finish_reason"] = reason
+        return body
+
+
 def normalize_finish(body: Json) -> Json:
-    """Read older TGI's ``eos_token``/``stop_sequence`` finish reasons as OpenAI's ``stop``
-    (in place)."""
-    for choice in body.get("choices") or ():
-        if isinstance(choice, dict) and choice.get("finish_reason") in ("eos_token",
-                                                                        "stop_sequence"):
-            choice["finish_reason"] = "stop"
-    return body
+    """``FinishReasons`` for one whole answer (in place)."""
+    return FinishReasons()(body)
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ says which container answers:
   token counts.
 
 Streams: each ``PayloadPart`` event's bytes are the container's own stream, cut anywhere: its
-server-sent events (OpenAI chunks ending with ``[DONE]``, or TGI's ``data:{"token": ...}``) are
-rebuilt from the parts and relayed as OpenAI chunks. Usage is the container's own (``usage``
+server-sent events (OpenAI chunks ending with ``[DONE]``, or TGI's ``data:{"token": ...}``) or
+JSON lines (LMI's default for chat streams: one OpenAI chunk a line, no ``[DONE]``, the stream
+ending after the chunk with a ``finish_reason``) are rebuilt from the parts and relayed as
+OpenAI chunks. Usage is the container's own (``usage``
 in OpenAI-style answers, with ``stream_options.include_usage`` asked for in streams; TGI's
 ``details``); when a container reports none, the gateway estimates it (as for every provider
 that reports none). ``ModelStreamError``/``InternalStreamFailure`` events raise their mapped
@@ -50,6 +52,7 @@ from app.providers.aws_http import AwsUpstream, stream_exception
 from app.providers.base import ChatCall, CompletionCall, Json, Result, Target
 from app.providers.http import SSEEvent, SSEParser, parse_json_event
 from app.providers.huggingface_tgi import (
+    FinishReasons,
     GenerateStream,
     generate_request,
     normalize_finish,
@@ -72,7 +75,9 @@ class SageMakerProvider(AwsConfig):
 
 
 class PartLines:
-    """Server-sent events from byte parts cut anywhere (a line may span parts)."""
+    """Events from byte parts cut anywhere (a line may span parts): server-sent events, and
+    JSON lines (``application/jsonlines``, LMI's stream framing: a line that starts with ``{``
+    is one event's data by itself)."""
 
     def __init__(self) -> None:
         self._rest = b""
@@ -83,6 +88,9 @@ class PartLines:
         self._rest = lines.pop()
         found = []
         for line in lines:
+            if line.startswith(b"{"):
+                found.append(SSEEvent(None, line.decode("utf-8", "replace").rstrip("\r")))
+                continue
             event = self._parser.line(line + b"\n")
             if event is not None:
                 found.append(event)
@@ -202,6 +210,7 @@ class SageMaker:
     async def _openai_stream(self, target: Target, payload: Json
                              ) -> AsyncGenerator[Json, None]:
         events = self._sse(target, payload)
+        finish = FinishReasons()
         finished = False
         try:
             async for event in events:
@@ -213,7 +222,7 @@ class SageMaker:
                 finished = finished or any(
                     isinstance(c, dict) and c.get("finish_reason")
                     for c in chunk.get("choices") or ())
-                yield normalize_finish(chunk)
+                yield finish(chunk)
         finally:
             await events.aclose()
         if not finished:

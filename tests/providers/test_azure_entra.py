@@ -26,6 +26,7 @@ from app.simulator import SimOptions, create_app
 from app.simulator import azure_entra as entra
 from app.simulator.azure_tls import serve_tls
 from tests.providers.calls import chat, embedding, header, received
+from tests.providers.replay import Replay
 
 TARGET = Target(provider="azure", model="gpt4o-prod")
 HELLO: Json = {"model": "chat", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -267,21 +268,6 @@ def fixture(name: str) -> Json:
     return loaded
 
 
-class Replay:
-    """An ASGI app answering every request with one JSON body (a published example)."""
-
-    def __init__(self, status: int, body: Json) -> None:
-        self.status = status
-        self.body = json.dumps(body).encode()
-
-    async def __call__(self, scope: Json, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": self.body})
-
-
 @pytest.mark.parametrize(("name", "status"), [("entra_token_success.json", 200),
                                               ("entra_token_error.json", 400)])
 async def test_published_token_answers_through_azure_identity(tmp_path: Path, name: str,
@@ -289,7 +275,9 @@ async def test_published_token_answers_through_azure_identity(tmp_path: Path, na
     """Entra's published examples, replayed: the success is a token lasting its expires_in;
     the error a 502 carrying its AADSTS code."""
     example = fixture(name)
-    with serve_tls(Replay(status, example), tmp_path) as (url, ca):
+    upstream = Replay()
+    upstream.answer(json.dumps(example).encode(), status=status)
+    with serve_tls(upstream, tmp_path) as (url, ca):
         config = AzureOpenAIProvider.model_validate({
             "type": "azure_openai", "endpoint": "https://res.openai.azure.com",
             "auth": client_secret((url, ca))})

@@ -295,6 +295,29 @@ def test_documented_tool_use_answer_translates() -> None:
     assert usage is None and "usage" not in body
 
 
+def test_published_answers_with_usage_translate() -> None:
+    """Two real Converse answers AWS published (a tool call and the text that followed): the
+    tool call, the text, each finish reason, and usage whose total is Bedrock's totalTokens."""
+    for name, finish in (("converse_tool_use_usage.json", "tool_calls"),
+                         ("converse_text_usage.json", "stop")):
+        answer = fixture(name)
+        body, usage = to_chat_completion(answer, model="m", created=1)
+        assert body["choices"][0]["finish_reason"] == finish
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (
+            answer["usage"]["inputTokens"], answer["usage"]["outputTokens"], 0)
+        assert body["usage"]["total_tokens"] == answer["usage"]["totalTokens"]
+    body, _ = to_chat_completion(fixture("converse_tool_use_usage.json"), model="m", created=1)
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert call["id"] == "tooluse_C3ie0cSZR82bOMkKbxXCiw"
+    assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
+        "get_lat_long", {"place": "Berlin"})
+    assert body["choices"][0]["message"]["content"] is None
+    body, _ = to_chat_completion(fixture("converse_text_usage.json"), model="m", created=1)
+    assert body["choices"][0]["message"]["content"] == (
+        "The coordinates of Montreal are latitude 45.5031824 and longitude -73.5698065.")
+
+
 def test_documented_embeddings_translate() -> None:
     """Titan's and Cohere's documented InvokeModel answers give their vectors and counts."""
     assert read_titan(fixture("titan_embed_v2.json")) == ([0.0271, -0.0453, 0.0132, 0.0915], 7)
@@ -303,7 +326,8 @@ def test_documented_embeddings_translate() -> None:
 
 def test_cost_with_cache_reads_and_writes_by_hand() -> None:
     """Cached reads and writes priced as published for Claude Haiku 4.5 on Bedrock ($1/M in,
-    $5/M out, reads 0.1x = $0.10/M, writes 1.25x = $1.25/M)."""
+    $5/M out, reads 0.1x = $0.10/M, writes 1.25x = $1.25/M); through the us. geographic
+    profile 10% more ($1.10/M in, $5.50/M out, the cache rates derived by the same factors)."""
     cached = read_usage(fixture("converse_cache.json")["usage"])
     assert cached is not None
     assert (cached.prompt_tokens, cached.cached_tokens) == (12 + 2048, 2048)
@@ -316,6 +340,9 @@ def test_cost_with_cache_reads_and_writes_by_hand() -> None:
     expected = (10 * 1.00 + 1000 * 1.25 + 20 * 5.00) / 1_000_000
     assert prices.cost("global.anthropic.claude-haiku-4-5-20251001-v1:0",
                        write) == pytest.approx(expected)
+    geo = (10 * 1.10 + 1000 * 1.375 + 20 * 5.50) / 1_000_000
+    assert prices.cost("us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                       write) == pytest.approx(geo)
 
 
 def test_reasoning_answer_translates_and_prices_reasoning_as_output() -> None:

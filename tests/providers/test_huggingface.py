@@ -21,6 +21,7 @@ from app.providers.base import ChatCall, CompletionCall, EmbeddingCall, Json, Ta
 from app.providers.huggingface import HuggingFaceProvider, routed_model
 from app.providers.huggingface_tei import embed_options
 from app.providers.huggingface_tgi import (
+    FinishReasons,
     GenerateStream,
     error_from_event,
     generate_request,
@@ -304,6 +305,24 @@ def test_old_tgi_finish_reasons_read_as_stop() -> None:
     body = normalize_finish({"choices": [{"finish_reason": "eos_token"},
                                          {"finish_reason": "length"}]})
     assert [c["finish_reason"] for c in body["choices"]] == ["stop", "length"]
+
+
+def test_a_choice_that_called_tools_finishes_with_tool_calls() -> None:
+    """TGI finishes a tool call with stop: read as tool_calls, in an answer and in a stream
+    (where the calls and the finish come in different chunks); other choices keep stop."""
+    call = [{"index": 0, "id": "0", "type": "function",
+             "function": {"name": "f", "arguments": "{}"}}]
+    body = normalize_finish({"choices": [
+        {"index": 0, "message": {"tool_calls": call}, "finish_reason": "stop"},
+        {"index": 1, "message": {"content": "x"}, "finish_reason": "stop"}]})
+    assert [c["finish_reason"] for c in body["choices"]] == ["tool_calls", "stop"]
+    finish = FinishReasons()
+    chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": call}, "finish_reason": None}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    assert [finish(c)["choices"][0]["finish_reason"] for c in chunks] == [None, "tool_calls"]
+    assert FinishReasons()({"choices": [{"index": 0, "delta": {},
+                                         "finish_reason": "stop"}]}) \
+        == {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 
 
 # --- TEI ---------------------------------------------------------------------------------------

@@ -175,3 +175,13 @@ def test_part_lines_reassemble_events_cut_anywhere() -> None:
         lines = PartLines()
         events = lines.feed(stream[:cut]) + lines.feed(stream[cut:]) + lines.end()
         assert [e.data for e in events] == ['{"a":1}', '{"b":2}', "[DONE]"]
+
+
+def test_part_lines_read_json_lines_cut_anywhere() -> None:
+    """JSON lines (LMI's stream framing: no ``data:``, no ``[DONE]``) cut at every byte come
+    out as one event a line, the last one without its newline too."""
+    stream = b'{"a":1}\n{"b":2}\r\n{"c":3}'
+    for cut in range(len(stream) + 1):
+        lines = PartLines()
+        events = lines.feed(stream[:cut]) + lines.feed(stream[cut:]) + lines.end()
+        assert [e.data for e in events] == ['{"a":1}', '{"b":2}', '{"c":3}']
