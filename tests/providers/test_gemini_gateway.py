@@ -259,17 +259,21 @@ def test_client_leaving_a_stream_cancels_the_google_request(
     """A streaming client that leaves before the first token: the upstream stream is closed."""
     raw = config(simulator, kind, service_account_key, headers={"X-Sim-TTFT-Ms": "60000"})
     raw["streaming"] = {"keepalive_s": 0.1}
-    before = httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
+    stats = simulator + "/_sim/stats"
+    started, before = (httpx.get(stats).json()[k] for k in ("streams_started",
+                                                               "streams_cancelled"))
     with run_gateway(raw) as gw:
         with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=30,
                           headers={"Authorization": f"Bearer {MASTER_KEY}"},
                           json={"model": "chat", "messages": USER, "stream": True}) as answer:
             assert answer.status_code == 200
             assert next(answer.iter_lines()) == ": keep-alive"
+            # Leave only once the upstream stream is open: a client leaving while the gateway
+            # still fetches Vertex's token (a slow machine) cancels a request never sent.
+            assert _until(lambda: httpx.get(stats).json()["streams_started"] > started)
         assert _until(lambda: bool(gw.sink.records))
         assert gw.sink.records[-1].status == "cancelled"
-        assert _until(lambda: httpx.get(simulator + "/_sim/stats").json()["streams_cancelled"]
-                      > before)
+        assert _until(lambda: httpx.get(stats).json()["streams_cancelled"] > before)
 
 
 def _until(check: Any, timeout_s: float = 10) -> bool:
