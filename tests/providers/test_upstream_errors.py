@@ -40,11 +40,20 @@ def _provider(kind: str, simulator: str, secret: str, headers: dict[str, str]) -
     if kind == "azure_openai":
         return {"type": "azure_openai", "endpoint": simulator, "api_key": secret,
                 "headers": headers}
+    if kind == "cohere":
+        return {"type": "cohere", "base_url": simulator, "api_key": secret, "headers": headers}
+    if kind == "ai21":
+        return {"type": "ai21", "base_url": simulator + "/studio/v1", "api_key": secret,
+                "headers": headers}
+    if kind == "huggingface":
+        return {"type": "huggingface", "base_url": simulator + "/hf-router/v1",
+                "api_key": secret, "headers": headers}
     assert kind == "anthropic"
     return {"type": "anthropic", "base_url": simulator, "api_key": secret, "headers": headers}
 
 
-KINDS = ["openai", "openai_header", "vllm", "azure_openai", "anthropic"]
+KINDS = ["openai", "openai_header", "vllm", "azure_openai", "anthropic", "cohere", "ai21",
+         "huggingface"]
 
 
 def _echoing(simulator: str, kind: str, secret: str, fault: dict[str, str]) -> dict[str, Any]:
