@@ -5,9 +5,10 @@ Access as for the rest of the admin API (``AdminDep``). Every change goes throug
 and tells the other gateways over Redis. A key's plaintext appears in exactly two answers, the
 creation and the rotation; listings show its ``prefix``. Times are ISO 8601 UTC.
 
-Errors: bad input 400 naming the field; unknown id 404; name taken, team not empty, rotating a
-revoked key 409; no key database on this gateway 503 ``keys_unavailable``; database unreachable
-503 ``database_unavailable``.
+Errors: bad input 400 naming the field (a value the database refuses, such as a NUL character,
+400 ``invalid_value``); unknown id 404; name taken, team not empty, rotating a revoked key 409; no
+key database on this gateway 503 ``keys_unavailable``; database unreachable 503
+``database_unavailable``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
-from app.db.engine import DATABASE_ERRORS, describe_error
+from app.db.engine import DATABASE_ERRORS, describe_error, refused_value
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.resources import resources_of
 
@@ -45,10 +46,14 @@ DirectoryDep = Annotated[KeyDirectory, Depends(get_directory)]
 
 @asynccontextmanager
 async def _database() -> AsyncIterator[None]:
-    """Turn an unreachable database into a 503 for the admin client."""
+    """Turn an unreachable database into a 503 for the admin client (a value the database
+    refused, such as a NUL character in an id, into a 400: bad input)."""
     try:
         yield
     except DATABASE_ERRORS as exc:
+        refused = refused_value(exc)
+        if refused is not None:
+            raise refused from None
         log.warning("key admin request failed, database unreachable: %s", describe_error(exc))
         raise errors.GatewayError("The key database is unreachable; retry shortly.",
                                   status=503, code="database_unavailable") from None

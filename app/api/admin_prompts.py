@@ -17,9 +17,10 @@ other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
 - ``POST /admin/prompts/{id}/labels/{label}/rollback`` ``{"version": n}`` or ``{}``: back to a
   given version, or to where the label pointed before its last move.
 
-Errors: bad input 400 naming the field; unknown template, version or label 404 naming it; a
-template id taken or nothing to roll back to 409; no database 503 ``prompts_unavailable``;
-database unreachable 503 ``database_unavailable``.
+Errors: bad input 400 naming the field (a version number past ``MAX_VERSION`` among them; a
+value the database refuses, such as a NUL character, 400 ``invalid_value``); unknown template,
+version or label 404 naming it; a template id taken or nothing to roll back to 409; no database
+503 ``prompts_unavailable``; database unreachable 503 ``database_unavailable``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
-from app.db.engine import DATABASE_ERRORS, describe_error
+from app.db.engine import DATABASE_ERRORS, describe_error, refused_value
 from app.prompts import TemplateCreate, VersionSpec
 from app.prompts.diff import diff
 from app.prompts.library import PromptLibrary
-from app.prompts.model import LabelMove, Rollback, check_label
+from app.prompts.model import MAX_VERSION, LabelMove, Rollback, check_label
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -56,15 +57,19 @@ def get_library(request: Request) -> PromptLibrary:
 
 LibraryDep = Annotated[PromptLibrary, Depends(get_library)]
 TemplateId = Annotated[str, Path(max_length=128)]
-Number = Annotated[int, Path(ge=1)]
+Number = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 @asynccontextmanager
 async def _database() -> AsyncIterator[None]:
-    """Turn an unreachable database into a 503 for the admin client."""
+    """Turn an unreachable database into a 503 for the admin client (a value the database
+    refused, such as a NUL character in an id, into a 400: bad input)."""
     try:
         yield
     except DATABASE_ERRORS as exc:
+        refused = refused_value(exc)
+        if refused is not None:
+            raise refused from None
         log.warning("prompt admin request failed, database unreachable: %s",
                     describe_error(exc))
         raise errors.GatewayError("The prompt database is unreachable; retry shortly.",
@@ -123,8 +128,9 @@ async def get_version(template_id: TemplateId, number: Number, admin: AdminDep,
 
 @router.get("/{template_id}/diff")
 async def diff_versions(template_id: TemplateId, admin: AdminDep, library: LibraryDep,
-                        old: Annotated[int, Query(alias="from", ge=1)],
-                        new: Annotated[int, Query(alias="to", ge=1)]) -> dict[str, Any]:
+                        old: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
+                        new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION)],
+                        ) -> dict[str, Any]:
     """What changed from version ``from`` to version ``to``."""
     async with _database():
         before = await library.store.get_version(template_id, old)

@@ -23,6 +23,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app import errors
+
 POOL_SIZE = 5
 MAX_OVERFLOW = 5
 CONNECT_TIMEOUT_S = 5.0
@@ -55,6 +57,23 @@ def describe_error(exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(cause).__name__}: {text}"
+
+
+def refused_value(exc: BaseException) -> errors.InvalidRequest | None:
+    """The 400 for a ``DATABASE_ERRORS`` exception that is the request's fault, else ``None``.
+
+    A SQLSTATE of class 22 (data exception) means the database refused a value it was sent: a
+    NUL character in a text (Postgres stores none), a number past its column's range (asyncpg
+    reports those as 22000 before sending them). Such a request is bad input, never "database
+    unavailable"; every other error still is. The message is the driver's (``describe_error``),
+    which quotes at most the client's own value."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    state = getattr(cause, "sqlstate", None)
+    if not (isinstance(state, str) and state.startswith("22")):
+        return None
+    return errors.InvalidRequest(
+        f"A value in the request is one the database cannot take ({describe_error(exc)}).",
+        code="invalid_value")
 
 
 class UnsupportedDatabaseUrl(ValueError):

@@ -40,6 +40,9 @@ LATEST = "latest"
 """The reserved label: always the highest version (never stored, never set)."""
 DEFAULT_LABEL = "production"
 """The label a request that names neither a version nor a label gets."""
+MAX_VERSION = 2**31 - 1
+"""The highest version number (the database's INTEGER column): a larger one is a 400 naming
+it, not a query the database refuses."""
 MAX_MESSAGES = 100
 MAX_VARIABLES = 100
 MAX_CONTENT = 200_000
@@ -187,7 +190,7 @@ class LabelMove(BaseModel):
     """``PUT /admin/prompts/{id}/labels/{label}``: point the label at ``version``."""
 
     model_config = _FORBID
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
 
 
 class Rollback(BaseModel):
@@ -195,7 +198,7 @@ class Rollback(BaseModel):
     to the version the label pointed at before its last move."""
 
     model_config = _FORBID
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)] | None = None
 
 
 def check_template_id(value: str) -> str:

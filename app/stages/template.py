@@ -47,7 +47,14 @@ from app import errors
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.pipeline import ModelCall, Slot, Stage
 from app.prompts.library import PromptLibrary
-from app.prompts.model import DEFAULT_LABEL, LABEL, LATEST, TEMPLATE_ID, CompiledVersion
+from app.prompts.model import (
+    DEFAULT_LABEL,
+    LABEL,
+    LATEST,
+    MAX_VERSION,
+    TEMPLATE_ID,
+    CompiledVersion,
+)
 from app.prompts.render import PromptVariablesError, bind, render_text
 from app.providers.base import Json
 
@@ -86,8 +93,9 @@ def reference(value: Any) -> Reference:
                    "prompt.id")
     version = value.get("version")
     label = value.get("label")
-    if version is not None and (type(version) is not int or version < 1):
-        raise _bad("'prompt.version' must be an integer >= 1.", "prompt.version")
+    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
+        raise _bad(f"'prompt.version' must be an integer from 1 to {MAX_VERSION}.",
+                   "prompt.version")
     if label is not None and (not isinstance(label, str)
                               or not (label == LATEST or LABEL.fullmatch(label))):
         raise _bad("'prompt.label' must be a label name (a-z, 0-9, '_', '.', '-').",

@@ -129,6 +129,34 @@ def test_both_limits_sent_the_smaller_one_holds(run_gateway: GatewayFactory, sim
         assert answer.choices[0].finish_reason == "length"
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_max_tokens_capped(run_gateway: GatewayFactory, simulator: str, kind: str,
+                                    stream: bool) -> None:
+    """Anthropic's own limit, ``max_tokens`` of ``/v1/messages``, is held to the route's cap
+    whatever the target speaks: a 400 in Anthropic's shape, nothing sent upstream; the cap
+    itself passes."""
+    provider = (_sim(simulator) if kind == "openai" else
+                {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-0123456789"})
+    with run_gateway(_config(simulator, provider, max_tokens_cap=100)) as gw, \
+            gw.http() as http:
+        before = _stats(simulator)["requests"]
+        request_id = f"messages-cap-{kind}-{stream}"
+        refused = http.post("/v1/messages", headers={"x-request-id": request_id}, json={
+            "model": "chat", "max_tokens": 1_000_000_000, "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]})
+        assert refused.status_code == 400, refused.text
+        body = refused.json()
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+        assert "max_tokens" in body["error"]["message"] and "100" in body["error"]["message"]
+        assert _stats(simulator)["requests"] == before
+        assert (gw.sink.by_id(request_id).status, gw.sink.by_id(request_id).http_status) == \
+            ("error", 400)
+        served = http.post("/v1/messages", json={
+            "model": "chat", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
+        assert served.status_code == 200, served.text
+
+
 def test_completions_max_tokens_capped(run_gateway: GatewayFactory, simulator: str) -> None:
     with run_gateway(_config(simulator, _sim(simulator), max_tokens_cap=100)) as gw:
         with pytest.raises(openai.BadRequestError) as raised:

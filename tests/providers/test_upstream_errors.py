@@ -1,7 +1,7 @@
 # ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
 """Upstream errors through a running gateway: no credential in any relayed or stored string
-(issue 8 item 7), redirects never followed (item 8), and the bytes buffered before a cut
-connection relayed (item 14, the transport part)."""
+(issue 8 item 7), redirects never followed by any provider type (item 8), and the bytes
+buffered before a cut connection relayed (item 14, the transport part)."""
 
 from __future__ import annotations
 
@@ -40,11 +40,20 @@ def _provider(kind: str, simulator: str, secret: str, headers: dict[str, str]) -
     if kind == "azure_openai":
         return {"type": "azure_openai", "endpoint": simulator, "api_key": secret,
                 "headers": headers}
+    if kind == "cohere":
+        return {"type": "cohere", "base_url": simulator, "api_key": secret, "headers": headers}
+    if kind == "ai21":
+        return {"type": "ai21", "base_url": simulator + "/studio/v1", "api_key": secret,
+                "headers": headers}
+    if kind == "huggingface":
+        return {"type": "huggingface", "base_url": simulator + "/hf-router/v1",
+                "api_key": secret, "headers": headers}
     assert kind == "anthropic"
     return {"type": "anthropic", "base_url": simulator, "api_key": secret, "headers": headers}
 
 
-KINDS = ["openai", "openai_header", "vllm", "azure_openai", "anthropic"]
+KINDS = ["openai", "openai_header", "vllm", "azure_openai", "anthropic", "cohere", "ai21",
+         "huggingface"]
 
 
 def _echoing(simulator: str, kind: str, secret: str, fault: dict[str, str]) -> dict[str, Any]:
@@ -142,6 +151,52 @@ def test_upstream_redirect_is_an_error_and_never_followed(
                 record = gw.sink.by_id(request_id)
                 assert (record.status, record.http_status) == ("error", 502)
                 assert "location-secret-42" not in (record.error_message or "")
+
+
+def _moved(kind: str, url: str) -> tuple[dict[str, Any], str]:
+    """A provider of ``kind`` whose base URL is ``url``, and a model of it to ask for."""
+    aws = {"access_key_id": "AKIAREDIRECTTEST0000",
+           "secret_access_key": "redirect-test-secret-0123456789"}
+    return {
+        "bedrock": ({"type": "bedrock", "region": "us-east-1", "base_url": url, **aws},
+                    "anthropic.claude-3-haiku-20240307-v1:0"),
+        "sagemaker": ({"type": "sagemaker", "region": "eu-west-1", "base_url": url, **aws},
+                      "llama-vllm-endpoint"),
+        "gemini": ({"type": "gemini", "api_key": "AIza-redirect-0123456789", "base_url": url},
+                   "gemini-2.0-flash"),
+        "cohere": ({"type": "cohere", "api_key": "co-redirect-0123456789", "base_url": url},
+                   "command-r-08-2024"),
+        "ai21": ({"type": "ai21", "api_key": "ai21-redirect-0123456789", "base_url": url},
+                 "jamba-mini"),
+        "huggingface": ({"type": "huggingface", "api_key": "hf_redirect0123456789",
+                         "base_url": url}, "meta-llama/Llama-3.1-8B-Instruct"),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "sagemaker", "gemini", "cohere", "ai21",
+                                  "huggingface"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_provider_type_follows_a_redirect(run_gateway: GatewayFactory, simulator: str,
+                                             kind: str, stream: bool) -> None:
+    """Provider types with HTTP paths of their own (AWS's signed client, Google's, Cohere's,
+    AI21's, Hugging Face's) answer a 3xx with a 502 too, and never call where it points."""
+    with canned(chat_answer()) as elsewhere, \
+            canned(redirect_answer(307, elsewhere.url + "/moved?sig=location-secret-42")) \
+            as upstream:
+        provider, model = _moved(kind, upstream.url)
+        raw = sim_config(simulator, chat={"targets": [{"provider": "moved", "model": model}]})
+        raw["providers"]["moved"] = provider
+        with run_gateway(raw) as gw:
+            request_id = f"redirect-{kind}-{stream}"
+            answer = gw.http().post(
+                "/v1/chat/completions", headers={"x-request-id": request_id},
+                json={"model": "chat", "messages": USER, "stream": stream})
+            assert answer.status_code == 502, answer.text
+            assert "redirect" in answer.json()["error"]["message"]
+            assert "location-secret-42" not in answer.text
+            assert len(upstream.requests) == 1
+            assert elsewhere.requests == []
+            assert gw.sink.by_id(request_id).http_status == 502
 
 
 def test_redirect_through_the_sdk(run_gateway: GatewayFactory, simulator: str) -> None:

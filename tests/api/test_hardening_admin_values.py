@@ -1,0 +1,152 @@
+"""Values a database refuses, in the admin API's ids, filters and bodies, in feedback, and in a
+model call's ``prompt`` (issue 8 item 5, beyond the call-log filters): bad input, a 400 or no
+match, never "database unavailable" (503) or a 500. Through a running gateway on Postgres (which
+stores no NUL character and no version past its INTEGER column) and on SQLite (which takes the
+NUL, and overflows on the number)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from app.config import parse_config
+from app.db.migrate import upgrade
+from app.main import create_app
+from app.prompts.model import MAX_VERSION
+from app.settings import Settings
+from tests.api.conftest import MASTER_KEY, sim_config
+from tests.servers import serve
+
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def template_of(database_url: str) -> str:
+    """The test template's id: one per database (the module's Postgres one is shared)."""
+    return f"greet-{database_url.rsplit('/', 1)[-1][-8:]}"
+
+
+@pytest.fixture
+def gateway(database_url: str, simulator: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """A gateway whose call log, keys and prompts live in ``database_url`` (migrated), with a
+    prompt template (``greet-<database>``) in it; a client with the master key."""
+    asyncio.run(upgrade(database_url))
+    settings = Settings(master_key=SecretStr(MASTER_KEY), database_url=database_url,
+                        spool_dir=tmp_path / "spool")
+    app = create_app(settings, config=parse_config(sim_config(simulator), {}),
+                     strict_telemetry=True)
+    with serve(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        created = client.post("/admin/prompts", json={
+            "id": template_of(database_url), "labels": ["production"],
+            "version": {"messages": [{"role": "user", "content": "Hello"}]}})
+        assert created.status_code in (201, 409), created.text  # the module's Postgres is shared
+        yield client
+
+
+def _bad_input_or_no_match(response: httpx.Response) -> None:
+    """A 400 in OpenAI's shape, a 404, or an empty list: anything but a 5xx."""
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        assert response.json()["data"] == []
+        return
+    assert response.status_code in (400, 404), response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == ("invalid_request_error" if response.status_code == 400
+                             else "not_found_error")
+
+
+NUL_LOOKUPS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/admin/keys/key_1%00", None),
+    ("PATCH", "/admin/keys/key_1%00", {"name": "renamed"}),
+    ("POST", "/admin/keys/key_1%00/rotate", None),
+    ("POST", "/admin/keys/key_1%00/revoke", None),
+    ("DELETE", "/admin/keys/key_1%00", None),
+    ("GET", "/admin/keys?team_id=team_1%00", None),
+    ("GET", "/admin/teams/team_1%00", None),
+    ("PATCH", "/admin/teams/team_1%00", {"rpm": 10}),
+    ("DELETE", "/admin/teams/team_1%00", None),
+    ("GET", "/admin/prompts/greet%00", None),
+    ("GET", "/admin/prompts/greet%00/versions/1", None),
+    ("GET", "/admin/prompts/greet%00/diff?from=1&to=1", None),
+    ("POST", "/admin/prompts/greet%00/versions",
+     {"messages": [{"role": "user", "content": "Hi"}]}),
+    ("PUT", "/admin/prompts/greet%00/labels/staging", {"version": 1}),
+    ("POST", "/admin/prompts/greet%00/labels/production/rollback", {}),
+    ("GET", "/admin/calls/call%00/feedback", None),
+    ("POST", "/v1/feedback", {"request_id": "call\x00", "score": 1}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NUL_LOOKUPS,
+                         ids=[f"{m} {p}" for m, p, _ in NUL_LOOKUPS])
+def test_a_nul_in_an_id_or_filter_is_bad_input(gateway: httpx.Client, method: str, path: str,
+                                               body: dict[str, Any] | None) -> None:
+    """A NUL character in an id or a filter finds nothing or is a 400, on either database; the
+    database keeps answering after it."""
+    _bad_input_or_no_match(gateway.request(method, path, json=body))
+    assert gateway.get("/admin/keys").status_code == 200
+    assert gateway.get("/admin/prompts").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/admin/keys", {"name": "nul\x00key"}),
+    ("/admin/keys", {"name": "meta", "metadata": {"owner": "a\x00b"}}),
+    ("/admin/teams", {"name": "nul\x00team"}),
+    ("/admin/prompts", {"id": "nul-content", "version": {
+        "messages": [{"role": "user", "content": "a\x00b"}]}}),
+])
+def test_a_nul_in_a_new_record_is_stored_or_refused_as_bad_input(
+        gateway: httpx.Client, database_url: str, path: str, body: dict[str, Any]) -> None:
+    """SQLite stores a NUL; Postgres cannot, and that is a 400 naming the problem, not a
+    503."""
+    response = gateway.post(path, json=body)
+    if database_url.startswith("postgresql"):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value"
+    else:
+        assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(("method", "path", "body", "param"), [
+    ("GET", f"/admin/prompts/{{id}}/versions/{MAX_VERSION + 1}", None, "number"),
+    ("GET", f"/admin/prompts/{{id}}/versions/{2**70}", None, "number"),
+    ("GET", f"/admin/prompts/{{id}}/diff?from=1&to={MAX_VERSION + 1}", None, "to"),
+    ("PUT", "/admin/prompts/{id}/labels/staging", {"version": MAX_VERSION + 1}, "version"),
+    ("PUT", "/admin/prompts/{id}/labels/staging", {"version": 2**70}, "version"),
+    ("POST", "/admin/prompts/{id}/labels/production/rollback", {"version": MAX_VERSION + 1},
+     "version"),
+])
+def test_a_version_past_the_column_is_a_400_naming_it(
+        gateway: httpx.Client, database_url: str, method: str, path: str,
+        body: dict[str, Any] | None, param: str) -> None:
+    """Version numbers past the INTEGER column are refused before any query, naming the
+    field; the largest one the column holds is an ordinary lookup (404: no such version)."""
+    template = template_of(database_url)
+    response = gateway.request(method, path.format(id=template), json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    largest = gateway.get(f"/admin/prompts/{template}/versions/{MAX_VERSION}")
+    assert largest.status_code == 404, largest.text
+
+
+@pytest.mark.parametrize("version", [MAX_VERSION + 1, 2**40])
+def test_a_model_call_naming_a_version_past_the_column_is_a_400(
+        gateway: httpx.Client, database_url: str, version: int) -> None:
+    """``prompt: {"version": N}`` past the column is a 400 naming ``prompt.version``, not the
+    503 "prompt template database unreachable"; the largest version is a 404 naming it."""
+    template = template_of(database_url)
+    response = gateway.post("/v1/chat/completions", json={
+        "model": "chat", "prompt": {"id": template, "version": version}})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "prompt.version"
+    largest = gateway.post("/v1/chat/completions", json={
+        "model": "chat", "prompt": {"id": template, "version": MAX_VERSION}})
+    assert largest.status_code == 404, largest.text
+    assert largest.json()["error"]["param"] == "prompt.version"
