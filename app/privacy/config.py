@@ -182,7 +182,8 @@ def check_entities(policy: _Policy, inherited: tuple[str, ...],
     custom = custom_names(policy)
     clash = sorted(set(custom) & {*BUILTIN, *model})
     if clash:
-        raise ValueError(f"custom entity names {clash} are built-in or Presidio types")
+        raise ValueError(f"custom entity names {clash} are built-in types"
+                         + (" or ones privacy.presidio finds" if model else ""))
     known = {*BUILTIN, *model, *custom, *inherited}
     unknown = [e for e in policy.entities or () if e not in known]
     if unknown:
