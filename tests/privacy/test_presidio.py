@@ -152,7 +152,7 @@ def test_model_types_join_the_known_entities(pipeline: Path) -> None:
         parse_config(raw(None), {})
     with pytest.raises(ConfigError, match=r"are built-in types or ones privacy\.presidio finds"):
         parse_config(raw(section(pipeline), words=[{"name": "PERSON", "words": ["bob"]}]), {})
-    with pytest.raises(ConfigError, match="entities"):
+    with pytest.raises(ConfigError, match=r"privacy\.presidio\.entities\.0: Input should be"):
         parse_config(raw(section(pipeline, entities=["EMAIL"])), {})
 
 
