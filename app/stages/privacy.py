@@ -45,7 +45,10 @@ the model is not run: the values it found in the request are looked for as they 
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,7 @@ from app import errors
 from app.config import GatewayConfig
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
+from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
@@ -108,12 +112,11 @@ class Privacy(Stage):
         key = section.model_dump_json()
         scanner = self._scanners.pop(key, None)
         if scanner is None:
-            from app.privacy.presidio import load_scanner  # spaCy: only when configured
-
-            scanner = await load_scanner(section)
+            scanner = await _load_scanner(section)
         self._scanners[key] = scanner
         while len(self._scanners) > _KEPT_SCANNERS:
             self._scanners.pop(next(iter(self._scanners))).close()
+            self._compiled = None  # its policies may hold the scanner just closed
 
     def policies(self, config: GatewayConfig) -> Policies:
         """The policies of ``config``, compiled once per config (a reload brings a new one)."""
@@ -231,6 +234,14 @@ class Privacy(Stage):
             record.request_body = rewrite(record.request_body, scrub)
         if record.response_body is not None:
             record.response_body = rewrite(record.response_body, scrub)
+
+
+async def _load_scanner(section: PresidioConfig) -> PresidioScanner:
+    """``app.privacy.presidio.load_scanner``, its module imported on a thread: importing
+    Presidio and spaCy takes seconds, and happens only for a config that asks for them."""
+    module = await asyncio.to_thread(importlib.import_module, "app.privacy.presidio")
+    load: Callable[[PresidioConfig], Awaitable[PresidioScanner]] = module.load_scanner
+    return await load(section)
 
 
 def _scan(detector: Detector, body: Json, native: Json | None
