@@ -21,7 +21,8 @@ A model's ``action``, ``entities``, ``embeddings`` and ``regions`` replace the d
 ``patterns`` and ``words`` add to the default's. A virtual key's or team's own ``privacy``
 setting (``app.keys``: a ``PrivacySetting``) only tightens a model's action
 (``allow < redact < private_only < block``): one looser than the model's changes nothing.
-``presidio`` is global only: one model, loaded once per config, serves every model's policy.
+``presidio`` is global only: one spaCy pipeline, loaded once per config, serves every model's
+policy.
 """
 
 from __future__ import annotations

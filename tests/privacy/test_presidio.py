@@ -179,7 +179,7 @@ def test_builtins_alone_import_neither_presidio_nor_spacy() -> None:
               "config = parse_config({**raw(None), 'models': {}}, {})\n"
               "stage = Privacy()\n"
               "asyncio.run(stage.prepare(config))\n"
-              "policy = stage.policies(config).of('x', key_id=None, team_id=None)\n"
+              "policy = stage.policies(config).of('x')\n"
               "assert policy.detector.scan('ann@x.org')\n"
               "print(sorted(m for m in ('spacy', 'presidio_analyzer') if m in sys.modules))\n")
     assert _run(script).strip() == "[]"
@@ -203,12 +203,12 @@ async def test_one_scanner_per_section_and_the_latest_two_kept(pipeline: Path) -
     stage = Privacy()
     first = _config(pipeline)
     await stage.prepare(first)
-    model = stage.policies(first).of("all", key_id=None, team_id=None).detector.model
+    model = stage.policies(first).of("all").detector.model
     assert model is not None
     same = _config(pipeline)
     assert same is not first
     await stage.prepare(same)
-    policy = stage.policies(same).of("names", key_id=None, team_id=None)
+    policy = stage.policies(same).of("names")
     assert policy.detector.model is model
     assert spans(TEXT, policy.detector.scan(TEXT)) == \
         [("PERSON", "Ann Lee"), ("PERSON", "Ravi Patel")]
