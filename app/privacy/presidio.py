@@ -25,9 +25,9 @@ a line break or a space (spaCy's memory grows with the text: about 1 GB per 100,
 for its trained pipelines, and it refuses texts past ``nlp.max_length``); a name cut by a
 piece's end may be missed.
 
-One thread per scanner runs its analyses one at a time: spaCy pipelines are not documented to
-be thread-safe, and on the development machine's two cores a second thread would not make one
-analysis faster.
+One thread per scanner runs its analyses one at a time (spaCy pipelines are not documented to
+be thread-safe), off the event loop: the stage hands a call's whole scan to it
+(``ModelScanner.offload``).
 """
 
 from __future__ import annotations
