@@ -2,7 +2,7 @@
 deployment installed (the ``presidio`` extra; ``privacy.presidio`` in the config).
 
 Imported only when a config has ``privacy.presidio`` (``app.stages.privacy``): importing
-Presidio imports spaCy, and transformers and torch where they are installed (5-10 s here).
+Presidio imports spaCy, and transformers and torch where they are installed (4-10 s here).
 
 ``load_scanner(config)`` reads the pipeline once per config, on the scanner's own thread, and
 ``PresidioScanner.scan`` runs Presidio's ``AnalyzerEngine.analyze`` over it. Nothing is ever
