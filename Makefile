@@ -16,11 +16,12 @@ install: $(BIN)/python
 serve: install
 	$(BIN)/switchboard serve
 
-# Everything the tests need, the [local] embedding model included. torch is pinned first to the
-# CPU build so that nothing pulls a multi-GB CUDA build.
+# Everything the tests need, the [local] embedding model and the [presidio] analyzer included
+# (its tests make their own small spaCy pipeline). torch is pinned first to the CPU build so
+# that nothing pulls a multi-GB CUDA build.
 install-dev: $(BIN)/python
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,local]'
+	$(PIP) install -q -e '.[dev,local,presidio]'
 
 lint: install-dev
 	$(BIN)/ruff check .

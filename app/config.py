@@ -31,7 +31,13 @@ from pydantic import (
 )
 
 from app.pricing import Price
-from app.privacy.config import ModelPrivacy, PrivacyConfig, check_entities, custom_names
+from app.privacy.config import (
+    ModelPrivacy,
+    PrivacyConfig,
+    check_entities,
+    custom_names,
+    model_entities,
+)
 from app.providers import PROVIDER_TYPES
 from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
@@ -370,13 +376,14 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _privacy_entities(self) -> GatewayConfig:
         """Each model's ``privacy.entities`` names known types (its own custom ones, the
-        global section's, or built-in ones)."""
+        global section's, built-in ones, or ``privacy.presidio``'s)."""
         inherited = tuple(custom_names(self.privacy))
+        found_by_model = model_entities(self.privacy)
         problems = []
         for name, model in self.models.items():
             if model.privacy is not None:
                 try:
-                    check_entities(model.privacy, inherited)
+                    check_entities(model.privacy, inherited, found_by_model)
                 except ValueError as exc:
                     problems.append(f"models.{name}.privacy: {exc}")
         if problems:

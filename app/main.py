@@ -138,6 +138,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                          Admit(limiter, output_reservation=limits.output_reservation,
                                recorder=recorder),
                          Account(limiter), Privacy(recorder=recorder), *stages])
+    await pipeline.prepare(config)  # e.g. the privacy stage's Presidio model: before serving
     log_config = config.calllog
     gateway = Gateway(config=config, providers=providers, prices=prices,
                       sink=sink or (calllog.writer if calllog else LogSink()),

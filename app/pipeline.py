@@ -29,6 +29,10 @@ called, so a stage that does nothing for a call costs nothing there):
   stage whose rule binds everything sent upstream (privacy) applies it to the copy here; may
   rewrite the copy, or reject it by raising a ``GatewayError`` (recorded in the copy's row).
 
+One more hook acts on a config rather than a call: ``prepare``, before a config serves its first
+call (at start-up, and on each reload before the swap), to load what the config names (the
+privacy stage's Presidio model); its ``GatewayError`` refuses the config.
+
 Each call runs on one immutable ``Snapshot`` (config and its version, routing table, providers,
 prices, pipeline, limits) taken when it starts; swapping the gateway's snapshot (a live reload)
 changes later calls, never a running one.
@@ -136,6 +140,11 @@ class Stage:
         """On ``copy``, a shadow copy of the answered call ``original`` (same caller, request
         and body; its route the shadow variant's), before it is sent."""
 
+    async def prepare(self, config: GatewayConfig) -> None:
+        """Before ``config`` serves a call: at start-up, and on a reload before the swap (the
+        old config serves meanwhile). May load what it names, off the event loop; a
+        ``GatewayError`` refuses it (the gateway does not start; a reload keeps the old)."""
+
 
 def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
@@ -181,6 +190,12 @@ class Pipeline:
         """The ``on_shadow`` hooks, in slot order."""
         for hook in self.shadow_hooks:
             await hook(original, copy)
+
+    async def prepare(self, config: GatewayConfig) -> None:
+        """The ``prepare`` hooks, in slot order."""
+        for stage in self.stages:
+            if _overrides(stage, "prepare"):
+                await stage.prepare(config)
 
 
 @dataclass(slots=True)

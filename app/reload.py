@@ -6,10 +6,12 @@ hashed; reading the path each time follows a Kubernetes ConfigMap or Secret upda
 symlink that a watch on the file itself would miss), on ``SIGHUP`` or ``SIGUSR1`` (``app.main``
 installs the handlers), and on ``POST /admin/config/reload``.
 
-How: the new file is validated completely first (``app.config.load_config``); an invalid one
-changes nothing: the error, with its path in the YAML, is logged, kept for ``GET /admin/config``
-and counted in ``switchboard_config_reload_errors_total``, and the old config keeps serving. A
-valid one becomes a new ``Snapshot``: providers whose settings did not change are carried over
+How: the new file is validated completely first (``app.config.load_config``), then what it
+needs is built (providers, and what the pipeline's stages load for it: ``Pipeline.prepare``);
+an invalid one, or one whose parts cannot be built, changes nothing: the error, with its path
+in the YAML, is logged, kept for ``GET /admin/config`` and counted in
+``switchboard_config_reload_errors_total``, and the old config keeps serving. A valid one
+becomes a new ``Snapshot``: providers whose settings did not change are carried over
 (the same object, so their connection pools stay), new or changed ones are built, and the old
 ones are closed once the last call on the old snapshot has finished. Calls that started before
 the swap, streams included, finish on the config they started with; every call row names the
@@ -135,7 +137,8 @@ class ConfigReloader:
                 return Reload(changed=False, version=version)
             try:
                 snapshot = await self._snapshot(config, serving)
-            except errors.GatewayError as exc:  # a provider that cannot be built from it
+            except errors.GatewayError as exc:  # a provider (or a stage's model) that
+                # cannot be built from it
                 return self._refused(exc.message, reason, serving.version)
             restart = tuple(s for s in RESTART_SECTIONS
                             if getattr(config, s) != getattr(serving.config, s))
@@ -178,6 +181,7 @@ class ConfigReloader:
             for provider in built:
                 if isinstance(provider, Warmable):
                     await provider.warm()
+            await serving.pipeline.prepare(config)
         except BaseException:
             for provider in built:
                 await provider.aclose()

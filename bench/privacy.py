@@ -1,6 +1,7 @@
 """The privacy detectors' accuracy and speed (issue 13).
 
     .venv/bin/python -m bench.privacy [--messages 4000] [--negatives 2000] [--seed 13]
+    .venv/bin/python -m bench.privacy --presidio en_core_web_lg   # with the presidio extra
 
 Accuracy: a labelled corpus generated with ``faker`` (locales en_US, de_DE, fr_FR, en_GB, nl_NL,
 es_ES): messages of the locale's sentences, names and addresses with 1-3 planted values each
@@ -19,6 +20,12 @@ positives, not counted against precision (the synthetic negatives count for ever
 Speed: the median time to detect and redact (``Detector.scan`` + ``Vault.redact``) a 1 KB and a
 32 KB message of the corpus's prose with a few planted values, and of the same size without any
 (targets <= 100 us and <= 1 ms).
+
+``--presidio MODEL``: instead, the cost of adding Presidio's analyzer (``privacy.presidio`` with
+that installed spaCy pipeline, PERSON and LOCATION, the default ``disable``): the median time to
+detect and redact 1 KB and 32 KB of prose and of the corpus's messages (names and addresses
+every ~200 characters), with the analyzer and with the built-ins alone, and the time to import
+and load it.
 """
 
 from __future__ import annotations
@@ -267,14 +274,14 @@ def score(samples: Iterator[Sample], detector: Detector = DETECTOR) -> Score:
     return result
 
 
-def _timed(text: str, runs: int) -> float:
+def _timed(text: str, runs: int, detector: Detector = DETECTOR) -> float:
     """Median microseconds to detect and redact ``text``, cold: the phone candidates' cache
     (``app.privacy.detect.phone_number``) emptied before each run, as for a text never seen."""
     times = []
     for _ in range(runs):
         phone_number.cache_clear()
         started = time.perf_counter()
-        Vault().redact(text, DETECTOR.scan(text))
+        Vault().redact(text, detector.scan(text))
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1e6
 
@@ -345,6 +352,35 @@ def gateway(seconds: float, rounds: int) -> None:
               f"{cpu / base_cpu:>5.2f}x")
 
 
+def presidio(model: str, seed: int) -> None:
+    """The cost of Presidio's analyzer on top of the built-ins (see the module docstring)."""
+    import asyncio
+
+    from app.privacy.config import PresidioConfig
+
+    started = time.perf_counter()
+    from app.privacy.presidio import load_scanner
+
+    imported = time.perf_counter() - started
+    started = time.perf_counter()
+    scanner = asyncio.run(load_scanner(PresidioConfig(model=model)))
+    loaded = time.perf_counter() - started
+    detector = Detector(entities={*BUILTIN, *scanner.entities},
+                        phone_regions=DETECTOR.phone_regions, model=scanner)
+    print(f"presidio over {model}: imported in {imported:.1f} s, loaded in {loaded:.1f} s")
+    print("median of detect + redact, milliseconds (with the analyzer | built-ins alone):")
+    for size, runs, values in ((1024, 100, 2), (1024, 100, -1), (32 * 1024, 10, 2),
+                               (32 * 1024, 10, -1)):
+        text = message(size, seed=seed, values=values)
+        kind = "corpus (names)" if values < 0 else "prose, 2 values"
+        with_model, alone = _timed(text, runs, detector), _timed(text, runs)
+        found = Counter(f.entity for f in detector.scan(text))
+        print(f"  {size // 1024:>2} KB {kind:<16} {with_model / 1000:8.2f} ms | "
+              f"{alone / 1000:6.3f} ms  ({found['PERSON']} PERSON, {found['LOCATION']} "
+              f"LOCATION, {sum(found.values())} in all)")
+    scanner.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=4000)
@@ -354,7 +390,13 @@ def main() -> None:
                         help="measure a gateway's throughput with and without redaction instead")
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--presidio", metavar="MODEL",
+                        help="measure the Presidio extra over this installed spaCy pipeline "
+                             "(package name or directory) instead")
     args = parser.parse_args()
+    if args.presidio:
+        presidio(args.presidio, args.seed)
+        return
     if args.gateway:
         gateway(args.duration, args.rounds)
         return

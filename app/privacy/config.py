@@ -8,6 +8,9 @@ privacy:                        # the default for every model (and what models a
   observe: false                # scan and count even where the action is allow
   patterns: [{name: EMPLOYEE_ID, regex: 'EMP-\\d{6}'}]
   words: [{name: PROJECT, words: [bluebird, nightjar]}]
+  presidio:                     # names and places, with the `presidio` extra (see PresidioConfig)
+    model: en_core_web_lg       # an installed spaCy pipeline (package name or directory)
+    entities: [PERSON, LOCATION]
 models:
   chat:
     targets: [...]
@@ -18,11 +21,15 @@ A model's ``action``, ``entities``, ``embeddings`` and ``regions`` replace the d
 ``patterns`` and ``words`` add to the default's. A virtual key's or team's own ``privacy``
 setting (``app.keys``: a ``PrivacySetting``) only tightens a model's action
 (``allow < redact < private_only < block``): one looser than the model's changes nothing.
+``presidio`` is global only: one spaCy pipeline, loaded once per config, serves every model's
+policy.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -67,6 +74,62 @@ class CustomWords(BaseModel):
                      Field(min_length=1, max_length=10_000)]
 
 
+PRESIDIO_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME")
+"""The entity types Presidio's spaCy recognizer reports (``NRP``: a nationality, religious or
+political group), each the name of its placeholders (``<PERSON_1>``)."""
+PresidioEntity = Literal["PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"]
+SPACY_COMPONENTS_NOT_FOR_NER = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer",
+                                "senter", "morphologizer")
+"""The components of spaCy's trained CPU pipelines (``en_core_web_sm/md/lg``...) that their
+``ner`` does not read (it has its own token vectors): the default ``disable``."""
+_NAMES_AND_PLACES: tuple[PresidioEntity, ...] = ("PERSON", "LOCATION")
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class PresidioConfig(BaseModel):
+    """``privacy.presidio``: names, places and organisations found by Microsoft Presidio's
+    analyzer over a spaCy pipeline the deployment installed (``app.privacy.presidio``).
+
+    Validating it imports nothing: it checks that the ``presidio`` extra's packages and the
+    pipeline are installed (``importlib.util.find_spec``), so a missing one is a config error at
+    load and reload, never a download or a failure mid-request."""
+
+    model_config = _FORBID
+    model: Annotated[str, Field(min_length=1, max_length=1000)]
+    """An installed spaCy pipeline package (``en_core_web_lg``), or the directory of a saved
+    pipeline (``nlp.to_disk``); loaded with ``spacy.load``, which never downloads."""
+    entities: Annotated[list[PresidioEntity], Field(min_length=1)] = Field(
+        default_factory=lambda: list(_NAMES_AND_PLACES))
+    """The types looked for; they join the built-in ones that policies' ``entities`` name."""
+    labels: dict[Annotated[str, Field(min_length=1, max_length=64)], PresidioEntity] = \
+        Field(default_factory=dict)
+    """The pipeline's own entity labels -> types, over the usual spaCy mapping (``PERSON``,
+    ``PER`` -> PERSON; ``GPE``, ``LOC``, ``FAC`` -> LOCATION; ``ORG``; ``NORP`` -> NRP;
+    ``DATE``, ``TIME`` -> DATE_TIME): for a pipeline of your own (``STREET: LOCATION``)."""
+    disable: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: list(SPACY_COMPONENTS_NOT_FOR_NER))
+    """Components of the pipeline not run (the ones it lacks are ignored): by default those of
+    spaCy's trained CPU pipelines that named-entity recognition does not need. A pipeline
+    that cannot run without one of them is refused when it loads."""
+
+    @model_validator(mode="after")
+    def _installed(self) -> PresidioConfig:
+        missing = [name for name in ("presidio_analyzer", "spacy")
+                   if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(
+                f"needs the presidio extra ({', '.join(missing)} not installed): "
+                "pip install 'switchboard[presidio]'")
+        if not (_PACKAGE.fullmatch(self.model) and importlib.util.find_spec(self.model)) \
+                and not (Path(self.model) / "config.cfg").is_file():
+            raise ValueError(
+                f"model: {self.model!r} is neither an installed spaCy pipeline package nor "
+                "the directory of a saved pipeline (with its config.cfg); install the "
+                "pipeline's wheel (e.g. en_core_web_lg from spaCy's model releases) where the "
+                "gateway runs: it is never downloaded at run time")
+        return self
+
+
 class _Policy(BaseModel):
     model_config = _FORBID
     entities: list[EntityName] | None = None
@@ -93,10 +156,13 @@ class PrivacyConfig(_Policy):
                              Field(min_length=1, max_length=16)] = Field(
         default_factory=lambda: ["US"])
     observe: bool = False
+    presidio: PresidioConfig | None = None
+    """Names, places and organisations with Presidio (the ``presidio`` extra); off by default:
+    the built-in detectors need nothing installed or downloaded."""
 
     @model_validator(mode="after")
     def _known_entities(self) -> PrivacyConfig:
-        check_entities(self, ())
+        check_entities(self, (), model_entities(self))
         return self
 
 
@@ -104,14 +170,22 @@ def custom_names(policy: _Policy) -> list[str]:
     return [p.name for p in policy.patterns] + [w.name for w in policy.words]
 
 
-def check_entities(policy: _Policy, inherited: tuple[str, ...]) -> None:
-    """``ValueError`` when ``policy.entities`` names a type that is neither built in nor
-    custom (its own or ``inherited``), or a custom type reuses a built-in name."""
+def model_entities(section: PrivacyConfig) -> tuple[str, ...]:
+    """The types ``privacy.presidio`` looks for (none without it)."""
+    return () if section.presidio is None else tuple(section.presidio.entities)
+
+
+def check_entities(policy: _Policy, inherited: tuple[str, ...],
+                   model: tuple[str, ...] = ()) -> None:
+    """``ValueError`` when ``policy.entities`` names a type that is neither built in, nor
+    custom (its own or ``inherited``), nor one the model looks for (``model``), or a custom
+    type reuses a built-in or model type's name."""
     custom = custom_names(policy)
-    clash = sorted(set(custom) & set(BUILTIN))
+    clash = sorted(set(custom) & {*BUILTIN, *model})
     if clash:
-        raise ValueError(f"custom entity names {clash} are built-in types")
-    known = {*BUILTIN, *custom, *inherited}
+        raise ValueError(f"custom entity names {clash} are built-in types"
+                         + (" or ones privacy.presidio finds" if model else ""))
+    known = {*BUILTIN, *model, *custom, *inherited}
     unknown = [e for e in policy.entities or () if e not in known]
     if unknown:
         raise ValueError(f"entities: unknown entity types {unknown}; known: {sorted(known)}")

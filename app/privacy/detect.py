@@ -27,6 +27,12 @@ overlapping. Built-in entity types:
 Overlapping findings are resolved longest first, then by specificity (``PRIORITY``): a card
 number is not also a phone number, nor an email's digits an IP address.
 
+A ``Detector`` may also hold a ``ModelScanner``: named entities (people, places) found by a
+model, Presidio's analyzer (``app.privacy.presidio``), whose findings are resolved with the
+built-ins' the same way (ranked below them on a tie). It costs milliseconds per KB where the
+built-ins cost microseconds, so callers run such a detector's scans on the scanner's own thread
+(``ModelScanner.offload``); ``scan(text, model=False)`` is the built-ins alone.
+
 Each detector runs behind a pre-filter that costs a substring test or one C-level regex scan
 (no ``@``: no email search; no digit: none of the number detectors), so text without candidates
 costs a few microseconds per KB.
@@ -41,9 +47,9 @@ import bisect
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import phonenumbers
 
@@ -64,6 +70,25 @@ class Finding(NamedTuple):
     entity: str
     start: int
     end: int
+
+
+T = TypeVar("T")
+
+
+class ModelScanner(Protocol):
+    """Entities found by a model (``app.privacy.presidio.PresidioScanner``)."""
+
+    entities: frozenset[str]
+    """The types it can find."""
+
+    def scan(self, text: str, entities: frozenset[str]) -> list[Finding]:
+        """The values of ``entities`` (a subset of ``self.entities``) in ``text``; blocking."""
+        ...
+
+    async def offload(self, work: Callable[[], T]) -> T:
+        """``work()`` run on the scanner's own thread (off the event loop), after the work
+        queued before it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,14 +374,20 @@ class Detector:
 
     def __init__(self, *, entities: Iterable[str] = BUILTIN,
                  phone_regions: Sequence[str] = ("US",),
-                 custom: Sequence[Custom] = ()) -> None:
+                 custom: Sequence[Custom] = (), model: ModelScanner | None = None) -> None:
         self.entities = frozenset(entities)
         self.phone_regions = tuple(phone_regions)
         self.custom = tuple(custom)
         self._numbers = bool(self.entities & {PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS})
+        self._model_entities = frozenset() if model is None else self.entities & model.entities
+        self.model = model if self._model_entities else None
+        """The model scanner, when this detector looks for any of its types."""
+        self._rank = PRIORITY if self.model is None else \
+            {**{e: 0 for e in self._model_entities}, **PRIORITY}
 
-    def scan(self, text: str) -> list[Finding]:
-        """The sensitive values in ``text``: sorted by position, never overlapping."""
+    def scan(self, text: str, *, model: bool = True) -> list[Finding]:
+        """The sensitive values in ``text``: sorted by position, never overlapping. ``model``:
+        the model scanner's too (blocking for milliseconds: see the module docstring)."""
         entities = self.entities
         found: list[Finding] = []
         if EMAIL in entities and "@" in text:
@@ -380,7 +411,13 @@ class Detector:
         for custom in self.custom:
             found.extend(Finding(custom.name, m.start(), m.end())
                          for m in custom.pattern.finditer(text) if m.end() > m.start())
-        return _resolve(found, PRIORITY)
+        if model and self.model is not None:
+            found.extend(self.model.scan(text, self._model_entities))
+        return _resolve(found, self._rank)
+
+    def merge(self, found: list[Finding], more: Iterable[Finding]) -> list[Finding]:
+        """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""
+        return _resolve([*found, *more], self._rank)
 
     def _phones(self, text: str, lo: int, hi: int, taken: list[Finding]
                 ) -> Iterable[Finding]:

@@ -69,6 +69,20 @@ class Vault:
         parts.append(text[position:])
         return "".join(parts)
 
+    def occurrences(self, text: str) -> list[Finding]:
+        """Where the values this vault holds appear in ``text`` as whole words, by their
+        entity types (unsorted, may overlap: for ``Detector.merge``)."""
+        found: list[Finding] = []
+        for entity, value in self._issued:
+            at = text.find(value)
+            while at != -1:
+                end = at + len(value)
+                if not (at and text[at - 1].isalnum()) \
+                        and not (end < len(text) and text[end].isalnum()):
+                    found.append(Finding(entity, at, end))
+                at = text.find(value, end)
+        return found
+
     def restore(self, text: str) -> str:
         """``text`` with every placeholder this vault issued replaced by its original."""
         if "<" not in text or not self.originals:

@@ -3,7 +3,9 @@
 ``Policies.of(model, tighten=...)`` is the policy a call runs under: the model's own settings
 over the global default's, its action tightened (never loosened, ``STRICTNESS``) by the caller's
 own setting (``Caller.privacy``: the stricter of its virtual key's and its team's ``privacy``).
-Compiled policies are immutable and shared by every call on the config they came from.
+Compiled policies are immutable and shared by every call on the config they came from. With
+``privacy.presidio``, every policy whose entity types include the model's shares the one scanner
+loaded for the config (``app.privacy.presidio``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from app.privacy.config import STRICTNESS, Action, EmbeddingAction, ModelPrivacy, PrivacyConfig
-from app.privacy.detect import BUILTIN, Custom, Detector, words_pattern
+from app.privacy.detect import BUILTIN, Custom, Detector, ModelScanner, words_pattern
 
 if TYPE_CHECKING:
     from app.config import GatewayConfig
@@ -53,17 +55,21 @@ def _custom(sections: list[PrivacyConfig | ModelPrivacy]) -> list[Custom]:
     return found
 
 
-def compile_policy(default: PrivacyConfig, own: ModelPrivacy | None) -> Policy:
-    """One model's policy: ``own`` over ``default`` (see ``app.privacy.config``)."""
+def compile_policy(default: PrivacyConfig, own: ModelPrivacy | None,
+                   model: ModelScanner | None = None) -> Policy:
+    """One model's policy: ``own`` over ``default`` (see ``app.privacy.config``); ``model``:
+    the scanner loaded for ``default.presidio``."""
     sections: list[PrivacyConfig | ModelPrivacy] = [default] if own is None else [default, own]
     custom = _custom(sections)
     entities = (own.entities if own is not None and own.entities is not None
                 else default.entities)
+    found_by_model = frozenset() if model is None else model.entities
     if entities is None:
-        entities = [*BUILTIN, *(c.name for c in custom)]
+        entities = [*BUILTIN, *found_by_model, *(c.name for c in custom)]
     wanted = set(entities)
-    detector = Detector(entities=wanted & set(BUILTIN), phone_regions=default.phone_regions,
-                        custom=[c for c in custom if c.name in wanted])
+    detector = Detector(entities=wanted & {*BUILTIN, *found_by_model},
+                        phone_regions=default.phone_regions,
+                        custom=[c for c in custom if c.name in wanted], model=model)
     regions = own.regions if own is not None and own.regions is not None else default.regions
     return Policy(
         action=own.action if own is not None and own.action is not None else default.action,
@@ -77,11 +83,14 @@ def compile_policy(default: PrivacyConfig, own: ModelPrivacy | None) -> Policy:
 class Policies:
     """Every public model's policy under one config."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, model: ModelScanner | None = None) -> None:
+        """``model``: the scanner loaded for ``config.privacy.presidio`` (required with it)."""
         section = config.privacy
-        self._default = compile_policy(section, None)
-        self._models = {name: compile_policy(section, model.privacy)
-                        for name, model in config.models.items()}
+        if (section.presidio is None) != (model is None):
+            raise ValueError("a model scanner goes with privacy.presidio, and only with it")
+        self._default = compile_policy(section, None, model)
+        self._models = {name: compile_policy(section, own.privacy, model)
+                        for name, own in config.models.items()}
 
     def of(self, model: str, *, tighten: Action | None = None) -> Policy:
         """The policy of a call to ``model`` by a caller whose own setting is ``tighten``

@@ -34,19 +34,30 @@ original's policy too, applied to the shadow variant's targets (``on_shadow``).
 Captured bodies (``calllog.capture_bodies``) are stored with the found values replaced by their
 placeholders, whatever the action (``on_end``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
+
+With ``privacy.presidio``, ``prepare`` loads the config's Presidio scanner before the config
+serves (``app.privacy.presidio``, imported only then; a reload that keeps the same section keeps
+the loaded scanner, and the scanners of the two latest configs are kept, so calls still
+starting on the previous one have theirs). A call whose policy looks for its types scans on the
+scanner's thread, off the event loop. Captured answers are scrubbed on the event loop, so there
+the model is not run: the values it found in the request are looked for as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import errors
 from app.config import GatewayConfig
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
-from app.privacy.detect import Detector, Finding
+from app.privacy.config import PresidioConfig
+from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
 from app.privacy.stream import restore_chunk
@@ -56,9 +67,15 @@ from app.routing import Route
 from app.routing.table import FailClosed, narrowed_to
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
+if TYPE_CHECKING:
+    from app.privacy.presidio import PresidioScanner
+
 _STATE = "privacy"
 """``ModelCall.extras`` key: this call's ``_State``."""
 _PARAMS = {ChatRequest: "messages", CompletionRequest: "prompt", EmbeddingRequest: "input"}
+_KEPT_SCANNERS = 2
+"""Presidio scanners kept: the serving config's and the one before (calls that took their
+snapshot before a reload may still be on their way to this stage)."""
 
 
 @dataclass(slots=True)
@@ -83,13 +100,42 @@ class Privacy(Stage):
     def __init__(self, *, recorder: Recorder | None = None) -> None:
         self._recorder = recorder
         self._compiled: tuple[GatewayConfig, Policies] | None = None
+        self._scanners: dict[str, PresidioScanner] = {}
+        """Loaded Presidio scanners by their config section (as JSON), the latest last."""
+
+    async def prepare(self, config: GatewayConfig) -> None:
+        """Load ``config``'s Presidio scanner, unless the one loaded for the same section is
+        there; a pipeline that cannot be loaded refuses the config."""
+        section = config.privacy.presidio
+        if section is None:
+            return
+        key = section.model_dump_json()
+        scanner = self._scanners.pop(key, None)
+        if scanner is None:
+            scanner = await _load_scanner(section)
+        self._scanners[key] = scanner
+        while len(self._scanners) > _KEPT_SCANNERS:
+            self._scanners.pop(next(iter(self._scanners))).close()
+            self._compiled = None  # its policies may hold the scanner just closed
 
     def policies(self, config: GatewayConfig) -> Policies:
         """The policies of ``config``, compiled once per config (a reload brings a new one)."""
         compiled = self._compiled
         if compiled is None or compiled[0] is not config:
-            compiled = self._compiled = (config, Policies(config))
+            compiled = self._compiled = (config, Policies(config, model=self._scanner(config)))
         return compiled[1]
+
+    def _scanner(self, config: GatewayConfig) -> ModelScanner | None:
+        section = config.privacy.presidio
+        if section is None:
+            return None
+        scanner = self._scanners.get(section.model_dump_json())
+        if scanner is None:  # a config two reloads old, or one never prepared: fail closed
+            raise errors.GatewayError(
+                "The privacy policy's Presidio model for this config is not loaded (the config "
+                "was replaced meanwhile); the request was not sent. Retry it.",
+                status=503, code="privacy_model_unavailable")
+        return scanner
 
     async def on_request(self, call: ModelCall) -> None:
         request, body = call.request, call.body
@@ -103,7 +149,12 @@ class Privacy(Stage):
         route = call.route()
         if policy.regions is not None:
             route = _in_regions(call, route, policy.regions, config)
-        found, counts, reserved = _scan(policy.detector, body, call.native)
+        detector, native = policy.detector, call.native
+        if detector.model is None:
+            found, counts, reserved = _scan(detector, body, native)
+        else:
+            found, counts, reserved = await detector.model.offload(
+                lambda: _scan(detector, body, native))
         action: str = policy.action
         if isinstance(request, EmbeddingRequest) and action == "redact":
             action = policy.embeddings
@@ -173,12 +224,24 @@ class Privacy(Stage):
 
         def scrub(text: str) -> str:
             found = state.scanned.get(text)
-            return vault.redact(text, detector.scan(text) if found is None else found)
+            if found is None:
+                found = detector.scan(text, model=False)
+                if detector.model is not None:  # the model's values of the request, verbatim
+                    found = detector.merge(found, vault.occurrences(text))
+            return vault.redact(text, found)
 
         if record.request_body is not None:
             record.request_body = rewrite(record.request_body, scrub)
         if record.response_body is not None:
             record.response_body = rewrite(record.response_body, scrub)
+
+
+async def _load_scanner(section: PresidioConfig) -> PresidioScanner:
+    """``app.privacy.presidio.load_scanner``, its module imported on a thread: importing
+    Presidio and spaCy takes seconds, and happens only for a config that asks for them."""
+    module = await asyncio.to_thread(importlib.import_module, "app.privacy.presidio")
+    load: Callable[[PresidioConfig], Awaitable[PresidioScanner]] = module.load_scanner
+    return await load(section)
 
 
 def _scan(detector: Detector, body: Json, native: Json | None
