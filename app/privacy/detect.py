@@ -38,7 +38,6 @@ boundary rules and the overlap resolution.)
 from __future__ import annotations
 
 import bisect
-import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -48,6 +47,7 @@ from typing import NamedTuple
 import phonenumbers
 
 from app.privacy import checks
+from app.privacy.phones import phone_number
 
 EMAIL, PHONE, CREDIT_CARD, IBAN = "EMAIL", "PHONE", "CREDIT_CARD", "IBAN"
 US_SSN, IP_ADDRESS, SECRET = "US_SSN", "IP_ADDRESS", "SECRET"
@@ -436,31 +436,3 @@ class Detector:
 
 
 MIN_PHONE_DIGITS = 7
-
-
-@functools.lru_cache(maxsize=8192)
-def phone_number(text: str, region: str) -> bool:
-    """Whether ``text``, all of it, is a valid phone number read in ``region`` (``+`` numbers:
-    in their own country): ``phonenumbers.parse`` and ``is_valid_number`` on the candidate
-    alone, rather than the matcher, which looks for numbers at every offset of the text it is
-    given and costs several times as much. As the matcher's ``VALID`` leniency does, brackets
-    must pair up, and a number read in ``region`` must carry the national prefix when the
-    region writes one (``0``: ``030 901820`` in Germany, not ``30 901820``), which keeps bare
-    digit groups (``854-1987``, ``1 2 3 13 14 15``) from reading as some region's number.
-    Cached by candidate: a conversation sends the same numbers again every turn."""
-    if text.count("(") != text.count(")") or text.count("/") > 1:
-        return False
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return False
-    if not phonenumbers.is_valid_number(number):
-        return False
-    if text[0] == "+":
-        return True
-    significant = phonenumbers.national_significant_number(number)
-    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-    written = _GROUP.findall(national.split(" ext.")[0])
-    prefix = "".join(written)[:-len(significant)]
-    typed = "".join(_GROUP.findall(text.split("x")[0].split("ext")[0]))
-    return not prefix or (typed.startswith(prefix) and len(typed) > len(significant))
