@@ -27,17 +27,20 @@ IBAN_LENGTHS: dict[str, int] = {
 _CARD_LENGTHS = range(13, 20)
 
 
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+"""Each digit doubled, less 9 when over 9 (Luhn's every second digit)."""
+_IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})
+"""Each upper-case letter as its IBAN number (A = 10 ... Z = 35)."""
+
+
 def luhn(digits: str) -> bool:
-    """Whether the digit string passes the Luhn (mod 10) check."""
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if i % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+    """Whether the digit string passes the Luhn (mod 10) check (summed by ``translate`` and
+    ``sum`` over bytes, a few times faster than a loop a digit)."""
+    if not digits.isascii():
+        digits = "".join(str(int(char)) for char in digits)  # other scripts' digits
+    backwards = digits[::-1]
+    kept, doubled = backwards[0::2], backwards[1::2].translate(_DOUBLED)
+    return (sum(kept.encode()) + sum(doubled.encode()) - 48 * len(digits)) % 10 == 0
 
 
 def card_issuer(digits: str) -> bool:
@@ -79,9 +82,7 @@ def iban(text: str) -> bool:
         return False
     if not compact.isalnum() or not compact.isascii():
         return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
+    return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
 def us_ssn(area: str, group: str, serial: str) -> bool:

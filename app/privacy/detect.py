@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import phonenumbers
 
-from app.privacy import checks
+from app.privacy import checks, windows
 from app.privacy.phones import phone_number
 
 EMAIL, PHONE, CREDIT_CARD, IBAN = "EMAIL", "PHONE", "CREDIT_CARD", "IBAN"
@@ -83,7 +83,9 @@ def words_pattern(words: Sequence[str]) -> re.Pattern[str]:
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}\Z")
 _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
                            r"[A-Za-z]{2,24}(?![A-Za-z0-9-])")
-_CARD = re.compile(r"\d+(?:[ -]\d+)*")
+_CARD = re.compile(r"(?=[\d -]{13})\d+(?:[ -]\d+)*")
+"""A run of digit groups, from where 13 characters of digits, spaces and dashes follow: the
+runs long enough to hold a card, without a Python step for each shorter one."""
 _GROUP = re.compile(r"\d+")
 _SSN = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})")
 _SSN_BARE = re.compile(r"(?i:ssn|social security(?: number| no\.?)?)\W{0,3}(\d{3})(\d{2})(\d{4})")
@@ -98,8 +100,12 @@ _PHONE_WORDS = re.compile(
 _DATE_LIKE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
 _IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
-_IBAN = re.compile(r"(?=([A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}))")
+_IBAN = re.compile(r"(?=[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11})")
 """Overlapping candidates (a lookahead): a postcode before an IBAN must not swallow it."""
+_IBAN_SPANS = {length: re.compile(rf"[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{{length - 4}}}")
+               for length in set(checks.IBAN_LENGTHS.values())}
+"""An IBAN of each registry length, spaces allowed between characters (not after the last:
+what follows may be a word)."""
 _VERSION_BEFORE = re.compile(r"(?i:v|version\s?|release\s?|python\s?)\Z")
 _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
@@ -127,41 +133,10 @@ _SECRET_MIN_BITS = 3.3
 random 12+ character alphanumeric token has over 3.4; words, paths and sentences mostly less."""
 
 
-_DIGITS_TABLE = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
-"""``bytes.translate`` table: ASCII digits to ``0``, every other byte to a space."""
-_MARGIN = 40
-"""Characters around a digit that a number-based value may reach (an IBAN's letters, a phone
-number's ``+(``, the rest of a long group)."""
-
-
-def digit_windows(text: str) -> list[tuple[int, int]]:
-    """Spans of ``text`` around its digits (within ``_MARGIN`` characters; nearby ones merged):
-    the only places the number detectors look. Found with ``bytes.translate`` and ``find``
-    (about 0.4 ns a character) instead of a regex scan of the whole text (about 5 ns a
-    character in ``re``, per pattern). Non-ASCII text is read as UTF-32, four bytes a character;
-    a byte of a wider character that looks like a digit only adds a window, never a finding."""
-    if text.isascii():
-        data, width = text.encode("ascii").translate(_DIGITS_TABLE), 1
-    else:
-        data, width = text.encode("utf-32-le").translate(_DIGITS_TABLE), 4
-    windows: list[tuple[int, int]] = []
-    find = data.find
-    at = find(b"0")
-    while at != -1:
-        first = at // width
-        last = first
-        while True:  # extend over digits no more than a margin apart
-            nxt = find(b"0", (last + 1) * width)
-            if nxt == -1 or nxt // width - last > _MARGIN:
-                break
-            last = nxt // width
-        start, end = max(0, first - _MARGIN), min(len(text), last + 1 + _MARGIN)
-        if windows and start <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], end)
-        else:
-            windows.append((start, end))
-        at = nxt
-    return windows
+_SSN_SHAPE = re.compile(rb"000\.00\.0000")
+"""``AAA-GG-SSSS`` in ``windows.classes``' view (a dash or space is a ``.`` there)."""
+_LONGEST = 70
+"""More than an IBAN or an IPv6 address can span: how far before a window one may start."""
 
 
 def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
@@ -230,6 +205,10 @@ def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
         start, end = match.span()
         if _boundary(text, start, end, "-") and checks.us_ssn(match[1], match[3], match[4]):
             yield Finding(US_SSN, start, end)
+
+
+def _bare_ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
+    """Nine digits in a row after "SSN" or "social security" (up to 30 characters before)."""
     for match in _SSN_BARE.finditer(text, max(0, lo - 30), hi):
         start, end = match.start(1), match.end(3)
         if _boundary(text, start, end) and checks.us_ssn(match[1], match[2], match[3]):
@@ -239,22 +218,14 @@ def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
 def _ibans(text: str, lo: int, hi: int) -> Iterable[Finding]:
     for match in _IBAN.finditer(text, lo, hi):
         start = match.start()
-        candidate = match.group(1)
-        length = checks.IBAN_LENGTHS.get(candidate[:2])
-        if length is None:
-            continue
-        end, seen = start, 0
-        for char in candidate:  # just the country's length: what follows may be a word
-            if seen == length:
-                break
-            end += 1
-            seen += char != " "
-        if seen == length and _boundary(text, start, end) \
-                and checks.iban(text[start:end]):
-            yield Finding(IBAN, start, end)
+        span = _IBAN_SPANS.get(checks.IBAN_LENGTHS.get(text[start:start + 2], 0))
+        whole = span.match(text, start, hi) if span is not None else None
+        if whole is not None and _boundary(text, start, whole.end()) \
+                and checks.iban(whole.group()):
+            yield Finding(IBAN, start, whole.end())
 
 
-def _ips(text: str, lo: int, hi: int) -> Iterable[Finding]:
+def _ipv4s(text: str, lo: int, hi: int) -> Iterable[Finding]:
     for match in _IPV4.finditer(text, lo, hi):
         start, end = match.span()
         before = text[start - 1] if start else " "
@@ -269,22 +240,24 @@ def _ips(text: str, lo: int, hi: int) -> Iterable[Finding]:
         except ValueError:
             continue
         yield Finding(IP_ADDRESS, start, end)
-    if text.find(":", lo, hi) != -1:
-        for match in _IPV6.finditer(text, lo, hi):
-            start, end = match.span()
-            value = match.group()
-            groups = [g for g in value.split(":") if g]
-            # A slice such as x[1::2] is a valid IPv6 address too: ask for three groups, or
-            # all eight, and a letter or a 3+ digit group somewhere.
-            if len(groups) < 3 or not _boundary(text, start, end, ":."):
-                continue
-            if not any(len(g) >= 3 or not g.isdigit() for g in groups):
-                continue
-            try:
-                ipaddress.IPv6Address(value)
-            except ValueError:
-                continue
-            yield Finding(IP_ADDRESS, start, end)
+
+
+def _ipv6s(text: str, lo: int, hi: int) -> Iterable[Finding]:
+    for match in _IPV6.finditer(text, lo, hi):
+        start, end = match.span()
+        value = match.group()
+        groups = [g for g in value.split(":") if g]
+        # A slice such as x[1::2] is a valid IPv6 address too: ask for three groups, or
+        # all eight, and a letter or a 3+ digit group somewhere.
+        if len(groups) < 3 or not _boundary(text, start, end, ":."):
+            continue
+        if not any(len(g) >= 3 or not g.isdigit() for g in groups):
+            continue
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        yield Finding(IP_ADDRESS, start, end)
 
 
 def _secrets(text: str) -> Iterable[Finding]:
@@ -362,25 +335,49 @@ class Detector:
         if EMAIL in entities and "@" in text:
             found.extend(_emails(text))
         if self._numbers:
-            for lo, hi in digit_windows(text):
-                numbers: list[Finding] = []
-                if CREDIT_CARD in entities:
-                    numbers.extend(_cards(text, lo, hi))
-                if US_SSN in entities:
-                    numbers.extend(_ssns(text, lo, hi))
-                if IBAN in entities:
-                    numbers.extend(_ibans(text, lo, hi))
-                if IP_ADDRESS in entities:
-                    numbers.extend(_ips(text, lo, hi))
-                if PHONE in entities:
-                    numbers.extend(self._phones(text, lo, hi, numbers))
-                found.extend(numbers)
+            found.extend(self._number_values(text))
         if SECRET in entities:
             found.extend(_secrets(text))
         for custom in self.custom:
             found.extend(Finding(custom.name, m.start(), m.end())
                          for m in custom.pattern.finditer(text) if m.end() > m.start())
         return _resolve(found, PRIORITY)
+
+    def _number_values(self, text: str) -> list[Finding]:
+        """Cards, SSNs, IBANs, IP addresses and phone numbers, each detector run only in the
+        windows where a value of its kind can be (``app.privacy.windows``); a phone candidate
+        another of them has claimed is not one."""
+        entities = self.entities
+        view = windows.narrow(text)
+        classed = windows.classes(view)
+        claimed: list[Finding] = []  # by position: what phone candidates must not overlap
+        if IBAN in entities:
+            for lo, hi in windows.iban_windows(view):
+                claimed.extend(_ibans(text, lo, hi))
+        if IP_ADDRESS in entities and ":" in text:
+            for lo, hi in windows.colon_windows(view, classed):
+                claimed.extend(_ipv6s(text, lo, hi))
+            claimed.sort(key=lambda f: f.start)
+        starts = [f.start for f in claimed]
+        found = list(claimed)
+        for lo, hi, digits in windows.number_windows(classed):
+            numbers: list[Finding] = []
+            if digits >= 13 and CREDIT_CARD in entities:
+                numbers.extend(_cards(text, lo, hi))
+            if digits >= 9 and US_SSN in entities:
+                if _SSN_SHAPE.search(classed, lo, hi):
+                    numbers.extend(_ssns(text, lo, hi))
+                if classed.find(b"000000000", lo, hi) != -1:
+                    numbers.extend(_bare_ssns(text, lo, hi))
+            if IP_ADDRESS in entities and view.count(b".", lo, hi) >= 3:
+                numbers.extend(_ipv4s(text, lo, hi))
+            if digits >= 7 and PHONE in entities:
+                near = bisect.bisect_left(starts, lo - _LONGEST)
+                taken = numbers + [f for f in claimed[near:bisect.bisect_left(starts, hi)]
+                                   if f.end > lo]
+                numbers.extend(self._phones(text, lo, hi, taken))
+            found.extend(numbers)
+        return found
 
     def _phones(self, text: str, lo: int, hi: int, taken: list[Finding]
                 ) -> Iterable[Finding]:
@@ -391,7 +388,7 @@ class Detector:
             if any(f.start <= match.start() < f.end or match.start() <= f.start < match.end()
                    for f in taken):
                 continue
-            digits = sum(c.isdigit() for c in candidate)
+            digits = sum(map(str.isdigit, candidate))
             if not 7 <= digits <= 21 or _DATE_LIKE.search(candidate) \
                     or _IPV4.fullmatch(candidate.strip()):
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import uuid
 
 import pytest
@@ -155,3 +156,20 @@ def test_checks() -> None:
     assert checks.us_ssn("123", "45", "6789") and not checks.us_ssn("078", "05", "1120")
     assert checks.random_token("q8ZL3nV0tR7wY2mK5pB", min_bits=3.3)
     assert not checks.random_token("aaaaaaaaaaaaaaaa", min_bits=3.3)
+
+
+def test_luhn_and_iban_checksums_match_their_definitions() -> None:
+    """The table-driven Luhn and IBAN sums equal the digit-by-digit definitions on random
+    digit strings and random IBAN-shaped strings."""
+    rng = random.Random(5)
+    for _ in range(2000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19)))
+        values = [int(d) * (2 if i % 2 else 1) for i, d in enumerate(reversed(digits))]
+        assert checks.luhn(digits) == (sum(v - 9 if v > 9 else v for v in values) % 10 == 0)
+        country = rng.choice(sorted(checks.IBAN_LENGTHS))
+        body = "".join(rng.choice("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+                       for _ in range(checks.IBAN_LENGTHS[country] - 4))
+        text = f"{country}{rng.randint(0, 99):02d}{body}"
+        number = "".join(str(int(c, 36)) for c in text[4:] + text[:4])
+        assert checks.iban(text) == (int(number) % 97 == 1)
+    assert checks.luhn("٧٩٩٢٧٣٩٨٧١٣")  # 79927398713 in Arabic-Indic digits

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from app.privacy.detect import PRIORITY, Detector, Finding, _resolve, phone_number
+from app.privacy.detect import PRIORITY, Detector, Finding, _resolve
+from app.privacy.phones import phone_number
 
 
 @pytest.mark.parametrize(("text", "region"), [
