@@ -10,8 +10,7 @@ byte (which ``re`` finds with a memchr-style loop, ~0.3 ns a character):
 - ``number_windows``: runs of digits and phone punctuation (`` ( ) . - / +``, space, tab)
   holding at least seven digits (a phone number's least: SSNs have 9, cards 13) or shaped like
   an IPv4 address, each with its digit count, so a detector skips a window it cannot match in;
-- ``iban_windows``: two upper-case letters and two digits, and the 64 characters an IBAN may
-  take after them;
+- ``iban_starts``: two upper-case letters and two digits;
 - ``colon_windows``: two colons at most five characters apart, and the four hex digits an
   address may have on either side (an IPv6 address is such pairs, one after another), with a
   digit within 40 characters (IPv6 written without any digit is not looked for).
@@ -24,11 +23,10 @@ from __future__ import annotations
 
 import re
 
-_CLASSES = bytes(48 if 48 <= i <= 57 else 46 if chr(i) in " \t().-/+" else 32
-                 for i in range(256))
-"""``bytes.translate`` table: digits to ``0``, phone punctuation to ``.``, the rest to a space."""
-_UPPER_DIGITS = bytes(65 if 65 <= i <= 90 else 48 if 48 <= i <= 57 else 32 for i in range(256))
-"""Upper-case ASCII letters to ``A``, digits to ``0``, the rest to a space."""
+_CLASSES = bytes(48 if 48 <= i <= 57 else 46 if chr(i) in " \t().-/+" else 65 if 65 <= i <= 90
+                 else 32 for i in range(256))
+"""``bytes.translate`` table: digits to ``0``, phone punctuation to ``.``, upper-case ASCII
+letters to ``A``, the rest to a space."""
 _RUN = re.compile(rb"0(?=[0.]{6})(?:(?:\.*0){6}|0{0,2}(?:\.0{1,3}){3})[0.]*")
 """A run of digits and phone punctuation with at least seven digits (a phone number's least;
 SSNs have 9, cards 13), or shaped like an IPv4 address, to its end. (The lookahead, which
@@ -37,8 +35,6 @@ _COLONS = re.compile(rb":[0-9A-Za-z]{0,4}:")
 _BEFORE, _AFTER = 2, 13
 """What a window adds around a run: a phone number's ``+`` or ``(`` before its first digit;
 after its last, an extension (`` ext. 123456``)."""
-_IBAN_REACH = 68
-"""An IBAN candidate's most characters: 4, then 30 more each with an optional space."""
 _HEXTET, _IPV6_DIGIT = 4, 40
 """An IPv6 group's most digits; how far from a candidate a digit must be."""
 
@@ -55,7 +51,8 @@ def narrow(text: str) -> bytes:
 
 
 def classes(view: bytes) -> bytes:
-    """``view`` with digits as ``0``, phone punctuation as ``.`` and the rest as spaces."""
+    """``view`` with digits as ``0``, phone punctuation as ``.``, upper-case letters as ``A``
+    and the rest as spaces."""
     return view.translate(_CLASSES)
 
 
@@ -74,11 +71,14 @@ def number_windows(classed: bytes) -> list[tuple[int, int, int]]:
     return windows
 
 
-def iban_windows(view: bytes) -> list[tuple[int, int]]:
-    """Spans from each ``AA00`` (two upper-case letters, two digits) to as far as an IBAN
-    starting there may reach, overlapping ones merged."""
-    marked = view.translate(_UPPER_DIGITS)
-    return _merged(marked, b"AA00", 0, _IBAN_REACH)
+def iban_starts(classed: bytes) -> list[int]:
+    """Where an IBAN may start: each ``AA00`` (two upper-case letters, two digits)."""
+    starts: list[int] = []
+    at = classed.find(b"AA00")
+    while at != -1:
+        starts.append(at)
+        at = classed.find(b"AA00", at + 1)
+    return starts
 
 
 def colon_windows(view: bytes, classed: bytes) -> list[tuple[int, int]]:
@@ -97,17 +97,3 @@ def colon_windows(view: bytes, classed: bytes) -> list[tuple[int, int]]:
         pair = _COLONS.search(view, pair.end() - 1)  # its second colon may start the next
     return [(lo, hi) for lo, hi in windows
             if classed.find(b"0", max(0, lo - _IPV6_DIGIT), hi + _IPV6_DIGIT) != -1]
-
-
-def _merged(data: bytes, needle: bytes, before: int, after: int) -> list[tuple[int, int]]:
-    windows: list[tuple[int, int]] = []
-    size = len(data)
-    at = data.find(needle)
-    while at != -1:
-        lo, hi = max(0, at - before), min(size, at + after)
-        if windows and lo <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], hi)
-        else:
-            windows.append((lo, hi))
-        at = data.find(needle, at + 1)
-    return windows

@@ -15,11 +15,12 @@ DETECTOR = Detector(phone_regions=("US", "DE", "FR", "GB", "NL", "ES"))
 def _everywhere(detector: Detector, text: str) -> list[Finding]:
     """The same detectors, each over the whole text: what the windows must not change."""
     whole = len(text)
-    claimed = [*detect._ibans(text, 0, whole), *detect._ipv6s(text, 0, whole)]
+    claimed = [*detect._ibans(text, range(whole)), *detect._ipv6s(text, 0, whole)]
     numbers = [*detect._cards(text, 0, whole), *detect._ssns(text, 0, whole),
                *detect._bare_ssns(text, 0, whole), *detect._ipv4s(text, 0, whole)]
     phones = detector._phones(text, 0, whole, numbers + claimed)
-    found = [*detect._emails(text), *claimed, *numbers, *phones, *detect._secrets(text)]
+    found = [*detect._emails(text), *claimed, *numbers, *phones,
+             *detect._secrets(text, windows.narrow(text))]
     return detect._resolve(found, detect.PRIORITY)
 
 
