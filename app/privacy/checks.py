@@ -9,6 +9,7 @@ random enough (Shannon entropy) to be one.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 IBAN_LENGTHS: dict[str, int] = {
@@ -25,6 +26,7 @@ IBAN_LENGTHS: dict[str, int] = {
 """IBAN length by country (the SWIFT IBAN registry)."""
 
 _CARD_LENGTHS = range(13, 20)
+_DIGIT = re.compile(r"\d")
 
 
 _DOUBLED = str.maketrans("0123456789", "0246813579")
@@ -96,13 +98,22 @@ def us_ssn(area: str, group: str, serial: str) -> bool:
 def entropy(text: str) -> float:
     """Shannon entropy of ``text`` in bits per character."""
     length = len(text)
-    return -sum(n / length * math.log2(n / length) for n in Counter(text).values())
+    counts = Counter(text).values()
+    # Each distinct count's term once (a token's counts are mostly 1s and 2s), summed in the
+    # characters' order: the same floats, added in the same order, as a term a character.
+    terms = {n: n / length * math.log2(n / length) for n in set(counts)}
+    return -sum(map(terms.__getitem__, counts))
 
 
 def random_token(text: str, *, min_bits: float) -> bool:
     """Whether a value after a key-ish word looks generated: at least ``min_bits`` of entropy
     per character and at least two of lower case, upper case and digits (a plain word or a
     sentence fails)."""
-    classes = (any(c.islower() for c in text) + any(c.isupper() for c in text)
-               + any(c.isdigit() for c in text))
+    if text.isascii():  # a case change shows a letter of the other case (ASCII only)
+        classes = (text != text.upper()) + (text != text.lower()) + (not text.isalpha()
+                                                                     and _DIGIT.search(text)
+                                                                     is not None)
+    else:
+        classes = (any(c.islower() for c in text) + any(c.isupper() for c in text)
+                   + any(c.isdigit() for c in text))
     return classes >= 2 and entropy(text) >= min_bits

@@ -345,6 +345,18 @@ def _phone_shaped(candidate: str) -> bool:
 _START, _END = operator.itemgetter(1), operator.itemgetter(2)
 
 
+def _digits_in(classed: bytes, findings: list[Finding], lo: int, hi: int) -> int:
+    """Digits of ``classed[lo:hi]`` inside ``findings`` (each counted once where they
+    overlap): a phone number must have seven digits outside them."""
+    total, reached = 0, lo
+    for _, start, end in sorted(findings, key=_START):
+        start, end = max(start, reached), min(end, hi)
+        if start < end:
+            total += classed.count(b"0", start, end)
+            reached = end
+    return total
+
+
 def _resolve(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
     """Non-overlapping findings, longest (then highest ranked) first, sorted by position."""
     if len(findings) < 2:
@@ -425,7 +437,8 @@ class Detector:
                 near = bisect.bisect_left(starts, lo - _LONGEST)
                 taken = numbers + [f for f in claimed[near:bisect.bisect_left(starts, hi)]
                                    if f.end > lo]
-                numbers.extend(self._phones(text, lo, hi, taken))
+                if digits - _digits_in(classed, taken, lo, hi) >= 7:
+                    numbers.extend(self._phones(text, lo, hi, taken))
             found.extend(numbers)
         return found
 

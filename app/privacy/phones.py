@@ -253,19 +253,19 @@ def _segments(country_code: int) -> tuple[tuple[re.Pattern[str] | None, tuple[st
     without leading digits on its own (``None``: is the number valid there?), consecutive
     regions with leading digits as one regex (the first whose leading digits start the number,
     named ``r0``, ``r1``...: the number is its region's). The 25 regions of +1 cost one regex
-    instead of 24."""
+    instead of 24, and only the region a number falls in is compiled."""
     segments: list[tuple[re.Pattern[str] | None, tuple[str, ...]]] = []
     run: list[tuple[str, str]] = []
     for region in COUNTRY_CODE_TO_REGION_CODE[country_code]:
-        plan = _plan(country_code, region)
-        if plan is None:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        if metadata is None:
             continue
-        if plan.leading_digits is None:
+        if metadata.leading_digits is None:
             segments.extend(_leading(run))
             run = []
             segments.append((None, (region,)))
         else:
-            run.append((region, plan.leading_digits.pattern))
+            run.append((region, metadata.leading_digits))
     segments.extend(_leading(run))
     return tuple(segments)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import random
 import uuid
 
@@ -173,3 +174,21 @@ def test_luhn_and_iban_checksums_match_their_definitions() -> None:
         number = "".join(str(int(c, 36)) for c in text[4:] + text[:4])
         assert checks.iban(text) == (int(number) % 97 == 1)
     assert checks.luhn("٧٩٩٢٧٣٩٨٧١٣")  # 79927398713 in Arabic-Indic digits
+
+
+def test_random_token_matches_its_definition() -> None:
+    """The entropy summed a distinct count at a time, and the character classes read from
+    case changes, equal the character-by-character definitions on random values."""
+    rng = random.Random(9)
+    alphabets = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/_-.=~!@#$%^&*",
+                 "aab", "AB1", "xyzXYZ", "0123", "éÉ1ß")
+    for _ in range(3000):
+        alphabet = rng.choice(alphabets)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        size = len(value)
+        bits = -sum(value.count(c) / size * math.log2(value.count(c) / size)
+                    for c in dict.fromkeys(value))
+        assert checks.entropy(value) == bits
+        kinds = (any(c.islower() for c in value) + any(c.isupper() for c in value)
+                 + any(c.isdigit() for c in value))
+        assert checks.random_token(value, min_bits=3.3) == (kinds >= 2 and bits >= 3.3)
