@@ -239,6 +239,15 @@ def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
             yield Finding(US_SSN, start, end)
 
 
+def _ssn_word(view: bytes, lo: int, hi: int) -> bool:
+    """Whether "ssn" or "social security" (any case) is in the span ``_bare_ssns`` searches,
+    read in ``windows.narrow``'s Latin-1 view (no Latin-1 character matches an ASCII letter
+    case-blindly, so the view lowered finds what the regex would): the case-blind regex runs
+    only where one is."""
+    near = view[max(0, lo - 30):hi].lower()
+    return b"ssn" in near or b"social security" in near
+
+
 def _bare_ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
     """Nine digits in a row after "SSN" or "social security" (up to 30 characters before)."""
     for match in _SSN_BARE.finditer(text, max(0, lo - 30), hi):
@@ -402,9 +411,10 @@ class Detector:
         found: list[Finding] = []
         if EMAIL in entities and "@" in text:
             found.extend(_emails(text))
-        view = windows.narrow(text) if self._numbers or SECRET in entities else b""
+        view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
+            else (b"", False)
         if self._numbers:
-            found.extend(self._number_values(text, view))
+            found.extend(self._number_values(text, view, wide))
         if SECRET in entities:
             found.extend(_secrets(text, view))
         for custom in self.custom:
@@ -412,7 +422,7 @@ class Detector:
                          for m in custom.pattern.finditer(text) if m.end() > m.start())
         return _resolve(found, PRIORITY)
 
-    def _number_values(self, text: str, view: bytes) -> list[Finding]:
+    def _number_values(self, text: str, view: bytes, wide: bool) -> list[Finding]:
         """Cards, SSNs, IBANs, IP addresses and phone numbers, each detector run only in the
         windows where a value of its kind can be (``app.privacy.windows``); a phone candidate
         another of them has claimed is not one."""
@@ -436,7 +446,8 @@ class Detector:
             if digits >= 9 and US_SSN in entities:
                 if _SSN_SHAPE.search(classed, lo, hi):
                     numbers.extend(_ssns(text, lo, hi))
-                if classed.find(b"000000000", lo, hi) != -1:
+                if classed.find(b"000000000", lo, hi) != -1 \
+                        and (wide or _ssn_word(view, lo, hi)):
                     numbers.extend(_bare_ssns(text, lo, hi))
             if IP_ADDRESS in entities and view.count(b".", lo, hi) >= 3:
                 numbers.extend(_ipv4s(text, lo, hi))

@@ -39,15 +39,16 @@ _HEXTET, _IPV6_DIGIT = 4, 40
 """An IPv6 group's most digits; how far from a candidate a digit must be."""
 
 
-def narrow(text: str) -> bytes:
+def narrow(text: str) -> tuple[bytes, bool]:
     """``text`` one byte a character: its Latin-1 bytes where it has no wider character, else
-    the low byte of each character's code point. ASCII characters are themselves either way; a
-    wider character may look like an ASCII one (a candidate that the detectors, which match the
-    text itself, then refuse), never the other way round."""
+    the low byte of each character's code point (then ``True``: the view is not the text).
+    ASCII characters are themselves either way; a wider character may look like an ASCII one
+    (a candidate that the detectors, which match the text itself, then refuse), never the
+    other way round."""
     try:
-        return text.encode("latin-1")
+        return text.encode("latin-1"), False
     except UnicodeEncodeError:
-        return text.encode("utf-32-le")[::4]
+        return text.encode("utf-32-le")[::4], True
 
 
 def classes(view: bytes) -> bytes:

@@ -20,7 +20,7 @@ def _everywhere(detector: Detector, text: str) -> list[Finding]:
                *detect._bare_ssns(text, 0, whole), *detect._ipv4s(text, 0, whole)]
     phones = detector._phones(text, 0, whole, numbers + claimed)
     found = [*detect._emails(text), *claimed, *numbers, *phones,
-             *detect._secrets(text, windows.narrow(text))]
+             *detect._secrets(text, windows.narrow(text)[0])]
     return detect._resolve(found, detect.PRIORITY)
 
 
@@ -51,7 +51,7 @@ def test_wide_characters_that_look_like_digits_only_add_windows() -> None:
     """A character whose low byte is an ASCII digit's (U+4E30) may open a window, never a
     finding; a text of them finds nothing."""
     text = "\u4e30\u4e31\u4e32 \u4e33\u4e34\u4e35-\u4e36\u4e37\u4e38\u4e39 call"
-    assert windows.number_windows(windows.classes(windows.narrow(text)))
+    assert windows.number_windows(windows.classes(windows.narrow(text)[0]))
     assert DETECTOR.scan(text) == []
 
 
@@ -59,7 +59,7 @@ def test_short_runs_open_no_window() -> None:
     """House numbers, postcodes and years are too short for any number value; seven digits
     and an IPv4 address's shape are not."""
     def spans(text: str) -> list[str]:
-        found = windows.number_windows(windows.classes(windows.narrow(text)))
+        found = windows.number_windows(windows.classes(windows.narrow(text)[0]))
         return [text[lo:hi].strip() for lo, hi, _ in found]
     assert spans("Hauptstr. 12, 34900 Berlin, since 2024") == []
     assert spans("call 555 2671 now ok") == ["l 555 2671 now ok"]  # 2 before, 13 after
@@ -69,6 +69,6 @@ def test_short_runs_open_no_window() -> None:
 def test_an_ipv6_address_is_one_window() -> None:
     """An IPv6 address's colon pairs merge into one window that holds all of it."""
     text = "host 2001:db8:85a3::8a2e:370:7334 port"
-    view = windows.narrow(text)
+    view, _ = windows.narrow(text)
     (window,) = windows.colon_windows(view, windows.classes(view))
     assert text[window[0]:window[1]].strip() == "2001:db8:85a3::8a2e:370:7334"
