@@ -87,6 +87,16 @@ def iban(text: str) -> bool:
     return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+def ipv4(text: str) -> bool:
+    """An IPv4 address as ``ipaddress.IPv4Address`` accepts one: four dot-separated decimal
+    octets of 1-3 ASCII digits, no leading zero, each at most 255 (checked here directly: the
+    class costs ~2 us a call)."""
+    octets = text.split(".")
+    return len(octets) == 4 and all(
+        octet.isascii() and octet.isdigit() and len(octet) <= 3
+        and (octet == "0" or octet[0] != "0") and int(octet) <= 255 for octet in octets)
+
+
 def us_ssn(area: str, group: str, serial: str) -> bool:
     """A valid US Social Security number: area not 000, 666 or 900-999; group not 00; serial
     not 0000; and not one of the numbers published as examples (078-05-1120, 219-09-9999)."""

@@ -16,8 +16,9 @@ overlapping. Built-in entity types:
 - ``IBAN``: country code, its registry length, mod-97 checksum (spaces every 4 allowed);
 - ``US_SSN``: ``AAA-GG-SSSS`` (dashes or spaces) with valid area, group and serial; nine bare
   digits only right after "SSN" or "social security";
-- ``IP_ADDRESS``: IPv4 and IPv6 accepted by the ``ipaddress`` module; not a dotted run longer than
-  four parts, not one after ``v`` or "version" (``1.2.3.4`` as a version number);
+- ``IP_ADDRESS``: IPv4 and IPv6 as the ``ipaddress`` module accepts them (IPv4 checked by
+  ``checks.ipv4``); not a dotted run longer than four parts, not one after ``v`` or "version"
+  (``1.2.3.4`` as a version number);
 - ``SECRET``: known credential formats (OpenAI ``sk-``/``sk-proj-``, Anthropic ``sk-ant-``, AWS
   ``AKIA``/``ASIA`` access key ids, GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` and
   ``github_pat_``, Slack ``xox[bpas]-``, Google ``AIza``, GitLab ``glpat-``, PEM private key
@@ -277,11 +278,8 @@ def _ipv4s(text: str, lo: int, hi: int) -> Iterable[Finding]:
             continue  # part of a longer word or dotted sequence (1.2.3.4.5)
         if _VERSION_BEFORE.search(text, max(0, start - 9), start):
             continue
-        try:
-            ipaddress.IPv4Address(match.group())
-        except ValueError:
-            continue
-        yield Finding(IP_ADDRESS, start, end)
+        if checks.ipv4(match.group()):
+            yield Finding(IP_ADDRESS, start, end)
 
 
 def _ipv6s(text: str, lo: int, hi: int) -> Iterable[Finding]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import math
 import random
 import uuid
@@ -192,3 +193,23 @@ def test_random_token_matches_its_definition() -> None:
         kinds = (any(c.islower() for c in value) + any(c.isupper() for c in value)
                  + any(c.isdigit() for c in value))
         assert checks.random_token(value, min_bits=3.3) == (kinds >= 2 and bits >= 3.3)
+
+
+def test_ipv4_check_accepts_what_ipaddress_accepts() -> None:
+    """``checks.ipv4`` agrees with ``ipaddress.IPv4Address`` on dotted strings of octets valid
+    and not (leading zeros, over 255, empty, non-ASCII digits, three or five parts)."""
+    rng = random.Random(11)
+    pieces = ("0", "00", "01", "1", "9", "10", "99", "100", "255", "256", "999", "1000", "",
+              "٣", "a")
+    accepted = 0
+    for _ in range(5000):
+        text = ".".join(rng.choice((*pieces, str(rng.randint(0, 300))))
+                        for _ in range(rng.choice((3, 4, 4, 4, 5))))
+        try:
+            ipaddress.IPv4Address(text)
+            valid = True
+        except ValueError:
+            valid = False
+        accepted += valid
+        assert checks.ipv4(text) == valid, text
+    assert accepted > 100
