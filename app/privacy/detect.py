@@ -372,12 +372,31 @@ def _digits_in(classed: bytes, findings: list[Finding], lo: int, hi: int) -> int
 
 
 def _resolve(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
-    """Non-overlapping findings, longest (then highest ranked) first, sorted by position."""
+    """Non-overlapping findings, longest (then highest ranked) first, sorted by position.
+    Findings that overlap nothing are kept as they are; the choice is made within each group of
+    findings that overlap one another (directly or through others), which no other group can
+    touch."""
     if len(findings) < 2:
         return findings
-    by_position = sorted(findings, key=_START)
+    by_position = sorted(dict.fromkeys(findings), key=_START)  # an exact repeat adds nothing
     if not any(map(operator.lt, map(_START, by_position[1:]), map(_END, by_position))):
-        return by_position  # none overlaps the next, so none overlaps any: all are kept
+        return by_position  # none overlaps the next, so none overlaps any
+    kept: list[Finding] = []
+    group, reach = [by_position[0]], by_position[0].end
+    for finding in by_position[1:]:
+        if finding.start < reach:
+            group.append(finding)
+            reach = max(reach, finding.end)
+            continue
+        kept.extend(_choose(group, rank) if len(group) > 1 else group)
+        group, reach = [finding], finding.end
+    kept.extend(_choose(group, rank) if len(group) > 1 else group)
+    return kept
+
+
+def _choose(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
+    """Longest (then highest ranked, then first) first, each kept unless it overlaps one kept
+    already; sorted by position."""
     ordered = sorted(findings, key=lambda f: (f.start - f.end, -rank.get(f.entity, 99),
                                               f.start))
     kept: list[Finding] = []  # disjoint, by position: a neighbour on each side to check

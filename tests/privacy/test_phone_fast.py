@@ -55,8 +55,8 @@ def _all_pairs(findings: list[Finding]) -> list[Finding]:
 
 
 def test_resolution_keeps_what_the_all_pairs_check_keeps() -> None:
-    """Random overlapping findings, and disjoint ones touching or not: the resolution equals
-    the quadratic one."""
+    """Random overlapping findings, and disjoint ones touching or not, some found twice: the
+    resolution equals the quadratic one."""
     rng = random.Random(7)
     for _ in range(500):
         findings = []
@@ -72,3 +72,5 @@ def test_resolution_keeps_what_the_all_pairs_check_keeps() -> None:
             at = disjoint[-1].end
         rng.shuffle(disjoint)
         assert _resolve(list(disjoint), PRIORITY) == _all_pairs(disjoint)
+        repeated = [*disjoint, *rng.sample(disjoint, 2)]  # a value found by two detectors
+        assert _resolve(list(repeated), PRIORITY) == _all_pairs(repeated)
