@@ -344,15 +344,15 @@ def _secrets(text: str, view: bytes) -> Iterable[Finding]:
             at = lowered.find(word, at + 1)
 
 
-def _phone_shaped(candidate: str) -> bool:
-    """Whether a candidate's groups look like a phone number's rather than a version's, a
-    decimal's or an id's: with dots, at least 9 digits in groups of 2-4; a group of 8 or more
-    digits only last (``+34 982321225``, not ``93121290-75``)."""
-    groups = _GROUP.findall(candidate)
-    if any(len(g) >= 8 for g in groups[:-1]):
+def _phone_shaped(candidate: str, groups: list[str]) -> bool:
+    """Whether a candidate's digit ``groups`` look like a phone number's rather than a
+    version's, a decimal's or an id's: with dots, at least 9 digits in groups of 2-4; a group of
+    8 or more digits only last (``+34 982321225``, not ``93121290-75``)."""
+    if len(groups) > 1 and max(map(len, groups[:-1])) >= 8:
         return False
     if "." in candidate:
-        return sum(len(g) for g in groups) >= 9 and all(2 <= len(g) <= 4 for g in groups)
+        sizes = list(map(len, groups))
+        return sum(sizes) >= 9 and min(sizes) >= 2 and max(sizes) <= 4
     return True
 
 
@@ -482,18 +482,18 @@ class Detector:
         """``phonenumbers``' matcher on each candidate run only (see the module docstring),
         except runs another number detector has claimed (a card, an IBAN, an IP address)."""
         for match in _PHONE_CANDIDATE.finditer(text, lo, hi):
-            candidate = match.group()
-            if any(f.start <= match.start() < f.end or match.start() <= f.start < match.end()
-                   for f in taken):
+            offset, end = match.span()
+            if taken and any(f.start <= offset < f.end or offset <= f.start < end
+                             for f in taken):
                 continue
-            digits = sum(map(str.isdigit, candidate))
-            if not 7 <= digits <= 21 or _DATE_LIKE.search(candidate) \
+            candidate = match.group()
+            groups = _GROUP.findall(candidate)
+            if not 7 <= sum(map(len, groups)) <= 21 or _DATE_LIKE.search(candidate) \
                     or _IPV4.fullmatch(candidate.strip()):
                 continue
-            offset = match.start()
             if offset and (text[offset - 1].isalnum() or text[offset - 1] in "_.-/"):
                 continue
-            if not _phone_shaped(candidate):
+            if not _phone_shaped(candidate, groups):
                 continue
             if _BARE_NUMBER.fullmatch(candidate) and (
                     "." in candidate
