@@ -36,7 +36,7 @@ where an IBAN or an IPv6 address can start), and in a window only those whose va
 digit count, so text without candidates costs a few microseconds per KB and each value found
 10-15 us, its validation included.
 
-(About 500 lines: one scan over one text, whose detectors share the windows, the boundary
+(Over 500 lines: one scan over one text, whose detectors share the windows, the boundary
 rules and the overlap resolution.)
 """
 
