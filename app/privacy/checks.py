@@ -9,6 +9,7 @@ random enough (Shannon entropy) to be one.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 IBAN_LENGTHS: dict[str, int] = {
@@ -25,19 +26,23 @@ IBAN_LENGTHS: dict[str, int] = {
 """IBAN length by country (the SWIFT IBAN registry)."""
 
 _CARD_LENGTHS = range(13, 20)
+_DIGIT = re.compile(r"\d")
+
+
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+"""Each digit doubled, less 9 when over 9 (Luhn's every second digit)."""
+_IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})
+"""Each upper-case letter as its IBAN number (A = 10 ... Z = 35)."""
 
 
 def luhn(digits: str) -> bool:
-    """Whether the digit string passes the Luhn (mod 10) check."""
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if i % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+    """Whether the digit string passes the Luhn (mod 10) check (summed by ``translate`` and
+    ``sum`` over bytes, a few times faster than a loop a digit)."""
+    if not digits.isascii():
+        digits = "".join(str(int(char)) for char in digits)  # other scripts' digits
+    backwards = digits[::-1]
+    kept, doubled = backwards[0::2], backwards[1::2].translate(_DOUBLED)
+    return (sum(kept.encode()) + sum(doubled.encode()) - 48 * len(digits)) % 10 == 0
 
 
 def card_issuer(digits: str) -> bool:
@@ -79,9 +84,17 @@ def iban(text: str) -> bool:
         return False
     if not compact.isalnum() or not compact.isascii():
         return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
+    return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
+
+
+def ipv4(text: str) -> bool:
+    """An IPv4 address as ``ipaddress.IPv4Address`` accepts one: four dot-separated decimal
+    octets of 1-3 ASCII digits, no leading zero, each at most 255 (checked here directly: the
+    class costs ~2 us a call)."""
+    octets = text.split(".")
+    return len(octets) == 4 and all(
+        octet.isascii() and octet.isdigit() and len(octet) <= 3
+        and (octet == "0" or octet[0] != "0") and int(octet) <= 255 for octet in octets)
 
 
 def us_ssn(area: str, group: str, serial: str) -> bool:
@@ -95,13 +108,22 @@ def us_ssn(area: str, group: str, serial: str) -> bool:
 def entropy(text: str) -> float:
     """Shannon entropy of ``text`` in bits per character."""
     length = len(text)
-    return -sum(n / length * math.log2(n / length) for n in Counter(text).values())
+    counts = Counter(text).values()
+    # Each distinct count's term once (a token's counts are mostly 1s and 2s), summed in the
+    # characters' order: the same floats, added in the same order, as a term a character.
+    terms = {n: n / length * math.log2(n / length) for n in set(counts)}
+    return -sum(map(terms.__getitem__, counts))
 
 
 def random_token(text: str, *, min_bits: float) -> bool:
     """Whether a value after a key-ish word looks generated: at least ``min_bits`` of entropy
     per character and at least two of lower case, upper case and digits (a plain word or a
     sentence fails)."""
-    classes = (any(c.islower() for c in text) + any(c.isupper() for c in text)
-               + any(c.isdigit() for c in text))
+    if text.isascii():  # a case change shows a letter of the other case (ASCII only)
+        classes = (text != text.upper()) + (text != text.lower()) + (not text.isalpha()
+                                                                     and _DIGIT.search(text)
+                                                                     is not None)
+    else:
+        classes = (any(c.islower() for c in text) + any(c.isupper() for c in text)
+                   + any(c.isdigit() for c in text))
     return classes >= 2 and entropy(text) >= min_bits

@@ -5,18 +5,20 @@ overlapping. Built-in entity types:
 
 - ``EMAIL``: found from each ``@`` outwards (a local part before it, a dotted domain with a
   2-24 letter top level after it);
-- ``PHONE``: candidate runs of 7-15 digits with phone punctuation (dates and times are not
-  candidates), each checked by Google's ``phonenumbers`` as a whole: ``parse`` and
-  ``is_valid_number`` in each default region, plus the rules of the matcher's ``VALID`` leniency
-  (a real number plan's number, national prefix written where the region writes one, brackets
-  paired), cached by candidate (``phone_number``); the matcher itself (~460 us per KB) runs only
-  on a run long enough to hold two numbers that is none as a whole;
+- ``PHONE``: candidate runs of 7-21 digits with phone punctuation (dates and times are not
+  candidates), each checked as a whole against Google's ``phonenumbers`` in each default region
+  (``app.privacy.phones.phone_number``: what ``parse`` and ``is_valid_number`` answer, read
+  from the library's metadata compiled once per country, plus the rules of the matcher's
+  ``VALID`` leniency: national prefix written where the region writes one, brackets paired);
+  the matcher itself (~460 us per KB) runs only on a run long enough to hold two numbers that
+  is none as a whole;
 - ``CREDIT_CARD``: 13-19 digits, spaces or dashes between groups, a known issuer prefix, Luhn;
 - ``IBAN``: country code, its registry length, mod-97 checksum (spaces every 4 allowed);
 - ``US_SSN``: ``AAA-GG-SSSS`` (dashes or spaces) with valid area, group and serial; nine bare
   digits only right after "SSN" or "social security";
-- ``IP_ADDRESS``: IPv4 and IPv6 accepted by the ``ipaddress`` module; not a dotted run longer than
-  four parts, not one after ``v`` or "version" (``1.2.3.4`` as a version number);
+- ``IP_ADDRESS``: IPv4 and IPv6 as the ``ipaddress`` module accepts them (IPv4 checked by
+  ``checks.ipv4``); not a dotted run longer than four parts, not one after ``v`` or "version"
+  (``1.2.3.4`` as a version number);
 - ``SECRET``: known credential formats (OpenAI ``sk-``/``sk-proj-``, Anthropic ``sk-ant-``, AWS
   ``AKIA``/``ASIA`` access key ids, GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` and
   ``github_pat_``, Slack ``xox[bpas]-``, Google ``AIza``, GitLab ``glpat-``, PEM private key
@@ -33,27 +35,32 @@ built-ins' the same way (ranked below them on a tie). It costs milliseconds per 
 built-ins cost microseconds, so callers run such a detector's scans on the scanner's own thread
 (``ModelScanner.offload``); ``scan(text, model=False)`` is the built-ins alone.
 
-Each detector runs behind a pre-filter that costs a substring test or one C-level regex scan
-(no ``@``: no email search; no digit: none of the number detectors), so text without candidates
-costs a few microseconds per KB.
+Each detector runs behind a pre-filter that costs a substring test or a C-level pass (no
+``@``: no email search; no digit: none of the number detectors). The number detectors look only
+in small windows (``app.privacy.windows``: runs of seven digits or an IPv4 address's shape,
+where an IBAN or an IPv6 address can start), and in a window only those whose values fit its
+digit count, so text without candidates costs a few microseconds per KB and each value found
+10-15 us, its validation included.
 
-(Just past 400 lines: one scan over one text, whose detectors share the digit windows, the
-boundary rules and the overlap resolution.)
+(Over 500 lines: one scan over one text, whose detectors share the windows, the boundary
+rules and the overlap resolution.)
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import ipaddress
+import operator
 import re
+import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
 import phonenumbers
 
-from app.privacy import checks
+from app.privacy import checks, windows
+from app.privacy.phones import phone_number
 
 EMAIL, PHONE, CREDIT_CARD, IBAN = "EMAIL", "PHONE", "CREDIT_CARD", "IBAN"
 US_SSN, IP_ADDRESS, SECRET = "US_SSN", "IP_ADDRESS", "SECRET"
@@ -105,10 +112,14 @@ def words_pattern(words: Sequence[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}\Z")
+_LOCAL_PUNCTUATION = "._%+'-"
+_LOCAL_CHARS = string.ascii_letters + string.digits + _LOCAL_PUNCTUATION
+"""An email's local part: ASCII letters and digits, and this punctuation (not first)."""
 _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
                            r"[A-Za-z]{2,24}(?![A-Za-z0-9-])")
-_CARD = re.compile(r"\d+(?:[ -]\d+)*")
+_CARD = re.compile(r"(?=[\d -]{13})\d+(?:[ -]\d+)*")
+"""A run of digit groups, from where 13 characters of digits, spaces and dashes follow: the
+runs long enough to hold a card, without a Python step for each shorter one."""
 _GROUP = re.compile(r"\d+")
 _SSN = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})")
 _SSN_BARE = re.compile(r"(?i:ssn|social security(?: number| no\.?)?)\W{0,3}(\d{3})(\d{2})(\d{4})")
@@ -123,8 +134,10 @@ _PHONE_WORDS = re.compile(
 _DATE_LIKE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
 _IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
-_IBAN = re.compile(r"(?=([A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}))")
-"""Overlapping candidates (a lookahead): a postcode before an IBAN must not swallow it."""
+_IBAN_SPANS = {length: re.compile(rf"[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{{length - 4}}}")
+               for length in set(checks.IBAN_LENGTHS.values())}
+"""An IBAN of each registry length, spaces allowed between characters (not after the last:
+what follows may be a word)."""
 _VERSION_BEFORE = re.compile(r"(?i:v|version\s?|release\s?|python\s?)\Z")
 _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
@@ -140,53 +153,44 @@ _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
                              r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
         ("J", "eyJ", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     ))
-"""Each known credential format by the literal it starts with: found with ``str.find`` and
-matched at that spot only; skipped at once when the text lacks the format's gate character (a
-one-character test is memchr-fast; a multi-character ``find`` costs ~0.5 ns a character)."""
+"""Each known credential format: a character it needs (a text without it is skipped at once,
+memchr-fast), the literal it starts with, its pattern (matched where the literal is)."""
+_Format = tuple[str, str, re.Pattern[str]]
+
+
+def _secret_finders() -> tuple[tuple[str | re.Pattern[str], frozenset[str],
+                                     tuple[_Format, ...]], ...]:
+    groups: dict[str, list[_Format]] = {}
+    for secret in _SECRETS:
+        groups.setdefault(secret[1][0], []).append(secret)
+    return tuple((formats[0][1] if len(formats) == 1 else re.compile(
+        re.escape(first) + "(?=" + "|".join(re.escape(f[1][1:]) for f in formats) + ")"),
+        frozenset(f[0] for f in formats), tuple(formats)) for first, formats in groups.items())
+
+
+_SECRET_FINDERS = _secret_finders()
+_SECRET_GATES = "".join(dict.fromkeys(gate for gate, _, _ in _SECRETS))
+"""The formats by first character, each group found in one pass: a lone format with
+``str.find``, several (``AKIA``, ``ASIA``, ``AIza``; seven starting with ``g``) with a regex
+that starts with the literal character (which ``re`` finds memchr-fast) and looks ahead for
+the rest, matching one character so that overlapping starts are all found. A pass costs ~0.5 ns
+a character: 6 passes where there were 14."""
 _KEYISH = re.compile(
     r"(?:key|secret|token|passw(?:or)?d|passwd|pwd|credentials?)[\w-]{0,20}[\"']?\s{0,3}"
     r"(?::=|=>|[:=])\s{0,3}[\"']?([A-Za-z0-9+/_\-.=~!@#$%^&*]{12,200})", re.IGNORECASE)
-_KEYISH_WORDS = ("key", "secret", "token", "passw", "pwd", "credential")
+_KEYISH_WORDS = (b"key", b"secret", b"token", b"passw", b"pwd", b"credential")
 _SECRET_MIN_BITS = 3.3
 """Entropy (bits per character) a value after a key-ish word needs to count as a secret: a
 random 12+ character alphanumeric token has over 3.4; words, paths and sentences mostly less."""
 
 
-_DIGITS_TABLE = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
-"""``bytes.translate`` table: ASCII digits to ``0``, every other byte to a space."""
-_MARGIN = 40
-"""Characters around a digit that a number-based value may reach (an IBAN's letters, a phone
-number's ``+(``, the rest of a long group)."""
-
-
-def digit_windows(text: str) -> list[tuple[int, int]]:
-    """Spans of ``text`` around its digits (within ``_MARGIN`` characters; nearby ones merged):
-    the only places the number detectors look. Found with ``bytes.translate`` and ``find``
-    (about 0.4 ns a character) instead of a regex scan of the whole text (about 5 ns a
-    character in ``re``, per pattern). Non-ASCII text is read as UTF-32, four bytes a character;
-    a byte of a wider character that looks like a digit only adds a window, never a finding."""
-    if text.isascii():
-        data, width = text.encode("ascii").translate(_DIGITS_TABLE), 1
-    else:
-        data, width = text.encode("utf-32-le").translate(_DIGITS_TABLE), 4
-    windows: list[tuple[int, int]] = []
-    find = data.find
-    at = find(b"0")
-    while at != -1:
-        first = at // width
-        last = first
-        while True:  # extend over digits no more than a margin apart
-            nxt = find(b"0", (last + 1) * width)
-            if nxt == -1 or nxt // width - last > _MARGIN:
-                break
-            last = nxt // width
-        start, end = max(0, first - _MARGIN), min(len(text), last + 1 + _MARGIN)
-        if windows and start <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], end)
-        else:
-            windows.append((start, end))
-        at = nxt
-    return windows
+_CARD_SHAPE = re.compile(rb"[0-9](?:[ -]?[0-9]){12}")
+"""13 digits, single spaces or dashes between (in ``windows.narrow``'s view): what a card
+needs."""
+_SSN_SHAPE = re.compile(rb"000\.00\.0000")
+"""``AAA-GG-SSSS`` in ``windows.classes``' view (a dash or space is a ``.`` there)."""
+_LONGEST = 70
+"""More than an IBAN or an IPv6 address can span: how far before a window one may start."""
 
 
 def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
@@ -209,10 +213,14 @@ def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
 def _emails(text: str) -> Iterable[Finding]:
     at = text.find("@")
     while at != -1:
-        local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
-        if local is not None:
+        # The local part: the characters it may hold right before the @ (up to 64), from the
+        # first letter or digit among them (str.rstrip and lstrip: C loops, where a regex
+        # search of the 64 characters before tries each start in turn).
+        head = text[max(0, at - 64):at]
+        local = head[len(head.rstrip(_LOCAL_CHARS)):].lstrip(_LOCAL_PUNCTUATION)
+        if local:
             domain = _EMAIL_DOMAIN.match(text, at + 1)
-            start = local.start()
+            start = at - len(local)
             if domain is not None and (start == 0 or not (text[start - 1].isalnum()
                                                           or text[start - 1] in "._%+-")):
                 end = domain.end()
@@ -255,31 +263,37 @@ def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
         start, end = match.span()
         if _boundary(text, start, end, "-") and checks.us_ssn(match[1], match[3], match[4]):
             yield Finding(US_SSN, start, end)
+
+
+def _ssn_word(view: bytes, lo: int, hi: int) -> bool:
+    """Whether "ssn" or "social security" (any case) is in the span ``_bare_ssns`` searches,
+    read in ``windows.narrow``'s Latin-1 view (no Latin-1 character matches an ASCII letter
+    case-blindly, so the view lowered finds what the regex would): the case-blind regex runs
+    only where one is."""
+    near = view[max(0, lo - 30):hi].lower()
+    return b"ssn" in near or b"social security" in near
+
+
+def _bare_ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
+    """Nine digits in a row after "SSN" or "social security" (up to 30 characters before)."""
     for match in _SSN_BARE.finditer(text, max(0, lo - 30), hi):
         start, end = match.start(1), match.end(3)
         if _boundary(text, start, end) and checks.us_ssn(match[1], match[2], match[3]):
             yield Finding(US_SSN, start, end)
 
 
-def _ibans(text: str, lo: int, hi: int) -> Iterable[Finding]:
-    for match in _IBAN.finditer(text, lo, hi):
-        start = match.start()
-        candidate = match.group(1)
-        length = checks.IBAN_LENGTHS.get(candidate[:2])
-        if length is None:
-            continue
-        end, seen = start, 0
-        for char in candidate:  # just the country's length: what follows may be a word
-            if seen == length:
-                break
-            end += 1
-            seen += char != " "
-        if seen == length and _boundary(text, start, end) \
-                and checks.iban(text[start:end]):
-            yield Finding(IBAN, start, end)
+def _ibans(text: str, starts: Iterable[int]) -> Iterable[Finding]:
+    """The IBANs starting at ``starts`` (``windows.iban_starts``; several may overlap: a
+    postcode before an IBAN must not swallow it)."""
+    for start in starts:
+        span = _IBAN_SPANS.get(checks.IBAN_LENGTHS.get(text[start:start + 2], 0))
+        whole = span.match(text, start) if span is not None else None
+        if whole is not None and _boundary(text, start, whole.end()) \
+                and checks.iban(whole.group()):
+            yield Finding(IBAN, start, whole.end())
 
 
-def _ips(text: str, lo: int, hi: int) -> Iterable[Finding]:
+def _ipv4s(text: str, lo: int, hi: int) -> Iterable[Finding]:
     for match in _IPV4.finditer(text, lo, hi):
         start, end = match.span()
         before = text[start - 1] if start else " "
@@ -289,44 +303,60 @@ def _ips(text: str, lo: int, hi: int) -> Iterable[Finding]:
             continue  # part of a longer word or dotted sequence (1.2.3.4.5)
         if _VERSION_BEFORE.search(text, max(0, start - 9), start):
             continue
-        try:
-            ipaddress.IPv4Address(match.group())
-        except ValueError:
-            continue
-        yield Finding(IP_ADDRESS, start, end)
-    if text.find(":", lo, hi) != -1:
-        for match in _IPV6.finditer(text, lo, hi):
-            start, end = match.span()
-            value = match.group()
-            groups = [g for g in value.split(":") if g]
-            # A slice such as x[1::2] is a valid IPv6 address too: ask for three groups, or
-            # all eight, and a letter or a 3+ digit group somewhere.
-            if len(groups) < 3 or not _boundary(text, start, end, ":."):
-                continue
-            if not any(len(g) >= 3 or not g.isdigit() for g in groups):
-                continue
-            try:
-                ipaddress.IPv6Address(value)
-            except ValueError:
-                continue
+        if checks.ipv4(match.group()):
             yield Finding(IP_ADDRESS, start, end)
 
 
-def _secrets(text: str) -> Iterable[Finding]:
-    for gate, prefix, pattern in _SECRETS:
-        if gate not in text:
+def _ipv6s(text: str, lo: int, hi: int) -> Iterable[Finding]:
+    for match in _IPV6.finditer(text, lo, hi):
+        start, end = match.span()
+        value = match.group()
+        groups = [g for g in value.split(":") if g]
+        # A slice such as x[1::2] is a valid IPv6 address too: ask for three groups, or
+        # all eight, and a letter or a 3+ digit group somewhere.
+        if len(groups) < 3 or not _boundary(text, start, end, ":."):
             continue
-        at = text.find(prefix)
+        if not any(len(g) >= 3 or not g.isdigit() for g in groups):
+            continue
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        yield Finding(IP_ADDRESS, start, end)
+
+
+def _spots(text: str, finder: str | re.Pattern[str]) -> Iterable[int]:
+    if isinstance(finder, str):
+        at = text.find(finder)
         while at != -1:
-            match = pattern.match(text, at)
-            if match is not None and _boundary(text, at, match.end(), "-"):
-                yield Finding(SECRET, at, match.end())
-                at = text.find(prefix, match.end())
-            else:
-                at = text.find(prefix, at + 1)
+            yield at
+            at = text.find(finder, at + 1)
+    else:
+        for match in finder.finditer(text):
+            yield match.start()
+
+
+def _secrets(text: str, view: bytes) -> Iterable[Finding]:
+    """Known formats where their literal starts (after a match, a format looks again past
+    its end), then values after key-ish words, found in ``view`` (``windows.narrow``) lowered:
+    ``bytes.lower`` costs a tenth of ``str.lower`` on non-ASCII text."""
+    gates = {gate for gate in _SECRET_GATES if gate in text}
+    for finder, needed, group in _SECRET_FINDERS if gates else ():
+        if gates.isdisjoint(needed):
+            continue
+        formats = [secret for secret in group if secret[0] in gates]
+        resume = [0] * len(formats)
+        for at in _spots(text, finder):
+            for k, (_, prefix, pattern) in enumerate(formats):
+                if at < resume[k] or not text.startswith(prefix, at):
+                    continue
+                match = pattern.match(text, at)
+                if match is not None and _boundary(text, at, match.end(), "-"):
+                    yield Finding(SECRET, at, match.end())
+                    resume[k] = match.end()
     if ":" not in text and "=" not in text and ">" not in text:
         return
-    lowered = text.lower() if not text.islower() else text
+    lowered = view.lower()
     for word in _KEYISH_WORDS:
         at = lowered.find(word)
         while at != -1:
@@ -339,22 +369,59 @@ def _secrets(text: str) -> Iterable[Finding]:
             at = lowered.find(word, at + 1)
 
 
-def _phone_shaped(candidate: str) -> bool:
-    """Whether a candidate's groups look like a phone number's rather than a version's, a
-    decimal's or an id's: with dots, at least 9 digits in groups of 2-4; a group of 8 or more
-    digits only last (``+34 982321225``, not ``93121290-75``)."""
-    groups = _GROUP.findall(candidate)
-    if any(len(g) >= 8 for g in groups[:-1]):
+def _phone_shaped(candidate: str, groups: list[str]) -> bool:
+    """Whether a candidate's digit ``groups`` look like a phone number's rather than a
+    version's, a decimal's or an id's: with dots, at least 9 digits in groups of 2-4; a group of
+    8 or more digits only last (``+34 982321225``, not ``93121290-75``)."""
+    if len(groups) > 1 and max(map(len, groups[:-1])) >= 8:
         return False
     if "." in candidate:
-        return sum(len(g) for g in groups) >= 9 and all(2 <= len(g) <= 4 for g in groups)
+        sizes = list(map(len, groups))
+        return sum(sizes) >= 9 and min(sizes) >= 2 and max(sizes) <= 4
     return True
 
 
+_START, _END = operator.itemgetter(1), operator.itemgetter(2)
+
+
+def _digits_in(classed: bytes, findings: list[Finding], lo: int, hi: int) -> int:
+    """Digits of ``classed[lo:hi]`` inside ``findings`` (each counted once where they
+    overlap): a phone number must have seven digits outside them."""
+    total, reached = 0, lo
+    for _, start, end in sorted(findings, key=_START):
+        start, end = max(start, reached), min(end, hi)
+        if start < end:
+            total += classed.count(b"0", start, end)
+            reached = end
+    return total
+
+
 def _resolve(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
-    """Non-overlapping findings, longest (then highest ranked) first, sorted by position."""
+    """Non-overlapping findings, longest (then highest ranked) first, sorted by position.
+    Findings that overlap nothing are kept as they are; the choice is made within each group of
+    findings that overlap one another (directly or through others), which no other group can
+    touch."""
     if len(findings) < 2:
         return findings
+    by_position = sorted(dict.fromkeys(findings), key=_START)  # an exact repeat adds nothing
+    if not any(map(operator.lt, map(_START, by_position[1:]), map(_END, by_position))):
+        return by_position  # none overlaps the next, so none overlaps any
+    kept: list[Finding] = []
+    group, reach = [by_position[0]], by_position[0].end
+    for finding in by_position[1:]:
+        if finding.start < reach:
+            group.append(finding)
+            reach = max(reach, finding.end)
+            continue
+        kept.extend(_choose(group, rank) if len(group) > 1 else group)
+        group, reach = [finding], finding.end
+    kept.extend(_choose(group, rank) if len(group) > 1 else group)
+    return kept
+
+
+def _choose(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
+    """Longest (then highest ranked, then first) first, each kept unless it overlaps one kept
+    already; sorted by position."""
     ordered = sorted(findings, key=lambda f: (f.start - f.end, -rank.get(f.entity, 99),
                                               f.start))
     kept: list[Finding] = []  # disjoint, by position: a neighbour on each side to check
@@ -392,22 +459,12 @@ class Detector:
         found: list[Finding] = []
         if EMAIL in entities and "@" in text:
             found.extend(_emails(text))
+        view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
+            else (b"", False)
         if self._numbers:
-            for lo, hi in digit_windows(text):
-                numbers: list[Finding] = []
-                if CREDIT_CARD in entities:
-                    numbers.extend(_cards(text, lo, hi))
-                if US_SSN in entities:
-                    numbers.extend(_ssns(text, lo, hi))
-                if IBAN in entities:
-                    numbers.extend(_ibans(text, lo, hi))
-                if IP_ADDRESS in entities:
-                    numbers.extend(_ips(text, lo, hi))
-                if PHONE in entities:
-                    numbers.extend(self._phones(text, lo, hi, numbers))
-                found.extend(numbers)
+            found.extend(self._number_values(text, view, wide))
         if SECRET in entities:
-            found.extend(_secrets(text))
+            found.extend(_secrets(text, view))
         for custom in self.custom:
             found.extend(Finding(custom.name, m.start(), m.end())
                          for m in custom.pattern.finditer(text) if m.end() > m.start())
@@ -419,23 +476,61 @@ class Detector:
         """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""
         return _resolve([*found, *more], self._rank)
 
+    def _number_values(self, text: str, view: bytes, wide: bool) -> list[Finding]:
+        """Cards, SSNs, IBANs, IP addresses and phone numbers, each detector run only in the
+        windows where a value of its kind can be (``app.privacy.windows``); a phone candidate
+        another of them has claimed is not one."""
+        entities = self.entities
+        classed = windows.classes(view)
+        if classed.find(b"0") == -1:
+            return []  # every number value has a digit
+        claimed: list[Finding] = []  # by position: what phone candidates must not overlap
+        if IBAN in entities:
+            claimed.extend(_ibans(text, windows.iban_starts(classed)))
+        if IP_ADDRESS in entities and ":" in text:
+            for lo, hi in windows.colon_windows(view, classed):
+                claimed.extend(_ipv6s(text, lo, hi))
+            claimed.sort(key=lambda f: f.start)
+        starts = [f.start for f in claimed]
+        found = list(claimed)
+        for lo, hi, digits in windows.number_windows(classed):
+            numbers: list[Finding] = []
+            if digits >= 13 and CREDIT_CARD in entities and _CARD_SHAPE.search(view, lo, hi):
+                numbers.extend(_cards(text, lo, hi))
+            if digits >= 9 and US_SSN in entities:
+                if _SSN_SHAPE.search(classed, lo, hi):
+                    numbers.extend(_ssns(text, lo, hi))
+                if classed.find(b"000000000", lo, hi) != -1 \
+                        and (wide or _ssn_word(view, lo, hi)):
+                    numbers.extend(_bare_ssns(text, lo, hi))
+            if IP_ADDRESS in entities and view.count(b".", lo, hi) >= 3:
+                numbers.extend(_ipv4s(text, lo, hi))
+            if digits >= 7 and PHONE in entities:
+                near = bisect.bisect_left(starts, lo - _LONGEST)
+                taken = numbers + [f for f in claimed[near:bisect.bisect_left(starts, hi)]
+                                   if f.end > lo]
+                if digits - _digits_in(classed, taken, lo, hi) >= 7:
+                    numbers.extend(self._phones(text, lo, hi, taken))
+            found.extend(numbers)
+        return found
+
     def _phones(self, text: str, lo: int, hi: int, taken: list[Finding]
                 ) -> Iterable[Finding]:
         """``phonenumbers``' matcher on each candidate run only (see the module docstring),
         except runs another number detector has claimed (a card, an IBAN, an IP address)."""
         for match in _PHONE_CANDIDATE.finditer(text, lo, hi):
-            candidate = match.group()
-            if any(f.start <= match.start() < f.end or match.start() <= f.start < match.end()
-                   for f in taken):
+            offset, end = match.span()
+            if taken and any(f.start <= offset < f.end or offset <= f.start < end
+                             for f in taken):
                 continue
-            digits = sum(c.isdigit() for c in candidate)
-            if not 7 <= digits <= 21 or _DATE_LIKE.search(candidate) \
+            candidate = match.group()
+            groups = _GROUP.findall(candidate)
+            if not 7 <= sum(map(len, groups)) <= 21 or _DATE_LIKE.search(candidate) \
                     or _IPV4.fullmatch(candidate.strip()):
                 continue
-            offset = match.start()
             if offset and (text[offset - 1].isalnum() or text[offset - 1] in "_.-/"):
                 continue
-            if not _phone_shaped(candidate):
+            if not _phone_shaped(candidate, groups):
                 continue
             if _BARE_NUMBER.fullmatch(candidate) and (
                     "." in candidate
@@ -473,31 +568,3 @@ class Detector:
 
 
 MIN_PHONE_DIGITS = 7
-
-
-@functools.lru_cache(maxsize=8192)
-def phone_number(text: str, region: str) -> bool:
-    """Whether ``text``, all of it, is a valid phone number read in ``region`` (``+`` numbers:
-    in their own country): ``phonenumbers.parse`` and ``is_valid_number`` on the candidate
-    alone, rather than the matcher, which looks for numbers at every offset of the text it is
-    given and costs several times as much. As the matcher's ``VALID`` leniency does, brackets
-    must pair up, and a number read in ``region`` must carry the national prefix when the
-    region writes one (``0``: ``030 901820`` in Germany, not ``30 901820``), which keeps bare
-    digit groups (``854-1987``, ``1 2 3 13 14 15``) from reading as some region's number.
-    Cached by candidate: a conversation sends the same numbers again every turn."""
-    if text.count("(") != text.count(")") or text.count("/") > 1:
-        return False
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return False
-    if not phonenumbers.is_valid_number(number):
-        return False
-    if text[0] == "+":
-        return True
-    significant = phonenumbers.national_significant_number(number)
-    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-    written = _GROUP.findall(national.split(" ext.")[0])
-    prefix = "".join(written)[:-len(significant)]
-    typed = "".join(_GROUP.findall(text.split("x")[0].split("ext")[0]))
-    return not prefix or (typed.startswith(prefix) and len(typed) > len(significant))

@@ -46,25 +46,25 @@ class Vault:
         known = self._issued.get(key)
         if known is not None:
             return known
-        number = self._counts.get(entity, 0)
-        while True:
+        number = self._counts.get(entity, 0) + 1
+        name = f"<{entity}_{number}>"
+        while name in self._reserved:
             number += 1
             name = f"<{entity}_{number}>"
-            if name not in self._reserved:
-                break
         self._counts[entity] = number
         self._issued[key] = name
         self.originals[name] = value
-        self._longest = max(self._longest, len(name))
+        if len(name) > self._longest:
+            self._longest = len(name)
         return name
 
     def redact(self, text: str, findings: Iterable[Finding]) -> str:
         """``text`` with each finding (sorted, not overlapping) replaced by its placeholder."""
         parts: list[str] = []
         position = 0
+        placeholder = self.placeholder
         for entity, start, end in findings:
-            parts.append(text[position:start])
-            parts.append(self.placeholder(entity, text[start:end]))
+            parts += (text[position:start], placeholder(entity, text[start:end]))
             position = end
         parts.append(text[position:])
         return "".join(parts)

@@ -3,7 +3,6 @@ benchmark's): the issue's targets for the structured types."""
 
 from __future__ import annotations
 
-from app.privacy.detect import Detector, digit_windows
 from bench.privacy import TARGETS, negatives, positives, score
 
 
@@ -17,12 +16,3 @@ def test_recall_and_precision_targets() -> None:
         assert found.recall(entity) >= 0.99, (entity, found.missed[:5])
         assert tp / (tp + fp) >= 0.95, (entity, (found.false + false.false)[:5])
 
-
-def test_digit_windows_non_ascii() -> None:
-    """Windows are character positions in non-ASCII text too (read as UTF-32)."""
-    text = "日本語のテキスト " * 20 + "電話 +81 3-1234-5678 です"
-    (window,) = digit_windows(text)
-    assert window[0] <= text.index("+81") and window[1] >= text.index("です")
-    found = Detector(phone_regions=("JP",)).scan(text)
-    assert [text[f.start:f.end] for f in found] == ["+81 3-1234-5678"]
-    assert digit_windows("no digits here, ünïcödé") == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import math
+import random
 import uuid
 
 import pytest
@@ -155,3 +158,58 @@ def test_checks() -> None:
     assert checks.us_ssn("123", "45", "6789") and not checks.us_ssn("078", "05", "1120")
     assert checks.random_token("q8ZL3nV0tR7wY2mK5pB", min_bits=3.3)
     assert not checks.random_token("aaaaaaaaaaaaaaaa", min_bits=3.3)
+
+
+def test_luhn_and_iban_checksums_match_their_definitions() -> None:
+    """The table-driven Luhn and IBAN sums equal the digit-by-digit definitions on random
+    digit strings and random IBAN-shaped strings."""
+    rng = random.Random(5)
+    for _ in range(2000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19)))
+        values = [int(d) * (2 if i % 2 else 1) for i, d in enumerate(reversed(digits))]
+        assert checks.luhn(digits) == (sum(v - 9 if v > 9 else v for v in values) % 10 == 0)
+        country = rng.choice(sorted(checks.IBAN_LENGTHS))
+        body = "".join(rng.choice("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+                       for _ in range(checks.IBAN_LENGTHS[country] - 4))
+        text = f"{country}{rng.randint(0, 99):02d}{body}"
+        number = "".join(str(int(c, 36)) for c in text[4:] + text[:4])
+        assert checks.iban(text) == (int(number) % 97 == 1)
+    assert checks.luhn("٧٩٩٢٧٣٩٨٧١٣")  # 79927398713 in Arabic-Indic digits
+
+
+def test_random_token_matches_its_definition() -> None:
+    """The entropy summed a distinct count at a time, and the character classes read from
+    case changes, equal the character-by-character definitions on random values."""
+    rng = random.Random(9)
+    alphabets = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/_-.=~!@#$%^&*",
+                 "aab", "AB1", "xyzXYZ", "0123", "éÉ1ß")
+    for _ in range(3000):
+        alphabet = rng.choice(alphabets)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        size = len(value)
+        bits = -sum(value.count(c) / size * math.log2(value.count(c) / size)
+                    for c in dict.fromkeys(value))
+        assert checks.entropy(value) == bits
+        kinds = (any(c.islower() for c in value) + any(c.isupper() for c in value)
+                 + any(c.isdigit() for c in value))
+        assert checks.random_token(value, min_bits=3.3) == (kinds >= 2 and bits >= 3.3)
+
+
+def test_ipv4_check_accepts_what_ipaddress_accepts() -> None:
+    """``checks.ipv4`` agrees with ``ipaddress.IPv4Address`` on dotted strings of octets valid
+    and not (leading zeros, over 255, empty, non-ASCII digits, three or five parts)."""
+    rng = random.Random(11)
+    pieces = ("0", "00", "01", "1", "9", "10", "99", "100", "255", "256", "999", "1000", "",
+              "٣", "a")
+    accepted = 0
+    for _ in range(5000):
+        text = ".".join(rng.choice((*pieces, str(rng.randint(0, 300))))
+                        for _ in range(rng.choice((3, 4, 4, 4, 5))))
+        try:
+            ipaddress.IPv4Address(text)
+            valid = True
+        except ValueError:
+            valid = False
+        accepted += valid
+        assert checks.ipv4(text) == valid, text
+    assert accepted > 100

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from app.privacy.detect import PRIORITY, Detector, Finding, _resolve, phone_number
+from app.privacy.detect import PRIORITY, Detector, Finding, _resolve
+from app.privacy.phones import phone_number
 
 
 @pytest.mark.parametrize(("text", "region"), [
@@ -54,7 +55,8 @@ def _all_pairs(findings: list[Finding]) -> list[Finding]:
 
 
 def test_resolution_keeps_what_the_all_pairs_check_keeps() -> None:
-    """Random overlapping findings: the bisect resolution equals the quadratic one."""
+    """Random overlapping findings, and disjoint ones touching or not, some found twice: the
+    resolution equals the quadratic one."""
     rng = random.Random(7)
     for _ in range(500):
         findings = []
@@ -63,3 +65,12 @@ def test_resolution_keeps_what_the_all_pairs_check_keeps() -> None:
             findings.append(Finding(rng.choice(list(PRIORITY)), start,
                                     start + rng.randint(1, 25)))
         assert _resolve(list(findings), PRIORITY) == _all_pairs(findings)
+        disjoint, at = [], 0
+        for _ in range(rng.randint(2, 30)):
+            at += rng.randint(0, 5)
+            disjoint.append(Finding(rng.choice(list(PRIORITY)), at, at + rng.randint(1, 9)))
+            at = disjoint[-1].end
+        rng.shuffle(disjoint)
+        assert _resolve(list(disjoint), PRIORITY) == _all_pairs(disjoint)
+        repeated = [*disjoint, *rng.sample(disjoint, 2)]  # a value found by two detectors
+        assert _resolve(list(repeated), PRIORITY) == _all_pairs(repeated)
