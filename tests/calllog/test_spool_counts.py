@@ -16,7 +16,9 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,6 +146,94 @@ async def test_rows_after_a_failure_go_to_a_new_segment(tmp_path: Path) -> None:
     await spool.aclose()
     assert taken == rows[:5] + more
 
+
+_JOURNAL_CHILD = """
+import asyncio, json, resource, signal, sys
+from pathlib import Path
+from app.calllog.journal import Journal
+directory, limit, rows = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+journal = Journal(Path(directory))
+journal.open()
+for row in rows:
+    journal.append(row)
+kept = journal.keep(len(rows))  # none stored or spooled: every journaled row stays
+asyncio.run(journal.aclose())
+print(json.dumps({"kept": kept}))
+"""
+
+_OVERFLOW_CHILD = """
+import json, resource, signal, sys
+from pathlib import Path
+from app.calllog.file_spool import FileSpool
+from app.calllog.record import CallRecord
+from app.calllog.sqlite import SqliteStore
+from app.calllog.writer import CallLogWriter
+from app.db.engine import make_engine
+directory, limit, records = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+writer = CallLogWriter(store=SqliteStore(make_engine("sqlite+aiosqlite://")),
+                       file_spool=FileSpool(Path(directory), fsync=False), buffer_max=1)
+for fields in records:  # the first fills the buffer; the others overflow to the file, one by one
+    writer.submit(CallRecord(**fields))
+print(json.dumps({"overflowed": writer.stats.overflowed, "dropped": writer.stats.dropped}))
+"""
+
+
+def run_limited(script: str, directory: Path, payload: object, limit: int) -> dict[str, int]:
+    """Run ``script`` in a child whose files may grow to ``limit`` bytes only; its JSON line."""
+    done = subprocess.run([sys.executable, "-c", script, str(directory), str(limit)],
+                          input=json.dumps(payload), capture_output=True, text=True,
+                          check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result: dict[str, int] = json.loads(done.stdout)
+    return result
+
+
+CUTS: dict[str, tuple[Callable[[list[int]], int], set[int]]] = {
+    "mid row": (lambda ends: (ends[8] + ends[9]) // 2, {9}),
+    "before a newline": (lambda ends: ends[9] - 1, set()),
+    "after a newline": (lambda ends: ends[9], {10}),
+}
+"""A cut -> (the size limit, from the line ends; the rows it loses). A row cut just before its
+newline is whole: taking parses it."""
+
+
+async def taken_rows(directory: Path) -> list[Row]:
+    spool = FileSpool(directory)
+    taken = await spool.take(1000)
+    await spool.aclose()
+    return [row for _, row in taken]
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+async def test_the_journal_counts_the_rows_a_cut_write_kept(cut: str, tmp_path: Path) -> None:
+    """Journal segments cut by a full disk (EFBIG here): the rows ``keep`` says are journaled
+    are exactly the ones a later take gets back, a row missing only its newline included."""
+    rows = make_rows(12)
+    limit, lost = CUTS[cut]
+    result = run_limited(_JOURNAL_CHILD, tmp_path / "spool", rows, limit(line_ends(rows)))
+    taken = await taken_rows(tmp_path / "spool")
+    assert taken == [row for i, row in enumerate(rows) if i not in lost]
+    assert result["kept"] == len(taken)
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+async def test_an_overflowed_row_cut_on_disk_is_counted_as_it_lies(cut: str,
+                                                                   tmp_path: Path) -> None:
+    """Rows past a full buffer go to the spool file one by one; one cut by a full disk is
+    ``dropped``, one missing only its newline ``overflowed`` (a later take gets it)."""
+    records: list[dict[str, Any]] = [
+        {"id": f"row-{i:03d}", "endpoint": "/v1/chat/completions", "caller": "master",
+         "created_at": 1.8e9 + i, "error_message": "x" * (i * 37 % 300)} for i in range(13)]
+    rows = [CallRecord(**fields).to_row() for fields in records]
+    limit, lost = CUTS[cut]
+    overflow = rows[1:]  # the first row stays in the buffer
+    result = run_limited(_OVERFLOW_CHILD, tmp_path / "spool", records, limit(line_ends(overflow)))
+    taken = await taken_rows(tmp_path / "spool")
+    assert taken == [row for i, row in enumerate(overflow) if i not in lost]
+    assert result == {"overflowed": len(taken), "dropped": len(lost)}
 
 # ---- through a running gateway ---------------------------------------------------------------
 
