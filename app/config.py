@@ -287,6 +287,11 @@ class CallLog(BaseModel):
     claim_idle_s: Seconds = 30.0
     """Rows a gateway took from the Redis spool and left unacknowledged this long (it died) are
     taken over by another gateway. Must exceed the longest store write."""
+    forget_idle_s: Seconds = 600.0
+    """A Redis spool consumer of another process (``host-pid``) with no pending row, idle this
+    long, is deleted from the group when a gateway starts reading the spool and every minute
+    after, so restarts do not pile consumers up. A live one forgotten while idle (it reads
+    nothing during a database outage) is recreated by its next read and loses nothing."""
     fsync_interval_s: Seconds = 1.0
     """The longest a journaled row (every buffered row, written to the spool directory before
     its call is answered) stays neither stored, spooled nor fsynced: a killed process loses no

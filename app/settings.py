@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     request is answered 503 with ``Retry-After`` at once. ``/healthz``, ``/readyz`` and
     ``/metrics`` are never refused."""
     max_connections: Annotated[int, Field(ge=1)] = 4096
-    """Open connections per worker past which uvicorn answers every new request with its own
-    plain-text 503 (uvicorn's ``limit_concurrency``); a backstop above ``max_concurrency``."""
+    """Open connections per worker (the requesting one included) at which uvicorn answers every
+    request with its own plain-text 503 and closes the connection (uvicorn's
+    ``limit_concurrency``); a backstop above ``max_concurrency``."""
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """A connection that has not sent a request's complete headers this long after it opened
     (or after the request's first byte) is closed. Checked once a second."""

@@ -28,6 +28,8 @@ yet stored.
 Failures: ``append`` never raises. A segment that cannot be created or written marks the spool
 directory down (reported through ``report``, with the errno name and the OS's words); rows keep
 going to the writer's buffer unjournaled, and a new segment is tried at most every ``retry_s``.
+A write stopped just before a row's newline leaves the row whole (readers take a complete last
+line): it counts as journaled, so ``keep`` reports exactly the rows a reader will get back.
 Not thread-safe: call it from the event loop's thread (``sync`` runs its fsyncs in threads).
 """
 
@@ -124,30 +126,39 @@ class Journal:
         except TypeError:
             line = dump_row(row) + b"\n"
         segment = self._active or self._reopen(force=False)
-        if segment is None or not self._write(segment, line):
+        if segment is None:
             self.unjournaled += 1
             self._add_run(None)
             return
-        segment.pending += 1
-        segment.dirty = True
-        self._add_run(segment)
-        if segment.size >= self._max_bytes:
+        done, error = self._write(segment, line)
+        # A row missing only its newline is whole: readers take a complete last line.
+        if done >= len(line) - 1:
+            segment.pending += 1
+            segment.dirty = True
+            self._add_run(segment)
+        else:
+            self.unjournaled += 1
+            self._add_run(None)
+        if error is not None:
+            # A torn line may be left: new rows go to a new segment (readers skip torn tails).
+            self._seal(segment)
+            self._failed(error, "write to")
+        elif segment.size >= self._max_bytes:
             self._seal(segment)
 
-    def _write(self, segment: _Segment, line: bytes) -> bool:
+    @staticmethod
+    def _write(segment: _Segment, line: bytes) -> tuple[int, OSError | None]:
+        """Append ``line``; the bytes written, and the error that stopped it (if any)."""
         view = memoryview(line)
         done = 0
         try:
             while done < len(line):
                 done += os.write(segment.fd, view[done:])
         except OSError as exc:
-            # A torn line may be left: new rows go to a new segment (readers skip torn tails).
+            return done, exc
+        finally:
             segment.size += done
-            self._seal(segment)
-            self._failed(exc, "write to")
-            return False
-        segment.size += done
-        return True
+        return done, None
 
     def _add_run(self, segment: _Segment | None) -> None:
         runs = self._runs

@@ -85,8 +85,8 @@ async def open_call_log(settings: Settings, config: CallLog, *,
     writer = CallLogWriter(
         store=store,
         file_spool=FileSpool(settings.spool_dir),
-        spool=RedisSpool(client, consumer=consumer, claim_idle_s=config.claim_idle_s)
-        if client else None,
+        spool=RedisSpool(client, consumer=consumer, claim_idle_s=config.claim_idle_s,
+                         forget_idle_s=config.forget_idle_s) if client else None,
         feed=LiveFeed(client) if client else None,
         check_store=None if condition.up else lambda: check_store(url),
         store_condition=condition,

@@ -150,12 +150,14 @@ class CallLogWriter:
             return
         try:
             self._file.put_nowait([row])
-            self.stats.overflowed += 1
         except SpoolUnavailable as exc:
-            self.stats.dropped += 1
             self._health.spool("file", exc)
-            self._health.loss("call record %s dropped: buffer full and the spool file "
-                              "failed: %s", row["id"], exc)
+            if not (isinstance(exc, SpoolWriteFailed) and exc.kept):  # kept: only its newline
+                self.stats.dropped += 1  # was lost, and a take parses the row all the same
+                self._health.loss("call record %s dropped: buffer full and the spool file "
+                                  "failed: %s", row["id"], exc)
+                return
+        self.stats.overflowed += 1
 
     @property
     def buffered(self) -> int:

@@ -1,6 +1,8 @@
 """Connection limits (issue 8 item 11): a per-worker concurrency limit answered with 503 and
-``Retry-After``, a body deadline answered with 408, and a header deadline that closes the
-connection. Slow clients are played with raw sockets, a slow upstream by the simulator."""
+``Retry-After``, a body deadline answered with 408, a header deadline that closes the
+connection, and uvicorn's connection backstop (``SWITCHBOARD_MAX_CONNECTIONS``) through
+``switchboard serve``. Slow clients are played with raw sockets, a slow upstream by the
+simulator."""
 
 from __future__ import annotations
 
@@ -215,13 +217,13 @@ def test_a_body_that_does_not_arrive_gets_408_and_is_recorded(tmp_path: Path, si
 # ---- through `switchboard serve`: the header deadline, and the CLI's limit
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """`switchboard serve --max-concurrency 2` (embedded config) with a 1 s header deadline."""
+@contextmanager
+def serve_cli(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+    """`switchboard serve` (embedded config, run from ``tmp_path``) with ``env`` added to a
+    clean environment; its URL once ready. Terminated on exit."""
     port = free_port()
-    env = {**clean_env(), "SWITCHBOARD_HEADER_TIMEOUT_S": "1", "SWITCHBOARD_BODY_TIMEOUT_S": "60"}
-    proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port), "--max-concurrency",
-                             "2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port), *args], cwd=tmp_path,
+                            env={**clean_env(), **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -230,6 +232,15 @@ def served(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=DEADLINE_S)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """`switchboard serve --max-concurrency 2` (embedded config) with a 1 s header deadline."""
+    with serve_cli(tmp_path, {"SWITCHBOARD_HEADER_TIMEOUT_S": "1",
+                              "SWITCHBOARD_BODY_TIMEOUT_S": "60"},
+                   "--max-concurrency", "2") as url:
+        yield url
 
 
 def closed_by_server(sock: socket.socket, *, trickle: bytes | None = None) -> bool:
@@ -296,3 +307,70 @@ def test_the_uvicorn_internals_the_header_deadline_relies_on() -> None:
     for name in ("connection_made", "on_message_begin", "on_headers_complete"):
         assert callable(getattr(HttpToolsProtocol, name)), name
     assert isinstance(ServerState().connections, set)
+
+
+# ---- through `switchboard serve`: uvicorn's connection backstop (SWITCHBOARD_MAX_CONNECTIONS)
+
+MAX_CONNECTIONS = 3
+
+
+def ask(sock: socket.socket, method: str = "GET", path: str = "/healthz",
+        body: dict[str, Any] | None = None) -> Reply:
+    """One request on ``sock`` (kept alive) and its reply."""
+    data = b"" if body is None else json.dumps(body).encode()
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return read_reply(sock)
+
+
+def served_connection(url: str) -> socket.socket:
+    """A kept-alive connection that was served (200). A connection refused meanwhile is retried:
+    a connection closed just before may still be counted until the server has seen it go."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        sock = connect(url)
+        if ask(sock).status == 200:
+            return sock
+        sock.close()
+        assert time.monotonic() < deadline, "no connection was served under the limit"
+        time.sleep(0.05)
+
+
+def assert_backstop_refusal(reply: Reply, sock: socket.socket) -> None:
+    """uvicorn's own answer past ``limit_concurrency``: a plain-text 503, connection closed."""
+    assert reply.status == 503, reply.body
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.body == b"Service Unavailable"
+    assert reply.headers["connection"] == "close"
+    assert closed_by_server(sock)
+
+
+@pytest.fixture
+def connection_capped(tmp_path: Path) -> Iterator[str]:
+    """`switchboard serve` with SWITCHBOARD_MAX_CONNECTIONS=3 (the gateway's own concurrency
+    limit far above) and deadlines long enough that held connections stay open."""
+    with serve_cli(tmp_path, {"SWITCHBOARD_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+                              "SWITCHBOARD_MAX_CONCURRENCY": "100",
+                              "SWITCHBOARD_HEADER_TIMEOUT_S": "120",
+                              "SWITCHBOARD_KEEP_ALIVE_S": "120"}) as url:
+        yield url
+
+
+def test_serve_max_connections_refuses_at_the_limit(connection_capped: str) -> None:
+    """With MAX_CONNECTIONS - 1 connections open, each is served (model calls included); a
+    connection that brings the count to the limit gets uvicorn's plain-text 503 for any request
+    and is closed; once one connection leaves, a new one is served again."""
+    url = connection_capped
+    chat = {"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}
+    with ExitStack() as held:
+        socks = [held.enter_context(served_connection(url)) for _ in range(MAX_CONNECTIONS - 1)]
+        for sock in socks:
+            assert ask(sock, "POST", "/v1/chat/completions", chat).status == 200
+        for method, path, body in (("GET", "/healthz", None), ("GET", "/v1/models", None),
+                                   ("POST", "/v1/chat/completions", chat)):
+            with connect(url) as extra:
+                assert_backstop_refusal(ask(extra, method, path, body), extra)
+        socks.pop().close()
+        with served_connection(url) as again:
+            assert ask(again, "POST", "/v1/chat/completions", chat).status == 200
+            assert ask(socks[0]).status == 200

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -100,11 +101,13 @@ class PrivateRedis:
             self._proc = None
 
 
-def serve_process(env: dict[str, str], port: int, *,
-                  log: Path) -> subprocess.Popen[bytes]:
-    """``switchboard serve`` on ``port``, once it answers /readyz (output to ``log``)."""
+def serve_process(env: dict[str, str], port: int, *, log: Path,
+                  wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """``switchboard serve`` on ``port``, once it answers /readyz (output to ``log``);
+    ``wrapper``: a command that runs it (its arguments follow), e.g. one that sets limits
+    and execs it, keeping its pid."""
     with log.open("ab") as out:
-        proc = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], env=env,
+        proc = subprocess.Popen([*wrapper, SWITCHBOARD, "serve", "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:

@@ -1,16 +1,29 @@
 """The Redis spool forgets the consumers of dead processes: idle ones with no pending entry go,
-ones with pending entries stay until their entries are claimed, and no entry is ever lost."""
+ones with pending entries stay until their entries are claimed, and no entry is ever lost. First
+the spool on its own, then real ``switchboard serve`` processes restarted on one (private)
+Redis."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from app.calllog.record import CallRecord, Row
 from app.calllog.redis_spool import RedisSpool, text
+from tests.calllog.freeze_proxy import FreezeProxy
+from tests.calllog.servers import PrivatePostgres, PrivateRedis, serve_process
+from tests.calllog.test_sick_database import calls, gateway_env, new_database, stored, until
+from tests.servers import free_port
 
 GROUP = "writers"
 
@@ -127,3 +140,109 @@ async def test_a_live_consumer_forgotten_loses_nothing(client: aioredis.Redis,
     await other.ack([t for t, _ in taken_by_other])
     await live.ack([t for t, _ in taken])
     assert await live.pending_count() == 0
+
+
+# ---- through running gateways ----------------------------------------------------------------
+# ``postgres`` (private, module-scoped) and ``redis_server`` (private, per test) come from
+# tests/calllog/conftest.py, so the group inspected here is these gateways' alone.
+
+SPOOL_STREAM, SPOOL_GROUP = "switchboard:spool", "writers"  # what `switchboard serve` uses
+FORGET = "forget_idle_s: 0.2"  # a dead process's consumer is idle for longer than this
+
+
+def consumer_of(proc: subprocess.Popen[bytes]) -> str:
+    """The consumer name a gateway process reads the spool as (``host-pid``)."""
+    return f"{socket.gethostname()}-{proc.pid}"
+
+
+def group(redis_url: str) -> dict[str, int]:
+    """The spool group's consumers -> their pending entries ({} before the group exists)."""
+    with redis.Redis.from_url(redis_url) as client:
+        try:
+            return {text(c["name"]): int(c["pending"])
+                    for c in client.xinfo_consumers(SPOOL_STREAM, SPOOL_GROUP)}
+        except ResponseError:  # no such key or group yet
+            return {}
+
+
+def wait_for_consumer(redis_url: str, name: str) -> dict[str, int]:
+    """The group once consumer ``name`` is in it (a gateway's first read of the spool, which
+    follows its first clean-up)."""
+    until(lambda: name in group(redis_url))
+    return group(redis_url)
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], log: Path) -> Iterator[
+        tuple[str, subprocess.Popen[bytes]]]:
+    """A `switchboard serve` on a port of its own (base URL, process); terminated on exit
+    unless the test ended it already."""
+    port = free_port()
+    proc = serve_process(env, port, log=log)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def end(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+def test_restarted_gateways_leave_one_consumer(
+        postgres: PrivatePostgres, redis_server: PrivateRedis, simulator: str,
+        tmp_path: Path) -> None:
+    """`switchboard serve` started five times on one Redis, each ended by SIGTERM or SIGKILL in
+    turn: once a new gateway reads the spool, its consumer is the group's only one (the dead
+    ones, with no pending entry, are gone), and every call's row is stored."""
+    url = new_database(postgres, "consumer_restarts", migrated=True)
+    env = gateway_env(tmp_path, simulator, url, redis_server.url, calllog=FORGET)
+    ids: set[str] = set()
+    for run, sig in enumerate([signal.SIGTERM, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL,
+                               None]):
+        with gateway_process(env, tmp_path / "serve.log") as (base, proc):
+            me = consumer_of(proc)
+            assert wait_for_consumer(redis_server.url, me) == {me: 0}, f"run {run}"
+            ids |= calls(base, f"restart-{run}", 3)
+            if sig is not None:
+                end(proc, sig)
+    assert sorted(stored(url, ids)) == sorted(ids)
+
+
+def test_a_dead_gateways_consumer_stays_until_its_rows_are_claimed(
+        postgres: PrivatePostgres, redis_server: PrivateRedis, simulator: str,
+        tmp_path: Path) -> None:
+    """A gateway killed (SIGKILL) while it held spooled rows it had taken (Postgres hung): the
+    next gateway keeps the dead consumer while it holds them, claims and stores them; the one
+    after forgets it. Every row is stored, once."""
+    url = new_database(postgres, "consumer_pending", migrated=True)
+    proxy = FreezeProxy(postgres.port)
+    env = gateway_env(tmp_path, simulator, proxy.url(url), redis_server.url, calllog=FORGET)
+    log = tmp_path / "serve.log"
+    try:
+        with gateway_process(env, log) as (base, first):
+            dead = consumer_of(first)
+            ids = calls(base, "pending-warm", 3)
+            assert sorted(stored(url, ids)) == sorted(ids)
+            proxy.freeze()
+            ids |= calls(base, "pending-hung", 6)
+            # Spooled to Redis after a store timeout, then taken for a replay that hangs too.
+            until(lambda: group(redis_server.url).get(dead, 0) > 0, timeout_s=60)
+            end(first, signal.SIGKILL)
+        proxy.drop()
+        proxy.thaw()
+        with gateway_process(env, log) as (base, second):
+            # It had pending rows at the new gateway's clean-up: kept.
+            assert dead in wait_for_consumer(redis_server.url, consumer_of(second))
+            found = stored(url, ids)
+            assert group(redis_server.url).get(dead) == 0  # claimed; forgotten at the next one
+            end(second, signal.SIGTERM)
+        with gateway_process(env, log) as (base, third):
+            me = consumer_of(third)
+            assert wait_for_consumer(redis_server.url, me) == {me: 0}
+    finally:
+        proxy.close()
+    assert sorted(found) == sorted(ids)

@@ -219,12 +219,14 @@ def test_a_database_back_unmigrated_keeps_spooling_until_migrated(
 
 
 def gateway_env(tmp_path: Path, simulator: str, url: str,
-                redis_url: str | None = None) -> dict[str, str]:
+                redis_url: str | None = None, *, calllog: str = "") -> dict[str, str]:
+    """The environment of a ``switchboard serve`` on the simulator; ``calllog``: more
+    ``calllog`` settings, as YAML flow items (``"forget_idle_s: 1"``)."""
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "providers:\n  sim: {type: openai, base_url: '" + simulator + "/v1'}\n"
         "models:\n  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n"
-        "calllog: {claim_idle_s: 1}\n")
+        "calllog: {claim_idle_s: 1" + (f", {calllog}" if calllog else "") + "}\n")
     env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_DATABASE_URL": url,
            "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"),
            "SWITCHBOARD_MASTER_KEY": MASTER_KEY}
