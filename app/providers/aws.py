@@ -1,5 +1,6 @@
 """What the AWS provider types (``bedrock``, ``sagemaker``) share: their credential fields,
-credentials resolved and refreshed off the event loop, and SigV4 signing with botocore.
+credentials resolved (botocore's chain) and refreshed off the event loop, and SigV4 signing
+(our own, checked against botocore's).
 
 Credentials, in the order they are looked for:
 
