@@ -116,7 +116,7 @@ class SimulatorApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
 
     def _route(self, method: str, path: str) -> Entry | None:
         entry = _ROUTES.get((method, path))
@@ -168,8 +168,9 @@ class SimulatorApp:
                 state.in_flight -= 1
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Nothing to build or tear down: acknowledge startup and shutdown."""
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to build or tear down: acknowledge startup and shutdown (also what the tests'
+    other loopback ASGI upstreams answer)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
