@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
-from app.db.engine import DATABASE_ERRORS, describe_error, refused_value
+from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.resources import resources_of
 
@@ -44,21 +42,6 @@ def get_directory(request: Request) -> KeyDirectory:
 DirectoryDep = Annotated[KeyDirectory, Depends(get_directory)]
 
 
-@asynccontextmanager
-async def _database() -> AsyncIterator[None]:
-    """Turn an unreachable database into a 503 for the admin client (a value the database
-    refused, such as a NUL character in an id, into a 400: bad input)."""
-    try:
-        yield
-    except DATABASE_ERRORS as exc:
-        refused = refused_value(exc)
-        if refused is not None:
-            raise refused from None
-        log.warning("key admin request failed, database unreachable: %s", describe_error(exc))
-        raise errors.GatewayError("The key database is unreachable; retry shortly.",
-                                  status=503, code="database_unavailable") from None
-
-
 def _key(record: KeyRecord, plaintext: str | None = None) -> dict[str, Any]:
     body = record.to_json(time.time())
     if plaintext is not None:
@@ -73,7 +56,7 @@ def _key(record: KeyRecord, plaintext: str | None = None) -> dict[str, Any]:
 async def create_key(spec: KeyCreate, admin: AdminDep,
                      directory: DirectoryDep) -> dict[str, Any]:
     """A new key; ``key`` in the answer is its plaintext, shown this once."""
-    async with _database():
+    async with answering("key database", log=log):
         record, plaintext = await directory.store.create_key(spec)
     return _key(record, plaintext)
 
@@ -83,14 +66,14 @@ async def list_keys(admin: AdminDep, directory: DirectoryDep,
                     team_id: Annotated[str | None, Query(max_length=64)] = None,
                     ) -> dict[str, Any]:
     """Every key (of one team with ``team_id``), oldest first."""
-    async with _database():
+    async with answering("key database", log=log):
         records = await directory.store.list_keys(team_id=team_id)
     return {"object": "list", "data": [_key(record) for record in records]}
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
-    async with _database():
+    async with answering("key database", log=log):
         return _key(await directory.store.get_key(key_id))
 
 
@@ -99,7 +82,7 @@ async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep,
                      directory: DirectoryDep) -> dict[str, Any]:
     """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
     setting or the expiry. The key's next call, on any gateway, runs under the change."""
-    async with _database():
+    async with answering("key database", log=log):
         record = await directory.store.update_key(key_id, spec)
     await directory.changed(key_id=key_id)
     return _key(record)
@@ -108,7 +91,7 @@ async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep,
 @router.post("/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """A new plaintext for the key (answered once); the old one stops working at once."""
-    async with _database():
+    async with answering("key database", log=log):
         record, plaintext = await directory.store.rotate_key(key_id)
     await directory.changed(key_id=key_id)
     return _key(record, plaintext)
@@ -117,7 +100,7 @@ async def rotate_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> d
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """Revoke the key (kept for the record; its calls are refused with 401)."""
-    async with _database():
+    async with answering("key database", log=log):
         record = await directory.store.revoke_key(key_id)
     await directory.changed(key_id=key_id)
     return _key(record)
@@ -125,7 +108,7 @@ async def revoke_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> d
 
 @router.delete("/keys/{key_id}")
 async def delete_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
-    async with _database():
+    async with answering("key database", log=log):
         record = await directory.store.delete_key(key_id)
     await directory.changed(key_id=key_id)
     return {"object": "key", "id": record.id, "deleted": True}
@@ -137,21 +120,21 @@ async def delete_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> d
 @router.post("/teams", status_code=201)
 async def create_team(spec: TeamCreate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
-    async with _database():
+    async with answering("key database", log=log):
         return (await directory.store.create_team(spec)).to_json()
 
 
 @router.get("/teams")
 async def list_teams(admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """Every team, oldest first."""
-    async with _database():
+    async with answering("key database", log=log):
         teams = await directory.store.list_teams()
     return {"object": "list", "data": [team.to_json() for team in teams]}
 
 
 @router.get("/teams/{team_id}")
 async def get_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
-    async with _database():
+    async with answering("key database", log=log):
         return (await directory.store.get_team(team_id)).to_json()
 
 
@@ -160,7 +143,7 @@ async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
     """Change the fields sent; the team's keys pick up the new limits and privacy setting on
     every gateway."""
-    async with _database():
+    async with answering("key database", log=log):
         team = await directory.store.update_team(team_id, spec)
     await directory.changed(team_id=team_id)
     return team.to_json()
@@ -169,7 +152,7 @@ async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
 @router.delete("/teams/{team_id}")
 async def delete_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """Remove a team with no keys left (409 ``team_not_empty`` otherwise)."""
-    async with _database():
+    async with answering("key database", log=log):
         team = await directory.store.delete_team(team_id)
     await directory.changed(team_id=team_id)
     return {"object": "team", "id": team.id, "deleted": True}

@@ -26,15 +26,13 @@ version or label 404 naming it; a template id taken or nothing to roll back to 4
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
-from app.db.engine import DATABASE_ERRORS, describe_error, refused_value
+from app.db.engine import answering
 from app.prompts import TemplateCreate, VersionSpec
 from app.prompts.diff import diff
 from app.prompts.library import PromptLibrary
@@ -60,22 +58,6 @@ TemplateId = Annotated[str, Path(max_length=128)]
 Number = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
-@asynccontextmanager
-async def _database() -> AsyncIterator[None]:
-    """Turn an unreachable database into a 503 for the admin client (a value the database
-    refused, such as a NUL character in an id, into a 400: bad input)."""
-    try:
-        yield
-    except DATABASE_ERRORS as exc:
-        refused = refused_value(exc)
-        if refused is not None:
-            raise refused from None
-        log.warning("prompt admin request failed, database unreachable: %s",
-                    describe_error(exc))
-        raise errors.GatewayError("The prompt database is unreachable; retry shortly.",
-                                  status=503, code="database_unavailable") from None
-
-
 def _label(label: str) -> str:
     try:
         return check_label(label)
@@ -87,7 +69,7 @@ def _label(label: str) -> str:
 async def create_template(spec: TemplateCreate, admin: AdminDep,
                           library: LibraryDep) -> dict[str, Any]:
     """A new template with its version 1 (and the labels given on it)."""
-    async with _database():
+    async with answering("prompt database", log=log):
         record = await library.store.create_template(spec)
     library.forget(spec.id)
     return record.to_json()
@@ -96,7 +78,7 @@ async def create_template(spec: TemplateCreate, admin: AdminDep,
 @router.get("")
 async def list_templates(admin: AdminDep, library: LibraryDep) -> dict[str, Any]:
     """Every template, by id: its latest version and its labels."""
-    async with _database():
+    async with answering("prompt database", log=log):
         records = await library.store.list_templates()
     return {"object": "list", "data": [record.summary() for record in records]}
 
@@ -105,7 +87,7 @@ async def list_templates(admin: AdminDep, library: LibraryDep) -> dict[str, Any]
 async def get_template(template_id: TemplateId, admin: AdminDep,
                        library: LibraryDep) -> dict[str, Any]:
     """The template with every version, its labels and the labels' history."""
-    async with _database():
+    async with answering("prompt database", log=log):
         return (await library.store.get_template(template_id)).to_json()
 
 
@@ -113,7 +95,7 @@ async def get_template(template_id: TemplateId, admin: AdminDep,
 async def add_version(template_id: TemplateId, spec: VersionSpec, admin: AdminDep,
                       library: LibraryDep) -> dict[str, Any]:
     """The template's next version (labels stay where they are: move one to serve it)."""
-    async with _database():
+    async with answering("prompt database", log=log):
         record = await library.store.add_version(template_id, spec)
     library.forget(template_id)  # "latest" moved
     return record.to_json()
@@ -122,7 +104,7 @@ async def add_version(template_id: TemplateId, spec: VersionSpec, admin: AdminDe
 @router.get("/{template_id}/versions/{number}")
 async def get_version(template_id: TemplateId, number: Number, admin: AdminDep,
                       library: LibraryDep) -> dict[str, Any]:
-    async with _database():
+    async with answering("prompt database", log=log):
         return (await library.store.get_version(template_id, number)).to_json()
 
 
@@ -132,7 +114,7 @@ async def diff_versions(template_id: TemplateId, admin: AdminDep, library: Libra
                         new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION)],
                         ) -> dict[str, Any]:
     """What changed from version ``from`` to version ``to``."""
-    async with _database():
+    async with answering("prompt database", log=log):
         before = await library.store.get_version(template_id, old)
         after = await library.store.get_version(template_id, new)
     return diff(before, after)
@@ -142,7 +124,7 @@ async def diff_versions(template_id: TemplateId, admin: AdminDep, library: Libra
 async def set_label(template_id: TemplateId, label: str, move: LabelMove, admin: AdminDep,
                     library: LibraryDep) -> dict[str, Any]:
     """Point ``label`` at ``version`` (creating the label if it is new)."""
-    async with _database():
+    async with answering("prompt database", log=log):
         event = await library.store.set_label(template_id, _label(label), move.version)
     library.forget(template_id)
     return {"object": "prompt.label", "template_id": template_id, **event.to_json()}
@@ -154,7 +136,7 @@ async def rollback_label(template_id: TemplateId, label: str, admin: AdminDep,
                          spec: Annotated[Rollback | None, Body()] = None) -> dict[str, Any]:
     """Move ``label`` back: to ``version`` when given, else to where it pointed before its
     last move."""
-    async with _database():
+    async with answering("prompt database", log=log):
         event = await library.store.rollback(template_id, _label(label),
                                              spec.version if spec is not None else None)
     library.forget(template_id)

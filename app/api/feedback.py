@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from app import errors, feedback
 from app.api.admin import AdminDep, EngineDep
 from app.api.deps import CallerDep
-from app.db.engine import DATABASE_ERRORS, refused_value
+from app.db.engine import answering
 from app.resources import resources_of
 
 router = APIRouter()
@@ -26,28 +26,17 @@ async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
     if engine is None:
         raise errors.GatewayError("Feedback needs the call log, which is off on this gateway.",
                                   status=503, code="call_log_unavailable")
-    try:
+    async with answering("call log database", code="call_log_unavailable"):
         call_id = await feedback.find_call(engine, spec.request_id)
         if call_id is None:
             raise errors.NotFound(f"No call with the id {spec.request_id!r}.",
                                   param="request_id", code="call_not_found")
         return await feedback.add(engine, call_id, spec)
-    except DATABASE_ERRORS as exc:
-        raise _database_error(exc) from None
 
 
 @router.get("/admin/calls/{call_id}/feedback")
 async def call_feedback(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
     """Every feedback on one call, oldest first."""
-    try:
+    async with answering("call log database", code="call_log_unavailable"):
         return {"object": "list", "data": await feedback.of_call(engine, call_id[:128])}
-    except DATABASE_ERRORS as exc:
-        raise _database_error(exc) from None
 
-
-def _database_error(exc: BaseException) -> errors.GatewayError:
-    """A value the database refused (a NUL character in an id) is bad input, a 400; anything
-    else means the call log database cannot answer, a 503."""
-    return refused_value(exc) or errors.GatewayError(
-        "The call log database is unreachable; retry shortly.", status=503,
-        code="call_log_unavailable")

@@ -15,6 +15,9 @@ SQLite runs in WAL mode so readers never block the writer.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -74,6 +77,24 @@ def refused_value(exc: BaseException) -> errors.InvalidRequest | None:
     return errors.InvalidRequest(
         f"A value in the request is one the database cannot take ({describe_error(exc)}).",
         code="invalid_value")
+
+
+@asynccontextmanager
+async def answering(database: str, *, code: str = "database_unavailable",
+                    log: logging.Logger | None = None) -> AsyncIterator[None]:
+    """``DATABASE_ERRORS`` raised in the body become the client's answer: a value the database
+    refused (``refused_value``) a 400; anything else a 503 ``code`` saying that ``database``
+    (``"key database"``...) is unreachable, logged to ``log`` as a warning when given."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        refused = refused_value(exc)
+        if refused is not None:
+            raise refused from None
+        if log is not None:
+            log.warning("request failed, %s unreachable: %s", database, describe_error(exc))
+        raise errors.GatewayError(f"The {database} is unreachable; retry shortly.",
+                                  status=503, code=code) from None
 
 
 class UnsupportedDatabaseUrl(ValueError):
