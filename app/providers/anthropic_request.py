@@ -8,12 +8,9 @@ The choices made where the two APIs differ are listed in ``app.providers.anthrop
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import orjson
 
 from app import errors
-from app.providers.base import ChatCall, Json, Target
+from app.providers.base import ChatCall, Json, Target, tool_arguments
 from app.schemas import ChatRequest, Message, ToolCall
 
 # Anthropic-native request fields a client may send beside the OpenAI ones (as the OpenAI SDK's
@@ -86,15 +83,8 @@ def content_blocks(content: str | list[Json] | None, *, param: str) -> list[Json
 
 
 def _tool_use_block(call: ToolCall, *, param: str) -> Json:
-    raw = call.function.arguments
-    try:
-        arguments: Any = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("tool call arguments are not valid JSON",
-                                    param=param) from None
-    if not isinstance(arguments, dict):
-        raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
-    return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
+    return {"type": "tool_use", "id": call.id, "name": call.function.name,
+            "input": tool_arguments(call.function.arguments, param=param)}
 
 
 def _assistant_blocks(message: Message, *, param: str) -> list[Json]:

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import errors
@@ -153,6 +154,19 @@ def text_inputs(call: EmbeddingCall, *, refusal: str) -> list[str]:
     if len(texts) != len(value):
         raise errors.InvalidRequest(refusal, param="input")
     return texts
+
+
+def tool_arguments(raw: str, *, param: str) -> Json:
+    """An OpenAI tool call's ``arguments`` string as the JSON object upstreams that take them
+    structured want (empty: ``{}``); not JSON, or not an object, is a 400 naming ``param``."""
+    try:
+        arguments: Any = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("tool call arguments are not valid JSON",
+                                    param=param) from None
+    if not isinstance(arguments, dict):
+        raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return arguments
 
 
 @runtime_checkable

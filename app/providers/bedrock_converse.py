@@ -7,13 +7,12 @@ raised before anything is sent. The choices are listed in ``app.providers.bedroc
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import orjson
 
 from app import errors
 from app.providers.anthropic_request import required_schema
-from app.providers.base import ChatCall, Json, Target
+from app.providers.base import ChatCall, Json, Target, tool_arguments
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
@@ -66,15 +65,8 @@ def _blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
 def _tool_use(message: Message, *, param: str) -> list[Json]:
     blocks: list[Json] = []
     for i, call in enumerate(message.tool_calls or ()):
-        where = f"{param}.tool_calls[{i}].function.arguments"
-        raw = call.function.arguments
-        try:
-            arguments: Any = orjson.loads(raw) if raw.strip() else {}
-        except orjson.JSONDecodeError:
-            raise errors.InvalidRequest("tool call arguments are not valid JSON",
-                                        param=where) from None
-        if not isinstance(arguments, dict):
-            raise errors.InvalidRequest("tool call arguments must be a JSON object", param=where)
+        arguments = tool_arguments(call.function.arguments,
+                                   param=f"{param}.tool_calls[{i}].function.arguments")
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name,
                                    "input": arguments}})
     return blocks

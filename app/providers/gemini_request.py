@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from app import errors
-from app.providers.base import ChatCall, Json, Target
+from app.providers.base import ChatCall, Json, Target, tool_arguments
 from app.schemas import ChatRequest, Message
 
 # Gemini-native request fields a client may send beside the OpenAI ones (the OpenAI SDK's
@@ -70,17 +70,6 @@ def content_parts(content: str | list[Json] | None, *, param: str) -> list[Json]
     return parts
 
 
-def _arguments(raw: str, *, param: str) -> Json:
-    try:
-        arguments: Any = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("tool call arguments are not valid JSON",
-                                    param=param) from None
-    if not isinstance(arguments, dict):
-        raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
-    return arguments
-
-
 def _signature(extra: dict[str, Any] | None, *, param: str) -> str | None:
     """The thought signature a client sent back in ``extra_content.google.thought_signature``
     (where ``gemini_response.carried_signature`` put it); None when there is none."""
@@ -118,7 +107,7 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
     for i, call in enumerate(message.tool_calls or ()):
         where = f"{param}.tool_calls[{i}]"
         names[call.id] = call.function.name
-        args = _arguments(call.function.arguments, param=f"{where}.function.arguments")
+        args = tool_arguments(call.function.arguments, param=f"{where}.function.arguments")
         function_call: Json = {"functionCall": {"name": call.function.name, "args": args}}
         signature = _signature(call.model_extra, param=where)
         if signature is not None:
