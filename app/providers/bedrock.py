@@ -74,7 +74,7 @@ from app.providers.base import (
 )
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import StreamTranslator, to_chat_completion
-from app.providers.http import SSEEvent
+from app.providers.http import SSEEvent, drain
 from app.scrub import config_secrets
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -130,7 +130,7 @@ class Bedrock:
                 for chunk in translator.feed(message.event_type, _json(message.payload)):
                     yield chunk
                 if translator.done:
-                    await _drain(events)  # the connection goes back to the pool
+                    await drain(events)  # the connection goes back to the pool
                     break
             translator.finish()
         finally:
@@ -224,13 +224,6 @@ async def _anthropic_events(events: AsyncGenerator[Message, None], *, service: s
                 yield SSEEvent(event=None, data=_chunk_bytes(message.payload).decode())
     finally:
         await events.aclose()
-
-
-async def _drain(events: AsyncIterator[Message]) -> None:
-    """Read a stream to its end after its last event, so that its connection returns to the
-    pool (as ``http.drain`` does for server-sent events)."""
-    async for _ in events:
-        pass
 
 
 def _json(raw: bytes) -> Json:
