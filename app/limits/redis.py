@@ -42,9 +42,11 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from app.limits import scripts
@@ -126,9 +128,19 @@ class RedisLimiter:
         self._clock = clock
         self._admits: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
         self._settles: list[_Call] = []
+        self._settle_timer: asyncio.TimerHandle | None = None
+        """Sends the queued settles on their own once ``SETTLE_DELAY_S`` has passed; cancelled
+        when an admission takes them along (an idle process is not woken for nothing)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._settles_in_flight = 0
         self._admits_in_flight = 0
+        self._in_flight: deque[_RoundTrip] = deque()
+        """Admission round trips in the order they were sent (answered ones leave from the
+        front), for ``_check_late``."""
+        self._late_timer: asyncio.TimerHandle | None = None
+        self._sending: _RoundTrip | None = None
+        """The admission round trip in flight and not yet given up on: admissions wait for it
+        to be answered, then go together (see the module docstring)."""
         self._down_until = 0.0
         """Until then (monotonic) Redis is taken as down: see ``DOWN_FOR_S``."""
         self._logged_at = -math.inf
@@ -175,10 +187,10 @@ class RedisLimiter:
         keys.append(bulk(",".join(map(str, args)).encode()))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int] | None] = loop.create_future()
-        if not self._admits:
-            loop.call_soon(self._flush_admits)
         self._admits.append(((scripts.ADMIT, b"*%d\r\n" % (4 + 3 * len(buckets)),
                               b"".join(keys)), future))
+        if self._sending is None:  # else it goes with the others when that one is answered
+            self._flush_admits()
         raw = await future
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
@@ -204,20 +216,21 @@ class RedisLimiter:
                      -1 if known.ends_at is None else math.ceil(known.ends_at - now)
                      + _SPEND_GRACE_S]
         keys.append(bulk(",".join(map(str, args)).encode()))
-        if not self._settles:
+        if self._settle_timer is None:
             try:
-                asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush_settles)
+                self._settle_timer = asyncio.get_running_loop().call_later(
+                    SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
         self._settles.append((scripts.SETTLE, b"*%d\r\n" % (4 + 2 * len(buckets)),
                               b"".join(keys)))
 
     def _flush_admits(self) -> None:
-        """Send this tick's admissions, with the settles queued so far riding along, as one
-        round trip, answered by ``_answered``; ``_late`` bounds the wait (callbacks, not a
-        task: this runs once per round trip and is most of the limiter's own CPU)."""
+        """Send the admissions queued so far, with the settles queued so far riding along, as
+        one round trip, answered by ``_answered`` (callbacks, not a task: this runs once per
+        round trip and is most of the limiter's own CPU)."""
         batch, self._admits = self._admits, []
-        settles, self._settles = self._settles, []
+        settles = self._take_settles()
         skip: BaseException | None = None
         if time.monotonic() < self._down_until:
             skip = _MarkedDown("Redis failed less than a second ago")
@@ -227,17 +240,27 @@ class RedisLimiter:
             self._send_settles(settles)
             self._give_up(batch, [], skip)
             return
-        calls = settles + [call for call, _ in batch]
-        round_trip = self._redis.send(self._encoded(calls), len(calls))
+        trip = _RoundTrip(settles + [call for call, _ in batch], batch, len(settles),
+                          time.monotonic() + self._timeout_s)
         self._admits_in_flight += 1
-        timer = asyncio.get_running_loop().call_later(
-            self._timeout_s, self._late, round_trip, batch, _LATE_TURNS)
-        round_trip.add_done_callback(
-            lambda done: self._answered(done, calls, batch, settles, timer))
+        self._sending = trip
+        self._in_flight.append(trip)
+        if self._late_timer is None:
+            self._late_timer = asyncio.get_running_loop().call_later(
+                self._timeout_s, self._check_late)
+        self._redis.send_then(self._encoded(trip.calls), len(trip.calls),
+                              partial(self._answered, trip))
 
     def _flush_settles(self) -> None:
-        batch, self._settles = self._settles, []
-        self._send_settles(batch)  # empty when an admission took them along
+        self._send_settles(self._take_settles())
+
+    def _take_settles(self) -> list[_Call]:
+        """The settles queued so far (their timer is stopped: they are on their way)."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        settles, self._settles = self._settles, []
+        return settles
 
     def _send_settles(self, batch: list[_Call]) -> None:
         if not batch:
@@ -253,45 +276,70 @@ class RedisLimiter:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _answered(self, round_trip: asyncio.Future[list[Any]], calls: list[_Call],
-                  batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
-                  settles: list[_Call], timer: asyncio.TimerHandle, *,
-                  retried: bool = False) -> None:
-        failure = None if round_trip.cancelled() else round_trip.exception()
-        if (not retried and failure is None and not round_trip.cancelled()
-                and _missing(round_trip.result())):
+    def _answered(self, trip: _RoundTrip, result: list[Any] | BaseException, *,
+                   retried: bool = False) -> None:
+        if not retried and not isinstance(result, BaseException) and _missing(result):
             # Redis lost the scripts (a restart, SCRIPT FLUSH, a failover): load them and
             # send the calls that did not run again, then come back here (once).
-            again = self._spawn(self._run_missing(calls, round_trip.result()))
+            again = self._spawn(self._run_missing(trip.calls, result))
             again.add_done_callback(lambda done: self._answered(
-                done, calls, batch, settles, timer, retried=True))
+                trip, _outcome(done), retried=True))
             return
+        trip.answered = True
         self._admits_in_flight -= 1
-        timer.cancel()
-        if round_trip.cancelled() or failure is not None:
-            self._give_up(batch, settles, failure or TimeoutError("round trip cancelled"))
-            return
-        answers = round_trip.result()
-        self._settled(answers[:len(settles)])
-        self._down_until = 0.0
-        for (_, future), result in zip(batch, answers[len(settles):], strict=True):
-            if isinstance(result, Exception):
-                self._warn("admission script failed", result)
-            if not future.done():  # done: given up on as late, decided by the fail mode
-                future.set_result(_numbers(result))
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].answered:
+            in_flight.popleft()
+        if isinstance(result, BaseException):
+            self._give_up(trip.batch, trip.calls[:trip.settles], result)
+        else:
+            self._settled(result[:trip.settles])
+            self._down_until = 0.0
+            for (_, future), answer in zip(trip.batch, result[trip.settles:], strict=True):
+                if isinstance(answer, Exception):
+                    self._warn("admission script failed", answer)
+                if not future.done():  # done: given up on as late, decided by the fail mode
+                    future.set_result(_numbers(answer))
+        self._next(trip)
 
-    def _late(self, round_trip: asyncio.Future[list[Any]],
-              batch: list[tuple[_Call, asyncio.Future[list[int] | None]]], turns: int) -> None:
+    def _next(self, trip: _RoundTrip) -> None:
+        """``trip`` is answered or given up on: the admissions that waited for it go now."""
+        if self._sending is trip:
+            self._sending = None
+            if self._admits:
+                self._flush_admits()
+
+    def _check_late(self) -> None:
+        """The timer of the oldest round trip in flight: those past their time get a few more
+        event-loop turns (``_late``), then it is set for the next one. One timer for all round
+        trips, left running when they are answered (at a few calls a second it fires about
+        once per ``timeout_s``; a timer per round trip cost one more wake-up per call)."""
+        self._late_timer = None
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].answered:
+            in_flight.popleft()
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for trip in in_flight:
+            if trip.deadline > now:
+                self._late_timer = loop.call_later(trip.deadline - now, self._check_late)
+                return
+            if not trip.answered and not trip.late:
+                trip.late = True
+                loop.call_soon(self._late, trip, _LATE_TURNS)
+
+    def _late(self, trip: _RoundTrip, turns: int) -> None:
         """The round trip's time is up: a few more event-loop turns for a reply that arrived
         while this process was busy, then its admissions are decided by the fail mode (the
         round trip is left to finish: cancelling it would drop its connection)."""
-        if round_trip.done():
+        if trip.answered:
             return
         if turns > 0:
-            asyncio.get_running_loop().call_soon(self._late, round_trip, batch, turns - 1)
+            asyncio.get_running_loop().call_soon(self._late, trip, turns - 1)
             return
-        self._give_up(batch, [], TimeoutError(  # its settles were sent: they may still land
+        self._give_up(trip.batch, [], TimeoutError(  # its settles were sent: they may still land
             f"no answer within {self._timeout_s * 1000:.0f} ms"))
+        self._next(trip)
 
     def _give_up(self, batch: list[tuple[_Call, asyncio.Future[list[int] | None]]],
                  settles: list[_Call], exc: BaseException) -> None:
@@ -373,6 +421,30 @@ class RedisLimiter:
         if now - self._logged_at >= _LOG_EVERY_S:  # Redis down is many calls: one line per 10 s
             self._logged_at = now
             log.warning("%s: %s", what, type(exc).__name__)
+
+
+class _RoundTrip:
+    """One admission round trip: its calls (the settles riding along first), the admissions'
+    futures, and when it is late."""
+
+    __slots__ = ("answered", "batch", "calls", "deadline", "late", "settles")
+
+    def __init__(self, calls: list[_Call],
+                 batch: list[tuple[_Call, asyncio.Future[list[int] | None]]], settles: int,
+                 deadline: float) -> None:
+        self.calls = calls
+        self.batch = batch
+        self.settles = settles
+        """How many of ``calls`` are settles."""
+        self.deadline = deadline
+        self.answered = False
+        self.late = False
+
+
+def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:
+    if done.cancelled():
+        return TimeoutError("round trip cancelled")
+    return done.exception() or done.result()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,15 +27,18 @@ round trip still waiting (FIFO), however many are in flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 Arg = str | bytes | int
+log = logging.getLogger("switchboard.limits")
 
 
 class ReplyError(Exception):
@@ -152,17 +155,40 @@ def parse(buf: bytes | bytearray, pos: int) -> tuple[object, int]:
     raise ConnectionError(f"not a RESP reply (type byte {kind!r})")
 
 
+Answer = Callable[[list[object] | BaseException], None]
+"""What a round trip's replies are handed to: the list of them, or why there are none."""
+
+
 class _Waiting:
-    """A round trip in flight: the replies it still expects, and when it gives up."""
+    """A round trip in flight: the replies it still expects, whom to hand them to, and when
+    it gives up."""
 
-    __slots__ = ("deadline", "future", "left", "replies")
+    __slots__ = ("answer", "deadline", "left", "replies")
 
-    def __init__(self, future: asyncio.Future[list[object]], count: int,
-                 deadline: float) -> None:
-        self.future = future
+    def __init__(self, answer: Answer, count: int, deadline: float) -> None:
+        self.answer = answer
         self.left = count
         self.replies: list[object] = []
         self.deadline = deadline
+
+
+def _hand(answer: Answer, result: list[object] | BaseException) -> None:
+    """``answer(result)``; a bug in it is logged, never raised into the connection's reading
+    (the round trips behind it must still get their replies)."""
+    try:
+        answer(result)
+    except Exception:
+        log.exception("a Redis reply's receiver failed")
+
+
+def _settle_future(future: asyncio.Future[list[object]],
+                   result: list[object] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 class _Wire(asyncio.Protocol):
@@ -182,15 +208,18 @@ class _Wire(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[object]]:
+        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+        self.send_then(payload, count, partial(_settle_future, future))
+        return future
+
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
         if self.lost is not None or self._transport is None:
             raise ConnectionError("the connection to Redis is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[object]] = loop.create_future()
         self._transport.write(payload)
-        self._waiting.append(_Waiting(future, count, time.monotonic() + self._reply_timeout_s))
+        self._waiting.append(_Waiting(answer, count, time.monotonic() + self._reply_timeout_s))
         if self._watchdog is None:
-            self._watchdog = loop.call_later(self._reply_timeout_s, self._check)
-        return future
+            self._watchdog = asyncio.get_running_loop().call_later(
+                self._reply_timeout_s, self._check)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -208,8 +237,7 @@ class _Wire(asyncio.Protocol):
                 head.left -= 1
                 if head.left == 0:
                     waiting.popleft()
-                    if not head.future.done():
-                        head.future.set_result(head.replies)
+                    _hand(head.answer, head.replies)
         except (ValueError, ConnectionError) as exc:  # garbage: nothing after it can be trusted
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
             return
@@ -247,13 +275,11 @@ class _Wire(asyncio.Protocol):
             self._watchdog.cancel()
             self._watchdog = None
         while self._waiting:
-            future = self._waiting.popleft().future
-            if not future.done():
-                # Each waiter gets its own exception object: one raised in several
-                # tasks would collect every task's traceback.
-                why = self.lost
-                future.set_exception(ConnectionError(str(why)) if not isinstance(
-                    why, TimeoutError) else TimeoutError(str(why)))
+            # Each waiter gets its own exception object: one raised in several tasks would
+            # collect every task's traceback.
+            why = self.lost
+            _hand(self._waiting.popleft().answer, ConnectionError(str(why)) if not isinstance(
+                why, TimeoutError) else TimeoutError(str(why)))
 
 
 class RespClient:
@@ -279,14 +305,37 @@ class RespClient:
 
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[object]]:
         """``execute`` for commands already encoded (``count`` of them in ``payload``), as a
-        future: on a live connection no task is made (the limiter's hot path)."""
+        future."""
+        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+        self.send_then(payload, count, partial(_settle_future, future))
+        return future
+
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
+        """``send``, handing the replies (or the exception that ``send``'s future would raise)
+        to ``answer``, called from the connection's reading: on a live connection no future or
+        task is made, and the replies reach ``answer`` in the event-loop turn they arrive in
+        (the limiter's hot path). Never raises."""
         wire = self._wire
         if wire is not None and wire.lost is None:
-            return wire.send(payload, count)
-        return asyncio.ensure_future(self._send_connected(payload, count))
+            wire.send_then(payload, count, answer)
+            return
+        connecting = asyncio.ensure_future(self._connected())
+        connecting.add_done_callback(partial(self._send_when_connected, payload, count, answer))
 
-    async def _send_connected(self, payload: bytes, count: int) -> list[object]:
-        return await (await self._connected()).send(payload, count)
+    def _send_when_connected(self, payload: bytes, count: int, answer: Answer,
+                             connecting: asyncio.Future[_Wire]) -> None:
+        if connecting.cancelled():
+            _hand(answer, ConnectionError("connecting to Redis was cancelled"))
+            return
+        failure = connecting.exception()
+        if failure is not None:
+            _hand(answer, failure)
+            return
+        wire = connecting.result()
+        try:
+            wire.send_then(payload, count, answer)
+        except ConnectionError as exc:  # lost between connecting and now
+            _hand(answer, exc)
 
     async def _connected(self) -> _Wire:
         if self._closed:

@@ -14,7 +14,7 @@ may still name a demoted one for a moment). The connection is then used exactly 
   decides it by its fail mode); the next one goes to the new master.
 
 The plain ``redis://`` client (``RespClient``) is untouched by this: the check of replies for
-``READONLY`` is a done-callback only this class adds.
+``READONLY`` wraps each round trip's answer in this class only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from app.limits.resp import Address, ReplyError, RespClient, _Wire, encode
+from app.limits.resp import Address, Answer, ReplyError, RespClient, _Wire, encode
 from app.sentinel_url import SentinelUrl
 
 
@@ -42,17 +42,22 @@ class SentinelRespClient(RespClient):
         self.resolved: tuple[str, int] | None = None
         """The master's address as last resolved (``None`` before the first connection)."""
 
-    def send(self, payload: bytes, count: int) -> asyncio.Future[list[object]]:
-        round_trip = super().send(payload, count)
-        round_trip.add_done_callback(partial(self._watch, self._wire))
-        return round_trip
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
+        super().send_then(payload, count, partial(self._watch, self._wire, answer))
 
-    def _watch(self, wire: _Wire | None, round_trip: asyncio.Future[list[object]]) -> None:
-        """Drop the connection a ``-READONLY`` reply came on: the master moved."""
-        if round_trip.cancelled() or round_trip.exception() is not None:
+    def _watch(self, wire: _Wire | None, answer: Answer,
+               result: list[object] | BaseException) -> None:
+        """Drop the connection a ``-READONLY`` reply came on (the master moved), then hand the
+        replies on."""
+        try:
+            self._drop_if_readonly(wire, result)
+        finally:
+            answer(result)
+
+    def _drop_if_readonly(self, wire: _Wire | None, result: list[object] | BaseException) -> None:
+        if isinstance(result, BaseException):
             return  # a failed connection is dropped already; the next one resolves again
-        if not any(isinstance(r, ReplyError) and r.code == "READONLY"
-                   for r in round_trip.result()):
+        if not any(isinstance(r, ReplyError) and r.code == "READONLY" for r in result):
             return
         current = self._wire
         if current is not None and (wire is None or current is wire):
