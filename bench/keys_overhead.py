@@ -102,11 +102,14 @@ def wait_listening(port: int) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def create_keys(env: dict[str, str], work: Path) -> Path:
-    """Start the gateway once and create the teams and keys through its admin API."""
+def create_keys(env: dict[str, str], work: Path) -> tuple[Path, Path]:
+    """Start the gateway once and create the teams and keys through its admin API: the 1,000
+    keys with limits and budgets, and 1,000 without any (no team), which show what a virtual
+    key costs without its limiter."""
     port = free_port()
     proc = start([str(BIN), "serve", "--port", str(port)], env, port)
     keys: list[str] = []
+    plain: list[str] = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
                           headers={"Authorization": f"Bearer {KEY}"}) as admin:
@@ -116,12 +119,15 @@ def create_keys(env: dict[str, str], work: Path) -> Path:
                 created = admin.post("/admin/keys", json={
                     "name": f"app-{k}", "team_id": teams[k % TEAMS], **HIGH}).raise_for_status()
                 keys.append(created.json()["key"])
+                plain.append(admin.post("/admin/keys", json={"name": f"plain-{k}"})
+                             .raise_for_status().json()["key"])
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    path = work / "keys.txt"
+    path, plain_path = work / "keys.txt", work / "plain.txt"
     path.write_text("\n".join(keys) + "\n")
-    return path
+    plain_path.write_text("\n".join(plain) + "\n")
+    return path, plain_path
 
 
 def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
@@ -158,6 +164,59 @@ def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
         proc.wait(timeout=60)
 
 
+def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
+           keys_file: Path, plain_file: Path, *, pairs: int, seconds: float,
+           rate: float) -> None:
+    """One gateway process serving both callers in alternating windows: pairs of open-loop
+    runs at ``rate``, one with the master key and one with the 1,000 keys (which goes first
+    alternates), the gateway's CPU per request measured over each. A machine whose speed
+    drifts by tens of percent between runs a minute apart (this VM's does) moves both halves
+    of a pair alike, so the median of the per-pair ratios is steadier than a ratio of medians
+    of separate runs; the same process serves both, so nothing differs but the caller."""
+    proc = start(argv, env, port)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    ratios: list[float] = []
+    plain_ratios: list[float] = []
+    p99_added: list[float] = []
+    try:
+        load(url, keys_file, mode="closed", seconds=60, requests=2 * KEYS)
+        load(url, plain_file, mode="closed", seconds=60, requests=2 * KEYS)
+        load(url, master_file, mode="closed", seconds=2)
+        for pair in range(pairs):
+            got: dict[Path, tuple[float, float]] = {}
+            callers = (master_file, plain_file, keys_file)
+            for caller in callers if pair % 2 == 0 else reversed(callers):
+                time.sleep(0.5)  # the last window's settles and log writes land before this one
+                tracer = (subprocess.Popen(["perf", "stat", "-e", "context-switches,task-clock,raw_syscalls:sys_enter,syscalls:sys_enter_getpid,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_mmap,page-faults", "-p", str(proc.pid), "-o",
+                                            f"/tmp/strace-{caller.stem}-{pair}.txt"])
+                          if os.environ.get("BENCH_STRACE") else None)
+                before = cpu_seconds(proc.pid)
+                report = load(url, caller, mode="open", seconds=seconds, rate=rate)
+                if tracer is not None:
+                    tracer.send_signal(2)
+                    tracer.wait()
+                    print(caller.stem, report.requests)
+                got[caller] = ((cpu_seconds(proc.pid) - before) / report.requests * 1e6,
+                               report.latency_ms["p99"])
+            (master_cpu, master_p99), (keys_cpu, keys_p99) = got[master_file], got[keys_file]
+            ratios.append(keys_cpu / master_cpu)
+            plain_ratios.append(got[plain_file][0] / master_cpu)
+            p99_added.append(keys_p99 - master_p99)
+            print(f"  pair {pair + 1}: CPU us/request at {rate:.0f}/s master {master_cpu:.0f}, "
+                  f"keys without limits {got[plain_file][0]:.0f} ({plain_ratios[-1]:.3f}x), "
+                  f"keys {keys_cpu:.0f} ({ratios[-1]:.3f}x); p99 {master_p99:.2f} / "
+                  f"{keys_p99:.2f} ms", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"\npaired, one gateway process, {pairs} pairs of {seconds:g} s at {rate:.0f} req/s: "
+          f"keys + limits + budgets cost {statistics.median(ratios):.3f}x the master key's CPU "
+          f"per request (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}; target <= 1.10x); "
+          f"p99 added {statistics.median(p99_added):+.2f} ms (median; target <= 5 ms); keys "
+          f"without limits or budgets {statistics.median(plain_ratios):.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -166,6 +225,11 @@ def main() -> None:
     parser.add_argument("--redis-core", type=int, choices=(0, 1), default=1,
                         help="the core Redis runs on: 1, the load core (default), or 0, beside "
                              "the server under test, where it waits for no busy load process")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="also run PAIRS alternating master/keys windows of --duration at "
+                             "--rate on one gateway process (see paired())")
+    parser.add_argument("--only-pairs", action="store_true",
+                        help="skip the separate runs: only the paired windows")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the two gateways through their last closed loop; summaries "
                              "and CPU per request by package under DIR")
@@ -190,7 +254,7 @@ def main() -> None:
         env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
                "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_REDIS_URL": redis.url,
                "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
-        keys_file = create_keys(env, work)
+        keys_file, plain_file = create_keys(env, work)
         master_file = work / "master.txt"
         master_file.write_text(KEY + "\n")
         port = free_port()
@@ -202,7 +266,10 @@ def main() -> None:
                   f"gateway, {KEYS:,} keys": (gateway, keys_file)}
         results = {name: Results() for name in setups}
         profiles: dict[str, Profile] = {}
-        for round_ in range(args.rounds):
+        if args.pairs:
+            paired(gateway, env, port, master_file, keys_file, plain_file, pairs=args.pairs,
+                   seconds=args.duration, rate=args.rate)
+        for round_ in range(0 if args.only_pairs else args.rounds):
             order = list(setups.items())
             for name, (argv, keys) in order if round_ % 2 == 0 else reversed(order):
                 spied = (args.profile / ("keys" if keys is keys_file else "master")
@@ -222,6 +289,8 @@ def main() -> None:
         sim.wait(timeout=30)
         redis.stop()
         pg.stop()
+    if args.only_pairs:
+        return
     if profiles:
         print(compare(list(profiles.values())))
         print(f"py-spy summaries: {', '.join(p.summary_path for p in profiles.values())}")

@@ -483,10 +483,23 @@ def _or_none(limit: int | None) -> int:
 
 def _decision(buckets: Sequence[Bucket], raw: list[int], now: float) -> Decision:
     status, index = raw[0], raw[1]
+    if status == 0:
+        return _admitted(buckets, raw)
     if status == 2:
         left = period_left_s(buckets[index - 1].budget_period, datetime.fromtimestamp(now, UTC))
         return combine(buckets, [], [], admitted=False, reason="budget", refused_by=index - 1,
                        retry_s=0.0 if left is None else left)
+    requests, tokens = _windows(buckets, raw)
+    refusing = [(w.retry_s, i) for i in range(len(buckets))
+                for w in (requests[i], tokens[i]) if w is not None and w.retry_s > 0]
+    retry, at = max(refusing, default=(1.0, 0))
+    return combine(buckets, requests, tokens, admitted=False, reason="rate_limit",
+                   refused_by=at, retry_s=retry)
+
+
+def _windows(buckets: Sequence[Bucket], raw: list[int]
+             ) -> tuple[list[Window | None], list[Window | None]]:
+    """The request and token window of each bucket in an ADMIT reply (``None``: no limit)."""
     requests: list[Window | None] = []
     tokens: list[Window | None] = []
     for i, b in enumerate(buckets):
@@ -495,10 +508,29 @@ def _decision(buckets: Sequence[Bucket], raw: list[int], now: float) -> Decision
                         Window(b.rpm, r_used, r_reset / 1000, r_retry / 1000))
         tokens.append(None if b.tpm is None or t_used < 0 else
                       Window(b.tpm, t_used, t_reset / 1000, t_retry / 1000))
-    if status == 0:
-        return combine(buckets, requests, tokens, admitted=True, reason="ok")
-    refusing = [(w.retry_s, i) for i in range(len(buckets))
-                for w in (requests[i], tokens[i]) if w is not None and w.retry_s > 0]
-    retry, at = max(refusing, default=(1.0, 0))
-    return combine(buckets, requests, tokens, admitted=False, reason="rate_limit",
-                   refused_by=at, retry_s=retry)
+    return requests, tokens
+
+
+def _admitted(buckets: Sequence[Bucket], raw: list[int]) -> Decision:
+    """``combine(..., admitted=True)`` of an ADMIT reply's windows without building them
+    (every admission not refused comes here): the tightest request and token window, fewest
+    remaining first, the later reset on a tie."""
+    req: tuple[int, int, int] | None = None  # (remaining, -reset ms, limit)
+    tok: tuple[int, int, int] | None = None
+    at = 3
+    for b in buckets:
+        if b.rpm is not None and raw[at] >= 0:
+            seen = (max(0, b.rpm - raw[at]), -raw[at + 1], b.rpm)
+            if req is None or seen[:2] < req[:2]:
+                req = seen
+        if b.tpm is not None and raw[at + 3] >= 0:
+            seen = (max(0, b.tpm - raw[at + 3]), -raw[at + 4], b.tpm)
+            if tok is None or seen[:2] < tok[:2]:
+                tok = seen
+        at += 6
+    return Decision(
+        True, "ok", None, 0.0,
+        None if req is None else req[2], None if req is None else req[0],
+        None if req is None else -req[1] / 1000,
+        None if tok is None else tok[2], None if tok is None else tok[0],
+        None if tok is None else -tok[1] / 1000)

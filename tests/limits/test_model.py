@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 from app.limits import Bucket
 from app.limits.model import (
+    combine,
     micro_usd,
     period_left_s,
     period_name,
@@ -13,6 +15,7 @@ from app.limits.model import (
     unavailable,
     window,
 )
+from app.limits.redis import _admitted, _windows
 
 
 def test_empty_window_fits_and_resets_after_61_slots() -> None:
@@ -80,3 +83,24 @@ def test_tag_is_the_team_else_the_key() -> None:
     assert Bucket("key", "k1", 1, None, None, team="t1").tag == "t1"
     assert Bucket("key", "k1", 1, None, None).tag == "k1"
     assert Bucket("model", "k1:gpt-4o", 1, None, None).tag == "k1"
+
+
+def test_the_redis_limiters_admitted_shortcut_matches_combine() -> None:
+    """``RedisLimiter`` reads an admitted reply without building its windows
+    (``_admitted``); it must pick what ``combine`` picks (fewest remaining, later reset on a
+    tie) for every mix of limits, ties included."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        buckets = [Bucket("key" if i == 0 else "team", f"b{i}",
+                          rng.choice([None, 5, 60, 1000]), rng.choice([None, 100, 5000]), None)
+                   for i in range(rng.randint(1, 3))]
+        raw = [0, 0, 1_700_000_000_000]
+        for b in buckets:
+            for limit in (b.rpm, b.tpm):
+                if limit is None:
+                    raw += [-1, 0, 0]
+                else:
+                    raw += [rng.randint(0, limit + 3), rng.choice([1000, 30_000, 61_000]), 0]
+        requests, tokens = _windows(buckets, raw)
+        assert _admitted(buckets, raw) == combine(buckets, requests, tokens, admitted=True,
+                                                  reason="ok")
