@@ -164,9 +164,32 @@ def measure(argv: list[str], env: dict[str, str], port: int, keys_file: Path, *,
         proc.wait(timeout=60)
 
 
+PERF_EVENTS = ("context-switches", "raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_pwait",
+               "syscalls:sys_enter_write", "syscalls:sys_enter_read",
+               "syscalls:sys_enter_getpid")
+
+
+def perf_stat(pid: int) -> subprocess.Popen[str]:
+    """``perf stat`` counting ``PERF_EVENTS`` of ``pid`` until ``read_perf_stat``."""
+    return subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def read_perf_stat(counter: subprocess.Popen[str], requests: int) -> dict[str, float]:
+    """Stop ``counter``: each event's count per request."""
+    counter.send_signal(2)
+    _, err = counter.communicate(timeout=30)
+    out: dict[str, float] = {}
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            out[fields[2].split(":")[-1].removeprefix("sys_enter_")] = int(fields[0]) / requests
+    return out
+
+
 def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
            keys_file: Path, plain_file: Path, *, pairs: int, seconds: float,
-           rate: float) -> None:
+           rate: float, syscalls: bool = False) -> None:
     """One gateway process serving both callers in alternating windows: pairs of open-loop
     runs at ``rate``, one with the master key and one with the 1,000 keys (which goes first
     alternates), the gateway's CPU per request measured over each. A machine whose speed
@@ -178,6 +201,7 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
     ratios: list[float] = []
     plain_ratios: list[float] = []
     p99_added: list[float] = []
+    counts: dict[str, list[dict[str, float]]] = {}
     try:
         load(url, keys_file, mode="closed", seconds=60, requests=2 * KEYS)
         load(url, plain_file, mode="closed", seconds=60, requests=2 * KEYS)
@@ -187,15 +211,12 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
             callers = (master_file, plain_file, keys_file)
             for caller in callers if pair % 2 == 0 else reversed(callers):
                 time.sleep(0.5)  # the last window's settles and log writes land before this one
-                tracer = (subprocess.Popen(["perf", "stat", "-e", "context-switches,task-clock,raw_syscalls:sys_enter,syscalls:sys_enter_getpid,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_mmap,page-faults", "-p", str(proc.pid), "-o",
-                                            f"/tmp/strace-{caller.stem}-{pair}.txt"])
-                          if os.environ.get("BENCH_STRACE") else None)
+                counter = perf_stat(proc.pid) if syscalls else None
                 before = cpu_seconds(proc.pid)
                 report = load(url, caller, mode="open", seconds=seconds, rate=rate)
-                if tracer is not None:
-                    tracer.send_signal(2)
-                    tracer.wait()
-                    print(caller.stem, report.requests)
+                if counter is not None:
+                    counts.setdefault(caller.stem, []).append(
+                        read_perf_stat(counter, report.requests))
                 got[caller] = ((cpu_seconds(proc.pid) - before) / report.requests * 1e6,
                                report.latency_ms["p99"])
             (master_cpu, master_p99), (keys_cpu, keys_p99) = got[master_file], got[keys_file]
@@ -215,6 +236,10 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
           f"per request (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}; target <= 1.10x); "
           f"p99 added {statistics.median(p99_added):+.2f} ms (median; target <= 5 ms); keys "
           f"without limits or budgets {statistics.median(plain_ratios):.3f}x")
+    for name, runs in counts.items():
+        print(f"  per request, {name}: " + ", ".join(
+            f"{event} {statistics.median(run.get(event, 0.0) for run in runs):.2f}"
+            for event in sorted({e for run in runs for e in run})))
 
 
 def main() -> None:
@@ -228,6 +253,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=0,
                         help="also run PAIRS alternating master/keys windows of --duration at "
                              "--rate on one gateway process (see paired())")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="with --pairs: count the gateway's syscalls and context switches "
+                             "per request in each window (perf stat; needs perf and root)")
     parser.add_argument("--only-pairs", action="store_true",
                         help="skip the separate runs: only the paired windows")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -268,7 +296,7 @@ def main() -> None:
         profiles: dict[str, Profile] = {}
         if args.pairs:
             paired(gateway, env, port, master_file, keys_file, plain_file, pairs=args.pairs,
-                   seconds=args.duration, rate=args.rate)
+                   seconds=args.duration, rate=args.rate, syscalls=args.syscalls)
         for round_ in range(0 if args.only_pairs else args.rounds):
             order = list(setups.items())
             for name, (argv, keys) in order if round_ % 2 == 0 else reversed(order):

@@ -144,7 +144,7 @@ class RedisLimiter:
         self._down_until = 0.0
         """Until then (monotonic) Redis is taken as down: see ``DOWN_FOR_S``."""
         self._logged_at = -math.inf
-        self._keys: dict[Bucket, _Keys] = {}
+        self._calls: dict[int, _Prepared] = {}
         self._keys_day = -1
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE)}
@@ -178,17 +178,10 @@ class RedisLimiter:
         if not buckets:
             return ADMITTED
         now = self._now()
-        args: list[int] = [self._now_ms(now), max(0, tokens)]
-        keys: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
-        for b in buckets:
-            keys.append(self._keys_of(b, now).admit)
-            args += [_or_none(b.rpm), _or_none(b.tpm),
-                     -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
-        keys.append(bulk(",".join(map(str, args)).encode()))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[int] | None] = loop.create_future()
-        self._admits.append(((scripts.ADMIT, b"*%d\r\n" % (4 + 3 * len(buckets)),
-                              b"".join(keys)), future))
+        known = self._prepared(buckets, now)
+        future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
+        self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
+            b"%d,%d%s" % (self._now_ms(now), max(0, tokens), known.limits))), future))
         if self._sending is None:  # else it goes with the others when that one is answered
             self._flush_admits()
         raw = await future
@@ -205,25 +198,19 @@ class RedisLimiter:
         if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):
             return
         now = self._now()
-        keys: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
-        args: list[int] = [self._now_ms(now), delta,
-                           -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
-                           max(0, cost)]
-        for b in buckets:
-            known = self._keys_of(b, now)
-            keys.append(known.settle)
-            args += [0 if b.tpm is None else 1,
-                     -1 if known.ends_at is None else math.ceil(known.ends_at - now)
-                     + _SPEND_GRACE_S]
-        keys.append(bulk(",".join(map(str, args)).encode()))
+        known = self._prepared(buckets, now)
+        args = [self._now_ms(now), delta,
+                -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)), max(0, cost)]
+        for has_tpm, ends_at in known.settle_args:
+            args += [has_tpm, -1 if ends_at is None else math.ceil(ends_at - now) + _SPEND_GRACE_S]
+        body = known.settle_keys + bulk(",".join(map(str, args)).encode())
         if self._settle_timer is None:
             try:
                 self._settle_timer = asyncio.get_running_loop().call_later(
                     SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
-        self._settles.append((scripts.SETTLE, b"*%d\r\n" % (4 + 2 * len(buckets)),
-                              b"".join(keys)))
+        self._settles.append((scripts.SETTLE, known.settle_size, body))
 
     def _flush_admits(self) -> None:
         """Send the admissions queued so far, with the settles queued so far riding along, as
@@ -395,25 +382,41 @@ class RedisLimiter:
     def _now_ms(self, now: float) -> int:
         return 0 if self._clock is None else round(now * 1000)
 
-    def _keys_of(self, bucket: Bucket, now: float) -> _Keys:
-        """The bucket's keys, encoded, cached for the UTC day (building them costs more than
-        the rest of an admission's Python)."""
+    def _prepared(self, buckets: Sequence[Bucket], now: float) -> _Prepared:
+        """What every admission and settle of ``buckets`` sends alike, encoded once for the UTC
+        day: a caller's buckets are one tuple for as long as its key is cached
+        (``app.stages.authenticate``), so the cache is keyed by the tuple's identity, and
+        holds the tuple (its id cannot be reused meanwhile). Building this costs more than
+        the rest of an admission's Python."""
         day = int(now // 86_400)
-        if day != self._keys_day or len(self._keys) > _KEYS_CACHED:
+        if day != self._keys_day or len(self._calls) > _KEYS_CACHED:
             self._keys_day = day
-            self._keys.clear()
-        known = self._keys.get(bucket)
-        if known is None:
-            moment = datetime.fromtimestamp(now, UTC)
-            req, tok = (bulk(rate_key(self._prefix, bucket, kind).encode())
-                        for kind in ("req", "tok"))
-            spend = bulk(spend_key(self._prefix, tag=bucket.tag, scope=bucket.scope,
-                                   id=bucket.id,
-                                   period=period_name(bucket.budget_period, moment)).encode())
-            left = period_left_s(bucket.budget_period, moment)
-            known = self._keys[bucket] = _Keys(
-                admit=req + tok + spend, settle=tok + spend,
-                ends_at=None if left is None else now + left)
+            self._calls.clear()
+        known = self._calls.get(id(buckets))
+        if known is not None and known.buckets is buckets:
+            return known
+        moment = datetime.fromtimestamp(now, UTC)
+        admit: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
+        settle: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
+        limits: list[int] = []
+        settle_args: list[tuple[int, float | None]] = []
+        for b in buckets:
+            req, tok = (bulk(rate_key(self._prefix, b, kind).encode()) for kind in ("req", "tok"))
+            spend = bulk(spend_key(self._prefix, tag=b.tag, scope=b.scope, id=b.id,
+                                   period=period_name(b.budget_period, moment)).encode())
+            admit += [req, tok, spend]
+            settle += [tok, spend]
+            limits += [_or_none(b.rpm), _or_none(b.tpm),
+                       -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
+            left = period_left_s(b.budget_period, moment)
+            settle_args.append((0 if b.tpm is None else 1, None if left is None else now + left))
+        known = _Prepared(
+            buckets=buckets, admit_size=b"*%d\r\n" % (4 + 3 * len(buckets)),
+            admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
+            settle_size=b"*%d\r\n" % (4 + 2 * len(buckets)), settle_keys=b"".join(settle),
+            settle_args=tuple(settle_args))
+        if isinstance(buckets, tuple):  # a list may change in place: built anew each time
+            self._calls[id(buckets)] = known
         return known
 
     def _warn(self, what: str, exc: BaseException) -> None:
@@ -448,15 +451,24 @@ def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:
 
 
 @dataclass(frozen=True, slots=True)
-class _Keys:
-    """A bucket's keys as ``RespClient`` sends them, for one UTC day."""
+class _Prepared:
+    """One tuple of buckets' share of its ADMIT and SETTLE calls, encoded as ``RespClient``
+    sends them, for one UTC day (``RedisLimiter._prepared``)."""
 
-    admit: bytes
-    """Its request window, token window and spend counter (the ADMIT script's three keys)."""
-    settle: bytes
-    """Its token window and spend counter (SETTLE's two)."""
-    ends_at: float | None
-    """When its budget period ends (epoch seconds; ``None``: ``total``, no end)."""
+    buckets: Sequence[Bucket]
+    admit_size: bytes
+    """ADMIT's RESP array header."""
+    admit_keys: bytes
+    """Its key count and keys: per bucket its request window, token window and spend
+    counter."""
+    limits: bytes
+    """The end of its ARGV string: per bucket ``,rpm,tpm,budget`` (``-1``: none)."""
+    settle_size: bytes
+    settle_keys: bytes
+    """SETTLE's key count and keys: per bucket its token window and spend counter."""
+    settle_args: tuple[tuple[int, float | None], ...]
+    """Per bucket: 1 if it has a TPM limit else 0, and when its budget period ends (epoch
+    seconds; ``None``: ``total``, no end)."""
 
 
 def _missing(results: list[Any]) -> list[int]:
