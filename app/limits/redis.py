@@ -14,15 +14,24 @@ Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to 
 windows start empty and its spend counters are rebuilt by the next reconcile
 (``app.limits.budget``).
 
-Round trips: admissions issued in the same event-loop tick share one pipelined round trip (one
-EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``), and take along the
-settles queued in the last ``SETTLE_DELAY_S``; settles with no admission to ride on go on their
-own. A NOSCRIPT reply loads the script and retries those calls once. The sliding window, its
-one-second approximation and the budget overshoot are described in ``app.limits.model``.
+Round trips: one admission round trip is in flight at a time. An admission that finds none
+is sent at once; those that arrive while it is out wait for its answer and then go together in
+the next (one EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``). At a
+few calls a second each admission goes alone and waits for nothing; under load the batches grow
+with the load. Each round trip takes along the settles queued so far; settles with no admission
+to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in the event-loop
+turn they arrive in (``RespClient.send_then``), and one timer watches every round trip for
+lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the rest of an
+admission: a settle timer set anew for every call, firing with nothing to send, woke an idle
+process once a call; bench/README.md.) A NOSCRIPT reply loads the script and retries
+those calls once. The sliding window, its one-second approximation and the budget overshoot are
+described in ``app.limits.model``.
 
 Failure: an admission waits for its round trip at most ``timeout_s`` (plus a few event-loop
-turns, so that a reply which arrived while this process was busy is still read). A round trip
-past that is left to finish on its own, so its connection stays usable (the limiter's client
+turns, so that a reply which arrived while this process was busy is still read), and one that
+waits behind the round trip in flight no longer than that one: once it is given up on, Redis is
+taken as down and the admissions behind it are decided at once (below). A round trip past that
+is left to finish on its own, so its connection stays usable (the limiter's client
 drops a connection that leaves a round trip unanswered for a second, ``app.limits.resp``);
 Redis may then have charged an admission the fail mode refused, which only errs on the safe
 side. After a failure, admissions do not ask
@@ -192,7 +201,8 @@ class RedisLimiter:
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
                *, elapsed_s: float | None = None) -> None:
-        """Queue a TPM correction and the spend of one call; sent with this tick's others."""
+        """Queue a TPM correction and the spend of one call; sent with the next admission, or
+        on its own within ``SETTLE_DELAY_S``."""
         cost = micro_usd(cost_usd)
         delta = used - reserved
         if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):

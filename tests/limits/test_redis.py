@@ -8,7 +8,7 @@ import random
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter
-from app.limits.resp import RespClient
+from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
 
 T = 0.5  # seconds: generous, the shared Redis is on loopback
@@ -182,3 +182,38 @@ async def test_settle_without_elapsed_takes_from_the_oldest_slots(redis: aioredi
     slots = await redis.hgetall(f"{prefix}:rl:{{k}}:model:k:gpt-4o:tok")
     assert sorted(int(v) for v in slots.values()) == [0, 0]
     assert (await limiter.admit(key, 1000)).admitted
+
+
+class CountingClient(RespClient):
+    """The limiter's client, counting the round trips it is asked to send (each is one
+    write; everything else is the real client on the shared Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__(RespClient.from_url("redis://127.0.0.1:6379/0").address)
+        self.round_trips: list[int] = []
+
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
+        self.round_trips.append(count)
+        super().send_then(payload, count, answer)
+
+
+async def test_one_admission_round_trip_in_flight_the_rest_batched_behind_it(
+        prefix: str) -> None:
+    """An admission with nothing in flight goes at once, alone; the ones that arrive while it
+    is out go together in the next round trip, which also takes the settles queued so far."""
+    client = CountingClient()
+    try:
+        limiter = limiter_on(client, prefix)
+        key = (Bucket("key", "k", 1000, 100_000, None),)
+        await limiter.admit(key, 10)  # connects and warms up
+        client.round_trips.clear()
+        limiter.settle(key, 10, 4, 0.0, elapsed_s=0.01)
+        decisions = await asyncio.gather(*(limiter.admit(key, 10) for _ in range(9)))
+        assert all(d.admitted for d in decisions)
+        # the first admission (with the settle riding along), then the other eight together
+        assert client.round_trips == [2, 8]
+        await asyncio.sleep(0.05)  # the settle's own timer finds nothing left to send
+        assert client.round_trips == [2, 8]
+        assert sorted(d.remaining_requests or 0 for d in decisions) == list(range(990, 999))
+    finally:
+        await client.aclose()

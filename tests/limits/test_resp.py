@@ -197,3 +197,21 @@ async def test_a_closed_client_refuses(client: RespClient) -> None:
     await client.aclose()
     with pytest.raises(ConnectionError):
         await client.execute([("PING",)])
+
+
+async def test_send_then_hands_replies_over_and_survives_a_failing_receiver(
+        client: RespClient, caplog: pytest.LogCaptureFixture) -> None:
+    """``send_then`` delivers each round trip's replies to its callback, in order, on a new and
+    on a live connection; a callback that raises is logged and the round trips behind it still
+    get theirs."""
+    got: asyncio.Queue[object] = asyncio.Queue()
+
+    def broken(result: list[object] | BaseException) -> None:
+        raise RuntimeError("a bug in the receiver")
+
+    client.send_then(encode([("PING",)]), 1, got.put_nowait)  # not connected: connects first
+    assert await asyncio.wait_for(got.get(), 5) == ["PONG"]
+    client.send_then(encode([("ECHO", "a")]), 1, broken)
+    client.send_then(encode([("ECHO", "b"), ("ECHO", "c")]), 2, got.put_nowait)
+    assert await asyncio.wait_for(got.get(), 5) == [b"b", b"c"]
+    assert "receiver failed" in caplog.text
