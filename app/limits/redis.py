@@ -154,7 +154,7 @@ class RedisLimiter:
         """Until then (monotonic) Redis is taken as down: see ``DOWN_FOR_S``."""
         self._logged_at = -math.inf
         self._calls: dict[int, _Prepared] = {}
-        self._keys_day = -1
+        self._calls_day = -1
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE)}
         """Each script's EVALSHA and digest, encoded once."""
@@ -309,8 +309,9 @@ class RedisLimiter:
     def _check_late(self) -> None:
         """The timer of the oldest round trip in flight: those past their time get a few more
         event-loop turns (``_late``), then it is set for the next one. One timer for all round
-        trips, left running when they are answered (at a few calls a second it fires about
-        once per ``timeout_s``; a timer per round trip cost one more wake-up per call)."""
+        trips, left running when they are answered: at a few calls a second it fires about
+        once per ``timeout_s``, where a timer set and cancelled per round trip was work on
+        every call."""
         self._late_timer = None
         in_flight = self._in_flight
         while in_flight and in_flight[0].answered:
@@ -399,8 +400,8 @@ class RedisLimiter:
         holds the tuple (its id cannot be reused meanwhile). Building this costs more than
         the rest of an admission's Python."""
         day = int(now // 86_400)
-        if day != self._keys_day or len(self._calls) > _KEYS_CACHED:
-            self._keys_day = day
+        if day != self._calls_day or len(self._calls) > _KEYS_CACHED:
+            self._calls_day = day
             self._calls.clear()
         known = self._calls.get(id(buckets))
         if known is not None and known.buckets is buckets:
