@@ -5,6 +5,10 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
 <= 5 ms to the p99 latency at 300 requests/s.
 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
+        [--pairs N [--only-pairs] [--syscalls]]
+
+``--pairs`` adds the steadier comparison (see ``paired``): one gateway process serving the master
+key, 1,000 keys without limits and the 1,000 keys with them, in alternating windows.
 
 Both gateways log every call to Postgres and Redis (private instances this script starts) and
 use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
