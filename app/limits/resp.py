@@ -183,6 +183,14 @@ def _hand(answer: Answer, result: list[object] | BaseException) -> None:
         log.exception("a Redis reply's receiver failed")
 
 
+def _future_of(send_then: Callable[[bytes, int, Answer], None], payload: bytes,
+               count: int) -> asyncio.Future[list[object]]:
+    """``send_then``'s answer as a future (what ``send`` returns)."""
+    future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+    send_then(payload, count, partial(_settle_future, future))
+    return future
+
+
 def _settle_future(future: asyncio.Future[list[object]],
                    result: list[object] | BaseException) -> None:
     if future.done():
@@ -210,9 +218,7 @@ class _Wire(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[object]]:
-        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
-        self.send_then(payload, count, partial(_settle_future, future))
-        return future
+        return _future_of(self.send_then, payload, count)
 
     def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
         if self.lost is not None or self._transport is None:
@@ -308,9 +314,7 @@ class RespClient:
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[object]]:
         """``execute`` for commands already encoded (``count`` of them in ``payload``), as a
         future."""
-        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
-        self.send_then(payload, count, partial(_settle_future, future))
-        return future
+        return _future_of(self.send_then, payload, count)
 
     def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
         """``send``, handing the replies (or the exception that ``send``'s future would raise)
