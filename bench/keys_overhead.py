@@ -5,10 +5,13 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
 <= 5 ms to the p99 latency at 300 requests/s.
 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
-        [--pairs N [--only-pairs] [--syscalls]]
+        [--pairs N [--only-pairs] [--syscalls]] [--instructions N]
 
 ``--pairs`` adds the steadier comparison (see ``paired``): one gateway process serving the master
 key, 1,000 keys without limits and the 1,000 keys with them, in alternating windows.
+``--instructions N`` adds the exact one (see ``instructions``): the user-space instructions a
+request costs each caller, counted by valgrind, the same from run to run whatever the machine is
+doing.
 
 Both gateways log every call to Postgres and Redis (private instances this script starts) and
 use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -246,6 +250,85 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
             for event in sorted({e for run in runs for e in run})))
 
 
+def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_file: Path, *,
+                 requests: int, work: Path) -> None:
+    """The gateway's user-space instructions per request for each caller, counted by valgrind's
+    callgrind (instrumentation switched on only around each window; the gateway runs ~30 times
+    slower under it, so requests go one at a time, as at a few hundred a second where nothing
+    batches). Each caller gets two windows, ``requests`` requests each, in the order master,
+    plain keys, keys, master, plain keys, keys; the smaller count of the two is reported. The
+    periodic work is not request work: the budget reconcile is pushed to an hour away by the
+    config, and the key directory's refresh (every 30 s, all 2,000 keys) lands in at most one
+    of a caller's two windows, which are ~20 s apart. Instructions are not time (a request that
+    finds its code and data out of the caches costs more per instruction, and syscalls and
+    wake-ups are the kernel's), but they are exact: a change of 1% shows."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    config = Path(env["SWITCHBOARD_CONFIG"])
+    quiet = work / "gateway-instructions.yaml"
+    quiet.write_text(config.read_text() + "rate_limits: {reconcile_interval_s: 3600}\n")
+    port = free_port()
+    out = work / "callgrind"
+    out.mkdir()
+    log = (work / "valgrind.log").open("wb")
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
+         f"--callgrind-out-file={out}/out", str(BIN), "serve", "--port", str(port)],
+        env={**env, "SWITCHBOARD_CONFIG": str(quiet)}, stdout=log, stderr=log)
+    callers = {"master key": [KEY] * requests,
+               "keys without limits": plain_file.read_text().split()[:requests],
+               "keys + limits + budgets": keys_file.read_text().split()[:requests]}
+    counts: dict[str, list[float]] = {name: [] for name in callers}
+    try:
+        deadline = time.monotonic() + 600
+        while not _ready(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start under valgrind (see {log.name})")
+            time.sleep(1)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with httpx.Client(timeout=120) as client:
+            def run(keys: list[str]) -> None:
+                for key in keys:
+                    client.post(url, content=BODY, headers={
+                        "Authorization": f"Bearer {key}", "Content-Type": "application/json"
+                    }).raise_for_status()
+            for keys in (*callers.values(), *callers.values()):  # warm-up: every key cached
+                run(keys)
+            for window, (name, keys) in enumerate([*callers.items(), *callers.items()]):
+                pid = str(proc.pid)
+                for command in (["-z"], ["-i", "on"]):
+                    subprocess.run(["callgrind_control", *command, pid], check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                run(keys)
+                time.sleep(0.5)  # its settles and call-log writes, which belong to it
+                for command in (["-i", "off"], ["-d", f"window{window}"]):
+                    subprocess.run(["callgrind_control", *command, pid], check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                dump = max(out.glob("out.*"), key=lambda p: int(p.suffix[1:]))
+                total = next(int(line.split()[1]) for line in dump.read_text().splitlines()
+                             if line.startswith("totals:"))
+                counts[name].append(total / len(keys))
+                print(f"  instructions, {name}: {counts[name][-1]:,.0f} a request", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+        log.close()
+    best = {name: min(runs) for name, runs in counts.items()}
+    master = best["master key"]
+    print(f"\nuser-space instructions per request (valgrind, the smaller of 2 windows of "
+          f"{requests}): master key {master:,.0f}; keys without limits "
+          f"{best['keys without limits']:,.0f} ({best['keys without limits'] / master:.3f}x); "
+          f"keys + limits + budgets {best['keys + limits + budgets']:,.0f} "
+          f"({best['keys + limits + budgets'] / master:.3f}x)")
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -261,7 +344,11 @@ def main() -> None:
                         help="with --pairs: count the gateway's syscalls and context switches "
                              "per request in each window (perf stat; needs perf and root)")
     parser.add_argument("--only-pairs", action="store_true",
-                        help="skip the separate runs: only the paired windows")
+                        help="skip the separate runs: only the paired windows (and "
+                             "--instructions)")
+    parser.add_argument("--instructions", type=int, default=0, metavar="N",
+                        help="also count the gateway's instructions per request under "
+                             "valgrind, N requests per window (see instructions())")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the two gateways through their last closed loop; summaries "
                              "and CPU per request by package under DIR")
@@ -298,6 +385,9 @@ def main() -> None:
                   f"gateway, {KEYS:,} keys": (gateway, keys_file)}
         results = {name: Results() for name in setups}
         profiles: dict[str, Profile] = {}
+        if args.instructions:
+            instructions(env, master_file, keys_file, plain_file, requests=args.instructions,
+                         work=work)
         if args.pairs:
             paired(gateway, env, port, master_file, keys_file, plain_file, pairs=args.pairs,
                    seconds=args.duration, rate=args.rate, syscalls=args.syscalls)
