@@ -4,10 +4,25 @@ with resets written as Go durations (``time.Duration.String()``: ``1s``, ``6m0s`
 
 from __future__ import annotations
 
+_WRITTEN: dict[int, str] = {}
+"""``go_duration``'s answers by millisecond: an admitted call's resets are nearly all within a
+second of a minute, so a few thousand values serve nearly every call."""
+_WRITTEN_MAX = 8192
+
 
 def go_duration(seconds: float) -> str:
     """``seconds`` as Go prints a duration, to the millisecond (``0s`` for zero or less)."""
     ms = round(seconds * 1000)
+    written = _WRITTEN.get(ms)
+    if written is None:
+        written = _go_duration(ms)
+        if len(_WRITTEN) >= _WRITTEN_MAX:
+            _WRITTEN.clear()
+        _WRITTEN[ms] = written
+    return written
+
+
+def _go_duration(ms: int) -> str:
     if ms <= 0:
         return "0s"
     if ms < 1000:

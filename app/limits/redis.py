@@ -209,11 +209,9 @@ class RedisLimiter:
             return
         now = self._now()
         known = self._prepared(buckets, now)
-        args = [self._now_ms(now), delta,
-                -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)), max(0, cost)]
-        for has_tpm, ends_at in known.settle_args:
-            args += [has_tpm, -1 if ends_at is None else math.ceil(ends_at - now) + _SPEND_GRACE_S]
-        body = known.settle_keys + bulk(",".join(map(str, args)).encode())
+        body = known.settle_keys + bulk(b"%d,%d,%d,%d%s" % (
+            self._now_ms(now), delta, -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
+            max(0, cost), known.settle_args))
         if self._settle_timer is None:
             try:
                 self._settle_timer = asyncio.get_running_loop().call_later(
@@ -410,7 +408,7 @@ class RedisLimiter:
         admit: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
         settle: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
         limits: list[int] = []
-        settle_args: list[tuple[int, float | None]] = []
+        settle_args: list[int] = []
         for b in buckets:
             req, tok = (bulk(rate_key(self._prefix, b, kind).encode()) for kind in ("req", "tok"))
             spend = bulk(spend_key(self._prefix, tag=b.tag, scope=b.scope, id=b.id,
@@ -419,13 +417,12 @@ class RedisLimiter:
             settle += [tok, spend]
             limits += [_or_none(b.rpm), _or_none(b.tpm),
                        -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
-            left = period_left_s(b.budget_period, moment)
-            settle_args.append((0 if b.tpm is None else 1, None if left is None else now + left))
+            settle_args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
         known = _Prepared(
             buckets=buckets, admit_size=b"*%d\r\n" % (4 + 3 * len(buckets)),
             admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
             settle_size=b"*%d\r\n" % (4 + 2 * len(buckets)), settle_keys=b"".join(settle),
-            settle_args=tuple(settle_args))
+            settle_args="".join(f",{n}" for n in settle_args).encode())
         if isinstance(buckets, tuple):  # a list may change in place: built anew each time
             self._calls[id(buckets)] = known
         return known
@@ -477,9 +474,11 @@ class _Prepared:
     settle_size: bytes
     settle_keys: bytes
     """SETTLE's key count and keys: per bucket its token window and spend counter."""
-    settle_args: tuple[tuple[int, float | None], ...]
-    """Per bucket: 1 if it has a TPM limit else 0, and when its budget period ends (epoch
-    seconds; ``None``: ``total``, no end)."""
+    settle_args: bytes
+    """The end of its ARGV string: per bucket ``,1`` if it has a TPM limit else ``,0``, then
+    its spend counter's TTL in seconds (``-1``: none), as of when this was built: a day past
+    the budget period's end then, so a settle later that day sets a TTL that much longer
+    (the counter outlives its period by up to two days instead of one)."""
 
 
 def _missing(results: list[Any]) -> list[int]:
@@ -494,9 +493,9 @@ class _MarkedDown(Exception):
 def _numbers(reply: object) -> list[int] | None:
     """The integers of a script's comma-separated reply (``None`` for an error or nothing)."""
     if isinstance(reply, bytes):
-        return [int(n) for n in reply.split(b",")]
+        return list(map(int, reply.split(b",")))
     if isinstance(reply, str):
-        return [int(n) for n in reply.split(",")]
+        return list(map(int, reply.split(",")))
     return None
 
 
