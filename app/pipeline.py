@@ -48,7 +48,8 @@ Glossary (the names the code uses):
 - *call-log writer*: the process's queue to the store and spools (``CallLogWriter``);
 - *bucket*, *admission*, *settle*, *limiter*: the limits a call is charged to, charging them
   before it runs (``app.stages.admit.Admit``), correcting them when it ends (``Account``), and
-  what keeps the counters (``app.limits``).
+  what keeps the counters (``app.limits``); an *admission credit* is a few requests charged
+  ahead, admitted by the process on its own (``app.limits.model``).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class LocalLimiter:
         return combine(buckets, requests, charged, admitted=True, reason="ok")
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
-               *, elapsed_s: float | None = None) -> None:
+               *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Correct TPM by ``used - reserved`` and add ``cost_usd`` to every bucket's budget."""
         now = self._clock()
         moment = datetime.fromtimestamp(now, UTC)

@@ -9,6 +9,20 @@ is therefore exact to within one second and errs on the safe side: a limit of N 
 N at once and never more than N in any 60-second interval; a charge may hold its place for up to
 61 s.
 
+Admission credits (the Redis limiter, for callers without a budget): an admission that goes to
+Redis may also charge a credit of a few requests (and as many times the call's tokens) to the
+slot ten seconds ahead, ``s + 10``. The process then admits the caller's next calls from the
+credit without asking Redis, for nine seconds (its own clock, from when it sent the admission).
+Each of those calls is counted from before it happens until at least 60 s after it, so the
+rule above holds across processes. What a credit did not use is given back when it ends, and
+the calls it admitted stay counted up to ten seconds longer than their own. A credit is granted
+only where it costs others nothing they would notice: at most 1/256 of every limit of the
+caller (limits under 256 a minute get none: every call asks Redis), and only while the window,
+credit included, is under an eighth of every limit. So a burst on one process is short by
+what the credits other processes hold, never more than N/8, until they come back. Callers with a
+budget get no credit: every call of theirs must see the spend. A credit's calls are charged
+already, so they are admitted even while Redis is down.
+
 Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
 budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
@@ -76,6 +90,9 @@ class Decision:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
+    slot: int | None = None
+    """The epoch second (Redis's clock) the admission's tokens were charged to, when known: its
+    settle corrects that slot."""
 
     def headers(self) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers (empty when no limit applies), and
@@ -97,10 +114,12 @@ class Limiter(Protocol):
         ...
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int,
-               cost_usd: float, *, elapsed_s: float | None = None) -> None:
+               cost_usd: float, *, elapsed_s: float | None = None,
+               slot: int | None = None) -> None:
         """Correct the buckets' TPM by ``used - reserved`` and add ``cost_usd`` to their
-        budgets; fire-and-forget, never raises. ``elapsed_s`` (since the admission) lets the
-        correction land in the slot the reservation was charged to."""
+        budgets; fire-and-forget, never raises. ``slot`` (the admission's ``Decision.slot``),
+        else ``elapsed_s`` (since the admission), lets the correction land in the slot the
+        reservation was charged to."""
         ...
 
     async def start(self) -> None: ...

@@ -18,7 +18,9 @@ Round trips: one admission round trip is in flight at a time. An admission that 
 is sent at once; those that arrive while it is out wait for its answer and then go together in
 the next (one EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``). At a
 few calls a second each admission goes alone and waits for nothing; under load the batches grow
-with the load. Each round trip takes along the settles queued so far; settles with no admission
+with the load. A caller with a credit (``app.limits.model``) is admitted without a round trip
+until it is spent or ends; what is left of it goes back like a settle. Each round trip takes
+along the settles (and credit returns) queued so far; settles with no admission
 to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in the event-loop
 turn they arrive in (``RespClient.send_then``), and one timer watches every round trip for
 lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the rest of an
@@ -82,6 +84,13 @@ SETTLE_DELAY_S = 0.025
 in its round trip (from a few calls a second per process on, nearly always: one round trip a
 call instead of two). A spend reaches Redis at most this much later, which adds the calls
 admitted in that time to a budget's overshoot (``app.limits.model``)."""
+CREDIT_S = 10
+"""A credit's life: it is charged to the slot this many seconds after the admission that got it
+(``credit_life`` in ``app.limits.scripts``), and used for one second less."""
+CREDIT_MAX = 16
+"""The most requests a credit holds."""
+CREDIT_SHARE = 256
+"""A credit is at most this fraction (1/CREDIT_SHARE) of each of its buckets' limits."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 DOWN_FOR_S = 1.0
@@ -126,9 +135,10 @@ class RedisLimiter:
 
     def __init__(self, redis: RespClient, *, timeout_s: float, fail_open: bool,
                  budget_fail_open: bool, prefix: str = PREFIX,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, credits: bool = False) -> None:
         """``clock``: the time the scripts count with (tests); ``None`` uses Redis's own
-        ``TIME``, one clock for every process. Budget periods follow this process's clock."""
+        ``TIME``, one clock for every process. Budget periods follow this process's clock.
+        ``credits``: ask for admission credits (``app.limits.model``)."""
         self._redis = redis
         self._timeout_s = timeout_s
         self._fail_open = fail_open
@@ -155,8 +165,13 @@ class RedisLimiter:
         self._logged_at = -math.inf
         self._calls: dict[int, _Prepared] = {}
         self._calls_day = -1
+        self._credits_on = credits
+        self._credits: dict[int, _Credit] = {}
+        """Each caller's credit, by the identity of its bucket tuple (as ``_calls``)."""
+        self._sweeper: asyncio.TimerHandle | None = None
+        """Returns what is left of the credits that ended (their callers went quiet)."""
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
-                       for source in (scripts.ADMIT, scripts.SETTLE)}
+                       for source in (scripts.ADMIT, scripts.SETTLE, scripts.RELEASE)}
         """Each script's EVALSHA and digest, encoded once."""
 
     async def start(self) -> None:
@@ -176,7 +191,10 @@ class RedisLimiter:
         await self.flush()
 
     async def flush(self) -> None:
-        """Send the settles queued so far and wait (bounded) for every batch in flight."""
+        """Return every credit, send the settles queued so far and wait (bounded) for every
+        batch in flight."""
+        for credit in list(self._credits.values()):
+            self._release(credit)
         if self._settles:
             self._flush_settles()
         if self._tasks:
@@ -186,21 +204,36 @@ class RedisLimiter:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
         if not buckets:
             return ADMITTED
+        asked = 0
+        if self._credits_on:
+            held = self._credits.get(id(buckets))
+            if held is not None and held.known.buckets is buckets:
+                moment = self._tick()
+                if moment < held.until and held.requests > 0 and held.tokens >= tokens:
+                    held.requests -= 1
+                    held.tokens -= max(0, tokens)
+                    return held.decision_at(moment)
+                self._release(held)
+            asked = _credit_size(buckets, tokens)
         now = self._now()
         known = self._prepared(buckets, now)
+        sent = self._tick() if asked else 0.0
         future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
         self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
-            b"%d,%d%s" % (self._now_ms(now), max(0, tokens), known.limits))), future))
+            b"%d,%d%s,%d" % (self._now_ms(now), max(0, tokens), known.limits, asked))), future))
         if self._sending is None:  # else it goes with the others when that one is answered
             self._flush_admits()
         raw = await future
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
                                budget_fail_open=self._budget_fail_open)
-        return _decision(buckets, raw, now)
+        decision = _decision(buckets, raw, now)
+        if asked and decision.admitted and len(raw) == 5 + 6 * len(buckets) and raw[-2] > 0:
+            self._grant(known, raw[-2], raw[-1], max(0, tokens), sent, decision)
+        return decision
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
-               *, elapsed_s: float | None = None) -> None:
+               *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Queue a TPM correction and the spend of one call; sent with the next admission, or
         on its own within ``SETTLE_DELAY_S``."""
         cost = micro_usd(cost_usd)
@@ -209,16 +242,58 @@ class RedisLimiter:
             return
         now = self._now()
         known = self._prepared(buckets, now)
-        body = known.settle_keys + bulk(b"%d,%d,%d,%d%s" % (
+        body = known.settle_keys + bulk(b"%d,%d,%d,%d,%d%s" % (
             self._now_ms(now), delta, -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
-            max(0, cost), known.settle_args))
+            max(0, cost), -1 if slot is None else slot, known.settle_args))
+        self._queue((scripts.SETTLE, known.settle_size, body))
+
+    def _queue(self, call: _Call) -> None:
+        """Queue a settle or a credit's return: sent with the next admission, or on its own
+        within ``SETTLE_DELAY_S``."""
         if self._settle_timer is None:
             try:
                 self._settle_timer = asyncio.get_running_loop().call_later(
                     SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
                 return
-        self._settles.append((scripts.SETTLE, known.settle_size, body))
+        self._settles.append(call)
+
+    def _grant(self, known: _Prepared, requests: int, slot: int, tokens: int, sent: float,
+               decision: Decision) -> None:
+        """Keep the credit an admission got (a caller's earlier one, if any, is returned)."""
+        key = id(known.buckets)
+        old = self._credits.get(key)
+        if old is not None:
+            self._release(old)
+        self._credits[key] = _Credit(known, slot, sent + CREDIT_S - 1, requests,
+                                     requests * tokens, decision, self._tick())
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(CREDIT_S, self._sweep)
+
+    def _release(self, credit: _Credit) -> None:
+        """Forget ``credit`` and give back what is left of it."""
+        key = id(credit.known.buckets)
+        if self._credits.get(key) is credit:
+            del self._credits[key]
+        if credit.requests > 0 or credit.tokens > 0:
+            self._queue((scripts.RELEASE, credit.known.release_size, credit.known.release_keys
+                         + bulk(b"%d,%d,%d" % (credit.slot, max(0, credit.requests),
+                                               max(0, credit.tokens)))))
+            credit.requests = credit.tokens = 0
+
+    def _sweep(self) -> None:
+        """Return the credits that have ended; look again in ``CREDIT_S`` while any are held."""
+        self._sweeper = None
+        moment = self._tick()
+        for credit in [c for c in self._credits.values() if moment >= c.until]:
+            self._release(credit)
+        if self._credits:
+            self._sweeper = asyncio.get_running_loop().call_later(CREDIT_S, self._sweep)
+
+    def _tick(self) -> float:
+        """The clock a credit's life is measured with: this process's monotonic clock (tests:
+        the scripts' clock)."""
+        return time.monotonic() if self._clock is None else self._clock()
 
     def _flush_admits(self) -> None:
         """Send the admissions queued so far, with the settles queued so far riding along, as
@@ -407,6 +482,7 @@ class RedisLimiter:
         moment = datetime.fromtimestamp(now, UTC)
         admit: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
         settle: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
+        release: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
         limits: list[int] = []
         settle_args: list[int] = []
         for b in buckets:
@@ -415,6 +491,7 @@ class RedisLimiter:
                                    period=period_name(b.budget_period, moment)).encode())
             admit += [req, tok, spend]
             settle += [tok, spend]
+            release += [req, tok]
             limits += [_or_none(b.rpm), _or_none(b.tpm),
                        -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
             settle_args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
@@ -422,7 +499,8 @@ class RedisLimiter:
             buckets=buckets, admit_size=b"*%d\r\n" % (4 + 3 * len(buckets)),
             admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
             settle_size=b"*%d\r\n" % (4 + 2 * len(buckets)), settle_keys=b"".join(settle),
-            settle_args="".join(f",{n}" for n in settle_args).encode())
+            settle_args="".join(f",{n}" for n in settle_args).encode(),
+            release_size=b"*%d\r\n" % (4 + 2 * len(buckets)), release_keys=b"".join(release))
         if isinstance(buckets, tuple):  # a list may change in place: built anew each time
             self._calls[id(buckets)] = known
         return known
@@ -452,6 +530,48 @@ class _RoundTrip:
         self.late = False
 
 
+class _Credit:
+    """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
+    process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
+
+    __slots__ = ("at", "decision", "known", "requests", "slot", "tokens", "until")
+
+    def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
+                 decision: Decision, at: float) -> None:
+        self.known = known
+        self.slot = slot
+        self.until = until
+        self.requests = requests
+        self.tokens = tokens
+        self.decision = decision
+        """The decision of the admission that got the credit: its windows already count the
+        whole credit, so their limits and remaining counts hold for every call it admits."""
+        self.at = at
+
+    def decision_at(self, moment: float) -> Decision:
+        """A call's decision, admitted from the credit at ``moment``."""
+        d, gone = self.decision, moment - self.at
+        return Decision(True, "ok", None, 0.0, d.limit_requests, d.remaining_requests,
+                        None if d.reset_requests_s is None else max(0.0, d.reset_requests_s - gone),
+                        d.limit_tokens, d.remaining_tokens,
+                        None if d.reset_tokens_s is None else max(0.0, d.reset_tokens_s - gone),
+                        self.slot)
+
+
+def _credit_size(buckets: Sequence[Bucket], tokens: int) -> int:
+    """The credit to ask for with an admission of ``tokens``: at most ``1/CREDIT_SHARE`` of
+    every limit; none (0) for a caller with a budget, whose every call must see its spend."""
+    size = CREDIT_MAX
+    for b in buckets:
+        if b.budget_usd is not None:
+            return 0
+        if b.rpm is not None:
+            size = min(size, b.rpm // CREDIT_SHARE)
+        if b.tpm is not None:
+            size = min(size, b.tpm // (CREDIT_SHARE * max(1, tokens)))
+    return max(0, size)
+
+
 def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:
     if done.cancelled():
         return TimeoutError("round trip cancelled")
@@ -479,6 +599,9 @@ class _Prepared:
     its spend counter's TTL in seconds (``-1``: none), as of when this was built: a day past
     the budget period's end then, so a settle later that day sets a TTL that much longer
     (the counter outlives its period by up to two days instead of one)."""
+    release_size: bytes
+    release_keys: bytes
+    """RELEASE's key count and keys: per bucket its request window and token window."""
 
 
 def _missing(results: list[Any]) -> list[int]:
@@ -555,4 +678,4 @@ def _admitted(buckets: Sequence[Bucket], raw: list[int]) -> Decision:
         None if req is None else req[2], None if req is None else req[0],
         None if req is None else -req[1] / 1000,
         None if tok is None else tok[2], None if tok is None else tok[0],
-        None if tok is None else -tok[1] / 1000)
+        None if tok is None else -tok[1] / 1000, raw[2] // 1000)

@@ -4,17 +4,26 @@ SHA1 digests. Both mirror the pure maths of ``app.limits.model`` (``window``) an
 
 ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 keys each).
        ARGV: one comma-separated string: now in ms (0: the server's TIME), tokens, then per
-       bucket rpm, tpm, budget in micro-dollars (-1: none).
+       bucket rpm, tpm, budget in micro-dollars (-1: none), then the credit asked for (requests;
+       0: none).
        Returns one comma-separated string: status (0 admitted, 1 rate limit, 2 budget),
        refusing bucket (1-based, budget only), now in ms, then per bucket six integers:
        requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
-       limit). All buckets are charged, or none.
+       limit; a granted credit counted in "used"); when admitted, two more: the credit granted
+       (0: none) and its slot. All buckets
+       are charged, or none; a credit is granted to all of them, or to none, only where none
+       has a budget and the window, credit included, stays under an eighth of every limit
+       (``app.limits.model``).
+RELEASE KEYS: per bucket, its request window and token window (2 keys each).
+       ARGV: one comma-separated string: a credit's slot, its requests and tokens left.
+       Takes them out of that slot (never below zero). Returns 1.
        (One string each way: redis-py spends most of an EVALSHA's client CPU encoding arguments
        and parsing reply elements one by one; see bench/limiter.py.)
 SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
        ARGV: one comma-separated string: now in ms (0: TIME), used - reserved, ms since the
-       admission (-1: unknown), cost in micro-dollars, then per bucket: 1 if it has a TPM
-       limit else 0, the spend counter's TTL in s (-1: none).
+       admission (-1: unknown), cost in micro-dollars, the slot the reservation was charged to
+       (-1: unknown; then the ms since the admission find it), then per bucket: 1 if it has a
+       TPM limit else 0, the spend counter's TTL in s (-1: none).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ if now_ms <= 0 then
 end
 local second = math.floor(now_ms / 1000)
 local life = 61
+local credit_life = 10
 local function live_slots(key)
   local flat = redis.call('HGETALL', key)
   local live, stale, total = {}, {}, 0
@@ -47,6 +57,9 @@ local function live_slots(key)
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   table.sort(live, function(a, b) return a[1] < b[1] end)
   return live, total
+end
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 """
 
@@ -77,42 +90,74 @@ local function scan(key, limit, cost)
   return {total, math.max(0, (last + life) * 1000 - now_ms), retry}
 end
 local out, refused = {0, 0, now_ms}, false
+local credit = A[3 * n + 3] or 0
 for i = 1, n do
   local r, t = {-1, 0, 0}, {-1, 0, 0}
-  local rpm, tpm = A[3 * i], A[3 * i + 1]
+  local rpm, tpm, budget = A[3 * i], A[3 * i + 1], A[3 * i + 2]
   if rpm >= 0 then r = scan(KEYS[3 * i - 2], rpm, 1) end
   if tpm >= 0 then t = scan(KEYS[3 * i - 1], tpm, want) end
   if r[3] > 0 or t[3] > 0 then refused = true end
   for _, v in ipairs({r[1], r[2], r[3], t[1], t[2], t[3]}) do out[#out + 1] = v end
+  if rpm >= 0 and (r[1] + credit) * 8 > rpm then credit = 0 end
+  if tpm >= 0 and (t[1] + credit * want) * 8 > tpm then credit = 0 end
+  if budget >= 0 then credit = 0 end
 end
 if refused then
   out[1] = 1
   return table.concat(out, ',')
 end
+local slot = second + credit_life
 for i = 1, n do
+  if credit > 0 and A[3 * i] >= 0 then out[6 * i - 2] = out[6 * i - 2] + credit end
+  if credit > 0 and A[3 * i + 1] >= 0 then out[6 * i + 1] = out[6 * i + 1] + credit * want end
+end
+for i = 1, n do
+  local req, tok = KEYS[3 * i - 2], KEYS[3 * i - 1]
   if A[3 * i] >= 0 then
-    redis.call('HINCRBY', KEYS[3 * i - 2], second, 1)
-    redis.call('PEXPIRE', KEYS[3 * i - 2], (life + 1) * 1000)
+    redis.call('HINCRBY', req, second, 1)
+    if credit > 0 then redis.call('HINCRBY', req, slot, credit) end
+    extend(req, ((credit > 0 and slot or second) + life + 1 - second) * 1000)
   end
   if A[3 * i + 1] >= 0 and want > 0 then
-    redis.call('HINCRBY', KEYS[3 * i - 1], second, want)
-    redis.call('PEXPIRE', KEYS[3 * i - 1], (life + 1) * 1000)
+    redis.call('HINCRBY', tok, second, want)
+    if credit > 0 then redis.call('HINCRBY', tok, slot, credit * want) end
+    extend(tok, ((credit > 0 and slot or second) + life + 1 - second) * 1000)
   end
 end
+out[#out + 1] = credit
+out[#out + 1] = slot
 return table.concat(out, ',')
 """
 
+RELEASE = _CLOCK + """
+local slot, requests, tokens = A[1], A[2], A[3]
+for i = 1, #KEYS / 2 do
+  for _, pair in ipairs({{KEYS[2 * i - 1], requests}, {KEYS[2 * i], tokens}}) do
+    local have = tonumber(redis.call('HGET', pair[1], slot) or '0')
+    local take = math.min(have, pair[2])
+    if take > 0 then redis.call('HINCRBY', pair[1], slot, -take) end
+  end
+end
+return 1
+"""
+
 SETTLE = _CLOCK + """
-local delta, elapsed, cost = A[2], A[3], A[4]
+local delta, elapsed, cost, target = A[2], A[3], A[4], A[5]
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  if A[3 + 2 * i] == 1 and delta > 0 then
+  if A[4 + 2 * i] == 1 and delta > 0 then
     redis.call('HINCRBY', key, second, delta)
-    redis.call('PEXPIRE', key, (life + 1) * 1000)
-  elseif A[3 + 2 * i] == 1 and delta < 0 then
+    extend(key, (life + 1) * 1000)
+  elseif A[4 + 2 * i] == 1 and delta < 0 then
     local owed = -delta
     local live = live_slots(key)
-    if elapsed >= 0 then
+    if target >= 0 then
+      local only = {}
+      for _, sc in ipairs(live) do
+        if sc[1] == target then only[1] = sc end
+      end
+      live = only
+    elseif elapsed >= 0 then
       -- the admission's second, and the seconds beside it: the gateway's clock and Redis's
       -- disagree by milliseconds, which crosses a second's edge now and then
       local target = math.floor((now_ms - elapsed) / 1000)
@@ -136,7 +181,7 @@ for i = 1, #KEYS / 2 do
   end
   if cost > 0 then
     redis.call('INCRBY', KEYS[2 * i], cost)
-    local ttl = A[4 + 2 * i]
+    local ttl = A[5 + 2 * i]
     if ttl > 0 then redis.call('EXPIRE', KEYS[2 * i], ttl) end
   end
 end

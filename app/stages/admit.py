@@ -31,7 +31,8 @@ from app.usage import estimate_prompt_tokens
 
 log = logging.getLogger("switchboard.limits")
 _ADMITTED = "admit"
-"""``ModelCall.extras`` key: set on calls this stage charged (the ones ``Account`` settles)."""
+"""``ModelCall.extras`` key: the ``Decision`` of a call this stage charged (the calls
+``Account`` settles)."""
 _LOG_EVERY_S = 10.0
 
 
@@ -69,7 +70,7 @@ class Admit(Stage):
         call.headers.update(decision.headers())
         if decision.admitted:
             call.tokens = tokens
-            call.extras[_ADMITTED] = True
+            call.extras[_ADMITTED] = decision
             if decision.reason == "unavailable":
                 self._unavailable("admitted")
             return
@@ -112,10 +113,11 @@ class Account(Stage):
         self._limiter = limiter
 
     def on_end(self, call: ModelCall) -> None:
-        if not call.extras.get(_ADMITTED):
+        admitted: Decision | None = call.extras.get(_ADMITTED)
+        if admitted is None:
             return
         record = call.record
         used = record.usage.total_tokens if record.usage is not None else 0
         self._limiter.settle(call.caller.buckets, call.tokens, used, record.cost_usd or 0.0,
                              elapsed_s=None if record.latency_ms is None
-                             else record.latency_ms / 1000)
+                             else record.latency_ms / 1000, slot=admitted.slot)

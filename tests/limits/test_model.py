@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
 
@@ -102,5 +103,7 @@ def test_the_redis_limiters_admitted_shortcut_matches_combine() -> None:
                 else:
                     raw += [rng.randint(0, limit + 3), rng.choice([1000, 30_000, 61_000]), 0]
         requests, tokens = _windows(buckets, raw)
-        assert _admitted(buckets, raw) == combine(buckets, requests, tokens, admitted=True,
-                                                  reason="ok")
+        read = _admitted(buckets, raw)
+        assert read.slot == 1_700_000_000  # the second the reply's charge went to
+        assert dataclasses.replace(read, slot=None) == combine(
+            buckets, requests, tokens, admitted=True, reason="ok")

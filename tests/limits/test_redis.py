@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 
+import pytest
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter
@@ -217,3 +219,140 @@ async def test_one_admission_round_trip_in_flight_the_rest_batched_behind_it(
         assert sorted(d.remaining_requests or 0 for d in decisions) == list(range(990, 999))
     finally:
         await client.aclose()
+
+
+# ---- admission credits (app.limits.model): a few requests charged ahead, admitted locally
+
+
+def credited(redis: RespClient, prefix: str, clock: Clock) -> RedisLimiter:
+    return RedisLimiter(redis, timeout_s=T, fail_open=True, budget_fail_open=False,
+                        prefix=prefix, clock=clock, credits=True)
+
+
+async def test_a_credit_is_charged_ahead_then_admits_without_asking_redis(
+        redis: aioredis.Redis, prefix: str) -> None:
+    clock, client = Clock(), CountingClient()
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 2560, None, None),)  # a credit may hold 2560/256 = 10
+        first = await limiter.admit(key, 0)
+        second = int(clock.t)
+        assert first.admitted and first.slot == second and client.round_trips == [1]
+        # the call in its own second, the credit ten seconds on: counted from now to then + 61
+        assert await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req") == {
+            str(second).encode(): b"1", str(second + 10).encode(): b"10"}
+        clock.t += 5
+        local = [await limiter.admit(key, 0) for _ in range(10)]
+        assert client.round_trips == [1]  # all ten from the credit
+        assert all(d.admitted and d.slot == second + 10 for d in local)
+        assert {d.remaining_requests for d in local} == {first.remaining_requests} == {2549}
+        assert local[0].reset_requests_s == pytest.approx((first.reset_requests_s or 0) - 5)
+        assert (await limiter.admit(key, 0)).admitted  # spent: Redis again, and a new credit
+        assert client.round_trips == [1, 1]
+    finally:
+        await client.aclose()
+
+
+async def test_no_credit_under_256_a_minute_nor_past_an_eighth_of_the_limit(
+        redis: aioredis.Redis, prefix: str) -> None:
+    clock, client = Clock(), CountingClient()
+    try:
+        limiter = credited(client, prefix, clock)
+        small = (Bucket("key", "small", 255, None, None),)
+        for _ in range(3):
+            assert (await limiter.admit(small, 0)).admitted
+        assert client.round_trips == [1, 1, 1]  # each call asks Redis, as without credits
+        big = (Bucket("key", "big", 2560, None, None),)
+        other = limiter_on(client, prefix, clock)  # another process, without credits
+        for _ in range(310):
+            assert (await other.admit(big, 0)).admitted
+        client.round_trips.clear()
+        assert (await limiter.admit(big, 0)).admitted  # 311 + a credit of 10 > 2560 / 8
+        assert (await limiter.admit(big, 0)).admitted
+        assert client.round_trips == [1, 1]
+        assert len(await redis.hgetall(f"{prefix}:rl:{{big}}:key:big:req")) == 1  # no credit
+    finally:
+        await client.aclose()
+
+
+async def test_what_a_credit_did_not_use_goes_back_when_it_ends(
+        redis: aioredis.Redis, resp: RespClient, prefix: str) -> None:
+    clock = Clock()
+    limiter = credited(resp, prefix, clock)
+    key = (Bucket("key", "k", 2560, None, None),)
+    await limiter.admit(key, 0)
+    slot = str(int(clock.t) + 10).encode()
+    for _ in range(3):
+        await limiter.admit(key, 0)
+    clock.t += 9  # the credit's last second: no longer used
+    await limiter.admit(key, 0)  # gives back 7 (riding along) and gets a new credit of 10
+    window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
+    assert window[slot] == b"3" and window[str(int(clock.t) + 10).encode()] == b"10"
+    await limiter.flush()  # a closing gateway gives back every credit
+    window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
+    assert window[slot] == b"3" and window[str(int(clock.t) + 10).encode()] == b"0"
+
+
+async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
+        redis: aioredis.Redis, resp: RespClient, prefix: str) -> None:
+    clock = Clock()
+    limiter = credited(resp, prefix, clock)
+    key = (Bucket("key", "k", None, 256_000, None),)  # 256,000 / (256 * 100): a credit of 10
+    await limiter.admit(key, 100)
+    credit = await limiter.admit(key, 100)  # from the credit: 1,000 tokens in its slot
+    assert credit.slot == int(clock.t) + 10
+    limiter.settle(key, 100, 40, 0.0, elapsed_s=0.5, slot=credit.slot)
+    await limiter.flush()  # the settle gives 60 back to that slot, the credit's return 900
+    window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:tok")
+    assert window[str(credit.slot).encode()] == b"40"  # what the credited call really used
+
+
+async def test_a_caller_with_a_budget_gets_no_credit(prefix: str) -> None:
+    """A credit's calls would skip the spend check; with a budget, every call asks Redis."""
+    clock, client = Clock(), CountingClient()
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 100_000, None, 1000.0),)
+        for _ in range(3):
+            assert (await limiter.admit(key, 0)).admitted
+        assert client.round_trips == [1, 1, 1]
+    finally:
+        await client.aclose()
+
+
+async def test_credits_never_admit_more_than_n_in_any_window(prefix: str) -> None:
+    """Three processes with credits and one without, hammering one key with bursts while the
+    clock runs: never more than N in any 60 s."""
+    clock, limit = Clock(), 2560
+    clients = [RespClient.from_url("redis://127.0.0.1:6379/0") for _ in range(4)]
+    limiters = [credited(c, prefix, clock) for c in clients[:3]] + [
+        limiter_on(clients[3], prefix, clock)]
+    key = (Bucket("key", "k", limit, None, None),)
+    admitted: list[float] = []
+    from_credits = 0
+    rng = random.Random(11)
+
+    async def burst(limiter: RedisLimiter, count: int) -> None:
+        nonlocal from_credits
+        at = clock.t
+        for _ in range(count):  # one at a time: each may come from the credit
+            decision = await limiter.admit(key, 0)
+            if decision.admitted:
+                admitted.append(at)
+                from_credits += (decision.slot or 0) > at
+
+    try:
+        for _ in range(400):
+            await asyncio.gather(*(burst(limiter, rng.randint(0, 12)) for limiter in limiters))
+            clock.t += rng.choice([0.0, 0.2, 0.9, 3.0, 9.5])
+            if rng.random() < 0.05:
+                await rng.choice(limiters).flush()
+    finally:
+        for c in clients:
+            await c.aclose()
+    admitted.sort()
+    assert len(admitted) > 3 * limit  # the clock ran through several windows
+    assert from_credits > 200  # credits while the window was low, Redis for every call past it
+    busiest = max(bisect.bisect_left(admitted, start + 60) - i
+                  for i, start in enumerate(admitted))
+    assert busiest <= limit
