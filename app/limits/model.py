@@ -17,11 +17,12 @@ Each of those calls is counted from before it happens until at least 60 s after 
 rule above holds across processes. What a credit did not use is given back when it ends, and
 the calls it admitted stay counted up to ten seconds longer than their own. A credit is granted
 only where it costs others nothing they would notice: at most 1/256 of every limit of the
-caller (limits under 256 a minute get none: every call asks Redis), and only while the window,
-credit included, is under an eighth of every limit. So a burst on one process is short by
-what the credits other processes hold, never more than N/8, until they come back. Callers with a
-budget get no credit: every call of theirs must see the spend. A credit's calls are charged
-already, so they are admitted even while Redis is down.
+caller (so none under 256 requests a minute, or under 256 times the call's tokens a minute:
+every call then asks Redis), and only while the window, credit included, is under an eighth of
+every limit. So a burst on one process is short by what the credits other processes hold, never
+more than N/8, until they come back. Callers with a budget get no credit: every call of theirs
+must see the spend. A credit's calls are charged already, so they are admitted even while
+Redis is down.
 
 Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
