@@ -10,10 +10,9 @@ ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 k
        refusing bucket (1-based, budget only), now in ms, then per bucket six integers:
        requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
        limit; a granted credit counted in "used"); when admitted, two more: the credit granted
-       (0: none) and its slot. All buckets
-       are charged, or none; a credit is granted to all of them, or to none, only where none
-       has a budget and the window, credit included, stays under an eighth of every limit
-       (``app.limits.model``).
+       (0: none) and its slot. All buckets are charged, or none; a credit is granted to all of
+       them, or to none, only where none has a budget and the window, credit included, stays
+       under an eighth of every limit (``app.limits.model``).
 RELEASE KEYS: per bucket, its request window and token window (2 keys each).
        ARGV: one comma-separated string: a credit's slot, its requests and tokens left.
        Takes them out of that slot (never below zero). Returns 1.
@@ -142,7 +141,7 @@ return 1
 """
 
 SETTLE = _CLOCK + """
-local delta, elapsed, cost, target = A[2], A[3], A[4], A[5]
+local delta, elapsed, cost, charged = A[2], A[3], A[4], A[5]
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
   if A[4 + 2 * i] == 1 and delta > 0 then
@@ -151,10 +150,10 @@ for i = 1, #KEYS / 2 do
   elseif A[4 + 2 * i] == 1 and delta < 0 then
     local owed = -delta
     local live = live_slots(key)
-    if target >= 0 then
+    if charged >= 0 then
       local only = {}
       for _, sc in ipairs(live) do
-        if sc[1] == target then only[1] = sc end
+        if sc[1] == charged then only[1] = sc end
       end
       live = only
     elseif elapsed >= 0 then
