@@ -43,8 +43,9 @@ limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``)
 reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped and logged
 (rate-limited): the reconcile restores the spend they carried.
 
-(Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, is one
-mechanism; ``app.limits.resp`` is the wire, ``app.limits.model`` the maths.)
+(Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, and the
+credits that spare round trips, is one mechanism; ``app.limits.resp`` is the wire,
+``app.limits.model`` the maths.)
 """
 
 from __future__ import annotations
@@ -204,7 +205,6 @@ class RedisLimiter:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
         if not buckets:
             return ADMITTED
-        asked = 0
         if self._credits_on:
             held = self._credits.get(id(buckets))
             if held is not None and held.known.buckets is buckets:
@@ -214,9 +214,9 @@ class RedisLimiter:
                     held.tokens -= max(0, tokens)
                     return held.decision_at(moment)
                 self._release(held)
-            asked = _credit_size(buckets, tokens)
         now = self._now()
         known = self._prepared(buckets, now)
+        asked = known.credit_size(tokens) if self._credits_on else 0
         sent = self._tick() if asked else 0.0
         future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
         self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
@@ -500,7 +500,11 @@ class RedisLimiter:
             admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
             settle_size=b"*%d\r\n" % (4 + 2 * len(buckets)), settle_keys=b"".join(settle),
             settle_args="".join(f",{n}" for n in settle_args).encode(),
-            release_size=b"*%d\r\n" % (4 + 2 * len(buckets)), release_keys=b"".join(release))
+            release_size=b"*%d\r\n" % (4 + 2 * len(buckets)), release_keys=b"".join(release),
+            credit_requests=0 if any(b.budget_usd is not None for b in buckets) else min(
+                [CREDIT_MAX] + [b.rpm // CREDIT_SHARE for b in buckets if b.rpm is not None]),
+            credit_tokens=min((b.tpm // CREDIT_SHARE for b in buckets if b.tpm is not None),
+                              default=None))
         if isinstance(buckets, tuple):  # a list may change in place: built anew each time
             self._calls[id(buckets)] = known
         return known
@@ -558,20 +562,6 @@ class _Credit:
                         self.slot)
 
 
-def _credit_size(buckets: Sequence[Bucket], tokens: int) -> int:
-    """The credit to ask for with an admission of ``tokens``: at most ``1/CREDIT_SHARE`` of
-    every limit; none (0) for a caller with a budget, whose every call must see its spend."""
-    size = CREDIT_MAX
-    for b in buckets:
-        if b.budget_usd is not None:
-            return 0
-        if b.rpm is not None:
-            size = min(size, b.rpm // CREDIT_SHARE)
-        if b.tpm is not None:
-            size = min(size, b.tpm // (CREDIT_SHARE * max(1, tokens)))
-    return max(0, size)
-
-
 def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:
     if done.cancelled():
         return TimeoutError("round trip cancelled")
@@ -602,6 +592,18 @@ class _Prepared:
     release_size: bytes
     release_keys: bytes
     """RELEASE's key count and keys: per bucket its request window and token window."""
+    credit_requests: int
+    """The most requests a credit may hold: ``CREDIT_MAX``, at most ``1/CREDIT_SHARE`` of every
+    RPM limit; 0 for a caller with a budget, whose every call must see its spend."""
+    credit_tokens: int | None
+    """The most tokens a credit may hold: ``1/CREDIT_SHARE`` of the smallest TPM limit
+    (``None``: no TPM limit)."""
+
+    def credit_size(self, tokens: int) -> int:
+        """The credit to ask for with an admission of ``tokens`` (0: none)."""
+        if self.credit_tokens is None:
+            return self.credit_requests
+        return min(self.credit_requests, self.credit_tokens // max(1, tokens))
 
 
 def _missing(results: list[Any]) -> list[int]:
