@@ -117,7 +117,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         limiter = RedisLimiter(redis.limiter, timeout_s=limits.redis_timeout_ms / 1000,
                                fail_open=limits.on_redis_down == "open",
                                budget_fail_open=limits.budgets_on_redis_down == "open",
-                               credits=True)
+                               credits=True, news=redis.calllog)
         if calllog is not None:
             reconcile_budgets = partial(reconcile, calllog.engine, redis.calllog, prefix=PREFIX)
     else:

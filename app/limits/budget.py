@@ -3,7 +3,9 @@ proves was spent, for the current UTC day, month and all time, per virtual key a
 
 Each counter is set to ``max(counter, log)`` by a Lua script (``scripts.RAISE``): a reconcile
 never lowers a counter (spend the log has not seen yet, calls still in flight or in the writer's
-queue, stays counted) and never adds twice (running it again changes nothing). A key's counters
+queue, stays counted) and never adds twice (running it again changes nothing). A reconcile that
+raised any counter publishes budget news (``app.limits.redis.news_channel``): every gateway
+then gives back the admission credits of its callers with a budget. A key's counters
 carry its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams
 has each tag's counter raised to that team's share. Costs are summed in whole micro-dollars,
 rounded down. Works on Postgres and SQLite.
@@ -24,7 +26,7 @@ from app.db.models import Call
 from app.limits import scripts
 from app.limits.local import LocalLimiter
 from app.limits.model import MICRO, Period, Scope, period_name, period_start
-from app.limits.redis import spend_key, spend_ttl_s
+from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
 _calls = Call.__table__
 _CHUNK = 100
@@ -88,6 +90,8 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
         for key, total, ttl in raises[first:first + _CHUNK]:
             pipe.execute_command("EVALSHA", sha, 1, key, total, ttl)
         raised += sum(int(r) for r in await pipe.execute())
+    if raised:  # a credit granted before the raise must not outlive it
+        await redis.publish(news_channel(prefix), "raised")
     return raised
 
 

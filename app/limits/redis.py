@@ -51,6 +51,7 @@ credits that spare round trips, is one mechanism; ``app.limits.resp`` is the wir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -60,6 +61,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from app.limits import scripts
 from app.limits.model import (
@@ -75,6 +78,7 @@ from app.limits.model import (
     unavailable,
 )
 from app.limits.resp import ReplyError, RespClient, bulk, encode
+from app.pubsub import follow
 
 log = logging.getLogger("switchboard.limits")
 
@@ -125,6 +129,12 @@ def spend_key(prefix: str, *, tag: str, scope: str, id: str, period: str) -> str
     return f"{prefix}:spend:{{{tag}}}:{scope}:{id}:{period}"
 
 
+def news_channel(prefix: str) -> str:
+    """The pub/sub channel of budget news: a spend counter reached half its budget
+    (``scripts.SETTLE``), or a reconcile raised counters (``app.limits.budget``)."""
+    return f"{prefix}:limits:budget-news"
+
+
 def spend_ttl_s(period: Period, now: datetime) -> int:
     """The TTL of a spend counter written at ``now``: a day past its period (-1: no TTL)."""
     left = period_left_s(period, now)
@@ -136,10 +146,13 @@ class RedisLimiter:
 
     def __init__(self, redis: RespClient, *, timeout_s: float, fail_open: bool,
                  budget_fail_open: bool, prefix: str = PREFIX,
-                 clock: Callable[[], float] | None = None, credits: bool = False) -> None:
+                 clock: Callable[[], float] | None = None, credits: bool = False,
+                 news: aioredis.Redis | None = None) -> None:
         """``clock``: the time the scripts count with (tests); ``None`` uses Redis's own
         ``TIME``, one clock for every process. Budget periods follow this process's clock.
-        ``credits``: ask for admission credits (``app.limits.model``)."""
+        ``credits``: ask for admission credits (``app.limits.model``); ``news``: the client
+        to follow the budget news with (``news_channel``), without which callers with a
+        budget get none."""
         self._redis = redis
         self._timeout_s = timeout_s
         self._fail_open = fail_open
@@ -174,9 +187,25 @@ class RedisLimiter:
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE, scripts.RELEASE)}
         """Each script's EVALSHA and digest, encoded once."""
+        self._news = news if credits else None
+        self._channel = bulk(news_channel(prefix).encode())
+        self.hearing = asyncio.Event()
+        """Set while this process follows the budget news: only then are callers with a budget
+        granted credits, or admitted from them."""
+        self._news_at = -math.inf
+        """When (``_tick``) budget news last came: a credit asked for before then is given
+        back at once, for its grant may have been decided before the news."""
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the scripts (best effort: a Redis that is down now is retried per call)."""
+        """Load the scripts (best effort: a Redis that is down now is retried per call), and
+        start following the budget news."""
+        if self._news is not None and self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(follow(
+                self._news, news_channel(self._prefix), what="budget news",
+                on_message=self._heard, on_subscribed=self._resubscribed,
+                subscribed=self.hearing, on_reconnect=self._resubscribed),
+                name="budget-news-subscriber")
         try:
             async with asyncio.timeout(max(self._timeout_s, SETTLE_TIMEOUT_S)):
                 for reply in await self._redis.execute(
@@ -187,8 +216,14 @@ class RedisLimiter:
             self._warn("could not load the limiter's scripts", exc)
 
     async def aclose(self) -> None:
-        """Send the settles still queued and wait (bounded) for them; the client stays open
-        (its owner closes it)."""
+        """Stop following the budget news, send the settles still queued and wait (bounded)
+        for them; the clients stay open (their owner closes them)."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+            self.hearing.clear()
         await self.flush()
 
     async def flush(self) -> None:
@@ -209,14 +244,16 @@ class RedisLimiter:
             held = self._credits.get(id(buckets))
             if held is not None and held.known.buckets is buckets:
                 moment = self._tick()
-                if moment < held.until and held.requests > 0 and held.tokens >= tokens:
+                if moment < held.until and held.requests > 0 and held.tokens >= tokens and (
+                        not held.known.budgeted or self.hearing.is_set()):
                     held.requests -= 1
                     held.tokens -= max(0, tokens)
                     return held.decision_at(moment)
                 self._release(held)
         now = self._now()
         known = self._prepared(buckets, now)
-        asked = known.credit_size(tokens) if self._credits_on else 0
+        asked = known.credit_size(tokens) if self._credits_on and (
+            not known.budgeted or self.hearing.is_set()) else 0
         sent = self._tick() if asked else 0.0
         future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
         self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
@@ -244,7 +281,7 @@ class RedisLimiter:
         known = self._prepared(buckets, now)
         body = known.settle_keys + bulk(b"%d,%d,%d,%d,%d%s" % (
             self._now_ms(now), delta, -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
-            max(0, cost), -1 if slot is None else slot, known.settle_args))
+            max(0, cost), -1 if slot is None else slot, known.settle_args)) + self._channel
         self._queue((scripts.SETTLE, known.settle_size, body))
 
     def _queue(self, call: _Call) -> None:
@@ -260,13 +297,19 @@ class RedisLimiter:
 
     def _grant(self, known: _Prepared, requests: int, slot: int, tokens: int, sent: float,
                decision: Decision) -> None:
-        """Keep the credit an admission got (a caller's earlier one, if any, is returned)."""
+        """Keep the credit an admission got (a caller's earlier one, if any, is returned); a
+        caller with a budget's is given back at once if budget news came since it was asked
+        for, or this process is not following the news now."""
         key = id(known.buckets)
         old = self._credits.get(key)
         if old is not None:
             self._release(old)
-        self._credits[key] = _Credit(known, slot, sent + CREDIT_S - 1, requests,
-                                     requests * tokens, decision, self._tick())
+        credit = _Credit(known, slot, sent + CREDIT_S - 1, requests, requests * tokens,
+                         decision, self._tick())
+        if known.budgeted and (self._news_at >= sent or not self.hearing.is_set()):
+            self._release(credit)
+            return
+        self._credits[key] = credit
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(CREDIT_S, self._sweep)
 
@@ -280,6 +323,18 @@ class RedisLimiter:
                          + bulk(b"%d,%d,%d" % (credit.slot, max(0, credit.requests),
                                                max(0, credit.tokens)))))
             credit.requests = credit.tokens = 0
+
+    def _heard(self, _data: object) -> None:
+        """Budget news: a caller's spend reached half its budget, or a reconcile raised spend
+        counters. Every credit of a caller with a budget is given back."""
+        self._news_at = self._tick()
+        for credit in [c for c in self._credits.values() if c.known.budgeted]:
+            self._release(credit)
+
+    async def _resubscribed(self, _lost: object) -> None:
+        """Subscribed (again), or the subscription's connection was made anew: news may have
+        been missed meanwhile."""
+        self._heard(None)
 
     def _sweep(self) -> None:
         """Return the credits that have ended; look again in ``CREDIT_S`` while any are held."""
@@ -483,6 +538,7 @@ class RedisLimiter:
         admit: list[bytes] = [bulk(b"%d" % (3 * len(buckets)))]
         settle: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
         release: list[bytes] = [bulk(b"%d" % (2 * len(buckets)))]
+        budgeted = any(b.budget_usd is not None for b in buckets)
         limits: list[int] = []
         settle_args: list[int] = []
         for b in buckets:
@@ -494,14 +550,15 @@ class RedisLimiter:
             release += [req, tok]
             limits += [_or_none(b.rpm), _or_none(b.tpm),
                        -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
-            settle_args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment)]
+            settle_args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment),
+                            -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
         known = _Prepared(
             buckets=buckets, admit_size=b"*%d\r\n" % (4 + 3 * len(buckets)),
             admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
-            settle_size=b"*%d\r\n" % (4 + 2 * len(buckets)), settle_keys=b"".join(settle),
+            settle_size=b"*%d\r\n" % (5 + 2 * len(buckets)), settle_keys=b"".join(settle),
             settle_args="".join(f",{n}" for n in settle_args).encode(),
             release_size=b"*%d\r\n" % (4 + 2 * len(buckets)), release_keys=b"".join(release),
-            credit_requests=0 if any(b.budget_usd is not None for b in buckets) else min(
+            budgeted=budgeted, credit_requests=min(
                 [CREDIT_MAX] + [b.rpm // CREDIT_SHARE for b in buckets if b.rpm is not None]),
             credit_tokens=min((b.tpm // CREDIT_SHARE for b in buckets if b.tpm is not None),
                               default=None))
@@ -588,13 +645,16 @@ class _Prepared:
     """The end of its ARGV string: per bucket ``,1`` if it has a TPM limit else ``,0``, then
     its spend counter's TTL in seconds (``-1``: none), as of when this was built: a day past
     the budget period's end then, so a settle later that day sets a TTL that much longer
-    (the counter outlives its period by up to two days instead of one)."""
+    (the counter outlives its period by up to two days instead of one), then its budget in
+    micro-dollars (``-1``: none)."""
     release_size: bytes
     release_keys: bytes
     """RELEASE's key count and keys: per bucket its request window and token window."""
+    budgeted: bool
+    """Some bucket has a budget: credits only while following the budget news."""
     credit_requests: int
     """The most requests a credit may hold: ``CREDIT_MAX``, at most ``1/CREDIT_SHARE`` of every
-    RPM limit; 0 for a caller with a budget, whose every call must see its spend."""
+    RPM limit."""
     credit_tokens: int | None
     """The most tokens a credit may hold: ``1/CREDIT_SHARE`` of the smallest TPM limit
     (``None``: no TPM limit)."""

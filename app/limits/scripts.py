@@ -11,18 +11,21 @@ ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 k
        requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
        limit; a granted credit counted in "used"); when admitted, two more: the credit granted
        (0: none) and its slot. All buckets are charged, or none; a credit is granted to all of
-       them, or to none, only where none has a budget and the window, credit included, stays
-       under an eighth of every limit (``app.limits.model``).
+       them, or to none, only where the window, credit included, stays under an eighth of
+       every limit, and the spend under half of every budget (``app.limits.model``).
 RELEASE KEYS: per bucket, its request window and token window (2 keys each).
        ARGV: one comma-separated string: a credit's slot, its requests and tokens left.
        Takes them out of that slot (never below zero). Returns 1.
        (One string each way: redis-py spends most of an EVALSHA's client CPU encoding arguments
        and parsing reply elements one by one; see bench/limiter.py.)
 SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
-       ARGV: one comma-separated string: now in ms (0: TIME), used - reserved, ms since the
+       ARGV[1]: one comma-separated string: now in ms (0: TIME), used - reserved, ms since the
        admission (-1: unknown), cost in micro-dollars, the slot the reservation was charged to
        (-1: unknown; then the ms since the admission find it), then per bucket: 1 if it has a
-       TPM limit else 0, the spend counter's TTL in s (-1: none).
+       TPM limit else 0, the spend counter's TTL in s (-1: none), its budget in micro-dollars
+       (-1: none). ARGV[2]: the budget-news channel: when this spend takes a counter to half
+       its budget or past it from below, one message ``half`` is published there (every
+       process then drops the credits of its callers with a budget, ``app.limits.model``).
 """
 
 from __future__ import annotations
@@ -65,10 +68,12 @@ end
 ADMIT = _CLOCK + """
 local want = A[2]
 local n = #KEYS / 3
+local spent = {}
 for i = 1, n do
   local budget = A[3 * i + 2]
-  if budget >= 0 and tonumber(redis.call('GET', KEYS[3 * i]) or '0') >= budget then
-    return table.concat({2, i, now_ms}, ',')
+  if budget >= 0 then
+    spent[i] = tonumber(redis.call('GET', KEYS[3 * i]) or '0')
+    if spent[i] >= budget then return table.concat({2, i, now_ms}, ',') end
   end
 end
 local function scan(key, limit, cost)
@@ -99,7 +104,7 @@ for i = 1, n do
   for _, v in ipairs({r[1], r[2], r[3], t[1], t[2], t[3]}) do out[#out + 1] = v end
   if rpm >= 0 and (r[1] + credit) * 8 > rpm then credit = 0 end
   if tpm >= 0 and (t[1] + credit * want) * 8 > tpm then credit = 0 end
-  if budget >= 0 then credit = 0 end
+  if budget >= 0 and spent[i] * 2 >= budget then credit = 0 end
 end
 if refused then
   out[1] = 1
@@ -142,12 +147,13 @@ return 1
 
 SETTLE = _CLOCK + """
 local delta, elapsed, cost, charged = A[2], A[3], A[4], A[5]
+local crossed = false
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  if A[4 + 2 * i] == 1 and delta > 0 then
+  if A[3 + 3 * i] == 1 and delta > 0 then
     redis.call('HINCRBY', key, second, delta)
     extend(key, (life + 1) * 1000)
-  elseif A[4 + 2 * i] == 1 and delta < 0 then
+  elseif A[3 + 3 * i] == 1 and delta < 0 then
     local owed = -delta
     local live = live_slots(key)
     if charged >= 0 then
@@ -179,11 +185,15 @@ for i = 1, #KEYS / 2 do
     end
   end
   if cost > 0 then
-    redis.call('INCRBY', KEYS[2 * i], cost)
-    local ttl = A[5 + 2 * i]
+    local after = redis.call('INCRBY', KEYS[2 * i], cost)
+    local ttl, budget = A[4 + 3 * i], A[5 + 3 * i]
     if ttl > 0 then redis.call('EXPIRE', KEYS[2 * i], ttl) end
+    if budget >= 0 and after * 2 >= budget and (after - cost) * 2 < budget then
+      crossed = true
+    end
   end
 end
+if crossed then redis.call('PUBLISH', ARGV[2], 'half') end
 return 1
 """
 

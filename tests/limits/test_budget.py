@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -89,6 +90,37 @@ async def test_reconciled_spend_refuses_admission(engine: AsyncEngine, redis: ai
     await reconcile(engine, redis, prefix=prefix)
     refused = await limiter.admit(buckets, 0)
     assert (refused.reason, refused.scope) == ("budget", "team")
+
+
+async def test_a_reconcile_that_raises_spend_ends_the_budget_credits(
+        engine: AsyncEngine, redis: aioredis.Redis, resp: RespClient, prefix: str) -> None:
+    """Redis lost a key's spend (it reads $0), so its calls got a credit; the reconcile raises
+    the counter to $6 of its $10 and publishes news: the credit goes back, and the calls ask
+    Redis again, which grants none past half the budget."""
+    await log_calls(engine, ("k", None, "6.00", datetime.now(UTC)))
+    news = aioredis.Redis(host="127.0.0.1", port=6379)
+    limiter = RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+                           prefix=prefix, credits=True, news=news)
+    key = (Bucket("key", "k", 2560, None, 10.0),)
+    window = f"{prefix}:rl:{{k}}:key:k:req"
+    try:
+        await limiter.start()
+        await asyncio.wait_for(limiter.hearing.wait(), 5)
+        assert (await limiter.admit(key, 0)).admitted  # and a credit of 10
+        assert sum(map(int, (await redis.hgetall(window)).values())) == 11
+        before = limiter._news_at  # the limiter's private clock of news (read only)
+        assert await reconcile(engine, redis, prefix=prefix) > 0
+        for _ in range(500):
+            if limiter._news_at > before:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(2):
+            assert (await limiter.admit(key, 0)).admitted
+        # each call charged in Redis, the credit's 10 back, no new one
+        assert sum(map(int, (await redis.hgetall(window)).values())) == 3
+    finally:
+        await limiter.aclose()
+        await news.aclose()
 
 
 async def test_a_restarted_in_process_limiter_gets_its_spend_back(engine: AsyncEngine) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -307,8 +308,10 @@ async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
     assert window[str(credit.slot).encode()] == b"40"  # what the credited call really used
 
 
-async def test_a_caller_with_a_budget_gets_no_credit(prefix: str) -> None:
-    """A credit's calls would skip the spend check; with a budget, every call asks Redis."""
+async def test_a_caller_with_a_budget_gets_no_credit_unless_following_the_news(
+        prefix: str) -> None:
+    """A credit's calls skip the spend check: a process that does not follow the budget news
+    (none given, or not subscribed yet) asks Redis for every call of a caller with a budget."""
     clock, client = Clock(), CountingClient()
     try:
         limiter = credited(client, prefix, clock)
@@ -318,6 +321,132 @@ async def test_a_caller_with_a_budget_gets_no_credit(prefix: str) -> None:
         assert client.round_trips == [1, 1, 1]
     finally:
         await client.aclose()
+
+
+def following(redis: RespClient, news: aioredis.Redis, prefix: str,
+              clock: Clock) -> RedisLimiter:
+    return RedisLimiter(redis, timeout_s=T, fail_open=True, budget_fail_open=False,
+                        prefix=prefix, clock=clock, credits=True, news=news)
+
+
+async def started(limiter: RedisLimiter, clock: Clock) -> RedisLimiter:
+    await limiter.start()
+    await asyncio.wait_for(limiter.hearing.wait(), 5)
+    clock.t += 0.001  # news came at subscribing: credits asked for from now on are kept
+    return limiter
+
+
+async def heard(limiter: RedisLimiter, since: float) -> None:
+    """Wait until ``limiter`` has taken in budget news after ``since`` (its own clock; reads
+    the limiter's private ``_news_at``)."""
+    for _ in range(500):
+        if limiter._news_at > since:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no budget news reached the limiter")
+
+
+async def test_budget_credits_end_everywhere_when_spend_reaches_half_the_budget(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """Two processes hold credits for a caller with a $10 budget; the settle that takes its
+    spend to $5 publishes news, both give their credits back, and no process gets another."""
+    clock = Clock()
+    clients = [CountingClient(), CountingClient()]
+    news = [aioredis.Redis(host="127.0.0.1", port=6379) for _ in clients]
+    limiters = [following(c, n, prefix, clock) for c, n in zip(clients, news, strict=True)]
+    key = (Bucket("key", "k", 2560, None, 10.0),)
+    try:
+        for limiter in limiters:
+            await started(limiter, clock)
+        for c in clients:
+            c.round_trips.clear()  # loading the scripts
+        for limiter in limiters:
+            for _ in range(4):  # one from Redis, with a credit of 10; three from the credit
+                assert (await limiter.admit(key, 0)).admitted
+        assert [c.round_trips for c in clients] == [[1], [1]]
+        limiters[0].settle(key, 0, 0, 4.99)
+        await limiters[0].flush()  # $4.99: still under half, no news
+        for limiter in limiters:
+            assert (await limiter.admit(key, 0)).admitted
+        # 0's flush sent the settle and gave its credit back, so 0 asked Redis (and got a new
+        # credit: spend is under half); 1 admitted from its credit
+        assert [c.round_trips for c in clients] == [[1, 2, 1], [1]]
+        at = clock.t
+        clock.t += 0.001
+        limiters[1].settle(key, 0, 0, 0.01)  # $5.00: half the budget
+        await limiters[1].flush()
+        for limiter in limiters:
+            await heard(limiter, at)
+        for c in clients:
+            c.round_trips.clear()
+        for limiter in limiters:
+            for _ in range(3):
+                assert (await limiter.admit(key, 0)).admitted
+        # every call asks Redis; 0's first takes along the return of its second credit
+        assert [c.round_trips for c in clients] == [[2, 1, 1], [1, 1, 1]]
+        window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
+        assert sum(map(int, window.values())) == 4 + 4 + 1 + 1 + 6  # the credits came back
+    finally:
+        for limiter in limiters:
+            await limiter.aclose()
+        for c in clients:
+            await c.aclose()
+        for n in news:
+            await n.aclose()
+
+
+class HeldClient(CountingClient):
+    """Holds back the answers of its round trips while ``hold`` is set (``release`` hands
+    them over)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.held: list[Callable[[], None]] = []
+
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
+        if not self.hold:
+            return super().send_then(payload, count, answer)
+        return super().send_then(payload, count, lambda result: self.held.append(
+            lambda: answer(result)))
+
+
+async def test_a_budget_credit_granted_before_news_that_arrives_first_is_given_back(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """Redis granted a credit, then the budget news left on another connection and arrived
+    before the grant: the credit is given back at once, and the next call asks Redis."""
+    clock, client = Clock(), HeldClient()
+    news = aioredis.Redis(host="127.0.0.1", port=6379)
+    limiter = following(client, news, prefix, clock)
+    key = (Bucket("key", "k", 2560, None, 10.0),)
+    try:
+        await started(limiter, clock)
+        client.round_trips.clear()  # loading the scripts
+        client.hold = True
+        admission = asyncio.ensure_future(limiter.admit(key, 0))
+        for _ in range(500):
+            if client.held:
+                break
+            await asyncio.sleep(0.01)
+        assert client.held  # Redis answered: the credit of 10 is charged in its slot
+        at = clock.t
+        clock.t += 0.001
+        await redis.publish(f"{prefix}:limits:budget-news", "half")
+        await heard(limiter, at)
+        clock.t += 0.001
+        client.hold = False
+        client.held.pop()()
+        assert (await admission).admitted
+        assert (await limiter.admit(key, 0)).admitted
+        assert client.round_trips == [1, 2]  # asked Redis again, the credit's return with it
+        assert (await limiter.admit(key, 0)).admitted  # from a new credit, asked after the news
+        assert client.round_trips == [1, 2]
+        window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
+        assert window[str(int(at) + 10).encode()] == b"10"  # the new credit; the first is back
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        await news.aclose()
 
 
 async def test_credits_never_admit_more_than_n_in_any_window(prefix: str) -> None:
