@@ -20,16 +20,27 @@ only where it costs others nothing they would notice: at most 1/256 of every lim
 caller (so none under 256 requests a minute, or under 256 times the call's tokens a minute:
 every call then asks Redis), and only while the window, credit included, is under an eighth of
 every limit. So a burst on one process is short by what the credits other processes hold, never
-more than N/8, until they come back. Callers with a budget get no credit: every call of theirs
-must see the spend. A credit's calls are charged already, so they are admitted even while
-Redis is down.
+more than N/8, until they come back. A credit's calls are charged already, so they are
+admitted even while Redis is down.
+
+Credits and budgets: a credit's calls do not see the spend, so a caller with a budget is granted
+one only while its spend is under half of every budget it has, and only by a process that
+follows the budget news (``app.limits.redis.news_channel``, Redis pub/sub). The settle that takes
+a spend counter from under half its budget to half or more publishes news, and so does a
+reconcile that raised any counter; every process then gives back the credits of all its callers
+with a budget, and drops a grant that arrives after news it heard since asking for it (the grant
+may have been decided before the news). A process whose subscription is down neither grants nor
+uses such credits. So a credited call is admitted while its caller's spend is under half the
+budget, or in the moment the news takes to arrive; for it to add to the overshoot below, the
+spend would have to go from half the budget to all of it within that moment, which only calls
+already in flight can do.
 
 Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
 budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
 with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``), so the
 overshoot past a budget is at most the cost of the calls admitted before the counter reached
-it: those still in flight then, and those whose spend was on its way.
+it: those still in flight then, and those whose spend was on its way (credits: above).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ admission touches lives in one slot and one script can decide them all):
     <prefix>:spend:{<tag>}:<scope>:<id>:<period>   micro-dollars; period day:YYYY-MM-DD
                                                    (TTL to a day past its end),
                                                    month:YYYY-MM (likewise), total
+    <prefix>:limits:budget-news                    pub/sub channel (``news_channel``)
 
 Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
 windows start empty and its spend counters are rebuilt by the next reconcile
