@@ -11,11 +11,13 @@ N at once and never more than N in any 60-second interval; a charge may hold its
 
 Admission credits (the Redis limiter, for callers without a budget): an admission that goes to
 Redis may also charge a credit of a few requests (and as many times the call's tokens) to the
-slot ten seconds ahead, ``s + 10``. The process then admits the caller's next calls from the
-credit without asking Redis, for nine seconds (its own clock, from when it sent the admission).
+slot thirty seconds ahead, ``s + 30``. The process then admits the caller's next calls from the
+credit without asking Redis, for 29 seconds (its own clock, from when it sent the admission).
 Each of those calls is counted from before it happens until at least 60 s after it, so the
 rule above holds across processes. What a credit did not use is given back when it ends, and
-the calls it admitted stay counted up to ten seconds longer than their own. A credit is granted
+the calls it admitted stay counted up to thirty seconds longer than their own (a caller
+that calls every few seconds, as each of 1,000 keys does at 300 requests a second, gets several
+calls out of one credit). A credit is granted
 only where it costs others nothing they would notice: at most 1/256 of every limit of the
 caller (so none under 256 requests a minute, or under 256 times the call's tokens a minute:
 every call then asks Redis), and only while the window, credit included, is under an eighth of

@@ -42,7 +42,7 @@ if now_ms <= 0 then
 end
 local second = math.floor(now_ms / 1000)
 local life = 61
-local credit_life = 10
+local credit_life = 30
 local function live_slots(key)
   local flat = redis.call('HGETALL', key)
   local live, stale, total = {}, {}, 0

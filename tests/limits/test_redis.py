@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter
+from app.limits.redis import CREDIT_S
 from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
 
@@ -239,15 +240,16 @@ async def test_a_credit_is_charged_ahead_then_admits_without_asking_redis(
         first = await limiter.admit(key, 0)
         second = int(clock.t)
         assert first.admitted and first.slot == second and client.round_trips == [1]
-        # the call in its own second, the credit ten seconds on: counted from now to then + 61
+        # the call in its own second, the credit CREDIT_S on: counted from now to then + 61
         assert await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req") == {
-            str(second).encode(): b"1", str(second + 10).encode(): b"10"}
-        clock.t += 5
+            str(second).encode(): b"1", str(second + CREDIT_S).encode(): b"10"}
+        clock.t += CREDIT_S / 2
         local = [await limiter.admit(key, 0) for _ in range(10)]
         assert client.round_trips == [1]  # all ten from the credit
-        assert all(d.admitted and d.slot == second + 10 for d in local)
+        assert all(d.admitted and d.slot == second + CREDIT_S for d in local)
         assert {d.remaining_requests for d in local} == {first.remaining_requests} == {2549}
-        assert local[0].reset_requests_s == pytest.approx((first.reset_requests_s or 0) - 5)
+        assert local[0].reset_requests_s == pytest.approx(
+            (first.reset_requests_s or 0) - CREDIT_S / 2)
         assert (await limiter.admit(key, 0)).admitted  # spent: Redis again, and a new credit
         assert client.round_trips == [1, 1]
     finally:
@@ -282,16 +284,16 @@ async def test_what_a_credit_did_not_use_goes_back_when_it_ends(
     limiter = credited(resp, prefix, clock)
     key = (Bucket("key", "k", 2560, None, None),)
     await limiter.admit(key, 0)
-    slot = str(int(clock.t) + 10).encode()
+    slot = str(int(clock.t) + CREDIT_S).encode()
     for _ in range(3):
         await limiter.admit(key, 0)
-    clock.t += 9  # the credit's last second: no longer used
+    clock.t += CREDIT_S - 1  # the credit's last second: no longer used
     await limiter.admit(key, 0)  # gives back 7 (riding along) and gets a new credit of 10
     window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
-    assert window[slot] == b"3" and window[str(int(clock.t) + 10).encode()] == b"10"
+    assert window[slot] == b"3" and window[str(int(clock.t) + CREDIT_S).encode()] == b"10"
     await limiter.flush()  # a closing gateway gives back every credit
     window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
-    assert window[slot] == b"3" and window[str(int(clock.t) + 10).encode()] == b"0"
+    assert window[slot] == b"3" and window[str(int(clock.t) + CREDIT_S).encode()] == b"0"
 
 
 async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
@@ -301,7 +303,7 @@ async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
     key = (Bucket("key", "k", None, 256_000, None),)  # 256,000 / (256 * 100): a credit of 10
     await limiter.admit(key, 100)
     credit = await limiter.admit(key, 100)  # from the credit: 1,000 tokens in its slot
-    assert credit.slot == int(clock.t) + 10
+    assert credit.slot == int(clock.t) + CREDIT_S
     limiter.settle(key, 100, 40, 0.0, elapsed_s=0.5, slot=credit.slot)
     await limiter.flush()  # the settle gives 60 back to that slot, the credit's return 900
     window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:tok")
@@ -442,7 +444,8 @@ async def test_a_budget_credit_granted_before_news_that_arrives_first_is_given_b
         assert (await limiter.admit(key, 0)).admitted  # from a new credit, asked after the news
         assert client.round_trips == [1, 2]
         window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
-        assert window[str(int(at) + 10).encode()] == b"10"  # the new credit; the first is back
+        # the new credit; the first came back
+        assert window[str(int(at) + CREDIT_S).encode()] == b"10"
     finally:
         await limiter.aclose()
         await client.aclose()
@@ -473,7 +476,7 @@ async def test_credits_never_admit_more_than_n_in_any_window(prefix: str) -> Non
     try:
         for _ in range(400):
             await asyncio.gather(*(burst(limiter, rng.randint(0, 12)) for limiter in limiters))
-            clock.t += rng.choice([0.0, 0.2, 0.9, 3.0, 9.5])
+            clock.t += rng.choice([0.0, 0.2, 0.9, 3.0, 9.5, CREDIT_S - 0.5])
             if rng.random() < 0.05:
                 await rng.choice(limiters).flush()
     finally:
