@@ -9,9 +9,9 @@ is therefore exact to within one second and errs on the safe side: a limit of N 
 N at once and never more than N in any 60-second interval; a charge may hold its place for up to
 61 s.
 
-Admission credits (the Redis limiter, for callers without a budget): an admission that goes to
-Redis may also charge a credit of a few requests (and as many times the call's tokens) to the
-slot thirty seconds ahead, ``s + 30``. The process then admits the caller's next calls from the
+Admission credits (the Redis limiter): an admission that goes to Redis may also charge a credit
+of a few requests (and as many times the call's tokens) to the slot thirty seconds ahead,
+``s + 30``. The process then admits the caller's next calls from the
 credit without asking Redis, for 29 seconds (its own clock, from when it sent the admission).
 Each of those calls is counted from before it happens until at least 60 s after it, so the
 rule above holds across processes. What a credit did not use is given back when it ends, and
