@@ -84,7 +84,9 @@ from app.pubsub import follow
 log = logging.getLogger("switchboard.limits")
 
 SETTLE_TIMEOUT_S = 1.0
-"""The longest one batch of settles may take (they are off the request path)."""
+"""How long loading the scripts may take, and (plus ``timeout_s``) how long ``flush`` waits for
+the settles on their way. A batch of settles itself fails when the limiter's client gives up on
+its round trip (its ``reply_timeout_s``, 1 s in ``app.resources``)."""
 SETTLE_DELAY_S = 0.025
 """How long settles wait to be sent on their own; an admission in the meantime takes them along
 in its round trip (from a few calls a second per process on, nearly always: one round trip a
@@ -169,6 +171,8 @@ class RedisLimiter:
         when an admission takes them along (an idle process is not woken for nothing)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._settles_in_flight = 0
+        self._sending_settles: set[asyncio.Future[list[Any]]] = set()
+        """Settle batches on their way (``flush`` waits for them)."""
         self._admits_in_flight = 0
         self._in_flight: deque[_RoundTrip] = deque()
         """Admission round trips in the order they were sent (answered ones leave from the
@@ -236,8 +240,9 @@ class RedisLimiter:
             self._release(credit)
         if self._settles:
             self._flush_settles()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=SETTLE_TIMEOUT_S + self._timeout_s)
+        waiting = [*self._tasks, *self._sending_settles]
+        if waiting:
+            await asyncio.wait(waiting, timeout=SETTLE_TIMEOUT_S + self._timeout_s)
 
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
@@ -396,7 +401,13 @@ class RedisLimiter:
         if self._settles_in_flight >= MAX_SETTLES_IN_FLIGHT:
             self._warn(f"dropped {len(batch)} settles", RuntimeError("Redis too slow"))
             return
-        self._spawn(self._run_settles(batch))
+        # A future and a callback, not a task: this runs every SETTLE_DELAY_S while calls
+        # settle on their own (admitted from credits). The client answers within its reply
+        # timeout, or fails the round trip.
+        self._settles_in_flight += 1
+        sent = self._redis.send(self._encoded(batch), len(batch))
+        self._sending_settles.add(sent)
+        sent.add_done_callback(partial(self._settles_answered, batch))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(work)
@@ -482,18 +493,21 @@ class RedisLimiter:
             if not future.done():
                 future.set_result(None)
 
-    async def _run_settles(self, batch: list[_Call]) -> None:
-        self._settles_in_flight += 1
-        try:
-            async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                results = await self._redis.send(self._encoded(batch), len(batch))
-                if _missing(results):
-                    results = await self._run_missing(batch, results)
-                self._settled(results)
-        except (OSError, TimeoutError) as exc:
-            self._warn(f"dropped {len(batch)} settles", exc)
-        finally:
-            self._settles_in_flight -= 1
+    def _settles_answered(self, batch: list[_Call], sent: asyncio.Future[list[Any]], *,
+                          retried: bool = False) -> None:
+        """A batch of settles is answered (or failed); NOSCRIPT replies are loaded and sent
+        again, once."""
+        self._sending_settles.discard(sent)
+        result = _outcome(sent)
+        if not retried and not isinstance(result, BaseException) and _missing(result):
+            again = self._spawn(self._run_missing(batch, result))
+            again.add_done_callback(partial(self._settles_answered, batch, retried=True))
+            return
+        self._settles_in_flight -= 1
+        if isinstance(result, BaseException):
+            self._warn(f"dropped {len(batch)} settles", result)
+        else:
+            self._settled(result)
 
     async def _run_missing(self, calls: list[_Call], results: list[Any]) -> list[Any]:
         """``results`` with the calls answered NOSCRIPT loaded and run again (one round

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -106,6 +107,23 @@ async def test_noscript_loads_and_retries(private: RespClient) -> None:
     assert await private.execute([("SCRIPT", "FLUSH")]) == ["OK"]
     decisions = await asyncio.gather(*(lim.admit(LIMITED, 10) for _ in range(3)))
     assert [d.reason for d in decisions] == ["ok"] * 3
+
+
+async def test_settles_sent_on_their_own_load_lost_scripts_and_land(private: RespClient) -> None:
+    """Settles with no admission to ride on, sent to a Redis that lost its scripts, load them
+    and land: the spend is counted, and the next admission sees it."""
+    lim = limiter(private)
+    await lim.start()
+    budget = [Bucket("key", "alone", None, None, 1.0)]
+    assert (await lim.admit(budget, 0)).admitted
+    assert await private.execute([("SCRIPT", "FLUSH")]) == ["OK"]
+    lim.settle(budget, 0, 0, 0.75)
+    lim.settle(budget, 0, 0, 0.25)
+    await lim.flush()  # sends them on their own, and waits for the reload and the retry
+    spent = await private.execute([("GET", "outage:spend:{alone}:key:alone:month:"
+                                    + datetime.now(UTC).strftime("%Y-%m"))])
+    assert spent == [b"1000000"]
+    assert (await lim.admit(budget, 0)).reason == "budget"
 
 
 async def test_one_tick_one_round_trip(private_redis: PrivateRedis) -> None:
