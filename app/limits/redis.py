@@ -20,13 +20,14 @@ is sent at once; those that arrive while it is out wait for its answer and then 
 the next (one EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``). At a
 few calls a second each admission goes alone and waits for nothing; under load the batches grow
 with the load. A caller with a credit (``app.limits.model``) is admitted without a round trip
-until it is spent or ends; what is left of it goes back like a settle. Each round trip takes
-along the settles (and credit returns) queued so far; settles with no admission
-to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in the event-loop
-turn they arrive in (``RespClient.send_then``), and one timer watches every round trip for
-lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the rest of an
-admission: a settle timer set anew for every call, firing with nothing to send, woke an idle
-process once a call; bench/README.md.) A NOSCRIPT reply loads the script and retries
+until it is spent or ends; what is left of it goes back like a settle. Only one admission of a
+caller at a time asks for a credit (its concurrent calls go to Redis without asking). Each
+round trip takes along the settles (and credit returns) queued so far; settles with no
+admission to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in
+the event-loop turn they arrive in (``RespClient.send_then``), and one timer watches every round
+trip for lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the
+rest of an admission: a settle timer set anew for every call, firing with nothing to send, woke
+an idle process once a call; bench/README.md.) A NOSCRIPT reply loads the script and retries
 those calls once. The sliding window, its one-second approximation and the budget overshoot are
 described in ``app.limits.model``.
 
@@ -190,6 +191,8 @@ class RedisLimiter:
         self._credits: dict[int, _Credit] = {}
         """Each caller's credit, by the identity of its bucket tuple (as ``_calls``)."""
         self._sweeper: asyncio.TimerHandle | None = None
+        self._asking: set[int] = set()
+        """The callers (by bucket tuple identity) whose admission in flight asks for a credit."""
         """Returns what is left of the credits that ended (their callers went quiet)."""
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE, scripts.RELEASE)}
@@ -260,15 +263,23 @@ class RedisLimiter:
                 self._release(held)
         now = self._now()
         known = self._prepared(buckets, now)
-        asked = known.credit_size(tokens) if self._credits_on and (
+        asking = self._asking
+        asked = known.credit_size(tokens) if self._credits_on and id(buckets) not in asking and (
             not known.budgeted or self.hearing.is_set()) else 0
-        sent = self._tick() if asked else 0.0
+        sent = 0.0
+        if asked:  # one credit asked for at a time: concurrent calls would replace each other's
+            sent = self._tick()
+            asking.add(id(buckets))
         future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
         self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
             b"%d,%d%s,%d" % (self._now_ms(now), max(0, tokens), known.limits, asked))), future))
         if self._sending is None:  # else it goes with the others when that one is answered
             self._flush_admits()
-        raw = await future
+        try:
+            raw = await future
+        finally:
+            if asked:
+                asking.discard(id(buckets))
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
                                budget_fail_open=self._budget_fail_open)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from app.limits import Bucket, RedisLimiter
+from app.limits import Bucket, RedisLimiter, scripts
 from app.limits.redis import CREDIT_S
 from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
@@ -274,6 +274,38 @@ async def test_no_credit_under_256_a_minute_nor_past_an_eighth_of_the_limit(
         assert (await limiter.admit(big, 0)).admitted
         assert client.round_trips == [1, 1]
         assert len(await redis.hgetall(f"{prefix}:rl:{{big}}:key:big:req")) == 1  # no credit
+    finally:
+        await client.aclose()
+
+
+class RecordingClient(CountingClient):
+    """Also keeps every payload it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.payloads: list[bytes] = []
+
+    def send_then(self, payload: bytes, count: int, answer: Answer) -> None:
+        self.payloads.append(payload)
+        super().send_then(payload, count, answer)
+
+
+async def test_concurrent_first_calls_ask_for_one_credit(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """Five calls of one caller at once: one of them asks for a credit, the others go to Redis
+    without asking (each asking would replace, and give back, the credit before it)."""
+    clock, client = Clock(), RecordingClient()
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 2560, None, None),)  # a credit may hold 10
+        assert all(d.admitted for d in await asyncio.gather(
+            *(limiter.admit(key, 0) for _ in range(5))))
+        await limiter.flush()  # gives the one credit back
+        release = scripts.sha1(scripts.RELEASE).encode()
+        assert sum(p.count(release) for p in client.payloads) == 1
+        window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:req")
+        assert window == {str(int(clock.t)).encode(): b"5",
+                          str(int(clock.t) + CREDIT_S).encode(): b"0"}
     finally:
         await client.aclose()
 
