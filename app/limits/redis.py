@@ -46,8 +46,8 @@ reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped an
 (rate-limited): the reconcile restores the spend they carried.
 
 (Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, and the
-credits that spare round trips, is one mechanism; ``app.limits.resp`` is the wire,
-``app.limits.model`` the maths.)
+credits that spare round trips with the budget news that ends them, is one mechanism;
+``app.limits.resp`` is the wire, ``app.limits.model`` the maths.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
+from app.limits import RedisLimiter
 from app.limits.resp import RespClient
 from tests.calllog.servers import PrivateRedis
 
@@ -73,3 +74,13 @@ async def silent(unused_tcp_port: int) -> AsyncIterator[Silent]:
         writer.close()
         await writer.wait_closed()
     await server.wait_closed()
+
+
+async def heard(limiter: RedisLimiter, since: float) -> None:
+    """Wait until ``limiter`` has taken in budget news after ``since`` (its own clock; reads
+    the limiter's private ``_news_at``)."""
+    for _ in range(500):
+        if limiter._news_at > since:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no budget news reached the limiter")

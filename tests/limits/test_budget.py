@@ -17,6 +17,7 @@ from app.limits import Bucket, LocalLimiter, RedisLimiter
 from app.limits.budget import reconcile, reconcile_local
 from app.limits.redis import spend_key
 from app.limits.resp import RespClient
+from tests.limits.conftest import heard
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -110,10 +111,7 @@ async def test_a_reconcile_that_raises_spend_ends_the_budget_credits(
         assert sum(map(int, (await redis.hgetall(window)).values())) == 11
         before = limiter._news_at  # the limiter's private clock of news (read only)
         assert await reconcile(engine, redis, prefix=prefix) > 0
-        for _ in range(500):
-            if limiter._news_at > before:
-                break
-            await asyncio.sleep(0.01)
+        await heard(limiter, before)
         for _ in range(2):
             assert (await limiter.admit(key, 0)).admitted
         # each call charged in Redis, the credit's 10 back, no new one

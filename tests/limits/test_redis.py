@@ -14,6 +14,7 @@ from app.limits import Bucket, RedisLimiter, scripts
 from app.limits.redis import CREDIT_S
 from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
+from tests.limits.conftest import heard
 
 T = 0.5  # seconds: generous, the shared Redis is on loopback
 
@@ -368,16 +369,6 @@ async def started(limiter: RedisLimiter, clock: Clock) -> RedisLimiter:
     await asyncio.wait_for(limiter.hearing.wait(), 5)
     clock.t += 0.001  # news came at subscribing: credits asked for from now on are kept
     return limiter
-
-
-async def heard(limiter: RedisLimiter, since: float) -> None:
-    """Wait until ``limiter`` has taken in budget news after ``since`` (its own clock; reads
-    the limiter's private ``_news_at``)."""
-    for _ in range(500):
-        if limiter._news_at > since:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no budget news reached the limiter")
 
 
 async def test_budget_credits_end_everywhere_when_spend_reaches_half_the_budget(
