@@ -28,7 +28,6 @@ ids to ``ID_CAP``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypedDict
 
@@ -75,22 +74,6 @@ class DayCounters(TypedDict):
     completion_tokens: int
     errors: int
     cost_usd: float
-
-
-@dataclass(slots=True)
-class _Sums:
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    errors: int = 0
-    cost_usd: float = 0.0
-
-    def add(self, row: Row) -> None:
-        self.requests += 1
-        self.prompt_tokens += int(row.get("prompt_tokens") or 0)
-        self.completion_tokens += int(row.get("completion_tokens") or 0)
-        self.errors += row.get("status") != "ok"
-        self.cost_usd += float(row.get("cost_usd") or 0.0)
 
 
 _ROWS = "rows"
@@ -149,15 +132,19 @@ class LiveFeed:
 
     def counter_key(self, kind: CounterKind, name: str, *, day: date | str) -> str:
         """The hash holding ``day``'s counters for one model, caller, key or team."""
-        day_s = day if isinstance(day, str) else day.isoformat()
-        return f"{self._prefix}:usage:{day_s}:{kind}:{name}"
+        return f"{self._day_prefix(day if isinstance(day, str) else day.isoformat())}{kind}:{name}"
+
+    def _day_prefix(self, day: str) -> str:
+        """What every counter key of ``day`` (``YYYY-MM-DD``) begins with."""
+        return f"{self._prefix}:usage:{day}:"
 
     async def publish(self, rows: Sequence[Row]) -> None:
         """Append ``rows`` to the live stream (``MAXLEN ~ maxlen``) and add them to the day
         counters, all in one pipeline (not a transaction). Raises ``SpoolUnavailable``."""
         if not rows:
             return
-        sums: dict[str, _Sums] = {}
+        sums: dict[str, list[Any]] = {}
+        """Per counter hash: requests, prompt tokens, completion tokens, errors, cost."""
         pipe = self._redis.pipeline(transaction=False)
         # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
         # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep about
@@ -165,21 +152,34 @@ class LiveFeed:
         pipe.xadd(self._stream, {_ROWS: _dump_rows(rows)},
                   maxlen=max(1, self._maxlen // len(rows)), approximate=True)
         days: dict[float, str] = {}
+        """Each UTC day's ``_day_prefix``, by day number."""
         for row in rows:
-            day = days.get(row["created_at"] // 86400) or days.setdefault(
-                row["created_at"] // 86400, _day(row))
-            keys = [self.counter_key("model", _counted_model(row), day=day),
-                    self.counter_key("caller", str(row.get("caller")), day=day)]
+            base = days.get(row["created_at"] // 86400) or days.setdefault(
+                row["created_at"] // 86400, self._day_prefix(_day(row)))
+            keys = [f"{base}model:{_counted_model(row)}", f"{base}caller:{row.get('caller')}"]
             if key_id := row.get("key_id"):
-                keys.append(self.counter_key("key", bound_text(key_id, ID_CAP), day=day))
+                keys.append(f"{base}key:{bound_text(key_id, ID_CAP)}")
             if team_id := row.get("team_id"):
-                keys.append(self.counter_key("team", bound_text(team_id, ID_CAP), day=day))
+                keys.append(f"{base}team:{bound_text(team_id, ID_CAP)}")
+            # The row's numbers once, added to each of its counters (a virtual key's row has
+            # four).
+            prompt = int(row.get("prompt_tokens") or 0)
+            completion = int(row.get("completion_tokens") or 0)
+            error = int(row.get("status") != "ok")
+            cost = float(row.get("cost_usd") or 0.0)
             for key in keys:
-                sums.setdefault(key, _Sums()).add(row)
+                counted = sums.get(key)
+                if counted is None:
+                    sums[key] = [1, prompt, completion, error, cost]
+                else:
+                    counted[0] += 1
+                    counted[1] += prompt
+                    counted[2] += completion
+                    counted[3] += error
+                    counted[4] += cost
         # One script for every counter of the batch: with many keys and teams, six commands a
         # counter cost a fifth of the gateway's CPU (packing and parsing, bench/keys_overhead.py).
-        values = ",".join(f"{s.requests},{s.prompt_tokens},{s.completion_tokens},{s.errors},"
-                          f"{s.cost_usd!r}" for s in sums.values())
+        values = ",".join([f"{r},{p},{c},{e},{cost!r}" for r, p, c, e, cost in sums.values()])
         pipe.eval(_ADD_COUNTERS, len(sums), *sums, _TTL_S, values)
         try:
             await pipe.execute()

@@ -4,8 +4,12 @@ proves was spent, for the current UTC day, month and all time, per virtual key a
 Each counter is set to ``max(counter, log)`` by a Lua script (``scripts.RAISE``): a reconcile
 never lowers a counter (spend the log has not seen yet, calls still in flight or in the writer's
 queue, stays counted) and never adds twice (running it again changes nothing). A reconcile that
-raised any counter publishes budget news (``app.limits.redis.news_channel``): every gateway
-then gives back the admission credits of its callers with a budget. A key's counters
+raised a counter some budget reads (a key's or team's with a budget, for its budget's period)
+publishes budget news (``app.limits.redis.news_channel``): every gateway then gives back the
+admission credits of its callers with a budget. The other counters (the periods no budget
+uses: settles add to none of them) are raised too, but without news: they fall behind the log
+between reconciles by design, and news for them ended every credit of the fleet at every
+reconcile. A key's counters
 carry its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams
 has each tag's counter raised to that team's share. Costs are summed in whole micro-dollars,
 rounded down. Works on Postgres and SQLite.
@@ -16,13 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import get_args
+from typing import cast, get_args
 
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.models import Call
+from app.db.models import ApiKey, Call, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
 from app.limits.model import MICRO, Period, Scope, period_name, period_start
@@ -76,23 +80,43 @@ async def reconcile_local(engine: AsyncEngine, limiter: LocalLimiter, *,
 async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
                     now: datetime | None = None) -> int:
     """Raise every key's and team's spend counters of the current periods to the call log's
-    sums; returns how many counters it raised. Database and Redis errors propagate (the caller
+    sums (budget news when one that a budget reads was raised); returns how many counters it
+    raised. Database and Redis errors propagate (the caller
     logs them and tries again at its next interval)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    raises = [(spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name),
-               s.micro_usd, spend_ttl_s(s.period, moment))
-              for s in await log_spend(engine, now=moment)]
+    spent = await log_spend(engine, now=moment)
+    read = await _budgeted(engine)
     raised = 0
+    news = False
     sha = scripts.sha1(scripts.RAISE)
     await redis.script_load(scripts.RAISE)
-    for first in range(0, len(raises), _CHUNK):
+    for first in range(0, len(spent), _CHUNK):
+        chunk = spent[first:first + _CHUNK]
         pipe = redis.pipeline(transaction=False)
-        for key, total, ttl in raises[first:first + _CHUNK]:
-            pipe.execute_command("EVALSHA", sha, 1, key, total, ttl)
-        raised += sum(int(r) for r in await pipe.execute())
-    if raised:  # a credit granted before the raise must not outlive it
+        for s in chunk:
+            pipe.execute_command(
+                "EVALSHA", sha, 1,
+                spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name),
+                s.micro_usd, spend_ttl_s(s.period, moment))
+        for s, done in zip(chunk, await pipe.execute(), strict=True):
+            if int(done):
+                raised += 1
+                news = news or (s.scope, s.id, s.period) in read
+    if news:  # a credit granted before the raise must not outlive it
         await redis.publish(news_channel(prefix), "raised")
     return raised
+
+
+async def _budgeted(engine: AsyncEngine) -> set[tuple[Scope, str, Period]]:
+    """The counters admissions read: (scope, id, budget period) of every key and team with a
+    budget."""
+    async with engine.connect() as conn:
+        keys = (await conn.execute(select(ApiKey.id, ApiKey.budget_period)
+                                   .where(ApiKey.budget_usd.is_not(None)))).all()
+        teams = (await conn.execute(select(Team.id, Team.budget_period)
+                                    .where(Team.budget_usd.is_not(None)))).all()
+    return ({("key", id, cast(Period, period)) for id, period in keys}
+            | {("team", id, cast(Period, period)) for id, period in teams})
 
 
 async def _sums(engine: AsyncEngine,

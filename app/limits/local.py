@@ -18,6 +18,7 @@ from app.limits.model import (
     micro_usd,
     period_left_s,
     period_name,
+    spent_micro_usd,
     window,
 )
 
@@ -74,7 +75,7 @@ class LocalLimiter:
         """Correct TPM by ``used - reserved`` and add ``cost_usd`` to every bucket's budget."""
         now = self._clock()
         moment = datetime.fromtimestamp(now, UTC)
-        cost = micro_usd(cost_usd)
+        cost = spent_micro_usd(cost_usd)
         for b in buckets:
             if b.tpm is not None and used != reserved:
                 slots = self._tokens.setdefault((b.scope, b.id), {})

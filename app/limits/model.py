@@ -29,15 +29,16 @@ Credits and budgets: a credit's calls do not see the spend, so a caller with a b
 one only while its spend is under half of every budget it has, and only by a process that
 follows the budget news (``app.limits.redis.news_channel``, Redis pub/sub). The settle that takes
 a spend counter from under half its budget to half or more publishes news, and so does a
-reconcile that raised any counter; every process then gives back the credits of all its callers
-with a budget, and drops a grant that arrives after news it heard since asking for it (the grant
-may have been decided before the news). A process whose subscription is down neither grants nor
-uses such credits. So a credited call is admitted while its caller's spend is under half the
-budget, or in the moment the news takes to arrive; for it to add to the overshoot below, the
-spend would have to go from half the budget to all of it within that moment, which only calls
-already in flight can do.
+reconcile that raised a counter some budget reads (``app.limits.budget``); every process then
+gives back the credits of all its callers with a budget, and drops a grant that arrives after
+news it heard since asking for it (the grant may have been decided before the news). A process
+whose subscription is down neither grants nor uses such credits. So a credited call is admitted
+while its caller's spend is under half the budget, or in the moment the news takes to arrive;
+for it to add to the overshoot below, the spend would have to go from half the budget to all of
+it within that moment, which only calls already in flight can do.
 
-Budgets: spend is counted in integer micro-dollars per bucket and period (``day``: the UTC date,
+Budgets: spend is counted in integer micro-dollars (each call's cost rounded up,
+``spent_micro_usd``) per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
 budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
 with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``), so the
@@ -47,6 +48,7 @@ it: those still in flight then, and those whose spend was on its way (credits: a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -220,8 +222,18 @@ def unavailable(buckets: Sequence[Bucket], *, fail_open: bool,
 
 
 def micro_usd(usd: float) -> int:
-    """``usd`` in whole micro-dollars (rounded to the nearest)."""
+    """``usd`` in whole micro-dollars (rounded to the nearest): a budget."""
     return round(usd * MICRO)
+
+
+def spent_micro_usd(usd: float) -> int:
+    """A call's cost in whole micro-dollars, rounded up: what a settle adds to a spend counter.
+    Rounded to the nearest, a counter fell behind the call log's exact sums by up to half a
+    micro-dollar a call, and every reconcile raised nearly every counter (and its budget news
+    ended every credit) for rounding alone. Rounded up, a counter runs ahead of the log by under
+    a micro-dollar a call, on the safe side, and a reconcile raises only spend that never
+    reached it. (The ``1e-6`` keeps a float product such as ``9.000000000000002`` at 9.)"""
+    return max(0, math.ceil(usd * MICRO - 1e-6))
 
 
 def period_name(period: Period, now: datetime) -> str:

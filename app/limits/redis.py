@@ -77,6 +77,7 @@ from app.limits.model import (
     micro_usd,
     period_left_s,
     period_name,
+    spent_micro_usd,
     unavailable,
 )
 from app.limits.resp import ReplyError, RespClient, bulk, encode
@@ -137,7 +138,8 @@ def spend_key(prefix: str, *, tag: str, scope: str, id: str, period: str) -> str
 
 def news_channel(prefix: str) -> str:
     """The pub/sub channel of budget news: a spend counter reached half its budget
-    (``scripts.SETTLE``), or a reconcile raised counters (``app.limits.budget``)."""
+    (``scripts.SETTLE``), or a reconcile raised a counter some budget reads
+    (``app.limits.budget``)."""
     return f"{prefix}:limits:budget-news"
 
 
@@ -292,7 +294,7 @@ class RedisLimiter:
                *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Queue a TPM correction and the spend of one call; sent with the next admission, or
         on its own within ``SETTLE_DELAY_S``."""
-        cost = micro_usd(cost_usd)
+        cost = spent_micro_usd(cost_usd)
         delta = used - reserved
         if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):
             return

@@ -13,9 +13,11 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call
+from app.keys.model import KeyCreate, TeamCreate
+from app.keys.store import KeyStore
 from app.limits import Bucket, LocalLimiter, RedisLimiter
 from app.limits.budget import reconcile, reconcile_local
-from app.limits.redis import spend_key
+from app.limits.redis import news_channel, spend_key
 from app.limits.resp import RespClient
 from tests.limits.conftest import heard
 
@@ -98,12 +100,13 @@ async def test_a_reconcile_that_raises_spend_ends_the_budget_credits(
     """Redis lost a key's spend (it reads $0), so its calls got a credit; the reconcile raises
     the counter to $6 of its $10 and publishes news: the credit goes back, and the calls ask
     Redis again, which grants none past half the budget."""
-    await log_calls(engine, ("k", None, "6.00", datetime.now(UTC)))
+    k, _ = await budgeted_key(engine)
+    await log_calls(engine, (k, None, "6.00", datetime.now(UTC)))
     news = aioredis.Redis(host="127.0.0.1", port=6379)
     limiter = RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
                            prefix=prefix, credits=True, news=news)
-    key = (Bucket("key", "k", 2560, None, 10.0),)
-    window = f"{prefix}:rl:{{k}}:key:k:req"
+    key = (Bucket("key", k, 2560, None, 10.0),)
+    window = f"{prefix}:rl:{{{k}}}:key:{k}:req"
     try:
         await limiter.start()
         await asyncio.wait_for(limiter.hearing.wait(), 5)
@@ -138,3 +141,59 @@ async def test_a_restarted_in_process_limiter_gets_its_spend_back(engine: AsyncE
     refused = await limiter.admit([key, team], 0)
     assert (refused.reason, refused.scope) == ("budget", "team")
     assert await reconcile_local(engine, limiter) == 0
+
+
+
+async def budgeted_key(engine: AsyncEngine, *, key_budget: float | None = 10.0,
+                       team_budget: float | None = None) -> tuple[str, str | None]:
+    """A key (and, with ``team_budget``, its team) created in the key store, with budgets for
+    the month: the counters a reconcile's news is about. Returns their ids."""
+    store = KeyStore(engine)
+    team = None
+    if team_budget is not None:
+        team = (await store.create_team(TeamCreate(name=f"t-{uuid.uuid4().hex[:8]}",
+                                                   budget_usd=team_budget))).id
+    key, _ = await store.create_key(KeyCreate(name=f"k-{uuid.uuid4().hex[:8]}", team_id=team,
+                                              budget_usd=key_budget))
+    return key.id, team
+
+
+@pytest.mark.parametrize("cost", ["0.0000014", "0.00000855", "0.000009", "0.0123454"])
+async def test_settled_spend_is_never_behind_the_log(engine: AsyncEngine, redis: aioredis.Redis,
+                                                     resp: RespClient, prefix: str,
+                                                     cost: str) -> None:
+    """Calls settled through either limiter, then logged: a reconcile raises none of the
+    counters the budgets read, and publishes no news, whatever the cost's fraction of a
+    micro-dollar. (Settles rounded to the nearest fell behind the log's sums; with news for
+    every raised counter, the day and total counters no budget reads among them, every
+    reconcile ended every credit of the fleet.)"""
+    key, team = await budgeted_key(engine, team_budget=10.0)
+    assert team is not None
+    now = datetime.now(UTC)
+    await log_calls(engine, *[(key, team, cost, now)] * 50)
+    buckets = [Bucket("key", key, None, None, 10.0, team=team),
+               Bucket("team", team, None, None, 10.0)]
+    limiter = RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+                           prefix=prefix)
+    local = LocalLimiter()
+    for _ in range(50):
+        local.settle(buckets, 0, 0, float(cost))
+        limiter.settle(buckets, 0, 0, float(cost))
+    await limiter.flush()
+    month = f"month:{now:%Y-%m}"
+    read = [counter(prefix, team, "key", key, month), counter(prefix, team, "team", team, month)]
+    settled = [await redis.get(name) for name in read]
+    spent = [local.spent_usd(b) for b in buckets]
+    assert all(50 * float(cost) <= usd < 50 * (float(cost) + 1e-6) for usd in spent)
+    news = redis.pubsub()
+    await news.subscribe(news_channel(prefix))
+    try:
+        assert (await news.get_message(timeout=5) or {}).get("type") == "subscribe"
+        # the day and total counters are built (no budget reads them: no news for them)
+        assert await reconcile(engine, redis, prefix=prefix) == 4
+        assert [await redis.get(name) for name in read] == settled
+        assert await news.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    finally:
+        await news.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2
+    await reconcile_local(engine, local)
+    assert [local.spent_usd(b) for b in buckets] == spent

@@ -13,6 +13,7 @@ from app.limits.model import (
     period_left_s,
     period_name,
     period_start,
+    spent_micro_usd,
     unavailable,
     window,
 )
@@ -65,6 +66,13 @@ def test_micro_dollars_round() -> None:
     """USD becomes whole micro-dollars, so sums never drift."""
     assert micro_usd(0.1) + micro_usd(0.2) == micro_usd(0.3) == 300_000
     assert micro_usd(1e-7) == 0
+
+
+def test_spend_rounds_up() -> None:
+    """A settle's cost is rounded up to whole micro-dollars (never behind the call log's sum),
+    and a whole number stays whole despite the float product."""
+    assert [spent_micro_usd(usd) for usd in (9e-6, 8.55e-6, 1.4e-6, 1e-7, 0.3, 0.0, -1.0)] == \
+        [9, 9, 2, 1, 300_000, 0, 0]
 
 
 def test_fail_modes() -> None:
