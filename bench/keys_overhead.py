@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import shutil
 import socket
@@ -49,6 +50,7 @@ from pathlib import Path
 import httpx
 
 from app.db.migrate import upgrade
+from app.limits.redis import CREDIT_S
 from bench.calllog_overhead import BIN, KEY, wait_ok
 from bench.drivers import Request, loadgen
 from bench.metrics_overhead import cpu_seconds
@@ -254,20 +256,31 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
 
 
 def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_file: Path, *,
-                 requests: int, work: Path, keyed: str = "keys + limits + budgets") -> None:
+                 requests: int, work: Path, rate: float,
+                 keyed: str = "keys + limits + budgets") -> None:
     """The gateway's user-space instructions per request for each caller, counted by valgrind's
     callgrind (instrumentation switched on only around each window; the gateway runs ~30 times
-    slower under it, so requests go one at a time, as at a few hundred a second where nothing
-    batches). Each caller gets two windows, ``requests`` requests each, in the order master,
-    plain keys, keys, master, plain keys, keys; the smaller count of the two is reported. A
-    window goes through ``requests / 2`` keys twice: each key comes back after about 3 s, as
-    each of 1,000 keys does at 300 requests a second (what an admission credit lasts for
-    depends on it, ``app.limits.model``). The
-    periodic work is not request work: the budget reconcile is pushed to an hour away by the
-    config, and the key directory's refresh (every 30 s, all 2,000 keys) lands in at most one
-    of a caller's two windows, which are ~20 s apart. Instructions are not time (a request that
-    finds its code and data out of the caches costs more per instruction, and syscalls and
-    wake-ups are the kernel's), but they are exact: a change of 1% shows."""
+    slower under it, so requests go one at a time). Each caller gets two windows, in the order
+    master, plain keys, keys, master, plain keys, keys; the smaller count of the two is reported.
+
+    The keyed windows reproduce what admission credits (``app.limits.model``) see at ``rate``
+    over the 1,000 keys, whatever valgrind's pace: each key comes back every ``1,000 / rate``
+    seconds (3.3 s at 300/s), so a window goes in turn through as many keys as valgrind serves
+    in that time, and a window lasts at least a credit's life (``CREDIT_S``; at least
+    ``requests``), so each key asks Redis once a window and its credit serves the rest, about
+    one call in nine at 300/s. Windows of one caller are more than a credit's life apart: every
+    keyed window starts with no credits, so its count does not depend on when the last one
+    ended. Plain keys go through the same number of keys. What this cannot reproduce: work
+    batched by time. Settles with no admission to ride on go out every ``SETTLE_DELAY_S``
+    (25 ms), which under valgrind is one round trip a call against ~7 calls a round trip at
+    300/s, and the call log's writer stores every ~50 ms, a row or two a batch against ~15
+    (both callers). So the count overstates what keys cost at ``rate``.
+
+    The periodic work is not request work: the budget reconcile is pushed to an hour away by the
+    config; the key directory's refresh (every 30 s) re-reads only the keys this run used.
+    Instructions are not time (a request that finds its code and data out of the caches costs
+    more per instruction, and syscalls and wake-ups are the kernel's), but they are exact: a
+    change of 1% shows."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     config = Path(env["SWITCHBOARD_CONFIG"])
@@ -281,11 +294,7 @@ def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_
         ["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out}/out", str(BIN), "serve", "--port", str(port)],
         env={**env, "SWITCHBOARD_CONFIG": str(quiet)}, stdout=log, stderr=log)
-    half = max(1, requests // 2)
-    callers = {"master key": [KEY] * requests,
-               "keys without limits": plain_file.read_text().split()[:half] * 2,
-               keyed: keys_file.read_text().split()[:half] * 2}
-    counts: dict[str, list[float]] = {name: [] for name in callers}
+    counts: dict[str, list[float]] = {}
     try:
         deadline = time.monotonic() + 600
         while not _ready(port):
@@ -299,18 +308,34 @@ def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_
                     client.post(url, content=BODY, headers={
                         "Authorization": f"Bearer {key}", "Content-Type": "application/json"
                     }).raise_for_status()
-            for keys in (*callers.values(), *callers.values()):  # warm-up: every key cached
-                run(keys)
-            for window, (name, keys) in enumerate([*callers.items(), *callers.items()]):
-                pid = str(proc.pid)
-                for command in (["-z"], ["-i", "on"]):
-                    subprocess.run(["callgrind_control", *command, pid], check=True,
+            def instrument(*commands: list[str]) -> None:
+                for command in commands:
+                    subprocess.run(["callgrind_control", *command, str(proc.pid)], check=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run([KEY] * 20)
+            instrument(["-i", "on"])  # the pace of the windows: valgrind counting
+            began = time.monotonic()
+            run([KEY] * 40)
+            pace = (time.monotonic() - began) / 40
+            instrument(["-i", "off"], ["-z"])
+            turn = max(1, round(KEYS / rate / pace))  # keys: each back every KEYS / rate s
+            size = max(requests, math.ceil(CREDIT_S / pace))
+            cycle = size // turn + 1
+            callers = {"master key": [KEY] * size,
+                       "keys without limits": (plain_file.read_text().split()[:turn]
+                                               * cycle)[:size],
+                       keyed: (keys_file.read_text().split()[:turn] * cycle)[:size]}
+            counts = {name: [] for name in callers}
+            print(f"  instructions: {size} requests a window ({pace * 1000:.0f} ms each under "
+                  f"valgrind), keys in turns of {turn}", flush=True)
+            for keys in callers.values():  # warm-up: every key cached, its Redis keys made
+                run(keys[:turn])
+            time.sleep(CREDIT_S)  # the warm-up's credits end before the first keyed window
+            for window, (name, keys) in enumerate([*callers.items(), *callers.items()]):
+                instrument(["-z"], ["-i", "on"])
                 run(keys)
                 time.sleep(0.5)  # its settles and call-log writes, which belong to it
-                for command in (["-i", "off"], ["-d", f"window{window}"]):
-                    subprocess.run(["callgrind_control", *command, pid], check=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                instrument(["-i", "off"], ["-d", f"window{window}"])
                 dump = max(out.glob("out.*"), key=lambda p: int(p.suffix[1:]))
                 total = next(int(line.split()[1]) for line in dump.read_text().splitlines()
                              if line.startswith("totals:"))
@@ -322,10 +347,10 @@ def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_
         log.close()
     best = {name: min(runs) for name, runs in counts.items()}
     master = best["master key"]
-    print(f"\nuser-space instructions per request (valgrind, the smaller of 2 windows of "
-          f"{requests}): master key {master:,.0f}; keys without limits "
-          f"{best['keys without limits']:,.0f} ({best['keys without limits'] / master:.3f}x); "
-          f"{keyed} {best[keyed]:,.0f} ({best[keyed] / master:.3f}x)")
+    print(f"\nuser-space instructions per request (valgrind, the smaller of 2 windows): master "
+          f"key {master:,.0f}; keys without limits {best['keys without limits']:,.0f} "
+          f"({best['keys without limits'] / master:.3f}x); {keyed} {best[keyed]:,.0f} "
+          f"({best[keyed] / master:.3f}x)")
 
 
 def _ready(port: int) -> bool:
@@ -354,7 +379,8 @@ def main() -> None:
                              "--instructions)")
     parser.add_argument("--instructions", type=int, default=0, metavar="N",
                         help="also count the gateway's instructions per request under "
-                             "valgrind, N requests per window (see instructions())")
+                             "valgrind, at least N requests per window, and as many as a "
+                             "credit's life takes (see instructions())")
     parser.add_argument("--without-budgets", action="store_true",
                         help="the 1,000 keys and their teams get RPM and TPM limits but no "
                              "budget (so their calls may be admitted from admission credits)")
@@ -397,7 +423,7 @@ def main() -> None:
         profiles: dict[str, Profile] = {}
         if args.instructions:
             instructions(env, master_file, keys_file, plain_file, requests=args.instructions,
-                         work=work, keyed=keyed)
+                         work=work, rate=args.rate, keyed=keyed)
         if args.pairs:
             paired(gateway, env, port, master_file, keys_file, plain_file, pairs=args.pairs,
                    seconds=args.duration, rate=args.rate, syscalls=args.syscalls, keyed=keyed)

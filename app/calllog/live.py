@@ -179,7 +179,7 @@ class LiveFeed:
                     counted[4] += cost
         # One script for every counter of the batch: with many keys and teams, six commands a
         # counter cost a fifth of the gateway's CPU (packing and parsing, bench/keys_overhead.py).
-        values = ",".join([f"{r},{p},{c},{e},{cost!r}" for r, p, c, e, cost in sums.values()])
+        values = ",".join([f"{r},{p},{c},{e},{usd!r}" for r, p, c, e, usd in sums.values()])
         pipe.eval(_ADD_COUNTERS, len(sums), *sums, _TTL_S, values)
         try:
             await pipe.execute()
