@@ -208,7 +208,14 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
     alternates), the gateway's CPU per request measured over each. A machine whose speed
     drifts by tens of percent between runs a minute apart (this VM's does) moves both halves
     of a pair alike, so the median of the per-pair ratios is steadier than a ratio of medians
-    of separate runs; the same process serves both, so nothing differs but the caller."""
+    of separate runs; the same process serves both, so nothing differs but the caller.
+
+    Admission credits (``app.limits.model``) last ``CREDIT_S`` of wall time. At 300 req/s over
+    the 1,000 keys each key comes back every 3.3 s and asks Redis about once in nine calls;
+    with 2-s windows, each window goes through the same first 600 keys, each back only every
+    ~8 s (the other windows in between), and about one call in three asks. Windows of
+    ``CREDIT_S`` (``--duration 30``) see the steady state: each key asks once a window and its
+    credit serves the other eight calls."""
     proc = start(argv, env, port)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     ratios: list[float] = []
