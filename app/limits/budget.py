@@ -9,10 +9,11 @@ publishes budget news (``app.limits.redis.news_channel``): every gateway then gi
 admission credits of its callers with a budget. The other counters (the periods no budget
 uses: settles add to none of them) are raised too, but without news: they fall behind the log
 between reconciles by design, and news for them ended every credit of the fleet at every
-reconcile. A key's counters
-carry its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams
-has each tag's counter raised to that team's share. Costs are summed in whole micro-dollars,
-rounded down. Works on Postgres and SQLite.
+reconcile. A key's counters carry its team's hash tag as the rows say it (``calls.team_id``); a
+key whose calls name two teams has each tag's counter raised to that team's share. Costs are
+summed in whole micro-dollars, rounded down (settles round each call's up,
+``app.limits.model.spent_micro_usd``, so a counter is never behind the log for rounding alone).
+Works on Postgres and SQLite.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
                     now: datetime | None = None) -> int:
     """Raise every key's and team's spend counters of the current periods to the call log's
     sums (budget news when one that a budget reads was raised); returns how many counters it
-    raised. Database and Redis errors propagate (the caller
-    logs them and tries again at its next interval)."""
+    raised. Database and Redis errors propagate (the caller logs them and tries again at its
+    next interval)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     spent = await log_spend(engine, now=moment)
     read = await _budgeted(engine)
