@@ -5,7 +5,7 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
 <= 5 ms to the p99 latency at 300 requests/s.
 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
-        [--pairs N [--only-pairs] [--syscalls]] [--instructions N]
+        [--pairs N] [--syscalls] [--together N] [--only-pairs] [--instructions N]
 
 ``--pairs`` adds the steadier comparison (see ``paired``): one gateway process serving the master
 key, 1,000 keys without limits and the 1,000 keys with them, in alternating windows.
@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,6 +263,64 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
             for event in sorted({e for run in runs for e in run})))
 
 
+def together(argv: list[str], env: dict[str, str], master_file: Path, keys_file: Path, *,
+             pairs: int, seconds: float, rate: float,
+             keyed: str = "keys + limits + budgets") -> None:
+    """Two gateway processes on the same core at the same time, one serving the master key and
+    the other the 1,000 keys, each at ``rate / 2`` (so the core serves ``rate`` in all, as in
+    the other runs), their CPU per request measured over the same window; the next window swaps
+    which process serves which. Whatever slows the machine during a window (this VM's speed
+    moves by tens of percent from one window to the next) slows both callers alike, and the
+    swap cancels what differs between the two processes.
+
+    At ``rate / 2`` over 1,000 keys each key comes back every ``2,000 / rate`` seconds (6.7 s at
+    300/s), twice as long as at ``rate``: its admission credit (``CREDIT_S``) serves about half
+    as many calls, so about one keyed call in four or five asks Redis, against one in nine at a
+    steady 300/s. The keyed path is measured at a disadvantage."""
+    half = rate / 2
+    ports = [free_port(), free_port()]
+    procs = [start([*argv[:-1], str(port)], env, port) for port in ports]
+    urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in ports]
+    ratios: list[float] = []
+    p99_added: list[float] = []
+    try:
+        for url in urls:  # every key cached in both processes, its Redis keys made
+            load(url, keys_file, mode="closed", seconds=60, requests=2 * KEYS)
+            load(url, master_file, mode="closed", seconds=2)
+        with ThreadPoolExecutor(2) as pool:
+            for pair in range(pairs):
+                callers = (master_file, keys_file) if pair % 2 == 0 else (keys_file, master_file)
+                time.sleep(0.5)  # the last window's settles and log writes land before this one
+                before = [cpu_seconds(proc.pid) for proc in procs]
+                runs = [pool.submit(load, url, caller, mode="open", seconds=seconds, rate=half)
+                        for url, caller in zip(urls, callers, strict=True)]
+                reports = [run.result() for run in runs]
+                got = {caller: ((cpu_seconds(proc.pid) - was) / report.requests * 1e6,
+                                report.latency_ms["p99"])
+                       for caller, proc, was, report
+                       in zip(callers, procs, before, reports, strict=True)}
+                (master_cpu, master_p99), (keys_cpu, keys_p99) = got[master_file], got[keys_file]
+                ratios.append(keys_cpu / master_cpu)
+                p99_added.append(keys_p99 - master_p99)
+                print(f"  window {pair + 1}: CPU us/request at {half:.0f}/s each, master "
+                      f"(process {callers.index(master_file) + 1}) {master_cpu:.0f}, keys "
+                      f"{keys_cpu:.0f} ({ratios[-1]:.3f}x); p99 {master_p99:.2f} / "
+                      f"{keys_p99:.2f} ms", flush=True)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    swapped = [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=False)]
+    print(f"\ntogether, two gateway processes on one core, {pairs} windows of {seconds:g} s at "
+          f"{half:.0f} req/s each: {keyed} cost {statistics.median(ratios):.3f}x the master "
+          f"key's CPU per request (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}; "
+          f"target <= 1.10x); over each window and its swap (geometric means) "
+          f"{', '.join(f'{r:.3f}' for r in swapped)}; p99 added "
+          f"{statistics.median(p99_added):+.2f} ms (median)")
+
+
 def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_file: Path, *,
                  requests: int, work: Path, rate: float,
                  keyed: str = "keys + limits + budgets") -> None:
@@ -378,12 +437,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=0,
                         help="also run PAIRS alternating master/keys windows of --duration at "
                              "--rate on one gateway process (see paired())")
+    parser.add_argument("--together", type=int, default=0, metavar="N",
+                        help="also run N windows of --duration with two gateway processes on "
+                             "one core at once, one per caller, at --rate / 2 each (see "
+                             "together())")
     parser.add_argument("--syscalls", action="store_true",
                         help="with --pairs: count the gateway's syscalls and context switches "
                              "per request in each window (perf stat; needs perf and root)")
     parser.add_argument("--only-pairs", action="store_true",
-                        help="skip the separate runs: only the paired windows (and "
-                             "--instructions)")
+                        help="skip the separate runs: only the paired windows, --together "
+                             "and --instructions")
     parser.add_argument("--instructions", type=int, default=0, metavar="N",
                         help="also count the gateway's instructions per request under "
                              "valgrind, at least N requests per window, and as many as a "
@@ -431,6 +494,9 @@ def main() -> None:
         if args.instructions:
             instructions(env, master_file, keys_file, plain_file, requests=args.instructions,
                          work=work, rate=args.rate, keyed=keyed)
+        if args.together:
+            together(gateway, env, master_file, keys_file, pairs=args.together,
+                     seconds=args.duration, rate=args.rate, keyed=keyed)
         if args.pairs:
             paired(gateway, env, port, master_file, keys_file, plain_file, pairs=args.pairs,
                    seconds=args.duration, rate=args.rate, syscalls=args.syscalls, keyed=keyed)
