@@ -101,6 +101,11 @@ called every 3 s, 1,000 keys at 300 requests a second, three calls a credit: a t
 calls still went to Redis.)"""
 CREDIT_MAX = 16
 """The most requests a credit holds."""
+RENEW_S = 6.0
+"""A credit used in its last this-many seconds asks for the next one, without waiting: the ask
+rides with the settles (a credit-only ADMIT, ``scripts.ADMIT``), and the answer replaces the
+credit (giving back what is left of it). A caller that calls at least this often (each of
+1,000 keys does at 200 requests a second) then never waits for Redis after its first call."""
 CREDIT_SHARE = 256
 """A credit is at most this fraction (1/CREDIT_SHARE) of each of its buckets' limits."""
 MAX_SETTLES_IN_FLIGHT = 64
@@ -193,9 +198,15 @@ class RedisLimiter:
         self._credits: dict[int, _Credit] = {}
         """Each caller's credit, by the identity of its bucket tuple (as ``_calls``)."""
         self._sweeper: asyncio.TimerHandle | None = None
-        self._asking: set[int] = set()
-        """The callers (by bucket tuple identity) whose admission in flight asks for a credit."""
         """Returns what is left of the credits that ended (their callers went quiet)."""
+        self._asking: set[int] = set()
+        """The callers (by bucket tuple identity) whose admission or renewal in flight asks for
+        a credit."""
+        self._renewing: dict[int, _Renewal] = {}
+        """The renewals queued or on their way, by the identity of their call."""
+        self._flushes = 0
+        """How many times ``flush`` gave every credit back: a renewal asked for before the
+        last is given back when granted."""
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE, scripts.RELEASE)}
         """Each script's EVALSHA and digest, encoded once."""
@@ -240,7 +251,8 @@ class RedisLimiter:
 
     async def flush(self) -> None:
         """Return every credit, send the settles queued so far and wait (bounded) for every
-        batch in flight."""
+        batch in flight (a renewal on its way is given back when granted)."""
+        self._flushes += 1
         for credit in list(self._credits.values()):
             self._release(credit)
         if self._settles:
@@ -261,6 +273,8 @@ class RedisLimiter:
                         not held.known.budgeted or self.hearing.is_set()):
                     held.requests -= 1
                     held.tokens -= max(0, tokens)
+                    if moment >= held.until - RENEW_S and not held.renewing:
+                        self._renew(held, tokens, moment)
                     return held.decision_at(moment)
                 self._release(held)
         now = self._now()
@@ -305,16 +319,50 @@ class RedisLimiter:
             max(0, cost), -1 if slot is None else slot, known.settle_args)) + self._channel
         self._queue((scripts.SETTLE, known.settle_size, body))
 
-    def _queue(self, call: _Call) -> None:
-        """Queue a settle or a credit's return: sent with the next admission, or on its own
-        within ``SETTLE_DELAY_S``."""
+    def _queue(self, call: _Call) -> bool:
+        """Queue a settle, a credit's return or a renewal: sent with the next admission, or on
+        its own within ``SETTLE_DELAY_S``. False: not queued (no event loop)."""
         if self._settle_timer is None:
             try:
                 self._settle_timer = asyncio.get_running_loop().call_later(
                     SETTLE_DELAY_S, self._flush_settles)
             except RuntimeError:  # no loop (shutdown): nothing can send it
-                return
+                return False
         self._settles.append(call)
+        return True
+
+    def _renew(self, held: _Credit, tokens: int, moment: float) -> None:
+        """Ask for the caller's next credit (see ``RENEW_S``), once per credit, ``tokens`` a
+        call, unless one of its admissions is asking already."""
+        held.renewing = True
+        known = held.known
+        asked = known.credit_size(tokens)
+        if not asked or id(known.buckets) in self._asking:
+            return
+        call = (scripts.ADMIT, known.admit_size, known.admit_keys + bulk(b"%d,%d%s,%d,0" % (
+            self._now_ms(self._now()), max(0, tokens), known.limits, asked)))
+        if self._queue(call):
+            self._asking.add(id(known.buckets))
+            self._renewing[id(call)] = _Renewal(call, known, max(0, tokens), moment,
+                                                self._flushes)
+
+    def _renewed(self, call: _Call, reply: object) -> None:
+        """A renewal's answer: the new credit replaces the caller's (if granted)."""
+        renewal = self._renewing.pop(id(call), None)
+        if renewal is None:
+            return
+        known = renewal.known
+        self._asking.discard(id(known.buckets))
+        raw = _numbers(reply)
+        if raw is None:
+            self._warn("credit renewal failed", reply if isinstance(reply, Exception)
+                       else RuntimeError("no answer"))
+        elif raw[0] == 0 and len(raw) == 5 + 6 * len(known.buckets) and raw[-2] > 0:
+            self._grant(known, raw[-2], raw[-1], renewal.tokens, renewal.sent,
+                        _admitted(known.buckets, raw))
+            granted = self._credits.get(id(known.buckets))
+            if granted is not None and renewal.flushes != self._flushes:
+                self._release(granted)
 
     def _grant(self, known: _Prepared, requests: int, slot: int, tokens: int, sent: float,
                decision: Decision) -> None:
@@ -413,6 +461,7 @@ class RedisLimiter:
             return
         if self._settles_in_flight >= MAX_SETTLES_IN_FLIGHT:
             self._warn(f"dropped {len(batch)} settles", RuntimeError("Redis too slow"))
+            self._dropped(batch)
             return
         # A future and a callback, not a task: this runs every SETTLE_DELAY_S while calls
         # settle on their own (admitted from credits). The client answers within its reply
@@ -445,7 +494,7 @@ class RedisLimiter:
         if isinstance(result, BaseException):
             self._give_up(trip.batch, trip.calls[:trip.settles], result)
         else:
-            self._settled(result[:trip.settles])
+            self._settled(trip.calls[:trip.settles], result[:trip.settles])
             self._down_until = 0.0
             for (_, future), answer in zip(trip.batch, result[trip.settles:], strict=True):
                 if isinstance(answer, Exception):
@@ -502,6 +551,7 @@ class RedisLimiter:
             self._down_until = time.monotonic() + DOWN_FOR_S
         self._warn("rate limiter unavailable"
                    + (f" ({len(settles)} settles dropped)" if settles else ""), exc)
+        self._dropped(settles)
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
@@ -519,8 +569,9 @@ class RedisLimiter:
         self._settles_in_flight -= 1
         if isinstance(result, BaseException):
             self._warn(f"dropped {len(batch)} settles", result)
+            self._dropped(batch)
         else:
-            self._settled(result)
+            self._settled(batch, result)
 
     async def _run_missing(self, calls: list[_Call], results: list[Any]) -> list[Any]:
         """``results`` with the calls answered NOSCRIPT loaded and run again (one round
@@ -535,10 +586,20 @@ class RedisLimiter:
             results[i] = result
         return results
 
-    def _settled(self, results: list[Any]) -> None:
-        for result in results:
-            if isinstance(result, Exception):
+    def _settled(self, calls: list[_Call], results: list[Any]) -> None:
+        """The answers to a batch of settles, credit returns and renewals."""
+        renewing = self._renewing
+        for call, result in zip(calls, results, strict=True):
+            if renewing and id(call) in renewing:
+                self._renewed(call, result)
+            elif isinstance(result, Exception):
                 self._warn("settle script failed", result)
+
+    def _dropped(self, calls: list[_Call]) -> None:
+        """A batch of settles that will not be answered: its renewals asked for nothing."""
+        if self._renewing:
+            for call in calls:
+                self._renewed(call, None)
 
     def _encoded(self, calls: list[_Call]) -> bytes:
         heads = self._heads
@@ -625,7 +686,7 @@ class _Credit:
     """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
     process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
 
-    __slots__ = ("at", "decision", "known", "requests", "slot", "tokens", "until")
+    __slots__ = ("at", "decision", "known", "renewing", "requests", "slot", "tokens", "until")
 
     def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
                  decision: Decision, at: float) -> None:
@@ -638,6 +699,8 @@ class _Credit:
         """The decision of the admission that got the credit: its windows already count the
         whole credit, so their limits and remaining counts hold for every call it admits."""
         self.at = at
+        self.renewing = False
+        """Its renewal was asked for (``RENEW_S``): once per credit."""
 
     def decision_at(self, moment: float) -> Decision:
         """A call's decision, admitted from the credit at ``moment``."""
@@ -647,6 +710,19 @@ class _Credit:
                         d.limit_tokens, d.remaining_tokens,
                         None if d.reset_tokens_s is None else max(0.0, d.reset_tokens_s - gone),
                         self.slot)
+
+
+@dataclass(frozen=True, slots=True)
+class _Renewal:
+    """A credit-only ADMIT on its way (``RedisLimiter._renew``): the call (held, so its identity
+    stays its own), the caller, each call's tokens, when it was asked for, and
+    ``RedisLimiter._flushes`` then."""
+
+    call: _Call
+    known: _Prepared
+    tokens: int
+    sent: float
+    flushes: int
 
 
 def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:

@@ -5,7 +5,8 @@ SHA1 digests. Both mirror the pure maths of ``app.limits.model`` (``window``) an
 ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 keys each).
        ARGV: one comma-separated string: now in ms (0: the server's TIME), tokens, then per
        bucket rpm, tpm, budget in micro-dollars (-1: none), then the credit asked for (requests;
-       0: none).
+       0: none), then optionally 0: charge no call, only ask for the credit (a renewal,
+       ``RedisLimiter``; ``tokens`` is then each of the credit's calls' estimate).
        Returns one comma-separated string: status (0 admitted, 1 rate limit, 2 budget),
        refusing bucket (1-based, budget only), now in ms, then per bucket six integers:
        requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
@@ -95,11 +96,12 @@ local function scan(key, limit, cost)
 end
 local out, refused = {0, 0, now_ms}, false
 local credit = A[3 * n + 3] or 0
+local charge = A[3 * n + 4] or 1
 for i = 1, n do
   local r, t = {-1, 0, 0}, {-1, 0, 0}
   local rpm, tpm, budget = A[3 * i], A[3 * i + 1], A[3 * i + 2]
-  if rpm >= 0 then r = scan(KEYS[3 * i - 2], rpm, 1) end
-  if tpm >= 0 then t = scan(KEYS[3 * i - 1], tpm, want) end
+  if rpm >= 0 then r = scan(KEYS[3 * i - 2], rpm, charge) end
+  if tpm >= 0 then t = scan(KEYS[3 * i - 1], tpm, want * charge) end
   if r[3] > 0 or t[3] > 0 then refused = true end
   for _, v in ipairs({r[1], r[2], r[3], t[1], t[2], t[3]}) do out[#out + 1] = v end
   if rpm >= 0 and (r[1] + credit) * 8 > rpm then credit = 0 end
@@ -118,12 +120,12 @@ end
 for i = 1, n do
   local req, tok = KEYS[3 * i - 2], KEYS[3 * i - 1]
   if A[3 * i] >= 0 then
-    redis.call('HINCRBY', req, second, 1)
+    if charge > 0 then redis.call('HINCRBY', req, second, 1) end
     if credit > 0 then redis.call('HINCRBY', req, slot, credit) end
     extend(req, ((credit > 0 and slot or second) + life + 1 - second) * 1000)
   end
   if A[3 * i + 1] >= 0 and want > 0 then
-    redis.call('HINCRBY', tok, second, want)
+    if charge > 0 then redis.call('HINCRBY', tok, second, want) end
     if credit > 0 then redis.call('HINCRBY', tok, slot, credit * want) end
     extend(tok, ((credit > 0 and slot or second) + life + 1 - second) * 1000)
   end

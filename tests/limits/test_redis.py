@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter, scripts
-from app.limits.redis import CREDIT_S
+from app.limits.redis import CREDIT_S, RENEW_S
 from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
 from tests.limits.conftest import heard
@@ -341,6 +341,87 @@ async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
     await limiter.flush()  # the settle gives 60 back to that slot, the credit's return 900
     window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:tok")
     assert window[str(credit.slot).encode()] == b"40"  # what the credited call really used
+
+
+async def window_becomes(redis: aioredis.Redis, key: str, expected: dict[int, int]) -> None:
+    """Wait (up to 2 s) for the window ``key`` to hold ``expected`` (slot -> count): the
+    renewals, and the returns they cause, go with the settles, within a few SETTLE_DELAY_S."""
+    want = {str(slot).encode(): str(count).encode() for slot, count in expected.items()}
+    for _ in range(200):
+        if await redis.hgetall(key) == want:
+            return
+        await asyncio.sleep(0.01)
+    assert await redis.hgetall(key) == want
+
+
+async def test_a_credit_used_in_its_last_seconds_gets_the_next_without_waiting(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """A call admitted from a credit in its last RENEW_S seconds asks for the next credit with
+    the settles (charging nothing itself); the answer replaces the credit, whose unused part
+    goes back, and the caller's later calls never wait for Redis."""
+    clock, client = Clock(), CountingClient()
+    window = f"{prefix}:rl:{{k}}:key:k:req"
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 2560, None, None),)  # credits of 10
+        start = int(clock.t)
+        assert (await limiter.admit(key, 0)).admitted
+        first = start + CREDIT_S
+        clock.t += CREDIT_S - 1 - RENEW_S + 0.5  # the credit's last RENEW_S seconds
+        renewing = await limiter.admit(key, 0)
+        assert renewing.admitted and renewing.slot == first
+        assert client.round_trips == [1]  # no admission round trip: the renewal waits
+        second = int(clock.t) + CREDIT_S
+        # the renewal's credit of 10; the old credit's 9 unused went back
+        await window_becomes(redis, window, {start: 1, first: 1, second: 10})
+        assert len(client.round_trips) == 3  # then the renewal, then the old credit's return
+        clock.t += RENEW_S  # past the old credit's end
+        later = await limiter.admit(key, 0)
+        assert later.admitted and later.slot == second and len(client.round_trips) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_refused_renewal_leaves_the_credit_it_would_have_replaced(
+        redis: aioredis.Redis, prefix: str) -> None:
+    clock, client = Clock(), CountingClient()
+    window = f"{prefix}:rl:{{k}}:key:k:req"
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 2560, None, None),)
+        start = int(clock.t)
+        assert (await limiter.admit(key, 0)).admitted  # 1, and a credit of 10
+        other = limiter_on(client, prefix, clock)  # another process, without credits
+        for _ in range(310):  # 321 in the window: past an eighth, so no credit now
+            assert (await other.admit(key, 0)).admitted
+        client.round_trips.clear()
+        clock.t += CREDIT_S - 1 - RENEW_S + 0.5
+        assert (await limiter.admit(key, 0)).admitted  # asks for the next credit: refused
+        await asyncio.sleep(0.1)
+        await window_becomes(redis, window, {start: 311, start + CREDIT_S: 10})  # no charge
+        assert client.round_trips == [1]  # the renewal, with the settles' timer
+        client.round_trips.clear()
+        for _ in range(8):  # the rest of the credit
+            assert (await limiter.admit(key, 0)).admitted
+        assert client.round_trips == []
+    finally:
+        await client.aclose()
+
+
+async def test_a_renewal_granted_after_a_flush_is_given_back(
+        redis: aioredis.Redis, resp: RespClient, prefix: str) -> None:
+    """``flush`` (a closing gateway) gives back every credit, and the one a renewal on its way
+    brings too."""
+    clock = Clock()
+    limiter = credited(resp, prefix, clock)
+    key = (Bucket("key", "k", 2560, None, None),)
+    start = int(clock.t)
+    await limiter.admit(key, 0)
+    clock.t += CREDIT_S - 1 - RENEW_S + 0.5
+    await limiter.admit(key, 0)  # the renewal is queued
+    await limiter.flush()
+    await window_becomes(redis, f"{prefix}:rl:{{k}}:key:k:req",
+                         {start: 1, start + CREDIT_S: 1, int(clock.t) + CREDIT_S: 0})
 
 
 async def test_a_caller_with_a_budget_gets_no_credit_unless_following_the_news(
