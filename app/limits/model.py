@@ -17,7 +17,10 @@ Each of those calls is counted from before it happens until at least 60 s after 
 rule above holds across processes. What a credit did not use is given back when it ends, and
 the calls it admitted stay counted up to thirty seconds longer than their own (a caller
 that calls every few seconds, as each of 1,000 keys does at 300 requests a second, gets several
-calls out of one credit). A credit is granted
+calls out of one credit). A call admitted from a credit in its last few seconds
+(``app.limits.redis.RENEW_S``) asks for the next one without waiting: a credit-only admission,
+which charges no call and is granted on the same terms; its answer replaces the credit, and
+what is left of that goes back. A credit is granted
 only where it costs others nothing they would notice: at most 1/256 of every limit of the
 caller (so none under 256 requests a minute, or under 256 times the call's tokens a minute:
 every call then asks Redis), and only while the window, credit included, is under an eighth of

@@ -20,9 +20,11 @@ is sent at once; those that arrive while it is out wait for its answer and then 
 the next (one EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``). At a
 few calls a second each admission goes alone and waits for nothing; under load the batches grow
 with the load. A caller with a credit (``app.limits.model``) is admitted without a round trip
-until it is spent or ends; what is left of it goes back like a settle. Only one admission of a
-caller at a time asks for a credit (its concurrent calls go to Redis without asking). Each
-round trip takes along the settles (and credit returns) queued so far; settles with no
+until it is spent or ends; what is left of it goes back like a settle. A call admitted in a
+credit's last ``RENEW_S`` asks for the next credit without waiting: a credit-only ADMIT queued
+with the settles, whose answer replaces the credit. Only one admission or renewal of a caller
+at a time asks for a credit (its concurrent calls go to Redis without asking). Each round trip
+takes along the settles (credit returns and renewals too) queued so far; settles with no
 admission to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in
 the event-loop turn they arrive in (``RespClient.send_then``), and one timer watches every round
 trip for lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the
