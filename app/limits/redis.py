@@ -21,11 +21,12 @@ the next (one EVALSHA each, one write on the limiter's own connection, ``app.lim
 few calls a second each admission goes alone and waits for nothing; under load the batches grow
 with the load. A caller with a credit (``app.limits.model``) is admitted without a round trip
 until it is spent or ends; what is left of it goes back like a settle. A call admitted in a
-credit's last ``RENEW_S`` asks for the next credit without waiting: a credit-only ADMIT queued
-with the settles, whose answer replaces the credit. Only one admission or renewal of a caller
-at a time asks for a credit (its concurrent calls go to Redis without asking). Each round trip
-takes along the settles (credit returns and renewals too) queued so far; settles with no
-admission to ride on go on their own after ``SETTLE_DELAY_S``. Replies reach the limiter in
+credit's last ``RENEW_S``, or leaving a quarter of it, asks for the next credit without
+waiting: a credit-only ADMIT queued with the settles, whose answer replaces the credit. Only
+one admission or renewal of a caller at a time asks for a credit (its concurrent calls go to
+Redis without asking). Each round trip takes along the settles (credit returns and renewals
+too) queued so far; settles with no admission to ride on go on their own after
+``SETTLE_DELAY_S``. Replies reach the limiter in
 the event-loop turn they arrive in (``RespClient.send_then``), and one timer watches every round
 trip for lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the
 rest of an admission: a settle timer set anew for every call, firing with nothing to send, woke
@@ -104,10 +105,11 @@ calls still went to Redis.)"""
 CREDIT_MAX = 16
 """The most requests a credit holds."""
 RENEW_S = 6.0
-"""A credit used in its last this-many seconds asks for the next one, without waiting: the ask
-rides with the settles (a credit-only ADMIT, ``scripts.ADMIT``), and the answer replaces the
-credit (giving back what is left of it). A caller that calls at least this often (each of
-1,000 keys does at 200 requests a second) then never waits for Redis after its first call."""
+"""A credit used in its last this-many seconds, or down to a quarter of its requests, asks for
+the next one without waiting: the ask rides with the settles (a credit-only ADMIT,
+``scripts.ADMIT``), and the answer replaces the credit (giving back what is left of it). A
+caller that calls at least this often (each of 1,000 keys does at 200 requests a second) then
+never waits for Redis after its first call, nor does a busy one that spends its credits."""
 CREDIT_SHARE = 256
 """A credit is at most this fraction (1/CREDIT_SHARE) of each of its buckets' limits."""
 MAX_SETTLES_IN_FLIGHT = 64
@@ -275,7 +277,8 @@ class RedisLimiter:
                         not held.known.budgeted or self.hearing.is_set()):
                     held.requests -= 1
                     held.tokens -= max(0, tokens)
-                    if moment >= held.until - RENEW_S and not held.renewing:
+                    if not held.renewing and (moment >= held.until - RENEW_S
+                                              or held.requests <= held.renew_below):
                         self._renew(held, tokens, moment)
                     return held.decision_at(moment)
                 self._release(held)
@@ -688,7 +691,8 @@ class _Credit:
     """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
     process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
 
-    __slots__ = ("at", "decision", "known", "renewing", "requests", "slot", "tokens", "until")
+    __slots__ = ("at", "decision", "known", "renew_below", "renewing", "requests", "slot",
+                 "tokens", "until")
 
     def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
                  decision: Decision, at: float) -> None:
@@ -703,6 +707,8 @@ class _Credit:
         self.at = at
         self.renewing = False
         """Its renewal was asked for (``RENEW_S``): once per credit."""
+        self.renew_below = requests // 4
+        """Its renewal is asked for when no more requests than this are left."""
 
     def decision_at(self, moment: float) -> Decision:
         """A call's decision, admitted from the credit at ``moment``."""

@@ -251,8 +251,10 @@ async def test_a_credit_is_charged_ahead_then_admits_without_asking_redis(
         assert {d.remaining_requests for d in local} == {first.remaining_requests} == {2549}
         assert local[0].reset_requests_s == pytest.approx(
             (first.reset_requests_s or 0) - CREDIT_S / 2)
-        assert (await limiter.admit(key, 0)).admitted  # spent: Redis again, and a new credit
-        assert client.round_trips == [1, 1]
+        # the call that left 2 (a quarter) queued the next credit's renewal; spent, the next
+        # call asks Redis (for no credit: the renewal is asking), the renewal riding along
+        assert (await limiter.admit(key, 0)).admitted
+        assert client.round_trips == [1, 2]
     finally:
         await client.aclose()
 
@@ -378,6 +380,33 @@ async def test_a_credit_used_in_its_last_seconds_gets_the_next_without_waiting(
         clock.t += RENEW_S  # past the old credit's end
         later = await limiter.admit(key, 0)
         assert later.admitted and later.slot == second and len(client.round_trips) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_credit_down_to_a_quarter_gets_the_next_without_waiting(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """A busy caller spends its credit before it ends: the call that leaves a quarter of it
+    asks for the next one, and the caller never waits for Redis again."""
+    clock, client = Clock(), CountingClient()
+    window = f"{prefix}:rl:{{k}}:key:k:req"
+    try:
+        limiter = credited(client, prefix, clock)
+        key = (Bucket("key", "k", 4096, None, None),)  # credits of 16
+        start = int(clock.t)
+        assert (await limiter.admit(key, 0)).admitted
+        clock.t += 1
+        for _ in range(11):  # 5 left: no renewal yet
+            assert (await limiter.admit(key, 0)).admitted
+        await asyncio.sleep(0.1)
+        assert client.round_trips == [1]
+        assert (await limiter.admit(key, 0)).admitted  # 4 left: the renewal
+        # the old credit's 4 unused went back, the new one is charged
+        await window_becomes(redis, window, {start: 1, start + CREDIT_S: 12,
+                                             start + 1 + CREDIT_S: 16})
+        for _ in range(16):
+            assert (await limiter.admit(key, 0)).admitted
+        assert len(client.round_trips) == 3  # the renewal, the return: no admission waited
     finally:
         await client.aclose()
 
