@@ -282,10 +282,11 @@ def together(argv: list[str], env: dict[str, str], master_file: Path, keys_file:
     request measured over the same window; then both saturated at once (closed loops of 32
     connections each for ``SATURATED_S``: the core's time is shared between them, so the ratio
     of their throughputs mirrors that of their CPU per request); the next window swaps which
-    process serves which. Returns the median ratios, keys to master: at ``rate``, saturated.
-    Whatever slows the machine during a window (this VM's speed moves by tens of percent from
-    one window to the next) slows both callers alike, and the swap cancels what differs between
-    the two processes (one of the two has read 1-3% higher than the other in either role).
+    process serves which. Whatever slows the machine during a window (this VM's speed moves by
+    tens of percent from one window to the next) slows both callers alike, and the swap cancels
+    what differs between the two processes (one of the two has read 1-4% higher than the other
+    in either role). Returns the median ratios, keys to master: at ``rate``, and saturated.
+    (The p99 here is not the p99 target's measure: each process also waits for the other.)
 
     Each key comes back every ``1,000 / rate`` seconds (3.3 s at 300/s), so after the warm-up
     (every key twice) each keeps its admission credit renewed (``app.limits.redis.RENEW_S``)

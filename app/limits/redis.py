@@ -255,14 +255,17 @@ class RedisLimiter:
 
     async def flush(self) -> None:
         """Return every credit, send the settles queued so far and wait (bounded) for every
-        batch in flight (a renewal on its way is given back when granted)."""
+        batch in flight. A renewal on its way is given back when granted: if that happens
+        while waiting, its return is sent and waited for too."""
         self._flushes += 1
         for credit in list(self._credits.values()):
             self._release(credit)
-        if self._settles:
-            self._flush_settles()
-        waiting = [*self._tasks, *self._sending_settles]
-        if waiting:
+        for _ in range(2):
+            if self._settles:
+                self._flush_settles()
+            waiting = [*self._tasks, *self._sending_settles]
+            if not waiting:
+                return
             await asyncio.wait(waiting, timeout=SETTLE_TIMEOUT_S + self._timeout_s)
 
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
