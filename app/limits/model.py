@@ -9,24 +9,23 @@ is therefore exact to within one second and errs on the safe side: a limit of N 
 N at once and never more than N in any 60-second interval; a charge may hold its place for up to
 61 s.
 
-Admission credits (the Redis limiter): an admission that goes to Redis may also charge a credit
-of a few requests (and as many times the call's tokens) to the slot thirty seconds ahead,
-``s + 30``. The process then admits the caller's next calls from the
-credit without asking Redis, for 29 seconds (its own clock, from when it sent the admission).
-Each of those calls is counted from before it happens until at least 60 s after it, so the
-rule above holds across processes. What a credit did not use is given back when it ends, and
-the calls it admitted stay counted up to thirty seconds longer than their own (a caller
-that calls every few seconds, as each of 1,000 keys does at 300 requests a second, gets several
-calls out of one credit). A call admitted from a credit in its last few seconds
-(``app.limits.redis.RENEW_S``) asks for the next one without waiting: a credit-only admission,
-which charges no call and is granted on the same terms; its answer replaces the credit, and
-what is left of that goes back. A credit is granted
-only where it costs others nothing they would notice: at most 1/256 of every limit of the
-caller (so none under 256 requests a minute, or under 256 times the call's tokens a minute:
-every call then asks Redis), and only while the window, credit included, is under an eighth of
-every limit. So a burst on one process is short by what the credits other processes hold, never
-more than N/8, until they come back. A credit's calls are charged already, so they are
-admitted even while Redis is down.
+Admission credits (the Redis limiter): an admission that goes to Redis may also charge a credit of
+a few requests (and as many times the call's tokens) to the slot thirty seconds ahead, ``s + 30``.
+The process then admits the caller's next calls from the credit without asking Redis, for 29
+seconds (its own clock, from when it sent the admission). Each of those calls is counted from
+before it happens until at least 60 s after it, so the rule above holds across processes. What a
+credit did not use is given back when it ends, and the calls it admitted stay counted up to thirty
+seconds longer than their own (a caller that calls every few seconds, as each of 1,000 keys does at
+300 requests a second, gets several calls out of one credit). A call admitted from a credit in its
+last few seconds (``app.limits.redis.RENEW_S``), or leaving a quarter of it, asks for the next one
+without waiting (a renewal): a credit-only admission, which charges no call and is granted on the
+same terms; its answer replaces the credit, and what is left of that goes back. A credit is granted
+only where it costs others nothing they would notice: at most 1/256 of every limit of the caller
+(so none under 256 requests a minute, or under 256 times the call's tokens a minute: every call
+then asks Redis), and only while the window, credit included, is under an eighth of every limit. So
+a burst on one process is short by what the credits other processes hold, never more than N/8,
+until they come back. A credit's calls are charged already, so they are admitted even while Redis
+is down.
 
 Credits and budgets: a credit's calls do not see the spend, so a caller with a budget is granted
 one only while its spend is under half of every budget it has, and only by a process that
