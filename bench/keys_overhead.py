@@ -255,7 +255,7 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    quartiles = _quartiles(ratios)
     print(f"\npaired, one gateway process, {pairs} pairs of {seconds:g} s at {rate:.0f} req/s: "
           f"{keyed} cost {statistics.median(ratios):.3f}x the master key's CPU "
           f"per request (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}; target <= 1.10x); "
@@ -335,8 +335,7 @@ def together(argv: list[str], env: dict[str, str], master_file: Path, keys_file:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    spread = statistics.quantiles(saturated, n=4) if len(saturated) > 1 else saturated * 3
+    quartiles, spread = _quartiles(ratios), _quartiles(saturated)
     swapped = [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=False)]
     print(f"\ntogether, two gateway processes on one core, {pairs} windows of {seconds:g} s at "
           f"{rate:.0f} req/s each: {keyed} cost {statistics.median(ratios):.3f}x the master "
@@ -444,6 +443,11 @@ def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_
           f"key {master:,.0f}; keys without limits {best['keys without limits']:,.0f} "
           f"({best['keys without limits'] / master:.3f}x); {keyed} {best[keyed]:,.0f} "
           f"({best[keyed] / master:.3f}x)")
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    """The three quartiles of ``values`` (one value: itself three times)."""
+    return statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
 
 
 def _ready(port: int) -> bool:

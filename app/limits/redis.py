@@ -295,8 +295,7 @@ class RedisLimiter:
             sent = self._tick()
             asking.add(id(buckets))
         future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
-        self._admits.append(((scripts.ADMIT, known.admit_size, known.admit_keys + bulk(
-            b"%d,%d%s,%d" % (self._now_ms(now), max(0, tokens), known.limits, asked))), future))
+        self._admits.append((known.admit_call(self._now_ms(now), tokens, asked), future))
         if self._sending is None:  # else it goes with the others when that one is answered
             self._flush_admits()
         try:
@@ -347,8 +346,7 @@ class RedisLimiter:
         asked = known.credit_size(tokens)
         if not asked or id(known.buckets) in self._asking:
             return
-        call = (scripts.ADMIT, known.admit_size, known.admit_keys + bulk(b"%d,%d%s,%d,0" % (
-            self._now_ms(self._now()), max(0, tokens), known.limits, asked)))
+        call = known.admit_call(self._now_ms(self._now()), tokens, asked, charge=False)
         if self._queue(call):
             self._asking.add(id(known.buckets))
             self._renewing[id(call)] = _Renewal(call, known, max(0, tokens), moment,
@@ -367,23 +365,21 @@ class RedisLimiter:
                        else RuntimeError("no answer"))
         elif raw[0] == 0 and len(raw) == 5 + 6 * len(known.buckets) and raw[-2] > 0:
             self._grant(known, raw[-2], raw[-1], renewal.tokens, renewal.sent,
-                        _admitted(known.buckets, raw))
-            granted = self._credits.get(id(known.buckets))
-            if granted is not None and renewal.flushes != self._flushes:
-                self._release(granted)
+                        _admitted(known.buckets, raw), stale=renewal.flushes != self._flushes)
 
     def _grant(self, known: _Prepared, requests: int, slot: int, tokens: int, sent: float,
-               decision: Decision) -> None:
-        """Keep the credit an admission got (a caller's earlier one, if any, is returned); a
-        caller with a budget's is given back at once if budget news came since it was asked
-        for, or this process is not following the news now."""
+               decision: Decision, *, stale: bool = False) -> None:
+        """Keep the credit an admission got (a caller's earlier one, if any, is returned); it
+        is given back at once if ``stale`` (asked for before a ``flush``), and a caller with a
+        budget's if budget news came since it was asked for, or this process is not following
+        the news now."""
         key = id(known.buckets)
         old = self._credits.get(key)
         if old is not None:
             self._release(old)
         credit = _Credit(known, slot, sent + CREDIT_S - 1, requests, requests * tokens,
                          decision, self._tick())
-        if known.budgeted and (self._news_at >= sent or not self.hearing.is_set()):
+        if stale or (known.budgeted and (self._news_at >= sent or not self.hearing.is_set())):
             self._release(credit)
             return
         self._credits[key] = credit
@@ -775,6 +771,12 @@ class _Prepared:
     credit_tokens: int | None
     """The most tokens a credit may hold: ``1/CREDIT_SHARE`` of the smallest TPM limit
     (``None``: no TPM limit)."""
+
+    def admit_call(self, now_ms: int, tokens: int, asked: int, *, charge: bool = True) -> _Call:
+        """An ADMIT of one call of ``tokens`` asking for a credit of ``asked`` requests (0:
+        none); ``charge=False``: a renewal, charging no call (``scripts.ADMIT``)."""
+        return (scripts.ADMIT, self.admit_size, self.admit_keys + bulk(b"%d,%d%s,%d%s" % (
+            now_ms, max(0, tokens), self.limits, asked, b"" if charge else b",0")))
 
     def credit_size(self, tokens: int) -> int:
         """The credit to ask for with an admission of ``tokens`` (0: none)."""
