@@ -13,12 +13,40 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 _PIECE = re.compile(r"\w+|[^\w\s]")
 
 
+def _ascii_classes() -> bytes:
+    """A ``bytes.translate`` table taking each ASCII character to its class in ``_PIECE``'s
+    terms: ``w`` (``\\w``), space (``\\s``, which for ``str`` patterns includes \\x1c-\\x1f)
+    or ``p`` (anything else: one piece each). Built from the regex's own classes."""
+    table = bytearray(b"p" * 256)
+    for code in range(128):
+        char = chr(code)
+        if re.fullmatch(r"\w", char):
+            table[code] = ord("w")
+        elif re.fullmatch(r"\s", char):
+            table[code] = ord(" ")
+    return bytes(table)
+
+
+_ASCII_CLASSES = _ascii_classes()
+
+
 def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate of ``text``'s token count (0 for empty text)."""
-    count = 0
-    for piece in _PIECE.findall(text):
-        count += (len(piece) + 5) // 6
-    return count
+    """A tokenizer-free estimate of ``text``'s token count (0 for empty text): each piece of
+    ``_PIECE`` counts ``(len + 5) // 6``.
+
+    ASCII text (nearly every prompt) is counted without a regex or a Python loop: its characters
+    are mapped to their classes (``_ASCII_CLASSES``), the first character of each word is marked
+    ``x``, and then each ``p`` is a piece, each ``x`` a word, and each six ``w`` after a word's
+    first character one more token. The regex took about 900 us for a 3,000-word prompt, and a
+    virtual key's limits estimate every prompt (``app.stages.admit``); this takes a tenth."""
+    if not text.isascii():
+        count = 0
+        for piece in _PIECE.findall(text):
+            count += (len(piece) + 5) // 6
+        return count
+    marks = (b" " + text.encode("ascii").translate(_ASCII_CLASSES)).replace(
+        b" w", b" x").replace(b"pw", b"px")
+    return marks.count(b"p") + marks.count(b"x") + marks.count(b"wwwwww")
 
 
 @dataclass(slots=True)

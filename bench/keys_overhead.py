@@ -6,6 +6,7 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
         [--pairs N] [--syscalls] [--together N] [--only-pairs] [--instructions N]
+        [--prompt-words N]
 
 ``--pairs`` adds the steadier comparison (see ``paired``): one gateway process serving the master
 key, 1,000 keys without limits and the 1,000 keys with them, in alternating windows.
@@ -14,7 +15,8 @@ two gateway processes on one core at once, one per caller, in N windows of 30 s,
 machine's drift hits both alike (the separate runs' CPU ratio moves by tens of percent).
 ``--instructions N`` adds the exact one (see ``instructions``): the user-space instructions a
 request costs each caller, counted by valgrind, the same from run to run whatever the machine is
-doing.
+doing. ``--prompt-words N`` sends a prompt of N words instead of two: the keyed path estimates
+every prompt's tokens, so its cost grows with the prompt.
 
 Both gateways log every call to Postgres and Redis (private instances this script starts) and
 use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -65,6 +68,20 @@ from tests.calllog.servers import PrivatePostgres, PrivateRedis
 from tests.servers import free_port
 
 BODY = '{"model":"chat","messages":[{"role":"user","content":"hello bench"}],"max_tokens":40}'
+"""The request every run sends (``--prompt-words`` replaces it, in ``main``, before any run)."""
+PROSE = ("Summarise the following notes for the weekly operations review, keeping every number "
+         "and naming each team: the gateway served requests for twelve applications, latency "
+         "stayed within budget, two providers had short outages, and spend rose by a tenth.")
+"""English text a ``--prompt-words`` prompt repeats (words, numbers and punctuation: what a
+real prompt's token estimate goes through)."""
+
+
+def body_with(words: int) -> str:
+    """A chat request like ``BODY`` whose prompt has ``words`` words of ``PROSE``."""
+    prose = PROSE.split()
+    text = " ".join(prose[i % len(prose)] for i in range(words))
+    return json.dumps({"model": "chat", "messages": [{"role": "user", "content": text}],
+                       "max_tokens": 40})
 KEYS, TEAMS = 1000, 100
 HIGH = {"rpm": 1_000_000, "tpm": 1_000_000_000, "budget_usd": 1_000_000.0}
 """Limits no run reaches: every admission is checked and charged, none refused."""
@@ -485,10 +502,16 @@ def main() -> None:
     parser.add_argument("--without-budgets", action="store_true",
                         help="the 1,000 keys and their teams get RPM and TPM limits but no "
                              "budget (so their calls may be admitted from admission credits)")
+    parser.add_argument("--prompt-words", type=int, default=0, metavar="N",
+                        help="send a prompt of N words of English prose instead of 'hello "
+                             "bench' (the keyed path estimates every prompt's tokens)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the two gateways through their last closed loop; summaries "
                              "and CPU per request by package under DIR")
     args = parser.parse_args()
+    if args.prompt_words:
+        global BODY
+        BODY = body_with(args.prompt_words)
     work = Path(tempfile.mkdtemp(prefix="sb-keysbench-"))
     pg, redis = PrivatePostgres(), PrivateRedis()
     pg.start()

@@ -38,13 +38,13 @@ def _go_duration(ms: int) -> str:
     return f"{secs}s"
 
 
-def ratelimit_headers(*, limit_requests: int | None, remaining_requests: int | None,
+def ratelimit_headers(limit_requests: int | None, remaining_requests: int | None,
                       reset_requests_s: float | None, limit_tokens: int | None,
                       remaining_tokens: int | None, reset_tokens_s: float | None,
-                      budget_refusal: bool) -> dict[str, str]:
+                      budget_refusal: bool, /) -> dict[str, str]:
     """The headers for one decision: the request trio when a request limit applies, the token
     trio when a token limit does, ``x-should-retry: false`` for a spent budget (the OpenAI and
-    Anthropic SDKs then do not retry)."""
+    Anthropic SDKs then do not retry). Positional: it runs once per admitted call."""
     out: dict[str, str] = {}
     if limit_requests is not None:
         out["x-ratelimit-limit-requests"] = str(limit_requests)

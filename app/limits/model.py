@@ -93,9 +93,13 @@ class Bucket:
         return self.id.split(":", 1)[0] if self.scope == "model" else self.id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """What an admission decided, with the most constraining bucket's numbers for the headers."""
+    """What an admission decided, with the most constraining bucket's numbers for the headers.
+
+    Never changed once made (``ADMITTED`` is shared). Not frozen: every admitted call gets one,
+    and a frozen dataclass's ``__init__`` (an ``object.__setattr__`` a field) cost 1.7 us
+    against 0.3 us, a tenth of what a key's limits add to a call's own Python."""
 
     admitted: bool
     reason: Reason
@@ -115,11 +119,10 @@ class Decision:
     def headers(self) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers (empty when no limit applies), and
         ``x-should-retry: false`` on a budget refusal."""
-        return ratelimit_headers(
-            limit_requests=self.limit_requests, remaining_requests=self.remaining_requests,
-            reset_requests_s=self.reset_requests_s, limit_tokens=self.limit_tokens,
-            remaining_tokens=self.remaining_tokens, reset_tokens_s=self.reset_tokens_s,
-            budget_refusal=self.reason == "budget")
+        return ratelimit_headers(self.limit_requests, self.remaining_requests,
+                                 self.reset_requests_s, self.limit_tokens,
+                                 self.remaining_tokens, self.reset_tokens_s,
+                                 self.reason == "budget")
 
 
 ADMITTED = Decision(True, "ok")
