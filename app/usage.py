@@ -14,23 +14,6 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 _PIECE = re.compile(r"\w+|[^\w\s]")
 
 
-def _ascii_classes() -> bytes:
-    """A ``bytes.translate`` table taking each ASCII character to its class in ``_PIECE``'s
-    terms: ``w`` (``\\w``), space (``\\s``, which for ``str`` patterns includes \\x1c-\\x1f)
-    or ``p`` (anything else: one piece each). Built from the regex's own classes."""
-    table = bytearray(b"p" * 256)
-    for code in range(128):
-        char = chr(code)
-        if re.fullmatch(r"\w", char):
-            table[code] = ord("w")
-        elif re.fullmatch(r"\s", char):
-            table[code] = ord(" ")
-    return bytes(table)
-
-
-_ASCII_CLASSES = _ascii_classes()
-
-
 _ASCII_BYTES = bytes(range(128))
 _STAND_INS_MAX = 32
 """The most distinct non-ASCII characters a text may have and still be counted the ASCII way
@@ -39,11 +22,18 @@ _STAND_INS_MAX = 32
 
 @functools.lru_cache(maxsize=4096)
 def _stand_in(char: str) -> str:
-    """An ASCII character of ``char``'s class in ``_PIECE``'s terms: a word character, a space
-    or one piece of its own."""
+    """An ASCII character of ``char``'s class in ``_PIECE``'s terms: a word character (``a``),
+    a space (``\\s``, which for ``str`` patterns includes \\x1c-\\x1f) or one piece of its
+    own (``!``)."""
     if re.fullmatch(r"\w", char):
         return "a"
     return " " if re.fullmatch(r"\s", char) else "!"
+
+
+_ASCII_CLASSES = bytes([{"a": ord("w"), " ": ord(" "), "!": ord("p")}[_stand_in(chr(code))]
+                        for code in range(128)]) + b"p" * 128
+"""A ``bytes.translate`` table taking each ASCII character to its class: ``w``, space or
+``p``."""
 
 
 def estimate_tokens(text: str) -> int:

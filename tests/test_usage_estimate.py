@@ -55,6 +55,7 @@ def test_random_ascii_matches_the_regex() -> None:
     "mixed ascii, ÅÄÖ and 中文", "\u00a0non-breaking\u2003spaces\u0085", "e\u0301 combining",
     "東京都の天気は晴れです", "".join(map(chr, range(0x4E00, 0x4E00 + 40))) + " and words",
     "a lone surrogate \ud800 here",
+    "word " * 200 + "".join(map(chr, range(0xC0, 0xC0 + 40))),
 ])
 def test_non_ascii_matches_the_regex(text: str) -> None:
     """A few distinct non-ASCII characters (stood in for by ASCII ones of their class) and more
