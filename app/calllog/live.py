@@ -18,7 +18,13 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
   day agree, and model names a client makes up cannot add keys to Redis.
 - ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made
   with a virtual key (``key_id`` set) and with a key of a team (``team_id`` set); ids, never
-  keys. Rows without them add to neither.
+  keys. Rows without them add to neither. With ``ids_every_s`` (the gateway uses
+  ``IDS_EVERY_S``), these are summed in the process and added to Redis about that many seconds
+  after a counter's first row (a slice of the due counters rides with each batch, so no batch
+  holds Redis for long; ``publish(everything=True)`` adds all, at shutdown): a busy gateway's
+  batches each name most of its keys, and adding every key's and team's counter with every
+  batch cost ~5 us of CPU a call (bench/README.md). A process that dies loses what it held,
+  as a Redis outage loses increments.
 
 Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
 to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin, and key and team
@@ -27,7 +33,9 @@ ids to ``ID_CAP``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypedDict
 
@@ -62,6 +70,12 @@ return #KEYS
 comma-separated string of five numbers per hash (one argument, not five per hash: redis-py's
 packing of each argument was most of the cost). Redis caches the compiled script by its hash, so
 EVAL costs no more than EVALSHA here and needs no reload after a restart."""
+IDS_EVERY_S = 5.0
+"""How long the gateway's live feed holds a key's or team's counter sums before adding them to
+Redis (see the module docstring)."""
+_DUE_PER_BATCH = 256
+"""Held counters added with one batch at most, besides two per row of the batch (so that the
+held ones drain as fast as rows name new ones)."""
 _NO_MODEL = "-"
 _MODEL_CAP = TEXT_CAPS["public_model"]
 
@@ -103,6 +117,21 @@ def _counted_model(row: Row) -> str:
     return bound_text(model, _MODEL_CAP)
 
 
+def _add(sums: dict[str, list[Any]], key: str, prompt: int, completion: int, error: int,
+         cost: float) -> bool:
+    """Add one row's numbers to ``key``'s sums; True when ``key`` was not there yet."""
+    counted = sums.get(key)
+    if counted is None:
+        sums[key] = [1, prompt, completion, error, cost]
+        return True
+    counted[0] += 1
+    counted[1] += prompt
+    counted[2] += completion
+    counted[3] += error
+    counted[4] += cost
+    return False
+
+
 def _day(row: Row) -> str:
     return datetime.fromtimestamp(float(row["created_at"]), tz=UTC).strftime("%Y-%m-%d")
 
@@ -120,11 +149,26 @@ class LiveFeed:
         stream: str = "switchboard:calls",
         maxlen: int = 100_000,
         prefix: str = "switchboard",
+        ids_every_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ids_every_s``: hold key and team counters this long (0: add them with their
+        batch); ``clock``: the time that holding is measured with (tests)."""
         self._redis = client
         self._stream = stream
         self._maxlen = maxlen
         self._prefix = prefix
+        self._ids_every_s = ids_every_s
+        self._clock = clock
+        self._held: dict[str, list[Any]] = {}
+        """Key and team counter sums not added yet (same layout as ``publish``'s ``sums``)."""
+        self._due: deque[tuple[float, str]] = deque()
+        """When each held counter is due, oldest first."""
+
+    @property
+    def holding(self) -> bool:
+        """Whether key or team counter sums wait to be added."""
+        return bool(self._held)
 
     @property
     def stream(self) -> str:
@@ -138,29 +182,55 @@ class LiveFeed:
         """What every counter key of ``day`` (``YYYY-MM-DD``) begins with."""
         return f"{self._prefix}:usage:{day}:"
 
-    async def publish(self, rows: Sequence[Row]) -> None:
+    async def publish(self, rows: Sequence[Row], *, everything: bool = False) -> bool:
         """Append ``rows`` to the live stream (``MAXLEN ~ maxlen``) and add them to the day
-        counters, all in one pipeline (not a transaction). Raises ``SpoolUnavailable``."""
-        if not rows:
-            return
+        counters, with the held key and team counters that are due (all of them with
+        ``everything``), in one pipeline (not a transaction). False when there was nothing to
+        send (no rows, nothing due). Raises ``SpoolUnavailable``."""
         sums: dict[str, list[Any]] = {}
         """Per counter hash: requests, prompt tokens, completion tokens, errors, cost."""
+        self._count(rows, sums)
+        self._take_due(sums, limit=None if everything else _DUE_PER_BATCH + 2 * len(rows))
+        if not sums:  # no rows, and no held counter due
+            return False
         pipe = self._redis.pipeline(transaction=False)
-        # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
-        # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep about
-        # ``maxlen`` rows.
-        pipe.xadd(self._stream, {_ROWS: _dump_rows(rows)},
-                  maxlen=max(1, self._maxlen // len(rows)), approximate=True)
+        if rows:
+            # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
+            # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep
+            # about ``maxlen`` rows.
+            pipe.xadd(self._stream, {_ROWS: _dump_rows(rows)},
+                      maxlen=max(1, self._maxlen // len(rows)), approximate=True)
+        # One script for every counter of the batch: with many keys and teams, six commands a
+        # counter cost a fifth of the gateway's CPU (packing and parsing,
+        # bench/keys_overhead.py).
+        values = ",".join([f"{r},{p},{c},{e},{usd!r}" for r, p, c, e, usd in sums.values()])
+        pipe.eval(_ADD_COUNTERS, len(sums), *sums, _TTL_S, values)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+        return True
+
+    def _count(self, rows: Sequence[Row], sums: dict[str, list[Any]]) -> None:
+        """Add ``rows`` to ``sums`` (model and caller counters; key and team counters too,
+        unless they are held)."""
         days: dict[float, str] = {}
         """Each UTC day's ``_day_prefix``, by day number."""
+        if not rows:
+            return
+        held = self._held if self._ids_every_s > 0 else None
+        due_at = self._clock() + self._ids_every_s
         for row in rows:
             base = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, self._day_prefix(_day(row)))
             keys = [f"{base}model:{_counted_model(row)}", f"{base}caller:{row.get('caller')}"]
+            ids: list[str] = []
             if key_id := row.get("key_id"):
-                keys.append(f"{base}key:{bound_text(key_id, ID_CAP)}")
+                ids.append(f"{base}key:{bound_text(key_id, ID_CAP)}")
             if team_id := row.get("team_id"):
-                keys.append(f"{base}team:{bound_text(team_id, ID_CAP)}")
+                ids.append(f"{base}team:{bound_text(team_id, ID_CAP)}")
+            if held is None:
+                keys += ids
             # The row's numbers once, added to each of its counters (a virtual key's row has
             # four).
             prompt = int(row.get("prompt_tokens") or 0)
@@ -168,23 +238,24 @@ class LiveFeed:
             error = int(row.get("status") != "ok")
             cost = float(row.get("cost_usd") or 0.0)
             for key in keys:
-                counted = sums.get(key)
-                if counted is None:
-                    sums[key] = [1, prompt, completion, error, cost]
-                else:
-                    counted[0] += 1
-                    counted[1] += prompt
-                    counted[2] += completion
-                    counted[3] += error
-                    counted[4] += cost
-        # One script for every counter of the batch: with many keys and teams, six commands a
-        # counter cost a fifth of the gateway's CPU (packing and parsing, bench/keys_overhead.py).
-        values = ",".join([f"{r},{p},{c},{e},{usd!r}" for r, p, c, e, usd in sums.values()])
-        pipe.eval(_ADD_COUNTERS, len(sums), *sums, _TTL_S, values)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+                _add(sums, key, prompt, completion, error, cost)
+            if held is not None:
+                for key in ids:
+                    if _add(held, key, prompt, completion, error, cost):
+                        self._due.append((due_at, key))
+
+    def _take_due(self, sums: dict[str, list[Any]], *, limit: int | None) -> None:
+        """Move the held counters that are due (all of them when ``limit`` is ``None``; else
+        at most ``limit``, oldest first) into ``sums``."""
+        due, held = self._due, self._held
+        if not due:
+            return
+        now = self._clock()
+        taken = 0
+        while due and (limit is None or (taken < limit and due[0][0] <= now)):
+            _, key = due.popleft()
+            sums[key] = held.pop(key)
+            taken += 1
 
     async def last_id(self) -> str:
         """The id of the newest entry in the stream (``"0-0"`` when empty): a starting point for

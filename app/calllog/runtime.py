@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.calllog.condition import UP, Condition
 from app.calllog.file_spool import FileSpool
-from app.calllog.live import LiveFeed
+from app.calllog.live import IDS_EVERY_S, LiveFeed
 from app.calllog.postgres import PostgresStore
 from app.calllog.redis_spool import RedisSpool
 from app.calllog.seams import CallStore, StoreUnavailable
@@ -87,7 +87,7 @@ async def open_call_log(settings: Settings, config: CallLog, *,
         file_spool=FileSpool(settings.spool_dir),
         spool=RedisSpool(client, consumer=consumer, claim_idle_s=config.claim_idle_s,
                          forget_idle_s=config.forget_idle_s) if client else None,
-        feed=LiveFeed(client) if client else None,
+        feed=LiveFeed(client, ids_every_s=IDS_EVERY_S) if client else None,
         check_store=None if condition.up else lambda: check_store(url),
         store_condition=condition,
         buffer_max=config.buffer_max, batch_max=config.batch_max,

@@ -71,7 +71,15 @@ class LocalSpool(Spool, Protocol):
 class Feed(Protocol):
     """The live tail and daily counters (best effort)."""
 
-    async def publish(self, rows: Sequence[Row]) -> None: ...
+    @property
+    def holding(self) -> bool:
+        """Whether counter sums wait to be added (``publish`` adds those due)."""
+        ...
+
+    async def publish(self, rows: Sequence[Row], *, everything: bool = False) -> bool:
+        """Publish ``rows`` (none: only the held counters that are due; ``everything``: all
+        the held counters); whether anything was sent."""
+        ...
 
 
 @dataclass(slots=True)
@@ -228,21 +236,24 @@ class CallLogWriter:
                 lost = await self._persist(batch)
             finally:  # also when cancelled (a close past its timeout): the journal keeps them
                 self._settle(len(batch), lost)
+        if self._feed is not None and self._feed.holding:
+            await self._publish([], everything=self._closing)
         await self._replay()
 
-    async def _publish(self, batch: list[Row]) -> None:
+    async def _publish(self, batch: list[Row], *, everything: bool = False) -> None:
         if self._feed is None or not self._health.redis_usable():
             return
         # Bodies stay out of the live stream: it keeps ~100k entries in Redis memory.
         slim = [row if row.get("request_body") is None and row.get("response_body") is None
                 else {**row, "request_body": None, "response_body": None} for row in batch]
         try:
-            await self._feed.publish(slim)
+            sent = await self._feed.publish(slim, everything=everything)
         except SpoolUnavailable as exc:
             self.stats.feed_failures += 1
             self._health.redis(str(exc))
         else:
-            self._health.redis(None)
+            if sent:
+                self._health.redis(None)
 
     async def _persist(self, batch: list[Row]) -> int:
         """Store ``batch``, else spool it; return how many of its last rows nothing took."""

@@ -102,8 +102,11 @@ CREDIT_S = 30
 (``credit_life`` in ``app.limits.scripts``), and used for one second less. (10 s gave a key
 called every 3 s, 1,000 keys at 300 requests a second, three calls a credit: a third of its
 calls still went to Redis.)"""
-CREDIT_MAX = 16
-"""The most requests a credit holds."""
+CREDIT_MAX = 32
+"""The most requests a credit holds. (16 gave a key called every second, 1,000 keys at 1,000
+requests a second, a renewal and a return every 12 calls; with 32 its credit's life ends
+first, at about 23 calls. The bounds that protect other callers are ``CREDIT_SHARE`` and the
+window's eighth, not this.)"""
 RENEW_S = 6.0
 """A credit used in its last this-many seconds, or down to a quarter of its requests, asks for
 the next one without waiting: the ask rides with the settles (a credit-only ADMIT,

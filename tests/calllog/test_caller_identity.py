@@ -3,9 +3,12 @@ store and spool, in the per-day Redis counters and as filters of the read side."
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.calllog import query
-from app.calllog.live import CounterKind, LiveFeed
+from app.calllog.file_spool import FileSpool
+from app.calllog.live import IDS_EVERY_S, CounterKind, LiveFeed
 from app.calllog.postgres import PostgresStore
 from app.calllog.record import (
     ID_CAP,
@@ -28,6 +32,7 @@ from app.calllog.record import (
 from app.calllog.redis_spool import RedisSpool
 from app.calllog.seams import CallStore
 from app.calllog.sqlite import SqliteStore
+from app.calllog.writer import CallLogWriter
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.models import Call
@@ -147,6 +152,104 @@ async def test_day_counters_by_key_and_team(client: aioredis.Redis, feed: LiveFe
     expected: list[tuple[CounterKind, str]] = [
         ("key", "key_a"), ("key", "key_b"), ("key", "key_c"), ("team", "team_1")]
     assert keys == sorted(feed.counter_key(kind, name, day=DAY) for kind, name in expected)
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def held(client: aioredis.Redis) -> AsyncIterator[tuple[LiveFeed, Clock]]:
+    """A feed that holds key and team counters for 5 s, on a clock the test moves."""
+    prefix = f"test:identity-held:{uuid.uuid4().hex}"
+    clock = Clock()
+    yield LiveFeed(client, stream=f"{prefix}:calls", prefix=prefix, ids_every_s=5.0,
+                   clock=clock), clock
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+
+
+async def test_held_key_and_team_counters_are_added_when_due(
+        held: tuple[LiveFeed, Clock]) -> None:
+    """With ids_every_s, the model and caller counters count each batch at once; a key's and
+    a team's sums wait in the process until their first row is ids_every_s old, then go with
+    the next publish (a batch, or none), summed over every batch meanwhile."""
+    feed, clock = held
+    assert await feed.publish([row("1", key_id="key_a", team_id="team_1", cost=1.0)])
+    clock.now += 4.9
+    assert await feed.publish([row("2", key_id="key_a", team_id="team_1", cost=2.0),
+                               row("3", key_id="key_b", cost=4.0)])
+    assert (await feed.today("caller", "key", day=DAY))["requests"] == 3
+    assert (await feed.today("key", "key_a", day=DAY))["requests"] == 0
+    assert feed.holding and not await feed.publish([])  # nothing due yet: nothing sent
+    clock.now += 0.1
+    assert await feed.publish([])
+    key_a = await feed.today("key", "key_a", day=DAY)
+    assert (key_a["requests"], key_a["cost_usd"], key_a["prompt_tokens"]) == (2, 3.0, 20)
+    assert (await feed.today("team", "team_1", day=DAY))["cost_usd"] == 3.0
+    assert (await feed.today("key", "key_b", day=DAY))["requests"] == 0  # first seen at 4.9 s
+    assert feed.holding
+    clock.now += 4.9
+    assert await feed.publish([])
+    assert (await feed.today("key", "key_b", day=DAY))["cost_usd"] == 4.0
+    assert not feed.holding and not await feed.publish([])
+
+
+async def test_everything_adds_every_held_counter(held: tuple[LiveFeed, Clock]) -> None:
+    """publish(everything=True) (the writer's last publish when it closes) adds every held
+    counter however young; a slice of at most 256 due ones goes with an ordinary publish."""
+    feed, clock = held
+    await feed.publish([row(str(n), key_id=f"key_{n}") for n in range(300)])
+    clock.now += 5
+    assert await feed.publish([])
+    assert feed.holding  # 256 went, 44 wait for the next publish
+    added = [(await feed.today("key", f"key_{n}", day=DAY))["requests"] for n in range(300)]
+    assert added == [1] * 256 + [0] * 44
+    await feed.publish([row("young", key_id="key_young")], everything=True)
+    assert not feed.holding
+    assert (await feed.today("key", "key_299", day=DAY))["requests"] == 1
+    assert (await feed.today("key", "key_young", day=DAY))["requests"] == 1
+
+
+async def test_closing_writer_adds_the_held_counters(client: aioredis.Redis,
+                                                     tmp_path: Path) -> None:
+    """The gateway's writer holds key counters for IDS_EVERY_S; closing it (SIGTERM) adds
+    them before it returns, so a drained gateway leaves none behind."""
+    prefix = f"test:identity-close:{uuid.uuid4().hex}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    engine = make_engine(url)
+    feed = LiveFeed(client, stream=f"{prefix}:calls", prefix=prefix, ids_every_s=IDS_EVERY_S)
+    writer = CallLogWriter(store=SqliteStore(engine), file_spool=FileSpool(tmp_path / "spool"),
+                           feed=feed, flush_interval_s=0.01)
+    today = datetime.now(UTC)
+    try:
+        await writer.start()
+        record = CallRecord(id="c1", endpoint="/v1/chat/completions", caller="key",
+                            key_id="key_a", team_id="team_1", public_model="chat",
+                            created_at=today.timestamp())
+        record.cost_usd = 0.25
+        writer.submit(record)
+        deadline = time.monotonic() + 5
+        while (await feed.today("caller", "key"))["requests"] == 0:
+            assert time.monotonic() < deadline, "the batch was not published"
+            await asyncio.sleep(0.01)
+        assert feed.holding and (await feed.today("key", "key_a"))["requests"] == 0
+        await writer.aclose(timeout_s=5)
+        assert (await feed.today("key", "key_a"))["cost_usd"] == 0.25
+        assert (await feed.today("team", "team_1"))["requests"] == 1
+    finally:
+        await engine.dispose()
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
 
 
 async def test_redis_spool_carries_ids(client: aioredis.Redis) -> None:
