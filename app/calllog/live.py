@@ -216,8 +216,6 @@ class LiveFeed:
         unless they are held)."""
         days: dict[float, str] = {}
         """Each UTC day's ``_day_prefix``, by day number."""
-        if not rows:
-            return
         held = self._held if self._ids_every_s > 0 else None
         due_at = self._clock() + self._ids_every_s
         for row in rows:
