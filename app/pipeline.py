@@ -66,7 +66,7 @@ from app import errors
 from app.api.incoming import Incoming
 from app.calllog import CallRecord
 from app.config import GatewayConfig, Limits
-from app.limits import Bucket
+from app.limits import Bucket, Header
 from app.pricing import PriceBook
 from app.privacy.config import Action
 from app.providers.base import Json, Provider, Result
@@ -275,8 +275,10 @@ class ModelCall:
     caller: Caller = ANONYMOUS
     request: ModelRequest | None = None
     body: Json | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    """Response headers stages add (the rate-limit headers), on answers and errors alike."""
+    headers: list[Header] = field(default_factory=list)
+    """Response headers stages add (the rate-limit headers), on answers and errors alike, as
+    the server writes them (lower-case names, latin-1 bytes): a keyed call carries six, and
+    encoding them per call showed in its CPU (``app.limits.headers``)."""
     tokens: int = 0
     """The tokens admission charged for this call before it ran (prompt + reserved output)."""
     extras: dict[str, Any] = field(default_factory=dict)

@@ -56,11 +56,11 @@ class Admission:
         exc: errors.GatewayError = errors.Overloaded(
             f"The gateway is serving its limit of {self.limit} requests; retry in "
             f"{RETRY_AFTER_S} s.", code="overloaded")
-        headers = {"retry-after": str(RETRY_AFTER_S)}
+        retry_after = (b"retry-after", b"%d" % RETRY_AFTER_S)
         if scope["method"] == "POST" and scope["path"] in MODEL_CALLS:
             # A model call refused here is a call like any other: its record says so.
             async def refuse(call: ModelCall, gateway: Gateway) -> Response:
-                call.headers.update(headers)
+                call.headers.append(retry_after)
                 raise exc
 
             gateway = resources_of(self.app).gateway
@@ -68,5 +68,5 @@ class Admission:
             response = await serve_call(gateway, Incoming.from_scope(scope, receive), endpoint)
             await response(scope, receive, send)
             return
-        await JSONReply(orjson.dumps(exc.body()), status=exc.status_code,
-                        headers=headers)(scope, receive, send)
+        await JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers={},
+                        raw=[retry_after])(scope, receive, send)

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app import errors
-from app.api.wire import JSONReply, id_headers
+from app.api.wire import JSONReply, error_reply
 from app.inbound.anthropic import error_body as anthropic_error_body
 from app.pipeline import ModelCall
 
@@ -26,10 +26,7 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 def error_response(exc: errors.GatewayError, *, call: ModelCall | None = None) -> Response:
     """``exc`` as the client gets it; a model call's ids and the headers its stages added
     (``x-ratelimit-*``, ``retry-after``) go in its headers."""
-    headers = {} if call is None else {**id_headers(call.record), **call.headers}
-    if exc.status_code == 429:
-        headers.setdefault("retry-after", "1")
-    return JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers=headers)
+    return error_reply(orjson.dumps(exc.body()), exc.status_code, call)
 
 
 def last_resort(path: str | None) -> errors.GatewayError:

@@ -19,7 +19,7 @@ from app import errors
 from app.api.calls import Endpoint
 from app.api.incoming import Incoming
 from app.api.v1 import answer, read_object, serve_route, stream
-from app.api.wire import JSONReply, id_headers, parse, parse_object
+from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
 from app.inbound.anthropic import error_body, read_request, to_message
 from app.inbound.anthropic_stream import EventWriter
@@ -35,10 +35,7 @@ router = APIRouter(prefix="/v1")
 
 def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Response:
     """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry."""
-    headers = {} if call is None else {**id_headers(call.record), **call.headers}
-    if exc.status_code == 429:
-        headers.setdefault("retry-after", "1")
-    return JSONReply(orjson.dumps(error_body(exc)), status=exc.status_code, headers=headers)
+    return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call)
 
 
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from app import errors
 from app.gateway import StreamItem
+from app.limits import Header
 
 _KEEPALIVE = b": keep-alive\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -59,7 +60,9 @@ class SSEResponse(Response):
     """
 
     def __init__(self, items: AsyncGenerator[StreamItem, None], *,
-                 first: StreamItem, headers: dict[str, str], framer: Framer = OPENAI) -> None:
+                 first: StreamItem, headers: dict[str, str], raw: Sequence[Header] = (),
+                 framer: Framer = OPENAI) -> None:
+        """``raw``: headers already encoded (a call's ``ModelCall.headers``)."""
         # Deliberately not calling Response.__init__: this response has no body to render.
         self.status_code = 200
         self.background = None
@@ -70,6 +73,7 @@ class SSEResponse(Response):
                          (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         self._sse_headers += [(k.encode("latin-1"), v.encode("latin-1"))
                               for k, v in headers.items()]
+        self._sse_headers += raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The first item goes out from this task, before any other task is scheduled: each hop

@@ -54,7 +54,8 @@ async def stream(items: AsyncGenerator[StreamItem, None], call: ModelCall,
     """The streamed answer, once its first item is in hand (an error before it is an ordinary
     error response)."""
     first: StreamItem = await anext(items)
-    return SSEResponse(items, first=first, headers=call_headers(call), framer=framer)
+    return SSEResponse(items, first=first, headers=call_headers(call), raw=call.headers,
+                       framer=framer)
 
 
 _GONE = Response(status_code=499)

@@ -3,6 +3,7 @@ response headers of a call (its call id and the client's request id among them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import errors
 from app.calllog import CallRecord
+from app.limits import Header
 from app.pipeline import ModelCall
 
 M = TypeVar("M", bound=BaseModel)
@@ -153,14 +155,12 @@ def id_headers(record: CallRecord) -> dict[str, str]:
 def call_headers(call: ModelCall) -> dict[str, str]:
     """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts (the
     config version that serves the call among them), and those the pipeline's stages added
-    (``x-ratelimit-*``)."""
+    (``ModelCall.headers`` are not among them: the response adds them as they are)."""
     record = call.record
     headers = id_headers(record)
     headers["x-switchboard-config-version"] = call.snapshot.version
     if record.variant is not None:
         headers["x-switchboard-variant"] = f"{record.experiment}/{record.variant}"
-    if call.headers:
-        headers.update(call.headers)
     if record.provider is not None:
         headers["x-switchboard-provider"] = record.provider
     if record.target_model is not None:
@@ -174,15 +174,28 @@ class JSONReply(Response):
     """A JSON response whose raw headers are built directly (Starlette's header handling showed
     up in the hot path's profile)."""
 
-    def __init__(self, content: bytes, *, headers: dict[str, str], status: int = 200) -> None:
+    def __init__(self, content: bytes, *, headers: dict[str, str], status: int = 200,
+                 raw: Sequence[Header] = ()) -> None:
+        """``raw``: headers already encoded (a call's ``ModelCall.headers``)."""
         # Deliberately not calling Response.__init__: everything it computes is set here.
         self.status_code = status
         self.body = content
         self.background = None
         self.raw_headers = [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(content)).encode())]
+                            (b"content-length", b"%d" % len(content))]
         self.raw_headers += [(k.encode("latin-1"), v.encode("latin-1"))
                              for k, v in headers.items()]
+        self.raw_headers += raw
+
+
+def error_reply(content: bytes, status: int, call: ModelCall | None) -> JSONReply:
+    """An error's body as a model call's answer: its ids and the headers its stages added
+    (``x-ratelimit-*``, ``retry-after``); a 429 always says when to retry."""
+    headers = {} if call is None else id_headers(call.record)
+    raw = () if call is None else call.headers
+    if status == 429 and not any(name == b"retry-after" for name, _ in raw):
+        headers["retry-after"] = "1"
+    return JSONReply(content, status=status, headers=headers, raw=raw)
 
 
 def json_response(body: dict[str, Any], call: ModelCall) -> Response:
@@ -190,4 +203,4 @@ def json_response(body: dict[str, Any], call: ModelCall) -> Response:
     record = call.record
     if record.cost_usd is not None:
         headers["x-switchboard-cost-usd"] = f"{record.cost_usd:.10f}".rstrip("0").rstrip(".")
-    return JSONReply(orjson.dumps(body), headers=headers)
+    return JSONReply(orjson.dumps(body), headers=headers, raw=call.headers)

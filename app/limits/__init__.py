@@ -3,8 +3,9 @@ holding across processes and replicas (``RedisLimiter``), or in this process (``
 The model, its maths and guarantees: ``app.limits.model``; the Redis key layout:
 ``app.limits.redis``; rebuilding spend counters from the call log: ``app.limits.budget``."""
 
+from app.limits.headers import Header
 from app.limits.local import LocalLimiter
 from app.limits.model import ADMITTED, Bucket, Decision, Limiter
 from app.limits.redis import RedisLimiter
 
-__all__ = ["ADMITTED", "Bucket", "Decision", "Limiter", "LocalLimiter", "RedisLimiter"]
+__all__ = ["ADMITTED", "Bucket", "Decision", "Header", "Limiter", "LocalLimiter", "RedisLimiter"]

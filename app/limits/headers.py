@@ -1,21 +1,23 @@
 """OpenAI's rate-limit response headers: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
 with resets written as Go durations (``time.Duration.String()``: ``1s``, ``6m0s``, ``59ms``,
-``1h0m0s``), rounded to the millisecond."""
+``1h0m0s``), rounded to the millisecond. Built as the raw (bytes) pairs the server writes: every
+admitted call of a key with limits carries six, and building them as text, merging them into a
+dict and encoding them again cost a keyed call more than its admission (bench/README.md)."""
 
 from __future__ import annotations
 
-_WRITTEN: dict[int, str] = {}
+_WRITTEN: dict[int, bytes] = {}
 """``go_duration``'s answers by millisecond: an admitted call's resets are nearly all within a
 second of a minute, so a few thousand values serve nearly every call."""
 _WRITTEN_MAX = 8192
 
 
-def go_duration(seconds: float) -> str:
+def go_duration(seconds: float) -> bytes:
     """``seconds`` as Go prints a duration, to the millisecond (``0s`` for zero or less)."""
     ms = round(seconds * 1000)
     written = _WRITTEN.get(ms)
     if written is None:
-        written = _go_duration(ms)
+        written = _go_duration(ms).encode()
         if len(_WRITTEN) >= _WRITTEN_MAX:
             _WRITTEN.clear()
         _WRITTEN[ms] = written
@@ -38,22 +40,34 @@ def _go_duration(ms: int) -> str:
     return f"{secs}s"
 
 
+LIMIT_REQUESTS = b"x-ratelimit-limit-requests"
+REMAINING_REQUESTS = b"x-ratelimit-remaining-requests"
+RESET_REQUESTS = b"x-ratelimit-reset-requests"
+LIMIT_TOKENS = b"x-ratelimit-limit-tokens"
+REMAINING_TOKENS = b"x-ratelimit-remaining-tokens"
+RESET_TOKENS = b"x-ratelimit-reset-tokens"
+_SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
+
+Header = tuple[bytes, bytes]
+"""One response header as the server writes it: lower-case name, value (latin-1)."""
+
+
 def ratelimit_headers(limit_requests: int | None, remaining_requests: int | None,
                       reset_requests_s: float | None, limit_tokens: int | None,
                       remaining_tokens: int | None, reset_tokens_s: float | None,
-                      budget_refusal: bool, /) -> dict[str, str]:
+                      budget_refusal: bool, /) -> list[Header]:
     """The headers for one decision: the request trio when a request limit applies, the token
     trio when a token limit does, ``x-should-retry: false`` for a spent budget (the OpenAI and
     Anthropic SDKs then do not retry). Positional: it runs once per admitted call."""
-    out: dict[str, str] = {}
+    out: list[Header] = []
     if limit_requests is not None:
-        out["x-ratelimit-limit-requests"] = str(limit_requests)
-        out["x-ratelimit-remaining-requests"] = str(max(0, remaining_requests or 0))
-        out["x-ratelimit-reset-requests"] = go_duration(reset_requests_s or 0.0)
+        out += ((LIMIT_REQUESTS, b"%d" % limit_requests),
+                (REMAINING_REQUESTS, b"%d" % max(0, remaining_requests or 0)),
+                (RESET_REQUESTS, go_duration(reset_requests_s or 0.0)))
     if limit_tokens is not None:
-        out["x-ratelimit-limit-tokens"] = str(limit_tokens)
-        out["x-ratelimit-remaining-tokens"] = str(max(0, remaining_tokens or 0))
-        out["x-ratelimit-reset-tokens"] = go_duration(reset_tokens_s or 0.0)
+        out += ((LIMIT_TOKENS, b"%d" % limit_tokens),
+                (REMAINING_TOKENS, b"%d" % max(0, remaining_tokens or 0)),
+                (RESET_TOKENS, go_duration(reset_tokens_s or 0.0)))
     if budget_refusal:
-        out["x-should-retry"] = "false"
+        out.append(_SHOULD_NOT_RETRY)
     return out

@@ -43,6 +43,10 @@ class LocalLimiter:
 
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
         """Charge one request and ``tokens`` to every bucket, or to none."""
+        return self.admit_now(buckets, tokens)
+
+    def admit_now(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
+        """``admit``, which never waits here."""
         if not buckets:
             return ADMITTED
         now = self._clock()

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
-from app.limits.headers import ratelimit_headers
+from app.limits.headers import Header, ratelimit_headers
 
 Scope = Literal["key", "team", "model"]
 Period = Literal["day", "month", "total"]
@@ -116,9 +116,9 @@ class Decision:
     """The epoch second (Redis's clock) the admission's tokens were charged to, when known: its
     settle corrects that slot."""
 
-    def headers(self) -> dict[str, str]:
-        """OpenAI's ``x-ratelimit-*`` headers (empty when no limit applies), and
-        ``x-should-retry: false`` on a budget refusal."""
+    def headers(self) -> list[Header]:
+        """OpenAI's ``x-ratelimit-*`` headers (none when no limit applies), and
+        ``x-should-retry: false`` on a budget refusal, as the server writes them."""
         return ratelimit_headers(self.limit_requests, self.remaining_requests,
                                  self.reset_requests_s, self.limit_tokens,
                                  self.remaining_tokens, self.reset_tokens_s,
@@ -130,6 +130,11 @@ ADMITTED = Decision(True, "ok")
 
 
 class Limiter(Protocol):
+    def admit_now(self, buckets: Sequence[Bucket], tokens: int) -> Decision | None:
+        """``admit``'s decision when it needs no waiting (a call an admission credit holds,
+        a limiter in this process), else ``None``. Never raises."""
+        ...
+
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
         ...

@@ -70,6 +70,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from app.limits import scripts
+from app.limits.headers import RESET_REQUESTS, RESET_TOKENS, Header, go_duration, ratelimit_headers
 from app.limits.model import (
     ADMITTED,
     Bucket,
@@ -271,23 +272,31 @@ class RedisLimiter:
                 return
             await asyncio.wait(waiting, timeout=SETTLE_TIMEOUT_S + self._timeout_s)
 
-    async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
-        """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
+    def admit_now(self, buckets: Sequence[Bucket], tokens: int) -> Decision | None:
+        """The call admitted from the caller's credit, if it has one that holds it (an ended
+        or spent credit is given back); ``None``: ``admit`` must ask Redis."""
         if not buckets:
             return ADMITTED
-        if self._credits_on:
-            held = self._credits.get(id(buckets))
-            if held is not None and held.known.buckets is buckets:
-                moment = self._tick()
-                if moment < held.until and held.requests > 0 and held.tokens >= tokens and (
-                        not held.known.budgeted or self.hearing.is_set()):
-                    held.requests -= 1
-                    held.tokens -= max(0, tokens)
-                    if not held.renewing and (moment >= held.until - RENEW_S
-                                              or held.requests <= held.renew_below):
-                        self._renew(held, tokens, moment)
-                    return held.decision_at(moment)
-                self._release(held)
+        held = self._credits.get(id(buckets))
+        if held is None or held.known.buckets is not buckets:
+            return None
+        moment = self._tick()
+        if moment < held.until and held.requests > 0 and held.tokens >= tokens and (
+                not held.known.budgeted or self.hearing.is_set()):
+            held.requests -= 1
+            held.tokens -= max(0, tokens)
+            if not held.renewing and (moment >= held.until - RENEW_S
+                                      or held.requests <= held.renew_below):
+                self._renew(held, tokens, moment)
+            return held.decision
+        self._release(held)
+        return None
+
+    async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
+        """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
+        decision = self.admit_now(buckets, tokens)
+        if decision is not None:
+            return decision
         now = self._now()
         known = self._prepared(buckets, now)
         asking = self._asking
@@ -381,7 +390,7 @@ class RedisLimiter:
         if old is not None:
             self._release(old)
         credit = _Credit(known, slot, sent + CREDIT_S - 1, requests, requests * tokens,
-                         decision, self._tick())
+                         _CreditDecision(decision, slot, self._tick(), self._tick))
         if stale or (known.budgeted and (self._news_at >= sent or not self.hearing.is_set())):
             self._release(credit)
             return
@@ -693,33 +702,58 @@ class _Credit:
     """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
     process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
 
-    __slots__ = ("at", "decision", "known", "renew_below", "renewing", "requests", "slot",
-                 "tokens", "until")
+    __slots__ = ("decision", "known", "renew_below", "renewing", "requests", "slot", "tokens",
+                 "until")
 
     def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
-                 decision: Decision, at: float) -> None:
+                 decision: _CreditDecision) -> None:
         self.known = known
         self.slot = slot
         self.until = until
         self.requests = requests
         self.tokens = tokens
         self.decision = decision
-        """The decision of the admission that got the credit: its windows already count the
-        whole credit, so their limits and remaining counts hold for every call it admits."""
-        self.at = at
+        """The decision of every call it admits."""
         self.renewing = False
         """Its renewal was asked for (``RENEW_S``): once per credit."""
         self.renew_below = requests // 4
         """Its renewal is asked for when no more requests than this are left."""
 
-    def decision_at(self, moment: float) -> Decision:
-        """A call's decision, admitted from the credit at ``moment``."""
-        d, gone = self.decision, moment - self.at
-        return Decision(True, "ok", None, 0.0, d.limit_requests, d.remaining_requests,
-                        None if d.reset_requests_s is None else max(0.0, d.reset_requests_s - gone),
-                        d.limit_tokens, d.remaining_tokens,
-                        None if d.reset_tokens_s is None else max(0.0, d.reset_tokens_s - gone),
-                        self.slot)
+
+
+class _CreditDecision(Decision):
+    """The decision every call a credit admits shares: the windows of the admission that got
+    the credit (they count the whole credit, so their limits and remaining counts hold for each
+    of its calls), with the resets aged to when ``headers`` is asked for (the admission's own
+    event-loop turn). The unchanging headers are encoded once: a keyed call's Decision and
+    headers, built anew each time, cost more than taking the call from the credit."""
+
+    __slots__ = ("_at", "_requests", "_tick", "_tokens")
+
+    def __init__(self, granted: Decision, slot: int, at: float,
+                 tick: Callable[[], float]) -> None:
+        super().__init__(True, "ok", None, 0.0, granted.limit_requests,
+                         granted.remaining_requests, granted.reset_requests_s,
+                         granted.limit_tokens, granted.remaining_tokens,
+                         granted.reset_tokens_s, slot)
+        self._at = at
+        self._tick = tick
+        self._requests = ratelimit_headers(granted.limit_requests, granted.remaining_requests,
+                                           0.0, None, None, None, False)[:2]
+        """The request limit's and remaining count's headers (none without an RPM limit)."""
+        self._tokens = ratelimit_headers(None, None, None, granted.limit_tokens,
+                                         granted.remaining_tokens, 0.0, False)[:2]
+
+    def headers(self) -> list[Header]:
+        gone = self._tick() - self._at
+        out: list[Header] = []
+        if self._requests:
+            out += self._requests
+            out.append((RESET_REQUESTS, go_duration((self.reset_requests_s or 0.0) - gone)))
+        if self._tokens:
+            out += self._tokens
+            out.append((RESET_TOKENS, go_duration((self.reset_tokens_s or 0.0) - gone)))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,17 +57,19 @@ class Admit(Stage):
             asked = request.max_tokens
         else:  # embeddings produce no tokens
             return tokens
-        default = call.route().targets[0].max_tokens_default
-        return tokens + min(asked or default or self._reservation, self._reservation) * \
-            (request.n or 1)
+        if not asked:
+            asked = call.route().targets[0].max_tokens_default or self._reservation
+        return tokens + min(asked, self._reservation) * (request.n or 1)
 
     async def on_request(self, call: ModelCall) -> None:
         buckets = call.caller.buckets
         if not buckets:
             return
         tokens = self.estimate(call)
-        decision = await self._limiter.admit(buckets, tokens)
-        call.headers.update(decision.headers())
+        decision = self._limiter.admit_now(buckets, tokens)  # a credit's call: no await
+        if decision is None:
+            decision = await self._limiter.admit(buckets, tokens)
+        call.headers += decision.headers()
         if decision.admitted:
             call.tokens = tokens
             call.extras[_ADMITTED] = decision
@@ -84,7 +86,7 @@ class Admit(Stage):
                 "The gateway cannot check this key's limits right now; retry shortly.",
                 status=503, code="limiter_unavailable")
         wait = max(1, math.ceil(decision.retry_after_s))
-        call.headers["retry-after"] = str(wait)
+        call.headers.append((b"retry-after", b"%d" % wait))
         if decision.reason == "budget":
             if self._recorder is not None:
                 self._recorder.budget_rejected(scope)

@@ -68,7 +68,7 @@ async def test_budget_refuses_after_spend_until_next_period() -> None:
     refused = await limiter.admit(key, 0)
     assert (refused.admitted, refused.reason) == (False, "budget")
     assert refused.retry_after_s == 600
-    assert refused.headers() == {"x-should-retry": "false"}
+    assert refused.headers() == [(b"x-should-retry", b"false")]
     clock.t += 600
     assert (await limiter.admit(key, 0)).admitted
 
