@@ -59,7 +59,8 @@ def ratelimit_headers(limit_requests: int | None, remaining_requests: int | None
                       budget_refusal: bool, /) -> list[Header]:
     """The headers for one decision: the request trio when a request limit applies, the token
     trio when a token limit does, ``x-should-retry: false`` for a spent budget (the OpenAI and
-    Anthropic SDKs then do not retry). Positional: it runs once per admitted call."""
+    Anthropic SDKs then do not retry). Positional: it runs for every admission Redis or the
+    in-process limiter decides (a credit's calls reuse what it built, ``app.limits.redis``)."""
     out: list[Header] = []
     if limit_requests is not None:
         out += ((LIMIT_REQUESTS, b"%d" % limit_requests),
