@@ -154,8 +154,8 @@ def id_headers(record: CallRecord) -> dict[str, str]:
 
 def call_headers(call: ModelCall) -> dict[str, str]:
     """The ``x-request-id`` and ``x-switchboard-*`` headers known when a response starts (the
-    config version that serves the call among them), and those the pipeline's stages added
-    (``ModelCall.headers`` are not among them: the response adds them as they are)."""
+    config version that serves the call among them). Not the headers the pipeline's stages
+    added (``ModelCall.headers``): the response adds those as they are."""
     record = call.record
     headers = id_headers(record)
     headers["x-switchboard-config-version"] = call.snapshot.version

@@ -720,7 +720,6 @@ class _Credit:
         """Its renewal is asked for when no more requests than this are left."""
 
 
-
 class _CreditDecision(Decision):
     """The decision every call a credit admits shares: the windows of the admission that got
     the credit (they count the whole credit, so their limits and remaining counts hold for each
