@@ -55,7 +55,8 @@ MODELS = [("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct"), ("chat", "openai
 
 
 def make_rows(count: int, *, prefix: str, seed: int = 7) -> list[Row]:
-    """``count`` call rows shaped like production traffic (5% errors, some fallbacks, tags)."""
+    """``count`` call rows shaped like production traffic (5% errors, some fallbacks, tags), made
+    with 50 virtual keys in 5 teams (the spend ledger's trigger counts each row)."""
     rng = random.Random(seed)
     now = time.time()
     rows = []
@@ -65,9 +66,11 @@ def make_rows(count: int, *, prefix: str, seed: int = 7) -> list[Row]:
         attempts = [Attempt(provider, target, 502 if failed else 200,
                             "upstream_error" if failed else None, rng.uniform(20, 900))]
         prompt, completion = rng.randint(10, 4000), rng.randint(0, 1000)
+        key = rng.randint(1, 50)
         record = CallRecord(
             id=f"{prefix}-{i:08d}-{rng.getrandbits(64):016x}", endpoint="/v1/chat/completions",
-            caller=f"key_{rng.randint(1, 50):04d}", stream=rng.random() < 0.6,
+            caller="key", key_id=f"key_{key:04d}", team_id=f"team_{key % 5}",
+            stream=rng.random() < 0.6,
             created_at=now - rng.uniform(0, 3600), public_model=public, provider=provider,
             target_model=target, attempts=attempts, status="error" if failed else "ok",
             http_status=502 if failed else 200,

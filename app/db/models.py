@@ -10,7 +10,7 @@ Column names equal the keys of ``CallRecord.to_row()``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -26,9 +27,13 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.db.ledger import create_trigger
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
@@ -112,6 +117,29 @@ class Call(Base):
         Index("ix_calls_experiment_created_at", "experiment", "created_at"),
         Index("ix_calls_prompt_id_created_at", "prompt_id", "created_at"),
     )
+
+
+class SpendDay(Base):
+    """The spend ledger: a virtual key's and team's cost in one UTC day, kept by a database
+    trigger as ``calls`` rows are inserted (migration 0014 says how). ``''`` stands for no key
+    or no team."""
+
+    __tablename__ = "spend_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(24, 10))
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _ledger_trigger(_metadata: object, connection: Connection, **kw: Any) -> None:
+    """``create_all`` made ``calls`` and ``spend_days``: the trigger that keeps the ledger too
+    (the migrations create it themselves)."""
+    made = {table.name for table in kw.get("tables", ())}
+    if {"calls", SpendDay.__tablename__} <= made:
+        for statement in create_trigger(connection.dialect.name):
+            connection.exec_driver_sql(statement)
 
 
 class DriftBaseline(Base):

@@ -9,11 +9,14 @@ publishes budget news (``app.limits.redis.news_channel``): every gateway then gi
 admission credits of its callers with a budget. The other counters (the periods no budget
 uses: settles add to none of them) are raised too, but without news: they fall behind the log
 between reconciles by design, and news for them ended every credit of the fleet at every
-reconcile. A key's counters carry its team's hash tag as the rows say it (``calls.team_id``); a
-key whose calls name two teams has each tag's counter raised to that team's share. Costs are
-summed in whole micro-dollars, rounded down (settles round each call's up,
-``app.limits.model.spent_micro_usd``, so a counter is never behind the log for rounding alone).
-Works on Postgres and SQLite.
+reconcile. The log's sums come from its spend ledger (``spend_days``, ``app.db.ledger``): the
+database adds every call row's cost to its key's and team's day as the row is inserted, so a
+reconcile reads a row per key, team and day instead of scanning the log (it did: in every
+gateway process every minute, over all of the log for ``total``). A key's counters carry its
+team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
+each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
+down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
+behind the log for rounding alone). Works on Postgres and SQLite.
 """
 
 from __future__ import annotations
@@ -24,16 +27,16 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import cast, get_args
 
 import redis.asyncio as aioredis
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.models import ApiKey, Call, Team
+from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
 from app.limits.model import MICRO, Period, Scope, period_name, period_start
 from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
-_calls = Call.__table__
+_days = SpendDay.__table__
 _CHUNK = 100
 """Counters raised per pipelined round trip (small: packing one holds the event loop)."""
 
@@ -53,13 +56,17 @@ class Spent:
 
 
 async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list[Spent]:
-    """Every key's and team's spend in the current day, month and all time, from the call log
-    (a key whose calls name two teams appears once per team). Database errors propagate."""
+    """Every key's and team's spend in the current day, month and all time, from the spend
+    ledger (a key whose calls name two teams appears once per team). Database errors
+    propagate."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
+    periods: tuple[Period, ...] = get_args(Period)
+    rows = await _sums(engine, [period_start(period, moment) for period in periods])
     out: list[Spent] = []
-    for period in get_args(Period):
+    for column, period in enumerate(periods):
         name = period_name(period, moment)
-        sums = await _sums(engine, period_start(period, moment))
+        sums = [(key_id, team_id, totals[column]) for key_id, team_id, totals in rows
+                if totals[column] > 0]
         out += [Spent("key", key_id, team_id or key_id, period, name, total)
                 for key_id, team_id, total in sums if key_id is not None]
         out += [Spent("team", team_id, team_id, period, name, total)
@@ -120,19 +127,20 @@ async def _budgeted(engine: AsyncEngine) -> set[tuple[Scope, str, Period]]:
             | {("team", id, cast(Period, period)) for id, period in teams})
 
 
-async def _sums(engine: AsyncEngine,
-                start: datetime | None) -> list[tuple[str | None, str | None, int]]:
-    """Micro-dollars per (key id, team id) of the calls since ``start`` that have either."""
-    query = (select(_calls.c.key_id, _calls.c.team_id, func.sum(_calls.c.cost_usd))
-             .where((_calls.c.key_id.is_not(None)) | (_calls.c.team_id.is_not(None)))
-             .where(_calls.c.cost_usd.is_not(None))
-             .group_by(_calls.c.key_id, _calls.c.team_id))
-    if start is not None:
-        query = query.where(_calls.c.created_at >= start)
+async def _sums(engine: AsyncEngine, starts: list[datetime | None],
+                ) -> list[tuple[str | None, str | None, list[int]]]:
+    """Micro-dollars per (key id, team id) since each of ``starts`` (``None``: all time), in
+    one pass over the ledger."""
+    cost = _days.c.cost_usd
+    query = (select(_days.c.key_id, _days.c.team_id,
+                    *[func.sum(cost if start is None
+                               else case((_days.c.day >= start.date(), cost), else_=0))
+                      for start in starts])
+             .group_by(_days.c.key_id, _days.c.team_id))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [(key_id, team_id, _micro(total)) for key_id, team_id, total in rows
-            if total is not None and _micro(total) > 0]
+    return [(key_id or None, team_id or None, [_micro(total or 0) for total in totals])
+            for key_id, team_id, *totals in rows]
 
 
 def _by_team(sums: list[tuple[str | None, str | None, int]]) -> list[tuple[str, int]]:
