@@ -31,7 +31,10 @@ def is_loopback(host: str) -> bool:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", frozen=True,
-                                      populate_by_name=True)
+                                      populate_by_name=True, env_ignore_empty=True)
+    """A variable set to the empty string counts as unset (``VAR=`` in an env file or a compose
+    file: the default applies, rather than an empty database URL, or the working directory as
+    the spool)."""
 
     config: Path | None = None
     """YAML config path; unset: the embedded default (mock models plus keyed providers)."""

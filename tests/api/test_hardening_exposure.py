@@ -160,6 +160,20 @@ def test_metrics_key_and_database_password_are_checked_too() -> None:
              database_url="postgresql://u:Xk29fQp7Lm4s@db/x").check_exposure()
 
 
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VAR=`` (empty) is the default, not an empty URL or the working directory as the
+    spool; an empty master key is no master key, so off loopback the gateway still refuses."""
+    for name in ("DATABASE_URL", "REDIS_URL", "MASTER_KEY", "CONFIG", "SPOOL_DIR", "PORT"):
+        monkeypatch.setenv(f"SWITCHBOARD_{name}", "")
+    settings = Settings()
+    assert (settings.database_url, settings.redis_url, settings.master_key, settings.config,
+            settings.spool_dir, settings.port) == (
+        "sqlite+aiosqlite:///switchboard.db", None, None, None, Path("switchboard-spool"), 8080)
+    monkeypatch.setenv("SWITCHBOARD_HOST", "0.0.0.0")
+    with pytest.raises(UnsafeSettings, match="without SWITCHBOARD_MASTER_KEY"):
+        Settings().check_exposure()
+
+
 def test_create_app_refuses_a_placeholder_key() -> None:
     """An app is never built with a placeholder key, whoever builds it."""
     settings = Settings(master_key=SecretStr(env_example()["SWITCHBOARD_MASTER_KEY"]))

@@ -80,6 +80,14 @@ def test_default_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
     assert (tmp_path / "switchboard.db").exists()
 
 
+def test_an_empty_environment_url_counts_as_unset(tmp_path: Path) -> None:
+    """``SWITCHBOARD_DATABASE_URL=`` (empty, as env files leave it) is the default SQLite
+    file, not an error."""
+    result = db("upgrade", env={"SWITCHBOARD_DATABASE_URL": ""}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "switchboard.db").exists()
+
+
 def test_unreachable_database_fails_without_leaking_the_password() -> None:
     """An unreachable database exits 1 with a message naming it, password masked."""
     url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/calls"
