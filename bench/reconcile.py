@@ -90,9 +90,9 @@ async def amain(args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"ledger": [], "scan": []}
         found: dict[str, dict[tuple[str, str, str], int]] = {}
         for _ in range(3):
-            for label, read in (("scan", scan), ("ledger", ledger)):
+            for label, reader in (("scan", scan), ("ledger", ledger)):
                 began = time.perf_counter()
-                found[label] = await read(engine, now)
+                found[label] = await reader(engine, now)
                 times[label].append(time.perf_counter() - began)
         same = found["scan"] == found["ledger"]
         scanned, read = statistics.median(times["scan"]), statistics.median(times["ledger"])
