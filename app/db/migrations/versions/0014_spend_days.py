@@ -6,7 +6,10 @@ time, in every gateway process every minute: three scans that grow with the log 
 of one day: 2.3 s of Postgres a reconcile; a month at 100 requests/s is 260 million rows). It now
 reads this table: a row per key, team and day with spend.
 
-The upgrade fills the ledger from the rows already stored (one scan).
+The upgrade fills the ledger from the rows already stored (one scan), after creating the
+trigger: on Postgres that takes a lock on ``calls`` which holds until the upgrade commits, so
+gateways writing meanwhile wait (their writer spools what the database does not take within 5 s)
+and each row is counted exactly once, by the fill or by the trigger.
 
 Revision ID: 0014
 Revises: 0013
@@ -37,12 +40,12 @@ def upgrade() -> None:
         sa.Column("team_id", sa.String(64), primary_key=True, server_default=""),
         sa.Column("cost_usd", sa.Numeric(24, 10), nullable=False),
     )
+    for statement in create_trigger(dialect):
+        op.execute(statement)
     op.execute(f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
                f"SELECT {day_of(dialect, 'created_at')}, coalesce(key_id, ''), "
                f"coalesce(team_id, ''), sum(cost_usd) FROM calls WHERE {COUNTED} "
                f"GROUP BY 1, 2, 3")
-    for statement in create_trigger(dialect):
-        op.execute(statement)
 
 
 def downgrade() -> None:
