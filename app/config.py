@@ -214,7 +214,8 @@ class RateLimits(BaseModel):
     request's max tokens, or the model's default, capped by this); the real usage is settled
     when the call ends."""
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 60.0
-    """How often budget counters in Redis are raised to the spend the call log proves."""
+    """How often budget counters are raised to the spend the call log proves (at start-up too;
+    with Redis, once an interval by whichever gateway sharing it takes the turn)."""
 
 
 class BreakerConfig(BaseModel):

@@ -30,7 +30,7 @@ from app.db.engine import describe_error
 from app.gateway import Gateway
 from app.keys import KeyDirectory, KeyStore
 from app.limits import Limiter, LocalLimiter, RedisLimiter
-from app.limits.budget import reconcile, reconcile_local
+from app.limits.budget import reconcile_in_turn, reconcile_local
 from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
@@ -112,14 +112,15 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         await keys.start()
         stack.push_async_callback(keys.aclose)
     limiter: Limiter
-    reconcile_budgets: Callable[[], Awaitable[int]] | None = None
+    reconcile_budgets: Callable[[], Awaitable[int | None]] | None = None
     if redis is not None:
         limiter = RedisLimiter(redis.limiter, timeout_s=limits.redis_timeout_ms / 1000,
                                fail_open=limits.on_redis_down == "open",
                                budget_fail_open=limits.budgets_on_redis_down == "open",
                                credits=True, news=redis.calllog)
         if calllog is not None:
-            reconcile_budgets = partial(reconcile, calllog.engine, redis.calllog, prefix=PREFIX)
+            reconcile_budgets = partial(reconcile_in_turn, calllog.engine, redis.calllog,
+                                        prefix=PREFIX, interval_s=limits.reconcile_interval_s)
     else:
         limiter = local = LocalLimiter()
         if calllog is not None:
@@ -171,10 +172,10 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                      reloader=reloader, prompts=prompts)
 
 
-async def _reconcile_loop(run: Callable[[], Awaitable[int]], interval_s: float) -> None:
+async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: float) -> None:
     """Raise the budgets' spend counters (in Redis, or the in-process limiter's) to what the
-    call log proves, at start-up and every ``interval_s`` (``app.limits.budget``); a failure is
-    logged and tried again."""
+    call log proves, at start-up and every ``interval_s`` (``app.limits.budget``; with Redis,
+    in this gateway's turn only); a failure is logged and tried again."""
     while True:
         try:
             raised = await run()

@@ -16,11 +16,13 @@ gateway process every minute, over all of the log for ``total``). A key's counte
 team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
 each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
 down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
-behind the log for rounding alone). Works on Postgres and SQLite.
+behind the log for rounding alone). Gateways sharing a Redis take turns (``reconcile_in_turn``).
+Works on Postgres and SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -113,6 +115,34 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
     if news:  # a credit granted before the raise must not outlive it
         await redis.publish(news_channel(prefix), "raised")
     return raised
+
+
+TURN_SHARE = 0.9
+"""A reconcile turn lasts this share of the interval: the gateway whose turn it was can take the
+next one at its next try, and so can any other, so there is one reconcile an interval."""
+
+
+def turn_key(prefix: str) -> str:
+    return f"{prefix}:budget:reconcile-turn"
+
+
+async def reconcile_in_turn(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
+                            interval_s: float, now: datetime | None = None) -> int | None:
+    """``reconcile``, run by one of the gateways sharing this Redis each ``interval_s``: each
+    tries every interval, and the first to take the turn (a Redis key living ``TURN_SHARE`` of
+    the interval) runs it, so N replicas read the log and raise the counters once an interval
+    between them, not N times. ``None``: another gateway's turn. A reconcile that fails gives
+    the turn back, for the next gateway that tries. After Redis loses its data the turn is free
+    too, and the next try rebuilds the counters."""
+    key = turn_key(prefix)
+    if not await redis.set(key, b"1", nx=True, px=max(1, round(interval_s * TURN_SHARE * 1000))):
+        return None
+    try:
+        return await reconcile(engine, redis, prefix=prefix, now=now)
+    except Exception:
+        with contextlib.suppress(Exception):  # Redis may be what failed: the turn then expires
+            await redis.delete(key)
+        raise
 
 
 async def _budgeted(engine: AsyncEngine) -> set[tuple[Scope, str, Period]]:

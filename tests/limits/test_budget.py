@@ -12,11 +12,12 @@ import redis.asyncio as aioredis
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import make_engine
 from app.db.models import Call
 from app.keys.model import KeyCreate, TeamCreate
 from app.keys.store import KeyStore
 from app.limits import Bucket, LocalLimiter, RedisLimiter
-from app.limits.budget import reconcile, reconcile_local
+from app.limits.budget import reconcile, reconcile_in_turn, reconcile_local, turn_key
 from app.limits.redis import news_channel, spend_key
 from app.limits.resp import RespClient
 from tests.limits.conftest import heard
@@ -80,6 +81,32 @@ async def test_reconcile_never_lowers(engine: AsyncEngine, redis: aioredis.Redis
     await reconcile(engine, redis, prefix=prefix, now=NOW)
     assert await redis.get(ahead) == b"900000"
     assert await redis.get(behind) == b"500000"
+
+
+async def test_gateways_sharing_redis_reconcile_in_turn(engine: AsyncEngine,
+                                                       redis: aioredis.Redis, prefix: str) -> None:
+    """Of three gateways trying at once, one reconciles; its turn ends within the interval, so
+    the next try (any gateway's) reconciles again; a reconcile that fails gives the turn back."""
+    await log_calls(engine, ("a", None, "0.10", NOW))
+    tries = await asyncio.gather(*(reconcile_in_turn(engine, redis, prefix=prefix,
+                                                     interval_s=60, now=NOW) for _ in range(3)))
+    assert sorted(tries, key=str) == [3, None, None]  # a's day, month and total counters
+    assert 50_000 < await redis.pttl(turn_key(prefix)) <= 54_000
+    await log_calls(engine, ("a", None, "0.20", NOW))
+    assert await reconcile_in_turn(engine, redis, prefix=prefix, interval_s=60, now=NOW) is None
+    await redis.pexpire(turn_key(prefix), 1)  # as if 54 s had passed
+    await asyncio.sleep(0.01)
+    assert await reconcile_in_turn(engine, redis, prefix=prefix, interval_s=60, now=NOW) == 3
+    assert await redis.get(counter(prefix, "a", "key", "a", "total")) == b"300000"
+
+    await redis.delete(turn_key(prefix))
+    unreachable = make_engine("postgresql://postgres@127.0.0.1:9/nothing")
+    try:
+        with pytest.raises(OSError):
+            await reconcile_in_turn(unreachable, redis, prefix=prefix, interval_s=60)
+    finally:
+        await unreachable.dispose()
+    assert not await redis.exists(turn_key(prefix))
 
 
 async def test_reconciled_spend_refuses_admission(engine: AsyncEngine, redis: aioredis.Redis,
