@@ -285,8 +285,9 @@ def paired(argv: list[str], env: dict[str, str], port: int, master_file: Path,
 
 
 TOGETHER_S = 30.0
-"""The length of a ``--together`` window: the budget reconcile (every 60 s, in each process)
-lands in every other window, a few percent of a 10-s window's CPU."""
+"""The length of a ``--together`` window: the budget reconcile (every 60 s, in whichever of
+the two processes takes the turn) lands in every other window, a few percent of a 10-s window's
+CPU."""
 SATURATED_S = 10.0
 """The length of a ``--together`` saturated window."""
 

@@ -8,8 +8,9 @@ A fresh Postgres database (``switchboard_bench_<pid>``, dropped afterwards) migr
 teams, every row priced), written by one ``INSERT ... SELECT`` (the ledger's trigger runs as it
 would for the writer's batches). Then, three times each, alternating:
 
-- ``ledger``: ``app.limits.budget.log_spend``, what every gateway process runs every
-  ``reconcile_interval_s`` (60 s): one pass over ``spend_days``;
+- ``ledger``: ``app.limits.budget.log_spend``, what the reconcile reads every
+  ``reconcile_interval_s`` (60 s; before, in every gateway process): one pass over
+  ``spend_days``;
 - ``scan``: the reference, what it ran before the ledger: for the day, the month and all time,
   one ``GROUP BY key_id, team_id`` over ``calls`` since the period's start.
 
