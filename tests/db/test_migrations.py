@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from app.db.engine import make_engine
@@ -144,6 +145,13 @@ async def test_migration_matches_the_models(migrated_pg: str) -> None:
             await connection.run_sync(_check_models, alembic_config(migrated_pg))
     finally:
         await engine.dispose()
+
+
+def test_every_revision_logs_one_line() -> None:
+    """Alembic logs "Running upgrade A -> B, <doc>" with a revision's first docstring paragraph:
+    it must be one line, or the gateway's start-up log gets a line that is not a record."""
+    for script in ScriptDirectory.from_config(alembic_config()).walk_revisions():
+        assert "\n" not in script.doc, script.revision
 
 
 def test_alembic_cli_from_the_repository_root(tmp_path: Path) -> None:

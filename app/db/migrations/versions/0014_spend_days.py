@@ -1,5 +1,7 @@
-"""The spend ledger: ``spend_days``, each virtual key's and team's cost per UTC day, kept by the
-database itself as call rows are written (``app.db.ledger`` has the trigger and says how).
+"""The spend ledger: ``spend_days``, each virtual key's and team's cost per UTC day.
+
+The database keeps it itself as call rows are written (``app.db.ledger`` has the trigger and
+says how).
 
 The budget reconcile (``app.limits.budget``) summed ``calls`` for the current day, month and all
 time, in every gateway process every minute: three scans that grow with the log (3 million rows
