@@ -121,8 +121,8 @@ class Call(Base):
 
 class SpendDay(Base):
     """The spend ledger: a virtual key's and team's cost in one UTC day, kept by a database
-    trigger as ``calls`` rows are inserted (migration 0014 says how). ``''`` stands for no key
-    or no team."""
+    trigger as ``calls`` rows are inserted (``app.db.ledger``). ``''`` stands for no key or no
+    team."""
 
     __tablename__ = "spend_days"
 

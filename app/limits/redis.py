@@ -10,6 +10,8 @@ admission touches lives in one slot and one script can decide them all):
                                                    (TTL to a day past its end),
                                                    month:YYYY-MM (likewise), total
     <prefix>:limits:budget-news                    pub/sub channel (``news_channel``)
+    <prefix>:budget:reconcile-turn                 whose turn the budget reconcile is
+                                                   (``app.limits.budget.reconcile_in_turn``)
 
 Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
 windows start empty and its spend counters are rebuilt by the next reconcile
