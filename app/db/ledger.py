@@ -15,19 +15,32 @@ primary key column cannot be NULL). Rows removed later (``switchboard db prune``
 
 from __future__ import annotations
 
+
+def day_of(dialect: str, column: str) -> str:
+    """SQL for the UTC date of the timestamp ``column`` (SQLite stores naive UTC)."""
+    if dialect == "postgresql":
+        return f"({column} AT TIME ZONE 'UTC')::date"
+    return f"date({column})"
+
+
 COUNTED = "cost_usd IS NOT NULL AND (key_id IS NOT NULL OR team_id IS NOT NULL)"
 """The call rows the ledger counts."""
+
+
+def add_rows(source: str, dialect: str) -> str:
+    """SQL adding the counted rows of the table ``source`` (call rows) to the ledger, in key
+    order: the Postgres trigger's body, and the migration's fill."""
+    return (f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
+            f"SELECT {day_of(dialect, 'created_at')}, coalesce(key_id, ''), "
+            f"coalesce(team_id, ''), sum(cost_usd) FROM {source} WHERE {COUNTED} "
+            f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (day, key_id, team_id) "
+            f"DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd")
+
 
 _POSTGRES = [
     f"""CREATE OR REPLACE FUNCTION spend_days_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO spend_days (day, key_id, team_id, cost_usd)
-    SELECT (created_at AT TIME ZONE 'UTC')::date, coalesce(key_id, ''), coalesce(team_id, ''),
-           sum(cost_usd)
-    FROM added WHERE {COUNTED}
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (day, key_id, team_id)
-    DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd;
+    {add_rows("added", "postgresql")};
     RETURN NULL;
 END
 $$""",
@@ -54,10 +67,3 @@ def drop_trigger(dialect: str) -> list[str]:
     if dialect == "postgresql":
         return ["DROP TRIGGER calls_spend_days ON calls", "DROP FUNCTION spend_days_add()"]
     return ["DROP TRIGGER calls_spend_days"]
-
-
-def day_of(dialect: str, column: str) -> str:
-    """SQL for the UTC date of the timestamp ``column`` (SQLite stores naive UTC)."""
-    if dialect == "postgresql":
-        return f"({column} AT TIME ZONE 'UTC')::date"
-    return f"date({column})"

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.db.ledger import COUNTED, create_trigger, day_of, drop_trigger
+from app.db.ledger import add_rows, create_trigger, drop_trigger
 
 revision: str = "0014"
 down_revision: str | Sequence[str] | None = "0013"
@@ -44,10 +44,7 @@ def upgrade() -> None:
     )
     for statement in create_trigger(dialect):
         op.execute(statement)
-    op.execute(f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
-               f"SELECT {day_of(dialect, 'created_at')}, coalesce(key_id, ''), "
-               f"coalesce(team_id, ''), sum(cost_usd) FROM calls WHERE {COUNTED} "
-               f"GROUP BY 1, 2, 3")
+    op.execute(add_rows("calls", dialect))
 
 
 def downgrade() -> None:
