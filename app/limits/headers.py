@@ -1,39 +1,38 @@
 """OpenAI's rate-limit response headers: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
-with resets written as Go durations (``time.Duration.String()``: ``1s``, ``6m0s``, ``59ms``,
-``1h0m0s``), rounded to the millisecond. Built as the raw (bytes) pairs the server writes: every
-admitted call of a key with limits carries six, and building them as text, merging them into a
-dict and encoding them again cost a keyed call more than its admission (bench/README.md)."""
+with resets written as Go durations (``time.Duration.String()``: ``1s``, ``6m0s``, ``1h0m0s``),
+rounded up to the whole second: the windows count in 1-second slots (``app.limits.model``), and a
+reset that changes once a second lets a credit's calls share their headers (``app.limits.redis``).
+Built as the raw (bytes) pairs the server writes: every admitted call of a key with limits carries
+six, and building them as text, merging them into a dict and encoding them again cost a keyed call
+more than its admission (bench/README.md)."""
 
 from __future__ import annotations
 
+import math
+
 _WRITTEN: dict[int, bytes] = {}
-"""``go_duration``'s answers by millisecond. A call admitted by Redis has resets within a second
-of a minute; a credit's calls see theirs age over the credit's life, and about two in three find
-their value here (bench/README.md)."""
-_WRITTEN_MAX = 8192
+"""``go_duration``'s answers by whole second (a window's resets are within about 90 s)."""
+_WRITTEN_MAX = 4096
 
 
 def go_duration(seconds: float) -> bytes:
-    """``seconds`` as Go prints a duration, to the millisecond (``0s`` for zero or less)."""
-    ms = round(seconds * 1000)
-    written = _WRITTEN.get(ms)
+    """``seconds`` rounded up to a whole second, as Go prints a duration (``0s`` for zero or
+    less)."""
+    whole = math.ceil(seconds)
+    written = _WRITTEN.get(whole)
     if written is None:
-        written = _go_duration(ms).encode()
+        written = _go_duration(whole).encode()
         if len(_WRITTEN) >= _WRITTEN_MAX:
             _WRITTEN.clear()
-        _WRITTEN[ms] = written
+        _WRITTEN[whole] = written
     return written
 
 
-def _go_duration(ms: int) -> str:
-    if ms <= 0:
+def _go_duration(whole: int) -> str:
+    if whole <= 0:
         return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    whole, frac = divmod(rest, 1000)
-    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     if minutes:

@@ -726,10 +726,12 @@ class _CreditDecision(Decision):
     """The decision every call a credit admits shares: the windows of the admission that got
     the credit (they count the whole credit, so their limits and remaining counts hold for each
     of its calls), with the resets aged to when ``headers`` is asked for (the admission's own
-    event-loop turn). The unchanging headers are encoded once: a keyed call's Decision and
-    headers, built anew each time, cost more than taking the call from the credit."""
+    event-loop turn). The headers are encoded once per whole second of the resets (they are
+    written to the second, ``app.limits.headers``), and the calls in between share that list:
+    a keyed call's Decision and headers, built anew each time, cost more than taking the call
+    from the credit."""
 
-    __slots__ = ("_at", "_requests", "_tick", "_tokens")
+    __slots__ = ("_at", "_fresh_until", "_requests", "_tick", "_tokens", "_written")
 
     def __init__(self, granted: Decision, slot: int, at: float,
                  tick: Callable[[], float]) -> None:
@@ -744,17 +746,39 @@ class _CreditDecision(Decision):
         """The request limit's and remaining count's headers (none without an RPM limit)."""
         self._tokens = ratelimit_headers(None, None, None, granted.limit_tokens,
                                          granted.remaining_tokens, 0.0, False)[:2]
+        self._written: list[Header] = []
+        self._fresh_until = -math.inf
+        """``_tick`` time until which ``_written`` holds: when a reset's whole second changes."""
 
     def headers(self) -> list[Header]:
-        gone = self._tick() - self._at
+        """The credit's headers now; the list is shared until a reset changes (read it, do
+        not change it)."""
+        now = self._tick()
+        if now < self._fresh_until:
+            return self._written
+        gone = now - self._at
         out: list[Header] = []
+        fresh = math.inf
         if self._requests:
+            left = (self.reset_requests_s or 0.0) - gone
             out += self._requests
-            out.append((RESET_REQUESTS, go_duration((self.reset_requests_s or 0.0) - gone)))
+            out.append((RESET_REQUESTS, go_duration(left)))
+            fresh = _next_second(left)
         if self._tokens:
+            left = (self.reset_tokens_s or 0.0) - gone
             out += self._tokens
-            out.append((RESET_TOKENS, go_duration((self.reset_tokens_s or 0.0) - gone)))
+            out.append((RESET_TOKENS, go_duration(left)))
+            fresh = min(fresh, _next_second(left))
+        self._written, self._fresh_until = out, now + fresh
         return out
+
+
+def _next_second(left: float) -> float:
+    """Seconds until a reset ``left`` seconds away is written as one second less
+    (``go_duration`` rounds up); never, once it is ``0s``."""
+    if left <= 0:
+        return math.inf
+    return left - (math.ceil(left) - 1)
 
 
 @dataclass(frozen=True, slots=True)
