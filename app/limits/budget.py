@@ -39,8 +39,11 @@ from app.limits.model import MICRO, Period, Scope, period_name, period_start
 from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
 _days = SpendDay.__table__
-_CHUNK = 100
-"""Counters raised per pipelined round trip (small: packing one holds the event loop)."""
+_PER_CALL = 64
+"""Most counters one RAISE call raises (the counters of one hash tag go together: one script
+call each, not one per counter, which cost ~25 us of this process's CPU a counter)."""
+_CHUNK = 32
+"""RAISE calls per pipelined round trip (small: packing one holds the event loop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +103,20 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
     news = False
     sha = scripts.sha1(scripts.RAISE)
     await redis.script_load(scripts.RAISE)
-    for first in range(0, len(spent), _CHUNK):
-        chunk = spent[first:first + _CHUNK]
+    calls = [tagged[first:first + _PER_CALL] for tagged in _by_tag(spent).values()
+             for first in range(0, len(tagged), _PER_CALL)]
+    for first in range(0, len(calls), _CHUNK):
+        chunk = calls[first:first + _CHUNK]
         pipe = redis.pipeline(transaction=False)
-        for s in chunk:
+        for counters in chunk:
             pipe.execute_command(
-                "EVALSHA", sha, 1,
-                spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name),
-                s.micro_usd, spend_ttl_s(s.period, moment))
-        for s, done in zip(chunk, await pipe.execute(), strict=True):
-            if int(done):
+                "EVALSHA", sha, len(counters),
+                *[spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name)
+                  for s in counters],
+                *[n for s in counters for n in (s.micro_usd, spend_ttl_s(s.period, moment))])
+        for counters, positions in zip(chunk, await pipe.execute(), strict=True):
+            for position in positions:
+                s = counters[int(position) - 1]
                 raised += 1
                 news = news or (s.scope, s.id, s.period) in read
     if news:  # a credit granted before the raise must not outlive it
@@ -171,6 +178,15 @@ async def _sums(engine: AsyncEngine, starts: list[datetime | None],
         rows = (await conn.execute(query)).all()
     return [(key_id or None, team_id or None, [_micro(total or 0) for total in totals])
             for key_id, team_id, *totals in rows]
+
+
+def _by_tag(spent: list[Spent]) -> dict[str, list[Spent]]:
+    """``spent`` by the hash tag of its counters (one RAISE call may only touch one tag's:
+    Redis Cluster runs a script on one slot)."""
+    tagged: dict[str, list[Spent]] = {}
+    for s in spent:
+        tagged.setdefault(s.tag, []).append(s)
+    return tagged
 
 
 def _by_team(sums: list[tuple[str | None, str | None, int]]) -> list[tuple[str, int]]:

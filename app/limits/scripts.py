@@ -200,16 +200,21 @@ return 1
 """
 
 RAISE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1])
-  if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-  return 1
+local raised = {}
+for i, key in ipairs(KEYS) do
+  local value = tonumber(ARGV[2 * i - 1])
+  if value > tonumber(redis.call('GET', key) or '0') then
+    redis.call('SET', key, ARGV[2 * i - 1])
+    local ttl = tonumber(ARGV[2 * i])
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    raised[#raised + 1] = i
+  end
 end
-return 0
+return raised
 """
-"""RAISE  KEYS: one spend counter. ARGV: micro-dollars, TTL in s (-1: none). Sets the counter to
-the value if that is higher (never lowers it); returns 1 if it raised it."""
+"""RAISE  KEYS: spend counters of one hash tag. ARGV: per counter, micro-dollars then TTL in s
+(-1: none). Sets each counter to its value if that is higher (never lowers one); returns the
+(1-based) positions of the counters it raised."""
 
 
 def sha1(source: str) -> str:

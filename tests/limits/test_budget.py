@@ -224,3 +224,22 @@ async def test_settled_spend_is_never_behind_the_log(engine: AsyncEngine, redis:
         await news.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2
     await reconcile_local(engine, local)
     assert [local.spent_usd(b) for b in buckets] == spent
+
+
+async def test_a_team_of_many_keys_is_raised_in_a_few_calls(engine: AsyncEngine,
+                                                           redis: aioredis.Redis,
+                                                           prefix: str) -> None:
+    """A team's counters go together (one script call per 64, all in the team's hash tag): 30
+    keys of one team (93 counters) and a key of no team are all raised, once."""
+    await log_calls(engine, *[(f"k{i:02d}", "t", "0.01", NOW) for i in range(30)],
+                    ("solo", None, "0.02", NOW - timedelta(days=40)))
+    assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 30 * 3 + 3 + 1
+    for i in range(30):
+        for period in ("day:2025-06-15", "month:2025-06", "total"):
+            assert await redis.get(counter(prefix, "t", "key", f"k{i:02d}", period)) == b"10000"
+    assert await redis.get(counter(prefix, "t", "team", "t", "month:2025-06")) == b"300000"
+    assert await redis.get(counter(prefix, "solo", "key", "solo", "total")) == b"20000"
+    assert await redis.get(counter(prefix, "solo", "key", "solo", "month:2025-06")) is None
+    await redis.set(counter(prefix, "t", "key", "k07", "total"), 5)  # behind the log again
+    assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 1
+    assert await redis.get(counter(prefix, "t", "key", "k07", "total")) == b"10000"
