@@ -207,9 +207,10 @@ GC_THRESHOLDS = (5000, 10, 50)
 """The cyclic collector's thresholds in ``switchboard serve`` (Python's are 700, 10, 10). A call
 makes and frees thousands of objects, nearly all freed by reference counting; at 700 the young
 generation was collected about 200 times a second of CPU under load, and those collections, with
-the full ones their survivors led to, cost ~6% of the gateway's CPU. At 5,000 it is collected
-about once a second: ~10% more requests a second on one core, same memory
+the full ones their survivors led to, took ~6% of the gateway's CPU. At 5,000 it is collected
+about once a second and collections take ~0.5%; the gateway's memory stayed the same
 (``bench/keys_overhead.py``, bench/README.md)."""
+
 
 def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                sink: CallSink | None = None, strict_telemetry: bool = False,
