@@ -1,14 +1,17 @@
 """``PostgresStore``: the call log's ``CallStore`` on Postgres.
 
-A batch is committed whole or not at all, in one transaction on one pooled connection:
+A batch is committed whole or not at all, on one pooled connection:
 
 - fast path (every batch that is new, i.e. nearly all): binary ``COPY`` of the rows straight
   into ``calls`` (asyncpg ``copy_records_to_table`` on the raw driver connection, 10-80x faster
-  than row-by-row inserts);
+  than row-by-row inserts). One statement is its own transaction (the spend ledger's trigger
+  runs inside it), so no ``BEGIN``/``COMMIT`` round trips: they were a fifth of a batch's fixed
+  cost to the gateway (~130 us of ~650, ``bench/README.md``);
 - if that hits a unique violation (some rows are stored already: a batch replayed from the
-  spool after a crash between commit and acknowledgement), the transaction is rolled back and the
-  batch goes again through a staging table: ``CREATE TEMP TABLE calls_staging (LIKE calls) ON
-  COMMIT DROP``, ``COPY`` into it, then ``INSERT INTO calls SELECT ... ON CONFLICT DO NOTHING``.
+  spool after a crash between commit and acknowledgement), the statement stored nothing and the
+  batch goes again through a staging table, in one transaction: ``CREATE TEMP TABLE
+  calls_staging (LIKE calls) ON COMMIT DROP``, ``COPY`` into it, then ``INSERT INTO calls
+  SELECT ... ON CONFLICT DO NOTHING``.
   Only the missing rows are inserted, so a batch can be written any number of times and each row
   is stored once.
 
@@ -118,9 +121,7 @@ class PostgresStore:
             raise StoreUnavailable("Postgres connection lost")
         try:
             try:
-                async with driver.transaction():
-                    await driver.copy_records_to_table("calls", records=records,
-                                                       columns=COLUMNS)
+                await driver.copy_records_to_table("calls", records=records, columns=COLUMNS)
                 return len(records)
             except asyncpg.UniqueViolationError:
                 pass  # some rows are stored already: insert only the others (below)
