@@ -205,10 +205,10 @@ def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader) -> None:
 
 GC_THRESHOLDS = (5000, 10, 50)
 """The cyclic collector's thresholds in ``switchboard serve`` (Python's are 700, 10, 10). A call
-makes and frees thousands of objects, nearly all freed by reference counting; at 700 the young
-generation was collected about 200 times a second of CPU under load, and those collections, with
-the full ones their survivors led to, took ~6% of the gateway's CPU. At 5,000 it is collected
-about once a second and collections take ~0.5%; the gateway's memory stayed the same
+makes and frees thousands of objects, nearly all freed by reference counting; at 700, saturated,
+the young generation was collected ~300 times a second of CPU, and collections (with the full
+ones their survivors led to) took 6-7% of the gateway's CPU. At 5,000: ~12 times a second of
+CPU, ~1% of it, and 6-8% less CPU a request; the gateway's memory stayed the same
 (``bench/keys_overhead.py``, bench/README.md)."""
 
 
