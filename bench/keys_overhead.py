@@ -107,6 +107,19 @@ def load(url: str, keys_file: Path, *, mode: str, seconds: float, rate: float = 
     return report
 
 
+def gateway_env(work: Path, upstream: str, database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of a gateway serving ``chat`` from ``upstream`` (an OpenAI-compatible
+    base URL), logging to Postgres and Redis, with the embedding drift signal off; its config
+    file is written under ``work``."""
+    config = work / "gateway.yaml"
+    config.write_text(f"providers:\n  sim: {{type: openai, base_url: '{upstream}', "
+                      "api_key: sk-sim}\nmodels:\n"
+                      "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n"
+                      "drift: {embedding: {sample_rate: 0}}\n")
+    return {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
+            "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_REDIS_URL": redis_url,
+            "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
+
 def start(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     log = Path(env["SWITCHBOARD_SPOOL_DIR"]).with_name("server.log")
     with log.open("ab") as sink:
@@ -525,14 +538,7 @@ def main() -> None:
     try:
         asyncio.run(upgrade(pg.url))
         wait_ok(f"http://127.0.0.1:{sim_port}/health")
-        config = work / "gateway.yaml"
-        config.write_text(f"providers:\n  sim: {{type: openai, base_url: "
-                          f"'http://127.0.0.1:{sim_port}/v1', api_key: sk-sim}}\nmodels:\n"
-                          "  chat: {targets: [{provider: sim, model: gpt-4o-mini}]}\n"
-                          "drift: {embedding: {sample_rate: 0}}\n")
-        env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_MASTER_KEY": KEY,
-               "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_REDIS_URL": redis.url,
-               "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
+        env = gateway_env(work, f"http://127.0.0.1:{sim_port}/v1", pg.url, redis.url)
         keys_file, plain_file = create_keys(env, work, budgets=not args.without_budgets)
         keyed = "keys + limits" if args.without_budgets else "keys + limits + budgets"
         master_file = work / "master.txt"

@@ -399,7 +399,6 @@ class CallLogWriter:
         else:
             self._checked = True
             self._health.store_back()
-            self._replay_at = 0.0
             self._wake.set()  # replay the spools now
         finally:
             self._next_check = time.monotonic() + self._retry_s
