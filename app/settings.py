@@ -83,8 +83,13 @@ class Settings(BaseSettings):
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """A model call whose body has not fully arrived this long after the gateway started
     reading it is answered 408 (and recorded). Checked once a second."""
-    keep_alive_s: Annotated[int, Field(ge=1)] = 5
-    """An idle keep-alive connection is closed after this many seconds."""
+    keep_alive_s: Annotated[int, Field(ge=1)] = 75
+    """An idle keep-alive connection is closed after this many seconds. Keep it above the idle
+    timeout of any load balancer or proxy in front (60 s for AWS's ALB, ingress-nginx and
+    nginx's upstream ``keepalive_timeout``; 600 s for Google Cloud's balancers): when the
+    gateway closes an idle connection first, a request the balancer sends on it at that moment
+    fails, and a balancer does not retry a POST, so the client gets a 502 (uvicorn's own 5 s
+    default does this)."""
     shutdown_drain_s: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, ``/readyz`` answers 503 at once and the server keeps accepting connections
     this many seconds (so a load balancer polling readiness takes the replica out), then stops

@@ -1,6 +1,6 @@
 """Connection limits (issue 8 item 11): a per-worker concurrency limit answered with 503 and
 ``Retry-After``, a body deadline answered with 408, a header deadline that closes the
-connection, and uvicorn's connection backstop (``SWITCHBOARD_MAX_CONNECTIONS``) through
+connection, the keep-alive timeout that closes an idle one, and uvicorn's connection backstop (``SWITCHBOARD_MAX_CONNECTIONS``) through
 ``switchboard serve``. Slow clients are played with raw sockets, a slow upstream by the
 simulator."""
 
@@ -24,6 +24,7 @@ from uvicorn.server import ServerState
 
 from app.config import parse_config
 from app.main import create_app
+from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, ListSink, settings_in, sim_config
 from tests.servers import free_port, serve, wait_ready
 from tests.test_cli import SWITCHBOARD, clean_env
@@ -289,6 +290,30 @@ def test_a_kept_alive_connection_sending_half_a_request_is_closed(served: str) -
         assert read_reply(sock).status == 200
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         assert closed_by_server(sock, trickle=b"X-Slow: 1\r\n")
+
+
+def test_an_idle_kept_alive_connection_outlives_the_header_deadline(served: str) -> None:
+    """Between requests a connection idles under the keep-alive timeout (75 s by default, above
+    a load balancer's 60 s), not the 1 s header deadline: a balancer reuses it seconds later."""
+    with connect(served) as sock:
+        assert ask(sock).status == 200
+        time.sleep(5.5)  # past the header deadline, its sweeps, and uvicorn's 5 s default
+        chat = {"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]}
+        assert ask(sock, "POST", "/v1/chat/completions", chat).status == 200
+
+
+def test_the_default_keep_alive_outlasts_a_load_balancers_idle_timeout() -> None:
+    """60 s: AWS's ALB, ingress-nginx and nginx's upstream ``keepalive_timeout`` by default."""
+    assert Settings.model_fields["keep_alive_s"].default > 60
+
+
+def test_keep_alive_s_closes_an_idle_connection(tmp_path: Path) -> None:
+    """SWITCHBOARD_KEEP_ALIVE_S=1: a connection left idle is closed by the server."""
+    with serve_cli(tmp_path, {"SWITCHBOARD_KEEP_ALIVE_S": "1"}) as url, connect(url) as sock:
+        assert ask(sock).status == 200
+        started = time.monotonic()
+        assert closed_by_server(sock)
+        assert time.monotonic() - started > 0.5  # by the keep-alive timer, not at once
 
 
 def test_serve_max_concurrency_refuses_past_the_limit(served: str) -> None:
