@@ -1,8 +1,8 @@
 """Connection limits (issue 8 item 11): a per-worker concurrency limit answered with 503 and
 ``Retry-After``, a body deadline answered with 408, a header deadline that closes the
-connection, the keep-alive timeout that closes an idle one, and uvicorn's connection backstop (``SWITCHBOARD_MAX_CONNECTIONS``) through
-``switchboard serve``. Slow clients are played with raw sockets, a slow upstream by the
-simulator."""
+connection, the keep-alive timeout that closes an idle one, and uvicorn's connection backstop
+(``SWITCHBOARD_MAX_CONNECTIONS``) through ``switchboard serve``. Slow clients are played with
+raw sockets, a slow upstream by the simulator."""
 
 from __future__ import annotations
 
