@@ -1,29 +1,37 @@
 """Spend read-outs from the call log (the source of truth for spend): requests, tokens, cost
 and errors per virtual key, team or public model over a time range.
 
-One ``GROUP BY`` over ``calls`` (on Postgres the ``created_at`` range prunes the monthly
-partitions; ``key_id`` and ``team_id`` have ``(id, created_at)`` indexes). Calls with no key or
-no team (the master key, loopback-only mode, calls refused before authentication) form one group
-named ``None``, so the groups of a range always add up to all of its calls.
+The whole hours of a range come from the call hours (``call_hours``, kept by the database as call
+rows are written, ``app.db.ledger``): a ``GROUP BY`` over a row per hour, key, team and model, not
+over every call. The parts of an hour at either end of a range that does not start or end on the
+hour come from ``calls`` (on Postgres the ``created_at`` range prunes the monthly partitions and
+its index bounds the scan), so every answer counts exactly the calls stored in the range. The
+call hours keep the calls ``switchboard db prune`` removes; the ends read from ``calls`` do not.
+Calls with no key, team or model (the master key, loopback-only mode, calls refused before
+authentication) form one group named ``None``, so the groups of a range always add up to all of
+its calls.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Literal, TypedDict, get_args
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypedDict, get_args
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.calllog import query
 from app.db.engine import DATABASE_ERRORS
-from app.db.models import Call
+from app.db.models import Call, CallHour
 
 SpendBy = Literal["key", "team", "model"]
 SPEND_BY: tuple[str, ...] = get_args(SpendBy)
 _GROUP_COLUMNS = {"key": "key_id", "team": "team_id", "model": "public_model"}
 _calls = Call.__table__
+_hours = CallHour.__table__
+_HOUR = timedelta(hours=1)
 
 
 class SpendRow(TypedDict):
@@ -59,34 +67,85 @@ async def spend(engine: AsyncEngine, *, by: str, since: datetime | None = None,
 
     Raises ``InvalidRequest`` naming ``by``, ``since`` or ``until`` for a bad value, and a 503
     ``GatewayError`` (code ``call_log_unavailable``) when the database cannot answer."""
-    column = _calls.c[_check_by(by)]
+    name = _check_by(by)
     start = query.utc_moment(since, param="since") or month_start()
     end = query.utc_moment(until, param="until")
     if end is not None and end < start:
         raise errors.InvalidRequest("'until' is earlier than 'since'.", param="until",
                                     code="invalid_value")
-    conds = [_calls.c.created_at >= start]
-    if end is not None:
-        conds.append(_calls.c.created_at < end)
-    stmt = (select(column.label("group"),
-                   func.count().label("requests"),
-                   func.coalesce(func.sum(_calls.c.prompt_tokens), 0).label("prompt_tokens"),
-                   func.coalesce(func.sum(_calls.c.completion_tokens), 0)
-                   .label("completion_tokens"),
-                   func.sum(_calls.c.cost_usd).label("cost_usd"),
-                   func.coalesce(func.sum(case((_calls.c.status != "ok", 1), else_=0)), 0,
-                                 type_=Integer).label("errors"))
-            .where(*conds).group_by(column))
+    first = _next_hour(start)
+    last = None if end is None else end.replace(minute=0, second=0, microsecond=0)
+    if first is None or (last is not None and last <= first):  # no whole hour inside
+        parts = [_from_calls(name, start, end)]
+    else:
+        parts = [_from_hours(name, first, last)]
+        if start < first:
+            parts.append(_from_calls(name, start, first))
+        if last is not None and end is not None and last < end:
+            parts.append(_from_calls(name, last, end))
     try:
         async with engine.connect() as conn:
-            found = (await conn.execute(stmt)).mappings().all()
+            found = [r for stmt in parts for r in (await conn.execute(stmt)).all()]
     except DATABASE_ERRORS as exc:
         raise query.unavailable(exc) from exc
-    rows = [SpendRow(group=r["group"], requests=int(r["requests"]),
-                     prompt_tokens=int(r["prompt_tokens"]),
-                     completion_tokens=int(r["completion_tokens"]),
-                     cost_usd=float(r["cost_usd"] or 0), errors=int(r["errors"]))
-            for r in found]
+    rows = _merged(found)
     # Sorted here: Postgres and SQLite disagree on where NULL sorts.
     rows.sort(key=lambda r: (-r["cost_usd"], r["group"] is None, r["group"] or ""))
     return rows
+
+
+def _next_hour(moment: datetime) -> datetime | None:
+    """The first whole hour at or after ``moment`` (``None``: past the last representable)."""
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    if floor == moment:
+        return floor
+    try:
+        return floor + _HOUR
+    except OverflowError:
+        return None
+
+
+def _from_calls(name: str, start: datetime, end: datetime | None) -> Select[Any]:
+    """The totals per group of the call rows from ``start`` to ``end``."""
+    column = _calls.c[name]
+    conds = [_calls.c.created_at >= start]
+    if end is not None:
+        conds.append(_calls.c.created_at < end)
+    return (select(column,
+                   func.count(),
+                   func.coalesce(func.sum(_calls.c.prompt_tokens), 0),
+                   func.coalesce(func.sum(_calls.c.completion_tokens), 0),
+                   func.coalesce(func.sum(_calls.c.cost_usd), 0),
+                   func.coalesce(func.sum(case((_calls.c.status != "ok", 1), else_=0)), 0,
+                                 type_=Integer))
+            .where(*conds).group_by(column))
+
+
+def _from_hours(name: str, first: datetime, last: datetime | None) -> Select[Any]:
+    """The totals per group of the call hours from ``first`` to ``last`` (whole hours)."""
+    column = _hours.c[name]
+    conds = [_hours.c.hour >= first.replace(tzinfo=None)]
+    if last is not None:
+        conds.append(_hours.c.hour < last.replace(tzinfo=None))
+    return (select(column, func.sum(_hours.c.requests), func.sum(_hours.c.prompt_tokens),
+                   func.sum(_hours.c.completion_tokens), func.sum(_hours.c.cost_usd),
+                   func.sum(_hours.c.errors))
+            .where(*conds).group_by(column))
+
+
+def _merged(found: Iterable[Any]) -> list[SpendRow]:
+    """One row per group from the parts' rows (``''``, the call hours' "none", and NULL are
+    the one group ``None``)."""
+    totals: dict[str | None, SpendRow] = {}
+    for group, requests, prompt, completion, cost, failed in found:
+        row = totals.get(group or None)
+        if row is None:
+            row = totals[group or None] = SpendRow(group=group or None, requests=0,
+                                                   prompt_tokens=0, completion_tokens=0,
+                                                   cost_usd=0.0, errors=0)
+        row["requests"] += int(requests or 0)
+        row["prompt_tokens"] += int(prompt or 0)
+        row["completion_tokens"] += int(completion or 0)
+        row["cost_usd"] += float(cost or 0)
+        row["errors"] += int(failed or 0)
+    return list(totals.values())

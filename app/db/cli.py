@@ -114,7 +114,7 @@ def prune(older_than: timedelta, dry_run: bool, database_url: str | None) -> Non
     On Postgres, drops each monthly partition of `calls` whose whole month is older (instant,
     whatever its size; rows of the month straddling the cut-off stay until that month is old
     enough). On SQLite, deletes the older rows. Their spend stays counted for budgets (the
-    spend ledger, `spend_days`)."""
+    spend ledger, `spend_days`), and their totals for spend read-outs (`call_hours`)."""
     from app.db.engine import UnsupportedDatabaseUrl, mask_url
     from app.db.migrate import MigrationError
     from app.db.migrate import prune as run_prune

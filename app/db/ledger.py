@@ -1,6 +1,10 @@
-"""The spend ledger's trigger: how the database keeps ``spend_days`` (``app.db.models.SpendDay``)
-as ``calls`` rows are inserted. Migration 0014 creates it; so does ``Base.metadata.create_all``
-(tests that build the schema from the models), through ``app.db.models``.
+"""The database's own sums of the call log, kept by triggers as ``calls`` rows are inserted: the
+spend ledger ``spend_days`` (``app.db.models.SpendDay``, which budgets read; migration 0014) and
+the call hours ``call_hours`` (``app.db.models.CallHour``, which spend read-outs read; migration
+0015). The migrations create the triggers; so does ``Base.metadata.create_all`` (tests that build
+the schema from the models), through ``app.db.models``.
+
+The spend ledger:
 
 Every inserted call row's ``cost_usd`` is added to its (UTC day, ``key_id``, ``team_id``) row, in
 the same transaction, so the ledger never disagrees with the rows: a rolled-back batch adds
@@ -11,6 +15,14 @@ row the ``COPY`` or ``INSERT`` routed to any partition), adding in key order so 
 never wait on each other in a cycle; on SQLite a row trigger. Rows with no cost, or with neither a
 key nor a team (the master key), are not counted. A missing key or team is stored as ``''`` (a
 primary key column cannot be NULL). Rows removed later (``switchboard db prune``) stay counted.
+
+The call hours: every inserted call row, the master key's and costless ones included, is added
+to its (UTC hour, ``key_id``, ``team_id``, ``public_model``) row: one more request, its prompt
+and completion tokens, its cost, and one more error unless its status is ``ok``. The same rules
+hold: the same transaction, inserted rows only, in key order (Postgres fires its triggers in name
+order, ``calls_call_hours`` before ``calls_spend_days``, so every writer takes the two tables'
+row locks in one order too), ``''`` for none, pruned rows stay counted. An hour is stored as a
+naive UTC timestamp, in SQLite as SQLAlchemy writes one (``YYYY-MM-DD HH:00:00.000000``).
 """
 
 from __future__ import annotations
@@ -67,3 +79,64 @@ def drop_trigger(dialect: str) -> list[str]:
     if dialect == "postgresql":
         return ["DROP TRIGGER calls_spend_days ON calls", "DROP FUNCTION spend_days_add()"]
     return ["DROP TRIGGER calls_spend_days"]
+
+
+def hour_of(dialect: str, column: str) -> str:
+    """SQL for the UTC hour of the timestamp ``column``, naive, as ``call_hours.hour`` holds it
+    (Postgres: ``timestamp without time zone``; SQLite: SQLAlchemy's text form)."""
+    if dialect == "postgresql":
+        return f"date_trunc('hour', {column} AT TIME ZONE 'UTC')"
+    return f"strftime('%Y-%m-%d %H:00:00.000000', {column})"
+
+
+_HOUR_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors")
+_HOUR_KEY = "hour, key_id, team_id, public_model"
+
+
+def _hour_upsert(values: str) -> str:
+    return (f"INSERT INTO call_hours ({_HOUR_KEY}, {', '.join(_HOUR_SUMS)}) {values} "
+            f"ON CONFLICT ({_HOUR_KEY}) DO UPDATE SET "
+            + ", ".join(f"{c} = call_hours.{c} + excluded.{c}" for c in _HOUR_SUMS))
+
+
+def add_hours(source: str, dialect: str) -> str:
+    """SQL adding the rows of the table ``source`` (call rows) to the call hours, in key order:
+    the Postgres trigger's body, and the migration's fill."""
+    return _hour_upsert(
+        f"SELECT {hour_of(dialect, 'created_at')}, coalesce(key_id, ''), "
+        f"coalesce(team_id, ''), coalesce(public_model, ''), count(*), "
+        f"coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+        f"coalesce(sum(cost_usd), 0), sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) "
+        f"FROM {source} WHERE true GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+
+
+_HOURS_POSTGRES = [
+    f"""CREATE OR REPLACE FUNCTION call_hours_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    {add_hours("added", "postgresql")};
+    RETURN NULL;
+END
+$$""",
+    "CREATE TRIGGER calls_call_hours AFTER INSERT ON calls REFERENCING NEW TABLE AS added "
+    "FOR EACH STATEMENT EXECUTE FUNCTION call_hours_add()",
+]
+_HOURS_SQLITE = [f"""CREATE TRIGGER calls_call_hours AFTER INSERT ON calls
+BEGIN
+    {_hour_upsert(
+        f"VALUES ({hour_of('sqlite', 'NEW.created_at')}, coalesce(NEW.key_id, ''), "
+        "coalesce(NEW.team_id, ''), coalesce(NEW.public_model, ''), 1, "
+        "coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), "
+        "coalesce(NEW.cost_usd, 0), CASE WHEN NEW.status = 'ok' THEN 0 ELSE 1 END)")};
+END"""]
+
+
+def create_hours_trigger(dialect: str) -> list[str]:
+    """The statements that create the call hours' trigger on ``dialect``."""
+    return _HOURS_POSTGRES if dialect == "postgresql" else _HOURS_SQLITE
+
+
+def drop_hours_trigger(dialect: str) -> list[str]:
+    """The statements that drop it."""
+    if dialect == "postgresql":
+        return ["DROP TRIGGER calls_call_hours ON calls", "DROP FUNCTION call_hours_add()"]
+    return ["DROP TRIGGER calls_call_hours"]

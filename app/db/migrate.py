@@ -226,7 +226,8 @@ async def prune(url: str | URL, *, older_than: timedelta, now: datetime | None =
     Postgres: drops each monthly partition whose whole month ends at or before the cut-off and
     returns their names (rows in the partition straddling the cut-off stay until it expires as a
     whole). SQLite: deletes the older rows and returns ``["calls (N rows)"]`` (``[]`` if none).
-    Their spend stays in the spend ledger (``app.db.ledger``), which budgets read. Raises
+    Their spend stays in the spend ledger and their totals in the call hours
+    (``app.db.ledger``), which budgets and spend read-outs read. Raises
     ``DatabaseUnreachable``, and ``SchemaNotReady`` if the schema is not current."""
     await check_current(url)
     cutoff = (now or datetime.now(UTC)).astimezone(UTC) - older_than

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db.ledger import create_trigger
+from app.db.ledger import create_hours_trigger, create_trigger
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
@@ -132,13 +132,35 @@ class SpendDay(Base):
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(24, 10))
 
 
+class CallHour(Base):
+    """The call hours: the calls of one UTC hour by one key, team and public model (requests,
+    tokens, cost, errors), kept by a database trigger as ``calls`` rows are inserted
+    (``app.db.ledger``); spend read-outs sum them (``app.calllog.spend``). ``hour`` is naive
+    UTC; ``''`` stands for no key, team or model."""
+
+    __tablename__ = "call_hours"
+
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
+    public_model: Mapped[str] = mapped_column(String(256), primary_key=True, server_default="")
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(24, 10))
+    errors: Mapped[int] = mapped_column(BigInteger)
+
+
 @event.listens_for(Base.metadata, "after_create")
 def _ledger_trigger(_metadata: object, connection: Connection, **kw: Any) -> None:
-    """``create_all`` made ``calls`` and ``spend_days``: the trigger that keeps the ledger too
-    (the migrations create it themselves)."""
+    """``create_all`` made ``calls`` and ``spend_days`` or ``call_hours``: the triggers that
+    keep them too (the migrations create them themselves)."""
     made = {table.name for table in kw.get("tables", ())}
     if {"calls", SpendDay.__tablename__} <= made:
         for statement in create_trigger(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+    if {"calls", CallHour.__tablename__} <= made:
+        for statement in create_hours_trigger(connection.dialect.name):
             connection.exec_driver_sql(statement)
 
 

@@ -23,7 +23,7 @@ from app.calllog.spend import month_start
 from app.calllog.sqlite import SqliteStore
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
-from app.db.models import Call
+from app.db.models import Call, CallHour
 from app.usage import Usage
 from tests.api.test_admin import MASTER_KEY, admin_app, master
 from tests.servers import serve
@@ -61,6 +61,7 @@ async def log_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(database_url)
     async with engine.begin() as conn:
         await conn.execute(delete(Call))
+        await conn.execute(delete(CallHour))  # the database's sums keep deleted calls
     store = PostgresStore(engine) if engine.dialect.name == "postgresql" else SqliteStore(engine)
     await store.write(month_rows())
     yield engine

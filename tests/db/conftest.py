@@ -77,3 +77,11 @@ async def sqlite_engine(migrated_sqlite: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> AsyncEngine:
+    """An engine on a migrated database of each backend."""
+    result: AsyncEngine = request.getfixturevalue(
+        "pg_engine" if request.param == "postgres" else "sqlite_engine")
+    return result

@@ -26,14 +26,6 @@ from app.db.models import SpendDay
 MIDNIGHT = datetime(2026, 12, 6, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest) -> AsyncEngine:
-    """An engine on a migrated database of each backend."""
-    result: AsyncEngine = request.getfixturevalue(
-        "pg_engine" if request.param == "postgres" else "sqlite_engine")
-    return result
-
-
 def store_of(engine: AsyncEngine) -> CallStore:
     return PostgresStore(engine) if engine.dialect.name == "postgresql" else SqliteStore(engine)
 

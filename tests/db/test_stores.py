@@ -21,14 +21,6 @@ from tests.db.rows import batch, epoch, error_row, full_row
 from tests.servers import free_port
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest) -> AsyncEngine:
-    """An engine on a migrated database of each backend."""
-    fixture = "pg_engine" if request.param == "postgres" else "sqlite_engine"
-    result: AsyncEngine = request.getfixturevalue(fixture)
-    return result
-
-
 @pytest.fixture
 def store(engine: AsyncEngine) -> CallStore:
     """The backend's store on that engine."""
