@@ -106,22 +106,34 @@ def check(database_url: str | None) -> None:
               callback=_duration_option,
               help="Age of the calls to remove: a number and a unit, s m h d or w "
                    "(e.g. 90d, 12h, 30m).")
+@click.option("--hours-older-than", "hours_older_than", metavar="DURATION", default=None,
+              callback=lambda ctx, param, value: _duration_option(ctx, param, value)
+              if value is not None else None,
+              help="Also remove the call hours (spend read-outs' sums) of the hours that ended "
+                   "this long ago; at least --older-than. Default: keep them.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @database_url_option
-def prune(older_than: timedelta, dry_run: bool, database_url: str | None) -> None:
+def prune(older_than: timedelta, hours_older_than: timedelta | None, dry_run: bool,
+          database_url: str | None) -> None:
     """Remove call-log rows older than --older-than.
 
     On Postgres, drops each monthly partition of `calls` whose whole month is older (instant,
     whatever its size; rows of the month straddling the cut-off stay until that month is old
     enough). On SQLite, deletes the older rows. Their spend stays counted for budgets (the
-    spend ledger, `spend_days`), and their totals for spend read-outs (`call_hours`)."""
+    spend ledger, `spend_days`), and their totals for spend read-outs (the call hours,
+    `call_hours`, a row per hour, key, team and model) unless --hours-older-than removes
+    those."""
     from app.db.engine import UnsupportedDatabaseUrl, mask_url
     from app.db.migrate import MigrationError
     from app.db.migrate import prune as run_prune
 
+    if hours_older_than is not None and hours_older_than < older_than:
+        raise click.BadParameter("must be at least --older-than (spend read-outs would miss "
+                                 "calls the log still holds)", param_hint="--hours-older-than")
     url = _resolve(database_url)
     try:
-        removed = asyncio.run(run_prune(url, older_than=older_than, dry_run=dry_run))
+        removed = asyncio.run(run_prune(url, older_than=older_than, dry_run=dry_run,
+                                        hours_older_than=hours_older_than))
     except UnsupportedDatabaseUrl as exc:
         _fail(str(exc), status=2)
     except MigrationError as exc:

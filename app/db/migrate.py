@@ -219,30 +219,43 @@ async def _partition_names(connection: AsyncConnection) -> list[str]:
 
 
 async def prune(url: str | URL, *, older_than: timedelta, now: datetime | None = None,
-                dry_run: bool = False) -> list[str]:
-    """Remove call rows older than ``older_than`` before ``now`` (default: the current time);
-    return what was removed (with ``dry_run``: what would be, removing nothing).
+                dry_run: bool = False, hours_older_than: timedelta | None = None) -> list[str]:
+    """Remove call rows older than ``older_than`` before ``now`` (default: the current time),
+    and with ``hours_older_than`` the call hours (``call_hours``) of the hours that ended that
+    long before ``now``; return what was removed (with ``dry_run``: what would be, removing
+    nothing).
 
     Postgres: drops each monthly partition whose whole month ends at or before the cut-off and
     returns their names (rows in the partition straddling the cut-off stay until it expires as a
     whole). SQLite: deletes the older rows and returns ``["calls (N rows)"]`` (``[]`` if none).
-    Their spend stays in the spend ledger and their totals in the call hours
-    (``app.db.ledger``), which budgets and spend read-outs read. Raises
-    ``DatabaseUnreachable``, and ``SchemaNotReady`` if the schema is not current."""
+    Their spend stays in the spend ledger (``app.db.ledger``), which budgets read, and their
+    totals in the call hours, which spend read-outs read, unless ``hours_older_than`` removes
+    those too (``ValueError`` if it is shorter than ``older_than``: spend read-outs would miss
+    calls the log still holds). Raises ``DatabaseUnreachable``, and ``SchemaNotReady`` if the
+    schema is not current."""
+    if hours_older_than is not None and hours_older_than < older_than:
+        raise ValueError("the call hours must be kept at least as long as the calls")
     await check_current(url)
-    cutoff = (now or datetime.now(UTC)).astimezone(UTC) - older_than
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    cutoff = moment - older_than
     async with _connect(url, "prune") as connection:
         if connection.dialect.name != "postgresql":
-            return await _delete_rows(connection, cutoff=cutoff, dry_run=dry_run)
-        expired = [name for name in sorted(await _partition_names(connection))
-                   if (month := month_from_name(name)) is not None and _month_end(month) <= cutoff]
-        for name in [] if dry_run else expired:
-            # Dropping a partition briefly locks the parent: give up rather than stall writers.
-            await connection.execute(text("SET LOCAL lock_timeout = '10s'"))
-            await connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+            removed = await _delete_rows(connection, cutoff=cutoff, dry_run=dry_run)
+        else:
+            removed = [name for name in sorted(await _partition_names(connection))
+                       if (month := month_from_name(name)) is not None
+                       and _month_end(month) <= cutoff]
+            for name in [] if dry_run else removed:
+                # Dropping a partition briefly locks the parent: give up rather than stall
+                # writers.
+                await connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+                await connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+                await connection.commit()
             await connection.commit()
-        await connection.commit()
-    return expired
+        if hours_older_than is not None:
+            removed += await _delete_hours(connection, cutoff=moment - hours_older_than,
+                                           dry_run=dry_run)
+    return removed
 
 
 async def _delete_rows(connection: AsyncConnection, *, cutoff: datetime,
@@ -255,6 +268,19 @@ async def _delete_rows(connection: AsyncConnection, *, cutoff: datetime,
         count = (await connection.execute(delete(calls).where(older))).rowcount
         await connection.commit()
     return [f"calls ({count} rows)"] if count else []
+
+
+async def _delete_hours(connection: AsyncConnection, *, cutoff: datetime,
+                        dry_run: bool) -> list[str]:
+    """Remove (or count) the call hours that ended at or before ``cutoff``."""
+    hours = Base.metadata.tables["call_hours"]
+    ended = hours.c.hour <= (cutoff - timedelta(hours=1)).replace(tzinfo=None)
+    if dry_run:
+        count = (await connection.execute(select(func.count()).where(ended))).scalar_one()
+    else:
+        count = (await connection.execute(delete(hours).where(ended))).rowcount
+        await connection.commit()
+    return [f"call_hours ({count} rows)"] if count else []
 
 
 def _month_end(month: date) -> datetime:

@@ -159,6 +159,26 @@ async def test_pruned_calls_stay_in_the_whole_hours(engine: AsyncEngine) -> None
     assert [(r["group"], r["requests"]) for r in whole] == [("k1", 2)]
 
 
+async def test_prune_removes_the_call_hours_that_ended_long_enough_ago(
+        engine: AsyncEngine) -> None:
+    """``hours_older_than``: the hours that ended that long before now go, the hour that ends
+    just after the cut-off stays; it may not be shorter than ``older_than``."""
+    url = engine.url.render_as_string(hide_password=False)
+    now = NOON + timedelta(days=10, minutes=30)  # ten days on: the cut-off is 12:30 on NOON's day
+    await store_of(engine).write([call("gone", NOON - timedelta(minutes=1)),
+                                  call("kept", NOON + timedelta(minutes=10))])
+    with pytest.raises(ValueError, match="at least as long"):
+        await prune(url, older_than=timedelta(days=30), hours_older_than=timedelta(days=10),
+                    now=now)
+    days = timedelta(days=10)
+    dry = await prune(url, older_than=days, hours_older_than=days, now=now, dry_run=True)
+    assert dry[-1] == "call_hours (1 rows)"
+    removed = await prune(url, older_than=days, hours_older_than=days, now=now)
+    assert removed[-1] == "call_hours (1 rows)"
+    whole = await spend(engine, by="key", since=NOON - timedelta(days=1))
+    assert [(r["group"], r["requests"]) for r in whole] == [("k1", 1)]
+
+
 def _migrate(connection: Connection, config: Config, direction: str, revision: str) -> None:
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import text
 
 from app.calllog.postgres import PostgresStore
+from app.calllog.sqlite import SqliteStore
 from app.cli import main
 from app.db.engine import make_engine
 from app.db.migrate import head_revisions
@@ -103,3 +105,30 @@ def test_bad_arguments_exit_2() -> None:
     unsupported = db("upgrade", "--database-url", "mysql://u:hunter2@h/db")
     assert unsupported.returncode == 2
     assert "hunter2" not in unsupported.stderr
+
+
+async def test_prune_hours_older_than_removes_the_old_call_hours(tmp_path: Path) -> None:
+    """``--hours-older-than`` removes the call hours that ended that long ago (after a dry run
+    that counts them), keeps the newer ones, and must be at least ``--older-than``."""
+    url = f"sqlite:///{tmp_path / 'hours.db'}"
+    assert db("upgrade", "--database-url", url).returncode == 0
+    engine = make_engine(url)
+    try:
+        await SqliteStore(engine).write([*batch(2, created_at=epoch(2019, 3)),
+                                         *batch(1, created_at=time.time())])
+        short = db("prune", "--older-than", "90d", "--hours-older-than", "30d",
+                   "--database-url", url)
+        assert short.returncode == 2 and "--hours-older-than" in short.stderr
+        dry = db("prune", "--older-than", "90d", "--hours-older-than", "400d", "--dry-run",
+                 "--database-url", url)
+        assert dry.returncode == 0, dry.stderr
+        assert "would remove calls (2 rows), call_hours (1 rows)" in dry.stdout
+        pruned = db("prune", "--older-than", "90d", "--hours-older-than", "400d",
+                    "--database-url", url)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "removed calls (2 rows), call_hours (1 rows)" in pruned.stdout
+        async with engine.connect() as connection:
+            hours = (await connection.execute(text("SELECT hour FROM call_hours"))).scalars()
+            assert [h[:4] for h in hours] == [time.strftime("%Y", time.gmtime())]
+    finally:
+        await engine.dispose()
