@@ -308,12 +308,12 @@ def test_the_default_keep_alive_outlasts_a_load_balancers_idle_timeout() -> None
 
 
 def test_keep_alive_s_closes_an_idle_connection(tmp_path: Path) -> None:
-    """SWITCHBOARD_KEEP_ALIVE_S=1: a connection left idle is closed by the server."""
+    """SWITCHBOARD_KEEP_ALIVE_S=1: a connection is kept between requests, and closed by the
+    server once left idle."""
     with serve_cli(tmp_path, {"SWITCHBOARD_KEEP_ALIVE_S": "1"}) as url, connect(url) as sock:
         assert ask(sock).status == 200
-        started = time.monotonic()
+        assert ask(sock).status == 200  # kept alive
         assert closed_by_server(sock)
-        assert time.monotonic() - started > 0.5  # by the keep-alive timer, not at once
 
 
 def test_serve_max_concurrency_refuses_past_the_limit(served: str) -> None:
