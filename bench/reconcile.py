@@ -24,6 +24,8 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -69,24 +71,41 @@ async def ledger(engine: AsyncEngine, now: datetime) -> dict[tuple[str, str, str
             for s in await log_spend(engine, now=now) if s.scope == "key"}
 
 
-async def amain(args: argparse.Namespace) -> None:
+@asynccontextmanager
+async def filled_database(admin_url: str, days: int, fill: str,
+                          *args: object) -> AsyncIterator[tuple[str, AsyncEngine, float]]:
+    """A fresh database (``switchboard_bench_<pid>``) migrated to head, with partitions for the
+    last ``days`` days, filled by the statement ``fill`` with ``args`` and analysed: its URL,
+    an engine on it, and the seconds the fill took. Dropped on exit."""
     name = f"switchboard_bench_{os.getpid()}"
-    admin = await asyncpg.connect(args.postgres)
+    admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.postgres.rsplit("/", 1)[0] + f"/{name}"
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     engine = make_engine(url)
     try:
         await upgrade(url)
         today = datetime.now(UTC).date()
-        await ensure_partitions(engine, [today - timedelta(days=d) for d in range(args.days + 1)])
+        await ensure_partitions(engine, [today - timedelta(days=d) for d in range(days + 1)])
         conn = await asyncpg.connect(url)
         began = time.perf_counter()
-        await conn.execute(_FILL, args.rows, args.days, args.keys, args.teams)
+        await conn.execute(fill, *args)
         await conn.execute("ANALYZE")
+        await conn.close()
+        yield url, engine, time.perf_counter() - began
+    finally:
+        await engine.dispose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def amain(args: argparse.Namespace) -> None:
+    async with filled_database(args.postgres, args.days, _FILL, args.rows, args.days,
+                               args.keys, args.teams) as (url, engine, took):
+        conn = await asyncpg.connect(url)
         ledger_rows = await conn.fetchval("SELECT count(*) FROM spend_days")
         await conn.close()
-        print(f"{args.rows:,} rows over {args.days} days written in "
-              f"{time.perf_counter() - began:.0f} s; the ledger holds {ledger_rows:,} rows")
+        print(f"{args.rows:,} rows over {args.days} days written in {took:.0f} s; the ledger "
+              f"holds {ledger_rows:,} rows")
         now = datetime.now(UTC)
         times: dict[str, list[float]] = {"ledger": [], "scan": []}
         found: dict[str, dict[tuple[str, str, str], int]] = {}
@@ -103,10 +122,6 @@ async def amain(args: argparse.Namespace) -> None:
               f"({scanned / read:,.0f}x faster); same sums: {same}")
         if not same:
             raise SystemExit("the ledger and the scan disagree")
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:

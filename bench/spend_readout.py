@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -32,8 +31,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.calllog.spend import SpendRow, _check_by, _from_calls, _merged, spend
-from app.db.engine import make_engine
-from app.db.migrate import ensure_partitions, upgrade
+from bench.reconcile import filled_database
 
 _FILL = """
 INSERT INTO calls (id, created_at, caller, key_id, team_id, public_model, endpoint, attempts,
@@ -63,23 +61,13 @@ def _same(a: list[SpendRow], b: list[SpendRow]) -> bool:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    name = f"switchboard_bench_{os.getpid()}"
-    admin = await asyncpg.connect(args.postgres)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.postgres.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    try:
-        await upgrade(url)
-        today = datetime.now(UTC).date()
-        await ensure_partitions(engine, [today - timedelta(days=d) for d in range(args.days + 1)])
+    async with filled_database(args.postgres, args.days, _FILL, args.rows, args.days, args.keys,
+                               args.teams, args.models) as (url, engine, took):
         conn = await asyncpg.connect(url)
-        began = time.perf_counter()
-        await conn.execute(_FILL, args.rows, args.days, args.keys, args.teams, args.models)
-        await conn.execute("ANALYZE")
         hour_rows = await conn.fetchval("SELECT count(*) FROM call_hours")
         await conn.close()
-        print(f"{args.rows:,} rows over {args.days} days written in "
-              f"{time.perf_counter() - began:.0f} s; the call hours hold {hour_rows:,} rows")
+        print(f"{args.rows:,} rows over {args.days} days written in {took:.0f} s; the call "
+              f"hours hold {hour_rows:,} rows")
         start = datetime.now(UTC) - timedelta(days=args.days)
         ranges = {"on the hour": start.replace(minute=0, second=0, microsecond=0),
                   "off the hour": start.replace(minute=17, second=3)}
@@ -103,10 +91,6 @@ async def amain(args: argparse.Namespace) -> None:
                       f"({scanned / read:.1f}x faster)  same totals: {same}")
         if not agree:
             raise SystemExit("the call hours and the scan disagree")
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:

@@ -49,16 +49,20 @@ def add_rows(source: str, dialect: str) -> str:
             f"DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd")
 
 
-_POSTGRES = [
-    f"""CREATE OR REPLACE FUNCTION spend_days_add() RETURNS trigger LANGUAGE plpgsql AS $$
+def _statement_trigger(trigger: str, function: str, body: str) -> list[str]:
+    """A Postgres ``AFTER INSERT`` statement trigger on ``calls`` running ``body`` over the
+    inserted rows (the transition table ``added``)."""
+    return [f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    {add_rows("added", "postgresql")};
+    {body};
     RETURN NULL;
 END
-$$""",
-    "CREATE TRIGGER calls_spend_days AFTER INSERT ON calls REFERENCING NEW TABLE AS added "
-    "FOR EACH STATEMENT EXECUTE FUNCTION spend_days_add()",
-]
+$$""", f"CREATE TRIGGER {trigger} AFTER INSERT ON calls REFERENCING NEW TABLE AS added "
+           f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"]
+
+
+_POSTGRES = _statement_trigger("calls_spend_days", "spend_days_add",
+                               add_rows("added", "postgresql"))
 _SQLITE = ["""CREATE TRIGGER calls_spend_days AFTER INSERT ON calls
 WHEN NEW.cost_usd IS NOT NULL AND (NEW.key_id IS NOT NULL OR NEW.team_id IS NOT NULL)
 BEGIN
@@ -110,16 +114,8 @@ def add_hours(source: str, dialect: str) -> str:
         f"FROM {source} WHERE true GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
 
 
-_HOURS_POSTGRES = [
-    f"""CREATE OR REPLACE FUNCTION call_hours_add() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    {add_hours("added", "postgresql")};
-    RETURN NULL;
-END
-$$""",
-    "CREATE TRIGGER calls_call_hours AFTER INSERT ON calls REFERENCING NEW TABLE AS added "
-    "FOR EACH STATEMENT EXECUTE FUNCTION call_hours_add()",
-]
+_HOURS_POSTGRES = _statement_trigger("calls_call_hours", "call_hours_add",
+                                     add_hours("added", "postgresql"))
 _HOURS_SQLITE = [f"""CREATE TRIGGER calls_call_hours AFTER INSERT ON calls
 BEGIN
     {_hour_upsert(

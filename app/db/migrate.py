@@ -30,7 +30,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -261,26 +261,31 @@ async def prune(url: str | URL, *, older_than: timedelta, now: datetime | None =
 async def _delete_rows(connection: AsyncConnection, *, cutoff: datetime,
                        dry_run: bool) -> list[str]:
     calls = Base.metadata.tables["calls"]
-    older = calls.c.created_at < cutoff.replace(tzinfo=None)  # stored as naive UTC on SQLite
-    if dry_run:
-        count = (await connection.execute(select(func.count()).where(older))).scalar_one()
-    else:
-        count = (await connection.execute(delete(calls).where(older))).rowcount
-        await connection.commit()
-    return [f"calls ({count} rows)"] if count else []
+    # stored as naive UTC on SQLite
+    return await _delete_where(connection, calls, calls.c.created_at < cutoff.replace(tzinfo=None),
+                               dry_run=dry_run)
 
 
 async def _delete_hours(connection: AsyncConnection, *, cutoff: datetime,
                         dry_run: bool) -> list[str]:
     """Remove (or count) the call hours that ended at or before ``cutoff``."""
     hours = Base.metadata.tables["call_hours"]
-    ended = hours.c.hour <= (cutoff - timedelta(hours=1)).replace(tzinfo=None)
+    return await _delete_where(
+        connection, hours, hours.c.hour <= (cutoff - timedelta(hours=1)).replace(tzinfo=None),
+        dry_run=dry_run)
+
+
+async def _delete_where(connection: AsyncConnection, table: Table,
+                        condition: ColumnElement[bool], *, dry_run: bool) -> list[str]:
+    """Delete (with ``dry_run``: count) ``table``'s rows that meet ``condition``; ``["TABLE (N
+    rows)"]``, or ``[]`` for none."""
     if dry_run:
-        count = (await connection.execute(select(func.count()).where(ended))).scalar_one()
+        count = (await connection.execute(
+            select(func.count()).select_from(table).where(condition))).scalar_one()
     else:
-        count = (await connection.execute(delete(hours).where(ended))).rowcount
+        count = (await connection.execute(delete(table).where(condition))).rowcount
         await connection.commit()
-    return [f"call_hours ({count} rows)"] if count else []
+    return [f"{table.name} ({count} rows)"] if count else []
 
 
 def _month_end(month: date) -> datetime:
