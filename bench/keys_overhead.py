@@ -120,6 +120,7 @@ def gateway_env(work: Path, upstream: str, database_url: str, redis_url: str) ->
             "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_REDIS_URL": redis_url,
             "SWITCHBOARD_SPOOL_DIR": str(work / "spool")}
 
+
 def start(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     log = Path(env["SWITCHBOARD_SPOOL_DIR"]).with_name("server.log")
     with log.open("ab") as sink:

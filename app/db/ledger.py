@@ -80,9 +80,14 @@ def create_trigger(dialect: str) -> list[str]:
 
 def drop_trigger(dialect: str) -> list[str]:
     """The statements that drop it."""
+    return _drops(dialect, "calls_spend_days", "spend_days_add")
+
+
+def _drops(dialect: str, trigger: str, function: str) -> list[str]:
+    """The statements that drop ``trigger`` on ``calls`` (and on Postgres its ``function``)."""
     if dialect == "postgresql":
-        return ["DROP TRIGGER calls_spend_days ON calls", "DROP FUNCTION spend_days_add()"]
-    return ["DROP TRIGGER calls_spend_days"]
+        return [f"DROP TRIGGER {trigger} ON calls", f"DROP FUNCTION {function}()"]
+    return [f"DROP TRIGGER {trigger}"]
 
 
 def hour_of(dialect: str, column: str) -> str:
@@ -133,6 +138,4 @@ def create_hours_trigger(dialect: str) -> list[str]:
 
 def drop_hours_trigger(dialect: str) -> list[str]:
     """The statements that drop it."""
-    if dialect == "postgresql":
-        return ["DROP TRIGGER calls_call_hours ON calls", "DROP FUNCTION call_hours_add()"]
-    return ["DROP TRIGGER calls_call_hours"]
+    return _drops(dialect, "calls_call_hours", "call_hours_add")
