@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.db import key_changes
 from app.db.ledger import create_hours_trigger, create_trigger
 
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -225,6 +226,32 @@ class ApiKey(Base):
         Index("ix_api_keys_key_hash", "key_hash", unique=True),
         Index("ix_api_keys_team_id", "team_id"),
     )
+
+
+class KeyChange(Base):
+    """The key change log: one update or delete of a virtual key (``key_id``) or a team
+    (``team_id``), written by database triggers (``app.db.key_changes``); the key directories
+    read it to re-read only what changed. ``at``: the database's clock, epoch seconds."""
+
+    __tablename__ = "key_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_key_changes_at", "at"),)
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _key_change_triggers(_metadata: object, connection: Connection, **kw: Any) -> None:
+    """``create_all`` made the key change log: the triggers that write it (the migration
+    creates them itself)."""
+    made = {table.name for table in kw.get("tables", ())}
+    if {KeyChange.__tablename__, ApiKey.__tablename__, Team.__tablename__} <= made:
+        for statement in key_changes.create_triggers(connection.dialect.name):
+            connection.exec_driver_sql(statement)
 
 
 class Feedback(Base):

@@ -13,8 +13,12 @@ Freshness:
   ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second.
 - A subscriber that lost its Redis connection drops its whole cache on reconnecting (it may have
   missed messages).
-- Every ``refresh_s`` the cached entries are re-read from the database (one query per
-  ``REFRESH_CHUNK``), so a missed message heals; a failed refresh keeps the old entries.
+- Every ``refresh_s`` the directory reads the key change log (``app.db.key_changes``: the
+  database's triggers log every update or delete of a key or team) for the changes since its
+  last read, and re-reads the cached entries they touch (one query per ``REFRESH_CHUNK``), so a
+  missed message heals. Its first read, when it did not start with an empty cache, or one after
+  the log forgot what it missed (``KEPT_S``), re-reads every cached entry. A failed refresh
+  keeps the old entries, and the next one reads those changes again.
 - Without Redis, invalidation is in-process only: other processes (``--workers`` in embedded
   mode) see a change at their next refresh.
 
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +42,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.db.engine import DATABASE_ERRORS, describe_error
+from app.db.key_changes import KEPT_S, OVERLAP_S
 from app.keys.model import KeyRecord, TeamRecord, hash_key
-from app.keys.store import KeyStore
+from app.keys.store import Change, KeyStore
 from app.pubsub import follow
 
 log = logging.getLogger("switchboard.keys")
@@ -52,6 +58,8 @@ MAX_NEGATIVE = 10_000
 REFRESH_CHUNK = 100
 """Keys re-read per query by ``refresh``: a chunk's rows are decoded while requests wait, so it
 is kept to about a millisecond of work."""
+PRUNE_EVERY_S = 3600.0
+"""How often a directory deletes the key change log's rows older than ``KEPT_S``."""
 
 
 class KeysUnavailable(Exception):
@@ -88,6 +96,13 @@ class KeyDirectory:
         self._loading: dict[str, asyncio.Future[Entry | None]] = {}
         """Lookups in flight, by hash."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._since: float | None = None
+        """The database's clock at the last complete read of the key change log (``None``:
+        none yet; the next refresh re-reads every cached entry)."""
+        self._applied: set[int] = set()
+        """The changes that read applied, among those the next read reads again (from
+        ``OVERLAP_S`` before ``_since``)."""
+        self._pruned_at = -math.inf
         self.subscribed = asyncio.Event()
         """Set while the subscriber listens (tests wait on it)."""
 
@@ -224,15 +239,51 @@ class KeyDirectory:
         self.drop()
 
     async def _refresh_loop(self) -> None:
+        if not self._entries:  # nothing cached can predate this read: no first full re-read
+            with contextlib.suppress(*DATABASE_ERRORS):
+                _, self._since = await self.store.changes_since(None)
         while True:
             await asyncio.sleep(self._refresh_s)
             await self.refresh()
 
     async def refresh(self) -> None:
-        """Re-read every cached entry from the database, ``REFRESH_CHUNK`` at a time (so that
-        requests are served between the chunks); deleted or rotated keys leave the cache. A
-        database error keeps the entries as they are."""
-        hashes = list(self._entries)
+        """Re-read the cached entries whose key or team changed since the last refresh (see the
+        module docstring); deleted or rotated keys leave the cache. A database error keeps the
+        entries as they are."""
+        since = self._since
+        try:
+            changes, now = await self.store.changes_since(
+                None if since is None else since - OVERLAP_S)
+        except DATABASE_ERRORS as exc:
+            log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
+            return
+        if since is None or now - since >= KEPT_S - OVERLAP_S:
+            hashes = list(self._entries)
+        else:
+            hashes = self._touched([c for c in changes if c.id not in self._applied])
+        if await self._reread(hashes):
+            self._since = now
+            self._applied = {c.id for c in changes if c.at >= now - OVERLAP_S}
+        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            try:
+                await self.store.prune_changes(now - KEPT_S)
+            except DATABASE_ERRORS as exc:
+                log.warning("could not prune the key change log: %s", describe_error(exc))
+
+    def _touched(self, changes: list[Change]) -> list[str]:
+        """The cached entries (by hash) whose key or team ``changes`` name."""
+        if not changes:
+            return []
+        keys = {c.key_id for c in changes if c.key_id is not None}
+        teams = {c.team_id for c in changes if c.team_id is not None}
+        return [digest for digest, entry in self._entries.items()
+                if entry.key.id in keys or entry.key.team_id in teams]
+
+    async def _reread(self, hashes: list[str]) -> bool:
+        """Re-read these cached entries, ``REFRESH_CHUNK`` at a time (so that requests are
+        served between the chunks). False when some were not re-read: the database failed, or
+        a change arrived while a chunk was read (its read may predate the change)."""
         for first in range(0, len(hashes), REFRESH_CHUNK):
             chunk = hashes[first:first + REFRESH_CHUNK]
             generation = self._generation
@@ -240,9 +291,9 @@ class KeyDirectory:
                 found = await self.store.find_many_by_hash(chunk)
             except DATABASE_ERRORS as exc:
                 log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
-                return
+                return False
             if generation != self._generation:
-                continue  # a change arrived meanwhile: this read may predate it
+                return False
             for digest in chunk:
                 old = self._entries.get(digest)
                 if old is None:
@@ -254,3 +305,4 @@ class KeyDirectory:
                     fresh = Entry(*row)
                     if fresh != old:  # the same object when unchanged (callers memoise on it)
                         self._entries[digest] = fresh
+        return True

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal_column, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import errors
-from app.db.models import ApiKey, Base, Team
+from app.db.key_changes import clock_sql
+from app.db.models import ApiKey, Base, KeyChange, Team
 from app.keys.model import (
     KEY_PREFIX,
     KeyCreate,
@@ -43,6 +45,18 @@ LOOKUP_CHUNK = 500
 
 _KEY = Base.metadata.tables[ApiKey.__tablename__]
 _TEAM = Base.metadata.tables[Team.__tablename__]
+_CHANGES = Base.metadata.tables[KeyChange.__tablename__]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of the key change log (``app.db.key_changes``)."""
+
+    id: int
+    at: float
+    """The database's clock when the change was made, epoch seconds."""
+    key_id: str | None
+    team_id: str | None
 
 
 def _moment(epoch: float | None) -> datetime | None:
@@ -195,6 +209,24 @@ class KeyStore:
             record = await self._key(conn, key_id)
             await conn.execute(delete(_KEY).where(_KEY.c.id == key_id))
         return record
+
+    async def changes_since(self, since: float | None) -> tuple[list[Change], float]:
+        """The key change log's rows made at or after ``since`` (``None``: none), oldest
+        first, and the database's clock read just before them (one connection)."""
+        async with self.engine.connect() as conn:
+            now = float(await conn.scalar(select(literal_column(
+                clock_sql(conn.dialect.name)))) or 0.0)
+            if since is None:
+                return [], now
+            rows = (await conn.execute(select(_CHANGES).where(_CHANGES.c.at >= since)
+                                       .order_by(_CHANGES.c.id))).all()
+        return [Change(row.id, row.at, row.key_id, row.team_id) for row in rows], now
+
+    async def prune_changes(self, before: float) -> int:
+        """Delete the key change log's rows made before ``before``; how many went."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(_CHANGES).where(_CHANGES.c.at < before))
+        return int(result.rowcount or 0)
 
     # ---- teams
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 import asyncpg
 import pytest
@@ -16,8 +16,17 @@ from sqlalchemy import event, update
 
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
-from app.db.models import ApiKey
-from app.keys import CHANNEL, KeyCreate, KeyDirectory, KeyStore, KeysUnavailable, TeamCreate
+from app.db.models import ApiKey, Team
+from app.keys import (
+    CHANNEL,
+    KeyCreate,
+    KeyDirectory,
+    KeyStore,
+    KeysUnavailable,
+    KeyUpdate,
+    TeamCreate,
+)
+from app.keys import directory as directory_module
 from app.keys.model import hash_key
 from tests.calllog.servers import PrivateRedis
 
@@ -342,3 +351,144 @@ async def test_started_directory_refreshes_by_itself(store: KeyStore) -> None:
         assert await eventually(refreshed, within=10)
     finally:
         await directory.aclose()
+
+
+class Rereads:
+    """The key hashes each ``api_keys`` query of a store's engine asked for, query by query."""
+
+    def __init__(self, store: KeyStore, hashes: Collection[str]) -> None:
+        self.engine = store.engine.sync_engine
+        self.hashes = set(hashes)
+        self.queries: list[set[str]] = []
+        self.began = asyncio.Event()
+
+    def __enter__(self) -> Rereads:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: object, _cursor: object, statement: str, parameters: object,
+              *_args: object) -> None:
+        if "FROM api_keys" in statement:
+            values = parameters if isinstance(parameters, (list, tuple)) else ()
+            self.queries.append({v for v in values if v in self.hashes})
+            self.began.set()
+
+
+async def test_refresh_rereads_only_the_changed_keys(store: KeyStore) -> None:
+    """After its first refresh (every cached key), a refresh re-reads only the keys the key
+    change log names, the keys of a changed team, and nothing when nothing changed since."""
+    team = await store.create_team(TeamCreate(name="t"))
+    made = [await store.create_key(KeyCreate(name=f"k{i}", team_id=team.id if i < 10 else None))
+            for i in range(30)]
+    directory = KeyDirectory(store, None)
+    for _, key in made:
+        await directory.resolve(key)
+    hashes = [hash_key(key) for _, key in made]
+    with Rereads(store, hashes) as rereads:
+        await directory.refresh()
+        assert set().union(*rereads.queries) == set(hashes)
+        unchanged = directory.cached(hashes[20])
+        async with store.engine.begin() as conn:  # behind the directory's back
+            await conn.execute(update(ApiKey).where(ApiKey.id == made[25][0].id).values(rpm=7))
+        rereads.queries.clear()
+        await directory.refresh()
+        assert rereads.queries == [{hashes[25]}]
+        entry = directory.cached(hashes[25])
+        assert entry is not None and entry.key.rpm == 7
+        assert directory.cached(hashes[20]) is unchanged
+        async with store.engine.begin() as conn:
+            await conn.execute(update(Team).where(Team.id == team.id).values(rpm=50))
+        rereads.queries.clear()
+        await directory.refresh()
+        assert set().union(*rereads.queries) == set(hashes[:10])
+        entry = directory.cached(hashes[3])
+        assert entry is not None and entry.team is not None and entry.team.rpm == 50
+        rereads.queries.clear()
+        await directory.refresh()
+        assert rereads.queries == []
+
+
+async def test_a_directory_started_empty_never_rereads_everything(store: KeyStore) -> None:
+    """A directory started with an empty cache reads the log's clock at start: its refreshes
+    re-read only what changed after it, never every key."""
+    made = [await store.create_key(KeyCreate(name=f"k{i}", rpm=1)) for i in range(5)]
+    hashes = [hash_key(key) for _, key in made]
+    directory = KeyDirectory(store, None, refresh_s=0.05)
+    with Rereads(store, hashes) as rereads:
+        await directory.start()
+        try:
+            for _, key in made:
+                await directory.resolve(key)
+            rereads.queries.clear()
+            async with store.engine.begin() as conn:
+                await conn.execute(update(ApiKey).where(ApiKey.id == made[2][0].id)
+                                   .values(rpm=2))
+
+            def refreshed() -> bool:
+                entry = directory.cached(hashes[2])
+                return entry is not None and entry.key.rpm == 2
+
+            assert await eventually(refreshed, within=10)
+            await asyncio.sleep(0.2)  # a few more refreshes, with nothing new to read
+        finally:
+            await directory.aclose()
+    assert rereads.queries and set().union(*rereads.queries) == {hashes[2]}
+
+
+async def test_a_change_during_a_refresh_is_read_again(
+        store: KeyStore, database: Database) -> None:
+    """A refresh whose re-read a change overtook (``changed()`` while it read) leaves its
+    read of the log unapplied: the next refresh re-reads what it named."""
+    first, first_key = await store.create_key(KeyCreate(name="a", rpm=1))
+    second, second_key = await store.create_key(KeyCreate(name="b", rpm=1))
+    directory = KeyDirectory(store, None)
+    await directory.resolve(first_key)
+    await directory.resolve(second_key)
+    await directory.refresh()
+    await store.update_key(first.id, KeyUpdate(rpm=2))
+    await store.update_key(second.id, KeyUpdate(rpm=2))
+    locker = await asyncpg.connect(database.url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        with Rereads(store, [hash_key(first_key), hash_key(second_key)]) as rereads:
+            refreshing = asyncio.create_task(directory.refresh())
+            await asyncio.wait_for(rereads.began.wait(), 5)  # its re-read waits on the lock
+            await directory.changed(key_id=first.id)
+            await transaction.rollback()
+            await refreshing
+    finally:
+        await locker.close()
+    stale = directory.cached(hash_key(second_key))
+    assert stale is not None and stale.key.rpm == 1
+    await directory.refresh()
+    fresh = directory.cached(hash_key(second_key))
+    assert fresh is not None and fresh.key.rpm == 2
+
+
+async def test_a_log_that_forgot_means_rereading_everything(
+        store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the last read is older than the log keeps changes, a refresh re-reads every
+    cached key (the changes in between may be pruned), and prunes what is past keeping."""
+    monkeypatch.setattr(directory_module, "OVERLAP_S", 0.05)
+    monkeypatch.setattr(directory_module, "KEPT_S", 0.3)
+    monkeypatch.setattr(directory_module, "PRUNE_EVERY_S", 0.0)
+    made = [await store.create_key(KeyCreate(name=f"k{i}")) for i in range(3)]
+    hashes = [hash_key(key) for _, key in made]
+    directory = KeyDirectory(store, None)
+    for _, key in made:
+        await directory.resolve(key)
+    await directory.refresh()
+    await store.update_key(made[0][0].id, KeyUpdate(rpm=1))
+    await asyncio.sleep(0.5)
+    with Rereads(store, hashes) as rereads:
+        await directory.refresh()
+    assert set().union(*rereads.queries) == set(hashes)
+    entry = directory.cached(hashes[0])
+    assert entry is not None and entry.key.rpm == 1
+    changes, _ = await store.changes_since(0.0)
+    assert changes == []
