@@ -15,6 +15,8 @@ row the ``COPY`` or ``INSERT`` routed to any partition), adding in key order so 
 never wait on each other in a cycle; on SQLite a row trigger. Rows with no cost, or with neither a
 key nor a team (the master key), are not counted. A missing key or team is stored as ``''`` (a
 primary key column cannot be NULL). Rows removed later (``switchboard db prune``) stay counted.
+The days of closed months are folded into their month's first day (``fold_closed_months``, run
+by each budget reconcile): a closed month only counts towards ``total`` budgets.
 
 The call hours: every inserted call row, the master key's and costless ones included, is added
 to its (UTC hour, ``key_id``, ``team_id``, ``public_model``) row: one more request, its prompt
@@ -71,6 +73,35 @@ BEGIN
             NEW.cost_usd)
     ON CONFLICT (day, key_id, team_id) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
 END"""]
+
+
+_NOT_FOLDED = "day < :cut AND {day_of_month} <> {first}"
+"""The ledger rows ``fold_closed_months`` folds: days before ``:cut`` but a month's first."""
+
+
+def fold_closed_months(dialect: str) -> list[str]:
+    """Statements that fold the ledger's days before ``:cut`` (the first day of the current UTC
+    month) into their month's first day, one row per (month, key, team), in one transaction:
+    every period's sum stays the same (a closed month counts only towards ``total``), and the
+    ledger grows by a row per key and team a month, not a day. On Postgres one statement (the
+    rows a concurrent trigger adds to meanwhile are summed as deleted, never lost); on SQLite
+    an ``INSERT`` then a ``DELETE`` (one writer at a time). A day written into a closed month
+    later (a replayed batch) is folded by the next call."""
+    if dialect == "postgresql":
+        where = _NOT_FOLDED.format(day_of_month="extract(day FROM day)", first="1")
+        return [f"WITH folded AS (DELETE FROM spend_days WHERE {where} "
+                f"RETURNING day, key_id, team_id, cost_usd) "
+                f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
+                f"SELECT date_trunc('month', day)::date, key_id, team_id, sum(cost_usd) "
+                f"FROM folded GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+                f"ON CONFLICT (day, key_id, team_id) "
+                f"DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd"]
+    where = _NOT_FOLDED.format(day_of_month="strftime('%d', day)", first="'01'")
+    return [f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
+            f"SELECT date(day, 'start of month'), key_id, team_id, sum(cost_usd) "
+            f"FROM spend_days WHERE {where} GROUP BY 1, 2, 3 "
+            f"ON CONFLICT (day, key_id, team_id) DO UPDATE SET cost_usd = cost_usd + "
+            f"excluded.cost_usd", f"DELETE FROM spend_days WHERE {where}"]
 
 
 def create_trigger(dialect: str) -> list[str]:

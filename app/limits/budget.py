@@ -12,7 +12,9 @@ between reconciles by design, and news for them ended every credit of the fleet 
 reconcile. The log's sums come from its spend ledger (``spend_days``, ``app.db.ledger``): the
 database adds every call row's cost to its key's and team's day as the row is inserted, so a
 reconcile reads a row per key, team and day instead of scanning the log (it did: in every
-gateway process every minute, over all of the log for ``total``). A key's counters carry its
+gateway process every minute, over all of the log for ``total``); each reconcile first folds the
+days of closed months into one row per month (``fold_ledger``), so that read grows by a row per
+key and team a month. A key's counters carry its
 team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
 each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
 down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
@@ -24,14 +26,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import cast, get_args
 
 import redis.asyncio as aioredis
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.ledger import fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
@@ -79,11 +82,26 @@ async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list
     return out
 
 
+async def fold_ledger(engine: AsyncEngine, *, now: datetime | None = None) -> None:
+    """Fold the spend ledger's days of closed months into one row per month, key and team
+    (``app.db.ledger.fold_closed_months``): the sums ``log_spend`` reads stay the same, and
+    the rows a ``total`` budget reads grow by one per key a month, not one a day. Cheap when
+    there is nothing to fold; run by every reconcile."""
+    month = period_start("month", (now or datetime.now(UTC)).astimezone(UTC))
+    assert month is not None
+    async with engine.begin() as conn:
+        dialect = conn.dialect.name
+        cut: date | str = month.date() if dialect == "postgresql" else month.date().isoformat()
+        for statement in fold_closed_months(dialect):
+            await conn.execute(text(statement), {"cut": cut})
+
+
 async def reconcile_local(engine: AsyncEngine, limiter: LocalLimiter, *,
                           now: datetime | None = None) -> int:
     """``reconcile`` for the in-process limiter (no Redis): its counters are raised to the call
     log's sums, so a restart does not reset a budget, and several worker processes sharing one
     database see each other's spend at the next reconcile. Returns how many it raised."""
+    await fold_ledger(engine, now=now)
     totals: dict[tuple[str, str, str], int] = {}
     for s in await log_spend(engine, now=now):
         totals[(s.scope, s.id, s.name)] = totals.get((s.scope, s.id, s.name), 0) + s.micro_usd
@@ -97,6 +115,7 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
     raised. Database and Redis errors propagate (the caller logs them and tries again at its
     next interval)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
+    await fold_ledger(engine, now=moment)
     spent = await log_spend(engine, now=moment)
     read = await _budgeted(engine)
     raised = 0

@@ -22,6 +22,7 @@ from app.calllog.seams import CallStore
 from app.calllog.sqlite import SqliteStore
 from app.db.migrate import alembic_config, prune
 from app.db.models import SpendDay
+from app.limits.budget import fold_ledger, log_spend
 
 MIDNIGHT = datetime(2026, 12, 6, tzinfo=UTC).timestamp()
 
@@ -153,3 +154,36 @@ async def test_concurrent_writers_of_the_same_keys_lose_nothing(pg_engine: Async
                                                                        strict=True)))
     assert written == [100] * 8
     assert_ledger(await ledger(pg_engine), expected([r for rows in batches for r in rows]))
+
+
+async def test_folding_closed_months_keeps_every_sum(engine: AsyncEngine) -> None:
+    """The days of closed months fold into one row per month, key and team; the day's, the
+    month's and the total sums a reconcile reads stay the same; folding again changes nothing;
+    a day written into a closed month later is folded by the next fold."""
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+
+    def at(month: int, day: int) -> float:
+        return datetime(2026, month, day, 8, tzinfo=UTC).timestamp()
+
+    rows = [row("a", "k1", "t1", 0.5, at(10, 3)), row("b", "k1", "t1", 0.25, at(10, 20)),
+            row("c", "k1", "t1", 0.125, at(11, 2)), row("d", "k1", "t1", 1.0, at(11, 30)),
+            row("e", "k2", None, 2.0, at(11, 15)), row("f", "k1", "t1", 4.0, at(12, 1)),
+            row("g", "k1", "t1", 8.0, at(12, 6)), row("h", None, "t2", 16.0, at(11, 1))]
+    await store_of(engine).write(rows)
+    before = set(await log_spend(engine, now=now))
+    assert {(s.scope, s.id, s.period, s.micro_usd) for s in before if s.id == "k1"} == {
+        ("key", "k1", "day", 8_000_000), ("key", "k1", "month", 12_000_000),
+        ("key", "k1", "total", 13_875_000)}
+    await fold_ledger(engine, now=now)
+    assert_ledger(await ledger(engine), {
+        (date(2026, 10, 1), "k1", "t1"): 0.75, (date(2026, 11, 1), "k1", "t1"): 1.125,
+        (date(2026, 11, 1), "k2", ""): 2.0, (date(2026, 11, 1), "", "t2"): 16.0,
+        (date(2026, 12, 1), "k1", "t1"): 4.0, (date(2026, 12, 6), "k1", "t1"): 8.0})
+    assert set(await log_spend(engine, now=now)) == before
+    await fold_ledger(engine, now=now)
+    assert set(await log_spend(engine, now=now)) == before
+    await store_of(engine).write([row("late", "k1", "t1", 0.0625, at(11, 20))])
+    await fold_ledger(engine, now=now)
+    got = await ledger(engine)
+    assert got[(date(2026, 11, 1), "k1", "t1")] == pytest.approx(1.1875, abs=1e-9)
+    assert len(got) == 6
