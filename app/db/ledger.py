@@ -75,8 +75,18 @@ BEGIN
 END"""]
 
 
-_NOT_FOLDED = "day < :cut AND {day_of_month} <> {first}"
-"""The ledger rows ``fold_closed_months`` folds: days before ``:cut`` but a month's first."""
+def _unfolded(dialect: str) -> str:
+    """SQL for the ledger rows ``fold_closed_months`` folds: days before ``:cut`` but a month's
+    first."""
+    if dialect == "postgresql":
+        return "day < :cut AND extract(day FROM day) <> 1"
+    return "day < :cut AND strftime('%d', day) <> '01'"
+
+
+def any_to_fold(dialect: str) -> str:
+    """SQL selecting a row if ``fold_closed_months`` has anything to fold (a read: SQLite's
+    write lock is taken only when there is)."""
+    return f"SELECT 1 FROM spend_days WHERE {_unfolded(dialect)} LIMIT 1"
 
 
 def fold_closed_months(dialect: str) -> list[str]:
@@ -87,8 +97,8 @@ def fold_closed_months(dialect: str) -> list[str]:
     rows a concurrent trigger adds to meanwhile are summed as deleted, never lost); on SQLite
     an ``INSERT`` then a ``DELETE`` (one writer at a time). A day written into a closed month
     later (a replayed batch) is folded by the next call."""
+    where = _unfolded(dialect)
     if dialect == "postgresql":
-        where = _NOT_FOLDED.format(day_of_month="extract(day FROM day)", first="1")
         return [f"WITH folded AS (DELETE FROM spend_days WHERE {where} "
                 f"RETURNING day, key_id, team_id, cost_usd) "
                 f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
@@ -96,7 +106,6 @@ def fold_closed_months(dialect: str) -> list[str]:
                 f"FROM folded GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
                 f"ON CONFLICT (day, key_id, team_id) "
                 f"DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd"]
-    where = _NOT_FOLDED.format(day_of_month="strftime('%d', day)", first="'01'")
     return [f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
             f"SELECT date(day, 'start of month'), key_id, team_id, sum(cost_usd) "
             f"FROM spend_days WHERE {where} GROUP BY 1, 2, 3 "

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.ledger import fold_closed_months
+from app.db.ledger import any_to_fold, fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
@@ -92,6 +92,8 @@ async def fold_ledger(engine: AsyncEngine, *, now: datetime | None = None) -> No
     async with engine.begin() as conn:
         dialect = conn.dialect.name
         cut: date | str = month.date() if dialect == "postgresql" else month.date().isoformat()
+        if (await conn.execute(text(any_to_fold(dialect)), {"cut": cut})).first() is None:
+            return
         for statement in fold_closed_months(dialect):
             await conn.execute(text(statement), {"cut": cut})
 
