@@ -17,8 +17,8 @@ Freshness:
   database's triggers log every update or delete of a key or team) for the changes since its
   last read, and re-reads the cached entries they touch (one query per ``REFRESH_CHUNK``), so a
   missed message heals. Its first read, when it did not start with an empty cache, or one after
-  the log forgot what it missed (``KEPT_S``), re-reads every cached entry. A failed refresh
-  keeps the old entries, and the next one reads those changes again.
+  the log forgot what it missed (``KEPT_S``), re-reads every cached entry. A refresh the
+  database fails keeps the old entries, and the next one reads those changes again.
 - Without Redis, invalidation is in-process only: other processes (``--workers`` in embedded
   mode) see a change at their next refresh.
 
@@ -282,8 +282,9 @@ class KeyDirectory:
 
     async def _reread(self, hashes: list[str]) -> bool:
         """Re-read these cached entries, ``REFRESH_CHUNK`` at a time (so that requests are
-        served between the chunks). False when some were not re-read: the database failed, or
-        a change arrived while a chunk was read (its read may predate the change)."""
+        served between the chunks); a chunk that a change overtook while it was read is dropped
+        instead (its entries are read again at their next use), so that a fleet whose keys
+        change often still makes progress. False when the database failed."""
         for first in range(0, len(hashes), REFRESH_CHUNK):
             chunk = hashes[first:first + REFRESH_CHUNK]
             generation = self._generation
@@ -292,8 +293,10 @@ class KeyDirectory:
             except DATABASE_ERRORS as exc:
                 log.warning("key refresh failed, serving cached keys: %s", describe_error(exc))
                 return False
-            if generation != self._generation:
-                return False
+            if generation != self._generation:  # a change arrived meanwhile: this read may
+                for digest in chunk:              # predate it, and so may these entries
+                    self._entries.pop(digest, None)
+                continue
             for digest in chunk:
                 old = self._entries.get(digest)
                 if old is None:

@@ -311,8 +311,7 @@ async def test_concurrent_first_uses_share_the_outage(
 
 async def test_refresh_in_flight_does_not_bring_back_a_dropped_entry(
         store: KeyStore, database: Database) -> None:
-    """A refresh reading while changed() runs leaves the change's drop in place and keeps
-    the other entries."""
+    """A refresh re-reading while changed() runs leaves the change's drop in place."""
     record, key = await store.create_key(KeyCreate(name="k"))
     _, other = await store.create_key(KeyCreate(name="other"))
     directory = KeyDirectory(store, None)
@@ -323,15 +322,15 @@ async def test_refresh_in_flight_does_not_bring_back_a_dropped_entry(
         transaction = locker.transaction()
         await transaction.start()
         await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        refreshing = asyncio.create_task(directory.refresh())
-        await asyncio.sleep(0)
-        await directory.changed(key_id=record.id)
-        await transaction.rollback()
-        await refreshing
+        with Rereads(store, [hash_key(key), hash_key(other)]) as rereads:
+            refreshing = asyncio.create_task(directory.refresh())  # the first: every key
+            await asyncio.wait_for(rereads.began.wait(), 5)  # its re-read waits on the lock
+            await directory.changed(key_id=record.id)
+            await transaction.rollback()
+            await refreshing
     finally:
         await locker.close()
     assert directory.cached(hash_key(key)) is None
-    assert directory.cached(hash_key(other)) is not None
 
 
 async def test_started_directory_refreshes_by_itself(store: KeyStore) -> None:
@@ -438,10 +437,11 @@ async def test_a_directory_started_empty_never_rereads_everything(store: KeyStor
     assert rereads.queries and set().union(*rereads.queries) == {hashes[2]}
 
 
-async def test_a_change_during_a_refresh_is_read_again(
+async def test_a_change_during_a_refresh_leaves_no_stale_entry(
         store: KeyStore, database: Database) -> None:
-    """A refresh whose re-read a change overtook (``changed()`` while it read) leaves its
-    read of the log unapplied: the next refresh re-reads what it named."""
+    """A refresh whose re-read a change overtook (``changed()`` while it read) drops what it
+    read instead of keeping entries that may predate the change; they are read afresh at
+    their next use."""
     first, first_key = await store.create_key(KeyCreate(name="a", rpm=1))
     second, second_key = await store.create_key(KeyCreate(name="b", rpm=1))
     directory = KeyDirectory(store, None)
@@ -463,11 +463,12 @@ async def test_a_change_during_a_refresh_is_read_again(
             await refreshing
     finally:
         await locker.close()
-    stale = directory.cached(hash_key(second_key))
-    assert stale is not None and stale.key.rpm == 1
-    await directory.refresh()
-    fresh = directory.cached(hash_key(second_key))
-    assert fresh is not None and fresh.key.rpm == 2
+    assert directory.cached(hash_key(second_key)) is None
+    entry = await directory.resolve(second_key)
+    assert entry is not None and entry.key.rpm == 2
+    with Rereads(store, [hash_key(second_key)]) as rereads:
+        await directory.refresh()
+    assert rereads.queries == []  # the changes were read: nothing is left to re-read
 
 
 async def test_a_log_that_forgot_means_rereading_everything(
