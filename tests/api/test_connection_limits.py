@@ -235,10 +235,11 @@ def serve_cli(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[str]:
         proc.wait(timeout=DEADLINE_S)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """`switchboard serve --max-concurrency 2` (embedded config) with a 1 s header deadline."""
-    with serve_cli(tmp_path, {"SWITCHBOARD_HEADER_TIMEOUT_S": "1",
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`switchboard serve --max-concurrency 2` (embedded config) with a 1 s header deadline,
+    one for the module: every test using it closes its connections and leaves it admitting."""
+    with serve_cli(tmp_path_factory.mktemp("served"), {"SWITCHBOARD_HEADER_TIMEOUT_S": "1",
                               "SWITCHBOARD_BODY_TIMEOUT_S": "60"},
                    "--max-concurrency", "2") as url:
         yield url

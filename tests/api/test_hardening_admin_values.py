@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,13 +30,24 @@ def template_of(database_url: str) -> str:
     return f"greet-{database_url.rsplit('/', 1)[-1][-8:]}"
 
 
-@pytest.fixture
-def gateway(database_url: str, simulator: str, tmp_path: Path) -> Iterator[httpx.Client]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file, or the module's Postgres database: one of each for the whole module, as
+    the module's gateway on it is (the Postgres one was always shared by the module)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'calls.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture(scope="module")
+def gateway(database_url: str, simulator: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A gateway whose call log, keys and prompts live in ``database_url`` (migrated), with a
-    prompt template (``greet-<database>``) in it; a client with the master key."""
+    prompt template (``greet-<database>``) in it; a client with the master key. One per
+    database for the module: the tests' lookups and new records do not depend on each other."""
     asyncio.run(upgrade(database_url))
     settings = Settings(master_key=SecretStr(MASTER_KEY), database_url=database_url,
-                        spool_dir=tmp_path / "spool")
+                        spool_dir=tmp_path_factory.mktemp("spool") / "spool")
     app = create_app(settings, config=parse_config(sim_config(simulator), {}),
                      strict_telemetry=True)
     with serve(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
