@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import errors
 from app.calllog import query
-from app.db.models import Call
+from app.db.engine import make_engine
+from app.db.models import Base, Call
 from tests.api.test_admin import MASTER_KEY, admin_app
 from tests.servers import serve
 
@@ -32,6 +34,30 @@ def cursor_of(stamp: str, call_id: str) -> str:
 @pytest.fixture
 def server(engine: AsyncEngine, database_url: str) -> Iterator[str]:
     """The admin API over an empty ``calls`` table (SQLite or Postgres)."""
+    with serve(admin_app(master_key=MASTER_KEY, database_url=database_url)) as url:
+        yield url
+
+
+async def _empty_calls_table(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
+            await conn.run_sync(Base.metadata.create_all)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def refusing_server(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The admin API over a ``calls`` table (SQLite or Postgres), one per database for the
+    module's tests whose every request is refused: they read no row and write none."""
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'calls.db'}"
+    else:
+        database_url = str(request.getfixturevalue("pg_database"))
+    asyncio.run(_empty_calls_table(database_url))
     with serve(admin_app(master_key=MASTER_KEY, database_url=database_url)) as url:
         yield url
 
@@ -65,10 +91,10 @@ async def one_call(engine: AsyncEngine) -> None:
     ({"cursor": cursor_of("0001-01-01T00:00:00+05:00", "c-1")}, "cursor"),
     ({"cursor": cursor_of("2026-01-15T12:00:00+00:00", "c" * 500)}, "cursor"),
 ])
-def test_filters_the_database_would_refuse_are_400(server: str, params: dict[str, str],
-                                                   param: str) -> None:
+def test_filters_the_database_would_refuse_are_400(refusing_server: str,
+                                                   params: dict[str, str], param: str) -> None:
     """Each bad filter value is a 400 invalid_request_error whose param names the filter."""
-    response = httpx.get(server + "/admin/calls", params=params, headers=AUTH)
+    response = httpx.get(refusing_server + "/admin/calls", params=params, headers=AUTH)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -76,9 +102,9 @@ def test_filters_the_database_would_refuse_are_400(server: str, params: dict[str
 
 
 @pytest.mark.parametrize("call_id", ["c-1%00", "%00", "c" * 129])
-def test_a_call_id_no_row_can_have_is_400(server: str, call_id: str) -> None:
+def test_a_call_id_no_row_can_have_is_400(refusing_server: str, call_id: str) -> None:
     """/admin/calls/{id} with a NUL or an over-long id is a 400 naming call_id."""
-    response = httpx.get(f"{server}/admin/calls/{call_id}", headers=AUTH)
+    response = httpx.get(f"{refusing_server}/admin/calls/{call_id}", headers=AUTH)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "call_id"
 
