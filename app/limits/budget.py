@@ -25,6 +25,7 @@ Works on Postgres and SQLite.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -34,6 +35,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.ledger import any_to_fold, fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
@@ -41,6 +43,7 @@ from app.limits.local import LocalLimiter
 from app.limits.model import MICRO, Period, Scope, period_name, period_start
 from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
+log = logging.getLogger("switchboard.limits")
 _days = SpendDay.__table__
 _PER_CALL = 64
 """Most counters one RAISE call raises (the counters of one hash tag go together: one script
@@ -86,16 +89,22 @@ async def fold_ledger(engine: AsyncEngine, *, now: datetime | None = None) -> No
     """Fold the spend ledger's days of closed months into one row per month, key and team
     (``app.db.ledger.fold_closed_months``): the sums ``log_spend`` reads stay the same, and
     the rows a ``total`` budget reads grow by one per key a month, not one a day. Cheap when
-    there is nothing to fold; run by every reconcile."""
+    there is nothing to fold; run by every reconcile. A fold that fails (a lock it lost to a
+    writer replaying old rows, say) is logged and left for the next: the reconcile reads the
+    same sums either way."""
     month = period_start("month", (now or datetime.now(UTC)).astimezone(UTC))
     assert month is not None
-    async with engine.begin() as conn:
-        dialect = conn.dialect.name
-        cut: date | str = month.date() if dialect == "postgresql" else month.date().isoformat()
-        if (await conn.execute(text(any_to_fold(dialect)), {"cut": cut})).first() is None:
-            return
-        for statement in fold_closed_months(dialect):
-            await conn.execute(text(statement), {"cut": cut})
+    try:
+        async with engine.begin() as conn:
+            dialect = conn.dialect.name
+            cut: date | str = (month.date() if dialect == "postgresql"
+                               else month.date().isoformat())
+            if (await conn.execute(text(any_to_fold(dialect)), {"cut": cut})).first() is None:
+                return
+            for statement in fold_closed_months(dialect):
+                await conn.execute(text(statement), {"cut": cut})
+    except DATABASE_ERRORS as exc:
+        log.warning("could not fold the spend ledger's closed months: %s", describe_error(exc))
 
 
 async def reconcile_local(engine: AsyncEngine, limiter: LocalLimiter, *,

@@ -41,32 +41,35 @@ async def test_every_update_and_delete_is_logged_by_id(engine: AsyncEngine) -> N
     assert key not in dump and rotated not in dump
 
 
-async def test_changes_are_read_by_the_database_clock(engine: AsyncEngine) -> None:
-    """``changes_since`` returns the database's clock, read before the rows; a change made
-    after it has ``at`` at or past it, and a read from then on returns only that change."""
-    store = KeyStore(engine)
+async def changes_either_side(store: KeyStore) -> tuple[str, str, float]:
+    """Two keys changed, one before and one after the database's clock read between them:
+    their ids and that clock."""
     first, _ = await store.create_key(KeyCreate(name="a"))
     second, _ = await store.create_key(KeyCreate(name="b"))
     await store.update_key(first.id, KeyUpdate(rpm=1))
     _, now = await store.changes_since(None)
     await store.update_key(second.id, KeyUpdate(rpm=2))
+    return first.id, second.id, now
+
+
+async def test_changes_are_read_by_the_database_clock(engine: AsyncEngine) -> None:
+    """``changes_since`` returns the database's clock, read before the rows; a change made
+    after it has ``at`` at or past it, and a read from then on returns only that change."""
+    store = KeyStore(engine)
+    first, second, now = await changes_either_side(store)
     changes, later = await store.changes_since(now)
-    assert [c.key_id for c in changes] == [second.id]
+    assert [c.key_id for c in changes] == [second]
     assert now <= changes[0].at <= later
     everything, _ = await store.changes_since(0.0)
-    assert [c.key_id for c in everything] == [first.id, second.id]
+    assert [c.key_id for c in everything] == [first, second]
     assert everything[0].id < everything[1].id
 
 
 async def test_prune_removes_only_older_changes(engine: AsyncEngine) -> None:
     store = KeyStore(engine)
-    first, _ = await store.create_key(KeyCreate(name="a"))
-    second, _ = await store.create_key(KeyCreate(name="b"))
-    await store.update_key(first.id, KeyUpdate(rpm=1))
-    _, cut = await store.changes_since(None)
-    await store.update_key(second.id, KeyUpdate(rpm=2))
+    _, second, cut = await changes_either_side(store)
     assert await store.prune_changes(cut) == 1
-    assert await logged(store) == [(second.id, None)]
+    assert await logged(store) == [(second, None)]
 
 
 def _migrate(connection: Connection, config: Config, direction: str, revision: str) -> None:

@@ -309,49 +309,6 @@ async def test_concurrent_first_uses_share_the_outage(
         await directory.resolve(key)
 
 
-async def test_refresh_in_flight_does_not_bring_back_a_dropped_entry(
-        store: KeyStore, database: Database) -> None:
-    """A refresh re-reading while changed() runs leaves the change's drop in place."""
-    record, key = await store.create_key(KeyCreate(name="k"))
-    _, other = await store.create_key(KeyCreate(name="other"))
-    directory = KeyDirectory(store, None)
-    await directory.resolve(key)
-    await directory.resolve(other)
-    locker = await asyncpg.connect(database.url)
-    try:
-        transaction = locker.transaction()
-        await transaction.start()
-        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        with Rereads(store, [hash_key(key), hash_key(other)]) as rereads:
-            refreshing = asyncio.create_task(directory.refresh())  # the first: every key
-            await asyncio.wait_for(rereads.began.wait(), 5)  # its re-read waits on the lock
-            await directory.changed(key_id=record.id)
-            await transaction.rollback()
-            await refreshing
-    finally:
-        await locker.close()
-    assert directory.cached(hash_key(key)) is None
-
-
-async def test_started_directory_refreshes_by_itself(store: KeyStore) -> None:
-    """start() runs the periodic refresh: a change made behind its back arrives."""
-    record, key = await store.create_key(KeyCreate(name="k", rpm=1))
-    directory = KeyDirectory(store, None, refresh_s=0.05)
-    await directory.resolve(key)
-    await directory.start()
-    try:
-        async with store.engine.begin() as conn:
-            await conn.execute(update(ApiKey).where(ApiKey.id == record.id).values(rpm=2))
-
-        def refreshed() -> bool:
-            entry = directory.cached(hash_key(key))
-            return entry is not None and entry.key.rpm == 2
-
-        assert await eventually(refreshed, within=10)
-    finally:
-        await directory.aclose()
-
-
 class Rereads:
     """The key hashes each ``api_keys`` query of a store's engine asked for, query by query."""
 
@@ -374,6 +331,56 @@ class Rereads:
             values = parameters if isinstance(parameters, (list, tuple)) else ()
             self.queries.append({v for v in values if v in self.hashes})
             self.began.set()
+
+
+async def refresh_overtaken(directory: KeyDirectory, store: KeyStore, database: Database,
+                            keys: list[str], key_id: str) -> None:
+    """A refresh whose re-read of ``keys`` waits on a lock of ``api_keys`` while
+    ``changed(key_id)`` runs."""
+    locker = await asyncpg.connect(database.url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        with Rereads(store, [hash_key(key) for key in keys]) as rereads:
+            refreshing = asyncio.create_task(directory.refresh())
+            await asyncio.wait_for(rereads.began.wait(), 5)  # its re-read waits on the lock
+            await directory.changed(key_id=key_id)
+            await transaction.rollback()
+            await refreshing
+    finally:
+        await locker.close()
+
+
+async def test_refresh_in_flight_does_not_bring_back_a_dropped_entry(
+        store: KeyStore, database: Database) -> None:
+    """A refresh re-reading while changed() runs leaves the change's drop in place."""
+    record, key = await store.create_key(KeyCreate(name="k"))
+    _, other = await store.create_key(KeyCreate(name="other"))
+    directory = KeyDirectory(store, None)
+    await directory.resolve(key)
+    await directory.resolve(other)
+    await refresh_overtaken(directory, store, database, [key, other], record.id)  # the first
+    assert directory.cached(hash_key(key)) is None
+
+
+async def test_started_directory_refreshes_by_itself(store: KeyStore) -> None:
+    """start() runs the periodic refresh: a change made behind its back arrives."""
+    record, key = await store.create_key(KeyCreate(name="k", rpm=1))
+    directory = KeyDirectory(store, None, refresh_s=0.05)
+    await directory.resolve(key)
+    await directory.start()
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(update(ApiKey).where(ApiKey.id == record.id).values(rpm=2))
+
+        def refreshed() -> bool:
+            entry = directory.cached(hash_key(key))
+            return entry is not None and entry.key.rpm == 2
+
+        assert await eventually(refreshed, within=10)
+    finally:
+        await directory.aclose()
 
 
 async def test_refresh_rereads_only_the_changed_keys(store: KeyStore) -> None:
@@ -450,19 +457,7 @@ async def test_a_change_during_a_refresh_leaves_no_stale_entry(
     await directory.refresh()
     await store.update_key(first.id, KeyUpdate(rpm=2))
     await store.update_key(second.id, KeyUpdate(rpm=2))
-    locker = await asyncpg.connect(database.url)
-    try:
-        transaction = locker.transaction()
-        await transaction.start()
-        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        with Rereads(store, [hash_key(first_key), hash_key(second_key)]) as rereads:
-            refreshing = asyncio.create_task(directory.refresh())
-            await asyncio.wait_for(rereads.began.wait(), 5)  # its re-read waits on the lock
-            await directory.changed(key_id=first.id)
-            await transaction.rollback()
-            await refreshing
-    finally:
-        await locker.close()
+    await refresh_overtaken(directory, store, database, [first_key, second_key], first.id)
     assert directory.cached(hash_key(second_key)) is None
     entry = await directory.resolve(second_key)
     assert entry is not None and entry.key.rpm == 2
