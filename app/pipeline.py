@@ -49,8 +49,9 @@ Glossary (the names the code uses):
 - *bucket*, *admission*, *settle*, *limiter*: the limits a call is charged to, charging them
   before it runs (``app.stages.admit.Admit``), correcting them when it ends (``Account``), and
   what keeps the counters (``app.limits``); an *admission credit* is a few requests charged
-  ahead, admitted by the process on its own, and *budget news* the pub/sub message on which
-  processes give back the credits of callers with a budget (``app.limits.model``).
+  ahead, admitted by the process on its own, its *tally* what its calls spent and used, settled
+  as one when it ends, and *budget news* the pub/sub message on which processes give back the
+  credits of callers with a budget (``app.limits.model``).
 """
 
 from __future__ import annotations

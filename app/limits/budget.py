@@ -4,18 +4,24 @@ proves was spent, for the current UTC day, month and all time, per virtual key a
 Each counter is set to ``max(counter, log)`` by a Lua script (``scripts.RAISE``): a reconcile
 never lowers a counter (spend the log has not seen yet, calls still in flight or in the writer's
 queue, stays counted) and never adds twice (running it again changes nothing). A reconcile that
-raised a counter some budget reads (a key's or team's with a budget, for its budget's period)
-publishes budget news (``app.limits.redis.news_channel``): every gateway then gives back the
-admission credits of its callers with a budget. The other counters (the periods no budget
-uses: settles add to none of them) are raised too, but without news: they fall behind the log
-between reconciles by design, and news for them ended every credit of the fleet at every
-reconcile. The log's sums come from its spend ledger (``spend_days``, ``app.db.ledger``): the
-database adds every call row's cost to its key's and team's day as the row is inserted, so a
-reconcile reads a row per key, team and day instead of scanning the log (it did: in every
-gateway process every minute, over all of the log for ``total``); each reconcile first folds the
-days of closed months into one row per month (``fold_ledger``), so that read grows by a row per
-key and team a month. A key's counters carry its
-team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
+raised a counter some budget reads (a key's or team's with a budget, for its budget's period) to
+half that budget or more publishes budget news (``app.limits.redis.news_channel``): every
+gateway then gives back the admission credits of its callers with a budget. Below half, a raise
+leaves the credits be: they were granted on a counter under half, which it still is
+(``app.limits.model``). The other counters (the periods no budget uses: settles add to none of
+them) are raised too, but without news: they fall behind the log between reconciles by design,
+and news for them, or for every raise, ended every credit of the fleet at every reconcile (a
+credit's calls settle when it ends, so the log is often ahead of a counter by them). A raise
+can count such a call twice, when its credit's tally arrives after the reconcile read the log:
+a counter then runs ahead of the log by at most what the credits held (each at most 1/256 of
+the budget, ``app.limits.redis.CREDIT_SHARE``), on the safe side, and a later reconcile does
+not raise it again until the log has caught up. The log's sums come from its spend ledger
+(``spend_days``, ``app.db.ledger``): the database adds every call row's cost to its key's and
+team's day as the row is inserted, so a reconcile reads a row per key, team and day instead of
+scanning the log (it did: in every gateway process every minute, over all of the log for
+``total``); each reconcile first folds the days of closed months into one row per month
+(``fold_ledger``), so that read grows by a row per key and team a month. A key's counters carry
+its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
 each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
 down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
 behind the log for rounding alone). Gateways sharing a Redis take turns (``reconcile_in_turn``).
@@ -40,7 +46,7 @@ from app.db.ledger import any_to_fold, fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
-from app.limits.model import MICRO, Period, Scope, period_name, period_start
+from app.limits.model import MICRO, Period, Scope, micro_usd, period_name, period_start
 from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
 log = logging.getLogger("switchboard.limits")
@@ -128,7 +134,7 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     await fold_ledger(engine, now=moment)
     spent = await log_spend(engine, now=moment)
-    read = await _budgeted(engine)
+    budgets = await _budgets(engine)
     raised = 0
     news = False
     sha = scripts.sha1(scripts.RAISE)
@@ -148,7 +154,8 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
             for position in positions:
                 s = counters[int(position) - 1]
                 raised += 1
-                news = news or (s.scope, s.id, s.period) in read
+                budget = budgets.get((s.scope, s.id, s.period))
+                news = news or (budget is not None and s.micro_usd * 2 >= budget)
     if news:  # a credit granted before the raise must not outlive it
         await redis.publish(news_channel(prefix), "raised")
     return raised
@@ -182,16 +189,18 @@ async def reconcile_in_turn(engine: AsyncEngine, redis: aioredis.Redis, *, prefi
         raise
 
 
-async def _budgeted(engine: AsyncEngine) -> set[tuple[Scope, str, Period]]:
-    """The counters admissions read: (scope, id, budget period) of every key and team with a
-    budget."""
+async def _budgets(engine: AsyncEngine) -> dict[tuple[Scope, str, Period], int]:
+    """The counters admissions read, (scope, id, budget period) of every key and team with a
+    budget, and each one's budget in micro-dollars."""
     async with engine.connect() as conn:
-        keys = (await conn.execute(select(ApiKey.id, ApiKey.budget_period)
+        keys = (await conn.execute(select(ApiKey.id, ApiKey.budget_period, ApiKey.budget_usd)
                                    .where(ApiKey.budget_usd.is_not(None)))).all()
-        teams = (await conn.execute(select(Team.id, Team.budget_period)
+        teams = (await conn.execute(select(Team.id, Team.budget_period, Team.budget_usd)
                                     .where(Team.budget_usd.is_not(None)))).all()
-    return ({("key", id, cast(Period, period)) for id, period in keys}
-            | {("team", id, cast(Period, period)) for id, period in teams})
+    return ({("key", id, cast(Period, period)): micro_usd(float(budget or 0))
+             for id, period, budget in keys}
+            | {("team", id, cast(Period, period)): micro_usd(float(budget or 0))
+               for id, period, budget in teams})
 
 
 async def _sums(engine: AsyncEngine, starts: list[datetime | None],

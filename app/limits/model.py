@@ -31,21 +31,42 @@ Credits and budgets: a credit's calls do not see the spend, so a caller with a b
 one only while its spend is under half of every budget it has, and only by a process that
 follows the budget news (``app.limits.redis.news_channel``, Redis pub/sub). The settle that takes
 a spend counter from under half its budget to half or more publishes news, and so does a
-reconcile that raised a counter some budget reads (``app.limits.budget``); every process then
-gives back the credits of all its callers with a budget, and drops a grant that arrives after
-news it heard since asking for it (the grant may have been decided before the news). A process
-whose subscription is down neither grants nor uses such credits. So a credited call is admitted
-while its caller's spend is under half the budget, or in the moment the news takes to arrive;
-for it to add to the overshoot below, the spend would have to go from half the budget to all of
-it within that moment, which only calls already in flight can do.
+reconcile that raised a counter some budget reads to half that budget or more
+(``app.limits.budget``); every process then gives back the credits of all its callers with a
+budget, and drops a grant that arrives after news it heard since asking for it (the grant may
+have been decided before the news). A process whose subscription is down neither grants nor
+uses such credits. So a credited call is admitted while its caller's spend is under half the
+budget, or in the moment the news takes to arrive; for it to add to the overshoot below, the
+spend would have to go from half the budget to all of it within that moment, which only calls
+already in flight can do.
+
+Tallies: a credit's calls are not settled one by one. Each adds its spend and its token
+correction to the credit's tally, which is settled as one call when the credit ends (used up,
+run out, renewed, given back on budget news or at shutdown). Two bounds keep this safe:
+- a call that used more tokens than its estimate settles on its own, at once, so a TPM window
+  never counts less than was used (a tally only gives tokens back, a little later);
+- the tallies of one process hold at most 1/256 of each budget between them
+  (``app.limits.redis.CREDIT_SHARE``; a team's budget is held by the credits of all its keys):
+  the call that takes a budget's held spend past that settles every tally holding some of it.
+So while a caller's spend is under half its budget, the counter may lag the spend by what the
+tallies hold, at most 1/256 of the budget per process. When the counter reaches half, the news
+ends every credit of the caller, settling the tallies, and from then on its calls are settled
+one by one (no credits past half). The overshoot below is therefore unchanged as long as fewer
+than 128 processes hold credits for one budget: the spend is then still under the budget when
+its counter reaches half.
+A process that dies loses its tallies: the next reconcile restores their spend from the call
+log, and their tokens age out of the window.
 
 Budgets: spend is counted in integer micro-dollars (each call's cost rounded up,
 ``spent_micro_usd``) per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
 budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
-with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``), so the
-overshoot past a budget is at most the cost of the calls admitted before the counter reached
-it: those still in flight then, and those whose spend was on its way (credits: above).
+with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``; a credit's
+calls with its tally, above), so the overshoot past a budget is at most the cost of the calls
+admitted before the counter reached it: those still in flight then, and those whose spend was on
+its way (credits and tallies: above). A tally settled just after a period ends counts towards
+the next one (a ``day`` or ``month`` budget may then start with up to 1/256 of itself per process
+spent).
 """
 
 from __future__ import annotations

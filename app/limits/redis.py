@@ -22,9 +22,10 @@ is sent at once; those that arrive while it is out wait for its answer and then 
 the next (one EVALSHA each, one write on the limiter's own connection, ``app.limits.resp``). At a
 few calls a second each admission goes alone and waits for nothing; under load the batches grow
 with the load. A caller with a credit (``app.limits.model``) is admitted without a round trip
-until it is spent or ends; what is left of it goes back like a settle. A call admitted in a
-credit's last ``RENEW_S``, or leaving a quarter of it, asks for the next credit without
-waiting: a credit-only ADMIT queued with the settles, whose answer replaces the credit. Only
+until it is spent or ends; what is left of it goes back like a settle, after its tally (its
+calls' spend and token corrections, summed: one settle a credit, not one a call). A call
+admitted in a credit's last ``RENEW_S``, or leaving a quarter of it, asks for the next credit
+without waiting: a credit-only ADMIT queued with the settles, whose answer replaces the credit. Only
 one admission or renewal of a caller at a time asks for a credit (its concurrent calls go to
 Redis without asking). Each round trip takes along the settles (credit returns and renewals
 too) queued so far; settles with no admission to ride on go on their own after
@@ -117,7 +118,9 @@ the next one without waiting: the ask rides with the settles (a credit-only ADMI
 caller that calls at least this often (each of 1,000 keys does at 200 requests a second) then
 never waits for Redis after its first call, nor does a busy one that spends its credits."""
 CREDIT_SHARE = 256
-"""A credit is at most this fraction (1/CREDIT_SHARE) of each of its buckets' limits."""
+"""A credit is at most this fraction (1/CREDIT_SHARE) of each of its buckets' limits; the
+tallies of a process (what its credits' calls spent, not yet settled) hold at most this fraction
+of each budget together: past that, every tally holding that budget's spend is settled."""
 MAX_SETTLES_IN_FLIGHT = 64
 """Settle batches waiting on Redis at once; past this, new settles are dropped (and logged)."""
 DOWN_FOR_S = 1.0
@@ -214,6 +217,8 @@ class RedisLimiter:
         a credit."""
         self._renewing: dict[int, _Renewal] = {}
         """The renewals queued or on their way, by the identity of their call."""
+        self._held: dict[str, int] = {}
+        """Micro-dollars the tallies hold, per bucket with a budget (``_Prepared.caps``)."""
         self._flushes = 0
         """How many times ``flush`` gave every credit back: a renewal asked for before the
         last is given back when granted."""
@@ -328,17 +333,64 @@ class RedisLimiter:
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
                *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Queue a TPM correction and the spend of one call; sent with the next admission, or
-        on its own within ``SETTLE_DELAY_S``."""
+        on its own within ``SETTLE_DELAY_S``. A call of the caller's credit (``slot`` is the
+        credit's) that used no more tokens than its estimate, or has no TPM limit, is added to
+        the credit's tally instead (``app.limits.model``)."""
         cost = spent_micro_usd(cost_usd)
         delta = used - reserved
-        if not buckets or (cost <= 0 and (delta == 0 or all(b.tpm is None for b in buckets))):
+        if not buckets or (cost <= 0 and delta == 0):
             return
+        held = self._credits.get(id(buckets))
+        if held is not None and held.slot == slot and held.known.buckets is buckets and (
+                delta <= 0 or held.known.credit_tokens is None):
+            held.spent += cost
+            held.over += delta
+            if cost > 0 and held.known.caps:
+                self._hold(held.known.caps, cost)
+            return
+        if cost <= 0 and all(b.tpm is None for b in buckets):
+            return
+        self._queue_settle(buckets, delta, cost, slot,
+                           -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)))
+
+    def _hold(self, caps: tuple[tuple[str, int], ...], cost: int) -> None:
+        """Count ``cost`` as held by this process's tallies for each budgeted bucket; a bucket
+        past its cap has every tally that holds its spend settled."""
+        held = self._held
+        full: list[str] = []
+        for name, cap in caps:
+            total = held.get(name, 0) + cost
+            held[name] = total
+            if total > cap:
+                full.append(name)
+        for name in full:
+            for credit in list(self._credits.values()):
+                if credit.spent > 0 and any(n == name for n, _ in credit.known.caps):
+                    self._send_tally(credit)
+
+    def _queue_settle(self, buckets: Sequence[Bucket], delta: int, cost: int, slot: int | None,
+                      elapsed_ms: int) -> None:
         now = self._now()
         known = self._prepared(buckets, now)
         body = known.settle_keys + bulk(b"%d,%d,%d,%d,%d%s" % (
-            self._now_ms(now), delta, -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)),
-            max(0, cost), -1 if slot is None else slot, known.settle_args)) + self._channel
+            self._now_ms(now), delta, elapsed_ms, max(0, cost), -1 if slot is None else slot,
+            known.settle_args)) + self._channel
         self._queue((scripts.SETTLE, known.settle_size, body))
+
+    def _send_tally(self, credit: _Credit) -> None:
+        """Queue the settle of what ``credit``'s calls used and spent so far (one SETTLE of
+        their sums, to the credit's slot), and start its tally anew."""
+        if credit.spent > 0 or credit.over != 0:
+            self._queue_settle(credit.known.buckets, credit.over, credit.spent, credit.slot, -1)
+        if credit.spent > 0:
+            held = self._held
+            for name, _ in credit.known.caps:
+                left = held.get(name, 0) - credit.spent
+                if left > 0:
+                    held[name] = left
+                else:
+                    held.pop(name, None)
+        credit.spent = credit.over = 0
 
     def _queue(self, call: _Call) -> bool:
         """Queue a settle, a credit's return or a renewal: sent with the next admission, or on
@@ -401,10 +453,11 @@ class RedisLimiter:
             self._sweeper = asyncio.get_running_loop().call_later(CREDIT_S, self._sweep)
 
     def _release(self, credit: _Credit) -> None:
-        """Forget ``credit`` and give back what is left of it."""
+        """Forget ``credit``, settle its tally and give back what is left of it."""
         key = id(credit.known.buckets)
         if self._credits.get(key) is credit:
             del self._credits[key]
+        self._send_tally(credit)
         if credit.requests > 0 or credit.tokens > 0:
             self._queue((scripts.RELEASE, credit.known.release_size, credit.known.release_keys
                          + bulk(b"%d,%d,%d" % (credit.slot, max(0, credit.requests),
@@ -670,7 +723,9 @@ class RedisLimiter:
             budgeted=budgeted, credit_requests=min(
                 [CREDIT_MAX] + [b.rpm // CREDIT_SHARE for b in buckets if b.rpm is not None]),
             credit_tokens=min((b.tpm // CREDIT_SHARE for b in buckets if b.tpm is not None),
-                              default=None))
+                              default=None),
+            caps=tuple((f"{b.scope}:{b.id}", micro_usd(b.budget_usd) // CREDIT_SHARE)
+                       for b in buckets if b.budget_usd is not None))
         if isinstance(buckets, tuple):  # a list may change in place: built anew each time
             self._calls[id(buckets)] = known
         return known
@@ -704,8 +759,8 @@ class _Credit:
     """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
     process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
 
-    __slots__ = ("decision", "known", "renew_below", "renewing", "requests", "slot", "tokens",
-                 "until")
+    __slots__ = ("decision", "known", "over", "renew_below", "renewing", "requests", "slot",
+                 "spent", "tokens", "until")
 
     def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
                  decision: _CreditDecision) -> None:
@@ -720,6 +775,12 @@ class _Credit:
         """Its renewal was asked for (``RENEW_S``): once per credit."""
         self.renew_below = requests // 4
         """Its renewal is asked for when no more requests than this are left."""
+        self.spent = 0
+        """The tally: micro-dollars its calls spent, not yet settled."""
+        self.over = 0
+        """The tally: tokens its calls used beyond their estimates, summed (never positive
+        while the caller has a TPM limit: a call that used more settles on its own), not yet
+        settled."""
 
 
 class _CreditDecision(Decision):
@@ -833,6 +894,9 @@ class _Prepared:
     credit_tokens: int | None
     """The most tokens a credit may hold: ``1/CREDIT_SHARE`` of the smallest TPM limit
     (``None``: no TPM limit)."""
+    caps: tuple[tuple[str, int], ...]
+    """Per bucket with a budget, its name (``scope:id``) and the most micro-dollars of its spend
+    this process's tallies may hold together: ``1/CREDIT_SHARE`` of its budget."""
 
     def admit_call(self, now_ms: int, tokens: int, asked: int, *, charge: bool = True) -> _Call:
         """An ADMIT of one call of ``tokens`` asking for a credit of ``asked`` requests (0:

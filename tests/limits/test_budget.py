@@ -151,6 +151,38 @@ async def test_a_reconcile_that_raises_spend_ends_the_budget_credits(
         await news.aclose()
 
 
+async def test_a_raise_below_half_the_budget_leaves_the_credits(
+        engine: AsyncEngine, redis: aioredis.Redis, resp: RespClient, prefix: str) -> None:
+    """A reconcile that raises a key's counter to $4 of its $10 publishes no news: the credit,
+    granted on a counter under half the budget, still stands (it still is), and the key's next
+    calls are admitted from it without asking Redis."""
+    k, _ = await budgeted_key(engine)
+    await log_calls(engine, (k, None, "4.00", datetime.now(UTC)))
+    news = aioredis.Redis(host="127.0.0.1", port=6379)
+    limiter = RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+                           prefix=prefix, credits=True, news=news)
+    key = (Bucket("key", k, 2560, None, 10.0),)
+    window = f"{prefix}:rl:{{{k}}}:key:{k}:req"
+    listener = redis.pubsub()
+    await listener.subscribe(news_channel(prefix))
+    try:
+        assert (await listener.get_message(timeout=5) or {}).get("type") == "subscribe"
+        await limiter.start()
+        await asyncio.wait_for(limiter.hearing.wait(), 5)
+        assert (await limiter.admit(key, 0)).admitted  # and a credit of 10
+        assert await reconcile(engine, redis, prefix=prefix) > 0
+        month = f"month:{datetime.now(UTC):%Y-%m}"
+        assert await redis.get(counter(prefix, k, "key", k, month)) == b"4000000"
+        assert await listener.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+        for _ in range(2):
+            assert (await limiter.admit(key, 0)).admitted
+        assert sum(map(int, (await redis.hgetall(window)).values())) == 11  # from the credit
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2
+        await limiter.aclose()
+        await news.aclose()
+
+
 async def test_a_restarted_in_process_limiter_gets_its_spend_back(engine: AsyncEngine) -> None:
     """Without Redis, a new process's budgets start from the call log, not from zero; a key's
     spend under two teams adds up; counters ahead of the log stay; a second run changes

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter, scripts
 from app.limits.headers import go_duration
-from app.limits.redis import CREDIT_S, RENEW_S
+from app.limits.model import period_name
+from app.limits.redis import CREDIT_S, RENEW_S, SETTLE_DELAY_S, news_channel
 from app.limits.resp import Answer, RespClient
 from tests.limits.clock import Clock
 from tests.limits.conftest import heard
@@ -345,6 +348,123 @@ async def test_a_credited_call_settles_its_tokens_in_the_credits_slot(
     await limiter.flush()  # the settle gives 60 back to that slot, the credit's return 900
     window = await redis.hgetall(f"{prefix}:rl:{{k}}:key:k:tok")
     assert window[str(credit.slot).encode()] == b"40"  # what the credited call really used
+
+
+async def test_a_credits_calls_settle_as_one_tally_when_it_ends(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """The calls a credit admits add their spend and token corrections to its tally, which
+    goes to Redis as one settle when the credit ends; nothing is sent per call meanwhile."""
+    key = (Bucket("key", "k", 2560, 256_000, 100.0),)  # credits of 10; tallies hold $0.39
+    spend, tokens = f"{prefix}:spend:{{k}}:key:k:", f"{prefix}:rl:{{k}}:key:k:tok"
+    async with tallying(prefix) as (limiter, client, clock):
+        spend += month(clock)
+        await limiter.admit(key, 100)  # from Redis, with a credit of 10 x 100 tokens
+        calls = [await limiter.admit(key, 100) for _ in range(3)]
+        slot = calls[0].slot
+        assert slot == int(clock.t) + CREDIT_S and client.round_trips == [1]
+        for used, decision in zip((40, 70, 90), calls, strict=True):
+            limiter.settle(key, 100, used, 0.01, elapsed_s=0.5, slot=decision.slot)
+        await asyncio.sleep(4 * SETTLE_DELAY_S)
+        assert client.round_trips == [1]  # held: no settle went on its own
+        assert await redis.get(spend) is None
+        await limiter.flush()  # the credit ends: its tally, then its return
+        assert client.round_trips == [1, 2]
+        assert await redis.get(spend) == b"30000"  # 3 x $0.01
+        # the slot keeps what the three calls used (200 tokens), the rest came back
+        assert (await redis.hgetall(tokens))[str(slot).encode()] == b"200"
+
+
+async def test_tallies_hold_at_most_a_256th_of_a_budget_together(redis: aioredis.Redis,
+                                                                 prefix: str) -> None:
+    """The tallies of one process hold at most 1/256 of each budget between them (here the
+    credits of two keys of one team): the call that takes a budget's held spend past that
+    settles every tally holding some of it. A call that used more tokens than its estimate
+    settles on its own, at once (a TPM window never counts less than was used)."""
+    team = Bucket("team", "t", 2560, None, 2.56)  # tallies may hold $0.01 of it (10,000 micro)
+    a = (Bucket("key", "a", 2560, 256_000, 100.0, team="t"), team)
+    b = (Bucket("key", "b", 2560, 256_000, 100.0, team="t"), team)
+    spend = {name: f"{prefix}:spend:{{t}}:{name}:" for name in ("team:t", "key:a", "key:b")}
+    async with tallying(prefix) as (limiter, _, clock):
+        spend = {name: counter + month(clock) for name, counter in spend.items()}
+        calls = {}
+        for key in (a, b):
+            await limiter.admit(key, 10)  # charges 10 tokens to this second, and a credit
+            calls[key] = await limiter.admit(key, 10)
+            assert calls[key].slot == int(clock.t) + CREDIT_S
+        limiter.settle(a, 10, 10, 0.004, slot=calls[a].slot)
+        limiter.settle(b, 10, 8, 0.004, slot=calls[b].slot)  # $0.008 of the team's: held
+        await asyncio.sleep(4 * SETTLE_DELAY_S)
+        assert [await redis.get(counter) for counter in spend.values()] == [None] * 3
+        limiter.settle(a, 10, 10, 0.004, slot=calls[a].slot)  # $0.012: both tallies settle
+        await until(lambda: redis.mget(list(spend.values())), [b"12000", b"8000", b"4000"])
+        tokens = f"{prefix}:rl:{{t}}:key:a:tok"
+        limiter.settle(a, 10, 25, 0.0, slot=calls[a].slot)  # 15 over its estimate
+        await until(lambda: redis.hget(tokens, str(int(clock.t))), b"25")
+
+
+async def test_budget_news_settles_the_tallies(redis: aioredis.Redis, prefix: str) -> None:
+    """Budget news ends the credits of callers with a budget, and with them their tallies:
+    once a counter nears its budget, every process's held spend is in it."""
+    key = (Bucket("key", "k", 2560, None, 10.0),)  # a tally holds up to $0.039
+    spend = f"{prefix}:spend:{{k}}:key:k:"
+    async with tallying(prefix) as (limiter, _, clock):
+        spend += month(clock)
+        await limiter.admit(key, 0)
+        for _ in range(3):
+            limiter.settle(key, 0, 0, 0.01, slot=(await limiter.admit(key, 0)).slot)
+        await asyncio.sleep(4 * SETTLE_DELAY_S)
+        assert await redis.get(spend) is None
+        at = clock.t
+        clock.t += 0.001
+        await redis.publish(news_channel(prefix), "half")
+        await heard(limiter, at)
+        await until(lambda: redis.get(spend), b"30000")
+
+
+async def test_a_call_whose_credit_ended_settles_on_its_own(redis: aioredis.Redis,
+                                                            prefix: str) -> None:
+    """A call still running when its credit ended is not added to a tally that was settled
+    already: its settle goes alone, as any call's."""
+    key = (Bucket("key", "k", 2560, None, 100.0),)
+    spend = f"{prefix}:spend:{{k}}:key:k:"
+    async with tallying(prefix) as (limiter, _, clock):
+        spend += month(clock)
+        await limiter.admit(key, 0)
+        running = await limiter.admit(key, 0)
+        assert running.slot == int(clock.t) + CREDIT_S  # from the credit
+        await limiter.flush()  # the credit ends meanwhile
+        limiter.settle(key, 0, 0, 0.02, slot=running.slot)
+        await until(lambda: redis.get(spend), b"20000")
+
+
+@contextlib.asynccontextmanager
+async def tallying(prefix: str) -> AsyncIterator[tuple[RedisLimiter, CountingClient, Clock]]:
+    """A limiter granting credits to callers with a budget (it follows the budget news), its
+    round trips counted from after it started."""
+    clock, client = Clock(), CountingClient()
+    news = aioredis.Redis(host="127.0.0.1", port=6379)
+    limiter = await started(following(client, news, prefix, clock), clock)
+    client.round_trips.clear()  # loading the scripts
+    try:
+        yield limiter, client, clock
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        await news.aclose()
+
+
+def month(clock: Clock) -> str:
+    """The name of the spend counters' month at ``clock`` (``period_name``)."""
+    return period_name("month", datetime.fromtimestamp(clock.t, UTC))
+
+
+async def until(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    """Wait (up to 2 s) for ``read()`` to return ``expected``."""
+    for _ in range(200):
+        if await read() == expected:
+            return
+        await asyncio.sleep(0.01)
+    assert await read() == expected
 
 
 async def window_becomes(redis: aioredis.Redis, key: str, expected: dict[int, int]) -> None:
