@@ -162,6 +162,34 @@ async def test_changed_drops_a_key_or_a_team(store: KeyStore) -> None:
     assert [directory.cached(hash_key(k)) is None for k in (a, b, c)] == [True, True, False]
 
 
+async def test_a_key_that_moved_team_is_dropped_with_its_new_team(store: KeyStore) -> None:
+    """A cached key moved to another team behind the directory's back is found by its new
+    team at the next refresh (and no longer by its old one); entries the bound evicts leave
+    nothing behind (the directory indexes entries by key and team id: private state read)."""
+    old, new = [await store.create_team(TeamCreate(name=n)) for n in ("old", "new")]
+    record, key = await store.create_key(KeyCreate(name="k", team_id=old.id))
+    directory = KeyDirectory(store, None, max_entries=3)
+    await directory.resolve(key)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(ApiKey).where(ApiKey.id == record.id).values(team_id=new.id))
+    await directory.refresh()
+    entry = directory.cached(hash_key(key))
+    assert entry is not None and entry.key.team_id == new.id
+    directory.drop(team_id=old.id)
+    assert directory.cached(hash_key(key)) is entry
+    directory.drop(team_id=new.id)
+    assert directory.cached(hash_key(key)) is None
+    others = [(await store.create_key(KeyCreate(name=f"o{i}", team_id=old.id)))[1]
+              for i in range(5)]
+    for other in others:
+        await directory.resolve(other)
+    assert len(directory) == 3
+    assert sum(map(len, directory._by_team.values())) == 3
+    assert sum(map(len, directory._by_key.values())) == 3
+    directory.drop(team_id=old.id)
+    assert len(directory) == 0 and not directory._by_team and not directory._by_key
+
+
 async def test_refresh_heals_a_missed_change(store: KeyStore) -> None:
     """A change made without changed() reaches the cache at the next refresh; a deleted or
     rotated key leaves it; an unchanged entry stays the same object."""
