@@ -13,8 +13,8 @@ them) are raised too, but without news: they fall behind the log between reconci
 and news for them, or for every raise, ended every credit of the fleet at every reconcile (a
 credit's calls settle when it ends, so the log is often ahead of a counter by them). A raise
 can count such a call twice, when its credit's tally arrives after the reconcile read the log:
-a counter then runs ahead of the log by at most what the credits held (each at most 1/256 of
-the budget, ``app.limits.redis.CREDIT_SHARE``), on the safe side, and a later reconcile does
+a counter then runs ahead of the log by at most what the tallies held (a process's at most 1/256
+of the budget, ``app.limits.redis.CREDIT_SHARE``), on the safe side, and a later reconcile does
 not raise it again until the log has caught up. The log's sums come from its spend ledger
 (``spend_days``, ``app.db.ledger``): the database adds every call row's cost to its key's and
 team's day as the row is inserted, so a reconcile reads a row per key, team and day instead of
