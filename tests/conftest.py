@@ -24,8 +24,8 @@ from tests.servers import serve
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile ``app`` to bytecode once, before the tests start their gateway processes
     (``switchboard serve``, hundreds of them): where the environment sets
-    ``PYTHONDONTWRITEBYTECODE`` (the development machines' does), each start otherwise compiled all of ``app`` again,
-    ~0.5 s of its ~2 s import."""
+    ``PYTHONDONTWRITEBYTECODE`` (the development machines' does), each start otherwise
+    compiled all of ``app`` again, ~0.5 s of its ~2 s import."""
     compileall.compile_dir(Path(__file__).resolve().parent.parent / "app", quiet=1)
 
 
