@@ -404,8 +404,8 @@ async def test_tallies_hold_at_most_a_256th_of_a_budget_together(redis: aioredis
 
 async def test_budget_news_settles_the_tallies(redis: aioredis.Redis, prefix: str) -> None:
     """Budget news ends the credits of callers with a budget, and with them their tallies:
-    once a counter nears its budget, every process's held spend is in it."""
-    key = (Bucket("key", "k", 2560, None, 10.0),)  # a tally holds up to $0.039
+    once a counter reaches half its budget, every process's held spend is in it."""
+    key = (Bucket("key", "k", 2560, None, 10.0),)  # its tallies hold up to $0.039
     spend = f"{prefix}:spend:{{k}}:key:k:"
     async with tallying(prefix) as (limiter, _, clock):
         spend += month(clock)
