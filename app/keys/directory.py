@@ -203,10 +203,10 @@ class KeyDirectory:
 
     def _matching(self, key_ids: Iterable[str], team_ids: Iterable[str]) -> list[str]:
         """The hashes of the cached entries of these keys and of these teams' keys."""
-        found: dict[str, None] = {}
+        found: set[str] = set()
         for index, ids in ((self._by_key, key_ids), (self._by_team, team_ids)):
             for id in ids:
-                found.update(dict.fromkeys(index.get(id, ())))
+                found.update(index.get(id, ()))
         return list(found)
 
     # ---- invalidation

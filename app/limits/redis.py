@@ -52,8 +52,8 @@ reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped an
 (rate-limited): the reconcile restores the spend they carried.
 
 (Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, and the
-credits that spare round trips with the budget news that ends them, is one mechanism;
-``app.limits.resp`` is the wire, ``app.limits.model`` the maths.)
+credits that spare round trips, their tallies and the budget news that ends them, is one
+mechanism; ``app.limits.resp`` is the wire, ``app.limits.model`` the maths.)
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ class RedisLimiter:
             if total > cap:
                 full.append(name)
         for name in full:
-            for credit in list(self._credits.values()):
+            for credit in self._credits.values():  # settling a tally leaves it in place
                 if credit.spent > 0 and any(n == name for n, _ in credit.known.caps):
                     self._send_tally(credit)
 
