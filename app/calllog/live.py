@@ -19,12 +19,13 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
 - ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made
   with a virtual key (``key_id`` set) and with a key of a team (``team_id`` set); ids, never
   keys. Rows without them add to neither. With ``ids_every_s`` (the gateway uses
-  ``IDS_EVERY_S``), these are summed in the process and added to Redis about that many seconds
-  after a counter's first row (a slice of the due counters rides with each batch, so no batch
-  holds Redis for long; ``publish(everything=True)`` adds all, at shutdown): a busy gateway's
-  batches each name most of its keys, and adding every key's and team's counter with every
-  batch cost ~5 us of CPU a call (bench/README.md). A process that dies loses what it held,
-  as a Redis outage loses increments.
+  ``IDS_EVERY_S``), these are summed in the process, by day, key and team (one sum for both
+  counters of a row), and added to Redis about that many seconds after the sum's first row (a
+  slice of the due counters rides with each batch, so no batch holds Redis for long;
+  ``publish(everything=True)`` adds all, at shutdown): a busy gateway's batches each name most
+  of its keys, and adding every key's and team's counter with every batch cost ~5 us of CPU a
+  call (bench/README.md). A process that dies loses what it held, as a Redis outage loses
+  increments.
 
 Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
 to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin, and key and team
@@ -37,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -77,6 +78,8 @@ _DUE_PER_BATCH = 256
 """Held counters added with one batch at most, besides two per row of the batch (so that the
 held ones drain as fast as rows name new ones)."""
 _NO_MODEL = "-"
+_K = TypeVar("_K", str, tuple[str, Any, Any])
+"""What sums are kept by: a counter's name, or a held sum's day prefix, key id and team id."""
 _MODEL_CAP = TEXT_CAPS["public_model"]
 
 
@@ -117,7 +120,7 @@ def _counted_model(row: Row) -> str:
     return bound_text(model, _MODEL_CAP)
 
 
-def _add(sums: dict[str, list[Any]], key: str, prompt: int, completion: int, error: int,
+def _add(sums: dict[_K, list[Any]], key: _K, prompt: int, completion: int, error: int,
          cost: float) -> bool:
     """Add one row's numbers to ``key``'s sums; True when ``key`` was not there yet."""
     counted = sums.get(key)
@@ -130,6 +133,17 @@ def _add(sums: dict[str, list[Any]], key: str, prompt: int, completion: int, err
     counted[3] += error
     counted[4] += cost
     return False
+
+
+def _id_counters(base: str, key_id: Any, team_id: Any) -> list[str]:
+    """The names of the key and team counters a row of ``key_id`` and ``team_id`` adds to (none
+    for an id that is ``None``), under ``base`` (a day's ``_day_prefix``)."""
+    names = []
+    if key_id is not None:
+        names.append(f"{base}key:{bound_text(key_id, ID_CAP)}")
+    if team_id is not None:
+        names.append(f"{base}team:{bound_text(team_id, ID_CAP)}")
+    return names
 
 
 def _day(row: Row) -> str:
@@ -160,10 +174,11 @@ class LiveFeed:
         self._prefix = prefix
         self._ids_every_s = ids_every_s
         self._clock = clock
-        self._held: dict[str, list[Any]] = {}
-        """Key and team counter sums not added yet (same layout as ``publish``'s ``sums``)."""
-        self._due: deque[tuple[float, str]] = deque()
-        """When each held counter is due, oldest first."""
+        self._held: dict[tuple[str, Any, Any], list[Any]] = {}
+        """Key and team counter sums not added yet, by (day prefix, key id, team id) (each
+        sum as ``publish``'s ``sums`` has it)."""
+        self._due: deque[tuple[float, tuple[str, Any, Any]]] = deque()
+        """When each held sum is due, oldest first."""
 
     @property
     def holding(self) -> bool:
@@ -213,7 +228,7 @@ class LiveFeed:
 
     def _count(self, rows: Sequence[Row], sums: dict[str, list[Any]]) -> None:
         """Add ``rows`` to ``sums`` (model and caller counters; key and team counters too,
-        unless they are held)."""
+        unless they are held: then to the held sums of the row's day, key and team)."""
         days: dict[float, str] = {}
         """Each UTC day's ``_day_prefix``, by day number."""
         held = self._held if self._ids_every_s > 0 else None
@@ -222,38 +237,49 @@ class LiveFeed:
             base = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, self._day_prefix(_day(row)))
             keys = [f"{base}model:{_counted_model(row)}", f"{base}caller:{row.get('caller')}"]
-            ids: list[str] = []
-            if key_id := row.get("key_id"):
-                ids.append(f"{base}key:{bound_text(key_id, ID_CAP)}")
-            if team_id := row.get("team_id"):
-                ids.append(f"{base}team:{bound_text(team_id, ID_CAP)}")
-            if held is None:
-                keys += ids
+            key_id, team_id = row.get("key_id") or None, row.get("team_id") or None
             # The row's numbers once, added to each of its counters (a virtual key's row has
             # four).
             prompt = int(row.get("prompt_tokens") or 0)
             completion = int(row.get("completion_tokens") or 0)
             error = int(row.get("status") != "ok")
             cost = float(row.get("cost_usd") or 0.0)
+            if key_id is not None or team_id is not None:
+                if held is None:
+                    keys += _id_counters(base, key_id, team_id)
+                else:
+                    # Held by (day, key, team): one sum a row, not one a counter; the ids
+                    # become counter names only when the sums are due (``_take_due``).
+                    if type(key_id) is not str and key_id is not None:  # a replayed row's
+                        key_id = bound_text(key_id, ID_CAP)
+                    if type(team_id) is not str and team_id is not None:
+                        team_id = bound_text(team_id, ID_CAP)
+                    ids = (base, key_id, team_id)
+                    if _add(held, ids, prompt, completion, error, cost):
+                        self._due.append((due_at, ids))
             for key in keys:
                 _add(sums, key, prompt, completion, error, cost)
-            if held is not None:
-                for key in ids:
-                    if _add(held, key, prompt, completion, error, cost):
-                        self._due.append((due_at, key))
 
     def _take_due(self, sums: dict[str, list[Any]], *, limit: int | None) -> None:
-        """Move the held counters that are due (all of them when ``limit`` is ``None``; else
-        at most ``limit``, oldest first) into ``sums``."""
+        """Move the held sums that are due (all of them when ``limit`` is ``None``; else, oldest
+        first, until ``limit`` counters were added) into their key's and team's counters in
+        ``sums``."""
         due, held = self._due, self._held
         if not due:
             return
         now = self._clock()
         taken = 0
         while due and (limit is None or (taken < limit and due[0][0] <= now)):
-            _, key = due.popleft()
-            sums[key] = held.pop(key)
-            taken += 1
+            _, ids = due.popleft()
+            counted = held.pop(ids)
+            for key in _id_counters(*ids):
+                mine = sums.get(key)
+                if mine is None:
+                    sums[key] = counted.copy()
+                    taken += 1
+                else:
+                    for n, value in enumerate(counted):
+                        mine[n] += value
 
     async def last_id(self) -> str:
         """The id of the newest entry in the stream (``"0-0"`` when empty): a starting point for

@@ -202,6 +202,33 @@ async def test_held_key_and_team_counters_are_added_when_due(
     assert not feed.holding and not await feed.publish([])
 
 
+async def test_held_sums_of_a_teams_keys_add_up_in_its_counter(
+        held: tuple[LiveFeed, Clock]) -> None:
+    """The held sums are kept per day, key and team; when due, each adds to its key's counter
+    and to its team's, so a team's counter counts every row of all its keys (and a row of a
+    team without a key), each day's rows in that day's counters."""
+    feed, clock = held
+    next_day = DAY_TS + 86400
+    assert await feed.publish([
+        row("1", key_id="key_a", team_id="team_1", cost=1.0),
+        row("2", key_id="key_b", team_id="team_1", cost=2.0, status="error"),
+        row("3", key_id="key_a", team_id="team_1", cost=4.0),
+        row("4", team_id="team_1", cost=8.0),
+        row("5", key_id="key_a", team_id="team_1", cost=16.0, created_at=next_day)])
+    assert (await feed.today("team", "team_1", day=DAY))["requests"] == 0
+    clock.now += 5
+    assert await feed.publish([])
+    assert not feed.holding
+    assert await feed.today("team", "team_1", day=DAY) == {
+        "requests": 4, "prompt_tokens": 40, "completion_tokens": 16, "errors": 1,
+        "cost_usd": 15.0}
+    assert (await feed.today("key", "key_a", day=DAY))["cost_usd"] == 5.0
+    assert (await feed.today("key", "key_b", day=DAY))["errors"] == 1
+    later = datetime.fromtimestamp(next_day, UTC).date()
+    assert (await feed.today("team", "team_1", day=later))["cost_usd"] == 16.0
+    assert (await feed.today("key", "key_a", day=later))["requests"] == 1
+
+
 async def test_everything_adds_every_held_counter(held: tuple[LiveFeed, Clock]) -> None:
     """publish(everything=True) (the writer's last publish when it closes) adds every held
     counter however young; a slice of at most 256 due ones goes with an ordinary publish."""
