@@ -185,6 +185,10 @@ class RedisLimiter:
         self._budget_fail_open = budget_fail_open
         self._prefix = prefix
         self._clock = clock
+        self._tick: Callable[[], float] = time.monotonic if clock is None else clock
+        """The clock a credit's life is measured with: this process's monotonic clock (tests:
+        the scripts' clock). The function itself, not a method calling it: a credit's call reads
+        it twice (its admission and its headers)."""
         self._admits: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
         self._settles: list[_Call] = []
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -484,11 +488,6 @@ class RedisLimiter:
             self._release(credit)
         if self._credits:
             self._sweeper = asyncio.get_running_loop().call_later(CREDIT_S, self._sweep)
-
-    def _tick(self) -> float:
-        """The clock a credit's life is measured with: this process's monotonic clock (tests:
-        the scripts' clock)."""
-        return time.monotonic() if self._clock is None else self._clock()
 
     def _flush_admits(self) -> None:
         """Send the admissions queued so far, with the settles queued so far riding along, as
