@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from app.serving import HeaderBlockCycle, HeaderDeadlineProtocol
@@ -104,6 +108,18 @@ async def test_the_header_block_is_what_uvicorn_writes(case: str) -> None:
     message, options = CASES[case]
     assert await outcome(HeaderBlockCycle, message, **options) == \
         await outcome(RequestResponseCycle, message, **options)
+
+
+def test_uvicorns_header_checks_look_at_one_byte_at_a_time() -> None:
+    """The block checks bytes one by one (``bytes.translate``): right only while each of
+    uvicorn's expressions matches a string exactly when it matches one of its bytes. Every
+    pair of bytes, for both."""
+    for pattern in (HEADER_RE, HEADER_VALUE_RE):
+        single = [pattern.search(bytes([byte])) is not None for byte in range(256)]
+        for first in range(256):
+            for second in range(256):
+                found = pattern.search(bytes([first, second])) is not None
+                assert found == (single[first] or single[second]), (pattern, first, second)
 
 
 async def test_every_byte_is_refused_or_taken_as_uvicorn_does() -> None:
