@@ -83,15 +83,15 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.cycle.__class__ = HeaderBlockCycle
 
 
-def _bytes_matching(pattern: re.Pattern[bytes]) -> bytes:
-    """The bytes one of which makes ``pattern`` (a one-character class) match."""
-    return bytes(byte for byte in range(256) if pattern.search(bytes([byte])))
+def _allowed(pattern: re.Pattern[bytes]) -> bytes:
+    """The bytes ``pattern`` (a one-character class) does not match."""
+    return bytes(byte for byte in range(256) if pattern.search(bytes([byte])) is None)
 
 
-_NAME_OK = bytes(byte for byte in range(256) if byte not in _bytes_matching(HEADER_RE)) + b"\n"
+_NAME_OK = _allowed(HEADER_RE) + b"\n"
 """The bytes uvicorn takes in a header name, and the newline ``HeaderBlockCycle`` joins names
 with (it counts those apart)."""
-_VALUE_OK = bytes(byte for byte in range(256) if byte not in _bytes_matching(HEADER_VALUE_RE))
+_VALUE_OK = _allowed(HEADER_VALUE_RE)
 """The bytes uvicorn takes in a header value."""
 
 
@@ -124,8 +124,10 @@ class HeaderBlockCycle(RequestResponseCycle):
                        or b"".join(values).translate(None, _VALUE_OK))
         except (TypeError, ValueError):  # no headers, or not pairs of bytes
             refused = True
-        lowered = joined.lower().split(b"\n") if not refused else []
-        if refused or b"transfer-encoding" in lowered or b"connection" in lowered:
+        if refused:
+            return await super().send(message)
+        lowered = joined.lower().split(b"\n")
+        if b"transfer-encoding" in lowered or b"connection" in lowered:
             return await super().send(message)
         self.response_started = True
         self.waiting_for_100_continue = False
