@@ -49,7 +49,7 @@ from tests.replicas.support import (
     tree_env,
     wait_for_rows,
 )
-from tests.servers import free_port
+from tests.servers import free_ports
 
 postgres = calllog.postgres
 """A private, migrated Postgres for this module (keys, calls, drift baselines)."""
@@ -95,7 +95,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, simulator: str, postgres: Pr
     config = tmp / "gateway.yaml"
     config.write_text(yaml.safe_dump(raw))
     replicas = []
-    for name in ("a", "b", "c"):
+    ports = free_ports(3)
+    for name, port in zip(("a", "b", "c"), ports, strict=True):
         env = tree_env({"SWITCHBOARD_MASTER_KEY": MASTER_KEY,
                         "SWITCHBOARD_METRICS_KEY": METRICS_KEY,
                         "SWITCHBOARD_CONFIG": str(config),
@@ -103,7 +104,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, simulator: str, postgres: Pr
                         "SWITCHBOARD_DATABASE_URL": postgres.url,
                         "SWITCHBOARD_REDIS_URL": redis_module.url,
                         "SWITCHBOARD_SPOOL_DIR": str(tmp / f"spool-{name}")})
-        replicas.append(Replica(name, free_port(), env, tmp / f"gateway-{name}.log"))
+        replicas.append(Replica(name, port, env, tmp / f"gateway-{name}.log"))
     try:
         for replica in replicas:
             replica.start()
