@@ -104,9 +104,14 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
 
         server = DrainingServer(uvicorn.Config("app.main:from_environment", **options),
                                 drain_s=settings.shutdown_drain_s)
-        server.run()
+        try:
+            server.run()  # exits 3 itself when the app's start-up fails or it cannot listen
+        finally:
+            if not server.started:  # the reason is logged above
+                click.echo(f"switchboard: could not start serving on {settings.host}:"
+                           f"{settings.port} (see the error above)", err=True)
         if not server.started:
-            sys.exit(3)  # start-up failed (uvicorn.run's status for it)
+            sys.exit(3)  # uvicorn's status for a failed start-up
     if made_dir is not None:
         shutil.rmtree(made_dir, ignore_errors=True)
 

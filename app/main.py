@@ -22,6 +22,7 @@ from app.api import metrics as metrics_api
 from app.api.admission import Admission
 from app.api.fastlane import FastLane
 from app.api.incoming import BodyDeadlines
+from app.background import pause
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
@@ -186,7 +187,7 @@ async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: 
         except Exception as exc:  # noqa: BLE001 - any failure: try again next interval
             log.warning("budget reconcile failed (%s); retrying in %.0f s",
                         describe_error(exc), interval_s)
-        await asyncio.sleep(interval_s)
+        await pause(interval_s)
 
 
 def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader) -> None:

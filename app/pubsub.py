@@ -13,6 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.background import pause, stop_if_cancelled
+
 log = logging.getLogger("switchboard")
 
 RECONNECT_S = 0.5
@@ -49,6 +51,7 @@ async def follow(redis: aioredis.Redis, channel: str, *, what: str,
                     watched.register_connect_callback(on_reconnect)
             subscribed.set()
             while True:
+                stop_if_cancelled()  # one an await above swallowed (app.background)
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=POLL_S)
                 if message is not None and message.get("type") == "message":
@@ -64,4 +67,4 @@ async def follow(redis: aioredis.Redis, channel: str, *, what: str,
                 watched.deregister_connect_callback(on_reconnect)
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2 lacks hints
-        await asyncio.sleep(RECONNECT_S)
+        await pause(RECONNECT_S)

@@ -35,6 +35,7 @@ from pathlib import Path
 import aiohttp
 
 from app import errors
+from app.background import pause
 from app.config import FILE_REF, ConfigError, GatewayConfig, load_config
 from app.config_diff import RESTART_SECTIONS, changes
 from app.gateway import Gateway
@@ -106,7 +107,7 @@ class ConfigReloader:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_s)
+            await pause(self.poll_s)
             try:
                 await self.reload(reason="file change")
             except Exception:  # the poller must outlive any one failure

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.background import pause
 from app.calllog.condition import UP, Condition, Health
 from app.calllog.journal import Journal
 from app.calllog.record import CallRecord, Row
@@ -233,7 +234,7 @@ class CallLogWriter:
         ``_run`` for the store timeout)."""
         assert self._journal is not None
         while True:
-            await asyncio.sleep(self._fsync_interval_s / 2)
+            await pause(self._fsync_interval_s / 2)
             try:
                 await self._journal.sync()
             except Exception:  # the loop must outlive any bug (STYLE.md #10)

@@ -44,6 +44,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.background import pause
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.key_changes import KEPT_S, OVERLAP_S
 from app.keys.model import KeyRecord, TeamRecord, hash_key
@@ -283,7 +284,7 @@ class KeyDirectory:
             with contextlib.suppress(*DATABASE_ERRORS):
                 _, self._since = await self.store.changes_since(None)
         while True:
-            await asyncio.sleep(self._refresh_s)
+            await pause(self._refresh_s)
             await self.refresh()
 
     async def refresh(self) -> None:

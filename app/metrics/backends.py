@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.background import pause
 from app.metrics.families import Metrics
 from app.providers.vllm import VllmProvider, server_root
 
@@ -164,7 +165,7 @@ class BackendScraper:
                 await self.scrape_once(name)
             except Exception:  # scrape_once handles what it expects; a bug must not end the loop
                 log.exception("scraping backend %s failed unexpectedly", name)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+            await pause(max(0.0, interval - (time.monotonic() - began)))
 
     async def _fetch(self, backend: _Backend) -> Samples:
         try:

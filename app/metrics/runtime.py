@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, genera
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.background import pause
 from app.calllog.writer import CallLogWriter, WriterStats
 from app.config import GatewayConfig
 from app.db.engine import DATABASE_ERRORS, describe_error
@@ -101,7 +102,7 @@ class MetricsRuntime:
                     if self.strict:
                         raise
                     log.exception("%s failed; retrying", name)
-                await asyncio.sleep(interval_s)
+                await pause(interval_s)
 
         self._tasks.append(asyncio.create_task(run(), name=name))
 

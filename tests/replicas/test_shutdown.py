@@ -4,13 +4,16 @@ orchestrator does it: SIGTERM during a stream.
 Order asserted: ``/readyz`` answers 503 ``draining`` on a new connection first (the drain
 period, ``SWITCHBOARD_SHUTDOWN_DRAIN_S``), then new connections are refused (a probe caught
 in between is reset unanswered), the stream in flight goes on to ``[DONE]`` with every token,
-its call row is in Postgres, and the process exits with status 0.
+its call row is in Postgres, and the process exits with status 0. And a ``serve`` whose port is
+taken exits at once, non-zero, naming the port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +100,34 @@ def test_sigterm_drains_then_finishes_the_stream_and_exits_0(replica: Replica,
     assert rows_by_request_id(pg_database, [request_id]) == {request_id: 1}
     if usage:
         assert usage[-1]["completion_tokens"] == TOKENS
+
+
+def test_a_port_already_taken_ends_serve_at_once_with_the_port_named(tmp_path: Path,
+                                                                      pg_database: str) -> None:
+    """It used to hang for ever in "Waiting for application shutdown", deaf to SIGTERM: the
+    lifespan's shutdown, a millisecond after its start-up, cancelled the circuit-breaker
+    subscriber in its first Redis commands, and Python 3.11's ``wait_for`` inside redis-py
+    swallowed that cancel (``app.background``). With Redis and Postgres, as in production."""
+    asyncio.run(upgrade(pg_database))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = tree_env({"SWITCHBOARD_MASTER_KEY": MASTER_KEY,
+                        "SWITCHBOARD_DATABASE_URL": pg_database,
+                        "SWITCHBOARD_REDIS_URL": "redis://127.0.0.1:6379/0",
+                        "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool")})
+        gateway = Replica("gateway", port, env, tmp_path / "gateway.log")
+        gateway.start(wait=False)
+        assert gateway.proc is not None
+        try:
+            status = gateway.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            gateway.proc.wait()
+            pytest.fail(f"serve on a taken port did not exit: {gateway.output()}")
+    output = gateway.output()
+    assert status != 0, output
+    assert f"('127.0.0.1', {port}): address already in use" in output, output
+    assert "Application shutdown complete" in output, output
+    assert f"switchboard: could not start serving on 127.0.0.1:{port}" in output, output
