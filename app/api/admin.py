@@ -154,11 +154,13 @@ async def call_log_status(admin: AdminDep, request: Request) -> dict[str, Any]:
 async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Drift per public model and provider: baseline, recent window, last scores, flags and the
     current upstream version; embedding drift when the local model is installed; the latest
-    version-change events (this worker's view)."""
+    version-change events (this worker's view, as of its last finished call: like
+    ``/metrics``, it first accounts the calls the recorder holds for its next flush)."""
     runtime = resources_of(request).metrics
     if runtime is None or runtime.drift is None:
         raise errors.GatewayError("Drift detection is off on this gateway (drift.enabled).",
                                   status=503, code="drift_disabled")
+    runtime.flush()
     return {"targets": runtime.drift.status(),
             "embedding": runtime.embeddings.status() if runtime.embeddings else None,
             "events": list(runtime.drift.events)}

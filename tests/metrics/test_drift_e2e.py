@@ -177,6 +177,18 @@ def test_json_answers_are_checked_when_json_was_asked_for(tmp_path: Path, simula
     assert counted == 12
 
 
+def test_admin_drift_shows_every_answered_call_at_once(tmp_path: Path, simulator: str,
+                                                       sim: httpx.Client) -> None:
+    """``/admin/drift`` accounts the calls the recorder holds before it answers (as
+    ``/metrics`` does), so it never lags the metrics loop's one-second flush."""
+    with drifting(tmp_path, simulator) as caller:
+        for sent in range(1, 4):
+            caller.send(1)
+            targets = caller.http.get("/admin/drift").json()["targets"]
+            chat = next(t for t in targets if t["model"] == "chat")
+            assert chat["capturing"] == sent, chat
+
+
 @pytest.mark.skipif(not encoder_available(), reason="needs the [local] extra")
 def test_embedding_distance_moves_when_answers_change(tmp_path: Path, simulator: str,
                                                       sim: httpx.Client) -> None:
