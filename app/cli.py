@@ -97,23 +97,26 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections,
         proxy_headers=False)
-    if settings.workers > 1:  # uvicorn's supervisor: it signals its workers on SIGTERM
-        uvicorn.run("app.main:from_environment", **options)
-    else:  # readyz red first, drain, exit 0 (app.serving.DrainingServer)
-        from app.serving import DrainingServer
+    started = False
+    try:
+        if settings.workers > 1:  # uvicorn's supervisor: it signals its workers on SIGTERM
+            uvicorn.run("app.main:from_environment", **options)  # exits 3 if it cannot start
+            started = True
+        else:  # readyz red first, drain, exit 0 (app.serving.DrainingServer)
+            from app.serving import DrainingServer
 
-        server = DrainingServer(uvicorn.Config("app.main:from_environment", **options),
-                                drain_s=settings.shutdown_drain_s)
-        try:
-            server.run()  # exits 3 itself when the app's start-up fails or it cannot listen
-        finally:
-            if not server.started:  # the reason is logged above
-                click.echo(f"switchboard: could not start serving on {settings.host}:"
-                           f"{settings.port} (see the error above)", err=True)
-        if not server.started:
-            sys.exit(3)  # uvicorn's status for a failed start-up
-    if made_dir is not None:
-        shutil.rmtree(made_dir, ignore_errors=True)
+            server = DrainingServer(uvicorn.Config("app.main:from_environment", **options),
+                                    drain_s=settings.shutdown_drain_s)
+            server.run()  # exits 3 itself when it cannot listen
+            started = server.started
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+        if not started:  # the reason is logged above
+            click.echo(f"switchboard: could not start serving on {settings.host}:"
+                       f"{settings.port} (see the error above)", err=True)
+    if not started:
+        sys.exit(3)  # uvicorn's status for a failed start-up
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
