@@ -51,7 +51,7 @@ async def follow(redis: aioredis.Redis, channel: str, *, what: str,
                     watched.register_connect_callback(on_reconnect)
             subscribed.set()
             while True:
-                stop_if_cancelled()  # one an await above swallowed (app.background)
+                stop_if_cancelled()  # a cancel an await above swallowed (app.background)
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=POLL_S)
                 if message is not None and message.get("type") == "message":

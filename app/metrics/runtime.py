@@ -69,8 +69,9 @@ class MetricsRuntime:
     async def start(self, *, writer: CallLogWriter | None, sync_interval_s: float) -> None:
         """Adopt the stored drift baselines (waiting at most 5 s: the database may be down; the
         sync loop retries), then start the background work. When the call log has just found
-        the database unreachable (its own check timed out), the baselines are left to the sync
-        loop at once: a second wait would only add 5 s to the start."""
+        the database unreachable (down, or not answering within its check's timeout), the
+        baselines are left to the sync loop at once: a hung database would otherwise cost the
+        start a second 5 s wait."""
         store = writer.conditions()["store"] if writer is not None else None
         if self.drift is not None and store is not None and store.reason == "unreachable":
             log.warning("drift baselines not loaded yet (the call log's database is "
