@@ -11,11 +11,22 @@ and the process hung in "Waiting for application shutdown", deaf to SIGTERM.
 
 A lost cancellation still shows in ``Task.cancelling()``. Every background loop calls
 ``pause`` between rounds (or ``stop_if_cancelled`` where it does not sleep), which honours it.
+
+And the process's resources close at shutdown through ``close_within``, each with a time limit:
+whatever else hangs, one part cannot hold the shutdown for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("switchboard")
+
+CLOSE_WITHIN_S = 30.0
+"""How long one resource may take to close at shutdown. The slowest, the call log, gives up
+on a hung database within ~15 s (its store timeouts) and spools what it could not store."""
 
 
 def stop_if_cancelled() -> None:
@@ -30,3 +41,15 @@ async def pause(seconds: float) -> None:
     (``stop_if_cancelled``), which the sleep alone would not see."""
     stop_if_cancelled()
     await asyncio.sleep(seconds)
+
+
+async def close_within(what: str, close: Callable[[], Awaitable[object]],
+                       timeout_s: float = CLOSE_WITHIN_S) -> None:
+    """Await ``close()`` for at most ``timeout_s``; past it, log ``what`` did not close and go
+    on (the process is ending). Other errors are raised as they are."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await close()
+    except TimeoutError:
+        log.error("shutdown: %s did not close within %g s; going on without it", what,
+                  timeout_s)

@@ -22,7 +22,7 @@ from app.api import metrics as metrics_api
 from app.api.admission import Admission
 from app.api.fastlane import FastLane
 from app.api.incoming import BodyDeadlines
-from app.background import pause
+from app.background import close_within, pause
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
@@ -88,14 +88,14 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     limits = config.rate_limits
     redis = RedisPools.open(settings.redis_url) if settings.redis_url else None
     if redis is not None:
-        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(close_within, "Redis", redis.aclose)
     calllog = None
     if settings.call_log:
         calllog = await open_call_log(settings, config.calllog,
                                       redis=redis.calllog if redis else None, strict=strict)
-        stack.push_async_callback(calllog.aclose)
+        stack.push_async_callback(close_within, "the call log", calllog.aclose)
     session = new_session()
-    stack.push_async_callback(session.close)
+    stack.push_async_callback(close_within, "the HTTP session", session.close)
     providers: dict[str, Provider] = {
         name: build_provider(cfg, session) for name, cfg in config.providers.items()
     }
@@ -106,12 +106,12 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     if metrics is not None:
         await metrics.start(writer=calllog.writer if calllog else None,
                             sync_interval_s=config.drift.sync_interval_s)
-        stack.push_async_callback(metrics.aclose)
+        stack.push_async_callback(close_within, "the metrics", metrics.aclose)
     keys = None
     if calllog is not None:
         keys = KeyDirectory(KeyStore(calllog.engine), redis.calllog if redis else None)
         await keys.start()
-        stack.push_async_callback(keys.aclose)
+        stack.push_async_callback(close_within, "the key directory", keys.aclose)
     limiter: Limiter
     reconcile_budgets: Callable[[], Awaitable[int | None]] | None = None
     if redis is not None:
@@ -127,7 +127,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         if calllog is not None:
             reconcile_budgets = partial(reconcile_local, calllog.engine, local)
     await limiter.start()
-    stack.push_async_callback(limiter.aclose)
+    stack.push_async_callback(close_within, "the limiter", limiter.aclose)
     if reconcile_budgets is not None:
         reconciling = asyncio.create_task(
             _reconcile_loop(reconcile_budgets, limits.reconcile_interval_s))
@@ -152,7 +152,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                       if log_config.capture_bodies else None)
     # Closed before the metrics and the call log (the stack unwinds in reverse): the providers'
     # last records still reach them.
-    stack.push_async_callback(gateway.aclose)
+    stack.push_async_callback(close_within, "the providers", gateway.aclose)
     if redis is not None:
         shared = SharedBreakers(
             redis.calllog, gateway.router,
@@ -160,13 +160,13 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
             max_cooldown_s=lambda: gateway.snapshot.config.breaker.max_cooldown_s)
         gateway.router.shared = shared
         shared.start()
-        stack.push_async_callback(shared.aclose)
+        stack.push_async_callback(close_within, "the shared breakers", shared.aclose)
     reloader = None
     if live and settings.config is not None:
         reloader = ConfigReloader(gateway, settings.config, session=session, metrics=metrics,
                                   poll_s=settings.config_poll_s)
-        reloader.start()
-        stack.push_async_callback(reloader.aclose)  # stopped before the gateway closes
+        reloader.start()  # stopped before the gateway closes (the stack unwinds in reverse)
+        stack.push_async_callback(close_within, "the config reloader", reloader.aclose)
     return Resources(settings=settings, gateway=gateway, authenticator=authenticator,
                      limiter=limiter, redis=redis, calllog=calllog,
                      engine=calllog.engine if calllog else None, metrics=metrics, keys=keys,

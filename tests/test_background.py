@@ -9,7 +9,7 @@ import contextlib
 import pytest
 import redis.asyncio as aioredis
 
-from app.background import pause, stop_if_cancelled
+from app.background import close_within, pause, stop_if_cancelled
 from app.pubsub import follow
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -87,3 +87,28 @@ async def test_a_redis_subscriber_stops_though_a_cancel_was_swallowed() -> None:
     finally:
         task.cancel()
         await client.aclose()
+
+
+async def test_close_within_gives_up_on_a_close_that_hangs_and_names_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    await asyncio.wait_for(close_within("the stuck part", hangs, timeout_s=0.05), 5)
+    assert "shutdown: the stuck part did not close within 0.05 s" in caplog.text
+
+
+async def test_close_within_awaits_a_close_and_raises_its_errors() -> None:
+    closed: list[str] = []
+
+    async def closes() -> None:
+        await asyncio.sleep(0.01)
+        closed.append("yes")
+
+    async def fails() -> None:
+        raise ValueError("broken")
+
+    await close_within("a part", closes, timeout_s=5)
+    assert closed == ["yes"]
+    with pytest.raises(ValueError, match="broken"):
+        await close_within("a part", fails, timeout_s=5)
