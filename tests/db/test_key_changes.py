@@ -47,7 +47,9 @@ async def changes_either_side(store: KeyStore) -> tuple[str, str, float]:
     first, _ = await store.create_key(KeyCreate(name="a"))
     second, _ = await store.create_key(KeyCreate(name="b"))
     await store.update_key(first.id, KeyUpdate(rpm=1))
-    _, now = await store.changes_since(None)
+    (change,), now = await store.changes_since(0.0)
+    while now <= change.at:  # the same tick of SQLite's millisecond clock: read it again
+        _, now = await store.changes_since(None)
     await store.update_key(second.id, KeyUpdate(rpm=2))
     return first.id, second.id, now
 
