@@ -141,8 +141,12 @@ class Health:
         return {name: c.detail or c.reason for name, c in self.conditions().items() if not c.up}
 
     def resume(self) -> None:
-        """Try every part at once again (a shutdown's last flush)."""
-        self._store_paused_until = self._redis_paused_until = 0.0
+        """Try every part at once again (a shutdown's last flush), except a store whose last
+        write timed out: a hung database would only hold the shutdown for another store
+        timeout, and the rows go to the spools instead (the next start replays them)."""
+        self._redis_paused_until = 0.0
+        if self.store.up or self.store.reason != "timeout":
+            self._store_paused_until = 0.0
 
     # ---- the store ------------------------------------------------------------------------
 
