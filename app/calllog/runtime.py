@@ -46,10 +46,11 @@ class CallLogRuntime:
 
     async def aclose(self) -> None:
         """Drain the writer (SIGTERM path), then release the database pool (Redis belongs to
-        whoever passed it in). A Postgres the writer last found unusable (down, hung) is not asked
-        to close the pool's connections: asyncpg would wait its command timeout (60 s) on each, and
-        the shutdown with them. They are dropped instead (asyncpg aborts a connection it
-        collects unclosed), and the process's exit closes their sockets."""
+        whoever passed it in). A Postgres the writer last found unusable (down, hung,
+        unmigrated) is not asked to close the pool's connections: asyncpg would wait its
+        command timeout (60 s) on each, and the shutdown with them. They are dropped instead
+        (asyncpg aborts a connection it collects unclosed), and the process's exit closes
+        their sockets."""
         await self.writer.aclose()
         answering = self.writer.conditions()["store"].up or is_sqlite(self.engine.url)
         await self.engine.dispose(close=answering)
