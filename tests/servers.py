@@ -17,10 +17,8 @@ import uvicorn
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port (released: a later ``free_port`` may return it again)."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
@@ -30,7 +28,7 @@ def free_ports(count: int) -> list[int]:
         socks = [stack.enter_context(socket.socket()) for _ in range(count)]
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float = 30.0) -> None:
