@@ -51,10 +51,16 @@ test-tools:
 	    || echo "test-tools: no kubectl package here; tests/deploy will skip rendering"; \
 	fi
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them
+# (its module fixtures, such as a private Postgres, are made once). Most tests wait on servers,
+# so 2 workers on this project's 2-core machine took the suite from 809 s to 428-466 s. The tests
+# share nothing that collides: each file has its own databases, Redis key prefixes or private
+# servers, and free ports from the kernel. TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
 test: install-dev test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Three gateway processes behind nginx sharing Postgres and Redis; graceful shutdown
 # (README.replicas.md). Also part of `make test`.
