@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -66,11 +68,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
+    """A FastAPI route's bad input (the admin API's): the body itself said in the data plane's
+    words (``app.api.wire.parse_object``), else the first field's problem, named in ``param``."""
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    param = ".".join(str(p) for p in first["loc"][1:]) or None
-    return error_response(errors.InvalidRequest(f"Invalid request: {first['msg']}",
-                                                param=param))
+    return error_response(validation_problem(exc.errors()))
+
+
+def validation_problem(problems: Sequence[Any]) -> errors.GatewayError:
+    """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``)."""
+    first: dict[str, Any] = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+    loc, kind = tuple(first.get("loc", ())), first.get("type")
+    if kind == "json_invalid":  # its loc ends with a character offset, not a field
+        reason = (first.get("ctx") or {}).get("error") or first["msg"]
+        return errors.InvalidRequest(f"The request body is not valid JSON: {reason}")
+    if loc == ("body",) and kind == "missing":
+        return errors.InvalidRequest("The request body is empty; send a JSON object.")
+    if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
+        return errors.InvalidRequest(
+            "The request body must be a JSON object, sent as content-type: application/json.")
+    param = ".".join(str(p) for p in loc[1:]) or None
+    return errors.InvalidRequest(f"Invalid request: {first['msg']}", param=param)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -179,6 +179,29 @@ async def test_privacy_shows_in_create_get_list_and_update(admin: httpx.AsyncCli
         assert bad.json()["error"]["param"] == "privacy"
 
 
+@pytest.mark.parametrize(("content", "content_type", "says"), [
+    (b"", "application/json", "The request body is empty; send a JSON object."),
+    (b'{"name": "k"', "application/json", "The request body is not valid JSON: "),
+    (b"nope", "application/json", "The request body is not valid JSON: "),
+    (b'["k"]', "application/json", "The request body must be a JSON object, sent as "
+                                   "content-type: application/json."),
+    (b'{"name": "k"}', "application/x-www-form-urlencoded",  # curl -d without -H
+     "The request body must be a JSON object, sent as content-type: application/json."),
+])
+@pytest.mark.parametrize("path", ["/admin/keys", "/admin/teams"])
+async def test_a_body_that_is_not_a_json_object_is_400_saying_so(
+        admin: httpx.AsyncClient, path: str, content: bytes, content_type: str,
+        says: str) -> None:
+    """A body that is empty, not JSON or not an object is a 400 in the data plane's words,
+    naming no field (FastAPI's own error put the parser's character offset in ``param``)."""
+    response = await admin.post(path, content=content, headers={"content-type": content_type})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"].startswith(says), error
+    assert error["type"] == "invalid_request_error" and error["param"] is None
+    assert (await admin.get(path)).json()["data"] == []  # nothing was created
+
+
 async def test_null_name_in_an_update_is_400(admin: httpx.AsyncClient) -> None:
     """A PATCH may clear limits, not the name."""
     key = (await admin.post("/admin/keys", json={"name": "k"})).json()
