@@ -51,7 +51,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     """Run the gateway."""
     import uvicorn
 
-    from app.calllog.runtime import CHECK_TIMEOUT_S
+    from app.calllog.runtime import CHECK_TIMEOUT_S, UNREACHABLE_AT_START
     from app.db.engine import is_sqlite
     from app.db.migrate import DatabaseUnreachable, MigrationError, check_current
     from app.main import resolve_config
@@ -65,12 +65,15 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     try:
         settings.check_exposure()
         config = resolve_config(settings)
+        os.environ.pop(UNREACHABLE_AT_START, None)
         if not is_sqlite(settings.database_url):  # the embedded SQLite migrates itself
             try:
                 asyncio.run(check_current(settings.database_url, timeout_s=CHECK_TIMEOUT_S))
             except DatabaseUnreachable as exc:  # an unmigrated one (SchemaNotReady) exits
                 click.echo(f"switchboard: warning: {exc}; serving anyway, spooling call "
                            "records until it answers (see /readyz)", err=True)
+                # the workers need not wait for a hung database again (app.calllog.runtime)
+                os.environ[UNREACHABLE_AT_START] = f"switchboard serve {exc}"
     except (UnsafeSettings, ConfigError, MigrationError) as exc:
         click.echo(f"switchboard: {exc}", err=True)
         sys.exit(2)

@@ -6,7 +6,8 @@ Start-up checks, each reported by the writer's ``conditions()`` (``/readyz``, me
   one that answers with another schema is refused (``SchemaNotReady``: the server does not
   start). One that cannot be reached (down, or no answer within ``CHECK_TIMEOUT_S``) is not a
   refusal: the gateway serves, spools call records, and checks again every second until the
-  database answers migrated;
+  database answers migrated. Under ``switchboard serve``, which checks first, a database its
+  check could not reach is not checked again here (``UNREACHABLE_AT_START``);
 - the spool directory: the journal creates its first segment there (the OS's reason if not);
 - Redis, when configured: one PING (a condition, never a refusal).
 """
@@ -37,6 +38,12 @@ from app.settings import Settings
 
 CHECK_TIMEOUT_S = 5.0
 """How long the schema check waits for the database (a hung one never answers)."""
+UNREACHABLE_AT_START = "_SWITCHBOARD_DATABASE_UNREACHABLE"
+"""Set by ``switchboard serve`` (to ``switchboard serve could not check ...``) when its own
+start-up check could not reach the database: its workers then start with the store unreachable
+at once instead of waiting ``CHECK_TIMEOUT_S`` for a hung one again. The writer checks every
+second after that, so a worker started with it set while the database answers finds it up
+within a second."""
 
 
 @dataclass(slots=True)
@@ -78,6 +85,8 @@ async def open_call_log(settings: Settings, config: CallLog, *,
     condition = UP
     if is_sqlite(url):
         await upgrade(url)
+    elif unreachable := os.environ.get(UNREACHABLE_AT_START):
+        condition = Condition(up=False, reason="unreachable", detail=unreachable)
     else:
         try:
             await check_current(url, timeout_s=CHECK_TIMEOUT_S)

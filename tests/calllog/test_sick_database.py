@@ -275,6 +275,8 @@ def test_switchboard_serve_starts_against_a_sick_postgres(
     assert "warning: could not check the database" in output and "serving anyway" in output
     # the drift baselines do not wait for the database a second time (app.metrics.runtime)
     assert "drift baselines not loaded yet (the call log's database is unreachable)" in output
+    # nor does the call log: serve's own check found it unreachable (app.calllog.runtime)
+    assert "call log database unavailable at start (switchboard serve could not check" in output
     assert PASSWORD not in output
 
 
