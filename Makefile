@@ -53,9 +53,10 @@ test-tools:
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them
 # (its module fixtures, such as a private Postgres, are made once). Most tests wait on servers,
-# so 2 workers on this project's 2-core machine took the suite from 809 s to 428-466 s. The tests
-# share nothing that collides: each file has its own databases, Redis key prefixes or private
-# servers, and free ports from the kernel. TEST_WORKERS=0 runs it in this one process.
+# so 2 workers on this project's 2-core machine took the suite from 809 s to 428-466 s. Files
+# running at once do not collide: each makes its own Postgres databases (or private servers),
+# uses its own key prefixes on the shared Redis or looks there only for its own ids, and takes
+# free ports from the kernel. TEST_WORKERS=0 runs the suite in this one process.
 TEST_WORKERS ?= 2
 test: install-dev test-tools
 	$(BIN)/ruff check .
