@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from app.calllog.cli import experiments, logs, spend
 from app.config import ConfigError, load_config
@@ -27,7 +28,36 @@ from app.settings import Settings, UnsafeSettings, environment
 # `check-config` and `--help` answer at once.
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_SERVE_OPTIONS = {"config": "--config", "host": "--host", "port": "--port", "workers": "--workers",
+                  "max_concurrency": "--max-concurrency"}
+"""The settings ``serve`` also takes as options (a bad value may have come from either)."""
+
+
+def setting_problem(problem: Any) -> str:
+    """One line for one of ``Settings``' validation problems, naming the variable (and the
+    ``serve`` option) it came from; never the value, which may be a secret."""
+    field = str(problem["loc"][0]) if problem.get("loc") else "?"
+    name = field if field.isupper() else f"SWITCHBOARD_{field.upper()}"  # upper: an alias
+    option = _SERVE_OPTIONS.get(field)
+    return f"invalid {name}{f' (or serve {option})' if option else ''}: {problem['msg']}"
+
+
+class _Commands(click.Group):
+    """The root group: a bad setting, in the environment or given to ``serve``, is one line
+    per problem and exit status 2, not a traceback, whichever command read the settings."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            for problem in exc.errors(include_url=False, include_input=False):
+                click.echo(f"switchboard: {setting_problem(problem)}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="switchboard", prog_name="switchboard",
                       message="%(prog)s %(version)s")
 def main() -> None:

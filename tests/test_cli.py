@@ -61,6 +61,29 @@ def test_refuses_public_bind_without_master_key(tmp_path: Path) -> None:
     assert "SWITCHBOARD_MASTER_KEY" in result.stderr
 
 
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["serve", "--port", "99999"], {},
+     "switchboard: invalid SWITCHBOARD_PORT (or serve --port): Input should be less than or "
+     "equal to 65535"),
+    (["serve"], {"SWITCHBOARD_WORKERS": "many"},
+     "switchboard: invalid SWITCHBOARD_WORKERS (or serve --workers): Input should be a valid "
+     "integer, unable to parse string as an integer"),
+    (["keys", "list"], {"SWITCHBOARD_LOG_LEVEL": "loud", "SWITCHBOARD_SHUTDOWN_GRACE_S": "0"},
+     "switchboard: invalid SWITCHBOARD_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or "
+     "'error'\nswitchboard: invalid SWITCHBOARD_SHUTDOWN_GRACE_S: Input should be greater than "
+     "or equal to 1"),
+])
+def test_a_bad_setting_is_one_line_naming_it_and_exit_2(
+        tmp_path: Path, args: list[str], env: dict[str, str], says: str) -> None:
+    """A setting that fails validation, in the environment or as a serve option, is one line
+    per problem naming the variable (and the option), status 2, no traceback and no value."""
+    result = subprocess.run([SWITCHBOARD, *args], cwd=tmp_path, env={**clean_env(), **env},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == says
+    assert not any(value in result.stderr for value in ("99999", "many", "loud"))
+
+
 def test_check_config_verdicts(tmp_path: Path) -> None:
     """check-config says ok for a valid file and names the path of a misspelt key."""
     good = tmp_path / "good.yaml"
