@@ -5,6 +5,10 @@ Access as for the rest of the admin API (``AdminDep``). Every change goes throug
 and tells the other gateways over Redis. A key's plaintext appears in exactly two answers, the
 creation and the rotation; listings show its ``prefix``. Times are ISO 8601 UTC.
 
+Listings (``GET /admin/keys``, ``GET /admin/teams``) go oldest first, ``limit`` (default 100, at
+most 1,000) at a time, with ``next_cursor`` to pass back as ``cursor`` (null on the last page), as
+``/admin/calls`` does.
+
 Errors: bad input 400 naming the field (a value the database refuses, such as a NUL character,
 400 ``invalid_value``); unknown id 404; name taken, team not empty, rotating a revoked key 409; no
 key database on this gateway 503 ``keys_unavailable``; database unreachable 503
@@ -15,14 +19,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
+from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
+from app.keys.model import TeamRecord
+from app.keys.store import Position, position
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -61,14 +69,36 @@ async def create_key(spec: KeyCreate, admin: AdminDep,
     return _key(record, plaintext)
 
 
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
+
+
+def _after(cursor: str | None) -> Position | None:
+    return None if cursor is None else decode_cursor(cursor)
+
+
+def _page(records: Sequence[KeyRecord | TeamRecord], bodies: list[dict[str, Any]],
+          limit: int) -> dict[str, Any]:
+    """A listing's answer: ``limit`` of the ``limit + 1`` records asked for, and the cursor
+    of the next page when there was one more."""
+    more = len(records) > limit
+    last = records[limit - 1] if more else None
+    return {"object": "list", "data": bodies[:limit],
+            "next_cursor": None if last is None
+            else encode_cursor(*position(last.created_at, last.id))}
+
+
 @router.get("/keys")
 async def list_keys(admin: AdminDep, directory: DirectoryDep,
                     team_id: Annotated[str | None, Query(max_length=64)] = None,
-                    ) -> dict[str, Any]:
-    """Every key (of one team with ``team_id``), oldest first."""
+                    limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
+    """Keys (of one team with ``team_id``), oldest first, a page at a time: pass
+    ``next_cursor`` back as ``cursor`` until it is null."""
+    after = _after(cursor)
     async with answering("key database", log=log):
-        records = await directory.store.list_keys(team_id=team_id)
-    return {"object": "list", "data": [_key(record) for record in records]}
+        records = await directory.store.list_keys(team_id=team_id, after=after,
+                                                  limit=limit + 1)
+    return _page(records, [_key(record) for record in records[:limit]], limit)
 
 
 @router.get("/keys/{key_id}")
@@ -125,11 +155,13 @@ async def create_team(spec: TeamCreate, admin: AdminDep,
 
 
 @router.get("/teams")
-async def list_teams(admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
-    """Every team, oldest first."""
+async def list_teams(admin: AdminDep, directory: DirectoryDep, limit: Limit = 100,
+                     cursor: Cursor = None) -> dict[str, Any]:
+    """Teams, oldest first, a page at a time (as ``/admin/keys``)."""
+    after = _after(cursor)
     async with answering("key database", log=log):
-        teams = await directory.store.list_teams()
-    return {"object": "list", "data": [team.to_json() for team in teams]}
+        teams = await directory.store.list_teams(after=after, limit=limit + 1)
+    return _page(teams, [team.to_json() for team in teams[:limit]], limit)
 
 
 @router.get("/teams/{team_id}")

@@ -18,7 +18,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -57,6 +68,28 @@ class Change:
     """The database's clock when the change was made, epoch seconds."""
     key_id: str | None
     team_id: str | None
+
+
+Position = tuple[datetime, str]
+"""Where a listing stands: the ``(created_at, id)`` of the last key or team it gave (the order
+they are listed in; ``app.calllog.query.encode_cursor`` makes it a cursor)."""
+
+
+def position(created_at: float, id: str) -> Position:
+    """The position of a key or team record (``created_at`` in epoch seconds: exact to the
+    microsecond the database keeps, for any date before the year 2200)."""
+    return datetime.fromtimestamp(created_at, UTC), id
+
+
+def _page(query: Select[Any], table: Table, after: Position | None,
+          limit: int | None) -> Select[Any]:
+    """``query`` in listing order, from the row after ``after``, at most ``limit`` rows."""
+    query = query.order_by(table.c.created_at, table.c.id)
+    if after is not None:
+        at, last = after
+        query = query.where(or_(table.c.created_at > at,
+                                and_(table.c.created_at == at, table.c.id > last)))
+    return query if limit is None else query.limit(limit)
 
 
 def _moment(epoch: float | None) -> datetime | None:
@@ -166,11 +199,14 @@ class KeyStore:
                     found[row.key_hash] = (_key_record(row), _joined_team(row))
         return found
 
-    async def list_keys(self, team_id: str | None = None) -> list[KeyRecord]:
-        """All keys (of one team, when given), oldest first."""
-        query = select(_KEY).order_by(_KEY.c.created_at, _KEY.c.id)
+    async def list_keys(self, team_id: str | None = None, *, after: Position | None = None,
+                        limit: int | None = None) -> list[KeyRecord]:
+        """Keys (of one team, when given), oldest first: all of them, or ``limit`` from the
+        one after ``after``."""
+        query = select(_KEY)
         if team_id is not None:
             query = query.where(_KEY.c.team_id == team_id)
+        query = _page(query, _KEY, after, limit)
         async with self.engine.connect() as conn:
             return [_key_record(row) for row in (await conn.execute(query)).all()]
 
@@ -244,9 +280,10 @@ class KeyStore:
         async with self.engine.connect() as conn:
             return await self._team(conn, team_id)
 
-    async def list_teams(self) -> list[TeamRecord]:
-        """All teams, oldest first."""
-        query = select(_TEAM).order_by(_TEAM.c.created_at, _TEAM.c.id)
+    async def list_teams(self, *, after: Position | None = None,
+                         limit: int | None = None) -> list[TeamRecord]:
+        """Teams, oldest first: all of them, or ``limit`` from the one after ``after``."""
+        query = _page(select(_TEAM), _TEAM, after, limit)
         async with self.engine.connect() as conn:
             return [_team_record(row) for row in (await conn.execute(query)).all()]
 
