@@ -1,5 +1,6 @@
 """``/admin/keys`` and ``/admin/teams`` over the gateway's own authentication, on SQLite and
-Postgres: lifecycle, input errors naming the field, 404s, 409s and 503s."""
+Postgres: lifecycle, listings a page at a time, input errors naming the field (bodies that are
+not JSON objects included), 404s, 409s and 503s."""
 
 from __future__ import annotations
 
