@@ -204,7 +204,7 @@ async def test_a_body_that_is_not_a_json_object_is_400_saying_so(
     assert (await admin.get(path)).json()["data"] == []  # nothing was created
 
 
-async def pages(admin: httpx.AsyncClient, path: str, **params: object) -> list[list[str]]:
+async def pages(admin: httpx.AsyncClient, path: str, **params: str | int) -> list[list[str]]:
     """The ids of every page of a listing, following ``next_cursor`` to the end."""
     found: list[list[str]] = []
     cursor = None
@@ -239,8 +239,9 @@ async def test_listings_go_a_page_at_a_time_oldest_first(
     listed = await pages(admin, "/admin/keys", limit=2)
     assert [len(page) for page in listed] == [2, 2, 2, 1]
     assert [key for page in listed for key in page] == sorted(keys)
-    for params, param in [({"cursor": "nope"}, "cursor"), ({"limit": 0}, "limit"),
-                          ({"limit": 1001}, "limit")]:
+    bad_queries: list[tuple[dict[str, str | int], str]] = [
+        ({"cursor": "nope"}, "cursor"), ({"limit": 0}, "limit"), ({"limit": 1001}, "limit")]
+    for params, param in bad_queries:
         for path in ("/admin/keys", "/admin/teams"):
             bad = await admin.get(path, params=params)
             assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
