@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app import errors
-from app.api.wire import JSONReply, error_reply
+from app.api.wire import JSONReply, body_not_json, body_not_object, empty_body, error_reply
 from app.inbound.anthropic import error_body as anthropic_error_body
 from app.pipeline import ModelCall
 
@@ -79,13 +79,11 @@ def validation_problem(problems: Sequence[Any]) -> errors.GatewayError:
     first: dict[str, Any] = problems[0] if problems else {"loc": (), "msg": "invalid request"}
     loc, kind = tuple(first.get("loc", ())), first.get("type")
     if kind == "json_invalid":  # its loc ends with a character offset, not a field
-        reason = (first.get("ctx") or {}).get("error") or first["msg"]
-        return errors.InvalidRequest(f"The request body is not valid JSON: {reason}")
+        return body_not_json((first.get("ctx") or {}).get("error") or first["msg"])
     if loc == ("body",) and kind == "missing":
-        return errors.InvalidRequest("The request body is empty; send a JSON object.")
+        return empty_body()
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
-        return errors.InvalidRequest(
-            "The request body must be a JSON object, sent as content-type: application/json.")
+        return body_not_object(", sent as content-type: application/json")
     param = ".".join(str(p) for p in loc[1:]) or None
     return errors.InvalidRequest(f"Invalid request: {first['msg']}", param=param)
 

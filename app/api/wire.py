@@ -22,17 +22,29 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "function-a
               "function-before", "function-wrap", "json-or-python", "typed-dict"}
 
 
+def empty_body() -> errors.InvalidRequest:
+    return errors.InvalidRequest("The request body is empty; send a JSON object.")
+
+
+def body_not_json(reason: object) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"The request body is not valid JSON: {reason}")
+
+
+def body_not_object(hint: str = "") -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"The request body must be a JSON object{hint}.")
+
+
 def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is empty, not JSON, not an object, or
     nested deeper than ``max_depth`` levels (the object itself is level 1)."""
     if not raw:
-        raise errors.InvalidRequest("The request body is empty; send a JSON object.")
+        raise empty_body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        raise body_not_json(exc) from None
     if not isinstance(body, dict):
-        raise errors.InvalidRequest("The request body must be a JSON object.")
+        raise body_not_object()
     # Every level opens with a bracket, so a body with few brackets (in strings or not) cannot
     # be too deep: counting them is C-speed, and spares nearly every request the walk.
     if raw.count(b"{") + raw.count(b"[") > max_depth and _too_deep(body, max_depth):
