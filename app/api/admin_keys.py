@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -69,6 +69,7 @@ async def create_key(spec: KeyCreate, admin: AdminDep,
     return _key(record, plaintext)
 
 
+Listed = TypeVar("Listed", KeyRecord, TeamRecord)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
 
@@ -77,15 +78,14 @@ def _after(cursor: str | None) -> Position | None:
     return None if cursor is None else decode_cursor(cursor)
 
 
-def _page(records: Sequence[KeyRecord | TeamRecord], bodies: list[dict[str, Any]],
-          limit: int) -> dict[str, Any]:
-    """A listing's answer: ``limit`` of the ``limit + 1`` records asked for, and the cursor
-    of the next page when there was one more."""
-    more = len(records) > limit
-    last = records[limit - 1] if more else None
-    return {"object": "list", "data": bodies[:limit],
-            "next_cursor": None if last is None
-            else encode_cursor(*position(last.created_at, last.id))}
+def _page(records: Sequence[Listed], limit: int,
+          body: Callable[[Listed], dict[str, Any]]) -> dict[str, Any]:
+    """A listing's answer: the first ``limit`` of the ``limit + 1`` records asked for, and the
+    cursor of the next page when there was one more."""
+    shown = records[:limit]
+    return {"object": "list", "data": [body(record) for record in shown],
+            "next_cursor": encode_cursor(*position(shown[-1].created_at, shown[-1].id))
+            if len(records) > limit else None}
 
 
 @router.get("/keys")
@@ -98,7 +98,7 @@ async def list_keys(admin: AdminDep, directory: DirectoryDep,
     async with answering("key database", log=log):
         records = await directory.store.list_keys(team_id=team_id, after=after,
                                                   limit=limit + 1)
-    return _page(records, [_key(record) for record in records[:limit]], limit)
+    return _page(records, limit, _key)
 
 
 @router.get("/keys/{key_id}")
@@ -161,7 +161,7 @@ async def list_teams(admin: AdminDep, directory: DirectoryDep, limit: Limit = 10
     after = _after(cursor)
     async with answering("key database", log=log):
         teams = await directory.store.list_teams(after=after, limit=limit + 1)
-    return _page(teams, [team.to_json() for team in teams[:limit]], limit)
+    return _page(teams, limit, TeamRecord.to_json)
 
 
 @router.get("/teams/{team_id}")
