@@ -6,7 +6,7 @@ Targets (issue 9): keys + limits + budgets cost <= 10% of the gateway's CPU per 
 
     .venv/bin/python -m bench.keys_overhead [--duration 10] [--rounds 2] [--rate 300]
         [--pairs N] [--syscalls] [--together N] [--only-pairs] [--instructions N]
-        [--prompt-words N]
+        [--prompt-words N] [--keys-in-turn N]
 
 ``--pairs`` adds the steadier comparison (see ``paired``): one gateway process serving the master
 key, 1,000 keys without limits and the 1,000 keys with them, in alternating windows.
@@ -16,7 +16,10 @@ machine's drift hits both alike (the separate runs' CPU ratio moves by tens of p
 ``--instructions N`` adds the exact one (see ``instructions``): the user-space instructions a
 request costs each caller, counted by valgrind, the same from run to run whatever the machine is
 doing. ``--prompt-words N`` sends a prompt of N words instead of two: the keyed path estimates
-every prompt's tokens, so its cost grows with the prompt.
+every prompt's tokens, so its cost grows with the prompt. ``--keys-in-turn N`` sends the timed
+runs' keyed requests with only the first N of the 1,000 keys (all 1,000 are created, and the
+instructions windows use them all): what the number of keys in use costs by itself (each key's
+state is touched once per N requests, and its credit serves more calls).
 
 Both gateways log every call to Postgres and Redis (private instances this script starts) and
 use that Redis for the limiter. The embedding drift signal is off in both (its model loads on
@@ -477,6 +480,13 @@ def instructions(env: dict[str, str], master_file: Path, keys_file: Path, plain_
           f"({best[keyed] / master:.3f}x)")
 
 
+def in_turn(keys_file: Path, n: int) -> Path:
+    """A keys file with the first ``n`` keys of ``keys_file``."""
+    subset = keys_file.with_name(f"{keys_file.stem}-{n}.txt")
+    subset.write_text("\n".join(keys_file.read_text().split()[:n]) + "\n")
+    return subset
+
+
 def _quartiles(values: list[float]) -> list[float]:
     """The three quartiles of ``values`` (one value: itself three times)."""
     return statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
@@ -520,10 +530,15 @@ def main() -> None:
     parser.add_argument("--prompt-words", type=int, default=0, metavar="N",
                         help="send a prompt of N words of English prose instead of 'hello "
                              "bench' (the keyed path estimates every prompt's tokens)")
+    parser.add_argument("--keys-in-turn", type=int, default=KEYS, metavar="N",
+                        help=f"the timed runs send keyed requests with the first N of the "
+                             f"{KEYS:,} keys in turn (default: all)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the two gateways through their last closed loop; summaries "
                              "and CPU per request by package under DIR")
     args = parser.parse_args()
+    if not 1 <= args.keys_in_turn <= KEYS:
+        parser.error(f"--keys-in-turn must be between 1 and {KEYS:,}")
     if args.prompt_words:
         global BODY
         BODY = body_with(args.prompt_words)
@@ -544,18 +559,22 @@ def main() -> None:
         keyed = "keys + limits" if args.without_budgets else "keys + limits + budgets"
         master_file = work / "master.txt"
         master_file.write_text(KEY + "\n")
+        if args.instructions:
+            instructions(env, master_file, keys_file, plain_file,
+                         requests=args.instructions, work=work, rate=args.rate, keyed=keyed)
+        if args.keys_in_turn < KEYS:
+            keys_file, plain_file = (in_turn(path, args.keys_in_turn)
+                                     for path in (keys_file, plain_file))
+            keyed += f" ({args.keys_in_turn} keys in turn)"
         port = free_port()
         gateway = [str(BIN), "serve", "--port", str(port)]
         forwarder = [sys.executable, "-m", "bench.forwarder", "--port", str(port),
                      "--upstream", f"http://127.0.0.1:{sim_port}/v1"]
         setups = {"reference forwarder": (forwarder, master_file),
                   "gateway, master key": (gateway, master_file),
-                  f"gateway, {KEYS:,} keys": (gateway, keys_file)}
+                  f"gateway, {args.keys_in_turn:,} keys": (gateway, keys_file)}
         results = {name: Results() for name in setups}
         profiles: dict[str, Profile] = {}
-        if args.instructions:
-            instructions(env, master_file, keys_file, plain_file, requests=args.instructions,
-                         work=work, rate=args.rate, keyed=keyed)
         measured_together: tuple[float, float] | None = together(
             gateway, env, master_file, keys_file, pairs=args.together, seconds=TOGETHER_S,
             rate=args.rate, keyed=keyed) if args.together else None
