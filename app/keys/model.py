@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -193,9 +194,18 @@ class KeyCreate(_Input):
     budget_period: Period = "month"
     privacy: PrivacySetting | None = None
     expires_at: float | None = None
-    """Epoch seconds; ISO 8601 accepted on input."""
+    """Epoch seconds; ISO 8601 accepted on input. In the future: a key created expired could
+    never be used (a typo'd year, most likely). An update may set a past expiry, which expires
+    the key at once."""
     metadata: Metadata = Field(default_factory=dict)
     admin: bool = False
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: float | None) -> float | None:
+        if value is not None and value <= time.time():
+            raise ValueError("must be in the future (a key created expired could never be used)")
+        return value
 
 
 class _Update(_Input):

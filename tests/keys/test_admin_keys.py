@@ -130,6 +130,7 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     ({"name": "k", "budget_usd": -1}, "budget_usd"),
     ({"name": "k", "budget_period": "week"}, "budget_period"),
     ({"name": "k", "expires_at": "next tuesday"}, "expires_at"),
+    ({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
     ({"name": "k", "models": [""]}, "models.0"),
     ({"name": "k", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
     ({"name": "k", "colour": "red"}, "colour"),
@@ -143,6 +144,19 @@ async def test_bad_key_input_is_400_naming_the_field(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_a_key_cannot_be_created_expired_but_can_be_expired_by_an_update(
+        admin: httpx.AsyncClient) -> None:
+    """A past ``expires_at`` on create is a 400 saying why (most likely a mistyped year); on an
+    update it expires the key at once."""
+    refused = await admin.post("/admin/keys", json={"name": "k", "expires_at": "2001-01-01"})
+    assert refused.status_code == 400
+    assert "must be in the future" in refused.json()["error"]["message"]
+    assert (await admin.get("/admin/keys")).json()["data"] == []
+    key = (await admin.post("/admin/keys", json={"name": "k"})).json()
+    expired = await admin.patch(f"/admin/keys/{key['id']}", json={"expires_at": "2001-01-01"})
+    assert expired.status_code == 200 and expired.json()["status"] == "expired"
 
 
 async def test_privacy_shows_in_create_get_list_and_update(admin: httpx.AsyncClient,

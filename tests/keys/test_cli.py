@@ -107,6 +107,7 @@ def test_privacy_options(url: str) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (("keys", "create", "--name", "k", "--rpm", "0"), "invalid --rpm"),
     (("keys", "create", "--name", "k", "--expires", "soon"), "invalid --expires"),
+    (("keys", "create", "--name", "k", "--expires", "2001-01-01"), "invalid --expires"),
     (("keys", "create", "--name", "k", "--team", "team_nope"), "No team with id"),
     (("keys", "revoke", "key_nope"), "No key with id"),
     (("keys", "update", "key_nope", "--budget-usd", "-1"), "invalid --budget-usd"),
