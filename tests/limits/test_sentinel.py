@@ -133,7 +133,10 @@ async def test_limiter_and_redis_py_follow_a_failover(sentinel_set: SentinelSet)
         assert _cli(first, "xlen", "sbsentinel:calls") == "1"
         assert _cli(first, "hlen", "sbsentinel:rl:{k1}:key:k1:req") == "1"
         # Both writes reach the replica before it is promoted (replication is asynchronous).
-        assert _cli(first, "wait", "1", "5000") == "1"
+        replica = next(port for port in sentinel_set.ports if port != first)
+        _until("the replica to have both writes", lambda: _cli(
+            replica, "xlen", "sbsentinel:calls") == "1" and _cli(
+            replica, "hlen", "sbsentinel:rl:{k1}:key:k1:req") == "1")
 
         second = sentinel_set.failover()
 
