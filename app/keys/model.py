@@ -173,6 +173,16 @@ class _Input(BaseModel):
     def _expiry(cls, value: Any) -> Any:
         return _epoch(value)
 
+    @field_validator("models", check_fields=False)
+    @classmethod
+    def _some_models(cls, value: list[str] | None) -> list[str] | None:
+        # An empty list would be a key that can call no model. Other gateways read ``[]`` as
+        # "every model", so it is refused rather than taken either way.
+        if value is not None and not value:
+            raise ValueError(
+                "must name at least one model (null, or none on the CLI, allows every model)")
+        return value
+
 
 class TeamCreate(_Input):
     name: Name

@@ -132,6 +132,7 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     ({"name": "k", "expires_at": "next tuesday"}, "expires_at"),
     ({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
     ({"name": "k", "models": [""]}, "models.0"),
+    ({"name": "k", "models": []}, "models"),
     ({"name": "k", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
     ({"name": "k", "colour": "red"}, "colour"),
     ({"name": "k", "privacy": "allow"}, "privacy"),
