@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import signal
 import time
@@ -182,6 +183,12 @@ def draining() -> bool:
     return _draining
 
 
+FORCED_EXIT_STATUS = 130
+"""128 + SIGINT, as a shell reports a process that Ctrl-C ended."""
+FORCED_EXIT_MESSAGE = (b"switchboard: Ctrl-C again: exiting now, without finishing the shutdown;"
+                       b" the next start replays the call log's journal\n")
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a shutdown a load balancer can follow.
 
@@ -192,23 +199,53 @@ class DrainingServer(uvicorn.Server):
     call log. A second signal skips what is left of the drain period. The process then exits
     with status 0: uvicorn re-raises the signal it caught after a graceful shutdown, which makes
     the process die "killed by SIGTERM" (status 143, or -15 to a parent), and a supervisor
-    cannot tell that from a crash; this server does not re-raise it."""
+    cannot tell that from a crash; this server does not re-raise it.
+
+    A Ctrl-C (SIGINT) once the shutdown has begun cuts it short. While requests are in flight,
+    it hangs up on their clients: each call ends as a client's disconnect does (``cancelled``,
+    499, recorded), and the lifespan's shutdown then flushes the call log as usual. With none in
+    flight, or at a further Ctrl-C, it ends the process at once, status 130, whatever the
+    shutdown is doing: its closes are each bounded, but together seconds long when Postgres
+    hangs. Nothing answered is lost: the call log journals a call's row before its answer ends,
+    and the next start replays the journal, as after a ``kill -9`` (``app.calllog.journal``).
+    (uvicorn's own second Ctrl-C cancelled the requests and the lifespan, each logged as an
+    error with its traceback, and could not stop a lifespan shutdown under way.) A further
+    SIGTERM never forces: orchestrators send it, and they send SIGKILL when they mean it."""
 
     def __init__(self, config: uvicorn.Config, *, drain_s: float = 0.0) -> None:
         super().__init__(config)
         self.drain_s = drain_s
         self._exit_at: float | None = None
         self._announced = False
+        self._hung_up = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         global _draining
         _draining = True
         if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True  # a further Ctrl-C while shutting down: stop now
+            state = self.server_state
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:  # the loop has stopped: nothing is left to hang up on
+                loop = None
+            if self._hung_up or loop is None or not (state.connections or state.tasks):
+                os.write(2, FORCED_EXIT_MESSAGE)  # no logging in a signal handler (its locks)
+                os._exit(FORCED_EXIT_STATUS)
+            self._hung_up = True
+            loop.call_soon_threadsafe(self._hang_up)
         elif self._exit_at is not None or self.drain_s <= 0:
             self.should_exit = True
         else:
             self._exit_at = time.monotonic() + self.drain_s
+
+    def _hang_up(self) -> None:
+        """Close every connection, as if each client went away."""
+        log.info("Ctrl-C again: hanging up on %d connection(s); Ctrl-C once more exits at once",
+                 len(self.server_state.connections))
+        for connection in list(self.server_state.connections):
+            transport = connection.transport
+            if not transport.is_closing():
+                transport.close()
 
     async def on_tick(self, counter: int) -> bool:
         if self._exit_at is not None and not self._announced:

@@ -35,6 +35,7 @@ from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.main import create_app
 from app.resources import RedisPools
+from app.serving import FORCED_EXIT_MESSAGE, FORCED_EXIT_STATUS
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.freeze_proxy import FreezeProxy
@@ -284,17 +285,20 @@ def test_switchboard_serve_starts_against_a_sick_postgres(
 
 
 @pytest.mark.parametrize("with_redis", [False, True])
-@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM", "Ctrl-C twice"])
 def test_a_gateway_ended_while_postgres_hangs_loses_no_answered_call(
         ending: str, with_redis: bool, postgres: PrivatePostgres, redis_server: PrivateRedis,
         simulator: str, tmp_path: Path) -> None:
     """Postgres frozen (accepting, never answering), N calls answered 200, then the gateway
-    ended: killed with SIGKILL before any store timeout, or stopped with SIGTERM as an
-    orchestrator stops a pod. SIGTERM still ends it, with status 0: its shutdown gives up on
+    ended: killed with SIGKILL before any store timeout, stopped with SIGTERM as an
+    orchestrator stops a pod, or stopped with Ctrl-C and, while its shutdown waits on the
+    database, Ctrl-C again. SIGTERM still ends it, with status 0: its shutdown gives up on
     the database after its store timeouts, spools what it could not store, and drops the
     pool's connections (asyncpg's close waited 60 s on each, then SQLAlchemy logged a
-    traceback). Either way the next gateway stores all N rows, once each."""
-    url = new_database(postgres, f"hung_{ending.lower()}_{int(with_redis)}", migrated=True)
+    traceback). The second Ctrl-C ends it at once, status 130, saying so (uvicorn's own let
+    the shutdown run on). Either way the next gateway stores all N rows, once each."""
+    slug = ending.lower().replace(" ", "_").replace("-", "_")
+    url = new_database(postgres, f"hung_{slug}_{int(with_redis)}", migrated=True)
     proxy = FreezeProxy(postgres.port)
     env = gateway_env(tmp_path, simulator, proxy.url(url),
                       redis_server.url if with_redis else None)
@@ -303,14 +307,25 @@ def test_a_gateway_ended_while_postgres_hangs_loses_no_answered_call(
     first = serve_process(env, port, log=log)
     second = None
     try:
-        warm = calls(base, f"warm-{ending}-{with_redis}", 5)
+        warm = calls(base, f"warm-{slug}-{with_redis}", 5)
         assert sorted(stored(url, warm)) == sorted(warm)
         proxy.freeze()
-        ids = calls(base, f"hung-{ending}-{with_redis}", 60 if ending == "SIGKILL" else 30)
-        first.send_signal(getattr(signal, ending))
-        if ending == "SIGKILL":
+        ids = calls(base, f"hung-{slug}-{with_redis}", 60 if ending == "SIGKILL" else 30)
+        if ending == "Ctrl-C twice":
+            first.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while "Waiting for application shutdown" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            first.send_signal(signal.SIGINT)  # the shutdown is waiting on the hung database
+            assert first.wait(timeout=5) == FORCED_EXIT_STATUS, log.read_text()
+            assert FORCED_EXIT_MESSAGE.decode().strip() in log.read_text()
+            assert "Application shutdown complete" not in log.read_text()
+        elif ending == "SIGKILL":
+            first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
         else:
+            first.send_signal(signal.SIGTERM)
             try:
                 status = first.wait(timeout=90)
             except subprocess.TimeoutExpired:
@@ -321,7 +336,7 @@ def test_a_gateway_ended_while_postgres_hangs_loses_no_answered_call(
             assert "Exception closing connection" not in log.read_text()
         proxy.drop()
         proxy.thaw()
-        if ending == "SIGKILL":
+        if ending != "SIGTERM":
             assert not set(stored(url, ids, timeout_s=0)), "the rows must still be unstored"
         second = serve_process(env, port, log=log)
         found = stored(url, ids | warm)

@@ -11,13 +11,17 @@ taken exits at once, non-zero, naming the port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import yaml
@@ -100,6 +104,53 @@ def test_sigterm_drains_then_finishes_the_stream_and_exits_0(replica: Replica,
     assert rows_by_request_id(pg_database, [request_id]) == {request_id: 1}
     if usage:
         assert usage[-1]["completion_tokens"] == TOKENS
+
+
+def test_ctrl_c_again_hangs_up_on_a_stream_in_flight_and_records_it(
+        replica: Replica, pg_database: str) -> None:
+    """Ctrl-C, Ctrl-C (which skips the drain period), and the shutdown waits for the stream in
+    flight; a third Ctrl-C hangs up on it: the stream ends without ``[DONE]``, the process
+    exits 0 well before the stream would have ended, without a traceback, and the call's row,
+    ``cancelled`` 499 as for a client that went away, is in Postgres."""
+    assert replica.proc is not None
+    request_id = f"hung-up-{uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "x-request-id": request_id}
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=replica.url, timeout=60) as client, \
+            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as stream:
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        for _ in range(2):
+            replica.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)  # two signals at once would be one
+        deadline = time.monotonic() + 10
+        while "Waiting for connections to close" not in replica.output():
+            assert time.monotonic() < deadline, replica.output()
+            time.sleep(0.05)
+        replica.proc.send_signal(signal.SIGINT)
+        assert replica.proc.wait(timeout=3) == 0, replica.output()  # the stream had ~5 s left
+        rest: list[str] = []
+        with contextlib.suppress(httpx.HTTPError):  # a cut chunked body may read as an error
+            rest.extend(lines)
+    assert "data: [DONE]" not in rest
+    assert "hanging up on 1 connection(s)" in replica.output()
+    assert "Traceback" not in replica.output()
+    assert rows_by_request_id(pg_database, [request_id]) == {request_id: 1}
+    assert status_of(pg_database, request_id) == ("cancelled", 499)
+
+
+def status_of(database_url: str, request_id: str) -> tuple[str, int]:
+    async def read() -> tuple[str, int]:
+        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            row = await conn.fetchrow(
+                "SELECT status, http_status FROM calls WHERE request_id = $1", request_id)
+        finally:
+            await conn.close()
+        assert row is not None
+        return row["status"], row["http_status"]
+
+    return asyncio.run(read())
 
 
 @pytest.mark.parametrize("workers", [1, 2])
