@@ -185,7 +185,18 @@ class Pipeline:
             await hook(call, body)
 
     async def admit(self, call: ModelCall) -> None:
-        """The ``on_request`` hooks, in slot order."""
+        """The ``on_request`` hooks, in slot order, after the call record takes what the parsed
+        request says of the call: its public model (only one the snapshot serves: names a
+        client makes up must not become label values or counter keys), its end user, and
+        whether it streams. So a call a stage refuses (403, 429, a privacy block) is recorded
+        with them too; the gateway records them again when it routes the call."""
+        request = call.request
+        if request is not None:
+            record = call.record
+            if call.snapshot.table.serves(request.model):
+                record.public_model = request.model
+            record.end_user = request.user
+            record.stream = not isinstance(request, EmbeddingRequest) and bool(request.stream)
         for hook in self.request_hooks:
             await hook(call)
 

@@ -13,7 +13,8 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
 - ``{prefix}:usage:{YYYY-MM-DD}:model:{public_model}`` and ``...:caller:{caller}``: hashes with
   ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
   ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
-  (rejected before one was resolved), or naming one that does not exist (answered 404 without
+  (refused before its request was parsed, or naming a model the gateway does not serve:
+  ``app.pipeline.Pipeline.admit``), or naming one that does not exist (answered 404 without
   reaching a provider), counts under the model name ``-``, so the model and caller totals of a
   day agree, and model names a client makes up cannot add keys to Redis.
 - ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made

@@ -8,8 +8,9 @@ hour come from ``calls`` (on Postgres the ``created_at`` range prunes the monthl
 its index bounds the scan), so every answer counts exactly the calls stored in the range. The
 call hours keep the calls ``switchboard db prune`` removes; the ends read from ``calls`` do not.
 Calls with no key, team or model (the master key, loopback-only mode, calls refused before
-authentication) form one group named ``None``, so the groups of a range always add up to all of
-its calls.
+authentication; for the model, calls refused before their request was parsed or naming a model
+the gateway does not serve) form one group named ``None``, so the groups of a range always add
+up to all of its calls.
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ OTHER_TEAM = "other"
 """The ``team`` label past ``MAX_TEAMS`` distinct teams."""
 
 OTHER_MODEL = "other"
+"""The ``model`` label of requests naming no configured model, or refused before their body was
+read (bounded labels)."""
 OTHER_PROMPT = "other"
 """The ``prompt`` label of template versions past ``MAX_PROMPTS``."""
-"""The ``model`` label of requests naming no configured model (bounded labels)."""
 NO_PROVIDER = "none"
 _GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
 BATCH = 256

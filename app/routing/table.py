@@ -139,6 +139,10 @@ class RoutingTable:
         """The experiment splitting ``model``'s calls, if one does."""
         return self._experiments.get(model)
 
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` is one of this table's public models."""
+        return model in self._routes
+
     def resolve(self, model: str) -> Route:
         """The route for a public model name; ``NotFound`` (404) when there is none."""
         route = self._routes.get(model)

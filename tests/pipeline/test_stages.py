@@ -213,6 +213,26 @@ async def test_a_model_outside_the_allow_list_is_403_naming_it() -> None:
     await auth.on_request(call)
 
 
+@pytest.mark.parametrize(("model", "recorded"), [("chat", "chat"), ("made-up", None)])
+async def test_a_refused_call_is_recorded_with_its_model_user_and_stream(
+        model: str, recorded: str | None) -> None:
+    """A call a stage refuses (here a rate limit of 0 left) still says which public model,
+    which end user and whether it streamed; a model the gateway does not serve is not recorded
+    (a client's made-up names would become label values and counter keys)."""
+    caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", 1, None, None),))
+    pipeline = Pipeline([Admit(LocalLimiter(), output_reservation=100)])
+    for n in range(2):
+        call = _call(pipeline, model=model, messages=HI, max_tokens=5, user="u-7", stream=True)
+        call.caller = caller
+        if n == 0:
+            await pipeline.admit(call)
+            continue
+        with pytest.raises(errors.RateLimited):
+            await pipeline.admit(call)
+        record = call.record
+        assert (record.public_model, record.end_user, record.stream) == (recorded, "u-7", True)
+
+
 def test_a_key_is_charged_to_its_own_buckets_and_its_teams_sharing_the_team_tag() -> None:
     key = KeyRecord(id="key_a", name="a", prefix="sk-sb-x", team_id="team_t", rpm=60,
                     budget_usd=5.0, budget_period="day", models=("chat",))
