@@ -58,17 +58,24 @@ def replica(tmp_path: Path, simulator: str, pg_database: str) -> Iterator[Replic
         gateway.stop()
 
 
-def test_sigterm_drains_then_finishes_the_stream_and_exits_0(replica: Replica,
-                                                            pg_database: str) -> None:
-    assert replica.proc is not None
-    request_id = f"shutdown-{uuid.uuid4().hex}"
+@contextlib.contextmanager
+def slow_stream(replica: Replica, name: str) -> Iterator[tuple[str, Iterator[str], str]]:
+    """A streamed call to the slow model through ``replica``, once its first chunk is in: its
+    request id, its lines still to come, and that first ``data:`` line."""
+    request_id = f"{name}-{uuid.uuid4().hex}"
     headers = {"Authorization": f"Bearer {MASTER_KEY}", "x-request-id": request_id}
     body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with httpx.Client(base_url=replica.url, timeout=60) as client, \
             client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as stream:
         assert stream.status_code == 200
         lines = stream.iter_lines()
-        first = next(line for line in lines if line.startswith("data: "))
+        yield request_id, lines, next(line for line in lines if line.startswith("data: "))
+
+
+def test_sigterm_drains_then_finishes_the_stream_and_exits_0(replica: Replica,
+                                                            pg_database: str) -> None:
+    assert replica.proc is not None
+    with slow_stream(replica, "shutdown") as (request_id, lines, first):
         assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
 
         replica.proc.terminate()  # SIGTERM, the stream in flight
@@ -113,13 +120,7 @@ def test_ctrl_c_again_hangs_up_on_a_stream_in_flight_and_records_it(
     exits 0 well before the stream would have ended, without a traceback, and the call's row,
     ``cancelled`` 499 as for a client that went away, is in Postgres."""
     assert replica.proc is not None
-    request_id = f"hung-up-{uuid.uuid4().hex}"
-    headers = {"Authorization": f"Bearer {MASTER_KEY}", "x-request-id": request_id}
-    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(base_url=replica.url, timeout=60) as client, \
-            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as stream:
-        lines = stream.iter_lines()
-        next(line for line in lines if line.startswith("data: "))
+    with slow_stream(replica, "hung-up") as (request_id, lines, _first):
         for _ in range(2):
             replica.proc.send_signal(signal.SIGINT)
             time.sleep(0.3)  # two signals at once would be one
