@@ -27,7 +27,14 @@ boundary; nothing above them sees an HTTP client's exceptions. Messages never ca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
+
+
+def problem_message(problem: Mapping[str, Any]) -> str:
+    """The message of one of pydantic's validation problems (``ValidationError.errors()``),
+    without the "Value error, " pydantic puts before a validator's own words."""
+    return str(problem.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 class GatewayError(Exception):

@@ -144,7 +144,7 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
         if first["type"] == "missing":
             message = f"Missing required parameter: '{param}'."
         else:
-            message = f"Invalid value for '{param}': {first['msg']}."
+            message = f"Invalid value for '{param}': {errors.problem_message(first)}."
         raise errors.InvalidRequest(message, param=param or None,
                                     code="invalid_value") from None
 

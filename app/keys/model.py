@@ -269,5 +269,6 @@ def parse(model: type[M], data: Any) -> M:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         where = f" ({param})" if param else ""
-        raise errors.InvalidRequest(f"Invalid {model.__name__}{where}: {first['msg']}",
+        raise errors.InvalidRequest(f"Invalid {model.__name__}{where}: "
+                                    f"{errors.problem_message(first)}",
                                     param=param) from None

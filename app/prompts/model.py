@@ -225,7 +225,7 @@ def parse(model: type[M], data: Any, *, param: str | None = None) -> M:
         first = exc.errors(include_url=False)[0]
         parts = [str(part) for part in first["loc"]]
         where = ".".join([param, *parts] if param else parts) or None
-        message = first["msg"].removeprefix("Value error, ")
+        message = errors.problem_message(first)
         raise errors.InvalidRequest(f"Invalid {model.__name__}"
                                     f"{f' ({where})' if where else ''}: {message}",
                                     param=where, code="invalid_prompt") from None

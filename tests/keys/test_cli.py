@@ -111,7 +111,7 @@ def test_privacy_options(url: str) -> None:
     (("keys", "create", "--name", "k", "--team", "team_nope"), "No team with id"),
     (("keys", "revoke", "key_nope"), "No key with id"),
     (("keys", "update", "key_nope", "--budget-usd", "-1"), "invalid --budget-usd"),
-    (("keys", "create", "--name", "k", "--models", ""), "must name at least one model"),
+    (("keys", "create", "--name", "k", "--models", ""), "invalid --models: must name at least"),
     (("keys", "update", "key_nope", "--models", " , "), "must name at least one model"),
     (("teams", "delete", "team_nope"), "No team with id"),
 ])
