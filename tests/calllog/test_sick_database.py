@@ -313,10 +313,7 @@ def test_a_gateway_ended_while_postgres_hangs_loses_no_answered_call(
         ids = calls(base, f"hung-{slug}-{with_redis}", 60 if ending == "SIGKILL" else 30)
         if ending == "Ctrl-C twice":
             first.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 30
-            while "Waiting for application shutdown" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+            until(lambda: "Waiting for application shutdown" in log.read_text())
             first.send_signal(signal.SIGINT)  # the shutdown is waiting on the hung database
             assert first.wait(timeout=5) == FORCED_EXIT_STATUS, log.read_text()
             assert FORCED_EXIT_MESSAGE.decode().strip() in log.read_text()
