@@ -9,6 +9,10 @@ Listings (``GET /admin/keys``, ``GET /admin/teams``) go oldest first, ``limit`` 
 most 1,000) at a time, with ``next_cursor`` to pass back as ``cursor`` (null on the last page), as
 ``/admin/calls`` does.
 
+A key created or changed with a model list naming a model this gateway does not serve is made
+as asked (models may be configured later), and its answer carries ``warnings``, a list of
+sentences saying which (a typo'd model name would otherwise show only as 404s later).
+
 Errors: bad input 400 naming the field (a value the database refuses, such as a NUL character,
 400 ``invalid_value``); unknown id 404; name taken, team not empty, rotating a revoked key 409; no
 key database on this gateway 503 ``keys_unavailable``; database unreachable 503
@@ -26,10 +30,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from app import errors
 from app.api.admin import AdminDep
+from app.api.deps import GatewayDep
 from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
-from app.keys.model import TeamRecord
+from app.keys.model import TeamRecord, unserved
 from app.keys.store import Position, position
 from app.resources import resources_of
 
@@ -57,16 +62,25 @@ def _key(record: KeyRecord, plaintext: str | None = None) -> dict[str, Any]:
     return body
 
 
+def _checked(body: dict[str, Any], models: Sequence[str] | None,
+             gateway: GatewayDep) -> dict[str, Any]:
+    """``body`` with ``warnings`` when ``models`` names a model this gateway does not serve."""
+    warning = unserved(models, gateway.table.serves)
+    if warning is not None:
+        body["warnings"] = [warning]
+    return body
+
+
 # ---- keys
 
 
 @router.post("/keys", status_code=201)
-async def create_key(spec: KeyCreate, admin: AdminDep,
-                     directory: DirectoryDep) -> dict[str, Any]:
+async def create_key(spec: KeyCreate, admin: AdminDep, directory: DirectoryDep,
+                     gateway: GatewayDep) -> dict[str, Any]:
     """A new key; ``key`` in the answer is its plaintext, shown this once."""
     async with answering("key database", log=log):
         record, plaintext = await directory.store.create_key(spec)
-    return _key(record, plaintext)
+    return _checked(_key(record, plaintext), spec.models, gateway)
 
 
 Listed = TypeVar("Listed", KeyRecord, TeamRecord)
@@ -108,14 +122,14 @@ async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep,
-                     directory: DirectoryDep) -> dict[str, Any]:
+async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep, directory: DirectoryDep,
+                     gateway: GatewayDep) -> dict[str, Any]:
     """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
     setting or the expiry. The key's next call, on any gateway, runs under the change."""
     async with answering("key database", log=log):
         record = await directory.store.update_key(key_id, spec)
     await directory.changed(key_id=key_id)
-    return _key(record)
+    return _checked(_key(record), spec.models, gateway)
 
 
 @router.post("/keys/{key_id}/rotate")

@@ -7,6 +7,9 @@ upgrade``). After a change the ids concerned are published on Redis (``SWITCHBOA
 so running gateways drop their cached copy within a second; without Redis they pick the change
 up at their next refresh (30 s). A new or rotated key is printed once and never again.
 
+With ``SWITCHBOARD_CONFIG`` set, ``--models`` naming a model that config does not serve is
+warned about on stderr (the key is made or changed anyway).
+
 Limits given as ``none`` (``--rpm none``) are cleared by ``update``; so is a privacy setting
 (``--privacy none``). Exit status: 0 done, 2 any error (one line on stderr).
 """
@@ -175,6 +178,25 @@ def _print_secret(record: KeyRecord, plaintext: str, verb: str) -> None:
     click.echo(plaintext)
 
 
+def _warn_unserved(models: list[str] | tuple[str, ...] | None) -> None:
+    """Say on stderr when ``models`` names a model the gateway's config file
+    (``SWITCHBOARD_CONFIG``, when set and valid) does not serve; the change is made anyway."""
+    config_path = Settings().config
+    if not models or config_path is None:
+        return
+    from app.config import ConfigError, load_config
+    from app.keys.model import unserved
+    from app.settings import environment
+
+    try:
+        served = load_config(config_path, environment()).models
+    except ConfigError:
+        return  # the key is made; check-config is where a broken file is reported
+    warning = unserved(models, served.__contains__)
+    if warning is not None:
+        click.echo(f"switchboard: warning: {warning} (in {config_path})", err=True)
+
+
 def _parse(model: type[M], fields: dict[str, Any]) -> M:
     """``fields`` validated as ``model``; a bad one ends the command naming its option."""
     from app import errors
@@ -215,6 +237,7 @@ def create_key(database_url: str | None, admin: bool, **options: Any) -> None:
 
     record, plaintext = _run(database_url, action)
     _print_secret(record, plaintext, "created")
+    _warn_unserved(spec.models)
 
 
 @keys.command("list")
@@ -254,6 +277,7 @@ def update_key(key_id: str, database_url: str | None, admin: bool | None,
         return record
 
     click.echo(_show_key(_run(database_url, action)))
+    _warn_unserved(spec.models)
 
 
 @keys.command("rotate")

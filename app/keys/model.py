@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -256,6 +257,21 @@ class KeyUpdate(_Update):
     expires_at: float | None = None
     metadata: Metadata | None = None
     admin: bool | None = None
+
+
+def unserved(models: Sequence[str] | None, serves: Callable[[str], bool]) -> str | None:
+    """A warning when ``models`` (a key's allow-list) names models that ``serves`` says are not
+    configured: most likely a typo, which would make a key that gets 403s on the model meant.
+    A warning, not an error: a model may be configured after its keys are made."""
+    missing = [model for model in models or () if not serves(model)]
+    if not missing:
+        return None
+    names = ", ".join(repr(model[:200]) for model in missing[:10])
+    if len(missing) > 10:
+        names += f" and {len(missing) - 10} more"
+    calls = ("calls to it get 404 until it is" if len(missing) == 1
+             else "calls to them get 404 until they are")
+    return f"models: this gateway does not serve {names}; {calls} configured (a typo?)"
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -73,7 +73,7 @@ async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) 
     """Create (key shown once), get, list by team, update, rotate, revoke, delete."""
     team = (await admin.post("/admin/teams", json={"name": "search", "rpm": 100})).json()
     created = await admin.post("/admin/keys", json={
-        "name": "bot", "team_id": team["id"], "models": ["chat"], "rpm": 10,
+        "name": "bot", "team_id": team["id"], "models": ["mock-chat"], "rpm": 10,
         "expires_at": "2099-01-01T00:00:00Z", "metadata": {"owner": "ana"}})
     assert created.status_code == 201
     body = created.json()
@@ -90,7 +90,7 @@ async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) 
     assert len((await admin.get("/admin/keys")).json()["data"]) == 2
     assert await directory.resolve(key) is not None
     patched = (await admin.patch(f"/admin/keys/{key_id}", json={"rpm": None, "tpm": 5})).json()
-    assert patched["rpm"] is None and patched["tpm"] == 5 and patched["models"] == ["chat"]
+    assert patched["rpm"] is None and patched["tpm"] == 5 and patched["models"] == ["mock-chat"]
     assert directory.cached(hash_key(key)) is None  # the change dropped the cached entry
     rotated = (await admin.post(f"/admin/keys/{key_id}/rotate")).json()
     new_key = rotated["key"]
@@ -101,6 +101,32 @@ async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) 
     assert (await admin.delete(f"/admin/keys/{key_id}")).json() == {
         "object": "key", "id": key_id, "deleted": True}
     assert (await admin.get(f"/admin/keys/{key_id}")).status_code == 404
+
+
+async def test_a_model_the_gateway_does_not_serve_is_kept_with_a_warning(
+        admin: httpx.AsyncClient) -> None:
+    """A typo in a key's model list ("mock-chta" for "mock-chat") makes the key as asked (a
+    model may be configured later), and the answer says which name this gateway does not
+    serve; a list of served models, or an update that leaves the list alone, says nothing."""
+    made = await admin.post("/admin/keys", json={"name": "typo",
+                                                 "models": ["mock-chat", "mock-chta"]})
+    assert made.status_code == 201
+    body = made.json()
+    assert body["models"] == ["mock-chat", "mock-chta"]
+    assert body["warnings"] == [
+        "models: this gateway does not serve 'mock-chta'; calls to it get 404 until it is "
+        "configured (a typo?)"]
+    assert "warnings" not in (await admin.get(f"/admin/keys/{body['id']}")).json()
+    renamed = await admin.patch(f"/admin/keys/{body['id']}", json={"name": "still-typo"})
+    assert renamed.status_code == 200 and "warnings" not in renamed.json()
+    fixed = await admin.patch(f"/admin/keys/{body['id']}", json={"models": ["mock-chat"]})
+    assert fixed.json()["models"] == ["mock-chat"] and "warnings" not in fixed.json()
+    worse = await admin.patch(f"/admin/keys/{body['id']}", json={"models": ["a", "b"]})
+    assert worse.json()["warnings"] == [
+        "models: this gateway does not serve 'a', 'b'; calls to them get 404 until they are "
+        "configured (a typo?)"]
+    served = await admin.post("/admin/keys", json={"name": "fine", "models": ["mock-embed"]})
+    assert served.status_code == 201 and "warnings" not in served.json()
 
 
 async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:

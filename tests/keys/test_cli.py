@@ -73,6 +73,31 @@ def test_update_rotate_revoke_delete(url: str) -> None:
     assert run(keys, "list", url=url).stdout == ""
 
 
+def test_models_the_config_does_not_serve_are_warned_about(url: str, tmp_path: Path) -> None:
+    """With SWITCHBOARD_CONFIG set, --models naming a model that file does not serve makes or
+    changes the key anyway, with a warning on stderr; without it, or with a broken file, there
+    is nothing to check against and nothing is said."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers:\n  m: {type: mock}\n"
+                      "models:\n  chat: {targets: [{provider: m, model: x}]}\n")
+    env: dict[str, str | None] = {"SWITCHBOARD_CONFIG": str(config)}
+    typo = run(keys, "create", "--name", "k", "--models", "chat,chta", url=url, env=env)
+    assert typo.exit_code == 0 and typo.stdout.startswith("sk-sb-")
+    assert (f"switchboard: warning: models: this gateway does not serve 'chta'; calls to it "
+            f"get 404 until it is configured (a typo?) (in {config})") in typo.stderr
+    key_id = json.loads(run(keys, "list", "--json", url=url).stdout)["id"]
+    fixed = run(keys, "update", key_id, "--models", "chat", url=url, env=env)
+    assert fixed.exit_code == 0 and "models=chat" in fixed.stdout and "warning" not in fixed.stderr
+    again = run(keys, "update", key_id, "--models", "chta", url=url, env=env)
+    assert again.exit_code == 0 and "does not serve 'chta'" in again.stderr
+    unset = run(keys, "create", "--name", "k2", "--models", "chta", url=url,
+                env={"SWITCHBOARD_CONFIG": None})
+    assert unset.exit_code == 0 and "warning" not in unset.stderr
+    config.write_text("models: [")
+    broken = run(keys, "create", "--name", "k3", "--models", "chta", url=url, env=env)
+    assert broken.exit_code == 0 and "warning" not in broken.stderr
+
+
 def test_teams_commands(url: str) -> None:
     """teams create, list, update and delete; a team with keys cannot be deleted."""
     team_id = run(teams, "create", "--name", "t", url=url).stdout.split()[0]

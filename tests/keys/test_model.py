@@ -18,7 +18,7 @@ from app.keys import (
     hash_key,
     new_key,
 )
-from app.keys.model import display_prefix, iso, new_id, parse
+from app.keys.model import display_prefix, iso, new_id, parse, unserved
 
 
 def test_new_keys_are_long_random_and_prefixed() -> None:
@@ -134,3 +134,18 @@ def test_a_null_privacy_in_an_update_clears_it() -> None:
     assert parse(KeyUpdate, {"privacy": None}).changes() == {"privacy": None}
     assert parse(TeamUpdate, {"privacy": "block"}).changes() == {"privacy": "block"}
     assert "privacy" not in parse(TeamUpdate, {"rpm": 3}).changes()
+
+
+def test_unserved_names_what_is_not_served_ten_at_most() -> None:
+    """Nothing to say for served models or no list; otherwise the names, singular or plural,
+    the first ten and a count of the rest."""
+    served = {"chat", "embed"}.__contains__
+    assert unserved(None, served) is None and unserved(["chat", "embed"], served) is None
+    assert unserved(["chat", "chta"], served) == (
+        "models: this gateway does not serve 'chta'; calls to it get 404 until it is "
+        "configured (a typo?)")
+    many = unserved([f"m{i}" for i in range(12)], served)
+    assert many is not None and many.startswith(
+        "models: this gateway does not serve 'm0', 'm1', ")
+    assert "'m9' and 2 more; calls to them get 404 until they are configured" in many
+    assert "'m10'" not in many
