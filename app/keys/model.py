@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from app import errors
 from app.limits.model import Period
@@ -33,6 +40,10 @@ PREFIX_CHARS = 10
 """Characters of a key kept for display: ``sk-sb-`` and four random ones."""
 MAX_MODELS = 256
 MAX_METADATA = 16
+MAX_BUDGET_USD = 1e9
+LAST_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""The latest expiry a key can have (epoch seconds): the end of year 9999, as far as
+dates go."""
 
 
 def new_key() -> str:
@@ -136,9 +147,27 @@ class KeyRecord:
 
 # ---- admin input
 
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+def _printable(value: str) -> str:
+    # A newline or an escape in a name would forge lines in `switchboard keys list`.
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise ValueError("may not contain control characters (newlines, tabs, escapes)")
+    return value
+
+
+def _whole_micro_usd(value: float) -> float:
+    # Budgets are counted in micro-dollars: a smaller one would be stored as 0, a key that
+    # can spend nothing.
+    if 0 < value < 1e-6:
+        raise ValueError("must be 0 or at least 0.000001 (budgets count in micro-dollars)")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
 Limit = Annotated[int, Field(ge=1, le=2**53)]
-Budget = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
+                   AfterValidator(_whole_micro_usd)]
+"""At most a billion dollars: its micro-dollars (1e15) stay exact in Redis's Lua numbers
+(doubles), and it fits the database's ``Numeric(20, 10)``."""
 Models = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]],
                    Field(max_length=MAX_MODELS)]
 Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
@@ -147,27 +176,40 @@ Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
 TeamId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+_EXPECTED_TIME = "expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds"
+
+
 def _epoch(value: Any) -> Any:
-    """An expiry as epoch seconds: a number is taken as is, a string as ISO 8601 (naive = UTC)."""
+    """An expiry as epoch seconds: a number, or a string of one, is taken as is, another
+    string as ISO 8601 (naive = UTC); between 1970 and the end of year 9999."""
     if isinstance(value, bool):
-        raise ValueError("expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds")
+        raise ValueError(_EXPECTED_TIME)
     if value is None:
         return value
-    if isinstance(value, int | float):
-        return float(value)
+    number = isinstance(value, int | float)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            moment = datetime.fromisoformat(value.strip())
+            value, number = float(text), True
         except ValueError:
-            raise ValueError("expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
+            try:
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                value = moment.timestamp()
+            except (ValueError, OverflowError):
+                raise ValueError(_EXPECTED_TIME) from None
+    if isinstance(value, int | float):
+        if not 0 <= value <= LAST_EXPIRY:  # NaN fails this too
+            hint = " (this one looks like milliseconds)" if number and value > LAST_EXPIRY else ""
+            raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999{hint}")
+        return float(value)
     return value
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "admin": "yes" or "rpm": "10" is a 400, not an admin key or a limit guessed at
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     @field_validator("expires_at", mode="before", check_fields=False)
     @classmethod

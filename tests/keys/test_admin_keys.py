@@ -4,6 +4,7 @@ not JSON objects included), 404s, 409s and 503s."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -163,6 +164,13 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     ({"name": "k", "colour": "red"}, "colour"),
     ({"name": "k", "privacy": "allow"}, "privacy"),
     ({"name": "k", "privacy": "secret"}, "privacy"),
+    ({"name": "k", "expires_at": 1796576000000}, "expires_at"),  # milliseconds
+    ({"name": "k", "expires_at": "9999-12-31T23:59:59-05:00"}, "expires_at"),  # year 10000
+    ({"name": "k", "budget_usd": 1e10}, "budget_usd"),  # past what the database column holds
+    ({"name": "k", "budget_usd": 1e-11}, "budget_usd"),  # would be stored as 0
+    ({"name": "evil\nkey_000000000000  sk-sb-FAKE...  active"}, "name"),
+    ({"name": "k", "admin": "yes"}, "admin"),  # strict: no admin key from a string
+    ({"name": "k", "rpm": "10"}, "rpm"),
 ])
 async def test_bad_key_input_is_400_naming_the_field(
         admin: httpx.AsyncClient, body: dict[str, object], param: str) -> None:
@@ -171,6 +179,21 @@ async def test_bad_key_input_is_400_naming_the_field(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+@pytest.mark.parametrize("expires_at", [-1e20, float("nan"), "0001-01-01T00:00:00+05:00",
+                                        "9999-12-31T23:59:59-05:00", 1e20])
+async def test_an_update_to_an_expiry_out_of_range_is_400(
+        admin: httpx.AsyncClient, expires_at: object) -> None:
+    """Expiries dates cannot hold (before 1970, past 9999, not a number) are a 400 naming the
+    field, not a 500 from the database layer, and the key is unchanged."""
+    key = (await admin.post("/admin/keys", json={"name": "k"})).json()
+    response = await admin.patch(  # NaN as Python's json writes it (httpx's json= refuses it)
+        f"/admin/keys/{key['id']}", content=json.dumps({"expires_at": expires_at}),
+        headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "expires_at"
+    assert (await admin.get(f"/admin/keys/{key['id']}")).json()["expires_at"] is None
 
 
 async def test_a_key_cannot_be_created_expired_but_can_be_expired_by_an_update(

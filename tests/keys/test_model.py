@@ -74,6 +74,8 @@ def test_json_view_has_iso_times_and_no_hash() -> None:
     ("2027-01-31T00:00:00", 1801353600.0),
     ("2027-01-31T01:00:00+01:00", 1801353600.0),
     (1801353600, 1801353600.0),
+    ("1801353600", 1801353600.0),  # the CLI's --expires as epoch seconds
+    (" 1801353600.5 ", 1801353600.5),
     (None, None),
 ])
 def test_expiry_accepts_iso_or_epoch(value: object, epoch: float | None) -> None:
