@@ -148,6 +148,11 @@ def _team_not_found(team_id: str, *, param: str = "team_id") -> errors.NotFound:
                            code="team_not_found")
 
 
+def _team_not_empty(team_id: str, why: str) -> errors.GatewayError:
+    return errors.GatewayError(f"Team '{team_id[:80]}' {why}; delete or move them first.",
+                               status=409, param="team_id", code="team_not_empty")
+
+
 def _name_taken(name: str) -> errors.GatewayError:
     return errors.GatewayError(f"A team named '{name}' exists already.", status=409,
                                param="name", code="team_exists")
@@ -167,11 +172,16 @@ class KeyStore:
         values = _columns(spec.model_dump())
         values.update(id=new_id("key"), key_hash=hash_key(key), prefix=display_prefix(key),
                       created_at=_moment(time.time()), revoked_at=None)
-        async with self.engine.begin() as conn:
-            if spec.team_id is not None:
-                await self._require_team(conn, spec.team_id)
-            await conn.execute(insert(_KEY).values(**values))
-            record = await self._key(conn, values["id"])
+        try:
+            async with self.engine.begin() as conn:
+                if spec.team_id is not None:
+                    await self._require_team(conn, spec.team_id)
+                await conn.execute(insert(_KEY).values(**values))
+                record = await self._key(conn, values["id"])
+        except IntegrityError:
+            if spec.team_id is None:
+                raise
+            raise _team_not_found(spec.team_id) from None  # deleted since it was checked
         return record, key
 
     async def get_key(self, key_id: str) -> KeyRecord:
@@ -213,12 +223,18 @@ class KeyStore:
     async def update_key(self, key_id: str, spec: KeyUpdate) -> KeyRecord:
         """The key with the fields sent in ``spec`` changed."""
         values = _columns(spec.changes())
-        async with self.engine.begin() as conn:
-            if values.get("team_id") is not None:
-                await self._require_team(conn, values["team_id"])
-            if values:
-                await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(**values))
-            return await self._key(conn, key_id)
+        team_id = values.get("team_id")
+        try:
+            async with self.engine.begin() as conn:
+                if team_id is not None:
+                    await self._require_team(conn, team_id)
+                if values:
+                    await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(**values))
+                return await self._key(conn, key_id)
+        except IntegrityError:
+            if team_id is None:
+                raise
+            raise _team_not_found(team_id) from None  # deleted since it was checked
 
     async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
         """A new plaintext for the key (same id and limits); the old one stops working."""
@@ -300,15 +316,16 @@ class KeyStore:
 
     async def delete_team(self, team_id: str) -> TeamRecord:
         """Remove a team that has no keys (revoked ones count: delete them first)."""
-        async with self.engine.begin() as conn:
-            record = await self._team(conn, team_id)
-            count = await conn.scalar(select(func.count()).select_from(_KEY)
-                                      .where(_KEY.c.team_id == team_id))
-            if count:
-                raise errors.GatewayError(
-                    f"Team '{team_id}' still has {count} key(s); delete or move them first.",
-                    status=409, param="team_id", code="team_not_empty")
-            await conn.execute(delete(_TEAM).where(_TEAM.c.id == team_id))
+        try:
+            async with self.engine.begin() as conn:
+                record = await self._team(conn, team_id)
+                count = await conn.scalar(select(func.count()).select_from(_KEY)
+                                          .where(_KEY.c.team_id == team_id))
+                if count:
+                    raise _team_not_empty(team_id, f"still has {count} key(s)")
+                await conn.execute(delete(_TEAM).where(_TEAM.c.id == team_id))
+        except IntegrityError:  # a key was added to it since it was counted
+            raise _team_not_empty(team_id, "has a key added just now") from None
         return record
 
     # ---- helpers

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
@@ -190,3 +192,53 @@ async def test_privacy_is_stored_found_with_its_team_and_cleared(store: KeyStore
     found = await store.find_by_hash(hash_key(key))
     assert found is not None and found[0].privacy is None
     assert found[1] is not None and found[1].privacy == "private_only"
+
+
+async def _blocked(conn_sql: list[str], action: Any, engine: AsyncEngine) -> Any:
+    """``action`` run while another transaction holds ``conn_sql`` uncommitted, which is
+    committed once ``action`` waits on its locks (seen in ``pg_locks``); ``action``'s result
+    or error."""
+    async with engine.connect() as other:
+        transaction = await other.begin()
+        for sql in conn_sql:
+            await other.execute(text(sql))
+        task = asyncio.ensure_future(action())
+        async with engine.connect() as watcher:
+            for _ in range(500):  # the action waits on the other transaction's row lock
+                waiting = await watcher.scalar(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"))
+                if waiting or task.done():
+                    break
+                await asyncio.sleep(0.01)
+        await transaction.commit()
+        return await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_team_deleted_while_a_key_joins_it_answers_404_or_409(store: KeyStore) -> None:
+    """The races a team delete and a key create run on Postgres: a key created into a team
+    being deleted is 404 team_not_found (not 503 "database unreachable"), and a team deleted
+    while a key is being added to it is 409 team_not_empty; the team and key are as the
+    winner left them."""
+    team = await store.create_team(TeamCreate(name="doomed"))
+    [lost] = await _blocked([f"DELETE FROM teams WHERE id = '{team.id}'"],
+                            lambda: store.create_key(KeyCreate(name="late", team_id=team.id)),
+                            store.engine)
+    assert isinstance(lost, errors.NotFound) and lost.code == "team_not_found", lost
+    assert await store.list_keys() == []
+
+    team = await store.create_team(TeamCreate(name="busy"))
+    [refused] = await _blocked(
+        [f"INSERT INTO api_keys (id, name, key_hash, prefix, team_id, budget_period, "
+         f"metadata, admin, created_at) VALUES ('key_race', 'k', 'h', 'sk-sb-abcd', "
+         f"'{team.id}', 'month', '{{}}', false, now())"],
+        lambda: store.delete_team(team.id), store.engine)
+    assert isinstance(refused, errors.GatewayError) and refused.code == "team_not_empty", refused
+    assert (await store.get_team(team.id)).name == "busy"
+
+    moved = (await store.create_key(KeyCreate(name="mover")))[0]
+    team = await store.create_team(TeamCreate(name="gone"))
+    [lost] = await _blocked([f"DELETE FROM teams WHERE id = '{team.id}'"],
+                            lambda: store.update_key(moved.id, KeyUpdate(team_id=team.id)),
+                            store.engine)
+    assert isinstance(lost, errors.NotFound) and lost.code == "team_not_found", lost
