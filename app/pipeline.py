@@ -104,10 +104,17 @@ class Caller:
     """The public models this caller may use; ``None``: all."""
     buckets: tuple[Bucket, ...] = ()
     """The rate limits and budgets its calls are charged to (key's, then team's)."""
+    largest_call: int | None = field(init=False, default=None)
+    """The most tokens one call is charged: the smallest TPM limit among ``buckets`` (``None``:
+    no TPM limit). A call asking for more can never fit (``app.stages.admit``)."""
     privacy: Action = "allow"
     """The least strict privacy action its calls run under: the stricter of its key's and its
     team's ``privacy`` settings (``allow``: neither has one). It tightens a model's policy,
     never loosens it (``app.privacy.policy``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "largest_call",
+                           min((b.tpm for b in self.buckets if b.tpm), default=None))
 
 
 MASTER = Caller("master", admin=True)

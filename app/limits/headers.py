@@ -46,7 +46,7 @@ RESET_REQUESTS = b"x-ratelimit-reset-requests"
 LIMIT_TOKENS = b"x-ratelimit-limit-tokens"
 REMAINING_TOKENS = b"x-ratelimit-remaining-tokens"
 RESET_TOKENS = b"x-ratelimit-reset-tokens"
-_SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
+SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
 
 Header = tuple[bytes, bytes]
 """One response header as the server writes it: lower-case name, value (latin-1)."""
@@ -70,5 +70,5 @@ def ratelimit_headers(limit_requests: int | None, remaining_requests: int | None
                 (REMAINING_TOKENS, b"%d" % max(0, remaining_tokens or 0)),
                 (RESET_TOKENS, go_duration(reset_tokens_s or 0.0)))
     if budget_refusal:
-        out.append(_SHOULD_NOT_RETRY)
+        out.append(SHOULD_NOT_RETRY)
     return out

@@ -19,6 +19,7 @@ from app.limits.model import (
     period_left_s,
     period_name,
     spent_micro_usd,
+    uncharged,
     window,
 )
 
@@ -64,8 +65,8 @@ class LocalLimiter:
         refusing = [(w.retry_s, i) for i, w in _indexed(requests, charged) if w.retry_s > 0]
         if refusing:
             retry, index = max(refusing)
-            return combine(buckets, requests, charged, admitted=False, reason="rate_limit",
-                           refused_by=index, retry_s=retry)
+            return combine(buckets, uncharged(requests, 1), uncharged(charged, tokens),
+                           admitted=False, reason="rate_limit", refused_by=index, retry_s=retry)
         second = int(now // 1)
         for b in buckets:
             if b.rpm is not None:

@@ -191,6 +191,14 @@ class Window:
         return max(0, self.limit - self.used)
 
 
+def uncharged(windows: Sequence[Window | None], want: int) -> list[Window | None]:
+    """``windows`` as they stand without a charge of ``want`` the ones with room counted in
+    (``window`` counts it): their numbers for a call another window refused, which nothing
+    charged."""
+    return [w if w is None or w.retry_s > 0 else Window(w.limit, w.used - want, w.reset_s, 0.0)
+            for w in windows]
+
+
 def window(slots: Mapping[int, int], *, now: float, limit: int, want: int) -> Window:
     """The window of ``slots`` (epoch second -> count) at ``now`` for a charge of ``want``.
 

@@ -86,6 +86,7 @@ from app.limits.model import (
     period_name,
     spent_micro_usd,
     unavailable,
+    uncharged,
 )
 from app.limits.resp import ReplyError, RespClient, bulk, encode
 from app.pubsub import follow
@@ -329,7 +330,7 @@ class RedisLimiter:
         if raw is None:
             return unavailable(buckets, fail_open=self._fail_open,
                                budget_fail_open=self._budget_fail_open)
-        decision = _decision(buckets, raw, now)
+        decision = _decision(buckets, raw, now, tokens)
         if asked and decision.admitted and len(raw) == 5 + 6 * len(buckets) and raw[-2] > 0:
             self._grant(known, raw[-2], raw[-1], max(0, tokens), sent, decision)
         return decision
@@ -932,7 +933,8 @@ def _or_none(limit: int | None) -> int:
     return -1 if limit is None else limit
 
 
-def _decision(buckets: Sequence[Bucket], raw: list[int], now: float) -> Decision:
+def _decision(buckets: Sequence[Bucket], raw: list[int], now: float, tokens: int) -> Decision:
+    """The decision an ADMIT reply for a call of ``tokens`` carries."""
     status, index = raw[0], raw[1]
     if status == 0:
         return _admitted(buckets, raw)
@@ -940,12 +942,12 @@ def _decision(buckets: Sequence[Bucket], raw: list[int], now: float) -> Decision
         left = period_left_s(buckets[index - 1].budget_period, datetime.fromtimestamp(now, UTC))
         return combine(buckets, [], [], admitted=False, reason="budget", refused_by=index - 1,
                        retry_s=0.0 if left is None else left)
-    requests, tokens = _windows(buckets, raw)
+    requests, charged = _windows(buckets, raw)
     refusing = [(w.retry_s, i) for i in range(len(buckets))
-                for w in (requests[i], tokens[i]) if w is not None and w.retry_s > 0]
+                for w in (requests[i], charged[i]) if w is not None and w.retry_s > 0]
     retry, at = max(refusing, default=(1.0, 0))
-    return combine(buckets, requests, tokens, admitted=False, reason="rate_limit",
-                   refused_by=at, retry_s=retry)
+    return combine(buckets, uncharged(requests, 1), uncharged(charged, max(0, tokens)),
+                   admitted=False, reason="rate_limit", refused_by=at, retry_s=retry)
 
 
 def _windows(buckets: Sequence[Bucket], raw: list[int]

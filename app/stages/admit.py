@@ -4,10 +4,16 @@ when it ends (``app.limits`` enforces them; Redis makes them hold across process
 Admit (``Slot.ADMIT``) charges one request and an estimate of its tokens to every bucket of the
 caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce (the
 request's ``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
-``rate_limits.output_reservation``). A refusal is 429 ``rate_limit_exceeded`` with
-``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent budget;
-when the limiter cannot decide (Redis down) the configured fail mode answers 503
-``limiter_unavailable`` or admits. Admitted calls carry OpenAI's ``x-ratelimit-*`` headers.
+``rate_limits.output_reservation``). No call is charged more than the caller's smallest TPM
+limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone ask for more could
+never fit, and is refused at once (429 ``rate_limit_exceeded``, "Request too large", with
+``x-should-retry: false`` and no ``Retry-After``, as OpenAI refuses it); a default output
+reservation past the limit is charged as the limit. A refusal is 429 ``rate_limit_exceeded``
+with ``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent
+budget (with ``Retry-After`` until its day or month ends; none for a ``total`` budget, which
+never renews); when the limiter cannot decide (Redis down) the configured fail mode answers 503
+``limiter_unavailable`` or admits. Admitted calls and rate-limit refusals carry OpenAI's
+``x-ratelimit-*`` headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
 it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
@@ -23,6 +29,7 @@ from typing import Literal
 
 from app import errors
 from app.limits import Decision, Limiter
+from app.limits.headers import SHOULD_NOT_RETRY
 from app.limits.model import Scope
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, Slot, Stage
@@ -48,6 +55,11 @@ class Admit(Stage):
 
     def estimate(self, call: ModelCall) -> int:
         """The tokens to charge before the call runs (see the module docstring)."""
+        return self._estimate(call)[0]
+
+    def _estimate(self, call: ModelCall) -> tuple[int, int]:
+        """``estimate``, and the part of it the request itself asks for: the prompt, plus
+        ``max_tokens`` when it is sent (not the model's default or the reservation)."""
         request = call.request
         assert request is not None
         tokens = estimate_prompt_tokens(request)
@@ -56,16 +68,25 @@ class Admit(Stage):
         elif isinstance(request, CompletionRequest):
             asked = request.max_tokens
         else:  # embeddings produce no tokens
-            return tokens
-        if not asked:
-            asked = call.route().targets[0].max_tokens_default or self._reservation
-        return tokens + min(asked, self._reservation) * (request.n or 1)
+            return tokens, tokens
+        n = request.n or 1
+        if asked:
+            tokens += min(asked, self._reservation) * n
+            return tokens, tokens
+        default = call.route().targets[0].max_tokens_default or self._reservation
+        return tokens + min(default, self._reservation) * n, tokens
 
     async def on_request(self, call: ModelCall) -> None:
-        buckets = call.caller.buckets
+        caller = call.caller
+        buckets = caller.buckets
         if not buckets:
             return
-        tokens = self.estimate(call)
+        tokens, asked = self._estimate(call)
+        largest = caller.largest_call
+        if largest is not None and tokens > largest:
+            if asked > largest:
+                raise self._too_large(call, asked, largest)
+            tokens = largest  # a default output reservation past the limit: charge the limit
         decision = self._limiter.admit_now(buckets, tokens)  # a credit's call: no await
         if decision is None:
             decision = await self._limiter.admit(buckets, tokens)
@@ -78,6 +99,18 @@ class Admit(Stage):
             return
         raise self._refusal(call, decision)
 
+    def _too_large(self, call: ModelCall, asked: int, largest: int) -> errors.GatewayError:
+        """The 429 for a call that asks for more tokens than a TPM limit allows in a whole
+        minute: waiting cannot help, so ``x-should-retry: false`` and no ``Retry-After``."""
+        scope: Scope = next((b.scope for b in call.caller.buckets if b.tpm == largest), "key")
+        if self._recorder is not None:
+            self._recorder.limit_rejected(scope)
+        call.headers.append(SHOULD_NOT_RETRY)
+        return errors.RateLimited(
+            f"Request too large for this {scope}'s tokens per minute: limit {largest}, "
+            f"requested {asked} (the prompt's estimated tokens plus the output it asks for). "
+            "Lower max_tokens or shorten the prompt.", code="rate_limit_exceeded")
+
     def _refusal(self, call: ModelCall, decision: Decision) -> errors.GatewayError:
         scope: Scope = decision.scope or "key"
         if decision.reason == "unavailable":
@@ -85,13 +118,17 @@ class Admit(Stage):
             return errors.GatewayError(
                 "The gateway cannot check this key's limits right now; retry shortly.",
                 status=503, code="limiter_unavailable")
-        wait = max(1, math.ceil(decision.retry_after_s))
-        call.headers.append((b"retry-after", b"%d" % wait))
         if decision.reason == "budget":
             if self._recorder is not None:
                 self._recorder.budget_rejected(scope)
+            if decision.retry_after_s <= 0:  # a total budget: it never renews
+                return errors.QuotaExceeded(f"The {scope}'s total budget is spent.",
+                                            code="insufficient_quota")
+            call.headers.append((b"retry-after", b"%d" % math.ceil(decision.retry_after_s)))
             return errors.QuotaExceeded(
                 f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
+        wait = max(1, math.ceil(decision.retry_after_s))
+        call.headers.append((b"retry-after", b"%d" % wait))
         if self._recorder is not None:
             self._recorder.limit_rejected(scope)
         return errors.RateLimited(

@@ -34,6 +34,19 @@ async def test_all_or_nothing_across_buckets() -> None:
     assert alone.remaining_requests == 2  # the refused call charged nothing to b
 
 
+async def test_a_refusal_counts_only_what_was_charged() -> None:
+    """A call the token window refuses is not counted in the request window that had room:
+    its headers say what the next call finds (as the Redis limiter's do)."""
+    limiter = LocalLimiter(clock=Clock())
+    key = [Bucket("key", "k", 100, 60, None)]
+    assert (await limiter.admit(key, 50)).remaining_requests == 99
+    refused = await limiter.admit(key, 20)
+    assert (refused.admitted, refused.reason) == (False, "rate_limit")
+    assert (refused.remaining_requests, refused.remaining_tokens) == (99, 10)
+    after = await limiter.admit(key, 10)
+    assert (after.remaining_requests, after.remaining_tokens) == (98, 0)
+
+
 async def test_settle_gives_tokens_back() -> None:
     """A call that used fewer tokens than reserved returns the difference to the window."""
     clock = Clock()

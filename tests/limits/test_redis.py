@@ -100,6 +100,20 @@ async def test_all_or_nothing_across_key_and_team(resp: RespClient, prefix: str)
     assert (await limiter.admit([b], 0)).remaining_requests == 2
 
 
+async def test_a_refusal_counts_only_what_was_charged(resp: RespClient, prefix: str) -> None:
+    """A call the token window refuses is not counted in the request window that had room
+    (nothing was charged): its headers say what the next call finds, as the next call's do."""
+    limiter = limiter_on(resp, prefix, Clock())
+    key = [Bucket("key", "k", 100, 60, None)]
+    assert (await limiter.admit(key, 50)).remaining_requests == 99
+    refused = await limiter.admit(key, 20)
+    assert (refused.admitted, refused.reason) == (False, "rate_limit")
+    assert text_headers(refused.headers())["x-ratelimit-remaining-requests"] == "99"
+    assert text_headers(refused.headers())["x-ratelimit-remaining-tokens"] == "10"
+    after = await limiter.admit(key, 10)
+    assert (after.remaining_requests, after.remaining_tokens) == (98, 0)
+
+
 async def test_tpm_and_settle_gives_tokens_back(resp: RespClient, prefix: str) -> None:
     """Tokens are charged by estimate; a settle returns what the call did not use."""
     clock = Clock()

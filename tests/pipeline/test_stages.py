@@ -129,6 +129,58 @@ async def test_a_spent_budget_is_429_insufficient_quota_that_sdks_do_not_retry()
     assert text_headers(refused.headers)["x-should-retry"] == "false"
 
 
+async def test_a_total_budget_spent_has_no_retry_after_a_daily_one_says_when_it_renews(
+) -> None:
+    """A spent ``total`` budget never renews: no Retry-After for a client to wait on (only
+    ``x-should-retry: false``); a day's budget says how long until midnight UTC."""
+    limiter = LocalLimiter()
+    for period, message in (("total", "The key's total budget is spent."),
+                            ("day", "The key's budget for this period is spent.")):
+        bucket = Bucket("key", f"k-{period}", None, None, 0.01, period)  # type: ignore[arg-type]
+        caller = Caller("key", key_id=bucket.id, buckets=(bucket,))
+        limiter.settle(caller.buckets, 0, 0, 0.02)
+        refused = _call(model="chat", messages=HI, max_tokens=5)
+        refused.caller = caller
+        with pytest.raises(errors.QuotaExceeded) as caught:
+            await Admit(limiter, output_reservation=100).on_request(refused)
+        assert caught.value.message == message
+        headers = text_headers(refused.headers)
+        assert headers["x-should-retry"] == "false"
+        if period == "total":
+            assert "retry-after" not in headers
+        else:
+            assert 0 < int(headers["retry-after"]) <= 86_400
+
+
+async def test_a_call_asking_for_more_than_a_tpm_limit_is_refused_at_once_not_retried(
+) -> None:
+    """A prompt plus max_tokens over the smallest TPM limit (here the team's) could never fit:
+    429 "Request too large" naming both numbers, ``x-should-retry: false``, no Retry-After,
+    nothing charged. Without max_tokens the default reservation is charged as the limit, so
+    the call runs (and never more than the limit is charged)."""
+    limiter = LocalLimiter()
+    team = Bucket("team", "t1", None, 60, None)
+    caller = Caller("key", key_id="k1", team_id="t1",
+                    buckets=(Bucket("key", "k1", 100, 1000, None, team="t1"), team))
+    assert caller.largest_call == 60
+    admit = Admit(limiter, output_reservation=4096)
+    big = _call(model="chat", messages=HI, max_tokens=2000)
+    big.caller = caller
+    with pytest.raises(errors.RateLimited) as caught:
+        await admit.on_request(big)
+    requested = _prompt_only("chat") + 2000
+    assert caught.value.code == "rate_limit_exceeded" and caught.value.status_code == 429
+    assert f"team's tokens per minute: limit 60, requested {requested}" in caught.value.message
+    headers = text_headers(big.headers)
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+    implicit = _call(model="bare", messages=HI)
+    implicit.caller = caller
+    await admit.on_request(implicit)
+    assert implicit.tokens == 60
+    assert text_headers(implicit.headers)["x-ratelimit-remaining-tokens"] == "0"
+    assert text_headers(implicit.headers)["x-ratelimit-remaining-requests"] == "99"
+
+
 async def test_account_replaces_the_estimate_with_the_real_usage() -> None:
     limiter = LocalLimiter()
     caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", None, 10_000, None),))
