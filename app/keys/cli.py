@@ -161,7 +161,8 @@ def _show_key(record: KeyRecord) -> str:
         if value is not None)
     status = record.problem(time.time()) or "active"
     admin = " admin" if record.admin else ""
-    return f"{record.id}  {record.prefix}...  {status}{admin}  {record.name}  {limits}".rstrip()
+    return _one_line(
+        f"{record.id}  {record.prefix}...  {status}{admin}  {record.name}  {limits}".rstrip())
 
 
 def _show_team(team: TeamRecord) -> str:
@@ -170,7 +171,16 @@ def _show_team(team: TeamRecord) -> str:
         ("budget", None if team.budget_usd is None
          else f"{team.budget_usd:g}/{team.budget_period}"),
         ("privacy", team.privacy)) if value is not None)
-    return f"{team.id}  {team.name}  {limits}".rstrip()
+    return _one_line(f"{team.id}  {team.name}  {limits}".rstrip())
+
+
+def _one_line(text: str) -> str:
+    """``text`` with anything unprintable escaped (``\\n``, ``\\x1b``): a name or model
+    written before names were checked, or by hand in the database, cannot forge a line or
+    colour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _print_secret(record: KeyRecord, plaintext: str, verb: str) -> None:
@@ -337,7 +347,7 @@ def teams() -> None:
 @_limit_options
 @database_url_option
 def create_team(database_url: str | None, **options: Any) -> None:
-    """Create a team and print its id."""
+    """Create a team and print its id on stdout (what it was made with goes to stderr)."""
     from app.keys.model import TeamCreate
 
     spec = _parse(TeamCreate, _fields(**options))
@@ -345,7 +355,9 @@ def create_team(database_url: str | None, **options: Any) -> None:
     async def action(directory: KeyDirectory) -> TeamRecord:
         return await directory.store.create_team(spec)
 
-    click.echo(_show_team(_run(database_url, action)))
+    team = _run(database_url, action)
+    click.echo(f"created {_show_team(team)}", err=True)
+    click.echo(team.id)
 
 
 @teams.command("list")

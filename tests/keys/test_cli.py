@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,32 @@ def test_models_the_config_does_not_serve_are_warned_about(url: str, tmp_path: P
     assert broken.exit_code == 0 and "warning" not in broken.stderr
 
 
+def test_teams_create_prints_only_the_id_for_scripts(url: str) -> None:
+    """TEAM=$(switchboard teams create ...) is the id alone, ready for --team; the rest goes
+    to stderr."""
+    made = run(teams, "create", "--name", "scripted", "--rpm", "5", url=url)
+    assert made.exit_code == 0 and made.stdout.strip().startswith("team_")
+    assert made.stdout.strip() == made.stdout.strip().split()[0]
+    assert f"created {made.stdout.strip()}  scripted  rpm=5" in made.stderr
+    key = run(keys, "create", "--name", "k", "--team", made.stdout.strip(), url=url)
+    assert key.exit_code == 0, key.output
+
+
+def test_listings_escape_what_could_forge_a_line(url: str) -> None:
+    """A name or model holding a newline or an escape (written into the database by hand:
+    the admin input refuses them) is listed on one line, escaped."""
+    run(keys, "create", "--name", "k", url=url)
+    team_id = run(teams, "create", "--name", "t", url=url).stdout.strip()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE api_keys SET name = 'evil' || char(10) || 'key_000000000000  "
+                   "sk-sb-FAKE...  active  admin-looking' || char(27) || '[31m'")
+        db.execute("UPDATE teams SET name = 'x' || char(10) || 'y' WHERE id = ?", (team_id,))
+    listed = run(keys, "list", url=url).stdout
+    assert listed.count("\n") == 1 and "\x1b" not in listed
+    assert "evil\\nkey_000000000000  sk-sb-FAKE...  active  admin-looking\\x1b[31m" in listed
+    assert run(teams, "list", url=url).stdout == f"{team_id}  x\\ny\n"
+
+
 def test_teams_commands(url: str) -> None:
     """teams create, list, update and delete; a team with keys cannot be deleted."""
     team_id = run(teams, "create", "--name", "t", url=url).stdout.split()[0]
@@ -112,7 +139,7 @@ def test_teams_commands(url: str) -> None:
 def test_privacy_options(url: str) -> None:
     """--privacy on keys and teams, create and update; none clears it; allow is refused."""
     team = run(teams, "create", "--name", "t", "--privacy", "redact", url=url)
-    assert team.exit_code == 0 and "privacy=redact" in team.stdout
+    assert team.exit_code == 0 and "privacy=redact" in team.stderr
     team_id = team.stdout.split()[0]
     created = run(keys, "create", "--name", "k", "--team", team_id, "--privacy", "block",
                   url=url)
