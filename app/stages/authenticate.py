@@ -98,8 +98,8 @@ class Authenticate(Stage):
                 raise _invalid()
         problem = entry.key.problem(time.time())
         if problem is not None:
-            raise errors.AuthenticationFailed(f"This API key is {problem}.",
-                                              code="invalid_api_key")
+            raise RefusedKey(f"This API key is {problem}.", key_id=entry.key.id,
+                             team_id=entry.key.team_id)
         known = self._callers.get(digest)
         if known is not None and known[0] is entry:
             return known[1]
@@ -110,9 +110,13 @@ class Authenticate(Stage):
         return caller
 
     async def on_headers(self, call: ModelCall) -> None:
-        caller = await self.identify(call.incoming.headers)
-        call.caller = caller
         record = call.record
+        try:
+            caller = await self.identify(call.incoming.headers)
+        except RefusedKey as refused:
+            record.key_id, record.team_id = refused.key_id, refused.team_id
+            raise
+        call.caller = caller
         record.caller = caller.name
         if caller.key_id is not None:
             record.key_id, record.team_id = caller.key_id, caller.team_id
@@ -120,6 +124,15 @@ class Authenticate(Stage):
     async def on_request(self, call: ModelCall) -> None:
         if call.request is not None:
             check_model(call.caller, call.request.model)
+
+
+class RefusedKey(errors.AuthenticationFailed):
+    """401 ``invalid_api_key`` for a key the directory knows but refuses (revoked, expired):
+    its call record still names the key and team, so a revoked key's callers can be found."""
+
+    def __init__(self, message: str, *, key_id: str, team_id: str | None) -> None:
+        super().__init__(message, code="invalid_api_key")
+        self.key_id, self.team_id = key_id, team_id
 
 
 def check_model(caller: Caller, model: str) -> None:

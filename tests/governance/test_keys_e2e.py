@@ -50,6 +50,16 @@ def test_key_lifecycle_create_use_rotate_revoke_expire(fleet_factory: Any,
     with pytest.raises(openai.AuthenticationError) as expired:
         sdk(url, soon["key"]).chat.completions.create(model="chat", messages=HI)
     assert expired.value.code == "invalid_api_key"
+    # The refusal is a row naming the key, so who still uses an expired key can be found.
+    refused: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    with fleet.admin() as admin:
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.2)
+            refused = [r for r in admin.get("/admin/calls", params={"key_id": soon["id"]}
+                                            ).json()["data"] if r["http_status"] == 401]
+    assert [(r["caller"], r["error_message"]) for r in refused] == [
+        ("unauthenticated", "This API key is expired.")]
 
 
 _READ: dict[str, Callable[[redis.Redis, bytes], object]] = {
