@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from app import errors
 from app.api.calls import Endpoint
 from app.api.incoming import Incoming
-from app.api.v1 import answer, read_object, serve_route, stream
+from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
 from app.inbound.anthropic import error_body, read_request, to_message
@@ -41,7 +41,7 @@ def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Respons
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     native = await read_object(call)
     inbound = read_request(native)
-    request = parse(ChatRequest, inbound.body)
+    request = parse_call(call, ChatRequest, inbound.body)
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)

@@ -42,10 +42,22 @@ async def read_object(call: ModelCall) -> Json:
                         max_depth=limits.max_json_depth)
 
 
+def parse_call(call: ModelCall, schema: type[M], body: dict[str, Any]) -> M:
+    """``body`` validated as ``schema`` (``parse``); a body it refuses still gives the call
+    record its ``model`` when the snapshot serves it, so the 400 counts under that model."""
+    try:
+        return parse(schema, body)
+    except errors.InvalidRequest:
+        model = body.get("model")
+        if isinstance(model, str) and call.snapshot.table.serves(model):
+            call.record.public_model = model
+        raise
+
+
 async def _parsed(call: ModelCall, schema: type[M]) -> None:
     """The body, validated as ``schema``, into ``call.request`` and ``call.body``."""
     body = await read_object(call)
-    call.request = parse(schema, body)  # type: ignore[assignment]
+    call.request = parse_call(call, schema, body)  # type: ignore[assignment]
     call.body = body
 
 
@@ -123,7 +135,7 @@ async def answer(work: Awaitable[Result], call: ModelCall,
 async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
     body = await read_object(call)
     await call.snapshot.pipeline.expand(call, body)  # a prompt template's messages, if any
-    call.request, call.body = parse(ChatRequest, body), body
+    call.request, call.body = parse_call(call, ChatRequest, body), body
     await call.snapshot.pipeline.admit(call)
     assert isinstance(call.request, ChatRequest)
     if call.request.stream:

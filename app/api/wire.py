@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from app import errors
 from app.calllog import CallRecord
@@ -139,7 +140,7 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        first = _telling(exc.errors(include_url=False))
         param = _param(tuple(first["loc"]))
         if first["type"] == "missing":
             message = f"Missing required parameter: '{param}'."
@@ -147,6 +148,18 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
             message = f"Invalid value for '{param}': {errors.problem_message(first)}."
         raise errors.InvalidRequest(message, param=param or None,
                                     code="invalid_value") from None
+
+
+def _telling(problems: list[ErrorDetails]) -> ErrorDetails:
+    """The problem to report: the first, unless it only says a union's branch has another type
+    (``stop``: "should be a valid string") while a branch the value has the type of says what
+    is wrong with it ("at most 4 items")."""
+    first = problems[0]
+    if not first["type"].endswith("_type"):
+        return first
+    field = first["loc"][:1]
+    return next((p for p in problems if p["loc"][:1] == field
+                 and not p["type"].endswith("_type")), first)
 
 
 def _drop_nulls(model: type[BaseModel], body: dict[str, Any]) -> None:

@@ -4,10 +4,11 @@ A batch is written in one transaction, so one value the database refuses would r
 batch on every retry, and the writer would be stuck with it. Every value is therefore made
 acceptable before it is sent, by rules derived once from the table definition:
 
-- text: NUL characters removed (Postgres text cannot hold them), cut to the column's length,
-  unencodable surrogates replaced;
+- text: NUL characters replaced by U+FFFD (Postgres text cannot hold them; dropped, a model
+  name ``ch\\x00at`` would read as a real one), cut to the column's length, unencodable
+  surrogates replaced;
 - JSON: encoded with ``orjson`` (non-string keys and unknown objects as strings), NULs and
-  surrogates scrubbed (``jsonb`` refuses ``\\u0000``);
+  surrogates replaced as in text (``jsonb`` refuses ``\\u0000``);
 - integers clamped to the 32-bit column range; non-finite or out-of-range costs become NULL;
 - a missing value in a NOT NULL column becomes that type's zero (``""``, ``0``, ``False``,
   ``[]``, the epoch): visible in the log, instead of blocking it.
@@ -44,8 +45,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def clean_text(value: Any, limit: int | None = None) -> str:
     """``value`` as a string any database column takes (see the module docstring)."""
     text = value if type(value) is str else str(value)
-    if "\x00" in text:
-        text = text.replace("\x00", "")
+    if "\x00" in text:  # shown, not dropped: "ch\x00at" must not be stored as "chat"
+        text = text.replace("\x00", "\ufffd")
     if limit is not None and len(text) > limit:
         text = text[:limit]
     if not text.isascii():

@@ -66,6 +66,23 @@ def test_bad_input_never_reaches_the_upstream(gateway: RunningGateway, simulator
     assert before == after
     record = gateway.sink.by_id("bad-1")
     assert record.status == "error" and record.http_status == 400
+    assert record.public_model == "chat"  # the body was read: the 400 counts under its model
+    _post(gateway, "/v1/chat/completions", headers={"x-request-id": "bad-2"},
+          json={"model": "made-up", "messages": "hi"})
+    assert gateway.sink.by_id("bad-2").public_model is None  # not a label value
+
+
+def test_a_list_too_long_says_so_not_that_it_is_no_string(gateway: RunningGateway) -> None:
+    """``stop`` is a string or a list of at most 4: a list of 5 is told its length, not that
+    it should have been a string (the union's other branch)."""
+    status, error = _post(gateway, "/v1/chat/completions",
+                          json={"model": "chat", "messages": USER, "stop": list("abcde")})
+    assert (status, error["param"]) == (400, "stop")
+    assert error["message"] == ("Invalid value for 'stop': List should have at most 4 items "
+                                "after validation, not 5.")
+    status, error = _post(gateway, "/v1/chat/completions",
+                          json={"model": "chat", "messages": USER, "stop": 5})
+    assert error["message"] == "Invalid value for 'stop': Input should be a valid string."
 
 
 def test_caps_on_n_and_max_tokens(run_gateway: GatewayFactory, simulator: str) -> None:

@@ -3,6 +3,7 @@ keys and streams, the spools, the database, the log line), the same way for ever
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import String
 
+from app.calllog.columns import clean_text, json_text
 from app.calllog.live import LiveFeed
 from app.calllog.record import (
     MAX_TAG_KEY,
@@ -234,3 +236,10 @@ def wait_rows(gateway: str, count: int) -> list[dict[str, Any]]:
                 break
         time.sleep(0.2)
     return rows
+
+
+def test_a_nul_is_shown_not_dropped() -> None:
+    """Postgres text holds no NUL; one is stored as U+FFFD, so a model named ``ch\\x00at`` is
+    not read back as the real ``chat``, in text columns and in JSON alike."""
+    assert clean_text("ch\x00at") == "ch\ufffdat"
+    assert json.loads(json_text({"k\x00": ["v\x00"]})) == {"k\ufffd": ["v\ufffd"]}
