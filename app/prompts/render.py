@@ -121,7 +121,10 @@ def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:
 
 def type_problem(kind: VarType, value: Any) -> str | None:
     """Why ``value`` is not of ``kind`` (``None`` when it is). Booleans are not numbers; a
-    ``number`` must be finite; ``json`` takes any JSON value."""
+    ``number`` must be finite; ``json`` takes any value (a request's values are JSON already,
+    checked by the request parser; a default is checked by ``json_problem`` as well)."""
+    if kind == "number" and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number, got NaN or infinity"
     if kind == "string":
         ok = isinstance(value, str)
     elif kind == "integer":
@@ -135,6 +138,37 @@ def type_problem(kind: VarType, value: Any) -> str | None:
         return None
     return None if ok else f"must be {'an' if kind == 'integer' else 'a'} {kind}, " \
                            f"got {json_type(value)}"
+
+
+MAX_JSON_DEPTH = 64
+"""The deepest a version's ``json`` default or ``params`` may nest (a container is level 1):
+the request parser's default limit (``limits.max_json_depth``). orjson, which hashes and logs
+them, stops at 255 levels."""
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` (a default or ``params``, as written by an admin: YAML can build more than
+    JSON) is not JSON that a version can keep (``None`` when it is): nested deeper than
+    ``MAX_JSON_DEPTH`` levels, a NaN or infinity, a key that is not a string, or a value of
+    another type (a YAML date). Iterative: no recursion limit to hit."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth == MAX_JSON_DEPTH:
+                return f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    return "has a key that is not a string"
+                item = list(item.values())
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "holds NaN or infinity, which JSON does not have"
+        elif item is not None and not isinstance(item, str | int | bool):
+            return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
+                    "and times)")
+    return None
 
 
 def json_type(value: Any) -> str:

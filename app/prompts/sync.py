@@ -74,6 +74,8 @@ def read_file(path: Path) -> TemplateFile:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SyncError(f"{path}: cannot read it: {exc}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SyncError(f"{path}: cannot read it: nested too deeply") from None
     if not isinstance(data, dict):
         raise SyncError(f"{path}: expected a mapping (id, messages or versions, labels)")
     unknown = sorted(set(data) - {"id", "versions", "labels", *_BODY})

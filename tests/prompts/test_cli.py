@@ -107,6 +107,10 @@ def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> N
     ("messages: [{role: user, content: hi}]\nlabels: {latest: 1}\n", "reserved"),
     ("messages: [{role: user, content: hi}]\nbogus: 1\n", "unknown field"),
     ("- just a list\n", "expected a mapping"),
+    ("messages: [{role: user, content: '{{ j }}'}]\nvariables: {j: {type: json, default: "
+     + "[" * 300 + "]" * 300 + "}}\n", "variables.j.default): the default nests deeper"),
+    ("messages: [{role: user, content: hi}]\nparams: {metadata: "
+     + "[" * 5000 + "]" * 5000 + "}\n", "cannot read it: nested too deeply"),
     ("versions:\n  - messages: [{role: user, content: a}]\n"
      "  - messages: [{role: user, content: b}]\nlabels: {production: 3}\n",
      "labels.production: version 3 will not exist"),

@@ -38,6 +38,14 @@ V2 = {"messages": [{"role": "system", "content": "Be terse about {{ text }}."}],
       "variables": {"text": {"type": "string"}}, "note": "shorter"}
 
 
+def nested(levels: int) -> Any:
+    """``1`` inside ``levels`` nested lists."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def received(simulator: str, n: int = 1) -> list[dict[str, Any]]:
     """The bodies of the last ``n`` requests the simulator received."""
     rows: list[dict[str, Any]] = httpx.get(f"{simulator}/_sim/requests?limit={n}").json()
@@ -136,6 +144,8 @@ def test_labels_move_and_roll_back(run_gateway: GatewayFactory, simulator: str) 
      "invalid_prompt"),
     ({"id": "summarise", "version": "1"}, 400, "prompt.version", "invalid_prompt"),
     ({"id": "summarise", "vars": {}}, 400, "prompt.vars", "invalid_prompt"),
+    ({"id": "summarise", "variables": {"text": "x", "deep": nested(300)}}, 400,
+     "prompt.variables.deep" + "[0]" * 61, "nesting_too_deep"),
     ("summarise", 400, "prompt", "invalid_prompt"),
 ])
 def test_bad_prompts_are_precise_errors(run_gateway: GatewayFactory, simulator: str,
@@ -195,6 +205,27 @@ def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
         bad = http.post("/admin/prompts/summarise/versions", json={
             "messages": [{"role": "user", "content": "{{ user.name }}"}]})
         assert bad.status_code == 400 and "does not open" in bad.json()["error"]["message"]
+        assert bad.json()["error"]["param"] == "messages.0.content"
+        undeclared = http.post("/admin/prompts", json={
+            "id": "u", "version": {"messages": [{"role": "user", "content": "{{ x }}"}]}})
+        assert undeclared.status_code == 400
+        assert undeclared.json()["error"]["param"] == "version.messages.0.content"
+        body = {"messages": [{"role": "user", "content": "{{ j }}"}],
+                "variables": {"j": {"type": "json", "default": nested(300)}}}
+        for path, sent, param in (("/admin/prompts", {"id": "deep300", "version": body},
+                                   "version.variables.j.default"),
+                                  ("/admin/prompts/summarise/versions", body,
+                                   "variables.j.default")):
+            too_deep = http.post(path, json=sent)
+            assert too_deep.status_code == 400, too_deep.text
+            assert too_deep.json()["error"]["param"] == param
+            assert "nests deeper than 64 levels" in too_deep.json()["error"]["message"]
+        nan = http.post("/admin/prompts/summarise/versions", content=(
+            '{"messages": [{"role": "user", "content": "{{ r }}"}], '
+            '"variables": {"r": {"type": "number", "default": NaN}}}'),
+            headers={"content-type": "application/json"})
+        assert nan.status_code == 400 and nan.json()["error"]["param"] == "variables.r.default"
+        assert "finite number, got NaN" in nan.json()["error"]["message"]
         for method in ("PUT", "PATCH", "DELETE"):
             assert http.request(method, "/admin/prompts/summarise/versions/1",
                                 json=V2).status_code == 405

@@ -3,12 +3,13 @@ template or a value could make the gateway evaluate."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
 
 from app import errors
-from app.prompts.model import VersionSpec, parse
+from app.prompts.model import VersionSpec, content_digest, parse
 from app.prompts.render import (
     Declared,
     PromptVariablesError,
@@ -96,6 +97,8 @@ def test_bind_uses_defaults_and_json_text() -> None:
     ({"text": "x", "n": True}, {"n": "must be an integer, got boolean"}),
     ({"text": "x", "n": 1.5}, {"n": "must be an integer, got number"}),
     ({"text": "x", "ratio": "0.5"}, {"ratio": "must be a number, got string"}),
+    ({"text": "x", "ratio": float("nan")},
+     {"ratio": "must be a finite number, got NaN or infinity"}),
     ({"text": "x", "loud": 1}, {"loud": "must be a boolean, got integer"}),
 ])
 def test_bind_names_each_bad_variable(given: dict[str, Any], problems: dict[str, str]) -> None:
@@ -116,23 +119,57 @@ def spec(content: str, **variables: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], "variables": variables}
 
 
+def nested(levels: int) -> Any:
+    """``1`` inside ``levels`` nested lists."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(("data", "param", "says"), [
-    (spec("{{ a.b }}", a={"type": "json"}), "", "does not open"),
-    (spec("{{ x }}"), "", "'x', not declared"),
-    (spec("{{ x }}", x={"type": "integer", "default": "3"}), "variables.x", "the default"),
+    (spec("{{ a.b }}", a={"type": "json"}), "messages.0.content", "does not open"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "{{ x }}"}]},
+     "messages.1.content", "'x', not declared"),
+    (spec("{{ x }}", x={"type": "integer", "default": "3"}), "variables.x.default",
+     "the default must be an integer, got string"),
+    (spec("{{ x }}", x={"type": "number", "default": float("nan")}), "variables.x.default",
+     "the default must be a finite number, got NaN or infinity"),
+    (spec("{{ x }}", x={"type": "number", "default": float("-inf")}), "variables.x.default",
+     "NaN or infinity"),
+    (spec("{{ j }}", j={"type": "json", "default": nested(300)}), "variables.j.default",
+     "the default nests deeper than 64 levels"),
+    (spec("{{ j }}", j={"type": "json", "default": nested(65)}), "variables.j.default",
+     "nests deeper than 64 levels"),
+    (spec("{{ j }}", j={"type": "json", "default": {"a": [float("nan")]}}),
+     "variables.j.default", "holds NaN or infinity"),
+    (spec("{{ j }}", j={"type": "json", "default": {1: "one"}}), "variables.j.default",
+     "a key that is not a string"),
+    (spec("{{ j }}", j={"type": "json", "default": [date(2024, 1, 2)]}), "variables.j.default",
+     "holds a date, which is not JSON"),
     (spec("hi", **{"bad-name": {}}), "variables", "not a variable name"),
     ({**spec("hi"), "params": {"temperature": 9}}, "params", "temperature"),
     ({**spec("hi"), "params": {"stream": True}}, "params", "may not set stream"),
+    ({**spec("hi"), "params": {"metadata": {"a": nested(300)}}}, "params",
+     "params nests deeper than 64 levels"),
     ({**spec("hi"), "extra": 1}, "extra", "Extra inputs"),
 ])
 def test_versions_are_checked_when_created(data: dict[str, Any], param: str, says: str) -> None:
-    """A version that could not render, or would send a bad request, is refused at creation
-    with a 400 naming the field."""
+    """A version that could not render, or would send a bad request, or holds what is not
+    JSON (too deep, NaN, a date), is refused at creation with a 400 naming the field."""
     with pytest.raises(errors.InvalidRequest) as caught:
         parse(VersionSpec, data)
     assert says in caught.value.message
-    if param:
-        assert caught.value.param == param
+    assert caught.value.param == param
+
+
+def test_a_json_default_may_nest_64_levels() -> None:
+    """The depth bound is 64 levels of containers (the request parser's default), and such a
+    version can be hashed and rendered."""
+    version = parse(VersionSpec, spec("{{ j }}", j={"type": "json", "default": nested(64)}))
+    assert len(content_digest(version.content())) == 64
+    assert bind({"j": version.variables["j"].declared()}, {})["j"] == \
+        "[" * 64 + "1" + "]" * 64
 
 
 def test_a_valid_version_spec() -> None:
