@@ -40,6 +40,7 @@ from app.prompts.render import (
     VarType,
     compile_text,
     json_problem,
+    measure,
     placeholders,
     type_problem,
 )
@@ -332,12 +333,18 @@ class CompiledVersion:
     declared: dict[str, Declared]
     model: str | None
     params: dict[str, Any]
+    literal_bytes: int
+    """The UTF-8 bytes of the messages' literal text..."""
+    uses: dict[str, int]
+    """...and how many times each variable occurs in them (``render.rendered_size``)."""
 
     @classmethod
     def of(cls, record: VersionRecord) -> CompiledVersion:
         spec = record.spec
-        return cls(template_id=record.template_id, number=record.number,
-                   messages=tuple(CompiledMessage(m.role, m.name, compile_text(m.content))
-                                  for m in spec.messages),
+        messages = tuple(CompiledMessage(m.role, m.name, compile_text(m.content))
+                         for m in spec.messages)
+        literal_bytes, uses = measure(m.text for m in messages)
+        return cls(template_id=record.template_id, number=record.number, messages=messages,
                    declared={k: v.declared() for k, v in spec.variables.items()},
-                   model=spec.model, params=dict(spec.params or {}))
+                   model=spec.model, params=dict(spec.params or {}),
+                   literal_bytes=literal_bytes, uses=uses)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,6 +112,34 @@ def value_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return orjson.dumps(value).decode()
+
+
+def utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8, in bytes (an ASCII text is not encoded to count it)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def measure(texts: Iterable[Compiled]) -> tuple[int, dict[str, int]]:
+    """What ``texts`` render to, before any value is known: the UTF-8 bytes of their literal
+    text, and how many times each placeholder occurs. The rendered size is then the first plus,
+    for each placeholder, its count times the size of its value (``rendered_size``)."""
+    literal = 0
+    uses: dict[str, int] = {}
+    for compiled in texts:
+        for segment in compiled:
+            if isinstance(segment, str):
+                literal += utf8_size(segment)
+            else:
+                uses[segment.name] = uses.get(segment.name, 0) + 1
+    return literal, uses
+
+
+def rendered_size(literal: int, uses: Mapping[str, int],
+                  values: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+    """The UTF-8 bytes that texts ``measure`` gave ``literal`` and ``uses`` for render to with
+    ``values`` (from ``bind``), without rendering them; and the bytes each variable adds."""
+    added = {name: count * utf8_size(values[name]) for name, count in uses.items()}
+    return literal + sum(added.values()), added
 
 
 def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:

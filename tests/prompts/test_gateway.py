@@ -271,3 +271,35 @@ def test_call_log_rows_carry_the_version(simulator: str, tmp_path: Path) -> None
                                                   "prompt_version": 2}).json()["data"]
         assert len(second) == 2
         assert http.get("/admin/calls", params={"prompt_version": 0}).status_code == 400
+
+
+def test_a_render_past_the_body_limit_is_a_413(run_gateway: GatewayFactory,
+                                               simulator: str) -> None:
+    """A 1 KB value in 20,000 placeholders (20 MB of messages) is a 413 ``prompt_too_large``
+    in OpenAI's shape naming the variable; nothing reaches the upstream; the call is one
+    record with the version and the reason. Under the limit the same version renders."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http, {"id": "amplify", "version": {
+            "messages": [{"role": "user", "content": "{{a}}" * 20_000}],
+            "variables": {"a": {"type": "string"}}}})
+        before = httpx.get(f"{simulator}/_sim/stats").json()
+        reply = http.post("/v1/chat/completions", json={
+            "model": "chat", "messages": [],
+            "prompt": {"id": "amplify", "version": 1, "variables": {"a": "x" * 1000}}})
+        assert reply.status_code == 413, reply.text
+        error = reply.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == \
+            ("invalid_request_error", "prompt.variables.a", "prompt_too_large")
+        assert "20000000 bytes" in error["message"] and "8388608" in error["message"]
+        assert httpx.get(f"{simulator}/_sim/stats").json() == before
+        call_id = reply.headers["x-switchboard-call-id"]
+        records = [r for r in gw.sink.records if r.id == call_id]
+        assert len(records) == 1
+        record = records[0]
+        assert (record.http_status, record.prompt_id, record.prompt_version) == \
+            (413, "amplify", 1)
+        assert record.error_message == error["message"]
+        fits = ask(gw, {"id": "amplify", "version": 1, "variables": {"a": "y"}})
+        assert received(simulator)[0]["messages"][0]["content"] == "y" * 20_000
+        assert record_of(gw, fits).http_status == 200
