@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.config import Limits
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.prompts import PromptStore, TemplateCreate, VersionSpec
@@ -56,6 +57,7 @@ async def main(n: int) -> None:
         library = PromptLibrary(store, label_ttl_s=3600)
         field = {"id": "summarise", "label": "production",
                  "variables": {"audience": "the board", "text": TEXT}}
+        max_bytes = Limits().max_body_bytes
         warm: list[float] = []
         for _ in range(n):
             body = {"model": "chat", "messages": [{"role": "user", "content": "Thanks"}],
@@ -64,7 +66,7 @@ async def main(n: int) -> None:
             ref = reference(body["prompt"])
             number = await library.label(ref.id, ref.label or "production")
             version = await library.version(ref.id, number)
-            apply(body, version, render(version, ref.variables))
+            apply(body, version, render(version, ref.variables, max_bytes=max_bytes))
             warm.append((time.perf_counter() - start) * 1e6)
         cold: list[float] = []
         for _ in range(min(n, 500)):

@@ -109,19 +109,13 @@ def show(template_id: str, number: int | None, database_url: str | None) -> None
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @database_url_option
 def create(path: Path, database_url: str | None) -> None:
-    """Create a template from a YAML file (fails if its id exists: use sync or version)."""
-    from app.prompts.model import TemplateCreate
-    from app.prompts.sync import read_file
+    """Create a template from a YAML file, with all its versions and labels (fails if its id
+    exists: use sync or version)."""
+    from app.prompts.sync import create_file, read_file
 
     async def action(store: PromptStore) -> None:
-        file = read_file(path)
-        await store.create_template(TemplateCreate(id=file.id, version=file.versions[0]))
-        for spec in file.versions[1:]:
-            await store.add_version(file.id, spec)
-        for label, target in sorted(file.labels.items()):
-            await store.set_label(file.id, label,
-                                  len(file.versions) if target == "latest" else int(target))
-        click.echo(f"{file.id}: created with {len(file.versions)} version(s)")
+        for line in await create_file(store, read_file(path)):
+            click.echo(line)
     _run(database_url, action)
 
 
@@ -201,12 +195,10 @@ def diff(template_id: str, old: int, new: int, database_url: str | None) -> None
 def sync(directory: Path, database_url: str | None) -> None:
     """Bring the database in line with a directory of YAML template files (idempotent: a
     second run changes nothing). Prints what it changed, or "up to date"."""
-    from app.prompts.sync import read_dir, sync_file
+    from app.prompts.sync import sync_dir
 
     async def action(store: PromptStore) -> None:
-        done: list[str] = []
-        for file in read_dir(directory):  # all validated before anything is written
-            done += await sync_file(store, file)
+        done = await sync_dir(store, directory)  # all validated, then one transaction
         for line in done:
             click.echo(line)
         if not done:

@@ -20,7 +20,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app import errors
 from app.prompts.render import (
@@ -30,6 +39,8 @@ from app.prompts.render import (
     TemplateSyntaxError,
     VarType,
     compile_text,
+    json_problem,
+    measure,
     placeholders,
     type_problem,
 )
@@ -76,13 +87,15 @@ class VariableSpec(BaseModel):
     def has_default(self) -> bool:
         return "default" in self.model_fields_set
 
-    @model_validator(mode="after")
-    def _default_typed(self) -> VariableSpec:
-        if self.has_default:
-            why = type_problem(self.type, self.default)
+    @field_validator("default")
+    @classmethod
+    def _default_typed(cls, default: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")  # absent when the type itself was refused
+        if kind is not None:
+            why = type_problem(kind, default) or json_problem(default)
             if why is not None:
                 raise ValueError(f"the default {why}")
-        return self
+        return default
 
     def declared(self) -> Declared:
         return Declared(self.type, self.has_default, self.default)
@@ -126,6 +139,9 @@ class VersionSpec(BaseModel):
     def _params(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
         if params is None:
             return None
+        why = json_problem(params)
+        if why is not None:
+            raise ValueError(f"params {why}")
         reserved = sorted(RESERVED_PARAMS & params.keys())
         if reserved:
             raise ValueError(f"params may not set {', '.join(reserved)}")
@@ -145,12 +161,12 @@ class VersionSpec(BaseModel):
             try:
                 used = placeholders(compile_text(message.content))
             except TemplateSyntaxError as exc:
-                raise ValueError(f"messages[{i}].content: {exc}") from None
+                raise _content_error(i, message.content, str(exc)) from None
             unknown = [name for name in used if name not in self.variables]
             if unknown:
-                raise ValueError(
-                    f"messages[{i}].content uses {', '.join(repr(n) for n in unknown)}, not "
-                    "declared in variables")
+                names = ", ".join(repr(n) for n in unknown)
+                raise _content_error(i, message.content, f"uses {names}, not declared in "
+                                                         "variables")
         return self
 
     def content(self) -> dict[str, Any]:
@@ -159,6 +175,17 @@ class VersionSpec(BaseModel):
         return {"messages": [m.model_dump(exclude_none=True) for m in self.messages],
                 "variables": {k: v.to_json() for k, v in self.variables.items()},
                 "model": self.model, "params": self.params}
+
+
+def _content_error(index: int, content: str, message: str) -> ValidationError:
+    """A problem of ``messages[index].content``, located there. A model validator's
+    ``ValueError`` is reported at the model itself (no field: ``param`` would be null);
+    pydantic reports the line errors of a ``ValidationError`` raised in a validator at their
+    own location, under the enclosing model's (``version.messages.0.content`` on ``POST
+    /admin/prompts``), as ``test_render`` and ``test_gateway`` pin down."""
+    problem = PydanticCustomError("value_error", "{reason}", {"reason": message})
+    return ValidationError.from_exception_data(VersionSpec.__name__, [InitErrorDetails(
+        type=problem, loc=("messages", index, "content"), input=content)])
 
 
 def content_digest(content: dict[str, Any]) -> str:
@@ -306,12 +333,18 @@ class CompiledVersion:
     declared: dict[str, Declared]
     model: str | None
     params: dict[str, Any]
+    literal_bytes: int
+    """The UTF-8 bytes of the messages' literal text..."""
+    uses: dict[str, int]
+    """...and how many times each variable occurs in them (``render.rendered_size``)."""
 
     @classmethod
     def of(cls, record: VersionRecord) -> CompiledVersion:
         spec = record.spec
-        return cls(template_id=record.template_id, number=record.number,
-                   messages=tuple(CompiledMessage(m.role, m.name, compile_text(m.content))
-                                  for m in spec.messages),
+        messages = tuple(CompiledMessage(m.role, m.name, compile_text(m.content))
+                         for m in spec.messages)
+        literal_bytes, uses = measure(m.text for m in messages)
+        return cls(template_id=record.template_id, number=record.number, messages=messages,
                    declared={k: v.declared() for k, v in spec.variables.items()},
-                   model=spec.model, params=dict(spec.params or {}))
+                   model=spec.model, params=dict(spec.params or {}),
+                   literal_bytes=literal_bytes, uses=uses)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,6 +114,34 @@ def value_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8, in bytes (an ASCII text is not encoded to count it)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def measure(texts: Iterable[Compiled]) -> tuple[int, dict[str, int]]:
+    """What ``texts`` render to, before any value is known: the UTF-8 bytes of their literal
+    text, and how many times each placeholder occurs. The rendered size is then the first plus,
+    for each placeholder, its count times the size of its value (``rendered_size``)."""
+    literal = 0
+    uses: dict[str, int] = {}
+    for compiled in texts:
+        for segment in compiled:
+            if isinstance(segment, str):
+                literal += utf8_size(segment)
+            else:
+                uses[segment.name] = uses.get(segment.name, 0) + 1
+    return literal, uses
+
+
+def rendered_size(literal: int, uses: Mapping[str, int],
+                  values: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+    """The UTF-8 bytes that texts ``measure`` gave ``literal`` and ``uses`` for render to with
+    ``values`` (from ``bind``), without rendering them; and the bytes each variable adds."""
+    added = {name: count * utf8_size(values[name]) for name, count in uses.items()}
+    return literal + sum(added.values()), added
+
+
 def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:
     """``compiled`` with each placeholder replaced by ``values[name]`` (texts, from ``bind``)."""
     return "".join(s if isinstance(s, str) else values[s.name] for s in compiled)
@@ -121,7 +149,10 @@ def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:
 
 def type_problem(kind: VarType, value: Any) -> str | None:
     """Why ``value`` is not of ``kind`` (``None`` when it is). Booleans are not numbers; a
-    ``number`` must be finite; ``json`` takes any JSON value."""
+    ``number`` must be finite; ``json`` takes any value (a request's values are JSON already,
+    checked by the request parser; a default is checked by ``json_problem`` as well)."""
+    if kind == "number" and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number, got NaN or infinity"
     if kind == "string":
         ok = isinstance(value, str)
     elif kind == "integer":
@@ -135,6 +166,37 @@ def type_problem(kind: VarType, value: Any) -> str | None:
         return None
     return None if ok else f"must be {'an' if kind == 'integer' else 'a'} {kind}, " \
                            f"got {json_type(value)}"
+
+
+MAX_JSON_DEPTH = 64
+"""The deepest a version's ``json`` default or ``params`` may nest (a container is level 1):
+the request parser's default limit (``limits.max_json_depth``). orjson, which hashes and logs
+them, stops at 255 levels."""
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` (a default or ``params``, as written by an admin: YAML can build more than
+    JSON) is not JSON that a version can keep (``None`` when it is): nested deeper than
+    ``MAX_JSON_DEPTH`` levels, a NaN or infinity, a key that is not a string, or a value of
+    another type (a YAML date). Iterative: no recursion limit to hit."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth == MAX_JSON_DEPTH:
+                return f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    return "has a key that is not a string"
+                item = list(item.values())
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "holds NaN or infinity, which JSON does not have"
+        elif item is not None and not isinstance(item, str | int | bool):
+            return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
+                    "and times)")
+    return None
 
 
 def json_type(value: Any) -> str:

@@ -5,16 +5,21 @@ Versions are append-only: there is no method that changes or deletes one; a new 
 template gets the next number (``max + 1`` in the inserting transaction; the primary key
 ``(template_id, number)`` turns a concurrent insert of the same number into a retry). Moving a
 label updates ``prompt_labels`` and appends to ``prompt_label_moves`` in one transaction.
+``write`` applies changes to several templates (new templates, versions, label moves) in one
+transaction: all of them or none (``switchboard prompts sync``).
 
 Errors: unknown template, version or label ``errors.NotFound`` (param ``template_id``,
 ``version`` or ``label``; codes ``prompt_not_found``, ``prompt_version_not_found``,
 ``prompt_label_not_found``); a template id taken 409 ``prompt_exists``; a rollback with nothing
-to go back to 409 ``nothing_to_roll_back``. Database failures (``DATABASE_ERRORS``) propagate.
+to go back to 409 ``nothing_to_roll_back``; a ``write`` planned against versions that changed
+meanwhile 409 ``prompt_conflict``. Database failures (``DATABASE_ERRORS``) propagate.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +72,31 @@ def label_not_found(template_id: str, label: str, known: list[str]) -> errors.No
                            f"'{label[:64]}'{has}.", param="label", code="prompt_label_not_found")
 
 
+def template_exists(template_id: str) -> errors.GatewayError:
+    return errors.GatewayError(f"A prompt template '{template_id[:128]}' exists already; add a "
+                               "version to it instead.", status=409, param="id",
+                               code="prompt_exists")
+
+
+def _conflict(template_id: str) -> errors.GatewayError:
+    return errors.GatewayError(f"Prompt template '{template_id[:128]}' was changed by another "
+                               "writer meanwhile; nothing was written: run it again.",
+                               status=409, param="template_id", code="prompt_conflict")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateWrite:
+    """What ``PromptStore.write`` does to one template, planned against its state when read."""
+
+    template_id: str
+    latest: int | None
+    """The template's highest version when the write was planned; ``None``: a new template."""
+    versions: tuple[VersionSpec, ...] = ()
+    """Appended as ``latest + 1``, ``latest + 2``, ... (from 1 for a new template)."""
+    labels: dict[str, int] = field(default_factory=dict)
+    """Labels to point at these versions (after the versions are added)."""
+
+
 def _version(row: Any) -> VersionRecord:
     spec = VersionSpec.model_validate({
         "messages": row.messages, "variables": row.variables, "model": row.model,
@@ -99,9 +129,7 @@ class PromptStore:
                 for label in spec.labels:
                     await self._move(conn, spec.id, label, 1, rollback=False, now=now)
         except IntegrityError:
-            raise errors.GatewayError(f"A prompt template '{spec.id}' exists already; add a "
-                                      "version to it instead.", status=409, param="id",
-                                      code="prompt_exists") from None
+            raise template_exists(spec.id) from None
         return await self.get_template(spec.id)
 
     async def add_version(self, template_id: str, spec: VersionSpec) -> VersionRecord:
@@ -120,6 +148,28 @@ class PromptStore:
                         "Versions of this template are being added concurrently; retry.",
                         status=409, param="template_id", code="prompt_conflict") from None
         raise AssertionError("not reached")
+
+    async def write(self, writes: Sequence[TemplateWrite]) -> None:
+        """Every write in one transaction: all of them or none. A template that was created,
+        or given a version, since its write was planned is a 409 ``prompt_conflict``."""
+        now = time.time()
+        current = ""
+        try:
+            async with self.engine.begin() as conn:
+                for one in writes:
+                    current = one.template_id
+                    if one.latest is None:
+                        await conn.execute(insert(_TEMPLATES).values(id=one.template_id,
+                                                                     created_at=_moment(now)))
+                    elif await self._latest(conn, one.template_id) != one.latest:
+                        raise _conflict(one.template_id)
+                    for number, spec in enumerate(one.versions, start=(one.latest or 0) + 1):
+                        await self._insert_version(conn, one.template_id, number, spec, now)
+                    for label, number in sorted(one.labels.items()):
+                        await self._move(conn, one.template_id, label, number, rollback=False,
+                                         now=now)
+        except IntegrityError:  # a template or version number taken by a concurrent writer
+            raise _conflict(current) from None
 
     async def list_templates(self) -> list[TemplateRecord]:
         """Every template (without its versions; ``latest_version`` and labels set), by id."""

@@ -16,7 +16,7 @@ One file (``*.yaml`` or ``*.yml``) per template::
     note: shorter system prompt   # optional
     # ...or `versions:`, a list of such bodies, oldest first
     labels:
-      production: 3               # a version number...
+      production: 1               # a version number...
       staging: latest             # ...or latest (the highest after this sync)
 
 Sync is idempotent: a template not in the database is created (with every version of
@@ -26,9 +26,11 @@ when the file's current body (the single body, or the last of ``versions:``) dif
 a label is moved only when it points elsewhere. A second sync of the same files changes nothing.
 Labels the file does not name, and versions the database has beyond the file, are left alone.
 
-Files are read with ``yaml.safe_load`` (no tags that build objects) and validated whole before
-anything is written: a bad file is a ``SyncError`` naming the file and the field, and nothing
-changes.
+A label must name a version that exists once the file is synced (the database's versions and
+those the file adds). Files are read with ``yaml.safe_load`` (no tags that build objects) and
+validated whole, labels included, before anything is written; then everything is written in one
+transaction (``PromptStore.write``). A bad file is a ``SyncError`` naming the file and the
+field, and nothing changes.
 """
 
 from __future__ import annotations
@@ -41,14 +43,13 @@ import yaml
 from app import errors
 from app.prompts.model import (
     LATEST,
-    TemplateCreate,
     VersionSpec,
     check_label,
     check_template_id,
     content_digest,
     parse,
 )
-from app.prompts.store import PromptStore
+from app.prompts.store import PromptStore, TemplateWrite, template_exists
 
 _BODY = ("messages", "variables", "model", "params", "author", "note")
 
@@ -73,6 +74,8 @@ def read_file(path: Path) -> TemplateFile:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SyncError(f"{path}: cannot read it: {exc}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SyncError(f"{path}: cannot read it: nested too deeply") from None
     if not isinstance(data, dict):
         raise SyncError(f"{path}: expected a mapping (id, messages or versions, labels)")
     unknown = sorted(set(data) - {"id", "versions", "labels", *_BODY})
@@ -127,33 +130,74 @@ def read_dir(directory: Path) -> list[TemplateFile]:
     return files
 
 
-async def sync_file(store: PromptStore, file: TemplateFile) -> list[str]:
-    """Bring the database in line with ``file``; what was done, one line each (nothing when
-    it already was)."""
-    done: list[str] = []
+def _labels(file: TemplateFile, *, latest: int, current: dict[str, int]) -> dict[str, int]:
+    """The file's labels that move, as version numbers; ``SyncError`` naming the label for one
+    past ``latest`` (the highest version once the file is synced)."""
+    moves: dict[str, int] = {}
+    for label, target in sorted(file.labels.items()):
+        number = latest if target == LATEST else int(target)
+        if number > latest:
+            raise SyncError(f"{file.path}: labels.{label}: version {number} will not exist: "
+                            f"'{file.id}' will have versions 1 to {latest} after this sync")
+        if current.get(label) != number:
+            moves[label] = number
+    return moves
+
+
+def _created(file: TemplateFile) -> tuple[TemplateWrite, list[str]]:
+    moves = _labels(file, latest=len(file.versions), current={})
+    return (TemplateWrite(file.id, None, file.versions, moves),
+            [f"{file.id}: created with {len(file.versions)} version(s)",
+             *(f"{file.id}: {label} -> {number}" for label, number in moves.items())])
+
+
+async def plan_file(store: PromptStore, file: TemplateFile) -> tuple[TemplateWrite | None,
+                                                                     list[str]]:
+    """What bringing the database in line with ``file`` writes (``None``: nothing), and what
+    that does, one line each; ``SyncError`` for a label naming a version that would not exist.
+    Reads only."""
     latest_digest = await store.latest_digest(file.id)
-    current = file.versions[-1]
     if latest_digest is None:
-        await store.create_template(TemplateCreate(id=file.id, version=file.versions[0]))
-        for spec in file.versions[1:]:
-            await store.add_version(file.id, spec)
-        done.append(f"{file.id}: created with {len(file.versions)} version(s)")
-    elif latest_digest != content_digest(current.content()):
-        added = await store.add_version(file.id, current)
-        done.append(f"{file.id}: version {added.number} added")
-    if file.labels:
-        template = await store.get_template(file.id)
-        for label, target in sorted(file.labels.items()):
-            number = template.latest_version if target == LATEST else int(target)
-            if template.labels.get(label) != number:
-                await store.set_label(file.id, label, number)
-                done.append(f"{file.id}: {label} -> {number}")
+        return _created(file)
+    template = await store.get_template(file.id)
+    added: tuple[VersionSpec, ...] = ()
+    if latest_digest != content_digest(file.versions[-1].content()):
+        added = (file.versions[-1],)
+    latest = template.latest_version + len(added)
+    moves = _labels(file, latest=latest, current=template.labels)
+    done = [f"{file.id}: version {latest} added"] if added else []
+    done += [f"{file.id}: {label} -> {number}" for label, number in moves.items()]
+    if not done:
+        return None, []
+    return TemplateWrite(file.id, template.latest_version, added, moves), done
+
+
+async def sync_files(store: PromptStore, files: list[TemplateFile]) -> list[str]:
+    """Bring the database in line with ``files``, all or nothing: every file planned (and its
+    labels checked) first, then everything written in one transaction. What was done, one line
+    each (nothing when it already was)."""
+    writes: list[TemplateWrite] = []
+    done: list[str] = []
+    for file in files:
+        write, lines = await plan_file(store, file)
+        if write is not None:
+            writes.append(write)
+        done += lines
+    if writes:
+        await store.write(writes)
     return done
 
 
 async def sync_dir(store: PromptStore, directory: Path) -> list[str]:
-    """``sync_file`` for every file of ``directory``, all validated first."""
-    done: list[str] = []
-    for file in read_dir(directory):
-        done += await sync_file(store, file)
+    """``sync_files`` with every template file of ``directory``."""
+    return await sync_files(store, read_dir(directory))
+
+
+async def create_file(store: PromptStore, file: TemplateFile) -> list[str]:
+    """A new template from ``file``, with all its versions and labels in one transaction; 409
+    ``prompt_exists`` if there is one by that id."""
+    if await store.latest_digest(file.id) is not None:
+        raise template_exists(file.id)
+    write, done = _created(file)
+    await store.write([write])
     return done

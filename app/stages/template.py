@@ -21,8 +21,11 @@ Errors, in OpenAI's shape: a malformed ``prompt`` 400 naming the field (``prompt
 unknown template, version or label 404 naming it (``prompt.id``, ``prompt.version``,
 ``prompt.label``); variables missing, unknown or of the wrong type 400
 ``invalid_prompt_variables`` naming each of them (``param`` is the first,
-``prompt.variables.<name>``); no template database 503 ``prompts_unavailable``. ``prompt`` on
-``/v1/messages`` is refused with a 400 (``prompt_not_supported``): templates are chat messages.
+``prompt.variables.<name>``); rendered messages past ``limits.max_body_bytes`` (UTF-8 bytes of
+their text, computed from the values' sizes before anything is rendered) 413
+``prompt_too_large`` naming the variable that adds the most; no template database 503
+``prompts_unavailable``. ``prompt`` on ``/v1/messages`` is refused with a 400
+(``prompt_not_supported``): templates are chat messages.
 
 The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
 known (a call refused for its variables says which version refused it).
@@ -55,7 +58,7 @@ from app.prompts.model import (
     TEMPLATE_ID,
     CompiledVersion,
 )
-from app.prompts.render import PromptVariablesError, bind, render_text
+from app.prompts.render import PromptVariablesError, bind, render_text, rendered_size
 from app.providers.base import Json
 
 log = logging.getLogger("switchboard.prompts")
@@ -111,8 +114,11 @@ def reference(value: Any) -> Reference:
     return Reference(template_id, version, label, variables)
 
 
-def render(version: CompiledVersion, variables: dict[str, Any]) -> list[dict[str, Any]]:
-    """The version's messages with ``variables`` substituted; 400 naming every bad variable."""
+def render(version: CompiledVersion, variables: dict[str, Any], *,
+           max_bytes: int) -> list[dict[str, Any]]:
+    """The version's messages with ``variables`` substituted; 400 naming every bad variable;
+    413 ``prompt_too_large`` when their text would come to more than ``max_bytes`` (UTF-8),
+    found from the values' sizes before any text is built."""
     try:
         texts = bind(version.declared, variables)
     except PromptVariablesError as exc:
@@ -121,6 +127,9 @@ def render(version: CompiledVersion, variables: dict[str, Any]) -> list[dict[str
             f"Prompt template '{version.template_id}' version {version.number}: variable "
             f"{exc}.", param=f"prompt.variables.{first[:64]}",
             code="invalid_prompt_variables") from None
+    size, added = rendered_size(version.literal_bytes, version.uses, texts)
+    if size > max_bytes:
+        raise _too_large(version, size, added, max_bytes)
     out: list[dict[str, Any]] = []
     for message in version.messages:
         rendered: dict[str, Any] = {"role": message.role,
@@ -129,6 +138,21 @@ def render(version: CompiledVersion, variables: dict[str, Any]) -> list[dict[str
             rendered["name"] = message.name
         out.append(rendered)
     return out
+
+
+def _too_large(version: CompiledVersion, size: int, added: dict[str, int],
+               max_bytes: int) -> errors.BodyTooLarge:
+    """The 413 of a render past ``max_bytes``, naming the variable that adds the most."""
+    what = f"Prompt template '{version.template_id}' version {version.number}"
+    limit = f"the limit of {max_bytes} bytes (limits.max_body_bytes)"
+    largest = max(added, key=added.__getitem__, default=None)
+    if largest is None or added[largest] == 0:
+        return errors.BodyTooLarge(f"{what} renders {size} bytes of messages, more than {limit}.",
+                                   param="prompt.id", code="prompt_too_large")
+    return errors.BodyTooLarge(
+        f"{what} would render {size} bytes of messages, more than {limit}; variable "
+        f"'{largest}' adds {added[largest]} of them ({version.uses[largest]} placeholder(s)).",
+        param=f"prompt.variables.{largest[:64]}", code="prompt_too_large")
 
 
 def apply(body: Json, version: CompiledVersion, messages: list[dict[str, Any]]) -> None:
@@ -170,7 +194,8 @@ class Template(Stage):
         if isinstance(model, str):
             version = await self._experiment(call, body, ref, model, version)
         call.record.prompt_id, call.record.prompt_version = version.template_id, version.number
-        apply(body, version, render(version, ref.variables))
+        apply(body, version, render(version, ref.variables,
+                                    max_bytes=call.snapshot.limits.max_body_bytes))
 
     async def _experiment(self, call: ModelCall, body: Json, ref: Reference, model: str,
                           version: CompiledVersion) -> CompiledVersion:

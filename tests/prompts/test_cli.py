@@ -5,6 +5,7 @@ files are one-line errors (exit 2) that change nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,13 @@ def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> N
     ("messages: [{role: user, content: hi}]\nlabels: {latest: 1}\n", "reserved"),
     ("messages: [{role: user, content: hi}]\nbogus: 1\n", "unknown field"),
     ("- just a list\n", "expected a mapping"),
+    ("messages: [{role: user, content: '{{ j }}'}]\nvariables: {j: {type: json, default: "
+     + "[" * 300 + "]" * 300 + "}}\n", "variables.j.default): the default nests deeper"),
+    ("messages: [{role: user, content: hi}]\nparams: {metadata: "
+     + "[" * 5000 + "]" * 5000 + "}\n", "cannot read it: nested too deeply"),
+    ("versions:\n  - messages: [{role: user, content: a}]\n"
+     "  - messages: [{role: user, content: b}]\nlabels: {production: 3}\n",
+     "labels.production: version 3 will not exist"),
     ("messages: [{role: user, content: hi}]\n!!python/object:os.system x: 1\n", "cannot read"),
 ])
 def test_bad_files_change_nothing(url: str, tmp_path: Path, text: str, says: str) -> None:
@@ -118,3 +126,58 @@ def test_bad_files_change_nothing(url: str, tmp_path: Path, text: str, says: str
     result = run("sync", str(prompts), url=url)
     assert result.exit_code == 2 and says in result.stderr and "b_bad.yaml" in result.stderr
     assert run("list", url=url).stdout == ""
+
+
+def test_the_readme_example_syncs_as_written(url: str, tmp_path: Path) -> None:
+    """The README's ``prompts/summarise.yaml``, copied verbatim, syncs on an empty database,
+    and a second sync is up to date."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"```yaml\n(# prompts/summarise\.yaml.*?)```", readme, re.DOTALL)
+    assert found is not None
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "summarise.yaml").write_text(found.group(1))
+    first = run("sync", str(prompts), url=url)
+    assert first.exit_code == 0, first.output
+    assert run("sync", str(prompts), url=url).stdout.strip() == "up to date"
+    assert run("list", url=url).stdout.strip() == "summarise  v1  production=1 staging=1"
+
+
+def test_labels_are_checked_against_the_versions_after_the_sync(url: str,
+                                                                tmp_path: Path) -> None:
+    """A label may name a version the database has beyond the file, or the one the sync adds;
+    one past that stops the sync naming the file and the label, and nothing is written, not
+    even the other files' new versions."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    three = "".join(f"  - messages: [{{role: user, content: v{n}}}]\n" for n in (1, 2, 3))
+    (prompts / "greet.yaml").write_text(f"versions:\n{three}")
+    (prompts / "summarise.yaml").write_text(SUMMARISE)
+    assert run("sync", str(prompts), url=url).exit_code == 0
+    (prompts / "greet.yaml").write_text("messages: [{role: user, content: v4}]\n"
+                                        "labels: {production: 4, staging: 2}\n")
+    (prompts / "summarise.yaml").write_text(SUMMARISE.replace("You summarise", "Summarise"))
+    (prompts / "z_bad.yaml").write_text(
+        "messages: [{role: user, content: hi}]\nlabels: {production: 1, staging: 2}\n")
+    refused = run("sync", str(prompts), url=url)
+    assert refused.exit_code == 2
+    assert "z_bad.yaml: labels.staging: version 2 will not exist" in refused.stderr
+    assert run("list", url=url).stdout.splitlines() == ["greet  v3", "summarise  v1  production=1"]
+    (prompts / "z_bad.yaml").unlink()
+    synced = run("sync", str(prompts), url=url)
+    assert synced.stdout.splitlines() == [
+        "greet: version 4 added", "greet: production -> 4", "greet: staging -> 2",
+        "summarise: version 2 added"]
+
+
+def test_create_checks_labels_before_writing(url: str, tmp_path: Path) -> None:
+    """``create`` with a label past the file's versions is exit 2 naming the label, and creates
+    nothing; with good labels it creates the template and its labels."""
+    path = tmp_path / "summarise.yaml"
+    path.write_text(SUMMARISE.replace("production: 1", "production: 2"))
+    refused = run("create", str(path), url=url)
+    assert refused.exit_code == 2 and "labels.production: version 2" in refused.stderr
+    assert run("list", url=url).stdout == ""
+    path.write_text(SUMMARISE)
+    assert run("create", str(path), url=url).stdout.splitlines() == [
+        "summarise: created with 1 version(s)", "summarise: production -> 1"]

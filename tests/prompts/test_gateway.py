@@ -38,6 +38,14 @@ V2 = {"messages": [{"role": "system", "content": "Be terse about {{ text }}."}],
       "variables": {"text": {"type": "string"}}, "note": "shorter"}
 
 
+def nested(levels: int) -> Any:
+    """``1`` inside ``levels`` nested lists."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def received(simulator: str, n: int = 1) -> list[dict[str, Any]]:
     """The bodies of the last ``n`` requests the simulator received."""
     rows: list[dict[str, Any]] = httpx.get(f"{simulator}/_sim/requests?limit={n}").json()
@@ -136,6 +144,8 @@ def test_labels_move_and_roll_back(run_gateway: GatewayFactory, simulator: str) 
      "invalid_prompt"),
     ({"id": "summarise", "version": "1"}, 400, "prompt.version", "invalid_prompt"),
     ({"id": "summarise", "vars": {}}, 400, "prompt.vars", "invalid_prompt"),
+    ({"id": "summarise", "variables": {"text": "x", "deep": nested(300)}}, 400,
+     "prompt.variables.deep" + "[0]" * 61, "nesting_too_deep"),
     ("summarise", 400, "prompt", "invalid_prompt"),
 ])
 def test_bad_prompts_are_precise_errors(run_gateway: GatewayFactory, simulator: str,
@@ -195,6 +205,27 @@ def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
         bad = http.post("/admin/prompts/summarise/versions", json={
             "messages": [{"role": "user", "content": "{{ user.name }}"}]})
         assert bad.status_code == 400 and "does not open" in bad.json()["error"]["message"]
+        assert bad.json()["error"]["param"] == "messages.0.content"
+        undeclared = http.post("/admin/prompts", json={
+            "id": "u", "version": {"messages": [{"role": "user", "content": "{{ x }}"}]}})
+        assert undeclared.status_code == 400
+        assert undeclared.json()["error"]["param"] == "version.messages.0.content"
+        body = {"messages": [{"role": "user", "content": "{{ j }}"}],
+                "variables": {"j": {"type": "json", "default": nested(300)}}}
+        for path, sent, param in (("/admin/prompts", {"id": "deep300", "version": body},
+                                   "version.variables.j.default"),
+                                  ("/admin/prompts/summarise/versions", body,
+                                   "variables.j.default")):
+            too_deep = http.post(path, json=sent)
+            assert too_deep.status_code == 400, too_deep.text
+            assert too_deep.json()["error"]["param"] == param
+            assert "nests deeper than 64 levels" in too_deep.json()["error"]["message"]
+        nan = http.post("/admin/prompts/summarise/versions", content=(
+            '{"messages": [{"role": "user", "content": "{{ r }}"}], '
+            '"variables": {"r": {"type": "number", "default": NaN}}}'),
+            headers={"content-type": "application/json"})
+        assert nan.status_code == 400 and nan.json()["error"]["param"] == "variables.r.default"
+        assert "finite number, got NaN" in nan.json()["error"]["message"]
         for method in ("PUT", "PATCH", "DELETE"):
             assert http.request(method, "/admin/prompts/summarise/versions/1",
                                 json=V2).status_code == 405
@@ -240,3 +271,35 @@ def test_call_log_rows_carry_the_version(simulator: str, tmp_path: Path) -> None
                                                   "prompt_version": 2}).json()["data"]
         assert len(second) == 2
         assert http.get("/admin/calls", params={"prompt_version": 0}).status_code == 400
+
+
+def test_a_render_past_the_body_limit_is_a_413(run_gateway: GatewayFactory,
+                                               simulator: str) -> None:
+    """A 1 KB value in 20,000 placeholders (20 MB of messages) is a 413 ``prompt_too_large``
+    in OpenAI's shape naming the variable; nothing reaches the upstream; the call is one
+    record with the version and the reason. Under the limit the same version renders."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http, {"id": "amplify", "version": {
+            "messages": [{"role": "user", "content": "{{a}}" * 20_000}],
+            "variables": {"a": {"type": "string"}}}})
+        before = httpx.get(f"{simulator}/_sim/stats").json()
+        reply = http.post("/v1/chat/completions", json={
+            "model": "chat", "messages": [],
+            "prompt": {"id": "amplify", "version": 1, "variables": {"a": "x" * 1000}}})
+        assert reply.status_code == 413, reply.text
+        error = reply.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == \
+            ("invalid_request_error", "prompt.variables.a", "prompt_too_large")
+        assert "20000000 bytes" in error["message"] and "8388608" in error["message"]
+        assert httpx.get(f"{simulator}/_sim/stats").json() == before
+        call_id = reply.headers["x-switchboard-call-id"]
+        records = [r for r in gw.sink.records if r.id == call_id]
+        assert len(records) == 1
+        record = records[0]
+        assert (record.http_status, record.prompt_id, record.prompt_version) == \
+            (413, "amplify", 1)
+        assert record.error_message == error["message"]
+        fits = ask(gw, {"id": "amplify", "version": 1, "variables": {"a": "y"}})
+        assert received(simulator)[0]["messages"][0]["content"] == "y" * 20_000
+        assert record_of(gw, fits).http_status == 200

@@ -1,14 +1,17 @@
 """Rendering is plain substitution: placeholders, escapes, typed variables, and nothing that a
-template or a value could make the gateway evaluate."""
+template or a value could make the gateway evaluate; a render's size is bounded before it is
+built."""
 
 from __future__ import annotations
 
+import tracemalloc
+from datetime import date
 from typing import Any
 
 import pytest
 
 from app import errors
-from app.prompts.model import VersionSpec, parse
+from app.prompts.model import CompiledVersion, VersionRecord, VersionSpec, content_digest, parse
 from app.prompts.render import (
     Declared,
     PromptVariablesError,
@@ -18,7 +21,9 @@ from app.prompts.render import (
     compile_text,
     placeholders,
     render_text,
+    rendered_size,
 )
+from app.stages.template import render as render_messages
 
 
 def render(text: str, **values: str) -> str:
@@ -96,6 +101,8 @@ def test_bind_uses_defaults_and_json_text() -> None:
     ({"text": "x", "n": True}, {"n": "must be an integer, got boolean"}),
     ({"text": "x", "n": 1.5}, {"n": "must be an integer, got number"}),
     ({"text": "x", "ratio": "0.5"}, {"ratio": "must be a number, got string"}),
+    ({"text": "x", "ratio": float("nan")},
+     {"ratio": "must be a finite number, got NaN or infinity"}),
     ({"text": "x", "loud": 1}, {"loud": "must be a boolean, got integer"}),
 ])
 def test_bind_names_each_bad_variable(given: dict[str, Any], problems: dict[str, str]) -> None:
@@ -116,23 +123,57 @@ def spec(content: str, **variables: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], "variables": variables}
 
 
+def nested(levels: int) -> Any:
+    """``1`` inside ``levels`` nested lists."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(("data", "param", "says"), [
-    (spec("{{ a.b }}", a={"type": "json"}), "", "does not open"),
-    (spec("{{ x }}"), "", "'x', not declared"),
-    (spec("{{ x }}", x={"type": "integer", "default": "3"}), "variables.x", "the default"),
+    (spec("{{ a.b }}", a={"type": "json"}), "messages.0.content", "does not open"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "{{ x }}"}]},
+     "messages.1.content", "'x', not declared"),
+    (spec("{{ x }}", x={"type": "integer", "default": "3"}), "variables.x.default",
+     "the default must be an integer, got string"),
+    (spec("{{ x }}", x={"type": "number", "default": float("nan")}), "variables.x.default",
+     "the default must be a finite number, got NaN or infinity"),
+    (spec("{{ x }}", x={"type": "number", "default": float("-inf")}), "variables.x.default",
+     "NaN or infinity"),
+    (spec("{{ j }}", j={"type": "json", "default": nested(300)}), "variables.j.default",
+     "the default nests deeper than 64 levels"),
+    (spec("{{ j }}", j={"type": "json", "default": nested(65)}), "variables.j.default",
+     "nests deeper than 64 levels"),
+    (spec("{{ j }}", j={"type": "json", "default": {"a": [float("nan")]}}),
+     "variables.j.default", "holds NaN or infinity"),
+    (spec("{{ j }}", j={"type": "json", "default": {1: "one"}}), "variables.j.default",
+     "a key that is not a string"),
+    (spec("{{ j }}", j={"type": "json", "default": [date(2024, 1, 2)]}), "variables.j.default",
+     "holds a date, which is not JSON"),
     (spec("hi", **{"bad-name": {}}), "variables", "not a variable name"),
     ({**spec("hi"), "params": {"temperature": 9}}, "params", "temperature"),
     ({**spec("hi"), "params": {"stream": True}}, "params", "may not set stream"),
+    ({**spec("hi"), "params": {"metadata": {"a": nested(300)}}}, "params",
+     "params nests deeper than 64 levels"),
     ({**spec("hi"), "extra": 1}, "extra", "Extra inputs"),
 ])
 def test_versions_are_checked_when_created(data: dict[str, Any], param: str, says: str) -> None:
-    """A version that could not render, or would send a bad request, is refused at creation
-    with a 400 naming the field."""
+    """A version that could not render, or would send a bad request, or holds what is not
+    JSON (too deep, NaN, a date), is refused at creation with a 400 naming the field."""
     with pytest.raises(errors.InvalidRequest) as caught:
         parse(VersionSpec, data)
     assert says in caught.value.message
-    if param:
-        assert caught.value.param == param
+    assert caught.value.param == param
+
+
+def test_a_json_default_may_nest_64_levels() -> None:
+    """The depth bound is 64 levels of containers (the request parser's default), and such a
+    version can be hashed and rendered."""
+    version = parse(VersionSpec, spec("{{ j }}", j={"type": "json", "default": nested(64)}))
+    assert len(content_digest(version.content())) == 64
+    assert bind({"j": version.variables["j"].declared()}, {})["j"] == \
+        "[" * 64 + "1" + "]" * 64
 
 
 def test_a_valid_version_spec() -> None:
@@ -144,3 +185,58 @@ def test_a_valid_version_spec() -> None:
     assert version.variables["b"].has_default is True
     assert version.content()["variables"] == {"a": {"type": "string"},
                                               "b": {"type": "integer", "default": 2}}
+
+
+def compiled(*contents: str, **variables: Any) -> CompiledVersion:
+    """Version 1 of template ``t`` with one user message per content, compiled."""
+    version = parse(VersionSpec, {"messages": [{"role": "user", "content": c} for c in contents],
+                                  "variables": variables})
+    return CompiledVersion.of(VersionRecord("t", 1, version, 0.0))
+
+
+@pytest.mark.parametrize(("contents", "values"), [
+    (("plain",), {}),
+    (("{{ a }}-{{ b }}", "é {{ a }}{{ a }} \\{{ x }}"), {"a": "ünï", "b": 7}),
+    (("{{ a }}",), {"a": "😀" * 5}),
+])
+def test_the_size_is_known_before_rendering(contents: tuple[str, ...],
+                                            values: dict[str, Any]) -> None:
+    """``rendered_size`` is exactly the UTF-8 size of the rendered messages."""
+    version = compiled(*contents, **{n: {"type": "json"} for n in values})
+    texts = bind(version.declared, values)
+    size, _ = rendered_size(version.literal_bytes, version.uses, texts)
+    rendered = render_messages(version, values, max_bytes=10_000)
+    assert size == sum(len(m["content"].encode()) for m in rendered)
+    with pytest.raises(errors.BodyTooLarge):
+        render_messages(version, values, max_bytes=size - 1)
+
+
+def test_a_render_past_the_bound_is_refused_before_it_is_built() -> None:
+    """A 10 KB value in 20,000 placeholders (200 MB of messages) is a 413 naming the variable,
+    and nothing near that size is ever allocated."""
+    version = compiled("{{a}}" * 20_000, "{{ b }}", a={}, b={"type": "string", "default": "x"})
+    value = "v" * 10_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.BodyTooLarge) as caught:
+            render_messages(version, {"a": value}, max_bytes=8 * 1024 * 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    error = caught.value
+    assert (error.status_code, error.param, error.code) == (413, "prompt.variables.a",
+                                                            "prompt_too_large")
+    assert error.message == (
+        "Prompt template 't' version 1 would render 200000001 bytes of messages, more than the "
+        "limit of 8388608 bytes (limits.max_body_bytes); variable 'a' adds 200000000 of them "
+        "(20000 placeholder(s)).")
+
+
+def test_a_template_alone_past_the_bound_names_the_template() -> None:
+    """With no variable adding anything, the 413 names ``prompt.id``."""
+    version = compiled("x" * 2000, "{{ a }}", a={})
+    with pytest.raises(errors.BodyTooLarge) as caught:
+        render_messages(version, {"a": ""}, max_bytes=1024)
+    assert caught.value.param == "prompt.id"
+    assert render_messages(version, {"a": ""}, max_bytes=2000)[0]["content"] == "x" * 2000

@@ -12,6 +12,7 @@ from app import errors
 from app.prompts import PromptStore, TemplateCreate, VersionSpec
 from app.prompts.library import PromptLibrary
 from app.prompts.model import content_digest
+from app.prompts.store import TemplateWrite
 
 
 def version(text: str, **extra: Any) -> VersionSpec:
@@ -121,3 +122,25 @@ async def test_library_caches_versions_and_labels_for_a_ttl(engine: AsyncEngine)
     await store.set_label("summarise", "production", 1)
     library.forget("summarise")
     assert await library.label("summarise", "production") == 1
+
+
+async def test_write_is_all_or_nothing(engine: AsyncEngine) -> None:
+    """``write`` adds templates, versions and labels in one transaction; a write planned
+    against a template that has changed since, or a new template whose id is taken, is a
+    409 ``prompt_conflict`` and nothing of the batch is written."""
+    store = PromptStore(engine)
+    await make(store, "taken")
+    await store.write([TemplateWrite("a", None, (version("a {{ text }}"),
+                                                 version("b {{ text }}")), {"production": 1}),
+                       TemplateWrite("taken", 1, (version("c {{ text }}"),), {"staging": 2})])
+    assert [(t.id, t.latest_version, t.labels) for t in await store.list_templates()] == \
+        [("a", 2, {"production": 1}), ("taken", 2, {"staging": 2})]
+    for stale in (TemplateWrite("taken", 1, (version("d {{ text }}"),)),
+                  TemplateWrite("taken", None, (version("e {{ text }}"),))):
+        with pytest.raises(errors.GatewayError) as conflict:
+            await store.write([TemplateWrite("new", None, (version("f {{ text }}"),),
+                                             {"production": 1}), stale])
+        assert conflict.value.status_code == 409 and conflict.value.code == "prompt_conflict"
+        assert "'taken'" in conflict.value.message
+        assert [t.id for t in await store.list_templates()] == ["a", "taken"]
+        assert (await store.get_template("taken")).latest_version == 2
