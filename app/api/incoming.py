@@ -19,6 +19,7 @@ from app import errors
 # A client's own request id is kept when it is a sane token; anything else is not kept.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length",
+                     b"content-encoding",
                      b"x-switchboard-deadline-s", b"x-switchboard-variant-key"})
 
 SWEEP_INTERVAL_S = 1.0
@@ -82,11 +83,18 @@ class Incoming:
         return cls(path=scope["path"], headers=headers, receive=receive)
 
     async def body(self, *, limit: int) -> bytes:
-        """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes, a 408 when it
-        has not arrived within the running ``BodyDeadlines``' timeout."""
+        """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes, 415 for a
+        compressed one (``Content-Encoding`` other than ``identity``), a 408 when it has not
+        arrived within the running ``BodyDeadlines``' timeout."""
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise errors.BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        encoding = self.headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            raise errors.InvalidRequest(
+                f"The gateway does not take compressed request bodies (Content-Encoding: "
+                f"{encoding[:40]}); send the body uncompressed.", status=415,
+                code="unsupported_content_encoding")
         loop = asyncio.get_running_loop()
         deadlines = _DEADLINES.get(loop)
         if deadlines is None:  # an app served without its lifespan: no deadline

@@ -36,13 +36,19 @@ def body_not_object(hint: str = "") -> errors.InvalidRequest:
 
 
 def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
-    """The request body as a JSON object; 400 when it is empty, not JSON, not an object, or
-    nested deeper than ``max_depth`` levels (the object itself is level 1)."""
+    """The request body as a JSON object; 400 when it is empty, not UTF-8, not JSON, not an
+    object, or nested deeper than ``max_depth`` levels (the object itself is level 1)."""
     if not raw:
         raise empty_body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode()
+        except UnicodeDecodeError as bad:  # orjson's own words point at the wrong place
+            raise errors.InvalidRequest(
+                f"The request body is not valid UTF-8 (at byte {bad.start}); JSON must be sent "
+                "as UTF-8.") from None
         raise body_not_json(exc) from None
     if not isinstance(body, dict):
         raise body_not_object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import openai
@@ -52,6 +53,23 @@ def test_malformed_bodies_are_400(gateway: RunningGateway, raw: bytes) -> None:
     status, error = _post(gateway, "/v1/chat/completions", content=raw,
                           headers={"content-type": "application/json"})
     assert status == 400 and error["type"] == "invalid_request_error"
+
+
+def test_compressed_or_non_utf8_bodies_are_told_what_is_wrong(gateway: RunningGateway) -> None:
+    """A gzip body is a 415 saying the gateway takes bodies uncompressed; Latin-1 bytes a 400
+    saying the body is not UTF-8 and where (not orjson's "surrogates not allowed")."""
+    packed = gzip.compress(b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]}')
+    status, error = _post(gateway, "/v1/chat/completions", content=packed,
+                          headers={"content-type": "application/json",
+                                   "content-encoding": "gzip"})
+    assert (status, error["code"]) == (415, "unsupported_content_encoding")
+    assert "Content-Encoding: gzip" in error["message"]
+    status, error = _post(gateway, "/v1/chat/completions",
+                          content=b'{"model": "chat", "messages": [{"role": "user", '
+                                  b'"content": "caf\xe9"}]}',
+                          headers={"content-type": "application/json"})
+    assert status == 400 and error["message"] == (
+        "The request body is not valid UTF-8 (at byte 63); JSON must be sent as UTF-8.")
 
 
 def test_bad_input_never_reaches_the_upstream(gateway: RunningGateway, simulator: str) -> None:
