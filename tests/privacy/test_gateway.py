@@ -37,6 +37,8 @@ def config(simulator: str) -> dict[str, Any]:
             "down": {**third, "base_url": "http://127.0.0.1:9/v1", "trust": "private"},
             "claude": {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-x",
                        "headers": {"x-who": "third"}},
+            "co": {"type": "cohere", "base_url": simulator, "api_key": "co-key-x",
+                   "headers": {"x-who": "third"}},
         },
         "models": {
             "redacted": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
@@ -63,6 +65,8 @@ def config(simulator: str) -> dict[str, Any]:
             "claude": {"targets": [{"provider": "claude", "model": "claude-3-5-haiku"}],
                        "privacy": {"action": "redact"}},
             "open": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}]},
+            "co-blocked": {"targets": [{"provider": "co", "model": "command-r"}],
+                           "privacy": {"action": "block"}},
         },
         "calllog": {"capture_bodies": True},
         "drift": {"embedding": {"sample_rate": 0}},
@@ -255,3 +259,66 @@ def test_messages_native_redacted(gw: RunningGateway, upstream: Upstream,
     assert body["messages"][0]["content"].startswith("<EMAIL_1> and <PHONE_1>")
     assert body["system"] == "customer <EMAIL_1>"
     assert text.startswith(f"Simulated reply to: {EMAIL} and {PHONE}")
+
+
+def blocked(client: openai.OpenAI, **kwargs: Any) -> dict[str, Any]:
+    """The error body of a call the privacy policy blocks."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**kwargs)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "sensitive_data_blocked", body
+    return body
+
+
+def test_text_starting_with_data_is_scanned(gw: RunningGateway, upstream: Upstream) -> None:
+    """Text that merely starts with ``data:`` (a message, a text part) is scanned: blocked,
+    never sent; a real base64 data URL beside it is not scanned."""
+    client, marker = gw.client(), upstream.marker
+    blocked(client, model="blocked",
+            messages=[{"role": "user", "content": f"data: {EMAIL} {marker}"}])
+    blocked(client, model="blocked", messages=[{"role": "user", "content": [
+        {"type": "text", "text": f"data:{EMAIL} {marker}"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+    assert upstream.received() == []
+
+
+def test_block_scans_documents_schemas_keys_and_ids(gw: RunningGateway,
+                                                    upstream: Upstream) -> None:
+    """Block refuses values in Cohere ``documents``, a ``response_format`` schema, a
+    ``metadata`` key and a tool call's ids; nothing reaches the upstream."""
+    client, marker = gw.client(), upstream.marker
+    ask = [{"role": "user", "content": f"summarise {marker}"}]
+    error = blocked(client, model="co-blocked", messages=ask, extra_body={
+        "documents": [{"id": "d1", "data": {"text": f"contact {EMAIL}"}}]})
+    assert "EMAIL (1)" in error["message"]
+    blocked(client, model="blocked", messages=ask, response_format={
+        "type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "properties": {"to": {"type": "string",
+                                                    "description": f"write to {EMAIL}"}}}}})
+    blocked(client, model="blocked", messages=ask, metadata={EMAIL: "x"})
+    blocked(client, model="blocked", messages=[
+        *ask, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call {EMAIL}", "type": "function",
+             "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": f"call {EMAIL}", "content": "done"}])
+    assert upstream.received() == []
+
+
+def test_messages_plain_text_document_redacted(gw: RunningGateway, upstream: Upstream) -> None:
+    """/v1/messages: a plain-text document's ``data`` is redacted like the text beside it,
+    and the captured body says what was sent."""
+    client: Any = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    try:
+        client.messages.create(
+            model="claude", max_tokens=32, extra_headers={"x-request-id": upstream.marker},
+            messages=[{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                "data": f"contact {EMAIL}"}},
+                {"type": "text", "text": f"summarise for {EMAIL} {upstream.marker}"}]}])
+    finally:
+        client.close()
+    upstream.assert_never_saw_planted()
+    content = upstream.received()[0]["body"]["messages"][0]["content"]
+    assert content[0]["source"]["data"] == "contact <EMAIL_1>"
+    assert content[1]["text"].startswith("summarise for <EMAIL_1>")
+    assert EMAIL not in str(gw.sink.by_id(upstream.marker).request_body)
