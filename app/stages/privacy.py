@@ -31,8 +31,9 @@ provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
 A shadow copy of an answered call (an experiment's ``shadow`` variant) runs under its
 original's policy too, applied to the shadow variant's targets (``on_shadow``).
 
-Captured bodies (``calllog.capture_bodies``) are stored with the found values replaced by their
-placeholders, whatever the action (``on_end``). The metric
+Captured bodies (``calllog.capture_bodies``), the record's ``end_user`` and ``tags`` (the
+request's ``user`` and ``metadata``) and its error message are stored with the found values
+replaced by their placeholders, whatever the action (``on_end``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
 
 With ``privacy.presidio``, ``prepare`` loads the config's Presidio scanner before the config
@@ -234,6 +235,14 @@ class Privacy(Stage):
             record.request_body = rewrite(record.request_body, scrub)
         if record.response_body is not None:
             record.response_body = rewrite(record.response_body, scrub)
+        # The request's user and metadata were recorded as the client sent them (before a
+        # block, or under private_only and allow, which send them as they are).
+        if record.end_user is not None:
+            record.end_user = scrub(record.end_user)
+        if record.tags:
+            record.tags = rewrite(record.tags, scrub)
+        if record.error_message is not None:  # an upstream's error may quote the request
+            record.error_message = scrub(record.error_message)
 
 
 async def _load_scanner(section: PresidioConfig) -> PresidioScanner:

@@ -322,3 +322,23 @@ def test_messages_plain_text_document_redacted(gw: RunningGateway, upstream: Ups
     assert content[0]["source"]["data"] == "contact <EMAIL_1>"
     assert content[1]["text"].startswith("summarise for <EMAIL_1>")
     assert EMAIL not in str(gw.sink.by_id(upstream.marker).request_body)
+
+
+@pytest.mark.parametrize(("model", "action"), [
+    ("blocked", "block"), ("private", "private_only"), ("redacted", "redact")])
+def test_user_and_metadata_stored_placeholdered(gw: RunningGateway, upstream: Upstream,
+                                                model: str, action: str) -> None:
+    """The record's ``end_user`` and ``tags`` hold placeholders, not the values, whatever the
+    action that found them (a blocked call records no tags)."""
+    try:
+        gw.client().chat.completions.create(
+            model=model, user=EMAIL, metadata={"customer": EMAIL, EMAIL: "key"},
+            messages=[{"role": "user", "content": f"hello {upstream.marker}"}],
+            extra_headers={"x-request-id": upstream.marker})
+    except openai.BadRequestError:
+        assert model == "blocked"
+    record = gw.sink.by_id(upstream.marker)
+    assert record.privacy_action == action
+    assert record.end_user == "<EMAIL_1>"
+    assert record.tags == (None if action == "block"
+                           else {"customer": "<EMAIL_1>", "<EMAIL_1>": "key"})
