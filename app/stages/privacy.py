@@ -16,7 +16,8 @@ policy's detectors, counts what it found by entity type into the call record
   private targets gets the original: nothing leaves). One body serves every attempt, so a private
   fallback behind a third party gets the placeholders too. The originals go back into the answer:
   unary answers whole (``on_answer``), streams chunk by chunk (``on_chunk``,
-  ``app.privacy.stream``);
+  ``app.privacy.stream``; what is still held back when the stream ends goes out in one more
+  chunk: ``on_stream_end``);
 - ``private_only``: the call's route narrowed to its ``trust: private`` targets; a model without
   one answers 503 ``no_private_target``, and so does a call whose private targets have all
   failed (down, overloaded, timed out, circuit open: ``Route.fail_closed``; a 4xx the request
@@ -61,7 +62,7 @@ from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
-from app.privacy.stream import restore_chunk
+from app.privacy.stream import release, restore_chunk
 from app.privacy.walk import rewrite, texts
 from app.providers.base import Json, Result, Target
 from app.routing import Route
@@ -207,6 +208,14 @@ class Privacy(Stage):
         if state is None or state.restorer is None:
             return chunk
         return restore_chunk(state.restorer, chunk)
+
+    def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
+        """What the restorer still holds, however the stream ended (an upstream that ends
+        without a ``finish_reason``, or fails midway): the tail of a text is never lost."""
+        state: _State | None = call.extras.get(_STATE)
+        if state is None or state.restorer is None:
+            return None
+        return release(state.restorer, base)
 
     def on_answer(self, call: ModelCall, result: Result) -> None:
         state: _State | None = call.extras.get(_STATE)

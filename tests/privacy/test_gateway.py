@@ -39,6 +39,9 @@ def config(simulator: str) -> dict[str, Any]:
                        "headers": {"x-who": "third"}},
             "co": {"type": "cohere", "base_url": simulator, "api_key": "co-key-x",
                    "headers": {"x-who": "third"}},
+            # 9 pieces of "Simulated reply to: x <EMAIL_1>": up to "<EMAIL_1", no ">"
+            "api-done": {**third, "headers": {"x-who": "third", "x-sim-done-after": "9"}},
+            "api-end": {**third, "headers": {"x-who": "third", "x-sim-end-after": "9"}},
         },
         "models": {
             "redacted": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
@@ -67,6 +70,10 @@ def config(simulator: str) -> dict[str, Any]:
             "open": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}]},
             "co-blocked": {"targets": [{"provider": "co", "model": "command-r"}],
                            "privacy": {"action": "block"}},
+            "redacted-done": {"targets": [{"provider": "api-done", "model": "gpt-4o-mini"}],
+                              "privacy": {"action": "redact"}},
+            "redacted-end": {"targets": [{"provider": "api-end", "model": "gpt-4o-mini"}],
+                             "privacy": {"action": "redact"}},
         },
         "calllog": {"capture_bodies": True},
         "drift": {"embedding": {"sample_rate": 0}},
@@ -342,3 +349,31 @@ def test_user_and_metadata_stored_placeholdered(gw: RunningGateway, upstream: Up
     assert record.end_user == "<EMAIL_1>"
     assert record.tags == (None if action == "block"
                            else {"customer": "<EMAIL_1>", "<EMAIL_1>": "key"})
+
+
+def test_held_tail_released_when_the_stream_ends_without_finish(
+        gw: RunningGateway, upstream: Upstream) -> None:
+    """A tail held back as a placeholder's possible start goes out when the upstream ends the
+    stream without a finish_reason (usage chunk and [DONE] only), before the usage chunk."""
+    stream = gw.client().chat.completions.create(
+        model="redacted-done", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": f"x {EMAIL} {upstream.marker}"}],
+        extra_headers={"x-request-id": upstream.marker})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Simulated reply to: x <EMAIL_1"
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+    assert gw.sink.by_id(upstream.marker).status == "ok"
+
+
+def test_held_tail_released_before_a_mid_stream_error(gw: RunningGateway,
+                                                      upstream: Upstream) -> None:
+    """A stream the upstream cuts short (no finish_reason, no [DONE]) sends what was held back
+    before its error."""
+    pieces: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in gw.client().chat.completions.create(
+                model="redacted-end", stream=True,
+                messages=[{"role": "user", "content": f"x {EMAIL} {upstream.marker}"}]):
+            pieces.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(pieces) == "Simulated reply to: x <EMAIL_1"
