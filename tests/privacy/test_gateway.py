@@ -377,3 +377,14 @@ def test_held_tail_released_before_a_mid_stream_error(gw: RunningGateway,
                 messages=[{"role": "user", "content": f"x {EMAIL} {upstream.marker}"}]):
             pieces.extend(c.delta.content or "" for c in chunk.choices)
     assert "".join(pieces) == "Simulated reply to: x <EMAIL_1"
+
+
+@pytest.mark.parametrize("phone", [
+    "+1 650 253 0000 ext. 123", "+1 650 253 0000 ext. 5", "650\t253\t0000",
+    "+1 \uff16\uff15\uff10 \uff12\uff15\uff13 \uff10\uff10\uff10\uff10"])
+def test_block_phone_shapes(gw: RunningGateway, upstream: Upstream, phone: str) -> None:
+    """Phone numbers with an "ext." extension, tabs or fullwidth digits are blocked."""
+    error = blocked(gw.client(), model="blocked", messages=[
+        {"role": "user", "content": f"call {phone} {upstream.marker}"}])
+    assert "PHONE (1)" in error["message"]
+    assert upstream.received() == []
