@@ -454,6 +454,7 @@ class Gateway(Finisher):
         call.streaming = True  # from here on, this generator finishes the call
         record = call.record
         hooks = call.snapshot.pipeline.chunk_hooks
+        ends = call.snapshot.pipeline.stream_end_hooks
         keepalive = call.snapshot.keepalive_s
         stream: AsyncIterator[Json] | None = None
         pending: asyncio.Task[Json] | None = None  # the first chunk, awaited past a keep-alive
@@ -461,6 +462,7 @@ class Gateway(Finisher):
         texts: list[str] = []
         head = 0  # characters in ``texts``
         usage: Usage | None = None
+        held: Json | None = None  # the upstream's usage chunk, sent after what stages release
         body: Json = {}
         try:
             opened, first = await self._attempts(
@@ -489,7 +491,9 @@ class Gateway(Finisher):
                     usage = Usage.from_openai(reported) or usage
                     if not chunk.get("choices"):
                         if wants_usage and (not hooks or (chunk := _through(hooks, call, chunk))):
-                            yield chunk
+                            if held is not None:
+                                yield held
+                            held = chunk
                         chunk = await anext(opened, None)
                         continue
                 observe_finish(record, chunk)
@@ -498,9 +502,17 @@ class Gateway(Finisher):
                     texts.append(piece)
                     head += len(piece)
                 if not hooks or (chunk := _through(hooks, call, chunk)):
+                    if held is not None:
+                        yield held
+                        held = None
                     delivered = True
                     yield chunk
                 chunk = await anext(opened, None)
+            for chunk in _released(ends, call, body):
+                delivered = True
+                yield chunk
+            if held is not None:
+                yield held
             text = "".join(texts)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:
@@ -519,6 +531,11 @@ class Gateway(Finisher):
             self.fail(call, exc)
             if stream is not None:  # committed to a target that then failed
                 _attempt_failed(record, exc.status_code, exc.error_type)
+            if delivered:  # what stages still hold goes out before the error
+                for chunk in _released(ends, call, body):
+                    yield chunk
+            if held is not None:
+                yield held
             raise
         except (asyncio.CancelledError, GeneratorExit):
             record.status, record.http_status = "cancelled", 499
@@ -710,6 +727,16 @@ def _through(hooks: tuple[Callable[[ModelCall, Json], Json | None], ...], call: 
             return None
         chunk = out
     return chunk
+
+
+def _released(hooks: tuple[Callable[[ModelCall, Json], Json | None], ...], call: ModelCall,
+              body: Json) -> list[Json]:
+    """The chunks the stages' ``on_stream_end`` hooks send once the upstream's stream has ended
+    (``body``: its first chunk, whose ``id``, ``object``, ``created`` and ``model`` they carry)."""
+    if not hooks:
+        return []
+    base = chunk_base(body)
+    return [chunk for hook in hooks if (chunk := hook(call, base)) is not None]
 
 
 def _attempt_failed(record: CallRecord, status: int, error_type: str | None) -> None:

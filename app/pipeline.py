@@ -10,7 +10,7 @@ Steps in brackets are slots for later stages. "Route and call" is the gateway's 
 the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
 is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
 
-A stage may act at seven points, each a hook it overrides (a hook it does not override is never
+A stage may act at eight points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
 
 - ``on_headers``: before the body is read (authentication: a caller without a key costs no parse);
@@ -21,6 +21,9 @@ called, so a stage that does nothing for a call costs nothing there):
   ``call.body``, add response ``headers``, or reject by raising a ``GatewayError``;
 - ``on_chunk``: on each streamed chunk before it goes to the client; returns the chunk to send
   (rewritten or not) or ``None`` to send nothing for it;
+- ``on_stream_end``: once a stream's upstream has ended (after its last chunk, or failing after
+  chunks went out), before the gateway's closing chunks (a usage chunk the upstream sent is held
+  until then): returns one more chunk to send (what a stage still held back) or ``None``;
 - ``on_answer``: on a unary answer before it goes to the client; may rewrite it;
 - ``on_end``: once, when the call ends however it ended (answered, failed, rejected, client gone),
   before the record is handed to the call log; ``call.record`` then says how it ended;
@@ -139,6 +142,11 @@ class Stage:
         """Each streamed chunk on its way to the client; the chunk to send, or ``None``."""
         return chunk
 
+    def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
+        """Once the stream's upstream has ended: one more chunk to send, built on ``base`` (the
+        stream's ``id``, ``object``, ``created`` and ``model``), or ``None``."""
+        return None
+
     def on_answer(self, call: ModelCall, result: Result) -> None:
         """On a unary answer before it goes to the client; may rewrite ``result.body`` and
         ``result.native``."""
@@ -174,6 +182,8 @@ class Pipeline:
             s.on_request for s in self.stages if _overrides(s, "on_request"))
         self.chunk_hooks: tuple[Callable[[ModelCall, Json], Json | None], ...] = tuple(
             s.on_chunk for s in self.stages if _overrides(s, "on_chunk"))
+        self.stream_end_hooks: tuple[Callable[[ModelCall, Json], Json | None], ...] = tuple(
+            s.on_stream_end for s in self.stages if _overrides(s, "on_stream_end"))
         self.end_hooks: tuple[Callable[[ModelCall], None], ...] = tuple(
             s.on_end for s in self.stages if _overrides(s, "on_end"))
         self.answer_hooks: tuple[Callable[[ModelCall, Result], None], ...] = tuple(

@@ -123,7 +123,8 @@ runs long enough to hold a card, without a Python step for each shorter one."""
 _GROUP = re.compile(r"\d+")
 _SSN = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})")
 _SSN_BARE = re.compile(r"(?i:ssn|social security(?: number| no\.?)?)\W{0,3}(\d{3})(\d{2})(\d{4})")
-_PHONE_CANDIDATE = re.compile(r"(?:\+|\(|\b)\d[\d \t().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,6})?")
+_PHONE_CANDIDATE = re.compile(r"(?:\+|\(|\b)\d[\d \t().\-/]{5,22}\d(\s?(?:x|ext\.?)\s?\d{1,6})?")
+"""A phone number's shape, its extension (group 1) included."""
 _BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 """A candidate without phone punctuation: a phone number only after a phone word (code and
 logs are full of bare digit runs and decimals)."""
@@ -530,12 +531,16 @@ class Detector:
                 continue
             if offset and (text[offset - 1].isalnum() or text[offset - 1] in "_.-/"):
                 continue
-            if not _phone_shaped(candidate, groups):
-                continue
+            extension = match.start(1)
+            if not (_phone_shaped(candidate, groups) if extension == -1 else _phone_shaped(
+                    number := text[offset:extension], _GROUP.findall(number))):
+                continue  # the number without its extension (an "ext." is not a dot in it)
             if _BARE_NUMBER.fullmatch(candidate) and (
                     "." in candidate
                     or not _PHONE_WORDS.search(text, max(0, offset - 30), offset)):
                 continue
+            if "\t" in candidate:  # a separator like a space, which phonenumbers refuses
+                candidate = candidate.replace("\t", " ")
             yield from self._match_phone(candidate, offset)
 
     def _match_phone(self, candidate: str, offset: int) -> list[Finding]:

@@ -7,7 +7,8 @@ The parts restored, each with its own buffer: a choice's ``delta.content`` and
 own ``content_block_delta`` events carried on the chunk (``NATIVE_EVENTS``: their ``text``,
 ``thinking`` and ``partial_json``). A part's held tail goes out with its choice's
 ``finish_reason`` chunk, or, for a native block, as one more delta right before its
-``content_block_stop``.
+``content_block_stop``; what is still held when the stream ends without them goes out in one
+more chunk (``release``).
 """
 
 from __future__ import annotations
@@ -112,3 +113,37 @@ def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tu
             payload["delta"] = {**delta, field: restored}
             out.append((name, orjson.dumps(payload).decode()))
     return out
+
+
+def release(restorer: StreamRestorer, base: Json) -> Json | None:
+    """A chunk (``base``: the stream's ``id``, ``object``, ``created`` and ``model``) with every
+    tail ``restorer`` still holds, each where ``restore_chunk`` would have put it; ``None`` when
+    it holds none."""
+    choices: dict[Any, dict[str, Any]] = {}
+    events: list[tuple[str, str]] = []
+    for key in list(restorer.keys()):
+        tail = restorer.flush(key)
+        if not tail or not isinstance(key, tuple):
+            continue
+        if key[0] == "native":
+            kind = next(k for k, f in _NATIVE_FIELDS.items() if f == key[2])
+            events.append(("content_block_delta", orjson.dumps({
+                "type": "content_block_delta", "index": key[1],
+                "delta": {"type": kind, key[2]: tail}}).decode()))
+            continue
+        choice = choices.setdefault(key[0], {"index": key[0], "finish_reason": None})
+        if key[1] == "text":
+            choice["text"] = tail
+            continue
+        delta = choice.setdefault("delta", {})
+        if key[1] == "tool":
+            delta.setdefault("tool_calls", []).append(
+                {"index": key[2], "function": {"arguments": tail}})
+        else:
+            delta[key[1]] = tail
+    if not choices and not events:
+        return None
+    chunk: Json = {**base, "choices": list(choices.values())}
+    if events:
+        chunk[NATIVE_EVENTS] = events
+    return chunk

@@ -1,36 +1,116 @@
 """The text parts of request and answer bodies, found and rewritten.
 
-A request body is walked whole (messages and their content parts, tool calls' arguments and
-tool results, a completion's ``prompt``, an embedding's ``input``, an Anthropic body's
-``system`` and blocks, ``user`` and ``metadata`` too: whatever the gateway forwards), except
-the values of ``SKIP_KEYS`` (names, ids and roles the gateway and providers read, base64
-payloads) and ``data:`` URLs. Rewriting copies only the containers on the way to a changed
-string; the rest is shared with the original.
+A body is walked whole: every string value at any depth (messages and their content parts, tool
+calls' arguments, ids and tool results, tool and ``response_format`` schemas, a completion's
+``prompt``, an embedding's ``input``, an Anthropic body's ``system``, blocks and plain-text
+document sources, ``documents``, ``user`` and ``metadata``: whatever the gateway forwards), and
+every dict key that is not a field name of the wire formats (``FIELDS``: a ``metadata`` key, a
+schema's property names, a document's own fields), except:
+
+- the string values of ``SKIP_KEYS``: names the gateway or the API fixes to a small set of
+  values (a role, a block's type, a reason, a media type, an encoding, a tier, ``tool_choice``'s
+  ``auto``), and ``model``, which the gateway replaces with its target's before the call
+  leaves (a dict under one of them is walked: ``tool_choice``'s function name is text);
+- base64 payloads, which cannot be rewritten without breaking them: a ``data:`` URL with
+  ``;base64,`` whose payload is all base64 (anywhere: ``image_url.url``, ``file_data``), and a
+  ``data`` or ``signature`` value that is all base64 (Anthropic's ``base64`` image and document
+  sources and thinking signatures, OpenAI's ``input_audio``, Anthropic's ``redacted_thinking``),
+  unless its block's ``type`` is ``text`` (a plain-text document's ``data`` is its text).
+
+Anything else starting with ``data:`` is text like any other. Rewriting copies only the
+containers on the way to a changed string or key (a dict keeps its order); the rest is shared
+with the original. A rewritten id stays matched with its pair (a tool call's ``id`` and its
+result's ``tool_call_id``): the same value gets the same placeholder wherever it is.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 SKIP_KEYS = frozenset({
-    "model", "role", "type", "id", "tool_call_id", "tool_use_id", "signature", "media_type",
-    "object", "finish_reason", "stop_reason", "index", "encoding_format", "data",
-    "response_format", "tool_choice", "service_tier", "reasoning_effort", "cache_control",
+    "model", "role", "type", "object", "finish_reason", "stop_reason", "index", "media_type",
+    "encoding_format", "service_tier", "reasoning_effort", "tool_choice",
 })
+"""Keys whose string values are not scanned (a dict or list under one is)."""
+_PAYLOAD_KEYS = frozenset({"data", "signature"})
+"""Keys whose values are base64 payloads unless they are plain text (see the docstring)."""
+FIELDS = frozenset({
+    # requests: OpenAI's chat, completions and embeddings, Anthropic's Messages, Cohere's
+    "messages", "content", "name", "tool_calls", "function", "arguments", "tool_call_id",
+    "refusal", "audio", "text", "image_url", "url", "detail", "input_audio", "format", "file",
+    "file_data", "file_id", "filename", "frequency_penalty", "presence_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
+    "stream", "stream_options", "include_usage", "temperature", "top_p", "top_k", "tools",
+    "parallel_tool_calls", "functions", "function_call", "user", "metadata",
+    "store", "modalities", "prediction", "response_format", "json_schema", "schema", "strict",
+    "description", "parameters", "reasoning_content", "id", "prompt", "suffix", "echo",
+    "best_of", "input", "dimensions", "user_id", "system", "stop_sequences", "thinking",
+    "budget_tokens", "source", "tool_use_id", "is_error", "citations", "title", "context",
+    "input_schema", "cache_control", "documents", "disable_parallel_tool_use", "voice",
+    "redacted_thinking",
+    # JSON Schema keywords (tools' parameters, response_format's schema)
+    "properties", "items", "required", "enum", "additionalProperties", "anyOf", "oneOf",
+    "allOf", "default", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength",
+    "pattern", "const", "nullable", "$ref", "$defs", "definitions", "examples",
+    # answers (restored, and scrubbed when captured)
+    "choices", "message", "delta", "usage", "prompt_tokens", "completion_tokens",
+    "total_tokens", "created", "system_fingerprint", "prompt_tokens_details",
+    "completion_tokens_details", "cached_tokens", "reasoning_tokens", "annotations",
+    "embedding", "stop_sequence", "input_tokens", "output_tokens",
+}) | SKIP_KEYS | _PAYLOAD_KEYS
+"""Field names of the wire formats: their values are walked, the names themselves not scanned
+(any other key is: it is the client's own)."""
+_WALK, _NAME, _PAYLOAD = 0, 1, 2
+_KINDS = {key: _NAME if key in SKIP_KEYS else _PAYLOAD if key in _PAYLOAD_KEYS else _WALK
+          for key in FIELDS}
+"""What the walk does with each field's value (one dict lookup a key): walk it, skip it when
+it is a string (``SKIP_KEYS``), or skip it when it is a base64 payload."""
 _MAX_DEPTH = 256
+
+_DATA_URL = re.compile(r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,", re.I)
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\r\n"
+"""Base64's alphabet, URL-safe variant and line breaks included."""
+
+
+def _all_base64(text: str, start: int = 0) -> bool:
+    """Whether ``text[start:]`` holds only base64 characters (~0.7 ms a MB, in C)."""
+    return text.isascii() and not text[start:].encode("ascii").translate(None, _BASE64)
+
+
+def data_url(text: str) -> bool:
+    """Whether ``text`` is a base64 ``data:`` URL (``data:image/png;base64,iVBOR...``)."""
+    if not text.startswith("data:"):
+        return False
+    header = _DATA_URL.match(text)
+    return header is not None and _all_base64(text, header.end())
+
+
+def _skipped(kind: int, node: dict[str, Any], value: Any) -> bool:
+    """Whether a field's ``value`` (``kind``: its ``_KINDS``, not ``_WALK``) is not text to
+    scan."""
+    if not isinstance(value, str):
+        return False
+    return kind == _NAME or (node.get("type") != "text" and _all_base64(value))
 
 
 def texts(node: Any, depth: int = 0) -> Iterator[str]:
-    """Every text part of ``node``, in document order."""
+    """Every text part of ``node`` (string values and the client's own keys), in document
+    order."""
     if isinstance(node, str):
-        if not node.startswith("data:"):
+        if not data_url(node):
             yield node
     elif isinstance(node, dict):
         if depth < _MAX_DEPTH:
             for key, value in node.items():
-                if key not in SKIP_KEYS:
-                    yield from texts(value, depth + 1)
+                kind = _KINDS.get(key)
+                if kind is None:
+                    yield key
+                elif kind and _skipped(kind, node, value):
+                    continue
+                yield from texts(value, depth + 1)
     elif isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         for item in node:
             yield from texts(item, depth + 1)
@@ -40,20 +120,9 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0) -> Any:
     """``node`` with each text part replaced by ``change(text)`` (walked as ``texts`` does);
     ``node`` itself when nothing changed."""
     if isinstance(node, str):
-        return node if node.startswith("data:") else change(node)
+        return node if data_url(node) else change(node)
     if isinstance(node, dict):
-        if depth >= _MAX_DEPTH:
-            return node
-        out: dict[str, Any] | None = None
-        for key, value in node.items():
-            if key in SKIP_KEYS:
-                continue
-            new = rewrite(value, change, depth + 1)
-            if new is not value:
-                if out is None:
-                    out = dict(node)
-                out[key] = new
-        return node if out is None else out
+        return node if depth >= _MAX_DEPTH else _rewrite_dict(node, change, depth)
     if isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         items: list[Any] | None = None
         for i, value in enumerate(node):
@@ -66,3 +135,22 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0) -> Any:
             return node
         return tuple(items) if isinstance(node, tuple) else items
     return node
+
+
+def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int
+                  ) -> dict[str, Any]:
+    out: dict[str, Any] | None = None
+    for i, (key, value) in enumerate(node.items()):
+        new_key, new = key, value
+        kind = _KINDS.get(key)
+        if kind is None:
+            new_key = change(key)
+            new = rewrite(value, change, depth + 1)
+        elif not (kind and _skipped(kind, node, value)):
+            new = rewrite(value, change, depth + 1)
+        if out is not None:
+            out[new_key] = new
+        elif new is not value or new_key != key:
+            out = dict(islice(node.items(), i))  # the keys before, in order
+            out[new_key] = new
+    return node if out is None else out

@@ -41,14 +41,25 @@ _HEXTET, _IPV6_DIGIT = 4, 40
 
 def narrow(text: str) -> tuple[bytes, bool]:
     """``text`` one byte a character: its Latin-1 bytes where it has no wider character, else
-    the low byte of each character's code point (then ``True``: the view is not the text).
-    ASCII characters are themselves either way; a wider character may look like an ASCII one
-    (a candidate that the detectors, which match the text itself, then refuse), never the
-    other way round."""
+    the low byte of each character's code point (then ``True``: the view is not the text),
+    fullwidth digits (U+FF10-FF19) read as ASCII ones. ASCII characters are
+    themselves either way; a wider character may look like an ASCII one (a candidate that the
+    detectors, which match the text itself, then refuse), never the other way round."""
     try:
         return text.encode("latin-1"), False
     except UnicodeEncodeError:
-        return text.encode("utf-32-le")[::4], True
+        wide = text.encode("utf-32-le")
+        view = wide[::4]
+        at = wide.find(b"\xff\x00\x00")  # a fullwidth form (U+FFxx): maybe a digit
+        if at == -1:
+            return view, True
+        digits = bytearray(view)
+        while at != -1:
+            low = wide[at - 1]
+            if at % 4 == 1 and 0x10 <= low <= 0x19:
+                digits[at // 4] = low + 0x20  # U+FF10 + n -> "0" + n
+            at = wide.find(b"\xff\x00\x00", at + 1)
+        return bytes(digits), True
 
 
 def classes(view: bytes) -> bytes:

@@ -243,10 +243,12 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}
             tokens.append(frame(index, delta, lp=lp))
     tail = [frame(index, {}, _FINISH[output.finish]) for index, (output, _) in enumerate(results)]
+    finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
         last = {**base, "choices": [], "usage": usage(prompt, completion, cached)}
         tail.append(b"data: " + orjson.dumps(last) + b"\n\n")
     tail.append(_DONE)
     finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"
-    return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head)
+    return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head,
+                      closing=tail[finishes:])

@@ -115,10 +115,12 @@ def _plan(meta: dict[str, Any], results: list[tuple[str, Output]], *, prompt: in
                 tokens.append(frame(index, piece, lp=lp))
     tail = [frame(index, "", "length" if output.finish == "length" else "stop")
             for index, (_, output) in enumerate(results)]
+    finishes = len(tail)
     if sampling.include_usage:
         completion = sum(output.tokens for _, output in results)
         tail.append(b"data: " + orjson.dumps(
             {**base, "choices": [], "usage": usage(prompt, completion, cached)}) + b"\n\n")
     tail.append(b"data: [DONE]\n\n")
     finish = "length" if any(output.finish == "length" for _, output in results) else "stop"
-    return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head)
+    return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head,
+                      closing=tail[finishes:])

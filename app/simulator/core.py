@@ -107,6 +107,8 @@ class StreamPlan:
     ``preamble`` goes out right after the headers, ``head`` together with the first content frame
     (after the time to first token), ``tokens`` one frame per content chunk (``tpot`` apart),
     ``tail`` after the last. ``finish`` is vLLM's ``finished_reason`` (``stop`` or ``length``).
+    ``closing`` is the end of ``tail`` without its finish frames (what ``X-Sim-Done-After``
+    sends; empty where the dialect's end cannot go without them).
     """
 
     tokens: list[bytes]
@@ -115,6 +117,7 @@ class StreamPlan:
     finish: str
     head: list[bytes] = field(default_factory=list)
     preamble: list[bytes] = field(default_factory=list)
+    closing: list[bytes] = field(default_factory=list)
     prompt_ids: Sequence[int] | None = None
     """The prompt's token ids, for the engine's prefix cache (``None``: the engine is off)."""
 
@@ -228,6 +231,9 @@ async def _emit(sim: Sim, req: Request, plan: StreamPlan, knobs: Knobs, watcher:
             return await _error_frames(sim, req, route, pending, knobs)
         if index == knobs.end_after:
             await send({"type": "http.response.body", "body": pending})
+            return "faulted"
+        if index == knobs.done_after:
+            await send({"type": "http.response.body", "body": pending + b"".join(plan.closing)})
             return "faulted"
         if index and not await watcher.pause(sim.latency.tpot(knobs) if tpot is None
                                              else tpot):

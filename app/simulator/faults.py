@@ -7,6 +7,10 @@
 - ``X-Sim-Error-After: N``: stream N content chunks, then an in-band error frame.
 - ``X-Sim-End-After: N``: stream N content chunks, then end the response cleanly with no
   finish_reason and no terminator (``[DONE]``, ``message_stop``): a truncated answer.
+- ``X-Sim-Done-After: N``: stream N content chunks, then end the stream as a finished one
+  (OpenAI's chat and completions: the usage frame if asked, then ``[DONE]``) with no
+  finish_reason, as some OpenAI-compatible servers end an answer they cut short (other dialects
+  end as with ``X-Sim-End-After``).
 - ``X-Sim-Echo-Key: 1``: the injected error (``X-Return-Error``, ``X-Sim-Error-After``) echoes
   the credential the request carried (``Authorization``, ``api-key`` or ``x-api-key``) in its
   message, type and param, as a careless upstream might.
@@ -50,6 +54,7 @@ class Knobs:
     cut_after: int | None = None
     error_after: int | None = None
     end_after: int | None = None
+    done_after: int | None = None
     hang: bool = False
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
@@ -100,6 +105,7 @@ def read_knobs(req: Request) -> Knobs:
         cut_after=_count(headers, "x-sim-cut-after"),
         error_after=_count(headers, "x-sim-error-after"),
         end_after=_count(headers, "x-sim-end-after"),
+        done_after=_count(headers, "x-sim-done-after"),
         hang=_flag(headers, "x-sim-hang"),
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
     )

@@ -16,7 +16,8 @@ policy's detectors, counts what it found by entity type into the call record
   private targets gets the original: nothing leaves). One body serves every attempt, so a private
   fallback behind a third party gets the placeholders too. The originals go back into the answer:
   unary answers whole (``on_answer``), streams chunk by chunk (``on_chunk``,
-  ``app.privacy.stream``);
+  ``app.privacy.stream``; what is still held back when the stream ends goes out in one more
+  chunk: ``on_stream_end``);
 - ``private_only``: the call's route narrowed to its ``trust: private`` targets; a model without
   one answers 503 ``no_private_target``, and so does a call whose private targets have all
   failed (down, overloaded, timed out, circuit open: ``Route.fail_closed``; a 4xx the request
@@ -31,8 +32,9 @@ provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
 A shadow copy of an answered call (an experiment's ``shadow`` variant) runs under its
 original's policy too, applied to the shadow variant's targets (``on_shadow``).
 
-Captured bodies (``calllog.capture_bodies``) are stored with the found values replaced by their
-placeholders, whatever the action (``on_end``). The metric
+Captured bodies (``calllog.capture_bodies``), the record's ``end_user`` and ``tags`` (the
+request's ``user`` and ``metadata``) and its error message are stored with the found values
+replaced by their placeholders, whatever the action (``on_end``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
 
 With ``privacy.presidio``, ``prepare`` loads the config's Presidio scanner before the config
@@ -60,7 +62,7 @@ from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
-from app.privacy.stream import restore_chunk
+from app.privacy.stream import release, restore_chunk
 from app.privacy.walk import rewrite, texts
 from app.providers.base import Json, Result, Target
 from app.routing import Route
@@ -207,6 +209,14 @@ class Privacy(Stage):
             return chunk
         return restore_chunk(state.restorer, chunk)
 
+    def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
+        """What the restorer still holds, however the stream ended (an upstream that ends
+        without a ``finish_reason``, or fails midway): the tail of a text is never lost."""
+        state: _State | None = call.extras.get(_STATE)
+        if state is None or state.restorer is None:
+            return None
+        return release(state.restorer, base)
+
     def on_answer(self, call: ModelCall, result: Result) -> None:
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
@@ -234,6 +244,14 @@ class Privacy(Stage):
             record.request_body = rewrite(record.request_body, scrub)
         if record.response_body is not None:
             record.response_body = rewrite(record.response_body, scrub)
+        # The request's user and metadata were recorded as the client sent them (before a
+        # block, or under private_only and allow, which send them as they are).
+        if record.end_user is not None:
+            record.end_user = scrub(record.end_user)
+        if record.tags:
+            record.tags = rewrite(record.tags, scrub)
+        if record.error_message is not None:  # an upstream's error may quote the request
+            record.error_message = scrub(record.error_message)
 
 
 async def _load_scanner(section: PresidioConfig) -> PresidioScanner:

@@ -15,6 +15,12 @@ from app.privacy import checks
 from app.privacy.detect import Custom, Detector, words_pattern
 
 DETECTOR = Detector(phone_regions=("US", "GB", "DE", "FR"))
+WIDE = str.maketrans("0123456789", "".join(chr(0xFF10 + n) for n in range(10)))
+
+
+def wide(text: str) -> str:
+    """``text`` with its digits fullwidth (U+FF10-FF19)."""
+    return text.translate(WIDE)
 
 
 def found(text: str, detector: Detector = DETECTOR) -> list[tuple[str, str]]:
@@ -37,6 +43,20 @@ def test_email_found(value: str) -> None:
 def test_phone_found(value: str) -> None:
     """Phone numbers of several countries' formats are found (phonenumbers, VALID)."""
     assert found(f"Call me on {value} tomorrow") == [("PHONE", value)]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("call +1 650 253 0000 ext. 123 now", "+1 650 253 0000 ext. 123"),
+    ("call +1 650 253 0000 ext. 5 now", "+1 650 253 0000 ext. 5"),
+    ("call 650-253-0000 ext. 12 now", "650-253-0000 ext. 12"),
+    ("call 650\t253\t0000 now", "650\t253\t0000"),
+    (f"call {wide('+1 650 253 0000')} now", wide("+1 650 253 0000")),
+    (f"\u96fb\u8a71 {wide('650-253-0000')}\u3002", wide("650-253-0000")),
+])
+def test_phone_with_extension_tab_or_fullwidth_digits_found(text: str, value: str) -> None:
+    """An extension after "ext." (its dot is not the number's), tabs between groups and
+    fullwidth digits are phone numbers as phonenumbers reads them."""
+    assert Detector(phone_regions=("US",)).scan(text) and found(text) == [("PHONE", value)]
 
 
 @pytest.mark.parametrize("value", [

@@ -37,6 +37,11 @@ def config(simulator: str) -> dict[str, Any]:
             "down": {**third, "base_url": "http://127.0.0.1:9/v1", "trust": "private"},
             "claude": {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant-x",
                        "headers": {"x-who": "third"}},
+            "co": {"type": "cohere", "base_url": simulator, "api_key": "co-key-x",
+                   "headers": {"x-who": "third"}},
+            # 9 pieces of "Simulated reply to: x <EMAIL_1>": up to "<EMAIL_1", no ">"
+            "api-done": {**third, "headers": {"x-who": "third", "x-sim-done-after": "9"}},
+            "api-end": {**third, "headers": {"x-who": "third", "x-sim-end-after": "9"}},
         },
         "models": {
             "redacted": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}],
@@ -63,6 +68,12 @@ def config(simulator: str) -> dict[str, Any]:
             "claude": {"targets": [{"provider": "claude", "model": "claude-3-5-haiku"}],
                        "privacy": {"action": "redact"}},
             "open": {"targets": [{"provider": "api", "model": "gpt-4o-mini"}]},
+            "co-blocked": {"targets": [{"provider": "co", "model": "command-r"}],
+                           "privacy": {"action": "block"}},
+            "redacted-done": {"targets": [{"provider": "api-done", "model": "gpt-4o-mini"}],
+                              "privacy": {"action": "redact"}},
+            "redacted-end": {"targets": [{"provider": "api-end", "model": "gpt-4o-mini"}],
+                             "privacy": {"action": "redact"}},
         },
         "calllog": {"capture_bodies": True},
         "drift": {"embedding": {"sample_rate": 0}},
@@ -255,3 +266,125 @@ def test_messages_native_redacted(gw: RunningGateway, upstream: Upstream,
     assert body["messages"][0]["content"].startswith("<EMAIL_1> and <PHONE_1>")
     assert body["system"] == "customer <EMAIL_1>"
     assert text.startswith(f"Simulated reply to: {EMAIL} and {PHONE}")
+
+
+def blocked(client: openai.OpenAI, **kwargs: Any) -> dict[str, Any]:
+    """The error body of a call the privacy policy blocks."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**kwargs)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "sensitive_data_blocked", body
+    return body
+
+
+def test_text_starting_with_data_is_scanned(gw: RunningGateway, upstream: Upstream) -> None:
+    """Text that merely starts with ``data:`` (a message, a text part) is scanned: blocked,
+    never sent; a real base64 data URL beside it is not scanned."""
+    client, marker = gw.client(), upstream.marker
+    blocked(client, model="blocked",
+            messages=[{"role": "user", "content": f"data: {EMAIL} {marker}"}])
+    blocked(client, model="blocked", messages=[{"role": "user", "content": [
+        {"type": "text", "text": f"data:{EMAIL} {marker}"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+    assert upstream.received() == []
+
+
+def test_block_scans_documents_schemas_keys_and_ids(gw: RunningGateway,
+                                                    upstream: Upstream) -> None:
+    """Block refuses values in Cohere ``documents``, a ``response_format`` schema, a
+    ``metadata`` key and a tool call's ids; nothing reaches the upstream."""
+    client, marker = gw.client(), upstream.marker
+    ask = [{"role": "user", "content": f"summarise {marker}"}]
+    error = blocked(client, model="co-blocked", messages=ask, extra_body={
+        "documents": [{"id": "d1", "data": {"text": f"contact {EMAIL}"}}]})
+    assert "EMAIL (1)" in error["message"]
+    blocked(client, model="blocked", messages=ask, response_format={
+        "type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "properties": {"to": {"type": "string",
+                                                    "description": f"write to {EMAIL}"}}}}})
+    blocked(client, model="blocked", messages=ask, metadata={EMAIL: "x"})
+    blocked(client, model="blocked", messages=[
+        *ask, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call {EMAIL}", "type": "function",
+             "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": f"call {EMAIL}", "content": "done"}])
+    assert upstream.received() == []
+
+
+def test_messages_plain_text_document_redacted(gw: RunningGateway, upstream: Upstream) -> None:
+    """/v1/messages: a plain-text document's ``data`` is redacted like the text beside it,
+    and the captured body says what was sent."""
+    client: Any = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    try:
+        client.messages.create(
+            model="claude", max_tokens=32, extra_headers={"x-request-id": upstream.marker},
+            messages=[{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                "data": f"contact {EMAIL}"}},
+                {"type": "text", "text": f"summarise for {EMAIL} {upstream.marker}"}]}])
+    finally:
+        client.close()
+    upstream.assert_never_saw_planted()
+    content = upstream.received()[0]["body"]["messages"][0]["content"]
+    assert content[0]["source"]["data"] == "contact <EMAIL_1>"
+    assert content[1]["text"].startswith("summarise for <EMAIL_1>")
+    assert EMAIL not in str(gw.sink.by_id(upstream.marker).request_body)
+
+
+@pytest.mark.parametrize(("model", "action"), [
+    ("blocked", "block"), ("private", "private_only"), ("redacted", "redact")])
+def test_user_and_metadata_stored_placeholdered(gw: RunningGateway, upstream: Upstream,
+                                                model: str, action: str) -> None:
+    """The record's ``end_user`` and ``tags`` hold placeholders, not the values, whatever the
+    action that found them (a blocked call records no tags)."""
+    try:
+        gw.client().chat.completions.create(
+            model=model, user=EMAIL, metadata={"customer": EMAIL, EMAIL: "key"},
+            messages=[{"role": "user", "content": f"hello {upstream.marker}"}],
+            extra_headers={"x-request-id": upstream.marker})
+    except openai.BadRequestError:
+        assert model == "blocked"
+    record = gw.sink.by_id(upstream.marker)
+    assert record.privacy_action == action
+    assert record.end_user == "<EMAIL_1>"
+    assert record.tags == (None if action == "block"
+                           else {"customer": "<EMAIL_1>", "<EMAIL_1>": "key"})
+
+
+def test_held_tail_released_when_the_stream_ends_without_finish(
+        gw: RunningGateway, upstream: Upstream) -> None:
+    """A tail held back as a placeholder's possible start goes out when the upstream ends the
+    stream without a finish_reason (usage chunk and [DONE] only), before the usage chunk."""
+    stream = gw.client().chat.completions.create(
+        model="redacted-done", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": f"x {EMAIL} {upstream.marker}"}],
+        extra_headers={"x-request-id": upstream.marker})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Simulated reply to: x <EMAIL_1"
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+    assert gw.sink.by_id(upstream.marker).status == "ok"
+
+
+def test_held_tail_released_before_a_mid_stream_error(gw: RunningGateway,
+                                                      upstream: Upstream) -> None:
+    """A stream the upstream cuts short (no finish_reason, no [DONE]) sends what was held back
+    before its error."""
+    pieces: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in gw.client().chat.completions.create(
+                model="redacted-end", stream=True,
+                messages=[{"role": "user", "content": f"x {EMAIL} {upstream.marker}"}]):
+            pieces.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(pieces) == "Simulated reply to: x <EMAIL_1"
+
+
+@pytest.mark.parametrize("phone", [
+    "+1 650 253 0000 ext. 123", "+1 650 253 0000 ext. 5", "650\t253\t0000",
+    "+1 \uff16\uff15\uff10 \uff12\uff15\uff13 \uff10\uff10\uff10\uff10"])
+def test_block_phone_shapes(gw: RunningGateway, upstream: Upstream, phone: str) -> None:
+    """Phone numbers with an "ext." extension, tabs or fullwidth digits are blocked."""
+    error = blocked(gw.client(), model="blocked", messages=[
+        {"role": "user", "content": f"call {phone} {upstream.marker}"}])
+    assert "PHONE (1)" in error["message"]
+    assert upstream.received() == []

@@ -6,7 +6,7 @@ import orjson
 
 from app.privacy.detect import Detector
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
-from app.privacy.stream import restore_chunk
+from app.privacy.stream import release, restore_chunk
 from app.providers.base import NATIVE_EVENTS
 
 DETECTOR = Detector()
@@ -95,3 +95,29 @@ def test_restore_chunk_native_events() -> None:
     texts = [orjson.loads(d)["delta"]["text"] for n, d in events if n == "content_block_delta"]
     assert texts == ["hi ann@x.org ", "<E"]
     assert events[-1] == stop
+
+
+def test_release_sends_every_held_tail_in_one_chunk() -> None:
+    """At a stream's end without finish_reasons, every part's held tail goes out in one chunk,
+    each where its part belongs (content, completion text, tool arguments, native deltas)."""
+    vault = Vault()
+    redact(vault, "ann@x.org")
+    restorer = StreamRestorer(vault)
+    restore_chunk(restorer, {"choices": [
+        {"index": 0, "delta": {"content": "a <EMAIL", "tool_calls": [
+            {"index": 1, "function": {"arguments": '{"to": "<EM'}}]}, "finish_reason": None},
+        {"index": 1, "text": "b <EMAIL_1", "finish_reason": None}]})
+    restore_chunk(restorer, {"choices": [], NATIVE_EVENTS: [("content_block_delta", orjson.dumps(
+        {"type": "content_block_delta", "index": 2,
+         "delta": {"type": "thinking_delta", "thinking": "c <"}}).decode())]})
+    base = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    out = release(restorer, base)
+    assert out is not None and {k: out[k] for k in base} == base
+    assert out["choices"] == [
+        {"index": 0, "finish_reason": None, "delta": {
+            "content": "<EMAIL", "tool_calls": [{"index": 1, "function": {"arguments": "<EM"}}]}},
+        {"index": 1, "finish_reason": None, "text": "<EMAIL_1"}]
+    assert [orjson.loads(d) for _, d in out[NATIVE_EVENTS]] == [
+        {"type": "content_block_delta", "index": 2,
+         "delta": {"type": "thinking_delta", "thinking": "<"}}]
+    assert restorer.held() == 0 and release(restorer, base) is None

@@ -72,3 +72,11 @@ def test_an_ipv6_address_is_one_window() -> None:
     view, _ = windows.narrow(text)
     (window,) = windows.colon_windows(view, windows.classes(view))
     assert text[window[0]:window[1]].strip() == "2001:db8:85a3::8a2e:370:7334"
+
+
+def test_fullwidth_digits_read_as_digits_in_the_view() -> None:
+    """In a wide text's view, fullwidth digits are ASCII digits; other characters keep their
+    low byte (a fullwidth letter is not a digit)."""
+    text = "\u65e5 \uff16\uff15\uff10 \uff21\uff01"  # 日, fullwidth 650, A and !
+    assert windows.narrow(text) == (b"\xe5 650 !\x01", True)
+    assert windows.narrow("日 650") == (b"\xe5 650", True)

@@ -86,6 +86,25 @@ def test_cut_after_drops_the_stream(fresh: str, web: httpx.Client) -> None:
     assert "data: [DONE]" not in lines
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_done_after_ends_without_finish_reason(http: httpx.Client, path: str) -> None:
+    """X-Sim-Done-After: N sends N content chunks, the usage frame and [DONE], and no chunk
+    carries a finish_reason."""
+    body = {**STREAM, "stream_options": {"include_usage": True}}
+    if path == "/v1/completions":
+        body = {"model": "m", "prompt": "Count to ten", "stream": True,
+                "stream_options": {"include_usage": True}}
+    raw = http.post(path, json=body, headers={"X-Sim-Done-After": "2"})
+    frames = [f.removeprefix("data: ") for f in raw.text.split("\n\n") if f]
+    assert frames[-1] == "[DONE]"
+    chunks = [orjson.loads(f) for f in frames[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]
+    assert all(c["finish_reason"] is None for chunk in chunks for c in chunk["choices"])
+    texts = [c.get("text") or c.get("delta", {}).get("content")
+             for chunk in chunks for c in chunk["choices"]]
+    assert len([t for t in texts if t]) == 2
+
+
 def test_error_after_sends_error_frame_then_done(oai: openai.OpenAI, http: httpx.Client) -> None:
     """X-Sim-Error-After: N sends N chunks, a data: {"error": ...} frame, then [DONE]."""
     raw = http.post("/v1/chat/completions", json=STREAM, headers={"X-Sim-Error-After": "2"})

@@ -1,0 +1,96 @@
+"""The walk over bodies: which strings and keys are text to scan, and rewriting them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from app.privacy.walk import data_url, rewrite, texts
+
+EMAIL = "alice.smith@example.com"
+PNG = base64.b64encode(bytes(range(256)) * 4).decode()
+
+
+def upper(text: str) -> str:
+    return text.upper() if "@" in text else text
+
+
+def test_text_starting_with_data_colon_is_scanned() -> None:
+    """A string that only starts with ``data:`` is text; a base64 data URL is not."""
+    body = {"messages": [
+        {"role": "user", "content": f"data: {EMAIL}"},
+        {"role": "user", "content": [{"type": "text", "text": f"data:{EMAIL}"},
+                                     {"type": "image_url",
+                                      "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}]}
+    found = list(texts(body))
+    assert f"data: {EMAIL}" in found and f"data:{EMAIL}" in found
+    assert not any(PNG in text for text in found)
+    assert rewrite(body, upper)["messages"][0]["content"] == f"data: {EMAIL}".upper()
+
+
+def test_data_url_shapes() -> None:
+    """Only ``data:[type][;params];base64,`` followed by base64 alone is a payload."""
+    assert data_url(f"data:image/png;base64,{PNG}")
+    assert data_url("data:application/pdf;name=a.pdf;base64,JVBERi0x\r\nLjQ=")
+    assert data_url("data:;base64,AAAA")
+    assert not data_url(f"data:text/plain;base64, {EMAIL}")  # not base64
+    assert not data_url(f"data:text/plain,{EMAIL}")  # not base64 encoded: text
+    assert not data_url(f"data: {EMAIL}")
+
+
+def test_payload_fields_skipped_unless_text() -> None:
+    """``data`` and ``signature`` are skipped as base64 payloads; a plain-text document's
+    ``data`` and any non-base64 value are scanned."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                        "data": f"contact {EMAIL}"}},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "input_audio", "input_audio": {"data": PNG, "format": "wav"}},
+        {"type": "thinking", "thinking": "hm", "signature": "EqQBCkgIARAB+/=="},
+        {"type": "document", "source": {"type": "base64", "data": f"oops {EMAIL}"}},
+    ]
+    found = list(texts({"messages": [{"role": "user", "content": blocks}]}))
+    assert found.count(f"contact {EMAIL}") == 1 and f"oops {EMAIL}" in found
+    assert PNG not in found and "EqQBCkgIARAB+/==" not in found
+    redacted = rewrite(blocks, upper)
+    assert redacted[0]["source"]["data"] == f"contact {EMAIL}".upper()
+    assert redacted[1] is blocks[1] and redacted[2] is blocks[2]
+
+
+def test_documents_schemas_and_ids_are_scanned() -> None:
+    """Cohere documents, ``response_format`` schemas, ``tool_choice`` and ids are text."""
+    body = {
+        "documents": [{"id": "d1", "data": {"text": f"contact {EMAIL}"}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "properties": {"to": {"type": "string",
+                                                    "description": f"write {EMAIL}"}}}}},
+        "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+        "messages": [
+            {"role": "assistant", "tool_calls": [
+                {"id": f"call_{EMAIL}", "type": "function",
+                 "function": {"name": "lookup", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": f"call_{EMAIL}", "content": "ok"}],
+    }
+    found = list(texts(body))
+    assert {f"contact {EMAIL}", f"write {EMAIL}", f"call_{EMAIL}", "lookup"} <= set(found)
+    assert "json_schema" not in found and "object" not in found  # type values: not text
+    out = rewrite(body, upper)
+    assert out["messages"][0]["tool_calls"][0]["id"] == out["messages"][1]["tool_call_id"]
+    assert out["documents"][0]["data"]["text"] == f"contact {EMAIL}".upper()
+
+
+def test_client_keys_are_scanned_and_rewritten_in_order() -> None:
+    """A key that is not a field name (a metadata key, a property name) is text; a rewritten
+    key keeps its place; field names are not scanned."""
+    body: dict[str, Any] = {"metadata": {"a": "1", EMAIL: "x", "z": "2"}, "user": "u"}
+    found = list(texts(body))
+    assert EMAIL in found and "metadata" not in found and "user" not in found
+    out = rewrite(body, upper)
+    assert list(out["metadata"].items()) == [("a", "1"), (EMAIL.upper(), "x"), ("z", "2")]
+    assert body["metadata"][EMAIL] == "x"  # the original is untouched
+
+
+def test_unchanged_is_shared() -> None:
+    """Rewriting without a change returns the same objects."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "metadata": {"k": "v"}}
+    assert rewrite(body, upper) is body
