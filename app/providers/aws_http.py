@@ -103,9 +103,13 @@ class AwsUpstream(Upstream):
                  ) -> None:
         super().__init__(session, base_url=base_url, headers=headers or {},
                          timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
-                         secrets=secrets)
+                         secrets=secrets, minted=(authorizer.minted_credentials,))
         self.authorizer = authorizer
         self.service = service
+
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The credentials the authorizer obtained at run time (``Authorizer``)."""
+        return self.authorizer.minted_credentials()
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
         raw = await response.read()

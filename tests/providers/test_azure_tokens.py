@@ -245,3 +245,19 @@ async def test_same_token_again_waits_before_asking_again() -> None:
     again = await cache.get()
     assert again.value == first.value and again.refresh_at == first.expires_at
     assert issuer.calls == 2
+
+
+async def test_recent_keeps_the_last_three_tokens_once_each() -> None:
+    """``recent()`` (scrubbed from upstream errors) holds the last three distinct tokens, the
+    ones replaced included; the same token handed back again is not counted twice."""
+    clock = Clock()
+    issuer = Issuer(clock, lifetime=100)
+    cache = tokens(issuer, clock)
+    assert cache.recent() == ()
+    for _ in range(4):
+        await cache.get()
+        clock.now += 101  # expired: the next get waits for a new one
+    assert cache.recent() == ("token-2", "token-3", "token-4")
+    issuer.same, issuer.first = True, ("token-4", clock.now + 100)
+    await cache.get()
+    assert cache.recent() == ("token-2", "token-3", "token-4")
