@@ -177,7 +177,7 @@ class CredentialCache:
         return found.expires_at is None or self._clock() < found.expires_at - self._margin_s
 
     async def get(self) -> Frozen:
-        """Current credentials; an ``UpstreamError`` (502) naming the provider when there are
+        """Current credentials; an ``UpstreamAuthFailed`` (502) naming the provider when there are
         none to be had."""
         found = self._current
         if self._fresh(found):
@@ -196,8 +196,8 @@ class CredentialCache:
                 if stale is not None and stale.expires_at is not None \
                         and self._clock() < stale.expires_at:
                     return stale  # refresh failed early: the old ones still work for now
-                raise errors.UpstreamError(f"{self._label}: {exc}",
-                                           code="credentials_unavailable") from None
+                raise errors.UpstreamAuthFailed(f"{self._label}: {exc}",
+                                                code="credentials_unavailable") from None
             self._current = found
             values = tuple(v for v in (found.access_key, found.secret_key, found.token) if v)
             if values not in self._recent:

@@ -66,7 +66,7 @@ def aws_error(status: int, kind: str, payload: Any, text: str, *, service: str
         payload = {**payload, "message": payload["Message"]}
     message, _, _ = read_error_body(payload, text[:500] or f"HTTP {status}")
     if kind in CREDENTIAL_ERRORS or status in (401, 403):
-        return errors.UpstreamError(
+        return errors.UpstreamAuthFailed(
             f"{service} refused the gateway's AWS credentials ({kind or status}): {message}",
             code=kind or "upstream_auth_failed")
     original = payload.get("OriginalStatusCode") if isinstance(payload, dict) else None

@@ -9,8 +9,8 @@ refresh at a time, never on the caller's path once a token is held.
 - A token is refreshed ``margin_s`` before it expires (half its lifetime when shorter). A
   credential that hands back the same token again (client libraries cache them) is asked again
   only after ``retry_s``; after a failure, a still-valid token is kept for ``retry_s``.
-- A failure is an ``UpstreamError`` (502) naming the provider and what it could not get, with
-  every secret the provider holds scrubbed from it.
+- A failure is an ``UpstreamAuthFailed`` (502; the next target may serve the call) naming the
+  provider and what it could not get, with every secret the provider holds scrubbed from it.
 - ``recent()``: the last ``RECENT_TOKENS`` token values, which the gateway scrubs from upstream
   errors (a call keeps the token it was sent with, so the one before the current still travels).
 
@@ -144,10 +144,10 @@ class TokenCache:
             self._token = Token(value=old.value, expires_at=old.expires_at,
                                 refresh_at=min(old.expires_at, self._clock() + self._retry_s))
 
-    def _failed(self, exc: TokenUnavailable) -> errors.UpstreamError:
-        error = errors.UpstreamError(f"{self._describe}: could not get {self._what}: {exc}")
+    def _failed(self, exc: TokenUnavailable) -> errors.UpstreamAuthFailed:
+        error = errors.UpstreamAuthFailed(f"{self._describe}: could not get {self._what}: {exc}")
         scrubbed = self._scrubber.error(error)
-        assert isinstance(scrubbed, errors.UpstreamError)
+        assert isinstance(scrubbed, errors.UpstreamAuthFailed)
         return scrubbed
 
     def _log_failure(self, task: asyncio.Task[Token]) -> None:

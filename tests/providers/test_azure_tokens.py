@@ -193,14 +193,15 @@ async def test_cancelled_caller_does_not_cancel_the_refresh() -> None:
 
 
 async def test_failed_refresh_is_a_502_naming_the_provider_without_the_secret() -> None:
-    """A credential failure is an UpstreamError (502) naming the provider, secret scrubbed."""
+    """A credential failure is an UpstreamAuthFailed (502, the next target may serve the call)
+    naming the provider, secret scrubbed."""
     clock = Clock()
     issuer = Issuer(clock)
     issuer.failure = f"ClientAuthenticationError: AADSTS7000215: Invalid client secret {SECRET}"
     cache = tokens(issuer, clock)
     with pytest.raises(errors.UpstreamError) as caught:
         await cache.get()
-    assert type(caught.value) is errors.UpstreamError
+    assert type(caught.value) is errors.UpstreamAuthFailed
     assert caught.value.status_code == 502
     assert "azure_openai provider at res.openai.azure.com" in caught.value.message
     assert "AADSTS7000215" in caught.value.message

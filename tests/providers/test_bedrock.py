@@ -458,7 +458,7 @@ def test_embedding_bodies() -> None:
     (429, "ThrottlingException", errors.UpstreamRateLimited, 429),
     (400, "ThrottlingException", errors.UpstreamRateLimited, 429),
     (400, "ValidationException", errors.UpstreamRejected, 400),
-    (403, "ExpiredTokenException", errors.UpstreamError, 502),
+    (403, "ExpiredTokenException", errors.UpstreamAuthFailed, 502),
     (408, "ModelTimeoutException", errors.UpstreamTimeout, 504),
     (503, "ServiceUnavailableException", errors.UpstreamUnavailable, 503),
 ])
