@@ -14,6 +14,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     ├── Overloaded (503, server_error)                 past the gateway's own concurrency limit
     └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
         ├── UpstreamRejected (4xx from upstream, status kept; e.g. 400 context too long)
+        ├── UpstreamAuthFailed (502)                            retryable
+        │       the gateway's own credential refused, or not to be had (a token)
         ├── UpstreamRateLimited (429, rate_limit_error)         retryable
         ├── UpstreamUnavailable (5xx from upstream, status kept) retryable
         ├── UpstreamConnectError (502)                          retryable
@@ -21,8 +23,10 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
         └── BadUpstreamResponse (502)                  upstream answered something unparseable
 
 ``retryable`` says whether the next target may be tried (only ever before the first byte has
-reached the client). Provider adapters translate their upstream's errors into this tree at the
-boundary; nothing above them sees an HTTP client's exceptions. Messages never carry credentials.
+reached the client); whether the same target is tried again is ``app.routing.retry``'s to say
+(never after a refused credential). Provider adapters translate their upstream's errors into
+this tree at the boundary; nothing above them sees an HTTP client's exceptions. Messages never
+carry credentials.
 """
 
 from __future__ import annotations
@@ -128,6 +132,14 @@ class UpstreamRejected(UpstreamError):
     error_type = "invalid_request_error"
 
 
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream refused the gateway's own credential for it (401, 403, a provider's "invalid
+    key"), or the gateway could not get one (a token, role credentials): the target's fault, not
+    the client's, so the next target may serve the call."""
+
+    retryable = True
+
+
 class UpstreamRateLimited(UpstreamError):
     status = 429
     error_type = "rate_limit_error"
@@ -163,7 +175,8 @@ def from_upstream_status(status: int, message: str, *, code: str | None = None,
     if status == 401 or status == 403:
         # The gateway's own credentials for the upstream were refused: the client can't fix
         # that, so it is reported as a bad gateway, not as the client's auth failure.
-        return UpstreamError(f"upstream refused the gateway's credentials: {message}", code=code)
+        return UpstreamAuthFailed(f"upstream refused the gateway's credentials: {message}",
+                                  code=code)
     if status == 404:
         return UpstreamRejected(message, status=404, code=code or "model_not_found", param=param)
     if status == 408:

@@ -73,11 +73,11 @@ from app.config import GatewayConfig, Limits
 from app.limits import Bucket, Header
 from app.pricing import PriceBook
 from app.privacy.config import Action
-from app.providers.base import Json, Provider, Result
+from app.providers.base import Json, MintsCredentials, Provider, Result
 from app.routing import Route, RoutingTable
 from app.routing.experiments import VARIANT_KEY_HEADER, Experiment, Variant
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
-from app.scrub import Scrubber, config_secrets
+from app.scrub import Minted, Scrubber, config_secrets
 
 ModelRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 
@@ -255,7 +255,8 @@ class Snapshot:
     same, so its connection pool outlives a reload that did not change it)."""
     prices: PriceBook
     scrubber: Scrubber
-    """Scrubs every credential of this config's providers from upstream errors."""
+    """Scrubs every credential of this config's providers from upstream errors: the configured
+    ones and those the providers minted (``MintsCredentials``), read when an error is scrubbed."""
     in_flight: InFlight = field(default_factory=InFlight, compare=False)
 
     @classmethod
@@ -264,7 +265,14 @@ class Snapshot:
         return cls(version=config_version(config), config=config, table=RoutingTable(config),
                    limits=config.limits, keepalive_s=config.streaming.keepalive_s,
                    pipeline=pipeline, providers=providers, prices=prices,
-                   scrubber=Scrubber(config_secrets(config.providers.values())))
+                   scrubber=Scrubber(config_secrets(config.providers.values()),
+                                     minted=minted_sources(providers)))
+
+
+def minted_sources(providers: Mapping[str, Provider]) -> tuple[Minted, ...]:
+    """The ``minted_credentials`` of the providers that obtain credentials at run time."""
+    return tuple(p.minted_credentials for p in providers.values()
+                 if isinstance(p, MintsCredentials))
 
 
 def config_version(config: GatewayConfig) -> str:

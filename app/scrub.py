@@ -1,11 +1,13 @@
 """Credentials never leave the gateway: every string taken from an upstream error (its message,
-``param`` and ``code``, non-streaming or mid-stream) is scrubbed of the configured provider
-secrets before a client or the call log sees it."""
+``param`` and ``code``, non-streaming or mid-stream) is scrubbed of the provider secrets before a
+client or the call log sees it: the configured ones (``config_secrets``) and the minted ones,
+which providers obtain while the gateway runs (access tokens, AWS credentials from botocore's
+chain) and report through ``minted`` sources, read each time an error is scrubbed."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, SecretStr
 
@@ -36,28 +38,49 @@ def config_secrets(providers: Iterable[BaseModel]) -> tuple[str, ...]:
     return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
 
 
+Minted = Callable[[], Iterable[str]]
+"""A source of minted credentials: the ones a provider may have sent lately."""
+
+
 class Scrubber:
-    """Replaces known secrets in strings; cheap when there are none to find."""
+    """Replaces known secrets in strings: the fixed ``secrets`` and, at each call, what the
+    ``minted`` sources give; cheap when there are none to find."""
 
-    __slots__ = ("secrets",)
+    __slots__ = ("minted", "secrets")
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], *, minted: Iterable[Minted] = ()) -> None:
         self.secrets = tuple(s for s in secrets if len(s) >= _MIN_SECRET)
+        self.minted = tuple(minted)
+
+    def current(self) -> tuple[str, ...]:
+        """Every secret to replace now, longest first (a secret containing another is replaced
+        whole)."""
+        if not self.minted:
+            return self.secrets
+        found = set(self.secrets)
+        for source in self.minted:
+            found.update(s for s in source() if len(s) >= _MIN_SECRET)
+        return tuple(sorted(found, key=len, reverse=True))
 
     def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return _replace(value, self.current())
 
     def error(self, exc: errors.GatewayError) -> errors.GatewayError:
         """Scrub ``exc`` in place (message, param, code, and ``str(exc)``) and return it."""
-        if not self.secrets:
+        secrets = self.current()
+        if not secrets:
             return exc
-        exc.message = self.text(exc.message)
+        exc.message = _replace(exc.message, secrets)
         exc.args = (exc.message,)  # str(exc), as logs and tracebacks show it
         if exc.param is not None:
-            exc.param = self.text(exc.param)
+            exc.param = _replace(exc.param, secrets)
         if exc.code is not None:
-            exc.code = self.text(exc.code)
+            exc.code = _replace(exc.code, secrets)
         return exc
+
+
+def _replace(value: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret in value:
+            value = value.replace(secret, REDACTED)
+    return value

@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -41,6 +42,10 @@ from app.providers.base import ProviderBase
 
 REFRESH_MARGIN_S = 300.0
 """How long before an explicit expiry the cache refreshes (AWS's SDKs use 5 to 15 minutes)."""
+RECENT_CREDENTIALS = 3
+"""Sets of credentials ``CredentialCache.recent`` keeps: a call keeps the set it was signed
+with, so the ones before the current may still be echoed back (role sessions last an hour or
+more, so three sets span at least two of botocore's refreshes)."""
 
 Clock = Callable[[], float]
 
@@ -156,9 +161,15 @@ class CredentialCache:
         self._margin_s = margin_s
         self._label = label
         self._current: Frozen | None = None
+        self._recent: deque[tuple[str, ...]] = deque(maxlen=RECENT_CREDENTIALS)
         self._lock = asyncio.Lock()
         self.refreshes = 0
         """How many times the resolver ran (for tests and metrics)."""
+
+    def recent(self) -> tuple[str, ...]:
+        """Every value (access key id, secret key, session token) of the last
+        ``RECENT_CREDENTIALS`` distinct sets of credentials, for scrubbing."""
+        return tuple(value for found in self._recent for value in found)
 
     def _fresh(self, found: Frozen | None) -> bool:
         if found is None:
@@ -166,7 +177,7 @@ class CredentialCache:
         return found.expires_at is None or self._clock() < found.expires_at - self._margin_s
 
     async def get(self) -> Frozen:
-        """Current credentials; an ``UpstreamError`` (502) naming the provider when there are
+        """Current credentials; an ``UpstreamAuthFailed`` (502) naming the provider when there are
         none to be had."""
         found = self._current
         if self._fresh(found):
@@ -185,9 +196,12 @@ class CredentialCache:
                 if stale is not None and stale.expires_at is not None \
                         and self._clock() < stale.expires_at:
                     return stale  # refresh failed early: the old ones still work for now
-                raise errors.UpstreamError(f"{self._label}: {exc}",
-                                           code="credentials_unavailable") from None
+                raise errors.UpstreamAuthFailed(f"{self._label}: {exc}",
+                                                code="credentials_unavailable") from None
             self._current = found
+            values = tuple(v for v in (found.access_key, found.secret_key, found.token) if v)
+            if values not in self._recent:
+                self._recent.append(values)
             return found
 
 
@@ -196,6 +210,10 @@ class Authorizer(Protocol):
 
     async def headers(self, method: str, url: str, body: bytes,
                       headers: Mapping[str, str]) -> dict[str, str]: ...
+
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The credentials it obtained at run time and may have sent lately (for scrubbing)."""
+        ...
 
 
 class SigV4Signer:
@@ -282,6 +300,9 @@ class SigV4Signer:
                       headers: Mapping[str, str]) -> dict[str, str]:
         return self.sign(await self.credentials.get(), method, url, body, headers)
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        return self.credentials.recent()
+
 
 _UNSIGNED = frozenset({"authorization", "user-agent", "expect", "x-amzn-trace-id",
                        "x-amz-user-agent", "transfer-encoding", "connection"})
@@ -297,6 +318,10 @@ class BearerKey:
     async def headers(self, method: str, url: str, body: bytes,
                       headers: Mapping[str, str]) -> dict[str, str]:
         return {**headers, "Authorization": self._authorization}
+
+    def minted_credentials(self) -> tuple[str, ...]:
+        """None: the key is the config's own (scrubbed as such)."""
+        return ()
 
 
 def credential_cache(config: AwsConfig, *, label: str) -> CredentialCache:

@@ -66,7 +66,7 @@ def aws_error(status: int, kind: str, payload: Any, text: str, *, service: str
         payload = {**payload, "message": payload["Message"]}
     message, _, _ = read_error_body(payload, text[:500] or f"HTTP {status}")
     if kind in CREDENTIAL_ERRORS or status in (401, 403):
-        return errors.UpstreamError(
+        return errors.UpstreamAuthFailed(
             f"{service} refused the gateway's AWS credentials ({kind or status}): {message}",
             code=kind or "upstream_auth_failed")
     original = payload.get("OriginalStatusCode") if isinstance(payload, dict) else None
@@ -103,9 +103,13 @@ class AwsUpstream(Upstream):
                  ) -> None:
         super().__init__(session, base_url=base_url, headers=headers or {},
                          timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
-                         secrets=secrets)
+                         secrets=secrets, minted=(authorizer.minted_credentials,))
         self.authorizer = authorizer
         self.service = service
+
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The credentials the authorizer obtained at run time (``Authorizer``)."""
+        return self.authorizer.minted_credentials()
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
         raw = await response.read()

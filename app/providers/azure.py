@@ -109,6 +109,11 @@ class AzureOpenAI(OpenAICompatible):
                         secrets=(*self._secrets, *token),
                         params={"api-version": self._config.api_version})
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The Entra ID tokens it got lately; none with an ``api_key``
+        (``base.MintsCredentials``)."""
+        return () if self._tokens is None else self._tokens.recent()
+
     async def ready(self) -> None:
         """With Entra auth, a valid token in the headers (awaited only when none is fresh)."""
         if self._tokens is not None:

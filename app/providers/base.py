@@ -12,6 +12,8 @@ A provider implements the capabilities it has, each a one-method protocol (``Cha
 A provider that speaks Anthropic's Messages API natively also implements ``Messages`` and
 ``StreamMessages``: calls that come in on ``/v1/messages`` reach it untranslated (every other
 provider gets them translated to a chat call).
+A provider that obtains credentials while it runs (access tokens, AWS credentials from a role)
+also implements ``MintsCredentials``, so that the gateway scrubs them from upstream errors.
 What a provider type can do is known from its class before any instance exists
 (``capabilities``), so the config is checked against it when it loads and the gateway never
 hands a call to a target that cannot serve it (``app.routing.table.Route.serving``).
@@ -174,6 +176,15 @@ class Warmable(Protocol):
     """A provider with a slow first use (a model to load) that can be prepared at start-up."""
 
     async def warm(self) -> None: ...
+
+
+@runtime_checkable
+class MintsCredentials(Protocol):
+    """A provider that obtains credentials while the gateway runs (an OAuth access token, AWS
+    credentials from botocore's chain): the gateway scrubs the ones it may have sent lately from
+    every upstream error, as it does the configured ones (``app.scrub``)."""
+
+    def minted_credentials(self) -> tuple[str, ...]: ...
 
 
 @runtime_checkable

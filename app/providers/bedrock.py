@@ -106,6 +106,10 @@ class Bedrock:
         self._max_tokens_default = max_tokens_default
         self._embed_slots = asyncio.Semaphore(embed_concurrency)
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The AWS credentials resolved at run time (``base.MintsCredentials``)."""
+        return self._upstream.minted_credentials()
+
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         payload = translate_request(call, target=target,
                                     max_tokens_default=self._max_tokens_default)

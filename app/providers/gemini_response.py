@@ -231,7 +231,7 @@ def error_mapper(describe: str) -> ErrorMapper:
         code = inner.get("status") if isinstance(inner.get("status"), str) else None
         details = inner.get("details")
         if status in (401, 403) or _reasons(details) & _KEY_REASONS:
-            return errors.UpstreamError(
+            return errors.UpstreamAuthFailed(
                 f"{describe} refused the gateway's credentials ({code or status}): {message}",
                 code=code)
         error = errors.from_upstream_status(status, message, code=code)

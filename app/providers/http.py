@@ -22,7 +22,7 @@ import orjson
 
 from app import errors
 from app.providers.base import ProviderBase
-from app.scrub import Scrubber, config_secrets
+from app.scrub import Minted, Scrubber, config_secrets
 
 Json = dict[str, Any]
 
@@ -88,7 +88,8 @@ class SSEEvent:
 
 
 class Upstream:
-    """One upstream base URL with its headers, timeouts and error translation."""
+    """One upstream base URL with its headers, timeouts and error translation; the errors it
+    raises are scrubbed of ``secrets`` and of what the ``minted`` sources give (``app.scrub``)."""
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class Upstream:
         timeout_s: float,
         connect_timeout_s: float,
         secrets: tuple[str, ...] = (),
+        minted: tuple[Minted, ...] = (),
         error_mapper: ErrorMapper = default_error,
         params: Mapping[str, str] | None = None,
     ) -> None:
@@ -110,7 +112,7 @@ class Upstream:
         self._timeout, self._stream_timeout = self._timeouts(timeout_s)
         self._own_timeouts: dict[float, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         """A target's own ``timeout_s`` -> its (unary, stream) timeouts, built once."""
-        self._scrubber = Scrubber(secrets)
+        self._scrubber = Scrubber(secrets, minted=minted)
         self._error_mapper = error_mapper
 
     @classmethod

@@ -109,6 +109,10 @@ class SageMaker:
         self._upstream = upstream
         self._format = format
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The AWS credentials resolved at run time (``base.MintsCredentials``)."""
+        return self._upstream.minted_credentials()
+
     def _format_of(self, target: Target) -> Format:
         chosen = target.params.get("format", self._format)
         if chosen not in ("tgi", "openai"):

@@ -9,8 +9,10 @@ refresh at a time, never on the caller's path once a token is held.
 - A token is refreshed ``margin_s`` before it expires (half its lifetime when shorter). A
   credential that hands back the same token again (client libraries cache them) is asked again
   only after ``retry_s``; after a failure, a still-valid token is kept for ``retry_s``.
-- A failure is an ``UpstreamError`` (502) naming the provider and what it could not get, with
-  every secret the provider holds scrubbed from it.
+- A failure is an ``UpstreamAuthFailed`` (502; the next target may serve the call) naming the
+  provider and what it could not get, with every secret the provider holds scrubbed from it.
+- ``recent()``: the last ``RECENT_TOKENS`` token values, which the gateway scrubs from upstream
+  errors (a call keeps the token it was sent with, so the one before the current still travels).
 
 ``clock`` gives epoch seconds, so tests drive expiry with a clock of their own.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -30,6 +33,11 @@ log = logging.getLogger("switchboard.providers")
 
 REFRESH_MARGIN_S = 300.0
 """How long before its expiry a token is replaced (the client libraries' own margin)."""
+
+RECENT_TOKENS = 3
+"""Token values ``recent()`` keeps: three span at least two refresh intervals (about 110 minutes
+with Google's and Entra's tokens, which last an hour or more), so only a call that has run that
+long can carry a token no longer kept."""
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]
 """Gets a new token: (token, expiry in epoch seconds); raises ``TokenUnavailable``."""
@@ -75,6 +83,7 @@ class TokenCache:
         self._retry_s = retry_s
         self._token: Token | None = None
         self._refreshing: asyncio.Task[Token] | None = None
+        self._recent: deque[str] = deque(maxlen=RECENT_TOKENS)
         self.refreshes = 0
         """Token requests made (succeeded or not)."""
 
@@ -82,6 +91,10 @@ class TokenCache:
         """The current token if no refresh is due; otherwise None (then await ``get``)."""
         token = self._token
         return token if token is not None and self._clock() < token.refresh_at else None
+
+    def recent(self) -> tuple[str, ...]:
+        """The values of the last ``RECENT_TOKENS`` tokens, newest last."""
+        return tuple(self._recent)
 
     async def get(self) -> Token:
         """A valid token: the current one (starting a background refresh when one is due), or
@@ -117,6 +130,8 @@ class TokenCache:
             old = self._token
             if old is not None and old.value == value:  # the library's cached token again
                 refresh_at = min(expires_at, now + self._retry_s)
+            else:
+                self._recent.append(value)
             self._token = Token(value=value, expires_at=expires_at, refresh_at=refresh_at)
             return self._token
         finally:
@@ -129,10 +144,10 @@ class TokenCache:
             self._token = Token(value=old.value, expires_at=old.expires_at,
                                 refresh_at=min(old.expires_at, self._clock() + self._retry_s))
 
-    def _failed(self, exc: TokenUnavailable) -> errors.UpstreamError:
-        error = errors.UpstreamError(f"{self._describe}: could not get {self._what}: {exc}")
+    def _failed(self, exc: TokenUnavailable) -> errors.UpstreamAuthFailed:
+        error = errors.UpstreamAuthFailed(f"{self._describe}: could not get {self._what}: {exc}")
         scrubbed = self._scrubber.error(error)
-        assert isinstance(scrubbed, errors.UpstreamError)
+        assert isinstance(scrubbed, errors.UpstreamAuthFailed)
         return scrubbed
 
     def _log_failure(self, task: asyncio.Task[Token]) -> None:

@@ -163,6 +163,10 @@ class VertexAI(GenerateContentChat):
         """The upstream carrying a valid token (``BearerUpstream``)."""
         return await self._bearer.get()
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The access tokens it got lately (``base.MintsCredentials``)."""
+        return self._tokens.recent()
+
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payloads = predict_payloads(call, target=target, default_task=self._config.task_type,
                                     batch=embed_batch(target.model))

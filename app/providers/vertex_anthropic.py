@@ -107,6 +107,10 @@ class VertexClaude:
         self._version = config.anthropic_version
         self._max_tokens_default = config.max_tokens_default
 
+    def minted_credentials(self) -> tuple[str, ...]:
+        """The access tokens it got lately (``base.MintsCredentials``)."""
+        return self._tokens.recent()
+
     def _path(self, target: Target, *, stream: bool) -> str:
         method = "streamRawPredict" if stream else "rawPredict"
         return f"{self._models}{quote(target.model, safe='@')}:{method}"

@@ -2,12 +2,13 @@
 
 A failed attempt is retried on the same target when the failure is one a moment may cure (429,
 502, 503, a refused or broken connection), not a timeout (a black-holed target would be waited
-for again) and not a 4xx. The wait is the upstream's ``Retry-After`` when it sent one (past
-``max_retry_after_s``, no retry: the next target), else an exponential backoff with equal
-jitter (half fixed, half random: ``backoff_s``, doubling, up to ``max_backoff_s``). Every retry
-needs the budget's leave (``RetryBudget``: retries stay under ``budget`` of the calls of the last
-10 seconds, or ``min_retries``, as Envoy's retry budget does, so that retries cannot multiply an
-upstream's overload) and must fit the call's deadline.
+for again), not a refused credential (``UpstreamAuthFailed``: the same credential would be
+refused again; the next target is tried) and not a 4xx. The wait is the upstream's
+``Retry-After`` when it sent one (past ``max_retry_after_s``, no retry: the next target), else
+an exponential backoff with equal jitter (half fixed, half random: ``backoff_s``, doubling, up
+to ``max_backoff_s``). Every retry needs the budget's leave (``RetryBudget``: retries stay under
+``budget`` of the calls of the last 10 seconds, or ``min_retries``, as Envoy's retry budget
+does, so that retries cannot multiply an upstream's overload) and must fit the call's deadline.
 """
 
 from __future__ import annotations

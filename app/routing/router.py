@@ -56,8 +56,8 @@ def deadline_s(call: ModelCall, retries: RetryConfig) -> float:
 
 
 def unhealthy(exc: errors.GatewayError) -> bool | None:
-    """What a failed attempt says of its target: unwell (a 5xx, a timeout, no connection), or
-    nothing (a 429 is capacity, a 4xx the request)."""
+    """What a failed attempt says of its target: unwell (a 5xx, a refused credential among them,
+    a timeout, no connection), or nothing (a 429 is capacity, a 4xx the request)."""
     return True if exc.status_code >= 500 else None
 
 

@@ -1,4 +1,5 @@
-"""Fallback before the first byte and never after; keep-alives; cancellation on disconnect."""
+"""Fallback before the first byte and never after (a refused credential included); keep-alives;
+cancellation on disconnect."""
 
 from __future__ import annotations
 
@@ -46,6 +47,62 @@ def test_non_retryable_failure_does_not_fall_back(run_gateway: GatewayFactory,
             gw.client().chat.completions.create(
                 model="chat", messages=USER, extra_headers={"x-request-id": "fb-2"})
         assert len(gw.sink.by_id("fb-2").attempts) == 1
+
+
+REFUSING: dict[str, dict[str, Any]] = {
+    "cohere_401": {"type": "cohere", "api_key": "co-key-0123456789",
+                   "headers": {"X-Return-Error": "401"}},
+    "openai_403": {"type": "openai", "api_key": "sk-refused-0123456789",
+                   "headers": {"X-Return-Error": "403"}},
+    "gemini_bad_key": {"type": "gemini", "api_key": "not-a-google-key-0123"},
+}
+"""Providers whose credential the simulator refuses, each in its own dialect (a Gemini key not
+shaped like Google's is Google's 400 API_KEY_INVALID)."""
+
+
+def _refusing(simulator: str, kind: str, *, second: str) -> dict[str, Any]:
+    """Model ``chat``: ``bad`` (provider ``kind`` of ``REFUSING``) then provider ``second``,
+    each retried up to twice on the same target when the failure allows it."""
+    raw = sim_config(simulator, chat={"targets": [{"provider": "bad", "model": "first"},
+                                                  {"provider": second, "model": "second"}]})
+    entry = dict(REFUSING[kind])
+    base = {"cohere": simulator, "openai": simulator + "/v1",
+            "gemini": simulator + "/gemini/v1beta"}[entry["type"]]
+    raw["providers"]["bad"] = {**entry, "base_url": base}
+    raw["retries"] = {"attempts": 2, "backoff_s": 0.01}
+    return raw
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("kind", sorted(REFUSING))
+def test_a_refused_credential_falls_back_to_the_next_target(
+        run_gateway: GatewayFactory, simulator: str, kind: str, stream: bool) -> None:
+    """A target whose upstream refuses the gateway's credential is followed by the next target,
+    tried once (never again with the same credential), its attempt recorded as a 502."""
+    with run_gateway(_refusing(simulator, kind, second="sim")) as gw:
+        answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": kind},
+                                json={"model": "chat", "messages": USER, "stream": stream})
+        assert answer.status_code == 200
+        assert answer.headers["x-switchboard-provider"] == "sim"
+        assert '"finish_reason":"stop"' in answer.text
+        record = gw.sink.by_id(kind)
+    assert [(a.provider, a.status) for a in record.attempts] == [("bad", 502), ("sim", 200)]
+
+
+def test_every_target_refusing_the_credential_is_a_502(run_gateway: GatewayFactory,
+                                                       simulator: str) -> None:
+    """When the last target refuses the credential too, the client gets its 502 saying so,
+    and the record holds one attempt per target."""
+    raw = _refusing(simulator, "openai_403", second="bad2")
+    raw["providers"]["bad2"] = {**raw["providers"]["bad"], "api_key": "sk-other-0123456789"}
+    with run_gateway(raw) as gw:
+        with pytest.raises(openai.APIStatusError) as raised:
+            gw.client().chat.completions.create(model="chat", messages=USER,
+                                                extra_headers={"x-request-id": "all-bad"})
+        record = gw.sink.by_id("all-bad")
+    assert raised.value.status_code == 502
+    assert "upstream refused the gateway's credentials" in raised.value.message
+    assert [(a.provider, a.status) for a in record.attempts] == [("bad", 502), ("bad2", 502)]
 
 
 def test_stream_falls_back_before_first_byte(run_gateway: GatewayFactory, simulator: str) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from app import errors
 from app.api.incoming import Incoming
 from app.calllog import CallRecord
-from app.config import embedded_config
+from app.config import embedded_config, parse_config
 from app.gateway import Gateway
 from app.pipeline import ModelCall, Pipeline, Slot, Stage
 from app.pricing import PriceBook
+from app.providers.azure import AzureOpenAI, AzureOpenAIProvider
+from app.providers.azure_auth import BearerTokens
 from app.providers.base import Json
+from app.scrub import Scrubber
 from tests.api.conftest import ListSink
 
 
@@ -116,3 +120,34 @@ async def test_a_started_stream_owns_the_finish() -> None:
     gateway.finish(call)
     gateway.finish(call)
     assert len(sink.records) == 1 and isinstance(sink.records[0], CallRecord)
+
+
+async def test_a_token_minted_after_the_snapshot_is_scrubbed_from_the_record() -> None:
+    """A call failing with an error that echoes an Entra token its provider got after the
+    snapshot was built is recorded, and re-raised, with ``[redacted]`` instead of the token."""
+    config = parse_config({
+        "providers": {"az": {"type": "azure_openai", "endpoint": "https://res.openai.azure.com",
+                             "auth": {"type": "client_secret", "tenant_id": "t",
+                                      "client_id": "c", "client_secret": "entra-secret-0123"}}},
+        "models": {"gpt": {"targets": [{"provider": "az", "model": "gpt4o"}]}}}, {})
+    entry = config.providers["az"]
+    assert isinstance(entry, AzureOpenAIProvider)
+
+    async def issue() -> tuple[str, float]:
+        return "eyJ.minted-entra-token.0123", 4_000_000_000.0
+
+    sink = ListSink()
+    async with aiohttp.ClientSession() as session:
+        provider = AzureOpenAI(entry, session, tokens=BearerTokens(
+            issue, describe="az", scrubber=Scrubber(entry.secrets())))
+        gateway = Gateway(config=config, providers={"az": provider}, prices=PriceBook({}),
+                          sink=sink)
+        call = gateway.open(_incoming())
+        await provider.ready()  # the token is minted now, after the snapshot
+        with pytest.raises(errors.UpstreamError) as raised:
+            async with call:
+                raise errors.UpstreamError("Received credential: Bearer "
+                                           "eyJ.minted-entra-token.0123")
+        await provider.aclose()
+    assert raised.value.message == "Received credential: Bearer [redacted]"
+    assert sink.records[0].error_message == "Received credential: Bearer [redacted]"

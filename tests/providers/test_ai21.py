@@ -333,7 +333,7 @@ def test_validation_error_names_the_param_and_keeps_422() -> None:
 
 @pytest.mark.parametrize(("status", "kind", "code"), [
     (429, errors.UpstreamRateLimited, 429),
-    (401, errors.UpstreamError, 502),
+    (401, errors.UpstreamAuthFailed, 502),
     (500, errors.UpstreamUnavailable, 502),
     (503, errors.UpstreamUnavailable, 503),
 ])

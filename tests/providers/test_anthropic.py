@@ -496,7 +496,7 @@ def anthropic_error(kind: str, message: str) -> Json:
 
 @pytest.mark.parametrize(("status", "kind", "error_class", "client_status"), [
     (400, "invalid_request_error", errors.UpstreamRejected, 400),
-    (401, "authentication_error", errors.UpstreamError, 502),
+    (401, "authentication_error", errors.UpstreamAuthFailed, 502),
     (429, "rate_limit_error", errors.UpstreamRateLimited, 429),
     (500, "api_error", errors.UpstreamUnavailable, 502),
     (529, "overloaded_error", errors.UpstreamUnavailable, 503),
@@ -689,7 +689,7 @@ async def test_simulator_stream_tool_call(
 
 @pytest.mark.parametrize(("status", "error_class", "client_status", "retryable"), [
     (400, errors.UpstreamRejected, 400, False),
-    (401, errors.UpstreamError, 502, False),
+    (401, errors.UpstreamAuthFailed, 502, True),
     (429, errors.UpstreamRateLimited, 429, True),
     (529, errors.UpstreamUnavailable, 503, True),
 ])

@@ -105,7 +105,7 @@ async def test_one_upstream_per_deployment(session: aiohttp.ClientSession) -> No
     ("status", "error_class", "client_status"),
     [
         (400, errors.UpstreamRejected, 400),
-        (401, errors.UpstreamError, 502),
+        (401, errors.UpstreamAuthFailed, 502),
         (404, errors.UpstreamRejected, 404),
         (429, errors.UpstreamRateLimited, 429),
         (503, errors.UpstreamUnavailable, 503),

@@ -1,6 +1,7 @@
 """``type: azure_openai`` with Entra ID (client secret) behind a running gateway, driven by the
 openai SDK, against the simulator: chat, streams with usage, embeddings, a token that expires
-mid-run, a refused secret, throttling and a leaked token."""
+mid-run, a refused secret, throttling and a leaked token (in an error answer and in a stream's
+error frame)."""
 
 from __future__ import annotations
 
@@ -56,10 +57,11 @@ def config(simulator: str, authority: tuple[str, Path], *, secret: str = entra.C
 
 @contextmanager
 def gateway(tmp_path: Path, raw: dict[str, Any]) -> Iterator[RunningGateway]:
-    app = create_app(settings_in(tmp_path), config=parse_config(raw, {}), sink=ListSink(),
+    sink = ListSink()
+    app = create_app(settings_in(tmp_path), config=parse_config(raw, {}), sink=sink,
                      strict_telemetry=True)
     with serve(app) as url:
-        running = RunningGateway(url=url, sink=ListSink())
+        running = RunningGateway(url=url, sink=sink)
         try:
             yield running
         finally:
@@ -172,3 +174,24 @@ def test_upstream_401_never_leaks_the_token(
             [token] = seen_tokens(simulator, 1)
             assert len(token) > 20 and token not in answer.text
             assert MASTER_KEY not in answer.text
+
+
+def test_mid_stream_error_never_carries_the_token(
+    tmp_path: Path, simulator: str, authority: tuple[str, Path]
+) -> None:
+    """A stream whose in-band error frame echoes the Entra token: the client's error frame and
+    the call record show ``[redacted]``, never the token."""
+    headers = {"X-Sim-Error-After": "1", "X-Sim-Echo-Key": "1"}
+    with gateway(tmp_path, config(simulator, authority, **headers)) as gw:
+        with gw.http().stream("POST", "/v1/chat/completions",
+                              headers={"x-request-id": "entra-mid"},
+                              json={"model": "gpt", "messages": USER, "stream": True}) as answer:
+            text = answer.read().decode()
+        [token] = seen_tokens(simulator, 1)
+        record = gw.sink.by_id("entra-mid")
+    frames = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert answer.status_code == 200 and "error" in frames[-1]
+    assert len(token) > 20 and token not in text
+    assert "Bearer [redacted]" in frames[-1]["error"]["message"]
+    assert record.error_message and token not in record.error_message
+    assert "[redacted]" in record.error_message

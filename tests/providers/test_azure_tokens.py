@@ -193,14 +193,15 @@ async def test_cancelled_caller_does_not_cancel_the_refresh() -> None:
 
 
 async def test_failed_refresh_is_a_502_naming_the_provider_without_the_secret() -> None:
-    """A credential failure is an UpstreamError (502) naming the provider, secret scrubbed."""
+    """A credential failure is an UpstreamAuthFailed (502, the next target may serve the call)
+    naming the provider, secret scrubbed."""
     clock = Clock()
     issuer = Issuer(clock)
     issuer.failure = f"ClientAuthenticationError: AADSTS7000215: Invalid client secret {SECRET}"
     cache = tokens(issuer, clock)
     with pytest.raises(errors.UpstreamError) as caught:
         await cache.get()
-    assert type(caught.value) is errors.UpstreamError
+    assert type(caught.value) is errors.UpstreamAuthFailed
     assert caught.value.status_code == 502
     assert "azure_openai provider at res.openai.azure.com" in caught.value.message
     assert "AADSTS7000215" in caught.value.message
@@ -245,3 +246,19 @@ async def test_same_token_again_waits_before_asking_again() -> None:
     again = await cache.get()
     assert again.value == first.value and again.refresh_at == first.expires_at
     assert issuer.calls == 2
+
+
+async def test_recent_keeps_the_last_three_tokens_once_each() -> None:
+    """``recent()`` (scrubbed from upstream errors) holds the last three distinct tokens, the
+    ones replaced included; the same token handed back again is not counted twice."""
+    clock = Clock()
+    issuer = Issuer(clock, lifetime=100)
+    cache = tokens(issuer, clock)
+    assert cache.recent() == ()
+    for _ in range(4):
+        await cache.get()
+        clock.now += 101  # expired: the next get waits for a new one
+    assert cache.recent() == ("token-2", "token-3", "token-4")
+    issuer.same, issuer.first = True, ("token-4", clock.now + 100)
+    await cache.get()
+    assert cache.recent() == ("token-2", "token-3", "token-4")

@@ -230,6 +230,32 @@ def test_failed_refresh_keeps_unexpired_credentials_then_is_a_502() -> None:
         asyncio.run(cache.get())
 
 
+def test_recent_credentials_are_the_last_three_distinct_sets() -> None:
+    """``recent()`` (scrubbed from upstream errors) gives every value of the last three distinct
+    sets of credentials; a check that finds the same set again adds nothing."""
+    clock = Clock()
+    sets = [Frozen("AKID1", "secret1"), Frozen("AKID1", "secret1"),
+            Frozen("ASIA2", "secret2", "session2"), Frozen("ASIA3", "secret3", "session3"),
+            Frozen("ASIA4", "secret4", "session4")]
+
+    def resolve() -> Frozen:
+        found = sets.pop(0)
+        return Frozen(found.access_key, found.secret_key, found.token,
+                      expires_at=clock.now + 400)
+
+    cache = CredentialCache(resolve, clock=clock, margin_s=300)
+    assert cache.recent() == ()
+    seen = []
+    for _ in range(5):
+        seen.append(asyncio.run(cache.get()).access_key)
+        clock.now += 101  # past expiry less the margin: the next get resolves again
+    assert seen == ["AKID1", "AKID1", "ASIA2", "ASIA3", "ASIA4"]
+    assert cache.recent() == ("ASIA2", "secret2", "session2", "ASIA3", "secret3", "session3",
+                              "ASIA4", "secret4", "session4")
+    assert SigV4Signer(cache, service="bedrock", region="r").minted_credentials() == \
+        cache.recent()
+
+
 # --- translation ----------------------------------------------------------------------------
 
 def test_request_translation() -> None:
@@ -432,7 +458,7 @@ def test_embedding_bodies() -> None:
     (429, "ThrottlingException", errors.UpstreamRateLimited, 429),
     (400, "ThrottlingException", errors.UpstreamRateLimited, 429),
     (400, "ValidationException", errors.UpstreamRejected, 400),
-    (403, "ExpiredTokenException", errors.UpstreamError, 502),
+    (403, "ExpiredTokenException", errors.UpstreamAuthFailed, 502),
     (408, "ModelTimeoutException", errors.UpstreamTimeout, 504),
     (503, "ServiceUnavailableException", errors.UpstreamUnavailable, 503),
 ])

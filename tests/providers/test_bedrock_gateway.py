@@ -215,10 +215,9 @@ def test_bedrock_api_key(run_gateway: GatewayFactory, simulator: str) -> None:
     assert sent["headers"]["authorization"] == f"Bearer {BEDROCK_API_KEY}"
 
 
-def test_credentials_refreshed_mid_run(run_gateway: GatewayFactory, simulator: str,
-                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials from botocore's chain (a credential_process profile) are re-read when their
-    check interval passes: the next request is signed with the rotated key."""
+def process_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Profile ``sim`` of botocore's chain: a credential_process handing out the keys written
+    to the returned file (and nothing else in the environment for botocore to find)."""
     keys = tmp_path / "keys.json"
     script = tmp_path / "creds.py"
     script.write_text(
@@ -233,12 +232,25 @@ def test_credentials_refreshed_mid_run(run_gateway: GatewayFactory, simulator: s
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    keys.write_text(json.dumps({"AccessKeyId": TEST_ACCESS_KEY,
-                                "SecretAccessKey": TEST_SECRET_KEY}))
-    raw = config(simulator, access_key_id=None, secret_access_key=None, profile="sim",
-                 credential_check_s=0.05)
+    return keys
+
+
+def profile_config(simulator: str, **over: Any) -> dict[str, Any]:
+    """``config`` with no keys of its own: profile ``sim`` (``process_profile``)."""
+    raw = config(simulator, access_key_id=None, secret_access_key=None, profile="sim", **over)
     raw["providers"]["aws"] = {k: v for k, v in raw["providers"]["aws"].items()
                                if v is not None}
+    return raw
+
+
+def test_credentials_refreshed_mid_run(run_gateway: GatewayFactory, simulator: str,
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials from botocore's chain (a credential_process profile) are re-read when their
+    check interval passes: the next request is signed with the rotated key."""
+    keys = process_profile(tmp_path, monkeypatch)
+    keys.write_text(json.dumps({"AccessKeyId": TEST_ACCESS_KEY,
+                                "SecretAccessKey": TEST_SECRET_KEY}))
+    raw = profile_config(simulator, credential_check_s=0.05)
     with run_gateway(raw) as gw:
         client = gw.client()
         client.chat.completions.create(model="claude", messages=USER)
@@ -251,6 +263,34 @@ def test_credentials_refreshed_mid_run(run_gateway: GatewayFactory, simulator: s
     assert f"Credential={TEST_ACCESS_KEY}/" in first["headers"]["authorization"]
     assert f"Credential={ROTATED_ACCESS_KEY}/" in second["headers"]["authorization"]
     assert second["headers"]["x-amz-security-token"] == ROTATED_SESSION_TOKEN
+
+
+def test_mid_stream_error_never_carries_chain_credentials(
+        run_gateway: GatewayFactory, simulator: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose in-band exception echoes the Authorization header signed with credentials
+    from botocore's chain (not the config): the client's error frame and the call record show
+    ``[redacted]`` for the access key id."""
+    keys = process_profile(tmp_path, monkeypatch)
+    keys.write_text(json.dumps({"AccessKeyId": ROTATED_ACCESS_KEY,
+                                "SecretAccessKey": ROTATED_SECRET_KEY,
+                                "SessionToken": ROTATED_SESSION_TOKEN}))
+    raw = profile_config(simulator, headers={"X-Sim-Error-After": "1", "X-Sim-Echo-Key": "1"})
+    with run_gateway(raw) as gw:
+        with gw.http().stream("POST", "/v1/chat/completions",
+                              headers={"x-request-id": "aws-mid"},
+                              json={"model": "claude", "messages": USER,
+                                    "stream": True}) as answer:
+            text = answer.read().decode()
+        record = gw.sink.by_id("aws-mid")
+    (sent,) = sim_requests(simulator, 1)
+    assert f"Credential={ROTATED_ACCESS_KEY}/" in sent["headers"]["authorization"]
+    frames = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert answer.status_code == 200 and "error" in frames[-1]
+    assert ROTATED_ACCESS_KEY not in text
+    assert "Credential=[redacted]/" in frames[-1]["error"]["message"]
+    assert record.error_message and ROTATED_ACCESS_KEY not in record.error_message
+    assert "Credential=[redacted]/" in record.error_message
 
 
 def test_claude_messages_native(run_gateway: GatewayFactory, simulator: str) -> None:

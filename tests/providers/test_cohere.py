@@ -403,7 +403,7 @@ def test_reference_embed_answer_translates() -> None:
 
 @pytest.mark.parametrize(("status", "error_class", "client_status"), [
     (400, errors.UpstreamRejected, 400),
-    (401, errors.UpstreamError, 502),
+    (401, errors.UpstreamAuthFailed, 502),
     (422, errors.UpstreamRejected, 422),
     (429, errors.UpstreamRateLimited, 429),
     (498, errors.UpstreamRejected, 400),

@@ -188,6 +188,28 @@ def test_refused_vertex_credential_is_502_without_the_token(run_gateway: Gateway
     assert gw.sink.records[-1].error_message and token not in gw.sink.records[-1].error_message
 
 
+def test_vertex_mid_stream_error_never_carries_the_token(run_gateway: GatewayFactory,
+                                                         simulator: str,
+                                                         service_account_key: str) -> None:
+    """A Vertex stream whose in-band error frame echoes the bearer token: the client's error
+    frame and the call record show ``[redacted]``, never the access token."""
+    raw = config(simulator, "vertex", service_account_key,
+                 headers={"X-Sim-Error-After": "1", "X-Sim-Echo-Key": "1"})
+    with run_gateway(raw) as gw:
+        with gw.http().stream("POST", "/v1/chat/completions",
+                              headers={"x-request-id": "vertex-mid"},
+                              json={"model": "chat", "messages": USER, "stream": True}) as answer:
+            text = answer.read().decode()
+        token = last_request(simulator)["headers"]["authorization"].removeprefix("Bearer ")
+        record = gw.sink.by_id("vertex-mid")
+    frames = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert answer.status_code == 200 and "error" in frames[-1]
+    assert token.startswith("ya29.") and token not in text
+    assert "Bearer [redacted]" in frames[-1]["error"]["message"]
+    assert record.error_message and token not in record.error_message
+    assert "[redacted]" in record.error_message
+
+
 @pytest.fixture
 def short_token_simulator() -> Iterator[str]:
     """A simulator whose access tokens last one second."""

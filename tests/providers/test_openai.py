@@ -144,7 +144,7 @@ async def test_target_params_and_unknown_client_fields_are_forwarded(
     ("status", "error_class", "client_status"),
     [
         (400, errors.UpstreamRejected, 400),
-        (401, errors.UpstreamError, 502),
+        (401, errors.UpstreamAuthFailed, 502),
         (404, errors.UpstreamRejected, 404),
         (429, errors.UpstreamRateLimited, 429),
         (500, errors.UpstreamUnavailable, 502),

@@ -165,6 +165,32 @@ def test_refused_token_is_502_without_the_token(run_gateway: GatewayFactory, sim
     assert gw.sink.records[-1].error_message and token not in gw.sink.records[-1].error_message
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_mid_stream_error_never_carries_the_token(run_gateway: GatewayFactory, simulator: str,
+                                                  service_account_key: str, path: str) -> None:
+    """A stream whose in-band error echoes the bearer token, translated (chat) or native
+    (/v1/messages, ``event: error``): the client's last frame and the call record show
+    ``[redacted]``, never the access token."""
+    raw = config(simulator, service_account_key,
+                 headers={"X-Sim-Error-After": "1", "X-Sim-Echo-Key": "1"})
+    body = {"model": "claude", "max_tokens": 50, "stream": True,
+            "messages": [{"role": "user", "content": "Tell me about switchboards"}]}
+    with run_gateway(raw) as gw:
+        with gw.http().stream("POST", path, headers={"x-request-id": "claude-mid"},
+                              json=body) as answer:
+            text = answer.read().decode()
+        token = last_request(simulator)["headers"]["authorization"].removeprefix("Bearer ")
+        record = gw.sink.by_id("claude-mid")
+    frames = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert answer.status_code == 200 and "error" in frames[-1]
+    if path == "/v1/messages":
+        assert "event: error" in text and frames[-1]["type"] == "error"
+    assert token.startswith("ya29.") and token not in text
+    assert "Bearer [redacted]" in frames[-1]["error"]["message"]
+    assert record.error_message and token not in record.error_message
+    assert "[redacted]" in record.error_message
+
+
 @pytest.fixture
 def short_token_simulator() -> Iterator[str]:
     """A simulator whose access tokens last one second."""

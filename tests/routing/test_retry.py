@@ -1,4 +1,5 @@
-"""Retry delays and the retry budget (``app.routing.retry``), and ``Retry-After`` parsing."""
+"""Retry delays and the retry budget (``app.routing.retry``), what a refused credential leads
+to, and ``Retry-After`` parsing."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import time
 
 from app import errors
 from app.config import RetryConfig
+from app.providers import gemini_response
+from app.providers.aws_http import aws_error
 from app.providers.http import retry_after
 from app.routing.retry import RetryBudget, retry_delay
+from app.routing.router import unhealthy
 
 
 def test_which_failures_are_retried_and_how_long_after() -> None:
@@ -28,6 +32,25 @@ def test_which_failures_are_retried_and_how_long_after() -> None:
                   errors.BadUpstreamResponse("garbage"),
                   errors.UpstreamUnavailable("gateway timeout", status=504)):
         assert retry_delay(never, 1, config, rng) is None
+
+
+def test_a_refused_credential_is_for_the_next_target_only() -> None:
+    """A refused credential, as each mapping reads it (401, 403, Gemini's API_KEY_INVALID,
+    AWS's AccessDeniedException), is a 502 that lets the next target be tried, is never retried
+    on the same target, and counts as a failure of the target's health (its breaker)."""
+    config, rng = RetryConfig(), random.Random(1)
+    gemini = gemini_response.error_mapper("Gemini API")(400, {"error": {
+        "code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                     "reason": "API_KEY_INVALID"}]}}, "")
+    denied = aws_error(403, "AccessDeniedException", {"message": "no"}, "",
+                       service="AWS Bedrock (us-east-1)")
+    for refused in (errors.from_upstream_status(401, "bad key"),
+                    errors.from_upstream_status(403, "forbidden"), gemini, denied):
+        assert isinstance(refused, errors.UpstreamAuthFailed), refused
+        assert refused.status_code == 502 and refused.retryable
+        assert retry_delay(refused, 1, config, rng) is None
+        assert unhealthy(refused) is True
 
 
 def test_retry_after_seconds_and_dates() -> None:
