@@ -5,24 +5,31 @@ A feedback names its call by ``request_id``: the gateway's call id (``x-switchbo
 or the client's ``x-request-id`` (then the newest call sent with it). The call must be in the
 call log: its row is written within a second of its answer, so the endpoint waits up to
 ``WAIT_FOR_ROW_S`` for a call it does not find yet before answering 404.
+
+Feedback on a call comes from whoever made it: a virtual key finds only its own calls (another
+key's call is a 404, as if it did not exist, so call ids cannot be probed); the master key and
+admin keys find every call. A ``score`` is a number within ``MAX_SCORE`` either side of 0: any
+rating scale fits (0 to 1, -1 to 1, 1 to 5, 0 to 100), and the experiment reports' sums and
+variances of them stay finite.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call, Feedback
 
 WAIT_FOR_ROW_S = 2.0
+MAX_SCORE = 1_000_000.0
+"""The largest ``score`` taken, either side of 0."""
 _calls = Call.__table__
 _feedback = Feedback.__table__
 
@@ -32,16 +39,9 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     request_id: Annotated[str, Field(min_length=1, max_length=128)]
-    score: float | None = None
+    score: Annotated[float, Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)] | None = None
     label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     comment: Annotated[str, Field(max_length=4000)] | None = None
-
-    @field_validator("score")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackIn:
@@ -53,10 +53,16 @@ class FeedbackIn(BaseModel):
         return self
 
 
-async def find_call(engine: AsyncEngine, request_id: str) -> str | None:
-    """The id of the call ``request_id`` names, waiting up to ``WAIT_FOR_ROW_S`` for its row."""
+async def find_call(engine: AsyncEngine, request_id: str, *,
+                    key_id: str | None) -> str | None:
+    """The id of the call ``request_id`` names, waiting up to ``WAIT_FOR_ROW_S`` for its row.
+    ``key_id``: only a call this virtual key made (``None``: any call, for the master key and
+    admin keys)."""
     stmt = (select(_calls.c.id)
-            .where(or_(_calls.c.id == request_id, _calls.c.request_id == request_id))
+            .where(or_(_calls.c.id == request_id, _calls.c.request_id == request_id)))
+    if key_id is not None:
+        stmt = stmt.where(_calls.c.key_id == key_id)
+    stmt = (stmt
             .order_by((_calls.c.id == request_id).desc(), _calls.c.created_at.desc()).limit(1))
     deadline = time.monotonic() + WAIT_FOR_ROW_S
     while True:
