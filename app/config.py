@@ -6,7 +6,8 @@ Every mapping forbids unknown keys, and every error names the path of the offend
 Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
 may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
 Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
-as well as the config file itself).
+as well as the config file itself). The paths of the values written with a reference are kept
+(``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
 
 (Past 400 lines: one schema, whose sections refer to each other (targets name providers,
 experiments name models and providers) and are validated together; split by section, the
@@ -25,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -46,6 +48,8 @@ _FORBID = ConfigDict(extra="forbid", frozen=True)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's."""
 
+KeyPath = tuple[str, ...]
+"""Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
 
 
@@ -378,6 +382,13 @@ class GatewayConfig(BaseModel):
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    _referenced: frozenset[KeyPath] = PrivateAttr(default=frozenset())
+
+    @property
+    def referenced(self) -> frozenset[KeyPath]:
+        """The paths of the values written with a ``${...}`` reference (credentials are):
+        ``app.config_diff`` never shows them."""
+        return self._referenced
 
     @model_validator(mode="after")
     def _privacy_entities(self) -> GatewayConfig:
@@ -456,28 +467,35 @@ FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
 MAX_SECRET_FILE = 64 * 1024
 
 
-def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _interpolate(node: Any, env: Mapping[str, str], path: KeyPath, problems: list[str],
+                 referenced: set[KeyPath]) -> Any:
+    """``node`` with its references replaced; the paths of the strings that had one are added
+    to ``referenced``."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, f"{path}.{k}" if path else str(k), problems)
+        return {k: _interpolate(v, env, (*path, str(k)), problems, referenced)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{path}.{i}", problems) for i, v in enumerate(node)]
-    if isinstance(node, str):
+        return [_interpolate(v, env, (*path, str(i)), problems, referenced)
+                for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        where = ".".join(path)
         def repl(match: re.Match[str]) -> str:
             if match["file"] is not None:  # replaced once: its content is not interpolated
                 try:
                     return read_secret_file(Path(match["file"]))
                 except ConfigError as exc:
-                    problems.append(f"{path}: {exc}")
+                    problems.append(f"{where}: {exc}")
                     return ""
             name, default = match["env"], match["default"]
             if name in env:
                 return env[name]
             if default is not None:
                 return default
-            problems.append(f"{path}: environment variable {name} is not set")
+            problems.append(f"{where}: environment variable {name} is not set")
             return ""
 
+        if _REF.search(node):
+            referenced.add(path)
         return _REF.sub(repl, node)
     return node
 
@@ -518,17 +536,20 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     if not isinstance(raw, dict):
         raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
     problems: list[str] = []
-    data = _interpolate(raw, env, "", problems)
+    referenced: set[KeyPath] = set()
+    data = _interpolate(raw, env, (), problems, referenced)
     if problems:
         raise ConfigError("\n".join(problems))
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for line in _format_errors(exc):
             # pydantic inserts the provider's type tag into the path; a reader wants the YAML path.
             lines.append(re.sub(r"^(providers\.[^.]+)\.[a-z_]+\.", r"\1.", line))
         raise ConfigError("\n".join(lines)) from None
+    config._referenced = frozenset(referenced)
+    return config
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
