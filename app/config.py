@@ -1,7 +1,8 @@
 """The gateway's YAML configuration: schema, interpolation and strict validation.
 
-Every mapping forbids unknown keys, and every error names the path of the offending key
-(``providers.openai.api_kye: unknown key``), so a typo never silently changes behaviour.
+Every mapping forbids unknown keys and repeated ones, and every error names the path of the
+offending key (``providers.openai.api_kye: unknown key``) or, for a key written twice, its
+lines, so a typo never silently changes behaviour.
 
 Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
 may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
@@ -45,8 +46,33 @@ from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's."""
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:  # libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):
+    """The safe loader, refusing a mapping that repeats a key (YAML forbids it; PyYAML keeps
+    the last one, so a second ``chat:`` under ``models:`` would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} on line {line} (first on line "
+                        f"{first[key]})", key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            first[key] = line
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 KeyPath = tuple[str, ...]
 """Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""
@@ -559,7 +585,7 @@ def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_LOADER)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, env)
