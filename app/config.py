@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.errors import problem_message
 from app.pricing import Price
 from app.privacy.config import (
     ModelPrivacy,
@@ -150,10 +151,14 @@ class VariantPrompt(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> VariantPrompt:
-        from app.prompts.model import LABEL, LATEST  # app.prompts imports the db, which this
+        from app.prompts.model import LABEL, LATEST, MAX_VERSION  # app.prompts imports the
+        # db, which imports this
 
         if (self.version is None) == (self.label is None):
             raise ValueError("give 'version' or 'label' (one of them)")
+        if self.version is not None and self.version > MAX_VERSION:
+            raise ValueError(f"version {self.version} is past the highest a template can have "
+                             f"({MAX_VERSION})")
         if self.label is not None and not (self.label == LATEST or LABEL.fullmatch(self.label)):
             raise ValueError(f"label {self.label[:64]!r} is not a label name (a-z, 0-9, '_', "
                              "'.', '-')")
@@ -552,7 +557,8 @@ def _format_errors(error: ValidationError) -> list[str]:
             out.append(str(item["ctx"].get("error", item["msg"])) if "ctx" in item
                        else item["msg"])
         else:
-            out.append(f"{loc}: {item['msg']}" if loc else item["msg"])
+            message = problem_message(item)
+            out.append(f"{loc}: {message}" if loc else message)
     return out
 
 
