@@ -17,10 +17,12 @@ modules would import one another in a circle.)
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -422,6 +424,20 @@ class GatewayConfig(BaseModel):
         return self._referenced
 
     @model_validator(mode="after")
+    def _upstream_urls(self) -> GatewayConfig:
+        """Each provider's upstream URL (``URL_FIELDS``) is one its calls can reach: a typo
+        there would otherwise pass and turn every call into a 502 after its retries."""
+        problems = []
+        for name, provider in self.providers.items():
+            for field in URL_FIELDS:
+                url = getattr(provider, field, None)
+                if isinstance(url, str) and (problem := url_problem(url)) is not None:
+                    problems.append(f"providers.{name}.{field}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _privacy_entities(self) -> GatewayConfig:
         """Each model's ``privacy.entities`` names known types (its own custom ones, the
         global section's, built-in ones, or ``privacy.presidio``'s)."""
@@ -485,6 +501,35 @@ class GatewayConfig(BaseModel):
             for i, (t, caps) in enumerate(zip(targets, serves, strict=True)))
         return (f"{where}.targets: no endpoint is served by every target, so none can stand in "
                 f"for another: {each}")
+
+
+URL_FIELDS = ("base_url", "endpoint")
+"""The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""
+_HOST = re.compile(r"[\w.-]+")
+"""A host name (internationalised ones too); an IP address is checked as one."""
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an upstream's URL (``None``: nothing): an ``http`` or
+    ``https`` scheme, a host and a port from 1 to 65535 are needed. The URL itself is not
+    quoted: it may hold a credential."""
+    bad_port = "not a valid URL (its port is not a number from 1 to 65535)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad IPv6 address
+        return bad_port if "port" in str(exc).lower() else "not a valid URL (a bad host)"
+    if parts.scheme not in ("http", "https"):
+        return "not an http:// or https:// URL"
+    host = parts.hostname or ""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            return "not a valid URL (a bad host)"
+    elif not _HOST.fullmatch(host):
+        return "not a valid URL (no host)" if not host else "not a valid URL (a bad host)"
+    return bad_port if port == 0 else None
 
 
 def _endpoints(serves: frozenset[str]) -> str:

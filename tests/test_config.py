@@ -86,3 +86,33 @@ def test_a_merge_key_may_repeat_what_it_merges(tmp_path: Path) -> None:
                     "  p: {<<: *b, latency_ms: 5}\nmodels: {}\n")
     with pytest.raises(ConfigError, match=r"^base: unknown key$"):
         load_config(path, {})  # parsed: only the extra top-level key is wrong
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("not a url", "not an http:// or https:// URL"),
+    ("ftp://files.example.com/v1", "not an http:// or https:// URL"),
+    ("http://127.0.0.1:99999/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http://127.0.0.1:0/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http://api:eighty/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http:///v1", "not a valid URL (no host)"),
+    ("http://exa mple.com/v1", "not a valid URL (a bad host)"),
+    ("http://[nope]/v1", "not a valid URL (a bad host)"),
+])
+def test_an_unusable_upstream_url_is_refused_with_its_path(url: str, problem: str) -> None:
+    """A provider's base URL (or Azure's endpoint) must be http(s) with a host and a port from
+    1 to 65535; the error names the setting and never quotes the URL."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base(base_url=url), {})
+    assert str(caught.value) == f"providers.p.base_url: {problem}"
+    azure = {"providers": {"az": {"type": "azure_openai", "api_key": "k", "endpoint": url}},
+             "models": {}}
+    with pytest.raises(ConfigError, match=r"providers\.az\.endpoint: "):
+        parse_config(azure, {})
+
+
+@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://gpu_a:8000/v1",
+                                 "http://[::1]:8000/v1", "https://münchen.example/v1"])
+def test_usable_upstream_urls_pass(url: str) -> None:
+    """Host names with underscores or non-ASCII letters and IPv6 addresses are URLs."""
+    provider = parse_config(base(base_url=url), {}).providers["p"]
+    assert isinstance(provider, OpenAIProvider) and provider.base_url == url

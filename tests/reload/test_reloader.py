@@ -140,3 +140,17 @@ async def test_the_reload_log_line_shows_no_header_or_referenced_value(
     assert "model chat: target alpha/mock-chat: params.top_k added (40)" in logged
     for value in ("sk-sim-in-a-header", "tok-from-a-file", "literal-title"):
         assert value not in logged
+
+
+async def test_a_reload_to_an_unusable_base_url_is_refused(reloader: ConfigReloader) -> None:
+    """A base URL no call could reach is refused with its path; the old config keeps
+    serving."""
+    serving = reloader.gateway.snapshot.version
+    config = raw()
+    config["providers"]["upstream"] = {"type": "openai", "base_url": "http://127.0.0.1:99999/v1"}
+    reloader.path.write_text(yaml.safe_dump(config))
+    outcome = await reloader.reload(reason="test")
+    assert not outcome.changed and outcome.error == (
+        "providers.upstream.base_url: not a valid URL (its port is not a number from 1 to "
+        "65535)")
+    assert reloader.gateway.snapshot.version == serving
