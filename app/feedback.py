@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.calllog.query import iso
 from app.db.models import Call, Feedback
 
 WAIT_FOR_ROW_S = 2.0
@@ -81,13 +82,18 @@ async def add(engine: AsyncEngine, call_id: str, feedback: FeedbackIn) -> dict[s
                            "comment": feedback.comment}
     async with engine.begin() as conn:
         await conn.execute(insert(Feedback).values(**row))
-    return {**row, "object": "feedback", "created_at": now.isoformat()}
+    return {**row, "object": "feedback", "created_at": iso(now)}
 
 
-async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]]:
-    """Every feedback on one call, oldest first."""
+async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]] | None:
+    """Every feedback on one call, oldest first, times in UTC ISO 8601 with ``Z`` as the call
+    log's; ``None`` when there is neither a call ``call_id`` nor feedback on one (the feedback
+    on a call whose row was pruned is still read back)."""
     stmt = (select(_feedback).where(_feedback.c.call_id == call_id)
             .order_by(_feedback.c.created_at, _feedback.c.id))
+    call = select(_calls.c.id).where(_calls.c.id == call_id).limit(1)
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
-    return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
+        if not rows and (await conn.execute(call)).first() is None:
+            return None
+    return [{**row, "created_at": iso(row["created_at"])} for row in rows]

@@ -39,7 +39,11 @@ async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
 
 @router.get("/admin/calls/{call_id}/feedback")
 async def call_feedback(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    """Every feedback on one call, oldest first."""
+    """Every feedback on one call, oldest first; 404 ``call_not_found`` for an unknown call."""
     async with answering("call log database", code="call_log_unavailable"):
-        return {"object": "list", "data": await feedback.of_call(engine, call_id[:128])}
+        found = await feedback.of_call(engine, call_id[:128])
+    if found is None:
+        raise errors.NotFound(f"No call with id {call_id[:128]!r} in the call log.",
+                              param="call_id", code="call_not_found")
+    return {"object": "list", "data": found}
 

@@ -43,9 +43,20 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
         stored = http.get(f"/admin/calls/{call_id}/feedback").json()["data"]
         assert [(f["score"], f["label"], f["comment"]) for f in stored] == [
             (0.9, "helpful", None), (-1.0, None, "wrong date")]
+        # times as the call log writes them: UTC ISO 8601 ending in Z, read back as written
+        row_time = http.get(f"/admin/calls/{call_id}").json()["created_at"]
+        assert row_time.endswith("Z")
+        assert [f["created_at"] for f in stored] == [first.json()["created_at"],
+                                                     second.json()["created_at"]]
+        assert all(f["created_at"].endswith("Z") and len(f["created_at"]) == len(row_time)
+                   for f in stored)
         unknown = http.post("/v1/feedback", json={"request_id": "no-such-call", "score": 1})
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "call_not_found"
+        unread = http.get("/admin/calls/no-such-call/feedback")
+        assert unread.status_code == 404, unread.text
+        assert unread.json()["error"]["code"] == "call_not_found"
+        assert http.get("/admin/calls/no-such-call").json()["error"]["code"] == "call_not_found"
 
 
 @pytest.mark.parametrize("body", [
