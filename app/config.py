@@ -1,12 +1,14 @@
 """The gateway's YAML configuration: schema, interpolation and strict validation.
 
-Every mapping forbids unknown keys, and every error names the path of the offending key
-(``providers.openai.api_kye: unknown key``), so a typo never silently changes behaviour.
+Every mapping forbids unknown keys and repeated ones, and every error names the path of the
+offending key (``providers.openai.api_kye: unknown key``) or, for a key written twice, its
+lines, so a typo never silently changes behaviour.
 
 Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
 may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
 Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
-as well as the config file itself).
+as well as the config file itself). The paths of the values written with a reference are kept
+(``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
 
 (Past 400 lines: one schema, whose sections refer to each other (targets name providers,
 experiments name models and providers) and are validated together; split by section, the
@@ -15,21 +17,25 @@ modules would import one another in a circle.)
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from app.errors import problem_message
 from app.pricing import Price
 from app.privacy.config import (
     ModelPrivacy,
@@ -43,9 +49,36 @@ from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's."""
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:  # libyaml's safe loader when PyYAML was built with it (about 10x faster), else PyYAML's
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
+class _Loader(_SafeLoader):
+    """The safe loader, refusing a mapping that repeats a key (YAML forbids it; PyYAML keeps
+    the last one, so a second ``chat:`` under ``models:`` would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} on line {line} (first on line "
+                        f"{first[key]})", key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            first[key] = line
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+KeyPath = tuple[str, ...]
+"""Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
 
 
@@ -120,10 +153,14 @@ class VariantPrompt(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> VariantPrompt:
-        from app.prompts.model import LABEL, LATEST  # app.prompts imports the db, which this
+        from app.prompts.model import LABEL, LATEST, MAX_VERSION  # app.prompts imports the
+        # db, which imports this
 
         if (self.version is None) == (self.label is None):
             raise ValueError("give 'version' or 'label' (one of them)")
+        if self.version is not None and self.version > MAX_VERSION:
+            raise ValueError(f"version {self.version} is past the highest a template can have "
+                             f"({MAX_VERSION})")
         if self.label is not None and not (self.label == LATEST or LABEL.fullmatch(self.label)):
             raise ValueError(f"label {self.label[:64]!r} is not a label name (a-z, 0-9, '_', "
                              "'.', '-')")
@@ -378,6 +415,27 @@ class GatewayConfig(BaseModel):
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    _referenced: frozenset[KeyPath] = PrivateAttr(default=frozenset())
+
+    @property
+    def referenced(self) -> frozenset[KeyPath]:
+        """The paths of the values written with a ``${...}`` reference (credentials are):
+        ``app.config_diff`` never shows them."""
+        return self._referenced
+
+    @model_validator(mode="after")
+    def _upstream_urls(self) -> GatewayConfig:
+        """Each provider's upstream URL (``URL_FIELDS``) is one its calls can reach: a typo
+        there would otherwise pass and turn every call into a 502 after its retries."""
+        problems = []
+        for name, provider in self.providers.items():
+            for field in URL_FIELDS:
+                url = getattr(provider, field, None)
+                if isinstance(url, str) and (problem := url_problem(url)) is not None:
+                    problems.append(f"providers.{name}.{field}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _privacy_entities(self) -> GatewayConfig:
@@ -445,6 +503,35 @@ class GatewayConfig(BaseModel):
                 f"for another: {each}")
 
 
+URL_FIELDS = ("base_url", "endpoint")
+"""The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""
+_HOST = re.compile(r"[\w.-]+")
+"""A host name (internationalised ones too); an IP address is checked as one."""
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an upstream's URL (``None``: nothing): an ``http`` or
+    ``https`` scheme, a host and a port from 1 to 65535 are needed. The URL itself is not
+    quoted: it may hold a credential."""
+    bad_port = "not a valid URL (its port is not a number from 1 to 65535)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad IPv6 address
+        return bad_port if "port" in str(exc).lower() else "not a valid URL (a bad host)"
+    if parts.scheme not in ("http", "https"):
+        return "not an http:// or https:// URL"
+    host = parts.hostname or ""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            return "not a valid URL (a bad host)"
+    elif not _HOST.fullmatch(host):
+        return "not a valid URL (no host)" if not host else "not a valid URL (a bad host)"
+    return bad_port if port == 0 else None
+
+
 def _endpoints(serves: frozenset[str]) -> str:
     return ", ".join(text.split(" (")[0] for name, text in ENDPOINTS.items() if name in serves)
 
@@ -456,28 +543,35 @@ FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
 MAX_SECRET_FILE = 64 * 1024
 
 
-def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _interpolate(node: Any, env: Mapping[str, str], path: KeyPath, problems: list[str],
+                 referenced: set[KeyPath]) -> Any:
+    """``node`` with its references replaced; the paths of the strings that had one are added
+    to ``referenced``."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, f"{path}.{k}" if path else str(k), problems)
+        return {k: _interpolate(v, env, (*path, str(k)), problems, referenced)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{path}.{i}", problems) for i, v in enumerate(node)]
-    if isinstance(node, str):
+        return [_interpolate(v, env, (*path, str(i)), problems, referenced)
+                for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        where = ".".join(path)
         def repl(match: re.Match[str]) -> str:
             if match["file"] is not None:  # replaced once: its content is not interpolated
                 try:
                     return read_secret_file(Path(match["file"]))
                 except ConfigError as exc:
-                    problems.append(f"{path}: {exc}")
+                    problems.append(f"{where}: {exc}")
                     return ""
             name, default = match["env"], match["default"]
             if name in env:
                 return env[name]
             if default is not None:
                 return default
-            problems.append(f"{path}: environment variable {name} is not set")
+            problems.append(f"{where}: environment variable {name} is not set")
             return ""
 
+        if _REF.search(node):
+            referenced.add(path)
         return _REF.sub(repl, node)
     return node
 
@@ -508,7 +602,8 @@ def _format_errors(error: ValidationError) -> list[str]:
             out.append(str(item["ctx"].get("error", item["msg"])) if "ctx" in item
                        else item["msg"])
         else:
-            out.append(f"{loc}: {item['msg']}" if loc else item["msg"])
+            message = problem_message(item)
+            out.append(f"{loc}: {message}" if loc else message)
     return out
 
 
@@ -518,17 +613,20 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     if not isinstance(raw, dict):
         raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
     problems: list[str] = []
-    data = _interpolate(raw, env, "", problems)
+    referenced: set[KeyPath] = set()
+    data = _interpolate(raw, env, (), problems, referenced)
     if problems:
         raise ConfigError("\n".join(problems))
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for line in _format_errors(exc):
             # pydantic inserts the provider's type tag into the path; a reader wants the YAML path.
             lines.append(re.sub(r"^(providers\.[^.]+)\.[a-z_]+\.", r"\1.", line))
         raise ConfigError("\n".join(lines)) from None
+    config._referenced = frozenset(referenced)
+    return config
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
@@ -538,7 +636,7 @@ def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_LOADER)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, env)

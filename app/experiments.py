@@ -5,11 +5,12 @@ Per variant: calls, the prompt template versions they rendered (``prompt_version
 ``{"summarise@2": 120}``, how an experiment whose variants pin prompt versions compares them),
 error rate, latency p50/p95, time to first token p50, mean tokens, cost per
 call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
-``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean. Every rate
-and mean comes with a 95% **confidence sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas,
-"Time-uniform central limit theory and asymptotic confidence sequences", 2021): unlike a fixed-
-sample confidence interval, it holds at every sample size at once, so the report stays valid
-however often it is looked at while the experiment runs (no "peeking" problem). Each variant's
+``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean (of scores
+within ``app.feedback.MAX_SCORE``). Every rate and mean comes with a 95% **confidence
+sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas, "Time-uniform central limit theory and
+asymptotic confidence sequences", 2021): unlike a fixed-sample confidence interval, it holds
+at every sample size at once, so the report stays valid however often it is looked at while the
+experiment runs (no "peeking" problem). Each variant's
 sequence is at level ``ALPHA / 2``, so that two variants' sequences hold together with 95%
 probability; a variant differs significantly from the first-listed one (the control) when their
 sequences for the metric do not overlap. This is conservative (it needs more data than a test of
@@ -30,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call, Feedback
+from app.feedback import MAX_SCORE
 
 ALPHA = 0.05
 TARGET_SAMPLES = 1000
@@ -75,10 +77,25 @@ class _Arm:
     """Calls per prompt template version (``id@version``), for calls that named a template."""
 
 
-def _metric(values: list[float]) -> dict[str, Any]:
-    sequence = confidence_sequence(values)
-    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
-            "ci95": None if sequence is None else [sequence[0], sequence[1]]}
+_HUGE = 1e150
+"""Past this magnitude a sample's square (in its variance) could overflow a float."""
+
+
+def metric(values: list[float]) -> dict[str, Any]:
+    """``values``' count, mean and confidence sequence, for any finite floats: samples past
+    ``_HUGE`` are scaled down first (their sums and squares would overflow), and a bound past
+    the float range is no sequence (``None``)."""
+    if not values:
+        return {"n": 0, "mean": None, "ci95": None}
+    scale = max(abs(v) for v in values)
+    if scale <= _HUGE:
+        scale = 1.0  # unscaled: the usual case stays exact
+    scaled = values if scale == 1.0 else [v / scale for v in values]
+    sequence = confidence_sequence(scaled)
+    ci = None if sequence is None else [sequence[0] * scale, sequence[1] * scale]
+    if ci is not None and not (math.isfinite(ci[0]) and math.isfinite(ci[1])):
+        ci = None
+    return {"n": len(values), "mean": statistics.fmean(scaled) * scale, "ci95": ci}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -100,7 +117,9 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
                    ).where(_calls.c.experiment == name)
     scores = (select(_feedback.c.score, _calls.c.variant)
               .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
-              .where(_calls.c.experiment == name, _feedback.c.score.is_not(None)))
+              .where(_calls.c.experiment == name,
+                     # a score stored before scores were bounded is left out
+                     _feedback.c.score.between(-MAX_SCORE, MAX_SCORE)))
     if since is not None:
         calls = calls.where(_calls.c.created_at >= since)
         scores = scores.where(_calls.c.created_at >= since)
@@ -129,13 +148,13 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     for variant, arm in arms.items():
         out[variant] = {
             "calls": arm.calls, "prompt_versions": arm.prompts,
-            "error_rate": _metric(arm.errors),
+            "error_rate": metric(arm.errors),
             "latency_ms": {"p50": _percentile(arm.latency, 0.5),
-                           "p95": _percentile(arm.latency, 0.95), **_metric(arm.latency)},
+                           "p95": _percentile(arm.latency, 0.95), **metric(arm.latency)},
             "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},
-            "prompt_tokens": _metric(arm.prompt), "completion_tokens": _metric(arm.completion),
-            "cost_usd": _metric(arm.cost), "refusal_rate": _metric(arm.refusals),
-            "json_validity": _metric(arm.json_valid), "feedback_score": _metric(arm.scores)}
+            "prompt_tokens": metric(arm.prompt), "completion_tokens": metric(arm.completion),
+            "cost_usd": metric(arm.cost), "refusal_rate": metric(arm.refusals),
+            "json_validity": metric(arm.json_valid), "feedback_score": metric(arm.scores)}
     control = variants[0] if variants else None
     for variant, data in out.items():
         data["differs_from_control"] = None if variant == control or control not in out else {

@@ -5,24 +5,32 @@ A feedback names its call by ``request_id``: the gateway's call id (``x-switchbo
 or the client's ``x-request-id`` (then the newest call sent with it). The call must be in the
 call log: its row is written within a second of its answer, so the endpoint waits up to
 ``WAIT_FOR_ROW_S`` for a call it does not find yet before answering 404.
+
+Feedback on a call comes from whoever made it: a virtual key finds only its own calls (another
+key's call is a 404, as if it did not exist, so call ids cannot be probed); the master key and
+admin keys find every call. A ``score`` is a number within ``MAX_SCORE`` either side of 0: any
+rating scale fits (0 to 1, -1 to 1, 1 to 5, 0 to 100), and the experiment reports' sums and
+variances of them stay finite.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.calllog.query import iso
 from app.db.models import Call, Feedback
 
 WAIT_FOR_ROW_S = 2.0
+MAX_SCORE = 1_000_000.0
+"""The largest ``score`` taken, either side of 0."""
 _calls = Call.__table__
 _feedback = Feedback.__table__
 
@@ -32,16 +40,9 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     request_id: Annotated[str, Field(min_length=1, max_length=128)]
-    score: float | None = None
+    score: Annotated[float, Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)] | None = None
     label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     comment: Annotated[str, Field(max_length=4000)] | None = None
-
-    @field_validator("score")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackIn:
@@ -53,10 +54,16 @@ class FeedbackIn(BaseModel):
         return self
 
 
-async def find_call(engine: AsyncEngine, request_id: str) -> str | None:
-    """The id of the call ``request_id`` names, waiting up to ``WAIT_FOR_ROW_S`` for its row."""
+async def find_call(engine: AsyncEngine, request_id: str, *,
+                    key_id: str | None) -> str | None:
+    """The id of the call ``request_id`` names, waiting up to ``WAIT_FOR_ROW_S`` for its row.
+    ``key_id``: only a call this virtual key made (``None``: any call, for the master key and
+    admin keys)."""
     stmt = (select(_calls.c.id)
-            .where(or_(_calls.c.id == request_id, _calls.c.request_id == request_id))
+            .where(or_(_calls.c.id == request_id, _calls.c.request_id == request_id)))
+    if key_id is not None:
+        stmt = stmt.where(_calls.c.key_id == key_id)
+    stmt = (stmt
             .order_by((_calls.c.id == request_id).desc(), _calls.c.created_at.desc()).limit(1))
     deadline = time.monotonic() + WAIT_FOR_ROW_S
     while True:
@@ -75,13 +82,18 @@ async def add(engine: AsyncEngine, call_id: str, feedback: FeedbackIn) -> dict[s
                            "comment": feedback.comment}
     async with engine.begin() as conn:
         await conn.execute(insert(Feedback).values(**row))
-    return {**row, "object": "feedback", "created_at": now.isoformat()}
+    return {**row, "object": "feedback", "created_at": iso(now)}
 
 
-async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]]:
-    """Every feedback on one call, oldest first."""
+async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]] | None:
+    """Every feedback on one call, oldest first, times in UTC ISO 8601 with ``Z`` as the call
+    log's; ``None`` when there is neither a call ``call_id`` nor feedback on one (the feedback
+    on a call whose row was pruned is still read back)."""
     stmt = (select(_feedback).where(_feedback.c.call_id == call_id)
             .order_by(_feedback.c.created_at, _feedback.c.id))
+    call = select(_calls.c.id).where(_calls.c.id == call_id).limit(1)
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
-    return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
+        if not rows and (await conn.execute(call)).first() is None:
+            return None
+    return [{**row, "created_at": iso(row["created_at"])} for row in rows]

@@ -85,7 +85,8 @@ def test_a_bad_setting_is_one_line_naming_it_and_exit_2(
 
 
 def test_check_config_verdicts(tmp_path: Path) -> None:
-    """check-config says ok for a valid file and names the path of a misspelt key."""
+    """check-config says ok for a valid file, names the path of a misspelt key and the line of
+    a repeated one."""
     good = tmp_path / "good.yaml"
     good.write_text(
         "providers:\n  gpu: {type: vllm, base_url: 'http://127.0.0.1:1/v1'}\n"
@@ -110,6 +111,12 @@ def test_check_config_verdicts(tmp_path: Path) -> None:
     assert verdict.returncode == 1
     assert "providers.gpu.timeout: unknown key" in verdict.stderr
     assert "models.chat.max_tokens_defualt: unknown key" in verdict.stderr
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(good.read_text() + "  chat:\n    targets: [{provider: gpu, model: x}]\n")
+    repeated = subprocess.run([SWITCHBOARD, "check-config", str(twice)], env=env,
+                              capture_output=True, text=True, timeout=30)
+    assert repeated.returncode == 1
+    assert "duplicate key 'chat' on line 9 (first on line 5)" in repeated.stderr
 
 
 def test_help_is_complete() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.config import ConfigError, embedded_config, parse_config
+from app.config import ConfigError, embedded_config, load_config, parse_config
 from app.providers.openai import OpenAIProvider
 
 
@@ -56,3 +58,61 @@ def test_embedded_default_adds_keyed_providers() -> None:
     assert set(embedded_config({}).models) == {"mock-chat", "mock-embed"}
     keyed = embedded_config({"OPENAI_API_KEY": "sk-x"})
     assert "gpt-4o-mini" in keyed.models and keyed.providers["openai"].type == "openai"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("providers:\n  p: {type: mock}\nmodels:\n  chat2: {targets: [{provider: p, model: a}]}\n"
+     "  chat: {targets: [{provider: p, model: a}]}\n  chat2: {targets: [{provider: p, model: b}]}"
+     "\n", "duplicate key 'chat2' on line 6 (first on line 4)"),
+    ("providers:\n  p: {type: mock}\n  p: {type: openai}\nmodels: {}\n",
+     "duplicate key 'p' on line 3 (first on line 2)"),
+    ("providers: {p: {type: mock, type: openai}}\nmodels: {}\n",
+     "duplicate key 'type' on line 1 (first on line 1)"),
+])
+def test_a_repeated_key_is_refused_with_its_line(tmp_path: Path, text: str,
+                                                 message: str) -> None:
+    """A mapping that repeats a key is an error naming the key and its lines (PyYAML alone
+    keeps the last one)."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, {})
+
+
+def test_a_merge_key_may_repeat_what_it_merges(tmp_path: Path) -> None:
+    """``<<: *anchor`` then a key of the anchor's overrides it, as YAML says (not a repeat)."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text("base: &b {type: mock, latency_ms: 1}\nproviders:\n"
+                    "  p: {<<: *b, latency_ms: 5}\nmodels: {}\n")
+    with pytest.raises(ConfigError, match=r"^base: unknown key$"):
+        load_config(path, {})  # parsed: only the extra top-level key is wrong
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("not a url", "not an http:// or https:// URL"),
+    ("ftp://files.example.com/v1", "not an http:// or https:// URL"),
+    ("http://127.0.0.1:99999/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http://127.0.0.1:0/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http://api:eighty/v1", "not a valid URL (its port is not a number from 1 to 65535)"),
+    ("http:///v1", "not a valid URL (no host)"),
+    ("http://exa mple.com/v1", "not a valid URL (a bad host)"),
+    ("http://[nope]/v1", "not a valid URL (a bad host)"),
+])
+def test_an_unusable_upstream_url_is_refused_with_its_path(url: str, problem: str) -> None:
+    """A provider's base URL (or Azure's endpoint) must be http(s) with a host and a port from
+    1 to 65535; the error names the setting and never quotes the URL."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base(base_url=url), {})
+    assert str(caught.value) == f"providers.p.base_url: {problem}"
+    azure = {"providers": {"az": {"type": "azure_openai", "api_key": "k", "endpoint": url}},
+             "models": {}}
+    with pytest.raises(ConfigError, match=r"providers\.az\.endpoint: "):
+        parse_config(azure, {})
+
+
+@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://gpu_a:8000/v1",
+                                 "http://[::1]:8000/v1", "https://münchen.example/v1"])
+def test_usable_upstream_urls_pass(url: str) -> None:
+    """Host names with underscores or non-ASCII letters and IPv6 addresses are URLs."""
+    provider = parse_config(base(base_url=url), {}).providers["p"]
+    assert isinstance(provider, OpenAIProvider) and provider.base_url == url

@@ -1,5 +1,6 @@
-"""``POST /v1/feedback`` (any caller the gateway admits) and ``GET
-/admin/calls/{call_id}/feedback`` (admin): see ``app.feedback``."""
+"""``POST /v1/feedback`` (any caller the gateway admits, on its own calls; the master key and
+admin keys on any call) and ``GET /admin/calls/{call_id}/feedback`` (admin): see
+``app.feedback``."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ router = APIRouter()
 async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
                         request: Request) -> dict[str, Any]:
     """Attach a score, a label and/or a comment to a call (many per call). ``request_id`` is
-    the call id (``x-switchboard-call-id``) or your ``x-request-id``; an unknown one is a 404
-    ``call_not_found``."""
+    the call id (``x-switchboard-call-id``) or your ``x-request-id``; an unknown one, or a
+    call another virtual key made, is a 404 ``call_not_found``."""
     engine = resources_of(request).engine
     if engine is None:
         raise errors.GatewayError("Feedback needs the call log, which is off on this gateway.",
                                   status=503, code="call_log_unavailable")
     async with answering("call log database", code="call_log_unavailable"):
-        call_id = await feedback.find_call(engine, spec.request_id)
+        # a virtual key without an id (none is made so) would find nothing, never every call
+        owner = None if caller.admin else caller.key_id or ""
+        call_id = await feedback.find_call(engine, spec.request_id, key_id=owner)
         if call_id is None:
             raise errors.NotFound(f"No call with the id {spec.request_id!r}.",
                                   param="request_id", code="call_not_found")
@@ -36,7 +39,11 @@ async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
 
 @router.get("/admin/calls/{call_id}/feedback")
 async def call_feedback(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    """Every feedback on one call, oldest first."""
+    """Every feedback on one call, oldest first; 404 ``call_not_found`` for an unknown call."""
     async with answering("call log database", code="call_log_unavailable"):
-        return {"object": "list", "data": await feedback.of_call(engine, call_id[:128])}
+        found = await feedback.of_call(engine, call_id[:128])
+    if found is None:
+        raise errors.NotFound(f"No call with id {call_id[:128]!r} in the call log.",
+                              param="call_id", code="call_not_found")
+    return {"object": "list", "data": found}
 

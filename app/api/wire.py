@@ -220,10 +220,13 @@ class JSONReply(Response):
 
 
 def error_reply(content: bytes, status: int, call: ModelCall | None) -> JSONReply:
-    """An error's body as a model call's answer: its ids and the headers its stages added
-    (``x-ratelimit-*``, ``retry-after``); a 429 always says when to retry."""
+    """An error's body as a model call's answer: its ids, the config version it ran on and
+    the headers its stages added (``x-ratelimit-*``, ``retry-after``); a 429 always says when
+    to retry."""
     headers = {} if call is None else id_headers(call.record)
     raw = () if call is None else call.headers
+    if call is not None:
+        headers["x-switchboard-config-version"] = call.snapshot.version
     if status == 429 and not any(name == b"retry-after" for name, _ in raw):
         headers["retry-after"] = "1"
     return JSONReply(content, status=status, headers=headers, raw=raw)

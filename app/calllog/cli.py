@@ -40,11 +40,20 @@ class Unreachable(AdminApiError):
     """A failure that may pass by itself (gateway down, restarting, database unavailable)."""
 
 
-def _message(response: httpx.Response) -> str:
+def _error(response: httpx.Response) -> dict[str, Any] | None:
+    """The ``error`` of an answer in OpenAI's error shape (``{"error": {"message": ...}}``, as
+    every error of a Switchboard gateway is); ``None`` for any other answer."""
     try:
-        return str(response.json()["error"]["message"])
+        error = response.json()["error"]
+        return error if isinstance(error, dict) and "message" in error else None
     except (ValueError, KeyError, TypeError):
-        return response.text[:200] or response.reason_phrase
+        return None
+
+
+def _message(response: httpx.Response) -> str:
+    error = _error(response)
+    return str(error["message"]) if error is not None else (
+        response.text[:200] or response.reason_phrase)
 
 
 class AdminClient:
@@ -100,7 +109,10 @@ class AdminClient:
         if status == 403:
             raise AdminApiError(f"this key may not read the call log (403: {detail}) The admin "
                                 "API needs the master key.")
-        if status == 404 and "call_not_found" not in response.text:
+        error = _error(response)
+        # a 404 of the API itself (an unknown experiment, call...) says what was not found;
+        # one of a path the server does not serve, or not from a gateway, is no API at all
+        if status == 404 and (error is None or error.get("code") == "unsupported_endpoint"):
             raise AdminApiError(f"{self.url} has no call log API (404); is it a Switchboard "
                                 "gateway of this version?")
         if status >= 500:

@@ -210,3 +210,28 @@ def test_unknown_route_and_method_are_openai_shaped(gateway: RunningGateway) -> 
         wrong = http.get("/v1/chat/completions")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_every_model_call_answer_names_its_config_version(run_gateway: GatewayFactory,
+                                                          simulator: str) -> None:
+    """Errors carry ``x-switchboard-config-version`` as answers do: an unknown model (404), a
+    bad field (400), a bad key (401), a deadline past (504), on chat and messages calls."""
+    raw = sim_config(simulator, chat={"targets": [{"provider": "slow", "model": "m"}]})
+    raw["providers"]["slow"] = {"type": "openai", "base_url": simulator + "/v1",
+                                "headers": {"X-Sim-Hang": "1"}}
+    with run_gateway(raw) as gw, gw.http() as http:
+        version = http.get("/admin/config").json()["version"]
+        chat = "/v1/chat/completions"
+        answers = {
+            "404": http.post(chat, json={"model": "nope", "messages": USER}),
+            "400": http.post(chat, json={"model": "chat", "messages": USER, "n": 1.5}),
+            "401": http.post(chat, json={"model": "chat", "messages": USER},
+                             headers={"Authorization": "Bearer sk-wrong"}),
+            "504": http.post(chat, json={"model": "chat", "messages": USER},
+                             headers={"x-switchboard-deadline-s": "0.3"}),
+            "404 messages": http.post("/v1/messages", json={
+                "model": "nope", "max_tokens": 5, "messages": USER}),
+        }
+    assert {what: (answer.status_code, answer.headers.get("x-switchboard-config-version"))
+            for what, answer in answers.items()} == {
+        what: (int(what[:3]), version) for what in answers}

@@ -72,6 +72,23 @@ def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
         str(caught.value)
 
 
+def test_a_variant_pinning_a_version_past_the_database_column_is_a_config_error() -> None:
+    """A pinned version past 2**31 - 1 (what the request path takes, and the prompt database's
+    INTEGER column holds) is refused when the config loads, not a 503 on every call."""
+    def pinning(version: int) -> dict[str, Any]:
+        return {"providers": {"m": {"type": "mock"}},
+                "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
+                "experiments": {"ab": {"model": "chat", "variants": {
+                    "control": {"prompt": {"label": "production"}},
+                    "candidate": {"prompt": {"version": version}}}}}}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(pinning(99999999999), {})
+    assert str(caught.value) == ("experiments.ab.variants.candidate.prompt: version 99999999999 "
+                                 "is past the highest a template can have (2147483647)")
+    parse_config(pinning(2**31 - 1), {})
+
+
 def test_a_shadow_variant_gets_copies_the_client_never_sees(run_gateway: GatewayFactory,
                                                             simulator: str) -> None:
     raw = with_experiment(simulator)

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.calllog.cli import logs, spend
+from app.calllog.cli import experiments, logs, spend
 from app.calllog.postgres import PostgresStore
 from app.calllog.record import CallRecord, Row, Status
 from app.calllog.spend import month_start
@@ -200,3 +200,15 @@ async def test_cli_logs_filter_by_key_and_team(server: str) -> None:
                        "--team-id", "team_1", "--key-id", "key_b")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in result.output.splitlines()] == ["b1"]
+
+
+async def test_cli_shows_the_gateways_own_404(server: str) -> None:
+    """A 404 the admin API answers (an experiment not in the config) is shown in the gateway's
+    words; only a path the server does not serve reads as "no call log API"."""
+    unknown = await run(experiments, "report", "nosuch", "--url", server, "--key", MASTER_KEY)
+    assert unknown.exit_code == 1
+    assert "the gateway answered 404: No experiment named 'nosuch'" in unknown.output
+    assert "no call log API" not in unknown.output
+    elsewhere = await run(spend, "--url", server + "/not-the-root", "--key", MASTER_KEY,
+                          "--by", "key")
+    assert elsewhere.exit_code == 1 and "has no call log API (404)" in elsewhere.output

@@ -4,6 +4,7 @@ input a 400, an unknown call a 404."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -42,9 +43,20 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
         stored = http.get(f"/admin/calls/{call_id}/feedback").json()["data"]
         assert [(f["score"], f["label"], f["comment"]) for f in stored] == [
             (0.9, "helpful", None), (-1.0, None, "wrong date")]
+        # times as the call log writes them: UTC ISO 8601 ending in Z, read back as written
+        row_time = http.get(f"/admin/calls/{call_id}").json()["created_at"]
+        assert row_time.endswith("Z")
+        assert [f["created_at"] for f in stored] == [first.json()["created_at"],
+                                                     second.json()["created_at"]]
+        assert all(f["created_at"].endswith("Z") and len(f["created_at"]) == len(row_time)
+                   for f in stored)
         unknown = http.post("/v1/feedback", json={"request_id": "no-such-call", "score": 1})
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "call_not_found"
+        unread = http.get("/admin/calls/no-such-call/feedback")
+        assert unread.status_code == 404, unread.text
+        assert unread.json()["error"]["code"] == "call_not_found"
+        assert http.get("/admin/calls/no-such-call").json()["error"]["code"] == "call_not_found"
 
 
 @pytest.mark.parametrize("body", [
@@ -54,6 +66,8 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
     {"request_id": "x", "label": "l" * 129},
     {"request_id": "x", "comment": "bad\u0000"},
     {"request_id": "x", "score": 1, "extra": True},
+    {"request_id": "x", "score": 1e308},  # two of them overflowed the experiment report
+    {"request_id": "x", "score": -1_000_001},
 ])
 def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, object]) -> None:
     settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
@@ -62,6 +76,62 @@ def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, o
                             headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_key_gives_feedback_only_on_its_own_calls(simulator: str, tmp_path: Path) -> None:
+    """Another virtual key's call is a 404 to a key, by call id and by request id, as an
+    unknown call is; the key that made it, an admin key and the master key may score it."""
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    with logged_gateway(settings, simulator) as (url, _), \
+            httpx.Client(base_url=url, timeout=30,
+                         headers={"Authorization": f"Bearer {MASTER_KEY}"}) as master:
+        owner, other, admin = (master.post("/admin/keys", json=spec).json()["key"] for spec in (
+            {"name": "owner"}, {"name": "other", "models": ["embed"]},
+            {"name": "ops", "admin": True}))
+        client = openai.OpenAI(base_url=url + "/v1", api_key=owner, max_retries=0)
+        call_id = chat(client, "owner-ticket").headers["x-switchboard-call-id"]
+        client.close()
+
+        def post(key: str, request_id: str) -> httpx.Response:
+            return httpx.post(f"{url}/v1/feedback", timeout=30,
+                              headers={"Authorization": f"Bearer {key}"},
+                              json={"request_id": request_id, "score": 0})
+
+        for request_id in (call_id, "owner-ticket"):
+            refused = post(other, request_id)
+            assert refused.status_code == 404, refused.text
+            assert refused.json()["error"]["code"] == "call_not_found"
+        assert [post(key, call_id).status_code for key in (owner, admin, MASTER_KEY)] == [
+            201, 201, 201]
+        assert post(owner, "owner-ticket").json()["call_id"] == call_id
+        assert len(master.get(f"/admin/calls/{call_id}/feedback").json()["data"]) == 4
+
+
+def test_a_report_survives_scores_stored_past_the_bound(simulator: str, tmp_path: Path) -> None:
+    """Scores an older gateway stored unbounded (1e308, whose sum overflows) are left out of
+    the report, which answers with the scores in range."""
+    raw = sim_config(simulator)
+    raw["experiments"] = {"sh": {"model": "chat", "variants": {
+        name: {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]} for name in "ab"}}}
+    database = tmp_path / "calls.db"
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{database}", None)
+    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        answer = http.post("/v1/chat/completions", json={
+            "model": "chat", "user": "u", "messages": [{"role": "user", "content": "hi"}]})
+        call_id = answer.headers["x-switchboard-call-id"]
+        variant = answer.headers["x-switchboard-variant"].split("/")[1]
+        assert http.post("/v1/feedback", json={"request_id": call_id,
+                                               "score": 1_000_000}).status_code == 201
+        with sqlite3.connect(database) as db:
+            db.executemany("INSERT INTO feedback (id, call_id, created_at, score) "
+                           "VALUES (?, ?, '2026-01-01 00:00:00', 1e308)",
+                           [("old-1", call_id), ("old-2", call_id)])
+        report = http.get("/admin/experiments/sh")
+        assert report.status_code == 200, report.text
+        score = report.json()["variants"][variant]["feedback_score"]
+        assert (score["n"], score["mean"]) == (1, 1_000_000)
 
 
 def test_an_experiments_report_counts_its_variants_and_their_feedback(

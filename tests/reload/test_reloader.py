@@ -3,6 +3,7 @@ and ``${file:...}`` references (the rotation of a mounted secret is a new versio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,40 @@ def test_a_missing_secret_file_is_a_config_error_naming_its_path(tmp_path: Path)
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=r"providers\.alpha\.fail_status: cannot read the file"):
         load_config(path, {})
+
+
+async def test_the_reload_log_line_shows_no_header_or_referenced_value(
+        reloader: ConfigReloader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A header's value, and any value written with ``${...}`` (a target's param, a file's
+    content), reads ``(secret)`` in the line a reload logs; names and other values are shown."""
+    monkeypatch.setenv("SIM_KEY", "sk-sim-in-a-header")
+    secret = tmp_path / "param-token"
+    secret.write_text("tok-from-a-file\n")
+    config = raw(headers={"Helicone-Auth": "Bearer ${SIM_KEY}", "X-Title": "literal-title"})
+    config["models"]["chat"]["targets"][0]["params"] = {
+        "api_token": f"${{file:{secret}}}", "top_k": 40}
+    reloader.path.write_text(yaml.safe_dump(config))
+    with caplog.at_level(logging.INFO, logger="switchboard.config"):
+        assert (await reloader.reload(reason="test")).changed
+    logged = caplog.text
+    assert "provider alpha: headers.Helicone-Auth added (secret)" in logged
+    assert "provider alpha: headers.X-Title added (secret)" in logged
+    assert "model chat: target alpha/mock-chat: params.api_token added (secret)" in logged
+    assert "model chat: target alpha/mock-chat: params.top_k added (40)" in logged
+    for value in ("sk-sim-in-a-header", "tok-from-a-file", "literal-title"):
+        assert value not in logged
+
+
+async def test_a_reload_to_an_unusable_base_url_is_refused(reloader: ConfigReloader) -> None:
+    """A base URL no call could reach is refused with its path; the old config keeps
+    serving."""
+    serving = reloader.gateway.snapshot.version
+    config = raw()
+    config["providers"]["upstream"] = {"type": "openai", "base_url": "http://127.0.0.1:99999/v1"}
+    reloader.path.write_text(yaml.safe_dump(config))
+    outcome = await reloader.reload(reason="test")
+    assert not outcome.changed and outcome.error == (
+        "providers.upstream.base_url: not a valid URL (its port is not a number from 1 to "
+        "65535)")
+    assert reloader.gateway.snapshot.version == serving

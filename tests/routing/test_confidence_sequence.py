@@ -3,10 +3,11 @@ and valid at every sample size at once (the report may be read again and again).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
-from app.experiments import MIN_SAMPLES, confidence_sequence
+from app.experiments import MIN_SAMPLES, confidence_sequence, metric
 
 
 def test_too_few_samples_have_none_and_more_samples_narrow_it() -> None:
@@ -48,3 +49,16 @@ def test_peeking_at_every_sample_size_rarely_excludes_the_true_mean() -> None:
         fixed_ever += fixed_excluded
     assert ever / 100 <= 0.05, ever
     assert fixed_ever / 100 > 0.2, fixed_ever
+
+
+def test_a_metric_of_huge_samples_is_finite() -> None:
+    """Samples near the float range (whose sum and squares overflow) still have a mean, and a
+    sequence when its bounds are floats; the report encodes as JSON."""
+    assert metric([1e308, 1e308]) == {"n": 2, "mean": 1e308, "ci95": None}
+    spread = metric([1e300, -1e300] * 20)
+    assert spread["mean"] == 0.0 and spread["ci95"] is not None
+    assert math.isfinite(spread["ci95"][0]) and spread["ci95"][0] < 0 < spread["ci95"][1]
+    wide = metric([1.7e308, -1.7e308] * 15)
+    assert wide["mean"] == 0.0 and wide["ci95"] is None
+    json.dumps([spread, wide], allow_nan=False)
+    assert metric([]) == {"n": 0, "mean": None, "ci95": None}
