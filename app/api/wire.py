@@ -219,15 +219,19 @@ class JSONReply(Response):
         self.raw_headers += raw
 
 
+_RETRY_HEADERS = (b"retry-after", b"x-should-retry")
+
+
 def error_reply(content: bytes, status: int, call: ModelCall | None) -> JSONReply:
-    """An error's body as a model call's answer: its ids, the config version it ran on and
-    the headers its stages added (``x-ratelimit-*``, ``retry-after``); a 429 always says when
-    to retry."""
+    """An error's body as a model call's answer: its ids, the config version it ran on (not
+    told to a caller whose key was refused) and the headers its stages added
+    (``x-ratelimit-*``, ``retry-after``); a 429 says when to retry, unless it says not to
+    (``x-should-retry: false``: a spent total budget, a request too large for a limit)."""
     headers = {} if call is None else id_headers(call.record)
     raw = () if call is None else call.headers
-    if call is not None:
+    if call is not None and status != 401:
         headers["x-switchboard-config-version"] = call.snapshot.version
-    if status == 429 and not any(name == b"retry-after" for name, _ in raw):
+    if status == 429 and not any(name in _RETRY_HEADERS for name, _ in raw):
         headers["retry-after"] = "1"
     return JSONReply(content, status=status, headers=headers, raw=raw)
 

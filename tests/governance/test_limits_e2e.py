@@ -119,6 +119,7 @@ def test_a_team_budget_stops_every_key_of_the_team(fleet_factory: Any,
     assert refused is not None, f"the budget never stopped the team (spent {spent})"
     assert refused.json()["error"]["code"] == "insufficient_quota"
     assert refused.headers["x-should-retry"] == "false"
+    assert 0 < int(refused.headers["retry-after"]) <= 31 * 86_400  # when the month ends
     overshoot = spent - 0.5
     print(f"team budget $0.50: {len(costs)} calls spent ${spent:.4f}, overshoot "
           f"${max(overshoot, 0):.4f} (one call ${max(costs):.4f}, 4 in flight)")
@@ -126,6 +127,36 @@ def test_a_team_budget_stops_every_key_of_the_team(fleet_factory: Any,
     with pytest.raises(openai.RateLimitError) as caught:  # the other key too
         sdk(url, keys[1]).chat.completions.create(model="chat", messages=HI)
     assert caught.value.code == "insufficient_quota"
+
+
+def test_refusals_waiting_cannot_help_carry_no_retry_after(fleet_factory: Any,
+                                                            redis_server: PrivateRedis) -> None:
+    """A request larger than its key's whole TPM limit, and a call past a spent ``total``
+    budget, are 429s with ``x-should-retry: false`` and no ``Retry-After`` (not even the
+    gateway's default one for 429s): the openai SDK makes the call once and stops."""
+    fleet: Fleet = fleet_factory(redis_server.url)
+    url = fleet.start()[0]
+    small = create_key(fleet, tpm=50)["key"]
+    too_large = _post(url, small, {"model": "chat", "messages": HI, "max_tokens": 200})
+    assert too_large.status_code == 429, too_large.text
+    assert "Request too large" in too_large.json()["error"]["message"]
+    assert too_large.headers["x-should-retry"] == "false"
+    assert "retry-after" not in too_large.headers
+    assert _post(url, small, {"model": "chat", "messages": HI, "max_tokens": 5}
+                 ).status_code == 200
+
+    spent = create_key(fleet, budget_usd=0.000001, budget_period="total")["key"]
+    refused: httpx.Response | None = None
+    for _ in range(20):  # the first call's spend reaches Redis within a settle or two
+        answer = _post(url, spent, {"model": "chat", "messages": HI, "max_tokens": 5})
+        if answer.status_code == 429:
+            refused = answer
+            break
+        time.sleep(0.05)
+    assert refused is not None, "the total budget never refused"
+    assert refused.json()["error"]["message"] == "The key's total budget is spent."
+    assert refused.headers["x-should-retry"] == "false"
+    assert "retry-after" not in refused.headers
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
