@@ -1,0 +1,140 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
+"""Nonsensical 200 answers from an OpenAI-style upstream through a running gateway: usage
+counts no provider could bill, and error bodies or missing ``choices`` sent with status 200."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from app.calllog import CallRecord
+from app.usage import MAX_REPORTED_TOKENS
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    MASTER_KEY,
+    GatewayFactory,
+    RunningGateway,
+    run_gateway,
+    sim_config,
+)
+from tests.hardening_upstreams import canned, json_answer, sse_answer
+from tests.metrics.scrape import scrape, value
+
+USER = [{"role": "user", "content": "hello there"}]
+BAD_USAGE = {"prompt_tokens": -5, "completion_tokens": 1_000_000_000_000_000,
+             "total_tokens": "lots"}
+
+
+def _config(simulator: str, upstream: str) -> dict[str, Any]:
+    raw = sim_config(simulator,
+                     chat={"targets": [{"provider": "up", "model": "gpt-4o-mini"}]},
+                     text={"targets": [{"provider": "up", "model": "gpt-4o-mini"}]},
+                     embed={"targets": [{"provider": "up", "model": "text-embedding-3-small"}]})
+    raw["providers"]["up"] = {"type": "openai", "base_url": upstream + "/v1",
+                              "api_key": "sk-evil-upstream-key-999999"}
+    return raw
+
+
+def _record(gw: RunningGateway, request_id: str) -> CallRecord:
+    deadline = time.monotonic() + 10
+    while not any(r.request_id == request_id for r in gw.sink.records):
+        assert time.monotonic() < deadline, f"no call record for {request_id}"
+        time.sleep(0.02)
+    return gw.sink.by_id(request_id)
+
+
+def _chat_body(usage: Any) -> bytes:
+    return json.dumps({
+        "id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"},
+                     "finish_reason": "stop"}],
+        "usage": usage}).encode()
+
+
+def _assert_estimated(record: CallRecord) -> None:
+    assert record.status == "ok"
+    assert record.usage is not None and record.usage.estimated
+    assert 0 < record.usage.prompt_tokens < 100 and 0 < record.usage.completion_tokens < 100
+    assert record.cost_usd is not None and record.cost_usd < 0.01
+
+
+# ---- usage no provider could bill ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("usage", [
+    BAD_USAGE,
+    {"prompt_tokens": 3, "completion_tokens": -1, "total_tokens": 2},
+    {"prompt_tokens": MAX_REPORTED_TOKENS + 1, "completion_tokens": 1, "total_tokens": 2},
+    {"prompt_tokens": True, "completion_tokens": 1},
+])
+def test_nonsense_usage_is_estimated_and_metrics_stay_usable(
+        run_gateway: GatewayFactory, simulator: str, usage: dict[str, Any]) -> None:
+    """Negative, absurd or boolean token counts are treated as not reported: the call is
+    estimated (and marked so) in the record and in the client's ``usage``, its cost is the
+    estimate's, and ``/metrics`` keeps answering with sane token counts."""
+    with canned(json_answer(_chat_body(usage))) as upstream, \
+            run_gateway(_config(simulator, upstream.url)) as gw:
+        answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": "bad-usage"},
+                                json={"model": "chat", "messages": USER})
+        assert answer.status_code == 200, answer.text
+        record = _record(gw, "bad-usage")
+        _assert_estimated(record)
+        assert answer.json()["usage"] == record.usage.to_openai() if record.usage else None
+        assert float(answer.headers["x-switchboard-cost-usd"]) < 0.01
+        for _ in range(2):  # the scrape flushes; a second one must not fail either
+            samples = scrape(gw.url, MASTER_KEY)
+        tokens = value(samples, "switchboard_tokens_total", model="chat")
+        assert 0 < tokens < 200
+
+
+def test_nonsense_usage_in_a_stream_is_estimated(run_gateway: GatewayFactory,
+                                                 simulator: str) -> None:
+    """A stream's usage chunk with nonsense counts is not relayed; the client gets the
+    estimate's usage chunk instead, and the record is estimated."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": "hi there"},
+                              "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**base, "choices": [], "usage": BAD_USAGE},
+    ]
+    events = [json.dumps(c).encode() for c in chunks] + [b"[DONE]"]
+    with canned(sse_answer(*events)) as upstream, \
+            run_gateway(_config(simulator, upstream.url)) as gw:
+        with gw.http().stream("POST", "/v1/chat/completions",
+                              headers={"x-request-id": "bad-stream-usage"},
+                              json={"model": "chat", "messages": USER, "stream": True,
+                                    "stream_options": {"include_usage": True}}) as answer:
+            text = answer.read().decode()
+        record = _record(gw, "bad-stream-usage")
+        _assert_estimated(record)
+        usages = [json.loads(line[6:])["usage"] for line in text.splitlines()
+                  if line.startswith("data: {") and json.loads(line[6:]).get("usage")]
+        assert record.usage is not None and usages == [record.usage.to_openai()]
+        samples = scrape(gw.url, MASTER_KEY)
+        assert 0 < value(samples, "switchboard_tokens_total", model="chat") < 200
+
+
+def test_nonsense_anthropic_usage_is_estimated(run_gateway: GatewayFactory,
+                                               simulator: str) -> None:
+    """The same for a translated provider (Anthropic's ``input_tokens``/``output_tokens``):
+    the gateway checks every provider's usage, not only the OpenAI reader's."""
+    body = json.dumps({
+        "id": "msg_x", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "hi there"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": -5, "output_tokens": 1_000_000_000_000_000}}).encode()
+    with canned(json_answer(body)) as upstream:
+        raw = _config(simulator, upstream.url)
+        raw["providers"]["up"] = {"type": "anthropic", "base_url": upstream.url,
+                                  "api_key": "sk-ant-upstream-key-999999"}
+        with run_gateway(raw) as gw:
+            answer = gw.http().post("/v1/chat/completions",
+                                    headers={"x-request-id": "bad-anthropic-usage"},
+                                    json={"model": "chat", "messages": USER})
+            assert answer.status_code == 200, answer.text
+            record = _record(gw, "bad-anthropic-usage")
+            _assert_estimated(record)
+            assert record.usage is not None
+            assert answer.json()["usage"] == record.usage.to_openai()
