@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import openai
 import pytest
 
 from app.calllog import CallRecord
@@ -138,3 +139,63 @@ def test_nonsense_anthropic_usage_is_estimated(run_gateway: GatewayFactory,
             _assert_estimated(record)
             assert record.usage is not None
             assert answer.json()["usage"] == record.usage.to_openai()
+
+
+# ---- error bodies and missing lists with status 200 -----------------------------------------
+
+ERROR_200 = json.dumps({"error": {"message": "quota exceeded key sk-evil-upstream-key-999999",
+                                  "type": "insufficient_quota"}}).encode()
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"model": "chat", "messages": USER}),
+    ("/v1/completions", {"model": "text", "prompt": "hello"}),
+    ("/v1/embeddings", {"model": "embed", "input": "hello"}),
+])
+def test_an_error_body_with_status_200_is_a_scrubbed_502(
+        run_gateway: GatewayFactory, simulator: str, path: str, body: dict[str, Any]) -> None:
+    """An ``error`` object answered with 200 is the upstream's error: a 502 in OpenAI's shape
+    carrying its message with the provider key replaced, no cost, an error record."""
+    request_id = "error-200" + path.replace("/", "-")
+    with canned(json_answer(ERROR_200)) as upstream, \
+            run_gateway(_config(simulator, upstream.url)) as gw:
+        answer = gw.http().post(path, headers={"x-request-id": request_id}, json=body)
+        assert answer.status_code == 502, answer.text
+        error = answer.json()["error"]
+        assert "quota exceeded" in error["message"] and error["code"] == "insufficient_quota"
+        assert "sk-evil-upstream-key-999999" not in answer.text and "[redacted]" in answer.text
+        assert "x-switchboard-cost-usd" not in answer.headers
+        record = _record(gw, request_id)
+        assert (record.status, record.http_status) == ("error", 502)
+        assert not record.cost_usd and record.error_message is not None
+        assert "sk-evil-upstream-key-999999" not in record.error_message
+
+
+@pytest.mark.parametrize(("path", "body", "answer"), [
+    ("/v1/chat/completions", {"model": "chat", "messages": USER},
+     {"id": "x", "object": "chat.completion", "choices": None}),
+    ("/v1/completions", {"model": "text", "prompt": "hello"}, {"id": "x", "choices": {}}),
+    ("/v1/embeddings", {"model": "embed", "input": "hello"}, {"object": "list", "data": None}),
+])
+def test_an_answer_without_its_list_is_a_502(run_gateway: GatewayFactory, simulator: str,
+                                             path: str, body: dict[str, Any],
+                                             answer: dict[str, Any]) -> None:
+    """A 200 whose ``choices`` (``data`` for embeddings) is not a list is nonsense: a 502, not
+    an answer the SDK reads as ``choices=None``."""
+    with canned(json_answer(json.dumps(answer).encode())) as upstream, \
+            run_gateway(_config(simulator, upstream.url)) as gw:
+        got = gw.http().post(path, json=body)
+        assert got.status_code == 502, got.text
+        assert got.json()["error"]["type"] == "upstream_error"
+
+
+def test_an_error_body_with_status_200_raises_in_the_sdk(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """The openai SDK raises for it, instead of returning a completion without choices."""
+    with canned(json_answer(ERROR_200)) as upstream, \
+            run_gateway(_config(simulator, upstream.url)) as gw:
+        with pytest.raises(openai.APIStatusError) as raised:
+            gw.client().chat.completions.create(model="chat", messages=[
+                {"role": "user", "content": "hello"}])
+        assert raised.value.status_code == 502
+        assert "sk-evil-upstream-key-999999" not in str(raised.value)
