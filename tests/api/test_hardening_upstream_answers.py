@@ -1,6 +1,7 @@
 # ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
-"""Nonsensical 200 answers from an OpenAI-style upstream through a running gateway: usage
-counts no provider could bill, and error bodies or missing ``choices`` sent with status 200."""
+"""Nonsensical or unusual 200 answers from an upstream through a running gateway: usage counts
+no provider could bill, error bodies or missing ``choices`` sent with status 200, and stream
+lines past aiohttp's 512 KiB line limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from app.calllog import CallRecord
+from app.providers.http import MAX_LINE_BYTES
 from app.usage import MAX_REPORTED_TOKENS
 from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
     MASTER_KEY,
@@ -199,3 +201,92 @@ def test_an_error_body_with_status_200_raises_in_the_sdk(run_gateway: GatewayFac
                 {"role": "user", "content": "hello"}])
         assert raised.value.status_code == 502
         assert "sk-evil-upstream-key-999999" not in str(raised.value)
+
+
+# ---- stream lines past aiohttp's 512 KiB ----------------------------------------------------
+
+CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+
+def _delta(text: str, finish: str | None = None) -> bytes:
+    return json.dumps({**CHUNK, "choices": [{"index": 0, "delta": {"content": text},
+                                             "finish_reason": finish}]}).encode()
+
+
+def _stream(gw: RunningGateway, request_id: str) -> tuple[int, str]:
+    with gw.http().stream("POST", "/v1/chat/completions", headers={"x-request-id": request_id},
+                          json={"model": "chat", "messages": USER, "stream": True}) as answer:
+        return answer.status_code, answer.read().decode()
+
+
+def test_a_600_kb_stream_line_is_relayed(run_gateway: GatewayFactory, simulator: str) -> None:
+    """A content delta of 600 KB (a large tool argument or base64 piece) is one SSE line longer
+    than aiohttp's line limit: it reaches the client whole."""
+    big = "x" * 600_000
+    with canned(sse_answer(_delta("a"), _delta(big), _delta("", "stop"), b"[DONE]")) as up, \
+            run_gateway(_config(simulator, up.url)) as gw:
+        status, text = _stream(gw, "big-line")
+        assert status == 200
+        frames = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: {")]
+        assert "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
+                       if f.get("choices")) == "a" + big
+        assert text.rstrip().endswith("data: [DONE]")
+        assert _record(gw, "big-line").status == "ok"
+
+
+TOO_LONG = b'{"pad": "' + b"x" * MAX_LINE_BYTES + b'"}'
+
+
+def test_a_too_long_first_line_is_a_502(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Past MAX_LINE_BYTES before the first chunk: a 502 in OpenAI's shape, recorded so."""
+    with canned(sse_answer(TOO_LONG)) as up, run_gateway(_config(simulator, up.url)) as gw:
+        status, text = _stream(gw, "long-first")
+        assert status == 502, text
+        assert "stream line longer than" in json.loads(text)["error"]["message"]
+        record = _record(gw, "long-first")
+        assert (record.status, record.http_status) == ("error", 502)
+
+
+def test_a_too_long_line_mid_stream_ends_with_an_error_frame(run_gateway: GatewayFactory,
+                                                             simulator: str) -> None:
+    """Past MAX_LINE_BYTES after chunks went out: the chunks before it, then an ``error`` frame
+    (the gateway's stream end, ``[DONE]``, after it); the record is an error."""
+    with canned(sse_answer(_delta("a"), TOO_LONG, b"[DONE]")) as up, \
+            run_gateway(_config(simulator, up.url)) as gw:
+        status, text = _stream(gw, "long-mid")
+        assert status == 200
+        frames = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: {")]
+        assert frames[0]["choices"][0]["delta"]["content"] == "a"
+        assert "stream line longer than" in frames[-1]["error"]["message"]
+        assert text.count("data: ") == len(frames) + 1  # the upstream's [DONE] never read
+        record = _record(gw, "long-mid")
+        assert (record.status, record.http_status) == ("error", 502)
+
+
+def test_a_too_long_line_mid_message_stream_is_an_error_event(run_gateway: GatewayFactory,
+                                                              simulator: str) -> None:
+    """The same on ``/v1/messages`` to an Anthropic target: an Anthropic ``error`` event."""
+    start = {"type": "message_start", "message": {
+        "id": "msg_x", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [], "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}}
+    block = {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}}
+    delta = {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": "a"}}
+    events = [json.dumps(e).encode() for e in (start, block, delta)] + [TOO_LONG]
+    with canned(sse_answer(*events)) as up:
+        raw = _config(simulator, up.url)
+        raw["providers"]["up"] = {"type": "anthropic", "base_url": up.url,
+                                  "api_key": "sk-ant-upstream-key-999999"}
+        with run_gateway(raw) as gw:
+            with gw.http().stream("POST", "/v1/messages", headers={"x-request-id": "long-msg"},
+                                  json={"model": "chat", "max_tokens": 50, "messages": USER,
+                                        "stream": True}) as answer:
+                text = answer.read().decode()
+            assert answer.status_code == 200
+            assert "event: error" in text and "stream line longer than" in text
+            assert "message_stop" not in text
+            record = _record(gw, "long-msg")
+            assert (record.status, record.http_status) == ("error", 502)
