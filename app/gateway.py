@@ -180,7 +180,7 @@ class Gateway(Finisher):
         run = _chat(upstream)
         if call.native is not None:
             route = _native_route(call, route, "messages")
-            run = _native_chat(MessagesCall(call.native), run)
+            run = _native_chat(MessagesCall.from_client(call.native, call.incoming.headers), run)
         return await self._unary(
             call, route, run,
             estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
@@ -229,7 +229,8 @@ class Gateway(Finisher):
         opener = _stream_chat(upstream)
         if call.native is not None:
             route = _native_route(call, route, "stream_messages")
-            opener = _native_stream_chat(MessagesCall(call.native), opener)
+            opener = _native_stream_chat(
+                MessagesCall.from_client(call.native, call.incoming.headers), opener)
         return self._stream(call, route, opener,
                             wants_usage=request.wants_usage_chunk(),
                             prompt_tokens=lambda: estimate_prompt_tokens(request))

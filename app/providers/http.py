@@ -190,20 +190,23 @@ class Upstream:
         """GET a JSON document (used for probes such as vLLM's ``/version``)."""
         return await self.request("GET", self.base_url + path, limits=self._timeout)
 
-    async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None
-                        ) -> Json:
+    async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                        headers: Mapping[str, str] | None = None) -> Json:
         """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error.
-        ``timeout_s``: a target's own timeout instead of the provider's."""
-        body = await self.post(path, payload, timeout_s=timeout_s)
+        ``timeout_s``: a target's own timeout instead of the provider's; ``headers``: sent
+        besides (and over) the upstream's."""
+        body = await self.post(path, payload, timeout_s=timeout_s, headers=headers)
         if not isinstance(body, dict):
             raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
         return body
 
-    async def post(self, path: str, payload: Json, *, timeout_s: float | None = None) -> Any:
+    async def post(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                   headers: Mapping[str, str] | None = None) -> Any:
         """POST ``payload``; the parsed JSON value of a 2xx answer, whatever its type (TEI's
         ``/embed`` answers a bare array), else a gateway error."""
         return await self.request("POST", self.base_url + path, payload,
-                                  limits=self._timeouts_for(timeout_s)[0])
+                                  limits=self._timeouts_for(timeout_s)[0],
+                                  headers={**self._headers, **headers} if headers else None)
 
     async def request(self, method: str, url: str, payload: Json | None = None, *,
                       limits: aiohttp.ClientTimeout,
@@ -230,10 +233,12 @@ class Upstream:
             raise errors.BadUpstreamResponse(f"upstream {self.base_url} sent invalid JSON") \
                 from None
 
-    async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None
+    async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                         headers: Mapping[str, str] | None = None
                          ) -> AsyncGenerator[SSEEvent, None]:
         """POST ``payload`` and yield server-sent events as they arrive (``timeout_s``: a
-        target's own longest wait between reads instead of the provider's).
+        target's own longest wait between reads instead of the provider's; ``headers``: sent
+        besides, and over, the upstream's).
 
         Errors before the first event (connect, status) are raised from the first ``__anext__``,
         which is what lets the gateway fall back to another target. Closing the generator closes
@@ -241,7 +246,8 @@ class Upstream:
         """
         try:
             async with self._session.post(
-                self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
+                self.base_url + path, data=orjson.dumps(payload),
+                headers={**self._headers, **headers} if headers else self._headers,
                 params=self._params, timeout=self._timeouts_for(timeout_s)[1],
                 allow_redirects=False,
             ) as response:
