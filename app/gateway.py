@@ -180,7 +180,7 @@ class Gateway(Finisher):
         run = _chat(upstream)
         if call.native is not None:
             route = _native_route(call, route, "messages")
-            run = _native_chat(MessagesCall(call.native), run)
+            run = _native_chat(MessagesCall.from_client(call.native, call.incoming.headers), run)
         return await self._unary(
             call, route, run,
             estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
@@ -229,7 +229,8 @@ class Gateway(Finisher):
         opener = _stream_chat(upstream)
         if call.native is not None:
             route = _native_route(call, route, "stream_messages")
-            opener = _native_stream_chat(MessagesCall(call.native), opener)
+            opener = _native_stream_chat(
+                MessagesCall.from_client(call.native, call.incoming.headers), opener)
         return self._stream(call, route, opener,
                             wants_usage=request.wants_usage_chunk(),
                             prompt_tokens=lambda: estimate_prompt_tokens(request))
@@ -392,7 +393,14 @@ class Gateway(Finisher):
         except asyncio.CancelledError:
             record.status, record.http_status = "cancelled", 499
             raise
-        self._account(call, result.usage or estimate(result.body), result.body)
+        usage = result.usage
+        if usage is None or not usage.plausible():
+            usage = estimate(result.body)
+            if isinstance(result.body.get("usage"), dict):
+                # Reported but unreadable or nonsense (``Usage.from_openai``, ``plausible``):
+                # the client sees the counts the call is accounted with instead.
+                result.body["usage"] = usage.to_openai()
+        self._account(call, usage, result.body)
         if answer is not None:  # drift and ``judge`` read it
             text = answer(result.body)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
@@ -488,9 +496,16 @@ class Gateway(Finisher):
                     body = chunk
                 reported = chunk.get("usage")
                 if reported:
-                    usage = Usage.from_openai(reported) or usage
+                    read = Usage.from_openai(reported)
+                    if read is None:
+                        # Unreadable or nonsense counts (negative, past MAX_REPORTED_TOKENS):
+                        # not relayed; estimated at the end, as if none were reported.
+                        chunk = {key: value for key, value in chunk.items() if key != "usage"}
+                    else:
+                        usage = read
                     if not chunk.get("choices"):
-                        if wants_usage and (not hooks or (chunk := _through(hooks, call, chunk))):
+                        if read is not None and wants_usage and (
+                                not hooks or (chunk := _through(hooks, call, chunk))):
                             if held is not None:
                                 yield held
                             held = chunk

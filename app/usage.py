@@ -65,6 +65,21 @@ def estimate_tokens(text: str) -> int:
     return marks.count(b"p") + marks.count(b"x") + marks.count(b"wwwwww")
 
 
+MAX_REPORTED_TOKENS = 100_000_000
+"""The most tokens a provider may report for one count of one call: ten times the largest
+context window offered (10M tokens, Llama 4 Scout's). A larger count, or a negative one, is
+nonsense: the usage it is part of is treated as not reported (``Usage.plausible``)."""
+
+
+def token_count(value: Any) -> int | None:
+    """A reported token count: an int (not a bool) from 0 to ``MAX_REPORTED_TOKENS``; None for
+    anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and 0 <= value <= MAX_REPORTED_TOKENS:
+        return value
+    return None
+
+
 @dataclass(slots=True)
 class Usage:
     """Tokens of one call. ``cached_tokens`` are the part of the prompt read from a cache."""
@@ -75,6 +90,13 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+
+    def plausible(self) -> bool:
+        """Whether every count is one a provider could have billed (``token_count``); the
+        gateway estimates a call's usage instead of accounting one that is not."""
+        return all(token_count(n) is not None for n in (
+            self.prompt_tokens, self.completion_tokens, self.cached_tokens,
+            self.cache_write_tokens, self.reasoning_tokens))
 
     @property
     def total_tokens(self) -> int:
@@ -99,12 +121,16 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
-        """Read an OpenAI-shaped ``usage`` object; None when absent or malformed."""
+        """Read an OpenAI-shaped ``usage`` object; None when absent or malformed (a
+        ``prompt_tokens`` or ``completion_tokens`` that is not a ``token_count``: negative,
+        past ``MAX_REPORTED_TOKENS``, not an int). The breakdowns (cached, cache-written,
+        reasoning) read as 0 where they are not token counts; ``total_tokens`` is not read (it
+        is the sum)."""
         if not isinstance(usage, dict):
             return None
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens", 0)
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        prompt = token_count(usage.get("prompt_tokens"))
+        completion = token_count(usage.get("completion_tokens", 0))
+        if prompt is None or completion is None:
             return None
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
@@ -114,9 +140,9 @@ class Usage:
         return cls(
             prompt_tokens=prompt,
             completion_tokens=completion,
-            cached_tokens=cached if isinstance(cached, int) else 0,
-            cache_write_tokens=written if isinstance(written, int) else 0,
-            reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+            cached_tokens=token_count(cached) or 0,
+            cache_write_tokens=token_count(written) or 0,
+            reasoning_tokens=token_count(reasoning) or 0,
         )
 
 

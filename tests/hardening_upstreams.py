@@ -113,14 +113,30 @@ def canned(answer: bytes) -> Iterator[Listener]:
         yield state
 
 
+CHAT_BODY = (b'{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m",'
+             b'"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+             b'"finish_reason":"stop"}],'
+             b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+"""A valid non-streamed chat completion body."""
+
+
+def json_answer(body: bytes, status: int = 200) -> bytes:
+    """A complete HTTP response carrying the JSON ``body``."""
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: "
+            f"{len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def sse_answer(*data: bytes) -> bytes:
+    """A complete ``text/event-stream`` HTTP response: one ``data:`` event per item of ``data``
+    (the body ends when the connection closes)."""
+    events = b"".join(b"data: " + item + b"\n\n" for item in data)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            + events)
+
+
 def chat_answer() -> bytes:
     """A complete, valid non-streamed chat completion response."""
-    body = (b'{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m",'
-            b'"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-            b'"finish_reason":"stop"}],'
-            b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    return json_answer(CHAT_BODY)
 
 
 def redirect_answer(status: int, location: str) -> bytes:

@@ -19,8 +19,8 @@ from app import errors
 # A client's own request id is kept when it is a sane token; anything else is not kept.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length",
-                     b"content-encoding",
-                     b"x-switchboard-deadline-s", b"x-switchboard-variant-key"})
+                     b"content-encoding", b"x-switchboard-deadline-s",
+                     b"x-switchboard-variant-key", b"anthropic-beta", b"anthropic-version"})
 
 SWEEP_INTERVAL_S = 1.0
 
@@ -79,7 +79,11 @@ class Incoming:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name in _WANTED:
-                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+                key, text = name.decode("latin-1"), value.decode("latin-1")
+                if key == "anthropic-beta" and key in headers:  # several: one list
+                    headers[key] += "," + text
+                else:
+                    headers.setdefault(key, text)
         return cls(path=scope["path"], headers=headers, receive=receive)
 
     async def body(self, *, limit: int) -> bytes:

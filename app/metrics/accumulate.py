@@ -10,6 +10,7 @@ scrape always sees every request finished before it. Everything runs on the even
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Any
 
 
@@ -23,9 +24,13 @@ class Count:
         self.n: float = 0
 
     def flush(self) -> None:
-        if self.n:
-            self.child.inc(self.n)
-            self.n = 0
+        """Add the pending sum to the child. A sum no counter can take (negative, NaN,
+        infinite) is dropped and raises ``ValueError``: kept, it would fail every later flush."""
+        n, self.n = self.n, 0
+        if n:
+            if not 0 < n < math.inf:
+                raise ValueError(f"a counter cannot be incremented by {n}")
+            self.child.inc(n)
 
 
 class Hist:
@@ -94,6 +99,14 @@ class Pending:
         self._all.append(acc)
         return acc
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Move every pending value into its child; returns how many were dropped because
+        their child refused them (``Count.flush``: a bug before this point, which must not stop
+        the other values, or the next flush, from reaching the families)."""
+        dropped = 0
         for acc in self._all:
-            acc.flush()
+            try:
+                acc.flush()
+            except ValueError:
+                dropped += 1
+        return dropped

@@ -116,7 +116,12 @@ class MetricsRuntime:
     def flush(self) -> None:
         """Account the records taken so far and move every pending count into the families."""
         self.recorder.drain()
-        self.metrics.pending.flush()
+        dropped = self.metrics.pending.flush()
+        if dropped:
+            if self.strict:
+                raise ValueError(f"{dropped} metric values were refused by their counters")
+            log.error("metrics: dropped %d pending values their counters refused (negative "
+                      "or not a number); the other values were recorded", dropped)
 
     async def _flush(self) -> None:
         self.flush()

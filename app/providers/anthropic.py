@@ -24,7 +24,8 @@ Where the two APIs differ, this is what a client gets:
   the field vLLM and DeepSeek use.
 - Calls that come in on the gateway's own ``/v1/messages`` are not translated at all
   (``messages``/``stream_messages``): the client's body goes on with the target's model name,
-  and the upstream's answer or events come back as they were.
+  its ``anthropic-beta`` header too, and its ``anthropic-version`` instead of the configured
+  one; the upstream's answer or events come back as they were.
 - Text completions and embeddings don't exist at Anthropic: the class does not implement them,
   so the gateway never routes them here (a model with no other target answers 400
   ``unsupported_endpoint``).
@@ -98,7 +99,8 @@ class AnthropicMessages:
         """A ``/v1/messages`` call sent on as the client wrote it; the answer comes back as it
         came (``Result.native``) and translated (``Result.body``, for the gateway's books)."""
         answer = await self._upstream.post_json(MESSAGES_PATH, native_payload(call, target),
-                                               timeout_s=target.timeout_s)
+                                               timeout_s=target.timeout_s,
+                                               headers=client_headers(call))
         body, usage = to_chat_completion(answer, created=int(time.time()))
         return Result(body=body, usage=usage, native=answer)
 
@@ -106,7 +108,8 @@ class AnthropicMessages:
                               ) -> AsyncIterator[Json]:
         """The upstream's events as they came (``native_chunks``)."""
         events = self._upstream.stream_sse(MESSAGES_PATH, native_payload(call, target, True),
-                                           timeout_s=target.timeout_s)
+                                           timeout_s=target.timeout_s,
+                                           headers=client_headers(call))
         async with aclosing(native_chunks(events)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -170,6 +173,15 @@ def native_payload(call: MessagesCall, target: Target, stream: bool = False) -> 
     else:
         payload.pop("stream", None)
     return payload
+
+
+def client_headers(call: MessagesCall) -> dict[str, str]:
+    """The client's ``anthropic-beta`` names and ``anthropic-version`` (which wins over the
+    configured one), as Anthropic takes them: headers."""
+    headers = {"anthropic-beta": ",".join(call.betas)} if call.betas else {}
+    if call.version is not None:
+        headers["anthropic-version"] = call.version
+    return headers
 
 
 def anthropic_headers(config: AnthropicProvider) -> dict[str, str]:

@@ -24,7 +24,8 @@ every provider takes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -112,9 +113,39 @@ class MessagesCall:
     """A call that came in on Anthropic's Messages API (``/v1/messages``), for a provider that
     speaks it natively: ``body`` is the client's JSON object, sent on as it is (the target's
     model and params aside), so nothing the translation to OpenAI's form would lose (thinking
-    signatures, cache control, server tools) is lost."""
+    signatures, cache control, server tools) is lost.
+
+    ``betas``: the names the client's ``anthropic-beta`` header listed (files by id and several
+    server tools need one); ``version``: its ``anthropic-version``. ``from_client`` reads both.
+    """
 
     body: Json
+    betas: tuple[str, ...] = ()
+    version: str | None = None
+
+    @classmethod
+    def from_client(cls, body: Json, headers: Mapping[str, str]) -> MessagesCall:
+        """The call, with the client's Anthropic headers checked: a beta name is letters,
+        digits, ``.``, ``_`` and ``-`` (at most ``MAX_BETAS`` of them, comma-separated), a
+        version a date (``2023-06-01``); anything else is a 400 naming the header."""
+        betas: tuple[str, ...] = ()
+        listed = headers.get("anthropic-beta")
+        if listed is not None:
+            betas = tuple(name.strip() for name in listed.split(",") if name.strip())
+            if len(betas) > MAX_BETAS or not all(_BETA_NAME.fullmatch(n) for n in betas):
+                raise errors.InvalidRequest(
+                    f"anthropic-beta: expected at most {MAX_BETAS} comma-separated beta names "
+                    "(letters, digits, '.', '_', '-')", param="anthropic-beta")
+        version = headers.get("anthropic-version")
+        if version is not None and not _VERSION.fullmatch(version.strip()):
+            raise errors.InvalidRequest("anthropic-version: expected a date such as 2023-06-01",
+                                        param="anthropic-version")
+        return cls(body, betas=betas, version=None if version is None else version.strip())
+
+
+MAX_BETAS = 32
+_BETA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(slots=True)

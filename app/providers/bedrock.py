@@ -35,7 +35,8 @@ Embeddings go through InvokeModel (``bedrock_embed``: Titan Text Embeddings v2, 
 
 Anthropic's Messages API (``/v1/messages``) reaches Claude natively: the client's body goes to
 InvokeModel / InvokeModelWithResponseStream without ``model`` and ``stream`` (the model is in
-the path), with ``anthropic_version: bedrock-2023-05-31`` unless the client set one; the stream's
+the path), with ``anthropic_version: bedrock-2023-05-31`` unless the client set one, and the
+client's ``anthropic-beta`` names as the body's ``anthropic_beta`` list; the stream's
 ``chunk`` events carry Anthropic's events (base64), relayed as they came. A target whose model
 id does not name Anthropic is refused for it with a 400.
 
@@ -206,13 +207,16 @@ class Bedrock:
 
 def anthropic_body(call: MessagesCall, target: Target) -> Json:
     """The client's Messages body as Bedrock takes it: no ``model`` or ``stream``, an
-    ``anthropic_version``."""
+    ``anthropic_version``, and the client's ``anthropic-beta`` names as ``anthropic_beta``
+    (unless the body has its own)."""
     if "anthropic" not in target.model.lower():
         raise errors.InvalidRequest(
             f"Bedrock model {target.model!r} is not an Anthropic model: /v1/messages reaches "
             "only Claude on Bedrock natively", param="model")
     body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
     body.setdefault("anthropic_version", ANTHROPIC_VERSION)
+    if call.betas:  # InvokeModel takes Claude's betas in the body, not as a header
+        body.setdefault("anthropic_beta", list(call.betas))
     return body
 
 

@@ -192,20 +192,23 @@ class Upstream:
         """GET a JSON document (used for probes such as vLLM's ``/version``)."""
         return await self.request("GET", self.base_url + path, limits=self._timeout)
 
-    async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None
-                        ) -> Json:
+    async def post_json(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                        headers: Mapping[str, str] | None = None) -> Json:
         """POST ``payload``; the parsed JSON object of a 2xx answer, else a gateway error.
-        ``timeout_s``: a target's own timeout instead of the provider's."""
-        body = await self.post(path, payload, timeout_s=timeout_s)
+        ``timeout_s``: a target's own timeout instead of the provider's; ``headers``: sent
+        besides (and over) the upstream's."""
+        body = await self.post(path, payload, timeout_s=timeout_s, headers=headers)
         if not isinstance(body, dict):
             raise errors.BadUpstreamResponse("upstream sent JSON that is not an object")
         return body
 
-    async def post(self, path: str, payload: Json, *, timeout_s: float | None = None) -> Any:
+    async def post(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                   headers: Mapping[str, str] | None = None) -> Any:
         """POST ``payload``; the parsed JSON value of a 2xx answer, whatever its type (TEI's
         ``/embed`` answers a bare array), else a gateway error."""
         return await self.request("POST", self.base_url + path, payload,
-                                  limits=self._timeouts_for(timeout_s)[0])
+                                  limits=self._timeouts_for(timeout_s)[0],
+                                  headers={**self._headers, **headers} if headers else None)
 
     async def request(self, method: str, url: str, payload: Json | None = None, *,
                       limits: aiohttp.ClientTimeout,
@@ -232,10 +235,12 @@ class Upstream:
             raise errors.BadUpstreamResponse(f"upstream {self.base_url} sent invalid JSON") \
                 from None
 
-    async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None
+    async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None,
+                         headers: Mapping[str, str] | None = None
                          ) -> AsyncGenerator[SSEEvent, None]:
         """POST ``payload`` and yield server-sent events as they arrive (``timeout_s``: a
-        target's own longest wait between reads instead of the provider's).
+        target's own longest wait between reads instead of the provider's; ``headers``: sent
+        besides, and over, the upstream's).
 
         Errors before the first event (connect, status) are raised from the first ``__anext__``,
         which is what lets the gateway fall back to another target. Closing the generator closes
@@ -243,7 +248,8 @@ class Upstream:
         """
         try:
             async with self._session.post(
-                self.base_url + path, data=orjson.dumps(payload), headers=self._headers,
+                self.base_url + path, data=orjson.dumps(payload),
+                headers={**self._headers, **headers} if headers else self._headers,
                 params=self._params, timeout=self._timeouts_for(timeout_s)[1],
                 allow_redirects=False,
             ) as response:
@@ -252,22 +258,77 @@ class Upstream:
                         raise self._redirected(response)
                     await self._raise_for(response)
                 parser = SSEParser()
+                lines = LineBuffer(f"upstream {self.base_url}")
                 try:
-                    async for raw_line in response.content:
-                        found = parser.line(raw_line)
-                        if found is not None:
-                            yield found
+                    while chunk := await response.content.readany():
+                        for raw_line in lines.feed(chunk):
+                            found = parser.line(raw_line)
+                            if found is not None:
+                                yield found
                 except aiohttp.ClientPayloadError:
                     # The connection was cut. aiohttp raises the stored error before handing
-                    # over lines it had already buffered: relay those first, then fail.
-                    for found in parser.lines(_buffered(response.content)):
+                    # over bytes it had already buffered: relay their whole lines, then fail.
+                    for found in parser.lines(lines.rest() + _buffered(response.content)):
                         yield found
                     raise
+                rest = lines.rest()
+                found = parser.line(rest) if rest else None
+                if found is not None:
+                    yield found
                 found = parser.end()
                 if found is not None:
                     yield found
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
+
+
+MAX_LINE_BYTES = 8 * 1024 * 1024
+"""The longest line an upstream stream may send: the default ``limits.max_body_bytes``, so a
+delta as large as a request the gateway takes (a tool call's arguments, a base64 image) passes.
+aiohttp's own line reader stops at twice its read buffer (512 KiB)."""
+
+
+class LineBuffer:
+    """Whole lines out of a byte stream's chunks (split at ``\\n``, which they lose), at most
+    ``MAX_LINE_BYTES`` each: past that, the stream is a ``BadUpstreamResponse`` naming
+    ``source`` (a 502, or an error frame once chunks have reached the client)."""
+
+    __slots__ = ("_pieces", "_size", "_source")
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._pieces: list[bytes] = []  # the unfinished line, joined once it ends
+        self._size = 0
+
+    def _too_long(self) -> errors.BadUpstreamResponse:
+        self._pieces, self._size = [], 0
+        return errors.BadUpstreamResponse(
+            f"{self._source} sent a stream line longer than {MAX_LINE_BYTES} bytes")
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes; the unfinished one is kept for the next chunk."""
+        if b"\n" not in chunk:
+            self._pieces.append(chunk)
+            self._size += len(chunk)
+            if self._size > MAX_LINE_BYTES:
+                raise self._too_long()
+            return []
+        if self._pieces:
+            self._pieces.append(chunk)
+            chunk = b"".join(self._pieces)
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        self._pieces, self._size = ([last], len(last)) if last else ([], 0)
+        if len(chunk) > MAX_LINE_BYTES and (self._size > MAX_LINE_BYTES or any(
+                len(line) > MAX_LINE_BYTES for line in lines)):
+            raise self._too_long()
+        return lines
+
+    def rest(self) -> bytes:
+        """The unfinished line (the stream's last, when it ended without a newline)."""
+        rest = b"".join(self._pieces)
+        self._pieces, self._size = [], 0
+        return rest
 
 
 class SSEParser:

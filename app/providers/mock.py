@@ -20,6 +20,10 @@ interleave the choices piece by piece, a tool call's id and name first, then its
 pieces. Schemas marked ``strict`` that break OpenAI's strict rules are refused with a 400, as
 OpenAI refuses them.
 
+Text completions answer "Mock reply to: <prompt>" for each prompt, ``n`` choices each (choice
+``i`` of prompt ``p`` at index ``p * n + i``, as OpenAI orders them), streamed too; ``logprobs``
+gives the completions API's ``tokens``, ``token_logprobs``, ``top_logprobs`` and ``text_offset``.
+
 Embeddings are unit vectors derived from a hash of the text, so the same text always gets the same
 vector. ``fail_status`` with ``fail_every`` makes every Nth call fail with that upstream status,
 for demos of fallback and error handling.
@@ -234,6 +238,51 @@ def _message(answer: _Answer, call_id: str) -> Json:
          "function": {"name": answer.tool, "arguments": text}}]}
 
 
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    """One legacy completion choice: its prompt, one-token pieces and finish reason, and the
+    alternatives per token its ``logprobs`` show (None: none asked for)."""
+
+    prompt: str
+    pieces: list[str]
+    finish: str
+    top: int | None
+
+    def logprobs(self, pieces: list[str], offset: int) -> Json | None:
+        """The completions API's ``logprobs`` of ``pieces``, which start ``offset`` characters
+        into this choice's text: ``tokens``, ``token_logprobs``, ``top_logprobs`` (the piece
+        and its runners-up, ``top`` of them, as token -> log-probability) and ``text_offset``
+        (where each token starts, counted from the start of the prompt, as OpenAI counts)."""
+        if self.top is None:
+            return None
+        entries = _logprob_entries(pieces, self.top)
+        starts = list(itertools.accumulate((len(p) for p in pieces[:-1]),
+                                           initial=len(self.prompt) + offset))
+        return {"tokens": [e["token"] for e in entries],
+                "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                                 for e in entries],
+                "text_offset": starts}
+
+
+def _completions(call: CompletionCall) -> list[_Completion]:
+    """The choices of a legacy completion, as OpenAI orders them: ``n`` for each prompt, the
+    choice ``i`` of prompt ``p`` at index ``p * n + i``."""
+    request = call.request
+    replies: list[_Completion] = []
+    for prompt in request.prompt_texts():
+        pieces, finish = _reply_words(prompt, request.max_tokens)
+        replies.extend(_Completion(prompt, pieces, finish, request.logprobs)
+                       for _ in range(request.n or 1))
+    return replies
+
+
+def _completion_usage(call: CompletionCall, replies: list[_Completion]) -> Usage:
+    """Each prompt counted once, each choice's pieces (one token each)."""
+    return Usage(prompt_tokens=sum(estimate_tokens(p) for p in call.request.prompt_texts()),
+                 completion_tokens=sum(len(reply.pieces) for reply in replies))
+
+
 class Mock:
     def __init__(self, config: MockProvider) -> None:
         self._config = config
@@ -312,37 +361,38 @@ class Mock:
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         await self._maybe_fail()
-        prompts = call.request.prompt_texts()
-        choices = []
-        completion_tokens = 0
-        for i, prompt in enumerate(prompts):
-            pieces, finish = _reply_words(prompt, call.request.max_tokens)
-            text = "".join(pieces)
-            completion_tokens += estimate_tokens(text)
-            choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish})
-        usage = Usage(prompt_tokens=sum(estimate_tokens(p) for p in prompts),
-                      completion_tokens=completion_tokens)
+        replies = _completions(call)
+        choices = [{"index": index, "text": "".join(reply.pieces),
+                    "logprobs": reply.logprobs(reply.pieces, 0), "finish_reason": reply.finish}
+                   for index, reply in enumerate(replies)]
+        usage = _completion_usage(call, replies)
         body: Json = {"id": f"cmpl-mock{time.time_ns():x}", "object": "text_completion",
                       "created": int(time.time()), "model": target.model, "choices": choices,
                       "usage": usage.to_openai()}
         return Result(body=body, usage=usage)
 
     async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
+        """Every choice (``_completions``), interleaved piece by piece as chat streams are."""
         await self._maybe_fail()
-        prompt = call.request.prompt_texts()[0]
-        pieces, finish = _reply_words(prompt, call.request.max_tokens)
+        replies = _completions(call)
         base: Json = {"id": f"cmpl-mock{time.time_ns():x}", "object": "text_completion",
                       "created": int(time.time()), "model": target.model}
-        for piece in pieces:
+        offsets = [0] * len(replies)
+        for k in range(max((len(reply.pieces) for reply in replies), default=0)):
             if self._config.token_latency_ms:
                 await asyncio.sleep(self._config.token_latency_ms / 1000)
-            yield {**base, "choices": [{"index": 0, "text": piece, "logprobs": None,
-                                        "finish_reason": None}]}
-        yield {**base, "choices": [{"index": 0, "text": "", "logprobs": None,
-                                    "finish_reason": finish}]}
-        usage = Usage(prompt_tokens=estimate_tokens(prompt),
-                      completion_tokens=estimate_tokens("".join(pieces)))
-        yield {**base, "choices": [], "usage": usage.to_openai()}
+            for index, reply in enumerate(replies):
+                if k < len(reply.pieces):
+                    piece = reply.pieces[k]
+                    yield {**base, "choices": [{
+                        "index": index, "text": piece,
+                        "logprobs": reply.logprobs([piece], offsets[index]),
+                        "finish_reason": None}]}
+                    offsets[index] += len(piece)
+        for index, reply in enumerate(replies):
+            yield {**base, "choices": [{"index": index, "text": "", "logprobs": None,
+                                        "finish_reason": reply.finish}]}
+        yield {**base, "choices": [], "usage": _completion_usage(call, replies).to_openai()}
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         await self._maybe_fail()

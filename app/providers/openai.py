@@ -23,7 +23,7 @@ from app.providers.base import (
     Result,
     Target,
 )
-from app.providers.http import Upstream, drain, parse_json_event
+from app.providers.http import Upstream, drain, parse_json_event, read_error_body
 from app.usage import Usage
 
 
@@ -44,6 +44,20 @@ def check_stream_chunk(chunk: Json) -> Json:
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise errors.UpstreamError(f"upstream failed mid-stream: {message}")
     return chunk
+
+
+def check_answer(answer: Json, *, listing: str) -> Json:
+    """A non-streamed answer's shape: an ``error`` object (some servers send one with status
+    200) raises its error, as a mid-stream error frame does; an answer whose ``listing``
+    (``choices``, or ``data`` for embeddings) is not a list is a ``BadUpstreamResponse``. Both
+    are 502s; the gateway scrubs their messages."""
+    error = answer.get("error")
+    if error is not None:
+        message, code, _ = read_error_body(answer, str(error)[:500])
+        raise errors.UpstreamError(f"upstream answered 200 with an error: {message}", code=code)
+    if not isinstance(answer.get(listing), list):
+        raise errors.BadUpstreamResponse(f"upstream answer has no '{listing}' list")
+    return answer
 
 
 def _has_finish_reason(chunk: Json) -> bool:
@@ -103,18 +117,16 @@ class OpenAICompatible:
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payload: Json = {**target.params, **call.body, "model": target.model}
-        body = await self.upstream_for(target).post_json("/embeddings", payload,
-                                                          timeout_s=target.timeout_s)
-        if not isinstance(body.get("data"), list):
-            raise errors.BadUpstreamResponse("upstream embedding response has no 'data' list")
+        body = check_answer(await self.upstream_for(target).post_json(
+            "/embeddings", payload, timeout_s=target.timeout_s), listing="data")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
     async def _unary(self, path: str, body: Json, target: Target, *, has_limit: bool) -> Result:
         """Chat and completions, the two twins: ``has_limit``, whether the client set a token
         limit (else the target's default is sent)."""
         payload = await self._payload(body, target, has_limit=has_limit, stream=False)
-        answer = await self.upstream_for(target).post_json(path, payload,
-                                                            timeout_s=target.timeout_s)
+        answer = check_answer(await self.upstream_for(target).post_json(
+            path, payload, timeout_s=target.timeout_s), listing="choices")
         return Result(body=answer, usage=Usage.from_openai(answer.get("usage")))
 
     async def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool

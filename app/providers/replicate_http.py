@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from app import errors
-from app.providers.http import SSEEvent, Upstream
+from app.providers.http import LineBuffer, SSEEvent, Upstream
 
 Json = dict[str, Any]
 
@@ -114,10 +114,16 @@ class ReplicateUpstream(Upstream):
                         raise self._redirected(response)
                     await self._raise_for(response)
                 reader = SSEReader()
-                async for raw_line in response.content:
-                    found = reader.line(raw_line)
-                    if found is not None:
-                        yield found
+                lines = LineBuffer("Replicate")
+                while chunk := await response.content.readany():
+                    for raw_line in lines.feed(chunk):
+                        found = reader.line(raw_line)
+                        if found is not None:
+                            yield found
+                rest = lines.rest()
+                found = reader.line(rest) if rest else None
+                if found is not None:
+                    yield found
                 found = reader.end()
                 if found is not None:
                     yield found

@@ -22,8 +22,8 @@ replacing any the client sent. Streams keep ``"stream": true`` in the body.
   docstring of ``app.providers.anthropic`` lists what is translated, refused with a 400 and
   dropped.
 - ``/v1/messages`` calls go on as the client wrote them (``anthropic.native_payload``: the
-  target's params underneath) and the answer, or each stream event, comes back as it came
-  (``anthropic.native_chunks``).
+  target's params underneath), with the client's ``anthropic-beta`` header, and the answer, or
+  each stream event, comes back as it came (``anthropic.native_chunks``).
 - Text completions and embeddings: Anthropic on Vertex has none, so the class has no such
   methods and the gateway never routes them here.
 
@@ -88,6 +88,12 @@ def error_mapper(describe: str) -> ErrorMapper:
     return map_error
 
 
+def _betas(call: MessagesCall) -> dict[str, str]:
+    """The client's ``anthropic-beta`` names, sent on as that header, as Anthropic's own Vertex
+    client sends them (its ``anthropic-version`` is not: Vertex's version is the body's)."""
+    return {"anthropic-beta": ",".join(call.betas)} if call.betas else {}
+
+
 def vertex_body(payload: Json, *, anthropic_version: str) -> Json:
     """A Messages body as Vertex AI takes it: no ``model``, an ``anthropic_version``."""
     payload.pop("model", None)
@@ -145,7 +151,7 @@ class VertexClaude:
         upstream = await self._bearer.get()
         answer = await upstream.post_json(self._path(target, stream=False),
                                           self._body(native_payload(call, target)),
-                                          timeout_s=target.timeout_s)
+                                          timeout_s=target.timeout_s, headers=_betas(call))
         body, usage = to_chat_completion(answer, created=int(time.time()))
         return Result(body=body, usage=usage, native=answer)
 
@@ -155,7 +161,7 @@ class VertexClaude:
         upstream = await self._bearer.get()
         events = upstream.stream_sse(self._path(target, stream=True),
                                      self._body(native_payload(call, target, True)),
-                                     timeout_s=target.timeout_s)
+                                     timeout_s=target.timeout_s, headers=_betas(call))
         async with aclosing(native_chunks(events)) as chunks:
             async for chunk in chunks:
                 yield chunk

@@ -256,3 +256,54 @@ def test_langchain_chat_anthropic_works_against_the_gateway(gw: RunningGateway) 
     answer = chat.invoke("Tell me about switchboards")
     assert isinstance(answer.content, str) and "switchboards" in answer.content
     assert "".join(str(chunk.content) for chunk in chat.stream("Tell me about switchboards"))
+
+
+def _upstream_headers(simulator: str) -> dict[str, str]:
+    entry = httpx.get(simulator + "/_sim/requests?limit=1").json()[0]
+    return {name.lower(): value for name, value in entry["headers"].items()}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_clients_betas_and_version_reach_an_anthropic_target(gw: RunningGateway,
+                                                                 simulator: str,
+                                                                 stream: bool) -> None:
+    """The SDK's ``betas`` (an ``anthropic-beta`` header) go on to Anthropic as that header,
+    and the client's ``anthropic-version`` replaces the configured one."""
+    client = sdk(gw)
+    asked: dict[str, Any] = {
+        "model": "claude", "max_tokens": 20, "messages": USER,
+        "betas": ["context-1m-2025-08-07", "files-api-2025-04-14"],
+        "extra_headers": {"anthropic-version": "2024-01-01"}}
+    if stream:
+        with client.beta.messages.stream(**asked) as events:
+            events.get_final_message()
+    else:
+        client.beta.messages.create(**asked)
+    headers = _upstream_headers(simulator)
+    assert headers["anthropic-beta"] == "context-1m-2025-08-07,files-api-2025-04-14"
+    assert headers["anthropic-version"] == "2024-01-01"
+
+
+def test_no_beta_header_without_the_clients(gw: RunningGateway, simulator: str) -> None:
+    """A client that sends neither header (not the SDK, which sends its version): no beta
+    header goes on, and the configured anthropic-version does."""
+    answer = gw.http().post("/v1/messages",
+                            json={"model": "claude", "max_tokens": 20, "messages": USER})
+    assert answer.status_code == 200, answer.text
+    headers = _upstream_headers(simulator)
+    assert "anthropic-beta" not in headers and headers["anthropic-version"] == "2023-06-01"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("anthropic-beta", "files api"), ("anthropic-beta", ",".join(["b"] * 33)),
+    ("anthropic-version", "latest"),
+])
+def test_malformed_anthropic_headers_are_a_400(gw: RunningGateway, name: str,
+                                               value: str) -> None:
+    """A beta name that is not a token, too many names or a version that is not a date: a 400
+    in Anthropic's shape naming the header."""
+    answer = gw.http().post("/v1/messages", headers={name: value},
+                            json={"model": "claude", "max_tokens": 5, "messages": USER})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and name in error["message"]

@@ -323,3 +323,60 @@ def test_token_limit_cuts_json_answers(client: openai.OpenAI) -> None:
     call = choice.message.tool_calls[0]
     assert call.type == "function" and call.function.arguments
     assert answer.usage is not None and answer.usage.completion_tokens == 4
+
+
+def _streamed_completions(client: openai.OpenAI, **asked: Any) -> dict[int, list[Any]]:
+    """The streamed choices by index: each one's chunks in order."""
+    by_index: dict[int, list[Any]] = {}
+    for chunk in client.completions.create(model=MODEL, stream=True, **asked):
+        for choice in chunk.choices:
+            by_index.setdefault(choice.index, []).append(choice)
+    return by_index
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_answer_every_prompt_n_times(client: openai.OpenAI, stream: bool) -> None:
+    """Two prompts with n=2: four choices, choice i of prompt p at index p * n + i, streamed or
+    not; usage counts each choice's tokens."""
+    asked: dict[str, Any] = {"prompt": ["alpha", "beta"], "n": 2}
+    if stream:
+        by_index = _streamed_completions(client, **asked)
+        texts = {i: "".join(c.text for c in chunks) for i, chunks in by_index.items()}
+        finishes = {i: chunks[-1].finish_reason for i, chunks in by_index.items()}
+        assert set(finishes.values()) == {"stop"}
+    else:
+        answer = client.completions.create(model=MODEL, **asked)
+        texts = {c.index: c.text for c in answer.choices}
+        assert answer.usage is not None
+        assert answer.usage.completion_tokens == sum(estimate_tokens(t) for t in texts.values())
+    assert texts == {0: "Mock reply to: alpha", 1: "Mock reply to: alpha",
+                     2: "Mock reply to: beta", 3: "Mock reply to: beta"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_logprobs(client: openai.OpenAI, stream: bool) -> None:
+    """``logprobs: 2``: one token per estimated token, its log-probability, two alternatives
+    (the token first) and offsets counted from the start of the prompt."""
+    prompt = "alpha beta"
+    if stream:
+        chunks = _streamed_completions(client, prompt=prompt, logprobs=2)[0]
+        pieces = [c.logprobs for c in chunks if c.logprobs is not None]
+        tokens = [t for p in pieces for t in p.tokens or ()]
+        offsets = [o for p in pieces for o in p.text_offset or ()]
+        tops = [t for p in pieces for t in p.top_logprobs or ()]
+        text = "".join(c.text for c in chunks)
+    else:
+        choice = client.completions.create(model=MODEL, prompt=prompt, logprobs=2).choices[0]
+        assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
+        tokens, offsets = choice.logprobs.tokens or [], choice.logprobs.text_offset or []
+        tops, text = choice.logprobs.top_logprobs or [], choice.text
+        assert all(lp < 0 for lp in choice.logprobs.token_logprobs)
+    assert "".join(tokens) == text and len(tokens) == estimate_tokens(text)
+    assert offsets == [len(prompt) + len("".join(tokens[:i])) for i in range(len(tokens))]
+    assert all(len(top) == 2 and token in top for token, top in zip(tokens, tops, strict=True))
+
+
+def test_completions_without_logprobs_have_none(client: openai.OpenAI) -> None:
+    """Not asked for, not given."""
+    choice = client.completions.create(model=MODEL, prompt="alpha").choices[0]
+    assert choice.logprobs is None
