@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -346,3 +347,44 @@ def test_failed_stream_records_tokens_and_cost(run_gateway: GatewayFactory, simu
         assert record.usage.completion_tokens > 0 and record.usage.prompt_tokens > 0
         assert record.cost_usd is not None and record.cost_usd > 0
         assert record.attempts[-1].status >= 500
+
+
+# ---- a streaming client leaves before the first keep-alive ----------------------------------
+
+
+_CALLS = {"/v1/chat/completions": {"model": "chat", "messages": USER, "stream": True},
+          "/v1/messages": {"model": "chat", "max_tokens": 16, "messages": USER, "stream": True}}
+
+
+def _leave_after(gw: RunningGateway, path: str, *, request_id: str, after_s: float) -> None:
+    """Send ``path``'s streamed call over a raw socket, read nothing, close it after
+    ``after_s``."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = json.dumps(_CALLS[path]).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {MASTER_KEY}\r\n"
+            f"x-request-id: {request_id}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body)
+        time.sleep(after_s)
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+@pytest.mark.parametrize(("fault", "counter"), [({"X-Sim-Hang": "1"}, "requests_cancelled"),
+                                                ({"X-Sim-TTFT-Ms": "3000"}, "streams_cancelled")])
+def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, simulator: str,
+                                                path: str, fault: dict[str, str],
+                                                counter: str) -> None:
+    """A client that leaves a stream 1 s in, with the keep-alive 10 s away and the first token
+    3 s away or never: the upstream request is cancelled and the call recorded at once, as a
+    cancelled 499 whose attempt ran until the client left, with no tokens or cost."""
+    raw = _config(simulator, {**_sim(simulator, **fault), "timeout_s": 600})
+    before = _stats(simulator)[counter]
+    with run_gateway(raw) as gw:
+        _leave_after(gw, path, request_id="left-early", after_s=1.0)
+        record = _record(gw, "left-early", timeout_s=3)  # the keep-alive would be at 10 s
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
+        assert 500 < record.attempts[0].duration_ms < 5000
+        assert record.usage is None and record.cost_usd is None
+        assert _until(lambda: _stats(simulator)[counter] > before, timeout_s=5)
