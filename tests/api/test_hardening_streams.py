@@ -331,6 +331,7 @@ def test_committed_stream_records_the_upstream_failure(run_gateway: GatewayFacto
         record = gw.sink.by_id("committed")
         assert record.status == "error"
         assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
+        assert record.attempts[0].duration_ms > 400  # it ran to its timeout, not to the keep-alive
         assert record.usage is None  # nothing was generated
 
 
@@ -349,7 +350,7 @@ def test_failed_stream_records_tokens_and_cost(run_gateway: GatewayFactory, simu
         assert record.attempts[-1].status >= 500
 
 
-# ---- a streaming client leaves before the first keep-alive ----------------------------------
+# ---- a streaming client leaves before the first keep-alive; a deadline past one -------------
 
 
 _CALLS = {"/v1/chat/completions": {"model": "chat", "messages": USER, "stream": True},
@@ -388,3 +389,40 @@ def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, sim
         assert 500 < record.attempts[0].duration_ms < 5000
         assert record.usage is None and record.cost_usd is None
         assert _until(lambda: _stats(simulator)[counter] > before, timeout_s=5)
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, simulator: str,
+                                                   path: str) -> None:
+    """Committed at a keep-alive, a stream whose first token does not come by the client's
+    deadline ends then (not at the provider's timeout) with a ``deadline_exceeded`` error frame;
+    the upstream request is cancelled and the attempt's duration is the call's."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-Hang": "1"}), "timeout_s": 8})
+    raw["streaming"] = {"keepalive_s": 0.2}
+    before = _stats(simulator)["requests_cancelled"]
+    with run_gateway(raw) as gw:
+        started = time.monotonic()
+        with gw.http().stream("POST", path, json=_CALLS[path],
+                              headers={"x-request-id": "deadline",
+                                       "x-switchboard-deadline-s": "1"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert time.monotonic() - started < 6  # the provider's timeout_s is 8 s
+        if path == "/v1/messages":
+            assert text.startswith("event: ping")
+            error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
+            assert error["error"]["type"] == "timeout_error"
+        else:
+            assert text.startswith(": keep-alive")
+            assert _frames(text)[-1]["error"]["code"] == "deadline_exceeded"
+            assert text.rstrip().endswith("data: [DONE]")
+        record = _record(gw, "deadline")
+        assert (record.status, record.http_status, record.error_type) == ("error", 504,
+                                                                          "timeout")
+        assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
+        assert record.latency_ms is not None
+        assert 900 < record.attempts[0].duration_ms <= record.latency_ms
+        assert record.latency_ms - record.attempts[0].duration_ms < 1000
+        # Upstream time runs to the deadline too, not to the first keep-alive (then 800 ms).
+        assert record.overhead_ms is not None and record.overhead_ms < 500
+        assert _until(lambda: _stats(simulator)["requests_cancelled"] > before, timeout_s=5)
