@@ -3,7 +3,8 @@ exactly one call record per request.
 
 Fallback happens only before the first byte reaches the client. For streams that means: a target
 is committed to as soon as it yields its first chunk, or as soon as the keep-alive interval passes
-without one (the client then gets headers and an SSE comment, so the choice is final).
+without one (the client then gets headers and an SSE comment, so the choice is final; the call's
+deadline still bounds the wait for that first chunk).
 
 This is the pipeline's "route and call" step (``app.pipeline``) and the owner every
 ``ModelCall`` reports its end to: ``finish`` runs the stages' ``on_end`` hooks, then hands the
@@ -279,25 +280,29 @@ class Gateway(Finisher):
                     param=name)
 
     async def _attempts(self, call: ModelCall, route: Route,
-                        run: Callable[[Provider, Target], Awaitable[T]]) -> T:
-        """``_try_targets``; on a route a policy confined (``Route.fail_closed``), a failure of
-        the targets' own (any upstream error but a 4xx the request caused) is answered with the
-        route's 503 instead, its attempts kept in the record."""
+                        run: Callable[[Provider, Target], Awaitable[T]], *,
+                        deadline: float) -> T:
+        """``_try_targets`` (``deadline``: ``_deadline``'s); on a route a policy confined
+        (``Route.fail_closed``), a failure of the targets' own (any upstream error but a 4xx the
+        request caused) is answered with the route's 503 instead, its attempts kept in the
+        record."""
         closed = route.fail_closed
         if closed is None:
-            return await self._try_targets(call, route, run)
+            return await self._try_targets(call, route, run, deadline)
         try:
-            return await self._try_targets(call, route, run)
+            return await self._try_targets(call, route, run, deadline)
         except errors.UpstreamError as exc:
             if isinstance(exc, errors.UpstreamRejected):
                 raise
             raise errors.GatewayError(closed.message, status=503, code=closed.code) from exc
 
     async def _try_targets(self, call: ModelCall, route: Route,
-                           run: Callable[[Provider, Target], Awaitable[T]]) -> T:
+                           run: Callable[[Provider, Target], Awaitable[T]],
+                           deadline: float) -> T:
         """Try the route's targets in the order the strategy gives; the next one only after a
-        retryable failure. The attempt that answers stays counted in flight on its target
-        until the call finishes (a stream, until it ends)."""
+        retryable failure, and none past ``deadline`` (``time.monotonic()``). The attempt that
+        answers stays counted in flight on its target until the call finishes (a stream, until
+        it ends)."""
         record = call.record
         router = self.router
         targets = router.order(call, route)
@@ -308,7 +313,6 @@ class Gateway(Finisher):
             skip = bool(closed)
             targets = closed or targets
         retries = call.snapshot.config.retries
-        deadline = time.monotonic() + deadline_s(call, retries)
         router.budget.called()
         last = len(targets) - 1
         for i, target in enumerate(targets):
@@ -389,7 +393,7 @@ class Gateway(Finisher):
                      answer: Callable[[Json], str] | None = body_text) -> Result:
         record = call.record
         try:
-            result = await self._attempts(call, route, run)
+            result = await self._attempts(call, route, run, deadline=_deadline(call))
         except asyncio.CancelledError:
             record.status, record.http_status = "cancelled", 499
             raise
@@ -472,16 +476,25 @@ class Gateway(Finisher):
         usage: Usage | None = None
         held: Json | None = None  # the upstream's usage chunk, sent after what stages release
         body: Json = {}
+        committed = 0.0  # when the attempt answering was committed to (``perf_counter``)
         try:
+            deadline = _deadline(call)
             opened, first = await self._attempts(
                 call, route, lambda p, t: self._open(
-                    opener, p, t, keepalive, self._first_chunk_s(call, route, t)))
-            stream = opened
+                    opener, p, t, keepalive, self._first_chunk_s(call, route, t)),
+                deadline=deadline)
+            stream, committed = opened, time.perf_counter()
             if isinstance(first, asyncio.Task):
+                # Committed at a keep-alive: no fallback from here, but still the deadline.
                 pending = first
                 while not first.done():
                     yield None
-                    await asyncio.wait({first}, timeout=keepalive)
+                    await asyncio.wait({first}, timeout=min(keepalive,
+                                                            deadline - time.monotonic()))
+                    if not first.done() and time.monotonic() >= deadline:
+                        raise errors.UpstreamTimeout(
+                            f"the call's deadline passed while {record.provider} worked on it",
+                            code="deadline_exceeded")
                 pending = None
                 try:
                     first = first.result()
@@ -545,7 +558,7 @@ class Gateway(Finisher):
         except errors.GatewayError as exc:
             self.fail(call, exc)
             if stream is not None:  # committed to a target that then failed
-                _attempt_failed(record, exc.status_code, exc.error_type)
+                _attempt_failed(record, exc.status_code, exc.error_type, committed=committed)
             if delivered:  # what stages still hold goes out before the error
                 for chunk in _released(ends, call, body):
                     yield chunk
@@ -555,7 +568,7 @@ class Gateway(Finisher):
         except (asyncio.CancelledError, GeneratorExit):
             record.status, record.http_status = "cancelled", 499
             if stream is not None and not delivered:
-                _attempt_failed(record, 499, None)
+                _attempt_failed(record, 499, None, committed=committed)
             raise
         finally:
             try:
@@ -754,11 +767,21 @@ def _released(hooks: tuple[Callable[[ModelCall, Json], Json | None], ...], call:
     return [chunk for hook in hooks if (chunk := hook(call, base)) is not None]
 
 
-def _attempt_failed(record: CallRecord, status: int, error_type: str | None) -> None:
-    """The committed (last) attempt did not end well after all: record how it ended."""
+def _deadline(call: ModelCall) -> float:
+    """When (``time.monotonic()``) the call's deadline to its first chunk passes."""
+    return time.monotonic() + deadline_s(call, call.snapshot.config.retries)
+
+
+def _attempt_failed(record: CallRecord, status: int, error_type: str | None, *,
+                    committed: float) -> None:
+    """The committed (last) attempt did not end well after all: record how it ended, and that it
+    ran until now, past the moment it was committed to (``committed``, ``perf_counter``)."""
     if record.attempts:
+        ran = (time.perf_counter() - committed) * 1000
         attempt = record.attempts[-1]
         attempt.status, attempt.error_type = status, error_type
+        attempt.duration_ms += ran
+        record.upstream_ms += ran
 
 
 async def _abandon(stream: AsyncIterator[Any], pending: asyncio.Task[Any] | None) -> None:

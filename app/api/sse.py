@@ -1,9 +1,9 @@
-"""Server-sent events out: relayed chunk by chunk, keep-alives, cancellation on disconnect."""
+"""Server-sent events out: relayed chunk by chunk, keep-alives, cancellation on disconnect
+(``app.api.watch``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app import errors
+from app.api.watch import Watch
 from app.gateway import StreamItem
 from app.limits import Header
 
@@ -55,19 +56,22 @@ class SSEResponse(Response):
     """An ASGI response relaying gateway stream items as they arrive.
 
     The first item is already in hand (so that errors before the first byte became ordinary JSON
-    error responses). ``None`` items are sent as SSE comments. When the client disconnects, the
-    relay stops and the item stream is closed, which cancels the upstream request.
+    error responses). ``None`` items are sent as SSE comments. ``watch`` (armed when the first
+    item was awaited) goes on watching for the client's disconnect until the last frame; when
+    the client leaves, the relay stops and the item stream is closed, which cancels the upstream
+    request.
     """
 
     def __init__(self, items: AsyncGenerator[StreamItem, None], *,
-                 first: StreamItem, headers: dict[str, str], raw: Sequence[Header] = (),
-                 framer: Framer = OPENAI) -> None:
+                 first: StreamItem, watch: Watch, headers: dict[str, str],
+                 raw: Sequence[Header] = (), framer: Framer = OPENAI) -> None:
         """``raw``: headers already encoded (a call's ``ModelCall.headers``)."""
         # Deliberately not calling Response.__init__: this response has no body to render.
         self.status_code = 200
         self.background = None
         self._items = items
         self._first = first
+        self._watch = watch
         self._framer = framer
         self._sse_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                          (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -76,27 +80,21 @@ class SSEResponse(Response):
         self._sse_headers += raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The first item goes out from this task, before any other task is scheduled: each hop
-        # through the event loop adds to the client's time to first byte.
-        tasks: list[asyncio.Future[None]] = []
+        # Relayed from the task that served the call, the one the watch cancels: no task of its
+        # own, and the first item goes out before any other task is scheduled (each hop through
+        # the event loop adds to the client's time to first byte).
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self._sse_headers})
             await send({"type": "http.response.body", "body": self._framer.frame(self._first),
                         "more_body": True})
-            tasks = [asyncio.ensure_future(self._relay(send)),
-                     asyncio.ensure_future(_wait_disconnect(receive))]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._relay(send)
+        except asyncio.CancelledError:
+            if not self._watch.caught():
+                raise  # cancelled by someone else (shutdown): not ours to swallow
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            self._watch.stop()
             await self._items.aclose()
-        relay = tasks[0]
-        if relay.done() and not relay.cancelled():
-            relay.result()
 
     async def _relay(self, send: Send) -> None:
         """Everything after the first item, then the end (``[DONE]``, in OpenAI's dialect)."""
@@ -112,10 +110,3 @@ class SSEResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await send({"type": "http.response.body", "body": framer.close(), "more_body": False})
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

@@ -22,6 +22,7 @@ from app.api.calls import Endpoint, serve_call
 from app.api.deps import CallerDep, GatewayDep
 from app.api.incoming import Incoming
 from app.api.sse import OPENAI, Framer, SSEResponse
+from app.api.watch import Watch
 from app.api.wire import call_headers, json_response, parse, parse_object
 from app.gateway import Gateway, StreamItem
 from app.pipeline import ModelCall
@@ -61,49 +62,28 @@ async def _parsed(call: ModelCall, schema: type[M]) -> None:
     call.body = body
 
 
-async def stream(items: AsyncGenerator[StreamItem, None], call: ModelCall,
-                 framer: Framer = OPENAI) -> Response:
-    """The streamed answer, once its first item is in hand (an error before it is an ordinary
-    error response)."""
-    first: StreamItem = await anext(items)
-    return SSEResponse(items, first=first, headers=call_headers(call), raw=call.headers,
-                       framer=framer)
-
-
 _GONE = Response(status_code=499)
 """Answered to a client that has disconnected: nobody reads it."""
 
-_WATCH_AFTER_S = 0.05
-"""A non-streamed call still running after this long starts watching for the client's
-disconnect. Quicker calls never start a watcher: a task per request cost ~11 us, a timer ~2 us
-(measured on the development machine); a disconnect earlier than this is still seen when the
-watcher starts, since the server keeps reporting it."""
 
-
-class _Watch:
-    """Cancels ``task`` when the client disconnects, once ``start`` has been called."""
-
-    __slots__ = ("gone", "incoming", "task", "watcher")
-
-    def __init__(self, incoming: Incoming, task: asyncio.Task[Any]) -> None:
-        self.incoming = incoming
-        self.task = task
-        self.watcher: asyncio.Task[None] | None = None
-        self.gone = False
-
-    def start(self) -> None:
-        self.watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        # The body has been read whole, so the next ASGI message can only be the disconnect.
-        while (await self.incoming.receive())["type"] != "http.disconnect":
-            pass
-        self.gone = True
-        self.task.cancel()
-
-    def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
+async def stream(items: AsyncGenerator[StreamItem, None], call: ModelCall,
+                 framer: Framer = OPENAI) -> Response:
+    """The streamed answer, once its first item is in hand (an error before it is an ordinary
+    error response). Watched for the client's disconnect from here to the stream's end: a
+    client that leaves while the first item is awaited cancels the gateway's work (the upstream
+    request with it) as one that leaves later does."""
+    watch = Watch(call.incoming.receive)
+    try:
+        first: StreamItem = await anext(items)
+    except asyncio.CancelledError:
+        if not watch.caught():
+            raise  # cancelled by someone else (shutdown): not ours to swallow
+        return _GONE
+    except BaseException:
+        watch.stop()
+        raise
+    return SSEResponse(items, first=first, watch=watch, headers=call_headers(call),
+                       raw=call.headers, framer=framer)
 
 
 def _body(result: Result) -> Json:
@@ -115,19 +95,14 @@ async def answer(work: Awaitable[Result], call: ModelCall,
     """The JSON answer of ``work`` (``shape``: the body a result is answered with); if the
     client disconnects first, ``work`` is cancelled (the upstream request with it) and the
     gateway records a cancelled call, as for streams."""
-    current = asyncio.current_task()
-    assert current is not None
-    watch = _Watch(call.incoming, current)
-    timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, watch.start)
+    watch = Watch(call.incoming.receive)
     try:
         result = await work
     except asyncio.CancelledError:
-        if not watch.gone:
+        if not watch.caught():
             raise  # cancelled by someone else (shutdown): not ours to swallow
-        current.uncancel()
         return _GONE
     finally:
-        timer.cancel()
         watch.stop()
     return json_response(shape(result), call)
 

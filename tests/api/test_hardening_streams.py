@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -330,6 +331,7 @@ def test_committed_stream_records_the_upstream_failure(run_gateway: GatewayFacto
         record = gw.sink.by_id("committed")
         assert record.status == "error"
         assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
+        assert record.attempts[0].duration_ms > 400  # it ran to its timeout, not to the keep-alive
         assert record.usage is None  # nothing was generated
 
 
@@ -346,3 +348,81 @@ def test_failed_stream_records_tokens_and_cost(run_gateway: GatewayFactory, simu
         assert record.usage.completion_tokens > 0 and record.usage.prompt_tokens > 0
         assert record.cost_usd is not None and record.cost_usd > 0
         assert record.attempts[-1].status >= 500
+
+
+# ---- a streaming client leaves before the first keep-alive; a deadline past one -------------
+
+
+_CALLS = {"/v1/chat/completions": {"model": "chat", "messages": USER, "stream": True},
+          "/v1/messages": {"model": "chat", "max_tokens": 16, "messages": USER, "stream": True}}
+
+
+def _leave_after(gw: RunningGateway, path: str, *, request_id: str, after_s: float) -> None:
+    """Send ``path``'s streamed call over a raw socket, read nothing, close it after
+    ``after_s``."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = json.dumps(_CALLS[path]).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {MASTER_KEY}\r\n"
+            f"x-request-id: {request_id}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body)
+        time.sleep(after_s)
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+@pytest.mark.parametrize(("fault", "counter"), [({"X-Sim-Hang": "1"}, "requests_cancelled"),
+                                                ({"X-Sim-TTFT-Ms": "3000"}, "streams_cancelled")])
+def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, simulator: str,
+                                                path: str, fault: dict[str, str],
+                                                counter: str) -> None:
+    """A client that leaves a stream 1 s in, with the keep-alive 10 s away and the first token
+    3 s away or never: the upstream request is cancelled and the call recorded at once, as a
+    cancelled 499 whose attempt ran until the client left, with no tokens or cost."""
+    raw = _config(simulator, {**_sim(simulator, **fault), "timeout_s": 600})
+    before = _stats(simulator)[counter]
+    with run_gateway(raw) as gw:
+        _leave_after(gw, path, request_id="left-early", after_s=1.0)
+        record = _record(gw, "left-early", timeout_s=3)  # the keep-alive would be at 10 s
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
+        assert 500 < record.attempts[0].duration_ms < 5000
+        assert record.usage is None and record.cost_usd is None
+        assert _until(lambda: _stats(simulator)[counter] > before, timeout_s=5)
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, simulator: str,
+                                                   path: str) -> None:
+    """Committed at a keep-alive, a stream whose first token does not come by the client's
+    deadline ends then (not at the provider's timeout) with a ``deadline_exceeded`` error frame;
+    the upstream request is cancelled and the attempt's duration is the call's."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-Hang": "1"}), "timeout_s": 8})
+    raw["streaming"] = {"keepalive_s": 0.2}
+    before = _stats(simulator)["requests_cancelled"]
+    with run_gateway(raw) as gw:
+        started = time.monotonic()
+        with gw.http().stream("POST", path, json=_CALLS[path],
+                              headers={"x-request-id": "deadline",
+                                       "x-switchboard-deadline-s": "1"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert time.monotonic() - started < 6  # the provider's timeout_s is 8 s
+        if path == "/v1/messages":
+            assert text.startswith("event: ping")
+            error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
+            assert error["error"]["type"] == "timeout_error"
+        else:
+            assert text.startswith(": keep-alive")
+            assert _frames(text)[-1]["error"]["code"] == "deadline_exceeded"
+            assert text.rstrip().endswith("data: [DONE]")
+        record = _record(gw, "deadline")
+        assert (record.status, record.http_status, record.error_type) == ("error", 504,
+                                                                          "timeout")
+        assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
+        assert record.latency_ms is not None
+        assert 900 < record.attempts[0].duration_ms <= record.latency_ms
+        assert record.latency_ms - record.attempts[0].duration_ms < 1000
+        # Upstream time runs to the deadline too, not to the first keep-alive (then 800 ms).
+        assert record.overhead_ms is not None and record.overhead_ms < 500
+        assert _until(lambda: _stats(simulator)["requests_cancelled"] > before, timeout_s=5)
