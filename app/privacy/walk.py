@@ -7,10 +7,12 @@ document sources, ``documents``, ``user`` and ``metadata``: whatever the gateway
 every dict key that is not a field name of the wire formats (``FIELDS``: a ``metadata`` key, a
 schema's property names, a document's own fields), except:
 
-- the string values of ``SKIP_KEYS``: names the gateway or the API fixes to a small set of
-  values (a role, a block's type, a reason, a media type, an encoding, a tier, ``tool_choice``'s
-  ``auto``), and ``model``, which the gateway replaces with its target's before the call
-  leaves (a dict under one of them is walked: ``tool_choice``'s function name is text);
+- the string values of ``SKIP_KEYS`` that look like one of their few values (``_LABEL``:
+  one word of letters, ``_./:-`` and at most three digits): names the gateway or the API
+  fixes to a small set of values (a role, a block's type, a reason, a media type, an
+  encoding, a tier, ``tool_choice``'s ``auto``); and ``model``, which the gateway replaces
+  with its target's before the call leaves (a dict under one of them is walked:
+  ``tool_choice``'s function name is text);
 - base64 payloads, which cannot be rewritten without breaking them: a ``data:`` URL with
   ``;base64,`` whose payload is all base64 (anywhere: ``image_url.url``, ``file_data``), and a
   ``data`` or ``signature`` value that is all base64 (Anthropic's ``base64`` image and document
@@ -35,6 +37,12 @@ SKIP_KEYS = frozenset({
     "encoding_format", "service_tier", "reasoning_effort", "tool_choice",
 })
 """Keys whose string values are not scanned (a dict or list under one is)."""
+_LABEL = re.compile(r"(?![^0-9]*(?:[0-9][^0-9]*){4})[A-Za-z0-9_./:-]{0,64}")
+"""What a ``SKIP_KEYS`` value (``model`` aside) looks like when it is one of its field's few
+values (``assistant``, ``image/png``, ``base64``, ``end_turn``): a word of letters, ``_./:-``
+and at most three digits. Any other is scanned: a client's own ``metadata`` entry named
+``type`` could carry an email or a phone number, and what the pattern detectors find needs an
+``@`` or more digits."""
 _PAYLOAD_KEYS = frozenset({"data", "signature"})
 """Keys whose values are base64 payloads unless they are plain text (see the docstring)."""
 FIELDS = frozenset({
@@ -63,11 +71,12 @@ FIELDS = frozenset({
 }) | SKIP_KEYS | _PAYLOAD_KEYS
 """Field names of the wire formats: their values are walked, the names themselves not scanned
 (any other key is: it is the client's own)."""
-_WALK, _NAME, _PAYLOAD = 0, 1, 2
-_KINDS = {key: _NAME if key in SKIP_KEYS else _PAYLOAD if key in _PAYLOAD_KEYS else _WALK
-          for key in FIELDS}
+_WALK, _NAME, _PAYLOAD, _MODEL = 0, 1, 2, 3
+_KINDS = {key: _MODEL if key == "model" else _NAME if key in SKIP_KEYS
+          else _PAYLOAD if key in _PAYLOAD_KEYS else _WALK for key in FIELDS}
 """What the walk does with each field's value (one dict lookup a key): walk it, skip it when
-it is a string (``SKIP_KEYS``), or skip it when it is a base64 payload."""
+it is a string that looks like its field's value (``SKIP_KEYS``), skip it when it is a base64
+payload, or skip it when it is a string (``model``)."""
 _MAX_DEPTH = 256
 
 _DATA_URL = re.compile(r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,", re.I)
@@ -93,7 +102,9 @@ def _skipped(kind: int, node: dict[str, Any], value: Any) -> bool:
     scan."""
     if not isinstance(value, str):
         return False
-    return kind == _NAME or (node.get("type") != "text" and _all_base64(value))
+    if kind == _NAME:
+        return _LABEL.fullmatch(value) is not None
+    return kind == _MODEL or (node.get("type") != "text" and _all_base64(value))
 
 
 def texts(node: Any, depth: int = 0) -> Iterator[str]:

@@ -101,7 +101,7 @@ async def test_every_column_round_trips(store: CallStore, engine: AsyncEngine) -
 
 async def test_hostile_values_are_stored_cleaned(store: CallStore, engine: AsyncEngine) -> None:
     """Values the database would refuse (NULs, surrogates, overlong text, huge integers, a
-    non-finite cost) are cleaned instead of blocking the batch."""
+    non-finite cost) are cleaned instead of blocking the batch (a NUL becomes U+FFFD)."""
     row = full_row("x" * 300)
     row.update(caller="key\x00zero", error_message="bad \ud800 surrogate and \x00 NUL",
                prompt_tokens=2**40, cost_usd=math.inf,
@@ -109,12 +109,12 @@ async def test_hostile_values_are_stored_cleaned(store: CallStore, engine: Async
                request_body={"n": 2**70, "s": "\x00\ud800"})
     assert await store.write([row, full_row("ok-1")]) == 2
     call = await stored(engine, "x" * 128)
-    assert call.caller == "keyzero"
-    assert call.error_message == "bad ? surrogate and  NUL"
+    assert call.caller == "key\ufffdzero"  # a NUL shown, not dropped
+    assert call.error_message == "bad ? surrogate and \ufffd NUL"
     assert call.prompt_tokens == 2**31 - 1
     assert call.cost_usd is None
-    assert call.tags == {"k": "v", "big": str(2**70)}
-    assert call.request_body == {"n": 2**70, "s": "?"}
+    assert call.tags == {"k\ufffd": "v\ufffd", "big": str(2**70)}
+    assert call.request_body == {"n": 2**70, "s": "\ufffd?"}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

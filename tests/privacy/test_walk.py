@@ -94,3 +94,19 @@ def test_unchanged_is_shared() -> None:
     """Rewriting without a change returns the same objects."""
     body = {"messages": [{"role": "user", "content": "hi"}], "metadata": {"k": "v"}}
     assert rewrite(body, upper) is body
+
+
+def test_fixed_value_fields_are_skipped_only_when_they_look_like_one() -> None:
+    """``role``, ``type``, ``media_type``... are skipped when they hold one of their few values;
+    a client's own ``metadata`` entry named ``type`` holding a phone number or an email is
+    scanned and rewritten; ``model`` is never scanned (the gateway replaces it)."""
+    body = {"model": "gpt-4o-2024-08-06",
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": PNG}}]}],
+            "metadata": {"type": "call +1 650 253 0000", "role": EMAIL}}
+    found = list(texts(body))
+    assert found == ["call +1 650 253 0000", EMAIL]
+    rewritten = rewrite(body, upper)
+    assert rewritten["metadata"] == {"type": "call +1 650 253 0000", "role": EMAIL.upper()}
+    assert rewritten["messages"] is body["messages"] and rewritten["model"] == body["model"]
