@@ -134,12 +134,20 @@ def measure(texts: Iterable[Compiled]) -> tuple[int, dict[str, int]]:
     return literal, uses
 
 
-def rendered_size(literal: int, uses: Mapping[str, int],
-                  values: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+def rendered_size(literal: int, uses: Mapping[str, int], values: Mapping[str, str]) -> int:
     """The UTF-8 bytes that texts ``measure`` gave ``literal`` and ``uses`` for render to with
-    ``values`` (from ``bind``), without rendering them; and the bytes each variable adds."""
-    added = {name: count * utf8_size(values[name]) for name, count in uses.items()}
-    return literal + sum(added.values()), added
+    ``values`` (from ``bind``), without rendering them (every templated call: one loop, no
+    containers; ``added`` says where they come from)."""
+    size = literal
+    for name, count in uses.items():
+        value = values[name]
+        size += count * (len(value) if value.isascii() else len(value.encode()))
+    return size
+
+
+def added(uses: Mapping[str, int], values: Mapping[str, str]) -> dict[str, int]:
+    """The bytes each variable adds to a render (``rendered_size``'s parts)."""
+    return {name: count * utf8_size(values[name]) for name, count in uses.items()}
 
 
 def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:

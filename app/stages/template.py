@@ -58,7 +58,7 @@ from app.prompts.model import (
     TEMPLATE_ID,
     CompiledVersion,
 )
-from app.prompts.render import PromptVariablesError, bind, render_text, rendered_size
+from app.prompts.render import PromptVariablesError, added, bind, render_text, rendered_size
 from app.providers.base import Json
 
 log = logging.getLogger("switchboard.prompts")
@@ -127,9 +127,9 @@ def render(version: CompiledVersion, variables: dict[str, Any], *,
             f"Prompt template '{version.template_id}' version {version.number}: variable "
             f"{exc}.", param=f"prompt.variables.{first[:64]}",
             code="invalid_prompt_variables") from None
-    size, added = rendered_size(version.literal_bytes, version.uses, texts)
+    size = rendered_size(version.literal_bytes, version.uses, texts)
     if size > max_bytes:
-        raise _too_large(version, size, added, max_bytes)
+        raise _too_large(version, size, added(version.uses, texts), max_bytes)
     out: list[dict[str, Any]] = []
     for message in version.messages:
         rendered: dict[str, Any] = {"role": message.role,
@@ -140,18 +140,19 @@ def render(version: CompiledVersion, variables: dict[str, Any], *,
     return out
 
 
-def _too_large(version: CompiledVersion, size: int, added: dict[str, int],
+def _too_large(version: CompiledVersion, size: int, parts: dict[str, int],
                max_bytes: int) -> errors.BodyTooLarge:
-    """The 413 of a render past ``max_bytes``, naming the variable that adds the most."""
+    """The 413 of a render past ``max_bytes``, naming the variable that adds the most
+    (``parts``: what each adds)."""
     what = f"Prompt template '{version.template_id}' version {version.number}"
     limit = f"the limit of {max_bytes} bytes (limits.max_body_bytes)"
-    largest = max(added, key=added.__getitem__, default=None)
-    if largest is None or added[largest] == 0:
+    largest = max(parts, key=parts.__getitem__, default=None)
+    if largest is None or parts[largest] == 0:
         return errors.BodyTooLarge(f"{what} renders {size} bytes of messages, more than {limit}.",
                                    param="prompt.id", code="prompt_too_large")
     return errors.BodyTooLarge(
         f"{what} would render {size} bytes of messages, more than {limit}; variable "
-        f"'{largest}' adds {added[largest]} of them ({version.uses[largest]} placeholder(s)).",
+        f"'{largest}' adds {parts[largest]} of them ({version.uses[largest]} placeholder(s)).",
         param=f"prompt.variables.{largest[:64]}", code="prompt_too_large")
 
 

@@ -17,6 +17,7 @@ from app.prompts.render import (
     PromptVariablesError,
     Slot,
     TemplateSyntaxError,
+    added,
     bind,
     compile_text,
     placeholders,
@@ -204,9 +205,10 @@ def test_the_size_is_known_before_rendering(contents: tuple[str, ...],
     """``rendered_size`` is exactly the UTF-8 size of the rendered messages."""
     version = compiled(*contents, **{n: {"type": "json"} for n in values})
     texts = bind(version.declared, values)
-    size, _ = rendered_size(version.literal_bytes, version.uses, texts)
+    size = rendered_size(version.literal_bytes, version.uses, texts)
     rendered = render_messages(version, values, max_bytes=10_000)
     assert size == sum(len(m["content"].encode()) for m in rendered)
+    assert size == version.literal_bytes + sum(added(version.uses, texts).values())
     with pytest.raises(errors.BodyTooLarge):
         render_messages(version, values, max_bytes=size - 1)
 
