@@ -93,10 +93,16 @@ class Usage:
 
     def plausible(self) -> bool:
         """Whether every count is one a provider could have billed (``token_count``); the
-        gateway estimates a call's usage instead of accounting one that is not."""
-        return all(token_count(n) is not None for n in (
-            self.prompt_tokens, self.completion_tokens, self.cached_tokens,
-            self.cache_write_tokens, self.reasoning_tokens))
+        gateway estimates a call's usage instead of accounting one that is not. Written out,
+        not a loop over ``token_count``: it runs on every answer (0.2 us against 0.7)."""
+        top = MAX_REPORTED_TOKENS
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        cached, written, reasoning = (self.cached_tokens, self.cache_write_tokens,
+                                      self.reasoning_tokens)
+        return (type(prompt) is int and type(completion) is int and type(cached) is int
+                and type(written) is int and type(reasoning) is int
+                and 0 <= prompt <= top and 0 <= completion <= top and 0 <= cached <= top
+                and 0 <= written <= top and 0 <= reasoning <= top)
 
     @property
     def total_tokens(self) -> int:
