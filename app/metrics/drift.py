@@ -34,7 +34,7 @@ from app.answers import is_json, normalised_phrases, opens_with_refusal
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
-from app.metrics.families import MAX_VERSIONS, Metrics
+from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
 
 log = logging.getLogger("switchboard.drift")
 
@@ -259,13 +259,12 @@ class DriftMonitor:
             return
         info = self.metrics.model_info
         if before is not None:
-            info.labels(target.model, target.provider, *before).set(0)
+            info.labels(target.model, target.provider, *_shown(target, before)).set(0)
         target.version = version
         known = version in target.seen
         if not known and len(target.seen) < MAX_VERSIONS:
             target.seen[version] = None
-        if known or len(target.seen) <= MAX_VERSIONS:
-            info.labels(target.model, target.provider, *version).set(1)
+        info.labels(target.model, target.provider, *_shown(target, version)).set(1)
         if before is None or known:
             return
         target.version_changes.inc()
@@ -353,3 +352,12 @@ class DriftMonitor:
             })
         return out
 
+
+_PAST_THE_CAP = (OTHER_VERSION, OTHER_VERSION)
+
+
+def _shown(target: _Target, version: tuple[str, str]) -> tuple[str, str]:
+    """The label values ``version`` is exported under: its own while it is one of the target's
+    first ``MAX_VERSIONS``, else ``other`` for both (an upstream that changes its fingerprint
+    on every answer adds one series per target, not one per answer)."""
+    return version if version in target.seen else _PAST_THE_CAP

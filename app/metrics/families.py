@@ -5,7 +5,8 @@ model name (anything else a client sends is ``"other"``), ``provider`` a configu
 (``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``. Never a key, a
 user, a path from the client or a prompt. The two label values that come from upstreams
 (``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
-per target (``MAX_VERSIONS``) and exported only for the current version. ``team`` on
+per target: its first ``MAX_VERSIONS`` versions keep their own, any later one is exported as
+``other`` for both; the current version reads 1, the others 0. ``team`` on
 ``switchboard_spend_usd_total`` is a team id from the gateway's own key records, capped at
 ``MAX_TEAMS`` per process; no family has a key id.
 
@@ -30,7 +31,10 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.0
 # Completion tokens: doubling buckets, 1 to 16384.
 TOKEN_BUCKETS = tuple(float(2 ** i) for i in range(15))
 MAX_VERSIONS = 16
-"""Distinct (response model, fingerprint) pairs remembered per target."""
+"""Distinct (response model, fingerprint) pairs remembered, and exported, per target."""
+OTHER_VERSION = "other"
+"""``response_model`` and ``system_fingerprint`` of every version past a target's first
+``MAX_VERSIONS``."""
 
 MAX_TEAMS = 100
 """Distinct ``team`` label values of ``switchboard_spend_usd_total`` per process."""

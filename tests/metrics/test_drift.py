@@ -21,7 +21,7 @@ from app.config import Drift
 from app.db.engine import make_engine
 from app.metrics.baselines import DatabaseBaselines, MemoryBaselines
 from app.metrics.drift import DriftMonitor, length_bin, psi
-from app.metrics.families import Metrics
+from app.metrics.families import MAX_VERSIONS, Metrics
 from tests.db.conftest import fresh_pg, migrated_pg, migrated_sqlite, sqlite_url
 
 __all__ = ["fresh_pg", "migrated_pg", "migrated_sqlite", "sqlite_url"]  # fixtures used here
@@ -168,6 +168,23 @@ def test_a_new_model_version_counts_once_and_is_logged(
     assert gauge(metrics, info, response_model="gpt-4o-mini", system_fingerprint="fp_1") == 0
     assert any("fp_1 -> gpt-4o-mini fp_2" in r.getMessage() for r in caplog.records)
     assert mon.events[-1]["before"]["system_fingerprint"] == "fp_1"
+
+
+def test_an_upstream_rotating_its_fingerprint_adds_a_bounded_number_of_series() -> None:
+    """An upstream with a new fingerprint on every answer: the first ``MAX_VERSIONS`` versions
+    are exported under their own values, every later one as ``other``, so the family holds at
+    most ``MAX_VERSIONS + 1`` series a target, one of them at 1 (the current)."""
+    mon, metrics = monitor()
+    source = lengths(9)
+    for i in range(3 * MAX_VERSIONS):
+        feed(mon, 1, source, fingerprint=f"fp_{i}")
+    info = "switchboard_upstream_model_info"
+    series = [s for family in metrics.registry.collect() if family.name == info
+              for s in family.samples]
+    assert len(series) == MAX_VERSIONS + 1
+    assert [s.labels["system_fingerprint"] for s in series if s.value == 1] == ["other"]
+    assert gauge(metrics, info, response_model="gpt-4o-mini", system_fingerprint="fp_0") == 0
+    assert gauge(metrics, "switchboard_upstream_version_changes_total") == 3 * MAX_VERSIONS - 1
 
 
 async def test_baselines_persist_are_shared_and_reset(engine: AsyncEngine) -> None:
