@@ -22,13 +22,25 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90d``, ``12h``, ``30m``, ``45s`` or ``2w`` as a positive ``timedelta``.
+    """``90d``, ``12h``, ``30m``, ``45s`` or ``2w`` as a positive ``timedelta`` of at most
+    ``MAX_DURATION``.
 
     Raises ``ValueError`` with an example of the expected form."""
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a positive duration like 90d, 12h, 30m, 45s or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = MAX_DURATION + timedelta(days=1)
+    if duration > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days // 365} years")
+    return duration
+
+
+MAX_DURATION = timedelta(days=100 * 365)
+"""The longest duration taken: a century (every moment it reaches back to is a date; a call
+log holds nothing older)."""
 
 
 def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:

@@ -87,6 +87,15 @@ def test_durations_parse(text_: str, expected: timedelta) -> None:
     assert parse_duration(text_) == expected
 
 
+@pytest.mark.parametrize("text_", ["9000000d", "999999999d", "99999999999d", "5300w"])
+def test_durations_past_a_century_are_refused(text_: str) -> None:
+    """A duration no date reaches back to (``timedelta`` overflows, or the cutoff would) is a
+    clean refusal, not an OverflowError traceback from ``db prune``."""
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_duration(text_)
+    assert parse_duration("36500d") == timedelta(days=36500)
+
+
 @pytest.mark.parametrize("text_", ["", "90", "d", "0d", "-1d", "1.5d", "3y", "1d2h"])
 def test_bad_durations_are_refused(text_: str) -> None:
     """Anything but a positive count and one unit is refused, with an example."""
