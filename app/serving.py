@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import time
 import weakref
 from types import FrameType
@@ -185,6 +186,9 @@ def draining() -> bool:
 
 FORCED_EXIT_STATUS = 130
 """128 + SIGINT, as a shell reports a process that Ctrl-C ended."""
+HANG_UP_S = 5.0
+"""How long after hanging up on its clients (the grace period over) a request's task may still
+run before uvicorn cancels it."""
 FORCED_EXIT_MESSAGE = (b"switchboard: Ctrl-C again: exiting now, without finishing the shutdown;"
                        b" the next start replays the call log's journal\n")
 
@@ -195,8 +199,8 @@ class DrainingServer(uvicorn.Server):
     The first SIGTERM or SIGINT marks the process draining (``draining()``: ``/readyz`` answers
     503 from then on) and the server keeps accepting for ``drain_s`` seconds; then uvicorn's own
     graceful shutdown runs: the listening socket is closed, in-flight requests and streams get
-    ``timeout_graceful_shutdown`` seconds to finish, and the lifespan's shutdown flushes the
-    call log. A second signal skips what is left of the drain period. The process then exits
+    ``timeout_graceful_shutdown`` seconds to finish (then the server hangs up on their clients:
+    ``shutdown``), and the lifespan's shutdown flushes the call log. A second signal skips what is left of the drain period. The process then exits
     with status 0: uvicorn re-raises the signal it caught after a graceful shutdown, which makes
     the process die "killed by SIGTERM" (status 143, or -15 to a parent), and a supervisor
     cannot tell that from a crash; this server does not re-raise it.
@@ -242,10 +246,38 @@ class DrainingServer(uvicorn.Server):
         """Close every connection, as if each client went away."""
         log.info("Ctrl-C again: hanging up on %d connection(s); Ctrl-C once more exits at once",
                  len(self.server_state.connections))
+        self._close_connections()
+
+    def _close_connections(self) -> None:
         for connection in list(self.server_state.connections):
             transport = connection.transport
             if not transport.is_closing():
                 transport.close()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, except that running out of ``timeout_graceful_shutdown`` hangs up
+        on the clients still connected, as a second Ctrl-C does: each call ends as a disconnect
+        (``cancelled``, 499, recorded). uvicorn cancels the requests' tasks instead, and logs
+        each as "Exception in ASGI application" with its traceback; its cancel stays as a
+        backstop, ``HANG_UP_S`` later, for a task that outlives its connection."""
+        grace = self.config.timeout_graceful_shutdown
+        timer: asyncio.TimerHandle | None = None
+        if grace is not None:
+            self.config.timeout_graceful_shutdown = grace + HANG_UP_S
+            timer = asyncio.get_running_loop().call_later(grace, self._grace_over, grace)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _grace_over(self, grace: float) -> None:
+        if not self.server_state.tasks:
+            return
+        log.warning("graceful shutdown: %d request(s) still running after %g s; hanging up on "
+                    "%d connection(s)", len(self.server_state.tasks), grace,
+                    len(self.server_state.connections))
+        self._close_connections()
 
     async def on_tick(self, counter: int) -> bool:
         if self._exit_at is not None and not self._announced:

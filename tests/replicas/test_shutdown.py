@@ -36,6 +36,15 @@ TOKENS = 30
 
 @pytest.fixture
 def replica(tmp_path: Path, simulator: str, pg_database: str) -> Iterator[Replica]:
+    with started(tmp_path, simulator, pg_database, SWITCHBOARD_SHUTDOWN_DRAIN_S="1.5") as gateway:
+        yield gateway
+
+
+@contextlib.contextmanager
+def started(tmp_path: Path, simulator: str, pg_database: str,
+            **settings: str) -> Iterator[Replica]:
+    """A gateway with a slow model (``slow``), on ``pg_database``, with ``settings`` in its
+    environment."""
     asyncio.run(upgrade(pg_database))
     raw = sim_config(simulator)
     # Every token 200 ms apart: the stream lasts ~6 s, well past the 1.5 s drain period.
@@ -48,8 +57,7 @@ def replica(tmp_path: Path, simulator: str, pg_database: str) -> Iterator[Replic
     config.write_text(yaml.safe_dump(raw))
     env = tree_env({"SWITCHBOARD_MASTER_KEY": MASTER_KEY, "SWITCHBOARD_CONFIG": str(config),
                     "SWITCHBOARD_DATABASE_URL": pg_database,
-                    "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"),
-                    "SWITCHBOARD_SHUTDOWN_DRAIN_S": "1.5"})
+                    "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), **settings})
     gateway = Replica("gateway", free_port(), env, tmp_path / "gateway.log")
     gateway.start()
     try:
@@ -138,6 +146,27 @@ def test_ctrl_c_again_hangs_up_on_a_stream_in_flight_and_records_it(
     assert "Traceback" not in replica.output()
     assert rows_by_request_id(pg_database, [request_id]) == {request_id: 1}
     assert status_of(pg_database, request_id) == ("cancelled", 499)
+
+
+def test_a_stream_past_the_grace_period_is_hung_up_on_without_a_traceback(
+        tmp_path: Path, simulator: str, pg_database: str) -> None:
+    """SIGTERM with a stream in flight that outlasts ``SWITCHBOARD_SHUTDOWN_GRACE_S``: when the
+    grace runs out the gateway hangs up on it (as a second Ctrl-C does) instead of letting
+    uvicorn cancel its task, which logged "Exception in ASGI application" with a traceback.
+    Exit 0, the row ``cancelled`` 499."""
+    with started(tmp_path, simulator, pg_database, SWITCHBOARD_SHUTDOWN_GRACE_S="1") as gateway:
+        assert gateway.proc is not None
+        with slow_stream(gateway, "graceless") as (request_id, lines, _first):
+            gateway.proc.send_signal(signal.SIGTERM)
+            assert gateway.proc.wait(timeout=5) == 0, gateway.output()  # ~5 s of stream left
+            rest: list[str] = []
+            with contextlib.suppress(httpx.HTTPError):
+                rest.extend(lines)
+        assert "data: [DONE]" not in rest
+        output = gateway.output()
+        assert "still running after 1 s; hanging up on 1 connection(s)" in output
+        assert "Traceback" not in output and "Exception in ASGI application" not in output
+        assert status_of(pg_database, request_id) == ("cancelled", 499)
 
 
 def status_of(database_url: str, request_id: str) -> tuple[str, int]:
