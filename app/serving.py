@@ -186,7 +186,7 @@ def draining() -> bool:
 
 FORCED_EXIT_STATUS = 130
 """128 + SIGINT, as a shell reports a process that Ctrl-C ended."""
-HANG_UP_S = 5.0
+HANG_UP_S = 5
 """How long after hanging up on its clients (the grace period over) a request's task may still
 run before uvicorn cancels it."""
 FORCED_EXIT_MESSAGE = (b"switchboard: Ctrl-C again: exiting now, without finishing the shutdown;"
@@ -200,10 +200,11 @@ class DrainingServer(uvicorn.Server):
     503 from then on) and the server keeps accepting for ``drain_s`` seconds; then uvicorn's own
     graceful shutdown runs: the listening socket is closed, in-flight requests and streams get
     ``timeout_graceful_shutdown`` seconds to finish (then the server hangs up on their clients:
-    ``shutdown``), and the lifespan's shutdown flushes the call log. A second signal skips what is left of the drain period. The process then exits
-    with status 0: uvicorn re-raises the signal it caught after a graceful shutdown, which makes
-    the process die "killed by SIGTERM" (status 143, or -15 to a parent), and a supervisor
-    cannot tell that from a crash; this server does not re-raise it.
+    ``shutdown``), and the lifespan's shutdown flushes the call log. A second signal skips what
+    is left of the drain period. The process then exits with status 0: uvicorn re-raises the
+    signal it caught after a graceful shutdown, which makes the process die "killed by
+    SIGTERM" (status 143, or -15 to a parent), and a supervisor cannot tell that from a crash;
+    this server does not re-raise it.
 
     A Ctrl-C (SIGINT) once the shutdown has begun cuts it short. While requests are in flight,
     it hangs up on their clients: each call ends as a client's disconnect does (``cancelled``,
