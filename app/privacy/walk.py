@@ -5,19 +5,22 @@ calls' arguments, ids and tool results, tool and ``response_format`` schemas, a 
 ``prompt``, an embedding's ``input``, an Anthropic body's ``system``, blocks and plain-text
 document sources, ``documents``, ``user`` and ``metadata``: whatever the gateway forwards), and
 every dict key that is not a field name of the wire formats (``FIELDS``: a ``metadata`` key, a
-schema's property names, a document's own fields), except:
+schema's property names, a document's own fields). Skipped, in the wire format's own fields
+only (never in the client's own data: ``metadata`` and whatever sits under a key of the
+client's own is scanned whole, the walk's ``free``):
 
 - the string values of ``SKIP_KEYS`` that look like one of their few values (``_LABEL``:
   one word of letters, ``_./:-`` and at most three digits): names the gateway or the API
   fixes to a small set of values (a role, a block's type, a reason, a media type, an
-  encoding, a tier, ``tool_choice``'s ``auto``); and ``model``, which the gateway replaces
-  with its target's before the call leaves (a dict under one of them is walked:
-  ``tool_choice``'s function name is text);
+  encoding, a tier, ``tool_choice``'s ``auto``); and the body's own ``model`` (at its top),
+  which the gateway replaces with its target's before the call leaves (a dict under one of
+  them is walked: ``tool_choice``'s function name is text);
 - base64 payloads, which cannot be rewritten without breaking them: a ``data:`` URL with
   ``;base64,`` whose payload is all base64 (anywhere: ``image_url.url``, ``file_data``), and a
-  ``data`` or ``signature`` value that is all base64 (Anthropic's ``base64`` image and document
-  sources and thinking signatures, OpenAI's ``input_audio``, Anthropic's ``redacted_thinking``),
-  unless its block's ``type`` is ``text`` (a plain-text document's ``data`` is its text).
+  ``data`` or ``signature`` value of at least ``_MIN_PAYLOAD`` characters that is all base64
+  (Anthropic's ``base64`` image and document sources and thinking signatures, OpenAI's
+  ``input_audio``, Anthropic's ``redacted_thinking``), unless its block's ``type`` is ``text``
+  (a plain-text document's ``data`` is its text).
 
 Anything else starting with ``data:`` is text like any other. Rewriting copies only the
 containers on the way to a changed string or key (a dict keeps its order); the rest is shared
@@ -71,12 +74,17 @@ FIELDS = frozenset({
 }) | SKIP_KEYS | _PAYLOAD_KEYS
 """Field names of the wire formats: their values are walked, the names themselves not scanned
 (any other key is: it is the client's own)."""
-_WALK, _NAME, _PAYLOAD, _MODEL = 0, 1, 2, 3
+_WALK, _NAME, _PAYLOAD, _MODEL, _OWN = 0, 1, 2, 3, 4
 _KINDS = {key: _MODEL if key == "model" else _NAME if key in SKIP_KEYS
-          else _PAYLOAD if key in _PAYLOAD_KEYS else _WALK for key in FIELDS}
-"""What the walk does with each field's value (one dict lookup a key): walk it, skip it when
-it is a string that looks like its field's value (``SKIP_KEYS``), skip it when it is a base64
-payload, or skip it when it is a string (``model``)."""
+          else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key == "metadata" else _WALK
+          for key in FIELDS}
+"""What the walk does with each field's value (one dict lookup a key): walk it; skip it when
+it is a string that looks like its field's value (``SKIP_KEYS``); skip it when it is a base64
+payload; skip it when it is the body's own ``model``; or walk it as the client's own data,
+skipping nothing (``metadata``)."""
+_MIN_PAYLOAD = 64
+"""The shortest ``data`` or ``signature`` taken for a base64 payload: an image or a thinking
+signature is far longer, a card number, an IBAN or a phone number shorter."""
 _MAX_DEPTH = 256
 
 _DATA_URL = re.compile(r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,", re.I)
@@ -97,19 +105,26 @@ def data_url(text: str) -> bool:
     return header is not None and _all_base64(text, header.end())
 
 
-def _skipped(kind: int, node: dict[str, Any], value: Any) -> bool:
-    """Whether a field's ``value`` (``kind``: its ``_KINDS``, not ``_WALK``) is not text to
-    scan."""
+def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
+    """Whether a field's ``value`` (``kind``: its ``_KINDS``; ``depth``: its dict's) is not
+    text to scan. Only for the wire format's own fields: nothing in the client's own data is
+    skipped (``free`` in the walk)."""
     if not isinstance(value, str):
         return False
     if kind == _NAME:
         return _LABEL.fullmatch(value) is not None
-    return kind == _MODEL or (node.get("type") != "text" and _all_base64(value))
+    if kind == _MODEL:
+        return depth == 0  # the body's own model, which the gateway replaces
+    if kind == _PAYLOAD:
+        return (len(value) >= _MIN_PAYLOAD and node.get("type") != "text"
+                and _all_base64(value))
+    return False
 
 
-def texts(node: Any, depth: int = 0) -> Iterator[str]:
+def texts(node: Any, depth: int = 0, free: bool = False) -> Iterator[str]:
     """Every text part of ``node`` (string values and the client's own keys), in document
-    order."""
+    order; ``free``: ``node`` is the client's own data (``metadata``, a key of its own), where
+    nothing is skipped."""
     if isinstance(node, str):
         if not data_url(node):
             yield node
@@ -119,25 +134,26 @@ def texts(node: Any, depth: int = 0) -> Iterator[str]:
                 kind = _KINDS.get(key)
                 if kind is None:
                     yield key
-                elif kind and _skipped(kind, node, value):
-                    continue
-                yield from texts(value, depth + 1)
+                    yield from texts(value, depth + 1, True)
+                elif free or not _skipped(kind, node, value, depth):
+                    yield from texts(value, depth + 1, free or kind == _OWN)
     elif isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         for item in node:
-            yield from texts(item, depth + 1)
+            yield from texts(item, depth + 1, free)
 
 
-def rewrite(node: Any, change: Callable[[str], str], depth: int = 0) -> Any:
+def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
+            free: bool = False) -> Any:
     """``node`` with each text part replaced by ``change(text)`` (walked as ``texts`` does);
     ``node`` itself when nothing changed."""
     if isinstance(node, str):
         return node if data_url(node) else change(node)
     if isinstance(node, dict):
-        return node if depth >= _MAX_DEPTH else _rewrite_dict(node, change, depth)
+        return node if depth >= _MAX_DEPTH else _rewrite_dict(node, change, depth, free)
     if isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         items: list[Any] | None = None
         for i, value in enumerate(node):
-            new = rewrite(value, change, depth + 1)
+            new = rewrite(value, change, depth + 1, free)
             if new is not value:
                 if items is None:
                     items = list(node)
@@ -148,17 +164,17 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0) -> Any:
     return node
 
 
-def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int
-                  ) -> dict[str, Any]:
+def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int,
+                  free: bool) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     for i, (key, value) in enumerate(node.items()):
         new_key, new = key, value
         kind = _KINDS.get(key)
         if kind is None:
             new_key = change(key)
-            new = rewrite(value, change, depth + 1)
-        elif not (kind and _skipped(kind, node, value)):
-            new = rewrite(value, change, depth + 1)
+            new = rewrite(value, change, depth + 1, True)
+        elif free or not _skipped(kind, node, value, depth):
+            new = rewrite(value, change, depth + 1, free or kind == _OWN)
         if out is not None:
             out[new_key] = new
         elif new is not value or new_key != key:

@@ -265,12 +265,15 @@ async def _load_scanner(section: PresidioConfig) -> PresidioScanner:
 def _scan(detector: Detector, body: Json, native: Json | None
           ) -> tuple[dict[str, list[Finding]], dict[str, int], set[str]]:
     """The findings of each distinct text part of ``body`` and ``native`` that has any; the
-    values found in ``body`` counted by entity type; the placeholder-shaped strings the
-    client's own text holds (never issued)."""
+    values found counted by entity type (in ``body``, and in the texts of ``native`` that
+    ``body`` does not hold: a thinking block, a document's title, a citation, which only the
+    native body carries); the placeholder-shaped strings the client's own text holds (never
+    issued)."""
     found: dict[str, list[Finding]] = {}
     clean: set[str] = set()
     counts: Counter[str] = Counter()
     reserved: set[str] = set()
+    in_body: set[str] = set()
     for part in (body, native):
         if part is None:
             continue
@@ -284,7 +287,10 @@ def _scan(detector: Detector, body: Json, native: Json | None
                     clean.add(text)
                 if "<" in text:
                     reserved |= reserved_in((text,))
-            if hits and part is body:
+            if not hits:
+                continue
+            if part is body or text not in in_body:
+                in_body.add(text)
                 counts.update(f.entity for f in hits)
     return found, dict(counts), reserved
 

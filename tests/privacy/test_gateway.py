@@ -331,6 +331,35 @@ def test_messages_plain_text_document_redacted(gw: RunningGateway, upstream: Ups
     assert EMAIL not in str(gw.sink.by_id(upstream.marker).request_body)
 
 
+def test_messages_native_only_text_is_redacted(gw: RunningGateway, upstream: Upstream) -> None:
+    """/v1/messages to a native target: text only the native body carries (a document's
+    ``title`` and ``context``, an assistant's ``thinking``) is found and redacted too, and the
+    call counts it: the translated body holds none of it."""
+    client: Any = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    try:
+        client.messages.create(
+            model="claude", max_tokens=32, extra_headers={"x-request-id": upstream.marker},
+            messages=[
+                {"role": "user", "content": [
+                    {"type": "document", "title": f"from {EMAIL}", "context": f"call {PHONE}",
+                     "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+                    {"type": "text", "text": f"summarise {upstream.marker}"}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": f"write to {EMAIL}",
+                     "signature": "EqQBCkgIARAB" + "A" * 120}]},
+                {"role": "user", "content": "go on"}])
+    finally:
+        client.close()
+    upstream.assert_never_saw_planted()
+    sent = upstream.received()[0]["body"]["messages"]
+    assert sent[0]["content"][0]["title"] == "from <EMAIL_1>"
+    assert sent[0]["content"][0]["context"] == "call <PHONE_1>"
+    assert sent[1]["content"][0]["thinking"] == "write to <EMAIL_1>"
+    record = gw.sink.by_id(upstream.marker)
+    assert record.privacy_action == "redact"
+    assert record.privacy_entities and record.privacy_entities.get("EMAIL")
+
+
 @pytest.mark.parametrize(("model", "action"), [
     ("blocked", "block"), ("private", "private_only"), ("redacted", "redact")])
 def test_user_and_metadata_stored_placeholdered(gw: RunningGateway, upstream: Upstream,

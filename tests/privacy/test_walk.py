@@ -9,6 +9,7 @@ from app.privacy.walk import data_url, rewrite, texts
 
 EMAIL = "alice.smith@example.com"
 PNG = base64.b64encode(bytes(range(256)) * 4).decode()
+SIGNATURE = "EqQBCkgIARAB" + PNG[:88] + "+/=="  # a thinking signature: hundreds of characters
 
 
 def upper(text: str) -> str:
@@ -46,12 +47,12 @@ def test_payload_fields_skipped_unless_text() -> None:
                                         "data": f"contact {EMAIL}"}},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
         {"type": "input_audio", "input_audio": {"data": PNG, "format": "wav"}},
-        {"type": "thinking", "thinking": "hm", "signature": "EqQBCkgIARAB+/=="},
+        {"type": "thinking", "thinking": "hm", "signature": SIGNATURE},
         {"type": "document", "source": {"type": "base64", "data": f"oops {EMAIL}"}},
     ]
     found = list(texts({"messages": [{"role": "user", "content": blocks}]}))
     assert found.count(f"contact {EMAIL}") == 1 and f"oops {EMAIL}" in found
-    assert PNG not in found and "EqQBCkgIARAB+/==" not in found
+    assert PNG not in found and SIGNATURE not in found
     redacted = rewrite(blocks, upper)
     assert redacted[0]["source"]["data"] == f"contact {EMAIL}".upper()
     assert redacted[1] is blocks[1] and redacted[2] is blocks[2]
@@ -110,3 +111,32 @@ def test_fixed_value_fields_are_skipped_only_when_they_look_like_one() -> None:
     rewritten = rewrite(body, upper)
     assert rewritten["metadata"] == {"type": "call +1 650 253 0000", "role": EMAIL.upper()}
     assert rewritten["messages"] is body["messages"] and rewritten["model"] == body["model"]
+
+
+def test_nothing_in_the_clients_own_data_is_skipped() -> None:
+    """Under ``metadata`` (or a key of the client's own) every string is scanned, whatever key
+    it sits under: ``model``, ``data``, ``signature``, ``type`` with one word; and ``model`` is
+    skipped only as the body's own, not inside a message."""
+    body = {"model": "chat",
+            "messages": [{"role": "user", "content": "hi", "model": EMAIL}],
+            "metadata": {"model": EMAIL, "data": "4111111111111111",
+                         "signature": "DE89370400440532013000", "type": "bluebird"},
+            "extra": {"role": "PRJ-ABCDE"}}
+    found = list(texts(body))
+    assert found == ["hi", EMAIL, EMAIL, "4111111111111111", "DE89370400440532013000",
+                     "bluebird", "extra", "PRJ-ABCDE"]
+    assert "chat" not in found
+    rewritten = rewrite(body, upper)
+    assert rewritten["metadata"]["model"] == EMAIL.upper()
+    assert rewritten["messages"][0]["model"] == EMAIL.upper()
+
+
+def test_a_short_data_value_is_text_even_where_payloads_go() -> None:
+    """``data`` and ``signature`` are skipped as base64 payloads only from 64 characters: a
+    card number or an IBAN in a block's ``data`` is scanned."""
+    block = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "4111111111111111"}}
+    assert list(texts(block)) == ["4111111111111111"]
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": PNG}}
+    assert list(texts(image)) == []
