@@ -8,7 +8,8 @@ so running gateways drop their cached copy within a second; without Redis they p
 up at their next refresh (30 s). A new or rotated key is printed once and never again.
 
 With ``SWITCHBOARD_CONFIG`` set, ``--models`` naming a model that config does not serve is
-warned about on stderr (the key is made or changed anyway).
+warned about on stderr (the key is made or changed anyway), and so is a config that does not
+load in this shell (a ``${VAR}`` unset here, say), since then nothing was checked.
 
 Limits given as ``none`` (``--rpm none``) are cleared by ``update``; so is a privacy setting
 (``--privacy none``). Exit status: 0 done, 2 any error (one line on stderr).
@@ -200,8 +201,11 @@ def _warn_unserved(models: list[str] | tuple[str, ...] | None) -> None:
 
     try:
         served = load_config(config_path, environment()).models
-    except ConfigError:
-        return  # the key is made; check-config is where a broken file is reported
+    except ConfigError as exc:  # the key is made; check-config says what is wrong with the file
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        click.echo(f"switchboard: warning: --models not checked: {config_path} does not load "
+                   f"here ({first[:200]})", err=True)
+        return
     warning = unserved(models, served.__contains__)
     if warning is not None:
         click.echo(f"switchboard: warning: {warning} (in {config_path})", err=True)

@@ -76,8 +76,8 @@ def test_update_rotate_revoke_delete(url: str) -> None:
 
 def test_models_the_config_does_not_serve_are_warned_about(url: str, tmp_path: Path) -> None:
     """With SWITCHBOARD_CONFIG set, --models naming a model that file does not serve makes or
-    changes the key anyway, with a warning on stderr; without it, or with a broken file, there
-    is nothing to check against and nothing is said."""
+    changes the key anyway, with a warning on stderr; without it nothing is said; a file that
+    does not load in this shell (a ${VAR} unset) is said to have left the models unchecked."""
     config = tmp_path / "gateway.yaml"
     config.write_text("providers:\n  m: {type: mock}\n"
                       "models:\n  chat: {targets: [{provider: m, model: x}]}\n")
@@ -94,9 +94,13 @@ def test_models_the_config_does_not_serve_are_warned_about(url: str, tmp_path: P
     unset = run(keys, "create", "--name", "k2", "--models", "chta", url=url,
                 env={"SWITCHBOARD_CONFIG": None})
     assert unset.exit_code == 0 and "warning" not in unset.stderr
-    config.write_text("models: [")
-    broken = run(keys, "create", "--name", "k3", "--models", "chta", url=url, env=env)
-    assert broken.exit_code == 0 and "warning" not in broken.stderr
+    config.write_text("providers:\n  m: {type: openai, api_key: '${UNSET_IN_THIS_SHELL}'}\n"
+                      "models:\n  chat: {targets: [{provider: m, model: x}]}\n")
+    unchecked = run(keys, "create", "--name", "k3", "--models", "chta", url=url,
+                    env={**env, "UNSET_IN_THIS_SHELL": None})
+    assert unchecked.exit_code == 0 and unchecked.stdout.startswith("sk-sb-")
+    assert (f"switchboard: warning: --models not checked: {config} does not load here"
+            in unchecked.stderr)
 
 
 def test_teams_create_prints_only_the_id_for_scripts(url: str) -> None:
