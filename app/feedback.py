@@ -40,7 +40,9 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     request_id: Annotated[str, Field(min_length=1, max_length=128)]
-    score: Annotated[float, Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)] | None = None
+    score: Annotated[float, Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False,
+                                  strict=True)] | None = None
+    """A number (``true`` or ``"5"`` is a 400, not a score of 1 or 5)."""
     label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     comment: Annotated[str, Field(max_length=4000)] | None = None
 

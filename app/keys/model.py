@@ -168,10 +168,20 @@ Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
                    AfterValidator(_whole_micro_usd)]
 """At most a billion dollars: its micro-dollars (1e15) stay exact in Redis's Lua numbers
 (doubles), and it fits the database's ``Numeric(20, 10)``."""
-Models = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]],
+def _no_nul(value: str) -> str:
+    # Postgres text holds none: without this, a 400 from the database naming no field (and a
+    # 201 on SQLite).
+    if "\x00" in value:
+        raise ValueError("may not contain a NUL character")
+    return value
+
+
+Models = Annotated[list[Annotated[str, Field(min_length=1, max_length=256),
+                                  AfterValidator(_no_nul)]],
                    Field(max_length=MAX_MODELS)]
-Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
-                          Annotated[str, Field(max_length=512)]],
+Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64),
+                                    AfterValidator(_no_nul)],
+                          Annotated[str, Field(max_length=512), AfterValidator(_no_nul)]],
                      Field(max_length=MAX_METADATA)]
 TeamId = Annotated[str, Field(min_length=1, max_length=64)]
 

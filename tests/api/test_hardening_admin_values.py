@@ -104,17 +104,21 @@ def test_a_nul_in_an_id_or_filter_is_bad_input(gateway: httpx.Client, method: st
     assert gateway.get("/admin/prompts").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/admin/keys", "/admin/teams"])
-def test_a_nul_in_a_name_is_a_400_naming_it(gateway: httpx.Client, path: str) -> None:
-    """A name holds no control character (one would forge lines in the CLI's listings): a NUL
-    is refused as any of them, naming the field, on either database."""
-    response = gateway.post(path, json={"name": "nul\x00name"})
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/admin/keys", {"name": "nul\x00name"}, "name"),
+    ("/admin/teams", {"name": "nul\x00name"}, "name"),
+    ("/admin/keys", {"name": "meta", "metadata": {"owner": "a\x00b"}}, "metadata.owner"),
+])
+def test_a_nul_in_a_key_or_team_is_a_400_naming_the_field(
+        gateway: httpx.Client, path: str, body: dict[str, Any], param: str) -> None:
+    """A key or team holds no NUL (a name no control character at all: one would forge lines
+    in the CLI's listings): refused naming the field, alike on either database."""
+    response = gateway.post(path, json=body)
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == "name"
+    assert response.json()["error"]["param"] == param
 
 
 @pytest.mark.parametrize(("path", "body"), [
-    ("/admin/keys", {"name": "meta", "metadata": {"owner": "a\x00b"}}),
     ("/admin/prompts", {"id": "nul-content", "version": {
         "messages": [{"role": "user", "content": "a\x00b"}]}}),
 ])

@@ -67,6 +67,8 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
     {"request_id": "x", "comment": "bad\u0000"},
     {"request_id": "x", "score": 1, "extra": True},
     {"request_id": "x", "score": 1e308},  # two of them overflowed the experiment report
+    {"request_id": "x", "score": True},  # not a number, though Python counts it as one
+    {"request_id": "x", "score": "5"},
     {"request_id": "x", "score": -1_000_001},
 ])
 def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, object]) -> None:

@@ -171,6 +171,8 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     ({"name": "evil\nkey_000000000000  sk-sb-FAKE...  active"}, "name"),
     ({"name": "k", "admin": "yes"}, "admin"),  # strict: no admin key from a string
     ({"name": "k", "rpm": "10"}, "rpm"),
+    ({"name": "k", "metadata": {"owner": "a\x00b"}}, "metadata.owner"),  # Postgres has no NUL
+    ({"name": "k", "models": ["ch\x00at"]}, "models.0"),
 ])
 async def test_bad_key_input_is_400_naming_the_field(
         admin: httpx.AsyncClient, body: dict[str, object], param: str) -> None:
