@@ -45,14 +45,24 @@ async def read_object(call: ModelCall) -> Json:
 
 def parse_call(call: ModelCall, schema: type[M], body: dict[str, Any]) -> M:
     """``body`` validated as ``schema`` (``parse``); a body it refuses still gives the call
-    record its ``model`` when the snapshot serves it, so the 400 counts under that model."""
+    record what ``noted`` takes from it, so the 400 counts under its model."""
     try:
         return parse(schema, body)
     except errors.InvalidRequest:
-        model = body.get("model")
-        if isinstance(model, str) and call.snapshot.table.serves(model):
-            call.record.public_model = model
+        noted(call, body)
         raise
+
+
+def noted(call: ModelCall, body: dict[str, Any]) -> None:
+    """What a body refused before it parsed says of its call, into the record: its ``model``
+    when the snapshot serves it (made-up names never become label values), and whether it
+    streams. Not its ``user``: nothing scanned it for the privacy policy yet."""
+    record = call.record
+    model = body.get("model")
+    if isinstance(model, str) and call.snapshot.table.serves(model):
+        record.public_model = model
+    if body.get("stream") is True:
+        record.stream = True
 
 
 async def _parsed(call: ModelCall, schema: type[M]) -> None:
@@ -109,7 +119,11 @@ async def answer(work: Awaitable[Result], call: ModelCall,
 
 async def serve_chat(call: ModelCall, gateway: Gateway) -> Response:
     body = await read_object(call)
-    await call.snapshot.pipeline.expand(call, body)  # a prompt template's messages, if any
+    try:
+        await call.snapshot.pipeline.expand(call, body)  # a prompt template's messages, if any
+    except errors.GatewayError:
+        noted(call, body)
+        raise
     call.request, call.body = parse_call(call, ChatRequest, body), body
     await call.snapshot.pipeline.admit(call)
     assert isinstance(call.request, ChatRequest)

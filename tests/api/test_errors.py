@@ -88,6 +88,11 @@ def test_bad_input_never_reaches_the_upstream(gateway: RunningGateway, simulator
     _post(gateway, "/v1/chat/completions", headers={"x-request-id": "bad-2"},
           json={"model": "made-up", "messages": "hi"})
     assert gateway.sink.by_id("bad-2").public_model is None  # not a label value
+    _post(gateway, "/v1/chat/completions", headers={"x-request-id": "bad-3"},
+          json={"model": "chat", "stream": True, "user": "u-1", "temperature": "hot",
+                "messages": USER})
+    streamed = gateway.sink.by_id("bad-3")
+    assert (streamed.public_model, streamed.stream, streamed.end_user) == ("chat", True, None)
 
 
 def test_a_list_too_long_says_so_not_that_it_is_no_string(gateway: RunningGateway) -> None:

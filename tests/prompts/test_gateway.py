@@ -152,17 +152,23 @@ def test_bad_prompts_are_precise_errors(run_gateway: GatewayFactory, simulator: 
                                         prompt: Any, status: int, param: str,
                                         code: str) -> None:
     """Unknown template/version/label 404, bad variables or a malformed field 400, in OpenAI's
-    shape naming the field; no value is echoed; nothing reaches the upstream."""
+    shape naming the field; no value is echoed; nothing reaches the upstream; the call's row
+    names its model and that it streams."""
     with run_gateway(sim_config(simulator)) as gw:
         create(gw.http())
         before = httpx.get(f"{simulator}/_sim/stats").json()
-        reply = gw.http().post("/v1/chat/completions",
-                               json={"model": "chat", "messages": [], "prompt": prompt})
+        reply = gw.http().post("/v1/chat/completions", headers={"x-request-id": "bad-prompt"},
+                               json={"model": "chat", "messages": [], "stream": True,
+                                     "prompt": prompt})
         assert reply.status_code == status, reply.text
         error = reply.json()["error"]
         assert (error["param"], error["code"]) == (param, code)
         assert "hunter2" not in reply.text
         assert httpx.get(f"{simulator}/_sim/stats").json() == before
+        record = gw.sink.by_id("bad-prompt")  # refused before it parsed, under its model
+        read = code != "nesting_too_deep"  # that body is refused as it is read
+        assert (record.http_status, record.public_model, record.stream) == (
+            (status, "chat", True) if read else (status, None, False))
 
 
 def test_template_model_applies_and_key_model_list_holds(run_gateway: GatewayFactory,
