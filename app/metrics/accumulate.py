@@ -4,7 +4,8 @@
 increment; a request touches about a dozen values, which measured 11 us per request, ~5% of the
 gateway's CPU per call (bench/README.md). Here a request only adds to ints and floats; ``flush``
 moves the sums into the real children once a second and before every ``/metrics`` answer, so a
-scrape always sees every request finished before it. Everything runs on the event loop thread.
+scrape sees every request its own process finished before it (another worker's, with several,
+as of that worker's last flush: up to a second behind). Everything runs on the event loop thread.
 """
 
 from __future__ import annotations
