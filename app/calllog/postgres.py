@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.calllog.columns import COLUMNS, pg_record
 from app.calllog.record import Row, convert_rows
-from app.calllog.seams import StoreUnavailable
+from app.calllog.seams import StoreNotReady, StoreUnavailable
 from app.db.engine import DATABASE_ERRORS, describe_error, mask_url
 from app.db.migrate import ensure_partitions
 from app.db.partitions import month_of, next_month
@@ -86,9 +86,10 @@ class PostgresStore:
             async with self._engine.connect() as connection:
                 return await self._copy_and_insert(connection, records)
         except DATABASE_ERRORS as exc:
-            hint = " (run `switchboard db upgrade`)" if _undefined_table(exc) else ""
-            raise StoreUnavailable(f"Postgres at {mask_url(self._engine.url)}: "
-                                   f"{describe_error(exc)}{hint}") from exc
+            where = f"Postgres at {mask_url(self._engine.url)}: {describe_error(exc)}"
+            if _undefined_table(exc):  # reachable, but without this version's tables
+                raise StoreNotReady(f"{where} (run `switchboard db upgrade`)") from exc
+            raise StoreUnavailable(where) from exc
 
     async def aclose(self) -> None:
         """Nothing to release: the engine belongs to the caller."""

@@ -28,9 +28,9 @@ from app.calllog.file_spool import FileSpool
 from app.calllog.live import IDS_EVERY_S, LiveFeed
 from app.calllog.postgres import PostgresStore
 from app.calllog.redis_spool import RedisSpool
-from app.calllog.seams import CallStore, StoreUnavailable
+from app.calllog.seams import CallStore, StoreNotReady, StoreUnavailable
 from app.calllog.sqlite import SqliteStore
-from app.calllog.writer import CallLogWriter, StoreNotReady
+from app.calllog.writer import CallLogWriter
 from app.config import CallLog
 from app.db.engine import is_sqlite, make_engine
 from app.db.migrate import DatabaseUnreachable, SchemaNotReady, check_current, upgrade

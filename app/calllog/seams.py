@@ -19,6 +19,10 @@ class StoreUnavailable(Exception):
     """The store could not take the batch now (down, slow, full); try again later."""
 
 
+class StoreNotReady(StoreUnavailable):
+    """The store answered but cannot take rows: it is not at this version's schema."""
+
+
 class SpoolUnavailable(Exception):
     """The spool could not take or give rows now (e.g. Redis down)."""
 

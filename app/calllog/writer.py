@@ -53,6 +53,7 @@ from app.calllog.seams import (
     Spool,
     SpoolUnavailable,
     SpoolWriteFailed,
+    StoreNotReady,
     StoreUnavailable,
 )
 
@@ -65,10 +66,6 @@ in the shared Redis spool wait up to this much longer. Asking both spools every 
 a second: Redis round trips, and a lock and listing of the spool directory) was most of an idle
 gateway's CPU: with it, the cycle's ``wait_for`` and nothing else to do, a gateway used ~20 ms
 of CPU a second; ~6 ms now (bench/README.md)."""
-
-
-class StoreNotReady(StoreUnavailable):
-    """The store answered but cannot take rows: it is not at this version's schema."""
 
 
 class LocalSpool(Spool, Protocol):
@@ -278,6 +275,8 @@ class CallLogWriter:
         if self._store_up():
             try:
                 written = await asyncio.wait_for(self._store.write(batch), self._store_timeout_s)
+            except StoreNotReady as exc:  # its tables went (a database dropped and recreated)
+                self._store_failed("unmigrated", str(exc))
             except StoreUnavailable as exc:
                 self._store_failed("write_failed", str(exc))
             except TimeoutError:
@@ -352,6 +351,9 @@ class CallLogWriter:
                 try:
                     written = await asyncio.wait_for(
                         self._store.write([row for _, row in taken]), self._store_timeout_s)
+                except StoreNotReady as exc:
+                    self._store_failed("unmigrated", str(exc))
+                    return
                 except StoreUnavailable as exc:
                     self._store_failed("write_failed", str(exc))
                     return

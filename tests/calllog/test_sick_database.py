@@ -219,6 +219,29 @@ def test_a_database_back_unmigrated_keeps_spooling_until_migrated(
     assert PASSWORD not in caplog.text
 
 
+def test_tables_gone_under_a_running_gateway_read_as_unmigrated(
+        postgres: PrivatePostgres, simulator: str, tmp_path: Path) -> None:
+    """A database whose tables go while the gateway runs (dropped and recreated empty): its
+    writes fail, and /readyz says ``unmigrated`` with what to run, not ``write_failed``; the
+    rows are spooled, and land once each when it is migrated again."""
+    url = new_database(postgres, "tables_gone", migrated=True)
+    settings = settings_for(tmp_path, url)
+    with gateway(settings, simulator) as (base, writer):
+        ids = calls(base, "before-drop", 3)
+        stored(url, ids)
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres",
+                        "-d", "tables_gone", "-c",
+                        "DROP SCHEMA public CASCADE; CREATE SCHEMA public"],
+                       check=True, capture_output=True)
+        later = calls(base, "after-drop", 6)
+        until(lambda: store_state(base)["reason"] == "unmigrated")
+        assert "switchboard db upgrade" in store_state(base)["detail"]
+        asyncio.run(upgrade(url))
+        found = stored(url, later)
+        assert writer.stats.dropped == 0
+    assert sorted(found) == sorted(later)  # every row after the drop, once
+
+
 def gateway_env(tmp_path: Path, simulator: str, url: str,
                 redis_url: str | None = None, *, calllog: str = "") -> dict[str, str]:
     """The environment of a ``switchboard serve`` on the simulator; ``calllog``: more

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.calllog.postgres import PostgresStore
 from app.calllog.record import Row
-from app.calllog.seams import CallStore, StoreUnavailable
+from app.calllog.seams import CallStore, StoreNotReady, StoreUnavailable
 from app.calllog.sqlite import SqliteStore
 from app.db.engine import make_engine
 from app.db.models import Call
@@ -126,13 +126,18 @@ def unmigrated_url(request: pytest.FixtureRequest) -> str:
 
 
 async def test_unmigrated_database_raises_store_unavailable(unmigrated_url: str) -> None:
-    """Writing to a database without the schema raises StoreUnavailable, naming the cause."""
+    """Writing to a database without the schema raises StoreUnavailable, naming the cause; on
+    Postgres, StoreNotReady saying what to run (a database dropped and recreated under a
+    running gateway reads as ``unmigrated`` on /readyz, not ``write_failed``)."""
     engine = make_engine(unmigrated_url)
-    store: CallStore = (PostgresStore(engine) if engine.dialect.name == "postgresql"
-                        else SqliteStore(engine))
+    postgres = engine.dialect.name == "postgresql"
+    store: CallStore = PostgresStore(engine) if postgres else SqliteStore(engine)
     try:
-        with pytest.raises(StoreUnavailable, match="calls"):
+        with pytest.raises(StoreUnavailable, match="calls") as caught:
             await store.write(batch(3))
+        if postgres:
+            assert isinstance(caught.value, StoreNotReady)
+            assert "run `switchboard db upgrade`" in str(caught.value)
     finally:
         await engine.dispose()
 
