@@ -18,9 +18,12 @@ false``); ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences`` -> ``st
 
 What only a native target can serve (``Inbound.native_only``): server tools (a tool with a
 ``type`` other than ``custom``), blocks of other types (search results, server tool results,
-images or documents by file id, PDFs by URL, images inside tool results) and top-level fields
-outside the list above and the hints below. A call that uses them goes to the model's native
-targets only; with none, it is a 400 naming the first such part.
+images or documents by file id, PDFs by URL, documents of content blocks, images inside tool
+results) and top-level fields outside the list above and the hints below. A call that uses them
+goes to the model's native targets only; with none, it is a 400 naming the first such part (an
+image's or a document's with its source type). In the chat call, which then serves only the
+gateway's books, each such block of a user turn is a stand-in text part naming it (``[document
+with a url source: for a native target]``), so that a turn of nothing else is still a turn.
 
 Dropped for other targets, as hints whose absence cannot make an answer wrong: ``cache_control``
 markers, ``top_k``, ``thinking`` (the request for it, and earlier turns' thinking blocks, which
@@ -232,8 +235,11 @@ def _user_part(block: Json, at: str, native: list[str]) -> Json | None:
                                              "filename": str(block.get("title") or "document.pdf")}}
     elif kind in ("thinking", "redacted_thinking"):
         return None
-    native.append(f"{at} ({kind})")
-    return None
+    what = kind
+    if kind in ("image", "document"):
+        what = f"{kind} with a {block['source']['type']} source"
+    native.append(f"{at} ({what})")
+    return {"type": "text", "text": f"[{what}: for a native target]"}
 
 
 def _tool_result(block: Json, at: str, native: list[str]) -> Json:

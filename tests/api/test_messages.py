@@ -169,6 +169,33 @@ def test_what_only_a_native_target_can_serve_goes_to_one(gw: RunningGateway,
     assert "tools[0] (web_search_20250305)" in error["message"]
 
 
+@pytest.mark.parametrize(("source", "kind"), [
+    ({"type": "url", "url": "https://example.com/a.pdf"}, "url"),
+    ({"type": "file", "file_id": "file_abc"}, "file"),
+    ({"type": "content", "content": [{"type": "text", "text": "A switchboard manual."}]},
+     "content"),
+])
+def test_a_turn_of_only_a_document_for_anthropic(gw: RunningGateway, simulator: str,
+                                                 source: dict[str, Any], kind: str) -> None:
+    """A user turn whose only block is a document only Anthropic can read (by URL, by file id,
+    or of content blocks) reaches a model's Anthropic target as the client wrote it, and is
+    counted; on a model with no Anthropic target it is a 400 naming that block."""
+    turn = [{"role": "user", "content": [{"type": "document", "source": source}]}]
+    reply = sdk(gw).messages.create(model="either", max_tokens=5, messages=turn,
+                                    extra_headers={"x-request-id": f"doc-{kind}"})
+    assert reply.content[0].type == "text"
+    record = gw.sink.by_id(f"doc-{kind}")
+    assert record.provider == "claude" and record.status == "ok"
+    assert last_upstream_body(simulator)["messages"] == turn
+    assert sdk(gw).messages.count_tokens(model="claude", messages=turn).input_tokens > 0
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk(gw).messages.create(model="gpt", max_tokens=5, messages=turn)
+    error = caught.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert f"'messages[0].content[0] (document with a {kind} source)' can only be sent to a " \
+        "target that speaks Anthropic's Messages API natively" in error["message"]
+
+
 def test_a_model_of_both_kinds_translates_for_the_first(gw: RunningGateway) -> None:
     """Without native-only parts, a model's targets are tried in order, translated or not."""
     sdk(gw).messages.create(model="either", max_tokens=40, messages=USER,

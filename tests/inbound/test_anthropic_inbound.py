@@ -8,9 +8,11 @@ import orjson
 import pytest
 
 from app import errors
+from app.api.wire import parse
 from app.inbound.anthropic import read_request, to_message
 from app.inbound.anthropic_stream import PING, EventWriter
 from app.providers.base import NATIVE_EVENTS, Json
+from app.schemas import ChatRequest
 from app.usage import Usage
 
 PNG = "iVBORw0KGgo="
@@ -123,10 +125,28 @@ def test_what_only_a_native_target_can_serve_is_listed() -> None:
                                              "data": PNG}}]}]}]))
     assert inbound.native_only == [
         "container (not translatable)",
-        "messages[0].content[0] (image)",
+        "messages[0].content[0] (image with a file source)",
         "messages[0].content[1].content[0] (image in a tool result)",
         "tools[0] (web_search_20250305)",
     ]
+
+
+@pytest.mark.parametrize(("source", "what"), [
+    ({"type": "url", "url": "https://x.test/a.pdf"}, "document with a url source"),
+    ({"type": "file", "file_id": "file_abc"}, "document with a file source"),
+    ({"type": "content", "content": [{"type": "text", "text": "words"}]},
+     "document with a content source"),
+])
+def test_a_turn_of_only_a_native_block_is_a_stand_in(source: Json, what: str) -> None:
+    """A user turn whose only block needs a native target stays a turn in the chat call (a
+    stand-in text naming the block, which the books count and scan), and the block is listed
+    with its source type."""
+    inbound = read_request(request(messages=[
+        {"role": "user", "content": [{"type": "document", "source": source}]}]))
+    assert inbound.native_only == [f"messages[0].content[0] ({what})"]
+    assert inbound.body["messages"] == [
+        {"role": "user", "content": f"[{what}: for a native target]"}]
+    parse(ChatRequest, inbound.body)
 
 
 @pytest.mark.parametrize(("body", "param"), [
