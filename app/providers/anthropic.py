@@ -48,12 +48,13 @@ from pydantic import Field, SecretStr
 
 from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
-from app.providers.anthropic_stream import StreamTranslator
+from app.providers.anthropic_stream import OPENING_EVENTS, StreamTranslator, event_kind
 from app.providers.base import (
     NATIVE_EVENTS,
     ChatCall,
     Json,
     MessagesCall,
+    OpeningHold,
     ProviderBase,
     Result,
     Target,
@@ -122,14 +123,20 @@ async def translated_chunks(events: AsyncGenerator[SSEEvent, None]
                             ) -> AsyncGenerator[Json, None]:
     """An Anthropic event stream as chat chunks; the last one carries ``usage`` and no choices.
 
+    The chunks of the opening events (``message_start``, ``ping``, ``content_block_start``)
+    wait for the next event's (``OpeningHold``), so the first chunk comes with the first token.
     Upstream errors before the first event raise from the first ``__anext__``; an ``error``
-    event raises its mapped error; a stream cut before ``message_stop`` raises
-    ``BadUpstreamResponse``. Closing the generator closes ``events`` (the upstream connection).
+    event raises its mapped error (an upstream that fails before its first token fails before
+    the first chunk); a stream cut before ``message_stop`` raises ``BadUpstreamResponse``.
+    Closing the generator closes ``events`` (the upstream connection).
     """
     translator = StreamTranslator(created=int(time.time()))
+    hold = OpeningHold(OPENING_EVENTS)
     try:
         async for event in events:
-            for chunk in translator.feed(parse_json_event(event.data), event=event.event):
+            data = parse_json_event(event.data)
+            chunks = translator.feed(data, event=event.event)
+            for chunk in hold.release(event_kind(data, event.event), chunks):
                 yield chunk
             if translator.done:
                 await drain(events)
@@ -142,18 +149,20 @@ async def translated_chunks(events: AsyncGenerator[SSEEvent, None]
 async def native_chunks(events: AsyncGenerator[SSEEvent, None]) -> AsyncGenerator[Json, None]:
     """An Anthropic event stream relayed as it came: each event carried (``NATIVE_EVENTS``) on
     the translated chunk it led to; events that lead to none (``ping``, block starts and stops)
-    ride on the next chunk, and what is left at the end on a chunk of their own. Errors and
-    closing as ``translated_chunks``."""
+    ride on the next chunk, and what is left at the end on a chunk of their own. Opening events
+    are held as in ``translated_chunks``, so the client gets the same events in the same order,
+    the first ones when the first token comes. Errors and closing as ``translated_chunks``."""
     translator = StreamTranslator(created=int(time.time()))
+    hold = OpeningHold(OPENING_EVENTS)
     carried: list[tuple[str, str]] = []
     try:
         async for event in events:
             data = parse_json_event(event.data)
             carried.append((event.event or str(data.get("type", "")), event.data))
             chunks = translator.feed(data, event=event.event)
-            for chunk in chunks:
-                if carried:
-                    chunk[NATIVE_EVENTS], carried = carried, []
+            if chunks:
+                chunks[0][NATIVE_EVENTS], carried = carried, []
+            for chunk in hold.release(event_kind(data, event.event), chunks):
                 yield chunk
             if translator.done:
                 await drain(events)

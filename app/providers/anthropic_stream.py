@@ -18,6 +18,16 @@ from app.providers.anthropic_response import error_from_event, finish_reason, re
 from app.providers.base import Json
 from app.usage import Usage
 
+OPENING_EVENTS = frozenset({"message_start", "ping", "content_block_start"})
+"""What Anthropic sends before its model's first token (``message_start`` at once): held by
+``anthropic.translated_chunks``/``native_chunks`` (``base.OpeningHold``) until the next event."""
+
+
+def event_kind(data: Json, event: str | None) -> str | None:
+    """An event's type: its data's ``type``, else its SSE event name."""
+    kind = data.get("type")
+    return kind if isinstance(kind, str) else event
+
 
 class StreamTranslator:
     """Turns one Anthropic event stream into OpenAI chunks.
@@ -46,8 +56,7 @@ class StreamTranslator:
 
     def feed(self, data: Json, *, event: str | None = None) -> list[Json]:
         """The chunks for one event's JSON ``data`` (``event`` is the SSE event name)."""
-        kind = data.get("type")
-        kind = kind if isinstance(kind, str) else event
+        kind = event_kind(data, event)
         if kind == "message_start":
             return self._message_start(data.get("message"))
         if kind == "content_block_start":

@@ -165,6 +165,30 @@ NATIVE_EVENTS = "native_events"
 the gateway accounts and the stages see."""
 
 
+class OpeningHold:
+    """Holds the chunks a stream's opening events lead to (a message's start, a ping, a content
+    block's start: events an upstream sends before its model has produced anything) until the
+    first other event, then lets them out together with that event's, in order; from then on
+    every chunk passes at once. The gateway counts a stream's first chunk as its first token
+    (``Gateway._open``): the first-chunk timeout, the call's deadline and the call's TTFT then
+    measure the model's first token, not an envelope sent before it."""
+
+    def __init__(self, opening: frozenset[str]) -> None:
+        self._opening = opening
+        self._held: list[Json] | None = []
+        """``None`` once released."""
+
+    def release(self, kind: str | None, chunks: list[Json]) -> list[Json]:
+        """The chunks to send now for one event of type ``kind`` that led to ``chunks``."""
+        if self._held is None:
+            return chunks
+        self._held.extend(chunks)
+        if kind in self._opening:
+            return []
+        out, self._held = self._held, None
+        return out
+
+
 def embeddings_result(vectors: list[Any], *, model: str, tokens: int,
                       estimated: bool = False) -> Result:
     """An OpenAI-shaped embedding ``list`` answer: one entry per vector (already encoded as the

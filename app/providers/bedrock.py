@@ -69,12 +69,13 @@ from app.providers.base import (
     EmbeddingCall,
     Json,
     MessagesCall,
+    OpeningHold,
     Result,
     Target,
     embeddings_result,
 )
 from app.providers.bedrock_converse import translate_request
-from app.providers.bedrock_response import StreamTranslator, to_chat_completion
+from app.providers.bedrock_response import OPENING_EVENTS, StreamTranslator, to_chat_completion
 from app.providers.http import SSEEvent, drain
 from app.scrub import config_secrets
 
@@ -121,18 +122,22 @@ class Bedrock:
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
         """ConverseStream's events as chunks; the last carries ``usage`` (from ``metadata``).
-        An exception message raises its mapped error; a stream ended before ``messageStop``
-        raises ``BadUpstreamResponse``. Closing the generator closes the connection."""
+        The chunks of ``messageStart`` and ``contentBlockStart`` wait for the next event's
+        (``OpeningHold``), so the first chunk comes with the first token. An exception message
+        raises its mapped error; a stream ended before ``messageStop`` raises
+        ``BadUpstreamResponse``. Closing the generator closes the connection."""
         payload = translate_request(call, target=target,
                                     max_tokens_default=self._max_tokens_default)
         translator = StreamTranslator(model=target.model, created=int(time.time()))
+        hold = OpeningHold(OPENING_EVENTS)
         events = self._upstream.events(model_path(target.model, "converse-stream"), payload,
                                        timeout_s=target.timeout_s)
         try:
             async for message in events:
                 if message.message_type == "exception":
                     raise stream_exception(message, service=self._upstream.service)
-                for chunk in translator.feed(message.event_type, _json(message.payload)):
+                chunks = translator.feed(message.event_type, _json(message.payload))
+                for chunk in hold.release(message.event_type, chunks):
                     yield chunk
                 if translator.done:
                     await drain(events)  # the connection goes back to the pool

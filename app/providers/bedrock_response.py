@@ -106,6 +106,11 @@ def to_chat_completion(body: Any, *, model: str, created: int) -> tuple[Json, Us
     return out, usage
 
 
+OPENING_EVENTS = frozenset({"messageStart", "contentBlockStart"})
+"""What ConverseStream sends before its model's first token (``messageStart`` at once): held
+by ``Bedrock.stream_chat`` (``base.OpeningHold``) until the next event."""
+
+
 class StreamTranslator:
     """ConverseStream events -> OpenAI chunks. ``feed(event_type, payload)`` returns the chunks
     one event produces; after ``metadata`` (which follows ``messageStop``) the usage chunk is out

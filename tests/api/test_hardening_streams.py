@@ -426,3 +426,84 @@ def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, 
         # Upstream time runs to the deadline too, not to the first keep-alive (then 800 ms).
         assert record.overhead_ms is not None and record.overhead_ms < 500
         assert _until(lambda: _stats(simulator)["requests_cancelled"] > before, timeout_s=5)
+
+
+# ---- an Anthropic stream's first chunk is its first token, not message_start ----------------
+
+
+def _slow_anthropic(simulator: str, ttft_ms: int) -> dict[str, Any]:
+    """Anthropic on the simulator: ``message_start`` at once, the first token ``ttft_ms`` on."""
+    return {**_provider("anthropic", simulator, {"X-Sim-TTFT-Ms": str(ttft_ms)}),
+            "timeout_s": 30}
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_a_deadline_bounds_an_anthropic_first_token(run_gateway: GatewayFactory,
+                                                    simulator: str, path: str) -> None:
+    """An Anthropic target whose ``message_start`` comes at once and whose first token comes
+    after the client's deadline: the stream ends at the deadline with a ``deadline_exceeded``
+    error (nothing of the upstream's relayed), not when the upstream finishes."""
+    raw = _config(simulator, _slow_anthropic(simulator, 3000))
+    raw["streaming"] = {"keepalive_s": 0.2}
+    with run_gateway(raw) as gw:
+        started = time.monotonic()
+        with gw.http().stream("POST", path, json=_CALLS[path],
+                              headers={"x-request-id": "slow-claude",
+                                       "x-switchboard-deadline-s": "1"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert time.monotonic() - started < 2.5  # the first token is 3 s away
+        if path == "/v1/messages":
+            assert text.startswith("event: ping")
+            assert "message_start" not in text
+            error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
+            assert error["error"]["type"] == "timeout_error"
+        else:
+            assert _frames(text)[-1]["error"]["code"] == "deadline_exceeded"
+            assert not any(_contents(_frames(text)))
+        record = _record(gw, "slow-claude")
+        assert (record.status, record.http_status, record.error_type) == ("error", 504,
+                                                                          "timeout")
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_an_anthropic_target_slow_to_its_first_token_falls_back(run_gateway: GatewayFactory,
+                                                                simulator: str,
+                                                                path: str) -> None:
+    """An Anthropic target that sends ``message_start`` at once but no token within its
+    ``first_chunk_timeout_s`` is given up for the next target, which answers the stream."""
+    raw = _config(simulator, _slow_anthropic(simulator, 3000))
+    raw["providers"]["fast"] = _provider("anthropic", simulator, {})
+    raw["models"]["chat"] = {"targets": [
+        {"provider": "up", "model": "claude-sonnet-4", "first_chunk_timeout_s": 0.5},
+        {"provider": "fast", "model": "claude-sonnet-4"}]}
+    with run_gateway(raw) as gw:
+        started = time.monotonic()
+        with gw.http().stream("POST", path, json=_CALLS[path],
+                              headers={"x-request-id": "fell-back"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert time.monotonic() - started < 2.5
+        assert text.count("event: message_start") == (1 if path == "/v1/messages" else 0)
+        record = _record(gw, "fell-back")
+        assert (record.status, record.provider) == ("ok", "fast")
+        assert [(a.provider, a.status) for a in record.attempts] == [("up", 504), ("fast", 200)]
+
+
+def test_an_anthropic_stream_ttft_is_its_first_token(run_gateway: GatewayFactory,
+                                                     simulator: str) -> None:
+    """The call's TTFT on an Anthropic stream is the time to the first token, and the client
+    gets every event the upstream sent, once each, in Anthropic's order."""
+    raw = _config(simulator, _slow_anthropic(simulator, 600))
+    with run_gateway(raw) as gw:
+        with gw.http().stream("POST", "/v1/messages", json=_CALLS["/v1/messages"],
+                              headers={"x-request-id": "ttft"}) as answer:
+            text = answer.read().decode()
+        names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+        assert names[:2] == ["message_start", "content_block_start"]
+        assert "content_block_delta" in names
+        assert names[-2:] == ["message_delta", "message_stop"]
+        assert names.count("message_start") == 1
+        record = _record(gw, "ttft")
+        assert record.status == "ok"
+        assert record.ttft_ms is not None and record.ttft_ms >= 550

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,7 +16,8 @@ from app.providers.anthropic import AnthropicProvider
 from app.providers.anthropic_request import translate_request
 from app.providers.anthropic_response import map_error, to_chat_completion
 from app.providers.anthropic_stream import StreamTranslator
-from app.providers.base import ChatCall, Json, Target
+from app.providers.base import NATIVE_EVENTS, ChatCall, Json, OpeningHold, Target
+from app.providers.http import SSEEvent
 from app.schemas import ChatRequest
 
 TARGET = Target(provider="claude", model="claude-sonnet-4-20250514")
@@ -754,3 +755,64 @@ def test_serves_chat_only() -> None:
     the others to it."""
     assert PROVIDER_TYPES["anthropic"].serves == {"chat", "stream_chat", "messages",
                                                   "stream_messages"}
+
+
+# ---- the opening events wait for the first token ---------------------------------------------
+
+_OPENING = [("message_start", {"type": "message_start", "message": {
+                "id": "msg_1", "model": "claude", "usage": {"input_tokens": 3}}}),
+            ("ping", {"type": "ping"}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}})]
+_REST = [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                  "delta": {"type": "text_delta", "text": "Hi"}}),
+         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                            "usage": {"output_tokens": 1}}),
+         ("message_stop", {"type": "message_stop"})]
+
+
+def test_opening_hold_releases_what_it_held_with_the_first_other_event() -> None:
+    """``OpeningHold`` keeps the opening events' chunks until another event, then lets them out
+    first, in order, and holds nothing after that."""
+    hold = OpeningHold(frozenset({"start", "ping"}))
+    assert hold.release("start", [{"n": 1}]) == []
+    assert hold.release("ping", []) == []
+    assert hold.release("delta", [{"n": 2}]) == [{"n": 1}, {"n": 2}]
+    assert hold.release("start", [{"n": 3}]) == [{"n": 3}]
+    assert hold.release("ping", []) == []
+
+
+@pytest.mark.parametrize("native", [False, True])
+async def test_no_chunk_before_the_first_token(native: bool) -> None:
+    """``translated_chunks``/``native_chunks`` read up to the first ``content_block_delta``
+    before they give their first chunk; a native stream still carries every event once, in the
+    upstream's order."""
+    read: list[str] = []
+
+    async def events() -> AsyncGenerator[SSEEvent, None]:
+        for name, data in _OPENING + _REST:
+            read.append(name)
+            yield SSEEvent(event=name, data=orjson.dumps(data).decode())
+
+    chunks = (anthropic.native_chunks if native else anthropic.translated_chunks)(events())
+    first = await anext(chunks)
+    assert read == [name for name, _ in _OPENING] + ["content_block_delta"]
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    rest = [chunk async for chunk in chunks]
+    assert [c["choices"][0]["delta"].get("content") for c in rest[:1]] == ["Hi"]
+    if native:
+        carried = [name for c in [first, *rest] for name, _ in c.get(NATIVE_EVENTS, ())]
+        assert carried == [name for name, _ in _OPENING + _REST]
+
+
+async def test_an_error_before_the_first_token_sends_no_chunk() -> None:
+    """An ``error`` event after ``message_start`` raises before any chunk went out (so the
+    gateway may still fall back)."""
+    async def events() -> AsyncGenerator[SSEEvent, None]:
+        yield SSEEvent(event="message_start", data=orjson.dumps(_OPENING[0][1]).decode())
+        yield SSEEvent(event="error", data='{"type":"error","error":{"type":"overloaded_error",'
+                                           '"message":"busy"}}')
+
+    with pytest.raises(errors.GatewayError):
+        await anext(anthropic.translated_chunks(events()))
