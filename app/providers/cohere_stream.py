@@ -49,16 +49,29 @@ class StreamTranslator:
         self.done = False
         self._tool_index: dict[int, int] = {}
         """Cohere tool-call index -> OpenAI tool call index."""
+        self._opening: Json | None = None
+        """The role chunk of ``message-start``, until the next chunk takes it along."""
 
     def feed(self, data: Json, *, event: str | None = None) -> list[Json]:
         """The chunks for one event's JSON ``data`` (``event``: the SSE event name, used when
-        ``data`` lacks a ``type``)."""
+        ``data`` lacks a ``type``). The role chunk ``message-start`` makes is held back and
+        comes out with the first chunk after it: Cohere sends ``message-start`` at once, and
+        the gateway's first chunk (its first-chunk timeout, the call's deadline, TTFT) is the
+        model's first token."""
+        chunks = self._feed(data, event)
+        if chunks and self._opening is not None:
+            chunks.insert(0, self._opening)
+            self._opening = None
+        return chunks
+
+    def _feed(self, data: Json, event: str | None) -> list[Json]:
         kind = data.get("type")
         kind = kind if isinstance(kind, str) else event
         if kind == "message-start":
             if isinstance(data.get("id"), str):
                 self.id = data["id"]
-            return [self._chunk({"role": "assistant", "content": ""})]
+            self._opening = self._chunk({"role": "assistant", "content": ""})
+            return []
         if kind in ("content-start", "content-delta"):
             return self._content(data)
         if kind == "tool-plan-delta":

@@ -308,6 +308,22 @@ def test_reference_text_stream_translates() -> None:
     translator.finish()
 
 
+def test_the_role_chunk_waits_for_the_first_token() -> None:
+    """``message-start`` comes at once, before the model has produced anything: its role
+    chunk goes out with the first token's, so the gateway's first chunk (first-chunk timeout,
+    deadline, TTFT) is the first token."""
+    translator = StreamTranslator(model="command-a", created=1)
+    assert translator.feed({"type": "message-start", "id": "m1",
+                            "delta": {"message": {"role": "assistant"}}}) == []
+    first = translator.feed({"type": "content-delta", "index": 0,
+                             "delta": {"message": {"content": {"text": "Hi"}}}})
+    assert [c["choices"][0]["delta"] for c in first] == [
+        {"role": "assistant", "content": ""}, {"content": "Hi"}]
+    later = translator.feed({"type": "content-delta", "index": 0,
+                             "delta": {"message": {"content": {"text": "!"}}}})
+    assert [c["choices"][0]["delta"] for c in later] == [{"content": "!"}]
+
+
 def test_reference_tool_stream_translates() -> None:
     """The reference's tool stream: plan text as content, two tool calls whose argument deltas
     join into the JSON the events carry, finish tool_calls."""
