@@ -391,6 +391,19 @@ def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, sim
         assert _until(lambda: _stats(simulator)[counter] > before, timeout_s=5)
 
 
+def _with_a_deadline_of_1_s(gw: RunningGateway, path: str, request_id: str
+                            ) -> tuple[str, float]:
+    """A streamed call to ``path`` sent with ``x-switchboard-deadline-s: 1``: the whole text
+    of its 200 answer, and the seconds it took."""
+    started = time.monotonic()
+    with gw.http().stream("POST", path, json=_CALLS[path],
+                          headers={"x-request-id": request_id,
+                                   "x-switchboard-deadline-s": "1"}) as answer:
+        assert answer.status_code == 200
+        text = answer.read().decode()
+    return text, time.monotonic() - started
+
+
 @pytest.mark.parametrize("path", list(_CALLS))
 def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, simulator: str,
                                                    path: str) -> None:
@@ -401,13 +414,8 @@ def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, 
     raw["streaming"] = {"keepalive_s": 0.2}
     before = _stats(simulator)["requests_cancelled"]
     with run_gateway(raw) as gw:
-        started = time.monotonic()
-        with gw.http().stream("POST", path, json=_CALLS[path],
-                              headers={"x-request-id": "deadline",
-                                       "x-switchboard-deadline-s": "1"}) as answer:
-            assert answer.status_code == 200
-            text = answer.read().decode()
-        assert time.monotonic() - started < 6  # the provider's timeout_s is 8 s
+        text, took = _with_a_deadline_of_1_s(gw, path, "deadline")
+        assert took < 6  # the provider's timeout_s is 8 s
         if path == "/v1/messages":
             assert text.startswith("event: ping")
             error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
@@ -446,13 +454,8 @@ def test_a_deadline_bounds_an_anthropic_first_token(run_gateway: GatewayFactory,
     raw = _config(simulator, _slow_anthropic(simulator, 3000))
     raw["streaming"] = {"keepalive_s": 0.2}
     with run_gateway(raw) as gw:
-        started = time.monotonic()
-        with gw.http().stream("POST", path, json=_CALLS[path],
-                              headers={"x-request-id": "slow-claude",
-                                       "x-switchboard-deadline-s": "1"}) as answer:
-            assert answer.status_code == 200
-            text = answer.read().decode()
-        assert time.monotonic() - started < 2.5  # the first token is 3 s away
+        text, took = _with_a_deadline_of_1_s(gw, path, "slow-claude")
+        assert took < 2.5  # the first token is 3 s away
         if path == "/v1/messages":
             assert text.startswith("event: ping")
             assert "message_start" not in text
