@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import errors
-from app.providers.base import Json
+from app.providers.base import Json, OpeningHold
 from app.providers.cohere_response import (
     failed_generation,
     finish_reason,
@@ -29,6 +29,12 @@ def _message(data: Json) -> Json:
     delta = data.get("delta")
     message = delta.get("message") if isinstance(delta, dict) else None
     return message if isinstance(message, dict) else {}
+
+
+OPENING = frozenset({"message-start", "content-start"})
+"""The events Cohere sends before its model's first token: what they make is held back until
+the first other event (``OpeningHold``). A ``content-start`` that carries text goes out with
+the next event, a moment later."""
 
 
 class StreamTranslator:
@@ -49,29 +55,23 @@ class StreamTranslator:
         self.done = False
         self._tool_index: dict[int, int] = {}
         """Cohere tool-call index -> OpenAI tool call index."""
-        self._opening: Json | None = None
-        """The role chunk of ``message-start``, until the next chunk takes it along."""
+        self._hold = OpeningHold(OPENING)
 
     def feed(self, data: Json, *, event: str | None = None) -> list[Json]:
         """The chunks for one event's JSON ``data`` (``event``: the SSE event name, used when
-        ``data`` lacks a ``type``). The role chunk ``message-start`` makes is held back and
-        comes out with the first chunk after it: Cohere sends ``message-start`` at once, and
-        the gateway's first chunk (its first-chunk timeout, the call's deadline, TTFT) is the
-        model's first token."""
-        chunks = self._feed(data, event)
-        if chunks and self._opening is not None:
-            chunks.insert(0, self._opening)
-            self._opening = None
-        return chunks
-
-    def _feed(self, data: Json, event: str | None) -> list[Json]:
+        ``data`` lacks a ``type``). What the opening events (``OPENING``) make is held back and
+        comes out with the first other event's chunks: Cohere sends them at once, and the
+        gateway's first chunk (its first-chunk timeout, the call's deadline, TTFT) is the
+        model's first token (``OpeningHold``)."""
         kind = data.get("type")
         kind = kind if isinstance(kind, str) else event
+        return self._hold.release(kind, self._feed(data, kind))
+
+    def _feed(self, data: Json, kind: str | None) -> list[Json]:
         if kind == "message-start":
             if isinstance(data.get("id"), str):
                 self.id = data["id"]
-            self._opening = self._chunk({"role": "assistant", "content": ""})
-            return []
+            return [self._chunk({"role": "assistant", "content": ""})]
         if kind in ("content-start", "content-delta"):
             return self._content(data)
         if kind == "tool-plan-delta":
