@@ -212,8 +212,9 @@ def test_vertex_mid_stream_error_never_carries_the_token(run_gateway: GatewayFac
 
 @pytest.fixture
 def short_token_simulator() -> Iterator[str]:
-    """A simulator whose access tokens last one second."""
-    with serve(create_app(SimOptions(google_token_lifetime_s=1))) as url:
+    """A simulator whose access tokens last three seconds (one second was shorter than a
+    loaded CI machine took from minting a token to its use: the upstream refused it)."""
+    with serve(create_app(SimOptions(google_token_lifetime_s=3))) as url:
         yield url
 
 
@@ -226,7 +227,7 @@ def test_vertex_token_refreshed_mid_run(run_gateway: GatewayFactory, short_token
         client = gw.client()
         client.chat.completions.create(model="chat", messages=USER)
         first = last_request(sim)["headers"]["authorization"]
-        time.sleep(1.2)  # the simulator's token lifetime: let it lapse
+        time.sleep(3.2)  # the simulator's token lifetime: let it lapse
         reply = client.chat.completions.create(model="chat", messages=USER)
         second = last_request(sim)["headers"]["authorization"]
     assert reply.choices[0].message.content and second != first

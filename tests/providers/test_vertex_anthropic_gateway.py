@@ -193,8 +193,9 @@ def test_mid_stream_error_never_carries_the_token(run_gateway: GatewayFactory, s
 
 @pytest.fixture
 def short_token_simulator() -> Iterator[str]:
-    """A simulator whose access tokens last one second."""
-    with serve(create_app(SimOptions(google_token_lifetime_s=1))) as url:
+    """A simulator whose access tokens last three seconds (one second was shorter than a
+    loaded CI machine took from minting a token to its use: the upstream refused it)."""
+    with serve(create_app(SimOptions(google_token_lifetime_s=3))) as url:
         yield url
 
 
@@ -206,7 +207,7 @@ def test_token_refreshed_mid_run(run_gateway: GatewayFactory, short_token_simula
         client = gw.client()
         client.chat.completions.create(model="claude", messages=USER)
         first = last_request(sim)["headers"]["authorization"]
-        time.sleep(1.2)  # the simulator's token lifetime: let it lapse
+        time.sleep(3.2)  # the simulator's token lifetime: let it lapse
         reply = client.chat.completions.create(model="claude", messages=USER)
         second = last_request(sim)["headers"]["authorization"]
     assert reply.choices[0].message.content and second != first
