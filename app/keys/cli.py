@@ -13,6 +13,9 @@ load in this shell (a ``${VAR}`` unset here, say), since then nothing was checke
 
 Limits given as ``none`` (``--rpm none``) are cleared by ``update``; so is a privacy setting
 (``--privacy none``). Exit status: 0 done, 2 any error (one line on stderr).
+
+(Just past 400 lines: the two command groups share their option parsing, error mapping and
+directory set-up, which a split would have to import back from one another.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ hardware (shared/FACTS.md; bench/README.md). Everything an HTTP client can raise
 here into ``app.errors``, and upstream error bodies in any of the shapes seen in the wild (OpenAI's
 nested ``{"error": {...}}``, vLLM's flat ``{"object": "error", ...}``, Anthropic's
 ``{"type": "error", "error": {...}}``) are read into the gateway's error tree.
+
+(Just past 400 lines: the client, its error translation and the SSE reader it streams through
+are one transport; the line and event parsers are the only parts that stand alone, and they
+are a few dozen lines.)
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ gives the completions API's ``tokens``, ``token_logprobs``, ``top_logprobs`` and
 Embeddings are unit vectors derived from a hash of the text, so the same text always gets the same
 vector. ``fail_status`` with ``fail_every`` makes every Nth call fail with that upstream status,
 for demos of fallback and error handling.
+
+(Just past 400 lines: chat, completions and embeddings answer from one set of deterministic
+rules (the reply, its tokens, logprobs, tools and structured output), which are what a split
+would separate from their callers.)
 """
 
 from __future__ import annotations
