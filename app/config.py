@@ -521,6 +521,11 @@ def url_problem(url: str) -> str | None:
         return bad_port if "port" in str(exc).lower() else "not a valid URL (a bad host)"
     if parts.scheme not in ("http", "https"):
         return "not an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return ("holds a user name or password (user:password@): a URL is shown in errors and "
+                "logs, so credentials do not belong in it; send them as a header instead, "
+                "e.g. headers: {Authorization: \"Basic ${PROXY_BASIC_AUTH}\"} (base64 of "
+                "user:password)")
     host = parts.hostname or ""
     if ":" in host:
         try:

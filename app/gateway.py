@@ -57,6 +57,7 @@ from app.providers.base import (
     Target,
 )
 from app.routing import Route, RoutingTable
+from app.routing.breaker import Breaker
 from app.routing.retry import retry_delay
 from app.routing.router import Router, deadline_s, unhealthy
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -74,6 +75,11 @@ StreamItem = Json | None
 Opener = Callable[[Provider, Target], AsyncIterator[Json]]
 _COMMITTED = "routing.committed"
 """``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
+_UNJUDGED = "routing.unjudged"
+"""``ModelCall.extras`` key: the target a stream committed to and its breaker (``None`` when
+breakers are off), until the stream ends and its outcome is the attempt's verdict
+(``Gateway._judge_stream``): a target that cuts its streams short, or that a keep-alive committed
+to and never sent a chunk, fails as an attempt does."""
 class Gateway(Finisher):
     """One instance per process, built in the app's lifespan. It opens each model call
     (``open``), runs the pipeline's route-and-call step for it, and finishes it (``finish``)."""
@@ -370,14 +376,21 @@ class Gateway(Finisher):
                     record.attempts.append(Attempt(target.provider, target.model, 499, None,
                                                    spent))
                     raise
-                except Exception:
+                except Exception:  # a defect of the gateway's, not the target's: no verdict
                     router.states.ended(stats)
                     if breaker is not None:
                         breaker.released()
+                    spent = (time.perf_counter() - started) * 1000
+                    record.upstream_ms += spent
+                    record.attempts.append(Attempt(target.provider, target.model, 500,
+                                                   errors.GatewayError.error_type, spent))
                     raise
                 spent = (time.perf_counter() - started) * 1000
-                router.states.answered(stats, spent)
-                if breaker is not None:
+                if not _waiting(out):  # else its first byte is still to come (``_stream``)
+                    router.states.answered(stats, spent)
+                if call.streaming:  # judged when the stream ends (``_judge_stream``)
+                    call.extras[_UNJUDGED] = (target, breaker)
+                elif breaker is not None:
                     router.judge(target, breaker, failed=False)
                 call.extras[_COMMITTED] = stats
                 record.upstream_ms += spent
@@ -501,6 +514,10 @@ class Gateway(Finisher):
                 except StopAsyncIteration:
                     raise errors.BadUpstreamResponse("upstream stream ended before any data") \
                         from None
+                stats = call.extras.get(_COMMITTED)
+                if stats is not None and record.attempts:  # its first byte, now it came
+                    self.router.states.answered(stats, record.attempts[-1].duration_ms + (
+                        time.perf_counter() - committed) * 1000)
             overhead = record.elapsed_ms() - record.upstream_ms
             record.ttft_ms = record.elapsed_ms()
             chunk: Json | None = first
@@ -555,10 +572,13 @@ class Gateway(Finisher):
                         yield last
             self._account(call, usage, body)
             record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
+            self._judge_stream(call, failed=False)
         except errors.GatewayError as exc:
             self.fail(call, exc)
             if stream is not None:  # committed to a target that then failed
                 _attempt_failed(record, exc.status_code, exc.error_type, committed=committed)
+                self._judge_stream(call, failed=unhealthy(exc)
+                                   if isinstance(exc, errors.UpstreamError) else None)
             if delivered:  # what stages still hold goes out before the error
                 for chunk in _released(ends, call, body):
                     yield chunk
@@ -570,7 +590,14 @@ class Gateway(Finisher):
             if stream is not None and not delivered:
                 _attempt_failed(record, 499, None, committed=committed)
             raise
+        except Exception:  # a defect: answered 500 by the last-resort handler, recorded here
+            self.fail(call, errors.GatewayError("The gateway had an internal error."))
+            if stream is not None:
+                _attempt_failed(record, 500, errors.GatewayError.error_type,
+                                committed=committed)
+            raise
         finally:
+            self._judge_stream(call, failed=None)  # no verdict yet: the client left, a defect
             try:
                 if stream is not None:
                     await _abandon(stream, pending)
@@ -584,6 +611,20 @@ class Gateway(Finisher):
                         prompt_tokens=prompt_tokens(), completion_tokens=estimate_tokens(text),
                         estimated=True), body)
                 self.finish(call)
+
+    def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:
+        """Report how a stream ended to its target's breaker, once (``_UNJUDGED``): ``failed``
+        as ``Router.judge`` takes it (``None``: the stream says nothing of the target)."""
+        unjudged: tuple[Target, Breaker | None] | None = call.extras.pop(_UNJUDGED, None)
+        if unjudged is None:
+            return
+        target, breaker = unjudged
+        if failed:
+            stats = call.extras.get(_COMMITTED)
+            if stats is not None:
+                self.router.states.failed(stats)
+        if breaker is not None:
+            self.router.judge(target, breaker, failed=failed)
 
     def _account(self, call: ModelCall, usage: Usage, body: Json) -> None:
         record = call.record
@@ -782,6 +823,12 @@ def _attempt_failed(record: CallRecord, status: int, error_type: str | None, *,
         attempt.status, attempt.error_type = status, error_type
         attempt.duration_ms += ran
         record.upstream_ms += ran
+
+
+def _waiting(opened: object) -> bool:
+    """Whether an attempt's result is a stream committed to before its first chunk came (at a
+    keep-alive: ``Gateway._open`` returns the task still waiting for it)."""
+    return type(opened) is tuple and isinstance(opened[1], asyncio.Task)
 
 
 async def _abandon(stream: AsyncIterator[Any], pending: asyncio.Task[Any] | None) -> None:

@@ -110,6 +110,21 @@ def test_an_unusable_upstream_url_is_refused_with_its_path(url: str, problem: st
         parse_config(azure, {})
 
 
+@pytest.mark.parametrize("url", ["http://proxyuser:Sup3rS3cretProxyPass@gpu:8000/v1",
+                                 "http://${PROXY_USERINFO}@gpu:8000/v1",
+                                 "https://just-a-user@gpu.example/v1"])
+def test_credentials_in_an_upstream_url_are_refused_without_quoting_them(url: str) -> None:
+    """A user name or password in a base URL would reach clients and the call log in every
+    connection error that names the upstream: refused, pointing at a header instead."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base(base_url=url),
+                     {"PROXY_USERINFO": "proxyuser:Sup3rS3cretProxyPass"})
+    message = str(caught.value)
+    assert message.startswith("providers.p.base_url: holds a user name or password")
+    assert "headers: {Authorization:" in message
+    assert "Sup3rS3cret" not in message and "just-a-user" not in message
+
+
 @pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://gpu_a:8000/v1",
                                  "http://[::1]:8000/v1", "https://münchen.example/v1"])
 def test_usable_upstream_urls_pass(url: str) -> None:

@@ -11,6 +11,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import openai
+import pytest
+
 from app.config import parse_config
 from app.main import create_app
 from tests.api.conftest import GatewayFactory, ListSink, RunningGateway, settings_in, sim_config
@@ -72,6 +75,49 @@ def test_after_the_cooldown_one_call_probes_and_a_failed_probe_reopens_it(
         assert tried == [["hole", "sim"], ["sim"], ["hole", "sim"], ["sim"]]
         hole = http.get("/admin/routing").json()["models"]["chat"]["targets"][0]
         assert (hole["state"], hole["cooldown_s"]) == ("open", 1.0)  # doubled
+
+
+def test_a_target_that_cuts_its_streams_short_opens_its_breaker(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """A stream that fails after its first chunk reached the client cannot fall back, but its
+    target failed all the same: its breaker hears of it (it heard only of the first chunk, a
+    success, so a target cutting every stream was tried forever)."""
+    raw = sim_config(simulator, chat={"targets": [{"provider": "cut", "model": "gpt-4o-mini"},
+                                                  {"provider": "sim", "model": "gpt-4o-mini"}]})
+    raw["providers"]["cut"] = {"type": "openai", "base_url": simulator + "/v1", "api_key": "sk-c",
+                               "headers": {"X-Sim-Cut-After": "2"}}
+    raw["breaker"] = {"failures": 3, "cooldown_s": 60}
+    with run_gateway(raw) as gateway:
+        client = gateway.client()
+        for _ in range(3):
+            with pytest.raises(openai.APIError):
+                list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+        assert list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+        tried = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
+        assert tried == [[("cut", 502)]] * 3 + [[("sim", 200)]]
+        cut = gateway.http().get("/admin/routing").json()["models"]["chat"]["targets"][0]
+        assert (cut["provider"], cut["state"]) == ("cut", "open")
+
+
+def test_a_stream_committed_at_a_keep_alive_to_a_dead_target_opens_its_breaker(
+        run_gateway: GatewayFactory, simulator: str, black_hole: str) -> None:
+    """With a first-chunk timeout longer than the keep-alive, a quiet target is committed to
+    at the keep-alive and then times out: a failed attempt, which its breaker now hears of
+    (it was judged a success when committed to, so every call committed to it again)."""
+    raw = config(simulator, black_hole)
+    raw["providers"]["hole"].update(timeout_s=0.6, first_chunk_timeout_s=5)
+    raw["streaming"] = {"keepalive_s": 0.2}
+    with run_gateway(raw) as gateway:
+        client = gateway.client()
+        for _ in range(3):
+            with pytest.raises(openai.APIError):
+                list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+        assert list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+        tried = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
+        assert tried == [[("hole", 504)]] * 3 + [[("sim", 200)]]
+        hole = gateway.http().get("/admin/routing").json()["models"]["chat"]["targets"][0]
+        assert (hole["provider"], hole["state"]) == ("hole", "open")
+        assert hole["first_byte_ms"] is None  # the keep-alive was not its first byte
 
 
 def replicas(tmp_path: Path, raw: dict[str, Any], redis_url: str, count: int,
