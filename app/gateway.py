@@ -502,9 +502,11 @@ class Gateway(Finisher):
                 pending = first
                 while not first.done():
                     yield None
-                    await asyncio.wait({first}, timeout=min(keepalive,
-                                                            deadline - time.monotonic()))
-                    if not first.done() and time.monotonic() >= deadline:
+                    left = deadline - time.monotonic()
+                    await asyncio.wait({first}, timeout=min(keepalive, max(0.0, left)))
+                    # waited out the deadline (a loop that wakes a little early included: it
+                    # sent a burst of keep-alives, one per wake, in the deadline's last moment)
+                    if not first.done() and left <= keepalive:
                         raise errors.UpstreamTimeout(
                             f"the call's deadline passed while {record.provider} worked on it",
                             code="deadline_exceeded")
@@ -688,13 +690,18 @@ class Gateway(Finisher):
         serve = self._shadow_server(call.incoming.path)
         if experiment is None or call.request is None or serve is None:
             return
+        request, body = call.request, call.body
+        if not isinstance(request, EmbeddingRequest) and request.stream:  # a copy never streams
+            request = request.model_copy(update={"stream": False, "stream_options": None})
+            if body is not None:
+                body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         for variant in experiment.shadows:
             if not variant.samples(record.id):
                 continue
             copy = self._open_on(call.snapshot, call.incoming)
             copy.record.request_id = None  # the client's id names its own call, not this copy
             copy.record.shadow_of, copy.record.public_model = record.id, record.public_model
-            copy.caller, copy.request, copy.body = call.caller, call.request, call.body
+            copy.caller, copy.request, copy.body = call.caller, request, body
             copy.pin(variant.route, experiment=experiment.name, variant=variant.name)
             task = asyncio.get_running_loop().create_task(self._serve_shadow(call, copy, serve))
             self._shadows.add(task)

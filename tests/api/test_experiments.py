@@ -126,3 +126,24 @@ def _sampled(call_id: str) -> bool:
 
     return Variant(name="candidate", weight=1, route=Route("chat", (), None, "x", 0),
                    shadow=True, sample=0.5).samples(call_id)
+
+
+def test_a_streamed_calls_shadow_copy_is_served_unstreamed(run_gateway: GatewayFactory,
+                                                           simulator: str) -> None:
+    """The copy of a streamed call asks its upstream for one JSON answer: it was sent with the
+    original's ``stream: true`` through the unary path and always ended 502 (invalid JSON)."""
+    raw = with_experiment(simulator)
+    raw["experiments"]["chat-ab"]["variants"]["candidate"].update(shadow=True, sample=1.0)
+    with run_gateway(raw) as gateway:
+        stream = gateway.client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True})
+        assert [c for c in stream]
+        deadline = time.monotonic() + 10
+        while not (copies := [r for r in gateway.sink.records if r.shadow_of is not None]):
+            assert time.monotonic() < deadline, "the shadow copy never finished"
+            time.sleep(0.05)
+        (copy,) = copies
+        assert (copy.variant, copy.provider, copy.status, copy.http_status, copy.stream) == \
+            ("candidate", "sim2", "ok", 200, False)
+        assert copy.usage is not None and copy.usage.completion_tokens > 0
