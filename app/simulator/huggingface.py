@@ -11,11 +11,12 @@ only plays what differs.
   A token is required (a protected endpoint). TGI's request types are enforced as its server's
   JSON parsing does (422 ``validation``): ``stop`` must be a list, ``logit_bias`` a list of
   numbers, ``max_tokens`` and ``max_completion_tokens`` not both (TGI reads the second as an
-  alias of the first: a duplicate field), ``response_format`` TGI's grammar (``{"type": "json"|"json_object", "value":
-  <schema>}``, ``{"type": "json_schema", "value": {"schema": ...}}`` or ``{"type": "regex",
-  "value": ...}``, so OpenAI's ``{"type": "json_schema", "json_schema": ...}`` is refused), and a
-  grammar together with ``tools`` is refused ("Grammar and tools are mutually exclusive"). The
-  grammar is then handed to the shared handler in OpenAI's form, so the answer is its instance.
+  alias of the first: a duplicate field), ``response_format`` TGI's grammar (``{"type":
+  "json"|"json_object", "value": <schema>}``, ``{"type": "json_schema", "value": {"schema":
+  ...}}`` or ``{"type": "regex", "value": ...}``, so OpenAI's ``{"type": "json_schema",
+  "json_schema": ...}`` is refused), and a grammar together with ``tools`` is refused ("Grammar
+  and tools are mutually exclusive"). The grammar is then handed to the shared handler in
+  OpenAI's form, so the answer is its instance.
 """
 
 from __future__ import annotations
