@@ -8,7 +8,8 @@ Pure functions and a small state machine, no I/O.
   carries ``usage`` on the last chunk only, beside that chunk's choices: the translator passes
   the choices on without it and then yields a chunk of its own with ``choices: []`` and the
   usage, as OpenAI's ``include_usage`` stream does (and as the gateway's accounting expects).
-  A tool call's first delta (``{"id", "index", "type", "function": {"name"}}``) gains
+  The role chunk (``{"role": "assistant"}``) gains ``"content": ""``, as OpenAI's carries;
+  a tool call's first delta (``{"id", "index", "type", "function": {"name"}}``) gains
   ``"arguments": ""``.
 - Errors: FastAPI's ``{"detail": "..."}`` and, for a 422, ``{"detail": [{"loc", "msg",
   "type"}, ...]}``, read into the gateway's error tree (``param`` from the first ``loc``, less
@@ -171,6 +172,10 @@ class StreamTranslator:
         calls = choice["delta"].get("tool_calls")
         if isinstance(calls, list) and calls:
             delta["tool_calls"] = [self._tool_delta(call) for call in calls]
+        elif "role" in delta:
+            # AI21's role chunk is {"role": "assistant"}; OpenAI's (and every other type's)
+            # carries an empty content beside the role.
+            delta.setdefault("content", "")
         finish = finish_reason(choice.get("finish_reason"))
         if finish is not None:
             self.finished = True

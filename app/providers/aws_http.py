@@ -13,7 +13,8 @@ refused credentials (``AccessDeniedException``, ``UnrecognizedClientException``,
 ``ExpiredTokenException``, signature errors) a 502 naming the service and region (the gateway's
 credentials are not the client's to fix), model timeouts a 504 and unavailability a 503.
 A SageMaker ``ModelError`` whose container answered a 4xx (``OriginalStatusCode``) is
-the client's 400 with the container's message. Exception messages inside a stream map the same
+the client's 400 with the message and ``param`` of the container's error body
+(``OriginalMessage``). Exception messages inside a stream map the same
 way.
 """
 
@@ -72,14 +73,26 @@ def aws_error(status: int, kind: str, payload: Any, text: str, *, service: str
     original = payload.get("OriginalStatusCode") if isinstance(payload, dict) else None
     if kind == "ModelError" and isinstance(original, int) and 400 <= original < 500 \
             and original != 429:
-        # SageMaker's container refused the input (TGI's 422...): the client's 400.
-        detail = payload.get("OriginalMessage")
-        return errors.UpstreamRejected(detail if isinstance(detail, str) else message,
-                                       status=400, code="ModelError")
+        # SageMaker's container refused the input (TGI's 422...): the client's 400, with the
+        # message and param read from the container's own error body.
+        return _container_refusal(payload.get("OriginalMessage"), message)
     status = _STATUS_BY_TYPE.get(kind, status)
     if status == 503:
         return errors.UpstreamUnavailable(message, status=503, code=kind or None)
     return errors.from_upstream_status(status, message, code=kind or None)
+
+
+def _container_refusal(original: Any, fallback: str) -> errors.GatewayError:
+    """The client's 400 for a container's 4xx carried in a ``ModelError``: its body (TGI's
+    ``{"error", "error_type"}``, vLLM's OpenAI-shaped error) read as any upstream's error body,
+    the raw text when it is not JSON."""
+    text = original if isinstance(original, str) else ""
+    try:
+        body: Any = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        body = None
+    detail, _, param = read_error_body(body, text[:500] or fallback)
+    return errors.UpstreamRejected(detail, status=400, code="ModelError", param=param)
 
 
 def stream_exception(message: Message, *, service: str) -> errors.GatewayError:

@@ -118,8 +118,9 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
 
 def _function_response(message: Message, *, param: str, names: dict[str, str]) -> Json:
     """A tool message as a ``functionResponse`` part, named after the call it answers. Its
-    content is sent as the ``response`` object when it is a JSON object, else under ``output``
-    (the key Google's reference asks for a function's output)."""
+    content (text parts joined by newlines) is sent as the ``response`` object when it is a
+    JSON object, else under ``output`` (the key Google's reference asks for a function's
+    output)."""
     call_id = message.tool_call_id
     if not call_id:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
@@ -129,7 +130,8 @@ def _function_response(message: Message, *, param: str, names: dict[str, str]) -
         raise errors.InvalidRequest(
             f"tool_call_id {call_id!r} matches no earlier assistant tool call (Gemini needs the "
             "function's name)", param=f"{param}.tool_call_id")
-    text = message.text()
+    text = message.content if isinstance(message.content, str) else "\n".join(
+        part["text"] for part in message.content or () if part.get("type") == "text")
     try:
         value: Any = orjson.loads(text)
     except orjson.JSONDecodeError:

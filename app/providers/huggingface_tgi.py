@@ -30,7 +30,10 @@ asked for, ``details.input_length`` in a stream's last event). The OpenAI reques
 Chat goes to TGI's Messages API (``/v1/chat/completions``), OpenAI-compatible but for what
 ``tgi_chat_payload`` rewrites or refuses: ``response_format`` in TGI's grammar form
 (``{"type": "json", "value": <schema>}``; json_object becomes the schema ``{"type": "object"}``),
-``stop`` as a list, ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and
+``stop`` as a list, ``developer`` messages as ``system`` ones (TGI hands roles to the model's
+chat template unchanged), one token limit (``max_tokens``, the smaller when the client sent
+``max_completion_tokens`` too: TGI reads that name as an alias, and both at once as a duplicate
+field), ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and
 cannot make several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar
 and tools are mutually exclusive"). TGI before 2.1 answered ``finish_reason: "eos_token"``; it is
 read as ``stop``. A choice that called tools finishes with ``tool_calls``, where TGI (3.x too)
@@ -259,6 +262,31 @@ def _grammar(response_format: Any) -> Json | None:
     return None  # "text"
 
 
+def _roles(messages: Any) -> Any:
+    """``developer`` messages as ``system`` ones: TGI hands each role to the model's chat
+    template as it is, and templates know ``system`` (Llama 3's would render a literal
+    ``developer`` header; Mistral's refuse any other role)."""
+    if not isinstance(messages, list):
+        return messages
+    return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer"
+            else m for m in messages]
+
+
+def _one_limit(payload: Json) -> None:
+    """One token limit, as ``max_tokens`` (in place): TGI reads ``max_completion_tokens`` as
+    an alias of ``max_tokens``, so a body with both is a duplicate field to its JSON parser
+    (422). The smaller of the two is kept, as the other native translations do."""
+    if "max_completion_tokens" not in payload:
+        return
+    newer = payload.pop("max_completion_tokens")
+    older = payload.get("max_tokens")
+    limits = [n for n in (older, newer) if isinstance(n, int) and not isinstance(n, bool)]
+    if limits:
+        payload["max_tokens"] = min(limits)
+    elif newer is not None:
+        payload["max_tokens"] = newer
+
+
 def tgi_chat_payload(payload: Json) -> Json:
     """An OpenAI chat payload as TGI's Messages API reads it (in place; see the module
     docstring)."""
@@ -266,6 +294,9 @@ def tgi_chat_payload(payload: Json) -> Json:
         raise _refuse("TGI makes one choice per request; n must be 1", "n")
     if payload.get("logit_bias"):
         raise _refuse("TGI cannot apply an OpenAI logit_bias", "logit_bias")
+    if "messages" in payload:
+        payload["messages"] = _roles(payload["messages"])
+    _one_limit(payload)
     grammar = _grammar(payload.pop("response_format", None))
     if grammar is not None:
         if payload.get("tools"):

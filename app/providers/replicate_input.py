@@ -20,7 +20,8 @@ gpt         ``openai/*``                ``messages`` (a list of ``{role, content
                                         ``presence_penalty``, ``frequency_penalty``
 ==========  ==========================  ==========================================================
 
-How a conversation becomes one ``prompt`` (families without ``messages``):
+A message's text parts are joined by newlines. How a conversation becomes one ``prompt``
+(families without ``messages``):
 
 - one user message (after any system messages): that message is the ``prompt`` and the system
   text the ``system_prompt``, so the model's own chat template wraps them;
@@ -37,7 +38,8 @@ itself holds a comma cannot be written that way and is refused (400, ``stop``).
 Refused with 400 naming the parameter, because Replicate's predictions have no such thing and
 dropping it would change the answer: ``tools`` / ``tool_choice`` (a non-empty tool list),
 ``response_format`` other than ``text``, ``n`` > 1, ``logprobs`` / ``top_logprobs``, content
-parts other than text (images, audio, files), tool and function messages and assistant tool calls,
+parts other than text (images, audio, files; an assistant's earlier ``refusal`` part is its
+text), tool and function messages and assistant tool calls,
 ``stop`` for a family (or map) without a stop input, a token limit for a map without one.
 Dropped, as sampling hints a family's schema lacks: ``temperature``, ``top_p``, ``seed``, the
 penalties, ``logit_bias``, ``user``, ``metadata`` (``claude`` takes none of the sampling hints).
@@ -111,16 +113,25 @@ def _check_request(request: ChatRequest) -> None:
 
 
 def _text(message: Message, index: int) -> str:
+    """A message's text: its text parts joined by newlines, as chat templates render them (an
+    assistant's earlier ``refusal`` parts count as text); any other part is refused."""
     if message.role in ("tool", "function") or message.tool_calls:
         raise _refuse("Replicate predictions have no tool calling; tool messages and tool "
                       "calls cannot be sent.", f"messages[{index}]")
-    if isinstance(message.content, list):
-        for part in message.content:
-            if part.get("type") != "text":
-                raise _refuse(f"Content parts of type {part.get('type')!r} cannot be sent to a "
-                              "Replicate language model; only text.",
-                              f"messages[{index}].content")
-    return message.text()
+    if not isinstance(message.content, list):
+        return message.content or ""
+    texts: list[str] = []
+    for part in message.content:
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(part["text"])
+        elif kind == "refusal" and message.role == "assistant" \
+                and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        else:
+            raise _refuse(f"Content parts of type {kind!r} cannot be sent to a Replicate "
+                          "language model; only text.", f"messages[{index}].content")
+    return "\n".join(texts)
 
 
 @dataclass(slots=True)

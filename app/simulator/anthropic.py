@@ -3,7 +3,9 @@
 Requires a key, as ``x-api-key`` or (as current SDKs send it) ``Authorization: Bearer`` (401
 ``authentication_error`` without), and ``anthropic-version`` (400 without). The answer
 is a ``tool_use`` block when ``tool_choice`` is ``any`` (first tool) or ``tool`` (the named one),
-with ``input`` a minimal instance of the tool's ``input_schema``; otherwise a ``text`` block.
+with ``input`` a minimal instance of the tool's ``input_schema``; otherwise a ``text`` block,
+holding a minimal instance of the schema (as JSON text) when ``output_config.format`` asks for
+one (structured outputs: ``{"type": "json_schema", "schema": {...}}``).
 
 Prompt caching: when any system block, message block or tool carries ``cache_control``, the prompt
 up to the last marked block is the cached prefix. ``X-Sim-Cache-Read-Tokens: N`` reports up to N
@@ -54,6 +56,9 @@ def answer(sim: Sim, request: MessagesRequest,
         arguments = orjson.dumps(instance(schema)).decode()
         return content.shape(content.split_tokens(arguments), limit=limit, stops=(),
                              natural="tool"), request.tool
+    if request.schema is not None:
+        text = orjson.dumps(instance(request.schema)).decode()
+        return content.shape(content.split_tokens(text), limit=limit, stops=stops), None
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens

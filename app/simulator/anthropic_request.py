@@ -25,7 +25,8 @@ class MessagesRequest:
     """The parts of a Messages request the simulator acts on.
 
     ``cached_prefix``: prompt tokens up to and including the last ``cache_control`` block (0
-    when nothing is marked). ``tool``: the tool ``tool_choice`` forces, if any.
+    when nothing is marked). ``tool``: the tool ``tool_choice`` forces, if any. ``schema``: the
+    JSON schema ``output_config.format`` asks the answer to follow, if any.
     """
 
     model: str
@@ -36,6 +37,7 @@ class MessagesRequest:
     prompt_tokens: int
     cached_prefix: int
     tool: dict[str, Any] | None
+    schema: dict[str, Any] | None = None
 
 
 def _fail(message: str) -> SimError:
@@ -100,6 +102,25 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     raise _fail(f"tool_choice.name: Tool '{choice.get('name')}' not found in tools")
 
 
+def _output_schema(config: Any) -> dict[str, Any] | None:
+    """The schema of ``output_config.format`` (structured outputs: ``{"type": "json_schema",
+    "schema": {...}}``, both required), or None when no format is asked for."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise _fail("output_config: Input should be a valid dictionary")
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise _fail("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _fail("output_config.format.schema: Field required" if schema is None
+                    else "output_config.format.schema: Input should be a valid dictionary")
+    return schema
+
+
 def _has_cache_control(block: Any) -> bool:
     return isinstance(block, dict) and block.get("cache_control") is not None
 
@@ -141,7 +162,9 @@ def read_request(body: dict[str, Any]) -> MessagesRequest:
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
         raise _fail("stop_sequences: Input should be a valid list of strings")
     tool = _forced_tool(body)
+    schema = _output_schema(body.get("output_config"))
     prompt, prefix = count_prompt(system, messages, body.get("tools"))
     return MessagesRequest(model=model, max_tokens=max_tokens, messages=messages,
                            stop_sequences=tuple(stops), stream=body.get("stream") is True,
-                           prompt_tokens=prompt, cached_prefix=prefix, tool=tool)
+                           prompt_tokens=prompt, cached_prefix=prefix, tool=tool,
+                           schema=schema)

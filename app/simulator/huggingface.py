@@ -10,11 +10,13 @@ only plays what differs.
 - ``POST /tgi/v1/chat/completions`` (an Inference Endpoint at ``<sim>/tgi``): TGI's Messages API.
   A token is required (a protected endpoint). TGI's request types are enforced as its server's
   JSON parsing does (422 ``validation``): ``stop`` must be a list, ``logit_bias`` a list of
-  numbers, ``response_format`` TGI's grammar (``{"type": "json"|"json_object", "value":
-  <schema>}``, ``{"type": "json_schema", "value": {"schema": ...}}`` or ``{"type": "regex",
-  "value": ...}``, so OpenAI's ``{"type": "json_schema", "json_schema": ...}`` is refused), and a
-  grammar together with ``tools`` is refused ("Grammar and tools are mutually exclusive"). The
-  grammar is then handed to the shared handler in OpenAI's form, so the answer is its instance.
+  numbers, ``max_tokens`` and ``max_completion_tokens`` not both (TGI reads the second as an
+  alias of the first: a duplicate field), ``response_format`` TGI's grammar (``{"type":
+  "json"|"json_object", "value": <schema>}``, ``{"type": "json_schema", "value": {"schema":
+  ...}}`` or ``{"type": "regex", "value": ...}``, so OpenAI's ``{"type": "json_schema",
+  "json_schema": ...}`` is refused), and a grammar together with ``tools`` is refused ("Grammar
+  and tools are mutually exclusive"). The grammar is then handed to the shared handler in
+  OpenAI's form, so the answer is its instance.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ async def tgi_chat(sim: Sim, req: Request, route: Route) -> None:
     """TGI's Messages API: token, TGI's request types, then the shared chat handler."""
     check_token(req.headers)
     body = req.json_object()
+    if "max_tokens" in body and "max_completion_tokens" in body:
+        # TGI's ChatRequest takes max_completion_tokens as a serde alias of max_tokens.
+        raise SimError(422, "Failed to deserialize the JSON body into the target type: "
+                       "duplicate field `max_tokens`", kind="validation")
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, list)
                                  and all(isinstance(s, str) for s in stop)):

@@ -4,8 +4,9 @@
   predictions``, ``POST /v1/predictions`` (with ``version``): create a prediction. Requires
   ``Authorization: Bearer <token>`` (401 without) and a JSON body with an ``input`` object (422
   otherwise); ``input`` needs a string ``prompt`` or a list ``messages``, and its token limit
-  (``max_tokens``, ``max_new_tokens`` or ``max_completion_tokens``) must be a positive integer
-  (422 naming the field).
+  (``max_tokens``, ``max_new_tokens`` or ``max_completion_tokens``) must be a positive integer,
+  at least the model's floor where its page gives one (``MIN_LIMITS``: 1024 for
+  ``anthropic/claude-4-sonnet``) (422 naming the field).
 - ``GET /v1/predictions/{id}``: the prediction now; ``POST /v1/predictions/{id}/cancel``: cancel
   it (a running one ends ``canceled``).
 - ``GET /v1/predictions/{id}/stream``: the stream URL (on Replicate a separate host): SSE
@@ -45,6 +46,9 @@ PREFIX = "/v1/"
 ROUTE = Route("replicate")
 MAX_KEPT = 1000
 _LIMIT_FIELDS = ("max_tokens", "max_new_tokens", "max_completion_tokens")
+MIN_LIMITS = {"anthropic/claude-4-sonnet": 1024}
+"""Official models whose token limit has a floor above 1, as their Replicate API pages give it
+(claude-4-sonnet: ``max_tokens`` "Min: 1024"; claude-4.5-haiku's is 1)."""
 _VERSION = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
 _FAILURE = "CUDA out of memory (simulated prediction failure)"
 
@@ -188,7 +192,9 @@ def _invalid(detail: str) -> SimError:
     return SimError(422, detail, kind="Input validation failed")
 
 
-def _read_input(body: dict[str, Any]) -> dict[str, Any]:
+def _read_input(body: dict[str, Any], *, minimum: int = 1) -> dict[str, Any]:
+    """The prediction's ``input``, validated; ``minimum``: the model's floor for its token
+    limit."""
     given = body.get("input")
     if not isinstance(given, dict):
         raise _invalid("- input: input is required and must be an object")
@@ -198,8 +204,8 @@ def _read_input(body: dict[str, Any]) -> dict[str, Any]:
     for name in _LIMIT_FIELDS:
         value = given.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise _invalid(f"- input.{name}: Must be greater than or equal to 1")
+                                  or value < minimum):
+            raise _invalid(f"- input.{name}: Must be greater than or equal to {minimum}")
     return given
 
 
@@ -304,7 +310,8 @@ async def _create(sim: Sim, req: Request, params: dict[str, str]) -> None:
         return
     body = req.json_object()
     model, version = _model(sim, params, body)
-    given = _read_input(body)
+    official = params["kind"] == "models"  # a deployment's name is its owner's choice
+    given = _read_input(body, minimum=MIN_LIMITS.get(model, 1) if official else 1)
     output = _output(sim, given, knobs)
     fail_after = knobs.error_after
     if fail_after is None and req.headers.get("x-sim-replicate-fail", "") in ("1", "true"):

@@ -5,8 +5,11 @@ SigV4 for service ``sagemaker`` is verified (``aws_auth``; no API keys: SageMake
 Injected faults (``X-Return-Error``...) are SageMaker's own (429: ``ThrottlingException``,
 ``{"Message"}`` bodies, the type in ``x-amzn-ErrorType``). The container reads the body as
 TGI and vLLM/LMI containers do at their ``/invocations``: ``inputs`` -> TGI's generate route
-(``"stream": true`` streams), ``messages`` -> an OpenAI chat completion, ``prompt`` -> an
-OpenAI text completion, each answered by the simulator's own dialect for it. A container's
+(``"stream": true`` streams), ``messages`` -> a chat completion, ``prompt`` -> an OpenAI text
+completion, each answered by the simulator's own dialect for it. An endpoint whose name holds
+``tgi`` (``my-tgi-endpoint``) runs TGI's container, so its chat is TGI's Messages API
+(``huggingface.tgi_chat``: TGI's grammar as ``response_format``, its 422s); any other endpoint's
+chat is vLLM's. A container's
 refusal is wrapped as SageMaker wraps it: a 424 ``ModelError`` with ``OriginalStatusCode`` and
 ``OriginalMessage``. With a response stream, every piece of the container's output travels as
 the bytes of a ``PayloadPart`` event (``application/vnd.amazon.eventstream``).
@@ -20,7 +23,7 @@ from typing import Any
 import orjson
 
 from app.simulator import aws_eventstream as es
-from app.simulator import huggingface_tgi
+from app.simulator import huggingface, huggingface_tgi
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.aws_auth import SAGEMAKER_TYPES, aws_error_headers, segment, verify
 from app.simulator.chat import chat
@@ -39,6 +42,12 @@ def parse_path(path: str) -> tuple[str, str] | None:
         return None
     name, _, operation = path[len(PREFIX):].rpartition("/")
     return (name, operation) if name and "/" not in name and operation in OPERATIONS else None
+
+
+def plays_tgi(name: str) -> bool:
+    """Whether endpoint ``name`` runs TGI's container (its name says ``tgi``): the simulator
+    cannot see an endpoint's image, so the name stands for it."""
+    return "tgi" in name.lower()
 
 
 def payload_part(data: bytes) -> bytes:
@@ -75,6 +84,8 @@ async def handle(sim: Sim, req: Request, route: Route) -> None:
         raise aws_error_headers(err, types=SAGEMAKER_TYPES, namespace=NAMESPACE) from None
     if "inputs" in body:
         handler, inner = huggingface_tgi.compat_generate, Route("tgi")
+    elif "messages" in body and plays_tgi(name):
+        handler, inner = huggingface.tgi_chat, Route("tgi-chat")
     elif "messages" in body:
         handler, inner = chat, Route("vllm")
     elif "prompt" in body:

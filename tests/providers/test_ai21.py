@@ -269,8 +269,8 @@ def test_answer_without_choices_is_a_bad_upstream_response() -> None:
 
 
 def test_stream_splits_usage_from_the_last_content_chunk() -> None:
-    """AI21's last chunk carries usage beside its choice: the choice passes on, then a usage
-    chunk with no choices follows."""
+    """AI21's role chunk gains OpenAI's empty content; its last chunk carries usage beside its
+    choice: the choice passes on, then a usage chunk with no choices follows."""
     translator = StreamTranslator(model="jamba-mini", created=5)
     first = translator.feed({"id": "chat-1", "choices": [
         {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
@@ -279,8 +279,8 @@ def test_stream_splits_usage_from_the_last_content_chunk() -> None:
         "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}})
     assert first == [{"id": "chat-1", "object": "chat.completion.chunk", "created": 5,
                       "model": "jamba-mini", "choices": [
-                          {"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                           "finish_reason": None}]}]
+                          {"index": 0, "delta": {"role": "assistant", "content": ""},
+                           "logprobs": None, "finish_reason": None}]}]
     assert [c["choices"] for c in last] == [
         [{"index": 0, "delta": {"content": "Hi"}, "logprobs": None, "finish_reason": "stop"}],
         []]

@@ -75,6 +75,8 @@ def test_chat_and_stream_with_usage_and_cost(run_gateway: GatewayFactory,
             model="jamba", messages=USER, stream=True, stream_options={"include_usage": True}))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text.startswith("Simulated reply to: Tell me about switchboards")
+        first = chunks[0].choices[0].delta
+        assert (first.role, first.content) == ("assistant", "")
         assert chunks[-1].choices == []
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
         assert all(c.usage is None for c in chunks[:-1])

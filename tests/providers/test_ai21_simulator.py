@@ -213,7 +213,7 @@ async def test_provider_stream_ends_with_a_usage_chunk(
     """Streamed: role, content, finish, then a choices-less usage chunk."""
     call = chat({"model": "m", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
     chunks = await collect(provider(simulator, session).stream_chat(call, target=TARGET))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 16
     assert all("usage" not in c for c in chunks[:-1])

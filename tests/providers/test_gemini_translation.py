@@ -109,6 +109,21 @@ def test_tool_round_trip_names_function_responses() -> None:
         {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}]}
 
 
+def test_tool_result_text_parts_join_with_newlines() -> None:
+    """A tool result given as several text parts reaches Gemini with the parts on separate
+    lines, not glued together."""
+    body = payload(tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": [
+            {"type": "text", "text": "sunny"}, {"type": "text", "text": "21 degrees"}]}])
+    assert body["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather",
+                              "response": {"output": "sunny\n21 degrees"}}}]
+
+
 # Google's thought-signature guide (ai.google.dev/gemini-api/docs/thought-signatures): with
 # parallel calls only the first functionCall part carries the signature; an answer without calls
 # carries one on its last part. The signatures there are placeholders, as here.

@@ -285,6 +285,29 @@ def test_tgi_chat_response_format_becomes_tgi_grammar() -> None:
     assert "response_format" not in tgi_chat_payload({"response_format": {"type": "text"}})
 
 
+def test_tgi_chat_sends_developer_messages_as_system() -> None:
+    """A developer message reaches TGI as a system one (TGI gives roles to the chat template
+    unchanged); the client's own message objects are left as they were."""
+    developer = {"role": "developer", "content": "Be brief"}
+    user = {"role": "user", "content": "hi"}
+    payload = tgi_chat_payload({"messages": [developer, user]})
+    assert payload["messages"] == [{"role": "system", "content": "Be brief"}, user]
+    assert developer["role"] == "developer"
+
+
+@pytest.mark.parametrize(("payload", "sent"), [
+    ({"max_tokens": 5, "max_completion_tokens": 7}, 5),
+    ({"max_tokens": 9, "max_completion_tokens": 7}, 7),
+    ({"max_completion_tokens": 7}, 7),
+    ({"max_tokens": 5}, 5),
+])
+def test_tgi_chat_sends_one_token_limit(payload: Json, sent: int) -> None:
+    """One limit, as max_tokens (the smaller when both came): TGI reads max_completion_tokens
+    as an alias of max_tokens and refuses a body with both."""
+    out = tgi_chat_payload(payload)
+    assert out == {"max_tokens": sent}
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"n": 2}, "n"),
     ({"logit_bias": {"1": 2}}, "logit_bias"),

@@ -120,6 +120,27 @@ def test_tgi_chat_structured_output_and_completions(run_gateway: GatewayFactory,
         assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (5, 7)
 
 
+def test_tgi_chat_roles_and_token_limit_reach_tgi_as_it_reads_them(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """TGI chat: a developer message arrives as system, and max_tokens with
+    max_completion_tokens as one limit (the simulated TGI refuses the pair, as TGI's parser
+    does)."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(
+            model="tgi", max_tokens=5, max_completion_tokens=7,
+            messages=[{"role": "developer", "content": "Be brief"}, *USER])
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        (sent,) = received(simulator)
+        assert [m["role"] for m in sent["body"]["messages"]] == ["system", "user"]
+        assert sent["body"]["max_tokens"] == 5 and "max_completion_tokens" not in sent["body"]
+    refused = httpx.post(f"{simulator}/tgi/v1/chat/completions",
+                         headers={"Authorization": f"Bearer {TOKEN}"},
+                         json={"messages": USER, "max_tokens": 5, "max_completion_tokens": 7})
+    assert refused.status_code == 422 and "duplicate field" in refused.json()["error"]
+
+
 def test_tei_embeddings_beyond_the_batch_limit_in_order(run_gateway: GatewayFactory,
                                                         simulator: str) -> None:
     """40 inputs (TEI takes 32 at a time) come back in order, equal to each embedded alone;

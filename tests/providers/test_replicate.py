@@ -101,6 +101,30 @@ def test_gpt_family_sends_messages_and_max_completion_tokens() -> None:
                    "max_completion_tokens": 9, "top_p": 0.5}
 
 
+def test_text_parts_join_with_newlines_and_refusals_count_as_text() -> None:
+    """A message's text parts are joined by newlines (as chat templates render them, and as the
+    AI21 translation does), and an assistant's earlier refusal part is its text."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "u1a"},
+                                             {"type": "text", "text": "u1b"}]},
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+                {"role": "user", "content": "u2"}]
+    got = build_input(request(messages=messages), InputSpec(FAMILIES["granite"], "granite"),
+                      params={}, max_tokens_default=None)
+    assert got["prompt"] == "User: u1a\nu1b\n\nAssistant: No.\n\nUser: u2"
+    got = build_input(request(messages=messages), InputSpec(FAMILIES["gpt"], "gpt"),
+                      params={}, max_tokens_default=None)
+    assert [m["content"] for m in got["messages"]] == ["u1a\nu1b", "No.", "u2"]
+
+
+def test_a_user_refusal_part_is_still_refused() -> None:
+    """Only an assistant's refusal is text; in any other message it is a part Replicate
+    cannot take."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        build_input(request(messages=[{"role": "user", "content": [
+            {"type": "refusal", "refusal": "x"}]}]), LLAMA, params={}, max_tokens_default=None)
+    assert caught.value.param == "messages[0].content"
+
+
 def test_custom_input_map_with_fixed_input_and_target_params_underneath() -> None:
     """An input_map renames fields; fixed input and target params lie under mapped values."""
     spec = InputSpec({"prompt": "text", "max_tokens": "max_new_tokens",

@@ -121,3 +121,21 @@ def test_client_cancel_cancels_the_prediction(run_gateway: GatewayFactory,  # no
                    if r["path"].endswith("/stream")}
         assert created, "the gateway never opened the prediction's stream"
         assert _until(cancelled), "the prediction was not cancelled"
+
+
+def test_claude_4_sonnet_token_floor_is_a_400(run_gateway: GatewayFactory,  # noqa: F811
+                                              simulator: str) -> None:
+    """anthropic/claude-4-sonnet takes max_tokens of 1024 or more (its Replicate page): a
+    smaller limit is Replicate's 422, the client's 400 naming the input; 1024 is served."""
+    raw = config(simulator)
+    raw["models"]["sonnet"] = {"targets": [{"provider": "rep",
+                                            "model": "anthropic/claude-4-sonnet"}]}
+    with run_gateway(raw) as gw:
+        client = gw.client()
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="sonnet", messages=USER, max_tokens=3)
+        error = caught.value.response.json()["error"]
+        assert error["param"] == "input"
+        assert "max_tokens: Must be greater than or equal to 1024" in error["message"]
+        reply = client.chat.completions.create(model="sonnet", messages=USER, max_tokens=1024)
+        assert reply.choices[0].message.content

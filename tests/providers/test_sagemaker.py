@@ -113,6 +113,61 @@ def test_tgi_format_chat_and_completions(run_gateway: GatewayFactory, simulator:
         assert sent["body"]["stream"] is True and "format" not in sent["body"]["parameters"]
 
 
+def test_tgi_format_chat_is_played_by_tgi(run_gateway: GatewayFactory, simulator: str) -> None:
+    """A TGI endpoint's chat is TGI's Messages API: json_object and json_schema go as TGI's
+    grammar and come back as JSON; a developer message arrives as system, plain and
+    streamed."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+              "additionalProperties": False}
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(model="tgi", messages=USER,
+                                               response_format={"type": "json_object"})
+        assert json.loads(reply.choices[0].message.content or "") == {}
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["body"]["response_format"] == {"type": "json", "value": {"type": "object"}}
+        reply = client.chat.completions.create(
+            model="tgi", messages=[{"role": "developer", "content": "Be brief"}, *USER],
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "x", "schema": schema}})
+        assert json.loads(reply.choices[0].message.content or "") == {"a": 0}
+        (sent,) = sim_requests(simulator, 1)
+        assert [m["role"] for m in sent["body"]["messages"]] == ["system", "user"]
+        chunks = list(client.chat.completions.create(
+            model="tgi", messages=USER, stream=True,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "x", "schema": schema}}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert json.loads(text) == {"a": 0}
+
+
+def test_container_refusal_is_mapped_like_any_upstream_4xx(run_gateway: GatewayFactory,
+                                                          simulator: str) -> None:
+    """A container's 4xx wrapped in SageMaker's ModelError reaches the client as a 400 with
+    the message and param of the container's own error body, not its raw JSON."""
+    with run_gateway(config(simulator)) as gw, pytest.raises(openai.BadRequestError) as caught:
+        gw.client().chat.completions.create(model="vllm", messages=USER,
+                                            extra_body={"best_of": 2})
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["message"] == "best_of is not supported by this server; use n instead."
+    assert error["param"] == "best_of"
+
+
+def test_tgi_container_refuses_both_token_limits(simulator: str) -> None:
+    """The simulated TGI container refuses a chat body with max_tokens and
+    max_completion_tokens (a duplicate field to TGI's parser); SageMaker wraps its 422."""
+    url = f"{simulator}/sagemaker/endpoints/my-tgi-endpoint/invocations"
+    data = json.dumps({"messages": USER, "max_tokens": 5, "max_completion_tokens": 7}).encode()
+    request = AWSRequest(method="POST", url=url, data=data,
+                         headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(TEST_ACCESS_KEY, TEST_SECRET_KEY), "sagemaker",
+              "us-east-1").add_auth(request)
+    answer = httpx.post(url, content=data, headers=dict(request.headers.items()))
+    assert answer.status_code == 424 and answer.json()["OriginalStatusCode"] == 422
+    assert "duplicate field" in json.loads(answer.json()["OriginalMessage"])["error"]
+
+
 def test_throttling_and_expired_credentials(run_gateway: GatewayFactory,
                                             simulator: str) -> None:
     """A ThrottlingException stays 429; expired credentials are a 502 naming SageMaker."""

@@ -104,10 +104,12 @@ def test_chat_stream_tools_structured_output(run_gateway: GatewayFactory, simula
         assert tool.choices[0].finish_reason == "tool_calls"
         assert calls and calls[0].function.name == "lookup"  # type: ignore[union-attr]
         assert json.loads(calls[0].function.arguments) == {"q": ""}  # type: ignore[union-attr]
-        client.chat.completions.create(model="claude", messages=USER, response_format={
+        structured = client.chat.completions.create(model="claude", messages=USER,
+                                                    response_format={
             "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}})
         assert last_request(simulator)["body"]["output_config"]["format"] == {
             "type": "json_schema", "schema": SCHEMA}
+        assert json.loads(structured.choices[0].message.content or "") == {"answer": ""}
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="claude", messages=USER,
                                            response_format={"type": "json_object"})

@@ -80,6 +80,29 @@ def test_forced_tool_use(claude: anthropic.Anthropic) -> None:
     assert auto.content[0].type == "text"
 
 
+def test_output_config_format_answers_schema_json(claude: anthropic.Anthropic,
+                                                  http: httpx.Client) -> None:
+    """output_config.format (structured outputs) answers a text block holding an instance of
+    the schema, plain and streamed; a malformed format is a 400 naming the field."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+              "additionalProperties": False}
+    message = claude.messages.create(
+        model="c", max_tokens=100, messages=USER,
+        output_config={"format": {"type": "json_schema", "schema": schema}})
+    block = message.content[0]
+    assert block.type == "text" and orjson.loads(block.text) == {"a": 0}
+    assert message.stop_reason == "end_turn"
+    with claude.messages.stream(
+            model="c", max_tokens=100, messages=USER,
+            output_config={"format": {"type": "json_schema", "schema": schema}}) as stream:
+        assert orjson.loads("".join(stream.text_stream)) == {"a": 0}
+    bad = http.post("/v1/messages", headers=HEADERS, json={
+        "model": "c", "max_tokens": 5, "messages": USER,
+        "output_config": {"format": {"type": "json_object"}}})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"].startswith("output_config.format.type:")
+
+
 def test_stream_events_in_order(http: httpx.Client) -> None:
     """A stream sends Anthropic's events in order, each as event: NAME and data: JSON."""
     raw = http.post("/v1/messages", headers=HEADERS, json={
