@@ -238,8 +238,9 @@ class Recorder:
             m.prompt_json_invalid.labels(label).inc()
 
     def _attempts(self, record: CallRecord, model: str) -> None:
-        last = len(record.attempts) - 1
-        for i, attempt in enumerate(record.attempts):
+        attempts = record.attempts
+        last = len(attempts) - 1
+        for i, attempt in enumerate(attempts):
             key = (model, attempt.provider)
             up = self._upstreams.get(key)
             if up is None:
@@ -255,5 +256,8 @@ class Recorder:
                     self.metrics.upstream_errors.labels(model, attempt.provider,
                                                         attempt.error_type or "unknown"))
             errors.n += 1
-            if i < last:
+            # A fallback is a failed attempt followed by one on another target; a retry of the
+            # same target (same provider and upstream model) is not one (README glossary).
+            if i < last and (attempts[i + 1].provider, attempts[i + 1].model) != (
+                    attempt.provider, attempt.model):
                 up.fallbacks.n += 1
