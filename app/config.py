@@ -5,10 +5,10 @@ offending key (``providers.openai.api_kye: unknown key``) or, for a key written 
 lines, so a typo never silently changes behaviour.
 
 Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
-may be unset or empty, as in sh) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
-Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
-as well as the config file itself). The paths of the values written with a reference are kept
-(``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
+may be unset or empty, as in sh) and ``${file:/path}`` (a file's content without its trailing
+newline: a mounted Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload``
+watches such files as well as the config file itself). The paths of the values written with a
+reference are kept (``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
 
 (Past 400 lines: one schema, whose sections refer to each other (targets name providers,
 experiments name models and providers) and are validated together; split by section, the

@@ -77,8 +77,9 @@ def test_several_problems_are_one_line_each() -> None:
     assert str(caught.value).splitlines() == [
         f"providers.{name}.base_url: not an http:// or https:// URL" for name in "abc"]
     raw = base()
-    raw["models"]["m"]["targets"] += [{"provider": "g1", "model": "y"},
-                                      {"provider": "g2", "model": "y"}]
+    raw["models"]["m"]["targets"] = [{"provider": "p", "model": "x"},
+                                     {"provider": "g1", "model": "y"},
+                                     {"provider": "g2", "model": "y"}]
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, {})
     assert [line.split(":")[0] for line in str(caught.value).splitlines()] == [
