@@ -70,10 +70,11 @@ def test_an_empty_secret_or_setting_is_refused_with_its_path(tmp_path: Path) -> 
 def test_several_problems_are_one_line_each() -> None:
     """Problems found together (three bad URLs, two unknown target providers) are listed one
     per line, each with its path, not joined on one line."""
-    raw = {"providers": {name: {"type": "openai", "base_url": "nope"} for name in "abc"},
-           "models": {}}
+    urls: dict[str, Any] = {
+        "providers": {name: {"type": "openai", "base_url": "nope"} for name in "abc"},
+        "models": {}}
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, {})
+        parse_config(urls, {})
     assert str(caught.value).splitlines() == [
         f"providers.{name}.base_url: not an http:// or https:// URL" for name in "abc"]
     raw = base()
