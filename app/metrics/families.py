@@ -134,10 +134,15 @@ class Metrics:
             "configured), 0 otherwise (/readyz says why).", ("spool",),
             multiprocess_mode="livemin", registry=r)
 
+        # Not ``TARGET``'s labels: a breaker belongs to a (provider, upstream model) pair,
+        # shared by every public model and variant that lists it, so ``model`` (a public
+        # model everywhere else) would be the wrong name for its second label.
         self.target_state = Gauge(
             "switchboard_target_state", "A target's circuit breaker: 0 closed (healthy), "
-            "1 half-open (probing), 2 open (skipped); model is the target's model.",
-            TARGET, multiprocess_mode="max", registry=r)
+            "1 half-open (probing), 2 open (skipped); upstream_model is the model name the "
+            "provider is asked for. The targets of the config at start-up have a series from "
+            "then on.",
+            ("provider", "upstream_model"), multiprocess_mode="max", registry=r)
 
         # ---- experiments (label values: experiment and variant names from the config)
         self.experiment_calls = Counter(

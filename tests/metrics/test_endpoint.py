@@ -147,6 +147,35 @@ def test_retries_of_one_target_are_not_fallbacks(tmp_path: Path, simulator: str)
     assert value(samples, "switchboard_fallbacks_total", model="alone", provider="broken") == 0
 
 
+def test_every_configured_target_has_a_breaker_series_from_start_up(tmp_path: Path,
+                                                                      simulator: str) -> None:
+    """switchboard_target_state has a closed (0) series for each configured target (a
+    provider and the upstream model it is asked for; experiment variants' too) before any
+    call, one per target however many public models list it, and 2 once its breaker opens."""
+    raw = sim_config(simulator,
+                     chat={"targets": [{"provider": "broken", "model": "gpt-4o-mini"},
+                                       {"provider": "sim", "model": "gpt-4o-mini"}]},
+                     chat2={"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]})
+    raw["experiments"] = {"ab": {"model": "chat2", "variants": {
+        "a": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "b": {"targets": [{"provider": "sim", "model": "gpt-4o"}]}}}}
+    raw["breaker"] = {"failures": 1, "cooldown_s": 60}
+    with gateway(tmp_path, raw) as url:
+        before = scrape(url, MASTER_KEY)
+        chat(url)
+        after = scrape(url, MASTER_KEY)
+    states = {tuple(sorted(dict(labels).items())): v for (name, labels), v in before.items()
+              if name == "switchboard_target_state"}
+    assert states == {
+        (("provider", "broken"), ("upstream_model", "gpt-4o-mini")): 0,
+        (("provider", "sim"), ("upstream_model", "gpt-4o-mini")): 0,
+        (("provider", "sim"), ("upstream_model", "gpt-4o")): 0}
+    assert value(after, "switchboard_target_state", provider="broken",
+                 upstream_model="gpt-4o-mini") == 2
+    assert value(after, "switchboard_target_state", provider="sim",
+                 upstream_model="gpt-4o-mini") == 0
+
+
 def test_in_flight_counts_a_request_while_it_is_served(tmp_path: Path, simulator: str) -> None:
     """The in-flight gauge is 1 while a slow call is being served and 0 once it is done."""
     raw = sim_config(simulator)
