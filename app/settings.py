@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     accepting; past it they are cancelled. Keep the orchestrator's grace period above
     ``shutdown_drain_s + shutdown_grace_s`` plus the call log's flush."""
 
+    def local_url(self) -> str:
+        """Where a client on this machine reaches the gateway ``switchboard serve`` would bind
+        with these settings: ``host`` and ``port``, the loopback address for a host that binds
+        every address (``0.0.0.0``, ``::`` or empty)."""
+        host = self.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "::1" if host == "::" else "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
     def check_exposure(self) -> None:
         """Refuse to serve without a master key on anything but a loopback address, with a
         weak or placeholder key (``weak_secret``), or with a placeholder database password."""
