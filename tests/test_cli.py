@@ -175,3 +175,29 @@ def test_config_diff_says_what_a_reload_would_change(tmp_path: Path) -> None:
     refused = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(new)],
                              env=clean_env(), capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and f"{new}: invalid" in refused.stderr
+
+
+def test_listing_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``prompts list | head -1`` and the like: output to a pipe whose reader has gone ends the
+    command without a message (not "the database refused: BrokenPipeError")."""
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    template = tmp_path / "t.yaml"
+    template.write_text("id: greet\nmessages:\n  - {role: user, content: hi}\n")
+    runner = CliRunner()
+    for args in (["prompts", "create", str(template)], ["keys", "create", "--name", "k1"]):
+        assert runner.invoke(main, [*args, "--database-url", url]).exit_code == 0
+    for args in (["prompts", "list"], ["prompts", "show", "greet"], ["keys", "list"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before the first line is written
+        try:
+            result = subprocess.run([SWITCHBOARD, *args, "--database-url", url], stdout=write,
+                                    stderr=subprocess.PIPE, env=clean_env(), text=True,
+                                    timeout=60)
+        finally:
+            os.close(write)
+        assert result.stderr == "", args
+        assert result.returncode == 1, args  # click's status for a closed stdout
