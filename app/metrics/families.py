@@ -2,7 +2,9 @@
 
 Labels are bounded (STYLE.md #12): ``endpoint`` is a route path, ``model`` a configured public
 model name (anything else a client sends is ``"other"``), ``provider`` a configured provider name
-(``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``. Never a key, a
+(``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``;
+``switchboard_target_state`` has ``provider`` and ``upstream_model`` (a configured target's
+model name) instead, as a breaker belongs to a target, not to a public model. Never a key, a
 user, a path from the client or a prompt. The two label values that come from upstreams
 (``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
 per target: its first ``MAX_VERSIONS`` versions keep their own, any later one is exported as
