@@ -64,7 +64,7 @@ test: install-dev test-tools
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Three gateway processes behind nginx sharing Postgres and Redis; graceful shutdown
-# (README.replicas.md). Also part of `make test`.
+# (README.md, "Running several replicas"). Also part of `make test`.
 replicas: install-dev test-tools
 	$(BIN)/pytest -q tests/replicas
 

@@ -16,7 +16,7 @@ import click
 from pydantic import ValidationError
 
 from app.calllog.cli import experiments, logs, spend
-from app.config import ConfigError, load_config
+from app.config import ConfigError, GatewayConfig, load_config
 from app.config_diff import changes
 from app.db.cli import db
 from app.keys.cli import keys, teams
@@ -105,11 +105,12 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
                 # the workers need not wait for a hung database again (app.calllog.runtime)
                 os.environ[UNREACHABLE_AT_START] = f"switchboard serve {exc}"
     except (UnsafeSettings, ConfigError, MigrationError) as exc:
-        click.echo(f"switchboard: {exc}", err=True)
+        for line in str(exc).splitlines():  # a config's problems: one line each
+            click.echo(f"switchboard: {line}", err=True)
         sys.exit(2)
-    mode = f"config {settings.config}" if settings.config else "embedded default (offline)"
     click.echo(f"switchboard: serving {', '.join(config.models)} on "
-               f"http://{settings.host}:{settings.port} ({mode})", err=True)
+               f"http://{settings.host}:{settings.port} ({_config_source(settings, config)})",
+               err=True)
     # Workers re-read the settings from the environment: hand the CLI's choices down that way.
     for key, value in overrides.items():
         os.environ[f"SWITCHBOARD_{key.upper()}"] = str(value)
@@ -150,6 +151,17 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
                        f"{settings.port} (see the error above)", err=True)
     if not started:
         sys.exit(3)  # uvicorn's status for a failed start-up
+
+
+def _config_source(settings: Settings, config: GatewayConfig) -> str:
+    """Where the served config came from, for the start-up line: the file, or the embedded
+    default, offline unless API keys in the environment added online providers."""
+    if settings.config:
+        return f"config {settings.config}"
+    online = [name for name in config.providers if name != "mock"]
+    if not online:
+        return "embedded default, offline"
+    return f"embedded default, with {' and '.join(online)} from their API keys"
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

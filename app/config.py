@@ -5,10 +5,10 @@ offending key (``providers.openai.api_kye: unknown key``) or, for a key written 
 lines, so a typo never silently changes behaviour.
 
 Interpolation, in any string: ``${NAME}`` (an environment variable; ``${NAME:-default}`` when it
-may be unset) and ``${file:/path}`` (a file's content without its trailing newline: a mounted
-Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload`` watches such files
-as well as the config file itself). The paths of the values written with a reference are kept
-(``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
+may be unset or empty, as in sh) and ``${file:/path}`` (a file's content without its trailing
+newline: a mounted Kubernetes Secret, say, whose rotation a live reload picks up; ``app.reload``
+watches such files as well as the config file itself). The paths of the values written with a
+reference are kept (``GatewayConfig.referenced``): ``app.config_diff`` never shows them.
 
 (Past 400 lines: one schema, whose sections refer to each other (targets name providers,
 experiments name models and providers) and are validated together; split by section, the
@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -426,15 +427,17 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _upstream_urls(self) -> GatewayConfig:
         """Each provider's upstream URL (``URL_FIELDS``) is one its calls can reach: a typo
-        there would otherwise pass and turn every call into a 502 after its retries."""
+        there would otherwise pass and turn every call into a 502 after its retries. No other
+        setting of a provider is the empty string (``_empty_settings``)."""
         problems = []
         for name, provider in self.providers.items():
             for field in URL_FIELDS:
                 url = getattr(provider, field, None)
                 if isinstance(url, str) and (problem := url_problem(url)) is not None:
                     problems.append(f"providers.{name}.{field}: {problem}")
+            problems += _empty_settings(provider, f"providers.{name}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -451,7 +454,7 @@ class GatewayConfig(BaseModel):
                 except ValueError as exc:
                     problems.append(f"models.{name}.privacy: {exc}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -484,7 +487,7 @@ class GatewayConfig(BaseModel):
                                 f"split by experiment {split[experiment.model]!r}")
             split.setdefault(experiment.model, name)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     def _common_endpoint(self, where: str, targets: list[TargetConfig]) -> str | None:
@@ -505,6 +508,26 @@ class GatewayConfig(BaseModel):
 
 URL_FIELDS = ("base_url", "endpoint")
 """The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""
+EMPTY_SETTING = ("is empty (a ${VAR} set to the empty string, "
+                 "or an empty ${file:...}, gives an empty value)")
+
+
+def _empty_settings(settings: BaseModel, where: str) -> list[str]:
+    """The problems of ``settings``' text settings (secrets included, nested sections such as
+    Azure's ``auth`` too) that are the empty string: an empty API key, API version or tenant
+    id is never usable, and would otherwise only show as 401s or 404s from the upstream. The
+    values of mappings and lists (``headers``, Replicate's ``input``) may be empty."""
+    problems = []
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, BaseModel):
+            problems += _empty_settings(value, f"{where}.{field}")
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value == "" and field not in URL_FIELDS:  # an empty URL: ``url_problem`` says so
+            problems.append(f"{where}.{field}: {EMPTY_SETTING}")
+    return problems
 _HOST = re.compile(r"[\w.-]+")
 """A host name (internationalised ones too); an IP address is checked as one."""
 
@@ -568,10 +591,14 @@ def _interpolate(node: Any, env: Mapping[str, str], path: KeyPath, problems: lis
                     problems.append(f"{where}: {exc}")
                     return ""
             name, default = match["env"], match["default"]
-            if name in env:
-                return env[name]
+            value = env.get(name)
+            # ``:-`` as in sh and docker compose: the default also stands in for an empty value.
+            if value:
+                return value
             if default is not None:
                 return default
+            if value is not None:  # set but empty, without a default: validation judges it
+                return value
             problems.append(f"{where}: environment variable {name} is not set")
             return ""
 

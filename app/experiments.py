@@ -15,7 +15,9 @@ sequence is at level ``ALPHA / 2``, so that two variants' sequences hold togethe
 probability; a variant differs significantly from the first-listed one (the control) when their
 sequences for the metric do not overlap. This is conservative (it needs more data than a test of
 the difference would) and asymptotic (it assumes the sample's variance is a fair estimate, which
-needs a few dozen samples: fewer than ``MIN_SAMPLES`` are reported without a sequence).
+needs a few dozen samples: fewer than ``MIN_SAMPLES`` are reported without a sequence). A
+sequence is cut to its quantity's range (a rate's to [0, 1]): near an edge the symmetric
+asymptotic one would cross it.
 """
 
 from __future__ import annotations
@@ -81,10 +83,20 @@ _HUGE = 1e150
 """Past this magnitude a sample's square (in its variance) could overflow a float."""
 
 
-def metric(values: list[float]) -> dict[str, Any]:
+RATE = (0.0, 1.0)
+"""The range of a rate (error, refusal, JSON validity)."""
+NON_NEGATIVE = (0.0, math.inf)
+"""The range of latencies, token counts and costs."""
+SCORE = (-MAX_SCORE, MAX_SCORE)
+
+
+def metric(values: list[float], within: tuple[float, float] = (-math.inf, math.inf),
+           ) -> dict[str, Any]:
     """``values``' count, mean and confidence sequence, for any finite floats: samples past
     ``_HUGE`` are scaled down first (their sums and squares would overflow), and a bound past
-    the float range is no sequence (``None``)."""
+    the float range is no sequence (``None``). The sequence is cut to ``within``, the range of
+    the quantity (a rate is never below 0): the mean lies in it, so this changes no verdict of
+    ``_apart``."""
     if not values:
         return {"n": 0, "mean": None, "ci95": None}
     scale = max(abs(v) for v in values)
@@ -95,6 +107,8 @@ def metric(values: list[float]) -> dict[str, Any]:
     ci = None if sequence is None else [sequence[0] * scale, sequence[1] * scale]
     if ci is not None and not (math.isfinite(ci[0]) and math.isfinite(ci[1])):
         ci = None
+    if ci is not None:
+        ci = [max(ci[0], within[0]), min(ci[1], within[1])]
     return {"n": len(values), "mean": statistics.fmean(scaled) * scale, "ci95": ci}
 
 
@@ -148,13 +162,16 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     for variant, arm in arms.items():
         out[variant] = {
             "calls": arm.calls, "prompt_versions": arm.prompts,
-            "error_rate": metric(arm.errors),
+            "error_rate": metric(arm.errors, RATE),
             "latency_ms": {"p50": _percentile(arm.latency, 0.5),
-                           "p95": _percentile(arm.latency, 0.95), **metric(arm.latency)},
+                           "p95": _percentile(arm.latency, 0.95),
+                           **metric(arm.latency, NON_NEGATIVE)},
             "ttft_ms": {"p50": _percentile(arm.ttft, 0.5)},
-            "prompt_tokens": metric(arm.prompt), "completion_tokens": metric(arm.completion),
-            "cost_usd": metric(arm.cost), "refusal_rate": metric(arm.refusals),
-            "json_validity": metric(arm.json_valid), "feedback_score": metric(arm.scores)}
+            "prompt_tokens": metric(arm.prompt, NON_NEGATIVE),
+            "completion_tokens": metric(arm.completion, NON_NEGATIVE),
+            "cost_usd": metric(arm.cost, NON_NEGATIVE), "refusal_rate": metric(arm.refusals, RATE),
+            "json_validity": metric(arm.json_valid, RATE),
+            "feedback_score": metric(arm.scores, SCORE)}
     control = variants[0] if variants else None
     for variant, data in out.items():
         data["differs_from_control"] = None if variant == control or control not in out else {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,6 +101,15 @@ class Settings(BaseSettings):
     accepting; past it they are cancelled. Keep the orchestrator's grace period above
     ``shutdown_drain_s + shutdown_grace_s`` plus the call log's flush."""
 
+    def local_url(self) -> str:
+        """Where a client on this machine reaches the gateway ``switchboard serve`` would bind
+        with these settings: ``host`` and ``port``, the loopback address for a host that binds
+        every address (``0.0.0.0``, ``::`` or empty)."""
+        host = self.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "::1" if host == "::" else "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
     def check_exposure(self) -> None:
         """Refuse to serve without a master key on anything but a loopback address, with a
         weak or placeholder key (``weak_secret``), or with a placeholder database password."""
@@ -127,12 +137,17 @@ MIN_KEY_CHARS = 16
 MIN_DISTINCT_CHARS = 6
 _GENERATE = ("Generate one with: python3 -c 'import secrets; print(\"sk-\" + "
              "secrets.token_urlsafe(32))' and set it in the environment (.env for docker compose)")
-# Words that mark a value someone was meant to replace, or one everybody tries first. Compared
-# with the key lower-cased, its look-alike digits and signs read as letters (p@ssw0rd), and
-# stripped of everything but letters and digits.
+# Words that mark a value someone was meant to replace, or one everybody tries first. Searched
+# for in the key lower-cased and stripped of everything but letters, digits and the look-alike
+# signs, each letter of a word also matching its look-alikes (p@ssw0rd, examp1e, 1etme1n: a 1
+# reads as an i or an l).
 _PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yourkey", "yoursecret",
                       "example", "password", "letmein", "qwerty")
-_LOOK_ALIKES = str.maketrans("@4310$5", "aaeioss")
+_LOOK_ALIKES = {"a": "@4", "e": "3", "i": "1!|", "l": "1|", "o": "0", "s": "$5"}
+_SIGNS = frozenset("".join(_LOOK_ALIKES.values()))
+_PLACEHOLDER = re.compile("|".join(
+    "".join(f"[{re.escape(c + _LOOK_ALIKES.get(c, ''))}]" for c in word)
+    for word in _PLACEHOLDER_WORDS))
 
 
 def _plain(value: str) -> str:
@@ -141,9 +156,10 @@ def _plain(value: str) -> str:
 
 def is_placeholder(value: str) -> bool:
     """Whether ``value`` is a placeholder (every secret in .env.example starts ``change-me``)
-    or a well-known default such as ``password``."""
-    plain = _plain(value.lower().translate(_LOOK_ALIKES))
-    return any(word in plain for word in _PLACEHOLDER_WORDS)
+    or a well-known default such as ``password``, look-alike spellings included."""
+    kept = "".join(c for c in value.lower() if c.isalnum() or c in _SIGNS)
+    # Both with the signs and without them (``pass!word`` is password with a sign put in).
+    return any(_PLACEHOLDER.search(text) for text in (kept, _plain(value)))
 
 
 def _mostly_sequence(plain: str) -> bool:

@@ -175,3 +175,63 @@ def test_config_diff_says_what_a_reload_would_change(tmp_path: Path) -> None:
     refused = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(new)],
                              env=clean_env(), capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and f"{new}: invalid" in refused.stderr
+
+
+def test_listing_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``prompts list | head -1`` and the like: output to a pipe whose reader has gone ends the
+    command without a message (not "the database refused: BrokenPipeError")."""
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    template = tmp_path / "t.yaml"
+    template.write_text("id: greet\nmessages:\n  - {role: user, content: hi}\n")
+    runner = CliRunner()
+    for args in (["prompts", "create", str(template)], ["keys", "create", "--name", "k1"]):
+        assert runner.invoke(main, [*args, "--database-url", url]).exit_code == 0
+    for args in (["prompts", "list"], ["prompts", "show", "greet"], ["keys", "list"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before the first line is written
+        try:
+            result = subprocess.run([SWITCHBOARD, *args, "--database-url", url], stdout=write,
+                                    stderr=subprocess.PIPE, env=clean_env(), text=True,
+                                    timeout=60)
+        finally:
+            os.close(write)
+        assert result.stderr == "", args
+        assert result.returncode == 1, args  # click's status for a closed stdout
+
+
+def test_check_config_and_serve_list_each_problem_on_its_own_line(tmp_path: Path) -> None:
+    """Several problems found together (three unusable URLs) are one line each, with its
+    path, from check-config and from serve alike."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n" + "".join(
+        f"  {name}: {{type: openai, base_url: 'nope', api_key: k}}\n" for name in "abc")
+        + "models:\n  chat: {targets: [{provider: a, model: m}]}\n")
+    problems = [f"providers.{name}.base_url: not an http:// or https:// URL" for name in "abc"]
+    checked = subprocess.run([SWITCHBOARD, "check-config", str(bad)], env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == [f"{bad}: invalid", *(f"  {p}" for p in problems)]
+    served = subprocess.run([SWITCHBOARD, "serve", "--config", str(bad), "--port",
+                             str(free_port())], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert served.returncode == 2
+    assert served.stderr.splitlines() == [f"switchboard: {p}" for p in problems]
+
+
+def test_the_start_up_line_names_the_providers_keys_added() -> None:
+    """The embedded default is "offline" only while no API key in the environment added an
+    online provider."""
+    from app.cli import _config_source
+    from app.config import embedded_config
+    from app.settings import Settings
+
+    settings = Settings(config=None)
+    assert _config_source(settings, embedded_config({})) == "embedded default, offline"
+    keyed = embedded_config({"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y"})
+    assert _config_source(settings, keyed) == \
+        "embedded default, with openai and anthropic from their API keys"
+    assert _config_source(Settings(config=Path("g.yaml")), keyed) == "config g.yaml"

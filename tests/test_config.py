@@ -27,6 +27,66 @@ def test_env_references_are_interpolated_with_defaults() -> None:
     assert provider.base_url == "http://h:1/v1"
 
 
+def test_a_default_stands_in_for_an_empty_variable_as_in_sh() -> None:
+    """${VAR:-default} gives the default when VAR is unset or set to the empty string (sh and
+    docker compose ``:-``); a set, non-empty VAR wins."""
+    raw = base(api_key="${KEY:-sk-default}", base_url="${URL:-http://h:1/v1}")
+    raw["models"]["m"]["targets"][0]["model"] = "${MODEL:-x}"
+    for env in ({}, {"KEY": "", "URL": "", "MODEL": ""}):
+        config = parse_config(raw, env)
+        provider = config.providers["p"]
+        assert isinstance(provider, OpenAIProvider) and provider.api_key is not None
+        assert provider.api_key.get_secret_value() == "sk-default"
+        assert provider.base_url == "http://h:1/v1"
+        assert config.models["m"].targets[0].model == "x"
+    provider = parse_config(raw, {"KEY": "sk-set"}).providers["p"]
+    assert isinstance(provider, OpenAIProvider) and provider.api_key is not None
+    assert provider.api_key.get_secret_value() == "sk-set"
+
+
+def test_an_empty_secret_or_setting_is_refused_with_its_path(tmp_path: Path) -> None:
+    """An API key that is the empty string (an empty variable or secret file, or written so),
+    and any other empty text setting of a provider (nested ones too), is refused naming each
+    path on a line of its own."""
+    empty_file = tmp_path / "key"
+    empty_file.write_text("\n")
+    raw = {"providers": {
+        "p": {"type": "openai", "api_key": "${KEY}", "organization": ""},
+        "f": {"type": "anthropic", "api_key": f"${{file:{empty_file}}}"},
+        "az": {"type": "azure_openai", "endpoint": "https://r.openai.azure.com",
+               "api_version": "", "auth": {"type": "client_secret", "tenant_id": "t",
+                                           "client_id": "c", "client_secret": "${SECRET:-}"}}},
+        "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {"KEY": ""})
+    lines = str(caught.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "providers.p.api_key", "providers.p.organization", "providers.f.api_key",
+        "providers.az.auth.client_secret", "providers.az.api_version"]
+    assert all(line.endswith(": is empty (a ${VAR} set to the empty string, or an empty "
+                             "${file:...}, gives an empty value)") for line in lines)
+
+
+def test_several_problems_are_one_line_each() -> None:
+    """Problems found together (three bad URLs, two unknown target providers) are listed one
+    per line, each with its path, not joined on one line."""
+    urls: dict[str, Any] = {
+        "providers": {name: {"type": "openai", "base_url": "nope"} for name in "abc"},
+        "models": {}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(urls, {})
+    assert str(caught.value).splitlines() == [
+        f"providers.{name}.base_url: not an http:// or https:// URL" for name in "abc"]
+    raw = base()
+    raw["models"]["m"]["targets"] = [{"provider": "p", "model": "x"},
+                                     {"provider": "g1", "model": "y"},
+                                     {"provider": "g2", "model": "y"}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert [line.split(":")[0] for line in str(caught.value).splitlines()] == [
+        "models.m.targets.1.provider", "models.m.targets.2.provider"]
+
+
 def test_secrets_do_not_print() -> None:
     """A provider key never shows in the config's repr."""
     config = parse_config(base(api_key="sk-hidden"), {})

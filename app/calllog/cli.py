@@ -27,7 +27,6 @@ from app.settings import Settings
 F = TypeVar("F", bound=Callable[..., Any])
 Row = dict[str, Any]
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 SEEN_CAP = 100_000
 """Most call ids ``tail`` remembers for de-duplication, whatever the traffic."""
 
@@ -169,13 +168,23 @@ def json_line(row: Row) -> str:
 # ---- options
 
 
-def _master_key() -> str | None:
+def _settings() -> Settings:
     try:
-        key = Settings().master_key
+        return Settings()
     except ValidationError as exc:
         raise click.ClickException(
             f"invalid SWITCHBOARD_ settings in the environment: {exc}") from None
+
+
+def _master_key() -> str | None:
+    key = _settings().master_key
     return None if key is None else key.get_secret_value()
+
+
+def default_url() -> str:
+    """The gateway ``switchboard serve`` would start with this environment
+    (``SWITCHBOARD_HOST`` and ``SWITCHBOARD_PORT``; loopback for a host of 0.0.0.0 or ::)."""
+    return _settings().local_url()
 
 
 def _connection_options(command: F) -> F:
@@ -183,8 +192,11 @@ def _connection_options(command: F) -> F:
         "--key", metavar="KEY",
         help="Master key (default: $SWITCHBOARD_MASTER_KEY; none needed for a gateway in "
              "loopback-only mode queried from the same machine).")(command)
-    return click.option("--url", default=DEFAULT_URL, show_default=True,
-                        help="Base URL of the running gateway.")(command)
+    return click.option(
+        "--url", default=default_url,
+        show_default="where 'switchboard serve' would listen: $SWITCHBOARD_HOST (127.0.0.1 "
+                     "for 0.0.0.0) and $SWITCHBOARD_PORT, else http://127.0.0.1:8080",
+        help="Base URL of the running gateway.")(command)
 
 
 def _filter_options(command: F) -> F:

@@ -2,7 +2,9 @@
 
 Labels are bounded (STYLE.md #12): ``endpoint`` is a route path, ``model`` a configured public
 model name (anything else a client sends is ``"other"``), ``provider`` a configured provider name
-(``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``. Never a key, a
+(``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``;
+``switchboard_target_state`` has ``provider`` and ``upstream_model`` (a configured target's
+model name) instead, as a breaker belongs to a target, not to a public model. Never a key, a
 user, a path from the client or a prompt. The two label values that come from upstreams
 (``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
 per target: its first ``MAX_VERSIONS`` versions keep their own, any later one is exported as
@@ -134,10 +136,15 @@ class Metrics:
             "configured), 0 otherwise (/readyz says why).", ("spool",),
             multiprocess_mode="livemin", registry=r)
 
+        # Not ``TARGET``'s labels: a breaker belongs to a (provider, upstream model) pair,
+        # shared by every public model and variant that lists it, so ``model`` (a public
+        # model everywhere else) would be the wrong name for its second label.
         self.target_state = Gauge(
             "switchboard_target_state", "A target's circuit breaker: 0 closed (healthy), "
-            "1 half-open (probing), 2 open (skipped); model is the target's model.",
-            TARGET, multiprocess_mode="max", registry=r)
+            "1 half-open (probing), 2 open (skipped); upstream_model is the model name the "
+            "provider is asked for. The targets of the config at start-up have a series from "
+            "then on.",
+            ("provider", "upstream_model"), multiprocess_mode="max", registry=r)
 
         # ---- experiments (label values: experiment and variant names from the config)
         self.experiment_calls = Counter(

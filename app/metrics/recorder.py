@@ -13,7 +13,7 @@ number each).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Literal, get_args
 
 from app.calllog.record import CallRecord
@@ -77,9 +77,15 @@ class Recorder:
     """Observes finished call records into ``metrics`` (and ``drift``, when given)."""
 
     def __init__(self, metrics: Metrics, *, models: Collection[str],
+                 targets: Iterable[tuple[str, str]] = (),
                  drift: DriftMonitor | None = None) -> None:
+        """``targets``: the configured (provider, upstream model) pairs, whose breakers are
+        exported as closed until they change (``add_targets``)."""
         self.metrics = metrics
         self._models = frozenset(models)
+        self._states: set[tuple[str, str]] = set()
+        """The targets ``switchboard_target_state`` has a series for."""
+        self.add_targets(targets)
         self._drift = drift
         self._series: dict[tuple[str, str | None, str | None], _Series] = {}
         self._upstreams: dict[tuple[str, str], _Upstream] = {}
@@ -110,9 +116,17 @@ class Recorder:
                                                  record.provider or NO_PROVIDER)
         return series
 
-    def target_state(self, model: str, provider: str, value: int) -> None:
+    def target_state(self, provider: str, *, upstream_model: str, value: int) -> None:
         """A target's circuit breaker changed state (``app.routing.breaker``)."""
-        self.metrics.target_state.labels(model, provider).set(value)
+        self._states.add((provider, upstream_model))
+        self.metrics.target_state.labels(provider, upstream_model).set(value)
+
+    def add_targets(self, targets: Iterable[tuple[str, str]]) -> None:
+        """Export the breakers of ``targets`` (provider, upstream model) that have no series
+        yet as closed, so dashboards and alerts see every target before its first change."""
+        for target in targets:
+            if target not in self._states:
+                self.target_state(target[0], upstream_model=target[1], value=0)
 
     def set_models(self, models: Collection[str]) -> None:
         """The configured public models after a live reload (the ``model`` label's values)."""
@@ -238,8 +252,9 @@ class Recorder:
             m.prompt_json_invalid.labels(label).inc()
 
     def _attempts(self, record: CallRecord, model: str) -> None:
-        last = len(record.attempts) - 1
-        for i, attempt in enumerate(record.attempts):
+        attempts = record.attempts
+        last = len(attempts) - 1
+        for i, attempt in enumerate(attempts):
             key = (model, attempt.provider)
             up = self._upstreams.get(key)
             if up is None:
@@ -255,5 +270,8 @@ class Recorder:
                     self.metrics.upstream_errors.labels(model, attempt.provider,
                                                         attempt.error_type or "unknown"))
             errors.n += 1
-            if i < last:
+            # A fallback is a failed attempt followed by one on another target; a retry of the
+            # same target (same provider and upstream model) is not one (README glossary).
+            if i < last and (attempts[i + 1].provider, attempts[i + 1].model) != (
+                    attempt.provider, attempt.model):
                 up.fallbacks.n += 1

@@ -162,6 +162,15 @@ class _StatsExport:
         self._last = dataclasses.replace(stats)
 
 
+def configured_targets(config: GatewayConfig) -> set[tuple[str, str]]:
+    """Every (provider, upstream model) pair the config can send calls to: its models'
+    targets and its experiment variants' (each has a circuit breaker)."""
+    lists = [model.targets for model in config.models.values()]
+    lists += [variant.targets for experiment in config.experiments.values()
+              for variant in experiment.variants.values() if variant.targets is not None]
+    return {(target.provider, target.model) for targets in lists for target in targets}
+
+
 def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
                  engine: AsyncEngine | None, metrics_dir: Path | None,
                  strict: bool = False) -> MetricsRuntime:
@@ -183,7 +192,8 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
     vllm: Mapping[str, VllmProvider] = {
         name: cfg for name, cfg in config.providers.items() if isinstance(cfg, VllmProvider)}
     return MetricsRuntime(
-        metrics=metrics, recorder=Recorder(metrics, models=config.models, drift=drift),
+        metrics=metrics, recorder=Recorder(metrics, models=config.models,
+                                           targets=configured_targets(config), drift=drift),
         drift=drift, embeddings=embeddings,
         backends=BackendScraper(vllm, session=session, metrics=metrics),
         metrics_dir=metrics_dir, strict=strict)

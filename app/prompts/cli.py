@@ -65,6 +65,10 @@ def _run(database_url: str | None, action: Callable[[PromptStore], Awaitable[T]]
         _fail(exc.message)
     except (UnsupportedDatabaseUrl, MigrationError, SyncError) as exc:
         _fail(str(exc))
+    except BrokenPipeError:
+        # Our reader closed stdout (``| head``), not the database (an OSError too): click
+        # exits quietly, as Unix tools do.
+        raise
     except DATABASE_ERRORS as exc:
         _fail(f"the database refused: {describe_error(exc)}")
 

@@ -193,7 +193,8 @@ class Router:
         log.warning("target %s/%s: circuit %s -> %s%s", provider, model, before, breaker.state,
                     " (from another gateway process)" if shared else "")
         if self._recorder is not None:
-            self._recorder.target_state(model, provider, STATE_VALUE[breaker.state])
+            self._recorder.target_state(provider, upstream_model=model,
+                                        value=STATE_VALUE[breaker.state])
         return True
 
     @property

@@ -125,6 +125,57 @@ def test_fallbacks_and_upstream_errors_name_the_failing_provider(tmp_path: Path,
                  status_class="2xx") == 1
 
 
+def test_retries_of_one_target_are_not_fallbacks(tmp_path: Path, simulator: str) -> None:
+    """Retries of a failing target count no fallback; moving on to the next target counts one,
+    and a single-target model (nothing to fall back to) counts none."""
+    raw = sim_config(simulator, chat={"targets": [
+        {"provider": "broken", "model": "gpt-4o-mini"},
+        {"provider": "sim", "model": "gpt-4o-mini"}]},
+        # Another target (a breaker of its own: the first call's failures do not open it).
+        alone={"targets": [{"provider": "broken", "model": "gpt-4o"}]})
+    raw["retries"] = {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.01}
+    with gateway(tmp_path, raw) as url:
+        chat(url)
+        with pytest.raises(openai.InternalServerError):
+            chat(url, model="alone")
+        samples = scrape(url, MASTER_KEY)
+    assert value(samples, "switchboard_upstream_attempts_total", model="chat",
+                 provider="broken", outcome="error") == 3
+    assert value(samples, "switchboard_fallbacks_total", model="chat", provider="broken") == 1
+    assert value(samples, "switchboard_upstream_attempts_total", model="alone",
+                 provider="broken", outcome="error") == 3
+    assert value(samples, "switchboard_fallbacks_total", model="alone", provider="broken") == 0
+
+
+def test_every_configured_target_has_a_breaker_series_from_start_up(tmp_path: Path,
+                                                                      simulator: str) -> None:
+    """switchboard_target_state has a closed (0) series for each configured target (a
+    provider and the upstream model it is asked for; experiment variants' too) before any
+    call, one per target however many public models list it, and 2 once its breaker opens."""
+    raw = sim_config(simulator,
+                     chat={"targets": [{"provider": "broken", "model": "gpt-4o-mini"},
+                                       {"provider": "sim", "model": "gpt-4o-mini"}]},
+                     chat2={"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]})
+    raw["experiments"] = {"ab": {"model": "chat2", "variants": {
+        "a": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "b": {"targets": [{"provider": "sim", "model": "gpt-4o"}]}}}}
+    raw["breaker"] = {"failures": 1, "cooldown_s": 60}
+    with gateway(tmp_path, raw) as url:
+        before = scrape(url, MASTER_KEY)
+        chat(url)
+        after = scrape(url, MASTER_KEY)
+    states = {tuple(sorted(dict(labels).items())): v for (name, labels), v in before.items()
+              if name == "switchboard_target_state"}
+    assert states == {
+        (("provider", "broken"), ("upstream_model", "gpt-4o-mini")): 0,
+        (("provider", "sim"), ("upstream_model", "gpt-4o-mini")): 0,
+        (("provider", "sim"), ("upstream_model", "gpt-4o")): 0}
+    assert value(after, "switchboard_target_state", provider="broken",
+                 upstream_model="gpt-4o-mini") == 2
+    assert value(after, "switchboard_target_state", provider="sim",
+                 upstream_model="gpt-4o-mini") == 0
+
+
 def test_in_flight_counts_a_request_while_it_is_served(tmp_path: Path, simulator: str) -> None:
     """The in-flight gauge is 1 while a slow call is being served and 0 once it is done."""
     raw = sim_config(simulator)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 
-from app.experiments import MIN_SAMPLES, confidence_sequence, metric
+from app.experiments import MIN_SAMPLES, NON_NEGATIVE, RATE, confidence_sequence, metric
 
 
 def test_too_few_samples_have_none_and_more_samples_narrow_it() -> None:
@@ -62,3 +63,18 @@ def test_a_metric_of_huge_samples_is_finite() -> None:
     assert wide["mean"] == 0.0 and wide["ci95"] is None
     json.dumps([spread, wide], allow_nan=False)
     assert metric([]) == {"n": 0, "mean": None, "ci95": None}
+
+
+def test_a_sequence_stays_within_the_range_of_its_quantity() -> None:
+    """A rate's sequence stays in [0, 1] and a latency's at or above 0, however close to the
+    edge its mean is (an unclamped one reached -0.009 for an error rate of 0.004)."""
+    errors = [1.0] * 2 + [0.0] * 498
+    assert metric(errors)["ci95"][0] < 0  # the raw sequence crosses 0
+    low, high = metric(errors, RATE)["ci95"]
+    assert low == 0.0 and 0.004 < high < 1
+    successes = [1.0] * 498 + [0.0] * 2
+    low, high = metric(successes, RATE)["ci95"]
+    assert 0 < low < 0.996 and high == 1.0
+    latencies = [0.5] * 95 + [60.0] * 5
+    low, high = metric(latencies, NON_NEGATIVE)["ci95"]
+    assert low == 0.0 and high > statistics.fmean(latencies)

@@ -1,0 +1,60 @@
+"""The admin CLIs (``logs``, ``spend``, ``experiments report``) find the gateway that
+``switchboard serve`` would start with the same environment when ``--url`` is not given."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from app.calllog.cli import experiments, logs, spend
+from app.config import parse_config
+from app.db.migrate import upgrade
+from app.main import create_app
+from app.settings import Settings
+from tests.api.conftest import MASTER_KEY, sim_config
+from tests.servers import serve
+
+
+@pytest.mark.parametrize(("host", "port", "url"), [
+    ("127.0.0.1", 8080, "http://127.0.0.1:8080"),
+    ("0.0.0.0", 18402, "http://127.0.0.1:18402"),
+    ("::", 9000, "http://[::1]:9000"),
+    ("::1", 9000, "http://[::1]:9000"),
+    ("gw.internal", 80, "http://gw.internal:80"),
+])
+def test_the_local_url_is_where_serve_listens(host: str, port: int, url: str) -> None:
+    """The URL of a gateway bound to host:port, loopback for an all-addresses host."""
+    assert Settings(host=host, port=port).local_url() == url
+
+
+def test_admin_commands_default_to_switchboard_host_and_port(tmp_path: Path,
+                                                               simulator: str) -> None:
+    """Without --url, logs, spend and experiments report ask the gateway at
+    SWITCHBOARD_HOST:SWITCHBOARD_PORT (0.0.0.0 meaning this machine), not a fixed port."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    asyncio.run(upgrade(database_url))
+    raw = sim_config(simulator)
+    raw["experiments"] = {"ab": {"model": "chat", "variants": {
+        "a": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "b": {"targets": [{"provider": "sim", "model": "gpt-4o"}]}}}}
+    settings = Settings(master_key=SecretStr(MASTER_KEY), database_url=database_url,
+                        spool_dir=tmp_path / "spool")
+    app = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(app) as url:
+        env: dict[str, str | None] = {k: None for k in os.environ
+                                      if k.startswith("SWITCHBOARD_")}
+        env.update(SWITCHBOARD_HOST="0.0.0.0", SWITCHBOARD_PORT=str(urlsplit(url).port),
+                   SWITCHBOARD_MASTER_KEY=MASTER_KEY)
+        runner = CliRunner()
+        for command, args in ((logs, ["query", "--json"]), (spend, ["--by", "model", "--json"]),
+                              (experiments, ["report", "ab", "--json"])):
+            result = runner.invoke(command, args, env=env)
+            assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["experiment"] == "ab"
