@@ -528,6 +528,8 @@ def _empty_settings(settings: BaseModel, where: str) -> list[str]:
         if value == "" and field not in URL_FIELDS:  # an empty URL: ``url_problem`` says so
             problems.append(f"{where}.{field}: {EMPTY_SETTING}")
     return problems
+
+
 _HOST = re.compile(r"[\w.-]+")
 """A host name (internationalised ones too); an IP address is checked as one."""
 
