@@ -391,7 +391,13 @@ def message_id(upstream_id: Any) -> str:
 
 
 def error_body(exc: errors.GatewayError) -> Json:
-    """A gateway error in Anthropic's shape."""
+    """A gateway error in Anthropic's shape. The gateway's own 503 at its concurrency limit is
+    ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
+    balancers and every HTTP client know (the anthropic SDK retries both alike)."""
     status = exc.status_code
-    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    if isinstance(exc, errors.Overloaded):
+        kind = "overloaded_error"
+    else:
+        kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500
+                                           else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": exc.message}}
