@@ -8,7 +8,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     │   └── BodyTooLarge (413)
     ├── AuthenticationFailed (401, authentication_error)
     ├── PermissionDenied (403, permission_error)
-    ├── NotFound (404, not_found_error)                unknown model or route
+    ├── NotFound (404, not_found_error)                unknown route or admin object
+    │   └── ModelNotFound (404, invalid_request_error)  unknown model, as OpenAI says it
     ├── RateLimited (429, rate_limit_error)            a key's or team's RPM/TPM limit
     ├── QuotaExceeded (429, insufficient_quota)        a key's or team's budget is spent
     ├── Overloaded (503, server_error)                 past the gateway's own concurrency limit
@@ -96,6 +97,17 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status = 404
     error_type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    """A model the gateway does not serve (or the caller's key may not see): OpenAI's 404 for
+    it, ``type: invalid_request_error``, ``code: model_not_found``, ``param: null``."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model[:200]}' does not exist or you do not have access "
+                         "to it.", code="model_not_found")
 
 
 class RateLimited(GatewayError):

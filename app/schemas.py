@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -44,7 +45,7 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
+    tool_call_id: Annotated[str | None, Field(validate_default=True)] = None
 
     @field_validator("content")
     @classmethod
@@ -62,6 +63,14 @@ class Message(BaseModel):
                     image = part.get("image_url")
                     if not isinstance(image, dict) or not isinstance(image.get("url"), str):
                         raise ValueError("an 'image_url' content part needs 'image_url.url'")
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_results_name_their_call(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A ``tool`` message must say which tool call it answers, as OpenAI requires."""
+        if value is None and info.data.get("role") == "tool":
+            raise PydanticCustomError("missing", "Field required")
         return value
 
     def text(self) -> str:
@@ -94,6 +103,15 @@ class ResponseFormat(BaseModel):
 
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
+"""Token id -> bias, each from -100 (never) to 100 (only), as OpenAI bounds them."""
+
+
+def _no_empty_token_list(value: list[Any], name: str) -> None:
+    """A list of token-id lists may hold no empty one (OpenAI's spec: ``minItems: 1``)."""
+    for i, item in enumerate(value):
+        if isinstance(item, list) and not item:
+            raise ValueError(f"{name}[{i}] must not be an empty list of token ids")
 
 
 class ChatRequest(BaseModel):
@@ -113,7 +131,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[Tool] | None = None
@@ -159,7 +177,7 @@ class CompletionRequest(BaseModel):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     suffix: str | None = None
     user: str | None = None
 
@@ -168,6 +186,8 @@ class CompletionRequest(BaseModel):
     def _prompt_not_empty(cls, value: Prompt) -> Prompt:
         if isinstance(value, list) and not value:
             raise ValueError("prompt must not be an empty list")
+        if isinstance(value, list):
+            _no_empty_token_list(value, "prompt")
         return value
 
     def prompt_texts(self) -> list[str]:
@@ -211,6 +231,8 @@ class EmbeddingRequest(BaseModel):
             raise ValueError("input must not be an empty list")
         elif any(isinstance(v, str) and not v for v in value):
             raise ValueError("input must not contain empty strings")
+        else:
+            _no_empty_token_list(value, "input")
         return value
 
     def texts(self) -> list[str]:

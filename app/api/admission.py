@@ -1,7 +1,8 @@
 """Admission: at most ``max_concurrency`` requests inside the gateway at once, per process.
 
 The outermost ASGI app. A request past the limit is answered at once with 503, ``Retry-After``
-and OpenAI's error shape, before anything reads its body; a refused model call is still
+and OpenAI's error shape (Anthropic's, ``overloaded_error``, under ``/v1/messages``), before
+anything reads its body; a refused model call is still
 recorded (caller, ids, the 503). The probes and ``/metrics`` are never refused: a load balancer
 must see a busy gateway as alive, and Prometheus must see it busy.
 
@@ -21,6 +22,7 @@ from app.api.endpoints import MODEL_CALLS
 from app.api.incoming import Incoming
 from app.api.wire import JSONReply
 from app.gateway import Gateway
+from app.inbound.anthropic import error_body as anthropic_error_body
 from app.pipeline import ModelCall
 from app.resources import resources_of
 
@@ -68,5 +70,7 @@ class Admission:
             response = await serve_call(gateway, Incoming.from_scope(scope, receive), endpoint)
             await response(scope, receive, send)
             return
-        await JSONReply(orjson.dumps(exc.body()), status=exc.status_code, headers={},
+        body = anthropic_error_body(exc) if scope["path"].startswith("/v1/messages") \
+            else exc.body()
+        await JSONReply(orjson.dumps(body), status=exc.status_code, headers={},
                         raw=[retry_after])(scope, receive, send)

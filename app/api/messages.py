@@ -46,7 +46,9 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
     if request.stream:
-        return await stream(gateway.stream_chat(call), call, EventWriter(model=request.model))
+        writer = EventWriter(model=request.model,
+                             prompt_tokens=lambda: estimate_prompt_tokens(request))
+        return await stream(gateway.stream_chat(call), call, writer)
 
     def shape(result: Result) -> Json:
         if result.native is not None:

@@ -197,6 +197,5 @@ async def list_models(gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
 async def get_model(model_id: str, gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
     """One public model; 404 when it is not served or the caller's key may not use it."""
     if caller.models is not None and model_id not in caller.models:
-        raise errors.NotFound(f"The model '{model_id[:200]}' does not exist or you do not "
-                              "have access to it.", param="model", code="model_not_found")
+        raise errors.ModelNotFound(model_id)
     return _model_card(gateway.table.resolve(model_id))

@@ -14,7 +14,9 @@ messages (their text; placed before the rest of their turn, as OpenAI's order re
 ``tools`` (custom ones) as functions; ``tool_choice`` (``auto``, ``any`` -> ``required``, ``tool``
 -> the named function, ``none``; ``disable_parallel_tool_use`` -> ``parallel_tool_calls:
 false``); ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences`` -> ``stop``,
-``metadata.user_id`` -> ``user``.
+``metadata.user_id`` -> ``user``. What Anthropic refuses as malformed is a 400 for every
+target, naming the field: a source without its ``data`` (or ``url``), a base64 image of a media
+type other than ``IMAGE_TYPES``, a ``tool_result`` block in an assistant turn.
 
 What only a native target can serve (``Inbound.native_only``): server tools (a tool with a
 ``type`` other than ``custom``), blocks of other types (search results, server tool results,
@@ -34,6 +36,9 @@ signature: no other provider signs its reasoning) and ``tool_calls`` become cont
 ``finish_reason`` becomes ``stop_reason`` (``stop`` -> ``end_turn``: which stop sequence matched
 is not reported by OpenAI-style upstreams, so ``stop_sequence`` stays null); usage splits prompt
 tokens into fresh, cache-read and cache-written input as Anthropic counts them.
+
+(Just past 400 lines: the answers' part is a quarter of it, and small; the rest is one walk of
+the request, block by block.)
 """
 
 from __future__ import annotations
@@ -214,6 +219,19 @@ def _source(block: Json, at: str) -> Json:
     return source
 
 
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+"""The media types of a base64 image Anthropic takes."""
+
+
+def _field(source: Json, name: str, at: str) -> str:
+    """A source's required string field (``data``, ``url``), else the 400 naming it."""
+    value = source.get(name)
+    if not isinstance(value, str):
+        raise _bad(f"{at}.source.{name}: Field required" if value is None
+                   else f"{at}.source.{name}: must be a string", f"{at}.source.{name}")
+    return value
+
+
 def _user_part(block: Json, at: str, native: list[str]) -> Json | None:
     kind = block["type"]
     if kind == "text":
@@ -221,16 +239,20 @@ def _user_part(block: Json, at: str, native: list[str]) -> Json | None:
     if kind == "image":
         source = _source(block, at)
         if source["type"] == "base64":
-            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-            return {"type": "image_url", "image_url": {"url": url}}
-        if source["type"] == "url" and isinstance(source.get("url"), str):
-            return {"type": "image_url", "image_url": {"url": source["url"]}}
+            data, media = _field(source, "data", at), source.get("media_type")
+            if media not in IMAGE_TYPES:
+                raise _bad(f"{at}.source.media_type: Field required" if media is None else
+                           f"{at}.source.media_type: must be one of {', '.join(IMAGE_TYPES)}",
+                           f"{at}.source.media_type")
+            return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
+        if source["type"] == "url":
+            return {"type": "image_url", "image_url": {"url": _field(source, "url", at)}}
     elif kind == "document":
         source = _source(block, at)
-        if source["type"] == "text" and isinstance(source.get("data"), str):
-            return {"type": "text", "text": source["data"]}
+        if source["type"] == "text":
+            return {"type": "text", "text": _field(source, "data", at)}
         if source["type"] == "base64" and source.get("media_type") == "application/pdf":
-            data = f"data:application/pdf;base64,{source.get('data')}"
+            data = f"data:application/pdf;base64,{_field(source, 'data', at)}"
             return {"type": "file", "file": {"file_data": data,
                                              "filename": str(block.get("title") or "document.pdf")}}
     elif kind in ("thinking", "redacted_thinking"):
@@ -277,6 +299,8 @@ def _assistant(blocks: list[Json], where: str, native: list[str]) -> Json:
                 raise _bad(f"{at}: a tool_use block needs an id and a name", at)
             calls.append({"id": tool_id, "type": "function", "function": {
                 "name": name, "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+        elif kind == "tool_result":
+            raise _bad(f"{at}: tool_result blocks are only allowed in user turns", at)
         elif kind not in ("thinking", "redacted_thinking"):
             native.append(f"{at} ({kind})")
     message: Json = {"role": "assistant", "content": "".join(texts) or None}
@@ -391,7 +415,13 @@ def message_id(upstream_id: Any) -> str:
 
 
 def error_body(exc: errors.GatewayError) -> Json:
-    """A gateway error in Anthropic's shape."""
+    """A gateway error in Anthropic's shape. The gateway's own 503 at its concurrency limit is
+    ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
+    balancers and every HTTP client know (the anthropic SDK retries both alike)."""
     status = exc.status_code
-    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    if isinstance(exc, errors.Overloaded):
+        kind = "overloaded_error"
+    else:
+        kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500
+                                           else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": exc.message}}

@@ -7,12 +7,16 @@ brings OpenAI chunks, which ``EventWriter`` turns into ``message_start``, one
 ``content_block_start``/``_delta``/``_stop`` run per block (``thinking`` from
 ``reasoning_content``, ``text``, ``tool_use`` with ``input_json_delta``), ``message_delta``
 (stop reason and usage, which OpenAI-style upstreams report only at the end) and
-``message_stop``. Keep-alives become ``ping`` events, and an error after the first byte an
-``error`` event, as Anthropic sends them.
+``message_stop``. ``message_start`` carries the input tokens, as Anthropic's does (clients
+take them from there): the upstream's count when its first chunk has one, else the gateway's
+estimate of the prompt; ``message_delta`` then carries the upstream's count. Keep-alives
+become ``ping`` events, and an error after the first byte an ``error`` event, as Anthropic
+sends them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -32,8 +36,11 @@ def event(name: str, payload: Json) -> bytes:
 class EventWriter:
     """One ``/v1/messages`` stream: ``frame`` each gateway item, ``close`` at its end."""
 
-    def __init__(self, *, model: str) -> None:
+    def __init__(self, *, model: str, prompt_tokens: Callable[[], int]) -> None:
+        """``prompt_tokens``: the gateway's estimate of the prompt's tokens (asked for only by
+        a translated stream whose first chunk reports no usage)."""
         self.model = model
+        self.prompt_tokens = prompt_tokens
         self.native: bool | None = None
         """Whether the call is native (decided by its first chunk)."""
         self.started = False
@@ -69,6 +76,8 @@ class EventWriter:
         out = [] if self.started else [self._start({})]
         out += self._close_block()
         usage = anthropic_usage(self.usage)
+        if self.usage is None:  # none reported: the estimate message_start gave stands
+            usage["input_tokens"] = self.prompt_tokens()
         out.append(event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": self.stop or "end_turn", "stop_sequence": None},
@@ -83,7 +92,9 @@ class EventWriter:
             "id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
             "model": model if isinstance(model, str) and model else self.model, "content": [],
             "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}
+            "usage": {"input_tokens": anthropic_usage(self.usage)["input_tokens"]
+                      if self.usage is not None else self.prompt_tokens(),
+                      "output_tokens": 0}}
         return event("message_start", {"type": "message_start", "message": message})
 
     def _open(self, kind: str, block: Json) -> list[bytes]:
@@ -107,10 +118,10 @@ class EventWriter:
                                               "delta": delta})
 
     def _translate(self, chunk: Json) -> list[bytes]:
-        out = [] if self.started else [self._start(chunk)]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = Usage.from_openai(usage) or self.usage
+        out = [] if self.started else [self._start(chunk)]
         choices = chunk.get("choices")
         choice: Any = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:

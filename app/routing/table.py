@@ -108,8 +108,13 @@ def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
 class RoutingTable:
     """Immutable map of public model name to ``Route``."""
 
-    def __init__(self, config: GatewayConfig, *, created: int | None = None) -> None:
+    def __init__(self, config: GatewayConfig, *, created: int | None = None,
+                 previous: RoutingTable | None = None) -> None:
+        """``created``: when the models were created (``/v1/models``), now if not given; a
+        model ``previous`` (the table this one replaces on a reload) already serves keeps its
+        time there, so a reload changes only the times of the models it adds."""
         created = int(time.time()) if created is None else created
+        before = {} if previous is None else previous._routes
         routes: dict[str, Route] = {}
         for name, model in config.models.items():
             targets = tuple(_target(t, model.max_tokens_default) for t in model.targets)
@@ -118,7 +123,9 @@ class RoutingTable:
             routes[name] = _narrow(Route(
                 name=name, targets=targets,
                 max_tokens_cap=min(cap, global_cap) if cap else global_cap,
-                owned_by=model.owned_by, created=created, strategy=model.strategy), config)
+                owned_by=model.owned_by,
+                created=before[name].created if name in before else created,
+                strategy=model.strategy), config)
         self._routes: Mapping[str, Route] = MappingProxyType(routes)
         experiments: dict[str, Experiment] = {}
         for name, experiment in config.experiments.items():
@@ -144,13 +151,10 @@ class RoutingTable:
         return model in self._routes
 
     def resolve(self, model: str) -> Route:
-        """The route for a public model name; ``NotFound`` (404) when there is none."""
+        """The route for a public model name; ``ModelNotFound`` (404) when there is none."""
         route = self._routes.get(model)
         if route is None:
-            raise errors.NotFound(
-                f"The model '{model[:200]}' does not exist or you do not have access to it.",
-                param="model", code="model_not_found",
-            )
+            raise errors.ModelNotFound(model)
         return route
 
     def routes(self) -> list[Route]:

@@ -123,10 +123,18 @@ def test_json_response_format_is_honoured(gateway: RunningGateway) -> None:
 
 
 def test_unknown_model_is_404(gateway: RunningGateway) -> None:
-    """A model the config does not name is a 404 NotFoundError with code model_not_found."""
+    """A model the config does not name is a 404 NotFoundError in OpenAI's shape for it
+    (``invalid_request_error``, code ``model_not_found``, no param), on calls and on
+    ``/v1/models/{id}`` alike."""
     with pytest.raises(openai.NotFoundError) as info:
         gateway.client().chat.completions.create(model="nope", messages=MESSAGES)
     assert info.value.code == "model_not_found"
+    expected = {"message": "The model 'nope' does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+    assert info.value.body == expected
+    with pytest.raises(openai.NotFoundError) as retrieved:
+        gateway.client().models.retrieve("nope")
+    assert retrieved.value.body == expected
 
 
 def test_missing_and_wrong_keys_are_401(gateway: RunningGateway) -> None:

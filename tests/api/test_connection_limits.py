@@ -165,6 +165,24 @@ def test_past_the_limit_requests_get_503_with_retry_after(tmp_path: Path, simula
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 
+def test_past_the_limit_messages_routes_answer_in_anthropics_shape(tmp_path: Path,
+                                                                    simulator: str) -> None:
+    """Past the limit, ``/v1/messages`` and ``/v1/messages/count_tokens`` are refused in
+    Anthropic's error shape, type ``overloaded_error`` (its type for overload), status 503."""
+    body = {"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with limited_gateway(tmp_path, simulator, max_concurrency=1) as (url, _), \
+            master(url) as client, ExitStack() as held:
+        held.callback(slow_body(url, style="none").close)
+        wait_until_refused(client)
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            refused = client.post(path, json=body)
+            assert refused.status_code == 503, path
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json() == {"type": "error", "error": {
+                "type": "overloaded_error", "message": "The gateway is serving its limit of 1 "
+                                                       "requests; retry in 1 s."}}, path
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_slow_upstream_calls_count_toward_the_limit(tmp_path: Path, simulator: str,
                                                     stream: bool) -> None:

@@ -107,6 +107,20 @@ def test_a_streamed_message_through_each_kind_of_target(gw: RunningGateway,
     assert record.usage.completion_tokens == final.usage.output_tokens
 
 
+def test_a_translated_stream_reports_input_tokens_at_its_start(gw: RunningGateway) -> None:
+    """A translated stream's ``message_start`` has the prompt's input tokens (the gateway's
+    estimate, count_tokens' number: OpenAI-style upstreams report usage only at the end), as
+    Anthropic's own stream has them; ``message_delta`` then has the upstream's count."""
+    client = sdk(gw)
+    estimate = client.messages.count_tokens(model="gpt", messages=USER).input_tokens
+    with client.messages.stream(model="gpt", max_tokens=40, messages=USER) as stream:
+        events = list(stream)
+    start = next(e for e in events if e.type == "message_start")
+    assert start.message.usage.input_tokens == estimate > 0
+    delta = next(e for e in events if e.type == "message_delta")
+    assert delta.usage.input_tokens and delta.usage.output_tokens > 0
+
+
 def test_an_anthropic_target_gets_the_clients_body_untranslated(gw: RunningGateway,
                                                                 simulator: str) -> None:
     """Cache control, top_k, thinking and metadata reach an Anthropic target as the client

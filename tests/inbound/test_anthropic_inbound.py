@@ -213,8 +213,13 @@ def chunk(delta: Json | None = None, *, finish: str | None = None, **extra: Any)
     return {"id": "c1", "model": "gpt-4o-mini", "choices": choices, **extra}
 
 
+def writer_for(model: str, prompt_tokens: int = 4) -> EventWriter:
+    """An event writer whose prompt the gateway estimates at ``prompt_tokens``."""
+    return EventWriter(model=model, prompt_tokens=lambda: prompt_tokens)
+
+
 def test_a_translated_stream_has_anthropics_event_sequence() -> None:
-    writer = EventWriter(model="public")
+    writer = writer_for("public")
     raw = b"".join([
         writer.frame(chunk({"role": "assistant", "content": ""})),
         writer.frame(chunk({"reasoning_content": "hm"})),
@@ -246,15 +251,34 @@ def test_a_translated_stream_has_anthropics_event_sequence() -> None:
     assert got[-2][1]["usage"]["output_tokens"] == 5
 
 
+def test_message_start_carries_the_input_tokens() -> None:
+    """``message_start`` reports the prompt's input tokens, as Anthropic's does: the gateway's
+    estimate while the upstream has reported none (``message_delta`` then has its count), the
+    upstream's own when its first chunk carries usage."""
+    writer = writer_for("m", prompt_tokens=9)
+    got = events(b"".join([writer.frame(chunk({"content": "hi"})),
+                           writer.frame(chunk(None, usage={"prompt_tokens": 7,
+                                                           "completion_tokens": 1})),
+                           writer.close()]))
+    assert got[0][1]["message"]["usage"] == {"input_tokens": 9, "output_tokens": 0}
+    assert got[-2][1]["usage"]["input_tokens"] == 7
+    early = writer_for("m", prompt_tokens=9)
+    first = events(early.frame(chunk({"content": "hi"}, usage={"prompt_tokens": 12,
+                                                               "completion_tokens": 0})))
+    assert first[0][1]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0}
+    assert events(writer_for("m", prompt_tokens=3).close())[0][1]["message"]["usage"] == {
+        "input_tokens": 3, "output_tokens": 0}
+
+
 def test_an_empty_translated_stream_still_starts_and_stops() -> None:
-    names = [name for name, _ in events(EventWriter(model="m").close())]
+    names = [name for name, _ in events(writer_for("m").close())]
     assert names == ["message_start", "message_delta", "message_stop"]
 
 
 def test_native_events_are_relayed_as_they_came() -> None:
     """The upstream's own events go out byte for byte; chunks without them (the gateway's
     estimated usage) and the end add nothing."""
-    writer = EventWriter(model="m")
+    writer = writer_for("m")
     start = '{"type":"message_start","message":{"id":"msg_1"}}'
     first = {**chunk({"role": "assistant"}), NATIVE_EVENTS: [("message_start", start)]}
     assert writer.frame(first) == f"event: message_start\ndata: {start}\n\n".encode()
@@ -264,6 +288,6 @@ def test_native_events_are_relayed_as_they_came() -> None:
 
 
 def test_an_error_is_an_error_event() -> None:
-    frame = EventWriter(model="m").error(errors.UpstreamError("boom"))
+    frame = writer_for("m").error(errors.UpstreamError("boom"))
     assert events(frame) == [("error", {"type": "error", "error": {
         "type": "api_error", "message": "boom"}})]

@@ -1,0 +1,94 @@
+"""Input OpenAI and Anthropic refuse as malformed is refused by the gateway itself, a 400
+naming the parameter, and never reaches an upstream (the call has no attempt)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import RunningGateway
+
+USER = {"role": "user", "content": "hi"}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(("path", "body", "param", "message"), [
+    ("/v1/embeddings", {"model": "embed", "input": [[]]}, "input",
+     "input[0] must not be an empty list of token ids"),
+    ("/v1/embeddings", {"model": "embed", "input": [[1, 2], []]}, "input",
+     "input[1] must not be an empty list of token ids"),
+    ("/v1/completions", {"model": "chat", "prompt": [[]]}, "prompt",
+     "prompt[0] must not be an empty list of token ids"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [USER],
+                              "logit_bias": {"50256": 101}}, "logit_bias.50256",
+     "Input should be less than or equal to 100"),
+    ("/v1/completions", {"model": "chat", "prompt": "hi", "logit_bias": {"50256": -100.5}},
+     "logit_bias.50256", "Input should be greater than or equal to -100"),
+], ids=["embed-empty-tokens", "embed-second-empty", "complete-empty-tokens", "bias-over",
+        "bias-under"])
+def test_malformed_openai_input_is_a_400(gateway: RunningGateway, path: str,
+                                         body: dict[str, Any], param: str, message: str) -> None:
+    """Empty token lists and logit biases outside -100..100, as OpenAI refuses them."""
+    reply = gateway.http().post(path, json=body, headers={"x-request-id": "bad"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert error["message"] == f"Invalid value for '{param}': {message}."
+    assert gateway.sink.by_id("bad").attempts == []
+
+
+def test_a_tool_message_needs_its_tool_call_id(gateway: RunningGateway) -> None:
+    """A ``tool`` message without ``tool_call_id`` is OpenAI's 400 for a missing parameter;
+    with it the conversation is served."""
+    assistant = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+    tool: dict[str, Any] = {"role": "tool", "content": "sunny"}
+    body = {"model": "chat", "messages": [USER, assistant, tool]}
+    client = gateway.http()
+    reply = client.post("/v1/chat/completions", json=body, headers={"x-request-id": "no-id"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == {
+        "message": "Missing required parameter: 'messages[2].tool_call_id'.",
+        "type": "invalid_request_error", "param": "messages[2].tool_call_id",
+        "code": "invalid_value"}
+    assert gateway.sink.by_id("no-id").attempts == []
+    tool["tool_call_id"] = "call_1"
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(("content", "param"), [
+    ([{"type": "image", "source": {"type": "base64"}}], "messages[0].content[0].source.data"),
+    ([{"type": "image", "source": {"type": "base64", "data": "iVBORw0KGgo="}}],
+     "messages[0].content[0].source.media_type"),
+    ([{"type": "image", "source": {"type": "base64", "data": "iVBORw0KGgo=",
+                                   "media_type": "image/tiff"}}],
+     "messages[0].content[0].source.media_type"),
+    ([{"type": "image", "source": {"type": "url"}}], "messages[0].content[0].source.url"),
+    ([{"type": "document", "source": {"type": "base64", "media_type": "application/pdf"}}],
+     "messages[0].content[0].source.data"),
+], ids=["image-no-data", "image-no-media-type", "image-bad-media-type", "image-no-url",
+        "pdf-no-data"])
+def test_a_source_without_its_data_is_a_400(gateway: RunningGateway, content: list[Any],
+                                            param: str) -> None:
+    """An image or PDF block whose source lacks what Anthropic requires is refused in
+    Anthropic's shape, naming the field (it used to go on as ``data:None;base64,None``)."""
+    body = {"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    reply = gateway.http().post("/v1/messages", json=body, headers={"x-request-id": "img"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith(param)
+    assert gateway.sink.by_id("img").attempts == []
+
+
+def test_a_tool_result_in_an_assistant_turn_is_a_400(gateway: RunningGateway) -> None:
+    """Tool results belong in user turns; in an assistant turn they are refused, naming the
+    block, as Anthropic refuses them (it used to be sent to native targets only)."""
+    turn = {"role": "assistant", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}
+    body = {"model": "chat", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"}, turn, {"role": "user", "content": "and?"}]}
+    reply = gateway.http().post("/v1/messages", json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages[1].content[0]: tool_result blocks are only allowed in user turns"}
