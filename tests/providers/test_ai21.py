@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from app import errors
 from app.providers import PROVIDER_TYPES, ai21
@@ -102,8 +102,10 @@ def test_tool_history_keeps_ai21_shapes() -> None:
 
 
 def test_tool_message_without_id_and_function_messages_are_refused() -> None:
-    """AI21's tool message needs tool_call_id; legacy function messages have no AI21 form."""
-    refused("messages[0].tool_call_id", messages=[{"role": "tool", "content": "x"}])
+    """AI21's tool message needs tool_call_id (``ChatRequest`` itself refuses one without, as
+    OpenAI does); legacy function messages have no AI21 form."""
+    with pytest.raises(ValidationError):
+        chat_call(messages=[{"role": "tool", "content": "x"}])
     refused("messages[0].role", messages=[{"role": "function", "name": "f", "content": "x"}])
 
 

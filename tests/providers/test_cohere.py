@@ -170,7 +170,6 @@ def test_sampling_fields() -> None:
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "r"}}},
      "response_format.json_schema.schema"),
     ({"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ({"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]},
      "messages[0].content[0]"),
