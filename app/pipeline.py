@@ -261,8 +261,12 @@ class Snapshot:
 
     @classmethod
     def build(cls, config: GatewayConfig, pipeline: Pipeline,
-              providers: Mapping[str, Provider], prices: PriceBook) -> Snapshot:
-        return cls(version=config_version(config), config=config, table=RoutingTable(config),
+              providers: Mapping[str, Provider], prices: PriceBook, *,
+              previous: Snapshot | None = None) -> Snapshot:
+        """The snapshot of ``config``; ``previous``: the one it replaces on a reload (the models
+        both serve keep their ``created`` time)."""
+        table = RoutingTable(config, previous=None if previous is None else previous.table)
+        return cls(version=config_version(config), config=config, table=table,
                    limits=config.limits, keepalive_s=config.streaming.keepalive_s,
                    pipeline=pipeline, providers=providers, prices=prices,
                    scrubber=Scrubber(config_secrets(config.providers.values()),

@@ -188,7 +188,7 @@ class ConfigReloader:
                 await provider.aclose()
             raise
         prices = PriceBook({**shipped_prices(), **config.pricing})
-        return Snapshot.build(config, serving.pipeline, providers, prices)
+        return Snapshot.build(config, serving.pipeline, providers, prices, previous=serving)
 
     def _fingerprint(self) -> bytes:
         """A hash of the config file's bytes and of every file it references."""

@@ -3,6 +3,7 @@ and ``${file:...}`` references (the rotation of a mounted secret is a new versio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,6 +64,21 @@ async def test_unchanged_providers_are_kept_and_changed_ones_built(
     assert (await reloader.reload(reason="test")).changed
     assert reloader.gateway.snapshot.providers["alpha"] is not before.providers["alpha"]
     assert reloader.gateway.snapshot.providers["beta"] is before.providers["beta"]
+
+
+async def test_a_reload_keeps_the_created_time_of_the_models_it_still_serves(
+        reloader: ConfigReloader) -> None:
+    """``/v1/models``' ``created`` of a model the reload does not remove stays what it was (a
+    reload gave every model the reload's time)."""
+    before = reloader.gateway.snapshot.table.resolve("chat").created
+    config = raw(chat="beta")
+    config["models"]["added"] = {"targets": [{"provider": "alpha", "model": "mock-chat"}]}
+    reloader.path.write_text(yaml.safe_dump(config))
+    await asyncio.sleep(1.05)  # so that the reload's own time differs from the start's
+    assert (await reloader.reload(reason="test")).changed
+    table = reloader.gateway.snapshot.table
+    assert table.resolve("chat").created == before
+    assert table.resolve("added").created > before
 
 
 async def test_a_call_keeps_its_snapshot_and_the_old_one_drains_after_it(
