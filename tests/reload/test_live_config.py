@@ -36,10 +36,13 @@ def config(provider: str, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def write(path: Path, raw: dict[str, Any] | str) -> None:
+def write(path: Path, raw: dict[str, Any] | str | bytes) -> None:
     """Replace the file at once, as an editor saving or Kubernetes updating a ConfigMap."""
     staged = path.with_suffix(".tmp")
-    staged.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    if isinstance(raw, bytes):
+        staged.write_bytes(raw)
+    else:
+        staged.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
     os.replace(staged, path)
 
 
@@ -170,12 +173,24 @@ def stored(url: str, ids: set[str]) -> dict[str, dict[str, Any]]:
             time.sleep(0.2)
 
 
-def test_an_invalid_edit_changes_nothing_and_says_why(gateways: Gateways,
-                                                      tmp_path: Path) -> None:
-    url = gateways.start()
-    before = serving(url)
+def _misspelt() -> dict[str, Any]:
     broken = config("beta")
     broken["models"]["chat"]["targts"] = broken["models"]["chat"].pop("targets")
+    return broken
+
+
+@pytest.mark.parametrize(("broken", "says"), [
+    (_misspelt(), "models.chat.targts: unknown key"),
+    # Latin-1, not UTF-8: an "é" in a comment saved by an old editor
+    (yaml.safe_dump(config("beta")).encode() + b"# caf\xe9\n",
+     "not UTF-8 text: byte 0xe9 at offset"),
+], ids=["unknown key", "not UTF-8"])
+def test_an_invalid_edit_changes_nothing_and_says_why(
+        gateways: Gateways, tmp_path: Path, broken: dict[str, Any] | bytes, says: str) -> None:
+    """An invalid file changes nothing: its error is ``last_error``, a forced reload is a 422
+    ``config_invalid`` saying it, and both count as reload errors."""
+    url = gateways.start()
+    before = serving(url)
     write(gateways.file, broken)
     deadline = time.monotonic() + 10
     while (status := httpx.get(f"{url}/admin/config", headers=ADMIN).json())["last_error"] \
@@ -183,13 +198,13 @@ def test_an_invalid_edit_changes_nothing_and_says_why(gateways: Gateways,
         assert time.monotonic() < deadline, "the invalid file was never noticed"
         time.sleep(0.05)
     assert status["version"] == before
-    assert "models.chat.targts: unknown key" in status["last_error"]["message"]
+    assert says in status["last_error"]["message"]
     answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=ADMIN)
     assert answer.status_code == 200 and answer.headers["x-switchboard-provider"] == "alpha"
     refused = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "config_invalid"
-    assert "targts" in refused.json()["error"]["message"]
+    assert says in refused.json()["error"]["message"]
     metrics = httpx.get(f"{url}/metrics", headers=ADMIN).text
     assert "switchboard_config_reload_errors_total 2.0" in metrics
     assert f'switchboard_config_info{{version="{before}"}} 1.0' in metrics
