@@ -24,6 +24,8 @@ from tests.calllog import conftest as calllog
 from tests.calllog.servers import PrivatePostgres, serve_process
 from tests.servers import free_port, stop_processes
 
+REPO = Path(__file__).resolve().parents[2]
+
 postgres = calllog.postgres
 MASTER = "sk-reload-master-Hq7p2Vx9"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -232,6 +234,53 @@ def test_a_signal_and_the_endpoint_reload_when_polling_is_off(gateways: Gateways
     write(gateways.file, config("alpha", drift={"enabled": False}))
     restart = httpx.post(f"{url}/admin/config/reload", headers=ADMIN).json()
     assert restart["changed"] is True and restart["restart_needed"] == ["drift"]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The command lines of ``pid``'s live (not zombie) child processes, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                cmdline = stat.with_name("cmdline").read_bytes()
+                found[int(stat.parent.name)] = cmdline.replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return found
+
+
+def test_the_readme_signal_reloads_every_worker_and_ends_nothing(gateways: Gateways,
+                                                                 tmp_path: Path) -> None:
+    """README's way to reload ``serve --workers N`` by signal (SIGUSR1 to the supervisor's
+    children running ``spawn_main``) reloads both workers, and no child of the supervisor ends
+    (the resource tracker included: a signal to the process group ended it)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "`pkill -USR1 -P <pid of switchboard serve> -f spawn_main`" in readme
+    url = gateways.start("--workers", "2", poll_s=0)
+    supervisor = gateways.procs[0].pid
+    before = _children(supervisor)
+    assert sum("spawn_main" in c for c in before.values()) == 2, before
+    assert sum("resource_tracker" in c for c in before.values()) == 1, before
+    beta = version_of(config("beta"), tmp_path)
+    write(gateways.file, config("beta"))
+    for pid, command in before.items():  # pkill -USR1 -P <pid> -f spawn_main, done by hand
+        if "spawn_main" in command:
+            os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 15
+    while (seen := {answer_version(url) for _ in range(20)}) != {beta}:
+        assert time.monotonic() < deadline, f"still serving {seen}"
+        time.sleep(0.2)
+    assert _children(supervisor) == before
+
+
+def answer_version(url: str) -> str:
+    """The config version of one chat call's answer, on a new connection (the workers share
+    the port)."""
+    with httpx.Client(headers=ADMIN) as fresh:
+        answer = fresh.post(f"{url}/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-switchboard-config-version"]
 
 
 def test_workers_and_processes_converge(gateways: Gateways, tmp_path: Path) -> None:
