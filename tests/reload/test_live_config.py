@@ -259,6 +259,10 @@ def test_the_readme_signal_reloads_every_worker_and_ends_nothing(gateways: Gatew
     assert "`pkill -USR1 -P <pid of switchboard serve> -f spawn_main`" in readme
     url = gateways.start("--workers", "2", poll_s=0)
     supervisor = gateways.procs[0].pid
+    deadline = time.monotonic() + 30  # both workers started (their handlers installed)
+    while gateways.logs().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline, gateways.logs()
+        time.sleep(0.1)
     before = _children(supervisor)
     assert sum("spawn_main" in c for c in before.values()) == 2, before
     assert sum("resource_tracker" in c for c in before.values()) == 1, before
