@@ -82,8 +82,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     import uvicorn
 
     from app.calllog.runtime import CHECK_TIMEOUT_S, UNREACHABLE_AT_START
-    from app.db.engine import is_sqlite
-    from app.db.migrate import DatabaseUnreachable, MigrationError, check_current
+    from app.db.engine import UnsupportedDatabaseUrl, is_sqlite, normalize_url
+    from app.db.migrate import DatabaseUnreachable, MigrationError, check_current, upgrade
     from app.main import resolve_config
 
     overrides = {k: v for k, v in {"config": config_path, "host": host, "port": port,
@@ -96,7 +96,13 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         settings.check_exposure()
         config = resolve_config(settings)
         os.environ.pop(UNREACHABLE_AT_START, None)
-        if not is_sqlite(settings.database_url):  # the embedded SQLite migrates itself
+        normalize_url(settings.database_url)  # a malformed URL: one line, exit 2
+        if is_sqlite(settings.database_url):
+            if settings.call_log:
+                # The embedded SQLite migrates itself (each worker's start-up again, a no-op
+                # then): here first, so that a failure is one line, not a start-up traceback.
+                asyncio.run(upgrade(settings.database_url))
+        else:
             try:
                 asyncio.run(check_current(settings.database_url, timeout_s=CHECK_TIMEOUT_S))
             except DatabaseUnreachable as exc:  # an unmigrated one (SchemaNotReady) exits
@@ -104,7 +110,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
                            "records until it answers (see /readyz)", err=True)
                 # the workers need not wait for a hung database again (app.calllog.runtime)
                 os.environ[UNREACHABLE_AT_START] = f"switchboard serve {exc}"
-    except (UnsafeSettings, ConfigError, MigrationError) as exc:
+    except (UnsafeSettings, ConfigError, MigrationError, UnsupportedDatabaseUrl) as exc:
         for line in str(exc).splitlines():  # a config's problems: one line each
             click.echo(f"switchboard: {line}", err=True)
         sys.exit(2)
@@ -117,7 +123,12 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     made_dir: Path | None = None
     if settings.workers > 1 or settings.metrics_dir is not None:
         # prometheus-client picks multiprocess mode from this variable when a worker imports it.
-        metrics_dir = _fresh_metrics_dir(settings.metrics_dir)
+        try:
+            metrics_dir = _fresh_metrics_dir(settings.metrics_dir)
+        except OSError as exc:  # a file, or a folder it may not write to
+            click.echo(f"switchboard: PROMETHEUS_MULTIPROC_DIR {exc.filename}: {exc.strerror}",
+                       err=True)
+            sys.exit(2)
         made_dir = metrics_dir if settings.metrics_dir is None else None
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     # log_config is applied by uvicorn in every worker process too (basicConfig here would

@@ -664,11 +664,17 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file (UTF-8)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start} (line {line}); save the file as UTF-8") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:

@@ -18,9 +18,9 @@ the swap, streams included, finish on the config they started with; every call r
 version that served it (``calls.config_version``).
 
 What a reload does not change: the sections read once at start-up (``RESTART_SECTIONS``: the
-call log, the rate limiter's Redis settings, drift), and the vLLM ``/metrics`` scrape targets. A
-reload that changes them swaps everything else, logs a warning naming them and reports them in
-``restart_needed``.
+call log, the rate limiter's Redis settings, drift). A reload that changes them swaps everything
+else, logs a warning naming them and reports them in ``restart_needed``. The vLLM ``/metrics``
+scrape targets follow the new config (``BackendScraper.follow``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from app.background import pause
 from app.config import FILE_REF, ConfigError, GatewayConfig, load_config
 from app.config_diff import RESTART_SECTIONS, changes
 from app.gateway import Gateway
-from app.metrics.runtime import MetricsRuntime
+from app.metrics.runtime import MetricsRuntime, vllm_providers
 from app.pipeline import Snapshot, config_version
 from app.pricing import PriceBook, shipped_prices
 from app.providers import build_provider
@@ -153,6 +153,7 @@ class ConfigReloader:
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value
                 info.remove(serving.version)
                 info.labels(version).set(1)
+                await self._metrics.backends.follow(vllm_providers(config))
             log.info("config %s -> %s (%s): %s", serving.version, version, reason,
                      "; ".join(changes(serving.config, config)))
             if restart:

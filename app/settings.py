@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.sentinel_url import SentinelUrl, is_sentinel
 
 
 class UnsafeSettings(ValueError):
@@ -46,7 +49,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///switchboard.db"
     """The call log's database: Postgres in production, a SQLite file by default."""
     redis_url: str | None = None
-    """Redis for the call-log spool, live tail and counters; unset: local file spool only."""
+    """Redis for the call-log spool, live tail and counters; unset: local file spool only.
+    Checked at start-up (``redis_url_problem``); reached only once serving."""
     call_log: bool = True
     """Record every call (database, Redis, spool). Off only for benchmarks and debugging: then
     records go to the ``switchboard.calls`` debug log and nowhere else."""
@@ -109,6 +113,14 @@ class Settings(BaseSettings):
         if host in ("", "0.0.0.0", "::"):
             host = "::1" if host == "::" else "127.0.0.1"
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_redis_url(cls, value: str | None) -> str | None:
+        problem = None if value is None else redis_url_problem(value)
+        if problem is not None:  # a custom error: its message alone, no "Value error, "
+            raise PydanticCustomError("redis_url", problem)
+        return value
 
     def check_exposure(self) -> None:
         """Refuse to serve without a master key on anything but a loopback address, with a
@@ -188,6 +200,39 @@ def _url_password(url: str) -> str | None:
     except ValueError:
         return None
     return None if password is None else urllib.parse.unquote(password)
+
+
+_REDIS_FORMS = ("redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to.sock "
+                "or redis+sentinel://host[:port][,host...]/master[/db]")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL the gateway's clients can use (``app.resources``), or
+    ``None``. The message never quotes the URL's parts: a password holding an unescaped ``@``,
+    ``:`` or ``/`` lands in any of them."""
+    if is_sentinel(url):
+        try:
+            SentinelUrl.parse(url)  # its messages name the part, never the password
+        except ValueError as exc:
+            return str(exc)
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"not a Redis URL: use {_REDIS_FORMS}"
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// Redis URL needs the socket's path"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return ("its port is not a number from 1 to 65535 (an '@', ':' or '/' in the password "
+                "must be written %40, %3A or %2F)")
+    query = urllib.parse.parse_qs(parts.query)
+    db = query["db"][-1] if "db" in query else parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "its database (the path: /0, /1...) is not a number"
+    return None
 
 
 def environment() -> Mapping[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +194,39 @@ def test_usable_upstream_urls_pass(url: str) -> None:
     """Host names with underscores or non-ASCII letters and IPv6 addresses are URLs."""
     provider = parse_config(base(base_url=url), {}).providers["p"]
     assert isinstance(provider, OpenAIProvider) and provider.base_url == url
+
+
+NOT_UTF8 = (b"providers:\n  mock: {type: mock}\nmodels:\n  chat:\n"
+            b"    targets: [{provider: mock, model: \"mock-chat\xff\"}]\n")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_the_byte(tmp_path: Path) -> None:
+    """A config file that is not UTF-8 is refused naming the file, the byte, its offset and
+    line, not with a decoding traceback."""
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(NOT_UTF8)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == (f"{path}: not UTF-8 text: byte 0xff at offset 96 (line 5); "
+                                 "save the file as UTF-8")
+
+
+def test_check_config_and_serve_refuse_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """``check-config`` says "invalid" with the reason (status 1) and ``serve`` says it in one
+    line (status 2) for a config that is not UTF-8."""
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(NOT_UTF8)
+    switchboard = str(Path(sys.executable).with_name("switchboard"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    checked = subprocess.run([switchboard, "check-config", str(path)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == [
+        f"{path}: invalid", f"  {path}: not UTF-8 text: byte 0xff at offset 96 (line 5); save "
+        "the file as UTF-8"]
+    served = subprocess.run([switchboard, "serve", "--config", str(path), "--port", "1"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert served.returncode == 2
+    assert served.stderr.splitlines() == [
+        f"switchboard: {path}: not UTF-8 text: byte 0xff at offset 96 (line 5); save the file "
+        "as UTF-8"]

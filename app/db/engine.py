@@ -10,7 +10,10 @@ libpq's ``?sslmode=...`` becomes asyncpg's ``?ssl=...``. Postgres gets a small, 
 gateway host runs several workers; each must not take more than ``POOL_SIZE + MAX_OVERFLOW``
 connections), pre-ping (a connection that died with a Postgres restart is replaced, not handed
 out) and a short connect timeout (an unreachable database fails fast instead of hanging a batch).
-SQLite runs in WAL mode so readers never block the writer.
+SQLite runs in WAL mode so readers never block the writer. ``make_engine(url, atomic_ddl=True)``
+(what migrations use) makes SQLite's DDL transactional too: Python's sqlite3 commits each
+``CREATE TABLE`` by itself, so a migration killed or failing half-way would leave tables behind
+that the next run trips over.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -98,20 +102,35 @@ async def answering(database: str, *, code: str = "database_unavailable",
 
 
 class UnsupportedDatabaseUrl(ValueError):
-    """The URL names a database or driver Switchboard cannot use; the message says which."""
+    """The URL is malformed, or names a database or driver Switchboard cannot use, or a SQLite
+    file in a directory that does not exist; the message says which, never with the password."""
+
+
+URL_FORMS = ("use postgresql://user:password@host:5432/db (an '@', ':' or '/' in the password "
+             "written %40, %3A or %2F) or sqlite:///path/to/file.db")
 
 
 def normalize_url(url: str | URL) -> URL:
     """``url`` rewritten for the async drivers (see the module docstring).
 
-    Raises ``UnsupportedDatabaseUrl`` for anything but Postgres or SQLite; the message never
-    contains the password."""
+    Raises ``UnsupportedDatabaseUrl`` for anything but Postgres or SQLite, for a URL that does
+    not parse or has a port outside 1-65535, and for a SQLite file whose directory does not
+    exist; the message never contains the password."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise UnsupportedDatabaseUrl(f"not a database URL: {mask_url(url)}") from exc
+    except ValueError:
+        # SQLAlchemy's message quotes what it took for the port, which can be the tail of a
+        # password holding an unescaped '@' or ':'; so does its traceback (hence `from None`).
+        raise UnsupportedDatabaseUrl(
+            "unreadable database URL (a port that is not a number, an IPv6 address without "
+            f"its closing ']', or an '@' or ':' in the password?): {URL_FORMS}") from None
     driver = parsed.drivername
     if driver in _POSTGRES_DRIVERS:
+        if parsed.port is not None and not 0 < parsed.port <= 65535:
+            raise UnsupportedDatabaseUrl(
+                f"the port of the database URL {mask_url(parsed)} is not between 1 and 65535")
         parsed = parsed.set(drivername="postgresql+asyncpg")
         if "sslmode" in parsed.query:
             query = dict(parsed.query)
@@ -119,17 +138,27 @@ def normalize_url(url: str | URL) -> URL:
             parsed = parsed.set(query=query)
         return parsed
     if driver in _SQLITE_DRIVERS:
+        _check_sqlite_directory(parsed.database)
         return parsed.set(drivername="sqlite+aiosqlite")
-    raise UnsupportedDatabaseUrl(
-        f"unsupported database URL {mask_url(parsed)}: use postgresql://user:password@host/db "
-        "or sqlite:///path/to/file.db")
+    raise UnsupportedDatabaseUrl(f"unsupported database URL {mask_url(parsed)}: {URL_FORMS}")
+
+
+def _check_sqlite_directory(database: str | None) -> None:
+    """SQLite creates a missing file, never a missing directory: say so before it fails."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    directory = Path(database).parent
+    if not directory.is_dir():
+        raise UnsupportedDatabaseUrl(
+            f"the SQLite database {database} is in a directory that does not exist "
+            f"({directory}): create it or name another path")
 
 
 def is_sqlite(url: str | URL) -> bool:
     """Whether ``url`` names a SQLite database (the embedded mode)."""
     try:
         return make_url(url).get_backend_name() == "sqlite"
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return False
 
 
@@ -137,18 +166,20 @@ def mask_url(url: str | URL) -> str:
     """``url`` with its password replaced by ``***``, safe for logs and error messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
-def make_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
+def make_engine(url: str | URL, *, echo: bool = False, atomic_ddl: bool = False) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` (any spelling accepted by ``normalize_url``).
 
-    Nothing connects until first use. The caller owns the engine and must ``await
-    engine.dispose()`` when done."""
+    With ``atomic_ddl`` every transaction on SQLite, schema changes included, commits or rolls
+    back as a whole, and takes the write lock when it begins (Postgres always works so). Nothing
+    connects until first use. The caller owns the engine and must ``await engine.dispose()``
+    when done."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, echo=echo)
+        return _sqlite_engine(parsed, echo=echo, atomic_ddl=atomic_ddl)
     connect_args: dict[str, Any] = {
         "timeout": CONNECT_TIMEOUT_S,
         "command_timeout": COMMAND_TIMEOUT_S,
@@ -160,11 +191,14 @@ def make_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
         connect_args=connect_args)
 
 
-def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
+def _sqlite_engine(url: URL, *, echo: bool, atomic_ddl: bool) -> AsyncEngine:
     engine = create_async_engine(url, echo=echo)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if atomic_ddl:
+            # sqlite3 then emits no BEGIN (nor the COMMIT around DDL) of its own: ours below.
+            dbapi_connection.isolation_level = None
         # WAL: readers (admin queries, `logs query`) never block the writer, and commits are
         # cheap. synchronous=NORMAL is durable across process crashes in WAL mode (only an OS
         # crash can lose the last commits, and the spool still holds those rows).
@@ -174,5 +208,12 @@ def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    if atomic_ddl:
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            # IMMEDIATE: the write lock now, not at the first write, which in WAL mode fails at
+            # once (no busy wait) if another connection wrote since this one's first read.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -12,8 +12,9 @@
 - ``prune(url, older_than=...)``: drop partitions entirely older than the cut-off (Postgres) or
   delete older rows (SQLite).
 
-Errors: ``SchemaNotReady`` and ``DatabaseUnreachable``, both ``MigrationError``; messages carry
-the URL with its password masked.
+Errors: ``SchemaNotReady``, ``DatabaseUnreachable`` and ``UpgradeFailed``, all
+``MigrationError``; messages carry the URL with its password masked. A malformed URL raises
+``app.db.engine.UnsupportedDatabaseUrl`` before anything connects.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class DatabaseUnreachable(MigrationError):
     """The database could not be reached or refused the operation."""
 
 
+class UpgradeFailed(MigrationError):
+    """A migration step failed; the run was rolled back, the schema is as it was before."""
+
+
 def alembic_config(url: str | URL | None = None) -> Config:
     """An Alembic ``Config`` for the packaged migrations (no ini file needed).
 
@@ -90,9 +95,11 @@ def _current_revisions(connection: Connection) -> tuple[str, ...]:
 
 
 @asynccontextmanager
-async def _connect(url: str | URL, action: str) -> AsyncIterator[AsyncConnection]:
-    """An open connection to ``url``; driver errors become ``DatabaseUnreachable``."""
-    engine = make_engine(url)
+async def _connect(url: str | URL, action: str, *,
+                   atomic_ddl: bool = False) -> AsyncIterator[AsyncConnection]:
+    """An open connection to ``url`` (see ``make_engine`` for ``atomic_ddl``); driver errors
+    become ``DatabaseUnreachable``."""
+    engine = make_engine(url, atomic_ddl=atomic_ddl)
     try:
         async with engine.connect() as connection:
             yield connection
@@ -106,16 +113,34 @@ async def _connect(url: str | URL, action: str) -> AsyncIterator[AsyncConnection
 async def upgrade(url: str | URL) -> tuple[str, ...]:
     """Bring the database at ``url`` to the newest schema; return the revision(s) it is now at.
 
-    Idempotent and cheap when already at head. Raises ``DatabaseUnreachable``."""
+    Idempotent and cheap when already at head. All steps run in one transaction, on SQLite
+    too: a run that fails or is killed leaves the schema as it was. Raises
+    ``DatabaseUnreachable``, ``UpgradeFailed``, and ``SchemaNotReady`` for a database a newer
+    switchboard migrated."""
+    normalize_url(url)  # a malformed URL fails here, before the SQLite lock file opens
     heads = head_revisions()
-    async with _sqlite_file_lock(url), _connect(url, "upgrade") as connection:
-        if await connection.run_sync(_current_revisions) == heads:
+    async with _sqlite_file_lock(url), _connect(url, "upgrade", atomic_ddl=True) as connection:
+        current = await connection.run_sync(_current_revisions)
+        if current == heads:
             return heads
+        _refuse_newer(url, current)
         await _lock_schema(connection)
-        config = alembic_config(url)
-        await connection.run_sync(_run_upgrade, config)
-        await connection.commit()
+        try:
+            await connection.run_sync(_run_upgrade, alembic_config(url))
+            await connection.commit()
+        except DATABASE_ERRORS as exc:
+            raise UpgradeFailed(
+                f"could not upgrade the database at {mask_url(url)}, which is left as it was: "
+                f"{describe_error(exc)}") from exc
     return heads
+
+
+def _refuse_newer(url: str | URL, current: tuple[str, ...]) -> None:
+    """Raise ``SchemaNotReady`` if ``current`` names a revision this code does not know."""
+    if current and not set(current) <= _known_revisions():
+        raise SchemaNotReady(
+            f"the database at {mask_url(url)} has schema revision {', '.join(current)}, newer "
+            "than this version of switchboard knows: upgrade switchboard")
 
 
 def _run_upgrade(connection: Connection, config: Config) -> None:
@@ -164,14 +189,9 @@ async def check_current(url: str | URL, *, timeout_s: float | None = None) -> No
     except TimeoutError:
         raise DatabaseUnreachable(f"could not check the database at {mask_url(url)}: no "
                                   f"answer within {timeout_s:.0f}s") from None
-    heads = head_revisions()
-    if current == heads:
+    if current == head_revisions():
         return
-    known = _known_revisions()
-    if current and not set(current) <= known:
-        raise SchemaNotReady(
-            f"the database at {mask_url(url)} has schema revision {', '.join(current)}, newer "
-            "than this version of switchboard knows: upgrade switchboard")
+    _refuse_newer(url, current)
     raise SchemaNotReady(
         f"the database at {mask_url(url)} has no switchboard schema (or an old one): run "
         "`switchboard db upgrade`")

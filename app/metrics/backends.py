@@ -22,7 +22,13 @@ Contract:
   raised; a warning is logged when a backend goes down (or is down at the first scrape) and an
   info line when it comes back, never once per failure.
 - ``state`` holds the latest ``BackendState`` per scraped provider, replaced whole on each scrape
-  (a reader never sees half of one).
+  (a reader never sees half of one). Its entry for a provider not scraped successfully yet has
+  ``scraped_at`` ``None``.
+- ``follow(providers)`` (a live reload) scrapes the new set from then on: a provider added, or
+  one whose URL, headers, key or interval changed, starts afresh (no state yet); a removed one
+  is no longer scraped and its entry and series are removed (with ``--workers``, prometheus-client
+  cannot remove a series: it stays, at ``up`` 0, until a restart). ``state`` stays the same
+  dict, so whoever holds it sees the change.
 """
 
 from __future__ import annotations
@@ -118,6 +124,23 @@ class _Backend:
     reported_up: bool | None = None
     """What the log last said about this backend (None: nothing yet)."""
 
+    @classmethod
+    def of(cls, config: VllmProvider) -> _Backend | None:
+        """How to scrape ``config``'s server; ``None`` when its scraping is off."""
+        interval = config.metrics_interval_s
+        if interval <= 0:
+            return None
+        headers = dict(config.headers)
+        if config.api_key is not None and config.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        wait = min(interval, MAX_SCRAPE_TIMEOUT_S)
+        return cls(url=server_root(config.base_url) + "/metrics", headers=headers,
+                   interval_s=interval, timeout=aiohttp.ClientTimeout(total=wait))
+
+    def same_target(self, other: _Backend) -> bool:
+        return (self.url, self.headers, self.interval_s) == (other.url, other.headers,
+                                                            other.interval_s)
+
 
 class BackendScraper:
     """Scrapes the ``/metrics`` of vLLM providers into ``metrics`` and ``state``."""
@@ -127,32 +150,64 @@ class BackendScraper:
         self._session = session
         self._metrics = metrics
         self._backends: dict[str, _Backend] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started = False
         self.state: dict[str, BackendState] = {}
         for name, config in providers.items():
-            interval = config.metrics_interval_s
-            if interval <= 0:
-                continue
-            headers = dict(config.headers)
-            if config.api_key is not None and config.api_key.get_secret_value():
-                headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-            wait = min(interval, MAX_SCRAPE_TIMEOUT_S)
-            self._backends[name] = _Backend(
-                url=server_root(config.base_url) + "/metrics", headers=headers,
-                interval_s=interval, timeout=aiohttp.ClientTimeout(total=wait))
-            self.state[name] = BackendState()
-            metrics.backend_up.labels(provider=name).set(0)
-            metrics.backend_scrape_errors.labels(provider=name)
+            if (backend := _Backend.of(config)) is not None:
+                self._add(name, backend)
 
     def start(self) -> None:
         """One scraping task per backend; call inside a running loop (again: no-op)."""
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run(name), name=f"scrape-{name}")
-                           for name in self._backends]
+        if not self._started:
+            self._started = True
+            for name in self._backends:
+                self._start(name)
+
+    async def follow(self, providers: Mapping[str, VllmProvider]) -> None:
+        """Scrape ``providers`` from now on instead of the current set (see the module
+        docstring)."""
+        wanted = {name: backend for name, config in providers.items()
+                  if (backend := _Backend.of(config)) is not None}
+        gone = {name for name, backend in self._backends.items()
+                if name not in wanted or not backend.same_target(wanted[name])}
+        stopping = [task for name in sorted(gone) if (task := self._drop(name)) is not None]
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
+        for name in sorted(gone - wanted.keys()):
+            log.info("backend %s: no longer scraped (not in the config)", name)
+        for name, backend in wanted.items():
+            if name not in self._backends:
+                log.info("backend %s: scraping %s from now on", name, backend.url)
+                self._add(name, backend)
+                if self._started:
+                    self._start(name)
+
+    def _add(self, name: str, backend: _Backend) -> None:
+        self._backends[name] = backend
+        self.state[name] = BackendState()
+        self._metrics.backend_up.labels(provider=name).set(0)
+        self._metrics.backend_scrape_errors.labels(provider=name)
+
+    def _start(self, name: str) -> None:
+        self._tasks[name] = asyncio.create_task(self._run(name), name=f"scrape-{name}")
+
+    def _drop(self, name: str) -> asyncio.Task[None] | None:
+        """Forget backend ``name`` and its series; its task, to cancel, if any."""
+        del self._backends[name]
+        del self.state[name]
+        m = self._metrics
+        m.backend_up.labels(provider=name).set(0)  # what stays where series cannot be removed
+        for family in (m.backend_up, m.backend_waiting, m.backend_running, m.backend_kv_cache,
+                       m.backend_prefix_hits, m.backend_scrape_errors):
+            family.remove(name)
+        return self._tasks.pop(name, None)
 
     async def aclose(self) -> None:
         """Cancel the tasks and wait for them to end."""
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = list(self._tasks.values()), {}
+        self._started = False
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

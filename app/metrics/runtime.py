@@ -3,7 +3,8 @@
 - ``Recorder``: per-request samples (the gateway calls ``observe`` once per request).
 - ``DriftMonitor`` (+ the embedding monitor when the ``[local]`` extra is installed), kept in
   step with the stored baselines every ``drift.sync_interval_s``.
-- ``BackendScraper``: each ``vllm`` provider's ``/metrics``, re-exported.
+- ``BackendScraper``: each ``vllm`` provider's ``/metrics``, re-exported (a reload changes the
+  set: ``BackendScraper.follow(vllm_providers(config))``).
 - Once a second, the call-log writer's counters become metrics (queue depth, spooled, dropped).
 - ``exposition()``: the text for ``GET /metrics``; with several workers (multiprocess mode) it
   merges every worker's values from ``Settings.metrics_dir``.
@@ -189,11 +190,14 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
                              embeddings=embeddings if embeddings.enabled else None)
         if not embeddings.enabled:
             embeddings = None
-    vllm: Mapping[str, VllmProvider] = {
-        name: cfg for name, cfg in config.providers.items() if isinstance(cfg, VllmProvider)}
     return MetricsRuntime(
         metrics=metrics, recorder=Recorder(metrics, models=config.models,
                                            targets=configured_targets(config), drift=drift),
         drift=drift, embeddings=embeddings,
-        backends=BackendScraper(vllm, session=session, metrics=metrics),
+        backends=BackendScraper(vllm_providers(config), session=session, metrics=metrics),
         metrics_dir=metrics_dir, strict=strict)
+
+
+def vllm_providers(config: GatewayConfig) -> Mapping[str, VllmProvider]:
+    """``config``'s ``vllm`` providers by name: the servers ``BackendScraper`` scrapes."""
+    return {name: cfg for name, cfg in config.providers.items() if isinstance(cfg, VllmProvider)}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from app.calllog.postgres import PostgresStore
@@ -132,3 +134,82 @@ async def test_prune_hours_older_than_removes_the_old_call_hours(tmp_path: Path)
             assert [h[:4] for h in hours] == [time.strftime("%Y", time.gmtime())]
     finally:
         await engine.dispose()
+
+
+MALFORMED = {
+    "port out of range": ("postgresql://postgres:Sekr3tPw@127.0.0.1:99999/calls",
+                          "99999/calls is not between 1 and 65535"),
+    "port not a number": ("postgresql://postgres:Sekr3tPw@127.0.0.1:abc/calls", "unreadable"),
+    "unsupported scheme": ("mysql://u:Sekr3tPw@h/y", "unsupported database URL"),
+    "unclosed IPv6": ("postgresql://postgres:Sekr3tPw@[::1/calls", "unreadable"),
+    "'@' and ':' in the password": (
+        "postgresql+asyncpg://switchboard:Xy7@Qz:Pw9Leak@postgres:5432/switchboard",
+        "unreadable"),
+    "SQLite in a missing directory": ("sqlite:////nonexistent/dir/x.db",
+                                      "in a directory that does not exist"),
+}
+
+
+@pytest.mark.parametrize(("url", "says"), list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_malformed_url_is_one_line_and_exit_2(url: str, says: str, tmp_path: Path) -> None:
+    """A malformed database URL makes ``serve`` and every ``db`` command print one
+    ``switchboard:`` line saying what is wrong and exit 2: no traceback, no part of the
+    password."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    serve = subprocess.run(
+        [SWITCHBOARD, "serve", "--port", str(free_port())], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, env={**clean, "SWITCHBOARD_DATABASE_URL": url})
+    runs = [serve, db("upgrade", "--database-url", url), db("check", "--database-url", url),
+            db("prune", "--older-than", "90d", "--database-url", url)]
+    for result in runs:
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("switchboard: "), result.stderr
+        assert says in lines[0]
+        assert not any(secret in result.stderr + result.stdout
+                       for secret in ("Sekr3tPw", "Qz", "Pw9Leak"))
+
+
+def test_upgrade_refuses_a_schema_from_a_newer_switchboard(tmp_path: Path) -> None:
+    """``db upgrade`` of a database a newer switchboard migrated says so, as ``db check``
+    does (status 1, one line), and ``serve`` on such an embedded SQLite file exits 2 with the
+    same line."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    assert db("upgrade", "--database-url", url).returncode == 0
+    connection = sqlite3.connect(tmp_path / "newer.db")
+    connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    connection.commit()
+    connection.close()
+    says = ("has schema revision 9999, newer than this version of switchboard knows: upgrade "
+            "switchboard")
+    for command in ("check", "upgrade"):
+        result = db(command, "--database-url", url)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("switchboard: ") and says in result.stderr
+        assert "Traceback" not in result.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    serve = subprocess.run(
+        [SWITCHBOARD, "serve", "--port", str(free_port())], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, env={**clean, "SWITCHBOARD_DATABASE_URL": url})
+    assert serve.returncode == 2
+    assert serve.stderr.splitlines()[-1] == f"switchboard: the database at {url} {says}"
+    assert "Traceback" not in serve.stderr
+
+
+def test_serve_on_an_unmigratable_sqlite_file_is_one_line(tmp_path: Path) -> None:
+    """``serve`` on an embedded SQLite file whose migration fails exits 2 with the reason in
+    one line (the file left as it was), not a start-up traceback calling it unreachable."""
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    connection = sqlite3.connect(tmp_path / "half.db")
+    connection.execute("CREATE TABLE calls (x INTEGER)")  # what the first migration creates
+    connection.commit()
+    connection.close()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    serve = subprocess.run(
+        [SWITCHBOARD, "serve", "--port", str(free_port())], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, env={**clean, "SWITCHBOARD_DATABASE_URL": url})
+    assert serve.returncode == 2
+    assert serve.stderr.splitlines()[-1] == (
+        f"switchboard: could not upgrade the database at {url}, which is left as it was: "
+        "OperationalError: table calls already exists")
+    assert "Traceback" not in serve.stderr and "nreachable" not in serve.stderr

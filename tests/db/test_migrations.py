@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sqlite3
 import subprocess
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from app.db.engine import make_engine
 from app.db.migrate import (
     DatabaseUnreachable,
     SchemaNotReady,
+    UpgradeFailed,
     alembic_config,
     check_current,
     head_revisions,
@@ -103,6 +107,72 @@ async def test_concurrent_sqlite_upgrades_do_not_race(sqlite_url: str) -> None:
     """Several workers upgrading the same SQLite file at once all succeed (lock file)."""
     results = await asyncio.gather(*(upgrade(sqlite_url) for _ in range(4)))
     assert results == [head_revisions()] * 4
+
+
+def _sqlite_state(url: str) -> tuple[list[str], set[str]]:
+    """The revisions in ``alembic_version`` and the tables of the SQLite file at ``url``."""
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        tables = {row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        versions = ([row[0] for row in connection.execute("SELECT * FROM alembic_version")]
+                    if "alembic_version" in tables else [])
+    finally:
+        connection.close()
+    return versions, tables
+
+
+def _sqlite_exec(url: str, sql: str) -> None:
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        connection.execute(sql)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+async def test_a_failing_sqlite_upgrade_leaves_the_schema_as_it_was(sqlite_url: str) -> None:
+    """A SQLite upgrade whose second step fails creates none of the tables of the steps before
+    it, and once the cause is gone a later upgrade succeeds (one transaction per run)."""
+    await asyncio.to_thread(command.upgrade, alembic_config(sqlite_url), "0013")
+    _, before = _sqlite_state(sqlite_url)
+    _sqlite_exec(sqlite_url, "CREATE TABLE call_hours (x INTEGER)")  # what 0015 creates
+    with pytest.raises(UpgradeFailed, match=r"left as it was: .*call_hours already exists"):
+        await upgrade(sqlite_url)
+    assert _sqlite_state(sqlite_url) == (["0013"], before | {"call_hours"})  # no spend_days
+    _sqlite_exec(sqlite_url, "DROP TABLE call_hours")
+    assert await upgrade(sqlite_url) == head_revisions()
+    await check_current(sqlite_url)
+
+
+def test_a_killed_sqlite_upgrade_leaves_a_database_the_next_upgrade_migrates(
+        sqlite_url: str) -> None:
+    """``switchboard db upgrade`` SIGKILLed on a new SQLite file after its third CREATE TABLE
+    leaves no tables behind, and the next upgrade migrates the file."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        from app.cli import main
+        created = 0
+        @event.listens_for(Engine, "after_cursor_execute")
+        def _kill(connection, cursor, statement, *args):
+            global created
+            if statement.lstrip().upper().startswith("CREATE TABLE"):
+                created += 1
+                if created == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        sys.argv = ["switchboard", "db", "upgrade", "--database-url", {sqlite_url!r}]
+        main()
+        """)
+    killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _sqlite_state(sqlite_url) == ([], set())
+    upgraded = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "db",
+                               "upgrade", "--database-url", sqlite_url], cwd=ROOT,
+                              capture_output=True, text=True)
+    assert upgraded.returncode == 0, upgraded.stderr
+    asyncio.run(check_current(sqlite_url))
 
 
 async def test_check_current_refuses_an_empty_postgres(fresh_pg: str) -> None:

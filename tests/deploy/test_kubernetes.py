@@ -362,6 +362,59 @@ def test_the_migration_job_upgrades_the_schema_first(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_migration_job_needs_nothing_applied_after_it(overlay: str) -> None:
+    """README's step 2 applies only what is labelled ``component: migration``, and Argo CD runs
+    the Job as a PreSync hook before the sync creates anything: that is the Job alone, and its
+    pod needs no other rendered object (the namespace's ``default`` ServiceAccount, no
+    ConfigMap; the Secret is the operator's, from step 1)."""
+    objects = render(overlay)
+    selected = [o for o in objects if o["metadata"].get("labels", {})
+                .get("app.kubernetes.io/component") == "migration"]
+    assert [(o["kind"], o["metadata"]["name"]) for o in selected] == [
+        ("Job", "switchboard-migrate")]
+    spec = pod_spec(selected[0])
+    assert spec.get("serviceAccountName", "default") == "default"
+    assert all(set(v) == {"name", "emptyDir"} for v in spec.get("volumes", []))
+
+
+def test_dev_redis_and_postgres_take_connections_from_switchboard_pods_only() -> None:
+    """dev's Redis (no password) takes connections from the gateway's pods only, and its
+    Postgres from the gateway's and the migration Job's, by NetworkPolicy."""
+    objects = render("dev")
+    workloads = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+                 for o in objects if o["kind"] in WORKLOADS}
+    allowed = {"redis": {"switchboard"}, "postgres": {"switchboard", "switchboard-migrate"}}
+    for store, clients in allowed.items():
+        policies = [p["spec"] for p in objects if p["kind"] == "NetworkPolicy"
+                    and matches(p["spec"]["podSelector"]["matchLabels"], workloads[store])]
+        assert policies and all("Ingress" in p["policyTypes"] for p in policies), store
+        peers = [peer for p in policies for rule in p.get("ingress", [])
+                 for peer in rule.get("from", [{}])]
+        assert all(set(peer) == {"podSelector"} for peer in peers), (store, peers)
+        reaching = {name for name, labels in workloads.items()
+                    if any(matches(peer["podSelector"]["matchLabels"], labels)
+                           for peer in peers)}
+        assert reaching == clients, store
+
+
+def test_every_readme_section_the_manifests_cite_exists() -> None:
+    """A comment citing ``README.md, "Section"`` in deploy/ names a file and a heading that
+    exist."""
+    cited = 0
+    for path in sorted((REPO / "deploy").rglob("*")):
+        if not path.is_file() or path.suffix not in (".yaml", ".yml", ".md", ""):
+            continue
+        for file, section in re.findall(r'(README[\w.-]*\.md), "([^"]+)"',
+                                        path.read_text(encoding="utf-8")):
+            cited += 1
+            assert (REPO / file).is_file(), f"{path}: cites {file}, which does not exist"
+            headings = (REPO / file).read_text(encoding="utf-8")
+            assert re.search(rf"^#+ {re.escape(section)}$", headings, re.MULTILINE), \
+                f"{path}: cites {file}, \"{section}\", which has no such heading"
+    assert cited
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_dashboards_are_dockers_labelled_for_the_sidecar(overlay: str) -> None:
     """One ConfigMap per docker/grafana/dashboards/*.json, labelled grafana_dashboard, holding
     that file byte for byte (copy it to deploy/kubernetes/base/grafana-dashboards after editing)."""

@@ -320,3 +320,38 @@ async def test_start_scrapes_in_background(simulator: str, session: aiohttp.Clie
         await scraper.aclose()
     assert value(metrics, "up", "gpu-off") is None
     await scraper.aclose()  # twice is harmless
+
+
+async def test_follow_scrapes_the_new_set_from_then_on(
+        simulator: str, session: aiohttp.ClientSession, metrics: Metrics,
+        reset_sims: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    """``follow`` (a reload): an added server is scraped from then on, starting with no state;
+    a removed one is no longer scraped and its state and series are gone; an unchanged one is
+    left alone."""
+    sim = await fresh(session, reset_sims, simulator)
+    scraper = BackendScraper({"gpu-a": provider(f"{sim}/v1", metrics_interval_s=0.05)},
+                             session=session, metrics=metrics)
+    scraper.start()
+    try:
+        await until(lambda: value(metrics, "up") == 1)
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            await scraper.follow({
+                "gpu-a": provider(f"{sim}/v1", metrics_interval_s=0.05),
+                "gpu-b": provider(f"{sim}/v1", metrics_interval_s=0.05)})
+        await until(lambda: value(metrics, "up", "gpu-b") == 1)
+        assert scraper.state["gpu-b"].up and scraper.state["gpu-a"].up
+        state = scraper.state
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            await scraper.follow({"gpu-b": provider(f"{sim}/v1", metrics_interval_s=0.05),
+                                  "gpu-off": provider(f"{sim}/v1", metrics_interval_s=0)})
+        assert scraper.state is state and list(state) == ["gpu-b"]
+        for family in ("up", "requests_waiting", "scrape_errors_total"):
+            assert value(metrics, family, "gpu-a") is None
+        assert value(metrics, "up", "gpu-off") is None
+        assert [task.get_name() for task in asyncio.all_tasks()
+                if task.get_name().startswith("scrape-")] == ["scrape-gpu-b"]
+    finally:
+        await scraper.aclose()
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
+        f"backend gpu-b: scraping {sim}/metrics from now on",
+        "backend gpu-a: no longer scraped (not in the config)"]

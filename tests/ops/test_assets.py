@@ -298,3 +298,16 @@ def test_dockerignore_keeps_the_context_to_the_package() -> None:
                .splitlines() if ln.strip() and not ln.startswith("#")]
     assert entries[0] == "*"
     assert {e[1:] for e in entries if e.startswith("!")} == {"pyproject.toml", "README.md", "app"}
+
+
+def test_the_docs_name_only_exposed_metrics(ops_gateway: OpsGateway) -> None:
+    """Every ``switchboard_*`` series README.md and docs/ name is one the gateway exports (a
+    PromQL query copied from them finds something; a counter is ``..._total``), or a
+    histogram's family name."""
+    exposed = exposed_names(ops_gateway.exposition())
+    exposed |= {name.removesuffix("_bucket") for name in exposed if name.endswith("_bucket")}
+    unknown = {}
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        named = metric_names(path.read_text(encoding="utf-8"))
+        unknown.update({name: path.name for name in named - exposed})
+    assert not unknown, "\n".join(f"{k} ({v})" for k, v in sorted(unknown.items()))

@@ -24,6 +24,8 @@ from tests.calllog import conftest as calllog
 from tests.calllog.servers import PrivatePostgres, serve_process
 from tests.servers import free_port, stop_processes
 
+REPO = Path(__file__).resolve().parents[2]
+
 postgres = calllog.postgres
 MASTER = "sk-reload-master-Hq7p2Vx9"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -36,10 +38,13 @@ def config(provider: str, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def write(path: Path, raw: dict[str, Any] | str) -> None:
+def write(path: Path, raw: dict[str, Any] | str | bytes) -> None:
     """Replace the file at once, as an editor saving or Kubernetes updating a ConfigMap."""
     staged = path.with_suffix(".tmp")
-    staged.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    if isinstance(raw, bytes):
+        staged.write_bytes(raw)
+    else:
+        staged.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
     os.replace(staged, path)
 
 
@@ -170,12 +175,24 @@ def stored(url: str, ids: set[str]) -> dict[str, dict[str, Any]]:
             time.sleep(0.2)
 
 
-def test_an_invalid_edit_changes_nothing_and_says_why(gateways: Gateways,
-                                                      tmp_path: Path) -> None:
-    url = gateways.start()
-    before = serving(url)
+def _misspelt() -> dict[str, Any]:
     broken = config("beta")
     broken["models"]["chat"]["targts"] = broken["models"]["chat"].pop("targets")
+    return broken
+
+
+@pytest.mark.parametrize(("broken", "says"), [
+    (_misspelt(), "models.chat.targts: unknown key"),
+    # Latin-1, not UTF-8: an "é" in a comment saved by an old editor
+    (yaml.safe_dump(config("beta")).encode() + b"# caf\xe9\n",
+     "not UTF-8 text: byte 0xe9 at offset"),
+], ids=["unknown key", "not UTF-8"])
+def test_an_invalid_edit_changes_nothing_and_says_why(
+        gateways: Gateways, tmp_path: Path, broken: dict[str, Any] | bytes, says: str) -> None:
+    """An invalid file changes nothing: its error is ``last_error``, a forced reload is a 422
+    ``config_invalid`` saying it, and both count as reload errors."""
+    url = gateways.start()
+    before = serving(url)
     write(gateways.file, broken)
     deadline = time.monotonic() + 10
     while (status := httpx.get(f"{url}/admin/config", headers=ADMIN).json())["last_error"] \
@@ -183,13 +200,13 @@ def test_an_invalid_edit_changes_nothing_and_says_why(gateways: Gateways,
         assert time.monotonic() < deadline, "the invalid file was never noticed"
         time.sleep(0.05)
     assert status["version"] == before
-    assert "models.chat.targts: unknown key" in status["last_error"]["message"]
+    assert says in status["last_error"]["message"]
     answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=ADMIN)
     assert answer.status_code == 200 and answer.headers["x-switchboard-provider"] == "alpha"
     refused = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "config_invalid"
-    assert "targts" in refused.json()["error"]["message"]
+    assert says in refused.json()["error"]["message"]
     metrics = httpx.get(f"{url}/metrics", headers=ADMIN).text
     assert "switchboard_config_reload_errors_total 2.0" in metrics
     assert f'switchboard_config_info{{version="{before}"}} 1.0' in metrics
@@ -217,6 +234,57 @@ def test_a_signal_and_the_endpoint_reload_when_polling_is_off(gateways: Gateways
     write(gateways.file, config("alpha", drift={"enabled": False}))
     restart = httpx.post(f"{url}/admin/config/reload", headers=ADMIN).json()
     assert restart["changed"] is True and restart["restart_needed"] == ["drift"]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The command lines of ``pid``'s live (not zombie) child processes, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                cmdline = stat.with_name("cmdline").read_bytes()
+                found[int(stat.parent.name)] = cmdline.replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return found
+
+
+def test_the_readme_signal_reloads_every_worker_and_ends_nothing(gateways: Gateways,
+                                                                 tmp_path: Path) -> None:
+    """README's way to reload ``serve --workers N`` by signal (SIGUSR1 to the supervisor's
+    children running ``spawn_main``) reloads both workers, and no child of the supervisor ends
+    (the resource tracker included: a signal to the process group ended it)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "`pkill -USR1 -P <pid of switchboard serve> -f spawn_main`" in readme
+    url = gateways.start("--workers", "2", poll_s=0)
+    supervisor = gateways.procs[0].pid
+    deadline = time.monotonic() + 30  # both workers started (their handlers installed)
+    while gateways.logs().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline, gateways.logs()
+        time.sleep(0.1)
+    before = _children(supervisor)
+    assert sum("spawn_main" in c for c in before.values()) == 2, before
+    assert sum("resource_tracker" in c for c in before.values()) == 1, before
+    beta = version_of(config("beta"), tmp_path)
+    write(gateways.file, config("beta"))
+    for pid, command in before.items():  # pkill -USR1 -P <pid> -f spawn_main, done by hand
+        if "spawn_main" in command:
+            os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 15
+    while (seen := {answer_version(url) for _ in range(20)}) != {beta}:
+        assert time.monotonic() < deadline, f"still serving {seen}"
+        time.sleep(0.2)
+    assert _children(supervisor) == before
+
+
+def answer_version(url: str) -> str:
+    """The config version of one chat call's answer, on a new connection (the workers share
+    the port)."""
+    with httpx.Client(headers=ADMIN) as fresh:
+        answer = fresh.post(f"{url}/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-switchboard-config-version"]
 
 
 def test_workers_and_processes_converge(gateways: Gateways, tmp_path: Path) -> None:

@@ -105,6 +105,23 @@ def test_vllm_load_keeps_a_prefix_on_its_home_server_until_it_is_saturated() -> 
     assert STRATEGIES["vllm_load"](choice(backends=down, affinity=42))[0] != home
 
 
+def test_vllm_load_tries_a_server_it_knows_nothing_of_last() -> None:
+    """A server never scraped successfully (a pod not ready yet, one just added by a reload,
+    or one with no scrape) is tried after every scraped one, even for the prefixes it is home
+    to; with no scrape at all the order is the rendezvous order, home first."""
+    unscraped = BackendState(up=False)  # its first scrape failed, or has not happened yet
+    for newcomer in (unscraped, None):
+        for k in range(50):
+            pool = {"a": scraped(), "b": scraped(waiting=20), "c": newcomer}
+            backends = {p: s for p, s in pool.items() if s is not None}
+            assert STRATEGIES["vllm_load"](choice(backends=backends, affinity=k))[-1] == C
+    unknown = [STRATEGIES["vllm_load"](choice(affinity=k))[0].provider for k in range(50)]
+    assert set(unknown) == {"a", "b", "c"}
+    known = [STRATEGIES["vllm_load"](choice(backends={p: scraped() for p in "abc"},
+                                            affinity=k))[0].provider for k in range(50)]
+    assert unknown == known
+
+
 def test_stats_track_in_flight_and_a_moving_average() -> None:
     states = TargetStates()
     stats = states.started(A)

@@ -55,8 +55,10 @@ def _include_name(name: str | None, type_: str, _parent: object) -> bool:
 
 
 def _run_on(connection: Connection) -> None:
+    # transactional_ddl: our engines make SQLite's DDL transactional (make_engine's atomic_ddl),
+    # so one run is one transaction there too, as on Postgres.
     context.configure(connection=connection, target_metadata=Base.metadata,
-                      include_name=_include_name, compare_type=True,
+                      include_name=_include_name, compare_type=True, transactional_ddl=True,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
@@ -70,7 +72,7 @@ def _run_offline(url: URL) -> None:
 
 
 async def _run_online(url: URL) -> None:
-    engine = make_engine(url)
+    engine = make_engine(url, atomic_ddl=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_on)

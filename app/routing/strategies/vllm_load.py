@@ -1,10 +1,12 @@
 """``vllm_load``: for a pool of vLLM servers. Each prompt prefix (``Choice.affinity``) has a
 home server, chosen by rendezvous hashing so that it stays put as servers come and go, and goes
-there while that server is not saturated, so that vLLM's prefix cache hits. A saturated home
-(``MAX_WAITING`` requests queued, ``MAX_KV_CACHE`` of its KV cache used, or down) is skipped for
-the server with the fewest waiting requests and the most free KV cache; saturated servers come
-last. The state is the gateway's scrape of each server's ``/metrics``
-(``metrics_interval_s``); a server never scraped is taken as idle."""
+there while that server is ready, so that vLLM's prefix cache hits. A home that is not (busy:
+``MAX_WAITING`` requests queued or ``MAX_KV_CACHE`` of its KV cache used; down; or unknown:
+never scraped successfully, e.g. a pod not ready yet or just added by a reload) is skipped for
+the server with the fewest waiting requests and the most free KV cache. Busy servers come after
+the ready ones, and down or unknown ones last, in their rendezvous order. The state is the
+gateway's scrape of each server's ``/metrics`` (``metrics_interval_s``); with no scrape at all
+(metrics off) every server is unknown, and the order is the rendezvous order, home first."""
 
 from __future__ import annotations
 
@@ -16,26 +18,20 @@ from app.routing.strategies.base import Choice
 
 MAX_WAITING = 8.0
 MAX_KV_CACHE = 0.95
+READY, BUSY, UNAVAILABLE = 0, 1, 2
 
 
 def order(choice: Choice) -> list[Target]:
-    def state(target: Target) -> BackendState | None:
-        return choice.backends.get(target.provider)
-
-    def saturated(target: Target) -> bool:
-        s = state(target)
-        return s is not None and s.scraped_at is not None and (
-            not s.up or s.waiting >= MAX_WAITING or s.kv_cache_usage >= MAX_KV_CACHE)
-
-    def load(target: Target) -> tuple[bool, float, float]:
-        s = state(target)
-        if s is None or s.scraped_at is None:
-            return saturated(target), 0.0, 0.0
-        return saturated(target), s.waiting, s.kv_cache_usage
+    def load(target: Target) -> tuple[int, float, float]:
+        s: BackendState | None = choice.backends.get(target.provider)
+        if s is None or s.scraped_at is None or not s.up:
+            return UNAVAILABLE, 0.0, 0.0  # last, in rendezvous order (a stable sort)
+        busy = s.waiting >= MAX_WAITING or s.kv_cache_usage >= MAX_KV_CACHE
+        return BUSY if busy else READY, s.waiting, s.kv_cache_usage
 
     ranked = sorted(choice.targets, key=lambda t: -_rendezvous(choice.affinity, t))
     home = ranked[0]
-    if not saturated(home):
+    if load(home)[0] == READY:
         return [home, *sorted(ranked[1:], key=load)]
     return sorted(ranked, key=load)
 

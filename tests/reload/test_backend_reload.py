@@ -1,0 +1,75 @@
+"""A live reload that grows or shrinks the vLLM pool: the gateway scrapes the new set of
+servers from then on (``BackendScraper.follow``), through a running gateway."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import SecretStr
+
+from app.main import create_app
+from app.settings import Settings
+from tests.api.conftest import ListSink
+from tests.servers import free_port, serve
+
+MASTER = "sk-backend-reload-Qw8rTz3p"
+ADMIN = {"Authorization": f"Bearer {MASTER}"}
+
+
+def pool(servers: dict[str, str]) -> dict[str, Any]:
+    """A ``vllm_load`` model over ``servers`` (provider name -> base URL), scraped often."""
+    return {"providers": {name: {"type": "vllm", "base_url": url, "metrics_interval_s": 0.05}
+                          for name, url in servers.items()},
+            "models": {"chat": {"strategy": "vllm_load",
+                                "targets": [{"provider": name, "model": "sim-model"}
+                                            for name in servers]}}}
+
+
+def backend_series(url: str, family: str = "up") -> dict[str, float]:
+    """``switchboard_backend_<family>`` by provider, as ``GET /metrics`` shows it."""
+    text = httpx.get(f"{url}/metrics", headers=ADMIN).text
+    return {m[1]: float(m[2]) for m in re.finditer(
+        rf'^switchboard_backend_{family}\{{provider="([^"]+)"\}} (\S+)$', text, re.MULTILINE)}
+
+
+def wait_for(url: str, wanted: dict[str, float], family: str = "up") -> None:
+    deadline = time.monotonic() + 10
+    while (seen := backend_series(url, family)) != wanted:
+        assert time.monotonic() < deadline, f"backend_{family} stayed {seen}, not {wanted}"
+        time.sleep(0.05)
+
+
+def reload(url: str, file: Path, raw: dict[str, Any]) -> None:
+    file.write_text(yaml.safe_dump(raw))
+    answer = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["restart_needed"] == []
+
+
+def test_a_reload_grows_and_shrinks_the_scraped_pool(tmp_path: Path, simulator: str) -> None:
+    """A vllm provider added by a reload is scraped (a closed port: up 0, so ``vllm_load``
+    tries it last), one removed is no longer, and nothing waits for a restart."""
+    file = tmp_path / "gateway.yaml"
+    sim = f"{simulator}/v1"
+    not_ready = f"http://127.0.0.1:{free_port()}/v1"
+    file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
+    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
+                        spool_dir=tmp_path / "spool")
+    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
+        wait_for(url, {"vllm-0": 1.0})
+        reload(url, file, pool({"vllm-0": sim, "vllm-1": not_ready}))
+        deadline = time.monotonic() + 10
+        while backend_series(url, "scrape_errors_total").get("vllm-1", 0.0) == 0.0:
+            assert time.monotonic() < deadline, "vllm-1 was never scraped"
+            time.sleep(0.05)
+        assert backend_series(url) == {"vllm-0": 1.0, "vllm-1": 0.0}
+        reload(url, file, pool({"vllm-1": not_ready, "vllm-2": sim}))
+        wait_for(url, {"vllm-1": 0.0, "vllm-2": 1.0})
+        status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
+        assert status["reloads"] == 2 and status["restart_needed"] == []
