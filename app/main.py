@@ -146,6 +146,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     gateway = Gateway(config=config, providers=providers, prices=prices,
                       sink=sink or (calllog.writer if calllog else LogSink()),
                       pipeline=pipeline, recorder=recorder,
+                      backends=metrics.backends.state if metrics else None,
                       strict_telemetry=strict,
                       redactor=Redactor(keys=log_config.redact_keys,
                                         patterns=log_config.redact_patterns)
@@ -190,18 +191,25 @@ async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: 
         await pause(interval_s)
 
 
-def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader) -> None:
-    """``SIGHUP`` and ``SIGUSR1`` reload the config now. (With ``--workers``, uvicorn's
-    supervisor takes ``SIGHUP`` as "restart the workers" and ignores ``SIGUSR1``: signal the
-    workers, e.g. the whole process group, with ``SIGUSR1``; they also poll the file.)"""
+def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader | None) -> None:
+    """``SIGHUP`` and ``SIGUSR1`` reload the config now; without a config file (the embedded
+    default) there is nothing to reload, and the signal is logged, not fatal (Python's default
+    for both ends the process). (With ``--workers``, uvicorn's supervisor takes ``SIGHUP`` as
+    "restart the workers" and passes no signal on: signal the workers themselves with
+    ``SIGUSR1``, as the README shows; they also poll the file.)"""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGHUP, signal.SIGUSR1):
         try:
-            loop.add_signal_handler(sig, reloader.request, sig.name)
+            loop.add_signal_handler(sig, _no_config_file if reloader is None
+                                    else reloader.request, sig.name)
         except (NotImplementedError, RuntimeError, ValueError):  # a loop off the main thread:
             # an app served in a test thread, which reloads by polling or the endpoint
             return
         stack.callback(loop.remove_signal_handler, sig)
+
+
+def _no_config_file(signal_name: str) -> None:
+    log.warning("%s: no config file to reload (serving the embedded default)", signal_name)
 
 
 GC_THRESHOLDS = (5000, 10, 50)
@@ -233,7 +241,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
                                                         strict_telemetry, stages,
                                                         live=config is None)
             resources = app.state.resources
-            if resources.reloader is not None:
+            if config is None:  # a process of its own, serving the settings' config
                 _reload_on_signals(stack, resources.reloader)
             if settings.master_key is None:
                 log.warning("no SWITCHBOARD_MASTER_KEY: serving unauthenticated, on loopback only")

@@ -73,3 +73,25 @@ def test_a_reload_grows_and_shrinks_the_scraped_pool(tmp_path: Path, simulator: 
         wait_for(url, {"vllm-1": 0.0, "vllm-2": 1.0})
         status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
         assert status["reloads"] == 2 and status["restart_needed"] == []
+
+
+def test_vllm_load_tries_a_server_that_is_down_last(tmp_path: Path, simulator: str) -> None:
+    """Through a running gateway, ``vllm_load`` reads the scraped state: a server that does not
+    answer its scrapes is tried after the live one, whatever a prompt's home server (the
+    gateway handed the router no scraped state, so a prompt whose home was the dead server
+    tried it first, a failed attempt each time)."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    file = tmp_path / "gateway.yaml"
+    file.write_text(yaml.safe_dump(pool({"vllm-0": f"{simulator}/v1", "vllm-1": dead})))
+    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
+                        spool_dir=tmp_path / "spool")
+    sink = ListSink()
+    with serve(create_app(settings, sink=sink, strict_telemetry=True)) as url:
+        wait_for(url, {"vllm-0": 1.0, "vllm-1": 0.0})
+        for i in range(20):  # system prompts whose home servers differ
+            answer = httpx.post(f"{url}/v1/chat/completions", headers=ADMIN, timeout=30, json={
+                "model": "chat", "messages": [{"role": "system", "content": f"app {i}"},
+                                              {"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200, answer.text
+    assert [[a.provider for a in r.attempts] for r in sink.records] == [["vllm-0"]] * 20

@@ -305,3 +305,26 @@ def test_workers_and_processes_converge(gateways: Gateways, tmp_path: Path) -> N
             break
         assert time.monotonic() < deadline, f"still serving {seen}"
         time.sleep(0.2)
+
+
+def test_a_reload_signal_to_the_embedded_default_is_logged_not_fatal(tmp_path: Path) -> None:
+    """With no config file there is nothing to reload: SIGUSR1 and SIGHUP are logged, and the
+    gateway goes on serving (both signals' default action ended the process)."""
+    env = {key: value for key, value in os.environ.items() if key != "SWITCHBOARD_CONFIG"}
+    env.update(SWITCHBOARD_MASTER_KEY=MASTER, SWITCHBOARD_SPOOL_DIR=str(tmp_path / "spool"),
+               SWITCHBOARD_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    proc = serve_process(env, port, log=log)
+    try:
+        for sig in (signal.SIGUSR1, signal.SIGHUP):
+            proc.send_signal(sig)
+        deadline = time.monotonic() + 10
+        while log.read_text(errors="replace").count("no config file to reload") < 2:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=ADMIN, timeout=10)
+        assert answer.status_code == 200 and proc.poll() is None
+    finally:
+        stop_processes([proc])
