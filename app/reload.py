@@ -39,7 +39,7 @@ from app.background import pause
 from app.config import FILE_REF, ConfigError, GatewayConfig, load_config
 from app.config_diff import RESTART_SECTIONS, changes
 from app.gateway import Gateway
-from app.metrics.runtime import MetricsRuntime, vllm_providers
+from app.metrics.runtime import MetricsRuntime, configured_targets, vllm_providers
 from app.pipeline import Snapshot, config_version
 from app.pricing import PriceBook, shipped_prices
 from app.providers import build_provider
@@ -149,6 +149,7 @@ class ConfigReloader:
             self.state.restart_needed = restart
             if self._metrics is not None:
                 self._metrics.recorder.set_models(config.models)
+                self._metrics.recorder.add_targets(configured_targets(config))
                 info = self._metrics.metrics.config_info
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value
                 info.remove(serving.version)

@@ -95,3 +95,25 @@ def test_vllm_load_tries_a_server_that_is_down_last(tmp_path: Path, simulator: s
                                               {"role": "user", "content": "hi"}]})
             assert answer.status_code == 200, answer.text
     assert [[a.provider for a in r.attempts] for r in sink.records] == [["vllm-0"]] * 20
+
+
+def test_a_target_a_reload_adds_has_a_breaker_series(tmp_path: Path, simulator: str) -> None:
+    """``switchboard_target_state`` has a closed series for a target from the reload that adds
+    it, as for the start-up config's targets (not from its breaker's first change)."""
+    file = tmp_path / "gateway.yaml"
+    sim = f"{simulator}/v1"
+    file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
+    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
+                        spool_dir=tmp_path / "spool")
+
+    def states(url: str) -> dict[str, float]:
+        text = httpx.get(f"{url}/metrics", headers=ADMIN).text
+        return {m[1]: float(m[2]) for m in re.finditer(
+            r'^switchboard_target_state\{provider="([^"]+)",upstream_model="sim-model"\} (\S+)$',
+            text, re.MULTILINE)}
+
+    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
+        assert states(url) == {"vllm-0": 0.0}
+        reload(url, file, pool({"vllm-0": sim, "vllm-1": sim}))
+        assert states(url) == {"vllm-0": 0.0, "vllm-1": 0.0}
