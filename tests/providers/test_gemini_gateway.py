@@ -295,7 +295,7 @@ def test_client_leaving_a_stream_cancels_the_google_request(
             # still fetches Vertex's token (a slow machine) cancels a request never sent. On a
             # machine busy with a second test run that took over 10 s (CI, 2026-12-06).
             assert _until(lambda: httpx.get(stats).json()["streams_started"] > started,
-                          timeout_s=30)
+                          timeout_s=30), (httpx.get(stats).json(), gw.sink.records)
         assert _until(lambda: bool(gw.sink.records))
         assert gw.sink.records[-1].status == "cancelled"
         assert _until(lambda: httpx.get(stats).json()["streams_cancelled"] > before)
