@@ -11,9 +11,10 @@ costs the first few calls, not every one.
   twice the last cooldown, up to ``max_cooldown_s``.
 
 A failure is what says the target, not the request, is unwell: a 5xx, a timeout, a refused or
-broken connection. A 429 (capacity), a 4xx (the request) or a cancelled call (the client) is
-not. Each process counts its own failures; with Redis, the openings, closings and half-open
-probes are shared by every process (``app.routing.shared``), so one that opens a breaker opens
+broken connection. A 429 (capacity), a 4xx (the request), a cancelled call or a call's
+deadline passing (the client's choice) is not (``app.routing.router.unhealthy``). Each
+process counts its own failures; with Redis, the openings, closings and half-open probes are
+shared by every process (``app.routing.shared``), so one that opens a breaker opens
 it everywhere, and one probe at a time tests the target for all of them. Without Redis, each
 worker and replica learns on its own (with the default ``failures: 5``, a dead target then
 costs each process five calls).

@@ -57,7 +57,12 @@ def deadline_s(call: ModelCall, retries: RetryConfig) -> float:
 
 def unhealthy(exc: errors.GatewayError) -> bool | None:
     """What a failed attempt says of its target: unwell (a 5xx, a refused credential among them,
-    a timeout, no connection), or nothing (a 429 is capacity, a 4xx the request)."""
+    a timeout, no connection), or nothing (a 429 is capacity, a 4xx the request, and a call's
+    deadline passing its caller's choice: a client sending ``x-switchboard-deadline-s:
+    0.0001`` opened a healthy target's breaker, for every caller and, shared, every replica;
+    the target's own ``timeout_s`` is what says it is too slow)."""
+    if exc.code == "deadline_exceeded":
+        return None
     return True if exc.status_code >= 500 else None
 
 

@@ -182,3 +182,22 @@ def test_a_targets_own_timeouts_override_its_providers(
         assert chunks and chunks[-1].choices[0].finish_reason == "stop"
         attempts = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
         assert attempts == [[("hole", 504), ("sim", 200)]] * 2
+
+
+def test_a_clients_short_deadline_never_opens_a_breaker(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """A deadline passing is the caller's choice, not the target's failure: calls with a tiny
+    ``x-switchboard-deadline-s`` end 504 and leave the healthy target closed (seven of them
+    opened it, for every caller)."""
+    raw = sim_config(simulator)
+    raw["breaker"] = {"failures": 3, "cooldown_s": 60}
+    with run_gateway(raw) as gateway:
+        http = gateway.http()
+        for _ in range(7):
+            answer = http.post("/v1/chat/completions", json=CHAT,
+                               headers={"x-switchboard-deadline-s": "0.0001"})
+            assert answer.status_code == 504
+            assert answer.json()["error"]["code"] == "deadline_exceeded"
+        target = http.get("/admin/routing").json()["models"]["chat"]["targets"][0]
+        assert target["state"] == "closed"
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200

@@ -58,3 +58,18 @@ def test_admin_commands_default_to_switchboard_host_and_port(tmp_path: Path,
             result = runner.invoke(command, args, env=env)
             assert result.exit_code == 0, result.output
         assert json.loads(result.output)["experiment"] == "ab"
+
+
+@pytest.mark.parametrize("args", [["logs", "query", "--limit", "1"], ["spend", "--by", "model"],
+                                  ["experiments", "report", "ab"]])
+def test_a_bad_setting_is_one_line_that_never_quotes_it(args: list[str]) -> None:
+    """A malformed SWITCHBOARD_REDIS_URL in the environment these commands read their defaults
+    from is the root command's one line and exit 2, without the URL (pydantic's message quoted
+    it, password and all)."""
+    from app.cli import main
+
+    env = {"SWITCHBOARD_REDIS_URL": "redis://:Secr3t/Pw@redis:6379/0"}
+    result = CliRunner().invoke(main, [*args, "--url", "http://127.0.0.1:9"], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("switchboard: invalid SWITCHBOARD_REDIS_URL: ")
+    assert "Secr3t" not in result.output
