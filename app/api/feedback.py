@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from app import errors, feedback
 from app.api.admin import AdminDep, EngineDep
 from app.api.deps import CallerDep
+from app.calllog.query import check_text
 from app.db.engine import answering
 from app.resources import resources_of
 
@@ -39,11 +40,14 @@ async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep,
 
 @router.get("/admin/calls/{call_id}/feedback")
 async def call_feedback(call_id: str, admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    """Every feedback on one call, oldest first; 404 ``call_not_found`` for an unknown call."""
+    """Every feedback on one call, oldest first; 404 ``call_not_found`` for an unknown call, 400
+    for an id no call can have (as ``GET /admin/calls/{call_id}``: cut to 128 characters, a
+    longer id found the call its first 128 named)."""
+    check_text(call_id, param="call_id", column="id")
     async with answering("call log database", code="call_log_unavailable"):
-        found = await feedback.of_call(engine, call_id[:128])
+        found = await feedback.of_call(engine, call_id)
     if found is None:
-        raise errors.NotFound(f"No call with id {call_id[:128]!r} in the call log.",
+        raise errors.NotFound(f"No call with id {call_id!r} in the call log.",
                               param="call_id", code="call_not_found")
     return {"object": "list", "data": found}
 

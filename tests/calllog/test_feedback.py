@@ -57,6 +57,10 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
         assert unread.status_code == 404, unread.text
         assert unread.json()["error"]["code"] == "call_not_found"
         assert http.get("/admin/calls/no-such-call").json()["error"]["code"] == "call_not_found"
+        # an id longer than any call's is refused, as by /admin/calls/{id}: cut to its first
+        # 128 characters, it read the feedback of the call those named
+        too_long = http.get(f"/admin/calls/{call_id + 'x' * 128}/feedback")
+        assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "call_id"
 
 
 @pytest.mark.parametrize("body", [
