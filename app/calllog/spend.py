@@ -8,9 +8,12 @@ hour come from ``calls`` (on Postgres the ``created_at`` range prunes the monthl
 its index bounds the scan), so every answer counts exactly the calls stored in the range. The
 call hours keep the calls ``switchboard db prune`` removes; the ends read from ``calls`` do not.
 Calls with no key, team or model (the master key, loopback-only mode, calls refused before
-authentication; for the model, calls refused before their request was parsed or naming a model
-the gateway does not serve) form one group named ``None``, so the groups of a range always add
-up to all of its calls.
+authentication; for the model, calls refused before their request was parsed) form one group
+named ``None``, so the groups of a range always add up to all of its calls. A call naming a
+model the gateway does not serve (its 404) counts under the name it sent, as its row stores it:
+such groups cost nothing and show who calls what is not there (the live feed's day counters,
+``app.calllog.live``, count them under ``-`` instead, so that invented names add no Redis
+keys).
 """
 
 from __future__ import annotations
