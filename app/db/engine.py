@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from sqlalchemy import event
@@ -138,14 +139,23 @@ def normalize_url(url: str | URL) -> URL:
             parsed = parsed.set(query=query)
         return parsed
     if driver in _SQLITE_DRIVERS:
-        _check_sqlite_directory(parsed.database)
+        _check_sqlite_directory(sqlite_file(parsed))
         return parsed.set(drivername="sqlite+aiosqlite")
     raise UnsupportedDatabaseUrl(f"unsupported database URL {mask_url(parsed)}: {URL_FORMS}")
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite ``url`` (``None``: in memory), a URI filename's path included
+    (``sqlite:///file:calls.db?uri=true``)."""
+    database = url.database
+    if database and database.startswith("file:") and url.query.get("uri"):
+        database = None if url.query.get("mode") == "memory" else urlsplit(database).path
+    return None if not database or database == ":memory:" else database
+
+
 def _check_sqlite_directory(database: str | None) -> None:
     """SQLite creates a missing file, never a missing directory: say so before it fails."""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database is None:
         return
     directory = Path(database).parent
     if not directory.is_dir():

@@ -42,6 +42,7 @@ from app.db.engine import (
     make_engine,
     mask_url,
     normalize_url,
+    sqlite_file,
 )
 from app.db.models import Base
 from app.db.partitions import (
@@ -163,8 +164,8 @@ async def _sqlite_file_lock(url: str | URL) -> AsyncIterator[None]:
     if not is_sqlite(url):
         yield
         return
-    database = make_url(url).database
-    if not database or database == ":memory:":
+    database = sqlite_file(make_url(url))
+    if database is None:
         yield
         return
     # In a thread: another coroutine of this very process may be the holder we wait for.

@@ -147,7 +147,20 @@ MALFORMED = {
         "unreadable"),
     "SQLite in a missing directory": ("sqlite:////nonexistent/dir/x.db",
                                       "in a directory that does not exist"),
+    "a SQLite URI filename in a missing directory": (
+        "sqlite:///file:/nonexistent/dir/x.db?uri=true", "in a directory that does not exist"),
 }
+
+
+def test_a_sqlite_uri_filename_is_migrated_in_its_file(tmp_path: Path) -> None:
+    """``sqlite:///file:sub/calls.db?uri=true`` (SQLite's URI filenames) names ``sub/calls.db``:
+    its migration lock goes beside it (it was looked for at ``file:sub/...``: a traceback)."""
+    (tmp_path / "sub").mkdir()
+    url = f"sqlite+aiosqlite:///file:{tmp_path / 'sub' / 'calls.db'}?uri=true"
+    result = db("upgrade", "--database-url", url)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == [
+        "calls.db", "calls.db.migrate.lock"]
 
 
 @pytest.mark.parametrize(("url", "says"), list(MALFORMED.values()), ids=list(MALFORMED))
