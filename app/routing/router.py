@@ -167,6 +167,9 @@ class Router:
         target's health); a change of state is logged, exported and shared."""
         before = breaker.state
         if failed is None:
+            if before == "half_open" and breaker.probing and self.shared is not None \
+                    and breaker.config.shared:
+                self.shared.release(target.provider, target.model)
             breaker.released()
         elif failed:
             breaker.failed()

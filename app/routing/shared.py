@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from app.routing.router import Router
 
 log = logging.getLogger("switchboard.routing")
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""Deletes a probe claim only if this process (ARGV[1], its origin) still holds it."""
 
 HASH = "switchboard:breakers"
 CHANNEL = "switchboard:breakers:changed"
@@ -129,6 +134,20 @@ class SharedBreakers:
                         exc)
             return True
         return bool(taken)
+
+    def release(self, provider: str, model: str) -> None:
+        """Give back this process's claim of the fleet's half-open probe of the target after a
+        probe that ended with no verdict (the client left, a 4xx), so that the next call, here
+        or in another process, probes it at once rather than a cooldown later (the claim held
+        until it expired, and this process's own next call, failing to claim it, reopened the
+        breaker for another cooldown)."""
+        self._spawn(self._release(self._probe + self.field(provider, model)))
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self._redis.eval(_RELEASE, 1, key, self.origin)
+        except (RedisError, OSError) as exc:  # the claim expires on its own
+            log.warning("could not give back a half-open probe through Redis: %s", exc)
 
     # ---- what the others tell this process
 

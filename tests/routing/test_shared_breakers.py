@@ -163,3 +163,29 @@ async def test_without_redis_each_process_probes_on_its_own() -> None:
     assert breaker(router).state == "half_open"
     await router.shared.aclose()
     await client.aclose()
+
+
+async def test_a_probe_that_ends_without_a_verdict_gives_the_fleets_probe_back(
+        redis_url: str) -> None:
+    """A probe whose client left (no verdict) releases its claim at once: the next call, in this
+    process or another, probes the target then, not a cooldown later (this process's own next
+    call failed to claim it and reopened the breaker for a whole cooldown)."""
+    slow = BreakerConfig(failures=2, cooldown_s=30, max_cooldown_s=60)  # claims held 30 s
+    async with process(redis_url) as a:
+        gpu = a.breaker(TARGET, slow)
+        for _ in range(2):
+            a.judge(TARGET, gpu, failed=True)
+        gpu.clock = lambda: time.monotonic() + 31  # the cooldown is over
+        assert await a.admit(TARGET, gpu)  # takes the fleet's probe
+        client = aioredis.from_url(redis_url)
+        try:
+            assert await client.keys("*:probe:*")
+            a.judge(TARGET, gpu, failed=None)  # its client left
+            deadline = time.monotonic() + 5
+            while await client.keys("*:probe:*"):
+                assert time.monotonic() < deadline, "the probe's claim was never given back"
+                await asyncio.sleep(0.01)
+        finally:
+            await client.aclose()
+        assert await a.admit(TARGET, gpu)  # probes again at once
+        assert gpu.state == "half_open"
