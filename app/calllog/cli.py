@@ -6,7 +6,8 @@ printing.)
 
 ``logs query`` prints one page (or, with ``--all``, every page) of calls matching the filters;
 ``logs tail`` polls for new calls until Ctrl-C; ``spend`` prints spend per key, team or model.
-They talk HTTP to ``/admin/calls`` and ``/admin/spend`` with the master key, so they work
+They talk HTTP to ``/admin/calls`` and ``/admin/spend`` with the master key or an admin
+virtual key, so they work
 against a remote gateway and never touch the database themselves.
 """
 
@@ -103,10 +104,10 @@ class AdminClient:
         detail = _message(response)
         if status == 401:
             raise AdminApiError(f"the gateway refused the key (401: {detail}) Pass the master "
-                                "key with --key or SWITCHBOARD_MASTER_KEY.")
+                                "key (or an admin key) with --key or SWITCHBOARD_MASTER_KEY.")
         if status == 403:
             raise AdminApiError(f"this key may not read the call log (403: {detail}) The admin "
-                                "API needs the master key.")
+                                "API needs the master key or a key created with --admin.")
         error = _error(response)
         # a 404 of the API itself (an unknown experiment, call...) says what was not found;
         # one of a path the server does not serve, or not from a gateway, is no API at all
@@ -155,9 +156,17 @@ def table_row(row: Row) -> str:
         str(row.get("status")),
         _cell(row.get("http_status"), str),
         tokens,
-        _cell(row.get("cost_usd"), lambda c: f"${float(c):.6f}"),
+        _cell(row.get("cost_usd"), lambda c: usd(float(c))),
         _cell(row.get("latency_ms"), lambda ms: f"{float(ms):.0f}ms"),
     ])
+
+
+def usd(amount: float) -> str:
+    """``amount`` dollars to the micro-dollar, or in two significant digits when smaller
+    (``$0.000000`` read as free for a call that cost $0.00000004)."""
+    if amount == 0 or abs(amount) >= 0.0000005:
+        return f"${amount:.6f}"
+    return f"${amount:.2g}"
 
 
 def json_line(row: Row) -> str:
@@ -188,7 +197,8 @@ def default_url() -> str:
 def _connection_options(command: F) -> F:
     command = click.option(
         "--key", metavar="KEY",
-        help="Master key (default: $SWITCHBOARD_MASTER_KEY; none needed for a gateway in "
+        help="Master key or an admin key (default: $SWITCHBOARD_MASTER_KEY; none needed for a "
+             "gateway in "
              "loopback-only mode queried from the same machine).")(command)
     return click.option(
         "--url", default=default_url,
@@ -224,7 +234,8 @@ def _client(url: str, key: str | None) -> AdminClient:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def logs() -> None:
-    """Read the call log of a running gateway (through its admin API; needs the master key)."""
+    """Read the call log of a running gateway (through its admin API; needs the master key or
+    an admin key)."""
 
 
 @logs.command("query")
@@ -415,13 +426,14 @@ def spend(url: str, key: str | None, by: str, since: str | None, until: str | No
     for row in rows:
         click.echo(_line([
             _cell(row["group"], str), str(row["requests"]), str(row["prompt_tokens"]),
-            str(row["completion_tokens"]), f"${float(row['cost_usd']):.6f}",
+            str(row["completion_tokens"]), usd(float(row["cost_usd"])),
             str(row["errors"])], SPEND_COLUMNS))
 
 
 @click.group("experiments", context_settings={"help_option_names": ["-h", "--help"]})
 def experiments() -> None:
-    """A/B experiments of a running gateway (through its admin API; needs the master key)."""
+    """A/B experiments of a running gateway (through its admin API; needs the master key or an
+    admin key)."""
 
 
 @experiments.command("report")

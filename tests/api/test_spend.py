@@ -212,3 +212,11 @@ async def test_cli_shows_the_gateways_own_404(server: str) -> None:
     elsewhere = await run(spend, "--url", server + "/not-the-root", "--key", MASTER_KEY,
                           "--by", "key")
     assert elsewhere.exit_code == 1 and "has no call log API (404)" in elsewhere.output
+
+
+def test_spend_prints_a_cost_under_a_micro_dollar_as_not_free() -> None:
+    """A group that cost $0.00000004 reads as that, not as ``$0.000000``."""
+    from app.calllog.cli import usd
+
+    assert [usd(x) for x in (0.0, 0.00000004, 0.0000012, 12.5)] == [
+        "$0.000000", "$4e-08", "$0.000001", "$12.500000"]
