@@ -85,7 +85,8 @@ def validation_problem(problems: Sequence[Any]) -> errors.GatewayError:
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
         return body_not_object(", sent as content-type: application/json")
     param = ".".join(str(p) for p in loc[1:]) or None
-    return errors.InvalidRequest(f"Invalid request: {errors.problem_message(first)}", param=param)
+    return errors.InvalidRequest(f"Invalid request: {errors.problem_message(first)}", param=param,
+                                 code="invalid_value")  # as the data plane's (``wire.parse``)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
