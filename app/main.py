@@ -62,13 +62,20 @@ def resolve_config(settings: Settings) -> GatewayConfig:
 
 
 async def _warm(resources: Resources, providers: dict[str, Provider]) -> None:
-    """Prepare slow providers (model loads) in the background; ready once they are done."""
+    """Prepare slow providers (model loads) in the background; ready once each has loaded or
+    failed to. A provider that failed is logged, one line, and its models answer 503 (it tries
+    again on later requests); the gateway is ready all the same, since every other model
+    serves."""
     for name, provider in providers.items():
         if isinstance(provider, Warmable):
             try:
                 await provider.warm()
             except errors.GatewayError as exc:
-                log.warning("provider %s could not be prepared: %s", name, exc.message)
+                log.warning("provider %s could not be prepared; its models answer 503: %s",
+                            name, exc.message)
+            except Exception:  # a bug: log it, and still warm the rest and become ready
+                # (nothing awaits this task, so an exception would end it unseen)
+                log.exception("provider %s failed while being prepared", name)
     resources.ready = True
 
 

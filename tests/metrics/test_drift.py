@@ -139,6 +139,19 @@ def test_invalid_json_answers_are_counted_and_flagged() -> None:
     assert gauge(metrics, "switchboard_drift_flagged", signal="json") == 1
 
 
+@pytest.mark.parametrize("window", [10, 19])
+def test_a_window_below_20_still_judges_json_on_20_answers(window: int) -> None:
+    """With ``window`` 10-19 the JSON signal works (it was never evaluated: the window could not
+    hold the 20 JSON answers it needs), judged on the last 20 JSON answers, not fewer."""
+    mon, metrics = monitor(baseline_size=10, window=window, evaluate_every=5)
+    source = lengths(8)
+    feed(mon, 20, source, text='{"ok": true}', wants_json=True)  # baseline, then 10
+    feed(mon, 10, source, text='{"ok": tr', wants_json=True)
+    # 10 invalid in the last 20 JSON answers since the baseline
+    assert gauge(metrics, "switchboard_drift_json_invalid_rate") == pytest.approx(0.5)
+    assert gauge(metrics, "switchboard_drift_flagged", signal="json") == 1
+
+
 def test_finish_reasons_are_counted_with_a_bounded_label() -> None:
     """Finish reasons count by name; unknown ones count as "other"."""
     mon, metrics = monitor()

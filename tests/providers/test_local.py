@@ -133,6 +133,41 @@ async def test_request_larger_than_a_batch_runs_alone(provider: local.LocalEmbed
     assert cosine(body["data"][0]["embedding"], first) > 0.9999
 
 
+async def test_a_request_past_max_request_chars_is_a_400_naming_input(
+        cold: local.LocalEmbeddings) -> None:
+    """Texts holding more than ``max_request_chars`` characters together are refused before
+    the model sees them (the cold provider loads nothing)."""
+    limit = config().max_request_chars
+    with pytest.raises(errors.InvalidRequest) as caught:
+        await embed(cold, ["x" * (limit // 2), "y" * (limit // 2 + 1)])
+    assert caught.value.param == "input"
+    assert caught.value.status_code == 400
+    assert f"at most {limit} characters" in caught.value.message
+
+
+async def test_a_batch_whose_caller_left_stops_before_its_next_chunk() -> None:
+    """A large request cancelled while the model works on it embeds its current chunk at most,
+    not the rest; the next request is served."""
+    pytest.importorskip("sentence_transformers")
+    p = local.LocalEmbeddings(config(batch_size=1, max_batch_delay_ms=0))
+    try:
+        await p.warm()
+        texts = [f"a longer sentence for the model to read, number {i}" for i in range(400)]
+        big = asyncio.ensure_future(embed(p, texts))
+        for _ in range(100_000):  # until the batch has started (its first chunk is running)
+            if p.batches:
+                break
+            await asyncio.sleep(0.001)
+        big.cancel()
+        await asyncio.gather(big, return_exceptions=True)
+        body = await embed(p, "next")
+        assert len(body["data"][0]["embedding"]) == local.DIMENSIONS
+        assert p.batches == 2
+        assert p.texts_embedded < len(texts) // 2  # in practice 2 to 4 of the 400
+    finally:
+        await p.aclose()
+
+
 async def test_base64_round_trips(provider: local.LocalEmbeddings) -> None:
     """``encoding_format: base64`` decodes (little-endian float32) to the float vector."""
     text = "base64 please"

