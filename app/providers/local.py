@@ -365,9 +365,12 @@ class LocalEmbeddings:
             _fail(live, exc)
             return
         except (RuntimeError, ValueError, MemoryError) as exc:
-            # What torch and the tokenizer raise (CUDA out-of-memory is a RuntimeError).
-            _fail(live, errors.UpstreamUnavailable(f"the local embedding model failed: {exc}",
-                                                   status=503))
+            # What torch and the tokenizer raise (CUDA out-of-memory is a RuntimeError): the
+            # reason is logged; a client is not shown the libraries' internals.
+            log.warning("the local embedding model failed on a batch of %d: %s", len(live), exc)
+            _fail(live, errors.UpstreamUnavailable(
+                "the local embedding model failed on this batch (the gateway's log says why); "
+                "retry, or send fewer or shorter inputs", status=503))
             return
         start = 0
         for job in live:
