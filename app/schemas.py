@@ -150,7 +150,10 @@ class ChatRequest(BaseModel):
         return messages
 
     def token_limit(self) -> int | None:
-        """The client's cap on generated tokens, whichever field it used."""
+        """The client's cap on generated tokens, whichever field it used (the smaller, when it
+        sent both, as the native translations read them)."""
+        if self.max_completion_tokens is not None and self.max_tokens is not None:
+            return min(self.max_completion_tokens, self.max_tokens)
         return self.max_completion_tokens or self.max_tokens
 
     def wants_json(self) -> bool:

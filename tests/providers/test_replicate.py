@@ -61,6 +61,15 @@ def test_llama_single_turn_uses_prompt_and_system_prompt() -> None:
                    "temperature": 0.2, "stop_sequences": "END,\n\n"}
 
 
+def test_both_token_limits_send_the_smaller() -> None:
+    """A client that sends max_tokens and max_completion_tokens is capped by the smaller, as
+    every native translation reads them (the larger was sent)."""
+    for sent in ({"max_tokens": 7, "max_completion_tokens": 900},
+                 {"max_tokens": 900, "max_completion_tokens": 7}):
+        got = build_input(request(**sent), LLAMA, params={}, max_tokens_default=None)
+        assert got["max_tokens"] == 7
+
+
 def test_llama_multi_turn_is_rendered_in_llama3_markup() -> None:
     """Several turns: Llama 3 chat markup as the prompt, with a pass-through template."""
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "A"},
