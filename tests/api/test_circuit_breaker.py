@@ -89,15 +89,9 @@ def test_a_target_that_cuts_its_streams_short_opens_its_breaker(
                                "headers": {"X-Sim-Cut-After": "2"}}
     raw["breaker"] = {"failures": 3, "cooldown_s": 60}
     with run_gateway(raw) as gateway:
-        client = gateway.client()
-        for _ in range(3):
-            with pytest.raises(openai.APIError):
-                list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
-        assert list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
-        tried = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
-        assert tried == [[("cut", 502)]] * 3 + [[("sim", 200)]]
-        cut = gateway.http().get("/admin/routing").json()["models"]["chat"]["targets"][0]
-        assert (cut["provider"], cut["state"]) == ("cut", "open")
+        tried, cut = three_failed_streams_then_one(gateway)
+    assert tried == [[("cut", 502)]] * 3 + [[("sim", 200)]]
+    assert (cut["provider"], cut["state"]) == ("cut", "open")
 
 
 def test_a_stream_committed_at_a_keep_alive_to_a_dead_target_opens_its_breaker(
@@ -109,16 +103,25 @@ def test_a_stream_committed_at_a_keep_alive_to_a_dead_target_opens_its_breaker(
     raw["providers"]["hole"].update(timeout_s=0.6, first_chunk_timeout_s=5)
     raw["streaming"] = {"keepalive_s": 0.2}
     with run_gateway(raw) as gateway:
-        client = gateway.client()
-        for _ in range(3):
-            with pytest.raises(openai.APIError):
-                list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
-        assert list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
-        tried = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
-        assert tried == [[("hole", 504)]] * 3 + [[("sim", 200)]]
-        hole = gateway.http().get("/admin/routing").json()["models"]["chat"]["targets"][0]
-        assert (hole["provider"], hole["state"]) == ("hole", "open")
-        assert hole["first_byte_ms"] is None  # the keep-alive was not its first byte
+        tried, hole = three_failed_streams_then_one(gateway)
+    assert tried == [[("hole", 504)]] * 3 + [[("sim", 200)]]
+    assert (hole["provider"], hole["state"]) == ("hole", "open")
+    assert hole["first_byte_ms"] is None  # the keep-alive was not its first byte
+
+
+def three_failed_streams_then_one(gateway: RunningGateway
+                                  ) -> tuple[list[list[tuple[str, int]]], dict[str, Any]]:
+    """Three streamed calls that fail (the SDK raises), then one that must be served: each
+    call's (provider, status) attempts, and the first target's row of ``/admin/routing``."""
+    client = gateway.client()
+    for _ in range(3):
+        with pytest.raises(openai.APIError):
+            list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+    assert list(client.chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+    tried = [[(a.provider, a.status) for a in r.attempts] for r in gateway.sink.records]
+    first: dict[str, Any] = gateway.http().get("/admin/routing").json()[
+        "models"]["chat"]["targets"][0]
+    return tried, first
 
 
 def replicas(tmp_path: Path, raw: dict[str, Any], redis_url: str, count: int,

@@ -5,41 +5,23 @@ end through a gateway running the embedded default config."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from pydantic import SecretStr
 
-from app.config import embedded_config
-from app.main import create_app
 from app.providers.mock import (
     MAX_CHOICES,
     MAX_DIMENSIONS,
     MAX_EMBEDDING_VALUES,
     MAX_GENERATED_TOKENS,
 )
-from app.settings import Settings
-from tests.servers import serve
-
-KEY = "sk-test-master-key-0123456789"
+from tests.providers.embedded import embedded_gateway
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    """The openai SDK on a gateway serving the embedded default config (no embedding drift)."""
-    directory: Path = tmp_path_factory.mktemp("mock-bounds")
-    config = embedded_config({})
-    drift = config.drift.model_copy(update={
-        "embedding": config.drift.embedding.model_copy(update={"sample_rate": 0.0})})
-    settings = Settings(master_key=SecretStr(KEY), config=None,
-                        database_url=f"sqlite+aiosqlite:///{directory / 'calls.db'}",
-                        spool_dir=directory / "spool")
-    app = create_app(settings, config=config.model_copy(update={"drift": drift}),
-                     strict_telemetry=True)
-    with serve(app) as url, openai.OpenAI(base_url=url + "/v1", api_key=KEY,
-                                          max_retries=0) as sdk:
+    with embedded_gateway(tmp_path_factory.mktemp("mock-bounds")) as sdk:
         yield sdk
 
 

@@ -4,7 +4,6 @@ through a gateway running the embedded default config, with the openai SDK."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
@@ -12,33 +11,17 @@ import openai
 import orjson
 import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
-from app.config import embedded_config
-from app.main import create_app
-from app.settings import Settings
 from app.usage import estimate_tokens
-from tests.servers import serve
+from tests.providers.embedded import embedded_gateway
 
-KEY = "sk-test-master-key-0123456789"
 MODEL = "mock-chat"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    """The openai SDK on a gateway serving the embedded default config (no embedding drift, so
-    no encoder process)."""
-    directory: Path = tmp_path_factory.mktemp("mock-features")
-    config = embedded_config({})
-    drift = config.drift.model_copy(update={
-        "embedding": config.drift.embedding.model_copy(update={"sample_rate": 0.0})})
-    settings = Settings(master_key=SecretStr(KEY), config=None,
-                        database_url=f"sqlite+aiosqlite:///{directory / 'calls.db'}",
-                        spool_dir=directory / "spool")
-    app = create_app(settings, config=config.model_copy(update={"drift": drift}),
-                     strict_telemetry=True)
-    with serve(app) as url, openai.OpenAI(base_url=url + "/v1", api_key=KEY,
-                                          max_retries=0) as sdk:
+    with embedded_gateway(tmp_path_factory.mktemp("mock-features")) as sdk:
         yield sdk
 
 

@@ -44,6 +44,13 @@ def wait_for(url: str, wanted: dict[str, float], family: str = "up") -> None:
         time.sleep(0.05)
 
 
+def settings_for(file: Path) -> Settings:
+    """A gateway's settings serving ``file`` (reloaded on request only), its call log beside it."""
+    return Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
+                    database_url=f"sqlite+aiosqlite:///{file.parent / 'calls.db'}",
+                    spool_dir=file.parent / "spool")
+
+
 def reload(url: str, file: Path, raw: dict[str, Any]) -> None:
     file.write_text(yaml.safe_dump(raw))
     answer = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
@@ -58,9 +65,7 @@ def test_a_reload_grows_and_shrinks_the_scraped_pool(tmp_path: Path, simulator: 
     sim = f"{simulator}/v1"
     not_ready = f"http://127.0.0.1:{free_port()}/v1"
     file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
+    settings = settings_for(file)
     with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
         wait_for(url, {"vllm-0": 1.0})
         reload(url, file, pool({"vllm-0": sim, "vllm-1": not_ready}))
@@ -83,9 +88,7 @@ def test_vllm_load_tries_a_server_that_is_down_last(tmp_path: Path, simulator: s
     dead = f"http://127.0.0.1:{free_port()}/v1"
     file = tmp_path / "gateway.yaml"
     file.write_text(yaml.safe_dump(pool({"vllm-0": f"{simulator}/v1", "vllm-1": dead})))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
+    settings = settings_for(file)
     sink = ListSink()
     with serve(create_app(settings, sink=sink, strict_telemetry=True)) as url:
         wait_for(url, {"vllm-0": 1.0, "vllm-1": 0.0})
@@ -103,9 +106,7 @@ def test_a_target_a_reload_adds_has_a_breaker_series(tmp_path: Path, simulator: 
     file = tmp_path / "gateway.yaml"
     sim = f"{simulator}/v1"
     file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
+    settings = settings_for(file)
 
     def states(url: str) -> dict[str, float]:
         text = httpx.get(f"{url}/metrics", headers=ADMIN).text
