@@ -173,16 +173,15 @@ class ConfigReloader:
     async def _snapshot(self, config: GatewayConfig, serving: Snapshot) -> Snapshot:
         """``config`` as a snapshot, reusing the serving snapshot's unchanged providers."""
         providers: dict[str, Provider] = {}
-        built: list[Provider] = []
+        built: dict[str, Provider] = {}
         try:
             for name, settings in config.providers.items():
                 if name in serving.providers and serving.config.providers.get(name) == settings:
                     providers[name] = serving.providers[name]
                 else:
-                    providers[name] = build_provider(settings, self._session)
-                    built.append(providers[name])
-            for name, provider in providers.items():
-                if isinstance(provider, Warmable) and any(provider is b for b in built):
+                    providers[name] = built[name] = build_provider(settings, self._session)
+            for name, provider in built.items():
+                if isinstance(provider, Warmable):
                     try:
                         await provider.warm()
                     except errors.GatewayError as exc:  # a model that cannot load: refused
@@ -192,7 +191,7 @@ class ConfigReloader:
                             status=503) from exc
             await serving.pipeline.prepare(config)
         except BaseException:
-            for provider in built:
+            for provider in built.values():
                 await provider.aclose()
             raise
         prices = PriceBook({**shipped_prices(), **config.pricing})
