@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.calllog.query import iso
 from app.db.models import Call, Feedback
+from app.times import iso
 
 WAIT_FOR_ROW_S = 2.0
 MAX_SCORE = 1_000_000.0

@@ -13,7 +13,7 @@ users already own the gateway's data, nobody else does.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,6 +26,7 @@ from app.db.engine import DATABASE_ERRORS
 from app.pipeline import Caller
 from app.resources import resources_of
 from app.settings import is_loopback
+from app.times import iso
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -124,8 +125,8 @@ async def get_spend(
     start = _moment(since, param="since") or spend.month_start()
     end = _moment(until, param="until")
     rows = await spend.spend(engine, by=by, since=start, until=end)
-    return {"object": "list", "by": by, "since": query.iso(start),
-            "until": None if end is None else query.iso(end), "data": rows}
+    return {"object": "list", "by": by, "since": iso(start),
+            "until": None if end is None else iso(end), "data": rows}
 
 
 @router.get("/calls/{call_id}")
@@ -166,10 +167,6 @@ async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
             "events": list(runtime.drift.events)}
 
 
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
 @router.get("/config")
 async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """The config serving this worker: its version (as in every call row and
@@ -185,10 +182,10 @@ async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
         "path": str(reloader.path) if reloader is not None else None,
         "live": reloader is not None,
         "poll_s": reloader.poll_s if reloader is not None else None,
-        "loaded_at": _iso(state.loaded_at) if state else None,
+        "loaded_at": iso(state.loaded_at) if state else None,
         "reloads": state.reloads if state else 0,
         "last_error": None if state is None or state.last_error is None else
-        {"message": state.last_error, "at": _iso(state.last_error_at)},
+        {"message": state.last_error, "at": iso(state.last_error_at)},
         "restart_needed": list(state.restart_needed) if state else [],
         "draining": [{"version": s.version, "calls": s.in_flight.calls}
                      for s in resources.gateway.draining],

@@ -30,6 +30,7 @@ from app import errors
 from app.calllog.record import json_safe
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.models import Call
+from app.times import as_utc, iso
 
 MAX_LIMIT = 1000
 STATUSES = frozenset({"ok", "error", "cancelled"})
@@ -95,18 +96,6 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime; a naive one is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a ``Z`` suffix."""
-    return as_utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def encode_cursor(created_at: datetime, call_id: str) -> str:

@@ -29,6 +29,7 @@ from app import errors
 from app.calllog import query
 from app.db.engine import DATABASE_ERRORS
 from app.db.models import Call, CallHour
+from app.times import as_utc
 
 SpendBy = Literal["key", "team", "model"]
 SPEND_BY: tuple[str, ...] = get_args(SpendBy)
@@ -51,7 +52,7 @@ class SpendRow(TypedDict):
 
 def month_start(now: datetime | None = None) -> datetime:
     """Midnight UTC on the first day of ``now``'s month (default: the current time)."""
-    moment = query.as_utc(now or datetime.now(UTC))
+    moment = as_utc(now or datetime.now(UTC))
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 

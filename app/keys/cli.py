@@ -158,7 +158,7 @@ def _key_options(command: F) -> F:
 
 
 def _show_key(record: KeyRecord) -> str:
-    from app.keys.model import iso
+    from app.times import iso
 
     limits = " ".join(f"{name}={value}" for name, value in (
         ("team", record.team_id), ("rpm", record.rpm), ("tpm", record.tpm),

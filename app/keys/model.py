@@ -34,6 +34,7 @@ from pydantic import (
 from app import errors
 from app.limits.model import Period
 from app.privacy.config import PrivacySetting
+from app.times import iso
 
 KEY_PREFIX = "sk-sb-"
 PREFIX_CHARS = 10
@@ -64,13 +65,6 @@ def display_prefix(key: str) -> str:
 def new_id(kind: Literal["key", "team"]) -> str:
     """``key_`` or ``team_`` and 12 random hex characters."""
     return f"{kind}_{secrets.token_hex(6)}"
-
-
-def iso(epoch: float | None) -> str | None:
-    """``epoch`` seconds as ISO 8601 UTC (``None`` stays ``None``)."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

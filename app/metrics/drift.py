@@ -35,6 +35,7 @@ from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
 from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
+from app.times import iso
 
 log = logging.getLogger("switchboard.drift")
 
@@ -272,7 +273,7 @@ class DriftMonitor:
         if before is None or known:
             return
         target.version_changes.inc()
-        event = {"at": time.time(), "model": target.model, "provider": target.provider,
+        event = {"at": iso(time.time()), "model": target.model, "provider": target.provider,
                  "before": {"model": before[0], "system_fingerprint": before[1]},
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
@@ -346,7 +347,7 @@ class DriftMonitor:
             out.append({
                 "model": target.model, "provider": target.provider,
                 "baseline": None if baseline is None else {
-                    "samples": baseline.samples, "captured_at": baseline.captured_at,
+                    "samples": baseline.samples, "captured_at": iso(baseline.captured_at),
                     "refusal_rate": baseline.data["refusal_rate"]},
                 "capturing": None if baseline is not None else sum(target.capture),
                 "window": len(target.lengths), **target.last,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -44,6 +43,7 @@ from app.prompts.render import (
     placeholders,
     type_problem,
 )
+from app.times import iso
 
 TEMPLATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -256,10 +256,6 @@ def parse(model: type[M], data: Any, *, param: str | None = None) -> M:
         raise errors.InvalidRequest(f"Invalid {model.__name__}"
                                     f"{f' ({where})' if where else ''}: {message}",
                                     param=where, code="invalid_prompt") from None
-
-
-def iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,7 @@ async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) 
     key = body.pop("key")
     assert key.startswith("sk-sb-") and "key_hash" not in body
     assert body["prefix"] == key[:10] and body["status"] == "active"
-    assert body["expires_at"] == "2099-01-01T00:00:00Z" and body["revoked_at"] is None
+    assert body["expires_at"] == "2099-01-01T00:00:00.000000Z" and body["revoked_at"] is None
     key_id = body["id"]
     fetched = (await admin.get(f"/admin/keys/{key_id}")).json()
     assert fetched == body and "key" not in fetched

@@ -18,7 +18,8 @@ from app.keys import (
     hash_key,
     new_key,
 )
-from app.keys.model import display_prefix, iso, new_id, parse, unserved
+from app.keys.model import display_prefix, new_id, parse, unserved
+from app.times import iso
 
 
 def test_new_keys_are_long_random_and_prefixed() -> None:
@@ -63,8 +64,8 @@ def test_allows_checks_the_model_list() -> None:
 def test_json_view_has_iso_times_and_no_hash() -> None:
     """The admin view: ISO 8601 UTC times, status, never a hash."""
     view = KeyRecord(id="k", name="k", prefix="p", created_at=0.0, revoked_at=86400.0).to_json(0)
-    assert view["created_at"] == "1970-01-01T00:00:00Z"
-    assert view["revoked_at"] == "1970-01-02T00:00:00Z" and view["status"] == "revoked"
+    assert view["created_at"] == "1970-01-01T00:00:00.000000Z"
+    assert view["revoked_at"] == "1970-01-02T00:00:00.000000Z" and view["status"] == "revoked"
     assert not any("hash" in name for name in view)
     assert iso(None) is None
 
