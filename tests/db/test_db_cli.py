@@ -14,15 +14,13 @@ from sqlalchemy import text
 
 from app.calllog.postgres import PostgresStore
 from app.calllog.sqlite import SqliteStore
-from app.cli import main
 from app.db.engine import make_engine
 from app.db.migrate import head_revisions
 from tests.db.rows import batch, epoch
 from tests.servers import free_port
 
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
-# Through the `switchboard` entry point once the group is attached to it; alone until then.
-DB = [SWITCHBOARD, "db"] if "db" in main.commands else [sys.executable, "-m", "app.db.cli"]
+DB = [SWITCHBOARD, "db"]
 
 
 def db(*args: str, env: dict[str, str] | None = None,
