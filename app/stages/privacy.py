@@ -200,7 +200,7 @@ class Privacy(Stage):
         if state is None:
             return  # the original's policy had nothing to do (idle), and so has the copy's
         if state.unredacted is not None:
-            copy.request, copy.body = state.unredacted
+            copy.request, copy.body = _unstreamed(*state.unredacted)
         await self.on_request(copy)
 
     def on_chunk(self, call: ModelCall, chunk: Json) -> Json | None:
@@ -311,6 +311,15 @@ def _redact(call: ModelCall, state: _State) -> None:
     if call.native is not None:
         call.native = rewrite(call.native, change)
     state.restorer = StreamRestorer(vault)
+
+
+def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:
+    """``request`` and ``body`` as a shadow copy sends them: a copy never streams
+    (``Gateway._shadow``), so without ``stream`` and ``stream_options``."""
+    if isinstance(request, EmbeddingRequest) or not request.stream:
+        return request, body
+    request = request.model_copy(update={"stream": False, "stream_options": None})
+    return request, {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
 
 
 def _trust(config: GatewayConfig, target: Target) -> str:
