@@ -62,7 +62,7 @@ from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
-from app.privacy.stream import release, restore_chunk
+from app.privacy.stream import release, restore_answer, restore_chunk
 from app.privacy.walk import rewrite, texts
 from app.providers.base import Json, Result, Target
 from app.routing import Route
@@ -94,6 +94,8 @@ class _State:
     unredacted: tuple[ModelRequest, Json] | None = None
     """Set when the request was redacted: the request and body as they were before (what a
     shadow copy of the call starts from)."""
+    json_content: bool = False
+    """The answer's content is a JSON document (JSON mode): values go back into it escaped."""
 
 
 class Privacy(Stage):
@@ -207,7 +209,7 @@ class Privacy(Stage):
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return chunk
-        return restore_chunk(state.restorer, chunk)
+        return restore_chunk(state.restorer, chunk, json_content=state.json_content)
 
     def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
         """What the restorer still holds, however the stream ended (an upstream that ends
@@ -221,7 +223,7 @@ class Privacy(Stage):
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return
-        result.body = rewrite(result.body, state.vault.restore)
+        result.body = restore_answer(state.vault, result.body, json_content=state.json_content)
         if result.native is not None:
             result.native = rewrite(result.native, state.vault.restore)
 
@@ -311,6 +313,7 @@ def _redact(call: ModelCall, state: _State) -> None:
     if call.native is not None:
         call.native = rewrite(call.native, change)
     state.restorer = StreamRestorer(vault)
+    state.json_content = isinstance(call.request, ChatRequest) and call.request.wants_json()
 
 
 def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:
