@@ -8,18 +8,24 @@ numbers its values the same way each time (its earlier messages come first, in t
 A placeholder the client's own text already contains is never issued (its number is skipped),
 so restoring cannot turn the client's literal ``<EMAIL_1>`` into someone's address.
 
-``restore`` puts the originals back into a whole text; ``StreamRestorer`` does it for text that
-arrives in pieces: it emits everything except the shortest tail that could still be the start
-of an issued placeholder (from its last ``<``, while that is a prefix of one), and emits the tail
-once the next piece completes or rules it out, or when the stream says its text has ended.
+``restore`` puts the originals back into a whole text, and ``restore_json`` into the text of a
+JSON document (tool calls' arguments, a JSON-mode answer), where a placeholder stands inside a
+JSON string: each original goes back JSON-escaped (a newline as ``\\n``, ``"`` as ``\\"``), so
+the document still parses and its string holds the original. ``StreamRestorer`` does either for
+text that arrives in pieces: it emits everything except the shortest tail that could still be
+the start of an issued placeholder (from its last ``<``, while that is a prefix of one), and
+emits the tail once the next piece completes or rules it out, or when the stream says its text
+has ended.
 Text is handled as decoded ``str`` (the stream's UTF-8 was decoded upstream of the stages), so a
 multi-byte character is never split.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from app.privacy.detect import Finding
 
@@ -90,6 +96,20 @@ class Vault:
         originals = self.originals
         return PLACEHOLDER.sub(lambda m: originals.get(m.group(), m.group()), text)
 
+    def restore_json(self, text: str) -> str:
+        """``text``, a JSON document's, with every placeholder this vault issued replaced by its
+        original escaped as inside a JSON string (what ``json.dumps`` writes between the
+        quotes)."""
+        if "<" not in text or not self.originals:
+            return text
+        originals = self.originals
+
+        def escaped(match: re.Match[str]) -> str:
+            value = originals.get(match.group())
+            return match.group() if value is None else json.dumps(value, ensure_ascii=False)[1:-1]
+
+        return PLACEHOLDER.sub(escaped, text)
+
     def could_start(self, tail: str) -> bool:
         """Whether ``tail`` (starting with ``<``) is a proper prefix of an issued placeholder."""
         if len(tail) >= self._longest:
@@ -109,21 +129,25 @@ class StreamRestorer:
     """Restores placeholders in text that arrives in pieces, one buffer per stream part (a
     choice's content, a tool call's arguments, a native content block)."""
 
-    __slots__ = ("_pending", "vault")
+    __slots__ = ("_pending", "entries", "vault")
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self._pending: dict[object, str] = {}
+        self.entries: dict[object, list[tuple[Any, str]]] = {}
+        """Items held back whole with the text of theirs that went out (a streamed token's
+        logprobs entry, while its text may be part of a placeholder: ``app.privacy.stream``)."""
 
-    def feed(self, key: object, piece: str) -> str:
-        """The text of ``key``'s stream that can go out now, ``piece`` included."""
+    def feed(self, key: object, piece: str, *, json_text: bool = False) -> str:
+        """The text of ``key``'s stream that can go out now, ``piece`` included; ``json_text``:
+        the stream's text is a JSON document's (``Vault.restore_json``)."""
         held = self._pending.pop(key, "")
         text = held + piece if held else piece
         cut = text.rfind("<")
         if cut != -1 and ">" not in text[cut:] and self.vault.could_start(text[cut:]):
             self._pending[key] = text[cut:]
             text = text[:cut]
-        return self.vault.restore(text)
+        return self.vault.restore_json(text) if json_text else self.vault.restore(text)
 
     def flush(self, key: object) -> str:
         """What ``key``'s stream still holds back (its text has ended)."""
@@ -132,6 +156,10 @@ class StreamRestorer:
     def keys(self) -> list[object]:
         """The parts holding a tail back now."""
         return list(self._pending)
+
+    def holds(self, key: object) -> bool:
+        """Whether ``key``'s stream holds a tail back now."""
+        return key in self._pending
 
     def held(self) -> int:
         """Characters held back across all parts."""

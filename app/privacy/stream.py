@@ -1,14 +1,25 @@
-"""Placeholders restored in streamed chunks, as they pass (``StreamRestorer`` holds back only
-a tail that could still be a placeholder's start).
+"""Placeholders restored in answers: a unary answer whole (``restore_answer``), streamed chunks
+as they pass (``restore_chunk``; ``StreamRestorer`` holds back only a tail that could still be a
+placeholder's start).
 
-The parts restored, each with its own buffer: a choice's ``delta.content`` and
-``delta.reasoning_content`` (chat), its ``text`` (completions), each tool call's
-``function.arguments``; and, for a ``/v1/messages`` stream from a native target, the upstream's
-own ``content_block_delta`` events carried on the chunk (``NATIVE_EVENTS``: their ``text``,
-``thinking`` and ``partial_json``). A part's held tail goes out with its choice's
-``finish_reason`` chunk, or, for a native block, as one more delta right before its
-``content_block_stop``; what is still held when the stream ends without them goes out in one
-more chunk (``release``).
+Where the restored text is a JSON document (tool calls' ``arguments``, an Anthropic
+``input_json_delta``'s ``partial_json``, and the content of a JSON-mode answer: ``response_format``
+``json_object`` or ``json_schema``) a placeholder stands inside a JSON string, so its value goes
+back JSON-escaped (``Vault.restore_json``): a value with a newline, a ``"`` or a ``\\`` (a PEM
+key) leaves the document valid, and its string holds the value.
+
+The parts of a stream restored, each with its own buffer: a choice's ``delta.content``,
+``delta.reasoning_content`` and ``delta.refusal`` (chat), its ``text`` (completions), each tool
+call's ``function.arguments``, the tokens of its ``logprobs`` (chat: ``content`` and
+``refusal``); and, for a ``/v1/messages`` stream from a native target, the upstream's own
+``content_block_delta`` events carried on the chunk (``NATIVE_EVENTS``: their ``text``,
+``thinking`` and ``partial_json``). A logprobs entry whose token may be part of a placeholder
+is held back whole; the entries that spelled a placeholder go out as one entry, its token the
+value, its ``logprob`` their sum (the value's probability), its ``top_logprobs`` the first's. A
+native delta whose text is all held back is not sent (Anthropic sends no empty deltas). A
+part's held tail goes out with its choice's ``finish_reason`` chunk, or, for a native block, as
+one more delta right before its ``content_block_stop``; what is still held when the stream ends
+without them goes out in one more chunk (``release``).
 """
 
 from __future__ import annotations
@@ -17,27 +28,71 @@ from typing import Any
 
 import orjson
 
-from app.privacy.placeholders import StreamRestorer
+from app.privacy.placeholders import StreamRestorer, Vault
+from app.privacy.walk import rewrite
 from app.providers.base import NATIVE_EVENTS, Json
 
-_DELTA_FIELDS = ("content", "reasoning_content")
+_DELTA_FIELDS = ("content", "reasoning_content", "refusal")
+_LOGPROB_PARTS = ("content", "refusal")
 _NATIVE_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
                   "input_json_delta": "partial_json"}
+_NATIVE_JSON = "partial_json"
 
 
-def restore_chunk(restorer: StreamRestorer, chunk: Json) -> Json:
-    """``chunk`` with its placeholders restored (a rewritten copy where anything changed)."""
+def restore_answer(vault: Vault, body: Json, *, json_content: bool = False) -> Json:
+    """``body`` (a unary answer) with its placeholders restored; ``json_content``: its choices'
+    content is a JSON document (JSON mode)."""
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        body = {**body, "choices": [_answer_choice(vault, c, json_content)
+                                    if isinstance(c, dict) else c for c in choices]}
+    restored: Json = rewrite(body, vault.restore)  # the rest: restored as plain text
+    return restored
+
+
+def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool) -> dict[str, Any]:
+    """A unary choice with its JSON text and logprobs restored (``restore_answer``)."""
+    choice = dict(choice)
+    message = choice.get("message")
+    if isinstance(message, dict):
+        message = choice["message"] = dict(message)
+        if json_content and isinstance(message.get("content"), str):
+            message["content"] = vault.restore_json(message["content"])
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            message["tool_calls"] = [_arguments(c, vault.restore_json) for c in calls]
+        if isinstance(message.get("function_call"), dict):
+            message["function_call"] = _arguments({"function": message["function_call"]},
+                                                  vault.restore_json)["function"]
+    if isinstance(choice.get("logprobs"), dict):
+        choice["logprobs"] = _logprobs(StreamRestorer(vault), choice.get("index", 0),
+                                       choice["logprobs"], ending=True)
+    return choice
+
+
+def _arguments(call: Any, restore: Any) -> Any:
+    """A tool call with its ``function.arguments`` passed through ``restore``."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    return {**call, "function": {**function, "arguments": restore(function["arguments"])}}
+
+
+def restore_chunk(restorer: StreamRestorer, chunk: Json, *, json_content: bool = False) -> Json:
+    """``chunk`` with its placeholders restored (a rewritten copy where anything changed);
+    ``json_content``: its choices' content is a JSON document's (JSON mode)."""
     choices = chunk.get("choices")
     if choices:
-        chunk = {**chunk, "choices": [_choice(restorer, c) if isinstance(c, dict) else c
-                                      for c in choices]}
+        chunk = {**chunk, "choices": [_choice(restorer, c, json_content)
+                                      if isinstance(c, dict) else c for c in choices]}
     carried = chunk.get(NATIVE_EVENTS)
     if carried:
         chunk = {**chunk, NATIVE_EVENTS: _native(restorer, carried)}
     return chunk
 
 
-def _choice(restorer: StreamRestorer, choice: dict[str, Any]) -> dict[str, Any]:
+def _choice(restorer: StreamRestorer, choice: dict[str, Any],
+            json_content: bool) -> dict[str, Any]:
     index = choice.get("index", 0)
     ending = choice.get("finish_reason") is not None
     choice = dict(choice)
@@ -51,7 +106,8 @@ def _choice(restorer: StreamRestorer, choice: dict[str, Any]) -> dict[str, Any]:
         for field in _DELTA_FIELDS:
             piece = delta.get(field)
             if isinstance(piece, str):
-                delta[field] = restorer.feed((index, field), piece)
+                delta[field] = restorer.feed((index, field), piece,
+                                             json_text=json_content and field == "content")
             if ending:
                 tail = restorer.flush((index, field))
                 if tail:
@@ -62,25 +118,86 @@ def _choice(restorer: StreamRestorer, choice: dict[str, Any]) -> dict[str, Any]:
         if ending:
             _flush_tool_calls(restorer, index, delta)
         choice["delta"] = delta
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict) or ending:
+        choice["logprobs"] = _logprobs(restorer, index, logprobs, ending=ending)
     return choice
 
 
 def _tool_call(restorer: StreamRestorer, index: Any, call: Any) -> Any:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
-        return call
-    key = (index, "tool", call.get("index", 0))
-    return {**call, "function": {**function,
-                                 "arguments": restorer.feed(key, function["arguments"])}}
+    key = (index, "tool", call.get("index", 0) if isinstance(call, dict) else 0)
+    return _arguments(call, lambda text: restorer.feed(key, text, json_text=True))
 
 
 def _flush_tool_calls(restorer: StreamRestorer, index: Any, delta: dict[str, Any]) -> None:
     tails = [(key[2], tail) for key in list(restorer.keys())
-             if isinstance(key, tuple) and len(key) == 3 and key[0] == index
+             if isinstance(key, tuple) and len(key) == 3 and key[:2] == (index, "tool")
              and (tail := restorer.flush(key))]
     if tails:
         delta["tool_calls"] = [*(delta.get("tool_calls") or []),
                                *({"index": i, "function": {"arguments": t}} for i, t in tails)]
+
+
+def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bool) -> Any:
+    """A chat choice's ``logprobs`` with the tokens of its entries restored (``ending``: the
+    choice's text has ended, so what is held back goes out); ``logprobs`` itself when it has
+    no entries and nothing was held back."""
+    out: dict[str, Any] | None = dict(logprobs) if isinstance(logprobs, dict) else None
+    for part in _LOGPROB_PARTS:
+        key = (index, "logprobs", part)
+        entries = out.get(part) if out is not None else None
+        if not isinstance(entries, list):
+            if not (ending and restorer.holds(key)):
+                continue
+            entries = []
+        if out is None:
+            out = {}
+        out[part] = _entries(restorer, key, entries, ending=ending)
+    return logprobs if out is None else out
+
+
+def _entries(restorer: StreamRestorer, key: object, entries: list[Any], *,
+             ending: bool) -> list[Any]:
+    """Logprobs entries as they can go out now: one whose token may start a placeholder is
+    held back, with those after it, until the text they spell is restored or ruled out."""
+    out: list[Any] = []
+    held = restorer.entries.pop(key, [])
+    for entry in entries:
+        token = entry.get("token") if isinstance(entry, dict) else None
+        if not isinstance(token, str):
+            out.append(entry)
+            continue
+        held.append((entry, restorer.feed(key, token)))
+        if not restorer.holds(key):
+            out.append(_merged(restorer.vault, held))
+            held = []
+    tail = restorer.flush(key) if ending else ""
+    if held and ending:
+        out.append(_merged(restorer.vault, held, tail))
+    elif held:
+        restorer.entries[key] = held
+    return out
+
+
+def _merged(vault: Vault, held: list[tuple[Any, str]], tail: str = "") -> dict[str, Any]:
+    """One logprobs entry for ``held`` (entries, each with the restored text of it that went
+    out) and the ``tail`` still held: the first entry itself when nothing changed."""
+    first: dict[str, Any] = held[0][0]
+    token = "".join(text for _, text in held) + tail
+    if len(held) == 1 and token == first["token"]:
+        return first
+    entry = {**first, "token": token}
+    if isinstance(first.get("bytes"), list):
+        entry["bytes"] = list(token.encode())
+    logprobs = [e.get("logprob") for e, _ in held]
+    if len(held) > 1 and all(isinstance(p, int | float) for p in logprobs):
+        entry["logprob"] = sum(logprobs)
+    alternatives = first.get("top_logprobs")
+    if isinstance(alternatives, list):
+        entry["top_logprobs"] = [_merged(vault, [(a, vault.restore(a["token"]))])
+                                 if isinstance(a, dict) and isinstance(a.get("token"), str)
+                                 else a for a in alternatives]
+    return entry
 
 
 def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -106,10 +223,11 @@ def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tu
             out.append((name, data))
             continue
         field = wanted
-        restored = restorer.feed(("native", block, field), delta[field])
+        restored = restorer.feed(("native", block, field), delta[field],
+                                 json_text=field == _NATIVE_JSON)
         if restored == delta[field]:
             out.append((name, data))
-        else:
+        elif restored:  # all of it held back: no delta (Anthropic never sends an empty one)
             payload["delta"] = {**delta, field: restored}
             out.append((name, orjson.dumps(payload).decode()))
     return out
@@ -136,6 +254,12 @@ def release(restorer: StreamRestorer, base: Json) -> Json | None:
             choice["text"] = tail
             continue
         delta = choice.setdefault("delta", {})
+        if key[1] == "logprobs":
+            held = restorer.entries.pop(key, [])
+            if held:
+                choice.setdefault("logprobs", {})[key[2]] = [
+                    _merged(restorer.vault, held, tail)]
+            continue
         if key[1] == "tool":
             delta.setdefault("tool_calls", []).append(
                 {"index": key[2], "function": {"arguments": tail}})

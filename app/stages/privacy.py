@@ -62,7 +62,7 @@ from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
 from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
 from app.privacy.policy import Policies
-from app.privacy.stream import release, restore_chunk
+from app.privacy.stream import release, restore_answer, restore_chunk
 from app.privacy.walk import rewrite, texts
 from app.providers.base import Json, Result, Target
 from app.routing import Route
@@ -94,6 +94,8 @@ class _State:
     unredacted: tuple[ModelRequest, Json] | None = None
     """Set when the request was redacted: the request and body as they were before (what a
     shadow copy of the call starts from)."""
+    json_content: bool = False
+    """The answer's content is a JSON document (JSON mode): values go back into it escaped."""
 
 
 class Privacy(Stage):
@@ -200,14 +202,14 @@ class Privacy(Stage):
         if state is None:
             return  # the original's policy had nothing to do (idle), and so has the copy's
         if state.unredacted is not None:
-            copy.request, copy.body = state.unredacted
+            copy.request, copy.body = _unstreamed(*state.unredacted)
         await self.on_request(copy)
 
     def on_chunk(self, call: ModelCall, chunk: Json) -> Json | None:
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return chunk
-        return restore_chunk(state.restorer, chunk)
+        return restore_chunk(state.restorer, chunk, json_content=state.json_content)
 
     def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
         """What the restorer still holds, however the stream ended (an upstream that ends
@@ -221,7 +223,7 @@ class Privacy(Stage):
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return
-        result.body = rewrite(result.body, state.vault.restore)
+        result.body = restore_answer(state.vault, result.body, json_content=state.json_content)
         if result.native is not None:
             result.native = rewrite(result.native, state.vault.restore)
 
@@ -311,6 +313,16 @@ def _redact(call: ModelCall, state: _State) -> None:
     if call.native is not None:
         call.native = rewrite(call.native, change)
     state.restorer = StreamRestorer(vault)
+    state.json_content = isinstance(call.request, ChatRequest) and call.request.wants_json()
+
+
+def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:
+    """``request`` and ``body`` as a shadow copy sends them: a copy never streams
+    (``Gateway._shadow``), so without ``stream`` and ``stream_options``."""
+    if isinstance(request, EmbeddingRequest) or not request.stream:
+        return request, body
+    request = request.model_copy(update={"stream": False, "stream_options": None})
+    return request, {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
 
 
 def _trust(config: GatewayConfig, target: Target) -> str:

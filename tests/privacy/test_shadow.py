@@ -142,3 +142,27 @@ def test_allow_copies_go_as_sent(gw: RunningGateway, upstream: Upstream) -> None
     (copy,) = copies_of(gw, upstream.marker, 1)
     assert copy.privacy_action is None
     assert [EMAIL in str(e["body"]) for e in upstream.received()] == [True, True]
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_redact_a_copy_of_a_streamed_call_is_not_streamed(
+        gw: RunningGateway, upstream: Upstream, endpoint: str) -> None:
+    """redact: the copy of a streamed, redacted call starts from the client's body without
+    ``stream`` and ``stream_options`` (a copy is never streamed), and its row is ok."""
+    client, text = gw.client(), f"{EMAIL} {upstream.marker}"
+    headers = {"x-request-id": upstream.marker}
+    if endpoint == "chat":
+        pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="r-third", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": text}], extra_headers=headers) if c.choices]
+    else:
+        pieces = [c.choices[0].text for c in client.completions.create(
+            model="r-third", stream=True, stream_options={"include_usage": True},
+            prompt=text, extra_headers=headers) if c.choices]
+    assert EMAIL in "".join(pieces)
+    (copy,) = copies_of(gw, upstream.marker, 1)
+    assert (copy.variant, copy.status, copy.http_status) == ("private", "ok", 200)
+    seen = {e["headers"]["x-who"]: e["body"] for e in upstream.received()}
+    assert seen["third"]["stream"] is True and EMAIL not in str(seen["third"])
+    assert "stream" not in seen["private"] and "stream_options" not in seen["private"]
+    assert EMAIL in str(seen["private"])
