@@ -465,7 +465,11 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
     click.echo(f"  {body['method']}")
     for variant, data in body["variants"].items():
         differs = data["differs_from_control"] or {}
-        click.echo(f"{variant}: {data['calls']} calls, p50 {_ms(data['latency_ms']['p50'])}, "
+        refused = data.get("refused_before_provider") or 0
+        click.echo(f"{variant}: {data['calls']} calls"
+                   + (f" ({refused} refused before any provider, not in the metrics)"
+                      if refused else "")
+                   + f", p50 {_ms(data['latency_ms']['p50'])}, "
                    f"p95 {_ms(data['latency_ms']['p95'])}")
         if data.get("prompt_versions"):
             click.echo("  prompt versions    " + ", ".join(
