@@ -3,7 +3,11 @@ report NAME``), from the call log and the feedback on its calls.
 
 Per variant: calls, the prompt template versions they rendered (``prompt_versions``:
 ``{"summarise@2": 120}``, how an experiment whose variants pin prompt versions compares them),
-error rate, latency p50/p95, time to first token p50, mean tokens, cost per
+how many of its calls ended before any provider was tried (``refused_before_provider``: the
+gateway's own refusals at admission or validation, such as a key over its budget, a privacy
+block, a ``max_tokens`` past the cap or a bad deadline header, and the rare client that left
+before), then, over the calls that reached a provider (at least one attempt recorded): the error
+rate, latency p50/p95, time to first token p50, mean tokens, cost per
 call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
 ``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean (of scores
 within ``app.feedback.MAX_SCORE``). Every rate and mean comes with a 95% **confidence
@@ -63,8 +67,12 @@ class _Arm:
     """One variant's samples."""
 
     calls: int = 0
+    refused: int = 0
+    """Calls that ended before any provider was tried (no attempt recorded)."""
     errors: list[float] = field(default_factory=list)
-    """1.0 per failed call, 0.0 per answered one (their mean is the error rate)."""
+    """1.0 per failed call, 0.0 per answered one (their mean is the error rate), of the calls
+    that reached a provider: a refusal of the gateway's own (a key's budget, say) says nothing
+    of the variant, and ``sticky: key`` would pin one over-budget key's refusals on one."""
     latency: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
     prompt: list[float] = field(default_factory=list)
@@ -122,9 +130,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
                  since: datetime | None = None) -> dict[str, Any]:
     """The report of experiment ``name`` whose variants are ``variants`` (the first is the
-    control); calls since ``since`` (all when ``None``)."""
+    control); calls since ``since`` (all when ``None``). A variant's ``calls`` counts every
+    call assigned to it; its metrics count those that reached a provider, the others are its
+    ``refused_before_provider``."""
     arms = {variant: _Arm() for variant in variants}
-    calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.latency_ms,
+    calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.attempts,
+                   _calls.c.latency_ms,
                    _calls.c.ttft_ms, _calls.c.prompt_tokens, _calls.c.completion_tokens,
                    _calls.c.cost_usd, _calls.c.refusal, _calls.c.json_valid,
                    _calls.c.prompt_id, _calls.c.prompt_version,
@@ -143,10 +154,13 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     for row in rows:
         arm = arms.get(row.variant) or arms.setdefault(row.variant, _Arm())
         arm.calls += 1
-        arm.errors.append(0.0 if row.status == "ok" else 1.0)
         if row.prompt_id is not None:
             used = f"{row.prompt_id}@{row.prompt_version}"
             arm.prompts[used] = arm.prompts.get(used, 0) + 1
+        if not row.attempts and row.status != "ok":  # refused (or left) before any provider
+            arm.refused += 1
+            continue
+        arm.errors.append(0.0 if row.status == "ok" else 1.0)
         if row.status == "ok":
             for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
                                 (arm.prompt, row.prompt_tokens),
@@ -161,7 +175,8 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
     out: dict[str, Any] = {}
     for variant, arm in arms.items():
         out[variant] = {
-            "calls": arm.calls, "prompt_versions": arm.prompts,
+            "calls": arm.calls, "refused_before_provider": arm.refused,
+            "prompt_versions": arm.prompts,
             "error_rate": metric(arm.errors, RATE),
             "latency_ms": {"p50": _percentile(arm.latency, 0.5),
                            "p95": _percentile(arm.latency, 0.95),

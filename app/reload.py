@@ -150,9 +150,10 @@ class ConfigReloader:
             if self._metrics is not None:
                 self._metrics.recorder.set_models(config.models)
                 self._metrics.recorder.add_targets(configured_targets(config))
-                info = self._metrics.metrics.config_info
+                metrics = self._metrics.metrics
+                info = metrics.config_info
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value
-                info.remove(serving.version)
+                metrics.remove_series(info, serving.version)
                 info.labels(version).set(1)
                 await self._metrics.backends.follow(vllm_providers(config))
             log.info("config %s -> %s (%s): %s", serving.version, version, reason,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import pytest
 import yaml
+from click.testing import CliRunner
 
+from app.cli import main
 from app.config import Drift
+from app.limits.model import Scope
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -45,3 +49,35 @@ def test_the_makefile_points_at_readme_sections_that_exist() -> None:
         assert (REPO / name).is_file(), name
         if section:
             assert section in headings, section
+
+
+def test_the_check_config_line_is_what_check_config_prints(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's sample of ``switchboard check-config``'s verdict is its output for a file
+    with those providers and models."""
+    match = re.search(r"`switchboard check-config gateway\.yaml` prints one line,\s+`([^`]+)`",
+                      README)
+    assert match is not None
+    shown = match[1]
+    counts = re.fullmatch(r"gateway\.yaml: ok \((\d+) providers, (\d+) models: (.+)\)", shown)
+    assert counts is not None, shown
+    models = counts[3].split(", ")
+    assert int(counts[2]) == len(models)
+    providers = [f"p{i}" for i in range(int(counts[1]))]
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
+        "providers": {name: {"type": "mock"} for name in providers},
+        "models": {name: {"targets": [{"provider": "p0", "model": "mock-chat"}]}
+                   for name in models}}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["check-config", "gateway.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.output == shown + "\n"
+
+
+def test_every_rejection_scope_exported_is_documented() -> None:
+    """Each ``scope`` value the rejection counters export is named where the README lists
+    them."""
+    start = README.index("Metrics: `switchboard_ratelimit_rejections_total{scope}`")
+    paragraph = README[start:README.index("\n\n", start)]
+    for scope in get_args(Scope):
+        assert f"`{scope}`" in paragraph or f'`scope="{scope}"`' in paragraph, scope

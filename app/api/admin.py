@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors, experiments
-from app.api.deps import CallerDep
+from app.api.deps import CallerDep, refuse_unknown_query
 from app.calllog import query, spend
 from app.db.engine import DATABASE_ERRORS
 from app.pipeline import Caller
@@ -34,15 +34,19 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 async def require_admin(request: Request, caller: CallerDep) -> Caller:
     """The caller, when it may use the admin API: the master key, a virtual key marked admin,
     or "anonymous" from loopback in loopback-only mode. ``AuthenticationFailed`` (401) for a
-    missing or wrong key, ``PermissionDenied`` (403) for any other caller."""
+    missing or wrong key, ``PermissionDenied`` (403) for any other caller; then, for an admin,
+    400 ``unknown_parameter`` for a query parameter the route does not take (every admin route
+    takes this dependency, so none silently ignores a filter it was sent)."""
     if caller.name == "anonymous":
         client = request.client
-        if client is not None and is_loopback(client.host):
-            return caller
-    elif caller.admin:
-        return caller
-    raise errors.PermissionDenied("The admin API needs the master key or an admin key.",
-                                  code="admin_only")
+        allowed = client is not None and is_loopback(client.host)
+    else:
+        allowed = caller.admin
+    if not allowed:
+        raise errors.PermissionDenied("The admin API needs the master key or an admin key.",
+                                      code="admin_only")
+    refuse_unknown_query(request)
+    return caller
 
 
 AdminDep = Annotated[Caller, Depends(require_admin)]
@@ -119,14 +123,25 @@ async def get_spend(
         "month (UTC)."))] = None,
     until: Annotated[str | None, Query(description=(
         "Latest call (exclusive), as for since; default: now."))] = None,
+    key_id: Annotated[str | None, Query(description="Only the calls of this virtual key.")]
+    = None,
+    team_id: Annotated[str | None, Query(description="Only the calls of this team's keys.")]
+    = None,
+    model: Annotated[str | None, Query(description=(
+        "Only the calls for this public model."))] = None,
 ) -> dict[str, Any]:
     """Requests, tokens, cost (USD) and errors per group over the range, from the call log,
-    costliest first. Calls without a key (or team) form the group ``null``."""
+    costliest first, of the calls matching every filter given (``key_id``, ``team_id``,
+    ``model``). Calls without a key (or team) form the group ``null``."""
     start = _moment(since, param="since") or spend.month_start()
     end = _moment(until, param="until")
-    rows = await spend.spend(engine, by=by, since=start, until=end)
+    rows = await spend.spend(engine, by=by, since=start, until=end, key_id=key_id,
+                             team_id=team_id, model=model)
+    filters = {"key_id": key_id, "team_id": team_id, "model": model}
     return {"object": "list", "by": by, "since": iso(start),
-            "until": None if end is None else iso(end), "data": rows}
+            "until": None if end is None else iso(end),
+            "filters": {name: value for name, value in filters.items() if value is not None},
+            "data": rows}
 
 
 @router.get("/calls/{call_id}")

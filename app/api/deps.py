@@ -1,12 +1,16 @@
 """Request-scoped dependencies of the routes that are not model calls (model calls go through
-``app.api.calls.serve_call``): the gateway, the settings, and the authenticated caller."""
+``app.api.calls.serve_call``): the gateway, the settings, the authenticated caller, and the
+refusal of query parameters a route does not take (``refuse_unknown_query``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
+from app import errors
 from app.api.incoming import Incoming
 from app.gateway import Gateway
 from app.pipeline import Caller
@@ -33,3 +37,34 @@ async def require_caller(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """Nothing, when every query parameter of ``request`` is one its route declares (its own or
+    its dependencies'); else ``InvalidRequest`` (400 ``unknown_parameter``) naming the first
+    other one. A read-out that ignored ``?team_id=`` (or a typo of it) would answer a different
+    question than the one asked, with no sign of it."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route)
+    for name in request.query_params:
+        if name not in known:
+            shown = name[:64]
+            takes = ", ".join(sorted(known)) or "none"
+            raise errors.InvalidRequest(
+                f"Unknown query parameter {shown!r}; {route.path} takes: {takes}.",
+                param=shown, code="unknown_parameter")
+
+
+def _query_names(route: APIRoute) -> set[str]:
+    """The query parameter names ``route`` declares, through its dependencies (FastAPI's public
+    ``APIRoute.dependant`` tree; tests/api/test_unknown_parameters.py pins that it finds
+    aliases). Walked per request, not cached: routes are not hashable, and an admin route's
+    tree is a handful of nodes."""
+    def walk(dependant: Dependant) -> set[str]:
+        names = {field.alias for field in dependant.query_params}
+        for sub in dependant.dependencies:
+            names |= walk(sub)
+        return names
+    return walk(route.dependant)

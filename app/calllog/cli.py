@@ -408,14 +408,20 @@ SPEND_COLUMNS: tuple[tuple[str, int], ...] = (
 @click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
               "such as 7d (default: the start of this month, UTC).")
 @click.option("--until", metavar="WHEN", help="Calls before WHEN (same forms as --since).")
+@click.option("--key-id", metavar="ID", help="Only calls made with this virtual key (its id).")
+@click.option("--team-id", metavar="ID", help="Only calls made with a key of this team.")
+@click.option("--model", metavar="NAME", help="Only calls for this public model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON array.")
 def spend(url: str, key: str | None, by: str, since: str | None, until: str | None,
-          as_json: bool) -> None:
+          key_id: str | None, team_id: str | None, model: str | None, as_json: bool) -> None:
     """Print requests, tokens, cost and errors per key, team or model, costliest first, from
-    the call log of a running gateway. "-" is the calls without a key (or team)."""
+    the call log of a running gateway, of the calls matching every filter given. "-" is the
+    calls without a key (or team)."""
     client = _client(url, key)
     try:
-        body = client.get("/admin/spend", _filters(by=by, since=since, until=until))
+        body = client.get("/admin/spend", _filters(by=by, since=since, until=until,
+                                                   key_id=key_id, team_id=team_id,
+                                                   model=model))
     finally:
         client.close()
     rows: list[Row] = body["data"]
@@ -459,7 +465,11 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
     click.echo(f"  {body['method']}")
     for variant, data in body["variants"].items():
         differs = data["differs_from_control"] or {}
-        click.echo(f"{variant}: {data['calls']} calls, p50 {_ms(data['latency_ms']['p50'])}, "
+        refused = data.get("refused_before_provider") or 0
+        click.echo(f"{variant}: {data['calls']} calls"
+                   + (f" ({refused} refused before any provider, not in the metrics)"
+                      if refused else "")
+                   + f", p50 {_ms(data['latency_ms']['p50'])}, "
                    f"p95 {_ms(data['latency_ms']['p95'])}")
         if data.get("prompt_versions"):
             click.echo("  prompt versions    " + ", ".join(

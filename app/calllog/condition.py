@@ -25,7 +25,7 @@ from typing import Any
 from app.calllog.seams import SpoolUnavailable, SpoolWriteFailed
 
 STORE_REASONS = ("unreachable", "unmigrated", "timeout", "write_failed")
-"""Why the store takes no rows: ``unreachable`` (the schema check could not reach the database),
+"""Why the store takes no rows: ``unreachable`` (the schema check, or a write, could not connect),
 ``unmigrated`` (reachable, but not at this version's schema: run ``switchboard db upgrade``),
 ``timeout`` (a batch was not committed within the store timeout: a hung or overloaded database),
 ``write_failed`` (the database refused or dropped a write)."""

@@ -7,6 +7,10 @@ over every call. The parts of an hour at either end of a range that does not sta
 hour come from ``calls`` (on Postgres the ``created_at`` range prunes the monthly partitions and
 its index bounds the scan), so every answer counts exactly the calls stored in the range. The
 call hours keep the calls ``switchboard db prune`` removes; the ends read from ``calls`` do not.
+Filters (``key_id``, ``team_id``, ``model``) narrow both parts alike, in the same statements,
+so a filtered answer counts exactly the calls of the range that match them all (team ``t``'s
+spend per model: ``by="model", team_id="t"``).
+
 Calls with no key, team or model (the master key, loopback-only mode, calls refused before
 authentication; for the model, calls refused before their request was parsed) form one group
 named ``None``, so the groups of a range always add up to all of its calls. A call naming a
@@ -18,8 +22,9 @@ keys).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict, get_args
 
 from sqlalchemy import Integer, Select, case, func, select
@@ -37,6 +42,7 @@ _GROUP_COLUMNS = {"key": "key_id", "team": "team_id", "model": "public_model"}
 _calls = Call.__table__
 _hours = CallHour.__table__
 _HOUR = timedelta(hours=1)
+_NO_FILTERS: Mapping[str, str] = MappingProxyType({})
 
 
 class SpendRow(TypedDict):
@@ -64,15 +70,23 @@ def _check_by(by: str) -> str:
 
 
 async def spend(engine: AsyncEngine, *, by: str, since: datetime | None = None,
-                until: datetime | None = None) -> list[SpendRow]:
+                until: datetime | None = None, key_id: str | None = None,
+                team_id: str | None = None, model: str | None = None) -> list[SpendRow]:
     """Totals per ``by`` group (``key``: key id, ``team``: team id, ``model``: public model)
     of the calls from ``since`` (inclusive; default: the start of the current UTC month) to
-    ``until`` (exclusive; default: no end), the costliest first (ties by group name, ``None``
-    last).
+    ``until`` (exclusive; default: no end) made with key ``key_id``, by team ``team_id`` and
+    for public model ``model`` (each when given), the costliest first (ties by group name,
+    ``None`` last).
 
-    Raises ``InvalidRequest`` naming ``by``, ``since`` or ``until`` for a bad value, and a 503
-    ``GatewayError`` (code ``call_log_unavailable``) when the database cannot answer."""
+    Raises ``InvalidRequest`` naming ``by``, ``since``, ``until`` or a filter for a bad value,
+    and a 503 ``GatewayError`` (code ``call_log_unavailable``) when the database cannot
+    answer."""
     name = _check_by(by)
+    filters = {column: _check_filter(value, param=param, column=column)
+               for param, column, value in (("key_id", "key_id", key_id),
+                                            ("team_id", "team_id", team_id),
+                                            ("model", "public_model", model))
+               if value is not None}
     start = query.utc_moment(since, param="since") or month_start()
     end = query.utc_moment(until, param="until")
     if end is not None and end < start:
@@ -81,13 +95,13 @@ async def spend(engine: AsyncEngine, *, by: str, since: datetime | None = None,
     first = _next_hour(start)
     last = None if end is None else end.replace(minute=0, second=0, microsecond=0)
     if first is None or (last is not None and last <= first):  # no whole hour inside
-        parts = [_from_calls(name, start, end)]
+        parts = [_from_calls(name, start, end, filters)]
     else:
-        parts = [_from_hours(name, first, last)]
+        parts = [_from_hours(name, first, last, filters)]
         if start < first:
-            parts.append(_from_calls(name, start, first))
+            parts.append(_from_calls(name, start, first, filters))
         if last is not None and end is not None and last < end:
-            parts.append(_from_calls(name, last, end))
+            parts.append(_from_calls(name, last, end, filters))
     try:
         async with engine.connect() as conn:
             found = [r for stmt in parts for r in (await conn.execute(stmt)).all()]
@@ -97,6 +111,16 @@ async def spend(engine: AsyncEngine, *, by: str, since: datetime | None = None,
     # Sorted here: Postgres and SQLite disagree on where NULL sorts.
     rows.sort(key=lambda r: (-r["cost_usd"], r["group"] is None, r["group"] or ""))
     return rows
+
+
+def _check_filter(value: str, *, param: str, column: str) -> str:
+    """``value``, when it can name a key, team or model; else ``InvalidRequest`` naming
+    ``param``. Empty is refused: the call hours store "none" as ``''`` and ``calls`` as NULL,
+    so it would match the unnamed group in one part and nothing in the other."""
+    if not value:
+        raise errors.InvalidRequest(f"'{param}' is empty; leave it out to count every call.",
+                                    param=param, code="invalid_value")
+    return query.check_text(value, param=param, column=column)
 
 
 def _next_hour(moment: datetime) -> datetime | None:
@@ -110,10 +134,13 @@ def _next_hour(moment: datetime) -> datetime | None:
         return None
 
 
-def _from_calls(name: str, start: datetime, end: datetime | None) -> Select[Any]:
-    """The totals per group of the call rows from ``start`` to ``end``."""
+def _from_calls(name: str, start: datetime, end: datetime | None,
+                filters: Mapping[str, str] = _NO_FILTERS) -> Select[Any]:
+    """The totals per group of the call rows from ``start`` to ``end`` whose columns equal
+    ``filters``."""
     column = _calls.c[name]
-    conds = [_calls.c.created_at >= start]
+    conds = [_calls.c.created_at >= start,
+             *(_calls.c[col] == value for col, value in filters.items())]
     if end is not None:
         conds.append(_calls.c.created_at < end)
     return (select(column,
@@ -126,10 +153,13 @@ def _from_calls(name: str, start: datetime, end: datetime | None) -> Select[Any]
             .where(*conds).group_by(column))
 
 
-def _from_hours(name: str, first: datetime, last: datetime | None) -> Select[Any]:
-    """The totals per group of the call hours from ``first`` to ``last`` (whole hours)."""
+def _from_hours(name: str, first: datetime, last: datetime | None,
+                filters: Mapping[str, str] = _NO_FILTERS) -> Select[Any]:
+    """The totals per group of the call hours from ``first`` to ``last`` (whole hours) whose
+    columns equal ``filters``."""
     column = _hours.c[name]
-    conds = [_hours.c.hour >= first.replace(tzinfo=None)]
+    conds = [_hours.c.hour >= first.replace(tzinfo=None),
+             *(_hours.c[col] == value for col, value in filters.items())]
     if last is not None:
         conds.append(_hours.c.hour < last.replace(tzinfo=None))
     return (select(column, func.sum(_hours.c.requests), func.sum(_hours.c.prompt_tokens),

@@ -38,6 +38,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ from app.calllog.seams import (
     StoreUnavailable,
 )
 
+_NO_CONNECTION = (ConnectionRefusedError, socket.gaierror)
+"""What a store's ``StoreUnavailable`` is raised from (``__cause__``) when the database could not
+be reached at all, rather than refusing or dropping a write."""
 log = logging.getLogger("switchboard.calllog")
 
 REPLAY_IDLE_S = 1.0
@@ -278,7 +282,7 @@ class CallLogWriter:
             except StoreNotReady as exc:  # its tables went (a database dropped and recreated)
                 self._store_failed("unmigrated", str(exc))
             except StoreUnavailable as exc:
-                self._store_failed("write_failed", str(exc))
+                self._write_failed(exc)
             except TimeoutError:
                 self._store_failed("timeout", f"no commit within {self._store_timeout_s:.1f}s")
             else:
@@ -355,7 +359,7 @@ class CallLogWriter:
                     self._store_failed("unmigrated", str(exc))
                     return
                 except StoreUnavailable as exc:
-                    self._store_failed("write_failed", str(exc))
+                    self._write_failed(exc)
                     return
                 except TimeoutError:
                     self._store_failed("timeout",
@@ -411,6 +415,16 @@ class CallLogWriter:
         if reason != "unreachable" and reason != "unmigrated":  # a write, not a check
             self.stats.store_failures += 1
         self._health.store_failed(reason, detail)
+
+    def _write_failed(self, exc: StoreUnavailable) -> None:
+        """A write the store did not take: ``unreachable`` when no connection could be made (a
+        stopped database refuses it; a host name that does not resolve), as the check says of
+        the same database, else ``write_failed``."""
+        self.stats.store_failures += 1
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, _NO_CONNECTION):
+            cause = cause.__cause__
+        self._health.store_failed("write_failed" if cause is None else "unreachable", str(exc))
 
     async def aclose(self, *, timeout_s: float = 10.0) -> None:
         """Stop taking records, flush the buffer, and try to store what is spooled (SIGTERM)."""

@@ -201,7 +201,7 @@ class BackendScraper:
         m.backend_up.labels(provider=name).set(0)  # what stays where series cannot be removed
         for family in (m.backend_up, m.backend_waiting, m.backend_running, m.backend_kv_cache,
                        m.backend_prefix_hits, m.backend_scrape_errors):
-            family.remove(name)
+            m.remove_series(family, name)
         return self._tasks.pop(name, None)
 
     async def aclose(self) -> None:

@@ -49,9 +49,13 @@ TARGET = ("model", "provider")
 
 
 class Metrics:
-    """The families, registered in ``registry`` (a fresh one unless given)."""
+    """The families, registered in ``registry`` (a fresh one unless given). ``multiprocess``:
+    the values live in ``PROMETHEUS_MULTIPROC_DIR`` (``Settings.metrics_dir``), as with
+    ``switchboard serve --workers N``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         r = self.registry = registry if registry is not None else CollectorRegistry(
             auto_describe=True)
         self.pending = Pending()
@@ -278,3 +282,12 @@ class Metrics:
         self.backend_scrape_errors = Counter(
             "switchboard_backend_scrape_errors", "Failed scrapes of a backend's /metrics.",
             ("provider",), registry=r)
+
+    def remove_series(self, family: Gauge | Counter, *labelvalues: str) -> None:
+        """Drop ``family``'s series with ``labelvalues``, in a single process. In multiprocess
+        mode prometheus-client cannot (each worker's values stay in its file, and ``remove``
+        only warns, a raw ``UserWarning`` on stderr at every reload): the series is left, at the
+        value the caller set last (0 for a replaced config version, a removed backend's ``up``),
+        until a restart."""
+        if not self.multiprocess:
+            family.remove(*labelvalues)

@@ -178,7 +178,7 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
     """Build the metrics for one gateway process (start them with ``start``)."""
     # Process-wide: ``_created`` series would double the exposition (an untyped call).
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics()
+    metrics = Metrics(multiprocess=metrics_dir is not None)
     metrics.build.labels(VERSION).set(1)
     drift = embeddings = None
     if config.drift.enabled:

@@ -139,6 +139,59 @@ async def test_bad_parameters_are_400(server: str, params: dict[str, Any], param
     assert error["type"] == "invalid_request_error" and error["param"] == param
 
 
+async def test_spend_filters_by_key_team_and_model(server: str,
+                                                   log_engine: AsyncEngine) -> None:
+    """key_id, team_id and model narrow any grouping to the calls matching them all, with exact
+    sums, over whole hours (the call hours) and a range starting off the hour (the calls)."""
+    store = (PostgresStore(log_engine) if log_engine.dialect.name == "postgresql"
+             else SqliteStore(log_engine))
+    await store.write([row("d1", key_id="key_d", team_id="team_2", cost=16.0, tokens=(7, 3)),
+                       row("d2", key_id="key_d", team_id="team_2", model="embed", cost=32.0,
+                           status="error", tokens=(1, 0))])
+    whole = month_start().isoformat()
+    off_hour = (month_start() + timedelta(microseconds=1)).isoformat()
+    for since in (whole, off_hour):
+        team_1 = groups(await get_spend(server, by="model", team_id="team_1", since=since))
+        assert team_1 == [("embed", 1, 10, 4, 4.0, 0), ("chat", 2, 15, 4, 3.0, 1)]
+        team_2 = groups(await get_spend(server, by="model", team_id="team_2", since=since))
+        assert team_2 == [("embed", 1, 1, 0, 32.0, 1), ("chat", 1, 7, 3, 16.0, 0)]
+        chat = groups(await get_spend(server, by="team", model="chat", since=since))
+        assert chat == [("team_2", 1, 7, 3, 16.0, 0), (None, 2, 10, 4, 8.0, 1),
+                        ("team_1", 2, 15, 4, 3.0, 1)]
+        both = groups(await get_spend(server, by="key", team_id="team_1", model="chat",
+                                      key_id="key_a", since=since))
+        assert both == [("key_a", 2, 15, 4, 3.0, 1)]
+        assert groups(await get_spend(server, by="key", team_id="team_2", key_id="key_a",
+                                      since=since)) == []
+    body = (await get_spend(server, by="model", team_id="team_2")).json()
+    assert body["filters"] == {"team_id": "team_2"}
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({"team_id": ""}, "team_id"),
+    ({"key_id": "k" * 65}, "key_id"),
+    ({"model": "m\x00"}, "model"),
+])
+async def test_bad_filters_are_400(server: str, params: dict[str, Any], param: str) -> None:
+    """An empty filter, or one no row can match (too long, a NUL), is a 400 naming it."""
+    response = await get_spend(server, by="model", **params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_cli_spend_filters(server: str) -> None:
+    """switchboard spend --team-id/--key-id/--model pass the filters to the admin API."""
+    result = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "model",
+                       "--team-id", "team_1", "--json")
+    assert result.exit_code == 0, result.output
+    assert [(r["group"], r["requests"]) for r in json.loads(result.output)] == [("embed", 1),
+                                                                                ("chat", 2)]
+    result = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "team",
+                       "--model", "embed", "--key-id", "key_b", "--json")
+    assert result.exit_code == 0, result.output
+    assert [(r["group"], r["requests"]) for r in json.loads(result.output)] == [("team_1", 1)]
+
+
 async def test_spend_needs_the_admin_key(server: str) -> None:
     """Without the master key, spend is a 401 like the rest of the admin API."""
     async with httpx.AsyncClient(base_url=server) as client:

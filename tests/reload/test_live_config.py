@@ -288,7 +288,8 @@ def answer_version(url: str) -> str:
 
 
 def test_workers_and_processes_converge(gateways: Gateways, tmp_path: Path) -> None:
-    """Two workers of one process and a second process, each polling the file."""
+    """Two workers of one process and a second process, each polling the file; the workers'
+    reloads write no raw warning to stderr (prometheus-client's "Removal of labels" one)."""
     urls = [gateways.start("--workers", "2", poll_s=0.2), gateways.start(poll_s=0.2)]
     beta = version_of(config("beta"), tmp_path)
     write(gateways.file, config("beta"))
@@ -305,6 +306,9 @@ def test_workers_and_processes_converge(gateways: Gateways, tmp_path: Path) -> N
             break
         assert time.monotonic() < deadline, f"still serving {seen}"
         time.sleep(0.2)
+    logs = gateways.logs()
+    assert logs.count(f" -> {beta} (") >= 3, logs  # both workers and the process reloaded
+    assert "Warning" not in logs and "warnings.warn" not in logs, logs
 
 
 def test_a_reload_signal_to_the_embedded_default_is_logged_not_fatal(tmp_path: Path) -> None:

@@ -1,0 +1,123 @@
+"""An experiment's report counts the gateway's own refusals (no attempt made) apart from its
+variants' metrics: over real rows on SQLite and Postgres, and end to end through a gateway."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app import experiments
+from app.calllog.cli import experiments as experiments_cli
+from app.config import parse_config
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.db.models import Call
+from app.main import create_app
+from tests.api.conftest import MASTER_KEY, sim_config
+from tests.calllog.test_end_to_end import settings_for
+from tests.servers import serve
+
+ATTEMPT_OK = [{"provider": "sim", "model": "m", "status": 200, "error_type": None,
+               "duration_ms": 10.0}]
+ATTEMPT_503 = [{"provider": "sim", "model": "m", "status": 503, "error_type": "api_error",
+                "duration_ms": 10.0}]
+
+
+def call(call_id: str, variant: str, *, status: str = "ok", http_status: int = 200,
+         attempts: list[dict[str, Any]] | None = None, latency_ms: float = 20.0) -> Call:
+    """A row of experiment ``ab``; ``attempts`` default: one that succeeded when ``ok``."""
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    answered = status == "ok"
+    return Call(id=call_id, created_at=at, finished_at=at, caller="key",
+                endpoint="/v1/chat/completions", public_model="chat",
+                provider="sim" if answered else None, target_model="m" if answered else None,
+                attempts=ATTEMPT_OK if attempts is None else attempts, status=status,
+                http_status=http_status, stream=False, latency_ms=latency_ms,
+                prompt_tokens=3 if answered else None, completion_tokens=5 if answered else None,
+                tokens_estimated=False, cost_usd=Decimal("0.001") if answered else None,
+                experiment="ab", variant=variant, key_id="key_1")
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated call log with no calls."""
+    await upgrade(database_url)
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(delete(Call))
+    yield engine
+    await engine.dispose()
+
+
+async def test_refusals_before_any_provider_are_counted_apart(engine: AsyncEngine) -> None:
+    """A variant's error rate and latency count only calls that reached a provider (a failed
+    attempt included); calls refused before one (a budget 429, a validation 400) are its
+    refused_before_provider, and calls still counts them all."""
+    rows = [call(f"c-ok-{i}", "control", latency_ms=20.0) for i in range(8)]
+    rows += [call("c-503", "control", status="error", http_status=503, attempts=ATTEMPT_503,
+                  latency_ms=500.0)]
+    rows += [call(f"c-429-{i}", "control", status="error", http_status=429, attempts=[],
+                  latency_ms=1.0) for i in range(3)]
+    rows += [call("c-400", "control", status="error", http_status=400, attempts=[],
+                  latency_ms=1.0)]
+    rows += [call(f"v-ok-{i}", "candidate") for i in range(4)]
+    async with AsyncSession(engine) as session:
+        session.add_all(rows)
+        await session.commit()
+    report = await experiments.report(engine, "ab", ["control", "candidate"])
+    control, candidate = report["variants"]["control"], report["variants"]["candidate"]
+    assert control["error_rate"]["n"] == 9
+    assert control["error_rate"]["mean"] == pytest.approx(1 / 9)
+    assert control["calls"] == 13 and control["refused_before_provider"] == 4
+    assert control["latency_ms"]["n"] == 8 and control["latency_ms"]["p50"] == 20.0
+    assert (candidate["calls"], candidate["refused_before_provider"]) == (4, 0)
+    assert candidate["error_rate"]["mean"] == 0.0
+
+
+def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path: Path) -> None:
+    """Through a gateway: calls refused at validation (a max_tokens past the cap, a bad
+    deadline header) keep their variant (``sticky: user``, one user), and the report counts
+    them as refused before any provider, not as the variant's errors; the CLI says so."""
+    raw = sim_config(simulator)
+    raw["models"]["chat"]["max_tokens_cap"] = 100
+    raw["experiments"] = {"ab": {"model": "chat", "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    hi = [{"role": "user", "content": "hi"}]
+    with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        sent: list[tuple[dict[str, Any], dict[str, str], int]] = [
+            ({"messages": hi}, {}, 200), ({"messages": hi}, {}, 200),
+            ({"messages": hi, "max_tokens": 1000}, {}, 400),
+            ({"messages": hi}, {"x-switchboard-deadline-s": "soon"}, 400)]
+        for body, headers, status in sent:
+            answer = http.post("/v1/chat/completions", headers=headers,
+                               json={"model": "chat", "user": "one-user", **body})
+            assert answer.status_code == status, answer.text
+        deadline = time.monotonic() + 10
+        while len(http.get("/admin/calls", params={"experiment": "ab"}).json()["data"]) \
+                < len(sent):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        variants = http.get("/admin/experiments/ab").json()["variants"]
+        printed = CliRunner().invoke(experiments_cli, [
+            "report", "ab", "--url", url, "--key", MASTER_KEY], env={})
+    # one user: every call on one variant
+    (name, used), = [(n, v) for n, v in variants.items() if v["calls"]]
+    assert (used["error_rate"]["n"], used["error_rate"]["mean"]) == (2, 0.0)
+    assert (used["calls"], used["refused_before_provider"]) == (4, 2)
+    assert printed.exit_code == 0, printed.output
+    assert f"{name}: 4 calls (2 refused before any provider, not in the metrics)" in \
+        printed.output
