@@ -19,7 +19,9 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
   day agree, and model names a client makes up cannot add keys to Redis.
 - ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made
   with a virtual key (``key_id`` set) and with a key of a team (``team_id`` set); ids, never
-  keys. Rows without them add to neither. With ``ids_every_s`` (the gateway uses
+  keys. Rows without them add to neither, and neither do shadow copies' (``shadow_of`` set:
+  a copy is the gateway's, not its caller's; it counts under its model and caller, as in the
+  call hours, ``app.db.ledger``). With ``ids_every_s`` (the gateway uses
   ``IDS_EVERY_S``), these are summed in the process, by day, key and team (one sum for both
   counters of a row), and added to Redis about that many seconds after the sum's first row (a
   slice of the due counters rides with each batch, so no batch holds Redis for long;
@@ -238,7 +240,10 @@ class LiveFeed:
             base = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, self._day_prefix(_day(row)))
             keys = [f"{base}model:{_counted_model(row)}", f"{base}caller:{row.get('caller')}"]
-            key_id, team_id = row.get("key_id") or None, row.get("team_id") or None
+            if row.get("shadow_of") is None:
+                key_id, team_id = row.get("key_id") or None, row.get("team_id") or None
+            else:  # a shadow copy: no key's or team's (the module docstring)
+                key_id = team_id = None
             # The row's numbers once, added to each of its counters (a virtual key's row has
             # four).
             prompt = int(row.get("prompt_tokens") or 0)

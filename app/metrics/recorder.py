@@ -201,9 +201,10 @@ class Recorder:
             self._experiment(record, record.experiment, record.variant or "-")
         if record.prompt_id is not None:
             self._prompt(record, record.prompt_id)
-        if record.team_id is not None and record.cost_usd:
+        if record.team_id is not None and record.cost_usd and record.shadow_of is None:
             # Every priced call, as the call log's spend read-outs and budgets count it
-            # (cancelled streams included), unlike ``switchboard_cost_usd`` (answered calls).
+            # (cancelled streams included, shadow copies not: no team's spend, app.db.ledger),
+            # unlike ``switchboard_cost_usd`` (answered calls).
             self._spend_for(record.team_id).n += record.cost_usd
         if record.status != "ok":
             return

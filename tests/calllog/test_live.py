@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.calllog.live import LiveFeed
+from app.calllog.live import CounterKind, LiveFeed
 from app.calllog.record import CallRecord, Row, Status
 from app.calllog.seams import SpoolUnavailable
 from app.usage import Usage
@@ -112,6 +112,33 @@ async def test_row_without_model_counts_under_dash(feed: LiveFeed) -> None:
     """A row rejected before a model was resolved counts under the model name '-'."""
     await feed.publish([make_row(1, model=None, status="error")])
     assert (await feed.today("model", "-", day=DAY))["errors"] == 1
+
+
+def keyed_row(n: int, *, shadow_of: str | None = None) -> Row:
+    row = make_row(n)
+    row.update(key_id="key_a", team_id="team_1", shadow_of=shadow_of)
+    return row
+
+
+@pytest.mark.parametrize("ids_every_s", [0.0, 5.0])
+async def test_shadow_copies_add_to_no_key_or_team_counter(client: aioredis.Redis,
+                                                           ids_every_s: float) -> None:
+    """A shadow copy's row keeps its original's key and team ids, but adds only to its model's
+    and caller's counters (with key and team counters added at once, or held)."""
+    prefix = f"test:live:{uuid.uuid4().hex}"
+    feed = LiveFeed(client, stream=f"{prefix}:calls", prefix=prefix, ids_every_s=ids_every_s)
+    try:
+        await feed.publish([keyed_row(1), keyed_row(2, shadow_of="req-1")], everything=True)
+        expected: list[tuple[CounterKind, str, int]] = [
+            ("key", "key_a", 1), ("team", "team_1", 1), ("model", "chat", 2),
+            ("caller", "key-1", 2)]
+        for kind, name, requests in expected:
+            assert (await feed.today(kind, name, day=DAY))["requests"] == requests, kind
+        assert (await feed.today("key", "key_a", day=DAY))["cost_usd"] == pytest.approx(0.25)
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
 
 
 async def test_today_defaults_to_current_utc_day(feed: LiveFeed) -> None:
