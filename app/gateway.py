@@ -589,7 +589,9 @@ class Gateway(Finisher):
             raise
         except (asyncio.CancelledError, GeneratorExit):
             record.status, record.http_status = "cancelled", 499
-            if stream is not None and not delivered:
+            if delivered:  # the upstream streamed until the client left, as at a normal end
+                record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
+            elif stream is not None:
                 _attempt_failed(record, 499, None, committed=committed)
             raise
         except Exception:  # a defect: answered 500 by the last-resort handler, recorded here
