@@ -1,7 +1,9 @@
 """Shadow copies are the gateway's spend, not their caller's: through a running gateway with a
 keyed caller, a budget and a shadow variant on a pricier target, the budget reconcile leaves the
 key admitted, and the spend ledger, the call hours by key and team, and the Redis key and team
-day counters hold the originals only, while the copies still count under their model."""
+day counters hold the originals only, while the copies still count under their model. And the
+Redis model counters count a prompt template's 404 under its (served) model, an unknown model's
+under ``-``."""
 
 from __future__ import annotations
 
@@ -142,3 +144,29 @@ def test_a_keys_shadow_copies_charge_no_budget_and_count_under_no_key(
         stored = select(url, "SELECT count(*) AS n FROM calls WHERE public_model = 'chat'")
         assert counted("model", "chat") == stored[0]["n"]
 
+
+def test_a_prompt_templates_404_counts_under_its_model_in_redis(
+        redis_server: PrivateRedis, simulator: str, tmp_path: Path) -> None:
+    """A call to a served model naming an unknown prompt template (404 ``prompt_not_found``)
+    counts under that model in the Redis day counters, as its row does; a call to a model that
+    does not exist counts under ``-``."""
+    app = create_app(settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
+                                  redis_server.url),
+                     config=parse_config(sim_config(simulator), {}), strict_telemetry=True)
+    with serve(app) as gateway, httpx.Client(base_url=gateway, timeout=30) as http:
+        missing = ask(http, MASTER_KEY, messages=[], prompt={"id": "no-such-template"})
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"]["code"] == "prompt_not_found"
+        unknown = ask(http, MASTER_KEY, model="made-up")
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["error"]["code"] == "model_not_found"
+    day = datetime.now(UTC).date().isoformat()
+    with redis.Redis.from_url(redis_server.url) as client:  # published by now: shut down
+        chat = client.hgetall(f"switchboard:usage:{day}:model:chat")
+        dash = client.hgetall(f"switchboard:usage:{day}:model:-")
+    assert (int(chat[b"requests"]), int(chat[b"errors"])) == (1, 1)
+    assert (int(dash[b"requests"]), int(dash[b"errors"])) == (1, 1)
+    rows = select(f"sqlite:///{tmp_path / 'calls.db'}",
+                  "SELECT public_model, http_status FROM calls ORDER BY public_model")
+    assert [(r["public_model"], r["http_status"]) for r in rows] == [("chat", 404),
+                                                                     ("made-up", 404)]
