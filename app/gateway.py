@@ -589,7 +589,9 @@ class Gateway(Finisher):
             raise
         except (asyncio.CancelledError, GeneratorExit):
             record.status, record.http_status = "cancelled", 499
-            if stream is not None and not delivered:
+            if delivered:  # the upstream streamed until the client left, as at a normal end
+                record.upstream_ms = max(0.0, record.elapsed_ms() - overhead)
+            elif stream is not None:
                 _attempt_failed(record, 499, None, committed=committed)
             raise
         except Exception:  # a defect: answered 500 by the last-resort handler, recorded here
@@ -701,6 +703,9 @@ class Gateway(Finisher):
             copy = self._open_on(call.snapshot, call.incoming)
             copy.record.request_id = None  # the client's id names its own call, not this copy
             copy.record.shadow_of, copy.record.public_model = record.id, record.public_model
+            # The copy is sent the messages the original's template version rendered.
+            copy.record.prompt_id, copy.record.prompt_version = \
+                record.prompt_id, record.prompt_version
             copy.caller, copy.request, copy.body = call.caller, request, body
             copy.pin(variant.route, experiment=experiment.name, variant=variant.name)
             task = asyncio.get_running_loop().create_task(self._serve_shadow(call, copy, serve))

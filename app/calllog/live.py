@@ -14,12 +14,16 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
   ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
   ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
   (refused before its request was parsed, or naming a model the gateway does not serve:
-  ``app.pipeline.Pipeline.admit``), or naming one that does not exist (answered 404 without
-  reaching a provider), counts under the model name ``-``, so the model and caller totals of a
-  day agree, and model names a client makes up cannot add keys to Redis.
+  ``app.pipeline.Pipeline.admit``), or naming one that does not exist (the routing table's 404
+  ``model_not_found``: status 404, error type ``invalid_request_error``, no attempt), counts
+  under the model name ``-``, so the model and caller totals of a day agree, and model names a
+  client makes up cannot add keys to Redis. Other 404s of a served model (an unknown prompt
+  template, an upstream's 404) count under that model, as its row does.
 - ``...:key:{key_id}`` and ``...:team:{team_id}``: the same hashes for the rows of calls made
   with a virtual key (``key_id`` set) and with a key of a team (``team_id`` set); ids, never
-  keys. Rows without them add to neither. With ``ids_every_s`` (the gateway uses
+  keys. Rows without them add to neither, and neither do shadow copies' (``shadow_of`` set:
+  a copy is the gateway's, not its caller's; it counts under its model and caller, as in the
+  call hours, ``app.db.ledger``). With ``ids_every_s`` (the gateway uses
   ``IDS_EVERY_S``), these are summed in the process, by day, key and team (one sum for both
   counters of a row), and added to Redis about that many seconds after the sum's first row (a
   slice of the due counters rides with each batch, so no batch holds Redis for long;
@@ -45,6 +49,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app import errors
 from app.calllog.record import ID_CAP, TEXT_CAPS, Row, bound_text, dump_row
 from app.calllog.redis_spool import stream_entries, text
 from app.calllog.seams import SpoolUnavailable
@@ -79,6 +84,9 @@ _DUE_PER_BATCH = 256
 """Held counters added with one batch at most, besides two per row of the batch (so that the
 held ones drain as fast as rows name new ones)."""
 _NO_MODEL = "-"
+_UNKNOWN_MODEL = errors.ModelNotFound.error_type
+"""The error type of a row naming a model the gateway does not serve (a prompt template's 404
+is a ``not_found_error``)."""
 _K = TypeVar("_K", str, tuple[str, Any, Any])
 """What sums are kept by: a counter's name, or a held sum's day prefix, key id and team id."""
 _MODEL_CAP = TEXT_CAPS["public_model"]
@@ -116,7 +124,8 @@ def _dump_rows(rows: Sequence[Row]) -> bytes:
 def _counted_model(row: Row) -> str:
     """The model name a row counts under (see the module docstring)."""
     model = row.get("public_model")
-    if not model or (row.get("http_status") == 404 and row.get("provider") is None):
+    if not model or (row.get("http_status") == 404 and not row.get("attempts")
+                     and row.get("error_type") == _UNKNOWN_MODEL):
         return _NO_MODEL
     return bound_text(model, _MODEL_CAP)
 
@@ -238,7 +247,10 @@ class LiveFeed:
             base = days.get(row["created_at"] // 86400) or days.setdefault(
                 row["created_at"] // 86400, self._day_prefix(_day(row)))
             keys = [f"{base}model:{_counted_model(row)}", f"{base}caller:{row.get('caller')}"]
-            key_id, team_id = row.get("key_id") or None, row.get("team_id") or None
+            if row.get("shadow_of") is None:
+                key_id, team_id = row.get("key_id") or None, row.get("team_id") or None
+            else:  # a shadow copy: no key's or team's (the module docstring)
+                key_id = team_id = None
             # The row's numbers once, added to each of its counters (a virtual key's row has
             # four).
             prompt = int(row.get("prompt_tokens") or 0)

@@ -227,7 +227,9 @@ class CallRecord:
     variant: str | None = None
     """...and the variant the call was assigned to (``app.routing.experiments``)."""
     shadow_of: str | None = None
-    """For a shadow variant's copy of a call: the original call's id."""
+    """For a shadow variant's copy of a call: the original call's id. A copy keeps its
+    original's ``key_id`` and ``team_id``, but its spend is no key's or team's (budgets, spend
+    by key or team, the key and team counters: ``app.db.ledger``)."""
     refusal: bool | None = None
     """An answered chat or completion: whether it refused (``app.answers.judge``)."""
     json_valid: bool | None = None

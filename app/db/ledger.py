@@ -13,18 +13,25 @@ OR IGNORE`` skip the others, and their triggers with them). On Postgres it is on
 statement-level trigger on ``calls`` (on the partitioned table its transition table holds every
 row the ``COPY`` or ``INSERT`` routed to any partition), adding in key order so that two writers
 never wait on each other in a cycle; on SQLite a row trigger. Rows with no cost, or with neither a
-key nor a team (the master key), are not counted. A missing key or team is stored as ``''`` (a
-primary key column cannot be NULL). Rows removed later (``switchboard db prune``) stay counted.
+key nor a team (the master key), are not counted, and neither are shadow copies (rows with
+``shadow_of``: a copy is the gateway's, not its caller's; README "Running an experiment"). A
+missing key or team is stored as ``''`` (a primary key column cannot be NULL). Rows removed later
+(``switchboard db prune``) stay counted.
 The days of closed months are folded into their month's first day (``fold_closed_months``, run
 by each budget reconcile): a closed month only counts towards ``total`` budgets.
 
 The call hours: every inserted call row, the master key's and costless ones included, is added
 to its (UTC hour, ``key_id``, ``team_id``, ``public_model``) row: one more request, its prompt
-and completion tokens, its cost, and one more error unless its status is ``ok``. The same rules
+and completion tokens, its cost, and one more error unless its status is ``ok``. A shadow copy is
+added under no key and no team (``''``), under its public model like any call: the totals by key
+and by model still agree, and no key is billed for a copy. The same rules
 hold: the same transaction, inserted rows only, in key order (Postgres fires its triggers in name
 order, ``calls_call_hours`` before ``calls_spend_days``, so every writer takes the two tables'
 row locks in one order too), ``''`` for none, pruned rows stay counted. An hour is stored as a
 naive UTC timestamp, in SQLite as SQLAlchemy writes one (``YYYY-MM-DD HH:00:00.000000``).
+
+Until migration 0017 both counted shadow copies under their key and team; ``keyed_shadows=True``
+builds those triggers again (its downgrade).
 """
 
 from __future__ import annotations
@@ -37,16 +44,22 @@ def day_of(dialect: str, column: str) -> str:
     return f"date({column})"
 
 
-COUNTED = "cost_usd IS NOT NULL AND (key_id IS NOT NULL OR team_id IS NOT NULL)"
-"""The call rows the ledger counts."""
+def counted(row: str = "", *, keyed_shadows: bool = False) -> str:
+    """SQL: whether the ledger counts a call row (its columns named with the prefix ``row``,
+    ``NEW.`` in a SQLite row trigger): a cost, a key or a team, and not a shadow copy (unless
+    ``keyed_shadows``: before migration 0017)."""
+    copies = "" if keyed_shadows else f" AND {row}shadow_of IS NULL"
+    return (f"{row}cost_usd IS NOT NULL{copies} "
+            f"AND ({row}key_id IS NOT NULL OR {row}team_id IS NOT NULL)")
 
 
-def add_rows(source: str, dialect: str) -> str:
+def add_rows(source: str, dialect: str, *, keyed_shadows: bool = False) -> str:
     """SQL adding the counted rows of the table ``source`` (call rows) to the ledger, in key
     order: the Postgres trigger's body, and the migration's fill."""
     return (f"INSERT INTO spend_days (day, key_id, team_id, cost_usd) "
             f"SELECT {day_of(dialect, 'created_at')}, coalesce(key_id, ''), "
-            f"coalesce(team_id, ''), sum(cost_usd) FROM {source} WHERE {COUNTED} "
+            f"coalesce(team_id, ''), sum(cost_usd) FROM {source} "
+            f"WHERE {counted(keyed_shadows=keyed_shadows)} "
             f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (day, key_id, team_id) "
             f"DO UPDATE SET cost_usd = spend_days.cost_usd + excluded.cost_usd")
 
@@ -63,10 +76,9 @@ $$""", f"CREATE TRIGGER {trigger} AFTER INSERT ON calls REFERENCING NEW TABLE AS
            f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"]
 
 
-_POSTGRES = _statement_trigger("calls_spend_days", "spend_days_add",
-                               add_rows("added", "postgresql"))
-_SQLITE = ["""CREATE TRIGGER calls_spend_days AFTER INSERT ON calls
-WHEN NEW.cost_usd IS NOT NULL AND (NEW.key_id IS NOT NULL OR NEW.team_id IS NOT NULL)
+def _sqlite_trigger(*, keyed_shadows: bool) -> list[str]:
+    return [f"""CREATE TRIGGER calls_spend_days AFTER INSERT ON calls
+WHEN {counted("NEW.", keyed_shadows=keyed_shadows)}
 BEGIN
     INSERT INTO spend_days (day, key_id, team_id, cost_usd)
     VALUES (date(NEW.created_at), coalesce(NEW.key_id, ''), coalesce(NEW.team_id, ''),
@@ -113,9 +125,12 @@ def fold_closed_months(dialect: str) -> list[str]:
             f"excluded.cost_usd", f"DELETE FROM spend_days WHERE {where}"]
 
 
-def create_trigger(dialect: str) -> list[str]:
+def create_trigger(dialect: str, *, keyed_shadows: bool = False) -> list[str]:
     """The statements that create the trigger on ``dialect`` (``postgresql`` or ``sqlite``)."""
-    return _POSTGRES if dialect == "postgresql" else _SQLITE
+    if dialect == "postgresql":
+        return _statement_trigger("calls_spend_days", "spend_days_add",
+                                  add_rows("added", dialect, keyed_shadows=keyed_shadows))
+    return _sqlite_trigger(keyed_shadows=keyed_shadows)
 
 
 def drop_trigger(dialect: str) -> list[str]:
@@ -148,32 +163,46 @@ def _hour_upsert(values: str) -> str:
             + ", ".join(f"{c} = call_hours.{c} + excluded.{c}" for c in _HOUR_SUMS))
 
 
-def add_hours(source: str, dialect: str) -> str:
+def billed(column: str, row: str = "", *, keyed_shadows: bool = False) -> str:
+    """SQL for the key or team id (``column``: ``key_id`` or ``team_id``) a call row counts under
+    in the call hours: ``''`` for none, and for a shadow copy (unless ``keyed_shadows``: before
+    migration 0017). ``row`` as for ``counted``."""
+    if keyed_shadows:
+        return f"coalesce({row}{column}, '')"
+    return f"CASE WHEN {row}shadow_of IS NULL THEN coalesce({row}{column}, '') ELSE '' END"
+
+
+def add_hours(source: str, dialect: str, *, keyed_shadows: bool = False) -> str:
     """SQL adding the rows of the table ``source`` (call rows) to the call hours, in key order:
     the Postgres trigger's body, and the migration's fill."""
     return _hour_upsert(
-        f"SELECT {hour_of(dialect, 'created_at')}, coalesce(key_id, ''), "
-        f"coalesce(team_id, ''), coalesce(public_model, ''), count(*), "
-        f"coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+        f"SELECT {hour_of(dialect, 'created_at')}, "
+        f"{billed('key_id', keyed_shadows=keyed_shadows)}, "
+        f"{billed('team_id', keyed_shadows=keyed_shadows)}, coalesce(public_model, ''), "
+        f"count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
         f"coalesce(sum(cost_usd), 0), sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) "
         f"FROM {source} WHERE true GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
 
 
-_HOURS_POSTGRES = _statement_trigger("calls_call_hours", "call_hours_add",
-                                     add_hours("added", "postgresql"))
-_HOURS_SQLITE = [f"""CREATE TRIGGER calls_call_hours AFTER INSERT ON calls
+def _hours_sqlite_trigger(*, keyed_shadows: bool) -> list[str]:
+    key = billed("key_id", "NEW.", keyed_shadows=keyed_shadows)
+    team = billed("team_id", "NEW.", keyed_shadows=keyed_shadows)
+    return [f"""CREATE TRIGGER calls_call_hours AFTER INSERT ON calls
 BEGIN
     {_hour_upsert(
-        f"VALUES ({hour_of('sqlite', 'NEW.created_at')}, coalesce(NEW.key_id, ''), "
-        "coalesce(NEW.team_id, ''), coalesce(NEW.public_model, ''), 1, "
+        f"VALUES ({hour_of('sqlite', 'NEW.created_at')}, {key}, {team}, "
+        "coalesce(NEW.public_model, ''), 1, "
         "coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), "
         "coalesce(NEW.cost_usd, 0), CASE WHEN NEW.status = 'ok' THEN 0 ELSE 1 END)")};
 END"""]
 
 
-def create_hours_trigger(dialect: str) -> list[str]:
+def create_hours_trigger(dialect: str, *, keyed_shadows: bool = False) -> list[str]:
     """The statements that create the call hours' trigger on ``dialect``."""
-    return _HOURS_POSTGRES if dialect == "postgresql" else _HOURS_SQLITE
+    if dialect == "postgresql":
+        return _statement_trigger("calls_call_hours", "call_hours_add",
+                                  add_hours("added", dialect, keyed_shadows=keyed_shadows))
+    return _hours_sqlite_trigger(keyed_shadows=keyed_shadows)
 
 
 def drop_hours_trigger(dialect: str) -> list[str]:

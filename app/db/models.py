@@ -122,8 +122,8 @@ class Call(Base):
 
 class SpendDay(Base):
     """The spend ledger: a virtual key's and team's cost in one UTC day, kept by a database
-    trigger as ``calls`` rows are inserted (``app.db.ledger``). ``''`` stands for no key or no
-    team."""
+    trigger as ``calls`` rows are inserted (``app.db.ledger``; shadow copies are no key's or
+    team's spend). ``''`` stands for no key or no team."""
 
     __tablename__ = "spend_days"
 
@@ -137,7 +137,7 @@ class CallHour(Base):
     """The call hours: the calls of one UTC hour by one key, team and public model (requests,
     tokens, cost, errors), kept by a database trigger as ``calls`` rows are inserted
     (``app.db.ledger``); spend read-outs sum them (``app.calllog.spend``). ``hour`` is naive
-    UTC; ``''`` stands for no key, team or model."""
+    UTC; ``''`` stands for no key, team or model (a shadow copy counts under no key or team)."""
 
     __tablename__ = "call_hours"
 

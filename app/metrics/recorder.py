@@ -199,11 +199,15 @@ class Recorder:
             self._attempts(record, s.model)
         if record.experiment is not None:
             self._experiment(record, record.experiment, record.variant or "-")
-        if record.prompt_id is not None:
+        if record.prompt_id is not None and record.shadow_of is None:
+            # A shadow copy names its original's version, but another model answered it: the
+            # version's calls, tokens and refusals are its clients' (the experiment families
+            # count copies, under their shadow variant).
             self._prompt(record, record.prompt_id)
-        if record.team_id is not None and record.cost_usd:
+        if record.team_id is not None and record.cost_usd and record.shadow_of is None:
             # Every priced call, as the call log's spend read-outs and budgets count it
-            # (cancelled streams included), unlike ``switchboard_cost_usd`` (answered calls).
+            # (cancelled streams included, shadow copies not: no team's spend, app.db.ledger),
+            # unlike ``switchboard_cost_usd`` (answered calls).
             self._spend_for(record.team_id).n += record.cost_usd
         if record.status != "ok":
             return

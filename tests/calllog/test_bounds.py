@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import String
 
+from app import errors
 from app.calllog.columns import clean_text, json_text
 from app.calllog.live import LiveFeed
 from app.calllog.record import (
@@ -124,8 +125,10 @@ async def feed(client: aioredis.Redis) -> AsyncIterator[LiveFeed]:
 
 
 def unknown_model_row(name: str) -> Row:
-    rec = record(public_model=name, status="error", http_status=404,
-                 error_type="not_found_error")
+    """The row of a call naming a model the gateway does not serve (its routing table's 404)."""
+    unknown = errors.ModelNotFound(name)
+    rec = record(public_model=name, status="error", http_status=unknown.status_code,
+                 error_type=unknown.error_type, error_message=unknown.message)
     return rec.to_row()
 
 

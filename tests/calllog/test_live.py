@@ -16,9 +16,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.calllog.live import LiveFeed
-from app.calllog.record import CallRecord, Row, Status
+from app import errors
+from app.calllog.live import CounterKind, LiveFeed
+from app.calllog.record import Attempt, CallRecord, Row, Status
 from app.calllog.seams import SpoolUnavailable
+from app.prompts.store import template_not_found, version_not_found
 from app.usage import Usage
 
 DAY = date(2024, 3, 9)
@@ -112,6 +114,59 @@ async def test_row_without_model_counts_under_dash(feed: LiveFeed) -> None:
     """A row rejected before a model was resolved counts under the model name '-'."""
     await feed.publish([make_row(1, model=None, status="error")])
     assert (await feed.today("model", "-", day=DAY))["errors"] == 1
+
+
+def failed_row(n: int, exc: errors.GatewayError, *, model: str = "chat",
+               attempts: list[Attempt] | None = None) -> Row:
+    """A call that ended in ``exc``, recorded as the gateway records it (``Gateway.fail``)."""
+    record = CallRecord(id=f"req-{n}", endpoint="/v1/chat/completions", caller="key-1",
+                        public_model=model, created_at=DAY_TS, status="error",
+                        http_status=exc.status_code, error_type=exc.error_type,
+                        error_message=exc.message, attempts=attempts or [])
+    return record.to_row()
+
+
+async def test_only_an_unknown_models_404_counts_under_dash(feed: LiveFeed) -> None:
+    """The routing table's 404 for a model it does not serve counts under '-'; a served
+    model's 404s (an unknown prompt template, before any provider; an upstream's) count under
+    that model, as their rows do."""
+    upstream = errors.from_upstream_status(404, "no such deployment")
+    await feed.publish([
+        failed_row(1, errors.ModelNotFound("made-up"), model="made-up"),
+        failed_row(2, template_not_found("no-such-template")),
+        failed_row(3, version_not_found("summarise", 9)),
+        failed_row(4, upstream, attempts=[Attempt("sim", "m", 404, upstream.error_type, 2.0)]),
+    ])
+    assert (await feed.today("model", "-", day=DAY))["requests"] == 1
+    assert (await feed.today("model", "chat", day=DAY))["requests"] == 3
+    assert (await feed.today("model", "made-up", day=DAY))["requests"] == 0
+
+
+def keyed_row(n: int, *, shadow_of: str | None = None) -> Row:
+    row = make_row(n)
+    row.update(key_id="key_a", team_id="team_1", shadow_of=shadow_of)
+    return row
+
+
+@pytest.mark.parametrize("ids_every_s", [0.0, 5.0])
+async def test_shadow_copies_add_to_no_key_or_team_counter(client: aioredis.Redis,
+                                                           ids_every_s: float) -> None:
+    """A shadow copy's row keeps its original's key and team ids, but adds only to its model's
+    and caller's counters (with key and team counters added at once, or held)."""
+    prefix = f"test:live:{uuid.uuid4().hex}"
+    feed = LiveFeed(client, stream=f"{prefix}:calls", prefix=prefix, ids_every_s=ids_every_s)
+    try:
+        await feed.publish([keyed_row(1), keyed_row(2, shadow_of="req-1")], everything=True)
+        expected: list[tuple[CounterKind, str, int]] = [
+            ("key", "key_a", 1), ("team", "team_1", 1), ("model", "chat", 2),
+            ("caller", "key-1", 2)]
+        for kind, name, requests in expected:
+            assert (await feed.today(kind, name, day=DAY))["requests"] == requests, kind
+        assert (await feed.today("key", "key_a", day=DAY))["cost_usd"] == pytest.approx(0.25)
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
 
 
 async def test_today_defaults_to_current_utc_day(feed: LiveFeed) -> None:

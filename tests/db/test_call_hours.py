@@ -33,10 +33,10 @@ STATUSES: tuple[Status, ...] = ("ok", "ok", "ok", "error", "cancelled")
 
 def call(id: str, at: datetime, *, key: str | None = "k1", team: str | None = "t1",
          model: str | None = "chat", status: Status = "ok", cost: float | None = 0.5,
-         tokens: tuple[int, int] | None = (10, 4)) -> Row:
+         tokens: tuple[int, int] | None = (10, 4), shadow_of: str | None = None) -> Row:
     record = CallRecord(id=id, endpoint="/v1/chat/completions", caller="key" if key else "master",
                         created_at=at.timestamp(), key_id=key, team_id=team, public_model=model,
-                        status=status, cost_usd=cost)
+                        status=status, cost_usd=cost, shadow_of=shadow_of)
     if tokens is not None:
         record.usage = Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1])
     return record.to_row()
@@ -131,6 +131,27 @@ async def test_each_stored_row_is_added_to_its_utc_hour_once(engine: AsyncEngine
     assert got == {(noon - timedelta(hours=1), "k1", "t1", "chat"): (1, 10, 4, 0.5, 0),
                    (noon, "k1", "t1", "chat"): (2, 10, 4, 0.5, 1),
                    (noon, "", "", ""): (1, 10, 4, 0.5, 0)}
+
+
+async def test_shadow_copies_count_under_their_model_and_no_key_or_team(
+        engine: AsyncEngine) -> None:
+    """A shadow copy's row keeps its original's key and team, but the call hours add it under
+    none (``''``), under its model: spend by key leaves it out, spend by model has it, and the
+    two still add up to every call."""
+    rows = [call("orig", NOON), call("copy", NOON, cost=2.0, shadow_of="orig"),
+            call("other", NOON, key="k2", team=None, cost=1.0, status="error",
+                 shadow_of="elsewhere")]
+    await store_of(engine).write(rows)
+    async with engine.connect() as connection:
+        got = {(r.key_id, r.team_id, r.public_model): (r.requests, float(r.cost_usd), r.errors)
+               for r in (await connection.execute(select(CallHour.__table__))).all()}
+    assert got == {("k1", "t1", "chat"): (1, 0.5, 0), ("", "", "chat"): (2, 3.0, 1)}
+    hours = (NOON, NOON + timedelta(hours=1))
+    for by, want in (("key", [(None, 2, 3.0), ("k1", 1, 0.5)]),
+                     ("team", [(None, 2, 3.0), ("t1", 1, 0.5)]),
+                     ("model", [("chat", 3, 3.5)])):
+        found = await spend(engine, by=by, since=hours[0], until=hours[1])
+        assert [(r["group"], r["requests"], r["cost_usd"]) for r in found] == want, by
 
 
 async def test_the_hour_is_utc_whatever_the_session_time_zone(migrated_pg: str) -> None:

@@ -31,17 +31,19 @@ def store_of(engine: AsyncEngine) -> CallStore:
     return PostgresStore(engine) if engine.dialect.name == "postgresql" else SqliteStore(engine)
 
 
-def row(id: str, key: str | None, team: str | None, cost: float | None, at: float) -> Row:
+def row(id: str, key: str | None, team: str | None, cost: float | None, at: float, *,
+        shadow_of: str | None = None) -> Row:
     return CallRecord(id=id, endpoint="/v1/chat/completions", caller="key" if key else "master",
                       created_at=at, status="ok", http_status=200, key_id=key, team_id=team,
-                      cost_usd=cost).to_row()
+                      cost_usd=cost, shadow_of=shadow_of).to_row()
 
 
 def expected(rows: list[Row]) -> dict[tuple[date, str, str], float]:
     """The ledger the rows should make, summed here."""
     out: dict[tuple[date, str, str], float] = defaultdict(float)
     for r in rows:
-        if r["cost_usd"] is not None and (r["key_id"] or r["team_id"]):
+        if r["cost_usd"] is not None and (r["key_id"] or r["team_id"]) \
+                and r["shadow_of"] is None:
             day = datetime.fromtimestamp(r["created_at"], UTC).date()
             out[(day, r["key_id"] or "", r["team_id"] or "")] += r["cost_usd"]
     return dict(out)
@@ -76,6 +78,16 @@ async def test_each_stored_row_is_counted_once(engine: AsyncEngine) -> None:
     want = expected(rows)
     assert {day for day, _, _ in want} == {date(2026, 12, 5), date(2026, 12, 6)}
     assert_ledger(await ledger(engine), want)
+
+
+async def test_shadow_copies_are_charged_to_no_key_or_team(engine: AsyncEngine) -> None:
+    """A shadow copy's row keeps its original's key and team, but the ledger (which budgets
+    read) does not count its cost: the gateway made the copy, not the caller."""
+    rows = [row("orig", "k1", "t1", 0.25, MIDNIGHT),
+            row("copy", "k1", "t1", 4.0, MIDNIGHT + 1, shadow_of="orig"),
+            row("teamcopy", None, "t2", 8.0, MIDNIGHT + 2, shadow_of="other")]
+    await store_of(engine).write(rows)
+    assert_ledger(await ledger(engine), {(date(2026, 12, 6), "k1", "t1"): 0.25})
 
 
 async def test_the_day_is_utc_whatever_the_session_time_zone(migrated_pg: str) -> None:
@@ -187,3 +199,24 @@ async def test_folding_closed_months_keeps_every_sum(engine: AsyncEngine) -> Non
     got = await ledger(engine)
     assert got[(date(2026, 11, 1), "k1", "t1")] == pytest.approx(1.1875, abs=1e-9)
     assert len(got) == 6
+
+
+async def test_the_shadow_migration_down_and_up(engine: AsyncEngine) -> None:
+    """0017's downgrade brings back the triggers that charged shadow copies to their key and
+    team; its upgrade stops that again, and leaves the copies already counted as they are."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "downgrade", "0016")
+    await store_of(engine).write([row("a", "k1", "t1", 0.5, MIDNIGHT),
+                                  row("a-copy", "k1", "t1", 2.0, MIDNIGHT, shadow_of="a")])
+    counted = {(date(2026, 12, 6), "k1", "t1"): 2.5}
+    assert_ledger(await ledger(engine), counted)
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "upgrade", "head")
+    await store_of(engine).write([row("b", "k1", "t1", 0.25, MIDNIGHT),
+                                  row("b-copy", "k1", "t1", 4.0, MIDNIGHT, shadow_of="b")])
+    assert_ledger(await ledger(engine), {(date(2026, 12, 6), "k1", "t1"): 2.75})
+    async with engine.connect() as connection:
+        hours = (await connection.execute(text(
+            "SELECT key_id, requests FROM call_hours ORDER BY key_id"))).all()
+    assert [tuple(h) for h in hours] == [("", 1), ("k1", 3)]  # a, a-copy, b; b-copy

@@ -34,11 +34,13 @@ def samples(rec: Recorder) -> Samples:
 
 
 def call(n: int, *, key_id: str | None = None, team_id: str | None = None,
-         cost: float | None = 0.5, status: Status = "ok") -> CallRecord:
+         cost: float | None = 0.5, status: Status = "ok",
+         shadow_of: str | None = None) -> CallRecord:
     return CallRecord(id=f"c{n}", endpoint="/v1/chat/completions",
                       caller="key" if key_id else "master", key_id=key_id, team_id=team_id,
                       public_model="chat", provider="sim", status=status,
-                      http_status=200 if status == "ok" else 499, cost_usd=cost, latency_ms=5.0)
+                      http_status=200 if status == "ok" else 499, cost_usd=cost, latency_ms=5.0,
+                      shadow_of=shadow_of)
 
 
 def test_every_scope_and_outcome_starts_at_zero() -> None:
@@ -78,7 +80,8 @@ def test_rejections_and_limiter_failures_are_counted() -> None:
 
 def test_spend_by_team_never_by_key() -> None:
     """Priced calls made with a team's key add to that team's spend (cancelled ones too);
-    calls without a team or a price add nothing; no key id appears anywhere."""
+    calls without a team or a price, and shadow copies, add nothing; no key id appears
+    anywhere."""
     rec = recorder()
     rec.observe(call(1, key_id="key_secretish_1", team_id="team_1", cost=1.25))
     rec.observe(call(2, key_id="key_secretish_2", team_id="team_1", cost=0.5,
@@ -87,13 +90,15 @@ def test_spend_by_team_never_by_key() -> None:
     rec.observe(call(4, key_id="key_secretish_4", cost=4.0))
     rec.observe(call(5, cost=8.0))
     rec.observe(call(6, key_id="key_secretish_5", team_id="team_3", cost=None))
+    rec.observe(call(7, key_id="key_secretish_1", team_id="team_1", cost=16.0,
+                     shadow_of="c1"))  # a shadow copy: no team's spend, as in budgets
     text = exposition(rec)
     s = parse(text)
     assert value(s, "switchboard_spend_usd_total", team="team_1") == pytest.approx(1.75)
     assert value(s, "switchboard_spend_usd_total", team="team_2") == pytest.approx(2.0)
     assert value(s, "switchboard_spend_usd_total") == pytest.approx(3.75)
     assert "team_3" not in text and "key_secretish" not in text
-    assert value(s, "switchboard_cost_usd_total") == pytest.approx(15.25)  # answered calls
+    assert value(s, "switchboard_cost_usd_total") == pytest.approx(31.25)  # answered calls
 
 
 def test_team_label_is_capped() -> None:
