@@ -137,10 +137,15 @@ def _next_hour(moment: datetime) -> datetime | None:
 def _from_calls(name: str, start: datetime, end: datetime | None,
                 filters: Mapping[str, str] = _NO_FILTERS) -> Select[Any]:
     """The totals per group of the call rows from ``start`` to ``end`` whose columns equal
-    ``filters``."""
-    column = _calls.c[name]
+    ``filters``; a shadow copy is in no key's or team's group, as the call hours count it
+    (``app.db.ledger``)."""
+    column: Any = _calls.c[name]
+    if name != "public_model":
+        column = case((_calls.c.shadow_of.is_(None), column)).label(name)
     conds = [_calls.c.created_at >= start,
              *(_calls.c[col] == value for col, value in filters.items())]
+    if any(col != "public_model" for col in filters):  # a key's or team's: not its copies
+        conds.append(_calls.c.shadow_of.is_(None))
     if end is not None:
         conds.append(_calls.c.created_at < end)
     return (select(column,

@@ -146,12 +146,16 @@ async def test_shadow_copies_count_under_their_model_and_no_key_or_team(
         got = {(r.key_id, r.team_id, r.public_model): (r.requests, float(r.cost_usd), r.errors)
                for r in (await connection.execute(select(CallHour.__table__))).all()}
     assert got == {("k1", "t1", "chat"): (1, 0.5, 0), ("", "", "chat"): (2, 3.0, 1)}
-    hours = (NOON, NOON + timedelta(hours=1))
-    for by, want in (("key", [(None, 2, 3.0), ("k1", 1, 0.5)]),
-                     ("team", [(None, 2, 3.0), ("t1", 1, 0.5)]),
-                     ("model", [("chat", 3, 3.5)])):
-        found = await spend(engine, by=by, since=hours[0], until=hours[1])
-        assert [(r["group"], r["requests"], r["cost_usd"]) for r in found] == want, by
+    wants = {"key": [(None, 2, 3.0), ("k1", 1, 0.5)], "team": [(None, 2, 3.0), ("t1", 1, 0.5)],
+             "model": [("chat", 3, 3.5)]}
+    for since, until in ((NOON, NOON + timedelta(hours=1)),  # whole hours: the call hours
+                         (NOON - timedelta(minutes=5), NOON + timedelta(minutes=5))):  # calls
+        for by, want in wants.items():
+            found = await spend(engine, by=by, since=since, until=until)
+            assert [(r["group"], r["requests"], r["cost_usd"]) for r in found] == want, by
+        # filtered to the key: its own call only, not its copy, from the hours and the calls
+        found = await spend(engine, by="model", since=since, until=until, key_id="k1")
+        assert [(r["group"], r["requests"], r["cost_usd"]) for r in found] == [("chat", 1, 0.5)]
 
 
 async def test_the_hour_is_utc_whatever_the_session_time_zone(migrated_pg: str) -> None:
