@@ -24,7 +24,7 @@ REAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
     (f"postgresql://postgres@127.0.0.1:{free_port()}/calls", "unreachable"),  # nothing listens
     (f"postgresql://postgres@localhost:{free_port()}/calls", "unreachable"),
     (f"{REAL_POSTGRES}/no_such_database_{uuid.uuid4().hex[:8]}", "write_failed"),
-])
+], ids=["refused", "refused, by name", "no such database"])  # the same in every xdist worker
 async def test_a_failed_writes_reason_says_whether_the_database_was_reached(
         url: str, reason: str, tmp_path: Path) -> None:
     """A write whose connection is refused reads ``unreachable``; a write the database answers
