@@ -13,7 +13,9 @@ Freshness:
 
 - ``changed(key_id=..., team_id=...)`` after every admin mutation drops the matching entries here
   and publishes ``{"key_id": ..., "team_id": ...}`` (ids only, never a key) on the Redis channel
-  ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second.
+  ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second. The
+  publish waits at most ``PUBLISH_TIMEOUT_S`` (a hung Redis does not hold an admin answer); one
+  that fails or times out is logged, and the others pick the change up at their next refresh.
 - A subscriber that lost its Redis connection drops its whole cache on reconnecting (it may have
   missed messages).
 - Every ``refresh_s`` the directory reads the key change log (``app.db.key_changes``: the
@@ -76,6 +78,9 @@ DOWN_FOR_S = 2.0
 """After a lookup failed (an error, or no answer in ``LOOKUP_TIMEOUT_S``), lookups of keys not
 cached fail at once for this long; then the next one asks the database, and the others keep
 failing at once until it is answered."""
+PUBLISH_TIMEOUT_S = 0.5
+"""Longest wait for Redis to take a key change's message (``changed``); it answers in well under
+a millisecond when well."""
 
 
 class KeysUnavailable(Exception):
@@ -260,14 +265,20 @@ class KeyDirectory:
 
     async def changed(self, *, key_id: str | None = None, team_id: str | None = None) -> None:
         """Drop the entries of ``key_id`` and of ``team_id``'s keys here, and tell the other
-        processes over Redis. Both ``None``: drop everything. A failed publish is logged;
-        the others then heal at their next refresh."""
+        processes over Redis. Both ``None``: drop everything. A publish that fails, or waits
+        past ``PUBLISH_TIMEOUT_S``, is logged; the others then heal at their next refresh."""
         self.drop(key_id=key_id, team_id=team_id)
         if self._redis is None:
             return
         message = json.dumps({"key_id": key_id, "team_id": team_id})
         try:
-            await self._redis.publish(CHANNEL, message)
+            # Cancelled past its time, redis-py drops the connection (no reply left unread).
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._redis.publish(CHANNEL, message)
+        except TimeoutError:
+            log.warning("could not publish a key change on Redis: no answer within %.1f s "
+                        "(other gateways pick it up within %.0f s)", PUBLISH_TIMEOUT_S,
+                        self._refresh_s)
         except (RedisError, OSError) as exc:
             log.warning("could not publish a key change on Redis (other gateways pick it up "
                         "within %.0f s): %s", self._refresh_s, exc)

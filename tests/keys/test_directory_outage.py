@@ -1,20 +1,28 @@
-"""``KeyDirectory`` against a hung database: a key not cached is refused within the lookup bound
-(one wait, then at once while the database stays silent), and cached keys go on."""
+"""``KeyDirectory`` against a hung database and a hung Redis: a key not cached is refused within
+the lookup bound (one wait, then at once while the database stays silent), cached keys go on,
+and a key change's publish does not hold its admin answer."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.keys import KeyCreate, KeyDirectory, KeyStore, KeysUnavailable
-from app.keys.directory import DOWN_FOR_S, LOOKUP_TIMEOUT_S
+from app.keys.directory import DOWN_FOR_S, LOOKUP_TIMEOUT_S, PUBLISH_TIMEOUT_S
 from app.keys.model import hash_key
 from tests.calllog.freeze_proxy import FreezeProxy
+from tests.calllog.servers import PrivateRedis
+from tests.keys.test_admin_keys import client_of, keys_app
 from tests.keys.test_directory import Database, admin_sql
 
 NOT_A_MINUTE_S = 10.0
@@ -106,4 +114,53 @@ async def test_a_hung_database_costs_one_wait_then_one_probe_at_a_time(
         assert (await probe)[0] == "unavailable"
     finally:
         proxy.thaw()
+        await engine.dispose()
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[PrivateRedis]:
+    """A private Redis the test may SIGSTOP (continued and stopped afterwards)."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.fixture
+async def gateway_redis(hung_redis: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client as the gateway's (``app.resources.RedisPools``): a 5 s socket timeout."""
+    client = aioredis.from_url(hung_redis.url, socket_connect_timeout=1.0, socket_timeout=5.0,
+                               retry=Retry(NoBackoff(), 0))
+    yield client
+    await client.aclose()
+
+
+async def test_a_revoke_answers_promptly_while_redis_hangs(
+        database: Database, hung_redis: PrivateRedis, gateway_redis: aioredis.Redis) -> None:
+    """Redis SIGSTOPped: POST /admin/keys/{id}/revoke answers 200 within about
+    PUBLISH_TIMEOUT_S (the publish is given up, not waited for over redis-py's 5 s socket
+    timeout), and the revocation is stored for the other gateways' refresh to find."""
+    engine = make_engine(database.url)
+    try:
+        directory = KeyDirectory(KeyStore(engine), gateway_redis)
+        record, key = await directory.store.create_key(KeyCreate(name="leaked"))
+        await gateway_redis.publish("warm-up", "x")  # a pooled connection, as a gateway has
+        assert hung_redis.pid is not None
+        os.kill(hung_redis.pid, signal.SIGSTOP)
+        async with client_of(keys_app(directory)) as admin:
+            started = time.monotonic()
+            answer = await admin.post(f"/admin/keys/{record.id}/revoke")
+            took = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "revoked"
+        assert took < PUBLISH_TIMEOUT_S + 2.0, took
+        assert (await directory.store.get_key(record.id)).revoked_at is not None
+        entry = await directory.resolve(key)
+        assert entry is not None and entry.key.revoked_at is not None
+        os.kill(hung_redis.pid, signal.SIGCONT)
+        # The publish given up dropped its connection: the client works again with Redis.
+        assert await gateway_redis.publish("after", "x") == 0
+    finally:
         await engine.dispose()
