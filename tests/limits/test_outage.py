@@ -1,4 +1,5 @@
-"""RedisLimiter when Redis is stopped, silent or restarted; script reloads; batching."""
+"""RedisLimiter when Redis is stopped, silent or restarted (the 503 saying when to retry); script
+reloads; batching."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from app import errors
+from app.api.incoming import Incoming
+from app.calllog import LogSink
+from app.config import embedded_config
+from app.gateway import Gateway
 from app.limits import Bucket, RedisLimiter
 from app.limits.redis import DOWN_FOR_S
 from app.limits.resp import RespClient
+from app.pipeline import Caller
+from app.pricing import PriceBook
+from app.schemas import ChatRequest
+from app.stages.admit import Admit
 from tests.calllog.servers import PrivateRedis
 from tests.limits.conftest import Silent
+from tests.servers import free_port
 
 LIMITED = [Bucket("key", "k", 100, 10_000, None)]
 BUDGETED = [Bucket("key", "k", 100, None, 5.0)]
@@ -154,3 +165,28 @@ async def test_settles_ride_along_with_the_next_admission(private: RespClient) -
     lim.settle(budget, 0, 0, 1.0)  # spends the whole budget
     decision = await lim.admit(budget, 0)  # sent before SETTLE_DELAY_S is up
     assert (decision.admitted, decision.reason) == (False, "budget")
+
+
+async def test_limiter_unavailable_carries_retry_after() -> None:
+    """Redis down and rate limits fail-closed: the 503 ``limiter_unavailable`` says when to
+    retry (the limiter asks Redis again after ``DOWN_FOR_S``), as the ``overloaded`` 503
+    does."""
+    client = client_of(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        admit = Admit(limiter(client, fail_open=False), output_reservation=100)
+        call = Gateway(config=embedded_config({}), providers={}, prices=PriceBook({}),
+                       sink=LogSink()).open(Incoming(path="/v1/chat/completions", headers={},
+                                                     receive=_disconnected))
+        call.request = ChatRequest.model_validate(
+            {"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
+        call.caller = Caller("key", key_id="k", buckets=tuple(LIMITED))
+        with pytest.raises(errors.GatewayError) as caught:
+            await admit.on_request(call)
+        assert (caught.value.status_code, caught.value.code) == (503, "limiter_unavailable")
+        assert (b"retry-after", b"1") in call.headers
+    finally:
+        await client.aclose()
+
+
+async def _disconnected() -> dict[str, object]:
+    return {"type": "http.disconnect"}
