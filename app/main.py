@@ -22,7 +22,7 @@ from app.api import metrics as metrics_api
 from app.api.admission import Admission
 from app.api.fastlane import FastLane
 from app.api.incoming import BodyDeadlines
-from app.background import close_within, pause
+from app.background import close_within
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
@@ -31,7 +31,7 @@ from app.db.engine import describe_error
 from app.gateway import Gateway
 from app.keys import KeyDirectory, KeyStore
 from app.limits import Limiter, LocalLimiter, RedisLimiter
-from app.limits.budget import reconcile_in_turn, reconcile_local
+from app.limits.budget import next_reconcile, reconcile_in_turn, reconcile_local
 from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
@@ -136,8 +136,9 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     await limiter.start()
     stack.push_async_callback(close_within, "the limiter", limiter.aclose)
     if reconcile_budgets is not None:
-        reconciling = asyncio.create_task(
-            _reconcile_loop(reconcile_budgets, limits.reconcile_interval_s))
+        reconciling = asyncio.create_task(_reconcile_loop(
+            reconcile_budgets, limits.reconcile_interval_s,
+            limiter.reconnected if isinstance(limiter, RedisLimiter) else None))
         stack.callback(reconciling.cancel)
     authenticator = Authenticate(settings.master_key, keys)
     recorder = metrics.recorder if metrics else None
@@ -181,10 +182,12 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                      reloader=reloader, prompts=prompts)
 
 
-async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: float) -> None:
+async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: float,
+                          wake: asyncio.Event | None) -> None:
     """Raise the budgets' spend counters (in Redis, or the in-process limiter's) to what the
-    call log proves, at start-up and every ``interval_s`` (``app.limits.budget``; with Redis,
-    in this gateway's turn only); a failure is logged and tried again."""
+    call log proves, at start-up, every ``interval_s`` and when ``wake`` is set
+    (``app.limits.budget.next_reconcile``; with Redis, in this gateway's turn only); a failure
+    is logged and tried again."""
     while True:
         try:
             raised = await run()
@@ -195,7 +198,7 @@ async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: 
         except Exception as exc:  # noqa: BLE001 - any failure: try again next interval
             log.warning("budget reconcile failed (%s); retrying in %.0f s",
                         describe_error(exc), interval_s)
-        await pause(interval_s)
+        await next_reconcile(interval_s, wake)
 
 
 def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader | None) -> None:

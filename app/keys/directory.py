@@ -4,13 +4,18 @@ The hot path is ``cached(hash)``, a dict lookup; ``resolve(key)`` falls back to 
 query for a key not cached yet, and remembers unknown hashes for ``NEGATIVE_TTL_S`` (bounded, so
 random keys cannot grow memory). A database outage does not stop known keys: cached entries are
 served however old they are, and a key that cannot be checked at all raises ``KeysUnavailable``
-(the caller answers 503, never 401).
+(the caller answers 503, never 401). A lookup the database does not answer within
+``LOOKUP_TIMEOUT_S`` is one that cannot be checked; after a failed lookup, the others fail at once
+for ``DOWN_FOR_S``, and then while one lookup asks the database again (a hung database costs one
+wait, not one per key).
 
 Freshness:
 
 - ``changed(key_id=..., team_id=...)`` after every admin mutation drops the matching entries here
   and publishes ``{"key_id": ..., "team_id": ...}`` (ids only, never a key) on the Redis channel
-  ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second.
+  ``CHANNEL``; every directory subscribed (``start()``) drops them too, within a second. The
+  publish waits at most ``PUBLISH_TIMEOUT_S`` (a hung Redis does not hold an admin answer); one
+  that fails or times out is logged, and the others pick the change up at their next refresh.
 - A subscriber that lost its Redis connection drops its whole cache on reconnecting (it may have
   missed messages).
 - Every ``refresh_s`` the directory reads the key change log (``app.db.key_changes``: the
@@ -64,6 +69,18 @@ REFRESH_CHUNK = 100
 is kept to about a millisecond of work."""
 PRUNE_EVERY_S = 3600.0
 """How often a directory deletes the key change log's rows older than ``KEPT_S``."""
+LOOKUP_TIMEOUT_S = 3.0
+"""Longest wait for the database to find a key not cached; past it the key cannot be checked
+(503 ``keys_unavailable``). Without it a hung database held each such request, and its
+concurrency slot, for the engine's bounds (a 10 s pool wait, a 60 s statement timeout): 62 s
+measured. The call log takes a database without a commit in 5 s for down."""
+DOWN_FOR_S = 2.0
+"""After a lookup failed (an error, or no answer in ``LOOKUP_TIMEOUT_S``), lookups of keys not
+cached fail at once for this long; then the next one asks the database, and the others keep
+failing at once until it is answered."""
+PUBLISH_TIMEOUT_S = 0.5
+"""Longest wait for Redis to take a key change's message (``changed``); it answers in well under
+a millisecond when well."""
 
 
 class KeysUnavailable(Exception):
@@ -85,6 +102,7 @@ class KeyDirectory:
     def __init__(self, store: KeyStore, redis: aioredis.Redis | None, *,
                  refresh_s: float = 30.0, max_entries: int = MAX_ENTRIES,
                  max_negative: int = MAX_NEGATIVE, negative_ttl_s: float = NEGATIVE_TTL_S,
+                 lookup_timeout_s: float = LOOKUP_TIMEOUT_S, down_for_s: float = DOWN_FOR_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._redis = redis
@@ -92,6 +110,8 @@ class KeyDirectory:
         self._max_entries = max_entries
         self._max_negative = max_negative
         self._negative_ttl_s = negative_ttl_s
+        self._lookup_timeout_s = lookup_timeout_s
+        self._down_for_s = down_for_s
         self._clock = clock
         self._entries: dict[str, Entry] = {}
         self._by_key: dict[str, set[str]] = {}
@@ -104,6 +124,10 @@ class KeyDirectory:
         self._generation = 0
         self._loading: dict[str, asyncio.Future[Entry | None]] = {}
         """Lookups in flight, by hash."""
+        self._failing = False
+        """The last lookup answered failed (``DOWN_FOR_S``)."""
+        self._down_until = -math.inf
+        """Until then (``clock``) lookups of keys not cached fail at once."""
         self._tasks: list[asyncio.Task[None]] = []
         self._since: float | None = None
         """The database's clock at the last complete read of the key change log (``None``:
@@ -132,7 +156,8 @@ class KeyDirectory:
     async def resolve(self, key: str) -> Entry | None:
         """The entry for ``key``, from the cache or one database query; ``None`` for a key that
         does not exist. Raises ``KeysUnavailable`` when it is not cached and the database
-        cannot be asked. Concurrent calls for one key share one query."""
+        cannot be asked, or did not answer within ``LOOKUP_TIMEOUT_S``, or failed moments ago
+        (``DOWN_FOR_S``). Concurrent calls for one key share one query."""
         digest = hash_key(key)
         entry = self._entries.get(digest)
         if entry is not None:
@@ -144,6 +169,11 @@ class KeyDirectory:
             del self._negative[digest]
         loading = self._loading.get(digest)
         if loading is None:
+            now = self._clock()
+            if now < self._down_until:
+                raise KeysUnavailable("the key database failed moments ago")
+            if self._failing:  # this lookup asks again; the others fail at once meanwhile
+                self._down_until = now + self._lookup_timeout_s
             # Concurrent first uses of one key share one query (a cold start under load would
             # otherwise queue one query per request on the small connection pool).
             loading = asyncio.ensure_future(self._load(digest, self._generation))
@@ -152,15 +182,36 @@ class KeyDirectory:
         return await asyncio.shield(loading)
 
     async def _load(self, digest: str, generation: int) -> Entry | None:
+        query = asyncio.ensure_future(self.store.find_by_hash(digest))
         try:
-            found = await self.store.find_by_hash(digest)
+            await asyncio.wait((query,), timeout=self._lookup_timeout_s)
+        finally:
+            if not query.done():
+                # Not awaited: SQLAlchemy closes a cancelled query's connection in the
+                # background, giving a hung database 2 s more, which no caller waits for.
+                query.cancel()
+                query.add_done_callback(_retrieved)
+        if query.cancelled() or not query.done():
+            self._failed()
+            log.warning("key lookup failed: the database did not answer within %.1f s",
+                        self._lookup_timeout_s)
+            raise KeysUnavailable("the key database did not answer")
+        try:
+            found = query.result()
         except DATABASE_ERRORS as exc:
+            self._failed()
             log.warning("key lookup failed, database unreachable: %s", describe_error(exc))
             raise KeysUnavailable("the key database is unreachable") from None
+        self._failing = False
+        self._down_until = -math.inf
         entry = None if found is None else Entry(*found)
         if generation == self._generation:
             self._remember(digest, entry)
         return entry
+
+    def _failed(self) -> None:
+        self._failing = True
+        self._down_until = self._clock() + self._down_for_s
 
     def _loaded(self, digest: str, done: asyncio.Future[Entry | None]) -> None:
         if self._loading.get(digest) is done:
@@ -214,14 +265,20 @@ class KeyDirectory:
 
     async def changed(self, *, key_id: str | None = None, team_id: str | None = None) -> None:
         """Drop the entries of ``key_id`` and of ``team_id``'s keys here, and tell the other
-        processes over Redis. Both ``None``: drop everything. A failed publish is logged;
-        the others then heal at their next refresh."""
+        processes over Redis. Both ``None``: drop everything. A publish that fails, or waits
+        past ``PUBLISH_TIMEOUT_S``, is logged; the others then heal at their next refresh."""
         self.drop(key_id=key_id, team_id=team_id)
         if self._redis is None:
             return
         message = json.dumps({"key_id": key_id, "team_id": team_id})
         try:
-            await self._redis.publish(CHANNEL, message)
+            # Cancelled past its time, redis-py drops the connection (no reply left unread).
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._redis.publish(CHANNEL, message)
+        except TimeoutError:
+            log.warning("could not publish a key change on Redis: no answer within %.1f s "
+                        "(other gateways pick it up within %.0f s)", PUBLISH_TIMEOUT_S,
+                        self._refresh_s)
         except (RedisError, OSError) as exc:
             log.warning("could not publish a key change on Redis (other gateways pick it up "
                         "within %.0f s): %s", self._refresh_s, exc)
@@ -348,6 +405,13 @@ class KeyDirectory:
                     if fresh != old:  # the same object when unchanged (callers memoise on it)
                         self._put(digest, fresh)
         return True
+
+
+def _retrieved(query: asyncio.Future[Any]) -> None:
+    """Take a cancelled lookup's outcome, so that an error it ended with is not logged as
+    never retrieved."""
+    if not query.cancelled():
+        query.exception()
 
 
 def _discard(index: dict[str, set[str]], id: str, digest: str) -> None:

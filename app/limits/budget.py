@@ -24,12 +24,15 @@ scanning the log (it did: in every gateway process every minute, over all of the
 its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
 each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
 down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
-behind the log for rounding alone). Gateways sharing a Redis take turns (``reconcile_in_turn``).
+behind the log for rounding alone). Gateways sharing a Redis take turns (``reconcile_in_turn``),
+every interval and as soon as Redis answers again after an outage (``next_reconcile``): a Redis
+that restarted empty would otherwise grant every budget in full again until the next interval.
 Works on Postgres and SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.background import stop_if_cancelled
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.ledger import any_to_fold, fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
@@ -187,6 +191,21 @@ async def reconcile_in_turn(engine: AsyncEngine, redis: aioredis.Redis, *, prefi
         with contextlib.suppress(Exception):  # Redis may be what failed: the turn then expires
             await redis.delete(key)
         raise
+
+
+async def next_reconcile(interval_s: float, wake: asyncio.Event | None = None) -> None:
+    """Wait until the next reconcile is due: ``interval_s``, or sooner once ``wake`` is set
+    (``RedisLimiter.reconnected``: Redis answers again after an outage, and may have lost its
+    counters), which it clears. The gateway sharing that Redis whose turn it is then rebuilds
+    them; for the others, whose turn it was not, the try costs one Redis command."""
+    stop_if_cancelled()  # a cancellation an await in the reconcile swallowed (app.background)
+    if wake is None:
+        await asyncio.sleep(interval_s)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(interval_s):
+            await wake.wait()
+    wake.clear()
 
 
 async def _budgets(engine: AsyncEngine) -> dict[tuple[Scope, str, Period], int]:

@@ -49,7 +49,9 @@ Redis for ``DOWN_FOR_S``, nor while ``MAX_ADMITS_IN_FLIGHT`` round trips are una
 outage costs one timeout a second, not one per request. Whenever Redis is down or too slow, rate
 limits admit (``fail_open``) or refuse, and budgets admit (``budget_fail_open``) or refuse, with
 reason ``unavailable``; ``admit`` never raises. Settles that fail are dropped and logged
-(rate-limited): the reconcile restores the spend they carried.
+(rate-limited): the reconcile restores the spend they carried. When Redis answers again
+(``reconnected``) the budget reconcile runs at once: a Redis that restarted empty lost every
+spend counter, and every rate-limit window (those start anew: at most one more window's worth).
 
 (Past 400 lines: the round trip's life, batching, timeouts, fail modes, script reloads, and the
 credits that spare round trips, their tallies and the budget news that ends them, is one
@@ -239,6 +241,11 @@ class RedisLimiter:
         """When (``_tick``) budget news last came: a credit asked for before then is given
         back at once, for its grant may have been decided before the news."""
         self._follower: asyncio.Task[None] | None = None
+        self.reconnected = asyncio.Event()
+        """Set when Redis answers again after this process lost it: the budget news
+        subscription came back, or an admission round trip was answered after one failed.
+        Redis may have restarted empty, its spend counters with it, so the budget reconcile
+        runs at once (``app.limits.budget.next_reconcile``), which also clears it."""
 
     async def start(self) -> None:
         """Load the scripts (best effort: a Redis that is down now is retried per call), and
@@ -246,7 +253,7 @@ class RedisLimiter:
         if self._news is not None and self._follower is None:
             self._follower = asyncio.get_running_loop().create_task(follow(
                 self._news, news_channel(self._prefix), what="budget news",
-                on_message=self._heard, on_subscribed=self._resubscribed,
+                on_message=self._heard, on_subscribed=self._subscribed,
                 subscribed=self.hearing, on_reconnect=self._resubscribed),
                 name="budget-news-subscriber")
         try:
@@ -476,10 +483,19 @@ class RedisLimiter:
         for credit in [c for c in self._credits.values() if c.known.budgeted]:
             self._release(credit)
 
-    async def _resubscribed(self, _lost: object) -> None:
-        """Subscribed (again), or the subscription's connection was made anew: news may have
-        been missed meanwhile."""
+    async def _subscribed(self, lost: bool) -> None:
+        """Subscribed: news may have been missed before (``lost``: Redis was lost
+        meanwhile)."""
+        if lost:
+            await self._resubscribed(None)
+        else:
+            self._heard(None)
+
+    async def _resubscribed(self, _connection: object) -> None:
+        """Subscribed again after losing Redis, or the subscription's connection was made
+        anew: news may have been missed, and Redis may have lost its counters."""
         self._heard(None)
+        self.reconnected.set()
 
     def _sweep(self) -> None:
         """Return the credits that have ended; look again in ``CREDIT_S`` while any are held."""
@@ -566,7 +582,9 @@ class RedisLimiter:
             self._give_up(trip.batch, trip.calls[:trip.settles], result)
         else:
             self._settled(trip.calls[:trip.settles], result[:trip.settles])
-            self._down_until = 0.0
+            if self._down_until:  # answered again after a failure: it may have restarted
+                self._down_until = 0.0
+                self.reconnected.set()
             for (_, future), answer in zip(trip.batch, result[trip.settles:], strict=True):
                 if isinstance(answer, Exception):
                     self._warn("admission script failed", answer)

@@ -12,7 +12,8 @@ reservation past the limit is charged as the limit. A refusal is 429 ``rate_limi
 with ``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent
 budget (with ``Retry-After`` until its day or month ends; none for a ``total`` budget, which
 never renews); when the limiter cannot decide (Redis down) the configured fail mode answers 503
-``limiter_unavailable`` or admits. Admitted calls and rate-limit refusals carry OpenAI's
+``limiter_unavailable`` (with ``Retry-After: 1``: the limiter asks Redis again a second after a
+failure) or admits. Admitted calls and rate-limit refusals carry OpenAI's
 ``x-ratelimit-*`` headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
@@ -31,6 +32,7 @@ from app import errors
 from app.limits import Decision, Limiter
 from app.limits.headers import SHOULD_NOT_RETRY
 from app.limits.model import Scope
+from app.limits.redis import DOWN_FOR_S
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, Slot, Stage
 from app.schemas import ChatRequest, CompletionRequest
@@ -41,6 +43,9 @@ _ADMITTED = "admit"
 """``ModelCall.extras`` key: the ``Decision`` of a call this stage charged (the calls
 ``Account`` settles)."""
 _LOG_EVERY_S = 10.0
+UNAVAILABLE_RETRY_AFTER_S = math.ceil(DOWN_FOR_S)
+"""``Retry-After`` of a 503 ``limiter_unavailable``: the limiter asks Redis again this long
+after a failure (the 503 ``overloaded`` carries one too)."""
 
 
 class Admit(Stage):
@@ -115,6 +120,7 @@ class Admit(Stage):
         scope: Scope = decision.scope or "key"
         if decision.reason == "unavailable":
             self._unavailable("refused")
+            call.headers.append((b"retry-after", b"%d" % UNAVAILABLE_RETRY_AFTER_S))
             return errors.GatewayError(
                 "The gateway cannot check this key's limits right now; retry shortly.",
                 status=503, code="limiter_unavailable")

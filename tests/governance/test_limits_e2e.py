@@ -179,6 +179,7 @@ def test_redis_stopped_mid_test_in_both_fail_modes(fleet_factory: Any, mode: str
             client.chat.completions.create(model="chat", messages=HI)
         assert caught.value.status_code == 503
         assert caught.value.code == "limiter_unavailable"
+        assert caught.value.response.headers["retry-after"] == "1"  # the limiter's next try
     assert time.monotonic() - started < 5  # never a hang
     with fleet.admin() as admin:
         metrics = admin.get("/metrics").text

@@ -1,4 +1,5 @@
-"""RedisLimiter when Redis is stopped, silent or restarted; script reloads; batching."""
+"""RedisLimiter when Redis is stopped, silent or restarted (the budget reconcile woken when it is
+back; the 503 saying when to retry); script reloads; batching."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from app import errors
+from app.api.incoming import Incoming
+from app.calllog import LogSink
+from app.config import embedded_config
+from app.gateway import Gateway
 from app.limits import Bucket, RedisLimiter
+from app.limits.budget import next_reconcile
 from app.limits.redis import DOWN_FOR_S
 from app.limits.resp import RespClient
+from app.pipeline import Caller
+from app.pricing import PriceBook
+from app.schemas import ChatRequest
+from app.stages.admit import Admit
 from tests.calllog.servers import PrivateRedis
 from tests.limits.conftest import Silent
+from tests.servers import free_port
 
 LIMITED = [Bucket("key", "k", 100, 10_000, None)]
 BUDGETED = [Bucket("key", "k", 100, None, 5.0)]
@@ -154,3 +166,85 @@ async def test_settles_ride_along_with_the_next_admission(private: RespClient) -
     lim.settle(budget, 0, 0, 1.0)  # spends the whole budget
     decision = await lim.admit(budget, 0)  # sent before SETTLE_DELAY_S is up
     assert (decision.admitted, decision.reason) == (False, "budget")
+
+
+async def test_a_restart_wakes_the_reconcile_through_the_news_subscription(
+        private_redis: PrivateRedis, private: RespClient) -> None:
+    """Redis restarted (empty): once the budget news subscription is back, ``reconnected`` is
+    set, for the budget reconcile to rebuild the spend counters at once; the first
+    subscription does not set it."""
+    news = aioredis.from_url(private_redis.url, socket_connect_timeout=0.5)
+    lim = RedisLimiter(private, timeout_s=0.5, fail_open=False, budget_fail_open=False,
+                       prefix="outage", credits=True, news=news)
+    try:
+        await lim.start()
+        await asyncio.wait_for(lim.hearing.wait(), NO_HANG_S)
+        assert not lim.reconnected.is_set()
+        private_redis.stop()
+        private_redis.start()
+        await asyncio.wait_for(lim.reconnected.wait(), NO_HANG_S)
+        await asyncio.wait_for(lim.hearing.wait(), NO_HANG_S)
+    finally:
+        await lim.aclose()
+        await news.aclose()
+
+
+async def test_an_admission_answered_after_a_failure_wakes_the_reconcile(
+        private_redis: PrivateRedis, private: RespClient) -> None:
+    """Without a news subscription too: an admission answered after one that failed sets
+    ``reconnected``."""
+    lim = limiter(private, fail_open=False)
+    await lim.start()
+    assert await timed_admit(lim, LIMITED) == (True, "ok")
+    assert not lim.reconnected.is_set()
+    private_redis.stop()
+    assert await timed_admit(lim, LIMITED) == (False, "unavailable")
+    private_redis.start()
+    deadline = time.monotonic() + DOWN_FOR_S + NO_HANG_S
+    while await timed_admit(lim, LIMITED) != (True, "ok"):
+        assert time.monotonic() < deadline, "admissions never resumed"
+        await asyncio.sleep(0.05)
+    assert lim.reconnected.is_set()
+
+
+async def test_next_reconcile_is_due_at_the_interval_or_when_woken() -> None:
+    """``next_reconcile`` returns after the interval, or at once when woken (and clears the
+    event, so the next waits for the interval again)."""
+    wake = asyncio.Event()
+    started = time.monotonic()
+    await next_reconcile(0.05, wake)
+    assert time.monotonic() - started >= 0.05
+    wake.set()
+    started = time.monotonic()
+    await next_reconcile(60, wake)
+    assert time.monotonic() - started < NO_HANG_S and not wake.is_set()
+    waiting = asyncio.ensure_future(next_reconcile(60, wake))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    wake.set()
+    await asyncio.wait_for(waiting, NO_HANG_S)
+
+
+async def test_limiter_unavailable_carries_retry_after() -> None:
+    """Redis down and rate limits fail-closed: the 503 ``limiter_unavailable`` says when to
+    retry (the limiter asks Redis again after ``DOWN_FOR_S``), as the ``overloaded`` 503
+    does."""
+    client = client_of(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        admit = Admit(limiter(client, fail_open=False), output_reservation=100)
+        call = Gateway(config=embedded_config({}), providers={}, prices=PriceBook({}),
+                       sink=LogSink()).open(Incoming(path="/v1/chat/completions", headers={},
+                                                     receive=_disconnected))
+        call.request = ChatRequest.model_validate(
+            {"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
+        call.caller = Caller("key", key_id="k", buckets=tuple(LIMITED))
+        with pytest.raises(errors.GatewayError) as caught:
+            await admit.on_request(call)
+        assert (caught.value.status_code, caught.value.code) == (503, "limiter_unavailable")
+        assert (b"retry-after", b"1") in call.headers
+    finally:
+        await client.aclose()
+
+
+async def _disconnected() -> dict[str, object]:
+    return {"type": "http.disconnect"}
