@@ -19,10 +19,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from app.calllog.seams import SpoolUnavailable, SpoolWriteFailed
+from app.times import iso
 
 STORE_REASONS = ("unreachable", "unmigrated", "timeout", "write_failed")
 """Why the store takes no rows: ``unreachable`` (the schema check, or a write, could not connect),
@@ -46,7 +46,7 @@ class Condition:
         if not self.up:
             out["reason"] = self.reason
             out["detail"] = self.detail
-        out["since"] = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds")
+        out["since"] = iso(self.since)
         return out
 
 

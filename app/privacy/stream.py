@@ -66,7 +66,8 @@ def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool) -> 
                                                   vault.restore_json)["function"]
     if isinstance(choice.get("logprobs"), dict):
         choice["logprobs"] = _logprobs(StreamRestorer(vault), choice.get("index", 0),
-                                       choice["logprobs"], ending=True)
+                                       choice["logprobs"], ending=True,
+                                       json_content=json_content)
     return choice
 
 
@@ -120,7 +121,8 @@ def _choice(restorer: StreamRestorer, choice: dict[str, Any],
         choice["delta"] = delta
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict) or ending:
-        choice["logprobs"] = _logprobs(restorer, index, logprobs, ending=ending)
+        choice["logprobs"] = _logprobs(restorer, index, logprobs, ending=ending,
+                                       json_content=json_content)
     return choice
 
 
@@ -138,10 +140,12 @@ def _flush_tool_calls(restorer: StreamRestorer, index: Any, delta: dict[str, Any
                                *({"index": i, "function": {"arguments": t}} for i, t in tails)]
 
 
-def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bool) -> Any:
+def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bool,
+              json_content: bool = False) -> Any:
     """A chat choice's ``logprobs`` with the tokens of its entries restored (``ending``: the
-    choice's text has ended, so what is held back goes out); ``logprobs`` itself when it has
-    no entries and nothing was held back."""
+    choice's text has ended, so what is held back goes out; ``json_content``: the content is a
+    JSON document, so its tokens are restored as it is, escaped, and still spell it); ``logprobs``
+    itself when it has no entries and nothing was held back."""
     out: dict[str, Any] | None = dict(logprobs) if isinstance(logprobs, dict) else None
     for part in _LOGPROB_PARTS:
         key = (index, "logprobs", part)
@@ -152,12 +156,13 @@ def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bo
             entries = []
         if out is None:
             out = {}
-        out[part] = _entries(restorer, key, entries, ending=ending)
+        out[part] = _entries(restorer, key, entries, ending=ending,
+                             json_text=json_content and part == "content")
     return logprobs if out is None else out
 
 
 def _entries(restorer: StreamRestorer, key: object, entries: list[Any], *,
-             ending: bool) -> list[Any]:
+             ending: bool, json_text: bool) -> list[Any]:
     """Logprobs entries as they can go out now: one whose token may start a placeholder is
     held back, with those after it, until the text they spell is restored or ruled out."""
     out: list[Any] = []
@@ -167,7 +172,7 @@ def _entries(restorer: StreamRestorer, key: object, entries: list[Any], *,
         if not isinstance(token, str):
             out.append(entry)
             continue
-        held.append((entry, restorer.feed(key, token)))
+        held.append((entry, restorer.feed(key, token, json_text=json_text)))
         if not restorer.holds(key):
             out.append(_merged(restorer.vault, held))
             held = []

@@ -192,3 +192,35 @@ def test_restore_answer_logprobs() -> None:
     assert choice["message"]["content"] == "to ann@x.org"
     assert [(e["token"], e["logprob"]) for e in choice["logprobs"]["content"]] == [
         ("to ann@x.org", -3.0)]
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_json_mode_logprobs_tokens_spell_the_content(size: int) -> None:
+    """In JSON mode the content's logprobs tokens are restored escaped, as the content is, so
+    they still spell it (OpenAI's tokens join to the content), streamed and unary."""
+    vault = vault_of(PEM)
+    document = '{"reply": "key <SECRET_1> end"}'
+    restorer = StreamRestorer(vault)
+    content, tokens = "", []
+    parts = pieces(document, size)
+    for i, piece in enumerate([*parts, ""]):
+        ending = i == len(parts)
+        choice: dict[str, Any] = {
+            "index": 0, "finish_reason": "stop" if ending else None,
+            "delta": {} if ending else {"content": piece},
+            "logprobs": None if ending else {"content": [entry(piece, -0.1)], "refusal": None}}
+        restored = restore_chunk(restorer, {"choices": [choice]},
+                                 json_content=True)["choices"][0]
+        content += restored["delta"].get("content") or ""
+        if restored["logprobs"] is not None:
+            tokens += [e["token"] for e in restored["logprobs"]["content"]]
+    assert json.loads(content) == {"reply": f"key {PEM} end"}
+    assert "".join(tokens) == content
+
+    body = {"choices": [{"index": 0, "message": {"content": document},
+                         "logprobs": {"content": [entry(p, -0.1) for p in parts],
+                                      "refusal": None}}]}
+    choice = restore_answer(vault, body, json_content=True)["choices"][0]
+    assert "".join(e["token"] for e in choice["logprobs"]["content"]) \
+        == choice["message"]["content"]
+    assert json.loads(choice["message"]["content"]) == {"reply": f"key {PEM} end"}
