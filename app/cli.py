@@ -52,7 +52,8 @@ _ELSEWHERE: dict[str, tuple[str, str]] = {
     "simulate": ("app.simulator.command", "Play upstream LLM providers (OpenAI, Azure OpenAI, "
                  "vLLM, Anthropic, Cohere) on HTTP."),
     "spend": ("app.calllog.cli", "Print requests, tokens, cost and errors per key, team or model, "
-              "costliest first, from the call log of a running gateway."),
+              "costliest first, from the call log of a running gateway, of the calls matching "
+              "every filter given."),
     "teams": ("app.keys.cli", "Create, list, change and delete teams (limits, budgets and a "
               "privacy setting their keys share)."),
 }
