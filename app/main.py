@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app import errors
 from app.api import admin, admin_keys, admin_prompts, health, v1
@@ -22,6 +23,7 @@ from app.api import metrics as metrics_api
 from app.api.admission import Admission
 from app.api.fastlane import FastLane
 from app.api.incoming import BodyDeadlines
+from app.api.loopback import LoopbackOnly
 from app.background import close_within
 from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
@@ -287,7 +289,10 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
     app.include_router(admin_keys.router)
     app.include_router(admin_prompts.router)
     app.include_router(feedback_api.router)
-    return Admission(FastLane(app), app=app, limit=settings.max_concurrency)
+    served: ASGIApp = FastLane(app)
+    if settings.master_key is None:  # loopback-only mode: no web page gets in (app.api.loopback)
+        served = LoopbackOnly(served, app=app)
+    return Admission(served, app=app, limit=settings.max_concurrency)
 
 
 def from_environment() -> Admission:

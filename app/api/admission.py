@@ -11,6 +11,8 @@ The count is a plain integer: one event loop per process, so no lock is needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -23,6 +25,7 @@ from app.api.incoming import Incoming
 from app.api.wire import JSONReply
 from app.gateway import Gateway
 from app.inbound.anthropic import error_body as anthropic_error_body
+from app.limits import Header
 from app.pipeline import ModelCall
 from app.resources import resources_of
 
@@ -58,19 +61,26 @@ class Admission:
         exc: errors.GatewayError = errors.Overloaded(
             f"The gateway is serving its limit of {self.limit} requests; retry in "
             f"{RETRY_AFTER_S} s.", code="overloaded")
-        retry_after = (b"retry-after", b"%d" % RETRY_AFTER_S)
-        if scope["method"] == "POST" and scope["path"] in MODEL_CALLS:
-            # A model call refused here is a call like any other: its record says so.
-            async def refuse(call: ModelCall, gateway: Gateway) -> Response:
-                call.headers.append(retry_after)
-                raise exc
+        await refuse(self.app, exc, scope, receive, send,
+                     raw=[(b"retry-after", b"%d" % RETRY_AFTER_S)])
 
-            gateway = resources_of(self.app).gateway
-            endpoint = Endpoint(refuse, MODEL_CALLS[scope["path"]].error)
-            response = await serve_call(gateway, Incoming.from_scope(scope, receive), endpoint)
-            await response(scope, receive, send)
-            return
-        body = anthropic_error_body(exc) if scope["path"].startswith("/v1/messages") \
-            else exc.body()
-        await JSONReply(orjson.dumps(body), status=exc.status_code, headers={},
-                        raw=[retry_after])(scope, receive, send)
+
+async def refuse(app: FastAPI, exc: errors.GatewayError, scope: Scope, receive: Receive,
+                 send: Send, *, raw: Sequence[Header] = ()) -> None:
+    """Answer a request refused before it went into the gateway with ``exc`` (and the headers
+    ``raw``), without reading its body: a model call refused so is a call like any other, and
+    its record says so; under ``/v1/messages`` in Anthropic's shape."""
+    if scope["method"] == "POST" and scope["path"] in MODEL_CALLS:
+        async def refused(call: ModelCall, gateway: Gateway) -> Response:
+            call.headers += raw
+            raise exc
+
+        gateway = resources_of(app).gateway
+        endpoint = Endpoint(refused, MODEL_CALLS[scope["path"]].error)
+        response = await serve_call(gateway, Incoming.from_scope(scope, receive), endpoint)
+        await response(scope, receive, send)
+        return
+    body = anthropic_error_body(exc) if scope["path"].startswith("/v1/messages") \
+        else exc.body()
+    await JSONReply(orjson.dumps(body), status=exc.status_code, headers={},
+                    raw=raw)(scope, receive, send)
