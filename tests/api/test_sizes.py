@@ -1,5 +1,6 @@
 """Counts refused before validation (``app.schemas``): each limit a 400 naming its param with
-OpenAI's code, a request at each limit accepted; the same on ``/v1/messages``.
+OpenAI's code, a request at each limit accepted; the same on ``/v1/messages``; and a body
+nested past what the JSON parser reads refused as too deep (``app.api.wire.parse_object``).
 
 Unit tests call ``parse`` and ``read_request`` as the endpoints do; a few go through a running
 gateway against the simulator.
@@ -16,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from app import errors
-from app.api.wire import parse
+from app.api.wire import parse, parse_object
 from app.inbound.anthropic import read_request
 from app.schemas import (
     MAX_INPUT_TOKEN_IDS,
@@ -213,3 +214,33 @@ def test_messages_past_the_limit_is_an_anthropic_400(gateway: RunningGateway) ->
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("messages: at most 10000")
     assert gateway.sink.by_id("big-turns").http_status == 400
+
+
+# ---- nesting past what the JSON parser reads
+
+
+def test_nesting_past_the_parser_is_too_deep_not_bad_json() -> None:
+    """Past orjson's 1,024 levels the 400 is nesting_too_deep, naming the limit (no path is
+    known), not "not valid JSON: depth limit exceeded"."""
+    raw = b'{"model": "chat", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse_object(raw, max_depth=64)
+    assert caught.value.code == "nesting_too_deep" and caught.value.param is None
+    assert caught.value.message.startswith("The request body nests deeper than 64 levels")
+    # Below the parser's limit, the path is named as before.
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse_object(b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}", max_depth=64)
+    assert caught.value.code == "nesting_too_deep" and caught.value.param == "x" + "[0]" * 63
+    # A body that is not JSON is still told so.
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse_object(b'{"x": [}', max_depth=64)
+    assert caught.value.message.startswith("The request body is not valid JSON")
+
+
+def test_nesting_past_the_parser_through_the_gateway(gateway: RunningGateway) -> None:
+    """Through the gateway: 5,000 levels is a 400 with code nesting_too_deep."""
+    with gateway.http() as http:
+        response = http.post("/v1/chat/completions", headers={"content-type": "application/json"},
+                             content=b'{"model": "chat", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "nesting_too_deep"
