@@ -157,9 +157,23 @@ _PER_MESSAGE_TOKENS = 3
 
 
 def estimate_prompt_tokens(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
-    """An estimate of a request's prompt tokens (its messages, prompts or inputs)."""
+    """An estimate of a request's prompt tokens (its messages, prompts or inputs); token ids
+    count as themselves."""
     if isinstance(request, ChatRequest):
         return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in request.messages)
-    if isinstance(request, CompletionRequest):
-        return sum(estimate_tokens(p) for p in request.prompt_texts())
-    return sum(estimate_tokens(t) for t in request.texts())
+    return _inputs_tokens(request.prompt if isinstance(request, CompletionRequest)
+                          else request.input)
+
+
+def _inputs_tokens(inputs: str | list[str] | list[int] | list[list[int]]) -> int:
+    """Counted, not estimated, where they are token ids: rendering 300,000 ids as text to
+    estimate them took 50 ms, and came to the same count (an id of up to six digits is one
+    token in ``estimate_tokens``)."""
+    if isinstance(inputs, str):
+        return estimate_tokens(inputs)
+    total = 0
+    for item in inputs:
+        if isinstance(item, int):  # one input given as token ids
+            return len(inputs)
+        total += len(item) if isinstance(item, list) else estimate_tokens(item)
+    return total

@@ -35,9 +35,16 @@ def body_not_object(hint: str = "") -> errors.InvalidRequest:
     return errors.InvalidRequest(f"The request body must be a JSON object{hint}.")
 
 
+_PARSER_DEPTH = "depth limit exceeded"
+"""orjson's message for a document nested past its limit, ``_PARSER_MAX_DEPTH`` levels."""
+_PARSER_MAX_DEPTH = 1024
+
+
 def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is empty, not UTF-8, not JSON, not an
-    object, or nested deeper than ``max_depth`` levels (the object itself is level 1)."""
+    object, or nested deeper than ``max_depth`` levels (the object itself is level 1; code
+    ``nesting_too_deep``, ``param`` the path of the first value too deep, or none past the
+    1,024 levels the JSON parser reads)."""
     if not raw:
         raise empty_body()
     try:
@@ -49,6 +56,12 @@ def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
             raise errors.InvalidRequest(
                 f"The request body is not valid UTF-8 (at byte {bad.start}); JSON must be sent "
                 "as UTF-8.") from None
+        if exc.msg == _PARSER_DEPTH:
+            # orjson stops at 1,024 levels, past any max_depth (at most 200), before any path
+            # can be known: the limit's own error, without the path.
+            raise errors.InvalidRequest(
+                f"The request body nests deeper than {max_depth} levels (deeper than the "
+                f"{_PARSER_MAX_DEPTH} the JSON parser reads).", code="nesting_too_deep") from None
         raise body_not_json(exc) from None
     if not isinstance(body, dict):
         raise body_not_object()

@@ -50,6 +50,7 @@ import orjson
 
 from app import errors
 from app.providers.base import Json
+from app.schemas import MAX_ITEMS, MAX_TOOLS
 from app.usage import Usage
 
 CHAT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "metadata",
@@ -115,6 +116,7 @@ def read_request(body: Json) -> Inbound:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise _bad("messages: must be a non-empty list", "messages")
+    _counts(body, raw)
     for i, message in enumerate(raw):
         messages.extend(_turn(message, f"messages[{i}]", native))
     out: Json = {"model": model, "messages": messages, "max_tokens": max_tokens}
@@ -145,6 +147,27 @@ def read_request(body: Json) -> Inbound:
     _tool_choice(body.get("tool_choice"), out)
     inbound.body = out
     return inbound
+
+
+def _counts(body: Json, turns: list[Any]) -> None:
+    """The chat call's limits on counts (``app.schemas``: the gateway's ``MAX_ITEMS``, OpenAI's
+    ``MAX_TOOLS``; Anthropic documents 100,000 messages and no count of tools), refused in the
+    client's terms before the walk: the turns, their content blocks and a system prompt count
+    one item each, as each becomes at most one message, content part or tool call."""
+    tools = body.get("tools")
+    if type(tools) is list and len(tools) > MAX_TOOLS:
+        raise errors.InvalidRequest(f"tools: at most {MAX_TOOLS} tools (got {len(tools)})",
+                                    param="tools", code="array_above_max_length")
+    items = len(turns) + (body.get("system") is not None)
+    if items <= MAX_ITEMS:
+        for turn in turns:
+            content = turn.get("content") if type(turn) is dict else None
+            if type(content) is list:
+                items += len(content)
+    if items > MAX_ITEMS:
+        raise errors.InvalidRequest(
+            f"messages: at most {MAX_ITEMS} messages and content blocks in all, with the "
+            f"system prompt (got {items})", param="messages", code="array_above_max_length")
 
 
 def _system(system: Any) -> list[Json]:
