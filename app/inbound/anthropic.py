@@ -37,9 +37,8 @@ signature: no other provider signs its reasoning) and ``tool_calls`` become cont
 is not reported by OpenAI-style upstreams, so ``stop_sequence`` stays null); usage splits prompt
 tokens into fresh, cache-read and cache-written input as Anthropic counts them.
 
-(Past 400 lines: the answers' part is a quarter of it, and small; the counts' check is a few lines;
-the rest is one walk of
-the request, block by block.)
+(Past 400 lines: the answers' part is a quarter of it, and small; the counts' check is a few
+lines; the rest is one walk of the request, block by block.)
 """
 
 from __future__ import annotations
