@@ -4,13 +4,15 @@ could reach it too, and spend the provider keys in the environment or read the a
 through DNS rebinding (a name of the page's own that it then points at 127.0.0.1, so the request's
 ``Host`` is that name) or a cross-site request (its ``Origin`` is the page's; a ``text/plain``
 POST needs no CORS preflight). ``LoopbackOnly`` answers both with 403 before anything else: a
-``Host`` that is not a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``), and an
-``Origin`` that is not one either (``null`` included: sandboxed frames and ``file:`` pages send
-it). Clients that are not browsers send no ``Origin``, and a ``Host`` of the address they dial.
+``Host`` that is not a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``) or this
+machine's own name, and an ``Origin`` that is not one either (``null`` included: sandboxed
+frames and ``file:`` pages send it). Clients that are not browsers send no ``Origin``, and a
+``Host`` of the address they dial.
 """
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -42,12 +44,21 @@ class LoopbackOnly:
         await self.inner(scope, receive, send)
 
 
+_OWN_NAME = socket.gethostname().lower().rstrip(".")
+"""This machine's host name (a program on it may call it so: Debian points it at 127.0.1.1);
+not its fully qualified name, which could take a DNS query to learn."""
+
+
+def _local(host: str) -> bool:
+    return is_loopback(host) or (host == _OWN_NAME and host != "")
+
+
 def foreign(headers: list[tuple[bytes, bytes]]) -> str | None:
     """What about ``headers`` names a place that is not this machine's loopback (``Host`` or
     ``Origin``), or ``None`` when nothing does."""
     for name, value in headers:
         if name == b"host":
-            if not is_loopback(_host_of(value.decode("latin-1"))):
+            if not _local(_host_of(value.decode("latin-1"))):
                 return "the request's Host is not a loopback address"
         elif name == b"origin":
             origin = value.decode("latin-1").strip()
@@ -55,7 +66,7 @@ def foreign(headers: list[tuple[bytes, bytes]]) -> str | None:
                 host = urlsplit(origin).hostname
             except ValueError:
                 host = None
-            if origin == "null" or host is None or not is_loopback(host.rstrip(".")):
+            if origin == "null" or host is None or not _local(host.rstrip(".")):
                 return "the request comes from a web page (Origin) that is not on loopback"
     return None
 

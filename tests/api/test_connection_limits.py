@@ -291,7 +291,7 @@ def connect(url: str) -> socket.socket:
 
 
 @pytest.mark.parametrize("sent", [b"", b"G", b"POST /v1/chat/completions HTTP/1.1\r\n",
-                                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n"])
+                                  b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n"])
 def test_a_connection_without_complete_headers_is_closed(served: str, sent: bytes) -> None:
     """Nothing, a byte, a request line, or headers without their end: the server closes the
     connection, trickled header lines or not, and keeps serving others."""
@@ -305,9 +305,9 @@ def test_a_connection_without_complete_headers_is_closed(served: str, sent: byte
 def test_a_kept_alive_connection_sending_half_a_request_is_closed(served: str) -> None:
     """After a complete request on a keep-alive connection, half of the next one is not kept."""
     with connect(served) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_reply(sock).status == 200
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         assert closed_by_server(sock, trickle=b"X-Slow: 1\r\n")
 
 
@@ -362,7 +362,8 @@ def ask(sock: socket.socket, method: str = "GET", path: str = "/healthz",
         body: dict[str, Any] | None = None) -> Reply:
     """One request on ``sock`` (kept alive) and its reply."""
     data = b"" if body is None else json.dumps(body).encode()
-    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: application/json\r\n"
                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return read_reply(sock)
 

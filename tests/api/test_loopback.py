@@ -4,6 +4,7 @@ when it is a model call; with a master key, the key decides (``app.api.loopback`
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,11 @@ def test_a_master_key_decides_whatever_the_host(tmp_path: Path) -> None:
         answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=30, headers={
             "host": "gateway.internal.example", "authorization": f"Bearer {KEY}"})
         assert answer.status_code == 200, answer.text
+
+
+def test_the_machines_own_name_is_local() -> None:
+    """A program may call the gateway by the machine's host name (Debian points it at
+    127.0.1.1): its Host and Origin pass."""
+    name = socket.gethostname()
+    assert foreign([(b"host", f"{name}:8080".encode()),
+                    (b"origin", f"http://{name}:3000".encode())]) is None
