@@ -536,8 +536,10 @@ _HOST = re.compile(r"[\w.-]+")
 
 def url_problem(url: str) -> str | None:
     """What makes ``url`` unusable as an upstream's URL (``None``: nothing): an ``http`` or
-    ``https`` scheme, a host and a port from 1 to 65535 are needed. The URL itself is not
-    quoted: it may hold a credential."""
+    ``https`` scheme, a host and a port from 1 to 65535 are needed, and neither a
+    ``user:password@`` nor a query string or fragment is taken (errors name the upstream by its
+    URL; every provider appends its API's paths to it). The URL itself is not quoted: it may
+    hold a credential."""
     bad_port = "not a valid URL (its port is not a number from 1 to 65535)"
     try:
         parts = urlsplit(url)
@@ -551,6 +553,11 @@ def url_problem(url: str) -> str | None:
                 "logs, so credentials do not belong in it; send them as a header instead, "
                 "e.g. headers: {Authorization: \"Basic ${PROXY_BASIC_AUTH}\"} (base64 of "
                 "user:password)")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return ("holds a query string or fragment (?...#...): the gateway appends each API's "
+                "path to the URL, and a URL is shown in errors and logs, so a key does not "
+                "belong in it; send it as a header instead, e.g. headers: {x-api-key: "
+                "\"${UPSTREAM_KEY}\"}")
     host = parts.hostname or ""
     if ":" in host:
         try:

@@ -6,7 +6,6 @@ chain) and report through ``minted`` sources, read each time an error is scrubbe
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, SecretStr
@@ -14,14 +13,21 @@ from pydantic import BaseModel, SecretStr
 from app import errors
 
 REDACTED = "[redacted]"
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|signature", re.IGNORECASE)
 _MIN_SECRET = 4
 """Shorter values are not scrubbed: replacing every "a" in a message hides nothing."""
+PLAIN_HEADERS = frozenset({
+    "accept", "accept-encoding", "accept-language", "content-type", "user-agent",
+    "anthropic-version", "anthropic-beta", "openai-beta",
+})
+"""The extra headers (lower case) whose values are protocol, never a credential: scrubbing
+``application/json`` or an API version from every error message would only garble it."""
 
 
 def config_secrets(providers: Iterable[BaseModel]) -> tuple[str, ...]:
-    """Every credential in the provider configs: ``SecretStr`` fields, and the values of extra
-    headers whose name says they carry one (``Authorization``, ``x-api-key``...)."""
+    """Every credential in the provider configs: ``SecretStr`` fields, and the value of every
+    extra header but the ``PLAIN_HEADERS`` (any header may carry one: ``Authorization``,
+    ``Cookie``, ``X-Password``..., as ``app.config_diff`` also holds). A value under 4
+    characters is never scrubbed (``_MIN_SECRET``)."""
     found: set[str] = set()
     for provider in providers:
         for name in type(provider).model_fields:
@@ -30,12 +36,20 @@ def config_secrets(providers: Iterable[BaseModel]) -> tuple[str, ...]:
                 found.add(value.get_secret_value())
         headers = getattr(provider, "headers", None) or {}
         for header, value in headers.items():
-            if _SECRET_HEADER.search(header):
-                found.add(value)
-                # "Bearer sk-..." is also echoed as the bare token
-                found.add(value.split(" ", 1)[-1])
+            if header.lower() not in PLAIN_HEADERS:
+                found.update(_header_secrets(header, value))
     # longest first, so that a secret containing another is replaced whole
     return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
+
+
+def _header_secrets(header: str, value: str) -> set[str]:
+    """``value`` and the parts an upstream may echo alone: the bare token of "Bearer sk-...",
+    and each ``name=value`` pair of a ``Cookie`` and its value."""
+    found = {value, value.split(" ", 1)[-1]}
+    if header.lower() == "cookie":
+        for pair in value.split(";"):
+            found.update((pair.strip(), pair.partition("=")[2].strip()))
+    return found
 
 
 Minted = Callable[[], Iterable[str]]

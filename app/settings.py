@@ -137,8 +137,7 @@ class Settings(BaseSettings):
             problem = weak_secret(key.get_secret_value())
             if problem is not None:
                 raise UnsafeSettings(f"SWITCHBOARD_{name} {problem}. {_GENERATE}")
-        password = _url_password(self.database_url)
-        if password is not None and is_placeholder(password):
+        if any(is_placeholder(p) for p in _url_passwords(self.database_url)):
             raise UnsafeSettings(
                 "the password in SWITCHBOARD_DATABASE_URL is a placeholder (from .env.example: "
                 "anyone can read it). Set POSTGRES_PASSWORD in .env to a value of your own, e.g. "
@@ -193,13 +192,16 @@ def weak_secret(value: str) -> str | None:
     return None
 
 
-def _url_password(url: str) -> str | None:
-    """The password in a database URL (``scheme://user:password@host/...``), if any."""
+def _url_passwords(url: str) -> list[str]:
+    """The passwords in a database URL: ``scheme://user:password@host/...`` and
+    ``?password=...`` (asyncpg takes either)."""
     try:
-        password = urllib.parse.urlsplit(url).password
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
     except ValueError:
-        return None
-    return None if password is None else urllib.parse.unquote(password)
+        return []
+    found = urllib.parse.parse_qs(parts.query).get("password", [])
+    return found if password is None else [urllib.parse.unquote(password), *found]
 
 
 _REDIS_FORMS = ("redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to.sock "

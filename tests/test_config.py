@@ -188,6 +188,24 @@ def test_credentials_in_an_upstream_url_are_refused_without_quoting_them(url: st
     assert "Sup3rS3cret" not in message and "just-a-user" not in message
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:42599/v1?key=${URLSECRET:-urlonly-SECRET-777}",
+                                 "https://gpu.example/v1#urlonly-SECRET-777",
+                                 "https://gpu.example/v1?"])
+def test_a_query_or_fragment_in_an_upstream_url_is_refused_without_quoting_it(url: str) -> None:
+    """A key in a base URL's query string would reach clients and the call log in every error
+    naming the upstream, and each API's path appended after it would break the URL: refused
+    (Azure's endpoint too), pointing at a header instead."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base(base_url=url), {})
+    message = str(caught.value)
+    assert message.startswith("providers.p.base_url: holds a query string or fragment")
+    assert "headers: {" in message and "urlonly-SECRET" not in message
+    azure = {"providers": {"az": {"type": "azure_openai", "api_key": "k", "endpoint": url}},
+             "models": {}}
+    with pytest.raises(ConfigError, match=r"providers\.az\.endpoint: holds a query string"):
+        parse_config(azure, {})
+
+
 @pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://gpu_a:8000/v1",
                                  "http://[::1]:8000/v1", "https://münchen.example/v1"])
 def test_usable_upstream_urls_pass(url: str) -> None:

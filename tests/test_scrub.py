@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from app import errors
-from app.scrub import REDACTED, Scrubber
+from app.providers.openai import OpenAIProvider
+from app.scrub import REDACTED, Scrubber, config_secrets
 
 
 def test_minted_sources_are_read_at_each_scrub() -> None:
@@ -32,3 +35,20 @@ def test_no_secrets_leaves_the_error_untouched() -> None:
     """With nothing to find (no configured secret, sources empty) the error is unchanged."""
     exc = errors.UpstreamError("plain", code="c")
     assert Scrubber([], minted=[lambda: ()]).error(exc) is exc and exc.message == "plain"
+
+
+def test_every_configured_header_value_is_a_secret_but_plain_ones() -> None:
+    """Any extra header may carry a credential (``Cookie``, ``X-Password``), so its value is
+    scrubbed, a cookie's pairs each too; protocol headers (``Content-Type``...) and values
+    under 4 characters are not."""
+    provider = OpenAIProvider(type="openai", api_key=SecretStr("sk-configured-0123"), headers={
+        "Cookie": "session=cookie-secret-42; theme=dark-mode", "X-Password": "hunter2-pw",
+        "Content-Type": "application/json", "Accept": "text/event-stream", "X-Flag": "1",
+        "anthropic-version": "2023-06-01"})
+    found = set(config_secrets([provider]))
+    assert {"sk-configured-0123", "session=cookie-secret-42; theme=dark-mode",
+            "session=cookie-secret-42", "cookie-secret-42", "theme=dark-mode", "dark-mode",
+            "hunter2-pw"} <= found
+    assert not found & {"application/json", "text/event-stream", "1", "2023-06-01"}
+    scrubbed = Scrubber(found).text("bad cookie-secret-42 / hunter2-pw in application/json")
+    assert scrubbed == f"bad {REDACTED} / {REDACTED} in application/json"

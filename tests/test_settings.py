@@ -7,6 +7,8 @@ from pydantic import SecretStr
 
 from app.settings import Settings, UnsafeSettings, is_placeholder, weak_secret
 
+MASTER = "sk-Yq2c8Zr0_u4Wm1pXv7Lb3nHs"
+
 
 @pytest.mark.parametrize("key", [
     "sk-examp1e-Kq8z7w6v5u", "sk-1etmein-Kq8z7w6v5u", "sk-p1aceholder-Kq8z7w6v",
@@ -24,3 +26,16 @@ def test_a_placeholder_spelt_with_look_alikes_is_refused(key: str) -> None:
 def test_keys_with_ones_and_bars_that_spell_no_placeholder_pass(value: str) -> None:
     """Look-alikes only matter inside a placeholder word."""
     assert not is_placeholder(value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://switchboard@db:5432/x?password=change-me-postgres-password",
+    "postgresql://switchboard:Xk29fQp7Lm4s@db/x?sslmode=require&password=p%40ssw0rd"])
+def test_a_placeholder_database_password_in_the_query_is_refused(url: str) -> None:
+    """asyncpg takes ``?password=`` as well as ``user:password@``: a placeholder there is
+    refused too, without quoting it."""
+    with pytest.raises(UnsafeSettings, match="POSTGRES_PASSWORD") as refused:
+        Settings(master_key=SecretStr(MASTER), database_url=url).check_exposure()
+    assert "change-me" not in str(refused.value) and "ssw0rd" not in str(refused.value)
+    Settings(master_key=SecretStr(MASTER),
+             database_url="postgresql://u@db/x?password=Xk29fQp7Lm4s").check_exposure()

@@ -19,6 +19,7 @@ that the next run trips over.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -172,12 +173,24 @@ def is_sqlite(url: str | URL) -> bool:
         return False
 
 
+_SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+"""A query parameter that may carry a credential: asyncpg takes ``?password=`` (and
+``sslpassword``) as well as the ``user:password@`` form."""
+
+
 def mask_url(url: str | URL) -> str:
-    """``url`` with its password replaced by ``***``, safe for logs and error messages."""
+    """``url`` with its password, and the value of every query parameter whose name says it
+    may hold a credential (``_SECRET_PARAM``: ``?password=``...), replaced by ``***``: safe for
+    logs and error messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "<unparseable database URL>"
+    hidden = {name: "***" for name in parsed.query if _SECRET_PARAM.search(name)}
+    if not hidden:
+        return parsed.render_as_string(hide_password=True)
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")  # the mask as the password's reads, unescaped
 
 
 def make_engine(url: str | URL, *, echo: bool = False, atomic_ddl: bool = False) -> AsyncEngine:

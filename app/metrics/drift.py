@@ -278,8 +278,8 @@ class DriftMonitor:
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
         log.warning("upstream model version changed for %s/%s: %s %s -> %s %s", target.model,
-                    target.provider, before[0], before[1] or "-", model, fingerprint or "-",
-                    extra={"drift_event": event})
+                    target.provider, _one_line(before[0]), _one_line(before[1] or "-"),
+                    _one_line(model), _one_line(fingerprint or "-"), extra={"drift_event": event})
 
     # ---- evaluation -----------------------------------------------------------------------
 
@@ -359,6 +359,15 @@ class DriftMonitor:
 
 
 _PAST_THE_CAP = (OTHER_VERSION, OTHER_VERSION)
+
+
+def _one_line(text: str) -> str:
+    """An upstream's ``text`` (its model name, its fingerprint) as a log message may hold it:
+    anything unprintable escaped (``\\n``, ``\\x1b``), so that it cannot end the line and forge
+    another. The drift event (the record's ``drift_event``, the events listed) keeps it as sent."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _shown(target: _Target, version: tuple[str, str]) -> tuple[str, str]:

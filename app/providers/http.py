@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -31,6 +32,15 @@ from app.scrub import Minted, Scrubber, config_secrets
 Json = dict[str, Any]
 
 ErrorMapper = Callable[[int, Any, str], errors.GatewayError]
+
+
+def shown_url(url: str) -> str:
+    """``url`` as an error may show it: without a ``user:password@``, query string or fragment,
+    where a credential could be (the config refuses them in a provider's URL; this holds for a
+    URL built otherwise too)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -110,6 +120,8 @@ class Upstream:
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
+        self.shown = shown_url(self.base_url)
+        """How errors name the upstream."""
         self._headers = {"Content-Type": "application/json", **headers}
         self._params = dict(params) if params else None
         self._connect_timeout_s = connect_timeout_s
@@ -162,7 +174,7 @@ class Upstream:
         """Redirects are never followed: the prompt would be re-sent, and on the same host with
         the credentials, to wherever the upstream points."""
         return errors.BadUpstreamResponse(
-            f"upstream {self.base_url} answered {response.status} (a redirect); model calls do "
+            f"upstream {self.shown} answered {response.status} (a redirect); model calls do "
             "not follow redirects: check the provider's base_url")
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
@@ -183,13 +195,13 @@ class Upstream:
 
     def _translate(self, exc: BaseException) -> errors.GatewayError:
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-            return errors.UpstreamTimeout(f"upstream {self.base_url} timed out")
+            return errors.UpstreamTimeout(f"upstream {self.shown} timed out")
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return errors.UpstreamConnectError(f"cannot connect to upstream {self.base_url}")
+            return errors.UpstreamConnectError(f"cannot connect to upstream {self.shown}")
         if isinstance(exc, aiohttp.ClientPayloadError):
-            return errors.BadUpstreamResponse(f"upstream {self.base_url} cut the response short")
+            return errors.BadUpstreamResponse(f"upstream {self.shown} cut the response short")
         return errors.UpstreamConnectError(
-            f"upstream {self.base_url} connection failed: {type(exc).__name__}"
+            f"upstream {self.shown} connection failed: {type(exc).__name__}"
         )
 
     async def get_json(self, path: str) -> Any:
@@ -236,7 +248,7 @@ class Upstream:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise errors.BadUpstreamResponse(f"upstream {self.base_url} sent invalid JSON") \
+            raise errors.BadUpstreamResponse(f"upstream {self.shown} sent invalid JSON") \
                 from None
 
     async def stream_sse(self, path: str, payload: Json, *, timeout_s: float | None = None,
@@ -262,7 +274,7 @@ class Upstream:
                         raise self._redirected(response)
                     await self._raise_for(response)
                 parser = SSEParser()
-                lines = LineBuffer(f"upstream {self.base_url}")
+                lines = LineBuffer(f"upstream {self.shown}")
                 try:
                     while chunk := await response.content.readany():
                         for raw_line in lines.feed(chunk):

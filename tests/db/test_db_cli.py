@@ -99,6 +99,15 @@ def test_unreachable_database_fails_without_leaking_the_password() -> None:
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_a_password_in_the_query_is_masked_too() -> None:
+    """``?password=`` (which asyncpg takes) is masked in the command's message as well."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/calls?password=SuperSecretPw123"
+    result = db("upgrade", "--database-url", url)
+    assert result.returncode == 1
+    assert "/calls?password=***: " in result.stderr
+    assert "SuperSecretPw123" not in result.stderr + result.stdout
+
+
 def test_bad_arguments_exit_2() -> None:
     """A bad duration or an unsupported URL is a usage error."""
     assert db("prune", "--older-than", "soon").returncode == 2

@@ -58,6 +58,21 @@ def test_mask_url_hides_password() -> None:
     assert mask_url("postgresql://u:hunter2@h:5432/db") == "postgresql://u:***@h:5432/db"
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://postgres@h:5432/db?password=SuperSecretPw123",
+     "postgresql://postgres@h:5432/db?password=***"),
+    ("postgresql://u:hunter2@h/db?sslmode=require&sslpassword=SuperSecretPw123",
+     "postgresql://u:***@h/db?sslmode=require&sslpassword=***"),
+    ("postgresql://u@h/db?Password=SuperSecretPw123&password=SuperSecretPw123&api_token=t&k=v",
+     "postgresql://u@h/db?Password=***&api_token=***&k=v&password=***"),
+])
+def test_mask_url_hides_credentials_in_the_query(url: str, shown: str) -> None:
+    """A query parameter that may carry a credential (asyncpg's ``?password=``, ``sslpassword``,
+    any name holding pass, secret, token or key) is masked like the password; others are
+    kept."""
+    assert mask_url(url) == shown
+
+
 async def test_postgres_engine_pool_is_bounded() -> None:
     """A Postgres engine's pool holds a small, fixed number of connections."""
     engine = make_engine("postgresql://u:p@127.0.0.1/db")

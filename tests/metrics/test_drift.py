@@ -183,6 +183,26 @@ def test_a_new_model_version_counts_once_and_is_logged(
     assert mon.events[-1]["before"]["system_fingerprint"] == "fp_1"
 
 
+def test_an_upstream_model_with_a_newline_cannot_forge_a_log_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An upstream ``model`` or fingerprint holding a newline (or another control character)
+    is logged escaped: one record, one line, the forged text inside it; the event keeps the
+    value as sent."""
+    forged = "m3\n2026-12-07 00:15:00,000 WARNING switchboard.keys: FORGED\r\x1b[31m"
+    mon, _ = monitor()
+    source = lengths(9)
+    feed(mon, 5, source, model="m2")
+    with caplog.at_level(logging.WARNING, logger="switchboard.drift"):
+        feed(mon, 5, source, model=forged, fingerprint="fp\n2")
+    [record] = [r for r in caplog.records if "version changed" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message
+    assert message.endswith(
+        "m2 fp_1 -> m3\\n2026-12-07 00:15:00,000 WARNING switchboard.keys: FORGED\\r\\x1b[31m "
+        "fp\\n2")
+    assert mon.events[-1]["after"] == {"model": forged, "system_fingerprint": "fp\n2"}
+
+
 def test_an_upstream_rotating_its_fingerprint_adds_a_bounded_number_of_series() -> None:
     """An upstream with a new fingerprint on every answer: the first ``MAX_VERSIONS`` versions
     are exported under their own values, every later one as ``other``, so the family holds at

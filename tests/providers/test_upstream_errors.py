@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import aiohttp
@@ -15,14 +16,15 @@ import pytest
 from aiohttp.base_protocol import BaseProtocol
 from openai.types.chat import ChatCompletionMessageParam
 
-from app.providers.http import SSEParser, _buffered
+from app import errors
+from app.providers.http import SSEParser, Upstream, _buffered, new_session
 from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
     GatewayFactory,
     RunningGateway,
     run_gateway,
     sim_config,
 )
-from tests.hardening_upstreams import canned, chat_answer, redirect_answer
+from tests.hardening_upstreams import canned, chat_answer, json_answer, redirect_answer
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -120,6 +122,41 @@ def test_mid_stream_error_through_the_sdk(run_gateway: GatewayFactory, simulator
 
 
 # ---- redirects (item 8) ---------------------------------------------------------------------
+
+
+def test_an_echoed_cookie_or_password_header_is_scrubbed(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """An upstream error echoing the value of a configured ``Cookie`` or ``X-Password`` header
+    (not only ``Authorization``-like names) reaches neither the client nor the record."""
+    cookie, password = "sid=cookie-SECRET-4242", "pw-SECRET-9191"
+    echo = json.dumps({"error": {"message": f"no session {cookie} for {password}",
+                                 "type": "invalid_request_error", "param": password,
+                                 "code": cookie}}).encode()
+    with canned(json_answer(echo, 400)) as upstream:
+        raw = sim_config(simulator, chat={"targets": [{"provider": "up", "model": "m"}]})
+        raw["providers"]["up"] = {"type": "openai", "base_url": upstream.url + "/v1",
+                                  "headers": {"Cookie": cookie, "X-Password": password}}
+        with run_gateway(raw) as gw:
+            answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": "cookie"},
+                                    json={"model": "chat", "messages": USER})
+            assert answer.status_code == 400
+            record = gw.sink.by_id("cookie")
+            for text in (answer.text, record.error_message or ""):
+                assert "SECRET" not in text and "[redacted]" in text
+
+
+async def test_a_connection_error_never_shows_a_query_of_the_upstream_url() -> None:
+    """The config refuses a query in a provider's URL; an upstream built with one otherwise
+    still names itself in errors without it (nor a ``user:password@``)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with new_session() as session:
+        upstream = Upstream(session, base_url=f"http://u:pw-SECRET@127.0.0.1:{port}/v1?k=SECRET",
+                            headers={}, timeout_s=5, connect_timeout_s=5)
+        with pytest.raises(errors.UpstreamConnectError) as caught:
+            await upstream.post_json("/chat/completions", {})
+    assert str(caught.value) == f"cannot connect to upstream http://127.0.0.1:{port}/v1"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
