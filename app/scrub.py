@@ -2,7 +2,8 @@
 ``param`` and ``code``, non-streaming or mid-stream) is scrubbed of the provider secrets before a
 client or the call log sees it: the configured ones (``config_secrets``) and the minted ones,
 which providers obtain while the gateway runs (access tokens, AWS credentials from botocore's
-chain) and report through ``minted`` sources, read each time an error is scrubbed."""
+chain) and report through ``minted`` sources, read each time an error is scrubbed. And text from
+outside printed on one line (a log message, a CLI listing) cannot forge another (``one_line``)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,12 @@ def _replace(value: str, secrets: tuple[str, ...]) -> str:
         if secret in value:
             value = value.replace(secret, REDACTED)
     return value
+
+
+def one_line(text: str) -> str:
+    """``text`` with anything unprintable escaped (``\\n``, ``\\x1b``, U+2028): text that came
+    from outside (an upstream's model name, a key's name stored before names were checked) cannot
+    end the line it is printed on and forge another, or colour a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from app.db.cli import database_url_option
+from app.scrub import one_line
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def _show_key(record: KeyRecord) -> str:
         if value is not None)
     status = record.problem(time.time()) or "active"
     admin = " admin" if record.admin else ""
-    return _one_line(
+    return one_line(
         f"{record.id}  {record.prefix}...  {status}{admin}  {record.name}  {limits}".rstrip())
 
 
@@ -179,16 +180,7 @@ def _show_team(team: TeamRecord) -> str:
         ("budget", None if team.budget_usd is None
          else f"{team.budget_usd:g}/{team.budget_period}"),
         ("privacy", team.privacy)) if value is not None)
-    return _one_line(f"{team.id}  {team.name}  {limits}".rstrip())
-
-
-def _one_line(text: str) -> str:
-    """``text`` with anything unprintable escaped (``\\n``, ``\\x1b``): a name or model
-    written before names were checked, or by hand in the database, cannot forge a line or
-    colour the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return one_line(f"{team.id}  {team.name}  {limits}".rstrip())
 
 
 def _print_secret(record: KeyRecord, plaintext: str, verb: str) -> None:

@@ -35,6 +35,7 @@ from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
 from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
+from app.scrub import one_line
 from app.times import iso
 
 log = logging.getLogger("switchboard.drift")
@@ -278,8 +279,8 @@ class DriftMonitor:
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
         log.warning("upstream model version changed for %s/%s: %s %s -> %s %s", target.model,
-                    target.provider, _one_line(before[0]), _one_line(before[1] or "-"),
-                    _one_line(model), _one_line(fingerprint or "-"), extra={"drift_event": event})
+                    target.provider, one_line(before[0]), one_line(before[1] or "-"),
+                    one_line(model), one_line(fingerprint or "-"), extra={"drift_event": event})
 
     # ---- evaluation -----------------------------------------------------------------------
 
@@ -359,15 +360,6 @@ class DriftMonitor:
 
 
 _PAST_THE_CAP = (OTHER_VERSION, OTHER_VERSION)
-
-
-def _one_line(text: str) -> str:
-    """An upstream's ``text`` (its model name, its fingerprint) as a log message may hold it:
-    anything unprintable escaped (``\\n``, ``\\x1b``), so that it cannot end the line and forge
-    another. The drift event (the record's ``drift_event``, the events listed) keeps it as sent."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _shown(target: _Target, version: tuple[str, str]) -> tuple[str, str]:
