@@ -75,7 +75,7 @@ class ReplicateUpstream(Upstream):
             if not _host_trusted(path_or_url, self.base_url):
                 raise errors.BadUpstreamResponse(
                     f"Replicate pointed at {urlsplit(path_or_url).hostname!r}, outside "
-                    f"{self.base_url}'s domain; the API token is not sent there")
+                    f"{self.shown}'s domain; the API token is not sent there")
             return path_or_url
         return self.base_url + path_or_url
 
