@@ -3,11 +3,12 @@
 (``GET /admin/config``, ``POST /admin/config/reload``) and the routing state (``GET
 /admin/routing``).
 
-Access: the master key, or a virtual key marked admin (``AdminDep``). In loopback-only mode (no
-master key configured; the gateway then refuses to bind anything but a loopback address, see
-``Settings.check_exposure``) every caller is "anonymous", and the admin routes are open to
-clients connecting from a loopback address and refused (403) to any other: the machine's own
-users already own the gateway's data, nobody else does.
+Access: the master key, or a virtual key marked admin (``app.api.deps.AdminDep``). In
+loopback-only mode (no master key configured; the gateway then refuses to bind anything but a
+loopback address, see ``Settings.check_exposure``) every caller is "anonymous", and the admin
+routes are open to clients connecting from a loopback address and refused (403) to any other:
+the machine's own users already own the gateway's data, nobody else does. A body is read only
+once that access is granted (``app.api.guard``).
 """
 
 from __future__ import annotations
@@ -20,36 +21,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors, experiments
-from app.api.deps import CallerDep, refuse_unknown_query
+from app.api.deps import AdminDep
+from app.api.guard import GuardedRoute
 from app.calllog import query, spend
 from app.db.engine import DATABASE_ERRORS
-from app.pipeline import Caller
 from app.resources import resources_of
-from app.settings import is_loopback
 from app.times import iso
 
-router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-async def require_admin(request: Request, caller: CallerDep) -> Caller:
-    """The caller, when it may use the admin API: the master key, a virtual key marked admin,
-    or "anonymous" from loopback in loopback-only mode. ``AuthenticationFailed`` (401) for a
-    missing or wrong key, ``PermissionDenied`` (403) for any other caller; then, for an admin,
-    400 ``unknown_parameter`` for a query parameter the route does not take (every admin route
-    takes this dependency, so none silently ignores a filter it was sent)."""
-    if caller.name == "anonymous":
-        client = request.client
-        allowed = client is not None and is_loopback(client.host)
-    else:
-        allowed = caller.admin
-    if not allowed:
-        raise errors.PermissionDenied("The admin API needs the master key or an admin key.",
-                                      code="admin_only")
-    refuse_unknown_query(request)
-    return caller
-
-
-AdminDep = Annotated[Caller, Depends(require_admin)]
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=GuardedRoute)
 
 
 async def get_engine(request: Request) -> AsyncEngine:

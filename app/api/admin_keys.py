@@ -29,8 +29,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 
 from app import errors
-from app.api.admin import AdminDep
-from app.api.deps import GatewayDep
+from app.api.deps import AdminDep, GatewayDep
+from app.api.guard import GuardedRoute
 from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
@@ -40,7 +40,7 @@ from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=GuardedRoute)
 
 
 def get_directory(request: Request) -> KeyDirectory:

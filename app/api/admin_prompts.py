@@ -31,7 +31,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from app import errors
-from app.api.admin import AdminDep
+from app.api.deps import AdminDep
+from app.api.guard import GuardedRoute
 from app.db.engine import answering
 from app.prompts import TemplateCreate, VersionSpec
 from app.prompts.diff import diff
@@ -41,7 +42,7 @@ from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
 
-router = APIRouter(prefix="/admin/prompts", tags=["admin"])
+router = APIRouter(prefix="/admin/prompts", tags=["admin"], route_class=GuardedRoute)
 
 
 def get_library(request: Request) -> PromptLibrary:

@@ -1,6 +1,7 @@
 """Request-scoped dependencies of the routes that are not model calls (model calls go through
-``app.api.calls.serve_call``): the gateway, the settings, the authenticated caller, and the
-refusal of query parameters a route does not take (``refuse_unknown_query``)."""
+``app.api.calls.serve_call``): the gateway, the settings, the authenticated caller, the admin
+API's caller, and the refusal of query parameters a route does not take
+(``refuse_unknown_query``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from app.api.incoming import Incoming
 from app.gateway import Gateway
 from app.pipeline import Caller
 from app.resources import resources_of
-from app.settings import Settings
+from app.settings import Settings, is_loopback
 
 
 async def get_gateway(request: Request) -> Gateway:
@@ -37,6 +38,32 @@ async def require_caller(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]
+
+
+async def require_admin(request: Request, caller: CallerDep) -> Caller:
+    """The caller, when it may use the admin API (``check_admin``). ``AuthenticationFailed``
+    (401) for a missing or wrong key, ``PermissionDenied`` (403) for any other caller; then,
+    for an admin, 400 ``unknown_parameter`` for a query parameter the route does not take
+    (every admin route takes this dependency, so none silently ignores a filter it was sent)."""
+    check_admin(caller, client=None if request.client is None else request.client.host)
+    refuse_unknown_query(request)
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+def check_admin(caller: Caller, *, client: str | None) -> None:
+    """Nothing when ``caller``, connecting from the address ``client``, may use the admin API:
+    the master key, a virtual key marked admin, or "anonymous" from loopback in loopback-only
+    mode; else ``PermissionDenied`` (403 ``admin_only``)."""
+    if caller.name == "anonymous":
+        allowed = client is not None and is_loopback(client)
+    else:
+        allowed = caller.admin
+    if not allowed:
+        raise errors.PermissionDenied("The admin API needs the master key or an admin key.",
+                                      code="admin_only")
 
 
 def refuse_unknown_query(request: Request) -> None:

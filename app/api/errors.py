@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app import errors
 from app.api.wire import JSONReply, body_not_json, body_not_object, empty_body, error_reply
@@ -60,11 +61,43 @@ def unsupported(method: str, path: str) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's own ``HTTPException``s in OpenAI's shape, their headers kept."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched
         return unsupported(request.method, request.url.path)
+    if exc.status_code == 405:
+        return not_allowed(request, exc)
     kind = _BY_STATUS.get(exc.status_code, errors.InvalidRequest)
-    return error_response(kind(str(exc.detail), status=exc.status_code))
+    return JSONReply(orjson.dumps(kind(str(exc.detail), status=exc.status_code).body()),
+                     status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+PROBED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods a 405 checks its path for."""
+
+
+def not_allowed(request: Request, exc: HTTPException) -> Response:
+    """The 405 of a path served, but not with this method: ``Allow`` lists every method the
+    path takes (as RFC 9110 requires), and so does the message; code ``method_not_allowed``
+    (Anthropic's error shape under ``/v1/messages``). Starlette's own ``Allow`` names only the
+    methods of the first route that matched the path (``/admin/keys`` has one route for
+    ``GET`` and another for ``POST``), so the app's routes are asked for each method."""
+    allowed = [method for method in PROBED if _served(request, method)]
+    if not allowed:  # not expected: a 405 means some route took the path
+        allowed = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m]
+    path = request.url.path
+    exc_405 = errors.InvalidRequest(
+        f"{request.method[:20]} is not allowed on {path[:200]}; it allows "
+        f"{', '.join(allowed) or 'no method'}.", status=405, code="method_not_allowed")
+    body = anthropic_error_body(exc_405) if path.startswith("/v1/messages") else exc_405.body()
+    return JSONReply(orjson.dumps(body), status=405, headers={"allow": ", ".join(allowed)})
+
+
+def _served(request: Request, method: str) -> bool:
+    """Whether a route of the app takes this request's path with ``method`` (Starlette's
+    public ``BaseRoute.matches``, on a copy of the scope)."""
+    probe = {**request.scope, "method": method}
+    return any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

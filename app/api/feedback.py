@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app import errors, feedback
-from app.api.admin import AdminDep, EngineDep
-from app.api.deps import CallerDep
+from app.api.admin import EngineDep
+from app.api.deps import AdminDep, CallerDep
+from app.api.guard import GuardedRoute
 from app.calllog.query import check_text
 from app.db.engine import answering
 from app.resources import resources_of
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.post("/v1/feedback", status_code=201)
