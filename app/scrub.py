@@ -7,6 +7,7 @@ outside printed on one line (a log message, a CLI listing) cannot forge another 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, SecretStr
@@ -24,11 +25,21 @@ PLAIN_HEADERS = frozenset({
 ``application/json`` or an API version from every error message would only garble it."""
 
 
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|signature|pass|cookie|session|cred",
+                                re.IGNORECASE)
+"""Headers named as credentials: their values are scrubbed whatever their length (from 4)."""
+_MIN_UNNAMED_SECRET = 16
+"""Another header's value is scrubbed from this length: a credential in a header named
+otherwise (``X-Api``, ``X-Sig``) is rarely shorter, and a label (``X-Who: private``,
+``X-Team: acme``) rarely longer, whose every mention scrubbing would garble messages."""
+
+
 def config_secrets(providers: Iterable[BaseModel]) -> tuple[str, ...]:
-    """Every credential in the provider configs: ``SecretStr`` fields, and the value of every
-    extra header but the ``PLAIN_HEADERS`` (any header may carry one: ``Authorization``,
-    ``Cookie``, ``X-Password``..., as ``app.config_diff`` also holds). A value under 4
-    characters is never scrubbed (``_MIN_SECRET``)."""
+    """Every credential in the provider configs: ``SecretStr`` fields, and the extra headers'
+    values but the ``PLAIN_HEADERS``': all of a header named as a credential
+    (``Authorization``, ``Cookie``, ``X-Password``...), others from 16 characters (any header
+    may carry one, as ``app.config_diff`` also holds). A value under 4 characters is never
+    scrubbed (``_MIN_SECRET``)."""
     found: set[str] = set()
     for provider in providers:
         for name in type(provider).model_fields:
@@ -37,8 +48,13 @@ def config_secrets(providers: Iterable[BaseModel]) -> tuple[str, ...]:
                 found.add(value.get_secret_value())
         headers = getattr(provider, "headers", None) or {}
         for header, value in headers.items():
-            if header.lower() not in PLAIN_HEADERS:
+            if header.lower() in PLAIN_HEADERS:
+                continue
+            if _CREDENTIAL_HEADER.search(header):
                 found.update(_header_secrets(header, value))
+            elif len(value) >= _MIN_UNNAMED_SECRET:
+                found.update(s for s in _header_secrets(header, value)
+                             if len(s) >= _MIN_UNNAMED_SECRET)
     # longest first, so that a secret containing another is replaced whole
     return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
 

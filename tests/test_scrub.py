@@ -52,3 +52,14 @@ def test_every_configured_header_value_is_a_secret_but_plain_ones() -> None:
     assert not found & {"application/json", "text/event-stream", "1", "2023-06-01"}
     scrubbed = Scrubber(found).text("bad cookie-secret-42 / hunter2-pw in application/json")
     assert scrubbed == f"bad {REDACTED} / {REDACTED} in application/json"
+
+
+def test_a_label_header_is_not_a_secret_but_a_long_value_is() -> None:
+    """A header not named as a credential is scrubbed from 16 characters: ``X-Who: private``
+    would otherwise garble every "private" in messages (it turned ``no_private_target`` into
+    ``no_[redacted]_target``), while a token in ``X-Api`` is still caught."""
+    provider = OpenAIProvider(type="openai", api_key=SecretStr("sk-configured-0123"), headers={
+        "X-Who": "private", "X-Team": "acme-platform", "X-Api": "tok-0123456789abcdef"})
+    found = set(config_secrets([provider]))
+    assert "tok-0123456789abcdef" in found
+    assert not found & {"private", "acme-platform"}
