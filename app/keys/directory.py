@@ -32,6 +32,10 @@ began under an older generation returns its result but does not cache it.
 
 Entries are indexed by key id and by team id, so a change message or a refresh finds the entries
 it names without a pass over the cache.
+
+(Past 400 lines: the cache, its bounded lookup and the three ways it learns of changes share the
+entries, their indexes and the generation counter; split, each part would reach into the
+others' state.)
 """
 
 from __future__ import annotations
