@@ -1,12 +1,22 @@
 """``KeyDirectory``: the gateway's in-memory cache of virtual keys, by key hash.
 
-The hot path is ``cached(hash)``, a dict lookup; ``resolve(key)`` falls back to one database
-query for a key not cached yet, and remembers unknown hashes for ``NEGATIVE_TTL_S`` (bounded, so
-random keys cannot grow memory). A database outage does not stop known keys: cached entries are
-served however old they are, and a key that cannot be checked at all raises ``KeysUnavailable``
-(the caller answers 503, never 401). A lookup the database does not answer within
-``LOOKUP_TIMEOUT_S`` is one that cannot be checked; after a failed lookup, the others fail at once
-for ``DOWN_FOR_S``, and then while one lookup asks the database again (a hung database costs one
+The hot path is ``cached(hash)``, a dict lookup; ``resolve(key)`` falls back to the database
+for a key not cached yet, and remembers unknown hashes for ``NEGATIVE_TTL_S`` (bounded, so random
+keys cannot grow memory). A database outage does not stop known keys: cached entries are served
+however old they are, and a key that cannot be checked at all raises ``KeysUnavailable`` (the
+caller answers 503, never 401).
+
+Lookups are batched: at most one lookup query runs per directory at a time. The keys asked for
+while it runs wait in a queue and go together into the next query, ``LOOKUP_BATCH`` at most per
+query (more waiting make the queries after it); concurrent resolves of one key share its place.
+So a flood of never-issued keys (any client can send them) costs one query per ``LOOKUP_BATCH``
+of them, one at a time, instead of one query per key queued on the small connection pool, where
+5,000 at once held the lookups past ``LOOKUP_TIMEOUT_S`` and real keys then got 503 (measured).
+
+A query the database does not answer within ``LOOKUP_TIMEOUT_S`` (counted from its start, not
+from when its keys were queued) fails its keys as ones that cannot be checked. After a failed
+query, the keys that waited for the next one fail at once too, and so do new lookups for
+``DOWN_FOR_S``, and then while one lookup asks the database again (a hung database costs one
 wait, not one per key).
 
 Freshness:
@@ -33,7 +43,7 @@ began under an older generation returns its result but does not cache it.
 Entries are indexed by key id and by team id, so a change message or a refresh finds the entries
 it names without a pass over the cache.
 
-(Past 400 lines: the cache, its bounded lookup and the three ways it learns of changes share the
+(Past 400 lines: the cache, its batched lookup and the three ways it learns of changes share the
 entries, their indexes and the generation counter; split, each part would reach into the
 others' state.)
 """
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -57,7 +68,7 @@ from app.background import pause
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.key_changes import KEPT_S, OVERLAP_S
 from app.keys.model import KeyRecord, TeamRecord, hash_key
-from app.keys.store import Change, KeyStore
+from app.keys.store import LOOKUP_CHUNK, Change, KeyStore
 from app.pubsub import follow
 
 log = logging.getLogger("switchboard.keys")
@@ -71,6 +82,9 @@ MAX_NEGATIVE = 10_000
 REFRESH_CHUNK = 100
 """Keys re-read per query by ``refresh``: a chunk's rows are decoded while requests wait, so it
 is kept to about a millisecond of work."""
+LOOKUP_BATCH = LOOKUP_CHUNK
+"""Most key hashes looked up by one query (one ``find_many_by_hash`` call, one query); more
+waiting go into the queries after it."""
 PRUNE_EVERY_S = 3600.0
 """How often a directory deletes the key change log's rows older than ``KEPT_S``."""
 LOOKUP_TIMEOUT_S = 3.0
@@ -127,7 +141,12 @@ class KeyDirectory:
         """Unknown hashes and when they may be asked again (insertion order = age)."""
         self._generation = 0
         self._loading: dict[str, asyncio.Future[Entry | None]] = {}
-        """Lookups in flight, by hash."""
+        """Lookups queued or in flight, by hash."""
+        self._queued: dict[str, int] = {}
+        """The hashes waiting for the next lookup query, oldest first, each with the
+        generation it was asked for under."""
+        self._looking_up: asyncio.Task[None] | None = None
+        """The task running the lookup queries, while there are any to run."""
         self._failing = False
         """The last lookup answered failed (``DOWN_FOR_S``)."""
         self._down_until = -math.inf
@@ -158,10 +177,11 @@ class KeyDirectory:
         return len(self._negative)
 
     async def resolve(self, key: str) -> Entry | None:
-        """The entry for ``key``, from the cache or one database query; ``None`` for a key that
+        """The entry for ``key``, from the cache or a database query; ``None`` for a key that
         does not exist. Raises ``KeysUnavailable`` when it is not cached and the database
-        cannot be asked, or did not answer within ``LOOKUP_TIMEOUT_S``, or failed moments ago
-        (``DOWN_FOR_S``). Concurrent calls for one key share one query."""
+        cannot be asked, or did not answer its query within ``LOOKUP_TIMEOUT_S``, or failed
+        moments ago (``DOWN_FOR_S``). Concurrent calls for one key share one lookup, and the
+        lookups of different keys are batched (see the module docstring)."""
         digest = hash_key(key)
         entry = self._entries.get(digest)
         if entry is not None:
@@ -178,15 +198,47 @@ class KeyDirectory:
                 raise KeysUnavailable("the key database failed moments ago")
             if self._failing:  # this lookup asks again; the others fail at once meanwhile
                 self._down_until = now + self._lookup_timeout_s
-            # Concurrent first uses of one key share one query (a cold start under load would
+            # Concurrent first uses of one key share one lookup (a cold start under load would
             # otherwise queue one query per request on the small connection pool).
-            loading = asyncio.ensure_future(self._load(digest, self._generation))
+            loading = asyncio.get_running_loop().create_future()
             self._loading[digest] = loading
-            loading.add_done_callback(lambda done: self._loaded(digest, done))
+            self._queued[digest] = self._generation
+            if self._looking_up is None:
+                self._looking_up = asyncio.create_task(self._look_up_queued(),
+                                                       name="keys-lookup")
+                self._looking_up.add_done_callback(_retrieved)  # its callers were told
+        # Shielded: a caller cancelled leaves the lookup to the others waiting on it.
         return await asyncio.shield(loading)
 
-    async def _load(self, digest: str, generation: int) -> Entry | None:
-        query = asyncio.ensure_future(self.store.find_by_hash(digest))
+    async def _look_up_queued(self) -> None:
+        """Look the queued hashes up, ``LOOKUP_BATCH`` per query, one query at a time, until
+        none is left; hashes queued while a query runs go into the next one."""
+        try:
+            while self._queued:
+                batch = {digest: self._queued.pop(digest)
+                         for digest in list(itertools.islice(self._queued, LOOKUP_BATCH))}
+                try:
+                    await self._look_up(batch)
+                except KeysUnavailable as exc:
+                    self._settle(list(batch), exc)
+                    # Failed moments ago (DOWN_FOR_S): the keys that waited for the next query
+                    # fail at once too.
+                    queued, self._queued = list(self._queued), {}
+                    self._settle(queued, KeysUnavailable("the key database failed moments ago"))
+        except BaseException as exc:
+            # Cancelled (the event loop closing) or a bug: it ends every lookup left (a
+            # cancellation as KeysUnavailable, so that no caller sees one it did not ask for).
+            self._queued = {}
+            self._settle(list(self._loading), exc if isinstance(exc, Exception)
+                         else KeysUnavailable("the key lookup was stopped"))
+            raise
+        finally:
+            self._looking_up = None
+
+    async def _look_up(self, batch: dict[str, int]) -> None:
+        """One query for the hashes of ``batch``; settles their lookups (caching what it found
+        for each hash whose generation is still current), or raises ``KeysUnavailable``."""
+        query = asyncio.ensure_future(self.store.find_many_by_hash(list(batch)))
         try:
             await asyncio.wait((query,), timeout=self._lookup_timeout_s)
         finally:
@@ -208,20 +260,28 @@ class KeyDirectory:
             raise KeysUnavailable("the key database is unreachable") from None
         self._failing = False
         self._down_until = -math.inf
-        entry = None if found is None else Entry(*found)
-        if generation == self._generation:
-            self._remember(digest, entry)
-        return entry
+        for digest, generation in batch.items():
+            row = found.get(digest)
+            entry = None if row is None else Entry(*row)
+            if generation == self._generation:  # no change since the key was asked for
+                self._remember(digest, entry)
+            self._settle([digest], entry)
 
     def _failed(self) -> None:
         self._failing = True
         self._down_until = self._clock() + self._down_for_s
 
-    def _loaded(self, digest: str, done: asyncio.Future[Entry | None]) -> None:
-        if self._loading.get(digest) is done:
-            del self._loading[digest]
-        if not done.cancelled():
-            done.exception()  # retrieved here too: every waiter may have been cancelled
+    def _settle(self, digests: list[str], outcome: Entry | Exception | None) -> None:
+        """End the lookups of ``digests`` with ``outcome`` (an entry, ``None`` or an error)."""
+        for digest in digests:
+            loading = self._loading.pop(digest, None)
+            if loading is None or loading.done():
+                continue
+            if isinstance(outcome, Exception):
+                loading.set_exception(outcome)
+                loading.exception()  # retrieved here too: every waiter may have been cancelled
+            else:
+                loading.set_result(outcome)
 
     def _remember(self, digest: str, entry: Entry | None) -> None:
         if entry is None:
@@ -412,8 +472,9 @@ class KeyDirectory:
 
 
 def _retrieved(query: asyncio.Future[Any]) -> None:
-    """Take a cancelled lookup's outcome, so that an error it ended with is not logged as
-    never retrieved."""
+    """Take a finished task's outcome (a cancelled lookup query's, the lookup task's, whose
+    callers were given it), so that an error it ended with is not logged as never
+    retrieved."""
     if not query.cancelled():
         query.exception()
 

@@ -52,7 +52,8 @@ from app.keys.model import (
 )
 
 LOOKUP_CHUNK = 500
-"""Key hashes per query when re-reading many keys (``find_many_by_hash``)."""
+"""Key hashes per query when looking up many keys (``find_many_by_hash``; the key directory's
+batched lookups ask for at most this many at once, one query)."""
 
 _KEY = Base.metadata.tables[ApiKey.__tablename__]
 _TEAM = Base.metadata.tables[Team.__tablename__]
