@@ -383,8 +383,11 @@ class KeyDirectory:
                        on_reconnect=self._reconnected), name="keys-subscriber"))
 
     async def aclose(self) -> None:
-        """Stop the background tasks (the store's engine and Redis belong to the caller)."""
+        """Stop the background tasks and the lookup queries (their callers get ``KeysUnavailable``;
+        the store's engine and Redis belong to the caller)."""
         tasks, self._tasks = self._tasks, []
+        if self._looking_up is not None:  # its waiters get KeysUnavailable
+            tasks.append(self._looking_up)
         for task in tasks:
             task.cancel()
         for task in tasks:
