@@ -4,7 +4,7 @@
 overlapping. Built-in entity types:
 
 - ``EMAIL``: found from each ``@`` outwards (a local part before it, a dotted domain with a
-  2-24 letter top level after it);
+  2-24 letter top level after it; letters and digits of any script: ``app.privacy.emails``);
 - ``PHONE``: candidate runs of 7-21 digits with phone punctuation (dates and times are not
   candidates), each checked as a whole against Google's ``phonenumbers`` in each default region
   (``app.privacy.phones.phone_number``: what ``parse`` and ``is_valid_number`` answer, read
@@ -52,14 +52,13 @@ import bisect
 import ipaddress
 import operator
 import re
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
 import phonenumbers
 
-from app.privacy import checks, windows
+from app.privacy import checks, emails, windows
 from app.privacy.phones import phone_number
 
 EMAIL, PHONE, CREDIT_CARD, IBAN = "EMAIL", "PHONE", "CREDIT_CARD", "IBAN"
@@ -112,11 +111,6 @@ def words_pattern(words: Sequence[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-_LOCAL_PUNCTUATION = "._%+'-"
-_LOCAL_CHARS = string.ascii_letters + string.digits + _LOCAL_PUNCTUATION
-"""An email's local part: ASCII letters and digits, and this punctuation (not first)."""
-_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-                           r"[A-Za-z]{2,24}(?![A-Za-z0-9-])")
 _CARD = re.compile(r"(?=[\d -]{13})\d+(?:[ -]\d+)*")
 """A run of digit groups, from where 13 characters of digits, spaces and dashes follow: the
 runs long enough to hold a card, without a Python step for each shorter one."""
@@ -211,24 +205,8 @@ def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
     return not (start >= 2 and text[start - 1] == "." and text[start - 2].isdigit())
 
 
-def _emails(text: str) -> Iterable[Finding]:
-    at = text.find("@")
-    while at != -1:
-        # The local part: the characters it may hold right before the @ (up to 64), from the
-        # first letter or digit among them (str.rstrip and lstrip: C loops, where a regex
-        # search of the 64 characters before tries each start in turn).
-        head = text[max(0, at - 64):at]
-        local = head[len(head.rstrip(_LOCAL_CHARS)):].lstrip(_LOCAL_PUNCTUATION)
-        if local:
-            domain = _EMAIL_DOMAIN.match(text, at + 1)
-            start = at - len(local)
-            if domain is not None and (start == 0 or not (text[start - 1].isalnum()
-                                                          or text[start - 1] in "._%+-")):
-                end = domain.end()
-                if text[end - 1] == ".":
-                    end -= 1
-                yield Finding(EMAIL, start, end)
-        at = text.find("@", at + 1)
+def _emails(text: str) -> list[Finding]:
+    return [Finding(EMAIL, start, end) for start, end in emails.spans(text)]
 
 
 def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:

@@ -129,7 +129,7 @@ class StreamRestorer:
     """Restores placeholders in text that arrives in pieces, one buffer per stream part (a
     choice's content, a tool call's arguments, a native content block)."""
 
-    __slots__ = ("_pending", "entries", "vault")
+    __slots__ = ("_pending", "entries", "shifts", "vault")
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
@@ -137,6 +137,9 @@ class StreamRestorer:
         self.entries: dict[object, list[tuple[Any, str]]] = {}
         """Items held back whole with the text of theirs that went out (a streamed token's
         logprobs entry, while its text may be part of a placeholder: ``app.privacy.stream``)."""
+        self.shifts: dict[object, int] = {}
+        """How much longer the restored text of a part is than the upstream's so far (a legacy
+        completion's ``text_offset``s move by it: ``app.privacy.stream``)."""
 
     def feed(self, key: object, piece: str, *, json_text: bool = False) -> str:
         """The text of ``key``'s stream that can go out now, ``piece`` included; ``json_text``:

@@ -10,13 +10,17 @@ key) leaves the document valid, and its string holds the value.
 
 The parts of a stream restored, each with its own buffer: a choice's ``delta.content``,
 ``delta.reasoning_content`` and ``delta.refusal`` (chat), its ``text`` (completions), each tool
-call's ``function.arguments``, the tokens of its ``logprobs`` (chat: ``content`` and
-``refusal``); and, for a ``/v1/messages`` stream from a native target, the upstream's own
-``content_block_delta`` events carried on the chunk (``NATIVE_EVENTS``: their ``text``,
-``thinking`` and ``partial_json``). A logprobs entry whose token may be part of a placeholder
-is held back whole; the entries that spelled a placeholder go out as one entry, its token the
-value, its ``logprob`` their sum (the value's probability), its ``top_logprobs`` the first's. A
-native delta whose text is all held back is not sent (Anthropic sends no empty deltas). A
+call's ``function.arguments`` and a legacy ``function_call``'s ``arguments``, the tokens of its
+``logprobs`` (chat: ``content`` and ``refusal``; completions: the legacy ``tokens`` list, its
+parallel ``token_logprobs``, ``top_logprobs`` and ``text_offset`` rebuilt to match); and, for a
+``/v1/messages`` stream from a native target, the upstream's own ``content_block_delta`` events
+carried on the chunk (``NATIVE_EVENTS``: their ``text``, ``thinking`` and ``partial_json``).
+A logprobs entry whose token may be part of a placeholder is held back whole; the entries that
+spelled a placeholder go out as one entry, its token the value, its ``logprob`` their sum (the
+value's probability), its ``top_logprobs`` the first's (restored: a chat alternative's token, a
+legacy alternative's key). A legacy entry's ``text_offset`` moves by how much longer the
+restored text before it has grown. A native delta whose text is all held back is not sent
+(Anthropic sends no empty deltas). A
 part's held tail goes out with its choice's ``finish_reason`` chunk, or, for a native block, as
 one more delta right before its ``content_block_stop``; what is still held when the stream ends
 without them goes out in one more chunk (``release``).
@@ -24,6 +28,9 @@ without them goes out in one more chunk (``release``).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -34,9 +41,17 @@ from app.providers.base import NATIVE_EVENTS, Json
 
 _DELTA_FIELDS = ("content", "reasoning_content", "refusal")
 _LOGPROB_PARTS = ("content", "refusal")
+_LEGACY = "tokens"
+"""The part of a completion's legacy logprobs (key ``(index, "logprobs", "tokens")``)."""
+_LEGACY_COLUMNS = (("token_logprobs", "logprob"), ("top_logprobs", "top_logprobs"),
+                   ("text_offset", "text_offset"))
+"""A legacy logprobs list beside ``tokens``, and its field in an entry (chat's names)."""
+_FUNCTION = "function_call"
 _NATIVE_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
                   "input_json_delta": "partial_json"}
 _NATIVE_JSON = "partial_json"
+Merge = Callable[..., dict[str, Any]]
+"""How held logprobs entries go out as one: ``merge(held, tail="")`` (``_merged``)."""
 
 
 def restore_answer(vault: Vault, body: Json, *, json_content: bool = False) -> Json:
@@ -103,27 +118,45 @@ def _choice(restorer: StreamRestorer, choice: dict[str, Any],
         choice["text"] = out + restorer.flush((index, "text")) if ending else out
     delta = choice.get("delta")
     if isinstance(delta, dict):
-        delta = dict(delta)
-        for field in _DELTA_FIELDS:
-            piece = delta.get(field)
-            if isinstance(piece, str):
-                delta[field] = restorer.feed((index, field), piece,
-                                             json_text=json_content and field == "content")
-            if ending:
-                tail = restorer.flush((index, field))
-                if tail:
-                    delta[field] = (delta.get(field) or "") + tail
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            delta["tool_calls"] = [_tool_call(restorer, index, c) for c in calls]
-        if ending:
-            _flush_tool_calls(restorer, index, delta)
-        choice["delta"] = delta
+        choice["delta"] = _delta(restorer, index, delta, ending=ending,
+                                 json_content=json_content)
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict) or ending:
         choice["logprobs"] = _logprobs(restorer, index, logprobs, ending=ending,
                                        json_content=json_content)
     return choice
+
+
+def _delta(restorer: StreamRestorer, index: Any, delta: dict[str, Any], *, ending: bool,
+           json_content: bool) -> dict[str, Any]:
+    """A chat choice's ``delta`` restored (``ending``: its choice finishes in this chunk, so
+    what its parts hold back goes out)."""
+    delta = dict(delta)
+    for field in _DELTA_FIELDS:
+        piece = delta.get(field)
+        if isinstance(piece, str):
+            delta[field] = restorer.feed((index, field), piece,
+                                         json_text=json_content and field == "content")
+        if ending:
+            tail = restorer.flush((index, field))
+            if tail:
+                delta[field] = (delta.get(field) or "") + tail
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        delta["tool_calls"] = [_tool_call(restorer, index, c) for c in calls]
+    call = delta.get(_FUNCTION)
+    if isinstance(call, dict):  # legacy: one call, its arguments in pieces (its name first)
+        delta[_FUNCTION] = _arguments({"function": call}, lambda text: restorer.feed(
+            (index, _FUNCTION), text, json_text=True))["function"]
+    if ending:
+        _flush_tool_calls(restorer, index, delta)
+        tail = restorer.flush((index, _FUNCTION))
+        if tail:
+            call = delta.get(_FUNCTION)
+            call = dict(call) if isinstance(call, dict) else {}
+            call["arguments"] = (call.get("arguments") or "") + tail
+            delta[_FUNCTION] = call
+    return delta
 
 
 def _tool_call(restorer: StreamRestorer, index: Any, call: Any) -> Any:
@@ -145,7 +178,12 @@ def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bo
     """A chat choice's ``logprobs`` with the tokens of its entries restored (``ending``: the
     choice's text has ended, so what is held back goes out; ``json_content``: the content is a
     JSON document, so its tokens are restored as it is, escaped, and still spell it); ``logprobs``
-    itself when it has no entries and nothing was held back."""
+    itself when it has no entries and nothing was held back. A completion's legacy shape goes
+    to ``_legacy_logprobs``."""
+    legacy = (index, "logprobs", _LEGACY)
+    if (isinstance(logprobs, dict) and isinstance(logprobs.get(_LEGACY), list)) \
+            or (ending and restorer.holds(legacy)):
+        return _legacy_logprobs(restorer, legacy, logprobs, ending=ending)
     out: dict[str, Any] | None = dict(logprobs) if isinstance(logprobs, dict) else None
     for part in _LOGPROB_PARTS:
         key = (index, "logprobs", part)
@@ -162,9 +200,12 @@ def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bo
 
 
 def _entries(restorer: StreamRestorer, key: object, entries: list[Any], *,
-             ending: bool, json_text: bool) -> list[Any]:
+             ending: bool, json_text: bool, merge: Merge | None = None) -> list[Any]:
     """Logprobs entries as they can go out now: one whose token may start a placeholder is
-    held back, with those after it, until the text they spell is restored or ruled out."""
+    held back, with those after it, until the text they spell is restored or ruled out; each
+    entry or run of held entries goes out as ``merge`` makes it (``_merged``)."""
+    if merge is None:
+        merge = partial(_merged, restorer.vault)
     out: list[Any] = []
     held = restorer.entries.pop(key, [])
     for entry in entries:
@@ -174,11 +215,11 @@ def _entries(restorer: StreamRestorer, key: object, entries: list[Any], *,
             continue
         held.append((entry, restorer.feed(key, token, json_text=json_text)))
         if not restorer.holds(key):
-            out.append(_merged(restorer.vault, held))
+            out.append(merge(held))
             held = []
     tail = restorer.flush(key) if ending else ""
     if held and ending:
-        out.append(_merged(restorer.vault, held, tail))
+        out.append(merge(held, tail))
     elif held:
         restorer.entries[key] = held
     return out
@@ -189,7 +230,9 @@ def _merged(vault: Vault, held: list[tuple[Any, str]], tail: str = "") -> dict[s
     out) and the ``tail`` still held: the first entry itself when nothing changed."""
     first: dict[str, Any] = held[0][0]
     token = "".join(text for _, text in held) + tail
-    if len(held) == 1 and token == first["token"]:
+    alternatives = first.get("top_logprobs")
+    restored = _alternatives(vault, alternatives)
+    if len(held) == 1 and token == first["token"] and restored is alternatives:
         return first
     entry = {**first, "token": token}
     if isinstance(first.get("bytes"), list):
@@ -197,12 +240,78 @@ def _merged(vault: Vault, held: list[tuple[Any, str]], tail: str = "") -> dict[s
     logprobs = [e.get("logprob") for e, _ in held]
     if len(held) > 1 and all(isinstance(p, int | float) for p in logprobs):
         entry["logprob"] = sum(logprobs)
-    alternatives = first.get("top_logprobs")
-    if isinstance(alternatives, list):
-        entry["top_logprobs"] = [_merged(vault, [(a, vault.restore(a["token"]))])
-                                 if isinstance(a, dict) and isinstance(a.get("token"), str)
-                                 else a for a in alternatives]
+    if restored is not alternatives:
+        entry["top_logprobs"] = restored
     return entry
+
+
+def _alternatives(vault: Vault, alternatives: Any) -> Any:
+    """An entry's ``top_logprobs`` with their tokens restored: chat's list of entries, or the
+    legacy dict keyed by token (where two keys restore to one, the likelier stays);
+    ``alternatives`` itself when none changed."""
+    if isinstance(alternatives, list):
+        if not any(isinstance(a, dict) and isinstance(a.get("token"), str) and "<" in a["token"]
+                   for a in alternatives):
+            return alternatives
+        out = [_merged(vault, [(a, vault.restore(a["token"]))])
+               if isinstance(a, dict) and isinstance(a.get("token"), str) else a
+               for a in alternatives]
+        return alternatives if all(map(operator.is_, out, alternatives)) else out
+    if not isinstance(alternatives, dict) or not any(
+            isinstance(k, str) and "<" in k for k in alternatives):
+        return alternatives
+    keyed: dict[Any, Any] = {}
+    for token, logprob in alternatives.items():
+        token = vault.restore(token) if isinstance(token, str) else token
+        known = keyed.get(token)
+        if known is None or (isinstance(logprob, int | float) and isinstance(known, int | float)
+                             and logprob > known):
+            keyed[token] = logprob
+    return alternatives if list(keyed) == list(alternatives) else keyed
+
+
+def _legacy_logprobs(restorer: StreamRestorer, key: tuple[Any, ...], logprobs: Any, *,
+                     ending: bool) -> Any:
+    """A completion choice's legacy ``logprobs`` (parallel lists), its tokens restored as
+    chat entries are (``_entries``), the lists rebuilt from the entries that go out now."""
+    entries: list[dict[str, Any]] = []
+    tokens = logprobs.get(_LEGACY) if isinstance(logprobs, dict) else None
+    if isinstance(tokens, list):
+        columns = [(field, column) for name, field in _LEGACY_COLUMNS
+                   if isinstance(column := logprobs.get(name), list)
+                   and len(column) == len(tokens)]
+        entries = [{"token": token, **{field: column[i] for field, column in columns}}
+                   for i, token in enumerate(tokens)]
+    out = _entries(restorer, key, entries, ending=ending, json_text=False,
+                   merge=partial(_legacy_merged, restorer, key))
+    return _legacy_lists(out, logprobs)
+
+
+def _legacy_merged(restorer: StreamRestorer, key: object, held: list[tuple[Any, str]],
+                   tail: str = "") -> dict[str, Any]:
+    """``_merged`` for a legacy entry, its ``text_offset`` moved by what was restored before
+    it (``restorer.shifts``, which then grows by what this entry's restoring added)."""
+    entry = _merged(restorer.vault, held, tail)
+    shift = restorer.shifts.get(key, 0)
+    if shift and isinstance(entry.get("text_offset"), int):
+        entry = {**entry, "text_offset": entry["text_offset"] + shift}
+    grown = len(entry["token"]) - sum(len(e["token"]) for e, _ in held)
+    if grown:
+        restorer.shifts[key] = shift + grown
+    return entry
+
+
+def _legacy_lists(entries: list[Any], logprobs: Any) -> dict[str, Any]:
+    """Legacy ``logprobs`` (``logprobs``' other fields kept) from ``entries``: each list the
+    upstream sent, or, where it sent none (a tail released at the end), each the entries hold;
+    a list it sent null stays null."""
+    out: dict[str, Any] = dict(logprobs) if isinstance(logprobs, dict) else {}
+    out[_LEGACY] = [e.get("token") if isinstance(e, dict) else e for e in entries]
+    for name, field in _LEGACY_COLUMNS:
+        if isinstance(out.get(name), list) or (name not in out and entries and all(
+                isinstance(e, dict) and field in e for e in entries)):
+            out[name] = [e.get(field) if isinstance(e, dict) else None for e in entries]
+    return out
 
 
 def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -258,9 +367,15 @@ def release(restorer: StreamRestorer, base: Json) -> Json | None:
         if key[1] == "text":
             choice["text"] = tail
             continue
+        held = restorer.entries.pop(key, []) if key[1] == "logprobs" else []
+        if key[1] == "logprobs" and key[2] == _LEGACY:  # a completion's: no delta
+            if held:
+                choice.setdefault("text", "")
+                choice["logprobs"] = _legacy_lists(
+                    [_legacy_merged(restorer, key, held, tail)], None)
+            continue
         delta = choice.setdefault("delta", {})
         if key[1] == "logprobs":
-            held = restorer.entries.pop(key, [])
             if held:
                 choice.setdefault("logprobs", {})[key[2]] = [
                     _merged(restorer.vault, held, tail)]
@@ -268,6 +383,8 @@ def release(restorer: StreamRestorer, base: Json) -> Json | None:
         if key[1] == "tool":
             delta.setdefault("tool_calls", []).append(
                 {"index": key[2], "function": {"arguments": tail}})
+        elif key[1] == _FUNCTION:
+            delta[_FUNCTION] = {"arguments": tail}
         else:
             delta[key[1]] = tail
     if not choices and not events:

@@ -6,7 +6,11 @@ not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entr
 ``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
 description share the most words with the last user message, the first on a tie
 (``app.structured.pick_tool``), its ``arguments`` an instance of the function's ``parameters``
-schema (``app.structured.instance``); structured output -> its instance (JSON-object mode:
+schema (``app.structured.instance``); the same for the legacy ``functions`` (no ``tools``),
+chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name": ...}``) unless the last message is
+a ``function`` result, answered as OpenAI answered them: ``message.function_call`` (streamed:
+``delta.function_call``, its ``name`` first, then ``arguments`` piece by piece) and
+``finish_reason`` ``function_call``; structured output -> its instance (JSON-object mode:
 ``{"reply": "Simulated reply to: ..."}``); otherwise the deterministic reply.
 """
 
@@ -51,6 +55,8 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+    legacy: bool = False
+    """Called through the legacy ``functions`` (answered as ``function_call``)."""
 
 
 def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
@@ -82,6 +88,30 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
                    param="tool_choice")
 
 
+def called_function(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
+    """The legacy function the answer calls (``functions`` and ``function_call``, without
+    ``tools``), else None."""
+    listed, choice = body.get("functions"), body.get("function_call")
+    if body.get("tools") or not isinstance(listed, list) or not listed:
+        return None
+    functions: list[dict[str, Any]] = []
+    for function in listed:
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise SimError(400, 'Each function must be {"name": ...}.', param="functions")
+        functions.append(function)
+    if choice == "none" or messages[-1].get("role") == "function":
+        return None
+    if choice in (None, "auto"):
+        pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
+        return functions[pick_tool(pairs, content.last_user_text(messages))]
+    wanted = choice.get("name") if isinstance(choice, dict) else None
+    for function in functions:
+        if function["name"] == wanted:
+            return function
+    raise SimError(400, f"function_call names a function that is not in functions: {wanted!r}.",
+                   param="function_call")
+
+
 def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampling,
             knobs: Knobs) -> list[tuple[Output, ToolCall | None]]:
     """The ``n`` answers of a chat request (see the module docstring for the selection)."""
@@ -89,6 +119,7 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
     if knobs.refusal:
         return [(content.shape(_REFUSAL, limit=limit, stops=stops), None)] * sampling.n
     function = called_tool(body, messages)
+    legacy = function is None and (function := called_function(body, messages)) is not None
     if function is not None:
         arguments = orjson.dumps(instance(function.get("parameters") or {})).decode()
         out: list[tuple[Output, ToolCall | None]] = []
@@ -96,7 +127,7 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
             shaped = content.shape(content.split_tokens(arguments), limit=limit, stops=(),
                                    natural="tool")
             out.append((shaped, ToolCall(sim.new_id("call_"), function["name"],
-                                         shaped.text)))
+                                         shaped.text, legacy)))
         return out
     topic = content.topic_of(content.last_user_text(messages))
     text = structured_text(body, sim.dialect, topic=topic)
@@ -196,14 +227,23 @@ def _envelope(sim: Sim) -> bytes:
 def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
                                "refusal": None, "annotations": []}
-    if call is not None:
+    if call is not None and call.legacy:
+        message["function_call"] = {"name": call.name, "arguments": call.arguments}
+    elif call is not None:
         message["tool_calls"] = [{"id": call.id, "type": "function",
                                   "function": {"name": call.name, "arguments": call.arguments}}]
     logprobs = None
     if top is not None:
         logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
     return {"index": index, "message": message, "logprobs": logprobs,
-            "finish_reason": _FINISH[output.finish]}
+            "finish_reason": _finish(output, call)}
+
+
+def _finish(output: Output, call: ToolCall | None) -> str:
+    """A choice's ``finish_reason``: ``function_call`` for a legacy call that was not cut."""
+    finish = _FINISH[output.finish]
+    return "function_call" if call is not None and call.legacy and finish == "tool_calls" \
+        else finish
 
 
 def _plan(sim: Sim, model: str, fingerprint: str | None,
@@ -226,6 +266,9 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
     for index, (_, call) in enumerate(results):
         if call is None:
             head.append(frame(index, {"role": "assistant", "content": "", "refusal": None}))
+        elif call.legacy:
+            head.append(frame(index, {"role": "assistant", "content": None, "function_call": {
+                "name": call.name, "arguments": ""}}))
         else:
             head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": call.id, "type": "function",
@@ -237,12 +280,13 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             if position >= output.tokens:
                 continue
             piece = output.pieces[position]
-            delta = ({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} if call
-                     else {"content": piece})
+            delta = ({"content": piece} if call is None
+                     else {"function_call": {"arguments": piece}} if call.legacy
+                     else {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             lp = None if logprobs is None else {
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}
             tokens.append(frame(index, delta, lp=lp))
-    tail = [frame(index, {}, _FINISH[output.finish]) for index, (output, _) in enumerate(results)]
+    tail = [frame(index, {}, _finish(output, call)) for index, (output, call) in enumerate(results)]
     finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
