@@ -5,7 +5,7 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
 
     GatewayError (500, api_error)                 a bug; never raised on purpose
     ├── InvalidRequest (400, invalid_request_error)    bad input; names the offending ``param``
-    │   └── BodyTooLarge (413)
+    │   └── BodyTooLarge (413, code request_too_large)
     ├── AuthenticationFailed (401, authentication_error)
     ├── PermissionDenied (403, permission_error)
     ├── NotFound (404, not_found_error)                unknown route or admin object
@@ -27,7 +27,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
 reached the client); whether the same target is tried again is ``app.routing.retry``'s to say
 (never after a refused credential). Provider adapters translate their upstream's errors into
 this tree at the boundary; nothing above them sees an HTTP client's exceptions. Messages never
-carry credentials.
+carry credentials. ``headers`` are response headers an error raised outside a model call goes
+out with (a model call's stages put theirs on the call).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.status_code = status if status is not None else self.status
+        self.headers: list[tuple[bytes, bytes]] = []
+        """Response headers to send with it, as the server writes them (``Retry-After``,
+        ``x-ratelimit-*`` of a refused ``POST /v1/feedback``)."""
 
     def body(self) -> dict[str, Any]:
         """The OpenAI-shaped error body."""
@@ -81,7 +85,14 @@ class InvalidRequest(GatewayError):
 
 
 class BodyTooLarge(InvalidRequest):
+    """A request body over ``limits.max_body_bytes``: code ``request_too_large`` (Anthropic's
+    name for its 413) unless told (a rendered prompt template's ``prompt_too_large``)."""
+
     status = 413
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 code: str | None = "request_too_large", status: int | None = None) -> None:
+        super().__init__(message, param=param, code=code, status=status)
 
 
 class AuthenticationFailed(GatewayError):

@@ -11,14 +11,23 @@ key's call is a 404, as if it did not exist, so call ids cannot be probed); the 
 admin keys find every call. A ``score`` is a number within ``MAX_SCORE`` either side of 0: any
 rating scale fits (0 to 1, -1 to 1, 1 to 5, 0 to 100), and the experiment reports' sums and
 variances of them stay finite.
+
+Each post counts as one request against the caller's RPM limits, its key's and its team's, in
+the same windows as its model calls (``admit``): over a limit it is refused as a model call is
+(429 ``rate_limit_exceeded`` with ``Retry-After`` and ``x-ratelimit-*-requests``; 503
+``limiter_unavailable`` when the limiter cannot decide and fails closed). It charges no tokens
+and no spend, so neither a TPM limit nor a spent budget refuses it: a rating that arrives after
+the budget ran out is still kept. The master key is not limited, as for model calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +35,8 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call, Feedback
+from app.limits import Bucket, Header, Limiter
+from app.stages.admit import refusal
 from app.times import iso
 
 WAIT_FOR_ROW_S = 2.0
@@ -54,6 +65,33 @@ class FeedbackIn(BaseModel):
             if text is not None and "\x00" in text:
                 raise ValueError("text fields may not contain NUL characters")
         return self
+
+
+async def admit(limiter: Limiter, buckets: tuple[Bucket, ...]) -> list[Header]:
+    """Charge one feedback post of a caller with ``buckets`` (``Caller.buckets``) to their RPM
+    limits: the ``x-ratelimit-*-requests`` headers to answer with, or the refusal raised with
+    them and its ``Retry-After`` (``GatewayError.headers``)."""
+    limited = rpm_only(buckets)
+    if not limited:
+        return []
+    decision = limiter.admit_now(limited, 0)
+    if decision is None:
+        decision = await limiter.admit(limited, 0)
+    headers = list(decision.headers())  # (a credit's decision shares its list)
+    if decision.admitted:
+        return headers
+    exc = refusal(decision, headers)
+    exc.headers = headers
+    raise exc
+
+
+@lru_cache(maxsize=4096)
+def rpm_only(buckets: tuple[Bucket, ...]) -> tuple[Bucket, ...]:
+    """The buckets with an RPM limit, without their TPM limits and budgets. One tuple per
+    caller's tuple (cached): the Redis limiter keeps what it encodes for a tuple, and its
+    admission credits, by the tuple's identity. Their request windows are the model calls'."""
+    return tuple(dataclasses.replace(b, tpm=None, budget_usd=None)
+                 for b in buckets if b.rpm is not None)
 
 
 async def find_call(engine: AsyncEngine, request_id: str, *,

@@ -11,9 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from app import errors
+from app.api import head
 from app.api.wire import JSONReply, body_not_json, body_not_object, empty_body, error_reply
 from app.inbound.anthropic import error_body as anthropic_error_body
 from app.pipeline import ModelCall
@@ -28,8 +28,8 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 
 def error_response(exc: errors.GatewayError, *, call: ModelCall | None = None) -> Response:
     """``exc`` as the client gets it; a model call's ids and the headers its stages added
-    (``x-ratelimit-*``, ``retry-after``) go in its headers."""
-    return error_reply(orjson.dumps(exc.body()), exc.status_code, call)
+    (``x-ratelimit-*``, ``retry-after``), and ``exc.headers``, go in its headers."""
+    return error_reply(orjson.dumps(exc.body()), exc.status_code, call, extra=exc.headers)
 
 
 def last_resort(path: str | None) -> errors.GatewayError:
@@ -72,17 +72,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                      status=exc.status_code, headers=dict(exc.headers or {}))
 
 
-PROBED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-"""The methods a 405 checks its path for."""
-
-
 def not_allowed(request: Request, exc: HTTPException) -> Response:
     """The 405 of a path served, but not with this method: ``Allow`` lists every method the
-    path takes (as RFC 9110 requires), and so does the message; code ``method_not_allowed``
-    (Anthropic's error shape under ``/v1/messages``). Starlette's own ``Allow`` names only the
-    methods of the first route that matched the path (``/admin/keys`` has one route for
-    ``GET`` and another for ``POST``), so the app's routes are asked for each method."""
-    allowed = [method for method in PROBED if _served(request, method)]
+    path takes (as RFC 9110 requires; ``HEAD`` wherever ``GET``, ``app.api.head``), and so
+    does the message; code ``method_not_allowed`` (Anthropic's error shape under
+    ``/v1/messages``). Starlette's own ``Allow`` names only the methods of the first route that
+    matched the path (``/admin/keys`` has one route for ``GET`` and another for ``POST``), so
+    the app's routes are asked for each method."""
+    allowed = head.allowed(request.app, request.scope)
     if not allowed:  # not expected: a 405 means some route took the path
         allowed = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m]
     path = request.url.path
@@ -91,13 +88,6 @@ def not_allowed(request: Request, exc: HTTPException) -> Response:
         f"{', '.join(allowed) or 'no method'}.", status=405, code="method_not_allowed")
     body = anthropic_error_body(exc_405) if path.startswith("/v1/messages") else exc_405.body()
     return JSONReply(orjson.dumps(body), status=405, headers={"allow": ", ".join(allowed)})
-
-
-def _served(request: Request, method: str) -> bool:
-    """Whether a route of the app takes this request's path with ``method`` (Starlette's
-    public ``BaseRoute.matches``, on a copy of the scope)."""
-    probe = {**request.scope, "method": method}
-    return any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

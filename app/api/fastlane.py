@@ -1,4 +1,5 @@
-"""The hot path: model calls served straight from ASGI, everything else through FastAPI.
+"""The hot path: model calls served straight from ASGI, everything else through FastAPI (a
+``HEAD`` as its path's ``GET``, ``app.api.head``).
 
 FastAPI's per-request machinery (dependency solving, the router layers, five middlewares) cost
 about half of the gateway's CPU per call when measured with py-spy under load (bench/README.md).
@@ -13,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.calls import Endpoint, serve_call
 from app.api.endpoints import MODEL_CALLS
+from app.api.head import serve_head
 from app.api.incoming import Incoming
 from app.metrics.accumulate import Level
 from app.resources import resources_of
@@ -39,6 +41,9 @@ class FastLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = MODEL_CALLS.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
+            if scope["type"] == "http" and scope["method"] == "HEAD":
+                await serve_head(self.app, scope, receive, send)  # as its GET (app.api.head)
+                return
             await self.app(scope, receive, send)
             return
         incoming = Incoming.from_scope(scope, receive)

@@ -18,17 +18,23 @@ rather than an ASGI layer in front: FastAPI has picked the route by then, so a p
 serves is still a 404 and a method a path does not take a 405, and the route's own dependency
 tree says which check it needs. Every router whose routes take a body uses it
 (tests/api/test_guarded_bodies.py checks every such route of the app).
+
+FastAPI parses a body as JSON only when it is sent as ``Content-Type: application/json`` (its
+guard against cross-site posts, which cannot send that type without a CORS preflight); the
+admin API keeps that rule. ``POST /v1/feedback`` (``AnyTypeRoute``) takes a JSON body whatever
+its ``Content-Type``, as the model calls beside it do (``curl -d`` sends
+``application/x-www-form-urlencoded``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope
 
 from app.api.deps import check_admin, require_admin, require_caller
 from app.api.incoming import Incoming
@@ -40,6 +46,9 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 class GuardedRoute(APIRoute):
     """An ``APIRoute`` whose body, when it takes one, is read only for a caller its
     dependencies would admit, and within the gateway's size and time limits."""
+
+    any_content_type: ClassVar[bool] = False
+    """Read the body as JSON whatever its ``Content-Type`` (``AnyTypeRoute``)."""
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
@@ -57,9 +66,22 @@ class GuardedRoute(APIRoute):
                     check_admin(caller, client=None if request.client is None
                                 else request.client.host)
             body = await incoming.body(limit=resources.gateway.limits.max_body_bytes)
-            return await handler(Request(request.scope, _replay(body, request.receive)))
+            scope = _as_json(request.scope) if self.any_content_type else request.scope
+            return await handler(Request(scope, _replay(body, request.receive)))
 
         return guarded
+
+
+class AnyTypeRoute(GuardedRoute):
+    """A ``GuardedRoute`` whose body is read as JSON whatever its ``Content-Type``."""
+
+    any_content_type = True
+
+
+def _as_json(scope: Scope) -> Scope:
+    """``scope`` with its ``Content-Type`` header (if any) replaced by ``application/json``."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def _dependencies(dependant: Dependant) -> set[Callable[..., Any]]:

@@ -235,13 +235,17 @@ class JSONReply(Response):
 _RETRY_HEADERS = (b"retry-after", b"x-should-retry")
 
 
-def error_reply(content: bytes, status: int, call: ModelCall | None) -> JSONReply:
+def error_reply(content: bytes, status: int, call: ModelCall | None, *,
+                extra: Sequence[Header] = ()) -> JSONReply:
     """An error's body as a model call's answer: its ids, the config version it ran on (not
     told to a caller whose key was refused) and the headers its stages added
-    (``x-ratelimit-*``, ``retry-after``); a 429 says when to retry, unless it says not to
-    (``x-should-retry: false``: a spent total budget, a request too large for a limit)."""
+    (``x-ratelimit-*``, ``retry-after``), then ``extra`` (the error's own, ``GatewayError.
+    headers``); a 429 says when to retry, unless it says not to (``x-should-retry: false``: a
+    spent total budget, a request too large for a limit)."""
     headers = {} if call is None else id_headers(call.record)
-    raw = () if call is None else call.headers
+    raw: Sequence[Header] = () if call is None else call.headers
+    if extra:
+        raw = [*raw, *extra]
     if call is not None and status != 401:
         headers["x-switchboard-config-version"] = call.snapshot.version
     if status == 429 and not any(name in _RETRY_HEADERS for name, _ in raw):

@@ -30,7 +30,7 @@ from typing import Literal
 
 from app import errors
 from app.limits import Decision, Limiter
-from app.limits.headers import SHOULD_NOT_RETRY
+from app.limits.headers import SHOULD_NOT_RETRY, Header
 from app.limits.model import Scope
 from app.limits.redis import DOWN_FOR_S
 from app.metrics.recorder import Recorder
@@ -117,29 +117,15 @@ class Admit(Stage):
             "Lower max_tokens or shorten the prompt.", code="rate_limit_exceeded")
 
     def _refusal(self, call: ModelCall, decision: Decision) -> errors.GatewayError:
-        scope: Scope = decision.scope or "key"
         if decision.reason == "unavailable":
             self._unavailable("refused")
-            call.headers.append((b"retry-after", b"%d" % UNAVAILABLE_RETRY_AFTER_S))
-            return errors.GatewayError(
-                "The gateway cannot check this key's limits right now; retry shortly.",
-                status=503, code="limiter_unavailable")
-        if decision.reason == "budget":
-            if self._recorder is not None:
+        elif self._recorder is not None:
+            scope: Scope = decision.scope or "key"
+            if decision.reason == "budget":
                 self._recorder.budget_rejected(scope)
-            if decision.retry_after_s <= 0:  # a total budget: it never renews
-                return errors.QuotaExceeded(f"The {scope}'s total budget is spent.",
-                                            code="insufficient_quota")
-            call.headers.append((b"retry-after", b"%d" % math.ceil(decision.retry_after_s)))
-            return errors.QuotaExceeded(
-                f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
-        wait = max(1, math.ceil(decision.retry_after_s))
-        call.headers.append((b"retry-after", b"%d" % wait))
-        if self._recorder is not None:
-            self._recorder.limit_rejected(scope)
-        return errors.RateLimited(
-            f"Rate limit reached for this {scope}; retry in {wait} s.",
-            code="rate_limit_exceeded")
+            else:
+                self._recorder.limit_rejected(scope)
+        return refusal(decision, call.headers)
 
     def _unavailable(self, outcome: Literal["admitted", "refused"]) -> None:
         if self._recorder is not None:
@@ -149,6 +135,28 @@ class Admit(Stage):
             self._logged_at = now
             log.warning("rate limiter unavailable (Redis); calls %s per the configured mode",
                         outcome)
+
+
+def refusal(decision: Decision, headers: list[Header]) -> errors.GatewayError:
+    """The error a refused admission ``decision`` answers (see the module docstring); its
+    ``Retry-After``, when it has one, is appended to ``headers``."""
+    scope: Scope = decision.scope or "key"
+    if decision.reason == "unavailable":
+        headers.append((b"retry-after", b"%d" % UNAVAILABLE_RETRY_AFTER_S))
+        return errors.GatewayError(
+            "The gateway cannot check this key's limits right now; retry shortly.",
+            status=503, code="limiter_unavailable")
+    if decision.reason == "budget":
+        if decision.retry_after_s <= 0:  # a total budget: it never renews
+            return errors.QuotaExceeded(f"The {scope}'s total budget is spent.",
+                                        code="insufficient_quota")
+        headers.append((b"retry-after", b"%d" % math.ceil(decision.retry_after_s)))
+        return errors.QuotaExceeded(
+            f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
+    wait = max(1, math.ceil(decision.retry_after_s))
+    headers.append((b"retry-after", b"%d" % wait))
+    return errors.RateLimited(
+        f"Rate limit reached for this {scope}; retry in {wait} s.", code="rate_limit_exceeded")
 
 
 class Account(Stage):

@@ -13,13 +13,13 @@ MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
     ("GET", "/admin/config/reload", "POST"),
-    ("DELETE", "/v1/models", "GET"),
+    ("DELETE", "/v1/models", "GET, HEAD"),
     ("OPTIONS", "/v1/chat/completions", "POST"),
     ("GET", "/v1/embeddings", "POST"),
     ("PUT", "/v1/feedback", "POST"),
-    ("DELETE", "/admin/keys", "GET, POST"),  # two routes: both named, not the first's alone
-    ("POST", "/admin/keys/key_x", "GET, PATCH, DELETE"),
-    ("DELETE", "/admin/prompts/p/versions/1", "GET"),
+    ("DELETE", "/admin/keys", "GET, HEAD, POST"),  # two routes: both named, not the first's
+    ("POST", "/admin/keys/key_x", "GET, HEAD, PATCH, DELETE"),
+    ("DELETE", "/admin/prompts/p/versions/1", "GET, HEAD"),
 ])
 def test_405_names_the_methods_the_path_takes(gateway: RunningGateway, method: str, path: str,
                                               allowed: str) -> None:
