@@ -633,10 +633,11 @@ class Gateway(Finisher):
     def _account(self, call: ModelCall, usage: Usage, body: Json) -> None:
         record = call.record
         record.usage = usage
-        if record.target_model is not None:
-            record.cost_usd = call.snapshot.prices.cost(record.target_model, usage)
         model = body.get("model")
         record.response_model = model if isinstance(model, str) else None
+        if record.target_model is not None:
+            record.cost_usd = call.snapshot.prices.cost(record.target_model, usage,
+                                                        reported=record.response_model)
         fingerprint = body.get("system_fingerprint")
         record.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
         if record.finish_reason is None:

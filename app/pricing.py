@@ -87,7 +87,11 @@ class PriceBook:
                     return self._prices[name]
         return found
 
-    def cost(self, model: str, usage: Usage) -> float | None:
-        """USD for ``usage`` on ``model``, or None when the model has no known price."""
+    def cost(self, model: str, usage: Usage, *, reported: str | None = None) -> float | None:
+        """USD for ``usage`` on ``model``; when ``model`` has no price, on ``reported`` (the
+        model the answer names: an Azure deployment's answer names the deployed model); None
+        when neither has one. ``model``'s own price, listed or configured, always wins."""
         price = self.price(model)
+        if price is None and reported:
+            price = self.price(reported)
         return None if price is None else price.cost(usage)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from app import errors
-from app.providers.base import ChatCall, Json, Target, tool_arguments
+from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.schemas import ChatRequest, Message, ToolCall
 
 # Anthropic-native request fields a client may send beside the OpenAI ones (as the OpenAI SDK's
@@ -149,22 +149,18 @@ def _finish_turn(turn: Json) -> Json:
 
 def translate_messages(messages: list[Message]) -> tuple[str | list[Json] | None, list[Json]]:
     """(``system``, ``messages``): system and developer text lifted out, consecutive turns of
-    one role merged (Anthropic requires alternation), tool results as user turns."""
+    one role merged (Anthropic requires alternation), tool results as user turns; a turn left
+    empty is a 400 (``base.merged_turns``: Anthropic refuses empty messages too)."""
     system: list[Json] = []
-    turns: list[Json] = []
+    translated: list[tuple[int, str, list[Json]]] = []
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
         if message.role in ("system", "developer"):
             system.extend(b for b in content_blocks(message.content, param=f"{param}.content")
                           if b["type"] == "text")
             continue
-        role, blocks = _turn(message, param=param)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        translated.append((i, *_turn(message, param=param)))
+    turns = merged_turns(translated, key="content", reply_role="assistant", who="Anthropic")
     return (_system(system) if system else None), [_finish_turn(t) for t in turns]
 
 

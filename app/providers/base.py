@@ -226,6 +226,39 @@ def tool_arguments(raw: str, *, param: str) -> Json:
     return arguments
 
 
+def merged_turns(messages: list[tuple[int, str, list[Json]]], *, key: str, reply_role: str,
+                 who: str) -> list[Json]:
+    """Translated messages (their index, role and content) as the alternating turns ``who``
+    takes: ``{"role", key}``, consecutive messages of one role in one turn.
+
+    A turn with no content (every message in it empty) is a 400 naming its first message's
+    ``content``: ``who`` refuses an empty message, and leaving it out would change the
+    conversation (after a trailing empty user message the assistant's last turn would be read
+    as the start of the answer). An empty last ``reply_role`` turn asks for nothing and is left
+    out; no turn at all is a 400 on ``messages``."""
+    turns: list[Json] = []
+    firsts: list[int] = []
+    for index, role, content in messages:
+        if turns and turns[-1]["role"] == role:
+            turns[-1][key].extend(content)
+        else:
+            turns.append({"role": role, key: content})
+            firsts.append(index)
+    if turns and turns[-1]["role"] == reply_role and not turns[-1][key]:
+        turns.pop()
+        firsts.pop()
+    for turn, index in zip(turns, firsts, strict=True):
+        if not turn[key]:
+            raise errors.InvalidRequest(
+                f"{who} does not accept an empty message: messages[{index}] has no content",
+                param=f"messages[{index}].content")
+    if not turns:
+        raise errors.InvalidRequest(
+            f"{who} needs at least one user or assistant message with content",
+            param="messages")
+    return turns
+
+
 @runtime_checkable
 class Warmable(Protocol):
     """A provider with a slow first use (a model to load) that can be prepared at start-up."""

@@ -12,7 +12,7 @@ import orjson
 
 from app import errors
 from app.providers.anthropic_request import required_schema
-from app.providers.base import ChatCall, Json, Target, tool_arguments
+from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
@@ -96,9 +96,10 @@ def _tool_result(message: Message, *, param: str) -> Json:
 
 def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]:
     """(``system`` blocks, ``messages``): system and developer text lifted out, tool results as
-    user turns, consecutive turns of one role merged (Converse wants them alternating)."""
+    user turns, consecutive turns of one role merged (Converse wants them alternating); a turn
+    left empty is a 400 (``base.merged_turns``: Converse refuses blank messages too)."""
     system: list[Json] = []
-    turns: list[Json] = []
+    translated: list[tuple[int, str, list[Json]]] = []
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
         if message.role in ("system", "developer"):
@@ -114,12 +115,9 @@ def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]
         else:
             raise errors.InvalidRequest("legacy 'function' messages are not supported; use "
                                         "tools and 'tool' messages", param=f"{param}.role")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        translated.append((i, role, blocks))
+    turns = merged_turns(translated, key="content", reply_role="assistant",
+                         who="Bedrock Converse")
     for turn in turns:
         if turn["role"] == "user":  # tool results lead a user turn
             turn["content"].sort(key=lambda b: "toolResult" not in b)
@@ -182,10 +180,20 @@ def output_config(request: ChatRequest) -> Json:
                                             "structure": {"jsonSchema": definition}}}}
 
 
-def _check_supported(request: ChatRequest) -> None:
+def is_claude(model: str) -> bool:
+    """Whether a Bedrock model id (or inference profile, or ARN) names one of Anthropic's."""
+    name = model.lower()
+    return "anthropic" in name or "claude" in name
+
+
+def _check_supported(request: ChatRequest, *, target: Target) -> None:
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Bedrock Converse returns one choice; n must be 1",
                                     param="n")
+    if request.temperature is not None and request.temperature > 1 and \
+            is_claude(target.model):
+        raise errors.InvalidRequest(  # as for type: anthropic; Bedrock's range is Claude's
+            "Anthropic models take a temperature between 0 and 1", param="temperature")
     if request.logprobs or request.top_logprobs:
         raise errors.InvalidRequest("Bedrock Converse does not return logprobs",
                                     param="logprobs" if request.logprobs else "top_logprobs")
@@ -215,7 +223,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     ``params`` lie underneath, then the client's Converse-native fields, then the translation;
     ``inferenceConfig`` merges the target's with the client's."""
     request = call.request
-    _check_supported(request)
+    _check_supported(request, target=target)
     system, turns = translate_messages(request.messages)
     payload: Json = {"messages": turns}
     if system:

@@ -25,7 +25,8 @@ Where the two APIs differ, this is what a client gets:
   application/json`` and json_schema adds ``responseJsonSchema`` (enforced by the API).
 - Refused with 400: ``logprobs``/``top_logprobs`` (not translated back), ``logit_bias`` (no
   equivalent), ``parallel_tool_calls: false`` (Gemini cannot be told), legacy ``function``
-  messages, other content part types.
+  messages, other content part types, an empty message that would be a turn of its own
+  (Gemini refuses empty ``parts``; an empty last assistant message is left out).
 - Dropped, as they cannot change the answer: ``user``, ``metadata``, ``stream_options`` (the
   usage chunk is always sent, from Gemini's ``usageMetadata``).
 - Gemini-native fields sent by the client (``extra_body``: ``safetySettings``,

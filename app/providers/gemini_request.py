@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from app import errors
-from app.providers.base import ChatCall, Json, Target, tool_arguments
+from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.schemas import ChatRequest, Message
 
 # Gemini-native request fields a client may send beside the OpenAI ones (the OpenAI SDK's
@@ -143,9 +143,10 @@ def _function_response(message: Message, *, param: str, names: dict[str, str]) -
 def translate_messages(messages: list[Message]) -> tuple[Json | None, list[Json]]:
     """(``systemInstruction``, ``contents``): system and developer text lifted out, assistant
     turns as role ``model``, tool results as ``user`` turns, consecutive turns of one role
-    merged (so parallel calls' results travel in one turn, as Gemini asks)."""
+    merged (so parallel calls' results travel in one turn, as Gemini asks); a turn left empty
+    is a 400 (``base.merged_turns``: Gemini refuses empty ``parts`` too)."""
     system: list[Json] = []
-    contents: list[Json] = []
+    translated: list[tuple[int, str, list[Json]]] = []
     names: dict[str, str] = {}
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
@@ -166,15 +167,8 @@ def translate_messages(messages: list[Message]) -> tuple[Json | None, list[Json]
             raise errors.InvalidRequest(
                 "legacy 'function' messages are not supported by Gemini; use tools and 'tool' "
                 "messages", param=f"{param}.role")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    if not contents:
-        raise errors.InvalidRequest("Gemini needs at least one user or assistant message with "
-                                    "content", param="messages")
+        translated.append((i, role, parts))
+    contents = merged_turns(translated, key="parts", reply_role="model", who="Gemini")
     return ({"parts": system} if system else None), contents
 
 

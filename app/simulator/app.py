@@ -123,7 +123,9 @@ class SimulatorApp:
         if entry is None and method == "POST" and path.startswith(azure.PREFIX):
             parsed = azure.parse_path(path)
             if parsed is not None:
-                entry = (azure.azure, Route("azure", deployment=parsed[0]), True)
+                entry = (azure.azure, Route("azure", deployment=parsed[0],
+                                            deployed_model=azure.DEPLOYED_MODELS[parsed[1]]),
+                         True)
         if entry is None and method == "POST" and path.endswith(azure_entra.TOKEN_SUFFIX):
             entry = (azure_entra.token, Route("azure"), False)
         if entry is None and method == "POST" and bedrock.parse_path(path) is not None:

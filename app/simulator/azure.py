@@ -2,8 +2,10 @@
 
 Each needs the ``api-version`` query parameter (400 without) and either an ``api-key`` header
 or ``Authorization: Bearer`` with a Microsoft Entra ID token the simulator issued (``azure_entra``;
-a bad one is Azure's 401 ``{"statusCode", "message"}``); neither is a 401 too. The model is the
-deployment name. Bodies and other errors are OpenAI's.
+a bad one is Azure's 401 ``{"statusCode", "message"}``); neither is a 401 too. Bodies and other
+errors are OpenAI's. An answer's ``model`` is, as Azure's is, the model deployed, not the
+deployment's name: every deployment plays ``DEPLOYED_MODELS``' model for its operation
+(``X-Sim-Model`` and the drift's ``model`` still win).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from app.simulator.embeddings import embeddings
 PREFIX = "/openai/deployments/"
 OPERATIONS: dict[str, Callable[[Sim, Request, Route], Awaitable[None]]] = {
     "chat/completions": chat, "completions": completions, "embeddings": embeddings}
+DEPLOYED_MODELS = {"chat/completions": "gpt-4o-2024-08-06",
+                   "completions": "gpt-35-turbo-instruct", "embeddings": "text-embedding-3-small"}
+"""The model behind every deployment, by operation, named as Azure's answers name it."""
 
 
 def parse_path(path: str) -> tuple[str, str] | None:

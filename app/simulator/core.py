@@ -53,13 +53,14 @@ class Sim:
         return f"{prefix}{self._id_prefix}{next(self._id_counter):012x}"
 
     def model(self, requested: Any, *, route: Route) -> str:
-        """The model a request names (the deployment on Azure routes); 404 when not served."""
+        """The model a request names, or on Azure routes the model deployed there (a deployment
+        not among ``models`` is a 404); 404 when not served."""
         if route.deployment is not None:
             if self.models and route.deployment not in self.models:
                 raise SimError(404, "The API deployment for this resource does not exist. If you "
                                "created the deployment within the last 5 minutes, please wait a "
                                "moment and try again.", kind="invalid_request_error")
-            return route.deployment
+            return route.deployed_model or route.deployment
         if requested is None:
             return self.default_model
         if not isinstance(requested, str) or not requested:
@@ -94,10 +95,12 @@ class Memo:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How a request was routed: the error dialect, and the Azure deployment when there is one."""
+    """How a request was routed: the error dialect, and the Azure deployment when there is one
+    with the model deployed there (which Azure's answers name, not the deployment)."""
 
     dialect: ErrorDialect = "vllm"
     deployment: str | None = None
+    deployed_model: str | None = None
 
 
 @dataclass(slots=True)

@@ -265,13 +265,15 @@ def test_identical_requests_replay_with_fresh_ids(oai: openai.OpenAI) -> None:
 
 
 def test_azure_deployment_routes(simulator: str) -> None:
-    """The Azure SDK reaches chat and embeddings by deployment; the model is the deployment."""
+    """The Azure SDK reaches chat and embeddings by deployment; the answers name the model
+    deployed, as Azure's do, not the deployment."""
     with openai.AzureOpenAI(azure_endpoint=simulator, api_key="k", api_version="2024-10-21",
                             max_retries=0) as azure:
         answer = azure.chat.completions.create(model="my-gpt", messages=MESSAGES)
-        assert answer.model == "my-gpt" and answer.choices[0].message.content
+        assert answer.model == "gpt-4o-2024-08-06" and answer.choices[0].message.content
         vectors = azure.embeddings.create(model="my-embed", input="hi")
         assert len(vectors.data[0].embedding) == 384
+        assert vectors.model == "text-embedding-3-small"
 
 
 def test_azure_requires_api_version_and_key(http: httpx.Client) -> None:
