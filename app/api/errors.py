@@ -29,7 +29,7 @@ _BY_STATUS: dict[int, type[errors.GatewayError]] = {
 def error_response(exc: errors.GatewayError, *, call: ModelCall | None = None) -> Response:
     """``exc`` as the client gets it; a model call's ids and the headers its stages added
     (``x-ratelimit-*``, ``retry-after``), and ``exc.headers``, go in its headers."""
-    return error_reply(orjson.dumps(exc.body()), exc.status_code, call, extra=exc.headers)
+    return error_reply(orjson.dumps(exc.body()), exc.status_code, call, cause=exc)
 
 
 def last_resort(path: str | None) -> errors.GatewayError:

@@ -34,8 +34,9 @@ router = APIRouter(prefix="/v1")
 
 
 def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Response:
-    """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry."""
-    return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call)
+    """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry (an
+    upstream's ``Retry-After`` among them)."""
+    return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call, cause=exc)
 
 
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
@@ -45,8 +46,9 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
     if request.stream:
-        writer = EventWriter(model=request.model,
+        writer = EventWriter(model=request.model, stops=stops,
                              prompt_tokens=lambda: estimate_prompt_tokens(request))
         return await stream(gateway.stream_chat(call), call, writer)
 
@@ -54,7 +56,7 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
         if result.native is not None:
             return result.native
         model = result.body.get("model")
-        return to_message(result.body, call.record.usage,
+        return to_message(result.body, call.record.usage, stops=stops,
                           model=model if isinstance(model, str) else request.model)
 
     return await answer(gateway.chat(call), call, shape)

@@ -3,6 +3,7 @@ response headers of a call (its call id and the client's request id among them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -233,23 +234,45 @@ class JSONReply(Response):
 
 
 _RETRY_HEADERS = (b"retry-after", b"x-should-retry")
+MAX_RETRY_AFTER_S = 3600
+"""The longest ``retry-after`` passed on from an upstream: a provider's quota reset hours away
+(or an HTTP date in the far future) is answered as an hour, after which the client asks again."""
+
+
+def upstream_retry_after(exc: errors.GatewayError | None) -> int | None:
+    """The ``retry-after`` to answer ``exc`` with when it is an upstream's 429 or 503 (529 for
+    Anthropic) that said when to retry: its ``Retry-After`` (seconds or an HTTP date, as the
+    provider read it, or Google's ``RetryInfo``) rounded up to whole seconds, from 1 to
+    ``MAX_RETRY_AFTER_S``; else ``None``."""
+    if not isinstance(exc, (errors.UpstreamRateLimited, errors.UpstreamUnavailable)):
+        return None
+    wait = exc.retry_after_s
+    if wait is None or exc.status_code not in (429, 503, 529):
+        return None
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(wait)))
 
 
 def error_reply(content: bytes, status: int, call: ModelCall | None, *,
-                extra: Sequence[Header] = ()) -> JSONReply:
+                cause: errors.GatewayError | None = None) -> JSONReply:
     """An error's body as a model call's answer: its ids, the config version it ran on (not
     told to a caller whose key was refused) and the headers its stages added
-    (``x-ratelimit-*``, ``retry-after``), then ``extra`` (the error's own, ``GatewayError.
-    headers``); a 429 says when to retry, unless it says not to (``x-should-retry: false``: a
-    spent total budget, a request too large for a limit)."""
+    (``x-ratelimit-*``, ``retry-after``); a 429 says when to retry, unless it says not to
+    (``x-should-retry: false``: a spent total budget, a request too large for a limit).
+    ``cause``: the error answered; its own headers (``GatewayError.headers``) go out too, and
+    an upstream's wait (``upstream_retry_after``) is passed on as ``retry-after``, else a 429
+    says 1 second."""
     headers = {} if call is None else id_headers(call.record)
     raw: Sequence[Header] = () if call is None else call.headers
-    if extra:
-        raw = [*raw, *extra]
+    if cause is not None and cause.headers:
+        raw = [*raw, *cause.headers]
     if call is not None and status != 401:
         headers["x-switchboard-config-version"] = call.snapshot.version
-    if status == 429 and not any(name in _RETRY_HEADERS for name, _ in raw):
-        headers["retry-after"] = "1"
+    if not any(name in _RETRY_HEADERS for name, _ in raw):
+        wait = upstream_retry_after(cause)
+        if wait is not None:
+            headers["retry-after"] = str(wait)
+        elif status == 429:
+            headers["retry-after"] = "1"
     return JSONReply(content, status=status, headers=headers, raw=raw)
 
 

@@ -33,9 +33,11 @@ only Anthropic can verify), ``service_tier``, a tool result's ``is_error`` flag.
 
 Answers: the chat completion's text, ``reasoning_content`` (as a ``thinking`` block, with an empty
 signature: no other provider signs its reasoning) and ``tool_calls`` become content blocks;
-``finish_reason`` becomes ``stop_reason`` (``stop`` -> ``end_turn``: which stop sequence matched
-is not reported by OpenAI-style upstreams, so ``stop_sequence`` stays null); usage splits prompt
-tokens into fresh, cache-read and cache-written input as Anthropic counts them.
+``finish_reason`` becomes ``stop_reason`` (``stop`` -> ``end_turn``, or ``stop_sequence`` with
+the string in ``stop_sequence`` when the choice names one of the request's in ``stop_reason``, as
+vLLM does and the gateway's Cohere translation does: OpenAI's own ``stop`` cannot tell a stop
+sequence from the end of the turn); usage splits prompt tokens into fresh, cache-read and
+cache-written input as Anthropic counts them.
 
 (Past 400 lines: the answers' part is a quarter of it, and small; the counts' check is a few
 lines; the rest is one walk of the request, block by block.)
@@ -43,6 +45,7 @@ lines; the rest is one walk of the request, block by block.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -399,8 +402,21 @@ def tool_input(arguments: Any) -> Json:
     return value if isinstance(value, dict) else {"arguments": value}
 
 
-def to_message(body: Json, usage: Usage | None, *, model: str) -> Json:
-    """A chat completion as an Anthropic ``message`` (its first choice)."""
+def stop_reason(choice: Json, stops: Sequence[str]) -> tuple[str, str | None]:
+    """Anthropic's ``stop_reason`` and ``stop_sequence`` for a choice's ``finish_reason`` (see
+    the module docstring); ``stops``: the request's stop sequences."""
+    finish = choice.get("finish_reason")
+    reason = STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
+    said = choice.get("stop_reason")
+    if reason == "end_turn" and isinstance(said, str) and said in stops:
+        return "stop_sequence", said
+    return reason, None
+
+
+def to_message(body: Json, usage: Usage | None, *, model: str,
+               stops: Sequence[str] = ()) -> Json:
+    """A chat completion as an Anthropic ``message`` (its first choice); ``stops``: the
+    request's stop sequences."""
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices \
         and isinstance(choices[0], dict) else {}
@@ -422,11 +438,9 @@ def to_message(body: Json, usage: Usage | None, *, model: str) -> Json:
             content.append({"type": "tool_use", "id": str(call.get("id") or ""),
                             "name": str(function.get("name") or ""),
                             "input": tool_input(function.get("arguments"))})
-    finish = choice.get("finish_reason")
-    stop = "refusal" if refusal else STOP_REASONS.get(finish, "end_turn") \
-        if isinstance(finish, str) else "end_turn"
+    stop, sequence = ("refusal", None) if refusal else stop_reason(choice, stops)
     return {"id": message_id(body.get("id")), "type": "message", "role": "assistant",
-            "model": model, "content": content, "stop_reason": stop, "stop_sequence": None,
+            "model": model, "content": content, "stop_reason": stop, "stop_sequence": sequence,
             "usage": anthropic_usage(usage)}
 
 
@@ -440,7 +454,8 @@ def message_id(upstream_id: Any) -> str:
 def error_body(exc: errors.GatewayError) -> Json:
     """A gateway error in Anthropic's shape. The gateway's own 503 at its concurrency limit is
     ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
-    balancers and every HTTP client know (the anthropic SDK retries both alike)."""
+    balancers and every HTTP client know (the anthropic SDK retries both alike). An upstream's
+    529 (Anthropic's own among them) stays a 529 ``overloaded_error``."""
     status = exc.status_code
     if isinstance(exc, errors.Overloaded):
         kind = "overloaded_error"

@@ -16,13 +16,13 @@ sends them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from app import errors
-from app.inbound.anthropic import STOP_REASONS, anthropic_usage, error_body, message_id
+from app.inbound.anthropic import anthropic_usage, error_body, message_id, stop_reason
 from app.providers.base import NATIVE_EVENTS, Json
 from app.usage import Usage
 
@@ -36,10 +36,13 @@ def event(name: str, payload: Json) -> bytes:
 class EventWriter:
     """One ``/v1/messages`` stream: ``frame`` each gateway item, ``close`` at its end."""
 
-    def __init__(self, *, model: str, prompt_tokens: Callable[[], int]) -> None:
+    def __init__(self, *, model: str, prompt_tokens: Callable[[], int],
+                 stops: Sequence[str] = ()) -> None:
         """``prompt_tokens``: the gateway's estimate of the prompt's tokens (asked for only by
-        a translated stream whose first chunk reports no usage)."""
+        a translated stream whose first chunk reports no usage); ``stops``: the request's stop
+        sequences."""
         self.model = model
+        self.stops = stops
         self.prompt_tokens = prompt_tokens
         self.native: bool | None = None
         """Whether the call is native (decided by its first chunk)."""
@@ -50,6 +53,7 @@ class EventWriter:
         self.tools: dict[int, int] = {}
         """OpenAI tool call index -> content block index."""
         self.stop: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: Usage | None = None
 
     def frame(self, item: Json | None) -> bytes:
@@ -80,7 +84,8 @@ class EventWriter:
             usage["input_tokens"] = self.prompt_tokens()
         out.append(event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop or "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": self.stop or "end_turn",
+                      "stop_sequence": self.stop_sequence},
             "usage": usage}))
         out.append(event("message_stop", {"type": "message_stop"}))
         return b"".join(out)
@@ -129,9 +134,8 @@ class EventWriter:
         delta = choice.get("delta")
         if isinstance(delta, dict):
             out += self._content(delta)
-        finish = choice.get("finish_reason")
-        if isinstance(finish, str):
-            self.stop = STOP_REASONS.get(finish, "end_turn")
+        if isinstance(choice.get("finish_reason"), str):
+            self.stop, self.stop_sequence = stop_reason(choice, self.stops)
         return out
 
     def _content(self, delta: Json) -> list[bytes]:

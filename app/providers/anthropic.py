@@ -33,7 +33,7 @@ Where the two APIs differ, this is what a client gets:
 - ``base_url`` may be given with or without a trailing ``/v1``.
 
 Errors: Anthropic's ``{"type": "error", "error": {"type", "message"}}`` is read by the shared
-mapper; 529 ``overloaded_error`` is a retryable 503. The API key travels only in ``x-api-key``
+mapper; 529 ``overloaded_error`` is a retryable 529. The API key travels only in ``x-api-key``
 and is scrubbed from every error message.
 """
 

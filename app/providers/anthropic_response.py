@@ -80,11 +80,12 @@ def _error_type(payload: Any) -> str | None:
 def map_error(status: int, payload: Any, text: str) -> errors.GatewayError:
     """The gateway error for an Anthropic error answer (``{"type": "error", "error": {...}}``).
 
-    529 ``overloaded_error`` is Anthropic's "try again later": a retryable 503.
+    529 ``overloaded_error`` is Anthropic's "try again later": a retryable 529, passed on as
+    any upstream's 5xx is (``/v1/messages`` answers it as Anthropic does).
     """
     if status == 529 or _error_type(payload) == "overloaded_error":
         message, _, _ = read_error_body(payload, text[:500] or "Anthropic is overloaded")
-        return errors.UpstreamUnavailable(message, status=503, code="overloaded_error")
+        return errors.UpstreamUnavailable(message, status=529, code="overloaded_error")
     return default_error(status, payload, text)
 
 

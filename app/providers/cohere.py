@@ -33,7 +33,8 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.
 - ``finish_reason``: ``COMPLETE``/``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS``/``TIMEOUT`` ->
   ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a 502
-  ``generation_failed``. Usage is read from
+  ``generation_failed``. A ``STOP_SEQUENCE`` names the request's one stop sequence in the
+  choice's ``stop_reason`` (``cohere_response.stopped_by``). Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is
   reported.
 - Embeddings: ``input_type`` is the request's extension field, else the target's ``params``,
@@ -105,7 +106,8 @@ class CohereV2:
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         payload = translate_request(call, target=target, stream=False)
         answer = await self._upstream.post_json(CHAT_PATH, payload, timeout_s=target.timeout_s)
-        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()))
+        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()),
+                                         stops=_stops(call))
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
@@ -116,7 +118,8 @@ class CohereV2:
         upstream connection.
         """
         payload = translate_request(call, target=target, stream=True)
-        translator = StreamTranslator(model=target.model, created=int(time.time()))
+        translator = StreamTranslator(model=target.model, created=int(time.time()),
+                                      stops=_stops(call))
         events = self._upstream.stream_sse(CHAT_PATH, payload, timeout_s=target.timeout_s)
         try:
             async for event in events:
@@ -153,6 +156,11 @@ class CohereV2:
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
+
+
+def _stops(call: ChatCall) -> list[str]:
+    stop = call.request.stop
+    return [stop] if isinstance(stop, str) else stop or []
 
 
 def cohere_headers(config: CohereProvider) -> dict[str, str]:

@@ -13,6 +13,7 @@ per-token prices of ``app/pricing.yaml``, so the billed counts make its cost mat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app import errors
@@ -44,6 +45,13 @@ def failed_generation(reason: Any, error: Any) -> None:
 def finish_reason(value: Any) -> str:
     """OpenAI's ``finish_reason`` for a Cohere one (unknown ones read as stop)."""
     return FINISH_REASONS.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def stopped_by(value: Any, stops: Sequence[str]) -> str | None:
+    """The stop sequence that ended an answer whose ``finish_reason`` is ``value``: Cohere's
+    ``STOP_SEQUENCE`` says that one did, not which, so it is known only when the request had
+    exactly one. Reported as the choice's ``stop_reason``, as vLLM reports it."""
+    return stops[0] if value == "STOP_SEQUENCE" and len(stops) == 1 else None
 
 
 def _count(value: Any) -> int:
@@ -143,9 +151,11 @@ def to_message(message: Any) -> Json:
     return out
 
 
-def to_chat_completion(body: Json, *, model: str, created: int) -> tuple[Json, Usage | None]:
+def to_chat_completion(body: Json, *, model: str, created: int,
+                       stops: Sequence[str] = ()) -> tuple[Json, Usage | None]:
     """The OpenAI ``chat.completion`` body and usage for a Cohere v2 chat answer. Cohere's
-    answer names no model, so ``model`` (the target's) is reported."""
+    answer names no model, so ``model`` (the target's) is reported; ``stops``: the request's
+    stop sequences (``stopped_by``)."""
     answer_id = body.get("id")
     if not isinstance(answer_id, str) or "finish_reason" not in body:
         raise errors.BadUpstreamResponse("upstream answer is not a Cohere v2 chat response")
@@ -167,6 +177,9 @@ def to_chat_completion(body: Json, *, model: str, created: int) -> tuple[Json, U
             "finish_reason": finish_reason(body.get("finish_reason")),
         }],
     }
+    stop = stopped_by(body.get("finish_reason"), stops)
+    if stop is not None:
+        out["choices"][0]["stop_reason"] = stop
     if usage is not None:
         out["usage"] = usage.to_openai()
     return out, usage

@@ -12,6 +12,7 @@ is tested without a network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app import errors
@@ -21,6 +22,7 @@ from app.providers.cohere_response import (
     finish_reason,
     logprobs_entry,
     read_usage,
+    stopped_by,
 )
 
 
@@ -48,8 +50,10 @@ class StreamTranslator:
     written, produce nothing.
     """
 
-    def __init__(self, *, model: str, created: int) -> None:
+    def __init__(self, *, model: str, created: int, stops: Sequence[str] = ()) -> None:
+        """``stops``: the request's stop sequences (``stopped_by``)."""
         self.model = model
+        self.stops = stops
         self.created = created
         self.id = ""
         self.done = False
@@ -149,6 +153,9 @@ class StreamTranslator:
         delta = delta if isinstance(delta, dict) else {}
         failed_generation(delta.get("finish_reason"), delta.get("error"))
         chunks = [self._chunk({}, finish=finish_reason(delta.get("finish_reason")))]
+        stop = stopped_by(delta.get("finish_reason"), self.stops)
+        if stop is not None:
+            chunks[0]["choices"][0]["stop_reason"] = stop
         usage = read_usage(delta.get("usage"))
         if usage is not None:
             chunks.append({"id": self.id, "object": "chat.completion.chunk",

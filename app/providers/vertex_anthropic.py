@@ -28,7 +28,7 @@ replacing any the client sent. Streams keep ``"stream": true`` in the body.
   methods and the gateway never routes them here.
 
 Errors: Claude's own (``{"type": "error", "error": {...}}``, 529 ``overloaded_error`` a
-retryable 503) are read as for ``anthropic``; Vertex AI's (a refused token, a model not enabled
+retryable 529) are read as for ``anthropic``; Vertex AI's (a refused token, a model not enabled
 in Model Garden, quota: Google's ``{"error": {"code", "message", "status"}}``, also when it
 comes as a one-element JSON array) as for ``vertex``: 401/403 a 502 naming the provider,
 ``RESOURCE_EXHAUSTED`` a 429 keeping its retry delay.

@@ -2,6 +2,8 @@
 
 - ``X-Return-Error: <status>``: that status with the route's error body (429 adds
   ``Retry-After: 1``).
+- ``X-Sim-Retry-After: <value>``: the ``Retry-After`` the injected error carries instead (any
+  status; seconds or an HTTP date, sent as given).
 - ``X-Sim-Hang: 1``: never answer; wait until the client disconnects.
 - ``X-Sim-Cut-After: N``: stream N content chunks, then drop the connection (no terminator).
 - ``X-Sim-Error-After: N``: stream N content chunks, then an in-band error frame.
@@ -56,6 +58,7 @@ class Knobs:
     end_after: int | None = None
     done_after: int | None = None
     hang: bool = False
+    retry_after: str | None = None
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
 
@@ -107,8 +110,16 @@ def read_knobs(req: Request) -> Knobs:
         end_after=_count(headers, "x-sim-end-after"),
         done_after=_count(headers, "x-sim-done-after"),
         hang=_flag(headers, "x-sim-hang"),
+        retry_after=_retry_after(headers),
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
     )
+
+
+def _retry_after(headers: dict[str, str]) -> str | None:
+    value = headers.get("x-sim-retry-after")
+    if value is not None and not (0 < len(value) <= 64 and value.isprintable()):
+        raise SimError(400, "X-Sim-Retry-After must be 1 to 64 printable characters.")
+    return value
 
 
 def _credential(headers: dict[str, str]) -> str:
@@ -132,7 +143,8 @@ def stream_failure(knobs: Knobs, message: str, kind: str | None) -> SimError:
 
 
 def injected_error(knobs: Knobs) -> SimError | None:
-    """The failure ``X-Return-Error`` asks for, if any (429 with ``Retry-After: 1``)."""
+    """The failure ``X-Return-Error`` asks for, if any (429 with ``Retry-After: 1``, any
+    status with ``X-Sim-Retry-After``'s)."""
     status = knobs.return_error
     if status is None:
         return None
@@ -141,7 +153,9 @@ def injected_error(knobs: Knobs) -> SimError | None:
     except ValueError:
         phrase = "Overloaded" if status == 529 else "Error"
     err = _echoing(knobs, status, f"Simulated upstream error: {status} {phrase}.", None)
-    if status == 429:
+    if knobs.retry_after is not None:
+        err.headers = [(b"retry-after", knobs.retry_after.encode("latin-1"))]
+    elif status == 429:
         err.headers = [(b"retry-after", b"1")]
     return err
 

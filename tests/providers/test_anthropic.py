@@ -469,13 +469,13 @@ def test_tool_use_stream_becomes_tool_call_deltas() -> None:
 
 
 def test_error_event_raises_the_mapped_error() -> None:
-    """An ``error`` event mid-stream raises its gateway error (overloaded: retryable 503)."""
+    """An ``error`` event mid-stream raises its gateway error (overloaded: retryable 529)."""
     translator = StreamTranslator(created=0)
     translator.feed(message_start())
     with pytest.raises(errors.UpstreamUnavailable) as caught:
         translator.feed({"type": "error", "error": {"type": "overloaded_error",
                                                     "message": "Overloaded"}})
-    assert caught.value.status_code == 503
+    assert caught.value.status_code == 529
     with pytest.raises(errors.UpstreamRateLimited):
         translator.feed({"type": "error", "error": {"type": "rate_limit_error",
                                                     "message": "slow down"}})
@@ -500,7 +500,7 @@ def anthropic_error(kind: str, message: str) -> Json:
     (401, "authentication_error", errors.UpstreamAuthFailed, 502),
     (429, "rate_limit_error", errors.UpstreamRateLimited, 429),
     (500, "api_error", errors.UpstreamUnavailable, 502),
-    (529, "overloaded_error", errors.UpstreamUnavailable, 503),
+    (529, "overloaded_error", errors.UpstreamUnavailable, 529),
 ])
 def test_error_bodies_map_onto_the_gateway_tree(
     status: int, kind: str, error_class: type[errors.GatewayError], client_status: int
@@ -692,7 +692,7 @@ async def test_simulator_stream_tool_call(
     (400, errors.UpstreamRejected, 400, False),
     (401, errors.UpstreamAuthFailed, 502, True),
     (429, errors.UpstreamRateLimited, 429, True),
-    (529, errors.UpstreamUnavailable, 503, True),
+    (529, errors.UpstreamUnavailable, 529, True),
 ])
 async def test_simulator_error_statuses(
     simulator: str, session: aiohttp.ClientSession, status: int,

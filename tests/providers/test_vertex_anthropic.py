@@ -73,7 +73,7 @@ def test_body_loses_model_and_carries_the_vertex_version() -> None:
 
 
 def test_errors_claude_in_anthropic_shape_vertex_in_googles() -> None:
-    """Claude's 400 stays a 400 with its message, its 529 a retryable 503; Google's quota a
+    """Claude's 400 stays a 400 with its message, its 529 a retryable 529; Google's quota a
     429 keeping its retry delay (also as a one-element array); a refused token a 502 naming
     the provider."""
     mapper = error_mapper("Vertex AI (project p, us-east5)")
@@ -83,7 +83,7 @@ def test_errors_claude_in_anthropic_shape_vertex_in_googles() -> None:
     assert bad.message == "max_tokens: Field required"
     busy = mapper(529, {"type": "error", "error": {"type": "overloaded_error",
                                                    "message": "Overloaded"}}, "")
-    assert busy.status_code == 503 and busy.code == "overloaded_error"
+    assert busy.status_code == 529 and busy.code == "overloaded_error"
     quota = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded "
                        "for aiplatform.googleapis.com/online_prediction_requests_per_base_model",
                        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
