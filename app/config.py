@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -30,8 +30,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -122,8 +122,11 @@ class ModelConfig(BaseModel):
     targets: Annotated[list[TargetConfig], Field(min_length=1)]
     strategy: str = "ordered"
     """How the targets are ordered for each call (``app.routing.strategies``)."""
-    max_tokens_default: Annotated[int, Field(ge=1)] | None = None
     max_tokens_cap: Annotated[int, Field(ge=1)] | None = None
+    """The most tokens a call may ask for (``max_tokens``, ``max_completion_tokens``)."""
+    max_tokens_default: Annotated[int, Field(ge=1)] | None = None
+    """What a call that asks for no limit is sent with: at most ``max_tokens_cap`` (after it
+    here, so that the cap is validated first)."""
     owned_by: str = "switchboard"
     privacy: ModelPrivacy | None = None
     """This model's privacy policy (``app.privacy.config``); unset: the global default."""
@@ -132,6 +135,15 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_strategy(cls, name: str) -> str:
         return known_strategy(name)
+
+    @field_validator("max_tokens_default")
+    @classmethod
+    def _default_within_cap(cls, default: int | None, info: ValidationInfo) -> int | None:
+        cap = info.data.get("max_tokens_cap")
+        if default is not None and cap is not None and default > cap:
+            raise ValueError(f"{default} is above max_tokens_cap ({cap}): a call that gives no "
+                             "max_tokens would be sent more than the cap lets a call ask for")
+        return default
 
 
 def known_strategy(name: str) -> str:
@@ -269,13 +281,22 @@ class BreakerConfig(BaseModel):
     window_s: Seconds = 30.0
     cooldown_s: Seconds = 5.0
     """How long it stays open before one call probes the target."""
-    max_cooldown_s: Seconds = 300.0
-    """The cooldown doubles on each failed probe, up to this."""
+    max_cooldown_s: Annotated[Seconds, Field(validate_default=True)] = 300.0
+    """The cooldown doubles on each failed probe, up to this (at least ``cooldown_s``)."""
     enabled: bool = True
     shared: bool = True
     """With Redis (``SWITCHBOARD_REDIS_URL``), every gateway process shares each breaker's
     openings, closings and half-open probe (``app.routing.shared``); without it, or false,
     each process keeps its own."""
+
+    @field_validator("max_cooldown_s")
+    @classmethod
+    def _max_not_below_first(cls, longest: float, info: ValidationInfo) -> float:
+        first = info.data.get("cooldown_s")
+        if first is not None and longest < first:
+            raise ValueError(f"{longest:g} is below cooldown_s ({first:g}): a breaker's first "
+                             "opening would last longer than the longest")
+        return longest
 
 
 class RetryConfig(BaseModel):
@@ -425,17 +446,14 @@ class GatewayConfig(BaseModel):
         return self._referenced
 
     @model_validator(mode="after")
-    def _upstream_urls(self) -> GatewayConfig:
-        """Each provider's upstream URL (``URL_FIELDS``) is one its calls can reach: a typo
-        there would otherwise pass and turn every call into a 502 after its retries. No other
-        setting of a provider is the empty string (``_empty_settings``)."""
-        problems = []
-        for name, provider in self.providers.items():
-            for field in URL_FIELDS:
-                url = getattr(provider, field, None)
-                if isinstance(url, str) and (problem := url_problem(url)) is not None:
-                    problems.append(f"providers.{name}.{field}: {problem}")
-            problems += _empty_settings(provider, f"providers.{name}")
+    def _defaults_within_the_limit(self) -> GatewayConfig:
+        """No public model's ``max_tokens_default`` is above ``limits.max_tokens``, the cap of
+        every model (a call giving no ``max_tokens`` would be sent more than any may ask)."""
+        cap = self.limits.max_tokens
+        problems = [f"models.{name}.max_tokens_default: {model.max_tokens_default} is above "
+                    f"limits.max_tokens ({cap}), the most tokens any call may ask for"
+                    for name, model in self.models.items()
+                    if model.max_tokens_default is not None and model.max_tokens_default > cap]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -467,18 +485,15 @@ class GatewayConfig(BaseModel):
         for where, targets in lists:
             for i, target in enumerate(targets):
                 if target.provider not in self.providers:
-                    problems.append(
-                        f"{where}.targets.{i}.provider: no provider named "
-                        f"{target.provider!r} (known: {', '.join(sorted(self.providers))})"
-                    )
+                    problems.append(_no_provider(f"{where}.targets.{i}", target.provider,
+                                                 self.providers))
         if not problems:
             problems += [problem for where, targets in lists
                          if (problem := self._common_endpoint(where, targets)) is not None]
         split: dict[str, str] = {}
         for name, experiment in self.experiments.items():
             if experiment.model not in self.models:
-                problems.append(f"experiments.{name}.model: no public model named "
-                                f"{experiment.model!r}")
+                problems.append(_no_model(name, experiment.model))
             elif all(arm.shadow for arm in experiment.variants.values()):
                 problems.append(f"experiments.{name}.variants: every variant is a shadow; "
                                 "at least one must serve the calls")
@@ -506,27 +521,38 @@ class GatewayConfig(BaseModel):
                 f"for another: {each}")
 
 
-URL_FIELDS = ("base_url", "endpoint")
-"""The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""
-EMPTY_SETTING = ("is empty (a ${VAR} set to the empty string, "
-                 "or an empty ${file:...}, gives an empty value)")
+def _no_provider(target: str, name: str, providers: Iterable[str]) -> str:
+    return (f"{target}.provider: no provider named {name!r} "
+            f"(known: {', '.join(sorted(map(str, providers)))})")
 
 
-def _empty_settings(settings: BaseModel, where: str) -> list[str]:
-    """The problems of ``settings``' text settings (secrets included, nested sections such as
-    Azure's ``auth`` too) that are the empty string: an empty API key, API version or tenant
-    id is never usable, and would otherwise only show as 401s or 404s from the upstream. The
-    values of mappings and lists (``headers``, Replicate's ``input``) may be empty."""
-    problems = []
-    for field in type(settings).model_fields:
-        value = getattr(settings, field)
-        if isinstance(value, BaseModel):
-            problems += _empty_settings(value, f"{where}.{field}")
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value == "" and field not in URL_FIELDS:  # an empty URL: ``url_problem`` says so
-            problems.append(f"{where}.{field}: {EMPTY_SETTING}")
+def _no_model(experiment: str, name: str) -> str:
+    return f"experiments.{experiment}.model: no public model named {name!r}"
+
+
+def _references(data: dict[Any, Any]) -> list[str]:
+    """The targets naming no provider and the experiments naming no public model, read from
+    the document itself: ``parse_config`` adds them when another problem kept pydantic from
+    running ``GatewayConfig``'s own checks (which it skips once any field is invalid)."""
+    providers, models = data.get("providers"), data.get("models")
+    if not isinstance(providers, dict) or not isinstance(models, dict):
+        return []
+    experiments = data.get("experiments")
+    experiments = experiments if isinstance(experiments, dict) else {}
+    lists = [(f"models.{public}", model.get("targets")) for public, model in models.items()
+             if isinstance(model, dict)]
+    lists += [(f"experiments.{name}.variants.{variant}", arm.get("targets"))
+              for name, experiment in experiments.items() if isinstance(experiment, dict)
+              and isinstance(experiment.get("variants"), dict)
+              for variant, arm in experiment["variants"].items() if isinstance(arm, dict)]
+    problems = [_no_provider(f"{where}.targets.{i}", target["provider"], providers)
+                for where, targets in lists if isinstance(targets, list)
+                for i, target in enumerate(targets) if isinstance(target, dict)
+                and isinstance(target.get("provider"), str)
+                and target["provider"] not in providers]
+    problems += [_no_model(name, experiment["model"]) for name, experiment in experiments.items()
+                 if isinstance(experiment, dict) and isinstance(experiment.get("model"), str)
+                 and experiment["model"] not in models]
     return problems
 
 
@@ -636,38 +662,64 @@ def read_secret_file(path: Path) -> str:
 def _format_errors(error: ValidationError) -> list[str]:
     out = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"])
+        loc = _yaml_path(item["loc"])
         if item["type"] == "extra_forbidden":
             out.append(f"{loc}: unknown key")
-        elif item["type"] == "value_error" and not loc:
-            out.append(str(item["ctx"].get("error", item["msg"])) if "ctx" in item
-                       else item["msg"])
+        elif item["type"] == "value_error" and not loc:  # GatewayConfig's checks: a path a line
+            error_text = str(item["ctx"].get("error", item["msg"])) if "ctx" in item \
+                else item["msg"]
+            out += error_text.splitlines()
         else:
             message = problem_message(item)
             out.append(f"{loc}: {message}" if loc else message)
     return out
 
 
+def _yaml_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the YAML path a reader wrote: pydantic inserts the tag of a
+    tagged union (a provider's ``type``, Azure's ``auth.type``) into it."""
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["providers"] and len(parts) > 2:
+        del parts[2]
+        if len(parts) > 3 and parts[2] == "auth":
+            del parts[3]
+    return ".".join(parts)
+
+
+def _follows_from(line: str, unresolved: set[str]) -> bool:
+    """Whether ``line`` is about a value whose ``${...}`` could not be resolved (it was
+    validated as the empty string), or about the object holding it (a provider whose
+    ``type`` was one, say): the reference's own problem says it all."""
+    path = line.split(": ", 1)[0]
+    return any(path == where or path.startswith(f"{where}.") or path == where.rpartition(".")[0]
+               for where in unresolved)
+
+
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     """Validate an already-parsed YAML document, interpolating ``${ENV}`` and ``${file:...}``
-    references first."""
+    references first. ``ConfigError`` lists every problem found, one a line: a reference that
+    cannot be resolved stands as the empty string while the rest is validated (what follows
+    from that emptiness is not listed), and references between sections (targets naming
+    providers, experiments naming models) are checked even when a field is invalid; the checks
+    that need what they compare to be valid (targets sharing an endpoint, privacy entities,
+    default token limits against the global cap) wait for it."""
     if not isinstance(raw, dict):
         raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
     problems: list[str] = []
     referenced: set[KeyPath] = set()
     data = _interpolate(raw, env, (), problems, referenced)
-    if problems:
-        raise ConfigError("\n".join(problems))
+    unresolved = {problem.split(": ", 1)[0] for problem in problems}
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for line in _format_errors(exc):
-            # pydantic inserts the provider's type tag into the path; a reader wants the YAML path.
-            lines.append(re.sub(r"^(providers\.[^.]+)\.[a-z_]+\.", r"\1.", line))
-        raise ConfigError("\n".join(lines)) from None
-    config._referenced = frozenset(referenced)
-    return config
+        found = _format_errors(exc)
+        found += [line for line in _references(data) if line not in found]
+        problems += [line for line in found if not _follows_from(line, unresolved)]
+    else:
+        if not problems:
+            config._referenced = frozenset(referenced)
+            return config
+    raise ConfigError("\n".join(problems))
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:

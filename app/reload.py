@@ -149,7 +149,7 @@ class ConfigReloader:
             self.state.restart_needed = restart
             if self._metrics is not None:
                 self._metrics.recorder.set_models(config.models)
-                self._metrics.recorder.add_targets(configured_targets(config))
+                self._metrics.recorder.set_targets(configured_targets(config))
                 metrics = self._metrics.metrics
                 info = metrics.config_info
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value

@@ -146,8 +146,8 @@ class Metrics:
         self.target_state = Gauge(
             "switchboard_target_state", "A target's circuit breaker: 0 closed (healthy), "
             "1 half-open (probing), 2 open (skipped); upstream_model is the model name the "
-            "provider is asked for. The targets of the config at start-up have a series from "
-            "then on.",
+            "provider is asked for. Each configured target has a series, from start-up or "
+            "the reload that adds it to the reload that removes it.",
             ("provider", "upstream_model"), multiprocess_mode="max", registry=r)
 
         # ---- experiments (label values: experiment and variant names from the config)

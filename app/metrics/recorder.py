@@ -80,12 +80,15 @@ class Recorder:
                  targets: Iterable[tuple[str, str]] = (),
                  drift: DriftMonitor | None = None) -> None:
         """``targets``: the configured (provider, upstream model) pairs, whose breakers are
-        exported as closed until they change (``add_targets``)."""
+        exported as closed until they change (``set_targets``)."""
         self.metrics = metrics
         self._models = frozenset(models)
-        self._states: set[tuple[str, str]] = set()
-        """The targets ``switchboard_target_state`` has a series for."""
-        self.add_targets(targets)
+        self._targets: frozenset[tuple[str, str]] = frozenset()
+        """The configured targets: those ``switchboard_target_state`` has a series for."""
+        self._states: dict[tuple[str, str], int] = {}
+        """The last state each target's breaker reported (the router keeps a removed target's
+        breaker: a reload that adds it back exports its state)."""
+        self.set_targets(targets)
         self._drift = drift
         self._series: dict[tuple[str, str | None, str | None], _Series] = {}
         self._upstreams: dict[tuple[str, str], _Upstream] = {}
@@ -117,16 +120,28 @@ class Recorder:
         return series
 
     def target_state(self, provider: str, *, upstream_model: str, value: int) -> None:
-        """A target's circuit breaker changed state (``app.routing.breaker``)."""
-        self._states.add((provider, upstream_model))
-        self.metrics.target_state.labels(provider, upstream_model).set(value)
+        """A target's circuit breaker changed state (``app.routing.breaker``). Not exported for
+        a target the serving config does not have (a call of a config a reload replaced, still
+        finishing, or a breaker shared by another gateway): its series would never go."""
+        self._states[provider, upstream_model] = value
+        if (provider, upstream_model) in self._targets:
+            self.metrics.target_state.labels(provider, upstream_model).set(value)
 
-    def add_targets(self, targets: Iterable[tuple[str, str]]) -> None:
-        """Export the breakers of ``targets`` (provider, upstream model) that have no series
-        yet as closed, so dashboards and alerts see every target before its first change."""
-        for target in targets:
-            if target not in self._states:
-                self.target_state(target[0], upstream_model=target[1], value=0)
+    def set_targets(self, targets: Iterable[tuple[str, str]]) -> None:
+        """The configured targets (provider, upstream model), at start-up and after each live
+        reload. A new one's breaker is exported at once, at the state it last reported (closed
+        if none), so dashboards and alerts see every target before its first change; one no
+        longer configured loses its series (in multiprocess mode, where a series cannot be
+        removed, it stays at 0, closed, until a restart: never an open breaker that nothing
+        will close)."""
+        targets = frozenset(targets)
+        family = self.metrics.target_state
+        for provider, model in sorted(self._targets - targets):
+            family.labels(provider, model).set(0)
+            self.metrics.remove_series(family, provider, model)
+        for provider, model in sorted(targets - self._targets):
+            family.labels(provider, model).set(self._states.get((provider, model), 0))
+        self._targets = targets
 
     def set_models(self, models: Collection[str]) -> None:
         """The configured public models after a live reload (the ``model`` label's values)."""

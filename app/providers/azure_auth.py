@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator
 
+from app.providers.base import refuse_empty
 from app.providers.tokens import (
     REFRESH_MARGIN_S,
     Fetch,
@@ -59,6 +60,7 @@ Authority = Annotated[str, Field(pattern=r"^https://[^/\s]+/?$")]
 
 class _Auth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _not_empty = field_validator("*")(refuse_empty)
 
 
 class ClientSecretAuth(_Auth):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from app import errors
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -39,6 +39,23 @@ from app.usage import Usage
 Json = dict[str, Any]
 Seconds = Annotated[float, Field(gt=0)]
 Trust = Literal["private", "third_party"]
+URL_FIELDS = ("base_url", "endpoint")
+"""The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""
+EMPTY_SETTING = ("is empty (a ${VAR} set to the empty string, "
+                 "or an empty ${file:...}, gives an empty value)")
+
+
+def refuse_empty(value: Any, info: ValidationInfo) -> Any:
+    """``value``, unless it is a text setting (a secret too) that is the empty string: an empty
+    API key, API version or tenant id is never usable, and would otherwise only show as 401s or
+    404s from the upstream. The values of mappings and lists (``headers``, Replicate's
+    ``input``) may be empty; an empty URL gets its own check's message (``app.config``).
+    A field validator of every provider setting, nested sections (Azure's ``auth``) included,
+    so that it is reported beside the section's other problems."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if text == "" and info.field_name not in URL_FIELDS:
+        raise ValueError(EMPTY_SETTING)
+    return value
 
 
 class ProviderBase(BaseModel):
@@ -63,6 +80,19 @@ class ProviderBase(BaseModel):
     (``app.stages.privacy``)."""
     region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """Where the provider runs (free-form tag, e.g. ``eu``), for ``privacy.regions``."""
+
+    _not_empty = field_validator("*")(refuse_empty)
+
+    @field_validator(*URL_FIELDS, check_fields=False)
+    @classmethod
+    def _usable_url(cls, url: Any) -> Any:
+        """An upstream URL's problem (``app.config.url_problem``), found beside the provider's
+        other problems: a typo there would otherwise pass and turn every call into a 502."""
+        from app.config import url_problem  # app.config imports this module
+
+        if isinstance(url, str) and (problem := url_problem(url)) is not None:
+            raise ValueError(problem)
+        return url
 
     def offers(self) -> frozenset[Capability] | None:
         """The capabilities this configuration offers, where it offers fewer than its class

@@ -4,6 +4,7 @@ Grafana provisioning, the compose file, the Dockerfile and the gateway config it
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +26,9 @@ from tests.ops.support import (
     load_dashboards,
     load_yaml,
     metric_names,
+    ops_config,
     panels,
+    start_gateway,
 )
 
 REQUIRED_SECRETS = ("SWITCHBOARD_MASTER_KEY", "SWITCHBOARD_METRICS_KEY", "POSTGRES_PASSWORD",
@@ -106,6 +109,26 @@ def test_model_dashboards_filter_by_model_and_provider(name: str) -> None:
         assert "label_values(" in str(variables[var]["query"])
     exprs = " ".join(q for _, q in dashboard_queries(dashboard))
     assert '=~"$model"' in exprs and '=~"$provider"' in exprs
+
+
+def test_the_provider_variable_lists_every_configured_provider(tmp_path: Path,
+                                                               simulator: str) -> None:
+    """The traffic dashboards' ``provider`` variable takes its values from a series that every
+    configured target's provider has from start-up, so a provider none of whose calls was
+    answered by it (all failed over elsewhere) is in the drop-down too."""
+    with start_gateway(tmp_path, simulator) as gateway:
+        exposition = gateway.exposition()  # before any call
+    configured = {t["provider"] for model in ops_config(simulator)["models"].values()
+                  for t in model["targets"]}
+    for name in ("overview", "cost", "drift"):  # backends lists the vLLM servers only
+        variables = {v["name"]: v for v in load_dashboards()[name]["templating"]["list"]}
+        query = variables["provider"]["query"]
+        query = query["query"] if isinstance(query, dict) else query
+        match = re.fullmatch(r"label_values\((\w+), provider\)", query)
+        assert match is not None, f"{name}: {query}"
+        listed = set(re.findall(rf'^{match[1]}\{{[^}}]*provider="([^"]+)"', exposition,
+                                re.MULTILINE))
+        assert listed == configured, f"{name}: {query} lists {sorted(listed)}"
 
 
 def test_drift_dashboard_annotates_model_version_changes() -> None:

@@ -47,7 +47,8 @@ def config(simulator: str, black_hole: str) -> dict[str, Any]:
                                       {"provider": "api", "model": "gpt-4o-mini"}],
                           "privacy": {"action": "private_only"}},
         },
-        "breaker": {"failures": 2, "min_calls": 100, "cooldown_s": 600},
+        "breaker": {"failures": 2, "min_calls": 100, "cooldown_s": 600,
+                    "max_cooldown_s": 600},
         "drift": {"embedding": {"sample_rate": 0}},
         "retries": {"attempts": 0},
     }
