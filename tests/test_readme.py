@@ -81,3 +81,27 @@ def test_every_rejection_scope_exported_is_documented() -> None:
     paragraph = README[start:README.index("\n\n", start)]
     for scope in get_args(Scope):
         assert f"`{scope}`" in paragraph or f'`scope="{scope}"`' in paragraph, scope
+
+
+def _whole_configs() -> list[tuple[int, str]]:
+    """The README's ```yaml blocks that are whole config files (``providers`` and ``models``),
+    with the line each starts on."""
+    found = []
+    for match in re.finditer(r"```yaml\n(.*?)```", README, re.S):
+        shown = yaml.safe_load(match[1])
+        if isinstance(shown, dict) and {"providers", "models"} <= shown.keys():
+            found.append((README.count("\n", 0, match.start()) + 1, match[1]))
+    return found
+
+
+@pytest.mark.parametrize(("line", "text"), _whole_configs(),
+                         ids=[f"line-{line}" for line, _ in _whole_configs()])
+def test_every_whole_config_example_is_valid(line: int, text: str) -> None:
+    """A config example a reader copies is one the gateway takes (one once put
+    ``max_tokens_default`` on a target, which the config refuses)."""
+    from app.config import parse_config
+
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
+    env = {name: "https://upstream.internal/v1" if "URL" in name else "unused-value-0123456789"
+           for name in names}
+    parse_config(yaml.safe_load(text), env)
