@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from app import errors
-from app.config import GatewayConfig, TargetConfig
+from app.config import GatewayConfig, ModelConfig, TargetConfig
 from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, Capability, Target
 from app.routing.experiments import Experiment, Variant
@@ -69,6 +69,18 @@ class Route:
         return any(t.context_window is not None for t in self.targets)
 
 
+def _default(target: TargetConfig, model_default: int | None, cap: int | None,
+             config: GatewayConfig) -> int | None:
+    """The ``max_tokens`` a call that asks for none is sent to ``target`` with: the model's
+    ``max_tokens_default``; else, where its provider has a default of its own (vLLM's 1024,
+    Anthropic's 4096...) above the model's ``max_tokens_cap``, the cap (the provider's default
+    would send more than the cap lets a call ask for); else ``None`` (the provider's)."""
+    if model_default is not None or cap is None:
+        return model_default
+    own = getattr(config.providers[target.provider], "max_tokens_default", None)
+    return cap if isinstance(own, int) and own > cap else None
+
+
 def _target(config: TargetConfig, max_tokens_default: int | None) -> Target:
     return Target(provider=config.provider, model=config.model, params=dict(config.params),
                   max_tokens_default=max_tokens_default, weight=config.weight,
@@ -98,11 +110,12 @@ def narrowed_to(route: Route, targets: Sequence[Target], config: GatewayConfig, 
 
 
 def _route(base: Route, targets: Sequence[TargetConfig], strategy: str,
-           max_tokens_default: int | None, config: GatewayConfig) -> Route:
-    """``base`` (a public model's route) with other targets: an experiment's variant."""
-    return _narrow(replace(base, strategy=strategy,
-                           targets=tuple(_target(t, max_tokens_default) for t in targets)),
-                   config)
+           model: ModelConfig, config: GatewayConfig) -> Route:
+    """``base`` (the route of the public model ``model``) with other targets: an experiment's
+    variant."""
+    chosen = tuple(_target(t, _default(t, model.max_tokens_default, model.max_tokens_cap,
+                                       config)) for t in targets)
+    return _narrow(replace(base, strategy=strategy, targets=chosen), config)
 
 
 class RoutingTable:
@@ -117,8 +130,9 @@ class RoutingTable:
         before = {} if previous is None else previous._routes
         routes: dict[str, Route] = {}
         for name, model in config.models.items():
-            targets = tuple(_target(t, model.max_tokens_default) for t in model.targets)
             cap = model.max_tokens_cap
+            targets = tuple(_target(t, _default(t, model.max_tokens_default, cap, config))
+                            for t in model.targets)
             global_cap = config.limits.max_tokens
             routes[name] = _narrow(Route(
                 name=name, targets=targets,
@@ -134,7 +148,7 @@ class RoutingTable:
                             prompt=arm.prompt,
                             route=base if arm.targets is None else _route(
                                 base, arm.targets, arm.strategy,
-                                base.targets[0].max_tokens_default, config))
+                                config.models[experiment.model], config))
                     for variant, arm in experiment.variants.items()]
             experiments[experiment.model] = Experiment(
                 name=name, model=experiment.model, sticky=experiment.sticky,
