@@ -134,7 +134,8 @@ class EventWriter:
         delta = choice.get("delta")
         if isinstance(delta, dict):
             out += self._content(delta)
-        if isinstance(choice.get("finish_reason"), str):
+        if isinstance(choice.get("finish_reason"), str) and self.stop != "refusal":
+            # a refusal's text came first: its stop reason stands, as in an answer
             self.stop, self.stop_sequence = stop_reason(choice, self.stops)
         return out
 

@@ -28,3 +28,19 @@ def test_a_choices_stop_reason_names_the_sequence() -> None:
         closing = writer.close().decode()
         delta = orjson.loads(closing.split("event: message_delta\ndata: ")[1].split("\n")[0])
         assert (delta["delta"]["stop_reason"], delta["delta"]["stop_sequence"]) == expected
+
+
+def test_a_streamed_refusal_keeps_its_stop_reason() -> None:
+    """A stream whose text was a refusal ends with ``stop_reason: refusal``, as the answer
+    does, not with the final chunk's ``finish_reason`` (``stop`` -> ``end_turn``)."""
+    writer = EventWriter(model="m", prompt_tokens=lambda: 1, stops=[])
+    writer.frame({"choices": [{"index": 0, "delta": {"refusal": "I can't help with that."},
+                               "finish_reason": None}]})
+    writer.frame({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    closing = writer.close().decode()
+    delta = orjson.loads(closing.split("event: message_delta\ndata: ")[1].split("\n")[0])
+    assert delta["delta"]["stop_reason"] == "refusal"
+    answer = to_message({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "I can't help with that."}}]},
+        None, model="m", stops=[])
+    assert answer["stop_reason"] == "refusal"
