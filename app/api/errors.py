@@ -94,11 +94,16 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     """A FastAPI route's bad input (the admin API's): the body itself said in the data plane's
     words (``app.api.wire.parse_object``), else the first field's problem, named in ``param``."""
     assert isinstance(exc, RequestValidationError)
-    return error_response(validation_problem(exc.errors()))
+    # a route that reads its body whatever its type (``AnyTypeRoute``: POST /v1/feedback) is
+    # not told to send application/json
+    any_type = getattr(request.scope.get("route"), "any_content_type", False)
+    return error_response(validation_problem(exc.errors(), content_type_hint=not any_type))
 
 
-def validation_problem(problems: Sequence[Any]) -> errors.GatewayError:
-    """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``)."""
+def validation_problem(problems: Sequence[Any], *,
+                       content_type_hint: bool = True) -> errors.GatewayError:
+    """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``);
+    ``content_type_hint``: a body that is not an object is told to be sent as JSON."""
     first: dict[str, Any] = problems[0] if problems else {"loc": (), "msg": "invalid request"}
     loc, kind = tuple(first.get("loc", ())), first.get("type")
     if kind == "json_invalid":  # its loc ends with a character offset, not a field
@@ -106,7 +111,8 @@ def validation_problem(problems: Sequence[Any]) -> errors.GatewayError:
     if loc == ("body",) and kind == "missing":
         return empty_body()
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
-        return body_not_object(", sent as content-type: application/json")
+        return body_not_object(", sent as content-type: application/json"
+                               if content_type_hint else "")
     param = ".".join(str(p) for p in loc[1:]) or None
     return errors.InvalidRequest(f"Invalid request: {errors.problem_message(first)}", param=param,
                                  code="invalid_value")  # as the data plane's (``wire.parse``)

@@ -247,9 +247,9 @@ def upstream_retry_after(exc: errors.GatewayError | None) -> int | None:
     if not isinstance(exc, (errors.UpstreamRateLimited, errors.UpstreamUnavailable)):
         return None
     wait = exc.retry_after_s
-    if wait is None or exc.status_code not in (429, 503, 529):
+    if wait is None or math.isnan(wait) or exc.status_code not in (429, 503, 529):
         return None
-    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(wait)))
+    return max(1, math.ceil(min(MAX_RETRY_AFTER_S, wait)))  # (capped first: it may be inf)
 
 
 def error_reply(content: bytes, status: int, call: ModelCall | None, *,

@@ -14,8 +14,9 @@ Where the two APIs differ, this is what a client gets:
 - Refused with 400 rather than silently ignored, because the client would read wrong results:
   ``n`` > 1, ``temperature`` > 1 (Anthropic's range is 0..1), ``logprobs``/``top_logprobs``,
   legacy ``function`` messages, audio parts, files other than PDF data URLs, images other
-  than jpeg/png/gif/webp, an empty message that would be a turn of its own (Anthropic refuses
-  empty messages; an empty last assistant message is left out).
+  than jpeg/png/gif/webp, a trailing empty user message (Anthropic refuses empty messages,
+  and without it the assistant's last turn would read as a prefill; other empty messages are
+  left out).
 - Dropped, as sampling hints with no Anthropic equivalent: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``; OpenAI's ``metadata`` (``user`` becomes
   ``metadata.user_id``).

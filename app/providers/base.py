@@ -261,11 +261,13 @@ def merged_turns(messages: list[tuple[int, str, list[Json]]], *, key: str, reply
     """Translated messages (their index, role and content) as the alternating turns ``who``
     takes: ``{"role", key}``, consecutive messages of one role in one turn.
 
-    A turn with no content (every message in it empty) is a 400 naming its first message's
-    ``content``: ``who`` refuses an empty message, and leaving it out would change the
-    conversation (after a trailing empty user message the assistant's last turn would be read
-    as the start of the answer). An empty last ``reply_role`` turn asks for nothing and is left
-    out; no turn at all is a 400 on ``messages``."""
+    ``who`` refuses an empty message, so a turn with no content (every message in it empty) is
+    left out and its neighbours, then of one role, join; as OpenAI-type targets take such a
+    conversation, a fallback between them and ``who`` serves it either way. Except when the
+    empty turn is the last one and not ``reply_role``'s (a trailing empty user message): left
+    out, the conversation would end on the assistant's turn, which ``who`` reads as the start
+    of its answer (a prefill), so it is a 400 naming that message's ``content``. No turn at
+    all is a 400 on ``messages``."""
     turns: list[Json] = []
     firsts: list[int] = []
     for index, role, content in messages:
@@ -274,19 +276,24 @@ def merged_turns(messages: list[tuple[int, str, list[Json]]], *, key: str, reply
         else:
             turns.append({"role": role, key: content})
             firsts.append(index)
-    if turns and turns[-1]["role"] == reply_role and not turns[-1][key]:
-        turns.pop()
-        firsts.pop()
-    for turn, index in zip(turns, firsts, strict=True):
+    if turns and not turns[-1][key] and turns[-1]["role"] != reply_role:
+        raise errors.InvalidRequest(
+            f"{who} does not accept an empty last message: messages[{firsts[-1]}] has no "
+            "content (without it the assistant's last turn would be read as the start of the "
+            "answer)", param=f"messages[{firsts[-1]}].content")
+    joined: list[Json] = []
+    for turn in turns:
         if not turn[key]:
-            raise errors.InvalidRequest(
-                f"{who} does not accept an empty message: messages[{index}] has no content",
-                param=f"messages[{index}].content")
-    if not turns:
+            continue
+        if joined and joined[-1]["role"] == turn["role"]:
+            joined[-1][key].extend(turn[key])
+        else:
+            joined.append(turn)
+    if not joined:
         raise errors.InvalidRequest(
             f"{who} needs at least one user or assistant message with content",
             param="messages")
-    return turns
+    return joined
 
 
 @runtime_checkable

@@ -23,8 +23,9 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   (400): Converse has no schema-less JSON mode.
 - Refused with 400: ``n`` > 1, ``logprobs``, ``parallel_tool_calls: false``, content parts
   other than text and base64 images (png, jpeg, gif, webp), image links, ``temperature`` > 1
-  for Claude (as for ``type: anthropic``), an empty message that would be a turn of its own
-  (Converse refuses blank messages; an empty last assistant message is left out).
+  for Claude (as for ``type: anthropic``), a trailing empty user message (Converse refuses
+  blank messages, and without it the assistant's last turn would read as a prefill; other
+  empty messages are left out).
 - Dropped, as sampling hints Converse has no field for: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``; a part's ``cache_control``
   becomes a ``cachePoint`` after it. Converse-native fields sent by the client

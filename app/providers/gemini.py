@@ -25,8 +25,9 @@ Where the two APIs differ, this is what a client gets:
   application/json`` and json_schema adds ``responseJsonSchema`` (enforced by the API).
 - Refused with 400: ``logprobs``/``top_logprobs`` (not translated back), ``logit_bias`` (no
   equivalent), ``parallel_tool_calls: false`` (Gemini cannot be told), legacy ``function``
-  messages, other content part types, an empty message that would be a turn of its own
-  (Gemini refuses empty ``parts``; an empty last assistant message is left out).
+  messages, other content part types, a trailing empty user message (Gemini refuses empty
+  ``parts``, and without it the assistant's last turn would read as a prefill; other empty
+  messages are left out).
 - Dropped, as they cannot change the answer: ``user``, ``metadata``, ``stream_options`` (the
   usage chunk is always sent, from Gemini's ``usageMetadata``).
 - Gemini-native fields sent by the client (``extra_body``: ``safetySettings``,

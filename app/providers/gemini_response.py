@@ -6,6 +6,7 @@ Pure functions, no I/O; the streaming counterpart is ``app.providers.gemini_stre
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections.abc import Callable
@@ -204,7 +205,8 @@ def _retry_delay(details: Any) -> float | None:
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
         match = _DELAY.match(delay) if isinstance(delay, str) else None
         if match is not None:
-            return float(match["s"])
+            seconds = float(match["s"])  # inf for 400 digits: dropped, as http.retry_after does
+            return seconds if math.isfinite(seconds) else None
     return None
 
 

@@ -83,6 +83,15 @@ def test_a_form_body_is_a_400_saying_it_is_not_json(logged: str) -> None:
     assert response.json()["error"]["message"].startswith("The request body is not valid JSON")
 
 
+def test_a_body_not_an_object_is_not_told_to_change_its_type(logged: str) -> None:
+    """A JSON array is a 400 saying the body must be a JSON object, without telling the client
+    to send ``application/json`` (feedback takes any type)."""
+    response = httpx.post(logged + "/v1/feedback", headers=MASTER, content=b"[1]")
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert message == "The request body must be a JSON object."
+
+
 def test_the_admin_api_still_wants_application_json(logged: str) -> None:
     """The admin API keeps FastAPI's rule (a cross-site form cannot send JSON's type): a 400
     that says to send ``content-type: application/json``."""
