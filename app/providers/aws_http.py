@@ -30,7 +30,7 @@ import yarl
 from app import errors
 from app.providers.aws import Authorizer
 from app.providers.aws_eventstream import EventStreamDecoder, Message
-from app.providers.http import Upstream, read_error_body, retry_after
+from app.providers.http import Upstream, read_error_body, request_body, retry_after
 
 Json = dict[str, Any]
 
@@ -158,7 +158,7 @@ class AwsUpstream(Upstream):
         body = orjson.dumps(payload)
         url, signed = await self._signed(path, body, "application/json", headers)
         try:
-            async with self._session.post(url, data=body, headers=signed,
+            async with self._session.post(url, data=request_body(body), headers=signed,
                                           timeout=self._timeouts_for(timeout_s)[0],
                                           allow_redirects=False) as response:
                 if response.status >= 300:
@@ -188,7 +188,7 @@ class AwsUpstream(Upstream):
                                          headers)
         decoder = EventStreamDecoder()
         try:
-            async with self._session.post(url, data=body, headers=signed,
+            async with self._session.post(url, data=request_body(body), headers=signed,
                                           timeout=self._timeouts_for(timeout_s)[1],
                                           allow_redirects=False) as response:
                 if response.status >= 300:

@@ -290,15 +290,21 @@ def test_client_leaving_a_stream_cancels_the_google_request(
                           headers={"Authorization": f"Bearer {MASTER_KEY}"},
                           json={"model": "chat", "messages": USER, "stream": True}) as answer:
             assert answer.status_code == 200
-            assert next(answer.iter_lines()) == ": keep-alive"
-            # Leave only once the upstream stream is open: a client leaving while the gateway
-            # still fetches Vertex's token (a slow machine) cancels a request never sent. On a
-            # machine busy with a second test run that took over 10 s (CI, 2026-12-06).
+            # The reader is kept: a dropped ``iter_lines()`` generator is closed at once, and
+            # httpx closes the connection with it, so the client would leave right after the
+            # first keep-alive, before a busy machine's gateway had fetched Vertex's token and
+            # sent the upstream request at all (nothing upstream to cancel then).
+            lines = answer.iter_lines()
+            assert next(lines) == ": keep-alive"
+            # Leave only once the upstream stream is open. On a machine busy with a second test
+            # run that took over 10 s (CI, 2026-12-06).
             assert _until(lambda: httpx.get(stats).json()["streams_started"] > started,
                           timeout_s=30), (httpx.get(stats).json(), gw.sink.records)
-        assert _until(lambda: bool(gw.sink.records))
+            assert not gw.sink.records, "the call ended while its client was still there"
+        assert _until(lambda: bool(gw.sink.records), timeout_s=30)
         assert gw.sink.records[-1].status == "cancelled"
-        assert _until(lambda: httpx.get(stats).json()["streams_cancelled"] > before)
+        assert _until(lambda: httpx.get(stats).json()["streams_cancelled"] > before,
+                      timeout_s=30)
 
 
 def _until(check: Any, timeout_s: float = 10) -> bool:

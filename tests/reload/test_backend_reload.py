@@ -4,6 +4,7 @@ servers from then on (``BackendScraper.follow``), through a running gateway."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def backend_series(url: str, family: str = "up") -> dict[str, float]:
 
 
 def wait_for(url: str, wanted: dict[str, float], family: str = "up") -> None:
-    deadline = time.monotonic() + 10
+    """Until ``/metrics`` shows ``wanted`` (30 s at most: a busy machine is slow to start)."""
+    deadline = time.monotonic() + 30
     while (seen := backend_series(url, family)) != wanted:
         assert time.monotonic() < deadline, f"backend_{family} stayed {seen}, not {wanted}"
         time.sleep(0.05)
@@ -53,7 +55,7 @@ def settings_for(file: Path) -> Settings:
 
 def reload(url: str, file: Path, raw: dict[str, Any]) -> None:
     file.write_text(yaml.safe_dump(raw))
-    answer = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
+    answer = httpx.post(f"{url}/admin/config/reload", headers=ADMIN, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["restart_needed"] == []
 
@@ -63,21 +65,28 @@ def test_a_reload_grows_and_shrinks_the_scraped_pool(tmp_path: Path, simulator: 
     tries it last), one removed is no longer, and nothing waits for a restart."""
     file = tmp_path / "gateway.yaml"
     sim = f"{simulator}/v1"
-    not_ready = f"http://127.0.0.1:{free_port()}/v1"
-    file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
-    settings = settings_for(file)
-    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
-        wait_for(url, {"vllm-0": 1.0})
-        reload(url, file, pool({"vllm-0": sim, "vllm-1": not_ready}))
-        deadline = time.monotonic() + 10
-        while backend_series(url, "scrape_errors_total").get("vllm-1", 0.0) == 0.0:
-            assert time.monotonic() < deadline, "vllm-1 was never scraped"
-            time.sleep(0.05)
-        assert backend_series(url) == {"vllm-0": 1.0, "vllm-1": 0.0}
-        reload(url, file, pool({"vllm-1": not_ready, "vllm-2": sim}))
-        wait_for(url, {"vllm-1": 0.0, "vllm-2": 1.0})
-        status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
-        assert status["reloads"] == 2 and status["restart_needed"] == []
+    # Bound and never listening, for the whole test: every connection to it is refused (a port
+    # from ``free_port`` is released, and another test's server may take it meanwhile).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        not_ready = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        file.write_text(yaml.safe_dump(pool({"vllm-0": sim})))
+        settings = settings_for(file)
+        with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
+            wait_for(url, {"vllm-0": 1.0})
+            reload(url, file, pool({"vllm-0": sim, "vllm-1": not_ready}))
+            deadline = time.monotonic() + 30
+            while backend_series(url, "scrape_errors_total").get("vllm-1", 0.0) == 0.0:
+                assert time.monotonic() < deadline, "vllm-1 was never scraped"
+                time.sleep(0.05)
+            # Waited for, not read once: a scrape waits at most its 0.05 s interval, and on a
+            # busy machine one of the simulator's can take longer (vllm-0 then reads up 0
+            # until its next scrape, as the contract says).
+            wait_for(url, {"vllm-0": 1.0, "vllm-1": 0.0})
+            reload(url, file, pool({"vllm-1": not_ready, "vllm-2": sim}))
+            wait_for(url, {"vllm-1": 0.0, "vllm-2": 1.0})
+            status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
+            assert status["reloads"] == 2 and status["restart_needed"] == []
 
 
 def test_vllm_load_tries_a_server_that_is_down_last(tmp_path: Path, simulator: str) -> None:
