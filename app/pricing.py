@@ -57,11 +57,15 @@ def _shipped() -> Mapping[str, Price]:
                              for name, entry in raw["models"].items()})
 
 
+_AZURE_35, _OPENAI_35 = "gpt-35-", "gpt-3.5-"
+
+
 class PriceBook:
     """Looks up a target model's price: exact name first, then its longest listed prefix
     followed by ``-``. A Vertex AI id (``claude-sonnet-4@20250514``: the model, ``@``, its
     version) not listed as it is takes the price of the name before the ``@`` by the same
-    rules (Vertex prices Claude at Anthropic's list prices on its global endpoint)."""
+    rules (Vertex prices Claude at Anthropic's list prices on its global endpoint). Azure's
+    ``gpt-35-...`` (no dot in Azure's model names) not listed as it is takes ``gpt-3.5-...``'s."""
 
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self._prices = dict(prices)
@@ -75,6 +79,8 @@ class PriceBook:
         if found is None:
             # Before the prefix rule: claude-opus-4-5@20251101 starts with claude-opus-4-.
             found = self._lookup(model.partition("@")[0])
+        if found is None and model.startswith(_AZURE_35):  # Azure's name for gpt-3.5-...
+            found = self.price(_OPENAI_35 + model[len(_AZURE_35):])
         if len(self._memo) < 4096:
             self._memo[model] = found
         return found

@@ -42,6 +42,20 @@ def test_the_target_models_own_price_wins() -> None:
     assert book.cost("gpt-4o-mini", USAGE, reported="gpt-4o") == pytest.approx(mini.cost(USAGE))
 
 
+def test_azures_gpt_35_names_take_gpt_3_5s_price() -> None:
+    """Azure spells gpt-3.5 without the dot (``gpt-35-turbo``, ``gpt-35-turbo-0125``): priced
+    as gpt-3.5-turbo, reported or as a target; a listed ``gpt-35-...`` price would win."""
+    book = PriceBook(shipped_prices())
+    turbo = book.price("gpt-3.5-turbo")
+    assert turbo is not None
+    assert book.price("gpt-35-turbo") == turbo and book.price("gpt-35-turbo-0125") == turbo
+    assert book.cost("prod-chat", USAGE, reported="gpt-35-turbo") == \
+        pytest.approx(turbo.cost(USAGE))
+    own = Price(input=9.0, output=9.0)
+    assert PriceBook({**shipped_prices(), "gpt-35-turbo": own}).price("gpt-35-turbo") == own
+    assert book.price("gpt-35") is None
+
+
 def azure_config(simulator: str, **pricing: Any) -> dict[str, Any]:
     raw = sim_config(simulator, azure={"targets": [{"provider": "az", "model": "prod-chat"}]})
     raw["providers"]["az"] = {"type": "azure_openai", "endpoint": simulator, "api_key": "k"}
