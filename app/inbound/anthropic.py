@@ -14,7 +14,8 @@ messages (their text; placed before the rest of their turn, as OpenAI's order re
 ``tools`` (custom ones) as functions; ``tool_choice`` (``auto``, ``any`` -> ``required``, ``tool``
 -> the named function, ``none``; ``disable_parallel_tool_use`` -> ``parallel_tool_calls:
 false``); ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences`` -> ``stop``,
-``metadata.user_id`` -> ``user``. What Anthropic refuses as malformed is a 400 for every
+``metadata.user_id`` -> ``user`` (more than ``MAX_CHAT_STOPS`` stop sequences, OpenAI's limit
+for ``stop``, only for a native target). What Anthropic refuses as malformed is a 400 for every
 target, naming the field: a source without its ``data`` (or ``url``), a base64 image of a media
 type other than ``IMAGE_TYPES``, a ``tool_result`` block in an assistant turn.
 
@@ -56,6 +57,8 @@ from app.providers.base import Json
 from app.schemas import MAX_ITEMS, MAX_TOOLS
 from app.usage import Usage
 
+MAX_CHAT_STOPS = 4
+"""The most stop sequences a chat call takes (OpenAI's limit for ``stop``, ``app.schemas``)."""
 CHAT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "metadata",
                          "stop_sequences", "stream", "temperature", "top_p", "tools",
                          "tool_choice"})
@@ -135,7 +138,10 @@ def read_request(body: Json) -> Inbound:
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise _bad("stop_sequences: must be a list of strings", "stop_sequences")
-        if stops:
+        if len(stops) > MAX_CHAT_STOPS:  # Anthropic takes more: a native target's call
+            native.append(f"stop_sequences (more than {MAX_CHAT_STOPS}, a chat call's limit)")
+            out["stop"] = stops[:MAX_CHAT_STOPS]
+        elif stops:
             out["stop"] = stops
     metadata = body.get("metadata")
     if metadata is not None:
