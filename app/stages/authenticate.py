@@ -73,7 +73,8 @@ class Authenticate(Stage):
             if self._master is None:
                 return ANONYMOUS
             raise errors.AuthenticationFailed(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or "
+                "'x-api-key: KEY'.",
                 code="missing_api_key")
         if self._master is not None and hmac.compare_digest(key.encode(), self._master):
             return MASTER

@@ -244,6 +244,7 @@ async def test_master_missing_wrong_and_anonymous_keys() -> None:
     with pytest.raises(errors.AuthenticationFailed) as missing:
         await guarded.identify({})
     assert missing.value.code == "missing_api_key"
+    assert "'x-api-key: KEY'" in missing.value.message  # Anthropic's clients send that header
     for wrong in ("Bearer sk-master-0123456789abcdeX", "Basic sk-master-0123456789abcdef",
                   "Bearer sk-sb-unknown"):
         with pytest.raises(errors.AuthenticationFailed) as caught:
