@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar, cast
 
 from app import errors
-from app.answers import body_text, chunk_base, chunk_text, judge, observe_finish
+from app.answers import body_text, chunk_base, chunk_text, generated_text, judge, observe_finish
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
@@ -191,7 +191,7 @@ class Gateway(Finisher):
         return await self._unary(
             call, route, run,
             estimate=lambda answer: Usage(prompt_tokens=estimate_prompt_tokens(request),
-                                          completion_tokens=estimate_tokens(body_text(answer)),
+                                          completion_tokens=estimate_tokens(generated_text(answer)),
                                           estimated=True),
         )
 
@@ -484,7 +484,8 @@ class Gateway(Finisher):
         stream: AsyncIterator[Json] | None = None
         pending: asyncio.Task[Json] | None = None  # the first chunk, awaited past a keep-alive
         delivered = False  # a chunk reached the client
-        texts: list[str] = []
+        texts: list[str] = []  # the answer's text (``chunk_text``)
+        others: list[str] = []  # the rest it generated: reasoning, tool calls (``other_text``)
         head = 0  # characters in ``texts``
         usage: Usage | None = None
         held: Json | None = None  # the upstream's usage chunk, sent after what stages release
@@ -545,7 +546,7 @@ class Gateway(Finisher):
                         continue
                 observe_finish(record, chunk)
                 if usage is None or head < ANSWER_HEAD or record.wants_json:
-                    piece = chunk_text(chunk)
+                    piece = chunk_text(chunk, others)
                     texts.append(piece)
                     head += len(piece)
                 if not hooks or (chunk := _through(hooks, call, chunk)):
@@ -564,7 +565,7 @@ class Gateway(Finisher):
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:
                 usage = Usage(prompt_tokens=prompt_tokens(),
-                              completion_tokens=estimate_tokens(text), estimated=True)
+                              completion_tokens=_generated_tokens(text, others), estimated=True)
                 if wants_usage:
                     last: Json | None = {**chunk_base(body), "choices": [],
                                          "usage": usage.to_openai()}
@@ -610,9 +611,9 @@ class Gateway(Finisher):
             finally:
                 if record.usage is None and delivered:
                     # Cut short after chunks went out: the upstream bills what it generated.
-                    text = "".join(texts)
                     self._account(call, usage or Usage(
-                        prompt_tokens=prompt_tokens(), completion_tokens=estimate_tokens(text),
+                        prompt_tokens=prompt_tokens(),
+                        completion_tokens=_generated_tokens("".join(texts), others),
                         estimated=True), body)
                 self.finish(call)
 
@@ -759,6 +760,12 @@ def _chat(upstream: ChatCall) -> Callable[[Provider, Target], Awaitable[Result]]
 
 def _stream_chat(upstream: ChatCall) -> Opener:
     return lambda p, t: cast(StreamChat, p).stream_chat(upstream, target=t)
+
+
+def _generated_tokens(text: str, others: list[str]) -> int:
+    """The estimated completion tokens of a stream without usage: its answer ``text`` and the
+    ``others`` it generated besides (``app.answers.other_text``)."""
+    return estimate_tokens(text) + (estimate_tokens("".join(others)) if others else 0)
 
 
 def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]
