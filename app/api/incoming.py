@@ -89,7 +89,8 @@ class Incoming:
     async def body(self, *, limit: int) -> bytes:
         """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes, 415 for a
         compressed one (``Content-Encoding`` other than ``identity``), a 408 when it has not
-        arrived within the running ``BodyDeadlines``' timeout."""
+        arrived within the running ``BodyDeadlines``' timeout; ``ClientDisconnected`` (499) when
+        the client leaves before it has sent it all."""
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise errors.BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -128,8 +129,7 @@ class Incoming:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise errors.InvalidRequest("The client disconnected while sending the body.",
-                                            status=499)
+                raise errors.ClientDisconnected("The client disconnected while sending the body.")
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
