@@ -73,6 +73,8 @@ class Incoming:
     headers: dict[str, str]
     """The headers the gateway uses (lower-case names), first value of each."""
     receive: Receive
+    body_wait_ms: float = 0.0
+    """How long ``body`` waited for the body to arrive (0 without a ``BodyDeadlines``)."""
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:
@@ -106,7 +108,7 @@ class Incoming:
             return await self._read(limit)
         task = asyncio.current_task()
         assert task is not None
-        deadlines.reading[task] = loop.time()
+        deadlines.reading[task] = since = loop.time()
         try:
             return await self._read(limit)
         except asyncio.CancelledError:
@@ -122,6 +124,7 @@ class Incoming:
                 status=408, code="body_timeout") from None
         finally:
             del deadlines.reading[task]
+            self.body_wait_ms = (loop.time() - since) * 1000
 
     async def _read(self, limit: int) -> bytes:
         chunks: list[bytes] = []
