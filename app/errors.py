@@ -5,7 +5,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
 
     GatewayError (500, api_error)                 a bug; never raised on purpose
     ├── InvalidRequest (400, invalid_request_error)    bad input; names the offending ``param``
-    │   └── BodyTooLarge (413, code request_too_large)
+    │   ├── BodyTooLarge (413, code request_too_large)
+    │   └── ClientDisconnected (499)               the client left before its body was read
     ├── AuthenticationFailed (401, authentication_error)
     ├── PermissionDenied (403, permission_error)
     ├── NotFound (404, not_found_error)                unknown route or admin object
@@ -82,6 +83,13 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     error_type = "invalid_request_error"
+
+
+class ClientDisconnected(InvalidRequest):
+    """The client disconnected while sending its request's body: nobody reads the answer, and a
+    model call is recorded ``cancelled`` (499), as a disconnect later in the call is."""
+
+    status = 499
 
 
 class BodyTooLarge(InvalidRequest):

@@ -646,9 +646,12 @@ class Gateway(Finisher):
 
     def fail(self, call: ModelCall, exc: errors.GatewayError) -> None:
         """Record that ``call`` failed with ``exc`` (scrubbed first: the client's answer is
-        built from ``exc`` too)."""
-        call.snapshot.scrubber.error(exc)
+        built from ``exc`` too); a client that left while sending its body, as cancelled."""
         record = call.record
+        if isinstance(exc, errors.ClientDisconnected):
+            record.status, record.http_status = "cancelled", 499
+            return
+        call.snapshot.scrubber.error(exc)
         record.status = "error"
         record.http_status = exc.status_code
         record.error_type = exc.error_type

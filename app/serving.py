@@ -7,8 +7,18 @@ forever (1,000 of them were). ``HeaderDeadlineProtocol`` notes when a connection
 for a request's headers (when it opened, or at the request's first byte) and a sweep once a
 second, one per server, closes the connections still waiting after ``header_timeout_s``.
 
+A request answered before its whole body arrived (a 401 or 413 before the body is read, a 408
+when it stops arriving) leaves the connection uploading a body nobody reads, and uvicorn keeps
+reading and dropping it for as long as the client sends, each byte postponing its keep-alive
+timeout: a client trickling a byte a second held the connection forever, and enough of them
+filled ``SWITCHBOARD_MAX_CONNECTIONS``. The answer starts the header deadline over, so the
+connection is closed ``header_timeout_s`` after it unless the next request's headers are
+complete by then; a client that sends the rest of its body promptly keeps its connection (and
+reads its answer, where closing at once could reset it mid-upload).
+
 This subclasses a uvicorn class and relies on its parser callbacks (``connection_made``,
-``on_message_begin``, ``on_headers_complete``) and on ``ServerState.connections``;
+``on_message_begin``, ``on_headers_complete``, ``on_response_complete``, a cycle's
+``response_complete`` and ``more_body``) and on ``ServerState.connections``;
 tests/api/test_connection_limits.py fails loudly if a uvicorn release changes them. Each
 request's cycle is a ``HeaderBlockCycle``: uvicorn's, writing the response's headers in one
 block (see its docstring; tests/api/test_header_block.py pins what it relies on).
@@ -61,7 +71,8 @@ def header_timeout_s() -> float:
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; a connection whose request headers are not complete
-    ``header_timeout_s`` after it started waiting for them is closed."""
+    ``header_timeout_s`` after it started waiting for them, or after a request was answered
+    before its whole body arrived, is closed."""
 
     waiting_since: float | None = None
     """Loop time since which the connection waits for a request's headers; ``None`` while a
@@ -83,6 +94,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # the cycle just made, before it runs
             self.cycle.__class__ = HeaderBlockCycle
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body \
+                and self.waiting_since is None:  # answered with its body still coming
+            self.waiting_since = self.loop.time()
 
 
 def _allowed(pattern: re.Pattern[bytes]) -> bytes:

@@ -73,6 +73,8 @@ class Incoming:
     headers: dict[str, str]
     """The headers the gateway uses (lower-case names), first value of each."""
     receive: Receive
+    body_wait_ms: float = 0.0
+    """How long ``body`` waited for the body to arrive (0 without a ``BodyDeadlines``)."""
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:
@@ -89,7 +91,8 @@ class Incoming:
     async def body(self, *, limit: int) -> bytes:
         """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes, 415 for a
         compressed one (``Content-Encoding`` other than ``identity``), a 408 when it has not
-        arrived within the running ``BodyDeadlines``' timeout."""
+        arrived within the running ``BodyDeadlines``' timeout; ``ClientDisconnected`` (499) when
+        the client leaves before it has sent it all."""
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise errors.BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -105,7 +108,7 @@ class Incoming:
             return await self._read(limit)
         task = asyncio.current_task()
         assert task is not None
-        deadlines.reading[task] = loop.time()
+        deadlines.reading[task] = since = loop.time()
         try:
             return await self._read(limit)
         except asyncio.CancelledError:
@@ -121,6 +124,7 @@ class Incoming:
                 status=408, code="body_timeout") from None
         finally:
             del deadlines.reading[task]
+            self.body_wait_ms = (loop.time() - since) * 1000
 
     async def _read(self, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -128,8 +132,7 @@ class Incoming:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise errors.InvalidRequest("The client disconnected while sending the body.",
-                                            status=499)
+                raise errors.ClientDisconnected("The client disconnected while sending the body.")
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)

@@ -39,8 +39,11 @@ M = TypeVar("M", bound=BaseModel)
 async def read_object(call: ModelCall) -> Json:
     """The body, a JSON object within the size and nesting limits."""
     limits = call.snapshot.limits
-    return parse_object(await call.incoming.body(limit=limits.max_body_bytes),
-                        max_depth=limits.max_json_depth)
+    try:
+        body = await call.incoming.body(limit=limits.max_body_bytes)
+    finally:  # a slow upload is the client's time, not the gateway's overhead
+        call.record.body_wait_ms = call.incoming.body_wait_ms
+    return parse_object(body, max_depth=limits.max_json_depth)
 
 
 def parse_call(call: ModelCall, schema: type[M], body: dict[str, Any]) -> M:

@@ -210,8 +210,7 @@ def call_headers(call: ModelCall) -> dict[str, str]:
         headers["x-switchboard-provider"] = record.provider
     if record.target_model is not None:
         headers["x-switchboard-target-model"] = record.target_model
-    overhead = record.elapsed_ms() - record.upstream_ms
-    headers["x-switchboard-overhead-ms"] = f"{max(0.0, overhead):.3f}"
+    headers["x-switchboard-overhead-ms"] = f"{record.overhead_of(record.elapsed_ms()):.3f}"
     return headers
 
 

@@ -259,6 +259,9 @@ class CallRecord:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     upstream_ms: float = 0.0
+    body_wait_ms: float = 0.0
+    """Time spent waiting for the request's body to arrive (a slow upload): part of the
+    latency, not of the gateway's overhead. Not stored."""
     usage: Usage | None = None
     cost_usd: float | None = None
     finish_reason: str | None = None
@@ -280,12 +283,17 @@ class CallRecord:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    def overhead_of(self, elapsed_ms: float) -> float:
+        """Time the gateway itself took of ``elapsed_ms`` since the call started: less the
+        time waiting on upstreams and on the client's request body."""
+        return max(0.0, elapsed_ms - self.upstream_ms - self.body_wait_ms)
+
     @property
     def overhead_ms(self) -> float | None:
-        """Time the gateway itself added: wall time minus time waiting on upstreams."""
+        """Time the gateway itself added (``overhead_of`` the latency)."""
         if self.latency_ms is None:
             return None
-        return max(0.0, self.latency_ms - self.upstream_ms)
+        return self.overhead_of(self.latency_ms)
 
     def to_row(self) -> Row:
         """The flat, JSON-safe form stored in Postgres, SQLite, Redis and the spool file, and

@@ -226,7 +226,7 @@ class Recorder:
             self._spend_for(record.team_id).n += record.cost_usd
         if record.status != "ok":
             return
-        s.overhead.observe(max(0.0, latency_ms - record.upstream_ms) / 1000)
+        s.overhead.observe(record.overhead_of(latency_ms) / 1000)
         if record.ttft_ms is not None:
             s.ttft.observe(record.ttft_ms / 1000)
         usage = record.usage
