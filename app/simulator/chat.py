@@ -77,15 +77,26 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
     if choice == "none" or messages[-1].get("role") == "tool":
         return None
     if choice in (None, "auto", "required"):
-        pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
-        return functions[pick_tool(pairs, content.last_user_text(messages))]
+        return _matching(functions, messages)
     named = choice.get("function") if isinstance(choice, dict) else None
-    wanted = named.get("name") if isinstance(named, dict) else None
+    return _named(functions, named.get("name") if isinstance(named, dict) else None,
+                  param="tool_choice", among="tools")
+
+
+def _matching(functions: list[dict[str, Any]], messages: list[Any]) -> dict[str, Any]:
+    """The function whose name and description best match the last user message."""
+    pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
+    return functions[pick_tool(pairs, content.last_user_text(messages))]
+
+
+def _named(functions: list[dict[str, Any]], wanted: Any, *, param: str,
+           among: str) -> dict[str, Any]:
+    """The function named ``wanted``; a 400 on ``param`` when ``among`` has none."""
     for function in functions:
         if function["name"] == wanted:
             return function
-    raise SimError(400, f"tool_choice names a function that is not in tools: {wanted!r}.",
-                   param="tool_choice")
+    raise SimError(400, f"{param} names a function that is not in {among}: {wanted!r}.",
+                   param=param)
 
 
 def called_function(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
@@ -102,14 +113,9 @@ def called_function(body: dict[str, Any], messages: list[Any]) -> dict[str, Any]
     if choice == "none" or messages[-1].get("role") == "function":
         return None
     if choice in (None, "auto"):
-        pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
-        return functions[pick_tool(pairs, content.last_user_text(messages))]
-    wanted = choice.get("name") if isinstance(choice, dict) else None
-    for function in functions:
-        if function["name"] == wanted:
-            return function
-    raise SimError(400, f"function_call names a function that is not in functions: {wanted!r}.",
-                   param="function_call")
+        return _matching(functions, messages)
+    return _named(functions, choice.get("name") if isinstance(choice, dict) else None,
+                  param="function_call", among="functions")
 
 
 def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampling,
