@@ -106,10 +106,8 @@ def test_the_admin_api_still_wants_application_json(logged: str) -> None:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    server = PrivateRedis()
-    server.start()
-    yield server.url
-    server.stop()
+    with PrivateRedis() as server:
+        yield server.url
 
 
 @pytest.fixture(params=["local", "redis"])

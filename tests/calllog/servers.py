@@ -100,6 +100,13 @@ class PrivateRedis:
             self._proc.wait(timeout=10)
             self._proc = None
 
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
 
 def serve_process(env: dict[str, str], port: int, *, log: Path,
                   wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:

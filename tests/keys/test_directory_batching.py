@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator, Iterable
 
 import httpx
 import pytest
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
-from app.db.models import ApiKey, Team
 from app.keys import KeyCreate, KeyDirectory, KeyStore, KeysUnavailable, TeamCreate
 from app.keys.directory import LOOKUP_BATCH
 from app.keys.model import KeyRecord, TeamRecord, hash_key
@@ -55,15 +53,9 @@ class CountingStore(KeyStore):
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[CountingStore]:
+def store(empty_keys_engine: AsyncEngine) -> CountingStore:
     """A counting store on a migrated database with no keys or teams (SQLite or Postgres)."""
-    await upgrade(database_url)
-    engine = make_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.execute(delete(ApiKey))
-        await conn.execute(delete(Team))
-    yield CountingStore(engine)
-    await engine.dispose()
+    return CountingStore(empty_keys_engine)
 
 
 async def test_a_flood_of_unknown_keys_costs_a_few_queries(store: CountingStore) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.db.engine import DATABASE_ERRORS, make_engine
-from app.db.migrate import upgrade
 from app.db.models import ApiKey, Team
 from app.keys import KeyCreate, KeyStore, KeyUpdate, TeamCreate, TeamUpdate, hash_key
 from app.keys.model import PREFIX_CHARS, parse
@@ -21,15 +19,9 @@ from tests.servers import free_port
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[KeyStore]:
+def store(empty_keys_engine: AsyncEngine) -> KeyStore:
     """A store on a migrated database with no keys or teams (SQLite file or Postgres)."""
-    await upgrade(database_url)
-    engine = make_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.execute(delete(ApiKey))
-        await conn.execute(delete(Team))
-    yield KeyStore(engine)
-    await engine.dispose()
+    return KeyStore(empty_keys_engine)
 
 
 async def dump(engine: AsyncEngine) -> str:
