@@ -39,6 +39,7 @@ from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
 from app.pricing import PriceBook
 from app.providers.base import (
+    PROMPT_USAGE,
     Capability,
     Chat,
     ChatCall,
@@ -488,6 +489,7 @@ class Gateway(Finisher):
         others: list[str] = []  # the rest it generated: reasoning, tool calls (``other_text``)
         head = 0  # characters in ``texts``
         usage: Usage | None = None
+        early: Usage | None = None  # the prompt's counts reported before the end (PROMPT_USAGE)
         held: Json | None = None  # the upstream's usage chunk, sent after what stages release
         body: Json = {}
         committed = 0.0  # when the attempt answering was committed to (``perf_counter``)
@@ -525,6 +527,8 @@ class Gateway(Finisher):
             record.ttft_ms = record.elapsed_ms()
             chunk: Json | None = first
             while chunk is not None:
+                if PROMPT_USAGE in chunk:
+                    early = Usage.from_openai(chunk.pop(PROMPT_USAGE)) or early
                 if not body:
                     body = chunk
                 reported = chunk.get("usage")
@@ -564,8 +568,7 @@ class Gateway(Finisher):
             text = "".join(texts)
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:
-                usage = Usage(prompt_tokens=prompt_tokens(),
-                              completion_tokens=_generated_tokens(text, others), estimated=True)
+                usage = _unreported(early, prompt_tokens, text, others)
                 if wants_usage:
                     last: Json | None = {**chunk_base(body), "choices": [],
                                          "usage": usage.to_openai()}
@@ -611,10 +614,8 @@ class Gateway(Finisher):
             finally:
                 if record.usage is None and delivered:
                     # Cut short after chunks went out: the upstream bills what it generated.
-                    self._account(call, usage or Usage(
-                        prompt_tokens=prompt_tokens(),
-                        completion_tokens=_generated_tokens("".join(texts), others),
-                        estimated=True), body)
+                    self._account(call, usage or _unreported(
+                        early, prompt_tokens, "".join(texts), others), body)
                 self.finish(call)
 
     def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:
@@ -769,6 +770,19 @@ def _generated_tokens(text: str, others: list[str]) -> int:
     """The estimated completion tokens of a stream without usage: its answer ``text`` and the
     ``others`` it generated besides (``app.answers.other_text``)."""
     return estimate_tokens(text) + (estimate_tokens("".join(others)) if others else 0)
+
+
+def _unreported(early: Usage | None, prompt_tokens: Callable[[], int], text: str,
+                others: list[str]) -> Usage:
+    """The estimated usage of a stream that ended without its usage (or was cut before it):
+    the completion estimated from what it generated; the prompt's counts as the upstream
+    reported them early (``PROMPT_USAGE``), else estimated (``prompt_tokens``)."""
+    completion = _generated_tokens(text, others)
+    if early is None:
+        return Usage(prompt_tokens=prompt_tokens(), completion_tokens=completion, estimated=True)
+    return Usage(prompt_tokens=early.prompt_tokens, completion_tokens=completion,
+                 cached_tokens=early.cached_tokens, cache_write_tokens=early.cache_write_tokens,
+                 estimated=True)
 
 
 def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]

@@ -15,7 +15,7 @@ import orjson
 
 from app import errors
 from app.providers.anthropic_response import error_from_event, finish_reason, read_usage
-from app.providers.base import Json
+from app.providers.base import PROMPT_USAGE, Json
 from app.usage import Usage
 
 OPENING_EVENTS = frozenset({"message_start", "ping", "content_block_start"})
@@ -36,8 +36,10 @@ class StreamTranslator:
     error for an ``error`` event. After ``message_stop`` it has emitted the final usage chunk
     (``choices: []``; left out only if the upstream reported no usage at all, so the gateway
     estimates rather than accounts zeros) and ``done`` is true; ``finish`` raises
-    ``BadUpstreamResponse`` when the stream ended before that. Unknown events and block types
-    are ignored, as Anthropic's versioning policy asks of clients.
+    ``BadUpstreamResponse`` when the stream ended before that. ``message_start``'s chunk carries
+    its usage (``PROMPT_USAGE``: the input counts are final there), which the gateway accounts if
+    the stream is cut before ``message_stop``. Unknown events and block types are ignored, as
+    Anthropic's versioning policy asks of clients.
     """
 
     def __init__(self, *, created: int) -> None:
@@ -103,7 +105,11 @@ class StreamTranslator:
         model = message.get("model")
         self.model = model if isinstance(model, str) else ""
         self._merge_usage(message.get("usage"))
-        return [self._chunk({"role": "assistant", "content": ""})]
+        chunk = self._chunk({"role": "assistant", "content": ""})
+        usage = self.usage
+        if usage is not None:  # the input counts, final already: kept for a cut stream
+            chunk[PROMPT_USAGE] = usage.to_openai()
+        return [chunk]
 
     def _block_start(self, index: Any, block: Any) -> list[Json]:
         if not isinstance(block, dict):

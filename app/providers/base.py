@@ -194,6 +194,13 @@ NATIVE_EVENTS = "native_events"
 (``(event name, JSON data)`` pairs) that led to it; the OpenAI-shaped rest of the chunk is what
 the gateway accounts and the stages see."""
 
+PROMPT_USAGE = "prompt_usage"
+"""The key under which a stream chunk carries the prompt's usage an upstream reported before its
+end (an OpenAI ``usage`` object: ``prompt_tokens`` and its cache breakdown; Anthropic's
+``message_start``). The gateway takes it off the chunk (no client sees it) and, when the stream
+ends without its final usage (cut by the client or the upstream), accounts these counts with the
+completion estimated, instead of estimating the prompt too."""
+
 
 class OpeningHold:
     """Holds the chunks a stream's opening events lead to (a message's start, a ping, a content

@@ -1,0 +1,108 @@
+"""A stream cut before its end (the upstream drops it, or the client leaves) is accounted with the
+prompt's counts its upstream already reported (Anthropic's ``message_start``), the completion
+estimated; only a stream whose upstream reported none estimates the prompt too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.calllog import CallRecord
+from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway
+
+CLAUDE_MODEL = "claude-sonnet-4-20250514"
+CACHED = 7
+"""Prompt tokens the simulator reports read from the cache (``X-Sim-Cache-Read-Tokens``)."""
+BODY: dict[str, Any] = {
+    "max_tokens": 300, "stream": True,
+    "system": [{"type": "text", "text": "You answer questions about switchboards. " * 8,
+                "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": "Tell me about switchboards"}]}
+ANTHROPIC = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+
+
+def _provider(simulator: str, **headers: str) -> dict[str, Any]:
+    return {"type": "anthropic", "base_url": simulator, "api_key": "sk-ant",
+            "headers": {"X-Sim-Cache-Read-Tokens": str(CACHED), **headers}}
+
+
+@pytest.fixture
+def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    config = {
+        "providers": {
+            "whole": _provider(simulator),
+            "dropped": _provider(simulator, **{"X-Sim-Cut-After": "3"}),
+            "slow": _provider(simulator, **{"X-Sim-TPOT-Ms": "50",
+                                            "X-Sim-Completion-Tokens": "200"}),
+        },
+        "models": {name: {"targets": [{"provider": name, "model": CLAUDE_MODEL}]}
+                   for name in ("whole", "dropped", "slow")},
+        "retries": {"attempts": 0},
+    }
+    with run_gateway(config) as running:
+        yield running
+
+
+OPENAI_BODY: dict[str, Any] = {
+    "max_tokens": 300, "stream": True,
+    "messages": [{"role": "system", "content": BODY["system"]}, *BODY["messages"]]}
+"""The same call for ``/v1/chat/completions`` (its system part keeps ``cache_control``)."""
+
+
+def _streamed(gw: RunningGateway, model: str, request_id: str, *, openai: bool = False
+              ) -> tuple[str, CallRecord]:
+    """Stream a call to ``model`` to its end (``openai``: on ``/v1/chat/completions``); what
+    the client got, and the call's record."""
+    path, body, headers = ("/v1/chat/completions", OPENAI_BODY,
+                           {"Authorization": f"Bearer {MASTER_KEY}"}) if openai \
+        else ("/v1/messages", BODY, ANTHROPIC)
+    with httpx.stream("POST", gw.url + path, json={**body, "model": model}, timeout=10,
+                      headers={**headers, "x-request-id": request_id}) as answer:
+        text = "\n".join(answer.iter_lines())
+    return text, gw.sink.by_id(request_id)
+
+
+def test_a_dropped_native_stream_keeps_the_reported_prompt(gw: RunningGateway) -> None:
+    """An Anthropic stream that the upstream drops mid-answer is recorded with the input and
+    cache-read tokens ``message_start`` reported (those of the same call streamed whole), and
+    an estimated completion."""
+    whole = _streamed(gw, "whole", "whole")[1].usage
+    assert whole is not None and not whole.estimated and whole.cached_tokens == CACHED
+    _, record = _streamed(gw, "dropped", "dropped")
+    assert record.status == "error"
+    usage = record.usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens) == \
+        (whole.prompt_tokens, whole.cached_tokens, whole.cache_write_tokens)
+    assert 0 < usage.completion_tokens < whole.completion_tokens
+
+
+def test_a_left_native_stream_keeps_the_reported_prompt(gw: RunningGateway,
+                                                        simulator: str) -> None:
+    """A ``/v1/messages`` stream the client leaves is recorded cancelled, with the prompt's
+    counts from ``message_start``."""
+    whole = _streamed(gw, "whole", "whole")[1].usage
+    assert whole is not None
+    assert gw.leave_a_stream(simulator, request_id="gone", path="/v1/messages", lines=12,
+                             headers=ANTHROPIC, body={**BODY, "model": "slow"}) == 1
+    record = gw.sink.by_id("gone")
+    assert record.status == "cancelled"
+    usage = record.usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
+
+
+def test_a_dropped_translated_stream_keeps_the_reported_prompt(gw: RunningGateway) -> None:
+    """The same for an OpenAI client's stream to an Anthropic target (translated): the
+    prompt's counts come from ``message_start``, and the chunks it got carry no trace of them
+    beyond OpenAI's fields."""
+    whole = _streamed(gw, "whole", "whole", openai=True)[1].usage
+    assert whole is not None and not whole.estimated and whole.cached_tokens == CACHED
+    text, record = _streamed(gw, "dropped", "dropped", openai=True)
+    assert "prompt_usage" not in text
+    usage = record.usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
