@@ -36,9 +36,10 @@ Answers: the chat completion's text, ``reasoning_content`` (as a ``thinking`` bl
 signature: no other provider signs its reasoning) and ``tool_calls`` become content blocks;
 ``finish_reason`` becomes ``stop_reason`` (``stop`` -> ``end_turn``, or ``stop_sequence`` with
 the string in ``stop_sequence`` when the choice names one of the request's in ``stop_reason``, as
-vLLM does and the gateway's Cohere translation does: OpenAI's own ``stop`` cannot tell a stop
-sequence from the end of the turn); usage splits prompt tokens into fresh, cache-read and
-cache-written input as Anthropic counts them.
+vLLM does and the gateway's Cohere, TGI and Bedrock Converse translations do
+(``app.providers.stops``): OpenAI's own ``stop`` cannot tell a stop sequence from the end of the
+turn); usage splits prompt tokens into fresh, cache-read and cache-written input as Anthropic
+counts them.
 
 (Past 400 lines: the answers' part is a quarter of it, and small; the counts' check is a few
 lines; the rest is one walk of the request, block by block.)

@@ -32,7 +32,10 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   (``additionalModelRequestFields``, ``guardrailConfig``...) are forwarded.
 - Stop reasons: ``end_turn``/``stop_sequence`` -> stop, ``max_tokens`` -> length,
   ``tool_use`` -> tool_calls, guardrail/content filter -> content_filter; a malformed model
-  output is a 502. Usage: see ``bedrock_response``.
+  output is a 502. A ``stop_sequence`` names the sequence in the choice's ``stop_reason`` (as
+  vLLM reports it): the one the model's response names (a request with stop sequences asks for
+  ``/stop_sequence`` in ``additionalModelResponseFieldPaths``; Claude's response has it), else
+  the request's only one. Usage: see ``bedrock_response``.
 
 Embeddings go through InvokeModel (``bedrock_embed``: Titan Text Embeddings v2, Cohere Embed).
 
@@ -80,6 +83,7 @@ from app.providers.base import (
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import OPENING_EVENTS, StreamTranslator, to_chat_completion
 from app.providers.http import SSEEvent, drain
+from app.providers.stops import request_stops
 from app.scrub import config_secrets
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -120,7 +124,8 @@ class Bedrock:
                                     max_tokens_default=self._max_tokens_default)
         answer = await self._upstream.invoke(model_path(target.model, "converse"), payload,
                                              timeout_s=target.timeout_s)
-        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()))
+        body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()),
+                                         stops=request_stops(call.request.stop))
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
@@ -131,7 +136,8 @@ class Bedrock:
         ``BadUpstreamResponse``. Closing the generator closes the connection."""
         payload = translate_request(call, target=target,
                                     max_tokens_default=self._max_tokens_default)
-        translator = StreamTranslator(model=target.model, created=int(time.time()))
+        translator = StreamTranslator(model=target.model, created=int(time.time()),
+                                      stops=request_stops(call.request.stop))
         hold = OpeningHold(OPENING_EVENTS)
         events = self._upstream.events(model_path(target.model, "converse-stream"), payload,
                                        timeout_s=target.timeout_s)

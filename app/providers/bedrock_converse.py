@@ -18,6 +18,10 @@ from app.schemas import ChatRequest, Message
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
                       "requestMetadata", "additionalModelResponseFieldPaths")
 """Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``)."""
+STOP_SEQUENCE_PATH = "/stop_sequence"
+"""The JSON Pointer that asks a model's response for the stop sequence that ended it (AWS's own
+example of ``additionalModelResponseFieldPaths``: Claude's response has ``stop_sequence``;
+Converse ignores a path the model's response lacks)."""
 
 _DATA_URL = re.compile(r"^data:image/(?P<format>[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
@@ -237,4 +241,18 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     payload.update(tool_config(request, turns))
     payload.update(output_config(request))
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
-    return {**target.params, **passthrough, **payload}
+    out = {**target.params, **passthrough, **payload}
+    if inference.get("stopSequences"):
+        _ask_for_stop_sequence(out)
+    return out
+
+
+def _ask_for_stop_sequence(payload: Json) -> None:
+    """Add ``STOP_SEQUENCE_PATH`` to the payload's ``additionalModelResponseFieldPaths`` (in
+    place; a client's or target's list that is not a list is left as it is, for Converse to
+    judge)."""
+    paths = payload.get("additionalModelResponseFieldPaths")
+    if paths is None:
+        payload["additionalModelResponseFieldPaths"] = [STOP_SEQUENCE_PATH]
+    elif isinstance(paths, list) and STOP_SEQUENCE_PATH not in paths:
+        payload["additionalModelResponseFieldPaths"] = [*paths, STOP_SEQUENCE_PATH]

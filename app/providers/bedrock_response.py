@@ -12,12 +12,14 @@ text would undercount a summarized reasoning).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from app import errors
 from app.providers.base import Json
+from app.providers.stops import name_stop, stopped_by
 from app.usage import Usage
 
 FINISH_REASONS: dict[str, str] = {
@@ -39,6 +41,18 @@ def finish_reason(stop_reason: Any) -> str:
         raise errors.BadUpstreamResponse(f"the model's output was malformed ({stop_reason})",
                                          code=str(stop_reason))
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def stop_sequence(stop_reason: Any, fields: Any, stops: Sequence[str]) -> str | None:
+    """The stop sequence that ended an answer Converse stopped with ``stop_reason``: for
+    ``stop_sequence``, the one the model's response names in ``fields``
+    (``additionalModelResponseFields``: Claude's ``stop_sequence``, asked for by
+    ``bedrock_converse.STOP_SEQUENCE_PATH``), else the request's only one (``stopped_by``:
+    Converse's ``stopReason`` does not say which); else None."""
+    if stop_reason != "stop_sequence":
+        return None
+    named = fields.get("stop_sequence") if isinstance(fields, dict) else None
+    return named if isinstance(named, str) and named else stopped_by(stops)
 
 
 def read_usage(usage: Any) -> Usage | None:
@@ -89,8 +103,10 @@ def to_message(content: Any) -> Json:
     return message
 
 
-def to_chat_completion(body: Any, *, model: str, created: int) -> tuple[Json, Usage | None]:
-    """The OpenAI ``chat.completion`` and usage for a Converse answer."""
+def to_chat_completion(body: Any, *, model: str, created: int, stops: Sequence[str] = ()
+                       ) -> tuple[Json, Usage | None]:
+    """The OpenAI ``chat.completion`` and usage for a Converse answer; ``stops``: the request's
+    stop sequences (``stop_sequence``, named in the choice's ``stop_reason``)."""
     output = body.get("output") if isinstance(body, dict) else None
     message = output.get("message") if isinstance(output, dict) else None
     if not isinstance(message, dict):
@@ -98,9 +114,11 @@ def to_chat_completion(body: Any, *, model: str, created: int) -> tuple[Json, Us
     usage = read_usage(body.get("usage"))
     out: Json = {"id": new_id(), "object": "chat.completion", "created": created,
                  "model": model,
-                 "choices": [{"index": 0, "message": to_message(message.get("content")),
-                              "logprobs": None,
-                              "finish_reason": finish_reason(body.get("stopReason"))}]}
+                 "choices": [name_stop(
+                     {"index": 0, "message": to_message(message.get("content")),
+                      "logprobs": None, "finish_reason": finish_reason(body.get("stopReason"))},
+                     stop_sequence(body.get("stopReason"),
+                                   body.get("additionalModelResponseFields"), stops))]}
     if usage is not None:
         out["usage"] = usage.to_openai()
     return out, usage
@@ -115,10 +133,13 @@ class StreamTranslator:
     """ConverseStream events -> OpenAI chunks. ``feed(event_type, payload)`` returns the chunks
     one event produces; after ``metadata`` (which follows ``messageStop``) the usage chunk is out
     and ``done`` is true; ``finish`` raises if the stream ended before ``messageStop``.
-    Unknown events are ignored."""
+    ``messageStop``'s finish chunk names a stop sequence as an answer's choice does
+    (``stop_sequence``). Unknown events are ignored."""
 
-    def __init__(self, *, model: str, created: int) -> None:
+    def __init__(self, *, model: str, created: int, stops: Sequence[str] = ()) -> None:
+        """``stops``: the request's stop sequences."""
         self.id = new_id()
+        self.stops = stops
         self.model = model
         self.created = created
         self.done = False
@@ -141,7 +162,10 @@ class StreamTranslator:
             return self._delta(data.get("contentBlockIndex"), data.get("delta"))
         if event == "messageStop":
             self.stopped = True
-            return [self._chunk({}, finish=finish_reason(data.get("stopReason")))]
+            chunk = self._chunk({}, finish=finish_reason(data.get("stopReason")))
+            name_stop(chunk["choices"][0], stop_sequence(
+                data.get("stopReason"), data.get("additionalModelResponseFields"), self.stops))
+            return [chunk]
         if event == "metadata":
             self.done = True
             usage = read_usage(data.get("usage"))

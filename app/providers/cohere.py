@@ -34,7 +34,7 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
 - ``finish_reason``: ``COMPLETE``/``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS``/``TIMEOUT`` ->
   ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a 502
   ``generation_failed``. A ``STOP_SEQUENCE`` names the request's one stop sequence in the
-  choice's ``stop_reason`` (``cohere_response.stopped_by``). Usage is read from
+  choice's ``stop_reason`` (``cohere_response.stop_sequence``). Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is
   reported.
 - Embeddings: ``input_type`` is the request's extension field, else the target's ``params``,
@@ -81,6 +81,7 @@ from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
 from app.providers.http import Upstream, drain, parse_json_event
 from app.providers.openai import bearer
+from app.providers.stops import request_stops
 from app.usage import Usage
 
 
@@ -107,7 +108,7 @@ class CohereV2:
         payload = translate_request(call, target=target, stream=False)
         answer = await self._upstream.post_json(CHAT_PATH, payload, timeout_s=target.timeout_s)
         body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()),
-                                         stops=_stops(call))
+                                         stops=request_stops(call.request.stop))
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
@@ -119,7 +120,7 @@ class CohereV2:
         """
         payload = translate_request(call, target=target, stream=True)
         translator = StreamTranslator(model=target.model, created=int(time.time()),
-                                      stops=_stops(call))
+                                      stops=request_stops(call.request.stop))
         events = self._upstream.stream_sse(CHAT_PATH, payload, timeout_s=target.timeout_s)
         try:
             async for event in events:
@@ -156,11 +157,6 @@ class CohereV2:
 
     async def aclose(self) -> None:
         """The shared session belongs to the app; nothing of our own to close."""
-
-
-def _stops(call: ChatCall) -> list[str]:
-    stop = call.request.stop
-    return [stop] if isinstance(stop, str) else stop or []
 
 
 def cohere_headers(config: CohereProvider) -> dict[str, str]:

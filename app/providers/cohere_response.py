@@ -19,6 +19,7 @@ from typing import Any
 from app import errors
 from app.providers.base import Json
 from app.providers.http import default_error, read_error_body
+from app.providers.stops import name_stop, stopped_by
 from app.usage import Usage
 
 FINISH_REASONS: dict[str, str] = {
@@ -47,11 +48,11 @@ def finish_reason(value: Any) -> str:
     return FINISH_REASONS.get(value, "stop") if isinstance(value, str) else "stop"
 
 
-def stopped_by(value: Any, stops: Sequence[str]) -> str | None:
+def stop_sequence(value: Any, stops: Sequence[str]) -> str | None:
     """The stop sequence that ended an answer whose ``finish_reason`` is ``value``: Cohere's
     ``STOP_SEQUENCE`` says that one did, not which, so it is known only when the request had
-    exactly one. Reported as the choice's ``stop_reason``, as vLLM reports it."""
-    return stops[0] if value == "STOP_SEQUENCE" and len(stops) == 1 else None
+    exactly one (``stops.stopped_by``)."""
+    return stopped_by(stops) if value == "STOP_SEQUENCE" else None
 
 
 def _count(value: Any) -> int:
@@ -155,7 +156,7 @@ def to_chat_completion(body: Json, *, model: str, created: int,
                        stops: Sequence[str] = ()) -> tuple[Json, Usage | None]:
     """The OpenAI ``chat.completion`` body and usage for a Cohere v2 chat answer. Cohere's
     answer names no model, so ``model`` (the target's) is reported; ``stops``: the request's
-    stop sequences (``stopped_by``)."""
+    stop sequences (``stop_sequence``)."""
     answer_id = body.get("id")
     if not isinstance(answer_id, str) or "finish_reason" not in body:
         raise errors.BadUpstreamResponse("upstream answer is not a Cohere v2 chat response")
@@ -177,9 +178,7 @@ def to_chat_completion(body: Json, *, model: str, created: int,
             "finish_reason": finish_reason(body.get("finish_reason")),
         }],
     }
-    stop = stopped_by(body.get("finish_reason"), stops)
-    if stop is not None:
-        out["choices"][0]["stop_reason"] = stop
+    name_stop(out["choices"][0], stop_sequence(body.get("finish_reason"), stops))
     if usage is not None:
         out["usage"] = usage.to_openai()
     return out, usage

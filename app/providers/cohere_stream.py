@@ -22,8 +22,9 @@ from app.providers.cohere_response import (
     finish_reason,
     logprobs_entry,
     read_usage,
-    stopped_by,
+    stop_sequence,
 )
+from app.providers.stops import name_stop
 
 
 def _message(data: Json) -> Json:
@@ -51,7 +52,7 @@ class StreamTranslator:
     """
 
     def __init__(self, *, model: str, created: int, stops: Sequence[str] = ()) -> None:
-        """``stops``: the request's stop sequences (``stopped_by``)."""
+        """``stops``: the request's stop sequences (``stop_sequence``)."""
         self.model = model
         self.stops = stops
         self.created = created
@@ -153,9 +154,7 @@ class StreamTranslator:
         delta = delta if isinstance(delta, dict) else {}
         failed_generation(delta.get("finish_reason"), delta.get("error"))
         chunks = [self._chunk({}, finish=finish_reason(delta.get("finish_reason")))]
-        stop = stopped_by(delta.get("finish_reason"), self.stops)
-        if stop is not None:
-            chunks[0]["choices"][0]["stop_reason"] = stop
+        name_stop(chunks[0]["choices"][0], stop_sequence(delta.get("finish_reason"), self.stops))
         usage = read_usage(delta.get("usage"))
         if usage is not None:
             chunks.append({"id": self.id, "object": "chat.completion.chunk",

@@ -66,6 +66,7 @@ from app.providers.huggingface_tgi import (
     to_text_completion,
 )
 from app.providers.openai import OpenAICompatible, bearer
+from app.providers.stops import request_stops
 
 ROUTER_URL = "https://router.huggingface.co/v1"
 SUFFIX = r"^[a-z0-9][a-z0-9-]*$"
@@ -150,13 +151,13 @@ class TgiMessages(OpenAICompatible):
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         result = await super().chat(call, target=target)
-        normalize_finish(result.body)
+        normalize_finish(result.body, request_stops(call.request.stop))
         return result
 
     async def stream_chat(self, call: ChatCall, *, target: Target
                           ) -> AsyncGenerator[Json, None]:
         stream = super().stream_chat(call, target=target)
-        finish = FinishReasons()
+        finish = FinishReasons(request_stops(call.request.stop))
         try:
             async for chunk in stream:
                 yield finish(chunk)
@@ -176,7 +177,8 @@ class TgiGenerate:
         answer = await self._upstream.post(GENERATE_PATH, payload, timeout_s=target.timeout_s)
         body, usage = to_text_completion(
             answer, completion_id=_completion_id(), model=target.model,
-            created=int(time.time()), prompt=prompt_text(call), echo=bool(call.request.echo))
+            created=int(time.time()), prompt=prompt_text(call), echo=bool(call.request.echo),
+            stops=request_stops(call.request.stop))
         return Result(body=body, usage=usage)
 
     async def stream_complete(self, call: CompletionCall, *, target: Target
@@ -186,7 +188,8 @@ class TgiGenerate:
         payload = generate_request(call, target=target, stream=True, prefill=False)
         translator = GenerateStream(completion_id=_completion_id(), model=target.model,
                                     created=int(time.time()), prompt=prompt_text(call),
-                                    echo=bool(call.request.echo))
+                                    echo=bool(call.request.echo),
+                                    stops=request_stops(call.request.stop))
         events = self._upstream.stream_sse(GENERATE_STREAM_PATH, payload,
                                            timeout_s=target.timeout_s)
         try:

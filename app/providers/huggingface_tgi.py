@@ -39,6 +39,13 @@ and tools are mutually exclusive"). TGI before 2.1 answered ``finish_reason: "eo
 read as ``stop``. A choice that called tools finishes with ``tool_calls``, where TGI (3.x too)
 says ``stop`` (``FinishReasons``).
 
+Stop sequences: TGI says ``stop_sequence`` where one ended the answer (its chat answers too: its
+OpenAI-compliant reasons rename only ``eos_token``), not which, and keeps the matched sequence at
+the end of the text (it tests the request's sequences, in order, against the text's end after
+each token). The finish reads as ``stop``, and the choice's ``stop_reason`` names the sequence
+(the first of the request's the text ends with), as vLLM reports it; ``/v1/messages`` answers it
+as ``stop_reason: "stop_sequence"``. The text keeps the sequence, as TGI sent it.
+
 Errors: TGI and TEI answer ``{"error": "...", "error_type": "..."}``; the router answers OpenAI's
 shape or ``{"error": "..."}``. 424 (the model failed while generating) is a retryable 502; 422
 (TGI/TEI input validation) is the client's 400; 429 (overloaded) stays 429 with its
@@ -47,11 +54,13 @@ shape or ``{"error": "..."}``. 424 (the model failed while generating) is a retr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app import errors
 from app.providers.base import CompletionCall, Json, Target
 from app.providers.http import read_error_body
+from app.providers.stops import name_stop, stopped_by
 from app.usage import Usage, estimate_tokens
 
 GENERATE_PATH = "/generate"
@@ -149,18 +158,31 @@ def finish_reason(details: Any) -> str:
     return FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
+def stop_sequence(reason: Any, text: str, stops: Sequence[str]) -> str | None:
+    """The stop sequence that ended an answer TGI finished with ``reason``: for
+    ``stop_sequence``, the one its ``text`` ends with (TGI keeps the matched sequence in the
+    text; ``stops.stopped_by``), else None."""
+    return stopped_by(stops, text=text) if reason == "stop_sequence" else None
+
+
+def _reason(details: Any) -> Any:
+    return details.get("finish_reason") if isinstance(details, dict) else None
+
+
 def _count(details: Any, key: str) -> int | None:
     value = details.get(key) if isinstance(details, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def to_text_completion(answer: Any, *, completion_id: str, model: str, created: int,
-                       prompt: str, echo: bool) -> tuple[Json, Usage]:
+                       prompt: str, echo: bool, stops: Sequence[str] = ()) -> tuple[Json, Usage]:
     """The OpenAI ``text_completion`` body and usage for a ``/generate`` answer (TGI's ``/``
     route wraps it in a one-element list, which is read too).
 
     Completion tokens are ``details.generated_tokens``; prompt tokens are the length of
-    ``details.prefill`` when TGI sent it, else estimated (and the usage marked estimated)."""
+    ``details.prefill`` when TGI sent it, else estimated (and the usage marked estimated). A
+    ``stop_sequence`` finish names the sequence in the choice's ``stop_reason``
+    (``stop_sequence``; ``stops``: the request's)."""
     if isinstance(answer, list) and len(answer) == 1:
         answer = answer[0]
     text = answer.get("generated_text") if isinstance(answer, dict) else None
@@ -176,8 +198,9 @@ def to_text_completion(answer: Any, *, completion_id: str, model: str, created: 
         estimated=prompt_tokens is None or generated is None)
     body: Json = {
         "id": completion_id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"text": prompt + text if echo else text, "index": 0, "logprobs": None,
-                     "finish_reason": finish_reason(details)}],
+        "choices": [name_stop({"text": prompt + text if echo else text, "index": 0,
+                               "logprobs": None, "finish_reason": finish_reason(details)},
+                              stop_sequence(_reason(details), text, stops))],
         "usage": usage.to_openai(),
     }
     return body, usage
@@ -189,15 +212,19 @@ class GenerateStream:
     Each event carries one ``token`` (special tokens, such as the end-of-sequence one, add no
     text); the last one also carries ``generated_text`` and ``details`` (``finish_reason``,
     ``generated_tokens``, ``input_length``), after which the translator emits the finish chunk and
-    a usage chunk (``choices: []``) and ``done`` is true. An ``{"error", "error_type"}`` event
+    a usage chunk (``choices: []``) and ``done`` is true; a ``stop_sequence`` finish names the
+    sequence (``stop_sequence``, from ``generated_text``) in the finish chunk's ``stop_reason``.
+    An ``{"error", "error_type"}`` event
     raises its mapped error; ``finish`` raises ``BadUpstreamResponse`` if the stream ended before
     the last event.
     """
 
     def __init__(self, *, completion_id: str, model: str, created: int, prompt: str,
-                 echo: bool) -> None:
+                 echo: bool, stops: Sequence[str] = ()) -> None:
+        """``stops``: the request's stop sequences."""
         self._base: Json = {"id": completion_id, "object": "text_completion",
                             "created": created, "model": model}
+        self._stops = stops
         self._prompt = prompt
         self._echo = echo
         self._tokens = 0
@@ -229,7 +256,11 @@ class GenerateStream:
             prompt_tokens=estimate_tokens(self._prompt) if prompt is None else prompt,
             completion_tokens=self._tokens if generated is None else generated,
             estimated=prompt is None or generated is None)
-        chunks.append(self._chunk("", finish_reason(details)))
+        finish = self._chunk("", finish_reason(details))
+        text = data["generated_text"]
+        name_stop(finish["choices"][0], stop_sequence(
+            _reason(details), text if isinstance(text, str) else "", self._stops))
+        chunks.append(finish)
         chunks.append({**self._base, "choices": [], "usage": usage.to_openai()})
         self.done = True
         return chunks
@@ -310,13 +341,20 @@ def tgi_chat_payload(payload: Json) -> Json:
 
 class FinishReasons:
     """TGI's finish reasons as OpenAI's, for one answer or for the chunks of one stream, in
-    order (in place): older TGI's ``eos_token``/``stop_sequence`` read as ``stop``, and a choice
-    that called tools finishes with ``tool_calls`` where TGI says ``stop`` (its reason is the
-    generation's: the end-of-sequence token, whatever the message holds)."""
+    order (in place): TGI's ``stop_sequence`` (and older TGI's ``eos_token``) read as ``stop``,
+    a ``stop_sequence`` naming the sequence in the choice's ``stop_reason`` (``stop_sequence``:
+    the one the choice's text ends with), and a choice that called tools finishes with
+    ``tool_calls`` where TGI says ``stop`` (its reason is the generation's: the end-of-sequence
+    token, whatever the message holds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stops: Sequence[str] = ()) -> None:
+        """``stops``: the request's stop sequences."""
+        self._stops = stops
         self._calling: set[Any] = set()
         """Indexes of the choices that have called a tool so far."""
+        self._tails: dict[Any, str] = {}
+        """Per choice, the end of its text so far, as long as the longest stop sequence."""
+        self._keep = max((len(s) for s in stops), default=0)
 
     def __call__(self, body: Json) -> Json:
         for choice in body.get("choices") or ():
@@ -324,9 +362,14 @@ class FinishReasons:
                 continue
             index = choice.get("index", 0)
             said = choice.get("message") or choice.get("delta")
-            if isinstance(said, dict) and said.get("tool_calls"):
-                self._calling.add(index)
+            if isinstance(said, dict):
+                if said.get("tool_calls"):
+                    self._calling.add(index)
+                text = said.get("content")
+                if self._keep and isinstance(text, str) and text:
+                    self._tails[index] = (self._tails.get(index, "") + text)[-self._keep:]
             reason = choice.get("finish_reason")
+            name_stop(choice, stop_sequence(reason, self._tails.get(index, ""), self._stops))
             if reason in ("eos_token", "stop_sequence"):
                 reason = "stop"
             if reason == "stop" and index in self._calling:
@@ -336,9 +379,9 @@ class FinishReasons:
         return body
 
 
-def normalize_finish(body: Json) -> Json:
+def normalize_finish(body: Json, stops: Sequence[str] = ()) -> Json:
     """``FinishReasons`` for one whole answer (in place)."""
-    return FinishReasons()(body)
+    return FinishReasons(stops)(body)
 
 
 # --- errors ----------------------------------------------------------------------------------

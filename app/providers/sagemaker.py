@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Literal
 from urllib.parse import quote
 
@@ -61,6 +61,7 @@ from app.providers.huggingface_tgi import (
     to_text_completion,
 )
 from app.providers.openai import check_stream_chunk
+from app.providers.stops import request_stops
 from app.scrub import config_secrets
 from app.usage import Usage
 
@@ -160,10 +161,12 @@ class SageMaker:
             raise errors.BadUpstreamResponse(f"{self._upstream.service} endpoint answered no "
                                              "chat completion")
         answer.setdefault("model", target.model)
-        return Result(body=normalize_finish(answer), usage=Usage.from_openai(answer.get("usage")))
+        return Result(body=normalize_finish(answer, request_stops(call.request.stop)),
+                      usage=Usage.from_openai(answer.get("usage")))
 
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
-        return self._openai_stream(target, self._chat_payload(call, target, stream=True))
+        return self._openai_stream(target, self._chat_payload(call, target, stream=True),
+                                   stops=request_stops(call.request.stop))
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         if self._format_of(target) == "tgi":
@@ -174,7 +177,7 @@ class SageMaker:
             body, usage = to_text_completion(
                 answer, completion_id=_completion_id(), model=target.model,
                 created=int(time.time()), prompt=prompt_text(call),
-                echo=bool(call.request.echo))
+                echo=bool(call.request.echo), stops=request_stops(call.request.stop))
             return Result(body=body, usage=usage)
         payload = self._openai_payload(call.body, target, stream=False,
                                        has_limit=call.request.max_tokens is not None)
@@ -211,10 +214,11 @@ class SageMaker:
         finally:
             await messages.aclose()
 
-    async def _openai_stream(self, target: Target, payload: Json
+    async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = ()
                              ) -> AsyncGenerator[Json, None]:
+        """``stops``: the request's stop sequences (``FinishReasons``)."""
         events = self._sse(target, payload)
-        finish = FinishReasons()
+        finish = FinishReasons(stops)
         finished = False
         try:
             async for event in events:
@@ -239,7 +243,8 @@ class SageMaker:
         payload["stream"] = True  # TGI's /invocations streams only when the body asks
         translator = GenerateStream(completion_id=_completion_id(), model=target.model,
                                     created=int(time.time()), prompt=prompt_text(call),
-                                    echo=bool(call.request.echo))
+                                    echo=bool(call.request.echo),
+                                    stops=request_stops(call.request.stop))
         events = self._sse(target, payload)
         try:
             async for event in events:

@@ -14,6 +14,10 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
 - ConverseStream sends ``messageStart``, (``contentBlockStart`` for a tool), one
   ``contentBlockDelta`` per token, ``contentBlockStop``, ``messageStop`` and ``metadata``,
   framed as ``application/vnd.amazon.eventstream`` with their CRCs.
+- ``additionalModelResponseFieldPaths`` returns, in the answer's (and ``messageStop``'s)
+  ``additionalModelResponseFields``, the fields of the model's own response it points to that
+  the response has: a Claude model's ``/stop_sequence`` (the sequence that ended the answer, or
+  null); other models' responses have none of them, and Converse ignores such paths.
 - Claude's thinking (``additionalModelRequestFields.thinking``, ``enabled`` or ``adaptive``)
   puts a ``reasoningContent`` block before the answer (``reasoningText`` with its text and a
   signature; streamed as ``reasoningContent`` text deltas, then the signature, at block index
@@ -129,6 +133,17 @@ def _output(sim: Sim, request: ConverseRequest, knobs: Knobs) -> content.Output:
     return content.reply(topic, length, 0, limit, stops)
 
 
+def _response_fields(model: str, request: ConverseRequest, output: content.Output
+                     ) -> dict[str, Any]:
+    """The ``additionalModelResponseFields`` entry for an answer (empty: none asked for, or
+    none the model's response has)."""
+    lowered = model.lower()
+    if "/stop_sequence" not in request.response_paths or not (
+            "anthropic" in lowered or "claude" in lowered):
+        return {}
+    return {"additionalModelResponseFields": {"stop_sequence": output.stop_sequence}}
+
+
 def _thought(request: ConverseRequest) -> tuple[str, ...]:
     """The reasoning Claude shows when thinking is on (empty otherwise)."""
     if not request.thinks:
@@ -146,8 +161,9 @@ async def _converse(sim: Sim, req: Request, model: str, body: dict[str, Any], kn
     tool_id = f"tooluse_{uuid.uuid4().hex[:22]}" if request.tool is not None else ""
     if streamed:
         _eventstream(req)
-        await stream(sim, req, _converse_plan(request, knobs, output, tool_id, thought), knobs,
-                     route=ROUTE)
+        await stream(sim, req, _converse_plan(request, knobs, output, tool_id, thought,
+                                              _response_fields(model, request, output)),
+                     knobs, route=ROUTE)
         return
     spent = output.tokens + len(thought)
     if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=spent,
@@ -165,8 +181,8 @@ async def _converse(sim: Sim, req: Request, model: str, body: dict[str, Any], kn
             "text": "".join(thought), "signature": REASONING_SIGNATURE}}})
     await send_json(req.send, 200, orjson.dumps({
         "output": {"message": {"role": "assistant", "content": blocks}},
-        "stopReason": _STOP[output.finish], "usage": _usage(request, knobs, spent),
-        "metrics": {"latencyMs": 1}}))
+        "stopReason": _STOP[output.finish], **_response_fields(model, request, output),
+        "usage": _usage(request, knobs, spent), "metrics": {"latencyMs": 1}}))
 
 
 def _delta(index: int, delta: dict[str, Any]) -> bytes:
@@ -179,9 +195,11 @@ def _stop(index: int) -> bytes:
 
 
 def _converse_plan(request: ConverseRequest, knobs: Knobs, output: content.Output,
-                   tool_id: str, thought: tuple[str, ...]) -> StreamPlan:
+                   tool_id: str, thought: tuple[str, ...], fields: dict[str, Any]
+                   ) -> StreamPlan:
     """The events of a ConverseStream answer: the reasoning block first (index 0) when thinking
-    is on, closed by its signature, then the text or tool block."""
+    is on, closed by its signature, then the text or tool block; ``fields`` go on
+    ``messageStop`` (``_response_fields``)."""
     reasoning = [_delta(0, {"reasoningContent": {"text": piece}}) for piece in thought]
     index, opening = 0, b""
     if thought:
@@ -203,7 +221,8 @@ def _converse_plan(request: ConverseRequest, knobs: Knobs, output: content.Outpu
         answer = [opening]
     spent = output.tokens + len(thought)
     tail = [_stop(index),
-            es.event("messageStop", orjson.dumps({"stopReason": _STOP[output.finish]})),
+            es.event("messageStop", orjson.dumps({"stopReason": _STOP[output.finish],
+                                                  **fields})),
             es.event("metadata", orjson.dumps({"usage": _usage(request, knobs, spent),
                                                "metrics": {"latencyMs": 1}}))]
     return StreamPlan(

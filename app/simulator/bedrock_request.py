@@ -3,7 +3,8 @@
 Errors are 400 ``ValidationException`` with messages in Bedrock's style. The facts kept are
 what the answer needs: the token limit, stop sequences, the forced tool, the JSON schema of a
 structured-output request, whether Claude's thinking is on, the prompt's tokens and the part
-before the last ``cachePoint``.
+before the last ``cachePoint``, and the ``additionalModelResponseFieldPaths`` (JSON Pointers:
+an empty or malformed one is a 400, as Converse answers it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ConverseRequest:
     cached_prefix: int
     thinks: bool = False
     """Claude's extended thinking asked for (``additionalModelRequestFields.thinking``)."""
+    response_paths: tuple[str, ...] = ()
+    """``additionalModelResponseFieldPaths``: fields of the model's own response to return."""
 
 
 def _check_blocks(blocks: Any, where: str) -> None:
@@ -171,6 +174,16 @@ def count_prompt(system: Any, messages: list[Any]) -> tuple[int, int]:
     return total, prefix
 
 
+def _response_paths(paths: Any) -> tuple[str, ...]:
+    if paths is None:
+        return ()
+    if not isinstance(paths, list) or not all(
+            isinstance(p, str) and p.startswith("/") and len(p) > 1 for p in paths):
+        raise fail("additionalModelResponseFieldPaths: each path must be a JSON Pointer "
+                   "(a non-empty string starting with '/')")
+    return tuple(paths)
+
+
 def read_converse(body: dict[str, Any]) -> ConverseRequest:
     """Validate ``body`` as Converse does; the facts the simulator needs."""
     unknown = sorted(set(body) - _TOP_KEYS)
@@ -186,4 +199,6 @@ def read_converse(body: dict[str, Any]) -> ConverseRequest:
     return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,
                            schema=_schema(body.get("outputConfig")), prompt_tokens=prompt,
                            cached_prefix=prefix,
-                           thinks=_thinks(body.get("additionalModelRequestFields")))
+                           thinks=_thinks(body.get("additionalModelRequestFields")),
+                           response_paths=_response_paths(
+                               body.get("additionalModelResponseFieldPaths")))

@@ -17,6 +17,7 @@ a ``function`` result, answered as OpenAI answered them: ``message.function_call
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,19 @@ from app.simulator.vllm import prompt_token_ids
 from app.structured import pick_tool
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """What an OpenAI-compatible server's chat answers say otherwise than OpenAI's: each
+    ``Output.finish``'s ``finish_reason`` (``finishes``), and whether the text keeps the stop
+    sequence that ended it (``keeps_stop``, ``content.keeping_stop``)."""
+
+    finishes: Mapping[str, str]
+    keeps_stop: bool = False
+
+
+OPENAI = Wire(_FINISH)
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
 _DONE = b"data: [DONE]\n\n"
 MAX_TOP_LOGPROBS = 20
@@ -176,15 +190,17 @@ def read_logprobs(body: dict[str, Any]) -> int | None:
     return top if body.get("logprobs") is True else None
 
 
-async def chat(sim: Sim, req: Request, route: Route) -> None:
-    """Validate, then answer completely or as an event stream.
+async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> None:
+    """Validate, then answer completely or as an event stream (``wire``: the server's own
+    ways, see ``Wire``).
 
     Fast path: with zero latency, no knobs (no header, no drift) and the same raw body as an
     earlier plain-text answer, the serialized answer is replayed with a fresh ``id`` and
     ``created`` (the answer is then a pure function of the body and the process's options).
     """
     knobs = generation_knobs(sim, req)
-    memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None
+    memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None \
+        and wire is OPENAI
     memo = sim.memo.get(req.body) if memoizable else None
     if memo is not None:
         await delay(sim, req, knobs, prompt=memo.prompt, completion=memo.completion,
@@ -201,12 +217,14 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
     logprobs = read_logprobs(body)
     results = answers(sim, body, messages, sampling, knobs)
+    if wire.keeps_stop:
+        results = [(content.keeping_stop(output), call) for output, call in results]
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
     ids = prompt_token_ids(messages) if sim.engine is not None else None
     if sampling.stream:
         plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
-                     sampling=sampling, logprobs=logprobs)
+                     sampling=sampling, logprobs=logprobs, wire=wire)
         plan.prompt_ids = ids
         await stream(sim, req, plan, knobs, route=route)
         return
@@ -216,7 +234,7 @@ async def chat(sim: Sim, req: Request, route: Route) -> None:
                        prompt_ids=ids):
         return
     rest = orjson.dumps({"model": model, "choices": [
-        _choice(i, output, call, logprobs) for i, (output, call) in enumerate(results)],
+        _choice(i, output, call, logprobs, wire) for i, (output, call) in enumerate(results)],
         "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint})
     rest = rest[1:]  # without its "{": it follows the envelope's fields
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
@@ -230,7 +248,8 @@ def _envelope(sim: Sim) -> bytes:
         sim.new_id("chatcmpl-").encode(), int(time.time()))
 
 
-def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) -> dict[str, Any]:
+def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
+            wire: Wire) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
                                "refusal": None, "annotations": []}
     if call is not None and call.legacy:
@@ -242,19 +261,19 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None) 
     if top is not None:
         logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
     return {"index": index, "message": message, "logprobs": logprobs,
-            "finish_reason": _finish(output, call)}
+            "finish_reason": _finish(output, call, wire)}
 
 
-def _finish(output: Output, call: ToolCall | None) -> str:
+def _finish(output: Output, call: ToolCall | None, wire: Wire) -> str:
     """A choice's ``finish_reason``: ``function_call`` for a legacy call that was not cut."""
-    finish = _FINISH[output.finish]
+    finish = wire.finishes[output.finish]
     return "function_call" if call is not None and call.legacy and finish == "tool_calls" \
         else finish
 
 
 def _plan(sim: Sim, model: str, fingerprint: str | None,
           results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
-          sampling: Sampling, logprobs: int | None) -> StreamPlan:
+          sampling: Sampling, logprobs: int | None, wire: Wire) -> StreamPlan:
     """Frames: a role delta per choice (with the first token), one frame per piece per choice
     (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
     base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
@@ -292,7 +311,8 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             lp = None if logprobs is None else {
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}
             tokens.append(frame(index, delta, lp=lp))
-    tail = [frame(index, {}, _finish(output, call)) for index, (output, call) in enumerate(results)]
+    tail = [frame(index, {}, _finish(output, call, wire))
+            for index, (output, call) in enumerate(results)]
     finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:

@@ -144,6 +144,15 @@ def shape(pieces: Sequence[str], *, limit: int | None, stops: Sequence[str],
     return Output(tuple(pieces), text, finish)
 
 
+def keeping_stop(output: Output) -> Output:
+    """``output`` as a server that keeps the matched stop sequence in its text sends it (TGI:
+    it stops after the tokens that make the text end with one, and sends them)."""
+    stop = output.stop_sequence
+    if output.finish != "stop_sequence" or not stop:
+        return output
+    return Output((*output.pieces, *split_tokens(stop)), output.text + stop, output.finish, stop)
+
+
 @lru_cache(maxsize=8192)
 def reply(topic: str, length: int, offset: int, limit: int | None,
           stops: tuple[str, ...]) -> Output:

@@ -16,7 +16,9 @@ only plays what differs.
   ...}}`` or ``{"type": "regex", "value": ...}``, so OpenAI's ``{"type": "json_schema",
   "json_schema": ...}`` is refused), and a grammar together with ``tools`` is refused ("Grammar
   and tools are mutually exclusive"). The grammar is then handed to the shared handler in
-  OpenAI's form, so the answer is its instance.
+  OpenAI's form, so the answer is its instance. A stop sequence ends the answer as TGI ends it:
+  the text keeps the matched sequence, and ``finish_reason`` is ``stop_sequence`` (TGI's
+  OpenAI-compliant reasons rename only ``eos_token``, to ``stop``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import re
 from typing import Any
 
 from app.simulator.asgi import Request, SimError
-from app.simulator.chat import chat
+from app.simulator.chat import Wire, chat
 from app.simulator.core import Route, Sim
 
 _SUFFIX = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 UNAUTHORIZED = "Invalid credentials in Authorization header"
+TGI_WIRE = Wire({"stop": "stop", "stop_sequence": "stop_sequence", "length": "length",
+                 "tool": "tool_calls"}, keeps_stop=True)
+"""TGI's Messages API: ``stop_sequence`` and the matched sequence kept in the text."""
 
 
 def check_token(headers: dict[str, str]) -> None:
@@ -100,4 +105,4 @@ async def tgi_chat(sim: Sim, req: Request, route: Route) -> None:
             raise SimError(422, "Tool error: Grammar and tools are mutually exclusive",
                            kind="tool_error")
         body["response_format"] = _openai_format(grammar)
-    await chat(sim, req, route)
+    await chat(sim, req, route, wire=TGI_WIRE)

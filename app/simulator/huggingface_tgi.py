@@ -16,7 +16,8 @@
 A token is required (401 without). Parameters are validated as TGI's router does, with its
 messages (422 ``validation``). The prompt is the estimate's pieces after a ``<s>`` BOS token; an
 answer that ends naturally ends with the special ``</s>`` token (TGI counts it in
-``generated_tokens``). ``grammar`` (``json``/``json_object``/``json_schema``/``regex``) makes the
+``generated_tokens``); one a stop sequence ended keeps the sequence at its end, as TGI's does.
+``grammar`` (``json``/``json_object``/``json_schema``/``regex``) makes the
 answer its instance; ``return_full_text`` prepends the prompt. The fault headers apply as on every
 route.
 """
@@ -134,15 +135,16 @@ def answer(sim: Sim, request: Generate, knobs: Knobs) -> Output:
     """The produced output (refusal, grammar instance, or the deterministic reply)."""
     limit, stops = request.limit, request.stops
     if knobs.refusal:
-        return content.shape(_REFUSAL, limit=limit, stops=stops)
+        return content.keeping_stop(content.shape(_REFUSAL, limit=limit, stops=stops))
     text = _constrained(request.parameters.get("grammar"))
     if text is not None:
-        return content.shape(content.split_tokens(text), limit=limit, stops=stops)
+        return content.keeping_stop(
+            content.shape(content.split_tokens(text), limit=limit, stops=stops))
     length = knobs.completion_tokens
     if length is None:
         length = sim.options.default_completion_tokens
-    return content.reply(content.topic_of(request.inputs), length, request.seed or 0, limit,
-                         stops)
+    return content.keeping_stop(content.reply(content.topic_of(request.inputs), length,
+                                              request.seed or 0, limit, stops))
 
 
 def token(piece: str) -> dict[str, Any]:
