@@ -6,8 +6,11 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
 ``x-amzn-ErrorType``; inside a started stream, an ``exception`` event-stream message
 (``internalServerException`` for an injected mid-stream failure).
 
-- Converse answers ``output.message`` (a ``toolUse`` block when ``toolChoice`` forces a tool,
-  the JSON instance of the schema when ``outputConfig`` asks for one, else text), ``stopReason``,
+- Converse answers ``output.message`` (a ``toolUse`` block, ``stopReason`` ``tool_use``, when
+  ``toolConfig`` offers tools: the one ``toolChoice.tool`` names, else the best match for the
+  last user text (``app.simulator.tools``) under ``any``, or ``auto`` (the default) unless the
+  last message carries a ``toolResult``; the JSON instance of the schema when ``outputConfig``
+  asks for one; else text), ``stopReason``,
   ``usage`` and ``metrics``. ``cachePoint`` blocks mark a cached prefix:
   ``X-Sim-Cache-Read-Tokens: N`` reports up to N of it as ``cacheReadInputTokens``, the rest
   as ``cacheWriteInputTokens``; ``inputTokens`` is the part after it.
@@ -288,7 +291,8 @@ async def _claude(sim: Sim, req: Request, model: str, body: dict[str, Any], knob
             return
         if tool is not None:
             block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
-                                     "input": orjson.loads(output.text)}
+                                     "input": orjson.loads(output.text)
+                                     if output.finish != "length" else {}}
         else:
             block = {"type": "text", "text": output.text}
         await send_json(req.send, 200, orjson.dumps({

@@ -4,9 +4,11 @@ Both require ``Authorization: Bearer <key>`` (401 ``no api key supplied`` withou
 the per-request fault headers (``app.simulator.faults``); errors use Cohere's ``{"id",
 "message"}`` body. Requests are validated as ``cohere_request`` describes.
 
-Chat: the answer is a tool call to the first tool when ``tool_choice`` is ``REQUIRED`` (a
-``tool_plan`` sentence, then the call with ``arguments`` a minimal instance of the tool's
-``parameters``, ``finish_reason`` ``TOOL_CALL``); JSON when ``response_format`` is
+Chat: the answer is a tool call when the request offers ``tools`` (``message.tool_plan``, a
+sentence, then one ``message.tool_calls`` entry whose ``arguments`` are a minimal instance of the
+tool's ``parameters``; ``finish_reason`` ``TOOL_CALL``): to the tool best matching the last user
+message (``app.simulator.tools``) under ``REQUIRED``, or with no ``tool_choice`` unless the last
+message is a ``tool`` result; none under ``NONE``. JSON when ``response_format`` is
 ``json_object`` (an instance of its ``json_schema`` if given); otherwise the shared simulated
 reply. Streams are SSE frames ``event: <type>`` + ``data: <JSON with the same type>``:
 ``message-start``, ``content-start``, one ``content-delta`` per token, ``content-end``,

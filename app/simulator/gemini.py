@@ -10,10 +10,13 @@ wrong key. Errors use Google's ``{"error": {"code", "message", "status"}}`` (``e
 per-request fault headers (``faults``) are honoured. A model not in ``--model`` (when given) is
 Google's 404 ``NOT_FOUND``. Requests are validated as ``gemini_request`` describes.
 
-Answers: a ``functionCall`` (``args`` a minimal instance of the schema) when
-``functionCallingConfig.mode`` is ``ANY``; JSON (an instance of ``responseJsonSchema`` /
-``responseSchema``, else ``{"reply": ...}``) when ``responseMimeType`` is
-``application/json``; otherwise the shared simulated reply, one per ``candidateCount``. A
+Answers: a ``functionCall`` part (``args`` a minimal instance of the declaration's schema,
+``finishReason`` ``STOP``) when the request declares functions, to the one best matching the last
+user text (among ``allowedFunctionNames`` when given; ``app.simulator.tools``), under
+``functionCallingConfig.mode`` ``ANY``, or ``AUTO`` (the default) and ``VALIDATED`` unless the
+last turn holds function responses; none under ``NONE``. JSON (an instance of
+``responseJsonSchema`` / ``responseSchema``, else ``{"reply": ...}``) when ``responseMimeType``
+is ``application/json``; otherwise the shared simulated reply, one per ``candidateCount``. A
 ``thinkingConfig`` with ``thinkingBudget`` > 0 or ``includeThoughts`` adds thinking
 (``thoughtsTokenCount``; the thought itself as a ``thought: true`` part when
 ``includeThoughts``). Models named ``gemini-3*`` sign their answers and check the signatures
