@@ -23,7 +23,8 @@ template Cohere wraps around every chat, which it does not bill, so the two diff
 at Cohere.
 
 Embed: deterministic unit vectors (``app.simulator.embeddings.vector``) of
-``output_dimension`` (default ``--embedding-dimensions``), in every requested
+``output_dimension`` (default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else
+``--embedding-dimensions``), in every requested
 ``embedding_types`` encoding; ``meta.billed_units.input_tokens`` is the texts' estimate.
 """
 
@@ -42,7 +43,7 @@ from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.cohere_request import ChatRequest, read_chat, read_embed
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import vector
+from app.simulator.embeddings import dimensions_of, vector
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.params import json_reply
 from app.simulator.schema import instance
@@ -191,7 +192,8 @@ async def embed(sim: Sim, req: Request, route: Route) -> None:
         return
     request = read_embed(req.json_object())
     sim.model(request.model, route=route)
-    dimensions = request.dimensions or sim.options.embedding_dimensions
+    dimensions = request.dimensions or dimensions_of(request.model,
+                                                     sim.options.embedding_dimensions)
     vectors = [vector(text, dimensions) for text in request.texts]
     tokens = sum(estimate_tokens(text) for text in request.texts)
     if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):

@@ -29,7 +29,8 @@ Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a 
 ``data: {"error": {...}}`` frame and ends the stream.
 
 Embeddings: deterministic unit vectors (``embeddings.vector``) of ``outputDimensionality``
-(default ``--embedding-dimensions``), at most 100 requests a batch, each naming the path's model.
+(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``), at
+most 100 requests a batch, each naming the path's model.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from app.simulator import content, gemini_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import MAX_DIMENSIONS, vector
+from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.gemini_request import GenerateRequest, invalid, read_request
 from app.simulator.params import json_reply
@@ -283,7 +284,8 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
         if not isinstance(item, dict) or item.get("model") != f"models/{model}":
             raise invalid(f"* BatchEmbedContentsRequest.{where}.model: the model must be "
                           f"models/{model}, the model of the request.")
-        dimensions = item.get("outputDimensionality") or sim.options.embedding_dimensions
+        dimensions = item.get("outputDimensionality") \
+            or dimensions_of(model, sim.options.embedding_dimensions)
         if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise invalid(f"* BatchEmbedContentsRequest.{where}.output_dimensionality: must be "
                           f"between 1 and {MAX_DIMENSIONS}")
