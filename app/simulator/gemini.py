@@ -46,6 +46,7 @@ from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
 from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.errors import google_error
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.gemini_request import GenerateRequest, invalid, read_request
 from app.simulator.params import json_reply
@@ -299,6 +300,13 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
 
 async def handle(sim: Sim, req: Request, route: Route) -> None:
     """Every ``/gemini/v1beta/models/{model}:{method}`` call."""
+    try:
+        await _serve(sim, req, route)
+    except SimError as err:
+        raise google_error(err) from None
+
+
+async def _serve(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path, PREFIX)
     if parsed is None or parsed[1] not in METHODS:
         raise SimError(404, f"Method not found: {req.path}", kind="NOT_FOUND")

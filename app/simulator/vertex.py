@@ -44,6 +44,7 @@ from app.simulator import gemini, vertex_anthropic
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.core import Route, Sim, delay, faulted
 from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.errors import google_error
 from app.simulator.faults import read_knobs
 from app.simulator.gemini_request import invalid
 from app.usage import estimate_tokens
@@ -215,6 +216,13 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
 
 async def handle(sim: Sim, req: Request, route: Route) -> None:
     """Every ``/vertex/v1/projects/.../models/{model}:{method}`` call."""
+    try:
+        await _serve(sim, req, route)
+    except SimError as err:
+        raise google_error(err) from None
+
+
+async def _serve(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path)
     if parsed is None or parsed[4] not in PUBLISHER_METHODS.get(parsed[2], ()):
         raise SimError(404, f"Method not found: {req.path}", kind="NOT_FOUND")
