@@ -2,8 +2,12 @@
 
 Requires a key, as ``x-api-key`` or (as current SDKs send it) ``Authorization: Bearer`` (401
 ``authentication_error`` without), and ``anthropic-version`` (400 without). The answer
-is a ``tool_use`` block when ``tool_choice`` is ``any`` (first tool) or ``tool`` (the named one),
-with ``input`` a minimal instance of the tool's ``input_schema``; otherwise a ``text`` block,
+is a ``tool_use`` block (``stop_reason`` ``tool_use``) when the request offers ``tools``: the tool
+``tool_choice`` ``tool`` names, else (``any``, ``auto`` or no ``tool_choice``) the custom tool
+(no ``type``, or ``custom``) best matching the last user message (``app.simulator.tools``), with
+``input`` a minimal instance of its ``input_schema``; under ``auto`` a last message carrying a
+``tool_result``, or tools that are all Anthropic's own (``web_search_20250305``...), are
+answered in text, as is ``none``. Otherwise a ``text`` block,
 holding a minimal instance of the schema (as JSON text) when ``output_config.format`` asks for
 one (structured outputs: ``{"type": "json_schema", "schema": {...}}``).
 
@@ -47,7 +51,7 @@ def check_headers(headers: dict[str, str]) -> None:
 
 def answer(sim: Sim, request: MessagesRequest,
            knobs: Knobs) -> tuple[Output, dict[str, Any] | None]:
-    """The produced output, and the forced tool when the answer is a ``tool_use`` block."""
+    """The produced output, and the called tool when the answer is a ``tool_use`` block."""
     limit, stops = request.max_tokens, request.stop_sequences
     if knobs.refusal:
         return content.shape(_REFUSAL, limit=limit, stops=stops), None

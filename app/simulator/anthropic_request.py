@@ -11,6 +11,7 @@ from typing import Any
 
 from app.simulator import content
 from app.simulator.asgi import SimError
+from app.simulator.tools import matching
 from app.usage import estimate_tokens
 
 BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking",
@@ -25,7 +26,7 @@ class MessagesRequest:
     """The parts of a Messages request the simulator acts on.
 
     ``cached_prefix``: prompt tokens up to and including the last ``cache_control`` block (0
-    when nothing is marked). ``tool``: the tool ``tool_choice`` forces, if any. ``schema``: the
+    when nothing is marked). ``tool``: the tool the answer calls, if any. ``schema``: the
     JSON schema ``output_config.format`` asks the answer to follow, if any.
     """
 
@@ -77,7 +78,11 @@ def _check_messages(messages: Any) -> list[Any]:
     return messages
 
 
-def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+def _called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
+    """The tool the answer calls (``app.simulator.tools``' rule): the one ``tool_choice``
+    ``tool`` names; under ``any``, or ``auto`` (also when ``tool_choice`` is absent) unless the
+    last message carries a ``tool_result``, the custom tool best matching the last user message
+    (``auto`` with only Anthropic's own versioned tools answers text)."""
     raw, choice = body.get("tools"), body.get("tool_choice")
     tools: list[dict[str, Any]] = []
     for tool in raw if isinstance(raw, list) else ():
@@ -86,20 +91,31 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         tools.append(tool)
     if raw is not None and not isinstance(raw, list):
         raise _fail("tools: Input should be a valid list")
-    if choice is None:
-        return None
-    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+    if choice is not None and (not isinstance(choice, dict)
+                               or choice.get("type") not in ("auto", "any", "tool", "none")):
         raise _fail("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
-    if choice["type"] in ("auto", "none"):
+    kind = "auto" if choice is None else choice["type"]
+    # Anthropic's versioned tools (web_search_20250305, bash_20250124...) run at Anthropic or
+    # have no schema here: the model's own pick is among the custom ones.
+    custom = [tool for tool in tools if tool.get("type") in (None, "custom")]
+    if kind == "none" or (kind == "auto" and (not custom or _answers_tool(messages[-1]))):
         return None
     if not tools:
         raise _fail("tool_choice: may only be specified while providing tools.")
-    if choice["type"] == "any":
-        return tools[0]
-    for tool in tools:
-        if tool["name"] == choice.get("name"):
-            return tool
-    raise _fail(f"tool_choice.name: Tool '{choice.get('name')}' not found in tools")
+    if kind == "tool":
+        name = choice.get("name") if choice is not None else None
+        for tool in tools:
+            if tool["name"] == name:
+                return tool
+        raise _fail(f"tool_choice.name: Tool '{name}' not found in tools")
+    return matching(custom or tools, content.last_user_text(messages))
+
+
+def _answers_tool(message: dict[str, Any]) -> bool:
+    """Whether ``message`` carries a ``tool_result`` block (the model's turn after a call)."""
+    blocks = message.get("content")
+    return isinstance(blocks, list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in blocks)
 
 
 def _output_schema(config: Any) -> dict[str, Any] | None:
@@ -161,7 +177,7 @@ def read_request(body: dict[str, Any]) -> MessagesRequest:
     stops = body.get("stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
         raise _fail("stop_sequences: Input should be a valid list of strings")
-    tool = _forced_tool(body)
+    tool = _called_tool(body, messages)
     schema = _output_schema(body.get("output_config"))
     prompt, prefix = count_prompt(system, messages, body.get("tools"))
     return MessagesRequest(model=model, max_tokens=max_tokens, messages=messages,

@@ -6,8 +6,11 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
 ``x-amzn-ErrorType``; inside a started stream, an ``exception`` event-stream message
 (``internalServerException`` for an injected mid-stream failure).
 
-- Converse answers ``output.message`` (a ``toolUse`` block when ``toolChoice`` forces a tool,
-  the JSON instance of the schema when ``outputConfig`` asks for one, else text), ``stopReason``,
+- Converse answers ``output.message`` (a ``toolUse`` block, ``stopReason`` ``tool_use``, when
+  ``toolConfig`` offers tools: the one ``toolChoice.tool`` names, else the best match for the
+  last user text (``app.simulator.tools``) under ``any``, or ``auto`` (the default) unless the
+  last message carries a ``toolResult``; the JSON instance of the schema when ``outputConfig``
+  asks for one; else text), ``stopReason``,
   ``usage`` and ``metrics``. ``cachePoint`` blocks mark a cached prefix:
   ``X-Sim-Cache-Read-Tokens: N`` reports up to N of it as ``cacheReadInputTokens``, the rest
   as ``cacheWriteInputTokens``; ``inputTokens`` is the part after it.
@@ -24,8 +27,10 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
   0) and counts its tokens in ``outputTokens``: Converse's usage has no field of its own for
   them, and they are billed as output.
 - InvokeModel takes the model's own body, chosen by the model id: Titan Text Embeddings v2
-  (``inputText``, ``dimensions``, ``normalize``), Cohere Embed (``texts`` up to 96,
-  ``input_type``; token count in ``X-Amzn-Bedrock-Input-Token-Count``) and Anthropic's
+  (``inputText``, ``dimensions``, ``normalize``; 1024 numbers unless ``dimensions`` says) and
+  v1 (``inputText`` only; 1536 numbers), Cohere Embed (``texts`` up to 96, ``input_type``; the
+  model's own length, ``embeddings.MODEL_DIMENSIONS``, else 1024; token count in
+  ``X-Amzn-Bedrock-Input-Token-Count``) and Anthropic's
   Messages body (``anthropic_version: bedrock-2023-05-31``, no ``model``), answered as the
   Anthropic dialect answers; with a response stream, each Anthropic event travels base64 in a
   ``chunk`` event, the last with ``amazon-bedrock-invocationMetrics``.
@@ -47,7 +52,7 @@ from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.aws_auth import ERROR_TYPES, aws_error_headers, segment, verify
 from app.simulator.bedrock_request import ConverseRequest, fail, read_converse
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import vector
+from app.simulator.embeddings import dimensions_of, vector
 from app.simulator.faults import Knobs
 from app.simulator.schema import instance
 
@@ -240,24 +245,29 @@ async def _invoke(sim: Sim, req: Request, model: str, body: dict[str, Any], knob
     elif streamed:
         raise fail(f"The model {model} does not support response streaming on InvokeModel.")
     elif "titan-embed-text" in lowered:
-        await _titan(sim, req, body, knobs)
+        await _titan(sim, req, model, body, knobs)
     elif "cohere.embed" in lowered:
-        await _cohere(sim, req, body, knobs)
+        await _cohere(sim, req, model, body, knobs)
     else:
         raise fail(f"The provided model identifier is invalid: {model}")
 
 
-async def _titan(sim: Sim, req: Request, body: dict[str, Any], knobs: Knobs) -> None:
+async def _titan(sim: Sim, req: Request, model: str, body: dict[str, Any],
+                 knobs: Knobs) -> None:
+    """Titan Text Embeddings: v2 takes ``dimensions`` (256, 512 or 1024, the default),
+    ``normalize`` and ``embeddingTypes``; v1 only ``inputText``, and answers 1536 numbers."""
     text = body.get("inputText")
-    unknown = sorted(set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"})
+    v1 = model.startswith("amazon.titan-embed-text-v1")
+    known = {"inputText"} if v1 else {"inputText", "dimensions", "normalize", "embeddingTypes"}
+    unknown = sorted(set(body) - known)
     if unknown:
         raise fail(f"Malformed input request: extraneous key [{unknown[0]}] is not permitted, "
                    "please reformat your input and try again.")
     if not isinstance(text, str) or not text:
         raise fail("Malformed input request: #: required key [inputText] not found, please "
                    "reformat your input and try again.")
-    dimensions = body.get("dimensions", 1024)
-    if dimensions not in TITAN_DIMENSIONS:
+    dimensions = body.get("dimensions", dimensions_of(model, 1536 if v1 else 1024))
+    if not v1 and dimensions not in TITAN_DIMENSIONS:
         raise fail("Malformed input request: #/dimensions: " + str(dimensions) + " is not a "
                    "valid enum value, please reformat your input and try again.")
     tokens = content.count_tokens(text)
@@ -269,7 +279,8 @@ async def _titan(sim: Sim, req: Request, body: dict[str, Any], knobs: Knobs) -> 
         "inputTextTokenCount": tokens}))
 
 
-async def _cohere(sim: Sim, req: Request, body: dict[str, Any], knobs: Knobs) -> None:
+async def _cohere(sim: Sim, req: Request, model: str, body: dict[str, Any],
+                  knobs: Knobs) -> None:
     texts = body.get("texts")
     if not isinstance(texts, list) or not texts or len(texts) > 96 \
             or not all(isinstance(t, str) for t in texts):
@@ -283,7 +294,7 @@ async def _cohere(sim: Sim, req: Request, body: dict[str, Any], knobs: Knobs) ->
     if not await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         return
     await send_json(req.send, 200, orjson.dumps({
-        "embeddings": [list(vector(t, COHERE_DIMENSIONS)) for t in texts],
+        "embeddings": [list(vector(t, dimensions_of(model, COHERE_DIMENSIONS))) for t in texts],
         "id": str(uuid.uuid4()), "response_type": "embeddings_floats", "texts": texts}),
         [(b"x-amzn-bedrock-input-token-count", str(tokens).encode())])
 
@@ -307,7 +318,8 @@ async def _claude(sim: Sim, req: Request, model: str, body: dict[str, Any], knob
             return
         if tool is not None:
             block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
-                                     "input": orjson.loads(output.text)}
+                                     "input": orjson.loads(output.text)
+                                     if output.finish != "length" else {}}
         else:
             block = {"type": "text", "text": output.text}
         await send_json(req.send, 200, orjson.dumps({

@@ -1,7 +1,7 @@
 """Validating a Bedrock Converse request body, and counting its prompt and cached prefix.
 
 Errors are 400 ``ValidationException`` with messages in Bedrock's style. The facts kept are
-what the answer needs: the token limit, stop sequences, the forced tool, the JSON schema of a
+what the answer needs: the token limit, stop sequences, the tool called, the JSON schema of a
 structured-output request, whether Claude's thinking is on, the prompt's tokens and the part
 before the last ``cachePoint``, and the ``additionalModelResponseFieldPaths`` (JSON Pointers:
 an empty or malformed one is a 400, as Converse answers it).
@@ -16,6 +16,7 @@ import orjson
 
 from app.simulator import content
 from app.simulator.asgi import SimError
+from app.simulator.tools import matching
 
 BLOCK_KEYS = frozenset({"text", "image", "document", "video", "audio", "toolUse", "toolResult",
                         "guardContent", "cachePoint", "reasoningContent", "citationsContent",
@@ -36,7 +37,7 @@ class ConverseRequest:
     max_tokens: int | None
     stop_sequences: tuple[str, ...]
     tool: dict[str, Any] | None
-    """The ``toolSpec`` that ``toolChoice`` forces (``any``: the first one)."""
+    """The ``toolSpec`` the answer calls, if any (``_called_tool``)."""
     schema: dict[str, Any] | None
     prompt_tokens: int
     cached_prefix: int
@@ -96,7 +97,10 @@ def _inference(config: Any) -> tuple[int | None, tuple[str, ...]]:
     return limit, tuple(stops)
 
 
-def _forced_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
+def _called_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
+    """The ``toolSpec`` the answer calls (``app.simulator.tools``' rule): the one
+    ``toolChoice.tool`` names; under ``any``, or ``auto`` (also when ``toolChoice`` is absent)
+    unless the last message carries a ``toolResult``, the one best matching the last user text."""
     if config is None:
         if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
             raise fail("The toolConfig field must be defined when using toolUse and toolResult "
@@ -114,15 +118,16 @@ def _forced_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
                        "required")
         specs.append(spec)
     choice = config.get("toolChoice")
-    if choice is None or "auto" in choice:
+    if isinstance(choice, dict) and "tool" in choice:
+        name = (choice.get("tool") or {}).get("name")
+        for spec in specs:
+            if spec["name"] == name:
+                return spec
+        raise fail(f"toolConfig.toolChoice.tool.name: no tool named {name!r}")
+    forced = isinstance(choice, dict) and "any" in choice
+    if not forced and any("toolResult" in block for block in messages[-1]["content"]):
         return None
-    if "any" in choice:
-        return specs[0]
-    name = (choice.get("tool") or {}).get("name")
-    for spec in specs:
-        if spec["name"] == name:
-            return spec
-    raise fail(f"toolConfig.toolChoice.tool.name: no tool named {name!r}")
+    return matching(specs, content.last_user_text(messages))
 
 
 def _schema(config: Any) -> dict[str, Any] | None:
@@ -194,7 +199,7 @@ def read_converse(body: dict[str, Any]) -> ConverseRequest:
     if system is not None:
         _check_blocks(system, "system")
     limit, stops = _inference(body.get("inferenceConfig"))
-    tool = _forced_tool(body.get("toolConfig"), messages)
+    tool = _called_tool(body.get("toolConfig"), messages)
     prompt, prefix = count_prompt(system, messages)
     return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,
                            schema=_schema(body.get("outputConfig")), prompt_tokens=prompt,

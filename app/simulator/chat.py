@@ -39,8 +39,8 @@ from app.simulator.core import (
 from app.simulator.faults import NO_KNOBS, Knobs
 from app.simulator.params import Sampling, check_context, read_int, read_sampling, structured_text
 from app.simulator.schema import instance
+from app.simulator.tools import matching
 from app.simulator.vllm import prompt_token_ids
-from app.structured import pick_tool
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
 
@@ -99,8 +99,7 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
 
 def _matching(functions: list[dict[str, Any]], messages: list[Any]) -> dict[str, Any]:
     """The function whose name and description best match the last user message."""
-    pairs = [(f["name"], str(f.get("description") or "")) for f in functions]
-    return functions[pick_tool(pairs, content.last_user_text(messages))]
+    return matching(functions, content.last_user_text(messages))
 
 
 def _named(functions: list[dict[str, Any]], wanted: Any, *, param: str,

@@ -4,9 +4,11 @@ Both require ``Authorization: Bearer <key>`` (401 ``no api key supplied`` withou
 the per-request fault headers (``app.simulator.faults``); errors use Cohere's ``{"id",
 "message"}`` body. Requests are validated as ``cohere_request`` describes.
 
-Chat: the answer is a tool call to the first tool when ``tool_choice`` is ``REQUIRED`` (a
-``tool_plan`` sentence, then the call with ``arguments`` a minimal instance of the tool's
-``parameters``, ``finish_reason`` ``TOOL_CALL``); JSON when ``response_format`` is
+Chat: the answer is a tool call when the request offers ``tools`` (``message.tool_plan``, a
+sentence, then one ``message.tool_calls`` entry whose ``arguments`` are a minimal instance of the
+tool's ``parameters``; ``finish_reason`` ``TOOL_CALL``): to the tool best matching the last user
+message (``app.simulator.tools``) under ``REQUIRED``, or with no ``tool_choice`` unless the last
+message is a ``tool`` result; none under ``NONE``. JSON when ``response_format`` is
 ``json_object`` (an instance of its ``json_schema`` if given); otherwise the shared simulated
 reply. Streams are SSE frames ``event: <type>`` + ``data: <JSON with the same type>``:
 ``message-start``, ``content-start``, one ``content-delta`` per token, ``content-end``,
@@ -21,7 +23,8 @@ template Cohere wraps around every chat, which it does not bill, so the two diff
 at Cohere.
 
 Embed: deterministic unit vectors (``app.simulator.embeddings.vector``) of
-``output_dimension`` (default ``--embedding-dimensions``), in every requested
+``output_dimension`` (default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else
+``--embedding-dimensions``), in every requested
 ``embedding_types`` encoding; ``meta.billed_units.input_tokens`` is the texts' estimate.
 """
 
@@ -40,7 +43,7 @@ from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.cohere_request import ChatRequest, read_chat, read_embed
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import vector
+from app.simulator.embeddings import dimensions_of, vector
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.params import json_reply
 from app.simulator.schema import instance
@@ -189,7 +192,8 @@ async def embed(sim: Sim, req: Request, route: Route) -> None:
         return
     request = read_embed(req.json_object())
     sim.model(request.model, route=route)
-    dimensions = request.dimensions or sim.options.embedding_dimensions
+    dimensions = request.dimensions or dimensions_of(request.model,
+                                                     sim.options.embedding_dimensions)
     vectors = [vector(text, dimensions) for text in request.texts]
     tokens = sum(estimate_tokens(text) for text in request.texts)
     if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):

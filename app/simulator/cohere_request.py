@@ -13,6 +13,7 @@ from typing import Any
 
 from app.simulator import content
 from app.simulator.asgi import SimError
+from app.simulator.tools import matching
 from app.usage import estimate_tokens
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -37,7 +38,7 @@ class ChatRequest:
     stop_sequences: tuple[str, ...]
     stream: bool
     tool: dict[str, Any] | None
-    """The tool called when ``tool_choice`` is ``REQUIRED`` (the first one)."""
+    """The function the answer calls, if any (``_tool``)."""
     json_schema: dict[str, Any] | None
     json_mode: bool
     logprobs: bool
@@ -93,7 +94,10 @@ def _check_message(message: Any, i: int) -> None:
                      USER_PARTS if role == "user" else ("text",))
 
 
-def _tool(body: dict[str, Any]) -> dict[str, Any] | None:
+def _tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
+    """The function the answer calls (``app.simulator.tools``' rule): with ``tools`` and no
+    ``tool_choice`` (the model decides) unless the last message is a ``tool`` result, or with
+    ``REQUIRED``, the tool best matching the last user message; none with ``NONE``."""
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -104,16 +108,13 @@ def _tool(body: dict[str, Any]) -> dict[str, Any] | None:
                     or not isinstance(function.get("parameters"), dict):
                 raise fail(f"tools[{i}].function needs a name and parameters")
     choice = body.get("tool_choice")
-    if choice is None:
-        return None
-    if choice not in ("REQUIRED", "NONE"):
+    if choice is not None and choice not in ("REQUIRED", "NONE"):
         raise fail("tool_choice must be one of REQUIRED, NONE")
-    if choice == "NONE":
-        return None
-    if not tools:
+    if choice == "REQUIRED" and not tools:
         raise fail("tool_choice REQUIRED needs tools")
-    first: dict[str, Any] = tools[0]["function"]
-    return first
+    if choice == "NONE" or not tools or (choice is None and messages[-1].get("role") == "tool"):
+        return None
+    return matching([tool["function"] for tool in tools], content.last_user_text(messages))
 
 
 def _format(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
@@ -167,7 +168,7 @@ def read_chat(body: dict[str, Any]) -> ChatRequest:
     prompt = sum(estimate_tokens(content.message_text(m)) + content.MESSAGE_OVERHEAD_TOKENS
                  for m in messages)
     return ChatRequest(model=model, messages=messages, max_tokens=max_tokens,
-                       stop_sequences=tuple(stops), stream=stream, tool=_tool(body),
+                       stop_sequences=tuple(stops), stream=stream, tool=_tool(body, messages),
                        json_schema=schema, json_mode=json_mode,
                        logprobs=body.get("logprobs") is True, prompt_tokens=prompt)
 

@@ -68,7 +68,9 @@ POST /_sim/reset restores the defaults and reseeds the draws):
               type=click.IntRange(min=0),
               help="Length of an answer in tokens before max_tokens or stop cut it.")
 @click.option("--embedding-dimensions", default=384, show_default=True,
-              type=click.IntRange(1, 8192), help="Length of embedding vectors by default.")
+              type=click.IntRange(1, 8192),
+              help="Length of embedding vectors for models of no known length (known ones, "
+                   "e.g. text-embedding-3-small's 1536, keep theirs).")
 @click.option("--vllm-max-seqs", default=0, show_default=True, type=click.IntRange(min=0),
               help="Play vLLM's queueing for chat: at most N requests generate at once, the "
                    "rest wait (0: off). Prefill, decode and the prefix cache then set the "

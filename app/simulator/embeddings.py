@@ -2,7 +2,9 @@
 
 Each input's vector comes from SHAKE-256 of its text (token-id inputs hash their decimal ids), so
 equal inputs always embed equally and different ones are nearly orthogonal. ``dimensions`` sets
-the length (default ``SimOptions.embedding_dimensions``); ``encoding_format: "base64"`` sends
+the length (default: the model's own, ``MODEL_DIMENSIONS``, else
+``SimOptions.embedding_dimensions``; ``text-embedding-ada-002`` refuses ``dimensions`` with
+OpenAI's 400, as it has a fixed size); ``encoding_format: "base64"`` sends
 little-endian float32 bytes, as OpenAI does. Usage counts ``estimate_tokens`` per text input and
 the id count per token-id input.
 """
@@ -25,6 +27,30 @@ from app.simulator.params import read_int
 from app.usage import estimate_tokens
 
 MAX_DIMENSIONS = 8192
+MODEL_DIMENSIONS: dict[str, int] = {
+    # OpenAI (and Azure OpenAI's deployments of them)
+    "text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+    # Cohere (v2 /embed)
+    "embed-v4.0": 1536, "embed-english-v3.0": 1024, "embed-multilingual-v3.0": 1024,
+    "embed-english-light-v3.0": 384, "embed-multilingual-light-v3.0": 384,
+    # Google (Gemini API and Vertex AI)
+    "gemini-embedding-001": 3072, "text-embedding-004": 768, "text-embedding-005": 768,
+    "text-multilingual-embedding-002": 768, "embedding-001": 768,
+    # Amazon Bedrock
+    "amazon.titan-embed-text-v2:0": 1024, "amazon.titan-embed-text-v1": 1536,
+    "cohere.embed-english-v3": 1024, "cohere.embed-multilingual-v3": 1024,
+    "cohere.embed-v4:0": 1536,
+}
+"""Each known embedding model's vector length when a request does not set one, as its provider
+documents it; any other model gets ``SimOptions.embedding_dimensions``."""
+FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
+"""OpenAI models that take no ``dimensions``."""
+
+
+def dimensions_of(model: str, fallback: int) -> int:
+    """The default vector length of ``model`` (``MODEL_DIMENSIONS``, else ``fallback``)."""
+    return MODEL_DIMENSIONS.get(model, fallback)
 
 
 def vector(text: str, dimensions: int) -> tuple[float, ...]:
@@ -76,7 +102,10 @@ async def embeddings(sim: Sim, req: Request, route: Route) -> None:
         return
     model = sim.model(body.get("model"), route=route)
     inputs = read_inputs(body.get("input"))
-    dimensions = read_int(body, "dimensions", minimum=1) or sim.options.embedding_dimensions
+    dimensions = read_int(body, "dimensions", minimum=1)
+    if dimensions is not None and model in FIXED_DIMENSIONS:
+        raise SimError(400, "This model does not support specifying dimensions.")
+    dimensions = dimensions or dimensions_of(model, sim.options.embedding_dimensions)
     if dimensions > MAX_DIMENSIONS:
         raise SimError(400, f"dimensions must be at most {MAX_DIMENSIONS}.", param="dimensions")
     encoding = body.get("encoding_format") or "float"

@@ -19,7 +19,8 @@
   ``{"error": "<message>"}``.
 - ``google`` (Gemini API ``/gemini/*``, Vertex AI ``/vertex/*``): ``{"error": {"code",
   "message", "status"}}`` with google.rpc status names (``INVALID_ARGUMENT``,
-  ``RESOURCE_EXHAUSTED``...); a ``kind`` that is no status name is the reason of a
+  ``RESOURCE_EXHAUSTED``...); a client error Google has no status for (413, 422...) is its 400
+  ``INVALID_ARGUMENT`` (``google_error``); a ``kind`` that is no status name is the reason of a
   ``google.rpc.ErrorInfo`` detail (``API_KEY_INVALID``); a 429 carries a ``google.rpc.RetryInfo``.
   Mid-stream: ``data: {"error": {...}}`` and the stream ends.
 
@@ -127,12 +128,24 @@ GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
                  404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
                  500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
                  504: "DEADLINE_EXCEEDED"}
+"""HTTP status -> the google.rpc status Google's APIs answer it with (google.rpc.Code's HTTP
+mapping; the Gemini API's troubleshooting page lists 400 INVALID_ARGUMENT and
+FAILED_PRECONDITION, 403, 404, 429, 500, 503 and 504)."""
+
+
+def google_error(err: SimError) -> SimError:
+    """``err`` as a Google API answers it: a client error with no google.rpc status (413, 422...)
+    is 400, as Google answers an oversized request ("Request payload size exceeds the limit")
+    or an invalid one; ``_google`` then names it INVALID_ARGUMENT."""
+    if 400 <= err.status < 500 and err.status not in GOOGLE_STATUS:
+        err.status = 400
+    return err
 
 
 def _google(err: SimError) -> dict[str, Any]:
     names = set(GOOGLE_STATUS.values())
     status = err.kind if err.kind in names else GOOGLE_STATUS.get(
-        err.status, "INTERNAL" if err.status >= 500 else "FAILED_PRECONDITION")
+        err.status, "INTERNAL" if err.status >= 500 else "INVALID_ARGUMENT")
     inner: dict[str, Any] = {"code": err.status, "message": err.message, "status": status}
     details: list[dict[str, Any]] = []
     if err.kind is not None and err.kind not in names:

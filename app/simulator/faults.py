@@ -1,7 +1,8 @@
 """Per-request knobs carried in headers: latency overrides, drift, and injected failures.
 
 - ``X-Return-Error: <status>``: that status with the route's error body (429 adds
-  ``Retry-After: 1``).
+  ``Retry-After: 1``); on Google's routes a client error Google has no status for (413, 422...)
+  is its 400 ``INVALID_ARGUMENT``, as Google answers one (``errors.google_error``).
 - ``X-Sim-Retry-After: <value>``: the ``Retry-After`` the injected error carries instead (any
   status; seconds or an HTTP date, sent as given).
 - ``X-Sim-Hang: 1``: never answer; wait until the client disconnects.

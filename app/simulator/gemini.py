@@ -10,10 +10,13 @@ wrong key. Errors use Google's ``{"error": {"code", "message", "status"}}`` (``e
 per-request fault headers (``faults``) are honoured. A model not in ``--model`` (when given) is
 Google's 404 ``NOT_FOUND``. Requests are validated as ``gemini_request`` describes.
 
-Answers: a ``functionCall`` (``args`` a minimal instance of the schema) when
-``functionCallingConfig.mode`` is ``ANY``; JSON (an instance of ``responseJsonSchema`` /
-``responseSchema``, else ``{"reply": ...}``) when ``responseMimeType`` is
-``application/json``; otherwise the shared simulated reply, one per ``candidateCount``. A
+Answers: a ``functionCall`` part (``args`` a minimal instance of the declaration's schema,
+``finishReason`` ``STOP``) when the request declares functions, to the one best matching the last
+user text (among ``allowedFunctionNames`` when given; ``app.simulator.tools``), under
+``functionCallingConfig.mode`` ``ANY``, or ``AUTO`` (the default) and ``VALIDATED`` unless the
+last turn holds function responses; none under ``NONE``. JSON (an instance of
+``responseJsonSchema`` / ``responseSchema``, else ``{"reply": ...}``) when ``responseMimeType``
+is ``application/json``; otherwise the shared simulated reply, one per ``candidateCount``. A
 ``thinkingConfig`` with ``thinkingBudget`` > 0 or ``includeThoughts`` adds thinking
 (``thoughtsTokenCount``; the thought itself as a ``thought: true`` part when
 ``includeThoughts``). Models named ``gemini-3*`` sign their answers and check the signatures
@@ -26,7 +29,8 @@ Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a 
 ``data: {"error": {...}}`` frame and ends the stream.
 
 Embeddings: deterministic unit vectors (``embeddings.vector``) of ``outputDimensionality``
-(default ``--embedding-dimensions``), at most 100 requests a batch, each naming the path's model.
+(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``), at
+most 100 requests a batch, each naming the path's model.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from app.simulator import content, gemini_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import MAX_DIMENSIONS, vector
+from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.errors import google_error
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.gemini_request import GenerateRequest, invalid, read_request
 from app.simulator.params import json_reply
@@ -280,7 +285,8 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
         if not isinstance(item, dict) or item.get("model") != f"models/{model}":
             raise invalid(f"* BatchEmbedContentsRequest.{where}.model: the model must be "
                           f"models/{model}, the model of the request.")
-        dimensions = item.get("outputDimensionality") or sim.options.embedding_dimensions
+        dimensions = item.get("outputDimensionality") \
+            or dimensions_of(model, sim.options.embedding_dimensions)
         if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise invalid(f"* BatchEmbedContentsRequest.{where}.output_dimensionality: must be "
                           f"between 1 and {MAX_DIMENSIONS}")
@@ -294,6 +300,13 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
 
 async def handle(sim: Sim, req: Request, route: Route) -> None:
     """Every ``/gemini/v1beta/models/{model}:{method}`` call."""
+    try:
+        await _serve(sim, req, route)
+    except SimError as err:
+        raise google_error(err) from None
+
+
+async def _serve(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path, PREFIX)
     if parsed is None or parsed[1] not in METHODS:
         raise SimError(404, f"Method not found: {req.path}", kind="NOT_FOUND")

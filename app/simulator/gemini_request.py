@@ -17,6 +17,7 @@ from typing import Any
 
 from app.simulator import content
 from app.simulator.asgi import SimError
+from app.simulator.tools import matching
 
 REQUEST_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
                             "generationConfig", "safetySettings", "cachedContent", "labels",
@@ -54,17 +55,12 @@ class GenerateRequest:
     system: str
     config: dict[str, Any]
     tool: dict[str, Any] | None
-    """The function the answer calls (mode ANY: the first allowed, else the first declared)."""
+    """The function the answer calls, if any (``_tool``)."""
     prompt_tokens: int
 
     @property
     def topic(self) -> str:
-        for turn in reversed(self.contents):
-            if turn.get("role", "user") == "user":
-                texts = [p["text"] for p in turn["parts"] if isinstance(p.get("text"), str)]
-                if texts:
-                    return content.topic_of(" ".join(texts))
-        return ""
+        return content.topic_of(user_text(self.contents))
 
     @property
     def limit(self) -> int | None:
@@ -128,7 +124,11 @@ def _parts(value: Any, where: str) -> list[dict[str, Any]]:
     return value
 
 
-def _tool(body: dict[str, Any]) -> dict[str, Any] | None:
+def _tool(body: dict[str, Any], contents: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The function the answer calls (``app.simulator.tools``' rule): under ``ANY`` the
+    declaration (among ``allowedFunctionNames``, when given) best matching the last user text;
+    under ``AUTO`` (the default) and ``VALIDATED`` the same unless the last turn holds function
+    responses; none under ``NONE``."""
     declared: list[dict[str, Any]] = []
     tools = body.get("tools") or []
     if not isinstance(tools, list):
@@ -154,15 +154,33 @@ def _tool(body: dict[str, Any]) -> dict[str, Any] | None:
         raise invalid("* GenerateContentRequest.tool_config.function_calling_config."
                       "allowed_function_names: allowed_function_names can only be set when "
                       "mode is ANY or VALIDATED.")
-    if mode != "ANY" or not declared:
+    if mode == "NONE" or not declared:
         return None
     if allowed:
-        for declaration in declared:
-            if declaration["name"] in allowed:
-                return declaration
-        raise invalid("* GenerateContentRequest.tool_config.function_calling_config."
-                      "allowed_function_names: names must match declared functions.")
-    return declared[0]
+        declared = [d for d in declared if d["name"] in allowed]
+        if not declared:
+            raise invalid("* GenerateContentRequest.tool_config.function_calling_config."
+                          "allowed_function_names: names must match declared functions.")
+    if mode != "ANY" and _answers_call(contents[-1]):
+        return None
+    return matching(declared, user_text(contents))
+
+
+def _answers_call(turn: Any) -> bool:
+    """Whether ``turn`` holds function responses (the model's turn after a call)."""
+    parts = turn.get("parts") if isinstance(turn, dict) else None
+    return isinstance(parts, list) and any(
+        isinstance(part, dict) and "functionResponse" in part for part in parts)
+
+
+def user_text(contents: list[dict[str, Any]]) -> str:
+    """The text parts of the last ``user`` turn that has any, joined."""
+    for turn in reversed(contents):
+        if turn.get("role", "user") == "user":
+            texts = [p["text"] for p in turn["parts"] if isinstance(p.get("text"), str)]
+            if texts:
+                return " ".join(texts)
+    return ""
 
 
 def _config(value: Any) -> dict[str, Any]:
@@ -213,7 +231,8 @@ def read_request(body: dict[str, Any]) -> GenerateRequest:
     if system:
         prompt += content.count_tokens(system) + content.MESSAGE_OVERHEAD_TOKENS
     return GenerateRequest(contents=contents, system=system,
-                           config=_config(body.get("generationConfig")), tool=_tool(body),
+                           config=_config(body.get("generationConfig")),
+                           tool=_tool(body, contents),
                            prompt_tokens=prompt)
 
 

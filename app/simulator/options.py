@@ -33,6 +33,8 @@ class SimOptions:
     max_model_len: int = 8192
     default_completion_tokens: int = 16
     embedding_dimensions: int = 384
+    """The vector length of an embedding model without a known one
+    (``embeddings.MODEL_DIMENSIONS``) when the request does not set it."""
     entra_token_lifetime_s: int = 3599
     """How long the Microsoft Entra ID tokens the simulator issues last (``azure_entra``)."""
     google_token_lifetime_s: int = 3599

@@ -18,7 +18,8 @@ publishers/google/models/{model}:{method}``.
   ``generateContent`` and ``streamGenerateContent`` answer as the Gemini API's (``gemini``),
   with Vertex's ``createTime``; ``predict`` is the text-embeddings
   API: ``instances: [{"content", "task_type"?, "title"?}]`` (at most 250; one for
-  ``gemini-embedding-*`` models), ``parameters: {"outputDimensionality"?, "autoTruncate"?}``,
+  ``gemini-embedding-*`` models), ``parameters: {"outputDimensionality"?, "autoTruncate"?}``
+  (the length defaults to the model's own, ``embeddings.MODEL_DIMENSIONS``),
   answered ``{"predictions": [{"embeddings": {"values", "statistics": {"truncated",
   "token_count"}}}], "metadata": {"billableCharacterCount"}}``.
 - Claude: ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``, the same
@@ -42,7 +43,8 @@ import orjson
 from app.simulator import gemini, vertex_anthropic
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.core import Route, Sim, delay, faulted
-from app.simulator.embeddings import MAX_DIMENSIONS, vector
+from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.errors import google_error
 from app.simulator.faults import read_knobs
 from app.simulator.gemini_request import invalid
 from app.usage import estimate_tokens
@@ -192,7 +194,7 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
     parameters = body.get("parameters") or {}
     dimensions = parameters.get("outputDimensionality") if isinstance(parameters, dict) \
         else None
-    dimensions = dimensions or sim.options.embedding_dimensions
+    dimensions = dimensions or dimensions_of(model, sim.options.embedding_dimensions)
     if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
         raise invalid(f"outputDimensionality must be between 1 and {MAX_DIMENSIONS}.")
     predictions = []
@@ -214,6 +216,13 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
 
 async def handle(sim: Sim, req: Request, route: Route) -> None:
     """Every ``/vertex/v1/projects/.../models/{model}:{method}`` call."""
+    try:
+        await _serve(sim, req, route)
+    except SimError as err:
+        raise google_error(err) from None
+
+
+async def _serve(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path)
     if parsed is None or parsed[4] not in PUBLISHER_METHODS.get(parsed[2], ()):
         raise SimError(404, f"Method not found: {req.path}", kind="NOT_FOUND")

@@ -1,6 +1,6 @@
-"""What one call to the ``mock`` provider may ask for is bounded (``app.providers.mock``), so
-that no call holds the worker's event loop: each bound is a 400 naming the parameter, end to
-end through a gateway running the embedded default config."""
+"""What one call to the ``mock`` provider may ask for is bounded (``app.providers.mock`` and
+``mock_answer``), so that no call holds the worker's event loop: each bound is a 400 naming the
+parameter, end to end through a gateway running the embedded default config."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from typing import Any
 import openai
 import pytest
 
-from app.providers.mock import (
-    MAX_CHOICES,
-    MAX_DIMENSIONS,
-    MAX_EMBEDDING_VALUES,
-    MAX_GENERATED_TOKENS,
-)
+from app.providers.mock import MAX_DIMENSIONS, MAX_EMBEDDING_VALUES
+from app.providers.mock_answer import MAX_CHOICES, MAX_GENERATED_TOKENS
 from tests.providers.embedded import embedded_gateway
 
 

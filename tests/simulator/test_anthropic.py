@@ -64,10 +64,12 @@ def test_content_blocks_and_images_are_accepted(claude: anthropic.Anthropic) -> 
     assert message.stop_reason == "end_turn"
 
 
-def test_forced_tool_use(claude: anthropic.Anthropic) -> None:
-    """tool_choice any or tool: a tool_use block from the input schema, stop_reason tool_use."""
+def test_tool_use(claude: anthropic.Anthropic) -> None:
+    """tool_choice any, tool, auto or none given: a tool_use block from the input schema,
+    stop_reason tool_use; none answers text."""
     choices: list[anthropic.types.ToolChoiceParam] = [{"type": "any"},
-                                                      {"type": "tool", "name": "lookup"}]
+                                                      {"type": "tool", "name": "lookup"},
+                                                      {"type": "auto"}]
     for choice in choices:
         message = claude.messages.create(model="c", max_tokens=100, messages=USER,
                                          tools=[TOOL], tool_choice=choice)
@@ -75,9 +77,11 @@ def test_forced_tool_use(claude: anthropic.Anthropic) -> None:
         assert message.stop_reason == "tool_use"
         assert block.type == "tool_use" and block.name == "lookup"
         assert block.id.startswith("toolu_") and block.input == {"query": "", "limit": 0}
-    auto = claude.messages.create(model="c", max_tokens=100, messages=USER, tools=[TOOL],
-                                  tool_choice={"type": "auto"})
-    assert auto.content[0].type == "text"
+    default = claude.messages.create(model="c", max_tokens=100, messages=USER, tools=[TOOL])
+    assert default.stop_reason == "tool_use" and default.content[0].type == "tool_use"
+    none = claude.messages.create(model="c", max_tokens=100, messages=USER, tools=[TOOL],
+                                  tool_choice={"type": "none"})
+    assert none.stop_reason == "end_turn" and none.content[0].type == "text"
 
 
 def test_output_config_format_answers_schema_json(claude: anthropic.Anthropic,

@@ -272,7 +272,7 @@ def test_azure_deployment_routes(simulator: str) -> None:
         answer = azure.chat.completions.create(model="my-gpt", messages=MESSAGES)
         assert answer.model == "gpt-4o-2024-08-06" and answer.choices[0].message.content
         vectors = azure.embeddings.create(model="my-embed", input="hi")
-        assert len(vectors.data[0].embedding) == 384
+        assert len(vectors.data[0].embedding) == 1536  # text-embedding-3-small's own length
         assert vectors.model == "text-embedding-3-small"
 
 
