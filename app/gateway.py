@@ -659,7 +659,8 @@ class Gateway(Finisher):
         record.error_message = exc.message
 
     def finish(self, call: ModelCall) -> None:
-        """End ``call``, once: the stages' ``on_end`` hooks, then the metrics and the call log."""
+        """End ``call``, once: the stages' ``on_end`` hooks, the record sealed
+        (``Pipeline.seal``), then the metrics and the call log."""
         if call.finished:
             return
         call.finished = True
@@ -684,6 +685,7 @@ class Gateway(Finisher):
                 if self._strict_telemetry:
                     raise
                 log.exception("a pipeline stage's end failed for %s", record.id)
+        call.snapshot.pipeline.seal(call)
         if self._recorder is not None:
             self._hand_over(self._recorder.observe, record, "metrics")
         self._hand_over(self._sink.submit, record, "call record sink")

@@ -7,8 +7,9 @@ Every model call runs these steps, in this order::
 
 Steps in brackets are slots for later stages. "Route and call" is the gateway's own core
 (``app.gateway``): resolve the public model, try its targets, compute usage and cost. "Record" is
-the call's owner (``ModelCall``): exactly one finish per call, whatever happened. Everything else
-is a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
+the call's owner (``ModelCall``): exactly one finish per call, whatever happened, its record
+sealed (``Pipeline.seal``) before the call log gets it. Everything else is a ``Stage``, placed
+by its ``slot``; a new stage slots in without touching the others.
 
 A stage may act at eight points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
@@ -55,6 +56,9 @@ Glossary (the names the code uses):
   ahead, admitted by the process on its own, its *tally* what its calls spent and used, settled
   as one when it ends, and *budget news* the pub/sub message on which processes give back the
   credits of callers with a budget (``app.limits.model``).
+
+(Over 400 lines: the stage seam, the pipeline that runs the stages and seals each record, and
+the snapshot and call they act on, one call's life in one place.)
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from app import errors
 from app.api.incoming import Incoming
@@ -73,11 +77,13 @@ from app.config import GatewayConfig, Limits
 from app.limits import Bucket, Header
 from app.pricing import PriceBook
 from app.privacy.config import Action
+from app.privacy.placeholders import Vault, reserved_in
+from app.privacy.policy import Policies
 from app.providers.base import Json, MintsCredentials, Provider, Result
 from app.routing import Route, RoutingTable
 from app.routing.experiments import VARIANT_KEY_HEADER, Experiment, Variant
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
-from app.scrub import Minted, Scrubber, config_secrets
+from app.scrub import Minted, OwnKeys, Scrubber, config_secrets
 
 ModelRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 
@@ -128,6 +134,9 @@ class Stage:
     """A pipeline stage. Subclasses set ``slot`` and override the hooks they need."""
 
     slot: ClassVar[Slot]
+    own_keys: tuple[str, ...] = ()
+    """The gateway's own credentials this stage checks callers' keys against (the master
+    key): no call record stores them (``Pipeline.seal``)."""
 
     async def on_headers(self, call: ModelCall) -> None:
         """Before the body is read: only ``call.incoming.headers`` is known."""
@@ -168,6 +177,14 @@ def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
 
 
+@runtime_checkable
+class Screens(Protocol):
+    """A stage that knows each call's privacy policy (``app.stages.privacy``): what
+    ``Pipeline.seal`` screens a request's strings with when that stage never scanned them."""
+
+    def policies(self, config: GatewayConfig) -> Policies: ...
+
+
 class Pipeline:
     """Stages in slot order, with each hook's list computed once (a hook no stage overrides
     costs one empty-tuple check per call)."""
@@ -190,6 +207,9 @@ class Pipeline:
             s.on_answer for s in self.stages if _overrides(s, "on_answer"))
         self.shadow_hooks: tuple[Callable[[ModelCall, ModelCall], Awaitable[None]], ...] = \
             tuple(s.on_shadow for s in self.stages if _overrides(s, "on_shadow"))
+        self.scrub_keys = OwnKeys(k for s in self.stages for k in s.own_keys)
+        """Scrubs the gateway's own keys from what a record stores (``seal``)."""
+        self._screens = next((s for s in self.stages if isinstance(s, Screens)), None)
 
     async def arrive(self, call: ModelCall) -> None:
         """The ``on_headers`` hooks, in slot order."""
@@ -206,7 +226,8 @@ class Pipeline:
         request says of the call: its public model (only one the snapshot serves: names a
         client makes up must not become label values or counter keys), its end user, and
         whether it streams. So a call a stage refuses (403, 429, a privacy block) is recorded
-        with them too; the gateway records them again when it routes the call."""
+        with them too (its end user as ``seal`` leaves it); the gateway records them again when
+        it routes the call."""
         request = call.request
         if request is not None:
             record = call.record
@@ -216,6 +237,29 @@ class Pipeline:
             record.stream = not isinstance(request, EmbeddingRequest) and bool(request.stream)
         for hook in self.request_hooks:
             await hook(call)
+
+    def seal(self, call: ModelCall) -> None:
+        """Make ``call``'s record fit to store, once its ``on_end`` hooks have run and before
+        the metrics and the call log get it (``Gateway.finish``); never raises.
+
+        A call that did not end ``ok`` may have been refused before the privacy stage scanned
+        its request (a 403, a 404, a template's or a parse's 400): its end user, tags and
+        error message (which may quote the request's model) are screened then with the call's
+        policy (``_screen``), as the privacy stage's ``on_end`` does for a call it scanned. An
+        answered call went through that stage, so nothing is left to screen (no cost on that
+        path). Then the gateway's own keys are scrubbed from every string the client chose
+        that the record stores (``OwnKeys``): a key sent as ``model`` is quoted by the 404,
+        and stored as its ``public_model``."""
+        record = call.record
+        if (record.status != "ok" and record.privacy_action is None
+                and self._screens is not None):
+            _screen(call, self._screens)
+        own = self.scrub_keys
+        record.rewrite_quoted(own)
+        if record.request_id is not None:
+            record.request_id = own(record.request_id)
+        if record.public_model is not None:  # a model no route serves is stored as named
+            record.public_model = own(record.public_model)
 
     async def shadow(self, original: ModelCall, copy: ModelCall) -> None:
         """The ``on_shadow`` hooks, in slot order."""
@@ -227,6 +271,38 @@ class Pipeline:
         for stage in self.stages:
             if _overrides(stage, "prepare"):
                 await stage.prepare(config)
+
+
+def _screen(call: ModelCall, screens: Screens) -> None:
+    """``call``'s end user, tags and error message, which the privacy stage never scanned,
+    screened with its policy as that stage would have: each value found replaced by its
+    placeholder (``Vault``). Nothing when the policy is idle (the values would have been kept
+    as they are). Under a policy that also runs a Presidio model (on its own thread, which a
+    refused call is not kept waiting for), the end user and tags are not kept at all (a name
+    only the model finds would be), and the error message is screened by the built-in and
+    custom detectors, as the stage screens an upstream's."""
+    record = call.record
+    if record.end_user is None and not record.tags and record.error_message is None:
+        return
+    model = call.request.model if call.request is not None else record.public_model or ""
+    try:
+        policy = screens.policies(call.snapshot.config).of(model, tighten=call.caller.privacy)
+    except errors.GatewayError:  # its Presidio model is gone (the config was replaced):
+        record.end_user, record.tags = None, None  # nothing can screen them
+        return
+    if policy.idle:
+        return
+    detector = policy.detector
+    if detector.model is not None:
+        record.end_user, record.tags = None, None
+    tags = record.tags or {}
+    texts = [record.end_user or "", record.error_message or "", *tags, *tags.values()]
+    vault = Vault(reserved_in(texts))
+
+    def screened(text: str) -> str:
+        return vault.redact(text, detector.scan(text, model=False))
+
+    record.rewrite_quoted(screened)
 
 
 @dataclass(slots=True)

@@ -2,8 +2,10 @@
 ``param`` and ``code``, non-streaming or mid-stream) is scrubbed of the provider secrets before a
 client or the call log sees it: the configured ones (``config_secrets``) and the minted ones,
 which providers obtain while the gateway runs (access tokens, AWS credentials from botocore's
-chain) and report through ``minted`` sources, read each time an error is scrubbed. And text from
-outside printed on one line (a log message, a CLI listing) cannot forge another (``one_line``)."""
+chain) and report through ``minted`` sources, read each time an error is scrubbed. The gateway's
+own keys (virtual keys and the master key) are never stored either, wherever a client put one
+(``OwnKeys``). And text from outside printed on one line (a log message, a CLI listing) cannot
+forge another (``one_line``)."""
 
 from __future__ import annotations
 
@@ -108,6 +110,35 @@ class Scrubber:
         if exc.code is not None:
             exc.code = _replace(exc.code, secrets)
         return exc
+
+
+VIRTUAL_KEY = re.compile(r"sk-sb-[A-Za-z0-9_-]*")
+"""A virtual key's shape: ``app.keys.model.KEY_PREFIX`` and its random part (URL-safe
+base64)."""
+VIRTUAL_REDACTED = "sk-sb-" + REDACTED
+"""What a virtual key is stored as: still saying that a virtual key was there."""
+
+
+class OwnKeys:
+    """Scrubs the gateway's own keys from a string a client chose that a call record stores
+    (a key sent as ``model``, quoted by the 404; as ``x-request-id``; as ``user``): anything
+    shaped as a virtual key, known to the gateway or not (a revoked or mistyped one is still
+    someone's key), becomes ``sk-sb-[redacted]``, and the ``master`` key ``[redacted]``.
+    Cheap when there is none: a substring test or two."""
+
+    __slots__ = ("_master",)
+
+    def __init__(self, master: Iterable[str] = ()) -> None:
+        self._master = tuple(sorted({m for m in master if len(m) >= _MIN_SECRET}, key=len,
+                                    reverse=True))
+
+    def __call__(self, value: str) -> str:
+        for key in self._master:  # first: a master key shaped as a virtual key goes whole
+            if key in value:
+                value = value.replace(key, REDACTED)
+        if "sk-sb-" in value:
+            value = VIRTUAL_KEY.sub(VIRTUAL_REDACTED, value)
+        return value
 
 
 def _replace(value: str, secrets: tuple[str, ...]) -> str:

@@ -58,14 +58,18 @@ def parse_call(call: ModelCall, schema: type[M], body: dict[str, Any]) -> M:
 
 def noted(call: ModelCall, body: dict[str, Any]) -> None:
     """What a body refused before it parsed says of its call, into the record: its ``model``
-    when the snapshot serves it (made-up names never become label values), and whether it
-    streams. Not its ``user``: nothing scanned it for the privacy policy yet."""
+    when the snapshot serves it (made-up names never become label values), whether it
+    streams, and its ``user`` (screened with the call's privacy policy before it is stored:
+    ``Pipeline.seal``)."""
     record = call.record
     model = body.get("model")
     if isinstance(model, str) and call.snapshot.table.serves(model):
         record.public_model = model
     if body.get("stream") is True:
         record.stream = True
+    user = body.get("user")
+    if type(user) is str:
+        record.end_user = user
 
 
 async def _parsed(call: ModelCall, schema: type[M]) -> None:

@@ -280,6 +280,21 @@ class CallRecord:
     """The answer's text for the drift signals: its head, or all of it when JSON was asked for.
     Never stored or logged; the metrics drop it once they have seen it."""
 
+    def rewrite_quoted(self, change: Callable[[str], str]) -> None:
+        """Apply ``change`` to the strings of the client's request the record stores:
+        ``end_user``, ``tags``' keys and values, and ``error_message`` (which may quote the
+        request: the model it named). ``tags`` is replaced only if ``change`` changed it."""
+        if self.end_user is not None:
+            self.end_user = change(self.end_user)
+        tags = self.tags
+        if tags:
+            changed = {change(k) if type(k) is str else k: change(v) if type(v) is str else v
+                       for k, v in tags.items()}
+            if changed != tags:
+                self.tags = changed
+        if self.error_message is not None:
+            self.error_message = change(self.error_message)
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 

@@ -61,6 +61,7 @@ class Authenticate(Stage):
 
     def __init__(self, master_key: SecretStr | None, keys: KeyDirectory | None) -> None:
         self._master = None if master_key is None else master_key.get_secret_value().encode()
+        self.own_keys = () if master_key is None else (master_key.get_secret_value(),)
         self._keys = keys
         self._callers: dict[str, tuple[Entry, Caller]] = {}
         """The caller built for each cached directory entry, by key hash (rebuilt when the
