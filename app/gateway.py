@@ -491,7 +491,8 @@ class Gateway(Finisher):
         usage: Usage | None = None
         early: Usage | None = None  # the prompt's counts reported before the end (PROMPT_USAGE)
         held: Json | None = None  # the upstream's usage chunk, sent after what stages release
-        body: Json = {}
+        body: Json = {}  # the answer's envelope: the first chunk naming the model, else the first
+        named = False  # ``body`` names the model (an upstream may open with a chunk that does not)
         committed = 0.0  # when the attempt answering was committed to (``perf_counter``)
         try:
             deadline = _deadline(call)
@@ -529,8 +530,10 @@ class Gateway(Finisher):
             while chunk is not None:
                 if PROMPT_USAGE in chunk:
                     early = Usage.from_openai(chunk.pop(PROMPT_USAGE)) or early
-                if not body:
-                    body = chunk
+                if not named:
+                    named = bool(chunk.get("model"))
+                    if named or not body:
+                        body = chunk
                 reported = chunk.get("usage")
                 if reported:
                     read = Usage.from_openai(reported)
@@ -633,6 +636,9 @@ class Gateway(Finisher):
             self.router.judge(target, breaker, failed=failed)
 
     def _account(self, call: ModelCall, usage: Usage, body: Json) -> None:
+        """Record ``usage`` and its cost; ``body`` (the answer, or a stream's first chunk naming
+        the model) gives the reported model, which prices a target model without a price, and
+        the ``system_fingerprint``."""
         record = call.record
         record.usage = usage
         model = body.get("model")

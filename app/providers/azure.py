@@ -8,11 +8,13 @@ cache and its refresh are ``azure_auth``'s), never both; the config's ``headers`
 every request. Bodies and errors are
 OpenAI-shaped, so everything else is the OpenAI-compatible provider's, except that streams ask for
 usage only on api-versions that accept ``stream_options`` (older ones answer it with a 400; the
-gateway then estimates usage).
+gateway then estimates usage), and that a stream's opening chunk holding only the prompt's content
+filter verdict is folded into the next chunk (``folded``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Annotated, Literal, Self
 from urllib.parse import quote, urlsplit
 
@@ -139,6 +141,11 @@ class AzureOpenAI(OpenAICompatible):
             payload.pop("stream_options", None)
         return payload
 
+    def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
+                ) -> AsyncGenerator[Json, None]:
+        """OpenAI's stream, its prompt-filter chunk folded into the next (``folded``)."""
+        return folded(super()._stream(path, body, target, has_limit=has_limit))
+
     def upstream_for(self, target: Target) -> Upstream:
         """The deployment named by ``target.model`` (URL-quoted, so it stays one path segment)."""
         upstream = self._deployments.get(target.model)
@@ -155,6 +162,34 @@ class AzureOpenAI(OpenAICompatible):
             await self._tokens.aclose()
         if self._credential is not None:
             await self._credential.close()
+
+
+PROMPT_FILTER = "prompt_filter_results"
+
+
+async def folded(chunks: AsyncGenerator[Json, None]) -> AsyncGenerator[Json, None]:
+    """An Azure stream as OpenAI clients take one. Azure opens a stream with a chunk holding only
+    the prompt's content filter verdict (``prompt_filter_results``; ``id``, ``model`` and
+    ``object`` empty, ``created`` 0, ``choices: []``): no completion chunk, so clients that read
+    ``choices[0]`` fail on it, and it names no model to price the call by. Its verdict rides on
+    the next chunk instead (where a non-streamed answer has it, at the top level). Held until
+    then, it is also not what the gateway times as the stream's first token (``OpeningHold``
+    explains why that matters). Only the first chunk is looked at; the rest pass untouched."""
+    try:
+        first = await anext(chunks, None)
+        if first is None:
+            return
+        if PROMPT_FILTER in first and not first.get("choices") and not first.get("usage"):
+            verdict = first[PROMPT_FILTER]
+            first = await anext(chunks, None)
+            if first is None:  # nothing followed: no answer to carry it (and nothing to send)
+                return
+            first[PROMPT_FILTER] = verdict
+        yield first
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
 
 
 def describe(config: AzureOpenAIProvider) -> str:

@@ -197,9 +197,10 @@ the gateway accounts and the stages see."""
 PROMPT_USAGE = "prompt_usage"
 """The key under which a stream chunk carries the prompt's usage an upstream reported before its
 end (an OpenAI ``usage`` object: ``prompt_tokens`` and its cache breakdown; Anthropic's
-``message_start``). The gateway takes it off the chunk (no client sees it) and, when the stream
-ends without its final usage (cut by the client or the upstream), accounts these counts with the
-completion estimated, instead of estimating the prompt too."""
+``message_start``, the first of Gemini's ``usageMetadata`` naming the prompt's counts). The
+gateway takes it off the chunk (no client sees it) and, when the stream ends without its final
+usage (cut by the client or the upstream), accounts these counts with the completion estimated,
+instead of estimating the prompt too."""
 
 
 class OpeningHold:

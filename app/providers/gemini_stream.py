@@ -7,6 +7,11 @@ arguments); the candidate's ``finishReason`` comes with its last piece and ``usa
 complete when every candidate seen has finished. An ``{"error": {...}}`` frame replaces the
 rest. The translator is fed one parsed chunk at a time, so it is tested without a network.
 
+The prompt's counts (``promptTokenCount``, ``cachedContentTokenCount``), final from the first
+``usageMetadata`` that has them (Gemini's API sends them with every chunk; Vertex AI's early
+chunks may carry ``trafficType`` alone), ride once on the next chunk out as ``PROMPT_USAGE``, so
+a stream cut before its end is still accounted with the prompt the upstream reported.
+
 Thought signatures: a function call's comes on its own part, so it rides on that tool call's
 delta as ``extra_content``; one on any other part (Gemini 3 sends it on a final empty text
 part) is a delta of its own, ``{"extra_content": {"google": {"thought_signature": ...}}}``, the
@@ -18,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import errors
-from app.providers.base import Json
+from app.providers.base import PROMPT_USAGE, Json
 from app.providers.gemini_response import (
     carried_signature,
     check_prompt,
@@ -47,6 +52,9 @@ class StreamTranslator:
         self.id = ""
         self._mapper = error_mapper
         self._usage: Json | None = None
+        self._prompt_known = False
+        self._prompt: Json | None = None
+        """The prompt's usage (``PROMPT_USAGE``) while it waits for a chunk to ride on."""
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tool_calls: dict[int, int] = {}
@@ -65,13 +73,20 @@ class StreamTranslator:
             if isinstance(version, str) and version:
                 self.model = version
         check_prompt(data)
-        if isinstance(data.get("usageMetadata"), dict):
-            self._usage = data["usageMetadata"]
+        metadata = data.get("usageMetadata")
+        if isinstance(metadata, dict):
+            self._usage = metadata
+            if not self._prompt_known and isinstance(metadata.get("promptTokenCount"), int):
+                self._prompt_known = True
+                self._prompt = _prompt_usage(metadata)
         chunks: list[Json] = []
         candidates = data.get("candidates")
         for position, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
             if isinstance(candidate, dict):
                 chunks.extend(self._candidate(position, candidate))
+        if self._prompt is not None and chunks:
+            chunks[0][PROMPT_USAGE] = self._prompt
+            self._prompt = None
         return chunks
 
     def finish(self) -> list[Json]:
@@ -116,3 +131,12 @@ class StreamTranslator:
             chunks.append(self._chunk(index, {}, finish_reason(
                 reason, has_tool_calls=self._tool_calls.get(index, 0) > 0)))
         return chunks
+
+
+def _prompt_usage(metadata: Json) -> Json | None:
+    """The prompt's part of ``usageMetadata`` (its input and cache-read counts) as an OpenAI
+    ``usage`` object; None when they are unreadable."""
+    usage = read_usage(metadata)
+    if usage is None:
+        return None
+    return Usage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens).to_openai()

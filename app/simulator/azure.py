@@ -5,23 +5,33 @@ or ``Authorization: Bearer`` with a Microsoft Entra ID token the simulator issue
 a bad one is Azure's 401 ``{"statusCode", "message"}``); neither is a 401 too. Bodies and other
 errors are OpenAI's. An answer's ``model`` is, as Azure's is, the model deployed, not the
 deployment's name: every deployment plays ``DEPLOYED_MODELS``' model for its operation
-(``X-Sim-Model`` and the drift's ``model`` still win).
+(``X-Sim-Model`` and the drift's ``model`` still win). Chat answers carry Azure's content filter
+verdicts (``WIRE``, every one "safe"): ``prompt_filter_results``, and ``content_filter_results``
+on each choice; a chat stream opens, as Azure's does, with a chunk holding the prompt's verdict
+alone (empty ``id``, ``model`` and ``object``, ``created`` 0, ``choices: []``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from app.simulator.asgi import Request, SimError
 from app.simulator.azure_entra import bearer_accepted, refuse_bearer
-from app.simulator.chat import chat
+from app.simulator.chat import OPENAI, Wire, chat
 from app.simulator.completions import completions
 from app.simulator.core import Route, Sim
 from app.simulator.embeddings import embeddings
 
 PREFIX = "/openai/deployments/"
+_SAFE = {"filtered": False, "severity": "safe"}
+_CONTENT_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+WIRE = Wire(OPENAI.finishes, content_filter=_CONTENT_FILTER, prompt_filter={
+    **_CONTENT_FILTER, "jailbreak": {"filtered": False, "detected": False}})
+"""Azure's chat answers: OpenAI's, annotated with the content filter's verdicts."""
 OPERATIONS: dict[str, Callable[[Sim, Request, Route], Awaitable[None]]] = {
-    "chat/completions": chat, "completions": completions, "embeddings": embeddings}
+    "chat/completions": partial(chat, wire=WIRE), "completions": completions,
+    "embeddings": embeddings}
 DEPLOYED_MODELS = {"chat/completions": "gpt-4o-2024-08-06",
                    "completions": "gpt-35-turbo-instruct", "embeddings": "text-embedding-3-small"}
 """The model behind every deployment, by operation, named as Azure's answers name it."""

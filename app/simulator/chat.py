@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,11 +48,19 @@ _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": 
 @dataclass(frozen=True, slots=True)
 class Wire:
     """What an OpenAI-compatible server's chat answers say otherwise than OpenAI's: each
-    ``Output.finish``'s ``finish_reason`` (``finishes``), and whether the text keeps the stop
-    sequence that ended it (``keeps_stop``, ``content.keeping_stop``)."""
+    ``Output.finish``'s ``finish_reason`` (``finishes``), whether the text keeps the stop
+    sequence that ended it (``keeps_stop``, ``content.keeping_stop``), and the content filter's
+    verdicts it annotates answers with, as Azure OpenAI does (``prompt_filter``: the prompt's,
+    as ``prompt_filter_results``; ``content_filter``: each choice's generated text's, as the
+    choice's ``content_filter_results``; both None: no annotations). A stream then opens with
+    the prompt's verdict alone, in a chunk that is no completion chunk (empty ``id``, ``model``
+    and ``object``, ``created`` 0, no choices), sent as soon as the stream starts; the role and
+    finish chunks carry an empty ``content_filter_results``, the text chunks the verdict."""
 
     finishes: Mapping[str, str]
     keeps_stop: bool = False
+    prompt_filter: Mapping[str, Any] | None = field(default=None, hash=False)
+    content_filter: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 OPENAI = Wire(_FINISH)
@@ -232,9 +240,12 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
     if not await delay(sim, req, knobs, prompt=prompt, completion=completion, finish=finish,
                        prompt_ids=ids):
         return
-    rest = orjson.dumps({"model": model, "choices": [
+    answer: dict[str, Any] = {"model": model, "choices": [
         _choice(i, output, call, logprobs, wire) for i, (output, call) in enumerate(results)],
-        "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint})
+        "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint}
+    if wire.prompt_filter is not None:
+        answer["prompt_filter_results"] = _prompt_filter_results(wire.prompt_filter)
+    rest = orjson.dumps(answer)
     rest = rest[1:]  # without its "{": it follows the envelope's fields
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
         sim.remember(req.body, Memo(rest, prompt, completion, finish))
@@ -259,8 +270,16 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
     logprobs = None
     if top is not None:
         logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
-    return {"index": index, "message": message, "logprobs": logprobs,
-            "finish_reason": _finish(output, call, wire)}
+    choice = {"index": index, "message": message, "logprobs": logprobs,
+              "finish_reason": _finish(output, call, wire)}
+    if wire.content_filter is not None:
+        choice["content_filter_results"] = wire.content_filter
+    return choice
+
+
+def _prompt_filter_results(verdict: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Azure's ``prompt_filter_results``: the one prompt's verdict."""
+    return [{"prompt_index": 0, "content_filter_results": verdict}]
 
 
 def _finish(output: Output, call: ToolCall | None, wire: Wire) -> str:
@@ -273,17 +292,22 @@ def _finish(output: Output, call: ToolCall | None, wire: Wire) -> str:
 def _plan(sim: Sim, model: str, fingerprint: str | None,
           results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
           sampling: Sampling, logprobs: int | None, wire: Wire) -> StreamPlan:
-    """Frames: a role delta per choice (with the first token), one frame per piece per choice
-    (choices interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
+    """Frames: the prompt's filter verdict first where the wire gives one (``Wire``), a role
+    delta per choice (with the first token), one frame per piece per choice (choices
+    interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
     base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": model,
                             "system_fingerprint": fingerprint}
     if sampling.include_usage:
         base["usage"] = None
 
+    verdict = wire.content_filter
+
     def frame(index: int, delta: dict[str, Any], finish: str | None = None,
-              lp: Any = None) -> bytes:
+              lp: Any = None, *, text: bool = False) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        if verdict is not None:
+            choice["content_filter_results"] = verdict if text else {}
         return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
 
     head: list[bytes] = []
@@ -309,7 +333,7 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                      else {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             lp = None if logprobs is None else {
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}
-            tokens.append(frame(index, delta, lp=lp))
+            tokens.append(frame(index, delta, lp=lp, text=True))
     tail = [frame(index, {}, _finish(output, call, wire))
             for index, (output, call) in enumerate(results)]
     finishes = len(tail)
@@ -319,5 +343,8 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
         tail.append(b"data: " + orjson.dumps(last) + b"\n\n")
     tail.append(_DONE)
     finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"
+    preamble = [] if wire.prompt_filter is None else [b"data: " + orjson.dumps({
+        "choices": [], "created": 0, "id": "", "model": "", "object": "",
+        "prompt_filter_results": _prompt_filter_results(wire.prompt_filter)}) + b"\n\n"]
     return StreamPlan(tokens=tokens, tail=tail, prompt_tokens=prompt, finish=finish, head=head,
-                      closing=tail[finishes:])
+                      closing=tail[finishes:], preamble=preamble)

@@ -24,8 +24,10 @@ sent back, as ``gemini_signature`` describes. ``X-Sim-Refusal`` is a candidate s
 ``SAFETY`` with no content; ``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as
 ``cachedContentTokenCount``.
 Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a whole
-``GenerateContentResponse`` holding the next piece of each candidate; the last one carries the
-``finishReason`` and the full ``usageMetadata``. ``X-Sim-Error-After`` sends a
+``GenerateContentResponse`` holding the next piece of each candidate and a ``usageMetadata`` with
+the prompt's counts (``promptTokenCount``, ``cachedContentTokenCount``, their details, and a
+``totalTokenCount`` of the prompt alone); the last one carries the ``finishReason`` and the full
+``usageMetadata``. ``X-Sim-Error-After`` sends a
 ``data: {"error": {...}}`` frame and ends the stream.
 
 Embeddings: deterministic unit vectors (``embeddings.vector``) of ``outputDimensionality``
@@ -206,8 +208,8 @@ class Answer:
             + b"\r\n\r\n"
 
     def plan(self) -> StreamPlan:
-        """The thought (if shown) and each candidate's pieces, a frame per piece; the last frame
-        carries the finish reasons and the usage."""
+        """The thought (if shown) and each candidate's pieces, a frame per piece, each with the
+        prompt's counts; the last frame carries the finish reasons and the whole usage."""
         per_candidate: list[list[dict[str, Any]]] = []
         for i, output in enumerate(self.outputs):
             parts: list[dict[str, Any]] = []
@@ -218,8 +220,12 @@ class Answer:
             else:
                 parts.extend({"text": piece} for piece in output.pieces)
             per_candidate.append(parts)
+        opening = {key: value for key, value in self.usage().items()
+                   if key not in ("candidatesTokenCount", "thoughtsTokenCount")}
+        opening["totalTokenCount"] = opening["promptTokenCount"]
         tokens = [self._frame([{"content": {"parts": [part], "role": "model"}, "index": i}
-                               for i, part in enumerate(row) if part is not None])
+                               for i, part in enumerate(row) if part is not None],
+                              usageMetadata=opening)
                   for row in zip_longest(*per_candidate)]
         if self.refused:
             last = [{"finishReason": "SAFETY", "index": 0, "safetyRatings": _SAFETY}]

@@ -1,6 +1,7 @@
 """A stream cut before its end (the upstream drops it, or the client leaves) is accounted with the
-prompt's counts its upstream already reported (Anthropic's ``message_start``), the completion
-estimated; only a stream whose upstream reported none estimates the prompt too."""
+prompt's counts its upstream already reported (Anthropic's ``message_start``, the
+``usageMetadata`` of Gemini's every chunk), the completion estimated; only a stream whose upstream
+reported none estimates the prompt too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from app.calllog import CallRecord
+from app.simulator.gemini import API_KEY as GEMINI_KEY
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway
 
 CLAUDE_MODEL = "claude-sonnet-4-20250514"
@@ -106,3 +108,55 @@ def test_a_dropped_translated_stream_keeps_the_reported_prompt(gw: RunningGatewa
     usage = record.usage
     assert usage is not None and usage.estimated
     assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
+
+
+def _gemini(simulator: str, **headers: str) -> dict[str, Any]:
+    return {"type": "gemini", "base_url": simulator + "/gemini/v1beta", "api_key": GEMINI_KEY,
+            "headers": {"X-Sim-Cache-Read-Tokens": str(CACHED), **headers}}
+
+
+@pytest.fixture
+def gemini(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    config = {
+        "providers": {
+            "whole": _gemini(simulator),
+            "dropped": _gemini(simulator, **{"X-Sim-Cut-After": "3"}),
+            "slow": _gemini(simulator, **{"X-Sim-TPOT-Ms": "50",
+                                          "X-Sim-Completion-Tokens": "200"}),
+        },
+        "models": {name: {"targets": [{"provider": name, "model": "gemini-2.5-flash"}]}
+                   for name in ("whole", "dropped", "slow")},
+        "retries": {"attempts": 0},
+    }
+    with run_gateway(config) as running:
+        yield running
+
+
+def test_a_dropped_gemini_stream_keeps_the_reported_prompt(gemini: RunningGateway) -> None:
+    """A Gemini stream the upstream drops mid-answer is recorded with the prompt and cached
+    tokens its chunks reported (those of the same call streamed whole), and an estimated
+    completion; the client's chunks carry no trace of them."""
+    whole = _streamed(gemini, "whole", "whole", openai=True)[1].usage
+    assert whole is not None and not whole.estimated and whole.cached_tokens == CACHED
+    text, record = _streamed(gemini, "dropped", "dropped", openai=True)
+    assert record.status == "error" and "prompt_usage" not in text
+    usage = record.usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
+    assert 0 < usage.completion_tokens < whole.completion_tokens
+
+
+def test_a_left_gemini_stream_keeps_the_reported_prompt(gemini: RunningGateway,
+                                                        simulator: str) -> None:
+    """A Gemini stream the client leaves (on ``/v1/messages``, translated) is recorded
+    cancelled, with the prompt's counts its chunks reported."""
+    whole = _streamed(gemini, "whole", "whole")[1].usage
+    assert whole is not None and whole.cached_tokens == CACHED
+    assert gemini.leave_a_stream(simulator, request_id="gone", path="/v1/messages", lines=12,
+                                 headers=ANTHROPIC, body={**BODY, "model": "slow"}) == 1
+    record = gemini.sink.by_id("gone")
+    assert record.status == "cancelled"
+    usage = record.usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
+

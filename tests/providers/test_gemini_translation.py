@@ -11,7 +11,7 @@ import pytest
 
 from app import errors
 from app.embeddings import encode_vector
-from app.providers.base import ChatCall, EmbeddingCall, Json, Target
+from app.providers.base import PROMPT_USAGE, ChatCall, EmbeddingCall, Json, Target
 from app.providers.gemini_embed import (
     batch_embed_payloads,
     predict_payloads,
@@ -344,6 +344,25 @@ def test_stream_translates_incrementally_with_final_usage() -> None:
     assert usage_chunk["usage"] == {"prompt_tokens": 4, "completion_tokens": 3,
                                     "total_tokens": 7,
                                     "completion_tokens_details": {"reasoning_tokens": 1}}
+
+
+def test_stream_prompt_usage_rides_once_on_the_first_chunk_after_it_is_known() -> None:
+    """The prompt's counts (input and cached) ride as ``PROMPT_USAGE`` on the first chunk out
+    once a ``usageMetadata`` names them (not one holding only ``trafficType``, as Vertex AI's
+    early chunks may; a frame that yields no chunk passes them on), and never again."""
+    translator = StreamTranslator(model="m", created=1, error_mapper=MAPPER)
+
+    def frame(text: str | None, **usage: Any) -> list[Json]:
+        parts = [] if text is None else [{"content": {"parts": [{"text": text}]}}]
+        return translator.feed({"candidates": parts, "usageMetadata": usage})
+
+    assert not any(PROMPT_USAGE in c for c in frame("a", trafficType="ON_DEMAND"))
+    assert frame(None, promptTokenCount=9, cachedContentTokenCount=4, totalTokenCount=9) == []
+    carried, *rest = frame("b", promptTokenCount=9, cachedContentTokenCount=4)
+    assert carried[PROMPT_USAGE] == {"prompt_tokens": 9, "completion_tokens": 0,
+                                     "total_tokens": 9,
+                                     "prompt_tokens_details": {"cached_tokens": 4}}
+    assert not rest and not any(PROMPT_USAGE in c for c in frame("c", promptTokenCount=9))
 
 
 def test_stream_tool_calls_are_indexed() -> None:

@@ -276,6 +276,30 @@ def test_azure_deployment_routes(simulator: str) -> None:
         assert vectors.model == "text-embedding-3-small"
 
 
+def test_azure_chat_carries_content_filter_verdicts(simulator: str) -> None:
+    """Azure's chat answers carry the content filter's verdicts: ``prompt_filter_results`` and
+    each choice's ``content_filter_results``; a stream opens with the prompt's verdict alone, in
+    a chunk with empty ``id``, ``model`` and ``object``, ``created`` 0 and no choices."""
+    with openai.AzureOpenAI(azure_endpoint=simulator, api_key="k", api_version="2024-10-21",
+                            max_retries=0) as azure:
+        answer = azure.chat.completions.create(model="my-gpt", messages=MESSAGES).model_dump()
+        chunks = [c.model_dump() for c in azure.chat.completions.create(
+            model="my-gpt", messages=MESSAGES, stream=True)]
+    [prompt] = answer["prompt_filter_results"]
+    assert prompt["content_filter_results"]["jailbreak"] == {"filtered": False,
+                                                             "detected": False}
+    safe = {"filtered": False, "severity": "safe"}
+    assert answer["choices"][0]["content_filter_results"]["violence"] == safe
+    opening, role, *texts, finish = chunks
+    assert (opening["id"], opening["model"], opening["object"], opening["created"],
+            opening["choices"]) == ("", "", "", 0, [])
+    assert opening["prompt_filter_results"] == answer["prompt_filter_results"]
+    assert role["choices"][0]["content_filter_results"] == {} and role["id"]
+    assert texts and all(c["choices"][0]["content_filter_results"]["hate"] == safe
+                         for c in texts)
+    assert finish["choices"][0]["finish_reason"] == "stop"
+
+
 def test_azure_requires_api_version_and_key(http: httpx.Client) -> None:
     """Azure routes answer 400 without api-version and 401 without api-key, in OpenAI's shape."""
     path = "/openai/deployments/d/chat/completions"
