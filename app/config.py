@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -81,6 +82,19 @@ class _Loader(_SafeLoader):
 KeyPath = tuple[str, ...]
 """Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
+
+
+def _no_slash(name: str) -> str:
+    if "/" in name:
+        raise ValueError(
+            f"{name!r} has a '/', which an experiment or variant name cannot: the answer's "
+            "x-switchboard-variant header joins the two with one (EXPERIMENT/VARIANT), and "
+            "GET /admin/experiments/NAME takes a name without one")
+    return name
+
+
+ArmName = Annotated[Name, AfterValidator(_no_slash)]
+"""An experiment's or a variant's name: a ``Name`` without ``/``."""
 
 
 class ConfigError(ValueError):
@@ -230,7 +244,7 @@ class ExperimentConfig(BaseModel):
     sticky: Literal["user", "key", "header"] = "user"
     """What keeps a caller on one variant: the request's ``user``, the virtual key, or the
     ``x-switchboard-variant-key`` header (a call without it is assigned at random)."""
-    variants: Annotated[dict[Name, VariantConfig], Field(min_length=2)]
+    variants: Annotated[dict[ArmName, VariantConfig], Field(min_length=2)]
 
 
 class Limits(BaseModel):
@@ -433,7 +447,7 @@ class GatewayConfig(BaseModel):
     streaming: Streaming = Field(default_factory=Streaming)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
-    experiments: dict[Name, ExperimentConfig] = Field(default_factory=dict)
+    experiments: dict[ArmName, ExperimentConfig] = Field(default_factory=dict)
     calllog: CallLog = Field(default_factory=CallLog)
     drift: Drift = Field(default_factory=Drift)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)

@@ -6,22 +6,26 @@ Per variant: calls, the prompt template versions they rendered (``prompt_version
 how many of its calls ended before any provider was tried (``refused_before_provider``: the
 gateway's own refusals at admission or validation, such as a key over its budget, a privacy
 block, a ``max_tokens`` past the cap or a bad deadline header, and the rare client that left
-before), then, over the calls that reached a provider (at least one attempt recorded): the error
-rate, latency p50/p95, time to first token p50, mean tokens, cost per
-call, refusal rate and JSON validity (of answered calls: ``calls.refusal`` and
-``calls.json_valid``, set by ``app.answers.judge``), and the feedback scores' mean (of scores
-within ``app.feedback.MAX_SCORE``). Every rate and mean comes with a 95% **confidence
+before), then, over the calls that reached a provider (at least one attempt recorded), failed
+or not: the error rate, latency p50/p95 and time to first token p50 (of those that recorded
+one: a failed call's is the time it took to fail, a stream cut after its first token has
+one), mean tokens and cost per call (of those billed: a stream cut after output is, a call
+refused by its upstream is not, and counts in neither rather than as free), refusal rate and
+JSON validity (of answered calls: ``calls.refusal`` and ``calls.json_valid``, set by
+``app.answers.judge``), and the feedback scores' mean (of scores within
+``app.feedback.MAX_SCORE``). Every rate and mean comes with a 95% **confidence
 sequence** (Waudby-Smith, Arnold, Wu, Howard and Ramdas, "Time-uniform central limit theory and
 asymptotic confidence sequences", 2021): unlike a fixed-sample confidence interval, it holds
 at every sample size at once, so the report stays valid however often it is looked at while the
 experiment runs (no "peeking" problem). Each variant's
 sequence is at level ``ALPHA / 2``, so that two variants' sequences hold together with 95%
-probability; a variant differs significantly from the first-listed one (the control) when their
-sequences for the metric do not overlap. This is conservative (it needs more data than a test of
-the difference would) and asymptotic (it assumes the sample's variance is a fair estimate, which
-needs a few dozen samples: fewer than ``MIN_SAMPLES`` are reported without a sequence). A
-sequence is cut to its quantity's range (a rate's to [0, 1]): near an edge the symmetric
-asymptotic one would cross it.
+probability; a variant differs significantly from the control (the first-listed variant; for
+an experiment no longer configured, whose variants are those of its calls, the one the reader
+names, or none) when their sequences for the metric do not overlap. This is conservative (it
+needs more data than a test of the difference would) and asymptotic (it assumes the sample's
+variance is a fair estimate, which needs a few dozen samples: fewer than ``MIN_SAMPLES`` are
+reported without a sequence). A sequence is cut to its quantity's range (a rate's to [0, 1]):
+near an edge the symmetric asymptotic one would cross it.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import errors
 from app.db.models import Call, Feedback
 from app.feedback import MAX_SCORE
 
@@ -127,12 +132,52 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+async def report_of(engine: AsyncEngine, name: str, configured: Sequence[str] | None, *,
+                    control: str | None = None, since: datetime | None = None,
+                    ) -> dict[str, Any]:
+    """The report of experiment ``name`` (``GET /admin/experiments/{name}``): ``configured``,
+    its variants in the config serving now, the first the control unless ``control`` names
+    another; ``None``, it is not configured (it ended, a config edit): its report is read from
+    the call log, its variants those of its calls, compared with ``control`` if given (the
+    rows do not say which variant was the control). ``NotFound`` for an experiment neither
+    configured nor in the call log; ``InvalidRequest`` for a ``control`` that is none of its
+    variants."""
+    variants = list(configured) if configured is not None else await logged_variants(engine,
+                                                                                     name)
+    if not variants:
+        raise errors.NotFound(f"No experiment named {name[:128]!r} in the config serving now, "
+                              "and no call of one in the call log.", param="name",
+                              code="experiment_not_found")
+    if control is not None and control not in variants:
+        raise errors.InvalidRequest(
+            f"Experiment {name[:128]!r} has no variant named {control[:128]!r} (its variants: "
+            f"{', '.join(variants)}).", param="control", code="variant_not_found")
+    if control is None and configured is not None:
+        control = variants[0]
+    return await report(engine, name, variants, control=control, since=since,
+                        ended=configured is None)
+
+
+async def logged_variants(engine: AsyncEngine, name: str) -> list[str]:
+    """The variants the call log holds calls of for experiment ``name``, in the order of their
+    first call (none: the call log has no call of it)."""
+    first = func.min(_calls.c.created_at)
+    query = (select(_calls.c.variant).where(_calls.c.experiment == name,
+                                             _calls.c.variant.is_not(None))
+             .group_by(_calls.c.variant).order_by(first, _calls.c.variant))
+    async with engine.connect() as conn:
+        return [variant for variant, in (await conn.execute(query)).all()]
+
+
 async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
-                 since: datetime | None = None) -> dict[str, Any]:
-    """The report of experiment ``name`` whose variants are ``variants`` (the first is the
-    control); calls since ``since`` (all when ``None``). A variant's ``calls`` counts every
-    call assigned to it; its metrics count those that reached a provider, the others are its
-    ``refused_before_provider``."""
+                 control: str | None, since: datetime | None = None,
+                 ended: bool = False) -> dict[str, Any]:
+    """The report of experiment ``name`` whose variants are ``variants``, each compared with
+    ``control`` (``None``: none is, ``differs_from_control`` is ``None`` throughout); calls
+    since ``since`` (all when ``None``). ``ended``: the experiment is no longer configured
+    (its variants are those of its calls, ``logged_variants``). A variant's ``calls`` counts
+    every call assigned to it; its metrics count those that reached a provider, the others
+    are its ``refused_before_provider``."""
     arms = {variant: _Arm() for variant in variants}
     calls = select(_calls.c.id, _calls.c.variant, _calls.c.status, _calls.c.attempts,
                    _calls.c.latency_ms,
@@ -161,12 +206,16 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
             arm.refused += 1
             continue
         arm.errors.append(0.0 if row.status == "ok" else 1.0)
-        if row.status == "ok":
-            for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
-                                (arm.prompt, row.prompt_tokens),
-                                (arm.completion, row.completion_tokens),
-                                (arm.cost, row.cost_usd), (arm.refusals, row.refusal),
-                                (arm.json_valid, row.json_valid)):
+        # Failed calls count too: the time a timeout took, the first token of a stream cut
+        # later, the tokens and cost of one billed after it failed (a failure nothing billed
+        # has no tokens or cost, and is left out of those rather than counted as free).
+        for into, value in ((arm.latency, row.latency_ms), (arm.ttft, row.ttft_ms),
+                            (arm.prompt, row.prompt_tokens),
+                            (arm.completion, row.completion_tokens), (arm.cost, row.cost_usd)):
+            if value is not None:
+                into.append(float(value))
+        if row.status == "ok":  # what an answer says: only an answered call has one
+            for into, value in ((arm.refusals, row.refusal), (arm.json_valid, row.json_valid)):
                 if value is not None:
                     into.append(float(value))
     for score, variant in scored:
@@ -187,13 +236,13 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
             "cost_usd": metric(arm.cost, NON_NEGATIVE), "refusal_rate": metric(arm.refusals, RATE),
             "json_validity": metric(arm.json_valid, RATE),
             "feedback_score": metric(arm.scores, SCORE)}
-    control = variants[0] if variants else None
     for variant, data in out.items():
         data["differs_from_control"] = None if variant == control or control not in out else {
             metric: _apart(out[control][metric]["ci95"], data[metric]["ci95"])
             for metric in ("error_rate", "latency_ms", "cost_usd", "refusal_rate",
                            "json_validity", "feedback_score")}
-    return {"object": "experiment.report", "experiment": name, "control": control,
+    return {"object": "experiment.report", "experiment": name, "ended": ended,
+            "control": control,
             "method": "95% time-uniform asymptotic confidence sequences per variant (level "
                       "0.025 each, Waudby-Smith et al. 2021); a metric differs when the "
                       "control's and the variant's do not overlap",

@@ -443,12 +443,13 @@ class ModelCall:
         self.record.experiment, self.record.variant = experiment, variant
 
     def _sticky_key(self, sticky: str, user: str | None) -> str:
-        """What assigns this call to a variant; its own id (at random) when it has none."""
+        """What assigns this call to a variant; its own id (at random) when it has none. A call
+        without a virtual key (the master key's, loopback-only mode's) has no ``key`` to stick
+        by: hashing the caller's name would put every master-key call on one variant."""
         if sticky == "user":
             key = user
         elif sticky == "key":
-            key = self.caller.key_id or (None if self.caller.name == "anonymous"
-                                         else self.caller.name)
+            key = self.caller.key_id
         else:
             key = self.incoming.headers.get(VARIANT_KEY_HEADER)
         return f"{sticky}:{key}" if key else f"call:{self.record.id}"

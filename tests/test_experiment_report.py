@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app import experiments
+from app import errors, experiments
 from app.calllog.cli import experiments as experiments_cli
 from app.config import parse_config
 from app.db.engine import make_engine
@@ -74,14 +74,72 @@ async def test_refusals_before_any_provider_are_counted_apart(engine: AsyncEngin
     async with AsyncSession(engine) as session:
         session.add_all(rows)
         await session.commit()
-    report = await experiments.report(engine, "ab", ["control", "candidate"])
+    report = await experiments.report(engine, "ab", ["control", "candidate"], control="control")
     control, candidate = report["variants"]["control"], report["variants"]["candidate"]
     assert control["error_rate"]["n"] == 9
     assert control["error_rate"]["mean"] == pytest.approx(1 / 9)
     assert control["calls"] == 13 and control["refused_before_provider"] == 4
-    assert control["latency_ms"]["n"] == 8 and control["latency_ms"]["p50"] == 20.0
+    assert control["latency_ms"]["n"] == 9 and control["latency_ms"]["p50"] == 20.0
+    assert control["latency_ms"]["p95"] == 500.0
     assert (candidate["calls"], candidate["refused_before_provider"]) == (4, 0)
     assert candidate["error_rate"]["mean"] == 0.0
+
+
+async def test_failed_calls_that_reached_a_provider_count_in_latency_tokens_and_cost(
+        engine: AsyncEngine) -> None:
+    """A failed call that reached a provider counts in latency (the time it took to fail) and
+    time to first token (a stream cut after it); one billed (a stream cut after output) in
+    tokens and cost too; one nothing billed in neither (not as free); refusal rate and JSON
+    validity stay of answered calls."""
+    rows = [call(f"ok-{i}", "control", latency_ms=20.0) for i in range(4)]
+    timeout = call("timeout", "control", status="error", http_status=504,
+                   attempts=ATTEMPT_503, latency_ms=9000.0)
+    cut = call("cut", "control", status="error", http_status=502, attempts=ATTEMPT_503,
+               latency_ms=700.0)
+    cut.ttft_ms, cut.prompt_tokens, cut.completion_tokens = 50.0, 3, 40
+    cut.cost_usd = Decimal("0.009")
+    for row in rows:
+        row.refusal = False
+    async with AsyncSession(engine) as session:
+        session.add_all([*rows, timeout, cut])
+        await session.commit()
+    arm = (await experiments.report(engine, "ab", ["control"], control="control")
+           )["variants"]["control"]
+    assert arm["error_rate"]["n"] == 6
+    assert (arm["latency_ms"]["n"], arm["latency_ms"]["p95"]) == (6, 9000.0)
+    assert arm["ttft_ms"]["p50"] == 50.0
+    assert arm["completion_tokens"]["n"] == 5
+    assert arm["completion_tokens"]["mean"] == pytest.approx((4 * 5 + 40) / 5)
+    assert arm["cost_usd"]["n"] == 5
+    assert arm["cost_usd"]["mean"] == pytest.approx((4 * 0.001 + 0.009) / 5)
+    assert arm["refusal_rate"]["n"] == 4
+
+
+async def test_an_ended_experiment_is_reported_from_its_calls(engine: AsyncEngine) -> None:
+    """An experiment no longer configured is reported from the call log: its variants are
+    those of its calls (in the order of their first call), marked ended, with no control
+    unless one is named; a control that is none of them is a 400, an experiment with no
+    calls a 404."""
+    first = call("first", "candidate")
+    first.created_at -= timedelta(minutes=5)
+    async with AsyncSession(engine) as session:
+        session.add_all([first, call("later", "control"), call("again", "candidate")])
+        await session.commit()
+    ended = await experiments.report_of(engine, "ab", None)
+    assert (ended["ended"], ended["control"]) == (True, None)
+    assert list(ended["variants"]) == ["candidate", "control"]
+    assert ended["variants"]["candidate"]["calls"] == 2
+    assert ended["variants"]["control"]["differs_from_control"] is None
+    named = await experiments.report_of(engine, "ab", None, control="control")
+    assert named["control"] == "control"
+    assert named["variants"]["candidate"]["differs_from_control"] is not None
+    configured = await experiments.report_of(engine, "ab", ["control", "candidate"])
+    assert (configured["ended"], configured["control"]) == (False, "control")
+    with pytest.raises(errors.InvalidRequest) as bad:
+        await experiments.report_of(engine, "ab", None, control="nope")
+    assert bad.value.param == "control"
+    with pytest.raises(errors.NotFound):
+        await experiments.report_of(engine, "never", None)
 
 
 def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path: Path) -> None:
@@ -121,3 +179,44 @@ def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path
     assert printed.exit_code == 0, printed.output
     assert f"{name}: 4 calls (2 refused before any provider, not in the metrics)" in \
         printed.output
+
+
+def test_the_report_outlives_the_experiments_config(simulator: str, tmp_path: Path) -> None:
+    """Ending an experiment (a config without it) keeps its report: the API and the CLI read
+    it from the call log, say it ended, and compare with the control the reader names."""
+    raw = sim_config(simulator)
+    raw["experiments"] = {"ab": {"model": "chat", "sticky": "header", "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+    running = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(running) as url, httpx.Client(base_url=url, timeout=30, headers=auth) as http:
+        for i in range(12):
+            answer = http.post("/v1/chat/completions", headers={
+                "x-switchboard-variant-key": f"k{i}"}, json={
+                "model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 10
+        while len(http.get("/admin/calls", params={"experiment": "ab"}).json()["data"]) < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = http.get("/admin/experiments/ab").json()
+    del raw["experiments"]
+    ended = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(ended) as url, httpx.Client(base_url=url, timeout=30, headers=auth) as http:
+        after = http.get("/admin/experiments/ab")
+        named = http.get("/admin/experiments/ab", params={"control": "control"}).json()
+        unknown = http.get("/admin/experiments/ab", params={"control": "c"})
+        printed = CliRunner().invoke(experiments_cli, [
+            "report", "ab", "--url", url, "--key", MASTER_KEY], env={})
+    assert after.status_code == 200, after.text
+    body = after.json()
+    assert (before["ended"], body["ended"], body["control"]) == (False, True, None)
+    assert {name: v["calls"] for name, v in body["variants"].items()} == {
+        name: v["calls"] for name, v in before["variants"].items() if v["calls"]}
+    assert named["control"] == "control"
+    assert (unknown.status_code, unknown.json()["error"]["param"]) == (400, "control")
+    assert printed.exit_code == 0, printed.output
+    assert "experiment ab (ended: not in the config serving now" in printed.output
+    assert "control: none, name one with --control" in printed.output

@@ -241,18 +241,21 @@ async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
 async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, request: Request,
                             since: Annotated[str | None, Query(description=(
                                 "Earliest call (inclusive): ISO 8601 or an age such as 7d."
+                            ))] = None,
+                            control: Annotated[str | None, Query(description=(
+                                "The variant the others are compared with (default: the "
+                                "first listed in the config; none for an ended experiment)."
                             ))] = None) -> dict[str, Any]:
     """An A/B experiment's report: per variant, calls, error rate, latency, tokens, cost per
     call and feedback, with 95% confidence sequences that stay valid however often the report
-    is read (``app.experiments``). The experiment must be in the config serving now."""
+    is read (``app.experiments``). An experiment no longer in the config serving now (ended)
+    is reported from its calls in the call log (``"ended": true``)."""
     config = resources_of(request).gateway.snapshot.config
     experiment = config.experiments.get(name)
-    if experiment is None:
-        raise errors.NotFound(f"No experiment named {name[:128]!r} in the config serving now.",
-                              param="name", code="experiment_not_found")
     try:
-        return await experiments.report(engine, name, list(experiment.variants),
-                                        since=_moment(since, param="since"))
+        return await experiments.report_of(
+            engine, name, None if experiment is None else list(experiment.variants),
+            control=control, since=_moment(since, param="since"))
     except DATABASE_ERRORS:
         raise errors.GatewayError("The call log database is unreachable; retry shortly.",
                                   status=503, code="call_log_unavailable") from None

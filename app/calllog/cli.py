@@ -447,21 +447,28 @@ def experiments() -> None:
 @click.argument("name")
 @click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
               "such as 7d (default: all).")
+@click.option("--control", metavar="VARIANT", help="The variant the others are compared with "
+              "(default: the first listed in the config; none for an ended experiment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def experiment_report(url: str, key: str | None, name: str, since: str | None,
-                      as_json: bool) -> None:
+                      control: str | None, as_json: bool) -> None:
     """Per variant: calls, the prompt template versions they rendered, error rate, latency,
     tokens, cost per call, refusal rate, JSON validity and feedback, each mean
-    with its 95% confidence sequence, and whether it differs from the control."""
+    with its 95% confidence sequence, and whether it differs from the control. An experiment
+    no longer in the gateway's config (ended) is reported from its calls."""
     client = _client(url, key)
     try:
-        body = client.get(f"/admin/experiments/{name}", _filters(since=since))
+        body = client.get(f"/admin/experiments/{name}",
+                          _filters(since=since, control=control))
     finally:
         client.close()
     if as_json:
         click.echo(json.dumps(body, ensure_ascii=False))
         return
-    click.echo(f"experiment {body['experiment']} (control: {body['control']})")
+    ended = "ended: not in the config serving now, its variants are those of its calls; " \
+        if body.get("ended") else ""
+    chosen = body["control"] if body["control"] is not None else "none, name one with --control"
+    click.echo(f"experiment {body['experiment']} ({ended}control: {chosen})")
     click.echo(f"  {body['method']}")
     for variant, data in body["variants"].items():
         differs = data["differs_from_control"] or {}

@@ -172,6 +172,8 @@ class DriftBaseline(Base):
 
     model: Mapped[str] = mapped_column(String(256), primary_key=True)
     provider: Mapped[str] = mapped_column(String(128), primary_key=True)
+    upstream_model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    """The target's model name on ``provider`` (since 0018)."""
     signal: Mapped[str] = mapped_column(String(32), primary_key=True)
     samples: Mapped[int] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(Json)

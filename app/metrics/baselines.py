@@ -1,10 +1,12 @@
 """Drift baselines: what a model's answers looked like when it was known good.
 
 A baseline is captured from the first answers after start-up (or after a reset), per public model,
-provider and signal (``length``: completion-length bin counts and rates; ``embedding``: a centroid),
-then saved so that restarts and other workers compare against the same one. The first saved
-baseline wins: every worker adopts what the store holds on its next sync. Deleting it (``switchboard
-drift baseline reset MODEL``) makes every worker capture a new one.
+target (provider and upstream model: two targets of one model on one provider, two arms of an
+experiment say, are two baselines) and signal (``length``: completion-length bin counts and
+rates; ``embedding``: a centroid), then saved so that restarts and other workers compare against
+the same one. The first saved baseline wins: every worker adopts what the store holds on its
+next sync. Deleting it (``switchboard drift baseline reset MODEL``) makes every worker capture a
+new one.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import DriftBaseline
 
-Key = tuple[str, str, str]
-"""(public model, provider, signal)."""
+Target = tuple[str, str, str]
+"""(public model, provider, upstream model): a public model's target, what drift is kept per."""
+Key = tuple[str, str, str, str]
+"""(public model, provider, upstream model, signal)."""
 
 
 @dataclass(slots=True)
@@ -34,10 +38,12 @@ class Baseline:
     data: dict[str, Any]
     """Signal-specific and JSON-safe (lists of numbers, floats)."""
     captured_at: float = field(default_factory=time.time)
+    upstream_model: str = ""
+    """The model name the provider is asked for (the target's ``model``)."""
 
     @property
     def key(self) -> Key:
-        return (self.model, self.provider, self.signal)
+        return (self.model, self.provider, self.upstream_model, self.signal)
 
 
 class BaselineStore(Protocol):
@@ -80,15 +86,17 @@ class DatabaseBaselines:
     async def load_all(self) -> dict[Key, Baseline]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(*DriftBaseline.__table__.columns))).all()
-        return {(r.model, r.provider, r.signal): Baseline(
-            model=r.model, provider=r.provider, signal=r.signal, samples=r.samples,
-            data=r.data, captured_at=r.captured_at.timestamp()) for r in rows}
+        return {(r.model, r.provider, r.upstream_model, r.signal): Baseline(
+            model=r.model, provider=r.provider, upstream_model=r.upstream_model,
+            signal=r.signal, samples=r.samples, data=r.data,
+            captured_at=r.captured_at.timestamp()) for r in rows}
 
     async def save_if_absent(self, baseline: Baseline) -> None:
         dialect = self._engine.dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         statement = insert(DriftBaseline).values(
-            model=baseline.model, provider=baseline.provider, signal=baseline.signal,
+            model=baseline.model, provider=baseline.provider,
+            upstream_model=baseline.upstream_model, signal=baseline.signal,
             samples=baseline.samples, data=baseline.data,
             captured_at=datetime.fromtimestamp(baseline.captured_at, UTC),
         ).on_conflict_do_nothing()

@@ -57,7 +57,7 @@ def drift() -> None:
 
 @drift.group("baseline")
 def baseline() -> None:
-    """Stored drift baselines (one per public model, provider and signal)."""
+    """Stored drift baselines (one per public model, target and signal)."""
 
 
 @baseline.command("list")
@@ -68,15 +68,16 @@ def list_baselines(database_url: str | None) -> None:
     if not rows:
         click.echo("no drift baselines stored (gateways capture them from the first answers)")
         return
-    click.echo(f"{'MODEL':<24} {'PROVIDER':<16} {'SIGNAL':<10} {'SAMPLES':>7}  CAPTURED")
+    click.echo(f"{'MODEL':<24} {'PROVIDER':<16} {'UPSTREAM MODEL':<24} {'SIGNAL':<10} "
+               f"{'SAMPLES':>7}  CAPTURED")
     for item in sorted(rows.values(), key=lambda b: b.key):
-        click.echo(f"{item.model:<24} {item.provider:<16} {item.signal:<10} {item.samples:>7}  "
-                   f"{_when(item)}")
+        click.echo(f"{item.model:<24} {item.provider:<16} {item.upstream_model:<24} "
+                   f"{item.signal:<10} {item.samples:>7}  {_when(item)}")
 
 
 @baseline.command("reset")
 @click.argument("model")
-@click.option("--provider", help="Only this provider's baseline (default: all of the model's).")
+@click.option("--provider", help="Only this provider's baselines (default: all of the model's).")
 @database_url_option
 def reset(model: str, provider: str | None, database_url: str | None) -> None:
     """Forget MODEL's baselines: gateways capture new ones from the answers that follow."""

@@ -1,6 +1,8 @@
 """Drift signals: is a model still answering the way it did when it was known good?
 
-Per public model and provider, from every successful chat or completion answer:
+Per public model and target (its provider and upstream model: two targets of one model on one
+provider, two arms of an experiment say, are watched apart), from every successful chat or
+completion answer:
 
 - **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
   finish reason, refusal (a phrase search in the answer's head), JSON validity when the request
@@ -84,12 +86,14 @@ class Answer(Protocol):
     system_fingerprint: str | None
     answer_text: str | None
     wants_json: bool
+    target_model: str | None
+    """The target's model name on its provider (what the provider was asked for)."""
 
 
 class EmbeddingSink(Protocol):
     """The embedding monitor (``app.metrics.embedding_drift``), as drift uses it."""
 
-    def offer(self, model: str, provider: str, text: str) -> None: ...
+    def offer(self, model: str, provider: str, upstream_model: str, text: str) -> None: ...
 
     def pending_baselines(self) -> list[Baseline]: ...
 
@@ -124,11 +128,13 @@ class _Window:
 
 
 class _Target:
-    """Drift state of one (public model, provider)."""
+    """Drift state of one public model's target (provider and upstream model)."""
 
-    def __init__(self, monitor: DriftMonitor, model: str, provider: str) -> None:
+    def __init__(self, monitor: DriftMonitor, model: str, provider: str,
+                 upstream_model: str) -> None:
         m, cfg = monitor.metrics, monitor.config
-        self.model, self.provider = model, provider
+        self.model, self.provider, self.upstream_model = model, provider, upstream_model
+        self.labels = labels = (model, provider, upstream_model)
         self.lengths: collections.deque[int] = collections.deque(maxlen=cfg.window)
         self.counts = [0] * N_BINS
         self.refusals = _Window(cfg.window)
@@ -147,29 +153,34 @@ class _Target:
         self.seen: dict[tuple[str, str], None] = {}
         # Exported at 0 from the target's first answer on, so that its first version change
         # is an increase that Prometheus's increase() sees (a series born at 1 shows none).
-        self.version_changes = m.version_changes.labels(model, provider)
+        self.version_changes = m.version_changes.labels(*labels)
         # Children, looked up once; per-answer ones accumulate (``app.metrics.accumulate``).
         p = m.pending
-        self.tokens_hist = p.hist(m.completion_tokens.labels(model, provider))
-        self.refusal_count = p.count(m.refusals.labels(model, provider))
-        self.json_valid = p.count(m.json_answers.labels(model, provider, "true"))
-        self.json_invalid = p.count(m.json_answers.labels(model, provider, "false"))
-        self.reasons = {r: p.count(m.finish_reasons.labels(model, provider, r))
+        self.tokens_hist = p.hist(m.completion_tokens.labels(*labels))
+        self.refusal_count = p.count(m.refusals.labels(*labels))
+        self.json_valid = p.count(m.json_answers.labels(*labels, "true"))
+        self.json_invalid = p.count(m.json_answers.labels(*labels, "false"))
+        self.reasons = {r: p.count(m.finish_reasons.labels(*labels, r))
                         for r in (*_FINISH_REASONS, "other")}
-        self.psi_gauge = m.length_psi.labels(model, provider)
-        self.refusal_gauge = m.refusal_rate.labels(model, provider)
-        self.json_gauge = m.json_invalid_rate.labels(model, provider)
-        self.flags = {s: m.drift_flagged.labels(model, provider, s)
+        self.psi_gauge = m.length_psi.labels(*labels)
+        self.refusal_gauge = m.refusal_rate.labels(*labels)
+        self.json_gauge = m.json_invalid_rate.labels(*labels)
+        self.flags = {s: m.drift_flagged.labels(*labels, s)
                       for s in (LENGTH, "refusals", "json")}
-        self.baseline_gauge = m.baseline_samples.labels(model, provider, LENGTH)
+        self.baseline_gauge = m.baseline_samples.labels(*labels, LENGTH)
         self.last: dict[str, float] = {}
         self.flagged: dict[str, bool] = dict.fromkeys(self.flags, False)
+
+    @property
+    def name(self) -> str:
+        """How logs name it: ``model/provider/upstream model``."""
+        return f"{self.model}/{self.provider}/{self.upstream_model}"
 
     def flag(self, signal: str, on: bool) -> None:
         if self.flagged[signal] != on:
             self.flagged[signal] = on
-            log.warning("drift %s on %s/%s: %s", "flagged" if on else "cleared", self.model,
-                        self.provider, signal)
+            log.warning("drift %s on %s: %s", "flagged" if on else "cleared", self.name,
+                        signal)
         self.flags[signal].set(on)
 
     def restart_capture(self) -> None:
@@ -190,7 +201,7 @@ class DriftMonitor:
         self.metrics = metrics
         self._store = store
         self._embeddings = embeddings
-        self._targets: dict[tuple[str, str], _Target] = {}
+        self._targets: dict[tuple[str, str, str], _Target] = {}
         self._phrases = normalised_phrases(tuple(config.refusal_phrases))
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
@@ -198,10 +209,12 @@ class DriftMonitor:
     # ---- the hot path ---------------------------------------------------------------------
 
     def observe(self, model: str, provider: str, tokens: int, answer: Answer) -> None:
-        """Account one successful answer of ``tokens`` completion tokens."""
-        target = self._targets.get((model, provider))
+        """Account one successful answer of ``tokens`` completion tokens, from the target of
+        public model ``model`` on ``provider`` that ``answer.target_model`` names."""
+        key = (model, provider, answer.target_model or "none")
+        target = self._targets.get(key)
         if target is None:
-            target = self._targets[(model, provider)] = _Target(self, model, provider)
+            target = self._targets[key] = _Target(self, *key)
         target.tokens_hist.observe(tokens)
         reason = answer.finish_reason
         if reason is not None:
@@ -218,7 +231,7 @@ class DriftMonitor:
         self._check_version(target, bound_text(answer.response_model or "", _MAX_MODEL),
                             bound_text(answer.system_fingerprint or "", _MAX_FINGERPRINT))
         if self._embeddings is not None and text:
-            self._embeddings.offer(model, provider, text)
+            self._embeddings.offer(*key, text)
         b = length_bin(tokens)
         if target.baseline is None:
             self._capture(target, b, refused, invalid)
@@ -249,14 +262,14 @@ class DriftMonitor:
         if n < self.config.baseline_size:
             return
         target.baseline = Baseline(
-            model=target.model, provider=target.provider, signal=LENGTH, samples=n,
+            model=target.model, provider=target.provider,
+            upstream_model=target.upstream_model, signal=LENGTH, samples=n,
             data={"bins": list(target.capture), "refusal_rate": target.capture_refusals / n,
                   "json_answers": target.capture_json,
                   "json_invalid_rate": target.capture_json_invalid / target.capture_json
                   if target.capture_json else 0.0})
         target.baseline_gauge.set(n)
-        log.info("drift baseline captured for %s/%s (%d answers)", target.model, target.provider,
-                 n)
+        log.info("drift baseline captured for %s (%d answers)", target.name, n)
 
     def _check_version(self, target: _Target, model: str, fingerprint: str) -> None:
         version = (model, fingerprint)
@@ -265,21 +278,22 @@ class DriftMonitor:
             return
         info = self.metrics.model_info
         if before is not None:
-            info.labels(target.model, target.provider, *_shown(target, before)).set(0)
+            info.labels(*target.labels, *_shown(target, before)).set(0)
         target.version = version
         known = version in target.seen
         if not known and len(target.seen) < MAX_VERSIONS:
             target.seen[version] = None
-        info.labels(target.model, target.provider, *_shown(target, version)).set(1)
+        info.labels(*target.labels, *_shown(target, version)).set(1)
         if before is None or known:
             return
         target.version_changes.inc()
         event = {"at": iso(time.time()), "model": target.model, "provider": target.provider,
+                 "upstream_model": target.upstream_model,
                  "before": {"model": before[0], "system_fingerprint": before[1]},
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
-        log.warning("upstream model version changed for %s/%s: %s %s -> %s %s", target.model,
-                    target.provider, one_line(before[0]), one_line(before[1] or "-"),
+        log.warning("upstream model version changed for %s: %s %s -> %s %s", target.name,
+                    one_line(before[0]), one_line(before[1] or "-"),
                     one_line(model), one_line(fingerprint or "-"), extra={"drift_event": event})
 
     # ---- evaluation -----------------------------------------------------------------------
@@ -318,7 +332,7 @@ class DriftMonitor:
                 await self._store.save_if_absent(baseline)
         stored = await self._store.load_all()
         for target in list(self._targets.values()):
-            found = stored.get((target.model, target.provider, LENGTH))
+            found = stored.get((*target.labels, LENGTH))
             if found is not None and len(found.data.get("bins", ())) != N_BINS:
                 found = None  # saved by a version with other bins: capture a fresh one
             if found is not None:
@@ -334,8 +348,7 @@ class DriftMonitor:
                     target.refusals.clear()
                     target.json.clear()
             elif target.handed_out:
-                log.info("drift baseline of %s/%s was reset; capturing a new one",
-                         target.model, target.provider)
+                log.info("drift baseline of %s was reset; capturing a new one", target.name)
                 target.restart_capture()
         if self._embeddings is not None:
             self._embeddings.adopt(stored)
@@ -347,6 +360,7 @@ class DriftMonitor:
             baseline = target.baseline
             out.append({
                 "model": target.model, "provider": target.provider,
+                "upstream_model": target.upstream_model,
                 "baseline": None if baseline is None else {
                     "samples": baseline.samples, "captured_at": iso(baseline.captured_at),
                     "refusal_rate": baseline.data["refusal_rate"]},

@@ -1,7 +1,8 @@
 """Embedding drift: do a model's answers still mean what they meant when it was known good?
 
 A sampled share (``drift.embedding.sample_rate``) of successful answers is embedded by the local
-all-MiniLM-L6-v2 model (the ``[local]`` extra) and compared, per public model and provider:
+all-MiniLM-L6-v2 model (the ``[local]`` extra) and compared, per public model and target
+(provider and upstream model):
 
 - **Baseline**: the mean of the unit vectors of the first ``baseline_size`` samples after start-up
   or a reset. ``pending_baselines()`` hands each captured one out once, to be saved before the next
@@ -40,7 +41,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from app.config import EmbeddingDrift
-from app.metrics.baselines import Baseline, Key
+from app.metrics.baselines import Baseline, Key, Target
 from app.metrics.encoder import BATCH, embed_here, encoder_available, load_here, watch_parent
 from app.metrics.families import Metrics
 
@@ -73,7 +74,7 @@ def _plus(total: Vector | None, vector: npt.NDArray[np.float32]) -> Vector:
 
 
 class _Track:
-    """The state of one (model, provider)."""
+    """The state of one (public model, provider, upstream model): a public model's target."""
 
     def __init__(self) -> None:
         self.seen = 0
@@ -161,8 +162,8 @@ class EmbeddingDriftMonitor:
         self.enabled = config.sample_rate > 0 and encoder_available()
         if config.sample_rate > 0 and not self.enabled:
             log.info("embedding drift is off: the [local] extra is not installed")
-        self._queue: deque[tuple[str, str, str]] = deque()
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        self._queue: deque[tuple[str, str, str, str]] = deque()
+        self._tracks: dict[Target, _Track] = {}
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._in_flight = 0
@@ -183,7 +184,7 @@ class EmbeddingDriftMonitor:
         self.failures = 0
         """Failed model loads, batches and offers (logged; re-raised under ``strict``)."""
 
-    def offer(self, model: str, provider: str, text: str) -> None:
+    def offer(self, model: str, provider: str, upstream_model: str, text: str) -> None:
         """Maybe keep an answer for embedding (hot path: O(1), never blocks, never raises)."""
         if not self.enabled:
             return
@@ -201,7 +202,7 @@ class EmbeddingDriftMonitor:
             if len(self._queue) >= self._config.queue_max:
                 self.skipped += 1
                 return
-            self._queue.append((model, provider, text[:MAX_CHARS]))
+            self._queue.append((model, provider, upstream_model, text[:MAX_CHARS]))
             self._wake.set()
             if self._task is None and self._started:
                 self._launch()
@@ -271,36 +272,37 @@ class EmbeddingDriftMonitor:
         """Install the stored embedding baselines; forget those the store no longer holds."""
         if not self.enabled:
             return
-        present: set[tuple[str, str]] = set()
+        present: set[Target] = set()
         for key, baseline in stored.items():
-            if key[2] != SIGNAL:
+            if key[3] != SIGNAL:
                 continue
             centroid = _centroid(baseline)
             if centroid is None:
                 if key not in self._bad:
                     self._bad.add(key)
-                    log.warning("ignoring the stored embedding baseline of %s/%s: no 384-wide "
-                                "centroid", key[0], key[1])
+                    log.warning("ignoring the stored embedding baseline of %s/%s/%s: no "
+                                "384-wide centroid", *key[:3])
                 continue
-            pair = (key[0], key[1])
+            pair = (key[0], key[1], key[2])
             present.add(pair)
             track = self._tracks.setdefault(pair, _Track())
             track.install(centroid, baseline.samples)
             self._publish(pair, track)
         for pair, track in self._tracks.items():
             if track.known and pair not in present:
-                log.info("embedding baseline of %s/%s was reset: capturing a new one", *pair)
+                log.info("embedding baseline of %s/%s/%s was reset: capturing a new one", *pair)
                 track.reset()
                 self._publish(pair, track)
 
     def status(self) -> dict[str, Any]:
-        """Per ``model/provider``: what was seen and measured (for an admin endpoint)."""
-        return {f"{model}/{provider}": {
+        """Per ``model/provider/upstream model``: what was seen and measured (for an admin
+        endpoint)."""
+        return {"/".join(target): {
             "samples": t.seen, "baseline_samples": t.baseline_samples,
             "capturing": t.captured if t.baseline is None else None, "window": len(t.window),
             "distance": t.distance, "flagged": t.distance is not None
             and t.distance > self._config.threshold,
-        } for (model, provider), t in self._tracks.items()}
+        } for target, t in self._tracks.items()}
 
     # ---- the worker ------------------------------------------------------------------------
 
@@ -326,7 +328,7 @@ class EmbeddingDriftMonitor:
             self._in_flight = len(batch)
             try:
                 vectors = await loop.run_in_executor(self._executor, embed_here,
-                                                     [text for _, _, text in batch])
+                                                     [text for *_, text in batch])
                 self._account(batch, vectors)
             except Exception:  # telemetry outlives a bad batch (STYLE.md #10)
                 self.failures += 1
@@ -345,30 +347,30 @@ class EmbeddingDriftMonitor:
         if self._strict:
             raise _LoadFailed("the embedding model failed to load") from exc
 
-    def _account(self, batch: list[tuple[str, str, str]],
+    def _account(self, batch: list[tuple[str, str, str, str]],
                  vectors: npt.NDArray[np.float32]) -> None:
         config = self._config
-        touched: dict[tuple[str, str], _Track] = {}
-        for (model, provider, _), vector in zip(batch, vectors, strict=True):
-            pair = (model, provider)
+        touched: dict[Target, _Track] = {}
+        for (model, provider, upstream_model, _), vector in zip(batch, vectors, strict=True):
+            pair = (model, provider, upstream_model)
             track = touched.get(pair) or self._tracks.setdefault(pair, _Track())
             touched[pair] = track
             if track.add(vector.copy(), baseline_size=config.baseline_size, window=config.window):
                 assert track.baseline is not None
                 track.pending = Baseline(model, provider, SIGNAL, track.baseline_samples,
-                                         {"centroid": track.baseline.tolist()})
+                                         {"centroid": track.baseline.tolist()},
+                                         upstream_model=upstream_model)
         for pair, track in touched.items():
             self._publish(pair, track)
 
-    def _publish(self, pair: tuple[str, str], track: _Track) -> None:
-        model, provider = pair
+    def _publish(self, pair: Target, track: _Track) -> None:
         metrics = self._metrics
         track.measure(self._config.window)
-        metrics.baseline_samples.labels(model, provider, SIGNAL).set(
+        metrics.baseline_samples.labels(*pair, SIGNAL).set(
             track.baseline_samples if track.baseline is not None else 0)
         distance = track.distance
         if distance is not None or track.exported:
             track.exported = True
-            metrics.embedding_distance.labels(model, provider).set(distance or 0.0)
+            metrics.embedding_distance.labels(*pair).set(distance or 0.0)
         flagged = distance is not None and distance > self._config.threshold
-        metrics.drift_flagged.labels(model, provider, SIGNAL).set(1 if flagged else 0)
+        metrics.drift_flagged.labels(*pair, SIGNAL).set(1 if flagged else 0)

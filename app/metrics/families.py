@@ -4,7 +4,9 @@ Labels are bounded (STYLE.md #12): ``endpoint`` is a route path, ``model`` a con
 model name (anything else a client sends is ``"other"``), ``provider`` a configured provider name
 (``"none"`` when no target was reached), ``status_class`` ``2xx``/``4xx``/``5xx``;
 ``switchboard_target_state`` has ``provider`` and ``upstream_model`` (a configured target's
-model name) instead, as a breaker belongs to a target, not to a public model. Never a key, a
+model name) instead, as a breaker belongs to a target, not to a public model; the drift
+families (``DRIFT``) have ``model``, ``provider`` and ``upstream_model``, a public model's
+target. Never a key, a
 user, a path from the client or a prompt. The two label values that come from upstreams
 (``response_model`` and ``system_fingerprint`` on ``switchboard_upstream_model_info``) are capped
 per target: its first ``MAX_VERSIONS`` versions keep their own, any later one is exported as
@@ -46,6 +48,10 @@ MAX_PROMPTS = 200
 process; later ones are counted under ``other``."""
 
 TARGET = ("model", "provider")
+DRIFT = (*TARGET, "upstream_model")
+"""The drift families' labels: a public model's target, its provider and the model name the
+provider is asked for (a configured target's, bounded like ``target_state``'s): two targets of
+one model on one provider (two arms of an experiment) drift, and change versions, apart."""
 
 
 class Metrics:
@@ -215,52 +221,52 @@ class Metrics:
         # ---- drift -------------------------------------------------------------------------
         self.completion_tokens = Histogram(
             "switchboard_completion_tokens", "Completion tokens per successful answer.",
-            TARGET, buckets=TOKEN_BUCKETS, registry=r)
+            DRIFT, buckets=TOKEN_BUCKETS, registry=r)
         self.finish_reasons = Counter(
             "switchboard_finish_reasons", "Answers by finish reason (stop, length, tool_calls, "
-            "content_filter, function_call, other).", (*TARGET, "reason"), registry=r)
+            "content_filter, function_call, other).", (*DRIFT, "reason"), registry=r)
         self.refusals = Counter(
-            "switchboard_refusals", "Answers that match a refusal phrase.", TARGET, registry=r)
+            "switchboard_refusals", "Answers that match a refusal phrase.", DRIFT, registry=r)
         self.json_answers = Counter(
             "switchboard_json_answers",
             "Answers to requests that asked for JSON output, by validity (true/false).",
-            (*TARGET, "valid"), registry=r)
+            (*DRIFT, "valid"), registry=r)
         self.length_psi = Gauge(
             "switchboard_drift_length_psi",
             "Population stability index of completion lengths: the recent window against the "
             "baseline (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift).",
-            TARGET, multiprocess_mode="max", registry=r)
+            DRIFT, multiprocess_mode="max", registry=r)
         self.refusal_rate = Gauge(
             "switchboard_drift_refusal_rate", "Share of refusals in the recent window.",
-            TARGET, multiprocess_mode="max", registry=r)
+            DRIFT, multiprocess_mode="max", registry=r)
         self.json_invalid_rate = Gauge(
             "switchboard_drift_json_invalid_rate",
             "Share of invalid JSON among recent answers to requests that asked for JSON.",
-            TARGET, multiprocess_mode="max", registry=r)
+            DRIFT, multiprocess_mode="max", registry=r)
         self.embedding_distance = Gauge(
             "switchboard_drift_embedding_distance",
             "Cosine distance between the centroid of recent answer embeddings and the "
             "baseline centroid (only with the local embedding model installed).",
-            TARGET, multiprocess_mode="max", registry=r)
+            DRIFT, multiprocess_mode="max", registry=r)
         self.drift_flagged = Gauge(
             "switchboard_drift_flagged",
             "1 while a drift signal is past its threshold (signal: length, refusals, json, "
-            "embedding).", (*TARGET, "signal"), multiprocess_mode="max", registry=r)
+            "embedding).", (*DRIFT, "signal"), multiprocess_mode="max", registry=r)
         self.baseline_samples = Gauge(
             "switchboard_drift_baseline_samples",
             "Answers in the drift baseline (0 while it is being captured).",
-            (*TARGET, "signal"), multiprocess_mode="max", registry=r)
+            (*DRIFT, "signal"), multiprocess_mode="max", registry=r)
         self.model_info = Gauge(
             "switchboard_upstream_model_info",
             "1 for the model version a target answers with now (response model and "
             "system_fingerprint), 0 for ones seen before.",
-            (*TARGET, "response_model", "system_fingerprint"),
+            (*DRIFT, "response_model", "system_fingerprint"),
             multiprocess_mode="mostrecent", registry=r)
         self.version_changes = Counter(
             "switchboard_upstream_version_changes",
             "Times a target answered with a model version not seen from it before (0 from its "
             "first answer on).",
-            TARGET, registry=r)
+            DRIFT, registry=r)
 
         # ---- vLLM backends (scraped from each vllm provider's /metrics) --------------------
         self.backend_up = Gauge(

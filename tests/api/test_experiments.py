@@ -59,6 +59,19 @@ def test_a_header_can_be_what_sticks(run_gateway: GatewayFactory, simulator: str
             assert len(seen) == 1
 
 
+def test_sticky_key_assigns_calls_without_a_virtual_key_at_random(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """``sticky: key``: a call made with the master key has no virtual key to stick by, so it
+    is assigned at random (both variants over 40 calls), not pinned by the caller's name."""
+    with run_gateway(with_experiment(simulator, sticky="key")) as gateway:
+        http = gateway.http()
+        seen = Counter(http.post("/v1/chat/completions", json={
+            "model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+            ).headers["x-switchboard-variant"] for _ in range(40))
+    # all 40 on one variant at random: a chance of 2 in 2**40
+    assert set(seen) == {"chat-ab/control", "chat-ab/candidate"}
+
+
 def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
     raw = {"providers": {"m": {"type": "mock"}},
            "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
@@ -70,6 +83,36 @@ def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
     assert "experiments.ab.model: no public model named 'chta'" in str(caught.value)
     assert "experiments.ab.variants.b.targets.0.provider: no provider named 'nope'" in \
         str(caught.value)
+
+
+def test_a_slash_in_an_experiment_or_variant_name_is_a_config_error() -> None:
+    """An experiment or variant name with ``/`` is refused when the config loads, each listed
+    with the reason (the variant header ``EXPERIMENT/VARIANT`` would be ambiguous and the
+    report's path unreachable); ``:`` and ``@`` stay allowed."""
+    experiments: dict[str, Any] = {
+        "team/ab": {"model": "chat", "variants": {
+            "a": {"targets": [{"provider": "m", "model": "x"}]},
+            "b/c": {"targets": [{"provider": "m", "model": "x"}]}}},
+        "team:ab@2": {"model": "other", "variants": {
+            "a:1": {"targets": [{"provider": "m", "model": "x"}]},
+            "b@2": {"targets": [{"provider": "m", "model": "x"}]}}}}
+    raw = {"providers": {"m": {"type": "mock"}},
+           "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]},
+                      "other": {"targets": [{"provider": "m", "model": "x"}]}},
+           "experiments": experiments}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        f"experiments.team/ab.[key]: 'team/ab' {SLASH}",
+        f"experiments.team/ab.variants.b/c.[key]: 'b/c' {SLASH}"], lines
+    del experiments["team/ab"]
+    assert list(parse_config(raw, {}).experiments) == ["team:ab@2"]
+
+
+SLASH = ("has a '/', which an experiment or variant name cannot: the answer's "
+         "x-switchboard-variant header joins the two with one (EXPERIMENT/VARIANT), and "
+         "GET /admin/experiments/NAME takes a name without one")
 
 
 def test_a_variant_pinning_a_version_past_the_database_column_is_a_config_error() -> None:

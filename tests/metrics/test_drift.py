@@ -26,7 +26,7 @@ from tests.db.conftest import fresh_pg, migrated_pg, migrated_sqlite, sqlite_url
 
 __all__ = ["fresh_pg", "migrated_pg", "migrated_sqlite", "sqlite_url"]  # fixtures used here
 
-TARGET = {"model": "chat", "provider": "sim"}
+TARGET = {"model": "chat", "provider": "sim", "upstream_model": "gpt-4o-mini"}
 NORMAL = "Here is a short answer about the topic you asked for."
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -36,6 +36,7 @@ def answer(*, text: str = NORMAL, reason: str = "stop", model: str = "gpt-4o-min
     record = CallRecord(id="r", endpoint="/v1/chat/completions", caller="t")
     record.answer_text, record.finish_reason, record.wants_json = text, reason, wants_json
     record.response_model, record.system_fingerprint = model, fingerprint
+    record.target_model = "gpt-4o-mini"
     return record
 
 
@@ -230,7 +231,7 @@ async def test_baselines_persist_are_shared_and_reset(engine: AsyncEngine) -> No
     feed(first, 50, lengths(10))
     await first.sync()
     stored = await store.load_all()
-    assert stored[("chat", "sim", "length")].samples == 50
+    assert stored[("chat", "sim", "gpt-4o-mini", "length")].samples == 50
     feed(second, 20, lengths(11))  # still capturing its own
     await second.sync()
     assert gauge(second_metrics, "switchboard_drift_baseline_samples", signal="length") == 50
@@ -281,3 +282,36 @@ def test_cli_lists_and_resets_baselines(request: pytest.FixtureRequest, database
     again = runner.invoke(main, ["drift", "baseline", "reset", "chat",
                                  "--database-url", database_url])
     assert again.exit_code == 0 and "nothing to reset" in again.output
+
+
+async def test_two_targets_of_one_model_on_one_provider_drift_apart(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two targets of one public model on one provider (two arms of an experiment, each
+    answering as its own model): interleaved answers are no version change, and each target
+    captures, and stores, its own length baseline from its own answers only."""
+    store, metrics = MemoryBaselines(), Metrics()
+    mon = DriftMonitor(Drift(baseline_size=40, window=40), metrics=metrics, store=store)
+    short, long = lengths(21, scale=0.2), lengths(22, scale=5.0)
+    with caplog.at_level(logging.WARNING, logger="switchboard.drift"):
+        for _ in range(40):
+            for upstream, source in (("gpt-4o-mini", short), ("gpt-4o", long)):
+                record = answer(model=upstream)
+                record.target_model = upstream
+                mon.observe("chat", "sim", next(source), record)
+    assert not [r for r in caplog.records if "version changed" in r.getMessage()]
+    assert list(mon.events) == []
+    for upstream in ("gpt-4o-mini", "gpt-4o"):
+        assert gauge(metrics, "switchboard_upstream_version_changes_total",
+                     upstream_model=upstream) == 0
+        assert gauge(metrics, "switchboard_upstream_model_info", upstream_model=upstream,
+                     response_model=upstream, system_fingerprint="fp_1") == 1
+        assert gauge(metrics, "switchboard_drift_baseline_samples", upstream_model=upstream,
+                     signal="length") == 40
+    assert {s["upstream_model"] for s in mon.status()} == {"gpt-4o-mini", "gpt-4o"}
+    await mon.sync()
+    stored = await store.load_all()
+    bins = {upstream: stored[("chat", "sim", upstream, "length")].data["bins"]
+            for upstream in ("gpt-4o-mini", "gpt-4o")}
+    # the short answers' bins and the long answers' bins do not overlap: nothing was mixed
+    assert max(i for i, n in enumerate(bins["gpt-4o-mini"]) if n) < \
+        min(i for i, n in enumerate(bins["gpt-4o"]) if n)

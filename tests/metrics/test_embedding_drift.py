@@ -26,7 +26,7 @@ from tests.extras import run_without_local_extra
 
 needs_model = pytest.mark.skipif(not encoder_available(), reason="needs the [local] extra")
 
-MODEL, PROVIDER = "chat", "sim"
+MODEL, PROVIDER, UPSTREAM = "chat", "sim", "gpt-4o-mini"
 DISTANCE = "switchboard_drift_embedding_distance"
 FLAGGED = "switchboard_drift_flagged"
 BASELINE = "switchboard_drift_baseline_samples"
@@ -61,7 +61,7 @@ def config(**fields: Any) -> EmbeddingDrift:
 
 
 def value(metrics: Metrics, name: str, *signal: str) -> float | None:
-    labels = {"model": MODEL, "provider": PROVIDER}
+    labels = {"model": MODEL, "provider": PROVIDER, "upstream_model": UPSTREAM}
     if signal:
         labels["signal"] = signal[0]
     return metrics.registry.get_sample_value(name, labels)
@@ -97,7 +97,7 @@ async def monitors() -> AsyncIterator[Factory]:
 
 async def feed(monitor: EmbeddingDriftMonitor, texts: list[str]) -> None:
     for text in texts:
-        monitor.offer(MODEL, PROVIDER, text)
+        monitor.offer(MODEL, PROVIDER, UPSTREAM, text)
     await monitor.drain()
 
 
@@ -122,7 +122,7 @@ async def test_similar_answers_stay_below_the_threshold(monitors: Factory) -> No
     assert distance is not None
     assert 0 <= distance < 0.05
     assert value(metrics, FLAGGED, "embedding") == 0
-    assert monitor.status()[f"{MODEL}/{PROVIDER}"] == {
+    assert monitor.status()[f"{MODEL}/{PROVIDER}/{UPSTREAM}"] == {
         "samples": 80, "baseline_samples": 40, "capturing": None, "window": 40,
         "distance": pytest.approx(distance), "flagged": False}
 
@@ -139,7 +139,7 @@ async def test_switching_to_refusals_flags_drift(monitors: Factory) -> None:
     assert distance is not None
     assert distance > 0.3
     assert value(metrics, FLAGGED, "embedding") == 1
-    assert monitor.status()[f"{MODEL}/{PROVIDER}"]["flagged"] is True
+    assert monitor.status()[f"{MODEL}/{PROVIDER}/{UPSTREAM}"]["flagged"] is True
 
 
 @needs_model
@@ -164,10 +164,10 @@ async def test_baseline_is_captured_and_handed_out_once(monitors: Factory) -> No
     await feed(monitor, simulated(39, seed=7))
     assert monitor.pending_baselines() == []
     assert value(metrics, BASELINE, "embedding") == 0
-    assert monitor.status()[f"{MODEL}/{PROVIDER}"]["capturing"] == 39
+    assert monitor.status()[f"{MODEL}/{PROVIDER}/{UPSTREAM}"]["capturing"] == 39
     await feed(monitor, simulated(1, seed=8))
     [baseline] = monitor.pending_baselines()
-    assert baseline.key == (MODEL, PROVIDER, "embedding")
+    assert baseline.key == (MODEL, PROVIDER, UPSTREAM, "embedding")
     assert baseline.samples == 40
     centroid = baseline.data["centroid"]
     assert len(centroid) == 384
@@ -187,7 +187,7 @@ async def test_adopt_replaces_the_local_baseline(monitors: Factory) -> None:
     metrics = Metrics()
     monitor = monitors(metrics)
     await feed(monitor, simulated(40, seed=10))
-    length = Baseline(MODEL, PROVIDER, "length", 40, {"bins": [1, 2]})
+    length = Baseline(MODEL, PROVIDER, "length", 40, {"bins": [1, 2]}, upstream_model=UPSTREAM)
     monitor.adopt({theirs.key: theirs, length.key: length})
     assert monitor.pending_baselines() == []  # ours lost the race: never saved
     await feed(monitor, simulated(40, seed=11))
@@ -213,7 +213,7 @@ async def test_baseline_absent_from_the_store_is_captured_anew(monitors: Factory
     assert value(metrics, BASELINE, "embedding") == 0
     assert value(metrics, DISTANCE) == 0
     assert value(metrics, FLAGGED, "embedding") == 0
-    assert monitor.status()[f"{MODEL}/{PROVIDER}"]["capturing"] == 0
+    assert monitor.status()[f"{MODEL}/{PROVIDER}/{UPSTREAM}"]["capturing"] == 0
     await feed(monitor, refusals(40, seed=14))
     [fresh] = monitor.pending_baselines()
     assert fresh.captured_at >= ours.captured_at
@@ -253,18 +253,19 @@ async def test_full_queue_skips_and_counts(monitors: Factory) -> None:
     """Past queue_max, samples are skipped and counted; the queued ones are embedded later."""
     monitor = monitors(start=False, queue_max=5)
     for text in simulated(8, seed=18):
-        monitor.offer(MODEL, PROVIDER, text)
+        monitor.offer(MODEL, PROVIDER, UPSTREAM, text)
     assert monitor.skipped == 3
     monitor.start()
     await monitor.drain()
-    assert monitor.status()[f"{MODEL}/{PROVIDER}"]["samples"] == 5
+    assert monitor.status()[f"{MODEL}/{PROVIDER}/{UPSTREAM}"]["samples"] == 5
 
 
 @needs_model
 async def test_a_bad_offer_is_counted_not_raised() -> None:
     """Outside strict mode a failing offer (not even text) is counted and swallowed."""
     monitor = EmbeddingDriftMonitor(config(), metrics=Metrics())
-    monitor.offer(MODEL, PROVIDER, None)  # type: ignore[arg-type]  # what a bug would pass
+    # what a bug would pass:
+    monitor.offer(MODEL, PROVIDER, UPSTREAM, None)  # type: ignore[arg-type]
     assert monitor.failures == 1
     await monitor.aclose()
 
@@ -309,7 +310,7 @@ def test_samples_per_second_are_capped() -> None:
     if not monitor.enabled:
         pytest.skip("needs the [local] extra")
     for i in range(50):  # far faster than 5 per second
-        monitor.offer("chat", "sim", f"answer {i}")
+        monitor.offer("chat", "sim", "gpt-4o-mini", f"answer {i}")
     assert monitor.throttled >= 40
     assert monitor.throttled + len(monitor._queue) == 50
 
@@ -320,6 +321,6 @@ def test_a_rate_below_one_per_second_still_samples() -> None:
     if not monitor.enabled:
         pytest.skip("needs the [local] extra")
     for i in range(10):
-        monitor.offer("chat", "sim", f"answer {i}")
+        monitor.offer("chat", "sim", "gpt-4o-mini", f"answer {i}")
     assert len(monitor._queue) == 1
     assert monitor.throttled == 9
