@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -788,9 +789,10 @@ def _unreported(early: Usage | None, prompt_tokens: Callable[[], int], text: str
     completion = _generated_tokens(text, others)
     if early is None:
         return Usage(prompt_tokens=prompt_tokens(), completion_tokens=completion, estimated=True)
-    return Usage(prompt_tokens=early.prompt_tokens, completion_tokens=completion,
-                 cached_tokens=early.cached_tokens, cache_write_tokens=early.cache_write_tokens,
-                 estimated=True)
+    # Every prompt-side count as reported (cache reads and writes, 1-hour writes, audio,
+    # searches so far); the completion side estimated.
+    return dataclasses.replace(early, completion_tokens=completion, reasoning_tokens=0,
+                               estimated=True)
 
 
 def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]

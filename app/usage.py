@@ -82,7 +82,13 @@ def token_count(value: Any) -> int | None:
 
 @dataclass(slots=True)
 class Usage:
-    """Tokens of one call. ``cached_tokens`` are the part of the prompt read from a cache."""
+    """Tokens of one call. ``cached_tokens`` are the part of the prompt read from a cache,
+    ``cache_write_tokens`` the part written to one (Anthropic, Bedrock), of which
+    ``cache_write_1h_tokens`` were written for an hour (Anthropic's ``ttl: 1h``, priced above
+    the 5-minute writes). ``audio_tokens``: the prompt's audio input not read from a cache
+    (Gemini's ``AUDIO`` modality, OpenAI's ``audio_tokens``), priced at its own rate where a
+    model has one. ``web_searches``: server-side web searches the provider ran and bills per
+    request (Anthropic's ``server_tool_use.web_search_requests``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -90,6 +96,9 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    cache_write_1h_tokens: int = 0
+    audio_tokens: int = 0
+    web_searches: int = 0
 
     def plausible(self) -> bool:
         """Whether every count is one a provider could have billed (``token_count``); the
@@ -99,10 +108,13 @@ class Usage:
         prompt, completion = self.prompt_tokens, self.completion_tokens
         cached, written, reasoning = (self.cached_tokens, self.cache_write_tokens,
                                       self.reasoning_tokens)
+        hour, audio, searches = self.cache_write_1h_tokens, self.audio_tokens, self.web_searches
         return (type(prompt) is int and type(completion) is int and type(cached) is int
                 and type(written) is int and type(reasoning) is int
                 and 0 <= prompt <= top and 0 <= completion <= top and 0 <= cached <= top
-                and 0 <= written <= top and 0 <= reasoning <= top)
+                and 0 <= written <= top and 0 <= reasoning <= top
+                and type(hour) is int and type(audio) is int and type(searches) is int
+                and 0 <= hour <= top and 0 <= audio <= top and 0 <= searches <= top)
 
     @property
     def total_tokens(self) -> int:
@@ -115,14 +127,21 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens or self.cache_write_tokens:
+        if self.cached_tokens or self.cache_write_tokens or self.audio_tokens:
             details = {"cached_tokens": self.cached_tokens}
             if self.cache_write_tokens:
                 # Not in OpenAI's schema: Anthropic's cache writes, priced apart from reads.
                 details["cache_write_tokens"] = self.cache_write_tokens
+            if self.cache_write_1h_tokens:
+                details["cache_write_1h_tokens"] = self.cache_write_1h_tokens  # likewise
+            if self.audio_tokens:
+                details["audio_tokens"] = self.audio_tokens
             out["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.web_searches:
+            # Not in OpenAI's schema: Anthropic's own name for the searches it bills.
+            out["server_tool_use"] = {"web_search_requests": self.web_searches}
         return out
 
     @classmethod
@@ -130,8 +149,8 @@ class Usage:
         """Read an OpenAI-shaped ``usage`` object; None when absent or malformed (a
         ``prompt_tokens`` or ``completion_tokens`` that is not a ``token_count``: negative,
         past ``MAX_REPORTED_TOKENS``, not an int). The breakdowns (cached, cache-written,
-        reasoning) read as 0 where they are not token counts; ``total_tokens`` is not read (it
-        is the sum)."""
+        audio, reasoning, web searches) read as 0 where they are not counts; ``total_tokens``
+        is not read (it is the sum)."""
         if not isinstance(usage, dict):
             return None
         prompt = token_count(usage.get("prompt_tokens"))
@@ -139,16 +158,21 @@ class Usage:
         if prompt is None or completion is None:
             return None
         details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        written = details.get("cache_write_tokens") if isinstance(details, dict) else None
+        if not isinstance(details, dict):
+            details = {}
         out_details = usage.get("completion_tokens_details")
         reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
+        tools = usage.get("server_tool_use")
+        searches = tools.get("web_search_requests") if isinstance(tools, dict) else None
         return cls(
             prompt_tokens=prompt,
             completion_tokens=completion,
-            cached_tokens=token_count(cached) or 0,
-            cache_write_tokens=token_count(written) or 0,
+            cached_tokens=token_count(details.get("cached_tokens")) or 0,
+            cache_write_tokens=token_count(details.get("cache_write_tokens")) or 0,
             reasoning_tokens=token_count(reasoning) or 0,
+            cache_write_1h_tokens=token_count(details.get("cache_write_1h_tokens")) or 0,
+            audio_tokens=token_count(details.get("audio_tokens")) or 0,
+            web_searches=token_count(searches) or 0,
         )
 
 

@@ -101,14 +101,17 @@ class Metrics:
             ("endpoint",), multiprocess_mode="livesum", registry=r)
         self.tokens = Counter(
             "switchboard_tokens", "Tokens billed, by direction (input: prompt, output: "
-            "completion).", (*TARGET, "direction"), registry=r)
+            "completion), of every call with usage: cancelled and failed streams included "
+            "(their usage estimated where the provider reported none), as in the call log.",
+            (*TARGET, "direction"), registry=r)
         self.cached_tokens = Counter(
             "switchboard_cached_input_tokens",
             "Input tokens served from the provider's prompt cache (a part of the input ones).",
             TARGET, registry=r)
         self.cost = Counter(
-            "switchboard_cost_usd", "Spend in US dollars, at the configured prices.",
-            TARGET, registry=r)
+            "switchboard_cost_usd", "Spend in US dollars, at the configured prices, of every "
+            "priced call: cancelled and failed streams included, as in the call log and "
+            "budgets.", TARGET, registry=r)
         self.attempts = Counter(
             "switchboard_upstream_attempts", "Upstream attempts, by outcome (ok or error).",
             (*TARGET, "outcome"), registry=r)

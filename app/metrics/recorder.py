@@ -3,8 +3,10 @@
 ``observe(record)`` runs once per request, after the response, on the event loop. It looks up the
 label children of a request's (endpoint, model, provider) once, in a dict keyed by the tuple
 (``prometheus_client``'s ``labels()`` hashes, locks and validates on every call), then adds to
-plain numbers that reach the families in bulk (``app.metrics.accumulate``). Drift signals are fed
-from here for successful generations, and spend per team for calls made with a team's key.
+plain numbers that reach the families in bulk (``app.metrics.accumulate``). Tokens and cost count
+every call that has them (cancelled and failed ones included, as the call log does); drift
+signals are fed from here for successful generations, and spend per team for calls made with a
+team's key.
 
 The admission stage reports its refusals and Redis failures as they happen, through
 ``limit_rejected``, ``budget_rejected`` and ``limiter_unavailable`` (an addition to a plain
@@ -219,16 +221,10 @@ class Recorder:
             # version's calls, tokens and refusals are its clients' (the experiment families
             # count copies, under their shadow variant).
             self._prompt(record, record.prompt_id)
-        if record.team_id is not None and record.cost_usd and record.shadow_of is None:
-            # Every priced call, as the call log's spend read-outs and budgets count it
-            # (cancelled streams included, shadow copies not: no team's spend, app.db.ledger),
-            # unlike ``switchboard_cost_usd`` (answered calls).
-            self._spend_for(record.team_id).n += record.cost_usd
-        if record.status != "ok":
-            return
-        s.overhead.observe(record.overhead_of(latency_ms) / 1000)
-        if record.ttft_ms is not None:
-            s.ttft.observe(record.ttft_ms / 1000)
+        # Tokens and cost of every call that has them, whatever its status, as the call log,
+        # its spend read-outs and budgets count them: a stream the client left or that failed
+        # after chunks went out is billed by its provider (its usage reported early or
+        # estimated, app.gateway). Shadow copies included: their upstream bills them too.
         usage = record.usage
         if usage is not None:
             s.tokens_in.n += usage.prompt_tokens
@@ -237,6 +233,16 @@ class Recorder:
                 s.cached.n += usage.cached_tokens
         if record.cost_usd:
             s.cost.n += record.cost_usd
+            if record.team_id is not None and record.shadow_of is None:
+                # Shadow copies are no team's spend (app.db.ledger).
+                self._spend_for(record.team_id).n += record.cost_usd
+        if record.status != "ok":
+            # Time and drift signals are answered calls' only: a cut answer's length (often
+            # estimated) is not the model's.
+            return
+        s.overhead.observe(record.overhead_of(latency_ms) / 1000)
+        if record.ttft_ms is not None:
+            s.ttft.observe(record.ttft_ms / 1000)
         if self._drift is not None and record.endpoint in _GENERATIONS:
             self._drift.observe(s.model, s.provider,
                                 usage.completion_tokens if usage is not None else 0, record)

@@ -50,13 +50,15 @@ def read_usage(usage: Any) -> Usage | None:
 
     Anthropic's ``input_tokens`` excludes cached input, so the OpenAI ``prompt_tokens`` is the
     sum of fresh, cache-read and cache-written input; reads are ``cached_tokens`` and writes
-    ``cache_write_tokens`` (each priced differently).
+    ``cache_write_tokens`` (each priced differently), of which ``cache_creation``'s
+    ``ephemeral_1h_input_tokens`` are ``cache_write_1h_tokens`` (priced above 5-minute
+    writes). ``server_tool_use.web_search_requests`` are ``web_searches`` (billed per search).
     """
     if not isinstance(usage, dict):
         return None
 
-    def count(key: str) -> int:
-        value = usage.get(key)
+    def count(key: str, within: Any = usage) -> int:
+        value = within.get(key) if isinstance(within, dict) else None
         return value if isinstance(value, int) else 0
 
     read, write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
@@ -68,6 +70,8 @@ def read_usage(usage: Any) -> Usage | None:
         cached_tokens=read,
         cache_write_tokens=write,
         reasoning_tokens=thinking if isinstance(thinking, int) else 0,
+        cache_write_1h_tokens=count("ephemeral_1h_input_tokens", usage.get("cache_creation")),
+        web_searches=count("web_search_requests", usage.get("server_tool_use")),
     )
 
 

@@ -59,7 +59,9 @@ def read_usage(metadata: Any) -> Usage | None:
     Prompt: ``promptTokenCount`` plus ``toolUsePromptTokenCount`` (both billed as input;
     ``cachedContentTokenCount`` is the cached part of them). Completion:
     ``candidatesTokenCount`` plus ``thoughtsTokenCount`` (thinking is billed as output and
-    Google counts it apart), the thoughts also as ``reasoning_tokens``.
+    Google counts it apart), the thoughts also as ``reasoning_tokens``. Audio: the ``AUDIO``
+    entry of ``promptTokensDetails`` less that of ``cacheTokensDetails`` (audio input not read
+    from the cache, which some models price above text).
     """
     if not isinstance(metadata, dict):
         return None
@@ -69,10 +71,21 @@ def read_usage(metadata: Any) -> Usage | None:
         return value if isinstance(value, int) else 0
 
     thoughts = count("thoughtsTokenCount")
+    audio = _audio_tokens(metadata.get("promptTokensDetails")) - _audio_tokens(
+        metadata.get("cacheTokensDetails"))
     return Usage(prompt_tokens=count("promptTokenCount") + count("toolUsePromptTokenCount"),
                  completion_tokens=count("candidatesTokenCount") + thoughts,
                  cached_tokens=count("cachedContentTokenCount"),
-                 reasoning_tokens=thoughts)
+                 reasoning_tokens=thoughts, audio_tokens=max(0, audio))
+
+
+def _audio_tokens(details: Any) -> int:
+    """The ``AUDIO`` tokens of a ``ModalityTokenCount`` list (0 when it has none)."""
+    if not isinstance(details, list):
+        return 0
+    return sum(entry["tokenCount"] for entry in details
+               if isinstance(entry, dict) and entry.get("modality") == "AUDIO"
+               and type(entry.get("tokenCount")) is int)
 
 
 def call_id() -> str:

@@ -14,7 +14,9 @@ one (structured outputs: ``{"type": "json_schema", "schema": {...}}``).
 Prompt caching: when any system block, message block or tool carries ``cache_control``, the prompt
 up to the last marked block is the cached prefix. ``X-Sim-Cache-Read-Tokens: N`` reports up to N
 of it as ``cache_read_input_tokens`` and the rest as ``cache_creation_input_tokens``;
-``input_tokens`` is the part after the prefix, so the three add up to the prompt.
+``input_tokens`` is the part after the prefix, so the three add up to the prompt. The writes are
+split in ``cache_creation`` as the API does: ``ephemeral_1h_input_tokens`` up to the last block
+marked ``ttl: 1h`` (reads come first), ``ephemeral_5m_input_tokens`` the rest.
 """
 
 from __future__ import annotations
@@ -73,10 +75,13 @@ def answer(sim: Sim, request: MessagesRequest,
 def usage(request: MessagesRequest, knobs: Knobs, output_tokens: int) -> dict[str, Any]:
     """Anthropic's ``usage``; see the module docstring for the cache split."""
     read = min(knobs.cache_read_tokens or 0, request.cached_prefix)
+    hour = max(0, request.hour_prefix - read)
     return {"input_tokens": request.prompt_tokens - request.cached_prefix,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": request.cached_prefix - read,
-            "cache_read_input_tokens": read}
+            "cache_read_input_tokens": read,
+            "cache_creation": {"ephemeral_5m_input_tokens": request.cached_prefix - read - hour,
+                               "ephemeral_1h_input_tokens": hour}}
 
 
 async def messages(sim: Sim, req: Request, route: Route) -> None:

@@ -26,8 +26,10 @@ class MessagesRequest:
     """The parts of a Messages request the simulator acts on.
 
     ``cached_prefix``: prompt tokens up to and including the last ``cache_control`` block (0
-    when nothing is marked). ``tool``: the tool the answer calls, if any. ``schema``: the
-    JSON schema ``output_config.format`` asks the answer to follow, if any.
+    when nothing is marked); ``hour_prefix`` the part of it up to the last block marked
+    ``ttl: 1h`` (Anthropic requires 1-hour marks before 5-minute ones). ``tool``: the tool the
+    answer calls, if any. ``schema``: the JSON schema ``output_config.format`` asks the answer
+    to follow, if any.
     """
 
     model: str
@@ -39,6 +41,7 @@ class MessagesRequest:
     cached_prefix: int
     tool: dict[str, Any] | None
     schema: dict[str, Any] | None = None
+    hour_prefix: int = 0
 
 
 def _fail(message: str) -> SimError:
@@ -141,10 +144,11 @@ def _has_cache_control(block: Any) -> bool:
     return isinstance(block, dict) and block.get("cache_control") is not None
 
 
-def count_prompt(system: Any, messages: list[Any], tools: Any) -> tuple[int, int]:
-    """(prompt tokens, cached prefix): ``content.prompt_tokens``' count, walked block by block
-    to find where the last ``cache_control`` mark ends."""
-    total = prefix = 0
+def count_prompt(system: Any, messages: list[Any], tools: Any) -> tuple[int, int, int]:
+    """(prompt tokens, cached prefix, its 1-hour part): ``content.prompt_tokens``' count,
+    walked block by block to find where the last ``cache_control`` mark, and the last one with
+    ``ttl: 1h``, end."""
+    total = prefix = hour = 0
     marked = isinstance(tools, list) and any(_has_cache_control(tool) for tool in tools)
     segments: list[Any] = []
     if system:
@@ -157,7 +161,10 @@ def count_prompt(system: Any, messages: list[Any], tools: Any) -> tuple[int, int
                                                      else block))
             if _has_cache_control(block):
                 prefix, marked = total, True
-    return total, prefix if marked else 0
+                if isinstance(block["cache_control"], dict) \
+                        and block["cache_control"].get("ttl") == "1h":
+                    hour = total
+    return total, prefix if marked else 0, hour
 
 
 def read_request(body: dict[str, Any]) -> MessagesRequest:
@@ -179,8 +186,8 @@ def read_request(body: dict[str, Any]) -> MessagesRequest:
         raise _fail("stop_sequences: Input should be a valid list of strings")
     tool = _called_tool(body, messages)
     schema = _output_schema(body.get("output_config"))
-    prompt, prefix = count_prompt(system, messages, body.get("tools"))
+    prompt, prefix, hour = count_prompt(system, messages, body.get("tools"))
     return MessagesRequest(model=model, max_tokens=max_tokens, messages=messages,
                            stop_sequences=tuple(stops), stream=body.get("stream") is True,
                            prompt_tokens=prompt, cached_prefix=prefix, tool=tool,
-                           schema=schema)
+                           schema=schema, hour_prefix=hour)

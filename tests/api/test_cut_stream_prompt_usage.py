@@ -160,3 +160,25 @@ def test_a_left_gemini_stream_keeps_the_reported_prompt(gemini: RunningGateway,
     assert usage is not None and usage.estimated
     assert (usage.prompt_tokens, usage.cached_tokens) == (whole.prompt_tokens, CACHED)
 
+
+
+def test_a_dropped_stream_keeps_its_hour_long_cache_writes(gw: RunningGateway) -> None:
+    """Every prompt-side count ``message_start`` reported survives the cut, the 1-hour cache
+    writes (priced above the 5-minute ones) included."""
+    hour = {**BODY, "system": [{**BODY["system"][0],
+                                "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+
+    def streamed(model: str, request_id: str) -> CallRecord:
+        with httpx.stream("POST", gw.url + "/v1/messages", json={**hour, "model": model},
+                          timeout=10, headers={**ANTHROPIC, "x-request-id": request_id}
+                          ) as answer:
+            for _ in answer.iter_lines():
+                pass
+        return gw.sink.by_id(request_id)
+
+    whole = streamed("whole", "whole-1h").usage
+    assert whole is not None and not whole.estimated and whole.cache_write_1h_tokens > 0
+    usage = streamed("dropped", "dropped-1h").usage
+    assert usage is not None and usage.estimated
+    assert (usage.prompt_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == \
+        (whole.prompt_tokens, whole.cache_write_tokens, whole.cache_write_1h_tokens)

@@ -35,7 +35,7 @@ def test_message_shape_and_usage(claude: anthropic.Anthropic, http: httpx.Client
         "model": "c", "max_tokens": 5, "messages": USER}).json()
     assert set(raw) == {"id", "type", "role", "model", "content", "stop_reason",
                         "stop_sequence", "usage"}
-    assert set(raw["usage"]) == {"input_tokens", "output_tokens",
+    assert set(raw["usage"]) == {"input_tokens", "output_tokens", "cache_creation",
                                  "cache_creation_input_tokens", "cache_read_input_tokens"}
 
 
@@ -155,6 +155,30 @@ def test_cache_control_reports_cache_tokens(claude: anthropic.Anthropic) -> None
                                   extra_headers={"X-Sim-Cache-Read-Tokens": "40"})
     assert read.usage.cache_read_input_tokens == 40
     assert read.usage.cache_creation_input_tokens == prefix - 40
+
+
+def test_cache_writes_are_split_by_ttl(claude: anthropic.Anthropic) -> None:
+    """usage.cache_creation splits the writes as the API does: up to the last ttl 1h block
+    into ephemeral_1h_input_tokens, the rest into ephemeral_5m_input_tokens; reads first."""
+    hour: anthropic.types.TextBlockParam = {
+        "type": "text", "text": "Stable instructions kept for an hour. " * 20,
+        "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    minutes: anthropic.types.TextBlockParam = {
+        "type": "text", "text": "Context that changes more often. " * 10,
+        "cache_control": {"type": "ephemeral"}}
+    hour_tokens = estimate_tokens(hour["text"]) + 3
+    prefix = hour_tokens + estimate_tokens(minutes["text"])
+    written = claude.messages.create(model="c", max_tokens=5, system=[hour, minutes],
+                                     messages=USER)
+    split = written.usage.cache_creation
+    assert written.usage.cache_creation_input_tokens == prefix and split is not None
+    assert split.ephemeral_1h_input_tokens == hour_tokens
+    assert split.ephemeral_5m_input_tokens == prefix - hour_tokens
+    read = claude.messages.create(model="c", max_tokens=5, system=[hour, minutes],
+                                  messages=USER, extra_headers={"X-Sim-Cache-Read-Tokens": "40"})
+    assert read.usage.cache_creation is not None
+    assert read.usage.cache_creation.ephemeral_1h_input_tokens == hour_tokens - 40
+    assert read.usage.cache_creation.ephemeral_5m_input_tokens == prefix - hour_tokens
 
 
 def test_authentication_and_version_headers_required(http: httpx.Client) -> None:
