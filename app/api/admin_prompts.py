@@ -19,8 +19,10 @@ other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
 
 Errors: bad input 400 naming the field (a version number past ``MAX_VERSION`` among them; a
 value the database refuses, such as a NUL character, 400 ``invalid_value``); unknown template,
-version or label 404 naming it; a template id taken or nothing to roll back to 409; no database
-503 ``prompts_unavailable``; database unreachable 503 ``database_unavailable``.
+version or label 404 naming it (a diff's version: ``from`` or ``to``); a template id taken or
+nothing to roll back to 409; a version add that kept losing races to concurrent ones 409
+``prompt_conflict`` (concurrent label moves wait for each other: ``app.prompts.store``); no
+database 503 ``prompts_unavailable``; database unreachable 503 ``database_unavailable``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from app import errors
 from app.api.deps import AdminDep
 from app.api.guard import GuardedRoute
 from app.db.engine import answering
-from app.prompts import TemplateCreate, VersionSpec
+from app.prompts import TemplateCreate, VersionRecord, VersionSpec
 from app.prompts.diff import diff
 from app.prompts.library import PromptLibrary
 from app.prompts.model import MAX_VERSION, LabelMove, Rollback, check_label
@@ -114,11 +116,24 @@ async def diff_versions(template_id: TemplateId, admin: AdminDep, library: Libra
                         old: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
                         new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION)],
                         ) -> dict[str, Any]:
-    """What changed from version ``from`` to version ``to``."""
+    """What changed from version ``from`` to version ``to`` (a missing one a 404 naming
+    ``from`` or ``to``)."""
     async with answering("prompt database", log=log):
-        before = await library.store.get_version(template_id, old)
-        after = await library.store.get_version(template_id, new)
+        before = await _version_as(library, template_id, old, param="from")
+        after = await _version_as(library, template_id, new, param="to")
     return diff(before, after)
+
+
+async def _version_as(library: PromptLibrary, template_id: str, number: int, *,
+                      param: str) -> VersionRecord:
+    """Version ``number``; a missing one is a 404 naming ``param`` (the query parameter that
+    asked for it) rather than the store's ``version``."""
+    try:
+        return await library.store.get_version(template_id, number)
+    except errors.NotFound as exc:
+        if exc.param != "version":  # no such template: its own 404
+            raise
+        raise errors.NotFound(exc.message, param=param, code=exc.code) from None
 
 
 @router.put("/{template_id}/labels/{label}")

@@ -36,6 +36,17 @@ def body_not_object(hint: str = "") -> errors.InvalidRequest:
     return errors.InvalidRequest(f"The request body must be a JSON object{hint}.")
 
 
+def check_utf8(raw: bytes) -> None:
+    """400 when ``raw`` is not UTF-8, saying at which byte (JSON must be sent as UTF-8): a
+    model call's body (``parse_object``) and a guarded FastAPI route's (``app.api.guard``)."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        raise errors.InvalidRequest(
+            f"The request body is not valid UTF-8 (at byte {bad.start}); JSON must be sent "
+            "as UTF-8.") from None
+
+
 _PARSER_DEPTH = "depth limit exceeded"
 """orjson's message for a document nested past its limit, ``_PARSER_MAX_DEPTH`` levels."""
 _PARSER_MAX_DEPTH = 1024
@@ -51,12 +62,7 @@ def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode()
-        except UnicodeDecodeError as bad:  # orjson's own words point at the wrong place
-            raise errors.InvalidRequest(
-                f"The request body is not valid UTF-8 (at byte {bad.start}); JSON must be sent "
-                "as UTF-8.") from None
+        check_utf8(raw)  # orjson's own words point at the wrong place
         if exc.msg == _PARSER_DEPTH:
             # orjson stops at 1,024 levels, past any max_depth (at most 200), before any path
             # can be known: the limit's own error, without the path.

@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import click
 
 from app.db.cli import database_url_option
+from app.prompts.model import MAX_VERSION
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.prompts.store import PromptStore
 
 T = TypeVar("T")
+VERSION = click.IntRange(min=1, max=MAX_VERSION)
+"""A version number, bounded as the admin API bounds it (past it: a usage error, exit 2)."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -95,7 +98,7 @@ def list_templates(database_url: str | None, as_json: bool) -> None:
 
 @prompts.command("show")
 @click.argument("template_id")
-@click.option("--version", "number", type=click.IntRange(min=1),
+@click.option("--version", "number", type=VERSION,
               help="One version (default: the whole template).")
 @database_url_option
 def show(template_id: str, number: int | None, database_url: str | None) -> None:
@@ -140,7 +143,7 @@ def version(template_id: str, path: Path, database_url: str | None) -> None:
 @prompts.command("label")
 @click.argument("template_id")
 @click.argument("label")
-@click.argument("number", type=click.IntRange(min=1), metavar="VERSION")
+@click.argument("number", type=VERSION, metavar="VERSION")
 @database_url_option
 def label(template_id: str, label: str, number: int, database_url: str | None) -> None:
     """Point LABEL of a template at VERSION."""
@@ -160,7 +163,7 @@ def label(template_id: str, label: str, number: int, database_url: str | None) -
 @prompts.command("rollback")
 @click.argument("template_id")
 @click.argument("label")
-@click.option("--to", "number", type=click.IntRange(min=1),
+@click.option("--to", "number", type=VERSION,
               help="The version (default: where the label pointed before its last move).")
 @database_url_option
 def rollback(template_id: str, label: str, number: int | None,
@@ -175,8 +178,8 @@ def rollback(template_id: str, label: str, number: int | None,
 
 @prompts.command("diff")
 @click.argument("template_id")
-@click.argument("old", type=click.IntRange(min=1))
-@click.argument("new", type=click.IntRange(min=1))
+@click.argument("old", type=VERSION)
+@click.argument("new", type=VERSION)
 @database_url_option
 def diff(template_id: str, old: int, new: int, database_url: str | None) -> None:
     """What changed from version OLD to version NEW: the messages as a unified diff, then

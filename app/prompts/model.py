@@ -57,9 +57,20 @@ it, not a query the database refuses."""
 MAX_MESSAGES = 100
 MAX_VARIABLES = 100
 MAX_CONTENT = 200_000
-RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "prompt"})
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "prompt", "user"})
 """Request fields a version's ``params`` may not set (the model has its own field; the
-messages are the template; streaming is the client's choice)."""
+messages are the template; streaming is the client's choice; ``user`` names the client's end
+user, see ``END_USER``)."""
+END_USER = "user"
+"""The request field naming the end user, which an experiment's ``sticky: user`` assigns a
+variant by. A version may not set it: in an experiment that pins prompt versions the variant
+picks the version, so a version's ``user`` cannot be known when the variant is assigned, and
+filled in afterwards it would put a user on the call that its variant was not assigned by (the
+same user getting either version). A version stored with it before it was refused is read as
+it was (``STORED``) but never applies it (``CompiledVersion.of``)."""
+STORED = {"stored": True}
+"""The validation context of a version read back from the database: it was valid when it was
+written, so rules added since (``END_USER`` in ``params``) do not refuse it."""
 
 M = TypeVar("M", bound=BaseModel)
 _FORBID = ConfigDict(extra="forbid", strict=True)
@@ -136,13 +147,16 @@ class VersionSpec(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _params(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _params(cls, params: dict[str, Any] | None,
+                info: ValidationInfo) -> dict[str, Any] | None:
         if params is None:
             return None
         why = json_problem(params)
         if why is not None:
             raise ValueError(f"params {why}")
         reserved = sorted(RESERVED_PARAMS & params.keys())
+        if info.context == STORED:
+            reserved = [name for name in reserved if name != END_USER]
         if reserved:
             raise ValueError(f"params may not set {', '.join(reserved)}")
         from app.api.wire import parse as parse_request  # the request parser names the field
@@ -342,5 +356,6 @@ class CompiledVersion:
         literal_bytes, uses = measure(m.text for m in messages)
         return cls(template_id=record.template_id, number=record.number, messages=messages,
                    declared={k: v.declared() for k, v in spec.variables.items()},
-                   model=spec.model, params=dict(spec.params or {}),
+                   model=spec.model,
+                   params={k: v for k, v in (spec.params or {}).items() if k != END_USER},
                    literal_bytes=literal_bytes, uses=uses)

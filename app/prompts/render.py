@@ -155,12 +155,40 @@ def render_text(compiled: Compiled, values: Mapping[str, str]) -> str:
     return "".join(s if isinstance(s, str) else values[s.name] for s in compiled)
 
 
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+"""The integers JSON is read and written exactly within here (orjson's int64 and uint64): the
+request parser reads an integer literal past them as the nearest float (``2**64`` as
+``1.8446744073709552e+19``), and an integer past them cannot be written at all."""
+_PAST_64_BITS = (f"holds a number past the 64-bit integers ({INT_MIN} to {INT_MAX}), which "
+                 "the gateway reads only approximately: send such a number as a string")
+
+
+def _approximate(value: Any) -> bool:
+    """Whether ``value``, as the request parser read it, holds a float outside the 64-bit
+    integers: what an integer literal past them became (or a float literal that large: the
+    two cannot be told apart once read). Iterative."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if item > INT_MAX or item <= INT_MIN:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def type_problem(kind: VarType, value: Any) -> str | None:
     """Why ``value`` is not of ``kind`` (``None`` when it is). Booleans are not numbers; a
     ``number`` must be finite; ``json`` takes any value (a request's values are JSON already,
-    checked by the request parser; a default is checked by ``json_problem`` as well)."""
+    checked by the request parser, and by ``bind`` for integers past 64 bits; a default is
+    checked by ``json_problem`` as well)."""
     if kind == "number" and isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number, got NaN or infinity"
+    if kind == "integer" and isinstance(value, float) and _approximate(value):
+        return f"must be an integer from {INT_MIN} to {INT_MAX}, got a number past them"
     if kind == "string":
         ok = isinstance(value, str)
     elif kind == "integer":
@@ -185,8 +213,8 @@ them, stops at 255 levels."""
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (a default or ``params``, as written by an admin: YAML can build more than
     JSON) is not JSON that a version can keep (``None`` when it is): nested deeper than
-    ``MAX_JSON_DEPTH`` levels, a NaN or infinity, a key that is not a string, or a value of
-    another type (a YAML date). Iterative: no recursion limit to hit."""
+    ``MAX_JSON_DEPTH`` levels, a NaN or infinity, an integer past 64 bits, a key that is not a
+    string, or a value of another type (a YAML date). Iterative: no recursion limit to hit."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -201,6 +229,10 @@ def json_problem(value: Any) -> str | None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return "holds NaN or infinity, which JSON does not have"
+        elif isinstance(item, int) and not isinstance(item, bool) \
+                and not INT_MIN <= item <= INT_MAX:
+            return (f"holds an integer past 64 bits ({INT_MIN} to {INT_MAX}), which cannot "
+                    "be sent exactly: write it as a string")
         elif item is not None and not isinstance(item, str | int | bool):
             return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
                     "and times)")
@@ -245,7 +277,8 @@ class PromptVariablesError(ValueError):
 def bind(declared: Mapping[str, Declared], given: Mapping[str, Any]) -> dict[str, str]:
     """The text of every declared variable: the value given, else its default.
     ``PromptVariablesError`` naming each required variable not given, each variable given but
-    not declared, and each value of the wrong type."""
+    not declared, and each value of the wrong type (a ``json`` value holding an integer past
+    64 bits among them: the request parser read it as an approximate float)."""
     problems: dict[str, str] = {}
     for name in given:
         if name not in declared:
@@ -263,7 +296,11 @@ def bind(declared: Mapping[str, Declared], given: Mapping[str, Any]) -> dict[str
         else:
             problems[name] = f"is required ({spec.type}) and was not given"
             continue
-        texts[name] = value_text(value)
+        texts[name] = text = value_text(value)
+        # A float past the 64-bit integers is written with an exponent ("e+"): a value
+        # without one holds none and is not walked. (A default holds exact integers.)
+        if spec.type == "json" and name in given and "e+" in text and _approximate(value):
+            problems[name] = _PAST_64_BITS
     if problems:
         raise PromptVariablesError(dict(sorted(problems.items())))
     return texts

@@ -4,7 +4,11 @@
 Versions are append-only: there is no method that changes or deletes one; a new version of a
 template gets the next number (``max + 1`` in the inserting transaction; the primary key
 ``(template_id, number)`` turns a concurrent insert of the same number into a retry). Moving a
-label updates ``prompt_labels`` and appends to ``prompt_label_moves`` in one transaction.
+label updates ``prompt_labels`` and appends to ``prompt_label_moves`` in one transaction, which
+first takes the label's lock (``_lock``): concurrent moves and rollbacks of one label run one
+after the other, each from where the one before left it, so every move's ``from_version`` is
+where the label was. Two first settings of a new label race on its primary key: the loser runs
+again and moves the label the winner created.
 ``write`` applies changes to several templates (new templates, versions, label moves) in one
 transaction: all of them or none (``switchboard prompts sync``).
 
@@ -12,7 +16,8 @@ Errors: unknown template, version or label ``errors.NotFound`` (param ``template
 ``version`` or ``label``; codes ``prompt_not_found``, ``prompt_version_not_found``,
 ``prompt_label_not_found``); a template id taken 409 ``prompt_exists``; a rollback with nothing
 to go back to 409 ``nothing_to_roll_back``; a ``write`` planned against versions that changed
-meanwhile 409 ``prompt_conflict``. Database failures (``DATABASE_ERRORS``) propagate.
+meanwhile, or a version add or label move that lost ``_INSERT_TRIES`` races in a row, 409
+``prompt_conflict``. Database failures (``DATABASE_ERRORS``) propagate.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from app import errors
 from app.db.models import Base, PromptLabel, PromptLabelMove, PromptTemplate, PromptVersion
 from app.prompts.model import (
     LATEST,
+    STORED,
     LabelEvent,
     TemplateCreate,
     TemplateRecord,
@@ -100,7 +106,7 @@ class TemplateWrite:
 def _version(row: Any) -> VersionRecord:
     spec = VersionSpec.model_validate({
         "messages": row.messages, "variables": row.variables, "model": row.model,
-        "params": row.params, "author": row.author, "note": row.note})
+        "params": row.params, "author": row.author, "note": row.note}, context=STORED)
     return VersionRecord(template_id=row.template_id, number=row.number, spec=spec,
                          created_at=_epoch(row.created_at))
 
@@ -234,20 +240,31 @@ class PromptStore:
 
     async def set_label(self, template_id: str, label: str, version: int) -> LabelEvent:
         """Point ``label`` at ``version`` (which must exist)."""
-        async with self.engine.begin() as conn:
-            await self._get_version(conn, template_id, version)
-            return await self._move(conn, template_id, label, version, rollback=False,
-                                    now=time.time())
+        for attempt in range(_INSERT_TRIES):
+            try:
+                async with self.engine.begin() as conn:
+                    await self._get_version(conn, template_id, version)
+                    return await self._move(conn, template_id, label, version, rollback=False,
+                                            now=time.time())
+            except IntegrityError:  # a concurrent first setting created the label: move it
+                if attempt == _INSERT_TRIES - 1:
+                    raise errors.GatewayError(
+                        f"Label '{label}' of this template is being moved concurrently; retry.",
+                        status=409, param="label", code="prompt_conflict") from None
+        raise AssertionError("not reached")
 
     async def rollback(self, template_id: str, label: str,
                        version: int | None = None) -> LabelEvent:
         """Move ``label`` to ``version``, or (``None``) back to the version it pointed at before
         its last move (two rollbacks in a row return to where it started, as ``cd -`` does)."""
         async with self.engine.begin() as conn:
-            labels = await self._labels(conn, template_id)
-            if label not in labels:
+            # The lock before the history is read: a concurrent move lands before this read
+            # or waits for this rollback, never in between. Labels are never deleted, so a
+            # label missing here is missing, and a rollback never inserts one (no retry).
+            if await self._lock(conn, template_id, label) is None:
                 await self._require(conn, template_id)
-                raise label_not_found(template_id, label, list(labels))
+                raise label_not_found(template_id, label,
+                                      list(await self._labels(conn, template_id)))
             if version is None:
                 last = (await conn.execute(
                     select(_MOVES.c.from_version).where(
@@ -277,8 +294,10 @@ class PromptStore:
 
     async def _move(self, conn: AsyncConnection, template_id: str, label: str, version: int,
                     *, rollback: bool, now: float) -> LabelEvent:
-        current = await conn.scalar(select(_LABELS.c.version).where(
-            _LABELS.c.template_id == template_id, _LABELS.c.label == label))
+        """Point ``label`` at ``version`` and record the move, under the label's lock. A new
+        label that a concurrent transaction created meanwhile raises ``IntegrityError`` (the
+        caller's transaction then runs again, or fails as a whole)."""
+        current = await self._lock(conn, template_id, label)
         if current is None:
             await conn.execute(insert(_LABELS).values(template_id=template_id, label=label,
                                                       version=version, updated_at=_moment(now)))
@@ -291,6 +310,25 @@ class PromptStore:
             rollback=rollback, moved_at=_moment(now)))
         return LabelEvent(label=label, from_version=current, to_version=version, moved_at=now,
                           rollback=rollback)
+
+    async def _lock(self, conn: AsyncConnection, template_id: str, label: str) -> int | None:
+        """Lock ``label``'s row until ``conn``'s transaction ends, and return where it points
+        (``None``: no such label when the lock was tried, and nothing locked).
+
+        One statement for both databases: an ``UPDATE`` that changes nothing takes Postgres's
+        row lock (a concurrent one waits for this transaction, then sees its change), and on
+        SQLite the database's write lock (the driver begins the transaction at the first
+        write; reads before it ran outside any transaction, so a ``SELECT ... FOR UPDATE``,
+        which SQLite ignores, would leave the read-then-write race open). When it matched no
+        row, the label is new even if the ``SELECT`` would now see it: under Postgres's READ
+        COMMITTED each statement sees what committed before it began, so a label created by
+        a concurrent transaction in between would be read but not locked."""
+        where = (_LABELS.c.template_id == template_id, _LABELS.c.label == label)
+        locked = await conn.execute(update(_LABELS).where(*where)
+                                    .values(updated_at=_LABELS.c.updated_at))
+        if not locked.rowcount:
+            return None
+        return await conn.scalar(select(_LABELS.c.version).where(*where))
 
     async def _require(self, conn: AsyncConnection, template_id: str) -> None:
         found = await conn.scalar(select(_TEMPLATES.c.id).where(_TEMPLATES.c.id == template_id))

@@ -23,7 +23,8 @@ unknown template, version or label 404 naming it (``prompt.id``, ``prompt.versio
 ``invalid_prompt_variables`` naming each of them (``param`` is the first,
 ``prompt.variables.<name>``); rendered messages past ``limits.max_body_bytes`` (UTF-8 bytes of
 their text, computed from the values' sizes before anything is rendered) 413
-``prompt_too_large`` naming the variable that adds the most; no template database 503
+``prompt_too_large`` naming the variable that adds the most (``prompt.id`` when the template's
+own text is past the limit); no template database 503
 ``prompts_unavailable``. ``prompt`` on ``/v1/messages`` is refused with a 400
 (``prompt_not_supported``): templates are chat messages.
 
@@ -143,13 +144,15 @@ def render(version: CompiledVersion, variables: dict[str, Any], *,
 def _too_large(version: CompiledVersion, size: int, parts: dict[str, int],
                max_bytes: int) -> errors.BodyTooLarge:
     """The 413 of a render past ``max_bytes``, naming the variable that adds the most
-    (``parts``: what each adds)."""
+    (``parts``: what each adds), or ``prompt.id`` when the template's own text is past the
+    limit by itself (no value the client could shorten would help)."""
     what = f"Prompt template '{version.template_id}' version {version.number}"
     limit = f"the limit of {max_bytes} bytes (limits.max_body_bytes)"
     largest = max(parts, key=parts.__getitem__, default=None)
-    if largest is None or parts[largest] == 0:
-        return errors.BodyTooLarge(f"{what} renders {size} bytes of messages, more than {limit}.",
-                                   param="prompt.id", code="prompt_too_large")
+    if largest is None or version.literal_bytes > max_bytes:
+        return errors.BodyTooLarge(
+            f"{what} has {version.literal_bytes} bytes of message text of its own, without "
+            f"its variables, more than {limit}.", param="prompt.id", code="prompt_too_large")
     return errors.BodyTooLarge(
         f"{what} would render {size} bytes of messages, more than {limit}; variable "
         f"'{largest}' adds {parts[largest]} of them ({version.uses[largest]} placeholder(s)).",
@@ -209,6 +212,8 @@ class Template(Stage):
         experiment = call.snapshot.table.experiment_of(model)
         if experiment is None or not experiment.pins_prompts:
             return version
+        # The request's own user: a version's params may not set one (``END_USER``), so the
+        # user on the call is the one its variant was assigned by.
         user = body.get("user")
         variant = call.variant_of(experiment, user=user if isinstance(user, str) else None)
         call.pin(variant.route, experiment=experiment.name, variant=variant.name)

@@ -196,6 +196,23 @@ def test_a_body_over_the_limit_is_a_413(tmp_path: Path, simulator: str, method: 
         assert response.status_code < 500, response.text
 
 
+def test_a_body_that_is_not_utf8_says_where(tmp_path: Path, simulator: str) -> None:
+    """A body that is not UTF-8 is a 400 naming the byte where it stops being UTF-8, as a
+    model call's is, on every route that takes a body (not FastAPI's "error parsing the
+    body")."""
+    with guarded_gateway(tmp_path, simulator) as url:
+        for method, path, body in [*BODY_ROUTES, ("POST", "/v1/chat/completions", CHAT)]:
+            raw = json.dumps(body).encode()
+            bad = raw[:1] + b' "\xff\xfe": 1,' + raw[1:]
+            response = httpx.request(method, url + path, content=bad,
+                                     headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                              "Content-Type": "application/json"})
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert error["message"] == ("The request body is not valid UTF-8 (at byte 3); "
+                                        "JSON must be sent as UTF-8."), path
+
+
 # ---- the body deadline and the concurrency slots
 
 

@@ -181,3 +181,22 @@ def test_create_checks_labels_before_writing(url: str, tmp_path: Path) -> None:
     path.write_text(SUMMARISE)
     assert run("create", str(path), url=url).stdout.splitlines() == [
         "summarise: created with 1 version(s)", "summarise: production -> 1"]
+
+
+@pytest.mark.parametrize("args", [
+    ("label", "summarise", "production", "2147483648"),
+    ("show", "summarise", "--version", "2147483648"),
+    ("rollback", "summarise", "production", "--to", "99999999999"),
+    ("diff", "summarise", "1", "2147483648"),
+    ("diff", "summarise", "2147483648", "1"),
+])
+def test_version_numbers_are_bounded_as_in_the_admin_api(url: str, tmp_path: Path,
+                                                         args: tuple[str, ...]) -> None:
+    """A version past 2,147,483,647 (the database's INTEGER) is a usage error naming the
+    range, as the admin API's 400 is, never a value sent to the database."""
+    path = tmp_path / "summarise.yaml"
+    path.write_text(SUMMARISE)
+    assert run("create", str(path), url=url).exit_code == 0
+    refused = run(*args, url=url)
+    assert refused.exit_code == 2
+    assert "is not in the range 1<=x<=2147483647" in refused.stderr, refused.output

@@ -200,7 +200,8 @@ def test_template_model_applies_and_key_model_list_holds(run_gateway: GatewayFac
 def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
                                                    simulator: str) -> None:
     """No key 401, a non-admin key 403; a template that could not render 400 naming the field;
-    a version is never changed (PUT/PATCH/DELETE 405); an unknown one 404."""
+    a version is never changed (PUT/PATCH/DELETE 405); an unknown one 404 (naming the diff's
+    ``from`` or ``to`` when it asked for it)."""
     with run_gateway(sim_config(simulator)) as gw:
         http = gw.http()
         assert httpx.get(gw.url + "/admin/prompts").status_code == 401
@@ -237,6 +238,12 @@ def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
                                 json=V2).status_code == 405
         missing = http.get("/admin/prompts/summarise/versions/5")
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "version"
+        for query, param in (({"from": 1, "to": 9}, "to"), ({"from": 9, "to": 1}, "from")):
+            unknown = http.get("/admin/prompts/summarise/diff", params=query)
+            assert unknown.status_code == 404 and unknown.json()["error"]["param"] == param
+            assert unknown.json()["error"]["code"] == "prompt_version_not_found"
+        unknown = http.get("/admin/prompts/nope/diff", params={"from": 1, "to": 2})
+        assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "template_id"
         taken = http.post("/admin/prompts", json=SUMMARISE)
         assert taken.status_code == 409
         listed = http.get("/admin/prompts").json()["data"]

@@ -8,6 +8,7 @@ import tracemalloc
 from datetime import date
 from typing import Any
 
+import orjson
 import pytest
 
 from app import errors
@@ -113,6 +114,35 @@ def test_bind_names_each_bad_variable(given: dict[str, Any], problems: dict[str,
     assert caught.value.problems == problems
 
 
+@pytest.mark.parametrize(("body", "problems", "texts"), [
+    (b'{"data": 18446744073709551616}', {"data": "holds a number past the 64-bit integers"},
+     None),
+    (b'{"data": {"a": [1, -9223372036854775809]}}',
+     {"data": "holds a number past the 64-bit integers"}, None),
+    (b'{"n": 123456789012345678901234567890}',
+     {"n": "must be an integer from -9223372036854775808 to 18446744073709551615"}, None),
+    (b'{"data": [18446744073709551615, -9223372036854775808, 1e16, "1e+99"], '
+     b'"n": 18446744073709551615}', None,
+     {"data": '[18446744073709551615,-9223372036854775808,1e+16,"1e+99"]',
+      "n": "18446744073709551615"}),
+])
+def test_integers_past_64_bits_are_refused_not_rounded(body: bytes, problems: dict[str, str] |
+                                                       None, texts: dict[str, str] | None) -> None:
+    """An integer literal past 64 bits, which the request parser reads as an approximate float,
+    is refused in a ``json`` or ``integer`` variable, naming the range, never rendered rounded
+    (``1.8446744073709552e+19``); the 64-bit integers themselves render exactly."""
+    given = {"text": "x", **orjson.loads(body)}
+    if problems is None:
+        rendered = bind(DECLARED, given)
+        assert {name: rendered[name] for name in texts or {}} == texts
+        return
+    with pytest.raises(PromptVariablesError) as caught:
+        bind(DECLARED, given)
+    assert list(caught.value.problems) == list(problems)
+    for name, says in problems.items():
+        assert caught.value.problems[name].startswith(says)
+
+
 def test_bind_reports_every_problem_at_once() -> None:
     """All problems in one error, sorted by name."""
     with pytest.raises(PromptVariablesError) as caught:
@@ -155,9 +185,16 @@ def nested(levels: int) -> Any:
     (spec("hi", **{"bad-name": {}}), "variables", "not a variable name"),
     ({**spec("hi"), "params": {"temperature": 9}}, "params", "temperature"),
     ({**spec("hi"), "params": {"stream": True}}, "params", "may not set stream"),
+    ({**spec("hi"), "params": {"user": "alice"}}, "params", "may not set user"),
     ({**spec("hi"), "params": {"metadata": {"a": nested(300)}}}, "params",
      "params nests deeper than 64 levels"),
     ({**spec("hi"), "extra": 1}, "extra", "Extra inputs"),
+    (spec("{{ j }}", j={"type": "json", "default": {"a": [2**64]}}), "variables.j.default",
+     "the default holds an integer past 64 bits"),
+    (spec("{{ i }}", i={"type": "integer", "default": -(2**63) - 1}), "variables.i.default",
+     "the default holds an integer past 64 bits"),
+    ({**spec("hi"), "params": {"metadata": {"a": 2**70}}}, "params",
+     "params holds an integer past 64 bits"),
 ])
 def test_versions_are_checked_when_created(data: dict[str, Any], param: str, says: str) -> None:
     """A version that could not render, or would send a bad request, or holds what is not
@@ -236,9 +273,18 @@ def test_a_render_past_the_bound_is_refused_before_it_is_built() -> None:
 
 
 def test_a_template_alone_past_the_bound_names_the_template() -> None:
-    """With no variable adding anything, the 413 names ``prompt.id``."""
+    """When the template's own text is past the limit, the 413 names ``prompt.id`` (no value
+    the client could shorten would help), whatever its variables add; when only the values
+    take it past, the variable that adds the most."""
     version = compiled("x" * 2000, "{{ a }}", a={})
-    with pytest.raises(errors.BodyTooLarge) as caught:
-        render_messages(version, {"a": ""}, max_bytes=1024)
-    assert caught.value.param == "prompt.id"
+    for value in ("", "hello"):
+        with pytest.raises(errors.BodyTooLarge) as caught:
+            render_messages(version, {"a": value}, max_bytes=1024)
+        assert caught.value.param == "prompt.id"
+        assert caught.value.message == (
+            "Prompt template 't' version 1 has 2000 bytes of message text of its own, without "
+            "its variables, more than the limit of 1024 bytes (limits.max_body_bytes).")
     assert render_messages(version, {"a": ""}, max_bytes=2000)[0]["content"] == "x" * 2000
+    with pytest.raises(errors.BodyTooLarge) as caught:
+        render_messages(version, {"a": "hello"}, max_bytes=2000)
+    assert caught.value.param == "prompt.variables.a"

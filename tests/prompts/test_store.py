@@ -3,15 +3,19 @@ keep their history and roll back, precise errors, and the cache in front of it."
 
 from __future__ import annotations
 
+import asyncio
+from itertools import pairwise
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
-from app.prompts import PromptStore, TemplateCreate, VersionSpec
+from app.db.models import PromptVersion
+from app.prompts import CompiledVersion, PromptStore, TemplateCreate, VersionSpec
 from app.prompts.library import PromptLibrary
-from app.prompts.model import content_digest
+from app.prompts.model import LabelEvent, content_digest
 from app.prompts.store import TemplateWrite
 
 
@@ -88,6 +92,48 @@ async def test_errors_name_what_is_missing(engine: AsyncEngine) -> None:
     with pytest.raises(errors.GatewayError) as conflict:
         await store.rollback("summarise", "staging")
     assert conflict.value.code == "nothing_to_roll_back"
+
+
+def chained(history: tuple[LabelEvent, ...], label: str) -> bool:
+    """Whether each move of ``label`` starts where the one before it left the label."""
+    moves = [e for e in history if e.label == label]
+    return all(later.from_version == earlier.to_version
+               for earlier, later in pairwise(moves))
+
+
+async def test_concurrent_label_moves_run_one_after_another(engine: AsyncEngine) -> None:
+    """Concurrent first settings of a new label all succeed (one creates it, the others move
+    it), and concurrent moves and rollbacks of a label each start where the one before left
+    it: no lost update, and a history whose every ``from_version`` is where the label was."""
+    store = PromptStore(engine)
+    await make(store)
+    for text in ("v2 {{ text }}", "v3 {{ text }}"):
+        await store.add_version("summarise", version(text))
+    firsts = await asyncio.gather(*(store.set_label("summarise", "canary", 1 + i % 3)
+                                    for i in range(8)))
+    assert [event.from_version for event in firsts].count(None) == 1
+    await store.set_label("summarise", "canary", 2)
+    await store.set_label("summarise", "canary", 3)
+    rollbacks = await asyncio.gather(*(store.rollback("summarise", "canary") for _ in range(8)))
+    assert sorted((e.from_version, e.to_version) for e in rollbacks) == [(2, 3)] * 4 + [(3, 2)] * 4
+    await asyncio.gather(*(store.rollback("summarise", "canary") if i % 2 else
+                           store.set_label("summarise", "canary", 1 + i % 3) for i in range(8)))
+    template = await store.get_template("summarise")
+    assert chained(template.history, "canary")
+    assert template.labels["canary"] == template.history[-1].to_version
+
+
+async def test_a_stored_end_user_is_read_but_never_applied(engine: AsyncEngine) -> None:
+    """A version stored with ``params.user`` before it was refused is still read as it was
+    stored, and its compiled form (what renders) leaves ``user`` to the client."""
+    store = PromptStore(engine)
+    await make(store)
+    async with engine.begin() as conn:
+        await conn.execute(update(PromptVersion).values(
+            params={"user": "alice", "temperature": 0.1}))
+    stored = await store.get_version("summarise", 1)
+    assert stored.spec.params == {"user": "alice", "temperature": 0.1}
+    assert CompiledVersion.of(stored).params == {"temperature": 0.1}
 
 
 async def test_listing_and_digest(engine: AsyncEngine) -> None:
