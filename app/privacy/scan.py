@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from typing import NamedTuple
 
 from app.privacy.detect import Detector, Finding
 from app.privacy.placeholders import Known, reserved_in
@@ -26,17 +25,11 @@ NOTHING_KNOWN = Known(())
 """The values of a request where nothing was found."""
 
 
-class Scan(NamedTuple):
-    """What a request's scan found."""
-
-    found: dict[str, list[Finding]]
-    """The findings of each distinct text part that has any (every copy of a found value)."""
-    counts: dict[str, int]
-    """The values found counted by entity type (``_counted``)."""
-    reserved: set[str]
-    """The placeholder-shaped strings the client's own text holds (never issued)."""
-    known: Known
-    """The values found, to look for in what is stored."""
+Scan = tuple[dict[str, list[Finding]], dict[str, int], set[str], Known]
+"""What a request's scan found (a plain tuple: a named one costs a call where nothing was
+found): the findings of each distinct text part that has any (every copy of a found value);
+the values found counted by entity type (``_counted``); the placeholder-shaped strings the
+client's own text holds (never issued); the values found, to look for in what is stored."""
 
 
 def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
@@ -65,11 +58,11 @@ def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
                 in_body.add(text)
                 counts.update(f.entity for f in hits)
     if not found:
-        return Scan(found, {}, reserved, NOTHING_KNOWN)
+        return found, {}, reserved, NOTHING_KNOWN
     known = Known(found.items())
     if _spread(detector, known, found, clean):
-        return Scan(found, _counted(found, body, native), reserved, known)
-    return Scan(found, dict(counts), reserved, known)
+        return found, _counted(found, body, native), reserved, known
+    return found, dict(counts), reserved, known
 
 
 def _spread(detector: Detector, known: Known, found: dict[str, list[Finding]],

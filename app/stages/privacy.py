@@ -161,15 +161,15 @@ class Privacy(Stage):
             route = _in_regions(call, route, policy.regions, config)
         detector, native = policy.detector, call.native
         if detector.model is None:
-            scan = scan_request(detector, body, native)
+            found, counts, reserved, known = scan_request(detector, body, native)
         else:
-            scan = await detector.model.offload(lambda: scan_request(detector, body, native))
-        counts = scan.counts
+            found, counts, reserved, known = await detector.model.offload(
+                lambda: scan_request(detector, body, native))
         action: str = policy.action
         if isinstance(request, EmbeddingRequest) and action == "redact":
             action = policy.embeddings
-        state = _State(policy.detector, Vault(scan.reserved), counts,
-                       action if counts else "none", scanned=scan.found, known=scan.known)
+        state = _State(policy.detector, Vault(reserved), counts,
+                       action if counts else "none", scanned=found, known=known)
         call.extras[_STATE] = state
         call.record.privacy_entities, call.record.privacy_action = counts, state.action
         if not counts:
