@@ -6,7 +6,9 @@ entity type and a number counted per type in order of first appearance: ``<EMAIL
 the request (every message, the native body too), so a conversation replayed turn after turn
 numbers its values the same way each time (its earlier messages come first, in the same order).
 A placeholder the client's own text already contains is never issued (its number is skipped),
-so restoring cannot turn the client's literal ``<EMAIL_1>`` into someone's address.
+so restoring cannot turn the client's literal ``<EMAIL_1>`` into someone's address. ``Known``
+finds the values found once wherever else they appear (a detector that needs a context word
+finds only the copy after it).
 
 ``restore`` puts the originals back into a whole text, and ``restore_json`` into the text of a
 JSON document (tool calls' arguments, a JSON-mode answer), where a placeholder stands inside a
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Container, Iterable, Iterator, Sequence
+from itertools import accumulate
 from typing import Any
 
 from app.privacy.detect import Finding
@@ -75,20 +79,6 @@ class Vault:
         parts.append(text[position:])
         return "".join(parts)
 
-    def occurrences(self, text: str) -> list[Finding]:
-        """Where the values this vault holds appear in ``text`` as whole words, by their
-        entity types (unsorted, may overlap: for ``Detector.merge``)."""
-        found: list[Finding] = []
-        for entity, value in self._issued:
-            at = text.find(value)
-            while at != -1:
-                end = at + len(value)
-                if not (at and text[at - 1].isalnum()) \
-                        and not (end < len(text) and text[end].isalnum()):
-                    found.append(Finding(entity, at, end))
-                at = text.find(value, end)
-        return found
-
     def restore(self, text: str) -> str:
         """``text`` with every placeholder this vault issued replaced by its original."""
         if "<" not in text or not self.originals:
@@ -118,6 +108,91 @@ class Vault:
 
     def __bool__(self) -> bool:
         return bool(self.originals)
+
+
+class Known:
+    """The values found in one call's request, looked for again wherever else they appear: a
+    value a detector finds only in context (a secret after ``password=``, a bare phone number
+    after "call", a name the model recognised) is the same value without it.
+
+    An occurrence counts where it is bounded as a detector's match is: where the value starts
+    with a word character (a letter, a digit, ``_``), the character before it is not one, and
+    where it ends with one, the character after it is not one; so a found ``4155552671`` is
+    not looked for inside ``941555526710``. The match is exact (case included)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, found: Iterable[tuple[str, Iterable[Finding]]]) -> None:
+        entities: dict[str, list[str]] = {}
+        for text, findings in found:
+            for entity, start, end in findings:
+                kinds = entities.setdefault(text[start:end], [])
+                if entity not in kinds:
+                    kinds.append(entity)
+        self._values = tuple((value, tuple(kinds), _word(value[0]), _word(value[-1]))
+                             for value, kinds in entities.items() if value)
+
+    def occurrences(self, text: str) -> list[Finding]:
+        """Where the values appear in ``text`` (bounded: see the class), by their entity types
+        (unsorted, may overlap: for ``Detector.merge``). One ``str.find`` pass a value."""
+        found: list[Finding] = []
+        for value, kinds, first, last in self._values:
+            for at in _bounded(text, value, first, last):
+                for entity in kinds:
+                    found.append(Finding(entity, at, at + len(value)))
+        return found
+
+    def across(self, texts: Sequence[str], *, skip: Sequence[Container[tuple[int, int]]] = ()
+               ) -> dict[int, list[Finding]]:
+        """``occurrences`` in each of ``texts``, by the index of each text that has any, but
+        those whose ``(start, end)`` the text's ``skip`` entry holds (found already): one pass
+        a value over all of them joined (a text's ends bound a value as the ``\\x00`` between
+        them does), rather than one a value and a text."""
+        joined = _SEPARATOR.join(texts)
+        starts = [0, *accumulate(len(t) + 1 for t in texts)]
+        """Where each text starts in ``joined`` (and where one more would)."""
+        found: dict[int, list[Finding]] = {}
+        for value, kinds, first, last in self._values:
+            size = len(value)
+            for at in _bounded(joined, value, first, last):
+                index = bisect_right(starts, at) - 1
+                start = at - starts[index]
+                end = start + size
+                if end >= starts[index + 1] - starts[index]:
+                    continue  # across two texts: a value holding a NUL (its text's own)
+                if index < len(skip) and (start, end) in skip[index]:
+                    continue
+                hits = found.get(index)
+                if hits is None:
+                    hits = found[index] = []
+                for entity in kinds:
+                    hits.append(Finding(entity, start, end))
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+
+_SEPARATOR = "\x00"
+
+
+def _bounded(text: str, value: str, first: bool, last: bool) -> Iterator[int]:
+    """Where ``value`` starts in ``text``, bounded (``first``/``last``: it starts/ends with a
+    word character, which the character before/after it must then not be: see ``Known``)."""
+    size, find = len(text), text.find
+    at = find(value)
+    while at != -1:
+        end = at + len(value)
+        if (first and at and ((c := text[at - 1]).isalnum() or c == "_")) \
+                or (last and end < size and ((c := text[end]).isalnum() or c == "_")):
+            at = find(value, at + 1)  # inside a longer word: one may start in it
+            continue
+        yield at
+        at = find(value, end)
+
+
+def _word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def reserved_in(texts: Iterable[str]) -> set[str]:

@@ -1,10 +1,11 @@
-"""Placeholders restored in answers: a unary answer whole (``restore_answer``), streamed chunks
-as they pass (``restore_chunk``; ``StreamRestorer`` holds back only a tail that could still be a
-placeholder's start).
+"""Placeholders restored in answers: a unary answer whole (``restore_answer``; a native
+Messages answer: ``restore_message``), streamed chunks as they pass (``restore_chunk``;
+``StreamRestorer`` holds back only a tail that could still be a placeholder's start).
 
 Where the restored text is a JSON document (tool calls' ``arguments``, an Anthropic
 ``input_json_delta``'s ``partial_json``, and the content of a JSON-mode answer: ``response_format``
-``json_object`` or ``json_schema``) a placeholder stands inside a JSON string, so its value goes
+``json_object`` or ``json_schema``, or a native Messages answer's text under structured output,
+``output_config.format``) a placeholder stands inside a JSON string, so its value goes
 back JSON-escaped (``Vault.restore_json``): a value with a newline, a ``"`` or a ``\\`` (a PEM
 key) leaves the document valid, and its string holds the value.
 
@@ -65,6 +66,19 @@ def restore_answer(vault: Vault, body: Json, *, json_content: bool = False) -> J
     return restored
 
 
+def restore_message(vault: Vault, message: Json, *, json_content: bool = False) -> Json:
+    """``message`` (a native Messages answer) with its placeholders restored; ``json_content``:
+    its text blocks are a JSON document's (structured output), restored escaped."""
+    content = message.get("content")
+    if json_content and isinstance(content, list):
+        message = {**message, "content": [
+            {**block, "text": vault.restore_json(block["text"])}
+            if isinstance(block, dict) and block.get("type") == "text"
+            and isinstance(block.get("text"), str) else block for block in content]}
+    restored: Json = rewrite(message, vault.restore)  # the rest: restored as plain text
+    return restored
+
+
 def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool) -> dict[str, Any]:
     """A unary choice with its JSON text and logprobs restored (``restore_answer``)."""
     choice = dict(choice)
@@ -103,7 +117,7 @@ def restore_chunk(restorer: StreamRestorer, chunk: Json, *, json_content: bool =
                                       if isinstance(c, dict) else c for c in choices]}
     carried = chunk.get(NATIVE_EVENTS)
     if carried:
-        chunk = {**chunk, NATIVE_EVENTS: _native(restorer, carried)}
+        chunk = {**chunk, NATIVE_EVENTS: _native(restorer, carried, json_content)}
     return chunk
 
 
@@ -314,7 +328,9 @@ def _legacy_lists(entries: list[Any], logprobs: Any) -> dict[str, Any]:
     return out
 
 
-def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _native(restorer: StreamRestorer, carried: list[tuple[str, str]],
+            json_content: bool) -> list[tuple[str, str]]:
+    """A native stream's events restored (``json_content``: its text is a JSON document's)."""
     out: list[tuple[str, str]] = []
     for name, data in carried:
         if name not in ("content_block_delta", "content_block_stop"):
@@ -337,8 +353,8 @@ def _native(restorer: StreamRestorer, carried: list[tuple[str, str]]) -> list[tu
             out.append((name, data))
             continue
         field = wanted
-        restored = restorer.feed(("native", block, field), delta[field],
-                                 json_text=field == _NATIVE_JSON)
+        restored = restorer.feed(("native", block, field), delta[field], json_text=(
+            field == _NATIVE_JSON or (json_content and field == "text")))
         if restored == delta[field]:
             out.append((name, data))
         elif restored:  # all of it held back: no delta (Anthropic never sends an empty one)

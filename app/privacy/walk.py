@@ -6,8 +6,9 @@ calls' arguments, ids and tool results, tool and ``response_format`` schemas, a 
 document sources, ``documents``, ``user`` and ``metadata``: whatever the gateway forwards), and
 every dict key that is not a field name of the wire formats (``FIELDS``: a ``metadata`` key, a
 schema's property names, a document's own fields). Skipped, in the wire format's own fields
-only (never in the client's own data: ``metadata`` and whatever sits under a key of the
-client's own is scanned whole, the walk's ``free``):
+only (never in the client's own data: ``OWN_KEYS``, such as ``metadata`` and a tool call's
+``input``, and whatever sits under a key of the client's own is scanned whole, the walk's
+``free``):
 
 - the string values of ``SKIP_KEYS`` that look like one of their few values (``_LABEL``:
   one word of letters, ``_./:-`` and at most three digits): names the gateway or the API
@@ -74,14 +75,21 @@ FIELDS = frozenset({
 }) | SKIP_KEYS | _PAYLOAD_KEYS
 """Field names of the wire formats: their values are walked, the names themselves not scanned
 (any other key is: it is the client's own)."""
+OWN_KEYS = frozenset({
+    "metadata", "input", "arguments", "documents", "default", "const", "enum", "examples",
+})
+"""Fields whose values are the client's own data, walked whole (whatever its keys are named):
+``metadata``; a tool call's ``input`` (Anthropic's ``tool_use``; an embedding's ``input`` too)
+and ``arguments``; Cohere's ``documents``; the instance values of a JSON schema (``default``,
+``const``, ``enum``, ``examples``)."""
 _WALK, _NAME, _PAYLOAD, _MODEL, _OWN = 0, 1, 2, 3, 4
 _KINDS = {key: _MODEL if key == "model" else _NAME if key in SKIP_KEYS
-          else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key == "metadata" else _WALK
+          else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key in OWN_KEYS else _WALK
           for key in FIELDS}
 """What the walk does with each field's value (one dict lookup a key): walk it; skip it when
 it is a string that looks like its field's value (``SKIP_KEYS``); skip it when it is a base64
 payload; skip it when it is the body's own ``model``; or walk it as the client's own data,
-skipping nothing (``metadata``)."""
+skipping nothing (``OWN_KEYS``)."""
 _MIN_PAYLOAD = 64
 """The shortest ``data`` or ``signature`` taken for a base64 payload: an image or a thinking
 signature is far longer, a card number, an IBAN or a phone number shorter."""

@@ -12,12 +12,13 @@ policy's detectors, counts what it found by entity type into the call record
 - ``allow``: nothing (the counts are kept when ``privacy.observe`` is on);
 - ``block``: 400 ``sensitive_data_blocked`` naming the entity types and their counts;
 - ``redact``: each value replaced by its typed placeholder (``<EMAIL_1>``: ``Vault``) in the body
-  and the native body, when any of the call's targets is ``trust: third_party`` (a route of only
-  private targets gets the original: nothing leaves). One body serves every attempt, so a private
-  fallback behind a third party gets the placeholders too. The originals go back into the answer:
-  unary answers whole (``on_answer``), streams chunk by chunk (``on_chunk``,
-  ``app.privacy.stream``; what is still held back when the stream ends goes out in one more
-  chunk: ``on_stream_end``);
+  and the native body, wherever it appears (``app.privacy.scan``: a value found once, in
+  context, is found in every other text part too), when any of the call's targets is ``trust:
+  third_party`` (a route of only private targets gets the original: nothing leaves). One body
+  serves every attempt, so a private fallback behind a third party gets the placeholders too.
+  The originals go back into the answer: unary answers whole (``on_answer``), streams chunk by
+  chunk (``on_chunk``, ``app.privacy.stream``; what is still held back when the stream ends
+  goes out in one more chunk: ``on_stream_end``);
 - ``private_only``: the call's route narrowed to its ``trust: private`` targets; a model without
   one answers 503 ``no_private_target``, and so does a call whose private targets have all
   failed (down, overloaded, timed out, circuit open: ``Route.fail_closed``; a 4xx the request
@@ -34,7 +35,9 @@ original's policy too, applied to the shadow variant's targets (``on_shadow``).
 
 Captured bodies (``calllog.capture_bodies``), the record's ``end_user`` and ``tags`` (the
 request's ``user`` and ``metadata``) and its error message are stored with the found values
-replaced by their placeholders, whatever the action (``on_end``). The metric
+replaced by their placeholders, whatever the action (``on_end``; an answer's or an error's
+copy of a value found in the request too). A call refused before this stage scanned it is
+screened when its record is sealed (``Pipeline.seal``, with this stage's ``policies``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
 
 With ``privacy.presidio``, ``prepare`` loads the config's Presidio scanner before the config
@@ -49,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,10 +62,11 @@ from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
 from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner
-from app.privacy.placeholders import StreamRestorer, Vault, reserved_in
+from app.privacy.placeholders import Known, StreamRestorer, Vault
 from app.privacy.policy import Policies
-from app.privacy.stream import release, restore_answer, restore_chunk
-from app.privacy.walk import rewrite, texts
+from app.privacy.scan import NOTHING_KNOWN, scan_request
+from app.privacy.stream import release, restore_answer, restore_chunk, restore_message
+from app.privacy.walk import rewrite
 from app.providers.base import Json, Result, Target
 from app.routing import Route
 from app.routing.table import FailClosed, narrowed_to
@@ -91,11 +94,15 @@ class _State:
     restorer: StreamRestorer | None = None
     """Set when the request was redacted: answers get their values back."""
     scanned: dict[str, list[Finding]] = field(default_factory=dict)
+    """The findings of each text part of the request that has any (``_scan``)."""
+    known: Known = NOTHING_KNOWN
+    """The values found in the request: looked for again in what is stored (``on_end``)."""
     unredacted: tuple[ModelRequest, Json] | None = None
     """Set when the request was redacted: the request and body as they were before (what a
     shadow copy of the call starts from)."""
     json_content: bool = False
-    """The answer's content is a JSON document (JSON mode): values go back into it escaped."""
+    """The answer's content is a JSON document (JSON mode; a ``/v1/messages`` call's structured
+    output): values go back into it escaped."""
 
 
 class Privacy(Stage):
@@ -155,15 +162,15 @@ class Privacy(Stage):
             route = _in_regions(call, route, policy.regions, config)
         detector, native = policy.detector, call.native
         if detector.model is None:
-            found, counts, reserved = _scan(detector, body, native)
+            found, counts, reserved, known = scan_request(detector, body, native)
         else:
-            found, counts, reserved = await detector.model.offload(
-                lambda: _scan(detector, body, native))
+            found, counts, reserved, known = await detector.model.offload(
+                lambda: scan_request(detector, body, native))
         action: str = policy.action
         if isinstance(request, EmbeddingRequest) and action == "redact":
             action = policy.embeddings
         state = _State(policy.detector, Vault(reserved), counts,
-                       action if counts else "none", scanned=found)
+                       action if counts else "none", scanned=found, known=known)
         call.extras[_STATE] = state
         call.record.privacy_entities, call.record.privacy_action = counts, state.action
         if not counts:
@@ -225,21 +232,25 @@ class Privacy(Stage):
             return
         result.body = restore_answer(state.vault, result.body, json_content=state.json_content)
         if result.native is not None:
-            result.native = rewrite(result.native, state.vault.restore)
+            result.native = restore_message(state.vault, result.native,
+                                            json_content=state.json_content)
 
     def on_end(self, call: ModelCall) -> None:
         state: _State | None = call.extras.get(_STATE)
         if state is None or not state.counts:
             return
         record = call.record
-        detector, vault = state.detector, state.vault
+        detector, vault, known = state.detector, state.vault, state.known
 
         def scrub(text: str) -> str:
             found = state.scanned.get(text)
             if found is None:
+                # The model is not run here: the request's values (its names too) are looked
+                # for as they are, wherever an answer or an error repeats them.
                 found = detector.scan(text, model=False)
-                if detector.model is not None:  # the model's values of the request, verbatim
-                    found = detector.merge(found, vault.occurrences(text))
+                more = known.occurrences(text)
+                if more:
+                    found = detector.merge(found, more)
             return vault.redact(text, found)
 
         if record.request_body is not None:
@@ -264,39 +275,6 @@ async def _load_scanner(section: PresidioConfig) -> PresidioScanner:
     return await load(section)
 
 
-def _scan(detector: Detector, body: Json, native: Json | None
-          ) -> tuple[dict[str, list[Finding]], dict[str, int], set[str]]:
-    """The findings of each distinct text part of ``body`` and ``native`` that has any; the
-    values found counted by entity type (in ``body``, and in the texts of ``native`` that
-    ``body`` does not hold: a thinking block, a document's title, a citation, which only the
-    native body carries); the placeholder-shaped strings the client's own text holds (never
-    issued)."""
-    found: dict[str, list[Finding]] = {}
-    clean: set[str] = set()
-    counts: Counter[str] = Counter()
-    reserved: set[str] = set()
-    in_body: set[str] = set()
-    for part in (body, native):
-        if part is None:
-            continue
-        for text in texts(part):
-            hits = found.get(text)
-            if hits is None and text not in clean:
-                hits = detector.scan(text)
-                if hits:
-                    found[text] = hits
-                else:
-                    clean.add(text)
-                if "<" in text:
-                    reserved |= reserved_in((text,))
-            if not hits:
-                continue
-            if part is body or text not in in_body:
-                in_body.add(text)
-                counts.update(f.entity for f in hits)
-    return found, dict(counts), reserved
-
-
 def _redact(call: ModelCall, state: _State) -> None:
     """The call's body (and native body) with every found value replaced by its placeholder;
     the request re-read from the new body."""
@@ -313,7 +291,22 @@ def _redact(call: ModelCall, state: _State) -> None:
     if call.native is not None:
         call.native = rewrite(call.native, change)
     state.restorer = StreamRestorer(vault)
-    state.json_content = isinstance(call.request, ChatRequest) and call.request.wants_json()
+    state.json_content = (isinstance(call.request, ChatRequest) and call.request.wants_json()) \
+        or _structured(call.native)
+
+
+def _structured(native: Json | None) -> bool:
+    """Whether a ``/v1/messages`` body asks for structured output (``output_config.format``,
+    or the beta's top-level ``output_format``: a JSON schema): its answer's text is then a JSON
+    document, as a chat call's content is in JSON mode."""
+    if native is None:
+        return False
+    config = native.get("output_config")
+    for format_ in (config.get("format") if isinstance(config, dict) else None,
+                    native.get("output_format")):
+        if isinstance(format_, dict) and format_.get("type", "text") != "text":
+            return True
+    return False
 
 
 def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:

@@ -1,0 +1,100 @@
+"""A request's text parts scanned: what the privacy stage (``app.stages.privacy``) acts on.
+
+``scan_request`` walks the body and, for ``/v1/messages``, the native body (``app.privacy.walk``)
+and scans each distinct text part once. A value found anywhere is then looked for in every text
+part, those that had findings and those that had none (``Known``: bounded as a detector's match
+is, never inside a longer word): a detector that needs a context word (a secret after
+``password=``, a bare phone number after "call", a bare SSN after "SSN") or the model's
+judgement (a name) finds only the copy it saw, and every copy must get the placeholder. A
+request with nothing found pays nothing for it; one with findings one ``str.find`` pass a
+distinct value over all its text parts joined (``Known.across``).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+
+from app.privacy.detect import Detector, Finding
+from app.privacy.placeholders import Known, reserved_in
+from app.privacy.walk import texts
+from app.providers.base import Json
+
+_START, _END = operator.attrgetter("start"), operator.attrgetter("end")
+NOTHING_KNOWN = Known(())
+"""The values of a request where nothing was found."""
+
+
+Scan = tuple[dict[str, list[Finding]], dict[str, int], set[str], Known]
+"""What a request's scan found (a plain tuple: a named one costs a call where nothing was
+found): the findings of each distinct text part that has any (every copy of a found value);
+the values found counted by entity type (``_counted``); the placeholder-shaped strings the
+client's own text holds (never issued); the values found, to look for in what is stored."""
+
+
+def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
+    """What ``detector`` finds in ``body`` and ``native`` (see the module docstring)."""
+    found: dict[str, list[Finding]] = {}
+    clean: set[str] = set()
+    counts: Counter[str] = Counter()
+    reserved: set[str] = set()
+    in_body: set[str] = set()
+    for part in (body, native):
+        if part is None:
+            continue
+        for text in texts(part):
+            hits = found.get(text)
+            if hits is None and text not in clean:
+                hits = detector.scan(text)
+                if hits:
+                    found[text] = hits
+                else:
+                    clean.add(text)
+                if "<" in text:
+                    reserved |= reserved_in((text,))
+            if not hits:
+                continue
+            if part is body or text not in in_body:  # as _counted counts
+                in_body.add(text)
+                counts.update(f.entity for f in hits)
+    if not found:
+        return found, {}, reserved, NOTHING_KNOWN
+    known = Known(found.items())
+    if _spread(detector, known, found, clean):
+        return found, _counted(found, body, native), reserved, known
+    return found, dict(counts), reserved, known
+
+
+def _spread(detector: Detector, known: Known, found: dict[str, list[Finding]],
+            clean: set[str]) -> bool:
+    """``found`` (the findings of each text part that has any) with every occurrence of the
+    ``known`` values added, in the texts that had findings and in the ``clean`` ones: a value
+    its detector finds only in context (a secret after ``password=``, a bare phone number
+    after "call", a name the model recognised) is the same value without it. Whether any was
+    added."""
+    every = [*found, *clean]
+    taken = [set(zip(map(_START, hits), map(_END, hits), strict=True))
+             for hits in found.values()]
+    added = known.across(every, skip=taken)
+    for index, more in added.items():
+        text = every[index]
+        found[text] = detector.merge(found.get(text, []), more)
+    return bool(added)
+
+
+def _counted(found: dict[str, list[Finding]], body: Json, native: Json | None
+             ) -> dict[str, int]:
+    """The values ``found`` counted by entity type: in ``body`` (a text part as often as it
+    appears), and in the texts of ``native`` that ``body`` does not hold (a thinking block, a
+    document's title, a citation, which only the native body carries)."""
+    counts: Counter[str] = Counter()
+    in_body: set[str] = set()
+    for part in (body, native):
+        if part is None:
+            continue
+        for text in texts(part):
+            hits = found.get(text)
+            if hits and (part is body or text not in in_body):
+                in_body.add(text)
+                counts.update(f.entity for f in hits)
+    return dict(counts)
