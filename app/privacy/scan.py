@@ -6,8 +6,9 @@ part, those that had findings and those that had none (``Known``: bounded as a d
 is, never inside a longer word): a detector that needs a context word (a secret after
 ``password=``, a bare phone number after "call", a bare SSN after "SSN") or the model's
 judgement (a name) finds only the copy it saw, and every copy must get the placeholder. A
-request with nothing found pays nothing for it; one with findings one ``str.find`` pass a
-distinct value over all its text parts joined (``Known.across``).
+request with nothing found pays nothing for it; one with findings one pass over all its text
+parts joined, for all the values at once (``Known.across``: linear in the text whatever the
+number of values).
 """
 
 from __future__ import annotations

@@ -67,6 +67,26 @@ def test_known_value_never_spans_two_texts() -> None:
     assert known.across(["a", "b", "a\x00b"]) == {2: [Finding("CUSTOM", 0, 3)]}
 
 
+def test_known_values_found_at_once_overlapping_and_many() -> None:
+    """All values are looked for in one pass: a value inside another is found with it (the
+    merge resolves the overlap), and thousands of values, each also copied into another text,
+    are each found there (one pass whatever their number: a pass a value was quadratic)."""
+    known = Known([("call 4155552671 or +1 4155552671",
+                    [Finding("PHONE", 5, 15), Finding("PHONE", 19, 32)])])
+    assert sorted(known.occurrences("+1 4155552671")) == \
+        [Finding("PHONE", 0, 13), Finding("PHONE", 3, 13)]
+    values = [f"user{i:05d}@example.com" for i in range(5000)]
+    found, at = [], 0
+    for value in values:
+        found.append(Finding("EMAIL", at, at + len(value)))
+        at += len(value) + 1
+    many = Known([(" ".join(values), found)])
+    copies = " / ".join(reversed(values))
+    spread = many.across(["nothing here", copies])
+    assert list(spread) == [1]
+    assert sorted(copies[f.start:f.end] for f in spread[1]) == values
+
+
 def test_scan_replaces_a_value_found_in_context_everywhere() -> None:
     """A value found only after its context word is found wherever else it is, in the same
     text and in other messages (counted each time), but not inside a longer word."""
