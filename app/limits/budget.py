@@ -21,13 +21,16 @@ team's day as the row is inserted, so a reconcile reads a row per key, team and 
 scanning the log (it did: in every gateway process every minute, over all of the log for
 ``total``); each reconcile first folds the days of closed months into one row per month
 (``fold_ledger``), so that read grows by a row per key and team a month. A key's counters carry
-its team's hash tag as the rows say it (``calls.team_id``); a key whose calls name two teams has
-each tag's counter raised to that team's share. Costs are summed in whole micro-dollars, rounded
-down (settles round each call's up, ``app.limits.model.spent_micro_usd``, so a counter is never
-behind the log for rounding alone). Gateways sharing a Redis take turns (``reconcile_in_turn``),
-every interval and as soon as Redis answers again after an outage (``next_reconcile``): a Redis
-that restarted empty would otherwise grant every budget in full again until the next interval.
-Works on Postgres and SQLite.
+its current team's hash tag (``api_keys.team_id``) and are raised to the key's whole spend,
+whatever teams its calls were made in: a key's budget is the key's, and a key moved to another
+team (whose counters then start anew under the new tag, ``carry_key_spend``) keeps what it
+spent. A team's counters are raised to what its calls spent (``calls.team_id``). Costs are
+summed in whole micro-dollars, rounded down (settles round each call's up,
+``app.limits.model.spent_micro_usd``, so a counter is never behind the log for rounding
+alone). Gateways sharing a Redis take turns (``reconcile_in_turn``), every interval and as soon
+as Redis answers again after an outage (``next_reconcile``): a Redis that restarted empty would
+otherwise grant every budget in full again until the next interval. Works on Postgres and
+SQLite.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class Spent:
     scope: Scope
     id: str
     tag: str
-    """The Redis hash tag of its counter: the team the rows name, else the key."""
+    """The Redis hash tag of its counter: a team's own id; a key's current team, else the
+    key."""
     period: Period
     name: str
     """The period's name (``app.limits.model.period_name``)."""
@@ -78,21 +82,55 @@ class Spent:
 
 async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list[Spent]:
     """Every key's and team's spend in the current day, month and all time, from the spend
-    ledger (a key whose calls name two teams appears once per team). Database errors
-    propagate."""
+    ledger: a key's in all its teams together, tagged with its current team (a key no longer
+    stored appears once per team its rows name). Database errors propagate."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     periods: tuple[Period, ...] = get_args(Period)
     rows = await _sums(engine, [period_start(period, moment) for period in periods])
+    teams = await _key_teams(engine)
     out: list[Spent] = []
     for column, period in enumerate(periods):
         name = period_name(period, moment)
         sums = [(key_id, team_id, totals[column]) for key_id, team_id, totals in rows
                 if totals[column] > 0]
-        out += [Spent("key", key_id, team_id or key_id, period, name, total)
-                for key_id, team_id, total in sums if key_id is not None]
+        keys: dict[tuple[str, str], int] = {}
+        for key_id, team_id, total in sums:
+            if key_id is not None:  # a key no longer stored: the teams the rows name
+                tag = (teams[key_id] or key_id) if key_id in teams else (team_id or key_id)
+                keys[(key_id, tag)] = keys.get((key_id, tag), 0) + total
+        out += [Spent("key", key_id, tag, period, name, total)
+                for (key_id, tag), total in sorted(keys.items())]
         out += [Spent("team", team_id, team_id, period, name, total)
                 for team_id, total in _by_team(sums)]
     return out
+
+
+async def carry_key_spend(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
+                          key_id: str, old_team: str | None, new_team: str | None,
+                          now: datetime | None = None) -> None:
+    """A key moved from ``old_team`` to ``new_team`` (``None``: no team): its spend counters
+    move to another hash tag, where they would start anew; raise them there to its spend in
+    each current period, what its old counters hold or the spend ledger has, whichever is
+    more. Run at the move, before the gateways hear of it; spend settled under the old tag
+    after that read is left to the reconcile (``log_spend``). Database and Redis errors
+    propagate."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    periods: tuple[Period, ...] = get_args(Period)
+    rows = await _sums(engine, [period_start(period, moment) for period in periods],
+                       key_id=key_id)
+    names = [period_name(period, moment) for period in periods]
+    old = await redis.mget([spend_key(prefix, tag=old_team or key_id, scope="key", id=key_id,
+                                      period=name) for name in names])
+    counters: list[str | int] = []
+    values: list[int] = []
+    for column, (period, name) in enumerate(zip(periods, names, strict=True)):
+        value = max(int(old[column] or 0), sum(totals[column] for _, _, totals in rows))
+        if value > 0:
+            counters.append(spend_key(prefix, tag=new_team or key_id, scope="key", id=key_id,
+                                      period=name))
+            values += [value, spend_ttl_s(period, moment)]
+    if counters:
+        await redis.eval(scripts.RAISE, len(counters), *counters, *values)
 
 
 async def fold_ledger(engine: AsyncEngine, *, now: datetime | None = None) -> None:
@@ -222,20 +260,30 @@ async def _budgets(engine: AsyncEngine) -> dict[tuple[Scope, str, Period], int]:
                for id, period, budget in teams})
 
 
-async def _sums(engine: AsyncEngine, starts: list[datetime | None],
+async def _sums(engine: AsyncEngine, starts: list[datetime | None], *,
+                key_id: str | None = None,
                 ) -> list[tuple[str | None, str | None, list[int]]]:
     """Micro-dollars per (key id, team id) since each of ``starts`` (``None``: all time), in
-    one pass over the ledger."""
+    one pass over the ledger (one key's rows only, with ``key_id``)."""
     cost = _days.c.cost_usd
     query = (select(_days.c.key_id, _days.c.team_id,
                     *[func.sum(cost if start is None
                                else case((_days.c.day >= start.date(), cost), else_=0))
                       for start in starts])
              .group_by(_days.c.key_id, _days.c.team_id))
+    if key_id is not None:
+        query = query.where(_days.c.key_id == key_id)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [(key_id or None, team_id or None, [_micro(total or 0) for total in totals])
             for key_id, team_id, *totals in rows]
+
+
+async def _key_teams(engine: AsyncEngine) -> dict[str, str | None]:
+    """Each key's current team (``None``: none)."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(ApiKey.id, ApiKey.team_id))).all()
+    return {key_id: team_id for key_id, team_id in rows}
 
 
 def _by_tag(spent: list[Spent]) -> dict[str, list[Spent]]:

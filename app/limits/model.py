@@ -35,10 +35,26 @@ reconcile that raised a counter some budget reads to half that budget or more
 (``app.limits.budget``); every process then gives back the credits of all its callers with a
 budget, and drops a grant that arrives after news it heard since asking for it (the grant may
 have been decided before the news). A process whose subscription is down neither grants nor
-uses such credits. So a credited call is admitted while its caller's spend is under half the
-budget, or in the moment the news takes to arrive; for it to add to the overshoot below, the
-spend would have to go from half the budget to all of it within that moment, which only calls
-already in flight can do.
+uses such credits. The settle that publishes the news tells its own process so in its answer,
+which ends the credits there at once. So a credited call is admitted while its caller's spend
+is under half the budget, or in the moment the news takes to reach another process.
+
+A credit's calls do not see spend that is on its way to Redis either, and one call can be a
+large part of a budget (a budget of three calls is granted a credit of 32 while its spend is
+0): that premise, "only calls in flight take spend from half the budget to all of it", holds
+only while the spend Redis has not counted is small against the budget. So a process counts,
+per budget, the spend of its calls that Redis has not counted yet (the tallies below, and the
+settles queued or on their way until they are answered), and once that passes 1/256 of the
+budget (``app.limits.redis.CREDIT_SHARE``), every credit holding that budget is paused: its
+tally is settled, the settles go at once (not after ``SETTLE_DELAY_S``), and its calls ask
+Redis (for no new credit), behind those settles on the same connection, so Redis decides them
+with the spend counted. A paused credit admits again once the settles are answered. A caller
+whose calls are small against its budget never reaches that and keeps its credits; one whose
+calls are material to it (a call costing more than 1/256 of it) is decided by Redis with the
+spend of every call before it counted, as without credits. Across processes, a material call's
+spend reaches Redis before its answer leaves the gateway; another process's credit admits a
+call of the same caller until the news (if the spend reached half the budget) reaches it, so
+there the bound holds as long as the news is faster than the caller's next call.
 
 Tallies: a credit's calls are not settled one by one. Each adds its spend and its token
 correction to the credit's tally, which is settled as one call when the credit ends (used up,
@@ -47,13 +63,14 @@ run out, renewed, given back on budget news or at shutdown). Two bounds keep thi
   never counts less than was used (a tally only gives tokens back, a little later);
 - the tallies of one process hold at most 1/256 of each budget between them
   (``app.limits.redis.CREDIT_SHARE``; a team's budget is held by the credits of all its keys):
-  the call that takes a budget's held spend past that settles every tally holding some of it.
+  the call that takes a budget's uncounted spend past that settles every tally holding some of
+  it, and pauses their credits until Redis has counted it (above).
 So while a caller's spend is under half its budget, the counter may lag the spend by what the
-tallies hold, at most 1/256 of the budget per process. When the counter reaches half, the news
-ends every credit of the caller, settling the tallies, and from then on its calls are settled
-one by one (no credits past half). The overshoot below is therefore unchanged as long as fewer
-than 128 processes hold credits for one budget: the spend is then still under the budget when
-its counter reaches half.
+tallies hold, at most 1/256 of the budget per process (and the call that passed it). When the
+counter reaches half, the news ends every credit of the caller, settling the tallies, and from
+then on its calls are settled one by one (no credits past half). The overshoot below is
+therefore unchanged as long as fewer than 128 processes hold credits for one budget: the spend
+is then still under the budget when its counter reaches half.
 A process that dies loses its tallies: the next reconcile restores their spend from the call
 log, and their tokens age out of the window.
 
@@ -61,12 +78,13 @@ Budgets: spend is counted in integer micro-dollars (each call's cost rounded up,
 ``spent_micro_usd``) per bucket and period (``day``: the UTC date,
 ``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
 budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
-with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``; a credit's
-calls with its tally, above), so the overshoot past a budget is at most the cost of the calls
-admitted before the counter reached it: those still in flight then, and those whose spend was on
-its way (credits and tallies: above). A tally settled just after a period ends counts towards
-the next one (a ``day`` or ``month`` budget may then start with up to 1/256 of itself per process
-spent).
+with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``, at once when
+it is material to a budget some credit holds; a credit's calls with its tally, above), so the
+overshoot past a budget is at most the cost of the calls admitted before the counter reached it:
+those still in flight then (admissions that go to Redis carry the settles queued before them,
+and credits pause while material spend is on its way: above). A tally settled just after a
+period ends counts towards the next one (a ``day`` or ``month`` budget may then start with up
+to 1/256 of itself per process spent).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ admission touches lives in one slot and one script can decide them all):
                                                    (``app.limits.budget.reconcile_in_turn``)
 
 Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
-windows start empty and its spend counters are rebuilt by the next reconcile
-(``app.limits.budget``).
+windows start empty; its spend counters are carried there at the move
+(``app.limits.budget.carry_key_spend``, by the admin API) and raised to its whole spend by every
+reconcile (``app.limits.budget``).
 
 Round trips: one admission round trip is in flight at a time. An admission that finds none
 is sent at once; those that arrive while it is out wait for its answer and then go together in
@@ -29,13 +30,13 @@ without waiting: a credit-only ADMIT queued with the settles, whose answer repla
 one admission or renewal of a caller at a time asks for a credit (its concurrent calls go to
 Redis without asking). Each round trip takes along the settles (credit returns and renewals
 too) queued so far; settles with no admission to ride on go on their own after
-``SETTLE_DELAY_S``. Replies reach the limiter in
-the event-loop turn they arrive in (``RespClient.send_then``), and one timer watches every round
-trip for lateness. (At a few calls a second, event-loop turns and wake-ups cost more than the
-rest of an admission: a settle timer set anew for every call, firing with nothing to send, woke
-an idle process once a call; bench/README.md.) A NOSCRIPT reply loads the script and retries
-those calls once. The sliding window, its one-second approximation and the budget overshoot are
-described in ``app.limits.model``.
+``SETTLE_DELAY_S``, or at once when their spend pauses credits (``_hold``). Replies reach the
+limiter in the event-loop turn they arrive in (``RespClient.send_then``), and one timer watches
+every round trip for lateness. (At a few calls a second, event-loop turns and wake-ups cost more
+than the rest of an admission: a settle timer set anew for every call, firing with nothing to
+send, woke an idle process once a call; bench/README.md.) A NOSCRIPT reply loads the script and
+retries those calls once. The sliding window, its one-second approximation and the budget
+overshoot are described in ``app.limits.model``.
 
 Failure: an admission waits for its round trip at most ``timeout_s`` (plus a few event-loop
 turns, so that a reply which arrived while this process was busy is still read), and one that
@@ -225,7 +226,13 @@ class RedisLimiter:
         self._renewing: dict[int, _Renewal] = {}
         """The renewals queued or on their way, by the identity of their call."""
         self._held: dict[str, int] = {}
-        """Micro-dollars the tallies hold, per bucket with a budget (``_Prepared.caps``)."""
+        """Micro-dollars of this process's spend that Redis has not counted yet, per bucket with
+        a budget (``_Prepared.caps``): what the tallies hold, and the settles carrying spend
+        that are queued or on their way (with credits on)."""
+        self._owed: dict[int, tuple[_Call, tuple[tuple[str, int], ...], int]] = {}
+        """The settles carrying spend counted in ``_held``, by their call's identity (the call
+        held, so its identity stays its own), with their buckets' caps and micro-dollars:
+        taken out of ``_held`` when answered or dropped."""
         self._flushes = 0
         """How many times ``flush`` gave every credit back: a renewal asked for before the
         last is given back when granted."""
@@ -301,13 +308,15 @@ class RedisLimiter:
             return None
         moment = self._tick()
         if moment < held.until and held.requests > 0 and held.tokens >= tokens and (
-                not held.known.budgeted or self.hearing.is_set()):
+                not held.paused) and (not held.known.budgeted or self.hearing.is_set()):
             held.requests -= 1
             held.tokens -= max(0, tokens)
             if not held.renewing and (moment >= held.until - RENEW_S
                                       or held.requests <= held.renew_below):
                 self._renew(held, tokens, moment)
             return held.decision
+        if held.paused and moment < held.until and held.requests > 0 and self.hearing.is_set():
+            return None  # kept: it admits again once Redis has counted the spend
         self._release(held)
         return None
 
@@ -320,7 +329,8 @@ class RedisLimiter:
         known = self._prepared(buckets, now)
         asking = self._asking
         asked = known.credit_size(tokens) if self._credits_on and id(buckets) not in asking and (
-            not known.budgeted or self.hearing.is_set()) else 0
+            id(buckets) not in self._credits) and (
+            not known.budgeted or self.hearing.is_set()) else 0  # a credit held is paused
         sent = 0.0
         if asked:  # one credit asked for at a time: concurrent calls would replace each other's
             sent = self._tick()
@@ -347,7 +357,9 @@ class RedisLimiter:
         """Queue a TPM correction and the spend of one call; sent with the next admission, or
         on its own within ``SETTLE_DELAY_S``. A call of the caller's credit (``slot`` is the
         credit's) that used no more tokens than its estimate, or has no TPM limit, is added to
-        the credit's tally instead (``app.limits.model``)."""
+        the credit's tally instead (``app.limits.model``). Spend that takes a budget's
+        uncounted spend in this process past its cap pauses every credit of that budget and
+        goes at once (``_hold``)."""
         cost = spent_micro_usd(cost_usd)
         delta = used - reserved
         if not buckets or (cost <= 0 and delta == 0):
@@ -366,8 +378,10 @@ class RedisLimiter:
                            -1 if elapsed_s is None else max(0, round(elapsed_s * 1000)))
 
     def _hold(self, caps: tuple[tuple[str, int], ...], cost: int) -> None:
-        """Count ``cost`` as held by this process's tallies for each budgeted bucket; a bucket
-        past its cap has every tally that holds its spend settled."""
+        """Count ``cost`` as this process's spend not yet in Redis for each budgeted bucket. A
+        bucket past its cap (1/CREDIT_SHARE of its budget) has every credit holding its spend
+        paused and its tally settled, and the settles go at once: a credit admits no call
+        while spend its calls cannot see is material to its budget (``app.limits.model``)."""
         held = self._held
         full: list[str] = []
         for name, cap in caps:
@@ -375,34 +389,69 @@ class RedisLimiter:
             held[name] = total
             if total > cap:
                 full.append(name)
-        for name in full:
-            for credit in self._credits.values():  # settling a tally leaves it in place
-                if credit.spent > 0 and any(n == name for n, _ in credit.known.caps):
+        if not full:
+            return
+        for credit in self._credits.values():  # settling a tally leaves it in place
+            if any(n in full for n, _ in credit.known.caps):
+                credit.paused = True
+                if credit.spent > 0 or credit.over != 0:
                     self._send_tally(credit)
+        if self._settles:
+            self._flush_settles()
+
+    def _unhold(self, caps: tuple[tuple[str, int], ...], cost: int) -> None:
+        """``cost`` of each of these buckets is counted in Redis now (or was lost): a credit
+        paused for it admits again once none of its budgets is past its cap."""
+        held = self._held
+        freed = False
+        for name, cap in caps:
+            before = held.get(name, 0)
+            left = before - cost
+            if left > 0:
+                held[name] = left
+            else:
+                held.pop(name, None)
+            freed = freed or left <= cap < before
+        if freed:
+            for credit in self._credits.values():
+                if credit.paused and not self._over(credit.known.caps):
+                    credit.paused = False
+
+    def _over(self, caps: tuple[tuple[str, int], ...]) -> bool:
+        """Some budget of ``caps`` has more of this process's spend not yet in Redis than its
+        cap."""
+        held = self._held
+        return bool(held) and any(held.get(name, 0) > cap for name, cap in caps)
 
     def _queue_settle(self, buckets: Sequence[Bucket], delta: int, cost: int, slot: int | None,
-                      elapsed_ms: int) -> None:
+                      elapsed_ms: int, *, tally: bool = False) -> None:
+        """Queue a SETTLE; with credits on, spend of a bucket with a budget is counted in
+        ``_held`` until it is answered (a ``tally``'s is counted there already)."""
         now = self._now()
         known = self._prepared(buckets, now)
         body = known.settle_keys + bulk(b"%d,%d,%d,%d,%d%s" % (
             self._now_ms(now), delta, elapsed_ms, max(0, cost), -1 if slot is None else slot,
             known.settle_args)) + self._channel
-        self._queue((scripts.SETTLE, known.settle_size, body))
+        call = (scripts.SETTLE, known.settle_size, body)
+        queued = self._queue(call)
+        if cost <= 0 or not known.caps or not self._credits_on:
+            return
+        if not queued:
+            if tally:
+                self._unhold(known.caps, cost)
+            return
+        self._owed[id(call)] = (call, known.caps, cost)
+        if not tally:
+            self._hold(known.caps, cost)
 
     def _send_tally(self, credit: _Credit) -> None:
         """Queue the settle of what ``credit``'s calls used and spent so far (one SETTLE of
-        their sums, to the credit's slot), and start its tally anew."""
-        if credit.spent > 0 or credit.over != 0:
-            self._queue_settle(credit.known.buckets, credit.over, credit.spent, credit.slot, -1)
-        if credit.spent > 0:
-            held = self._held
-            for name, _ in credit.known.caps:
-                left = held.get(name, 0) - credit.spent
-                if left > 0:
-                    held[name] = left
-                else:
-                    held.pop(name, None)
+        their sums, to the credit's slot), and start its tally anew (its spend stays counted
+        in ``_held`` until the settle is answered)."""
+        spent, over = credit.spent, credit.over
         credit.spent = credit.over = 0
+        if spent > 0 or over != 0:
+            self._queue_settle(credit.known.buckets, over, spent, credit.slot, -1, tally=True)
 
     def _queue(self, call: _Call) -> bool:
         """Queue a settle, a credit's return or a renewal: sent with the next admission, or on
@@ -457,6 +506,7 @@ class RedisLimiter:
             self._release(old)
         credit = _Credit(known, slot, sent + CREDIT_S - 1, requests, requests * tokens,
                          _CreditDecision(decision, slot, self._tick(), self._tick))
+        credit.paused = self._over(known.caps)
         if stale or (known.budgeted and (self._news_at >= sent or not self.hearing.is_set())):
             self._release(credit)
             return
@@ -676,19 +726,33 @@ class RedisLimiter:
         return results
 
     def _settled(self, calls: list[_Call], results: list[Any]) -> None:
-        """The answers to a batch of settles, credit returns and renewals."""
-        renewing = self._renewing
+        """The answers to a batch of settles, credit returns and renewals. A settle that took a
+        spend counter to half its budget (it published budget news) is news heard here at
+        once: the credits it ends admit nothing while the news is on its way."""
+        renewing, owed = self._renewing, self._owed
+        crossed = False
         for call, result in zip(calls, results, strict=True):
             if renewing and id(call) in renewing:
                 self._renewed(call, result)
             elif isinstance(result, Exception):
                 self._warn("settle script failed", result)
+            elif result == 2:
+                crossed = True
+            if owed and id(call) in owed:
+                _, caps, cost = owed.pop(id(call))
+                self._unhold(caps, cost)
+        if crossed:
+            self._heard(None)
 
     def _dropped(self, calls: list[_Call]) -> None:
-        """A batch of settles that will not be answered: its renewals asked for nothing."""
-        if self._renewing:
+        """A batch of settles that will not be answered: its renewals asked for nothing, and
+        its spend is left to the reconcile (the credits it paused admit again)."""
+        if self._renewing or self._owed:
             for call in calls:
                 self._renewed(call, None)
+                spend = self._owed.pop(id(call), None)
+                if spend is not None:
+                    self._unhold(spend[1], spend[2])
 
     def _encoded(self, calls: list[_Call]) -> bytes:
         heads = self._heads
@@ -777,8 +841,8 @@ class _Credit:
     """A caller's admission credit: requests and tokens charged ahead to ``slot``, for this
     process to admit the caller's calls with until ``until`` (``RedisLimiter._tick``)."""
 
-    __slots__ = ("decision", "known", "over", "renew_below", "renewing", "requests", "slot",
-                 "spent", "tokens", "until")
+    __slots__ = ("decision", "known", "over", "paused", "renew_below", "renewing", "requests",
+                 "slot", "spent", "tokens", "until")
 
     def __init__(self, known: _Prepared, slot: int, until: float, requests: int, tokens: int,
                  decision: _CreditDecision) -> None:
@@ -799,6 +863,9 @@ class _Credit:
         """The tally: tokens its calls used beyond their estimates, summed (never positive
         while the caller has a TPM limit: a call that used more settles on its own), not yet
         settled."""
+        self.paused = False
+        """Admits no call while this process holds more spend of one of its budgets than Redis
+        has counted than that budget's cap (``RedisLimiter._hold``)."""
 
 
 class _CreditDecision(Decision):

@@ -27,6 +27,7 @@ SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
        (-1: none). ARGV[2]: the budget-news channel: when this spend takes a counter to half
        its budget or past it from below, one message ``half`` is published there (every
        process then drops the credits of its callers with a budget, ``app.limits.model``).
+       Returns 2 when it published (the settling process drops them at once), else 1.
 """
 
 from __future__ import annotations
@@ -195,7 +196,10 @@ for i = 1, #KEYS / 2 do
     end
   end
 end
-if crossed then redis.call('PUBLISH', ARGV[2], 'half') end
+if crossed then
+  redis.call('PUBLISH', ARGV[2], 'half')
+  return 2
+end
 return 1
 """
 
