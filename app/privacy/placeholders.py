@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -147,19 +147,48 @@ class Known:
             automaton.make_automaton()
         self._automaton = automaton
 
-    def _bounded(self, text: str) -> Iterator[tuple[int, int, tuple[str, ...]]]:
+    def _bounded(self, text: str) -> list[tuple[int, int, tuple[str, ...]]]:
         """Each bounded occurrence in ``text``: its start, end and entity types (overlapping
-        ones included: ``Detector.merge`` resolves them)."""
+        ones included: ``Detector.merge`` resolves them).
+
+        Every occurrence is reported by the automaton, also those inside longer words and
+        inside other values, which the boundaries then rule out. Values nested in one another
+        (every substring of a long token, each sent once as a secret) make those hits grow with
+        the square of a value's length at each place the token is repeated; past
+        ``len(text) // HITS_PER_CHARACTER + SPARE_HITS`` hits, the search starts again taking
+        only the leftmost longest occurrence at each place (non-overlapping: linear, hits at
+        most one per character), so a client's text can cost no more than a few passes over
+        it."""
         if self._automaton is None or not text:
-            return
+            return []
         size = len(text)
+        budget = size // HITS_PER_CHARACTER + SPARE_HITS
+        found: list[tuple[int, int, tuple[str, ...]]] = []
         for last_index, (length, kinds, first, last) in self._automaton.iter(text):
+            budget -= 1
+            if not budget:
+                return self._longest(text)
             end = last_index + 1
             at = end - length
             if (first and at and _word(text[at - 1])) or (last and end < size
                                                            and _word(text[end])):
                 continue  # inside a longer word
-            yield at, end, kinds
+            found.append((at, end, kinds))
+        return found
+
+    def _longest(self, text: str) -> list[tuple[int, int, tuple[str, ...]]]:
+        """The bounded leftmost longest occurrences in ``text``, none overlapping another (a
+        shorter value inside a longer one's occurrence, or one overlapping it, goes unseen)."""
+        size = len(text)
+        found: list[tuple[int, int, tuple[str, ...]]] = []
+        for last_index, (length, kinds, first, last) in self._automaton.iter_long(text):
+            end = last_index + 1
+            at = end - length
+            if (first and at and _word(text[at - 1])) or (last and end < size
+                                                           and _word(text[end])):
+                continue
+            found.append((at, end, kinds))
+        return found
 
     def occurrences(self, text: str) -> list[Finding]:
         """Where the values appear in ``text`` (bounded: see the class), by their entity types
@@ -197,6 +226,11 @@ class Known:
 
 
 _SEPARATOR = "\x00"
+HITS_PER_CHARACTER = 4
+SPARE_HITS = 10_000
+"""``Known._bounded``'s budget of the automaton's hits for a text: one every
+``HITS_PER_CHARACTER`` characters, and ``SPARE_HITS`` more (a request's own values, copied a few
+times, stay far below it)."""
 
 
 def _word(char: str) -> bool:

@@ -16,6 +16,7 @@ import openai
 import orjson
 import pytest
 
+from app.privacy import placeholders
 from app.privacy.detect import Detector, Finding
 from app.privacy.placeholders import Known, StreamRestorer, Vault
 from app.privacy.scan import scan_request
@@ -85,6 +86,26 @@ def test_known_values_found_at_once_overlapping_and_many() -> None:
     spread = many.across(["nothing here", copies])
     assert list(spread) == [1]
     assert sorted(copies[f.start:f.end] for f in spread[1]) == values
+
+
+def test_known_values_nested_in_one_another_fall_back_to_the_longest() -> None:
+    """Values nested in one another (every substring of a token, each found once) make the
+    automaton's hits grow with the square of their length wherever the token repeats; past the
+    hit budget the search keeps the leftmost longest occurrence at each place, so every copy of
+    the token is still found whole, once."""
+    token = "Qx7mP2vL8qR4tZ7wKd9sN3bF6hJ1cY5a"
+    nested = [token[i:j] for i in range(len(token)) for j in range(i + 3, len(token) + 1)]
+    found, at = [], 0
+    for value in nested:
+        found.append(Finding("SECRET", at, at + len(value)))
+        at += len(value) + 1
+    known = Known([(" ".join(nested), found)])
+    copies = " ".join([token] * 400)
+    hits = sum(len(token) - size + 1 for size in range(3, len(token) + 1)) * 400
+    assert hits > len(copies) // placeholders.HITS_PER_CHARACTER + placeholders.SPARE_HITS
+    assert known.occurrences(copies) == [
+        Finding("SECRET", n * (len(token) + 1), n * (len(token) + 1) + len(token))
+        for n in range(400)]
 
 
 def test_scan_replaces_a_value_found_in_context_everywhere() -> None:
