@@ -79,6 +79,7 @@ from app.pricing import PriceBook
 from app.privacy.config import Action
 from app.privacy.placeholders import Vault, reserved_in
 from app.privacy.policy import Policies
+from app.privacy.scan import scan_texts
 from app.providers.base import Json, MintsCredentials, Provider, Result
 from app.routing import Route, RoutingTable
 from app.routing.experiments import VARIANT_KEY_HEADER, Experiment, Variant
@@ -276,11 +277,12 @@ class Pipeline:
 def _screen(call: ModelCall, screens: Screens) -> None:
     """``call``'s end user, tags and error message, which the privacy stage never scanned,
     screened with its policy as that stage would have: each value found replaced by its
-    placeholder (``Vault``). Nothing when the policy is idle (the values would have been kept
-    as they are). Under a policy that also runs a Presidio model (on its own thread, which a
-    refused call is not kept waiting for), the end user and tags are not kept at all (a name
-    only the model finds would be), and the error message is screened by the built-in and
-    custom detectors, as the stage screens an upstream's."""
+    placeholder (``Vault``), wherever else it appears among them too (``scan_texts``). Nothing
+    when the policy is idle (the values would have been kept as they are). Under a policy that
+    also runs a Presidio model (on its own thread, which a refused call is not kept waiting
+    for), the end user and tags are not kept at all (a name only the model finds would be),
+    and the error message is screened by the built-in and custom detectors, as the stage
+    screens an upstream's."""
     record = call.record
     if record.end_user is None and not record.tags and record.error_message is None:
         return
@@ -296,11 +298,14 @@ def _screen(call: ModelCall, screens: Screens) -> None:
     if detector.model is not None:
         record.end_user, record.tags = None, None
     tags = record.tags or {}
-    texts = [record.end_user or "", record.error_message or "", *tags, *tags.values()]
-    vault = Vault(reserved_in(texts))
+    strings = [text for text in (record.end_user, record.error_message, *tags, *tags.values())
+               if type(text) is str and text]
+    found = scan_texts(detector, strings, model=False)  # every copy of a value found once
+    vault = Vault(reserved_in(strings))
 
     def screened(text: str) -> str:
-        return vault.redact(text, detector.scan(text, model=False))
+        hits = found.get(text)
+        return vault.redact(text, hits) if hits else text
 
     record.rewrite_quoted(screened)
 

@@ -117,13 +117,17 @@ VIRTUAL_KEY = re.compile(r"sk-sb-[A-Za-z0-9_-]*")
 base64)."""
 VIRTUAL_REDACTED = "sk-sb-" + REDACTED
 """What a virtual key is stored as: still saying that a virtual key was there."""
+_KEY_HEAD = 8
+"""A master key's first characters: where a string holds the key's start from these on (the
+key cut short: a 404 quotes 200 characters of the model), that part goes too."""
 
 
 class OwnKeys:
     """Scrubs the gateway's own keys from a string a client chose that a call record stores
     (a key sent as ``model``, quoted by the 404; as ``x-request-id``; as ``user``): anything
     shaped as a virtual key, known to the gateway or not (a revoked or mistyped one is still
-    someone's key), becomes ``sk-sb-[redacted]``, and the ``master`` key ``[redacted]``.
+    someone's key), becomes ``sk-sb-[redacted]``, and the ``master`` key ``[redacted]``
+    (also its start, from its first 8 characters on: the key cut short).
     Cheap when there is none: a substring test or two."""
 
     __slots__ = ("_master",)
@@ -136,9 +140,25 @@ class OwnKeys:
         for key in self._master:  # first: a master key shaped as a virtual key goes whole
             if key in value:
                 value = value.replace(key, REDACTED)
+            head = key[:_KEY_HEAD]
+            if head in value:  # cut short (a 404 quotes 200 characters of the model)
+                value = _cut_keys(value, key, head)
         if "sk-sb-" in value:
             value = VIRTUAL_KEY.sub(VIRTUAL_REDACTED, value)
         return value
+
+
+def _cut_keys(value: str, key: str, head: str) -> str:
+    """``value`` with each place that starts as ``key`` does, from its ``head`` on, replaced
+    as far as it goes on as ``key`` does (the key cut short, then other text)."""
+    at = value.find(head)
+    while at != -1:
+        size = len(head)
+        while size < len(key) and at + size < len(value) and value[at + size] == key[size]:
+            size += 1
+        value = value[:at] + REDACTED + value[at + size:]
+        at = value.find(head, at + len(REDACTED))
+    return value
 
 
 def _replace(value: str, secrets: tuple[str, ...]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
+from collections.abc import Iterable
 
 from app.privacy.detect import Detector, Finding
 from app.privacy.placeholders import Known, reserved_in
@@ -81,6 +82,27 @@ def _spread(detector: Detector, known: Known, found: dict[str, list[Finding]],
         text = every[index]
         found[text] = detector.merge(found.get(text, []), more)
     return bool(added)
+
+
+def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
+               ) -> dict[str, list[Finding]]:
+    """The findings of each distinct one of ``strings`` that has any, every copy of a value
+    found in one of them included wherever it appears in the others (as ``scan_request`` does
+    for a body): for strings stored apart from a body (a refused call's end user, tags and
+    error message, ``app.pipeline``). ``model``: whether the detector's model runs too."""
+    found: dict[str, list[Finding]] = {}
+    clean: set[str] = set()
+    for text in strings:
+        if text in found or text in clean:
+            continue
+        hits = detector.scan(text, model=model)
+        if hits:
+            found[text] = hits
+        else:
+            clean.add(text)
+    if found:
+        _spread(detector, Known(found.items()), found, clean)
+    return found
 
 
 def _counted(found: dict[str, list[Finding]], body: Json, native: Json | None

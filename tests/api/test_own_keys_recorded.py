@@ -79,6 +79,33 @@ def test_own_keys_scrub() -> None:
     assert own(text) is text
 
 
+def test_a_master_key_cut_short_is_scrubbed() -> None:
+    """The master key cut short (a 404 quotes 200 characters of the model) goes from its
+    first 8 characters on, as far as it runs, the text after it kept; fewer than 8 of its
+    characters are left."""
+    master = "sk-MasterKeyT28cXyZ-0123456789abcdef"
+    own = OwnKeys([master])
+    assert own(f"The model 'x{master[:-1]}' does not exist") == \
+        f"The model 'x{REDACTED}' does not exist"
+    assert own(f"a {master[:12]}, b {master[:9]}") == f"a {REDACTED}, b {REDACTED}"
+    assert own("ends with " + master[:5]) == "ends with " + master[:5]
+
+
+def test_a_master_key_past_the_quoted_models_cut_is_not_stored(gateway: RunningGateway
+                                                                ) -> None:
+    """The master key placed where the 404's quote of the model is cut: the stored error
+    message holds none of it."""
+    marker = uuid.uuid4().hex
+    model = "m" * 190 + MASTER_KEY
+    response = gateway.http().post(
+        "/v1/chat/completions", headers={"x-request-id": marker},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 404
+    record = gateway.sink.by_id(marker)
+    assert record.error_message is not None and record.error_message.count(REDACTED) == 1
+    assert MASTER_KEY[:8] not in stored(record)
+
+
 def test_the_virtual_key_shape_is_the_key_models() -> None:
     """``VIRTUAL_KEY`` matches a key ``app.keys.model`` makes, whole."""
     key = new_key()

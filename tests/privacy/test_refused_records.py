@@ -72,6 +72,20 @@ def test_the_keys_own_setting_screens_an_allowed_models_refusal(gw: RunningGatew
     assert record.end_user == "<EMAIL_1>"
 
 
+def test_every_copy_of_a_value_found_in_context_is_screened(gw: RunningGateway) -> None:
+    """A secret found after ``password=`` and a bare number found after "call", each then
+    repeated without its context word: the refused call stores the placeholder for every
+    copy, in the end user and in the error message that quotes the model (as an answered
+    call's record does)."""
+    secret = "Xk9mP2vL8qR4tZ7w"
+    user = f"password={secret}, retype {secret}; call 4155552671 or 4155552671"
+    response, record = post(gw, hello(f"no-such-{secret}", user=user))
+    assert response.status_code == 404
+    assert record.end_user == "password=<SECRET_1>, retype <SECRET_1>; call <PHONE_1> or <PHONE_1>"
+    assert record.error_message is not None
+    assert secret not in record.error_message and "<SECRET_1>" in record.error_message
+
+
 def test_an_unknown_model_named_by_an_email(gw: RunningGateway) -> None:
     """404 model_not_found under the default policy: the end user and the error message
     (which quotes the model) hold one placeholder for the one value; the client's answer
