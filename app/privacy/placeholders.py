@@ -103,10 +103,22 @@ class Vault:
         return PLACEHOLDER.sub(escaped, text)
 
     def could_start(self, tail: str) -> bool:
-        """Whether ``tail`` (starting with ``<``) is a proper prefix of an issued placeholder."""
+        """Whether ``tail`` (starting with ``<``) is a proper prefix of an issued placeholder
+        (or of one whose number was skipped as the client's own: held a piece longer, it is
+        then emitted as it is). A check for each entity type, not each placeholder: a stream's
+        every ``<`` asks, and a request may have had thousands of values."""
         if len(tail) >= self._longest:
             return False
-        return any(name.startswith(tail) for name in self.originals)
+        for entity, count in self._counts.items():
+            stem = f"<{entity}_"
+            if stem.startswith(tail):
+                return True
+            if tail.startswith(stem):
+                digits = tail[len(stem):]
+                if digits.isdigit() and digits.isascii() and digits[0] != "0" \
+                        and int(digits) <= count:
+                    return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self.originals)

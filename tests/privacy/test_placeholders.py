@@ -121,3 +121,26 @@ def test_release_sends_every_held_tail_in_one_chunk() -> None:
         {"type": "content_block_delta", "index": 2,
          "delta": {"type": "thinking_delta", "thinking": "<"}}]
     assert restorer.held() == 0 and release(restorer, base) is None
+
+
+def test_could_start_is_a_proper_prefix_of_an_issued_placeholder() -> None:
+    """``could_start`` (asked at each ``<`` of a stream) answers, per entity type rather than
+    per placeholder, exactly what a look through every issued placeholder answers; with a
+    number the client's own text reserved, it may hold that number's tail too (emitted as it
+    is once the next piece rules it out)."""
+    vault = Vault()
+    for n in range(25):
+        vault.placeholder("EMAIL", f"user{n}@example.com")
+    for n in range(3):
+        vault.placeholder("US_SSN", f"12345678{n}")
+    names = list(vault.originals)
+    tails = {name[:i] for name in names for i in range(1, len(name) + 1)} | {
+        "<EMAIL_0", "<EMAIL_26", "<EMAIL_3", "<EMAIL_30", "<US_SSN_4", "<US_", "<PHONE", "<E1",
+        "<EMAIL_\u0661", "<EMAIL_1x", "<"}
+    for tail in sorted(tails):
+        brute = any(name.startswith(tail) and name != tail for name in names)
+        assert vault.could_start(tail) is brute, tail
+    reserved = Vault(["<EMAIL_1>"])
+    reserved.placeholder("EMAIL", "a@example.com")  # issued as <EMAIL_2>
+    assert reserved.could_start("<EMAIL_2") and reserved.could_start("<EMAIL_1")
+    assert not reserved.could_start("<EMAIL_3")
