@@ -21,15 +21,18 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
         ├── UpstreamRateLimited (429, rate_limit_error)         retryable
         ├── UpstreamUnavailable (5xx from upstream, status kept) retryable
         ├── UpstreamConnectError (502)                          retryable
+        │       refused, or broken before the answer was whole (a body short of its length,
+        │       a stream cut or closed before its first chunk)
         ├── UpstreamTimeout (504, timeout)                      retryable
-        └── BadUpstreamResponse (502)                  upstream answered something unparseable
+        └── BadUpstreamResponse (502)                           retryable
+                upstream answered something unusable (invalid JSON, a wrong shape, a redirect)
 
 ``retryable`` says whether the next target may be tried (only ever before the first byte has
 reached the client); whether the same target is tried again is ``app.routing.retry``'s to say
-(never after a refused credential). Provider adapters translate their upstream's errors into
-this tree at the boundary; nothing above them sees an HTTP client's exceptions. Messages never
-carry credentials. ``headers`` are response headers an error raised outside a model call goes
-out with (a model call's stages put theirs on the call).
+(never after a refused credential or an unusable answer). Provider adapters translate their
+upstream's errors into this tree at the boundary; nothing above them sees an HTTP client's
+exceptions. Messages never carry credentials. ``headers`` are response headers an error raised
+outside a model call goes out with (a model call's stages put theirs on the call).
 """
 
 from __future__ import annotations
@@ -184,6 +187,9 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class UpstreamConnectError(UpstreamError):
+    """No connection to the upstream, or one that broke before its answer was whole: a moment
+    may cure it (the same target is retried, ``app.routing.retry``)."""
+
     status = 502
     retryable = True
 
@@ -195,7 +201,13 @@ class UpstreamTimeout(UpstreamError):
 
 
 class BadUpstreamResponse(UpstreamError):
+    """The upstream answered, whole, something the gateway cannot use (a 200 that is not
+    JSON, an answer of the wrong shape, a redirect). The target's fault (its breaker counts it),
+    so the next target may serve the call; the same one is not asked again (it would most
+    likely answer the same, and may have billed this one)."""
+
     status = 502
+    retryable = True
 
 
 def from_upstream_status(status: int, message: str, *, code: str | None = None,

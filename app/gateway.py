@@ -82,6 +82,9 @@ _UNJUDGED = "routing.unjudged"
 breakers are off), until the stream ends and its outcome is the attempt's verdict
 (``Gateway._judge_stream``): a target that cuts its streams short, or that a keep-alive committed
 to and never sent a chunk, fails as an attempt does."""
+_FALLBACK = "routing.fallback"
+"""``ModelCall.extras`` key: whether the attempt running now has a target after it in the call's
+order to fall back to (``Gateway._first_chunk_s``)."""
 class Gateway(Finisher):
     """One instance per process, built in the app's lifespan. It opens each model call
     (``open``), runs the pipeline's route-and-call step for it, and finishes it (``finish``)."""
@@ -330,6 +333,7 @@ class Gateway(Finisher):
                     and not await router.admit(target, breaker) and skip and i < last:
                 continue  # open, or probed by another call (the last target is tried anyway)
             tries = 0
+            call.extras[_FALLBACK] = i < last
             while True:
                 stats = router.states.started(target)
                 started = time.perf_counter()
@@ -430,11 +434,13 @@ class Gateway(Finisher):
         return result
 
     @staticmethod
-    def _first_chunk_s(call: ModelCall, route: Route, target: Target) -> float:
+    def _first_chunk_s(call: ModelCall, target: Target) -> float:
         """How long a stream attempt on ``target`` waits for its first chunk before the next
-        target is tried; with no other target to try, no limit of its own (a slow first token
-        is then waited for as before: committed at the first keep-alive)."""
-        if len(route.targets) < 2:
+        target is tried; with no other target this call can still try (``_FALLBACK``: the
+        targets after it in the call's order, past the context windows and open breakers), no
+        limit of its own (a slow first token is then waited for as before: committed at the
+        first keep-alive)."""
+        if not call.extras.get(_FALLBACK):
             return math.inf
         if target.first_chunk_timeout_s is not None:
             return target.first_chunk_timeout_s
@@ -469,8 +475,11 @@ class Gateway(Finisher):
         try:
             return stream, first.result()
         except StopAsyncIteration:
+            # Nothing has reached the client: a connection that broke before the answer began
+            # (retried, then the next target; ``app.routing.retry``).
             await _abandon(stream, None)
-            raise errors.BadUpstreamResponse("upstream stream ended before any data") from None
+            raise errors.UpstreamConnectError(
+                f"upstream stream of {target.provider} ended before any data") from None
         except BaseException:
             await _abandon(stream, None)
             raise
@@ -499,7 +508,7 @@ class Gateway(Finisher):
             deadline = _deadline(call)
             opened, first = await self._attempts(
                 call, route, lambda p, t: self._open(
-                    opener, p, t, keepalive, self._first_chunk_s(call, route, t)),
+                    opener, p, t, keepalive, self._first_chunk_s(call, t)),
                 deadline=deadline)
             stream, committed = opened, time.perf_counter()
             if isinstance(first, asyncio.Task):

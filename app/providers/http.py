@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.payload import TOO_LARGE_BYTES_BODY
 
 from app import errors
@@ -207,12 +208,20 @@ class Upstream:
         raise self._scrub(error)
 
     def _translate(self, exc: BaseException) -> errors.GatewayError:
+        """The gateway error for an HTTP client's exception: a connection refused, or broken
+        before the answer was whole (a body short of its ``Content-Length``, a chunked stream
+        cut before its end), is an ``UpstreamConnectError``, which the same target is retried
+        for and the next one tried after (before anything reached the client); a body that
+        does not decode (its ``Content-Encoding``) is a ``BadUpstreamResponse``."""
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             return errors.UpstreamTimeout(f"upstream {self.shown} timed out")
         if isinstance(exc, aiohttp.ClientConnectorError):
             return errors.UpstreamConnectError(f"cannot connect to upstream {self.shown}")
         if isinstance(exc, aiohttp.ClientPayloadError):
-            return errors.BadUpstreamResponse(f"upstream {self.shown} cut the response short")
+            if isinstance(exc.__cause__, ContentEncodingError):
+                return errors.BadUpstreamResponse(
+                    f"upstream {self.shown} sent a body that does not decode")
+            return errors.UpstreamConnectError(f"upstream {self.shown} cut the response short")
         return errors.UpstreamConnectError(
             f"upstream {self.shown} connection failed: {type(exc).__name__}"
         )
@@ -271,8 +280,9 @@ class Upstream:
         target's own longest wait between reads instead of the provider's; ``headers``: sent
         besides, and over, the upstream's).
 
-        Errors before the first event (connect, status) are raised from the first ``__anext__``,
-        which is what lets the gateway fall back to another target. Closing the generator closes
+        Errors before the first event (connect, status, a stream closed or cut before any
+        data: an ``UpstreamConnectError``) are raised from the first ``__anext__``, which is
+        what lets the gateway retry the target or fall back to another. Closing the generator closes
         the upstream connection, which cancels the generation upstream.
         """
         try:
@@ -288,8 +298,10 @@ class Upstream:
                     await self._raise_for(response)
                 parser = SSEParser()
                 lines = LineBuffer(f"upstream {self.shown}")
+                empty = True
                 try:
                     while chunk := await response.content.readany():
+                        empty = False
                         for raw_line in lines.feed(chunk):
                             found = parser.line(raw_line)
                             if found is not None:
@@ -300,6 +312,12 @@ class Upstream:
                     for found in parser.lines(lines.rest() + _buffered(response.content)):
                         yield found
                     raise
+                if empty:
+                    # Closed after its headers with not a byte of body: a stream without a
+                    # length ends at the connection's close, so this is a connection that
+                    # broke (a server killed during prefill), not an answer.
+                    raise errors.UpstreamConnectError(
+                        f"upstream {self.shown} closed the stream before any data")
                 rest = lines.rest()
                 found = parser.line(rest) if rest else None
                 if found is not None:

@@ -1,9 +1,12 @@
 """Retries of one target before the next is tried, and the budget that caps them.
 
 A failed attempt is retried on the same target when the failure is one a moment may cure (429,
-502, 503, a refused or broken connection), not a timeout (a black-holed target would be waited
-for again), not a refused credential (``UpstreamAuthFailed``: the same credential would be
-refused again; the next target is tried) and not a 4xx. The wait is the upstream's
+502, 503, a refused or broken connection, a stream closed before its first chunk among them), not
+a timeout (a black-holed target would be waited for again), not a refused credential
+(``UpstreamAuthFailed``: the same credential would be refused again; the next target is tried),
+not an answer the gateway cannot use (``BadUpstreamResponse``: invalid JSON, the wrong shape; the
+same target would most likely answer the same, and may have billed it; the next target is tried)
+and not a 4xx. The wait is the upstream's
 ``Retry-After`` when it sent one (past ``max_retry_after_s``, no retry: the next target), else
 an exponential backoff with equal jitter (half fixed, half random: ``backoff_s``, doubling, up
 to ``max_backoff_s``). Every retry needs the budget's leave (``RetryBudget``: retries stay under

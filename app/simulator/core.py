@@ -20,7 +20,14 @@ from app.simulator.drift import Drift
 from app.simulator.engine import Engine
 from app.simulator.errors import Dialect as ErrorDialect
 from app.simulator.errors import error_body, stream_error_frames
-from app.simulator.faults import Knobs, Latency, injected_error, read_knobs, stream_failure
+from app.simulator.faults import (
+    Knobs,
+    Latency,
+    injected_error,
+    mangled,
+    read_knobs,
+    stream_failure,
+)
 from app.simulator.options import DEFAULT_MODEL, Dialect, SimOptions
 from app.simulator.state import SimState
 
@@ -290,4 +297,5 @@ async def faulted(sim: Sim, req: Request, knobs: Knobs) -> bool:
     if knobs.hang:
         await hang(sim, req)
         return True
+    req.send = mangled(knobs, req.send)  # X-Sim-Cut-Body, X-Sim-Garbage
     return False

@@ -14,6 +14,11 @@
   (OpenAI's chat and completions: the usage frame if asked, then ``[DONE]``) with no
   finish_reason, as some OpenAI-compatible servers end an answer they cut short (other dialects
   end as with ``X-Sim-End-After``).
+- ``X-Sim-Cut-Body: N``: a complete (non-streamed) 200 answer goes out with its headers, its
+  whole ``Content-Length`` among them, and only its first N bytes; then the connection is
+  dropped (a server killed while it sent its answer).
+- ``X-Sim-Garbage: 1``: a complete (non-streamed) 200 answer's body is an HTML page instead of
+  the dialect's JSON (what a proxy in front of a model server may answer).
 - ``X-Sim-Echo-Key: 1``: the injected error (``X-Return-Error``, ``X-Sim-Error-After``) echoes
   the credential the request carried (``Authorization``, ``api-key`` or ``x-api-key``) in its
   message, type and param, as a careless upstream might.
@@ -38,7 +43,7 @@ import random
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from app.simulator.asgi import Request, SimError, has_knobs
+from app.simulator.asgi import Message, Request, Send, SimError, has_knobs
 from app.simulator.options import SimOptions
 
 
@@ -59,6 +64,8 @@ class Knobs:
     end_after: int | None = None
     done_after: int | None = None
     hang: bool = False
+    cut_body: int | None = None
+    garbage: bool = False
     retry_after: str | None = None
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
@@ -111,6 +118,8 @@ def read_knobs(req: Request) -> Knobs:
         end_after=_count(headers, "x-sim-end-after"),
         done_after=_count(headers, "x-sim-done-after"),
         hang=_flag(headers, "x-sim-hang"),
+        cut_body=_count(headers, "x-sim-cut-body"),
+        garbage=_flag(headers, "x-sim-garbage"),
         retry_after=_retry_after(headers),
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
     )
@@ -159,6 +168,49 @@ def injected_error(knobs: Knobs) -> SimError | None:
     elif status == 429:
         err.headers = [(b"retry-after", b"1")]
     return err
+
+
+GARBAGE = (b"<html><head><title>200 OK</title></head><body>An HTML page where JSON was due."
+           b"</body></html>\n")
+"""The body ``X-Sim-Garbage`` answers."""
+
+
+def mangled(knobs: Knobs, send: Send) -> Send:
+    """``send`` playing ``X-Sim-Cut-Body`` and ``X-Sim-Garbage`` on a complete 200 answer (one
+    with a ``Content-Length``; a stream goes through untouched: ``X-Sim-Cut-After`` cuts those),
+    or ``send`` itself when neither is set."""
+    if knobs.cut_body is None and not knobs.garbage:
+        return send
+    held: Message | None = None  # a complete answer's start, sent with its body
+
+    async def mangling(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 200 and any(
+                name == b"content-length" for name, _ in message.get("headers", ())):
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body" \
+                or message.get("more_body", False):
+            await send(message)
+            return
+        start, held = held, None
+        body: bytes = message.get("body", b"")
+        if knobs.garbage:
+            body = GARBAGE
+            start = {**start, "headers": [
+                *((n, v) for n, v in start["headers"]
+                  if n not in (b"content-length", b"content-type")),
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", b"%d" % len(body))]}
+        await send(start)
+        if knobs.cut_body is None:
+            await send({"type": "http.response.body", "body": body})
+            return
+        # Never finished: the server drops the connection once the handler returns.
+        await send({"type": "http.response.body", "body": body[:knobs.cut_body],
+                    "more_body": True})
+
+    return mangling
 
 
 class Latency:

@@ -244,7 +244,7 @@ async def test_provider_maps_upstream_validation_errors(
 @pytest.mark.parametrize(("fault", "kind"), [
     ({"X-Sim-End-After": "2"}, errors.BadUpstreamResponse),
     ({"X-Sim-Error-After": "2"}, errors.UpstreamError),
-    ({"X-Sim-Cut-After": "2"}, errors.BadUpstreamResponse),
+    ({"X-Sim-Cut-After": "2"}, errors.UpstreamConnectError),
 ])
 async def test_provider_stream_failures_are_errors(
         simulator: str, session: aiohttp.ClientSession, fault: dict[str, str],

@@ -731,12 +731,13 @@ async def test_simulator_mid_stream_error_raises_after_content(
     assert streamed_text(received)
 
 
-async def test_simulator_cut_stream_is_a_bad_upstream_response(
+async def test_simulator_cut_stream_is_a_broken_connection(
     simulator: str, session: aiohttp.ClientSession
 ) -> None:
-    """A stream cut before message_stop raises BadUpstreamResponse, never ends quietly."""
+    """A stream whose connection drops before message_stop raises UpstreamConnectError (a
+    broken connection), never ends quietly."""
     upstream = provider(simulator, session, headers={"X-Sim-Cut-After": "2"})
-    with pytest.raises(errors.BadUpstreamResponse):
+    with pytest.raises(errors.UpstreamConnectError):
         await collect(upstream.stream_chat(chat_call(stream=True), target=TARGET))
 
 

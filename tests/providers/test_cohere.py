@@ -550,10 +550,10 @@ async def test_simulator_refused_key_never_leaks(simulator: str,
 
 
 async def test_simulator_faulted_streams(simulator: str, session: aiohttp.ClientSession) -> None:
-    """A cut stream raises BadUpstreamResponse; a failed generation raises UpstreamError after
-    the chunks that came before it."""
+    """A cut stream raises UpstreamConnectError (a broken connection); a failed generation
+    raises UpstreamError after the chunks that came before it."""
     cut = provider(simulator, session, headers={"X-Sim-Cut-After": "2"})
-    with pytest.raises(errors.BadUpstreamResponse):
+    with pytest.raises(errors.UpstreamConnectError):
         await collect(cut.stream_chat(chat_call(stream=True), target=TARGET))
     failed = provider(simulator, session, headers={"X-Sim-Error-After": "2"})
     seen: list[Json] = []

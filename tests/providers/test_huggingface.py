@@ -516,9 +516,9 @@ async def test_refused_token_is_not_echoed(simulator: str,
 
 async def test_tgi_stream_cut_and_mid_stream_error(simulator: str,
                                                    session: aiohttp.ClientSession) -> None:
-    """A cut /generate_stream is a truncated answer; an error event after content raises."""
+    """A cut /generate_stream is a broken connection; an error event after content raises."""
     cut = provider(simulator, session, "tgi", headers={"X-Sim-Cut-After": "2"})
-    with pytest.raises(errors.BadUpstreamResponse):
+    with pytest.raises(errors.UpstreamConnectError):
         await collect(cut.stream_complete(completion_call(stream=True), target=TARGET))
     failing = provider(simulator, session, "tgi", headers={"X-Sim-Error-After": "2"})
     received: list[Json] = []

@@ -63,6 +63,40 @@ def test_latency_prefers_the_fastest_measures_the_unknown_and_shuns_the_failing(
     assert STRATEGIES["latency"](choice(A, B, stats={"a": fast, "b": stale}))[0] == B
 
 
+def test_latency_puts_a_target_that_only_ever_failed_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target whose every attempt failed (a spent quota's 429s) has no sample, yet goes last
+    until an attempt succeeds, not first as an unmeasured one would."""
+    monkeypatch.setattr(latency_strategy, "EXPLORE", 0.0)
+    states = TargetStates()
+    quota = states.started(A)
+    states.ended(quota)
+    states.failed(quota)
+    measured = states.started(B)
+    states.answered(measured, 400.0)
+    states.ended(measured)
+    made = Choice(targets=(A, B, C), stats=states.by_target, prices=PriceBook({}),
+                  rng=random.Random(7))
+    assert STRATEGIES["latency"](made) == [C, B, A]  # unknown, measured, failing
+    again = states.started(A)
+    states.answered(again, 100.0)  # it answered: measured now, and faster than B
+    states.ended(again)
+    assert STRATEGIES["latency"](made) == [C, A, B]
+
+
+def test_latency_keeps_a_target_failing_since_a_stale_sample_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target that worked once, then failed for longer than STALE_S, stays last: its old
+    sample makes it unknown, but its failures since say it is down."""
+    monkeypatch.setattr(latency_strategy, "EXPLORE", 0.0)
+    now = time.monotonic()
+    down = TargetStats(ewma_ms=10, sampled_at=now - latency_strategy.STALE_S - 60, failures=40)
+    fine = TargetStats(ewma_ms=400, sampled_at=now)
+    assert STRATEGIES["latency"](choice(A, B, stats={"a": down, "b": fine})) == [B, A]
+    never = TargetStats(failures=1)  # no sample at all
+    assert STRATEGIES["latency"](choice(A, B, C, stats={"a": never, "b": fine})) == [C, B, A]
+
+
 def test_latency_explores_a_share_of_calls() -> None:
     now = time.monotonic()
     stats = {"a": TargetStats(ewma_ms=50, sampled_at=now), "b": TargetStats(ewma_ms=400,

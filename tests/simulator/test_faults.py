@@ -86,6 +86,35 @@ def test_cut_after_drops_the_stream(fresh: str, web: httpx.Client) -> None:
     assert "data: [DONE]" not in lines
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/messages"])
+def test_cut_body_drops_a_complete_answer_short_of_its_length(http: httpx.Client,
+                                                              path: str) -> None:
+    """X-Sim-Cut-Body: N sends a 200 answer's headers, its whole Content-Length among them,
+    and N bytes of its body, then drops the connection; a stream is left to X-Sim-Cut-After."""
+    body = {"model": "m", "prompt": "x", "max_tokens": 5} if path == "/v1/completions" else \
+        {**CHAT, "max_tokens": 5}
+    key = {"x-api-key": "k", "anthropic-version": "2023-06-01"}  # Anthropic's route wants one
+    whole = http.post(path, json=body, headers=key)
+    assert whole.status_code == 200
+    with pytest.raises(httpx.RemoteProtocolError), http.stream(
+            "POST", path, json=body, headers={**key, "X-Sim-Cut-Body": "10"}) as response:
+        assert response.status_code == 200 and int(response.headers["content-length"]) > 10
+        response.read()
+    streamed = http.post("/v1/chat/completions", json=STREAM, headers={"X-Sim-Cut-Body": "10"})
+    assert streamed.text.endswith("data: [DONE]\n\n")
+
+
+def test_garbage_answers_200_with_html(http: httpx.Client) -> None:
+    """X-Sim-Garbage: 1 answers 200 with an HTML page instead of the JSON answer."""
+    response = http.post("/v1/chat/completions", json=CHAT, headers={"X-Sim-Garbage": "1"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<html>")
+    failed = http.post("/v1/chat/completions", json=CHAT,
+                       headers={"X-Sim-Garbage": "1", "X-Return-Error": "503"})
+    assert failed.status_code == 503 and "error" in failed.json()  # errors stay as they are
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_done_after_ends_without_finish_reason(http: httpx.Client, path: str) -> None:
     """X-Sim-Done-After: N sends N content chunks, the usage frame and [DONE], and no chunk

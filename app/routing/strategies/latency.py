@@ -1,7 +1,9 @@
 """``latency``: the target with the lowest recent time to first byte first (a moving average,
-``app.routing.state``). Exploration, so that a target that was slow, or failed and recovered,
-is measured again: a target with no sample, or none for ``STALE_S``, comes first, and
-``EXPLORE`` of calls try a random one first."""
+``app.routing.state``). A target whose last attempt failed goes last until one succeeds, whether
+or not it was ever measured, and however old its last measurement is. Exploration, so that a
+target that was slow, or failed and recovered, is measured again: a target with no sample, or
+none for ``STALE_S``, that has not failed since comes first, and ``EXPLORE`` of calls try a
+random one first."""
 
 from __future__ import annotations
 
@@ -25,8 +27,12 @@ def order(choice: Choice) -> list[Target]:
 
 def _score(choice: Choice, target: Target) -> float:
     stats = choice.stats_of(target)
+    if stats.failures:
+        # Failing now: last, until an attempt succeeds. Checked first: a target that has only
+        # ever failed (a spent quota's 429s) has no sample, and one that has failed since its
+        # last success longer than STALE_S has a stale one; "unknown" would put either first
+        # on every call.
+        return math.inf
     if stats.ewma_ms is None or time.monotonic() - stats.sampled_at > STALE_S:
         return -math.inf  # unknown: measure it
-    if stats.failures:
-        return math.inf  # failing now: last, until an attempt succeeds
     return stats.ewma_ms
