@@ -61,7 +61,7 @@ from app.providers.base import (
 from app.routing import Route, RoutingTable
 from app.routing.breaker import Breaker
 from app.routing.retry import retry_delay
-from app.routing.router import Router, deadline_s, unhealthy
+from app.routing.router import Router, against_target, deadline_s, unhealthy
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
@@ -351,7 +351,8 @@ class Gateway(Finisher):
                             code="deadline_exceeded") from None
                 except errors.GatewayError as exc:
                     router.states.ended(stats)
-                    router.states.failed(stats)
+                    if against_target(exc):
+                        router.states.failed(stats)
                     if breaker is not None:
                         router.judge(target, breaker, failed=unhealthy(exc))
                     spent = (time.perf_counter() - started) * 1000

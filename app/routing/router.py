@@ -66,6 +66,16 @@ def unhealthy(exc: errors.GatewayError) -> bool | None:
     return True if exc.status_code >= 500 else None
 
 
+def against_target(exc: errors.GatewayError) -> bool:
+    """Whether a failed attempt counts against its target in the latency strategy's order
+    (``RouteStates.failed``): unwell (``unhealthy``) or out of capacity (a 429: a spent quota
+    answers every call so). Not a 4xx the request caused, nor a deadline its caller chose: a
+    client sending bad requests, or tiny deadlines, put a healthy target last for everyone."""
+    if exc.code == "deadline_exceeded":
+        return False
+    return exc.status_code >= 500 or exc.status_code == 429
+
+
 def prefix_key(body: Json | None) -> Any:
     """What calls whose prompts start alike share: the leading system (or developer) messages,
     which every conversation of an application repeats; without them, the first message, which

@@ -168,3 +168,32 @@ def test_the_last_target_left_after_a_fallback_waits_for_its_first_chunk(
         answer = gateway.http().post("/v1/chat/completions", json=STREAM)
         assert answer.status_code == 200 and answer.text.rstrip().endswith("data: [DONE]")
         assert attempts_of(gateway.sink.records[-1]) == [("broken", 503), ("bad", 200)]
+
+
+WORDY = {"model": "chat", "messages": [{"role": "user", "content": "word " * 12000}]}
+"""A prompt past the simulator's context (8,192 tokens): its 400 is the request's fault."""
+
+
+def test_latency_keeps_a_target_the_client_sent_bad_requests_to(run_gateway: GatewayFactory,
+                                                                simulator: str) -> None:
+    """Under ``strategy: latency``, a client's requests that the fast target refuses as too
+    long (400; the slow one's context window is too short for them to go there) do not count
+    against it: the calls after each go to it first still, not to the slow one."""
+    raw = first_broken(simulator, {}, attempts=0)
+    raw["providers"]["slow"] = {**raw["providers"]["sim"],
+                                "headers": {"X-Sim-TTFT-Ms": "150"}}
+    raw["models"]["chat"] = {"strategy": "latency", "targets": [
+        {"provider": "bad", "model": "gpt-4o-mini"},
+        {"provider": "slow", "model": "gpt-4o-mini", "context_window": 1000}]}
+    with run_gateway(raw) as gateway:
+        http = gateway.http()
+        for _ in range(2):  # both measured: the fast one leads from here on
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+        firsts = []
+        for _ in range(16):
+            assert http.post("/v1/chat/completions", json=WORDY).status_code == 400
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+            firsts.append(gateway.sink.records[-1].attempts[0].provider)
+        # Only the 5% exploration (half of it picking the slow one) may lead with it: 0.4
+        # expected in 16; more than 5 has odds of about one in a million.
+        assert firsts.count("slow") <= 5, firsts
