@@ -36,44 +36,20 @@ client's own text holds (never issued); the values found, to look for in what is
 
 def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
     """What ``detector`` finds in ``body`` and ``native`` (see the module docstring)."""
-    found: dict[str, list[Finding]] = {}
-    clean: set[str] = set()
-    counts: Counter[str] = Counter()
-    reserved: set[str] = set()
-    in_body: set[str] = set()
-    for part in (body, native):
-        if part is None:
-            continue
-        for text in texts(part):
-            hits = found.get(text)
-            if hits is None and text not in clean:
-                hits = detector.scan(text)
-                if hits:
-                    found[text] = hits
-                else:
-                    clean.add(text)
-                if "<" in text:
-                    reserved |= reserved_in((text,))
-            if not hits:
-                continue
-            if part is body or text not in in_body:  # as _counted counts
-                in_body.add(text)
-                counts.update(f.entity for f in hits)
+    parts = [*texts(body)] if native is None else [*texts(body), *texts(native)]
+    found, known = _scanned(detector, parts, model=True)
+    reserved = reserved_in(parts)
     if not found:
         return found, {}, reserved, NOTHING_KNOWN
-    known = Known(found.items())
-    if _spread(detector, known, found, clean):
-        return found, _counted(found, body, native), reserved, known
-    return found, dict(counts), reserved, known
+    return found, _counted(found, body, native), reserved, known
 
 
 def _spread(detector: Detector, known: Known, found: dict[str, list[Finding]],
-            clean: set[str]) -> bool:
+            clean: set[str]) -> None:
     """``found`` (the findings of each text part that has any) with every occurrence of the
     ``known`` values added, in the texts that had findings and in the ``clean`` ones: a value
     its detector finds only in context (a secret after ``password=``, a bare phone number
-    after "call", a name the model recognised) is the same value without it. Whether any was
-    added."""
+    after "call", a name the model recognised) is the same value without it."""
     every = [*found, *clean]
     taken = [set(zip(map(_START, hits), map(_END, hits), strict=True))
              for hits in found.values()]
@@ -81,7 +57,6 @@ def _spread(detector: Detector, known: Known, found: dict[str, list[Finding]],
     for index, more in added.items():
         text = every[index]
         found[text] = detector.merge(found.get(text, []), more)
-    return bool(added)
 
 
 def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
@@ -90,6 +65,13 @@ def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
     found in one of them included wherever it appears in the others (as ``scan_request`` does
     for a body): for strings stored apart from a body (a refused call's end user, tags and
     error message, ``app.pipeline``). ``model``: whether the detector's model runs too."""
+    return _scanned(detector, strings, model=model)[0]
+
+
+def _scanned(detector: Detector, strings: Iterable[str], *, model: bool
+             ) -> tuple[dict[str, list[Finding]], Known]:
+    """Each distinct one of ``strings`` scanned once, then the values found spread to the
+    others (``_spread``): the findings of those that have any, and the values found."""
     found: dict[str, list[Finding]] = {}
     clean: set[str] = set()
     for text in strings:
@@ -100,9 +82,11 @@ def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
             found[text] = hits
         else:
             clean.add(text)
-    if found:
-        _spread(detector, Known(found.items()), found, clean)
-    return found
+    if not found:
+        return found, NOTHING_KNOWN
+    known = Known(found.items())
+    _spread(detector, known, found, clean)
+    return found, known
 
 
 def _counted(found: dict[str, list[Finding]], body: Json, native: Json | None
