@@ -142,7 +142,7 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
             reconcile_budgets, limits.reconcile_interval_s,
             limiter.reconnected if isinstance(limiter, RedisLimiter) else None))
         stack.callback(reconciling.cancel)
-    authenticator = Authenticate(settings.master_key, keys)
+    authenticator = Authenticate(settings.master_key, keys, limiter=limiter)
     recorder = metrics.recorder if metrics else None
     # Prompt templates live in the call log's database; without one a request naming a
     # template is a 503 (the stage is always there, so `prompt` never reaches an upstream).

@@ -36,6 +36,9 @@ Freshness:
   database fails keeps the old entries, and the next one reads those changes again.
 - Without Redis, invalidation is in-process only: other processes (``--workers`` in embedded
   mode) see a change at their next refresh.
+- Whatever drops or replaces an entry tells ``on_dropped`` (the authenticate stage: the
+  caller it built from the entry is forgotten, and the limiter settles what it holds of that
+  caller's spend, so that a lowered budget counts it at once).
 
 Stale write-back: every ``changed()`` bumps a generation counter; a ``resolve()`` or refresh that
 began under an older generation returns its result but does not cache it.
@@ -161,6 +164,10 @@ class KeyDirectory:
         self._pruned_at = -math.inf
         self.subscribed = asyncio.Event()
         """Set while the subscriber listens (tests wait on it)."""
+        self.on_dropped: Callable[[str], None] | None = None
+        """Told the hash of every entry that leaves the cache or is replaced by a changed one
+        (a change of its key or team, an eviction), after the change: ``app.stages.authenticate``
+        forgets the caller it built from it."""
 
     # ---- lookups
 
@@ -299,6 +306,8 @@ class KeyDirectory:
         old = self._entries.get(digest)
         self._entries[digest] = entry
         if old is not None:
+            if old is not entry and self.on_dropped is not None:
+                self.on_dropped(digest)
             if old.key.id == entry.key.id and old.key.team_id == entry.key.team_id:
                 return
             self._unindex(digest, old)
@@ -311,6 +320,8 @@ class KeyDirectory:
         entry = self._entries.pop(digest, None)
         if entry is not None:
             self._unindex(digest, entry)
+            if self.on_dropped is not None:
+                self.on_dropped(digest)
 
     def _unindex(self, digest: str, entry: Entry) -> None:
         _discard(self._by_key, entry.key.id, digest)
@@ -352,9 +363,13 @@ class KeyDirectory:
         self._generation += 1
         self._negative.clear()
         if key_id is None and team_id is None:
+            dropped = list(self._entries)
             self._entries.clear()
             self._by_key.clear()
             self._by_team.clear()
+            if self.on_dropped is not None:
+                for digest in dropped:
+                    self.on_dropped(digest)
             return
         for digest in self._matching(() if key_id is None else (key_id,),
                                      () if team_id is None else (team_id,)):

@@ -42,6 +42,9 @@ class LocalLimiter:
     async def aclose(self) -> None:
         return None
 
+    def forget(self, buckets: Sequence[Bucket]) -> None:
+        """Nothing to do: every call's spend is counted when it is settled."""
+
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
         """Charge one request and ``tokens`` to every bucket, or to none."""
         return self.admit_now(buckets, tokens)

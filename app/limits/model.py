@@ -58,7 +58,9 @@ there the bound holds as long as the news is faster than the caller's next call.
 
 Tallies: a credit's calls are not settled one by one. Each adds its spend and its token
 correction to the credit's tally, which is settled as one call when the credit ends (used up,
-run out, renewed, given back on budget news or at shutdown). Two bounds keep this safe:
+run out, renewed, given back on budget news or at shutdown, or its caller's key or team changed:
+``Limiter.forget``, so that a lowered budget counts it before the caller's next admission). Two
+bounds keep this safe:
 - a call that used more tokens than its estimate settles on its own, at once, so a TPM window
   never counts less than was used (a tally only gives tokens back, a little later);
 - the tallies of one process hold at most 1/256 of each budget between them
@@ -185,6 +187,12 @@ class Limiter(Protocol):
         budgets; fire-and-forget, never raises. ``slot`` (the admission's ``Decision.slot``),
         else ``elapsed_s`` (since the admission), lets the correction land in the slot the
         reservation was charged to."""
+        ...
+
+    def forget(self, buckets: Sequence[Bucket]) -> None:
+        """``buckets`` are replaced (their caller's key or team changed): nothing this process
+        holds of their spend may wait any longer (the Redis limiter settles a credit's tally
+        now, ahead of the new buckets' next admission). Never raises."""
         ...
 
     async def start(self) -> None: ...

@@ -66,6 +66,7 @@ import contextlib
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -236,6 +237,10 @@ class RedisLimiter:
         self._flushes = 0
         """How many times ``flush`` gave every credit back: a renewal asked for before the
         last is given back when granted."""
+        self._forgotten: weakref.WeakSet[_Prepared] = weakref.WeakSet()
+        """The callers ``forget`` was told of: a credit they asked for before (or ask for
+        after, a call that authenticated before the change) is given back when granted. Weak:
+        each stays as long as ``_calls`` or an admission on its way holds it."""
         self._heads = {source: bulk(b"EVALSHA") + bulk(scripts.sha1(source).encode())
                        for source in (scripts.ADMIT, scripts.SETTLE, scripts.RELEASE)}
         """Each script's EVALSHA and digest, encoded once."""
@@ -297,6 +302,32 @@ class RedisLimiter:
             if not waiting:
                 return
             await asyncio.wait(waiting, timeout=SETTLE_TIMEOUT_S + self._timeout_s)
+
+    def forget(self, buckets: Sequence[Bucket]) -> None:
+        """The caller of ``buckets`` has new ones (its key or team changed, and
+        ``app.stages.authenticate`` built its caller anew): its credit is given back now, not
+        when it would have ended, and its tally settled, at once, ahead of any admission of the
+        new buckets (one connection: Redis decides those with this spend counted). Without
+        this, a lowered budget admitted one more call in each process whose tally held
+        spend the new budget had no room for. Not a call's path: once per key change."""
+        if not buckets:
+            return
+        known = self._calls.get(id(buckets))
+        if known is not None and known.buckets is buckets:
+            self._forgotten.add(known)
+        held = self._credits.get(id(buckets))
+        if held is not None and held.known.buckets is buckets:
+            self._forgotten.add(held.known)
+            self._release(held)
+        timer = self._settle_timer
+        if timer is None:
+            return
+        loop = asyncio.get_running_loop()  # settles are queued: the loop they were queued in
+        if timer.when() > loop.time():
+            # Sent in the next event-loop turn: a change of a team (or of the whole key cache)
+            # forgets many callers at once, whose settles go as one batch.
+            timer.cancel()
+            self._settle_timer = loop.call_later(0, self._flush_settles)
 
     def admit_now(self, buckets: Sequence[Bucket], tokens: int) -> Decision | None:
         """The call admitted from the caller's credit, if it has one that holds it (an ended
@@ -497,9 +528,9 @@ class RedisLimiter:
     def _grant(self, known: _Prepared, requests: int, slot: int, tokens: int, sent: float,
                decision: Decision, *, stale: bool = False) -> None:
         """Keep the credit an admission got (a caller's earlier one, if any, is returned); it
-        is given back at once if ``stale`` (asked for before a ``flush``), and a caller with a
-        budget's if budget news came since it was asked for, or this process is not following
-        the news now."""
+        is given back at once if ``stale`` (asked for before a ``flush``) or its caller was
+        forgotten (``forget``), and a caller with a budget's if budget news came since it was
+        asked for, or this process is not following the news now."""
         key = id(known.buckets)
         old = self._credits.get(key)
         if old is not None:
@@ -507,7 +538,8 @@ class RedisLimiter:
         credit = _Credit(known, slot, sent + CREDIT_S - 1, requests, requests * tokens,
                          _CreditDecision(decision, slot, self._tick(), self._tick))
         credit.paused = self._over(known.caps)
-        if stale or (known.budgeted and (self._news_at >= sent or not self.hearing.is_set())):
+        if stale or known in self._forgotten or (known.budgeted and (
+                self._news_at >= sent or not self.hearing.is_set())):
             self._release(credit)
             return
         self._credits[key] = credit
@@ -946,10 +978,12 @@ def _outcome(done: asyncio.Future[list[Any]]) -> list[Any] | BaseException:
     return done.exception() or done.result()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class _Prepared:
     """One tuple of buckets' share of its ADMIT and SETTLE calls, encoded as ``RespClient``
-    sends them, for one UTC day (``RedisLimiter._prepared``)."""
+    sends them, for one UTC day (``RedisLimiter._prepared``). Compared and hashed by identity,
+    as its tuple is (``RedisLimiter._forgotten``: a caller's new buckets may equal its old
+    ones)."""
 
     buckets: Sequence[Bucket]
     admit_size: bytes

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from app import errors
 from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
-from app.limits import Bucket
+from app.limits import Bucket, Limiter
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
 from app.privacy.policy import tighter
 
@@ -59,13 +59,19 @@ class Authenticate(Stage):
 
     slot = Slot.AUTHENTICATE
 
-    def __init__(self, master_key: SecretStr | None, keys: KeyDirectory | None) -> None:
+    def __init__(self, master_key: SecretStr | None, keys: KeyDirectory | None, *,
+                 limiter: Limiter | None = None) -> None:
+        """``limiter``: the one the callers' calls are admitted by, told when a caller is
+        built anew (``Limiter.forget``)."""
         self._master = None if master_key is None else master_key.get_secret_value().encode()
         self.own_keys = () if master_key is None else (master_key.get_secret_value(),)
         self._keys = keys
+        self._limiter = limiter
         self._callers: dict[str, tuple[Entry, Caller]] = {}
-        """The caller built for each cached directory entry, by key hash (rebuilt when the
-        directory's entry changes)."""
+        """The caller built for each cached directory entry, by key hash (forgotten when the
+        directory drops or replaces the entry, rebuilt at its next use)."""
+        if keys is not None:
+            keys.on_dropped = self._dropped
 
     async def identify(self, headers: dict[str, str]) -> Caller:
         """The caller presenting ``headers``; a ``GatewayError`` when refused."""
@@ -103,13 +109,31 @@ class Authenticate(Stage):
             raise RefusedKey(f"This API key is {problem}.", key_id=entry.key.id,
                              team_id=entry.key.team_id)
         known = self._callers.get(digest)
-        if known is not None and known[0] is entry:
-            return known[1]
+        if known is not None:
+            if known[0] is entry:
+                return known[1]
+            self._forget(known[1])  # built from an entry read before the change it missed
         caller = caller_of(entry)
         if len(self._callers) > 100_000:  # bounded like the directory itself
+            for _, old in self._callers.values():
+                self._forget(old)
             self._callers.clear()
         self._callers[digest] = (entry, caller)
         return caller
+
+    def _dropped(self, digest: str) -> None:
+        """The directory dropped or replaced the entry of ``digest`` (``KeyDirectory.on_dropped``):
+        the caller built from it is forgotten."""
+        known = self._callers.pop(digest, None)
+        if known is not None:
+            self._forget(known[1])
+
+    def _forget(self, caller: Caller) -> None:
+        """``caller`` is replaced by one built anew, with new buckets: the limiter settles what
+        it holds of the old ones' spend now (a credit's tally), so that the new buckets'
+        admissions, under a budget that may be lower, count it."""
+        if self._limiter is not None and caller.buckets:
+            self._limiter.forget(caller.buckets)
 
     async def on_headers(self, call: ModelCall) -> None:
         record = call.record

@@ -1,15 +1,21 @@
 """Budgets of callers that get admission credits, through the openai SDK and gateway processes
 sharing Redis: a sequential client of a budget-only key or team stops at the budget (at most
-the call in flight when it ran out over it), on one gateway or alternating between two, and a
-key moved to another team keeps what it spent."""
+the call in flight when it ran out over it), on one gateway or alternating between two, a
+key moved to another team keeps what it spent, and a budget lowered below what a credit's
+tally holds refuses the next call on every gateway."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
 import pytest
+import redis
 
+from app.limits.model import period_name, spent_micro_usd
+from app.limits.redis import PREFIX, spend_key
 from tests.calllog.servers import PrivateRedis
 from tests.governance.conftest import HI, Fleet, create_key, sdk
 
@@ -73,3 +79,47 @@ def test_a_key_moved_to_another_team_keeps_its_spent_budget(
         with pytest.raises(openai.RateLimitError) as caught:
             sdk(url, created["key"]).chat.completions.create(model="chat", messages=HI)
         assert caught.value.code == "insufficient_quota"
+
+
+def test_a_lowered_budget_counts_the_spend_a_credit_tally_held(
+        fleet_factory: Any, redis_server: PrivateRedis) -> None:
+    """A key with a $100 day budget makes three calls on gateway a: the first is counted in
+    Redis, the other two wait in its credit's tally there. Its budget is cut, on gateway b, to
+    between the two: a settles the tally on hearing of the change (it sees no further call of
+    the key), and the key's next call is refused on both gateways."""
+    fleet: Fleet = fleet_factory(redis_server.url)
+    a, b = fleet.start(2)
+    created = create_key(fleet, budget_usd=100, budget_period="day")
+    client = sdk(a, created["key"])
+    costs = [float(client.chat.completions.with_raw_response.create(
+        model="chat", messages=HI, max_tokens=5).headers["x-switchboard-cost-usd"])
+        for _ in range(3)]
+    spent = sum(spent_micro_usd(cost) for cost in costs)
+    counter = spend_key(PREFIX, tag=created["id"], scope="key", id=created["id"],
+                        period=period_name("day", datetime.now(UTC)))
+    store = redis.Redis(port=redis_server.port)
+    try:
+        first = spent_micro_usd(costs[0])
+        assert counted(store, counter, lambda n: n == first) == first  # the tally holds two
+        with fleet.admin(b) as admin:
+            lowered = admin.patch(f"/admin/keys/{created['id']}",
+                                  json={"budget_usd": (first + spent) / 2 / 1e6})
+        assert lowered.status_code == 200, lowered.text
+        assert counted(store, counter, lambda n: n == spent) == spent
+    finally:
+        store.close()
+    for url in (a, b):
+        with pytest.raises(openai.RateLimitError) as caught:
+            sdk(url, created["key"]).chat.completions.create(model="chat", messages=HI)
+        assert caught.value.code == "insufficient_quota"
+
+
+def counted(store: redis.Redis, counter: str, done: Any) -> int:
+    """The spend counter once ``done`` holds for it (or after 5 s, well inside a credit's
+    life: its tally is not settled by its end)."""
+    deadline = time.monotonic() + 5
+    while True:
+        value = int(store.get(counter) or 0)
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)

@@ -210,6 +210,35 @@ async def test_refresh_heals_a_missed_change(store: KeyStore) -> None:
     assert directory.cached(hash_key(same_key)) is unchanged
 
 
+async def test_every_entry_dropped_or_replaced_is_told(store: KeyStore) -> None:
+    """``on_dropped`` hears the hash of each entry that a change drops, a refresh replaces (not
+    one it finds unchanged), the bound evicts, or a drop of everything clears."""
+    team = await store.create_team(TeamCreate(name="t"))
+    a_record, a = await store.create_key(KeyCreate(name="a", rpm=5))
+    _, b = await store.create_key(KeyCreate(name="b", team_id=team.id))
+    _, c = await store.create_key(KeyCreate(name="c"))
+    _, d = await store.create_key(KeyCreate(name="d"))
+    directory = KeyDirectory(store, None, max_entries=3)
+    told: list[str] = []
+    directory.on_dropped = told.append
+    for key in (a, b, c):
+        await directory.resolve(key)
+    await directory.changed(team_id=team.id)
+    assert told == [hash_key(b)]
+    told.clear()
+    await directory.resolve(b)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(ApiKey).where(ApiKey.id == a_record.id).values(rpm=9))
+    await directory.refresh()  # its first: re-reads all three, only a changed
+    assert told == [hash_key(a)]
+    told.clear()
+    await directory.resolve(d)  # evicts the oldest cached, a
+    assert told == [hash_key(a)]
+    told.clear()
+    directory.drop()
+    assert sorted(told) == sorted(hash_key(k) for k in (b, c, d))
+
+
 async def test_resolve_begun_before_a_change_does_not_cache(
         store: KeyStore, database: Database) -> None:
     """A resolve in flight when changed() runs returns its result but does not write it back."""

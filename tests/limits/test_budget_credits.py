@@ -4,6 +4,7 @@ Redis has not counted yet."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
@@ -93,3 +94,39 @@ async def test_another_keys_material_spend_pauses_the_teams_credits(prefix: str)
         limiter.settle(b, 0, 0, 0.02, slot=decision.slot)
         assert (await limiter.admit(a, 0)).admitted
         assert client.round_trips == [1, 1]  # b's settle at once, then a's admission
+
+
+async def test_a_lowered_budget_counts_what_the_old_credits_tally_held(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """A key's budget is lowered to between what Redis counted and what it spent (two calls
+    still in its credit's tally): once its caller's old buckets are forgotten, the tally is
+    settled ahead of the new buckets' first admission, which Redis refuses."""
+    old = (Bucket("key", "k", None, None, 100.0),)  # its tallies may hold $0.39
+    spend = f"{prefix}:spend:{{k}}:key:k:"
+    async with tallying(prefix) as (limiter, _, clock):
+        spend += month(clock)
+        assert await sequential(limiter, old, 3, 0.009) == 3
+        await until(lambda: redis.get(spend), b"9000")  # the first call's; two in the tally
+        new = (Bucket("key", "k", None, None, 0.01),)  # the key's caller, built anew
+        limiter.forget(old)
+        refused = await limiter.admit(new, 0)
+        assert (refused.admitted, refused.reason) == (False, "budget")
+        assert await redis.get(spend) == b"27000"
+        assert limiter.admit_now(old, 0) is None  # the old credit was given back
+
+
+async def test_a_credit_granted_to_a_forgotten_caller_is_given_back(prefix: str) -> None:
+    """An admission asking for a credit when its caller's buckets are forgotten is answered,
+    but the credit it was granted is given back at once: no tally of those buckets outlives
+    the change (a caller with the same buckets, built anew, gets its own)."""
+    key = (Bucket("key", "k", None, None, 100.0),)
+    async with tallying(prefix) as (limiter, client, _):
+        pending = asyncio.ensure_future(limiter.admit(key, 0))
+        await asyncio.sleep(0)  # sent, asking for a credit
+        assert client.round_trips == [1]
+        limiter.forget(key)
+        assert (await pending).admitted
+        assert limiter.admit_now(key, 0) is None
+        again = (Bucket("key", "k", None, None, 100.0),)
+        await limiter.admit(again, 0)
+        assert limiter.admit_now(again, 0) is not None
