@@ -46,6 +46,10 @@ class Breaker:
     opened_at: float = 0.0
     probing: bool = False
     """A half-open probe is in flight."""
+    changes: int = 0
+    """How many times it opened or closed (its own verdicts and adopted ones): a caller that
+    awaited something (``Router.admit``, a shared probe claim) tells from it whether a verdict
+    arrived meanwhile, which then stands."""
     recent: deque[tuple[float, bool]] = field(default_factory=deque)
     """(time, failed) of the attempts of the last ``window_s``."""
 
@@ -74,8 +78,7 @@ class Breaker:
         self._note(False)
         self.consecutive = 0
         if self.state != "closed":
-            self.state, self.probing, self.cooldown_s = "closed", False, 0.0
-            self.recent.clear()
+            self._close()
 
     def failed(self) -> None:
         self._note(True)
@@ -98,8 +101,8 @@ class Breaker:
 
     def adopt_closed(self) -> None:
         """Another process's probe succeeded."""
-        self.state, self.probing, self.cooldown_s, self.consecutive = "closed", False, 0.0, 0
-        self.recent.clear()
+        self._close()
+        self.consecutive = 0
 
     def _tripped(self) -> bool:
         if self.consecutive >= self.config.failures:
@@ -113,6 +116,12 @@ class Breaker:
         self.state, self.probing = "open", False
         self.cooldown_s = cooldown_s
         self.opened_at = self.clock()
+        self.changes += 1
+
+    def _close(self) -> None:
+        self.state, self.probing, self.cooldown_s = "closed", False, 0.0
+        self.recent.clear()
+        self.changes += 1
 
     def _note(self, bad: bool) -> None:
         now = self.clock()

@@ -7,6 +7,7 @@ attempts loop (``Gateway._attempts``) asks it and reports to it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -157,7 +158,9 @@ class Router:
     async def admit(self, target: Target, breaker: Breaker) -> bool:
         """Whether a call may try a target whose breaker is not closed: after the cooldown,
         the call that takes the half-open probe (with shared breakers, the fleet's one probe);
-        ``False`` while it is open or another call probes it."""
+        ``False`` while it is open or another call probes it. A verdict another process
+        publishes while this one asks Redis for the claim stands, whether or not the claim was
+        won (``True`` if it closed the breaker)."""
         before = breaker.state
         took = breaker.available()
         self._changed(target.provider, target.model, before, breaker)
@@ -165,7 +168,24 @@ class Router:
             return took
         if self.shared is not None and breaker.config.shared:
             hold_s = breaker.cooldown_s or breaker.config.cooldown_s
-            if not await self.shared.claim(target.provider, target.model, hold_s):
+            changes = breaker.changes
+            try:
+                taken = await self.shared.claim(target.provider, target.model, hold_s)
+            except asyncio.CancelledError:  # no probe; Redis may have made the claim, or not
+                self.shared.release(target.provider, target.model)
+                if breaker.changes == changes:
+                    breaker.released()
+                raise
+            if breaker.changes != changes:
+                # A verdict arrived while the claim was asked for (the prober's, which fails a
+                # refused connection within a millisecond): it stands. Reopening for the old
+                # cooldown from now let this process probe a dead target early, and its
+                # failure set the fleet's cooldown to twice the old one (5, 10, 10, 20 s).
+                if taken:
+                    self.shared.release(target.provider, target.model)
+                verdict: str = breaker.state  # (not the narrowed "half_open" of before the await)
+                return verdict == "closed"
+            if not taken:
                 # Another process probes it: open until its verdict arrives, or for a cooldown.
                 breaker.adopt_open(hold_s, breaker.clock())
                 self._changed(target.provider, target.model, "half_open", breaker)

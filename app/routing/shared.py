@@ -11,7 +11,9 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   publish to its own breaker, within a message's delivery time.
 - After the cooldown, one call in the whole fleet probes the target: the process whose breaker
   turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for a cooldown); the
-  others keep the target open until the prober publishes its verdict.
+  others keep the target open until the prober publishes its verdict. A verdict that arrives
+  while a process still waits for Redis's answer to its own claim wins over that answer, so
+  every process holds the fleet's newest cooldown (``Router.admit``).
 - A process that starts, or resubscribes after losing Redis, reads the hash (it may have missed
   messages). An entry opened longer ago than twice ``breaker.max_cooldown_s`` is stale (its
   prober died): it is ignored and deleted.

@@ -32,16 +32,20 @@ def redis_url() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def process(url: str, *, where: str = "http://gpu:8000") -> AsyncIterator[Router]:
-    """One gateway process's router, sharing its breakers through Redis."""
+async def process(url: str, *, where: str = "http://gpu:8000",
+                  listen: bool = True) -> AsyncIterator[Router]:
+    """One gateway process's router, sharing its breakers through Redis (``listen=False``: with
+    no subscriber, the test hands it the others' messages when it chooses)."""
     client = aioredis.from_url(url)
     router = Router(backends={}, recorder=None)
     shared = SharedBreakers(client, router, where=lambda _provider: where,
                             max_cooldown_s=lambda: SETTINGS.max_cooldown_s)
     router.shared = shared
-    shared.start()
+    if listen:
+        shared.start()
     try:
-        await asyncio.wait_for(shared.subscribed.wait(), 5)
+        if listen:
+            await asyncio.wait_for(shared.subscribed.wait(), 5)
         yield router
     finally:
         await shared.aclose()
@@ -52,11 +56,32 @@ def breaker(router: Router) -> Breaker:
     return router.breaker(TARGET, SETTINGS)
 
 
+def shared(router: Router) -> SharedBreakers:
+    assert router.shared is not None
+    return router.shared
+
+
 async def eventually(check: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 5
     while not check():
         assert time.monotonic() < deadline, "the shared state never arrived"
         await asyncio.sleep(0.01)
+
+
+async def published(url: str, *, cooldown_s: float) -> bytes | str:
+    """The target's entry in the hash once it is open for ``cooldown_s`` (what was published)."""
+    client = aioredis.from_url(url)
+    field = json.dumps(["gpu", "llama", "http://gpu:8000"], separators=(",", ":"))
+    deadline = time.monotonic() + 5
+    try:
+        while True:
+            raw = await client.hget("switchboard:breakers", field)
+            if raw is not None and json.loads(raw)["cooldown_s"] == pytest.approx(cooldown_s):
+                return raw
+            assert time.monotonic() < deadline, "the opening was never published"
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
 
 
 async def fail(router: Router, times: int) -> None:
@@ -189,3 +214,79 @@ async def test_a_probe_that_ends_without_a_verdict_gives_the_fleets_probe_back(
             await client.aclose()
         assert await a.admit(TARGET, gpu)  # probes again at once
         assert gpu.state == "half_open"
+
+
+async def test_a_failed_probes_verdict_arriving_while_another_process_claims_stands(
+        redis_url: str) -> None:
+    """A process that loses the fleet's probe claim keeps the prober's verdict that arrived
+    while Redis answered: its doubled cooldown (the loser reopened the target for the old
+    cooldown from then, probed it early, and its failure set the fleet's cooldown to twice the
+    old one: 5, 10, 10, 20 s)."""
+    async with process(redis_url) as a, process(redis_url, listen=False) as b:
+        await fail(a, 2)
+        shared(b).apply(await published(redis_url, cooldown_s=0.3))  # b hears of the opening
+        assert breaker(b).state == "open"
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert await a.admit(TARGET, breaker(a))  # a takes the fleet's probe
+        a.judge(TARGET, breaker(a), failed=True)  # which fails: open for twice as long
+        verdict = await published(redis_url, cooldown_s=0.6)
+        asking = asyncio.create_task(b.admit(TARGET, breaker(b)))
+        await asyncio.sleep(0)  # b turned half-open and waits for Redis's answer to its claim
+        assert breaker(b).state == "half_open"
+        shared(b).apply(verdict)  # a's verdict arrives meanwhile
+        assert not await asking
+        assert breaker(b).state == "open" and breaker(b).blocked()
+        assert breaker(b).cooldown_s == pytest.approx(0.6)
+        assert breaker(b).opened_at == pytest.approx(breaker(a).opened_at, abs=0.05)
+
+
+async def test_a_successful_probes_verdict_arriving_while_another_process_claims_stands(
+        redis_url: str) -> None:
+    """A process that loses the fleet's probe claim while the prober's success arrives keeps
+    the target closed (it reopened it for a cooldown)."""
+    async with process(redis_url) as a, process(redis_url, listen=False) as b:
+        await fail(a, 2)
+        shared(b).apply(await published(redis_url, cooldown_s=0.3))
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert await a.admit(TARGET, breaker(a))  # a holds the claim until its verdict
+        asking = asyncio.create_task(b.admit(TARGET, breaker(b)))
+        await asyncio.sleep(0)  # b waits for Redis's answer to its claim
+        assert breaker(b).state == "half_open"
+        # a's probe succeeded: what it publishes (sent before its claim is deleted)
+        shared(b).apply(json.dumps({"target": shared(a).field("gpu", "llama"), "state": "closed",
+                                   "origin": shared(a).origin}))
+        assert await asking  # closed: the call may try it
+        assert breaker(b).state == "closed" and not breaker(b).blocked()
+
+
+async def test_a_call_cancelled_while_claiming_the_probe_leaves_it_to_the_next(
+        redis_url: str) -> None:
+    """A call cancelled (its client left) while Redis answers its probe claim takes no probe
+    and gives the claim back: the next call probes the target (the breaker stayed half-open
+    with a probe in flight, and every call skipped the target until another process's verdict,
+    with one process never)."""
+    client = aioredis.from_url(redis_url)
+    async with process(redis_url) as a:
+        await fail(a, 2)
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        await client.client_pause(5000, all=False)  # claims wait
+        try:
+            asking = asyncio.create_task(a.admit(TARGET, breaker(a)))
+            deadline = time.monotonic() + 5
+            while not any(c["flags"] == "b" for c in await client.client_list()):
+                assert time.monotonic() < deadline, "the claim never reached Redis"
+                await asyncio.sleep(0.01)
+            assert breaker(a).state == "half_open"  # and its claim waits for Redis's answer
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+        finally:
+            await client.client_unpause()
+        assert not breaker(a).blocked()
+        deadline = time.monotonic() + 5
+        while await client.keys("*:probe:*"):
+            assert time.monotonic() < deadline, "the claim was never given back"
+            await asyncio.sleep(0.01)
+        assert await a.admit(TARGET, breaker(a))  # the next call probes it
+        assert breaker(a).state == "half_open" and breaker(a).probing
+    await client.aclose()
