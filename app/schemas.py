@@ -300,8 +300,12 @@ class CompletionRequest(BaseModel):
     prompt: Prompt
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    """0 is OpenAI's (its spec's minimum): with ``echo``, the prompt scored and nothing
+    generated. Targets that cannot generate nothing refuse it (TGI)."""
     n: Annotated[int, Field(ge=1)] | None = None
+    best_of: Annotated[int, Field(ge=0, le=20)] | None = None
+    """OpenAI's bounds; at least ``n``, and 1 (or absent) when streaming (``_best_of``)."""
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     stop: Stop = None
@@ -320,6 +324,22 @@ class CompletionRequest(BaseModel):
         if type(data) is dict:
             _inputs_counts(data, "prompt", items=MAX_ITEMS, token_ids=MAX_PROMPT_TOKEN_IDS)
         return data
+
+    @model_validator(mode="after")
+    def _best_of(self) -> CompletionRequest:
+        """OpenAI's rules: ``best_of`` candidates to pick ``n`` from, so at least ``n``; the
+        best one is known only at the end, so results "cannot be streamed"."""
+        if self.best_of is None:
+            return self
+        n = self.n or 1
+        if self.best_of < n:
+            raise errors.InvalidRequest(
+                f"best_of must be greater than or equal to n, got best_of={self.best_of} and "
+                f"n={n}.", param="best_of", code="invalid_value")
+        if self.stream and self.best_of > 1:
+            raise errors.InvalidRequest("best_of cannot be greater than 1 when streaming.",
+                                        param="best_of", code="invalid_value")
+        return self
 
     @field_validator("prompt")
     @classmethod

@@ -82,6 +82,7 @@ from app.providers.base import (
 )
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import OPENING_EVENTS, StreamTranslator, to_chat_completion
+from app.providers.fanout import in_order
 from app.providers.http import SSEEvent, drain
 from app.providers.stops import request_stops
 from app.scrub import config_secrets
@@ -176,20 +177,12 @@ class Bedrock:
 
     async def _all(self, path: str, bodies: list[Json], target: Target
                    ) -> list[tuple[Any, Any]]:
-        """Every body's answer (and headers), in order, at most ``embed_concurrency`` at once;
-        the first failure cancels the rest."""
+        """Every body's answer (and headers), in order, at most ``embed_concurrency`` at once
+        (across the provider's calls); the first failure cancels the rest (``fanout.in_order``)."""
         async def one(body: Json) -> tuple[Any, Any]:
-            async with self._embed_slots:
-                return await self._upstream.invoke_answer(path, body, timeout_s=target.timeout_s)
+            return await self._upstream.invoke_answer(path, body, timeout_s=target.timeout_s)
 
-        if len(bodies) == 1:
-            return [await one(bodies[0])]
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(body)) for body in bodies]
-        except* errors.GatewayError as failed:
-            raise failed.exceptions[0] from None
-        return [task.result() for task in tasks]
+        return await in_order(one, bodies, slots=self._embed_slots)
 
     async def messages(self, call: MessagesCall, *, target: Target) -> Result:
         """A ``/v1/messages`` call to Claude through InvokeModel, the answer as it came."""

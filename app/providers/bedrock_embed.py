@@ -10,7 +10,9 @@ Embed, and back. Pure; ``app.providers.bedrock`` sends the calls.
   most 96 texts a call (batches rejoined in order) -> ``{"embeddings": [[...]], ...}``; its
   answer body has no token count, Bedrock gives it in the ``X-Amzn-Bedrock-Input-Token-Count``
   header. ``input_type``: the client's field, else the target's params, else
-  ``search_document``. ``dimensions`` is refused (Cohere v3 on Bedrock has fixed sizes).
+  ``search_document``. ``dimensions`` becomes ``output_dimension`` for Cohere Embed v4 (model
+  ids containing ``cohere.embed-v4``), which takes 256, 512, 1024 or 1536 (AWS's values; any
+  other is a 400); for the others (v3, whose size is fixed) it is refused.
 - Other embedding models (or an inference profile whose id names neither family) are refused
   with a 400 unless the target's params say ``embedding_format: titan`` or ``cohere``.
 Token-id inputs are refused: both families embed text.
@@ -25,6 +27,7 @@ from app.providers.base import EmbeddingCall, Json, Target, text_inputs
 
 COHERE_MAX_TEXTS = 96
 TITAN_DIMENSIONS = (256, 512, 1024)
+COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
 Family = Literal["titan", "cohere"]
 TARGET_ONLY = ("embedding_format",)
@@ -82,10 +85,17 @@ def read_titan(answer: Any) -> tuple[list[float], int]:
 
 def cohere_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:
     """One InvokeModel body per batch of at most 96 texts."""
-    if call.request.dimensions is not None:
-        raise errors.InvalidRequest("Cohere Embed on Bedrock has a fixed size; dimensions "
-                                    "cannot be chosen", param="dimensions")
     base = _params(target)
+    dimensions = call.request.dimensions
+    if dimensions is not None:
+        if "cohere.embed-v4" not in target.model.lower():
+            raise errors.InvalidRequest(
+                "Cohere Embed v3 on Bedrock has a fixed size; dimensions can be chosen only "
+                "for Cohere Embed v4 (model ids cohere.embed-v4*)", param="dimensions")
+        if dimensions not in COHERE_V4_DIMENSIONS:
+            raise errors.InvalidRequest("Cohere Embed v4 on Bedrock takes dimensions 256, 512, "
+                                        "1024 or 1536", param="dimensions")
+        base["output_dimension"] = dimensions
     input_type = call.body.get("input_type") or base.get("input_type", "search_document")
     if input_type not in COHERE_INPUT_TYPES:
         raise errors.InvalidRequest(f"input_type must be one of {', '.join(COHERE_INPUT_TYPES)}",

@@ -14,7 +14,8 @@ float vectors, in input order. What the gateway does around it:
   tokenizer, which mean nothing to the served model.
 - **Batching**: TEI refuses a batch larger than its ``--max-client-batch-size`` (413; 32 by
   default). Inputs are sent in batches of the provider's ``max_client_batch_size``, concurrently,
-  and joined in input order; one failed batch fails the call and cancels the others.
+  and joined in input order; one failed batch fails the call and cancels the others
+  (``fanout.in_order``).
 - **Encoding**: ``encoding_format: base64`` is done by the gateway, as OpenAI does it
   (little-endian float32).
 - **Usage**: TEI reports no token counts in the body (only an ``x-compute-tokens`` header, which
@@ -24,13 +25,12 @@ float vectors, in input order. What the gateway does around it:
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 from app import errors
 from app.embeddings import encode_vector
 from app.providers.base import EmbeddingCall, Json, Result, Target, embeddings_result, text_inputs
+from app.providers.fanout import in_order
 from app.providers.http import Upstream
 from app.usage import estimate_tokens
 
@@ -82,21 +82,6 @@ def read_vectors(answer: Any, count: int) -> list[list[float]]:
     return answer
 
 
-async def in_order(calls: list[Awaitable[list[list[float]]]]) -> list[list[list[float]]]:
-    """Await ``calls`` concurrently; their results in order. The first failure cancels the
-    rest and is raised."""
-    if len(calls) == 1:
-        return [await calls[0]]
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 class TeiEmbeddings:
     """One TEI server's ``/embed``; see the module docstring."""
 
@@ -119,8 +104,8 @@ class TeiEmbeddings:
             options["dimensions"] = dimensions
         size = self._batch_size
         batches = [texts[i:i + size] for i in range(0, len(texts), size)]
-        vectors = [v for batch in await in_order(
-            [self._batch(batch, options, target) for batch in batches]) for v in batch]
+        answers = await in_order(lambda batch: self._batch(batch, options, target), batches)
+        vectors = [v for batch in answers for v in batch]
         if dimensions is not None and any(len(v) != dimensions for v in vectors):
             raise errors.BadUpstreamResponse(
                 f"upstream TEI ignored dimensions={dimensions} (it answered vectors of "

@@ -20,7 +20,8 @@ asked for, ``details.input_length`` in a stream's last event). The OpenAI reques
   is greedy.
 - Refused (400) because TGI cannot honour them and the answer would differ: ``n`` > 1,
   ``logprobs``, ``logit_bias``, ``suffix``, a non-zero ``presence_penalty`` (TGI has only a
-  multiplicative ``repetition_penalty``; send that by name instead).
+  multiplicative ``repetition_penalty``; send that by name instead), ``max_tokens: 0`` (TGI
+  refuses a ``max_new_tokens`` of 0, and without ``logprobs`` an echo alone says nothing).
 - TGI-native parameters sent by the client (the SDK's ``extra_body``: ``top_k``,
   ``repetition_penalty``, ``typical_p``, ``truncate``, ``watermark``, ``grammar``,
   ``adapter_id``, ``best_of``, ``top_n_tokens``, ``do_sample``, ``return_full_text``) are
@@ -134,6 +135,9 @@ def generate_request(call: CompletionCall, *, target: Target, stream: bool,
         raise _refuse("TGI takes a seed of 0 or more", "seed")
     parameters: Json = dict(target.params)
     _sampling(request, parameters)
+    if request.max_tokens == 0:
+        raise _refuse("TGI generates at least one token; max_tokens 0 (echo without "
+                      "generating) is not available from TGI", "max_tokens")
     limit = request.max_tokens or target.max_tokens_default
     if limit is not None:
         parameters["max_new_tokens"] = limit

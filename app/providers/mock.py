@@ -156,8 +156,8 @@ class Mock:
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         await self._maybe_fail()
         replies = completion_choices(call)
-        choices = [{"index": index, "text": "".join(reply.pieces),
-                    "logprobs": reply.logprobs(reply.pieces, 0), "finish_reason": reply.finish}
+        choices = [{"index": index, "text": reply.text(), "logprobs": reply.all_logprobs(),
+                    "finish_reason": reply.finish}
                    for index, reply in enumerate(replies)]
         usage = completion_usage(call, replies)
         body: Json = {"id": f"cmpl-mock{time.time_ns():x}", "object": "text_completion",
@@ -166,11 +166,17 @@ class Mock:
         return Result(body=body, usage=usage)
 
     async def stream_complete(self, call: CompletionCall, *, target: Target) -> AsyncIterator[Json]:
-        """Every choice (``completions``), interleaved piece by piece as chat streams are."""
+        """Every choice (``completions``), interleaved piece by piece as chat streams are; an
+        echoed prompt comes first, in one chunk per choice (as vLLM streams it)."""
         await self._maybe_fail()
         replies = completion_choices(call)
         base: Json = {"id": f"cmpl-mock{time.time_ns():x}", "object": "text_completion",
                       "created": int(time.time()), "model": target.model}
+        for index, reply in enumerate(replies):
+            if reply.echoed:
+                yield {**base, "choices": [{"index": index, "text": "".join(reply.echoed),
+                                            "logprobs": reply.echo_logprobs(),
+                                            "finish_reason": None}]}
         offsets = [0] * len(replies)
         since_turn = 0  # chunks sent since the event loop last had a turn
         for k in range(max((len(reply.pieces) for reply in replies), default=0)):

@@ -23,6 +23,10 @@ them.
 Text completions answer "Mock reply to: <prompt>" for each prompt, ``n`` choices each (choice
 ``i`` of prompt ``p`` at index ``p * n + i``, as OpenAI orders them); ``logprobs`` gives the
 completions API's ``tokens``, ``token_logprobs``, ``top_logprobs`` and ``text_offset``.
+``echo`` puts the prompt before the answer (and its tokens first in ``logprobs``, the first
+without a log-probability, as OpenAI and vLLM give them); ``max_tokens: 0`` generates nothing
+(``finish_reason`` ``length``), so ``echo`` with it answers the prompt alone. ``suffix`` is
+accepted and changes nothing (the answer is not an insertion).
 
 Embeddings are unit vectors derived from a hash of the text, so the same text always gets the same
 vector.
@@ -236,19 +240,26 @@ def chat_message(answer: Answer, call_id: str) -> Json:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One legacy completion choice: its prompt, one-token pieces and finish reason, and the
+    """One legacy completion choice: its prompt, the prompt's one-token pieces when ``echo``
+    asks for it (else none), the generated one-token pieces and finish reason, and the
     alternatives per token its ``logprobs`` show (None: none asked for)."""
 
     prompt: str
+    echoed: list[str]
     pieces: list[str]
     finish: str
     top: int | None
 
+    def text(self) -> str:
+        """The choice's ``text``: the echoed prompt, then what was generated."""
+        return "".join(self.echoed) + "".join(self.pieces)
+
     def logprobs(self, pieces: list[str], offset: int) -> Json | None:
-        """The completions API's ``logprobs`` of ``pieces``, which start ``offset`` characters
-        into this choice's text: ``tokens``, ``token_logprobs``, ``top_logprobs`` (the piece
-        and its runners-up, ``top`` of them, as token -> log-probability) and ``text_offset``
-        (where each token starts, counted from the start of the prompt, as OpenAI counts)."""
+        """The completions API's ``logprobs`` of generated ``pieces``, which start ``offset``
+        characters into what was generated: ``tokens``, ``token_logprobs``, ``top_logprobs``
+        (the piece and its runners-up, ``top`` of them, as token -> log-probability) and
+        ``text_offset`` (where each token starts, counted from the start of the prompt, as
+        OpenAI counts, echoed or not)."""
         if self.top is None:
             return None
         entries = logprob_entries(pieces, self.top)
@@ -260,10 +271,31 @@ class Completion:
                                  for e in entries],
                 "text_offset": starts}
 
+    def echo_logprobs(self) -> Json | None:
+        """The ``logprobs`` of the echoed prompt's pieces, as OpenAI and vLLM give them with
+        ``echo``: the first token has no log-probability (nothing precedes it) and no
+        alternatives; offsets from 0."""
+        if self.top is None or not self.echoed:
+            return None
+        found = self.logprobs(self.echoed, -len(self.prompt))
+        assert found is not None
+        found["token_logprobs"][0] = None
+        found["top_logprobs"][0] = None
+        return found
+
+    def all_logprobs(self) -> Json | None:
+        """The ``logprobs`` of the whole ``text`` (the echoed prompt's, then the generated)."""
+        generated = self.logprobs(self.pieces, 0)
+        echoed = self.echo_logprobs()
+        if generated is None or echoed is None:
+            return generated
+        return {key: echoed[key] + generated[key] for key in generated}
+
 
 def completion_choices(call: CompletionCall) -> list[Completion]:
     """The choices of a legacy completion, as OpenAI orders them: ``n`` for each prompt, the
-    choice ``i`` of prompt ``p`` at index ``p * n + i``."""
+    choice ``i`` of prompt ``p`` at index ``p * n + i``. An echoed prompt's pieces count
+    against ``MAX_GENERATED_TOKENS`` as generated ones do."""
     request = call.request
     prompts, n = request.prompt_texts(), request.n or 1
     if len(prompts) * n > MAX_CHOICES:
@@ -274,9 +306,19 @@ def completion_choices(call: CompletionCall) -> list[Completion]:
     left = MAX_GENERATED_TOKENS // n  # tokens each prompt's choices may still take
     replies: list[Completion] = []
     for prompt in prompts:
+        echoed: list[str] = []
+        if request.echo:
+            echoed = token_pieces(prompt, left + 1)
+            if len(echoed) > left:
+                raise errors.InvalidRequest(
+                    f"The mock provider returns at most {MAX_GENERATED_TOKENS} tokens a call, "
+                    "all choices together, echoed prompts included, and this answer would be "
+                    "longer: send shorter prompts, or ask for fewer choices.", param="echo")
+            left -= len(echoed)
         pieces, finish = reply_words(prompt, request.max_tokens, most=left)
         left -= len(pieces)
-        replies.extend(Completion(prompt, pieces, finish, request.logprobs) for _ in range(n))
+        replies.extend(Completion(prompt, echoed, pieces, finish, request.logprobs)
+                       for _ in range(n))
     return replies
 
 

@@ -16,8 +16,8 @@ Embeddings: ``:predict`` with ``instances: [{"content", "task_type"}]`` and ``pa
 ``text-embedding-005``, ``text-multilingual-embedding-002``); Vertex's documented limits are
 one instance a request for ``gemini-embedding-*`` models and 250 for the others, so a larger
 input is sent as several requests (at most ``EMBED_CONCURRENCY`` at a time), vectors kept in
-order. Usage is the sum of the predictions' ``statistics.token_count`` (estimated when one
-lacks it).
+order; the first failed request cancels the others (``fanout.in_order``). Usage is the sum of
+the predictions' ``statistics.token_count`` (estimated when one lacks it).
 
 ``VertexConfig`` (the fields), ``access_tokens`` (the token cache of a config's credentials),
 ``BearerUpstream`` (the upstream carrying the current token) and ``publisher_path`` are shared
@@ -34,6 +34,7 @@ import aiohttp
 from pydantic import Field, SecretStr, model_validator
 
 from app.providers.base import EmbeddingCall, ProviderBase, Result, Target
+from app.providers.fanout import in_order
 from app.providers.gemini import GenerateContentChat, encoded_embeddings, model_id
 from app.providers.gemini_embed import (
     estimated_usage,
@@ -172,16 +173,14 @@ class VertexAI(GenerateContentChat):
                                     batch=embed_batch(target.model))
         upstream = await self.upstream()
         path = self._model_path(target.model) + ":predict"
-        limit = asyncio.Semaphore(EMBED_CONCURRENCY)
 
         async def one(payload: dict[str, object]) -> tuple[list[list[float]], int | None]:
-            async with limit:
-                answer = await upstream.post_json(path, payload, timeout_s=target.timeout_s)
+            answer = await upstream.post_json(path, payload, timeout_s=target.timeout_s)
             instances = payload["instances"]
             assert isinstance(instances, list)
             return read_predict(answer, expected=len(instances))
 
-        answers = await asyncio.gather(*(one(p) for p in payloads))
+        answers = await in_order(one, payloads, slots=asyncio.Semaphore(EMBED_CONCURRENCY))
         vectors = [v for found, _ in answers for v in found]
         counts = [tokens for _, tokens in answers]
         usage = Usage(prompt_tokens=sum(c for c in counts if c is not None)) \

@@ -3,10 +3,12 @@
 On top of the OpenAI-compatible provider, every outgoing chat or completion request:
 
 - never carries ``best_of`` (rejected or removed by current vLLM);
-- always carries ``max_tokens`` (the client's ``max_completion_tokens``/``max_tokens``, the
-  smaller one when both are sent, else the
-  target's default, else the provider's), because vLLM otherwise generates up to the context
-  length;
+- always carries ``max_tokens``: the client's ``max_completion_tokens``/``max_tokens`` (the
+  smaller one when both are sent; a completion's 0, echo without generating, as it came), else
+  the target's default (the model's ``max_tokens_default``, or its cap where the provider's
+  default is above it: ``routing.table``), else for chat the provider's ``max_tokens_default``
+  (vLLM's chat otherwise generates up to the context length) and for completions
+  ``COMPLETION_DEFAULT``, the 16 that OpenAI's and vLLM's own completions default to;
 - asks for usage in streams, and carries the client's vLLM extras (``top_k``, ``min_p``, ...) and
   the target's ``params`` as the OpenAI provider does;
 - speaks the server's structured-output dialect. vLLM up to 0.11 reads ``guided_json`` /
@@ -36,6 +38,9 @@ from app.providers.base import Json, ProviderBase, Target, Trust
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible, bearer
 
+COMPLETION_DEFAULT = 16
+"""``max_tokens`` of a completion that names none (OpenAI's and vLLM's default)."""
+
 
 class VllmProvider(ProviderBase):
     """A self-hosted vLLM OpenAI-compatible server."""
@@ -45,6 +50,7 @@ class VllmProvider(ProviderBase):
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     api_key: SecretStr | None = None
     max_tokens_default: Annotated[int, Field(ge=1)] = 1024
+    """``max_tokens`` of a chat call that names none (completions: ``COMPLETION_DEFAULT``)."""
     structured_output: Literal["auto", "guided", "structured_outputs"] = "auto"
     metrics_interval_s: Annotated[float, Field(ge=0)] = 5.0
     """How often the gateway scrapes the server's ``/metrics`` (queue, KV cache, prefix hits);
@@ -196,8 +202,11 @@ class VllmServer(OpenAICompatible):
         # vLLM reads one limit: the smaller one when the client sent both (each is a limit)
         limits = [n for n in (payload.pop("max_completion_tokens", None),
                               payload.get("max_tokens")) if isinstance(n, int)]
-        limit = min(limits) if limits else None
-        payload["max_tokens"] = limit or target.max_tokens_default or self._max_tokens_default
+        if limits:
+            payload["max_tokens"] = min(limits)
+        else:  # a completion's body has a prompt, a chat's none
+            fallback = COMPLETION_DEFAULT if "prompt" in payload else self._max_tokens_default
+            payload["max_tokens"] = target.max_tokens_default or fallback
         dialect = self._dialect or self._probe.current
         if dialect == "structured_outputs":
             to_structured_outputs(payload)

@@ -29,7 +29,8 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
 - InvokeModel takes the model's own body, chosen by the model id: Titan Text Embeddings v2
   (``inputText``, ``dimensions``, ``normalize``; 1024 numbers unless ``dimensions`` says) and
   v1 (``inputText`` only; 1536 numbers), Cohere Embed (``texts`` up to 96, ``input_type``; the
-  model's own length, ``embeddings.MODEL_DIMENSIONS``, else 1024; token count in
+  model's own length, ``embeddings.MODEL_DIMENSIONS``, else 1024, or for Embed v4 its
+  ``output_dimension``, 256, 512, 1024 or 1536, which v3 refuses; token count in
   ``X-Amzn-Bedrock-Input-Token-Count``) and Anthropic's
   Messages body (``anthropic_version: bedrock-2023-05-31``, no ``model``), answered as the
   Anthropic dialect answers; with a response stream, each Anthropic event travels base64 in a
@@ -64,6 +65,7 @@ _STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_to
          "tool": "tool_use"}
 TITAN_DIMENSIONS = (256, 512, 1024)
 COHERE_DIMENSIONS = 1024
+COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
 REASONING_SIGNATURE = "c2ltdWxhdGVkIHJlYXNvbmluZyBzaWduYXR1cmU="
 """The signature closing every simulated reasoning block (opaque to the gateway)."""
 
@@ -290,13 +292,29 @@ async def _cohere(sim: Sim, req: Request, model: str, body: dict[str, Any],
                                       "clustering"):
         raise fail("Malformed input request: #: required key [input_type] not found, please "
                    "reformat your input and try again.")
+    dimensions = _cohere_dimensions(model, body)
     tokens = sum(content.count_tokens(t) for t in texts)
     if not await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         return
     await send_json(req.send, 200, orjson.dumps({
-        "embeddings": [list(vector(t, dimensions_of(model, COHERE_DIMENSIONS))) for t in texts],
+        "embeddings": [list(vector(t, dimensions)) for t in texts],
         "id": str(uuid.uuid4()), "response_type": "embeddings_floats", "texts": texts}),
         [(b"x-amzn-bedrock-input-token-count", str(tokens).encode())])
+
+
+def _cohere_dimensions(model: str, body: dict[str, Any]) -> int:
+    """The vector length: Embed v4's ``output_dimension`` (256, 512, 1024 or 1536), else the
+    model's own; v3 has no ``output_dimension``."""
+    if "output_dimension" not in body:
+        return dimensions_of(model, COHERE_DIMENSIONS)
+    chosen = body["output_dimension"]
+    if "cohere.embed-v4" not in model.lower():
+        raise fail("Malformed input request: extraneous key [output_dimension] is not "
+                   "permitted, please reformat your input and try again.")
+    if isinstance(chosen, bool) or chosen not in COHERE_V4_DIMENSIONS:
+        raise fail("Malformed input request: #/output_dimension: " + str(chosen) + " is not a "
+                   "valid enum value, please reformat your input and try again.")
+    return int(chosen)
 
 
 async def _claude(sim: Sim, req: Request, model: str, body: dict[str, Any], knobs: Knobs, *,

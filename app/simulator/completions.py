@@ -3,6 +3,8 @@
 ``prompt`` may be a string, a list of strings, a list of token ids or a list of such lists; each
 prompt gets ``n`` choices, indexed prompt-major. Prompt tokens are ``estimate_tokens(prompt)`` for
 text (no per-message overhead: there is no chat template) and the id count for token ids.
+``max_tokens: 0`` is taken with ``echo`` (the prompt, nothing generated, ``finish_reason``
+``length``), as vLLM takes it; without ``echo`` it is vLLM's 400.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
         return
     model = sim.model(body.get("model"), route=route)
     prompts = read_prompts(body.get("prompt"))
-    sampling = read_sampling(body)
+    echo = body.get("echo") is True
+    sampling = read_sampling(body, echo_only=echo)
     sizes = [estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompts]
     for size in sizes:
         check_context(size, sampling.limit, max_model_len=sim.options.max_model_len)
     top = read_int(body, "logprobs", minimum=0)
-    echo = body.get("echo") is True
     results: list[tuple[str, Output]] = []
     for prompt in prompts:
         prefix = prompt if echo and isinstance(prompt, str) else ""

@@ -54,15 +54,17 @@ def read_stops(value: Any, key: str) -> tuple[str, ...]:
     raise SimError(400, f"{key} must be a string or a list of strings.", param=key)
 
 
-def read_sampling(body: dict[str, Any]) -> Sampling:
+def read_sampling(body: dict[str, Any], *, echo_only: bool = False) -> Sampling:
     """``n``, the token limit (``max_completion_tokens`` over ``max_tokens``), ``stop``,
-    ``stream``/``stream_options`` and ``seed``. ``best_of`` is refused, as current vLLM does."""
+    ``stream``/``stream_options`` and ``seed``. ``best_of`` is refused, as current vLLM does.
+    ``echo_only``: ``max_tokens`` may be 0 (vLLM's completions with ``echo``: the prompt,
+    nothing generated); elsewhere 0 is vLLM's 400."""
     if body.get("best_of") is not None:
         raise SimError(400, "best_of is not supported by this server; use n instead.",
                        param="best_of")
     limit = read_int(body, "max_completion_tokens", minimum=1)
     if limit is None:
-        limit = read_int(body, "max_tokens", minimum=1)
+        limit = read_int(body, "max_tokens", minimum=0 if echo_only else 1)
     stream = body.get("stream") is True
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):

@@ -92,3 +92,39 @@ def test_a_tool_result_in_an_assistant_turn_is_a_400(gateway: RunningGateway) ->
     assert reply.json()["error"] == {
         "type": "invalid_request_error",
         "message": "messages[1].content[0]: tool_result blocks are only allowed in user turns"}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"best_of": "3"}, "Invalid value for 'best_of': Input should be a valid integer."),
+    ({"best_of": 21}, "Invalid value for 'best_of': Input should be less than or equal to 20."),
+    ({"best_of": 1, "n": 3},
+     "best_of must be greater than or equal to n, got best_of=1 and n=3."),
+    ({"best_of": 0}, "best_of must be greater than or equal to n, got best_of=0 and n=1."),
+    ({"best_of": 2, "stream": True}, "best_of cannot be greater than 1 when streaming."),
+    ({"max_tokens": -1},
+     "Invalid value for 'max_tokens': Input should be greater than or equal to 0."),
+], ids=["best-of-string", "best-of-over-20", "best-of-under-n", "best-of-0", "best-of-streamed",
+        "max-tokens-negative"])
+def test_completion_best_of_and_max_tokens_outside_openai_rules(
+        gateway: RunningGateway, extra: dict[str, Any], message: str) -> None:
+    """best_of: an integer 0..20, at least n, not above 1 in a stream (OpenAI's rules);
+    max_tokens at least 0: a 400 naming the field, no upstream attempt."""
+    body = {"model": "chat", "prompt": "hi", **extra}
+    reply = gateway.http().post("/v1/completions", json=body, headers={"x-request-id": "bad"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    param = "max_tokens" if "max_tokens" in extra else "best_of"
+    assert (error["param"], error["code"], error["message"]) == (param, "invalid_value", message)
+    assert gateway.sink.by_id("bad").attempts == []
+
+
+def test_completion_max_tokens_0_with_echo_reaches_the_upstream(
+        gateway: RunningGateway) -> None:
+    """max_tokens 0 (OpenAI's minimum) with echo goes to an OpenAI-style upstream as sent: the
+    prompt comes back, nothing generated."""
+    reply = gateway.http().post("/v1/completions", json={
+        "model": "chat", "prompt": "The cat sat", "max_tokens": 0, "echo": True})
+    assert reply.status_code == 200, reply.text
+    [choice] = reply.json()["choices"]
+    assert (choice["text"], choice["finish_reason"]) == ("The cat sat", "length")
+    assert reply.json()["usage"]["completion_tokens"] == 0

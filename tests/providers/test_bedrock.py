@@ -23,7 +23,7 @@ from app.pricing import PriceBook, shipped_prices
 from app.providers.aws import CredentialCache, CredentialError, Frozen, SigV4Signer
 from app.providers.aws_eventstream import EventStreamDecoder
 from app.providers.aws_http import aws_error, stream_exception
-from app.providers.base import ChatCall, EmbeddingCall, Target
+from app.providers.base import ChatCall, EmbeddingCall, Json, Target
 from app.providers.bedrock import anthropic_body, model_path
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_embed import cohere_bodies, read_cohere, read_titan, titan_bodies
@@ -452,6 +452,24 @@ def test_embedding_bodies() -> None:
     batches = cohere_bodies(EmbeddingCall(request=request, body={}), target=cohere)
     assert [len(b["texts"]) for b in batches] == [96, 96, 8]
     assert batches[0]["input_type"] == "search_document"
+
+
+def test_cohere_dimensions_only_for_embed_v4() -> None:
+    """dimensions becomes Embed v4's output_dimension (AWS's 256/512/1024/1536; another value
+    is a 400); v3's size is fixed, so there it stays a 400."""
+    def bodies(model: str, dimensions: int) -> list[Json]:
+        request = EmbeddingRequest(model="e", input=["a"], dimensions=dimensions)
+        return cohere_bodies(EmbeddingCall(request=request, body={}),
+                             target=Target(provider="aws", model=model))
+
+    assert bodies("cohere.embed-v4:0", 512) == [
+        {"output_dimension": 512, "input_type": "search_document", "texts": ["a"]}]
+    for model, dimensions, words in [("cohere.embed-v4:0", 300, "takes dimensions 256, 512"),
+                                     ("cohere.embed-english-v3", 512, "v3 on Bedrock has a "
+                                                                      "fixed size")]:
+        with pytest.raises(errors.InvalidRequest) as caught:
+            bodies(model, dimensions)
+        assert caught.value.param == "dimensions" and words in caught.value.message
 
 
 @pytest.mark.parametrize(("status", "kind", "expected", "code"), [

@@ -67,6 +67,9 @@ def config(simulator: str, **over: Any) -> dict[str, Any]:
                                    "model": "amazon.titan-embed-text-v2:0"}]},
             "cohere": {"targets": [{"provider": "aws", "model": "cohere.embed-english-v3",
                                     "params": {"input_type": "search_query"}}]},
+            "cohere4": {"targets": [{"provider": "aws", "model": "cohere.embed-v4:0"}]},
+            "cohere3-sized": {"targets": [{"provider": "aws", "model": "cohere.embed-english-v3",
+                                           "params": {"output_dimension": 512}}]},
         },
         "drift": {"embedding": {"sample_rate": 0}},
         "retries": {"attempts": 0},
@@ -170,6 +173,25 @@ def test_embeddings_titan_and_cohere(run_gateway: GatewayFactory, simulator: str
         bodies = [r["body"] for r in sim_requests(simulator, 2)]
         assert sorted(len(b["texts"]) for b in bodies) == [4, 96]
         assert all(b["input_type"] == "search_query" for b in bodies)
+
+
+def test_cohere_embed_v4_dimensions(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Embed v4 takes dimensions as output_dimension (AWS's 256/512/1024/1536; its own 1536
+    without); another value is the gateway's 400; v3 sent an output_dimension is Bedrock's
+    400."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        sized = client.embeddings.create(model="cohere4", input=["a", "b"], dimensions=512)
+        assert [len(d.embedding) for d in sized.data] == [512, 512]
+        assert sim_requests(simulator, 1)[0]["body"]["output_dimension"] == 512
+        full = client.embeddings.create(model="cohere4", input="a")
+        assert len(full.data[0].embedding) == 1536
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="cohere4", input="a", dimensions=300)
+        assert caught.value.body["param"] == "dimensions"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="cohere3-sized", input="a")
+        assert "extraneous key [output_dimension]" in caught.value.message
 
 
 def test_throttling_stays_429_with_retry_after(run_gateway: GatewayFactory,

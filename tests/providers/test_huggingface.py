@@ -171,6 +171,7 @@ def test_target_params_lie_under_the_request() -> None:
     ({"suffix": "end"}, "suffix"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"seed": -1}, "seed"),
+    ({"max_tokens": 0, "echo": True}, "max_tokens"),
 ])
 def test_what_tgi_cannot_honour_is_refused(body: Json, param: str) -> None:
     """A 400 naming the field, rather than an answer that silently differs."""

@@ -363,3 +363,49 @@ def test_completions_without_logprobs_have_none(client: openai.OpenAI) -> None:
     """Not asked for, not given."""
     choice = client.completions.create(model=MODEL, prompt="alpha").choices[0]
     assert choice.logprobs is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_echo_the_prompt(client: openai.OpenAI, stream: bool) -> None:
+    """``echo``: the prompt, then the answer, streamed or not; with ``logprobs`` the prompt's
+    tokens come first, the first without a log-probability, offsets from 0 across the whole
+    text (as OpenAI and vLLM give them). Usage counts only what was generated."""
+    prompt = "alpha beta"
+    asked: dict[str, Any] = {"prompt": prompt, "echo": True, "logprobs": 1}
+    if stream:
+        chunks = _streamed_completions(client, **asked)[0]
+        text = "".join(c.text for c in chunks)
+        pieces = [c.logprobs for c in chunks if c.logprobs is not None]
+        tokens = [t for p in pieces for t in p.tokens or ()]
+        logprobs = [lp for p in pieces for lp in p.token_logprobs or ()]
+        offsets = [o for p in pieces for o in p.text_offset or ()]
+    else:
+        answer = client.completions.create(model=MODEL, **asked)
+        choice = answer.choices[0]
+        assert choice.logprobs is not None
+        text, tokens = choice.text, choice.logprobs.tokens or []
+        logprobs = list(choice.logprobs.token_logprobs or [])
+        offsets = choice.logprobs.text_offset or []
+        assert answer.usage is not None
+        assert answer.usage.completion_tokens == estimate_tokens("Mock reply to: alpha beta")
+    assert text == prompt + "Mock reply to: alpha beta"
+    assert "".join(tokens) == text
+    assert logprobs[0] is None and all(lp is not None and lp < 0 for lp in logprobs[1:])
+    assert offsets == [len("".join(tokens[:i])) for i in range(len(tokens))]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_max_tokens_0_generate_nothing(client: openai.OpenAI, stream: bool) -> None:
+    """``max_tokens: 0`` (OpenAI's minimum): nothing generated, finish ``length``; with
+    ``echo`` the prompt alone."""
+    asked: dict[str, Any] = {"prompt": "Score me", "echo": True, "max_tokens": 0}
+    if stream:
+        chunks = _streamed_completions(client, **asked)[0]
+        text, finish = "".join(c.text for c in chunks), chunks[-1].finish_reason
+    else:
+        answer = client.completions.create(model=MODEL, **asked)
+        text, finish = answer.choices[0].text, answer.choices[0].finish_reason
+        assert answer.usage is not None and answer.usage.completion_tokens == 0
+    assert (text, finish) == ("Score me", "length")
+    bare = client.completions.create(model=MODEL, prompt="Score me", max_tokens=0)
+    assert (bare.choices[0].text, bare.choices[0].finish_reason) == ("", "length")

@@ -205,6 +205,32 @@ async def test_embeddings_one_instance_per_call_for_gemini_embedding(
     assert result.usage.prompt_tokens == 4
 
 
+async def test_failed_predict_call_stops_the_requests_other_calls(
+    simulator: str, session: aiohttp.ClientSession, private_key: str
+) -> None:
+    """With one instance a call, the first failed predict call cancels the request's other
+    calls: none is left running when embed raises, and at most EMBED_CONCURRENCY reached
+    Vertex (a plain gather went on sending all 40)."""
+    refused = config(simulator, private_key, headers={"X-Return-Error": "400"}).model_copy(
+        update={"project": "fanout-project"})
+    api = vertex.build(refused, session)
+    body: Json = {"model": "e", "input": [f"text {i}" for i in range(40)]}
+    call = EmbeddingCall(request=EmbeddingRequest.model_validate(body), body=body)
+    before = asyncio.all_tasks()
+    try:
+        with pytest.raises(errors.UpstreamError):
+            await api.embed(call, target=Target(provider="v", model="gemini-embedding-001"))
+        running = [t for t in asyncio.all_tasks() - before if not t.done()]
+        await asyncio.gather(*running, return_exceptions=True)
+    finally:
+        await api.aclose()
+    async with session.get(f"{simulator}/_sim/stats") as response:
+        counts: dict[str, int] = (await response.json())["requests"]
+    sent = sum(n for path, n in counts.items() if "/fanout-project/" in path)
+    assert 1 <= sent <= vertex.EMBED_CONCURRENCY
+    assert running == []
+
+
 async def test_token_refresh_mid_run_and_expired_token(
     simulator: str, session: aiohttp.ClientSession, private_key: str
 ) -> None:

@@ -75,16 +75,38 @@ async def test_max_tokens_is_always_sent(
 
 async def test_completions_always_send_max_tokens(simulator: str,
                                                   session: aiohttp.ClientSession) -> None:
-    """Legacy completions get the provider's max_tokens too, streamed or not."""
+    """Legacy completions without a limit get the target's default, else 16 (OpenAI's and
+    vLLM's own completions default), not the provider's chat default, streamed or not."""
     provider = make(simulator + "/v1", session, max_tokens_default=21)
     call = completion({"model": "text", "prompt": "Once"})
     result = await provider.complete(call, target=TARGET)
     assert result.body["object"] == "text_completion"
-    assert (await sent_body(session, simulator))["max_tokens"] == 21
+    assert (await sent_body(session, simulator))["max_tokens"] == vllm.COMPLETION_DEFAULT == 16
     chunks = [c async for c in provider.stream_complete(call, target=TARGET)]
     assert chunks[-1]["usage"] is not None
     body = await sent_body(session, simulator)
-    assert body["max_tokens"] == 21 and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 16 and body["stream_options"] == {"include_usage": True}
+    target = Target(provider="gpu", model="m", max_tokens_default=33)
+    await provider.complete(call, target=target)
+    assert (await sent_body(session, simulator))["max_tokens"] == 33
+
+
+async def test_completion_max_tokens_0_is_sent_as_0(simulator: str,
+                                                    session: aiohttp.ClientSession) -> None:
+    """max_tokens 0 is the client's limit, not a missing one: with echo vLLM answers the prompt
+    alone; without echo vLLM's own 400 comes back."""
+    provider = make(simulator + "/v1", session)
+    target = Target(provider="gpu", model="m", max_tokens_default=33)
+    result = await provider.complete(completion(
+        {"model": "text", "prompt": "The cat sat", "max_tokens": 0, "echo": True}),
+        target=target)
+    assert (await sent_body(session, simulator))["max_tokens"] == 0
+    [choice] = result.body["choices"]
+    assert (choice["text"], choice["finish_reason"]) == ("The cat sat", "length")
+    with pytest.raises(errors.UpstreamRejected) as caught:
+        await provider.complete(completion({"model": "text", "prompt": "x", "max_tokens": 0}),
+                                target=target)
+    assert "max_tokens must be at least 1, got 0" in caught.value.message
 
 
 async def test_best_of_is_never_forwarded(simulator: str, session: aiohttp.ClientSession) -> None:
