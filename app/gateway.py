@@ -203,7 +203,8 @@ class Gateway(Finisher):
     async def complete(self, call: ModelCall) -> Result:
         request, body = _request(call, CompletionRequest)
         route = self._begin(call, request, body, "complete")
-        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
+                               best_of=request.best_of)
         upstream = CompletionCall(request=request, body=body)
         prompt = estimate_prompt_tokens(request)
         return await self._unary(
@@ -250,7 +251,8 @@ class Gateway(Finisher):
     def stream_complete(self, call: ModelCall) -> AsyncGenerator[StreamItem, None]:
         request, body = _request(call, CompletionRequest)
         route = self._begin(call, request, body, "stream_complete")
-        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens)
+        self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
+                               best_of=request.best_of)
         upstream = CompletionCall(request=request, body=body)
         return self._stream(call, route, lambda p, t: cast(StreamComplete, p).stream_complete(
                                 upstream, target=t),
@@ -274,12 +276,15 @@ class Gateway(Finisher):
 
     def _check_generation(self, call: ModelCall, route: Route, *, n: int | None,
                           max_tokens: int | None, max_completion_tokens: int | None = None,
-                          ) -> None:
-        """``n`` against the gateway's limit; each token limit the client sent against the
-        route's cap, on its own (a provider may read either of them)."""
+                          best_of: int | None = None) -> None:
+        """``n`` and ``best_of`` (a completion's candidates, generated as ``n``'s choices are)
+        against the gateway's limit; each token limit the client sent against the route's cap,
+        on its own (a provider may read either of them)."""
         limit = call.snapshot.limits.max_n
-        if n is not None and n > limit:
-            raise errors.InvalidRequest(f"'n' is {n}; the limit is {limit}", param="n")
+        for name, count in (("n", n), ("best_of", best_of)):
+            if count is not None and count > limit:
+                raise errors.InvalidRequest(f"'{name}' is {count}; the limit is {limit}",
+                                            param=name)
         cap = route.max_tokens_cap
         if not cap:
             return

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import RunningGateway
+from tests.api.conftest import GatewayFactory, RunningGateway, sim_config
 
 USER = {"role": "user", "content": "hi"}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -128,3 +128,18 @@ def test_completion_max_tokens_0_with_echo_reaches_the_upstream(
     [choice] = reply.json()["choices"]
     assert (choice["text"], choice["finish_reason"]) == ("The cat sat", "length")
     assert reply.json()["usage"]["completion_tokens"] == 0
+
+
+def test_completion_best_of_above_the_gateways_limit(run_gateway: GatewayFactory,
+                                                     simulator: str) -> None:
+    """best_of's candidates are generated as n's choices are: above ``limits.max_n`` it is a
+    400 naming ``best_of``, as n is, with no upstream attempt."""
+    raw = sim_config(simulator)
+    raw["limits"] = {"max_n": 4}
+    with run_gateway(raw) as gateway:
+        reply = gateway.http().post("/v1/completions", headers={"x-request-id": "many"},
+                                    json={"model": "chat", "prompt": "hi", "best_of": 5})
+        assert reply.status_code == 400, reply.text
+        assert (reply.json()["error"]["param"], reply.json()["error"]["message"]) == \
+            ("best_of", "'best_of' is 5; the limit is 4")
+        assert gateway.sink.by_id("many").attempts == []
