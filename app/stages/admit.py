@@ -70,12 +70,13 @@ class Admit(Stage):
         tokens = estimate_prompt_tokens(request)
         if isinstance(request, ChatRequest):
             asked = request.max_completion_tokens or request.max_tokens
+            n = request.n or 1
         elif isinstance(request, CompletionRequest):
-            asked = request.max_tokens
+            asked = request.max_tokens  # 0 included: the prompt scored, nothing generated
+            n = max(request.n or 1, request.best_of or 1)  # best_of's candidates are billed
         else:  # embeddings produce no tokens
             return tokens, tokens
-        n = request.n or 1
-        if asked:
+        if asked is not None:
             tokens += min(asked, self._reservation) * n
             return tokens, tokens
         default = call.route().targets[0].max_tokens_default or self._reservation

@@ -20,7 +20,7 @@ from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Pipeline
 from app.pricing import PriceBook
 from app.privacy.config import PrivacySetting
 from app.resources import RedisPools
-from app.schemas import ChatRequest, EmbeddingRequest
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate, caller_of
 from app.usage import Usage
@@ -49,7 +49,8 @@ def _call(pipeline: Pipeline | None = None, headers: dict[str, str] | None = Non
     call = gateway.open(Incoming(path="/v1/chat/completions", headers=headers or {},
                                  receive=receive))
     if request:
-        kind = EmbeddingRequest if "input" in request else ChatRequest
+        kind = EmbeddingRequest if "input" in request \
+            else CompletionRequest if "prompt" in request else ChatRequest
         call.request = kind.model_validate(request)
     return call
 
@@ -78,6 +79,16 @@ def test_without_max_tokens_the_model_default_else_the_reservation_is_charged() 
     admit = Admit(LocalLimiter(), output_reservation=1000)
     assert admit.estimate(_call(model="chat", messages=HI)) == _prompt_only("chat") + 300
     assert admit.estimate(_call(model="bare", messages=HI)) == _prompt_only("bare") + 1000
+
+
+def test_a_completion_charges_max_tokens_0_as_nothing_and_best_of_as_its_candidates() -> None:
+    """A completion's ``max_tokens: 0`` (the prompt scored) charges the prompt alone, not the
+    reservation; ``best_of`` candidates are generated and billed as ``n``'s choices are."""
+    admit = Admit(LocalLimiter(), output_reservation=1000)
+    prompt = admit.estimate(_call(model="chat", prompt="hello there", max_tokens=0, echo=True))
+    assert prompt == admit.estimate(_call(model="chat", prompt="hello there", max_tokens=1)) - 1
+    assert admit.estimate(_call(model="chat", prompt="hello there", max_tokens=10,
+                                best_of=3)) == prompt + 30
 
 
 def test_embeddings_are_charged_their_input_only() -> None:
