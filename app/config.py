@@ -81,7 +81,11 @@ class _Loader(_SafeLoader):
 
 KeyPath = tuple[str, ...]
 """Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/@-]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=128,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")]
+"""A provider's, model's, experiment's or variant's name: ASCII letters and digits, then also
+``_ . : / @ -`` (names go into response headers, which carry Latin-1 only, and into metric
+labels)."""
 
 
 def _no_slash(name: str) -> str:
@@ -117,7 +121,9 @@ else:
 class TargetConfig(BaseModel):
     model_config = _FORBID
     provider: Name
-    model: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1, pattern=r"^[ -~]+$")]
+    """The upstream's model (printable ASCII: the answer's ``x-switchboard-target-model``
+    header carries it)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Extra request fields sent to this target (e.g. vLLM's ``top_k``); the client's win."""
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0

@@ -2,14 +2,14 @@
 
 Every model call runs these steps, in this order::
 
-    authenticate -> [prompt template] -> [privacy] -> admit -> [cache] -> route and call
+    authenticate -> prompt template -> privacy -> admit -> [cache] -> route and call
                  -> account -> record
 
-Steps in brackets are slots for later stages. "Route and call" is the gateway's own core
-(``app.gateway``): resolve the public model, try its targets, compute usage and cost. "Record" is
-the call's owner (``ModelCall``): exactly one finish per call, whatever happened, its record
-sealed (``Pipeline.seal``) before the call log gets it. Everything else is a ``Stage``, placed
-by its ``slot``; a new stage slots in without touching the others.
+The step in brackets is a slot no stage fills yet (``Slot.CACHE``). "Route and call" is the
+gateway's own core (``app.gateway``): resolve the public model, try its targets, compute usage
+and cost. "Record" is the call's owner (``ModelCall``): exactly one finish per call, whatever
+happened, its record sealed (``Pipeline.seal``) before the call log gets it. Everything else is
+a ``Stage``, placed by its ``slot``; a new stage slots in without touching the others.
 
 A stage may act at eight points, each a hook it overrides (a hook it does not override is never
 called, so a stage that does nothing for a call costs nothing there):
@@ -225,16 +225,18 @@ class Pipeline:
     async def admit(self, call: ModelCall) -> None:
         """The ``on_request`` hooks, in slot order, after the call record takes what the parsed
         request says of the call: its public model (only one the snapshot serves: names a
-        client makes up must not become label values or counter keys), its end user, and
-        whether it streams. So a call a stage refuses (403, 429, a privacy block) is recorded
-        with them too (its end user as ``seal`` leaves it); the gateway records them again when
-        it routes the call."""
+        client makes up must not become label values or counter keys), its end user and
+        metadata, and whether it streams. So a call a stage refuses (403, 429, a privacy
+        block) is recorded with them too (as ``seal`` leaves them); the gateway records them
+        again when it routes the call."""
         request = call.request
         if request is not None:
             record = call.record
             if call.snapshot.table.serves(request.model):
                 record.public_model = request.model
             record.end_user = request.user
+            if isinstance(request, ChatRequest):
+                record.tags = request.metadata
             record.stream = not isinstance(request, EmbeddingRequest) and bool(request.stream)
         for hook in self.request_hooks:
             await hook(call)

@@ -248,3 +248,19 @@ def test_check_config_and_serve_refuse_a_file_that_is_not_utf8(tmp_path: Path) -
     assert served.stderr.splitlines() == [
         f"switchboard: {path}: not UTF-8 text: byte 0xff at offset 96 (line 5); save the file "
         "as UTF-8"]
+
+
+@pytest.mark.parametrize(("where", "change"), [
+    ("models", lambda raw: raw["models"].update({"gpt-4o-\u6a21\u578b": raw["models"]["m"]})),
+    ("providers", lambda raw: raw["providers"].update({"sim\u4e2d": {"type": "mock"}})),
+    (r"models\.m\.targets\.0\.model",
+     lambda raw: raw["models"]["m"]["targets"][0].update({"model": "v\u0661"})),
+], ids=["model-name", "provider-name", "target-model"])
+def test_names_outside_ascii_are_refused(where: str, change: Any) -> None:
+    """Names go into response headers (Latin-1 only) and metric labels: a provider, public
+    model or target model outside printable ASCII is refused at load, naming where (it passed
+    the check and then failed every call through it with a 500)."""
+    raw = base()
+    change(raw)
+    with pytest.raises(ConfigError, match=where):
+        parse_config(raw, {})

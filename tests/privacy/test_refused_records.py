@@ -119,9 +119,25 @@ def test_a_body_refused_before_it_parsed(gw: RunningGateway) -> None:
 def test_an_idle_policy_keeps_the_user(gw: RunningGateway) -> None:
     """Under a plain allow (nothing would have scanned the call) the refused call's end user
     is kept as sent: no screening where privacy has nothing to do."""
-    response, record = post(gw, hello("open", user=EMAIL), key=key(gw, models=["claude"]))
+    response, record = post(gw, hello("open", user=EMAIL, metadata={"team": "search"}),
+                            key=key(gw, models=["claude"]))
     assert response.status_code == 403
-    assert record.end_user == EMAIL
+    assert (record.end_user, record.tags) == (EMAIL, {"team": "search"})
+
+
+def test_a_refused_call_keeps_its_metadata_screened(gw: RunningGateway) -> None:
+    """A refused call's ``metadata`` is stored as an answered call's is (as ``tags``): with
+    found values replaced under a policy that scans (a 403, and a 400 past the gateway's ``n``
+    limit after the model was found)."""
+    metadata = {"contact": EMAIL, "ticket": "T-42"}
+    response, record = post(gw, hello("redacted", metadata=metadata),
+                            key=key(gw, models=["open"]))
+    assert response.status_code == 403
+    assert record.tags == {"contact": "<EMAIL_1>", "ticket": "T-42"}
+    response, record = post(gw, hello("open", metadata=metadata, n=1000))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_value"
+    assert record.tags == metadata
 
 
 @pytest.fixture
