@@ -381,8 +381,8 @@ class Gateway(Finisher):
                     raise
                 except asyncio.CancelledError:  # the client left: this attempt ended with it
                     router.states.ended(stats)
-                    if breaker is not None:
-                        breaker.released()
+                    if breaker is not None:  # no verdict (a probe gives the fleet's claim back)
+                        router.judge(target, breaker, failed=None)
                     spent = (time.perf_counter() - started) * 1000
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model, 499, None,
@@ -391,7 +391,7 @@ class Gateway(Finisher):
                 except Exception:  # a defect of the gateway's, not the target's: no verdict
                     router.states.ended(stats)
                     if breaker is not None:
-                        breaker.released()
+                        router.judge(target, breaker, failed=None)
                     spent = (time.perf_counter() - started) * 1000
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model, 500,

@@ -1,12 +1,13 @@
 """Misbehaving upstreams on loopback for the stream and upstream-error hardening tests: a
-black-holed port (accepts, never answers) and a raw HTTP server that answers canned bytes."""
+black-holed port (accepts, never answers), a raw HTTP server that answers canned bytes, and one
+that answers each request in turn from a script (some of them never)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -67,11 +68,16 @@ def _listening() -> Iterator[tuple[socket.socket, int]]:
         sock.close()
 
 
-def _serve(sock: socket.socket, state: Listener, answer: bytes | None) -> None:
+def _serve(sock: socket.socket, state: Listener,
+           answers: Callable[[int], bytes | None]) -> None:
+    """Serve each connection's request with ``answers(n)`` (``n``: how many requests came
+    before it), or never (``None``)."""
     def one(conn: socket.socket) -> None:
         with conn:
             request = _read_request(conn)
+            answer = None
             if request:
+                answer = answers(len(state.requests))
                 state.requests.append(request)
             if answer is not None and request:
                 conn.sendall(answer)
@@ -99,7 +105,8 @@ def black_hole() -> Iterator[Listener]:
     connections their peer closed (a cancelled upstream request closes its connection)."""
     with _listening() as (sock, port):
         state = Listener(port)
-        threading.Thread(target=_serve, args=(sock, state, None), daemon=True).start()
+        threading.Thread(target=_serve, args=(sock, state, lambda _n: None),
+                         daemon=True).start()
         yield state
 
 
@@ -109,7 +116,19 @@ def canned(answer: bytes) -> Iterator[Listener]:
     connection (whether or not ``answer`` was a complete HTTP response)."""
     with _listening() as (sock, port):
         state = Listener(port)
-        threading.Thread(target=_serve, args=(sock, state, answer), daemon=True).start()
+        threading.Thread(target=_serve, args=(sock, state, lambda _n: answer),
+                         daemon=True).start()
+        yield state
+
+
+@contextmanager
+def scripted(*answers: bytes | None) -> Iterator[Listener]:
+    """A port answering its ``n``th request with ``answers[n]`` (the last one past the end):
+    raw bytes as ``canned`` does, or ``None`` to never answer, as ``black_hole`` does."""
+    with _listening() as (sock, port):
+        state = Listener(port)
+        threading.Thread(target=_serve, args=(
+            sock, state, lambda n: answers[min(n, len(answers) - 1)]), daemon=True).start()
         yield state
 
 

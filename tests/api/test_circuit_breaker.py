@@ -5,19 +5,31 @@ accepts from (``black_hole``)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import redis
 
 from app.config import parse_config
 from app.main import create_app
-from tests.api.conftest import GatewayFactory, ListSink, RunningGateway, settings_in, sim_config
+from app.routing.shared import HASH, PROBE_PREFIX, location
+from tests.api.conftest import (
+    MASTER_KEY,
+    GatewayFactory,
+    ListSink,
+    RunningGateway,
+    settings_in,
+    sim_config,
+)
 from tests.calllog.servers import PrivateRedis
+from tests.hardening_upstreams import chat_answer, scripted
 from tests.servers import serve
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -204,3 +216,60 @@ def test_a_clients_short_deadline_never_opens_a_breaker(run_gateway: GatewayFact
         target = http.get("/admin/routing").json()["models"]["chat"]["targets"][0]
         assert target["state"] == "closed"
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_a_probe_whose_client_left_leaves_the_next_call_to_probe(
+        tmp_path: Path, simulator: str) -> None:
+    """A half-open probe whose client leaves gives the fleet's probe claim back (breakers
+    shared through Redis): the next call probes the target (it failed to claim against this
+    process's own claim, still held, and reopened the target for a whole cooldown)."""
+    with PrivateRedis() as server, scripted(None, chat_answer()) as up, \
+            redis.Redis.from_url(server.url) as store, ExitStack() as stack:
+        raw = sim_config(simulator, chat={"targets": [
+            {"provider": "up", "model": "gpt-4o-mini"},
+            {"provider": "sim", "model": "gpt-4o-mini"}]})
+        raw["providers"]["up"] = {"type": "openai", "base_url": up.url + "/v1",
+                                  "api_key": "sk-u"}
+        raw["breaker"] = {"cooldown_s": 60}
+        # Another gateway process opened the target's breaker 61 s ago for 60 s: this one reads
+        # that when it starts, and its next call probes the target (claiming it for 60 s).
+        field = json.dumps(["up", "gpt-4o-mini", location(parse_config(raw, {}), "up")],
+                           separators=(",", ":"))
+        store.hset(HASH, field, json.dumps({"target": field, "state": "open", "origin": "other",
+                                            "opened_at": time.time() - 61, "cooldown_s": 60}))
+        (gateway,) = replicas(tmp_path, raw, server.url, 1, stack)
+        http = gateway.http()
+        wait_for(lambda: http.get("/admin/routing").json()["models"]["chat"]["targets"][0][
+            "state"] == "open", "the gateway never read the open breaker")
+        leave_once_reached(gateway.url, CHAT, reached=lambda: len(up.requests) == 1)
+        wait_for(lambda: bool(gateway.sink.records), "the probe was never recorded")
+        assert [(a.provider, a.status) for a in gateway.sink.records[0].attempts] == \
+            [("up", 499)]
+        # The claim is given back in the background: a moment for it (none comes without it).
+        deadline = time.monotonic() + 5
+        while store.keys(PROBE_PREFIX + "*") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        answer = http.post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200
+        assert answer.headers["x-switchboard-provider"] == "up"  # probed, not skipped
+        assert len(up.requests) == 2
+
+
+def wait_for(check: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.02)
+
+
+def leave_once_reached(url: str, body: dict[str, Any], *, reached: Callable[[], bool]) -> None:
+    """Send a chat call over a connection of its own, and hang up once ``reached()`` (the
+    upstream has the call): a client that leaves while the gateway waits for the answer."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(head + payload)
+        wait_for(reached, "the call never reached the upstream")
