@@ -55,7 +55,10 @@ async def follow(redis: aioredis.Redis, channel: str, *, what: str,
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=POLL_S)
                 if message is not None and message.get("type") == "message":
-                    on_message(message["data"])
+                    try:
+                        on_message(message["data"])
+                    except Exception:  # a defect of the handler's: the next message still counts
+                        log.exception("handling a message on %s failed", what)
         except (RedisError, OSError) as exc:
             if not lost:
                 log.warning("lost the subscription to %s on Redis (retrying every %.1f s): %s",

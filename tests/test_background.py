@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -112,3 +113,34 @@ async def test_close_within_awaits_a_close_and_raises_its_errors() -> None:
     assert closed == ["yes"]
     with pytest.raises(ValueError, match="broken"):
         await close_within("a part", fails, timeout_s=5)
+
+
+async def test_a_redis_subscriber_outlives_a_failing_handler() -> None:
+    """A message whose handler raises (a defect of the handler's) is logged, and the next one
+    is handled: one bad message no longer ends the subscription (a team change's failure in
+    the key directory's handler left a gateway deaf to every later key change)."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    channel = f"switchboard-test-handler-{uuid.uuid4().hex}"
+    subscribed, seen = asyncio.Event(), asyncio.Queue[bytes]()
+
+    def on_message(data: bytes) -> None:
+        if data == b"bad":
+            raise RuntimeError("a defect")
+        seen.put_nowait(data)
+
+    async def on_subscribed(lost: bool) -> None:
+        return None
+
+    task = asyncio.create_task(follow(client, channel, what="a test", on_message=on_message,
+                                      on_subscribed=on_subscribed, subscribed=subscribed))
+    try:
+        await asyncio.wait_for(subscribed.wait(), 5)
+        await client.publish(channel, "bad")
+        await client.publish(channel, "good")
+        assert await asyncio.wait_for(seen.get(), 5) == b"good"
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()

@@ -306,8 +306,8 @@ class KeyDirectory:
         old = self._entries.get(digest)
         self._entries[digest] = entry
         if old is not None:
-            if old is not entry and self.on_dropped is not None:
-                self.on_dropped(digest)
+            if old is not entry:
+                self._dropped(digest)
             if old.key.id == entry.key.id and old.key.team_id == entry.key.team_id:
                 return
             self._unindex(digest, old)
@@ -320,8 +320,18 @@ class KeyDirectory:
         entry = self._entries.pop(digest, None)
         if entry is not None:
             self._unindex(digest, entry)
-            if self.on_dropped is not None:
-                self.on_dropped(digest)
+            self._dropped(digest)
+
+    def _dropped(self, digest: str) -> None:
+        """Tell ``on_dropped`` of ``digest``; a failure of its is logged, never raised: a
+        change must still be published, and the subscriber that heard it must go on
+        listening."""
+        if self.on_dropped is None:
+            return
+        try:
+            self.on_dropped(digest)
+        except Exception:
+            log.exception("forgetting a dropped key's caller failed")
 
     def _unindex(self, digest: str, entry: Entry) -> None:
         _discard(self._by_key, entry.key.id, digest)
@@ -367,9 +377,8 @@ class KeyDirectory:
             self._entries.clear()
             self._by_key.clear()
             self._by_team.clear()
-            if self.on_dropped is not None:
-                for digest in dropped:
-                    self.on_dropped(digest)
+            for digest in dropped:
+                self._dropped(digest)
             return
         for digest in self._matching(() if key_id is None else (key_id,),
                                      () if team_id is None else (team_id,)):

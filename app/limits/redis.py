@@ -196,9 +196,11 @@ class RedisLimiter:
         it twice (its admission and its headers)."""
         self._admits: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
         self._settles: list[_Call] = []
-        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.Handle | None = None
         """Sends the queued settles on their own once ``SETTLE_DELAY_S`` has passed; cancelled
         when an admission takes them along (an idle process is not woken for nothing)."""
+        self._settle_soon = False
+        """``_settle_timer`` sends the settles in the next event-loop turn (``forget``)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._settles_in_flight = 0
         self._sending_settles: set[asyncio.Future[list[Any]]] = set()
@@ -320,14 +322,14 @@ class RedisLimiter:
             self._forgotten.add(held.known)
             self._release(held)
         timer = self._settle_timer
-        if timer is None:
+        if timer is None or self._settle_soon:
             return
-        loop = asyncio.get_running_loop()  # settles are queued: the loop they were queued in
-        if timer.when() > loop.time():
-            # Sent in the next event-loop turn: a change of a team (or of the whole key cache)
-            # forgets many callers at once, whose settles go as one batch.
-            timer.cancel()
-            self._settle_timer = loop.call_later(0, self._flush_settles)
+        # Sent in the next event-loop turn: a change of a team (or of the whole key cache)
+        # forgets many callers at once, whose settles go as one batch. (Its own flag, not the
+        # timer's ``when()``: uvloop's handle of a ``call_soon`` has none.)
+        timer.cancel()
+        self._settle_timer = asyncio.get_running_loop().call_soon(self._flush_settles)
+        self._settle_soon = True
 
     def admit_now(self, buckets: Sequence[Bucket], tokens: int) -> Decision | None:
         """The call admitted from the caller's credit, if it has one that holds it (an ended
@@ -622,6 +624,7 @@ class RedisLimiter:
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
+            self._settle_soon = False
         settles, self._settles = self._settles, []
         return settles
 

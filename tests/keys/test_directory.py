@@ -239,6 +239,30 @@ async def test_every_entry_dropped_or_replaced_is_told(store: KeyStore) -> None:
     assert sorted(told) == sorted(hash_key(k) for k in (b, c, d))
 
 
+async def test_a_failing_on_dropped_neither_stops_the_drop_nor_raises(
+        store: KeyStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A defect in what ``on_dropped`` calls (the limiter's ``forget``) is logged; the change
+    still drops every matching entry and is published, and ``changed`` returns normally (it
+    raised through the admin API's 500 and out of the subscriber, which stopped listening)."""
+    team = await store.create_team(TeamCreate(name="t"))
+    keys = [(await store.create_key(KeyCreate(name=n, team_id=team.id)))[1] for n in "ab"]
+    directory = KeyDirectory(store, None)
+    told: list[str] = []
+
+    def broken(digest: str) -> None:
+        told.append(digest)
+        raise RuntimeError("a defect")
+
+    directory.on_dropped = broken
+    for key in keys:
+        await directory.resolve(key)
+    with caplog.at_level("ERROR", logger="switchboard.keys"):
+        await directory.changed(team_id=team.id)
+    assert sorted(told) == sorted(hash_key(k) for k in keys)
+    assert "forgetting a dropped key's caller failed" in caplog.text
+    assert len(directory) == 0  # every entry of the team dropped
+
+
 async def test_resolve_begun_before_a_change_does_not_cache(
         store: KeyStore, database: Database) -> None:
     """A resolve in flight when changed() runs returns its result but does not write it back."""

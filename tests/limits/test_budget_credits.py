@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 import redis.asyncio as aioredis
 
 from app.limits import Bucket, RedisLimiter
@@ -130,3 +131,31 @@ async def test_a_credit_granted_to_a_forgotten_caller_is_given_back(prefix: str)
         again = (Bucket("key", "k", None, None, 100.0),)
         await limiter.admit(again, 0)
         assert limiter.admit_now(again, 0) is not None
+
+
+def test_a_team_change_forgets_its_callers_at_once_on_uvloop(prefix: str) -> None:
+    """A team's change forgets every caller of its keys in one event-loop turn; on uvloop
+    (what ``switchboard serve`` runs), whose ``call_soon`` handle has no ``when()``, the second
+    ``forget`` of the turn raised, failing the admin PATCH with a 500 and killing the key-change
+    subscriber of every other gateway. Both tallies are settled, in one batch."""
+    uvloop = pytest.importorskip("uvloop")
+    team = Bucket("team", "t", None, None, 100.0)
+    a = (Bucket("key", "a", None, None, None, team="t"), team)
+    b = (Bucket("key", "b", None, None, None, team="t"), team)
+
+    async def run() -> None:
+        async with tallying(prefix) as (limiter, _, clock):
+            redis = aioredis.Redis(host="127.0.0.1", port=6379)
+            try:
+                assert await sequential(limiter, a, 2, 0.009) == 2
+                assert await sequential(limiter, b, 2, 0.009) == 2
+                limiter.forget(a)
+                limiter.forget(b)
+                limiter.forget(a)  # again in the same turn: nothing left, nothing raised
+                await until(lambda: redis.get(f"{prefix}:spend:{{t}}:team:t:{month(clock)}"),
+                            b"36000")
+            finally:
+                await redis.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
