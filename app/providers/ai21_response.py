@@ -149,7 +149,7 @@ class StreamTranslator:
             found = read_detail(data)
             message = found[0] if found else (
                 error.get("message") if isinstance(error, dict) else str(error))
-            raise errors.UpstreamError(f"upstream failed mid-stream: {message}")
+            raise errors.BadUpstreamResponse(f"upstream failed mid-stream: {message}")
         chunk_id, choices = data.get("id"), data.get("choices")
         if not isinstance(chunk_id, str) or not isinstance(choices, list):
             raise errors.BadUpstreamResponse("upstream stream chunk lacks an id or choices")

@@ -38,11 +38,13 @@ class OpenAIProvider(ProviderBase):
 
 
 def check_stream_chunk(chunk: Json) -> Json:
-    """Raise the gateway error for a mid-stream ``{"error": ...}`` frame; else the chunk."""
+    """Raise the gateway error for a mid-stream ``{"error": ...}`` frame; else the chunk. A
+    ``BadUpstreamResponse``: before anything reached the client (the stream's first frame),
+    the next target is tried, as for any answer the gateway cannot use."""
     error = chunk.get("error")
     if error is not None:
         message = error.get("message") if isinstance(error, dict) else str(error)
-        raise errors.UpstreamError(f"upstream failed mid-stream: {message}")
+        raise errors.BadUpstreamResponse(f"upstream failed mid-stream: {message}")
     return chunk
 
 
@@ -50,11 +52,13 @@ def check_answer(answer: Json, *, listing: str) -> Json:
     """A non-streamed answer's shape: an ``error`` object (some servers send one with status
     200) raises its error, as a mid-stream error frame does; an answer whose ``listing``
     (``choices``, or ``data`` for embeddings) is not a list is a ``BadUpstreamResponse``. Both
-    are 502s; the gateway scrubs their messages."""
+    are ``BadUpstreamResponse`` 502s (the next target is tried; the gateway scrubs their
+    messages)."""
     error = answer.get("error")
     if error is not None:
         message, code, _ = read_error_body(answer, str(error)[:500])
-        raise errors.UpstreamError(f"upstream answered 200 with an error: {message}", code=code)
+        raise errors.BadUpstreamResponse(f"upstream answered 200 with an error: {message}",
+                                         code=code)
     if not isinstance(answer.get(listing), list):
         raise errors.BadUpstreamResponse(f"upstream answer has no '{listing}' list")
     return answer

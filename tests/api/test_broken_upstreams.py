@@ -13,6 +13,7 @@ import pytest
 from app.simulator.asgi import SSE_HEADERS, Receive, Scope, Send
 from app.simulator.asgi import read_body as read_asgi_body
 from tests.api.conftest import GatewayFactory, sim_config
+from tests.hardening_upstreams import canned, json_answer, sse_answer
 from tests.servers import serve
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -197,3 +198,21 @@ def test_latency_keeps_a_target_the_client_sent_bad_requests_to(run_gateway: Gat
         # Only the 5% exploration (half of it picking the slow one) may lead with it: 0.4
         # expected in 16; more than 5 has odds of about one in a million.
         assert firsts.count("slow") <= 5, firsts
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_an_error_answered_with_200_falls_back(run_gateway: GatewayFactory, simulator: str,
+                                               stream: bool) -> None:
+    """An OpenAI-compatible upstream answering 200 with an ``error`` object (or opening its
+    stream with an error frame) is an answer the gateway cannot use: the next target serves
+    the call, as for any other (the breaker counted it, routing did not fall back)."""
+    error = b'{"error": {"message": "model overloaded", "type": "server_error"}}'
+    answer = sse_answer(error) if stream else json_answer(error)
+    with canned(answer) as upstream:
+        raw = first_broken(simulator, {}, base_url=upstream.url, attempts=0)
+        with run_gateway(raw) as gateway:
+            body = {**CHAT, "stream": stream}
+            with gateway.http().stream("POST", "/v1/chat/completions", json=body) as reply:
+                text = reply.read().decode()
+            assert reply.status_code == 200, text
+            assert attempts_of(gateway.sink.records[-1]) == [("bad", 502), ("sim", 200)]
