@@ -9,7 +9,7 @@ new ones, per target, from the answers that follow (``drift.baseline_size`` of t
 
 Revision ID: 0018
 Revises: 0017
-Create Date: 2026-12-10
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
