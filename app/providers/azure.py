@@ -8,14 +8,15 @@ cache and its refresh are ``azure_auth``'s), never both; the config's ``headers`
 every request. Bodies and errors are
 OpenAI-shaped, so everything else is the OpenAI-compatible provider's, except that streams ask for
 usage only on api-versions that accept ``stream_options`` (older ones answer it with a 400; the
-gateway then estimates usage), and that a stream's opening chunk holding only the prompt's content
-filter verdict is folded into the next chunk (``folded``).
+gateway then estimates usage), that a stream's opening chunk holding only the prompt's content
+filter verdict is folded into the next chunk (``folded``), and that the asynchronous content
+filter's annotation chunks get the stream's envelope and an empty ``delta`` (``annotated``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -143,8 +144,10 @@ class AzureOpenAI(OpenAICompatible):
 
     def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
                 ) -> AsyncGenerator[Json, None]:
-        """OpenAI's stream, its prompt-filter chunk folded into the next (``folded``)."""
-        return folded(super()._stream(path, body, target, has_limit=has_limit))
+        """OpenAI's stream, its prompt-filter chunk folded into the next (``folded``) and, for
+        chat, its filter annotations made completion chunks (``annotated``)."""
+        return folded(super()._stream(path, body, target, has_limit=has_limit),
+                      chat=path == "/chat/completions")
 
     def upstream_for(self, target: Target) -> Upstream:
         """The deployment named by ``target.model`` (URL-quoted, so it stays one path segment)."""
@@ -167,14 +170,17 @@ class AzureOpenAI(OpenAICompatible):
 PROMPT_FILTER = "prompt_filter_results"
 
 
-async def folded(chunks: AsyncGenerator[Json, None]) -> AsyncGenerator[Json, None]:
+async def folded(chunks: AsyncGenerator[Json, None], *, chat: bool = False
+                 ) -> AsyncGenerator[Json, None]:
     """An Azure stream as OpenAI clients take one. Azure opens a stream with a chunk holding only
     the prompt's content filter verdict (``prompt_filter_results``; ``id``, ``model`` and
     ``object`` empty, ``created`` 0, ``choices: []``): no completion chunk, so clients that read
     ``choices[0]`` fail on it, and it names no model to price the call by. Its verdict rides on
     the next chunk instead (where a non-streamed answer has it, at the top level). Held until
     then, it is also not what the gateway times as the stream's first token (``OpeningHold``
-    explains why that matters). Only the first chunk is looked at; the rest pass untouched."""
+    explains why that matters). Only the first chunk is looked at for that; in a ``chat``
+    stream, a later chunk with a choice lacking ``delta`` (an asynchronous filter annotation)
+    is made a completion chunk (``annotated``); every other chunk passes untouched."""
     try:
         first = await anext(chunks, None)
         if first is None:
@@ -186,10 +192,53 @@ async def folded(chunks: AsyncGenerator[Json, None]) -> AsyncGenerator[Json, Non
                 return
             first[PROMPT_FILTER] = verdict
         yield first
+        if not chat:
+            async for chunk in chunks:
+                yield chunk
+            return
+        envelope = envelope_of(first)
         async for chunk in chunks:
+            choices = chunk.get("choices")
+            if choices and lacks_delta(choices):
+                annotated(chunk, envelope)
+            elif not envelope:
+                envelope = envelope_of(chunk)
             yield chunk
     finally:
         await chunks.aclose()
+
+
+ENVELOPE = ("id", "object", "created", "model")
+"""A completion chunk's fields that an asynchronous filter annotation leaves empty."""
+
+
+def envelope_of(chunk: Json) -> Json:
+    """``chunk``'s ``ENVELOPE`` fields when it is a completion chunk (has an ``id``), else {}."""
+    return {key: chunk[key] for key in ENVELOPE if key in chunk} if chunk.get("id") else {}
+
+
+def lacks_delta(choices: Any) -> bool:
+    """Whether a chunk's ``choices`` hold one with no ``delta``."""
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:  # noqa: SIM110 - a plain loop beats any() on this per-chunk path
+        if isinstance(choice, dict) and "delta" not in choice:
+            return True
+    return False
+
+
+def annotated(chunk: Json, envelope: Json) -> None:
+    """Make an asynchronous content filter annotation a completion chunk, in place. With that
+    filter, Azure checks the text after it was sent and reports each verdict in a chunk of its
+    own: ``id``, ``model`` and ``object`` empty, ``created`` 0, each choice carrying
+    ``content_filter_results`` and ``content_filter_offsets`` (and ``finish_reason``
+    ``content_filter`` when the text was filtered) but no ``delta``, which clients reading
+    ``choices[0].delta`` fail on. It gets the stream's ``envelope`` (that of its first completion
+    chunk) and ``delta: {}``; the filter's fields stay."""
+    chunk.update(envelope)
+    for choice in chunk["choices"]:
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
 
 
 def describe(config: AzureOpenAIProvider) -> str:

@@ -9,11 +9,15 @@ deployment's name: every deployment plays ``DEPLOYED_MODELS``' model for its ope
 verdicts (``WIRE``, every one "safe"): ``prompt_filter_results``, and ``content_filter_results``
 on each choice; a chat stream opens, as Azure's does, with a chunk holding the prompt's verdict
 alone (empty ``id``, ``model`` and ``object``, ``created`` 0, ``choices: []``).
+``X-Sim-Azure-Filter: async`` plays a deployment whose content filter streams in asynchronous
+mode (``ASYNC_WIRE``): its stream's verdicts come in annotation chunks with no ``delta`` and the
+empty envelope (``Wire.async_filter``); any other value is a 400.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 
 from app.simulator.asgi import Request, SimError
@@ -29,6 +33,8 @@ _CONTENT_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence
 WIRE = Wire(OPENAI.finishes, content_filter=_CONTENT_FILTER, prompt_filter={
     **_CONTENT_FILTER, "jailbreak": {"filtered": False, "detected": False}})
 """Azure's chat answers: OpenAI's, annotated with the content filter's verdicts."""
+ASYNC_WIRE = replace(WIRE, async_filter=True)
+"""Azure's chat answers from a deployment whose filter runs asynchronously (streams differ)."""
 OPERATIONS: dict[str, Callable[[Sim, Request, Route], Awaitable[None]]] = {
     "chat/completions": partial(chat, wire=WIRE), "completions": completions,
     "embeddings": embeddings}
@@ -70,4 +76,10 @@ async def azure(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path)
     if parsed is None:  # the router only sends parseable paths here
         raise SimError(404, "Resource not found")
+    mode = req.headers.get("x-sim-azure-filter")
+    if mode is not None and mode.strip().lower() != "async":
+        raise SimError(400, f"X-Sim-Azure-Filter must be 'async', got {mode!r}.")
+    if mode is not None and parsed[1] == "chat/completions":
+        await chat(sim, req, route, wire=ASYNC_WIRE)
+        return
     await OPERATIONS[parsed[1]](sim, req, route)

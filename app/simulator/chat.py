@@ -43,6 +43,8 @@ from app.simulator.tools import matching
 from app.simulator.vllm import prompt_token_ids
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
+ANNOTATED_EVERY = 8
+"""Text chunks per choice between two asynchronous filter annotations (``Wire.async_filter``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,18 @@ class Wire:
     choice's ``content_filter_results``; both None: no annotations). A stream then opens with
     the prompt's verdict alone, in a chunk that is no completion chunk (empty ``id``, ``model``
     and ``object``, ``created`` 0, no choices), sent as soon as the stream starts; the role and
-    finish chunks carry an empty ``content_filter_results``, the text chunks the verdict."""
+    finish chunks carry an empty ``content_filter_results``, the text chunks the verdict.
+    ``async_filter``: Azure's asynchronous content filter instead, in a stream: no chunk carries
+    ``content_filter_results``; the verdicts come in annotation chunks of their own (empty
+    ``id``, ``model`` and ``object``, ``created`` 0, one choice with ``content_filter_results``
+    and ``content_filter_offsets`` and no ``delta``), one after every ``ANNOTATED_EVERY`` text
+    chunks of a choice and one per choice after the last finish chunk."""
 
     finishes: Mapping[str, str]
     keeps_stop: bool = False
     prompt_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     content_filter: Mapping[str, Any] | None = field(default=None, hash=False)
+    async_filter: bool = False
 
 
 OPENAI = Wire(_FINISH)
@@ -301,7 +309,20 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
     if sampling.include_usage:
         base["usage"] = None
 
-    verdict = wire.content_filter
+    verdict = None if wire.async_filter else wire.content_filter
+    checked = [0] * len(results)  # characters of each choice the async filter has annotated
+    pending = [0] * len(results)  # characters since, and text chunks since (``unchecked``)
+    unchecked = [0] * len(results)
+
+    def annotation(index: int) -> bytes:
+        """The async filter's verdict on choice ``index``'s text since its last one."""
+        start, end = checked[index], checked[index] + pending[index]
+        checked[index], pending[index], unchecked[index] = end, 0, 0
+        return b"data: " + orjson.dumps({"choices": [{
+            "index": index, "finish_reason": None, "content_filter_results": wire.content_filter,
+            "content_filter_offsets": {"check_offset": end, "start_offset": start,
+                                       "end_offset": end}}],
+            "created": 0, "id": "", "model": "", "object": ""}) + b"\n\n"
 
     def frame(index: int, delta: dict[str, Any], finish: str | None = None,
               lp: Any = None, *, text: bool = False) -> bytes:
@@ -334,8 +355,15 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             lp = None if logprobs is None else {
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}
             tokens.append(frame(index, delta, lp=lp, text=True))
+            if wire.async_filter:
+                pending[index] += len(piece)
+                unchecked[index] += 1
+                if unchecked[index] == ANNOTATED_EVERY:  # rides on its text chunk's frame
+                    tokens[-1] += annotation(index)
     tail = [frame(index, {}, _finish(output, call, wire))
             for index, (output, call) in enumerate(results)]
+    if wire.async_filter:  # the last verdicts ride on the last finish frame
+        tail[-1] += b"".join(annotation(index) for index in range(len(results)))
     finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
