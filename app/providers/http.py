@@ -280,8 +280,9 @@ class Upstream:
         target's own longest wait between reads instead of the provider's; ``headers``: sent
         besides, and over, the upstream's).
 
-        Errors before the first event (connect, status, a stream closed or cut before any
-        data: an ``UpstreamConnectError``) are raised from the first ``__anext__``, which is
+        Errors before the first event (connect, status, a stream closed or cut before its first
+        event ended by a blank line, even if comments or part of a line came: an
+        ``UpstreamConnectError``) are raised from the first ``__anext__``, which is
         what lets the gateway retry the target or fall back to another. Closing the generator closes
         the upstream connection, which cancels the generation upstream.
         """
@@ -298,13 +299,13 @@ class Upstream:
                     await self._raise_for(response)
                 parser = SSEParser()
                 lines = LineBuffer(f"upstream {self.shown}")
-                empty = True
+                begun = False  # an event ended by its blank line was yielded
                 try:
                     while chunk := await response.content.readany():
-                        empty = False
                         for raw_line in lines.feed(chunk):
                             found = parser.line(raw_line)
                             if found is not None:
+                                begun = True
                                 yield found
                 except aiohttp.ClientPayloadError:
                     # The connection was cut. aiohttp raises the stored error before handing
@@ -312,12 +313,14 @@ class Upstream:
                     for found in parser.lines(lines.rest() + _buffered(response.content)):
                         yield found
                     raise
-                if empty:
-                    # Closed after its headers with not a byte of body: a stream without a
-                    # length ends at the connection's close, so this is a connection that
-                    # broke (a server killed during prefill), not an answer.
+                if not begun:
+                    # Ended before its first whole event: no body at all, keep-alive comments
+                    # only (``: ping``), or a first line cut midway. A stream without a length
+                    # ends at the connection's close, where aiohttp sees no error, so this is a
+                    # connection that broke (a server killed during prefill), not an answer;
+                    # the same in every framing (a chunked one cut short raises above).
                     raise errors.UpstreamConnectError(
-                        f"upstream {self.shown} closed the stream before any data")
+                        f"upstream {self.shown} closed the stream before its first event")
                 rest = lines.rest()
                 found = parser.line(rest) if rest else None
                 if found is not None:

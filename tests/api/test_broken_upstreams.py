@@ -13,7 +13,7 @@ import pytest
 from app.simulator.asgi import SSE_HEADERS, Receive, Scope, Send
 from app.simulator.asgi import read_body as read_asgi_body
 from tests.api.conftest import GatewayFactory, sim_config
-from tests.hardening_upstreams import canned, json_answer, sse_answer
+from tests.hardening_upstreams import canned, json_answer, scripted, sse_answer
 from tests.servers import serve
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -78,6 +78,29 @@ def test_a_stream_closed_before_any_data_is_retried_then_falls_back(
         assert chunks[-1].choices[0].finish_reason == "stop"
         assert attempts_of(gateway.sink.records[-1]) == [("bad", 502), ("bad", 502),
                                                          ("sim", 200)]
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+"""A stream's 200 without a length or chunked encoding: its body ends when the connection
+closes."""
+CHUNK = (b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+         b'[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}')
+
+
+@pytest.mark.parametrize("sent", [b": ping\n\n", b"data: " + CHUNK[:40]],
+                         ids=["comment-only", "first-line-cut"])
+def test_a_close_ended_stream_cut_before_its_first_event_is_retried(
+        run_gateway: GatewayFactory, simulator: str, sent: bytes) -> None:
+    """A stream whose body ends at the connection's close, closed after only a keep-alive
+    comment or midway through its first ``data:`` line, is a broken connection as a cut
+    chunked one is: its only target is asked again, and answers."""
+    with scripted(STREAM_HEAD + sent, sse_answer(CHUNK, b"[DONE]")) as upstream:
+        raw = first_broken(simulator, {}, base_url=upstream.url, attempts=1)
+        raw["models"]["chat"]["targets"].pop()
+        with run_gateway(raw) as gateway:
+            chunks = list(gateway.client().chat.completions.create(stream=True, **CHAT))  # type: ignore[call-overload]
+            assert chunks[-1].choices[0].finish_reason == "stop"
+            assert attempts_of(gateway.sink.records[-1]) == [("bad", 502), ("bad", 200)]
 
 
 def test_a_unary_answer_cut_short_of_its_length_is_retried_then_falls_back(

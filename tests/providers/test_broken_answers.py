@@ -20,6 +20,13 @@ NOT_JSON = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 6\r\
             b"Connection: close\r\n\r\n<html>")
 HEADERS_ONLY = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 """A stream's 200 and headers, then the connection closed with not a byte of body."""
+PING_ONLY = HEADERS_ONLY + b": ping\n\n"
+"""A stream (ended by the connection's close) that sent a keep-alive comment, then closed."""
+FIRST_LINE_CUT = HEADERS_ONLY + b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk"'
+"""A stream (ended by the connection's close) cut in the middle of its first ``data:`` line."""
+CHUNKED_PING = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n8\r\n: ping\n\n\r\n0\r\n\r\n")
+"""A whole chunked stream holding a keep-alive comment and no event."""
 CHUNKED_CUT = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n")
 """A chunked stream's headers, then the connection closed before its last chunk."""
@@ -41,16 +48,20 @@ async def _post(answer: bytes, *, stream: bool) -> errors.GatewayError:
 
 @pytest.mark.parametrize(("answer", "stream", "kind", "says"), [
     (SHORT, False, errors.UpstreamConnectError, "cut the response short"),
-    (HEADERS_ONLY, True, errors.UpstreamConnectError, "closed the stream before any data"),
+    (HEADERS_ONLY, True, errors.UpstreamConnectError, "closed the stream before its first"),
+    (PING_ONLY, True, errors.UpstreamConnectError, "closed the stream before its first"),
+    (FIRST_LINE_CUT, True, errors.UpstreamConnectError, "closed the stream before its first"),
+    (CHUNKED_PING, True, errors.UpstreamConnectError, "closed the stream before its first"),
     (CHUNKED_CUT, True, errors.UpstreamConnectError, "cut the response short"),
     (UNDECODABLE, False, errors.BadUpstreamResponse, "does not decode"),
     (NOT_JSON, False, errors.BadUpstreamResponse, "invalid JSON"),
 ])
 async def test_a_broken_connection_and_an_unusable_answer_are_told_apart(
         answer: bytes, stream: bool, kind: type[errors.GatewayError], says: str) -> None:
-    """A body cut short of its length, or a stream closed or cut before any data, is a broken
-    connection; a whole body that does not decode or is not JSON is an unusable answer. Both
-    let the next target be tried (nothing reached the client)."""
+    """A body cut short of its length, or a stream closed or cut before its first whole event
+    (comments or part of a line are not one, whatever the framing), is a broken connection;
+    a whole body that does not decode or is not JSON is an unusable answer. Both let the next
+    target be tried (nothing reached the client)."""
     error = await _post(answer, stream=stream)
     assert type(error) is kind and says in error.message
     assert error.status_code == 502 and error.retryable
