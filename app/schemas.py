@@ -12,6 +12,9 @@ Counts are checked on the parsed JSON before pydantic validates it (``_refuse_co
 400 naming the parameter with OpenAI's code: validating costs CPU per item on the event loop
 (an 8 MiB body of 200,000 messages took 1.7 s, 100,000 token-id prompts 3.8 s), so a count
 past the limits below is refused before any item is validated.
+
+(Over 400 lines: the request bodies of the three endpoints and the parts they share, one
+pydantic model each; they are the OpenAI API's surface, read together.)
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ restored text before it has grown. A native delta whose text is all held back is
 part's held tail goes out with its choice's ``finish_reason`` chunk, or, for a native block, as
 one more delta right before its ``content_block_stop``; what is still held when the stream ends
 without them goes out in one more chunk (``release``).
+
+(Over 400 lines: restoring placeholders in every place an answer carries text, chat and legacy
+chunks, native blocks, tool arguments and JSON, whole and streamed, one ``Vault`` each; split by
+wire shape, each part would repeat the held-tail bookkeeping they share.)
 """
 
 from __future__ import annotations

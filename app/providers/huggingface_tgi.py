@@ -51,6 +51,9 @@ Errors: TGI and TEI answer ``{"error": "...", "error_type": "..."}``; the router
 shape or ``{"error": "..."}``. 424 (the model failed while generating) is a retryable 502; 422
 (TGI/TEI input validation) is the client's 400; 429 (overloaded) stays 429 with its
 ``Retry-After``; the rest follows ``errors.from_upstream_status``.
+
+(Over 400 lines: one server's two generation routes, chat and ``/generate``, whole and streamed,
+share its parameter mapping, finish reasons, stop-sequence naming and errors.)
 """
 
 from __future__ import annotations
