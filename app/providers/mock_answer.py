@@ -115,13 +115,18 @@ def pieces_of(text: str, limit: int | None, natural: str, *, most: int) -> tuple
     if limit is not None and limit <= most:
         pieces = token_pieces(text, limit + 1)
         return (pieces[:limit], "length") if len(pieces) > limit else (pieces, natural)
+    return _pieces_within(text, most, param="max_tokens", message=(
+        f"The mock provider generates at most {MAX_GENERATED_TOKENS} tokens a call, all "
+        "choices together, and this answer would be longer: set max_tokens lower, or ask "
+        "for fewer choices.")), natural
+
+
+def _pieces_within(text: str, most: int, *, param: str, message: str) -> list[str]:
+    """``text`` as one-token pieces; a 400 naming ``param`` when they are more than ``most``."""
     pieces = token_pieces(text, most + 1)
     if len(pieces) > most:
-        raise errors.InvalidRequest(
-            f"The mock provider generates at most {MAX_GENERATED_TOKENS} tokens a call, all "
-            "choices together, and this answer would be longer: set max_tokens lower, or ask "
-            "for fewer choices.", param="max_tokens")
-    return pieces, natural
+        raise errors.InvalidRequest(message, param=param)
+    return pieces
 
 
 def _logprob(piece: str) -> float:
@@ -308,12 +313,10 @@ def completion_choices(call: CompletionCall) -> list[Completion]:
     for prompt in prompts:
         echoed: list[str] = []
         if request.echo:
-            echoed = token_pieces(prompt, left + 1)
-            if len(echoed) > left:
-                raise errors.InvalidRequest(
-                    f"The mock provider returns at most {MAX_GENERATED_TOKENS} tokens a call, "
-                    "all choices together, echoed prompts included, and this answer would be "
-                    "longer: send shorter prompts, or ask for fewer choices.", param="echo")
+            echoed = _pieces_within(prompt, left, param="echo", message=(
+                f"The mock provider returns at most {MAX_GENERATED_TOKENS} tokens a call, "
+                "all choices together, echoed prompts included, and this answer would be "
+                "longer: send shorter prompts, or ask for fewer choices."))
             left -= len(echoed)
         pieces, finish = reply_words(prompt, request.max_tokens, most=left)
         left -= len(pieces)
