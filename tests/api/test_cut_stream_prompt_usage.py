@@ -5,7 +5,7 @@ reported none estimates the prompt too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -31,20 +31,26 @@ def _provider(simulator: str, **headers: str) -> dict[str, Any]:
             "headers": {"X-Sim-Cache-Read-Tokens": str(CACHED), **headers}}
 
 
-@pytest.fixture
-def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
-    config = {
+def three_ways(provider: Callable[..., dict[str, Any]], simulator: str, model: str
+               ) -> dict[str, Any]:
+    """Models ``whole``, ``dropped`` (cut after 3 chunks) and ``slow`` (200 tokens, 50 ms
+    each), each one target of ``provider`` asked for ``model``; no retries."""
+    return {
         "providers": {
-            "whole": _provider(simulator),
-            "dropped": _provider(simulator, **{"X-Sim-Cut-After": "3"}),
-            "slow": _provider(simulator, **{"X-Sim-TPOT-Ms": "50",
-                                            "X-Sim-Completion-Tokens": "200"}),
+            "whole": provider(simulator),
+            "dropped": provider(simulator, **{"X-Sim-Cut-After": "3"}),
+            "slow": provider(simulator, **{"X-Sim-TPOT-Ms": "50",
+                                           "X-Sim-Completion-Tokens": "200"}),
         },
-        "models": {name: {"targets": [{"provider": name, "model": CLAUDE_MODEL}]}
+        "models": {name: {"targets": [{"provider": name, "model": model}]}
                    for name in ("whole", "dropped", "slow")},
         "retries": {"attempts": 0},
     }
-    with run_gateway(config) as running:
+
+
+@pytest.fixture
+def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    with run_gateway(three_ways(_provider, simulator, CLAUDE_MODEL)) as running:
         yield running
 
 
@@ -117,18 +123,7 @@ def _gemini(simulator: str, **headers: str) -> dict[str, Any]:
 
 @pytest.fixture
 def gemini(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
-    config = {
-        "providers": {
-            "whole": _gemini(simulator),
-            "dropped": _gemini(simulator, **{"X-Sim-Cut-After": "3"}),
-            "slow": _gemini(simulator, **{"X-Sim-TPOT-Ms": "50",
-                                          "X-Sim-Completion-Tokens": "200"}),
-        },
-        "models": {name: {"targets": [{"provider": name, "model": "gemini-2.5-flash"}]}
-                   for name in ("whole", "dropped", "slow")},
-        "retries": {"attempts": 0},
-    }
-    with run_gateway(config) as running:
+    with run_gateway(three_ways(_gemini, simulator, "gemini-2.5-flash")) as running:
         yield running
 
 
