@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import subprocess
 import threading
@@ -17,18 +16,37 @@ import uvicorn
 
 
 def free_port() -> int:
-    """A free loopback port (released: a later ``free_port`` may return it again)."""
+    """A free loopback port, reserved for about a minute (see ``free_ports``)."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports: each is held until all are chosen (one at a time, the
-    kernel may hand out a port it just released, and two servers then race for it)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """``count`` distinct free loopback ports, each reserved for about a minute: a server that
+    binds it with ``SO_REUSEADDR`` (uvicorn, asyncio, Postgres, Redis, Go's net package all
+    do) gets it, while the kernel hands it to no ``bind`` to port 0 meanwhile.
+
+    A port merely bound and released could go to another test's server at once, and a
+    gateway's start-up (imports, a 5 s check of a hung database) left seconds for that: its
+    own bind then failed, and the other server answered its /readyz and its calls (CI saw a
+    call cut off when that other test ended). The reservation is a connection accepted and
+    closed on the port first, whose TIME_WAIT keeps the port taken for ``bind(0)`` (checked:
+    19,800 binds to port 0 with 50 ports reserved got none of them); a listener with
+    ``SO_REUSEADDR`` may still bind it. A server that binds without ``SO_REUSEADDR`` is
+    refused the port for that minute."""
+    return [_reserved_port() for _ in range(count)]
+
+
+def _reserved_port() -> int:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = int(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the side that closes first keeps TIME_WAIT: this one, on port
+            client.recv(1)  # its FIN has arrived; the client's close then completes the pair
+    return port
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float = 30.0) -> None:

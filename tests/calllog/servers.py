@@ -112,14 +112,21 @@ def serve_process(env: dict[str, str], port: int, *, log: Path,
                   wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """``switchboard serve`` on ``port``, once it answers /readyz (output to ``log``);
     ``wrapper``: a command that runs it (its arguments follow), e.g. one that sets limits
-    and execs it, keeping its pid."""
+    and execs it, keeping its pid. Ready means this process says it listens on ``port`` (in
+    what it wrote to ``log``) and the port answers /readyz: a server another test started on
+    the port must not pass for it."""
+    start = log.stat().st_size if log.exists() else 0
+    listening = f"Uvicorn running on http://127.0.0.1:{port} ".encode()
+    if env.get("SWITCHBOARD_LOG_LEVEL", "info") not in ("debug", "info"):  # uvicorn's line is info
+        env = {**env, "SWITCHBOARD_LOG_LEVEL": "info"}
     with log.open("ab") as out:
         proc = subprocess.Popen([*wrapper, SWITCHBOARD, "serve", "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+            if listening in log.read_bytes()[start:] \
+                    and httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                 return proc
         except httpx.TransportError:
             pass
