@@ -126,13 +126,15 @@ class Gateway(Finisher):
 
     @property
     def draining(self) -> tuple[Snapshot, ...]:
-        """Replaced snapshots that calls still run on (their providers stay open until then)."""
+        """Replaced snapshots that calls (shadow copies included) still run on (their
+        providers stay open until then)."""
         return tuple(self._retiring)
 
     def swap(self, snapshot: Snapshot) -> None:
         """Serve calls that start from now on with ``snapshot`` (a live reload). Calls running
         keep theirs; providers no snapshot still uses are closed once the last call on a
-        replaced snapshot has finished."""
+        replaced snapshot has finished, shadow copies included (``_shadow``: a copy runs on its
+        original's snapshot)."""
         self._retiring.append(self.snapshot)
         self.snapshot = snapshot
         self._close_idle()
@@ -682,22 +684,33 @@ class Gateway(Finisher):
 
     def finish(self, call: ModelCall) -> None:
         """End ``call``, once: the stages' ``on_end`` hooks, the record sealed
-        (``Pipeline.seal``), then the metrics and the call log."""
+        (``Pipeline.seal``), then the metrics and the call log, and its shadow copies opened;
+        only then does it stop holding its snapshot (``_release``)."""
         if call.finished:
             return
         call.finished = True
-        snapshot = call.snapshot
-        snapshot.in_flight.calls -= 1
         committed = call.extras.pop(_COMMITTED, None)
         if committed is not None:
             self.router.states.ended(committed)
+        try:
+            self._end(call)
+        finally:
+            self._release(call.snapshot)
+
+    def _release(self, snapshot: Snapshot) -> None:
+        """One call fewer on ``snapshot``; the last one on a replaced snapshot closes the
+        providers only it had (``_close_idle``)."""
+        snapshot.in_flight.calls -= 1
         if snapshot is not self.snapshot and snapshot.in_flight.calls == 0:
             self._close_idle()
+
+    def _end(self, call: ModelCall) -> None:
+        """``finish``'s work, while ``call`` still holds its snapshot."""
         record = call.record
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if record.status == "ok" and record.answer_text is not None:
-            drift = snapshot.config.drift
+            drift = call.snapshot.config.drift
             judge(record, record.answer_text, phrases=drift.refusal_phrases,
                   scan_chars=drift.refusal_scan_chars)
         for hook in call.snapshot.pipeline.end_hooks:
@@ -716,7 +729,9 @@ class Gateway(Finisher):
 
     def _shadow(self, call: ModelCall) -> None:
         """Copy an answered call to its experiment's shadow variants (those that sample it),
-        in the background (``app.routing.experiments``)."""
+        in the background (``app.routing.experiments``). A copy runs on its original's
+        snapshot, which it holds as a call does: opened while the original still holds it, so
+        a reload meanwhile closes none of the providers the copy uses before the copy ends."""
         record = call.record
         experiment = call.snapshot.table.experiment_of(record.public_model or "")
         serve = self._shadow_server(call.incoming.path)
