@@ -106,6 +106,10 @@ class Gateway(Finisher):
         ``vllm_load`` strategy reads it)."""
         self.snapshot = Snapshot.build(config, pipeline or Pipeline(), providers, prices)
         """What calls starting now run on (``ModelCall.snapshot``); replaced by ``swap``."""
+        self._drift = config.drift
+        """The drift settings read at start-up, which judge every call's ``refusal`` as the
+        drift monitor counts refusals: ``drift`` is read once (``app.reload``), so a reload
+        that changes it moves neither until a restart."""
         self._retiring: list[Snapshot] = []
         """Replaced snapshots that calls still run on."""
         self._closing: set[asyncio.Task[None]] = set()
@@ -710,7 +714,7 @@ class Gateway(Finisher):
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if record.status == "ok" and record.answer_text is not None:
-            drift = call.snapshot.config.drift
+            drift = self._drift
             judge(record, record.answer_text, phrases=drift.refusal_phrases,
                   scan_chars=drift.refusal_scan_chars)
         for hook in call.snapshot.pipeline.end_hooks:
