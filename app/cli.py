@@ -142,6 +142,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     try:
         settings.check_exposure()
         config = resolve_config(settings)
+        unbuildable = _build_problems(config)
+        if unbuildable:
+            raise ConfigError("\n".join(unbuildable))
         os.environ.pop(UNREACHABLE_AT_START, None)
         normalize_url(settings.database_url)  # a malformed URL: one line, exit 2
         if is_sqlite(settings.database_url):
@@ -252,15 +255,43 @@ def _fresh_metrics_dir(given: Path | None) -> Path:
     return given
 
 
+def _build_problems(config: GatewayConfig) -> list[str]:
+    """What building ``config``'s providers refuses, as ``serve``'s workers and a reload build
+    them (no network: credentials are only made, not used), one line each naming the provider:
+    the ``ConfigError`` of a builder (settings a credential library reads from the
+    environment)."""
+    from app.config import ConfigError
+    from app.providers import build_provider
+    from app.providers.http import new_session
+
+    async def build() -> list[str]:
+        problems = []
+        async with new_session() as session:
+            for name, settings in config.providers.items():
+                try:
+                    provider = build_provider(settings, session)
+                except ConfigError as exc:
+                    problems.append(f"providers.{name}: {exc}")
+                else:
+                    await provider.aclose()
+        return problems
+
+    return asyncio.run(build())
+
+
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def check_config(path: Path) -> None:
-    """Validate a gateway config file; exit 1 with every problem listed if it is invalid."""
+    """Validate a gateway config file, and build its providers as serve would (no network);
+    exit 1 with every problem listed if it is invalid."""
     from app.config import ConfigError, load_config
     from app.settings import environment
 
     try:
         config = load_config(path, environment())
+        unbuildable = _build_problems(config)
+        if unbuildable:
+            raise ConfigError("\n".join(unbuildable))
     except ConfigError as exc:
         click.echo(f"{path}: invalid", err=True)
         for line in str(exc).splitlines():

@@ -722,7 +722,8 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     from that emptiness is not listed), and references between sections (targets naming
     providers, experiments naming models) are checked even when a field is invalid; the checks
     that need what they compare to be valid (targets sharing an endpoint, privacy entities,
-    default token limits against the global cap) wait for it."""
+    default token limits against the global cap) wait for it. ``env`` is also where settings
+    left to an environment variable must find it (Azure workload identity's)."""
     if not isinstance(raw, dict):
         raise ConfigError("config: the document must be a mapping with 'providers' and 'models'")
     problems: list[str] = []
@@ -730,7 +731,9 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     data = _interpolate(raw, env, (), problems, referenced)
     unresolved = {problem.split(": ", 1)[0] for problem in problems}
     try:
-        config = GatewayConfig.model_validate(data)
+        # the environment, for settings that default to a variable read by a library (Azure
+        # workload identity's): one that is unset is refused here rather than when built
+        config = GatewayConfig.model_validate(data, context={"env": env})
     except ValidationError as exc:
         found = _format_errors(exc)
         found += [line for line in _references(data) if line not in found]

@@ -8,9 +8,11 @@ installs the handlers), and on ``POST /admin/config/reload``.
 
 How: the new file is validated completely first (``app.config.load_config``), then what it
 needs is built (providers, and what the pipeline's stages load for it: ``Pipeline.prepare``);
-an invalid one, or one whose parts cannot be built, changes nothing: the error, with its path
-in the YAML, is logged, kept for ``GET /admin/config`` and counted in
-``switchboard_config_reload_errors_total``, and the old config keeps serving. A valid one
+an invalid one, or one whose parts cannot be built (a provider whose builder raises
+``ConfigError``, a credential the environment lacks settings for; a ``local`` model that
+cannot load), changes nothing: the error, with its path in the YAML, is logged, kept for
+``GET /admin/config`` and counted in ``switchboard_config_reload_errors_total``, and the old
+config keeps serving. A valid one
 becomes a new ``Snapshot``: providers whose settings did not change are carried over
 (the same object, so their connection pools stay), new or changed ones are built, and the old
 ones are closed once the last call on the old snapshot has finished. Calls that started before
@@ -18,9 +20,12 @@ the swap, streams included, finish on the config they started with; every call r
 version that served it (``calls.config_version``).
 
 What a reload does not change: the sections read once at start-up (``RESTART_SECTIONS``: the
-call log, the rate limiter's Redis settings, drift). A reload that changes them swaps everything
-else, logs a warning naming them and reports them in ``restart_needed``. The vLLM ``/metrics``
-scrape targets follow the new config (``BackendScraper.follow``).
+call log, the rate limiter's Redis settings, drift). ``restart_needed`` names those in which the
+file serving now differs from the config the process started with, whatever reloads came in
+between (an edit elsewhere keeps them listed; an edit back to the start-up values clears them);
+a reload swaps everything else, and logs a warning with their differences from the running
+values while there are any. The vLLM ``/metrics`` scrape targets follow the new config
+(``BackendScraper.follow``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +66,8 @@ class Reload:
     error: str | None = None
     """Why the file was refused (the old config keeps serving); ``None`` when it was not."""
     restart_needed: tuple[str, ...] = ()
-    """Changed sections that take effect only on a restart."""
+    """The sections read at start-up only (``RESTART_SECTIONS``) in which the config serving
+    after it differs from the one the process started with: a restart would apply them."""
 
 
 @dataclass(slots=True)
@@ -74,6 +81,7 @@ class ReloadState:
     last_error: str | None = None
     last_error_at: float | None = None
     restart_needed: tuple[str, ...] = ()
+    """As ``Reload.restart_needed``, of the config serving now."""
 
 
 class ConfigReloader:
@@ -91,6 +99,8 @@ class ConfigReloader:
         self._seen: bytes | None = None
         """The fingerprint of the files last read (``None``: read them on the next poll)."""
         self._task: asyncio.Task[None] | None = None
+        self._started = gateway.snapshot.config
+        """The config the process started with: the sections read only then are its."""
         if metrics is not None:
             metrics.metrics.config_info.labels(gateway.snapshot.version).set(1)
 
@@ -126,24 +136,29 @@ class ConfigReloader:
             serving = self.gateway.snapshot
             fingerprint = self._fingerprint()
             if not force and fingerprint == self._seen:
-                return Reload(changed=False, version=serving.version)
+                return self._unchanged(serving.version)
             self._seen = fingerprint
             try:
                 config = load_config(self.path, environment())
             except ConfigError as exc:
                 return self._refused(str(exc), reason, serving.version)
-            self.state.last_error = self.state.last_error_at = None
             version = config_version(config)
             if version == serving.version:
-                return Reload(changed=False, version=version)
+                self.state.last_error = self.state.last_error_at = None
+                return self._unchanged(version)
             try:
                 snapshot = await self._snapshot(config, serving)
+            except ConfigError as exc:  # a provider its builder refuses (settings it reads
+                # from the environment)
+                return self._refused(str(exc), reason, serving.version)
             except errors.GatewayError as exc:  # a provider (or a stage's model) that
-                # cannot be built from it
+                # cannot be prepared
                 return self._refused(exc.message, reason, serving.version)
             restart = tuple(s for s in RESTART_SECTIONS
-                            if getattr(config, s) != getattr(serving.config, s))
+                            if getattr(config, s) != getattr(self._started, s))
+            resumed = [s for s in self.state.restart_needed if s not in restart]
             self.gateway.swap(snapshot)
+            self.state.last_error = self.state.last_error_at = None
             self.state.loaded_at = time.time()
             self.state.reloads += 1
             self.state.restart_needed = restart
@@ -156,12 +171,29 @@ class ConfigReloader:
                 metrics.remove_series(info, serving.version)
                 info.labels(version).set(1)
                 await self._metrics.backends.follow(vllm_providers(config))
-            log.info("config %s -> %s (%s): %s", serving.version, version, reason,
-                     "; ".join(changes(serving.config, config)))
-            if restart:
-                log.warning("config sections changed that take effect on restart only: %s",
-                            ", ".join(restart))
+            self._log_swap(serving, config, version, reason, restart=restart, resumed=resumed)
             return Reload(changed=True, version=version, restart_needed=restart)
+
+    def _log_swap(self, old: Snapshot, config: GatewayConfig, version: str, reason: str, *,
+                  restart: tuple[str, ...], resumed: list[str]) -> None:
+        """Log what the swap from ``old`` to ``config`` applied and, while there is any, what
+        waits for a restart. The sections read at start-up are compared with the values the
+        process runs with (the start-up config's), not with the last file's, which were never
+        applied."""
+        started = self._started
+        applied = [*changes(_sections_of(old.config, started), _sections_of(config, started)),
+                   *(f"{section}: back to the settings this process runs with"
+                     for section in resumed)]
+        log.info("config %s -> %s (%s): %s", old.version, version, reason,
+                 "; ".join(applied) or "no change to what a reload applies")
+        if restart:
+            others = [s for s in type(config).model_fields if s not in RESTART_SECTIONS]
+            log.warning("config sections read at start-up only differ from the ones this "
+                        "process runs with (restart it to apply them): %s",
+                        "; ".join(changes(started, _sections_of(config, started, others))))
+
+    def _unchanged(self, version: str) -> Reload:
+        return Reload(changed=False, version=version, restart_needed=self.state.restart_needed)
 
     def _refused(self, message: str, reason: str, version: str) -> Reload:
         self.state.last_error = message
@@ -180,7 +212,10 @@ class ConfigReloader:
                 if name in serving.providers and serving.config.providers.get(name) == settings:
                     providers[name] = serving.providers[name]
                 else:
-                    providers[name] = built[name] = build_provider(settings, self._session)
+                    try:
+                        providers[name] = built[name] = build_provider(settings, self._session)
+                    except ConfigError as exc:
+                        raise ConfigError(f"providers.{name}: {exc}") from None
             for name, provider in built.items():
                 if isinstance(provider, Warmable):
                     try:
@@ -212,6 +247,13 @@ class ConfigReloader:
             except OSError:
                 digest.update(b"\0unreadable")
         return digest.digest()
+
+
+def _sections_of(config: GatewayConfig, source: GatewayConfig,
+                 sections: Iterable[str] = RESTART_SECTIONS) -> GatewayConfig:
+    """``config`` with ``source``'s ``sections`` (for a diff that leaves them out); the paths
+    of ``config``'s referenced values are kept, so that ``changes`` still hides them."""
+    return config.model_copy(update={section: getattr(source, section) for section in sections})
 
 
 def _retrieve(task: asyncio.Task[Reload]) -> None:

@@ -119,6 +119,50 @@ def test_check_config_verdicts(tmp_path: Path) -> None:
     assert "duplicate key 'chat' on line 9 (first on line 5)" in repeated.stderr
 
 
+AZURE_WORKLOAD = ("providers:\n  azp: {type: azure_openai, endpoint: 'https://x.openai.azure.com', "
+                  "auth: {type: workload_identity}}\n"
+                  "models:\n  az: {targets: [{provider: azp, model: gpt-4o}]}\n")
+AZURE_DEFAULT = AZURE_WORKLOAD.replace("workload_identity", "default")
+NO_AZURE = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_TOKEN_CREDENTIALS")
+
+
+@pytest.mark.parametrize(("text", "env", "says"), [
+    (AZURE_WORKLOAD, {},
+     "providers.azp.auth: workload_identity: tenant_id, client_id, token_file not given, and "
+     "AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE not set in the environment"),
+    (AZURE_DEFAULT, {"AZURE_TOKEN_CREDENTIALS": "bogus"},
+     "providers.azp: auth default: Invalid value for AZURE_TOKEN_CREDENTIALS: bogus."),
+], ids=["workload identity without its variables", "a credential azure-identity refuses"])
+def test_a_provider_that_cannot_be_built_is_an_invalid_config(
+        tmp_path: Path, text: str, env: dict[str, str], says: str) -> None:
+    """A provider whose credential cannot be made (Azure workload identity without its
+    settings or variables; a setting azure-identity reads from the environment and refuses)
+    fails check-config (exit 1) and serve (exit 2) with the same line, no traceback; with the
+    environment it needs, check-config says ok."""
+    pytest.importorskip("azure.identity")
+    path = tmp_path / "azure.yaml"
+    path.write_text(text)
+    base = {k: v for k, v in clean_env().items() if k not in NO_AZURE}
+    checked = subprocess.run([SWITCHBOARD, "check-config", str(path)], env={**base, **env},
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert checked.stderr.startswith(f"{path}: invalid\n  {says}"), checked.stderr
+    assert len(checked.stderr.splitlines()) == 2, checked.stderr
+    served = subprocess.run([SWITCHBOARD, "serve", "--config", str(path), "--port",
+                             str(free_port())], cwd=tmp_path, env={**base, **env},
+                            capture_output=True, text=True, timeout=60)
+    assert served.returncode == 2, served.stderr
+    assert served.stderr.startswith(f"switchboard: {says}"), served.stderr
+    assert "Traceback" not in served.stderr + checked.stderr
+    fixed = {**base, "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+             "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000002",
+             "AZURE_FEDERATED_TOKEN_FILE": str(tmp_path / "token")}
+    ok = subprocess.run([SWITCHBOARD, "check-config", str(path)], env=fixed,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "ok (1 providers" in ok.stdout, ok.stderr
+
+
 def test_help_is_complete() -> None:
     """Every command documents itself."""
     for args in (["--help"], ["serve", "--help"], ["check-config", "--help"],

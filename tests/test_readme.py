@@ -104,4 +104,8 @@ def test_every_whole_config_example_is_valid(line: int, text: str) -> None:
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
     env = {name: "https://upstream.internal/v1" if "URL" in name else "unused-value-0123456789"
            for name in names}
+    if "workload_identity" in text:  # the variables AKS's webhook sets, as the example says
+        from app.providers.azure_auth import WORKLOAD_VARIABLES
+
+        env |= dict.fromkeys(WORKLOAD_VARIABLES.values(), "unused-value-0123456789")
     parse_config(yaml.safe_load(text), env)

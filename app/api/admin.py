@@ -192,8 +192,9 @@ async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
 @router.post("/config/reload")
 async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Re-read the config file now (this worker; the others find the change at their next
-    poll). An invalid file is a 422 ``config_invalid`` with every problem and its YAML path,
-    and changes nothing; a gateway without a config file is a 409 ``no_config_file``."""
+    poll). An invalid file is a 422 ``config_invalid`` (type ``invalid_request_error``) with
+    every problem and its YAML path, and changes nothing; a gateway without a config file is a
+    409 ``no_config_file``. ``restart_needed``: as in ``GET /admin/config``."""
     reloader = resources_of(request).reloader
     if reloader is None:
         raise errors.GatewayError(
@@ -201,8 +202,8 @@ async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
             "config file to reload (start it with SWITCHBOARD_CONFIG).", status=409,
             code="no_config_file")
     outcome = await reloader.reload(reason="POST /admin/config/reload", force=True)
-    if outcome.error is not None:
-        raise errors.GatewayError(
+    if outcome.error is not None:  # the file is the caller's to fix: invalid_request_error
+        raise errors.InvalidRequest(
             f"The config file was not loaded; version {outcome.version} keeps serving.\n"
             f"{outcome.error}", status=422, code="config_invalid")
     return {"changed": outcome.changed, "version": outcome.version,

@@ -8,7 +8,8 @@ builds, and the cache that keeps one bearer token ready.
 - ``workload_identity``: a federated token file, as on AKS with workload identity
   (``WorkloadIdentityCredential``; ``tenant_id``, ``client_id`` and ``token_file`` default to
   ``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID`` and ``AZURE_FEDERATED_TOKEN_FILE``, which the
-  workload-identity webhook sets and azure-identity reads);
+  workload-identity webhook sets and azure-identity reads; one that is neither given nor in
+  the environment the config is loaded with is a config error);
 - ``managed_identity``: the host's managed identity (``ManagedIdentityCredential``: App
   Service's ``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``, else IMDS); ``client_id`` picks a
   user-assigned identity;
@@ -22,16 +23,33 @@ before expiry, or half the lifetime of a shorter-lived token) the next call star
 the background and keeps using the still-valid token; a call that finds no valid token waits for
 the refresh, which every concurrent caller shares. A failed refresh is a 502 naming the provider
 and its endpoint, scrubbed of the client secret and the token.
+
+What azure-identity would refuse when the credential is built is refused when the config loads
+where it can be seen there (a tenant id it cannot take, workload identity's missing settings);
+anything else it refuses then (settings it reads from the environment itself, such as
+``AZURE_TOKEN_CREDENTIALS``) is a ``ConfigError`` from ``credential``, so that a reload, ``serve``
+and ``check-config`` report it as they report an invalid file.
 """
 
 from __future__ import annotations
 
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.providers.base import refuse_empty
 from app.providers.tokens import (
@@ -56,6 +74,22 @@ EXTRA_HINT = "pip install 'switchboard[azure]'"
 
 Authority = Annotated[str, Field(pattern=r"^https://[^/\s]+/?$")]
 """An Entra host as an https URL: azure-identity refuses any other scheme."""
+TENANT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-.")
+"""What azure-identity takes in a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com);
+it refuses any other character when the credential is built."""
+WORKLOAD_VARIABLES = {"tenant_id": "AZURE_TENANT_ID", "client_id": "AZURE_CLIENT_ID",
+                      "token_file": "AZURE_FEDERATED_TOKEN_FILE"}
+"""The environment variables azure-identity reads for workload identity's unset fields."""
+
+
+def _tenant(value: str) -> str:
+    if value and not set(value) <= TENANT_CHARACTERS:  # empty: refuse_empty says so
+        raise ValueError("not a Microsoft Entra tenant id (a GUID or a domain: letters, digits, "
+                         "'-' and '.')")
+    return value
+
+
+TenantId = Annotated[str, AfterValidator(_tenant)]
 
 
 class _Auth(BaseModel):
@@ -67,7 +101,7 @@ class ClientSecretAuth(_Auth):
     """A service principal (app registration) with a client secret."""
 
     type: Literal["client_secret"]
-    tenant_id: str
+    tenant_id: TenantId
     client_id: str
     client_secret: SecretStr
     authority: Authority | None = None
@@ -83,11 +117,28 @@ class WorkloadIdentityAuth(_Auth):
     token. Unset fields come from azure-identity's environment variables."""
 
     type: Literal["workload_identity"]
-    tenant_id: str | None = None
+    tenant_id: TenantId | None = None
     client_id: str | None = None
     token_file: Path | None = None
     authority: Authority | None = None
     ca_bundle: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _settings_or_environment(self, info: ValidationInfo) -> WorkloadIdentityAuth:
+        """Each unset field's variable must be in the environment the config is loaded with
+        (``app.config.parse_config`` passes it as ``env`` in the context; without one, the
+        credential's build says it)."""
+        env = info.context.get("env") if isinstance(info.context, dict) else None
+        if env is None:
+            return self
+        missing = [field for field, variable in WORKLOAD_VARIABLES.items()
+                   if getattr(self, field) is None and not env.get(variable)]
+        if missing:
+            raise ValueError(
+                f"workload_identity: {', '.join(missing)} not given, and "
+                f"{', '.join(WORKLOAD_VARIABLES[field] for field in missing)} not set in the "
+                "environment (AKS's workload identity webhook sets them)")
+        return self
 
 
 class ManagedIdentityAuth(_Auth):
@@ -129,8 +180,13 @@ def _verify(auth: ClientSecretAuth | WorkloadIdentityAuth) -> dict[str, Any]:
 def credential(auth: ClientSecretAuth | WorkloadIdentityAuth | ManagedIdentityAuth | DefaultAuth
                ) -> AsyncTokenCredential:
     """The azure-identity async credential ``auth`` describes (its HTTP session is its own,
-    opened on the first token request and closed by the credential's ``close``)."""
+    opened on the first token request and closed by the credential's ``close``). Settings it
+    refuses (some it reads from the environment) are a ``ConfigError`` saying why."""
     from azure.identity import aio as identity
+
+    # app.config imports the provider modules: its error type is imported when a provider is
+    # built, once the config has loaded
+    from app.config import ConfigError
 
     try:
         if isinstance(auth, ClientSecretAuth):
@@ -146,8 +202,8 @@ def credential(auth: ClientSecretAuth | WorkloadIdentityAuth | ManagedIdentityAu
             return identity.ManagedIdentityCredential(client_id=auth.client_id)
         return identity.DefaultAzureCredential(
             managed_identity_client_id=auth.managed_identity_client_id, **_authority(auth))
-    except ValueError as exc:  # missing settings (workload identity without its variables)
-        raise ValueError(f"auth {auth.type}: {exc}") from None
+    except ValueError as exc:  # settings it refuses (the environment's among them)
+        raise ConfigError(f"auth {auth.type}: {exc}") from None
 
 
 class BearerTokens(TokenCache):

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from app import errors
+from app.config import ConfigError, parse_config
 from app.providers import azure_auth
 from app.providers.azure import AzureOpenAIProvider
 from app.providers.azure_auth import BearerTokens
@@ -55,9 +56,48 @@ def test_auth_types_and_their_fields(tmp_path: Path) -> None:
     for bad in ({"type": "password"}, {**CLIENT_SECRET_AUTH, "scope": "x"},
                 {"type": "client_secret", "tenant_id": "t", "client_id": "c"},
                 {**CLIENT_SECRET_AUTH, "authority": "http://login.microsoftonline.com"},
-                {**CLIENT_SECRET_AUTH, "ca_bundle": str(tmp_path / "missing.pem")}):
+                {**CLIENT_SECRET_AUTH, "ca_bundle": str(tmp_path / "missing.pem")},
+                {**CLIENT_SECRET_AUTH, "tenant_id": "contoso tenant"}):
         with pytest.raises(ValidationError):
             validate(auth=bad)
+
+
+@pytest.mark.parametrize(("auth", "env", "missing"), [
+    ({}, {}, "tenant_id, client_id, token_file not given, and AZURE_TENANT_ID, AZURE_CLIENT_ID, "
+             "AZURE_FEDERATED_TOKEN_FILE not set"),
+    ({"client_id": "c"}, {"AZURE_TENANT_ID": "t", "AZURE_FEDERATED_TOKEN_FILE": ""},
+     "token_file not given, and AZURE_FEDERATED_TOKEN_FILE not set"),
+    ({}, {"AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_FEDERATED_TOKEN_FILE": "/t"},
+     None),
+    ({"tenant_id": "t", "client_id": "c", "token_file": "/t"}, {}, None),
+], ids=["none", "one missing", "all from the environment", "all given"])
+def test_workload_identity_needs_each_setting_or_its_variable(
+        auth: dict[str, str], env: dict[str, str], missing: str | None) -> None:
+    """A workload identity setting neither given nor in the environment the config loads with
+    is a config error naming the settings and their variables (azure-identity refused it only
+    when the credential was built, with a plain ValueError)."""
+    raw = {"providers": {"azp": {"type": "azure_openai", "endpoint": ENDPOINT,
+                                 "auth": {"type": "workload_identity", **auth}}},
+           "models": {"az": {"targets": [{"provider": "azp", "model": "gpt-4o"}]}}}
+    if missing is None:
+        assert isinstance(parse_config(raw, env).providers["azp"], AzureOpenAIProvider)
+        return
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, env)
+    assert str(refused.value) == (f"providers.azp.auth: workload_identity: {missing} in the "
+                                  "environment (AKS's workload identity webhook sets them)")
+
+
+def test_a_credential_azure_identity_refuses_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What azure-identity refuses when the credential is made (a setting it reads from the
+    environment) is a ``ConfigError`` saying why, not a plain ValueError."""
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "bogus")
+    auth = validate(auth={"type": "default"}).auth
+    assert auth is not None
+    with pytest.raises(ConfigError, match=r"^auth default: Invalid value for "
+                                          r"AZURE_TOKEN_CREDENTIALS: bogus\."):
+        azure_auth.credential(auth)
 
 
 def test_auth_without_azure_identity_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,16 +181,37 @@ def _misspelt() -> dict[str, Any]:
     return broken
 
 
-@pytest.mark.parametrize(("broken", "says"), [
-    (_misspelt(), "models.chat.targts: unknown key"),
+def _azure(auth: dict[str, str]) -> dict[str, Any]:
+    """A file adding an Azure OpenAI provider with Microsoft Entra ID ``auth``."""
+    added = config("beta")
+    added["providers"]["azp"] = {"type": "azure_openai", "endpoint": "https://x.openai.azure.com",
+                                 "auth": auth}
+    added["models"]["az"] = {"targets": [{"provider": "azp", "model": "gpt-4o"}]}
+    return added
+
+
+@pytest.mark.parametrize(("broken", "env", "says"), [
+    (_misspelt(), {}, "models.chat.targts: unknown key"),
     # Latin-1, not UTF-8: an "é" in a comment saved by an old editor
-    (yaml.safe_dump(config("beta")).encode() + b"# caf\xe9\n",
+    (yaml.safe_dump(config("beta")).encode() + b"# caf\xe9\n", {},
      "not UTF-8 text: byte 0xe9 at offset"),
-], ids=["unknown key", "not UTF-8"])
+    (_azure({"type": "workload_identity"}), {},
+     "providers.azp.auth: workload_identity: tenant_id, client_id, token_file not given"),
+    (_azure({"type": "default"}), {"AZURE_TOKEN_CREDENTIALS": "bogus"},
+     "providers.azp: auth default: Invalid value for AZURE_TOKEN_CREDENTIALS: bogus."),
+], ids=["unknown key", "not UTF-8", "workload identity without its variables",
+        "a credential azure-identity refuses"])
 def test_an_invalid_edit_changes_nothing_and_says_why(
-        gateways: Gateways, tmp_path: Path, broken: dict[str, Any] | bytes, says: str) -> None:
-    """An invalid file changes nothing: its error is ``last_error``, a forced reload is a 422
-    ``config_invalid`` saying it, and both count as reload errors."""
+        gateways: Gateways, tmp_path: Path, broken: dict[str, Any] | bytes,
+        env: dict[str, str], says: str) -> None:
+    """An invalid file, or one with a provider that cannot be built (an Azure credential the
+    environment lacks settings for), changes nothing: its error is ``last_error``, a forced
+    reload is a 422 ``config_invalid`` (``invalid_request_error``) saying it, both count as
+    reload errors, and nothing logs a traceback."""
+    for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+                     "AZURE_TOKEN_CREDENTIALS"):
+        gateways.env.pop(variable, None)
+    gateways.env.update(env)
     url = gateways.start()
     before = serving(url)
     write(gateways.file, broken)
@@ -204,12 +225,14 @@ def test_an_invalid_edit_changes_nothing_and_says_why(
     answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=ADMIN)
     assert answer.status_code == 200 and answer.headers["x-switchboard-provider"] == "alpha"
     refused = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
-    assert refused.status_code == 422
+    assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == "config_invalid"
+    assert refused.json()["error"]["type"] == "invalid_request_error"
     assert says in refused.json()["error"]["message"]
     metrics = httpx.get(f"{url}/metrics", headers=ADMIN).text
     assert "switchboard_config_reload_errors_total 2.0" in metrics
     assert f'switchboard_config_info{{version="{before}"}} 1.0' in metrics
+    assert "Traceback" not in gateways.logs()
     write(gateways.file, config("beta"))  # fixed: served at the next poll, the error cleared
     wait_for(url, version_of(config("beta"), tmp_path))
     assert httpx.get(f"{url}/admin/config", headers=ADMIN).json()["last_error"] is None
@@ -234,6 +257,16 @@ def test_a_signal_and_the_endpoint_reload_when_polling_is_off(gateways: Gateways
     write(gateways.file, config("alpha", drift={"enabled": False}))
     restart = httpx.post(f"{url}/admin/config/reload", headers=ADMIN).json()
     assert restart["changed"] is True and restart["restart_needed"] == ["drift"]
+    # an unrelated edit leaves drift pending; the start-up values again need no restart
+    write(gateways.file, config("beta", drift={"enabled": False}))
+    still = httpx.post(f"{url}/admin/config/reload", headers=ADMIN).json()
+    assert still["changed"] is True and still["restart_needed"] == ["drift"]
+    status = httpx.get(f"{url}/admin/config", headers=ADMIN).json()
+    assert status["restart_needed"] == ["drift"]
+    write(gateways.file, config("alpha"))
+    back = httpx.post(f"{url}/admin/config/reload", headers=ADMIN).json()
+    assert back["changed"] is True and back["restart_needed"] == []
+    assert httpx.get(f"{url}/admin/config", headers=ADMIN).json()["restart_needed"] == []
 
 
 def _children(pid: int) -> dict[int, str]:

