@@ -113,9 +113,9 @@ class Gateway(Finisher):
         self._retiring: list[Snapshot] = []
         """Replaced snapshots that calls still run on."""
         self._closing: set[asyncio.Task[None]] = set()
-        self.router = Router(backends=backends or {}, recorder=recorder)
-        """What is known of each target (kept across reloads): its stats, its circuit breaker,
-        and the retry budget."""
+        self.router = Router(config, backends=backends or {}, recorder=recorder)
+        """What is known of each target (kept across reloads): its stats, its circuit breaker
+        (one per place its provider points: ``Router.swap``), and the retry budget."""
         self._shadows: set[asyncio.Task[None]] = set()
         """Shadow copies of calls still running (``_shadow``)."""
         self._sink = sink
@@ -141,6 +141,7 @@ class Gateway(Finisher):
         original's snapshot)."""
         self._retiring.append(self.snapshot)
         self.snapshot = snapshot
+        self.router.swap(snapshot.config)
         self._close_idle()
 
     def _close_idle(self) -> None:
@@ -328,18 +329,19 @@ class Gateway(Finisher):
         record = call.record
         router = self.router
         targets = router.order(call, route)
-        settings = call.snapshot.config.breaker
+        config = call.snapshot.config  # its breakers: where the call's providers point
+        settings = config.breaker
         skip = settings.enabled  # skip open targets, unless all are (then try them anyway)
         if skip:
-            closed = [t for t in targets if not router.breaker(t, settings).blocked()]
+            closed = [t for t in targets if not router.breaker(t, config).blocked()]
             skip = bool(closed)
             targets = closed or targets
-        retries = call.snapshot.config.retries
+        retries = config.retries
         router.budget.called()
         last = len(targets) - 1
         for i, target in enumerate(targets):
             provider = call.snapshot.providers[target.provider]
-            breaker = router.breaker(target, settings) if settings.enabled else None
+            breaker = router.breaker(target, config) if settings.enabled else None
             if breaker is not None and breaker.state != "closed" \
                     and not await router.admit(target, breaker) and skip and i < last:
                 continue  # open, or probed by another call (the last target is tried anyway)

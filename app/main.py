@@ -45,7 +45,7 @@ from app.providers.base import Provider, Warmable
 from app.providers.http import new_session
 from app.reload import ConfigReloader
 from app.resources import RedisPools, Resources
-from app.routing.shared import SharedBreakers, location
+from app.routing.shared import SharedBreakers
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
@@ -167,7 +167,6 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
     if redis is not None:
         shared = SharedBreakers(
             redis.calllog, gateway.router,
-            where=lambda provider: location(gateway.snapshot.config, provider),
             max_cooldown_s=lambda: gateway.snapshot.config.breaker.max_cooldown_s)
         gateway.router.shared = shared
         shared.start()

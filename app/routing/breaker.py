@@ -1,5 +1,5 @@
-"""Circuit breakers: one per target (provider and model), so that a dead or black-holed target
-costs the first few calls, not every one.
+"""Circuit breakers: one per target (provider and model) and place its provider points to
+(``location``), so that a dead or black-holed target costs the first few calls, not every one.
 
 - **closed** (healthy): calls go through. It opens after ``failures`` consecutive failed
   attempts, or when at least ``error_rate`` of the attempts of the last ``window_s`` failed
@@ -38,6 +38,10 @@ STATE_VALUE: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
 @dataclass(slots=True)
 class Breaker:
     config: BreakerConfig
+    location: str = ""
+    """Where its target's provider points (``app.routing.shared.location``): a provider a
+    reload points elsewhere gets new breakers, and this one hears only of the calls that ran
+    on this location."""
     clock: Callable[[], float] = time.monotonic
     state: State = "closed"
     consecutive: int = 0

@@ -1,8 +1,11 @@
 """What the gateway knows about its targets across calls, and how one call's attempts are
 ordered (``Router``): the strategies' per-target stats (``app.routing.state``), a circuit breaker
 per target (``app.routing.breaker``), the retry budget (``app.routing.retry``), and the call's
-deadline. Per process, outside the config snapshots, so a live reload keeps it. The gateway's
-attempts loop (``Gateway._attempts``) asks it and reports to it.
+deadline. Per process, outside the config snapshots, so a live reload keeps it; but a breaker
+belongs to a target where its provider points, so a reload that points a provider elsewhere
+starts its targets' breakers afresh, and the calls still running on the old location report to
+the old ones (``Router.swap``). The gateway's attempts loop (``Gateway._attempts``) asks it and
+reports to it.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from typing import Any
 import orjson
 
 from app import errors
-from app.config import BreakerConfig, RetryConfig
+from app.config import GatewayConfig, RetryConfig
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall
 from app.providers.base import Json, Target
-from app.routing.breaker import STATE_VALUE, Breaker
+from app.routing.breaker import STATE_VALUE, Breaker, State
 from app.routing.retry import RetryBudget
-from app.routing.shared import SharedBreakers
+from app.routing.shared import SharedBreakers, location
 from app.routing.state import TargetStates
 from app.routing.strategies import STRATEGIES, Choice
 from app.routing.table import Route
@@ -37,6 +40,10 @@ log = logging.getLogger("switchboard.routing")
 DEADLINE_HEADER = "x-switchboard-deadline-s"
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
                  "/v1/embeddings": "input"}
+
+BreakerKey = tuple[str, str, str]
+"""What a circuit breaker belongs to: a target's provider and model, and where the provider
+points (``app.routing.shared.location``), as the shared breakers name it too."""
 
 
 def deadline_s(call: ModelCall, retries: RetryConfig) -> float:
@@ -106,17 +113,24 @@ def _affinity(body: Json | None) -> int:
 class Router:
     """One per gateway process (see the module docstring)."""
 
-    def __init__(self, *, backends: Mapping[str, BackendState],
+    def __init__(self, config: GatewayConfig, *, backends: Mapping[str, BackendState],
                  recorder: Recorder | None) -> None:
-        """``backends``: the scraped state of vLLM servers by provider name (``vllm_load``)."""
+        """``config``: the one serving (``swap`` follows reloads); ``backends``: the scraped
+        state of vLLM servers by provider name (``vllm_load``)."""
         self.states = TargetStates()
         self.budget = RetryBudget()
         self.rng = random.Random()
-        self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._breakers: dict[BreakerKey, Breaker] = {}
+        self._at: dict[str, str] = {}
+        """Where each provider points in the serving config (one a reload removed: where it
+        pointed last, so that adding it back there finds its breakers)."""
         self._backends = backends
         self._recorder = recorder
         self.shared: SharedBreakers | None = None
         """Shares the breakers' state with the other gateway processes (with Redis)."""
+        self.serving = config
+        """The config calls start on now (``swap``)."""
+        self.swap(config)
 
     def order(self, call: ModelCall, route: Route) -> Sequence[Target]:
         """The route's targets in the order this call tries them: those whose context window
@@ -147,12 +161,35 @@ class Router:
                         rng=self.rng)
         return STRATEGIES[route.strategy](choice)
 
-    def breaker(self, target: Target, settings: BreakerConfig) -> Breaker:
-        key = (target.provider, target.model)
+    def swap(self, config: GatewayConfig) -> None:
+        """Calls starting from now on run on ``config`` (a live reload, ``Gateway.swap``). Every
+        breaker takes its ``breaker:`` settings. A provider it points elsewhere (a new
+        ``base_url`` or ``endpoint``: the usual fix for a dead upstream) gets fresh breakers for
+        its targets, closed, and exported so: the calls still running on the old location keep
+        reporting to that location's breakers, whose verdicts (shared ones included) stay with
+        it. A provider that did not move keeps its breakers' state."""
+        self.serving = config
+        for breaker in self._breakers.values():
+            breaker.config = config.breaker
+        for provider in config.providers:
+            where, before = location(config, provider), self._at.get(provider)
+            self._at[provider] = where
+            if before is None or before == where:
+                continue
+            for key in [k for k in self._breakers if k[0] == provider and k[2] == where]:
+                del self._breakers[key]  # pointed back to where it once was: afresh too
+            for (named, model, at), old in self._breakers.items():
+                if named == provider and at == before:
+                    self._report(provider, model, old.state, "closed",
+                                 " (its provider points elsewhere now)")
+
+    def breaker(self, target: Target, config: GatewayConfig) -> Breaker:
+        """The breaker of ``target`` on ``config``, the config the asking call runs on: that of
+        where its provider points there (made with ``config``'s settings if new)."""
+        key = (target.provider, target.model, location(config, target.provider))
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = self._breakers[key] = Breaker(settings)
-        breaker.config = settings  # the serving config's (a reload may change it)
+            breaker = self._breakers[key] = Breaker(config.breaker, location=key[2])
         return breaker
 
     async def admit(self, target: Target, breaker: Breaker) -> bool:
@@ -163,16 +200,17 @@ class Router:
         won (``True`` if it closed the breaker)."""
         before = breaker.state
         took = breaker.available()
-        self._changed(target.provider, target.model, before, breaker)
+        key = (target.provider, target.model, breaker.location)
+        self._changed(key, before, breaker)
         if not took or breaker.state != "half_open":
             return took
         if self.shared is not None and breaker.config.shared:
             hold_s = breaker.cooldown_s or breaker.config.cooldown_s
             changes = breaker.changes
             try:
-                taken = await self.shared.claim(target.provider, target.model, hold_s)
+                taken = await self.shared.claim(key, hold_s)
             except asyncio.CancelledError:  # no probe; Redis may have made the claim, or not
-                self.shared.release(target.provider, target.model)
+                self.shared.release(key)
                 if breaker.changes == changes:
                     breaker.released()
                 raise
@@ -182,61 +220,83 @@ class Router:
                 # cooldown from now let this process probe a dead target early, and its
                 # failure set the fleet's cooldown to twice the old one (5, 10, 10, 20 s).
                 if taken:
-                    self.shared.release(target.provider, target.model)
+                    self.shared.release(key)
                 verdict: str = breaker.state  # (not the narrowed "half_open" of before the await)
                 return verdict == "closed"
             if not taken:
                 # Another process probes it: open until its verdict arrives, or for a cooldown.
                 breaker.adopt_open(hold_s, breaker.clock())
-                self._changed(target.provider, target.model, "half_open", breaker)
+                self._changed(key, "half_open", breaker)
                 return False
         return True
 
     def judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
         """Report an attempt's outcome to its breaker (``None``: it says nothing about the
-        target's health); a change of state is logged, exported and shared."""
+        target's health), on the location it was made for (where the attempt went, whatever
+        the config serving now); a change of state is logged, exported and shared."""
+        key = (target.provider, target.model, breaker.location)
         before = breaker.state
         if failed is None:
             if before == "half_open" and breaker.probing and self.shared is not None \
                     and breaker.config.shared:
-                self.shared.release(target.provider, target.model)
+                self.shared.release(key)
             breaker.released()
         elif failed:
             breaker.failed()
         else:
             breaker.succeeded()
-        if self._changed(target.provider, target.model, before, breaker) and \
+        if self._changed(key, before, breaker) and \
                 self.shared is not None and breaker.config.shared:
-            self.shared.publish(target.provider, target.model, breaker)
+            self.shared.publish(key, breaker)
 
-    def adopt(self, provider: str, model: str, opened: tuple[float, float] | None) -> None:
-        """Another process's breaker of the target opened (``opened``: its cooldown and when,
-        on this process's monotonic clock) or closed (``None``)."""
-        key = (provider, model)
+    def adopt(self, key: BreakerKey, opened: tuple[float, float] | None) -> None:
+        """Another process's breaker of ``key`` opened (``opened``: its cooldown and when, on
+        this process's monotonic clock) or closed (``None``); ignored unless its location is
+        where the provider points here (another deployment's provider of the same name, or
+        this provider before or after a reload that another process has not made yet)."""
+        provider, _, where = key
+        if self._at.get(provider) != where:
+            return
         breaker = self._breakers.get(key)
-        if breaker is None:  # its settings are set at its first use (``breaker()``)
-            breaker = self._breakers[key] = Breaker(BreakerConfig())
+        if breaker is None:
+            breaker = self._breakers[key] = Breaker(self.serving.breaker, location=where)
         before = breaker.state
         if opened is None:
             breaker.adopt_closed()
         else:
             breaker.adopt_open(*opened)
-        self._changed(provider, model, before, breaker, shared=True)
+        self._changed(key, before, breaker, shared=True)
 
-    def _changed(self, provider: str, model: str, before: str, breaker: Breaker, *,
+    def _changed(self, key: BreakerKey, before: str, breaker: Breaker, *,
                  shared: bool = False) -> bool:
-        """Log and export a change of ``breaker``'s state from ``before``; whether it changed."""
+        """Log and export a change of ``breaker``'s state from ``before``; whether it changed.
+        A breaker of where a provider pointed before a reload is not exported: the target's
+        series is its breaker where the provider points now."""
         if breaker.state == before:
             return False
-        log.warning("target %s/%s: circuit %s -> %s%s", provider, model, before, breaker.state,
-                    " (from another gateway process)" if shared else "")
+        provider, model, where = key
+        if self._at.get(provider) != where:
+            log.warning("target %s/%s: circuit %s -> %s, where its provider pointed before a "
+                        "reload", provider, model, before, breaker.state)
+            return True
+        self._report(provider, model, before, breaker.state,
+                     " (from another gateway process)" if shared else "")
+        return True
+
+    def _report(self, provider: str, model: str, before: str, state: State,
+                why: str = "") -> None:
+        """Log (if it changed) and export the state of the target's breaker."""
+        if state != before:
+            log.warning("target %s/%s: circuit %s -> %s%s", provider, model, before, state, why)
         if self._recorder is not None:
             self._recorder.target_state(provider, upstream_model=model,
-                                        value=STATE_VALUE[breaker.state])
-        return True
+                                        value=STATE_VALUE[state])
 
     @property
     def breakers(self) -> Mapping[tuple[str, str], Breaker]:
-        """The circuit breakers by (provider, model), of the targets tried so far."""
-        return self._breakers
+        """The circuit breakers by (provider, model), of the targets tried so far, where their
+        providers point in the serving config (or pointed last, for providers it removed)."""
+        return {(provider, model): breaker
+                for (provider, model, where), breaker in self._breakers.items()
+                if self._at.get(provider) == where}
 

@@ -18,8 +18,11 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   messages). An entry opened longer ago than twice ``breaker.max_cooldown_s`` is stale (its
   prober died): it is ignored and deleted.
 - A target is its provider's name, its model and where the provider points (``base_url`` or
-  ``endpoint``), so that two deployments sharing one Redis with a provider of the same name
-  pointing elsewhere do not share breakers.
+  ``endpoint``: ``location``), so that two deployments sharing one Redis with a provider of the
+  same name pointing elsewhere do not share breakers. Each breaker names the location its
+  calls went to (``Breaker.location``): a call still running on a provider's old location
+  after a reload pointed it elsewhere reports under the old one, and a process applies only
+  what is published for where its providers point now (``Router.adopt``).
 - Redis down: every process goes on with its own breakers (a probe claim that cannot be made
   is taken), and reads the hash again once it is back.
 
@@ -46,7 +49,7 @@ from app.pubsub import follow
 if TYPE_CHECKING:
     from app.config import GatewayConfig
     from app.routing.breaker import Breaker
-    from app.routing.router import Router
+    from app.routing.router import BreakerKey, Router
 
 log = logging.getLogger("switchboard.routing")
 _RELEASE = """
@@ -73,14 +76,12 @@ class SharedBreakers:
     """One per gateway process; ``Router.shared`` points to it (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, router: Router, *,
-                 where: Callable[[str], str], max_cooldown_s: Callable[[], float],
-                 namespace: str = HASH) -> None:
-        """``where``: a provider's location by name (the serving config's); ``max_cooldown_s``:
-        the serving config's ``breaker.max_cooldown_s``; ``namespace``: the hash's name, which
-        prefixes the channel and the probe claims (tests use their own)."""
+                 max_cooldown_s: Callable[[], float], namespace: str = HASH) -> None:
+        """``max_cooldown_s``: the serving config's ``breaker.max_cooldown_s``; ``namespace``:
+        the hash's name, which prefixes the channel and the probe claims (tests use their
+        own)."""
         self._redis = redis
         self._router = router
-        self._where = where
         self._max_cooldown_s = max_cooldown_s
         self._hash = namespace
         self._channel = namespace + CHANNEL.removeprefix(HASH)
@@ -94,16 +95,17 @@ class SharedBreakers:
 
     # ---- what this process tells the others
 
-    def field(self, provider: str, model: str) -> str:
-        """The hash field (and probe-claim suffix) naming a target."""
-        return json.dumps([provider, model, self._where(provider)], separators=(",", ":"))
+    @staticmethod
+    def field(key: BreakerKey) -> str:
+        """The hash field (and probe-claim suffix) naming a target where its provider points."""
+        return json.dumps(list(key), separators=(",", ":"))
 
-    def publish(self, provider: str, model: str, breaker: Breaker) -> None:
-        """Tell the others that this process's breaker of the target just opened or closed (a
+    def publish(self, key: BreakerKey, breaker: Breaker) -> None:
+        """Tell the others that this process's breaker of ``key`` just opened or closed (a
         turn to half-open is local: the probe claim covers it). Sent in the background."""
         if breaker.state == "half_open":
             return
-        field = self.field(provider, model)
+        field = self.field(key)
         message: dict[str, Any] = {"target": field, "state": breaker.state,
                                    "origin": self.origin}
         if breaker.state == "open":
@@ -125,11 +127,11 @@ class SharedBreakers:
         except (RedisError, OSError) as exc:
             log.warning("could not share a circuit breaker's state through Redis: %s", exc)
 
-    async def claim(self, provider: str, model: str, hold_s: float) -> bool:
-        """Take the fleet's one half-open probe of the target for ``hold_s`` (or until this
+    async def claim(self, key: BreakerKey, hold_s: float) -> bool:
+        """Take the fleet's one half-open probe of ``key`` for ``hold_s`` (or until this
         process publishes its verdict); ``False``: another process holds it. Redis down: taken."""
         try:
-            taken = await self._redis.set(self._probe + self.field(provider, model), self.origin,
+            taken = await self._redis.set(self._probe + self.field(key), self.origin,
                                           nx=True, px=max(1, int(hold_s * 1000)))
         except (RedisError, OSError) as exc:
             log.warning("could not claim a half-open probe through Redis (probing anyway): %s",
@@ -137,13 +139,13 @@ class SharedBreakers:
             return True
         return bool(taken)
 
-    def release(self, provider: str, model: str) -> None:
-        """Give back this process's claim of the fleet's half-open probe of the target after a
+    def release(self, key: BreakerKey) -> None:
+        """Give back this process's claim of the fleet's half-open probe of ``key`` after a
         probe that ended with no verdict (the client left, a 4xx), so that the next call, here
         or in another process, probes it at once rather than a cooldown later (the claim held
         until it expired, and this process's own next call, failing to claim it, reopened the
         breaker for another cooldown)."""
-        self._spawn(self._release(self._probe + self.field(provider, model)))
+        self._spawn(self._release(self._probe + self.field(key)))
 
     async def _release(self, key: str) -> None:
         try:
@@ -154,7 +156,8 @@ class SharedBreakers:
     # ---- what the others tell this process
 
     def apply(self, raw: bytes | str) -> None:
-        """Apply one published message (or hash entry) to this process's breaker."""
+        """Apply one published message (or hash entry) to this process's breaker (where the
+        target's provider points here: ``Router.adopt``)."""
         try:
             message = json.loads(raw)
             provider, model, where = json.loads(message["target"])
@@ -165,13 +168,14 @@ class SharedBreakers:
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring a malformed circuit breaker message: %s", exc)
             return
-        if origin == self.origin or where != self._where(provider):
+        if origin == self.origin:
             return
+        key = (str(provider), str(model), str(where))
         if state == "closed":
-            self._router.adopt(provider, model, None)
+            self._router.adopt(key, None)
         elif state == "open":
             ago = max(0.0, time.time() - opened_at)
-            self._router.adopt(provider, model, (cooldown_s, time.monotonic() - ago))
+            self._router.adopt(key, (cooldown_s, time.monotonic() - ago))
 
     async def load(self) -> None:
         """Apply every entry of the hash (at start, and after losing messages), deleting those

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
-from app.config import BreakerConfig
+from app.config import BreakerConfig, GatewayConfig, parse_config
 from app.providers.base import Target
 from app.routing.breaker import Breaker
 from app.routing.router import Router
@@ -21,6 +21,15 @@ from tests.calllog.servers import PrivateRedis
 
 TARGET = Target(provider="gpu", model="llama")
 SETTINGS = BreakerConfig(failures=2, cooldown_s=0.3, max_cooldown_s=10)
+GPU = "http://gpu:8000"
+
+
+def gateway_config(where: str = GPU, settings: BreakerConfig = SETTINGS) -> GatewayConfig:
+    """A config whose provider ``gpu`` points to ``where``, with the breakers' ``settings``."""
+    return parse_config({
+        "providers": {"gpu": {"type": "openai", "base_url": where, "api_key": "sk-gpu"}},
+        "models": {"chat": {"targets": [{"provider": "gpu", "model": "llama"}]}},
+        "breaker": settings.model_dump()}, {})
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +41,14 @@ def redis_url() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def process(url: str, *, where: str = "http://gpu:8000",
+async def process(url: str, *, where: str = GPU, settings: BreakerConfig = SETTINGS,
                   listen: bool = True) -> AsyncIterator[Router]:
-    """One gateway process's router, sharing its breakers through Redis (``listen=False``: with
-    no subscriber, the test hands it the others' messages when it chooses)."""
+    """One gateway process's router, its ``gpu`` pointing to ``where``, sharing its breakers
+    through Redis (``listen=False``: with no subscriber, the test hands it the others' messages
+    when it chooses)."""
     client = aioredis.from_url(url)
-    router = Router(backends={}, recorder=None)
-    shared = SharedBreakers(client, router, where=lambda _provider: where,
-                            max_cooldown_s=lambda: SETTINGS.max_cooldown_s)
+    router = Router(gateway_config(where, settings), backends={}, recorder=None)
+    shared = SharedBreakers(client, router, max_cooldown_s=lambda: SETTINGS.max_cooldown_s)
     router.shared = shared
     if listen:
         shared.start()
@@ -53,7 +62,8 @@ async def process(url: str, *, where: str = "http://gpu:8000",
 
 
 def breaker(router: Router) -> Breaker:
-    return router.breaker(TARGET, SETTINGS)
+    """The router's breaker of ``TARGET`` for a call on the config serving now."""
+    return router.breaker(TARGET, router.serving)
 
 
 def shared(router: Router) -> SharedBreakers:
@@ -71,7 +81,7 @@ async def eventually(check: Callable[[], bool]) -> None:
 async def published(url: str, *, cooldown_s: float) -> bytes | str:
     """The target's entry in the hash once it is open for ``cooldown_s`` (what was published)."""
     client = aioredis.from_url(url)
-    field = json.dumps(["gpu", "llama", "http://gpu:8000"], separators=(",", ":"))
+    field = json.dumps(["gpu", "llama", GPU], separators=(",", ":"))
     deadline = time.monotonic() + 5
     try:
         while True:
@@ -146,7 +156,7 @@ async def test_a_process_started_later_reads_the_open_breakers(redis_url: str) -
 
 async def test_stale_entries_are_ignored_and_deleted(redis_url: str) -> None:
     client = aioredis.from_url(redis_url)
-    field = json.dumps(["gpu", "llama", "http://gpu:8000"], separators=(",", ":"))
+    field = json.dumps(["gpu", "llama", GPU], separators=(",", ":"))
     await client.hset("switchboard:breakers", field, json.dumps(
         {"target": field, "state": "open", "origin": "gone", "cooldown_s": 300,
          "opened_at": time.time() - 3 * SETTINGS.max_cooldown_s}))
@@ -164,6 +174,26 @@ async def test_the_same_name_pointing_elsewhere_is_another_target(redis_url: str
         assert breaker(b).state == "closed"
 
 
+async def test_a_call_on_a_providers_old_location_reports_under_it(redis_url: str) -> None:
+    """After a reload pointed ``gpu`` elsewhere, calls still running on its old location that
+    fail open that location's breaker for the fleet: a process that has not reloaded yet adopts
+    it; one that has, and this one, keep the new location closed (it was published under the
+    new location and opened it everywhere)."""
+    old, new = gateway_config(GPU), gateway_config("http://gpu-fixed:8000")
+    async with process(redis_url) as a, process(redis_url, listen=False) as b, \
+            process(redis_url, listen=False) as c:
+        a.swap(new)
+        b.swap(new)
+        for _ in range(2):  # calls on the old config
+            a.judge(TARGET, a.breaker(TARGET, old), failed=True)
+        entry = await published(redis_url, cooldown_s=0.3)  # under the old location
+        for late in (b, c):
+            shared(late).apply(entry)
+        assert breaker(c).state == "open"  # c still points there
+        assert breaker(b).state == "closed" and breaker(a).state == "closed"
+        assert b.breakers[("gpu", "llama")].location == "http://gpu-fixed:8000"
+
+
 async def test_malformed_messages_are_ignored(redis_url: str) -> None:
     async with process(redis_url) as a:
         client = aioredis.from_url(redis_url)
@@ -179,9 +209,8 @@ async def test_malformed_messages_are_ignored(redis_url: str) -> None:
 
 async def test_without_redis_each_process_probes_on_its_own() -> None:
     client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    router = Router(backends={}, recorder=None)
-    router.shared = SharedBreakers(client, router, where=lambda _provider: "",
-                                   max_cooldown_s=lambda: 10.0)
+    router = Router(gateway_config(), backends={}, recorder=None)
+    router.shared = SharedBreakers(client, router, max_cooldown_s=lambda: 10.0)
     await fail(router, 2)
     await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
     assert await router.admit(TARGET, breaker(router))  # the claim failed: probe anyway
@@ -196,8 +225,8 @@ async def test_a_probe_that_ends_without_a_verdict_gives_the_fleets_probe_back(
     process or another, probes the target then, not a cooldown later (this process's own next
     call failed to claim it and reopened the breaker for a whole cooldown)."""
     slow = BreakerConfig(failures=2, cooldown_s=30, max_cooldown_s=60)  # claims held 30 s
-    async with process(redis_url) as a:
-        gpu = a.breaker(TARGET, slow)
+    async with process(redis_url, settings=slow) as a:
+        gpu = breaker(a)
         for _ in range(2):
             a.judge(TARGET, gpu, failed=True)
         gpu.clock = lambda: time.monotonic() + 31  # the cooldown is over
@@ -253,8 +282,8 @@ async def test_a_successful_probes_verdict_arriving_while_another_process_claims
         await asyncio.sleep(0)  # b waits for Redis's answer to its claim
         assert breaker(b).state == "half_open"
         # a's probe succeeded: what it publishes (sent before its claim is deleted)
-        shared(b).apply(json.dumps({"target": shared(a).field("gpu", "llama"), "state": "closed",
-                                   "origin": shared(a).origin}))
+        shared(b).apply(json.dumps({"target": shared(a).field(("gpu", "llama", GPU)),
+                                   "state": "closed", "origin": shared(a).origin}))
         assert await asking  # closed: the call may try it
         assert breaker(b).state == "closed" and not breaker(b).blocked()
 
