@@ -5,7 +5,9 @@ provider, two arms of an experiment say, are watched apart), from every successf
 completion answer:
 
 - **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
-  finish reason, refusal (a phrase search in the answer's head), JSON validity when the request
+  finish reason, refusal (the call's own verdict, ``app.answers.judge``: an explicit refusal,
+  ``finish_reason: content_filter``, or a refusal phrase in the answer's head, so the call rows'
+  ``refusal`` and these counts agree), JSON validity when the request
   asked for JSON, and the upstream's model version (response ``model`` and
   ``system_fingerprint``). A sampled share of answers is handed to the embedding monitor.
 - **Every ``evaluate_every`` answers**: the recent window (``window`` answers) is compared with the
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.answers import is_json, normalised_phrases, opens_with_refusal
+from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import Baseline, BaselineStore, Key
@@ -88,6 +90,9 @@ class Answer(Protocol):
     wants_json: bool
     target_model: str | None
     """The target's model name on its provider (what the provider was asked for)."""
+    refusal: bool | None
+    """Whether the answer refused (``app.answers.judge`` decided it when the call ended;
+    ``None``: nothing judged it, which counts as no refusal)."""
 
 
 class EmbeddingSink(Protocol):
@@ -202,7 +207,6 @@ class DriftMonitor:
         self._store = store
         self._embeddings = embeddings
         self._targets: dict[tuple[str, str, str], _Target] = {}
-        self._phrases = normalised_phrases(tuple(config.refusal_phrases))
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -220,7 +224,7 @@ class DriftMonitor:
         if reason is not None:
             target.reasons[reason if reason in _FINISH_REASONS else "other"].n += 1
         text = answer.answer_text or ""
-        refused = self.is_refusal(text)
+        refused = answer.refusal is True
         if refused:
             target.refusal_count.n += 1
         invalid: bool | None = None
@@ -247,10 +251,6 @@ class DriftMonitor:
         target.since_eval += 1
         if target.since_eval >= self.config.evaluate_every:
             self.evaluate(target)
-
-    def is_refusal(self, text: str) -> bool:
-        """Whether ``text``'s head holds a refusal phrase (``app.answers.opens_with_refusal``)."""
-        return opens_with_refusal(text, self._phrases, self.config.refusal_scan_chars)
 
     def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
         target.capture[b] += 1

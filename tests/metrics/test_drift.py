@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.answers import judge
 from app.calllog import CallRecord
 from app.cli import main
 from app.config import Drift
@@ -29,14 +30,20 @@ __all__ = ["fresh_pg", "migrated_pg", "migrated_sqlite", "sqlite_url"]  # fixtur
 TARGET = {"model": "chat", "provider": "sim", "upstream_model": "gpt-4o-mini"}
 NORMAL = "Here is a short answer about the topic you asked for."
 REFUSAL = "I'm sorry, but I can't help with that."
+DEFAULT = Drift()
 
 
 def answer(*, text: str = NORMAL, reason: str = "stop", model: str = "gpt-4o-mini",
-           fingerprint: str = "fp_1", wants_json: bool = False) -> CallRecord:
+           fingerprint: str = "fp_1", wants_json: bool = False, refused: bool = False,
+           drift: Drift = DEFAULT) -> CallRecord:
+    """A call's record as the gateway ends it: ``refused``, an explicit refusal; ``judge``
+    (with ``drift``'s phrases) decides the rest, as ``Gateway.finish`` does."""
     record = CallRecord(id="r", endpoint="/v1/chat/completions", caller="t")
     record.answer_text, record.finish_reason, record.wants_json = text, reason, wants_json
     record.response_model, record.system_fingerprint = model, fingerprint
     record.target_model = "gpt-4o-mini"
+    record.refusal = refused
+    judge(record, text, phrases=drift.refusal_phrases, scan_chars=drift.refusal_scan_chars)
     return record
 
 
@@ -118,13 +125,27 @@ def test_refusals_at_20_percent_are_flagged_within_500() -> None:
 
 def test_refusal_phrases_are_configurable_and_case_insensitive() -> None:
     """Configured phrases match case-insensitively, with curly apostrophes too."""
-    mon, _ = monitor(refusal_phrases=["Computer says no"])
-    assert mon.is_refusal("COMPUTER SAYS NO, sorry.")
-    assert not mon.is_refusal(REFUSAL)
-    default, _ = monitor()
-    assert default.is_refusal("I\u2019m sorry, but I can\u2019t help with that.")
-    assert default.is_refusal("As an AI language model, I have no opinions.")
-    assert not default.is_refusal(NORMAL)
+    own = Drift(refusal_phrases=["Computer says no"])
+    assert answer(text="COMPUTER SAYS NO, sorry.", drift=own).refusal
+    assert not answer(text=REFUSAL, drift=own).refusal
+    assert answer(text="I\u2019m sorry, but I can\u2019t help with that.").refusal
+    assert answer(text="As an AI language model, I have no opinions.").refusal
+    assert not answer(text=NORMAL).refusal
+
+
+@pytest.mark.parametrize("how", ["explicit-refusal", "content-filter", "phrase"])
+def test_drift_counts_the_refusals_the_call_rows_hold(how: str) -> None:
+    """Every answer a call row marks ``refusal`` counts in ``switchboard_refusals_total``: an
+    explicit refusal and a ``content_filter`` finish as well as a phrase (drift searched the
+    phrases on its own, so the first two were rows' refusals that the metric never saw)."""
+    mon, metrics = monitor()
+    record = {"explicit-refusal": answer(text="", refused=True),
+              "content-filter": answer(text="", reason="content_filter"),
+              "phrase": answer(text=REFUSAL)}[how]
+    assert record.refusal
+    mon.observe("chat", "sim", 12, record)
+    mon.observe("chat", "sim", 12, answer())
+    assert gauge(metrics, "switchboard_refusals_total") == 1
 
 
 def test_invalid_json_answers_are_counted_and_flagged() -> None:
