@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,18 +94,26 @@ def not_allowed(request: Request, exc: HTTPException) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     """A FastAPI route's bad input (the admin API's): the body itself said in the data plane's
-    words (``app.api.wire.parse_object``), else the first field's problem, named in ``param``."""
+    words (``app.api.wire.parse_object``), else the first field's problem, named in the message
+    and in ``param``."""
     assert isinstance(exc, RequestValidationError)
     # a route that reads its body whatever its type (``AnyTypeRoute``: POST /v1/feedback) is
     # not told to send application/json
     any_type = getattr(request.scope.get("route"), "any_content_type", False)
-    return error_response(validation_problem(exc.errors(), content_type_hint=not any_type))
+    return error_response(validation_problem(exc.errors(), body=exc.body,
+                                             content_type_hint=not any_type))
 
 
-def validation_problem(problems: Sequence[Any], *,
+def validation_problem(problems: Sequence[Any], *, body: Any = None,
                        content_type_hint: bool = True) -> errors.GatewayError:
-    """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``);
-    ``content_type_hint``: a body that is not an object is told to be sent as JSON."""
+    """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``) of a
+    request whose parsed JSON body is ``body``; ``content_type_hint``: a body that is not an
+    object is told to be sent as JSON.
+
+    The message names the field in the data plane's words (``app.api.wire.parse``: "Invalid
+    value for 'rpm': ...", "Missing required parameter: 'name'."), and ``param`` is its path
+    (``field_path``); a problem of no one field (a model's own check) is "Invalid request:
+    ..." with ``param`` null."""
     first: dict[str, Any] = problems[0] if problems else {"loc": (), "msg": "invalid request"}
     loc, kind = tuple(first.get("loc", ())), first.get("type")
     if kind == "json_invalid":  # its loc ends with a character offset, not a field
@@ -113,9 +123,71 @@ def validation_problem(problems: Sequence[Any], *,
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
         return body_not_object(", sent as content-type: application/json"
                                if content_type_hint else "")
-    param = ".".join(str(p) for p in loc[1:]) or None
-    return errors.InvalidRequest(f"Invalid request: {errors.problem_message(first)}", param=param,
+    param, bad_key = field_path(loc, body if loc[:1] == ("body",) else None,
+                                missing=kind == "missing")
+    problem = errors.problem_message(first)
+    if not problem.endswith("."):
+        problem += "."
+    if not param:
+        message = f"Invalid request: {problem}"
+    elif bad_key is not None:
+        message = f"Invalid key {_quoted(bad_key)} in '{param}': {problem}"
+    elif kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif kind == "extra_forbidden":
+        message = f"Unknown parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {problem}"
+    return errors.InvalidRequest(message, param=param or None,
                                  code="invalid_value")  # as the data plane's (``wire.parse``)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_KEY = 40
+"""Characters of a key a ``param`` shows; a longer one is cut, ``...`` after it."""
+_KEY_PROBLEM = "[key]"
+"""The part pydantic ends a location with when a dict's key, not its value, is wrong."""
+
+
+def _quoted(key: str) -> str:
+    """``key`` as a JSON string (control characters escaped), cut at ``_MAX_KEY``."""
+    return json.dumps(key if len(key) <= _MAX_KEY else key[:_MAX_KEY] + "...")
+
+
+def field_path(loc: Sequence[int | str], body: Any, *,
+               missing: bool = False) -> tuple[str, str | None]:
+    """The ``param`` of a problem at pydantic's ``loc`` (its first part the request part:
+    ``body``, ``query``, ``path``...), and the key itself when the problem is a dict key's.
+
+    Names join with dots and list items are ``.0`` (``models.0``, ``messages.0.content``); a
+    key that is not a plain name (empty, with a dot, a space, a quote...) is written as a JSON
+    string in brackets (``metadata["a.b"]``, ``metadata[""]``), so every path reads one way.
+    Walking ``body`` along ``loc`` tells the client's keys from the parts pydantic adds (the
+    tags of union members), which are left out, but for the last when the problem is a
+    ``missing`` field (not sent, by definition); with no body, every part is a name."""
+    path, bad_key = "", None
+    before = ""  # the path before the last part added to it: a bad key's dict
+    node: Any = body
+    parts = list(loc[1:])
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            before, path = path, f"{path}.{part}" if path else str(part)
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            continue
+        member = isinstance(node, dict) and part in node
+        if body is not None and part == _KEY_PROBLEM and last and i and not member:
+            bad_key, path = str(parts[i - 1]), before
+            break
+        before = path
+        if body is not None and not member and not (last and missing):
+            continue  # a union's tag
+        if _NAME.fullmatch(part):
+            path = f"{path}.{part}" if path else part
+        else:
+            path += f"[{_quoted(part)}]"
+        node = node[part] if member else None
+    return path, bad_key
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -57,11 +57,15 @@ def _message(response: httpx.Response) -> str:
 
 class AdminClient:
     """A thin client for ``/admin/calls`` and ``/admin/spend``; raises ``AdminApiError`` with a
-    readable message."""
+    readable message, which shows the URL masked (``shown_url``).
+
+    ``url`` should hold no user or password (``gateway_url`` refuses one): httpx would send it
+    as Basic auth in place of the key's ``Authorization: Bearer`` header."""
 
     def __init__(self, url: str, *, key: str | None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
+        self.shown = shown_url(self.url)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -77,12 +81,12 @@ class AdminClient:
         try:
             response = self._http.get(path, params=params)
         except httpx.ConnectError:
-            raise Unreachable(f"cannot connect to {self.url}: is the gateway running? Start it "
+            raise Unreachable(f"cannot connect to {self.shown}: is the gateway running? Start it "
                               "with 'switchboard serve', or point --url at it.") from None
         except httpx.TimeoutException:
-            raise Unreachable(f"the gateway at {self.url} did not answer in time.") from None
+            raise Unreachable(f"the gateway at {self.shown} did not answer in time.") from None
         except httpx.HTTPError as exc:
-            raise Unreachable(f"request to {self.url} failed: {exc}") from None
+            raise Unreachable(f"request to {self.shown} failed: {exc}") from None
         self._check(response)
         body: dict[str, Any] = response.json()
         return body
@@ -112,7 +116,7 @@ class AdminClient:
         # a 404 of the API itself (an unknown experiment, call...) says what was not found;
         # one of a path the server does not serve, or not from a gateway, is no API at all
         if status == 404 and (error is None or error.get("code") == "unsupported_endpoint"):
-            raise AdminApiError(f"{self.url} has no call log API (404); is it a Switchboard "
+            raise AdminApiError(f"{self.shown} has no call log API (404); is it a Switchboard "
                                 "gateway of this version?")
         if status >= 500:
             raise Unreachable(f"the gateway answered {status}: {detail}")
@@ -194,6 +198,38 @@ def default_url() -> str:
     return _settings().local_url()
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a message shows it: a password, and the value of a query parameter named as a
+    credential (``?token=``), masked as ``***``, as ``switchboard db`` shows a database URL."""
+    from app.db.engine import mask_url  # SQLAlchemy's URL parser, loaded only when needed
+
+    masked = mask_url(url)
+    # one it cannot parse is "<unparseable database URL>": not a database's, and not shown
+    return masked if "://" in masked else "the URL given"
+
+
+def gateway_url(_ctx: click.Context | None, _param: click.Parameter | None, value: str) -> str:
+    """``--url`` checked: an http:// or https:// URL with a host, and no user or password in it.
+
+    A login in the URL is refused rather than dropped or sent: httpx would send it as Basic
+    auth in place of the key's ``Authorization: Bearer`` header (the gateway then saw no key at
+    all), and the admin API takes no login, only the key. Raises ``click.BadParameter`` (exit
+    2), showing the URL masked (``shown_url``)."""
+    try:
+        parsed = httpx.URL(value)
+    except httpx.InvalidURL as exc:  # a port that is no number, say
+        raise click.BadParameter(f"not a URL ({exc}); expected http://HOST:PORT") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise click.BadParameter("not an http:// or https:// URL with a host; expected "
+                                 "http://HOST:PORT")
+    if parsed.userinfo:
+        raise click.BadParameter(
+            f"{shown_url(value)} holds a user or password: leave them out of the URL; the "
+            "admin API takes no login, only the master key or an admin key (--key, or "
+            "$SWITCHBOARD_MASTER_KEY)")
+    return value
+
+
 def _connection_options(command: F) -> F:
     command = click.option(
         "--key", metavar="KEY",
@@ -201,10 +237,11 @@ def _connection_options(command: F) -> F:
              "gateway in "
              "loopback-only mode queried from the same machine).")(command)
     return click.option(
-        "--url", default=default_url,
+        "--url", default=default_url, callback=gateway_url,
         show_default="where 'switchboard serve' would listen: $SWITCHBOARD_HOST (127.0.0.1 "
                      "for 0.0.0.0) and $SWITCHBOARD_PORT, else http://127.0.0.1:8080",
-        help="Base URL of the running gateway.")(command)
+        help="Base URL of the running gateway, http:// or https://; a user or password in it "
+             "is refused (the key goes in --key).")(command)
 
 
 def _filter_options(command: F) -> F:

@@ -1,5 +1,6 @@
 """The admin CLIs (``logs``, ``spend``, ``experiments report``) find the gateway that
-``switchboard serve`` would start with the same environment when ``--url`` is not given."""
+``switchboard serve`` would start with the same environment when ``--url`` is not given, refuse
+a ``--url`` that is no gateway URL or holds a login, and never show a credential in it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from app.db.migrate import upgrade
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, sim_config
-from tests.servers import serve
+from tests.servers import free_port, serve
 
 
 @pytest.mark.parametrize(("host", "port", "url"), [
@@ -73,3 +74,50 @@ def test_a_bad_setting_is_one_line_that_never_quotes_it(args: list[str]) -> None
     assert result.exit_code == 2, result.output
     assert result.output.startswith("switchboard: invalid SWITCHBOARD_REDIS_URL: ")
     assert "Secr3t" not in result.output
+
+
+COMMANDS = [["logs", "query"], ["logs", "tail"], ["spend", "--by", "key"],
+            ["experiments", "report", "ab"]]
+PASSWORD = "S3cretPassw0rd"
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=["query", "tail", "spend", "report"])
+def test_a_login_in_the_url_is_refused_masked(args: list[str]) -> None:
+    """A user and password in --url are a usage error (exit 2) that shows the URL with the
+    password as ***: httpx would have sent them as Basic auth in place of the key."""
+    from app.cli import main
+
+    url = f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, [*args, "--url", url, "--key", "sk-anything"])
+    assert result.exit_code == 2, result.output
+    assert PASSWORD not in result.output
+    assert "http://admin:***@127.0.0.1:" in result.output
+    assert "holds a user or password" in result.output
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://127.0.0.1:notaport", "not a URL (Invalid port: 'notaport')"),
+    ("127.0.0.1:8080", "not an http:// or https:// URL with a host"),
+    ("ftp://127.0.0.1:8080", "not an http:// or https:// URL with a host"),
+], ids=["port", "no-scheme", "ftp"])
+def test_a_url_that_is_no_gateway_url_is_a_usage_error(url: str, says: str) -> None:
+    """--url must be http:// or https:// with a host: otherwise exit 2 saying so (a port that
+    is no number was a traceback)."""
+    from app.cli import main
+
+    result = CliRunner().invoke(main, ["spend", "--by", "key", "--url", url])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_unreachable_gateway_is_named_with_its_credentials_masked() -> None:
+    """The connection error names the URL with a credential in its query masked, as
+    ``switchboard db`` shows a database URL."""
+    from app.cli import main
+
+    url = f"http://127.0.0.1:{free_port()}/?token={PASSWORD}"
+    result = CliRunner().invoke(main, ["spend", "--by", "key", "--url", url])
+    assert result.exit_code == 1, result.output
+    assert "cannot connect to http://127.0.0.1:" in result.output
+    assert "?token=***" in result.output and PASSWORD not in result.output

@@ -176,11 +176,72 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
 ])
 async def test_bad_key_input_is_400_naming_the_field(
         admin: httpx.AsyncClient, body: dict[str, object], param: str) -> None:
-    """Invalid create input is an OpenAI-shaped 400 whose param names the field."""
+    """Invalid create input is an OpenAI-shaped 400 whose param names the field, and so does
+    its message, as the data plane's do."""
     response = await admin.post("/admin/keys", json=body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["message"].startswith((f"Invalid value for '{param}': ",
+                                        f"Unknown parameter: '{param}'.")), error
+
+
+NAMED_PROBLEMS: list[tuple[str, dict[str, object], str, str]] = [
+    ("limit", {"name": "k", "rpm": 0, "tpm": 0},
+     "Invalid value for 'rpm': Input should be greater than or equal to 1.", "rpm"),
+    ("missing", {"rpm": 5}, "Missing required parameter: 'name'.", "name"),
+    ("unknown", {"name": "k", "colour": "red"}, "Unknown parameter: 'colour'.", "colour"),
+    ("empty-key", {"name": "k", "metadata": {"": "v"}},
+     "Invalid key \"\" in 'metadata': String should have at least 1 character.", "metadata"),
+    ("long-key", {"name": "k", "metadata": {"k" * 65: "v"}},
+     f"Invalid key \"{'k' * 40}...\" in 'metadata': String should have at most 64 "
+     "characters.", "metadata"),
+    ("dotted-key", {"name": "k", "metadata": {"a.b": "\x00"}},
+     "Invalid value for 'metadata[\"a.b\"]': may not contain a NUL character.",
+     'metadata["a.b"]'),
+    ("digit-key", {"name": "k", "metadata": {"0": 1}},
+     "Invalid value for 'metadata[\"0\"]': Input should be a valid string.", 'metadata["0"]'),
+    ("bracket-key", {"name": "k", "metadata": {"[key]": 1}},
+     "Invalid value for 'metadata[\"[key]\"]': Input should be a valid string.",
+     'metadata["[key]"]'),
+    ("newline-key", {"name": "k", "metadata": {"x\ny": 1}},
+     "Invalid value for 'metadata[\"x\\ny\"]': Input should be a valid string.",
+     'metadata["x\\ny"]'),
+    ("plain-key", {"name": "k", "metadata": {"owner": 1}},
+     "Invalid value for 'metadata.owner': Input should be a valid string.", "metadata.owner"),
+]
+"""A bad field, the message and the param its 400 has: (id, body, message, param)."""
+
+
+@pytest.mark.parametrize(("method", "path", "sent", "message", "param"), [
+    pytest.param(method, path, sent, message, param, id=f"{method}-{path[7:11]}-{name}")
+    for method, path in (("POST", "/admin/keys"), ("POST", "/admin/teams"),
+                         ("PATCH", "/admin/keys/{key}"), ("PATCH", "/admin/teams/{team}"))
+    for name, sent, message, param in NAMED_PROBLEMS
+    if not (method == "PATCH" and name == "missing")])  # an update needs no name
+async def test_a_400_names_the_field_in_its_message_and_param(
+        admin: httpx.AsyncClient, method: str, path: str, sent: dict[str, object],
+        message: str, param: str) -> None:
+    """The admin API's 400 for a bad field says which in its message, in the data plane's
+    words ("Invalid value for 'rpm': ..."), and its param is a path that reads one way: a
+    metadata key that is no plain name (empty, dotted, digits, a newline) in JSON-quoted
+    brackets, a bad key itself named in the message (cut at 40 characters) under the field."""
+    key = (await admin.post("/admin/keys", json={"name": "held"})).json()
+    team = (await admin.post("/admin/teams", json={"name": "held"})).json()
+    response = await admin.request(method, path.format(key=key["id"], team=team["id"]),
+                                   json=sent)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["message"], error["param"], error["code"]) == (message, param, "invalid_value")
+
+
+async def test_a_bad_query_parameter_is_named_in_the_message(admin: httpx.AsyncClient) -> None:
+    """A listing's bad ``limit`` is a 400 whose message and param name it."""
+    response = await admin.get("/admin/keys", params={"limit": 0})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["message"], error["param"]) == (
+        "Invalid value for 'limit': Input should be greater than or equal to 1.", "limit")
 
 
 @pytest.mark.parametrize("expires_at", [-1e20, float("nan"), "0001-01-01T00:00:00+05:00",
@@ -205,7 +266,8 @@ async def test_a_key_cannot_be_created_expired_but_can_be_expired_by_an_update(
     refused = await admin.post("/admin/keys", json={"name": "k", "expires_at": "2001-01-01"})
     assert refused.status_code == 400
     assert refused.json()["error"]["message"] == (
-        "Invalid request: must be in the future (a key created expired could never be used)")
+        "Invalid value for 'expires_at': must be in the future (a key created expired could "
+        "never be used).")
     assert (await admin.get("/admin/keys")).json()["data"] == []
     key = (await admin.post("/admin/keys", json={"name": "k"})).json()
     expired = await admin.patch(f"/admin/keys/{key['id']}", json={"expires_at": "2001-01-01"})
