@@ -13,11 +13,13 @@ other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
 - ``GET /admin/prompts/{id}/versions/{n}``: one version;
 - ``GET /admin/prompts/{id}/diff?from=a&to=b``: a unified diff of the messages, and the other
   fields that differ;
-- ``PUT /admin/prompts/{id}/labels/{label}`` ``{"version": n}``: point a label at a version;
+- ``PUT /admin/prompts/{id}/labels/{label}`` ``{"version": n}``: point a label at a version
+  (one already there: ``changed`` false, and no move recorded);
 - ``POST /admin/prompts/{id}/labels/{label}/rollback`` ``{"version": n}`` or ``{}``: back to a
   given version, or to where the label pointed before its last move.
 
-Errors: bad input 400 naming the field (a version number past ``MAX_VERSION`` among them; a
+Errors: bad input 400 naming the field (a version number past ``MAX_VERSION`` among them;
+``params`` whose ``n`` or token limit this gateway's ``limits`` refuse on every call; a
 value the database refuses, such as a NUL character, 400 ``invalid_value``); unknown template,
 version or label 404 naming it (a diff's version: ``from`` or ``to``); a template id taken or
 nothing to roll back to 409; a version add that kept losing races to concurrent ones 409
@@ -28,19 +30,28 @@ database 503 ``prompts_unavailable``; database unreachable 503 ``database_unavai
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from app import errors
-from app.api.deps import AdminDep
+from app.api.deps import AdminDep, GatewayDep
 from app.api.guard import GuardedRoute
 from app.db.engine import answering
-from app.prompts import TemplateCreate, VersionRecord, VersionSpec
+from app.prompts import LabelEvent, TemplateCreate, VersionRecord, VersionSpec
 from app.prompts.diff import diff
 from app.prompts.library import PromptLibrary
-from app.prompts.model import MAX_VERSION, LabelMove, Rollback, check_label
+from app.prompts.model import (
+    MAX_VERSION,
+    LabelMove,
+    Rollback,
+    check_label,
+    params_limit_problem,
+)
 from app.resources import resources_of
+
+if TYPE_CHECKING:
+    from app.gateway import Gateway
 
 log = logging.getLogger("switchboard.admin")
 
@@ -68,10 +79,20 @@ def _label(label: str) -> str:
         raise errors.InvalidRequest(str(exc), param="label", code="invalid_prompt") from None
 
 
+def _check_limits(spec: VersionSpec, gateway: Gateway, *, param: str) -> None:
+    """400 for ``params`` that this gateway's limits refuse on every call."""
+    limits = gateway.limits
+    problem = params_limit_problem(spec.params, max_n=limits.max_n, max_tokens=limits.max_tokens,
+                                   param=param)
+    if problem is not None:
+        raise problem
+
+
 @router.post("", status_code=201)
-async def create_template(spec: TemplateCreate, admin: AdminDep,
-                          library: LibraryDep) -> dict[str, Any]:
+async def create_template(spec: TemplateCreate, admin: AdminDep, library: LibraryDep,
+                          gateway: GatewayDep) -> dict[str, Any]:
     """A new template with its version 1 (and the labels given on it)."""
+    _check_limits(spec.version, gateway, param="version.params")
     async with answering("prompt database", log=log):
         record = await library.store.create_template(spec)
     library.forget(spec.id)
@@ -96,8 +117,9 @@ async def get_template(template_id: TemplateId, admin: AdminDep,
 
 @router.post("/{template_id}/versions", status_code=201)
 async def add_version(template_id: TemplateId, spec: VersionSpec, admin: AdminDep,
-                      library: LibraryDep) -> dict[str, Any]:
+                      library: LibraryDep, gateway: GatewayDep) -> dict[str, Any]:
     """The template's next version (labels stay where they are: move one to serve it)."""
+    _check_limits(spec, gateway, param="params")
     async with answering("prompt database", log=log):
         record = await library.store.add_version(template_id, spec)
     library.forget(template_id)  # "latest" moved
@@ -139,11 +161,12 @@ async def _version_as(library: PromptLibrary, template_id: str, number: int, *,
 @router.put("/{template_id}/labels/{label}")
 async def set_label(template_id: TemplateId, label: str, move: LabelMove, admin: AdminDep,
                     library: LibraryDep) -> dict[str, Any]:
-    """Point ``label`` at ``version`` (creating the label if it is new)."""
+    """Point ``label`` at ``version`` (creating the label if it is new; already there, nothing
+    changes: ``changed`` false, no move in its history)."""
     async with answering("prompt database", log=log):
         event = await library.store.set_label(template_id, _label(label), move.version)
     library.forget(template_id)
-    return {"object": "prompt.label", "template_id": template_id, **event.to_json()}
+    return _label_answer(template_id, event)
 
 
 @router.post("/{template_id}/labels/{label}/rollback")
@@ -151,9 +174,15 @@ async def rollback_label(template_id: TemplateId, label: str, admin: AdminDep,
                          library: LibraryDep,
                          spec: Annotated[Rollback | None, Body()] = None) -> dict[str, Any]:
     """Move ``label`` back: to ``version`` when given, else to where it pointed before its
-    last move."""
+    last move (already there: ``changed`` false, as for a move)."""
     async with answering("prompt database", log=log):
         event = await library.store.rollback(template_id, _label(label),
                                              spec.version if spec is not None else None)
     library.forget(template_id)
-    return {"object": "prompt.label", "template_id": template_id, **event.to_json()}
+    return _label_answer(template_id, event)
+
+
+def _label_answer(template_id: str, event: LabelEvent) -> dict[str, Any]:
+    """A label move's answer: the move, and whether the label moved at all (``changed``)."""
+    return {"object": "prompt.label", "template_id": template_id, **event.to_json(),
+            "changed": event.changed}

@@ -6,13 +6,16 @@ file, which is migrated on the spot; Postgres must be migrated first (``switchbo
 upgrade``). Running gateways see a moved label within ``app.prompts.library.LABEL_TTL_S``
 seconds; new versions at once (they are read when first asked for).
 
-Files (``create``, ``version``, ``sync``) are YAML in the format of ``app.prompts.sync``. Exit
-status: 0 done, 2 any error (one line on stderr).
+Files (``create``, ``version``, ``sync``) are YAML in the format of ``app.prompts.sync``. Their
+``params`` are held to the ``limits`` of the gateway's config file (``SWITCHBOARD_CONFIG``, when
+set; one that does not load here is a warning, and they go unchecked), as the admin API holds
+them to its own. Exit status: 0 done, 2 any error (one line on stderr).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,7 +29,9 @@ from app.prompts.model import MAX_VERSION
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.prompts.model import LabelEvent
     from app.prompts.store import PromptStore
+    from app.prompts.sync import TemplateFile
 
 T = TypeVar("T")
 VERSION = click.IntRange(min=1, max=MAX_VERSION)
@@ -76,6 +81,27 @@ def _run(database_url: str | None, action: Callable[[PromptStore], Awaitable[T]]
         _fail(f"the database refused: {describe_error(exc)}")
 
 
+def _check_limits(files: list[TemplateFile]) -> None:
+    """``SyncError`` for ``params`` that the gateway's config file (``SWITCHBOARD_CONFIG``)
+    refuses on every call; with no such file nothing is checked, and a warning when it does
+    not load here."""
+    config_path = Settings().config
+    if config_path is None or not any(v.params for f in files for v in f.versions):
+        return
+    from app.config import ConfigError, load_config
+    from app.prompts.sync import check_limits
+    from app.settings import environment
+
+    try:
+        limits = load_config(config_path, environment()).limits
+    except ConfigError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        click.echo(f"switchboard: warning: params not checked against the gateway's limits: "
+                   f"{config_path} does not load here ({first[:200]})", err=True)
+        return
+    check_limits(files, max_n=limits.max_n, max_tokens=limits.max_tokens)
+
+
 @click.group("prompts", context_settings={"help_option_names": ["-h", "--help"]})
 def prompts() -> None:
     """Versioned prompt templates: list, show, create, add versions, move labels, sync."""
@@ -121,7 +147,9 @@ def create(path: Path, database_url: str | None) -> None:
     from app.prompts.sync import create_file, read_file
 
     async def action(store: PromptStore) -> None:
-        for line in await create_file(store, read_file(path)):
+        file = read_file(path)
+        _check_limits([file])
+        for line in await create_file(store, file):
             click.echo(line)
     _run(database_url, action)
 
@@ -135,7 +163,10 @@ def version(template_id: str, path: Path, database_url: str | None) -> None:
     from app.prompts.sync import read_file
 
     async def action(store: PromptStore) -> None:
-        added = await store.add_version(template_id, read_file(path).versions[-1])
+        file = read_file(path)
+        file = dataclasses.replace(file, versions=file.versions[-1:])  # the one added
+        _check_limits([file])
+        added = await store.add_version(template_id, file.versions[0])
         click.echo(f"{template_id}: version {added.number} added")
     _run(database_url, action)
 
@@ -146,7 +177,7 @@ def version(template_id: str, path: Path, database_url: str | None) -> None:
 @click.argument("number", type=VERSION, metavar="VERSION")
 @database_url_option
 def label(template_id: str, label: str, number: int, database_url: str | None) -> None:
-    """Point LABEL of a template at VERSION."""
+    """Point LABEL of a template at VERSION (already there: nothing changes)."""
     from app.prompts.model import check_label
 
     try:
@@ -156,7 +187,7 @@ def label(template_id: str, label: str, number: int, database_url: str | None) -
 
     async def action(store: PromptStore) -> None:
         event = await store.set_label(template_id, label, number)
-        click.echo(f"{template_id}: {label} {event.from_version} -> {event.to_version}")
+        click.echo(_moved(template_id, event))
     _run(database_url, action)
 
 
@@ -171,9 +202,16 @@ def rollback(template_id: str, label: str, number: int | None,
     """Move LABEL back."""
     async def action(store: PromptStore) -> None:
         event = await store.rollback(template_id, label, number)
-        click.echo(f"{template_id}: {label} {event.from_version} -> {event.to_version} "
-                   "(rollback)")
+        click.echo(_moved(template_id, event))
     _run(database_url, action)
+
+
+def _moved(template_id: str, event: LabelEvent) -> str:
+    """What a label move did, one line."""
+    if not event.changed:
+        return f"{template_id}: {event.label} is at {event.to_version} already (unchanged)"
+    rollback = " (rollback)" if event.rollback else ""
+    return f"{template_id}: {event.label} {event.from_version} -> {event.to_version}{rollback}"
 
 
 @prompts.command("diff")
@@ -202,10 +240,12 @@ def diff(template_id: str, old: int, new: int, database_url: str | None) -> None
 def sync(directory: Path, database_url: str | None) -> None:
     """Bring the database in line with a directory of YAML template files (idempotent: a
     second run changes nothing). Prints what it changed, or "up to date"."""
-    from app.prompts.sync import sync_dir
+    from app.prompts.sync import read_dir, sync_files
 
     async def action(store: PromptStore) -> None:
-        done = await sync_dir(store, directory)  # all validated, then one transaction
+        files = read_dir(directory)
+        _check_limits(files)
+        done = await sync_files(store, files)  # all validated, then one transaction
         for line in done:
             click.echo(line)
         if not done:

@@ -7,8 +7,11 @@ author and a note. Labels (``production``, ``staging``, ...) point at one versio
 ``latest`` is reserved: it always means the highest version.
 
 ``VersionSpec`` validates a version completely when it is created (every placeholder declared,
-defaults of their declared type, parameters valid chat-request fields), so a stored version can
-always be rendered; ``parse`` turns a failure into ``errors.InvalidRequest`` naming the field.
+defaults of their declared type, parameters valid chat-request fields, the whole at most
+``MAX_VERSION_BYTES``), so a stored version can always be rendered; ``parse`` turns a failure
+into ``errors.InvalidRequest`` naming the field. ``params_limit_problem`` holds ``params`` to a
+gateway's own limits on ``n`` and the token limits, which the caller knows (the admin API: its
+running config; ``switchboard prompts``: ``SWITCHBOARD_CONFIG``'s).
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ it, not a query the database refuses."""
 MAX_MESSAGES = 100
 MAX_VARIABLES = 100
 MAX_CONTENT = 200_000
+MAX_VERSION_BYTES = 8 * 1024 * 1024
+"""The most a version's content (messages, variables, model and params: ``VersionSpec.content``)
+may come to as compact JSON, in bytes, however it arrives (the admin API, ``switchboard prompts
+create``/``version``/``sync``): the admin API's default body limit (``limits.max_body_bytes``).
+Without it a 509-byte YAML file whose aliases expand stored a 69 MB version, which every
+compile, admin read and call then paid for."""
 RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "prompt", "user"})
 """Request fields a version's ``params`` may not set (the model has its own field; the
 messages are the template; streaming is the client's choice; ``user`` names the client's end
@@ -170,6 +179,17 @@ class VersionSpec(BaseModel):
         return params
 
     @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo) -> VersionSpec:
+        """At most ``MAX_VERSION_BYTES`` (a stored version is read as it was written)."""
+        if info.context != STORED:
+            size = len(orjson.dumps(self.content()))
+            if size > MAX_VERSION_BYTES:
+                raise ValueError(f"the version comes to {size} bytes as JSON (messages, "
+                                 f"variables, model and params), more than the "
+                                 f"{MAX_VERSION_BYTES} a version may hold")
+        return self
+
+    @model_validator(mode="after")
     def _placeholders_declared(self) -> VersionSpec:
         for i, message in enumerate(self.messages):
             try:
@@ -189,6 +209,30 @@ class VersionSpec(BaseModel):
         return {"messages": [m.model_dump(exclude_none=True) for m in self.messages],
                 "variables": {k: v.to_json() for k, v in self.variables.items()},
                 "model": self.model, "params": self.params}
+
+
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def params_limit_problem(params: dict[str, Any] | None, *, max_n: int, max_tokens: int,
+                         param: str = "params") -> errors.InvalidRequest | None:
+    """The 400 for ``params`` that a gateway with these limits (``limits.max_n``,
+    ``limits.max_tokens``) refuses on every call (``None`` when there is none): ``n`` past
+    ``max_n``, or a token limit past ``max_tokens``, which caps every model's. The request
+    parser cannot know them (``VersionSpec`` checks the rest); ``param`` is where ``params``
+    is in the input (``version.params`` on ``POST /admin/prompts``)."""
+    if not params:
+        return None
+    checks = [("n", max_n, "limits.max_n"),
+              *((name, max_tokens, "limits.max_tokens") for name in TOKEN_LIMITS)]
+    for name, limit, setting in checks:
+        value = params.get(name)
+        if isinstance(value, int) and value > limit:
+            return errors.InvalidRequest(
+                f"Invalid VersionSpec ({param}.{name}): '{name}' is {value}; the gateway's "
+                f"limit is {limit} ({setting}), so every call leaving it to this version would be "
+                "refused", param=f"{param}.{name}", code="invalid_prompt")
+    return None
 
 
 def _content_error(index: int, content: str, message: str) -> ValidationError:
@@ -290,17 +334,23 @@ class VersionRecord:
 
 @dataclass(frozen=True, slots=True)
 class LabelEvent:
-    """One move of a label (its history)."""
+    """One move of a label (its history), or what a move to where the label already pointed
+    did: nothing (``changed`` false, ``moved_at`` ``None``; never recorded)."""
 
     label: str
     from_version: int | None
     to_version: int
-    moved_at: float
+    moved_at: float | None
     rollback: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.moved_at is not None
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "from_version": self.from_version,
-                "to_version": self.to_version, "moved_at": iso(self.moved_at),
+                "to_version": self.to_version,
+                "moved_at": None if self.moved_at is None else iso(self.moved_at),
                 "rollback": self.rollback}
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -263,6 +263,15 @@ class Declared:
     type: VarType
     has_default: bool = False
     default: Any = None
+    default_text: str | None = field(init=False)
+    """The default's text (``value_text``), computed once with the declaration: ``bind`` uses
+    it on every call that leaves the variable out, and a ``json`` default written out again
+    on each of them cost a call its whole size in CPU before the size check could run."""
+
+    def __post_init__(self) -> None:
+        # A frozen dataclass sets its derived fields through object.__setattr__.
+        object.__setattr__(self, "default_text",
+                           value_text(self.default) if self.has_default else None)
 
 
 class PromptVariablesError(ValueError):
@@ -291,15 +300,16 @@ def bind(declared: Mapping[str, Declared], given: Mapping[str, Any]) -> dict[str
             if why is not None:
                 problems[name] = why
                 continue
-        elif spec.has_default:
-            value = spec.default
+        elif spec.default_text is not None:  # computed with the declaration
+            texts[name] = spec.default_text
+            continue
         else:
             problems[name] = f"is required ({spec.type}) and was not given"
             continue
         texts[name] = text = value_text(value)
         # A float past the 64-bit integers is written with an exponent ("e+"): a value
-        # without one holds none and is not walked. (A default holds exact integers.)
-        if spec.type == "json" and name in given and "e+" in text and _approximate(value):
+        # without one holds none and is not walked.
+        if spec.type == "json" and "e+" in text and _approximate(value):
             problems[name] = _PAST_64_BITS
     if problems:
         raise PromptVariablesError(dict(sorted(problems.items())))

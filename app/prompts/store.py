@@ -239,7 +239,8 @@ class PromptStore:
     # ---- labels
 
     async def set_label(self, template_id: str, label: str, version: int) -> LabelEvent:
-        """Point ``label`` at ``version`` (which must exist)."""
+        """Point ``label`` at ``version`` (which must exist); already there, nothing changes
+        (``LabelEvent.changed`` false, no move recorded)."""
         for attempt in range(_INSERT_TRIES):
             try:
                 async with self.engine.begin() as conn:
@@ -256,7 +257,9 @@ class PromptStore:
     async def rollback(self, template_id: str, label: str,
                        version: int | None = None) -> LabelEvent:
         """Move ``label`` to ``version``, or (``None``) back to the version it pointed at before
-        its last move (two rollbacks in a row return to where it started, as ``cd -`` does)."""
+        its last move (two rollbacks in a row return to where it started, as ``cd -`` does). A
+        move from a version to itself, which earlier releases recorded for a repeated move, is
+        not a move: the one before it counts. Already at the version, nothing changes."""
         async with self.engine.begin() as conn:
             # The lock before the history is read: a concurrent move lands before this read
             # or waits for this rollback, never in between. Labels are never deleted, so a
@@ -268,7 +271,8 @@ class PromptStore:
             if version is None:
                 last = (await conn.execute(
                     select(_MOVES.c.from_version).where(
-                        _MOVES.c.template_id == template_id, _MOVES.c.label == label)
+                        _MOVES.c.template_id == template_id, _MOVES.c.label == label,
+                        _MOVES.c.from_version != _MOVES.c.to_version)
                     .order_by(_MOVES.c.id.desc()).limit(1))).scalar()
                 if last is None:
                     raise errors.GatewayError(
@@ -294,10 +298,15 @@ class PromptStore:
 
     async def _move(self, conn: AsyncConnection, template_id: str, label: str, version: int,
                     *, rollback: bool, now: float) -> LabelEvent:
-        """Point ``label`` at ``version`` and record the move, under the label's lock. A new
-        label that a concurrent transaction created meanwhile raises ``IntegrityError`` (the
-        caller's transaction then runs again, or fails as a whole)."""
+        """Point ``label`` at ``version`` and record the move, under the label's lock; a label
+        already at ``version`` is left as it is, with no move recorded (``LabelEvent.changed``
+        false): a repeated move was recorded as one from the version to itself, and a rollback
+        then went nowhere. A new label that a concurrent transaction created meanwhile raises
+        ``IntegrityError`` (the caller's transaction then runs again, or fails as a whole)."""
         current = await self._lock(conn, template_id, label)
+        if current == version:  # already there: nothing moves, nothing to roll back to
+            return LabelEvent(label=label, from_version=current, to_version=version,
+                              moved_at=None, rollback=rollback)
         if current is None:
             await conn.execute(insert(_LABELS).values(template_id=template_id, label=label,
                                                       version=version, updated_at=_moment(now)))

@@ -27,31 +27,73 @@ a label is moved only when it points elsewhere. A second sync of the same files 
 Labels the file does not name, and versions the database has beyond the file, are left alone.
 
 A label must name a version that exists once the file is synced (the database's versions and
-those the file adds). Files are read with ``yaml.safe_load`` (no tags that build objects) and
-validated whole, labels included, before anything is written; then everything is written in one
-transaction (``PromptStore.write``). A bad file is a ``SyncError`` naming the file and the
-field, and nothing changes.
+those the file adds). Files are read with YAML's safe loader (no tags that build objects), with
+anchors and aliases (``&name``, ``*name``, ``<<: *name``) refused where they appear: an alias
+copies what it names, so a few hundred bytes of them built gigabytes (templates synced from git
+are untrusted input). A file is at most ``MAX_FILE_BYTES`` and ``MAX_NODES`` values, and each
+version in it at most ``MAX_VERSION_BYTES`` (``VersionSpec``). Files are validated whole,
+labels included, before anything is written; then everything is written in one transaction
+(``PromptStore.write``). A bad file is a ``SyncError`` naming the file and the field, and
+nothing changes. ``check_limits`` holds the files' ``params`` to a gateway's limits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from app import errors
 from app.prompts.model import (
     LATEST,
+    MAX_VERSION_BYTES,
     VersionSpec,
     check_label,
     check_template_id,
     content_digest,
+    params_limit_problem,
     parse,
 )
 from app.prompts.store import PromptStore, TemplateWrite, template_exists
 
 _BODY = ("messages", "variables", "model", "params", "author", "note")
+MAX_FILE_BYTES = 2 * MAX_VERSION_BYTES
+"""The largest template file read: room for a version of the most a version may hold, and the
+versions before it in ``versions:``. Checked before the file is parsed."""
+MAX_NODES = 100_000
+"""The most YAML nodes (each mapping, list, key and value) a template file may hold; past it the
+file is refused as it is read. PyYAML's pure-Python loader took 10 s and 300 MB for one megabyte
+of small values (500,000 nodes); a template of a few messages and variables is a few hundred."""
+
+
+class _Refused(yaml.YAMLError):
+    """What YAML a template file may not use, where (``_Loader``)."""
+
+    def __init__(self, what: str, mark: Any) -> None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        super().__init__(f"{where}{what}")
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing anchors and aliases, and nodes past ``MAX_NODES``, before
+    the node is built."""
+
+    nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES} YAML values, more than a template file may "
+                           "hold", event.start_mark)
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            kind = "an alias (*" if isinstance(event, yaml.AliasEvent) else "an anchor (&"
+            raise _Refused(f"{kind}{event.anchor}): YAML anchors and aliases are not "
+                           "supported in template files; write the value out",
+                           event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class SyncError(ValueError):
@@ -71,7 +113,14 @@ class TemplateFile:
 def read_file(path: Path) -> TemplateFile:
     """``path`` parsed and validated (see the module docstring); ``SyncError`` if it is bad."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise SyncError(f"{path}: larger than the {MAX_FILE_BYTES} bytes a template file may "
+                            "be")
+        data = yaml.load(raw.decode("utf-8"), Loader=_Loader)  # a SafeLoader
+    except _Refused as exc:
+        raise SyncError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SyncError(f"{path}: cannot read it: {exc}") from None
     except RecursionError:  # PyYAML composes nested collections recursively
@@ -113,6 +162,17 @@ def read_file(path: Path) -> TemplateFile:
             raise SyncError(f"{path}: labels.{label}: expected a version number or latest")
     return TemplateFile(path, str(template_id), tuple(versions),
                         {str(k): v for k, v in labels.items()})
+
+
+def check_limits(files: list[TemplateFile], *, max_n: int, max_tokens: int) -> None:
+    """``SyncError`` naming the file and version whose ``params`` a gateway with these limits
+    refuses on every call (``params_limit_problem``)."""
+    for file in files:
+        for i, spec in enumerate(file.versions):
+            problem = params_limit_problem(spec.params, max_n=max_n, max_tokens=max_tokens)
+            if problem is not None:
+                where = f"versions[{i}]" if len(file.versions) > 1 else "body"
+                raise SyncError(f"{file.path}: {where}: {problem.message}")
 
 
 def read_dir(directory: Path) -> list[TemplateFile]:
@@ -186,11 +246,6 @@ async def sync_files(store: PromptStore, files: list[TemplateFile]) -> list[str]
     if writes:
         await store.write(writes)
     return done
-
-
-async def sync_dir(store: PromptStore, directory: Path) -> list[str]:
-    """``sync_files`` with every template file of ``directory``."""
-    return await sync_files(store, read_dir(directory))
 
 
 async def create_file(store: PromptStore, file: TemplateFile) -> list[str]:

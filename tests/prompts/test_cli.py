@@ -52,6 +52,8 @@ def test_cli_round_trip(url: str, tmp_path: Path) -> None:
     assert added.stdout.strip() == "summarise: version 2 added"
     assert run("label", "summarise", "production", "2", url=url).stdout.strip() == \
         "summarise: production 1 -> 2"
+    assert run("label", "summarise", "production", "2", url=url).stdout.strip() == \
+        "summarise: production is at 2 already (unchanged)"
     assert run("rollback", "summarise", "production", url=url).stdout.strip() == \
         "summarise: production 2 -> 1 (rollback)"
     diff = run("diff", "summarise", "1", "2", url=url).stdout
@@ -200,3 +202,40 @@ def test_version_numbers_are_bounded_as_in_the_admin_api(url: str, tmp_path: Pat
     refused = run(*args, url=url)
     assert refused.exit_code == 2
     assert "is not in the range 1<=x<=2147483647" in refused.stderr, refused.output
+
+
+def test_params_are_held_to_the_gateways_limits(url: str, tmp_path: Path) -> None:
+    """With ``SWITCHBOARD_CONFIG`` naming the gateway's config, ``params`` past its limits stop
+    ``sync`` and ``version`` naming the file (nothing written); a config that does not load
+    here is a warning and they go unchecked, as without one."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers: {mock: {type: mock}}\n"
+                      "models: {chat: {targets: [{provider: mock, model: m}]}}\n"
+                      "limits: {max_n: 4, max_tokens: 1000}\n")
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "summarise.yaml").write_text(SUMMARISE.replace("{temperature: 0.2}",
+                                                              "{temperature: 0.2, n: 5}"))
+    env = {"SWITCHBOARD_CONFIG": str(config)}
+
+    def with_env(*args: str, **extra: str) -> Result:
+        return CliRunner(env={**env, **extra}).invoke(
+            main, ["prompts", *args, "--database-url", url])
+
+    refused = with_env("sync", str(prompts))
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "summarise.yaml: body: Invalid VersionSpec (params.n): 'n' is 5" in refused.stderr
+    assert "limits.max_n" in refused.stderr
+    assert run("list", url=url).stdout == ""
+    fits = tmp_path / "fits.yaml"
+    fits.write_text(SUMMARISE.replace("{temperature: 0.2}", "{max_tokens: 1000, top_k: 3}"))
+    assert with_env("create", str(fits)).exit_code == 0
+    over = tmp_path / "over.yaml"
+    over.write_text(SUMMARISE.replace("{temperature: 0.2}", "{max_completion_tokens: 1001}"))
+    refused = with_env("version", "summarise", str(over))
+    assert refused.exit_code == 2 and "params.max_completion_tokens" in refused.stderr
+    config.write_text(config.read_text() + "bogus: 1\n")
+    warned = with_env("version", "summarise", str(over))
+    assert warned.exit_code == 0, warned.output
+    assert "warning: params not checked against the gateway's limits" in warned.stderr
+    assert run("version", "summarise", str(over), url=url).exit_code == 0

@@ -94,7 +94,8 @@ def test_rendered_messages_reach_the_upstream(run_gateway: GatewayFactory,
 
 def test_labels_move_and_roll_back(run_gateway: GatewayFactory, simulator: str) -> None:
     """A version asked for by number or label; moving the label changes the next call at
-    once; a rollback puts it back; ``latest`` is the highest version; streams too."""
+    once (moving it again to the same version changes nothing); a rollback puts it back;
+    ``latest`` is the highest version; streams too."""
     with run_gateway(sim_config(simulator)) as gw:
         http = gw.http()
         create(http)
@@ -104,6 +105,10 @@ def test_labels_move_and_roll_back(run_gateway: GatewayFactory, simulator: str) 
             .prompt_version == 1
         moved = http.put("/admin/prompts/summarise/labels/production", json={"version": 2})
         assert moved.json()["from_version"] == 1 and moved.json()["to_version"] == 2
+        assert moved.json()["changed"] is True
+        again = http.put("/admin/prompts/summarise/labels/production", json={"version": 2})
+        assert again.status_code == 200
+        assert (again.json()["to_version"], again.json()["changed"]) == (2, False)
         raw = ask(gw, {"id": "summarise", "label": "production", "variables": {"text": "b"}})
         assert record_of(gw, raw).prompt_version == 2
         assert received(simulator)[0]["messages"] == [
@@ -253,6 +258,38 @@ def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
                         json={"version": 1}).status_code == 400
         assert http.put("/admin/prompts/summarise/labels/latest",
                         json={"version": 1}).status_code == 400
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"n": 5}, "n"), ({"max_tokens": 1001}, "max_tokens"),
+    ({"max_completion_tokens": 1001}, "max_completion_tokens"),
+], ids=["n", "max_tokens", "max_completion_tokens"])
+def test_params_every_call_would_refuse_are_refused(run_gateway: GatewayFactory, simulator: str,
+                                                    params: dict[str, Any], field: str) -> None:
+    """A version's ``n`` past ``limits.max_n``, or a token limit past ``limits.max_tokens``,
+    is a 400 naming it when the version is created (every call would be refused); within
+    them, and with a field the request parser does not know (forwarded, as a client's extra
+    fields are), it is created and its calls succeed."""
+    config = {**sim_config(simulator), "limits": {"max_n": 4, "max_tokens": 1000}}
+    with run_gateway(config) as gw:
+        http = gw.http()
+        version = {**SUMMARISE["version"], "params": params}  # type: ignore[dict-item]
+        refused = http.post("/admin/prompts", json={"id": "over", "version": version})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["param"], error["code"]) == (f"version.params.{field}", "invalid_prompt")
+        assert "limits.max_" in error["message"]
+        create(http)
+        refused = http.post("/admin/prompts/summarise/versions", json=version)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == \
+            f"params.{field}"
+        fits = {**version, "params": {"n": 4, "max_tokens": 1000, "top_k": 40}}
+        added = http.post("/admin/prompts/summarise/versions", json=fits)
+        assert added.status_code == 201, added.text
+        raw = ask(gw, {"id": "summarise", "version": 2, "variables": {"text": "a"}})
+        assert raw.http_response.status_code == 200
+        body = received(simulator)[0]
+        assert (body["n"], body["max_tokens"], body["top_k"]) == (4, 1000, 40)
 
 
 def test_call_log_rows_carry_the_version(simulator: str, tmp_path: Path) -> None:

@@ -4,15 +4,16 @@ keep their history and roll back, precise errors, and the cache in front of it."
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
-from app.db.models import PromptVersion
+from app.db.models import PromptLabelMove, PromptVersion
 from app.prompts import CompiledVersion, PromptStore, TemplateCreate, VersionSpec
 from app.prompts.library import PromptLibrary
 from app.prompts.model import LabelEvent, content_digest
@@ -68,6 +69,32 @@ async def test_labels_move_keep_history_and_roll_back(engine: AsyncEngine) -> No
     assert [(e.from_version, e.to_version) for e in template.history] == \
         [(None, 1), (1, 3), (3, 1), (1, 2)]
     assert template.labels == {"production": 2}
+
+
+async def test_a_label_set_where_it_is_records_no_move(engine: AsyncEngine) -> None:
+    """Pointing a label at the version it points at changes nothing and records no move, so a
+    plain rollback afterwards still returns to the version before; a rollback also skips a
+    move from a version to itself that an earlier release recorded."""
+    store = PromptStore(engine)
+    await make(store)
+    await store.add_version("summarise", version("v2 {{ text }}"))
+    await store.set_label("summarise", "staging", 1)
+    await store.set_label("summarise", "staging", 2)
+    again = await store.set_label("summarise", "staging", 2)
+    assert (again.from_version, again.to_version, again.changed) == (2, 2, False)
+    assert again.to_json()["moved_at"] is None
+    same = await store.rollback("summarise", "staging", 2)
+    assert (same.to_version, same.changed) == (2, False)
+    history = (await store.get_template("summarise")).history
+    assert [(e.from_version, e.to_version) for e in history] == [(None, 1), (1, 2)]
+    back = await store.rollback("summarise", "staging")
+    assert (back.from_version, back.to_version, back.changed) == (2, 1, True)
+    async with engine.begin() as conn:  # as releases before this one recorded a repeat
+        await conn.execute(insert(PromptLabelMove).values(
+            template_id="summarise", label="staging", from_version=1, to_version=1,
+            rollback=False, moved_at=datetime.now(UTC)))
+    back = await store.rollback("summarise", "staging")
+    assert (back.from_version, back.to_version) == (1, 2)
 
 
 async def test_errors_name_what_is_missing(engine: AsyncEngine) -> None:
