@@ -711,8 +711,13 @@ class Gateway(Finisher):
             self._close_idle()
 
     def _end(self, call: ModelCall) -> None:
-        """``finish``'s work, while ``call`` still holds its snapshot."""
+        """``finish``'s work, while ``call`` still holds its snapshot. A call no target
+        answered is the last tried target's (its row's ``provider`` and ``target_model``, the
+        metrics' ``provider`` label): ``none`` is for a call that reached no provider."""
         record = call.record
+        if record.provider is None and record.attempts:
+            last = record.attempts[-1]
+            record.provider, record.target_model = last.provider, last.model
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if record.status == "ok" and record.answer_text is not None:

@@ -247,7 +247,8 @@ def _connection_options(command: F) -> F:
 def _filter_options(command: F) -> F:
     for name, help_text in reversed((
             ("--model", "Only calls for this public model (as clients send it)."),
-            ("--provider", "Only calls finally served by this provider (config name)."),
+            ("--provider", "Only calls served by this provider (config name), or last tried on"
+                           " it when no target answered."),
             ("--caller", 'Only calls from this caller ("master", "anonymous" or "key").'),
             ("--key-id", "Only calls made with this virtual key (its id)."),
             ("--team-id", "Only calls made with a key of this team (its id)."),

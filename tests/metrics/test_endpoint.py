@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +124,31 @@ def test_fallbacks_and_upstream_errors_name_the_failing_provider(tmp_path: Path,
     assert value(samples, "switchboard_upstream_duration_seconds_count", model="chat") == 2
     assert value(samples, "switchboard_requests_total", provider="sim",
                  status_class="2xx") == 1
+
+
+def test_a_call_no_target_answered_counts_under_the_provider_that_failed_it(
+        tmp_path: Path, simulator: str) -> None:
+    """A call whose only target answers 503 counts under that provider, as its row says and
+    as a stream failing after its first chunk did already (it counted under ``none``, and its
+    row had no provider, so ``/admin/calls?provider=`` did not find it)."""
+    raw = sim_config(simulator, chat={"targets": [{"provider": "broken",
+                                                   "model": "gpt-4o-mini"}]})
+    with gateway(tmp_path, raw, sink=False) as url:  # rows to the database, to read back
+        with pytest.raises(openai.APIStatusError):
+            chat(url)
+        samples = scrape(url, MASTER_KEY)
+        deadline = time.monotonic() + 30
+        while True:  # the row is stored in the background
+            rows = httpx.get(url + "/admin/calls", params={"provider": "broken"},
+                             headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()["data"]
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert value(samples, "switchboard_requests_total", model="chat", provider="broken",
+                 status_class="5xx") == 1
+    assert value(samples, "switchboard_requests_total", provider="none") == 0
+    assert [(row["provider"], row["target_model"], row["status"]) for row in rows] == [
+        ("broken", "gpt-4o-mini", "error")]
 
 
 def test_retries_of_one_target_are_not_fallbacks(tmp_path: Path, simulator: str) -> None:
