@@ -15,9 +15,10 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
 - ``max_tokens``/``max_completion_tokens`` (the smaller), ``temperature``, ``top_p`` and ``stop``
   become ``inferenceConfig``; without a limit the model's own default applies (or the
   target's / provider's ``max_tokens_default``).
-- ``tools``/``tool_choice`` become ``toolConfig`` (``required`` -> ``any``); ``tool_choice:
-  none`` leaves the tools out (the model cannot call tools it is not shown), refused (400) when
-  the conversation already holds tool calls, which Converse needs the tools for.
+- ``tools``/``tool_choice`` become ``toolConfig`` (``required`` -> ``any``; a tool's ``strict:
+  true`` its ``toolSpec.strict``, Converse's strict tool use); ``tool_choice: none`` leaves the
+  tools out (the model cannot call tools it is not shown), refused (400) when the conversation
+  already holds tool calls, which Converse needs the tools for.
 - ``response_format`` ``json_schema`` becomes Converse's own structured output
   (``outputConfig.textFormat``, in botocore's model of the API); ``json_object`` is refused
   (400): Converse has no schema-less JSON mode.

@@ -150,7 +150,10 @@ def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
         "name": tool.function.name,
         **({"description": tool.function.description} if tool.function.description else {}),
         "inputSchema": {"json": tool.function.parameters or {"type": "object",
-                                                             "properties": {}}}}}
+                                                             "properties": {}}},
+        # ToolSpecification.strict: structured output on the tool's input (false is the
+        # default, so it is sent only when asked for).
+        **({"strict": True} if tool.function.strict else {})}}
         for tool in request.tools]
     config: Json = {"tools": tools}
     if choice == "auto":

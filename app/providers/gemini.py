@@ -17,7 +17,9 @@ Where the two APIs differ, this is what a client gets:
 - ``tools`` become one ``functionDeclarations`` list with each schema as
   ``parametersJsonSchema`` (full JSON Schema, not the OpenAPI subset); ``tool_choice`` becomes
   ``toolConfig.functionCallingConfig`` (auto AUTO, required ANY, none NONE, a named function
-  ANY with ``allowedFunctionNames``).
+  ANY with ``allowedFunctionNames``). A declaration has no strict flag: a tool's ``strict:
+  true`` makes auto (or no tool_choice) VALIDATED, the mode that, like ANY, Google says ensures
+  function schema adherence (for every tool of the request).
 - ``generationConfig``: ``maxOutputTokens`` (the smaller of ``max_tokens`` and
   ``max_completion_tokens``, else the target's default, else unset), ``temperature``,
   ``topP``, ``stopSequences``, ``seed``, ``presencePenalty``, ``frequencyPenalty``,

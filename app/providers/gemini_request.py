@@ -192,13 +192,23 @@ def translate_tools(request: ChatRequest) -> Json:
             entry["parametersJsonSchema"] = function.parameters
         declarations.append(entry)
     out: Json = {"tools": [{"functionDeclarations": declarations}]}
-    config = _function_calling_config(request.tool_choice)
+    strict = any(tool.function.strict for tool in request.tools)
+    config = _function_calling_config(request.tool_choice, strict=strict)
     if config is not None:
         out["toolConfig"] = {"functionCallingConfig": config}
     return out
 
 
-def _function_calling_config(choice: str | Json | None) -> Json | None:
+def _function_calling_config(choice: str | Json | None, *, strict: bool) -> Json | None:
+    """``functionCallingConfig`` for ``tool_choice`` (None: Google's default, AUTO).
+
+    A ``FunctionDeclaration`` has no per-tool strict flag. Google's function-calling guide
+    says modes VALIDATED and ANY ensure function schema adherence (VALIDATED "reduces
+    malformed function calls (compared to AUTO mode)"). So a strict tool turns auto (or unset)
+    into VALIDATED, for every tool of the request, as Cohere's request-wide ``strict_tools``
+    does; required and named are ANY already."""
+    if strict and choice in (None, "auto"):
+        return {"mode": "VALIDATED"}
     if choice is None:
         return None
     modes = {"auto": "AUTO", "required": "ANY", "none": "NONE"}

@@ -23,7 +23,9 @@ Streamed chat creates the prediction with ``"stream": true`` and reads ``urls.st
 ``output`` events are content deltas, ``error`` raises, ``done`` ends it (``{"reason": ...}``
 raises). The stream carries no token counts, so after ``done`` the prediction is fetched once
 more (polled if not yet final) for its ``metrics``: the final chunk carries that usage. The
-token is sent to the stream URL only on the base URL's host or under its parent domain.
+target's timeout bounds the wait for each event, not the stream's length; the fetch after
+``done`` and its polling get a timeout of their own, counted from ``done``. The token is sent
+to the stream URL only on the base URL's host or under its parent domain.
 
 A client that goes away (a closed stream, a cancelled call) or a timeout while the prediction
 runs cancels it: ``POST /predictions/{id}/cancel``, sent from a task of its own so that the
@@ -228,8 +230,6 @@ class ReplicatePredictions:
         docstring). Errors before the first event raise from the first ``__anext__``. Closing
         the generator before ``done`` cancels the prediction."""
         route, body, limit = self._prepare(call, target, stream=True)
-        timeout_s = target.timeout_s or self._timeout_s
-        deadline = time.monotonic() + timeout_s
         prediction = await self._upstream.call("POST", route.path, body,
                                                timeout_s=target.timeout_s)
         ident = _prediction_id(prediction)
@@ -261,10 +261,13 @@ class ReplicatePredictions:
             await events.aclose()
             if not translator.done:
                 self.cancel_later(ident)
+        # A started stream's timeout bounds the silence between chunks, not its length, so
+        # the fetch for usage gets a bound of its own (a stream may outlast timeout_s).
+        settled = time.monotonic() + (target.timeout_s or self._timeout_s)
         final = await self._until_final(
             await self._upstream.call("GET", f"/predictions/{ident}",
-                                      timeout_s=deadline - time.monotonic(), deadline=True),
-            deadline)
+                                      timeout_s=target.timeout_s),
+            settled)
         for chunk in translator.finish(read_usage(final), limit):
             yield chunk
 

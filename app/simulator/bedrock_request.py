@@ -4,7 +4,8 @@ Errors are 400 ``ValidationException`` with messages in Bedrock's style. The fac
 what the answer needs: the token limit, stop sequences, the tool called, the JSON schema of a
 structured-output request, whether Claude's thinking is on, the prompt's tokens and the part
 before the last ``cachePoint``, and the ``additionalModelResponseFieldPaths`` (JSON Pointers:
-an empty or malformed one is a 400, as Converse answers it).
+an empty or malformed one is a 400, as Converse answers it). A ``toolSpec`` may hold only
+``ToolSpecification``'s members (``TOOL_SPEC_KEYS``; ``strict`` a boolean).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ _TOP_KEYS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "g
                        "additionalModelRequestFields", "promptVariables",
                        "additionalModelResponseFieldPaths", "requestMetadata",
                        "performanceConfig", "serviceTier", "outputConfig"})
+TOOL_SPEC_KEYS = frozenset({"name", "description", "inputSchema", "strict"})
+"""``ToolSpecification``'s members (botocore's bedrock-runtime model; AWS's API reference,
+``API_runtime_ToolSpecification``): ``strict`` is a boolean asking for structured output on
+the tool's input."""
 
 
 def fail(message: str) -> SimError:
@@ -116,6 +121,12 @@ def _called_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
                 or not isinstance((spec.get("inputSchema") or {}).get("json"), dict):
             raise fail(f"toolConfig.tools.{index}.toolSpec: name and inputSchema.json are "
                        "required")
+        unknown = sorted(set(spec) - TOOL_SPEC_KEYS)
+        if unknown:
+            raise fail(f"Unknown field(s) in toolConfig.tools.{index}.toolSpec: "
+                       f"{', '.join(unknown)}")
+        if "strict" in spec and not isinstance(spec["strict"], bool):
+            raise fail(f"toolConfig.tools.{index}.toolSpec.strict: expected a boolean")
         specs.append(spec)
     choice = config.get("toolChoice")
     if isinstance(choice, dict) and "tool" in choice:

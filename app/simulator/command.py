@@ -17,7 +17,8 @@ Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenA
 /tgi/generate, /tgi/generate_stream, /tgi/v1/chat/completions (TGI), /tei/embed (TEI);
 /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
-/v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Fail: 1).
+/v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Settle-Ms,
+-Fail: 1).
 AWS (SigV4 with the test keys of app/simulator/aws_auth.py): /bedrock/model/{id}/converse,
 /converse-stream, /invoke, /invoke-with-response-stream (Bedrock);
 /sagemaker/endpoints/{name}/invocations, /invocations-response-stream (SageMaker).

@@ -5,9 +5,10 @@ Unknown fields are refused the way Google's JSON transcoder refuses them (400
 field.``). Checked: ``contents`` (a non-empty list of ``{role: user|model, parts}``; each part
 exactly one of text, inlineData, fileData, functionCall, functionResponse, executableCode,
 codeExecutionResult, plus ``thought``/``thoughtSignature``), ``systemInstruction``, ``tools``'
-``functionDeclarations`` (a name each; ``parameters`` and ``parametersJsonSchema`` not both),
-``toolConfig.functionCallingConfig`` (mode AUTO, ANY, NONE or VALIDATED; allowed names only with
-ANY or VALIDATED) and ``generationConfig``'s field names and ranges.
+``functionDeclarations`` (a name each, ``FunctionDeclaration``'s fields only; ``parameters``
+and ``parametersJsonSchema`` not both), ``toolConfig.functionCallingConfig`` (mode AUTO, ANY,
+NONE or VALIDATED; allowed names only with ANY or VALIDATED) and ``generationConfig``'s field
+names and ranges.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse
 PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
                          "mediaResolution", "partMetadata"})
 MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
+DECLARATION_FIELDS = frozenset({"name", "description", "behavior", "parameters",
+                                "parametersJsonSchema", "response", "responseJsonSchema"})
+"""``FunctionDeclaration``'s fields (google-genai's types, Google's API reference): no
+``strict``."""
 
 
 def invalid(message: str) -> SimError:
@@ -139,6 +144,7 @@ def _tool(body: dict[str, Any], contents: list[dict[str, Any]]) -> dict[str, Any
             if not isinstance(declaration, dict) or not declaration.get("name"):
                 raise invalid(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
                               ".name: [FIELD_INVALID] Invalid function name.")
+            _unknown(declaration, DECLARATION_FIELDS, f"tools[{i}].function_declarations[{j}]")
             if "parameters" in declaration and "parametersJsonSchema" in declaration:
                 raise invalid(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
                               ": parameters and parameters_json_schema are mutually exclusive")

@@ -18,8 +18,11 @@ A prediction runs for the latency model's time to generate its answer (``X-Sim-T
 It is ``processing`` (its ``output`` the tokens produced so far) until then, ``succeeded``
 after. ``Prefer: wait`` / ``wait=N`` holds the creating request until the prediction finishes
 or N seconds (60 at most) pass; ``X-Sim-Replicate-Wait-Ms: N`` caps that hold at N ms, so a
-test can take the polling path without waiting seconds. ``X-Sim-Replicate-Fail: 1`` makes the
-prediction end ``failed`` (with an ``error``); ``X-Sim-Error-After: N`` fails it after N tokens.
+test can take the polling path without waiting seconds. ``X-Sim-Replicate-Settle-Ms: N`` makes
+``GET /v1/predictions/{id}`` show the prediction N ms late (``processing`` for N ms after its
+stream sent ``done``), so a test can make the fetch after ``done`` poll.
+``X-Sim-Replicate-Fail: 1`` makes the prediction end ``failed`` (with an ``error``);
+``X-Sim-Error-After: N`` fails it after N tokens.
 ``X-Return-Error`` and ``X-Sim-Hang`` apply to creation. Token counts are the simulator's usual
 (``content``): ``metrics.input_token_count`` counts the prompt, system prompt and messages.
 Errors are problem details: ``{"title", "detail", "status"}``.
@@ -69,6 +72,8 @@ class Prediction:
     stream: bool
     fail_after: int | None = None
     canceled_at: float | None = None
+    settle: float = 0.0
+    """How many seconds behind the stream ``GET /v1/predictions/{id}`` shows it."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def produced(self, now: float) -> int:
@@ -250,6 +255,17 @@ def _duration(sim: Sim, req: Request, knobs: Knobs, tokens: int) -> float:
     return sim.latency.ttft(knobs) + sim.latency.tpot(knobs) * max(tokens - 1, 0)
 
 
+def _settle(req: Request) -> float:
+    raw = req.headers.get("x-sim-replicate-settle-ms")
+    if raw is None:
+        return 0.0
+    try:
+        return max(0.0, float(raw)) / 1000
+    except ValueError:
+        raise SimError(400, f"X-Sim-Replicate-Settle-Ms must be a number, got {raw!r}.") \
+            from None
+
+
 def _prefer_wait(req: Request) -> float | None:
     """Seconds ``Prefer: wait[=N]`` asks to hold the request (capped by the test knob)."""
     prefer = req.headers.get("prefer", "").strip()
@@ -291,7 +307,8 @@ async def handle(sim: Sim, req: Request, route: Route) -> None:
         await _create(sim, req, params)
     elif operation == "get":
         prediction = store_of(sim).get(params["id"])
-        await send_json(req.send, 200, orjson.dumps(prediction.body(time.monotonic())))
+        seen = max(prediction.created, time.monotonic() - prediction.settle)
+        await send_json(req.send, 200, orjson.dumps(prediction.body(seen)))
     elif operation == "cancel":
         prediction = store_of(sim).get(params["id"])
         now = time.monotonic()
@@ -321,7 +338,7 @@ async def _create(sim: Sim, req: Request, params: dict[str, str]) -> None:
         id=sim.new_id("r"), model=model, version=version, input=given,
         pieces=output.pieces, prompt_tokens=_prompt_tokens(given), created=time.monotonic(),
         duration=_duration(sim, req, knobs, output.tokens), base=f"http://{host}",
-        stream=body.get("stream") is True, fail_after=fail_after)
+        stream=body.get("stream") is True, fail_after=fail_after, settle=_settle(req))
     store_of(sim).add(prediction)
     if prediction.ends() > prediction.created:
         asyncio.get_running_loop().call_at(prediction.ends(), prediction.done.set)

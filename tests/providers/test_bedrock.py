@@ -13,10 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.validate import ParamValidator
 
 from app import errors
 from app.pricing import PriceBook, shipped_prices
@@ -288,6 +290,26 @@ def test_request_translation() -> None:
         "json": {"type": "object"}}
     assert body["outputConfig"]["textFormat"]["structure"]["jsonSchema"] == {
         "schema": '{"type":"object"}', "name": "x"}
+
+
+def test_strict_tool_is_sent_as_tool_spec_strict() -> None:
+    """A tool's strict: true becomes its toolSpec.strict, a member of botocore's (and AWS's)
+    ToolSpecification, whose Converse input shape validates the body; strict false or unset
+    sends none (false is Converse's default)."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"], "additionalProperties": False}
+    call = chat(tools=[
+        {"type": "function", "function": {"name": "s", "strict": True, "parameters": schema}},
+        {"type": "function", "function": {"name": "f", "strict": False}},
+        {"type": "function", "function": {"name": "u"}}])
+    body = translate_request(call, target=TARGET, max_tokens_default=None)
+    specs = [tool["toolSpec"] for tool in body["toolConfig"]["tools"]]
+    assert specs[0] == {"name": "s", "inputSchema": {"json": schema}, "strict": True}
+    assert "strict" not in specs[1] and "strict" not in specs[2]
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    report = ParamValidator().validate({**body, "modelId": TARGET.model},
+                                       model.operation_model("Converse").input_shape)
+    assert not report.has_errors(), report.generate_report()
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -37,6 +37,7 @@ from app.simulator.aws_auth import (
     TEST_ACCESS_KEY,
     TEST_SECRET_KEY,
 )
+from app.simulator.bedrock_request import TOOL_SPEC_KEYS
 from app.simulator.content import split_tokens
 from tests.api.conftest import MASTER_KEY, GatewayFactory, ListSink, RunningGateway, settings_in
 from tests.servers import serve
@@ -154,6 +155,23 @@ def test_streamed_tool_call(run_gateway: GatewayFactory, simulator: str) -> None
         arguments = "".join((d[0].function.arguments or "") for d in calls if d[0].function)
         assert "city" in json.loads(arguments)
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_strict_tool_reaches_converse_as_tool_spec_strict(run_gateway: GatewayFactory,
+                                                          simulator: str) -> None:
+    """A strict tool (as the SDK's pydantic_function_tool makes them) reaches Converse as
+    toolSpec.strict: true, and its call comes back; it used to be dropped without a word."""
+    strict: ChatCompletionToolParam = {"type": "function", "function": {
+        **WEATHER["function"], "strict": True,
+        "parameters": {**WEATHER["function"]["parameters"], "additionalProperties": False}}}
+    with run_gateway(config(simulator)) as gw:
+        reply = gw.client().chat.completions.create(model="claude", messages=USER,
+                                                    tools=[strict], tool_choice="required")
+        (sent,) = sim_requests(simulator, 1)
+    assert sent["body"]["toolConfig"]["tools"][0]["toolSpec"]["strict"] is True
+    call = (reply.choices[0].message.tool_calls or [])[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert reply.choices[0].finish_reason == "tool_calls"
 
 
 def test_embeddings_titan_and_cohere(run_gateway: GatewayFactory, simulator: str) -> None:
@@ -437,6 +455,29 @@ def test_botocore_parses_invoke_model_stream(simulator: str) -> None:
     assert types[0] == "message_start" and types[-1] == "message_stop"
     last = json.loads(events[-1]["chunk"]["bytes"])
     assert last["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 3
+
+
+def test_simulator_takes_tool_specification_members_only(simulator: str) -> None:
+    """The simulator's Converse takes a toolSpec of ToolSpecification's members (botocore's
+    model of them), strict a boolean: strict true is answered, a string strict or a member
+    the shape lacks is a 400 ValidationException."""
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    assert set(model.shape_for("ToolSpecification").members) == TOOL_SPEC_KEYS
+    path = f"/model/{CLAUDE.replace(':', '%3A')}/converse"
+    spec = {"name": "w", "inputSchema": {"json": {"type": "object"}}}
+
+    def converse(**extra: Any) -> httpx.Response:
+        return _signed(simulator, path, {**CONVERSE, "toolConfig": {
+            "tools": [{"toolSpec": {**spec, **extra}}], "toolChoice": {"any": {}}}})
+
+    assert _parse("Converse", converse(strict=True))["stopReason"] == "tool_use"
+    refusals: list[tuple[dict[str, Any], str]] = [
+        ({"strict": "true"}, "toolSpec.strict"), ({"strictTools": True}, "strictTools")]
+    for extra, named in refusals:
+        refused = converse(**extra)
+        assert refused.status_code == 400
+        assert refused.headers["x-amzn-errortype"].startswith("ValidationException")
+        assert named in refused.json()["message"]
 
 
 def test_simulator_refuses_bad_signatures_as_aws_does(simulator: str) -> None:

@@ -21,6 +21,7 @@ from app.providers.base import EmbeddingCall, Json, Target
 from app.providers.gemini import GeminiProvider
 from app.schemas import EmbeddingRequest
 from app.simulator.gemini import API_KEY
+from app.simulator.gemini_request import DECLARATION_FIELDS
 from tests.providers.test_gemini_translation import WEATHER, chat_call
 
 TARGET = Target(provider="gemini", model="gemini-2.5-flash")
@@ -225,6 +226,22 @@ def test_batch_embed_validates_and_sdk_client_works(simulator: str) -> None:
     pieces = [c.text for c in client.models.generate_content_stream(
         model="gemini-2.5-flash", contents="Hello there")]
     assert "".join(p or "" for p in pieces) == answer.text
+
+
+async def test_simulator_takes_function_declaration_fields_only(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """A function declaration holds FunctionDeclaration's fields (google-genai's type) and no
+    others: a strict flag is Google's 400 naming the unknown field."""
+    fields = types.FunctionDeclaration.model_fields
+    assert {field.alias or name for name, field in fields.items()} == DECLARATION_FIELDS
+    status, data = await raw(simulator, session, "generateContent", {
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+        "tools": [{"functionDeclarations": [{"name": "f", "strict": True}]}]})
+    assert status == 400
+    error = orjson.loads(data)["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert error["message"] == ("Invalid JSON payload received. Unknown name \"strict\" at "
+                                "'tools[0].function_declarations[0]': Cannot find field.")
 
 
 async def test_simulator_validates_like_google(simulator: str,

@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
 
 from app.pricing import shipped_prices
 from app.providers.gemini_response import to_chat_completion
@@ -130,6 +131,29 @@ def test_chat_stream_tools_structured_output(run_gateway: GatewayFactory, simula
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="chat", messages=USER, logit_bias={"1": 1})
         assert raised.value.body["param"] == "logit_bias"  # type: ignore[index]
+
+
+class Lookup(BaseModel):
+    """The lookup tool's arguments."""
+
+    q: str
+
+
+@KINDS
+def test_strict_tool_is_sent_as_validated_mode(run_gateway: GatewayFactory, simulator: str,
+                                               service_account_key: str, kind: str) -> None:
+    """A strict tool (the SDK's pydantic_function_tool) reaches Google as functionCallingConfig
+    mode VALIDATED, with no strict field on the declaration, and its call comes back; it used
+    to be dropped without a word."""
+    with run_gateway(config(simulator, kind, service_account_key)) as gw:
+        reply = gw.client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "lookup q"}],
+            tools=[openai.pydantic_function_tool(Lookup, name="lookup")])
+        sent = last_request(simulator)["body"]
+    assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "VALIDATED"}}
+    assert "strict" not in sent["tools"][0]["functionDeclarations"][0]
+    calls = reply.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "lookup"  # type: ignore[union-attr]
 
 
 @KINDS

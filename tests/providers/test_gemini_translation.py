@@ -89,6 +89,31 @@ def test_tools_and_tool_choice() -> None:
     assert "toolConfig" not in payload(tools=[WEATHER])
 
 
+@pytest.mark.parametrize(("choice", "config"), [
+    (None, {"mode": "VALIDATED"}),
+    ("auto", {"mode": "VALIDATED"}),
+    ("required", {"mode": "ANY"}),
+    ({"type": "function", "function": {"name": "get_weather"}},
+     {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
+    ("none", {"mode": "NONE"}),
+], ids=["unset", "auto", "required", "named", "none"])
+def test_strict_tool_asks_for_schema_adherence(choice: Any, config: Json) -> None:
+    """A declaration has no strict flag: a strict tool makes auto or no tool_choice Google's
+    VALIDATED mode (schema adherence, calls or text); required and named stay ANY, which
+    Google says ensures adherence too."""
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    body = payload(tools=[strict, {"type": "function", "function": {"name": "other"}}],
+                   **({} if choice is None else {"tool_choice": choice}))
+    assert body["toolConfig"] == {"functionCallingConfig": config}
+    assert all("strict" not in d for d in body["tools"][0]["functionDeclarations"])
+
+
+def test_strict_false_changes_nothing() -> None:
+    """strict: false is OpenAI's default: no functionCallingConfig is sent for it."""
+    loose = {"type": "function", "function": {**WEATHER["function"], "strict": False}}
+    assert "toolConfig" not in payload(tools=[loose])
+
+
 def test_tool_round_trip_names_function_responses() -> None:
     """Assistant tool calls are functionCall parts; tool results functionResponse parts named
     after the call, parallel results merged into one user turn."""

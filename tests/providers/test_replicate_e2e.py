@@ -37,9 +37,15 @@ def config(simulator: str) -> dict[str, Any]:
             "limited": provider(**{"X-Return-Error": "429"}),
             "unauth": provider(**{"X-Return-Error": "401", "X-Sim-Echo-Key": "1"}),
             "failing": provider(**{"X-Sim-Replicate-Fail": "1"}),
+            # A 3 s stream, a token every 250 ms, against a 1.5 s timeout; the prediction
+            # still shows processing for 600 ms after done, so the usage fetch must poll.
+            "outlasting": {**provider(**{"X-Sim-Replicate-Duration-Ms": "3000",
+                                         "X-Sim-Replicate-Settle-Ms": "600"}),
+                           "timeout_s": 1.5},
         },
         "models": {name: {"targets": [{"provider": name, "model": llama}]}
-                   for name in ("rep", "slow", "long", "limited", "unauth", "failing")},
+                   for name in ("rep", "slow", "long", "limited", "unauth", "failing",
+                                "outlasting")},
         "drift": {"embedding": {"sample_rate": 0}},
         "retries": {"attempts": 0},
     }
@@ -62,6 +68,22 @@ def test_chat_sync_polled_and_streamed(run_gateway: GatewayFactory, simulator: s
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "Simulated reply to:"
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+
+
+def test_a_stream_longer_than_the_timeout_ends_with_finish_and_usage(
+        run_gateway: GatewayFactory, simulator: str) -> None:  # noqa: F811
+    """timeout_s bounds a started stream's silence, not its length: a stream that outlasts it
+    ends with its finish reason and usage chunk, and is recorded as ok (the fetch for usage
+    after done, and its polling, have a timeout of their own)."""
+    with run_gateway(config(simulator)) as gw:
+        chunks = list(gw.client().chat.completions.create(
+            model="outlasting", messages=USER, max_tokens=12, stream=True,
+            stream_options={"include_usage": True}, extra_headers={"x-request-id": "outlast"}))
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
+        assert _until(lambda: any(r.request_id == "outlast" for r in gw.sink.records))
+        record = gw.sink.by_id("outlast")
+        assert (record.status, record.http_status, record.finish_reason) == ("ok", 200, "length")
 
 
 def test_tools_are_refused_naming_the_param(run_gateway: GatewayFactory,  # noqa: F811
