@@ -424,7 +424,13 @@ class ModelCall:
         if self._route is None:
             assert self.request is not None, "no route before the request is parsed"
             table = self.snapshot.table
-            route = table.resolve(self.request.model)
+            try:
+                route = table.resolve(self.request.model)
+            except errors.ModelNotFound:
+                # stored as named, whichever part asked first (a stage before ``_begin``: the
+                # admission of a key with limits, a privacy policy)
+                self.record.public_model = self.request.model
+                raise
             experiment = table.experiment_of(route.name)
             if experiment is not None:
                 variant = self.variant_of(experiment, user=getattr(self.request, "user", None))
