@@ -10,7 +10,9 @@ Where the two APIs differ, this is what a client gets:
 - ``response_format``: ``json_schema`` becomes Anthropic's native structured output
   (``output_config.format``), so the schema is enforced, not merely asked for; ``json_object``
   is refused (400, param ``response_format``) because Anthropic has no schema-less JSON mode and
-  a prompt instruction would be a silent, unreliable substitute; ``text`` is a no-op.
+  a prompt instruction would be a silent, unreliable substitute; ``text`` is a no-op. A
+  tool's ``strict: true`` is its ``strict`` (Anthropic's strict tool use: the call's input is
+  valid for the tool's schema).
 - Refused with 400 rather than silently ignored, because the client would read wrong results:
   ``n`` > 1, ``temperature`` > 1 (Anthropic's range is 0..1), ``logprobs``/``top_logprobs``,
   legacy ``function`` messages, audio parts, files other than PDF data URLs, images other

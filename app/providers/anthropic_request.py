@@ -176,6 +176,8 @@ def translate_tools(request: ChatRequest) -> Json:
                                                                "properties": {}}}
         if function.description:
             entry["description"] = function.description
+        if function.strict:  # Anthropic's strict tool use: inputs valid for the schema
+            entry["strict"] = True
         tools.append(entry)
     out: Json = {"tools": tools}
     choice = _tool_choice(request.tool_choice)

@@ -209,6 +209,15 @@ def test_tools_become_input_schemas() -> None:
     assert "tool_choice" not in out
 
 
+@pytest.mark.parametrize("strict", [True, False, None], ids=["true", "false", "unset"])
+def test_a_strict_tool_is_sent_strict(strict: bool | None) -> None:
+    """A tool's ``strict: true`` goes on as Anthropic's ``strict`` (its SDK's ``ToolParam``
+    has it: inputs guaranteed valid for the schema); it was dropped. False or unset: nothing."""
+    function = {**WEATHER_TOOL["function"], **({} if strict is None else {"strict": strict})}
+    [tool] = payload(tools=[{"type": "function", "function": function}])["tools"]
+    assert tool.get("strict") is (True if strict else None)
+
+
 @pytest.mark.parametrize(("choice", "expected"), [
     ("auto", {"type": "auto"}),
     ("required", {"type": "any"}),
