@@ -15,6 +15,7 @@ with the stricter of the key's and its team's, and never loosens it (``app.priva
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -205,7 +206,9 @@ def _epoch(value: Any) -> Any:
                 raise ValueError(_EXPECTED_TIME) from None
     if isinstance(value, int | float):
         if not 0 <= value <= LAST_EXPIRY:  # NaN fails this too
-            hint = " (this one looks like milliseconds)" if number and value > LAST_EXPIRY else ""
+            # infinity ("inf", 1e400) is past every date, but no count of milliseconds
+            ms = number and value > LAST_EXPIRY and math.isfinite(value)
+            hint = " (this one looks like milliseconds)" if ms else ""
             raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999{hint}")
         return float(value)
     return value

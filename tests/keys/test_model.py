@@ -6,6 +6,7 @@ import hashlib
 from typing import Literal
 
 import pytest
+from pydantic import ValidationError
 
 from app import errors
 from app.keys import (
@@ -152,3 +153,18 @@ def test_unserved_names_what_is_not_served_ten_at_most() -> None:
         "models: this gateway does not serve 'm0', 'm1', ")
     assert "'m9' and 2 more; calls to them get 404 until they are configured" in many
     assert "'m10'" not in many
+
+
+@pytest.mark.parametrize("sent", ["inf", "1e400", float("inf")], ids=["text", "exponent", "float"])
+def test_an_infinite_expiry_is_refused_without_the_milliseconds_hint(sent: object) -> None:
+    """Infinity is past every date but no count of milliseconds: the refusal says the range
+    only (it said the value looked like milliseconds)."""
+    with pytest.raises(ValidationError) as caught:
+        KeyCreate.model_validate({"name": "k", "expires_at": sent})
+    message = str(caught.value)
+    assert "between 1970 and the end of 9999" in message and "milliseconds" not in message
+
+
+def test_an_expiry_in_milliseconds_is_refused_with_the_hint() -> None:
+    with pytest.raises(ValidationError, match="looks like milliseconds"):
+        KeyCreate.model_validate({"name": "k", "expires_at": 1796576000000})
