@@ -323,7 +323,8 @@ class Gateway(Finisher):
                            run: Callable[[Provider, Target], Awaitable[T]],
                            deadline: float) -> T:
         """Try the route's targets in the order the strategy gives; the next one only after a
-        retryable failure, and none past ``deadline`` (``time.monotonic()``). The attempt that
+        retryable failure or the target's own refusal (``_refused``), and none past
+        ``deadline`` (``time.monotonic()``). The attempt that
         answers stays counted in flight on its target until the call finishes (a stream, until
         it ends)."""
         record = call.record
@@ -385,6 +386,10 @@ class Gateway(Finisher):
                     if exc.retryable and i < last:
                         log.info("target %s/%s failed (%s); trying the next", target.provider,
                                  target.model, exc.status_code)
+                        break
+                    if i < last and _refused(exc):
+                        log.info("target %s/%s cannot serve the call (%s); trying the next",
+                                 target.provider, target.model, exc.param)
                         break
                     raise
                 except asyncio.CancelledError:  # the client left: this attempt ended with it
@@ -806,6 +811,15 @@ class Gateway(Finisher):
             await provider.aclose()
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=10)
+
+
+def _refused(exc: errors.GatewayError) -> bool:
+    """Whether a failed attempt is its target's own refusal of what the call asks: a 400 its
+    provider raised translating the call, before any request (``parallel_tool_calls: false``
+    to Gemini, ``temperature`` above 1 to Cohere), which another target may serve; it says
+    nothing of the target's health (``unhealthy``). An upstream's own 4xx is an
+    ``UpstreamRejected``, answered at once."""
+    return type(exc) is errors.InvalidRequest
 
 
 def _chat(upstream: ChatCall) -> Callable[[Provider, Target], Awaitable[Result]]:

@@ -29,8 +29,13 @@ gateway's books, each such block of a user turn is a stand-in text part naming i
 with a url source: for a native target]``), so that a turn of nothing else is still a turn.
 
 Dropped for other targets, as hints whose absence cannot make an answer wrong: ``cache_control``
-markers, ``top_k``, ``thinking`` (the request for it, and earlier turns' thinking blocks, which
-only Anthropic can verify), ``service_tier``, a tool result's ``is_error`` flag.
+markers (on blocks, and the top-level one that asks Anthropic to place one itself), ``top_k``,
+``thinking`` (the request for it, and earlier turns' thinking blocks, which only Anthropic can
+verify), ``service_tier`` and ``speed`` (which capacity, how many tokens a second: the same
+model's same answer), ``inference_geo`` (where Anthropic's own API runs the model; Anthropic
+documents it as not applicable off that API, where the endpoint decides: here, which providers
+a model's targets name, and the privacy policy's ``regions``), a tool result's ``is_error``
+flag.
 
 Answers: the chat completion's text, ``reasoning_content`` (as a ``thinking`` block, with an empty
 signature: no other provider signs its reasoning) and ``tool_calls`` become content blocks;
@@ -64,8 +69,10 @@ CHAT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "metadata"
                          "stop_sequences", "stream", "temperature", "top_p", "tools",
                          "tool_choice"})
 """Top-level fields the translation carries."""
-HINT_FIELDS = frozenset({"top_k", "thinking", "service_tier"})
-"""Top-level fields dropped for targets that do not speak the Messages API."""
+HINT_FIELDS = frozenset({"top_k", "thinking", "service_tier", "cache_control", "speed",
+                         "inference_geo"})
+"""Top-level fields dropped for targets that do not speak the Messages API (the module
+docstring says why each is a hint)."""
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
@@ -459,7 +466,8 @@ def message_id(upstream_id: Any) -> str:
 
 
 def error_body(exc: errors.GatewayError) -> Json:
-    """A gateway error in Anthropic's shape. The gateway's own 503 at its concurrency limit is
+    """A gateway error in Anthropic's shape (a refusal of a translated parameter naming the
+    client's field too: ``TRANSLATED_PARAMS``). The gateway's own 503 at its concurrency limit is
     ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
     balancers and every HTTP client know (the anthropic SDK retries both alike). An upstream's
     529 (Anthropic's own among them) stays a 529 ``overloaded_error``."""
@@ -469,4 +477,14 @@ def error_body(exc: errors.GatewayError) -> Json:
     else:
         kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500
                                            else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+    message = exc.message
+    sent = TRANSLATED_PARAMS.get(exc.param or "")
+    if sent is not None:
+        message = f"{sent} (sent to this target as {exc.param}): {message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+TRANSLATED_PARAMS = {"parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+                     "stop": "stop_sequences", "user": "metadata.user_id"}
+"""A chat call's parameter -> the Messages field it was translated from, where the names
+differ: a target's refusal naming the chat call's is told to the client in its own terms."""

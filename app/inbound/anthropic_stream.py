@@ -7,7 +7,20 @@ brings OpenAI chunks, which ``EventWriter`` turns into ``message_start``, one
 ``content_block_start``/``_delta``/``_stop`` run per block (``thinking`` from
 ``reasoning_content``, ``text``, ``tool_use`` with ``input_json_delta``), ``message_delta``
 (stop reason and usage, which OpenAI-style upstreams report only at the end) and
-``message_stop``. ``message_start`` carries the input tokens, as Anthropic's does (clients
+``message_stop``.
+
+Anthropic sends one block at a time, each whole (start, deltas, stop) before the next starts,
+and clients act on a block at its stop (the SDK's ``messages.stream()`` hands the finished
+``tool_use`` block over then). An OpenAI-style upstream may interleave its parallel tool calls'
+argument deltas, and keep sending a call's arguments after another call, or text, began. So a
+block stays open until a later one has begun and it is whole (a ``tool_use`` block: its
+arguments so far a whole JSON value; text or thinking at any time, more of it going on in a new
+block); what comes for a later block meanwhile is held and sent when that block starts, as one
+delta. A call whose arguments never become whole keeps the blocks after it waiting until the
+end. Tool calls are told apart by their ``index`` (by ``id`` where a non-conforming server
+sends none).
+
+``message_start`` carries the input tokens, as Anthropic's does (clients
 take them from there): the upstream's count when its first chunk has one, else the gateway's
 estimate of the prompt; ``message_delta`` then carries the upstream's count. Keep-alives
 become ``ping`` events, and an error after the first byte an ``error`` event, as Anthropic
@@ -47,11 +60,14 @@ class EventWriter:
         self.native: bool | None = None
         """Whether the call is native (decided by its first chunk)."""
         self.started = False
-        self.block: str | None = None
-        """The type of the open content block."""
         self.index = -1
-        self.tools: dict[int, int] = {}
-        """OpenAI tool call index -> content block index."""
+        """The index of the last content block started."""
+        self.blocks: list[_Block] = []
+        """The blocks begun and not yet stopped, in the order they began: the first is the open
+        one, the others wait for it to stop (their deltas held)."""
+        self.tools: dict[int | str, _Block] = {}
+        """Each tool call's block, by its ``index`` (or its ``id``, sent without one)."""
+        self.last_tool: _Block | None = None
         self.stop: str | None = None
         self.stop_sequence: str | None = None
         self.usage: Usage | None = None
@@ -78,7 +94,7 @@ class EventWriter:
         if self.native:
             return b""
         out = [] if self.started else [self._start({})]
-        out += self._close_block()
+        out += self._close_blocks()
         usage = anthropic_usage(self.usage)
         if self.usage is None:  # none reported: the estimate message_start gave stands
             usage["input_tokens"] = self.prompt_tokens()
@@ -102,25 +118,70 @@ class EventWriter:
                       "output_tokens": 0}}
         return event("message_start", {"type": "message_start", "message": message})
 
-    def _open(self, kind: str, block: Json) -> list[bytes]:
-        out = self._close_block()
-        self.index += 1
-        self.block = kind
-        out.append(event("content_block_start", {"type": "content_block_start",
-                                                  "index": self.index, "content_block": block}))
+    def _add(self, block: _Block, piece: str) -> list[bytes]:
+        """``piece`` of ``block``'s content: sent if the block is open, else held; then the
+        blocks that can start or stop do."""
+        if block.kind == "tool_use":
+            block.pieces.append(piece)
+        if block.stopped:  # a tool call's, once its arguments were whole: more would spoil them
+            return []
+        if block.index < 0:
+            block.held.append(piece)
+            return self._advance()
+        return [self._delta(block, piece), *self._advance()]
+
+    def _advance(self) -> list[bytes]:
+        """Start the first block waiting, and stop it (then start the next) once a later block
+        has begun and it is whole: a text or thinking block always is, a ``tool_use`` block once
+        its arguments are a whole JSON value."""
+        out: list[bytes] = []
+        while self.blocks:
+            head = self.blocks[0]
+            if head.index < 0:
+                out += self._begin(head)
+            if len(self.blocks) == 1 or not head.whole():
+                break
+            out.append(self._stop(self.blocks.pop(0)))
         return out
 
-    def _close_block(self) -> list[bytes]:
-        if self.block is None:
-            return []
-        self.block = None
-        return [event("content_block_stop", {"type": "content_block_stop",
-                                              "index": self.index})]
+    def _begin(self, block: _Block) -> list[bytes]:
+        self.index += 1
+        block.index = self.index
+        out = [event("content_block_start", {"type": "content_block_start",
+                                              "index": block.index,
+                                              "content_block": block.start})]
+        if block.held:
+            out.append(self._delta(block, "".join(block.held)))
+            block.held = []
+        return out
 
-    def _delta(self, delta: Json, index: int | None = None) -> bytes:
+    def _stop(self, block: _Block) -> bytes:
+        block.stopped = True
+        return event("content_block_stop", {"type": "content_block_stop", "index": block.index})
+
+    def _close_blocks(self) -> list[bytes]:
+        out: list[bytes] = []
+        for block in self.blocks:
+            if block.index < 0:
+                out += self._begin(block)
+            out.append(self._stop(block))
+        self.blocks.clear()
+        return out
+
+    def _delta(self, block: _Block, piece: str) -> bytes:
         return event("content_block_delta", {"type": "content_block_delta",
-                                              "index": self.index if index is None else index,
-                                              "delta": delta})
+                                              "index": block.index,
+                                              "delta": {"type": DELTAS[block.kind],
+                                                        FIELDS[block.kind]: piece}})
+
+    def _flowing(self, kind: str, start: Json) -> _Block:
+        """The block text or thinking goes on in: the newest one begun, when of ``kind``, else
+        a new one."""
+        if self.blocks and self.blocks[-1].kind == kind:
+            return self.blocks[-1]
+        block = _Block(kind, start)
+        self.blocks.append(block)
+        return block
 
     def _translate(self, chunk: Json) -> list[bytes]:
         usage = chunk.get("usage")
@@ -143,35 +204,82 @@ class EventWriter:
         out: list[bytes] = []
         thought = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(thought, str) and thought:
-            if self.block != "thinking":
-                out += self._open("thinking", {"type": "thinking", "thinking": "",
-                                               "signature": ""})
-            out.append(self._delta({"type": "thinking_delta", "thinking": thought}))
+            out += self._add(self._flowing("thinking", {"type": "thinking", "thinking": "",
+                                                        "signature": ""}), thought)
         for key in ("content", "refusal"):
             text = delta.get(key)
             if isinstance(text, str) and text:
                 if key == "refusal":
                     self.stop = "refusal"
-                if self.block != "text":
-                    out += self._open("text", {"type": "text", "text": ""})
-                out.append(self._delta({"type": "text_delta", "text": text}))
+                out += self._add(self._flowing("text", {"type": "text", "text": ""}), text)
         for call in delta.get("tool_calls") or ():
             if isinstance(call, dict):
                 out += self._tool(call)
         return out
 
     def _tool(self, call: Json) -> list[bytes]:
-        out: list[bytes] = []
-        position = call.get("index", 0)
+        """A tool call's delta. A call is known by its ``index``; one without (as some
+        OpenAI-compatible servers send them) by its ``id``, a new id beginning a new call, and a
+        delta with neither goes on the call begun last."""
         found = call.get("function")
         function: Json = found if isinstance(found, dict) else {}
-        if position not in self.tools:
-            out += self._open("tool_use", {"type": "tool_use", "id": str(call.get("id") or ""),
-                                           "name": str(function.get("name") or ""),
-                                           "input": {}})
-            self.tools[position] = self.index
+        position, tool_id = call.get("index"), call.get("id")
+        key: int | str | None = None
+        if isinstance(position, int) and not isinstance(position, bool):
+            key = position
+        elif isinstance(tool_id, str) and tool_id:
+            key = tool_id
+        block = self.tools.get(key) if key is not None else self.last_tool
+        out: list[bytes] = []
+        if block is None:
+            block = _Block("tool_use", {"type": "tool_use", "id": str(tool_id or ""),
+                                        "name": str(function.get("name") or ""), "input": {}})
+            self.blocks.append(block)
+            if key is not None:
+                self.tools[key] = block
+            out += self._advance()
+        self.last_tool = block
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            out.append(self._delta({"type": "input_json_delta", "partial_json": arguments},
-                                   self.tools[position]))
+            out += self._add(block, arguments)
         return out
+
+
+DELTAS = {"thinking": "thinking_delta", "text": "text_delta", "tool_use": "input_json_delta"}
+FIELDS = {"thinking": "thinking", "text": "text", "tool_use": "partial_json"}
+
+
+class _Block:
+    """A content block of a translated stream, from the upstream's first delta of it to its
+    ``content_block_stop``."""
+
+    __slots__ = ("_tried", "held", "index", "kind", "pieces", "start", "stopped")
+
+    def __init__(self, kind: str, start: Json) -> None:
+        self.kind = kind
+        self.start = start
+        """Its ``content_block_start``'s ``content_block``."""
+        self.index = -1
+        """Its index in the message, once started."""
+        self.held: list[str] = []
+        """What came for it before it started (another block was open)."""
+        self.pieces: list[str] = []
+        """A ``tool_use`` block's arguments so far."""
+        self.stopped = False
+        self._tried = 0
+        """How many pieces its arguments had when they were last found not whole."""
+
+    def whole(self) -> bool:
+        """Whether it may stop: a text or thinking block at any time (more text goes on in a
+        new block), a ``tool_use`` block once its arguments are a whole JSON value (nothing
+        valid can follow one; only checked when they end as an object or array does)."""
+        if self.kind != "tool_use":
+            return True
+        if self._tried == len(self.pieces) or not self.pieces[-1].rstrip().endswith(("}", "]")):
+            return False
+        try:
+            orjson.loads("".join(self.pieces))
+        except orjson.JSONDecodeError:
+            self._tried = len(self.pieces)
+            return False
+        return True

@@ -131,6 +131,26 @@ def test_what_only_a_native_target_can_serve_is_listed() -> None:
     ]
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("cache_control", {"type": "ephemeral"}), ("speed", "fast"), ("inference_geo", "us"),
+    ("service_tier", "auto"),
+], ids=["cache_control", "speed", "inference_geo", "service_tier"])
+def test_top_level_hints_are_dropped_for_a_translated_target(name: str, value: Any) -> None:
+    """Top-level ``cache_control`` (the SDK's automatic caching), ``speed`` and
+    ``inference_geo`` are hints, as ``service_tier`` is: dropped from the chat call, and no
+    reason to need a native target."""
+    inbound = read_request(request(**{name: value}))
+    assert inbound.native_only == []
+    assert name not in inbound.body
+
+
+def test_output_config_still_needs_a_native_target() -> None:
+    """``output_config`` changes the answer (its format): not a hint."""
+    inbound = read_request(request(output_config={"format": {"type": "json_schema",
+                                                             "schema": {"type": "object"}}}))
+    assert inbound.native_only == ["output_config (not translatable)"]
+
+
 @pytest.mark.parametrize(("source", "what"), [
     ({"type": "url", "url": "https://x.test/a.pdf"}, "document with a url source"),
     ({"type": "file", "file_id": "file_abc"}, "document with a file source"),
@@ -291,3 +311,119 @@ def test_an_error_is_an_error_event() -> None:
     frame = writer_for("m").error(errors.UpstreamError("boom"))
     assert events(frame) == [("error", {"type": "error", "error": {
         "type": "api_error", "message": "boom"}})]
+
+
+def blocks_of(got: list[tuple[str, Json]]) -> list[Json]:
+    """The content blocks a stream's events build, checking Anthropic's order on the way: one
+    block open at a time, indices in turn, every delta of a block between its start and its
+    stop."""
+    built: list[Json] = []
+    open_index: int | None = None
+    for name, data in got:
+        if name == "content_block_start":
+            assert open_index is None and data["index"] == len(built)
+            open_index = data["index"]
+            built.append({**data["content_block"], "partial_json": ""})
+        elif name == "content_block_delta":
+            assert data["index"] == open_index, (name, data)
+            delta, block = data["delta"], built[data["index"]]
+            if delta["type"] == "input_json_delta":
+                block["partial_json"] += delta["partial_json"]
+            elif delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            else:
+                block["thinking"] += delta["thinking"]
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            open_index = None
+    assert open_index is None
+    for block in built:
+        if block["type"] == "tool_use":
+            block["input"] = orjson.loads(block.pop("partial_json") or "{}")
+        else:
+            block.pop("partial_json")
+    return built
+
+
+def calls(*parts: Json) -> Json:
+    return chunk({"tool_calls": list(parts)})
+
+
+def call(index: int | None = None, arguments: str = "", **extra: Any) -> Json:
+    out: Json = {"function": {"arguments": arguments}, **extra}
+    if "name" in extra:
+        out["function"]["name"] = out.pop("name")
+    if index is not None:
+        out["index"] = index
+    return out
+
+
+def run(*chunks: Json) -> list[tuple[str, Json]]:
+    writer = writer_for("m")
+    return events(b"".join([*(writer.frame(c) for c in chunks), writer.close()]))
+
+
+def test_interleaved_tool_calls_are_sent_one_block_at_a_time() -> None:
+    """Two parallel calls whose argument deltas interleave (call 0 starts, call 1 starts, then
+    0, 1, 0): block 0 gets all its deltas before its stop, and call 1's, held meanwhile, go
+    out when its block starts."""
+    got = run(calls(call(0, id="call_a", type="function", name="f")),
+              calls(call(1, id="call_b", type="function", name="g")),
+              calls(call(0, '{"x":')), calls(call(1, '{"y":2}')), calls(call(0, "1}")),
+              chunk({}, finish="tool_calls"))
+    assert [(name, data.get("index")) for name, data in got[1:-2]] == [
+        ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0),
+        ("content_block_stop", 0), ("content_block_start", 1), ("content_block_delta", 1),
+        ("content_block_stop", 1)]
+    assert blocks_of(got) == [
+        {"type": "tool_use", "id": "call_a", "name": "f", "input": {"x": 1}},
+        {"type": "tool_use", "id": "call_b", "name": "g", "input": {"y": 2}}]
+
+
+def test_calls_one_after_the_other_still_stream_live() -> None:
+    """An upstream that sends each call whole before the next (OpenAI's order): each block
+    stops when the next call begins, its deltas sent as they came."""
+    writer = writer_for("m")
+    writer.frame(calls(call(0, id="a", name="f")))
+    assert [n for n, _ in events(writer.frame(calls(call(0, '{"x": 1}'))))] == [
+        "content_block_delta"]
+    assert [n for n, _ in events(writer.frame(calls(call(1, '{"y"', id="b", name="g"))))] == [
+        "content_block_stop", "content_block_start", "content_block_delta"]
+
+
+def test_text_after_an_unfinished_tool_call_waits_for_it() -> None:
+    """Text that comes while a tool call's arguments are not yet whole is held in a block of
+    its own, sent after the call's block has all its arguments and has stopped."""
+    got = run(chunk({"content": "Let me look."}),
+              calls(call(0, '{"q": ', id="a", name="search")),
+              chunk({"content": "One moment"}), calls(call(0, '"x"}')),
+              chunk({"content": "."}), chunk({}, finish="tool_calls"))
+    assert blocks_of(got) == [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "a", "name": "search", "input": {"q": "x"}},
+        {"type": "text", "text": "One moment."}]
+
+
+def test_a_call_whose_arguments_never_finish_keeps_later_blocks_to_the_end() -> None:
+    """Arguments that never form a whole JSON value (a call cut at max_tokens) keep the call's
+    block open to the end; a later call waits and goes out whole after it."""
+    got = run(calls(call(0, '{"x": [1', id="a", name="f")),
+              calls(call(1, '{"y": 2}', id="b", name="g")),
+              calls(call(0, ", 2")), chunk({}, finish="length"))
+    assert [(name, data.get("index")) for name, data in got
+            if name.startswith("content_block")] == [
+        ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0),
+        ("content_block_stop", 0), ("content_block_start", 1), ("content_block_delta", 1),
+        ("content_block_stop", 1)]
+
+
+def test_tool_calls_without_an_index_are_told_apart_by_id() -> None:
+    """Calls streamed without ``index`` (non-conforming servers): a new id begins a new call,
+    and a delta with neither index nor id goes on the call begun last."""
+    got = run(calls(call(None, "{", id="call_a", type="function", name="f")),
+              calls(call(None, "}")),
+              calls(call(None, '{"b": 1}', id="call_b", type="function", name="g")),
+              chunk({}, finish="tool_calls"))
+    assert blocks_of(got) == [
+        {"type": "tool_use", "id": "call_a", "name": "f", "input": {}},
+        {"type": "tool_use", "id": "call_b", "name": "g", "input": {"b": 1}}]
