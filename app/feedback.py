@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -57,13 +57,24 @@ class FeedbackIn(BaseModel):
     label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     comment: Annotated[str, Field(max_length=4000)] | None = None
 
+    @field_validator("request_id", "label", "comment")
+    @classmethod
+    def _no_nul(cls, text: str | None) -> str | None:
+        """No NUL (Postgres' text refuses it: its error reached the client, naming no field)."""
+        if text is not None and "\x00" in text:
+            raise ValueError("may not contain NUL characters")
+        return text
+
+    @field_validator("comment")
+    @classmethod
+    def _said(cls, comment: str | None) -> str | None:
+        """An empty comment says nothing (a form's empty box beside a score): none."""
+        return comment or None
+
     @model_validator(mode="after")
     def _something(self) -> FeedbackIn:
         if self.score is None and self.label is None and self.comment is None:
-            raise ValueError("give at least one of score, label and comment")
-        for text in (self.label, self.comment):
-            if text is not None and "\x00" in text:
-                raise ValueError("text fields may not contain NUL characters")
+            raise ValueError("give at least one of score, label and comment (not empty)")
         return self
 
 

@@ -74,6 +74,9 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
     {"request_id": "x", "score": True},  # not a number, though Python counts it as one
     {"request_id": "x", "score": "5"},
     {"request_id": "x", "score": -1_000_001},
+    {"request_id": "x", "comment": ""},  # nothing said: it was stored as an empty feedback
+    {"request_id": "x\u0000y", "score": 1},  # the database's error named no field
+    {"request_id": "x", "label": "a\u0000b"},
 ])
 def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, object]) -> None:
     settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
@@ -81,7 +84,11 @@ def test_bad_feedback_is_a_400(simulator: str, tmp_path: Path, body: dict[str, o
         answer = httpx.post(f"{url}/v1/feedback", json=body,
                             headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["type"] == "invalid_request_error"
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    nul = [name for name, value in body.items() if isinstance(value, str) and "\x00" in value]
+    if nul:  # named, in the gateway's words
+        assert error["param"] == nul[0] and "NUL" in error["message"], error
 
 
 def test_a_key_gives_feedback_only_on_its_own_calls(simulator: str, tmp_path: Path) -> None:
