@@ -246,8 +246,9 @@ class Pipeline:
         the metrics and the call log get it (``Gateway.finish``); never raises.
 
         A call that did not end ``ok`` may have been refused before the privacy stage scanned
-        its request (a 403, a 404, a template's or a parse's 400): its end user, tags and
-        error message (which may quote the request's model) are screened then with the call's
+        its request (a 403, a 404, a template's or a parse's 400): its end user, tags, error
+        message (which may quote the request's model) and a model no route serves (stored as
+        named, ``public_model``) are screened then with the call's
         policy (``_screen``), as the privacy stage's ``on_end`` does for a call it scanned. An
         answered call went through that stage, so nothing is left to screen (no cost on that
         path). Then the gateway's own keys are scrubbed from every string the client chose
@@ -286,9 +287,12 @@ def _screen(call: ModelCall, screens: Screens) -> None:
     and the error message is screened by the built-in and custom detectors, as the stage
     screens an upstream's."""
     record = call.record
-    if record.end_user is None and not record.tags and record.error_message is None:
+    named = record.public_model
+    unknown = named is not None and not call.snapshot.table.serves(named)  # client text
+    if record.end_user is None and not record.tags and record.error_message is None \
+            and not unknown:
         return
-    model = call.request.model if call.request is not None else record.public_model or ""
+    model = call.request.model if call.request is not None else named or ""
     try:
         policy = screens.policies(call.snapshot.config).of(model, tighten=call.caller.privacy)
     except errors.GatewayError:  # its Presidio model is gone (the config was replaced):
@@ -302,6 +306,8 @@ def _screen(call: ModelCall, screens: Screens) -> None:
     tags = record.tags or {}
     strings = [text for text in (record.end_user, record.error_message, *tags, *tags.values())
                if type(text) is str and text]
+    if unknown and named:  # stored as named: screened as the error message that quotes it
+        strings.append(named)
     found = scan_texts(detector, strings, model=False)  # every copy of a value found once
     vault = Vault(reserved_in(strings))
 
@@ -310,6 +316,8 @@ def _screen(call: ModelCall, screens: Screens) -> None:
         return vault.redact(text, hits) if hits else text
 
     record.rewrite_quoted(screened)
+    if unknown and named:
+        record.public_model = screened(named)
 
 
 @dataclass(slots=True)

@@ -87,15 +87,16 @@ def test_every_copy_of_a_value_found_in_context_is_screened(gw: RunningGateway) 
 
 
 def test_an_unknown_model_named_by_an_email(gw: RunningGateway) -> None:
-    """404 model_not_found under the default policy: the end user and the error message
-    (which quotes the model) hold one placeholder for the one value; the client's answer
-    quotes what it sent."""
+    """404 model_not_found under the default policy: the end user, the error message (which
+    quotes the model) and the model stored as named hold one placeholder for the one value;
+    the client's answer quotes what it sent."""
     response, record = post(gw, hello(EMAIL, user=EMAIL))
     assert response.status_code == 404
     assert EMAIL in response.json()["error"]["message"]
     assert record.end_user == "<EMAIL_1>"
     assert record.error_message is not None and EMAIL not in record.error_message
     assert "'<EMAIL_1>'" in record.error_message
+    assert record.public_model == "<EMAIL_1>"  # stored as named, screened as its quote
     assert EMAIL not in str(record.to_row())
 
 
