@@ -27,18 +27,15 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
-from redis.exceptions import RedisError
 
 from app import errors
 from app.api.deps import AdminDep, GatewayDep
 from app.api.guard import GuardedRoute
 from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
-from app.db.engine import DATABASE_ERRORS, answering
+from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.keys.model import TeamRecord, unserved
 from app.keys.store import Position, position
-from app.limits.budget import carry_key_spend
-from app.limits.redis import PREFIX
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -126,37 +123,14 @@ async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep, directory: DirectoryDep,
-                     gateway: GatewayDep, request: Request) -> dict[str, Any]:
+                     gateway: GatewayDep) -> dict[str, Any]:
     """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
     setting or the expiry. The key's next call, on any gateway, runs under the change. A key
-    moved into, out of or to another team keeps what it spent (``carry_key_spend``)."""
+    moved into, out of or to another team, or given limits where it had none or another budget
+    period, keeps what it spent (``KeyDirectory.update_key``)."""
     async with answering("key database", log=log):
-        before = (await directory.store.get_key(key_id)
-                  if "team_id" in spec.model_fields_set else None)
-        record = await directory.store.update_key(key_id, spec)
-    if before is not None and before.team_id != record.team_id:
-        await _carry_spend(request, key_id, before.team_id, record.team_id)
-    await directory.changed(key_id=key_id)
+        record = await directory.update_key(key_id, spec)
     return _checked(_key(record), spec.models, gateway)
-
-
-_CARRY_ERRORS: tuple[type[BaseException], ...] = (RedisError, *DATABASE_ERRORS)
-
-
-async def _carry_spend(request: Request, key_id: str, old_team: str | None,
-                       new_team: str | None) -> None:
-    """Raise the moved key's spend counters under its new team's hash tag to what it spent
-    (``app.limits.budget.carry_key_spend``; with Redis). A failure is logged, not answered: the
-    key is moved, and the next budget reconcile raises its counters from the call log."""
-    resources = resources_of(request)
-    if resources.redis is None or resources.engine is None:
-        return  # the in-process limiter counts a key's spend whatever its team
-    try:
-        await carry_key_spend(resources.engine, resources.redis.calllog, prefix=PREFIX,
-                              key_id=key_id, old_team=old_team, new_team=new_team)
-    except _CARRY_ERRORS as exc:
-        log.warning("could not carry key %s's spend to its new team (%s); the next budget "
-                    "reconcile will", key_id, type(exc).__name__)
 
 
 @router.post("/keys/{key_id}/rotate")
@@ -215,10 +189,10 @@ async def get_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> di
 async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
     """Change the fields sent; the team's keys pick up the new limits and privacy setting on
-    every gateway."""
+    every gateway. A team given limits where it had none, or another budget period, keeps what
+    it spent (``KeyDirectory.update_team``)."""
     async with answering("key database", log=log):
-        team = await directory.store.update_team(team_id, spec)
-    await directory.changed(team_id=team_id)
+        team = await directory.update_team(team_id, spec)
     return team.to_json()
 
 

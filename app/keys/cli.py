@@ -5,7 +5,11 @@ The database is ``--database-url``, else ``SWITCHBOARD_DATABASE_URL``, else the 
 file, which is migrated on the spot; Postgres must be migrated first (``switchboard db
 upgrade``). After a change the ids concerned are published on Redis (``SWITCHBOARD_REDIS_URL``)
 so running gateways drop their cached copy within a second; without Redis they pick the change
-up at their next refresh (30 s). A new or rotated key is printed once and never again.
+up at their next refresh (30 s). A key moved to another team, or a key or team given limits
+where it had none or another budget period, keeps what it spent: with Redis, its spend
+counters are raised before the change is published (``KeyDirectory.update_key``), as the admin
+API does; without, each gateway carries them itself when it picks the change up. A new or
+rotated key is printed once and never again.
 
 With ``SWITCHBOARD_CONFIG`` set, ``--models`` naming a model that config does not serve is
 warned about on stderr (the key is made or changed anyway), and so is a config that does not
@@ -285,9 +289,7 @@ def update_key(key_id: str, database_url: str | None, admin: bool | None,
     spec = _parse(KeyUpdate, fields)
 
     async def action(directory: KeyDirectory) -> KeyRecord:
-        record = await directory.store.update_key(key_id, spec)
-        await directory.changed(key_id=key_id)
-        return record
+        return await directory.update_key(key_id, spec)
 
     click.echo(_show_key(_run(database_url, action)))
     _warn_unserved(spec.models)
@@ -388,9 +390,7 @@ def update_team(team_id: str, database_url: str | None, **options: Any) -> None:
     spec = _parse(TeamUpdate, _fields(**options))
 
     async def action(directory: KeyDirectory) -> TeamRecord:
-        team = await directory.store.update_team(team_id, spec)
-        await directory.changed(team_id=team_id)
-        return team
+        return await directory.update_team(team_id, spec)
 
     click.echo(_show_team(_run(database_url, action)))
 

@@ -40,6 +40,13 @@ Freshness:
   caller it built from the entry is forgotten, and the limiter settles what it holds of that
   caller's spend, so that a lowered budget counts it at once).
 
+Changes that carry spend: ``update_key`` and ``update_team`` (the admin API's and the CLI's)
+make the change and, before ``changed()`` publishes it, raise the spend counters in Redis that
+it makes the calls settle into (a key moved to another team; a key or team given limits where
+it had none, or another budget period: ``app.limits.budget.carry_key_spend``), so that a budget
+reading them, on any gateway, counts what was spent. Without Redis each process carries its own
+counters as it builds the key's caller anew (``app.limits.budget.LocalCarry``).
+
 Stale write-back: every ``changed()`` bumps a generation counter; a ``resolve()`` or refresh that
 began under an older generation returns its result but does not cache it.
 
@@ -60,7 +67,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +77,10 @@ from redis.exceptions import RedisError
 from app.background import pause
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.key_changes import KEPT_S, OVERLAP_S
-from app.keys.model import KeyRecord, TeamRecord, hash_key
+from app.keys.model import KeyRecord, KeyUpdate, TeamRecord, TeamUpdate, hash_key
 from app.keys.store import LOOKUP_CHUNK, Change, KeyStore
+from app.limits.budget import carry_key_spend, carry_team_spend
+from app.limits.redis import PREFIX
 from app.pubsub import follow
 
 log = logging.getLogger("switchboard.keys")
@@ -346,6 +355,41 @@ class KeyDirectory:
                 found.update(index.get(id, ()))
         return list(found)
 
+    # ---- changes that carry spend
+
+    async def update_key(self, key_id: str, spec: KeyUpdate) -> KeyRecord:
+        """``store.update_key``, then ``changed``. A key moved into, out of or to another team,
+        or whose calls are now settled into a counter they were not (limits where it had none,
+        another budget period: ``_new_counter``), keeps what it spent in the current periods:
+        with Redis, its spend counters are raised first (``app.limits.budget.carry_key_spend``),
+        so that the key's next call, on any gateway, is decided with that spend counted, its
+        budget's now or once one is set."""
+        before = (await self.store.get_key(key_id)
+                  if self._redis is not None and not _CARRIED.isdisjoint(spec.model_fields_set)
+                  else None)
+        record = await self.store.update_key(key_id, spec)
+        if self._redis is not None and before is not None and (
+                before.team_id != record.team_id or _new_counter(before, record)):
+            await _carried(f"key {key_id}", carry_key_spend(
+                self.store.engine, self._redis, prefix=PREFIX, key_id=key_id,
+                old_team=before.team_id, new_team=record.team_id))
+        await self.changed(key_id=key_id)
+        return record
+
+    async def update_team(self, team_id: str, spec: TeamUpdate) -> TeamRecord:
+        """``store.update_team``, then ``changed``; a team whose keys' calls are now settled
+        into a counter they were not keeps what it spent, as in ``update_key``
+        (``app.limits.budget.carry_team_spend``)."""
+        before = (await self.store.get_team(team_id)
+                  if self._redis is not None and not _CARRIED.isdisjoint(spec.model_fields_set)
+                  else None)
+        team = await self.store.update_team(team_id, spec)
+        if self._redis is not None and before is not None and _new_counter(before, team):
+            await _carried(f"team {team_id}", carry_team_spend(
+                self.store.engine, self._redis, prefix=PREFIX, team_id=team_id))
+        await self.changed(team_id=team_id)
+        return team
+
     # ---- invalidation
 
     async def changed(self, *, key_id: str | None = None, team_id: str | None = None) -> None:
@@ -496,6 +540,33 @@ class KeyDirectory:
                     if fresh != old:  # the same object when unchanged (callers memoise on it)
                         self._put(digest, fresh)
         return True
+
+
+def _new_counter(before: KeyRecord | TeamRecord, after: KeyRecord | TeamRecord) -> bool:
+    """``after``'s calls are settled into a spend counter that ``before``'s were not: it has
+    limits (a bucket, whose counter of its budget period its calls are settled into, and which
+    a budget reads, now or once set) and ``before`` had none (its calls were settled nowhere)
+    or another budget period. A counter kept all along (a budget only raised or lowered) is
+    not carried: the raise would count twice the calls whose credit's tally settles after
+    it."""
+    return after.limited and not (before.limited and before.budget_period == after.budget_period)
+
+
+_CARRIED = frozenset({"team_id", "rpm", "tpm", "budget_usd", "budget_period"})
+"""The fields whose change may call for a carry."""
+
+
+_CARRY_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, *DATABASE_ERRORS)
+
+
+async def _carried(what: str, carry: Awaitable[None]) -> None:
+    """Run ``carry``; a failure is logged, not raised: the change is made, and the next budget
+    reconcile raises the counters from the call log."""
+    try:
+        await carry
+    except _CARRY_ERRORS as exc:
+        log.warning("could not carry the spend of %s to its changed limits (%s); the next "
+                    "budget reconcile will", what, type(exc).__name__)
 
 
 def _retrieved(query: asyncio.Future[Any]) -> None:

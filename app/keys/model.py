@@ -83,6 +83,12 @@ class TeamRecord:
     privacy: PrivacySetting | None = None
     """The privacy action its keys' calls run under at least (``None``: the model's own)."""
 
+    @property
+    def limited(self) -> bool:
+        """It has an RPM, TPM or budget: its keys' calls are charged to a bucket of its own,
+        and their spend settled into its counter of ``budget_period``."""
+        return bool(self.rpm or self.tpm or self.budget_usd is not None)
+
     def to_json(self) -> dict[str, Any]:
         """The admin API's view of the team."""
         return {"object": "team", "id": self.id, "name": self.name, "rpm": self.rpm,
@@ -122,6 +128,12 @@ class KeyRecord:
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         return None
+
+    @property
+    def limited(self) -> bool:
+        """It has an RPM, TPM or budget: its calls are charged to a bucket of its own, and their
+        spend settled into its counter of ``budget_period``."""
+        return bool(self.rpm or self.tpm or self.budget_usd is not None)
 
     def allows(self, model: str) -> bool:
         """Whether the key may call the public model ``model``."""

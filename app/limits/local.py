@@ -1,6 +1,9 @@
 """``LocalLimiter``: the same limits and budgets as ``RedisLimiter``, held in this process's
 memory (embedded mode, no Redis). Single-process only: each worker or replica counts on its own,
-so N processes together admit up to N times the limits. Counters start empty at every start."""
+so N processes together admit up to N times the limits. Counters start empty at every start
+(the budget reconcile raises them from the call log, ``app.limits.budget.reconcile_local``), and
+a key's or team's are carried when its caller is built anew after a change
+(``app.limits.budget.LocalCarry``)."""
 
 from __future__ import annotations
 
@@ -102,6 +105,11 @@ class LocalLimiter:
                 self._spend[name] = micro
                 raised += 1
         return raised
+
+    def counted(self, scope: str, id: str, periods: Sequence[str]) -> list[int]:
+        """The micro-dollars counted for ``scope`` ``id`` in each of ``periods`` (period
+        names, ``app.limits.model.period_name``)."""
+        return [self._spend.get((scope, id, period), 0) for period in periods]
 
     def spent_usd(self, bucket: Bucket) -> float:
         """The bucket's spend in its current period, in USD."""

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 
 from app import errors
 from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
-from app.limits import Bucket, Limiter
+from app.limits import Bucket, Limiter, LocalLimiter
+from app.limits.budget import LocalCarry
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
 from app.privacy.policy import tighter
 
@@ -42,10 +43,10 @@ def caller_of(entry: Entry) -> Caller:
     the privacy setting they run under (the stricter of the key's and the team's)."""
     key, team = entry.key, entry.team
     buckets: list[Bucket] = []
-    if key.rpm or key.tpm or key.budget_usd is not None:
+    if key.limited:
         buckets.append(Bucket("key", key.id, key.rpm, key.tpm, key.budget_usd,
                               key.budget_period, team=key.team_id))
-    if team is not None and (team.rpm or team.tpm or team.budget_usd is not None):
+    if team is not None and team.limited:
         buckets.append(Bucket("team", team.id, team.rpm, team.tpm, team.budget_usd,
                               team.budget_period))
     return Caller("key", key_id=key.id, team_id=key.team_id, admin=key.admin,
@@ -62,11 +63,16 @@ class Authenticate(Stage):
     def __init__(self, master_key: SecretStr | None, keys: KeyDirectory | None, *,
                  limiter: Limiter | None = None) -> None:
         """``limiter``: the one the callers' calls are admitted by, told when a caller is
-        built anew (``Limiter.forget``)."""
+        built anew (``Limiter.forget``). The in-process limiter's counters also carry the
+        spend of a key or team whose caller was replaced (``app.limits.budget.LocalCarry``:
+        its next caller with a budget waits for them before it is returned); Redis's are
+        carried by the change itself (``KeyDirectory.update_key``)."""
         self._master = None if master_key is None else master_key.get_secret_value().encode()
         self.own_keys = () if master_key is None else (master_key.get_secret_value(),)
         self._keys = keys
         self._limiter = limiter
+        self._carry = (LocalCarry(keys.store.engine, limiter)
+                       if keys is not None and isinstance(limiter, LocalLimiter) else None)
         self._callers: dict[str, tuple[Entry, Caller]] = {}
         """The caller built for each cached directory entry, by key hash (forgotten when the
         directory drops or replaces the entry, rebuilt at its next use)."""
@@ -114,6 +120,13 @@ class Authenticate(Stage):
                 return known[1]
             self._forget(known[1])  # built from an entry read before the change it missed
         caller = caller_of(entry)
+        if self._carry is not None and caller.buckets:
+            await self._carry.ready(caller.buckets)
+            known = self._callers.get(digest)
+            if known is not None:
+                if known[0] is entry:  # a call that waited beside this one
+                    return known[1]
+                self._forget(known[1])
         if len(self._callers) > 100_000:  # bounded like the directory itself
             for _, old in self._callers.values():
                 self._forget(old)
@@ -131,9 +144,12 @@ class Authenticate(Stage):
     def _forget(self, caller: Caller) -> None:
         """``caller`` is replaced by one built anew, with new buckets: the limiter settles what
         it holds of the old ones' spend now (a credit's tally), so that the new buckets'
-        admissions, under a budget that may be lower, count it."""
+        admissions, under a budget that may be lower, count it; the in-process limiter's
+        counters of its key and team are carried before a budget of theirs is next read."""
         if self._limiter is not None and caller.buckets:
             self._limiter.forget(caller.buckets)
+        if self._carry is not None and caller.key_id is not None:
+            self._carry.missed(caller.key_id, caller.team_id)
 
     async def on_headers(self, call: ModelCall) -> None:
         record = call.record

@@ -47,12 +47,14 @@ async def test_the_reconcile_raises_a_keys_counter_to_all_it_spent(
 async def test_a_move_carries_the_keys_spend_to_its_new_tag(
         engine: AsyncEngine, redis: aioredis.Redis, prefix: str) -> None:
     """At the move, the counter under the new tag is raised to the old counter (Redis is ahead
-    of the log: $0.70) or the ledger, whichever is more; into no team, its tag is the key."""
+    of the log: $0.70) or the ledger, whichever is more, and a longer period's to at least a
+    shorter one's; into no team, its tag is the key."""
     key, a, b = await moved(engine)
     await redis.set(counter(prefix, a, "key", key, MONTH), 700_000)
+    await redis.set(counter(prefix, a, "key", key, "total"), 400_000)  # behind the log
     await carry_key_spend(engine, redis, prefix=prefix, key_id=key, old_team=a, new_team=b)
     assert await redis.get(counter(prefix, b, "key", key, MONTH)) == b"700000"
-    assert await redis.get(counter(prefix, b, "key", key, "total")) == b"500000"  # the log
+    assert await redis.get(counter(prefix, b, "key", key, "total")) == b"700000"  # the month's
     await carry_key_spend(engine, redis, prefix=prefix, key_id=key, old_team=b, new_team=None)
     assert await redis.get(counter(prefix, key, "key", key, MONTH)) == b"700000"
     await redis.delete(counter(prefix, a, "key", key, MONTH), counter(prefix, b, "key", key,
