@@ -205,11 +205,12 @@ instead of estimating the prompt too."""
 
 class OpeningHold:
     """Holds the chunks a stream's opening events lead to (a message's start, a ping, a content
-    block's start: events an upstream sends before its model has produced anything) until the
-    first other event, then lets them out together with that event's, in order; from then on
-    every chunk passes at once. The gateway counts a stream's first chunk as its first token
-    (``Gateway._open``): the first-chunk timeout, the call's deadline and the call's TTFT then
-    measure the model's first token, not an envelope sent before it."""
+    block's start, an OpenAI-type role chunk with empty content: events an upstream sends before
+    its model has produced anything) until the first other event, then lets them out together
+    with that event's, in order; from then on every chunk passes at once. The gateway counts a
+    stream's first chunk as its first token (``Gateway._open``): the first-chunk timeout, the
+    call's deadline and the call's TTFT then measure the model's first token, not an envelope
+    sent before it."""
 
     def __init__(self, opening: frozenset[str]) -> None:
         self._opening = opening

@@ -19,6 +19,7 @@ from app.providers.base import (
     CompletionCall,
     EmbeddingCall,
     Json,
+    OpeningHold,
     ProviderBase,
     Result,
     Target,
@@ -62,6 +63,41 @@ def check_answer(answer: Json, *, listing: str) -> Json:
     if not isinstance(answer.get(listing), list):
         raise errors.BadUpstreamResponse(f"upstream answer has no '{listing}' list")
     return answer
+
+
+OPENING = frozenset({"opening"})
+"""The ``opening_kind`` of a chunk held by ``OpeningHold`` until the first one with content."""
+
+
+def opening_kind(chunk: Json) -> str | None:
+    """``"opening"`` for a chunk with nothing generated in it: no ``usage``, and ``choices`` a
+    list (maybe empty: Azure's prompt-filter chunk) of choices with no ``finish_reason`` and
+    nothing else but empty values besides their ``index`` and their ``delta``'s ``role`` (the
+    role chunk ``{"role": "assistant", "content": ""}``, ``refusal`` and ``logprobs`` null);
+    else None. Looked at for a stream's first chunks only."""
+    if chunk.get("usage"):
+        return None
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return None
+        for key, value in choice.items():
+            if key == "delta" and isinstance(value, dict):
+                if not all(_empty(v) for k, v in value.items() if k != "role"):
+                    return None
+            elif key != "index" and not _empty(value):
+                return None
+    return "opening"
+
+
+def _empty(value: object) -> bool:
+    """None, ``""``, ``[]``, ``{}``, or a dict of those (a ``content_filter_results`` of
+    nothing, ``logprobs`` ``{"content": [], "refusal": null}``)."""
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    return value is None or value == "" or value == []
 
 
 def _has_finish_reason(chunk: Json) -> bool:
@@ -135,11 +171,31 @@ class OpenAICompatible:
 
     async def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
                       ) -> AsyncGenerator[Json, None]:
-        """The streamed twins; nothing is sent before the first ``__anext__``."""
+        """The streamed twins; nothing is sent before the first ``__anext__``.
+
+        Chunks that open the stream with nothing generated (``opening_kind``: the role chunk
+        some servers send before their model's first token) wait for the first chunk that has
+        something (``OpeningHold``) and go out with it, in order; only those first chunks are
+        looked at. A stream that ends with ``[DONE]`` while they wait sends them then; one cut
+        while they wait sends nothing (truncated, below: the next target is tried)."""
         payload = await self._payload(body, target, has_limit=has_limit, stream=True)
         events = self.upstream_for(target).stream_sse(path, payload, timeout_s=target.timeout_s)
         finished = False
+        hold = OpeningHold(OPENING)
         try:
+            async for event in events:  # the opening, up to the first chunk with content
+                if event.data == "[DONE]":
+                    for chunk in hold.release(None, []):
+                        yield chunk
+                    await drain(events)
+                    return
+                chunk = check_stream_chunk(parse_json_event(event.data))
+                opened = hold.release(opening_kind(chunk), [chunk])
+                if opened:
+                    finished = _has_finish_reason(chunk)
+                    for chunk in opened:
+                        yield chunk
+                    break
             async for event in events:
                 if event.data == "[DONE]":
                     await drain(events)

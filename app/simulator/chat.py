@@ -241,6 +241,8 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
                      sampling=sampling, logprobs=logprobs, wire=wire)
         plan.prompt_ids = ids
+        if knobs.role_early:  # the role chunks before the time to first token
+            plan.preamble, plan.head = plan.preamble + plan.head, []
         await stream(sim, req, plan, knobs, route=route)
         return
     completion = sum(output.tokens for output, _ in results)

@@ -28,6 +28,9 @@
 - ``X-Sim-Fingerprint: fp_x``: report this ``system_fingerprint``.
 - ``X-Sim-Model: name``: report this ``model``.
 - ``X-Sim-Cache-Read-Tokens: N``: report N prompt tokens as read from the prompt cache.
+- ``X-Sim-Role-Early: 1``: an OpenAI chat stream sends its role chunks (``delta`` with the role
+  and empty content) right after the headers, before the time to first token, as some
+  OpenAI-compatible servers and proxies do, instead of with the first token.
 
 A malformed value is a 400, so a typo in a test fails loudly instead of silently doing nothing.
 
@@ -67,6 +70,7 @@ class Knobs:
     cut_body: int | None = None
     garbage: bool = False
     retry_after: str | None = None
+    role_early: bool = False
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
 
@@ -122,6 +126,7 @@ def read_knobs(req: Request) -> Knobs:
         garbage=_flag(headers, "x-sim-garbage"),
         retry_after=_retry_after(headers),
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
+        role_early=_flag(headers, "x-sim-role-early"),
     )
 
 
