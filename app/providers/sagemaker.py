@@ -49,7 +49,7 @@ import aiohttp
 from app import errors
 from app.providers.aws import AwsConfig, SigV4Signer, credential_cache
 from app.providers.aws_http import AwsUpstream, stream_exception
-from app.providers.base import ChatCall, CompletionCall, Json, Result, Target
+from app.providers.base import ChatCall, CompletionCall, Json, OpeningHold, Result, Target
 from app.providers.http import SSEEvent, SSEParser, parse_json_event
 from app.providers.huggingface_tgi import (
     FinishReasons,
@@ -60,7 +60,7 @@ from app.providers.huggingface_tgi import (
     tgi_chat_payload,
     to_text_completion,
 )
-from app.providers.openai import check_stream_chunk
+from app.providers.openai import OPENING, check_stream_chunk, opening_kind
 from app.providers.stops import request_stops
 from app.scrub import config_secrets
 from app.usage import Usage
@@ -216,13 +216,19 @@ class SageMaker:
 
     async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = ()
                              ) -> AsyncGenerator[Json, None]:
-        """``stops``: the request's stop sequences (``FinishReasons``)."""
+        """``stops``: the request's stop sequences (``FinishReasons``). Chunks that open the
+        stream with nothing generated (``opening_kind``: a role chunk sent before the model's
+        first token) go out with the first chunk that has something (``OpeningHold``), as
+        ``OpenAICompatible._stream``'s do."""
         events = self._sse(target, payload)
         finish = FinishReasons(stops)
         finished = False
+        hold, opening = OpeningHold(OPENING), True
         try:
             async for event in events:
                 if event.data == "[DONE]":
+                    for chunk in hold.release(None, []):  # held to the end: sent now
+                        yield finish(chunk)
                     async for _ in events:  # to the end: the connection returns to the pool
                         pass
                     break
@@ -230,6 +236,12 @@ class SageMaker:
                 finished = finished or any(
                     isinstance(c, dict) and c.get("finish_reason")
                     for c in chunk.get("choices") or ())
+                if opening:
+                    opened = hold.release(opening_kind(chunk), [chunk])
+                    opening = not opened
+                    for held in opened:
+                        yield finish(held)
+                    continue
                 yield finish(chunk)
         finally:
             await events.aclose()

@@ -6,6 +6,7 @@ line reassembly."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,3 +241,30 @@ def test_part_lines_read_json_lines_cut_anywhere() -> None:
         lines = PartLines()
         events = lines.feed(stream[:cut]) + lines.feed(stream[cut:]) + lines.end()
         assert [e.data for e in events] == ['{"a":1}', '{"b":2}', '{"c":3}']
+
+
+def test_a_role_chunk_before_the_first_token_does_not_stop_the_fallback(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """An OpenAI-format container that sends its role chunk at once and its first token long
+    after its ``first_chunk_timeout_s`` is given up for the next target (the role chunk was
+    taken for the first token, which committed the call to the silent container)."""
+    raw = config(simulator)
+    slow = {**raw["providers"]["sm"], "timeout_s": 60,
+            "headers": {"X-Sim-Role-Early": "1", "X-Sim-TTFT-Ms": "30000"}}
+    raw["providers"] = {"slow": slow, "sm": raw["providers"]["sm"]}
+    raw["models"] = {"vllm": {"targets": [
+        {"provider": name, "model": "llama-vllm-endpoint", "first_chunk_timeout_s": 0.5}
+        for name in ("slow", "sm")]}}
+    with run_gateway(raw) as gw:
+        with gw.client().chat.completions.with_streaming_response.create(
+                model="vllm", messages=USER, stream=True,
+                extra_headers={"x-request-id": "sm-role-early"}) as streamed:
+            chunks = [c for c in streamed.parse() if c.choices]
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in chunks)
+        deadline = time.monotonic() + 10  # the record is emitted once the stream has ended
+        while not any(r.request_id == "sm-role-early" for r in gw.sink.records) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        record = gw.sink.by_id("sm-role-early")
+        assert [(a.provider, a.status) for a in record.attempts] == [("slow", 504), ("sm", 200)]
