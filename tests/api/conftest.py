@@ -38,6 +38,15 @@ class ListSink:
         assert len(found) == 1, f"expected exactly one record for {request_id}, got {len(found)}"
         return found[0]
 
+    def emitted(self, request_id: str, *, timeout_s: float = 10) -> CallRecord:
+        """``by_id`` once the gateway has emitted the record (a stream's, after its end)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(r.request_id == request_id for r in self.records):
+                return self.by_id(request_id)
+            time.sleep(0.02)
+        raise AssertionError(f"no call record for {request_id}")
+
 
 @dataclass
 class RunningGateway:

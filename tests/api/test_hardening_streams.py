@@ -14,7 +14,6 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from app.calllog import CallRecord
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
 from tests.hardening_upstreams import black_hole
 
@@ -39,16 +38,6 @@ def _sim(simulator: str, **headers: str) -> dict[str, Any]:
 def _stats(simulator: str) -> dict[str, Any]:
     stats: dict[str, Any] = httpx.get(simulator + "/_sim/stats").json()
     return stats
-
-
-def _record(gw: RunningGateway, request_id: str, *, timeout_s: float = 10) -> CallRecord:
-    """The record of ``request_id`` once the gateway has emitted it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(r.request_id == request_id for r in gw.sink.records):
-            return gw.sink.by_id(request_id)
-        time.sleep(0.02)
-    raise AssertionError(f"no call record for {request_id}")
 
 
 def _until(check: Callable[[], bool], timeout_s: float = 10) -> bool:
@@ -183,7 +172,7 @@ def test_stream_disconnect_before_first_token(run_gateway: GatewayFactory, simul
                           json={"model": "chat", "messages": USER, "stream": True}) as answer:
             assert answer.status_code == 200
             assert next(answer.iter_lines()) == ": keep-alive"
-        record = _record(gw, "early-leave")
+        record = gw.sink.emitted("early-leave")
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
         assert _until(lambda: _stats(simulator)[counter] > before)
@@ -202,7 +191,7 @@ def test_stream_disconnect_before_first_token_black_hole(run_gateway: GatewayFac
                               headers={**AUTH, "x-request-id": "hole-stream"},
                               json={"model": "chat", "messages": USER, "stream": True}) as a:
                 assert next(a.iter_lines()) == ": keep-alive"
-            record = _record(gw, "hole-stream")
+            record = gw.sink.emitted("hole-stream")
             assert record.status == "cancelled"
             assert hole.wait_closed(1)
 
@@ -227,7 +216,7 @@ def test_non_streamed_disconnect_cancels_the_upstream(run_gateway: GatewayFactor
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(gw.url + path, json=body, timeout=httpx.Timeout(30, read=0.3),
                        headers={**AUTH, "x-request-id": request_id})
-        record = _record(gw, request_id)
+        record = gw.sink.emitted(request_id)
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [a.status for a in record.attempts] == [499]
         assert _until(lambda: _stats(simulator)["requests_cancelled"] > before)
@@ -241,7 +230,7 @@ def test_non_streamed_disconnect_black_hole(run_gateway: GatewayFactory, simulat
             with pytest.raises(openai.APITimeoutError):
                 gw.client(timeout=0.3).chat.completions.create(
                     model="chat", messages=USER, extra_headers={"x-request-id": "hole-unary"})
-            record = _record(gw, "hole-unary")
+            record = gw.sink.emitted("hole-unary")
             assert (record.status, record.http_status) == ("cancelled", 499)
             assert hole.wait_closed(1)
 
@@ -383,7 +372,7 @@ def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, sim
     before = _stats(simulator)[counter]
     with run_gateway(raw) as gw:
         _leave_after(gw, path, request_id="left-early", after_s=1.0)
-        record = _record(gw, "left-early", timeout_s=3)  # the keep-alive would be at 10 s
+        record = gw.sink.emitted("left-early", timeout_s=3)  # the keep-alive would be at 10 s
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
         assert 500 < record.attempts[0].duration_ms < 5000
@@ -426,7 +415,7 @@ def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, 
             assert text.count(": keep-alive") <= 1 / 0.2 + 1
             assert _frames(text)[-1]["error"]["code"] == "deadline_exceeded"
             assert text.rstrip().endswith("data: [DONE]")
-        record = _record(gw, "deadline")
+        record = gw.sink.emitted("deadline")
         assert (record.status, record.http_status, record.error_type) == ("error", 504,
                                                                           "timeout")
         assert [(a.status, a.error_type) for a in record.attempts] == [(504, "timeout")]
@@ -466,7 +455,7 @@ def test_a_deadline_bounds_an_anthropic_first_token(run_gateway: GatewayFactory,
         else:
             assert _frames(text)[-1]["error"]["code"] == "deadline_exceeded"
             assert not any(_contents(_frames(text)))
-        record = _record(gw, "slow-claude")
+        record = gw.sink.emitted("slow-claude")
         assert (record.status, record.http_status, record.error_type) == ("error", 504,
                                                                           "timeout")
 
@@ -490,7 +479,7 @@ def test_an_anthropic_target_slow_to_its_first_token_falls_back(run_gateway: Gat
             text = answer.read().decode()
         assert time.monotonic() - started < 2.5
         assert text.count("event: message_start") == (1 if path == "/v1/messages" else 0)
-        record = _record(gw, "fell-back")
+        record = gw.sink.emitted("fell-back")
         assert (record.status, record.provider) == ("ok", "fast")
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 504), ("fast", 200)]
 
@@ -509,6 +498,6 @@ def test_an_anthropic_stream_ttft_is_its_first_token(run_gateway: GatewayFactory
         assert "content_block_delta" in names
         assert names[-2:] == ["message_delta", "message_stop"]
         assert names.count("message_start") == 1
-        record = _record(gw, "ttft")
+        record = gw.sink.emitted("ttft")
         assert record.status == "ok"
         assert record.ttft_ms is not None and record.ttft_ms >= 550

@@ -5,12 +5,10 @@ count to the first token, and the client gets the same chunks in the same order.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
-from app.calllog import CallRecord
 from tests.api.conftest import GatewayFactory, RunningGateway, sim_config
 
 KINDS = ["openai", "vllm", "azure_openai"]
@@ -37,16 +35,6 @@ def _frames(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
 
 
-def _record(gw: RunningGateway, request_id: str, *, timeout_s: float = 10) -> CallRecord:
-    """The record of ``request_id`` once the gateway has emitted it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(r.request_id == request_id for r in gw.sink.records):
-            return gw.sink.by_id(request_id)
-        time.sleep(0.02)
-    raise AssertionError(f"no call record for {request_id}")
-
-
 def _streamed(gw: RunningGateway, request_id: str, **headers: str) -> tuple[int, str]:
     with gw.http().stream("POST", "/v1/chat/completions", json=CALL,
                           headers={"x-request-id": request_id, **headers}) as answer:
@@ -71,7 +59,7 @@ def test_a_role_chunk_before_the_first_token_does_not_stop_the_fallback(
         assert "".join(f["choices"][0]["delta"].get("content") or ""
                        for f in frames if f.get("choices"))
         assert text.rstrip().endswith("data: [DONE]")
-        record = _record(gw, f"role-fallback-{kind}")
+        record = gw.sink.emitted(f"role-fallback-{kind}")
         assert (record.status, record.provider) == ("ok", "sim")
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 504), ("sim", 200)]
 
@@ -88,7 +76,7 @@ def test_a_role_chunk_before_the_first_token_does_not_stop_the_deadline(
         status, text = _streamed(gw, f"role-deadline-{kind}", **{"x-switchboard-deadline-s": "1"})
         assert status == 504, text
         assert json.loads(text)["error"]["code"] == "deadline_exceeded"
-        record = _record(gw, f"role-deadline-{kind}")
+        record = gw.sink.emitted(f"role-deadline-{kind}")
         assert (record.status, record.http_status, record.error_type) == ("error", 504,
                                                                           "timeout")
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 504)]
@@ -119,7 +107,7 @@ def test_the_ttft_of_a_stream_with_an_early_role_chunk_is_its_first_token(
         assert frames[0]["choices"][0]["delta"] == {"role": "assistant", "content": "",
                                                     "refusal": None}
         assert _comparable(frames) == _comparable(_frames(plain))
-        record = _record(gw, f"role-ttft-{kind}")
+        record = gw.sink.emitted(f"role-ttft-{kind}")
         assert record.status == "ok"
         # The first token came 1500 ms after the upstream got the request, so after the call
         # began; the role chunk came at once.
