@@ -406,6 +406,11 @@ class EmbeddingRequest(BaseModel):
             _no_empty_token_list(value, "input")
         return value
 
+    def count(self) -> int:
+        """How many inputs there are (one string, or one list of token ids, is one)."""
+        value = self.input
+        return 1 if isinstance(value, str) or isinstance(value[0], int) else len(value)
+
     def texts(self) -> list[str]:
         """The inputs as strings (token-id inputs are rendered as their ids)."""
         if isinstance(self.input, str):

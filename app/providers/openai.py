@@ -159,6 +159,10 @@ class OpenAICompatible:
         payload: Json = {**target.params, **call.body, "model": target.model}
         body = check_answer(await self.upstream_for(target).post_json(
             "/embeddings", payload, timeout_s=target.timeout_s), listing="data")
+        got, asked = len(body["data"]), call.request.count()
+        if got != asked:  # the client matches vectors to inputs by position
+            raise errors.BadUpstreamResponse(
+                f"upstream answered {got} embeddings for {asked} inputs")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
     async def _unary(self, path: str, body: Json, target: Target, *, has_limit: bool) -> Result:
