@@ -43,9 +43,9 @@ Freshness:
 Changes that carry spend: ``update_key`` and ``update_team`` (the admin API's and the CLI's)
 make the change and, before ``changed()`` publishes it, raise the spend counters in Redis that
 it makes the calls settle into (a key moved to another team; a key or team given limits where
-it had none, or another budget period: ``app.limits.budget.carry_key_spend``), so that a budget
+it had none, or another budget period: ``app.limits.carry.carry_key_spend``), so that a budget
 reading them, on any gateway, counts what was spent. Without Redis each process carries its own
-counters as it builds the key's caller anew (``app.limits.budget.LocalCarry``).
+counters as it builds the key's caller anew (``app.limits.carry.LocalCarry``).
 
 Stale write-back: every ``changed()`` bumps a generation counter; a ``resolve()`` or refresh that
 began under an older generation returns its result but does not cache it.
@@ -79,7 +79,7 @@ from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.key_changes import KEPT_S, OVERLAP_S
 from app.keys.model import KeyRecord, KeyUpdate, TeamRecord, TeamUpdate, hash_key
 from app.keys.store import LOOKUP_CHUNK, Change, KeyStore
-from app.limits.budget import carry_key_spend, carry_team_spend
+from app.limits.carry import carry_key_spend, carry_team_spend
 from app.limits.redis import PREFIX
 from app.pubsub import follow
 
@@ -361,7 +361,7 @@ class KeyDirectory:
         """``store.update_key``, then ``changed``. A key moved into, out of or to another team,
         or whose calls are now settled into a counter they were not (limits where it had none,
         another budget period: ``_new_counter``), keeps what it spent in the current periods:
-        with Redis, its spend counters are raised first (``app.limits.budget.carry_key_spend``),
+        with Redis, its spend counters are raised first (``app.limits.carry.carry_key_spend``),
         so that the key's next call, on any gateway, is decided with that spend counted, its
         budget's now or once one is set."""
         before = (await self.store.get_key(key_id)
@@ -379,7 +379,7 @@ class KeyDirectory:
     async def update_team(self, team_id: str, spec: TeamUpdate) -> TeamRecord:
         """``store.update_team``, then ``changed``; a team whose keys' calls are now settled
         into a counter they were not keeps what it spent, as in ``update_key``
-        (``app.limits.budget.carry_team_spend``)."""
+        (``app.limits.carry.carry_team_spend``)."""
         before = (await self.store.get_team(team_id)
                   if self._redis is not None and not _CARRIED.isdisjoint(spec.model_fields_set)
                   else None)

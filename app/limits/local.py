@@ -3,7 +3,7 @@ memory (embedded mode, no Redis). Single-process only: each worker or replica co
 so N processes together admit up to N times the limits. Counters start empty at every start
 (the budget reconcile raises them from the call log, ``app.limits.budget.reconcile_local``), and
 a key's or team's are carried when its caller is built anew after a change
-(``app.limits.budget.LocalCarry``)."""
+(``app.limits.carry.LocalCarry``)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ admission touches lives in one slot and one script can decide them all):
 
 Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
 windows start empty; its spend counters are carried there at the move
-(``app.limits.budget.carry_key_spend``, by ``KeyDirectory.update_key``: the admin API and the
+(``app.limits.carry.carry_key_spend``, by ``KeyDirectory.update_key``: the admin API and the
 CLI) and raised to its whole spend by every reconcile (``app.limits.budget``). A key or team
 given limits where it had none, or another budget period, has its counters carried the same
 way: spend is settled into the counter of a bucket's budget period only.

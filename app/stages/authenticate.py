@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from app import errors
 from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
 from app.limits import Bucket, Limiter, LocalLimiter
-from app.limits.budget import LocalCarry
+from app.limits.carry import LocalCarry
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
 from app.privacy.policy import tighter
 
@@ -64,7 +64,7 @@ class Authenticate(Stage):
                  limiter: Limiter | None = None) -> None:
         """``limiter``: the one the callers' calls are admitted by, told when a caller is
         built anew (``Limiter.forget``). The in-process limiter's counters also carry the
-        spend of a key or team whose caller was replaced (``app.limits.budget.LocalCarry``:
+        spend of a key or team whose caller was replaced (``app.limits.carry.LocalCarry``:
         its next caller with a budget waits for them before it is returned); Redis's are
         carried by the change itself (``KeyDirectory.update_key``)."""
         self._master = None if master_key is None else master_key.get_secret_value().encode()

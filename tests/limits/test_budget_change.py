@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import make_engine
-from app.limits import Bucket, LocalLimiter, budget
-from app.limits.budget import LocalCarry, carried, carry_key_spend, carry_team_spend
+from app.limits import Bucket, LocalLimiter
+from app.limits import carry as carry_module
+from app.limits.carry import LocalCarry, carried, carry_key_spend, carry_team_spend
 from app.limits.model import period_name
 from tests.limits.test_budget import counter, log_calls
 
@@ -124,7 +125,7 @@ async def test_past_its_bound_every_budget_carries(engine: AsyncEngine,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Notes are bounded: past ``MAX_MISSED`` every caller with a budget carries (never one
     missed)."""
-    monkeypatch.setattr(budget, "MAX_MISSED", 2)
+    monkeypatch.setattr(carry_module, "MAX_MISSED", 2)
     await log_calls(engine, ("never-noted", None, "0.30", NOW))
     limiter = LocalLimiter()
     carry = LocalCarry(engine, limiter)

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.keys.model import KeyUpdate, TeamCreate
 from app.keys.store import KeyStore
-from app.limits.budget import carry_key_spend, log_spend, reconcile
+from app.limits.budget import log_spend, reconcile
+from app.limits.carry import carry_key_spend
 from tests.limits.test_budget import budgeted_key, counter, log_calls
 
 MONTH = f"month:{datetime.now(UTC):%Y-%m}"
