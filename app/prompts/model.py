@@ -12,6 +12,9 @@ defaults of their declared type, parameters valid chat-request fields, the whole
 into ``errors.InvalidRequest`` naming the field. ``params_limit_problem`` holds ``params`` to a
 gateway's own limits on ``n`` and the token limits, which the caller knows (the admin API: its
 running config; ``switchboard prompts``: ``SWITCHBOARD_CONFIG``'s).
+
+(Past 400 lines: the input models and the records read back share the bounds and name rules
+above, and each record is what one input model becomes once stored.)
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ stream sent ``done``), so a test can make the fetch after ``done`` poll.
 ``X-Return-Error`` and ``X-Sim-Hang`` apply to creation. Token counts are the simulator's usual
 (``content``): ``metrics.input_token_count`` counts the prompt, system prompt and messages.
 Errors are problem details: ``{"title", "detail", "status"}``.
+
+(Past 400 lines: one prediction's life, created, polled, streamed and cancelled, over one
+``Store``; each route reads and moves the same ``Prediction``.)
 """
 
 from __future__ import annotations
