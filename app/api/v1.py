@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -202,7 +202,10 @@ async def list_models(gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
-    """One public model; 404 when it is not served or the caller's key may not use it."""
+    """One public model; 404 when it is not served or the caller's key may not use it.
+    ``/v1/models/`` (no id) is a path no route serves, answered as such."""
+    if not model_id:
+        raise HTTPException(404)  # the "no route matched" 404: unsupported_endpoint
     if caller.models is not None and model_id not in caller.models:
         raise errors.ModelNotFound(model_id)
     return _model_card(gateway.table.resolve(model_id))

@@ -268,8 +268,9 @@ class Completion:
         if self.top is None:
             return None
         entries = logprob_entries(pieces, self.top)
+        # one offset a piece: nothing generated has none (``initial`` alone would be one)
         starts = list(itertools.accumulate((len(p) for p in pieces[:-1]),
-                                           initial=len(self.prompt) + offset))
+                                           initial=len(self.prompt) + offset)) if pieces else []
         return {"tokens": [e["token"] for e in entries],
                 "token_logprobs": [e["logprob"] for e in entries],
                 "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}

@@ -88,6 +88,14 @@ def test_no_trailing_slash_redirects(gateway: Any, path: str, host: str) -> None
                 assert_openai_error(response, response.status_code)
 
 
+def test_slashed_model_list_is_not_a_model(gateway: Any) -> None:
+    """``/v1/models/`` is no route's path, as the README says of slashed paths: not a lookup of
+    a model named ''."""
+    response = gateway.http().get("/v1/models/", headers=KEYS[1])
+    assert_openai_error(response, 404)
+    assert response.json()["error"]["code"] == "unsupported_endpoint"
+
+
 def test_slashed_model_call_is_not_served(gateway: Any) -> None:
     """The fast lane matches model-call paths exactly: a slashed one is not a call at all."""
     before = len(gateway.sink.records)

@@ -409,3 +409,15 @@ def test_completions_max_tokens_0_generate_nothing(client: openai.OpenAI, stream
     assert (text, finish) == ("Score me", "length")
     bare = client.completions.create(model=MODEL, prompt="Score me", max_tokens=0)
     assert (bare.choices[0].text, bare.choices[0].finish_reason) == ("", "length")
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_completions_max_tokens_0_logprobs_have_an_offset_a_token(client: openai.OpenAI,
+                                                                  echo: bool) -> None:
+    """Nothing generated: no offset for it either (``text_offset`` as long as ``tokens``)."""
+    choice = client.completions.create(model=MODEL, prompt="hi there", max_tokens=0,
+                                       logprobs=1, echo=echo).choices[0]
+    assert choice.logprobs is not None
+    tokens, offsets = choice.logprobs.tokens or [], choice.logprobs.text_offset or []
+    assert tokens == (["hi", " there"] if echo else [])
+    assert offsets == ([0, 2] if echo else [])
