@@ -181,6 +181,39 @@ def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path
         printed.output
 
 
+@pytest.mark.parametrize("asked", [{"max_tokens": 5}, {}], ids=["max_tokens", "default"])
+def test_a_keys_rate_limit_refusal_counts_on_its_variant(simulator: str, tmp_path: Path,
+                                                          asked: dict[str, Any]) -> None:
+    """A key over its RPM limit is refused before any provider, on its variant (``sticky:
+    key``), whether or not the request names ``max_tokens`` (with it, admission once decided
+    before the call's route, and so its variant, was resolved: the refusal had no variant)."""
+    raw = sim_config(simulator)
+    raw["experiments"] = {"ab": {"model": "chat", "sticky": "key", "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        made = http.post("/admin/keys", json={"name": "one-a-minute", "rpm": 1})
+        assert made.status_code == 201, made.text
+        key = {"Authorization": f"Bearer {made.json()['key']}"}
+        for status in (200, 429):
+            answer = http.post("/v1/chat/completions", headers=key, json={
+                "model": "chat", "messages": [{"role": "user", "content": "hi"}], **asked})
+            assert answer.status_code == status, answer.text
+        deadline = time.monotonic() + 10
+        while len(rows := http.get("/admin/calls", params={"experiment": "ab"}).json()["data"]) \
+                < 2:
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.05)
+        variants = http.get("/admin/experiments/ab").json()["variants"]
+    assert sorted(row["http_status"] for row in rows) == [200, 429]
+    assert len({row["variant"] for row in rows}) == 1
+    used = variants[rows[0]["variant"]]
+    assert (used["calls"], used["refused_before_provider"]) == (2, 1)
+
+
 def test_the_report_outlives_the_experiments_config(simulator: str, tmp_path: Path) -> None:
     """Ending an experiment (a config without it) keeps its report: the API and the CLI read
     it from the call log, say it ended, and compare with the control the reader names."""

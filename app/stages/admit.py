@@ -87,6 +87,9 @@ class Admit(Stage):
         buckets = caller.buckets
         if not buckets:
             return
+        # the route (and an experiment's variant) before any refusal, so that a refusal counts
+        # on its variant; routing reuses it (resolved once)
+        call.route()
         tokens, asked = self._estimate(call)
         largest = caller.largest_call
         if largest is not None and tokens > largest:

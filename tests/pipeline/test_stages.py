@@ -277,16 +277,13 @@ async def test_a_model_outside_the_allow_list_is_403_naming_it() -> None:
     await auth.on_request(call)
 
 
-@pytest.mark.parametrize(("model", "recorded"), [("chat", "chat"), ("made-up", None)])
-async def test_a_refused_call_is_recorded_with_its_model_user_and_stream(
-        model: str, recorded: str | None) -> None:
+async def test_a_refused_call_is_recorded_with_its_model_user_and_stream() -> None:
     """A call a stage refuses (here a rate limit of 0 left) still says which public model,
-    which end user and whether it streamed; a model the gateway does not serve is not recorded
-    (a client's made-up names would become label values and counter keys)."""
+    which end user and whether it streamed."""
     caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", 1, None, None),))
     pipeline = Pipeline([Admit(LocalLimiter(), output_reservation=100)])
     for n in range(2):
-        call = _call(pipeline, model=model, messages=HI, max_tokens=5, user="u-7", stream=True)
+        call = _call(pipeline, model="chat", messages=HI, max_tokens=5, user="u-7", stream=True)
         call.caller = caller
         if n == 0:
             await pipeline.admit(call)
@@ -294,7 +291,27 @@ async def test_a_refused_call_is_recorded_with_its_model_user_and_stream(
         with pytest.raises(errors.RateLimited):
             await pipeline.admit(call)
         record = call.record
-        assert (record.public_model, record.end_user, record.stream) == (recorded, "u-7", True)
+        assert (record.public_model, record.end_user, record.stream) == ("chat", "u-7", True)
+
+
+async def test_admission_resolves_the_route_before_it_refuses() -> None:
+    """Admission looks the call's route up before charging it, whatever the request asks
+    (``max_tokens`` included): a model no route serves is the 404 it is, stored as named, not
+    a 429 that depends on what is left of the key's minute; a served model's refusal knows its
+    route (and so an experiment's variant)."""
+    caller = Caller("key", key_id="k1", buckets=(Bucket("key", "k1", 1, None, None),))
+    pipeline = Pipeline([Admit(LocalLimiter(), output_reservation=100)])
+    calls = [_call(pipeline, model=model, messages=HI, max_tokens=5)
+             for model in ("made-up", "chat", "chat")]
+    for call in calls:
+        call.caller = caller
+    with pytest.raises(errors.ModelNotFound):
+        await pipeline.admit(calls[0])
+    assert calls[0].record.public_model == "made-up"
+    await pipeline.admit(calls[1])  # the minute's one request
+    with pytest.raises(errors.RateLimited):
+        await pipeline.admit(calls[2])
+    assert calls[2]._route is not None  # the private field route() caches it in
 
 
 def test_a_key_is_charged_to_its_own_buckets_and_its_teams_sharing_the_team_tag() -> None:
