@@ -5,6 +5,7 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
 
     GatewayError (500, api_error)                 a bug; never raised on purpose
     ├── InvalidRequest (400, invalid_request_error)    bad input; names the offending ``param``
+    │   ├── Conflict (409)                         admin: a name taken, a revoked key rotated...
     │   ├── BodyTooLarge (413, code request_too_large)
     │   └── ClientDisconnected (499)               the client left before its body was read
     ├── AuthenticationFailed (401, authentication_error)
@@ -93,6 +94,14 @@ class ClientDisconnected(InvalidRequest):
     model call is recorded ``cancelled`` (499), as a disconnect later in the call is."""
 
     status = 499
+
+
+class Conflict(InvalidRequest):
+    """A request that conflicts with the state it would change (a name taken, a team that
+    still has keys, a revoked key rotated, a prompt template changed meanwhile, no config file
+    to reload): the caller's to resolve, so ``invalid_request_error`` as every other 4xx."""
+
+    status = 409
 
 
 class BodyTooLarge(InvalidRequest):

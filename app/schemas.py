@@ -203,6 +203,16 @@ def _chat_counts(body: dict[str, Any]) -> None:
         raise too_many_items("messages", items)
 
 
+def _stream_options_need_stream(body: dict[str, Any]) -> None:
+    """OpenAI's 400 for ``stream_options`` on a call that does not stream (``stream`` false or
+    absent; a top-level null was removed before, ``app.api.wire.parse``). A ``stream`` of
+    another type is left to its field's own check."""
+    if "stream_options" in body and body.get("stream", False) is False:
+        raise errors.InvalidRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options")
+
+
 def _inputs_counts(body: dict[str, Any], name: str, *, items: int, token_ids: int) -> None:
     """At most ``items`` inputs (a list of token ids is one input) and ``token_ids`` token ids
     in all, in the field ``name`` (a completion's prompt, embedding inputs)."""
@@ -252,6 +262,7 @@ class ChatRequest(BaseModel):
     @classmethod
     def _counts(cls, data: Any) -> Any:
         if type(data) is dict:
+            _stream_options_need_stream(data)
             _chat_counts(data)
         return data
 
@@ -325,6 +336,7 @@ class CompletionRequest(BaseModel):
     @classmethod
     def _counts(cls, data: Any) -> Any:
         if type(data) is dict:
+            _stream_options_need_stream(data)
             _inputs_counts(data, "prompt", items=MAX_ITEMS, token_ids=MAX_PROMPT_TOKEN_IDS)
         return data
 

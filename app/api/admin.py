@@ -197,10 +197,9 @@ async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
     409 ``no_config_file``. ``restart_needed``: as in ``GET /admin/config``."""
     reloader = resources_of(request).reloader
     if reloader is None:
-        raise errors.GatewayError(
+        raise errors.Conflict(
             "This gateway serves the embedded default or a config given in code: there is no "
-            "config file to reload (start it with SWITCHBOARD_CONFIG).", status=409,
-            code="no_config_file")
+            "config file to reload (start it with SWITCHBOARD_CONFIG).", code="no_config_file")
     outcome = await reloader.reload(reason="POST /admin/config/reload", force=True)
     if outcome.error is not None:  # the file is the caller's to fix: invalid_request_error
         raise errors.InvalidRequest(

@@ -5,7 +5,7 @@ plaintext of a key exists only in the return value of ``create_key`` and ``rotat
 database holds its SHA-256.
 
 Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
-still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. Database failures
+still has keys, or rotating a revoked key is a 409 ``errors.Conflict``. Database failures
 (``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and serving a cache.
 """
 
@@ -149,14 +149,14 @@ def _team_not_found(team_id: str, *, param: str = "team_id") -> errors.NotFound:
                            code="team_not_found")
 
 
-def _team_not_empty(team_id: str, why: str) -> errors.GatewayError:
-    return errors.GatewayError(f"Team '{team_id[:80]}' {why}; delete or move them first.",
-                               status=409, param="team_id", code="team_not_empty")
+def _team_not_empty(team_id: str, why: str) -> errors.Conflict:
+    return errors.Conflict(f"Team '{team_id[:80]}' {why}; delete or move them first.",
+                           param="team_id", code="team_not_empty")
 
 
-def _name_taken(name: str) -> errors.GatewayError:
-    return errors.GatewayError(f"A team named '{name}' exists already.", status=409,
-                               param="name", code="team_exists")
+def _name_taken(name: str) -> errors.Conflict:
+    return errors.Conflict(f"A team named '{name}' exists already.", param="name",
+                           code="team_exists")
 
 
 class KeyStore:
@@ -243,8 +243,8 @@ class KeyStore:
         async with self.engine.begin() as conn:
             record = await self._key(conn, key_id)
             if record.revoked_at is not None:
-                raise errors.GatewayError("This key is revoked; create a new one instead.",
-                                          status=409, param="key_id", code="key_revoked")
+                raise errors.Conflict("This key is revoked; create a new one instead.",
+                                      param="key_id", code="key_revoked")
             await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(
                 key_hash=hash_key(key), prefix=display_prefix(key)))
             return await self._key(conn, key_id), key

@@ -78,16 +78,15 @@ def label_not_found(template_id: str, label: str, known: list[str]) -> errors.No
                            f"'{label[:64]}'{has}.", param="label", code="prompt_label_not_found")
 
 
-def template_exists(template_id: str) -> errors.GatewayError:
-    return errors.GatewayError(f"A prompt template '{template_id[:128]}' exists already; add a "
-                               "version to it instead.", status=409, param="id",
-                               code="prompt_exists")
+def template_exists(template_id: str) -> errors.Conflict:
+    return errors.Conflict(f"A prompt template '{template_id[:128]}' exists already; add a "
+                           "version to it instead.", param="id", code="prompt_exists")
 
 
-def _conflict(template_id: str) -> errors.GatewayError:
-    return errors.GatewayError(f"Prompt template '{template_id[:128]}' was changed by another "
-                               "writer meanwhile; nothing was written: run it again.",
-                               status=409, param="template_id", code="prompt_conflict")
+def _conflict(template_id: str) -> errors.Conflict:
+    return errors.Conflict(f"Prompt template '{template_id[:128]}' was changed by another "
+                           "writer meanwhile; nothing was written: run it again.",
+                           param="template_id", code="prompt_conflict")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +149,9 @@ class PromptStore:
                     return await self._get_version(conn, template_id, latest + 1)
             except IntegrityError:  # another writer took this number: read the new max
                 if attempt == _INSERT_TRIES - 1:
-                    raise errors.GatewayError(
+                    raise errors.Conflict(
                         "Versions of this template are being added concurrently; retry.",
-                        status=409, param="template_id", code="prompt_conflict") from None
+                        param="template_id", code="prompt_conflict") from None
         raise AssertionError("not reached")
 
     async def write(self, writes: Sequence[TemplateWrite]) -> None:
@@ -249,9 +248,9 @@ class PromptStore:
                                             now=time.time())
             except IntegrityError:  # a concurrent first setting created the label: move it
                 if attempt == _INSERT_TRIES - 1:
-                    raise errors.GatewayError(
+                    raise errors.Conflict(
                         f"Label '{label}' of this template is being moved concurrently; retry.",
-                        status=409, param="label", code="prompt_conflict") from None
+                        param="label", code="prompt_conflict") from None
         raise AssertionError("not reached")
 
     async def rollback(self, template_id: str, label: str,
@@ -275,10 +274,10 @@ class PromptStore:
                         _MOVES.c.from_version != _MOVES.c.to_version)
                     .order_by(_MOVES.c.id.desc()).limit(1))).scalar()
                 if last is None:
-                    raise errors.GatewayError(
+                    raise errors.Conflict(
                         f"Label '{label}' has never pointed at another version of "
-                        f"'{template_id}': name the version to roll back to.", status=409,
-                        param="label", code="nothing_to_roll_back")
+                        f"'{template_id}': name the version to roll back to.", param="label",
+                        code="nothing_to_roll_back")
                 version = int(last)
             else:
                 await self._get_version(conn, template_id, version)

@@ -66,7 +66,8 @@ from app import errors
 from app.providers.ai21_request import translate_request
 from app.providers.ai21_response import StreamTranslator, map_error, to_chat_completion
 from app.providers.base import ChatCall, Json, ProviderBase, Result, Target
-from app.providers.http import Upstream, drain, parse_json_event
+from app.providers.event_json import EventJson
+from app.providers.http import Upstream, drain
 
 CHAT_PATH = "/chat/completions"
 
@@ -102,12 +103,13 @@ class AI21Chat:
         payload = translate_request(call, target=target, stream=True)
         translator = StreamTranslator(model=target.model, created=int(time.time()))
         events = self._upstream.stream_sse(CHAT_PATH, payload, timeout_s=target.timeout_s)
+        read = EventJson()
         try:
             async for event in events:
                 if event.data == "[DONE]":
                     await drain(events)
                     return
-                for chunk in translator.feed(parse_json_event(event.data)):
+                for chunk in translator.feed(read(event.data)):
                     yield chunk
         finally:
             await events.aclose()

@@ -63,7 +63,8 @@ from app.providers.base import (
     Result,
     Target,
 )
-from app.providers.http import SSEEvent, Upstream, drain, parse_json_event
+from app.providers.event_json import EventJson
+from app.providers.http import SSEEvent, Upstream, drain
 
 
 class AnthropicProvider(ProviderBase):
@@ -136,9 +137,10 @@ async def translated_chunks(events: AsyncGenerator[SSEEvent, None]
     """
     translator = StreamTranslator(created=int(time.time()))
     hold = OpeningHold(OPENING_EVENTS)
+    read = EventJson()
     try:
         async for event in events:
-            data = parse_json_event(event.data)
+            data = read(event.data)
             chunks = translator.feed(data, event=event.event)
             for chunk in hold.release(event_kind(data, event.event), chunks):
                 yield chunk
@@ -158,10 +160,11 @@ async def native_chunks(events: AsyncGenerator[SSEEvent, None]) -> AsyncGenerato
     the first ones when the first token comes. Errors and closing as ``translated_chunks``."""
     translator = StreamTranslator(created=int(time.time()))
     hold = OpeningHold(OPENING_EVENTS)
+    read = EventJson()
     carried: list[tuple[str, str]] = []
     try:
         async for event in events:
-            data = parse_json_event(event.data)
+            data = read(event.data)
             carried.append((event.event or str(data.get("type", "")), event.data))
             chunks = translator.feed(data, event=event.event)
             if chunks:

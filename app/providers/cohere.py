@@ -79,7 +79,8 @@ from app.providers.cohere_embed import InputType, batch_payloads, read_batch
 from app.providers.cohere_request import translate_request
 from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
-from app.providers.http import Upstream, drain, parse_json_event
+from app.providers.event_json import EventJson
+from app.providers.http import Upstream, drain
 from app.providers.openai import bearer
 from app.providers.stops import request_stops
 from app.usage import Usage
@@ -122,11 +123,12 @@ class CohereV2:
         translator = StreamTranslator(model=target.model, created=int(time.time()),
                                       stops=request_stops(call.request.stop))
         events = self._upstream.stream_sse(CHAT_PATH, payload, timeout_s=target.timeout_s)
+        read = EventJson()
         try:
             async for event in events:
                 if event.data == "[DONE]":
                     break
-                for chunk in translator.feed(parse_json_event(event.data), event=event.event):
+                for chunk in translator.feed(read(event.data), event=event.event):
                     yield chunk
                 if translator.done:
                     await drain(events)

@@ -80,6 +80,7 @@ from app.providers.base import (
     Target,
     embeddings_result,
 )
+from app.providers.event_json import EventJson
 from app.providers.gemini_embed import (
     batch_embed_payloads,
     estimated_usage,
@@ -89,7 +90,7 @@ from app.providers.gemini_embed import (
 from app.providers.gemini_request import translate_request
 from app.providers.gemini_response import error_mapper, to_chat_completion
 from app.providers.gemini_stream import StreamTranslator
-from app.providers.http import ErrorMapper, Upstream, parse_json_event
+from app.providers.http import ErrorMapper, Upstream
 from app.usage import Usage
 
 
@@ -143,9 +144,10 @@ class GenerateContentChat:
         events = upstream.stream_sse(
             self._model_path(target.model) + ":streamGenerateContent?alt=sse", payload,
             timeout_s=target.timeout_s)
+        read = EventJson()
         try:
             async for event in events:
-                for chunk in translator.feed(parse_json_event(event.data)):
+                for chunk in translator.feed(read(event.data)):
                     yield chunk
             for chunk in translator.finish():
                 yield chunk

@@ -439,13 +439,3 @@ async def drain(events: AsyncIterator[object]) -> None:
     async for _ in events:
         pass
 
-
-def parse_json_event(data: str) -> Json:
-    """The JSON object of one SSE ``data`` field."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise errors.BadUpstreamResponse("upstream stream sent invalid JSON") from None
-    if not isinstance(value, dict):
-        raise errors.BadUpstreamResponse("upstream stream sent JSON that is not an object")
-    return value

@@ -51,7 +51,8 @@ from app.providers.base import (
     Result,
     Target,
 )
-from app.providers.http import Upstream, drain, parse_json_event
+from app.providers.event_json import EventJson
+from app.providers.http import Upstream, drain
 from app.providers.huggingface_tei import TeiEmbeddings
 from app.providers.huggingface_tgi import (
     GENERATE_PATH,
@@ -192,9 +193,10 @@ class TgiGenerate:
                                     stops=request_stops(call.request.stop))
         events = self._upstream.stream_sse(GENERATE_STREAM_PATH, payload,
                                            timeout_s=target.timeout_s)
+        read = EventJson()
         try:
             async for event in events:
-                for chunk in translator.feed(parse_json_event(event.data)):
+                for chunk in translator.feed(read(event.data)):
                     yield chunk
                 if translator.done:
                     await drain(events)

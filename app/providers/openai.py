@@ -24,7 +24,8 @@ from app.providers.base import (
     Result,
     Target,
 )
-from app.providers.http import Upstream, drain, parse_json_event, read_error_body
+from app.providers.event_json import EventJson
+from app.providers.http import Upstream, drain, read_error_body
 from app.usage import Usage
 
 
@@ -186,6 +187,7 @@ class OpenAICompatible:
         events = self.upstream_for(target).stream_sse(path, payload, timeout_s=target.timeout_s)
         finished = False
         hold = OpeningHold(OPENING)
+        read = EventJson()
         try:
             async for event in events:  # the opening, up to the first chunk with content
                 if event.data == "[DONE]":
@@ -193,7 +195,7 @@ class OpenAICompatible:
                         yield chunk
                     await drain(events)
                     return
-                chunk = check_stream_chunk(parse_json_event(event.data))
+                chunk = check_stream_chunk(read(event.data))
                 opened = hold.release(opening_kind(chunk), [chunk])
                 if opened:
                     finished = _has_finish_reason(chunk)
@@ -204,7 +206,7 @@ class OpenAICompatible:
                 if event.data == "[DONE]":
                     await drain(events)
                     return
-                chunk = check_stream_chunk(parse_json_event(event.data))
+                chunk = check_stream_chunk(read(event.data))
                 if not finished:
                     finished = _has_finish_reason(chunk)
                 yield chunk

@@ -50,7 +50,8 @@ from app import errors
 from app.providers.aws import AwsConfig, SigV4Signer, credential_cache
 from app.providers.aws_http import AwsUpstream, stream_exception
 from app.providers.base import ChatCall, CompletionCall, Json, OpeningHold, Result, Target
-from app.providers.http import SSEEvent, SSEParser, parse_json_event
+from app.providers.event_json import EventJson
+from app.providers.http import SSEEvent, SSEParser
 from app.providers.huggingface_tgi import (
     FinishReasons,
     GenerateStream,
@@ -224,6 +225,7 @@ class SageMaker:
         finish = FinishReasons(stops)
         finished = False
         hold, opening = OpeningHold(OPENING), True
+        read = EventJson()
         try:
             async for event in events:
                 if event.data == "[DONE]":
@@ -232,7 +234,7 @@ class SageMaker:
                     async for _ in events:  # to the end: the connection returns to the pool
                         pass
                     break
-                chunk = check_stream_chunk(parse_json_event(event.data))
+                chunk = check_stream_chunk(read(event.data))
                 finished = finished or any(
                     isinstance(c, dict) and c.get("finish_reason")
                     for c in chunk.get("choices") or ())
@@ -258,9 +260,10 @@ class SageMaker:
                                     echo=bool(call.request.echo),
                                     stops=request_stops(call.request.stop))
         events = self._sse(target, payload)
+        read = EventJson()
         try:
             async for event in events:
-                for chunk in translator.feed(parse_json_event(event.data)):
+                for chunk in translator.feed(read(event.data)):
                     yield chunk
                 if translator.done:
                     break

@@ -16,6 +16,7 @@ a ``function`` result, answered as OpenAI answered them: ``message.function_call
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -243,6 +244,8 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         plan.prompt_ids = ids
         if knobs.role_early:  # the role chunks before the time to first token
             plan.preamble, plan.head = plan.preamble + plan.head, []
+        if knobs.split_pair and plan.tokens:
+            plan.tokens[1:1] = _split_pair(plan.tokens[0])
         await stream(sim, req, plan, knobs, route=route)
         return
     completion = sum(output.tokens for output, _ in results)
@@ -260,6 +263,18 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
         sim.remember(req.body, Memo(rest, prompt, completion, finish))
     await send_json(req.send, 200, _envelope(sim) + rest)
+
+
+def _split_pair(first: bytes) -> list[bytes]:
+    """``X-Sim-Split-Pair``'s two chunks: the first text chunk's, each carrying one half of
+    U+1F600's UTF-16 surrogate pair as its JSON escape (the standard library writes a lone
+    surrogate so; orjson refuses to)."""
+    chunk = orjson.loads(first.split(b"\n\n", 1)[0].removeprefix(b"data: "))
+    frames = []
+    for half in ("\ud83d", "\ude00"):
+        chunk["choices"][0]["delta"] = {"content": half}
+        frames.append(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+    return frames
 
 
 def _envelope(sim: Sim) -> bytes:

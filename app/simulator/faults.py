@@ -31,6 +31,10 @@
 - ``X-Sim-Role-Early: 1``: an OpenAI chat stream sends its role chunks (``delta`` with the role
   and empty content) right after the headers, before the time to first token, as some
   OpenAI-compatible servers and proxies do, instead of with the first token.
+- ``X-Sim-Split-Pair: 1``: an OpenAI chat stream's first text chunk is followed by two more
+  that carry U+1F600 (an emoji) cut between its UTF-16 halves, each the JSON escape of one
+  surrogate (``"\\ud83d"``, then ``"\\ude00"``): valid JSON, but not text until joined, as
+  a JavaScript server that cuts its text by code units sends it.
 
 A malformed value is a 400, so a typo in a test fails loudly instead of silently doing nothing.
 
@@ -71,6 +75,7 @@ class Knobs:
     garbage: bool = False
     retry_after: str | None = None
     role_early: bool = False
+    split_pair: bool = False
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
 
@@ -127,6 +132,7 @@ def read_knobs(req: Request) -> Knobs:
         retry_after=_retry_after(headers),
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
         role_early=_flag(headers, "x-sim-role-early"),
+        split_pair=_flag(headers, "x-sim-split-pair"),
     )
 
 

@@ -189,4 +189,8 @@ def test_fastapi_routes_serve_the_same_calls(simulator: str, tmp_path: Path) -> 
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(model="chat", messages=[])
         assert info.value.param == "messages"
+        with pytest.raises(openai.BadRequestError) as info:  # the fast lane's 400 too
+            client.chat.completions.create(model="chat", messages=MESSAGES,
+                                           stream_options={"include_usage": True})
+        assert info.value.param == "stream_options"
         assert "openapi" in httpx.get(url + "/openapi.json").json()

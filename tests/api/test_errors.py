@@ -242,3 +242,11 @@ def test_every_model_call_answer_names_its_config_version(run_gateway: GatewayFa
     assert {what: (answer.status_code, answer.headers.get("x-switchboard-config-version"))
             for what, answer in answers.items()} == {
         what: (int(what[:3]), None if what == "401" else version) for what in answers}
+
+
+def test_a_reload_without_a_config_file_is_a_409_of_the_caller(gateway: RunningGateway) -> None:
+    """A gateway given its config in code has no file to reload: a 409 the caller caused
+    (``invalid_request_error``), not a server error."""
+    status, error = _post(gateway, "/admin/config/reload")
+    assert (status, error["type"], error["code"]) == (409, "invalid_request_error",
+                                                      "no_config_file")

@@ -307,6 +307,20 @@ def test_complete_stream_still_ok(run_gateway: GatewayFactory, simulator: str) -
         assert gw.sink.by_id("whole").status == "ok"
 
 
+@pytest.mark.parametrize("kind", ["openai", "vllm"])
+def test_a_surrogate_pair_cut_across_chunks_reaches_the_client_whole(
+        run_gateway: GatewayFactory, simulator: str, kind: str) -> None:
+    """``X-Sim-Split-Pair``: an emoji's UTF-16 halves in two chunks, each a lone surrogate's
+    JSON escape, as a JavaScript upstream sends them (orjson refuses either alone): the client
+    gets the character whole and the stream ends well (it was an error frame)."""
+    provider = {**_provider(kind, simulator, {"X-Sim-Split-Pair": "1"}), "api_key": "sk-up-1"}
+    with run_gateway(_config(simulator, provider)) as gw:
+        frames = _frames(_stream_text(gw, f"pair-{kind}"))
+        assert not any("error" in f for f in frames)
+        assert "\U0001f600" in _contents(frames)
+        assert gw.sink.by_id(f"pair-{kind}").status == "ok"
+
+
 def test_committed_stream_records_the_upstream_failure(run_gateway: GatewayFactory,
                                                        simulator: str) -> None:
     """Committed at a keep-alive, then the upstream times out without a byte: the attempt says

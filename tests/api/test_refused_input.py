@@ -38,6 +38,25 @@ def test_malformed_openai_input_is_a_400(gateway: RunningGateway, path: str,
     assert gateway.sink.by_id("bad").attempts == []
 
 
+STREAM_OPTIONS_REFUSED = {
+    "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+    "type": "invalid_request_error", "param": "stream_options", "code": None}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("stream", [{}, {"stream": False}], ids=["no-stream", "stream-false"])
+def test_stream_options_without_a_stream_is_a_400(gateway: RunningGateway, path: str,
+                                                  stream: dict[str, Any]) -> None:
+    """``stream_options`` on a call that does not stream is OpenAI's 400, in its words, with
+    no upstream attempt (it used to be served, the options ignored)."""
+    asked = {"prompt": "hi"} if path == "/v1/completions" else {"messages": [USER]}
+    body = {"model": "chat", **asked, "stream_options": {"include_usage": True}, **stream}
+    reply = gateway.http().post(path, json=body, headers={"x-request-id": "opts"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == STREAM_OPTIONS_REFUSED
+    assert gateway.sink.by_id("opts").attempts == []
+
+
 def test_a_tool_message_needs_its_tool_call_id(gateway: RunningGateway) -> None:
     """A ``tool`` message without ``tool_call_id`` is OpenAI's 400 for a missing parameter;
     with it the conversation is served."""

@@ -99,6 +99,10 @@ async def test_key_lifecycle(admin: httpx.AsyncClient, directory: KeyDirectory) 
     assert await directory.resolve(key) is None and await directory.resolve(new_key)
     revoked = (await admin.post(f"/admin/keys/{key_id}/revoke")).json()
     assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
+    again = await admin.post(f"/admin/keys/{key_id}/rotate")
+    assert again.status_code == 409 and again.json()["error"] == {
+        "message": "This key is revoked; create a new one instead.",
+        "type": "invalid_request_error", "param": "key_id", "code": "key_revoked"}
     assert (await admin.delete(f"/admin/keys/{key_id}")).json() == {
         "object": "key", "id": key_id, "deleted": True}
     assert (await admin.get(f"/admin/keys/{key_id}")).status_code == 404
@@ -146,6 +150,8 @@ async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "team_not_empty"
     taken = await admin.post("/admin/teams", json={"name": "ops"})
     assert taken.status_code == 409 and taken.json()["error"]["param"] == "name"
+    for conflict in (busy, taken):  # the caller's to resolve, as every other 4xx
+        assert conflict.json()["error"]["type"] == "invalid_request_error"
     await admin.delete(f"/admin/keys/{key['id']}")
     assert (await admin.delete(f"/admin/teams/{team['id']}")).json()["deleted"] is True
 

@@ -251,6 +251,8 @@ def test_admin_api_needs_an_admin_and_checks_input(run_gateway: GatewayFactory,
         assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "template_id"
         taken = http.post("/admin/prompts", json=SUMMARISE)
         assert taken.status_code == 409
+        assert (taken.json()["error"]["type"], taken.json()["error"]["code"]) == (
+            "invalid_request_error", "prompt_exists")
         listed = http.get("/admin/prompts").json()["data"]
         assert [(t["id"], t["latest_version"], t["labels"]) for t in listed] == \
             [("summarise", 1, {"production": 1})]

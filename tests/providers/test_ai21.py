@@ -158,8 +158,8 @@ def test_requests_ai21_cannot_honour_are_refused(body: Json, param: str, stream:
 def test_hints_and_unknown_fields_are_dropped() -> None:
     """Sampling hints, bookkeeping fields and unknown extensions never reach AI21."""
     body = payload(seed=7, presence_penalty=0.5, frequency_penalty=0.5, user="u1",
-                   metadata={"a": "b"}, stream_options={"include_usage": True},
-                   parallel_tool_calls=True, modalities=["text"], store=True, top_k=5)
+                   metadata={"a": "b"}, parallel_tool_calls=True, modalities=["text"],
+                   store=True, top_k=5)
     assert body == {"model": "jamba-mini", "messages": [{"role": "user", "content": "Hello"}]}
 
 
@@ -203,7 +203,8 @@ def test_documents_and_target_params_are_layered_under_translation() -> None:
 
 def test_streaming_request_asks_for_a_stream_without_stream_options() -> None:
     """stream: true is sent; OpenAI's stream_options is not an AI21 field."""
-    body = payload(stream=True, stream_options={"include_usage": True})
+    streamed = chat_call(stream=True, stream_options={"include_usage": True})
+    body = translate_request(streamed, target=TARGET, stream=True)
     assert body["stream"] is True and "stream_options" not in body
 
 

@@ -141,9 +141,12 @@ async def test_streams_ask_for_usage(simulator: str, session: aiohttp.ClientSess
 async def test_stream_options_are_dropped_when_not_streaming(
     simulator: str, session: aiohttp.ClientSession
 ) -> None:
-    """vLLM refuses stream_options without stream, so a plain call never sends them."""
+    """vLLM refuses stream_options without stream, so a plain call never sends them (a
+    client's body with them and no stream is refused before: ``app.schemas``)."""
     provider = make(simulator + "/v1", session)
-    await provider.chat(chat({**HELLO, "stream_options": {"include_usage": True}}), target=TARGET)
+    call = chat(dict(HELLO))
+    call.body["stream_options"] = {"include_usage": True}
+    await provider.chat(call, target=TARGET)
     assert "stream_options" not in await sent_body(session, simulator)
 
 

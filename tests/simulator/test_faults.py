@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -216,3 +217,17 @@ def test_cache_read_header_on_openai_routes(oai: openai.OpenAI) -> None:
                                          extra_headers={"X-Sim-Cache-Read-Tokens": "2"})
     assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
     assert answer.usage.prompt_tokens_details.cached_tokens == 2
+
+
+def test_split_pair_sends_an_emoji_as_two_escaped_halves(http: httpx.Client) -> None:
+    """X-Sim-Split-Pair: 1 follows the first text chunk with two chunks whose content is each
+    the JSON escape of one UTF-16 half of U+1F600 (orjson refuses each alone; the standard
+    library reads them)."""
+    raw = http.post("/v1/chat/completions", json=STREAM, headers={"X-Sim-Split-Pair": "1"})
+    frames = [f.removeprefix("data: ") for f in raw.text.split("\n\n") if f]
+    assert '"content":"\\ud83d"' in frames[2] and '"content":"\\ude00"' in frames[3]
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(frames[2])
+    texts = [c["delta"].get("content") or "" for f in frames[:-1]
+             for c in json.loads(f)["choices"]]
+    assert (texts[2], texts[3]) == ("\ud83d", "\ude00") and texts[1]
