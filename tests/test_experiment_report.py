@@ -172,6 +172,12 @@ def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path
         variants = http.get("/admin/experiments/ab").json()["variants"]
         printed = CliRunner().invoke(experiments_cli, [
             "report", "ab", "--url", url, "--key", MASTER_KEY], env={})
+        # the name is one path segment: not another admin route, not a query
+        odd = {name: CliRunner().invoke(experiments_cli, [
+            "report", name, "--url", url, "--key", MASTER_KEY, "--json"], env={})
+            for name in ("../keys", "ab?control=candidate", "a\x01b")}
+    for name, result in odd.items():
+        assert result.exit_code == 1 and "404" in result.output, (name, result.output)
     # one user: every call on one variant
     (name, used), = [(n, v) for n, v in variants.items() if v["calls"]]
     assert (used["error_rate"]["n"], used["error_rate"]["mean"]) == (2, 0.0)

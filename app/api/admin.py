@@ -252,6 +252,8 @@ async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, reque
     is reported from its calls in the call log (``"ended": true``)."""
     config = resources_of(request).gateway.snapshot.config
     experiment = config.experiments.get(name)
+    if experiment is None:  # read from the call log: a name its database can compare
+        query.check_text(name, param="name", column="experiment")
     try:
         return await experiments.report_of(
             engine, name, None if experiment is None else list(experiment.variants),

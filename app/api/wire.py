@@ -259,10 +259,11 @@ def upstream_retry_after(exc: errors.GatewayError | None) -> int | None:
 
 def error_reply(content: bytes, status: int, call: ModelCall | None, *,
                 cause: errors.GatewayError | None = None) -> JSONReply:
-    """An error's body as a model call's answer: its ids, the config version it ran on (not
-    told to a caller whose key was refused) and the headers its stages added
-    (``x-ratelimit-*``, ``retry-after``); a 429 says when to retry, unless it says not to
-    (``x-should-retry: false``: a spent total budget, a request too large for a limit).
+    """An error's body as a model call's answer: its ids, the config version it ran on and the
+    experiment variant it was assigned to (neither told to a caller whose key was refused) and
+    the headers its stages added (``x-ratelimit-*``, ``retry-after``); a 429 says when to
+    retry, unless it says not to (``x-should-retry: false``: a spent total budget, a request
+    too large for a limit).
     ``cause``: the error answered; its own headers (``GatewayError.headers``) go out too, and
     an upstream's wait (``upstream_retry_after``) is passed on as ``retry-after``, else a 429
     says 1 second."""
@@ -272,6 +273,8 @@ def error_reply(content: bytes, status: int, call: ModelCall | None, *,
         raw = [*raw, *cause.headers]
     if call is not None and status != 401:
         headers["x-switchboard-config-version"] = call.snapshot.version
+        if call.record.variant is not None:  # assigned before it failed
+            headers["x-switchboard-variant"] = f"{call.record.experiment}/{call.record.variant}"
     if not any(name in _RETRY_HEADERS for name, _ in raw):
         wait = upstream_retry_after(cause)
         if wait is not None:

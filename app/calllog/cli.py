@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import click
 import httpx
@@ -496,7 +497,8 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
     no longer in the gateway's config (ended) is reported from its calls."""
     client = _client(url, key)
     try:
-        body = client.get(f"/admin/experiments/{name}",
+        # one path segment whatever the name holds (a '/', '?', '..' or control character)
+        body = client.get(f"/admin/experiments/{quote(name, safe='')}",
                           _filters(since=since, control=control))
     finally:
         client.close()

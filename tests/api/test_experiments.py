@@ -72,6 +72,23 @@ def test_sticky_key_assigns_calls_without_a_virtual_key_at_random(
     assert set(seen) == {"chat-ab/control", "chat-ab/candidate"}
 
 
+def test_a_failed_calls_answer_names_its_variant(run_gateway: GatewayFactory,
+                                                 simulator: str) -> None:
+    """An error answer of a call assigned to a variant names it, as its row does: a variant
+    whose target fails is where knowing which matters most."""
+    raw = with_experiment(simulator)
+    for variant in raw["experiments"]["chat-ab"]["variants"].values():
+        variant["targets"] = [{"provider": "broken", "model": "gpt-4o-mini"}]
+    with run_gateway(raw) as gateway:
+        answer = gateway.http().post("/v1/chat/completions", headers={
+            "x-request-id": "failed-variant"}, json={
+            "model": "chat", "user": "u-1", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code >= 500, answer.text
+        record = gateway.sink.emitted("failed-variant")
+        assert record.variant is not None
+        assert answer.headers["x-switchboard-variant"] == f"chat-ab/{record.variant}"
+
+
 def test_an_experiment_on_an_unknown_model_is_a_config_error() -> None:
     raw = {"providers": {"m": {"type": "mock"}},
            "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},

@@ -89,6 +89,7 @@ NUL_LOOKUPS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/admin/prompts/greet%00/labels/staging", {"version": 1}),
     ("POST", "/admin/prompts/greet%00/labels/production/rollback", {}),
     ("GET", "/admin/calls/call%00/feedback", None),
+    ("GET", "/admin/experiments/exp1%00", None),
     ("POST", "/v1/feedback", {"request_id": "call\x00", "score": 1}),
 ]
 
