@@ -5,8 +5,11 @@ plaintext of a key exists only in the return value of ``create_key`` and ``rotat
 database holds its SHA-256.
 
 Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
-still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. Database failures
-(``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and serving a cache.
+still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. A rotation and a
+revocation of one key serialise on its row: a rotation answers a new key only if it changed the
+key before any revocation did, so a revoked key never gets a new secret that looks as if it
+worked. Database failures (``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide
+between 503 and serving a cache.
 """
 
 from __future__ import annotations
@@ -159,6 +162,11 @@ def _name_taken(name: str) -> errors.GatewayError:
                                param="name", code="team_exists")
 
 
+def _key_revoked() -> errors.GatewayError:
+    return errors.GatewayError("This key is revoked; create a new one instead.",
+                               status=409, param="key_id", code="key_revoked")
+
+
 class KeyStore:
     """Keys and teams over one ``AsyncEngine`` (the caller owns and disposes of it)."""
 
@@ -241,12 +249,15 @@ class KeyStore:
         """A new plaintext for the key (same id and limits); the old one stops working."""
         key = new_key()
         async with self.engine.begin() as conn:
-            record = await self._key(conn, key_id)
-            if record.revoked_at is not None:
-                raise errors.GatewayError("This key is revoked; create a new one instead.",
-                                          status=409, param="key_id", code="key_revoked")
-            await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(
-                key_hash=hash_key(key), prefix=display_prefix(key)))
+            # One conditional UPDATE, not a read then a write: a revocation committed between
+            # the two would leave a revoked key with a new secret answered as if it worked.
+            # A revocation that comes after it waits for this transaction (the row's lock).
+            rotated = await conn.execute(
+                update(_KEY).where(_KEY.c.id == key_id, _KEY.c.revoked_at.is_(None))
+                .values(key_hash=hash_key(key), prefix=display_prefix(key)))
+            if not rotated.rowcount:
+                await self._key(conn, key_id)  # 404 when there is no such key
+                raise _key_revoked()
             return await self._key(conn, key_id), key
 
     async def revoke_key(self, key_id: str) -> KeyRecord:
