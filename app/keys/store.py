@@ -4,12 +4,13 @@ Tables ``api_keys`` and ``teams`` (migration 0005; their ``privacy`` columns, 00
 plaintext of a key exists only in the return value of ``create_key`` and ``rotate_key``; the
 database holds its SHA-256.
 
-Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
-still has keys, or rotating a revoked key is a 409 ``errors.GatewayError``. A rotation and a
-revocation of one key serialise on its row: a rotation answers a new key only if it changed the
-key before any revocation did, so a revoked key never gets a new secret that looks as if it
-worked. Database failures (``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide
-between 503 and serving a cache.
+Errors: an unknown id is ``errors.NotFound``; a team name already taken (ignoring case: the
+unique index on ``lower(name)``, migration 0019), deleting a team that still has keys, or
+rotating a revoked key is a 409 ``errors.GatewayError``. A rotation and a revocation of one key
+serialise on its row: a rotation answers a new key only if it changed the key before any
+revocation did, so a revoked key never gets a new secret that looks as if it worked. Database
+failures (``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and
+serving a cache.
 """
 
 from __future__ import annotations
@@ -157,8 +158,10 @@ def _team_not_empty(team_id: str, why: str) -> errors.GatewayError:
                                status=409, param="team_id", code="team_not_empty")
 
 
-def _name_taken(name: str) -> errors.GatewayError:
-    return errors.GatewayError(f"A team named '{name}' exists already.", status=409,
+def _name_taken(name: str, taken: str | None) -> errors.GatewayError:
+    """409 for ``name``; ``taken``: the name it clashes with, when it differs only in case."""
+    clash = f"'{name}'" if taken in (None, name) else f"'{taken}' (ignoring case, as '{name}')"
+    return errors.GatewayError(f"A team named {clash} exists already.", status=409,
                                param="name", code="team_exists")
 
 
@@ -302,7 +305,7 @@ class KeyStore:
                 await conn.execute(insert(_TEAM).values(**values))
                 return await self._team(conn, values["id"])
         except IntegrityError:
-            raise _name_taken(spec.name) from None
+            raise await self._name_taken(spec.name) from None
 
     async def get_team(self, team_id: str) -> TeamRecord:
         async with self.engine.connect() as conn:
@@ -324,7 +327,7 @@ class KeyStore:
                                        .values(**values))
                 return await self._team(conn, team_id)
         except IntegrityError:
-            raise _name_taken(str(values.get("name"))) from None
+            raise await self._name_taken(str(values.get("name"))) from None
 
     async def delete_team(self, team_id: str) -> TeamRecord:
         """Remove a team that has no keys (revoked ones count: delete them first)."""
@@ -341,6 +344,13 @@ class KeyStore:
         return record
 
     # ---- helpers
+
+    async def _name_taken(self, name: str) -> errors.GatewayError:
+        """The 409 for a team name the unique index refused, naming the team it clashes with."""
+        async with self.engine.connect() as conn:
+            taken = await conn.scalar(select(_TEAM.c.name).where(
+                func.lower(_TEAM.c.name) == func.lower(name)).limit(1))
+        return _name_taken(name, taken)
 
     async def _key(self, conn: AsyncConnection, key_id: str) -> KeyRecord:
         row = (await conn.execute(select(_KEY).where(_KEY.c.id == key_id))).first()
