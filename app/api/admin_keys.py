@@ -14,8 +14,9 @@ as asked (models may be configured later), and its answer carries ``warnings``, 
 sentences saying which (a typo'd model name would otherwise show only as 404s later).
 
 Errors: bad input 400 naming the field (a value the database refuses, such as a NUL character,
-400 ``invalid_value``); unknown id 404; name taken, team not empty, rotating a revoked key 409; no
-key database on this gateway 503 ``keys_unavailable``; database unreachable 503
+400 ``invalid_value``; a team name with whitespace around it); unknown id 404; a team name taken
+(ignoring case), team not empty, rotating a revoked key (also one revoked while the rotation
+ran) 409; no key database on this gateway 503 ``keys_unavailable``; database unreachable 503
 ``database_unavailable``.
 """
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
@@ -198,7 +199,11 @@ class Team(Base):
     """The privacy action its keys' calls run under at least (``redact``, ``private_only``,
     ``block``; null: none)."""
 
-    __table_args__ = (Index("ix_teams_name", "name", unique=True),)
+    __table_args__ = (
+        # Unique ignoring case: "search" and "SEARCH" would be two teams that read as one
+        # (migration 0019). SQLite's lower() folds ASCII letters only.
+        Index("ix_teams_name_lower", text("lower(name)"), unique=True),
+    )
 
 
 class ApiKey(Base):

@@ -169,7 +169,18 @@ def _whole_micro_usd(value: float) -> float:
     return value
 
 
+def _trimmed(value: str) -> str:
+    # "search " beside "search" would be two teams that look like one in every listing.
+    if value != value.strip():
+        raise ValueError("may not start or end with whitespace")
+    return value
+
+
 Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
+TeamName = Annotated[Name, AfterValidator(_trimmed)]
+"""A team's name: unique ignoring case (``search`` and ``SEARCH`` are one name: the store's
+unique index on ``lower(name)``, migration 0019), with no whitespace around it. Key names need
+not be unique (a key is known by its id)."""
 Limit = Annotated[int, Field(ge=1, le=2**53)]
 Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
                    AfterValidator(_whole_micro_usd)]
@@ -247,7 +258,7 @@ class _Input(BaseModel):
 
 
 class TeamCreate(_Input):
-    name: Name
+    name: TeamName
     rpm: Limit | None = None
     tpm: Limit | None = None
     budget_usd: Budget | None = None
@@ -297,7 +308,7 @@ class _Update(_Input):
 
 
 class TeamUpdate(_Update):
-    name: Name | None = None
+    name: TeamName | None = None
     rpm: Limit | None = None
     tpm: Limit | None = None
     budget_usd: Budget | None = None

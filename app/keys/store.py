@@ -4,9 +4,13 @@ Tables ``api_keys`` and ``teams`` (migration 0005; their ``privacy`` columns, 00
 plaintext of a key exists only in the return value of ``create_key`` and ``rotate_key``; the
 database holds its SHA-256.
 
-Errors: an unknown id is ``errors.NotFound``; a team name already taken, deleting a team that
-still has keys, or rotating a revoked key is a 409 ``errors.Conflict``. Database failures
-(``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and serving a cache.
+Errors: an unknown id is ``errors.NotFound``; a team name already taken (ignoring case: the
+unique index on ``lower(name)``, migration 0019), deleting a team that still has keys, or
+rotating a revoked key is a 409 ``errors.Conflict``. A rotation and a revocation of one key
+serialise on its row: a rotation answers a new key only if it changed the key before any
+revocation did, so a revoked key never gets a new secret that looks as if it worked. Database
+failures (``app.db.engine.DATABASE_ERRORS``) propagate: the callers decide between 503 and
+serving a cache.
 """
 
 from __future__ import annotations
@@ -154,9 +158,16 @@ def _team_not_empty(team_id: str, why: str) -> errors.Conflict:
                            param="team_id", code="team_not_empty")
 
 
-def _name_taken(name: str) -> errors.Conflict:
-    return errors.Conflict(f"A team named '{name}' exists already.", param="name",
+def _name_taken(name: str, taken: str | None) -> errors.Conflict:
+    """409 for ``name``; ``taken``: the name it clashes with, when it differs only in case."""
+    clash = f"'{name}'" if taken in (None, name) else f"'{taken}' (ignoring case, as '{name}')"
+    return errors.Conflict(f"A team named {clash} exists already.", param="name",
                            code="team_exists")
+
+
+def _key_revoked() -> errors.Conflict:
+    return errors.Conflict("This key is revoked; create a new one instead.", param="key_id",
+                           code="key_revoked")
 
 
 class KeyStore:
@@ -241,12 +252,15 @@ class KeyStore:
         """A new plaintext for the key (same id and limits); the old one stops working."""
         key = new_key()
         async with self.engine.begin() as conn:
-            record = await self._key(conn, key_id)
-            if record.revoked_at is not None:
-                raise errors.Conflict("This key is revoked; create a new one instead.",
-                                      param="key_id", code="key_revoked")
-            await conn.execute(update(_KEY).where(_KEY.c.id == key_id).values(
-                key_hash=hash_key(key), prefix=display_prefix(key)))
+            # One conditional UPDATE, not a read then a write: a revocation committed between
+            # the two would leave a revoked key with a new secret answered as if it worked.
+            # A revocation that comes after it waits for this transaction (the row's lock).
+            rotated = await conn.execute(
+                update(_KEY).where(_KEY.c.id == key_id, _KEY.c.revoked_at.is_(None))
+                .values(key_hash=hash_key(key), prefix=display_prefix(key)))
+            if not rotated.rowcount:
+                await self._key(conn, key_id)  # 404 when there is no such key
+                raise _key_revoked()
             return await self._key(conn, key_id), key
 
     async def revoke_key(self, key_id: str) -> KeyRecord:
@@ -291,7 +305,7 @@ class KeyStore:
                 await conn.execute(insert(_TEAM).values(**values))
                 return await self._team(conn, values["id"])
         except IntegrityError:
-            raise _name_taken(spec.name) from None
+            raise await self._name_taken(spec.name) from None
 
     async def get_team(self, team_id: str) -> TeamRecord:
         async with self.engine.connect() as conn:
@@ -313,7 +327,7 @@ class KeyStore:
                                        .values(**values))
                 return await self._team(conn, team_id)
         except IntegrityError:
-            raise _name_taken(str(values.get("name"))) from None
+            raise await self._name_taken(str(values.get("name"))) from None
 
     async def delete_team(self, team_id: str) -> TeamRecord:
         """Remove a team that has no keys (revoked ones count: delete them first)."""
@@ -330,6 +344,13 @@ class KeyStore:
         return record
 
     # ---- helpers
+
+    async def _name_taken(self, name: str) -> errors.GatewayError:
+        """The 409 for a team name the unique index refused, naming the team it clashes with."""
+        async with self.engine.connect() as conn:
+            taken = await conn.scalar(select(_TEAM.c.name).where(
+                func.lower(_TEAM.c.name) == func.lower(name)).limit(1))
+        return _name_taken(name, taken)
 
     async def _key(self, conn: AsyncConnection, key_id: str) -> KeyRecord:
         row = (await conn.execute(select(_KEY).where(_KEY.c.id == key_id))).first()

@@ -1,10 +1,13 @@
 """Authenticate: who is calling, before the body is read; and may they use this model.
 
-A caller presents a key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. The master key
-(``SWITCHBOARD_MASTER_KEY``) is compared in constant time; a virtual key (``sk-sb-...``) is looked
-up by its hash in the key directory (``app.keys``), cached in memory, so a known key costs one
-SHA-256 and a dict lookup. With no master key configured (loopback-only mode) a caller without a
-key is ``anonymous``; a virtual key it presents is still checked and its limits apply.
+A caller presents a key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``; with both, the
+Bearer key alone counts (``presented_key``), on every route, and the caller it makes is what the
+call is authorised, limited, charged and recorded under: one key never pays for another's call.
+The master key (``SWITCHBOARD_MASTER_KEY``) is compared in constant time; a virtual key
+(``sk-sb-...``) is looked up by its hash in the key directory (``app.keys``), cached in memory,
+so a known key costs one SHA-256 and a dict lookup. With no master key configured (loopback-only
+mode) a caller without a key is ``anonymous``; a virtual key it presents is still checked and its
+limits apply.
 
 Refusals, in OpenAI's shape: no key 401 ``missing_api_key``; an unknown, revoked or expired key
 401 ``invalid_api_key``; a model the key may not use 403 ``model_not_allowed``; a virtual key the
@@ -29,7 +32,8 @@ VIRTUAL_PREFIX = "sk-sb-"
 
 
 def presented_key(headers: dict[str, str]) -> str | None:
-    """The key from ``Authorization: Bearer ...`` or ``x-api-key``."""
+    """The key from ``Authorization: Bearer ...``, else from ``x-api-key`` (read only when
+    ``Authorization`` holds no Bearer token: absent, empty, or another scheme)."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")

@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from app.db.engine import make_engine
 from app.db.migrate import (
@@ -277,3 +278,46 @@ async def test_key_privacy_migration_down_and_up_on_postgres(migrated_pg: str) -
     """0013 adds api_keys.privacy and teams.privacy on Postgres, and takes them away again
     (rows kept)."""
     await _privacy_down_and_up(migrated_pg)
+
+
+CLASHING_TEAMS = [("team_a", "search"), ("team_b", "SEARCH"), ("team_c", "search "),
+                  ("team_d", " Ops"), ("team_e", "x" * 128), ("team_f", "X" * 128)]
+"""Teams made before 0019, oldest first: names that clash ignoring case and whitespace."""
+
+
+async def _team_names_down_and_up(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_migrate, alembic_config(url), "downgrade", "0018")
+            for age, (team_id, name) in enumerate(CLASHING_TEAMS):
+                await connection.execute(text(
+                    "INSERT INTO teams (id, name, budget_period, metadata, created_at) "
+                    "VALUES (:id, :name, 'month', '{}', :at)"),
+                    {"id": team_id, "name": name, "at": datetime(2026, 1, 1 + age, tzinfo=UTC)})
+            await connection.run_sync(_migrate, alembic_config(url), "upgrade", "head")
+            rows = (await connection.execute(text("SELECT id, name FROM teams"))).all()
+            assert dict(rows) == {
+                "team_a": "search", "team_b": "SEARCH (team_b)", "team_c": "search (team_c)",
+                "team_d": "Ops", "team_e": "x" * 128, "team_f": "X" * 119 + " (team_f)"}
+            with pytest.raises(IntegrityError):  # the index compares lower(name)
+                async with connection.begin_nested():
+                    await connection.execute(text(
+                        "INSERT INTO teams (id, name, budget_period, metadata, created_at) "
+                        "VALUES ('team_g', 'OPS', 'month', '{}', CURRENT_TIMESTAMP)"))
+            await connection.run_sync(_migrate, alembic_config(url), "downgrade", "0018")
+            await connection.run_sync(_migrate, alembic_config(url), "upgrade", "head")
+        await check_current(url)
+    finally:
+        await engine.dispose()
+
+
+async def test_team_names_migration_renames_clashes_on_sqlite(migrated_sqlite: str) -> None:
+    """0019 on SQLite: of teams whose names clash ignoring case and surrounding whitespace the
+    oldest keeps its name (trimmed), the others get their id added; then ``OPS`` is refused."""
+    await _team_names_down_and_up(migrated_sqlite)
+
+
+async def test_team_names_migration_renames_clashes_on_postgres(migrated_pg: str) -> None:
+    """0019 on Postgres, as on SQLite."""
+    await _team_names_down_and_up(migrated_pg)
