@@ -21,7 +21,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails
 
 from app import errors
@@ -49,12 +58,44 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+class CustomCall(BaseModel):
+    model_config = _STRICT
+    name: str
+    input: str
+
+
+class CustomToolCall(BaseModel):
+    """A call of a custom tool (OpenAI's ``ChatCompletionMessageCustomToolCallParam``): its
+    ``input`` is free text, not JSON arguments."""
+
+    model_config = _STRICT
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+def _kind(custom: str, function: str) -> Any:
+    """A discriminator of a tool (call) union: ``custom`` for ``type: "custom"``, else
+    ``function`` (validated as a function one, so a missing ``type`` stays ``"function"`` and a
+    wrong one says it should be ``'function'``). The tags are ``app.api.wire._TYPE_TAGS``: they
+    are not field names, and an error's param leaves them out."""
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return custom if kind == "custom" else function
+    return Discriminator(tag)
+
+
+AnyToolCall = Annotated[Annotated[ToolCall, Tag("function-call")]
+                        | Annotated[CustomToolCall, Tag("custom-call")],
+                        _kind("custom-call", "function-call")]
+
+
 class Message(BaseModel):
     model_config = _STRICT
     role: Role
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[AnyToolCall] | None = None
     tool_call_id: str | None = None
     """Required on a ``tool`` message (``ChatRequest`` checks it, once for all messages)."""
 
@@ -97,6 +138,29 @@ class Tool(BaseModel):
     model_config = _STRICT
     type: Literal["function"]
     function: FunctionDef
+
+
+class CustomDef(BaseModel):
+    model_config = _STRICT
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    format: dict[str, Any] | None = None
+    """``{"type": "text"}`` (the default) or ``{"type": "grammar", "grammar": {...}}``."""
+
+
+class CustomTool(BaseModel):
+    """OpenAI's custom tool (``ChatCompletionCustomToolParam``): called with free text (or text
+    of a grammar), not JSON arguments. Only OpenAI-format targets that take them get them; a
+    translating provider refuses them (``app.providers.refusals``)."""
+
+    model_config = _STRICT
+    type: Literal["custom"]
+    custom: CustomDef
+
+
+AnyTool = Annotated[Annotated[Tool, Tag("function-tool")]
+                    | Annotated[CustomTool, Tag("custom-tool")],
+                    _kind("custom-tool", "function-tool")]
 
 
 class ResponseFormat(BaseModel):
@@ -251,7 +315,7 @@ class ChatRequest(BaseModel):
     logit_bias: LogitBias | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None

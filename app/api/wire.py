@@ -21,7 +21,8 @@ M = TypeVar("M", bound=BaseModel)
 
 # Parts pydantic adds to an error's location for union members and validators, not field names.
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "function-after",
-              "function-before", "function-wrap", "json-or-python", "typed-dict"}
+              "function-before", "function-wrap", "json-or-python", "typed-dict",
+              "function-tool", "custom-tool", "function-call", "custom-call"}
 
 
 def empty_body() -> errors.InvalidRequest:

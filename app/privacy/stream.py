@@ -11,7 +11,8 @@ key) leaves the document valid, and its string holds the value.
 
 The parts of a stream restored, each with its own buffer: a choice's ``delta.content``,
 ``delta.reasoning_content`` and ``delta.refusal`` (chat), its ``text`` (completions), each tool
-call's ``function.arguments`` and a legacy ``function_call``'s ``arguments``, the tokens of its
+call's ``function.arguments`` (a custom tool call's ``custom.input``, as plain text) and a legacy
+``function_call``'s ``arguments``, the tokens of its
 ``logprobs`` (chat: ``content`` and ``refusal``; completions: the legacy ``tokens`` list, its
 parallel ``token_logprobs``, ``top_logprobs`` and ``text_offset`` rebuilt to match); and, for a
 ``/v1/messages`` stream from a native target, the upstream's own ``content_block_delta`` events
@@ -52,6 +53,8 @@ _LEGACY_COLUMNS = (("token_logprobs", "logprob"), ("top_logprobs", "top_logprobs
                    ("text_offset", "text_offset"))
 """A legacy logprobs list beside ``tokens``, and its field in an entry (chat's names)."""
 _FUNCTION = "function_call"
+_CUSTOM = "custom"
+"""The part of a custom tool call's ``custom.input`` (key ``(index, "custom", call index)``)."""
 _NATIVE_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
                   "input_json_delta": "partial_json"}
 _NATIVE_JSON = "partial_json"
@@ -178,17 +181,28 @@ def _delta(restorer: StreamRestorer, index: Any, delta: dict[str, Any], *, endin
 
 
 def _tool_call(restorer: StreamRestorer, index: Any, call: Any) -> Any:
-    key = (index, "tool", call.get("index", 0) if isinstance(call, dict) else 0)
+    at = call.get("index", 0) if isinstance(call, dict) else 0
+    custom = call.get("custom") if isinstance(call, dict) else None
+    if isinstance(custom, dict) and isinstance(custom.get("input"), str):
+        key = (index, _CUSTOM, at)  # a custom tool's input: free text, not JSON
+        return {**call, "custom": {**custom, "input": restorer.feed(key, custom["input"])}}
+    key = (index, "tool", at)
     return _arguments(call, lambda text: restorer.feed(key, text, json_text=True))
 
 
+def _tail_call(kind: str, at: Any, tail: str) -> Json:
+    """A tool call delta carrying a held ``tail`` (``kind``: ``"tool"`` or ``_CUSTOM``)."""
+    if kind == _CUSTOM:
+        return {"index": at, "custom": {"input": tail}}
+    return {"index": at, "function": {"arguments": tail}}
+
+
 def _flush_tool_calls(restorer: StreamRestorer, index: Any, delta: dict[str, Any]) -> None:
-    tails = [(key[2], tail) for key in list(restorer.keys())
-             if isinstance(key, tuple) and len(key) == 3 and key[:2] == (index, "tool")
-             and (tail := restorer.flush(key))]
+    tails = [_tail_call(key[1], key[2], tail) for key in list(restorer.keys())
+             if isinstance(key, tuple) and len(key) == 3 and key[0] == index
+             and key[1] in ("tool", _CUSTOM) and (tail := restorer.flush(key))]
     if tails:
-        delta["tool_calls"] = [*(delta.get("tool_calls") or []),
-                               *({"index": i, "function": {"arguments": t}} for i, t in tails)]
+        delta["tool_calls"] = [*(delta.get("tool_calls") or []), *tails]
 
 
 def _logprobs(restorer: StreamRestorer, index: Any, logprobs: Any, *, ending: bool,
@@ -400,9 +414,8 @@ def release(restorer: StreamRestorer, base: Json) -> Json | None:
                 choice.setdefault("logprobs", {})[key[2]] = [
                     _merged(restorer.vault, held, tail)]
             continue
-        if key[1] == "tool":
-            delta.setdefault("tool_calls", []).append(
-                {"index": key[2], "function": {"arguments": tail}})
+        if key[1] in ("tool", _CUSTOM):
+            delta.setdefault("tool_calls", []).append(_tail_call(key[1], key[2], tail))
         elif key[1] == _FUNCTION:
             delta[_FUNCTION] = {"arguments": tail}
         else:

@@ -62,7 +62,7 @@ FIELDS = frozenset({
     "best_of", "input", "dimensions", "user_id", "system", "stop_sequences", "thinking",
     "budget_tokens", "source", "tool_use_id", "is_error", "citations", "title", "context",
     "input_schema", "cache_control", "documents", "disable_parallel_tool_use", "voice",
-    "redacted_thinking",
+    "redacted_thinking", "custom", "grammar", "definition", "syntax", "allowed_tools", "mode",
     # JSON Schema keywords (tools' parameters, response_format's schema)
     "properties", "items", "required", "enum", "additionalProperties", "anyOf", "oneOf",
     "allOf", "default", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength",
@@ -79,9 +79,9 @@ OWN_KEYS = frozenset({
     "metadata", "input", "arguments", "documents", "default", "const", "enum", "examples",
 })
 """Fields whose values are the client's own data, walked whole (whatever its keys are named):
-``metadata``; a tool call's ``input`` (Anthropic's ``tool_use``; an embedding's ``input`` too)
-and ``arguments``; Cohere's ``documents``; the instance values of a JSON schema (``default``,
-``const``, ``enum``, ``examples``)."""
+``metadata``; a tool call's ``input`` (Anthropic's ``tool_use``, OpenAI's custom tool call;
+an embedding's ``input`` too) and ``arguments``; Cohere's ``documents``; the instance values of
+a JSON schema (``default``, ``const``, ``enum``, ``examples``)."""
 _WALK, _NAME, _PAYLOAD, _MODEL, _OWN = 0, 1, 2, 3, 4
 _KINDS = {key: _MODEL if key == "model" else _NAME if key in SKIP_KEYS
           else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key in OWN_KEYS else _WALK

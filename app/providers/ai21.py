@@ -31,7 +31,7 @@ Where the two APIs differ, this is what a client gets:
   ``json_schema`` is refused (AI21 has no schema-constrained output).
 - Refused because the client would read a wrong or missing result: ``logprobs`` /
   ``top_logprobs``, ``logit_bias``, ``audio``, non-text ``modalities``, legacy ``functions`` /
-  ``function_call``, ``web_search_options``.
+  ``function_call``, ``web_search_options``, custom tools (``app.providers.refusals``).
 - Dropped, because they cannot change what the answer is: ``seed``, ``presence_penalty``,
   ``frequency_penalty`` (sampling hints AI21's chat API does not take), ``user``, ``metadata``,
   ``store``, ``service_tier``, ``stream_options`` (usage is always reported, and the gateway

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from app import errors
 from app.providers.base import ChatCall, Json, Target
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("documents",)
@@ -23,15 +24,13 @@ MAX_N = 16
 MAX_TOKENS = 4096
 """AI21's largest ``max_tokens`` for Jamba models."""
 
+WHO = "AI21 models"
 REFUSED_FIELDS = {
-    "audio": "AI21 models answer in text only",
-    "modalities": "AI21 models answer in text only",
     "functions": "legacy 'functions' are not supported by AI21; use tools",
     "function_call": "legacy 'function_call' is not supported by AI21; use tools",
-    "web_search_options": "AI21 chat completions have no web search",
 }
 """OpenAI fields outside the typed request model that would change the answer (refused when
-set to anything but their no-op value)."""
+set; audio, ``modalities`` and ``web_search_options`` too: ``refusals.refuse_outputs``)."""
 
 
 def _text_of(content: str | list[Json] | None, *, param: str, refusals: bool = False) -> str:
@@ -59,13 +58,14 @@ def _text_of(content: str | list[Json] | None, *, param: str, refusals: bool = F
 def _assistant(message: Message, *, param: str) -> Json:
     out: Json = {"role": "assistant"}
     text = _text_of(message.content, param=f"{param}.content", refusals=True)
-    if text or not message.tool_calls:
+    calls = function_calls(message, param=param, who=WHO)
+    if text or not calls:
         out["content"] = text
-    if message.tool_calls:
+    if calls:
         out["tool_calls"] = [{"id": call.id, "type": "function",
                               "function": {"name": call.function.name,
                                            "arguments": call.function.arguments}}
-                             for call in message.tool_calls]
+                             for call in calls]
     return out
 
 
@@ -92,9 +92,12 @@ def translate_message(message: Message, *, param: str) -> Json:
 def translate_tools(request: ChatRequest) -> Json:
     """``tools`` in AI21's shape (empty without tools, or with ``tool_choice: "none"``, which
     AI21 cannot express otherwise: a model offered no tools calls none)."""
-    if not request.tools or request.tool_choice == "none":
-        return {}
+    functions = function_tools(request, who=WHO)
     choice = request.tool_choice
+    if not functions and choice not in (None, "none", "auto"):
+        raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
+    if not functions or choice == "none":
+        return {}
     if choice not in (None, "auto"):
         raise errors.InvalidRequest(
             "AI21 models choose their tools themselves: tool_choice may only be 'auto' or "
@@ -104,7 +107,7 @@ def translate_tools(request: ChatRequest) -> Json:
             "AI21 models cannot be limited to one tool call per answer",
             param="parallel_tool_calls")
     tools: list[Json] = []
-    for i, tool in enumerate(request.tools):
+    for i, tool in enumerate(functions):
         function = tool.function
         if function.strict:
             raise errors.InvalidRequest(
@@ -185,11 +188,10 @@ def _check_refused(request: ChatRequest, body: Json) -> None:
                                     param="logprobs" if request.logprobs else "top_logprobs")
     if request.logit_bias:
         raise errors.InvalidRequest("AI21 models take no logit_bias", param="logit_bias")
+    refuse_outputs(body, who=WHO)
     for name, reason in REFUSED_FIELDS.items():
-        value = body.get(name)
-        if value is None or (name == "modalities" and value == ["text"]):
-            continue
-        raise errors.InvalidRequest(reason, param=name)
+        if body.get(name) is not None:
+            raise errors.InvalidRequest(reason, param=name)
 
 
 def translate_request(call: ChatCall, *, target: Target, stream: bool) -> Json:

@@ -18,7 +18,8 @@ Where the two APIs differ, this is what a client gets:
   legacy ``function`` messages, audio parts, files other than PDF data URLs, images other
   than jpeg/png/gif/webp, a trailing empty user message (Anthropic refuses empty messages,
   and without it the assistant's last turn would read as a prefill; other empty messages are
-  left out).
+  left out); ``tool_choice`` asking for a call with no tools; custom tools, audio output and
+  ``web_search_options`` (``app.providers.refusals``).
 - Dropped, as sampling hints with no Anthropic equivalent: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``; OpenAI's ``metadata`` (``user`` becomes
   ``metadata.user_id``).

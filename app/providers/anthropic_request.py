@@ -11,11 +11,13 @@ import re
 
 from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message, ToolCall
 
 # Anthropic-native request fields a client may send beside the OpenAI ones (as the OpenAI SDK's
 # ``extra_body``); they are forwarded as sent.
 PASSTHROUGH_FIELDS = ("top_k", "thinking")
+WHO = "Anthropic models"
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
@@ -97,7 +99,7 @@ def _assistant_blocks(message: Message, *, param: str) -> list[Json]:
                 blocks.append(_with_cache_control({"type": "text", "text": text}, part))
     elif message.content:
         blocks.append({"type": "text", "text": message.content})
-    for i, call in enumerate(message.tool_calls or ()):
+    for i, call in enumerate(function_calls(message, param=param, who=WHO)):
         blocks.append(_tool_use_block(call, param=f"{param}.tool_calls[{i}].function.arguments"))
     return blocks
 
@@ -167,9 +169,11 @@ def translate_messages(messages: list[Message]) -> tuple[str | list[Json] | None
 def translate_tools(request: ChatRequest) -> Json:
     """``tools`` and ``tool_choice`` in Anthropic's shape (empty when the client sent no tools)."""
     if not request.tools:
+        if request.tool_choice not in (None, "none", "auto"):
+            raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
         return {}
     tools = []
-    for tool in request.tools:
+    for tool in function_tools(request, who=WHO):
         function = tool.function
         entry: Json = {"name": function.name,
                        "input_schema": function.parameters or {"type": "object",
@@ -207,7 +211,8 @@ def _tool_choice(choice: str | Json | None) -> Json | None:
     return {"type": "tool", "name": name}
 
 
-def _check_supported(request: ChatRequest) -> None:
+def _check_supported(request: ChatRequest, body: Json) -> None:
+    refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Anthropic models return one choice; n must be 1", param="n")
     if request.temperature is not None and request.temperature > 1:
@@ -272,7 +277,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     a limit), else the target's default, else ``max_tokens_default`` (the provider's).
     """
     request = call.request
-    _check_supported(request)
+    _check_supported(request, call.body)
     system, messages = translate_messages(request.messages)
     payload: Json = {
         "model": target.model,

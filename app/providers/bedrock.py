@@ -26,7 +26,8 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   other than text and base64 images (png, jpeg, gif, webp), image links, ``temperature`` > 1
   for Claude (as for ``type: anthropic``), a trailing empty user message (Converse refuses
   blank messages, and without it the assistant's last turn would read as a prefill; other
-  empty messages are left out).
+  empty messages are left out); ``tool_choice`` asking for a call with no tools; custom tools,
+  audio output and ``web_search_options`` (``app.providers.refusals``).
 - Dropped, as sampling hints Converse has no field for: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``; a part's ``cache_control``
   becomes a ``cachePoint`` after it. Converse-native fields sent by the client

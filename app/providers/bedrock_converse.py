@@ -13,11 +13,13 @@ import orjson
 from app import errors
 from app.providers.anthropic_request import required_schema
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
                       "requestMetadata", "additionalModelResponseFieldPaths")
 """Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``)."""
+WHO = "Bedrock Converse models"
 STOP_SEQUENCE_PATH = "/stop_sequence"
 """The JSON Pointer that asks a model's response for the stop sequence that ended it (AWS's own
 example of ``additionalModelResponseFieldPaths``: Claude's response has ``stop_sequence``;
@@ -68,7 +70,7 @@ def _blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
 
 def _tool_use(message: Message, *, param: str) -> list[Json]:
     blocks: list[Json] = []
-    for i, call in enumerate(message.tool_calls or ()):
+    for i, call in enumerate(function_calls(message, param=param, who=WHO)):
         arguments = tool_arguments(call.function.arguments,
                                    param=f"{param}.tool_calls[{i}].function.arguments")
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name,
@@ -134,12 +136,15 @@ def _has_tool_blocks(turns: list[Json]) -> bool:
 
 def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
     """``toolConfig`` (empty when there are no tools to send)."""
-    if request.parallel_tool_calls is False and request.tools:
+    functions = function_tools(request, who=WHO)
+    choice = request.tool_choice
+    if not functions:
+        if choice not in (None, "none", "auto"):
+            raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
+        return {}
+    if request.parallel_tool_calls is False:
         raise errors.InvalidRequest("Bedrock Converse cannot turn parallel tool calls off",
                                     param="parallel_tool_calls")
-    if not request.tools:
-        return {}
-    choice = request.tool_choice
     if choice == "none":
         if _has_tool_blocks(turns):
             raise errors.InvalidRequest(
@@ -154,7 +159,7 @@ def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
         # ToolSpecification.strict: structured output on the tool's input (false is the
         # default, so it is sent only when asked for).
         **({"strict": True} if tool.function.strict else {})}}
-        for tool in request.tools]
+        for tool in functions]
     config: Json = {"tools": tools}
     if choice == "auto":
         config["toolChoice"] = {"auto": {}}
@@ -193,7 +198,8 @@ def is_claude(model: str) -> bool:
     return "anthropic" in name or "claude" in name
 
 
-def _check_supported(request: ChatRequest, *, target: Target) -> None:
+def _check_supported(request: ChatRequest, body: Json, *, target: Target) -> None:
+    refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Bedrock Converse returns one choice; n must be 1",
                                     param="n")
@@ -230,7 +236,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     ``params`` lie underneath, then the client's Converse-native fields, then the translation;
     ``inferenceConfig`` merges the target's with the client's."""
     request = call.request
-    _check_supported(request, target=target)
+    _check_supported(request, call.body, target=target)
     system, turns = translate_messages(request.messages)
     payload: Json = {"messages": turns}
     if system:

@@ -26,7 +26,8 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``seed``; ``top_logprobs`` > 0; ``logit_bias``; ``parallel_tool_calls: false``;
   ``response_format`` json together with tools (Cohere refuses the combination); legacy
   ``function`` messages; audio, file and other non-text, non-image parts; images other than
-  http(s) or base64 data URLs; token-id embedding inputs.
+  http(s) or base64 data URLs; token-id embedding inputs; custom tools, audio output and
+  ``web_search_options`` (``app.providers.refusals``).
 - Dropped, as they cannot change the answer: ``user``, ``metadata``, a message's ``name``.
 - Cohere-native chat fields from the client (``k``, ``safety_mode``, ``documents``,
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie

@@ -12,6 +12,7 @@ from typing import Any
 
 from app import errors
 from app.providers.base import ChatCall, Json, Target
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("k", "safety_mode", "documents", "citation_options", "thinking",
@@ -19,6 +20,7 @@ PASSTHROUGH_FIELDS = ("k", "safety_mode", "documents", "citation_options", "thin
 """Cohere-native chat fields a client may send beside the OpenAI ones (the OpenAI SDK's
 ``extra_body``); forwarded as sent."""
 
+WHO = "Cohere models"
 EMBED_ONLY_PARAMS = frozenset({"input_type", "embedding_types", "truncate", "output_dimension"})
 """Target ``params`` that belong to the embed side and are never sent to ``/v2/chat``."""
 
@@ -90,11 +92,12 @@ def _assistant(message: Message, *, param: str) -> Json | None:
     empty turn, left out)."""
     text = "".join(_text_parts(message.content, param=f"{param}.content", role="assistant"))
     out: Json = {"role": "assistant"}
-    if message.tool_calls:
+    calls = function_calls(message, param=param, who=WHO)
+    if calls:
         out["tool_calls"] = [{"id": call.id, "type": "function",
                               "function": {"name": call.function.name,
                                            "arguments": call.function.arguments or "{}"}}
-                             for call in message.tool_calls]
+                             for call in calls]
         if text:
             out["tool_plan"] = text
         return out
@@ -156,7 +159,7 @@ def translate_tools(request: ChatRequest) -> Json:
         raise errors.InvalidRequest(
             "Cohere cannot be limited to one tool call per answer; leave parallel_tool_calls "
             "unset or true", param="parallel_tool_calls")
-    tools = request.tools
+    tools = function_tools(request, who=WHO)
     choice = request.tool_choice
     cohere_choice: str | None = None
     if choice == "required":
@@ -206,7 +209,8 @@ def _response_format(request: ChatRequest) -> Json:
     return {"response_format": {"type": "json_object", "json_schema": schema}}
 
 
-def _check_supported(request: ChatRequest) -> None:
+def _check_supported(request: ChatRequest, body: Json) -> None:
+    refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Cohere models return one choice; n must be 1", param="n")
     if request.temperature is not None and request.temperature > 1:
@@ -261,7 +265,7 @@ def translate_request(call: ChatCall, *, target: Target, stream: bool) -> Json:
     model's own maximum).
     """
     request = call.request
-    _check_supported(request)
+    _check_supported(request, call.body)
     payload: Json = {"model": target.model, "messages": translate_messages(request.messages),
                      "stream": stream}
     limit = _smallest(request.max_tokens, request.max_completion_tokens) \

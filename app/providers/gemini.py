@@ -29,7 +29,8 @@ Where the two APIs differ, this is what a client gets:
   equivalent), ``parallel_tool_calls: false`` (Gemini cannot be told), legacy ``function``
   messages, other content part types, a trailing empty user message (Gemini refuses empty
   ``parts``, and without it the assistant's last turn would read as a prefill; other empty
-  messages are left out).
+  messages are left out); custom tools, audio output and ``web_search_options``
+  (``app.providers.refusals``).
 - Dropped, as they cannot change the answer: ``user``, ``metadata``, ``stream_options`` (the
   usage chunk is always sent, from Gemini's ``usageMetadata``).
 - Gemini-native fields sent by the client (``extra_body``: ``safetySettings``,

@@ -15,11 +15,13 @@ import orjson
 
 from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
 # Gemini-native request fields a client may send beside the OpenAI ones (the OpenAI SDK's
 # ``extra_body``); forwarded as sent. ``generationConfig`` is merged under the translated one.
 PASSTHROUGH_FIELDS = ("safetySettings", "cachedContent", "labels", "toolConfig")
+WHO = "Gemini models"
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
@@ -104,7 +106,7 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
     signature = _signature(message.model_extra, param=param)
     if signature is not None and parts:
         parts[-1]["thoughtSignature"] = signature
-    for i, call in enumerate(message.tool_calls or ()):
+    for i, call in enumerate(function_calls(message, param=param, who=WHO)):
         where = f"{param}.tool_calls[{i}]"
         names[call.id] = call.function.name
         args = tool_arguments(call.function.arguments, param=f"{where}.function.arguments")
@@ -183,7 +185,8 @@ def translate_tools(request: ChatRequest) -> Json:
             "Gemini cannot be told to avoid parallel function calls; leave "
             "parallel_tool_calls unset", param="parallel_tool_calls")
     declarations = []
-    for tool in request.tools:
+    tools = function_tools(request, who=WHO)
+    for tool in tools:
         function = tool.function
         entry: Json = {"name": function.name}
         if function.description:
@@ -192,7 +195,7 @@ def translate_tools(request: ChatRequest) -> Json:
             entry["parametersJsonSchema"] = function.parameters
         declarations.append(entry)
     out: Json = {"tools": [{"functionDeclarations": declarations}]}
-    strict = any(tool.function.strict for tool in request.tools)
+    strict = any(tool.function.strict for tool in tools)
     config = _function_calling_config(request.tool_choice, strict=strict)
     if config is not None:
         out["toolConfig"] = {"functionCallingConfig": config}
@@ -223,7 +226,8 @@ def _function_calling_config(choice: str | Json | None, *, strict: bool) -> Json
     return {"mode": "ANY", "allowedFunctionNames": [name]}
 
 
-def _check_supported(request: ChatRequest) -> None:
+def _check_supported(request: ChatRequest, body: Json) -> None:
+    refuse_outputs(body, who=WHO)
     if request.logprobs or request.top_logprobs:
         raise errors.InvalidRequest("logprobs are not translated from Gemini",
                                     param="logprobs" if request.logprobs else "top_logprobs")
@@ -276,7 +280,7 @@ def translate_request(call: ChatCall, *, target: Target) -> Json:
     translated OpenAI fields.
     """
     request = call.request
-    _check_supported(request)
+    _check_supported(request, call.body)
     system, contents = translate_messages(request.messages)
     base_config = {**_dict(target.params.get("generationConfig")),
                    **_dict(call.body.get("generationConfig"))}

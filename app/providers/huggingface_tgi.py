@@ -36,9 +36,10 @@ chat template unchanged), one token limit (``max_tokens``, the smaller when the 
 ``max_completion_tokens`` too: TGI reads that name as an alias, and both at once as a duplicate
 field), ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and
 cannot make several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar
-and tools are mutually exclusive"). TGI before 2.1 answered ``finish_reason: "eos_token"``; it is
-read as ``stop``. A choice that called tools finishes with ``tool_calls``, where TGI (3.x too)
-says ``stop`` (``FinishReasons``).
+and tools are mutually exclusive"), and what TGI would refuse or ignore refused too: custom tools
+and custom tool calls, audio output, ``web_search_options`` (``app.providers.refusals``). TGI
+before 2.1 answered ``finish_reason: "eos_token"``; it is read as ``stop``. A choice that called
+tools finishes with ``tool_calls``, where TGI (3.x too) says ``stop`` (``FinishReasons``).
 
 Stop sequences: TGI says ``stop_sequence`` where one ended the answer (its chat answers too: its
 OpenAI-compliant reasons rename only ``eos_token``), not which, and keeps the matched sequence at
@@ -64,6 +65,7 @@ from typing import Any
 from app import errors
 from app.providers.base import CompletionCall, Json, Target
 from app.providers.http import read_error_body
+from app.providers.refusals import refuse_custom_payload, refuse_outputs
 from app.providers.stops import name_stop, stopped_by
 from app.usage import Usage, estimate_tokens
 
@@ -332,6 +334,8 @@ def tgi_chat_payload(payload: Json) -> Json:
         raise _refuse("TGI makes one choice per request; n must be 1", "n")
     if payload.get("logit_bias"):
         raise _refuse("TGI cannot apply an OpenAI logit_bias", "logit_bias")
+    refuse_custom_payload(payload, who="TGI servers")
+    refuse_outputs(payload, who="TGI servers")
     if "messages" in payload:
         payload["messages"] = _roles(payload["messages"])
     _one_limit(payload)

@@ -18,7 +18,8 @@ token each as ``app.usage.estimate_tokens`` counts, so ``usage.completion_tokens
 of pieces times ``n``, streamed or not, and ``logprobs.content`` has one entry per piece (with
 ``top_logprobs`` alternatives, log-probabilities derived from a hash of the piece). Schemas
 marked ``strict`` that break OpenAI's strict rules are refused with a 400, as OpenAI refuses
-them.
+them; so are custom tools, custom tool calls, audio output and ``web_search_options``, which the
+mock cannot honour (``app.providers.refusals``).
 
 Text completions answer "Mock reply to: <prompt>" for each prompt, ``n`` choices each (choice
 ``i`` of prompt ``p`` at index ``p * n + i``, as OpenAI orders them); ``logprobs`` gives the
@@ -51,7 +52,8 @@ import orjson
 
 from app import errors
 from app.providers.base import CompletionCall, Json
-from app.schemas import ChatRequest, FunctionDef
+from app.providers.refusals import function_calls, function_tools, refuse_outputs
+from app.schemas import ChatRequest, FunctionDef, Tool
 from app.structured import instance, pick_tool, strict_problem
 from app.usage import Usage, estimate_tokens
 
@@ -163,9 +165,12 @@ def _last_user_text(request: ChatRequest) -> str:
     return users[-1].text() if users else ""
 
 
-def _check_strict(request: ChatRequest) -> None:
+WHO = "Mock models"
+
+
+def _check_strict(request: ChatRequest, tools: list[Tool]) -> None:
     """OpenAI's 400 for a ``strict`` schema that breaks the strict rules."""
-    for i, tool in enumerate(request.tools or ()):
+    for i, tool in enumerate(tools):
         if tool.function.strict:
             problem = strict_problem(tool.function.parameters or {})
             if problem is not None:
@@ -180,9 +185,9 @@ def _check_strict(request: ChatRequest) -> None:
                                         param="response_format")
 
 
-def _called_function(request: ChatRequest) -> FunctionDef | None:
+def _called_function(request: ChatRequest, tools: list[Tool]) -> FunctionDef | None:
     """The function the answer calls (see the module docstring), or None."""
-    choice, tools = request.tool_choice, request.tools
+    choice = request.tool_choice
     if not tools:
         if choice == "required" or isinstance(choice, dict):
             raise errors.InvalidRequest("tool_choice is only allowed when tools are specified.",
@@ -220,9 +225,15 @@ def chat_answer(request: ChatRequest) -> Answer:
     if request.top_logprobs and not request.logprobs:
         raise errors.InvalidRequest("logprobs must be true when top_logprobs is given.",
                                     param="top_logprobs")
-    if request.tools or request.response_format is not None:
-        _check_strict(request)
-    function = _called_function(request)
+    if request.model_extra:
+        refuse_outputs(request.model_extra, who=WHO)
+    for i, message in enumerate(request.messages):
+        if message.tool_calls:
+            function_calls(message, param=f"messages[{i}]", who=WHO)
+    tools = function_tools(request, who=WHO)
+    if tools or request.response_format is not None:
+        _check_strict(request, tools)
+    function = _called_function(request, tools)
     if function is None:
         text, natural = _text(request), "stop"
     else:

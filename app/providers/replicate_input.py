@@ -36,10 +36,12 @@ Stop strings go to ``stop_sequences`` as Replicate's comma-separated list; a sto
 itself holds a comma cannot be written that way and is refused (400, ``stop``).
 
 Refused with 400 naming the parameter, because Replicate's predictions have no such thing and
-dropping it would change the answer: ``tools`` / ``tool_choice`` (a non-empty tool list),
-``response_format`` other than ``text``, ``n`` > 1, ``logprobs`` / ``top_logprobs``, content
-parts other than text (images, audio, files; an assistant's earlier ``refusal`` part is its
-text), tool and function messages and assistant tool calls,
+dropping it would change the answer: ``tools`` / ``tool_choice`` (a non-empty tool list, or a
+choice that asks for a call), ``response_format`` other than ``text``, audio output
+(``modalities`` other than ``["text"]``, ``audio``), ``web_search_options``, ``n`` > 1,
+``logprobs`` / ``top_logprobs``, content parts other than text (images, audio, files; an
+assistant's earlier ``refusal`` part is its text), tool and function messages and assistant
+tool calls,
 ``stop`` for a family (or map) without a stop input, a token limit for a map without one.
 Dropped, as sampling hints a family's schema lacks: ``temperature``, ``top_p``, ``seed``, the
 penalties, ``logit_bias``, ``user``, ``metadata`` (``claude`` takes none of the sampling hints).
@@ -54,6 +56,7 @@ from typing import Any, Literal
 
 from app import errors
 from app.providers.base import Json
+from app.providers.refusals import refuse_outputs
 from app.schemas import ChatRequest, Message
 
 Family = Literal["llama3", "granite", "claude", "gpt"]
@@ -103,6 +106,11 @@ def _refuse(message: str, param: str) -> errors.InvalidRequest:
 def _check_request(request: ChatRequest) -> None:
     if request.tools:
         raise _refuse("Replicate predictions have no tool calling; remove 'tools'.", "tools")
+    if request.tool_choice not in (None, "none", "auto"):
+        raise _refuse("tool_choice needs tools, and Replicate predictions have none.",
+                      "tool_choice")
+    if request.model_extra:
+        refuse_outputs(request.model_extra, who="Replicate predictions")
     if request.response_format is not None and request.response_format.type != "text":
         raise _refuse("Replicate predictions have no structured output mode; "
                       "'response_format' must be 'text'.", "response_format")

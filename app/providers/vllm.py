@@ -17,7 +17,10 @@ On top of the OpenAI-compatible provider, every outgoing chat or completion requ
   Whatever the client sent is rewritten into the server's dialect, chosen by the provider's
   ``structured_output`` setting or, with ``auto``, by probing ``GET /version`` (at the server
   root) once per provider. A constraint the server's dialect cannot express is refused with a
-  400 rather than dropped. ``response_format`` works on both and is left alone.
+  400 rather than dropped. ``response_format`` works on both and is left alone;
+- refuses (400, before sending) what vLLM cannot honour in a chat: custom tools and custom tool
+  calls (vLLM's tools are functions only) and audio output or ``web_search_options``, which it
+  would ignore (``app.providers.refusals``).
 
 Errors in both vLLM body shapes (flat up to 0.10.0, nested from 0.10.1) are read by
 ``http.default_error``; mid-stream error frames by ``openai.check_stream_chunk``.
@@ -37,7 +40,9 @@ from app import errors
 from app.providers.base import Json, ProviderBase, Target, Trust
 from app.providers.http import Upstream
 from app.providers.openai import OpenAICompatible, bearer
+from app.providers.refusals import refuse_custom_payload, refuse_outputs
 
+WHO = "vLLM servers"
 COMPLETION_DEFAULT = 16
 """``max_tokens`` of a completion that names none (OpenAI's and vLLM's default)."""
 
@@ -195,6 +200,9 @@ class VllmServer(OpenAICompatible):
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
         """The OpenAI preparation, then vLLM's: limit, no ``best_of``, the server's dialect."""
         payload = super().prepare(payload, target=target, stream=stream)
+        if "messages" in payload:  # a chat: what vLLM would ignore or refuse, refused here
+            refuse_custom_payload(payload, who=WHO)
+            refuse_outputs(payload, who=WHO)
         payload.pop("best_of", None)
         if not stream:
             # vLLM answers 400 to stream_options on a request that does not stream.

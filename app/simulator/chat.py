@@ -1,12 +1,18 @@
 """``POST /v1/chat/completions`` (and Azure's deployment route): OpenAI's chat completion objects.
 
+(Over 400 lines: one route's selection, unary answer and stream plan, with the wire variants
+of the servers that share it; each part reads the others' ``ToolCall`` and ``Wire``.)
+
 Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
 admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; ``tools`` given, ``tool_choice``
 not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entry for the function
 ``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
 description share the most words with the last user message, the first on a tie
 (``app.structured.pick_tool``), its ``arguments`` an instance of the function's ``parameters``
-schema (``app.structured.instance``); the same for the legacy ``functions`` (no ``tools``),
+schema (``app.structured.instance``); a custom tool (``{"type": "custom", "custom": {"name":
+...}}``, a choice naming it in the same shape) is called as OpenAI calls one, ``{"type":
+"custom", "custom": {"name", "input"}}`` with free text as its ``input`` (``custom_input``;
+streamed: ``custom.input`` piece by piece); the same for the legacy ``functions`` (no ``tools``),
 chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name": ...}``) unless the last message is
 a ``function`` result, answered as OpenAI answered them: ``message.function_call`` (streamed:
 ``delta.function_call``, its ``name`` first, then ``arguments`` piece by piece) and
@@ -43,6 +49,8 @@ from app.simulator.schema import instance
 from app.simulator.tools import matching
 from app.simulator.vllm import prompt_token_ids
 
+CUSTOM = "(custom)"
+"""Set in the definition ``called_tool`` gives for a custom tool (no field of OpenAI's)."""
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
 ANNOTATED_EVERY = 8
 """Text chunks per choice between two asynchronous filter annotations (``Wire.async_filter``)."""
@@ -88,10 +96,13 @@ class ToolCall:
     arguments: str
     legacy: bool = False
     """Called through the legacy ``functions`` (answered as ``function_call``)."""
+    custom: bool = False
+    """A custom tool's call (answered as ``custom: {name, input}``, ``arguments`` its input)."""
 
 
 def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | None:
-    """The function the answer calls (see the module docstring), else None."""
+    """The tool the answer calls (see the module docstring): a function's definition, or a
+    custom tool's with ``CUSTOM`` set; else None."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if not isinstance(tools, list) or not tools:
         if choice in (None, "none", "auto"):
@@ -100,18 +111,30 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
                        param="tool_choice")
     functions: list[dict[str, Any]] = []
     for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        found = tool.get(kind) if isinstance(kind, str) and kind in ("function", "custom") \
+            else None
+        if not isinstance(found, dict) or not isinstance(found.get("name"), str):
             raise SimError(400, 'Each tool must be {"type": "function", "function": '
-                           '{"name": ...}}.', param="tools")
-        functions.append(function)
+                           '{"name": ...}} or {"type": "custom", "custom": {"name": ...}}.',
+                           param="tools")
+        functions.append({**found, CUSTOM: True} if kind == "custom" else found)
     if choice == "none" or messages[-1].get("role") == "tool":
         return None
     if choice in (None, "auto", "required"):
         return _matching(functions, messages)
-    named = choice.get("function") if isinstance(choice, dict) else None
-    return _named(functions, named.get("name") if isinstance(named, dict) else None,
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    named = choice.get(kind) if isinstance(choice, dict) and kind in ("function", "custom") \
+        else None
+    return _named([f for f in functions if bool(f.get(CUSTOM)) == (kind == "custom")],
+                  named.get("name") if isinstance(named, dict) else None,
                   param="tool_choice", among="tools")
+
+
+def custom_input(tool: dict[str, Any], messages: list[Any]) -> str:
+    """A custom tool call's input: free text naming the tool and the last user message (a
+    grammar ``format`` is not followed)."""
+    return f"{tool['name']} input for: {content.last_user_text(messages).strip() or '(empty)'}"
 
 
 def _matching(functions: list[dict[str, Any]], messages: list[Any]) -> dict[str, Any]:
@@ -157,13 +180,15 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
     function = called_tool(body, messages)
     legacy = function is None and (function := called_function(body, messages)) is not None
     if function is not None:
-        arguments = orjson.dumps(instance(function.get("parameters") or {})).decode()
+        custom = bool(function.get(CUSTOM))
+        arguments = custom_input(function, messages) if custom \
+            else orjson.dumps(instance(function.get("parameters") or {})).decode()
         out: list[tuple[Output, ToolCall | None]] = []
         for _ in range(sampling.n):
             shaped = content.shape(content.split_tokens(arguments), limit=limit, stops=(),
                                    natural="tool")
             out.append((shaped, ToolCall(sim.new_id("call_"), function["name"],
-                                         shaped.text, legacy)))
+                                         shaped.text, legacy, custom)))
         return out
     topic = content.topic_of(content.last_user_text(messages))
     text = structured_text(body, sim.dialect, topic=topic)
@@ -289,6 +314,9 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
                                "refusal": None, "annotations": []}
     if call is not None and call.legacy:
         message["function_call"] = {"name": call.name, "arguments": call.arguments}
+    elif call is not None and call.custom:
+        message["tool_calls"] = [{"id": call.id, "type": "custom",
+                                  "custom": {"name": call.name, "input": call.arguments}}]
     elif call is not None:
         message["tool_calls"] = [{"id": call.id, "type": "function",
                                   "function": {"name": call.name, "arguments": call.arguments}}]
@@ -355,6 +383,10 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
         elif call.legacy:
             head.append(frame(index, {"role": "assistant", "content": None, "function_call": {
                 "name": call.name, "arguments": ""}}))
+        elif call.custom:
+            head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call.id, "type": "custom",
+                 "custom": {"name": call.name, "input": ""}}]}))
         else:
             head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": call.id, "type": "function",
@@ -368,6 +400,7 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             piece = output.pieces[position]
             delta = ({"content": piece} if call is None
                      else {"function_call": {"arguments": piece}} if call.legacy
+                     else {"tool_calls": [{"index": 0, "custom": {"input": piece}}]} if call.custom
                      else {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             lp = None if logprobs is None else {
                 "content": content.chat_logprobs([piece], logprobs), "refusal": None}

@@ -181,13 +181,16 @@ def text_of(content: Any) -> str:
 
 
 def message_text(message: Any) -> str:
-    """The countable text of one chat message: its content plus any tool-call arguments."""
+    """The countable text of one chat message: its content plus any tool-call arguments (a
+    custom tool call's input)."""
     if not isinstance(message, dict):
         return ""
     text = text_of(message.get("content"))
     for call in message.get("tool_calls") or ():
         if isinstance(call, dict) and isinstance(call.get("function"), dict):
             text += " " + str(call["function"].get("arguments", ""))
+        elif isinstance(call, dict) and isinstance(call.get("custom"), dict):
+            text += " " + str(call["custom"].get("input", ""))
     return text
 
 
