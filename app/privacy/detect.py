@@ -23,7 +23,9 @@ overlapping. Built-in entity types:
   ``AKIA``/``ASIA`` access key ids, GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` and
   ``github_pat_``, Slack ``xox[bpas]-``, Google ``AIza``, GitLab ``glpat-``, PEM private key
   blocks, JWTs), and, after a key-ish word (key, token, secret, password...) and ``:`` or ``=``, a
-  value random enough to be generated;
+  value random enough to be generated; the same value held under such a key in a JSON object
+  (``{"api_key": ...}``: ``Detector.keyed``, for the string values the walk finds under the
+  client's own keys);
 - custom types from the config: regexes and word lists (whole words, case-insensitive).
 
 Overlapping findings are resolved longest first, then by specificity (``PRIORITY``): a card
@@ -170,9 +172,16 @@ _SECRET_GATES = "".join(dict.fromkeys(gate for gate, _, _ in _SECRETS))
 that starts with the literal character (which ``re`` finds memchr-fast) and looks ahead for
 the rest, matching one character so that overlapping starts are all found. A pass costs ~0.5 ns
 a character: 6 passes where there were 14."""
+_KEY_WORD = r"(?:key|secret|token|passw(?:or)?d|passwd|pwd|credentials?)[\w-]{0,20}"
+"""A key-ish word, and the rest of the key's name after it (``api_key``, ``token_id``)."""
+_SECRET_VALUE = r"\s{0,3}[\"']?([A-Za-z0-9+/_\-.=~!@#$%^&*]{12,200})"
+"""What may follow the key as its value (then checked for randomness)."""
 _KEYISH = re.compile(
-    r"(?:key|secret|token|passw(?:or)?d|passwd|pwd|credentials?)[\w-]{0,20}[\"']?\s{0,3}"
-    r"(?::=|=>|[:=])\s{0,3}[\"']?([A-Za-z0-9+/_\-.=~!@#$%^&*]{12,200})", re.IGNORECASE)
+    _KEY_WORD + r"[\"']?\s{0,3}(?::=|=>|[:=])" + _SECRET_VALUE, re.IGNORECASE)
+_SECRET_KEY = re.compile(_KEY_WORD + r"\s{0,3}\Z", re.IGNORECASE)
+"""A JSON object's key that names a secret: a key-ish word ending it (what ``_KEYISH`` asks
+of the words before a ``:`` in text)."""
+_KEYED_VALUE = re.compile(_SECRET_VALUE)
 _KEYISH_WORDS = (b"key", b"secret", b"token", b"passw", b"pwd", b"credential")
 _SECRET_MIN_BITS = 3.3
 """Entropy (bits per character) a value after a key-ish word needs to count as a secret: a
@@ -340,12 +349,31 @@ def _secrets(text: str, view: bytes) -> Iterable[Finding]:
         at = lowered.find(word)
         while at != -1:
             match = _KEYISH.match(text, at)
-            if match is not None:
-                value = match.group(1).rstrip(".,;\"'")
-                if checks.random_token(value, min_bits=_SECRET_MIN_BITS):
-                    start = match.start(1)
-                    yield Finding(SECRET, start, start + len(value))
+            found = None if match is None else _secret_value(text, match)
+            if found is not None:
+                yield found
             at = lowered.find(word, at + 1)
+
+
+def _secret_value(text: str, match: re.Match[str]) -> Finding | None:
+    """The secret ``match`` (of ``_KEYISH`` or ``_KEYED_VALUE``) holds in its group 1, when
+    the value is random enough to be one."""
+    value = match.group(1).rstrip(".,;\"'")
+    if not checks.random_token(value, min_bits=_SECRET_MIN_BITS):
+        return None
+    start = match.start(1)
+    return Finding(SECRET, start, start + len(value))
+
+
+def keyed_secret(key: str, value: str) -> Finding | None:
+    """The secret at the start of ``value`` when it is held under ``key`` in a JSON object
+    (``{"api_key": "Zq8v..."}``, ``{"password": ...}``): what ``_secrets`` finds in
+    ``key: value`` written as text, which the walk yields as two texts
+    (``app.privacy.walk.texts``' ``pairs``)."""
+    if _SECRET_KEY.search(key) is None:
+        return None
+    match = _KEYED_VALUE.match(value)
+    return None if match is None else _secret_value(value, match)
 
 
 def _phone_shaped(candidate: str, groups: list[str]) -> bool:
@@ -450,6 +478,11 @@ class Detector:
         if model and self.model is not None:
             found.extend(self.model.scan(text, self._model_entities))
         return _resolve(found, self._rank)
+
+    def keyed(self, key: str, value: str) -> Finding | None:
+        """The secret ``value`` holds as the value of a JSON object's ``key``
+        (``keyed_secret``), when this detector looks for secrets."""
+        return keyed_secret(key, value) if SECRET in self.entities else None
 
     def merge(self, found: list[Finding], more: Iterable[Finding]) -> list[Finding]:
         """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""

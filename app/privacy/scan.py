@@ -1,7 +1,9 @@
 """A request's text parts scanned: what the privacy stage (``app.stages.privacy``) acts on.
 
 ``scan_request`` walks the body and, for ``/v1/messages``, the native body (``app.privacy.walk``)
-and scans each distinct text part once. A value found anywhere is then looked for in every text
+and scans each distinct text part once; a string value under a client's own key that names a
+secret (``{"api_key": ...}``) is also read as it would be after that key in text
+(``Detector.keyed``). A value found anywhere is then looked for in every text
 part, those that had findings and those that had none (``Known``: bounded as a detector's match
 is, never inside a longer word): a detector that needs a context word (a secret after
 ``password=``, a bare phone number after "call", a bare SSN after "SSN") or the model's
@@ -36,8 +38,11 @@ client's own text holds (never issued); the values found, to look for in what is
 
 def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
     """What ``detector`` finds in ``body`` and ``native`` (see the module docstring)."""
-    parts = [*texts(body)] if native is None else [*texts(body), *texts(native)]
-    found, known = _scanned(detector, parts, model=True)
+    pairs: list[tuple[str, str]] = []  # the client's own keys and their string values
+    parts = [*texts(body, pairs=pairs)]
+    if native is not None:
+        parts += texts(native, pairs=pairs)
+    found, known = _scanned(detector, parts, model=True, pairs=pairs)
     reserved = reserved_in(parts)
     if not found:
         return found, {}, reserved, NOTHING_KNOWN
@@ -68,9 +73,12 @@ def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
     return _scanned(detector, strings, model=model)[0]
 
 
-def _scanned(detector: Detector, strings: Iterable[str], *, model: bool
+def _scanned(detector: Detector, strings: Iterable[str], *, model: bool,
+             pairs: Iterable[tuple[str, str]] = ()
              ) -> tuple[dict[str, list[Finding]], Known]:
-    """Each distinct one of ``strings`` scanned once, then the values found spread to the
+    """Each distinct one of ``strings`` scanned once, and each value of ``pairs`` (JSON
+    objects' keys and their string values, among ``strings``) read in its key's context too
+    (``Detector.keyed``: a secret under ``api_key``), then the values found spread to the
     others (``_spread``): the findings of those that have any, and the values found."""
     found: dict[str, list[Finding]] = {}
     clean: set[str] = set()
@@ -82,6 +90,11 @@ def _scanned(detector: Detector, strings: Iterable[str], *, model: bool
             found[text] = hits
         else:
             clean.add(text)
+    for key, value in pairs:
+        secret = detector.keyed(key, value)
+        if secret is not None:
+            found[value] = detector.merge(found.get(value, []), (secret,))
+            clean.discard(value)
     if not found:
         return found, NOTHING_KNOWN
     known = Known(found.items())

@@ -129,10 +129,14 @@ def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
     return False
 
 
-def texts(node: Any, depth: int = 0, free: bool = False) -> Iterator[str]:
+def texts(node: Any, depth: int = 0, free: bool = False,
+          pairs: list[tuple[str, str]] | None = None) -> Iterator[str]:
     """Every text part of ``node`` (string values and the client's own keys), in document
     order; ``free``: ``node`` is the client's own data (``metadata``, a key of its own), where
-    nothing is skipped."""
+    nothing is skipped. ``pairs``: each key of the client's own data (a key not in ``FIELDS``,
+    or any key inside such data) whose value is a string is added to it with that value
+    (``{"api_key": "..."}``: a detector reads the value in its key's context, as it would read
+    ``api_key: ...`` in text, ``Detector.keyed``)."""
     if isinstance(node, str):
         if not data_url(node):
             yield node
@@ -140,14 +144,16 @@ def texts(node: Any, depth: int = 0, free: bool = False) -> Iterator[str]:
         if depth < _MAX_DEPTH:
             for key, value in node.items():
                 kind = _KINDS.get(key)
+                if pairs is not None and (kind is None or free) and isinstance(value, str):
+                    pairs.append((key, value))
                 if kind is None:
                     yield key
-                    yield from texts(value, depth + 1, True)
+                    yield from texts(value, depth + 1, True, pairs)
                 elif free or not _skipped(kind, node, value, depth):
-                    yield from texts(value, depth + 1, free or kind == _OWN)
+                    yield from texts(value, depth + 1, free or kind == _OWN, pairs)
     elif isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         for item in node:
-            yield from texts(item, depth + 1, free)
+            yield from texts(item, depth + 1, free, pairs)
 
 
 def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,

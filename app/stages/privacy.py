@@ -27,6 +27,11 @@ policy's detectors, counts what it found by entity type into the call record
 - embeddings: ``redact`` is not applied (a redacted text is another vector); the policy's
   ``embeddings`` setting (``block`` or ``private_only``) is applied instead.
 
+Token ids (an embedding's ``input``, a completion's ``prompt``) cannot be scanned: under any
+action but ``allow`` they may go to private targets only (``_unscreened``: under
+``private_only`` the route is narrowed to them; under ``redact`` and ``block`` a route with a
+third-party target, like one with no private target, is refused: 400 ``token_ids_not_screened``).
+
 A policy with ``regions`` narrows every call's route (found values or not) to the targets whose
 provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
 
@@ -173,10 +178,13 @@ class Privacy(Stage):
                        action if counts else "none", scanned=found, known=known)
         call.extras[_STATE] = state
         call.record.privacy_entities, call.record.privacy_action = counts, state.action
+        if counts and self._recorder is not None:
+            self._recorder.privacy_detected(counts, action)
+        param = None if action == "allow" else _token_ids(request)
+        if param is not None:
+            route = _unscreened(call, route, state, action, param, config)
         if not counts:
             return
-        if self._recorder is not None:
-            self._recorder.privacy_detected(counts, action)
         if action == "block":
             raise errors.InvalidRequest(
                 "The request contains sensitive data that this model's privacy policy does not "
@@ -316,6 +324,52 @@ def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:
         return request, body
     request = request.model_copy(update={"stream": False, "stream_options": None})
     return request, {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+
+
+def _token_ids(request: ModelRequest) -> str | None:
+    """The field of ``request`` given as token ids, which no detector can read: an
+    embedding's ``input`` or a completion's ``prompt`` (``None``: every input is text)."""
+    if isinstance(request, EmbeddingRequest):
+        value, param = request.input, "input"
+    elif isinstance(request, CompletionRequest):
+        value, param = request.prompt, "prompt"
+    else:
+        return None
+    return param if isinstance(value, list) and value and not isinstance(value[0], str) \
+        else None
+
+
+def _unscreened(call: ModelCall, route: Route, state: _State, action: str, param: str,
+                config: GatewayConfig) -> Route:
+    """``route`` for a call under ``action`` (not ``allow``) whose ``param`` is token ids
+    (``_token_ids``), which the gateway cannot screen: they may go to private targets only.
+    Under ``private_only`` the route is narrowed to its private targets; under ``redact`` and
+    ``block`` (nothing to redact, nothing known to block) a route with a third-party target is
+    refused, 400 ``token_ids_not_screened``, as is a ``private_only`` route without a private
+    target. The row says ``block`` for a refusal, and ``private_only`` for a call sent (where
+    the text parts found nothing; otherwise their action)."""
+    private = [t for t in route.targets if _trust(config, t) == "private"]
+    if not private or (action != "private_only" and len(private) < len(route.targets)):
+        call.record.privacy_action = state.action = "block"
+        hint = " (LangChain's OpenAIEmbeddings sends token ids unless created with " \
+            "check_embedding_ctx_length=False)" if param == "input" else ""
+        raise errors.InvalidRequest(
+            f"The request's '{param}' is token ids, which the gateway cannot screen for "
+            f"sensitive data: under model '{route.name}''s privacy policy they may only go to a "
+            f"private target, and the model "
+            f"{'has none' if not private else 'may send them to a third-party one'}. Send the "
+            f"{param} as text{hint}.", param=param, code="token_ids_not_screened")
+    if state.action == "none":
+        call.record.privacy_action = state.action = "private_only"
+    if len(private) == len(route.targets):
+        return route
+    route = narrowed_to(route, private, config, fail_closed=FailClosed(
+        "no_private_target",
+        f"The request's '{param}' is token ids, which the gateway cannot screen, so they may "
+        f"only go to a private target, and none of model '{route.name}''s private targets "
+        f"({len(private)}) could take them now; they were not sent to any other target."))
+    call.narrow(route)
+    return route
 
 
 def _trust(config: GatewayConfig, target: Target) -> str:

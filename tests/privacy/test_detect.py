@@ -132,6 +132,27 @@ def test_secret_after_keyish_word() -> None:
     assert found("token: self.next_token_value") == []
 
 
+@pytest.mark.parametrize(("key", "value", "secret"), [
+    ("password", "Xk9mP2qL8vZr4T", "Xk9mP2qL8vZr4T"),
+    ("api_key", "q8ZL3nV0tR7wY2mK5pB (rotated)", "q8ZL3nV0tR7wY2mK5pB"),
+    ("X-Api-Key", '"q8ZL3nV0tR7wY2mK5pB"', "q8ZL3nV0tR7wY2mK5pB"),
+    ("authorization_token", "Zq8vLm2xPw9kRt7Y", "Zq8vLm2xPw9kRt7Y"),
+    ("client_secret", "Zq8vLm2xPw9kRt7Y.", "Zq8vLm2xPw9kRt7Y"),
+    ("password", "correcthorsebattery", None),  # not random enough
+    ("api_key", "short1A", None),
+    ("note", "Zq8vLm2xPw9kRt7Y", None),  # not a key-ish name
+    ("key name", "Zq8vLm2xPw9kRt7Y", None),  # as in text: "key name: ..." is not a key
+])
+def test_secret_under_keyish_key(key: str, value: str, secret: str | None) -> None:
+    """A JSON object's value under a key-ish key is read as the value after ``key:`` in text
+    would be: the secret at its start, when it is random enough."""
+    hit = DETECTOR.keyed(key, value)
+    assert (None if hit is None else (hit.entity, value[hit.start:hit.end])) == \
+        (None if secret is None else ("SECRET", secret))
+    assert found(f"{key}: {value}") == ([] if secret is None else [("SECRET", secret)])
+    assert Detector(entities=["EMAIL"]).keyed(key, value) is None
+
+
 def test_negatives_common_shapes() -> None:
     """UUIDs, hashes, base64, log lines, code and version strings find nothing."""
     samples = [

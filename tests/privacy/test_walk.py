@@ -140,3 +140,18 @@ def test_a_short_data_value_is_text_even_where_payloads_go() -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": PNG}}
     assert list(texts(image)) == []
+
+
+def test_pairs_are_the_clients_own_keys_with_string_values() -> None:
+    """``pairs`` gets each key of the client's own (and any key inside its data) whose value
+    is a string, with the value: the wire format's own fields are not among them."""
+    body = {"model": "chat", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi", "name": "bob"}],
+            "metadata": {"password": "p1", "max_tokens": "p2", "n": 3},
+            "creds": {"api_key": "p3", "nested": {"token": "p4"}}, "mine": "p5",
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"pw": {"type": "string"}}}}}]}
+    pairs: list[tuple[str, str]] = []
+    assert list(texts(body, pairs=pairs)) == list(texts(body))
+    assert pairs == [("password", "p1"), ("max_tokens", "p2"), ("api_key", "p3"),
+                     ("token", "p4"), ("mine", "p5"), ("type", "string")]
