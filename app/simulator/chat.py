@@ -3,15 +3,16 @@
 Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
 admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; ``tools`` given, ``tool_choice``
 not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entry for the function
-``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
-description share the most words with the last user message, the first on a tie
-(``app.structured.pick_tool``), its ``arguments`` an instance of the function's ``parameters``
-schema (``app.structured.instance``); the same for the legacy ``functions`` (no ``tools``),
-chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name": ...}``) unless the last message is
-a ``function`` result, answered as OpenAI answered them: ``message.function_call`` (streamed:
-``delta.function_call``, its ``name`` first, then ``arguments`` piece by piece) and
-``finish_reason`` ``function_call``; structured output -> its instance (JSON-object mode:
-``{"reply": "Simulated reply to: ..."}``); otherwise the deterministic reply.
+``tool_choice`` names, else (``"auto"``, ``"required"``, absent, ``allowed_tools``: among the
+tools it lists) for the tool whose name and description share the most words with the last user
+message, the first on a tie (``app.structured.pick_tool``), its ``arguments`` an instance of the
+function's ``parameters`` schema (``app.structured.instance``); the same for the legacy
+``functions`` (no ``tools``), chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name":
+...}``) unless the last message is a ``function`` result, answered as OpenAI answered them:
+``message.function_call`` (streamed: ``delta.function_call``, its ``name`` first, then
+``arguments`` piece by piece) and ``finish_reason`` ``function_call``; structured output -> its
+instance (JSON-object mode: ``{"reply": "Simulated reply to: ..."}``); otherwise the
+deterministic reply.
 """
 
 from __future__ import annotations
@@ -108,9 +109,32 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
         return None
     if choice in (None, "auto", "required"):
         return _matching(functions, messages)
+    kind = choice.get("type", "function") if isinstance(choice, dict) else None
+    if kind == "allowed_tools":
+        return _matching(_allowed(functions, choice.get("allowed_tools")), messages)
+    if kind != "function":
+        raise SimError(400, "tool_choice must be 'none', 'auto', 'required', or an object of "
+                       f"type 'function' or 'allowed_tools' (got {kind or choice!r}).",
+                       param="tool_choice")
+    return _named(functions, _name(choice), param="tool_choice", among="tools")
+
+
+def _name(choice: Any) -> Any:
+    """The name in ``{"type": "function", "function": {"name": ...}}``, else None."""
     named = choice.get("function") if isinstance(choice, dict) else None
-    return _named(functions, named.get("name") if isinstance(named, dict) else None,
-                  param="tool_choice", among="tools")
+    return named.get("name") if isinstance(named, dict) else None
+
+
+def _allowed(functions: list[dict[str, Any]], allowed: Any) -> list[dict[str, Any]]:
+    """The functions OpenAI's ``allowed_tools`` tool choice lists (``{"mode": "auto" |
+    "required", "tools": [{"type": "function", "function": {"name": ...}}, ...]}``)."""
+    listed = allowed.get("tools") if isinstance(allowed, dict) and "mode" in allowed else None
+    if not isinstance(listed, list) or not listed or allowed["mode"] not in ("auto", "required"):
+        raise SimError(400, 'tool_choice.allowed_tools must be {"mode": "auto" or "required", '
+                       '"tools": [...]}, with at least one tool.',
+                       param="tool_choice.allowed_tools")
+    return [_named(functions, _name(tool), param=f"tool_choice.allowed_tools.tools[{i}]",
+                   among="tools") for i, tool in enumerate(listed)]
 
 
 def _matching(functions: list[dict[str, Any]], messages: list[Any]) -> dict[str, Any]:
