@@ -143,7 +143,9 @@ class ModelConfig(BaseModel):
     strategy: str = "ordered"
     """How the targets are ordered for each call (``app.routing.strategies``)."""
     max_tokens_cap: Annotated[int, Field(ge=1)] | None = None
-    """The most tokens a call may ask for (``max_tokens``, ``max_completion_tokens``)."""
+    """The most tokens a call may ask for (``max_tokens``, ``max_completion_tokens``); a call
+    that asks for none is sent it, unless ``max_tokens_default`` is set or its provider has a
+    default within it (``app.routing.table``)."""
     max_tokens_default: Annotated[int, Field(ge=1)] | None = None
     """What a call that asks for no limit is sent with: at most ``max_tokens_cap`` (after it
     here, so that the cap is validated first)."""

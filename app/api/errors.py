@@ -139,7 +139,7 @@ def validation_problem(problems: Sequence[Any], *, body: Any = None,
     else:
         message = f"Invalid value for '{param}': {problem}"
     return errors.InvalidRequest(message, param=param or None,
-                                 code="invalid_value")  # as the data plane's (``wire.parse``)
+                                 code="invalid_value")  # (the data plane's follow OpenAI's)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import orjson
 from fastapi.responses import Response
@@ -174,7 +174,37 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
         else:
             message = f"Invalid value for '{param}': {errors.problem_message(first)}."
         raise errors.InvalidRequest(message, param=param or None,
-                                    code="invalid_value") from None
+                                    code=_code(model, first)) from None
+
+
+_BOUNDS = {"greater_than": "below_min_value", "greater_than_equal": "below_min_value",
+           "less_than": "above_max_value", "less_than_equal": "above_max_value"}
+"""pydantic's range problems, as the end of OpenAI's codes for them."""
+_WRONG_TYPE = ("_type", "_parsing", "int_from_float", "is_instance_of")
+"""The ends of pydantic's problem types that say the value has the wrong type."""
+
+
+def _code(model: type[BaseModel], problem: ErrorDetails) -> str:
+    """OpenAI's error code for a validation problem: ``missing_required_parameter``,
+    ``invalid_type``, ``integer_above_max_value`` (``decimal_...`` for a number field:
+    ``temperature``, ``logit_bias``; ``..._below_min_value``), else ``invalid_value``."""
+    kind = problem["type"]
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind.endswith(_WRONG_TYPE):
+        return "invalid_type"
+    bound = _BOUNDS.get(kind)
+    if bound is None:
+        return "invalid_value"
+    field = model.model_fields.get(str(problem["loc"][0])) if problem["loc"] else None
+    decimal = isinstance(problem["input"], float) or (
+        field is not None and _mentions_float(field.annotation))
+    return f"{'decimal' if decimal else 'integer'}_{bound}"
+
+
+def _mentions_float(annotation: Any) -> bool:
+    """Whether ``float`` is in a field's type (``Annotated[float, ...] | None``)."""
+    return annotation is float or any(_mentions_float(a) for a in get_args(annotation))
 
 
 def _telling(problems: list[ErrorDetails]) -> ErrorDetails:

@@ -5,10 +5,11 @@ A target's ``model`` is the deployment name. Requests go to
 ``api-version`` query parameter, authenticated either by the ``api-key`` header (``api_key``) or
 by a Microsoft Entra ID token in ``Authorization: Bearer`` (``auth``; the credentials, the token
 cache and its refresh are ``azure_auth``'s), never both; the config's ``headers`` are added to
-every request. Bodies and errors are
-OpenAI-shaped, so everything else is the OpenAI-compatible provider's, except that streams ask for
-usage only on api-versions that accept ``stream_options`` (older ones answer it with a 400; the
-gateway then estimates usage), that a stream's opening chunk holding only the prompt's content
+every request. Bodies and errors are OpenAI-shaped, so everything else is the OpenAI-compatible
+provider's, except that streams ask for usage only on api-versions that accept
+``stream_options`` (older ones answer it with a 400; the gateway then estimates usage), that a
+chat call's default token limit goes in ``max_completion_tokens`` on those api-versions (in
+``max_tokens`` on older ones), that a stream's opening chunk holding only the prompt's content
 filter verdict is folded into the next chunk (``folded``), and that the asynchronous content
 filter's annotation chunks get the stream's envelope and an empty ``delta`` (``annotated``).
 """
@@ -66,15 +67,21 @@ class AzureOpenAIProvider(ProviderBase):
         return (*found, secret.get_secret_value()) if isinstance(secret, SecretStr) else found
 
 STREAM_OPTIONS_SINCE = "2024-09-01"
-"""The first api-version (2024-09-01-preview; GA in 2024-10-21) that accepts ``stream_options``."""
+"""The first api-version (2024-09-01-preview; GA in 2024-10-21) that accepts ``stream_options``
+and ``max_completion_tokens``."""
 
 
 def accepts_stream_options(api_version: str) -> bool:
     """Whether an api-version (``YYYY-MM-DD[-preview]``; anything else counts as new) takes
-    ``stream_options``."""
+    ``stream_options`` (and ``max_completion_tokens``: both came in the same one)."""
     date = api_version[:10]
     is_date = len(date) == 10 and date[4] == date[7] == "-" and date.replace("-", "").isdigit()
     return not is_date or date >= STREAM_OPTIONS_SINCE
+
+
+accepts_max_completion_tokens = accepts_stream_options
+"""Whether an api-version takes ``max_completion_tokens`` (older ones know only ``max_tokens``,
+which Azure's reasoning deployments refuse, so the gateway's default goes in the one it takes)."""
 
 
 class AzureOpenAI(OpenAICompatible):
@@ -101,7 +108,9 @@ class AzureOpenAI(OpenAICompatible):
         self._auth: dict[str, str] = {} if config.api_key is None \
             else {"api-key": config.api_key.get_secret_value()}
         # Every call goes through upstream_for; the base class's own upstream is the resource root.
-        super().__init__(self._new_upstream(f"{self._endpoint}/openai"))
+        super().__init__(self._new_upstream(f"{self._endpoint}/openai"),
+                         chat_limit_field="max_completion_tokens"
+                         if accepts_max_completion_tokens(config.api_version) else "max_tokens")
 
     def _new_upstream(self, base_url: str) -> Upstream:
         token = () if self._token is None else (self._token.value,)
@@ -142,11 +151,11 @@ class AzureOpenAI(OpenAICompatible):
             payload.pop("stream_options", None)
         return payload
 
-    def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
+    def _stream(self, path: str, body: Json, target: Target, *, limit_field: str | None
                 ) -> AsyncGenerator[Json, None]:
         """OpenAI's stream, its prompt-filter chunk folded into the next (``folded``) and, for
         chat, its filter annotations made completion chunks (``annotated``)."""
-        return folded(super()._stream(path, body, target, has_limit=has_limit),
+        return folded(super()._stream(path, body, target, limit_field=limit_field),
                       chat=path == "/chat/completions")
 
     def upstream_for(self, target: Target) -> Upstream:

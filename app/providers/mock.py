@@ -89,7 +89,7 @@ class Mock:
         return sum(estimate_tokens(m.text()) + PER_MESSAGE_TOKENS for m in request.messages)
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
-        answer = chat_answer(call.request)
+        answer = chat_answer(call.request, target.max_tokens_default)
         await self._maybe_fail()
         n = call.request.n or 1
         usage = Usage(prompt_tokens=self._prompt_tokens(call.request),
@@ -113,7 +113,7 @@ class Mock:
         return Result(body=body, usage=usage)
 
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
-        answer = chat_answer(call.request)
+        answer = chat_answer(call.request, target.max_tokens_default)
         await self._maybe_fail()
         n = call.request.n or 1
         stamp = time.time_ns()
@@ -155,7 +155,7 @@ class Mock:
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         await self._maybe_fail()
-        replies = completion_choices(call)
+        replies = completion_choices(call, target.max_tokens_default)
         choices = [{"index": index, "text": reply.text(), "logprobs": reply.all_logprobs(),
                     "finish_reason": reply.finish}
                    for index, reply in enumerate(replies)]
@@ -169,7 +169,7 @@ class Mock:
         """Every choice (``completions``), interleaved piece by piece as chat streams are; an
         echoed prompt comes first, in one chunk per choice (as vLLM streams it)."""
         await self._maybe_fail()
-        replies = completion_choices(call)
+        replies = completion_choices(call, target.max_tokens_default)
         base: Json = {"id": f"cmpl-mock{time.time_ns():x}", "object": "text_completion",
                       "created": int(time.time()), "model": target.model}
         for index, reply in enumerate(replies):

@@ -5,15 +5,17 @@ Chat answers, first match wins (the same for each of the ``n`` choices):
 
 - a tool call (``finish_reason`` ``tool_calls``) when ``tools`` are given, ``tool_choice`` is not
   ``"none"`` and the last message is not a tool result (so agent loops end): the function
-  ``tool_choice`` names, else (``"auto"``, ``"required"``, absent) the tool whose name and
-  description share the most words with the last user message, the first tool on a tie
-  (``app.structured.pick_tool``). One call per choice, whatever ``parallel_tool_calls`` says;
-  its ``arguments`` are ``app.structured.instance`` of the function's ``parameters``;
+  ``tool_choice`` names, else (``"auto"``, ``"required"``, absent; ``allowed_tools``: among the
+  tools it lists) the tool whose name and description share the most words with the last user
+  message, the first tool on a tie (``app.structured.pick_tool``). One call per choice, whatever
+  ``parallel_tool_calls`` says; its ``arguments`` are ``app.structured.instance`` of the
+  function's ``parameters``;
 - with ``response_format`` ``json_schema``, that schema's instance; with ``json_object``,
   ``{"reply": "Mock reply to: ..."}``;
 - otherwise "Mock reply to: <last user message>".
 
-The answer is cut at the client's token limit (``finish_reason`` ``length``). Its pieces are one
+The answer is cut at the client's token limit, else at the target's default (``finish_reason``
+``length``). Its pieces are one
 token each as ``app.usage.estimate_tokens`` counts, so ``usage.completion_tokens`` is the number
 of pieces times ``n``, streamed or not, and ``logprobs.content`` has one entry per piece (with
 ``top_logprobs`` alternatives, log-probabilities derived from a hash of the piece). Schemas
@@ -197,16 +199,45 @@ def _called_function(request: ChatRequest, tools: list[Tool]) -> FunctionDef | N
         return None
     functions = [tool.function for tool in tools]
     if isinstance(choice, dict):
-        named = choice.get("function")
-        wanted = named.get("name") if isinstance(named, dict) else None
-        for function in functions:
-            if function.name == wanted:
-                return function
-        raise errors.InvalidRequest(
-            f"tool_choice names a function that is not in tools: {wanted!r}.",
-            param="tool_choice")
+        kind = choice.get("type", "function")
+        if kind == "allowed_tools":
+            functions = _allowed(functions, choice.get("allowed_tools"))
+        elif kind == "function":
+            return _named(functions, _name(choice), param="tool_choice")
+        else:
+            raise errors.InvalidRequest(
+                "tool_choice must be 'none', 'auto', 'required', or an object of type "
+                f"'function' or 'allowed_tools', not {kind!r}.", param="tool_choice")
     pairs = [(f.name, f.description or "") for f in functions]
     return functions[pick_tool(pairs, _last_user_text(request))]
+
+
+def _name(choice: object) -> object:
+    """The name in ``{"type": "function", "function": {"name": ...}}``, else None."""
+    named = choice.get("function") if isinstance(choice, dict) else None
+    return named.get("name") if isinstance(named, dict) else None
+
+
+def _named(functions: list[FunctionDef], wanted: object, *, param: str) -> FunctionDef:
+    for function in functions:
+        if function.name == wanted:
+            return function
+    raise errors.InvalidRequest(
+        f"{param} names a function that is not in tools: {wanted!r}.", param=param)
+
+
+def _allowed(functions: list[FunctionDef], allowed: object) -> list[FunctionDef]:
+    """The functions OpenAI's ``allowed_tools`` tool choice restricts the answer to (``{"mode":
+    "auto" | "required", "tools": [{"type": "function", "function": {"name": ...}}, ...]}``);
+    under either mode the answer calls one, as under ``"auto"`` and ``"required"``."""
+    listed = allowed.get("tools") if isinstance(allowed, dict) else None
+    if not isinstance(allowed, dict) or not isinstance(listed, list) or not listed \
+            or allowed.get("mode") not in ("auto", "required"):
+        raise errors.InvalidRequest(
+            'tool_choice.allowed_tools must be {"mode": "auto" or "required", "tools": [...]}, '
+            "with at least one tool.", param="tool_choice.allowed_tools")
+    return [_named(functions, _name(tool), param=f"tool_choice.allowed_tools.tools[{i}]")
+            for i, tool in enumerate(listed)]
 
 
 def _text(request: ChatRequest) -> str:
@@ -221,7 +252,9 @@ def _text(request: ChatRequest) -> str:
     return orjson.dumps(instance(schema if isinstance(schema, dict) else {})).decode()
 
 
-def chat_answer(request: ChatRequest) -> Answer:
+def chat_answer(request: ChatRequest, default_limit: int | None = None) -> Answer:
+    """The answer to ``request``, cut at its token limit, else at ``default_limit`` (the
+    target's ``max_tokens_default``: ``routing.table``)."""
     if request.top_logprobs and not request.logprobs:
         raise errors.InvalidRequest("logprobs must be true when top_logprobs is given.",
                                     param="top_logprobs")
@@ -239,7 +272,8 @@ def chat_answer(request: ChatRequest) -> Answer:
     else:
         text = orjson.dumps(instance(function.parameters or {})).decode()
         natural = "tool_calls"
-    pieces, finish = pieces_of(text, request.token_limit(), natural,
+    limit = request.token_limit()
+    pieces, finish = pieces_of(text, default_limit if limit is None else limit, natural,
                              most=MAX_GENERATED_TOKENS // (request.n or 1))
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
     return Answer(pieces, finish, None if function is None else function.name, logprobs)
@@ -309,11 +343,14 @@ class Completion:
         return {key: echoed[key] + generated[key] for key in generated}
 
 
-def completion_choices(call: CompletionCall) -> list[Completion]:
+def completion_choices(call: CompletionCall, default_limit: int | None = None
+                       ) -> list[Completion]:
     """The choices of a legacy completion, as OpenAI orders them: ``n`` for each prompt, the
-    choice ``i`` of prompt ``p`` at index ``p * n + i``. An echoed prompt's pieces count
-    against ``MAX_GENERATED_TOKENS`` as generated ones do."""
+    choice ``i`` of prompt ``p`` at index ``p * n + i``, each cut at ``max_tokens``, else at
+    ``default_limit`` (the target's). An echoed prompt's pieces count against
+    ``MAX_GENERATED_TOKENS`` as generated ones do."""
     request = call.request
+    limit = default_limit if request.max_tokens is None else request.max_tokens
     prompts, n = request.prompt_texts(), request.n or 1
     if len(prompts) * n > MAX_CHOICES:
         raise errors.InvalidRequest(
@@ -330,7 +367,7 @@ def completion_choices(call: CompletionCall) -> list[Completion]:
                 "all choices together, echoed prompts included, and this answer would be "
                 "longer: send shorter prompts, or ask for fewer choices."))
             left -= len(echoed)
-        pieces, finish = reply_words(prompt, request.max_tokens, most=left)
+        pieces, finish = reply_words(prompt, limit, most=left)
         left -= len(pieces)
         replies.extend(Completion(prompt, echoed, pieces, finish, request.logprobs)
                        for _ in range(n))

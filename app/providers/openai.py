@@ -2,7 +2,9 @@
 
 Together, Groq, Mistral, DeepSeek, Ollama's ``/v1`` and Hugging Face TGI's Messages API are all
 this provider with another ``base_url``. The request is forwarded as the client sent it (unknown
-fields included), with the target's model name and the target's ``params`` underneath.
+fields included), with the target's model name and the target's ``params`` underneath; a call
+that gives no token limit is sent the target's default (``routing.table``), on chat as
+``max_completion_tokens`` (``chat_limit_field``), on completions as ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class OpenAIProvider(ProviderBase):
     base_url: str = "https://api.openai.com/v1"
     organization: str | None = None
     project: str | None = None
+    chat_limit_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    """The field a chat call that gives no token limit is sent the target's default in (the
+    model's ``max_tokens_default``, or its ``max_tokens_cap``: ``routing.table``). OpenAI's
+    reasoning models refuse ``max_tokens``; ``max_tokens`` for servers that know only it."""
 
 
 def check_stream_chunk(chunk: Json) -> Json:
@@ -111,8 +117,11 @@ def _has_finish_reason(chunk: Json) -> bool:
 class OpenAICompatible:
     """The OpenAI wire format over HTTP. Subclasses adjust the upstream and the payload."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, *, chat_limit_field: str = "max_tokens") -> None:
+        """``chat_limit_field``: the field a chat call that gives no token limit is sent the
+        target's ``max_tokens_default`` in (completions always take ``max_tokens``)."""
         self._upstream = upstream
+        self._chat_limit_field = chat_limit_field
 
     def upstream_for(self, target: Target) -> Upstream:
         return self._upstream
@@ -130,31 +139,38 @@ class OpenAICompatible:
                                          "include_usage": True}
         return payload
 
-    async def _payload(self, body: Json, target: Target, *, has_limit: bool, stream: bool
-                       ) -> Json:
+    async def _payload(self, body: Json, target: Target, *, limit_field: str | None,
+                       stream: bool) -> Json:
+        """``limit_field``: the field the target's ``max_tokens_default`` goes in (None: the
+        client set a limit, sent as it is)."""
         await self.ready()
         payload: Json = {**target.params, **body, "model": target.model} if target.params \
             else {**body, "model": target.model}
-        if not has_limit and target.max_tokens_default is not None:
-            payload["max_tokens"] = target.max_tokens_default
+        if limit_field is not None and target.max_tokens_default is not None:
+            payload[limit_field] = target.max_tokens_default
         return self.prepare(payload, target=target, stream=stream)
+
+    def _chat_limit(self, call: ChatCall) -> str | None:
+        return None if call.request.token_limit() is not None else self._chat_limit_field
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         return await self._unary("/chat/completions", call.body, target,
-                                 has_limit=call.request.token_limit() is not None)
+                                 limit_field=self._chat_limit(call))
 
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
         return self._stream("/chat/completions", call.body, target,
-                            has_limit=call.request.token_limit() is not None)
+                            limit_field=self._chat_limit(call))
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         return await self._unary("/completions", call.body, target,
-                                 has_limit=call.request.max_tokens is not None)
+                                 limit_field=None if call.request.max_tokens is not None
+                                 else "max_tokens")
 
     def stream_complete(self, call: CompletionCall, *, target: Target
                         ) -> AsyncGenerator[Json, None]:
         return self._stream("/completions", call.body, target,
-                            has_limit=call.request.max_tokens is not None)
+                            limit_field=None if call.request.max_tokens is not None
+                            else "max_tokens")
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payload: Json = {**target.params, **call.body, "model": target.model}
@@ -166,15 +182,16 @@ class OpenAICompatible:
                 f"upstream answered {got} embeddings for {asked} inputs")
         return Result(body=body, usage=Usage.from_openai(body.get("usage")))
 
-    async def _unary(self, path: str, body: Json, target: Target, *, has_limit: bool) -> Result:
-        """Chat and completions, the two twins: ``has_limit``, whether the client set a token
-        limit (else the target's default is sent)."""
-        payload = await self._payload(body, target, has_limit=has_limit, stream=False)
+    async def _unary(self, path: str, body: Json, target: Target, *, limit_field: str | None
+                     ) -> Result:
+        """Chat and completions, the two twins: ``limit_field``, the field the target's default
+        token limit is sent in (None: the client set a limit)."""
+        payload = await self._payload(body, target, limit_field=limit_field, stream=False)
         answer = check_answer(await self.upstream_for(target).post_json(
             path, payload, timeout_s=target.timeout_s), listing="choices")
         return Result(body=answer, usage=Usage.from_openai(answer.get("usage")))
 
-    async def _stream(self, path: str, body: Json, target: Target, *, has_limit: bool
+    async def _stream(self, path: str, body: Json, target: Target, *, limit_field: str | None
                       ) -> AsyncGenerator[Json, None]:
         """The streamed twins; nothing is sent before the first ``__anext__``.
 
@@ -183,7 +200,7 @@ class OpenAICompatible:
         something (``OpeningHold``) and go out with it, in order; only those first chunks are
         looked at. A stream that ends with ``[DONE]`` while they wait sends them then; one cut
         while they wait sends nothing (truncated, below: the next target is tried)."""
-        payload = await self._payload(body, target, has_limit=has_limit, stream=True)
+        payload = await self._payload(body, target, limit_field=limit_field, stream=True)
         events = self.upstream_for(target).stream_sse(path, payload, timeout_s=target.timeout_s)
         finished = False
         hold = OpeningHold(OPENING)
@@ -240,4 +257,5 @@ def openai_headers(config: OpenAIProvider) -> dict[str, str]:
 
 def build(config: OpenAIProvider, session: aiohttp.ClientSession) -> OpenAICompatible:
     return OpenAICompatible(Upstream.from_config(session, config, base_url=config.base_url,
-                                                 headers=openai_headers(config)))
+                                                 headers=openai_headers(config)),
+                            chat_limit_field=config.chat_limit_field)

@@ -71,14 +71,15 @@ class Route:
 
 def _default(target: TargetConfig, model_default: int | None, cap: int | None,
              config: GatewayConfig) -> int | None:
-    """The ``max_tokens`` a call that asks for none is sent to ``target`` with: the model's
-    ``max_tokens_default``; else, where its provider has a default of its own (vLLM's 1024,
-    Anthropic's 4096...) above the model's ``max_tokens_cap``, the cap (the provider's default
-    would send more than the cap lets a call ask for); else ``None`` (the provider's)."""
+    """The token limit a call that asks for none is sent to ``target`` with: the model's
+    ``max_tokens_default``; else, where the model has a ``max_tokens_cap``, the cap, unless the
+    provider has a default of its own (vLLM's 1024, Anthropic's 4096...) within it (a provider
+    with none, such as OpenAI or Gemini, would generate up to the model's own maximum, past
+    the cap); else ``None`` (the provider's)."""
     if model_default is not None or cap is None:
         return model_default
     own = getattr(config.providers[target.provider], "max_tokens_default", None)
-    return cap if isinstance(own, int) and own > cap else None
+    return None if isinstance(own, int) and own <= cap else cap
 
 
 def _target(config: TargetConfig, max_tokens_default: int | None) -> Target:

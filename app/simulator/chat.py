@@ -6,18 +6,19 @@ of the servers that share it; each part reads the others' ``ToolCall`` and ``Wir
 Answer selection per choice, first match wins: ``X-Sim-Refusal`` (or a refusal drawn at the
 admin-set ``refusal_rate``, see ``drift``) -> the refusal sentence; ``tools`` given, ``tool_choice``
 not ``"none"`` and the last message not a tool result -> one ``tool_calls`` entry for the function
-``tool_choice`` names, else (``"auto"``, ``"required"``, absent) for the tool whose name and
-description share the most words with the last user message, the first on a tie
-(``app.structured.pick_tool``), its ``arguments`` an instance of the function's ``parameters``
-schema (``app.structured.instance``); a custom tool (``{"type": "custom", "custom": {"name":
-...}}``, a choice naming it in the same shape) is called as OpenAI calls one, ``{"type":
-"custom", "custom": {"name", "input"}}`` with free text as its ``input`` (``custom_input``;
-streamed: ``custom.input`` piece by piece); the same for the legacy ``functions`` (no ``tools``),
-chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name": ...}``) unless the last message is
-a ``function`` result, answered as OpenAI answered them: ``message.function_call`` (streamed:
-``delta.function_call``, its ``name`` first, then ``arguments`` piece by piece) and
-``finish_reason`` ``function_call``; structured output -> its instance (JSON-object mode:
-``{"reply": "Simulated reply to: ..."}``); otherwise the deterministic reply.
+``tool_choice`` names, else (``"auto"``, ``"required"``, absent, ``allowed_tools``: among the
+tools it lists) for the tool whose name and description share the most words with the last user
+message, the first on a tie (``app.structured.pick_tool``), its ``arguments`` an instance of the
+function's ``parameters`` schema (``app.structured.instance``); a custom tool (``{"type":
+"custom", "custom": {"name": ...}}``, a choice naming it in the same shape) is called as OpenAI
+calls one, ``{"type": "custom", "custom": {"name", "input"}}`` with free text as its ``input``
+(``custom_input``; streamed: ``custom.input`` piece by piece); the same for the legacy
+``functions`` (no ``tools``), chosen by ``function_call`` (``"none"``, ``"auto"``, ``{"name":
+...}``) unless the last message is a ``function`` result, answered as OpenAI answered them:
+``message.function_call`` (streamed: ``delta.function_call``, its ``name`` first, then
+``arguments`` piece by piece) and ``finish_reason`` ``function_call``; structured output -> its
+instance (JSON-object mode: ``{"reply": "Simulated reply to: ..."}``); otherwise the
+deterministic reply.
 """
 
 from __future__ import annotations
@@ -123,12 +124,36 @@ def called_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
         return None
     if choice in (None, "auto", "required"):
         return _matching(functions, messages)
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    kind = choice.get("type", "function") if isinstance(choice, dict) else None
+    if kind == "allowed_tools":
+        return _matching(_allowed(functions, choice.get("allowed_tools")), messages)
+    if kind not in ("function", "custom"):
+        raise SimError(400, "tool_choice must be 'none', 'auto', 'required', or an object of "
+                       f"type 'function', 'custom' or 'allowed_tools' (got {kind or choice!r}).",
+                       param="tool_choice")
+    return _named([f for f in functions if bool(f.get(CUSTOM)) == (kind == "custom")],
+                  _name(choice), param="tool_choice", among="tools")
+
+
+def _name(choice: Any) -> Any:
+    """The name in ``{"type": "function", "function": {"name": ...}}`` (or ``"custom"``'s
+    same shape), else None."""
+    kind = choice.get("type", "function") if isinstance(choice, dict) else None
     named = choice.get(kind) if isinstance(choice, dict) and kind in ("function", "custom") \
         else None
-    return _named([f for f in functions if bool(f.get(CUSTOM)) == (kind == "custom")],
-                  named.get("name") if isinstance(named, dict) else None,
-                  param="tool_choice", among="tools")
+    return named.get("name") if isinstance(named, dict) else None
+
+
+def _allowed(functions: list[dict[str, Any]], allowed: Any) -> list[dict[str, Any]]:
+    """The functions OpenAI's ``allowed_tools`` tool choice lists (``{"mode": "auto" |
+    "required", "tools": [{"type": "function", "function": {"name": ...}}, ...]}``)."""
+    listed = allowed.get("tools") if isinstance(allowed, dict) and "mode" in allowed else None
+    if not isinstance(listed, list) or not listed or allowed["mode"] not in ("auto", "required"):
+        raise SimError(400, 'tool_choice.allowed_tools must be {"mode": "auto" or "required", '
+                       '"tools": [...]}, with at least one tool.',
+                       param="tool_choice.allowed_tools")
+    return [_named(functions, _name(tool), param=f"tool_choice.allowed_tools.tools[{i}]",
+                   among="tools") for i, tool in enumerate(listed)]
 
 
 def custom_input(tool: dict[str, Any], messages: list[Any]) -> str:

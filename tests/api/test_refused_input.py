@@ -69,7 +69,7 @@ def test_a_tool_message_needs_its_tool_call_id(gateway: RunningGateway) -> None:
     assert reply.json()["error"] == {
         "message": "Missing required parameter: 'messages[2].tool_call_id'.",
         "type": "invalid_request_error", "param": "messages[2].tool_call_id",
-        "code": "invalid_value"}
+        "code": "missing_required_parameter"}
     assert gateway.sink.by_id("no-id").attempts == []
     tool["tool_call_id"] = "call_1"
     assert client.post("/v1/chat/completions", json=body).status_code == 200
@@ -113,27 +113,34 @@ def test_a_tool_result_in_an_assistant_turn_is_a_400(gateway: RunningGateway) ->
         "message": "messages[1].content[0]: tool_result blocks are only allowed in user turns"}
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"best_of": "3"}, "Invalid value for 'best_of': Input should be a valid integer."),
-    ({"best_of": 21}, "Invalid value for 'best_of': Input should be less than or equal to 20."),
-    ({"best_of": 1, "n": 3},
+@pytest.mark.parametrize(("extra", "code", "message"), [
+    ({"best_of": "3"}, "invalid_type",
+     "Invalid value for 'best_of': Input should be a valid integer."),
+    ({"best_of": 21}, "integer_above_max_value",
+     "Invalid value for 'best_of': Input should be less than or equal to 20."),
+    ({"best_of": 1, "n": 3}, "invalid_value",
      "best_of must be greater than or equal to n, got best_of=1 and n=3."),
-    ({"best_of": 0}, "best_of must be greater than or equal to n, got best_of=0 and n=1."),
-    ({"best_of": 2, "stream": True}, "best_of cannot be greater than 1 when streaming."),
-    ({"max_tokens": -1},
+    ({"best_of": 0}, "invalid_value",
+     "best_of must be greater than or equal to n, got best_of=0 and n=1."),
+    ({"best_of": 2, "stream": True}, "invalid_value",
+     "best_of cannot be greater than 1 when streaming."),
+    ({"max_tokens": -1}, "integer_below_min_value",
      "Invalid value for 'max_tokens': Input should be greater than or equal to 0."),
+    ({"temperature": 3}, "decimal_above_max_value",
+     "Invalid value for 'temperature': Input should be less than or equal to 2."),
 ], ids=["best-of-string", "best-of-over-20", "best-of-under-n", "best-of-0", "best-of-streamed",
-        "max-tokens-negative"])
+        "max-tokens-negative", "temperature-over-2"])
 def test_completion_best_of_and_max_tokens_outside_openai_rules(
-        gateway: RunningGateway, extra: dict[str, Any], message: str) -> None:
+        gateway: RunningGateway, extra: dict[str, Any], code: str, message: str) -> None:
     """best_of: an integer 0..20, at least n, not above 1 in a stream (OpenAI's rules);
-    max_tokens at least 0: a 400 naming the field, no upstream attempt."""
+    max_tokens at least 0: a 400 naming the field, with OpenAI's code (its type, its range;
+    ``decimal_...`` for a number field even when given an integer), no upstream attempt."""
     body = {"model": "chat", "prompt": "hi", **extra}
     reply = gateway.http().post("/v1/completions", json=body, headers={"x-request-id": "bad"})
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
-    param = "max_tokens" if "max_tokens" in extra else "best_of"
-    assert (error["param"], error["code"], error["message"]) == (param, "invalid_value", message)
+    param = next(iter(extra)) if len(extra) == 1 else "best_of"
+    assert (error["param"], error["code"], error["message"]) == (param, code, message)
     assert gateway.sink.by_id("bad").attempts == []
 
 

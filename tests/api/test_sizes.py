@@ -127,7 +127,7 @@ def test_a_count_does_not_hide_a_wrong_type() -> None:
     """Within the limits, a value of the wrong type still gets its own 400 from validation."""
     with pytest.raises(errors.InvalidRequest) as caught:
         parse(ChatRequest, chat(tools="all"))
-    assert (caught.value.param, caught.value.code) == ("tools", "invalid_value")
+    assert (caught.value.param, caught.value.code) == ("tools", "invalid_type")
     with pytest.raises(errors.InvalidRequest) as caught:
         parse(EmbeddingRequest, embed([1, "a"]))
     assert caught.value.param is not None and caught.value.param.startswith("input")

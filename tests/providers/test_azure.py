@@ -151,3 +151,20 @@ async def test_old_api_version_streams_without_stream_options(
     [record] = await received(session, simulator)
     assert "stream_options" not in record["body"]
     assert query(record)["api-version"] == "2024-02-01"
+
+
+@pytest.mark.parametrize(("version", "field"), [
+    (VERSION, "max_completion_tokens"), ("2024-09-01-preview", "max_completion_tokens"),
+    ("2024-08-01-preview", "max_tokens"), ("2024-02-01", "max_tokens")])
+async def test_the_default_limit_goes_in_the_field_the_api_version_takes(
+    simulator: str, session: aiohttp.ClientSession, version: str, field: str
+) -> None:
+    """A chat call that gives no limit is sent the target's default as
+    ``max_completion_tokens`` (Azure's reasoning deployments refuse ``max_tokens``) from
+    api-version 2024-09-01 on, as ``max_tokens`` before it (which knows no other), never both."""
+    provider = make(simulator, session, api_version=version)
+    target = Target(provider="azure", model="o3-mini", max_tokens_default=5)
+    await provider.chat(chat(HELLO), target=target)
+    [record] = await received(session, simulator)
+    other = {"max_tokens", "max_completion_tokens"} - {field}
+    assert record["body"][field] == 5 and not other & record["body"].keys()

@@ -103,6 +103,37 @@ def test_forced_function_is_called(client: openai.OpenAI) -> None:
     assert the_call(again) == (name, arguments)
 
 
+@pytest.mark.parametrize("mode", ["auto", "required"])
+def test_allowed_tools_restrict_the_choice(client: openai.OpenAI, mode: Any) -> None:
+    """OpenAI's ``allowed_tools`` tool choice: the best matching tool among those it lists
+    (the weather question gets the hotel, the only one allowed that fits best)."""
+    allowed: Any = {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [
+        {"type": "function", "function": {"name": "search_flights"}},
+        {"type": "function", "function": {"name": "book_hotel"}}]}}
+    answer = client.chat.completions.create(model=MODEL, messages=ask("a hotel, and weather?"),
+                                            tools=TOOLS, tool_choice=allowed)
+    name, arguments = the_call(answer)
+    assert name == "book_hotel"
+    jsonschema.validate(arguments, SCHEMAS[name])
+
+
+@pytest.mark.parametrize(("allowed", "param", "words"), [
+    ({"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+     "tool_choice.allowed_tools.tools[0]", "not in tools: 'nope'"),
+    ({"mode": "sometimes", "tools": [{"type": "function", "function": {"name": "book_hotel"}}]},
+     "tool_choice.allowed_tools", "allowed_tools must be"),
+    ({"mode": "auto", "tools": []}, "tool_choice.allowed_tools", "allowed_tools must be"),
+])
+def test_bad_allowed_tools_are_400s_naming_them(client: openai.OpenAI, allowed: Any,
+                                                param: str, words: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=ask("hi"), tools=TOOLS,
+            tool_choice={"type": "allowed_tools", "allowed_tools": allowed})
+    body: Any = caught.value.body
+    assert body["param"] == param and words in body["message"]
+
+
 def test_choice_none_and_tool_results_get_text(client: openai.OpenAI) -> None:
     """tool_choice none, or a tool result as the last message, gets the text reply."""
     loop: list[ChatCompletionMessageParam] = [

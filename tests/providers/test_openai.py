@@ -137,6 +137,33 @@ async def test_target_params_and_unknown_client_fields_are_forwarded(
     assert sent["model"] == "gpt-4o-mini"
 
 
+async def test_the_default_limit_goes_in_max_completion_tokens_on_chat(
+    simulator: str, session: aiohttp.ClientSession
+) -> None:
+    """A chat call that gives no limit is sent the target's default as
+    ``max_completion_tokens`` (OpenAI's reasoning models refuse ``max_tokens``), streamed or
+    not, never both fields; completions keep ``max_tokens``; a client's own limit goes as sent;
+    ``chat_limit_field: max_tokens`` is for servers that know only that one."""
+    provider = make(simulator + "/v1", session)
+    target = Target(provider="openai", model="gpt-4o-mini", max_tokens_default=5)
+    await provider.chat(chat(HELLO), target=target)
+    [record] = await received(session, simulator)
+    assert record["body"]["max_completion_tokens"] == 5 and "max_tokens" not in record["body"]
+    await drain(provider.stream_chat(chat({**HELLO, "stream": True}), target=target))
+    [record] = await received(session, simulator)
+    assert record["body"]["max_completion_tokens"] == 5 and "max_tokens" not in record["body"]
+    await provider.chat(chat({**HELLO, "max_tokens": 3}), target=target)
+    [record] = await received(session, simulator)
+    assert record["body"]["max_tokens"] == 3 and "max_completion_tokens" not in record["body"]
+    await provider.complete(completion({"model": "text", "prompt": "Hi"}), target=target)
+    [record] = await received(session, simulator)
+    assert record["body"]["max_tokens"] == 5 and "max_completion_tokens" not in record["body"]
+    older = make(simulator + "/v1", session, chat_limit_field="max_tokens")
+    await older.chat(chat(HELLO), target=target)
+    [record] = await received(session, simulator)
+    assert record["body"]["max_tokens"] == 5 and "max_completion_tokens" not in record["body"]
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 

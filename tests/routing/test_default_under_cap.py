@@ -1,6 +1,6 @@
 """A call that asks for no ``max_tokens`` is never sent more than its model's
-``max_tokens_cap``, even where its provider has a larger default of its own
-(``app.routing.table``)."""
+``max_tokens_cap``: where its provider has a larger default of its own, or none at all (OpenAI,
+Gemini: the model's own maximum), the cap is sent (``app.routing.table``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ PROVIDERS = {
     "claude": {"type": "anthropic", "api_key": "unused-key-0123456789"},
     "gpu": {"type": "vllm", "base_url": "http://127.0.0.1:9/v1"},
     "oai": {"type": "openai", "api_key": "unused-key-0123456789"},
+    "gem": {"type": "gemini", "api_key": "unused-key-0123456789"},
+    "aws": {"type": "bedrock", "region": "us-east-1", "api_key": "unused-key-0123456789"},
 }
 
 
@@ -29,31 +31,40 @@ def defaults(model: dict[str, Any], **experiments: Any) -> dict[str, int | None]
 
 
 TARGETS = [{"provider": "claude", "model": "c"}, {"provider": "gpu", "model": "g"},
-           {"provider": "oai", "model": "o"}]
+           {"provider": "oai", "model": "o"}, {"provider": "gem", "model": "m"},
+           {"provider": "aws", "model": "b"}]
 
 
 def test_a_provider_default_above_the_cap_is_cut_to_the_cap() -> None:
-    """Anthropic's 4096 and vLLM's 1024 above a cap of 100 become 100; OpenAI, which sends
-    no default of its own, is left to send none."""
-    assert defaults({"targets": TARGETS, "max_tokens_cap": 100}) == {
-        "claude": 100, "gpu": 100, "oai": None}
+    """Anthropic's 4096 and vLLM's 1024 above a cap of 100 become 100."""
+    assert defaults({"targets": TARGETS, "max_tokens_cap": 100})["claude"] == 100
+    assert defaults({"targets": TARGETS, "max_tokens_cap": 100})["gpu"] == 100
+
+
+def test_a_provider_without_a_default_is_sent_the_cap() -> None:
+    """OpenAI and Gemini send no limit of their own (their model then generates up to its
+    own maximum, past the cap), nor does Bedrock without a ``max_tokens_default``: each is
+    sent the cap."""
+    found = defaults({"targets": TARGETS, "max_tokens_cap": 100})
+    assert (found["oai"], found["gem"], found["aws"]) == (100, 100, 100)
 
 
 def test_a_provider_default_under_the_cap_stays_the_providers() -> None:
     """A cap of 2048 cuts Anthropic's 4096 but leaves vLLM's 1024 (sent by the provider)."""
     assert defaults({"targets": TARGETS, "max_tokens_cap": 2048}) == {
-        "claude": 2048, "gpu": None, "oai": None}
+        "claude": 2048, "gpu": None, "oai": 2048, "gem": 2048, "aws": 2048}
 
 
 def test_the_models_own_default_wins() -> None:
     """A model's ``max_tokens_default`` (at most its cap) is every target's."""
     assert defaults({"targets": TARGETS, "max_tokens_cap": 100, "max_tokens_default": 60}) == {
-        "claude": 60, "gpu": 60, "oai": 60}
+        "claude": 60, "gpu": 60, "oai": 60, "gem": 60, "aws": 60}
 
 
 def test_without_a_cap_nothing_changes() -> None:
     """No cap: each provider's own default applies."""
-    assert defaults({"targets": TARGETS}) == {"claude": None, "gpu": None, "oai": None}
+    assert defaults({"targets": TARGETS}) == {
+        "claude": None, "gpu": None, "oai": None, "gem": None, "aws": None}
 
 
 def test_an_experiments_variant_is_cut_to_its_models_cap() -> None:
@@ -63,4 +74,4 @@ def test_an_experiments_variant_is_cut_to_its_models_cap() -> None:
                          "control": {"weight": 1, "targets": [{"provider": "oai", "model": "o"}]},
                          "claude": {"weight": 1, "targets": [{"provider": "claude", "model": "c"}]},
                      }})
-    assert found == {"oai": None, "claude": 100}
+    assert found == {"oai": 100, "claude": 100}

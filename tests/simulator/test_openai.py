@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
+from typing import Literal
 
 import httpx
 import openai
@@ -126,6 +127,46 @@ def test_unknown_forced_tool_is_a_400(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER],
                                     tool_choice={"type": "function", "function": {"name": "x"}})
+
+
+@pytest.mark.parametrize("mode", ["auto", "required"])
+def test_allowed_tools_restrict_the_choice(oai: openai.OpenAI,
+                                           mode: Literal["auto", "required"]) -> None:
+    """OpenAI's ``allowed_tools`` tool choice calls one of the tools it lists, the best
+    matching among them, streamed or not."""
+    clock: ChatCompletionFunctionToolParam = {
+        "type": "function", "function": {"name": "get_time", "description": "The time"}}
+    choice: ChatCompletionToolChoiceOptionParam = {
+        "type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [
+            {"type": "function", "function": {"name": "get_time"}}]}}
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": "weather in Oslo?"}]
+    answer = oai.chat.completions.create(model="m", messages=messages,
+                                         tools=[WEATHER, clock], tool_choice=choice)
+    assert [c.function.name for c in answer.choices[0].message.tool_calls or ()  # type: ignore[union-attr]
+            ] == ["get_time"]
+    with oai.chat.completions.stream(model="m", messages=messages, tools=[WEATHER, clock],
+                                     tool_choice=choice) as stream:
+        final = stream.get_final_completion()
+    assert [c.function.name for c in final.choices[0].message.tool_calls or ()] == ["get_time"]
+
+
+def test_unknown_allowed_tool_and_other_choice_types_are_400s_naming_them(
+        oai: openai.OpenAI) -> None:
+    """A listed tool that is not in tools is a 400 naming it; a tool choice of a type the
+    simulator does not know (a custom tool) is a 400 saying which types it takes."""
+    choice: ChatCompletionToolChoiceOptionParam = {
+        "type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "function": {"name": "nope"}}]}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER],
+                                    tool_choice=choice)
+    assert "tool_choice.allowed_tools.tools[0] names a function that is not in tools: 'nope'" \
+        in str(caught.value)
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER],
+                                    tool_choice={"type": "custom", "custom": {"name": "x"}})
+    assert "'function' or 'allowed_tools' (got 'custom')" in str(caught.value)
 
 
 def test_logprobs_cover_every_token(oai: openai.OpenAI) -> None:
