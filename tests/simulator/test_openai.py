@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from typing import Literal
+from typing import Any, Literal, cast
 
 import httpx
 import openai
@@ -154,7 +154,7 @@ def test_allowed_tools_restrict_the_choice(oai: openai.OpenAI,
 def test_unknown_allowed_tool_and_other_choice_types_are_400s_naming_them(
         oai: openai.OpenAI) -> None:
     """A listed tool that is not in tools is a 400 naming it; a tool choice of a type the
-    simulator does not know (a custom tool) is a 400 saying which types it takes."""
+    simulator does not know is a 400 saying which types it takes."""
     choice: ChatCompletionToolChoiceOptionParam = {
         "type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
             {"type": "function", "function": {"name": "nope"}}]}}
@@ -165,8 +165,8 @@ def test_unknown_allowed_tool_and_other_choice_types_are_400s_naming_them(
         in str(caught.value)
     with pytest.raises(openai.BadRequestError) as caught:
         oai.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER],
-                                    tool_choice={"type": "custom", "custom": {"name": "x"}})
-    assert "'function' or 'allowed_tools' (got 'custom')" in str(caught.value)
+                                    tool_choice=cast(Any, {"type": "mcp", "mcp": {"name": "x"}}))
+    assert "'function', 'custom' or 'allowed_tools' (got 'mcp')" in str(caught.value)
 
 
 def test_logprobs_cover_every_token(oai: openai.OpenAI) -> None:
