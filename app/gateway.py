@@ -179,12 +179,14 @@ class Gateway(Finisher):
         return self._open_on(self.snapshot, incoming)
 
     def _open_on(self, snapshot: Snapshot, incoming: Incoming) -> ModelCall:
+        request_id = client_request_id(incoming.headers)
         record = CallRecord(id=os.urandom(16).hex(),  # uuid4().hex measured ~8 us, this ~0.6 us
-                            request_id=client_request_id(incoming.headers),
+                            request_id=request_id,
                             endpoint=incoming.path, caller="unauthenticated",
                             config_version=snapshot.version)
         snapshot.in_flight.calls += 1  # back down in finish(), which every call reaches once
-        return ModelCall(incoming=incoming, record=record, snapshot=snapshot, owner=self)
+        return ModelCall(incoming=incoming, record=record, snapshot=snapshot, owner=self,
+                         request_id=request_id)
 
     # ---- route and call -------------------------------------------------------------------
 

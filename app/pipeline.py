@@ -246,9 +246,9 @@ class Pipeline:
         the metrics and the call log get it (``Gateway.finish``); never raises.
 
         A call that did not end ``ok`` may have been refused before the privacy stage scanned
-        its request (a 403, a 404, a template's or a parse's 400): its end user, tags, error
-        message (which may quote the request's model) and a model no route serves (stored as
-        named, ``public_model``) are screened then with the call's
+        its request (a 403, a 404, a template's or a parse's 400): its request id, end user,
+        tags, error message (which may quote the request's model) and a model no route serves
+        (stored as named, ``public_model``) are screened then with the call's
         policy (``_screen``), as the privacy stage's ``on_end`` does for a call it scanned. An
         answered call went through that stage, so nothing is left to screen (no cost on that
         path). Then the gateway's own keys are scrubbed from every string the client chose
@@ -260,8 +260,6 @@ class Pipeline:
             _screen(call, self._screens)
         own = self.scrub_keys
         record.rewrite_quoted(own)
-        if record.request_id is not None:
-            record.request_id = own(record.request_id)
         if record.public_model is not None:  # a model no route serves is stored as named
             record.public_model = own(record.public_model)
 
@@ -278,7 +276,8 @@ class Pipeline:
 
 
 def _screen(call: ModelCall, screens: Screens) -> None:
-    """``call``'s end user, tags and error message, which the privacy stage never scanned,
+    """``call``'s request id, end user, tags and error message, which the privacy stage never
+    scanned,
     screened with its policy as that stage would have: each value found replaced by its
     placeholder (``Vault``), wherever else it appears among them too (``scan_texts``). Nothing
     when the policy is idle (the values would have been kept as they are). Under a policy that
@@ -290,7 +289,7 @@ def _screen(call: ModelCall, screens: Screens) -> None:
     named = record.public_model
     unknown = named is not None and not call.snapshot.table.serves(named)  # client text
     if record.end_user is None and not record.tags and record.error_message is None \
-            and not unknown:
+            and record.request_id is None and not unknown:
         return
     model = call.request.model if call.request is not None else named or ""
     try:
@@ -304,7 +303,8 @@ def _screen(call: ModelCall, screens: Screens) -> None:
     if detector.model is not None:
         record.end_user, record.tags = None, None
     tags = record.tags or {}
-    strings = [text for text in (record.end_user, record.error_message, *tags, *tags.values())
+    strings = [text for text in (record.request_id, record.end_user, record.error_message,
+                                 *tags, *tags.values())
                if type(text) is str and text]
     if unknown and named:  # stored as named: screened as the error message that quotes it
         strings.append(named)
@@ -404,6 +404,10 @@ class ModelCall:
     record: CallRecord
     snapshot: Snapshot
     owner: Finisher
+    request_id: str | None = None
+    """The client's ``x-request-id`` as it sent it (``app.api.incoming.client_request_id``):
+    what its answer's ``x-request-id`` echoes. The record's ``request_id`` is what is stored
+    (screened by the call's privacy policy: ``Pipeline.seal``)."""
     caller: Caller = ANONYMOUS
     request: ModelRequest | None = None
     body: Json | None = None

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from app import errors
-from app.calllog import CallRecord
 from app.limits import Header
 from app.pipeline import ModelCall
 
@@ -229,9 +228,11 @@ def _drop_nulls(model: type[BaseModel], body: dict[str, Any]) -> None:
             del body[name]
 
 
-def id_headers(record: CallRecord) -> dict[str, str]:
-    """The call id, and the client's request id (the call id when it sent none)."""
-    return {"x-request-id": record.request_id or record.id, "x-switchboard-call-id": record.id}
+def id_headers(call: ModelCall) -> dict[str, str]:
+    """The call id, and the client's request id as it sent it (the call id when it sent none;
+    the record may store it screened: ``ModelCall.request_id``)."""
+    record = call.record
+    return {"x-request-id": call.request_id or record.id, "x-switchboard-call-id": record.id}
 
 
 def call_headers(call: ModelCall) -> dict[str, str]:
@@ -239,7 +240,7 @@ def call_headers(call: ModelCall) -> dict[str, str]:
     config version that serves the call among them). Not the headers the pipeline's stages
     added (``ModelCall.headers``): the response adds those as they are."""
     record = call.record
-    headers = id_headers(record)
+    headers = id_headers(call)
     headers["x-switchboard-config-version"] = call.snapshot.version
     if record.variant is not None:
         headers["x-switchboard-variant"] = f"{record.experiment}/{record.variant}"
@@ -298,7 +299,7 @@ def error_reply(content: bytes, status: int, call: ModelCall | None, *,
     ``cause``: the error answered; its own headers (``GatewayError.headers``) go out too, and
     an upstream's wait (``upstream_retry_after``) is passed on as ``retry-after``, else a 429
     says 1 second."""
-    headers = {} if call is None else id_headers(call.record)
+    headers = {} if call is None else id_headers(call)
     raw: Sequence[Header] = () if call is None else call.headers
     if cause is not None and cause.headers:
         raw = [*raw, *cause.headers]

@@ -219,7 +219,9 @@ class CallRecord:
     team_id: str | None = None
     """The team of that key, when it has one."""
     request_id: str | None = None
-    """The client's ``x-request-id``, when it sent a sane one; not unique."""
+    """The client's ``x-request-id``, when it sent a sane one; not unique. Stored with the
+    values its privacy policy finds in it replaced by their placeholders (the client is still
+    answered its own: ``ModelCall.request_id``)."""
     config_version: str | None = None
     """The version of the config the call ran on (``app.pipeline.config_version``)."""
     experiment: str | None = None
@@ -282,8 +284,11 @@ class CallRecord:
 
     def rewrite_quoted(self, change: Callable[[str], str]) -> None:
         """Apply ``change`` to the strings of the client's request the record stores:
-        ``end_user``, ``tags``' keys and values, and ``error_message`` (which may quote the
-        request: the model it named). ``tags`` is replaced only if ``change`` changed it."""
+        ``request_id``, ``end_user``, ``tags``' keys and values, and ``error_message`` (which
+        may quote the request: the model it named). ``tags`` is replaced only if ``change``
+        changed it."""
+        if self.request_id is not None:
+            self.request_id = change(self.request_id)
         if self.end_user is not None:
             self.end_user = change(self.end_user)
         tags = self.tags

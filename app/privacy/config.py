@@ -32,7 +32,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.privacy.detect import BUILTIN
 
@@ -83,6 +92,23 @@ SPACY_COMPONENTS_NOT_FOR_NER = ("tok2vec", "tagger", "parser", "attribute_ruler"
 """The components of spaCy's trained CPU pipelines (``en_core_web_sm/md/lg``...) that their
 ``ner`` does not read (it has its own token vectors): the default ``disable``."""
 _NAMES_AND_PLACES: tuple[PresidioEntity, ...] = ("PERSON", "LOCATION")
+_REGION_MISTAKES = {"UK": "GB", "EL": "GR"}
+"""Codes often written for a region whose ISO 3166-1 code is another."""
+
+
+def _phone_region(code: str) -> str:
+    """``code`` when ``phonenumbers`` has a numbering plan for it (else no number written
+    without its country code would ever be found there)."""
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        hint = _REGION_MISTAKES.get(code)
+        raise ValueError(
+            f"{code!r} is not a region phonenumbers knows; write its ISO 3166-1 alpha-2 code"
+            + (f" ({hint}, not {code})" if hint else " (GB, DE, US...)"))
+    return code
+
+
+PhoneRegion = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), AfterValidator(_phone_region)]
+"""A region whose numbers ``phonenumbers`` reads (``phonenumbers.SUPPORTED_REGIONS``)."""
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -130,6 +156,14 @@ class PresidioConfig(BaseModel):
         return self
 
 
+_EMPTY = {
+    "entities": "an empty list acts on no entity type, so the policy would do nothing; leave "
+                "entities out to act on every type, or name the ones wanted",
+    "regions": "an empty list allows no region, so every call would be refused; leave regions "
+               "out to allow any, or name the ones allowed",
+}
+
+
 class _Policy(BaseModel):
     model_config = _FORBID
     entities: list[EntityName] | None = None
@@ -138,6 +172,16 @@ class _Policy(BaseModel):
     words: list[CustomWords] = Field(default_factory=list)
     regions: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
     """Only targets whose provider's ``region`` is one of these are used (default: any)."""
+
+    @field_validator("entities", "regions")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """An empty list would act on nothing (``entities``) or allow no target at all
+        (``regions``): refused, rather than a policy that silently does nothing or refuses
+        every call."""
+        if value is not None and not value:
+            raise ValueError(_EMPTY[info.field_name or ""])
+        return value
 
 
 class ModelPrivacy(_Policy):
@@ -152,8 +196,7 @@ class PrivacyConfig(_Policy):
 
     action: Action = "allow"
     embeddings: EmbeddingAction = "block"
-    phone_regions: Annotated[list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]],
-                             Field(min_length=1, max_length=16)] = Field(
+    phone_regions: Annotated[list[PhoneRegion], Field(min_length=1, max_length=16)] = Field(
         default_factory=lambda: ["US"])
     observe: bool = False
     presidio: PresidioConfig | None = None

@@ -20,10 +20,13 @@ downloaded:
 
 The pipeline's components that named-entity recognition does not need are disabled
 (``PresidioConfig.disable``); a pipeline that then cannot run is refused when it loads (one
-sentence is run through it). Texts longer than ``PIECE`` characters are analysed in pieces cut at
-a line break or a space (spaCy's memory grows with the text: about 1 GB per 100,000 characters
-for its trained pipelines, and it refuses texts past ``nlp.max_length``); a name cut by a
-piece's end may be missed.
+sentence is run through it). Texts longer than ``PIECE`` characters are analysed in pieces
+(spaCy's memory grows with the text: about 1 GB per 100,000 characters for its trained
+pipelines, and it refuses texts past ``nlp.max_length``), which overlap: each piece owns a part
+of the text cut at a line break or a space, and is analysed with ``OVERLAP`` characters of its
+neighbours' parts on either side; a piece keeps only what starts in its own part. So a name
+across a cut ("Ann | Lee") is seen whole by the piece it starts in, and one near a cut is seen
+with its context (``pieces``).
 
 One thread per scanner runs its analyses one at a time (spaCy pipelines are not documented to
 be thread-safe), off the event loop: the stage hands a call's whole scan to it
@@ -35,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
@@ -58,7 +61,10 @@ SPACY_LABELS: dict[str, str] = {
 ``LOC`` in others) -> Presidio's types; ``FAC`` (buildings, streets, airports) counts as a
 place, as addresses do."""
 PIECE = 100_000
-"""Characters analysed at once (see the module docstring)."""
+"""Characters analysed at once, at most (see the module docstring)."""
+OVERLAP = 500
+"""Characters of its neighbours' parts a piece also reads on either side (``pieces``): longer
+than any name, place or organisation."""
 _SMOKE = "Ann Lee flew from Paris to Lagos on Monday."
 
 
@@ -97,11 +103,14 @@ class PresidioScanner:
         """The values of ``entities`` in ``text``, by Presidio's analysis (blocking)."""
         wanted = sorted(entities)
         found: list[Finding] = []
-        for offset, piece in pieces(text, PIECE):
-            if piece.strip():
-                found.extend(Finding(r.entity_type, offset + r.start, offset + r.end)
-                             for r in self._analyzer.analyze(piece, language=self._language,
-                                                             entities=wanted))
+        for piece in pieces(text, PIECE, OVERLAP):
+            if piece.text.strip():
+                offset = piece.offset
+                found.extend(
+                    Finding(r.entity_type, offset + r.start, offset + r.end)
+                    for r in self._analyzer.analyze(piece.text, language=self._language,
+                                                    entities=wanted)
+                    if piece.own_start <= offset + r.start < piece.own_end)
         return found
 
     async def offload(self, work: Callable[[], T]) -> T:
@@ -112,20 +121,42 @@ class PresidioScanner:
         self._executor.shutdown(wait=False)
 
 
-def pieces(text: str, size: int) -> list[tuple[int, str]]:
-    """``text`` in pieces of at most ``size`` characters, each cut after the last line break
-    in it, else the last space, else at ``size``; with their offsets."""
-    out: list[tuple[int, str]] = []
+class Piece(NamedTuple):
+    """A piece of a text analysed at once: ``text`` starts at ``offset`` in the whole, and the
+    piece owns the findings that start in ``[own_start, own_end)`` (whole-text offsets)."""
+
+    offset: int
+    text: str
+    own_start: int
+    own_end: int
+
+
+def pieces(text: str, size: int, overlap: int = 0) -> list[Piece]:
+    """``text`` in pieces of at most ``size`` characters that overlap by ``overlap`` on either
+    side. Their own parts cover the text end to end, each of at most ``size - 2 * overlap``
+    characters, cut after the last line break in it, else the last space, else at that size;
+    each piece is its own part with up to ``overlap`` characters of the text before and after
+    it. A finding that starts in a piece's own part and is shorter than ``overlap`` is seen
+    whole by that piece, whatever cut it crosses."""
+    if len(text) <= size:
+        return [Piece(0, text, 0, len(text))]
+    part = size - 2 * overlap
+    if part <= 0:
+        raise ValueError(f"pieces of {size} characters cannot overlap by {overlap} on each side")
+    out: list[Piece] = []
     start = 0
-    while len(text) - start > size:
-        end = start + size
-        cut = text.rfind("\n", start, end)
-        if cut <= start:
-            cut = text.rfind(" ", start, end)
-        cut = end if cut <= start else cut + 1
-        out.append((start, text[start:cut]))
+    while start < len(text):
+        end = start + part
+        if end >= len(text):
+            cut = len(text)
+        else:
+            cut = text.rfind("\n", start, end)
+            if cut <= start:
+                cut = text.rfind(" ", start, end)
+            cut = end if cut <= start else cut + 1
+        first = max(0, start - overlap)
+        out.append(Piece(first, text[first:cut + overlap], start, cut))
         start = cut
-    out.append((start, text[start:]))
     return out
 
 

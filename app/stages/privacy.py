@@ -39,9 +39,10 @@ A shadow copy of an answered call (an experiment's ``shadow`` variant) runs unde
 original's policy too, applied to the shadow variant's targets (``on_shadow``).
 
 Captured bodies (``calllog.capture_bodies``), the record's ``end_user`` and ``tags`` (the
-request's ``user`` and ``metadata``) and its error message are stored with the found values
-replaced by their placeholders, whatever the action (``on_end``; an answer's or an error's
-copy of a value found in the request too). A call refused before this stage scanned it is
+request's ``user`` and ``metadata``), its error message and its ``request_id`` (the client's
+``x-request-id``, answered back as sent) are stored with the found values replaced by their
+placeholders, whatever the action (``on_end``; an answer's or an error's copy of a value found
+in the request too). A call refused before this stage scanned it is
 screened when its record is sealed (``Pipeline.seal``, with this stage's ``policies``). The metric
 ``switchboard_privacy_detections_total{entity,action}`` counts the values found.
 
@@ -245,10 +246,18 @@ class Privacy(Stage):
 
     def on_end(self, call: ModelCall) -> None:
         state: _State | None = call.extras.get(_STATE)
-        if state is None or not state.counts:
+        if state is None:
             return
         record = call.record
         detector, vault, known = state.detector, state.vault, state.known
+        if not state.counts:
+            # The request id is no part of the request scanned (it is never sent): a value in
+            # it is looked for on its own, by the built-in and custom detectors.
+            if record.request_id is not None:
+                found = detector.scan(record.request_id, model=False)
+                if found:
+                    record.request_id = vault.redact(record.request_id, found)
+            return
 
         def scrub(text: str) -> str:
             found = state.scanned.get(text)
@@ -273,6 +282,8 @@ class Privacy(Stage):
             record.tags = rewrite(record.tags, scrub)
         if record.error_message is not None:  # an upstream's error may quote the request
             record.error_message = scrub(record.error_message)
+        if record.request_id is not None:
+            record.request_id = scrub(record.request_id)
 
 
 async def _load_scanner(section: PresidioConfig) -> PresidioScanner:

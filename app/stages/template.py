@@ -29,7 +29,9 @@ own text is past the limit); no template database 503
 (``prompt_not_supported``): templates are chat messages.
 
 The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
-known (a call refused for its variables says which version refused it).
+known (a call refused for its variables says which version refused it). A call that named no
+model gets the version's default before anything can refuse it, so a refusal is recorded under
+that model and its ``user`` and error message screened with that model's privacy policy.
 
 Experiments (``app.routing.experiments``): when the call's model (the body's ``model``, else the
 requested version's default) is split by an experiment some of whose variants pin a prompt
@@ -193,8 +195,11 @@ class Template(Stage):
         ref = reference(value)
         version = await self._version(ref)
         model = body.get("model")
-        if model is None:
-            model = version.model
+        if model is None and version.model is not None:
+            # The version's default, set before anything below can refuse the call: a refusal
+            # (a bad variable, a render too large) is recorded under the model the call would
+            # have run on, and screened with its privacy policy (``Pipeline.seal``).
+            body["model"] = model = version.model
         if isinstance(model, str):
             version = await self._experiment(call, body, ref, model, version)
         call.record.prompt_id, call.record.prompt_version = version.template_id, version.number
@@ -217,8 +222,6 @@ class Template(Stage):
         user = body.get("user")
         variant = call.variant_of(experiment, user=user if isinstance(user, str) else None)
         call.pin(variant.route, experiment=experiment.name, variant=variant.name)
-        if body.get("model") is None:
-            body["model"] = model
         pinned = variant.prompt
         if pinned is None:
             return version

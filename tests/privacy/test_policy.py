@@ -79,8 +79,23 @@ def test_the_config_has_no_key_or_team_map(section: str) -> None:
     ({"patterns": [{"name": "X", "regex": "("}]}, "not a valid regular expression"),
     ({"patterns": [{"name": "EMAIL", "regex": "x"}]}, "built-in types"),
     ({"entities": ["NOPE"]}, "unknown entity types"),
+    ({"phone_regions": ["UK"]}, r"privacy.phone_regions.0: 'UK' is not a region .*GB, not UK"),
+    ({"phone_regions": ["US", "ZZ"]}, r"privacy.phone_regions.1: 'ZZ' is not a region"),
+    ({"entities": []}, "privacy.entities: an empty list acts on no entity type"),
+    ({"regions": []}, "privacy.regions: an empty list allows no region"),
 ])
 def test_bad_privacy_config_named(patch: dict[str, Any], message: str) -> None:
-    """Bad privacy settings are config errors naming what is wrong."""
+    """Bad privacy settings are config errors naming what is wrong: a phone region
+    ``phonenumbers`` has no plan for (no national number would ever be found there), an empty
+    ``entities`` (a policy acting on nothing) or ``regions`` (one refusing every call)."""
     with pytest.raises(ConfigError, match=message):
         parse_config(config(**patch), {})
+
+
+@pytest.mark.parametrize("field", ["entities", "regions"])
+def test_a_models_empty_list_is_named(field: str) -> None:
+    """A model's own empty ``entities`` or ``regions`` is refused too, at its path."""
+    raw = config()
+    raw["models"]["chat"]["privacy"][field] = []
+    with pytest.raises(ConfigError, match=f"models.chat.privacy.{field}: an empty list"):
+        parse_config(raw, {})

@@ -20,7 +20,7 @@ from app import errors
 from app.config import ConfigError, GatewayConfig, parse_config
 from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding
-from app.privacy.presidio import PIECE, PresidioScanner, load_scanner, pieces
+from app.privacy.presidio import OVERLAP, PIECE, PresidioScanner, load_scanner, pieces
 from app.stages.privacy import Privacy
 from tests.privacy.presidio_pipeline import (
     LONGER_PLACE,
@@ -100,12 +100,45 @@ async def test_long_texts_are_analysed_in_pieces(pipeline: Path) -> None:
     line = "nothing to see here, " * 4 + "\n"
     text = line * (PIECE // len(line) * 5 // 2) + "Ann Lee"
     cut = pieces(text, PIECE)
-    assert len(cut) == 3 and "".join(p for _, p in cut) == text
-    assert all(len(p) <= PIECE and p.endswith("\n") for _, p in cut[:-1])
-    assert all(text.startswith(p, at) for at, p in cut)
+    assert len(cut) == 3 and "".join(p.text for p in cut) == text
+    assert all(len(p.text) <= PIECE and p.text.endswith("\n") for p in cut[:-1])
+    assert all(text.startswith(p.text, p.offset) for p in cut)
     scanner = await scanner_of(pipeline)
     assert spans(text, scanner.scan(text, NAMES_AND_PLACES)) == [("PERSON", "Ann Lee")]
-    assert pieces("x" * 10, 4) == [(0, "xxxx"), (4, "xxxx"), (8, "xx")]
+    assert [p.text for p in pieces("x" * 10, 4)] == ["xxxx", "xxxx", "xx"]
+    scanner.close()
+
+
+def test_pieces_overlap_and_own_the_text_end_to_end() -> None:
+    """Each piece reads ``overlap`` characters past its own part on either side, within
+    ``size``; the own parts cover the text once, cut at a space where there is one."""
+    text = "ab cd ef gh ij"
+    cut = pieces(text, 6, 1)
+    assert [(p.own_start, p.own_end) for p in cut] == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 14)]
+    assert [p.text for p in cut] == ["ab c", " cd e", " ef g", " gh i", " ij"]
+    assert all(text.startswith(p.text, p.offset) and len(p.text) <= 6 for p in cut)
+    assert all(p.offset == max(0, p.own_start - 1) for p in cut)
+    with pytest.raises(ValueError, match="cannot overlap"):
+        pieces("x" * 10, 4, 2)
+
+
+async def test_a_name_across_a_cut_is_found_once(pipeline: Path) -> None:
+    """A name whose space is the last one before a cut ("Ann | Lee": a single-line text, a
+    minified document) is found whole, at either cut, and exactly once; so is each of many
+    names spread over several pieces (none lost near a cut, none found twice in an
+    overlap)."""
+    scanner = await scanner_of(pipeline)
+    for cut in (PIECE - 2 * OVERLAP, PIECE):
+        text = "x" * (cut - 5) + " Ann Lee is here"
+        assert spans(text, scanner.scan(text, NAMES_AND_PLACES)) == [("PERSON", "Ann Lee")]
+    reported = ("word " * 19999)[:99996] + " Ann Lee is here"  # the tester's, cut at 100,000
+    assert spans(reported, scanner.scan(reported, NAMES_AND_PLACES)) == [("PERSON", "Ann Lee")]
+    chunk = "w " * 160 + "Ann Lee "  # a name every 328 characters, 800 of them
+    text = chunk * 800
+    found = scanner.scan(text, NAMES_AND_PLACES)
+    assert len(text) > 2 * PIECE and len(found) == 800
+    assert [f.start for f in found] == [i * len(chunk) + 320 for i in range(800)]
+    assert {text[f.start:f.end] for f in found} == {"Ann Lee"}
     scanner.close()
 
 

@@ -163,3 +163,28 @@ def test_a_presidio_policy_keeps_no_refused_user(presidio_gw: RunningGateway) ->
     assert response.status_code == 404
     assert record.end_user is None
     assert record.error_message is not None and "'<EMAIL_1>'" in record.error_message
+
+
+def test_a_template_refusal_runs_under_the_templates_model(run_gateway: GatewayFactory,
+                                                           simulator: str) -> None:
+    """A request that names no model, refused by a prompt template whose version supplies it
+    (a variable of the wrong type, one the version does not declare): recorded under that
+    model, and its user and error message screened with that model's redact policy, not the
+    global allow."""
+    raw = config(simulator)
+    raw["privacy"] = {"action": "allow"}
+    with run_gateway(raw) as gw:
+        created = gw.http().post("/admin/prompts", json={"id": "t6p", "labels": ["production"],
+            "version": {"model": "redacted",
+                        "messages": [{"role": "user", "content": "{{ who }} {{ n }}"}],
+                        "variables": {"who": {"type": "string"}, "n": {"type": "integer"}}}})
+        assert created.status_code == 201, created.text
+        response, record = post(gw, {"messages": [], "user": EMAIL, "prompt": {
+            "id": "t6p", "variables": {"who": "x", "n": "notint"}}})
+        assert response.status_code == 400, response.text
+        assert (record.public_model, record.end_user) == ("redacted", "<EMAIL_1>")
+        response, record = post(gw, {"messages": [], "prompt": {
+            "id": "t6p", "variables": {"who": "x", "n": 1, EMAIL: 1}}})
+        assert response.status_code == 400, response.text
+        assert record.error_message is not None and EMAIL not in record.error_message
+        assert "'<EMAIL_1>'" in record.error_message
