@@ -357,8 +357,27 @@ def test_the_migration_job_upgrades_the_schema_first(overlay: str) -> None:
     gw = containers(gateway(objects))[0]
     assert c["image"] == gw["image"]
     assert env_of(c)["SWITCHBOARD_DATABASE_URL"] == env_of(gw)["SWITCHBOARD_DATABASE_URL"]
-    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    hook = "Sync" if overlay == "dev" else "PreSync"  # test_dev_migrates_after_its_postgres
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == hook
     assert gw["command"] == ["switchboard", "serve"]
+
+
+def _wave(obj: Obj) -> int:
+    return int(obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+def test_dev_migrates_after_its_postgres() -> None:
+    """Argo CD: dev's Job is no PreSync hook (that runs before the sync creates dev's Postgres,
+    and fails the sync for good); it is a Sync hook in a wave after Postgres and Redis, and the
+    gateway's wave comes after it."""
+    objects = render("dev")
+    job = one(objects, "Job", "switchboard-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
+    stores = [o for o in objects if o["metadata"]["name"] in {"postgres", "redis"}]
+    assert {o["kind"] for o in stores} >= {"StatefulSet", "Service"}
+    assert max(_wave(o) for o in stores) < _wave(job) < _wave(gateway(objects))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
