@@ -5,10 +5,14 @@ mid-rollout), and refuses, saying so, when one of them broke it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
@@ -22,8 +26,9 @@ from app.calllog.writer import CallLogWriter
 from app.db.engine import make_engine
 from app.db.floor import FIRST, compatible_from
 from app.db.migrate import SchemaNotReady, alembic_config, check_current, head_revisions, upgrade
-from tests.db.test_db_cli import db
+from tests.db.test_db_cli import SWITCHBOARD, db
 from tests.db.test_migrations import _migrate
+from tests.servers import free_port, stop_processes, wait_ready
 
 HEAD = head_revisions()[0]
 NEWER = "9999"
@@ -102,6 +107,36 @@ async def test_a_newer_schema_whose_floor_is_above_us_is_refused(migrated_pg: st
     with pytest.raises(SchemaNotReady, match=f"revision {NEWER}, newer than this version of "
                                              "switchboard knows: upgrade switchboard"):
         await check_current(migrated_pg)
+
+
+def _serve_once_ready(url: str, cwd: Path) -> tuple[dict[str, Any], str]:
+    """Start ``switchboard serve`` on ``url``; its ``/readyz`` once ready, and its output once
+    stopped."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    proc = subprocess.Popen(
+        [SWITCHBOARD, "serve", "--port", str(port)], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env={**clean, "SWITCHBOARD_DATABASE_URL": url})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+    finally:
+        stop_processes([proc])
+        assert proc.stdout is not None
+        with proc.stdout:
+            output = proc.stdout.read().decode()
+    return ready, output
+
+
+async def test_an_older_switchboard_serves_on_a_newer_schema_it_runs_on(
+        migrated_pg: str, tmp_path: Path) -> None:
+    """``switchboard serve`` (what an old pod of a rollback runs) on a Postgres a newer
+    switchboard migrated, whose floor it reaches: it starts, warns, and its call-log store is
+    up."""
+    await _newer(migrated_pg, compatible_from(HEAD))
+    ready, output = await asyncio.to_thread(_serve_once_ready, migrated_pg, tmp_path)
+    assert ready["calllog"]["store"]["up"] is True, ready
+    assert f"it is compatible from revision {compatible_from(HEAD)}" in output
 
 
 def _writer(url: str, tmp_path: Path) -> CallLogWriter:
