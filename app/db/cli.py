@@ -80,7 +80,7 @@ def upgrade(database_url: str | None) -> None:
     """Create or upgrade the schema to the newest revision (safe to run again, and from
     several hosts at once)."""
     from app.db.engine import UnsupportedDatabaseUrl, mask_url
-    from app.db.migrate import MigrationError
+    from app.db.migrate import MigrationError, head_revisions
     from app.db.migrate import upgrade as run_upgrade
 
     url = _resolve(database_url)
@@ -91,8 +91,10 @@ def upgrade(database_url: str | None) -> None:
     except MigrationError as exc:
         _fail(str(exc))
     else:
+        newest = "the newest" if heads == head_revisions() else "newer than this switchboard, " \
+            "which runs on it: left as it is"
         click.echo(f"switchboard: the database at {mask_url(url)} is at schema revision "
-                   f"{', '.join(heads)} (the newest)")
+                   f"{', '.join(heads)} ({newest})")
 
 
 @db.command()

@@ -7,7 +7,8 @@
 - ``check_current(url)``: raise ``SchemaNotReady`` unless the database is at head (a server
   started against an unmigrated Postgres refuses to start, saying what to run), and
   ``DatabaseUnreachable`` when it cannot tell (a server started then spools call records and
-  checks again until it can).
+  checks again until it can). A database a newer switchboard migrated passes when its schema
+  floor (``app.db.floor``) is at or below this code's head: older code runs on it (a rollback).
 - ``ensure_partitions(engine, months)``: create missing monthly partitions of ``calls``.
 - ``prune(url, older_than=...)``: drop partitions entirely older than the cut-off (Postgres) or
   delete older rows (SQLite).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -44,6 +46,7 @@ from app.db.engine import (
     normalize_url,
     sqlite_file,
 )
+from app.db.floor import read_floor
 from app.db.models import Base
 from app.db.partitions import (
     PARENT,
@@ -52,6 +55,8 @@ from app.db.partitions import (
     next_month,
     partition_name,
 )
+
+log = logging.getLogger("switchboard.db")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x5357_4244  # "SWBD": one advisory-lock key for all schema changes of Switchboard
@@ -95,6 +100,14 @@ def _current_revisions(connection: Connection) -> tuple[str, ...]:
     return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
 
 
+def _schema_state(connection: Connection) -> tuple[tuple[str, ...], str | None]:
+    """The revision(s) the database is at, and its schema floor when they are newer than this
+    code (``None`` otherwise, or when it has none)."""
+    current = _current_revisions(connection)
+    newer = bool(current) and not set(current) <= _known_revisions()
+    return current, read_floor(connection) if newer else None
+
+
 @asynccontextmanager
 async def _connect(url: str | URL, action: str, *,
                    atomic_ddl: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -117,14 +130,14 @@ async def upgrade(url: str | URL) -> tuple[str, ...]:
     Idempotent and cheap when already at head. All steps run in one transaction, on SQLite
     too: a run that fails or is killed leaves the schema as it was. Raises
     ``DatabaseUnreachable``, ``UpgradeFailed``, and ``SchemaNotReady`` for a database a newer
-    switchboard migrated."""
+    switchboard migrated beyond what this code runs on; one it runs on (its schema floor is at
+    or below this code's head) is left as it is, and its revision(s) returned."""
     normalize_url(url)  # a malformed URL fails here, before the SQLite lock file opens
     heads = head_revisions()
     async with _sqlite_file_lock(url), _connect(url, "upgrade", atomic_ddl=True) as connection:
-        current = await connection.run_sync(_current_revisions)
-        if current == heads:
-            return heads
-        _refuse_newer(url, current)
+        current, floor = await connection.run_sync(_schema_state)
+        if current == heads or _runs_on_newer(url, current, floor):
+            return current
         await _lock_schema(connection)
         try:
             await connection.run_sync(_run_upgrade, alembic_config(url))
@@ -136,12 +149,25 @@ async def upgrade(url: str | URL) -> tuple[str, ...]:
     return heads
 
 
-def _refuse_newer(url: str | URL, current: tuple[str, ...]) -> None:
-    """Raise ``SchemaNotReady`` if ``current`` names a revision this code does not know."""
-    if current and not set(current) <= _known_revisions():
+def _runs_on_newer(url: str | URL, current: tuple[str, ...], floor: str | None) -> bool:
+    """Whether ``current`` names a revision this code does not know (a newer switchboard
+    migrated the database) whose schema floor ``floor`` this code is at or above (``True``,
+    logged: it runs on it); ``False`` for known revisions. Raises ``SchemaNotReady`` for a newer
+    one whose floor is above this code, or that has none (migrated before floors existed)."""
+    if not current or set(current) <= _known_revisions():
+        return False
+    revision = ", ".join(current)
+    newer = (f"the database at {mask_url(url)} has schema revision {revision}, newer than this "
+             "version of switchboard knows")
+    if floor is None:
+        raise SchemaNotReady(f"{newer}: upgrade switchboard")
+    if floor not in _known_revisions():
         raise SchemaNotReady(
-            f"the database at {mask_url(url)} has schema revision {', '.join(current)}, newer "
-            "than this version of switchboard knows: upgrade switchboard")
+            f"{newer}, and it needs switchboard at schema revision {floor} or newer (this one "
+            f"is at {', '.join(head_revisions())}): upgrade switchboard")
+    log.warning("%s; it runs on that schema (it is compatible from revision %s, this one is at "
+                "%s)", newer, floor, ", ".join(head_revisions()))
+    return True
 
 
 def _run_upgrade(connection: Connection, config: Config) -> None:
@@ -178,21 +204,21 @@ async def _sqlite_file_lock(url: str | URL) -> AsyncIterator[None]:
 
 
 async def check_current(url: str | URL, *, timeout_s: float | None = None) -> None:
-    """Return if the database at ``url`` is at the newest schema.
+    """Return if the database at ``url`` is at the newest schema, or at a newer one whose
+    schema floor this code is at or above (a rollback after an additive migration; logged).
 
-    Raises ``SchemaNotReady`` (no schema, or an old or unknown one) or ``DatabaseUnreachable``
-    (also when it does not answer within ``timeout_s``: a hung server accepts connections and
-    never replies)."""
+    Raises ``SchemaNotReady`` (no schema, an old one, or a newer one whose floor is above this
+    code or that has none) or ``DatabaseUnreachable`` (also when it does not answer within
+    ``timeout_s``: a hung server accepts connections and never replies)."""
     try:
         async with asyncio.timeout(timeout_s):
             async with _connect(url, "check") as connection:
-                current = await connection.run_sync(_current_revisions)
+                current, floor = await connection.run_sync(_schema_state)
     except TimeoutError:
         raise DatabaseUnreachable(f"could not check the database at {mask_url(url)}: no "
                                   f"answer within {timeout_s:.0f}s") from None
-    if current == head_revisions():
+    if current == head_revisions() or _runs_on_newer(url, current, floor):
         return
-    _refuse_newer(url, current)
     raise SchemaNotReady(
         f"the database at {mask_url(url)} has no switchboard schema (or an old one): run "
         "`switchboard db upgrade`")

@@ -335,3 +335,12 @@ class PromptLabelMove(Base):
     moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_prompt_label_moves_template_label", "template_id", "label"),)
+
+
+class SchemaFloor(Base):
+    """The schema floor (migration 0020, ``app.db.floor``): one row, the oldest schema revision
+    whose switchboard can run on this database. The migrations write it."""
+
+    __tablename__ = "schema_floor"
+
+    revision: Mapped[str] = mapped_column(String(32), primary_key=True)

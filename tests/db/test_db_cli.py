@@ -191,17 +191,19 @@ def test_a_malformed_url_is_one_line_and_exit_2(url: str, says: str, tmp_path: P
 
 
 def test_upgrade_refuses_a_schema_from_a_newer_switchboard(tmp_path: Path) -> None:
-    """``db upgrade`` of a database a newer switchboard migrated says so, as ``db check``
-    does (status 1, one line), and ``serve`` on such an embedded SQLite file exits 2 with the
-    same line."""
+    """``db upgrade`` of a database a newer switchboard migrated, whose schema floor is above
+    this code, says so, as ``db check`` does (status 1, one line), and ``serve`` on such an
+    embedded SQLite file exits 2 with the same line."""
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     assert db("upgrade", "--database-url", url).returncode == 0
     connection = sqlite3.connect(tmp_path / "newer.db")
     connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    connection.execute("UPDATE schema_floor SET revision = '9999'")  # it needs itself
     connection.commit()
     connection.close()
-    says = ("has schema revision 9999, newer than this version of switchboard knows: upgrade "
-            "switchboard")
+    says = ("has schema revision 9999, newer than this version of switchboard knows, and it "
+            "needs switchboard at schema revision 9999 or newer (this one is at "
+            f"{head_revisions()[0]}): upgrade switchboard")
     for command in ("check", "upgrade"):
         result = db(command, "--database-url", url)
         assert result.returncode == 1, result.stderr

@@ -184,10 +184,12 @@ async def test_check_current_refuses_an_empty_postgres(fresh_pg: str) -> None:
 
 
 async def test_check_current_refuses_an_unknown_newer_revision(migrated_pg: str) -> None:
-    """A database migrated by a newer switchboard is refused, saying so."""
+    """A database migrated by a newer switchboard that this code cannot run on (its schema floor
+    is above this code's head) is refused, saying so."""
     connection = await asyncpg.connect(migrated_pg)
     try:
         await connection.execute("UPDATE alembic_version SET version_num = '9999'")
+        await connection.execute("UPDATE schema_floor SET revision = '9999'")
     finally:
         await connection.close()
     with pytest.raises(SchemaNotReady, match="newer than this version"):

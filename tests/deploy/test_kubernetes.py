@@ -174,6 +174,37 @@ def test_the_network_policy_lets_the_gateway_reach_what_it_needs() -> None:
                    vllm["spec"]["template"]["metadata"]["labels"])
 
 
+METADATA_ENDPOINTS = {("169.254.169.254/32", 80), ("169.254.170.2/32", 80),
+                      ("169.254.170.23/32", 80), ("169.254.169.252/32", 988)}
+"""Where the cloud SDKs get credentials without a key: EC2 IMDS and the GCE/GKE metadata server,
+ECS container credentials, EKS Pod Identity, GKE Workload Identity (Dataplane V2)."""
+
+
+def _ip_egress(rules: list[Obj]) -> set[tuple[str, int]]:
+    return {(peer["ipBlock"]["cidr"], port["port"]) for rule in rules
+            for peer in rule.get("to", []) if "ipBlock" in peer for port in rule["ports"]}
+
+
+def test_the_metadata_endpoints_are_an_opt_in_egress_rule() -> None:
+    """The policy blocks the cloud metadata endpoints by default, and carries commented rules
+    that, uncommented, allow each of them (and still validate)."""
+    path = K8S / "base" / "networkpolicy.yaml"
+    text = path.read_text(encoding="utf-8")
+    policy = one(render("prod"), "NetworkPolicy", "switchboard")
+    assert not _ip_egress(policy["spec"]["egress"])
+    block = text[text.index("    # --- cloud credentials"):].splitlines()[1:]
+    assert all(line.startswith("    # ") for line in block)
+    uncommented = [line.replace("    # ", "    ", 1) for line in block]
+    rules = yaml.safe_load("\n".join(line for line in uncommented
+                                     if not line.lstrip().startswith("#")))
+    assert _ip_egress(rules) == METADATA_ENDPOINTS
+    opened = {**policy, "spec": {**policy["spec"], "egress": policy["spec"]["egress"] + rules}}
+    kubernetes_validate.validate(opened, KUBERNETES_VERSION, strict=True)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### What each object does"):readme.index("### The spool volume")]
+    assert all(cidr.split("/")[0] in section for cidr, _ in METADATA_ENDPOINTS)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_secret_key_read_is_documented_and_no_secret_is_rendered(overlay: str) -> None:
     """Each Secret key an overlay reads is in the README's table of keys the operator
@@ -357,8 +388,27 @@ def test_the_migration_job_upgrades_the_schema_first(overlay: str) -> None:
     gw = containers(gateway(objects))[0]
     assert c["image"] == gw["image"]
     assert env_of(c)["SWITCHBOARD_DATABASE_URL"] == env_of(gw)["SWITCHBOARD_DATABASE_URL"]
-    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    hook = "Sync" if overlay == "dev" else "PreSync"  # test_dev_migrates_after_its_postgres
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == hook
     assert gw["command"] == ["switchboard", "serve"]
+
+
+def _wave(obj: Obj) -> int:
+    return int(obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+def test_dev_migrates_after_its_postgres() -> None:
+    """Argo CD: dev's Job is no PreSync hook (that runs before the sync creates dev's Postgres,
+    and fails the sync for good); it is a Sync hook in a wave after Postgres and Redis, and the
+    gateway's wave comes after it."""
+    objects = render("dev")
+    job = one(objects, "Job", "switchboard-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
+    stores = [o for o in objects if o["metadata"]["name"] in {"postgres", "redis"}]
+    assert {o["kind"] for o in stores} >= {"StatefulSet", "Service"}
+    assert max(_wave(o) for o in stores) < _wave(job) < _wave(gateway(objects))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -334,3 +334,32 @@ def test_the_docs_name_only_exposed_metrics(ops_gateway: OpsGateway) -> None:
         named = metric_names(path.read_text(encoding="utf-8"))
         unknown.update({name: path.name for name in named - exposed})
     assert not unknown, "\n".join(f"{k} ({v})" for k, v in sorted(unknown.items()))
+
+
+def _named(text: str, start: str, end: str) -> set[str]:
+    """The ``switchboard_*`` names in backquotes between ``start`` and ``end`` of ``text``."""
+    part = text[text.index(start):text.index(end, text.index(start))]
+    return set(re.findall(r"`(switchboard_[a-z_]+)", part))
+
+
+def test_what_the_docs_say_the_dashboards_chart_has_a_panel() -> None:
+    """docs/scaling.md says the dashboards chart each metric of "What breaks first", and README's
+    spool volume section points at the Overview's call-log panels: each of those metrics is in
+    a panel's query (a variable that lists its labels charts nothing)."""
+    charted: dict[str, set[str]] = {}
+    for name, dashboard in load_dashboards().items():
+        for where, query in dashboard_queries(dashboard):
+            if where.startswith("panel "):
+                for metric in metric_names(query):
+                    charted.setdefault(re.sub(r"_(total|bucket|count|sum)$", "", metric),
+                                       set()).add(name)
+    scaling = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+    promised = _named(scaling, "## What breaks first", "chart each of these")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    overview = _named(readme, "### The spool volume", "(the Overview dashboard's call-log panels)")
+    assert {"switchboard_calllog_store_up", "switchboard_target_state"} <= promised
+    assert "switchboard_calllog_spool_up" in overview
+    missing = {re.sub(r"_total$", "", m) for m in promised} - set(charted)
+    assert not missing, missing
+    assert all("overview" in charted.get(re.sub(r"_total$", "", m), set()) for m in overview), \
+        {m: charted.get(re.sub(r"_total$", "", m)) for m in overview}

@@ -164,3 +164,29 @@ def test_dockerfile_path_is_the_one_compose_builds() -> None:
     assert (REPO / build["context"] / build["dockerfile"]).resolve() == \
         (DOCKER / "Dockerfile").resolve()
     assert Path(DOCKER / "Dockerfile").is_file()
+
+
+def test_the_documented_build_tags_the_image_dev_and_compose_run() -> None:
+    """README's and the Dockerfile's `docker build` tag the image that compose and the dev
+    overlay run (`kind load docker-image switchboard:local` then finds it), not `:latest`."""
+    overlay = load_yaml(REPO / "deploy" / "kubernetes" / "overlays" / "dev" / "kustomization.yaml")
+    (image,) = [i for i in overlay["images"] if i["name"] == "switchboard"]
+    runs = f"switchboard:{image['newTag']}"
+    assert image_of(compose()["services"]["gateway"]) == runs
+    for path in (REPO / "README.md", DOCKER / "Dockerfile"):
+        builds = re.findall(r"docker build (.*?) \.(?:`|\s|$)", path.read_text(encoding="utf-8"))
+        assert builds, path
+        for args in builds:
+            words = shlex.split(args)
+            assert words[words.index("-t") + 1] == runs, (path.name, args)
+
+
+def test_the_capacity_plan_asks_for_no_redis_cluster() -> None:
+    """README says Redis Cluster is not supported: docs/scaling.md never prescribes it, and says
+    so wherever it names it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "**Cluster is not supported**" in readme
+    plan = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+    for line in plan.splitlines():
+        if "Cluster" in line:
+            assert "does not support it" in line, line

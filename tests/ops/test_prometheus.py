@@ -215,3 +215,34 @@ def test_every_dashboard_and_alert_query_evaluates(tmp_path: Path,
                      "histogram_quantile(0.95, sum by (le) "
                      "(rate(switchboard_request_duration_seconds_bucket[1m])))"):
             assert prometheus.query(expr)["data"]["result"], expr
+
+
+ERROR_SHARES = {("overview", "5xx share"): "", ("experiments", "Error ratio by variant"):
+                '{experiment="exp", variant="a"}'}
+"""Panels that show a share of errors, and the labels their one answer has."""
+
+
+def test_error_shares_read_0_without_errors(tmp_path: Path) -> None:
+    """With traffic and no error, the error-share panels read 0, not "No data" (an empty
+    numerator must not empty the ratio)."""
+    exprs = {key: as_promql(panel["targets"][0]["expr"])
+             for name, dashboard in load_dashboards().items()
+             for panel in dashboard["panels"]
+             if (key := (name, panel.get("title"))) in ERROR_SHARES}
+    assert set(exprs) == set(ERROR_SHARES)
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "15s",
+        "input_series": [
+            {"series": 'switchboard_requests_total{model="chat",provider="vllm",'
+                       'endpoint="/v1/chat/completions",status_class="2xx"}',
+             "values": "0+15x80"},
+            {"series": 'switchboard_experiment_calls_total{experiment="exp",variant="a",'
+                       'status_class="2xx"}', "values": "0+15x80"}],
+        "promql_expr_test": [
+            {"expr": expr, "eval_time": "15m",
+             "exp_samples": [{"labels": ERROR_SHARES[key], "value": 0}]}
+            for key, expr in exprs.items()]}]}
+    path = tmp_path / "shares_test.yml"
+    path.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
 from app.db.engine import make_engine, normalize_url
+from app.db.floor import record_floor
 from app.db.models import Base
 from app.db.partitions import month_from_name
 from app.settings import Settings
@@ -59,14 +60,15 @@ def _run_on(connection: Connection) -> None:
     # so one run is one transaction there too, as on Postgres.
     context.configure(connection=connection, target_metadata=Base.metadata,
                       include_name=_include_name, compare_type=True, transactional_ddl=True,
-                      render_as_batch=connection.dialect.name == "sqlite")
+                      render_as_batch=connection.dialect.name == "sqlite",
+                      on_version_apply=record_floor)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run_offline(url: URL) -> None:
     context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
-                      dialect_opts={"paramstyle": "named"})
+                      dialect_opts={"paramstyle": "named"}, on_version_apply=record_floor)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -16,6 +16,10 @@ revision: str = ${repr(up_revision)}
 down_revision: Union[str, Sequence[str], None] = ${repr(down_revision)}
 branch_labels: Union[str, Sequence[str], None] = ${repr(branch_labels)}
 depends_on: Union[str, Sequence[str], None] = ${repr(depends_on)}
+# The oldest revision whose code still runs on the schema this one leaves (app.db.floor): the
+# previous revision's compatible_from when the change is additive, this revision when it breaks
+# older code.
+compatible_from: str = "FILL IN"
 
 
 def upgrade() -> None:

@@ -26,6 +26,7 @@ revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+compatible_from: str = "0001"  # the first revision
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _INDEXES = {

@@ -17,6 +17,8 @@ revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# additive: new nullable columns, tables, indexes or triggers; older code runs on it
+compatible_from: str = "0001"
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

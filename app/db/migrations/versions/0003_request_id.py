@@ -21,6 +21,8 @@ revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# additive: new nullable columns, tables, indexes or triggers; older code runs on it
+compatible_from: str = "0001"
 
 _INDEX = "ix_calls_request_id_created_at"
 

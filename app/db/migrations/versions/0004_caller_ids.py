@@ -20,6 +20,8 @@ revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# additive: new nullable columns, tables, indexes or triggers; older code runs on it
+compatible_from: str = "0001"
 
 _INDEXES = {"ix_calls_key_id_created_at": "key_id", "ix_calls_team_id_created_at": "team_id"}
 

@@ -22,6 +22,8 @@ revision: str = "0016"
 down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# additive: new nullable columns, tables, indexes or triggers; older code runs on it
+compatible_from: str = "0001"
 
 
 def upgrade() -> None:

@@ -24,6 +24,9 @@ revision: str = "0018"
 down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# breaking: drift_baselines' primary key gained upstream_model (NOT NULL), which code before
+# this revision does not write
+compatible_from: str = "0018"
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -30,6 +30,9 @@ revision: str = "0019"
 down_revision: str | Sequence[str] | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# code at 0018 runs on it: a name that differs from a team's only in case is refused by the
+# index, as a duplicate name (409) is
+compatible_from: str = "0018"
 
 log = logging.getLogger("switchboard.db")
 
