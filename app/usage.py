@@ -7,7 +7,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+import orjson
+
+from app.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    CustomToolCall,
+    EmbeddingRequest,
+    ToolCall,
+)
 
 # Words, numbers and single punctuation marks: close to what BPE tokenizers produce for English
 # (about 0.75 words a token). Long words count once per 6 characters, as BPE splits them.
@@ -180,13 +188,50 @@ _PER_MESSAGE_TOKENS = 3
 """Tokens a chat message costs beyond its text (role and separators), as estimated."""
 
 
+_IMAGE_TOKENS = 765
+"""An image part's tokens, its size unknown to the gateway: what OpenAI counts for a 1024x1024
+image at ``detail: high`` (85 + 170 for each of 4 tiles); Anthropic counts ~1,400 for one that
+size, Gemini 258 a tile."""
+_LOW_DETAIL_IMAGE_TOKENS = 85
+"""An image part at ``detail: low``: OpenAI's count, whatever its size."""
+
+
 def estimate_prompt_tokens(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
     """An estimate of a request's prompt tokens (its messages, prompts or inputs); token ids
-    count as themselves."""
+    count as themselves. A chat's also counts what the model reads besides message text: the
+    tool definitions (as JSON), the tool calls in its history and its image parts (a fixed
+    count each: ``_IMAGE_TOKENS``)."""
     if isinstance(request, ChatRequest):
-        return sum(estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS for m in request.messages)
+        total = 0
+        for m in request.messages:
+            total += estimate_tokens(m.text()) + _PER_MESSAGE_TOKENS
+            if m.tool_calls:
+                total += sum(estimate_tokens(_call_text(call)) for call in m.tool_calls)
+            if isinstance(m.content, list):
+                total += _images_tokens(m.content)
+        if request.tools:
+            total += estimate_tokens(orjson.dumps(
+                [tool.model_dump(exclude_none=True) for tool in request.tools]).decode())
+        return total
     return _inputs_tokens(request.prompt if isinstance(request, CompletionRequest)
                           else request.input)
+
+
+def _call_text(call: ToolCall | CustomToolCall) -> str:
+    """What a tool call in a chat's history puts before the model: its name and arguments."""
+    if isinstance(call, CustomToolCall):
+        return f"{call.custom.name} {call.custom.input}"
+    return f"{call.function.name} {call.function.arguments}"
+
+
+def _images_tokens(parts: list[dict[str, Any]]) -> int:
+    total = 0
+    for part in parts:
+        if part.get("type") == "image_url":
+            image = part.get("image_url")
+            low = isinstance(image, dict) and image.get("detail") == "low"
+            total += _LOW_DETAIL_IMAGE_TOKENS if low else _IMAGE_TOKENS
+    return total
 
 
 def _inputs_tokens(inputs: str | list[str] | list[int] | list[list[int]]) -> int:

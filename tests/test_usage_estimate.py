@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from app.usage import _PIECE, estimate_tokens
+from app.schemas import ChatRequest
+from app.usage import _PIECE, estimate_prompt_tokens, estimate_tokens
 
 
 def by_the_regex(text: str) -> int:
@@ -70,3 +71,33 @@ def test_random_non_ascii_matches_the_regex() -> None:
     for _ in range(3000):
         text = "".join(rnd.choice(pool) for _ in range(rnd.randint(0, 60)))
         assert estimate_tokens(text) == by_the_regex(text), repr(text)
+
+
+def _chat(**fields: object) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "m", **fields})
+
+
+HI = [{"role": "user", "content": "hi there"}]
+
+
+def test_a_chats_estimate_counts_tools_tool_calls_and_images() -> None:
+    """Tool definitions count as their JSON; a tool call in the history as its name and
+    arguments; an image part a fixed 765 (85 at ``detail: low``); text parts as text."""
+    bare = estimate_prompt_tokens(_chat(messages=HI))
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    tool_json = '[{"type":"function","function":{"name":"lookup","parameters":{"type":"object",' \
+        '"properties":{"city":{"type":"string"}}}}}]'
+    assert estimate_prompt_tokens(_chat(messages=HI, tools=[tool])) == \
+        bare + estimate_tokens(tool_json)
+    call = {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "lookup", "arguments": '{"city": "Paris"}'}}]}
+    assert estimate_prompt_tokens(_chat(messages=[*HI, call])) == \
+        bare + 3 + estimate_tokens('lookup {"city": "Paris"}')
+    for detail, tokens in (("high", 765), ("low", 85), (None, 765)):
+        image: dict[str, object] = {"url": "data:image/png;base64,AAAA"}
+        if detail is not None:
+            image["detail"] = detail
+        parts = [{"type": "text", "text": "hi there"}, {"type": "image_url", "image_url": image}]
+        assert estimate_prompt_tokens(_chat(messages=[{"role": "user", "content": parts}])) == \
+            bare + tokens, detail

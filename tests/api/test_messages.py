@@ -272,6 +272,31 @@ def test_count_tokens(gw: RunningGateway) -> None:
         sdk(gw, key="sk-wrong").messages.count_tokens(model="claude", messages=USER)
 
 
+def test_count_tokens_counts_tools_images_and_tool_calls(gw: RunningGateway) -> None:
+    """What the model reads besides the text counts: the tool definitions (an agent's can run
+    to thousands of tokens), an image and a tool call in the history."""
+    client = sdk(gw)
+    base = client.messages.count_tokens(model="claude", messages=USER).input_tokens
+    schema = {"type": "object", "properties": {
+        f"field_{i}": {"type": "string", "description": f"The value of field number {i}."}
+        for i in range(40)}}
+    with_tools = client.messages.count_tokens(model="claude", messages=USER, tools=[
+        {"name": "fill_form", "description": "Fill in the form.", "input_schema": schema}])
+    assert with_tools.input_tokens > base + 400
+    image = client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "iVBORw0KGgo="}},
+        {"type": "text", "text": USER[0]["content"]}]}]).input_tokens
+    assert image >= base + 85
+    called = client.messages.count_tokens(model="claude", messages=[
+        *USER, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                                  "name": "fill_form",
+                                                  "input": {"field_1": "x " * 200}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "done"}]}]).input_tokens
+    assert called > base + 200
+
+
 def test_unserved_endpoints_say_so(gw: RunningGateway) -> None:
     """A path the gateway does not serve is a 404 saying it is not supported, in the shape
     its clients read."""
