@@ -51,6 +51,20 @@ class ReplyError(Exception):
         self.code = message.split(" ", 1)[0]
 
 
+_NO_PASSWORD_SET = ("AUTH <password> called without any password configured",  # Redis 6+
+                    "Client sent AUTH, but no password is set")  # before 6
+"""How Redis answers a one-argument ``AUTH`` when it has no password."""
+
+
+def _no_password_set(command: list[Arg], reply: ReplyError) -> bool:
+    """Whether ``reply`` refuses a password ``AUTH`` only because the server has none: the
+    login is then not needed, as redis-py finds it (its ``HELLO 3 AUTH default PASSWORD``
+    logs in to such a server), so a URL with a password the server dropped works for both
+    clients alike."""
+    return command[0] == "AUTH" and len(command) == 2 and str(reply).startswith(
+        _NO_PASSWORD_SET, 4)
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """Where Redis listens, and how to log in (parsed from a URL by ``Address.parse``)."""
@@ -375,8 +389,10 @@ class RespClient:
                 if address.db:
                     hello.append(["SELECT", address.db])
                 if hello:
-                    for reply in await wire.send(encode(hello), len(hello)):
-                        if isinstance(reply, ReplyError):  # its text names no secret
+                    replies = await wire.send(encode(hello), len(hello))
+                    for command, reply in zip(hello, replies, strict=True):
+                        if isinstance(reply, ReplyError) and not _no_password_set(command, reply):
+                            # its text names no secret
                             raise ConnectionError(f"Redis refused the login: {reply.code}")
         except TimeoutError:
             wire.abort(TimeoutError("connecting to Redis timed out"))

@@ -193,6 +193,21 @@ async def test_a_wrong_password_is_refused_without_being_named(guarded: int) -> 
         await resp.aclose()
 
 
+async def test_a_password_the_server_does_not_need_logs_in_as_redis_py_does() -> None:
+    """A URL with a password, to a Redis with none (the shared one: a password left in an env
+    file): redis-py connects, so the limiter's client must too, or limits would go unenforced
+    while everything else says Redis is up. A real password's refusal is above."""
+    url = "redis://:left-over-password@127.0.0.1:6379/0"
+    resp, check = RespClient.from_url(url), aioredis.from_url(url)
+    key = f"test:resp:nopass:{time.monotonic_ns()}"
+    try:
+        assert await resp.execute([("SET", key, "1", "EX", "60")]) == ["OK"]
+        assert await check.get(key) == b"1"
+    finally:
+        await resp.aclose()
+        await check.aclose()
+
+
 async def test_a_closed_client_refuses(client: RespClient) -> None:
     await client.aclose()
     with pytest.raises(ConnectionError):
