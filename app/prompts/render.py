@@ -24,6 +24,7 @@ missing, unknown and mistyped variable (never a value: values may be sensitive).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -274,13 +275,28 @@ class Declared:
                            value_text(self.default) if self.has_default else None)
 
 
+_NAMED = 20
+"""The most variables an error's message names (each cut to ``_NAME_SHOWN`` characters): a
+request may send thousands of long unknown names, and its 400 must stay small."""
+_NAME_SHOWN = 64
+
+
 class PromptVariablesError(ValueError):
     """Variables that do not fit a version's declarations: ``problems`` maps each offending
-    variable to why (missing, unknown, or its type), in a stable order."""
+    variable to why (missing, unknown, or its type), in a stable order; the message names the
+    first ``_NAMED`` of them and counts the rest."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"'{name}' {why}" for name, why in problems.items()))
+        named = itertools.islice(problems.items(), _NAMED)
+        message = "; ".join(f"'{_shown(name)}' {why}" for name, why in named)
+        if len(problems) > _NAMED:
+            message += f"; and {len(problems) - _NAMED} more"
+        super().__init__(message)
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "..."
 
 
 def bind(declared: Mapping[str, Declared], given: Mapping[str, Any]) -> dict[str, str]:

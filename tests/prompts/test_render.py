@@ -150,6 +150,18 @@ def test_bind_reports_every_problem_at_once() -> None:
     assert list(caught.value.problems) == ["n", "text", "zz"]
 
 
+def test_a_flood_of_unknown_variables_gives_a_short_message() -> None:
+    """50,000 long unknown names: every one in ``problems``, but the message (the 400's body)
+    names the first 20, each cut to 64 characters, and counts the rest."""
+    given = {"text": "x", **{f"{i:05d}" + "v" * 200: 1 for i in range(50_000)}}
+    with pytest.raises(PromptVariablesError) as caught:
+        bind(DECLARED, given)
+    assert len(caught.value.problems) == 50_000
+    message = str(caught.value)
+    assert len(message) < 4_000 and message.endswith("; and 49980 more")
+    assert message.startswith("'00000" + "v" * 59 + "...' is not a variable")
+
+
 def spec(content: str, **variables: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], "variables": variables}
 
