@@ -228,6 +228,7 @@ class Template(Stage):
         try:
             return await self._version(Reference(ref.id, pinned.version, pinned.label, {}))
         except errors.NotFound as exc:
+            call.record.prompt_id = ref.id  # its version: the one that is not there
             asked = f"version {pinned.version}" if pinned.label is None \
                 else f"label '{pinned.label}'"
             raise errors.NotFound(

@@ -146,3 +146,7 @@ def test_a_variant_version_the_template_lacks_is_a_404_naming_the_variant(
         assert error["param"] == "prompt.id"
         assert "Experiment 'prompt-ab' variant 'v2'" in error["message"]
         assert "label 'candidate'" in error["message"]
+        refused = record_of(gw, next(a for a in answers if a.status_code == 404))
+        # the template is known, the version it would render is not
+        assert (refused.prompt_id, refused.prompt_version) == ("summarise", None)
+        assert (refused.experiment, refused.variant) == ("prompt-ab", "v2")
