@@ -34,8 +34,9 @@ markers (on blocks, and the top-level one that asks Anthropic to place one itsel
 verify), ``service_tier`` and ``speed`` (which capacity, how many tokens a second: the same
 model's same answer), ``inference_geo`` (where Anthropic's own API runs the model; Anthropic
 documents it as not applicable off that API, where the endpoint decides: here, which providers
-a model's targets name, and the privacy policy's ``regions``), a tool result's ``is_error``
-flag.
+a model's targets name, and the privacy policy's ``regions``), ``diagnostics`` (asks Anthropic
+to explain a prompt-cache miss against an earlier message: nothing of the answer), a tool
+result's ``is_error`` flag.
 
 Answers: the chat completion's text, ``reasoning_content`` (as a ``thinking`` block, with an empty
 signature: no other provider signs its reasoning) and ``tool_calls`` become content blocks;
@@ -70,7 +71,7 @@ CHAT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "metadata"
                          "tool_choice"})
 """Top-level fields the translation carries."""
 HINT_FIELDS = frozenset({"top_k", "thinking", "service_tier", "cache_control", "speed",
-                         "inference_geo"})
+                         "inference_geo", "diagnostics"})
 """Top-level fields dropped for targets that do not speak the Messages API (the module
 docstring says why each is a hint)."""
 

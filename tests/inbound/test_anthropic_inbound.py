@@ -133,8 +133,8 @@ def test_what_only_a_native_target_can_serve_is_listed() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("cache_control", {"type": "ephemeral"}), ("speed", "fast"), ("inference_geo", "us"),
-    ("service_tier", "auto"),
-], ids=["cache_control", "speed", "inference_geo", "service_tier"])
+    ("service_tier", "auto"), ("diagnostics", {"previous_message_id": "msg_01"}),
+], ids=["cache_control", "speed", "inference_geo", "service_tier", "diagnostics"])
 def test_top_level_hints_are_dropped_for_a_translated_target(name: str, value: Any) -> None:
     """Top-level ``cache_control`` (the SDK's automatic caching), ``speed`` and
     ``inference_geo`` are hints, as ``service_tier`` is: dropped from the chat call, and no

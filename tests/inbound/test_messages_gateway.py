@@ -86,7 +86,8 @@ def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("cache_control", {"type": "ephemeral"}), ("speed", "standard"), ("inference_geo", "us"),
-], ids=["cache_control", "speed", "inference_geo"])
+    ("diagnostics", {"previous_message_id": None}),
+], ids=["cache_control", "speed", "inference_geo", "diagnostics"])
 def test_top_level_hints_reach_a_translated_target(gw: RunningGateway, name: str,
                                                    value: Any) -> None:
     """The SDK's top-level ``cache_control``, ``speed`` and ``inference_geo`` on a model with
