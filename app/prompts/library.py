@@ -12,8 +12,9 @@
   goes on without it and caches what it finds. When the lookup fails, the stale answer is kept
   for another ``LABEL_TTL_S``: until then calls are served it without asking the database
   (stale beats failing a call, and a database that hangs is asked once per ``LABEL_TTL_S``,
-  not by every call). With nothing cached, a call waits for the lookup, and fails with the
-  store's error (the engine bounds it: a 5 s connect, a 60 s statement).
+  not by every call). With nothing cached, a call waits for the lookup at most
+  ``LOOKUP_WAIT_S`` and fails with the store's error, or ``TimeoutError`` past that bound.
+- A version not yet compiled here is read with the same bound.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ STALE_WAIT_S = 0.5
 """The longest a call that has a label's previous answer waits for its lookup. A label lookup
 is one indexed query (a millisecond); without this bound a hung database held each templated
 call by label for the engine's bounds, 5 s to connect or 60 s for a statement (63 s measured)."""
+LOOKUP_WAIT_S = 5.0
+"""The longest a call waits for a lookup it has no previous answer to fall back on (a version
+not yet read, a label never read here): the engine's own bounds, a 5 s connect and a 60 s
+statement, held each such call on a hung database for up to a minute before its 503."""
 MAX_VERSIONS = 10_000
 MAX_LABELS = 10_000
 
@@ -41,11 +46,12 @@ class PromptLibrary:
     """Compiled versions and label lookups over a ``PromptStore`` (see the module docstring)."""
 
     def __init__(self, store: PromptStore, *, label_ttl_s: float = LABEL_TTL_S,
-                 stale_wait_s: float = STALE_WAIT_S,
+                 stale_wait_s: float = STALE_WAIT_S, lookup_wait_s: float = LOOKUP_WAIT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._ttl = label_ttl_s
         self._stale_wait = stale_wait_s
+        self._lookup_wait = lookup_wait_s
         self._clock = clock
         self._versions: dict[tuple[str, int], CompiledVersion] = {}
         self._labels: dict[_Key, tuple[int, float]] = {}
@@ -61,7 +67,12 @@ class PromptLibrary:
         key = (template_id, number)
         found = self._versions.get(key)
         if found is None:
-            found = CompiledVersion.of(await self.store.get_version(template_id, number))
+            try:
+                async with asyncio.timeout(self._lookup_wait):
+                    stored = await self.store.get_version(template_id, number)
+            except TimeoutError:
+                raise self._no_answer() from None
+            found = CompiledVersion.of(stored)
             if len(self._versions) >= MAX_VERSIONS:
                 self._versions.clear()
             self._versions[key] = found
@@ -76,8 +87,12 @@ class PromptLibrary:
             return cached[0]
         lookup, began = self._lookups.get(key) or self._look_up(key)
         if cached is None:
-            # Shielded: a caller cancelled leaves the lookup to the others waiting on it.
-            return await asyncio.shield(lookup)
+            # Shielded: a caller cancelled (or out of time) leaves the lookup to the others
+            # waiting on it, and to cache what it finds.
+            try:
+                return await asyncio.wait_for(asyncio.shield(lookup), self._lookup_wait)
+            except TimeoutError:
+                raise self._no_answer() from None
         left = began + self._stale_wait - asyncio.get_running_loop().time()
         if left <= 0:  # in flight for longer than a call waits: stale at once
             return cached[0]
@@ -85,6 +100,10 @@ class PromptLibrary:
             return await asyncio.wait_for(asyncio.shield(lookup), left)
         except DATABASE_ERRORS:  # TimeoutError (the wait's) among them, as an OSError
             return cached[0]
+
+    def _no_answer(self) -> TimeoutError:
+        """A lookup past ``LOOKUP_WAIT_S``: a ``DATABASE_ERRORS`` one (an ``OSError``)."""
+        return TimeoutError(f"no answer in {self._lookup_wait:g} s")
 
     def _look_up(self, key: _Key) -> tuple[asyncio.Task[int], float]:
         """Start the one lookup of ``key``."""

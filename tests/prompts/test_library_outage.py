@@ -103,3 +103,34 @@ async def test_a_hung_database_serves_the_stale_label_without_waiting_on_it(
     finally:
         proxy.thaw()
         await engine.dispose()
+
+
+async def test_a_hung_database_fails_a_first_lookup_within_its_bound(
+        direct: AsyncEngine, pg_database: str, proxy: FreezeProxy) -> None:
+    """Postgres hangs before a label or a version was ever read here: the call fails within
+    the lookup bound (``TimeoutError``, which the template stage answers 503), not after the
+    engine's minute; the label's lookup goes on, and once the database answers it is read."""
+    store = PromptStore(direct)
+    await make(store, labels=["production"])
+    engine = make_engine(proxy.url(pg_database))
+    library = PromptLibrary(PromptStore(engine), lookup_wait_s=0.2)
+    loop = asyncio.get_running_loop()
+    try:
+        await engine.dispose()  # no pooled connection: every lookup goes through the proxy
+        proxy.freeze()
+        for lookup in (library.label("summarise", "production"), library.version("summarise", 1)):
+            began = loop.time()
+            with pytest.raises(TimeoutError):
+                await lookup
+            assert loop.time() - began < 5  # not the engine's bounds (5 s, 60 s)
+        proxy.thaw()
+        for _ in range(400):
+            try:
+                assert await library.label("summarise", "production") == 1
+                break
+            except TimeoutError:
+                await asyncio.sleep(0.05)
+        assert (await library.version("summarise", 1)).number == 1
+    finally:
+        proxy.thaw()
+        await engine.dispose()
