@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import math
 import os
 import re
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -208,19 +210,40 @@ _REDIS_FORMS = ("redis://[[user]:password@]host[:port][/db], rediss://..., unix:
                 "or redis+sentinel://host[:port][,host...]/master[/db]")
 
 
+_REDIS_PY_QUERY = {
+    "socket_timeout": "a positive number of seconds",
+    "socket_connect_timeout": "a positive number of seconds",
+    "health_check_interval": "a whole number of seconds",
+    "max_connections": "a positive whole number",
+    "socket_keepalive": "true or false",
+    "retry_on_timeout": "true or false",
+}
+"""The query parameters of a plain Redis URL that tune redis-py's clients only (the limiter's
+own client has its own timeouts and one connection), and what each must be."""
+_TLS_QUERY = ("ssl_cert_reqs", "ssl_ca_certs")
+_BOOLEANS = ("true", "false", "yes", "no", "1", "0")
+
+
 def redis_url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL the gateway's clients can use (``app.resources``), or
-    ``None``. The message never quotes the URL's parts: a password holding an unescaped ``@``,
-    ``:`` or ``/`` lands in any of them."""
+    ``None``. The message never quotes the URL's parts, but for a query parameter's name and
+    the CA file's path: a password holding an unescaped ``@``, ``:`` or ``/`` lands in any of
+    them (one holding a ``?`` or ``#`` is refused before the query is read)."""
     if is_sentinel(url):
         try:
-            SentinelUrl.parse(url)  # its messages name the part, never the password
+            sentinel = SentinelUrl.parse(url)  # its messages name the part, never the password
         except ValueError as exc:
             return str(exc)
-        return None
+        return _ca_file_problem(sentinel.ssl_ca_certs)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"not a Redis URL: use {_REDIS_FORMS}"
+    if "@" in parts.query or parts.fragment:
+        return "a '?' or '#' in the password must be written %3F or %23"
+    query = urllib.parse.parse_qs(parts.query)
+    problem = _redis_query_problem(query, tls=parts.scheme == "rediss")
+    if problem is not None:
+        return problem
     if parts.scheme == "unix":
         return None if parts.path else "a unix:// Redis URL needs the socket's path"
     try:
@@ -230,10 +253,64 @@ def redis_url_problem(url: str) -> str | None:
     if port == 0:
         return ("its port is not a number from 1 to 65535 (an '@', ':' or '/' in the password "
                 "must be written %40, %3A or %2F)")
-    query = urllib.parse.parse_qs(parts.query)
     db = query["db"][-1] if "db" in query else parts.path.lstrip("/")
     if db and not db.isdigit():
         return "its database (the path: /0, /1...) is not a number"
+    return None
+
+
+def _redis_query_problem(query: dict[str, list[str]], *, tls: bool) -> str | None:
+    """What is wrong with a plain Redis URL's query (each name parsed, ``parse_qs``): a
+    parameter neither client takes (redis-py fails on it with a ``TypeError`` once serving),
+    one given twice (the two clients would read different ones), or a bad value."""
+    known = {"db", *_REDIS_PY_QUERY, *(_TLS_QUERY if tls else ())}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        tls_only = [name for name in unknown if name in _TLS_QUERY]
+        if tls_only:
+            return f"only rediss:// URLs (TLS) take {', '.join(tls_only)}"
+        return (f"unknown Redis URL parameter(s): {', '.join(unknown)} (known: db, "
+                f"ssl_cert_reqs, ssl_ca_certs, {', '.join(_REDIS_PY_QUERY)})")
+    twice = sorted(name for name, values in query.items() if len(values) > 1)
+    if twice:
+        return f"Redis URL parameter(s) given more than once: {', '.join(twice)}"
+    value = {name: values[0] for name, values in query.items()}
+    if value.get("db", "0").isdigit() is False:
+        return "its database (?db=) is not a number"
+    for name, must in _REDIS_PY_QUERY.items():
+        if name in value and not _fits(value[name], must):
+            return f"{name} must be {must}"
+    if value.get("ssl_cert_reqs", "required") not in ("none", "optional", "required"):
+        return "ssl_cert_reqs must be none, optional or required"
+    return _ca_file_problem(value.get("ssl_ca_certs"))
+
+
+def _fits(text: str, must: str) -> bool:
+    """Whether a redis-py parameter's value is what ``_REDIS_PY_QUERY`` says it must be."""
+    if must == "true or false":
+        return text.lower() in _BOOLEANS
+    if must == "a whole number of seconds":
+        return text.isdigit()
+    if must == "a positive whole number":
+        return text.isdigit() and int(text) > 0
+    try:
+        seconds = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(seconds) and seconds > 0
+
+
+def _ca_file_problem(path: str | None) -> str | None:
+    """Why ``ssl_ca_certs`` (a plain or Sentinel URL's) is not a CA file both clients can load
+    (a file missing or unreadable, or holding no PEM certificate), or ``None``."""
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        return f"ssl_ca_certs {path}: holds no PEM certificate"
+    except OSError as exc:
+        return f"ssl_ca_certs {path}: {exc.strerror or 'cannot be read'}"
     return None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,29 @@ class Condition:
 
 UP = Condition(up=True, since=0.0)
 """A part presumed to work (``Health`` dates it when it starts)."""
+
+
+_CLIENT_ADDRESS = re.compile(r"(?<![\w])host=([^,()<>]+),port=(\d+)")
+
+
+def without_client_reprs(text: str) -> str:
+    """``text`` (a redis-py error's message) with each client object's repr, ``<redis...(...)>``,
+    replaced by the address it names: redis-py's ``MasterNotFoundError`` quotes one per sentinel,
+    every setting of its connection included, a screenful per line of ``/readyz``."""
+    out, done = [], 0
+    while (start := text.find("<redis.", done)) >= 0:
+        depth, end = 0, start
+        for end in range(start, len(text)):
+            depth += {"<": 1, ">": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        else:  # no end: not a repr
+            break
+        found = _CLIENT_ADDRESS.search(text, start, end)
+        out += [text[done:start], f"{found[1]}:{found[2]}" if found else "a Redis client"]
+        done = end + 1
+    out.append(text[done:])
+    return "".join(out)
 
 
 def errno_name(number: int | None) -> str:
@@ -197,6 +221,7 @@ class Health:
                 self._redis_warning.clear("Redis answers again; using the Redis spool")
             return
         self._redis_paused_until = time.monotonic() + self._retry_s
+        error = without_client_reprs(error)
         self.spools["redis"] = Condition(up=False, reason="unavailable", detail=error,
                                          since=current.since if not current.up else time.time())
         self._redis_warning("Redis unavailable (%s); spooling call records to the local file, "

@@ -12,8 +12,9 @@ turn they arrive in (no future, no task, no extra turn: the limiter's hot path).
 
 - Addresses: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS; the query may
   set ``ssl_cert_reqs=none|optional|required`` and ``ssl_ca_certs=PATH``) and
-  ``unix://[[user]:password@]/path/to/socket[?db=N]``; ``?db=N`` works on every scheme. Other
-  query parameters are ignored (they tune redis-py's pools, which this client does not have).
+  ``unix://[[user]:password@]/path/to/socket[?db=N]``; ``?db=N`` works on every scheme. The
+  few other query parameters ``app.settings`` admits are ignored here (they tune redis-py's
+  sockets and pools, which this client does not have).
 - Replies: bulk and simple strings as ``bytes`` and ``str``, integers, arrays, nil as ``None``;
   an error reply is a ``ReplyError`` *value* in the results (the other commands of the round trip
   still count), never raised.

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,6 +125,9 @@ class Router:
         self._at: dict[str, str] = {}
         """Where each provider points in the serving config (one a reload removed: where it
         pointed last, so that adding it back there finds its breakers)."""
+        self._moved: dict[str, float] = {}
+        """When (``time.monotonic()``) a reload last pointed each provider elsewhere: another
+        process's opening of one of its targets from before then is not adopted (``adopt``)."""
         self._backends = backends
         self._recorder = recorder
         self.shared: SharedBreakers | None = None
@@ -167,7 +171,10 @@ class Router:
         ``base_url`` or ``endpoint``: the usual fix for a dead upstream) gets fresh breakers for
         its targets, closed, and exported so: the calls still running on the old location keep
         reporting to that location's breakers, whose verdicts (shared ones included) stay with
-        it. A provider that did not move keeps its breakers' state."""
+        it. A provider that did not move keeps its breakers' state. Shared, the openings of
+        its new location's targets from before the reload are superseded for the fleet
+        (``SharedBreakers.moved``; a provider pointed back where it was starts closed on the
+        replicas that start or resubscribe later too)."""
         self.serving = config
         for breaker in self._breakers.values():
             breaker.config = config.breaker
@@ -176,6 +183,9 @@ class Router:
             self._at[provider] = where
             if before is None or before == where:
                 continue
+            self._moved[provider] = time.monotonic()
+            if self.shared is not None and config.breaker.shared:
+                self.shared.moved(provider, where)
             for key in [k for k in self._breakers if k[0] == provider and k[2] == where]:
                 del self._breakers[key]  # pointed back to where it once was: afresh too
             for (named, model, at), old in self._breakers.items():
@@ -253,9 +263,13 @@ class Router:
         """Another process's breaker of ``key`` opened (``opened``: its cooldown and when, on
         this process's monotonic clock) or closed (``None``); ignored unless its location is
         where the provider points here (another deployment's provider of the same name, or
-        this provider before or after a reload that another process has not made yet)."""
+        this provider before or after a reload that another process has not made yet), and an
+        opening from before a reload here pointed the provider there (a provider pointed back
+        where it was starts afresh: an entry left in Redis from before is stale)."""
         provider, _, where = key
         if self._at.get(provider) != where:
+            return
+        if opened is not None and opened[1] < self._moved.get(provider, -math.inf):
             return
         breaker = self._breakers.get(key)
         if breaker is None:

@@ -23,6 +23,14 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   calls went to (``Breaker.location``): a call still running on a provider's old location
   after a reload pointed it elsewhere reports under the old one, and a process applies only
   what is published for where its providers point now (``Router.adopt``).
+- A reload that points a provider elsewhere gives its targets fresh breakers there
+  (``Router.swap``), closed: the process deletes the hash's entries of that location opened
+  before its reload (``moved``: pointed back where it was, its openings there from before are
+  stale), and adopts no opening from before it, published or read. Each replica does so when
+  it reloads; one still on the old config keeps its own view until it reloads too. (An
+  opening published by a replica that reloaded first, before a later one reloads, stays with
+  the replicas that heard it, and the later one drops it from the hash: a replica that starts
+  then counts the target's failures itself.)
 - Redis down: every process goes on with its own breakers (a probe claim that cannot be made
   is taken), and reads the hash again once it is back.
 
@@ -57,6 +65,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 """Deletes a probe claim only if this process (ARGV[1], its origin) still holds it."""
+_FORGET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+"""Deletes a hash entry (ARGV[1]) only if it is still the one read (ARGV[2])."""
 
 HASH = "switchboard:breakers"
 CHANNEL = "switchboard:breakers:changed"
@@ -126,6 +141,31 @@ class SharedBreakers:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not share a circuit breaker's state through Redis: %s", exc)
+
+    def moved(self, provider: str, where: str) -> None:
+        """A reload here pointed ``provider`` at ``where``, where its targets start with fresh
+        breakers: delete the hash's entries for them opened before now, and their probe
+        claims, so that no process that starts or resubscribes adopts them (in the
+        background)."""
+        self._spawn(self._forget(provider, where, time.time()))
+
+    async def _forget(self, provider: str, where: str, before: float) -> None:
+        try:
+            entries = await self._redis.hgetall(self._hash)
+            for raw_field, raw in entries.items():
+                field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+                try:
+                    named, _, at = json.loads(field)
+                    opened_at = float(json.loads(raw)["opened_at"])
+                except (ValueError, TypeError, KeyError):
+                    continue
+                if named != provider or at != where or opened_at >= before:
+                    continue
+                if await self._redis.eval(_FORGET, 1, self._hash, field, raw):
+                    await self._redis.delete(self._probe + field)
+        except (RedisError, OSError) as exc:
+            log.warning("could not clear a repointed provider's circuit breakers in Redis: %s",
+                        exc)
 
     async def claim(self, key: BreakerKey, hold_s: float) -> bool:
         """Take the fleet's one half-open probe of ``key`` for ``hold_s`` (or until this

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.calllog.condition import UP, Health
+from app.resources import RedisPools
 
 
 def health() -> Health:
@@ -32,3 +34,21 @@ def test_a_shutdown_does_not_wait_on_a_store_whose_last_write_timed_out() -> Non
     parts.resume()
     assert not parts.store_usable()
     assert parts.redis_usable()
+
+
+async def test_redis_down_through_sentinels_is_a_short_detail() -> None:
+    """Sentinels that cannot be reached: ``/readyz``'s detail of the Redis spool names them by
+    address (redis-py's message quoted each sentinel client's repr, every connection setting
+    included)."""
+    pools = RedisPools.open("redis+sentinel://:Pw-1@127.0.0.1:1,127.0.0.1:2/mymaster")
+    try:
+        with pytest.raises(RedisConnectionError) as caught:
+            await pools.calllog.ping()
+    finally:
+        await pools.aclose()
+    parts = health()
+    parts.redis(str(caught.value))
+    detail = parts.spools["redis"].detail or ""
+    assert detail.startswith("No master found for 'mymaster' : 127.0.0.1:1 - ")
+    assert "127.0.0.1:2 - " in detail
+    assert "<" not in detail and "Pw-1" not in detail and len(detail) < 400, detail

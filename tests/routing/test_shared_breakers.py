@@ -319,3 +319,59 @@ async def test_a_call_cancelled_while_claiming_the_probe_leaves_it_to_the_next(
         assert await a.admit(TARGET, breaker(a))  # the next call probes it
         assert breaker(a).state == "half_open" and breaker(a).probing
     await client.aclose()
+
+
+SLOW = BreakerConfig(failures=2, cooldown_s=30, max_cooldown_s=60)
+"""Settings whose openings outlast a test."""
+
+
+async def test_a_provider_pointed_back_where_it_was_starts_closed_for_the_whole_fleet(
+        redis_url: str) -> None:
+    """A reload that points ``gpu`` elsewhere and back gives its target a fresh breaker, and
+    supersedes the fleet's opening of it in Redis: a process that resubscribes, or starts, finds
+    it closed too (they adopted the stale opening left in the hash, and skipped a target the
+    rest of the fleet used). An opening after the reload is shared as before."""
+    here, elsewhere = gateway_config(GPU, SLOW), gateway_config("http://gpu-b:8000", SLOW)
+    client = aioredis.from_url(redis_url)
+    try:
+        async with process(redis_url, settings=SLOW) as a, \
+                process(redis_url, settings=SLOW) as b:
+            await fail(a, 2)
+            await published(redis_url, cooldown_s=30)
+            await eventually(lambda: breaker(b).state == "open")
+            for router in (a, b):  # both reload, one after the other
+                router.swap(elsewhere)
+                router.swap(here)
+                assert breaker(router).state == "closed"
+            deadline = time.monotonic() + 5
+            while await client.hlen("switchboard:breakers"):
+                assert time.monotonic() < deadline, "the stale opening stayed in Redis"
+                await asyncio.sleep(0.01)
+            await shared(b).load()  # as after losing Redis and subscribing again
+            assert breaker(b).state == "closed"
+            async with process(redis_url, settings=SLOW) as late:
+                assert breaker(late).state == "closed"
+            await fail(a, 2)  # the target fails again, after the reload
+            await published(redis_url, cooldown_s=30)
+            await eventually(lambda: breaker(b).state == "open")
+            async with process(redis_url, settings=SLOW) as late:
+                assert breaker(late).state == "open"
+    finally:
+        await client.aclose()
+
+
+async def test_an_opening_from_before_a_reload_pointed_the_provider_back_is_not_adopted(
+        redis_url: str) -> None:
+    """A process that pointed ``gpu`` elsewhere and back ignores an opening of its target dated
+    before that reload, however it hears of it (an entry another process read from Redis
+    before it was cleared, or one left there while Redis was unreachable)."""
+    here, elsewhere = gateway_config(GPU, SLOW), gateway_config("http://gpu-b:8000", SLOW)
+    async with process(redis_url, settings=SLOW) as a, \
+            process(redis_url, settings=SLOW, listen=False) as b:
+        await fail(a, 2)
+        entry = await published(redis_url, cooldown_s=30)
+        b.swap(elsewhere)
+        b.swap(here)
+        shared(b).apply(entry)
+        assert breaker(b).state == "closed"
+        assert breaker(a).state == "open"  # a did not reload: its own view stands
