@@ -5,7 +5,10 @@ Each message is: a 12-byte prelude (total length, headers length, both big-endia
 the CRC32 of those 8 bytes), the headers, the payload, and the CRC32 of everything before it.
 A header is a 1-byte name length, the name, a 1-byte value type and the value (strings and
 byte arrays carry a 2-byte length). Bedrock and SageMaker use three headers: ``:message-type``
-(``event`` or ``exception``), ``:event-type`` or ``:exception-type``, and ``:content-type``.
+(``event`` or ``exception``), ``:event-type`` or ``:exception-type``, and ``:content-type``. The
+framing's third message type, ``error`` (botocore's ``eventstream`` reads it as it reads
+``exception``), names its error in ``:error-code`` and ``:error-message`` headers, with an
+empty payload.
 
 ``EventStreamDecoder`` is pure: feed it byte chunks cut anywhere, get back the messages they
 complete. A CRC mismatch or an impossible length raises ``errors.BadUpstreamResponse``.
@@ -40,9 +43,17 @@ class Message:
         return value if isinstance(value, str) else "event"
 
     @property
+    def is_error(self) -> bool:
+        """Whether the message reports a failure (``exception`` or ``error``), not an event."""
+        return self.message_type in ("exception", "error")
+
+    @property
     def event_type(self) -> str:
-        """``:event-type``, or ``:exception-type`` for an exception message ("" when absent)."""
-        name = ":exception-type" if self.message_type == "exception" else ":event-type"
+        """``:event-type``, or ``:exception-type`` for an exception message, or ``:error-code``
+        for an error message ("" when absent)."""
+        kind = self.message_type
+        name = ":exception-type" if kind == "exception" else \
+            ":error-code" if kind == "error" else ":event-type"
         value = self.headers.get(name)
         return value if isinstance(value, str) else ""
 

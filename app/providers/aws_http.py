@@ -14,8 +14,8 @@ refused credentials (``AccessDeniedException``, ``UnrecognizedClientException``,
 credentials are not the client's to fix), model timeouts a 504 and unavailability a 503.
 A SageMaker ``ModelError`` whose container answered a 4xx (``OriginalStatusCode``) is
 the client's 400 with the message and ``param`` of the container's error body
-(``OriginalMessage``). Exception messages inside a stream map the same
-way.
+(``OriginalMessage``). Exception and error messages inside a stream (``stream_exception``)
+map the same way.
 """
 
 from __future__ import annotations
@@ -96,13 +96,19 @@ def _container_refusal(original: Any, fallback: str) -> errors.GatewayError:
 
 
 def stream_exception(message: Message, *, service: str) -> errors.GatewayError:
-    """The gateway error for an ``exception`` message inside a stream."""
+    """The gateway error for an ``exception`` or ``error`` message inside a stream (an error
+    message's text is its ``:error-message`` header)."""
     kind = message.event_type
     kind = kind[:1].upper() + kind[1:]  # Converse names them ``throttlingException``
-    try:
-        payload: Any = orjson.loads(message.payload)
-    except orjson.JSONDecodeError:
-        payload = None
+    payload: Any
+    if message.message_type == "error":
+        text = message.headers.get(":error-message")
+        payload = {"message": text if isinstance(text, str) and text else kind or "error"}
+    else:
+        try:
+            payload = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            payload = None
     return aws_error(_STATUS_BY_TYPE.get(kind, 500), kind, payload,
                      message.payload.decode("utf-8", "replace"), service=service)
 
@@ -178,7 +184,7 @@ class AwsUpstream(Upstream):
                      headers: Mapping[str, str] | None = None
                      ) -> AsyncGenerator[Message, None]:
         """POST ``payload`` signed and yield the event stream's messages as they arrive
-        (exception messages included: the caller maps them with ``stream_exception``).
+        (exception and error messages included: the caller maps them with ``stream_exception``).
 
         Errors before the first message raise from the first ``__anext__``; a stream cut inside
         a message raises ``BadUpstreamResponse``. Closing the generator closes the connection.

@@ -23,15 +23,22 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   (``outputConfig.textFormat``, in botocore's model of the API); ``json_object`` is refused
   (400): Converse has no schema-less JSON mode.
 - Refused with 400: ``n`` > 1, ``logprobs``, ``parallel_tool_calls: false``, content parts
-  other than text and base64 images (png, jpeg, gif, webp), image links, ``temperature`` > 1
-  for Claude (as for ``type: anthropic``), a trailing empty user message (Converse refuses
-  blank messages, and without it the assistant's last turn would read as a prefill; other
-  empty messages are left out); ``tool_choice`` asking for a call with no tools; custom tools,
-  audio output and ``web_search_options`` (``app.providers.refusals``).
-- Dropped, as sampling hints Converse has no field for: ``seed``, ``presence_penalty``,
-  ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``; a part's ``cache_control``
-  becomes a ``cachePoint`` after it. Converse-native fields sent by the client
-  (``additionalModelRequestFields``, ``guardrailConfig``...) are forwarded.
+  other than text and base64 images (png, jpeg, gif, webp), image links, what Converse's
+  published limits rule out for every model (``temperature`` > 1, an empty ``stop`` string,
+  more than 10 ``additionalModelResponseFieldPaths``), a conversation whose first turn is the
+  assistant's (Converse wants a user message first), a trailing empty user message (Converse
+  refuses blank messages, and without it the assistant's last turn would read as a prefill;
+  other empty messages are left out); ``tool_choice`` asking for a call with no tools;
+  ``reasoning_effort`` (no published mapping: Claude's thinking is asked for in
+  ``additionalModelRequestFields``); custom tools, audio output and ``web_search_options``
+  (``app.providers.refusals``).
+- Dropped, as hints Converse has no field for: ``seed``, ``presence_penalty``,
+  ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``, ``service_tier`` (Converse's
+  own is ``serviceTier``). A part's ``cache_control`` (system, user, assistant text, tool
+  result) becomes a ``cachePoint`` after its block (a tool result's after the ``toolResult``),
+  its ``ttl`` the block's. Converse-native fields sent by the client
+  (``additionalModelRequestFields``, ``guardrailConfig``, ``serviceTier``...:
+  ``bedrock_converse.PASSTHROUGH_FIELDS``) are forwarded.
 - Stop reasons: ``end_turn``/``stop_sequence`` -> stop, ``max_tokens`` -> length,
   ``tool_use`` -> tool_calls, guardrail/content filter -> content_filter; a malformed model
   output is a 502. A ``stop_sequence`` names the sequence in the choice's ``stop_reason`` (as
@@ -39,7 +46,8 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   ``/stop_sequence`` in ``additionalModelResponseFieldPaths``; Claude's response has it), else
   the request's only one. Usage: see ``bedrock_response``.
 
-Embeddings go through InvokeModel (``bedrock_embed``: Titan Text Embeddings v2, Cohere Embed).
+Embeddings go through InvokeModel (``bedrock_embed``: Titan Text Embeddings v2 and v1, Cohere
+Embed).
 
 Anthropic's Messages API (``/v1/messages``) reaches Claude natively: the client's body goes to
 InvokeModel / InvokeModelWithResponseStream without ``model`` and ``stream`` (the model is in
@@ -146,7 +154,7 @@ class Bedrock:
                                        timeout_s=target.timeout_s)
         try:
             async for message in events:
-                if message.message_type == "exception":
+                if message.is_error:
                     raise stream_exception(message, service=self._upstream.service)
                 chunks = translator.feed(message.event_type, _json(message.payload))
                 for chunk in hold.release(message.event_type, chunks):
@@ -232,10 +240,11 @@ def anthropic_body(call: MessagesCall, target: Target) -> Json:
 async def _anthropic_events(events: AsyncGenerator[Message, None], *, service: str
                             ) -> AsyncGenerator[SSEEvent, None]:
     """InvokeModelWithResponseStream's ``chunk`` messages as the Anthropic events they carry
-    (an ``exception`` message raises its mapped error). Closing it closes ``events``."""
+    (an ``exception`` or ``error`` message raises its mapped error). Closing it closes
+    ``events``."""
     try:
         async for message in events:
-            if message.message_type == "exception":
+            if message.is_error:
                 raise stream_exception(message, service=service)
             if message.event_type == "chunk":
                 yield SSEEvent(event=None, data=_chunk_bytes(message.payload).decode())

@@ -17,8 +17,13 @@ from app.providers.refusals import function_calls, function_tools, refuse_output
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
-                      "requestMetadata", "additionalModelResponseFieldPaths")
-"""Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``)."""
+                      "requestMetadata", "additionalModelResponseFieldPaths", "serviceTier",
+                      "promptVariables", "outputConfig")
+"""Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``;
+``ConverseRequest``'s members in botocore's model, less those the translation makes:
+``outputConfig`` is replaced by a ``json_schema`` ``response_format``'s)."""
+MAX_RESPONSE_FIELD_PATHS = 10
+"""``additionalModelResponseFieldPaths`` holds at most 10 paths (botocore's model)."""
 WHO = "Bedrock Converse models"
 STOP_SEQUENCE_PATH = "/stop_sequence"
 """The JSON Pointer that asks a model's response for the stop sequence that ended it (AWS's own
@@ -28,7 +33,8 @@ Converse ignores a path the model's response lacks)."""
 _DATA_URL = re.compile(r"^data:image/(?P<format>[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
-CACHE_POINT: Json = {"cachePoint": {"type": "default"}}
+CACHE_TTLS = ("5m", "1h")
+"""``CachePointBlock.ttl``'s values (botocore's ``CacheTTL``)."""
 
 
 def _image(url: str, *, param: str) -> Json:
@@ -41,6 +47,23 @@ def _image(url: str, *, param: str) -> Json:
         raise errors.InvalidRequest("Bedrock Converse takes png, jpeg, gif or webp images",
                                     param=param)
     return {"image": {"format": fmt, "source": {"bytes": match["data"]}}}
+
+
+def _cache_point(part: Json, *, param: str) -> Json | None:
+    """The ``cachePoint`` block a part's ``cache_control`` asks for (None without one): its
+    ``ttl`` (``5m`` or ``1h``, botocore's ``CacheTTL``) kept, as the ``anthropic`` type keeps
+    it; a ``ttl`` Converse does not take is a 400 naming it."""
+    marker = part.get("cache_control")
+    if not isinstance(marker, dict):
+        return None
+    point: Json = {"type": "default"}
+    ttl = marker.get("ttl")
+    if ttl is not None:
+        if ttl not in CACHE_TTLS:
+            raise errors.InvalidRequest("Bedrock Converse takes a cache_control ttl of '5m' or "
+                                        "'1h'", param=f"{param}.cache_control.ttl")
+        point["ttl"] = ttl
+    return {"cachePoint": point}
 
 
 def _blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
@@ -63,8 +86,9 @@ def _blocks(content: str | list[Json] | None, *, param: str) -> list[Json]:
             raise errors.InvalidRequest(
                 f"content parts of type {kind!r} are not supported by Bedrock Converse",
                 param=f"{param}[{i}]")
-        if isinstance(part.get("cache_control"), dict):
-            blocks.append(dict(CACHE_POINT))
+        point = _cache_point(part, param=f"{param}[{i}]")
+        if point is not None:
+            blocks.append(point)
     return blocks
 
 
@@ -79,31 +103,42 @@ def _tool_use(message: Message, *, param: str) -> list[Json]:
 
 
 def _assistant(message: Message, *, param: str) -> list[Json]:
+    """Text (and refusal) blocks, each part's ``cache_control`` a ``cachePoint`` after it, then
+    the tool calls."""
     blocks: list[Json] = []
     if isinstance(message.content, list):
-        for part in message.content:
+        for i, part in enumerate(message.content):
             text = part.get("text") if part.get("type") == "text" else part.get("refusal")
             if isinstance(text, str) and text:
                 blocks.append({"text": text})
+                point = _cache_point(part, param=f"{param}.content[{i}]")
+                if point is not None:
+                    blocks.append(point)
     elif message.content:
         blocks.append({"text": message.content})
     return blocks + _tool_use(message, param=param)
 
 
-def _tool_result(message: Message, *, param: str) -> Json:
+def _tool_result(message: Message, *, param: str) -> list[Json]:
+    """The ``toolResult`` block, then one ``cachePoint`` when a part of the result carries
+    ``cache_control`` (a ``toolResult``'s own content takes no ``cachePoint``; the user
+    message holding it does)."""
     if not message.tool_call_id:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
                                     param=f"{param}.tool_call_id")
-    content = [b for b in _blocks(message.content, param=f"{param}.content")
-               if "cachePoint" not in b]
-    return {"toolResult": {"toolUseId": message.tool_call_id,
-                           "content": content or [{"text": ""}]}}
+    blocks = _blocks(message.content, param=f"{param}.content")
+    content = [b for b in blocks if "cachePoint" not in b]
+    points = [b for b in blocks if "cachePoint" in b]
+    return [{"toolResult": {"toolUseId": message.tool_call_id,
+                            "content": content or [{"text": ""}]}}, *points[-1:]]
 
 
 def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]:
     """(``system`` blocks, ``messages``): system and developer text lifted out, tool results as
     user turns, consecutive turns of one role merged (Converse wants them alternating); a turn
-    left empty is a 400 (``base.merged_turns``: Converse refuses blank messages too)."""
+    left empty is a 400 (``base.merged_turns``: Converse refuses blank messages too), and so is
+    a conversation whose first turn is the assistant's (Converse wants a user message first;
+    the gateway does not make one up)."""
     system: list[Json] = []
     translated: list[tuple[int, str, list[Json]]] = []
     for i, message in enumerate(messages):
@@ -117,17 +152,37 @@ def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]
         elif message.role == "assistant":
             role, blocks = "assistant", _assistant(message, param=param)
         elif message.role == "tool":
-            role, blocks = "user", [_tool_result(message, param=param)]
+            role, blocks = "user", _tool_result(message, param=param)
         else:
             raise errors.InvalidRequest("legacy 'function' messages are not supported; use "
                                         "tools and 'tool' messages", param=f"{param}.role")
         translated.append((i, role, blocks))
+    first = next((i for i, _, blocks in translated if blocks), None)
     turns = merged_turns(translated, key="content", reply_role="assistant",
                          who="Bedrock Converse")
+    if turns[0]["role"] != "user":
+        raise errors.InvalidRequest(
+            f"Bedrock Converse needs a conversation that starts with a user message; "
+            f"messages[{first}] is the assistant's", param=f"messages[{first}].role")
     for turn in turns:
-        if turn["role"] == "user":  # tool results lead a user turn
-            turn["content"].sort(key=lambda b: "toolResult" not in b)
+        if turn["role"] == "user":
+            turn["content"] = _tool_results_first(turn["content"])
     return system, turns
+
+
+def _tool_results_first(blocks: list[Json]) -> list[Json]:
+    """Tool results lead a user turn (Converse wants them first), each ``cachePoint`` kept
+    right after the block it followed."""
+    if not any("toolResult" in b for b in blocks):
+        return blocks
+    groups: list[list[Json]] = []
+    for block in blocks:
+        if "cachePoint" in block and groups:
+            groups[-1].append(block)
+        else:
+            groups.append([block])
+    groups.sort(key=lambda group: "toolResult" not in group[0])
+    return [block for group in groups for block in group]
 
 
 def _has_tool_blocks(turns: list[Json]) -> bool:
@@ -192,24 +247,30 @@ def output_config(request: ChatRequest) -> Json:
                                             "structure": {"jsonSchema": definition}}}}
 
 
-def is_claude(model: str) -> bool:
-    """Whether a Bedrock model id (or inference profile, or ARN) names one of Anthropic's."""
-    name = model.lower()
-    return "anthropic" in name or "claude" in name
-
-
-def _check_supported(request: ChatRequest, body: Json, *, target: Target) -> None:
+def _check_supported(request: ChatRequest, body: Json) -> None:
     refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Bedrock Converse returns one choice; n must be 1",
                                     param="n")
-    if request.temperature is not None and request.temperature > 1 and \
-            is_claude(target.model):
-        raise errors.InvalidRequest(  # as for type: anthropic; Bedrock's range is Claude's
-            "Anthropic models take a temperature between 0 and 1", param="temperature")
+    if request.temperature is not None and request.temperature > 1:
+        raise errors.InvalidRequest(  # InferenceConfiguration.temperature: 0 to 1, any model
+            "Bedrock Converse takes a temperature between 0 and 1", param="temperature")
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
+    if any(not stop for stop in stops):
+        raise errors.InvalidRequest("Bedrock Converse takes non-empty stop sequences",
+                                    param="stop")
+    paths = body.get("additionalModelResponseFieldPaths")
+    if isinstance(paths, list) and len(paths) > MAX_RESPONSE_FIELD_PATHS:
+        raise errors.InvalidRequest(
+            f"Bedrock Converse takes at most {MAX_RESPONSE_FIELD_PATHS} "
+            "additionalModelResponseFieldPaths", param="additionalModelResponseFieldPaths")
     if request.logprobs or request.top_logprobs:
         raise errors.InvalidRequest("Bedrock Converse does not return logprobs",
                                     param="logprobs" if request.logprobs else "top_logprobs")
+    if body.get("reasoning_effort") is not None:
+        raise errors.InvalidRequest(  # no published mapping to a model's own reasoning switch
+            "Bedrock Converse has no reasoning_effort; ask for Claude's thinking with "
+            "additionalModelRequestFields.thinking", param="reasoning_effort")
 
 
 def inference_config(request: ChatRequest, *, target: Target, max_tokens_default: int | None
@@ -236,7 +297,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     ``params`` lie underneath, then the client's Converse-native fields, then the translation;
     ``inferenceConfig`` merges the target's with the client's."""
     request = call.request
-    _check_supported(request, call.body, target=target)
+    _check_supported(request, call.body)
     system, turns = translate_messages(request.messages)
     payload: Json = {"messages": turns}
     if system:
@@ -259,9 +320,11 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
 def _ask_for_stop_sequence(payload: Json) -> None:
     """Add ``STOP_SEQUENCE_PATH`` to the payload's ``additionalModelResponseFieldPaths`` (in
     place; a client's or target's list that is not a list is left as it is, for Converse to
-    judge)."""
+    judge, and so is a full one: the stop sequence is then named only when the request has
+    one)."""
     paths = payload.get("additionalModelResponseFieldPaths")
     if paths is None:
         payload["additionalModelResponseFieldPaths"] = [STOP_SEQUENCE_PATH]
-    elif isinstance(paths, list) and STOP_SEQUENCE_PATH not in paths:
+    elif isinstance(paths, list) and STOP_SEQUENCE_PATH not in paths \
+            and len(paths) < MAX_RESPONSE_FIELD_PATHS:
         payload["additionalModelResponseFieldPaths"] = [*paths, STOP_SEQUENCE_PATH]

@@ -1,11 +1,12 @@
 """OpenAI embeddings -> Bedrock InvokeModel bodies for Amazon Titan Text Embeddings v2 and Cohere
 Embed, and back. Pure; ``app.providers.bedrock`` sends the calls.
 
-- Titan v2 (model ids containing ``titan-embed-text``) embeds one text per call:
+- Titan (model ids containing ``titan-embed-text``) embeds one text per call:
   ``{"inputText", "dimensions", "normalize"}`` -> ``{"embedding", "inputTextTokenCount"}``.
   Several inputs are sent as concurrent calls and rejoined in order, token counts summed.
   ``dimensions`` must be 256, 512 or 1024 (Titan's values); ``normalize`` is true unless the
-  client's or target's ``normalize`` says otherwise.
+  client's or target's ``normalize`` says otherwise. Titan v1 (``titan-embed-text-v1``) takes
+  ``{"inputText"}`` alone: ``dimensions`` and ``normalize: true`` are refused for it.
 - Cohere Embed (model ids containing ``cohere.embed``) takes ``{"texts", "input_type"}``, at
   most 96 texts a call (batches rejoined in order) -> ``{"embeddings": [[...]], ...}``; its
   answer body has no token count, Bedrock gives it in the ``X-Amzn-Bedrock-Input-Token-Count``
@@ -59,9 +60,16 @@ def _params(target: Target) -> Json:
     return {k: v for k, v in target.params.items() if k not in TARGET_ONLY}
 
 
+def is_titan_v1(target: Target) -> bool:
+    """Whether the target is Titan Embeddings G1 - Text (``amazon.titan-embed-text-v1``)."""
+    return "titan-embed-text-v1" in target.model.lower()
+
+
 def titan_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:
     """One InvokeModel body per text."""
     base = _params(target)
+    if is_titan_v1(target):
+        return _titan_v1_bodies(call, base)
     dimensions = call.request.dimensions or base.get("dimensions")
     if dimensions is not None and dimensions not in TITAN_DIMENSIONS:
         raise errors.InvalidRequest("Titan Text Embeddings v2 takes dimensions 256, 512 or "
@@ -73,6 +81,20 @@ def titan_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:
     if dimensions is not None:
         extra["dimensions"] = dimensions
     return [{**base, **extra, "inputText": text} for text in texts_of(call)]
+
+
+def _titan_v1_bodies(call: EmbeddingCall, base: Json) -> list[Json]:
+    """Titan v1 takes ``inputText`` alone (AWS refuses any other key): its size is fixed (a
+    ``dimensions`` is a 400) and it does not normalize (a ``normalize: true`` is a 400; false
+    is what it does, so it is not sent)."""
+    if call.request.dimensions is not None or base.get("dimensions") is not None:
+        raise errors.InvalidRequest("Titan Text Embeddings v1 has a fixed size; dimensions can "
+                                    "be chosen only for v2", param="dimensions")
+    if call.body.get("normalize", base.get("normalize")) is True:
+        raise errors.InvalidRequest("Titan Text Embeddings v1 does not normalize; normalize "
+                                    "can be chosen only for v2", param="normalize")
+    rest = {k: v for k, v in base.items() if k not in ("dimensions", "normalize")}
+    return [{**rest, "inputText": text} for text in texts_of(call)]
 
 
 def read_titan(answer: Any) -> tuple[list[float], int]:

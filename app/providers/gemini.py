@@ -24,7 +24,9 @@ Where the two APIs differ, this is what a client gets:
   ``max_completion_tokens``, else the target's default, else unset), ``temperature``,
   ``topP``, ``stopSequences``, ``seed``, ``presencePenalty``, ``frequencyPenalty``,
   ``candidateCount`` (``n``); ``response_format`` json_object is ``responseMimeType:
-  application/json`` and json_schema adds ``responseJsonSchema`` (enforced by the API).
+  application/json`` and json_schema adds ``responseJsonSchema`` (enforced by the API);
+  ``reasoning_effort`` is ``thinkingConfig.thinkingBudget`` (Google's own mapping:
+  ``gemini_request.THINKING_BUDGETS``; another value is a 400).
 - Refused with 400: ``logprobs``/``top_logprobs`` (not translated back), ``logit_bias`` (no
   equivalent), ``parallel_tool_calls: false`` (Gemini cannot be told), legacy ``function``
   messages, other content part types, a trailing empty user message (Gemini refuses empty
@@ -32,7 +34,8 @@ Where the two APIs differ, this is what a client gets:
   messages are left out); custom tools, audio output and ``web_search_options``
   (``app.providers.refusals``).
 - Dropped, as they cannot change the answer: ``user``, ``metadata``, ``stream_options`` (the
-  usage chunk is always sent, from Gemini's ``usageMetadata``).
+  usage chunk is always sent, from Gemini's ``usageMetadata``), ``service_tier`` (a hint
+  about capacity, not the answer).
 - Gemini-native fields sent by the client (``extra_body``: ``safetySettings``,
   ``cachedContent``, ``labels``, ``toolConfig``, and ``generationConfig`` merged under the
   translated one, e.g. ``thinkingConfig``) are forwarded; the target's ``params`` lie underneath.
@@ -47,8 +50,11 @@ Where the two APIs differ, this is what a client gets:
   own ``functionCall`` part, which Gemini 3 requires for the current turn's calls; one on the
   message goes on its last text part (``gemini_request._model_parts``).
 - Finish reasons: STOP stop, MAX_TOKENS length, SAFETY / RECITATION / BLOCKLIST /
-  PROHIBITED_CONTENT / SPII content_filter, others stop; a candidate with calls tool_calls. A
-  prompt blocked by ``promptFeedback.blockReason`` is a 400 naming the reason.
+  PROHIBITED_CONTENT / SPII (and the image and Model Armor ones) content_filter, others stop;
+  a candidate with calls tool_calls. A broken or unexpected tool call
+  (``gemini_response.FAILED_REASONS``: MALFORMED_FUNCTION_CALL...) is no answer: a 502 that is
+  retried or goes to the next target. A prompt blocked by ``promptFeedback.blockReason`` is a
+  400 naming the reason.
 - Usage: prompt ``promptTokenCount`` (+ ``toolUsePromptTokenCount``), completion
   ``candidatesTokenCount`` + ``thoughtsTokenCount`` (thinking is billed as output),
   ``reasoning_tokens`` the thoughts, ``cached_tokens`` ``cachedContentTokenCount``.

@@ -22,6 +22,10 @@ from app.schemas import ChatRequest, Message
 # ``extra_body``); forwarded as sent. ``generationConfig`` is merged under the translated one.
 PASSTHROUGH_FIELDS = ("safetySettings", "cachedContent", "labels", "toolConfig")
 WHO = "Gemini models"
+THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+"""``reasoning_effort`` -> ``thinkingConfig.thinkingBudget``: Google's own mapping for its
+OpenAI-compatible endpoint (1K, 8K and 24K tokens; ``none`` turns thinking off). Gemini 3
+models take a ``thinkingBudget`` too (Google keeps it for backwards compatibility)."""
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
@@ -272,6 +276,18 @@ def generation_config(request: ChatRequest, *, target: Target, base: Any) -> Jso
     return config
 
 
+def thinking_config(effort: Any, base: Any) -> Json:
+    """``thinkingConfig`` for a ``reasoning_effort`` (``THINKING_BUDGETS``): ``base``'s (the
+    native one's) ``includeThoughts`` kept, its budget or level replaced (Google refuses both
+    together); another effort is a 400 naming it."""
+    if effort not in THINKING_BUDGETS:
+        raise errors.InvalidRequest(
+            f"Gemini models take a reasoning_effort of {', '.join(THINKING_BUDGETS)}",
+            param="reasoning_effort")
+    kept = {k: v for k, v in _dict(base).items() if k not in ("thinkingBudget", "thinkingLevel")}
+    return {**kept, "thinkingBudget": THINKING_BUDGETS[effort]}
+
+
 def translate_request(call: ChatCall, *, target: Target) -> Json:
     """The ``generateContent`` / ``streamGenerateContent`` body for ``call``.
 
@@ -289,6 +305,9 @@ def translate_request(call: ChatCall, *, target: Target) -> Json:
         payload["systemInstruction"] = system
     payload.update(translate_tools(request))
     config = generation_config(request, target=target, base=base_config)
+    effort = call.body.get("reasoning_effort")
+    if effort is not None:
+        config["thinkingConfig"] = thinking_config(effort, config.get("thinkingConfig"))
     if config:
         payload["generationConfig"] = config
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS

@@ -29,9 +29,20 @@ FINISH_REASONS: dict[str, str] = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "IMAGE_RECITATION": "content_filter",
+    "ESCALATION": "content_filter",
+    "MODEL_ARMOR": "content_filter",
 }
 """Gemini ``finishReason`` -> OpenAI ``finish_reason``; any other reason reads as ``stop``
-(a candidate with function calls is ``tool_calls`` whatever its reason)."""
+(a candidate with function calls is ``tool_calls`` whatever its reason), except the
+``FAILED_REASONS``."""
+FAILED_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL",
+                            "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE",
+                            "MALFORMED_RESPONSE"})
+"""``finishReason`` values (google-genai's ``FinishReason``) that end a candidate with no usable
+answer: a broken or unexpected function call, a tool loop cut off, a malformed response. The
+answer is a 502 ``BadUpstreamResponse`` (retried, or the next target), as a Bedrock
+``malformed_tool_use`` is, never a finished reply."""
 
 STATUS_CODES: dict[str, int] = {
     "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
@@ -47,7 +58,12 @@ _KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE
 _DELAY = re.compile(r"^(?P<s>\d+(?:\.\d+)?)s$")
 
 
-def finish_reason(reason: Any, *, has_tool_calls: bool = False) -> str:
+def finish_reason(reason: Any, *, has_tool_calls: bool = False, detail: Any = None) -> str:
+    """OpenAI's ``finish_reason`` for a candidate's; a ``FAILED_REASONS`` one raises
+    ``BadUpstreamResponse`` naming it (and the candidate's ``finishMessage``, ``detail``)."""
+    if reason in FAILED_REASONS:
+        said = f": {detail[:300]}" if isinstance(detail, str) and detail else ""
+        raise errors.BadUpstreamResponse(f"the model's answer failed ({reason}){said}")
     if has_tool_calls:
         return "tool_calls"
     return FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
@@ -182,7 +198,8 @@ def _choice(position: int, candidate: Any) -> Json:
     return {"index": index if isinstance(index, int) else position, "message": message,
             "logprobs": None,
             "finish_reason": finish_reason(candidate.get("finishReason"),
-                                           has_tool_calls=bool(calls))}
+                                           has_tool_calls=bool(calls),
+                                           detail=candidate.get("finishMessage"))}
 
 
 def completion_id(body: Json) -> str:

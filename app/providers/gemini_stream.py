@@ -129,7 +129,8 @@ class StreamTranslator:
         if isinstance(reason, str) and reason:
             self._finished.add(index)
             chunks.append(self._chunk(index, {}, finish_reason(
-                reason, has_tool_calls=self._tool_calls.get(index, 0) > 0)))
+                reason, has_tool_calls=self._tool_calls.get(index, 0) > 0,
+                detail=candidate.get("finishMessage"))))
         return chunks
 
 

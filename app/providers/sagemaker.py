@@ -205,7 +205,7 @@ class SageMaker:
                                          headers=self._headers(target))
         try:
             async for message in messages:
-                if message.message_type == "exception":
+                if message.is_error:
                     raise stream_exception(message, service=self._upstream.service)
                 if message.event_type == "PayloadPart":
                     for event in lines.feed(message.payload):

@@ -10,6 +10,10 @@ import struct
 import zlib
 
 CONTENT_TYPE = b"application/vnd.amazon.eventstream"
+UNWRAPPED = "sim.aws_message"
+"""The key on an ASGI body message that already holds a framed message (SageMaker's wrapper
+sends it as it is, not inside a ``PayloadPart``; the key is dropped before the server sees
+it)."""
 HEADERS = [(b"content-type", CONTENT_TYPE), (b"cache-control", b"no-cache")]
 
 
@@ -39,3 +43,8 @@ def exception(exception_type: str, payload: bytes) -> bytes:
     """An ``exception`` message (a modelled error inside a started stream)."""
     return message({":exception-type": exception_type, ":content-type": "application/json",
                     ":message-type": "exception"}, payload)
+
+
+def error(code: str, text: str) -> bytes:
+    """An ``error`` message: the framing's own failure, named by headers, with no payload."""
+    return message({":error-code": code, ":error-message": text, ":message-type": "error"}, b"")

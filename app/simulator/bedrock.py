@@ -4,7 +4,8 @@
 Every request is checked as AWS checks it (``aws_auth``: SigV4 for service ``bedrock``, or the
 test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` with the type in
 ``x-amzn-ErrorType``; inside a started stream, an ``exception`` event-stream message
-(``internalServerException`` for an injected mid-stream failure).
+(``internalServerException`` for an injected mid-stream failure), or with
+``X-Sim-Aws-Error-Code`` the framing's own ``error`` message (``faults``).
 
 - Converse answers ``output.message`` (a ``toolUse`` block, ``stopReason`` ``tool_use``, when
   ``toolConfig`` offers tools: the one ``toolChoice.tool`` names, else the best match for the

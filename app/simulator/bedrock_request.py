@@ -4,8 +4,11 @@ Errors are 400 ``ValidationException`` with messages in Bedrock's style. The fac
 what the answer needs: the token limit, stop sequences, the tool called, the JSON schema of a
 structured-output request, whether Claude's thinking is on, the prompt's tokens and the part
 before the last ``cachePoint``, and the ``additionalModelResponseFieldPaths`` (JSON Pointers:
-an empty or malformed one is a 400, as Converse answers it). A ``toolSpec`` may hold only
-``ToolSpecification``'s members (``TOOL_SPEC_KEYS``; ``strict`` a boolean).
+an empty or malformed one, or more than 10, is a 400, as Converse answers it). A ``toolSpec``
+may hold only ``ToolSpecification``'s members (``TOOL_SPEC_KEYS``; ``strict`` a boolean). The
+published limits botocore's model states are checked: ``temperature`` and ``topP`` from 0 to 1,
+non-empty ``stopSequences``, a ``cachePoint``'s ``type`` (``default``) and ``ttl`` (``5m`` or
+``1h``), ``serviceTier.type``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ _TOP_KEYS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "g
                        "additionalModelRequestFields", "promptVariables",
                        "additionalModelResponseFieldPaths", "requestMetadata",
                        "performanceConfig", "serviceTier", "outputConfig"})
+CACHE_TTLS = ("5m", "1h")
+"""``CachePointBlock.ttl``'s values (botocore's ``CacheTTL``)."""
+MAX_RESPONSE_PATHS = 10
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+"""``ServiceTier.type``'s values (botocore's ``ServiceTierType``)."""
 TOOL_SPEC_KEYS = frozenset({"name", "description", "inputSchema", "strict"})
 """``ToolSpecification``'s members (botocore's bedrock-runtime model; AWS's API reference,
 ``API_runtime_ToolSpecification``): ``strict`` is a boolean asking for structured output on
@@ -60,10 +68,23 @@ def _check_blocks(blocks: Any, where: str) -> None:
         if len(keys) != 1 or not keys <= BLOCK_KEYS:
             raise fail(f"{where}.{index}: a content block must set exactly one member of "
                        f"{', '.join(sorted(BLOCK_KEYS))}")
+        if "cachePoint" in keys:
+            _check_cache_point(block["cachePoint"], f"{where}.{index}.cachePoint")
         use = block.get("toolUse")
         if use is not None and not (isinstance(use, dict) and isinstance(use.get("toolUseId"), str)
                                     and isinstance(use.get("name"), str) and "input" in use):
             raise fail(f"{where}.{index}.toolUse: toolUseId, name and input are required")
+
+
+def _check_cache_point(point: Any, where: str) -> None:
+    """``CachePointBlock``: ``type`` ``default``, an optional ``ttl`` of ``5m`` or ``1h``."""
+    if not isinstance(point, dict) or point.get("type") != "default":
+        raise fail(f"{where}.type: must be default")
+    unknown = sorted(set(point) - {"type", "ttl"})
+    if unknown:
+        raise fail(f"Unknown field(s) in {where}: {', '.join(unknown)}")
+    if "ttl" in point and point["ttl"] not in CACHE_TTLS:
+        raise fail(f"{where}.ttl: must be one of 5m, 1h")
 
 
 def _check_messages(messages: Any) -> list[Any]:
@@ -96,10 +117,27 @@ def _inference(config: Any) -> tuple[int | None, tuple[str, ...]]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 1):
         raise fail("inferenceConfig.maxTokens: must be an integer of at least 1")
+    for key in ("temperature", "topP"):  # both 0 to 1 (InferenceConfiguration)
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= 1):
+            raise fail(f"1 validation error detected: Value '{value}' at "
+                       f"'inferenceConfig.{key}' failed to satisfy constraint: Member must "
+                       "have value less than or equal to 1")
     stops = config.get("stopSequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise fail("inferenceConfig.stopSequences: expected a list of strings")
+    if not all(stops):
+        raise fail("1 validation error detected: Value at 'inferenceConfig.stopSequences' "
+                   "failed to satisfy constraint: Member must have length greater than or "
+                   "equal to 1")
     return limit, tuple(stops)
+
+
+def _check_service_tier(tier: Any) -> None:
+    if tier is not None and not (isinstance(tier, dict) and set(tier) == {"type"}
+                                 and tier["type"] in SERVICE_TIERS):
+        raise fail(f"serviceTier.type: must be one of {', '.join(SERVICE_TIERS)}")
 
 
 def _called_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
@@ -197,6 +235,10 @@ def _response_paths(paths: Any) -> tuple[str, ...]:
             isinstance(p, str) and p.startswith("/") and len(p) > 1 for p in paths):
         raise fail("additionalModelResponseFieldPaths: each path must be a JSON Pointer "
                    "(a non-empty string starting with '/')")
+    if len(paths) > MAX_RESPONSE_PATHS:
+        raise fail("1 validation error detected: Value at 'additionalModelResponseFieldPaths' "
+                   "failed to satisfy constraint: Member must have length less than or equal "
+                   f"to {MAX_RESPONSE_PATHS}")
     return tuple(paths)
 
 
@@ -210,6 +252,7 @@ def read_converse(body: dict[str, Any]) -> ConverseRequest:
     if system is not None:
         _check_blocks(system, "system")
     limit, stops = _inference(body.get("inferenceConfig"))
+    _check_service_tier(body.get("serviceTier"))
     tool = _called_tool(body.get("toolConfig"), messages)
     prompt, prefix = count_prompt(system, messages)
     return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.simulator import aws_eventstream
 from app.simulator.asgi import SSE_HEADERS, Request, SimError, Watcher
 from app.simulator.drift import Drift
 from app.simulator.engine import Engine
@@ -108,6 +109,9 @@ class Route:
     dialect: ErrorDialect = "vllm"
     deployment: str | None = None
     deployed_model: str | None = None
+    in_payload_parts: bool = False
+    """The stream travels in AWS event-stream ``PayloadPart`` events (a SageMaker container's),
+    so an event-stream ``error`` message goes out beside them, not inside one."""
 
 
 @dataclass(slots=True)
@@ -266,7 +270,16 @@ async def _error_frames(sim: Sim, req: Request, route: Route, pending: bytes,
                        knobs: Knobs) -> str:
     err = stream_failure(knobs, MID_STREAM_ERROR,
                          "overloaded_error" if route.dialect == "anthropic" else None)
-    frames = stream_error_frames(route.dialect, err, flat=sim.dialect.flat_errors)
+    if knobs.aws_error_code is not None and route.in_payload_parts:
+        if pending:
+            await req.send({"type": "http.response.body", "body": pending, "more_body": True})
+        await req.send({"type": "http.response.body", aws_eventstream.UNWRAPPED: True,
+                        "body": aws_eventstream.error(knobs.aws_error_code, err.message)})
+        return "faulted"
+    if knobs.aws_error_code is not None and route.dialect in ("bedrock", "sagemaker"):
+        frames = [aws_eventstream.error(knobs.aws_error_code, err.message)]
+    else:
+        frames = stream_error_frames(route.dialect, err, flat=sim.dialect.flat_errors)
     await req.send({"type": "http.response.body", "body": pending + b"".join(frames)})
     return "faulted"
 

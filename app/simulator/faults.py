@@ -8,6 +8,10 @@
 - ``X-Sim-Hang: 1``: never answer; wait until the client disconnects.
 - ``X-Sim-Cut-After: N``: stream N content chunks, then drop the connection (no terminator).
 - ``X-Sim-Error-After: N``: stream N content chunks, then an in-band error frame.
+- ``X-Sim-Aws-Error-Code: CODE``: on the Bedrock and SageMaker routes, ``X-Sim-Error-After``'s
+  in-band failure is an event-stream ``error`` message (``:message-type: error``, with
+  ``:error-code: CODE`` and ``:error-message`` headers and an empty payload: the framing's own
+  error, which botocore reads as it reads an ``exception``) instead of an ``exception`` message.
 - ``X-Sim-End-After: N``: stream N content chunks, then end the response cleanly with no
   finish_reason and no terminator (``[DONE]``, ``message_stop``): a truncated answer.
 - ``X-Sim-Done-After: N``: stream N content chunks, then end the stream as a finished one
@@ -78,6 +82,8 @@ class Knobs:
     split_pair: bool = False
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
+    aws_error_code: str | None = None
+    """``X-Sim-Aws-Error-Code``: an AWS stream's in-band failure as an ``error`` message."""
 
 
 NO_KNOBS = Knobs()
@@ -133,14 +139,19 @@ def read_knobs(req: Request) -> Knobs:
         echo_key=_credential(headers) if _flag(headers, "x-sim-echo-key") else None,
         role_early=_flag(headers, "x-sim-role-early"),
         split_pair=_flag(headers, "x-sim-split-pair"),
+        aws_error_code=_short(headers, "x-sim-aws-error-code", "X-Sim-Aws-Error-Code"),
     )
 
 
-def _retry_after(headers: dict[str, str]) -> str | None:
-    value = headers.get("x-sim-retry-after")
+def _short(headers: dict[str, str], name: str, label: str) -> str | None:
+    value = headers.get(name)
     if value is not None and not (0 < len(value) <= 64 and value.isprintable()):
-        raise SimError(400, "X-Sim-Retry-After must be 1 to 64 printable characters.")
+        raise SimError(400, f"{label} must be 1 to 64 printable characters.")
     return value
+
+
+def _retry_after(headers: dict[str, str]) -> str | None:
+    return _short(headers, "x-sim-retry-after", "X-Sim-Retry-After")
 
 
 def _credential(headers: dict[str, str]) -> str:

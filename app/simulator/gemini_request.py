@@ -30,6 +30,7 @@ GENERATION_FIELDS = frozenset({
     "enableEnhancedCivicAnswers", "responseModalities", "speechConfig", "thinkingConfig",
     "imageConfig", "mediaResolution", "audioTimestamp", "routingConfig", "modelSelectionConfig",
     "enableAffectiveDialog"})
+THINKING_FIELDS = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
 PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
              "executableCode", "codeExecutionResult")
 PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
@@ -204,12 +205,28 @@ def _config(value: Any) -> dict[str, Any]:
         count = value.get(key)
         if count is not None and (not isinstance(count, int) or count < 1):
             raise invalid(f"* GenerateContentRequest.generation_config.{key}: must be positive")
+    _thinking_config(value.get("thinkingConfig"))
     stops = value.get("stopSequences")
     if stops is not None and (not isinstance(stops, list) or len(stops) > 5
                               or not all(isinstance(s, str) for s in stops)):
         raise invalid("* GenerateContentRequest.generation_config.stop_sequences: at most 5 "
                       "strings")
     return value
+
+
+def _thinking_config(value: Any) -> None:
+    """``ThinkingConfig``: an integer ``thinkingBudget`` or a ``thinkingLevel``, not both
+    (Google's 400)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise invalid("Invalid value at 'generation_config.thinking_config'")
+    _unknown(value, THINKING_FIELDS, "generation_config.thinking_config")
+    budget = value.get("thinkingBudget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+        raise invalid("Invalid value at 'generation_config.thinking_config.thinking_budget'")
+    if budget is not None and value.get("thinkingLevel") is not None:
+        raise invalid("You can only set only one of thinking budget and thinking level.")
 
 
 def read_request(body: dict[str, Any]) -> GenerateRequest:

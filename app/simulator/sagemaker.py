@@ -62,6 +62,8 @@ def _streamed(req: Request) -> None:
     async def reframe(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": es.HEADERS}
+        elif message.get(es.UNWRAPPED):
+            message = {k: v for k, v in message.items() if k != es.UNWRAPPED}
         elif message["type"] == "http.response.body" and message.get("body"):
             message = {**message, "body": payload_part(message["body"])}
         await send(message)
@@ -82,20 +84,21 @@ async def handle(sim: Sim, req: Request, route: Route) -> None:
         body = req.json_object()
     except SimError as err:
         raise aws_error_headers(err, types=SAGEMAKER_TYPES, namespace=NAMESPACE) from None
+    framed = operation == "invocations-response-stream"
     if "inputs" in body:
-        handler, inner = huggingface_tgi.compat_generate, Route("tgi")
+        handler, inner = huggingface_tgi.compat_generate, Route("tgi", in_payload_parts=framed)
     elif "messages" in body and plays_tgi(name):
-        handler, inner = huggingface.tgi_chat, Route("tgi-chat")
+        handler, inner = huggingface.tgi_chat, Route("tgi-chat", in_payload_parts=framed)
     elif "messages" in body:
-        handler, inner = chat, Route("vllm")
+        handler, inner = chat, Route("vllm", in_payload_parts=framed)
     elif "prompt" in body:
-        handler, inner = completions, Route("vllm")
+        handler, inner = completions, Route("vllm", in_payload_parts=framed)
     else:
         raise aws_error_headers(SimError(400, "The container could not read the body: "
                                          "expected inputs, messages or prompt",
                                          kind="ValidationError"),
                                 types=SAGEMAKER_TYPES, namespace=NAMESPACE)
-    if operation == "invocations-response-stream":
+    if framed:
         _streamed(req)
     try:
         await handler(sim, _to_container(req), inner)

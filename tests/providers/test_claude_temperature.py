@@ -1,6 +1,6 @@
 """Claude's temperature range (0..1) wherever the gateway translates for it: Anthropic, Vertex
-AI and Bedrock Converse refuse more with a 400 before anything is sent; other Bedrock models
-keep their own range."""
+AI and Bedrock Converse refuse more with a 400 before anything is sent; so does Converse for
+every other model, whose ``inferenceConfig.temperature`` is 0 to 1 (botocore's model)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,15 @@ def test_bedrock_claude_temperature_one_goes_through() -> None:
     assert payload["inferenceConfig"]["temperature"] == 1.0
 
 
-def test_bedrock_other_models_keep_their_range() -> None:
-    """A Bedrock model that is not Claude (Llama's range goes past 1) gets the client's value."""
-    payload = bedrock_converse.translate_request(
-        call(1.5), target=Target(provider="p", model="meta.llama3-1-8b-instruct-v1:0"),
-        max_tokens_default=None)
-    assert payload["inferenceConfig"]["temperature"] == 1.5
+def test_bedrock_other_models_temperature_over_one_is_a_400() -> None:
+    """Converse's ``InferenceConfiguration.temperature`` is 0 to 1 whatever the model (AWS's
+    API reference, botocore's ``InferenceConfigurationTemperatureFloat``): Llama's 1.5 is a 400
+    before anything is sent, not Bedrock's ValidationException after a round trip."""
+    with pytest.raises(errors.InvalidRequest) as raised:
+        bedrock_converse.translate_request(
+            call(1.5), target=Target(provider="p", model="meta.llama3-1-8b-instruct-v1:0"),
+            max_tokens_default=None)
+    assert raised.value.param == "temperature"
 
 
 def test_vertex_claude_temperature_over_one_is_a_400() -> None:

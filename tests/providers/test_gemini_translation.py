@@ -332,12 +332,58 @@ def test_function_calls_become_tool_calls() -> None:
 
 @pytest.mark.parametrize(("reason", "expected"), [
     ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-    ("SPII", "content_filter"), ("OTHER", "stop"), ("MALFORMED_FUNCTION_CALL", "stop")])
+    ("SPII", "content_filter"), ("IMAGE_RECITATION", "content_filter"), ("OTHER", "stop")])
 def test_finish_reasons(reason: str, expected: str) -> None:
     """Gemini finish reasons map to OpenAI's."""
     body, _ = to_chat_completion({"candidates": [{"finishReason": reason}]},
                                  model="m", created=1)
     assert body["choices"][0]["finish_reason"] == expected
+
+
+FAILED = ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS",
+          "MISSING_THOUGHT_SIGNATURE", "MALFORMED_RESPONSE"]
+
+
+@pytest.mark.parametrize("reason", FAILED)
+def test_failed_finish_reasons_are_bad_upstream_answers(reason: str) -> None:
+    """A candidate that ended with a broken or unexpected tool call (google-genai's
+    ``FinishReason``) has no answer: a 502 naming the reason and Google's ``finishMessage``,
+    as Bedrock's ``malformed_tool_use`` is, never an empty ``stop``."""
+    answer = {"candidates": [{"content": {"parts": [], "role": "model"},
+                              "finishReason": reason, "finishMessage": "Malformed call: x(",
+                              "index": 0}],
+              "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10}}
+    with pytest.raises(errors.BadUpstreamResponse, match=f"{reason}.*Malformed call"):
+        to_chat_completion(answer, model="m", created=1)
+
+
+@pytest.mark.parametrize("reason", FAILED)
+def test_stream_failed_finish_reason_raises(reason: str) -> None:
+    """In a stream the same reason raises from ``feed`` (the gateway's error before commit,
+    or its error frame after), with no ``finish_reason: stop`` chunk."""
+    translator = StreamTranslator(model="m", created=1, error_mapper=MAPPER)
+    translator.feed({"candidates": [{"content": {"parts": [{"text": "Let me"}]}, "index": 0}]})
+    with pytest.raises(errors.BadUpstreamResponse, match=reason):
+        translator.feed({"candidates": [{"content": {"parts": []}, "finishReason": reason,
+                                         "index": 0}]})
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 1024), ("low", 1024),
+                                                ("medium", 8192), ("high", 24576)])
+def test_reasoning_effort_is_a_thinking_budget(effort: str, budget: int) -> None:
+    """``reasoning_effort`` becomes ``thinkingConfig.thinkingBudget`` as Google's
+    OpenAI-compatible endpoint maps it; a native ``includeThoughts`` is kept, a native level
+    or budget replaced (Google refuses both together)."""
+    body = payload(reasoning_effort=effort, generationConfig={"thinkingConfig": {
+        "includeThoughts": True, "thinkingLevel": "high"}})
+    assert body["generationConfig"]["thinkingConfig"] == {"includeThoughts": True,
+                                                          "thinkingBudget": budget}
+
+
+def test_unknown_reasoning_effort_is_a_400_naming_it() -> None:
+    with pytest.raises(errors.InvalidRequest) as raised:
+        payload(reasoning_effort="xhigh")
+    assert raised.value.param == "reasoning_effort"
 
 
 def test_blocked_prompt_is_400_naming_reason() -> None:
