@@ -61,13 +61,13 @@ async def scan(engine: AsyncEngine, now: datetime) -> dict[tuple[str, str, str],
             if start is not None:
                 query = query.where(_calls.c.created_at >= start)
             for key_id, team_id, total in (await conn.execute(query)).all():
-                out[(period, key_id, team_id)] = int(total * 1_000_000)
+                out[(period, key_id, team_id)] = int(total * 1_000_000_000)
     return out
 
 
 async def ledger(engine: AsyncEngine, now: datetime) -> dict[tuple[str, str, str], int]:
     """What the reconcile reads now (keys only: the teams' sums are those added up)."""
-    return {(s.period, s.id, s.tag): s.micro_usd
+    return {(s.period, s.id, s.tag): s.nano_usd
             for s in await log_spend(engine, now=now) if s.scope == "key"}
 
 

@@ -161,11 +161,11 @@ def _printable(value: str) -> str:
     return value
 
 
-def _whole_micro_usd(value: float) -> float:
-    # Budgets are counted in micro-dollars: a smaller one would be stored as 0, a key that
+def _whole_nano_usd(value: float) -> float:
+    # Budgets are counted in nano-dollars: a smaller one would be stored as 0, a key that
     # can spend nothing.
-    if 0 < value < 1e-6:
-        raise ValueError("must be 0 or at least 0.000001 (budgets count in micro-dollars)")
+    if 0 < value < 1e-9:
+        raise ValueError("must be 0 or at least 0.000000001 (budgets count in nano-dollars)")
     return value
 
 
@@ -183,9 +183,12 @@ unique index on ``lower(name)``, migration 0019), with no whitespace around it. 
 not be unique (a key is known by its id)."""
 Limit = Annotated[int, Field(ge=1, le=2**53)]
 Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
-                   AfterValidator(_whole_micro_usd)]
-"""At most a billion dollars: its micro-dollars (1e15) stay exact in Redis's Lua numbers
-(doubles), and it fits the database's ``Numeric(20, 10)``."""
+                   AfterValidator(_whole_nano_usd)]
+"""At most a billion dollars: it fits the database's ``Numeric(20, 10)``, and its nano-dollars
+(1e18) a spend counter's 64-bit integer in Redis (exact to $9.2 billion). The limiter's Lua
+scripts compare counters as doubles: exactly up to 2^53 nano-dollars (about $9 million), and
+above that within one part in 2^53 (under $0.00000013 at a billion dollars), which a budget
+check may then err by (``app.limits.scripts``)."""
 def _no_nul(value: str) -> str:
     # Postgres text holds none: without this, a 400 from the database naming no field (and a
     # 201 on SQLite).

@@ -25,9 +25,10 @@ its current team's hash tag (``api_keys.team_id``) and are raised to the key's w
 whatever teams its calls were made in: a key's budget is the key's, and a key moved to another
 team (whose counters then start anew under the new tag, ``app.limits.carry``) keeps what it
 spent. A team's counters are raised to what its calls spent (``calls.team_id``). Costs are
-summed in whole micro-dollars, rounded down (settles round each call's up,
-``app.limits.model.spent_micro_usd``, so a counter is never behind the log for rounding
-alone). Gateways sharing a Redis take turns (``reconcile_in_turn``), every interval and as soon
+summed in whole nano-dollars, rounded down (settles round each call's up,
+``app.limits.model.spent_nano_usd``, so a counter is never behind the log for rounding
+alone; the ledger keeps decimal USD to 1e-10, so a change of the limiters' unit needs no
+migration). Gateways sharing a Redis take turns (``reconcile_in_turn``), every interval and as soon
 as Redis answers again after an outage (``next_reconcile``): a Redis that restarted empty would
 otherwise grant every budget in full again until the next interval. Works on Postgres and
 SQLite.
@@ -53,7 +54,7 @@ from app.db.ledger import any_to_fold, fold_closed_months
 from app.db.models import ApiKey, SpendDay, Team
 from app.limits import scripts
 from app.limits.local import LocalLimiter
-from app.limits.model import MICRO, Period, Scope, micro_usd, period_name, period_start
+from app.limits.model import NANO, Period, Scope, nano_usd, period_name, period_start
 from app.limits.redis import news_channel, spend_key, spend_ttl_s
 
 log = logging.getLogger("switchboard.limits")
@@ -77,7 +78,7 @@ class Spent:
     period: Period
     name: str
     """The period's name (``app.limits.model.period_name``)."""
-    micro_usd: int
+    nano_usd: int
 
 
 async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list[Spent]:
@@ -135,7 +136,7 @@ async def reconcile_local(engine: AsyncEngine, limiter: LocalLimiter, *,
     await fold_ledger(engine, now=now)
     totals: dict[tuple[str, str, str], int] = {}
     for s in await log_spend(engine, now=now):
-        totals[(s.scope, s.id, s.name)] = totals.get((s.scope, s.id, s.name), 0) + s.micro_usd
+        totals[(s.scope, s.id, s.name)] = totals.get((s.scope, s.id, s.name), 0) + s.nano_usd
     return limiter.raise_spend(totals)
 
 
@@ -163,13 +164,13 @@ async def reconcile(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
                 "EVALSHA", sha, len(counters),
                 *[spend_key(prefix, tag=s.tag, scope=s.scope, id=s.id, period=s.name)
                   for s in counters],
-                *[n for s in counters for n in (s.micro_usd, spend_ttl_s(s.period, moment))])
+                *[n for s in counters for n in (s.nano_usd, spend_ttl_s(s.period, moment))])
         for counters, positions in zip(chunk, await pipe.execute(), strict=True):
             for position in positions:
                 s = counters[int(position) - 1]
                 raised += 1
                 budget = budgets.get((s.scope, s.id, s.period))
-                news = news or (budget is not None and s.micro_usd * 2 >= budget)
+                news = news or (budget is not None and s.nano_usd * 2 >= budget)
     if news:  # a credit granted before the raise must not outlive it
         await redis.publish(news_channel(prefix), "raised")
     return raised
@@ -181,7 +182,10 @@ next one at its next try, and so can any other, so there is one reconcile an int
 
 
 def turn_key(prefix: str) -> str:
-    return f"{prefix}:budget:reconcile-turn"
+    """Whose turn it is (``-nano``: the gateways that count spend in nano-dollars take turns
+    apart from any older ones still counting micro-dollars under other keys in a rolling
+    upgrade, so the first of them to start fills its counters at once)."""
+    return f"{prefix}:budget:reconcile-turn-nano"
 
 
 async def reconcile_in_turn(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str,
@@ -220,22 +224,22 @@ async def next_reconcile(interval_s: float, wake: asyncio.Event | None = None) -
 
 async def _budgets(engine: AsyncEngine) -> dict[tuple[Scope, str, Period], int]:
     """The counters admissions read, (scope, id, budget period) of every key and team with a
-    budget, and each one's budget in micro-dollars."""
+    budget, and each one's budget in nano-dollars."""
     async with engine.connect() as conn:
         keys = (await conn.execute(select(ApiKey.id, ApiKey.budget_period, ApiKey.budget_usd)
                                    .where(ApiKey.budget_usd.is_not(None)))).all()
         teams = (await conn.execute(select(Team.id, Team.budget_period, Team.budget_usd)
                                     .where(Team.budget_usd.is_not(None)))).all()
-    return ({("key", id, cast(Period, period)): micro_usd(float(budget or 0))
+    return ({("key", id, cast(Period, period)): nano_usd(float(budget or 0))
              for id, period, budget in keys}
-            | {("team", id, cast(Period, period)): micro_usd(float(budget or 0))
+            | {("team", id, cast(Period, period)): nano_usd(float(budget or 0))
                for id, period, budget in teams})
 
 
 async def spend_sums(engine: AsyncEngine, starts: list[datetime | None], *,
                 key_id: str | None = None, team_id: str | None = None,
                 ) -> list[tuple[str | None, str | None, list[int]]]:
-    """Micro-dollars per (key id, team id) since each of ``starts`` (``None``: all time), in
+    """Nano-dollars per (key id, team id) since each of ``starts`` (``None``: all time), in
     one pass over the ledger (one key's or one team's rows only, with ``key_id`` or
     ``team_id``)."""
     cost = _days.c.cost_usd
@@ -250,7 +254,7 @@ async def spend_sums(engine: AsyncEngine, starts: list[datetime | None], *,
         query = query.where(_days.c.team_id == team_id)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [(key_id or None, team_id or None, [_micro(total or 0) for total in totals])
+    return [(key_id or None, team_id or None, [_nano(total or 0) for total in totals])
             for key_id, team_id, *totals in rows]
 
 
@@ -278,5 +282,5 @@ def _by_team(sums: list[tuple[str | None, str | None, int]]) -> list[tuple[str, 
     return sorted(teams.items())
 
 
-def _micro(total: Decimal | float | int) -> int:
-    return int((Decimal(str(total)) * MICRO).to_integral_value(rounding=ROUND_FLOOR))
+def _nano(total: Decimal | float | int) -> int:
+    return int((Decimal(str(total)) * NANO).to_integral_value(rounding=ROUND_FLOOR))

@@ -54,7 +54,7 @@ async def carry_team_spend(engine: AsyncEngine, redis: aioredis.Redis, *, prefix
 
 def carried(counted: list[int], logged: list[int]) -> list[int]:
     """The spend to carry into each current period (``day``, ``month``, ``total``, in that
-    order, each within the next), in micro-dollars: the most that the counters (``counted``)
+    order, each within the next), in nano-dollars: the most that the counters (``counted``)
     or the spend ledger (``logged``) prove was spent in it or in a shorter period. A budget's
     counter is kept only in its own period, so a day budget changed to a month one finds its
     month counter as the last reconcile left it; today's counter holds spend the ledger may
@@ -90,7 +90,7 @@ async def _carry(engine: AsyncEngine, redis: aioredis.Redis, *, prefix: str, sco
 
 async def _spent(engine: AsyncEngine, scope: Scope, id: str, moment: datetime) -> list[int]:
     """What the spend ledger says key or team ``id`` spent in each current period (a key's in
-    all its teams together), in micro-dollars."""
+    all its teams together), in nano-dollars."""
     starts = [period_start(period, moment) for period in get_args(Period)]
     rows = await (spend_sums(engine, starts, key_id=id) if scope == "key"
                   else spend_sums(engine, starts, team_id=id))

@@ -13,15 +13,16 @@ from datetime import UTC, datetime
 
 from app.limits.model import (
     ADMITTED,
+    NANO,
     SLOT_LIFE_S,
     Bucket,
     Decision,
     Window,
     combine,
-    micro_usd,
+    nano_usd,
     period_left_s,
     period_name,
-    spent_micro_usd,
+    spent_nano_usd,
     uncharged,
     window,
 )
@@ -37,7 +38,7 @@ class LocalLimiter:
         self._requests: dict[tuple[str, str], _Slots] = {}
         self._tokens: dict[tuple[str, str], _Slots] = {}
         self._spend: dict[tuple[str, str, str], int] = {}
-        """Micro-dollars by (scope, id, period name)."""
+        """Nano-dollars by (scope, id, period name)."""
 
     async def start(self) -> None:
         return None
@@ -62,7 +63,7 @@ class LocalLimiter:
             if b.budget_usd is None:
                 continue
             spent = self._spend.get((b.scope, b.id, period_name(b.budget_period, moment)), 0)
-            if spent >= micro_usd(b.budget_usd):
+            if spent >= nano_usd(b.budget_usd):
                 left = period_left_s(b.budget_period, moment)
                 return combine(buckets, [], [], admitted=False, reason="budget", refused_by=i,
                                retry_s=0.0 if left is None else left)
@@ -86,7 +87,7 @@ class LocalLimiter:
         """Correct TPM by ``used - reserved`` and add ``cost_usd`` to every bucket's budget."""
         now = self._clock()
         moment = datetime.fromtimestamp(now, UTC)
-        cost = spent_micro_usd(cost_usd)
+        cost = spent_nano_usd(cost_usd)
         for b in buckets:
             if b.tpm is not None and used != reserved:
                 slots = self._tokens.setdefault((b.scope, b.id), {})
@@ -97,17 +98,17 @@ class LocalLimiter:
 
     def raise_spend(self, totals: Mapping[tuple[str, str, str], int]) -> int:
         """Raise spend counters, by (scope, id, period name), to at least the given
-        micro-dollars (``app.limits.budget.reconcile_local``); never lowers one. Returns how
+        nano-dollars (``app.limits.budget.reconcile_local``); never lowers one. Returns how
         many it raised."""
         raised = 0
-        for name, micro in totals.items():
-            if micro > self._spend.get(name, 0):
-                self._spend[name] = micro
+        for name, nano in totals.items():
+            if nano > self._spend.get(name, 0):
+                self._spend[name] = nano
                 raised += 1
         return raised
 
     def counted(self, scope: str, id: str, periods: Sequence[str]) -> list[int]:
-        """The micro-dollars counted for ``scope`` ``id`` in each of ``periods`` (period
+        """The nano-dollars counted for ``scope`` ``id`` in each of ``periods`` (period
         names, ``app.limits.model.period_name``)."""
         return [self._spend.get((scope, id, period), 0) for period in periods]
 
@@ -115,7 +116,7 @@ class LocalLimiter:
         """The bucket's spend in its current period, in USD."""
         moment = datetime.fromtimestamp(self._clock(), UTC)
         name = (bucket.scope, bucket.id, period_name(bucket.budget_period, moment))
-        return self._spend.get(name, 0) / 1_000_000
+        return self._spend.get(name, 0) / NANO
 
     def _window(self, table: dict[tuple[str, str], _Slots], bucket: Bucket, limit: int | None,
                 want: int, now: float) -> Window | None:

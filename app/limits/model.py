@@ -1,6 +1,6 @@
 """The limiter's data model: the buckets a call is charged to, the decision an admission returns,
 the ``Limiter`` seam, and the pure maths both limiters share (sliding windows of 1-second slots,
-budget periods, micro-dollars).
+budget periods, nano-dollars).
 
 Sliding window: a bucket's requests (or tokens) are counted in 1-second slots, keyed by the epoch
 second they were charged in. A slot ``s`` counts while ``now < s + 61``: 61 slots, not 60, so a
@@ -76,17 +76,18 @@ is then still under the budget when its counter reaches half.
 A process that dies loses its tallies: the next reconcile restores their spend from the call
 log, and their tokens age out of the window.
 
-Budgets: spend is counted in integer micro-dollars (each call's cost rounded up,
-``spent_micro_usd``) per bucket and period (``day``: the UTC date,
-``month``: the UTC year and month, ``total``: forever). A bucket whose counter has reached its
-budget refuses. Spend is added when a call ends (``Limiter.settle``; the Redis limiter sends it
-with the next admission, or on its own within ``app.limits.redis.SETTLE_DELAY_S``, at once when
-it is material to a budget some credit holds; a credit's calls with its tally, above), so the
-overshoot past a budget is at most the cost of the calls admitted before the counter reached it:
-those still in flight then (admissions that go to Redis carry the settles queued before them,
-and credits pause while material spend is on its way: above). A tally settled just after a
-period ends counts towards the next one (a ``day`` or ``month`` budget may then start with up
-to 1/256 of itself per process spent).
+Budgets: spend is counted in integer nano-dollars (1e-9 USD; each call's cost rounded up,
+``spent_nano_usd``, so a counter runs ahead of the spend by under a nano-dollar a call, under 5%
+of the cheapest real call, an embedding of a few tokens at ~20 nano-dollars) per bucket and
+period (``day``: the UTC date, ``month``: the UTC year and month, ``total``: forever). A bucket
+whose counter has reached its budget refuses. Spend is added when a call ends
+(``Limiter.settle``; the Redis limiter sends it with the next admission, or on its own within
+``app.limits.redis.SETTLE_DELAY_S``, at once when it is material to a budget some credit holds;
+a credit's calls with its tally, above), so the overshoot past a budget is at most the cost of
+the calls admitted before the counter reached it: those still in flight then (admissions that go
+to Redis carry the settles queued before them, and credits pause while material spend is on its
+way: above). A tally settled just after a period ends counts towards the next one (a ``day`` or
+``month`` budget may then start with up to 1/256 of itself per process spent).
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ Reason = Literal["ok", "rate_limit", "budget", "unavailable"]
 WINDOW_S = 60
 SLOT_LIFE_S = WINDOW_S + 1
 """Seconds a 1-second slot is counted (see the module docstring)."""
-MICRO = 1_000_000
+NANO = 1_000_000_000
+"""Nano-dollars a dollar: the unit of spend counters and budgets in the limiters. (Micro-dollars,
+with each call rounded up, charged a $0.00000014 embedding seven times its cost, and such a
+caller's budget ran out at a seventh of its amount.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,19 +290,19 @@ def unavailable(buckets: Sequence[Bucket], *, fail_open: bool,
     return Decision(True, "unavailable")
 
 
-def micro_usd(usd: float) -> int:
-    """``usd`` in whole micro-dollars (rounded to the nearest): a budget."""
-    return round(usd * MICRO)
+def nano_usd(usd: float) -> int:
+    """``usd`` in whole nano-dollars (rounded to the nearest): a budget."""
+    return round(usd * NANO)
 
 
-def spent_micro_usd(usd: float) -> int:
-    """A call's cost in whole micro-dollars, rounded up: what a settle adds to a spend counter.
+def spent_nano_usd(usd: float) -> int:
+    """A call's cost in whole nano-dollars, rounded up: what a settle adds to a spend counter.
     Rounded to the nearest, a counter fell behind the call log's exact sums by up to half a
-    micro-dollar a call, and every reconcile raised nearly every counter (and its budget news
-    ended every credit) for rounding alone. Rounded up, a counter runs ahead of the log by under
-    a micro-dollar a call, on the safe side, and a reconcile raises only spend that never
-    reached it. (The ``1e-6`` keeps a float product such as ``9.000000000000002`` at 9.)"""
-    return max(0, math.ceil(usd * MICRO - 1e-6))
+    unit a call, and every reconcile raised nearly every counter (and its budget news ended
+    every credit) for rounding alone. Rounded up, a counter runs ahead of the log by under a
+    nano-dollar a call, on the safe side, and a reconcile raises only spend that never reached
+    it. (The ``1e-6`` keeps a float product such as ``140.00000000000003`` at 140.)"""
+    return max(0, math.ceil(usd * NANO - 1e-6))
 
 
 def period_name(period: Period, now: datetime) -> str:

@@ -6,12 +6,19 @@ admission touches lives in one slot and one script can decide them all):
 
     <prefix>:rl:{<tag>}:<scope>:<id>:req           hash, epoch second -> requests (TTL 62 s)
     <prefix>:rl:{<tag>}:<scope>:<id>:tok           hash, epoch second -> tokens   (TTL 62 s)
-    <prefix>:spend:{<tag>}:<scope>:<id>:<period>   micro-dollars; period day:YYYY-MM-DD
+    <prefix>:spend-nano:{<tag>}:<scope>:<id>:<period>
+                                                   nano-dollars; period day:YYYY-MM-DD
                                                    (TTL to a day past its end),
                                                    month:YYYY-MM (likewise), total
     <prefix>:limits:budget-news                    pub/sub channel (``news_channel``)
-    <prefix>:budget:reconcile-turn                 whose turn the budget reconcile is
+    <prefix>:budget:reconcile-turn-nano            whose turn the budget reconcile is
                                                    (``app.limits.budget.reconcile_in_turn``)
+
+(Before nano-dollars, spend counters were micro-dollars under ``<prefix>:spend:`` and the turn
+was ``<prefix>:budget:reconcile-turn``: the new names leave those unread, to expire by their
+TTLs (a ``total`` one has none: delete ``<prefix>:spend:*`` by hand, if you like), and give
+the upgraded gateways a turn of their own, so the first to start fills the new counters from
+the call log at once.)
 
 Ids must not contain ``{`` or ``}``. A key that joins or leaves a team moves to another tag: its
 windows start empty; its spend counters are carried there at the move
@@ -87,10 +94,10 @@ from app.limits.model import (
     Period,
     Window,
     combine,
-    micro_usd,
+    nano_usd,
     period_left_s,
     period_name,
-    spent_micro_usd,
+    spent_nano_usd,
     unavailable,
     uncharged,
 )
@@ -157,8 +164,9 @@ def rate_key(prefix: str, bucket: Bucket, kind: str) -> str:
 
 
 def spend_key(prefix: str, *, tag: str, scope: str, id: str, period: str) -> str:
-    """A spend counter (``period`` as ``app.limits.model.period_name`` names it)."""
-    return f"{prefix}:spend:{{{tag}}}:{scope}:{id}:{period}"
+    """A spend counter, in nano-dollars (``period`` as ``app.limits.model.period_name`` names
+    it)."""
+    return f"{prefix}:spend-nano:{{{tag}}}:{scope}:{id}:{period}"
 
 
 def news_channel(prefix: str) -> str:
@@ -231,12 +239,12 @@ class RedisLimiter:
         self._renewing: dict[int, _Renewal] = {}
         """The renewals queued or on their way, by the identity of their call."""
         self._held: dict[str, int] = {}
-        """Micro-dollars of this process's spend that Redis has not counted yet, per bucket with
+        """Nano-dollars of this process's spend that Redis has not counted yet, per bucket with
         a budget (``_Prepared.caps``): what the tallies hold, and the settles carrying spend
         that are queued or on their way (with credits on)."""
         self._owed: dict[int, tuple[_Call, tuple[tuple[str, int], ...], int]] = {}
         """The settles carrying spend counted in ``_held``, by their call's identity (the call
-        held, so its identity stays its own), with their buckets' caps and micro-dollars:
+        held, so its identity stays its own), with their buckets' caps and nano-dollars:
         taken out of ``_held`` when answered or dropped."""
         self._flushes = 0
         """How many times ``flush`` gave every credit back: a renewal asked for before the
@@ -395,7 +403,7 @@ class RedisLimiter:
         the credit's tally instead (``app.limits.model``). Spend that takes a budget's
         uncounted spend in this process past its cap pauses every credit of that budget and
         goes at once (``_hold``)."""
-        cost = spent_micro_usd(cost_usd)
+        cost = spent_nano_usd(cost_usd)
         delta = used - reserved
         if not buckets or (cost <= 0 and delta == 0):
             return
@@ -830,9 +838,9 @@ class RedisLimiter:
             settle += [tok, spend]
             release += [req, tok]
             limits += [_or_none(b.rpm), _or_none(b.tpm),
-                       -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
+                       -1 if b.budget_usd is None else nano_usd(b.budget_usd)]
             settle_args += [0 if b.tpm is None else 1, spend_ttl_s(b.budget_period, moment),
-                            -1 if b.budget_usd is None else micro_usd(b.budget_usd)]
+                            -1 if b.budget_usd is None else nano_usd(b.budget_usd)]
         known = _Prepared(
             buckets=buckets, admit_size=b"*%d\r\n" % (4 + 3 * len(buckets)),
             admit_keys=b"".join(admit), limits="".join(f",{n}" for n in limits).encode(),
@@ -843,7 +851,7 @@ class RedisLimiter:
                 [CREDIT_MAX] + [b.rpm // CREDIT_SHARE for b in buckets if b.rpm is not None]),
             credit_tokens=min((b.tpm // CREDIT_SHARE for b in buckets if b.tpm is not None),
                               default=None),
-            caps=tuple((f"{b.scope}:{b.id}", micro_usd(b.budget_usd) // CREDIT_SHARE)
+            caps=tuple((f"{b.scope}:{b.id}", nano_usd(b.budget_usd) // CREDIT_SHARE)
                        for b in buckets if b.budget_usd is not None))
         if isinstance(buckets, tuple):  # a list may change in place: built anew each time
             self._calls[id(buckets)] = known
@@ -895,7 +903,7 @@ class _Credit:
         self.renew_below = requests // 4
         """Its renewal is asked for when no more requests than this are left."""
         self.spent = 0
-        """The tally: micro-dollars its calls spent, not yet settled."""
+        """The tally: nano-dollars its calls spent, not yet settled."""
         self.over = 0
         """The tally: tokens its calls used beyond their estimates, summed (never positive
         while the caller has a TPM limit: a call that used more settles on its own), not yet
@@ -1006,7 +1014,7 @@ class _Prepared:
     its spend counter's TTL in seconds (``-1``: none), as of when this was built: a day past
     the budget period's end then, so a settle later that day sets a TTL that much longer
     (the counter outlives its period by up to two days instead of one), then its budget in
-    micro-dollars (``-1``: none)."""
+    nano-dollars (``-1``: none)."""
     release_size: bytes
     release_keys: bytes
     """RELEASE's key count and keys: per bucket its request window and token window."""
@@ -1019,7 +1027,7 @@ class _Prepared:
     """The most tokens a credit may hold: ``1/CREDIT_SHARE`` of the smallest TPM limit
     (``None``: no TPM limit)."""
     caps: tuple[tuple[str, int], ...]
-    """Per bucket with a budget, its name (``scope:id``) and the most micro-dollars of its spend
+    """Per bucket with a budget, its name (``scope:id``) and the most nano-dollars of its spend
     this process's tallies may hold together: ``1/CREDIT_SHARE`` of its budget."""
 
     def admit_call(self, now_ms: int, tokens: int, asked: int, *, charge: bool = True) -> _Call:

@@ -4,7 +4,7 @@ SHA1 digests. Both mirror the pure maths of ``app.limits.model`` (``window``) an
 
 ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 keys each).
        ARGV: one comma-separated string: now in ms (0: the server's TIME), tokens, then per
-       bucket rpm, tpm, budget in micro-dollars (-1: none), then the credit asked for (requests;
+       bucket rpm, tpm, budget in nano-dollars (-1: none), then the credit asked for (requests;
        0: none), then optionally 0: charge no call, only ask for the credit (a renewal,
        ``RedisLimiter``; ``tokens`` is then each of the credit's calls' estimate).
        Returns one comma-separated string: status (0 admitted, 1 rate limit, 2 budget),
@@ -21,13 +21,18 @@ RELEASE KEYS: per bucket, its request window and token window (2 keys each).
        and parsing reply elements one by one; see bench/limiter.py.)
 SETTLE KEYS: per bucket, its token window and spend counter (2 keys each).
        ARGV[1]: one comma-separated string: now in ms (0: TIME), used - reserved, ms since the
-       admission (-1: unknown), cost in micro-dollars, the slot the reservation was charged to
+       admission (-1: unknown), cost in nano-dollars, the slot the reservation was charged to
        (-1: unknown; then the ms since the admission find it), then per bucket: 1 if it has a
-       TPM limit else 0, the spend counter's TTL in s (-1: none), its budget in micro-dollars
+       TPM limit else 0, the spend counter's TTL in s (-1: none), its budget in nano-dollars
        (-1: none). ARGV[2]: the budget-news channel: when this spend takes a counter to half
        its budget or past it from below, one message ``half`` is published there (every
        process then drops the credits of its callers with a budget, ``app.limits.model``).
        Returns 2 when it published (the settling process drops them at once), else 1.
+
+Spend and budgets are integer nano-dollars. INCRBY keeps a counter as a 64-bit integer, exact to
+$9.2 billion; the scripts compare it, as Lua 5.1 numbers (doubles), exactly up to 2^53
+nano-dollars (about $9 million) and beyond that within one part in 2^53 (at most $0.00000013
+at a $1,000,000,000 budget, the largest a key or team may have: ``app.keys.model.Budget``).
 """
 
 from __future__ import annotations
@@ -216,7 +221,7 @@ for i, key in ipairs(KEYS) do
 end
 return raised
 """
-"""RAISE  KEYS: spend counters of one hash tag. ARGV: per counter, micro-dollars then TTL in s
+"""RAISE  KEYS: spend counters of one hash tag. ARGV: per counter, nano-dollars then TTL in s
 (-1: none). Sets each counter to its value if that is higher (never lowers one); returns the
 (1-based) positions of the counters it raised."""
 

@@ -183,9 +183,9 @@ async def test_folding_closed_months_keeps_every_sum(engine: AsyncEngine) -> Non
             row("g", "k1", "t1", 8.0, at(12, 6)), row("h", None, "t2", 16.0, at(11, 1))]
     await store_of(engine).write(rows)
     before = set(await log_spend(engine, now=now))
-    assert {(s.scope, s.id, s.period, s.micro_usd) for s in before if s.id == "k1"} == {
-        ("key", "k1", "day", 8_000_000), ("key", "k1", "month", 12_000_000),
-        ("key", "k1", "total", 13_875_000)}
+    assert {(s.scope, s.id, s.period, s.nano_usd) for s in before if s.id == "k1"} == {
+        ("key", "k1", "day", 8_000_000_000), ("key", "k1", "month", 12_000_000_000),
+        ("key", "k1", "total", 13_875_000_000)}
     await fold_ledger(engine, now=now)
     assert_ledger(await ledger(engine), {
         (date(2026, 10, 1), "k1", "t1"): 0.75, (date(2026, 11, 1), "k1", "t1"): 1.125,

@@ -129,7 +129,7 @@ def test_a_budget_set_with_the_cli_counts_what_was_spent(
         for scope, id, budget in (("key", new["id"], key_budget),
                                   ("team", team["id"], team_budget)):
             counter = spend_key(PREFIX, tag=id, scope=scope, id=id, period=month)
-            assert int(store.get(counter) or 0) >= budget * 2 * 1e6 - 1
+            assert int(store.get(counter) or 0) >= budget * 2 * 1e9 - 1
     finally:
         store.close()
     for url in urls:

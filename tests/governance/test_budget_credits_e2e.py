@@ -14,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from app.limits.model import period_name, spent_micro_usd
+from app.limits.model import period_name, spent_nano_usd
 from app.limits.redis import PREFIX, spend_key
 from tests.calllog.servers import PrivateRedis
 from tests.governance.conftest import HI, Fleet, create_key, sdk
@@ -94,16 +94,16 @@ def test_a_lowered_budget_counts_the_spend_a_credit_tally_held(
     costs = [float(client.chat.completions.with_raw_response.create(
         model="chat", messages=HI, max_tokens=5).headers["x-switchboard-cost-usd"])
         for _ in range(3)]
-    spent = sum(spent_micro_usd(cost) for cost in costs)
+    spent = sum(spent_nano_usd(cost) for cost in costs)
     counter = spend_key(PREFIX, tag=created["id"], scope="key", id=created["id"],
                         period=period_name("day", datetime.now(UTC)))
     store = redis.Redis(port=redis_server.port)
     try:
-        first = spent_micro_usd(costs[0])
+        first = spent_nano_usd(costs[0])
         assert counted(store, counter, lambda n: n == first) == first  # the tally holds two
         with fleet.admin(b) as admin:
             lowered = admin.patch(f"/admin/keys/{created['id']}",
-                                  json={"budget_usd": (first + spent) / 2 / 1e6})
+                                  json={"budget_usd": (first + spent) / 2 / 1e9})
         assert lowered.status_code == 200, lowered.text
         assert counted(store, counter, lambda n: n == spent) == spent
     finally:

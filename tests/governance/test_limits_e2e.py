@@ -4,6 +4,7 @@ stopping its keys (overshoot measured), and Redis stopped in both fail modes."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,9 @@ from tests.calllog.servers import PrivateRedis
 from tests.governance.conftest import HI, Fleet, create_key, sdk
 
 
-def _post(url: str, key: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30,
+def _post(url: str, key: str, body: dict[str, Any], path: str = "chat/completions",
+          ) -> httpx.Response:
+    return httpx.post(f"{url}/v1/{path}", json=body, timeout=30,
                       headers={"Authorization": f"Bearer {key}"})
 
 
@@ -127,6 +129,31 @@ def test_a_team_budget_stops_every_key_of_the_team(fleet_factory: Any,
     with pytest.raises(openai.RateLimitError) as caught:  # the other key too
         sdk(url, keys[1]).chat.completions.create(model="chat", messages=HI)
     assert caught.value.code == "insufficient_quota"
+
+
+def test_a_budget_of_embeddings_lasts_to_its_amount(fleet_factory: Any,
+                                                    redis_server: PrivateRedis) -> None:
+    """Embeddings cost a fraction of a micro-dollar each ($0.00000002 a token): a sequential
+    client's ``total`` budget of some 50 of them admits exactly that many, the one that reaches
+    it included. (Each call's spend rounded up to a micro-dollar admitted 2, and refused the key
+    for good at a twenty-fifth of its budget.)"""
+    fleet: Fleet = fleet_factory(redis_server.url)
+    url = fleet.start()[0]
+    body = {"model": "embed", "input": ["hello world"]}
+    probe = create_key(fleet)["key"]
+    cost = float(_post(url, probe, body, "embeddings").headers["x-switchboard-cost-usd"])
+    assert 0 < cost < 1e-6
+    calls = max(20, math.ceil(2e-6 / cost))
+    key = create_key(fleet, budget_usd=round(calls * cost, 9), budget_period="total")["key"]
+    admitted = 0
+    while admitted <= 2 * calls:
+        answer = _post(url, key, body, "embeddings")
+        if answer.status_code != 200:
+            break
+        admitted += 1
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["error"]["code"] == "insufficient_quota"
+    assert admitted == calls
 
 
 def test_refusals_waiting_cannot_help_carry_no_retry_after(fleet_factory: Any,

@@ -36,7 +36,7 @@ async def redis() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     yield client
     for id in ids:
-        found = [k async for k in client.scan_iter(match=f"{PREFIX}:spend:{{{id}}}:*")]
+        found = [k async for k in client.scan_iter(match=f"{PREFIX}:spend-nano:{{{id}}}:*")]
         if found:
             await client.delete(*found)
     ids.clear()
@@ -78,15 +78,15 @@ async def test_a_budget_set_through_the_directory_raises_the_counters_in_redis(
     directory = KeyDirectory(store, redis)
     await directory.update_key(key, KeyUpdate(budget_usd=0.1))
     await directory.update_team(team, TeamUpdate(budget_usd=0.1))
-    assert await redis.get(counter(team, "key", key, "month")) == b"300000"
-    assert await redis.get(counter(team, "team", team, "month")) == b"300000"
+    assert await redis.get(counter(team, "key", key, "month")) == b"300000000"
+    assert await redis.get(counter(team, "team", team, "month")) == b"300000000"
     for change in (KeyUpdate(budget_usd=1.0), KeyUpdate(rpm=10), KeyUpdate(budget_usd=None)):
         await directory.update_key(other, change)
     await directory.update_key(rated, KeyUpdate(budget_usd=0.05))
-    assert [k async for k in redis.scan_iter(match=f"{PREFIX}:spend:{{{other}}}:*")] == []
-    assert [k async for k in redis.scan_iter(match=f"{PREFIX}:spend:{{{rated}}}:*")] == []
+    assert [k async for k in redis.scan_iter(match=f"{PREFIX}:spend-nano:{{{other}}}:*")] == []
+    assert [k async for k in redis.scan_iter(match=f"{PREFIX}:spend-nano:{{{rated}}}:*")] == []
     await directory.update_key(other, KeyUpdate(budget_period="day"))  # an RPM only: kept now
-    assert await redis.get(counter(other, "key", other, "day")) == b"200000"
+    assert await redis.get(counter(other, "key", other, "day")) == b"200000000"
 
 
 async def test_a_carry_that_fails_is_logged_and_the_change_made(

@@ -64,11 +64,11 @@ async def test_a_change_settles_a_tally_that_sees_no_further_call(
         on_a = Authenticate(None, a, limiter=limiter_a)
         assert await sequential(limiter_a, (await on_a.identify(bearer(key))).buckets, 3,
                                 COST) == 3
-        await until(lambda: redis.get(spend), b"9000")  # two calls in a's tally
+        await until(lambda: redis.get(spend), b"9000000")  # two calls in a's tally
         await store.update_key(record.id, KeyUpdate(budget_usd=0.01))
         await a.changed(key_id=record.id)  # and b: the change message
         await b.changed(key_id=record.id)
-        await until(lambda: redis.get(spend), b"27000")
+        await until(lambda: redis.get(spend), b"27000000")
         caller = await Authenticate(None, b, limiter=limiter_b).identify(bearer(key))
         refused = await limiter_b.admit(caller.buckets, 0)
         assert (refused.admitted, refused.reason) == (False, "budget")

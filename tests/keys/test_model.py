@@ -103,6 +103,17 @@ def test_bad_input_names_the_field(model: type[KeyCreate], data: dict[str, objec
     assert caught.value.param == param and caught.value.status_code == 400
 
 
+def test_a_budget_counts_to_the_nano_dollar() -> None:
+    """Budgets count in nano-dollars: any from $0.000000001 up is kept (a budget of a few
+    embeddings, $0.0000002, included), and a smaller one, which would be 0, is a 400."""
+    for usd in (1e-9, 2e-7, 0.0002671, 1e9):
+        assert parse(KeyCreate, {"name": "k", "budget_usd": usd}).budget_usd == usd
+    for usd in (5e-10, 1e9 * 1.5):
+        with pytest.raises(errors.InvalidRequest) as caught:
+            parse(TeamCreate, {"name": "t", "budget_usd": usd})
+        assert caught.value.param == "budget_usd"
+
+
 def test_update_changes_hold_only_fields_sent() -> None:
     """An update knows which fields were sent, null included."""
     update = parse(KeyUpdate, {"rpm": None, "tpm": 3})

@@ -51,16 +51,16 @@ async def test_reconcile_raises_idempotently(engine: AsyncEngine, redis: aioredi
                     (None, None, "9.00", NOW))  # the master key: no counter
     raised = await reconcile(engine, redis, prefix=prefix, now=NOW)
     expected = {
-        counter(prefix, "t", "key", "a", "day:2025-06-15"): b"100000",
-        counter(prefix, "t", "key", "a", "month:2025-06"): b"350000",
-        counter(prefix, "t", "key", "a", "total"): b"350000",
-        counter(prefix, "t", "key", "b", "total"): b"1000000",
-        counter(prefix, "t", "team", "t", "day:2025-06-15"): b"100000",
-        counter(prefix, "t", "team", "t", "month:2025-06"): b"350000",
-        counter(prefix, "t", "team", "t", "total"): b"1350000",
-        counter(prefix, "c", "key", "c", "day:2025-06-15"): b"1",
-        counter(prefix, "c", "key", "c", "month:2025-06"): b"1",
-        counter(prefix, "c", "key", "c", "total"): b"1",
+        counter(prefix, "t", "key", "a", "day:2025-06-15"): b"100000000",
+        counter(prefix, "t", "key", "a", "month:2025-06"): b"350000000",
+        counter(prefix, "t", "key", "a", "total"): b"350000000",
+        counter(prefix, "t", "key", "b", "total"): b"1000000000",
+        counter(prefix, "t", "team", "t", "day:2025-06-15"): b"100000000",
+        counter(prefix, "t", "team", "t", "month:2025-06"): b"350000000",
+        counter(prefix, "t", "team", "t", "total"): b"1350000000",
+        counter(prefix, "c", "key", "c", "day:2025-06-15"): b"1000",
+        counter(prefix, "c", "key", "c", "month:2025-06"): b"1000",
+        counter(prefix, "c", "key", "c", "total"): b"1000",
     }
     keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{prefix}:*")])
     assert keys == sorted(expected)
@@ -76,11 +76,11 @@ async def test_reconcile_never_lowers(engine: AsyncEngine, redis: aioredis.Redis
     await log_calls(engine, ("a", None, "0.50", NOW), ("b", None, "0.50", NOW))
     ahead = counter(prefix, "a", "key", "a", "month:2025-06")
     behind = counter(prefix, "b", "key", "b", "month:2025-06")
-    await redis.set(ahead, 900_000)
-    await redis.set(behind, 100_000)
+    await redis.set(ahead, 900_000_000)
+    await redis.set(behind, 100_000_000)
     await reconcile(engine, redis, prefix=prefix, now=NOW)
-    assert await redis.get(ahead) == b"900000"
-    assert await redis.get(behind) == b"500000"
+    assert await redis.get(ahead) == b"900000000"
+    assert await redis.get(behind) == b"500000000"
 
 
 async def test_gateways_sharing_redis_reconcile_in_turn(engine: AsyncEngine,
@@ -97,7 +97,7 @@ async def test_gateways_sharing_redis_reconcile_in_turn(engine: AsyncEngine,
     await redis.pexpire(turn_key(prefix), 1)  # as if 54 s had passed
     await asyncio.sleep(0.01)
     assert await reconcile_in_turn(engine, redis, prefix=prefix, interval_s=60, now=NOW) == 3
-    assert await redis.get(counter(prefix, "a", "key", "a", "total")) == b"300000"
+    assert await redis.get(counter(prefix, "a", "key", "a", "total")) == b"300000000"
 
     await redis.delete(turn_key(prefix))
     unreachable = make_engine("postgresql://postgres@127.0.0.1:9/nothing")
@@ -150,7 +150,7 @@ async def test_a_reconcile_that_raises_spend_to_half_the_budget_ends_the_budget_
         assert await reconcile(engine, redis, prefix=prefix) > 0
         month = f"month:{datetime.now(UTC):%Y-%m}"
         assert await redis.get(counter(prefix, k, "key", k, month)) == \
-            str(int(float(logged) * 1_000_000)).encode()
+            str(int(float(logged) * 1_000_000_000)).encode()
         heard_news = await listener.get_message(ignore_subscribe_messages=True, timeout=0.5)
         assert (heard_news is not None) == (logged == "6.00")
         if heard_news is not None:
@@ -200,13 +200,13 @@ async def budgeted_key(engine: AsyncEngine, *, key_budget: float | None = 10.0,
     return key.id, team
 
 
-@pytest.mark.parametrize("cost", ["0.0000014", "0.00000855", "0.000009", "0.0123454"])
+@pytest.mark.parametrize("cost", ["0.00000014", "0.0000001234", "0.00000855", "0.0123454"])
 async def test_settled_spend_is_never_behind_the_log(engine: AsyncEngine, redis: aioredis.Redis,
                                                      resp: RespClient, prefix: str,
                                                      cost: str) -> None:
     """Calls settled through either limiter, then logged: a reconcile raises none of the
     counters the budgets read, and publishes no news, whatever the cost's fraction of a
-    micro-dollar. (Settles rounded to the nearest fell behind the log's sums; with news for
+    nano-dollar. (Settles rounded to the nearest fell behind the log's sums; with news for
     every raised counter, the day and total counters no budget reads among them, every
     reconcile ended every credit of the fleet.)"""
     key, team = await budgeted_key(engine, team_budget=10.0)
@@ -226,7 +226,8 @@ async def test_settled_spend_is_never_behind_the_log(engine: AsyncEngine, redis:
     read = [counter(prefix, team, "key", key, month), counter(prefix, team, "team", team, month)]
     settled = [await redis.get(name) for name in read]
     spent = [local.spent_usd(b) for b in buckets]
-    assert all(50 * float(cost) <= usd < 50 * (float(cost) + 1e-6) for usd in spent)
+    exact = 50 * Decimal(cost)  # each call rounded up, by under a nano-dollar
+    assert all(exact <= Decimal(str(usd)) < exact + Decimal("50e-9") for usd in spent)
     news = redis.pubsub()
     await news.subscribe(news_channel(prefix))
     try:
@@ -251,10 +252,10 @@ async def test_a_team_of_many_keys_is_raised_in_a_few_calls(engine: AsyncEngine,
     assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 30 * 3 + 3 + 1
     for i in range(30):
         for period in ("day:2025-06-15", "month:2025-06", "total"):
-            assert await redis.get(counter(prefix, "t", "key", f"k{i:02d}", period)) == b"10000"
-    assert await redis.get(counter(prefix, "t", "team", "t", "month:2025-06")) == b"300000"
-    assert await redis.get(counter(prefix, "solo", "key", "solo", "total")) == b"20000"
+            assert await redis.get(counter(prefix, "t", "key", f"k{i:02d}", period)) == b"10000000"
+    assert await redis.get(counter(prefix, "t", "team", "t", "month:2025-06")) == b"300000000"
+    assert await redis.get(counter(prefix, "solo", "key", "solo", "total")) == b"20000000"
     assert await redis.get(counter(prefix, "solo", "key", "solo", "month:2025-06")) is None
     await redis.set(counter(prefix, "t", "key", "k07", "total"), 5)  # behind the log again
     assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 1
-    assert await redis.get(counter(prefix, "t", "key", "k07", "total")) == b"10000"
+    assert await redis.get(counter(prefix, "t", "key", "k07", "total")) == b"10000000"

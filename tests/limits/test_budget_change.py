@@ -47,11 +47,11 @@ async def test_a_key_given_a_budget_gets_its_spend_counted(
                     ("k", "t", "0.20", EARLIER), ("j", "t", "5.00", NOW))
     await carry_key_spend(engine, redis, prefix=prefix, key_id="k", old_team="t", new_team="t")
     assert [await redis.get(counter(prefix, "t", "key", "k", period))
-            for period in (DAY, MONTH, "total")] == [b"400000", b"400000", b"600000"]
-    await redis.set(counter(prefix, "t", "key", "k", DAY), 900_000)  # settled, not yet logged
+            for period in (DAY, MONTH, "total")] == [b"400000000", b"400000000", b"600000000"]
+    await redis.set(counter(prefix, "t", "key", "k", DAY), 900_000_000)  # settled, not yet logged
     await carry_key_spend(engine, redis, prefix=prefix, key_id="k", old_team="t", new_team="t")
     assert [await redis.get(counter(prefix, "t", "key", "k", period))
-            for period in (DAY, MONTH, "total")] == [b"900000", b"900000", b"900000"]
+            for period in (DAY, MONTH, "total")] == [b"900000000", b"900000000", b"900000000"]
 
 
 async def test_a_team_given_a_budget_gets_its_keys_spend_counted(
@@ -62,7 +62,7 @@ async def test_a_team_given_a_budget_gets_its_keys_spend_counted(
                     ("a", "u", "7.00", NOW), (None, "t", "0.05", EARLIER))
     await carry_team_spend(engine, redis, prefix=prefix, team_id="t")
     assert [await redis.get(counter(prefix, "t", "team", "t", period))
-            for period in (DAY, MONTH, "total")] == [b"550000", b"550000", b"600000"]
+            for period in (DAY, MONTH, "total")] == [b"550000000", b"550000000", b"600000000"]
     assert [k async for k in redis.scan_iter(match=f"{prefix}:*:key:*")] == []
 
 
@@ -82,7 +82,7 @@ async def test_the_in_process_limiter_carries_what_was_missed_once(engine: Async
     assert [limiter.spent_usd(b) for b in (key, team, other)] == [0, 0, 0]
     carry.missed("k", "t")
     await carry.ready([key, bucket("team", "t", None), other])
-    assert limiter.counted("key", "k", [DAY, MONTH, "total"]) == [500_000] * 3
+    assert limiter.counted("key", "k", [DAY, MONTH, "total"]) == [500_000_000] * 3
     assert [limiter.spent_usd(b) for b in (team, other)] == [0, 0]
     await carry.ready([team])
     assert limiter.spent_usd(team) == pytest.approx(0.50)

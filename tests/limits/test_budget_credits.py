@@ -37,7 +37,8 @@ async def test_a_sequential_caller_with_only_a_budget_stops_at_it(redis: aioredi
     key = (Bucket("key", "k", None, None, 0.0005),)
     async with tallying(prefix) as (limiter, _, clock):
         assert await sequential(limiter, key, 30, COST) == 3
-        await until(lambda: redis.get(f"{prefix}:spend:{{k}}:key:k:{month(clock)}"), b"510")
+        await until(lambda: redis.get(f"{prefix}:spend-nano:{{k}}:key:k:{month(clock)}"),
+                    b"510000")
 
 
 async def test_a_sequential_caller_of_a_team_with_only_a_budget_stops_at_it(
@@ -46,7 +47,8 @@ async def test_a_sequential_caller_of_a_team_with_only_a_budget_stops_at_it(
     key = (Bucket("key", "k", None, None, None, team="t"), Bucket("team", "t", None, None, 0.0005))
     async with tallying(prefix) as (limiter, _, clock):
         assert await sequential(limiter, key, 30, COST) == 3
-        await until(lambda: redis.get(f"{prefix}:spend:{{t}}:team:t:{month(clock)}"), b"510")
+        await until(lambda: redis.get(f"{prefix}:spend-nano:{{t}}:team:t:{month(clock)}"),
+                    b"510000")
 
 
 async def test_a_caller_whose_calls_are_small_against_its_budget_keeps_its_credit(
@@ -58,7 +60,7 @@ async def test_a_caller_whose_calls_are_small_against_its_budget_keeps_its_credi
         assert await sequential(limiter, key, 20, 0.001) == 20
         assert client.round_trips == [1]
         await limiter.flush()
-        assert await redis.get(f"{prefix}:spend:{{k}}:key:k:{month(clock)}") == b"20000"
+        assert await redis.get(f"{prefix}:spend-nano:{{k}}:key:k:{month(clock)}") == b"20000000"
 
 
 async def test_material_spend_pauses_the_credit_until_redis_has_counted_it(
@@ -77,7 +79,7 @@ async def test_material_spend_pauses_the_credit_until_redis_has_counted_it(
         assert client.round_trips == [1, 1, 1]  # asked Redis, which had counted the $1
         assert (await limiter.admit(key, 0)).slot == credited.slot  # the credit again
         assert client.round_trips == [1, 1, 1]
-        assert await redis.get(f"{prefix}:spend:{{k}}:key:k:{month(clock)}") == b"1000000"
+        assert await redis.get(f"{prefix}:spend-nano:{{k}}:key:k:{month(clock)}") == b"1000000000"
 
 
 async def test_another_keys_material_spend_pauses_the_teams_credits(prefix: str) -> None:
@@ -103,16 +105,16 @@ async def test_a_lowered_budget_counts_what_the_old_credits_tally_held(
     still in its credit's tally): once its caller's old buckets are forgotten, the tally is
     settled ahead of the new buckets' first admission, which Redis refuses."""
     old = (Bucket("key", "k", None, None, 100.0),)  # its tallies may hold $0.39
-    spend = f"{prefix}:spend:{{k}}:key:k:"
+    spend = f"{prefix}:spend-nano:{{k}}:key:k:"
     async with tallying(prefix) as (limiter, _, clock):
         spend += month(clock)
         assert await sequential(limiter, old, 3, 0.009) == 3
-        await until(lambda: redis.get(spend), b"9000")  # the first call's; two in the tally
+        await until(lambda: redis.get(spend), b"9000000")  # the first call's; two in the tally
         new = (Bucket("key", "k", None, None, 0.01),)  # the key's caller, built anew
         limiter.forget(old)
         refused = await limiter.admit(new, 0)
         assert (refused.admitted, refused.reason) == (False, "budget")
-        assert await redis.get(spend) == b"27000"
+        assert await redis.get(spend) == b"27000000"
         assert limiter.admit_now(old, 0) is None  # the old credit was given back
 
 
@@ -152,8 +154,8 @@ def test_a_team_change_forgets_its_callers_at_once_on_uvloop(prefix: str) -> Non
                 limiter.forget(a)
                 limiter.forget(b)
                 limiter.forget(a)  # again in the same turn: nothing left, nothing raised
-                await until(lambda: redis.get(f"{prefix}:spend:{{t}}:team:t:{month(clock)}"),
-                            b"36000")
+                await until(lambda: redis.get(f"{prefix}:spend-nano:{{t}}:team:t:{month(clock)}"),
+                            b"36000000")
             finally:
                 await redis.aclose()
 

@@ -37,12 +37,12 @@ async def test_the_reconcile_raises_a_keys_counter_to_all_it_spent(
     """The key's counter, under its current team's tag, is raised to $0.50 (not b's share,
     $0.20); each team's counter to what its calls spent."""
     key, a, b = await moved(engine)
-    assert [(s.tag, s.micro_usd) for s in await log_spend(engine)
-            if s.scope == "key" and s.id == key and s.period == "month"] == [(b, 500_000)]
+    assert [(s.tag, s.nano_usd) for s in await log_spend(engine)
+            if s.scope == "key" and s.id == key and s.period == "month"] == [(b, 500_000_000)]
     await reconcile(engine, redis, prefix=prefix)
-    assert await redis.get(counter(prefix, b, "key", key, MONTH)) == b"500000"
-    assert await redis.get(counter(prefix, b, "team", b, MONTH)) == b"200000"
-    assert await redis.get(counter(prefix, a, "team", a, MONTH)) == b"300000"
+    assert await redis.get(counter(prefix, b, "key", key, MONTH)) == b"500000000"
+    assert await redis.get(counter(prefix, b, "team", b, MONTH)) == b"200000000"
+    assert await redis.get(counter(prefix, a, "team", a, MONTH)) == b"300000000"
 
 
 async def test_a_move_carries_the_keys_spend_to_its_new_tag(
@@ -51,14 +51,14 @@ async def test_a_move_carries_the_keys_spend_to_its_new_tag(
     of the log: $0.70) or the ledger, whichever is more, and a longer period's to at least a
     shorter one's; into no team, its tag is the key."""
     key, a, b = await moved(engine)
-    await redis.set(counter(prefix, a, "key", key, MONTH), 700_000)
-    await redis.set(counter(prefix, a, "key", key, "total"), 400_000)  # behind the log
+    await redis.set(counter(prefix, a, "key", key, MONTH), 700_000_000)
+    await redis.set(counter(prefix, a, "key", key, "total"), 400_000_000)  # behind the log
     await carry_key_spend(engine, redis, prefix=prefix, key_id=key, old_team=a, new_team=b)
-    assert await redis.get(counter(prefix, b, "key", key, MONTH)) == b"700000"
-    assert await redis.get(counter(prefix, b, "key", key, "total")) == b"700000"  # the month's
+    assert await redis.get(counter(prefix, b, "key", key, MONTH)) == b"700000000"
+    assert await redis.get(counter(prefix, b, "key", key, "total")) == b"700000000"  # the month's
     await carry_key_spend(engine, redis, prefix=prefix, key_id=key, old_team=b, new_team=None)
-    assert await redis.get(counter(prefix, key, "key", key, MONTH)) == b"700000"
+    assert await redis.get(counter(prefix, key, "key", key, MONTH)) == b"700000000"
     await redis.delete(counter(prefix, a, "key", key, MONTH), counter(prefix, b, "key", key,
                                                                      MONTH))
     await carry_key_spend(engine, redis, prefix=prefix, key_id=key, old_team=None, new_team=a)
-    assert await redis.get(counter(prefix, a, "key", key, MONTH)) == b"700000"
+    assert await redis.get(counter(prefix, a, "key", key, MONTH)) == b"700000000"

@@ -86,6 +86,24 @@ async def test_budget_refuses_after_spend_until_next_period() -> None:
     assert (await limiter.admit(key, 0)).admitted
 
 
+async def test_a_budget_of_tiny_calls_lasts_to_its_amount() -> None:
+    """Spend counts in nano-dollars: a $0.000002 budget of $0.00000014 embeddings admits 15
+    calls, the one that reaches it included (with each call rounded up to a micro-dollar it
+    admitted 2, and refused at 14% of the budget), and a budget keeps its last $0.0000001."""
+    assert await admitted_until_refused(LocalLimiter(), 0.000002, 0.00000014) == 15
+    assert await admitted_until_refused(LocalLimiter(), 0.0002671, 0.000267) == 2
+
+
+async def admitted_until_refused(limiter: LocalLimiter, budget: float, cost: float) -> int:
+    """How many calls of ``cost`` a sequential client gets from a ``total`` ``budget``."""
+    key = [Bucket("key", "k", None, None, budget, "total")]
+    for calls in range(1000):
+        if not (await limiter.admit(key, 0)).admitted:
+            return calls
+        limiter.settle(key, 0, 0, cost)
+    raise AssertionError("never refused")
+
+
 async def test_no_buckets_is_the_shared_decision() -> None:
     """An empty bucket list returns the shared admitted decision."""
     assert await LocalLimiter().admit([], 10) is ADMITTED

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from app.limits import Bucket
 from app.limits.model import (
     combine,
-    micro_usd,
+    nano_usd,
     period_left_s,
     period_name,
     period_start,
-    spent_micro_usd,
+    spent_nano_usd,
     unavailable,
     window,
 )
@@ -62,17 +62,21 @@ def test_periods_are_utc() -> None:
     assert period_start("month", moment) == datetime(2025, 12, 1, tzinfo=UTC)
 
 
-def test_micro_dollars_round() -> None:
-    """USD becomes whole micro-dollars, so sums never drift."""
-    assert micro_usd(0.1) + micro_usd(0.2) == micro_usd(0.3) == 300_000
-    assert micro_usd(1e-7) == 0
+def test_nano_dollars_round() -> None:
+    """USD becomes whole nano-dollars, so sums never drift; a budget to the nearest one (a
+    budget of $0.0002671 keeps its last $0.0000001)."""
+    assert nano_usd(0.1) + nano_usd(0.2) == nano_usd(0.3) == 300_000_000
+    assert nano_usd(0.0002671) == 267_100
+    assert nano_usd(1e-10) == 0
 
 
 def test_spend_rounds_up() -> None:
-    """A settle's cost is rounded up to whole micro-dollars (never behind the call log's sum),
-    and a whole number stays whole despite the float product."""
-    assert [spent_micro_usd(usd) for usd in (9e-6, 8.55e-6, 1.4e-6, 1e-7, 0.3, 0.0, -1.0)] == \
-        [9, 9, 2, 1, 300_000, 0, 0]
+    """A settle's cost is rounded up to whole nano-dollars (never behind the call log's sum),
+    and a whole number stays whole despite the float product. The cheapest calls are charged
+    what they cost: a 7-token embedding ($0.00000014) is 140, not a micro-dollar (7x)."""
+    assert [spent_nano_usd(usd) for usd in
+            (9e-9, 8.55e-9, 1.4e-7, 1e-10, 0.3, 0.0, -1.0, 2.1e-8, 1.23456789012e-3)] == \
+        [9, 9, 140, 1, 300_000_000, 0, 0, 21, 1_234_568]
 
 
 def test_fail_modes() -> None:

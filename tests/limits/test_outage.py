@@ -132,9 +132,9 @@ async def test_settles_sent_on_their_own_load_lost_scripts_and_land(private: Res
     lim.settle(budget, 0, 0, 0.75)
     lim.settle(budget, 0, 0, 0.25)
     await lim.flush()  # sends them on their own, and waits for the reload and the retry
-    spent = await private.execute([("GET", "outage:spend:{alone}:key:alone:month:"
+    spent = await private.execute([("GET", "outage:spend-nano:{alone}:key:alone:month:"
                                     + datetime.now(UTC).strftime("%Y-%m"))])
-    assert spent == [b"1000000"]
+    assert spent == [b"1000000000"]
     assert (await lim.admit(budget, 0)).reason == "budget"
 
 

@@ -161,9 +161,26 @@ async def test_budget_refuses_after_spend(resp: RespClient, prefix: str) -> None
     assert 0 < refused.retry_after_s <= 86_400
 
 
+async def test_a_budget_of_tiny_calls_lasts_to_its_amount(resp: RespClient,
+                                                          prefix: str) -> None:
+    """Spend counts in nano-dollars: a $0.000002 budget of $0.00000014 embeddings admits 15
+    calls, the one that reaches it included (with each call rounded up to a micro-dollar it
+    admitted 2, and refused at 14% of the budget), and a budget keeps its last $0.0000001."""
+    limiter = limiter_on(resp, prefix, Clock())
+    for id, budget, cost, calls in (("tiny", 0.000002, 0.00000014, 15),
+                                    ("near", 0.0002671, 0.000267, 2)):
+        key = [Bucket("key", id, None, None, budget, "total")]
+        admitted = 0
+        while (await limiter.admit(key, 0)).admitted and admitted < 100:
+            admitted += 1
+            limiter.settle(key, 0, 0, cost)
+            await limiter.flush()
+        assert admitted == calls
+
+
 async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, resp: RespClient,
                                              prefix: str) -> None:
-    """Every key one admission writes carries the team's hash tag; spend is micro-dollars."""
+    """Every key one admission writes carries the team's hash tag; spend is nano-dollars."""
     limiter = limiter_on(resp, prefix, Clock())
     buckets = [Bucket("key", "k", 5, 500, 1.0, team="t"), Bucket("team", "t", 9, None, 2.0)]
     await limiter.admit(buckets, 10)
@@ -172,9 +189,9 @@ async def test_keys_share_the_teams_hash_tag(redis: aioredis.Redis, resp: RespCl
     keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{prefix}:*")])
     assert keys == sorted([
         f"{prefix}:rl:{{t}}:key:k:req", f"{prefix}:rl:{{t}}:key:k:tok",
-        f"{prefix}:rl:{{t}}:team:t:req", f"{prefix}:spend:{{t}}:key:k:month:2025-06",
-        f"{prefix}:spend:{{t}}:team:t:month:2025-06"])
-    assert await redis.get(f"{prefix}:spend:{{t}}:team:t:month:2025-06") == b"250000"
+        f"{prefix}:rl:{{t}}:team:t:req", f"{prefix}:spend-nano:{{t}}:key:k:month:2025-06",
+        f"{prefix}:spend-nano:{{t}}:team:t:month:2025-06"])
+    assert await redis.get(f"{prefix}:spend-nano:{{t}}:team:t:month:2025-06") == b"250000000"
     assert 0 < await redis.pttl(f"{prefix}:rl:{{t}}:key:k:req") <= 62_000
 
 
@@ -369,7 +386,7 @@ async def test_a_credits_calls_settle_as_one_tally_when_it_ends(
     """The calls a credit admits add their spend and token corrections to its tally, which
     goes to Redis as one settle when the credit ends; nothing is sent per call meanwhile."""
     key = (Bucket("key", "k", 2560, 256_000, 100.0),)  # credits of 10; tallies hold $0.39
-    spend, tokens = f"{prefix}:spend:{{k}}:key:k:", f"{prefix}:rl:{{k}}:key:k:tok"
+    spend, tokens = f"{prefix}:spend-nano:{{k}}:key:k:", f"{prefix}:rl:{{k}}:key:k:tok"
     async with tallying(prefix) as (limiter, client, clock):
         spend += month(clock)
         await limiter.admit(key, 100)  # from Redis, with a credit of 10 x 100 tokens
@@ -383,7 +400,7 @@ async def test_a_credits_calls_settle_as_one_tally_when_it_ends(
         assert await redis.get(spend) is None
         await limiter.flush()  # the credit ends: its tally, then its return
         assert client.round_trips == [1, 2]
-        assert await redis.get(spend) == b"30000"  # 3 x $0.01
+        assert await redis.get(spend) == b"30000000"  # 3 x $0.01
         # the slot keeps what the three calls used (200 tokens), the rest came back
         assert (await redis.hgetall(tokens))[str(slot).encode()] == b"200"
 
@@ -394,10 +411,10 @@ async def test_tallies_hold_at_most_a_256th_of_a_budget_together(redis: aioredis
     credits of two keys of one team): the call that takes a budget's held spend past that
     settles every tally holding some of it. A call that used more tokens than its estimate
     settles on its own, at once (a TPM window never counts less than was used)."""
-    team = Bucket("team", "t", 2560, None, 2.56)  # tallies may hold $0.01 of it (10,000 micro)
+    team = Bucket("team", "t", 2560, None, 2.56)  # tallies may hold $0.01 of it (10,000,000 nano)
     a = (Bucket("key", "a", 2560, 256_000, 100.0, team="t"), team)
     b = (Bucket("key", "b", 2560, 256_000, 100.0, team="t"), team)
-    spend = {name: f"{prefix}:spend:{{t}}:{name}:" for name in ("team:t", "key:a", "key:b")}
+    spend = {name: f"{prefix}:spend-nano:{{t}}:{name}:" for name in ("team:t", "key:a", "key:b")}
     async with tallying(prefix) as (limiter, _, clock):
         spend = {name: counter + month(clock) for name, counter in spend.items()}
         calls = {}
@@ -410,7 +427,7 @@ async def test_tallies_hold_at_most_a_256th_of_a_budget_together(redis: aioredis
         await asyncio.sleep(4 * SETTLE_DELAY_S)
         assert [await redis.get(counter) for counter in spend.values()] == [None] * 3
         limiter.settle(a, 10, 10, 0.004, slot=calls[a].slot)  # $0.012: both tallies settle
-        await until(lambda: redis.mget(list(spend.values())), [b"12000", b"8000", b"4000"])
+        await until(lambda: redis.mget(list(spend.values())), [b"12000000", b"8000000", b"4000000"])
         tokens = f"{prefix}:rl:{{t}}:key:a:tok"
         limiter.settle(a, 10, 25, 0.0, slot=calls[a].slot)  # 15 over its estimate
         await until(lambda: redis.hget(tokens, str(int(clock.t))), b"25")
@@ -420,7 +437,7 @@ async def test_budget_news_settles_the_tallies(redis: aioredis.Redis, prefix: st
     """Budget news ends the credits of callers with a budget, and with them their tallies:
     once a counter reaches half its budget, every process's held spend is in it."""
     key = (Bucket("key", "k", 2560, None, 10.0),)  # its tallies hold up to $0.039
-    spend = f"{prefix}:spend:{{k}}:key:k:"
+    spend = f"{prefix}:spend-nano:{{k}}:key:k:"
     async with tallying(prefix) as (limiter, _, clock):
         spend += month(clock)
         await limiter.admit(key, 0)
@@ -432,7 +449,7 @@ async def test_budget_news_settles_the_tallies(redis: aioredis.Redis, prefix: st
         clock.t += 0.001
         await redis.publish(news_channel(prefix), "half")
         await heard(limiter, at)
-        await until(lambda: redis.get(spend), b"30000")
+        await until(lambda: redis.get(spend), b"30000000")
 
 
 async def test_a_call_whose_credit_ended_settles_on_its_own(redis: aioredis.Redis,
@@ -440,7 +457,7 @@ async def test_a_call_whose_credit_ended_settles_on_its_own(redis: aioredis.Redi
     """A call still running when its credit ended is not added to a tally that was settled
     already: its settle goes alone, as any call's."""
     key = (Bucket("key", "k", 2560, None, 100.0),)
-    spend = f"{prefix}:spend:{{k}}:key:k:"
+    spend = f"{prefix}:spend-nano:{{k}}:key:k:"
     async with tallying(prefix) as (limiter, _, clock):
         spend += month(clock)
         await limiter.admit(key, 0)
@@ -448,7 +465,7 @@ async def test_a_call_whose_credit_ended_settles_on_its_own(redis: aioredis.Redi
         assert running.slot == int(clock.t) + CREDIT_S  # from the credit
         await limiter.flush()  # the credit ends meanwhile
         limiter.settle(key, 0, 0, 0.02, slot=running.slot)
-        await until(lambda: redis.get(spend), b"20000")
+        await until(lambda: redis.get(spend), b"20000000")
 
 
 @contextlib.asynccontextmanager
