@@ -440,10 +440,10 @@ class Gateway(Finisher):
         usage = result.usage
         if usage is None or not usage.plausible():
             usage = estimate(result.body)
-            if isinstance(result.body.get("usage"), dict):
-                # Reported but unreadable or nonsense (``Usage.from_openai``, ``plausible``):
-                # the client sees the counts the call is accounted with instead.
-                result.body["usage"] = usage.to_openai()
+            # Not reported, or reported but unreadable or nonsense (``Usage.from_openai``, a
+            # provider's ``reported_counts``, ``plausible``): the client sees the counts the
+            # call is accounted with, as a stream's last chunk does.
+            result.body["usage"] = usage.to_openai()
         self._account(call, usage, result.body)
         if answer is not None:  # drift and ``judge`` read it
             text = answer(result.body)
