@@ -11,6 +11,7 @@ import orjson
 
 from app.calllog import CallRecord
 from app.providers.base import Json
+from app.usage import estimate_tokens
 
 
 def other_text(said: Json, into: list[str]) -> None:
@@ -77,28 +78,63 @@ def generated_text(body: Json) -> str:
     return "\n".join(parts)
 
 
-def chunk_text(chunk: Json, other: list[str] | None = None) -> str:
-    """A chunk's answer text: its choices' ``delta.content`` (chat) or ``text`` (completions).
-    With ``other``, each delta's ``other_text`` is appended to it (the rest of what the model
-    generated, for the token estimate). Runs for every chunk of a stream: a delta of only
-    ``content`` (and ``role``), the common one, is not looked at further."""
-    parts = []
-    for choice in chunk.get("choices") or ():
-        if isinstance(choice, dict):
+class Generated:
+    """What a stream generated so far, kept per choice (by its ``index``) for the estimate of
+    its completion tokens when no usage comes: ``texts``, the answer text (``delta.content``,
+    completions' ``text``), and ``others``, the rest (``other_text``). A stream of n choices
+    interleaves their pieces: joined into one string, the words of different choices would run
+    together ("Simulated" three times, one 27-character word) and be under-counted, so each
+    choice is estimated on its own (``tokens``). ``chars``: the answer text's characters."""
+
+    __slots__ = ("chars", "others", "texts")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.texts: dict[int, list[str]] = {}
+        self.others: dict[int, list[str]] = {}
+
+    def add(self, chunk: Json) -> None:
+        """Take a chunk's choices. Runs for every chunk of a stream: a delta of only
+        ``content`` (and ``role``), the common one, is not looked at further."""
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            if type(index) is not int:
+                index = 0
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 content = delta.get("content")
                 if isinstance(content, str):
-                    parts.append(content)
+                    self._text(index, content)
                     if len(delta) == 1 or (len(delta) == 2 and "role" in delta):
                         continue
                 elif isinstance(choice.get("text"), str):
-                    parts.append(choice["text"])
-                if other is not None:
-                    other_text(delta, other)
+                    self._text(index, choice["text"])
+                other = self.others.get(index)
+                if other is None:
+                    other = self.others[index] = []
+                other_text(delta, other)
             elif isinstance(choice.get("text"), str):
-                parts.append(choice["text"])
-    return "".join(parts)
+                self._text(index, choice["text"])
+
+    def _text(self, index: int, piece: str) -> None:
+        if piece:
+            parts = self.texts.get(index)
+            if parts is None:
+                self.texts[index] = [piece]
+            else:
+                parts.append(piece)
+            self.chars += len(piece)
+
+    def text(self) -> str:
+        """The answer text, choice after choice (as ``body_text`` reads a whole answer)."""
+        return "".join("".join(self.texts[index]) for index in sorted(self.texts))
+
+    def tokens(self) -> int:
+        """The estimated completion tokens: each choice's text and rest on their own."""
+        return sum(estimate_tokens("".join(parts)) for parts in self.texts.values()) + sum(
+            estimate_tokens("".join(parts)) for parts in self.others.values() if parts)
 
 
 def observe_finish(record: CallRecord, body: Json) -> None:

@@ -30,7 +30,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar, cast
 
 from app import errors
-from app.answers import body_text, chunk_base, chunk_text, generated_text, judge, observe_finish
+from app.answers import (
+    Generated,
+    body_text,
+    chunk_base,
+    generated_text,
+    judge,
+    observe_finish,
+)
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
@@ -440,10 +447,10 @@ class Gateway(Finisher):
         usage = result.usage
         if usage is None or not usage.plausible():
             usage = estimate(result.body)
-            if isinstance(result.body.get("usage"), dict):
-                # Reported but unreadable or nonsense (``Usage.from_openai``, ``plausible``):
-                # the client sees the counts the call is accounted with instead.
-                result.body["usage"] = usage.to_openai()
+            # Not reported, or reported but unreadable or nonsense (``Usage.from_openai``, a
+            # provider's ``reported_counts``, ``plausible``): the client sees the counts the
+            # call is accounted with, as a stream's last chunk does.
+            result.body["usage"] = usage.to_openai()
         self._account(call, usage, result.body)
         if answer is not None:  # drift and ``judge`` read it
             text = answer(result.body)
@@ -516,9 +523,7 @@ class Gateway(Finisher):
         stream: AsyncIterator[Json] | None = None
         pending: asyncio.Task[Json] | None = None  # the first chunk, awaited past a keep-alive
         delivered = False  # a chunk reached the client
-        texts: list[str] = []  # the answer's text (``chunk_text``)
-        others: list[str] = []  # the rest it generated: reasoning, tool calls (``other_text``)
-        head = 0  # characters in ``texts``
+        generated = Generated()  # what it generated, per choice (for the estimate)
         usage: Usage | None = None
         early: Usage | None = None  # the prompt's counts reported before the end (PROMPT_USAGE)
         held: Json | None = None  # the upstream's usage chunk, sent after what stages release
@@ -583,10 +588,8 @@ class Gateway(Finisher):
                         chunk = await anext(opened, None)
                         continue
                 observe_finish(record, chunk)
-                if usage is None or head < ANSWER_HEAD or record.wants_json:
-                    piece = chunk_text(chunk, others)
-                    texts.append(piece)
-                    head += len(piece)
+                if usage is None or generated.chars < ANSWER_HEAD or record.wants_json:
+                    generated.add(chunk)
                 if not hooks or (chunk := _through(hooks, call, chunk)):
                     if held is not None:
                         yield held
@@ -599,10 +602,10 @@ class Gateway(Finisher):
                 yield chunk
             if held is not None:
                 yield held
-            text = "".join(texts)
+            text = generated.text()
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:
-                usage = _unreported(early, prompt_tokens, text, others)
+                usage = _unreported(early, prompt_tokens, generated)
                 if wants_usage:
                     last: Json | None = {**chunk_base(body), "choices": [],
                                          "usage": usage.to_openai()}
@@ -649,7 +652,7 @@ class Gateway(Finisher):
                 if record.usage is None and delivered:
                     # Cut short after chunks went out: the upstream bills what it generated.
                     self._account(call, usage or _unreported(
-                        early, prompt_tokens, "".join(texts), others), body)
+                        early, prompt_tokens, generated), body)
                 self.finish(call)
 
     def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:
@@ -832,18 +835,13 @@ def _stream_chat(upstream: ChatCall) -> Opener:
     return lambda p, t: cast(StreamChat, p).stream_chat(upstream, target=t)
 
 
-def _generated_tokens(text: str, others: list[str]) -> int:
-    """The estimated completion tokens of a stream without usage: its answer ``text`` and the
-    ``others`` it generated besides (``app.answers.other_text``)."""
-    return estimate_tokens(text) + (estimate_tokens("".join(others)) if others else 0)
-
-
-def _unreported(early: Usage | None, prompt_tokens: Callable[[], int], text: str,
-                others: list[str]) -> Usage:
+def _unreported(early: Usage | None, prompt_tokens: Callable[[], int],
+                generated: Generated) -> Usage:
     """The estimated usage of a stream that ended without its usage (or was cut before it):
-    the completion estimated from what it generated; the prompt's counts as the upstream
-    reported them early (``PROMPT_USAGE``), else estimated (``prompt_tokens``)."""
-    completion = _generated_tokens(text, others)
+    the completion estimated from what it generated (``Generated.tokens``, choice by choice);
+    the prompt's counts as the upstream reported them early (``PROMPT_USAGE``), else estimated
+    (``prompt_tokens``)."""
+    completion = generated.tokens()
     if early is None:
         return Usage(prompt_tokens=prompt_tokens(), completion_tokens=completion, estimated=True)
     # Every prompt-side count as reported (cache reads and writes, 1-hour writes, audio,

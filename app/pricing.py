@@ -15,14 +15,20 @@ from app.usage import Usage
 
 _PER_MILLION = 1_000_000
 
-NonNegative = Annotated[float, Field(ge=0)]
+MAX_PRICE = 10_000.0
+"""The highest rate a price may give: USD 10,000 per million tokens (``web_search``: per 1,000
+searches), over a hundred times the dearest model listed (Claude Opus output, $75). A larger
+rate is a typo, and an infinite one made a call's cost ``nan``: neither a budget nor the call
+log can account it (the log stores up to $10^10 a call), so the config is refused."""
+
+NonNegative = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 class Price(BaseModel):
-    """USD per million tokens (``web_search``: USD per 1,000 searches). A rate left out is
-    priced as the one it refines: ``cached_input``, ``cache_write`` and ``audio_input`` as
-    ``input``, ``cache_write_1h`` as ``cache_write``; ``web_search`` left out charges
-    nothing."""
+    """USD per million tokens (``web_search``: USD per 1,000 searches), each a finite number
+    from 0 to ``MAX_PRICE``. A rate left out is priced as the one it refines:
+    ``cached_input``, ``cache_write`` and ``audio_input`` as ``input``, ``cache_write_1h`` as
+    ``cache_write``; ``web_search`` left out charges nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     input: NonNegative

@@ -80,12 +80,47 @@ nonsense: the usage it is part of is treated as not reported (``Usage.plausible`
 
 
 def token_count(value: Any) -> int | None:
-    """A reported token count: an int (not a bool) from 0 to ``MAX_REPORTED_TOKENS``; None for
-    anything else."""
-    if isinstance(value, int) and not isinstance(value, bool) \
-            and 0 <= value <= MAX_REPORTED_TOKENS:
-        return value
+    """A reported token count: a whole number from 0 to ``MAX_REPORTED_TOKENS``, as an int or
+    as a float such as ``16.0`` (JSON has one number type: Cohere's and Vertex's counts arrive
+    that way); None for anything else (a fraction, a bool, a string, null, an object). The one
+    rule every provider's usage reader applies (``reported_counts``, ``part_count``,
+    ``Usage.from_openai``)."""
+    if type(value) is int:
+        return value if 0 <= value <= MAX_REPORTED_TOKENS else None
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_REPORTED_TOKENS:
+        return int(value)
     return None
+
+
+def reported_counts(report: Any, *keys: str) -> list[int] | None:
+    """The counts a provider's usage object ``report`` gives under ``keys``, in their order;
+    the first (the prompt's count) must be there, the others count 0 when absent or null.
+    None, "no usage reported" (the gateway then estimates the call), when ``report`` is not an
+    object, lacks the first key, or gives one of ``keys`` that is not a ``token_count``: a
+    report that cannot be read whole is not read in part (its prompt read as 0, say)."""
+    if not isinstance(report, dict):
+        return None
+    counts: list[int] = []
+    for key in keys:
+        value = report.get(key)
+        if value is None and counts:
+            counts.append(0)
+            continue
+        count = token_count(value)
+        if count is None:
+            return None
+        counts.append(count)
+    return counts
+
+
+def part_count(within: Any, key: str, whole: int) -> int:
+    """A breakdown count (a part of a count already read: cached or audio of the prompt,
+    reasoning of the completion): ``within[key]`` as a ``token_count`` capped at ``whole``; 0
+    when absent or not a count. A bad breakdown leaves its whole, read exactly, as the call's
+    usage: it prices the part as its whole (cached input as fresh), never above it."""
+    value = within.get(key) if isinstance(within, dict) else None
+    count = token_count(value)
+    return 0 if count is None else min(count, whole)
 
 
 @dataclass(slots=True)
@@ -156,32 +191,46 @@ class Usage:
     def from_openai(cls, usage: Any) -> Usage | None:
         """Read an OpenAI-shaped ``usage`` object; None when absent or malformed (a
         ``prompt_tokens`` or ``completion_tokens`` that is not a ``token_count``: negative,
-        past ``MAX_REPORTED_TOKENS``, not an int). The breakdowns (cached, cache-written,
-        audio, reasoning, web searches) read as 0 where they are not counts; ``total_tokens``
-        is not read (it is the sum)."""
+        past ``MAX_REPORTED_TOKENS``, a fraction, a bool, a string). The breakdowns are
+        ``part_count``s: ``cached_tokens`` at most the prompt, ``cache_write_tokens`` at most
+        the rest of it, ``cache_write_1h_tokens`` at most the writes, ``audio_tokens`` at most
+        the prompt, ``reasoning_tokens`` at most the completion (0 where not a count; web
+        searches likewise). A breakdown read otherwise than given is corrected in ``usage``
+        itself, which the gateway relays to the client: it then says what the call is accounted
+        with. ``total_tokens`` is not read (it is the sum)."""
         if not isinstance(usage, dict):
             return None
         prompt = token_count(usage.get("prompt_tokens"))
         completion = token_count(usage.get("completion_tokens", 0))
         if prompt is None or completion is None:
             return None
+        read = cls(prompt_tokens=prompt, completion_tokens=completion)
         details = usage.get("prompt_tokens_details")
-        if not isinstance(details, dict):
-            details = {}
+        if isinstance(details, dict) and details:
+            read.cached_tokens = _relayed_part(details, "cached_tokens", prompt)
+            read.cache_write_tokens = _relayed_part(details, "cache_write_tokens",
+                                                    prompt - read.cached_tokens)
+            read.cache_write_1h_tokens = _relayed_part(details, "cache_write_1h_tokens",
+                                                       read.cache_write_tokens)
+            read.audio_tokens = _relayed_part(details, "audio_tokens", prompt)
         out_details = usage.get("completion_tokens_details")
-        reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
+        if isinstance(out_details, dict) and out_details:
+            read.reasoning_tokens = _relayed_part(out_details, "reasoning_tokens", completion)
         tools = usage.get("server_tool_use")
-        searches = tools.get("web_search_requests") if isinstance(tools, dict) else None
-        return cls(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_tokens=token_count(details.get("cached_tokens")) or 0,
-            cache_write_tokens=token_count(details.get("cache_write_tokens")) or 0,
-            reasoning_tokens=token_count(reasoning) or 0,
-            cache_write_1h_tokens=token_count(details.get("cache_write_1h_tokens")) or 0,
-            audio_tokens=token_count(details.get("audio_tokens")) or 0,
-            web_searches=token_count(searches) or 0,
-        )
+        if isinstance(tools, dict) and tools:
+            read.web_searches = _relayed_part(tools, "web_search_requests",
+                                              MAX_REPORTED_TOKENS)
+        return read
+
+
+def _relayed_part(within: dict[str, Any], key: str, whole: int) -> int:
+    """``part_count``, written back into ``within`` where it differs from what is there (a
+    null or absent one is left as it is)."""
+    count = part_count(within, key, whole)
+    value = within.get(key)
+    if value is not None and (value != count or type(value) is bool):
+        within[key] = count
+    return count
 
 
 _PER_MESSAGE_TOKENS = 3

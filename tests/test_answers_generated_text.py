@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.answers import body_text, chunk_text, generated_text
+from app.answers import Generated, body_text, generated_text
+from app.usage import estimate_tokens
 
 ARGUMENTS = '{"city": "Paris", "days": 3}'
 
@@ -36,16 +37,37 @@ def test_chunk_text_gives_the_rest_of_a_delta_to_other(delta: dict[str, Any],
                                                        other: list[str]) -> None:
     """A delta's generated text besides its content goes to ``other``; its content alone is the
     chunk's text."""
-    got: list[str] = []
-    text = chunk_text(delta_chunk(delta), got)
-    assert text == (delta.get("content") or "")
-    assert got == other
+    generated = Generated()
+    generated.add(delta_chunk(delta))
+    assert generated.text() == (delta.get("content") or "")
+    assert generated.others.get(0, []) == other
 
 
-def test_chunk_text_without_other_is_the_content() -> None:
-    """Called with one argument, a tool-call chunk has no text and nothing fails."""
-    assert chunk_text(delta_chunk({"tool_calls": [{"index": 0, "function": {
-        "arguments": ARGUMENTS}}]})) == ""
+def test_a_tool_call_chunk_has_no_text() -> None:
+    """A tool-call chunk adds to the rest, not the text, and nothing fails."""
+    generated = Generated()
+    generated.add(delta_chunk({"tool_calls": [{"index": 0, "function": {
+        "arguments": ARGUMENTS}}]}))
+    assert generated.text() == "" and generated.chars == 0
+    assert generated.tokens() == estimate_tokens(ARGUMENTS)
+
+
+def test_choices_of_a_stream_are_estimated_each_on_its_own() -> None:
+    """n choices interleave their pieces: each choice's text is estimated on its own (joined,
+    "Simulated" three times would be one long word, 5 tokens for 6), and the answer text is
+    choice after choice, as ``body_text`` reads a whole answer."""
+    generated = Generated()
+    for piece in ("Simulated", " reply"):
+        for index in range(3):
+            generated.add({"choices": [{"index": index, "delta": {"content": piece},
+                                        "finish_reason": None}]})
+    assert generated.tokens() == 3 * estimate_tokens("Simulated reply") == 9
+    assert generated.text() == "Simulated reply" * 3
+    completions = Generated()
+    completions.add({"choices": [{"index": 0, "text": "Simulated"},
+                                 {"index": 1, "text": "Simulated"}]})
+    completions.add({"choices": [{"index": "odd", "text": " reply"}]})  # read as choice 0
+    assert completions.tokens() == estimate_tokens("Simulated reply") + 2
 
 
 def test_generated_text_of_a_tool_call_answer_counts_its_call() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from app.config import ConfigError, parse_config
+from app.pricing import MAX_PRICE
 
 
 def problems(raw: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
@@ -121,3 +122,21 @@ def test_a_breakers_longest_cooldown_below_its_first_is_refused() -> None:
     assert paths(problems({**model(), "breaker": {"max_cooldown_s": 1}})) == [
         "breaker.max_cooldown_s"]
     assert parse_config({**model(), "breaker": {"cooldown_s": 600, "max_cooldown_s": 600}}, {})
+
+
+def test_an_infinite_or_absurd_price_is_refused() -> None:
+    """A price must be finite and at most MAX_PRICE (USD 10,000 per million tokens, or per
+    1,000 searches): ``.inf`` made a call's cost nan, 1e20 overflowed the call log; each is
+    named by its path. MAX_PRICE itself is a price."""
+    raw = {"providers": {"p": {"type": "mock"}},
+           "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}},
+           "pricing": {"inf": {"input": float("inf"), "output": 1},
+                       "nan": {"input": 1, "cached_input": float("nan")},
+                       "huge": {"input": 1e20},
+                       "searches": {"input": 1, "web_search": MAX_PRICE + 1},
+                       "top": {"input": MAX_PRICE, "output": MAX_PRICE}}}
+    lines = problems(raw)
+    assert paths(lines) == ["pricing.inf.input", "pricing.nan.cached_input",
+                            "pricing.huge.input", "pricing.searches.web_search"]
+    assert "finite" in lines[0] and "finite" in lines[1]
+    assert "10000" in lines[2] and "10000" in lines[3]

@@ -21,7 +21,7 @@ from app.api.incoming import Incoming
 from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
-from app.inbound.anthropic import error_body, read_request, to_message
+from app.inbound.anthropic import anthropic_usage, error_body, read_request, to_message
 from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
 from app.providers.base import Json, Result
@@ -54,6 +54,10 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
 
     def shape(result: Result) -> Json:
         if result.native is not None:
+            usage = call.record.usage
+            if usage is not None and usage.estimated and "usage" in result.native:
+                # Its report unreadable (``read_usage``): the counts the call is accounted with.
+                result.native["usage"] = anthropic_usage(usage)
             return result.native
         model = result.body.get("model")
         return to_message(result.body, call.record.usage, stops=stops,

@@ -12,7 +12,7 @@ import orjson
 from app import errors
 from app.providers.base import Json
 from app.providers.http import default_error, read_error_body
-from app.usage import Usage
+from app.usage import MAX_REPORTED_TOKENS, Usage, part_count, reported_counts
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -53,25 +53,25 @@ def read_usage(usage: Any) -> Usage | None:
     ``cache_write_tokens`` (each priced differently), of which ``cache_creation``'s
     ``ephemeral_1h_input_tokens`` are ``cache_write_1h_tokens`` (priced above 5-minute
     writes). ``server_tool_use.web_search_requests`` are ``web_searches`` (billed per search).
+    Read by ``reported_counts``: no ``input_tokens``, or a count that is not one, and the usage
+    is None (estimated); the breakdowns (thinking, 1-hour writes, searches) are ``part_count``s.
     """
-    if not isinstance(usage, dict):
+    counts = reported_counts(usage, "input_tokens", "output_tokens", "cache_read_input_tokens",
+                             "cache_creation_input_tokens")
+    if counts is None:
         return None
-
-    def count(key: str, within: Any = usage) -> int:
-        value = within.get(key) if isinstance(within, dict) else None
-        return value if isinstance(value, int) else 0
-
-    read, write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
-    details = usage.get("output_tokens_details")
-    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    fresh, output, read, write = counts
     return Usage(
-        prompt_tokens=count("input_tokens") + read + write,
-        completion_tokens=count("output_tokens"),
+        prompt_tokens=fresh + read + write,
+        completion_tokens=output,
         cached_tokens=read,
         cache_write_tokens=write,
-        reasoning_tokens=thinking if isinstance(thinking, int) else 0,
-        cache_write_1h_tokens=count("ephemeral_1h_input_tokens", usage.get("cache_creation")),
-        web_searches=count("web_search_requests", usage.get("server_tool_use")),
+        reasoning_tokens=part_count(usage.get("output_tokens_details"), "thinking_tokens",
+                                    output),
+        cache_write_1h_tokens=part_count(usage.get("cache_creation"),
+                                         "ephemeral_1h_input_tokens", write),
+        web_searches=part_count(usage.get("server_tool_use"), "web_search_requests",
+                                MAX_REPORTED_TOKENS),
     )
 
 

@@ -20,7 +20,7 @@ import orjson
 from app import errors
 from app.providers.base import Json
 from app.providers.stops import name_stop, stopped_by
-from app.usage import Usage
+from app.usage import Usage, reported_counts
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -56,18 +56,15 @@ def stop_sequence(stop_reason: Any, fields: Any, stops: Sequence[str]) -> str | 
 
 
 def read_usage(usage: Any) -> Usage | None:
-    """Converse ``usage`` as a ``Usage`` (see the module docstring); None when absent."""
-    if not isinstance(usage, dict):
+    """Converse ``usage`` as a ``Usage`` (see the module docstring); None when absent, without
+    ``inputTokens`` or with a count that is not one (``reported_counts``: then estimated)."""
+    counts = reported_counts(usage, "inputTokens", "outputTokens", "cacheReadInputTokens",
+                             "cacheWriteInputTokens")
+    if counts is None:
         return None
-
-    def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) else 0
-
-    read, write = count("cacheReadInputTokens"), count("cacheWriteInputTokens")
-    return Usage(prompt_tokens=count("inputTokens") + read + write,
-                 completion_tokens=count("outputTokens"), cached_tokens=read,
-                 cache_write_tokens=write)
+    fresh, output, read, write = counts
+    return Usage(prompt_tokens=fresh + read + write, completion_tokens=output,
+                 cached_tokens=read, cache_write_tokens=write)
 
 
 def to_message(content: Any) -> Json:

@@ -20,7 +20,7 @@ from app import errors
 from app.providers.base import Json
 from app.providers.http import default_error, read_error_body
 from app.providers.stops import name_stop, stopped_by
-from app.usage import Usage
+from app.usage import Usage, part_count, reported_counts
 
 FINISH_REASONS: dict[str, str] = {
     "COMPLETE": "stop",
@@ -55,22 +55,18 @@ def stop_sequence(value: Any, stops: Sequence[str]) -> str | None:
     return stopped_by(stops) if value == "STOP_SEQUENCE" else None
 
 
-def _count(value: Any) -> int:
-    # Cohere's schema types every count as a JSON number; 5.0 is 5.
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
 def read_usage(usage: Any) -> Usage | None:
     """Cohere ``usage`` (or embed ``meta``) as a ``Usage``; None when it carries no counts.
-    Billed units first, see the module docstring."""
+    Billed units first, see the module docstring; each read by ``reported_counts`` (Cohere's
+    schema types every count as a JSON number: 5.0 is 5), so units that cannot be read fall
+    back to ``tokens``, and neither readable is None (estimated)."""
     if not isinstance(usage, dict):
         return None
     for key in ("billed_units", "tokens"):
-        counts = usage.get(key)
-        if isinstance(counts, dict) and ("input_tokens" in counts or "output_tokens" in counts):
-            return Usage(prompt_tokens=_count(counts.get("input_tokens")),
-                         completion_tokens=_count(counts.get("output_tokens")),
-                         cached_tokens=_count(usage.get("cached_tokens")))
+        counts = reported_counts(usage.get(key), "input_tokens", "output_tokens")
+        if counts is not None:
+            return Usage(prompt_tokens=counts[0], completion_tokens=counts[1],
+                         cached_tokens=part_count(usage, "cached_tokens", counts[0]))
     return None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from app import errors
 from app.providers.base import EmbeddingCall, Json, Target, text_inputs
-from app.usage import Usage, estimate_tokens
+from app.usage import Usage, estimate_tokens, token_count
 
 TASK_TYPES = ("RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY", "CLASSIFICATION",
               "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
@@ -93,7 +93,8 @@ def predict_payloads(call: EmbeddingCall, *, target: Target, default_task: str |
 
 def read_predict(answer: Json, *, expected: int) -> tuple[list[list[float]], int | None]:
     """The vectors of one Vertex ``predict`` answer and its token count (the sum of each
-    prediction's ``statistics.token_count``; None when any lacks one)."""
+    prediction's ``statistics.token_count``; None when any lacks one, or has one that is not a
+    ``token_count``: then estimated)."""
     predictions = answer.get("predictions")
     vectors: list[list[float]] = []
     tokens: int | None = 0
@@ -104,9 +105,8 @@ def read_predict(answer: Json, *, expected: int) -> tuple[list[list[float]], int
             break
         vectors.append(values)
         stats = embeddings.get("statistics") if isinstance(embeddings, dict) else None
-        count = stats.get("token_count") if isinstance(stats, dict) else None
-        tokens = tokens + int(count) if tokens is not None and isinstance(count, int | float) \
-            else None
+        count = token_count(stats.get("token_count")) if isinstance(stats, dict) else None
+        tokens = tokens + count if tokens is not None and count is not None else None
     if len(vectors) != expected:
         raise errors.BadUpstreamResponse(f"upstream predict answer lacks {expected} embeddings")
     return vectors, tokens

@@ -17,7 +17,7 @@ import orjson
 from app import errors
 from app.providers.base import Json
 from app.providers.http import ErrorMapper
-from app.usage import Usage
+from app.usage import MAX_REPORTED_TOKENS, Usage, part_count, reported_counts
 
 FINISH_REASONS: dict[str, str] = {
     "STOP": "stop",
@@ -77,31 +77,30 @@ def read_usage(metadata: Any) -> Usage | None:
     ``candidatesTokenCount`` plus ``thoughtsTokenCount`` (thinking is billed as output and
     Google counts it apart), the thoughts also as ``reasoning_tokens``. Audio: the ``AUDIO``
     entry of ``promptTokensDetails`` less that of ``cacheTokensDetails`` (audio input not read
-    from the cache, which some models price above text).
+    from the cache, which some models price above text). Read by ``reported_counts``: no
+    ``promptTokenCount``, or a count that is not one, and the usage is None (estimated); the
+    cached and audio tokens are ``part_count``s of the prompt.
     """
-    if not isinstance(metadata, dict):
+    counts = reported_counts(metadata, "promptTokenCount", "toolUsePromptTokenCount",
+                             "candidatesTokenCount", "thoughtsTokenCount")
+    if counts is None:
         return None
-
-    def count(key: str) -> int:
-        value = metadata.get(key)
-        return value if isinstance(value, int) else 0
-
-    thoughts = count("thoughtsTokenCount")
+    prompt, tool_use, candidates, thoughts = counts
+    prompt += tool_use
     audio = _audio_tokens(metadata.get("promptTokensDetails")) - _audio_tokens(
         metadata.get("cacheTokensDetails"))
-    return Usage(prompt_tokens=count("promptTokenCount") + count("toolUsePromptTokenCount"),
-                 completion_tokens=count("candidatesTokenCount") + thoughts,
-                 cached_tokens=count("cachedContentTokenCount"),
-                 reasoning_tokens=thoughts, audio_tokens=max(0, audio))
+    return Usage(prompt_tokens=prompt, completion_tokens=candidates + thoughts,
+                 cached_tokens=part_count(metadata, "cachedContentTokenCount", prompt),
+                 reasoning_tokens=thoughts, audio_tokens=min(max(0, audio), prompt))
 
 
 def _audio_tokens(details: Any) -> int:
-    """The ``AUDIO`` tokens of a ``ModalityTokenCount`` list (0 when it has none)."""
+    """The ``AUDIO`` tokens of a ``ModalityTokenCount`` list (0 when it has none; an entry
+    whose ``tokenCount`` is not a ``token_count`` counts 0)."""
     if not isinstance(details, list):
         return 0
-    return sum(entry["tokenCount"] for entry in details
-               if isinstance(entry, dict) and entry.get("modality") == "AUDIO"
-               and type(entry.get("tokenCount")) is int)
+    return sum(part_count(entry, "tokenCount", MAX_REPORTED_TOKENS) for entry in details
+               if isinstance(entry, dict) and entry.get("modality") == "AUDIO")
 
 
 def call_id() -> str:

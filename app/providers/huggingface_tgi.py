@@ -67,7 +67,7 @@ from app.providers.base import CompletionCall, Json, Target
 from app.providers.http import read_error_body
 from app.providers.refusals import refuse_custom_payload, refuse_outputs
 from app.providers.stops import name_stop, stopped_by
-from app.usage import Usage, estimate_tokens
+from app.usage import Usage, estimate_tokens, token_count
 
 GENERATE_PATH = "/generate"
 GENERATE_STREAM_PATH = "/generate_stream"
@@ -179,8 +179,8 @@ def _reason(details: Any) -> Any:
 
 
 def _count(details: Any, key: str) -> int | None:
-    value = details.get(key) if isinstance(details, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """``details[key]`` as a ``token_count``; None (that count estimated) when not one."""
+    return token_count(details.get(key)) if isinstance(details, dict) else None
 
 
 def to_text_completion(answer: Any, *, completion_id: str, model: str, created: int,

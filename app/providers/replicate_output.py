@@ -27,7 +27,7 @@ import orjson
 
 from app import errors
 from app.providers.base import Json
-from app.usage import Usage
+from app.usage import Usage, reported_counts
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 RUNNING = frozenset({"starting", "processing"})
@@ -65,15 +65,13 @@ def output_text(output: Any) -> str:
 
 
 def read_usage(prediction: Json) -> Usage | None:
-    """Token counts from the prediction's ``metrics``; None when it has none."""
-    metrics = prediction.get("metrics")
-    if not isinstance(metrics, dict):
+    """Token counts from the prediction's ``metrics``; None when it has no
+    ``input_token_count`` or a count that is not one (``reported_counts``: then estimated)."""
+    counts = reported_counts(prediction.get("metrics"), "input_token_count",
+                             "output_token_count")
+    if counts is None:
         return None
-    prompt, completion = metrics.get("input_token_count"), metrics.get("output_token_count")
-    if not isinstance(prompt, int) and not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt if isinstance(prompt, int) else 0,
-                 completion_tokens=completion if isinstance(completion, int) else 0)
+    return Usage(prompt_tokens=counts[0], completion_tokens=counts[1])
 
 
 def finish_reason(usage: Usage | None, limit: int | None) -> str:

@@ -310,5 +310,5 @@ async def faulted(sim: Sim, req: Request, knobs: Knobs) -> bool:
     if knobs.hang:
         await hang(sim, req)
         return True
-    req.send = mangled(knobs, req.send)  # X-Sim-Cut-Body, X-Sim-Garbage
+    req.send = mangled(knobs, req.send)  # X-Sim-Cut-Body, -Garbage, -Usage-Count
     return False

@@ -32,6 +32,11 @@
 - ``X-Sim-Fingerprint: fp_x``: report this ``system_fingerprint``.
 - ``X-Sim-Model: name``: report this ``model``.
 - ``X-Sim-Cache-Read-Tokens: N``: report N prompt tokens as read from the prompt cache.
+- ``X-Sim-Usage-Count: name=JSON``: every ``"name": <number>`` in the answer (a complete one's
+  body or each stream frame) says ``JSON`` instead (``output_tokens=16.0``,
+  ``input_tokens="13"``, ``cached_tokens=-5``, ``candidatesTokenCount=true``): usage no
+  provider could bill, as an upstream may send it. Not for AWS event streams (their frames carry
+  a checksum).
 - ``X-Sim-Role-Early: 1``: an OpenAI chat stream sends its role chunks (``delta`` with the role
   and empty content) right after the headers, before the time to first token, as some
   OpenAI-compatible servers and proxies do, instead of with the first token.
@@ -51,8 +56,11 @@ sets the drift fields ``completion_tokens``, ``length_spread``, ``refusal_rate``
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
+
+import orjson
 
 from app.simulator.asgi import Message, Request, Send, SimError, has_knobs
 from app.simulator.options import SimOptions
@@ -80,6 +88,8 @@ class Knobs:
     retry_after: str | None = None
     role_early: bool = False
     split_pair: bool = False
+    usage_count: tuple[re.Pattern[bytes], bytes] | None = None
+    """``X-Sim-Usage-Count``: what a count's number is matched by, and what replaces it."""
     echo_key: str | None = None
     """The credential the request carried, when ``X-Sim-Echo-Key`` asks to echo it."""
     aws_error_code: str | None = None
@@ -140,7 +150,25 @@ def read_knobs(req: Request) -> Knobs:
         role_early=_flag(headers, "x-sim-role-early"),
         split_pair=_flag(headers, "x-sim-split-pair"),
         aws_error_code=_short(headers, "x-sim-aws-error-code", "X-Sim-Aws-Error-Code"),
+        usage_count=_usage_count(headers),
     )
+
+
+def _usage_count(headers: dict[str, str]) -> tuple[re.Pattern[bytes], bytes] | None:
+    raw = headers.get("x-sim-usage-count")
+    if raw is None:
+        return None
+    name, _, value = raw.partition("=")
+    name = name.strip()
+    try:
+        said = orjson.dumps(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        said = b""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not said:
+        raise SimError(400, "X-Sim-Usage-Count must be name=JSON (output_tokens=16.0), got "
+                            f"{raw!r}.")
+    key = b'"' + name.encode() + b'":'
+    return re.compile(re.escape(key) + rb"\s*-?\d+(?:\.\d+)?"), key + said
 
 
 def _short(headers: dict[str, str], name: str, label: str) -> str | None:
@@ -198,10 +226,11 @@ GARBAGE = (b"<html><head><title>200 OK</title></head><body>An HTML page where JS
 
 
 def mangled(knobs: Knobs, send: Send) -> Send:
-    """``send`` playing ``X-Sim-Cut-Body`` and ``X-Sim-Garbage`` on a complete 200 answer (one
-    with a ``Content-Length``; a stream goes through untouched: ``X-Sim-Cut-After`` cuts those),
-    or ``send`` itself when neither is set."""
-    if knobs.cut_body is None and not knobs.garbage:
+    """``send`` playing ``X-Sim-Cut-Body``, ``X-Sim-Garbage`` and ``X-Sim-Usage-Count`` on a
+    complete 200 answer (one with a ``Content-Length``; a stream goes through untouched but for
+    ``X-Sim-Usage-Count``: ``X-Sim-Cut-After`` cuts those), or ``send`` itself when none is
+    set."""
+    if knobs.cut_body is None and not knobs.garbage and knobs.usage_count is None:
         return send
     held: Message | None = None  # a complete answer's start, sent with its body
 
@@ -213,10 +242,19 @@ def mangled(knobs: Knobs, send: Send) -> Send:
             return
         if held is None or message["type"] != "http.response.body" \
                 or message.get("more_body", False):
+            if knobs.usage_count is not None and message["type"] == "http.response.body":
+                pattern, said = knobs.usage_count
+                message = {**message, "body": pattern.sub(said, message.get("body", b""))}
             await send(message)
             return
         start, held = held, None
         body: bytes = message.get("body", b"")
+        if knobs.usage_count is not None:
+            pattern, said = knobs.usage_count
+            body = pattern.sub(said, body)
+            start = {**start, "headers": [
+                *((n, v) for n, v in start["headers"] if n != b"content-length"),
+                (b"content-length", b"%d" % len(body))]}
         if knobs.garbage:
             body = GARBAGE
             start = {**start, "headers": [

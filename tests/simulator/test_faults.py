@@ -116,6 +116,26 @@ def test_garbage_answers_200_with_html(http: httpx.Client) -> None:
     assert failed.status_code == 503 and "error" in failed.json()  # errors stay as they are
 
 
+def test_usage_count_says_what_it_is_told(http: httpx.Client) -> None:
+    """X-Sim-Usage-Count: name=JSON puts JSON where the count's number was, in a complete
+    answer (its Content-Length matching) and in a stream's usage frame; a malformed one is a
+    400."""
+    answer = http.post("/v1/chat/completions", json=CHAT,
+                       headers={"X-Sim-Usage-Count": 'completion_tokens="16"'})
+    assert answer.status_code == 200
+    assert answer.json()["usage"]["completion_tokens"] == "16"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    body = {**STREAM, "stream_options": {"include_usage": True}}
+    raw = http.post("/v1/chat/completions", json=body,
+                    headers={"X-Sim-Usage-Count": "prompt_tokens=13.5"})
+    frames = [f.removeprefix("data: ") for f in raw.text.split("\n\n") if f]
+    assert orjson.loads(frames[-2])["usage"]["prompt_tokens"] == 13.5
+    for bad in ("completion_tokens", "completion_tokens=", "x y=1", "completion_tokens=nope"):
+        refused = http.post("/v1/chat/completions", json=CHAT,
+                            headers={"X-Sim-Usage-Count": bad})
+        assert refused.status_code == 400, bad
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_done_after_ends_without_finish_reason(http: httpx.Client, path: str) -> None:
     """X-Sim-Done-After: N sends N content chunks, the usage frame and [DONE], and no chunk
