@@ -121,3 +121,21 @@ def test_a_breakers_longest_cooldown_below_its_first_is_refused() -> None:
     assert paths(problems({**model(), "breaker": {"max_cooldown_s": 1}})) == [
         "breaker.max_cooldown_s"]
     assert parse_config({**model(), "breaker": {"cooldown_s": 600, "max_cooldown_s": 600}}, {})
+
+
+def test_every_check_between_sections_is_listed_at_once() -> None:
+    """A default above the global cap, a privacy entity no one knows and targets sharing no
+    endpoint are listed together, not one per rerun (the checks between sections all run)."""
+    raw = {"providers": {"minilm": {"type": "local"},
+                         "claude": {"type": "anthropic", "api_key": "x"}},
+           "models": {"mixed": {"targets": [{"provider": "minilm", "model": "m"},
+                                            {"provider": "claude", "model": "c"}]},
+                      "chat": {"targets": [{"provider": "claude", "model": "c"}],
+                               "max_tokens_default": 500,
+                               "privacy": {"action": "redact", "entities": ["NOPE"]}}},
+           "limits": {"max_tokens": 100}}
+    lines = problems(raw)
+    assert paths(lines) == ["models.chat.max_tokens_default", "models.chat.privacy",
+                            "models.mixed.targets"]
+    assert "unknown entity types ['NOPE']" in lines[1]
+    assert "no endpoint is served by every target" in lines[2]
