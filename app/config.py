@@ -250,7 +250,15 @@ class ExperimentConfig(BaseModel):
     sticky: Literal["user", "key", "header"] = "user"
     """What keeps a caller on one variant: the request's ``user``, the virtual key, or the
     ``x-switchboard-variant-key`` header (a call without it is assigned at random)."""
-    variants: Annotated[dict[ArmName, VariantConfig], Field(min_length=2)]
+    variants: dict[ArmName, VariantConfig]
+
+    @field_validator("variants")
+    @classmethod
+    def _two_or_more(cls, variants: dict[str, VariantConfig]) -> dict[str, VariantConfig]:
+        if len(variants) < 2:
+            raise ValueError(f"an experiment needs at least two variants to compare (this one "
+                             f"has {len(variants)}): add another, or remove the experiment")
+        return variants
 
 
 class Limits(BaseModel):

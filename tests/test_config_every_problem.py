@@ -139,3 +139,15 @@ def test_every_check_between_sections_is_listed_at_once() -> None:
                             "models.mixed.targets"]
     assert "unknown entity types ['NOPE']" in lines[1]
     assert "no endpoint is served by every target" in lines[2]
+
+
+def test_an_experiment_with_one_variant_says_it_needs_two() -> None:
+    """One variant has nothing to compare with: the refusal says so in words (it was
+    pydantic's "Dictionary should have at least 2 items after validation")."""
+    raw = {"providers": {"m": {"type": "mock"}},
+           "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
+           "experiments": {"e1": {"model": "chat", "variants": {
+               "a": {"targets": [{"provider": "m", "model": "y"}]}}}}}
+    assert problems(raw) == [
+        "experiments.e1.variants: an experiment needs at least two variants to compare (this "
+        "one has 1): add another, or remove the experiment"]
