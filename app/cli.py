@@ -49,8 +49,8 @@ _ELSEWHERE: dict[str, tuple[str, str]] = {
              "needs the master key or an admin key)."),
     "prompts": ("app.prompts.cli", "Versioned prompt templates: list, show, create, add versions, "
                 "move labels, sync."),
-    "simulate": ("app.simulator.command", "Play upstream LLM providers (OpenAI, Azure OpenAI, "
-                 "vLLM, Anthropic, Cohere) on HTTP."),
+    "simulate": ("app.simulator.command", "Play upstream LLM providers on HTTP, every wire "
+                 "format the gateway speaks."),
     "spend": ("app.calllog.cli", "Print requests, tokens, cost and errors per key, team or model, "
               "costliest first, from the call log of a running gateway, of the calls matching "
               "every filter given."),
