@@ -49,8 +49,8 @@ _ELSEWHERE: dict[str, tuple[str, str]] = {
              "needs the master key or an admin key)."),
     "prompts": ("app.prompts.cli", "Versioned prompt templates: list, show, create, add versions, "
                 "move labels, sync."),
-    "simulate": ("app.simulator.command", "Play upstream LLM providers (OpenAI, Azure OpenAI, "
-                 "vLLM, Anthropic, Cohere) on HTTP."),
+    "simulate": ("app.simulator.command", "Play upstream LLM providers on HTTP, every wire "
+                 "format the gateway speaks."),
     "spend": ("app.calllog.cli", "Print requests, tokens, cost and errors per key, team or model, "
               "costliest first, from the call log of a running gateway, of the calls matching "
               "every filter given."),
@@ -297,8 +297,13 @@ def check_config(path: Path) -> None:
         for line in str(exc).splitlines():
             click.echo(f"  {line}", err=True)
         sys.exit(1)
-    click.echo(f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models: "
-               f"{', '.join(config.models)})")
+    click.echo(f"{path}: ok ({_count(len(config.providers), 'provider')}, "
+               f"{_count(len(config.models), 'model')}: {', '.join(config.models)})")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 model``, ``3 models``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @main.group("config")
@@ -330,6 +335,6 @@ def config_diff(old: Path, new: Path) -> None:
     found = changes(*loaded)
     old_version, new_version = (config_version(c) for c in loaded)
     click.echo(f"{old} ({old_version}) -> {new} ({new_version}): "
-               + (f"{len(found)} changes" if found else "no changes"))
+               + (_count(len(found), "change") if found else "no changes"))
     for line in found:
         click.echo(f"  {line}")

@@ -252,7 +252,15 @@ class ExperimentConfig(BaseModel):
     sticky: Literal["user", "key", "header"] = "user"
     """What keeps a caller on one variant: the request's ``user``, the virtual key, or the
     ``x-switchboard-variant-key`` header (a call without it is assigned at random)."""
-    variants: Annotated[dict[ArmName, VariantConfig], Field(min_length=2)]
+    variants: dict[ArmName, VariantConfig]
+
+    @field_validator("variants")
+    @classmethod
+    def _two_or_more(cls, variants: dict[str, VariantConfig]) -> dict[str, VariantConfig]:
+        if len(variants) < 2:
+            raise ValueError(f"an experiment needs at least two variants to compare (this one "
+                             f"has {len(variants)}): add another, or remove the experiment")
+        return variants
 
 
 class Limits(BaseModel):
@@ -468,20 +476,25 @@ class GatewayConfig(BaseModel):
         return self._referenced
 
     @model_validator(mode="after")
-    def _defaults_within_the_limit(self) -> GatewayConfig:
-        """No public model's ``max_tokens_default`` is above ``limits.max_tokens``, the cap of
-        every model (a call giving no ``max_tokens`` would be sent more than any may ask)."""
-        cap = self.limits.max_tokens
-        problems = [f"models.{name}.max_tokens_default: {model.max_tokens_default} is above "
-                    f"limits.max_tokens ({cap}), the most tokens any call may ask for"
-                    for name, model in self.models.items()
-                    if model.max_tokens_default is not None and model.max_tokens_default > cap]
+    def _between_sections(self) -> GatewayConfig:
+        """Every check between sections runs, and one error lists all their problems (a path
+        a line): a reader fixes them in one go rather than one rerun each."""
+        problems = [*self._defaults_within_the_limit(), *self._privacy_entities(),
+                    *self._targets_name_providers()]
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
-    @model_validator(mode="after")
-    def _privacy_entities(self) -> GatewayConfig:
+    def _defaults_within_the_limit(self) -> list[str]:
+        """No public model's ``max_tokens_default`` is above ``limits.max_tokens``, the cap of
+        every model (a call giving no ``max_tokens`` would be sent more than any may ask)."""
+        cap = self.limits.max_tokens
+        return [f"models.{name}.max_tokens_default: {model.max_tokens_default} is above "
+                f"limits.max_tokens ({cap}), the most tokens any call may ask for"
+                for name, model in self.models.items()
+                if model.max_tokens_default is not None and model.max_tokens_default > cap]
+
+    def _privacy_entities(self) -> list[str]:
         """Each model's ``privacy.entities`` names known types (its own custom ones, the
         global section's, built-in ones, or ``privacy.presidio``'s)."""
         inherited = tuple(custom_names(self.privacy))
@@ -493,12 +506,11 @@ class GatewayConfig(BaseModel):
                     check_entities(model.privacy, inherited, found_by_model)
                 except ValueError as exc:
                     problems.append(f"models.{name}.privacy: {exc}")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
+        return problems
 
-    @model_validator(mode="after")
-    def _targets_name_providers(self) -> GatewayConfig:
+    def _targets_name_providers(self) -> list[str]:
+        """Targets name providers, targets of one list share an endpoint, experiments name
+        models (one experiment a model) and have a variant that serves the calls."""
         problems = []
         lists = [(f"models.{public}", model.targets) for public, model in self.models.items()]
         lists += [(f"experiments.{name}.variants.{variant}", arm.targets)
@@ -523,9 +535,7 @@ class GatewayConfig(BaseModel):
                 problems.append(f"experiments.{name}.model: {experiment.model!r} is already "
                                 f"split by experiment {split[experiment.model]!r}")
             split.setdefault(experiment.model, name)
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
+        return problems
 
     def _common_endpoint(self, where: str, targets: list[TargetConfig]) -> str | None:
         """A target list's problem when its targets share no endpoint. A call only goes to the

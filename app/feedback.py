@@ -147,4 +147,4 @@ async def of_call(engine: AsyncEngine, call_id: str) -> list[dict[str, Any]] | N
         rows = (await conn.execute(stmt)).mappings().all()
         if not rows and (await conn.execute(call)).first() is None:
             return None
-    return [{**row, "created_at": iso(row["created_at"])} for row in rows]
+    return [{**row, "object": "feedback", "created_at": iso(row["created_at"])} for row in rows]

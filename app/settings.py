@@ -4,6 +4,7 @@ The only module that reads the environment."""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import itertools
 import math
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1)] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Any case (``INFO`` as ``info``)."""
     docs: bool = False
     """Serve the API reference (``/docs``, ``/redoc``, ``/openapi.json``) to anyone who can reach
     the port. Off: those paths answer 404. ``/docs`` and ``/redoc`` load their scripts from a
@@ -116,6 +118,11 @@ class Settings(BaseSettings):
             host = "::1" if host == "::" else "127.0.0.1"
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("redis_url")
     @classmethod
     def _usable_redis_url(cls, value: str | None) -> str | None:
@@ -139,6 +146,12 @@ class Settings(BaseSettings):
             problem = weak_secret(key.get_secret_value())
             if problem is not None:
                 raise UnsafeSettings(f"SWITCHBOARD_{name} {problem}. {_GENERATE}")
+        if self.metrics_key is not None and self.master_key is not None and hmac.compare_digest(
+                self.metrics_key.get_secret_value(), self.master_key.get_secret_value()):
+            raise UnsafeSettings(
+                "SWITCHBOARD_METRICS_KEY is the master key: whoever reads /metrics with it (a "
+                "Prometheus config, a scrape log) could use the admin API and spend your "
+                f"provider credit. Give the metrics key a value of its own. {_GENERATE}")
         if any(is_placeholder(p) for p in _url_passwords(self.database_url)):
             raise UnsafeSettings(
                 "the password in SWITCHBOARD_DATABASE_URL is a placeholder (from .env.example: "

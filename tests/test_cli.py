@@ -97,7 +97,8 @@ def test_check_config_verdicts(tmp_path: Path) -> None:
     ok = subprocess.run([SWITCHBOARD, "check-config", str(good)], env=env,
                         capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
-    assert "ok" in ok.stdout and "sk-secret-value" not in ok.stdout + ok.stderr
+    assert ok.stdout == f"{good}: ok (2 providers, 1 model: chat)\n"  # "1 model", not "1 models"
+    assert "sk-secret-value" not in ok.stdout + ok.stderr
     missing = subprocess.run([SWITCHBOARD, "check-config", str(good)], env=clean_env(),
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1
@@ -160,7 +161,7 @@ def test_a_provider_that_cannot_be_built_is_an_invalid_config(
              "AZURE_FEDERATED_TOKEN_FILE": str(tmp_path / "token")}
     ok = subprocess.run([SWITCHBOARD, "check-config", str(path)], env=fixed,
                         capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "ok (1 providers" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "ok (1 provider, 1 model" in ok.stdout, ok.stderr
 
 
 def test_help_is_complete() -> None:
@@ -247,6 +248,7 @@ def test_config_diff_says_what_a_reload_would_change(tmp_path: Path) -> None:
                                              "{provider: gpu, model: llama, timeout_s: 30}"))
     target = subprocess.run([SWITCHBOARD, "config", "diff", str(old), str(tuned)],
                             env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert target.stdout.splitlines()[0].endswith(": 1 change"), target.stdout
     assert target.stdout.splitlines()[1:] == [
         "  model chat: target gpu/llama: timeout_s null -> 30.0"], target.stdout
     new.write_text("providers: {}\nmodels: {chat: {targets: [{provider: nope, model: m}]}}\n")

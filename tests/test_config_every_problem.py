@@ -140,3 +140,33 @@ def test_an_infinite_or_absurd_price_is_refused() -> None:
                             "pricing.huge.input", "pricing.searches.web_search"]
     assert "finite" in lines[0] and "finite" in lines[1]
     assert "10000" in lines[2] and "10000" in lines[3]
+
+
+def test_every_check_between_sections_is_listed_at_once() -> None:
+    """A default above the global cap, a privacy entity no one knows and targets sharing no
+    endpoint are listed together, not one per rerun (the checks between sections all run)."""
+    raw = {"providers": {"minilm": {"type": "local"},
+                         "claude": {"type": "anthropic", "api_key": "x"}},
+           "models": {"mixed": {"targets": [{"provider": "minilm", "model": "m"},
+                                            {"provider": "claude", "model": "c"}]},
+                      "chat": {"targets": [{"provider": "claude", "model": "c"}],
+                               "max_tokens_default": 500,
+                               "privacy": {"action": "redact", "entities": ["NOPE"]}}},
+           "limits": {"max_tokens": 100}}
+    lines = problems(raw)
+    assert paths(lines) == ["models.chat.max_tokens_default", "models.chat.privacy",
+                            "models.mixed.targets"]
+    assert "unknown entity types ['NOPE']" in lines[1]
+    assert "no endpoint is served by every target" in lines[2]
+
+
+def test_an_experiment_with_one_variant_says_it_needs_two() -> None:
+    """One variant has nothing to compare with: the refusal says so in words (it was
+    pydantic's "Dictionary should have at least 2 items after validation")."""
+    raw = {"providers": {"m": {"type": "mock"}},
+           "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
+           "experiments": {"e1": {"model": "chat", "variants": {
+               "a": {"targets": [{"provider": "m", "model": "y"}]}}}}}
+    assert problems(raw) == [
+        "experiments.e1.variants: an experiment needs at least two variants to compare (this "
+        "one has 1): add another, or remove the experiment"]

@@ -39,3 +39,18 @@ def test_a_placeholder_database_password_in_the_query_is_refused(url: str) -> No
     assert "change-me" not in str(refused.value) and "ssw0rd" not in str(refused.value)
     Settings(master_key=SecretStr(MASTER),
              database_url="postgresql://u@db/x?password=Xk29fQp7Lm4s").check_exposure()
+
+
+def test_a_metrics_key_equal_to_the_master_key_is_refused() -> None:
+    """The metrics key is for Prometheus alone: the master key in its place would hand
+    whoever reads /metrics the admin API, so the gateway refuses to start, saying why."""
+    with pytest.raises(UnsafeSettings, match="SWITCHBOARD_METRICS_KEY is the master key"):
+        Settings(master_key=SecretStr(MASTER), metrics_key=SecretStr(MASTER)).check_exposure()
+    Settings(master_key=SecretStr(MASTER),
+             metrics_key=SecretStr("sk-Pz4d9Ks1_v5Xn2qYw8Mc4oJt")).check_exposure()
+
+
+@pytest.mark.parametrize(("written", "level"), [("INFO", "info"), ("Debug", "debug"),
+                                                ("warning", "warning")])
+def test_the_log_level_takes_any_case(written: str, level: str) -> None:
+    assert Settings(log_level=written).log_level == level  # type: ignore[arg-type]

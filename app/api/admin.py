@@ -61,7 +61,9 @@ async def list_calls(
     provider: Annotated[str | None, Query(description="Provider name from the config.")] = None,
     status: Annotated[Literal["ok", "error", "cancelled"] | None, Query()] = None,
     caller: Annotated[str | None, Query(description=(
-        'Who called: "master", "anonymous" or "key".'))] = None,
+        'Who called: "master", "key", "anonymous" (loopback-only mode, no key) or '
+        '"unauthenticated" (refused at authentication: no key, or one unknown, revoked or '
+        'expired).'))] = None,
     key_id: Annotated[str | None, Query(description="The virtual key's id.")] = None,
     team_id: Annotated[str | None, Query(description="The team's id.")] = None,
     request_id: Annotated[str | None, Query(description=(

@@ -97,18 +97,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     words (``app.api.wire.parse_object``), else the first field's problem, named in the message
     and in ``param``."""
     assert isinstance(exc, RequestValidationError)
-    # a route that reads its body whatever its type (``AnyTypeRoute``: POST /v1/feedback) is
-    # not told to send application/json
-    any_type = getattr(request.scope.get("route"), "any_content_type", False)
-    return error_response(validation_problem(exc.errors(), body=exc.body,
-                                             content_type_hint=not any_type))
+    return error_response(validation_problem(exc.errors(), body=exc.body))
 
 
-def validation_problem(problems: Sequence[Any], *, body: Any = None,
-                       content_type_hint: bool = True) -> errors.GatewayError:
+def validation_problem(problems: Sequence[Any], *, body: Any = None) -> errors.GatewayError:
     """The 400 for FastAPI's validation ``problems`` (``RequestValidationError.errors()``) of a
-    request whose parsed JSON body is ``body``; ``content_type_hint``: a body that is not an
-    object is told to be sent as JSON.
+    request whose parsed JSON body is ``body`` (read as JSON whatever its ``Content-Type``:
+    ``app.api.guard``).
 
     The message names the field in the data plane's words (``app.api.wire.parse``: "Invalid
     value for 'rpm': ...", "Missing required parameter: 'name'."), and ``param`` is its path
@@ -121,8 +116,7 @@ def validation_problem(problems: Sequence[Any], *, body: Any = None,
     if loc == ("body",) and kind == "missing":
         return empty_body()
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
-        return body_not_object(", sent as content-type: application/json"
-                               if content_type_hint else "")
+        return body_not_object()
     param, bad_key = field_path(loc, body if loc[:1] == ("body",) else None,
                                 missing=kind == "missing")
     problem = errors.problem_message(first)

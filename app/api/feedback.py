@@ -11,12 +11,12 @@ from fastapi import APIRouter, Request, Response
 from app import errors, feedback
 from app.api.admin import EngineDep
 from app.api.deps import AdminDep, CallerDep
-from app.api.guard import AnyTypeRoute
+from app.api.guard import GuardedRoute
 from app.calllog.query import check_text
 from app.db.engine import answering
 from app.resources import resources_of
 
-router = APIRouter(route_class=AnyTypeRoute)  # a JSON body whatever its Content-Type
+router = APIRouter(route_class=GuardedRoute)  # a JSON body whatever its Content-Type
 
 
 @router.post("/v1/feedback", status_code=201)

@@ -22,16 +22,17 @@ tree says which check it needs. Every router whose routes take a body uses it
 (tests/api/test_guarded_bodies.py checks every such route of the app).
 
 FastAPI parses a body as JSON only when it is sent as ``Content-Type: application/json`` (its
-guard against cross-site posts, which cannot send that type without a CORS preflight); the
-admin API keeps that rule. ``POST /v1/feedback`` (``AnyTypeRoute``) takes a JSON body whatever
-its ``Content-Type``, as the model calls beside it do (``curl -d`` sends
-``application/x-www-form-urlencoded``).
+guard against cross-site posts, which cannot send that type without a CORS preflight). A guarded
+route reads a JSON body whatever its ``Content-Type``, as the model calls do (``curl -d`` sends
+``application/x-www-form-urlencoded``): a cross-site post cannot send the ``Authorization``
+header these routes need, and without a master key ``app.api.loopback`` refuses a foreign
+``Origin`` before any route runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -48,10 +49,8 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 class GuardedRoute(APIRoute):
     """An ``APIRoute`` whose body, when it takes one, is read only for a caller its
-    dependencies would admit, and within the gateway's size and time limits."""
-
-    any_content_type: ClassVar[bool] = False
-    """Read the body as JSON whatever its ``Content-Type`` (``AnyTypeRoute``)."""
+    dependencies would admit, and within the gateway's size and time limits, as JSON whatever
+    its ``Content-Type``."""
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
@@ -70,16 +69,10 @@ class GuardedRoute(APIRoute):
                                 else request.client.host)
             body = await incoming.body(limit=resources.gateway.limits.max_body_bytes)
             check_utf8(body)
-            scope = _as_json(request.scope) if self.any_content_type else request.scope
-            return await handler(Request(scope, _replay(body, request.receive)))
+            return await handler(Request(_as_json(request.scope),
+                                         _replay(body, request.receive)))
 
         return guarded
-
-
-class AnyTypeRoute(GuardedRoute):
-    """A ``GuardedRoute`` whose body is read as JSON whatever its ``Content-Type``."""
-
-    any_content_type = True
 
 
 def _as_json(scope: Scope) -> Scope:

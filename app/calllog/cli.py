@@ -250,14 +250,27 @@ def _filter_options(command: F) -> F:
             ("--model", "Only calls for this public model (as clients send it)."),
             ("--provider", "Only calls served by this provider (config name), or last tried on"
                            " it when no target answered."),
-            ("--caller", 'Only calls from this caller ("master", "anonymous" or "key").'),
+            ("--caller", CALLER_HELP),
             ("--key-id", "Only calls made with this virtual key (its id)."),
             ("--team-id", "Only calls made with a key of this team (its id)."),
-            ("--request-id", "Only calls the client sent with this x-request-id."))):
-        metavar = "ID" if name.endswith("-id") else "NAME"
+            ("--request-id", "Only calls the client sent with this x-request-id."),
+            ("--config-version", "Only calls served by this version of the config "
+                                 "(GET /admin/config)."),
+            ("--experiment", "Only calls split by this A/B experiment."),
+            ("--variant", "Only calls sent to this variant of it."),
+            ("--prompt-id", "Only calls that rendered this prompt template."))):
+        metavar = {"--config-version": "VERSION"}.get(
+            name, "ID" if name.endswith("-id") else "NAME")
         command = click.option(name, metavar=metavar, help=help_text)(command)
+    command = click.option("--prompt-version", type=click.IntRange(min=1), metavar="N",
+                           help="Only calls that rendered this version of it.")(command)
     return click.option("--status", type=click.Choice(["ok", "error", "cancelled"]),
                         help="Only calls that ended so.")(command)
+
+
+CALLER_HELP = ('Only calls from this caller: "master", "key", "anonymous" (loopback-only mode, '
+               'no key) or "unauthenticated" (refused at authentication: no key, or one '
+               'unknown, revoked or expired).')
 
 
 def _filters(**values: Any) -> dict[str, Any]:
@@ -291,17 +304,13 @@ def logs() -> None:
               help="Follow cursors and print every matching call, not just one page.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def query_command(url: str, key: str | None, since: str | None, until: str | None,
-                  model: str | None, provider: str | None, status: str | None,
-                  caller: str | None, key_id: str | None, team_id: str | None,
-                  request_id: str | None, limit: int, cursor: str | None,
-                  follow: bool, as_json: bool) -> None:
+                  limit: int, cursor: str | None, follow: bool, as_json: bool,
+                  **filters: Any) -> None:
     """Print calls matching the filters, newest first, as a table (or JSON lines).
 
     Without --all one page is printed; when more calls match, the cursor of the next page is
     printed on stderr."""
-    params = _filters(since=since, until=until, model=model, provider=provider, status=status,
-                      caller=caller, key_id=key_id, team_id=team_id, request_id=request_id,
-                      limit=limit, cursor=cursor)
+    params = _filters(since=since, until=until, **filters, limit=limit, cursor=cursor)
     client = _client(url, key)
     try:
         if follow:
@@ -389,17 +398,14 @@ def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
               help="Recent calls to print first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
-def tail_command(url: str, key: str | None, model: str | None, provider: str | None,
-                 status: str | None, caller: str | None, key_id: str | None,
-                 team_id: str | None, request_id: str | None,
-                 interval: float, lookback: float, lines: int, as_json: bool) -> None:
+def tail_command(url: str, key: str | None, interval: float, lookback: float, lines: int,
+                 as_json: bool, **filters: Any) -> None:
     """Print calls as they are logged, until Ctrl-C.
 
     Polls /admin/calls. A call is logged when it ends, stamped with its start time: calls that
     ran longer than --lookback may be missed. While the gateway is unreachable, tail says so
     on stderr and keeps polling."""
-    filters = _filters(model=model, provider=provider, status=status, caller=caller,
-                       key_id=key_id, team_id=team_id, request_id=request_id)
+    filters = _filters(**filters)
     client = _client(url, key)
     seen, window = Seen(), timedelta(seconds=lookback)
     emit: Callable[[Row], str] = json_line if as_json else table_row

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -43,9 +43,11 @@ PREFIX_CHARS = 10
 MAX_MODELS = 256
 MAX_METADATA = 16
 MAX_BUDGET_USD = 1e9
-LAST_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
-"""The latest expiry a key can have (epoch seconds): the end of year 9999, as far as
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_EXPIRY = datetime.max.replace(tzinfo=UTC)
+"""The latest expiry a key can have: the end of year 9999 (its last microsecond), as far as
 dates go."""
+_LAST_EXPIRY_US = (LAST_EXPIRY - EPOCH) // timedelta(microseconds=1)
 
 
 def new_key() -> str:
@@ -111,7 +113,8 @@ class KeyRecord:
     tpm: int | None = None
     budget_usd: float | None = None
     budget_period: Period = "month"
-    expires_at: float | None = None
+    expires_at: datetime | None = None
+    """As stored, to the microsecond (an epoch float cannot hold microseconds past ~2200)."""
     metadata: dict[str, str] = field(default_factory=dict)
     admin: bool = False
     created_at: float = 0.0
@@ -119,13 +122,19 @@ class KeyRecord:
     privacy: PrivacySetting | None = None
     """The privacy action its calls run under at least (``None``: the model's own, or its
     team's)."""
+    _expires_s: float = field(default=math.inf, init=False, repr=False, compare=False)
+    """``expires_at`` in epoch seconds (infinity: never), for the per-call check."""
+
+    def __post_init__(self) -> None:
+        if self.expires_at is not None:
+            object.__setattr__(self, "_expires_s", self.expires_at.timestamp())
 
     def problem(self, now: float) -> str | None:
         """Why the key may not be used at ``now`` (epoch seconds): ``"revoked"``, ``"expired"``,
         or ``None`` when it may."""
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and now >= self.expires_at:
+        if now >= self._expires_s:
             return "expired"
         return None
 
@@ -210,34 +219,48 @@ TeamId = Annotated[str, Field(min_length=1, max_length=64)]
 _EXPECTED_TIME = "expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds"
 
 
-def _epoch(value: Any) -> Any:
-    """An expiry as epoch seconds: a number, or a string of one, is taken as is, another
-    string as ISO 8601 (naive = UTC); between 1970 and the end of year 9999."""
+def _expiry(value: Any) -> Any:
+    """An expiry as an aware UTC datetime, exact to the microsecond: a number, or a string of
+    one, is epoch seconds (a fraction below a microsecond is dropped), another string ISO 8601
+    (naive = UTC); between 1970 and the end of year 9999."""
     if isinstance(value, bool):
         raise ValueError(_EXPECTED_TIME)
-    if value is None:
+    if value is None or isinstance(value, datetime):
         return value
-    number = isinstance(value, int | float)
-    if isinstance(value, str):
-        text = value.strip()
+    if isinstance(value, int | float | str):
+        text = str(value).strip()  # a float's repr: the digits the client sent
         try:
-            value, number = float(text), True
-        except ValueError:
-            try:
-                moment = datetime.fromisoformat(text)
-                if moment.tzinfo is None:
-                    moment = moment.replace(tzinfo=UTC)
-                value = moment.timestamp()
-            except (ValueError, OverflowError):
-                raise ValueError(_EXPECTED_TIME) from None
-    if isinstance(value, int | float):
-        if not 0 <= value <= LAST_EXPIRY:  # NaN fails this too
-            # infinity ("inf", 1e400) is past every date, but no count of milliseconds
-            ms = number and value > LAST_EXPIRY and math.isfinite(value)
-            hint = " (this one looks like milliseconds)" if ms else ""
-            raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999{hint}")
-        return float(value)
+            seconds = Decimal(text)
+        except InvalidOperation:
+            seconds = None
+        if seconds is not None:
+            return _from_epoch(seconds)
+        try:
+            moment = datetime.fromisoformat(text)
+        except (ValueError, OverflowError):
+            raise ValueError(_EXPECTED_TIME) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00: in year 10000 in UTC
+            raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999") from None
+        if moment < EPOCH:
+            raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999")
+        return moment
     return value
+
+
+def _from_epoch(seconds: Decimal) -> datetime:
+    """Epoch ``seconds`` as a UTC datetime, within 1970 and the end of 9999."""
+    finite = seconds.is_finite() and math.isfinite(float(seconds))  # 1e400 is infinity too
+    micros = int((seconds * 1_000_000).to_integral_value(ROUND_FLOOR)) if finite else None
+    if micros is None or not 0 <= micros <= _LAST_EXPIRY_US:  # NaN, infinity, out of range
+        # infinity ("inf", 1e400) is past every date, but no count of milliseconds
+        hint = " (this one looks like milliseconds)" if micros is not None and micros > 0 \
+            else ""
+        raise ValueError(f"{_EXPECTED_TIME}, between 1970 and the end of 9999{hint}")
+    return EPOCH + timedelta(microseconds=micros)
 
 
 class _Input(BaseModel):
@@ -247,7 +270,7 @@ class _Input(BaseModel):
     @field_validator("expires_at", mode="before", check_fields=False)
     @classmethod
     def _expiry(cls, value: Any) -> Any:
-        return _epoch(value)
+        return _expiry(value)
 
     @field_validator("models", check_fields=False)
     @classmethod
@@ -279,17 +302,17 @@ class KeyCreate(_Input):
     budget_usd: Budget | None = None
     budget_period: Period = "month"
     privacy: PrivacySetting | None = None
-    expires_at: float | None = None
-    """Epoch seconds; ISO 8601 accepted on input. In the future: a key created expired could
-    never be used (a typo'd year, most likely). An update may set a past expiry, which expires
-    the key at once."""
+    expires_at: datetime | None = None
+    """ISO 8601 or epoch seconds on input (``_expiry``). In the future: a key created expired
+    could never be used (a typo'd year, most likely). An update may set a past expiry, which
+    expires the key at once."""
     metadata: Metadata = Field(default_factory=dict)
     admin: bool = False
 
     @field_validator("expires_at")
     @classmethod
-    def _in_the_future(cls, value: float | None) -> float | None:
-        if value is not None and value <= time.time():
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
             raise ValueError("must be in the future (a key created expired could never be used)")
         return value
 
@@ -329,7 +352,7 @@ class KeyUpdate(_Update):
     budget_usd: Budget | None = None
     budget_period: Period | None = None
     privacy: PrivacySetting | None = None
-    expires_at: float | None = None
+    expires_at: datetime | None = None
     metadata: Metadata | None = None
     admin: bool | None = None
 

@@ -97,16 +97,19 @@ def _page(query: Select[Any], table: Table, after: Position | None,
     return query if limit is None else query.limit(limit)
 
 
-def _moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)  # SQLite hands back naive datetimes; stored as UTC
 
 
 def _epoch(moment: datetime | None) -> float | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    moment = _utc(moment)
+    return None if moment is None else moment.timestamp()
 
 
 def _money(value: Decimal | float | None) -> float | None:
@@ -124,7 +127,7 @@ def _key_record(row: Any) -> KeyRecord:
     return KeyRecord(id=row.id, name=row.name, prefix=row.prefix, team_id=row.team_id,
                      models=None if row.models is None else tuple(row.models),
                      rpm=row.rpm, tpm=row.tpm, budget_usd=_money(row.budget_usd),
-                     budget_period=row.budget_period, expires_at=_epoch(row.expires_at),
+                     budget_period=row.budget_period, expires_at=_utc(row.expires_at),
                      metadata=dict(row._mapping["metadata"] or {}), admin=row.admin,
                      created_at=_epoch(row.created_at) or 0.0,
                      revoked_at=_epoch(row.revoked_at), privacy=row.privacy)
@@ -133,8 +136,6 @@ def _key_record(row: Any) -> KeyRecord:
 def _columns(changes: dict[str, Any]) -> dict[str, Any]:
     """Validated input fields as column values."""
     values = dict(changes)
-    if "expires_at" in values:
-        values["expires_at"] = _moment(values["expires_at"])
     if "budget_usd" in values and values["budget_usd"] is not None:
         values["budget_usd"] = Decimal(str(values["budget_usd"]))
     return values

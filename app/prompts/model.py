@@ -232,7 +232,7 @@ def params_limit_problem(params: dict[str, Any] | None, *, max_n: int, max_token
         value = params.get(name)
         if isinstance(value, int) and value > limit:
             return errors.InvalidRequest(
-                f"Invalid VersionSpec ({param}.{name}): '{name}' is {value}; the gateway's "
+                f"Invalid value for '{param}.{name}': '{name}' is {value}; the gateway's "
                 f"limit is {limit} ({setting}), so every call leaving it to this version would be "
                 "refused", param=f"{param}.{name}", code="invalid_prompt")
     return None
@@ -314,9 +314,10 @@ def parse(model: type[M], data: Any, *, param: str | None = None) -> M:
         parts = [str(part) for part in first["loc"]]
         where = ".".join([param, *parts] if param else parts) or None
         message = errors.problem_message(first)
-        raise errors.InvalidRequest(f"Invalid {model.__name__}"
-                                    f"{f' ({where})' if where else ''}: {message}",
-                                    param=where, code="invalid_prompt") from None
+        # the admin API's words (``app.api.errors.validation_problem``), never a class's name
+        said = f"Invalid value for '{where}'" if where else "Invalid request"
+        raise errors.InvalidRequest(f"{said}: {message}", param=where,
+                                    code="invalid_prompt") from None
 
 
 @dataclass(frozen=True, slots=True)

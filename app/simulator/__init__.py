@@ -1,4 +1,5 @@
-"""The upstream simulator: OpenAI, Azure OpenAI, vLLM and Anthropic wire formats on loopback.
+"""The upstream simulator: every provider wire format the gateway speaks, on loopback (OpenAI,
+Azure OpenAI, vLLM, Anthropic, Cohere, AI21, Hugging Face, Replicate, AWS, Google).
 
 ``create_app(SimOptions(...))`` builds the ASGI app; ``serve(host=..., port=..., options=...)`` runs
 it with uvicorn; ``app.simulator.command.simulate`` is the ``switchboard simulate`` command.

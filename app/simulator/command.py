@@ -85,7 +85,11 @@ def simulate(host: str, port: int, ttft_ms: float, tpot_ms: float, jitter: float
              vllm_version: str, models: tuple[str, ...], max_model_len: int,
              default_completion_tokens: int, embedding_dimensions: int, vllm_max_seqs: int,
              vllm_kv_tokens: int, vllm_prefill_ms: float) -> None:
-    """Play upstream LLM providers (OpenAI, Azure OpenAI, vLLM, Anthropic, Cohere) on HTTP.
+    """Play upstream LLM providers on HTTP, every wire format the gateway speaks.
+
+    OpenAI, Azure OpenAI (and Microsoft Entra ID's token endpoint), vLLM, Anthropic, Cohere,
+    AI21, Hugging Face (router, TGI, TEI), Replicate, AWS Bedrock and SageMaker (SigV4 checked),
+    Google's Gemini API and Vertex AI (Gemini and Claude): the paths are listed below.
 
     Answers are deterministic, usage numbers agree with the content, and latency follows
     --ttft-ms/--tpot-ms. For tests, benchmarks and load tests: no provider is paid.

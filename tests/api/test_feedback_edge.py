@@ -1,6 +1,6 @@
 """``POST /v1/feedback`` at the HTTP edge: a JSON body is read whatever its ``Content-Type``, as
-the model calls read theirs (``curl -d`` sends ``application/x-www-form-urlencoded``), while the
-admin API keeps requiring ``application/json``; and each post counts as one request against the
+the model calls read theirs (``curl -d`` sends ``application/x-www-form-urlencoded``), as the
+admin API reads its bodies; and each post counts as one request against the
 caller's RPM limits, its key's and its team's, in the model calls' windows, with neither tokens
 nor spend (``app.feedback.admit``), on the in-process limiter and on Redis alike."""
 
@@ -92,13 +92,33 @@ def test_a_body_not_an_object_is_not_told_to_change_its_type(logged: str) -> Non
     assert message == "The request body must be a JSON object."
 
 
-def test_the_admin_api_still_wants_application_json(logged: str) -> None:
-    """The admin API keeps FastAPI's rule (a cross-site form cannot send JSON's type): a 400
-    that says to send ``content-type: application/json``."""
-    response = httpx.post(logged + "/admin/teams", headers={
-        **MASTER, "Content-Type": "text/plain"}, content=b'{"name": "t"}')
-    assert response.status_code == 400, response.text
-    assert "content-type: application/json" in response.json()["error"]["message"]
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_the_admin_api_takes_json_whatever_its_content_type(logged: str,
+                                                            content_type: str) -> None:
+    """The admin API reads a JSON body as feedback and the model calls do, whatever its
+    ``Content-Type`` (``curl -d`` without ``-H``): teams, keys, prompt templates, their
+    versions and labels are made as with ``application/json``."""
+    headers = {**MASTER, "Content-Type": content_type}
+
+    def send(method: str, path: str, body: bytes, status: int) -> dict[str, Any]:
+        response = httpx.request(method, logged + path, headers=headers, content=body)
+        assert response.status_code == status, (path, response.text)
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    team = send("POST", "/admin/teams", b'{"name": "t"}', 201)
+    key = send("POST", "/admin/keys", b'{"name": "k", "team_id": "%s"}' % team["id"].encode(),
+               201)
+    assert key["team_id"] == team["id"]
+    send("POST", "/admin/prompts",
+         b'{"id": "ct", "version": {"messages": [{"role": "user", "content": "hi"}]}}', 201)
+    send("POST", "/admin/prompts/ct/versions",
+         b'{"messages": [{"role": "user", "content": "hello"}]}', 201)
+    send("PUT", "/admin/prompts/ct/labels/production", b'{"version": 2}', 200)
+    labels = httpx.get(logged + "/admin/prompts/ct", headers=MASTER).json()["labels"]
+    assert labels["production"] == 2, labels
+    not_object = send("POST", "/admin/teams", b"[1]", 400)  # no advice to change the type
+    assert not_object["error"]["message"] == "The request body must be a JSON object."
 
 
 # ---- the rate limits

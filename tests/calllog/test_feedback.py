@@ -43,6 +43,7 @@ def test_feedback_is_stored_many_per_call_and_read_back(simulator: str,
         stored = http.get(f"/admin/calls/{call_id}/feedback").json()["data"]
         assert [(f["score"], f["label"], f["comment"]) for f in stored] == [
             (0.9, "helpful", None), (-1.0, None, "wrong date")]
+        assert stored == [first.json(), second.json()]  # read back as the POST answered
         # times as the call log writes them: UTC ISO 8601 ending in Z, read back as written
         row_time = http.get(f"/admin/calls/{call_id}").json()["created_at"]
         assert row_time.endswith("Z")

@@ -169,3 +169,39 @@ def test_cli_filters_by_request_id(gateway: str) -> None:
     printed = [line for line in result.output.splitlines() if line.startswith("{")]
     assert len(printed) == 2 and all('"request_id":"cli-1"' in line for line in printed)
     assert {line.split('"id":"')[1][:32] for line in printed} == call_ids
+
+
+def test_cli_filters_as_admin_calls_does(gateway: str) -> None:
+    """``logs query`` takes /admin/calls's filters: ``--caller unauthenticated`` (a refused
+    key's calls; named in the help), ``--config-version``, and the experiment and prompt ones
+    (no call here was split or rendered a template: none matches them)."""
+    ok = chat(gateway, headers={"x-request-id": "cli-filters"})
+    refused = httpx.post(gateway + "/v1/chat/completions", timeout=30,
+                         json={"model": "chat", "messages": USER},
+                         headers={"Authorization": "Bearer sk-sb-revoked-or-never-made",
+                                  "x-request-id": "cli-filters"})
+    assert refused.status_code == 401
+    ok_row = stored(gateway, ok.headers["x-switchboard-call-id"])
+    refused_id = refused.headers["x-switchboard-call-id"]
+    stored(gateway, refused_id)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SWITCHBOARD_")}
+
+    def printed(*args: str) -> list[str]:
+        result = CliRunner().invoke(logs, ["query", "--url", gateway, "--key", MASTER_KEY,
+                                           "--request-id", "cli-filters", "--json", *args],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        return [line.split('"id":"')[1][:32] for line in result.output.splitlines()
+                if line.startswith("{")]
+
+    assert printed("--caller", "unauthenticated") == [refused_id]
+    assert printed("--config-version", ok_row["config_version"], "--caller", "master") == [
+        ok_row["id"]]
+    assert printed("--config-version", "not-a-version") == []
+    for args in (["--experiment", "e"], ["--variant", "v"], ["--prompt-id", "p"],
+                 ["--prompt-version", "1"]):
+        assert printed(*args) == [], args
+    shown = CliRunner().invoke(logs, ["query", "--help"]).output
+    assert "unauthenticated" in shown
+    assert all(option in shown for option in ("--experiment", "--variant", "--config-version",
+                                              "--prompt-id", "--prompt-version"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
@@ -48,10 +50,12 @@ def test_ids_have_their_kind_and_12_hex_chars() -> None:
 
 def test_problem_reports_revoked_before_expired() -> None:
     """A usable key has no problem; expiry is inclusive; revocation wins."""
-    key = KeyRecord(id="key_1", name="k", prefix="sk-sb-xxxx", expires_at=100.0)
+    at_100 = datetime.fromtimestamp(100, UTC)
+    key = KeyRecord(id="key_1", name="k", prefix="sk-sb-xxxx", expires_at=at_100)
     assert key.problem(99.9) is None
     assert key.problem(100.0) == "expired"
-    revoked = KeyRecord(id="key_1", name="k", prefix="p", expires_at=100.0, revoked_at=50.0)
+    assert KeyRecord(id="key_1", name="k", prefix="p").problem(1e12) is None  # no expiry
+    revoked = KeyRecord(id="key_1", name="k", prefix="p", expires_at=at_100, revoked_at=50.0)
     assert revoked.problem(10.0) == "revoked" and revoked.problem(200.0) == "revoked"
 
 
@@ -82,7 +86,29 @@ def test_json_view_has_iso_times_and_no_hash() -> None:
 ])
 def test_expiry_accepts_iso_or_epoch(value: object, epoch: float | None) -> None:
     """ISO 8601 (naive = UTC) or epoch seconds."""
-    assert parse(KeyCreate, {"name": "k", "expires_at": value}).expires_at == epoch
+    expires_at = parse(KeyCreate, {"name": "k", "expires_at": value}).expires_at
+    assert (None if expires_at is None else expires_at.timestamp()) == epoch
+
+
+@pytest.mark.parametrize("written", [
+    "2500-01-01T00:00:00.000001Z", "3000-06-01T12:00:00.000001Z",
+    "9999-12-30T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"])
+def test_a_far_expiry_is_kept_to_the_microsecond(written: str) -> None:
+    """What is written reads back exactly, however far (an epoch float lost the microseconds
+    past ~2200), up to the last microsecond of 9999; and the key is usable until then."""
+    expires_at = parse(KeyCreate, {"name": "k", "expires_at": written}).expires_at
+    record = KeyRecord(id="k", name="k", prefix="p", expires_at=expires_at)
+    assert record.to_json(0)["expires_at"] == written
+    assert record.problem(time.time()) is None
+
+
+@pytest.mark.parametrize(("sent", "written"), [
+    ("253402300799.999999", "9999-12-31T23:59:59.999999Z"),  # the last (a JSON float: ...800)
+    ("16725225600.000001", "2500-01-01T00:00:00.000001Z"),
+    ("1801353600.0000019", "2027-01-31T00:00:00.000001Z")])  # below a microsecond: dropped
+def test_epoch_seconds_are_read_to_the_microsecond(sent: object, written: str) -> None:
+    expires_at = parse(KeyCreate, {"name": "k", "expires_at": sent}).expires_at
+    assert iso(expires_at) == written
 
 
 @pytest.mark.parametrize(("model", "data", "param"), [

@@ -15,6 +15,7 @@ from app.db.engine import DATABASE_ERRORS, make_engine
 from app.db.models import ApiKey, Team
 from app.keys import KeyCreate, KeyStore, KeyUpdate, TeamCreate, TeamUpdate, hash_key
 from app.keys.model import PREFIX_CHARS, parse
+from app.times import iso
 from tests.servers import free_port
 
 
@@ -55,9 +56,23 @@ async def test_find_by_hash_returns_the_key_and_its_team(store: KeyStore) -> Non
     assert found == (record, team)
     assert record.models == ("chat", "embed") and record.rpm == 60 and record.tpm == 10_000
     assert record.budget_usd == 1.25 and record.admin and record.metadata == {"o": "x"}
-    assert record.expires_at == 4070908800.0
+    assert record.expires_at is not None and record.expires_at.timestamp() == 4070908800.0
     assert team.budget_usd == 12.5 and team.budget_period == "day"
     assert await store.find_by_hash(hash_key("sk-sb-unknown")) is None
+
+
+async def test_an_expiry_reads_back_to_the_microsecond(store: KeyStore) -> None:
+    """A far expiry, up to the end of 9999, is stored and read back as written (the record
+    the directory caches, the admin view): not a microsecond or a day off."""
+    for written in ("2500-01-01T00:00:00.000001Z", "9999-12-31T23:59:59.999999Z"):
+        record, key = await store.create_key(parse(KeyCreate, {"name": "k",
+                                                               "expires_at": written}))
+        found = await store.find_by_hash(hash_key(key))
+        assert found is not None and found[0] == record
+        assert found[0].to_json(time.time())["expires_at"] == written
+        assert found[0].problem(time.time()) is None
+        changed = await store.update_key(record.id, parse(KeyUpdate, {"expires_at": written}))
+        assert iso(changed.expires_at) == written
 
 
 async def test_key_without_team_has_none(store: KeyStore) -> None:

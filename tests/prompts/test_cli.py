@@ -110,7 +110,7 @@ def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> N
     ("messages: [{role: user, content: hi}]\nbogus: 1\n", "unknown field"),
     ("- just a list\n", "expected a mapping"),
     ("messages: [{role: user, content: '{{ j }}'}]\nvariables: {j: {type: json, default: "
-     + "[" * 300 + "]" * 300 + "}}\n", "variables.j.default): the default nests deeper"),
+     + "[" * 300 + "]" * 300 + "}}\n", "variables.j.default': the default nests deeper"),
     ("messages: [{role: user, content: hi}]\nparams: {metadata: "
      + "[" * 5000 + "]" * 5000 + "}\n", "cannot read it: nested too deeply"),
     ("versions:\n  - messages: [{role: user, content: a}]\n"
@@ -224,7 +224,7 @@ def test_params_are_held_to_the_gateways_limits(url: str, tmp_path: Path) -> Non
 
     refused = with_env("sync", str(prompts))
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
-    assert "summarise.yaml: body: Invalid VersionSpec (params.n): 'n' is 5" in refused.stderr
+    assert "summarise.yaml: body: Invalid value for 'params.n': 'n' is 5" in refused.stderr
     assert "limits.max_n" in refused.stderr
     assert run("list", url=url).stdout == ""
     fits = tmp_path / "fits.yaml"

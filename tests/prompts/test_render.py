@@ -12,7 +12,14 @@ import orjson
 import pytest
 
 from app import errors
-from app.prompts.model import CompiledVersion, VersionRecord, VersionSpec, content_digest, parse
+from app.prompts.model import (
+    CompiledVersion,
+    VersionRecord,
+    VersionSpec,
+    content_digest,
+    params_limit_problem,
+    parse,
+)
 from app.prompts.render import (
     Declared,
     PromptVariablesError,
@@ -215,6 +222,21 @@ def test_versions_are_checked_when_created(data: dict[str, Any], param: str, say
         parse(VersionSpec, data)
     assert says in caught.value.message
     assert caught.value.param == param
+
+
+def test_a_bad_version_is_told_in_the_admin_apis_words() -> None:
+    """"Invalid value for 'params.n': ...", as every admin error names its field: not the
+    internal class's name ("Invalid VersionSpec (params.n)")."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(VersionSpec, {**spec("hi"), "params": {"temperature": 5}})
+    assert caught.value.message.startswith("Invalid value for 'params': ")
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(VersionSpec, spec("{{"), param="version")
+    assert caught.value.message.startswith("Invalid value for 'version.messages.0.content': ")
+    too_many = params_limit_problem({"n": 99}, max_n=16, max_tokens=1000)
+    assert too_many is not None and too_many.message.startswith(
+        "Invalid value for 'params.n': 'n' is 99; the gateway's limit is 16 (limits.max_n)")
+    assert "VersionSpec" not in caught.value.message + too_many.message
 
 
 def test_a_json_default_may_nest_64_levels() -> None:
