@@ -27,11 +27,11 @@ from tests.calllog.servers import PrivateRedis
 from tests.calllog.test_end_to_end import settings_for
 from tests.servers import serve
 
-BUDGET_USD = 0.5
-"""A day's budget of the key: one shadow copy (about $2 at ``PRICES``) spends it four times
+BUDGET_USD = 0.05
+"""A day's budget of the key: one shadow copy (about $0.2 at ``PRICES``) spends it four times
 over, the originals (about $0.00002 each) never."""
 PRICES = {"cheap-model": {"input": 1.0, "output": 1.0},
-          "pricey-model": {"input": 100_000.0, "output": 100_000.0}}
+          "pricey-model": {"input": 10_000.0, "output": 10_000.0}}  # the most a price may be
 ORIGINALS = 3
 
 
