@@ -1,8 +1,8 @@
 """Drift signals: is a model still answering the way it did when it was known good?
 
 Per public model and target (its provider and upstream model: two targets of one model on one
-provider, two arms of an experiment say, are watched apart), from every successful chat or
-completion answer:
+provider, two arms of an experiment say, are watched apart), from every successful chat,
+completion or ``/v1/messages`` answer:
 
 - **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
   finish reason, refusal (the call's own verdict, ``app.answers.judge``: an explicit refusal,

@@ -37,7 +37,9 @@ read (bounded labels)."""
 OTHER_PROMPT = "other"
 """The ``prompt`` label of template versions past ``MAX_PROMPTS``."""
 NO_PROVIDER = "none"
-_GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
+_GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/messages"})
+"""The endpoints whose answers feed drift: ``/v1/messages`` ones are chat answers (a native
+target's translated for the gateway's books, ``Result.body``)."""
 BATCH = 256
 """Records accounted together (at most a second's worth wait: flushes drain the rest)."""
 
