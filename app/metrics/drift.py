@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
-from app.metrics.baselines import Baseline, BaselineStore, Key
+from app.metrics.baselines import RESET, Baseline, BaselineStore, Key
 from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
 from app.scrub import one_line
 from app.times import iso
@@ -136,7 +136,7 @@ class _Target:
     """Drift state of one public model's target (provider and upstream model)."""
 
     def __init__(self, monitor: DriftMonitor, model: str, provider: str,
-                 upstream_model: str) -> None:
+                 upstream_model: str, reset_seen: float = 0.0) -> None:
         m, cfg = monitor.metrics, monitor.config
         self.model, self.provider, self.upstream_model = model, provider, upstream_model
         self.labels = labels = (model, provider, upstream_model)
@@ -150,6 +150,9 @@ class _Target:
         self.baseline: Baseline | None = None
         self.handed_out = False
         """Whether ``baseline`` was given to the store (so its absence there means a reset)."""
+        self.reset_seen = reset_seen
+        """The time of the last reset marker (``app.metrics.baselines.RESET``) of this target
+        acted on, or known when the target was first seen: a later one restarts the capture."""
         self.capture = [0] * N_BINS
         self.capture_refusals = 0
         self.capture_json = 0
@@ -188,13 +191,28 @@ class _Target:
                         signal)
         self.flags[signal].set(on)
 
+    def clear_window(self) -> None:
+        """Forget the recent answers and what was judged of them (a new baseline compares
+        with the answers that follow it only)."""
+        self.lengths.clear()
+        self.counts = [0] * N_BINS
+        self.refusals.clear()
+        self.json.clear()
+        self.since_eval = 0
+        self.last = {}
+        for gauge in (self.psi_gauge, self.refusal_gauge, self.json_gauge):
+            gauge.set(0)
+        for signal in self.flags:
+            self.flag(signal, False)
+
     def restart_capture(self) -> None:
+        """Capture a new baseline from the next answers (after a reset): the capture so far,
+        the window and its scores and flags are dropped."""
         self.baseline, self.handed_out = None, False
         self.capture = [0] * N_BINS
         self.capture_refusals = self.capture_json = self.capture_json_invalid = 0
         self.baseline_gauge.set(0)
-        for signal in self.flags:
-            self.flag(signal, False)
+        self.clear_window()
 
 
 class DriftMonitor:
@@ -207,6 +225,10 @@ class DriftMonitor:
         self._store = store
         self._embeddings = embeddings
         self._targets: dict[tuple[str, str, str], _Target] = {}
+        self._resets: dict[tuple[str, str], float] = {}
+        """The stored reset markers' times by (model, provider; ``""``: all providers)."""
+        self._loaded = False
+        """Whether the store was read once (the resets known then are not news)."""
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -218,7 +240,7 @@ class DriftMonitor:
         key = (model, provider, answer.target_model or "none")
         target = self._targets.get(key)
         if target is None:
-            target = self._targets[key] = _Target(self, *key)
+            target = self._targets[key] = _Target(self, *key, self._reset_at(model, provider))
         target.tokens_hist.observe(tokens)
         reason = answer.finish_reason
         if reason is not None:
@@ -320,17 +342,38 @@ class DriftMonitor:
 
     # ---- keeping baselines in step --------------------------------------------------------
 
+    def _reset_at(self, model: str, provider: str) -> float:
+        """When ``model``'s baselines on ``provider`` were last reset (0: never, as known)."""
+        resets = self._resets
+        return max(resets.get((model, ""), 0.0), resets.get((model, provider), 0.0))
+
     async def sync(self) -> None:
-        """Save new baselines (the first saved wins) and adopt the stored ones; a baseline that
-        was saved and is gone from the store was reset: capture a new one."""
+        """Restart the captures a reset since came after, save new baselines (the first saved
+        wins) and adopt the stored ones; a baseline that was saved and is gone from the store
+        was reset too: capture a new one."""
+        stored = await self._store.load_all()
+        first, self._loaded = not self._loaded, True
+        self._resets = {(k[0], k[1]): b.captured_at for k, b in stored.items() if k[3] == RESET}
+        for target in list(self._targets.values()):
+            reset_at = self._reset_at(target.model, target.provider)
+            if reset_at > target.reset_seen:
+                target.reset_seen = reset_at
+                if not first:  # (the first load tells the resets before this process apart)
+                    # A capture in progress, saved or not, holds answers from before it.
+                    log.info("drift baseline of %s was reset; capturing a new one",
+                             target.name)
+                    target.restart_capture()
+        saved = False
         for target in list(self._targets.values()):
             if target.baseline is not None and not target.handed_out:
                 await self._store.save_if_absent(target.baseline)
-                target.handed_out = True
+                target.handed_out = saved = True
         if self._embeddings is not None:
             for baseline in self._embeddings.pending_baselines():
                 await self._store.save_if_absent(baseline)
-        stored = await self._store.load_all()
+                saved = True
+        if saved:  # read back: another worker's may have been saved first
+            stored = await self._store.load_all()
         for target in list(self._targets.values()):
             found = stored.get((*target.labels, LENGTH))
             if found is not None and len(found.data.get("bins", ())) != N_BINS:
@@ -343,10 +386,7 @@ class DriftMonitor:
                         or abs(target.baseline.captured_at - found.captured_at) > 0.001:
                     target.baseline, target.handed_out = found, True
                     target.baseline_gauge.set(found.samples)
-                    target.lengths.clear()
-                    target.counts = [0] * N_BINS
-                    target.refusals.clear()
-                    target.json.clear()
+                    target.clear_window()
             elif target.handed_out:
                 log.info("drift baseline of %s was reset; capturing a new one", target.name)
                 target.restart_capture()
