@@ -30,14 +30,14 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
-from app.metrics.baselines import RESET, Baseline, BaselineStore, Key
+from app.metrics.baselines import RESET, Baseline, BaselineStore, Key, Target
 from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
 from app.scrub import one_line
 from app.times import iso
@@ -99,6 +99,8 @@ class EmbeddingSink(Protocol):
     """The embedding monitor (``app.metrics.embedding_drift``), as drift uses it."""
 
     def offer(self, model: str, provider: str, upstream_model: str, text: str) -> None: ...
+
+    def set_targets(self, targets: frozenset[Target]) -> None: ...
 
     def pending_baselines(self) -> list[Baseline]: ...
 
@@ -190,6 +192,33 @@ class _Target:
             log.warning("drift %s on %s: %s", "flagged" if on else "cleared", self.name,
                         signal)
         self.flags[signal].set(on)
+
+    def drop(self, metrics: Metrics) -> None:
+        """The target left the config (a live reload): its series go (single process); in
+        multiprocess mode, where a series cannot be removed, its gauges stay at 0 (no flag,
+        no current version) and its counters at their values, until a restart."""
+        gauges = [self.psi_gauge, self.refusal_gauge, self.json_gauge, self.baseline_gauge,
+                  *self.flags.values()]
+        for gauge in gauges:
+            gauge.set(0)
+        shown = {_shown(self, version) for version in (*self.seen, self.version) if version}
+        for version in shown:
+            metrics.model_info.labels(*self.labels, *version).set(0)
+        metrics.pending.discard([self.tokens_hist, self.refusal_count, self.json_valid,
+                                 self.json_invalid, *self.reasons.values()])
+        labels, remove = self.labels, metrics.remove_series
+        for family in (metrics.completion_tokens, metrics.refusals, metrics.length_psi,
+                       metrics.refusal_rate, metrics.json_invalid_rate, metrics.version_changes):
+            remove(family, *labels)
+        for valid in ("true", "false"):
+            remove(metrics.json_answers, *labels, valid)
+        for reason in self.reasons:
+            remove(metrics.finish_reasons, *labels, reason)
+        for signal in self.flags:
+            remove(metrics.drift_flagged, *labels, signal)
+        remove(metrics.baseline_samples, *labels, LENGTH)
+        for version in shown:
+            remove(metrics.model_info, *labels, *version)
 
     def clear_window(self) -> None:
         """Forget the recent answers and what was judged of them (a new baseline compares
@@ -341,6 +370,18 @@ class DriftMonitor:
             target.last["json_invalid_rate"] = invalid_rate
 
     # ---- keeping baselines in step --------------------------------------------------------
+
+    def set_targets(self, targets: Collection[Target]) -> None:
+        """The targets (public model, provider, upstream model) the config serving after a
+        live reload has: the others' drift state and series go (``_Target.drop``), as the
+        embedding monitor's. A target a later reload adds back starts afresh (its stored
+        baseline adopted at the next sync)."""
+        keep = frozenset(targets)
+        for key in [key for key in self._targets if key not in keep]:
+            self._targets.pop(key).drop(self.metrics)
+            log.info("drift of %s/%s/%s forgotten: no longer configured", *key)
+        if self._embeddings is not None:
+            self._embeddings.set_targets(keep)
 
     def _reset_at(self, model: str, provider: str) -> float:
         """When ``model``'s baselines on ``provider`` were last reset (0: never, as known)."""

@@ -172,6 +172,17 @@ def configured_targets(config: GatewayConfig) -> set[tuple[str, str]]:
     return {(target.provider, target.model) for targets in lists for target in targets}
 
 
+def drift_targets(config: GatewayConfig) -> set[tuple[str, str, str]]:
+    """Every (public model, provider, upstream model) whose answers ``config`` can feed to
+    drift: its models' targets and their experiments' variants' (``DriftMonitor.set_targets``)."""
+    out = {(name, t.provider, t.model) for name, model in config.models.items()
+           for t in model.targets}
+    out |= {(experiment.model, t.provider, t.model)
+            for experiment in config.experiments.values()
+            for variant in experiment.variants.values() for t in variant.targets or ()}
+    return out
+
+
 def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
                  engine: AsyncEngine | None, metrics_dir: Path | None,
                  strict: bool = False) -> MetricsRuntime:
