@@ -246,7 +246,7 @@ class Recorder:
         if record.ttft_ms is not None:
             s.ttft.observe(record.ttft_ms / 1000)
         if self._drift is not None and record.endpoint in _GENERATIONS \
-                and s.model != OTHER_MODEL:  # (a model a reload removed, still answering)
+                and record.public_model in self._models:  # not a model a reload removed
             self._drift.observe(s.model, s.provider,
                                 usage.completion_tokens if usage is not None else 0, record)
         record.answer_text = None
