@@ -20,7 +20,8 @@ completion or ``/v1/messages`` answer:
 The baseline is the first ``baseline_size`` answers after start-up or a reset. Version changes
 are detected per target: a (model, fingerprint) pair not seen from it before counts as a change
 and is logged as an event with before and after; flipping between known versions (load-balanced
-fleets) only moves the info gauge.
+fleets) only moves the info gauge. With several workers the versions seen are shared, so a
+change counts once (``app.metrics.versions``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
 from app.metrics.baselines import RESET, Baseline, BaselineStore, Key, Target
-from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
+from app.metrics.families import OTHER_VERSION, Metrics
+from app.metrics.versions import VersionSlots
 from app.scrub import one_line
 from app.times import iso
 
@@ -160,7 +162,8 @@ class _Target:
         self.capture_json = 0
         self.capture_json_invalid = 0
         self.version: tuple[str, str] | None = None
-        self.seen: dict[tuple[str, str], None] = {}
+        self.seen: dict[tuple[str, str], int] = {}
+        """The target's versions by slot, as far as read (``app.metrics.versions``)."""
         # Exported at 0 from the target's first answer on, so that its first version change
         # is an increase that Prometheus's increase() sees (a series born at 1 shows none).
         self.version_changes = m.version_changes.labels(*labels)
@@ -248,8 +251,12 @@ class DriftMonitor:
     """Drift state for every target, fed by ``observe`` and kept in step by ``sync``."""
 
     def __init__(self, config: Drift, *, metrics: Metrics, store: BaselineStore,
-                 embeddings: EmbeddingSink | None = None) -> None:
+                 embeddings: EmbeddingSink | None = None,
+                 versions: VersionSlots | None = None) -> None:
+        """``versions``: where targets' versions are placed (shared by the workers in
+        multiprocess mode); in memory if not given."""
         self.config = config
+        self._versions = versions or VersionSlots()
         self.metrics = metrics
         self._store = store
         self._embeddings = embeddings
@@ -331,20 +338,22 @@ class DriftMonitor:
         if before is not None:
             info.labels(*target.labels, *_shown(target, before)).set(0)
         target.version = version
-        known = version in target.seen
-        if not known and len(target.seen) < MAX_VERSIONS:
-            target.seen[version] = None
+        slot, placed = self._versions.place(target.labels, target.seen, version)
         info.labels(*target.labels, *_shown(target, version)).set(1)
-        if before is None or known:
+        # A version new in its slot is a change unless it is the target's first; past the cap
+        # (no slot), any other than the one before is.
+        if not (placed and slot) and not (slot is None and before is not None):
             return
         target.version_changes.inc()
         event = {"at": iso(time.time()), "model": target.model, "provider": target.provider,
                  "upstream_model": target.upstream_model,
-                 "before": {"model": before[0], "system_fingerprint": before[1]},
+                 "before": None if before is None else {"model": before[0],
+                                                        "system_fingerprint": before[1]},
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
-        log.warning("upstream model version changed for %s: %s %s -> %s %s", target.name,
-                    one_line(before[0]), one_line(before[1] or "-"),
+        log.warning("upstream model version changed for %s: %s -> %s %s", target.name,
+                    "(none seen by this worker)" if before is None
+                    else f"{one_line(before[0])} {one_line(before[1] or '-')}",
                     one_line(model), one_line(fingerprint or "-"), extra={"drift_event": event})
 
     # ---- evaluation -----------------------------------------------------------------------
