@@ -249,9 +249,12 @@ def _fresh_metrics_dir(given: Path | None) -> Path:
     otherwise be summed into this one's."""
     if given is None:
         return Path(tempfile.mkdtemp(prefix="switchboard-metrics-"))
+    from app.metrics.versions import VERSIONS_DIR
+
     given.mkdir(parents=True, exist_ok=True)
     for stale in given.glob("*.db"):
         stale.unlink()
+    shutil.rmtree(given / VERSIONS_DIR, ignore_errors=True)  # app.metrics.versions
     return given
 
 

@@ -42,6 +42,7 @@ from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig, Limits
+from app.inbound.anthropic import structured_output
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
@@ -203,7 +204,7 @@ class Gateway(Finisher):
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
         call.record.tags = request.metadata
-        call.record.wants_json = request.wants_json()
+        call.record.wants_json = request.wants_json() or structured_output(call.native)
         upstream = ChatCall(request=request, body=body)
         run = _chat(upstream)
         if call.native is not None:
@@ -253,7 +254,7 @@ class Gateway(Finisher):
         self._check_generation(call, route, n=request.n, max_tokens=request.max_tokens,
                                max_completion_tokens=request.max_completion_tokens)
         call.record.tags = request.metadata
-        call.record.wants_json = request.wants_json()
+        call.record.wants_json = request.wants_json() or structured_output(call.native)
         upstream = ChatCall(request=request, body=body)
         opener = _stream_chat(upstream)
         if call.native is not None:

@@ -25,7 +25,8 @@ file serving now differs from the config the process started with, whatever relo
 between (an edit elsewhere keeps them listed; an edit back to the start-up values clears them);
 a reload swaps everything else, and logs a warning with their differences from the running
 values while there are any. The vLLM ``/metrics`` scrape targets follow the new config
-(``BackendScraper.follow``).
+(``BackendScraper.follow``), and drift forgets the targets it no longer has
+(``DriftMonitor.set_targets``: their series go, as a removed target's ``target_state``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from app.background import pause
 from app.config import FILE_REF, ConfigError, GatewayConfig, load_config
 from app.config_diff import RESTART_SECTIONS, changes
 from app.gateway import Gateway
-from app.metrics.runtime import MetricsRuntime, configured_targets, vllm_providers
+from app.metrics.runtime import (
+    MetricsRuntime,
+    configured_targets,
+    drift_targets,
+    vllm_providers,
+)
 from app.pipeline import Snapshot, config_version
 from app.pricing import PriceBook, shipped_prices
 from app.providers import build_provider
@@ -163,8 +169,11 @@ class ConfigReloader:
             self.state.reloads += 1
             self.state.restart_needed = restart
             if self._metrics is not None:
+                self._metrics.flush()  # the calls finished so far, under the old models
                 self._metrics.recorder.set_models(config.models)
                 self._metrics.recorder.set_targets(configured_targets(config))
+                if self._metrics.drift is not None:
+                    self._metrics.drift.set_targets(drift_targets(config))
                 metrics = self._metrics.metrics
                 info = metrics.config_info
                 info.labels(serving.version).set(0)  # 0 first: a worker's file keeps the value

@@ -94,6 +94,20 @@ class Inbound:
     native_only: list[str] = field(default_factory=list)
 
 
+def structured_output(native: Json | None) -> bool:
+    """Whether a ``/v1/messages`` body asks for structured output (``output_config.format``,
+    or the beta's top-level ``output_format``: a JSON schema): its answer's text is then a JSON
+    document, as a chat call's content is in JSON mode."""
+    if native is None:
+        return False
+    config = native.get("output_config")
+    for format_ in (config.get("format") if isinstance(config, dict) else None,
+                    native.get("output_format")):
+        if isinstance(format_, dict) and format_.get("type", "text") != "text":
+            return True
+    return False
+
+
 def _bad(message: str, param: str) -> errors.InvalidRequest:
     return errors.InvalidRequest(message, param=param)
 

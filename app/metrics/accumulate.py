@@ -100,6 +100,13 @@ class Pending:
         self._all.append(acc)
         return acc
 
+    def discard(self, accumulators: list[Count | Hist | Level]) -> None:
+        """Flush ``accumulators`` and stop keeping them (their series are being removed)."""
+        gone = {id(acc) for acc in accumulators}
+        for acc in accumulators:
+            acc.flush()
+        self._all = [acc for acc in self._all if id(acc) not in gone]
+
     def flush(self) -> int:
         """Move every pending value into its child; returns how many were dropped because
         their child refused them (``Count.flush``: a bug before this point, which must not stop

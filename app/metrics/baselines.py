@@ -6,7 +6,9 @@ experiment say, are two baselines) and signal (``length``: completion-length bin
 rates; ``embedding``: a centroid), then saved so that restarts and other workers compare against
 the same one. The first saved baseline wins: every worker adopts what the store holds on its
 next sync. Deleting it (``switchboard drift baseline reset MODEL``) makes every worker capture a
-new one.
+new one: a reset also stores a marker (signal ``RESET``, provider ``""`` for all of the model's),
+whose time tells every worker to restart a capture still in progress, whose answers came before
+the reset (a capture not saved yet leaves nothing in the store for the reset to delete).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +30,19 @@ Target = tuple[str, str, str]
 """(public model, provider, upstream model): a public model's target, what drift is kept per."""
 Key = tuple[str, str, str, str]
 """(public model, provider, upstream model, signal)."""
+RESET = "reset"
+"""The signal of a reset marker: (model, provider or ``""`` for all, ``""``, ``RESET``), its
+``captured_at`` the time of the last reset. Not a baseline: ``baselines`` leaves it out."""
+
+
+def reset_marker(model: str, provider: str | None) -> Baseline:
+    """The marker a reset of ``model`` (one provider's, or all) leaves in the store."""
+    return Baseline(model=model, provider=provider or "", signal=RESET, samples=0, data={})
+
+
+def baselines(stored: dict[Key, Baseline]) -> dict[Key, Baseline]:
+    """``stored`` without the reset markers."""
+    return {key: b for key, b in stored.items() if key[3] != RESET}
 
 
 @dataclass(slots=True)
@@ -55,7 +71,8 @@ class BaselineStore(Protocol):
         """Store ``baseline`` unless one with its key exists (then keep the stored one)."""
 
     async def delete(self, model: str, provider: str | None = None) -> int:
-        """Forget the baselines of ``model`` (of one provider, or all); returns how many."""
+        """Forget the baselines of ``model`` (of one provider, or all) and store a reset marker
+        (``reset_marker``); returns how many baselines were forgotten."""
 
 
 class MemoryBaselines:
@@ -71,9 +88,12 @@ class MemoryBaselines:
         self._rows.setdefault(baseline.key, baseline)
 
     async def delete(self, model: str, provider: str | None = None) -> int:
-        gone = [k for k in self._rows if k[0] == model and (provider is None or k[1] == provider)]
+        gone = [k for k in self._rows if k[0] == model and k[3] != RESET
+                and (provider is None or k[1] == provider)]
         for key in gone:
             del self._rows[key]
+        marker = reset_marker(model, provider)
+        self._rows[marker.key] = marker
         return len(gone)
 
 
@@ -104,9 +124,18 @@ class DatabaseBaselines:
             await conn.execute(statement)
 
     async def delete(self, model: str, provider: str | None = None) -> int:
-        statement = delete(DriftBaseline).where(DriftBaseline.model == model)
+        statement = delete(DriftBaseline).where(DriftBaseline.model == model,
+                                                DriftBaseline.signal != RESET)
         if provider is not None:
             statement = statement.where(DriftBaseline.provider == provider)
+        marker = reset_marker(model, provider)
         async with self._engine.begin() as conn:
             result = await conn.execute(statement)
+            await conn.execute(delete(DriftBaseline).where(
+                DriftBaseline.model == marker.model, DriftBaseline.provider == marker.provider,
+                DriftBaseline.upstream_model == "", DriftBaseline.signal == RESET))
+            await conn.execute(plain_insert(DriftBaseline).values(
+                model=marker.model, provider=marker.provider, upstream_model="",
+                signal=RESET, samples=0, data={},
+                captured_at=datetime.fromtimestamp(marker.captured_at, UTC)))
         return int(result.rowcount or 0)

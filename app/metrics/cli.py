@@ -1,8 +1,9 @@
 """``switchboard drift ...``: drift baselines from the command line.
 
 ``drift baseline list`` shows the stored baselines; ``drift baseline reset MODEL`` deletes a
-public model's (one provider's with ``--provider``). Running gateways notice within
-``drift.sync_interval_s`` and capture a new baseline from the answers that follow. Exit status:
+public model's (one provider's with ``--provider``) and leaves a reset marker. Running gateways
+notice within ``drift.sync_interval_s`` and capture a new baseline from the answers that follow
+(restarting a capture in progress: its answers came before the reset). Exit status:
 0 done, 1 the database refused or is not migrated, 2 bad usage.
 """
 
@@ -17,7 +18,7 @@ from typing import NoReturn, TypeVar
 import click
 
 from app.db.cli import _resolve, database_url_option
-from app.metrics.baselines import Baseline, DatabaseBaselines
+from app.metrics.baselines import Baseline, DatabaseBaselines, baselines
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ def baseline() -> None:
 @database_url_option
 def list_baselines(database_url: str | None) -> None:
     """Show every stored baseline."""
-    rows = _with_store(_resolve(database_url), lambda store: store.load_all())
+    rows = baselines(_with_store(_resolve(database_url), lambda store: store.load_all()))
     if not rows:
         click.echo("no drift baselines stored (gateways capture them from the first answers)")
         return
@@ -85,7 +86,8 @@ def reset(model: str, provider: str | None, database_url: str | None) -> None:
                           lambda store: store.delete(model, provider))
     scope = f"{model}/{provider}" if provider else model
     if removed == 0:
-        click.echo(f"switchboard: no baseline stored for {scope}; nothing to reset")
+        click.echo(f"switchboard: no baseline stored for {scope}; running gateways restart "
+                   "any capture in progress within their drift.sync_interval_s")
         return
     click.echo(f"switchboard: removed {removed} baseline(s) of {scope}; running gateways "
                "capture new ones within their drift.sync_interval_s")

@@ -1,8 +1,8 @@
 """Drift signals: is a model still answering the way it did when it was known good?
 
 Per public model and target (its provider and upstream model: two targets of one model on one
-provider, two arms of an experiment say, are watched apart), from every successful chat or
-completion answer:
+provider, two arms of an experiment say, are watched apart), from every successful chat,
+completion or ``/v1/messages`` answer:
 
 - **Inline, O(1) per answer**: completion length (histogram, and a bin in the rolling window),
   finish reason, refusal (the call's own verdict, ``app.answers.judge``: an explicit refusal,
@@ -20,64 +20,43 @@ completion answer:
 The baseline is the first ``baseline_size`` answers after start-up or a reset. Version changes
 are detected per target: a (model, fingerprint) pair not seen from it before counts as a change
 and is logged as an event with before and after; flipping between known versions (load-balanced
-fleets) only moves the info gauge.
+fleets) only moves the info gauge. With several workers the versions seen are shared, so a
+change counts once (``app.metrics.versions``).
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import logging
-import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from app.answers import is_json
 from app.calllog.record import TEXT_CAPS, bound_text
 from app.config import Drift
-from app.metrics.baselines import Baseline, BaselineStore, Key
-from app.metrics.families import MAX_VERSIONS, OTHER_VERSION, Metrics
+from app.metrics.baselines import RESET, Baseline, BaselineStore, Key, Target
+from app.metrics.drift_state import (
+    FINISH_REASONS,
+    LENGTH,
+    MIN_JSON,
+    MIN_WINDOW,
+    N_BINS,
+    TargetState,
+    length_bin,
+    psi,
+    shown_as,
+)
+from app.metrics.families import Metrics
+from app.metrics.versions import VersionSlots
 from app.scrub import one_line
 from app.times import iso
 
 log = logging.getLogger("switchboard.drift")
-
-LENGTH = "length"
-_BINS = 30
-"""Length bins: 0, then [ceil(sqrt2**(k-1)), ceil(sqrt2**k)) up to 2**14, then the rest."""
-_EDGES = sorted({math.ceil(math.sqrt(2) ** k) for k in range(_BINS - 1)})
-MIN_WINDOW = 200
-"""Answers the window needs before it is judged (or the whole window, if smaller)."""
-MIN_JSON = 20
-"""JSON answers the window needs before the invalid-JSON rate is judged. Fewer would let one
-invalid answer flag the signal (1 in 10 is past any baseline + ``rate_delta`` 0.05), so with a
-``window`` below 20 the JSON window still keeps the last 20 JSON answers."""
-_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _EVENTS_KEPT = 100
 _MAX_MODEL, _MAX_FINGERPRINT = TEXT_CAPS["response_model"], TEXT_CAPS["system_fingerprint"]
-
-
-def length_bin(tokens: int) -> int:
-    """The bin of a completion length (0 for an empty answer)."""
-    return bisect.bisect_right(_EDGES, tokens)
-
-
-N_BINS = len(_EDGES) + 1
-
-
-def psi(expected: Sequence[int], actual: Sequence[int]) -> float:
-    """Population stability index of two histograms over the same bins (half-count smoothing,
-    so that an empty bin on one side costs a little, not infinity)."""
-    n_e, n_a = sum(expected), sum(actual)
-    k = len(expected)
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        p = (a + 0.5) / (n_a + 0.5 * k)
-        q = (e + 0.5) / (n_e + 0.5 * k)
-        total += (p - q) * math.log(p / q)
-    return total
+__all__ = ["LENGTH", "MIN_JSON", "MIN_WINDOW", "N_BINS", "DriftMonitor", "length_bin", "psi"]
+"""(What tests and callers read here; the target's state is in ``app.metrics.drift_state``.)"""
 
 
 class Answer(Protocol):
@@ -100,113 +79,31 @@ class EmbeddingSink(Protocol):
 
     def offer(self, model: str, provider: str, upstream_model: str, text: str) -> None: ...
 
+    def set_targets(self, targets: frozenset[Target]) -> None: ...
+
     def pending_baselines(self) -> list[Baseline]: ...
 
     def adopt(self, stored: dict[Key, Baseline]) -> None: ...
-
-
-@dataclass(slots=True)
-class _Window:
-    """A rolling window of flags (refusal, invalid JSON) with its running count."""
-
-    size: int
-    items: collections.deque[bool] = field(init=False)
-    hits: int = 0
-
-    def __post_init__(self) -> None:
-        self.items = collections.deque(maxlen=self.size)
-
-    def add(self, flag: bool) -> None:
-        items = self.items
-        if len(items) == self.size and items[0]:
-            self.hits -= 1
-        items.append(flag)
-        if flag:
-            self.hits += 1
-
-    def rate(self) -> float:
-        return self.hits / len(self.items) if self.items else 0.0
-
-    def clear(self) -> None:
-        self.items.clear()
-        self.hits = 0
-
-
-class _Target:
-    """Drift state of one public model's target (provider and upstream model)."""
-
-    def __init__(self, monitor: DriftMonitor, model: str, provider: str,
-                 upstream_model: str) -> None:
-        m, cfg = monitor.metrics, monitor.config
-        self.model, self.provider, self.upstream_model = model, provider, upstream_model
-        self.labels = labels = (model, provider, upstream_model)
-        self.lengths: collections.deque[int] = collections.deque(maxlen=cfg.window)
-        self.counts = [0] * N_BINS
-        self.refusals = _Window(cfg.window)
-        # At least MIN_JSON long: a smaller window could never hold the MIN_JSON answers the
-        # JSON rate is judged on (the signal would be off, silently).
-        self.json = _Window(max(cfg.window, MIN_JSON))
-        self.since_eval = 0
-        self.baseline: Baseline | None = None
-        self.handed_out = False
-        """Whether ``baseline`` was given to the store (so its absence there means a reset)."""
-        self.capture = [0] * N_BINS
-        self.capture_refusals = 0
-        self.capture_json = 0
-        self.capture_json_invalid = 0
-        self.version: tuple[str, str] | None = None
-        self.seen: dict[tuple[str, str], None] = {}
-        # Exported at 0 from the target's first answer on, so that its first version change
-        # is an increase that Prometheus's increase() sees (a series born at 1 shows none).
-        self.version_changes = m.version_changes.labels(*labels)
-        # Children, looked up once; per-answer ones accumulate (``app.metrics.accumulate``).
-        p = m.pending
-        self.tokens_hist = p.hist(m.completion_tokens.labels(*labels))
-        self.refusal_count = p.count(m.refusals.labels(*labels))
-        self.json_valid = p.count(m.json_answers.labels(*labels, "true"))
-        self.json_invalid = p.count(m.json_answers.labels(*labels, "false"))
-        self.reasons = {r: p.count(m.finish_reasons.labels(*labels, r))
-                        for r in (*_FINISH_REASONS, "other")}
-        self.psi_gauge = m.length_psi.labels(*labels)
-        self.refusal_gauge = m.refusal_rate.labels(*labels)
-        self.json_gauge = m.json_invalid_rate.labels(*labels)
-        self.flags = {s: m.drift_flagged.labels(*labels, s)
-                      for s in (LENGTH, "refusals", "json")}
-        self.baseline_gauge = m.baseline_samples.labels(*labels, LENGTH)
-        self.last: dict[str, float] = {}
-        self.flagged: dict[str, bool] = dict.fromkeys(self.flags, False)
-
-    @property
-    def name(self) -> str:
-        """How logs name it: ``model/provider/upstream model``."""
-        return f"{self.model}/{self.provider}/{self.upstream_model}"
-
-    def flag(self, signal: str, on: bool) -> None:
-        if self.flagged[signal] != on:
-            self.flagged[signal] = on
-            log.warning("drift %s on %s: %s", "flagged" if on else "cleared", self.name,
-                        signal)
-        self.flags[signal].set(on)
-
-    def restart_capture(self) -> None:
-        self.baseline, self.handed_out = None, False
-        self.capture = [0] * N_BINS
-        self.capture_refusals = self.capture_json = self.capture_json_invalid = 0
-        self.baseline_gauge.set(0)
-        for signal in self.flags:
-            self.flag(signal, False)
 
 
 class DriftMonitor:
     """Drift state for every target, fed by ``observe`` and kept in step by ``sync``."""
 
     def __init__(self, config: Drift, *, metrics: Metrics, store: BaselineStore,
-                 embeddings: EmbeddingSink | None = None) -> None:
+                 embeddings: EmbeddingSink | None = None,
+                 versions: VersionSlots | None = None) -> None:
+        """``versions``: where targets' versions are placed (shared by the workers in
+        multiprocess mode); in memory if not given."""
         self.config = config
+        self._versions = versions or VersionSlots()
         self.metrics = metrics
         self._store = store
         self._embeddings = embeddings
-        self._targets: dict[tuple[str, str, str], _Target] = {}
+        self._targets: dict[tuple[str, str, str], TargetState] = {}
+        self._resets: dict[tuple[str, str], float] = {}
+        """The stored reset markers' times by (model, provider; ``""``: all providers)."""
+        self._loaded = False
+        """Whether the store was read once (the resets known then are not news)."""
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_EVENTS_KEPT)
         """Recent version changes, newest last (also logged)."""
 
@@ -218,11 +115,12 @@ class DriftMonitor:
         key = (model, provider, answer.target_model or "none")
         target = self._targets.get(key)
         if target is None:
-            target = self._targets[key] = _Target(self, *key)
+            target = self._targets[key] = TargetState(self.metrics, self.config, *key,
+                                                     self._reset_at(model, provider))
         target.tokens_hist.observe(tokens)
         reason = answer.finish_reason
         if reason is not None:
-            target.reasons[reason if reason in _FINISH_REASONS else "other"].n += 1
+            target.reasons[reason if reason in FINISH_REASONS else "other"].n += 1
         text = answer.answer_text or ""
         refused = answer.refusal is True
         if refused:
@@ -252,7 +150,7 @@ class DriftMonitor:
         if target.since_eval >= self.config.evaluate_every:
             self.evaluate(target)
 
-    def _capture(self, target: _Target, b: int, refused: bool, invalid: bool | None) -> None:
+    def _capture(self, target: TargetState, b: int, refused: bool, invalid: bool | None) -> None:
         target.capture[b] += 1
         target.capture_refusals += refused
         if invalid is not None:
@@ -271,34 +169,36 @@ class DriftMonitor:
         target.baseline_gauge.set(n)
         log.info("drift baseline captured for %s (%d answers)", target.name, n)
 
-    def _check_version(self, target: _Target, model: str, fingerprint: str) -> None:
+    def _check_version(self, target: TargetState, model: str, fingerprint: str) -> None:
         version = (model, fingerprint)
         before = target.version
         if version == before:
             return
         info = self.metrics.model_info
         if before is not None:
-            info.labels(*target.labels, *_shown(target, before)).set(0)
+            info.labels(*target.labels, *shown_as(target, before)).set(0)
         target.version = version
-        known = version in target.seen
-        if not known and len(target.seen) < MAX_VERSIONS:
-            target.seen[version] = None
-        info.labels(*target.labels, *_shown(target, version)).set(1)
-        if before is None or known:
+        slot, placed = self._versions.place(target.labels, target.seen, version)
+        info.labels(*target.labels, *shown_as(target, version)).set(1)
+        # A version new in its slot is a change unless it is the target's first; past the cap
+        # (no slot), any other than the one before is.
+        if not (placed and slot) and not (slot is None and before is not None):
             return
         target.version_changes.inc()
         event = {"at": iso(time.time()), "model": target.model, "provider": target.provider,
                  "upstream_model": target.upstream_model,
-                 "before": {"model": before[0], "system_fingerprint": before[1]},
+                 "before": None if before is None else {"model": before[0],
+                                                        "system_fingerprint": before[1]},
                  "after": {"model": model, "system_fingerprint": fingerprint}}
         self.events.append(event)
-        log.warning("upstream model version changed for %s: %s %s -> %s %s", target.name,
-                    one_line(before[0]), one_line(before[1] or "-"),
+        log.warning("upstream model version changed for %s: %s -> %s %s", target.name,
+                    "(none seen by this worker)" if before is None
+                    else f"{one_line(before[0])} {one_line(before[1] or '-')}",
                     one_line(model), one_line(fingerprint or "-"), extra={"drift_event": event})
 
     # ---- evaluation -----------------------------------------------------------------------
 
-    def evaluate(self, target: _Target) -> None:
+    def evaluate(self, target: TargetState) -> None:
         """Compare the window with the baseline; set the gauges and flags."""
         target.since_eval = 0
         baseline = target.baseline
@@ -320,17 +220,50 @@ class DriftMonitor:
 
     # ---- keeping baselines in step --------------------------------------------------------
 
+    def set_targets(self, targets: Collection[Target]) -> None:
+        """The targets (public model, provider, upstream model) the config serving after a
+        live reload has: the others' drift state and series go (``TargetState.drop``), as the
+        embedding monitor's. A target a later reload adds back starts afresh (its stored
+        baseline adopted at the next sync)."""
+        keep = frozenset(targets)
+        for key in [key for key in self._targets if key not in keep]:
+            self._targets.pop(key).drop(self.metrics)
+            log.info("drift of %s/%s/%s forgotten: no longer configured", *key)
+        if self._embeddings is not None:
+            self._embeddings.set_targets(keep)
+
+    def _reset_at(self, model: str, provider: str) -> float:
+        """When ``model``'s baselines on ``provider`` were last reset (0: never, as known)."""
+        resets = self._resets
+        return max(resets.get((model, ""), 0.0), resets.get((model, provider), 0.0))
+
     async def sync(self) -> None:
-        """Save new baselines (the first saved wins) and adopt the stored ones; a baseline that
-        was saved and is gone from the store was reset: capture a new one."""
+        """Restart the captures a reset since came after, save new baselines (the first saved
+        wins) and adopt the stored ones; a baseline that was saved and is gone from the store
+        was reset too: capture a new one."""
+        stored = await self._store.load_all()
+        first, self._loaded = not self._loaded, True
+        self._resets = {(k[0], k[1]): b.captured_at for k, b in stored.items() if k[3] == RESET}
+        for target in list(self._targets.values()):
+            reset_at = self._reset_at(target.model, target.provider)
+            if reset_at > target.reset_seen:
+                target.reset_seen = reset_at
+                if not first:  # (the first load tells the resets before this process apart)
+                    # A capture in progress, saved or not, holds answers from before it.
+                    log.info("drift baseline of %s was reset; capturing a new one",
+                             target.name)
+                    target.restart_capture()
+        saved = False
         for target in list(self._targets.values()):
             if target.baseline is not None and not target.handed_out:
                 await self._store.save_if_absent(target.baseline)
-                target.handed_out = True
+                target.handed_out = saved = True
         if self._embeddings is not None:
             for baseline in self._embeddings.pending_baselines():
                 await self._store.save_if_absent(baseline)
-        stored = await self._store.load_all()
+                saved = True
+        if saved:  # read back: another worker's may have been saved first
+            stored = await self._store.load_all()
         for target in list(self._targets.values()):
             found = stored.get((*target.labels, LENGTH))
             if found is not None and len(found.data.get("bins", ())) != N_BINS:
@@ -343,10 +276,7 @@ class DriftMonitor:
                         or abs(target.baseline.captured_at - found.captured_at) > 0.001:
                     target.baseline, target.handed_out = found, True
                     target.baseline_gauge.set(found.samples)
-                    target.lengths.clear()
-                    target.counts = [0] * N_BINS
-                    target.refusals.clear()
-                    target.json.clear()
+                    target.clear_window()
             elif target.handed_out:
                 log.info("drift baseline of %s was reset; capturing a new one", target.name)
                 target.restart_capture()
@@ -371,13 +301,3 @@ class DriftMonitor:
                     "model": target.version[0], "system_fingerprint": target.version[1]},
             })
         return out
-
-
-_PAST_THE_CAP = (OTHER_VERSION, OTHER_VERSION)
-
-
-def _shown(target: _Target, version: tuple[str, str]) -> tuple[str, str]:
-    """The label values ``version`` is exported under: its own while it is one of the target's
-    first ``MAX_VERSIONS``, else ``other`` for both (an upstream that changes its fingerprint
-    on every answer adds one series per target, not one per answer)."""
-    return version if version in target.seen else _PAST_THE_CAP

@@ -164,6 +164,8 @@ class EmbeddingDriftMonitor:
             log.info("embedding drift is off: the [local] extra is not installed")
         self._queue: deque[tuple[str, str, str, str]] = deque()
         self._tracks: dict[Target, _Track] = {}
+        self._configured: frozenset[Target] | None = None
+        """The targets the serving config has, after a live reload (``None``: all)."""
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._in_flight = 0
@@ -284,6 +286,8 @@ class EmbeddingDriftMonitor:
                                 "384-wide centroid", *key[:3])
                 continue
             pair = (key[0], key[1], key[2])
+            if self._configured is not None and pair not in self._configured:
+                continue
             present.add(pair)
             track = self._tracks.setdefault(pair, _Track())
             track.install(centroid, baseline.samples)
@@ -293,6 +297,20 @@ class EmbeddingDriftMonitor:
                 log.info("embedding baseline of %s/%s/%s was reset: capturing a new one", *pair)
                 track.reset()
                 self._publish(pair, track)
+
+    def set_targets(self, targets: frozenset[Target]) -> None:
+        """The targets the config serving after a live reload has: the others' tracks and
+        series go (in multiprocess mode their gauges stay at 0 until a restart), and their
+        stored baselines are no longer adopted."""
+        self._configured = targets
+        metrics = self._metrics
+        for pair in [pair for pair in self._tracks if pair not in targets]:
+            del self._tracks[pair]
+            for family, labels in ((metrics.baseline_samples, (*pair, SIGNAL)),
+                                   (metrics.embedding_distance, pair),
+                                   (metrics.drift_flagged, (*pair, SIGNAL))):
+                family.labels(*labels).set(0)
+                metrics.remove_series(family, *labels)
 
     def status(self) -> dict[str, Any]:
         """Per ``model/provider/upstream model``: what was seen and measured (for an admin
@@ -353,6 +371,8 @@ class EmbeddingDriftMonitor:
         touched: dict[Target, _Track] = {}
         for (model, provider, upstream_model, _), vector in zip(batch, vectors, strict=True):
             pair = (model, provider, upstream_model)
+            if self._configured is not None and pair not in self._configured:
+                continue  # sampled before a reload removed its target
             track = touched.get(pair) or self._tracks.setdefault(pair, _Track())
             touched[pair] = track
             if track.add(vector.copy(), baseline_size=config.baseline_size, window=config.window):

@@ -292,7 +292,7 @@ class Metrics:
             "switchboard_backend_scrape_errors", "Failed scrapes of a backend's /metrics.",
             ("provider",), registry=r)
 
-    def remove_series(self, family: Gauge | Counter, *labelvalues: str) -> None:
+    def remove_series(self, family: Gauge | Counter | Histogram, *labelvalues: str) -> None:
         """Drop ``family``'s series with ``labelvalues``, in a single process. In multiprocess
         mode prometheus-client cannot (each worker's values stay in its file, and ``remove``
         only warns, a raw ``UserWarning`` on stderr at every reload): the series is left, at the

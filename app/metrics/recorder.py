@@ -37,7 +37,9 @@ read (bounded labels)."""
 OTHER_PROMPT = "other"
 """The ``prompt`` label of template versions past ``MAX_PROMPTS``."""
 NO_PROVIDER = "none"
-_GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
+_GENERATIONS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/messages"})
+"""The endpoints whose answers feed drift: ``/v1/messages`` ones are chat answers (a native
+target's translated for the gateway's books, ``Result.body``)."""
 BATCH = 256
 """Records accounted together (at most a second's worth wait: flushes drain the rest)."""
 
@@ -243,7 +245,8 @@ class Recorder:
         s.overhead.observe(record.overhead_of(latency_ms) / 1000)
         if record.ttft_ms is not None:
             s.ttft.observe(record.ttft_ms / 1000)
-        if self._drift is not None and record.endpoint in _GENERATIONS:
+        if self._drift is not None and record.endpoint in _GENERATIONS \
+                and record.public_model in self._models:  # not a model a reload removed
             self._drift.observe(s.model, s.provider,
                                 usage.completion_tokens if usage is not None else 0, record)
         record.answer_text = None

@@ -7,7 +7,8 @@
   set: ``BackendScraper.follow(vllm_providers(config))``).
 - Once a second, the call-log writer's counters become metrics (queue depth, spooled, dropped).
 - ``exposition()``: the text for ``GET /metrics``; with several workers (multiprocess mode) it
-  merges every worker's values from ``Settings.metrics_dir``.
+  merges every worker's values from ``Settings.metrics_dir``, less the gauges of workers that
+  died without cleaning up (``forget_dead_workers``).
 
 Telemetry never breaks the gateway: each loop logs and goes on (re-raising under ``strict``, as
 in tests).
@@ -39,6 +40,7 @@ from app.metrics.drift import DriftMonitor
 from app.metrics.embedding_drift import EmbeddingDriftMonitor
 from app.metrics.families import Metrics
 from app.metrics.recorder import Recorder
+from app.metrics.versions import VERSIONS_DIR, VersionSlots
 from app.providers.vllm import VllmProvider
 
 log = logging.getLogger("switchboard.metrics")
@@ -62,6 +64,7 @@ class MetricsRuntime:
         self.flush()
         if self.metrics_dir is None:
             return generate_latest(self.metrics.registry)
+        forget_dead_workers(self.metrics_dir)
         registry = CollectorRegistry()
         # An untyped call in prometheus-client.
         MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
@@ -138,8 +141,39 @@ class MetricsRuntime:
         if self.embeddings is not None:
             await self.embeddings.aclose()
         if self.metrics_dir is not None:
-            # This worker's live gauges stop counting (the call is untyped in prometheus-client).
-            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+            # This worker's live gauges stop counting (the call is untyped in prometheus-client;
+            # a worker killed instead is ``forget_dead_workers``' work).
+            mark_process_dead(os.getpid(), str(self.metrics_dir))  # type: ignore[no-untyped-call]
+
+
+def forget_dead_workers(directory: Path) -> None:
+    """Delete the gauge files of worker processes that are gone. A worker that exits cleanly
+    does it itself (``aclose``: ``mark_process_dead``); one killed (SIGKILL, the OOM killer)
+    cannot, and uvicorn starts its replacement under a new pid, so the dead one's values, its
+    requests in flight (``livesum``) or an open breaker (``max``) among them, would be merged
+    into every scrape for good. Every gauge here is a process's own current state, which a
+    dead process no longer has; its counters and histograms stay (what it counted happened).
+    A few file names and one ``kill(pid, 0)`` per other worker, once per scrape."""
+    alive: dict[int, bool] = {os.getpid(): True}
+    for path in directory.glob("gauge_*.db"):
+        pid_text = path.stem.rpartition("_")[2]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid not in alive:
+            alive[pid] = _alive(pid)
+        if not alive[pid]:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to judge
+        return True
+    return True
 
 
 class _StatsExport:
@@ -172,6 +206,17 @@ def configured_targets(config: GatewayConfig) -> set[tuple[str, str]]:
     return {(target.provider, target.model) for targets in lists for target in targets}
 
 
+def drift_targets(config: GatewayConfig) -> set[tuple[str, str, str]]:
+    """Every (public model, provider, upstream model) whose answers ``config`` can feed to
+    drift: its models' targets and their experiments' variants' (``DriftMonitor.set_targets``)."""
+    out = {(name, t.provider, t.model) for name, model in config.models.items()
+           for t in model.targets}
+    out |= {(experiment.model, t.provider, t.model)
+            for experiment in config.experiments.values()
+            for variant in experiment.variants.values() for t in variant.targets or ()}
+    return out
+
+
 def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
                  engine: AsyncEngine | None, metrics_dir: Path | None,
                  strict: bool = False) -> MetricsRuntime:
@@ -187,7 +232,9 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
         store: BaselineStore = DatabaseBaselines(engine) if engine is not None \
             else MemoryBaselines()
         drift = DriftMonitor(config.drift, metrics=metrics, store=store,
-                             embeddings=embeddings if embeddings.enabled else None)
+                             embeddings=embeddings if embeddings.enabled else None,
+                             versions=VersionSlots(metrics_dir / VERSIONS_DIR
+                                                   if metrics_dir is not None else None))
         if not embeddings.enabled:
             embeddings = None
     return MetricsRuntime(

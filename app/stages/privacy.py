@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import errors
 from app.config import GatewayConfig
+from app.inbound.anthropic import structured_output
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
 from app.privacy.config import PresidioConfig
@@ -311,21 +312,7 @@ def _redact(call: ModelCall, state: _State) -> None:
         call.native = rewrite(call.native, change)
     state.restorer = StreamRestorer(vault)
     state.json_content = (isinstance(call.request, ChatRequest) and call.request.wants_json()) \
-        or _structured(call.native)
-
-
-def _structured(native: Json | None) -> bool:
-    """Whether a ``/v1/messages`` body asks for structured output (``output_config.format``,
-    or the beta's top-level ``output_format``: a JSON schema): its answer's text is then a JSON
-    document, as a chat call's content is in JSON mode."""
-    if native is None:
-        return False
-    config = native.get("output_config")
-    for format_ in (config.get("format") if isinstance(config, dict) else None,
-                    native.get("output_format")):
-        if isinstance(format_, dict) and format_.get("type", "text") != "text":
-            return True
-    return False
+        or structured_output(call.native)
 
 
 def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +21,7 @@ from app.cli import main
 from app.config import Drift
 from app.db.engine import make_engine
 from app.metrics.baselines import DatabaseBaselines, MemoryBaselines
-from app.metrics.drift import DriftMonitor, length_bin, psi
+from app.metrics.drift import N_BINS, DriftMonitor, length_bin, psi
 from app.metrics.families import MAX_VERSIONS, Metrics
 from tests.db.conftest import fresh_pg, migrated_pg, migrated_sqlite, sqlite_url
 
@@ -302,7 +302,70 @@ def test_cli_lists_and_resets_baselines(request: pytest.FixtureRequest, database
     assert reset.exit_code == 0 and "removed 1 baseline" in reset.output
     again = runner.invoke(main, ["drift", "baseline", "reset", "chat",
                                  "--database-url", database_url])
-    assert again.exit_code == 0 and "nothing to reset" in again.output
+    assert again.exit_code == 0 and "no baseline stored" in again.output
+    # the reset markers the two resets left are not baselines
+    listed = runner.invoke(main, ["drift", "baseline", "list", "--database-url", database_url])
+    assert listed.exit_code == 0 and "no drift baselines stored" in listed.output
+
+
+async def test_a_reset_starts_the_new_baseline_on_an_empty_window(engine: AsyncEngine) -> None:
+    """After a reset the window, scores and flags of the answers before it are gone: the new
+    baseline is compared with the answers after it only, so the change the operator accepted
+    is not flagged (the tester's report, defect 2)."""
+    store = DatabaseBaselines(engine)
+    mon, metrics = monitor_on(store, baseline_size=20, window=20, evaluate_every=5)
+    feed(mon, 40, lengths(20, scale=0.1))  # a baseline of short answers, a window of them
+    await mon.sync()
+    feed(mon, 20, lengths(21, scale=2.0))  # the upstream changes: flagged
+    assert gauge(metrics, "switchboard_drift_flagged", signal="length") == 1
+    await store.delete("chat")  # the operator accepts the change
+    await mon.sync()
+    status = mon.status()[0]
+    assert (status["baseline"], status["window"], status["flagged"]) == (None, 0, [])
+    assert "psi" not in status
+    assert gauge(metrics, "switchboard_drift_length_psi") == 0
+    feed(mon, 20, lengths(22, scale=2.0))  # the new baseline
+    await mon.sync()
+    feed(mon, 5, lengths(23, scale=2.0))
+    assert gauge(metrics, "switchboard_drift_flagged", signal="length") == 0
+    feed(mon, 20, lengths(24, scale=2.0))
+    assert mon.status()[0]["flagged"] == []
+
+
+async def test_a_reset_during_a_capture_restarts_it(engine: AsyncEngine) -> None:
+    """A reset that comes while a target is still capturing (nothing saved for it to delete)
+    restarts the capture: the baseline holds only answers from after the reset, in this
+    process and in one that first sees the target after the reset."""
+    store = DatabaseBaselines(engine)
+    mon, _ = monitor_on(store, baseline_size=20, window=20, evaluate_every=5)
+    feed(mon, 15, lengths(30, scale=0.1))
+    await mon.sync()
+    assert await store.delete("chat") == 0  # nothing stored yet
+    await mon.sync()
+    assert mon.status()[0]["capturing"] == 0
+    feed(mon, 20, lengths(31, scale=2.0))
+    await mon.sync()
+    captured = (await store.load_all())[("chat", "sim", "gpt-4o-mini", "length")]
+    assert captured.samples == 20
+    after = lengths(31, scale=2.0)
+    assert captured.data["bins"] == psi_bins(next(after) for _ in range(20))
+    later, _ = monitor_on(store, baseline_size=20)  # a worker started after the reset
+    await later.sync()
+    feed(later, 3, lengths(32))
+    await later.sync()  # the old reset is not news to it: it adopts the stored baseline
+    assert later.status()[0]["baseline"]["samples"] == 20
+
+
+def psi_bins(tokens: Iterable[int]) -> list[int]:
+    bins = [0] * N_BINS
+    for n in tokens:
+        bins[length_bin(n)] += 1
+    return bins
+
+
+def monitor_on(store: DatabaseBaselines, **config: object) -> tuple[DriftMonitor, Metrics]:
+    metrics = Metrics()
+    return DriftMonitor(Drift.model_validate(config), metrics=metrics, store=store), metrics
 
 
 async def test_two_targets_of_one_model_on_one_provider_drift_apart(

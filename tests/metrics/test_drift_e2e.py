@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from app.cli import main
 from app.metrics.embedding_drift import encoder_available
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.metrics.scrape import Samples, scrape, value
@@ -202,3 +204,30 @@ def test_embedding_distance_moves_when_answers_change(tmp_path: Path, simulator:
         caller.send(30)
         drifted = value(caller.wait_embedded(90), "switchboard_drift_embedding_distance")
     assert stable < 0.1 < drifted
+
+
+def test_a_reset_accepts_the_change_without_flagging_it(tmp_path: Path, simulator: str,
+                                                        sim: httpx.Client) -> None:
+    """`switchboard drift baseline reset` after a flagged change: the gateway captures a new
+    baseline from the answers after it and compares it with those only, so the accepted
+    change is not flagged again (the tester's report, defect 2)."""
+    small = {"baseline_size": 20, "window": 20, "evaluate_every": 5}
+    with drifting(tmp_path, simulator, **small) as caller:
+        caller.send(40)
+        sim.post("/_sim/state", json={"completion_tokens": 300}).raise_for_status()
+        assert caller.until_flagged("length", limit=40, step=5) <= 40
+        reset = CliRunner().invoke(main, [
+            "drift", "baseline", "reset", "chat",
+            "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"])
+        assert reset.exit_code == 0, reset.output
+        deadline = time.monotonic() + 10
+        while (chat := caller.http.get("/admin/drift").json()["targets"][0])["baseline"]:
+            assert time.monotonic() < deadline, chat
+            time.sleep(0.05)
+        assert (chat["window"], chat["flagged"], chat.get("psi")) == (0, [], None)
+        caller.send(20)  # the new baseline
+        while not caller.http.get("/admin/drift").json()["targets"][0]["baseline"]:
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
+        caller.send(20)
+        assert not caller.flagged("length")

@@ -324,3 +324,22 @@ def test_a_rate_below_one_per_second_still_samples() -> None:
         monitor.offer("chat", "sim", "gpt-4o-mini", f"answer {i}")
     assert len(monitor._queue) == 1
     assert monitor.throttled == 9
+
+
+@needs_model
+async def test_a_target_a_reload_removes_loses_its_series(monitors: Factory) -> None:
+    """``set_targets`` (a live reload) drops a removed target's track and series, and its
+    stored baseline is not adopted again."""
+    metrics = Metrics()
+    monitor = monitors(metrics)
+    centroid = [1.0] + [0.0] * 383
+    stored = Baseline(MODEL, PROVIDER, "embedding", 40, {"centroid": centroid},
+                      upstream_model=UPSTREAM)
+    monitor.adopt({stored.key: stored})
+    assert value(metrics, BASELINE, "embedding") == 40
+    monitor.set_targets(frozenset({(MODEL, PROVIDER, "gpt-4o")}))
+    assert value(metrics, BASELINE, "embedding") is None
+    assert value(metrics, FLAGGED, "embedding") is None
+    monitor.adopt({stored.key: stored})
+    assert monitor.status() == {}
+    assert value(metrics, BASELINE, "embedding") is None

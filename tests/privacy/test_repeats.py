@@ -16,6 +16,7 @@ import openai
 import orjson
 import pytest
 
+from app.inbound.anthropic import structured_output
 from app.privacy import placeholders
 from app.privacy.detect import Detector, Finding
 from app.privacy.placeholders import Known, StreamRestorer, Vault
@@ -23,7 +24,6 @@ from app.privacy.scan import scan_request
 from app.privacy.stream import restore_chunk, restore_message
 from app.privacy.walk import texts
 from app.providers.base import NATIVE_EVENTS
-from app.stages.privacy import _structured
 from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
     MASTER_KEY,
     GatewayFactory,
@@ -312,8 +312,8 @@ def test_structured_output_is_recognised() -> None:
     """A native body asks for structured output with ``output_config.format`` or the beta's
     top-level ``output_format``; a body without either, or with a text format, does not."""
     schema = {"type": "json_schema", "schema": {"type": "object"}}
-    assert _structured({"output_config": {"format": schema}})
-    assert _structured({"output_format": schema})
-    assert not _structured({"output_config": {"effort": "low"}})
-    assert not _structured({"output_config": {"format": {"type": "text"}}})
-    assert not _structured(None)
+    assert structured_output({"output_config": {"format": schema}})
+    assert structured_output({"output_format": schema})
+    assert not structured_output({"output_config": {"effort": "low"}})
+    assert not structured_output({"output_config": {"format": {"type": "text"}}})
+    assert not structured_output(None)
