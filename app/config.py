@@ -59,7 +59,9 @@ else:  # libyaml's safe loader when PyYAML was built with it (about 10x faster),
 
 class _Loader(_SafeLoader):
     """The safe loader, refusing a mapping that repeats a key (YAML forbids it; PyYAML keeps
-    the last one, so a second ``chat:`` under ``models:`` would silently replace the first)."""
+    the last one, so a second ``chat:`` under ``models:`` would silently replace the first),
+    and an unquoted key YAML 1.1 reads as a boolean (a provider named ``off:``, ``yes:``, ``no:``
+    or ``on:``), which would be refused later as "not a valid string" without saying why."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, int] = {}
@@ -68,6 +70,11 @@ class _Loader(_SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if isinstance(key, bool):  # unquoted no, yes, off, on, false, true (any case)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key_node.value!r} on line {line} is read as a "
+                    f"boolean ({str(key).lower()}): quote it ('{key_node.value}')",
+                    key_node.start_mark)
             try:
                 if key in first:
                     raise yaml.constructor.ConstructorError(

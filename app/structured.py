@@ -12,7 +12,10 @@ declared property of an object (only the required ones past a nesting depth of
 ``prefixItems`` then ``items``, with distinct items under ``uniqueItems``; objects up to
 ``minProperties``. ``not``, ``if``/``then``/``else`` and ``dependent*`` are not read. Schemas no
 small instance satisfies (``minItems: 1e9``, required self-references) get a value cut at
-10,000 JSON values and 100,000-character strings, invalid but bounded.
+10,000 JSON values, 100,000-character strings (and regex repetitions) and ``MAX_CHARS``
+characters of strings in all (``const``, ``enum`` and ``default`` values included, each time
+they are used), invalid but bounded: a schema of a few KB cannot make one instance of GBs
+(``a{100000}`` written 3,000 times, or ``minItems`` of long strings).
 
 ``strict_problem`` says why a schema breaks OpenAI's strict-mode rules, ``pick_tool`` which tool
 an answer calls when the client lets the model choose.
@@ -36,6 +39,9 @@ _parser: Any = importlib.import_module("re._parser")
 _MAX_DEPTH = 32
 _MAX_VALUES = 10_000  # JSON values one instance may hold
 _MAX_CHARS = 100_000  # longest string built for minLength, or for one regex repetition
+MAX_CHARS = 2**19
+"""The most characters of strings one instance (or one ``regex_sample``) holds: more than the
+mock can send of it (65,536 tokens of at most 6 characters: ``app.providers.mock_answer``)."""
 _SHALLOW_DEPTH = 6
 _FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00Z",
             "email": "sim@example.com", "idn-email": "sim@example.com",
@@ -51,16 +57,55 @@ _WORD = re.compile(r"[a-z0-9]+")
 _MIN_MATCH_CHARS = 3
 
 
-class _Walk:
-    """One ``instance`` call's root schema and the values it may still build: schemas whose
-    every instance is huge or infinite (``minItems: 1e9``, required self-references) get a
-    truncated, invalid value instead of exhausting memory."""
+class _Room:
+    """The characters a value may still take (``MAX_CHARS`` to start with)."""
 
-    __slots__ = ("left", "root")
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self, size: int) -> bool:
+        """Whether ``size`` characters were left (then taken)."""
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+class _Walk:
+    """One ``instance`` call's root schema and the values and characters it may still build:
+    schemas whose every instance is huge or infinite (``minItems: 1e9``, required
+    self-references, long strings many times) get a truncated, invalid value instead of
+    exhausting memory."""
+
+    __slots__ = ("left", "room", "root", "sizes")
 
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
         self.left = _MAX_VALUES
+        self.room = _Room(MAX_CHARS)
+        self.sizes: dict[int, int] = {}
+        """The size of each ``const``, ``enum`` or ``default`` value used (by ``id``)."""
+
+    def fixed(self, value: Any) -> Any:
+        """A value of the schema itself, its characters taken from the room (``None`` when
+        they do not fit: the instance is cut there)."""
+        size = self.sizes.get(id(value))
+        if size is None:
+            size = self.sizes[id(value)] = _size(value)
+        return value if self.room.take(size) else None
+
+
+def _size(value: Any) -> int:
+    """About how many characters ``value`` takes written as JSON (at least its strings')."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict):
+        return 2 + sum(len(str(k)) + 3 + _size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return 2 + sum(_size(v) + 1 for v in value)
+    return len(str(value)) if isinstance(value, int | float) else 5
 
 
 def instance(schema: Any) -> Any:
@@ -81,12 +126,12 @@ def _value(schema: Any, walk: _Walk, depth: int, variant: int = 0) -> Any:
         siblings = {k: v for k, v in schema.items() if k != "$ref"}
         return _value({**_resolve(schema["$ref"], root), **siblings}, walk, depth + 1, variant)
     if "const" in schema:
-        return schema["const"]
+        return walk.fixed(schema["const"])
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return enum[variant % len(enum)]
+        return walk.fixed(enum[variant % len(enum)])
     if "default" in schema and not variant and _fits_type(schema["default"], schema):
-        return schema["default"]
+        return walk.fixed(schema["default"])
     for key in ("anyOf", "oneOf"):
         branches = schema.get(key)
         if isinstance(branches, list) and branches:
@@ -178,7 +223,7 @@ def _typed(schema: dict[str, Any], kind: Any, walk: _Walk, depth: int, variant: 
     if kind == "array":
         return _array(schema, walk, depth)
     if kind == "string":
-        return _string(schema, variant)
+        return _string(schema, variant, walk.room)
     if kind in ("integer", "number"):
         return _number(schema, integer=kind == "integer", variant=variant)
     if kind == "boolean":
@@ -234,21 +279,22 @@ def _array(schema: dict[str, Any], walk: _Walk, depth: int) -> list[Any]:
     return out
 
 
-def _string(schema: dict[str, Any], variant: int) -> str:
+def _string(schema: dict[str, Any], variant: int, room: _Room) -> str:
     fmt = schema.get("format")
     pattern = schema.get("pattern")
     if isinstance(fmt, str) and fmt in _FORMATS:
         text = _FORMATS[fmt]
     elif isinstance(pattern, str):
         try:
-            text = regex_sample(pattern)
+            return _emit(_parser.parse(pattern), {}, room)  # its characters taken as built
         except (re.error, ValueError, RecursionError):  # not a pattern re can read
-            text = ""
+            return ""
     else:
         text = string.ascii_lowercase[variant % 26] * (variant // 26 + 1) if variant else ""
     size = schema.get("minLength")
     if isinstance(size, int) and len(text) < size and not isinstance(pattern, str):
-        text += "a" * (min(size, _MAX_CHARS) - len(text))
+        text += "a" * max(0, min(size, _MAX_CHARS, len(text) + room.left) - len(text))
+    room.left -= min(len(text), room.left)
     return text
 
 
@@ -349,38 +395,43 @@ def pick_tool(tools: Sequence[tuple[str, str]], text: str) -> int:
 
 
 def regex_sample(pattern: str) -> str:
-    """A short string that ``re.fullmatch(pattern, s)`` accepts (best effort for lookarounds)."""
-    groups: dict[int, str] = {}
-    return _emit(_parser.parse(pattern), groups)
+    """A short string that ``re.fullmatch(pattern, s)`` accepts (best effort for lookarounds),
+    of at most ``MAX_CHARS`` characters (cut short, it may not match)."""
+    return _emit(_parser.parse(pattern), {}, _Room(MAX_CHARS))
 
 
-def _emit(items: Any, groups: dict[int, str]) -> str:
+def _emit(items: Any, groups: dict[int, str], room: _Room) -> str:
+    """The sample of parsed ``items``, its characters taken from ``room`` as they are built:
+    what does not fit is left out."""
     out: list[str] = []
     for op, arg in items:
         name = str(op)
-        if name == "LITERAL":
-            out.append(chr(arg))
-        elif name == "NOT_LITERAL":
-            out.append("a" if arg != ord("a") else "b")
-        elif name == "ANY":
-            out.append("a")
-        elif name == "IN":
-            out.append(_class_member(arg))
+        if name in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):
+            if not room.take(1):
+                continue
+            out.append(chr(arg) if name == "LITERAL" else _class_member(arg) if name == "IN"
+                       else "a" if name == "ANY" or arg != ord("a") else "b")
         elif name == "BRANCH":
-            out.append(_emit(arg[1][0], groups))
+            out.append(_emit(arg[1][0], groups, room))
         elif name == "SUBPATTERN":
-            text = _emit(arg[-1], groups)
+            text = _emit(arg[-1], groups, room)
             if arg[0] is not None:
                 groups[arg[0]] = text
             out.append(text)
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, _high, body = arg
-            once = _emit(body, groups)
-            out.append(once * min(low, _MAX_CHARS // max(len(once), 1)))
+            once = _emit(body, groups, room)  # its characters taken once
+            times = min(low, _MAX_CHARS // max(len(once), 1))
+            more = min(times - 1, room.left // len(once)) if times and once else 0
+            room.left += 0 if times else len(once)  # not used: given back
+            room.left -= more * len(once)
+            out.append(once * (more + 1) if times else "")
         elif name == "GROUPREF":
-            out.append(groups.get(arg, ""))
+            again = groups.get(arg, "")
+            if room.take(len(again)):
+                out.append(again)
         elif name == "ATOMIC_GROUP":
-            out.append(_emit(arg, groups))
+            out.append(_emit(arg, groups, room))
         # AT (anchors), ASSERT and ASSERT_NOT consume nothing.
     return "".join(out)
 

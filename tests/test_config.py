@@ -142,6 +142,20 @@ def test_a_repeated_key_is_refused_with_its_line(tmp_path: Path, text: str,
         load_config(path, {})
 
 
+@pytest.mark.parametrize(("key", "read"), [("off", "false"), ("yes", "true"), ("On", "true")])
+def test_a_key_read_as_a_boolean_says_to_quote_it(tmp_path: Path, key: str, read: str) -> None:
+    """A provider named ``off:`` (YAML 1.1 reads ``off``, ``yes``, ``on``... as booleans) is
+    refused naming the key, what it was read as and the fix; quoted, it is a name."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"providers:\n  {key}: {{type: mock}}\nmodels:\n"
+                    f"  chat: {{targets: [{{provider: '{key}', model: a}}]}}\n")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"the key '{key}' on line 2 is read as a boolean ({read}): quote it ('{key}')")):
+        load_config(path, {})
+    path.write_text(path.read_text().replace(f"  {key}:", f"  '{key}':"))
+    assert list(load_config(path, {}).providers) == [key]
+
+
 def test_a_merge_key_may_repeat_what_it_merges(tmp_path: Path) -> None:
     """``<<: *anchor`` then a key of the anchor's overrides it, as YAML says (not a repeat)."""
     path = tmp_path / "gateway.yaml"

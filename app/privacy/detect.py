@@ -42,7 +42,8 @@ Each detector runs behind a pre-filter that costs a substring test or a C-level 
 in small windows (``app.privacy.windows``: runs of seven digits or an IPv4 address's shape,
 where an IBAN or an IPv6 address can start), and in a window only those whose values fit its
 digit count, so text without candidates costs a few microseconds per KB and each value found
-10-15 us, its validation included.
+10-15 us, its validation included. The phone checks one request may make are bounded
+(``ScanBudget``): past the budget a candidate counts as a phone number unchecked.
 
 (Over 500 lines: one scan over one text, whose detectors share the windows, the boundary
 rules and the overlap resolution.)
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -443,6 +445,45 @@ def _choose(findings: list[Finding], rank: dict[str, int]) -> list[Finding]:
     return kept
 
 
+PHONE_BUDGET = 32_768
+"""The phone-number checks one scan may make (``ScanBudget``), in units of one check on the
+fast path (``phones.phone_number`` in one region, ~5-15 us): a few hundred KB of text dense
+with phone numbers, or ~0.3 s of CPU."""
+_SLOW_CHECK, _MATCHER_CHECK = 8, 30
+"""What a check costs in those units where the candidate is not one the fast path reads (an
+extension, Unicode digits: ``phonenumbers.parse`` itself), and ``phonenumbers``' matcher in
+one region."""
+
+
+class ScanBudget:
+    """What the phone detector may spend on one request (``PHONE_BUDGET`` units, shared by
+    its text parts): each try of a candidate 1 unit a region (``_SLOW_CHECK`` off the fast
+    path), paid for all the regions at once; the matcher ``_MATCHER_CHECK`` a region; a
+    candidate already checked in the request (the same number again, a conversation's
+    history) nothing. Once it is spent (text made of digit groups, sent to make the gateway
+    work), each further phone candidate is taken as a phone number unchecked (fail closed:
+    redacted, blocked or counted as one, never sent as if it had been checked), at the cost of
+    a regex match, and ``exhausted`` is set: the privacy stage then refuses the request under
+    ``block``, and under ``redact`` with a third-party target (``app.stages.privacy``). Every
+    other detector is linear in the text and runs over all of it."""
+
+    __slots__ = ("exhausted", "left", "seen")
+
+    def __init__(self, units: int = PHONE_BUDGET) -> None:
+        self.left = units
+        self.exhausted = False
+        self.seen: dict[str, tuple[tuple[int, int], ...]] = {}
+        """The phone numbers found in each candidate checked (spans in the candidate)."""
+
+    def spend(self, units: int) -> bool:
+        """Whether ``units`` were left (then spent); if not, the budget is exhausted."""
+        if units > self.left:
+            self.left, self.exhausted = 0, True
+            return False
+        self.left -= units
+        return True
+
+
 class Detector:
     """The detectors a policy asks for, compiled once per config (immutable, shared)."""
 
@@ -459,9 +500,12 @@ class Detector:
         self._rank = PRIORITY if self.model is None else \
             {**{e: 0 for e in self._model_entities}, **PRIORITY}
 
-    def scan(self, text: str, *, model: bool = True) -> list[Finding]:
+    def scan(self, text: str, *, model: bool = True, budget: ScanBudget | None = None
+             ) -> list[Finding]:
         """The sensitive values in ``text``: sorted by position, never overlapping. ``model``:
-        the model scanner's too (blocking for milliseconds: see the module docstring)."""
+        the model scanner's too (blocking for milliseconds: see the module docstring).
+        ``budget``: what phone checks may cost, shared with the request's other texts (by
+        default this text's own ``ScanBudget``)."""
         entities = self.entities
         found: list[Finding] = []
         if EMAIL in entities and "@" in text:
@@ -469,7 +513,7 @@ class Detector:
         view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
             else (b"", False)
         if self._numbers:
-            found.extend(self._number_values(text, view, wide))
+            found.extend(self._number_values(text, view, wide, budget))
         if SECRET in entities:
             found.extend(_secrets(text, view))
         for custom in self.custom:
@@ -488,7 +532,8 @@ class Detector:
         """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""
         return _resolve([*found, *more], self._rank)
 
-    def _number_values(self, text: str, view: bytes, wide: bool) -> list[Finding]:
+    def _number_values(self, text: str, view: bytes, wide: bool, budget: ScanBudget | None
+                       ) -> list[Finding]:
         """Cards, SSNs, IBANs, IP addresses and phone numbers, each detector run only in the
         windows where a value of its kind can be (``app.privacy.windows``); a phone candidate
         another of them has claimed is not one."""
@@ -496,6 +541,7 @@ class Detector:
         classed = windows.classes(view)
         if classed.find(b"0") == -1:
             return []  # every number value has a digit
+        budget = ScanBudget() if budget is None else budget
         claimed: list[Finding] = []  # by position: what phone candidates must not overlap
         if IBAN in entities:
             claimed.extend(_ibans(text, windows.iban_starts(classed)))
@@ -522,18 +568,24 @@ class Detector:
                 taken = numbers + [f for f in claimed[near:bisect.bisect_left(starts, hi)]
                                    if f.end > lo]
                 if digits - _digits_in(classed, taken, lo, hi) >= 7:
-                    numbers.extend(self._phones(text, lo, hi, taken))
+                    numbers.extend(self._phones(text, lo, hi, taken, budget))
             found.extend(numbers)
         return found
 
-    def _phones(self, text: str, lo: int, hi: int, taken: list[Finding]
+    def _phones(self, text: str, lo: int, hi: int, taken: list[Finding], budget: ScanBudget
                 ) -> Iterable[Finding]:
         """``phonenumbers``' matcher on each candidate run only (see the module docstring),
         except runs another number detector has claimed (a card, an IBAN, an IP address)."""
+        if taken:
+            taken = sorted(taken, key=_START)
+            starts = [f.start for f in taken]
+            # The furthest end of the findings up to each: whether one overlaps a candidate is
+            # a bisection, not a pass over all of them.
+            reach = list(itertools.accumulate((f.end for f in taken), max))
         for match in _PHONE_CANDIDATE.finditer(text, lo, hi):
             offset, end = match.span()
-            if taken and any(f.start <= offset < f.end or offset <= f.start < end
-                             for f in taken):
+            if taken and (before := bisect.bisect_left(starts, end)) \
+                    and reach[before - 1] > offset:
                 continue
             candidate = match.group()
             groups = _GROUP.findall(candidate)
@@ -552,35 +604,48 @@ class Detector:
                 continue
             if "\t" in candidate:  # a separator like a space, which phonenumbers refuses
                 candidate = candidate.replace("\t", " ")
-            yield from self._match_phone(candidate, offset)
+            spans = budget.seen.get(candidate)
+            if spans is None:
+                spans = budget.seen[candidate] = self._match_phone(candidate, budget)
+            for start, stop in spans:
+                yield Finding(PHONE, offset + start, offset + stop)
 
-    def _match_phone(self, candidate: str, offset: int) -> list[Finding]:
-        """The phone number ``candidate`` (at ``offset`` in the text) is, read in each default
-        region in turn (once for a ``+`` number); failing that, once more without a
+    def _match_phone(self, candidate: str, budget: ScanBudget) -> tuple[tuple[int, int], ...]:
+        """Where the phone numbers in ``candidate`` are: the number it is, read in each
+        default region in turn (once for a ``+`` number); failing that, once more without a
         whitespace-separated group at either end (``(415) 555-2671 8f3a``: the trailing digit is
         not part of the number). A candidate with room for two numbers that is none as a whole
-        goes to ``phonenumbers``' matcher, which finds numbers inside it."""
-        tries = [(candidate, offset)]
+        goes to ``phonenumbers``' matcher, which finds numbers inside it. Each check is paid
+        from ``budget``; one it cannot pay for makes all of the candidate a phone number."""
+        whole = ((0, len(candidate)),)
+        if budget.exhausted:
+            return whole
+        tries = [(candidate, 0)]
         head, _, rest = candidate.partition(" ")
         body = candidate.rpartition(" ")[0]
         if body:
-            tries.append((body.rstrip(), offset))
+            tries.append((body.rstrip(), 0))
         if rest and len(head) <= 4 and head.isdigit():
-            tries.append((rest.lstrip(), offset + len(candidate) - len(rest.lstrip())))
+            tries.append((rest.lstrip(), len(candidate) - len(rest.lstrip())))
+        # Off the fast path: an extension (``x``, ``ext``), or digits that are not ASCII.
+        cost = 1 if candidate.isascii() and "x" not in candidate else _SLOW_CHECK
         for text, at in tries:
             regions = self.phone_regions[:1] if text[0] == "+" else self.phone_regions
+            if not budget.spend(cost * len(regions)):  # paid for all (one call, not one each)
+                return whole
             if any(phone_number(text, region) for region in regions):
-                return [Finding(PHONE, at, at + len(text))]
+                return ((at, at + len(text)),)
         if sum(c.isdigit() for c in candidate) < 2 * MIN_PHONE_DIGITS:
-            return []
+            return ()
         for region in self.phone_regions:
-            hits = [Finding(PHONE, offset + m.start, offset + m.end)
-                    for m in phonenumbers.PhoneNumberMatcher(
-                        candidate, region, leniency=phonenumbers.Leniency.VALID)
-                    if sum(c.isdigit() for c in m.raw_string) >= MIN_PHONE_DIGITS]
+            if not budget.spend(_MATCHER_CHECK):
+                return whole
+            hits = tuple((m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(
+                candidate, region, leniency=phonenumbers.Leniency.VALID)
+                if sum(c.isdigit() for c in m.raw_string) >= MIN_PHONE_DIGITS)
             if hits:
                 return hits
-        return []
+        return ()
 
 
 MIN_PHONE_DIGITS = 7

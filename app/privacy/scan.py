@@ -19,7 +19,7 @@ import operator
 from collections import Counter
 from collections.abc import Iterable
 
-from app.privacy.detect import Detector, Finding
+from app.privacy.detect import Detector, Finding, ScanBudget
 from app.privacy.placeholders import Known, reserved_in
 from app.privacy.walk import texts
 from app.providers.base import Json
@@ -36,13 +36,29 @@ the values found counted by entity type (``_counted``); the placeholder-shaped s
 client's own text holds (never issued); the values found, to look for in what is stored."""
 
 
-def scan_request(detector: Detector, body: Json, native: Json | None) -> Scan:
-    """What ``detector`` finds in ``body`` and ``native`` (see the module docstring)."""
+Texts = tuple[list[str], list[tuple[str, str]]]
+"""A request's text parts (``request_texts``), and the client's own keys with their string
+values."""
+
+
+def request_texts(body: Json, native: Json | None) -> Texts:
+    """The text parts of ``body`` and ``native`` (what ``scan_request`` scans)."""
     pairs: list[tuple[str, str]] = []  # the client's own keys and their string values
     parts = [*texts(body, pairs=pairs)]
     if native is not None:
         parts += texts(native, pairs=pairs)
-    found, known = _scanned(detector, parts, model=True, pairs=pairs)
+    return parts, pairs
+
+
+def scan_request(detector: Detector, body: Json, native: Json | None, *,
+                 budget: ScanBudget | None = None, walked: Texts | None = None) -> Scan:
+    """What ``detector`` finds in ``body`` and ``native`` (see the module docstring), with
+    one ``budget`` for the phone checks of all of their text (``ScanBudget``: exhausted, the
+    rest of the phone candidates count as phone numbers unchecked). ``walked``: their
+    ``request_texts``, when the caller has them."""
+    parts, pairs = request_texts(body, native) if walked is None else walked
+    found, known = _scanned(detector, parts, model=True, pairs=pairs,
+                            budget=ScanBudget() if budget is None else budget)
     reserved = reserved_in(parts)
     if not found:
         return found, {}, reserved, NOTHING_KNOWN
@@ -69,11 +85,12 @@ def scan_texts(detector: Detector, strings: Iterable[str], *, model: bool = True
     """The findings of each distinct one of ``strings`` that has any, every copy of a value
     found in one of them included wherever it appears in the others (as ``scan_request`` does
     for a body): for strings stored apart from a body (a refused call's end user, tags and
-    error message, ``app.pipeline``). ``model``: whether the detector's model runs too."""
-    return _scanned(detector, strings, model=model)[0]
+    error message, ``app.pipeline``). ``model``: whether the detector's model runs too. One
+    ``ScanBudget`` for all of them."""
+    return _scanned(detector, strings, model=model, budget=ScanBudget())[0]
 
 
-def _scanned(detector: Detector, strings: Iterable[str], *, model: bool,
+def _scanned(detector: Detector, strings: Iterable[str], *, model: bool, budget: ScanBudget,
              pairs: Iterable[tuple[str, str]] = ()
              ) -> tuple[dict[str, list[Finding]], Known]:
     """Each distinct one of ``strings`` scanned once, and each value of ``pairs`` (JSON
@@ -85,7 +102,7 @@ def _scanned(detector: Detector, strings: Iterable[str], *, model: bool,
     for text in strings:
         if text in found or text in clean:
             continue
-        hits = detector.scan(text, model=model)
+        hits = detector.scan(text, model=model, budget=budget)
         if hits:
             found[text] = hits
         else:

@@ -71,15 +71,18 @@ def classes(view: bytes) -> bytes:
 def number_windows(classed: bytes) -> list[tuple[int, int, int]]:
     """``(lo, hi, digits)``: each run of ``classed`` that may hold a number value (``_RUN``),
     widened by what a value may carry around it (``_BEFORE``, ``_AFTER``), overlapping ones
-    merged."""
+    merged; linear in the text."""
     windows: list[tuple[int, int, int]] = []
     size = len(classed)
     for run in _RUN.finditer(classed):
         lo, hi = max(0, run.start() - _BEFORE), min(size, run.end() + _AFTER)
         if windows and lo <= windows[-1][1]:
-            lo = windows[-1][0]
-            windows.pop()
-        windows.append((lo, hi, classed.count(b"0", lo, hi)))
+            # Merged: only what the run adds past the window is counted (``hi`` never goes
+            # back), so a text of overlapping runs costs one pass, not one per run.
+            lo, end, digits = windows.pop()
+            windows.append((lo, hi, digits + classed.count(b"0", end, hi)))
+        else:
+            windows.append((lo, hi, classed.count(b"0", lo, hi)))
     return windows
 
 

@@ -32,6 +32,12 @@ action but ``allow`` they may go to private targets only (``_unscreened``: under
 ``private_only`` the route is narrowed to them; under ``redact`` and ``block`` a route with a
 third-party target, like one with no private target, is refused: 400 ``token_ids_not_screened``).
 
+The built-in detectors run on the event loop for a request of up to ``_LOOP_SCAN_CHARS`` of
+text, on a worker thread past it. Their phone checks share one ``ScanBudget`` per request
+(``app.privacy.detect``): a request that spends it (thousands of distinct digit groups) has its
+unchecked phone candidates counted as phone numbers, and under ``block``, and under ``redact``
+with a third-party target, is refused: 413 ``privacy_scan_limit``, nothing sent.
+
 A policy with ``regions`` narrows every call's route (found values or not) to the targets whose
 provider's ``region`` is listed; none left is 503 ``no_target_in_region``.
 
@@ -68,10 +74,10 @@ from app.inbound.anthropic import structured_output
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
 from app.privacy.config import PresidioConfig
-from app.privacy.detect import Detector, Finding, ModelScanner
+from app.privacy.detect import Detector, Finding, ModelScanner, ScanBudget
 from app.privacy.placeholders import Known, StreamRestorer, Vault
 from app.privacy.policy import Policies
-from app.privacy.scan import NOTHING_KNOWN, scan_request
+from app.privacy.scan import NOTHING_KNOWN, request_texts, scan_request
 from app.privacy.stream import release, restore_answer, restore_chunk, restore_message
 from app.privacy.walk import rewrite
 from app.providers.base import Json, Result, Target
@@ -85,6 +91,11 @@ if TYPE_CHECKING:
 _STATE = "privacy"
 """``ModelCall.extras`` key: this call's ``_State``."""
 _PARAMS = {ChatRequest: "messages", CompletionRequest: "prompt", EmbeddingRequest: "input"}
+_LOOP_SCAN_CHARS = 32 * 1024
+"""A request with more text than this (characters, all its text parts) is scanned on a worker
+thread (``asyncio.to_thread``): the built-in detectors cost up to ~0.7 s a MB of text made to
+be expensive (digit groups, ``@``, colons: ``app.privacy.detect``), and the event loop gets the
+GIL back every few milliseconds meanwhile, where a scan on it would hold it throughout."""
 _KEPT_SCANNERS = 2
 """Presidio scanners kept: the serving config's and the one before (calls that took their
 snapshot before a reload may still be on their way to this stage)."""
@@ -167,15 +178,28 @@ class Privacy(Stage):
         route = call.route()
         if policy.regions is not None:
             route = _in_regions(call, route, policy.regions, config)
-        detector, native = policy.detector, call.native
+        detector, native, budget = policy.detector, call.native, ScanBudget()
         if detector.model is None:
-            found, counts, reserved, known = scan_request(detector, body, native)
+            walked = request_texts(body, native)
+            if sum(map(len, walked[0])) <= _LOOP_SCAN_CHARS:
+                found, counts, reserved, known = scan_request(
+                    detector, body, native, budget=budget, walked=walked)
+            else:
+                found, counts, reserved, known = await asyncio.to_thread(
+                    scan_request, detector, body, native, budget=budget, walked=walked)
         else:
             found, counts, reserved, known = await detector.model.offload(
-                lambda: scan_request(detector, body, native))
+                lambda: scan_request(detector, body, native, budget=budget))
         action: str = policy.action
         if isinstance(request, EmbeddingRequest) and action == "redact":
             action = policy.embeddings
+        if budget.exhausted and (action == "block" or (action == "redact" and any(
+                _trust(config, t) != "private" for t in route.targets))):
+            raise errors.BodyTooLarge(
+                "The request holds more phone-number-shaped digit groups than this model's "
+                "privacy policy checks in one request, so it could not be screened; it was "
+                "not sent. Send the text in smaller requests.",
+                param=_PARAMS.get(type(request)), code="privacy_scan_limit")
         state = _State(policy.detector, Vault(reserved), counts,
                        action if counts else "none", scanned=found, known=known)
         call.extras[_STATE] = state
@@ -251,11 +275,12 @@ class Privacy(Stage):
             return
         record = call.record
         detector, vault, known = state.detector, state.vault, state.known
+        budget = ScanBudget()  # one for all that is stored
         if not state.counts:
             # The request id is no part of the request scanned (it is never sent): a value in
             # it is looked for on its own, by the built-in and custom detectors.
             if record.request_id is not None:
-                found = detector.scan(record.request_id, model=False)
+                found = detector.scan(record.request_id, model=False, budget=budget)
                 if found:
                     record.request_id = vault.redact(record.request_id, found)
             return
@@ -265,7 +290,7 @@ class Privacy(Stage):
             if found is None:
                 # The model is not run here: the request's values (its names too) are looked
                 # for as they are, wherever an answer or an error repeats them.
-                found = detector.scan(text, model=False)
+                found = detector.scan(text, model=False, budget=budget)
                 more = known.occurrences(text)
                 if more:
                     found = detector.merge(found, more)

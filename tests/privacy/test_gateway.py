@@ -5,6 +5,7 @@ under redact, block and private_only, streams included, and answers get them bac
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -417,3 +418,29 @@ def test_block_phone_shapes(gw: RunningGateway, upstream: Upstream, phone: str) 
         {"role": "user", "content": f"call {phone} {upstream.marker}"}])
     assert "PHONE (1)" in error["message"]
     assert upstream.received() == []
+
+
+def test_digit_groups_past_the_scan_budget(gw: RunningGateway, upstream: Upstream) -> None:
+    """Thousands of distinct digit groups (a body made to keep the phone detector busy) spend
+    the request's scan budget: under redact and block the call is refused 413
+    ``privacy_scan_limit`` and nothing is sent; under private_only the unchecked groups count as
+    phone numbers, so the call goes to the private target."""
+    rng = random.Random(13)
+    groups = "".join(" ".join(f"{rng.randrange(10, 100)}" for _ in range(8)) + " | "
+                     for _ in range(1500))
+    content = f"{upstream.marker} {groups}"
+    http = gw.http()
+    for model in ("redacted", "blocked"):
+        answer = http.post("/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": content}]})
+        assert answer.status_code == 413, answer.text
+        error = answer.json()["error"]
+        assert (error["code"], error["param"], error["type"]) == (
+            "privacy_scan_limit", "messages", "invalid_request_error")
+        assert "not sent" in error["message"]
+    assert upstream.received() == []
+    answer = http.post("/v1/chat/completions", json={
+        "model": "private", "messages": [{"role": "user", "content": content}]})
+    # (The simulator's context is 8,192 tokens: this body is past it, and its 400 is answered.)
+    assert "maximum context length" in answer.text
+    assert [e["headers"]["x-who"] for e in upstream.received()] == ["private"]

@@ -18,7 +18,7 @@ def _everywhere(detector: Detector, text: str) -> list[Finding]:
     claimed = [*detect._ibans(text, range(whole)), *detect._ipv6s(text, 0, whole)]
     numbers = [*detect._cards(text, 0, whole), *detect._ssns(text, 0, whole),
                *detect._bare_ssns(text, 0, whole), *detect._ipv4s(text, 0, whole)]
-    phones = detector._phones(text, 0, whole, numbers + claimed)
+    phones = detector._phones(text, 0, whole, numbers + claimed, detect.ScanBudget())
     found = [*detect._emails(text), *claimed, *numbers, *phones,
              *detect._secrets(text, windows.narrow(text)[0])]
     return detect._resolve(found, detect.PRIORITY)

@@ -13,7 +13,7 @@ import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 from pydantic import BaseModel, Field
 
-from app.structured import instance, pick_tool, strict_problem
+from app.structured import MAX_CHARS, instance, pick_tool, regex_sample, strict_problem
 
 
 class Address(BaseModel):
@@ -103,6 +103,25 @@ def test_unsatisfiable_and_huge_schemas_stay_bounded() -> None:
     assert instance({"type": "string", "pattern": "(("}) == ""
     assert instance({"type": "object", "required": ["x"],
                      "patternProperties": {"((": {"type": "integer"}}}) == {"x": {}}
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "minItems": 4,
+     "items": {"type": "string", "pattern": "^" + "a{100000}" * 3000 + "$"}},
+    {"type": "array", "minItems": 10_000, "items": {"type": "string", "minLength": 100_000}},
+    {"type": "array", "minItems": 10_000, "items": {"const": "x" * 30_000}},
+    {"type": "array", "minItems": 10_000, "items": {"enum": ["x" * 30_000]}},
+    {"type": "object", "minProperties": 10_000,
+     "additionalProperties": {"type": "string", "default": "x" * 30_000}},
+], ids=["chained-repeats", "min-length", "const", "enum", "default"])
+def test_an_instance_holds_at_most_max_chars(schema: dict[str, Any]) -> None:
+    """A few KB of schema cannot make an instance of GBs: its strings (built, or the schema's
+    own values used again and again) come to at most ``MAX_CHARS`` characters in all, the
+    instance cut there, whatever each repetition or string may hold on its own."""
+    written = orjson.dumps(instance(schema))
+    assert MAX_CHARS // 2 < len(written) <= MAX_CHARS + 200_000  # + 10,000 keys and nulls
+    assert len(regex_sample("a{100000}" * 3000)) == MAX_CHARS
+    assert regex_sample("(ab){3}c") == "abababc"
 
 
 def test_unreadable_regex_is_a_400(http: httpx.Client) -> None:
