@@ -1,5 +1,9 @@
 """``RespClient``: the limiter's own Redis client, one pipelined connection speaking RESP2.
 
+(Over 400 lines: the RESP parser, the URL's address and login, and the connection that uses
+both are one small client; its login rules, such as a password the server does not need,
+live beside the connection that sends them.)
+
 Why not redis-py: an admission is one ``EVALSHA``, and redis-py's pipeline machinery (command
 packing, a connection pool, ``StreamReader``/``StreamWriter``, response callbacks) cost ~200 us
 of client CPU a round trip on this project's machines (``bench/limiter.py``): most of what keys

@@ -1,5 +1,9 @@
 """Privacy (``Slot.PRIVACY``): sensitive values never reach a third party unless policy allows.
 
+(Over 400 lines: the stage's hooks, and the route narrowing and refusals each of its policies
+needs (found values, token ids it cannot read, a scan past its budget), which share the call's
+state; the detectors, the walk and the restoring are their own modules under ``app.privacy``.)
+
 A call's policy (``app.privacy.policy``) is its public model's, tightened (never loosened) by
 the caller's own setting: the stricter of its virtual key's and its team's ``privacy``
 (``Caller.privacy``, read from the key directory's cached records, so an admin change applies
