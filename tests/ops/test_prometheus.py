@@ -217,18 +217,21 @@ def test_every_dashboard_and_alert_query_evaluates(tmp_path: Path,
             assert prometheus.query(expr)["data"]["result"], expr
 
 
-ERROR_SHARES = {("overview", "5xx share"): "", ("experiments", "Error ratio by variant"):
-                '{experiment="exp", variant="a"}'}
-"""Panels that show a share of errors, and the labels their one answer has."""
+ERROR_SHARES = {("overview", "5xx share", 0): "", ("overview", "Error share", 0): "",
+                ("overview", "Error share", 1): "",
+                ("experiments", "Error ratio by variant", 0): '{experiment="exp", variant="a"}'}
+"""Queries (dashboard, panel, target) that show a share of errors, and the labels their one
+answer has."""
 
 
 def test_error_shares_read_0_without_errors(tmp_path: Path) -> None:
     """With traffic and no error, the error-share panels read 0, not "No data" (an empty
     numerator must not empty the ratio)."""
-    exprs = {key: as_promql(panel["targets"][0]["expr"])
+    exprs = {key: as_promql(target["expr"])
              for name, dashboard in load_dashboards().items()
              for panel in dashboard["panels"]
-             if (key := (name, panel.get("title"))) in ERROR_SHARES}
+             for i, target in enumerate(panel.get("targets", ()))
+             if (key := (name, panel.get("title"), i)) in ERROR_SHARES}
     assert set(exprs) == set(ERROR_SHARES)
     tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
         "interval": "15s",
