@@ -100,19 +100,25 @@ def upgrade(database_url: str | None) -> None:
 @db.command()
 @database_url_option
 def check(database_url: str | None) -> None:
-    """Exit 0 if the schema is at the newest revision, 1 (saying what to do) if not."""
+    """Exit 0 if the schema is at the newest revision, or a newer one this switchboard runs on
+    (its schema floor allows it; said so), 1 (saying what to do) if not."""
     from app.db.engine import UnsupportedDatabaseUrl, mask_url
     from app.db.migrate import MigrationError, check_current
 
     url = _resolve(database_url)
     try:
-        asyncio.run(check_current(url))
+        newer = asyncio.run(check_current(url))
     except UnsupportedDatabaseUrl as exc:
         _fail(str(exc), status=2)
     except MigrationError as exc:
         _fail(str(exc))
     else:
-        click.echo(f"switchboard: the database at {mask_url(url)} is up to date")
+        if newer is None:
+            click.echo(f"switchboard: the database at {mask_url(url)} is up to date")
+        else:
+            click.echo(f"switchboard: the database at {mask_url(url)} is at schema revision "
+                       f"{newer}, newer than this switchboard, which runs on it (its schema "
+                       "floor allows it)")
 
 
 @db.command()

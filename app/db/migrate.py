@@ -203,9 +203,10 @@ async def _sqlite_file_lock(url: str | URL) -> AsyncIterator[None]:
         lock.close()  # releases the lock
 
 
-async def check_current(url: str | URL, *, timeout_s: float | None = None) -> None:
-    """Return if the database at ``url`` is at the newest schema, or at a newer one whose
-    schema floor this code is at or above (a rollback after an additive migration; logged).
+async def check_current(url: str | URL, *, timeout_s: float | None = None) -> str | None:
+    """Return if the database at ``url`` is at the newest schema (``None``), or at a newer one
+    whose schema floor this code is at or above (a rollback after an additive migration;
+    logged; its revision is returned).
 
     Raises ``SchemaNotReady`` (no schema, an old one, or a newer one whose floor is above this
     code or that has none) or ``DatabaseUnreachable`` (also when it does not answer within
@@ -217,8 +218,10 @@ async def check_current(url: str | URL, *, timeout_s: float | None = None) -> No
     except TimeoutError:
         raise DatabaseUnreachable(f"could not check the database at {mask_url(url)}: no "
                                   f"answer within {timeout_s:.0f}s") from None
-    if current == head_revisions() or _runs_on_newer(url, current, floor):
-        return
+    if current == head_revisions():
+        return None
+    if _runs_on_newer(url, current, floor):
+        return ", ".join(sorted(current))
     raise SchemaNotReady(
         f"the database at {mask_url(url)} has no switchboard schema (or an old one): run "
         "`switchboard db upgrade`")

@@ -283,8 +283,10 @@ async def test_key_privacy_migration_down_and_up_on_postgres(migrated_pg: str) -
 
 
 CLASHING_TEAMS = [("team_a", "search"), ("team_b", "SEARCH"), ("team_c", "search "),
-                  ("team_d", " Ops"), ("team_e", "x" * 128), ("team_f", "X" * 128)]
-"""Teams made before 0019, oldest first: names that clash ignoring case and whitespace."""
+                  ("team_d", " Ops"), ("team_e", "x" * 128), ("team_f", "X" * 128),
+                  ("team_h", "q"), ("team_i", "Q"), ("team_j", "Q (TEAM_I)")]
+"""Teams made before 0019, oldest first: names that clash ignoring case and whitespace (and
+one already named what a rename would make)."""
 
 
 async def _team_names_down_and_up(url: str) -> None:
@@ -301,7 +303,8 @@ async def _team_names_down_and_up(url: str) -> None:
             rows = (await connection.execute(text("SELECT id, name FROM teams"))).all()
             assert dict(rows) == {
                 "team_a": "search", "team_b": "SEARCH (team_b)", "team_c": "search (team_c)",
-                "team_d": "Ops", "team_e": "x" * 128, "team_f": "X" * 119 + " (team_f)"}
+                "team_d": "Ops", "team_e": "x" * 128, "team_f": "X" * 119 + " (team_f)",
+                "team_h": "q", "team_i": "Q (team_i 2)", "team_j": "Q (TEAM_I)"}
             with pytest.raises(IntegrityError):  # the index compares lower(name)
                 async with connection.begin_nested():
                     await connection.execute(text(

@@ -195,6 +195,9 @@ def test_the_cli_on_a_newer_sqlite_file_whose_floor_we_reach(tmp_path: Path) -> 
     checked = db("check", "--database-url", url)
     assert checked.returncode == 0, checked.stderr
     assert f"compatible from revision {compatible_from(HEAD)}" in checked.stderr
+    assert f"is at schema revision {NEWER}, newer than this switchboard, which runs on it" \
+        in checked.stdout
+    assert "up to date" not in checked.stdout
     upgraded = db("upgrade", "--database-url", url)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"is at schema revision {NEWER} (newer than this switchboard" in upgraded.stdout

@@ -9,7 +9,8 @@ Postgres's folds every letter its locale knows.
 Existing teams whose names clash this way are kept, with their keys, limits and spend (they are
 known by id): in each group of names equal once trimmed and lower-cased, the oldest team keeps
 its name (trimmed of whitespace), and each other one is renamed to its name followed by its id,
-``search (team_0123456789ab)``, logged as a warning. A single team whose name has whitespace
+``search (team_0123456789ab)`` (``(team_0123456789ab 2)`` and on, should a team already be
+named so), logged as a warning. A single team whose name has whitespace
 around it is trimmed. Rename them as you like afterwards. A downgrade puts back the unique index
 on ``name`` and leaves the names as they are.
 
@@ -20,6 +21,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -43,17 +45,26 @@ NAME_CHARS = 128
 def new_names(rows: Sequence[tuple[str, str, str]]) -> dict[str, str]:
     """The teams to rename, id -> new name, from ``(id, name, lower(name))`` rows oldest first
     (``lower`` as the database computes it, the fold its index will compare by)."""
-    groups: dict[str, list[tuple[str, str]]] = {}
+    groups: dict[str, list[tuple[str, str, str]]] = {}
     for team_id, name, folded in rows:
-        groups.setdefault(folded.strip(), []).append((team_id, name))
+        groups.setdefault(folded.strip(), []).append((team_id, name, folded.strip()))
+    taken = set(groups)
+    """Every name's fold in use once the renames are done: a new name must clash with none
+    (a team may already be named what a rename would make, ``q (team_Z)``)."""
     renamed: dict[str, str] = {}
     for teams in groups.values():
-        (first_id, first_name), *others = teams
+        (first_id, first_name, _), *others = teams
         if first_name != first_name.strip():
             renamed[first_id] = first_name.strip() or first_id
-        for team_id, name in others:
-            suffix = f" ({team_id})"
-            renamed[team_id] = (name.strip()[:NAME_CHARS - len(suffix)] + suffix).strip()
+        for team_id, name, folded in others:
+            for n in itertools.count(1):
+                suffix = f" ({team_id})" if n == 1 else f" ({team_id} {n})"
+                keep = NAME_CHARS - len(suffix)
+                fold = (folded[:keep] + suffix.lower()).strip()
+                if fold not in taken:
+                    break
+            taken.add(fold)
+            renamed[team_id] = (name.strip()[:keep] + suffix).strip()
     return renamed
 
 
