@@ -22,7 +22,8 @@ Where the two APIs differ, this is what a client gets:
   ``web_search_options`` (``app.providers.refusals``).
 - Dropped, as sampling hints with no Anthropic equivalent: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``; OpenAI's ``metadata`` (``user`` becomes
-  ``metadata.user_id``).
+  ``metadata.user_id``); ``reasoning_effort`` and ``service_tier`` (no published mapping to
+  Claude's thinking budget; ask for thinking with ``thinking`` instead).
 - Anthropic-native ``top_k`` and ``thinking`` sent by the client (the SDK's ``extra_body``) are
   forwarded; the target's ``params`` lie underneath everything.
 - Thinking comes back as ``message.reasoning_content`` (streams: ``delta.reasoning_content``),
