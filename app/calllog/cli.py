@@ -14,6 +14,7 @@ against a remote gateway and never touch the database themselves.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -56,6 +57,10 @@ def _message(response: httpx.Response) -> str:
         response.text[:200] or response.reason_phrase)
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+"""What a key can be to travel in ``Authorization: Bearer``: visible ASCII."""
+
+
 class AdminClient:
     """A thin client for ``/admin/calls`` and ``/admin/spend``; raises ``AdminApiError`` with a
     readable message, which shows the URL masked (``shown_url``).
@@ -64,6 +69,11 @@ class AdminClient:
     as Basic auth in place of the key's ``Authorization: Bearer`` header."""
 
     def __init__(self, url: str, *, key: str | None, timeout: float = 30.0) -> None:
+        if key and not _TOKEN.fullmatch(key):  # never shown: httpx's refusal would quote it
+            raise AdminApiError(
+                "the key holds a character an HTTP header cannot carry (a space, a non-ASCII "
+                "character, or a line ending such as an env file saved with Windows line "
+                "endings leaves): check --key or SWITCHBOARD_MASTER_KEY.")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
         self.shown = shown_url(self.url)
@@ -74,11 +84,14 @@ class AdminClient:
 
     def page(self, params: dict[str, Any]) -> tuple[list[Row], str | None]:
         """One page of calls (newest first) and the next cursor."""
-        body = self.get("/admin/calls", params)
+        body = self.get("/admin/calls", params, keys={"data": list})
         return list(body["data"]), body.get("next_cursor")
 
-    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The JSON body of the admin API's answer to ``GET path``."""
+    def get(self, path: str, params: dict[str, Any], *,
+            keys: dict[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
+        """The JSON body of the admin API's answer to ``GET path``: an object holding each of
+        ``keys`` with a value of its type, else ``AdminApiError`` (a 200 from something that is
+        no gateway, a login page say, is not read as one)."""
         try:
             response = self._http.get(path, params=params)
         except httpx.ConnectError:
@@ -89,7 +102,15 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise Unreachable(f"request to {self.shown} failed: {exc}") from None
         self._check(response)
-        body: dict[str, Any] = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or any(
+                not isinstance(body.get(name), kind) for name, kind in (keys or {}).items()):
+            raise AdminApiError(f"{self.shown} answered {path} with something other than the "
+                                "admin API's answer; is it a Switchboard gateway of this "
+                                "version?")
         return body
 
     def rows(self, params: dict[str, Any]) -> Iterator[Row]:
@@ -466,7 +487,7 @@ def spend(url: str, key: str | None, by: str, since: str | None, until: str | No
     try:
         body = client.get("/admin/spend", _filters(by=by, since=since, until=until,
                                                    key_id=key_id, team_id=team_id,
-                                                   model=model))
+                                                   model=model), keys={"data": list})
     finally:
         client.close()
     rows: list[Row] = body["data"]
@@ -505,7 +526,9 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
     try:
         # one path segment whatever the name holds (a '/', '?', '..' or control character)
         body = client.get(f"/admin/experiments/{quote(name, safe='')}",
-                          _filters(since=since, control=control))
+                          _filters(since=since, control=control),
+                          keys={"experiment": str, "method": str, "variants": dict,
+                                "control": (str, type(None))})
     finally:
         client.close()
     if as_json:

@@ -273,3 +273,50 @@ def test_spend_prints_a_cost_under_a_micro_dollar_as_not_free() -> None:
 
     assert [usd(x) for x in (0.0, 0.00000004, 0.0000012, 12.5)] == [
         "$0.000000", "$4e-08", "$0.000001", "$12.500000"]
+
+
+def _answering(body: bytes, content_type: bytes) -> Any:
+    """An ASGI app that answers every request 200 with ``body``: something at --url that is
+    no gateway (a login page, another service)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": body})
+    return app
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"<html>Sign in</html>", b"text/html"), (b"[1, 2, 3]", b"application/json"),
+    (b"null", b"application/json"), (b'{"data": "weird"}', b"application/json"),
+    (b'{"experiment": "e", "variants": []}', b"application/json"),
+], ids=["html", "array", "null", "data-not-a-list", "report-not-a-report"])
+def test_cli_refuses_a_200_that_is_no_admin_answer(body: bytes, content_type: bytes) -> None:
+    """A 200 from something that is no gateway is a one-line error (exit 1), not a traceback,
+    for every command that reads the admin API."""
+    with serve(_answering(body, content_type)) as url:
+        for command, args in ((spend, ["--by", "key"]), (logs, ["query"]),
+                              (experiments, ["report", "e"])):
+            result = CliRunner().invoke(command, [*args, "--url", url, "--key", MASTER_KEY])
+            assert result.exit_code == 1, (command.name, result.output)
+            assert "is it a Switchboard gateway" in result.output
+            assert not isinstance(result.exception, (KeyError, TypeError, ValueError))
+
+
+@pytest.mark.parametrize("key", [MASTER_KEY + "\r", MASTER_KEY + "\n", "sk-cl\u00e9-0123456789",
+                                 "sk two words"], ids=["cr", "lf", "non-ascii", "space"])
+def test_cli_refuses_a_key_no_header_can_carry_without_showing_it(key: str) -> None:
+    """A key ending in a line ending (an env file saved with Windows line endings), or holding
+    a non-ASCII character or a space: a one-line error that never shows the key (httpx's
+    refusal quoted the whole header), for every command that reads the admin API."""
+    for command, args in ((spend, ["--by", "key"]), (logs, ["query"]),
+                          (experiments, ["report", "e"])):
+        result = CliRunner().invoke(command, [*args, "--url", "http://127.0.0.1:9",
+                                              "--key", key])
+        assert result.exit_code == 1, (command.name, result.output)
+        assert "a character an HTTP header cannot carry" in result.output
+        assert key.strip() not in result.output and "0123456789" not in result.output
