@@ -181,16 +181,28 @@ _SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 def mask_url(url: str | URL) -> str:
     """``url`` with its password, and the value of every query parameter whose name says it
     may hold a credential (``_SECRET_PARAM``: ``?password=``...), replaced by ``***``: safe for
-    logs and error messages."""
+    logs and error messages. A password holding an unescaped ``@`` (the URL then has two)
+    would be read as part of the host and shown: everything before the last ``@`` of the
+    authority is masked then, the user name too."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "<unparseable database URL>"
+    # a password's rest read as the host's start (or the database's, when it held a "/"):
+    # keep only what follows the last "@"
+    if "@" in (parsed.host or ""):
+        # (URL is a named tuple: _replace clears the password, which URL.set leaves as is)
+        parsed = parsed._replace(username="***", password=None,
+                                 host=(parsed.host or "").rsplit("@", 1)[1])
+    elif "@" in (parsed.database or "") and parsed.get_backend_name() != "sqlite":
+        host, _, database = (parsed.database or "").rsplit("@", 1)[1].partition("/")
+        parsed = parsed._replace(username="***", password=None, host=host, port=None,
+                                 database=database or None)
     hidden = {name: "***" for name in parsed.query if _SECRET_PARAM.search(name)}
-    if not hidden:
-        return parsed.render_as_string(hide_password=True)
-    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
-    return shown.replace("=%2A%2A%2A", "=***")  # the mask as the password's reads, unescaped
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True) if hidden \
+        else parsed.render_as_string(hide_password=True)
+    # the masks as the password's reads, unescaped
+    return shown.replace("=%2A%2A%2A", "=***").replace("://%2A%2A%2A@", "://***@", 1)
 
 
 def make_engine(url: str | URL, *, echo: bool = False, atomic_ddl: bool = False) -> AsyncEngine:

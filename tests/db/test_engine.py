@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from app.db.cli import parse_duration
 from app.db.engine import (
@@ -56,6 +57,26 @@ def test_unsupported_url_is_refused_without_its_password() -> None:
 def test_mask_url_hides_password() -> None:
     """``mask_url`` keeps everything but the password."""
     assert mask_url("postgresql://u:hunter2@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+asyncpg://postgres:S3cret@PW@127.0.0.1:5432/db",
+    "postgresql://u:a@b/c@d@h/db?sslpassword=x",
+])
+def test_mask_url_hides_a_password_holding_an_unescaped_at(url: str) -> None:
+    """A password with an unescaped ``@`` is read by the URL parser as part of the host: none
+    of it (nor the user name) is shown; what follows the last ``@`` is."""
+    shown = mask_url(url)
+    assert shown == mask_url(make_url(url))  # parsed first, as the gateway's own URL is
+    assert "S3cret" not in shown and "PW" not in shown and "a@b" not in shown, shown
+    assert shown.startswith(url.split("://")[0] + "://***@")
+    assert "127.0.0.1:5432/db" in shown or "h/db" in shown
+    assert "sslpassword=x" not in shown
+
+
+def test_mask_url_keeps_a_sqlite_path_holding_an_at() -> None:
+    assert mask_url("sqlite+aiosqlite:////data/team@x/calls.db") == \
+        "sqlite+aiosqlite:////data/team@x/calls.db"
 
 
 @pytest.mark.parametrize(("url", "shown"), [
