@@ -49,6 +49,7 @@ from app.privacy.config import (
 from app.providers import PROVIDER_TYPES
 from app.providers import serves as provider_serves
 from app.providers.base import ENDPOINTS, ProviderBase, Seconds
+from app.yaml_keys import StrictKeys
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 if TYPE_CHECKING:
@@ -57,34 +58,10 @@ else:  # libyaml's safe loader when PyYAML was built with it (about 10x faster),
     _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_SafeLoader):
-    """The safe loader, refusing a mapping that repeats a key (YAML forbids it; PyYAML keeps
-    the last one, so a second ``chat:`` under ``models:`` would silently replace the first),
-    and an unquoted key YAML 1.1 reads as a boolean (a provider named ``off:``, ``yes:``, ``no:``
-    or ``on:``), which would be refused later as "not a valid string" without saying why."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may repeat
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, bool):  # unquoted no, yes, off, on, false, true (any case)
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key_node.value!r} on line {line} is read as a "
-                    f"boolean ({str(key).lower()}): quote it ('{key_node.value}')",
-                    key_node.start_mark)
-            try:
-                if key in first:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} on line {line} (first on line "
-                        f"{first[key]})", key_node.start_mark)
-            except TypeError:  # an unhashable key: the base class says so
-                break
-            first[key] = line
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return mapping
+class _Loader(StrictKeys, _SafeLoader):
+    """The safe loader, with ``StrictKeys``'s refusals: a second ``chat:`` under ``models:``
+    would silently replace the first, and a provider named ``off:`` would be refused later as
+    "not a valid string" without saying why."""
 
 KeyPath = tuple[str, ...]
 """Where a value is in the YAML document: its keys (and list indexes, as text) from the top."""

@@ -280,6 +280,9 @@ def _filter_options(command: F) -> F:
             ("--experiment", "Only calls split by this A/B experiment."),
             ("--variant", "Only calls sent to this variant of it."),
             ("--prompt-id", "Only calls that rendered this prompt template."))):
+        if name == "--caller":  # a typo would match nothing, silently
+            command = click.option(name, type=click.Choice(CALLERS), help=help_text)(command)
+            continue
         metavar = {"--config-version": "VERSION"}.get(
             name, "ID" if name.endswith("-id") else "NAME")
         command = click.option(name, metavar=metavar, help=help_text)(command)
@@ -289,6 +292,8 @@ def _filter_options(command: F) -> F:
                         help="Only calls that ended so.")(command)
 
 
+CALLERS = ("master", "key", "anonymous", "unauthenticated")
+"""The callers a call row names (the Glossary's)."""
 CALLER_HELP = ('Only calls from this caller: "master", "key", "anonymous" (loopback-only mode, '
                'no key) or "unauthenticated" (refused at authentication: no key, or one '
                'unknown, revoked or expired).')

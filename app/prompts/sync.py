@@ -57,6 +57,7 @@ from app.prompts.model import (
     parse,
 )
 from app.prompts.store import PromptStore, TemplateWrite, template_exists
+from app.yaml_keys import StrictKeys
 
 _BODY = ("messages", "variables", "model", "params", "author", "note")
 MAX_FILE_BYTES = 2 * MAX_VERSION_BYTES
@@ -76,9 +77,9 @@ class _Refused(yaml.YAMLError):
         super().__init__(f"{where}{what}")
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(StrictKeys, yaml.SafeLoader):
     """``yaml.SafeLoader`` refusing anchors and aliases, and nodes past ``MAX_NODES``, before
-    the node is built."""
+    the node is built, and a repeated key or one read as a boolean (``StrictKeys``)."""
 
     nodes = 0
 

@@ -205,3 +205,13 @@ def test_cli_filters_as_admin_calls_does(gateway: str) -> None:
     assert "unauthenticated" in shown
     assert all(option in shown for option in ("--experiment", "--variant", "--config-version",
                                               "--prompt-id", "--prompt-version"))
+
+
+def test_logs_query_refuses_a_caller_no_row_names() -> None:
+    """``--caller`` takes the callers rows name: a typo is a usage error (exit 2), not an
+    empty table that reads as "no such calls"."""
+    from app.calllog.cli import logs
+
+    result = CliRunner().invoke(logs, ["query", "--caller", "masterr", "--url",
+                                       "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "'masterr' is not one of" in result.output

@@ -17,7 +17,7 @@ from app.cli import main
 from app.prompts import CompiledVersion, VersionRecord, VersionSpec
 from app.prompts.model import MAX_CONTENT, MAX_VERSION_BYTES, parse
 from app.prompts.render import Declared, bind
-from app.prompts.sync import MAX_FILE_BYTES, MAX_NODES
+from app.prompts.sync import MAX_FILE_BYTES, MAX_NODES, SyncError, read_file
 
 ALIAS_BOMB = """\
 id: lol
@@ -139,3 +139,21 @@ def test_a_default_is_written_out_once_per_version() -> None:
     assert first["n"] == "3"
     assert bind(compiled.declared, {"j": [1]})["j"] == "[1]"  # a value sent is its own
     assert Declared("string").default_text is None
+
+
+@pytest.mark.parametrize("text, said", [
+    ("id: a\nmessages: [{role: user, content: hi}]\nid: b\n",
+     "duplicate key 'id' on line 3 (first on line 1)"),
+    ("messages: [{role: user, content: hi, role: system}]\n", "duplicate key 'role'"),
+    ("messages: [{role: user, content: hi}]\nlabels: {on: 1}\n",
+     "the key 'on' on line 2 is read as a boolean (true): quote it ('on')"),
+], ids=["id", "role", "boolean-key"])
+def test_a_template_file_repeating_a_key_is_refused(tmp_path: Path, text: str,
+                                                    said: str) -> None:
+    """A key written twice (YAML keeps the last: ``id: a ... id: b`` made template b) or one
+    read as a boolean is refused naming the line, as the gateway's config refuses it."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(SyncError) as caught:
+        read_file(path)
+    assert said in str(caught.value) and "dup.yaml" in str(caught.value)
