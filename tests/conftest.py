@@ -18,6 +18,7 @@ from app.db.engine import make_engine
 from app.db.models import Base
 from app.providers.http import new_session
 from app.simulator import SimOptions, create_app
+from tests.calllog.freeze_proxy import FreezeProxy
 from tests.servers import serve
 
 
@@ -91,6 +92,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'calls.db'}"
     return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def proxy() -> Iterator[FreezeProxy]:
+    """A proxy to the shared Postgres the test may freeze (a database that never answers)."""
+    frozen = FreezeProxy(5432)
+    yield frozen
+    frozen.close()
 
 
 @pytest.fixture

@@ -142,17 +142,30 @@ async def test_an_ended_experiment_is_reported_from_its_calls(engine: AsyncEngin
         await experiments.report_of(engine, "never", None)
 
 
+def ab_config(simulator: str, **sticky: str) -> dict[str, Any]:
+    """The simulator's config with experiment ``ab`` splitting ``chat`` between two variants
+    of one target (``sticky``: the experiment's ``sticky``, when given)."""
+    raw = sim_config(simulator)
+    raw["experiments"] = {"ab": {"model": "chat", **sticky, "variants": {
+        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
+        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
+    return raw
+
+
+def sqlite_app(tmp_path: Path, raw: dict[str, Any]) -> Any:
+    """A gateway on ``raw`` whose call log is a SQLite file in ``tmp_path`` (the same file for
+    every app made in one test)."""
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    return create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+
+
 def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path: Path) -> None:
     """Through a gateway: calls refused at validation (a max_tokens past the cap, a bad
     deadline header) keep their variant (``sticky: user``, one user), and the report counts
     them as refused before any provider, not as the variant's errors; the CLI says so."""
-    raw = sim_config(simulator)
+    raw = ab_config(simulator)
     raw["models"]["chat"]["max_tokens_cap"] = 100
-    raw["experiments"] = {"ab": {"model": "chat", "variants": {
-        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
-        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
-    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
-    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    lane = sqlite_app(tmp_path, raw)
     hi = [{"role": "user", "content": "hi"}]
     with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
             "Authorization": f"Bearer {MASTER_KEY}"}) as http:
@@ -193,12 +206,7 @@ def test_a_keys_rate_limit_refusal_counts_on_its_variant(simulator: str, tmp_pat
     """A key over its RPM limit is refused before any provider, on its variant (``sticky:
     key``), whether or not the request names ``max_tokens`` (with it, admission once decided
     before the call's route, and so its variant, was resolved: the refusal had no variant)."""
-    raw = sim_config(simulator)
-    raw["experiments"] = {"ab": {"model": "chat", "sticky": "key", "variants": {
-        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
-        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
-    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
-    lane = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    lane = sqlite_app(tmp_path, ab_config(simulator, sticky="key"))
     with serve(lane) as url, httpx.Client(base_url=url, timeout=30, headers={
             "Authorization": f"Bearer {MASTER_KEY}"}) as http:
         made = http.post("/admin/keys", json={"name": "one-a-minute", "rpm": 1})
@@ -223,13 +231,9 @@ def test_a_keys_rate_limit_refusal_counts_on_its_variant(simulator: str, tmp_pat
 def test_the_report_outlives_the_experiments_config(simulator: str, tmp_path: Path) -> None:
     """Ending an experiment (a config without it) keeps its report: the API and the CLI read
     it from the call log, say it ended, and compare with the control the reader names."""
-    raw = sim_config(simulator)
-    raw["experiments"] = {"ab": {"model": "chat", "sticky": "header", "variants": {
-        "control": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]},
-        "candidate": {"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]}}}}
-    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", None)
+    raw = ab_config(simulator, sticky="header")
     auth = {"Authorization": f"Bearer {MASTER_KEY}"}
-    running = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    running = sqlite_app(tmp_path, raw)
     with serve(running) as url, httpx.Client(base_url=url, timeout=30, headers=auth) as http:
         for i in range(12):
             answer = http.post("/v1/chat/completions", headers={
@@ -242,7 +246,7 @@ def test_the_report_outlives_the_experiments_config(simulator: str, tmp_path: Pa
             time.sleep(0.05)
         before = http.get("/admin/experiments/ab").json()
     del raw["experiments"]
-    ended = create_app(settings, config=parse_config(raw, {}), strict_telemetry=True)
+    ended = sqlite_app(tmp_path, raw)
     with serve(ended) as url, httpx.Client(base_url=url, timeout=30, headers=auth) as http:
         after = http.get("/admin/experiments/ab")
         named = http.get("/admin/experiments/ab", params={"control": "control"}).json()

@@ -106,6 +106,13 @@ async def test_a_carry_that_fails_is_logged_and_the_change_made(
     assert "reconcile" in caplog.text
 
 
+def in_process(store: KeyStore) -> tuple[KeyDirectory, LocalLimiter, Authenticate]:
+    """A gateway's key directory, in-process limiter and authenticate stage, without Redis."""
+    directory = KeyDirectory(store, None)
+    limiter = LocalLimiter()
+    return directory, limiter, Authenticate(None, directory, limiter=limiter)
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
@@ -127,9 +134,7 @@ async def test_without_redis_a_key_given_a_budget_counts_its_spend(
     change or after another), its next call is refused."""
     store = KeyStore(empty_keys_engine)
     key_id, key = await key_of(store)
-    directory = KeyDirectory(store, None)
-    limiter = LocalLimiter()
-    authenticate = Authenticate(None, directory, limiter=limiter)
+    directory, limiter, authenticate = in_process(store)
     assert await refused(authenticate, limiter, key) is None
     await log_calls(empty_keys_engine, (key_id, None, "0.30", datetime.now(UTC)))
     for step in steps:
@@ -144,9 +149,7 @@ async def test_without_redis_a_day_budget_made_a_month_one_counts_todays_spend(
     month budget that replaces it."""
     store = KeyStore(empty_keys_engine)
     key_id, key = await key_of(store, budget_usd=100.0, budget_period="day")
-    directory = KeyDirectory(store, None)
-    limiter = LocalLimiter()
-    authenticate = Authenticate(None, directory, limiter=limiter)
+    directory, limiter, authenticate = in_process(store)
     caller = await authenticate.identify(bearer(key))
     assert (await limiter.admit(caller.buckets, 0)).admitted
     limiter.settle(caller.buckets, 0, 0, 0.30)
@@ -162,9 +165,7 @@ async def test_without_redis_a_team_given_a_budget_counts_its_keys_spend(
     team = await team_of(store)
     a_id, a = await key_of(store, team_id=team)
     _, b = await key_of(store, team_id=team)
-    directory = KeyDirectory(store, None)
-    limiter = LocalLimiter()
-    authenticate = Authenticate(None, directory, limiter=limiter)
+    directory, limiter, authenticate = in_process(store)
     assert await refused(authenticate, limiter, a) is None
     await log_calls(empty_keys_engine, (a_id, team, "0.30", datetime.now(UTC)))
     await directory.update_team(team, TeamUpdate(budget_usd=0.1))
@@ -177,9 +178,7 @@ async def test_without_redis_a_change_read_from_the_key_change_log_counts_the_sp
     refresh; the key's next call there is refused."""
     store = KeyStore(empty_keys_engine)
     key_id, key = await key_of(store)
-    directory = KeyDirectory(store, None)
-    limiter = LocalLimiter()
-    authenticate = Authenticate(None, directory, limiter=limiter)
+    directory, limiter, authenticate = in_process(store)
     assert await refused(authenticate, limiter, key) is None
     await log_calls(empty_keys_engine, (key_id, None, "0.30", datetime.now(UTC)))
     await KeyDirectory(store, None).update_key(key_id, KeyUpdate(budget_usd=0.1))
@@ -194,9 +193,7 @@ async def test_without_redis_concurrent_first_calls_after_a_change_share_its_car
     whose next call is refused."""
     store = KeyStore(empty_keys_engine)
     key_id, key = await key_of(store)
-    directory = KeyDirectory(store, None)
-    limiter = LocalLimiter()
-    authenticate = Authenticate(None, directory, limiter=limiter)
+    directory, limiter, authenticate = in_process(store)
     await authenticate.identify(bearer(key))
     await log_calls(empty_keys_engine, (key_id, None, "0.30", datetime.now(UTC)))
     await directory.update_key(key_id, KeyUpdate(budget_usd=0.1))

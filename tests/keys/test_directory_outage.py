@@ -39,14 +39,6 @@ async def database() -> AsyncIterator[Database]:
     await db.drop()
 
 
-@pytest.fixture
-def proxy() -> Iterator[FreezeProxy]:
-    """A proxy to the shared Postgres the test may freeze (a database that never answers)."""
-    frozen = FreezeProxy(5432)
-    yield frozen
-    frozen.close()
-
-
 async def timed_resolve(directory: KeyDirectory, key: str) -> tuple[str, float]:
     """What resolving ``key`` gave (``unavailable``, ``unknown`` or ``found``) and how long it
     took, at most ``NOT_A_MINUTE_S`` (a hang fails the test there)."""

@@ -5,7 +5,7 @@ every call after one failed; the label is read again once the database answers."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -59,14 +59,6 @@ async def direct(pg_database: str) -> AsyncIterator[AsyncEngine]:
         await conn.run_sync(Base.metadata.create_all)
     yield engine
     await engine.dispose()
-
-
-@pytest.fixture
-def proxy() -> Iterator[FreezeProxy]:
-    """A proxy to the shared Postgres the test may freeze (a database that never answers)."""
-    frozen = FreezeProxy(5432)
-    yield frozen
-    frozen.close()
 
 
 async def test_a_hung_database_serves_the_stale_label_without_waiting_on_it(
