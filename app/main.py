@@ -7,7 +7,7 @@ import gc
 import importlib.metadata
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
@@ -29,11 +29,16 @@ from app.calllog import CallSink, LogSink
 from app.calllog.redact import Redactor
 from app.calllog.runtime import open_call_log
 from app.config import GatewayConfig, embedded_config, load_config
-from app.db.engine import describe_error
 from app.gateway import Gateway
 from app.keys import KeyDirectory, KeyStore
 from app.limits import Limiter, LocalLimiter, RedisLimiter
-from app.limits.budget import next_reconcile, reconcile_in_turn, reconcile_local
+from app.limits.budget import (
+    FIRST_RECONCILE_WAIT_S,
+    Reconciles,
+    reconcile,
+    reconcile_in_turn,
+    reconcile_local,
+)
 from app.limits.redis import PREFIX
 from app.metrics.runtime import open_metrics
 from app.pipeline import Pipeline, Stage
@@ -122,26 +127,31 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
         await keys.start()
         stack.push_async_callback(close_within, "the key directory", keys.aclose)
     limiter: Limiter
-    reconcile_budgets: Callable[[], Awaitable[int | None]] | None = None
+    # The first reconcile (at start-up) runs whoever's turn it is: each starting process must
+    # know the counters hold the log's spend before it serves (app.limits.budget.Reconciles).
+    reconciles: Reconciles | None = None
     if redis is not None:
         limiter = RedisLimiter(redis.limiter, timeout_s=limits.redis_timeout_ms / 1000,
                                fail_open=limits.on_redis_down == "open",
                                budget_fail_open=limits.budgets_on_redis_down == "open",
                                credits=True, news=redis.calllog)
         if calllog is not None:
-            reconcile_budgets = partial(reconcile_in_turn, calllog.engine, redis.calllog,
-                                        prefix=PREFIX, interval_s=limits.reconcile_interval_s)
+            reconciles = Reconciles(
+                first=partial(reconcile, calllog.engine, redis.calllog, prefix=PREFIX),
+                then=partial(reconcile_in_turn, calllog.engine, redis.calllog, prefix=PREFIX,
+                             interval_s=limits.reconcile_interval_s))
     else:
         limiter = local = LocalLimiter()
         if calllog is not None:
-            reconcile_budgets = partial(reconcile_local, calllog.engine, local)
+            reconciles = Reconciles.each(partial(reconcile_local, calllog.engine, local))
     await limiter.start()
     stack.push_async_callback(close_within, "the limiter", limiter.aclose)
-    if reconcile_budgets is not None:
-        reconciling = asyncio.create_task(_reconcile_loop(
-            reconcile_budgets, limits.reconcile_interval_s,
+    if reconciles is not None:
+        reconciling = asyncio.create_task(reconciles.loop(
+            limits.reconcile_interval_s,
             limiter.reconnected if isinstance(limiter, RedisLimiter) else None))
         stack.callback(reconciling.cancel)
+        await reconciles.started(FIRST_RECONCILE_WAIT_S)
     authenticator = Authenticate(settings.master_key, keys, limiter=limiter)
     recorder = metrics.recorder if metrics else None
     # Prompt templates live in the call log's database; without one a request naming a
@@ -181,25 +191,6 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                      limiter=limiter, redis=redis, calllog=calllog,
                      engine=calllog.engine if calllog else None, metrics=metrics, keys=keys,
                      reloader=reloader, prompts=prompts)
-
-
-async def _reconcile_loop(run: Callable[[], Awaitable[int | None]], interval_s: float,
-                          wake: asyncio.Event | None) -> None:
-    """Raise the budgets' spend counters (in Redis, or the in-process limiter's) to what the
-    call log proves, at start-up, every ``interval_s`` and when ``wake`` is set
-    (``app.limits.budget.next_reconcile``; with Redis, in this gateway's turn only); a failure
-    is logged and tried again."""
-    while True:
-        try:
-            raised = await run()
-            if raised:
-                log.info("budgets reconciled from the call log: %d spend counters raised", raised)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure: try again next interval
-            log.warning("budget reconcile failed (%s); retrying in %.0f s",
-                        describe_error(exc), interval_s)
-        await next_reconcile(interval_s, wake)
 
 
 def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader | None) -> None:

@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import cast, get_args
@@ -220,6 +221,63 @@ async def next_reconcile(interval_s: float, wake: asyncio.Event | None = None) -
         async with asyncio.timeout(interval_s):
             await wake.wait()
     wake.clear()
+
+
+FIRST_RECONCILE_WAIT_S = 10.0
+"""Longest a starting gateway waits for its first reconcile before it serves (a database that
+hangs must not keep it from serving: every call is still answered and recorded)."""
+
+
+@dataclass
+class Reconciles:
+    """A gateway process's reconciles: ``first`` at start-up, then ``then`` every interval and
+    when Redis answers again after an outage (``next_reconcile``).
+
+    The start-up one runs whoever's turn it is (``reconcile``, not ``reconcile_in_turn``), and
+    the process does not serve until it has finished (``started``): a Redis that lost its
+    counters (restarted empty, flushed, or a first start after counters were renamed) would
+    otherwise admit a burst of calls against empty counters until some gateway's turn came
+    round. Its cost is one read of the spend ledger per process start."""
+
+    first: Callable[[], Awaitable[int | None]]
+    then: Callable[[], Awaitable[int | None]]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the first reconcile has finished, raised counters or failed."""
+
+    @classmethod
+    def each(cls, run: Callable[[], Awaitable[int | None]]) -> Reconciles:
+        """The same reconcile at start-up and after (the in-process limiter's: no turns)."""
+        return cls(first=run, then=run)
+
+    async def loop(self, interval_s: float, wake: asyncio.Event | None) -> None:
+        """Reconcile now, then as ``next_reconcile`` says, for good; a failure is logged and
+        tried again at the next."""
+        run = self.first
+        while True:
+            try:
+                raised = await run()
+                if raised:
+                    log.info("budgets reconciled from the call log: %d spend counters raised",
+                             raised)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: try again next interval
+                log.warning("budget reconcile failed (%s); retrying in %.0f s",
+                            describe_error(exc), interval_s)
+            self.done.set()
+            run = self.then
+            await next_reconcile(interval_s, wake)
+
+    async def started(self, wait_s: float) -> None:
+        """Wait for the first reconcile, at most ``wait_s``; past that, log that budgets admit
+        against counters that may miss spend until it finishes, and return."""
+        try:
+            async with asyncio.timeout(wait_s):
+                await self.done.wait()
+        except TimeoutError:
+            log.warning("budgets not reconciled from the call log within %.0f s of starting; "
+                        "serving meanwhile: until the reconcile finishes, budgets admit against "
+                        "spend counters that may miss what was spent", wait_s)
 
 
 async def _budgets(engine: AsyncEngine) -> dict[tuple[Scope, str, Period], int]:
