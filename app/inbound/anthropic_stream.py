@@ -24,7 +24,9 @@ sends none).
 take them from there): the upstream's count when its first chunk has one, else the gateway's
 estimate of the prompt; ``message_delta`` then carries the upstream's count. Keep-alives
 become ``ping`` events, and an error after the first byte an ``error`` event, as Anthropic
-sends them.
+sends them; a keep-alive before ``message_start`` (a slow first token) is an SSE comment
+instead, since Anthropic's streams begin with ``message_start`` and a client may expect it
+first (every SSE parser skips comments).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from app.providers.base import NATIVE_EVENTS, Json
 from app.usage import Usage
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+KEEP_ALIVE = b": keep-alive\n\n"
+"""A keep-alive before the stream's first event: an SSE comment."""
 
 
 def event(name: str, payload: Json) -> bytes:
@@ -74,7 +78,7 @@ class EventWriter:
 
     def frame(self, item: Json | None) -> bytes:
         if item is None:
-            return PING
+            return PING if self.started or self.native else KEEP_ALIVE
         carried = item.get(NATIVE_EVENTS)
         if self.native is None:
             self.native = carried is not None

@@ -271,6 +271,17 @@ def test_a_translated_stream_has_anthropics_event_sequence() -> None:
     assert got[-2][1]["usage"]["output_tokens"] == 5
 
 
+def test_a_keep_alive_before_the_first_event_is_a_comment_not_a_ping() -> None:
+    """Anthropic's streams begin with ``message_start``: a slow first token's keep-alives come
+    before it as SSE comments (skipped by every SSE parser), and as ``ping`` events after."""
+    for first in (chunk({"role": "assistant", "content": "Hi"}),
+                  {NATIVE_EVENTS: [("message_start", '{"type":"message_start"}')]}):
+        writer = writer_for("public")
+        raw = writer.frame(None) + writer.frame(None) + writer.frame(first) + writer.frame(None)
+        assert raw.startswith(b": keep-alive\n\n: keep-alive\n\nevent: message_start\n")
+        assert raw.endswith(b'event: ping\ndata: {"type":"ping"}\n\n')
+
+
 def test_message_start_carries_the_input_tokens() -> None:
     """``message_start`` reports the prompt's input tokens, as Anthropic's does: the gateway's
     estimate while the upstream has reported none (``message_delta`` then has its count), the
