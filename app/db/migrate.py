@@ -210,7 +210,13 @@ async def check_current(url: str | URL, *, timeout_s: float | None = None) -> st
 
     Raises ``SchemaNotReady`` (no schema, an old one, or a newer one whose floor is above this
     code or that has none) or ``DatabaseUnreachable`` (also when it does not answer within
-    ``timeout_s``: a hung server accepts connections and never replies)."""
+    ``timeout_s``: a hung server accepts connections and never replies). A SQLite file that
+    does not exist is ``SchemaNotReady`` too, and is not created."""
+    normalize_url(url)  # a malformed URL, or a SQLite file's missing directory, first
+    if is_sqlite(url) and (database := sqlite_file(make_url(url))) is not None \
+            and not Path(database).exists():
+        raise SchemaNotReady(f"there is no database at {mask_url(url)} (nothing was created): "
+                             "`switchboard db upgrade` or `switchboard serve` creates it")
     try:
         async with asyncio.timeout(timeout_s):
             async with _connect(url, "check") as connection:

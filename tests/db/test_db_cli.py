@@ -68,6 +68,20 @@ async def test_upgrade_check_and_prune_on_a_fresh_postgres(fresh_pg: str) -> Non
         await engine.dispose()
 
 
+def test_check_and_prune_create_no_sqlite_file(tmp_path: Path) -> None:
+    """A SQLite path with no file: check and prune say so, exit 1, and leave no file behind
+    (a mistyped path used to become an empty database)."""
+    missing = tmp_path / "typo.db"
+    for args in (["check"], ["prune", "--older-than", "90d"]):
+        refused = db(*args, "--database-url", f"sqlite:///{missing}")
+        assert refused.returncode == 1, refused.stdout
+        assert "there is no database at" in refused.stderr
+        assert "switchboard db upgrade" in refused.stderr
+        assert not missing.exists()
+    assert db("upgrade", "--database-url", f"sqlite:///{missing}").returncode == 0
+    assert db("check", "--database-url", f"sqlite:///{missing}").returncode == 0
+
+
 def test_upgrade_uses_the_environment_url(tmp_path: Path) -> None:
     """Without --database-url the command migrates SWITCHBOARD_DATABASE_URL."""
     database = tmp_path / "env.db"
