@@ -214,7 +214,7 @@ async def check_current(url: str | URL, *, timeout_s: float | None = None) -> st
     does not exist is ``SchemaNotReady`` too, and is not created."""
     normalize_url(url)  # a malformed URL, or a SQLite file's missing directory, first
     if is_sqlite(url) and (database := sqlite_file(make_url(url))) is not None \
-            and not Path(database).exists():
+            and not await asyncio.to_thread(Path(database).exists):
         raise SchemaNotReady(f"there is no database at {mask_url(url)} (nothing was created): "
                              "`switchboard db upgrade` or `switchboard serve` creates it")
     try:
