@@ -263,3 +263,14 @@ def test_the_report_outlives_the_experiments_config(simulator: str, tmp_path: Pa
     assert printed.exit_code == 0, printed.output
     assert "experiment ab (ended: not in the config serving now" in printed.output
     assert "control: none, name one with --control" in printed.output
+
+
+def test_an_empty_experiment_name_is_a_usage_error() -> None:
+    """``experiments report ""`` names no experiment: a usage error (exit 2) saying so, before
+    any gateway is asked (it read as a gateway without the call log API)."""
+    for name in ("", "  "):
+        result = CliRunner().invoke(experiments_cli, [
+            "report", name, "--url", "http://127.0.0.1:9", "--key", MASTER_KEY], env={})
+        assert result.exit_code == 2, result.output
+        assert "an experiment's name is not empty" in result.output
+        assert "cannot connect" not in result.output

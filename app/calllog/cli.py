@@ -513,9 +513,16 @@ def experiments() -> None:
     admin key)."""
 
 
+def _experiment_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("an experiment's name is not empty (the config's "
+                                 "`experiments:` names them)")
+    return value
+
+
 @experiments.command("report")
 @_connection_options
-@click.argument("name")
+@click.argument("name", callback=_experiment_name)
 @click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
               "such as 7d (default: all).")
 @click.option("--control", metavar="VARIANT", help="The variant the others are compared with "
