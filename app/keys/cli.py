@@ -141,7 +141,8 @@ def _limit_options(command: F) -> F:
                      help="Budget per period in USD (none: no budget)."),
         click.option("--budget-period", "budget_period",
                      type=click.Choice(["day", "month", "total"]),
-                     help="Period the budget resets over (default month)."),
+                     help="Period the budget resets over (create: default month; update: "
+                          "kept when not given)."),
         click.option("--privacy", type=click.Choice(["redact", "private_only", "block", NONE]),
                      help="The privacy action calls run under at least: it tightens each "
                           "model's policy, never loosens it (none: the model's own)."),

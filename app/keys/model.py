@@ -198,20 +198,20 @@ Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
 scripts compare counters as doubles: exactly up to 2^53 nano-dollars (about $9 million), and
 above that within one part in 2^53 (under $0.00000013 at a billion dollars), which a budget
 check may then err by (``app.limits.scripts``)."""
-def _no_nul(value: str) -> str:
-    # Postgres text holds none: without this, a 400 from the database naming no field (and a
-    # 201 on SQLite).
+def no_nul(value: str) -> str:
+    """A text field's check: Postgres text holds no NUL character (without this, a 400 from
+    the database naming no field, and a 201 on SQLite)."""
     if "\x00" in value:
         raise ValueError("may not contain a NUL character")
     return value
 
 
 Models = Annotated[list[Annotated[str, Field(min_length=1, max_length=256),
-                                  AfterValidator(_no_nul)]],
+                                  AfterValidator(no_nul)]],
                    Field(max_length=MAX_MODELS)]
 Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64),
-                                    AfterValidator(_no_nul)],
-                          Annotated[str, Field(max_length=512), AfterValidator(_no_nul)]],
+                                    AfterValidator(no_nul)],
+                          Annotated[str, Field(max_length=512), AfterValidator(no_nul)]],
                      Field(max_length=MAX_METADATA)]
 TeamId = Annotated[str, Field(min_length=1, max_length=64)]
 

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +38,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app import errors
+from app.keys.model import no_nul
 from app.prompts.render import (
     NAME,
     Compiled,
@@ -93,8 +95,9 @@ class TemplateMessage(BaseModel):
 
     model_config = _FORBID
     role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_CONTENT)]
-    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    content: Annotated[str, Field(max_length=MAX_CONTENT), AfterValidator(no_nul)]
+    name: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)] | None \
+        = None
 
 
 class VariableSpec(BaseModel):
@@ -104,7 +107,7 @@ class VariableSpec(BaseModel):
     model_config = _FORBID
     type: VarType = "string"
     default: Any = None
-    description: Annotated[str, Field(max_length=1000)] | None = None
+    description: Annotated[str, Field(max_length=1000), AfterValidator(no_nul)] | None = None
 
     @property
     def has_default(self) -> bool:
@@ -140,13 +143,14 @@ class VersionSpec(BaseModel):
     messages: Annotated[list[TemplateMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     variables: Annotated[dict[str, VariableSpec], Field(max_length=MAX_VARIABLES)] = \
         Field(default_factory=dict)
-    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    model: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(no_nul)] | None \
+        = None
     """The public model the request gets when it names none."""
     params: dict[str, Any] | None = None
     """Chat-request fields (``temperature``, ``max_tokens``, ...) the request gets when it
     leaves them out."""
-    author: Annotated[str, Field(max_length=128)] | None = None
-    note: Annotated[str, Field(max_length=2000)] | None = None
+    author: Annotated[str, Field(max_length=128), AfterValidator(no_nul)] | None = None
+    note: Annotated[str, Field(max_length=2000), AfterValidator(no_nul)] | None = None
 
     @field_validator("variables")
     @classmethod

@@ -211,11 +211,15 @@ the request parser's default limit (``limits.max_json_depth``). orjson, which ha
 them, stops at 255 levels."""
 
 
+NUL_PROBLEM = "holds a NUL character, which a Postgres text cannot"
+
+
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (a default or ``params``, as written by an admin: YAML can build more than
     JSON) is not JSON that a version can keep (``None`` when it is): nested deeper than
-    ``MAX_JSON_DEPTH`` levels, a NaN or infinity, an integer past 64 bits, a key that is not a
-    string, or a value of another type (a YAML date). Iterative: no recursion limit to hit."""
+    ``MAX_JSON_DEPTH`` levels, a NUL character in a string or key, a NaN or infinity, an
+    integer past 64 bits, a key that is not a string, or a value of another type (a YAML
+    date). Iterative: no recursion limit to hit."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -225,6 +229,8 @@ def json_problem(value: Any) -> str | None:
             if isinstance(item, dict):
                 if not all(isinstance(key, str) for key in item):
                     return "has a key that is not a string"
+                if any("\x00" in key for key in item):
+                    return NUL_PROBLEM
                 item = list(item.values())
             stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, float):
@@ -234,7 +240,10 @@ def json_problem(value: Any) -> str | None:
                 and not INT_MIN <= item <= INT_MAX:
             return (f"holds an integer past 64 bits ({INT_MIN} to {INT_MAX}), which cannot "
                     "be sent exactly: write it as a string")
-        elif item is not None and not isinstance(item, str | int | bool):
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return NUL_PROBLEM
+        elif item is not None and not isinstance(item, int | bool):
             return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
                     "and times)")
     return None

@@ -239,6 +239,28 @@ def test_a_bad_version_is_told_in_the_admin_apis_words() -> None:
     assert "VersionSpec" not in caught.value.message + too_many.message
 
 
+@pytest.mark.parametrize(("change", "param"), [
+    ({"messages": [{"role": "user", "content": "a\x00b"}]}, "version.messages.0.content"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "a\x00"}]},
+     "version.messages.0.name"),
+    ({"author": "me\x00"}, "version.author"),
+    ({"note": "\x00"}, "version.note"),
+    ({"model": "m\x00"}, "version.model"),
+    ({"params": {"stop": ["\x00"]}}, "version.params"),
+    ({"params": {"metadata": {"a\x00": "b"}}}, "version.params"),
+    ({"variables": {"v": {"type": "string", "default": "\x00"}}},
+     "version.variables.v.default"),
+    ({"variables": {"v": {"description": "\x00"}}}, "version.variables.v.description"),
+])
+def test_a_nul_character_is_refused_naming_its_field(change: dict[str, Any], param: str) -> None:
+    """Postgres text holds no NUL: a version with one is the admin's 400 naming the field (it
+    was the database driver's error naming none, and stored on SQLite)."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(VersionSpec, {**spec("hi"), **change}, param="version")
+    assert caught.value.param == param
+    assert "NUL" in caught.value.message
+
+
 def test_a_json_default_may_nest_64_levels() -> None:
     """The depth bound is 64 levels of containers (the request parser's default), and such a
     version can be hashed and rendered."""
