@@ -211,13 +211,23 @@ the request parser's default limit (``limits.max_json_depth``). orjson, which ha
 them, stops at 255 levels."""
 
 
-NUL_PROBLEM = "holds a NUL character, which a Postgres text cannot"
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot be stored as it is: a NUL (Postgres text holds none), or a lone
+    surrogate (no UTF-8 encodes it: JSON's ``\\ud800`` escape can spell one)."""
+    if "\x00" in text:
+        return "holds a NUL character, which a Postgres text cannot"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "holds a lone surrogate (\\ud800-\\udfff), which is not a character"
+    return None
 
 
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (a default or ``params``, as written by an admin: YAML can build more than
     JSON) is not JSON that a version can keep (``None`` when it is): nested deeper than
-    ``MAX_JSON_DEPTH`` levels, a NUL character in a string or key, a NaN or infinity, an
+    ``MAX_JSON_DEPTH`` levels, a NUL or lone surrogate in a string or key, a NaN or infinity, an
     integer past 64 bits, a key that is not a string, or a value of another type (a YAML
     date). Iterative: no recursion limit to hit."""
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -229,8 +239,9 @@ def json_problem(value: Any) -> str | None:
             if isinstance(item, dict):
                 if not all(isinstance(key, str) for key in item):
                     return "has a key that is not a string"
-                if any("\x00" in key for key in item):
-                    return NUL_PROBLEM
+                why = next(filter(None, map(_text_problem, item)), None)
+                if why is not None:
+                    return why
                 item = list(item.values())
             stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, float):
@@ -241,8 +252,9 @@ def json_problem(value: Any) -> str | None:
             return (f"holds an integer past 64 bits ({INT_MIN} to {INT_MAX}), which cannot "
                     "be sent exactly: write it as a string")
         elif isinstance(item, str):
-            if "\x00" in item:
-                return NUL_PROBLEM
+            why = _text_problem(item)
+            if why is not None:
+                return why
         elif item is not None and not isinstance(item, int | bool):
             return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
                     "and times)")

@@ -251,14 +251,23 @@ def test_a_bad_version_is_told_in_the_admin_apis_words() -> None:
     ({"variables": {"v": {"type": "string", "default": "\x00"}}},
      "version.variables.v.default"),
     ({"variables": {"v": {"description": "\x00"}}}, "version.variables.v.description"),
+    ({"params": {"stop": ["\ud800"]}}, "version.params"),
+    ({"params": {"metadata": {"\udfff": "b"}}}, "version.params"),
+    ({"variables": {"v": {"type": "string", "default": "x\ud800"}}},
+     "version.variables.v.default"),
+    ({"variables": {"v": {"type": "json", "default": {"k": ["\ud800"]}}}},
+     "version.variables.v.default"),
 ])
-def test_a_nul_character_is_refused_naming_its_field(change: dict[str, Any], param: str) -> None:
-    """Postgres text holds no NUL: a version with one is the admin's 400 naming the field (it
-    was the database driver's error naming none, and stored on SQLite)."""
+def test_a_nul_or_lone_surrogate_is_refused_naming_its_field(change: dict[str, Any],
+                                                             param: str) -> None:
+    """Postgres text holds no NUL, and no UTF-8 encodes a lone surrogate (which JSON's escapes
+    can spell): a version with one is the admin's 400 naming the field (a NUL was the database
+    driver's error naming none, and stored on SQLite; a surrogate in a default or params a
+    500)."""
     with pytest.raises(errors.InvalidRequest) as caught:
         parse(VersionSpec, {**spec("hi"), **change}, param="version")
     assert caught.value.param == param
-    assert "NUL" in caught.value.message
+    assert "NUL" in caught.value.message or "lone surrogate" in caught.value.message
 
 
 def test_a_json_default_may_nest_64_levels() -> None:
