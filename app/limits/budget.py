@@ -46,7 +46,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import cast, get_args
 
 import redis.asyncio as aioredis
-from sqlalchemy import case, func, select, text
+from sqlalchemy import ColumnElement, case, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.background import stop_if_cancelled
@@ -83,27 +83,28 @@ class Spent:
 
 
 async def log_spend(engine: AsyncEngine, *, now: datetime | None = None) -> list[Spent]:
-    """Every key's and team's spend in the current day, month and all time, from the spend
-    ledger: a key's in all its teams together, tagged with its current team (a key no longer
-    stored appears once per team its rows name). Database errors propagate."""
+    """The spend of every key and team that keeps counters (``_counted``: one stored with
+    limits, a key not revoked) in the current day, month and all time, from the spend ledger:
+    a key's in all its teams together, tagged with its current team; a team's from all its
+    calls, those of keys since deleted included. Database errors propagate."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     periods: tuple[Period, ...] = get_args(Period)
     rows = await spend_sums(engine, [period_start(period, moment) for period in periods])
-    teams = await _key_teams(engine)
+    keys_teams, teams = await _counted(engine)
     out: list[Spent] = []
     for column, period in enumerate(periods):
         name = period_name(period, moment)
         sums = [(key_id, team_id, totals[column]) for key_id, team_id, totals in rows
                 if totals[column] > 0]
         keys: dict[tuple[str, str], int] = {}
-        for key_id, team_id, total in sums:
-            if key_id is not None:  # a key no longer stored: the teams the rows name
-                tag = (teams[key_id] or key_id) if key_id in teams else (team_id or key_id)
+        for key_id, _, total in sums:
+            if key_id in keys_teams:
+                tag = keys_teams[key_id] or key_id
                 keys[(key_id, tag)] = keys.get((key_id, tag), 0) + total
         out += [Spent("key", key_id, tag, period, name, total)
                 for (key_id, tag), total in sorted(keys.items())]
         out += [Spent("team", team_id, team_id, period, name, total)
-                for team_id, total in _by_team(sums)]
+                for team_id, total in _by_team(sums) if team_id in teams]
     return out
 
 
@@ -316,11 +317,22 @@ async def spend_sums(engine: AsyncEngine, starts: list[datetime | None], *,
             for key_id, team_id, *totals in rows]
 
 
-async def _key_teams(engine: AsyncEngine) -> dict[str, str | None]:
-    """Each key's current team (``None``: none)."""
+async def _counted(engine: AsyncEngine) -> tuple[dict[str, str | None], set[str]]:
+    """The keys and teams whose spend counters a reconcile raises: those with limits (an
+    RPM, TPM or budget), as settles count spend only for them, and of keys only those not
+    revoked: each key's current team (``None``: none), and the teams. A key or team without
+    limits, revoked or deleted keeps no counter (a counter of all time has no TTL: one per key
+    ever used would stay in Redis for good); a budget given later carries its spend from the
+    ledger first (``app.limits.carry``)."""
+    def limited(table: type[ApiKey] | type[Team]) -> ColumnElement[bool]:
+        return or_(table.rpm.is_not(None), table.tpm.is_not(None),
+                   table.budget_usd.is_not(None))
+
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(ApiKey.id, ApiKey.team_id))).all()
-    return {key_id: team_id for key_id, team_id in rows}
+        keys = (await conn.execute(select(ApiKey.id, ApiKey.team_id).where(
+            limited(ApiKey), ApiKey.revoked_at.is_(None)))).all()
+        teams = (await conn.execute(select(Team.id).where(limited(Team)))).scalars().all()
+    return {key_id: team_id for key_id, team_id in keys}, set(teams)
 
 
 def _by_tag(spent: list[Spent]) -> dict[str, list[Spent]]:

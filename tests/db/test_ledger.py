@@ -23,6 +23,7 @@ from app.calllog.sqlite import SqliteStore
 from app.db.migrate import alembic_config, prune
 from app.db.models import SpendDay
 from app.limits.budget import fold_ledger, log_spend
+from tests.limits.test_budget import store_limited
 
 MIDNIGHT = datetime(2026, 12, 6, tzinfo=UTC).timestamp()
 
@@ -181,6 +182,7 @@ async def test_folding_closed_months_keeps_every_sum(engine: AsyncEngine) -> Non
             row("c", "k1", "t1", 0.125, at(11, 2)), row("d", "k1", "t1", 1.0, at(11, 30)),
             row("e", "k2", None, 2.0, at(11, 15)), row("f", "k1", "t1", 4.0, at(12, 1)),
             row("g", "k1", "t1", 8.0, at(12, 6)), row("h", None, "t2", 16.0, at(11, 1))]
+    await store_limited(engine, {"k1": "t1", "k2": None}, {"t2"})
     await store_of(engine).write(rows)
     before = set(await log_spend(engine, now=now))
     assert {(s.scope, s.id, s.period, s.nano_usd) for s in before if s.id == "k1"} == {

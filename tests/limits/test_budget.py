@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import make_engine
-from app.db.models import Call
+from app.db.models import ApiKey, Call, Team
 from app.keys.model import KeyCreate, TeamCreate
 from app.keys.store import KeyStore
 from app.limits import Bucket, LocalLimiter, RedisLimiter
@@ -25,9 +25,36 @@ from tests.limits.conftest import heard
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 
 
+async def store_limited(engine: AsyncEngine, keys: dict[str, str | None],
+                        teams: set[str]) -> None:
+    """Store the keys (id: team id) and teams not stored yet, each with a budget (the keys and
+    teams a reconcile keeps counters for: ``app.limits.budget._counted``)."""
+    async with engine.begin() as conn:
+        stored_teams = set((await conn.execute(select(Team.id))).scalars())
+        stored_keys = set((await conn.execute(select(ApiKey.id))).scalars())
+        now = datetime.now(UTC)
+        new_teams = (teams | {t for t in keys.values() if t is not None}) - stored_teams
+        if new_teams:
+            await conn.execute(insert(Team), [
+                {"id": id, "name": id, "budget_usd": Decimal(100), "budget_period": "month",
+                 "metadata": {}, "created_at": now} for id in sorted(new_teams)])
+        if keys.keys() - stored_keys:
+            await conn.execute(insert(ApiKey), [
+                {"id": id, "key_hash": uuid.uuid4().hex, "prefix": "sk-sb-x", "name": id,
+                 "team_id": team, "budget_usd": Decimal(100), "budget_period": "month",
+                 "metadata": {}, "admin": False, "created_at": now}
+                for id, team in keys.items() if id not in stored_keys])
+
+
 async def log_calls(engine: AsyncEngine, *rows: tuple[str | None, str | None, str, datetime],
                     ) -> None:
-    """Write call rows (key id, team id, cost in USD, created at)."""
+    """Write call rows (key id, team id, cost in USD, created at), storing the keys (in the
+    team of their first row) and teams they name that are not stored yet, with budgets."""
+    keys: dict[str, str | None] = {}
+    for key, team, _, _ in rows:
+        if key is not None:
+            keys.setdefault(key, team)
+    await store_limited(engine, keys, {team for _, team, _, _ in rows if team is not None})
     async with engine.begin() as conn:
         await conn.execute(insert(Call), [
             {"id": uuid.uuid4().hex, "created_at": at, "caller": "key", "key_id": key,
@@ -68,6 +95,35 @@ async def test_reconcile_raises_idempotently(engine: AsyncEngine, redis: aioredi
     assert raised == len(expected)
     assert await reconcile(engine, redis, prefix=prefix, now=NOW) == 0
     assert {k: await redis.get(k) for k in keys} == expected
+
+
+async def test_only_stored_keys_and_teams_with_limits_keep_counters(
+        engine: AsyncEngine, redis: aioredis.Redis, prefix: str) -> None:
+    """A key or team without limits, a revoked key and a deleted one get no counter (a counter
+    of all time has no TTL: one per key ever used stayed in Redis for good, and came back
+    after being deleted); a team's counters still count its deleted keys' calls."""
+    store = KeyStore(engine)
+    plain_team = (await store.create_team(TeamCreate(name="plain"))).id
+    plain, _ = await store.create_key(KeyCreate(name="plain", team_id=plain_team))
+    revoked, _ = await store.create_key(KeyCreate(name="revoked", rpm=10))
+    await store.revoke_key(revoked.id)
+    limited, _ = await store.create_key(KeyCreate(name="limited", tpm=1000))
+    async with engine.begin() as conn:
+        await conn.execute(insert(Call), [
+            {"id": uuid.uuid4().hex, "created_at": NOW, "caller": "key", "key_id": key,
+             "team_id": team, "endpoint": "chat", "attempts": [], "status": "ok",
+             "http_status": 200, "stream": False, "tokens_estimated": False,
+             "cost_usd": Decimal("0.5")}
+            for key, team in [(plain.id, plain_team), (revoked.id, None), (limited.id, None),
+                              ("key_deleted", "team_budgeted")]])
+    await store_limited(engine, {}, {"team_budgeted"})
+    await reconcile(engine, redis, prefix=prefix, now=NOW)
+    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{prefix}:*")])
+    assert keys == sorted(
+        counter(prefix, tag, scope, id, period)
+        for tag, scope, id in [(limited.id, "key", limited.id),
+                               ("team_budgeted", "team", "team_budgeted")]
+        for period in ("day:2025-06-15", "month:2025-06", "total"))
 
 
 async def test_reconcile_never_lowers(engine: AsyncEngine, redis: aioredis.Redis,

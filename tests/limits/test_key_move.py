@@ -24,7 +24,7 @@ async def moved(engine: AsyncEngine) -> tuple[str, str, str]:
     key, a = await budgeted_key(engine, team_budget=100.0)
     assert a is not None
     store = KeyStore(engine)
-    b = (await store.create_team(TeamCreate(name=f"b-{key[-8:]}"))).id
+    b = (await store.create_team(TeamCreate(name=f"b-{key[-8:]}", budget_usd=100.0))).id
     await store.update_key(key, KeyUpdate(team_id=b))
     now = datetime.now(UTC)
     await log_calls(engine, (key, a, "0.30", now - timedelta(minutes=2)),
