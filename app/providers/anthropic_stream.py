@@ -38,8 +38,10 @@ class StreamTranslator:
     estimates rather than accounts zeros) and ``done`` is true; ``finish`` raises
     ``BadUpstreamResponse`` when the stream ended before that. ``message_start``'s chunk carries
     its usage (``PROMPT_USAGE``: the input counts are final there), which the gateway accounts if
-    the stream is cut before ``message_stop``. Unknown events and block types are ignored, as
-    Anthropic's versioning policy asks of clients.
+    the stream is cut before ``message_stop``. A ``tool_use`` block whose input stays empty (a
+    tool without parameters streams one empty ``partial_json``) gets ``"{}"`` as its arguments at
+    its ``content_block_stop``, as the complete answer has them. Unknown events and block types
+    are ignored, as Anthropic's versioning policy asks of clients.
     """
 
     def __init__(self, *, created: int) -> None:
@@ -50,6 +52,8 @@ class StreamTranslator:
         self._usage: Json = {}
         self._tool_index: dict[int, int] = {}
         """Anthropic content-block index -> OpenAI tool call index."""
+        self._no_arguments: set[int] = set()
+        """The ``tool_use`` blocks whose arguments have not come yet (see ``_block_stop``)."""
 
     @property
     def usage(self) -> Usage | None:
@@ -65,6 +69,8 @@ class StreamTranslator:
             return self._block_start(data.get("index"), data.get("content_block"))
         if kind == "content_block_delta":
             return self._block_delta(data.get("index"), data.get("delta"))
+        if kind == "content_block_stop":
+            return self._block_stop(data.get("index"))
         if kind == "message_delta":
             return self._message_delta(data)
         if kind == "message_stop":
@@ -73,7 +79,7 @@ class StreamTranslator:
             return [self._usage_chunk(usage)] if usage is not None else []
         if kind == "error":
             raise error_from_event(data)
-        return []  # ping, content_block_stop, and event types added after this was written
+        return []  # ping, and event types added after this was written
 
     def finish(self) -> None:
         """Call when the upstream stream ends; raises if it ended before ``message_stop``."""
@@ -125,6 +131,8 @@ class StreamTranslator:
         position = self._tool_index.setdefault(index, len(self._tool_index))
         given = block.get("input")
         arguments = orjson.dumps(given).decode() if given else ""
+        if not arguments:
+            self._no_arguments.add(index)
         call = {"index": position, "id": block["id"], "type": "function",
                 "function": {"name": block["name"], "arguments": arguments}}
         return [self._chunk({"tool_calls": [call]})]
@@ -141,9 +149,19 @@ class StreamTranslator:
             position = self._tool_index.get(index) if isinstance(index, int) else None
             if position is None:
                 raise errors.BadUpstreamResponse("upstream sent tool input for no tool_use block")
+            self._no_arguments.discard(index)
             call = {"index": position, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
         return []
+
+    def _block_stop(self, index: Any) -> list[Json]:
+        # A tool without parameters streams only an empty ``partial_json``: its arguments are
+        # "{}", as in the complete answer and as OpenAI sends them (clients json-parse them).
+        if not isinstance(index, int) or index not in self._no_arguments:
+            return []
+        self._no_arguments.discard(index)
+        call = {"index": self._tool_index[index], "function": {"arguments": "{}"}}
+        return [self._chunk({"tool_calls": [call]})]
 
     def _message_delta(self, data: Json) -> list[Json]:
         self._merge_usage(data.get("usage"))

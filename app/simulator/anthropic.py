@@ -125,14 +125,17 @@ async def respond(sim: Sim, req: Request, route: Route, request: MessagesRequest
 def _plan(message: dict[str, Any], request: MessagesRequest, knobs: Knobs, output: Output,
           tool: dict[str, Any] | None, tool_id: str) -> StreamPlan:
     """``message_start`` at once; ``content_block_start`` and ``ping`` with the first token; a
-    ``content_block_delta`` per piece; then ``content_block_stop``, ``message_delta`` and
+    ``content_block_delta`` per piece (for a tool without parameters, one with an empty
+    ``partial_json``, as Anthropic sends it); then ``content_block_stop``, ``message_delta`` and
     ``message_stop``."""
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
              "usage": {**usage(request, knobs, 0), "output_tokens": 1}}
     if tool is not None:
         block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
                                  "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in output.pieces]
+        # Anthropic streams a tool without parameters as one empty partial_json, not "{" "}".
+        pieces = [""] if output.text == "{}" else output.pieces
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in output.pieces]

@@ -477,6 +477,32 @@ def test_tool_use_stream_becomes_tool_call_deltas() -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def test_tool_use_stream_without_input_ends_with_empty_object_arguments() -> None:
+    """A tool_use block with only an empty partial_json gets "{}" at its content_block_stop."""
+    _, chunks = feed_all([
+        message_start(),
+        {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "now", "input": {}}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "input_json_delta", "partial_json": ""}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Paris\"}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+         "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ])
+    calls = [call for c in chunks if c["choices"]
+             for call in c["choices"][0]["delta"].get("tool_calls", ())]
+    arguments: dict[int, str] = {}
+    for call in calls:
+        arguments[call["index"]] = arguments.get(call["index"], "") + call["function"]["arguments"]
+    assert arguments == {0: "{}", 1: "{\"city\": \"Paris\"}"}
+
+
 def test_error_event_raises_the_mapped_error() -> None:
     """An ``error`` event mid-stream raises its gateway error (overloaded: retryable 529)."""
     translator = StreamTranslator(created=0)
@@ -695,6 +721,23 @@ async def test_simulator_stream_tool_call(
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert "city" in orjson.loads(arguments)
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+
+
+async def test_simulator_stream_tool_call_without_arguments_has_empty_object_arguments(
+    simulator: str, session: aiohttp.ClientSession
+) -> None:
+    """A streamed call of a tool without parameters has arguments "{}", as the complete one."""
+    tool = {"type": "function", "function": {"name": "now", "parameters": {
+        "type": "object", "properties": {}}}}
+    chunks = await collect(provider(simulator, session).stream_chat(
+        chat_call(stream=True, tools=[tool], tool_choice="required"), target=TARGET))
+    calls = [call for c in chunks if c["choices"]
+             for call in c["choices"][0]["delta"].get("tool_calls", ())]
+    assert "".join(call["function"]["arguments"] for call in calls) == "{}"
+    complete = await provider(simulator, session).chat(
+        chat_call(tools=[tool], tool_choice="required"), target=TARGET)
+    (call,) = complete.body["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["arguments"] == "{}"
 
 
 @pytest.mark.parametrize(("status", "error_class", "client_status", "retryable"), [

@@ -141,6 +141,19 @@ def test_sdk_stream_tool_use(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "tool_use"
 
 
+def test_stream_tool_without_parameters_sends_one_empty_input_delta(http: httpx.Client) -> None:
+    """A streamed tool_use of a tool without parameters has one empty partial_json, as
+    Anthropic streams it (not "{" and "}")."""
+    raw = http.post("/v1/messages", headers=HEADERS, json={
+        "model": "c", "max_tokens": 100, "messages": USER, "stream": True,
+        "tools": [{"name": "now", "input_schema": {"type": "object", "properties": {}}}],
+        "tool_choice": {"type": "any"}}).text
+    datas = [orjson.loads(f.split("\n")[1].removeprefix("data: "))
+             for f in raw.split("\n\n") if f]
+    deltas = [d["delta"] for d in datas if d["type"] == "content_block_delta"]
+    assert deltas == [{"type": "input_json_delta", "partial_json": ""}]
+
+
 def test_cache_control_reports_cache_tokens(claude: anthropic.Anthropic) -> None:
     """cache_control marks a cached prefix: creation by default, reads up to the header's N."""
     system: list[anthropic.types.TextBlockParam] = [{
