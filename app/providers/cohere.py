@@ -33,7 +33,7 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.
 - ``finish_reason``: ``COMPLETE``/``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS``/``TIMEOUT`` ->
-  ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a 502
+  ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a retryable 502
   ``generation_failed``. A ``STOP_SEQUENCE`` names the request's one stop sequence in the
   choice's ``stop_reason`` (``cohere_response.stop_sequence``). Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is

@@ -244,13 +244,15 @@ def test_finish_reasons(reason: str, finish: str) -> None:
     assert body["choices"][0]["finish_reason"] == finish
 
 
-def test_a_failed_generation_is_an_upstream_error() -> None:
-    """ERROR has no OpenAI finish reason: the call failed upstream, and says why."""
+def test_a_failed_generation_is_a_retryable_upstream_error() -> None:
+    """ERROR has no OpenAI finish reason: the call failed upstream (a retryable 502, so the
+    next target may serve it), and says why."""
     with pytest.raises(errors.UpstreamError) as caught:
         to_chat_completion({"id": "x", "finish_reason": "ERROR", "error": "overloaded",
                             "message": {"role": "assistant", "content": []}},
                            model="m", created=0)
     assert caught.value.code == "generation_failed" and "overloaded" in caught.value.message
+    assert caught.value.retryable and caught.value.status_code == 502
 
 
 def test_tool_plan_is_content_and_tokens_fall_back() -> None:

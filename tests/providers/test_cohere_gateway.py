@@ -152,6 +152,26 @@ def test_upstream_401_never_leaks_the_key(tmp_path: Path, simulator: str) -> Non
             assert "credentials" in answer.json()["error"]["message"]
 
 
+def test_generation_failed_before_the_first_token_falls_back(tmp_path: Path,
+                                                             simulator: str) -> None:
+    """A stream whose generation fails (finish_reason ERROR) before its first token is served
+    by the next target."""
+    raw = config(simulator)
+    raw["providers"]["failing"] = {"type": "cohere", "base_url": simulator, "api_key": KEY,
+                                   "headers": {"X-Sim-Error-After": "0"}}
+    raw["providers"]["spare"] = {"type": "openai", "base_url": f"{simulator}/v1",
+                                 "api_key": "sk-spare-0123456789"}
+    raw["models"]["chain"] = {"targets": [{"provider": "failing", "model": "command-r-08-2024"},
+                                          {"provider": "spare", "model": "gpt-4o-mini"}]}
+    with gateway(tmp_path, raw) as gw:
+        chunks = list(gw.client().chat.completions.create(
+            model="chain", messages=USER, max_tokens=5, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        (record,) = gw.sink.records
+        assert record.provider == "spare"
+        assert [a.provider for a in record.attempts] == ["failing", "spare"]
+
+
 def test_cancelled_stream_closes_the_upstream(tmp_path: Path, simulator: str) -> None:
     """A client leaving mid-stream cancels the Cohere stream at the simulator."""
     slow = {"X-Sim-TPOT-Ms": "50", "X-Sim-Completion-Tokens": "200"}
