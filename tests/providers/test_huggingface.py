@@ -309,6 +309,19 @@ def test_tgi_chat_sends_one_token_limit(payload: Json, sent: int) -> None:
     assert out == {"max_tokens": sent}
 
 
+@pytest.mark.parametrize(("payload", "sent"), [
+    ({"top_p": 1}, {}),
+    ({"top_p": 1.0, "temperature": 0.5}, {"temperature": 0.5}),
+    ({"top_p": 0}, {"temperature": 0}),
+    ({"top_p": 0.0, "temperature": 0.7}, {"temperature": 0}),
+    ({"top_p": 0.9}, {"top_p": 0.9}),
+])
+def test_tgi_chat_sends_top_p_as_tgi_takes_it(payload: Json, sent: Json) -> None:
+    """TGI chat: top_p >= 1 is left out and top_p 0 is greedy (temperature 0): TGI takes only
+    0 < top_p < 1."""
+    assert tgi_chat_payload(payload) == sent
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"n": 2}, "n"),
     ({"logit_bias": {"1": 2}}, "logit_bias"),
