@@ -42,7 +42,8 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   else the provider's ``input_type`` (default ``search_document``, the type for texts stored to
   be searched; Cohere requires one for v3 and later models). Vectors are requested as floats;
   ``encoding_format: base64`` is answered as OpenAI does (little-endian float32).
-  ``dimensions`` -> ``output_dimension``. ``truncate`` (``NONE``/``START``/``END``) comes from
+  ``dimensions`` -> ``output_dimension`` (refused for Embed v3 and older models, whose vectors
+  have one size). ``truncate`` (``NONE``/``START``/``END``) comes from
   the request or the target's params; unset, Cohere's default (``END``) applies. More than 96
   texts are sent as batches of 96, one after another: Cohere limits embed inputs per minute
   (2,000), so concurrent batches would reach that limit no sooner in total, and sending in order

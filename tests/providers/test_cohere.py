@@ -404,6 +404,22 @@ def test_embed_refusals(body: Json, param: str) -> None:
     assert caught.value.param == param
 
 
+@pytest.mark.parametrize("model", ["embed-english-v3.0", "embed-multilingual-light-v3.0",
+                                   "embed-english-v2.0"])
+def test_embed_dimensions_are_refused_for_fixed_size_models(model: str) -> None:
+    """dimensions to an Embed v3 (or older) model, which does not take output_dimension, is a
+    400 naming dimensions before sending; embed-v4.0 and unknown names send it."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        batch_payloads(embed_call(input="x", dimensions=256),
+                       target=Target(provider="co", model=model), input_type="search_document")
+    assert caught.value.param == "dimensions"
+    for served in ("embed-v4.0", "embed-v5.0", "my-finetuned-embed"):
+        (batch,) = batch_payloads(embed_call(input="x", dimensions=256),
+                                  target=Target(provider="co", model=served),
+                                  input_type="search_document")
+        assert batch["output_dimension"] == 256
+
+
 def test_reference_embed_answer_translates() -> None:
     """The reference's /v2/embed answer gives its two float vectors and billed input tokens."""
     answer = fixture("embed.json")["response"]
