@@ -61,8 +61,8 @@ scrubbed from every error message.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import SecretStr
@@ -77,7 +77,14 @@ from app.providers.base import (
     Target,
     embeddings_result,
 )
-from app.providers.cohere_embed import InputType, batch_payloads, read_batch
+from app.providers.cohere_embed import (
+    INPUT_TYPES,
+    TRUNCATE,
+    InputType,
+    batch_payloads,
+    read_batch,
+    takes_output_dimension,
+)
 from app.providers.cohere_request import translate_request
 from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
@@ -94,6 +101,21 @@ class CohereProvider(ProviderBase):
     base_url: str = "https://api.cohere.com"
     input_type: InputType = "search_document"
     """The embed ``input_type`` when neither the request nor the target's ``params`` set one."""
+
+    def target_problems(self, *, model: str, params: Mapping[str, Any]) -> list[str]:
+        """The embed options a target's ``params`` may set, as ``cohere_embed.batch_payloads``
+        would refuse them on every call (blaming the client for a field it never sent)."""
+        problems = []
+        if "input_type" in params and params["input_type"] not in INPUT_TYPES:
+            problems.append(f"params.input_type: {params['input_type']!r} is not one of "
+                            f"{', '.join(INPUT_TYPES)}")
+        if "truncate" in params and params["truncate"] not in TRUNCATE:
+            problems.append(f"params.truncate: {params['truncate']!r} is not one of "
+                            f"{', '.join(TRUNCATE)}")
+        if params.get("output_dimension") is not None and not takes_output_dimension(model):
+            problems.append(f"params.output_dimension: {model} makes vectors of one size; "
+                            "output_dimension is for embed-v4.0 and newer")
+        return problems
 
 
 CHAT_PATH = "/v2/chat"

@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from app import errors
+from app.config import ConfigError, parse_config
 from app.providers import PROVIDER_TYPES, cohere
 from app.providers.base import ChatCall, EmbeddingCall, Json, Target
 from app.providers.cohere import CohereProvider
@@ -418,6 +419,27 @@ def test_embed_dimensions_are_refused_for_fixed_size_models(model: str) -> None:
                                   target=Target(provider="co", model=served),
                                   input_type="search_document")
         assert batch["output_dimension"] == 256
+
+
+@pytest.mark.parametrize(("model", "params", "param"), [
+    ("embed-v4.0", {"input_type": "query"}, "input_type"),
+    ("embed-v4.0", {"truncate": "end"}, "truncate"),
+    ("embed-english-v3.0", {"output_dimension": 256}, "output_dimension"),
+])
+def test_target_embed_params_cohere_refuses_are_config_errors(model: str, params: Json,
+                                                              param: str) -> None:
+    """A target's params that Cohere's embed would refuse on every call fail to load, one line
+    naming the param (not a 400 blaming the client for a field it never sent)."""
+    targets = [{"provider": "co", "model": model, "params": params}]
+    raw: dict[str, Any] = {"providers": {"co": {"type": "cohere", "api_key": "co-key-0123456789"}},
+                           "models": {"e": {"targets": targets}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    (line,) = [line.strip() for line in str(caught.value).splitlines() if "targets" in line]
+    assert line.startswith(f"models.e.targets.0.params.{param}: ")
+    targets[0] = {"provider": "co", "model": "embed-v4.0", "params": {
+        "input_type": "search_query", "truncate": "END", "output_dimension": 256}}
+    parse_config(raw, {})
 
 
 def test_reference_embed_answer_translates() -> None:

@@ -101,6 +101,21 @@ def test_a_model_on_a_router_and_a_tei_target_is_a_config_error() -> None:
     assert "(provider 'tei', type huggingface) serves embeddings" in message
 
 
+@pytest.mark.parametrize("choice", ["not a provider!", "SambaNova", 7])
+def test_a_router_target_with_an_invalid_params_provider_is_a_config_error(choice: Any) -> None:
+    """A router target's params.provider that is no provider or policy name fails to load,
+    one line naming the param (not a 500 on every call)."""
+    target = {"provider": "router", "model": "a/b", "params": {"provider": choice}}
+    raw: dict[str, Any] = {"providers": {"router": {"type": "huggingface", "api_key": TOKEN}},
+                           "models": {"m": {"targets": [target]}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    (line,) = str(caught.value).splitlines()[-1:]
+    assert line.strip().startswith("models.m.targets.0.params.provider: ")
+    target["params"] = {"provider": "sambanova"}
+    parse_config(raw, {})
+
+
 # --- router ------------------------------------------------------------------------------------
 
 
