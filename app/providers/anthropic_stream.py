@@ -41,7 +41,9 @@ class StreamTranslator:
     the stream is cut before ``message_stop``. A ``tool_use`` block whose input stays empty (a
     tool without parameters streams one empty ``partial_json``) gets ``"{}"`` as its arguments at
     its ``content_block_stop``, as the complete answer has them. Unknown events and block types
-    are ignored, as Anthropic's versioning policy asks of clients.
+    are ignored, as Anthropic's versioning policy asks of clients, and so is what is streamed into
+    them (a ``server_tool_use`` block's ``input_json_delta``: the input of a tool Anthropic runs,
+    such as web search); tool input for a block never started is a ``BadUpstreamResponse``.
     """
 
     def __init__(self, *, created: int) -> None:
@@ -52,6 +54,8 @@ class StreamTranslator:
         self._usage: Json = {}
         self._tool_index: dict[int, int] = {}
         """Anthropic content-block index -> OpenAI tool call index."""
+        self._started: set[int] = set()
+        """The indexes of the content blocks started so far, of any type."""
         self._no_arguments: set[int] = set()
         """The ``tool_use`` blocks whose arguments have not come yet (see ``_block_stop``)."""
 
@@ -118,6 +122,8 @@ class StreamTranslator:
         return [chunk]
 
     def _block_start(self, index: Any, block: Any) -> list[Json]:
+        if isinstance(index, int):
+            self._started.add(index)
         if not isinstance(block, dict):
             return []
         kind = block.get("type")
@@ -147,6 +153,8 @@ class StreamTranslator:
             return [self._chunk({"reasoning_content": delta["thinking"]})]
         if kind == "input_json_delta" and delta.get("partial_json"):
             position = self._tool_index.get(index) if isinstance(index, int) else None
+            if position is None and index in self._started:
+                return []  # the input of a server tool (server_tool_use: web search...)
             if position is None:
                 raise errors.BadUpstreamResponse("upstream sent tool input for no tool_use block")
             self._no_arguments.discard(index)

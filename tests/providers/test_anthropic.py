@@ -503,6 +503,42 @@ def test_tool_use_stream_without_input_ends_with_empty_object_arguments() -> Non
     assert arguments == {0: "{}", 1: "{\"city\": \"Paris\"}"}
 
 
+def test_server_tool_blocks_and_their_input_are_ignored_in_a_stream() -> None:
+    """A server_tool_use block's input_json_delta (web search) and its result block are
+    skipped; the text around them streams, and the stream finishes."""
+    translator, chunks = feed_all([
+        message_start(),
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "text_delta", "text": "Searching."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"tides\"}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "content_block_start", "index": 3, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 3,
+         "delta": {"type": "text_delta", "text": " Found."}},
+        {"type": "content_block_stop", "index": 3},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ])
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "Searching. Found."
+    assert not any("tool_calls" in d for d in deltas)
+    translator.finish()
+    with pytest.raises(errors.BadUpstreamResponse):
+        translator.feed({"type": "content_block_delta", "index": 9,
+                         "delta": {"type": "input_json_delta", "partial_json": "{}"}})
+
+
 def test_error_event_raises_the_mapped_error() -> None:
     """An ``error`` event mid-stream raises its gateway error (overloaded: retryable 529)."""
     translator = StreamTranslator(created=0)
