@@ -14,7 +14,12 @@ from typing import Any
 import orjson
 
 from app import errors
-from app.providers.anthropic_response import error_from_event, finish_reason, read_usage
+from app.providers.anthropic_response import (
+    error_from_event,
+    finish_reason,
+    read_usage,
+    thinking_block,
+)
 from app.providers.base import PROMPT_USAGE, Json
 from app.usage import Usage
 
@@ -40,7 +45,11 @@ class StreamTranslator:
     its usage (``PROMPT_USAGE``: the input counts are final there), which the gateway accounts if
     the stream is cut before ``message_stop``. A ``tool_use`` block whose input stays empty (a
     tool without parameters streams one empty ``partial_json``) gets ``"{}"`` as its arguments at
-    its ``content_block_stop``, as the complete answer has them. Unknown events and block types
+    its ``content_block_stop``, as the complete answer has them. A ``thinking`` block's text
+    streams as ``reasoning_content``; at its ``content_block_stop`` the whole block (its text and
+    the signature its ``signature_delta`` brought), or a ``redacted_thinking`` block, comes once
+    in ``delta.thinking_blocks``, as the complete answer's ``message.thinking_blocks`` has it
+    (``anthropic_response.thinking_block``). Unknown events and block types
     are ignored, as Anthropic's versioning policy asks of clients, and so is what is streamed into
     them (a ``server_tool_use`` block's ``input_json_delta``: the input of a tool Anthropic runs,
     such as web search); tool input for a block never started is a ``BadUpstreamResponse``.
@@ -58,6 +67,8 @@ class StreamTranslator:
         """The indexes of the content blocks started so far, of any type."""
         self._no_arguments: set[int] = set()
         """The ``tool_use`` blocks whose arguments have not come yet (see ``_block_stop``)."""
+        self._thinking: dict[int, Json] = {}
+        """The thinking blocks open so far, by index, as they have been streamed."""
 
     @property
     def usage(self) -> Usage | None:
@@ -127,6 +138,8 @@ class StreamTranslator:
         if not isinstance(block, dict):
             return []
         kind = block.get("type")
+        if isinstance(index, int) and (kept := thinking_block(block)) is not None:
+            self._thinking[index] = kept
         if kind == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         if kind != "tool_use":
@@ -149,7 +162,14 @@ class StreamTranslator:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
+        thinking = self._thinking.get(index) if isinstance(index, int) else None
+        if kind == "signature_delta" and thinking is not None \
+                and isinstance(delta.get("signature"), str):
+            thinking["signature"] = thinking.get("signature", "") + delta["signature"]
+            return []
         if kind == "thinking_delta" and delta.get("thinking"):
+            if thinking is not None:
+                thinking["thinking"] += delta["thinking"]
             return [self._chunk({"reasoning_content": delta["thinking"]})]
         if kind == "input_json_delta" and delta.get("partial_json"):
             position = self._tool_index.get(index) if isinstance(index, int) else None
@@ -163,6 +183,8 @@ class StreamTranslator:
         return []
 
     def _block_stop(self, index: Any) -> list[Json]:
+        if isinstance(index, int) and index in self._thinking:
+            return [self._chunk({"thinking_blocks": [self._thinking.pop(index)]})]
         # A tool without parameters streams only an empty ``partial_json``: its arguments are
         # "{}", as in the complete answer and as OpenAI sends them (clients json-parse them).
         if not isinstance(index, int) or index not in self._no_arguments:
