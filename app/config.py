@@ -493,7 +493,8 @@ class GatewayConfig(BaseModel):
         return problems
 
     def _targets_name_providers(self) -> list[str]:
-        """Targets name providers, targets of one list share an endpoint, experiments name
+        """Targets name providers, targets of one list share an endpoint, their ``params`` are
+        what their provider takes (``ProviderBase.target_problems``), experiments name
         models (one experiment a model) and have a variant that serves the calls."""
         problems = []
         lists = [(f"models.{public}", model.targets) for public, model in self.models.items()]
@@ -508,6 +509,10 @@ class GatewayConfig(BaseModel):
         if not problems:
             problems += [problem for where, targets in lists
                          if (problem := self._common_endpoint(where, targets)) is not None]
+            problems += [f"{where}.targets.{i}.{problem}" for where, targets in lists
+                         for i, target in enumerate(targets)
+                         for problem in self.providers[target.provider].target_problems(
+                             model=target.model, params=target.params)]
         split: dict[str, str] = {}
         for name, experiment in self.experiments.items():
             if experiment.model not in self.models:

@@ -18,7 +18,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
         ├── UpstreamRejected (4xx from upstream, status kept; e.g. 400 context too long)
         ├── UpstreamAuthFailed (502)                            retryable
-        │       the gateway's own credential refused, or not to be had (a token)
+        │       the gateway's own credential refused, or not to be had (a token), or its
+        │       account with the provider unable to pay (402 Payment Required)
         ├── UpstreamRateLimited (429, rate_limit_error)         retryable
         ├── UpstreamUnavailable (5xx from upstream, status kept) retryable
         ├── UpstreamConnectError (502)                          retryable
@@ -177,8 +178,9 @@ class UpstreamRejected(UpstreamError):
 
 class UpstreamAuthFailed(UpstreamError):
     """The upstream refused the gateway's own credential for it (401, 403, a provider's "invalid
-    key"), or the gateway could not get one (a token, role credentials): the target's fault, not
-    the client's, so the next target may serve the call."""
+    key"), or the gateway could not get one (a token, role credentials), or the upstream refused
+    to serve the gateway's account for want of payment (402: out of credit, pay-as-you-go not
+    enabled): the target's fault, not the client's, so the next target may serve the call."""
 
     retryable = True
 
@@ -229,6 +231,12 @@ def from_upstream_status(status: int, message: str, *, code: str | None = None,
         # that, so it is reported as a bad gateway, not as the client's auth failure.
         return UpstreamAuthFailed(f"upstream refused the gateway's credentials: {message}",
                                   code=code)
+    if status == 402:
+        # The gateway's own account with the provider cannot pay for the call: nothing the
+        # client can fix, so, as a refused credential, a bad gateway the next target may cure.
+        return UpstreamAuthFailed("upstream refused the call for payment (402 Payment Required: "
+                                  f"the gateway's account with it is out of credit): {message}",
+                                  code=code or "upstream_payment_required")
     if status == 404:
         return UpstreamRejected(message, status=404, code=code or "model_not_found", param=param)
     if status == 408:

@@ -65,9 +65,10 @@ from pydantic import SecretStr
 from app import errors
 from app.providers.ai21_request import translate_request
 from app.providers.ai21_response import StreamTranslator, map_error, to_chat_completion
-from app.providers.base import ChatCall, Json, ProviderBase, Result, Target
+from app.providers.base import ChatCall, Json, OpeningHold, ProviderBase, Result, Target
 from app.providers.event_json import EventJson
 from app.providers.http import Upstream, drain
+from app.providers.openai import OPENING, opening_kind
 
 CHAT_PATH = "/chat/completions"
 
@@ -95,7 +96,11 @@ class AI21Chat:
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
         """Chunks as they arrive, then a usage chunk (``choices: []``) when AI21 reported usage.
 
-        Upstream errors before the first chunk raise from the first ``__anext__``; an in-band
+        AI21's role chunk (``{"role": "assistant"}``, sent before its model's first token) is
+        held until the first chunk with something generated in it (``OpeningHold``, as the
+        ``openai`` type holds it), so a failure before that token may still go to the next
+        target and the call's TTFT counts to it. Upstream errors before the first chunk raise
+        from the first ``__anext__``; an in-band
         error frame raises ``UpstreamError``; a stream that ends without ``[DONE]`` and without
         a finish reason raises ``BadUpstreamResponse``. Closing the generator closes the
         upstream connection.
@@ -104,13 +109,17 @@ class AI21Chat:
         translator = StreamTranslator(model=target.model, created=int(time.time()))
         events = self._upstream.stream_sse(CHAT_PATH, payload, timeout_s=target.timeout_s)
         read = EventJson()
+        hold = OpeningHold(OPENING)
         try:
             async for event in events:
                 if event.data == "[DONE]":
+                    for chunk in hold.release(None, []):
+                        yield chunk
                     await drain(events)
                     return
                 for chunk in translator.feed(read(event.data)):
-                    yield chunk
+                    for opened in hold.release(opening_kind(chunk), [chunk]):
+                        yield opened
         finally:
             await events.aclose()
         if not translator.finished:

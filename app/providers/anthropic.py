@@ -27,7 +27,12 @@ Where the two APIs differ, this is what a client gets:
 - Anthropic-native ``top_k`` and ``thinking`` sent by the client (the SDK's ``extra_body``) are
   forwarded; the target's ``params`` lie underneath everything.
 - Thinking comes back as ``message.reasoning_content`` (streams: ``delta.reasoning_content``),
-  the field vLLM and DeepSeek use.
+  the field vLLM and DeepSeek use, and the signed ``thinking``/``redacted_thinking`` blocks as
+  ``message.thinking_blocks`` (streams: each block whole in ``delta.thinking_blocks`` at its
+  end; the field LiteLLM uses). An assistant message's ``thinking_blocks`` are sent back first
+  in its turn, as Anthropic requires during tool use; with ``thinking`` on, the assistant
+  message whose tool calls are being answered without them is a 400 before sending
+  (``anthropic_request.check_thinking_kept``).
 - Calls that come in on the gateway's own ``/v1/messages`` are not translated at all
   (``messages``/``stream_messages``): the client's body goes on with the target's model name,
   its ``anthropic-beta`` header too, and its ``anthropic-version`` instead of the configured

@@ -89,8 +89,35 @@ def _tool_use_block(call: ToolCall, *, param: str) -> Json:
             "input": tool_arguments(call.function.arguments, param=param)}
 
 
-def _assistant_blocks(message: Message, *, param: str) -> list[Json]:
+def _thinking_blocks(message: Message, *, param: str) -> list[Json]:
+    """An assistant message's ``thinking_blocks`` (as the gateway returned them: ``thinking``
+    with its ``signature``, ``redacted_thinking`` with its ``data``), sent back unchanged."""
+    given = (message.model_extra or {}).get("thinking_blocks")
+    if given is None:
+        return []
+    if not isinstance(given, list):
+        raise errors.InvalidRequest("thinking_blocks must be a list of thinking blocks",
+                                    param=f"{param}.thinking_blocks")
     blocks: list[Json] = []
+    for i, block in enumerate(given):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking" and isinstance(block.get("thinking"), str) \
+                and isinstance(block.get("signature"), str):
+            blocks.append({"type": "thinking", "thinking": block["thinking"],
+                           "signature": block["signature"]})
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
+        else:
+            raise errors.InvalidRequest(
+                "a thinking block is {\"type\": \"thinking\", \"thinking\": ..., \"signature\": "
+                "...} or {\"type\": \"redacted_thinking\", \"data\": ...}, as returned",
+                param=f"{param}.thinking_blocks[{i}]")
+    return blocks
+
+
+def _assistant_blocks(message: Message, *, param: str) -> list[Json]:
+    # Anthropic wants an assistant turn's thinking first, before its text and tool uses.
+    blocks: list[Json] = _thinking_blocks(message, param=param)
     if isinstance(message.content, list):
         # An assistant's earlier refusal is plain text to Anthropic.
         for part in message.content:
@@ -164,6 +191,31 @@ def translate_messages(messages: list[Message]) -> tuple[str | list[Json] | None
         translated.append((i, *_turn(message, param=param)))
     turns = merged_turns(translated, key="content", reply_role="assistant", who="Anthropic")
     return (_system(system) if system else None), [_finish_turn(t) for t in turns]
+
+
+def thinking_on(payload: Json) -> bool:
+    """Whether a Messages payload turns extended thinking on (``enabled`` or ``adaptive``)."""
+    thinking = payload.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def check_thinking_kept(messages: list[Message]) -> None:
+    """With thinking on, Anthropic requires the assistant turn whose tool calls are being
+    answered (the last one with tool calls, no user message after it) to start with its
+    thinking: a 400 before sending when it carries no ``thinking_blocks``."""
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
+        if message.role == "user":
+            return
+        if message.role == "assistant" and message.tool_calls:
+            if not (message.model_extra or {}).get("thinking_blocks"):
+                raise errors.InvalidRequest(
+                    "with Anthropic's extended thinking on, the assistant message whose tool "
+                    "calls are being answered must carry its thinking_blocks, as the gateway "
+                    "returned them (message.thinking_blocks), so that they are sent back first "
+                    "in that turn; send them, or turn thinking off",
+                    param=f"messages[{i}].thinking_blocks")
+            return
 
 
 def translate_tools(request: ChatRequest) -> Json:
@@ -274,7 +326,9 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     Layering, lowest first: the target's ``params``, the client's Anthropic-native fields
     (``PASSTHROUGH_FIELDS``), then the translated OpenAI fields. ``max_tokens`` is the client's
     limit (the smaller of ``max_tokens`` and ``max_completion_tokens`` when it sent both: each is
-    a limit), else the target's default, else ``max_tokens_default`` (the provider's).
+    a limit), else the target's default, else ``max_tokens_default`` (the provider's). With
+    ``thinking`` on (from the client or the target), ``check_thinking_kept`` refuses a tool
+    loop whose thinking blocks were not sent back.
     """
     request = call.request
     _check_supported(request, call.body)
@@ -293,4 +347,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     if stream:
         payload["stream"] = True
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
-    return {**target.params, **passthrough, **payload}
+    payload = {**target.params, **passthrough, **payload}
+    if thinking_on(payload):
+        check_thinking_kept(request.messages)
+    return payload

@@ -107,18 +107,36 @@ def _tool_call(block: Json) -> Json:
             "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
 
 
+def thinking_block(block: Any) -> Json | None:
+    """A ``thinking`` block as ``{type, thinking, signature}``, a ``redacted_thinking`` one as
+    ``{type, data}`` (what a client sends back in ``thinking_blocks``); None for other blocks."""
+    if not isinstance(block, dict):
+        return None
+    if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+        signature = block.get("signature")
+        return {"type": "thinking", "thinking": block["thinking"],
+                "signature": signature if isinstance(signature, str) else ""}
+    if block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+        return {"type": "redacted_thinking", "data": block["data"]}
+    return None
+
+
 def to_message(content: Any) -> Json:
     """The OpenAI assistant ``message`` for Anthropic content blocks.
 
     Text blocks are joined into ``content``; ``tool_use`` blocks become ``tool_calls``;
-    ``thinking`` text goes to ``reasoning_content`` (the field vLLM and DeepSeek use). Other
-    block types (redacted thinking, server tool results) are not representable and are dropped.
+    ``thinking`` text goes to ``reasoning_content`` (the field vLLM and DeepSeek use), and the
+    ``thinking`` and ``redacted_thinking`` blocks themselves, signature and data as Anthropic
+    sent them, to ``thinking_blocks`` (``thinking_block``; the field LiteLLM uses): a client
+    sends them back on the assistant message, as Anthropic requires while tools are in use.
+    Other block types (server tool uses and results) are not representable and are dropped.
     """
     if not isinstance(content, list):
         raise errors.BadUpstreamResponse("upstream message has no 'content' list")
     texts: list[str] = []
     thoughts: list[str] = []
     tool_calls: list[Json] = []
+    thinking_blocks: list[Json] = []
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
@@ -127,6 +145,8 @@ def to_message(content: Any) -> Json:
             tool_calls.append(_tool_call(block))
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thoughts.append(block["thinking"])
+        if (kept := thinking_block(block)) is not None:
+            thinking_blocks.append(kept)
     message: Json = {"role": "assistant",
                      "content": "".join(texts) if texts or not tool_calls else None,
                      "refusal": None}
@@ -134,6 +154,8 @@ def to_message(content: Any) -> Json:
         message["tool_calls"] = tool_calls
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
     return message
 
 

@@ -7,15 +7,15 @@ headers over exactly those bytes, and the URL goes to aiohttp already encoded (a
 stream messages (``aws_eventstream``).
 
 Errors: AWS names the error in the ``x-amzn-ErrorType`` header (``ThrottlingException:http://...``)
-or the body's ``__type``/``code``, and gives ``{"message": ...}`` (or ``Message``).
-``aws_error`` maps them: throttling is a 429 (``Retry-After`` kept), validation a 400,
-refused credentials (``AccessDeniedException``, ``UnrecognizedClientException``,
-``ExpiredTokenException``, signature errors) a 502 naming the service and region (the gateway's
-credentials are not the client's to fix), model timeouts a 504 and unavailability a 503.
-A SageMaker ``ModelError`` whose container answered a 4xx (``OriginalStatusCode``) is
-the client's 400 with the message and ``param`` of the container's error body
-(``OriginalMessage``). Exception and error messages inside a stream (``stream_exception``)
-map the same way.
+or the body's ``__type``/``code``, and gives ``{"message": ...}`` (or ``Message``). ``aws_error``
+maps them: throttling is a 429 (``Retry-After`` kept), validation a 400, refused credentials
+(``AccessDeniedException``, ``UnrecognizedClientException``, ``ExpiredTokenException``, signature
+errors) a 502 naming the service and region (the gateway's credentials are not the client's to fix),
+model timeouts a 504 and unavailability a 503. A SageMaker ``ModelError`` whose container answered a
+4xx (``OriginalStatusCode``) is the client's 400 with the message and ``param`` of the container's
+error body (``OriginalMessage``), but for a container's 408, 424 (TGI: the generation failed) and
+429, which are a retryable 502 as any other ``ModelError``. Exception and error messages inside a
+stream (``stream_exception``) map the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ _STATUS_BY_TYPE: dict[str, int] = {
 }
 
 
+_CONTAINER_FAILURES = frozenset({408, 424, 429})
+"""Container 4xx statuses that are no refusal of the input: a timeout (408), a generation that
+failed (TGI's 424: CUDA out of memory, a shard lost), overload (429). Their ``ModelError`` maps
+as SageMaker's own (a retryable 502), so the next target may serve the call."""
+
+
 def error_type(headers: Mapping[str, str], payload: Any) -> str:
     """The AWS error type of an answer ("" when it names none)."""
     raw = headers.get("x-amzn-ErrorType") or headers.get("x-amzn-errortype") or ""
@@ -72,7 +78,7 @@ def aws_error(status: int, kind: str, payload: Any, text: str, *, service: str
             code=kind or "upstream_auth_failed")
     original = payload.get("OriginalStatusCode") if isinstance(payload, dict) else None
     if kind == "ModelError" and isinstance(original, int) and 400 <= original < 500 \
-            and original != 429:
+            and original not in _CONTAINER_FAILURES:
         # SageMaker's container refused the input (TGI's 422...): the client's 400, with the
         # message and param read from the container's own error body.
         return _container_refusal(payload.get("OriginalMessage"), message)

@@ -100,6 +100,13 @@ class ProviderBase(BaseModel):
         ``None``: all of them. Checked when the config loads, like the class's."""
         return None
 
+    def target_problems(self, *, model: str, params: Mapping[str, Any]) -> list[str]:
+        """What is wrong with a target of this provider (its upstream ``model`` and its
+        ``params``), each a line starting with the field's path under the target
+        (``params.provider: ...``): values every call to it would fail on, refused when the
+        config loads (``app.config``). None by default."""
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class Target:

@@ -33,7 +33,7 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.
 - ``finish_reason``: ``COMPLETE``/``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS``/``TIMEOUT`` ->
-  ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a 502
+  ``length``, ``TOOL_CALL`` -> ``tool_calls``; ``ERROR`` is raised as a retryable 502
   ``generation_failed``. A ``STOP_SEQUENCE`` names the request's one stop sequence in the
   choice's ``stop_reason`` (``cohere_response.stop_sequence``). Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is
@@ -42,7 +42,8 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   else the provider's ``input_type`` (default ``search_document``, the type for texts stored to
   be searched; Cohere requires one for v3 and later models). Vectors are requested as floats;
   ``encoding_format: base64`` is answered as OpenAI does (little-endian float32).
-  ``dimensions`` -> ``output_dimension``. ``truncate`` (``NONE``/``START``/``END``) comes from
+  ``dimensions`` -> ``output_dimension`` (refused for Embed v3 and older models, whose vectors
+  have one size). ``truncate`` (``NONE``/``START``/``END``) comes from
   the request or the target's params; unset, Cohere's default (``END``) applies. More than 96
   texts are sent as batches of 96, one after another: Cohere limits embed inputs per minute
   (2,000), so concurrent batches would reach that limit no sooner in total, and sending in order
@@ -60,8 +61,8 @@ scrubbed from every error message.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import SecretStr
@@ -76,7 +77,14 @@ from app.providers.base import (
     Target,
     embeddings_result,
 )
-from app.providers.cohere_embed import InputType, batch_payloads, read_batch
+from app.providers.cohere_embed import (
+    INPUT_TYPES,
+    TRUNCATE,
+    InputType,
+    batch_payloads,
+    read_batch,
+    takes_output_dimension,
+)
 from app.providers.cohere_request import translate_request
 from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
@@ -93,6 +101,21 @@ class CohereProvider(ProviderBase):
     base_url: str = "https://api.cohere.com"
     input_type: InputType = "search_document"
     """The embed ``input_type`` when neither the request nor the target's ``params`` set one."""
+
+    def target_problems(self, *, model: str, params: Mapping[str, Any]) -> list[str]:
+        """The embed options a target's ``params`` may set, as ``cohere_embed.batch_payloads``
+        would refuse them on every call (blaming the client for a field it never sent)."""
+        problems = []
+        if "input_type" in params and params["input_type"] not in INPUT_TYPES:
+            problems.append(f"params.input_type: {params['input_type']!r} is not one of "
+                            f"{', '.join(INPUT_TYPES)}")
+        if "truncate" in params and params["truncate"] not in TRUNCATE:
+            problems.append(f"params.truncate: {params['truncate']!r} is not one of "
+                            f"{', '.join(TRUNCATE)}")
+        if params.get("output_dimension") is not None and not takes_output_dimension(model):
+            problems.append(f"params.output_dimension: {model} makes vectors of one size; "
+                            "output_dimension is for embed-v4.0 and newer")
+        return problems
 
 
 CHAT_PATH = "/v2/chat"

@@ -7,6 +7,7 @@ vectors are rejoined in the same order, their usage summed.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from app import errors
@@ -24,6 +25,16 @@ INPUT_TYPES: tuple[str, ...] = ("search_document", "search_query", "classificati
 embeddings API does not carry)."""
 
 TRUNCATE = ("NONE", "START", "END")
+
+_FIXED_SIZE = re.compile(r"embed-(?:english|multilingual)(?:-light)?-v[1-3]\b")
+"""Cohere's Embed v3 (and older) model names: their vectors have one size, and
+``output_dimension`` is "only available for embed-v4 and newer models" (Cohere's reference)."""
+
+
+def takes_output_dimension(model: str) -> bool:
+    """Whether Cohere's ``model`` takes ``output_dimension`` (embed-v4.0 and newer; any model
+    not named as a v1-v3 one, so that newer and fine-tuned models are not refused here)."""
+    return _FIXED_SIZE.search(model) is None
 
 
 def texts_of(call: EmbeddingCall) -> list[str]:
@@ -45,7 +56,9 @@ def batch_payloads(call: EmbeddingCall, *, target: Target, input_type: str) -> l
     ``input_type``: the client's ``input_type`` (a request extension field), else the target's
     ``params``, else ``input_type`` (the provider's default). ``embedding_types`` is always
     ``["float"]``: OpenAI's base64 encoding is made here from the floats. ``dimensions``
-    becomes ``output_dimension``; a ``truncate`` from the client or the target is carried.
+    becomes ``output_dimension`` (a 400 naming ``dimensions`` for a v3 or older model, which
+    does not take it: ``takes_output_dimension``); a ``truncate`` from the client or the
+    target is carried.
     """
     texts = texts_of(call)
     chosen = _choose(call, target, "input_type", input_type)
@@ -61,6 +74,11 @@ def batch_payloads(call: EmbeddingCall, *, target: Target, input_type: str) -> l
         base["truncate"] = truncate
     dimensions = call.request.dimensions or target.params.get("output_dimension")
     if dimensions is not None:
+        if not takes_output_dimension(target.model):
+            # A refusal before sending: another target of the model may serve it.
+            raise errors.InvalidRequest(
+                f"Cohere's {target.model} makes vectors of one size; dimensions can be chosen "
+                "only for embed-v4.0 and newer", param="dimensions")
         base["output_dimension"] = dimensions
     return [{**base, "texts": texts[start:start + MAX_TEXTS]}
             for start in range(0, len(texts), MAX_TEXTS)]

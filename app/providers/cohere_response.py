@@ -31,16 +31,16 @@ FINISH_REASONS: dict[str, str] = {
 }
 """Cohere's ``finish_reason`` -> OpenAI's. ``TIMEOUT`` (stopped at Cohere's time limit) is a cut
 answer, like ``length``. ``ERROR`` (the generation failed upstream) has no OpenAI finish reason:
-it is raised as an ``UpstreamError`` (``generation_failed``), so the call is recorded as failed
-and, before the first byte, another target is tried."""
+it is raised as a retryable ``UpstreamUnavailable`` (a 502 ``generation_failed``), so the call is
+recorded as failed and, before the first byte, another target is tried."""
 
 
 def failed_generation(reason: Any, error: Any) -> None:
     """Raise for Cohere's ``ERROR`` finish reason (``error``: Cohere's message, if any)."""
     if reason == "ERROR":
         detail = error if isinstance(error, str) and error else "no reason given"
-        raise errors.UpstreamError(f"upstream generation failed: {detail[:500]}",
-                                   code="generation_failed")
+        raise errors.UpstreamUnavailable(f"upstream generation failed: {detail[:500]}",
+                                         status=502, code="generation_failed")
 
 
 def finish_reason(value: Any) -> str:

@@ -34,8 +34,8 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import Field, SecretStr, model_validator
@@ -117,6 +117,16 @@ class HuggingFaceProvider(ProviderBase):
 
     def offers(self) -> frozenset[Capability] | None:
         return OFFERS[self.api]
+
+    def target_problems(self, *, model: str, params: Mapping[str, Any]) -> list[str]:
+        """A router target's ``params.provider`` must be an inference provider or policy name,
+        as the provider's own ``provider`` (``routed_model`` would refuse every call)."""
+        choice = params.get("provider")
+        if self.api != "router" or choice is None or ":" in model \
+                or (isinstance(choice, str) and _SUFFIX.match(choice)):
+            return []
+        return [f"params.provider: {choice!r} is not an inference provider or policy name "
+                "(lowercase letters, digits and '-', such as sambanova or cheapest)"]
 
 
 def routed_model(model: str, choice: object) -> str:

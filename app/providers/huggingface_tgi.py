@@ -29,17 +29,18 @@ asked for, ``details.input_length`` in a stream's last event). The OpenAI reques
   always asked for.
 
 Chat goes to TGI's Messages API (``/v1/chat/completions``), OpenAI-compatible but for what
-``tgi_chat_payload`` rewrites or refuses: ``response_format`` in TGI's grammar form
-(``{"type": "json", "value": <schema>}``; json_object becomes the schema ``{"type": "object"}``),
-``stop`` as a list, ``developer`` messages as ``system`` ones (TGI hands roles to the model's
-chat template unchanged), one token limit (``max_tokens``, the smaller when the client sent
+``tgi_chat_payload`` rewrites or refuses: ``response_format`` in TGI's grammar form (``{"type":
+"json", "value": <schema>}``; json_object becomes the schema ``{"type": "object"}``), ``stop`` as a
+list, ``top_p`` as for ``/generate`` (>= 1 not sent, 0 sent as ``temperature: 0``, which TGI's
+Messages API makes greedy), ``developer`` messages as ``system`` ones (TGI hands roles to the
+model's chat template unchanged), one token limit (``max_tokens``, the smaller when the client sent
 ``max_completion_tokens`` too: TGI reads that name as an alias, and both at once as a duplicate
-field), ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and
-cannot make several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar
-and tools are mutually exclusive"), and what TGI would refuse or ignore refused too: custom tools
-and custom tool calls, audio output, ``web_search_options`` (``app.providers.refusals``). TGI
-before 2.1 answered ``finish_reason: "eos_token"``; it is read as ``stop``. A choice that called
-tools finishes with ``tool_calls``, where TGI (3.x too) says ``stop`` (``FinishReasons``).
+field), ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and cannot make
+several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar and tools are
+mutually exclusive"), and what TGI would refuse or ignore refused too: custom tools and custom tool
+calls, audio output, ``web_search_options`` (``app.providers.refusals``). TGI before 2.1 answered
+``finish_reason: "eos_token"``; it is read as ``stop``. A choice that called tools finishes with
+``tool_calls``, where TGI (3.x too) says ``stop`` (``FinishReasons``).
 
 Stop sequences: TGI says ``stop_sequence`` where one ended the answer (its chat answers too: its
 OpenAI-compliant reasons rename only ``eos_token``), not which, and keeps the matched sequence at
@@ -327,6 +328,20 @@ def _one_limit(payload: Json) -> None:
         payload["max_tokens"] = newer
 
 
+def _chat_top_p(payload: Json) -> None:
+    """``top_p`` as TGI takes it (only 0 < top_p < 1; its Messages API passes it on unchanged):
+    1 or more filters nothing and is not sent; 0 is greedy, which TGI's Messages API spells
+    ``temperature: 0``."""
+    top_p = payload.get("top_p")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)):
+        return
+    if top_p >= 1:
+        del payload["top_p"]
+    elif top_p <= 0:
+        del payload["top_p"]
+        payload["temperature"] = 0
+
+
 def tgi_chat_payload(payload: Json) -> Json:
     """An OpenAI chat payload as TGI's Messages API reads it (in place; see the module
     docstring)."""
@@ -339,6 +354,7 @@ def tgi_chat_payload(payload: Json) -> Json:
     if "messages" in payload:
         payload["messages"] = _roles(payload["messages"])
     _one_limit(payload)
+    _chat_top_p(payload)
     grammar = _grammar(payload.pop("response_format", None))
     if grammar is not None:
         if payload.get("tools"):

@@ -17,8 +17,9 @@ says which container answers:
 - ``tgi`` (Hugging Face's TGI container): chat sends OpenAI messages too, because TGI's
   SageMaker route reads a body with ``messages`` as a call to its Messages API and applies the
   model's own chat template (rewritten as ``huggingface_tgi.tgi_chat_payload`` does:
-  ``response_format`` as TGI's grammar, ``n`` > 1 refused); completions send TGI's native
-  ``{"inputs", "parameters"}`` (``huggingface_tgi.generate_request``, with ``"stream": true``
+  ``response_format`` as TGI's grammar, ``top_p`` >= 1 left out, ``n`` > 1 refused);
+  completions send TGI's native ``{"inputs", "parameters"}``
+  (``huggingface_tgi.generate_request``, with ``"stream": true``
   for streams: TGI's ``/invocations`` streams only when asked), whose ``details`` carry the
   token counts.
 

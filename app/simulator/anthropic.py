@@ -11,6 +11,13 @@ answered in text, as is ``none``. Otherwise a ``text`` block,
 holding a minimal instance of the schema (as JSON text) when ``output_config.format`` asks for
 one (structured outputs: ``{"type": "json_schema", "schema": {...}}``).
 
+Extended thinking (``thinking``: ``enabled`` with a ``budget_tokens`` of 1024 or more, below
+``max_tokens``, or ``adaptive``) puts a ``thinking`` block before the answer, with a signature
+tied to its text (streamed as ``thinking_delta`` pieces, then a ``signature_delta``), its tokens
+counted in ``output_tokens``. As at Anthropic, with thinking on, a final assistant message whose
+tool results follow must start with its thinking block, and a thinking block sent back must
+carry its own signature (400 otherwise: ``anthropic_request.check_thinking``).
+
 Prompt caching: when any system block, message block or tool carries ``cache_control``, the prompt
 up to the last marked block is the cached prefix. ``X-Sim-Cache-Read-Tokens: N`` reports up to N
 of it as ``cache_read_input_tokens`` and the rest as ``cache_creation_input_tokens``;
@@ -26,7 +33,7 @@ from typing import Any
 import orjson
 
 from app.simulator import content
-from app.simulator.anthropic_request import MessagesRequest, read_request
+from app.simulator.anthropic_request import MessagesRequest, read_request, thinking_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
@@ -72,6 +79,19 @@ def answer(sim: Sim, request: MessagesRequest,
     return content.reply(topic, length, 0, limit, stops), None
 
 
+def thought(request: MessagesRequest) -> tuple[str, ...]:
+    """The thinking shown before the answer when extended thinking is on (empty otherwise)."""
+    if not request.thinks:
+        return ()
+    topic = content.topic_of(content.last_user_text(request.messages))
+    return tuple(content.split_tokens(f"Considering how to answer: {topic}."))
+
+
+def thinking_block(text: str) -> dict[str, Any]:
+    """A complete answer's ``thinking`` block, signed."""
+    return {"type": "thinking", "thinking": text, "signature": thinking_signature(text)}
+
+
 def usage(request: MessagesRequest, knobs: Knobs, output_tokens: int) -> dict[str, Any]:
     """Anthropic's ``usage``; see the module docstring for the cache split."""
     read = min(knobs.cache_read_tokens or 0, request.cached_prefix)
@@ -100,14 +120,16 @@ async def respond(sim: Sim, req: Request, route: Route, request: MessagesRequest
     """Answer a validated request as ``model``, completely or as an event stream (mid-stream
     errors in ``route``'s dialect); ``ids`` goes after the ``msg_``/``toolu_`` of the ids."""
     output, tool = answer(sim, request, knobs)
+    thinking = thought(request)
     tool_id = sim.new_id("toolu_" + ids) if tool is not None else ""
     message = {"id": sim.new_id("msg_" + ids), "type": "message", "role": "assistant",
                "model": model}
     if request.stream:
-        await stream(sim, req, _plan(message, request, knobs, output, tool, tool_id), knobs,
-                     route=route)
+        await stream(sim, req, _plan(message, request, knobs, output, tool, tool_id, thinking),
+                     knobs, route=route)
         return
-    if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=output.tokens,
+    spent = output.tokens + len(thinking)
+    if not await delay(sim, req, knobs, prompt=request.prompt_tokens, completion=spent,
                        finish=output.finish):
         return
     if tool is not None:
@@ -116,41 +138,62 @@ async def respond(sim: Sim, req: Request, route: Route, request: MessagesRequest
                                  "input": orjson.loads(output.text) if complete else {}}
     else:
         block = {"type": "text", "text": output.text}
+    blocks = [block]
+    if thinking:
+        blocks.insert(0, thinking_block("".join(thinking)))
     await send_json(req.send, 200, orjson.dumps(
-        {**message, "content": [block], "stop_reason": _STOP_REASONS[output.finish],
+        {**message, "content": blocks, "stop_reason": _STOP_REASONS[output.finish],
          "stop_sequence": output.stop_sequence,
-         "usage": usage(request, knobs, output.tokens)}))
+         "usage": usage(request, knobs, spent)}))
+
+
+def _block_event(name: str, index: int, **fields: Any) -> bytes:
+    return _event(name, {"type": name, "index": index, **fields})
 
 
 def _plan(message: dict[str, Any], request: MessagesRequest, knobs: Knobs, output: Output,
-          tool: dict[str, Any] | None, tool_id: str) -> StreamPlan:
+          tool: dict[str, Any] | None, tool_id: str, thinking: tuple[str, ...]) -> StreamPlan:
     """``message_start`` at once; ``content_block_start`` and ``ping`` with the first token; a
-    ``content_block_delta`` per piece; then ``content_block_stop``, ``message_delta`` and
-    ``message_stop``."""
+    ``content_block_delta`` per piece (for a tool without parameters, one with an empty
+    ``partial_json``, as Anthropic sends it); then ``content_block_stop``, ``message_delta`` and
+    ``message_stop``. With ``thinking``, a ``thinking`` block comes first (index 0: its
+    ``thinking_delta`` pieces, then its ``signature_delta``), the answer's block after it."""
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
              "usage": {**usage(request, knobs, 0), "output_tokens": 1}}
     if tool is not None:
         block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
                                  "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in output.pieces]
+        # Anthropic streams a tool without parameters as one empty partial_json, not "{" "}".
+        pieces = [""] if output.text == "{}" else output.pieces
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in output.pieces]
+    index = 1 if thinking else 0
     tail = [
-        _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _block_event("content_block_stop", index),
         _event("message_delta", {"type": "message_delta",
                                  "delta": {"stop_reason": _STOP_REASONS[output.finish],
                                            "stop_sequence": output.stop_sequence},
-                                 "usage": {"output_tokens": output.tokens}}),
+                                 "usage": {"output_tokens": output.tokens + len(thinking)}}),
         _event("message_stop", {"type": "message_stop"}),
     ]
+    answer_start = _block_event("content_block_start", index, content_block=block)
+    tokens = [_block_event("content_block_delta", index, delta=delta) for delta in deltas]
+    head = [answer_start, _event("ping", {"type": "ping"})]
+    if thinking:
+        text = "".join(thinking)
+        head = [_block_event("content_block_start", 0,
+                             content_block={"type": "thinking", "thinking": "", "signature": ""}),
+                _event("ping", {"type": "ping"})]
+        opening = (_block_event("content_block_delta", 0, delta={
+            "type": "signature_delta", "signature": thinking_signature(text)})
+            + _block_event("content_block_stop", 0) + answer_start)
+        tokens = [_block_event("content_block_delta", 0,
+                               delta={"type": "thinking_delta", "thinking": piece})
+                  for piece in thinking] + (
+            [opening + tokens[0], *tokens[1:]] if tokens else [opening])
     return StreamPlan(
         preamble=[_event("message_start", {"type": "message_start", "message": start})],
-        head=[_event("content_block_start",
-                     {"type": "content_block_start", "index": 0, "content_block": block}),
-              _event("ping", {"type": "ping"})],
-        tokens=[_event("content_block_delta",
-                       {"type": "content_block_delta", "index": 0, "delta": delta})
-                for delta in deltas],
-        tail=tail, prompt_tokens=request.prompt_tokens,
+        head=head, tokens=tokens, tail=tail, prompt_tokens=request.prompt_tokens,
         finish="length" if output.finish == "length" else "stop")

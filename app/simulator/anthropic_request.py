@@ -1,11 +1,15 @@
 """Validating an Anthropic Messages request, and counting its prompt and cached prefix.
 
 Errors are 400 ``invalid_request_error`` with Anthropic-style messages naming the field path
-(``max_tokens: Field required``, ``messages.0.content.1.type: ...``).
+(``max_tokens: Field required``, ``messages.0.content.1.type: ...``). Extended thinking
+(``thinking``) is validated as Anthropic does, and so are the thinking blocks sent back with it
+(``check_thinking``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,7 @@ class MessagesRequest:
     when nothing is marked); ``hour_prefix`` the part of it up to the last block marked
     ``ttl: 1h`` (Anthropic requires 1-hour marks before 5-minute ones). ``tool``: the tool the
     answer calls, if any. ``schema``: the JSON schema ``output_config.format`` asks the answer
-    to follow, if any.
+    to follow, if any. ``thinks``: extended thinking is on (``check_thinking``).
     """
 
     model: str
@@ -42,6 +46,8 @@ class MessagesRequest:
     tool: dict[str, Any] | None
     schema: dict[str, Any] | None = None
     hour_prefix: int = 0
+    thinks: bool = False
+    """Extended thinking is on (``thinking``: ``enabled`` with a budget, or ``adaptive``)."""
 
 
 def _fail(message: str) -> SimError:
@@ -167,6 +173,70 @@ def count_prompt(system: Any, messages: list[Any], tools: Any) -> tuple[int, int
     return total, prefix if marked else 0, hour
 
 
+def thinking_signature(thinking: str) -> str:
+    """The signature the simulator gives a thinking block: opaque to clients, and tied to the
+    block's text, so a block sent back changed (or with another's signature) is refused."""
+    digest = hashlib.sha256(b"sim-thinking\0" + thinking.encode()).digest()
+    return base64.b64encode(b"sim-sig:" + digest).decode()
+
+
+def _thinks(body: dict[str, Any], max_tokens: int) -> bool:
+    """Whether ``thinking`` turns extended thinking on, validated as Anthropic does: ``enabled``
+    with an integer ``budget_tokens`` of at least 1024 and below ``max_tokens``, ``adaptive``,
+    or ``disabled``."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return False
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return False
+    if kind == "adaptive":
+        return True
+    if kind != "enabled":
+        raise _fail("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise _fail("thinking.enabled.budget_tokens: Field required")
+    if budget < 1024:
+        raise _fail("thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                    "1024")
+    if max_tokens <= budget:
+        raise _fail("`max_tokens` must be greater than `thinking.budget_tokens`. Please consult "
+                    "our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                    "extended-thinking#max-tokens-and-context-window-size")
+    return True
+
+
+def check_thinking(messages: list[Any]) -> None:
+    """With thinking on, Anthropic's rules for the thinking blocks sent back: the final
+    assistant message, when its tool calls' results follow, must start with a ``thinking`` or
+    ``redacted_thinking`` block, and every ``thinking`` block must carry the signature it was
+    given (``thinking_signature``)."""
+    for index, message in enumerate(messages):
+        blocks = message.get("content")
+        for position, block in enumerate(blocks if isinstance(blocks, list) else ()):
+            if isinstance(block, dict) and block.get("type") == "thinking" \
+                    and block.get("signature") != thinking_signature(
+                        str(block.get("thinking", ""))):
+                raise _fail(f"messages.{index}.content.{position}: Invalid `signature` in "
+                            "`thinking` block")
+    if len(messages) < 2 or not _answers_tool(messages[-1]) \
+            or messages[-2].get("role") != "assistant":
+        return
+    blocks = messages[-2].get("content")
+    first = (blocks[0].get("type") if isinstance(blocks, list) and blocks
+             and isinstance(blocks[0], dict) else "text")
+    if first not in ("thinking", "redacted_thinking"):
+        raise _fail(
+            f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+            f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
+            "`assistant` message must start with a thinking block (preceeding the lastmost set "
+            "of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks "
+            "from previous turns. To avoid this requirement, disable `thinking`. Please consult "
+            "our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+            "extended-thinking")
+
+
 def read_request(body: dict[str, Any]) -> MessagesRequest:
     """Validate ``body`` as Anthropic does; the facts the simulator needs."""
     model = body.get("model")
@@ -184,10 +254,13 @@ def read_request(body: dict[str, Any]) -> MessagesRequest:
     stops = body.get("stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
         raise _fail("stop_sequences: Input should be a valid list of strings")
+    thinks = _thinks(body, max_tokens)
+    if thinks:
+        check_thinking(messages)
     tool = _called_tool(body, messages)
     schema = _output_schema(body.get("output_config"))
     prompt, prefix, hour = count_prompt(system, messages, body.get("tools"))
     return MessagesRequest(model=model, max_tokens=max_tokens, messages=messages,
                            stop_sequences=tuple(stops), stream=body.get("stream") is True,
                            prompt_tokens=prompt, cached_prefix=prefix, tool=tool,
-                           schema=schema, hour_prefix=hour)
+                           schema=schema, hour_prefix=hour, thinks=thinks)

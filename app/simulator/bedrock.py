@@ -328,12 +328,14 @@ async def _claude(sim: Sim, req: Request, model: str, body: dict[str, Any], knob
                        "please reformat your input and try again.")
     request = read_request({**body, "model": model, "stream": streamed})
     output, tool = anthropic.answer(sim, request, knobs)
+    thinking = anthropic.thought(request)
     tool_id = sim.new_id("toolu_bdrk_") if tool is not None else ""
     message = {"id": sim.new_id("msg_bdrk_"), "type": "message", "role": "assistant",
                "model": model}
     if not streamed:
+        spent = output.tokens + len(thinking)
         if not await delay(sim, req, knobs, prompt=request.prompt_tokens,
-                           completion=output.tokens, finish=output.finish):
+                           completion=spent, finish=output.finish):
             return
         if tool is not None:
             block: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": tool["name"],
@@ -341,18 +343,23 @@ async def _claude(sim: Sim, req: Request, model: str, body: dict[str, Any], knob
                                      if output.finish != "length" else {}}
         else:
             block = {"type": "text", "text": output.text}
+        blocks = [block]
+        if thinking:
+            blocks.insert(0, anthropic.thinking_block("".join(thinking)))
         await send_json(req.send, 200, orjson.dumps({
-            **message, "content": [block], "stop_reason": _STOP[output.finish],
+            **message, "content": blocks, "stop_reason": _STOP[output.finish],
             "stop_sequence": output.stop_sequence,
-            "usage": anthropic.usage(request, knobs, output.tokens)}))
+            "usage": anthropic.usage(request, knobs, spent)}))
         return
     # The Anthropic dialect's own plan, one definition of its event sequence, re-framed.
-    plan = anthropic._plan(message, request, knobs, output, tool, tool_id)
-    metrics = {"inputTokenCount": request.prompt_tokens, "outputTokenCount": output.tokens,
+    plan = anthropic._plan(message, request, knobs, output, tool, tool_id, thinking)
+    metrics = {"inputTokenCount": request.prompt_tokens,
+               "outputTokenCount": output.tokens + len(thinking),
                "invocationLatency": 1, "firstByteLatency": 1}
     plan.preamble = [_chunk(f) for f in plan.preamble]
     plan.head = [_chunk(f) for f in plan.head if not f.startswith(b"event: ping")]
-    plan.tokens = [_chunk(f) for f in plan.tokens]
+    # A token frame may hold several events (a thinking block's end, the answer's start).
+    plan.tokens = [b"".join(_chunk(e) for e in f.split(b"\n\n") if e) for f in plan.tokens]
     plan.tail = [_chunk(f, metrics if f.startswith(b"event: message_stop") else None)
                  for f in plan.tail]
     _eventstream(req)

@@ -23,7 +23,8 @@ template Cohere wraps around every chat, which it does not bill, so the two diff
 at Cohere.
 
 Embed: deterministic unit vectors (``app.simulator.embeddings.vector``) of
-``output_dimension`` (default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else
+``output_dimension`` (refused, 400, for the v3 and older models, as Cohere takes it only for
+embed-v4 and newer; default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else
 ``--embedding-dimensions``), in every requested
 ``embedding_types`` encoding; ``meta.billed_units.input_tokens`` is the texts' estimate.
 """

@@ -8,6 +8,7 @@ message roles and their required fields, enum values, and the documented ranges 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ INPUT_TYPES = ("search_document", "search_query", "classification", "clustering"
 EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
 MAX_TEXTS = 96
+_FIXED_SIZE = re.compile(r"embed-(?:english|multilingual)(?:-light)?-v[1-3]\b")
+"""Embed v3 and older: ``output_dimension`` is "only available for embed-v4 and newer"."""
 
 
 def fail(message: str) -> SimError:
@@ -200,6 +203,9 @@ def read_embed(body: dict[str, Any]) -> EmbedRequest:
     if not isinstance(types, list) or not all(t in EMBEDDING_TYPES for t in types):
         raise fail(f"embedding_types must be a list of {', '.join(EMBEDDING_TYPES)}")
     dimensions = body.get("output_dimension")
+    if dimensions is not None and _FIXED_SIZE.search(model):
+        raise fail(f"output_dimension is only available for embed-v4 and newer models, "
+                   f"not {model}")
     if dimensions is not None and dimensions not in OUTPUT_DIMENSIONS:
         raise fail("output_dimension must be one of 256, 512, 1024, 1536")
     truncate = body.get("truncate")

@@ -59,8 +59,9 @@ _OPENAI_TYPES: dict[int, tuple[str, str | None]] = {
     404: ("invalid_request_error", "model_not_found"), 429: ("requests", "rate_limit_exceeded"),
 }
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                    429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+                    402: "billing_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                    529: "overloaded_error"}
 
 
 def _vllm(err: SimError, *, flat: bool) -> dict[str, Any]:

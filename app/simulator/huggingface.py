@@ -15,7 +15,8 @@ only plays what differs.
   "json"|"json_object", "value": <schema>}``, ``{"type": "json_schema", "value": {"schema":
   ...}}`` or ``{"type": "regex", "value": ...}``, so OpenAI's ``{"type": "json_schema",
   "json_schema": ...}`` is refused), and a grammar together with ``tools`` is refused ("Grammar
-  and tools are mutually exclusive"). The grammar is then handed to the shared handler in
+  and tools are mutually exclusive"). ``top_p`` must be > 0 and < 1, as TGI validates it for
+  ``/generate`` too (422 ``validation``). The grammar is then handed to the shared handler in
   OpenAI's form, so the answer is its instance. A stop sequence ends the answer as TGI ends it:
   the text keeps the matched sequence, and ``finish_reason`` is ``stop_sequence`` (TGI's
   OpenAI-compliant reasons rename only ``eos_token``, to ``stop``).
@@ -95,6 +96,12 @@ async def tgi_chat(sim: Sim, req: Request, route: Route) -> None:
     if stop is not None and not (isinstance(stop, list)
                                  and all(isinstance(s, str) for s in stop)):
         raise _tgi_type_error("stop", "a sequence of strings")
+    top_p = body.get("top_p")
+    if top_p is not None and not isinstance(top_p, bool) and isinstance(top_p, (int, float)) \
+            and not 0 < top_p < 1:
+        # TGI's Messages API passes top_p to the same validation as /generate.
+        raise SimError(422, "Input validation error: `top_p` must be > 0.0 and < 1.0",
+                       kind="validation")
     bias = body.get("logit_bias")
     if bias is not None and not (isinstance(bias, list)
                                  and all(isinstance(b, (int, float)) for b in bias)):

@@ -171,6 +171,22 @@ def test_upstream_401_never_leaks_the_key(run_gateway: GatewayFactory, simulator
     assert record.error_message and KEY not in record.error_message
 
 
+def test_stream_failing_before_its_first_token_falls_back(run_gateway: GatewayFactory,
+                                                         simulator: str) -> None:
+    """AI21's role chunk is held until the first token: a stream that fails before that token
+    is served by the next target, the client seeing none of the failed one."""
+    raw = config(simulator, **{"X-Sim-Error-After": "0"})
+    raw["models"]["jamba"]["targets"].append({"provider": "sim", "model": "gpt-4o-mini"})
+    with run_gateway(raw) as gw:
+        chunks = list(gw.client().chat.completions.create(model="jamba", messages=USER,
+                                                          max_tokens=5, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert next(c.choices[0].delta.role for c in chunks if c.choices) == "assistant"
+        record = gw.sink.records[-1]
+        assert [a.provider for a in record.attempts] == ["ai21", "sim"]
+        assert record.status == "ok"
+
+
 def test_client_leaving_a_stream_cancels_the_ai21_request(run_gateway: GatewayFactory,
                                                           simulator: str) -> None:
     """A streaming client that leaves before the first token: the AI21 stream is closed."""

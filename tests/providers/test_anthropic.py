@@ -361,12 +361,89 @@ def test_tool_use_answer_becomes_tool_calls() -> None:
 
 
 def test_thinking_blocks_become_reasoning_content() -> None:
-    """Thinking text is returned as reasoning_content, apart from the answer."""
+    """Thinking text is returned as reasoning_content, apart from the answer, and the thinking
+    and redacted thinking blocks themselves as thinking_blocks (signature and data kept)."""
     body, _ = to_chat_completion(message_body(content=[
         {"type": "thinking", "thinking": "Let me think.", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "EmwKAhgB"},
         {"type": "text", "text": "42"}]), created=0)
     assert body["choices"][0]["message"]["reasoning_content"] == "Let me think."
     assert body["choices"][0]["message"]["content"] == "42"
+    assert body["choices"][0]["message"]["thinking_blocks"] == [
+        {"type": "thinking", "thinking": "Let me think.", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "EmwKAhgB"}]
+
+
+def test_thinking_stream_ends_each_block_with_it_whole_in_thinking_blocks() -> None:
+    """A streamed thinking block: its text as reasoning_content deltas, then, at its end, the
+    block whole (text and signature_delta's signature) in delta.thinking_blocks; a redacted
+    one comes whole too."""
+    _, chunks = feed_all([
+        message_start(),
+        {"type": "content_block_start", "index": 0,
+         "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "thinking_delta", "thinking": "Let me "}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "thinking_delta", "thinking": "think."}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "signature_delta", "signature": "EqQBCkgI"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "redacted_thinking", "data": "EmwKAhgB"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 2,
+         "delta": {"type": "text_delta", "text": "42"}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ])
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[1:6] == [
+        {"reasoning_content": "Let me "}, {"reasoning_content": "think."},
+        {"thinking_blocks": [{"type": "thinking", "thinking": "Let me think.",
+                              "signature": "EqQBCkgI"}]},
+        {"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgB"}]},
+        {"content": "42"}]
+
+
+THINKING_ON: Json = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+SIGNED: Json = {"type": "thinking", "thinking": "Paris first.", "signature": "sig"}
+CALLED: Json = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "toolu_1", "type": "function",
+     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
+ANSWERED: Json = {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}
+
+
+def test_thinking_blocks_go_back_first_in_their_assistant_turn() -> None:
+    """An assistant message's thinking_blocks are sent back unchanged, before its tool uses."""
+    redacted = {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    out = payload(**THINKING_ON, messages=[
+        {"role": "user", "content": "Weather?"},
+        {**CALLED, "thinking_blocks": [SIGNED, redacted]}, ANSWERED])
+    assert out["messages"][1]["content"] == [
+        SIGNED, redacted, {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                           "input": {"city": "Paris"}}]
+
+
+def test_thinking_on_needs_the_answered_tool_turns_thinking_blocks() -> None:
+    """With thinking on, the assistant turn whose tool calls are being answered without its
+    thinking_blocks is a 400 naming them; earlier turns, or thinking off, need none."""
+    history: list[Json] = [{"role": "user", "content": "Weather?"}, CALLED, ANSWERED]
+    with pytest.raises(errors.InvalidRequest) as caught:
+        payload(**THINKING_ON, messages=history)
+    assert caught.value.param == "messages[1].thinking_blocks"
+    payload(messages=history)
+    payload(**THINKING_ON, messages=[*history, {"role": "assistant", "content": "18C."},
+                                     {"role": "user", "content": "And Rome?"}])
+    with pytest.raises(errors.InvalidRequest) as caught:
+        payload(**THINKING_ON, messages=[{"role": "user", "content": "Weather?"},
+                                         {**CALLED, "thinking_blocks": [{"type": "thinking"}]},
+                                         ANSWERED])
+    assert caught.value.param == "messages[1].thinking_blocks[0]"
 
 
 @pytest.mark.parametrize(("stop_reason", "finish"), [
@@ -475,6 +552,68 @@ def test_tool_use_stream_becomes_tool_call_deltas() -> None:
         {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]},
     ]
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_tool_use_stream_without_input_ends_with_empty_object_arguments() -> None:
+    """A tool_use block with only an empty partial_json gets "{}" at its content_block_stop."""
+    _, chunks = feed_all([
+        message_start(),
+        {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "now", "input": {}}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "input_json_delta", "partial_json": ""}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Paris\"}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+         "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ])
+    calls = [call for c in chunks if c["choices"]
+             for call in c["choices"][0]["delta"].get("tool_calls", ())]
+    arguments: dict[int, str] = {}
+    for call in calls:
+        arguments[call["index"]] = arguments.get(call["index"], "") + call["function"]["arguments"]
+    assert arguments == {0: "{}", 1: "{\"city\": \"Paris\"}"}
+
+
+def test_server_tool_blocks_and_their_input_are_ignored_in_a_stream() -> None:
+    """A server_tool_use block's input_json_delta (web search) and its result block are
+    skipped; the text around them streams, and the stream finishes."""
+    translator, chunks = feed_all([
+        message_start(),
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "text_delta", "text": "Searching."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"tides\"}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "content_block_start", "index": 3, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 3,
+         "delta": {"type": "text_delta", "text": " Found."}},
+        {"type": "content_block_stop", "index": 3},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ])
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "Searching. Found."
+    assert not any("tool_calls" in d for d in deltas)
+    translator.finish()
+    with pytest.raises(errors.BadUpstreamResponse):
+        translator.feed({"type": "content_block_delta", "index": 9,
+                         "delta": {"type": "input_json_delta", "partial_json": "{}"}})
 
 
 def test_error_event_raises_the_mapped_error() -> None:
@@ -695,6 +834,23 @@ async def test_simulator_stream_tool_call(
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert "city" in orjson.loads(arguments)
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+
+
+async def test_simulator_stream_tool_call_without_arguments_has_empty_object_arguments(
+    simulator: str, session: aiohttp.ClientSession
+) -> None:
+    """A streamed call of a tool without parameters has arguments "{}", as the complete one."""
+    tool = {"type": "function", "function": {"name": "now", "parameters": {
+        "type": "object", "properties": {}}}}
+    chunks = await collect(provider(simulator, session).stream_chat(
+        chat_call(stream=True, tools=[tool], tool_choice="required"), target=TARGET))
+    calls = [call for c in chunks if c["choices"]
+             for call in c["choices"][0]["delta"].get("tool_calls", ())]
+    assert "".join(call["function"]["arguments"] for call in calls) == "{}"
+    complete = await provider(simulator, session).chat(
+        chat_call(tools=[tool], tool_choice="required"), target=TARGET)
+    (call,) = complete.body["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["arguments"] == "{}"
 
 
 @pytest.mark.parametrize(("status", "error_class", "client_status", "retryable"), [

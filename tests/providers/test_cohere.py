@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from app import errors
+from app.config import ConfigError, parse_config
 from app.providers import PROVIDER_TYPES, cohere
 from app.providers.base import ChatCall, EmbeddingCall, Json, Target
 from app.providers.cohere import CohereProvider
@@ -244,13 +245,15 @@ def test_finish_reasons(reason: str, finish: str) -> None:
     assert body["choices"][0]["finish_reason"] == finish
 
 
-def test_a_failed_generation_is_an_upstream_error() -> None:
-    """ERROR has no OpenAI finish reason: the call failed upstream, and says why."""
+def test_a_failed_generation_is_a_retryable_upstream_error() -> None:
+    """ERROR has no OpenAI finish reason: the call failed upstream (a retryable 502, so the
+    next target may serve it), and says why."""
     with pytest.raises(errors.UpstreamError) as caught:
         to_chat_completion({"id": "x", "finish_reason": "ERROR", "error": "overloaded",
                             "message": {"role": "assistant", "content": []}},
                            model="m", created=0)
     assert caught.value.code == "generation_failed" and "overloaded" in caught.value.message
+    assert caught.value.retryable and caught.value.status_code == 502
 
 
 def test_tool_plan_is_content_and_tokens_fall_back() -> None:
@@ -400,6 +403,43 @@ def test_embed_refusals(body: Json, param: str) -> None:
     with pytest.raises(errors.InvalidRequest) as caught:
         batch_payloads(embed_call(**body), target=EMBED_TARGET, input_type="search_document")
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize("model", ["embed-english-v3.0", "embed-multilingual-light-v3.0",
+                                   "embed-english-v2.0"])
+def test_embed_dimensions_are_refused_for_fixed_size_models(model: str) -> None:
+    """dimensions to an Embed v3 (or older) model, which does not take output_dimension, is a
+    400 naming dimensions before sending; embed-v4.0 and unknown names send it."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        batch_payloads(embed_call(input="x", dimensions=256),
+                       target=Target(provider="co", model=model), input_type="search_document")
+    assert caught.value.param == "dimensions"
+    for served in ("embed-v4.0", "embed-v5.0", "my-finetuned-embed"):
+        (batch,) = batch_payloads(embed_call(input="x", dimensions=256),
+                                  target=Target(provider="co", model=served),
+                                  input_type="search_document")
+        assert batch["output_dimension"] == 256
+
+
+@pytest.mark.parametrize(("model", "params", "param"), [
+    ("embed-v4.0", {"input_type": "query"}, "input_type"),
+    ("embed-v4.0", {"truncate": "end"}, "truncate"),
+    ("embed-english-v3.0", {"output_dimension": 256}, "output_dimension"),
+])
+def test_target_embed_params_cohere_refuses_are_config_errors(model: str, params: Json,
+                                                              param: str) -> None:
+    """A target's params that Cohere's embed would refuse on every call fail to load, one line
+    naming the param (not a 400 blaming the client for a field it never sent)."""
+    targets = [{"provider": "co", "model": model, "params": params}]
+    raw: dict[str, Any] = {"providers": {"co": {"type": "cohere", "api_key": "co-key-0123456789"}},
+                           "models": {"e": {"targets": targets}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    (line,) = [line.strip() for line in str(caught.value).splitlines() if "targets" in line]
+    assert line.startswith(f"models.e.targets.0.params.{param}: ")
+    targets[0] = {"provider": "co", "model": "embed-v4.0", "params": {
+        "input_type": "search_query", "truncate": "END", "output_dimension": 256}}
+    parse_config(raw, {})
 
 
 def test_reference_embed_answer_translates() -> None:

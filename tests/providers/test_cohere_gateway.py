@@ -130,6 +130,27 @@ def test_embeddings_over_96_inputs_rejoined_in_order(tmp_path: Path, simulator: 
         assert refused.value.body["param"] == "input"  # type: ignore[index]
 
 
+def test_embed_dimensions_skip_a_v3_target(tmp_path: Path, simulator: str) -> None:
+    """dimensions to a model whose first target is Embed v3 (fixed size): that target refuses
+    before sending and the v4 target serves vectors of the asked size; a v3 alone is a 400
+    naming dimensions."""
+    raw = config(simulator)
+    raw["models"]["mixed"] = {"targets": [{"provider": "co", "model": "embed-english-v3.0"},
+                                          {"provider": "co", "model": "embed-v4.0"}]}
+    raw["models"]["v3"] = {"targets": [{"provider": "co", "model": "embed-english-v3.0"}]}
+    with gateway(tmp_path, raw) as gw:
+        client = gw.client()
+        reply = client.embeddings.create(model="mixed", input="tides", dimensions=256)
+        assert len(reply.data[0].embedding) == 256
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["body"]["model"] == "embed-v4.0"
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="v3", input="tides", dimensions=256)
+        assert refused.value.body["param"] == "dimensions"  # type: ignore[index]
+        assert len(client.embeddings.create(model="v3", input="tides").data[0].embedding) \
+            == 1024
+
+
 def test_upstream_429_keeps_status_and_retry_after(tmp_path: Path, simulator: str) -> None:
     """Cohere's 429 is the client's 429 with Retry-After."""
     with gateway(tmp_path, config(simulator, **{"X-Return-Error": "429"})) as gw:
@@ -150,6 +171,26 @@ def test_upstream_401_never_leaks_the_key(tmp_path: Path, simulator: str) -> Non
             assert answer.status_code == 502
             assert KEY not in answer.text
             assert "credentials" in answer.json()["error"]["message"]
+
+
+def test_generation_failed_before_the_first_token_falls_back(tmp_path: Path,
+                                                             simulator: str) -> None:
+    """A stream whose generation fails (finish_reason ERROR) before its first token is served
+    by the next target."""
+    raw = config(simulator)
+    raw["providers"]["failing"] = {"type": "cohere", "base_url": simulator, "api_key": KEY,
+                                   "headers": {"X-Sim-Error-After": "0"}}
+    raw["providers"]["spare"] = {"type": "openai", "base_url": f"{simulator}/v1",
+                                 "api_key": "sk-spare-0123456789"}
+    raw["models"]["chain"] = {"targets": [{"provider": "failing", "model": "command-r-08-2024"},
+                                          {"provider": "spare", "model": "gpt-4o-mini"}]}
+    with gateway(tmp_path, raw) as gw:
+        chunks = list(gw.client().chat.completions.create(
+            model="chain", messages=USER, max_tokens=5, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        (record,) = gw.sink.records
+        assert record.provider == "spare"
+        assert [a.provider for a in record.attempts] == ["failing", "spare"]
 
 
 def test_cancelled_stream_closes_the_upstream(tmp_path: Path, simulator: str) -> None:

@@ -101,6 +101,21 @@ def test_a_model_on_a_router_and_a_tei_target_is_a_config_error() -> None:
     assert "(provider 'tei', type huggingface) serves embeddings" in message
 
 
+@pytest.mark.parametrize("choice", ["not a provider!", "SambaNova", 7])
+def test_a_router_target_with_an_invalid_params_provider_is_a_config_error(choice: Any) -> None:
+    """A router target's params.provider that is no provider or policy name fails to load,
+    one line naming the param (not a 500 on every call)."""
+    target = {"provider": "router", "model": "a/b", "params": {"provider": choice}}
+    raw: dict[str, Any] = {"providers": {"router": {"type": "huggingface", "api_key": TOKEN}},
+                           "models": {"m": {"targets": [target]}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    (line,) = str(caught.value).splitlines()[-1:]
+    assert line.strip().startswith("models.m.targets.0.params.provider: ")
+    target["params"] = {"provider": "sambanova"}
+    parse_config(raw, {})
+
+
 # --- router ------------------------------------------------------------------------------------
 
 
@@ -307,6 +322,19 @@ def test_tgi_chat_sends_one_token_limit(payload: Json, sent: int) -> None:
     as an alias of max_tokens and refuses a body with both."""
     out = tgi_chat_payload(payload)
     assert out == {"max_tokens": sent}
+
+
+@pytest.mark.parametrize(("payload", "sent"), [
+    ({"top_p": 1}, {}),
+    ({"top_p": 1.0, "temperature": 0.5}, {"temperature": 0.5}),
+    ({"top_p": 0}, {"temperature": 0}),
+    ({"top_p": 0.0, "temperature": 0.7}, {"temperature": 0}),
+    ({"top_p": 0.9}, {"top_p": 0.9}),
+])
+def test_tgi_chat_sends_top_p_as_tgi_takes_it(payload: Json, sent: Json) -> None:
+    """TGI chat: top_p >= 1 is left out and top_p 0 is greedy (temperature 0): TGI takes only
+    0 < top_p < 1."""
+    assert tgi_chat_payload(payload) == sent
 
 
 @pytest.mark.parametrize(("payload", "param"), [

@@ -141,6 +141,27 @@ def test_tgi_chat_roles_and_token_limit_reach_tgi_as_it_reads_them(
     assert refused.status_code == 422 and "duplicate field" in refused.json()["error"]
 
 
+def test_tgi_chat_top_p_one_and_zero_are_served(run_gateway: GatewayFactory,
+                                                simulator: str) -> None:
+    """TGI chat: top_p 1 (OpenAI's default, sent by some clients) and top_p 0 are served: the
+    first is left out, the second sent as temperature 0 (the simulated TGI refuses both, as
+    TGI's validation does)."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        for top_p in (1.0, 0.0):
+            reply = client.chat.completions.create(model="tgi", messages=USER, max_tokens=3,
+                                                   top_p=top_p, temperature=0.5)
+            assert reply.choices[0].message.content
+            (sent,) = received(simulator)
+            assert "top_p" not in sent["body"]
+            assert sent["body"]["temperature"] == (0.5 if top_p else 0)
+    for top_p in (1.0, 0.0):
+        refused = httpx.post(f"{simulator}/tgi/v1/chat/completions",
+                             headers={"Authorization": f"Bearer {TOKEN}"},
+                             json={"messages": USER, "max_tokens": 3, "top_p": top_p})
+        assert refused.status_code == 422 and "top_p" in refused.json()["error"]
+
+
 def test_tei_embeddings_beyond_the_batch_limit_in_order(run_gateway: GatewayFactory,
                                                         simulator: str) -> None:
     """40 inputs (TEI takes 32 at a time) come back in order, equal to each embedded alone;

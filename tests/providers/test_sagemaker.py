@@ -22,8 +22,10 @@ from botocore.eventstream import EventStream
 from botocore.parsers import EventStreamJSONParser
 from openai.types.chat import ChatCompletionMessageParam
 
+from app import errors
 from app.config import parse_config
 from app.main import create_app
+from app.providers.aws_http import aws_error
 from app.providers.sagemaker import PartLines
 from app.simulator.aws_auth import EXPIRED_ACCESS_KEY, TEST_ACCESS_KEY, TEST_SECRET_KEY
 from tests.api.conftest import GatewayFactory, ListSink, RunningGateway, settings_in
@@ -152,6 +154,23 @@ def test_container_refusal_is_mapped_like_any_upstream_4xx(run_gateway: GatewayF
     assert isinstance(error, dict)
     assert error["message"] == "best_of is not supported by this server; use n instead."
     assert error["param"] == "best_of"
+
+
+@pytest.mark.parametrize(("original", "retryable", "status"), [
+    (424, True, 502), (408, True, 502), (429, True, 502), (422, False, 400), (400, False, 400)])
+def test_container_failure_is_retryable_and_refusal_is_the_clients(
+        original: int, retryable: bool, status: int) -> None:
+    """A ModelError wrapping a container's failed generation (TGI's 424), timeout (408) or
+    overload (429) is a retryable 502, so the next target may serve the call; a refusal of
+    the input (422, 400) is the client's 400."""
+    body = json.dumps({"error": "Request failed during generation: CUDA out of memory",
+                       "error_type": "generation"})
+    payload = {"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": original,
+               "Message": f"Received client error ({original}) from primary",
+               "OriginalMessage": body}
+    error = aws_error(424, "ModelError", payload, "", service="AWS SageMaker (us-east-1)")
+    assert isinstance(error, errors.UpstreamError)
+    assert (error.retryable, error.status_code) == (retryable, status)
 
 
 def test_tgi_container_refuses_both_token_limits(simulator: str) -> None:

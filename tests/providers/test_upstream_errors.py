@@ -93,6 +93,43 @@ def test_upstream_error_fields_never_carry_the_key(run_gateway: GatewayFactory, 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_upstream_payment_required_falls_back_and_is_never_the_clients(
+        run_gateway: GatewayFactory, simulator: str, kind: str) -> None:
+    """An upstream 402 (the gateway's account out of credit) is the target's failure: the next
+    target serves the call; with none left, a 502 that says so, not the client's 402."""
+    raw = sim_config(simulator, chat={"targets": [{"provider": "unpaid", "model": "gpt-4o-mini"},
+                                                  {"provider": "sim", "model": "gpt-4o-mini"}]},
+                     alone={"targets": [{"provider": "unpaid", "model": "gpt-4o-mini"}]})
+    raw["providers"]["unpaid"] = _provider(kind, simulator, f"sk-{kind}-unpaid-0123456789",
+                                           {"X-Return-Error": "402"})
+    with run_gateway(raw) as gw:
+        for stream in (False, True):
+            request_id = f"unpaid-{kind}-{stream}"
+            answer = gw.http().post("/v1/chat/completions", headers={"x-request-id": request_id},
+                                    json={"model": "chat", "messages": USER, "stream": stream})
+            assert answer.status_code == 200, answer.text
+            record = gw.sink.by_id(request_id)
+            assert [(a.provider, a.status) for a in record.attempts] == [("unpaid", 502),
+                                                                          ("sim", 200)]
+            answer = gw.http().post("/v1/chat/completions",
+                                    json={"model": "alone", "messages": USER, "stream": stream})
+            assert answer.status_code == 502, answer.text
+            error = answer.json()["error"]
+            assert error["type"] == "upstream_error"
+            assert "402 Payment Required" in error["message"]
+
+
+def test_upstream_402_maps_to_a_retryable_bad_gateway() -> None:
+    """402 from any upstream is an UpstreamAuthFailed 502 (retryable, next target), its code
+    kept or named."""
+    error = errors.from_upstream_status(402, "credits exhausted")
+    assert isinstance(error, errors.UpstreamAuthFailed)
+    assert (error.status_code, error.retryable, error.code) == (
+        502, True, "upstream_payment_required")
+    assert errors.from_upstream_status(402, "x", code="billing_error").code == "billing_error"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_mid_stream_error_frame_never_carries_the_key(run_gateway: GatewayFactory,
                                                       simulator: str, kind: str) -> None:
     """An in-band error frame echoing the key: the client's error frame and the record are

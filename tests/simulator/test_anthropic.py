@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx
 import orjson
@@ -139,6 +141,59 @@ def test_sdk_stream_tool_use(claude: anthropic.Anthropic) -> None:
     block = final.content[0]
     assert block.type == "tool_use" and block.input == {"query": "", "limit": 0}
     assert final.stop_reason == "tool_use"
+
+
+def test_stream_tool_without_parameters_sends_one_empty_input_delta(http: httpx.Client) -> None:
+    """A streamed tool_use of a tool without parameters has one empty partial_json, as
+    Anthropic streams it (not "{" and "}")."""
+    raw = http.post("/v1/messages", headers=HEADERS, json={
+        "model": "c", "max_tokens": 100, "messages": USER, "stream": True,
+        "tools": [{"name": "now", "input_schema": {"type": "object", "properties": {}}}],
+        "tool_choice": {"type": "any"}}).text
+    datas = [orjson.loads(f.split("\n")[1].removeprefix("data: "))
+             for f in raw.split("\n\n") if f]
+    deltas = [d["delta"] for d in datas if d["type"] == "content_block_delta"]
+    assert deltas == [{"type": "input_json_delta", "partial_json": ""}]
+
+
+THINKING: anthropic.types.ThinkingConfigEnabledParam = {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_thinking_puts_a_signed_thinking_block_first(claude: anthropic.Anthropic) -> None:
+    """thinking on: a thinking block with a signature before the answer, plain and streamed
+    (thinking_delta pieces, then a signature_delta), its tokens counted as output."""
+    plain = claude.messages.create(model="c", max_tokens=2048, messages=USER, thinking=THINKING)
+    assert [b.type for b in plain.content] == ["thinking", "text"]
+    assert plain.content[0].type == "thinking" and plain.content[0].signature
+    with claude.messages.stream(model="c", max_tokens=2048, messages=USER,
+                                thinking=THINKING) as stream:
+        final = stream.get_final_message()
+    assert final.content[0] == plain.content[0]
+    assert final.usage.output_tokens == plain.usage.output_tokens
+
+
+def test_thinking_tool_loop_needs_the_signed_thinking_block_back(
+        claude: anthropic.Anthropic, http: httpx.Client) -> None:
+    """With thinking on, the tool-result call must send the assistant's thinking block first,
+    with its own signature: Anthropic's 400 otherwise."""
+    first = claude.messages.create(model="c", max_tokens=2048, messages=USER, tools=[TOOL],
+                                   tool_choice={"type": "auto"}, thinking=THINKING)
+    thinking, use = first.content
+    assert thinking.type == "thinking" and use.type == "tool_use"
+    result: Any = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                                "content": "found"}]}
+    kept = [thinking.model_dump(), use.model_dump()]
+    history: Any = [*USER, {"role": "assistant", "content": kept}, result]
+    answer = claude.messages.create(model="c", max_tokens=2048, thinking=THINKING, tools=[TOOL],
+                                    messages=history)
+    assert answer.content[-1].type == "text"
+    for blocks, expected in (([use.model_dump()], "Expected `thinking` or `redacted_thinking`"),
+                             ([{**kept[0], "thinking": "changed"}, kept[1]],
+                              "Invalid `signature`")):
+        refused = http.post("/v1/messages", headers=HEADERS, json={
+            "model": "c", "max_tokens": 2048, "thinking": THINKING, "tools": [TOOL],
+            "messages": [*USER, {"role": "assistant", "content": blocks}, result]})
+        assert refused.status_code == 400 and expected in refused.json()["error"]["message"]
 
 
 def test_cache_control_reports_cache_tokens(claude: anthropic.Anthropic) -> None:

@@ -58,6 +58,15 @@ def test_cohere_models_have_their_own_length(http: httpx.Client) -> None:
     assert cohere_length(http, "embed-multilingual-light-v3.0") == 384
 
 
+def test_cohere_v3_refuses_output_dimension(http: httpx.Client) -> None:
+    """output_dimension is only for embed-v4 and newer: a v3 model refuses it (400)."""
+    refused = http.post("/v2/embed", headers={"Authorization": "Bearer k"}, json={
+        "model": "embed-english-v3.0", "texts": ["hi"], "input_type": "search_query",
+        "output_dimension": 256})
+    assert refused.status_code == 400
+    assert "embed-v4" in refused.json()["message"]
+
+
 def gemini_length(http: httpx.Client, model: str, **extra: Any) -> int:
     answer = http.post(f"/gemini/v1beta/models/{model}:batchEmbedContents",
                        headers={"x-goog-api-key": API_KEY}, json={"requests": [
