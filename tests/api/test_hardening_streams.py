@@ -420,7 +420,7 @@ def test_a_client_deadline_ends_a_committed_stream(run_gateway: GatewayFactory, 
         text, took = _with_a_deadline_of_1_s(gw, path, "deadline")
         assert took < 6  # the provider's timeout_s is 8 s
         if path == "/v1/messages":
-            assert text.startswith("event: ping")
+            assert text.startswith(": keep-alive")  # not a ping before message_start
             error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
             assert error["error"]["type"] == "timeout_error"
         else:
@@ -462,7 +462,7 @@ def test_a_deadline_bounds_an_anthropic_first_token(run_gateway: GatewayFactory,
         text, took = _with_a_deadline_of_1_s(gw, path, "slow-claude")
         assert took < 2.5  # the first token is 3 s away
         if path == "/v1/messages":
-            assert text.startswith("event: ping")
+            assert text.startswith(": keep-alive")  # not a ping before message_start
             assert "message_start" not in text
             error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
             assert error["error"]["type"] == "timeout_error"
