@@ -69,7 +69,7 @@ from app.providers.base import (
 from app.routing import Route, RoutingTable
 from app.routing.breaker import Breaker
 from app.routing.retry import retry_delay
-from app.routing.router import Router, against_target, deadline_s, unhealthy
+from app.routing.router import Router, against_target, deadline_s, verdict
 from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
@@ -86,10 +86,11 @@ Opener = Callable[[Provider, Target], AsyncIterator[Json]]
 _COMMITTED = "routing.committed"
 """``ModelCall.extras`` key: the stats of the target that answered (in flight until the end)."""
 _UNJUDGED = "routing.unjudged"
-"""``ModelCall.extras`` key: the target a stream committed to and its breaker (``None`` when
-breakers are off), until the stream ends and its outcome is the attempt's verdict
-(``Gateway._judge_stream``): a target that cuts its streams short, or that a keep-alive committed
-to and never sent a chunk, fails as an attempt does."""
+"""``ModelCall.extras`` key: the target a stream committed to, its breaker (``None`` when
+breakers are off) and the breaker's ``changes`` when the attempt was admitted, until the stream
+ends and its outcome is the attempt's verdict (``Gateway._judge_stream``): a target that cuts
+its streams short, or that a keep-alive committed to and never sent a chunk, fails as an attempt
+does."""
 _FALLBACK = "routing.fallback"
 """``ModelCall.extras`` key: whether the attempt running now has a target after it in the call's
 order to fall back to (``Gateway._first_chunk_s``)."""
@@ -354,18 +355,21 @@ class Gateway(Finisher):
             provider = call.snapshot.providers[target.provider]
             breaker = router.breaker(target, config) if settings.enabled else None
             if breaker is not None and breaker.state != "closed" \
-                    and not await router.admit(target, breaker) and skip and i < last:
+                    and not await router.admit(target, breaker,
+                                               within=deadline - time.monotonic()) \
+                    and skip and i < last:
                 continue  # open, or probed by another call (the last target is tried anyway)
             tries = 0
             call.extras[_FALLBACK] = i < last
             while True:
+                left = deadline - time.monotonic()
+                if left <= 0:  # not an attempt: nothing was sent to the target
+                    raise errors.UpstreamTimeout("the call's deadline passed",
+                                                 code="deadline_exceeded")
+                since = None if breaker is None else breaker.changes  # (``Breaker.stale``)
                 stats = router.states.started(target)
                 started = time.perf_counter()
                 try:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise errors.UpstreamTimeout("the call's deadline passed",
-                                                     code="deadline_exceeded")
                     try:
                         async with asyncio.timeout(left):
                             out = await run(provider, target)
@@ -375,11 +379,12 @@ class Gateway(Finisher):
                             code="deadline_exceeded") from None
                 except errors.GatewayError as exc:
                     router.states.ended(stats)
-                    if against_target(exc):
+                    spent = (time.perf_counter() - started) * 1000
+                    failed = verdict(exc, call, waited_s=spent / 1000)
+                    if failed or against_target(exc):
                         router.states.failed(stats)
                     if breaker is not None:
-                        router.judge(target, breaker, failed=unhealthy(exc))
-                    spent = (time.perf_counter() - started) * 1000
+                        router.judge(target, breaker, failed=failed, since=since)
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model,
                                                    exc.status_code, exc.error_type, spent))
@@ -391,7 +396,11 @@ class Gateway(Finisher):
                             and (breaker is None or breaker.state == "closed")
                             and router.budget.allow(retries)):
                         tries += 1
-                        await asyncio.sleep(wait)
+                        slept = time.perf_counter()
+                        try:
+                            await asyncio.sleep(wait)
+                        finally:  # the upstream's time (its Retry-After), not the gateway's
+                            record.upstream_ms += (time.perf_counter() - slept) * 1000
                         continue
                     if exc.retryable and i < last:
                         log.info("target %s/%s failed (%s); trying the next", target.provider,
@@ -405,7 +414,7 @@ class Gateway(Finisher):
                 except asyncio.CancelledError:  # the client left: this attempt ended with it
                     router.states.ended(stats)
                     if breaker is not None:  # no verdict (a probe gives the fleet's claim back)
-                        router.judge(target, breaker, failed=None)
+                        router.judge(target, breaker, failed=None, since=since)
                     spent = (time.perf_counter() - started) * 1000
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model, 499, None,
@@ -414,7 +423,7 @@ class Gateway(Finisher):
                 except Exception:  # a defect of the gateway's, not the target's: no verdict
                     router.states.ended(stats)
                     if breaker is not None:
-                        router.judge(target, breaker, failed=None)
+                        router.judge(target, breaker, failed=None, since=since)
                     spent = (time.perf_counter() - started) * 1000
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model, 500,
@@ -424,9 +433,9 @@ class Gateway(Finisher):
                 if not _waiting(out):  # else its first byte is still to come (``_stream``)
                     router.states.answered(stats, spent)
                 if call.streaming:  # judged when the stream ends (``_judge_stream``)
-                    call.extras[_UNJUDGED] = (target, breaker)
+                    call.extras[_UNJUDGED] = (target, breaker, since)
                 elif breaker is not None:
-                    router.judge(target, breaker, failed=False)
+                    router.judge(target, breaker, failed=False, since=since)
                 call.extras[_COMMITTED] = stats
                 record.upstream_ms += spent
                 record.attempts.append(Attempt(target.provider, target.model, 200, None, spent))
@@ -621,8 +630,9 @@ class Gateway(Finisher):
             self.fail(call, exc)
             if stream is not None:  # committed to a target that then failed
                 _attempt_failed(record, exc.status_code, exc.error_type, committed=committed)
-                self._judge_stream(call, failed=unhealthy(exc)
-                                   if isinstance(exc, errors.UpstreamError) else None)
+                self._judge_stream(call, failed=verdict(
+                    exc, call, waited_s=record.attempts[-1].duration_ms / 1000)
+                    if isinstance(exc, errors.UpstreamError) and record.attempts else None)
             if delivered:  # what stages still hold goes out before the error
                 for chunk in _released(ends, call, body):
                     yield chunk
@@ -659,16 +669,17 @@ class Gateway(Finisher):
     def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:
         """Report how a stream ended to its target's breaker, once (``_UNJUDGED``): ``failed``
         as ``Router.judge`` takes it (``None``: the stream says nothing of the target)."""
-        unjudged: tuple[Target, Breaker | None] | None = call.extras.pop(_UNJUDGED, None)
+        unjudged: tuple[Target, Breaker | None, int | None] | None = \
+            call.extras.pop(_UNJUDGED, None)
         if unjudged is None:
             return
-        target, breaker = unjudged
+        target, breaker, since = unjudged
         if failed:
             stats = call.extras.get(_COMMITTED)
             if stats is not None:
                 self.router.states.failed(stats)
         if breaker is not None:
-            self.router.judge(target, breaker, failed=failed)
+            self.router.judge(target, breaker, failed=failed, since=since)
 
     def _account(self, call: ModelCall, usage: Usage, body: Json) -> None:
         """Record ``usage`` and its cost; ``body`` (the answer, or a stream's first chunk naming

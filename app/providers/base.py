@@ -37,7 +37,9 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import Usage
 
 Json = dict[str, Any]
-Seconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A duration in the config: positive and finite (``.inf`` made a deadline, a backoff or a
+``Retry-After`` cap unbounded, and an upstream's ``Retry-After: 1e300`` parked a call)."""
 Trust = Literal["private", "third_party"]
 URL_FIELDS = ("base_url", "endpoint")
 """The provider settings that are an upstream's URL (``endpoint``: Azure OpenAI's)."""

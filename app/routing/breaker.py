@@ -10,9 +10,17 @@
 - **half-open**: one call at a time probes it. A success closes it; a failure opens it again for
   twice the last cooldown, up to ``max_cooldown_s``.
 
+An attempt's verdict counts only if the breaker has not opened or closed since the attempt was
+admitted (``since``, its ``changes`` then): a stream or slow call the target accepted before it
+started failing, ending well after the breaker opened, does not close it (only the probe, or a
+call admitted while it was open, may), and one that fails late does not reopen it while the
+probe runs.
+
 A failure is what says the target, not the request, is unwell: a 5xx, a timeout, a refused or
-broken connection. A 429 (capacity), a 4xx (the request), a cancelled call or a call's
-deadline passing (the client's choice) is not (``app.routing.router.unhealthy``). Each
+broken connection. A 429 (capacity), a 4xx (the request), a cancelled call or a client's
+shorter deadline passing (its choice) is not (``app.routing.router.unhealthy``; the config's
+own deadline passing on a target that had at least half of it is a timeout:
+``app.routing.router.verdict``). Each
 process counts its own failures; with Redis, the openings, closings and half-open probes are
 shared by every process (``app.routing.shared``), so one that opens a breaker opens
 it everywhere, and one probe at a time tests the target for all of them. Without Redis, each
@@ -78,13 +86,24 @@ class Breaker:
         self.probing = True
         return True
 
-    def succeeded(self) -> None:
+    def stale(self, since: int | None) -> bool:
+        """Whether the verdict of an attempt admitted when ``changes`` was ``since`` comes after
+        the breaker opened or closed (``None``: not known, it counts)."""
+        return since is not None and since != self.changes
+
+    def succeeded(self, since: int | None = None) -> None:
+        """An attempt admitted at ``since`` (``changes`` then) succeeded: ignored if stale."""
+        if self.stale(since):
+            return
         self._note(False)
         self.consecutive = 0
         if self.state != "closed":
             self._close()
 
-    def failed(self) -> None:
+    def failed(self, since: int | None = None) -> None:
+        """An attempt admitted at ``since`` (``changes`` then) failed: ignored if stale."""
+        if self.stale(since):
+            return
         self._note(True)
         self.consecutive += 1
         if self.state == "half_open":
@@ -93,9 +112,11 @@ class Breaker:
         elif self.state == "closed" and self._tripped():
             self._open(self.config.cooldown_s)
 
-    def released(self) -> None:
-        """A probe that ended with no verdict (the client left, a 4xx): let another try."""
-        self.probing = False
+    def released(self, since: int | None = None) -> None:
+        """A probe that ended with no verdict (the client left, a 4xx): let another try (not
+        for an attempt admitted before the breaker last opened or closed: not the probe)."""
+        if not self.stale(since):
+            self.probing = False
 
     def adopt_open(self, cooldown_s: float, opened_at: float) -> None:
         """Another process opened it (or its probe failed) at ``opened_at`` (this clock's

@@ -42,6 +42,10 @@ DEADLINE_HEADER = "x-switchboard-deadline-s"
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt",
                  "/v1/embeddings": "input"}
 
+CLAIM_WAIT_S = 1.0
+"""The longest a call waits for Redis's answer to its half-open probe claim (``Router.admit``);
+Redis answers in well under a millisecond."""
+
 BreakerKey = tuple[str, str, str]
 """What a circuit breaker belongs to: a target's provider and model, and where the provider
 points (``app.routing.shared.location``), as the shared breakers name it too."""
@@ -73,6 +77,21 @@ def unhealthy(exc: errors.GatewayError) -> bool | None:
     if exc.code == "deadline_exceeded":
         return None
     return True if exc.status_code >= 500 else None
+
+
+def verdict(exc: errors.GatewayError, call: ModelCall, *, waited_s: float) -> bool | None:
+    """``unhealthy``, but for a call's deadline that passed while an attempt waited
+    ``waited_s`` on its target: a failure (the target's timeout) when it is the config's own
+    ``retries.deadline_s`` (a client's shorter ``x-switchboard-deadline-s`` never counts) and
+    the attempt had at least half of it. With a ``deadline_s`` shorter than a target's
+    ``timeout_s``, a hung first target reached the deadline on every call, with no verdict: its
+    breaker never opened and no call fell back. A target left only the tail of the deadline
+    by earlier attempts and waits is not blamed."""
+    if exc.code != "deadline_exceeded":
+        return unhealthy(exc)
+    retries = call.snapshot.config.retries
+    own = deadline_s(call, retries) >= retries.deadline_s
+    return True if own and waited_s >= retries.deadline_s / 2 else None
 
 
 def against_target(exc: errors.GatewayError) -> bool:
@@ -168,7 +187,8 @@ class Router:
     def swap(self, config: GatewayConfig) -> None:
         """Calls starting from now on run on ``config`` (a live reload, ``Gateway.swap``). Every
         breaker takes its ``breaker:`` settings. A provider it points elsewhere (a new
-        ``base_url`` or ``endpoint``: the usual fix for a dead upstream) gets fresh breakers for
+        ``base_url``, ``endpoint``, AWS ``region`` or Vertex ``project`` or ``location``:
+        ``location``, the usual fix for a dead upstream) gets fresh breakers for
         its targets, closed, and exported so: the calls still running on the old location keep
         reporting to that location's breakers, whose verdicts (shared ones included) stay with
         it. A provider that did not move keeps its breakers' state. Shared, the openings of
@@ -202,12 +222,24 @@ class Router:
             breaker = self._breakers[key] = Breaker(config.breaker, location=key[2])
         return breaker
 
-    async def admit(self, target: Target, breaker: Breaker) -> bool:
+    async def admit(self, target: Target, breaker: Breaker, *,
+                    within: float = math.inf) -> bool:
         """Whether a call may try a target whose breaker is not closed: after the cooldown,
         the call that takes the half-open probe (with shared breakers, the fleet's one probe);
         ``False`` while it is open or another call probes it. A verdict another process
         publishes while this one asks Redis for the claim stands, whether or not the claim was
-        won (``True`` if it closed the breaker)."""
+        won (``True`` if it closed the breaker).
+
+        ``within``: the seconds left of the call's deadline. The fleet's claim is held that
+        long (at least a cooldown; the probe's verdict gives it back sooner), so that no other
+        process probes while this probe may still run (held for a cooldown, a black-holed
+        target's probe outlasted it, and every process sent its own). Redis's answer is waited
+        for at most ``CLAIM_WAIT_S`` and half of ``within``: a call with no time left for it
+        takes no probe (the next call may); one that Redis does not answer in time probes, as
+        when Redis is down (a hung Redis held every probe call for its 5 s socket timeout,
+        past the call's deadline)."""
+        if within <= 0:
+            return False  # no time left to probe: the next call will
         before = breaker.state
         took = breaker.available()
         key = (target.provider, target.model, breaker.location)
@@ -215,10 +247,20 @@ class Router:
         if not took or breaker.state != "half_open":
             return took
         if self.shared is not None and breaker.config.shared:
-            hold_s = breaker.cooldown_s or breaker.config.cooldown_s
+            cooldown_s = breaker.cooldown_s or breaker.config.cooldown_s
+            hold_s = cooldown_s if math.isinf(within) else max(cooldown_s, within)
+            wait_s = min(CLAIM_WAIT_S, within / 2)
             changes = breaker.changes
+            late = False
             try:
-                taken = await self.shared.claim(key, hold_s)
+                async with asyncio.timeout(wait_s):
+                    taken = await self.shared.claim(key, hold_s)
+            except TimeoutError:
+                late = wait_s < CLAIM_WAIT_S  # the call's deadline, not Redis, ran short
+                if not late:
+                    log.warning("Redis did not answer a half-open probe's claim within %g s "
+                                "(probing anyway)", wait_s)
+                taken = not late
             except asyncio.CancelledError:  # no probe; Redis may have made the claim, or not
                 self.shared.release(key)
                 if breaker.changes == changes:
@@ -229,23 +271,34 @@ class Router:
                 # refused connection within a millisecond): it stands. Reopening for the old
                 # cooldown from now let this process probe a dead target early, and its
                 # failure set the fleet's cooldown to twice the old one (5, 10, 10, 20 s).
-                if taken:
+                if taken or late:
                     self.shared.release(key)
                 verdict: str = breaker.state  # (not the narrowed "half_open" of before the await)
                 return verdict == "closed"
+            if late:  # Redis may still make the claim: give it back; the next call probes
+                self.shared.release(key)
+                breaker.released()
+                return False
             if not taken:
-                # Another process probes it: open until its verdict arrives, or for a cooldown.
-                breaker.adopt_open(hold_s, breaker.clock())
+                # Another process probes it: open for a cooldown (or until its verdict
+                # arrives), then ask for the claim again.
+                breaker.adopt_open(cooldown_s, breaker.clock())
                 self._changed(key, "half_open", breaker)
                 return False
         return True
 
-    def judge(self, target: Target, breaker: Breaker, *, failed: bool | None) -> None:
+    def judge(self, target: Target, breaker: Breaker, *, failed: bool | None,
+              since: int | None = None) -> None:
         """Report an attempt's outcome to its breaker (``None``: it says nothing about the
         target's health), on the location it was made for (where the attempt went, whatever
-        the config serving now); a change of state is logged, exported and shared."""
+        the config serving now); a change of state is logged, exported and shared. ``since``:
+        the breaker's ``changes`` when the attempt was admitted; the verdict of one admitted
+        before the breaker last opened or closed is ignored (``Breaker.stale``: a stream
+        accepted before the target failed, ending later, closed an open breaker, fleet-wide)."""
         key = (target.provider, target.model, breaker.location)
         before = breaker.state
+        if breaker.stale(since):
+            return
         if failed is None:
             if before == "half_open" and breaker.probing and self.shared is not None \
                     and breaker.config.shared:
@@ -258,6 +311,8 @@ class Router:
         if self._changed(key, before, breaker) and \
                 self.shared is not None and breaker.config.shared:
             self.shared.publish(key, breaker)
+            if before == "half_open":  # a failed probe: its claim, held as long as it might run
+                self.shared.release(key)
 
     def adopt(self, key: BreakerKey, opened: tuple[float, float] | None) -> None:
         """Another process's breaker of ``key`` opened (``opened``: its cooldown and when, on

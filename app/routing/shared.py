@@ -10,15 +10,18 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   probe succeeds deletes the entry and publishes ``closed``. Every process applies what others
   publish to its own breaker, within a message's delivery time.
 - After the cooldown, one call in the whole fleet probes the target: the process whose breaker
-  turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for a cooldown); the
-  others keep the target open until the prober publishes its verdict. A verdict that arrives
-  while a process still waits for Redis's answer to its own claim wins over that answer, so
-  every process holds the fleet's newest cooldown (``Router.admit``).
+  turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for as long as the probe
+  may run: its call's remaining deadline, at least a cooldown), and gives the claim back with
+  its verdict (or when the probe ends without one); the others keep the target open for a
+  cooldown, or until the prober publishes its verdict, and then ask for the claim again. A
+  verdict that arrives while a process still waits for Redis's answer to its own claim wins
+  over that answer, so every process holds the fleet's newest cooldown (``Router.admit``).
 - A process that starts, or resubscribes after losing Redis, reads the hash (it may have missed
   messages). An entry opened longer ago than twice ``breaker.max_cooldown_s`` is stale (its
   prober died): it is ignored and deleted.
 - A target is its provider's name, its model and where the provider points (``base_url`` or
-  ``endpoint``: ``location``), so that two deployments sharing one Redis with a provider of the
+  ``endpoint``, and the ``region``, ``project`` and ``location`` of the provider types
+  addressed by them: ``location``), so that two deployments sharing one Redis with a provider of the
   same name pointing elsewhere do not share breakers. Each breaker names the location its
   calls went to (``Breaker.location``): a call still running on a provider's old location
   after a reload pointed it elsewhere reports under the old one, and a process applies only
@@ -31,8 +34,9 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   opening published by a replica that reloaded first, before a later one reloads, stays with
   the replicas that heard it, and the later one drops it from the hash: a replica that starts
   then counts the target's failures itself.)
-- Redis down: every process goes on with its own breakers (a probe claim that cannot be made
-  is taken), and reads the hash again once it is back.
+- Redis down: every process goes on with its own breakers (a probe claim that cannot be made,
+  or that Redis does not answer within ``app.routing.router.CLAIM_WAIT_S``, is taken), and
+  reads the hash again once it is back.
 
 Times cross processes as wall-clock seconds (``time.time()``), converted to each process's
 monotonic clock on arrival: hosts' clocks should agree to well under a cooldown (NTP does).
@@ -78,13 +82,27 @@ CHANNEL = "switchboard:breakers:changed"
 PROBE_PREFIX = "switchboard:breakers:probe:"
 
 
+_REGIONAL = ("region",)
+_PROJECT = ("project", "location")
+_PLACES: dict[str, tuple[str, ...]] = {
+    "bedrock": _REGIONAL, "sagemaker": _REGIONAL, "vertex": _PROJECT, "vertex_anthropic": _PROJECT}
+"""By provider type, the settings that say where it calls besides its base URL (AWS's region,
+Vertex's project and location: a ``base_url`` replaces only Vertex's host, and AWS signs for
+the region)."""
+
+
 def location(config: GatewayConfig, provider: str) -> str:
-    """Where a provider points (its ``base_url`` or ``endpoint``; its type when it has
-    neither), as part of its targets' identity."""
+    """Where a provider points (its ``base_url`` or ``endpoint``, its type when it has neither;
+    then, for AWS and Vertex types, its ``region``, or ``project`` and ``location``), as
+    part of its targets' identity: a Bedrock provider moved to another region is a move, and
+    two deployments' providers of one name in different regions or projects are apart."""
     found = config.providers.get(provider)
     if found is None:
         return ""
-    return str(getattr(found, "base_url", None) or getattr(found, "endpoint", None) or found.type)
+    where = str(getattr(found, "base_url", None) or getattr(found, "endpoint", None)
+                or found.type)
+    places = [f"{name}={getattr(found, name, '')}" for name in _PLACES.get(found.type, ())]
+    return " ".join([where, *places])
 
 
 class SharedBreakers:
@@ -169,7 +187,8 @@ class SharedBreakers:
 
     async def claim(self, key: BreakerKey, hold_s: float) -> bool:
         """Take the fleet's one half-open probe of ``key`` for ``hold_s`` (or until this
-        process publishes its verdict); ``False``: another process holds it. Redis down: taken."""
+        process publishes its verdict, or ``release``); ``False``: another process holds it.
+        Redis down: taken."""
         try:
             taken = await self._redis.set(self._probe + self.field(key), self.origin,
                                           nx=True, px=max(1, int(hold_s * 1000)))

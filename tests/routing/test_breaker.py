@@ -74,3 +74,27 @@ def test_one_probe_after_the_cooldown_which_doubles_on_failure() -> None:
     assert made.available()
     made.succeeded()
     assert state(made) == "closed" and made.cooldown_s == 0 and not made.blocked()
+
+
+def test_a_verdict_from_before_it_opened_neither_closes_nor_reopens_it() -> None:
+    """An attempt admitted before the breaker opened (a long stream, a slow answer) that ends
+    well afterwards does not close it, nor, failing, reopen it while the probe runs: only the
+    probe's verdict, or that of a call admitted while it was open, counts."""
+    made, clock = breaker(failures=2, cooldown_s=5, max_cooldown_s=60)
+    old = made.changes  # a stream admitted while it was closed
+    made.failed()
+    made.failed()
+    assert state(made) == "open"
+    made.succeeded(since=old)  # the stream ends well
+    assert state(made) == "open" and made.cooldown_s == 5 and made.blocked()
+    clock.t += 5.1
+    assert made.available() and state(made) == "half_open"  # the probe
+    probe = made.changes
+    made.failed(since=old)  # another old call fails late
+    made.released(since=old)
+    assert state(made) == "half_open" and made.blocked()  # the probe is still the one
+    made.failed(since=probe)
+    assert state(made) == "open" and made.cooldown_s == 10
+    admitted = made.changes  # a call tried while it is open (every target open)
+    made.succeeded(since=admitted)
+    assert state(made) == "closed"

@@ -11,6 +11,7 @@ from app.metrics.families import Metrics
 from app.metrics.recorder import Recorder
 from app.providers.base import Target
 from app.routing.router import Router
+from app.routing.shared import location
 
 TARGET = Target(provider="gpu", model="llama")
 DEAD, FIXED = "http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"
@@ -126,3 +127,28 @@ def test_a_removed_provider_added_back_where_it_was_keeps_its_breaker() -> None:
     elsewhere = config(FIXED)
     router.swap(elsewhere)
     assert router.breaker(TARGET, elsewhere).state == "closed"
+
+
+def test_a_region_or_project_is_part_of_where_a_provider_points() -> None:
+    """Bedrock's and SageMaker's ``region``, Vertex's ``project`` and ``location`` make another
+    location (all of them were their provider's type: a move to another region kept the open
+    breakers, and two deployments' providers in different regions shared theirs)."""
+    def where(**provider: Any) -> str:
+        raw = {"providers": {"p": provider},
+               "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}}}
+        return location(parse_config(raw, {}), "p")
+
+    aws = {"access_key_id": "AKIAEXAMPLEKEY1234", "secret_access_key": "s" * 40}
+    for kind in ("bedrock", "sagemaker"):
+        east = where(type=kind, region="us-east-1", **aws)
+        assert east == where(type=kind, region="us-east-1", **aws)
+        assert east != where(type=kind, region="eu-west-1", **aws)
+        assert where(type=kind, region="us-east-1", base_url="http://vpce:443", **aws) != \
+            where(type=kind, region="eu-west-1", base_url="http://vpce:443", **aws)
+    for kind in ("vertex", "vertex_anthropic"):
+        here = where(type=kind, project="a", location="us-central1")
+        assert here == where(type=kind, project="a", location="us-central1")
+        assert here != where(type=kind, project="b", location="us-central1")
+        assert here != where(type=kind, project="a", location="europe-west4")
+    openai = {"type": "openai", "base_url": "http://x/v1", "api_key": "k"}
+    assert where(**openai) == "http://x/v1" == where(**openai, region="eu")  # a privacy tag

@@ -4,11 +4,14 @@ to, and ``Retry-After`` parsing."""
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 
+import pytest
+
 from app import errors
-from app.config import RetryConfig
+from app.config import ConfigError, RetryConfig, parse_config
 from app.providers import gemini_response
 from app.providers.aws_http import aws_error
 from app.providers.http import retry_after
@@ -73,3 +76,20 @@ def test_the_budget_is_a_share_of_recent_calls_with_a_floor() -> None:
     assert [budget.allow(config) for _ in range(3)] == [True, True, False]  # 20% of 20 = 4
     now[0] += 11  # the window moved past all of it
     assert budget.allow(config) and budget.allow(config) and not budget.allow(config)
+
+
+def test_unbounded_durations_are_refused_with_their_keys() -> None:
+    """``.inf`` for the deadline, the backoffs, the longest ``Retry-After`` or the keep-alive
+    is refused, each problem naming its key (accepted, an upstream's ``Retry-After: 1e300``
+    parked a call for as long)."""
+    raw = {"providers": {"p": {"type": "openai", "base_url": "http://x/v1", "api_key": "k"}},
+           "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}},
+           "retries": {"deadline_s": math.inf, "backoff_s": math.inf,
+                       "max_backoff_s": math.inf, "max_retry_after_s": math.inf},
+           "streaming": {"keepalive_s": math.inf}}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, {})
+    problems = str(refused.value).splitlines()
+    for key in ("retries.deadline_s", "retries.backoff_s", "retries.max_backoff_s",
+                "retries.max_retry_after_s", "streaming.keepalive_s"):
+        assert [p for p in problems if p.startswith(key + ": ")], key

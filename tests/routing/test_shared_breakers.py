@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from app.config import BreakerConfig, GatewayConfig, parse_config
 from app.providers.base import Target
 from app.routing.breaker import Breaker
-from app.routing.router import Router
+from app.routing.router import CLAIM_WAIT_S, Router
 from app.routing.shared import SharedBreakers
 from tests.calllog.servers import PrivateRedis
 
@@ -375,3 +375,69 @@ async def test_an_opening_from_before_a_reload_pointed_the_provider_back_is_not_
         shared(b).apply(entry)
         assert breaker(b).state == "closed"
         assert breaker(a).state == "open"  # a did not reload: its own view stands
+
+
+async def test_a_late_success_from_before_the_opening_closes_it_nowhere(redis_url: str) -> None:
+    """A call admitted before ``a`` opened the breaker (a stream accepted before the target
+    failed) that ends well afterwards neither closes it on ``a`` nor publishes a closing (it
+    closed the breaker on every process)."""
+    async with process(redis_url, settings=SLOW) as a, process(redis_url, settings=SLOW) as b:
+        since = breaker(a).changes
+        await fail(a, 2)
+        await eventually(lambda: breaker(b).state == "open")
+        a.judge(TARGET, breaker(a), failed=False, since=since)
+        assert breaker(a).state == "open" and breaker(a).blocked()
+        await asyncio.sleep(0.2)  # a closing would have reached b by now
+        assert breaker(b).state == "open" and breaker(b).blocked()
+
+
+async def test_the_fleets_probe_claim_lasts_as_long_as_the_probe_may_run(
+        redis_url: str) -> None:
+    """The probe claim is held for the probing call's remaining deadline, not a cooldown: a
+    black-holed target's probe that outlasts the cooldown still keeps every other process from
+    sending its own (each sent one, a cooldown apart); its verdict gives the claim back."""
+    async with process(redis_url) as a, process(redis_url) as b:
+        await fail(a, 2)
+        await eventually(lambda: breaker(b).state == "open")
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert await a.admit(TARGET, breaker(a), within=30)  # a probes, for up to 30 s
+        for _ in range(2):  # b asks after each of its cooldowns: a still probes
+            assert not await b.admit(TARGET, breaker(b), within=30)
+            assert breaker(b).blocked()
+            await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        assert not await b.admit(TARGET, breaker(b), within=30)
+        a.judge(TARGET, breaker(a), failed=True)  # the probe fails: open for 0.6 s everywhere
+        await eventually(lambda: breaker(b).cooldown_s == pytest.approx(0.6))
+        client = aioredis.from_url(redis_url)
+        try:
+            deadline = time.monotonic() + 5
+            while await client.keys("*:probe:*"):
+                assert time.monotonic() < deadline, "the failed probe's claim was kept"
+                await asyncio.sleep(0.01)
+        finally:
+            await client.aclose()
+        await asyncio.sleep(0.65)
+        assert await b.admit(TARGET, breaker(b), within=30)  # b probes after the cooldown
+
+
+async def test_a_probe_claim_redis_does_not_answer_is_bounded(redis_url: str) -> None:
+    """With Redis hung (writes paused), a call whose deadline leaves no time for the claim
+    takes no probe and leaves it to the next call; one with time probes after
+    ``CLAIM_WAIT_S``, as with Redis down (both waited for Redis's answer, 5 s and more, past
+    the call's deadline)."""
+    client = aioredis.from_url(redis_url)
+    async with process(redis_url) as a:
+        await fail(a, 2)
+        await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+        await client.client_pause(60_000, all=False)  # claims wait
+        try:
+            short = a.admit(TARGET, breaker(a), within=2 * CLAIM_WAIT_S - 0.5)
+            assert not await asyncio.wait_for(short, 10)
+            assert breaker(a).state == "half_open" and not breaker(a).blocked()
+            assert not await a.admit(TARGET, breaker(a), within=0)  # no time left at all
+            assert not breaker(a).blocked()
+            assert await asyncio.wait_for(a.admit(TARGET, breaker(a), within=30), 10)
+            assert breaker(a).state == "half_open" and breaker(a).probing
+        finally:
+            await client.client_unpause()
+            await client.aclose()

@@ -180,3 +180,21 @@ def test_the_prefix_key_is_the_system_prompt_or_else_the_first_message() -> None
     assert prefix_key(turn1) == prefix_key(turn2) != prefix_key(one)
     assert prefix_key({"prompt": "Once upon"}) == "Once upon"
     assert prefix_key(None) is None
+
+
+def test_vllm_load_moves_the_prefixes_of_a_down_server_to_one_new_home() -> None:
+    """While a prefix's home server is down, its calls go to the next server up in its
+    rendezvous order whatever the others' momentary loads (short of busy), so they keep one
+    prefix cache (they went to the least loaded server, which changed call to call)."""
+    idle = {"a": scraped(), "b": scraped(), "c": scraped()}
+    for k in range(30):
+        ranked = STRATEGIES["vllm_load"](choice(backends=idle, affinity=k))
+        home, second = ranked[0], ranked[1]
+        down = {**idle, home.provider: scraped(up=False)}
+        for waiting, kv in ((0, 0.1), (5, 0.9), (7, 0.5)):
+            loaded = {**down, second.provider: scraped(waiting=waiting, kv=kv)}
+            moved = STRATEGIES["vllm_load"](choice(backends=loaded, affinity=k))
+            assert moved[0] == second and moved[-1] == home
+        busy = {**down, second.provider: scraped(waiting=20)}
+        spilled = STRATEGIES["vllm_load"](choice(backends=busy, affinity=k))
+        assert spilled[0] not in (home, second)  # the new home is saturated: another one

@@ -1,9 +1,11 @@
 """``vllm_load``: for a pool of vLLM servers. Each prompt prefix (``Choice.affinity``) has a
 home server, chosen by rendezvous hashing so that it stays put as servers come and go, and goes
-there while that server is ready, so that vLLM's prefix cache hits. A home that is not (busy:
-``MAX_WAITING`` requests queued or ``MAX_KV_CACHE`` of its KV cache used; down; or unknown:
-never scraped successfully, e.g. a pod not ready yet or just added by a reload) is skipped for
-the server with the fewest waiting requests and the most free KV cache. Busy servers come after
+there while that server is ready, so that vLLM's prefix cache hits. While its home is down or
+unknown (never scraped successfully, e.g. a pod not ready yet or just added by a reload), the
+next server up in the prefix's rendezvous order is its home (as if the server were gone: its
+prompts move together to one server, not scattered by momentary load). A home that is busy
+(``MAX_WAITING`` requests queued or ``MAX_KV_CACHE`` of its KV cache used) is skipped for the
+server with the fewest waiting requests and the most free KV cache. Busy servers come after
 the ready ones, and down or unknown ones last, in their rendezvous order. The state is the
 gateway's scrape of each server's ``/metrics`` (``metrics_interval_s``); with no scrape at all
 (metrics off) every server is unknown, and the order is the rendezvous order, home first."""
@@ -30,9 +32,9 @@ def order(choice: Choice) -> list[Target]:
         return BUSY if busy else READY, s.waiting, s.kv_cache_usage
 
     ranked = sorted(choice.targets, key=lambda t: -_rendezvous(choice.affinity, t))
-    home = ranked[0]
+    home = next((t for t in ranked if load(t)[0] != UNAVAILABLE), ranked[0])
     if load(home)[0] == READY:
-        return [home, *sorted(ranked[1:], key=load)]
+        return [home, *sorted([t for t in ranked if t is not home], key=load)]
     return sorted(ranked, key=load)
 
 
