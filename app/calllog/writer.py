@@ -16,8 +16,10 @@ Path of a record (see ``app.calllog.seams``)::
   stream, or the local file when Redis is absent or down), and spooled rows are replayed when
   the store is back, acknowledged only after the commit. The store ignores rows it already has,
   so a replay after a crash or a write that committed after its timeout never duplicates. Rows
-  still in memory when the process dies are in the journal, which the file spool replays. Only
-  if the local disk fails too is a row dropped, and then ``stats.dropped`` says so.
+  still in memory when the process dies are in the journal, which the file spool replays. A
+  batch nothing takes (the store, Redis and the local disk all failing) goes back to the buffer
+  and is tried again; only rows past ``buffer_max`` then (or at close) are dropped, and
+  ``stats.dropped`` says so.
 * A store that could not be checked at start (database unreachable) is not written to until
   ``check_store`` passes, retried every ``retry_s``; rows are spooled meanwhile. A store that
   answers but is not at this version's schema stays unwritten (``unmigrated``) until it is.
@@ -249,12 +251,15 @@ class CallLogWriter:
         while self._buffer:
             batch = [self._buffer.popleft()
                      for _ in range(min(self._batch_max, len(self._buffer)))]
-            lost = len(batch)
+            lost = requeued = len(batch)
             try:
                 await self._publish(batch)
                 lost = await self._persist(batch)
             finally:  # also when cancelled (a close past its timeout): the journal keeps them
-                self._settle(len(batch), lost)
+                requeued = self._requeue(batch, lost)
+                self._settle(len(batch), lost, requeued)
+            if requeued:
+                break  # nothing takes rows now: try again next cycle
         if self._feed is not None and self._feed.holding:
             await self._publish([], everything=self._closing)
         await self._replay()
@@ -312,14 +317,29 @@ class CallLogWriter:
         self._health.spool(name, None)
         return len(rows)
 
-    def _settle(self, total: int, lost: int) -> None:
+    def _requeue(self, batch: list[Row], lost: int) -> int:
+        """Put the last ``lost`` rows of ``batch`` back at the front of the buffer, when it has
+        room for them and the writer is not closing (they are the oldest rows, as in the
+        journal); return how many it put back (all or none)."""
+        if not lost or self._closing or len(self._buffer) + lost > self._buffer_max:
+            return 0
+        self._buffer.extendleft(reversed(batch[len(batch) - lost:]))
+        return lost
+
+    def _settle(self, total: int, lost: int, requeued: int = 0) -> None:
         """The first ``total - lost`` rows of a batch are stored or spooled, the rest are not:
-        retire them from the journal, which keeps those it has; count the others dropped."""
+        retire them from the journal; the rest stay pending there when put back in the buffer
+        (``requeued``), else the journal keeps those it has and the others count dropped."""
         kept = 0
         if self._journal is not None:
             self._journal.done(total - lost)
-            kept = self._journal.keep(lost) if lost else 0
+            kept = self._journal.keep(lost) if lost and not requeued else 0
         if not lost:
+            return
+        if requeued:
+            self._health.loss("%d call records could not be stored or spooled (%s); they stay "
+                              "in memory (%d buffered) until the store or a spool takes them",
+                              requeued, self._health.down(), len(self._buffer))
             return
         self.stats.kept_in_journal += kept
         self.stats.dropped += lost - kept
