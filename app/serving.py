@@ -17,7 +17,9 @@ complete by then; a client that sends the rest of its body promptly keeps its co
 reads its answer, where closing at once could reset it mid-upload).
 
 A request offering a protocol upgrade other than a WebSocket one (``Upgrade: h2c``) is served
-as an HTTP/1.1 request, body included (``UpgradeIgnoringProtocol``, which the header deadline's
+as an HTTP/1.1 request, body included, and bytes that are not HTTP/1.1 (an unknown method, a
+control character in a header, two ``Content-Length``...) get a 400 in OpenAI's error shape
+rather than uvicorn's plain text (``UpgradeIgnoringProtocol``, which the header deadline's
 protocol extends).
 
 This subclasses a uvicorn class and relies on its parser callbacks (``connection_made``,
@@ -47,6 +49,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import httptools
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -57,6 +60,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
+from app import errors
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.serving")
 
 SWEEP_INTERVAL_S = 1.0
+SERVED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+"""The methods some route of the gateway takes (tests/api/test_http_parsing.py checks)."""
 
 
 @functools.cache
@@ -88,8 +94,11 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
     so the body reaches the request it belongs to, under llhttp's own framing rules. This
     relies on httptools resuming its parser after ``HttpParserUpgrade`` (its offset: where
     the headers end) and on uvicorn's ``data_received``, callbacks and cycle
-    (``more_body``, ``message_event``); tests/api/test_upgrade_offer.py fails loudly if a
-    release changes them."""
+    (``more_body``, ``message_event``); tests/api/test_http_parsing.py fails loudly if a
+    release changes them.
+
+    Bytes llhttp refuses as HTTP/1.1 get a 400 in OpenAI's error shape (``_refuse_unparsable``)
+    rather than uvicorn's plain text."""
 
     _replaying = False
     """Whether the parser is reading the framing headers given again (callbacks muted)."""
@@ -100,8 +109,8 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
             try:
                 self.parser.feed_data(data)
                 return
-            except httptools.HttpParserError:
-                self._refuse_unparsable()
+            except httptools.HttpParserError as exc:
+                self._refuse_unparsable(exc)
                 return
             except httptools.HttpParserUpgrade as upgrade:
                 if self._should_upgrade():  # a WebSocket: uvicorn's own handling
@@ -110,15 +119,32 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
                 data = data[upgrade.args[0]:]
                 try:
                     self._ignore_upgrade()
-                except httptools.HttpParserError:
-                    self._refuse_unparsable()
+                except httptools.HttpParserError as exc:
+                    self._refuse_unparsable(exc)
                     return
 
-    def _refuse_unparsable(self) -> None:
-        """uvicorn's answer to bytes that are not HTTP/1.1."""
-        message = "Invalid HTTP request received."
-        self.logger.warning(message)
-        self.send_400_response(message)
+    def _refuse_unparsable(self, exc: httptools.HttpParserError) -> None:
+        """A 400 in OpenAI's error shape (code ``invalid_http_request``) for bytes llhttp
+        refuses as HTTP/1.1, saying why; the connection is closed (its framing is lost), as
+        uvicorn does with a plain-text 400. An unknown method (``FOO``: llhttp knows the
+        registered ones, which reach the app and get its 405) is one of them: llhttp stops at
+        it, before the path, so no route can say which methods the path takes."""
+        self.logger.warning("Invalid HTTP request received.")
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            message = ("Invalid HTTP request: the method is not one the gateway serves "
+                       f"({', '.join(SERVED_METHODS)}).")
+        elif type(exc) is httptools.HttpParserError and str(exc):  # llhttp's own reason
+            message = f"Invalid HTTP request: {str(exc)[:100]}."
+        else:
+            message = "Invalid HTTP request."
+        body = orjson.dumps(errors.InvalidRequest(message, code="invalid_http_request").body())
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join([*head, body]))
+        self.transport.close()
 
     def _ignore_upgrade(self) -> None:
         """Read the rest of the request whose upgrade offer llhttp stopped at as its body."""
