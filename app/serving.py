@@ -1,5 +1,5 @@
 """The HTTP protocol ``switchboard serve`` runs: uvicorn's httptools protocol plus a deadline on
-request headers.
+request headers, ignoring ``h2c`` upgrade offers.
 
 uvicorn times out idle keep-alive connections, but not a connection that is sending its request
 headers: one that opens and sends nothing, or trickles a header line now and then, is held
@@ -15,6 +15,12 @@ filled ``SWITCHBOARD_MAX_CONNECTIONS``. The answer starts the header deadline ov
 connection is closed ``header_timeout_s`` after it unless the next request's headers are
 complete by then; a client that sends the rest of its body promptly keeps its connection (and
 reads its answer, where closing at once could reset it mid-upload).
+
+A request offering a protocol upgrade other than a WebSocket one (``Upgrade: h2c``) is served
+as an HTTP/1.1 request, body included, and bytes that are not HTTP/1.1 (an unknown method, a
+control character in a header, two ``Content-Length``...) get a 400 in OpenAI's error shape
+rather than uvicorn's plain text (``UpgradeIgnoringProtocol``, which the header deadline's
+protocol extends).
 
 This subclasses a uvicorn class and relies on its parser callbacks (``connection_made``,
 ``on_message_begin``, ``on_headers_complete``, ``on_response_complete``, a cycle's
@@ -42,6 +48,8 @@ import weakref
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import httptools
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -52,6 +60,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
+from app import errors
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.serving")
 
 SWEEP_INTERVAL_S = 1.0
+SERVED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+"""The methods some route of the gateway takes (tests/api/test_http_parsing.py checks)."""
 
 
 @functools.cache
@@ -69,10 +80,109 @@ def header_timeout_s() -> float:
     return Settings().header_timeout_s
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol; a connection whose request headers are not complete
-    ``header_timeout_s`` after it started waiting for them, or after a request was answered
-    before its whole body arrived, is closed."""
+class UpgradeIgnoringProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering a request that offers a protocol upgrade other
+    than a WebSocket one (``Connection: Upgrade, HTTP2-Settings`` with ``Upgrade: h2c``, as
+    ``curl --http2``, Java's HTTP client and Ktor send on ``http://`` URLs) as the HTTP/1.1
+    request it also is, body included: RFC 9110 section 7.8 lets a server ignore the offer.
+
+    llhttp ends such a request at its headers (its body is the new protocol's first bytes),
+    and uvicorn ignored the offer but not that: the app got an empty body, and the body's bytes
+    were parsed as the next request. Here the parser, resumed after the upgrade, is given the
+    request's framing headers again (a request line and its ``Content-Length`` or
+    ``Transfer-Encoding``, the parser callbacks muted) and then the bytes after the headers,
+    so the body reaches the request it belongs to, under llhttp's own framing rules. This
+    relies on httptools resuming its parser after ``HttpParserUpgrade`` (its offset: where
+    the headers end) and on uvicorn's ``data_received``, callbacks and cycle
+    (``more_body``, ``message_event``); tests/api/test_http_parsing.py fails loudly if a
+    release changes them.
+
+    Bytes llhttp refuses as HTTP/1.1 get a 400 in OpenAI's error shape (``_refuse_unparsable``)
+    rather than uvicorn's plain text."""
+
+    _replaying = False
+    """Whether the parser is reading the framing headers given again (callbacks muted)."""
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        while data:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserError as exc:
+                self._refuse_unparsable(exc)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():  # a WebSocket: uvicorn's own handling
+                    self.handle_websocket_upgrade()
+                    return
+                data = data[upgrade.args[0]:]
+                try:
+                    self._ignore_upgrade()
+                except httptools.HttpParserError as exc:
+                    self._refuse_unparsable(exc)
+                    return
+
+    def _refuse_unparsable(self, exc: httptools.HttpParserError) -> None:
+        """A 400 in OpenAI's error shape (code ``invalid_http_request``) for bytes llhttp
+        refuses as HTTP/1.1, saying why; the connection is closed (its framing is lost), as
+        uvicorn does with a plain-text 400. An unknown method (``FOO``: llhttp knows the
+        registered ones, which reach the app and get its 405) is one of them: llhttp stops at
+        it, before the path, so no route can say which methods the path takes."""
+        self.logger.warning("Invalid HTTP request received.")
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            message = ("Invalid HTTP request: the method is not one the gateway serves "
+                       f"({', '.join(SERVED_METHODS)}).")
+        elif type(exc) is httptools.HttpParserError and str(exc):  # llhttp's own reason
+            message = f"Invalid HTTP request: {str(exc)[:100]}."
+        else:
+            message = "Invalid HTTP request."
+        body = orjson.dumps(errors.InvalidRequest(message, code="invalid_http_request").body())
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join([*head, body]))
+        self.transport.close()
+
+    def _ignore_upgrade(self) -> None:
+        """Read the rest of the request whose upgrade offer llhttp stopped at as its body."""
+        framing = [b"%s: %s\r\n" % (name, value) for name, value in self.headers
+                   if name in (b"content-length", b"transfer-encoding")]
+        if not framing or self.cycle is None:
+            return  # no body: the request is complete
+        self.cycle.more_body = True  # llhttp called it complete at its headers
+        self.cycle.message_event.clear()
+        version = self.parser.get_http_version().encode()
+        self._replaying = True
+        try:
+            self.parser.feed_data(b"POST / HTTP/%s\r\n%s\r\n" % (version, b"".join(framing)))
+        finally:
+            self._replaying = False
+
+    def on_message_begin(self) -> None:
+        if not self._replaying:
+            super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._replaying:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._replaying:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self._replaying:
+            super().on_headers_complete()
+
+
+class HeaderDeadlineProtocol(UpgradeIgnoringProtocol):
+    """uvicorn's httptools protocol (ignoring upgrade offers: ``UpgradeIgnoringProtocol``); a
+    connection whose request headers are not complete ``header_timeout_s`` after it started
+    waiting for them, or after a request was answered before its whole body arrived, is
+    closed."""
 
     waiting_since: float | None = None
     """Loop time since which the connection waits for a request's headers; ``None`` while a
@@ -86,10 +196,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.waiting_since is None:
+        if self.waiting_since is None and not self._replaying:
             self.waiting_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
+        if self._replaying:
+            return
         self.waiting_since = None
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # the cycle just made, before it runs

@@ -8,10 +8,12 @@ declared property of an object (only the required ones past a nesting depth of
 ``anyOf``/``oneOf`` by their first branch (by a ``null`` branch past the shallow depth),
 ``allOf`` merged, type lists by their first non-null type; strings by ``format`` (date, email,
 ...), ``pattern`` (see ``regex_sample``) and ``minLength``; numbers inside ``minimum``/
-``maximum`` (exclusive ones too, draft-4 booleans included) on ``multipleOf``; arrays by
-``prefixItems`` then ``items``, with distinct items under ``uniqueItems``; objects up to
-``minProperties``. ``not``, ``if``/``then``/``else`` and ``dependent*`` are not read. Schemas no
-small instance satisfies (``minItems: 1e9``, required self-references) get a value cut at
+``maximum`` (exclusive ones too, draft-4 booleans included) on ``multipleOf``, integers inside
+64 bits and finite floats past them (what orjson writes: ``minimum: 1e20`` gets ``1e20``);
+arrays by ``prefixItems`` then ``items``, with distinct items under ``uniqueItems``; objects up
+to ``minProperties``, a ``required`` that is not a list read as none. ``not``,
+``if``/``then``/``else`` and ``dependent*`` are not read. Schemas no small instance satisfies
+(``minItems: 1e9``, required self-references, bounds past the float range) get a value cut at
 10,000 JSON values, 100,000-character strings (and regex repetitions) and ``MAX_CHARS``
 characters of strings in all (``const``, ``enum`` and ``default`` values included, each time
 they are used), invalid but bounded: a schema of a few KB cannot make one instance of GBs
@@ -30,6 +32,7 @@ import importlib
 import math
 import re
 import string
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +46,7 @@ MAX_CHARS = 2**19
 """The most characters of strings one instance (or one ``regex_sample``) holds: more than the
 mock can send of it (65,536 tokens of at most 6 characters: ``app.providers.mock_answer``)."""
 _SHALLOW_DEPTH = 6
+_INT_LOW, _INT_HIGH = -(2**63), 2**64 - 1  # the integers orjson writes
 _FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00Z",
             "email": "sim@example.com", "idn-email": "sim@example.com",
             "uri": "https://example.com", "iri": "https://example.com",
@@ -236,7 +240,7 @@ def _typed(schema: dict[str, Any], kind: Any, walk: _Walk, depth: int, variant: 
 def _object(schema: dict[str, Any], walk: _Walk, depth: int) -> dict[str, Any]:
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}
-    required = [name for name in schema.get("required") or () if isinstance(name, str)]
+    required = _required(schema)
     names = list(properties) if depth <= _SHALLOW_DEPTH else [
         name for name in properties if name in required]
     out = {name: _value(properties[name], walk, depth + 1) for name in names}
@@ -250,6 +254,12 @@ def _object(schema: dict[str, Any], walk: _Walk, depth: int) -> dict[str, Any]:
             name = f"key{len(out) + 1}"
             out[name] = _value(_pattern_schema(schema, name) or extra, walk, depth + 1)
     return out
+
+
+def _required(schema: dict[str, Any]) -> list[str]:
+    """The names ``required`` lists (none when it is not a list: ``"required": true``)."""
+    listed = schema.get("required")
+    return [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else []
 
 
 def _pattern_schema(schema: dict[str, Any], name: str) -> Any:
@@ -301,11 +311,18 @@ def _string(schema: dict[str, Any], variant: int, room: _Room) -> str:
 def _bound(schema: dict[str, Any], inclusive: str, exclusive: str) -> tuple[float | None, bool]:
     """A bound and whether it is exclusive, from either draft's spelling."""
     value, flag = schema.get(inclusive), schema.get(exclusive)
-    if isinstance(flag, int | float) and not isinstance(flag, bool):
+    if _is_number(flag):
         return flag, True
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if _is_number(value):
         return value, flag is True
     return None, False
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number: not a bool, not NaN or an infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(schema: dict[str, Any], *, integer: bool, variant: int) -> int | float:
@@ -321,19 +338,52 @@ def _number(schema: dict[str, Any], *, integer: bool, variant: int) -> int | flo
         candidate = low
     if high is not None and (candidate > high or (high_open and candidate >= high)):
         candidate = high
-    if step is not None:
-        value = _on_step(candidate, step, low, low_open, high, high_open, variant)
-    else:
-        value = candidate + variant
-        if low is not None and low_open and value <= low:
-            value = low + 1 if high is None or low + 1 < high else (low + high) / 2
-        if high is not None and (value > high or (high_open and value >= high)):
-            value = high - 1 if high_open else high
-            if low is not None and (value < low or (low_open and value <= low)):
-                value = (low + high) / 2
-    if integer or float(value).is_integer():
-        return int(value)
-    return value
+    value: float = candidate
+    try:
+        if step is not None:
+            value = _on_step(candidate, step, low, low_open, high, high_open, variant)
+        else:
+            value = candidate + variant
+            if low is not None and low_open and value <= low:
+                value = low + 1 if high is None or low + 1 < high else (low + high) / 2
+            if high is not None and (value > high or (high_open and value >= high)):
+                value = high - 1 if high_open else high
+                if low is not None and (value < low or (low_open and value <= low)):
+                    value = (low + high) / 2
+    except (OverflowError, ValueError):  # bounds near the float range: no step fits
+        value = candidate
+    return _writable(value, integer=integer, low=low, low_open=low_open, high=high,
+                     high_open=high_open)
+
+
+def _writable(value: float, *, integer: bool, low: float | None, low_open: bool,
+              high: float | None, high_open: bool) -> int | float:
+    """``value`` as a number every JSON writer takes: an integer inside 64 bits (orjson
+    writes no more), else a finite float, moved past an exclusive bound that float rounding
+    crossed (``exclusiveMinimum: 1e18`` gets 10**18 + 1, ``1e308`` gets 1.0000000000000002e308).
+    Past the float range no bound can be met: the largest float, invalid but written."""
+    if integer and isinstance(value, float) and math.isfinite(value):
+        value = int(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        whole = int(value)
+        if low is not None and low_open and whole <= low:
+            whole = math.floor(low) + 1
+        if high is not None and high_open and whole >= high:
+            whole = math.ceil(high) - 1
+        if _INT_LOW <= whole <= _INT_HIGH:
+            return whole
+        value = whole
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past the float range
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number):
+        return 0
+    if low is not None and (number < low or (low_open and number <= low)):
+        number = math.nextafter(number, math.inf)
+    if high is not None and (number > high or (high_open and number >= high)):
+        number = math.nextafter(number, -math.inf)
+    return number if math.isfinite(number) else math.copysign(sys.float_info.max, number)
 
 
 def _on_step(candidate: float, step: float, low: float | None, low_open: bool,
@@ -351,15 +401,22 @@ def _on_step(candidate: float, step: float, low: float | None, low_open: bool,
 def strict_problem(schema: Any, path: str = "") -> str | None:
     """Why ``schema`` breaks OpenAI's strict structured-output rules, or None: every object
     (in properties, items, ``anyOf`` branches and ``$defs``) must list all its properties in
-    ``required`` and set ``additionalProperties`` to false."""
+    ``required`` (an array) and set ``additionalProperties`` to false, and a root that declares
+    a ``type`` must declare ``object``."""
     if not isinstance(schema, dict):
         return None
     where = path or "(root)"
+    if not path and schema.get("type", "object") != "object":
+        return "the root must be a JSON Schema of 'type: \"object\"'"
     if schema.get("type") == "object" or "properties" in schema:
         if schema.get("additionalProperties") is not False:
             return f"at {where}, 'additionalProperties' must be present and false"
-        properties = schema.get("properties") or {}
-        missing = [name for name in properties if name not in (schema.get("required") or ())]
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict):
+            return f"at {where}, 'properties' must be an object"
+        if not isinstance(schema.get("required", []), list):
+            return f"at {where}, 'required' must be an array of property names"
+        missing = [name for name in properties if name not in _required(schema)]
         if missing:
             return f"at {where}, 'required' must list every property; missing {missing[0]!r}"
     children: list[tuple[str, Any]] = []

@@ -117,6 +117,15 @@ def validation_problem(problems: Sequence[Any], *, body: Any = None) -> errors.G
         return empty_body()
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type"):
         return body_not_object()
+    if kind == "string_unicode" and loc[:1] == ("body",):
+        found = _surrogate_key(body)
+        if found is not None:  # pydantic's location of such a key names it wrongly, or not
+            where, key = found
+            within = f"'{where}'" if where else "the request body"
+            return errors.InvalidRequest(
+                f"Invalid key {_quoted(key)} in {within}: it holds a lone surrogate "
+                "(\\ud800-\\udfff), which is not a character.",
+                param=where or None, code="invalid_value")
     param, bad_key = field_path(loc, body if loc[:1] == ("body",) else None,
                                 missing=kind == "missing")
     problem = errors.problem_message(first)
@@ -146,6 +155,45 @@ _KEY_PROBLEM = "[key]"
 def _quoted(key: str) -> str:
     """``key`` as a JSON string (control characters escaped), cut at ``_MAX_KEY``."""
     return json.dumps(key if len(key) <= _MAX_KEY else key[:_MAX_KEY] + "...")
+
+
+def _surrogate_key(body: Any) -> tuple[str, str] | None:
+    """The path of the first object (in document order) with a key holding a lone surrogate
+    (JSON's ``\\ud800`` escapes can spell one; no UTF-8 encodes it), and that key; None when
+    no key holds one. Iterative: a body may nest hundreds of levels."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key in node:
+                if isinstance(key, str) and not key.isascii() and not _encodes(key):
+                    return path, key
+            children = [(child, _joined(path, key)) for key, child in node.items()
+                        if isinstance(child, dict | list)]
+        elif isinstance(node, list):
+            children = [(child, _joined(path, i)) for i, child in enumerate(node)
+                        if isinstance(child, dict | list)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _joined(path: str, part: str | int) -> str:
+    """``path`` and one more part, written as ``field_path`` writes them."""
+    if isinstance(part, int):
+        return f"{path}.{part}" if path else str(part)
+    if _NAME.fullmatch(part):
+        return f"{path}.{part}" if path else part
+    return f"{path}[{_quoted(part)}]"
 
 
 def field_path(loc: Sequence[int | str], body: Any, *,

@@ -12,8 +12,10 @@ a byte of the body is read; then reads the body with ``Incoming.body``: over
 ``limits.max_body_bytes`` a 413 (by its ``Content-Length`` at once, a chunked one as it
 arrives), compressed a 415, not arrived within ``SWITCHBOARD_BODY_TIMEOUT_S`` a 408
 ``body_timeout``; not UTF-8 a 400 saying at which byte (``app.api.wire.check_utf8``, as a
-model call's: FastAPI's own answer is "There was an error parsing the body"). FastAPI then
-parses the body from memory, and the dependencies run as before.
+model call's: FastAPI's own answer is "There was an error parsing the body"); nested deeper
+than ``GUARDED_MAX_DEPTH`` levels a 400 ``nesting_too_deep`` naming where, in a model call's
+words (past ~990 levels FastAPI's parser said only "There was an error parsing the body").
+FastAPI then parses the body from memory, and the dependencies run as before.
 
 A route class (FastAPI's documented hook, a ``get_route_handler`` that wraps the route's own)
 rather than an ASGI layer in front: FastAPI has picked the route by then, so a path no route
@@ -41,7 +43,7 @@ from starlette.types import Message, Receive, Scope
 
 from app.api.deps import check_admin, require_admin, require_caller
 from app.api.incoming import Incoming
-from app.api.wire import check_utf8
+from app.api.wire import GUARDED_MAX_DEPTH, check_depth, check_utf8
 from app.resources import resources_of
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -69,6 +71,7 @@ class GuardedRoute(APIRoute):
                                 else request.client.host)
             body = await incoming.body(limit=resources.gateway.limits.max_body_bytes)
             check_utf8(body)
+            check_depth(body, max_depth=GUARDED_MAX_DEPTH)
             return await handler(Request(_as_json(request.scope),
                                          _replay(body, request.receive)))
 

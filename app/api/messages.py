@@ -28,6 +28,7 @@ from app.providers.base import Json, Result
 from app.resources import resources_of
 from app.schemas import ChatRequest
 from app.stages.authenticate import check_model
+from app.stages.template import refuse_in_messages
 from app.usage import estimate_prompt_tokens
 
 router = APIRouter(prefix="/v1")
@@ -86,6 +87,7 @@ async def count_tokens(request: Request) -> Response:
         limits = resources.gateway.limits
         body = parse_object(await incoming.body(limit=limits.max_body_bytes),
                             max_depth=limits.max_json_depth)
+        refuse_in_messages(body)  # as /v1/messages does: a count of a call it refuses misleads
         body.setdefault("max_tokens", 1)
         chat = parse(ChatRequest, read_request(body).body)
         check_model(caller, chat.model)

@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from app import errors
 from app.api.calls import Endpoint, serve_call
@@ -200,12 +201,21 @@ async def list_models(gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
                                        if allowed is None or r.name in allowed]}
 
 
-@router.get("/models/{model_id:path}")
+class _ModelId(PathConvertor):
+    """A model id in a path: one character or more, slashes included (``openai/gpt-4o``).
+    Starlette's ``path`` also matches nothing, so ``/v1/models/`` matched ``get_model`` and,
+    asked with another method, was a 405 naming ``GET``; it is a path no route serves."""
+
+    regex = ".+"
+
+
+register_url_convertor("model_id", _ModelId())
+
+
+@router.get("/models/{model_id:model_id}")
 async def get_model(model_id: str, gateway: GatewayDep, caller: CallerDep) -> dict[str, Any]:
     """One public model; 404 when it is not served or the caller's key may not use it.
-    ``/v1/models/`` (no id) is a path no route serves, answered as such."""
-    if not model_id:
-        raise HTTPException(404)  # the "no route matched" 404: unsupported_endpoint
+    ``/v1/models/`` (no id) is a path no route serves, whatever the method (``_ModelId``)."""
     if caller.models is not None and model_id not in caller.models:
         raise errors.ModelNotFound(model_id)
     return _model_card(gateway.table.resolve(model_id))

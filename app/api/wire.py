@@ -64,25 +64,52 @@ def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         check_utf8(raw)  # orjson's own words point at the wrong place
         if exc.msg == _PARSER_DEPTH:
-            # orjson stops at 1,024 levels, past any max_depth (at most 200), before any path
-            # can be known: the limit's own error, without the path.
-            raise errors.InvalidRequest(
-                f"The request body nests deeper than {max_depth} levels (deeper than the "
-                f"{_PARSER_MAX_DEPTH} the JSON parser reads).", code="nesting_too_deep") from None
+            raise _nests_too_deep(max_depth) from None
         raise body_not_json(exc) from None
     if not isinstance(body, dict):
         raise body_not_object()
     # Every level opens with a bracket, so a body with few brackets (in strings or not) cannot
     # be too deep: counting them is C-speed, and spares nearly every request the walk.
     if raw.count(b"{") + raw.count(b"[") > max_depth and _too_deep(body, max_depth):
-        where = _deep_path(body, max_depth)
-        raise errors.InvalidRequest(
-            f"The request body nests deeper than {max_depth} levels (at '{where}').",
-            param=where, code="nesting_too_deep")
+        raise _nests_too_deep(max_depth, _deep_path(body, max_depth))
     return body
 
 
-def _too_deep(body: dict[str, Any], limit: int) -> bool:
+GUARDED_MAX_DEPTH = 256
+"""How deep a body of ``POST /v1/feedback`` or the admin API may nest (``check_depth``): far
+past any they take (a prompt version's ``json`` default nests at most 64 levels, inside five),
+and short of the ~990 at which FastAPI's parser (Python's ``json``) hits the recursion limit
+and says only "There was an error parsing the body"."""
+
+
+def check_depth(raw: bytes, *, max_depth: int) -> None:
+    """A 400 ``nesting_too_deep`` when the JSON in ``raw`` nests deeper than ``max_depth``
+    levels, as ``parse_object`` words it; a body that is not JSON is left to its parser."""
+    if raw.count(b"{") + raw.count(b"[") <= max_depth:
+        return
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg == _PARSER_DEPTH:
+            raise _nests_too_deep(max_depth) from None
+        return
+    if isinstance(body, dict | list) and _too_deep(body, max_depth):
+        raise _nests_too_deep(max_depth, _deep_path(body, max_depth))
+
+
+def _nests_too_deep(max_depth: int, where: str | None = None) -> errors.InvalidRequest:
+    if where is None:
+        # orjson stops at 1,024 levels, past any max_depth, before any path can be known: the
+        # limit's own error, without the path.
+        return errors.InvalidRequest(
+            f"The request body nests deeper than {max_depth} levels (deeper than the "
+            f"{_PARSER_MAX_DEPTH} the JSON parser reads).", code="nesting_too_deep")
+    return errors.InvalidRequest(
+        f"The request body nests deeper than {max_depth} levels (at '{where}').",
+        param=where or None, code="nesting_too_deep")
+
+
+def _too_deep(body: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether a container sits deeper than ``limit`` levels. Iterative, one level at a time
     (no recursion limit to hit), visiting containers only."""
     level: list[Any] = [body]
@@ -115,7 +142,7 @@ _MAX_KEY = 40
 _MAX_PATH = 240
 
 
-def _deep_path(body: dict[str, Any], limit: int) -> str:
+def _deep_path(body: dict[str, Any] | list[Any], limit: int) -> str:
     """The path (``a.b[0].c``) of the first container, in document order, deeper than ``limit``
     levels; long keys and long paths are cut (the path is echoed in the error and stored)."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]

@@ -218,11 +218,13 @@ class Recorder:
             self._attempts(record, s.model)
         if record.experiment is not None:
             self._experiment(record, record.experiment, record.variant or "-")
-        if record.prompt_id is not None and record.shadow_of is None:
+        if record.prompt_id is not None and record.prompt_version is not None \
+                and record.shadow_of is None:
             # A shadow copy names its original's version, but another model answered it: the
             # version's calls, tokens and refusals are its clients' (the experiment families
-            # count copies, under their shadow variant).
-            self._prompt(record, record.prompt_id)
+            # count copies, under their shadow variant). A call whose version does not exist
+            # (a variant pinning one the template lacks: a 404) has none to count under.
+            self._prompt(record, f"{record.prompt_id}@v{record.prompt_version}")
         # Tokens and cost of every call that has them, whatever its status, as the call log,
         # its spend read-outs and budgets count them: a stream the client left or that failed
         # after chunks went out is billed by its provider (its usage reported early or
@@ -259,8 +261,9 @@ class Recorder:
         if record.cost_usd:
             m.experiment_cost.labels(experiment, variant).inc(record.cost_usd)
 
-    def _prompt(self, record: CallRecord, prompt_id: str) -> None:
-        label = f"{prompt_id}@v{record.prompt_version}"
+    def _prompt(self, record: CallRecord, label: str) -> None:
+        """Count ``record`` under ``label`` (``<template>@v<version>``), or ``other`` once
+        ``MAX_PROMPTS`` labels are in use."""
         if label not in self._prompts:
             if len(self._prompts) >= MAX_PROMPTS:
                 label = OTHER_PROMPT

@@ -195,9 +195,13 @@ class _DropIntentionalCuts(logging.Filter):
 
 
 def serve(*, host: str, port: int, options: SimOptions) -> None:
-    """Run the simulator with uvicorn (uvloop, httptools, no access log) until interrupted."""
+    """Run the simulator with uvicorn (uvloop, httptools, no access log) until interrupted; a
+    request offering ``Upgrade: h2c`` (``curl --http2``) is answered over HTTP/1.1 with its body,
+    as the gateway answers it (``app.serving.UpgradeIgnoringProtocol``)."""
+    from app.serving import UpgradeIgnoringProtocol  # the gateway's server, only when serving
+
     config = uvicorn.Config(create_app(options), host=host, port=port, loop="uvloop",
-                            http="httptools", lifespan="on", access_log=False,
+                            http=UpgradeIgnoringProtocol, lifespan="on", access_log=False,
                             log_level="warning", proxy_headers=False)
     # uvicorn.Config has configured logging by now, so the filter survives.
     logging.getLogger("uvicorn.error").addFilter(_DropIntentionalCuts())

@@ -70,7 +70,7 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app import errors
 from app.config import GatewayConfig
@@ -92,6 +92,7 @@ from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 if TYPE_CHECKING:
     from app.privacy.presidio import PresidioScanner
 
+_T = TypeVar("_T")
 _STATE = "privacy"
 """``ModelCall.extras`` key: this call's ``_State``."""
 _PARAMS = {ChatRequest: "messages", CompletionRequest: "prompt", EmbeddingRequest: "input"}
@@ -125,6 +126,36 @@ class _State:
     json_content: bool = False
     """The answer's content is a JSON document (JSON mode; a ``/v1/messages`` call's structured
     output): values go back into it escaped."""
+
+
+async def _unless_gone(call: ModelCall, scan: Awaitable[_T]) -> _T:
+    """``scan`` (off the event loop: seconds for MBs of text), given up with a 499
+    (``ClientDisconnected``: the call recorded ``cancelled``) when the client disconnects
+    first; the thread runs on to its end, its result dropped. The call's body has been read
+    whole, so the next message of its channel can only be the disconnect. A shadow copy's
+    channel is its original's client, who may have left since it was answered: not watched."""
+    if call.record.shadow_of is not None:
+        return await scan
+    work = asyncio.ensure_future(scan)
+    gone = asyncio.ensure_future(_disconnect(call))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled meanwhile (shutdown): neither is awaited any more
+        work.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        raise errors.ClientDisconnected(
+            "The client disconnected while its request was screened for sensitive data.")
+    return work.result()
+
+
+async def _disconnect(call: ModelCall) -> None:
+    receive = call.incoming.receive
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class Privacy(Stage):
@@ -189,11 +220,11 @@ class Privacy(Stage):
                 found, counts, reserved, known = scan_request(
                     detector, body, native, budget=budget, walked=walked)
             else:
-                found, counts, reserved, known = await asyncio.to_thread(
-                    scan_request, detector, body, native, budget=budget, walked=walked)
+                found, counts, reserved, known = await _unless_gone(call, asyncio.to_thread(
+                    scan_request, detector, body, native, budget=budget, walked=walked))
         else:
-            found, counts, reserved, known = await detector.model.offload(
-                lambda: scan_request(detector, body, native, budget=budget))
+            found, counts, reserved, known = await _unless_gone(call, detector.model.offload(
+                lambda: scan_request(detector, body, native, budget=budget)))
         action: str = policy.action
         if isinstance(request, EmbeddingRequest) and action == "redact":
             action = policy.embeddings

@@ -179,6 +179,15 @@ def apply(body: Json, version: CompiledVersion, messages: list[dict[str, Any]]) 
             body[name] = copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
+def refuse_in_messages(body: Json) -> None:
+    """The 400 for a Messages body (``/v1/messages`` and its ``count_tokens``) that names a
+    template: they are served on ``/v1/chat/completions`` only."""
+    if FIELD in body:
+        raise errors.InvalidRequest(
+            "Prompt templates are served on /v1/chat/completions only; /v1/messages does "
+            "not take 'prompt'.", param="prompt", code="prompt_not_supported")
+
+
 class Template(Stage):
     slot = Slot.TEMPLATE
 
@@ -237,10 +246,8 @@ class Template(Stage):
                 param="prompt.id", code=exc.code) from None
 
     async def on_request(self, call: ModelCall) -> None:
-        if call.native is not None and FIELD in call.native:
-            raise errors.InvalidRequest(
-                "Prompt templates are served on /v1/chat/completions only; /v1/messages does "
-                "not take 'prompt'.", param="prompt", code="prompt_not_supported")
+        if call.native is not None:
+            refuse_in_messages(call.native)
 
     async def _version(self, ref: Reference) -> CompiledVersion:
         library = self._library

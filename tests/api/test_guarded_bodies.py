@@ -213,6 +213,56 @@ def test_a_body_that_is_not_utf8_says_where(tmp_path: Path, simulator: str) -> N
                                         "JSON must be sent as UTF-8."), path
 
 
+def nested(depth: int) -> str:
+    """A JSON value ``depth`` levels deep (lists in lists)."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(("depth", "where"), [(300, True), (1100, False)])
+def test_a_body_nested_too_deep_says_so(tmp_path: Path, simulator: str, depth: int,
+                                        where: bool) -> None:
+    """A body nesting past 256 levels is a 400 ``nesting_too_deep``, worded as a model call's
+    (naming the path, or past the parser's 1,024 levels no path), on every route that takes a
+    body (not FastAPI's "There was an error parsing the body", past ~990 levels)."""
+    with guarded_gateway(tmp_path, simulator) as url:
+        for method, path, body in BODY_ROUTES:
+            raw = json.dumps(body)
+            deep = '{"deep": ' + nested(depth) + ", " + raw[1:] if raw != "{}" else \
+                '{"deep": ' + nested(depth) + "}"
+            response = httpx.request(method, url + path, content=deep.encode(),
+                                     headers={"Authorization": f"Bearer {MASTER_KEY}"})
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "nesting_too_deep", path
+            assert error["message"].startswith(
+                "The request body nests deeper than 256 levels"), path
+            assert (error["param"] or "").startswith("deep[0][0]") is where, path
+
+
+def test_a_key_with_a_lone_surrogate_is_named(tmp_path: Path, simulator: str) -> None:
+    """A key holding a lone surrogate (a ``\\ud800`` escape), at the top or nested, is a 400
+    saying so and naming the object that holds it (not "Invalid request: Input should be a
+    valid string..." naming no field, nor the key as three replacement characters)."""
+    with guarded_gateway(tmp_path, simulator) as url:
+        headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+        for method, path, body in BODY_ROUTES:
+            raw = json.dumps(body)
+            sent = '{"\\ud800": 1' + (", " + raw[1:] if raw != "{}" else "}")
+            response = httpx.request(method, url + path, content=sent.encode(), headers=headers)
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert error["message"] == ('Invalid key "\\ud800" in the request body: it holds a '
+                                        "lone surrogate (\\ud800-\\udfff), which is not a "
+                                        "character."), path
+            assert error["param"] is None
+        response = httpx.post(url + "/admin/keys", headers=headers,
+                              content=b'{"name": "k", "metadata": {"\\udfff": "v"}}')
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "metadata"
+        assert error["message"].startswith('Invalid key "\\udfff" in \'metadata\': it holds')
+
+
 # ---- the body deadline and the concurrency slots
 
 

@@ -90,10 +90,13 @@ def test_no_trailing_slash_redirects(gateway: Any, path: str, host: str) -> None
 
 def test_slashed_model_list_is_not_a_model(gateway: Any) -> None:
     """``/v1/models/`` is no route's path, as the README says of slashed paths: not a lookup of
-    a model named ''."""
-    response = gateway.http().get("/v1/models/", headers=KEYS[1])
-    assert_openai_error(response, 404)
-    assert response.json()["error"]["code"] == "unsupported_endpoint"
+    a model named '', and the same 404 whatever the method (not a 405 naming GET)."""
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        for headers in KEYS:
+            response = gateway.http().request(method, "/v1/models/", headers=headers)
+            assert_openai_error(response, 404)
+            assert response.json()["error"]["code"] == "unsupported_endpoint", method
+            assert "allow" not in response.headers
 
 
 def test_slashed_model_call_is_not_served(gateway: Any) -> None:

@@ -272,6 +272,19 @@ def test_count_tokens(gw: RunningGateway) -> None:
         sdk(gw, key="sk-wrong").messages.count_tokens(model="claude", messages=USER)
 
 
+def test_count_tokens_refuses_a_prompt_template_as_messages_does(gw: RunningGateway) -> None:
+    """A body naming a prompt template is the same 400 (``prompt_not_supported``) on
+    count_tokens as on /v1/messages: no count for a call that would be refused."""
+    refusals = []
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        reply = httpx.post(gw.url + path, headers={"x-api-key": MASTER_KEY}, json={
+            "model": "gpt", "max_tokens": 5, "prompt": {"id": "summ"}, "messages": USER})
+        assert reply.status_code == 400, (path, reply.text)
+        refusals.append(reply.json())
+    assert refusals[0] == refusals[1]
+    assert "not take 'prompt'" in refusals[0]["error"]["message"]
+
+
 def test_count_tokens_counts_tools_images_and_tool_calls(gw: RunningGateway) -> None:
     """What the model reads besides the text counts: the tool definitions (an agent's can run
     to thousands of tokens), an image and a tool call in the history."""

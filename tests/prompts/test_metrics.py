@@ -42,3 +42,15 @@ def test_prompt_families_by_version_and_bounded() -> None:
     labels = {s.labels["prompt"] for m in metrics.registry.collect()
               if m.name == "switchboard_prompt_calls" for s in m.samples}
     assert len(labels) == MAX_PROMPTS + 1 and "other" in labels
+
+
+def test_a_call_without_a_version_adds_no_prompt_series() -> None:
+    """A call naming a template but no version (a variant pinning one the template lacks:
+    the 404) adds no ``prompt`` series: the label holds only versions that exist."""
+    metrics = Metrics()
+    recorder = Recorder(metrics, models=["chat"])
+    recorder.observe(record("one", None, status=404))
+    recorder.drain()
+    labels = {s.labels["prompt"] for m in metrics.registry.collect()
+              if m.name.startswith("switchboard_prompt") for s in m.samples}
+    assert labels == set()

@@ -164,6 +164,12 @@ def test_choice_none_and_tool_results_get_text(client: openai.OpenAI) -> None:
         "name": "r", "strict": True, "schema": {"type": "object", "properties": {
             "a": {"type": "string"}}, "required": [], "additionalProperties": False}}}},
      "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "r", "strict": True, "schema": {"type": "object", "properties": {
+            "a": {"type": "string"}}, "required": True, "additionalProperties": False}}}},
+     "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {
+        "type": "string"}}}]}, "tools[0].function.parameters"),
 ])
 @pytest.mark.parametrize("stream", [False, True])
 def test_bad_tool_and_format_requests_are_400s(client: openai.OpenAI, extra: dict[str, Any],
@@ -230,6 +236,30 @@ def test_json_schema_and_json_object(client: openai.OpenAI) -> None:
     content = plain.choices[0].message.content or ""
     assert orjson.loads(content) == {"reply": "Mock reply to: hi there"}
     assert plain.usage is not None and plain.usage.completion_tokens == estimate_tokens(content)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": True},
+    {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1e20}}},
+    {"type": "number", "minimum": 1e308, "exclusiveMinimum": 1e308},
+], ids=["required-true", "past-64-bits", "near-float-max"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_odd_schemas_get_json(client: openai.OpenAI, schema: dict[str, Any],
+                              stream: bool) -> None:
+    """A non-list ``required`` or a bound past 64 bits gets JSON, as response_format and as a
+    tool's parameters, not a 500."""
+    for extra in ({"response_format": {"type": "json_schema",
+                                       "json_schema": {"name": "s", "schema": schema}}},
+                  {"tools": [tool("f", "", schema)], "tool_choice": "required"}):
+        if stream:
+            with client.chat.completions.stream(model=MODEL, messages=ask("x"),
+                                                **extra) as events:
+                message = events.get_final_completion().choices[0].message.model_dump()
+        else:
+            message = client.chat.completions.create(
+                model=MODEL, messages=ask("x"), **extra).choices[0].message.model_dump()
+        calls = message["tool_calls"]
+        orjson.loads(calls[0]["function"]["arguments"] if calls else message["content"])
 
 
 def test_streamed_tool_call(client: openai.OpenAI) -> None:

@@ -105,6 +105,40 @@ def test_unsatisfiable_and_huge_schemas_stay_bounded() -> None:
                      "patternProperties": {"((": {"type": "integer"}}}) == {"x": {}}
 
 
+# Well-formed JSON, odd schemas: ``required`` not a list, bounds past what orjson writes
+# (integers past 64 bits) or past what a float holds exactly.
+ODD_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": True},
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": 1.5},
+    {"type": "integer", "minimum": 1e20},
+    {"type": "integer", "maximum": -1e20},
+    {"type": "integer", "minimum": 1e300},
+    {"type": "integer", "exclusiveMinimum": 2**64 - 1},
+    {"type": "integer", "exclusiveMaximum": -(2**63)},
+    {"type": "number", "exclusiveMinimum": 2.0**64},
+    {"type": "number", "exclusiveMinimum": 1e18},
+    {"type": "number", "minimum": 1e308, "exclusiveMinimum": 1e308},
+    {"minimum": 1e308},
+    {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1e19}}},
+]
+
+
+@pytest.mark.parametrize("schema", ODD_SCHEMAS)
+def test_odd_schemas_get_a_written_valid_instance(schema: dict[str, Any]) -> None:
+    """A non-list ``required`` is read as none, and a number past 64 bits or near the float
+    range is written as a float (inside an exclusive bound), so orjson writes every instance
+    and it validates (jsonschema cannot read a non-list ``required``: checked without it)."""
+    value = orjson.loads(orjson.dumps(instance(schema)))
+    readable = {k: v for k, v in schema.items() if k != "required"}
+    jsonschema.Draft202012Validator(readable).validate(value)
+
+
+def test_bounds_no_float_step_reaches_stay_bounded() -> None:
+    """A multipleOf no float near the bound divides (1e308 / 1e-10 overflows) gives a number,
+    not an error."""
+    assert isinstance(instance({"type": "number", "minimum": 1e308, "multipleOf": 1e-10}), float)
+
+
 @pytest.mark.parametrize("schema", [
     {"type": "array", "minItems": 4,
      "items": {"type": "string", "pattern": "^" + "a{100000}" * 3000 + "$"}},
@@ -165,6 +199,14 @@ def test_strict_problem_names_the_rule_broken() -> None:
     nested = {"type": "object", "additionalProperties": False, "required": ["inner"],
               "properties": {"inner": {"type": "object", "properties": {}}}}
     assert "at properties.inner," in (strict_problem(nested) or "")
+    assert strict_problem({"type": "object", "properties": {"a": {}}, "required": True,
+                           "additionalProperties": False}) == \
+        "at (root), 'required' must be an array of property names"
+    assert strict_problem({"type": "object", "properties": 5, "additionalProperties": False}) \
+        == "at (root), 'properties' must be an object"
+    assert strict_problem({"type": "string"}) == \
+        "the root must be a JSON Schema of 'type: \"object\"'"
+    assert strict_problem({}) is None
 
 
 def test_pick_tool_by_shared_words() -> None:
@@ -282,3 +324,19 @@ def test_malformed_tool_choice_is_a_400(http: httpx.Client, choice: Any) -> None
         "model": "m", "messages": ASK_FLIGHTS, "tools": [WEATHER], "tool_choice": choice})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "tool_choice"
+
+
+@pytest.mark.parametrize("schema", [ODD_SCHEMAS[0], ODD_SCHEMAS[2], ODD_SCHEMAS[9]])
+def test_odd_schemas_get_an_answer(http: httpx.Client, schema: dict[str, Any]) -> None:
+    """A non-list required or a bound past 64 bits gets JSON (a tool's arguments too), not the
+    simulator's 500."""
+    asked = {"model": "m", "messages": ASK_FLIGHTS}
+    for extra in ({"response_format": {"type": "json_schema",
+                                       "json_schema": {"name": "s", "schema": schema}}},
+                  {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+                   "tool_choice": "required"}):
+        response = http.post("/v1/chat/completions", json={**asked, **extra})
+        assert response.status_code == 200, response.text
+        message = response.json()["choices"][0]["message"]
+        calls = message.get("tool_calls")
+        orjson.loads(calls[0]["function"]["arguments"] if calls else message["content"])
