@@ -9,11 +9,12 @@ replaced by one that adds them under ``-``, as the live feed's day counters in R
 The hours already counted are folded the same way, from the call rows still stored: each hour's
 such calls, per key and team, move from their names' rows to the ``-`` row, and a row left with
 no call is deleted. The hours of calls already pruned (``switchboard db prune``) keep their
-names. Replacing the trigger takes a lock on ``calls`` until the upgrade commits (one scan of
-``calls`` for the 404s), so every row written meanwhile is counted by one trigger or the other,
-once. A downgrade puts the old trigger back and unfolds the hours the same way (each hour's
-such calls still stored, per key and team, move from the ``-`` row back to their names' rows when
-it holds them all), so that upgrading again folds each call once.
+names. Replacing the trigger takes a lock on ``calls`` until the upgrade commits (the fold
+scans ``calls`` twice, as 0015's fill scanned it once), so every row written meanwhile is
+counted by one trigger or the other, once. A downgrade puts the old trigger back and unfolds
+the hours the same way (each hour's such calls still stored, per key and team, move from the
+``-`` row back to their names' rows when it holds them all), so that upgrading again folds each
+call once.
 
 Revision ID: 0021
 Revises: 0020
