@@ -26,7 +26,8 @@ between (an edit elsewhere keeps them listed; an edit back to the start-up value
 a reload swaps everything else, and logs a warning with their differences from the running
 values while there are any. The vLLM ``/metrics`` scrape targets follow the new config
 (``BackendScraper.follow``), and drift forgets the targets it no longer has
-(``DriftMonitor.set_targets``: their series go, as a removed target's ``target_state``).
+(``DriftMonitor.set_targets``: their series go, as a removed target's ``target_state`` and a
+removed model's traffic series, ``Recorder.set_models``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ tail entries and counter increments, never rows.
 
 Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at`` in UTC):
 
-- ``{stream}``: one entry per published batch, field ``rows`` (a JSON array of rows), trimmed
-  to about ``maxlen`` rows.
+- ``{stream}``: one entry per row (per call), field ``rows`` (a JSON array holding that row;
+  earlier gateways wrote one entry per batch, which ``tail`` reads all the same), trimmed to about
+  ``maxlen`` entries, so about the last ``maxlen`` calls (``MAXLEN ~``: Redis trims whole nodes
+  of entries, so a few hundred more at times, never fewer). One script per batch appends its
+  entries and trims once, so a call costs an argument of the batch's one command, not a command
+  of its own.
 - ``{prefix}:usage:{YYYY-MM-DD}:model:{public_model}`` and ``...:caller:{caller}``: hashes with
   ``requests``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (status not ``ok``) and
   ``cost_usd`` (float), expiring 8 days after their last update. A row without a public model
@@ -77,6 +81,23 @@ return #KEYS
 comma-separated string of five numbers per hash (one argument, not five per hash: redis-py's
 packing of each argument was most of the cost). Redis caches the compiled script by its hash, so
 EVAL costs no more than EVALSHA here and needs no reload after a restart."""
+_APPEND_ROWS = """
+local stream, rows, at = KEYS[1], ARGV[2], 1
+for n in string.gmatch(ARGV[3], '[^,]+') do
+  local upto = at + tonumber(n)
+  redis.call('XADD', stream, '*', 'rows', '[' .. string.sub(rows, at, upto - 1) .. ']')
+  at = upto
+end
+redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[1])
+return 1
+"""
+"""Appends one batch to the live stream, one entry per row (a one-row JSON array), and trims it
+once: ARGV are the cap in entries, the batch's rows as JSON, back to back, and their lengths in
+bytes, comma-separated. An XADD per row from the gateway cost ~15% of its CPU under load
+(packing and parsing a command per row, bench/README.md); redis-py packed an argument per row at
+~1 us a row (100-row batches, timeit), the two arguments here at ~0.1 us. One entry per batch
+left the stream's length in entries, the only length MAXLEN knows, saying nothing of its
+calls."""
 IDS_EVERY_S = 5.0
 """How long the gateway's live feed holds a key's or team's counter sums before adding them to
 Redis (see the module docstring)."""
@@ -112,13 +133,11 @@ def _field(fields: dict[Any, Any] | None, name: str) -> Any:
     return fields.get(name.encode()) if name.encode() in fields else fields.get(name)
 
 
-def _dump_rows(rows: Sequence[Row]) -> bytes:
-    """``rows`` as one JSON array; a row orjson refuses is written by ``dump_row`` on its own,
-    so it cannot cost the others their place in the stream."""
-    try:
-        return orjson.dumps(list(rows))
-    except TypeError:
-        return b"[" + b",".join(dump_row(row) for row in rows) + b"]"
+def _entries(rows: Sequence[Row]) -> tuple[bytes, str]:
+    """``rows`` as ``_APPEND_ROWS`` takes them: their JSON back to back and each one's length
+    (a row orjson refuses is written by ``dump_row``, so it cannot cost its entry)."""
+    dumped = [dump_row(row) for row in rows]
+    return b"".join(dumped), ",".join([str(len(one)) for one in dumped])
 
 
 def _counted_model(row: Row) -> str:
@@ -208,8 +227,8 @@ class LiveFeed:
         return f"{self._prefix}:usage:{day}:"
 
     async def publish(self, rows: Sequence[Row], *, everything: bool = False) -> bool:
-        """Append ``rows`` to the live stream (``MAXLEN ~ maxlen``) and add them to the day
-        counters, with the held key and team counters that are due (all of them with
+        """Append ``rows`` to the live stream (an entry each, ``MAXLEN ~ maxlen``) and add them
+        to the day counters, with the held key and team counters that are due (all of them with
         ``everything``), in one pipeline (not a transaction). False when there was nothing to
         send (no rows, nothing due). Raises ``SpoolUnavailable``."""
         sums: dict[str, list[Any]] = {}
@@ -220,11 +239,9 @@ class LiveFeed:
             return False
         pipe = self._redis.pipeline(transaction=False)
         if rows:
-            # One entry per batch: packing one XADD per row cost ~15% of the gateway's CPU under
-            # load (py-spy, bench/README.md). MAXLEN counts entries, so it is scaled to keep
-            # about ``maxlen`` rows.
-            pipe.xadd(self._stream, {_ROWS: _dump_rows(rows)},
-                      maxlen=max(1, self._maxlen // len(rows)), approximate=True)
+            # An entry per row, so that MAXLEN (in entries) caps the calls kept; one script,
+            # not an XADD per row (see _APPEND_ROWS).
+            pipe.eval(_APPEND_ROWS, 1, self._stream, self._maxlen, *_entries(rows))
         # One script for every counter of the batch: with many keys and teams, six commands a
         # counter cost a fifth of the gateway's CPU (packing and parsing,
         # bench/keys_overhead.py).

@@ -14,10 +14,11 @@ spend per model: ``by="model", team_id="t"``).
 Calls with no key, team or model (the master key, loopback-only mode, calls refused before
 authentication; for the model, calls refused before their request was parsed) form one group
 named ``None``, so the groups of a range always add up to all of its calls. A call naming a
-model the gateway does not serve (its 404) counts under the name it sent, as its row stores it:
-such groups cost nothing and show who calls what is not there (the live feed's day counters,
-``app.calllog.live``, count them under ``-`` instead, so that invented names add no Redis
-keys).
+model the gateway does not serve (its 404) counts under the model ``-``, in the call hours (since
+migration 0021; ``app.db.ledger.model_group``) and in the ends read from ``calls`` alike, as in
+the live feed's day counters (``app.calllog.live``): names a client makes up add no groups (and
+no rows to the call hours). Its row keeps the name it sent (``GET /admin/calls``). The hours
+stored before that migration that it could not fold (their calls pruned) keep their names.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal, TypedDict, get_args
 
-from sqlalchemy import Integer, Select, case, func, select
+from sqlalchemy import Integer, Select, String, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import errors
 from app.calllog import query
 from app.db.engine import DATABASE_ERRORS
+from app.db.ledger import model_group
 from app.db.models import Call, CallHour
 from app.times import as_utc
 
@@ -43,6 +45,9 @@ _calls = Call.__table__
 _hours = CallHour.__table__
 _HOUR = timedelta(hours=1)
 _NO_FILTERS: Mapping[str, str] = MappingProxyType({})
+_MODEL_GROUP = literal_column(model_group(), String)
+"""A call row's model as the call hours count it (``-`` for a model the gateway does not
+serve); ``''`` for none, which ``_merged`` makes ``None``."""
 
 
 class SpendRow(TypedDict):
@@ -142,8 +147,11 @@ def _from_calls(name: str, start: datetime, end: datetime | None,
     column: Any = _calls.c[name]
     if name != "public_model":
         column = case((_calls.c.shadow_of.is_(None), column)).label(name)
+    else:
+        column = _MODEL_GROUP.label(name)
     conds = [_calls.c.created_at >= start,
-             *(_calls.c[col] == value for col, value in filters.items())]
+             *((_MODEL_GROUP if col == "public_model" else _calls.c[col]) == value
+               for col, value in filters.items())]
     if any(col != "public_model" for col in filters):  # a key's or team's: not its copies
         conds.append(_calls.c.shadow_of.is_(None))
     if end is not None:

@@ -24,14 +24,18 @@ The call hours: every inserted call row, the master key's and costless ones incl
 to its (UTC hour, ``key_id``, ``team_id``, ``public_model``) row: one more request, its prompt
 and completion tokens, its cost, and one more error unless its status is ``ok``. A shadow copy is
 added under no key and no team (``''``), under its public model like any call: the totals by key
-and by model still agree, and no key is billed for a copy. The same rules
+and by model still agree, and no key is billed for a copy. A call naming a model the gateway does
+not serve (``model_group``: the routing table's 404, which reached no provider) is added under
+the model ``-``, as the live feed's day counters count it (``app.calllog.live``), not under the
+name the client sent and its row keeps: names a client makes up add no rows. The same rules
 hold: the same transaction, inserted rows only, in key order (Postgres fires its triggers in name
 order, ``calls_call_hours`` before ``calls_spend_days``, so every writer takes the two tables'
 row locks in one order too), ``''`` for none, pruned rows stay counted. An hour is stored as a
 naive UTC timestamp, in SQLite as SQLAlchemy writes one (``YYYY-MM-DD HH:00:00.000000``).
 
 Until migration 0017 both counted shadow copies under their key and team; ``keyed_shadows=True``
-builds those triggers again (its downgrade).
+builds those triggers again (its downgrade). Until migration 0021 the call hours counted a model
+the gateway does not serve under its name; ``named_unknown=True`` builds that trigger again.
 """
 
 from __future__ import annotations
@@ -172,37 +176,66 @@ def billed(column: str, row: str = "", *, keyed_shadows: bool = False) -> str:
     return f"CASE WHEN {row}shadow_of IS NULL THEN coalesce({row}{column}, '') ELSE '' END"
 
 
-def add_hours(source: str, dialect: str, *, keyed_shadows: bool = False) -> str:
+UNKNOWN_MODEL = "-"
+"""The model the call hours count a call naming a model the gateway does not serve under (the
+live feed's day counters use the same name; no configured model can be named so)."""
+
+
+def unknown_model(row: str = "") -> str:
+    """SQL: whether a call row names a model the gateway does not serve: the routing table's 404
+    (``errors.ModelNotFound``: status 404, type ``invalid_request_error``), which reached no
+    provider (an upstream's 404 names the provider it came from; a prompt template's 404 is a
+    ``not_found_error``). The live feed's ``_counted_model`` tells them apart alike. ``row`` as
+    for ``counted``."""
+    return (f"{row}http_status = 404 AND {row}error_type = 'invalid_request_error' "
+            f"AND {row}provider IS NULL AND {row}public_model IS NOT NULL")
+
+
+def model_group(row: str = "", *, named_unknown: bool = False) -> str:
+    """SQL for the model a call row counts under in the call hours: its public model, ``''``
+    for none, ``UNKNOWN_MODEL`` for one the gateway does not serve (unless ``named_unknown``:
+    before migration 0021). ``row`` as for ``counted``."""
+    if named_unknown:
+        return f"coalesce({row}public_model, '')"
+    return (f"CASE WHEN {unknown_model(row)} THEN '{UNKNOWN_MODEL}' "
+            f"ELSE coalesce({row}public_model, '') END")
+
+
+def add_hours(source: str, dialect: str, *, keyed_shadows: bool = False,
+              named_unknown: bool = False) -> str:
     """SQL adding the rows of the table ``source`` (call rows) to the call hours, in key order:
     the Postgres trigger's body, and the migration's fill."""
     return _hour_upsert(
         f"SELECT {hour_of(dialect, 'created_at')}, "
         f"{billed('key_id', keyed_shadows=keyed_shadows)}, "
-        f"{billed('team_id', keyed_shadows=keyed_shadows)}, coalesce(public_model, ''), "
+        f"{billed('team_id', keyed_shadows=keyed_shadows)}, "
+        f"{model_group(named_unknown=named_unknown)}, "
         f"count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
         f"coalesce(sum(cost_usd), 0), sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) "
         f"FROM {source} WHERE true GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
 
 
-def _hours_sqlite_trigger(*, keyed_shadows: bool) -> list[str]:
+def _hours_sqlite_trigger(*, keyed_shadows: bool, named_unknown: bool) -> list[str]:
     key = billed("key_id", "NEW.", keyed_shadows=keyed_shadows)
     team = billed("team_id", "NEW.", keyed_shadows=keyed_shadows)
+    model = model_group("NEW.", named_unknown=named_unknown)
     return [f"""CREATE TRIGGER calls_call_hours AFTER INSERT ON calls
 BEGIN
     {_hour_upsert(
-        f"VALUES ({hour_of('sqlite', 'NEW.created_at')}, {key}, {team}, "
-        "coalesce(NEW.public_model, ''), 1, "
+        f"VALUES ({hour_of('sqlite', 'NEW.created_at')}, {key}, {team}, {model}, 1, "
         "coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), "
         "coalesce(NEW.cost_usd, 0), CASE WHEN NEW.status = 'ok' THEN 0 ELSE 1 END)")};
 END"""]
 
 
-def create_hours_trigger(dialect: str, *, keyed_shadows: bool = False) -> list[str]:
+def create_hours_trigger(dialect: str, *, keyed_shadows: bool = False,
+                         named_unknown: bool = False) -> list[str]:
     """The statements that create the call hours' trigger on ``dialect``."""
     if dialect == "postgresql":
         return _statement_trigger("calls_call_hours", "call_hours_add",
-                                  add_hours("added", dialect, keyed_shadows=keyed_shadows))
-    return _hours_sqlite_trigger(keyed_shadows=keyed_shadows)
+                                  add_hours("added", dialect, keyed_shadows=keyed_shadows,
+                                            named_unknown=named_unknown))
+    return _hours_sqlite_trigger(keyed_shadows=keyed_shadows, named_unknown=named_unknown)
 
 
 def drop_hours_trigger(dialect: str) -> list[str]:

@@ -138,7 +138,8 @@ class CallHour(Base):
     """The call hours: the calls of one UTC hour by one key, team and public model (requests,
     tokens, cost, errors), kept by a database trigger as ``calls`` rows are inserted
     (``app.db.ledger``); spend read-outs sum them (``app.calllog.spend``). ``hour`` is naive
-    UTC; ``''`` stands for no key, team or model (a shadow copy counts under no key or team)."""
+    UTC; ``''`` stands for no key, team or model (a shadow copy counts under no key or team),
+    ``-`` for a model the gateway does not serve (``app.db.ledger.model_group``)."""
 
     __tablename__ = "call_hours"
 

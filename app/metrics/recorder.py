@@ -16,10 +16,10 @@ number each).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from app.calllog.record import CallRecord
-from app.metrics.accumulate import Count
+from app.metrics.accumulate import Count, Hist, Level
 from app.metrics.drift import DriftMonitor
 from app.metrics.families import MAX_PROMPTS, MAX_TEAMS, Metrics
 
@@ -148,8 +148,46 @@ class Recorder:
         self._targets = targets
 
     def set_models(self, models: Collection[str]) -> None:
-        """The configured public models after a live reload (the ``model`` label's values)."""
-        self._models = frozenset(models)
+        """The configured public models after a live reload (the ``model`` label's values). A
+        model no longer configured loses its traffic series (requests, durations, tokens, cost,
+        upstream attempts, errors and fallbacks), as a removed target's drift series and
+        ``target_state`` do: its calls that finish later count under ``other``, and a reload
+        that adds it back starts its series afresh. In multiprocess mode, where a series cannot
+        be removed, they stay at their values until a restart. ``other`` itself is kept (it
+        counts the names no config has)."""
+        models = frozenset(models)
+        gone = self._models - models - {OTHER_MODEL}
+        self._models = models
+        if gone:
+            self._forget(gone)
+
+    def _forget(self, gone: frozenset[str]) -> None:
+        """Remove the series of the models ``gone`` (``set_models``), their pending values
+        flushed first."""
+        m = self.metrics
+        pending: list[Count | Hist | Level] = []
+        series: set[tuple[Any, tuple[str, ...]]] = set()
+        for key in [key for key, s in self._series.items() if s.model in gone]:
+            s = self._series.pop(key)
+            # ``overhead`` is the endpoint's, shared with other models: its accumulator goes,
+            # its series stays.
+            pending += [s.duration, s.overhead, s.ttft, s.tokens_in, s.tokens_out, s.cached,
+                        s.cost, *s.statuses.values()]
+            target = (s.model, s.provider)
+            series |= {(m.request_duration, (s.endpoint, *target)), (m.ttft, target),
+                       (m.tokens, (*target, "input")), (m.tokens, (*target, "output")),
+                       (m.cached_tokens, target), (m.cost, target),
+                       *((m.requests, (s.endpoint, *target, f"{c}xx")) for c in s.statuses)}
+        for target in [target for target in self._upstreams if target[0] in gone]:
+            up = self._upstreams.pop(target)
+            pending += [up.duration, up.ok, up.failed, up.fallbacks, *up.errors.values()]
+            series |= {(m.upstream_duration, target), (m.attempts, (*target, "ok")),
+                       (m.attempts, (*target, "error")), (m.fallbacks, target),
+                       *((m.upstream_errors, (*target, error or "unknown"))
+                         for error in up.errors)}
+        m.pending.discard(pending)
+        for family, labels in series:
+            m.remove_series(family, *labels)
 
     def limit_rejected(self, scope: Scope) -> None:
         """Count one call refused by a rate limit of ``scope`` (429 rate_limit_exceeded)."""

@@ -58,10 +58,10 @@ async def feed(client: aioredis.Redis) -> AsyncIterator[LiveFeed]:
 
 
 async def test_publish_appends_rows_to_stream(client: aioredis.Redis, feed: LiveFeed) -> None:
-    """Each published batch is one stream entry carrying its rows; tail yields them one by one."""
+    """Each published row is one stream entry (a one-row array); tail yields them in order."""
     rows = [make_row(1), make_row(2)]
     await feed.publish(rows)
-    assert await client.xlen(feed.stream) == 1
+    assert await client.xlen(feed.stream) == 2
     got: list[Row] = []
     async with contextlib.aclosing(feed.tail(last_id="0-0", block_ms=10)) as agen:
         async for row in agen:
@@ -71,14 +71,39 @@ async def test_publish_appends_rows_to_stream(client: aioredis.Redis, feed: Live
     assert got == rows
 
 
+async def stream_rows(client: aioredis.Redis, stream: str) -> list[int]:
+    """How many rows each entry of ``stream`` holds, oldest first."""
+    entries: Any = await client.xrange(stream)
+    return [len(orjson.loads(fields.get(b"rows") or fields.get("rows"))) for _, fields in entries]
+
+
 async def test_stream_is_trimmed_approximately(client: aioredis.Redis, feed: LiveFeed) -> None:
     """The stream keeps about maxlen rows (MAXLEN ~ on batches): never below, not unbounded."""
     for start in range(0, 20_000, 50):
         await feed.publish([make_row(n) for n in range(start, start + 50)])
-    entries: Any = await client.xrange(feed.stream)
-    rows = sum(len(orjson.loads(fields.get(b"rows") or fields.get("rows")))
-               for _, fields in entries)
+    rows = sum(await stream_rows(client, feed.stream))
     assert 100 <= rows < 20_000
+
+
+async def test_stream_keeps_about_maxlen_calls_whatever_the_batch_sizes(
+        client: aioredis.Redis) -> None:
+    """The cap counts calls, not batches: big batches after small ones leave about maxlen calls
+    (not maxlen / the last batch's size), and many small ones after big ones no more than about
+    maxlen (Redis trims whole nodes of at most 100 entries by default, hence the slack)."""
+    prefix = f"test:live:{uuid.uuid4().hex}"
+    feed = LiveFeed(client, stream=f"{prefix}:calls", maxlen=1000, prefix=prefix)
+    try:
+        for start in range(0, 2000, 100):
+            await feed.publish([make_row(n) for n in range(start, start + 100)])
+        sizes = await stream_rows(client, feed.stream)
+        assert 1000 <= sum(sizes) < 1300 and set(sizes) == {1}
+        for n in range(1500):
+            await feed.publish([make_row(n)])
+        await feed.publish([make_row(n) for n in range(100)])
+        sizes = await stream_rows(client, feed.stream)
+        assert 1000 <= sum(sizes) < 1300 and set(sizes) == {1}
+    finally:
+        await client.delete(*[key async for key in client.scan_iter(match=f"{prefix}:*")])
 
 
 async def test_counters_add_up_per_model_and_caller(feed: LiveFeed) -> None:

@@ -148,8 +148,9 @@ def test_a_keys_shadow_copies_charge_no_budget_and_count_under_no_key(
 def test_a_prompt_templates_404_counts_under_its_model_in_redis(
         redis_server: PrivateRedis, simulator: str, tmp_path: Path) -> None:
     """A call to a served model naming an unknown prompt template (404 ``prompt_not_found``)
-    counts under that model in the Redis day counters, as its row does; a call to a model that
-    does not exist counts under ``-``."""
+    counts under that model in the Redis day counters, as its row does; calls to models that do
+    not exist count under ``-``, there and in the call hours and spend by model alike (one row
+    and group, whatever names were sent), while their rows keep the names."""
     app = create_app(settings_for(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
                                   redis_server.url),
                      config=parse_config(sim_config(simulator), {}), strict_telemetry=True)
@@ -157,16 +158,27 @@ def test_a_prompt_templates_404_counts_under_its_model_in_redis(
         missing = ask(http, MASTER_KEY, messages=[], prompt={"id": "no-such-template"})
         assert missing.status_code == 404, missing.text
         assert missing.json()["error"]["code"] == "prompt_not_found"
-        unknown = ask(http, MASTER_KEY, model="made-up")
-        assert unknown.status_code == 404, unknown.text
-        assert unknown.json()["error"]["code"] == "model_not_found"
+        for model in ("made-up", "made-up-too"):
+            unknown = ask(http, MASTER_KEY, model=model)
+            assert unknown.status_code == 404, unknown.text
+            assert unknown.json()["error"]["code"] == "model_not_found"
+        deadline = time.monotonic() + 20
+        while len(select(f"sqlite:///{tmp_path / 'calls.db'}", "SELECT id FROM calls")) < 3 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        models = http.get("/admin/spend", params={"by": "model"},
+                          headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()["data"]
+        assert {r["group"]: r["requests"] for r in models} == {"chat": 1, "-": 2}
     day = datetime.now(UTC).date().isoformat()
     with redis.Redis.from_url(redis_server.url) as client:  # published by now: shut down
         chat = client.hgetall(f"switchboard:usage:{day}:model:chat")
         dash = client.hgetall(f"switchboard:usage:{day}:model:-")
     assert (int(chat[b"requests"]), int(chat[b"errors"])) == (1, 1)
-    assert (int(dash[b"requests"]), int(dash[b"errors"])) == (1, 1)
+    assert (int(dash[b"requests"]), int(dash[b"errors"])) == (2, 2)
     rows = select(f"sqlite:///{tmp_path / 'calls.db'}",
                   "SELECT public_model, http_status FROM calls ORDER BY public_model")
-    assert [(r["public_model"], r["http_status"]) for r in rows] == [("chat", 404),
-                                                                     ("made-up", 404)]
+    assert [(r["public_model"], r["http_status"]) for r in rows] == [
+        ("chat", 404), ("made-up", 404), ("made-up-too", 404)]
+    hours = select(f"sqlite:///{tmp_path / 'calls.db'}",
+                   "SELECT public_model, requests FROM call_hours ORDER BY public_model")
+    assert [(r["public_model"], r["requests"]) for r in hours] == [("-", 2), ("chat", 1)]

@@ -16,14 +16,16 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import errors
 from app.calllog.postgres import PostgresStore
-from app.calllog.record import CallRecord, Row, Status
+from app.calllog.record import Attempt, CallRecord, Row, Status
 from app.calllog.spend import SpendRow, spend
 from app.db.migrate import alembic_config, prune
 from app.db.models import CallHour
+from app.prompts.store import template_not_found
 from app.usage import Usage
 from tests.db.test_ledger import store_of
 
@@ -40,6 +42,33 @@ def call(id: str, at: datetime, *, key: str | None = "k1", team: str | None = "t
     if tokens is not None:
         record.usage = Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1])
     return record.to_row()
+
+
+def not_served(id: str, at: datetime, model: str, *, key: str | None = "k1") -> Row:
+    """A call naming ``model``, which the gateway does not serve: the routing table's 404,
+    before any provider, as the gateway records it (its row keeps the name sent)."""
+    exc = errors.ModelNotFound(model)
+    return CallRecord(id=id, endpoint="/v1/chat/completions", caller="key" if key else "master",
+                      created_at=at.timestamp(), key_id=key, team_id="t1", public_model=model,
+                      status="error", http_status=exc.status_code, error_type=exc.error_type,
+                      error_message=exc.message).to_row()
+
+
+def served_404s(at: datetime) -> list[Row]:
+    """404s of the served model ``chat`` that count under it: an upstream's (after an attempt,
+    naming its provider) and an unknown prompt template's (a ``not_found_error``)."""
+    upstream = errors.from_upstream_status(404, "no such deployment")
+    template = template_not_found("no-such-template")
+    return [CallRecord(id="upstream-404", endpoint="/v1/chat/completions", caller="key",
+                       created_at=at.timestamp(), key_id="k1", team_id="t1",
+                       public_model="chat", status="error", http_status=404,
+                       error_type=upstream.error_type, provider="sim", target_model="m",
+                       attempts=[Attempt("sim", "m", 404, upstream.error_type, 2.0)],
+                       cost_usd=0.25).to_row(),
+            CallRecord(id="template-404", endpoint="/v1/chat/completions", caller="key",
+                       created_at=at.timestamp(), key_id="k1", team_id="t1",
+                       public_model="chat", status="error", http_status=404,
+                       error_type=template.error_type).to_row()]
 
 
 def random_calls(seed: int, count: int) -> list[Row]:
@@ -204,6 +233,39 @@ async def test_prune_removes_the_call_hours_that_ended_long_enough_ago(
     assert [(r["group"], r["requests"]) for r in whole] == [("k1", 1)]
 
 
+async def hour_rows(engine: AsyncEngine) -> dict[tuple[Any, ...], tuple[int, float, int]]:
+    """The call hours: (key, team, model) -> (requests, cost, errors), of one hour's rows."""
+    async with engine.connect() as connection:
+        return {(r.key_id, r.team_id, r.public_model): (r.requests, float(r.cost_usd), r.errors)
+                for r in (await connection.execute(select(CallHour.__table__))).all()}
+
+
+async def test_calls_naming_models_not_served_count_under_one_model(engine: AsyncEngine) -> None:
+    """Made-up model names (the routing table's 404s) add to one row per hour, key and team,
+    under the model ``-``, not a row each; a served model's 404s count under it; spend by model
+    and a ``model`` filter read the same from the whole hours and from the calls."""
+    rows = [not_served(f"made-up-{n}", NOON + timedelta(minutes=n), f"made-up-{n}")
+            for n in range(20)]
+    later = NOON + timedelta(minutes=1)
+    rows += [not_served("master", NOON, "made-up-master", key=None), *served_404s(later),
+             call("ok", later)]
+    await store_of(engine).write(rows)
+    assert await hour_rows(engine) == {
+        ("k1", "t1", "-"): (20, 0.0, 20), ("", "t1", "-"): (1, 0.0, 1),
+        ("k1", "t1", "chat"): (3, 0.75, 2)}
+    for since, until in ((NOON, NOON + timedelta(hours=1)),  # whole hours: the call hours
+                         (NOON + timedelta(seconds=1), NOON + timedelta(minutes=50))):  # calls
+        found = await spend(engine, by="model", since=since, until=until)
+        grouped = {r["group"]: (r["requests"], r["errors"]) for r in found}
+        whole = since == NOON
+        unknown = 21 if whole else 19
+        assert grouped == {"chat": (3, 2), "-": (unknown, unknown)}
+        found = await spend(engine, by="key", since=since, until=until, model="-")
+        assert {r["group"]: r["requests"] for r in found} == (
+            {"k1": 20, None: 1} if whole else {"k1": 19})
+        assert await spend(engine, by="model", since=since, until=until, model="made-up-3") == []
+
+
 def _migrate(connection: Connection, config: Config, direction: str, revision: str) -> None:
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)
@@ -228,6 +290,42 @@ async def test_the_migration_fills_the_call_hours_and_its_downgrade_removes_them
     async with engine.begin() as connection:
         await connection.run_sync(_migrate, config, "downgrade", "0014")
     assert await store_of(engine).write([call("late", NOON)]) == 1
+
+
+async def test_the_unknown_models_migration_folds_the_hours_already_counted(
+        engine: AsyncEngine) -> None:
+    """Upgrading to 0021 moves the calls of models not served, still stored, from their names'
+    rows to ``-`` (a name also served keeps its served calls); one whose hour an hours prune
+    removed is left alone; later calls come by the new trigger; its downgrade puts the old
+    trigger back and unfolds the calls still stored, so that upgrading again folds each once."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "downgrade", "0020")
+    earlier = NOON - timedelta(days=40)
+    before = [*(not_served(f"u{n}", NOON, f"made-up-{n}") for n in range(5)),
+              not_served("gone", NOON, "chat"), call("ok", NOON),  # "chat" once not served
+              not_served("pruned", earlier, "made-up-old")]
+    await store_of(engine).write(before)
+    assert len(await hour_rows(engine)) == 7
+    async with engine.begin() as connection:  # as an hours prune that left its calls (on
+        # Postgres, in the partition straddling its cut-off)
+        await connection.execute(text("DELETE FROM call_hours WHERE public_model = 'made-up-old'"))
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "upgrade", "head")
+    assert await hour_rows(engine) == {("k1", "t1", "-"): (6, 0.0, 6),
+                                       ("k1", "t1", "chat"): (1, 0.5, 0)}
+    await store_of(engine).write([not_served("after", NOON, "made-up-after")])
+    assert (await hour_rows(engine))["k1", "t1", "-"] == (7, 0.0, 7)
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "downgrade", "0020")
+    await store_of(engine).write([not_served("old-again", NOON, "made-up-again")])
+    assert await hour_rows(engine) == {
+        **{("k1", "t1", f"made-up-{n}"): (1, 0.0, 1) for n in (0, 1, 2, 3, 4, "after", "again")},
+        ("k1", "t1", "chat"): (2, 0.5, 1)}
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, config, "upgrade", "head")
+    assert await hour_rows(engine) == {("k1", "t1", "-"): (8, 0.0, 8),
+                                       ("k1", "t1", "chat"): (1, 0.5, 0)}
 
 
 async def test_concurrent_writers_of_the_same_hours_lose_nothing(pg_engine: AsyncEngine) -> None:

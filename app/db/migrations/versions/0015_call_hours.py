@@ -47,9 +47,10 @@ def upgrade() -> None:
         sa.Column("cost_usd", sa.Numeric(24, 10), nullable=False),
         sa.Column("errors", sa.BigInteger, nullable=False),
     )
-    for statement in create_hours_trigger(dialect):
+    # named_unknown: as this revision counted them (0021 folds them; so does upgrading past it)
+    for statement in create_hours_trigger(dialect, named_unknown=True):
         op.execute(statement)
-    op.execute(add_hours("calls", dialect))
+    op.execute(add_hours("calls", dialect, named_unknown=True))
 
 
 def downgrade() -> None:

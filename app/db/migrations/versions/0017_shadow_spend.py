@@ -38,7 +38,8 @@ def _replace(*, keyed_shadows: bool) -> None:
     dialect = op.get_context().dialect.name
     for statement in (*drop_trigger(dialect), *drop_hours_trigger(dialect),
                       *create_trigger(dialect, keyed_shadows=keyed_shadows),
-                      *create_hours_trigger(dialect, keyed_shadows=keyed_shadows)):
+                      *create_hours_trigger(dialect, keyed_shadows=keyed_shadows,
+                                            named_unknown=True)):  # until 0021
         op.execute(statement)
 
 
