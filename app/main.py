@@ -151,7 +151,9 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
             limits.reconcile_interval_s,
             limiter.reconnected if isinstance(limiter, RedisLimiter) else None))
         stack.callback(reconciling.cancel)
-        await reconciles.started(FIRST_RECONCILE_WAIT_S)
+        if calllog is not None and calllog.writer.conditions()["store"].up:
+            # (A database found down or hung at start has been waited for once already.)
+            await reconciles.started(FIRST_RECONCILE_WAIT_S)
     authenticator = Authenticate(settings.master_key, keys, limiter=limiter)
     recorder = metrics.recorder if metrics else None
     # Prompt templates live in the call log's database; without one a request naming a

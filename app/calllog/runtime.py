@@ -119,5 +119,5 @@ async def _ping(client: aioredis.Redis) -> str | None:
     try:
         await asyncio.wait_for(client.ping(), 2.0)
     except (RedisError, OSError, TimeoutError) as exc:
-        return f"redis: {exc or type(exc).__name__}"
+        return f"redis: {str(exc) or type(exc).__name__}"  # a timeout says nothing
     return None

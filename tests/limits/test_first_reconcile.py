@@ -23,6 +23,7 @@ from app.limits.redis import PREFIX, spend_key
 from app.main import create_app
 from app.resources import resources_of
 from app.settings import Settings
+from tests.calllog.freeze_proxy import FreezeProxy
 from tests.calllog.servers import PrivateRedis
 from tests.limits.test_budget import log_calls
 
@@ -111,3 +112,19 @@ async def test_a_first_reconcile_that_fails_or_hangs_does_not_keep_the_gateway_f
         assert "budgets not reconciled from the call log within" in caplog.text
     finally:
         looping.cancel()
+
+
+async def test_a_database_found_hung_at_start_is_not_waited_for_again(
+        tmp_path: Path, proxy: FreezeProxy, caplog: pytest.LogCaptureFixture) -> None:
+    """The call log's start-up check found the database hung (and waited its bound for it):
+    the start does not wait for the first reconcile as well (its bound came on top)."""
+    proxy.freeze()
+    settings = Settings(master_key=SecretStr("sk-first-reconcile-master"), config=None,
+                        database_url=proxy.url("postgresql://postgres@127.0.0.1:5432/hung"),
+                        spool_dir=tmp_path / "spool", metrics=False)
+    app = create_app(settings).app
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            calllog = resources_of(app).calllog
+            assert calllog is not None and not calllog.writer.conditions()["store"].up
+    assert "budgets not reconciled from the call log within" not in caplog.text
