@@ -195,6 +195,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
     started = False
     try:
         if settings.workers > 1:  # uvicorn's supervisor: it signals its workers on SIGTERM
+            from app.serving import SUPERVISOR_PID
+
+            os.environ[SUPERVISOR_PID] = str(os.getpid())  # app.serving.follow_supervisor
             uvicorn.run("app.main:from_environment", **options)  # exits 3 if it cannot start
             started = True
         else:  # readyz red first, drain, exit 0 (app.serving.DrainingServer)

@@ -51,6 +51,7 @@ from app.providers.http import new_session
 from app.reload import ConfigReloader
 from app.resources import RedisPools, Resources
 from app.routing.shared import SharedBreakers
+from app.serving import follow_supervisor
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
@@ -288,5 +289,7 @@ def create_app(settings: Settings, *, config: GatewayConfig | None = None,
 
 
 def from_environment() -> Admission:
-    """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment."""
+    """The app for ``switchboard serve`` (and uvicorn's workers): settings from the environment.
+    A worker stops with its supervisor (``app.serving.follow_supervisor``)."""
+    follow_supervisor()
     return create_app(Settings(), freeze_gc=True)

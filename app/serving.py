@@ -37,12 +37,14 @@ it as a real process.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import logging
 import os
 import re
 import signal
 import socket
+import sys
 import time
 import weakref
 from types import FrameType
@@ -67,6 +69,25 @@ if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
 
 log = logging.getLogger("switchboard.serving")
+
+
+SUPERVISOR_PID = "SWITCHBOARD_SUPERVISOR_PID"
+"""Set by ``switchboard serve --workers N`` for its workers: the supervisor's process id."""
+_PR_SET_PDEATHSIG = 1
+
+
+def follow_supervisor() -> None:
+    """In a worker of ``switchboard serve --workers N``: the kernel sends this process SIGTERM
+    (a graceful shutdown) when its supervisor dies, and a worker whose supervisor is already
+    gone stops. A supervisor killed with SIGKILL (or by the OOM killer) left its workers
+    serving on the port, so a restart could not listen. Linux only (``prctl``); nothing
+    elsewhere, or outside such a worker."""
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != supervisor:  # it died before the prctl took
+        os.kill(os.getpid(), signal.SIGTERM)
 
 SWEEP_INTERVAL_S = 1.0
 SERVED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
