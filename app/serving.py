@@ -111,8 +111,9 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
     and uvicorn ignored the offer but not that: the app got an empty body, and the body's bytes
     were parsed as the next request. Here the parser, resumed after the upgrade, is given the
     request's framing headers again (a request line and its ``Content-Length`` or
-    ``Transfer-Encoding``, the parser callbacks muted) and then the bytes after the headers,
-    so the body reaches the request it belongs to, under llhttp's own framing rules. This
+    ``Transfer-Encoding``, its callbacks muted or their effects taken back) and then the bytes
+    after the headers, so the body reaches the request it belongs to, under llhttp's own
+    framing rules. This
     relies on httptools resuming its parser after ``HttpParserUpgrade`` (its offset: where
     the headers end) and on uvicorn's ``data_received``, callbacks and cycle
     (``more_body``, ``message_event``); tests/api/test_http_parsing.py fails loudly if a
@@ -176,23 +177,21 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
         self.cycle.more_body = True  # llhttp called it complete at its headers
         self.cycle.message_event.clear()
         version = self.parser.get_http_version().encode()
+        # The replay's URL and headers are appended by uvicorn's callbacks and taken back
+        # after: muting those (called per header) would cost every request a Python frame
+        # per header; only the two called once a request are muted.
+        url, headers, expect = self.url, len(self.headers), self.expect_100_continue
         self._replaying = True
         try:
             self.parser.feed_data(b"POST / HTTP/%s\r\n%s\r\n" % (version, b"".join(framing)))
         finally:
             self._replaying = False
+            self.url, self.expect_100_continue = url, expect
+            del self.headers[headers:]
 
     def on_message_begin(self) -> None:
         if not self._replaying:
             super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if not self._replaying:
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._replaying:
-            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if not self._replaying:
