@@ -156,6 +156,8 @@ class CallLogWriter:
         self._closing = False
         self._replay_at = 0.0
         """``time.monotonic()`` before which a replay pass is skipped (``REPLAY_IDLE_S``)."""
+        self._published_ahead = 0
+        """How many rows at the buffer's front were put back after the live feed had them."""
         self.stats = WriterStats()
 
     # ---- the request side -----------------------------------------------------------------
@@ -251,9 +253,11 @@ class CallLogWriter:
         while self._buffer:
             batch = [self._buffer.popleft()
                      for _ in range(min(self._batch_max, len(self._buffer)))]
+            # Rows put back (``_requeue``) went to the live feed already (or it holds them).
+            published, self._published_ahead = self._published_ahead, 0
             lost = requeued = len(batch)
             try:
-                await self._publish(batch)
+                await self._publish(batch[published:] if published else batch)
                 lost = await self._persist(batch)
             finally:  # also when cancelled (a close past its timeout): the journal keeps them
                 requeued = self._requeue(batch, lost)
@@ -324,6 +328,7 @@ class CallLogWriter:
         if not lost or self._closing or len(self._buffer) + lost > self._buffer_max:
             return 0
         self._buffer.extendleft(reversed(batch[len(batch) - lost:]))
+        self._published_ahead = lost
         return lost
 
     def _settle(self, total: int, lost: int, requeued: int = 0) -> None:
