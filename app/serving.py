@@ -155,6 +155,10 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
         if isinstance(exc, httptools.HttpParserInvalidMethodError):
             message = ("Invalid HTTP request: the method is not one the gateway serves "
                        f"({', '.join(SERVED_METHODS)}).")
+        elif "PRI" in str(exc):  # llhttp's "Pause on PRI/Upgrade": HTTP/2's preface
+            message = ("Invalid HTTP request: the gateway serves HTTP/1.1, not HTTP/2 with prior "
+                       "knowledge (send HTTP/1.1, or offer HTTP/2 with `Upgrade: h2c`, which it "
+                       "ignores).")
         elif type(exc) is httptools.HttpParserError and str(exc):  # llhttp's own reason
             message = f"Invalid HTTP request: {str(exc)[:100]}."
         else:

@@ -127,7 +127,8 @@ def test_framing_errors_behind_an_offer_are_refused(served: str) -> None:
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: +7\r\n\r\n",
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\n"
     b"Content-Length: 8\r\n\r\n",
-], ids=["unknown-method", "control-byte", "signed-length", "two-lengths"])
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+], ids=["unknown-method", "control-byte", "signed-length", "two-lengths", "http2-preface"])
 def test_an_unparsable_request_is_a_json_400(served: str, sent: bytes) -> None:
     """Bytes llhttp refuses get a 400 in OpenAI's error shape (code ``invalid_http_request``,
     saying why; an unknown method names the methods served), not uvicorn's plain text; the
@@ -142,6 +143,8 @@ def test_an_unparsable_request_is_a_json_400(served: str, sent: bytes) -> None:
         assert error["message"].startswith("Invalid HTTP request: ")
         if sent.startswith(b"FOO"):
             assert "GET, HEAD, POST, PUT, PATCH, DELETE" in error["message"]
+        if sent.startswith(b"PRI"):  # not llhttp's words ("Pause on PRI/Upgrade")
+            assert "not HTTP/2 with prior knowledge" in error["message"]
         assert closed_by_server(sock)
 
 
