@@ -75,11 +75,12 @@ def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     return body
 
 
-GUARDED_MAX_DEPTH = 256
+GUARDED_MAX_DEPTH = 512
 """How deep a body of ``POST /v1/feedback`` or the admin API may nest (``check_depth``): far
-past any they take (a prompt version's ``json`` default nests at most 64 levels, inside five),
-and short of the ~990 at which FastAPI's parser (Python's ``json``) hits the recursion limit
-and says only "There was an error parsing the body"."""
+past any they take (a prompt version's ``json`` default nests at most 64 levels, inside five:
+one deeper, even 300 levels, gets the prompt's own 400 naming the default), and short of the
+~990 at which FastAPI's parser (Python's ``json``) hits the recursion limit and says only
+"There was an error parsing the body"."""
 
 
 def check_depth(raw: bytes, *, max_depth: int) -> None:

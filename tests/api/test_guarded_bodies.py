@@ -218,10 +218,10 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.parametrize(("depth", "where"), [(300, True), (1100, False)])
+@pytest.mark.parametrize(("depth", "where"), [(600, True), (1100, False)])
 def test_a_body_nested_too_deep_says_so(tmp_path: Path, simulator: str, depth: int,
                                         where: bool) -> None:
-    """A body nesting past 256 levels is a 400 ``nesting_too_deep``, worded as a model call's
+    """A body nesting past 512 levels is a 400 ``nesting_too_deep``, worded as a model call's
     (naming the path, or past the parser's 1,024 levels no path), on every route that takes a
     body (not FastAPI's "There was an error parsing the body", past ~990 levels)."""
     with guarded_gateway(tmp_path, simulator) as url:
@@ -235,7 +235,7 @@ def test_a_body_nested_too_deep_says_so(tmp_path: Path, simulator: str, depth: i
             error = response.json()["error"]
             assert error["code"] == "nesting_too_deep", path
             assert error["message"].startswith(
-                "The request body nests deeper than 256 levels"), path
+                "The request body nests deeper than 512 levels"), path
             assert (error["param"] or "").startswith("deep[0][0]") is where, path
 
 
