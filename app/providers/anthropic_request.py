@@ -201,21 +201,28 @@ def thinking_on(payload: Json) -> bool:
 
 def check_thinking_kept(messages: list[Message]) -> None:
     """With thinking on, Anthropic requires the assistant turn whose tool calls are being
-    answered (the last one with tool calls, no user message after it) to start with its
-    thinking: a 400 before sending when it carries no ``thinking_blocks``."""
+    answered to start with its thinking. That turn begins at the first assistant message after
+    the last user message (``tool`` messages are tool results, not user turns): without
+    interleaved thinking Claude thinks only there, and its later tool-calling messages in the
+    same turn carry none. A 400 before sending when a tool loop is being answered and that
+    first assistant message carries no ``thinking_blocks``."""
+    if not messages or messages[-1].role != "tool":
+        return
+    first: int | None = None
     for i in range(len(messages) - 1, -1, -1):
-        message = messages[i]
-        if message.role == "user":
-            return
-        if message.role == "assistant" and message.tool_calls:
-            if not (message.model_extra or {}).get("thinking_blocks"):
-                raise errors.InvalidRequest(
-                    "with Anthropic's extended thinking on, the assistant message whose tool "
-                    "calls are being answered must carry its thinking_blocks, as the gateway "
-                    "returned them (message.thinking_blocks), so that they are sent back first "
-                    "in that turn; send them, or turn thinking off",
-                    param=f"messages[{i}].thinking_blocks")
-            return
+        if messages[i].role == "user":
+            break
+        if messages[i].role == "assistant":
+            first = i
+    if first is None or not messages[first].tool_calls:
+        return
+    if not (messages[first].model_extra or {}).get("thinking_blocks"):
+        raise errors.InvalidRequest(
+            "with Anthropic's extended thinking on, the first assistant message of the turn "
+            "whose tool calls are being answered must carry its thinking_blocks, as the "
+            "gateway returned them (message.thinking_blocks), so that they are sent back first "
+            "in that turn; send them, or turn thinking off",
+            param=f"messages[{first}].thinking_blocks")
 
 
 def translate_tools(request: ChatRequest) -> Json:
