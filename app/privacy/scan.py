@@ -122,8 +122,8 @@ def _scanned(detector: Detector, strings: Iterable[str], *, model: bool, budget:
 def _counted(found: dict[str, list[Finding]], body: Json, native: Json | None
              ) -> dict[str, int]:
     """The values ``found`` counted by entity type: in ``body`` (a text part as often as it
-    appears), and in the texts of ``native`` that ``body`` does not hold (a thinking block, a
-    document's title, a citation, which only the native body carries)."""
+    appears), and in the texts of ``native`` that ``body`` does not hold (a document's
+    title, a citation, which only the native body carries)."""
     counts: Counter[str] = Counter()
     in_body: set[str] = set()
     for part in (body, native):

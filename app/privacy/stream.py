@@ -16,7 +16,8 @@ call's ``function.arguments`` (a custom tool call's ``custom.input``, as plain t
 ``logprobs`` (chat: ``content`` and ``refusal``; completions: the legacy ``tokens`` list, its
 parallel ``token_logprobs``, ``top_logprobs`` and ``text_offset`` rebuilt to match); and, for a
 ``/v1/messages`` stream from a native target, the upstream's own ``content_block_delta`` events
-carried on the chunk (``NATIVE_EVENTS``: their ``text``, ``thinking`` and ``partial_json``).
+carried on the chunk (``NATIVE_EVENTS``: their ``text`` and ``partial_json``; not
+``thinking``, which Anthropic signs, nor a chat delta's ``thinking_blocks``).
 A logprobs entry whose token may be part of a placeholder is held back whole; the entries that
 spelled a placeholder go out as one entry, its token the value, its ``logprob`` their sum (the
 value's probability), its ``top_logprobs`` the first's (restored: a chat alternative's token, a
@@ -55,8 +56,9 @@ _LEGACY_COLUMNS = (("token_logprobs", "logprob"), ("top_logprobs", "top_logprobs
 _FUNCTION = "function_call"
 _CUSTOM = "custom"
 """The part of a custom tool call's ``custom.input`` (key ``(index, "custom", call index)``)."""
-_NATIVE_FIELDS = {"text_delta": "text", "thinking_delta": "thinking",
-                  "input_json_delta": "partial_json"}
+_NATIVE_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json"}
+"""A native delta's restored field by its type: not ``thinking_delta``, whose text Anthropic
+signs (a thinking block is sent back as it came: ``walk``)."""
 _NATIVE_JSON = "partial_json"
 Merge = Callable[..., dict[str, Any]]
 """How held logprobs entries go out as one: ``merge(held, tail="")`` (``_merged``)."""

@@ -23,6 +23,13 @@ only (never in the client's own data: ``OWN_KEYS``, such as ``metadata`` and a t
   ``input_audio``, Anthropic's ``redacted_thinking``), unless its block's ``type`` is ``text``
   (a plain-text document's ``data`` is its text).
 
+Anthropic's signed thinking blocks are skipped whole (unless ``blocks``, as a call record's
+scrub asks): an assistant's ``thinking_blocks`` (chat) and a block whose ``type`` is
+``thinking`` or ``redacted_thinking`` (native content). Anthropic refuses a block whose text is
+not byte for byte what it signed, so they are neither redacted on the way in nor restored on the
+way out (their text, placeholders included, is Anthropic's own; ``reasoning_content`` carries
+it for reading, restored).
+
 Anything else starting with ``data:`` is text like any other. Rewriting copies only the
 containers on the way to a changed string or key (a dict keeps its order); the rest is shared
 with the original. A rewritten id stays matched with its pair (a tool call's ``id`` and its
@@ -47,6 +54,8 @@ values (``assistant``, ``image/png``, ``base64``, ``end_turn``): a word of lette
 and at most three digits. Any other is scanned: a client's own ``metadata`` entry named
 ``type`` could carry an email or a phone number, and what the pattern detectors find needs an
 ``@`` or more digits."""
+_SIGNED_TYPES = frozenset({"thinking", "redacted_thinking"})
+"""The ``type`` of Anthropic's signed thinking blocks, skipped whole (see the docstring)."""
 _PAYLOAD_KEYS = frozenset({"data", "signature"})
 """Keys whose values are base64 payloads unless they are plain text (see the docstring)."""
 FIELDS = frozenset({
@@ -62,7 +71,8 @@ FIELDS = frozenset({
     "best_of", "input", "dimensions", "user_id", "system", "stop_sequences", "thinking",
     "budget_tokens", "source", "tool_use_id", "is_error", "citations", "title", "context",
     "input_schema", "cache_control", "documents", "disable_parallel_tool_use", "voice",
-    "redacted_thinking", "custom", "grammar", "definition", "syntax", "allowed_tools", "mode",
+    "redacted_thinking", "thinking_blocks", "custom", "grammar", "definition", "syntax",
+    "allowed_tools", "mode",
     # JSON Schema keywords (tools' parameters, response_format's schema)
     "properties", "items", "required", "enum", "additionalProperties", "anyOf", "oneOf",
     "allOf", "default", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength",
@@ -82,14 +92,15 @@ OWN_KEYS = frozenset({
 ``metadata``; a tool call's ``input`` (Anthropic's ``tool_use``, OpenAI's custom tool call;
 an embedding's ``input`` too) and ``arguments``; Cohere's ``documents``; the instance values of
 a JSON schema (``default``, ``const``, ``enum``, ``examples``)."""
-_WALK, _NAME, _PAYLOAD, _MODEL, _OWN = 0, 1, 2, 3, 4
+_WALK, _NAME, _PAYLOAD, _MODEL, _OWN, _SIGNED = 0, 1, 2, 3, 4, 5
 _KINDS = {key: _MODEL if key == "model" else _NAME if key in SKIP_KEYS
-          else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key in OWN_KEYS else _WALK
+          else _PAYLOAD if key in _PAYLOAD_KEYS else _OWN if key in OWN_KEYS
+          else _SIGNED if key == "thinking_blocks" else _WALK
           for key in FIELDS}
 """What the walk does with each field's value (one dict lookup a key): walk it; skip it when
 it is a string that looks like its field's value (``SKIP_KEYS``); skip it when it is a base64
 payload; skip it when it is the body's own ``model``; or walk it as the client's own data,
-skipping nothing (``OWN_KEYS``)."""
+skipping nothing (``OWN_KEYS``); or skip it as signed thinking blocks (``_SIGNED_TYPES``)."""
 _MIN_PAYLOAD = 64
 """The shortest ``data`` or ``signature`` taken for a base64 payload: an image or a thinking
 signature is far longer, a card number, an IBAN or a phone number shorter."""
@@ -117,6 +128,8 @@ def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
     """Whether a field's ``value`` (``kind``: its ``_KINDS``; ``depth``: its dict's) is not
     text to scan. Only for the wire format's own fields: nothing in the client's own data is
     skipped (``free`` in the walk)."""
+    if kind == _SIGNED:
+        return True
     if not isinstance(value, str):
         return False
     if kind == _NAME:
@@ -129,45 +142,55 @@ def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
     return False
 
 
+def _signed(node: dict[str, Any], free: bool, blocks: bool) -> bool:
+    """Whether ``node`` is a signed thinking block the walk leaves whole (see the docstring)."""
+    return not (free or blocks) and node.get("type") in _SIGNED_TYPES
+
+
 def texts(node: Any, depth: int = 0, free: bool = False,
-          pairs: list[tuple[str, str]] | None = None) -> Iterator[str]:
+          pairs: list[tuple[str, str]] | None = None, *, blocks: bool = False
+          ) -> Iterator[str]:
     """Every text part of ``node`` (string values and the client's own keys), in document
     order; ``free``: ``node`` is the client's own data (``metadata``, a key of its own), where
     nothing is skipped. ``pairs``: each key of the client's own data (a key not in ``FIELDS``,
     or any key inside such data) whose value is a string is added to it with that value
     (``{"api_key": "..."}``: a detector reads the value in its key's context, as it would read
-    ``api_key: ...`` in text, ``Detector.keyed``)."""
+    ``api_key: ...`` in text, ``Detector.keyed``). ``blocks``: signed thinking blocks are
+    walked too."""
     if isinstance(node, str):
         if not data_url(node):
             yield node
     elif isinstance(node, dict):
-        if depth < _MAX_DEPTH:
+        if depth < _MAX_DEPTH and not _signed(node, free, blocks):
             for key, value in node.items():
                 kind = _KINDS.get(key)
                 if pairs is not None and (kind is None or free) and isinstance(value, str):
                     pairs.append((key, value))
                 if kind is None:
                     yield key
-                    yield from texts(value, depth + 1, True, pairs)
-                elif free or not _skipped(kind, node, value, depth):
-                    yield from texts(value, depth + 1, free or kind == _OWN, pairs)
+                    yield from texts(value, depth + 1, True, pairs, blocks=blocks)
+                elif free or (blocks and kind == _SIGNED) \
+                        or not _skipped(kind, node, value, depth):
+                    yield from texts(value, depth + 1, free or kind == _OWN, pairs,
+                                     blocks=blocks)
     elif isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         for item in node:
-            yield from texts(item, depth + 1, free, pairs)
+            yield from texts(item, depth + 1, free, pairs, blocks=blocks)
 
 
 def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
-            free: bool = False) -> Any:
-    """``node`` with each text part replaced by ``change(text)`` (walked as ``texts`` does);
-    ``node`` itself when nothing changed."""
+            free: bool = False, *, blocks: bool = False) -> Any:
+    """``node`` with each text part replaced by ``change(text)`` (walked as ``texts`` does;
+    ``blocks``: signed thinking blocks too); ``node`` itself when nothing changed."""
     if isinstance(node, str):
         return node if data_url(node) else change(node)
     if isinstance(node, dict):
-        return node if depth >= _MAX_DEPTH else _rewrite_dict(node, change, depth, free)
+        return node if depth >= _MAX_DEPTH or _signed(node, free, blocks) \
+            else _rewrite_dict(node, change, depth, free, blocks)
     if isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         items: list[Any] | None = None
         for i, value in enumerate(node):
-            new = rewrite(value, change, depth + 1, free)
+            new = rewrite(value, change, depth + 1, free, blocks=blocks)
             if new is not value:
                 if items is None:
                     items = list(node)
@@ -179,16 +202,16 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
 
 
 def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int,
-                  free: bool) -> dict[str, Any]:
+                  free: bool, blocks: bool) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     for i, (key, value) in enumerate(node.items()):
         new_key, new = key, value
         kind = _KINDS.get(key)
         if kind is None:
             new_key = change(key)
-            new = rewrite(value, change, depth + 1, True)
-        elif free or not _skipped(kind, node, value, depth):
-            new = rewrite(value, change, depth + 1, free or kind == _OWN)
+            new = rewrite(value, change, depth + 1, True, blocks=blocks)
+        elif free or (blocks and kind == _SIGNED) or not _skipped(kind, node, value, depth):
+            new = rewrite(value, change, depth + 1, free or kind == _OWN, blocks=blocks)
         if out is not None:
             out[new_key] = new
         elif new is not value or new_key != key:

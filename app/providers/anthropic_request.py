@@ -201,21 +201,28 @@ def thinking_on(payload: Json) -> bool:
 
 def check_thinking_kept(messages: list[Message]) -> None:
     """With thinking on, Anthropic requires the assistant turn whose tool calls are being
-    answered (the last one with tool calls, no user message after it) to start with its
-    thinking: a 400 before sending when it carries no ``thinking_blocks``."""
+    answered to start with its thinking. That turn begins at the first assistant message after
+    the last user message (``tool`` messages are tool results, not user turns): without
+    interleaved thinking Claude thinks only there, and its later tool-calling messages in the
+    same turn carry none. A 400 before sending when a tool loop is being answered and that
+    first assistant message carries no ``thinking_blocks``."""
+    if not messages or messages[-1].role != "tool":
+        return
+    first: int | None = None
     for i in range(len(messages) - 1, -1, -1):
-        message = messages[i]
-        if message.role == "user":
-            return
-        if message.role == "assistant" and message.tool_calls:
-            if not (message.model_extra or {}).get("thinking_blocks"):
-                raise errors.InvalidRequest(
-                    "with Anthropic's extended thinking on, the assistant message whose tool "
-                    "calls are being answered must carry its thinking_blocks, as the gateway "
-                    "returned them (message.thinking_blocks), so that they are sent back first "
-                    "in that turn; send them, or turn thinking off",
-                    param=f"messages[{i}].thinking_blocks")
-            return
+        if messages[i].role == "user":
+            break
+        if messages[i].role == "assistant":
+            first = i
+    if first is None or not messages[first].tool_calls:
+        return
+    if not (messages[first].model_extra or {}).get("thinking_blocks"):
+        raise errors.InvalidRequest(
+            "with Anthropic's extended thinking on, the first assistant message of the turn "
+            "whose tool calls are being answered must carry its thinking_blocks, as the "
+            "gateway returned them (message.thinking_blocks), so that they are sent back first "
+            "in that turn; send them, or turn thinking off",
+            param=f"messages[{first}].thinking_blocks")
 
 
 def translate_tools(request: ChatRequest) -> Json:
@@ -319,6 +326,17 @@ def _smallest(*limits: int | None) -> int | None:
     return min(given) if given else None
 
 
+def _limit(default: int, thinking: object) -> int:
+    """The ``max_tokens`` sent for a call that gave none: ``default``, or, when an ``enabled``
+    thinking's ``budget_tokens`` is as large, the budget plus ``default`` (room for the answer
+    after the thinking)."""
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) \
+        and thinking.get("type") == "enabled" else None
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget >= default:
+        return budget + default
+    return default
+
+
 def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int,
                       stream: bool) -> Json:
     """The ``POST /v1/messages`` payload for ``call``.
@@ -326,7 +344,9 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     Layering, lowest first: the target's ``params``, the client's Anthropic-native fields
     (``PASSTHROUGH_FIELDS``), then the translated OpenAI fields. ``max_tokens`` is the client's
     limit (the smaller of ``max_tokens`` and ``max_completion_tokens`` when it sent both: each is
-    a limit), else the target's default, else ``max_tokens_default`` (the provider's). With
+    a limit), else the target's default, else ``max_tokens_default`` (the provider's); a
+    default at or below an ``enabled`` thinking's ``budget_tokens`` (which Anthropic refuses:
+    ``max_tokens`` must exceed it) is sent as the budget plus that default (``_limit``). With
     ``thinking`` on (from the client or the target), ``check_thinking_kept`` refuses a tool
     loop whose thinking blocks were not sent back.
     """
@@ -336,8 +356,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     payload: Json = {
         "model": target.model,
         "messages": messages,
-        "max_tokens": (_smallest(request.max_tokens, request.max_completion_tokens)
-                       or target.max_tokens_default or max_tokens_default),
+        "max_tokens": _smallest(request.max_tokens, request.max_completion_tokens),
     }
     if system is not None:
         payload["system"] = system
@@ -348,6 +367,9 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
         payload["stream"] = True
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
     payload = {**target.params, **passthrough, **payload}
+    if payload["max_tokens"] is None:
+        payload["max_tokens"] = _limit(target.max_tokens_default or max_tokens_default,
+                                       payload.get("thinking"))
     if thinking_on(payload):
         check_thinking_kept(request.messages)
     return payload

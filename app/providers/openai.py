@@ -4,7 +4,9 @@ Together, Groq, Mistral, DeepSeek, Ollama's ``/v1`` and Hugging Face TGI's Messa
 this provider with another ``base_url``. The request is forwarded as the client sent it (unknown
 fields included), with the target's model name and the target's ``params`` underneath; a call
 that gives no token limit is sent the target's default (``routing.table``), on chat as
-``max_completion_tokens`` (``chat_limit_field``), on completions as ``max_tokens``.
+``max_completion_tokens`` (``chat_limit_field``), on completions as ``max_tokens``. Claude's
+extended-thinking fields are the exception (``without_claude_thinking``): a conversation begun
+on a Claude target and falling back here would otherwise send OpenAI arguments it refuses.
 """
 
 from __future__ import annotations
@@ -114,6 +116,33 @@ def _has_finish_reason(chunk: Json) -> bool:
     return False
 
 
+CLAUDE_MESSAGE_FIELDS = ("thinking_blocks", "reasoning_content")
+"""What the gateway returns on an assistant message from Claude's extended thinking (the signed
+blocks and their text): no OpenAI-format API defines them on input."""
+
+
+def without_claude_thinking(body: Json, params: Json) -> Json:
+    """``body`` without Claude's extended-thinking fields: the top-level ``thinking`` (unless
+    the target's ``params`` set it: a server that takes one) and the assistant messages'
+    ``thinking_blocks`` and ``reasoning_content``. OpenAI answers ``Unrecognized request
+    argument`` to them, and the signed blocks are Anthropic's to check, no one else's. A new
+    dict when something goes; ``body`` itself is never edited (a fallback reuses it)."""
+    messages = body.get("messages")
+    drop_thinking = "thinking" in body and "thinking" not in params
+    if not drop_thinking and not (isinstance(messages, list) and any(
+            isinstance(m, dict) and m.get("role") == "assistant"
+            and any(field in m for field in CLAUDE_MESSAGE_FIELDS) for m in messages)):
+        return body
+    kept = {key: value for key, value in body.items()
+            if not (key == "thinking" and drop_thinking)}
+    if isinstance(messages, list):
+        kept["messages"] = [
+            {key: value for key, value in m.items() if key not in CLAUDE_MESSAGE_FIELDS}
+            if isinstance(m, dict) and m.get("role") == "assistant" else m
+            for m in messages]
+    return kept
+
+
 class OpenAICompatible:
     """The OpenAI wire format over HTTP. Subclasses adjust the upstream and the payload."""
 
@@ -154,11 +183,13 @@ class OpenAICompatible:
         return None if call.request.token_limit() is not None else self._chat_limit_field
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
-        return await self._unary("/chat/completions", call.body, target,
+        return await self._unary("/chat/completions",
+                                 without_claude_thinking(call.body, target.params), target,
                                  limit_field=self._chat_limit(call))
 
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncGenerator[Json, None]:
-        return self._stream("/chat/completions", call.body, target,
+        return self._stream("/chat/completions",
+                            without_claude_thinking(call.body, target.params), target,
                             limit_field=self._chat_limit(call))
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:

@@ -14,9 +14,11 @@ one (structured outputs: ``{"type": "json_schema", "schema": {...}}``).
 Extended thinking (``thinking``: ``enabled`` with a ``budget_tokens`` of 1024 or more, below
 ``max_tokens``, or ``adaptive``) puts a ``thinking`` block before the answer, with a signature
 tied to its text (streamed as ``thinking_delta`` pieces, then a ``signature_delta``), its tokens
-counted in ``output_tokens``. As at Anthropic, with thinking on, a final assistant message whose
-tool results follow must start with its thinking block, and a thinking block sent back must
-carry its own signature (400 otherwise: ``anthropic_request.check_thinking``).
+counted in ``output_tokens``; as Claude without interleaved thinking, only at the start of an
+assistant turn (not in the answer to tool results). As at Anthropic, with thinking on, the first
+assistant message of the turn whose tool results follow must start with its thinking block, and
+a thinking block sent back must carry its own signature (400 otherwise:
+``anthropic_request.check_thinking``).
 
 Prompt caching: when any system block, message block or tool carries ``cache_control``, the prompt
 up to the last marked block is the cached prefix. ``X-Sim-Cache-Read-Tokens: N`` reports up to N
@@ -33,7 +35,12 @@ from typing import Any
 import orjson
 
 from app.simulator import content
-from app.simulator.anthropic_request import MessagesRequest, read_request, thinking_signature
+from app.simulator.anthropic_request import (
+    MessagesRequest,
+    only_tool_results,
+    read_request,
+    thinking_signature,
+)
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
@@ -80,8 +87,10 @@ def answer(sim: Sim, request: MessagesRequest,
 
 
 def thought(request: MessagesRequest) -> tuple[str, ...]:
-    """The thinking shown before the answer when extended thinking is on (empty otherwise)."""
-    if not request.thinks:
+    """The thinking shown before the answer when extended thinking is on (empty otherwise).
+    As Claude without interleaved thinking, it thinks only at the start of an assistant turn:
+    not when the last message is tool results (the turn goes on after its tool calls)."""
+    if not request.thinks or (request.messages and only_tool_results(request.messages[-1])):
         return ()
     topic = content.topic_of(content.last_user_text(request.messages))
     return tuple(content.split_tokens(f"Considering how to answer: {topic}."))

@@ -207,11 +207,31 @@ def _thinks(body: dict[str, Any], max_tokens: int) -> bool:
     return True
 
 
+def turn_start(messages: list[Any]) -> int | None:
+    """The index of the first assistant message of the current assistant turn: the first one
+    after the last user message that is not only tool results (None when there is none)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.get("role") == "user" and not only_tool_results(message):
+            following = index + 1
+            return following if following < len(messages) else None
+    return None
+
+
+def only_tool_results(message: dict[str, Any]) -> bool:
+    """Whether a user message carries tool results and nothing else (not a user turn)."""
+    blocks = message.get("content")
+    return isinstance(blocks, list) and bool(blocks) and all(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in blocks)
+
+
 def check_thinking(messages: list[Any]) -> None:
-    """With thinking on, Anthropic's rules for the thinking blocks sent back: the final
-    assistant message, when its tool calls' results follow, must start with a ``thinking`` or
-    ``redacted_thinking`` block, and every ``thinking`` block must carry the signature it was
-    given (``thinking_signature``)."""
+    """With thinking on, Anthropic's rules for the thinking blocks sent back: when the last
+    message answers tool calls, the assistant turn they belong to must start with a
+    ``thinking`` or ``redacted_thinking`` block; that is its first assistant message after the
+    last user message that is not only tool results (Claude thinks once per turn, so its later
+    tool-calling messages carry none). Every ``thinking`` block must carry the signature it
+    was given (``thinking_signature``)."""
     for index, message in enumerate(messages):
         blocks = message.get("content")
         for position, block in enumerate(blocks if isinstance(blocks, list) else ()):
@@ -220,15 +240,17 @@ def check_thinking(messages: list[Any]) -> None:
                         str(block.get("thinking", ""))):
                 raise _fail(f"messages.{index}.content.{position}: Invalid `signature` in "
                             "`thinking` block")
-    if len(messages) < 2 or not _answers_tool(messages[-1]) \
-            or messages[-2].get("role") != "assistant":
+    if not messages or not _answers_tool(messages[-1]):
         return
-    blocks = messages[-2].get("content")
+    start = turn_start(messages)
+    if start is None or messages[start].get("role") != "assistant":
+        return
+    blocks = messages[start].get("content")
     first = (blocks[0].get("type") if isinstance(blocks, list) and blocks
              and isinstance(blocks[0], dict) else "text")
     if first not in ("thinking", "redacted_thinking"):
         raise _fail(
-            f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+            f"messages.{start}.content.0.type: Expected `thinking` or "
             f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
             "`assistant` message must start with a thinking block (preceeding the lastmost set "
             "of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks "

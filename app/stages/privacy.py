@@ -332,9 +332,9 @@ class Privacy(Stage):
             return vault.redact(text, found)
 
         if record.request_body is not None:
-            record.request_body = rewrite(record.request_body, scrub)
+            record.request_body = rewrite(record.request_body, scrub, blocks=True)
         if record.response_body is not None:
-            record.response_body = rewrite(record.response_body, scrub)
+            record.response_body = rewrite(record.response_body, scrub, blocks=True)
         # The request's user and metadata were recorded as the client sent them (before a
         # block, or under private_only and allow, which send them as they are).
         if record.end_user is not None:

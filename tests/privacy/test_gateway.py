@@ -334,9 +334,11 @@ def test_messages_plain_text_document_redacted(gw: RunningGateway, upstream: Ups
 
 def test_messages_native_only_text_is_redacted(gw: RunningGateway, upstream: Upstream) -> None:
     """/v1/messages to a native target: text only the native body carries (a document's
-    ``title`` and ``context``, an assistant's ``thinking``) is found and redacted too, and the
-    call counts it: the translated body holds none of it."""
+    ``title`` and ``context``) is found and redacted too, and the call counts it: the translated
+    body holds none of it. An assistant's signed thinking block goes as it came."""
     client: Any = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    thinking = {"type": "thinking", "thinking": "write to <EMAIL_1> (alice@example.org)",
+                "signature": "EqQBCkgIARAB" + "A" * 120}
     try:
         client.messages.create(
             model="claude", max_tokens=32, extra_headers={"x-request-id": upstream.marker},
@@ -345,9 +347,7 @@ def test_messages_native_only_text_is_redacted(gw: RunningGateway, upstream: Ups
                     {"type": "document", "title": f"from {EMAIL}", "context": f"call {PHONE}",
                      "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
                     {"type": "text", "text": f"summarise {upstream.marker}"}]},
-                {"role": "assistant", "content": [
-                    {"type": "thinking", "thinking": f"write to {EMAIL}",
-                     "signature": "EqQBCkgIARAB" + "A" * 120}]},
+                {"role": "assistant", "content": [thinking]},
                 {"role": "user", "content": "go on"}])
     finally:
         client.close()
@@ -355,10 +355,49 @@ def test_messages_native_only_text_is_redacted(gw: RunningGateway, upstream: Ups
     sent = upstream.received()[0]["body"]["messages"]
     assert sent[0]["content"][0]["title"] == "from <EMAIL_1>"
     assert sent[0]["content"][0]["context"] == "call <PHONE_1>"
-    assert sent[1]["content"][0]["thinking"] == "write to <EMAIL_1>"
+    assert sent[1]["content"][0] == thinking
     record = gw.sink.by_id(upstream.marker)
     assert record.privacy_action == "redact"
     assert record.privacy_entities and record.privacy_entities.get("EMAIL")
+
+
+THINKING: Any = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+WEATHER: Any = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_signed_thinking_blocks_pass_redact_unchanged(gw: RunningGateway,
+                                                      upstream: Upstream) -> None:
+    """Under redact, Claude's thinking_blocks reach the client as Anthropic signed them
+    (placeholders kept, plain and streamed alike; reasoning_content is restored) and go back
+    byte for byte, so the tool loop is answered even when the history is trimmed and the
+    placeholders are numbered anew (the simulated Anthropic checks the signature)."""
+    http = gw.http()
+    first: Any = [{"role": "user", "content": f"hello, I am {EMAIL} {upstream.marker}"},
+                  {"role": "assistant", "content": "Hi"}]
+    ask: Any = {"role": "user", "content": f"weather for bob@example.org? {upstream.marker}"}
+    body: Any = {"model": "claude", "max_tokens": 2048, "tools": [WEATHER],
+                 "tool_choice": "required", **THINKING}
+    plain = http.post("/v1/chat/completions", json={**body, "messages": [*first, ask]})
+    assert plain.status_code == 200, plain.text
+    message = plain.json()["choices"][0]["message"]
+    (block,) = message["thinking_blocks"]
+    assert "<EMAIL_2>" in block["thinking"] and "bob@example.org" in message["reasoning_content"]
+    with http.stream("POST", "/v1/chat/completions",
+                     json={**body, "messages": [*first, ask], "stream": True}) as streamed:
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: {")]
+    blocks = [b for line in lines for choice in httpx.Response(200, content=line[6:]).json()[
+        "choices"] for b in choice["delta"].get("thinking_blocks") or ()]
+    assert blocks == [block]
+    result = {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "Sunny"}
+    del body["tool_choice"]
+    for history in ([*first, ask, message, result], [ask, message, result]):
+        reply = http.post("/v1/chat/completions", json={**body, "messages": history})
+        assert reply.status_code == 200, reply.text
+        sent = upstream.received()[-1]["body"]["messages"]
+        assert sent[-2]["content"][0] == block
+    upstream.assert_never_saw_planted()
 
 
 @pytest.mark.parametrize(("model", "action"), [

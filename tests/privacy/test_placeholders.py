@@ -109,7 +109,7 @@ def test_release_sends_every_held_tail_in_one_chunk() -> None:
         {"index": 1, "text": "b <EMAIL_1", "finish_reason": None}]})
     restore_chunk(restorer, {"choices": [], NATIVE_EVENTS: [("content_block_delta", orjson.dumps(
         {"type": "content_block_delta", "index": 2,
-         "delta": {"type": "thinking_delta", "thinking": "c <"}}).decode())]})
+         "delta": {"type": "text_delta", "text": "c <"}}).decode())]})
     base = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     out = release(restorer, base)
     assert out is not None and {k: out[k] for k in base} == base
@@ -119,7 +119,7 @@ def test_release_sends_every_held_tail_in_one_chunk() -> None:
         {"index": 1, "finish_reason": None, "text": "<EMAIL_1"}]
     assert [orjson.loads(d) for _, d in out[NATIVE_EVENTS]] == [
         {"type": "content_block_delta", "index": 2,
-         "delta": {"type": "thinking_delta", "thinking": "<"}}]
+         "delta": {"type": "text_delta", "text": "<"}}]
     assert restorer.held() == 0 and release(restorer, base) is None
 
 
@@ -144,3 +144,19 @@ def test_could_start_is_a_proper_prefix_of_an_issued_placeholder() -> None:
     reserved.placeholder("EMAIL", "a@example.com")  # issued as <EMAIL_2>
     assert reserved.could_start("<EMAIL_2") and reserved.could_start("<EMAIL_1")
     assert not reserved.could_start("<EMAIL_3")
+
+
+def test_native_thinking_deltas_pass_unrestored() -> None:
+    """A native stream's thinking_delta keeps its placeholders (Anthropic signs that text);
+    its text_delta is restored."""
+    vault = Vault()
+    redact(vault, "ann@x.org")
+    restorer = StreamRestorer(vault)
+    events = [("content_block_delta", orjson.dumps(
+        {"type": "content_block_delta", "index": i, "delta": {"type": kind, field: "<EMAIL_1>."}}
+    ).decode()) for i, (kind, field) in enumerate((("thinking_delta", "thinking"),
+                                                   ("text_delta", "text")))]
+    out = restore_chunk(restorer, {"choices": [], NATIVE_EVENTS: events})
+    deltas = [orjson.loads(d)["delta"] for _, d in out[NATIVE_EVENTS]]
+    assert deltas == [{"type": "thinking_delta", "thinking": "<EMAIL_1>."},
+                      {"type": "text_delta", "text": "ann@x.org."}]

@@ -128,13 +128,13 @@ def test_scan_replaces_a_value_found_in_context_everywhere() -> None:
 
 def test_scan_spreads_into_the_native_body() -> None:
     """A value found in the chat body is found in a text only the native body holds (a
-    thinking block), and one found only there is found in the chat body."""
+    document's title), and one found only there is found in the chat body."""
     body = {"model": "m", "messages": [{"role": "user", "content": f"token: {SECRET}"},
                                        {"role": "user", "content": f"see {PHONE}"}]}
     native = {"model": "m", "messages": [
         {"role": "user", "content": f"token: {SECRET}"},
-        {"role": "assistant", "content": [{"type": "thinking", "thinking": f"{SECRET}?",
-                                           "signature": "s"}]},
+        {"role": "user", "content": [{"type": "document", "title": f"{SECRET}?", "source": {
+            "type": "text", "media_type": "text/plain", "data": "notes"}}]},
         {"role": "user", "content": f"see {PHONE} (phone {PHONE})"}]}
     found, counts, _, _ = scan_request(DETECTOR, body, native)
     assert found[f"{SECRET}?"] == [Finding("SECRET", 0, len(SECRET))]

@@ -155,3 +155,24 @@ def test_pairs_are_the_clients_own_keys_with_string_values() -> None:
     assert list(texts(body, pairs=pairs)) == list(texts(body))
     assert pairs == [("password", "p1"), ("max_tokens", "p2"), ("api_key", "p3"),
                      ("token", "p4"), ("mine", "p5"), ("type", "string")]
+
+
+def test_signed_thinking_blocks_are_skipped_unless_asked() -> None:
+    """Anthropic's signed thinking (chat's thinking_blocks, native thinking and
+    redacted_thinking blocks) is neither scanned nor rewritten; ``blocks=True`` (a call
+    record's scrub) walks it; in the client's own data nothing is skipped."""
+    signed: list[dict[str, Any]] = [
+        {"type": "thinking", "thinking": f"to {EMAIL}", "signature": "s"},
+        {"type": "redacted_thinking", "data": f"x {EMAIL}"}]
+    body = {"messages": [
+        {"role": "assistant", "content": "ok", "thinking_blocks": signed},
+        {"role": "assistant", "content": signed}],
+        "metadata": {"note": signed[0]}}
+    assert list(texts(body)).count(f"to {EMAIL}") == 1  # the metadata's copy only
+    redacted = rewrite(body, upper)
+    assert redacted["messages"] == body["messages"]
+    assert redacted["metadata"]["note"]["thinking"] == f"to {EMAIL}".upper()
+    assert list(texts(body, blocks=True)).count(f"to {EMAIL}") == 3
+    scrubbed = rewrite(body, upper, blocks=True)
+    assert scrubbed["messages"][0]["thinking_blocks"][1]["data"] == f"x {EMAIL}".upper()
+    assert scrubbed["messages"][1]["content"][0]["thinking"] == f"to {EMAIL}".upper()

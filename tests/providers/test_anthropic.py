@@ -64,6 +64,21 @@ def test_max_tokens_prefers_client_then_target_default() -> None:
     assert payload(target, max_completion_tokens=77, max_tokens=99)["max_tokens"] == 77
 
 
+def test_default_max_tokens_goes_above_the_thinking_budget() -> None:
+    """With thinking enabled and no client limit, a default at or below budget_tokens (which
+    Anthropic refuses) is sent as the budget plus the default; a larger default, a client's
+    limit and adaptive thinking are left alone."""
+    thinking = {"type": "enabled", "budget_tokens": 5000}
+    assert payload(thinking=thinking)["max_tokens"] == 5000 + 4096
+    assert payload(thinking={**thinking, "budget_tokens": 4096})["max_tokens"] == 4096 + 4096
+    assert payload(thinking={**thinking, "budget_tokens": 1024})["max_tokens"] == 4096
+    assert payload(thinking=thinking, max_tokens=8000)["max_tokens"] == 8000
+    assert payload(thinking={"type": "adaptive"})["max_tokens"] == 4096
+    target = Target(provider="claude", model="m", max_tokens_default=1000,
+                    params={"thinking": {"type": "enabled", "budget_tokens": 2000}})
+    assert payload(target)["max_tokens"] == 3000
+
+
 def test_system_and_developer_messages_become_top_level_system() -> None:
     """System and developer messages, wherever they stand, are joined into ``system``."""
     out = payload(messages=[

@@ -119,3 +119,35 @@ def test_extended_thinking_with_tools_round_trips_its_thinking_blocks(
             "tools": [WEATHER], **THINKING})
         assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "messages[1].thinking_blocks"
+
+
+def test_multi_step_tool_loop_needs_thinking_only_on_the_turns_first_message(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """Claude thinks once per assistant turn: its second tool call (after a tool result) has no
+    thinking_blocks, and a third request echoing every message as returned is answered; the
+    turn's thinking reaches Anthropic on its first assistant message only."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        history: Any = list(USER)
+        for step in range(2):
+            message = client.chat.completions.create(
+                model="claude", messages=history, max_tokens=2048, tools=[WEATHER],
+                tool_choice="required", extra_body=THINKING).choices[0].message
+            assistant = message.model_dump(exclude_none=True)
+            assert bool(assistant.get("thinking_blocks")) == (step == 0)
+            history += [assistant, {"role": "tool", "content": f"Sunny {step}",
+                                    "tool_call_id": assistant["tool_calls"][0]["id"]}]
+        reply = client.chat.completions.create(model="claude", messages=history,
+                                               max_tokens=2048, tools=[WEATHER],
+                                               extra_body=THINKING)
+        assert reply.choices[0].message.content
+        (sent,) = httpx.get(f"{simulator}/_sim/requests?limit=1").json()
+        kinds = [[b["type"] for b in turn["content"]] for turn in sent["body"]["messages"][1:]]
+        assert kinds == [["thinking", "tool_use"], ["tool_result"], ["tool_use"],
+                             ["tool_result"]]
+        bare = {**history[1], "thinking_blocks": []}
+        refused = gw.http().post("/v1/chat/completions", json={
+            "model": "claude", "messages": [*USER, bare, *history[2:]], "max_tokens": 2048,
+            "tools": [WEATHER], **THINKING})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "messages[1].thinking_blocks"

@@ -137,6 +137,34 @@ async def test_target_params_and_unknown_client_fields_are_forwarded(
     assert sent["model"] == "gpt-4o-mini"
 
 
+async def test_claude_thinking_fields_are_not_sent(simulator: str,
+                                                   session: aiohttp.ClientSession) -> None:
+    """A conversation with Claude's extended thinking (fallen back here) reaches an OpenAI-format
+    server without the top-level thinking or the assistant's thinking_blocks and
+    reasoning_content, plain and streamed; a thinking set by the target's params is kept."""
+    provider = make(simulator + "/v1", session)
+    assistant: Json = {"role": "assistant", "content": None, "reasoning_content": "Hmm.",
+                       "thinking_blocks": [{"type": "thinking", "thinking": "Hmm.",
+                                            "signature": "c2ln"}],
+                       "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                           "name": "get_weather", "arguments": "{}"}}]}
+    body: Json = {**HELLO, "thinking": {"type": "enabled", "budget_tokens": 1024},
+                  "messages": [*HELLO["messages"], assistant,
+                               {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"}]}
+    await provider.chat(chat(body), target=TARGET)
+    await drain(provider.stream_chat(chat(body), target=TARGET))
+    for record in await received(session, simulator):
+        sent = record["body"]
+        assert "thinking" not in sent
+        assert sent["messages"][1] == {"role": "assistant", "content": None,
+                                       "tool_calls": assistant["tool_calls"]}
+    assert "thinking_blocks" in body["messages"][1] and "thinking" in body
+    glm = Target(provider="openai", model="glm", params={"thinking": {"type": "enabled"}})
+    await provider.chat(chat(body), target=glm)
+    [record] = await received(session, simulator)
+    assert record["body"]["thinking"] == body["thinking"]
+
+
 async def test_the_default_limit_goes_in_max_completion_tokens_on_chat(
     simulator: str, session: aiohttp.ClientSession
 ) -> None:

@@ -196,6 +196,35 @@ def test_thinking_tool_loop_needs_the_signed_thinking_block_back(
         assert refused.status_code == 400 and expected in refused.json()["error"]["message"]
 
 
+def test_thinking_comes_once_per_turn_and_is_needed_only_on_its_first_message(
+        claude: anthropic.Anthropic, http: httpx.Client) -> None:
+    """As Claude without interleaved thinking: no thinking in the answer to tool results, and a
+    multi-step tool loop needs the thinking block only on the turn's first assistant message."""
+    first = claude.messages.create(model="c", max_tokens=2048, messages=USER, tools=[TOOL],
+                                   tool_choice={"type": "any"}, thinking=THINKING)
+    blocks = [b.model_dump() for b in first.content]
+    history: Any = [*USER, {"role": "assistant", "content": blocks},
+                    {"role": "user", "content": [{"type": "tool_result",
+                                                  "tool_use_id": blocks[1]["id"],
+                                                  "content": "found"}]}]
+    second = claude.messages.create(model="c", max_tokens=2048, messages=history, tools=[TOOL],
+                                    tool_choice={"type": "any"}, thinking=THINKING)
+    assert [b.type for b in second.content] == ["tool_use"]
+    call = second.content[0].model_dump()
+    history += [{"role": "assistant", "content": [call]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
+                                              "content": "found again"}]}]
+    third = claude.messages.create(model="c", max_tokens=2048, messages=history, tools=[TOOL],
+                                   thinking=THINKING)
+    assert [b.type for b in third.content] == ["text"]
+    history[1] = {"role": "assistant", "content": blocks[1:]}
+    refused = http.post("/v1/messages", headers=HEADERS, json={
+        "model": "c", "max_tokens": 2048, "thinking": THINKING, "tools": [TOOL],
+        "messages": history})
+    assert refused.status_code == 400
+    assert "messages.1.content.0.type: Expected `thinking`" in refused.json()["error"]["message"]
+
+
 def test_cache_control_reports_cache_tokens(claude: anthropic.Anthropic) -> None:
     """cache_control marks a cached prefix: creation by default, reads up to the header's N."""
     system: list[anthropic.types.TextBlockParam] = [{
