@@ -31,7 +31,11 @@ block (see its docstring; tests/api/test_header_block.py pins what it relies on)
 
 ``DrainingServer`` is the uvicorn server ``switchboard serve`` runs with one worker: graceful
 shutdown as a load balancer needs it (see its docstring); tests/replicas/test_shutdown.py runs
-it as a real process.
+it as a real process. ``follow_supervisor`` ties ``--workers`` processes to their supervisor.
+
+(Past 400 lines: the protocol classes, the server and the worker hook are all uvicorn's
+serving seams, each relying on uvicorn internals the same tests pin; kept together so one
+uvicorn upgrade is checked in one place.)
 """
 
 from __future__ import annotations

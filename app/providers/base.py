@@ -20,6 +20,9 @@ hands a call to a target that cannot serve it (``app.routing.table.Route.serving
 
 Each provider module also owns its config model, a subclass of ``ProviderBase``, the fields
 every provider takes.
+
+(Just past 400 lines: the seam's protocols and the values that cross it belong together; the
+per-provider config check, ``target_problems``, joined them.)
 """
 
 from __future__ import annotations
