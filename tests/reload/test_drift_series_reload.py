@@ -7,20 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
-from pydantic import SecretStr
 
 from app.config import Drift
-from app.main import create_app
 from app.metrics.baselines import MemoryBaselines
 from app.metrics.drift import DriftMonitor
 from app.metrics.families import Metrics
-from app.settings import Settings
-from tests.api.conftest import ListSink
 from tests.metrics.scrape import scrape, value
 from tests.metrics.test_drift import answer
-from tests.reload.test_target_state_reload import ADMIN, MASTER, reload
-from tests.servers import serve
+from tests.reload.test_target_state_reload import ADMIN, MASTER, reload, serving
 
 DRIFT = {"baseline_size": 10, "window": 10, "evaluate_every": 5, "sync_interval_s": 0.2,
          "embedding": {"sample_rate": 0}}
@@ -51,11 +45,7 @@ def drift_series(url: str, model: str) -> list[str]:
 def test_a_reload_removing_a_model_removes_its_drift_series(tmp_path: Path,
                                                             simulator: str) -> None:
     file = tmp_path / "gateway.yaml"
-    file.write_text(yaml.safe_dump(config(simulator, with_gone=True)))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
-    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url, \
+    with serving(file, config(simulator, with_gone=True)) as url, \
             httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         def send(model: str, n: int, max_tokens: int) -> None:
             for _ in range(n):

@@ -8,18 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
-from pydantic import SecretStr
 
 from app.calllog.record import Attempt, CallRecord
-from app.main import create_app
 from app.metrics.families import Metrics
 from app.metrics.recorder import Recorder
-from app.settings import Settings
 from app.usage import Usage
-from tests.api.conftest import ListSink
-from tests.reload.test_target_state_reload import ADMIN, MASTER, reload
-from tests.servers import serve
+from tests.reload.test_target_state_reload import ADMIN, reload, serving
 
 
 def config(simulator: str, *, with_gone: bool) -> dict[str, Any]:
@@ -56,11 +50,7 @@ def test_a_reload_removing_a_model_removes_its_traffic_series(tmp_path: Path,
     """Every traffic family of a removed model loses its series; the models kept keep theirs;
     a later call naming it counts under ``other`` and brings none back."""
     file = tmp_path / "gateway.yaml"
-    file.write_text(yaml.safe_dump(config(simulator, with_gone=True)))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
-    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url, \
+    with serving(file, config(simulator, with_gone=True)) as url, \
             httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         for model in ("gone", "chat"):
             for stream in (False, True):

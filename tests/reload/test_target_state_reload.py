@@ -5,6 +5,8 @@ runs), and one added back shows its breaker's state."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,18 @@ def states(url: str) -> dict[str, float]:
         text, re.MULTILINE)}
 
 
+@contextmanager
+def serving(file: Path, raw: dict[str, Any]) -> Iterator[str]:
+    """A gateway serving ``raw``, written to ``file`` (reloaded on request only), its call log
+    beside it; its URL."""
+    file.write_text(yaml.safe_dump(raw))
+    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
+                        database_url=f"sqlite+aiosqlite:///{file.parent / 'calls.db'}",
+                        spool_dir=file.parent / "spool")
+    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
+        yield url
+
+
 def reload(url: str, file: Path, raw: dict[str, Any]) -> None:
     file.write_text(yaml.safe_dump(raw))
     answer = httpx.post(f"{url}/admin/config/reload", headers=ADMIN)
@@ -59,11 +73,7 @@ def test_a_reload_removes_the_series_of_the_targets_it_ends(tmp_path: Path,
     """A reload that removes a target (its breaker open) removes its series; a reload that
     adds it back exports it again, at its breaker's state (still open)."""
     file = tmp_path / "gateway.yaml"
-    file.write_text(yaml.safe_dump(config(simulator, with_bad=True)))
-    settings = Settings(master_key=SecretStr(MASTER), config=file, config_poll_s=0,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-                        spool_dir=tmp_path / "spool")
-    with serve(create_app(settings, sink=ListSink(), strict_telemetry=True)) as url:
+    with serving(file, config(simulator, with_bad=True)) as url:
         answer = httpx.post(f"{url}/v1/chat/completions", headers=ADMIN, timeout=30, json={
             "model": "broken", "messages": [{"role": "user", "content": "hi"}]})
         assert answer.status_code == 503, answer.text
