@@ -230,10 +230,11 @@ class Router:
         publishes while this one asks Redis for the claim stands, whether or not the claim was
         won (``True`` if it closed the breaker).
 
-        ``within``: the seconds left of the call's deadline. The fleet's claim is held that
-        long (at least a cooldown; the probe's verdict gives it back sooner), so that no other
-        process probes while this probe may still run (held for a cooldown, a black-holed
-        target's probe outlasted it, and every process sent its own). Redis's answer is waited
+        ``within``: the seconds left of the call's deadline. The fleet's claim is taken for a
+        cooldown and renewed until then (``SharedBreakers.hold``; the probe's verdict gives it
+        back sooner), so that no other process probes while this probe may still run (held for
+        a cooldown, a black-holed target's probe outlasted it, and every process sent its own),
+        and a prober that dies leaves it to lapse within a cooldown. Redis's answer is waited
         for at most ``CLAIM_WAIT_S`` and half of ``within``: a call with no time left for it
         takes no probe (the next call may); one that Redis does not answer in time probes, as
         when Redis is down (a hung Redis held every probe call for its 5 s socket timeout,
@@ -248,13 +249,12 @@ class Router:
             return took
         if self.shared is not None and breaker.config.shared:
             cooldown_s = breaker.cooldown_s or breaker.config.cooldown_s
-            hold_s = cooldown_s if math.isinf(within) else max(cooldown_s, within)
             wait_s = min(CLAIM_WAIT_S, within / 2)
             changes = breaker.changes
             late = False
             try:
                 async with asyncio.timeout(wait_s):
-                    taken = await self.shared.claim(key, hold_s)
+                    taken = await self.shared.claim(key, cooldown_s)
             except TimeoutError:
                 late = wait_s < CLAIM_WAIT_S  # the call's deadline, not Redis, ran short
                 if not late:
@@ -285,6 +285,7 @@ class Router:
                 breaker.adopt_open(cooldown_s, breaker.clock())
                 self._changed(key, "half_open", breaker)
                 return False
+            self.shared.hold(key, cooldown_s, within)
         return True
 
     def judge(self, target: Target, breaker: Breaker, *, failed: bool | None,

@@ -10,10 +10,11 @@ failed attempts (``app.routing.breaker``), and the first one to open a breaker o
   probe succeeds deletes the entry and publishes ``closed``. Every process applies what others
   publish to its own breaker, within a message's delivery time.
 - After the cooldown, one call in the whole fleet probes the target: the process whose breaker
-  turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for as long as the probe
-  may run: its call's remaining deadline, at least a cooldown), and gives the claim back with
-  its verdict (or when the probe ends without one); the others keep the target open for a
-  cooldown, or until the prober publishes its verdict, and then ask for the claim again. A
+  turns half-open first claims ``PROBE_PREFIX + target`` (``SET NX`` for a cooldown, renewed
+  every half cooldown for as long as the probe may run: its call's remaining deadline), and
+  gives the claim back with its verdict (or when the probe ends without one); a prober that
+  dies stops renewing, so its claim lapses within a cooldown. The others keep the target open
+  for a cooldown, or until the prober publishes its verdict, and then ask for the claim again. A
   verdict that arrives while a process still waits for Redis's answer to its own claim wins
   over that answer, so every process holds the fleet's newest cooldown (``Router.admit``).
 - A process that starts, or resubscribes after losing Redis, reads the hash (it may have missed
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -69,6 +71,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 """Deletes a probe claim only if this process (ARGV[1], its origin) still holds it."""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+"""Extends a probe claim to ARGV[2] ms from now only if this process (ARGV[1]) still holds it."""
 _FORGET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -124,6 +131,8 @@ class SharedBreakers:
         self.subscribed = asyncio.Event()
         """Set while the subscriber listens (tests wait on it)."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._holds: dict[str, asyncio.Task[None]] = {}
+        """By probe claim, the task renewing this process's claim while its probe runs."""
         self._listener: asyncio.Task[None] | None = None
 
     # ---- what this process tells the others
@@ -186,9 +195,9 @@ class SharedBreakers:
                         exc)
 
     async def claim(self, key: BreakerKey, hold_s: float) -> bool:
-        """Take the fleet's one half-open probe of ``key`` for ``hold_s`` (or until this
-        process publishes its verdict, or ``release``); ``False``: another process holds it.
-        Redis down: taken."""
+        """Take the fleet's one half-open probe of ``key`` for ``hold_s`` (``hold`` renews it;
+        this process's verdict or ``release`` gives it back); ``False``: another process holds
+        it. Redis down: taken."""
         try:
             taken = await self._redis.set(self._probe + self.field(key), self.origin,
                                           nx=True, px=max(1, int(hold_s * 1000)))
@@ -198,13 +207,53 @@ class SharedBreakers:
             return True
         return bool(taken)
 
+    def hold(self, key: BreakerKey, hold_s: float, within: float) -> None:
+        """Keep this process's claim of ``key``'s probe while the probe may run: renewed for
+        ``hold_s`` every half of it until ``release`` (or the verdict, which releases it), or
+        until ``within`` seconds from now, the probing call's deadline. A claim taken for the
+        whole deadline at once outlived a prober killed mid-probe: no process probed the target
+        for up to ``retries.deadline_s`` (300 s). Renewed, it lapses a cooldown after its
+        prober dies."""
+        name = self._probe + self.field(key)
+        old = self._holds.pop(name, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.ensure_future(self._hold(name, hold_s, time.monotonic() + within))
+        self._holds[name] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._held, name))
+
+    def _held(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._holds.get(name) is task:
+            del self._holds[name]
+
+    async def _hold(self, name: str, hold_s: float, until: float) -> None:
+        while True:
+            await asyncio.sleep(hold_s / 2)
+            left = until - time.monotonic()
+            if left <= 0:  # the probing call's deadline: the claim lapses where it stands
+                return
+            try:
+                kept = await self._redis.eval(_RENEW, 1, name, self.origin,
+                                              max(1, int(min(hold_s, left) * 1000)))
+            except (RedisError, OSError) as exc:  # it lapses on its own; others may probe
+                log.warning("could not renew a half-open probe's claim through Redis: %s", exc)
+                return
+            if not kept:  # deleted (a verdict, a reload that moved the provider) or lapsed
+                return
+
     def release(self, key: BreakerKey) -> None:
         """Give back this process's claim of the fleet's half-open probe of ``key`` after a
         probe that ended with no verdict (the client left, a 4xx), so that the next call, here
         or in another process, probes it at once rather than a cooldown later (the claim held
         until it expired, and this process's own next call, failing to claim it, reopened the
         breaker for another cooldown)."""
-        self._spawn(self._release(self._probe + self.field(key)))
+        name = self._probe + self.field(key)
+        held = self._holds.pop(name, None)
+        if held is not None:
+            held.cancel()
+        self._spawn(self._release(name))
 
     async def _release(self, key: str) -> None:
         try:

@@ -441,3 +441,29 @@ async def test_a_probe_claim_redis_does_not_answer_is_bounded(redis_url: str) ->
         finally:
             await client.client_unpause()
             await client.aclose()
+
+
+async def test_a_killed_probers_claim_lapses_within_a_cooldown(redis_url: str) -> None:
+    """A prober that dies mid-probe stops renewing its claim: the next process probes a
+    cooldown later, not when the dead call's deadline would have passed (it was held for the
+    whole deadline at once: up to ``retries.deadline_s``, 300 s, with no probe anywhere)."""
+    client = aioredis.from_url(redis_url)
+    try:
+        async with process(redis_url) as b:
+            async with process(redis_url) as a:
+                await fail(a, 2)
+                await eventually(lambda: breaker(b).state == "open")
+                await asyncio.sleep(SETTINGS.cooldown_s + 0.05)
+                assert await a.admit(TARGET, breaker(a), within=60)  # a probes, for up to 60 s
+                await asyncio.sleep(3 * SETTINGS.cooldown_s)  # renewed while a lives
+                assert await client.keys("*:probe:*")
+                assert not await b.admit(TARGET, breaker(b), within=60)
+            # a is gone without a verdict or a release, as a SIGKILLed process would be
+            deadline = time.monotonic() + 5
+            while await client.keys("*:probe:*"):
+                assert time.monotonic() < deadline, "a dead prober's claim was kept"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(SETTINGS.cooldown_s + 0.05)  # b's own cooldown from its refusal
+            assert await b.admit(TARGET, breaker(b), within=60)
+    finally:
+        await client.aclose()
