@@ -11,18 +11,21 @@ limits apply.
 
 Refusals, in OpenAI's shape: no key 401 ``missing_api_key``; an unknown, revoked or expired key
 401 ``invalid_api_key``; a model the key may not use 403 ``model_not_allowed``; a virtual key the
-gateway cannot check (database down, key not cached) 503 ``keys_unavailable``, never a 401.
+gateway cannot check (database down, key not cached) 503 ``keys_unavailable``, never a 401,
+with ``Retry-After`` (``app.keys.directory.DOWN_FOR_S``, rounded up).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import time
 
 from pydantic import SecretStr
 
 from app import errors
 from app.keys import Entry, KeyDirectory, KeysUnavailable, hash_key
+from app.keys.directory import DOWN_FOR_S
 from app.limits import Bucket, Limiter, LocalLimiter
 from app.limits.carry import LocalCarry
 from app.pipeline import ANONYMOUS, MASTER, Caller, ModelCall, Slot, Stage
@@ -109,9 +112,14 @@ class Authenticate(Stage):
             try:
                 entry = await self._keys.resolve(key)
             except KeysUnavailable:
-                raise errors.GatewayError(
+                unavailable = errors.GatewayError(
                     "The gateway cannot check this API key right now; retry shortly.",
-                    status=503, code="keys_unavailable") from None
+                    status=503, code="keys_unavailable")
+                # Keys not cached keep failing at once for DOWN_FOR_S after a failed lookup:
+                # an SDK retrying sooner (the OpenAI SDK's first wait is under a second) only
+                # spends a retry.
+                unavailable.headers.append((b"retry-after", b"%d" % math.ceil(DOWN_FOR_S)))
+                raise unavailable from None
             if entry is None:
                 raise _invalid()
         problem = entry.key.problem(time.time())
