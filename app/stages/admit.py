@@ -2,19 +2,20 @@
 when it ends (``app.limits`` enforces them; Redis makes them hold across processes).
 
 Admit (``Slot.ADMIT``) charges one request and an estimate of its tokens to every bucket of the
-caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce (the
-request's ``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
-``rate_limits.output_reservation``). No call is charged more than the caller's smallest TPM
-limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone ask for more could
-never fit, and is refused at once (429 ``rate_limit_exceeded``, "Request too large", with
-``x-should-retry: false`` and no ``Retry-After``, as OpenAI refuses it); a default output
-reservation past the limit is charged as the limit. A refusal is 429 ``rate_limit_exceeded``
-with ``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent
-budget (with ``Retry-After`` until its day or month ends; none for a ``total`` budget, which
-never renews); when the limiter cannot decide (Redis down) the configured fail mode answers 503
-``limiter_unavailable`` (with ``Retry-After: 1``: the limiter asks Redis again a second after a
-failure) or admits. Admitted calls and rate-limit refusals carry OpenAI's
-``x-ratelimit-*`` headers.
+caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce for
+each of its choices (``n``, a completion's ``best_of`` if more): the request's
+``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
+``rate_limits.output_reservation``. No call is charged more than the caller's smallest TPM
+limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone (uncapped, for
+every choice) ask for more could never fit, and is refused at once (429 ``rate_limit_exceeded``,
+"Request too large" quoting what it asked, with ``x-should-retry: false`` and no
+``Retry-After``, as OpenAI refuses it); a default output reservation past the limit is charged
+as the limit. A refusal is 429 ``rate_limit_exceeded`` with ``Retry-After``, or 429
+``insufficient_quota`` with ``x-should-retry: false`` for a spent budget (with ``Retry-After``
+until its day or month ends; none for a ``total`` budget, which never renews); when the limiter
+cannot decide (Redis down) the configured fail mode answers 503 ``limiter_unavailable`` (with
+``Retry-After: 1``: the limiter asks Redis again a second after a failure) or admits. Admitted
+calls and rate-limit refusals carry OpenAI's ``x-ratelimit-*`` headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
 it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
@@ -63,8 +64,9 @@ class Admit(Stage):
         return self._estimate(call)[0]
 
     def _estimate(self, call: ModelCall) -> tuple[int, int]:
-        """``estimate``, and the part of it the request itself asks for: the prompt, plus
-        ``max_tokens`` when it is sent (not the model's default or the reservation)."""
+        """``estimate``, and what the request itself asks for: the prompt, plus ``max_tokens``
+        for each of its choices when it is sent, uncapped (not the model's default or the
+        reservation): the figure a TPM limit refuses as too large, and quotes."""
         request = call.request
         assert request is not None
         tokens = estimate_prompt_tokens(request)
@@ -77,8 +79,7 @@ class Admit(Stage):
         else:  # embeddings produce no tokens
             return tokens, tokens
         if asked is not None:
-            tokens += min(asked, self._reservation) * n
-            return tokens, tokens
+            return tokens + min(asked, self._reservation) * n, tokens + asked * n
         default = call.route().targets[0].max_tokens_default or self._reservation
         return tokens + min(default, self._reservation) * n, tokens
 
@@ -92,10 +93,11 @@ class Admit(Stage):
         call.route()
         tokens, asked = self._estimate(call)
         largest = caller.largest_call
-        if largest is not None and tokens > largest:
-            if asked > largest:
+        if largest is not None:
+            if asked > largest:  # uncapped: the reservation caps the charge, not the ask
                 raise self._too_large(call, asked, largest)
-            tokens = largest  # a default output reservation past the limit: charge the limit
+            if tokens > largest:
+                tokens = largest  # a default output reservation past the limit: the limit
         decision = self._limiter.admit_now(buckets, tokens)  # a credit's call: no await
         if decision is None:
             decision = await self._limiter.admit(buckets, tokens)

@@ -1,0 +1,106 @@
+"""What a keyed call asks of its TPM limits (the admit stage on the real limiters): a call asking
+for more than a limit is refused on what it asked, uncapped, with the limit's headers; a list of
+completion prompts reserves output for each; a refusal's ``type`` names the limit that refused,
+as OpenAI's do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app import errors
+from app.api.incoming import Incoming
+from app.config import parse_config
+from app.gateway import Gateway
+from app.limits import Bucket, LocalLimiter, RedisLimiter
+from app.limits.resp import RespClient
+from app.pipeline import Caller, ModelCall, Pipeline
+from app.pricing import PriceBook
+from app.schemas import ChatRequest, CompletionRequest
+from app.stages.admit import Admit
+from app.usage import estimate_prompt_tokens
+from tests.api.conftest import ListSink
+from tests.limits.text import text_headers
+
+CONFIG = parse_config({
+    "providers": {"mock": {"type": "mock"}},
+    "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
+}, {})
+HI = [{"role": "user", "content": "hi"}]
+RESERVATION = 4096
+
+
+def _call(caller: Caller | None = None, **request: Any) -> ModelCall:
+    gateway = Gateway(config=CONFIG, providers={}, prices=PriceBook({}), sink=ListSink(),
+                      pipeline=Pipeline())
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    call = gateway.open(Incoming(path="/v1/chat/completions", headers={}, receive=receive))
+    kind = CompletionRequest if "prompt" in request else ChatRequest
+    call.request = kind.model_validate({"model": "chat", **request})
+    if caller is not None:
+        call.caller = caller
+    return call
+
+
+def _prompt(**request: Any) -> int:
+    """The prompt's estimated tokens (``app.usage``'s estimate, as the stage reads it)."""
+    built = _call(**request).request
+    assert built is not None
+    return estimate_prompt_tokens(built)
+
+
+def _caller(*, rpm: int | None = None, tpm: int | None = None, id: str = "k1") -> Caller:
+    return Caller("key", key_id=id, buckets=(Bucket("key", id, rpm, tpm, None),))
+
+
+def _redis(resp: RespClient, prefix: str) -> RedisLimiter:
+    return RedisLimiter(resp, timeout_s=0.5, fail_open=True, budget_fail_open=False,
+                        prefix=prefix)
+
+
+async def _refused(admit: Admit, call: ModelCall) -> errors.GatewayError:
+    with pytest.raises(errors.RateLimited) as caught:
+        await admit.on_request(call)
+    return caught.value
+
+
+# ---- too large is what the request asks, not the capped charge
+
+
+async def test_max_tokens_past_the_tpm_limit_is_too_large_though_the_charge_is_capped() -> None:
+    """TPM 5,000 with the 4,096 reservation: ``max_tokens: 8000`` is refused "Request too
+    large" quoting the prompt plus 8,000 (not the capped 4,096), as is
+    ``max_completion_tokens: 5000`` on TPM 1,000; nothing is charged."""
+    limiter = LocalLimiter()
+    admit = Admit(limiter, output_reservation=RESERVATION)
+    prompt = _prompt(messages=HI)
+    for tpm, field, asked in ((5000, "max_tokens", 8000), (5000, "max_tokens", 20_000),
+                              (1000, "max_completion_tokens", 5000)):
+        caller = _caller(tpm=tpm, id=f"k{tpm}-{asked}")
+        call = _call(caller, messages=HI, **{field: asked})
+        refused = await _refused(admit, call)
+        assert refused.code == "rate_limit_exceeded"
+        assert (f"Request too large for this key's tokens per minute: limit {tpm}, "
+                f"requested {prompt + asked} ") in refused.message
+        assert text_headers(call.headers)["x-should-retry"] == "false"
+        assert "retry-after" not in text_headers(call.headers)
+        fits = _call(caller, messages=HI, max_tokens=10)
+        await admit.on_request(fits)
+        assert text_headers(fits.headers)["x-ratelimit-remaining-tokens"] == \
+            str(tpm - prompt - 10)  # the refusal charged nothing
+
+
+async def test_the_ask_counts_every_choice_and_the_charge_stays_capped() -> None:
+    """``n: 3`` of ``max_tokens: 2000`` asks 6,000 and more: too large for TPM 6,000; under a
+    limit that holds the ask, the charge is the capped reservation per choice."""
+    admit = Admit(LocalLimiter(), output_reservation=RESERVATION)
+    prompt = _prompt(messages=HI)
+    refused = await _refused(admit, _call(_caller(tpm=6000), messages=HI, max_tokens=2000, n=3))
+    assert f"limit 6000, requested {prompt + 6000} " in refused.message
+    big = _call(_caller(tpm=100_000, id="k2"), messages=HI, max_tokens=8000)
+    await admit.on_request(big)
+    assert big.tokens == prompt + RESERVATION
