@@ -3,7 +3,8 @@ when it ends (``app.limits`` enforces them; Redis makes them hold across process
 
 Admit (``Slot.ADMIT``) charges one request and an estimate of its tokens to every bucket of the
 caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce for
-each of its choices (``n``, a completion's ``best_of`` if more): the request's
+each of its choices (``n``, a completion's ``best_of`` if more, times its prompts when it sends a
+list of them, as each is answered and billed on its own): the request's
 ``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
 ``rate_limits.output_reservation``. No call is charged more than the caller's smallest TPM
 limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone (uncapped, for
@@ -76,6 +77,9 @@ class Admit(Stage):
         elif isinstance(request, CompletionRequest):
             asked = request.max_tokens  # 0 included: the prompt scored, nothing generated
             n = max(request.n or 1, request.best_of or 1)  # best_of's candidates are billed
+            prompt = request.prompt
+            if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+                n *= len(prompt)  # a list of prompts: each gets its own n choices, as billed
         else:  # embeddings produce no tokens
             return tokens, tokens
         if asked is not None:

@@ -104,3 +104,31 @@ async def test_the_ask_counts_every_choice_and_the_charge_stays_capped() -> None
     big = _call(_caller(tpm=100_000, id="k2"), messages=HI, max_tokens=8000)
     await admit.on_request(big)
     assert big.tokens == prompt + RESERVATION
+
+
+# ---- a list of completion prompts reserves output for each
+
+
+def test_a_list_of_prompts_reserves_output_per_prompt_and_choice() -> None:
+    """K prompts of n choices reserve K x n x max_tokens (capped per choice by the reservation),
+    as they are generated and billed; token-id prompts alike; one list of ids is one prompt."""
+    admit = Admit(LocalLimiter(), output_reservation=100)
+    for prompts, count in ((["hello there"] * 7, 7), ([[1, 2, 3], [4, 5]], 2), ([1, 2, 3], 1),
+                           ("hello there", 1)):
+        prompt = _prompt(prompt=prompts)
+        assert admit.estimate(_call(prompt=prompts, max_tokens=10)) == prompt + count * 10
+        assert admit.estimate(_call(prompt=prompts, max_tokens=10, n=2, best_of=3)) == \
+            prompt + count * 30
+        assert admit.estimate(_call(prompt=prompts, max_tokens=500)) == prompt + count * 100
+
+
+async def test_a_hundred_prompts_past_the_tpm_limit_are_too_large_as_n_100_is() -> None:
+    """TPM 500: 100 prompts of ``max_tokens: 10`` ask the prompts plus 1,000 tokens, refused
+    "Request too large" exactly as one prompt with ``n: 100`` is."""
+    admit = Admit(LocalLimiter(), output_reservation=RESERVATION)
+    prompts = ["hello there"] * 100
+    refused = await _refused(admit, _call(_caller(tpm=500), prompt=prompts, max_tokens=10))
+    assert f"limit 500, requested {_prompt(prompt=prompts) + 1000} " in refused.message
+    as_n = await _refused(admit, _call(_caller(tpm=500), prompt="hello there", max_tokens=10,
+                                       n=100))
+    assert f"requested {_prompt(prompt='hello there') + 1000} " in as_n.message
