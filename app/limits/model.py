@@ -184,6 +184,12 @@ class Limiter(Protocol):
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
         ...
 
+    async def peek(self, buckets: Sequence[Bucket]) -> Decision | None:
+        """The buckets' windows as they stand, charging nothing (for the headers of a call
+        refused before it is admitted); ``None`` when not known (Redis down, a budget spent).
+        Never raises."""
+        ...
+
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int,
                cost_usd: float, *, elapsed_s: float | None = None,
                slot: int | None = None) -> None:

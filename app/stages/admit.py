@@ -16,7 +16,8 @@ as the limit. A refusal is 429 ``rate_limit_exceeded`` with ``Retry-After``, or 
 until its day or month ends; none for a ``total`` budget, which never renews); when the limiter
 cannot decide (Redis down) the configured fail mode answers 503 ``limiter_unavailable`` (with
 ``Retry-After: 1``: the limiter asks Redis again a second after a failure) or admits. Admitted
-calls and rate-limit refusals carry OpenAI's ``x-ratelimit-*`` headers.
+calls and rate-limit refusals (a call too large included) carry OpenAI's ``x-ratelimit-*``
+headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
 it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
@@ -99,7 +100,7 @@ class Admit(Stage):
         largest = caller.largest_call
         if largest is not None:
             if asked > largest:  # uncapped: the reservation caps the charge, not the ask
-                raise self._too_large(call, asked, largest)
+                raise await self._too_large(call, asked, largest)
             if tokens > largest:
                 tokens = largest  # a default output reservation past the limit: the limit
         decision = self._limiter.admit_now(buckets, tokens)  # a credit's call: no await
@@ -114,12 +115,19 @@ class Admit(Stage):
             return
         raise self._refusal(call, decision)
 
-    def _too_large(self, call: ModelCall, asked: int, largest: int) -> errors.GatewayError:
+    async def _too_large(self, call: ModelCall, asked: int,
+                         largest: int) -> errors.GatewayError:
         """The 429 for a call that asks for more tokens than a TPM limit allows in a whole
-        minute: waiting cannot help, so ``x-should-retry: false`` and no ``Retry-After``."""
-        scope: Scope = next((b.scope for b in call.caller.buckets if b.tpm == largest), "key")
+        minute: waiting cannot help, so ``x-should-retry: false`` and no ``Retry-After``. It
+        carries the ``x-ratelimit-*`` headers as other rate-limit refusals do, of the windows
+        as they stand (it is charged nothing): one more limiter round trip, on refusals only."""
+        buckets = call.caller.buckets
+        scope: Scope = next((b.scope for b in buckets if b.tpm == largest), "key")
         if self._recorder is not None:
             self._recorder.limit_rejected(scope)
+        standing = await self._limiter.peek(buckets)
+        if standing is not None:
+            call.headers += standing.headers()
         call.headers.append(SHOULD_NOT_RETRY)
         return errors.RateLimited(
             f"Request too large for this {scope}'s tokens per minute: limit {largest}, "

@@ -13,7 +13,7 @@ from app import errors
 from app.api.incoming import Incoming
 from app.config import parse_config
 from app.gateway import Gateway
-from app.limits import Bucket, LocalLimiter, RedisLimiter
+from app.limits import Bucket, Limiter, LocalLimiter, RedisLimiter
 from app.limits.resp import RespClient
 from app.pipeline import Caller, ModelCall, Pipeline
 from app.pricing import PriceBook
@@ -132,3 +132,49 @@ async def test_a_hundred_prompts_past_the_tpm_limit_are_too_large_as_n_100_is() 
     as_n = await _refused(admit, _call(_caller(tpm=500), prompt="hello there", max_tokens=10,
                                        n=100))
     assert f"requested {_prompt(prompt='hello there') + 1000} " in as_n.message
+
+
+# ---- a call too large carries the x-ratelimit-* headers
+
+
+async def _too_large_headers(limiter: Limiter) -> None:
+    caller = _caller(rpm=10, tpm=1000)
+    admit = Admit(limiter, output_reservation=RESERVATION)
+    first = _call(caller, messages=HI, max_tokens=100)
+    await admit.on_request(first)
+    used = first.tokens
+    for _ in range(2):  # twice: the refusal charges nothing, so both read the same windows
+        big = _call(caller, messages=HI, max_tokens=5000)
+        await _refused(admit, big)
+        headers = text_headers(big.headers)
+        assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"],
+                headers["x-ratelimit-limit-requests"],
+                headers["x-ratelimit-remaining-requests"]) == ("1000", str(1000 - used), "10",
+                                                               "9")
+        assert headers["x-ratelimit-reset-tokens"].endswith("s")
+        assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+
+
+async def test_too_large_carries_the_windows_headers_in_process() -> None:
+    """The in-process limiter: the 429 "Request too large" carries the request and token
+    trios of the windows as they stand, and ``x-should-retry: false``."""
+    await _too_large_headers(LocalLimiter())
+
+
+async def test_too_large_carries_the_windows_headers_on_redis(resp: RespClient,
+                                                              prefix: str) -> None:
+    """The Redis limiter likewise, read by an admission that charges nothing."""
+    await _too_large_headers(_redis(resp, prefix))
+
+
+async def test_too_large_with_redis_down_has_no_headers_but_is_refused() -> None:
+    """Redis unreachable: the call is still refused too large (it could never fit), without
+    the headers no one could read."""
+    down = RedisLimiter(RespClient.from_url("redis://127.0.0.1:1/0"), timeout_s=0.2,
+                        fail_open=True, budget_fail_open=False, prefix="sbtest-down")
+    big = _call(_caller(tpm=1000), messages=HI, max_tokens=5000)
+    refused = await _refused(Admit(down, output_reservation=RESERVATION), big)
+    assert "Request too large" in refused.message
+    headers = text_headers(big.headers)
+    assert headers["x-should-retry"] == "false"
+    assert not any(name.startswith("x-ratelimit-") for name in headers)
