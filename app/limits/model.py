@@ -169,6 +169,15 @@ class Decision:
                                  self.remaining_tokens, self.reset_tokens_s,
                                  self.reason == "budget")
 
+    @property
+    def refused_requests(self) -> bool:
+        """Whether a request (RPM) limit refused this rate-limit refusal, else a TPM limit
+        did. A refusal carries its windows as they stand without its charge (``uncharged``),
+        the tightest first: a request window refuses exactly when it has no request left, so
+        0 remaining requests says one did (read only when answering a refusal: admitted
+        calls pay nothing for it)."""
+        return self.remaining_requests == 0
+
 
 ADMITTED = Decision(True, "ok")
 """The decision for a call with no buckets (shared: costs nothing)."""

@@ -11,7 +11,8 @@ limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone (u
 every choice) ask for more could never fit, and is refused at once (429 ``rate_limit_exceeded``,
 "Request too large" quoting what it asked, with ``x-should-retry: false`` and no
 ``Retry-After``, as OpenAI refuses it); a default output reservation past the limit is charged
-as the limit. A refusal is 429 ``rate_limit_exceeded`` with ``Retry-After``, or 429
+as the limit. A refusal is 429 ``rate_limit_exceeded`` with ``Retry-After`` (``type``
+``requests`` or ``tokens``, the limit that refused, as OpenAI names it), or 429
 ``insufficient_quota`` with ``x-should-retry: false`` for a spent budget (with ``Retry-After``
 until its day or month ends; none for a ``total`` budget, which never renews); when the limiter
 cannot decide (Redis down) the configured fail mode answers 503 ``limiter_unavailable`` (with
@@ -129,7 +130,7 @@ class Admit(Stage):
         if standing is not None:
             call.headers += standing.headers()
         call.headers.append(SHOULD_NOT_RETRY)
-        return errors.RateLimited(
+        return errors.TokensRateLimited(
             f"Request too large for this {scope}'s tokens per minute: limit {largest}, "
             f"requested {asked} (the prompt's estimated tokens plus the output it asks for). "
             "Lower max_tokens or shorten the prompt.", code="rate_limit_exceeded")
@@ -173,8 +174,11 @@ def refusal(decision: Decision, headers: list[Header]) -> errors.GatewayError:
             f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
     wait = max(1, math.ceil(decision.retry_after_s))
     headers.append((b"retry-after", b"%d" % wait))
-    return errors.RateLimited(
-        f"Rate limit reached for this {scope}; retry in {wait} s.", code="rate_limit_exceeded")
+    if decision.refused_requests:
+        return errors.RateLimited(f"Rate limit reached for this {scope} on requests per minute; "
+                                  f"retry in {wait} s.", code="rate_limit_exceeded")
+    return errors.TokensRateLimited(f"Rate limit reached for this {scope} on tokens per minute; "
+                                    f"retry in {wait} s.", code="rate_limit_exceeded")
 
 
 class Account(Stage):

@@ -83,7 +83,8 @@ async def test_max_tokens_past_the_tpm_limit_is_too_large_though_the_charge_is_c
         caller = _caller(tpm=tpm, id=f"k{tpm}-{asked}")
         call = _call(caller, messages=HI, **{field: asked})
         refused = await _refused(admit, call)
-        assert refused.code == "rate_limit_exceeded"
+        assert refused.code == "rate_limit_exceeded" and refused.body()["error"]["type"] == \
+            "tokens"
         assert (f"Request too large for this key's tokens per minute: limit {tpm}, "
                 f"requested {prompt + asked} ") in refused.message
         assert text_headers(call.headers)["x-should-retry"] == "false"
@@ -178,3 +179,33 @@ async def test_too_large_with_redis_down_has_no_headers_but_is_refused() -> None
     headers = text_headers(big.headers)
     assert headers["x-should-retry"] == "false"
     assert not any(name.startswith("x-ratelimit-") for name in headers)
+
+
+# ---- the refusal's type names the limit, as OpenAI's does
+
+
+async def _types(limiter: Limiter) -> None:
+    admit = Admit(limiter, output_reservation=RESERVATION)
+    by_rpm = _caller(rpm=1, tpm=10_000, id="rpm")
+    await admit.on_request(_call(by_rpm, messages=HI, max_tokens=10))
+    refused = await _refused(admit, _call(by_rpm, messages=HI, max_tokens=10))
+    assert refused.body()["error"] | {"message": ""} == {
+        "message": "", "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    assert refused.message.startswith("Rate limit reached for this key on requests per minute")
+    by_tpm = _caller(rpm=100, tpm=200, id="tpm")
+    await admit.on_request(_call(by_tpm, messages=HI, max_tokens=150))
+    refused = await _refused(admit, _call(by_tpm, messages=HI, max_tokens=150))
+    assert refused.body()["error"] | {"message": ""} == {
+        "message": "", "type": "tokens", "param": None, "code": "rate_limit_exceeded"}
+    assert refused.message.startswith("Rate limit reached for this key on tokens per minute")
+
+
+async def test_a_refusal_names_requests_or_tokens_in_process() -> None:
+    """RPM refusals are ``type: requests``, TPM ones ``type: tokens`` (in-process limiter)."""
+    await _types(LocalLimiter())
+
+
+async def test_a_refusal_names_requests_or_tokens_on_redis(resp: RespClient,
+                                                           prefix: str) -> None:
+    """The same on the Redis limiter."""
+    await _types(_redis(resp, prefix))
