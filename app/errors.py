@@ -12,7 +12,8 @@ OpenAI error ``type`` it is reported with, so the official SDK raises its matchi
     ├── PermissionDenied (403, permission_error)
     ├── NotFound (404, not_found_error)                unknown route or admin object
     │   └── ModelNotFound (404, invalid_request_error)  unknown model, as OpenAI says it
-    ├── RateLimited (429, rate_limit_error)            a key's or team's RPM/TPM limit
+    ├── RateLimited (429, requests)                    a key's or team's RPM limit
+    │   └── TokensRateLimited (429, tokens)            its TPM limit (or a call too large for it)
     ├── QuotaExceeded (429, insufficient_quota)        a key's or team's budget is spent
     ├── Overloaded (503, server_error)                 past the gateway's own concurrency limit
     └── UpstreamError (502, upstream_error)            anything that went wrong beyond the gateway
@@ -143,10 +144,18 @@ class ModelNotFound(NotFound):
 
 
 class RateLimited(GatewayError):
-    """A caller's rate limit (requests or tokens per minute) is reached; retry later."""
+    """A caller's rate limit is reached; retry later. Its ``type`` names the limit, as
+    OpenAI's own 429s do: ``requests`` (per minute) here, ``tokens`` for a TPM limit
+    (``TokensRateLimited``). The SDKs pick their exception by status, not ``type``."""
 
     status = 429
-    error_type = "rate_limit_error"
+    error_type = "requests"
+
+
+class TokensRateLimited(RateLimited):
+    """A caller's tokens-per-minute limit is reached, or one call asks for more than it."""
+
+    error_type = "tokens"
 
 
 class QuotaExceeded(GatewayError):

@@ -13,8 +13,9 @@ A key created or changed with a model list naming a model this gateway does not 
 as asked (models may be configured later), and its answer carries ``warnings``, a list of
 sentences saying which (a typo'd model name would otherwise show only as 404s later).
 
-Errors: bad input 400 naming the field (a value the database refuses, such as a NUL character,
-400 ``invalid_value``; a team name with whitespace around it); unknown id 404; a team name taken
+Errors: bad input 400 naming the field (a NUL character in ``team_id``, ``models`` or
+``metadata`` included; another value the database refuses 400 ``invalid_value``; a team name
+with whitespace around it); unknown id 404 (one holding a NUL character too); a team name taken
 (ignoring case), team not empty, rotating a revoked key (also one revoked while the rotation
 ran) 409; no key database on this gateway 503 ``keys_unavailable``; database unreachable 503
 ``database_unavailable``.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AfterValidator
 
 from app import errors
 from app.api.deps import AdminDep, GatewayDep
@@ -35,8 +37,8 @@ from app.api.guard import GuardedRoute
 from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
-from app.keys.model import TeamRecord, unserved
-from app.keys.store import Position, position
+from app.keys.model import TeamRecord, no_nul, unserved
+from app.keys.store import Position, key_not_found, position, team_not_found
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -54,6 +56,26 @@ def get_directory(request: Request) -> KeyDirectory:
 
 
 DirectoryDep = Annotated[KeyDirectory, Depends(get_directory)]
+
+
+def _key_id(key_id: str, _admin: AdminDep) -> str:
+    """The path's key id, once the caller is known to be an admin. One with a NUL character
+    names no key (no id holds one, and Postgres refuses to compare it: a 400 naming no field):
+    404 as any unknown id."""
+    if "\x00" in key_id:
+        raise key_not_found(key_id.replace("\x00", ""))
+    return key_id
+
+
+def _team_id(team_id: str, _admin: AdminDep) -> str:
+    """The path's team id, as ``_key_id``."""
+    if "\x00" in team_id:
+        raise team_not_found(team_id.replace("\x00", ""))
+    return team_id
+
+
+KeyPathId = Annotated[str, Depends(_key_id)]
+TeamPathId = Annotated[str, Depends(_team_id)]
 
 
 def _key(record: KeyRecord, plaintext: str | None = None) -> dict[str, Any]:
@@ -105,7 +127,8 @@ def _page(records: Sequence[Listed], limit: int,
 
 @router.get("/keys")
 async def list_keys(admin: AdminDep, directory: DirectoryDep,
-                    team_id: Annotated[str | None, Query(max_length=64)] = None,
+                    team_id: Annotated[str | None, Query(max_length=64),
+                                      AfterValidator(no_nul)] = None,
                     limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
     """Keys (of one team with ``team_id``), oldest first, a page at a time: pass
     ``next_cursor`` back as ``cursor`` until it is null."""
@@ -117,13 +140,13 @@ async def list_keys(admin: AdminDep, directory: DirectoryDep,
 
 
 @router.get("/keys/{key_id}")
-async def get_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def get_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     async with answering("key database", log=log):
         return _key(await directory.store.get_key(key_id))
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep, directory: DirectoryDep,
+async def update_key(key_id: KeyPathId, spec: KeyUpdate, admin: AdminDep, directory: DirectoryDep,
                      gateway: GatewayDep) -> dict[str, Any]:
     """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
     setting or the expiry. The key's next call, on any gateway, runs under the change. A key
@@ -135,7 +158,7 @@ async def update_key(key_id: str, spec: KeyUpdate, admin: AdminDep, directory: D
 
 
 @router.post("/keys/{key_id}/rotate")
-async def rotate_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def rotate_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """A new plaintext for the key (answered once); the old one stops working at once."""
     async with answering("key database", log=log):
         record, plaintext = await directory.store.rotate_key(key_id)
@@ -144,7 +167,7 @@ async def rotate_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> d
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def revoke_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """Revoke the key (kept for the record; its calls are refused with 401)."""
     async with answering("key database", log=log):
         record = await directory.store.revoke_key(key_id)
@@ -153,7 +176,7 @@ async def revoke_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> d
 
 
 @router.delete("/keys/{key_id}")
-async def delete_key(key_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def delete_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     async with answering("key database", log=log):
         record = await directory.store.delete_key(key_id)
     await directory.changed(key_id=key_id)
@@ -181,13 +204,13 @@ async def list_teams(admin: AdminDep, directory: DirectoryDep, limit: Limit = 10
 
 
 @router.get("/teams/{team_id}")
-async def get_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def get_team(team_id: TeamPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     async with answering("key database", log=log):
         return (await directory.store.get_team(team_id)).to_json()
 
 
 @router.patch("/teams/{team_id}")
-async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
+async def update_team(team_id: TeamPathId, spec: TeamUpdate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
     """Change the fields sent; the team's keys pick up the new limits and privacy setting on
     every gateway. A team given limits where it had none, or another budget period, keeps what
@@ -198,7 +221,8 @@ async def update_team(team_id: str, spec: TeamUpdate, admin: AdminDep,
 
 
 @router.delete("/teams/{team_id}")
-async def delete_team(team_id: str, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+async def delete_team(team_id: TeamPathId, admin: AdminDep,
+                      directory: DirectoryDep) -> dict[str, Any]:
     """Remove a team with no keys left (409 ``team_not_empty`` otherwise)."""
     async with answering("key database", log=log):
         team = await directory.store.delete_team(team_id)

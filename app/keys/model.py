@@ -213,7 +213,7 @@ Metadata = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64),
                                     AfterValidator(no_nul)],
                           Annotated[str, Field(max_length=512), AfterValidator(no_nul)]],
                      Field(max_length=MAX_METADATA)]
-TeamId = Annotated[str, Field(min_length=1, max_length=64)]
+TeamId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)]
 
 
 _EXPECTED_TIME = "expected ISO 8601 (2027-01-31T00:00:00Z) or epoch seconds"

@@ -141,7 +141,8 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _key_not_found(key_id: str) -> errors.NotFound:
+def key_not_found(key_id: str) -> errors.NotFound:
+    """The 404 for a key id that names no key."""
     if key_id.startswith(KEY_PREFIX):  # a key pasted in place of its id: never echo it
         return errors.NotFound("That is a key, not a key id: ids look like key_0123456789ab.",
                                param="key_id", code="key_not_found")
@@ -149,7 +150,8 @@ def _key_not_found(key_id: str) -> errors.NotFound:
                            code="key_not_found")
 
 
-def _team_not_found(team_id: str, *, param: str = "team_id") -> errors.NotFound:
+def team_not_found(team_id: str, *, param: str = "team_id") -> errors.NotFound:
+    """The 404 for a team id that names no team."""
     return errors.NotFound(f"No team with id '{team_id[:80]}'.", param=param,
                            code="team_not_found")
 
@@ -194,7 +196,7 @@ class KeyStore:
         except IntegrityError:
             if spec.team_id is None:
                 raise
-            raise _team_not_found(spec.team_id) from None  # deleted since it was checked
+            raise team_not_found(spec.team_id) from None  # deleted since it was checked
         return record, key
 
     async def get_key(self, key_id: str) -> KeyRecord:
@@ -247,7 +249,7 @@ class KeyStore:
         except IntegrityError:
             if team_id is None:
                 raise
-            raise _team_not_found(team_id) from None  # deleted since it was checked
+            raise team_not_found(team_id) from None  # deleted since it was checked
 
     async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
         """A new plaintext for the key (same id and limits); the old one stops working."""
@@ -356,19 +358,19 @@ class KeyStore:
     async def _key(self, conn: AsyncConnection, key_id: str) -> KeyRecord:
         row = (await conn.execute(select(_KEY).where(_KEY.c.id == key_id))).first()
         if row is None:
-            raise _key_not_found(key_id)
+            raise key_not_found(key_id)
         return _key_record(row)
 
     async def _team(self, conn: AsyncConnection, team_id: str) -> TeamRecord:
         row = (await conn.execute(select(_TEAM).where(_TEAM.c.id == team_id))).first()
         if row is None:
-            raise _team_not_found(team_id)
+            raise team_not_found(team_id)
         return _team_record(row)
 
     async def _require_team(self, conn: AsyncConnection, team_id: str) -> None:
         found = await conn.scalar(select(_TEAM.c.id).where(_TEAM.c.id == team_id))
         if found is None:
-            raise _team_not_found(team_id)
+            raise team_not_found(team_id)
 
 
 def _joined_team(row: Row[Any]) -> TeamRecord | None:

@@ -82,6 +82,13 @@ class LocalLimiter:
                 _add(self._tokens.setdefault((b.scope, b.id), {}), second, tokens)
         return combine(buckets, requests, charged, admitted=True, reason="ok")
 
+    async def peek(self, buckets: Sequence[Bucket]) -> Decision | None:
+        """The buckets' windows as they stand, charging nothing."""
+        now = self._clock()
+        return combine(buckets, [self._window(self._requests, b, b.rpm, 0, now) for b in buckets],
+                       [self._window(self._tokens, b, b.tpm, 0, now) for b in buckets],
+                       admitted=True, reason="ok")
+
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
                *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Correct TPM by ``used - reserved`` and add ``cost_usd`` to every bucket's budget."""

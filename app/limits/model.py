@@ -169,6 +169,15 @@ class Decision:
                                  self.remaining_tokens, self.reset_tokens_s,
                                  self.reason == "budget")
 
+    @property
+    def refused_requests(self) -> bool:
+        """Whether a request (RPM) limit refused this rate-limit refusal, else a TPM limit
+        did. A refusal carries its windows as they stand without its charge (``uncharged``),
+        the tightest first: a request window refuses exactly when it has no request left, so
+        0 remaining requests says one did (read only when answering a refusal: admitted
+        calls pay nothing for it)."""
+        return self.remaining_requests == 0
+
 
 ADMITTED = Decision(True, "ok")
 """The decision for a call with no buckets (shared: costs nothing)."""
@@ -182,6 +191,12 @@ class Limiter(Protocol):
 
     async def admit(self, buckets: Sequence[Bucket], tokens: int) -> Decision:
         """Charge one request and ``tokens`` to every bucket, or to none; never raises."""
+        ...
+
+    async def peek(self, buckets: Sequence[Bucket]) -> Decision | None:
+        """The buckets' windows as they stand, charging nothing (for the headers of a call
+        refused before it is admitted); ``None`` when not known (Redis down, a budget spent).
+        Never raises."""
         ...
 
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int,

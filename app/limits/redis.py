@@ -395,6 +395,22 @@ class RedisLimiter:
             self._grant(known, raw[-2], raw[-1], max(0, tokens), sent, decision)
         return decision
 
+    async def peek(self, buckets: Sequence[Bucket]) -> Decision | None:
+        """The buckets' windows as they stand, charging nothing: an admission of no call, no
+        tokens and no credit (``scripts.ADMIT`` charges nothing then), in the queue with the
+        others; ``None`` when Redis does not answer or a budget is spent."""
+        now = self._now()
+        future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
+        self._admits.append((self._prepared(buckets, now).admit_call(
+            self._now_ms(now), 0, 0, charge=False), future))
+        if self._sending is None:
+            self._flush_admits()
+        raw = await future
+        if raw is None or raw[0] == 2:
+            return None
+        requests, tokens = _windows(buckets, raw)
+        return combine(buckets, requests, tokens, admitted=True, reason="ok")
+
     def settle(self, buckets: Sequence[Bucket], reserved: int, used: int, cost_usd: float,
                *, elapsed_s: float | None = None, slot: int | None = None) -> None:
         """Queue a TPM correction and the spend of one call; sent with the next admission, or

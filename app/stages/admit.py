@@ -2,19 +2,23 @@
 when it ends (``app.limits`` enforces them; Redis makes them hold across processes).
 
 Admit (``Slot.ADMIT``) charges one request and an estimate of its tokens to every bucket of the
-caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce (the
-request's ``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
-``rate_limits.output_reservation``). No call is charged more than the caller's smallest TPM
-limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone ask for more could
-never fit, and is refused at once (429 ``rate_limit_exceeded``, "Request too large", with
-``x-should-retry: false`` and no ``Retry-After``, as OpenAI refuses it); a default output
-reservation past the limit is charged as the limit. A refusal is 429 ``rate_limit_exceeded``
-with ``Retry-After``, or 429 ``insufficient_quota`` with ``x-should-retry: false`` for a spent
-budget (with ``Retry-After`` until its day or month ends; none for a ``total`` budget, which
-never renews); when the limiter cannot decide (Redis down) the configured fail mode answers 503
-``limiter_unavailable`` (with ``Retry-After: 1``: the limiter asks Redis again a second after a
-failure) or admits. Admitted calls and rate-limit refusals carry OpenAI's
-``x-ratelimit-*`` headers.
+caller (its key's, its team's): the prompt's estimated tokens plus the output it may produce for
+each of its choices (``n``, a completion's ``best_of`` if more, times its prompts when it sends a
+list of them, as each is answered and billed on its own): the request's
+``max_completion_tokens`` or ``max_tokens``, else the model's default, capped by
+``rate_limits.output_reservation``. No call is charged more than the caller's smallest TPM
+limit (``Caller.largest_call``): a call whose prompt and ``max_tokens`` alone (uncapped, for
+every choice) ask for more could never fit, and is refused at once (429 ``rate_limit_exceeded``,
+"Request too large" quoting what it asked, with ``x-should-retry: false`` and no
+``Retry-After``, as OpenAI refuses it); a default output reservation past the limit is charged
+as the limit. A refusal is 429 ``rate_limit_exceeded`` with ``Retry-After`` (``type``
+``requests`` or ``tokens``, the limit that refused, as OpenAI names it), or 429
+``insufficient_quota`` with ``x-should-retry: false`` for a spent budget (with ``Retry-After``
+until its day or month ends; none for a ``total`` budget, which never renews); when the limiter
+cannot decide (Redis down) the configured fail mode answers 503 ``limiter_unavailable`` (with
+``Retry-After: 1``: the limiter asks Redis again a second after a failure) or admits. Admitted
+calls and rate-limit refusals (a call too large included) carry OpenAI's ``x-ratelimit-*``
+headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
 it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
@@ -63,8 +67,9 @@ class Admit(Stage):
         return self._estimate(call)[0]
 
     def _estimate(self, call: ModelCall) -> tuple[int, int]:
-        """``estimate``, and the part of it the request itself asks for: the prompt, plus
-        ``max_tokens`` when it is sent (not the model's default or the reservation)."""
+        """``estimate``, and what the request itself asks for: the prompt, plus ``max_tokens``
+        for each of its choices when it is sent, uncapped (not the model's default or the
+        reservation): the figure a TPM limit refuses as too large, and quotes."""
         request = call.request
         assert request is not None
         tokens = estimate_prompt_tokens(request)
@@ -74,11 +79,13 @@ class Admit(Stage):
         elif isinstance(request, CompletionRequest):
             asked = request.max_tokens  # 0 included: the prompt scored, nothing generated
             n = max(request.n or 1, request.best_of or 1)  # best_of's candidates are billed
+            prompt = request.prompt
+            if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+                n *= len(prompt)  # a list of prompts: each gets its own n choices, as billed
         else:  # embeddings produce no tokens
             return tokens, tokens
         if asked is not None:
-            tokens += min(asked, self._reservation) * n
-            return tokens, tokens
+            return tokens + min(asked, self._reservation) * n, tokens + asked * n
         default = call.route().targets[0].max_tokens_default or self._reservation
         return tokens + min(default, self._reservation) * n, tokens
 
@@ -92,10 +99,11 @@ class Admit(Stage):
         call.route()
         tokens, asked = self._estimate(call)
         largest = caller.largest_call
-        if largest is not None and tokens > largest:
-            if asked > largest:
-                raise self._too_large(call, asked, largest)
-            tokens = largest  # a default output reservation past the limit: charge the limit
+        if largest is not None:
+            if asked > largest:  # uncapped: the reservation caps the charge, not the ask
+                raise await self._too_large(call, asked, largest)
+            if tokens > largest:
+                tokens = largest  # a default output reservation past the limit: the limit
         decision = self._limiter.admit_now(buckets, tokens)  # a credit's call: no await
         if decision is None:
             decision = await self._limiter.admit(buckets, tokens)
@@ -108,14 +116,21 @@ class Admit(Stage):
             return
         raise self._refusal(call, decision)
 
-    def _too_large(self, call: ModelCall, asked: int, largest: int) -> errors.GatewayError:
+    async def _too_large(self, call: ModelCall, asked: int,
+                         largest: int) -> errors.GatewayError:
         """The 429 for a call that asks for more tokens than a TPM limit allows in a whole
-        minute: waiting cannot help, so ``x-should-retry: false`` and no ``Retry-After``."""
-        scope: Scope = next((b.scope for b in call.caller.buckets if b.tpm == largest), "key")
+        minute: waiting cannot help, so ``x-should-retry: false`` and no ``Retry-After``. It
+        carries the ``x-ratelimit-*`` headers as other rate-limit refusals do, of the windows
+        as they stand (it is charged nothing): one more limiter round trip, on refusals only."""
+        buckets = call.caller.buckets
+        scope: Scope = next((b.scope for b in buckets if b.tpm == largest), "key")
         if self._recorder is not None:
             self._recorder.limit_rejected(scope)
+        standing = await self._limiter.peek(buckets)
+        if standing is not None:
+            call.headers += standing.headers()
         call.headers.append(SHOULD_NOT_RETRY)
-        return errors.RateLimited(
+        return errors.TokensRateLimited(
             f"Request too large for this {scope}'s tokens per minute: limit {largest}, "
             f"requested {asked} (the prompt's estimated tokens plus the output it asks for). "
             "Lower max_tokens or shorten the prompt.", code="rate_limit_exceeded")
@@ -159,8 +174,11 @@ def refusal(decision: Decision, headers: list[Header]) -> errors.GatewayError:
             f"The {scope}'s budget for this period is spent.", code="insufficient_quota")
     wait = max(1, math.ceil(decision.retry_after_s))
     headers.append((b"retry-after", b"%d" % wait))
-    return errors.RateLimited(
-        f"Rate limit reached for this {scope}; retry in {wait} s.", code="rate_limit_exceeded")
+    if decision.refused_requests:
+        return errors.RateLimited(f"Rate limit reached for this {scope} on requests per minute; "
+                                  f"retry in {wait} s.", code="rate_limit_exceeded")
+    return errors.TokensRateLimited(f"Rate limit reached for this {scope} on tokens per minute; "
+                                    f"retry in {wait} s.", code="rate_limit_exceeded")
 
 
 class Account(Stage):

@@ -57,7 +57,7 @@ def test_a_60_rpm_limit_holds_across_three_gateway_processes(
     assert len(rows) == 150
     refusals = [r for r in rows if r["http_status"] == 429]
     assert len(refusals) == statuses.count(429)
-    assert {(r["status"], r["error_type"]) for r in refusals} == {("error", "rate_limit_error")}
+    assert {(r["status"], r["error_type"]) for r in refusals} == {("error", "requests")}
     assert all("Rate limit reached for this key" in r["error_message"] for r in refusals)
     assert {r["public_model"] for r in refusals} == {"chat"}  # refused before routing, named
 
