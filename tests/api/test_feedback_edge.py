@@ -152,7 +152,7 @@ def test_feedback_counts_against_the_keys_rpm(limited: str) -> None:
     refused = _feedback(limited, key, call_id)
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"] == {
-        "message": refused.json()["error"]["message"], "type": "rate_limit_error",
+        "message": refused.json()["error"]["message"], "type": "requests",
         "param": None, "code": "rate_limit_exceeded"}
     assert refused.json()["error"]["message"].startswith("Rate limit reached for this key")
     assert int(refused.headers["retry-after"]) >= 1
