@@ -201,7 +201,8 @@ async def report_of(engine: AsyncEngine, name: str, configured: Sequence[str] | 
     the call log, its variants those of its calls, compared with ``control`` if given (the
     rows do not say which variant was the control). ``NotFound`` for an experiment neither
     configured nor in the call log; ``InvalidRequest`` for a ``control`` that is none of its
-    variants."""
+    variants, configured or in the call log (a variant a live reload removed is still one of
+    the report's, and may be compared with)."""
     variants = list(configured) if configured is not None else await logged_variants(engine,
                                                                                      name)
     if not variants:
@@ -209,9 +210,12 @@ async def report_of(engine: AsyncEngine, name: str, configured: Sequence[str] | 
                               "and no call of one in the call log.", param="name",
                               code="experiment_not_found")
     if control is not None and control not in variants:
-        raise errors.InvalidRequest(
-            f"Experiment {name[:128]!r} has no variant named {control[:128]!r} (its variants: "
-            f"{', '.join(variants)}).", param="control", code="variant_not_found")
+        known = variants if configured is None else [
+            *variants, *(v for v in await logged_variants(engine, name) if v not in variants)]
+        if control not in known:
+            raise errors.InvalidRequest(
+                f"Experiment {name[:128]!r} has no variant named {control[:128]!r} (its "
+                f"variants: {', '.join(known)}).", param="control", code="variant_not_found")
     if control is None and configured is not None:
         control = variants[0]
     return await report(engine, name, variants, control=control, since=since,

@@ -1,18 +1,40 @@
-"""An experiment's report over real rows (SQLite and Postgres): feedback scores are judged on
-the scale the experiment's scores span, so a variant whose ratings were all the same has a
-sequence of positive width."""
+"""An experiment's report over real rows (SQLite and Postgres): a variant a live reload removed
+can still be the control it is compared with, and feedback scores are judged on the scale the
+experiment's scores span, so a variant whose ratings were all the same has a sequence of
+positive width."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app import experiments
+from app import errors, experiments
 from app.db.models import Feedback
 from app.feedback import MAX_SCORE
 from tests.test_experiment_report import call, engine  # noqa: F401 - engine is a fixture
+
+
+async def test_a_variant_a_reload_removed_can_be_the_control(
+        engine: AsyncEngine) -> None:  # noqa: F811 - the fixture
+    """``treat`` was configured, took calls, and a reload removed it: the report still lists
+    it, and ``?control=treat`` compares the others with it; a name with no call and no
+    config is still a 400 naming every variant the report knows."""
+    rows = [call(f"{variant}-{i}", variant) for variant in ("control", "treat", "third")
+            for i in range(3)]
+    async with AsyncSession(engine) as session:
+        session.add_all(rows)
+        await session.commit()
+    report = await experiments.report_of(engine, "ab", ["control", "third"], control="treat")
+    assert report["control"] == "treat"
+    assert list(report["variants"]) == ["control", "third", "treat"]
+    assert report["variants"]["treat"]["differs_from_control"] is None
+    assert report["variants"]["third"]["differs_from_control"] is not None
+    with pytest.raises(errors.InvalidRequest) as bad:
+        await experiments.report_of(engine, "ab", ["control", "third"], control="nope")
+    assert bad.value.param == "control" and "control, third, treat" in bad.value.message
 
 
 async def test_ratings_all_the_same_are_no_proof_of_their_mean(
