@@ -26,6 +26,7 @@ from app.api.guard import GuardedRoute
 from app.calllog import query, spend
 from app.db.engine import DATABASE_ERRORS
 from app.resources import resources_of
+from app.routing.table import Route
 from app.times import iso
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=GuardedRoute)
@@ -215,12 +216,14 @@ async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
 async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Per public model: its strategy and, per target, its circuit breaker's state, the calls in
     flight from this worker and the moving average of its time to first byte (this worker's
-    view; breakers are shared by every process through Redis when there is one)."""
+    view; breakers are shared by every process through Redis when there is one); the same per
+    variant of each experiment (``experiments``), since a variant's targets may be none of its
+    model's (a breaker belongs to a target, shared by every model and variant listing it)."""
     gateway = resources_of(request).gateway
     router = gateway.router
     states = router.states
-    models: dict[str, Any] = {}
-    for route in gateway.table.routes():
+
+    def targets_of(route: Route) -> list[dict[str, Any]]:
         targets = []
         for target in route.targets:
             key = (target.provider, target.model)
@@ -235,8 +238,20 @@ async def routing_status(admin: AdminDep, request: Request) -> dict[str, Any]:
                 "in_flight": stats.in_flight if stats is not None else 0,
                 "first_byte_ms": None if stats is None or stats.ewma_ms is None
                 else round(stats.ewma_ms, 1)})
-        models[route.name] = {"strategy": route.strategy, "targets": targets}
-    return {"version": gateway.snapshot.version, "models": models}
+        return targets
+
+    models: dict[str, Any] = {}
+    experiments_shown: dict[str, Any] = {}
+    for route in gateway.table.routes():
+        models[route.name] = {"strategy": route.strategy, "targets": targets_of(route)}
+        experiment = gateway.table.experiment_of(route.name)
+        if experiment is not None:
+            experiments_shown[experiment.name] = {"model": experiment.model, "variants": {
+                variant.name: {"shadow": variant.shadow, "strategy": variant.route.strategy,
+                               "targets": targets_of(variant.route)}
+                for variant in (*experiment.variants, *experiment.shadows)}}
+    return {"version": gateway.snapshot.version, "models": models,
+            "experiments": experiments_shown}
 
 
 @router.get("/experiments/{name}")

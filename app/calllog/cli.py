@@ -558,12 +558,14 @@ def experiment_report(url: str, key: str | None, name: str, since: str | None,
                    + (f" ({refused} refused before any provider, not in the metrics)"
                       if refused else "")
                    + f", p50 {_ms(data['latency_ms']['p50'])}, "
-                   f"p95 {_ms(data['latency_ms']['p95'])}")
+                   f"p95 {_ms(data['latency_ms']['p95'])}, "
+                   f"time to first token p50 {_ms(data['ttft_ms']['p50'])}")
         if data.get("prompt_versions"):
             click.echo("  prompt versions    " + ", ".join(
                 f"{version} ({n})" for version, n in sorted(data["prompt_versions"].items())))
-        for metric in ("error_rate", "cost_usd", "completion_tokens", "refusal_rate",
-                       "json_validity", "feedback_score"):
+        # every metric the API compares (its differs_from_control), and the tokens
+        for metric in ("error_rate", "latency_ms", "cost_usd", "completion_tokens",
+                       "refusal_rate", "json_validity", "feedback_score"):
             m = data[metric]
             ci = "" if m["ci95"] is None else f" [{m['ci95'][0]:.4g}, {m['ci95'][1]:.4g}]"
             verdict = {True: " differs from control", False: " no difference shown",

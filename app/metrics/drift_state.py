@@ -161,7 +161,10 @@ class TargetState:
         for signal in self.flags:
             remove(metrics.drift_flagged, *labels, signal)
         remove(metrics.baseline_samples, *labels, LENGTH)
-        for version in shown:
+        # ``other`` too, whatever the versions say: a version past the cap that came before
+        # the current one (which may be one of the first ``MAX_VERSIONS`` again) left its series
+        # at 0, and nothing remembers it (removing a series that is not there is no error).
+        for version in shown | {_PAST_THE_CAP}:
             remove(metrics.model_info, *labels, *version)
 
     def clear_window(self) -> None:
