@@ -238,7 +238,8 @@ async def _serve(sim: Sim, req: Request, route: Route) -> None:
         await predict(sim, req, route, model=model)
     else:
         await gemini.generate(sim, req, route, model=model,
-                              streaming=method == "streamGenerateContent", extra=_extra())
+                              streaming=method == "streamGenerateContent", extra=_extra(),
+                              call_ids=False)
 
 
 def match(method: str, path: str) -> bool:
