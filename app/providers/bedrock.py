@@ -18,7 +18,10 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
 - ``tools``/``tool_choice`` become ``toolConfig`` (``required`` -> ``any``; a tool's ``strict:
   true`` its ``toolSpec.strict``, Converse's strict tool use); ``tool_choice: none`` leaves the
   tools out (the model cannot call tools it is not shown), refused (400) when the conversation
-  already holds tool calls, which Converse needs the tools for.
+  already holds tool calls, which Converse needs the tools for. A tool-call history sent
+  without ``tools`` declares the tools it called, each with an open schema and a description
+  asking the model not to call it (Converse refuses toolUse/toolResult blocks without a
+  ``toolConfig``; OpenAI takes such a history for a final answer).
 - ``response_format`` ``json_schema`` becomes Converse's own structured output
   (``outputConfig.textFormat``, in botocore's model of the API); ``json_object`` is refused
   (400): Converse has no schema-less JSON mode.

@@ -189,14 +189,36 @@ def _has_tool_blocks(turns: list[Json]) -> bool:
     return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
 
 
+PLACEHOLDER_DESCRIPTION = ("Called earlier in this conversation; not available now. Do not "
+                           "call it.")
+
+
+def _history_tools(turns: list[Json]) -> Json:
+    """A ``toolConfig`` declaring the tools a conversation's ``toolUse`` blocks name, each with
+    an open schema (empty when it used none). Converse refuses toolUse/toolResult blocks without
+    a ``toolConfig`` (ValidationException "The toolConfig field must be defined when using
+    toolUse and toolResult content blocks."), while OpenAI takes a tool-call history without
+    ``tools`` (a final or summary turn); declaring the history's tools is how AWS's own
+    bedrock-access-gateway and strands-agents serve it. The description asks the model not to
+    call them: the client offered none."""
+    names = dict.fromkeys(b["toolUse"]["name"] for t in turns for b in t["content"]
+                          if "toolUse" in b)
+    if not names:
+        return {}
+    return {"toolConfig": {"tools": [
+        {"toolSpec": {"name": name, "description": PLACEHOLDER_DESCRIPTION,
+                      "inputSchema": {"json": {"type": "object"}}}} for name in names]}}
+
+
 def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
-    """``toolConfig`` (empty when there are no tools to send)."""
+    """``toolConfig``: the request's tools; without any, the tools a conversation's history
+    used (``_history_tools``), else empty."""
     functions = function_tools(request, who=WHO)
     choice = request.tool_choice
     if not functions:
         if choice not in (None, "none", "auto"):
             raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
-        return {}
+        return _history_tools(turns)
     if request.parallel_tool_calls is False:
         raise errors.InvalidRequest("Bedrock Converse cannot turn parallel tool calls off",
                                     param="parallel_tool_calls")
