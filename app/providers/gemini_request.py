@@ -31,6 +31,10 @@ models take a ``thinkingBudget`` too (Google keeps it for backwards compatibilit
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+MEDIA_ALIASES = {"image/jpg": "image/jpeg", "image/jpe": "image/jpeg",
+                 "image/pjpeg": "image/jpeg"}
+"""Names clients give JPEG that Google refuses (400 "Unsupported MIME type: image/jpg"; it
+takes image/jpeg), sent under the registered name, as the Bedrock translation reads ``jpg``."""
 
 
 def _inline(url: str, *, param: str, what: str) -> Json:
@@ -39,7 +43,8 @@ def _inline(url: str, *, param: str, what: str) -> Json:
         raise errors.InvalidRequest(
             f"Gemini takes {what} inline only, as a base64 data: URL (it cannot fetch URLs)",
             param=param)
-    return {"inlineData": {"mimeType": match["media"].lower(), "data": match["data"]}}
+    media = match["media"].lower()
+    return {"inlineData": {"mimeType": MEDIA_ALIASES.get(media, media), "data": match["data"]}}
 
 
 def content_parts(content: str | list[Json] | None, *, param: str) -> list[Json]:

@@ -7,9 +7,10 @@ exactly one of text, inlineData, fileData, functionCall, functionResponse, execu
 codeExecutionResult, plus ``thought``/``thoughtSignature``), ``systemInstruction``, ``tools``'
 ``functionDeclarations`` (a name each, ``FunctionDeclaration``'s fields only; ``parameters``
 and ``parametersJsonSchema`` not both), ``toolConfig.functionCallingConfig`` (mode AUTO, ANY,
-NONE or VALIDATED; allowed names only with ANY or VALIDATED) and ``generationConfig``'s field
-names and ranges; function call and response ``id`` s (refused on Vertex's v1, which has no such
-field; on the Gemini API a response's must name a call of the model turn before it).
+NONE or VALIDATED; allowed names only with ANY or VALIDATED), inline images' MIME types
+(``IMAGE_TYPES``), ``generationConfig``'s field names and ranges, and function call and response
+``id`` s (refused on Vertex's v1, which has no such field; on the Gemini API a response's must
+name a call of the model turn before it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse
              "executableCode", "codeExecutionResult")
 PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
                          "mediaResolution", "partMetadata"})
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+"""The image MIME types Gemini reads (Google's image-understanding pages); another image type,
+``image/jpg`` included, is its 400 "Unsupported MIME type"."""
 MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
 DECLARATION_FIELDS = frozenset({"name", "description", "behavior", "parameters",
                                 "parametersJsonSchema", "response", "responseJsonSchema"})
@@ -140,6 +144,9 @@ def _parts(value: Any, where: str, *, call_ids: bool = True) -> list[dict[str, A
                                    or not isinstance(inline.get("data"), str)):
             raise invalid(f"* GenerateContentRequest.{where}.parts[{i}].inline_data: mime_type "
                           "and data are required.")
+        media = str(inline.get("mimeType")).lower() if inline is not None else ""
+        if media.startswith("image/") and media not in IMAGE_TYPES:
+            raise invalid(f"Unsupported MIME type: {media}")
     return value
 
 
