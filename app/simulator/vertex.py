@@ -18,8 +18,9 @@ publishers/google/models/{model}:{method}``.
   ``generateContent`` and ``streamGenerateContent`` answer as the Gemini API's (``gemini``),
   with Vertex's ``createTime``; ``predict`` is the text-embeddings
   API: ``instances: [{"content", "task_type"?, "title"?}]`` (at most 250; one for
-  ``gemini-embedding-*`` models), ``parameters: {"outputDimensionality"?, "autoTruncate"?}``
-  (the length defaults to the model's own, ``embeddings.MODEL_DIMENSIONS``),
+  ``gemini-embedding-*`` models; at most ``MAX_INPUT_TOKENS`` tokens in all), ``parameters:
+  {"outputDimensionality"?, "autoTruncate"?}`` (the length defaults to the model's own,
+  ``embeddings.MODEL_DIMENSIONS``),
   answered ``{"predictions": [{"embeddings": {"values", "statistics": {"truncated",
   "token_count"}}}], "metadata": {"billableCharacterCount"}}``.
 - Claude: ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``, the same
@@ -57,6 +58,9 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SIGNING_KEY = b"switchboard-simulator-google-signing-key"
 METHODS = ("generateContent", "streamGenerateContent", "predict")
 PUBLISHER_METHODS = {"google": METHODS, "anthropic": vertex_anthropic.METHODS}
+MAX_INPUT_TOKENS = 20_000
+"""The input tokens one text-embeddings ``predict`` request may carry (Vertex's "Get text
+embeddings" limits: more is a 400)."""
 UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access "
                    "token, login cookie or other valid authentication credential. See "
                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
@@ -209,6 +213,10 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
         predictions.append({"embeddings": {
             "values": list(vector(text, dimensions)),
             "statistics": {"truncated": False, "token_count": count}}})
+    if tokens > MAX_INPUT_TOKENS:
+        raise invalid(f"Unable to submit request because the input token count is {tokens} but "
+                      f"the model supports up to {MAX_INPUT_TOKENS}. Reduce the input token "
+                      "count and try again.")
     if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         await send_json(req.send, 200, orjson.dumps({
             "predictions": predictions, "metadata": {"billableCharacterCount": chars}}))
