@@ -145,10 +145,20 @@ class AzureOpenAI(OpenAICompatible):
         return await super().embed(call, target=target)
 
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
-        """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it."""
+        """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it,
+        and with a client's ``max_completion_tokens`` sent as ``max_tokens`` (the smaller of
+        the two when both are given) where it knows only that one: Azure answers 400
+        "Unrecognized request argument supplied: max_completion_tokens" there."""
         payload = super().prepare(payload, target=target, stream=stream)
         if not accepts_stream_options(self._config.api_version):
             payload.pop("stream_options", None)
+        if not accepts_max_completion_tokens(self._config.api_version) \
+                and "max_completion_tokens" in payload:
+            limit = payload.pop("max_completion_tokens")
+            other = payload.get("max_tokens")
+            both = isinstance(limit, int) and isinstance(other, int)
+            payload["max_tokens"] = min(limit, other) if both else limit if other is None \
+                else other
         return payload
 
     def _stream(self, path: str, body: Json, target: Target, *, limit_field: str | None
