@@ -18,10 +18,11 @@ from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
                       "requestMetadata", "additionalModelResponseFieldPaths", "serviceTier",
-                      "promptVariables", "outputConfig")
+                      "promptVariables", "outputConfig", "projectIdentifier")
 """Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``;
 ``ConverseRequest``'s members in botocore's model, less those the translation makes:
-``outputConfig`` is replaced by a ``json_schema`` ``response_format``'s)."""
+``outputConfig`` is merged with a ``json_schema`` ``response_format``'s ``textFormat``, which
+wins, so a client's or target's ``effort`` stays)."""
 MAX_RESPONSE_FIELD_PATHS = 10
 """``additionalModelResponseFieldPaths`` holds at most 10 paths (botocore's model)."""
 WHO = "Bedrock Converse models"
@@ -290,9 +291,13 @@ def _check_supported(request: ChatRequest, body: Json) -> None:
         raise errors.InvalidRequest("Bedrock Converse does not return logprobs",
                                     param="logprobs" if request.logprobs else "top_logprobs")
     if body.get("reasoning_effort") is not None:
-        raise errors.InvalidRequest(  # no published mapping to a model's own reasoning switch
-            "Bedrock Converse has no reasoning_effort; ask for Claude's thinking with "
-            "additionalModelRequestFields.thinking", param="reasoning_effort")
+        # Converse's outputConfig.effort (low to max) is a request member, but which models
+        # take it is not published per model, and OpenAI's none/minimal have no counterpart:
+        # the client sends Converse's own field for the models it knows take it.
+        raise errors.InvalidRequest(
+            "Bedrock Converse has no reasoning_effort; send Converse's own outputConfig.effort "
+            "(low, medium, high, xhigh or max) for a model that takes it, or ask for Claude's "
+            "thinking with additionalModelRequestFields.thinking", param="reasoning_effort")
 
 
 def inference_config(request: ChatRequest, *, target: Target, max_tokens_default: int | None
@@ -334,9 +339,17 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     payload.update(output_config(request))
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
     out = {**target.params, **passthrough, **payload}
+    if "outputConfig" in payload:  # merged, as inferenceConfig is: the effort asked for stays
+        out["outputConfig"] = {**_dict(target.params.get("outputConfig")),
+                               **_dict(passthrough.get("outputConfig")),
+                               **payload["outputConfig"]}
     if inference.get("stopSequences"):
         _ask_for_stop_sequence(out)
     return out
+
+
+def _dict(value: object) -> Json:
+    return value if isinstance(value, dict) else {}
 
 
 def _ask_for_stop_sequence(payload: Json) -> None:

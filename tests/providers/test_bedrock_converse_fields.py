@@ -47,3 +47,35 @@ def test_tool_history_without_tools_declares_the_history_tools(run_gateway: Gate
     assert [t["toolSpec"]["name"] for t in tools] == ["get_weather", "get_time"]
     assert tools[0]["toolSpec"]["inputSchema"] == {"json": {"type": "object"}}
     assert "toolChoice" not in sent["body"]["toolConfig"]
+
+
+SCHEMA: Any = {"type": "json_schema", "json_schema": {"name": "tide", "schema": {
+    "type": "object", "properties": {"height": {"type": "number"}}, "required": ["height"]}}}
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about tides"}]
+
+
+def test_effort_is_kept_beside_a_json_schema(run_gateway: GatewayFactory,
+                                             simulator: str) -> None:
+    """A client's ``outputConfig.effort`` is merged with the ``textFormat`` a json_schema
+    ``response_format`` makes, not replaced by it; alone, it is forwarded and answered."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        client.chat.completions.create(model="claude", messages=USER, response_format=SCHEMA,
+                                       extra_body={"outputConfig": {"effort": "low"}})
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["body"]["outputConfig"]["effort"] == "low"
+        assert sent["body"]["outputConfig"]["textFormat"]["type"] == "json_schema"
+        reply = client.chat.completions.create(model="claude", messages=USER, max_tokens=5,
+                                               extra_body={"outputConfig": {"effort": "high"}})
+        assert reply.choices[0].message.content
+        (sent,) = sim_requests(simulator, 1)
+        assert sent["body"]["outputConfig"] == {"effort": "high"}
+
+
+def test_project_identifier_is_forwarded(run_gateway: GatewayFactory, simulator: str) -> None:
+    """Converse's ``projectIdentifier`` (a ConverseRequest member) reaches Bedrock."""
+    with run_gateway(config(simulator)) as gw:
+        gw.client().chat.completions.create(model="claude", messages=USER, max_tokens=3,
+                                            extra_body={"projectIdentifier": "proj-123"})
+        (sent,) = sim_requests(simulator, 1)
+    assert sent["body"]["projectIdentifier"] == "proj-123"
