@@ -32,8 +32,9 @@ the prompt's counts (``promptTokenCount``, ``cachedContentTokenCount``, their de
 ``data: {"error": {...}}`` frame and ends the stream.
 
 Embeddings: deterministic unit vectors (``embeddings.vector``) of ``outputDimensionality``
-(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``), at
-most 100 requests a batch, each naming the path's model.
+(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``; a
+known model refuses one past its own, ``largest_output``), at most 100 requests a batch, each
+naming the path's model.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from app.simulator import content, gemini_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.embeddings import MAX_DIMENSIONS, MODEL_DIMENSIONS, dimensions_of, vector
 from app.simulator.errors import google_error
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.gemini_request import GenerateRequest, invalid, read_request
@@ -271,6 +272,13 @@ async def generate(sim: Sim, req: Request, route: Route, *, model: str, streamin
         await send_json(req.send, 200, orjson.dumps(answer.body()))
 
 
+def largest_output(model: str) -> int:
+    """The longest vector ``model`` makes: a Google model's own size (``outputDimensionality``
+    only truncates it: gemini-embedding-001 supports up to 3072, text-embedding-005 768), else
+    ``MAX_DIMENSIONS``."""
+    return MODEL_DIMENSIONS.get(model, MAX_DIMENSIONS)
+
+
 def _texts(request: Any, where: str) -> str:
     parts = (request.get("content") or {}).get("parts") if isinstance(request, dict) else None
     if not isinstance(parts, list) or not parts or \
@@ -301,9 +309,10 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
                           f"models/{model}, the model of the request.")
         dimensions = item.get("outputDimensionality") \
             or dimensions_of(model, sim.options.embedding_dimensions)
-        if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+        most = largest_output(model)
+        if not isinstance(dimensions, int) or not 1 <= dimensions <= most:
             raise invalid(f"* BatchEmbedContentsRequest.{where}.output_dimensionality: must be "
-                          f"between 1 and {MAX_DIMENSIONS}")
+                          f"between 1 and {most} for models/{model}")
         text = _texts(item, where)
         texts.append(text)
         vectors.append({"values": list(vector(text, dimensions))})

@@ -44,7 +44,7 @@ import orjson
 from app.simulator import gemini, vertex_anthropic
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.core import Route, Sim, delay, faulted
-from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.embeddings import dimensions_of, vector
 from app.simulator.errors import google_error
 from app.simulator.faults import read_knobs
 from app.simulator.gemini_request import invalid
@@ -199,8 +199,9 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
     dimensions = parameters.get("outputDimensionality") if isinstance(parameters, dict) \
         else None
     dimensions = dimensions or dimensions_of(model, sim.options.embedding_dimensions)
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
-        raise invalid(f"outputDimensionality must be between 1 and {MAX_DIMENSIONS}.")
+    most = gemini.largest_output(model)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= most:
+        raise invalid(f"outputDimensionality must be between 1 and {most} for {model}.")
     predictions = []
     tokens = chars = 0
     for i, instance in enumerate(instances):
