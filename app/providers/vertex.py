@@ -9,7 +9,8 @@ simulator or a private endpoint). Chat and streams are the Gemini API's translat
 (``app.providers.gemini``: ``generateContent``, ``streamGenerateContent?alt=sse``; the module
 docstring there lists what is translated, refused and dropped). The token travels in
 ``Authorization: Bearer`` and is scrubbed, with the key JSON, from every error; a refused
-token (401 UNAUTHENTICATED, 403 PERMISSION_DENIED) is a 502 naming the provider.
+token (401 UNAUTHENTICATED, 403 PERMISSION_DENIED) is a 502 naming the provider, and after a
+401 the next call fetches a new token (``tokens.TokenCache.refused``).
 
 Embeddings: ``:predict`` with ``instances: [{"content", "task_type"}]`` and ``parameters:
 {"outputDimensionality"}``, the body of Vertex's text-embeddings API (``gemini-embedding-001``,
@@ -147,7 +148,8 @@ class BearerUpstream:
                 headers={"Authorization": f"Bearer {token.value}", **self._config.headers},
                 timeout_s=self._config.timeout_s,
                 connect_timeout_s=self._config.connect_timeout_s,
-                secrets=(*self._secrets, token.value), error_mapper=self._mapper)
+                secrets=(*self._secrets, token.value),
+                error_mapper=self.tokens.refusing(self._mapper, token.value))
         return self._current
 
 
