@@ -31,7 +31,7 @@ from app.providers.azure_auth import (
     require_identity,
 )
 from app.providers.base import EmbeddingCall, Json, ProviderBase, Result, Target
-from app.providers.http import Upstream
+from app.providers.http import Upstream, default_error
 from app.providers.openai import OpenAICompatible
 from app.providers.tokens import Token
 from app.scrub import Scrubber, config_secrets
@@ -114,11 +114,14 @@ class AzureOpenAI(OpenAICompatible):
 
     def _new_upstream(self, base_url: str) -> Upstream:
         token = () if self._token is None else (self._token.value,)
+        # A 401 to a call sent with an Entra token drops it (``TokenCache.refused``).
+        mapper = default_error if self._tokens is None or self._token is None \
+            else self._tokens.refusing(default_error, self._token.value)
         return Upstream(self._session, base_url=base_url,
                         headers={**self._auth, **self._config.headers},
                         timeout_s=self._config.timeout_s,
                         connect_timeout_s=self._config.connect_timeout_s,
-                        secrets=(*self._secrets, *token),
+                        secrets=(*self._secrets, *token), error_mapper=mapper,
                         params={"api-version": self._config.api_version})
 
     def minted_credentials(self) -> tuple[str, ...]:
@@ -145,10 +148,20 @@ class AzureOpenAI(OpenAICompatible):
         return await super().embed(call, target=target)
 
     def prepare(self, payload: Json, *, target: Target, stream: bool) -> Json:
-        """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it."""
+        """The OpenAI preparation, minus ``stream_options`` where the api-version refuses it,
+        and with a client's ``max_completion_tokens`` sent as ``max_tokens`` (the smaller of
+        the two when both are given) where it knows only that one: Azure answers 400
+        "Unrecognized request argument supplied: max_completion_tokens" there."""
         payload = super().prepare(payload, target=target, stream=stream)
         if not accepts_stream_options(self._config.api_version):
             payload.pop("stream_options", None)
+        if not accepts_max_completion_tokens(self._config.api_version) \
+                and "max_completion_tokens" in payload:
+            limit = payload.pop("max_completion_tokens")
+            other = payload.get("max_tokens")
+            both = isinstance(limit, int) and isinstance(other, int)
+            payload["max_tokens"] = min(limit, other) if both else limit if other is None \
+                else other
         return payload
 
     def _stream(self, path: str, body: Json, target: Target, *, limit_field: str | None

@@ -18,7 +18,10 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
 - ``tools``/``tool_choice`` become ``toolConfig`` (``required`` -> ``any``; a tool's ``strict:
   true`` its ``toolSpec.strict``, Converse's strict tool use); ``tool_choice: none`` leaves the
   tools out (the model cannot call tools it is not shown), refused (400) when the conversation
-  already holds tool calls, which Converse needs the tools for.
+  already holds tool calls, which Converse needs the tools for. A tool-call history sent
+  without ``tools`` declares the tools it called, each with an open schema and a description
+  asking the model not to call it (Converse refuses toolUse/toolResult blocks without a
+  ``toolConfig``; OpenAI takes such a history for a final answer).
 - ``response_format`` ``json_schema`` becomes Converse's own structured output
   (``outputConfig.textFormat``, in botocore's model of the API); ``json_object`` is refused
   (400): Converse has no schema-less JSON mode.
@@ -29,16 +32,17 @@ Chat (``/v1/chat/completions``) goes through Converse (``bedrock_converse``,
   assistant's (Converse wants a user message first), a trailing empty user message (Converse
   refuses blank messages, and without it the assistant's last turn would read as a prefill;
   other empty messages are left out); ``tool_choice`` asking for a call with no tools;
-  ``reasoning_effort`` (no published mapping: Claude's thinking is asked for in
-  ``additionalModelRequestFields``); custom tools, audio output and ``web_search_options``
-  (``app.providers.refusals``).
+  ``reasoning_effort`` (Converse's ``outputConfig.effort`` is not published per model: the
+  client sends it, or Claude's thinking in ``additionalModelRequestFields``); custom tools,
+  audio output and ``web_search_options`` (``app.providers.refusals``).
 - Dropped, as hints Converse has no field for: ``seed``, ``presence_penalty``,
   ``frequency_penalty``, ``logit_bias``, ``user``, ``metadata``, ``service_tier`` (Converse's
   own is ``serviceTier``). A part's ``cache_control`` (system, user, assistant text, tool
   result) becomes a ``cachePoint`` after its block (a tool result's after the ``toolResult``),
   its ``ttl`` the block's. Converse-native fields sent by the client
   (``additionalModelRequestFields``, ``guardrailConfig``, ``serviceTier``...:
-  ``bedrock_converse.PASSTHROUGH_FIELDS``) are forwarded.
+  ``bedrock_converse.PASSTHROUGH_FIELDS``) are forwarded; an ``outputConfig`` is merged with
+  a ``json_schema`` ``response_format``'s ``textFormat``.
 - Stop reasons: ``end_turn``/``stop_sequence`` -> stop, ``max_tokens`` -> length,
   ``tool_use`` -> tool_calls, guardrail/content filter -> content_filter; a malformed model
   output is a 502. A ``stop_sequence`` names the sequence in the choice's ``stop_reason`` (as

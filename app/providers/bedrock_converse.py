@@ -18,10 +18,11 @@ from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
                       "requestMetadata", "additionalModelResponseFieldPaths", "serviceTier",
-                      "promptVariables", "outputConfig")
+                      "promptVariables", "outputConfig", "projectIdentifier")
 """Converse-native fields a client may send beside the OpenAI ones (the SDK's ``extra_body``;
 ``ConverseRequest``'s members in botocore's model, less those the translation makes:
-``outputConfig`` is replaced by a ``json_schema`` ``response_format``'s)."""
+``outputConfig`` is merged with a ``json_schema`` ``response_format``'s ``textFormat``, which
+wins, so a client's or target's ``effort`` stays)."""
 MAX_RESPONSE_FIELD_PATHS = 10
 """``additionalModelResponseFieldPaths`` holds at most 10 paths (botocore's model)."""
 WHO = "Bedrock Converse models"
@@ -189,14 +190,36 @@ def _has_tool_blocks(turns: list[Json]) -> bool:
     return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
 
 
+PLACEHOLDER_DESCRIPTION = ("Called earlier in this conversation; not available now. Do not "
+                           "call it.")
+
+
+def _history_tools(turns: list[Json]) -> Json:
+    """A ``toolConfig`` declaring the tools a conversation's ``toolUse`` blocks name, each with
+    an open schema (empty when it used none). Converse refuses toolUse/toolResult blocks without
+    a ``toolConfig`` (ValidationException "The toolConfig field must be defined when using
+    toolUse and toolResult content blocks."), while OpenAI takes a tool-call history without
+    ``tools`` (a final or summary turn); declaring the history's tools is how AWS's own
+    bedrock-access-gateway and strands-agents serve it. The description asks the model not to
+    call them: the client offered none."""
+    names = dict.fromkeys(b["toolUse"]["name"] for t in turns for b in t["content"]
+                          if "toolUse" in b)
+    if not names:
+        return {}
+    return {"toolConfig": {"tools": [
+        {"toolSpec": {"name": name, "description": PLACEHOLDER_DESCRIPTION,
+                      "inputSchema": {"json": {"type": "object"}}}} for name in names]}}
+
+
 def tool_config(request: ChatRequest, turns: list[Json]) -> Json:
-    """``toolConfig`` (empty when there are no tools to send)."""
+    """``toolConfig``: the request's tools; without any, the tools a conversation's history
+    used (``_history_tools``), else empty."""
     functions = function_tools(request, who=WHO)
     choice = request.tool_choice
     if not functions:
         if choice not in (None, "none", "auto"):
             raise errors.InvalidRequest("tool_choice needs tools", param="tool_choice")
-        return {}
+        return _history_tools(turns)
     if request.parallel_tool_calls is False:
         raise errors.InvalidRequest("Bedrock Converse cannot turn parallel tool calls off",
                                     param="parallel_tool_calls")
@@ -268,9 +291,13 @@ def _check_supported(request: ChatRequest, body: Json) -> None:
         raise errors.InvalidRequest("Bedrock Converse does not return logprobs",
                                     param="logprobs" if request.logprobs else "top_logprobs")
     if body.get("reasoning_effort") is not None:
-        raise errors.InvalidRequest(  # no published mapping to a model's own reasoning switch
-            "Bedrock Converse has no reasoning_effort; ask for Claude's thinking with "
-            "additionalModelRequestFields.thinking", param="reasoning_effort")
+        # Converse's outputConfig.effort (low to max) is a request member, but which models
+        # take it is not published per model, and OpenAI's none/minimal have no counterpart:
+        # the client sends Converse's own field for the models it knows take it.
+        raise errors.InvalidRequest(
+            "Bedrock Converse has no reasoning_effort; send Converse's own outputConfig.effort "
+            "(low, medium, high, xhigh or max) for a model that takes it, or ask for Claude's "
+            "thinking with additionalModelRequestFields.thinking", param="reasoning_effort")
 
 
 def inference_config(request: ChatRequest, *, target: Target, max_tokens_default: int | None
@@ -312,9 +339,17 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     payload.update(output_config(request))
     passthrough = {k: call.body[k] for k in PASSTHROUGH_FIELDS if k in call.body}
     out = {**target.params, **passthrough, **payload}
+    if "outputConfig" in payload:  # merged, as inferenceConfig is: the effort asked for stays
+        out["outputConfig"] = {**_dict(target.params.get("outputConfig")),
+                               **_dict(passthrough.get("outputConfig")),
+                               **payload["outputConfig"]}
     if inference.get("stopSequences"):
         _ask_for_stop_sequence(out)
     return out
+
+
+def _dict(value: object) -> Json:
+    return value if isinstance(value, dict) else {}
 
 
 def _ask_for_stop_sequence(payload: Json) -> None:

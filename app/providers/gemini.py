@@ -11,7 +11,10 @@ Where the two APIs differ, this is what a client gets:
 - ``system`` and ``developer`` messages, wherever they stand, become ``systemInstruction``;
   assistant turns are role ``model``; tool calls are ``functionCall`` parts and tool messages
   ``functionResponse`` parts named after the earlier call their ``tool_call_id`` names (a JSON
-  object content is the ``response``, anything else goes under ``response.output``).
+  object content is the ``response``, anything else goes under ``response.output``), in the
+  order of the calls they answer (Gemini pairs them by name and position when it has no ids);
+  a call id Gemini gave (Gemini 3 always does) goes back on both parts, on the Gemini API only
+  (Vertex's v1 refuses the field).
 - Images, files (PDF and others) and audio travel inline (``inlineData``) from base64
   ``data:`` URLs; an ``http(s)`` image URL is refused (400): the API does not fetch URLs.
 - ``tools`` become one ``functionDeclarations`` list with each schema as
@@ -121,19 +124,22 @@ UpstreamSource = Callable[[], Awaitable[Upstream]]
 
 class GenerateContentChat:
     """Chat and streamed chat over ``generateContent``; ``upstream`` gives the upstream to
-    call (Vertex's changes with its token), ``model_path`` a model's path under it."""
+    call (Vertex's changes with its token), ``model_path`` a model's path under it,
+    ``echo_ids`` whether function call ids go back to the API (``gemini_request``)."""
 
     def __init__(self, upstream: UpstreamSource, *, model_path: Callable[[str], str],
-                 error_mapper: ErrorMapper) -> None:
+                 error_mapper: ErrorMapper, echo_ids: bool = False) -> None:
         self._upstream = upstream
         self._model_path = model_path
         self._error_mapper = error_mapper
+        self._echo_ids = echo_ids
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         upstream = await self._upstream()
         answer = await upstream.post_json(
             self._model_path(target.model) + ":generateContent",
-            translate_request(call, target=target), timeout_s=target.timeout_s)
+            translate_request(call, target=target, echo_ids=self._echo_ids),
+            timeout_s=target.timeout_s)
         body, usage = to_chat_completion(answer, model=target.model, created=int(time.time()))
         return Result(body=body, usage=usage)
 
@@ -144,7 +150,7 @@ class GenerateContentChat:
         frame raises its mapped error; a stream cut before every candidate finished raises
         ``BadUpstreamResponse``. Closing the generator closes the upstream connection.
         """
-        payload = translate_request(call, target=target)
+        payload = translate_request(call, target=target, echo_ids=self._echo_ids)
         translator = StreamTranslator(model=target.model, created=int(time.time()),
                                       error_mapper=self._error_mapper)
         upstream = await self._upstream()
@@ -171,7 +177,7 @@ class GeminiAPI(GenerateContentChat):
     def __init__(self, upstream: Upstream, *, task_type: str | None,
                  error_mapper: ErrorMapper) -> None:
         super().__init__(self._fixed, model_path=lambda model: "/models/" + model_id(model),
-                         error_mapper=error_mapper)
+                         error_mapper=error_mapper, echo_ids=True)
         self._fixed_upstream = upstream
         self._task_type = task_type
 

@@ -68,23 +68,36 @@ def read_batch_embed(answer: Json, *, expected: int) -> list[list[float]]:
     return vectors  # type: ignore[return-value]  # checked: each is a list of numbers
 
 
+def _batches(texts: list[str], *, batch: int, token_budget: int | None) -> list[list[str]]:
+    """``texts`` cut into runs of at most ``batch`` texts whose estimated tokens add up to at
+    most ``token_budget`` (a text over the budget alone goes in a run of its own)."""
+    runs: list[list[str]] = []
+    tokens = 0
+    for text in texts:
+        cost = estimate_tokens(text) if token_budget is not None else 0
+        if not runs or len(runs[-1]) >= batch or (
+                token_budget is not None and tokens + cost > token_budget):
+            runs.append([])
+            tokens = 0
+        runs[-1].append(text)
+        tokens += cost
+    return runs
+
+
 def predict_payloads(call: EmbeddingCall, *, target: Target, default_task: str | None,
-                     batch: int) -> list[Json]:
-    """The Vertex ``predict`` bodies for ``call``, ``batch`` instances each."""
+                     batch: int, token_budget: int | None = None) -> list[Json]:
+    """The Vertex ``predict`` bodies for ``call``: at most ``batch`` instances each, and, with
+    a ``token_budget``, at most that many estimated tokens each."""
     chosen = task_type(call, target=target, default=default_task)
-    instances: list[Json] = []
-    for text in texts_of(call):
-        instance: Json = {"content": text}
-        if chosen is not None:
-            instance["task_type"] = chosen
-        instances.append(instance)
     parameters: Json = {}
     dimensions = _dimensions(call, target)
     if dimensions is not None:
         parameters["outputDimensionality"] = dimensions
     out = []
-    for start in range(0, len(instances), batch):
-        body: Json = {"instances": instances[start:start + batch]}
+    for run in _batches(texts_of(call), batch=batch, token_budget=token_budget):
+        instances: list[Json] = [{"content": text, **({"task_type": chosen} if chosen else {})}
+                                 for text in run]
+        body: Json = {"instances": instances}
         if parameters:
             body["parameters"] = parameters
         out.append(body)

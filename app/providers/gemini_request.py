@@ -15,6 +15,7 @@ import orjson
 
 from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
+from app.providers.gemini_response import minted
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
@@ -30,6 +31,10 @@ models take a ``thinkingBudget`` too (Google keeps it for backwards compatibilit
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
                        re.DOTALL)
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+MEDIA_ALIASES = {"image/jpg": "image/jpeg", "image/jpe": "image/jpeg",
+                 "image/pjpeg": "image/jpeg"}
+"""Names clients give JPEG that Google refuses (400 "Unsupported MIME type: image/jpg"; it
+takes image/jpeg), sent under the registered name, as the Bedrock translation reads ``jpg``."""
 
 
 def _inline(url: str, *, param: str, what: str) -> Json:
@@ -38,7 +43,8 @@ def _inline(url: str, *, param: str, what: str) -> Json:
         raise errors.InvalidRequest(
             f"Gemini takes {what} inline only, as a base64 data: URL (it cannot fetch URLs)",
             param=param)
-    return {"inlineData": {"mimeType": match["media"].lower(), "data": match["data"]}}
+    media = match["media"].lower()
+    return {"inlineData": {"mimeType": MEDIA_ALIASES.get(media, media), "data": match["data"]}}
 
 
 def content_parts(content: str | list[Json] | None, *, param: str) -> list[Json]:
@@ -93,7 +99,31 @@ def _signature(extra: dict[str, Any] | None, *, param: str) -> str | None:
     return signature
 
 
-def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list[Json]:
+class _Calls:
+    """The tool calls met so far in a conversation: each one's function name and position (its
+    ordinal among all calls), and whether call ids are echoed to Google."""
+
+    def __init__(self, *, echo_ids: bool) -> None:
+        self.names: dict[str, str] = {}
+        self.positions: dict[str, int] = {}
+        self.echo_ids = echo_ids
+
+    def add(self, call_id: str, name: str) -> None:
+        self.names[call_id] = name
+        self.positions.setdefault(call_id, len(self.positions))
+
+    def with_id(self, body: Json, call_id: str) -> Json:
+        """``body`` (a ``functionCall`` or ``functionResponse``) with the call's ``id`` when it
+        is Gemini's own and the API takes it: Gemini 3 gives every call one and matches each
+        response to its call by it (the only safe match when one function is called twice).
+        An id the gateway made up is not sent (Gemini never issued it), nor any to Vertex,
+        whose v1 API refuses the field (400 ``Unknown name "id"``)."""
+        if self.echo_ids and not minted(call_id):
+            return {"id": call_id, **body}
+        return body
+
+
+def _model_parts(message: Message, *, param: str, calls: _Calls) -> list[Json]:
     """A model turn's parts. Each tool call's thought signature goes back on its own
     ``functionCall`` part (Gemini 3 refuses a current-turn call without it); a signature on
     the message goes on its last text part (texts are merged, so the part Google sent it on
@@ -112,9 +142,10 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
         parts[-1]["thoughtSignature"] = signature
     for i, call in enumerate(function_calls(message, param=param, who=WHO)):
         where = f"{param}.tool_calls[{i}]"
-        names[call.id] = call.function.name
+        calls.add(call.id, call.function.name)
         args = tool_arguments(call.function.arguments, param=f"{where}.function.arguments")
-        function_call: Json = {"functionCall": {"name": call.function.name, "args": args}}
+        function_call: Json = {"functionCall": calls.with_id(
+            {"name": call.function.name, "args": args}, call.id)}
         signature = _signature(call.model_extra, param=where)
         if signature is not None:
             function_call["thoughtSignature"] = signature
@@ -122,7 +153,7 @@ def _model_parts(message: Message, *, param: str, names: dict[str, str]) -> list
     return parts
 
 
-def _function_response(message: Message, *, param: str, names: dict[str, str]) -> Json:
+def _function_response(message: Message, *, param: str, calls: _Calls) -> Json:
     """A tool message as a ``functionResponse`` part, named after the call it answers. Its
     content (text parts joined by newlines) is sent as the ``response`` object when it is a
     JSON object, else under ``output`` (the key Google's reference asks for a function's
@@ -131,7 +162,7 @@ def _function_response(message: Message, *, param: str, names: dict[str, str]) -
     if not call_id:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
                                     param=f"{param}.tool_call_id")
-    name = names.get(call_id)
+    name = calls.names.get(call_id)
     if name is None:
         raise errors.InvalidRequest(
             f"tool_call_id {call_id!r} matches no earlier assistant tool call (Gemini needs the "
@@ -143,18 +174,36 @@ def _function_response(message: Message, *, param: str, names: dict[str, str]) -
     except orjson.JSONDecodeError:
         value = text
     response = value if isinstance(value, dict) else {"output": value}
-    return {"functionResponse": {"name": name, "response": response}}
+    return {"functionResponse": calls.with_id({"name": name, "response": response}, call_id)}
 
 
-def translate_messages(messages: list[Message]) -> tuple[Json | None, list[Json]]:
+def _in_call_order(run: list[tuple[int, str, list[Json]]], messages: list[Message],
+                   calls: _Calls) -> list[tuple[int, str, list[Json]]]:
+    """A run of consecutive tool messages sorted as the calls they answer were made. OpenAI
+    matches results by ``tool_call_id`` in any order; Gemini, without ids (Gemini 2.x, Vertex),
+    pairs a turn's responses with its calls by name and position, so two calls of one function
+    answered out of order would each get the other's result."""
+    def position(entry: tuple[int, str, list[Json]]) -> int:
+        return calls.positions.get(messages[entry[0]].tool_call_id or "", 0)
+    return sorted(run, key=position)
+
+
+def translate_messages(messages: list[Message], *, echo_ids: bool = False
+                       ) -> tuple[Json | None, list[Json]]:
     """(``systemInstruction``, ``contents``): system and developer text lifted out, assistant
-    turns as role ``model``, tool results as ``user`` turns, consecutive turns of one role
-    merged (so parallel calls' results travel in one turn, as Gemini asks); a turn left empty
-    is a 400 (``base.merged_turns``: Gemini refuses empty ``parts`` too)."""
+    turns as role ``model``, tool results as ``user`` turns in the order of the calls they
+    answer, consecutive turns of one role merged (so parallel calls' results travel in one
+    turn, as Gemini asks); a turn left empty is a 400 (``base.merged_turns``: Gemini refuses
+    empty ``parts`` too). ``echo_ids``: Gemini's call ids go back on calls and responses
+    (``_Calls.with_id``)."""
     system: list[Json] = []
     translated: list[tuple[int, str, list[Json]]] = []
-    names: dict[str, str] = {}
+    results: list[tuple[int, str, list[Json]]] = []
+    calls = _Calls(echo_ids=echo_ids)
     for i, message in enumerate(messages):
+        if message.role != "tool" and results:
+            translated.extend(_in_call_order(results, messages, calls))
+            results = []
         param = f"messages[{i}]"
         if message.role in ("system", "developer"):
             for part in content_parts(message.content, param=f"{param}.content"):
@@ -166,14 +215,16 @@ def translate_messages(messages: list[Message]) -> tuple[Json | None, list[Json]
         if message.role == "user":
             role, parts = "user", content_parts(message.content, param=f"{param}.content")
         elif message.role == "assistant":
-            role, parts = "model", _model_parts(message, param=param, names=names)
+            role, parts = "model", _model_parts(message, param=param, calls=calls)
         elif message.role == "tool":
-            role, parts = "user", [_function_response(message, param=param, names=names)]
+            results.append((i, "user", [_function_response(message, param=param, calls=calls)]))
+            continue
         else:
             raise errors.InvalidRequest(
                 "legacy 'function' messages are not supported by Gemini; use tools and 'tool' "
                 "messages", param=f"{param}.role")
         translated.append((i, role, parts))
+    translated.extend(_in_call_order(results, messages, calls))
     contents = merged_turns(translated, key="parts", reply_role="model", who="Gemini")
     return ({"parts": system} if system else None), contents
 
@@ -288,8 +339,9 @@ def thinking_config(effort: Any, base: Any) -> Json:
     return {**kept, "thinkingBudget": THINKING_BUDGETS[effort]}
 
 
-def translate_request(call: ChatCall, *, target: Target) -> Json:
-    """The ``generateContent`` / ``streamGenerateContent`` body for ``call``.
+def translate_request(call: ChatCall, *, target: Target, echo_ids: bool = False) -> Json:
+    """The ``generateContent`` / ``streamGenerateContent`` body for ``call`` (``echo_ids``:
+    the Gemini API, which takes call ids back; Vertex's v1 refuses them).
 
     Layering, lowest first: the target's ``params``, the client's Gemini-native fields
     (``PASSTHROUGH_FIELDS``; a native ``generationConfig`` merged over the target's), then the
@@ -297,7 +349,7 @@ def translate_request(call: ChatCall, *, target: Target) -> Json:
     """
     request = call.request
     _check_supported(request, call.body)
-    system, contents = translate_messages(request.messages)
+    system, contents = translate_messages(request.messages, echo_ids=echo_ids)
     base_config = {**_dict(target.params.get("generationConfig")),
                    **_dict(call.body.get("generationConfig"))}
     payload: Json = {"contents": contents}

@@ -103,9 +103,17 @@ def _audio_tokens(details: Any) -> int:
                if isinstance(entry, dict) and entry.get("modality") == "AUDIO")
 
 
+_MINTED = re.compile(r"call_[0-9a-f]{24}")
+
+
 def call_id() -> str:
-    """An OpenAI-style tool call id (Gemini's function calls usually carry none)."""
+    """An OpenAI-style tool call id for a function call Gemini gave no ``id`` (Gemini 2.x)."""
     return "call_" + secrets.token_hex(12)
+
+
+def minted(tool_call_id: str) -> bool:
+    """Whether ``tool_call_id`` is one ``call_id`` made up, rather than Gemini's own."""
+    return _MINTED.fullmatch(tool_call_id) is not None
 
 
 def carried_signature(signature: str) -> Json:

@@ -11,6 +11,12 @@ refresh at a time, never on the caller's path once a token is held.
   only after ``retry_s``; after a failure, a still-valid token is kept for ``retry_s``.
 - A failure is an ``UpstreamAuthFailed`` (502; the next target may serve the call) naming the
   provider and what it could not get, with every secret the provider holds scrubbed from it.
+- ``refused(value)``: the upstream refused the token (401: revoked or disabled before its
+  expiry, e.g. by Entra's continuous access evaluation): the current token, if it is that one,
+  is dropped so the next call awaits a new one, rather than being sent until its refresh time
+  (up to an hour of 502s). ``refusing`` wraps an upstream's error mapper to report it. A token
+  fetched less than ``retry_s`` ago is kept: a credential whose new tokens are refused too is not
+  asked more than once per ``retry_s``.
 - ``recent()``: the last ``RECENT_TOKENS`` token values, which the gateway scrubs from upstream
   errors (a call keeps the token it was sent with, so the one before the current still travels).
 
@@ -25,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app import errors
 from app.scrub import Scrubber
@@ -40,6 +47,8 @@ with Google's and Entra's tokens, which last an hour or more), so only a call th
 long can carry a token no longer kept."""
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]
+ErrorMapper = Callable[[int, Any, str], errors.GatewayError]
+"""``app.providers.http.ErrorMapper`` (named again here: ``http`` need not be imported)."""
 """Gets a new token: (token, expiry in epoch seconds); raises ``TokenUnavailable``."""
 
 
@@ -84,6 +93,7 @@ class TokenCache:
         self._token: Token | None = None
         self._refreshing: asyncio.Task[Token] | None = None
         self._recent: deque[str] = deque(maxlen=RECENT_TOKENS)
+        self._fetched_at = float("-inf")
         self.refreshes = 0
         """Token requests made (succeeded or not)."""
 
@@ -91,6 +101,24 @@ class TokenCache:
         """The current token if no refresh is due; otherwise None (then await ``get``)."""
         token = self._token
         return token if token is not None and self._clock() < token.refresh_at else None
+
+    def refused(self, value: str) -> None:
+        """The upstream refused token ``value`` with a 401: drop it if it is the current one
+        and was fetched ``retry_s`` ago or more (see the module docstring)."""
+        token = self._token
+        now = self._clock()
+        if token is None or token.value != value or now - self._fetched_at < self._retry_s:
+            return
+        log.warning("%s refused by the upstream; a new one is fetched", self._what)
+        self._token = Token(value=value, expires_at=now, refresh_at=now)
+
+    def refusing(self, mapper: ErrorMapper, value: str) -> ErrorMapper:
+        """``mapper``, reporting a 401 answered to a call sent with token ``value``."""
+        def map_error(status: int, payload: Any, text: str) -> errors.GatewayError:
+            if status == 401:
+                self.refused(value)
+            return mapper(status, payload, text)
+        return map_error
 
     def recent(self) -> tuple[str, ...]:
         """The values of the last ``RECENT_TOKENS`` tokens, newest last."""
@@ -124,7 +152,7 @@ class TokenCache:
             except TokenUnavailable as exc:
                 self._back_off()
                 raise self._failed(exc) from None
-            now = self._clock()
+            now = self._fetched_at = self._clock()
             lifetime = max(0.0, expires_at - now)
             refresh_at = expires_at - min(self._margin_s, lifetime / 2)
             old = self._token

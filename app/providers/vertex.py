@@ -9,14 +9,16 @@ simulator or a private endpoint). Chat and streams are the Gemini API's translat
 (``app.providers.gemini``: ``generateContent``, ``streamGenerateContent?alt=sse``; the module
 docstring there lists what is translated, refused and dropped). The token travels in
 ``Authorization: Bearer`` and is scrubbed, with the key JSON, from every error; a refused
-token (401 UNAUTHENTICATED, 403 PERMISSION_DENIED) is a 502 naming the provider.
+token (401 UNAUTHENTICATED, 403 PERMISSION_DENIED) is a 502 naming the provider, and after a
+401 the next call fetches a new token (``tokens.TokenCache.refused``).
 
 Embeddings: ``:predict`` with ``instances: [{"content", "task_type"}]`` and ``parameters:
 {"outputDimensionality"}``, the body of Vertex's text-embeddings API (``gemini-embedding-001``,
 ``text-embedding-005``, ``text-multilingual-embedding-002``); Vertex's documented limits are
-one instance a request for ``gemini-embedding-*`` models and 250 for the others, so a larger
-input is sent as several requests (at most ``EMBED_CONCURRENCY`` at a time), vectors kept in
-order; the first failed request cancels the others (``fanout.in_order``). Usage is the sum of
+one instance a request for ``gemini-embedding-*`` models and 250 for the others, and 20,000
+input tokens a request (``EMBED_TOKEN_BUDGET``), so a larger input is sent as several requests
+(at most ``EMBED_CONCURRENCY`` at a time), vectors kept in order; the first failed request
+cancels the others (``fanout.in_order``). Usage is the sum of
 the predictions' ``statistics.token_count`` (estimated when one lacks it).
 
 ``VertexConfig`` (the fields), ``access_tokens`` (the token cache of a config's credentials),
@@ -113,6 +115,15 @@ def embed_batch(model: str) -> int:
     return 1 if model.startswith("gemini-embedding") else 250
 
 
+EMBED_TOKEN_LIMIT = 20_000
+"""Vertex's input-token limit for one text-embeddings ``predict`` request (its "Get text
+embeddings" page: more is a 400)."""
+EMBED_TOKEN_BUDGET = EMBED_TOKEN_LIMIT * 3 // 4
+"""The estimated tokens a ``predict`` request may carry: ``usage.estimate_tokens`` counts about a
+token per short word, where Google's tokenizer counts about 1.3 for English, so a quarter of
+headroom keeps a batch under the limit."""
+
+
 class BearerUpstream:
     """The ``Upstream`` of one Vertex AI config carrying the current access token of its
     ``AccessTokens``: awaited only when no token is fresh, rebuilt once per token (about
@@ -137,7 +148,8 @@ class BearerUpstream:
                 headers={"Authorization": f"Bearer {token.value}", **self._config.headers},
                 timeout_s=self._config.timeout_s,
                 connect_timeout_s=self._config.connect_timeout_s,
-                secrets=(*self._secrets, token.value), error_mapper=self._mapper)
+                secrets=(*self._secrets, token.value),
+                error_mapper=self.tokens.refusing(self._mapper, token.value))
         return self._current
 
 
@@ -170,7 +182,8 @@ class VertexAI(GenerateContentChat):
 
     async def embed(self, call: EmbeddingCall, *, target: Target) -> Result:
         payloads = predict_payloads(call, target=target, default_task=self._config.task_type,
-                                    batch=embed_batch(target.model))
+                                    batch=embed_batch(target.model),
+                                    token_budget=EMBED_TOKEN_BUDGET)
         upstream = await self.upstream()
         path = self._model_path(target.model) + ":predict"
 

@@ -11,7 +11,9 @@ on each choice; a chat stream opens, as Azure's does, with a chunk holding the p
 alone (empty ``id``, ``model`` and ``object``, ``created`` 0, ``choices: []``).
 ``X-Sim-Azure-Filter: async`` plays a deployment whose content filter streams in asynchronous
 mode (``ASYNC_WIRE``): its stream's verdicts come in annotation chunks with no ``delta`` and the
-empty envelope (``Wire.async_filter``); any other value is a 400.
+empty envelope (``Wire.async_filter``); any other value is a 400. A chat request on an
+api-version before 2024-09-01 carrying ``max_completion_tokens`` or ``stream_options`` is Azure's
+400 "Unrecognized request argument supplied" (``check_version_fields``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,26 @@ def check_request(req: Request) -> str | None:
     return authorization
 
 
+NEW_FIELDS_SINCE = "2024-09-01"
+"""The first api-version (2024-09-01-preview) whose chat takes ``NEW_FIELDS``."""
+NEW_FIELDS = ("max_completion_tokens", "stream_options")
+
+
+def check_version_fields(req: Request) -> None:
+    """Azure's 400 for a chat field its (dated) api-version predates: ``max_completion_tokens``
+    and ``stream_options`` came in 2024-09-01-preview ("Unrecognized request argument supplied:
+    max_completion_tokens" before it, openai/openai-python#1724)."""
+    version = req.query_param("api-version") or ""
+    date = version[:10]
+    if not (len(date) == 10 and date.replace("-", "").isdigit()) or date >= NEW_FIELDS_SINCE:
+        return
+    body = req.json_object()
+    for field in NEW_FIELDS:
+        if field in body:
+            raise SimError(400, f"Unrecognized request argument supplied: {field}",
+                           kind="invalid_request_error")
+
+
 async def azure(sim: Sim, req: Request, route: Route) -> None:
     """Check Azure's requirements, then serve the operation as OpenAI does."""
     authorization = check_request(req)
@@ -76,6 +98,8 @@ async def azure(sim: Sim, req: Request, route: Route) -> None:
     parsed = parse_path(req.path)
     if parsed is None:  # the router only sends parseable paths here
         raise SimError(404, "Resource not found")
+    if parsed[1] == "chat/completions":
+        check_version_fields(req)
     mode = req.headers.get("x-sim-azure-filter")
     if mode is not None and mode.strip().lower() != "async":
         raise SimError(400, f"X-Sim-Azure-Filter must be 'async', got {mode!r}.")

@@ -8,11 +8,13 @@ an empty or malformed one, or more than 10, is a 400, as Converse answers it). A
 may hold only ``ToolSpecification``'s members (``TOOL_SPEC_KEYS``; ``strict`` a boolean). The
 published limits botocore's model states are checked: ``temperature`` and ``topP`` from 0 to 1,
 non-empty ``stopSequences``, a ``cachePoint``'s ``type`` (``default``) and ``ttl`` (``5m`` or
-``1h``), ``serviceTier.type``.
+``1h``), ``serviceTier.type``, ``outputConfig`` (``textFormat`` and ``effort``, neither
+required: ``EFFORTS``) and ``projectIdentifier``'s pattern.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,8 @@ BLOCK_KEYS = frozenset({"text", "image", "document", "video", "audio", "toolUse"
 _TOP_KEYS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
                        "additionalModelRequestFields", "promptVariables",
                        "additionalModelResponseFieldPaths", "requestMetadata",
-                       "performanceConfig", "serviceTier", "outputConfig"})
+                       "performanceConfig", "serviceTier", "outputConfig",
+                       "projectIdentifier"})
 CACHE_TTLS = ("5m", "1h")
 """``CachePointBlock.ttl``'s values (botocore's ``CacheTTL``)."""
 MAX_RESPONSE_PATHS = 10
@@ -179,10 +182,33 @@ def _called_tool(config: Any, messages: list[Any]) -> dict[str, Any] | None:
     return matching(specs, content.last_user_text(messages))
 
 
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""``OutputConfig.effort``'s supported values (botocore's model documents them)."""
+_PROJECT = re.compile(r"[a-zA-Z0-9_-]+|arn:aws(|-us-gov|-cn|-iso|-iso-b|-iso-f|-eusc):bedrock:"
+                      r"[0-9a-z-]{1,20}:[0-9]{12}:project/[a-zA-Z0-9_-]+")
+"""``projectIdentifier``'s pattern (botocore's model; 1 to 2048 characters)."""
+
+
+def _check_project(project: Any) -> None:
+    if project is not None and not (isinstance(project, str) and len(project) <= 2048
+                                    and _PROJECT.fullmatch(project)):
+        raise fail("1 validation error detected: Value at 'projectIdentifier' failed to "
+                   "satisfy constraint: Member must satisfy regular expression pattern")
+
+
 def _schema(config: Any) -> dict[str, Any] | None:
+    """The JSON schema of ``outputConfig.textFormat`` (None without one). ``OutputConfig`` has
+    no required member: ``effort`` alone is valid."""
     if config is None:
         return None
-    text_format = config.get("textFormat") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or set(config) - {"textFormat", "effort"}:
+        raise fail("outputConfig: only textFormat and effort are allowed")
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise fail(f"outputConfig.effort: must be one of {', '.join(EFFORTS)}")
+    if "textFormat" not in config:
+        return None
+    text_format = config.get("textFormat")
     if not isinstance(text_format, dict) or text_format.get("type") != "json_schema":
         raise fail("outputConfig.textFormat.type: must be json_schema")
     raw = ((text_format.get("structure") or {}).get("jsonSchema") or {}).get("schema")
@@ -253,6 +279,7 @@ def read_converse(body: dict[str, Any]) -> ConverseRequest:
         _check_blocks(system, "system")
     limit, stops = _inference(body.get("inferenceConfig"))
     _check_service_tier(body.get("serviceTier"))
+    _check_project(body.get("projectIdentifier"))
     tool = _called_tool(body.get("toolConfig"), messages)
     prompt, prefix = count_prompt(system, messages)
     return ConverseRequest(messages=messages, max_tokens=limit, stop_sequences=stops, tool=tool,

@@ -20,9 +20,10 @@ is ``application/json``; otherwise the shared simulated reply, one per ``candida
 ``thinkingConfig`` with ``thinkingBudget`` > 0 or ``includeThoughts`` adds thinking
 (``thoughtsTokenCount``; the thought itself as a ``thought: true`` part when
 ``includeThoughts``). Models named ``gemini-3*`` sign their answers and check the signatures
-sent back, as ``gemini_signature`` describes. ``X-Sim-Refusal`` is a candidate stopped for
-``SAFETY`` with no content; ``X-Sim-Cache-Read-Tokens: N`` reports up to N prompt tokens as
-``cachedContentTokenCount``.
+sent back, as ``gemini_signature`` describes, and give their function calls an ``id`` (Gemini
+3 always does; not on Vertex, whose v1 API has no such field). ``X-Sim-Refusal`` is a
+candidate stopped for ``SAFETY`` with no content; ``X-Sim-Cache-Read-Tokens: N`` reports up
+to N prompt tokens as ``cachedContentTokenCount``.
 Streams are SSE ``data:`` frames (CRLF-separated, as Google sends them), each a whole
 ``GenerateContentResponse`` holding the next piece of each candidate and a ``usageMetadata`` with
 the prompt's counts (``promptTokenCount``, ``cachedContentTokenCount``, their details, and a
@@ -31,8 +32,9 @@ the prompt's counts (``promptTokenCount``, ``cachedContentTokenCount``, their de
 ``data: {"error": {...}}`` frame and ends the stream.
 
 Embeddings: deterministic unit vectors (``embeddings.vector``) of ``outputDimensionality``
-(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``), at
-most 100 requests a batch, each naming the path's model.
+(default: the model's own, ``embeddings.MODEL_DIMENSIONS``, else ``--embedding-dimensions``; a
+known model refuses one past its own, ``largest_output``), at most 100 requests a batch, each
+naming the path's model.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from app.simulator import content, gemini_signature
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
-from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.embeddings import MAX_DIMENSIONS, MODEL_DIMENSIONS, dimensions_of, vector
 from app.simulator.errors import google_error
 from app.simulator.faults import Knobs, read_knobs
 from app.simulator.gemini_request import GenerateRequest, invalid, read_request
@@ -149,9 +151,11 @@ class Answer:
     """One generateContent answer, complete or as a stream plan."""
 
     def __init__(self, sim: Sim, request: GenerateRequest, knobs: Knobs, *, model: str,
-                 response_id: str, extra: dict[str, Any], signs: bool = False) -> None:
+                 response_id: str, extra: dict[str, Any], signs: bool = False,
+                 call_id: str | None = None) -> None:
         self.request = request
         self.signs = signs
+        self.call_id = call_id
         self.knobs = knobs
         self.refused = knobs.refusal
         self.outputs = [] if self.refused else _outputs(sim, request, knobs)
@@ -176,9 +180,11 @@ class Answer:
             parts.append({"text": "".join(self.thought), "thought": True})
         if self.request.tool is not None:
             complete = output.finish != "length"
-            parts.append({"functionCall": {"name": self.request.tool["name"],
-                                           "args": orjson.loads(output.text) if complete
-                                           else {}}})
+            call: dict[str, Any] = {"name": self.request.tool["name"],
+                                    "args": orjson.loads(output.text) if complete else {}}
+            if self.call_id is not None:
+                call = {"id": self.call_id, **call}
+            parts.append({"functionCall": call})
         else:
             parts.append({"text": output.text})
         return self._signed(parts)
@@ -241,19 +247,22 @@ class Answer:
 
 
 async def generate(sim: Sim, req: Request, route: Route, *, model: str, streaming: bool,
-                   extra: dict[str, Any] | None = None) -> None:
-    """Validate a ``GenerateContentRequest`` (already authenticated), then answer it."""
+                   extra: dict[str, Any] | None = None, call_ids: bool = True) -> None:
+    """Validate a ``GenerateContentRequest`` (already authenticated), then answer it.
+    ``call_ids``: the API has function call ids (the Gemini API: Gemini 3 models give every
+    call one; Vertex's v1: none, and refused in requests)."""
     knobs = generation_knobs(sim, req)
     if await faulted(sim, req, knobs):
         return
     if streaming and req.query_param("alt") != "sse":
         raise invalid("The simulator streams only as server-sent events: add ?alt=sse.")
-    request = read_request(req.json_object())
+    request = read_request(req.json_object(), call_ids=call_ids)
     signs = gemini_signature.signs(model)
     if signs:
         gemini_signature.check(request.contents)
     answer = Answer(sim, request, knobs, model=knobs.model or model,
-                    response_id=sim.new_id(""), extra=extra or {}, signs=signs)
+                    response_id=sim.new_id(""), extra=extra or {}, signs=signs,
+                    call_id=sim.new_id("fc-") if signs and call_ids else None)
     if streaming:
         await stream(sim, req, answer.plan(), knobs, route=route)
         return
@@ -261,6 +270,13 @@ async def generate(sim: Sim, req: Request, route: Route, *, model: str, streamin
     if await delay(sim, req, knobs, prompt=request.prompt_tokens,
                    completion=answer.completion + answer.thinking, finish=finish):
         await send_json(req.send, 200, orjson.dumps(answer.body()))
+
+
+def largest_output(model: str) -> int:
+    """The longest vector ``model`` makes: a Google model's own size (``outputDimensionality``
+    only truncates it: gemini-embedding-001 supports up to 3072, text-embedding-005 768), else
+    ``MAX_DIMENSIONS``."""
+    return MODEL_DIMENSIONS.get(model, MAX_DIMENSIONS)
 
 
 def _texts(request: Any, where: str) -> str:
@@ -293,9 +309,10 @@ async def batch_embed(sim: Sim, req: Request, route: Route, *, model: str) -> No
                           f"models/{model}, the model of the request.")
         dimensions = item.get("outputDimensionality") \
             or dimensions_of(model, sim.options.embedding_dimensions)
-        if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+        most = largest_output(model)
+        if not isinstance(dimensions, int) or not 1 <= dimensions <= most:
             raise invalid(f"* BatchEmbedContentsRequest.{where}.output_dimensionality: must be "
-                          f"between 1 and {MAX_DIMENSIONS}")
+                          f"between 1 and {most} for models/{model}")
         text = _texts(item, where)
         texts.append(text)
         vectors.append({"values": list(vector(text, dimensions))})

@@ -7,8 +7,10 @@ exactly one of text, inlineData, fileData, functionCall, functionResponse, execu
 codeExecutionResult, plus ``thought``/``thoughtSignature``), ``systemInstruction``, ``tools``'
 ``functionDeclarations`` (a name each, ``FunctionDeclaration``'s fields only; ``parameters``
 and ``parametersJsonSchema`` not both), ``toolConfig.functionCallingConfig`` (mode AUTO, ANY,
-NONE or VALIDATED; allowed names only with ANY or VALIDATED) and ``generationConfig``'s field
-names and ranges.
+NONE or VALIDATED; allowed names only with ANY or VALIDATED), inline images' MIME types
+(``IMAGE_TYPES``), ``generationConfig``'s field names and ranges, and function call and response
+``id`` s (refused on Vertex's v1, which has no such field; on the Gemini API a response's must
+name a call of the model turn before it).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse
              "executableCode", "codeExecutionResult")
 PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
                          "mediaResolution", "partMetadata"})
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+"""The image MIME types Gemini reads (Google's image-understanding pages); another image type,
+``image/jpg`` included, is its 400 "Unsupported MIME type"."""
 MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
 DECLARATION_FIELDS = frozenset({"name", "description", "behavior", "parameters",
                                 "parametersJsonSchema", "response", "responseJsonSchema"})
@@ -105,7 +110,18 @@ class GenerateRequest:
         return shows or (isinstance(budget, int) and budget > 0), shows
 
 
-def _parts(value: Any, where: str) -> list[dict[str, Any]]:
+def _call_ids(part: dict[str, Any], where: str, *, call_ids: bool) -> None:
+    """Vertex's v1 ``FunctionCall`` and ``FunctionResponse`` have no ``id`` (its transcoder's
+    400 ``Unknown name "id"``); the Gemini API's take one."""
+    for key, field in (("functionCall", "function_call"),
+                       ("functionResponse", "function_response")):
+        value = part.get(key)
+        if not call_ids and isinstance(value, dict) and "id" in value:
+            raise invalid(f'Invalid JSON payload received. Unknown name "id" at '
+                          f"'{where}.{field}': Cannot find field.")
+
+
+def _parts(value: Any, where: str, *, call_ids: bool = True) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise invalid(f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty.")
     for i, part in enumerate(value):
@@ -118,6 +134,7 @@ def _parts(value: Any, where: str) -> list[dict[str, Any]]:
                           "field 'data' must have one initialized field")
         if "text" in part and not isinstance(part["text"], str):
             raise invalid(f"Invalid value at '{where}.parts[{i}].text' (TYPE_STRING)")
+        _call_ids(part, f"{where}.parts[{i}]", call_ids=call_ids)
         call = part.get("functionCall") or part.get("functionResponse")
         if call is not None and (not isinstance(call, dict) or not call.get("name")):
             raise invalid(f"* GenerateContentRequest.{where}.parts[{i}]: function name is "
@@ -127,6 +144,9 @@ def _parts(value: Any, where: str) -> list[dict[str, Any]]:
                                    or not isinstance(inline.get("data"), str)):
             raise invalid(f"* GenerateContentRequest.{where}.parts[{i}].inline_data: mime_type "
                           "and data are required.")
+        media = str(inline.get("mimeType")).lower() if inline is not None else ""
+        if media.startswith("image/") and media not in IMAGE_TYPES:
+            raise invalid(f"Unsupported MIME type: {media}")
     return value
 
 
@@ -229,8 +249,25 @@ def _thinking_config(value: Any) -> None:
         raise invalid("You can only set only one of thinking budget and thinking level.")
 
 
-def read_request(body: dict[str, Any]) -> GenerateRequest:
-    """The validated request (a 400 ``SimError`` in Google's words when it is not)."""
+def _answered_ids(contents: list[dict[str, Any]]) -> None:
+    """A ``functionResponse`` ``id`` must be one of the ``functionCall`` ids of the model turn
+    just before it: Gemini maps each response to its call by id (400 otherwise)."""
+    for i, turn in enumerate(contents[1:], start=1):
+        issued = {part["functionCall"].get("id") for part in contents[i - 1]["parts"]
+                  if isinstance(part.get("functionCall"), dict)}
+        for j, part in enumerate(turn["parts"]):
+            response = part.get("functionResponse")
+            given = response.get("id") if isinstance(response, dict) else None
+            if given is not None and given not in issued:
+                raise invalid(f"* GenerateContentRequest.contents[{i}].parts[{j}]."
+                              "function_response.id: functionResponse.id does not match any "
+                              "functionCall.id of the preceding model turn.")
+
+
+def read_request(body: dict[str, Any], *, call_ids: bool = True) -> GenerateRequest:
+    """The validated request (a 400 ``SimError`` in Google's words when it is not);
+    ``call_ids``: whether the API's function calls and responses have an ``id`` (the Gemini
+    API's do, Vertex's v1 do not)."""
     _unknown(body, REQUEST_FIELDS, "")
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
@@ -241,7 +278,8 @@ def read_request(body: dict[str, Any]) -> GenerateRequest:
         _unknown(turn, frozenset({"role", "parts"}), f"contents[{i}]")
         if turn.get("role", "user") not in ("user", "model"):
             raise invalid(f"Please use a valid role: user, model. (contents[{i}].role)")
-        _parts(turn.get("parts"), f"contents[{i}]")
+        _parts(turn.get("parts"), f"contents[{i}]", call_ids=call_ids)
+    _answered_ids(contents)
     system_value = body.get("systemInstruction")
     system = ""
     if system_value is not None:

@@ -18,8 +18,9 @@ publishers/google/models/{model}:{method}``.
   ``generateContent`` and ``streamGenerateContent`` answer as the Gemini API's (``gemini``),
   with Vertex's ``createTime``; ``predict`` is the text-embeddings
   API: ``instances: [{"content", "task_type"?, "title"?}]`` (at most 250; one for
-  ``gemini-embedding-*`` models), ``parameters: {"outputDimensionality"?, "autoTruncate"?}``
-  (the length defaults to the model's own, ``embeddings.MODEL_DIMENSIONS``),
+  ``gemini-embedding-*`` models; at most ``MAX_INPUT_TOKENS`` tokens in all), ``parameters:
+  {"outputDimensionality"?, "autoTruncate"?}`` (the length defaults to the model's own,
+  ``embeddings.MODEL_DIMENSIONS``),
   answered ``{"predictions": [{"embeddings": {"values", "statistics": {"truncated",
   "token_count"}}}], "metadata": {"billableCharacterCount"}}``.
 - Claude: ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``, the same
@@ -43,7 +44,7 @@ import orjson
 from app.simulator import gemini, vertex_anthropic
 from app.simulator.asgi import Request, SimError, send_json
 from app.simulator.core import Route, Sim, delay, faulted
-from app.simulator.embeddings import MAX_DIMENSIONS, dimensions_of, vector
+from app.simulator.embeddings import dimensions_of, vector
 from app.simulator.errors import google_error
 from app.simulator.faults import read_knobs
 from app.simulator.gemini_request import invalid
@@ -57,6 +58,9 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SIGNING_KEY = b"switchboard-simulator-google-signing-key"
 METHODS = ("generateContent", "streamGenerateContent", "predict")
 PUBLISHER_METHODS = {"google": METHODS, "anthropic": vertex_anthropic.METHODS}
+MAX_INPUT_TOKENS = 20_000
+"""The input tokens one text-embeddings ``predict`` request may carry (Vertex's "Get text
+embeddings" limits: more is a 400)."""
 UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access "
                    "token, login cookie or other valid authentication credential. See "
                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
@@ -195,8 +199,9 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
     dimensions = parameters.get("outputDimensionality") if isinstance(parameters, dict) \
         else None
     dimensions = dimensions or dimensions_of(model, sim.options.embedding_dimensions)
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
-        raise invalid(f"outputDimensionality must be between 1 and {MAX_DIMENSIONS}.")
+    most = gemini.largest_output(model)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= most:
+        raise invalid(f"outputDimensionality must be between 1 and {most} for {model}.")
     predictions = []
     tokens = chars = 0
     for i, instance in enumerate(instances):
@@ -209,6 +214,10 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
         predictions.append({"embeddings": {
             "values": list(vector(text, dimensions)),
             "statistics": {"truncated": False, "token_count": count}}})
+    if tokens > MAX_INPUT_TOKENS:
+        raise invalid(f"Unable to submit request because the input token count is {tokens} but "
+                      f"the model supports up to {MAX_INPUT_TOKENS}. Reduce the input token "
+                      "count and try again.")
     if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         await send_json(req.send, 200, orjson.dumps({
             "predictions": predictions, "metadata": {"billableCharacterCount": chars}}))
@@ -238,7 +247,8 @@ async def _serve(sim: Sim, req: Request, route: Route) -> None:
         await predict(sim, req, route, model=model)
     else:
         await gemini.generate(sim, req, route, model=model,
-                              streaming=method == "streamGenerateContent", extra=_extra())
+                              streaming=method == "streamGenerateContent", extra=_extra(),
+                              call_ids=False)
 
 
 def match(method: str, path: str) -> bool:
