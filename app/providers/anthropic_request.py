@@ -7,10 +7,9 @@ The choices made where the two APIs differ are listed in ``app.providers.anthrop
 
 from __future__ import annotations
 
-import re
-
 from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
+from app.providers.media import DATA_URL, media_type
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message, ToolCall
 
@@ -19,8 +18,6 @@ from app.schemas import ChatRequest, Message, ToolCall
 PASSTHROUGH_FIELDS = ("top_k", "thinking")
 WHO = "Anthropic models"
 
-_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
-                       re.DOTALL)
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
@@ -35,23 +32,23 @@ def _with_cache_control(block: Json, part: Json) -> Json:
 def _image_block(url: str, *, param: str) -> Json:
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    match = _DATA_URL.match(url)
+    match = DATA_URL.match(url)
     if match is None:
         raise errors.InvalidRequest(
             "image_url.url must be an http(s) URL or a base64 data: URL", param=param)
-    media_type = match["media"].lower()
-    if media_type not in _IMAGE_TYPES:
+    media = media_type(match["media"])
+    if media not in _IMAGE_TYPES:
         raise errors.InvalidRequest(
-            f"Anthropic accepts only {', '.join(sorted(_IMAGE_TYPES))} images, not {media_type}",
+            f"Anthropic accepts only {', '.join(sorted(_IMAGE_TYPES))} images, not {media}",
             param=param)
     return {"type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": match["data"]}}
+            "source": {"type": "base64", "media_type": media, "data": match["data"]}}
 
 
 def _file_block(part: Json, *, param: str) -> Json:
     file = part.get("file")
     data = file.get("file_data") if isinstance(file, dict) else None
-    match = _DATA_URL.match(data) if isinstance(data, str) else None
+    match = DATA_URL.match(data) if isinstance(data, str) else None
     if match is None or match["media"].lower() != "application/pdf":
         raise errors.InvalidRequest(
             "Anthropic accepts files only as a PDF in file.file_data (a base64 data: URL)",

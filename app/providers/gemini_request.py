@@ -8,7 +8,6 @@ in ``app.providers.gemini``. The model is not in the body: it is in the URL.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ import orjson
 from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.gemini_response import minted
+from app.providers.media import DATA_URL, media_type
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
 
@@ -28,23 +28,16 @@ THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "hi
 OpenAI-compatible endpoint (1K, 8K and 24K tokens; ``none`` turns thinking off). Gemini 3
 models take a ``thinkingBudget`` too (Google keeps it for backwards compatibility)."""
 
-_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$",
-                       re.DOTALL)
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
-MEDIA_ALIASES = {"image/jpg": "image/jpeg", "image/jpe": "image/jpeg",
-                 "image/pjpeg": "image/jpeg"}
-"""Names clients give JPEG that Google refuses (400 "Unsupported MIME type: image/jpg"; it
-takes image/jpeg), sent under the registered name, as the Bedrock translation reads ``jpg``."""
 
 
 def _inline(url: str, *, param: str, what: str) -> Json:
-    match = _DATA_URL.match(url)
+    match = DATA_URL.match(url)
     if match is None:
         raise errors.InvalidRequest(
             f"Gemini takes {what} inline only, as a base64 data: URL (it cannot fetch URLs)",
             param=param)
-    media = match["media"].lower()
-    return {"inlineData": {"mimeType": MEDIA_ALIASES.get(media, media), "data": match["data"]}}
+    return {"inlineData": {"mimeType": media_type(match["media"]), "data": match["data"]}}
 
 
 def content_parts(content: str | list[Json] | None, *, param: str) -> list[Json]:

@@ -21,6 +21,8 @@ from app.usage import estimate_tokens
 BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking",
                          "redacted_thinking", "search_result"})
 _ROLES = ("user", "assistant", "system")
+_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+"""The base64 image types Anthropic takes (``image/jpg`` is a 400 naming these)."""
 _REQUIRED_KEYS = {"text": ("text",), "image": ("source",), "document": ("source",),
                   "tool_use": ("id", "name", "input"), "tool_result": ("tool_use_id",)}
 
@@ -68,6 +70,11 @@ def _check_blocks(blocks: Any, path: str) -> None:
         for key in _REQUIRED_KEYS.get(block["type"], ()):
             if key not in block:
                 raise _fail(f"{where}.{key}: Field required")
+        source = block.get("source")
+        if block["type"] == "image" and isinstance(source, dict) \
+                and source.get("type") == "base64" and source.get("media_type") not in _IMAGES:
+            raise _fail(f"{where}.image.source.base64.media_type: Input should be "
+                        "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
 
 
 def _check_messages(messages: Any) -> list[Any]:
