@@ -173,9 +173,10 @@ def table_row(row: Row) -> str:
     tokens = _cell(row.get("total_tokens"), str)
     if row.get("tokens_estimated") and tokens != "-":
         tokens = "~" + tokens
-    created = str(row.get("created_at") or "")
+    from app.cli import table_time
+
     return _line([
-        created.replace("T", " ").rstrip("Z")[:23],
+        table_time(str(row["created_at"])),
         str(row.get("id")),
         _cell(row.get("public_model"), str),
         _cell(row.get("provider"), str),
