@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,17 @@ def setting_problem(problem: Any) -> str:
     name = field if field.isupper() else f"SWITCHBOARD_{field.upper()}"  # upper: an alias
     option = _SERVE_OPTIONS.get(field)
     return f"invalid {name}{f' (or serve {option})' if option else ''}: {problem['msg']}"
+
+
+def table_time(moment: float | datetime | str) -> str:
+    """A moment as every CLI's table prints it (the README Glossary's "time"): UTC to the
+    millisecond, ``2026-12-06 23:00:00.123``. Takes epoch seconds, a datetime (naive = UTC) or
+    the admin API's ISO 8601 text (``app.times.iso``'s form), so that ``logs``, ``keys`` and
+    ``drift`` print one form whichever way they hold the moment."""
+    from app.times import iso
+
+    when = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return iso(when)[:23].replace("T", " ")  # cut, not rounded: a row never reads later
 
 
 _ELSEWHERE: dict[str, tuple[str, str]] = {

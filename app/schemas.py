@@ -170,6 +170,8 @@ class ResponseFormat(BaseModel):
 
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+"""At most ``MAX_STOP`` strings, counted before validation (the ``_counts`` validators) so
+the 400 has OpenAI's words and code; the ``max_length`` here is for the schema alone."""
 LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
 """Token id -> bias, each from -100 (never) to 100 (only), as OpenAI bounds them."""
 
@@ -192,6 +194,9 @@ MAX_TOOLS = 128
 """``tools``: OpenAI's ("A max of 128 functions are supported", the ``tools`` description of its
 OpenAPI spec, openai/openai-openapi; the deprecated ``functions`` has ``maxItems: 128``), which
 it answers with ``array_above_max_length``, param ``tools``."""
+MAX_STOP = 4
+"""``stop``: OpenAI's ("Up to 4 sequences", its spec's ``maxItems: 4``), which it answers with
+``array_above_max_length``, param ``stop``, as it does ``tools``."""
 MAX_TOOL_CALLS = 128
 """``messages[i].tool_calls``: OpenAI's, as it answers it ("Invalid 'messages[2].tool_calls':
 array too long. Expected an array with maximum length 128", openai/openai-dotnet#317)."""
@@ -327,6 +332,7 @@ class ChatRequest(BaseModel):
     def _counts(cls, data: Any) -> Any:
         if type(data) is dict:
             _stream_options_need_stream(data)
+            _at_most(data, "stop", MAX_STOP)
             _chat_counts(data)
         return data
 
@@ -401,6 +407,7 @@ class CompletionRequest(BaseModel):
     def _counts(cls, data: Any) -> Any:
         if type(data) is dict:
             _stream_options_need_stream(data)
+            _at_most(data, "stop", MAX_STOP)
             _inputs_counts(data, "prompt", items=MAX_ITEMS, token_ids=MAX_PROMPT_TOKEN_IDS)
         return data
 

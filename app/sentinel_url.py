@@ -8,7 +8,8 @@ Format::
 Ports default to 26379. The user and password are the data nodes' (``AUTH`` on the master);
 the sentinels get ``?sentinel_username=...&sentinel_password=...`` when they need a login
 (none by default). For ``rediss+sentinel`` the query may set ``ssl_cert_reqs`` and
-``ssl_ca_certs`` as on ``rediss://`` (``app.limits.resp``). Other query parameters are refused.
+``ssl_ca_certs`` as on ``rediss://`` (``app.limits.resp``); ``redis+sentinel`` refuses them.
+Other query parameters, and a parameter given twice, are refused.
 Errors name the part that is wrong, never the password.
 """
 
@@ -70,15 +71,27 @@ class SentinelUrl:
             password = unquote(secret) if sep else None
             if not sep:  # "redis://secret@host" is the password alone, as redis-py reads it
                 username, password = None, unquote(user) or None
-        query = {k: v[-1] for k, v in parse_qs(match["query"] or "").items()}
-        unknown = sorted(set(query) - set(_QUERY))
+        tls = scheme == "rediss+sentinel"
+        values = parse_qs(match["query"] or "")
+        unknown = sorted(set(values) - set(_QUERY))
         if unknown:
             raise ValueError(f"unknown Redis Sentinel URL parameter(s): {', '.join(unknown)}")
+        # ``ssl_*`` on the clear-text scheme most likely means a forgotten "s": refused, as the
+        # plain form refuses it, since honouring the URL would send the password in clear.
+        tls_only = sorted(name for name in values if name.startswith("ssl_"))
+        if tls_only and not tls:
+            raise ValueError(f"only rediss+sentinel:// URLs (TLS) take {', '.join(tls_only)}")
+        # A repeated parameter is ambiguous (which one wins depends on the reader): refused.
+        twice = sorted(name for name, given in values.items() if len(given) > 1)
+        if twice:
+            raise ValueError(
+                f"Redis Sentinel URL parameter(s) given more than once: {', '.join(twice)}")
+        query = {name: given[0] for name, given in values.items()}
         reqs = query.get("ssl_cert_reqs", "required").lower()
         if reqs not in ("none", "optional", "required"):
             raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {reqs!r}")
         return cls(sentinels=sentinels, master=path[0], db=db, username=username,
-                   password=password, tls=scheme == "rediss+sentinel", ssl_cert_reqs=reqs,
+                   password=password, tls=tls, ssl_cert_reqs=reqs,
                    ssl_ca_certs=query.get("ssl_ca_certs"),
                    sentinel_username=query.get("sentinel_username"),
                    sentinel_password=query.get("sentinel_password"))

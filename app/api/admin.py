@@ -61,7 +61,10 @@ async def list_calls(
     = None,
     provider: Annotated[str | None, Query(description="Provider name from the config.")] = None,
     status: Annotated[Literal["ok", "error", "cancelled"] | None, Query()] = None,
-    caller: Annotated[str | None, Query(description=(
+    # A Literal, as status is: a typo ("Master") is a 400 naming it, not an empty list that
+    # reads as "no such calls".
+    caller: Annotated[Literal["master", "key", "anonymous", "unauthenticated"] | None,
+                      Query(description=(
         'Who called: "master", "key", "anonymous" (loopback-only mode, no key) or '
         '"unauthenticated" (refused at authentication: no key, or one unknown, revoked or '
         'expired).'))] = None,

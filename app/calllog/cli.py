@@ -173,9 +173,10 @@ def table_row(row: Row) -> str:
     tokens = _cell(row.get("total_tokens"), str)
     if row.get("tokens_estimated") and tokens != "-":
         tokens = "~" + tokens
-    created = str(row.get("created_at") or "")
+    from app.cli import table_time
+
     return _line([
-        created.replace("T", " ").rstrip("Z")[:23],
+        table_time(str(row["created_at"])),
         str(row.get("id")),
         _cell(row.get("public_model"), str),
         _cell(row.get("provider"), str),
@@ -467,6 +468,9 @@ def _follow(client: AdminClient, filters: dict[str, Any], seen: Seen, *, window:
             click.echo(emit(row))
 
 
+NO_MODEL = "(no model)"
+"""``spend --by model``'s name for the calls refused before a model was read (the API's
+``null`` group), apart from ``-``, the calls naming a model the gateway does not serve."""
 SPEND_COLUMNS: tuple[tuple[str, int], ...] = (
     ("GROUP", -32), ("REQUESTS", 9), ("PROMPT", 11), ("COMPLETION", 11), ("COST", 14),
     ("ERRORS", 7))
@@ -486,8 +490,16 @@ SPEND_COLUMNS: tuple[tuple[str, int], ...] = (
 def spend(url: str, key: str | None, by: str, since: str | None, until: str | None,
           key_id: str | None, team_id: str | None, model: str | None, as_json: bool) -> None:
     """Print requests, tokens, cost and errors per key, team or model, costliest first, from
-    the call log of a running gateway, of the calls matching every filter given. "-" is the
-    calls without a key (or team)."""
+    the call log of a running gateway, of the calls matching every filter given.
+
+    \b
+    --by key:   "-" is the calls without a key (the master key, loopback-only
+                mode, calls refused at authentication, shadow copies).
+    --by team:  "-" is the calls without a team (those, and keys of no team).
+    --by model: "-" is the calls naming a model the gateway does not serve
+                (its 404 model_not_found); "(no model)" the calls refused
+                before a model was read (a body that is no JSON object, a 401,
+                a 415...). --json gives them as "-" and null."""
     client = _client(url, key)
     try:
         body = client.get("/admin/spend", _filters(by=by, since=since, until=until,
@@ -500,10 +512,13 @@ def spend(url: str, key: str | None, by: str, since: str | None, until: str | No
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     click.echo(_line([name for name, _ in SPEND_COLUMNS], SPEND_COLUMNS))
+    # With --by model, "-" is a group of its own (unknown models), so the calls without a
+    # model cannot print as "-" too; a key or team id is never "-".
+    no_group = NO_MODEL if by == "model" else "-"
     for row in rows:
         click.echo(_line([
-            _cell(row["group"], str), str(row["requests"]), str(row["prompt_tokens"]),
-            str(row["completion_tokens"]), usd(float(row["cost_usd"])),
+            no_group if row["group"] is None else str(row["group"]), str(row["requests"]),
+            str(row["prompt_tokens"]), str(row["completion_tokens"]), usd(float(row["cost_usd"])),
             str(row["errors"])], SPEND_COLUMNS))
 
 

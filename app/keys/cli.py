@@ -164,13 +164,14 @@ def _key_options(command: F) -> F:
 
 
 def _show_key(record: KeyRecord) -> str:
-    from app.times import iso
+    from app.cli import table_time
 
     limits = " ".join(f"{name}={value}" for name, value in (
         ("team", record.team_id), ("rpm", record.rpm), ("tpm", record.tpm),
         ("budget", None if record.budget_usd is None
          else f"{record.budget_usd:g}/{record.budget_period}"),
-        ("privacy", record.privacy), ("expires", iso(record.expires_at)),
+        ("privacy", record.privacy),
+        ("expires", None if record.expires_at is None else table_time(record.expires_at)),
         ("models", None if record.models is None else ",".join(record.models)))
         if value is not None)
     status = record.problem(time.time()) or "active"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import click
@@ -94,4 +93,6 @@ def reset(model: str, provider: str | None, database_url: str | None) -> None:
 
 
 def _when(item: Baseline) -> str:
-    return datetime.fromtimestamp(item.captured_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    from app.cli import table_time
+
+    return table_time(item.captured_at)

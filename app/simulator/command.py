@@ -8,17 +8,22 @@ from app.simulator.app import serve
 from app.simulator.engine import EngineOptions
 from app.simulator.options import SimOptions
 
+# Every route and per-request header the simulator serves is listed here (the headers are
+# read in app/simulator/faults.py, but X-Sim-Azure-Filter, in azure.py, and the
+# X-Sim-Replicate-* ones, in replicate.py): tests/simulator/test_command_help.py fails when
+# one is served and not listed.
 _EPILOG = """\b
 Routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI and vLLM);
-/openai/deployments/{name}/... (Azure OpenAI); /v1/messages (Anthropic); /v2/chat,
-/v2/embed (Cohere);
+/openai/deployments/{name}/... (Azure OpenAI); POST /{tenant}/oauth2/v2.0/token (Microsoft
+Entra ID) and GET /msi/token (App Service managed identity); /v1/messages (Anthropic);
+/v2/chat, /v2/embed (Cohere);
 /studio/v1/chat/completions (AI21); /health, /version,
 /tokenize, /metrics (vLLM); /hf-router/v1/chat/completions (Hugging Face router), /tgi,
 /tgi/generate, /tgi/generate_stream, /tgi/v1/chat/completions (TGI), /tei/embed (TEI);
 /_sim/state, /_sim/stats, /_sim/requests, /_sim/reset (admin).
 Replicate: /v1/models/{o}/{n}/predictions, /v1/deployments/{o}/{n}/predictions, /v1/predictions,
-/v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, -Wait-Ms, -Settle-Ms,
--Fail: 1).
+/v1/predictions/{id}[/cancel|/stream] (X-Sim-Replicate-Duration-Ms, X-Sim-Replicate-Wait-Ms,
+X-Sim-Replicate-Settle-Ms, X-Sim-Replicate-Fail: 1).
 AWS (SigV4 with the test keys of app/simulator/aws_auth.py): /bedrock/model/{id}/converse,
 /converse-stream, /invoke, /invoke-with-response-stream (Bedrock);
 /sagemaker/endpoints/{name}/invocations, /invocations-response-stream (SageMaker).
@@ -29,9 +34,21 @@ generateContent|streamGenerateContent|predict and POST /vertex/token (Vertex AI)
 (Claude on Vertex AI).
 
 \b
-Per-request headers: X-Return-Error: STATUS, X-Sim-Hang: 1, X-Sim-Cut-After: N,
-X-Sim-Error-After: N, X-Sim-TTFT-Ms, X-Sim-TPOT-Ms, X-Sim-Completion-Tokens: N,
-X-Sim-Refusal: 1, X-Sim-Fingerprint: FP, X-Sim-Model: NAME, X-Sim-Cache-Read-Tokens: N.
+Per-request headers (all of them; described in app/simulator/faults.py, azure.py):
+  answers:  X-Sim-TTFT-Ms, X-Sim-TPOT-Ms, X-Sim-Completion-Tokens: N, X-Sim-Refusal: 1,
+            X-Sim-Fingerprint: FP, X-Sim-Model: NAME, X-Sim-Cache-Read-Tokens: N,
+            X-Sim-Usage-Count: name=JSON (every usage count "name" says JSON instead),
+            X-Sim-Azure-Filter: async (Azure's asynchronous content filter on chat streams).
+  errors:   X-Return-Error: STATUS, X-Sim-Retry-After: VALUE (its Retry-After),
+            X-Sim-Echo-Key: 1 (the error echoes the request's credential).
+  streams:  X-Sim-Cut-After: N (drop the connection), X-Sim-Error-After: N (in-band error),
+            X-Sim-End-After: N (end with no finish_reason nor terminator),
+            X-Sim-Done-After: N (end as finished, with no finish_reason),
+            X-Sim-Aws-Error-Code: CODE (an AWS stream's error as an event-stream error message),
+            X-Sim-Role-Early: 1 (OpenAI's role chunk before the first token),
+            X-Sim-Split-Pair: 1 (an emoji cut between two chunks' UTF-16 escapes).
+  bodies:   X-Sim-Hang: 1 (never answer), X-Sim-Cut-Body: N (send N bytes of the answer, then
+            drop the connection), X-Sim-Garbage: 1 (an HTML page for the answer).
 
 \b
 Process-wide drift, set at runtime with POST /_sim/state (JSON, partial; headers still win;

@@ -138,7 +138,7 @@ async def test_filters_and_relative_since(server: str, engine: AsyncEngine) -> N
     await insert(engine, call("old", now() - timedelta(hours=2)),
                  call("emb", now() - timedelta(minutes=30), public_model="embed"),
                  call("err", now() - timedelta(minutes=20), status="error", http_status=502,
-                      provider="openai", caller="key-7"))
+                      provider="openai", caller="key"))
     async with master(server) as client:
         async def ids(**params: Any) -> list[str]:
             response = await client.get("/admin/calls", params=params)
@@ -148,12 +148,14 @@ async def test_filters_and_relative_since(server: str, engine: AsyncEngine) -> N
         assert await ids(since="1h") == ["err", "emb"]
         assert await ids(until="1h") == ["old"]
         assert await ids(model="embed") == ["emb"]
-        assert await ids(provider="openai", status="error", caller="key-7") == ["err"]
+        assert await ids(provider="openai", status="error", caller="key") == ["err"]
         assert await ids(since=(now() - timedelta(minutes=25)).isoformat()) == ["err"]
 
 
 @pytest.mark.parametrize(("params", "param"), [
     ({"status": "failed"}, "status"),
+    ({"caller": "Master"}, "caller"),  # a typo: refused, not an empty list
+    ({"caller": "bogus"}, "caller"),
     ({"limit": 0}, "limit"),
     ({"limit": 1001}, "limit"),
     ({"limit": "many"}, "limit"),

@@ -97,13 +97,13 @@ def test_bad_input_never_reaches_the_upstream(gateway: RunningGateway, simulator
 
 
 def test_a_list_too_long_says_so_not_that_it_is_no_string(gateway: RunningGateway) -> None:
-    """``stop`` is a string or a list of at most 4: a list of 5 is told its length, not that
-    it should have been a string (the union's other branch)."""
+    """``stop`` is a string or a list of at most 4: a list of 5 is told its length in OpenAI's
+    words and code (counted before validation), not that it should have been a string."""
     status, error = _post(gateway, "/v1/chat/completions",
                           json={"model": "chat", "messages": USER, "stop": list("abcde")})
-    assert (status, error["param"]) == (400, "stop")
-    assert error["message"] == ("Invalid value for 'stop': List should have at most 4 items "
-                                "after validation, not 5.")
+    assert (status, error["param"], error["code"]) == (400, "stop", "array_above_max_length")
+    assert error["message"] == ("Invalid 'stop': array too long. Expected an array with maximum "
+                                "length 4, but got an array with length 5 instead.")
     status, error = _post(gateway, "/v1/chat/completions",
                           json={"model": "chat", "messages": USER, "stop": 5})
     assert error["message"] == "Invalid value for 'stop': Input should be a valid string."
