@@ -236,8 +236,9 @@ def _mentions_float(annotation: Any) -> bool:
 
 def _telling(problems: list[ErrorDetails]) -> ErrorDetails:
     """The problem to report: the first, unless it only says a union's branch has another type
-    (``stop``: "should be a valid string") while a branch the value has the type of says what
-    is wrong with it ("at most 4 items")."""
+    (``str | list[...]``: "should be a valid string") while a branch the value has the type of
+    says what is wrong with it (a bound it breaks; ``stop``'s count of strings is checked
+    before validation, as OpenAI words it: ``app.schemas``)."""
     first = problems[0]
     if not first["type"].endswith("_type"):
         return first
