@@ -70,7 +70,7 @@ from app import errors
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from uvicorn._types import ASGISendEvent
+    from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
 log = logging.getLogger("switchboard.serving")
 
@@ -235,6 +235,27 @@ class HeaderDeadlineProtocol(UpgradeIgnoringProtocol):
         if type(self.cycle) is RequestResponseCycle:  # the cycle just made, before it runs
             self.cycle.__class__ = HeaderBlockCycle
 
+    def shutdown(self) -> None:
+        """uvicorn's server shutting down (the listener is closed). uvicorn closed a connection
+        with no request in progress at once, which cut off a request whose bytes had arrived
+        and were not parsed yet (a keep-alive client sends its next request whenever it likes):
+        the client got no answer and the call no row. Such a connection is kept
+        ``SHUTDOWN_LINGER_S`` more instead, and a request that arrives on it meanwhile gets a
+        503 ``shutting_down`` with ``Connection: close`` (``refuse_shutting_down``), which a
+        client can retry elsewhere; then it is closed. A request in progress finishes, as in
+        uvicorn, and its answer closes the connection."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self.app = refuse_shutting_down  # for the requests that start on this connection now
+        self.loop.call_later(SHUTDOWN_LINGER_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
@@ -272,6 +293,10 @@ class HeaderBlockCycle(RequestResponseCycle):
     uvicorn release changes them."""
 
     async def send(self, message: ASGISendEvent) -> None:
+        if _draining and message["type"] == "http.response.start":
+            # The process is shutting down: the client must not send its next request on this
+            # connection (it would race the listener's close), so the answer closes it.
+            self.keep_alive = False
         if (message["type"] != "http.response.start" or self.response_started
                 or self.disconnected or self.flow.write_paused or self.access_log):
             return await super().send(message)
@@ -335,6 +360,24 @@ def _sweep(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
 
 
 _draining = False
+SHUTDOWN_LINGER_S = 1.0
+"""How long an idle connection stays open once the server shuts down, refusing the requests
+that arrive on it (``HeaderDeadlineProtocol.shutdown``)."""
+_SHUTTING_DOWN = orjson.dumps(errors.Overloaded(
+    "The gateway is shutting down and did not process this request; send it again (another "
+    "replica, or this one once restarted, takes it).", code="shutting_down").body())
+
+
+async def refuse_shutting_down(scope: Scope, receive: ASGIReceiveCallable,
+                               send: ASGISendCallable) -> None:
+    """The ASGI app of a request that arrives on a connection after the server began shutting
+    down: 503 ``shutting_down`` in OpenAI's error shape, nothing else done (no call row: the
+    gateway did not read it)."""
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(_SHUTTING_DOWN)),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _SHUTTING_DOWN})
 
 
 def draining() -> bool:
@@ -355,7 +398,10 @@ class DrainingServer(uvicorn.Server):
     """uvicorn's server with a shutdown a load balancer can follow.
 
     The first SIGTERM or SIGINT marks the process draining (``draining()``: ``/readyz`` answers
-    503 from then on) and the server keeps accepting for ``drain_s`` seconds; then uvicorn's own
+    503 from then on) and the server keeps accepting for ``drain_s`` seconds, every answer
+    closing its connection (``Connection: close``: a keep-alive client opens a new connection
+    for its next request, which another replica takes once the listener is closed, instead of
+    racing that close on this one); then uvicorn's own
     graceful shutdown runs: the listening socket is closed, in-flight requests and streams get
     ``timeout_graceful_shutdown`` seconds to finish (then the server hangs up on their clients:
     ``shutdown``), and the lifespan's shutdown flushes the call log. A second signal skips what
