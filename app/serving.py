@@ -89,9 +89,28 @@ def follow_supervisor() -> None:
     supervisor = os.environ.get(SUPERVISOR_PID)
     if supervisor is None or not sys.platform.startswith("linux"):
         return
+    # A sibling's reload notice (``app.reload.tell_siblings``) must not end a worker whose
+    # app has not installed its handler yet (SIGUSR2's default action): noted for it instead.
+    signal.signal(SIBLING_RELOAD, _note_sibling_reload)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if str(os.getppid()) != supervisor:  # it died before the prctl took
         os.kill(os.getpid(), signal.SIGTERM)
+
+SIBLING_RELOAD = signal.SIGUSR2
+"""Sent by a worker of ``switchboard serve --workers N`` to its siblings once ``POST
+/admin/config/reload`` reloaded it (``app.reload``): reload the config file too."""
+_sibling_notices = 0
+
+
+def _note_sibling_reload(signum: int, frame: FrameType | None) -> None:
+    global _sibling_notices
+    _sibling_notices += 1
+
+
+def sibling_notices() -> int:
+    """How many sibling reload notices came before the app took ``SIBLING_RELOAD`` over."""
+    return _sibling_notices
+
 
 SWEEP_INTERVAL_S = 1.0
 SERVED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
