@@ -364,6 +364,10 @@ class RedisSpool:
         return max(pending, int(await self._redis.xlen(self._stream)))
 
 
+class _Unsettled(RedisConnectionError):
+    """A sentinel reports a failover under way that may still demote the master it names."""
+
+
 class _SentinelMaster:
     """The master that the sentinels behind a ``master_for`` pool agree on, asked afresh each
     time (see the module docstring)."""
@@ -381,6 +385,8 @@ class _SentinelMaster:
         named: set[tuple[str, int]] = set()
         errors: list[str] = []
         for reply in replies:
+            if isinstance(reply, _Unsettled):
+                raise reply  # one sentinel running a failover vetoes what the others say
             if isinstance(reply, BaseException):
                 if not isinstance(reply, (RedisError, OSError)):
                     raise reply
@@ -412,7 +418,7 @@ class _SentinelMaster:
         flags = set(flags.split(",")) if isinstance(flags, str) else set(flags)
         monitored = (text(state["ip"]), int(state["port"]))
         if address == monitored and ("master" not in flags or flags & _UNSETTLED):
-            raise RedisConnectionError(
+            raise _Unsettled(
                 f"a sentinel reports master {name!r} as {','.join(sorted(flags))}: a failover "
                 "may be under way; the batch is not confirmed")
         return address
