@@ -413,6 +413,10 @@ FORCED_EXIT_MESSAGE = (b"switchboard: Ctrl-C again: exiting now, without finishi
                        b" the next start replays the call log's journal\n")
 
 
+def _itself(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    return protocol
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a shutdown a load balancer can follow.
 
@@ -484,6 +488,7 @@ class DrainingServer(uvicorn.Server):
         (``cancelled``, 499, recorded). uvicorn cancels the requests' tasks instead, and logs
         each as "Exception in ASGI application" with its traceback; its cancel stays as a
         backstop, ``HANG_UP_S`` later, for a task that outlives its connection."""
+        await self._take_backlog()
         grace = self.config.timeout_graceful_shutdown
         timer: asyncio.TimerHandle | None = None
         if grace is not None:
@@ -494,6 +499,36 @@ class DrainingServer(uvicorn.Server):
         finally:
             if timer is not None:
                 timer.cancel()
+
+    async def _take_backlog(self) -> None:
+        """Accept the connections the kernel has completed and the loop has not taken yet,
+        before uvicorn closes the listener: closing it resets them, and a client may have sent
+        its request on one already (a busy loop left some there for seconds, each a call
+        with no answer). Each gets a protocol like any connection; a request that arrived is
+        served, and one that comes later is refused (``HeaderDeadlineProtocol.shutdown``)."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        for server in getattr(self, "servers", ()):
+            for listener in server.sockets or ():
+                try:
+                    sock = socket.socket(fileno=os.dup(listener.fileno()))
+                except OSError:
+                    continue
+                try:
+                    sock.setblocking(False)  # as the listener is (one open file, shared)
+                    while True:
+                        try:
+                            accepted, _ = sock.accept()
+                        except OSError:  # BlockingIOError: none left
+                            break
+                        accepted.setblocking(False)
+                        protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                            config=config, server_state=self.server_state,
+                            app_state=self.lifespan.state)
+                        await loop.connect_accepted_socket(
+                            functools.partial(_itself, protocol), accepted)
+                finally:
+                    sock.close()  # the duplicate; the listener is uvicorn's to close
 
     def _grace_over(self, grace: float) -> None:
         if not self.server_state.tasks:
