@@ -6,6 +6,7 @@ import asyncio
 import gc
 import importlib.metadata
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -51,7 +52,7 @@ from app.providers.http import new_session
 from app.reload import ConfigReloader
 from app.resources import RedisPools, Resources
 from app.routing.shared import SharedBreakers
-from app.serving import follow_supervisor
+from app.serving import SIBLING_RELOAD, SUPERVISOR_PID, follow_supervisor, sibling_notices
 from app.settings import Settings, environment
 from app.stages.admit import Account, Admit
 from app.stages.authenticate import Authenticate
@@ -211,6 +212,13 @@ def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader | None) -
             # an app served in a test thread, which reloads by polling or the endpoint
             return
         stack.callback(loop.remove_signal_handler, sig)
+    if reloader is not None and os.environ.get(SUPERVISOR_PID) is not None:
+        # A worker: another one's ``POST /admin/config/reload`` reaches it this way
+        # (``app.reload.tell_siblings``), also one that came while this app was starting.
+        loop.add_signal_handler(SIBLING_RELOAD, reloader.request, "another worker's reload")
+        stack.callback(loop.remove_signal_handler, SIBLING_RELOAD)
+        if sibling_notices():
+            reloader.request("another worker's reload, while this one started")
 
 
 def _no_config_file(signal_name: str) -> None:

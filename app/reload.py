@@ -6,6 +6,15 @@ hashed; reading the path each time follows a Kubernetes ConfigMap or Secret upda
 symlink that a watch on the file itself would miss), on ``SIGHUP`` or ``SIGUSR1`` (``app.main``
 installs the handlers), and on ``POST /admin/config/reload``.
 
+Workers of ``switchboard serve --workers N``: a reload request reaches one worker. Once it has
+reloaded, it tells its siblings (``tell_siblings``: ``SIGUSR2`` to the other children of the
+supervisor that run ``spawn_main`` and catch that signal; Linux's ``/proc``), and each reloads
+the file at once as well, without telling anyone further. So ``POST /admin/config/reload``
+reaches every worker even with ``SWITCHBOARD_CONFIG_POLL_S=0``, where no worker would ever look
+at the file again otherwise. A worker still starting catches the notice early
+(``app.serving.follow_supervisor``) and reloads once its app is up. Signals to one worker
+(``SIGHUP``/``SIGUSR1``) stay that worker's: the README's recipe signals each.
+
 How: the new file is validated completely first (``app.config.load_config``), then what it
 needs is built (providers, and what the pipeline's stages load for it: ``Pipeline.prepare``);
 an invalid one, or one whose parts cannot be built (a provider whose builder raises
@@ -35,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,6 +68,7 @@ from app.pipeline import Snapshot, config_version
 from app.pricing import PriceBook, shipped_prices
 from app.providers import build_provider
 from app.providers.base import Provider, Warmable
+from app.serving import SIBLING_RELOAD, SUPERVISOR_PID
 from app.settings import environment
 
 log = logging.getLogger("switchboard.config")
@@ -131,14 +143,24 @@ class ConfigReloader:
                 log.exception("config reload failed")
 
     def request(self, reason: str) -> None:
-        """Reload soon, in a task (a signal handler's way in)."""
-        task = asyncio.get_running_loop().create_task(self.reload(reason=reason, force=True))
+        """Reload soon, in a task (a signal handler's way in); this process only."""
+        task = asyncio.get_running_loop().create_task(
+            self.reload(reason=reason, force=True, siblings=False))
         task.add_done_callback(_retrieve)
 
-    async def reload(self, *, reason: str, force: bool = False) -> Reload:
+    async def reload(self, *, reason: str, force: bool = False,
+                     siblings: bool = True) -> Reload:
         """Read the files; swap in their config if it is valid and differs from the one
         serving. ``force``: parse them even when their bytes did not change (an environment
-        variable may have). Never raises for a bad file."""
+        variable may have); then, in a worker of ``switchboard serve --workers N`` and unless
+        ``siblings`` is false, tell the other workers to reload too (``tell_siblings``). Never
+        raises for a bad file."""
+        outcome = await self._reload(reason=reason, force=force)
+        if force and siblings:
+            tell_siblings()
+        return outcome
+
+    async def _reload(self, *, reason: str, force: bool) -> Reload:
         async with self._lock:
             serving = self.gateway.snapshot
             fingerprint = self._fingerprint()
@@ -264,6 +286,37 @@ def _sections_of(config: GatewayConfig, source: GatewayConfig,
     """``config`` with ``source``'s ``sections`` (for a diff that leaves them out); the paths
     of ``config``'s referenced values are kept, so that ``changes`` still hides them."""
     return config.model_copy(update={section: getattr(source, section) for section in sections})
+
+
+def tell_siblings() -> int:
+    """In a worker of ``switchboard serve --workers N`` (Linux): send ``SIBLING_RELOAD`` to the
+    supervisor's other children that run ``spawn_main`` (uvicorn's workers; not
+    multiprocessing's resource tracker, which the signal would end) and catch or ignore it (a
+    worker set up by ``follow_supervisor``); how many were told. Elsewhere: 0."""
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return 0
+    told = 0
+    bit = 1 << (SIBLING_RELOAD - 1)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            if fields.get("PPid", "").strip() != supervisor:
+                continue
+            if b"spawn_main" not in Path(entry.path, "cmdline").read_bytes():
+                continue
+            handled = int(fields.get("SigCgt", "0"), 16) | int(fields.get("SigIgn", "0"), 16)
+            if not handled & bit:
+                continue  # not set up yet: it reads the file as it starts
+            os.kill(int(entry.name), SIBLING_RELOAD)
+            told += 1
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read or signal
+            continue
+    log.info("config reload: told %d other worker(s) to reload", told)
+    return told
 
 
 def _retrieve(task: asyncio.Task[Reload]) -> None:

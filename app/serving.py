@@ -70,7 +70,7 @@ from app import errors
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from uvicorn._types import ASGISendEvent
+    from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
 log = logging.getLogger("switchboard.serving")
 
@@ -89,9 +89,28 @@ def follow_supervisor() -> None:
     supervisor = os.environ.get(SUPERVISOR_PID)
     if supervisor is None or not sys.platform.startswith("linux"):
         return
+    # A sibling's reload notice (``app.reload.tell_siblings``) must not end a worker whose
+    # app has not installed its handler yet (SIGUSR2's default action): noted for it instead.
+    signal.signal(SIBLING_RELOAD, _note_sibling_reload)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if str(os.getppid()) != supervisor:  # it died before the prctl took
         os.kill(os.getpid(), signal.SIGTERM)
+
+SIBLING_RELOAD = signal.SIGUSR2
+"""Sent by a worker of ``switchboard serve --workers N`` to its siblings once ``POST
+/admin/config/reload`` reloaded it (``app.reload``): reload the config file too."""
+_sibling_notices = 0
+
+
+def _note_sibling_reload(signum: int, frame: FrameType | None) -> None:
+    global _sibling_notices
+    _sibling_notices += 1
+
+
+def sibling_notices() -> int:
+    """How many sibling reload notices came before the app took ``SIBLING_RELOAD`` over."""
+    return _sibling_notices
+
 
 SWEEP_INTERVAL_S = 1.0
 SERVED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -235,6 +254,27 @@ class HeaderDeadlineProtocol(UpgradeIgnoringProtocol):
         if type(self.cycle) is RequestResponseCycle:  # the cycle just made, before it runs
             self.cycle.__class__ = HeaderBlockCycle
 
+    def shutdown(self) -> None:
+        """uvicorn's server shutting down (the listener is closed). uvicorn closed a connection
+        with no request in progress at once, which cut off a request whose bytes had arrived
+        and were not parsed yet (a keep-alive client sends its next request whenever it likes):
+        the client got no answer and the call no row. Such a connection is kept
+        ``SHUTDOWN_LINGER_S`` more instead, and a request that arrives on it meanwhile gets a
+        503 ``shutting_down`` with ``Connection: close`` (``refuse_shutting_down``), which a
+        client can retry elsewhere; then it is closed. A request in progress finishes, as in
+        uvicorn, and its answer closes the connection."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self.app = refuse_shutting_down  # for the requests that start on this connection now
+        self.loop.call_later(SHUTDOWN_LINGER_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
@@ -272,6 +312,10 @@ class HeaderBlockCycle(RequestResponseCycle):
     uvicorn release changes them."""
 
     async def send(self, message: ASGISendEvent) -> None:
+        if _draining and message["type"] == "http.response.start":
+            # The process is shutting down: the client must not send its next request on this
+            # connection (it would race the listener's close), so the answer closes it.
+            self.keep_alive = False
         if (message["type"] != "http.response.start" or self.response_started
                 or self.disconnected or self.flow.write_paused or self.access_log):
             return await super().send(message)
@@ -335,6 +379,24 @@ def _sweep(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
 
 
 _draining = False
+SHUTDOWN_LINGER_S = 1.0
+"""How long an idle connection stays open once the server shuts down, refusing the requests
+that arrive on it (``HeaderDeadlineProtocol.shutdown``)."""
+_SHUTTING_DOWN = orjson.dumps(errors.Overloaded(
+    "The gateway is shutting down and did not process this request; send it again (another "
+    "replica, or this one once restarted, takes it).", code="shutting_down").body())
+
+
+async def refuse_shutting_down(scope: Scope, receive: ASGIReceiveCallable,
+                               send: ASGISendCallable) -> None:
+    """The ASGI app of a request that arrives on a connection after the server began shutting
+    down: 503 ``shutting_down`` in OpenAI's error shape, nothing else done (no call row: the
+    gateway did not read it)."""
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(_SHUTTING_DOWN)),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _SHUTTING_DOWN})
 
 
 def draining() -> bool:
@@ -351,11 +413,18 @@ FORCED_EXIT_MESSAGE = (b"switchboard: Ctrl-C again: exiting now, without finishi
                        b" the next start replays the call log's journal\n")
 
 
+def _itself(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    return protocol
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a shutdown a load balancer can follow.
 
     The first SIGTERM or SIGINT marks the process draining (``draining()``: ``/readyz`` answers
-    503 from then on) and the server keeps accepting for ``drain_s`` seconds; then uvicorn's own
+    503 from then on) and the server keeps accepting for ``drain_s`` seconds, every answer
+    closing its connection (``Connection: close``: a keep-alive client opens a new connection
+    for its next request, which another replica takes once the listener is closed, instead of
+    racing that close on this one); then uvicorn's own
     graceful shutdown runs: the listening socket is closed, in-flight requests and streams get
     ``timeout_graceful_shutdown`` seconds to finish (then the server hangs up on their clients:
     ``shutdown``), and the lifespan's shutdown flushes the call log. A second signal skips what
@@ -419,6 +488,7 @@ class DrainingServer(uvicorn.Server):
         (``cancelled``, 499, recorded). uvicorn cancels the requests' tasks instead, and logs
         each as "Exception in ASGI application" with its traceback; its cancel stays as a
         backstop, ``HANG_UP_S`` later, for a task that outlives its connection."""
+        await self._take_backlog()
         grace = self.config.timeout_graceful_shutdown
         timer: asyncio.TimerHandle | None = None
         if grace is not None:
@@ -429,6 +499,36 @@ class DrainingServer(uvicorn.Server):
         finally:
             if timer is not None:
                 timer.cancel()
+
+    async def _take_backlog(self) -> None:
+        """Accept the connections the kernel has completed and the loop has not taken yet,
+        before uvicorn closes the listener: closing it resets them, and a client may have sent
+        its request on one already (a busy loop left some there for seconds, each a call
+        with no answer). Each gets a protocol like any connection; a request that arrived is
+        served, and one that comes later is refused (``HeaderDeadlineProtocol.shutdown``)."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        for server in getattr(self, "servers", ()):
+            for listener in server.sockets or ():
+                try:
+                    sock = socket.socket(fileno=os.dup(listener.fileno()))
+                except OSError:
+                    continue
+                try:
+                    sock.setblocking(False)  # as the listener is (one open file, shared)
+                    while True:
+                        try:
+                            accepted, _ = sock.accept()
+                        except OSError:  # BlockingIOError: none left
+                            break
+                        accepted.setblocking(False)
+                        protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                            config=config, server_state=self.server_state,
+                            app_state=self.lifespan.state)
+                        await loop.connect_accepted_socket(
+                            functools.partial(_itself, protocol), accepted)
+                finally:
+                    sock.close()  # the duplicate; the listener is uvicorn's to close
 
     def _grace_over(self, grace: float) -> None:
         if not self.server_state.tasks:

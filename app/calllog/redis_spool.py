@@ -13,17 +13,46 @@ one's entries are claimed first (above), and then it goes. The check and the del
 Lua script, atomic in Redis, so a consumer that has just read entries is never deleted with them
 (``XGROUP DELCONSUMER`` drops a consumer's pending entries); a live consumer that was only idle
 is recreated by its next read, having lost nothing.
+
+A Sentinel-managed Redis (a client from ``Sentinel.master_for``, ``redis+sentinel://``): after a
+failover the old master stays a writable master until Sentinel turns it into a replica (~10 s:
+it waits for the old master to report its role), and the resync then erases what it took in
+between. redis-py's pooled connections move only on a connection error or READONLY, so a
+spooled batch could land there, be confirmed to the writer (which drops it from the journal) and
+vanish. So ``put`` writes each batch on a connection it holds, whose address it knows, and only
+*after* the write asks every sentinel (``SENTINEL MASTER``, concurrently, no cache: an answer
+older than the write could not vouch for it) which master they name:
+
+- all that answer name that address, with no failover in progress: the batch is confirmed. A
+  failover that starts later promotes a replica that already had it, as with any write
+  (replication lag aside: Redis's own durability, as for persistence);
+- they all name another address (the failover is over): the batch went to a stale master. The
+  pool's idle connections are dropped, so the next one asks the sentinels again, and the batch
+  is written again to the master they name (the copy on the old master is a duplicate the store
+  ignores, if the resync does not erase it first);
+- a failover in progress that has not yet promoted a replica, or a master reported down (the
+  sentinels still name the old master, which may yet be demoted), sentinels that disagree (one
+  has not heard of the switch yet), or no answer: ``SpoolUnavailable``, so the writer spools the
+  batch to the local file instead (replayed from there), and tries Redis again after
+  ``retry_s``. So does a master that moves again each time the batch is written (``_WRITES``).
+
+That costs one round trip to the sentinels per spooled batch (up to ``batch_max`` rows), on the
+spool's path only: a plain ``redis://`` spool writes exactly as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from app.calllog.record import Row, dump_row
@@ -47,6 +76,11 @@ return forgotten
 """
 """Deletes the consumers of group ARGV[1] on stream KEYS[1], other than ARGV[2], that have no
 pending entry and have been idle for ARGV[3] ms; returns their names."""
+_WRITES = 3
+"""How many times ``put`` writes one batch on a Sentinel-managed Redis while the sentinels name
+another master than the one it went to, before giving up (the file spool takes it)."""
+_UNSETTLED = frozenset({"s_down", "o_down", "failover_in_progress"})
+"""A master's Sentinel flags that say a failover may be under way."""
 _T = TypeVar("_T")
 Entry = tuple[Any, dict[Any, Any]]
 """A stream entry as redis-py returns it: ``(id, {field: value})`` (bytes or str)."""
@@ -105,6 +139,9 @@ class RedisSpool:
         self._forget_script = client.register_script(_FORGET_IDLE)
         self._group_ready = False
         self._claim_cursor: str = "0-0"
+        pool = client.connection_pool
+        self._sentinel = _SentinelMaster(pool) if isinstance(pool, SentinelConnectionPool) \
+            and pool.is_master else None
 
     @property
     def stream(self) -> str:
@@ -112,7 +149,9 @@ class RedisSpool:
 
     async def put(self, rows: Sequence[Row]) -> None:
         """Append ``rows`` to the stream in one pipeline (no MAXLEN: a spool never trims), each
-        written with ``dump_row``, so no row can fail the others.
+        written with ``dump_row``, so no row can fail the others. On a Sentinel-managed Redis,
+        returns only once the sentinels confirm that the batch went to the master they name
+        (see the module docstring).
 
         When Redis refuses an entry (out of memory), ``SpoolWriteFailed`` says how many of the
         first rows were appended (``kept``). On any ``SpoolUnavailable`` some later rows may have
@@ -120,18 +159,52 @@ class RedisSpool:
         store ignores."""
         if not rows:
             return
+        if self._sentinel is None:
+            await self._call(lambda: self._append(rows))
+        else:
+            await self._call(lambda: self._append_confirmed(rows))
 
-        async def run() -> None:
-            pipe = self._redis.pipeline(transaction=False)
-            for row in rows:
-                pipe.xadd(self._stream, {_FIELD: dump_row(row)})
-            results = await pipe.execute(raise_on_error=False)
-            for kept, result in enumerate(results):
-                if isinstance(result, Exception):  # e.g. OOM: Redis is out of memory
-                    raise SpoolWriteFailed(f"redis spool {self._stream}: {result}; {kept} "
-                                           "row(s) of the batch written", kept=kept)
+    async def _append(self, rows: Sequence[Row],
+                      connection: Connection | None = None) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        if connection is not None:
+            pipe.connection = connection  # used by ``execute``, and released by it
+        for row in rows:
+            pipe.xadd(self._stream, {_FIELD: dump_row(row)})
+        results = await pipe.execute(raise_on_error=False)
+        for kept, result in enumerate(results):
+            if isinstance(result, Exception):  # e.g. OOM: Redis is out of memory
+                raise SpoolWriteFailed(f"redis spool {self._stream}: {result}; {kept} "
+                                       "row(s) of the batch written", kept=kept)
 
-        await self._call(run)
+    async def _append_confirmed(self, rows: Sequence[Row]) -> None:
+        """``_append`` on a connection whose server the sentinels, asked after the write, name
+        as the master; written again (at most ``_WRITES`` times in all) while they name
+        another. Raises ``RedisError`` when they cannot confirm one."""
+        assert self._sentinel is not None
+        pool = self._redis.connection_pool
+        for _ in range(_WRITES):
+            # redis-py leaves it untyped; a Sentinel pool's connections are ``Connection``s.
+            connection = cast(Connection, await pool.get_connection())  # type: ignore[no-untyped-call]
+            refused: SpoolWriteFailed | None = None
+            try:
+                await self._append(rows, connection)
+            except SpoolWriteFailed as exc:  # the rows it kept need the same confirmation
+                refused = exc
+            wrote_to = (connection.host, connection.port)
+            master = await self._sentinel.master()
+            if master == wrote_to:
+                if refused is not None:
+                    raise refused
+                return
+            # A failover moved the master: this connection (and the pool's others) still
+            # reach the old one, which Sentinel will demote, erasing what it took meanwhile.
+            _log.warning("spool %s: a batch of %d row(s) went to %s:%s, no longer the master "
+                         "(the sentinels name %s:%s); writing it again there", self._stream,
+                         len(rows), *wrote_to, *master)
+            await pool.disconnect(inuse_connections=False)  # the next ones ask the sentinels
+        raise RedisConnectionError(f"the master moved again while a batch was written "
+                                   f"{_WRITES} times; not confirmed")
 
     async def take(self, limit: int) -> list[tuple[str, Row]]:
         """Up to ``limit`` unacknowledged rows with their stream ids as tokens, non-blocking.
@@ -289,3 +362,63 @@ class RedisSpool:
         # Lag unknown (entries deleted past the group's position): acked entries are deleted,
         # so the stream's length counts every row not yet acknowledged.
         return max(pending, int(await self._redis.xlen(self._stream)))
+
+
+class _Unsettled(RedisConnectionError):
+    """A sentinel reports a failover under way that may still demote the master it names."""
+
+
+class _SentinelMaster:
+    """The master that the sentinels behind a ``master_for`` pool agree on, asked afresh each
+    time (see the module docstring)."""
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self._pool = pool
+
+    async def master(self) -> tuple[str, int]:
+        """The master's address, as every sentinel that answers names it, with no failover
+        under way that could still demote it; ``RedisConnectionError`` saying why not."""
+        name = self._pool.service_name
+        sentinels = self._pool.sentinel_manager.sentinels
+        replies = await asyncio.gather(*(self._ask(s, name) for s in sentinels),
+                                       return_exceptions=True)
+        named: set[tuple[str, int]] = set()
+        errors: list[str] = []
+        for reply in replies:
+            if isinstance(reply, _Unsettled):
+                raise reply  # one sentinel running a failover vetoes what the others say
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, (RedisError, OSError)):
+                    raise reply
+                errors.append(str(reply) or type(reply).__name__)
+            else:
+                named.add(reply)
+        if not named:
+            raise RedisConnectionError(f"no sentinel confirmed master {name!r}: "
+                                       f"{'; '.join(errors)}")
+        if len(named) > 1:
+            addresses = ", ".join(f"{host}:{port}" for host, port in sorted(named))
+            raise RedisConnectionError(f"the sentinels name different masters for {name!r} "
+                                       f"({addresses}): a failover is under way")
+        return named.pop()
+
+    @staticmethod
+    async def _ask(sentinel: aioredis.Redis, name: str) -> tuple[str, int]:
+        """What one sentinel names. ``SENTINEL MASTER`` gives the flags, and the address it
+        monitors, which stays the old master's until the failover ends; ``GET-MASTER-ADDR-BY-
+        NAME`` names the promoted replica as soon as its promotion is seen. So a failover in
+        progress while both still give the old address may yet demote it: not confirmed."""
+        state = cast(dict[str, Any], await sentinel.sentinel_master(name))
+        reply = cast("tuple[Any, Any] | None",
+                     await sentinel.sentinel_get_master_addr_by_name(name))
+        if not reply:
+            raise RedisConnectionError(f"a sentinel does not know master {name!r}")
+        address = (text(reply[0]), int(reply[1]))
+        flags = state.get("flags", "")
+        flags = set(flags.split(",")) if isinstance(flags, str) else set(flags)
+        monitored = (text(state["ip"]), int(state["port"]))
+        if address == monitored and ("master" not in flags or flags & _UNSETTLED):
+            raise _Unsettled(
+                f"a sentinel reports master {name!r} as {','.join(sorted(flags))}: a failover "
+                "may be under way; the batch is not confirmed")
+        return address
