@@ -523,10 +523,26 @@ class Detector:
             found.extend(self.model.scan(text, self._model_entities))
         return _resolve(found, self._rank)
 
-    def keyed(self, key: str, value: str) -> Finding | None:
+    def keyed(self, key: str, value: str, budget: ScanBudget | None = None
+              ) -> Finding | None:
         """The secret ``value`` holds as the value of a JSON object's ``key``
-        (``keyed_secret``), when this detector looks for secrets."""
-        return keyed_secret(key, value) if SECRET in self.entities else None
+        (``keyed_secret``), when this detector looks for secrets; or the phone number it is,
+        when it is a bare run of digits under a key that names a phone (``{"phone":
+        14155552671}``, ``{"mobile": "4155552671"}``: what ``scan`` finds after the word in
+        text, where bare digits need one), checked against ``budget`` as ``scan``'s are."""
+        if SECRET in self.entities:
+            secret = keyed_secret(key, value)
+            if secret is not None:
+                return secret
+        if PHONE in self.entities and MIN_PHONE_DIGITS <= len(value) <= 21 \
+                and value.isascii() and value.isdigit() and _PHONE_WORDS.search(key):
+            budget = ScanBudget() if budget is None else budget
+            spans = budget.seen.get(value)
+            if spans is None:
+                spans = budget.seen[value] = self._match_phone(value, budget)
+            if spans == ((0, len(value)),):
+                return Finding(PHONE, 0, len(value))
+        return None
 
     def merge(self, found: list[Finding], more: Iterable[Finding]) -> list[Finding]:
         """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""
