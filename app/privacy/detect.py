@@ -138,6 +138,15 @@ _IBAN_SPANS = {length: re.compile(rf"[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{{length - 
 """An IBAN of each registry length, spaces allowed between characters (not after the last:
 what follows may be a word)."""
 _VERSION_BEFORE = re.compile(r"(?i:v|version\s?|release\s?|python\s?)\Z")
+_SEPARATORS = str.maketrans({
+    **dict.fromkeys("\u00a0\u2007\u2009\u202f\u3000", " "),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\uff0d", "-")})
+"""Separators that text pasted from web pages, PDFs and word processors puts between a
+number's digit groups, as the number detectors read them: no-break, figure, thin, narrow
+no-break and ideographic spaces as a space; Unicode hyphens and dashes and the minus sign as
+``-`` (what ``phonenumbers`` takes as punctuation too). One character for one, so a
+finding's span is the same in the text."""
+_WIDE_SEPARATOR = re.compile("[\u2007\u2009\u202f\u3000\u2010-\u2015\u2212\uff0d]")
 _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
         ("-", "sk-", r"sk-ant-[A-Za-z0-9_-]{20,}|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
@@ -513,7 +522,14 @@ class Detector:
         view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
             else (b"", False)
         if self._numbers:
-            found.extend(self._number_values(text, view, wide, budget))
+            # Unicode separators read as their ASCII forms (``_SEPARATORS``): a text that
+            # holds none (all of an ASCII one) costs nothing, a Latin-1 one a ``memchr``.
+            if text.isascii() or not (_WIDE_SEPARATOR.search(text) if wide
+                                      else b"\xa0" in view):
+                found.extend(self._number_values(text, view, wide, budget))
+            else:
+                plain = text.translate(_SEPARATORS)
+                found.extend(self._number_values(plain, *windows.narrow(plain), budget))
         if SECRET in entities:
             found.extend(_secrets(text, view))
         for custom in self.custom:
