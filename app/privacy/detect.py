@@ -225,6 +225,16 @@ def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
     return not (start >= 2 and text[start - 1] == "." and text[start - 2].isdigit())
 
 
+def _run_boundary(text: str, start: int, end: int) -> bool:
+    """``_boundary`` for a card or an SSN, where a ``-`` continues a run of digits
+    (``12-4111111111111111`` is part of a longer id), except a dash just before the value with
+    anything but a digit before it: a prefix such as ``ref-``, ``CC-`` or ``SSN-`` cannot be
+    part of a digit run, so the value after it is found as after a space."""
+    if start and text[start - 1] == "-" and (start == 1 or not text[start - 2].isdigit()):
+        start = 0  # nothing before the value to check: only what follows it
+    return _boundary(text, start, end, "-")
+
+
 def _emails(text: str) -> list[Finding]:
     return [Finding(EMAIL, start, end) for start, end in emails.spans(text)]
 
@@ -239,7 +249,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
         base = match.start()
         groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
         for i, (first, _) in enumerate(groups):
-            if i and not _boundary(text, base + first, base + first, "-"):
+            if i and not _run_boundary(text, base + first, base + first):
                 continue
             digits = 0
             for j in range(i, len(groups)):
@@ -248,7 +258,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
                     break
                 end = groups[j][1]
                 if digits >= 13 and checks.credit_card(run[first:end]) \
-                        and _boundary(text, base + first, base + end, "-"):
+                        and _run_boundary(text, base + first, base + end):
                     yield Finding(CREDIT_CARD, base + first, base + end)
                     break
             else:
@@ -260,7 +270,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
 def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
     for match in _SSN.finditer(text, lo, hi):
         start, end = match.span()
-        if _boundary(text, start, end, "-") and checks.us_ssn(match[1], match[3], match[4]):
+        if _run_boundary(text, start, end) and checks.us_ssn(match[1], match[3], match[4]):
             yield Finding(US_SSN, start, end)
 
 
