@@ -138,6 +138,15 @@ _IBAN_SPANS = {length: re.compile(rf"[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{{length - 
 """An IBAN of each registry length, spaces allowed between characters (not after the last:
 what follows may be a word)."""
 _VERSION_BEFORE = re.compile(r"(?i:v|version\s?|release\s?|python\s?)\Z")
+_SEPARATORS = str.maketrans({
+    **dict.fromkeys("\u00a0\u2007\u2009\u202f\u3000", " "),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\uff0d", "-")})
+"""Separators that text pasted from web pages, PDFs and word processors puts between a
+number's digit groups, as the number detectors read them: no-break, figure, thin, narrow
+no-break and ideographic spaces as a space; Unicode hyphens and dashes and the minus sign as
+``-`` (what ``phonenumbers`` takes as punctuation too). One character for one, so a
+finding's span is the same in the text."""
+_WIDE_SEPARATOR = re.compile("[\u2007\u2009\u202f\u3000\u2010-\u2015\u2212\uff0d]")
 _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
         ("-", "sk-", r"sk-ant-[A-Za-z0-9_-]{20,}|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
@@ -216,6 +225,16 @@ def _boundary(text: str, start: int, end: int, extra: str = "") -> bool:
     return not (start >= 2 and text[start - 1] == "." and text[start - 2].isdigit())
 
 
+def _run_boundary(text: str, start: int, end: int) -> bool:
+    """``_boundary`` for a card or an SSN, where a ``-`` continues a run of digits
+    (``12-4111111111111111`` is part of a longer id), except a dash just before the value with
+    anything but a digit before it: a prefix such as ``ref-``, ``CC-`` or ``SSN-`` cannot be
+    part of a digit run, so the value after it is found as after a space."""
+    if start and text[start - 1] == "-" and (start == 1 or not text[start - 2].isdigit()):
+        start = 0  # nothing before the value to check: only what follows it
+    return _boundary(text, start, end, "-")
+
+
 def _emails(text: str) -> list[Finding]:
     return [Finding(EMAIL, start, end) for start, end in emails.spans(text)]
 
@@ -230,7 +249,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
         base = match.start()
         groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
         for i, (first, _) in enumerate(groups):
-            if i and not _boundary(text, base + first, base + first, "-"):
+            if i and not _run_boundary(text, base + first, base + first):
                 continue
             digits = 0
             for j in range(i, len(groups)):
@@ -239,7 +258,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
                     break
                 end = groups[j][1]
                 if digits >= 13 and checks.credit_card(run[first:end]) \
-                        and _boundary(text, base + first, base + end, "-"):
+                        and _run_boundary(text, base + first, base + end):
                     yield Finding(CREDIT_CARD, base + first, base + end)
                     break
             else:
@@ -251,7 +270,7 @@ def _cards(text: str, lo: int, hi: int) -> Iterable[Finding]:
 def _ssns(text: str, lo: int, hi: int) -> Iterable[Finding]:
     for match in _SSN.finditer(text, lo, hi):
         start, end = match.span()
-        if _boundary(text, start, end, "-") and checks.us_ssn(match[1], match[3], match[4]):
+        if _run_boundary(text, start, end) and checks.us_ssn(match[1], match[3], match[4]):
             yield Finding(US_SSN, start, end)
 
 
@@ -513,7 +532,14 @@ class Detector:
         view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
             else (b"", False)
         if self._numbers:
-            found.extend(self._number_values(text, view, wide, budget))
+            # Unicode separators read as their ASCII forms (``_SEPARATORS``): a text that
+            # holds none (all of an ASCII one) costs nothing, a Latin-1 one a ``memchr``.
+            if text.isascii() or not (_WIDE_SEPARATOR.search(text) if wide
+                                      else b"\xa0" in view):
+                found.extend(self._number_values(text, view, wide, budget))
+            else:
+                plain = text.translate(_SEPARATORS)
+                found.extend(self._number_values(plain, *windows.narrow(plain), budget))
         if SECRET in entities:
             found.extend(_secrets(text, view))
         for custom in self.custom:
@@ -523,10 +549,26 @@ class Detector:
             found.extend(self.model.scan(text, self._model_entities))
         return _resolve(found, self._rank)
 
-    def keyed(self, key: str, value: str) -> Finding | None:
+    def keyed(self, key: str, value: str, budget: ScanBudget | None = None
+              ) -> Finding | None:
         """The secret ``value`` holds as the value of a JSON object's ``key``
-        (``keyed_secret``), when this detector looks for secrets."""
-        return keyed_secret(key, value) if SECRET in self.entities else None
+        (``keyed_secret``), when this detector looks for secrets; or the phone number it is,
+        when it is a bare run of digits under a key that names a phone (``{"phone":
+        14155552671}``, ``{"mobile": "4155552671"}``: what ``scan`` finds after the word in
+        text, where bare digits need one), checked against ``budget`` as ``scan``'s are."""
+        if SECRET in self.entities:
+            secret = keyed_secret(key, value)
+            if secret is not None:
+                return secret
+        if PHONE in self.entities and MIN_PHONE_DIGITS <= len(value) <= 21 \
+                and value.isascii() and value.isdigit() and _PHONE_WORDS.search(key):
+            budget = ScanBudget() if budget is None else budget
+            spans = budget.seen.get(value)
+            if spans is None:
+                spans = budget.seen[value] = self._match_phone(value, budget)
+            if spans == ((0, len(value)),):
+                return Finding(PHONE, 0, len(value))
+        return None
 
     def merge(self, found: list[Finding], more: Iterable[Finding]) -> list[Finding]:
         """``found`` (a ``scan``'s) and ``more`` resolved as ``scan`` resolves its own."""

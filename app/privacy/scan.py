@@ -108,7 +108,7 @@ def _scanned(detector: Detector, strings: Iterable[str], *, model: bool, budget:
         else:
             clean.add(text)
     for key, value in pairs:
-        secret = detector.keyed(key, value)
+        secret = detector.keyed(key, value, budget)
         if secret is not None:
             found[value] = detector.merge(found.get(value, []), (secret,))
             clean.discard(value)

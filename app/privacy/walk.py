@@ -38,6 +38,7 @@ result's ``tool_call_id``): the same value gets the same placeholder wherever it
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -105,6 +106,13 @@ _MIN_PAYLOAD = 64
 """The shortest ``data`` or ``signature`` taken for a base64 payload: an image or a thinking
 signature is far longer, a card number, an IBAN or a phone number shorter."""
 _MAX_DEPTH = 256
+_MIN_NUMBER = 10 ** 6
+"""The least integer (in absolute value) whose decimal text is scanned: seven digits, the
+fewest any number detector needs (a phone number; an SSN has nine, a card 13)."""
+_JSON_KEYS = frozenset({"arguments", "content"})
+"""Fields whose string value may be a JSON document the client wrote (``_decoded``)."""
+_TOOL_RESULTS = frozenset({"tool", "function"})
+"""The ``role`` of a chat message whose ``content`` is a tool's result."""
 
 _DATA_URL = re.compile(r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,", re.I)
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\r\n"
@@ -122,6 +130,45 @@ def data_url(text: str) -> bool:
         return False
     header = _DATA_URL.match(text)
     return header is not None and _all_base64(text, header.end())
+
+
+def _number(value: Any) -> str | None:
+    """The decimal text scanned for an integer of the client's own data (``{"card":
+    4111111111111111}``: the detectors read text, and a number holds a card, a phone number or
+    an SSN as well as a string does), without its sign; ``None`` for anything else (a float,
+    a bool, a number too short to hold a value: ``_MIN_NUMBER``)."""
+    if type(value) is int and (value >= _MIN_NUMBER or value <= -_MIN_NUMBER):
+        return str(abs(value))
+    return None
+
+
+def _decoded(node: dict[str, Any], key: str, value: Any) -> Any:
+    """The JSON document ``node[key]`` holds, where it is a tool call's ``arguments`` or a
+    tool's result (a ``tool`` or ``function`` message's ``content``, a ``tool_result`` block's)
+    written with escapes (``json.dumps``' default writes ``j\\u00f6rg`` for ``jörg``; ``\\n``,
+    ``\\/``): its text would hide a value from the detectors (``b\\u00fccher.de`` is no
+    domain) and a placeholder put in it could break an escape. Its strings are then scanned
+    decoded, as the client's own data, and a redacted one written back as JSON
+    (``_encoded``). ``None`` for JSON without a backslash (read as it is: the detectors see
+    what the model reads), and for anything else."""
+    if not (type(value) is str and value[:1] in ("{", "[") and "\\" in value):
+        return None
+    if key == "content" and node.get("role") not in _TOOL_RESULTS \
+            and node.get("type") != "tool_result":
+        return None
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict | list) else None
+
+
+def _encoded(document: Any, original: str) -> str:
+    """``document`` (a redacted ``_decoded``) as JSON text, written as ``original`` was: with
+    non-ASCII escaped if it had ``\\u`` escapes, compact if it had no ``": "``."""
+    compact = '": ' not in original
+    return json.dumps(document, ensure_ascii="\\u" in original,
+                      separators=(",", ":") if compact else None)
 
 
 def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
@@ -164,18 +211,28 @@ def texts(node: Any, depth: int = 0, free: bool = False,
         if depth < _MAX_DEPTH and not _signed(node, free, blocks):
             for key, value in node.items():
                 kind = _KINDS.get(key)
-                if pairs is not None and (kind is None or free) and isinstance(value, str):
-                    pairs.append((key, value))
+                if pairs is not None and (kind is None or free):
+                    if isinstance(value, str):
+                        pairs.append((key, value))
+                    elif (number := _number(value)) is not None:
+                        pairs.append((key, number))
                 if kind is None:
                     yield key
                     yield from texts(value, depth + 1, True, pairs, blocks=blocks)
                 elif free or (blocks and kind == _SIGNED) \
                         or not _skipped(kind, node, value, depth):
-                    yield from texts(value, depth + 1, free or kind == _OWN, pairs,
-                                     blocks=blocks)
-    elif isinstance(node, list | tuple) and depth < _MAX_DEPTH:
-        for item in node:
-            yield from texts(item, depth + 1, free, pairs, blocks=blocks)
+                    document = _decoded(node, key, value) if key in _JSON_KEYS else None
+                    if document is not None:
+                        yield from texts(document, depth + 1, True, pairs, blocks=blocks)
+                    else:
+                        yield from texts(value, depth + 1, free or kind == _OWN, pairs,
+                                         blocks=blocks)
+    elif isinstance(node, list | tuple):
+        if depth < _MAX_DEPTH:
+            for item in node:
+                yield from texts(item, depth + 1, free, pairs, blocks=blocks)
+    elif free and (number := _number(node)) is not None:
+        yield number
 
 
 def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
@@ -198,6 +255,11 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
         if items is None:
             return node
         return tuple(items) if isinstance(node, tuple) else items
+    if free and (number := _number(node)) is not None:
+        # A number holding a value becomes its placeholder, a string: no number can stand
+        # for ``<CREDIT_CARD_1>``, and the model reads it (and writes it back) as text.
+        new = change(number)
+        return node if new == number else new
     return node
 
 
@@ -211,7 +273,13 @@ def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int
             new_key = change(key)
             new = rewrite(value, change, depth + 1, True, blocks=blocks)
         elif free or (blocks and kind == _SIGNED) or not _skipped(kind, node, value, depth):
-            new = rewrite(value, change, depth + 1, free or kind == _OWN, blocks=blocks)
+            document = _decoded(node, key, value) if key in _JSON_KEYS else None
+            if document is not None:
+                changed = rewrite(document, change, depth + 1, True, blocks=blocks)
+                if changed is not document:
+                    new = _encoded(changed, value)
+            else:
+                new = rewrite(value, change, depth + 1, free or kind == _OWN, blocks=blocks)
         if out is not None:
             out[new_key] = new
         elif new is not value or new_key != key:

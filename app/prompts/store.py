@@ -244,8 +244,7 @@ class PromptStore:
             try:
                 async with self.engine.begin() as conn:
                     await self._get_version(conn, template_id, version)
-                    return await self._move(conn, template_id, label, version, rollback=False,
-                                            now=time.time())
+                    return await self._move(conn, template_id, label, version, rollback=False)
             except IntegrityError:  # a concurrent first setting created the label: move it
                 if attempt == _INSERT_TRIES - 1:
                     raise errors.Conflict(
@@ -281,8 +280,7 @@ class PromptStore:
                 version = int(last)
             else:
                 await self._get_version(conn, template_id, version)
-            return await self._move(conn, template_id, label, version, rollback=True,
-                                    now=time.time())
+            return await self._move(conn, template_id, label, version, rollback=True)
 
     # ---- helpers
 
@@ -296,13 +294,18 @@ class PromptStore:
             created_at=_moment(now)))
 
     async def _move(self, conn: AsyncConnection, template_id: str, label: str, version: int,
-                    *, rollback: bool, now: float) -> LabelEvent:
+                    *, rollback: bool, now: float | None = None) -> LabelEvent:
         """Point ``label`` at ``version`` and record the move, under the label's lock; a label
         already at ``version`` is left as it is, with no move recorded (``LabelEvent.changed``
         false): a repeated move was recorded as one from the version to itself, and a rollback
         then went nowhere. A new label that a concurrent transaction created meanwhile raises
-        ``IntegrityError`` (the caller's transaction then runs again, or fails as a whole)."""
+        ``IntegrityError`` (the caller's transaction then runs again, or fails as a whole).
+        ``now``: the moment recorded (the version's own, for a label set with a new version),
+        by default the clock's once the lock is held: a move that waited for a concurrent one
+        is stamped after it, so the history's order (by id) is its ``moved_at`` order."""
         current = await self._lock(conn, template_id, label)
+        if now is None:
+            now = time.time()
         if current == version:  # already there: nothing moves, nothing to roll back to
             return LabelEvent(label=label, from_version=current, to_version=version,
                               moved_at=None, rollback=rollback)

@@ -25,8 +25,8 @@ unknown template, version or label 404 naming it (``prompt.id``, ``prompt.versio
 their text, computed from the values' sizes before anything is rendered) 413
 ``prompt_too_large`` naming the variable that adds the most (``prompt.id`` when the template's
 own text is past the limit); no template database 503
-``prompts_unavailable``. ``prompt`` on ``/v1/messages`` is refused with a 400
-(``prompt_not_supported``): templates are chat messages.
+``prompts_unavailable``. ``prompt`` on ``/v1/messages`` and ``/v1/embeddings`` is refused with
+a 400 (``prompt_not_supported``): templates are chat messages.
 
 The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
 known (a call refused for its variables says which version refused it). A call that named no
@@ -63,6 +63,7 @@ from app.prompts.model import (
 )
 from app.prompts.render import PromptVariablesError, added, bind, render_text, rendered_size
 from app.providers.base import Json
+from app.schemas import EmbeddingRequest
 
 log = logging.getLogger("switchboard.prompts")
 FIELD = "prompt"
@@ -179,12 +180,13 @@ def apply(body: Json, version: CompiledVersion, messages: list[dict[str, Any]]) 
             body[name] = copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
-def refuse_in_messages(body: Json) -> None:
-    """The 400 for a Messages body (``/v1/messages`` and its ``count_tokens``) that names a
-    template: they are served on ``/v1/chat/completions`` only."""
+def refuse_in_messages(body: Json, endpoint: str = "/v1/messages") -> None:
+    """The 400 for a Messages body (``/v1/messages`` and its ``count_tokens``), or an
+    ``endpoint``'s other than chat's, that names a template: they are served on
+    ``/v1/chat/completions`` only."""
     if FIELD in body:
         raise errors.InvalidRequest(
-            "Prompt templates are served on /v1/chat/completions only; /v1/messages does "
+            f"Prompt templates are served on /v1/chat/completions only; {endpoint} does "
             "not take 'prompt'.", param="prompt", code="prompt_not_supported")
 
 
@@ -248,6 +250,11 @@ class Template(Stage):
     async def on_request(self, call: ModelCall) -> None:
         if call.native is not None:
             refuse_in_messages(call.native)
+        elif isinstance(call.request, EmbeddingRequest) and call.body is not None:
+            # An embedding's body keeps fields it does not know, and would forward a template
+            # reference (its variables' text included) upstream. (A completion's ``prompt`` is
+            # its own text.)
+            refuse_in_messages(call.body, "/v1/embeddings")
 
     async def _version(self, ref: Reference) -> CompiledVersion:
         library = self._library

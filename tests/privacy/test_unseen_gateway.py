@@ -1,0 +1,84 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
+"""End to end against the simulator: a card or phone number sent as a JSON number, and an
+e-mail address in escaped JSON arguments, never reach a third party."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    MASTER_KEY,
+    GatewayFactory,
+    RunningGateway,
+    run_gateway,
+)
+from tests.privacy.test_gateway import Upstream, blocked, config
+
+CARD, PHONE = 4111111111111111, 14155552671
+
+
+@pytest.fixture
+def gw(run_gateway: GatewayFactory, simulator: str) -> Iterator[RunningGateway]:
+    with run_gateway(config(simulator)) as running:
+        yield running
+
+
+@pytest.fixture
+def upstream(simulator: str) -> Upstream:
+    return Upstream(simulator)
+
+
+def assert_numbers_never_sent(upstream: Upstream) -> None:
+    for entry in upstream.received():
+        text = json.dumps(entry["body"])
+        assert str(CARD) not in text and str(PHONE) not in text, text
+
+
+def test_numbers_in_native_tool_use_input_are_redacted(gw: RunningGateway,
+                                                       upstream: Upstream) -> None:
+    answer = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": MASTER_KEY}, json={
+        "model": "claude", "max_tokens": 32, "messages": [
+            {"role": "user", "content": f"pay {upstream.marker}"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "pay",
+                                               "input": {"card": CARD, "phone": PHONE}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": "done"}]}]})
+    assert answer.status_code == 200, answer.text
+    assert_numbers_never_sent(upstream)
+    sent = upstream.received()[0]["body"]["messages"][1]["content"][0]["input"]
+    assert sent == {"card": "<CREDIT_CARD_1>", "phone": "<PHONE_1>"}
+
+
+def test_numbers_are_blocked(gw: RunningGateway, upstream: Upstream) -> None:
+    client, marker = gw.client(), upstream.marker
+    ask = [{"role": "user", "content": f"summarise {marker}"}]
+    error = blocked(client, model="blocked", messages=ask,
+                    extra_body={"account": {"card": CARD, "phone": PHONE}})
+    assert "CREDIT_CARD (1)" in error["message"] and "PHONE (1)" in error["message"]
+    blocked(client, model="blocked", messages=ask, response_format={
+        "type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "properties": {"c": {"type": "integer", "default": CARD}}}}})
+    blocked(client, model="co-blocked", messages=ask,
+            extra_body={"documents": [{"id": "d1", "data": {"card": CARD}}]})
+    assert upstream.received() == []
+
+
+def test_escaped_arguments_are_scanned_decoded(gw: RunningGateway, upstream: Upstream) -> None:
+    client, marker = gw.client(), upstream.marker
+    value = "jörg.müller@bücher.de"
+    turns: list[Any] = [{"role": "user", "content": f"mail {marker}"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"id": "c1", "type": "function",
+                  "function": {"name": "send", "arguments": json.dumps({"to": value})}}]},
+             {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"sent": value})}]
+    blocked(client, model="blocked", messages=turns)
+    assert upstream.received() == []
+    client.chat.completions.create(model="redacted", messages=turns)
+    sent = upstream.received()[0]["body"]["messages"]
+    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "<EMAIL_1>"}
+    assert json.loads(sent[2]["content"]) == {"sent": "<EMAIL_1>"}
