@@ -11,6 +11,8 @@ are in Anthropic's shape.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -26,6 +28,7 @@ from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
 from app.providers.base import Json, Result
 from app.resources import resources_of
+from app.routing.table import Route
 from app.schemas import ChatRequest
 from app.stages.authenticate import check_model
 from app.stages.template import refuse_in_messages
@@ -40,6 +43,42 @@ def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Respons
     return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call, cause=exc)
 
 
+MESSAGES_ENDPOINT = "Anthropic messages (/v1/messages)"
+"""How a refusal names this endpoint (``app.providers.base.ENDPOINTS``' style)."""
+
+
+def messages_route(route: Route, native_only: Sequence[str], *, stream: bool) -> Route:
+    """The targets of ``route`` a Messages call may go to, refused as the gateway refuses it
+    (``Gateway.chat`` and ``_native_route``): a 400 ``unsupported_endpoint`` when none serves
+    chat, and one naming the first of ``native_only`` (the parts only a native target can
+    serve) when none speaks Messages natively. ``count_tokens`` asks it: a count of a call
+    ``/v1/messages`` refuses misleads."""
+    route = route.serving("stream_chat" if stream else "chat", endpoint=MESSAGES_ENDPOINT)
+    if native_only:
+        try:
+            return route.serving("stream_messages" if stream else "messages")
+        except errors.InvalidRequest:
+            first = native_only[0]
+            raise errors.InvalidRequest(
+                f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
+                f"natively, and none of model '{route.name}'s targets does.",
+                param=first.split(" (")[0], code="unsupported_parameter") from None
+    return route
+
+
+def _named(exc: errors.InvalidRequest, call: ModelCall, *, stream: bool) -> errors.GatewayError:
+    """``exc``, but where it is the gateway's refusal of a model none of whose targets serves
+    chat, that refusal naming ``/v1/messages`` (what the client called; the gateway's names
+    the chat endpoint whose capability it checked)."""
+    if exc.code != "unsupported_endpoint":
+        return exc
+    try:
+        call.route().serving("stream_chat" if stream else "chat", endpoint=MESSAGES_ENDPOINT)
+    except errors.InvalidRequest as named:
+        return named
+    return exc  # an upstream's refusal with that code: not the route's
+
+
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     native = await read_object(call)
     inbound = read_request(native)
@@ -47,6 +86,16 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
+    try:
+        return await _serve(call, gateway, request)
+    except errors.InvalidRequest as exc:
+        named = _named(exc, call, stream=bool(request.stream))
+        if named is exc:
+            raise
+        raise named from None
+
+
+async def _serve(call: ModelCall, gateway: Gateway, request: ChatRequest) -> Response:
     stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
     if request.stream:
         writer = EventWriter(model=request.model, stops=stops,
@@ -89,9 +138,11 @@ async def count_tokens(request: Request) -> Response:
                             max_depth=limits.max_json_depth)
         refuse_in_messages(body)  # as /v1/messages does: a count of a call it refuses misleads
         body.setdefault("max_tokens", 1)
-        chat = parse(ChatRequest, read_request(body).body)
+        inbound = read_request(body)
+        chat = parse(ChatRequest, inbound.body)
         check_model(caller, chat.model)
-        resources.gateway.table.resolve(chat.model)
+        messages_route(resources.gateway.table.resolve(chat.model), inbound.native_only,
+                       stream=bool(chat.stream))
     except errors.GatewayError as exc:
         return anthropic_error(exc, None)
     return JSONReply(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), headers={})
