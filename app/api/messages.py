@@ -37,10 +37,26 @@ from app.usage import estimate_prompt_tokens
 router = APIRouter(prefix="/v1")
 
 
+REQUEST_ID = b"request-id"
+"""Anthropic's response header naming the request (the SDK's ``request_id`` and
+``_request_id`` read it); the gateway's is the call id, which names the call's record."""
+
+
+def identify(call: ModelCall) -> str:
+    """The call id, added once as the call's ``request-id`` response header (every answer
+    carries the call's headers: JSON, stream or error)."""
+    if not any(name == REQUEST_ID for name, _ in call.headers):
+        call.headers.append((REQUEST_ID, call.record.id.encode()))
+    return call.record.id
+
+
 def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Response:
     """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry (an
-    upstream's ``Retry-After`` among them)."""
-    return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call, cause=exc)
+    upstream's ``Retry-After`` among them), and Anthropic's ``request_id`` (body) and
+    ``request-id`` (header) when it answers a call."""
+    request_id = None if call is None else identify(call)
+    return error_reply(orjson.dumps(error_body(exc, request_id=request_id)), exc.status_code,
+                       call, cause=exc)
 
 
 MESSAGES_ENDPOINT = "Anthropic messages (/v1/messages)"
@@ -80,6 +96,7 @@ def _named(exc: errors.InvalidRequest, call: ModelCall, *, stream: bool) -> erro
 
 
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
+    identify(call)
     native = await read_object(call)
     inbound = read_request(native)
     request = parse_call(call, ChatRequest, inbound.body)

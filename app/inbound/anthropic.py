@@ -480,9 +480,11 @@ def message_id(upstream_id: Any) -> str:
     return "msg_switchboard"
 
 
-def error_body(exc: errors.GatewayError) -> Json:
+def error_body(exc: errors.GatewayError, *, request_id: str | None = None) -> Json:
     """A gateway error in Anthropic's shape (a refusal of a translated parameter naming the
-    client's field too: ``TRANSLATED_PARAMS``). The gateway's own 503 at its concurrency limit is
+    client's field too: ``TRANSLATED_PARAMS``), with Anthropic's top-level ``request_id`` when
+    the error answers a call (``request_id``: its call id). The gateway's own 503 at its
+    concurrency limit is
     ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
     balancers and every HTTP client know (the anthropic SDK retries both alike). An upstream's
     529 (Anthropic's own among them) stays a 529 ``overloaded_error``."""
@@ -496,7 +498,10 @@ def error_body(exc: errors.GatewayError) -> Json:
     sent = TRANSLATED_PARAMS.get(exc.param or "")
     if sent is not None:
         message = f"{sent} (sent to this target as {exc.param}): {message}"
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    body: Json = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 TRANSLATED_PARAMS = {"parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
