@@ -24,6 +24,7 @@ from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
 from app.inbound.anthropic import anthropic_usage, error_body, read_request, to_message
+from app.inbound.anthropic_paths import client_error
 from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
 from app.providers.base import Json, Result
@@ -99,7 +100,10 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     identify(call)
     native = await read_object(call)
     inbound = read_request(native)
-    request = parse_call(call, ChatRequest, inbound.body)
+    try:
+        request = parse_call(call, ChatRequest, inbound.body)
+    except errors.InvalidRequest as exc:
+        raise client_error(exc, inbound.origins) from None
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
@@ -156,7 +160,10 @@ async def count_tokens(request: Request) -> Response:
         refuse_in_messages(body)  # as /v1/messages does: a count of a call it refuses misleads
         body.setdefault("max_tokens", 1)
         inbound = read_request(body)
-        chat = parse(ChatRequest, inbound.body)
+        try:
+            chat = parse(ChatRequest, inbound.body)
+        except errors.InvalidRequest as exc:
+            raise client_error(exc, inbound.origins) from None
         check_model(caller, chat.model)
         messages_route(resources.gateway.table.resolve(chat.model), inbound.native_only,
                        stream=bool(chat.stream))

@@ -89,3 +89,47 @@ def test_native_only_parts_on_a_translated_model_are_refused_by_count_tokens(
     assert "natively" in sent.json()["error"]["message"]
     native = gw.http().post("/v1/messages/count_tokens", json={"model": "claude", **body})
     assert native.status_code == 200 and native.json()["input_tokens"] > 0
+
+
+LONG = "a" * 100
+CUSTOM: Any = {"name": LONG, "input_schema": {"type": "object"}}
+
+
+@pytest.mark.parametrize(("model", "tools", "field"), [
+    ("gpt", [CUSTOM], "tools[0].name"),
+    ("claude", [CUSTOM], "tools[0].name"),
+    ("claude", [{"type": "web_search_20250305", "name": "web_search"}, CUSTOM], "tools[1].name"),
+], ids=["translated", "native", "after-a-server-tool"])
+def test_a_tool_refused_by_validation_is_named_in_the_clients_terms(
+        gw: RunningGateway, model: str, tools: Any, field: str) -> None:
+    """A tool name over 64 characters (Anthropic's limit too) is a 400 naming the client's
+    ``tools[i].name`` (its own index, server tools counted), not the translation's
+    ``tools[j].function.name``, from ``/v1/messages`` and ``count_tokens``."""
+    sent, counted = both(gw, {"model": model, "tools": tools, "messages": HI})
+    same_refusal(sent, counted)
+    message = sent.json()["error"]["message"]
+    assert f"'{field}'" in message and "function" not in message, message
+
+
+@pytest.mark.parametrize(("model", "turns", "field"), [
+    ("gpt", [{"role": "user", "content": []}], "messages[0].content"),
+    ("claude", [{"role": "user", "content": []}], "messages[0].content"),
+    ("gpt", [*HI, {"role": "user", "content": []}], "messages[1].content"),
+    ("gpt", [*HI, {"role": "assistant", "content": ""}, *HI], "messages[1].content"),
+], ids=["only-turn", "native", "last-user-turn", "assistant-in-between"])
+def test_an_empty_turn_is_refused_naming_it(gw: RunningGateway, model: str, turns: Any,
+                                            field: str) -> None:
+    """A turn with empty content is Anthropic's 400 naming ``messages[i].content``, for a
+    translated target as for a native one (it was dropped from the translation, or refused as
+    an empty message list)."""
+    sent, counted = both(gw, {"model": model, "messages": turns})
+    same_refusal(sent, counted)
+    message = sent.json()["error"]["message"]
+    assert message.startswith(f"{field}: all messages must have non-empty content"), message
+
+
+def test_a_final_empty_assistant_turn_is_still_taken(gw: RunningGateway) -> None:
+    """Only a final assistant turn (a prefill) may be empty, as Anthropic takes it."""
+    sent, counted = both(gw, {"model": "gpt",
+                              "messages": [*HI, {"role": "assistant", "content": []}]})
+    assert sent.status_code == counted.status_code == 200, (sent.text, counted.text)
