@@ -5,6 +5,8 @@ naming ``/v1/messages`` and the client's own fields."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,3 +135,22 @@ def test_a_final_empty_assistant_turn_is_still_taken(gw: RunningGateway) -> None
     sent, counted = both(gw, {"model": "gpt",
                               "messages": [*HI, {"role": "assistant", "content": []}]})
     assert sent.status_code == counted.status_code == 200, (sent.text, counted.text)
+
+
+def test_a_pdf_document_counts_in_the_estimate(gw: RunningGateway) -> None:
+    """A base64 PDF ``document`` counts 1,500 tokens a 100 KB page in ``count_tokens`` and in
+    a translated stream's ``message_start`` (it counted none)."""
+    data = base64.b64encode(b"%" * 300_000).decode()
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": data}}
+    http = gw.http()
+    counts = []
+    for content in ([{"type": "text", "text": "hi"}], [pdf, {"type": "text", "text": "hi"}]):
+        body = {"model": "gpt", "messages": [{"role": "user", "content": content}]}
+        counted = http.post("/v1/messages/count_tokens", json=body).json()["input_tokens"]
+        streamed = http.post("/v1/messages", json={**body, "max_tokens": 5, "stream": True})
+        start = next(json.loads(line[5:]) for line in streamed.text.splitlines()
+                     if line.startswith("data:") and '"message_start"' in line)
+        assert start["message"]["usage"]["input_tokens"] == counted
+        counts.append(counted)
+    assert counts[1] == counts[0] + 3 * 1500
