@@ -2,7 +2,10 @@
 ``param`` and ``code``, non-streaming or mid-stream) is scrubbed of the provider secrets before a
 client or the call log sees it: the configured ones (``config_secrets``) and the minted ones,
 which providers obtain while the gateway runs (access tokens, AWS credentials from botocore's
-chain) and report through ``minted`` sources, read each time an error is scrubbed. The gateway's
+chain) and report through ``minted`` sources, read each time an error is scrubbed, and the ones
+derived for one request, whatever their source: a SigV4 ``Signature=<hex>`` (``SIGNATURE``;
+the AWS types also scrub the whole ``Authorization`` value they sent, ``app.providers.aws_http``).
+The gateway's
 own keys (virtual keys and the master key) are never stored either, wherever a client put one
 (``OwnKeys``). And text from outside printed on one line (a log message, a CLI listing) cannot
 forge another (``one_line``)."""
@@ -71,13 +74,29 @@ def _header_secrets(header: str, value: str) -> set[str]:
     return found
 
 
+SIGNATURE = re.compile(r"(?<=signature=)[0-9a-f]{64}(?![0-9a-f])", re.IGNORECASE)
+"""A SigV4 signature (``Signature=`` of an ``Authorization`` header, ``X-Amz-Signature=`` of a
+presigned URL): 64 hex digits an upstream or a proxy may echo from the request it refused. It
+is no configured or minted value, being derived per request, yet with ``X-Amz-Date`` and the
+body (which the client knows) it replays that signed request on the gateway's AWS account for
+as long as AWS accepts the date (minutes), outside the key's limits and the call log."""
+
+
+def _signatures(value: str) -> str:
+    # A substring test first: most messages name no signature (any case: the regex's own).
+    if "signature=" not in value.lower():
+        return value
+    return SIGNATURE.sub(REDACTED, value)
+
+
 Minted = Callable[[], Iterable[str]]
 """A source of minted credentials: the ones a provider may have sent lately."""
 
 
 class Scrubber:
     """Replaces known secrets in strings: the fixed ``secrets`` and, at each call, what the
-    ``minted`` sources give; cheap when there are none to find."""
+    ``minted`` sources give, and any SigV4 signature (``SIGNATURE``); cheap when there are none
+    to find."""
 
     __slots__ = ("minted", "secrets")
 
@@ -96,19 +115,17 @@ class Scrubber:
         return tuple(sorted(found, key=len, reverse=True))
 
     def text(self, value: str) -> str:
-        return _replace(value, self.current())
+        return _signatures(_replace(value, self.current()))
 
     def error(self, exc: errors.GatewayError) -> errors.GatewayError:
         """Scrub ``exc`` in place (message, param, code, and ``str(exc)``) and return it."""
         secrets = self.current()
-        if not secrets:
-            return exc
-        exc.message = _replace(exc.message, secrets)
+        exc.message = _signatures(_replace(exc.message, secrets))
         exc.args = (exc.message,)  # str(exc), as logs and tracebacks show it
         if exc.param is not None:
-            exc.param = _replace(exc.param, secrets)
+            exc.param = _signatures(_replace(exc.param, secrets))
         if exc.code is not None:
-            exc.code = _replace(exc.code, secrets)
+            exc.code = _signatures(_replace(exc.code, secrets))
         return exc
 
 

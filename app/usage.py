@@ -243,13 +243,23 @@ image at ``detail: high`` (85 + 170 for each of 4 tiles); Anthropic counts ~1,40
 size, Gemini 258 a tile."""
 _LOW_DETAIL_IMAGE_TOKENS = 85
 """An image part at ``detail: low``: OpenAI's count, whatever its size."""
+_PAGE_TOKENS = 1500
+"""A document page's tokens: the low end of Anthropic's 1,500 to 3,000 a PDF page (each is
+read as text and as an image), low so that an estimate refuses no call a target would take."""
+_PAGE_BYTES = 100_000
+"""The bytes a document part is counted one page for (rounded up), its pages unknown to the
+gateway: counting them means decoding and parsing the file at each estimate, on the event loop
+(a 32 MB PDF's base64, several times a call). Text pages of a PDF with its fonts, and scanned
+pages, run from tens to a few hundred KB."""
+_MAX_PAGES = 100
+"""A document part counts at most this many pages: Anthropic's limit on a PDF's."""
 
 
 def estimate_prompt_tokens(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
     """An estimate of a request's prompt tokens (its messages, prompts or inputs); token ids
     count as themselves. A chat's also counts what the model reads besides message text: the
-    tool definitions (as JSON), the tool calls in its history and its image parts (a fixed
-    count each: ``_IMAGE_TOKENS``)."""
+    tool definitions (as JSON), the tool calls in its history, its image parts (a fixed
+    count each: ``_IMAGE_TOKENS``) and its file parts (``_file_tokens``)."""
     if isinstance(request, ChatRequest):
         total = 0
         for m in request.messages:
@@ -257,7 +267,7 @@ def estimate_prompt_tokens(request: ChatRequest | CompletionRequest | EmbeddingR
             if m.tool_calls:
                 total += sum(estimate_tokens(_call_text(call)) for call in m.tool_calls)
             if isinstance(m.content, list):
-                total += _images_tokens(m.content)
+                total += _media_tokens(m.content)
         if request.tools:
             total += estimate_tokens(orjson.dumps(
                 [tool.model_dump(exclude_none=True) for tool in request.tools]).decode())
@@ -273,14 +283,37 @@ def _call_text(call: ToolCall | CustomToolCall) -> str:
     return f"{call.function.name} {call.function.arguments}"
 
 
-def _images_tokens(parts: list[dict[str, Any]]) -> int:
+def _media_tokens(parts: list[dict[str, Any]]) -> int:
+    """The tokens of a message's image and file parts."""
     total = 0
     for part in parts:
-        if part.get("type") == "image_url":
+        kind = part.get("type")
+        if kind == "image_url":
             image = part.get("image_url")
             low = isinstance(image, dict) and image.get("detail") == "low"
             total += _LOW_DETAIL_IMAGE_TOKENS if low else _IMAGE_TOKENS
+        elif kind == "file":
+            total += _file_tokens(part.get("file"))
     return total
+
+
+def _file_tokens(file: Any) -> int:
+    """A file part's tokens, from its size alone (O(1): never decoded): a ``text/*`` data URL
+    as text is estimated (a token per 4 bytes); any other (a PDF) a page per ``_PAGE_BYTES``,
+    at least one and at most ``_MAX_PAGES``, ``_PAGE_TOKENS`` a page; a file by id, one page."""
+    data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data, str) or not data:
+        return _PAGE_TOKENS
+    head, comma, payload = data.partition(",")
+    if not comma:  # bare base64, as OpenAI also takes it
+        head, payload = "", data
+    encoded = not head or ";base64" in head
+    size = len(payload)
+    if encoded:  # base64's size, less its padding
+        size = size * 3 // 4 - (2 if payload.endswith("==") else payload.endswith("="))
+    if head.startswith("data:text/"):
+        return -(-size // 4)
+    return min(_MAX_PAGES, max(1, -(-size // _PAGE_BYTES))) * _PAGE_TOKENS
 
 
 def _inputs_tokens(inputs: str | list[str] | list[int] | list[list[int]]) -> int:

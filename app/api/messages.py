@@ -11,6 +11,8 @@ are in Anthropic's shape.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,10 +24,12 @@ from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
 from app.inbound.anthropic import anthropic_usage, error_body, read_request, to_message
+from app.inbound.anthropic_paths import client_error
 from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
 from app.providers.base import Json, Result
 from app.resources import resources_of
+from app.routing.table import Route
 from app.schemas import ChatRequest
 from app.stages.authenticate import check_model
 from app.stages.template import refuse_in_messages
@@ -34,19 +38,85 @@ from app.usage import estimate_prompt_tokens
 router = APIRouter(prefix="/v1")
 
 
+REQUEST_ID = b"request-id"
+"""Anthropic's response header naming the request (the SDK's ``request_id`` and
+``_request_id`` read it); the gateway's is the call id, which names the call's record."""
+
+
+def identify(call: ModelCall) -> str:
+    """The call id, added once as the call's ``request-id`` response header (every answer
+    carries the call's headers: JSON, stream or error)."""
+    if not any(name == REQUEST_ID for name, _ in call.headers):
+        call.headers.append((REQUEST_ID, call.record.id.encode()))
+    return call.record.id
+
+
 def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Response:
     """``exc`` in Anthropic's error shape, with the headers OpenAI-shaped errors carry (an
-    upstream's ``Retry-After`` among them)."""
-    return error_reply(orjson.dumps(error_body(exc)), exc.status_code, call, cause=exc)
+    upstream's ``Retry-After`` among them), and Anthropic's ``request_id`` (body) and
+    ``request-id`` (header) when it answers a call."""
+    request_id = None if call is None else identify(call)
+    return error_reply(orjson.dumps(error_body(exc, request_id=request_id)), exc.status_code,
+                       call, cause=exc)
+
+
+MESSAGES_ENDPOINT = "Anthropic messages (/v1/messages)"
+"""How a refusal names this endpoint (``app.providers.base.ENDPOINTS``' style)."""
+
+
+def messages_route(route: Route, native_only: Sequence[str], *, stream: bool) -> Route:
+    """The targets of ``route`` a Messages call may go to, refused as the gateway refuses it
+    (``Gateway.chat`` and ``_native_route``): a 400 ``unsupported_endpoint`` when none serves
+    chat, and one naming the first of ``native_only`` (the parts only a native target can
+    serve) when none speaks Messages natively. ``count_tokens`` asks it: a count of a call
+    ``/v1/messages`` refuses misleads."""
+    route = route.serving("stream_chat" if stream else "chat", endpoint=MESSAGES_ENDPOINT)
+    if native_only:
+        try:
+            return route.serving("stream_messages" if stream else "messages")
+        except errors.InvalidRequest:
+            first = native_only[0]
+            raise errors.InvalidRequest(
+                f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
+                f"natively, and none of model '{route.name}'s targets does.",
+                param=first.split(" (")[0], code="unsupported_parameter") from None
+    return route
+
+
+def _named(exc: errors.InvalidRequest, call: ModelCall, *, stream: bool) -> errors.GatewayError:
+    """``exc``, but where it is the gateway's refusal of a model none of whose targets serves
+    chat, that refusal naming ``/v1/messages`` (what the client called; the gateway's names
+    the chat endpoint whose capability it checked)."""
+    if exc.code != "unsupported_endpoint":
+        return exc
+    try:
+        call.route().serving("stream_chat" if stream else "chat", endpoint=MESSAGES_ENDPOINT)
+    except errors.InvalidRequest as named:
+        return named
+    return exc  # an upstream's refusal with that code: not the route's
 
 
 async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
+    identify(call)
     native = await read_object(call)
     inbound = read_request(native)
-    request = parse_call(call, ChatRequest, inbound.body)
+    try:
+        request = parse_call(call, ChatRequest, inbound.body)
+    except errors.InvalidRequest as exc:
+        raise client_error(exc, inbound.origins) from None
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
+    try:
+        return await _serve(call, gateway, request)
+    except errors.InvalidRequest as exc:
+        named = _named(exc, call, stream=bool(request.stream))
+        if named is exc:
+            raise
+        raise named from None
+
+
+async def _serve(call: ModelCall, gateway: Gateway, request: ChatRequest) -> Response:
     stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
     if request.stream:
         writer = EventWriter(model=request.model, stops=stops,
@@ -89,9 +159,14 @@ async def count_tokens(request: Request) -> Response:
                             max_depth=limits.max_json_depth)
         refuse_in_messages(body)  # as /v1/messages does: a count of a call it refuses misleads
         body.setdefault("max_tokens", 1)
-        chat = parse(ChatRequest, read_request(body).body)
+        inbound = read_request(body)
+        try:
+            chat = parse(ChatRequest, inbound.body)
+        except errors.InvalidRequest as exc:
+            raise client_error(exc, inbound.origins) from None
         check_model(caller, chat.model)
-        resources.gateway.table.resolve(chat.model)
+        messages_route(resources.gateway.table.resolve(chat.model), inbound.native_only,
+                       stream=bool(chat.stream))
     except errors.GatewayError as exc:
         return anthropic_error(exc, None)
     return JSONReply(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), headers={})

@@ -60,6 +60,7 @@ from typing import Any
 import orjson
 
 from app import errors
+from app.inbound.anthropic_paths import Origin, Origins
 from app.providers.base import Json
 from app.schemas import MAX_ITEMS, MAX_TOOLS
 from app.usage import Usage
@@ -92,6 +93,8 @@ class Inbound:
 
     body: Json
     native_only: list[str] = field(default_factory=list)
+    origins: Origins = field(default_factory=Origins)
+    """Where each chat message and tool came from (``anthropic_paths``)."""
 
 
 def structured_output(native: Json | None) -> bool:
@@ -141,13 +144,17 @@ def read_request(body: Json) -> Inbound:
     native = inbound.native_only
     native.extend(f"{name} (not translatable)" for name in body
                   if name not in CHAT_FIELDS and name not in HINT_FIELDS)
+    origins = inbound.origins
     messages = _system(body.get("system"))
+    origins.messages.extend(Origin("system") for _ in messages)
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise _bad("messages: must be a non-empty list", "messages")
     _counts(body, raw)
+    last = len(raw) - 1
     for i, message in enumerate(raw):
-        messages.extend(_turn(message, f"messages[{i}]", native))
+        messages.extend(_turn(message, f"messages[{i}]", native, origins,
+                              final=i == last))
     out: Json = {"model": model, "messages": messages, "max_tokens": max_tokens}
     if stream:
         out["stream"] = True
@@ -173,7 +180,7 @@ def read_request(body: Json) -> Inbound:
         user = metadata.get("user_id")
         if isinstance(user, str) and user:
             out["user"] = user
-    tools = _tools(body.get("tools"), native)
+    tools = _tools(body.get("tools"), native, origins.tools)
     if tools:
         out["tools"] = tools
     _tool_choice(body.get("tool_choice"), out)
@@ -218,8 +225,15 @@ def _system(system: Any) -> list[Json]:
     return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
 
 
-def _blocks(message: Json, where: str) -> list[Json]:
+def _blocks(message: Json, where: str, *, final: bool) -> list[Json]:
     content = message.get("content")
+    if not content and isinstance(content, str | list) \
+            and not (final and message.get("role") == "assistant"):
+        # Anthropic's rule (a translated target would get the turn dropped, or a 400 naming
+        # the translation's empty message list): only a final assistant turn (a prefill) may
+        # be empty.
+        raise _bad(f"{where}.content: all messages must have non-empty content except for "
+                   "the optional final assistant message", f"{where}.content")
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
@@ -232,31 +246,39 @@ def _blocks(message: Json, where: str) -> list[Json]:
     return content
 
 
-def _turn(message: Any, where: str, native: list[str]) -> list[Json]:
+def _turn(message: Any, where: str, native: list[str], origins: Origins, *,
+          final: bool) -> list[Json]:
     """One Messages turn as chat messages (a user turn's tool results first, as ``tool``
-    messages)."""
+    messages), their sources added to ``origins``."""
     if not isinstance(message, dict):
         raise _bad(f"{where}: must be an object", where)
     role = message.get("role")
     if role not in ("user", "assistant"):
         raise _bad(f"{where}.role: must be 'user' or 'assistant'", f"{where}.role")
-    blocks = _blocks(message, where)
+    blocks = _blocks(message, where, final=final)
     if role == "assistant":
-        return [_assistant(blocks, where, native)]
+        calls: list[str] = []
+        turn = _assistant(blocks, where, native, calls)
+        origins.messages.append(Origin(where, tuple(calls)))
+        return [turn]
     out: list[Json] = []
     parts: list[Json] = []
+    paths: list[str] = []
     for j, block in enumerate(blocks):
         at = f"{where}.content[{j}]"
         kind = block["type"]
         if kind == "tool_result":
             out.append(_tool_result(block, at, native))
+            origins.messages.append(Origin(at, tool=True))
             continue
         part = _user_part(block, at, native)
         if part is not None:
             parts.append(part)
+            paths.append(at)
     if parts:
         only_text = len(parts) == 1 and parts[0]["type"] == "text"
         out.append({"role": "user", "content": parts[0]["text"] if only_text else parts})
+        origins.messages.append(Origin(where, tuple(paths)))
     return out
 
 
@@ -340,7 +362,8 @@ def _tool_result(block: Json, at: str, native: list[str]) -> Json:
     return {"role": "tool", "tool_call_id": tool_id, "content": text}
 
 
-def _assistant(blocks: list[Json], where: str, native: list[str]) -> Json:
+def _assistant(blocks: list[Json], where: str, native: list[str], paths: list[str]) -> Json:
+    """An assistant turn as a chat message (``paths``: its tool calls' blocks, added)."""
     texts: list[str] = []
     calls: list[Json] = []
     for j, block in enumerate(blocks):
@@ -354,6 +377,7 @@ def _assistant(blocks: list[Json], where: str, native: list[str]) -> Json:
                 raise _bad(f"{at}: a tool_use block needs an id and a name", at)
             calls.append({"id": tool_id, "type": "function", "function": {
                 "name": name, "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            paths.append(at)
         elif kind == "tool_result":
             raise _bad(f"{at}: tool_result blocks are only allowed in user turns", at)
         elif kind not in ("thinking", "redacted_thinking"):
@@ -364,7 +388,8 @@ def _assistant(blocks: list[Json], where: str, native: list[str]) -> Json:
     return message
 
 
-def _tools(tools: Any, native: list[str]) -> list[Json]:
+def _tools(tools: Any, native: list[str], indices: list[int]) -> list[Json]:
+    """The custom tools as chat tools (``indices``: the client's index of each, added)."""
     if tools is None:
         return []
     if not isinstance(tools, list):
@@ -386,6 +411,7 @@ def _tools(tools: Any, native: list[str]) -> list[Json]:
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
         out.append({"type": "function", "function": function})
+        indices.append(i)
     return out
 
 
@@ -480,9 +506,11 @@ def message_id(upstream_id: Any) -> str:
     return "msg_switchboard"
 
 
-def error_body(exc: errors.GatewayError) -> Json:
+def error_body(exc: errors.GatewayError, *, request_id: str | None = None) -> Json:
     """A gateway error in Anthropic's shape (a refusal of a translated parameter naming the
-    client's field too: ``TRANSLATED_PARAMS``). The gateway's own 503 at its concurrency limit is
+    client's field too: ``TRANSLATED_PARAMS``), with Anthropic's top-level ``request_id`` when
+    the error answers a call (``request_id``: its call id). The gateway's own 503 at its
+    concurrency limit is
     ``overloaded_error``, Anthropic's type for its 529: the status stays 503, which load
     balancers and every HTTP client know (the anthropic SDK retries both alike). An upstream's
     529 (Anthropic's own among them) stays a 529 ``overloaded_error``."""
@@ -496,7 +524,10 @@ def error_body(exc: errors.GatewayError) -> Json:
     sent = TRANSLATED_PARAMS.get(exc.param or "")
     if sent is not None:
         message = f"{sent} (sent to this target as {exc.param}): {message}"
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    body: Json = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 TRANSLATED_PARAMS = {"parallel_tool_calls": "tool_choice.disable_parallel_tool_use",

@@ -16,6 +16,12 @@ model timeouts a 504 and unavailability a 503. A SageMaker ``ModelError`` whose 
 error body (``OriginalMessage``), but for a container's 408, 424 (TGI: the generation failed) and
 429, which are a retryable 502 as any other ``ModelError``. Exception and error messages inside a
 stream (``stream_exception``) map the same way.
+
+An error may echo the request it refused (a proxy, a debugging endpoint): the ``Authorization``
+value sent with that request is replaced whole by ``[redacted]`` in it (``_raise_for``, and the
+exception messages ``events`` yields), before the scrubbing every upstream's errors get; its
+signature is a credential derived per request, which no configured or minted list holds
+(``app.scrub.SIGNATURE`` catches it in any other form).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from app import errors
 from app.providers.aws import Authorizer
 from app.providers.aws_eventstream import EventStreamDecoder, Message
 from app.providers.http import Upstream, read_error_body, request_body, retry_after
+from app.scrub import REDACTED, Scrubber
 
 Json = dict[str, Any]
 
@@ -119,6 +126,24 @@ def stream_exception(message: Message, *, service: str) -> errors.GatewayError:
                      message.payload.decode("utf-8", "replace"), service=service)
 
 
+def _sent_authorization(signed: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``Authorization`` value of ``signed`` (a request's headers), when there is one."""
+    authorization = signed.get("Authorization")
+    return (authorization,) if authorization else ()
+
+
+def _unsigned_message(message: Message, signed: Mapping[str, str]) -> Message:
+    """An exception or error message with the request's ``Authorization`` value replaced by
+    ``[redacted]`` wherever it is echoed whole: its payload and its string headers (the
+    exception type and ``:error-message`` become the error's code and message)."""
+    authorization = signed.get("Authorization")
+    if not authorization:
+        return message
+    headers = {name: value.replace(authorization, REDACTED) if isinstance(value, str) else value
+               for name, value in message.headers.items()}
+    return Message(headers, message.payload.replace(authorization.encode(), REDACTED.encode()))
+
+
 class AwsUpstream(Upstream):
     """An AWS runtime endpoint; see the module docstring."""
 
@@ -136,7 +161,10 @@ class AwsUpstream(Upstream):
         """The credentials the authorizer obtained at run time (``Authorizer``)."""
         return self.authorizer.minted_credentials()
 
-    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+    async def _raise_for(self, response: aiohttp.ClientResponse,
+                         signed: Mapping[str, str] | None = None) -> None:
+        """Raise the gateway error for an AWS error answer to a request sent with the headers
+        ``signed``."""
         raw = await response.read()
         text = raw.decode("utf-8", "replace")
         try:
@@ -147,7 +175,9 @@ class AwsUpstream(Upstream):
                           service=self.service)
         if isinstance(error, errors.UpstreamError):
             error.retry_after_s = retry_after(response.headers.get("Retry-After"))
-        raise self._scrub(error)
+        # The request's own Authorization first, whole: the general scrub would take only the
+        # access key id out of it (a configured or minted value), leaving the signature.
+        raise self._scrub(Scrubber(_sent_authorization(signed or {})).error(error))
 
     async def _signed(self, path: str, body: bytes, accept: str,
                       extra: Mapping[str, str] | None) -> tuple[yarl.URL, dict[str, str]]:
@@ -176,7 +206,7 @@ class AwsUpstream(Upstream):
                 if response.status >= 300:
                     if response.status < 400:
                         raise self._redirected(response)
-                    await self._raise_for(response)
+                    await self._raise_for(response, signed)
                 raw = await response.read()
                 answer_headers = response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -206,10 +236,11 @@ class AwsUpstream(Upstream):
                 if response.status >= 300:
                     if response.status < 400:
                         raise self._redirected(response)
-                    await self._raise_for(response)
+                    await self._raise_for(response, signed)
                 async for chunk in response.content.iter_any():
                     for message in decoder.feed(chunk):
-                        yield message
+                        yield _unsigned_message(message, signed) if message.is_error \
+                            else message
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._translate(exc) from None
         if decoder.pending:

@@ -53,20 +53,27 @@ class Route:
     """For each capability only some targets have, this route with just those (None: no
     target has it); a capability absent here is one every target has. Filled by ``_narrow``."""
 
-    def serving(self, capability: Capability) -> Route:
+    def serving(self, capability: Capability, *, endpoint: str | None = None) -> Route:
         """This route with only the targets that can serve ``capability``; ``InvalidRequest``
-        (400, code ``unsupported_endpoint``) when none can."""
+        (400, code ``unsupported_endpoint``) when none can, naming ``endpoint`` (what the
+        client called, when it is not the capability's own: ``/v1/messages`` asks for chat)."""
         route = self.narrowed.get(capability, self)
         if route is None:
-            raise errors.InvalidRequest(
-                f"The model '{self.name}' does not serve {ENDPOINTS[capability]}: none of its "
-                "targets can.", param="model", code="unsupported_endpoint")
+            raise unsupported_endpoint(self.name, endpoint or ENDPOINTS[capability])
         return route
 
     @property
     def windowed(self) -> bool:
         """Whether a target has a ``context_window`` (calls then estimate their prompt)."""
         return any(t.context_window is not None for t in self.targets)
+
+
+def unsupported_endpoint(model: str, endpoint: str) -> errors.InvalidRequest:
+    """The 400 for a call on ``model`` to ``endpoint`` (as ``ENDPOINTS`` names them), which
+    none of its targets can serve."""
+    return errors.InvalidRequest(
+        f"The model '{model}' does not serve {endpoint}: none of its targets can.",
+        param="model", code="unsupported_endpoint")
 
 
 def _default(target: TargetConfig, model_default: int | None, cap: int | None,
