@@ -198,9 +198,10 @@ async def config_status(admin: AdminDep, request: Request) -> dict[str, Any]:
 @router.post("/config/reload")
 async def reload_config(admin: AdminDep, request: Request) -> dict[str, Any]:
     """Re-read the config file now (this worker, which then signals the supervisor's other
-    workers under ``serve --workers N`` to reload too: ``app.reload``). An invalid file is a 422 ``config_invalid`` (type ``invalid_request_error``) with
-    every problem and its YAML path, and changes nothing; a gateway without a config file is a
-    409 ``no_config_file``. ``restart_needed``: as in ``GET /admin/config``."""
+    workers under ``serve --workers N`` to reload too: ``app.reload``). An invalid file is a
+    422 ``config_invalid`` (type ``invalid_request_error``) with every problem and its YAML
+    path, and changes nothing; a gateway without a config file is a 409 ``no_config_file``.
+    ``restart_needed``: as in ``GET /admin/config``."""
     reloader = resources_of(request).reloader
     if reloader is None:
         raise errors.Conflict(
