@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest passes the imported run_gateway fixture by parameter name)
 """The SigV4 signature of a request (a credential derived per request, which no configured or
 minted list holds) never reaches a client from an upstream error that echoes it: ``bedrock``
 and ``sagemaker`` behind a running gateway, against the simulator's echo knob, and the scrubber's
@@ -6,44 +7,22 @@ own pattern."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from app import errors
-from app.config import parse_config
-from app.main import create_app
 from app.scrub import REDACTED, Scrubber
 from app.simulator.aws_auth import TEST_ACCESS_KEY, TEST_SECRET_KEY
-from tests.api.conftest import GatewayFactory, ListSink, RunningGateway, settings_in
-from tests.servers import serve
+from tests.api.conftest import (  # noqa: F401  (run_gateway: the fixture, used by name)
+    GatewayFactory,
+    run_gateway,
+)
 
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
 ECHO = {"X-Sim-Echo-Key": "1"}
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-@pytest.fixture
-def run_gateway(tmp_path: Path) -> GatewayFactory:
-    """A gateway on loopback from a raw config (master key on, strict telemetry)."""
-
-    @contextmanager
-    def start(raw: dict[str, Any]) -> Iterator[RunningGateway]:
-        sink = ListSink()
-        app = create_app(settings_in(tmp_path), config=parse_config(raw, {}), sink=sink,
-                         strict_telemetry=True)
-        with serve(app) as url:
-            running = RunningGateway(url=url, sink=sink)
-            try:
-                yield running
-            finally:
-                running.close_clients()
-
-    return start
 
 
 def config(simulator: str, headers: dict[str, str]) -> dict[str, Any]:
