@@ -42,7 +42,7 @@ from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig, Limits
-from app.inbound.anthropic import structured_output
+from app.inbound.anthropic import native_only_refused, structured_output
 from app.metrics.backends import BackendState
 from app.metrics.recorder import Recorder
 from app.pipeline import Finisher, ModelCall, ModelRequest, Pipeline, Snapshot
@@ -887,11 +887,7 @@ def _native_route(call: ModelCall, route: Route, capability: Capability) -> Rout
     try:
         return call.route().serving(capability)
     except errors.InvalidRequest:
-        first = call.native_only[0]
-        raise errors.InvalidRequest(
-            f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
-            f"natively, and none of model '{route.name}'s targets does.",
-            param=first.split(" (")[0], code="unsupported_parameter") from None
+        raise native_only_refused(call.native_only, route.name) from None
 
 
 def _request(call: ModelCall, kind: type[R]) -> tuple[R, Json]:

@@ -23,7 +23,13 @@ from app.api.incoming import Incoming
 from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
 from app.gateway import Gateway
-from app.inbound.anthropic import anthropic_usage, error_body, read_request, to_message
+from app.inbound.anthropic import (
+    anthropic_usage,
+    error_body,
+    native_only_refused,
+    read_request,
+    to_message,
+)
 from app.inbound.anthropic_paths import client_error
 from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
@@ -75,11 +81,7 @@ def messages_route(route: Route, native_only: Sequence[str], *, stream: bool) ->
         try:
             return route.serving("stream_messages" if stream else "messages")
         except errors.InvalidRequest:
-            first = native_only[0]
-            raise errors.InvalidRequest(
-                f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
-                f"natively, and none of model '{route.name}'s targets does.",
-                param=first.split(" (")[0], code="unsupported_parameter") from None
+            raise native_only_refused(native_only, route.name) from None
     return route
 
 

@@ -97,6 +97,17 @@ class Inbound:
     """Where each chat message and tool came from (``anthropic_paths``)."""
 
 
+def native_only_refused(native_only: Sequence[str], model: str) -> errors.InvalidRequest:
+    """The 400 for a Messages call using ``native_only`` parts (what the translation to chat
+    cannot carry) on a model none of whose targets speaks Messages natively: it names the
+    first."""
+    first = native_only[0]
+    return errors.InvalidRequest(
+        f"'{first}' can only be sent to a target that speaks Anthropic's Messages API "
+        f"natively, and none of model '{model}'s targets does.",
+        param=first.split(" (")[0], code="unsupported_parameter")
+
+
 def structured_output(native: Json | None) -> bool:
     """Whether a ``/v1/messages`` body asks for structured output (``output_config.format``,
     or the beta's top-level ``output_format``: a JSON schema): its answer's text is then a JSON
