@@ -216,6 +216,9 @@ def _reload_on_signals(stack: AsyncExitStack, reloader: ConfigReloader | None) -
         # A worker: another one's ``POST /admin/config/reload`` reaches it this way
         # (``app.reload.tell_siblings``), also one that came while this app was starting.
         loop.add_signal_handler(SIBLING_RELOAD, reloader.request, "another worker's reload")
+        # Ignored once the app stops (asyncio restores the default action, which would end a
+        # worker a sibling tells during its shutdown, before its call log is flushed).
+        stack.callback(signal.signal, SIBLING_RELOAD, signal.SIG_IGN)
         stack.callback(loop.remove_signal_handler, SIBLING_RELOAD)
         if sibling_notices():
             reloader.request("another worker's reload, while this one started")

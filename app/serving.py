@@ -529,6 +529,9 @@ class DrainingServer(uvicorn.Server):
                             functools.partial(_itself, protocol), accepted)
                 finally:
                     sock.close()  # the duplicate; the listener is uvicorn's to close
+        # One turn of the loop, so that the data already sent on them is read before the
+        # shutdown begins (uvloop reads it at once; asyncio's loop a turn later).
+        await asyncio.sleep(0)
 
     def _grace_over(self, grace: float) -> None:
         if not self.server_state.tasks:

@@ -297,6 +297,11 @@ def _media_tokens(parts: list[dict[str, Any]]) -> int:
     return total
 
 
+_HEAD_CHARS = 256
+"""How far into a file part's data its data URL's comma is looked for (``data:`` and a media
+type with its parameters); past it the data is taken as bare base64."""
+
+
 def _file_tokens(file: Any) -> int:
     """A file part's tokens, from its size alone (O(1): never decoded): a ``text/*`` data URL
     as text is estimated (a token per 4 bytes); any other (a PDF) a page per ``_PAGE_BYTES``,
@@ -304,13 +309,12 @@ def _file_tokens(file: Any) -> int:
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data:
         return _PAGE_TOKENS
-    head, comma, payload = data.partition(",")
-    if not comma:  # bare base64, as OpenAI also takes it
-        head, payload = "", data
+    comma = data.find(",", 0, _HEAD_CHARS) if data.startswith("data:") else -1
+    head = data[:comma] if comma >= 0 else ""  # none: bare base64, as OpenAI also takes it
     encoded = not head or ";base64" in head
-    size = len(payload)
+    size = len(data) - comma - 1  # the payload's length, never sliced out of the data
     if encoded:  # base64's size, less its padding
-        size = size * 3 // 4 - (2 if payload.endswith("==") else payload.endswith("="))
+        size = size * 3 // 4 - (2 if data.endswith("==") else data.endswith("="))
     if head.startswith("data:text/"):
         return -(-size // 4)
     return min(_MAX_PAGES, max(1, -(-size // _PAGE_BYTES))) * _PAGE_TOKENS

@@ -199,8 +199,11 @@ class RedisSpool:
                 return
             # A failover moved the master: this connection (and the pool's others) still
             # reach the old one, which Sentinel will demote, erasing what it took meanwhile.
+            # The pool's reconnection asks the sentinels again; while some still name the old
+            # master it may reach it again, and after ``_WRITES`` tries the batch goes to the
+            # file spool (``SpoolUnavailable``): never counted as spooled unconfirmed.
             _log.warning("spool %s: a batch of %d row(s) went to %s:%s, no longer the master "
-                         "(the sentinels name %s:%s); writing it again there", self._stream,
+                         "(the sentinels name %s:%s); writing it again", self._stream,
                          len(rows), *wrote_to, *master)
             await pool.disconnect(inuse_connections=False)  # the next ones ask the sentinels
         raise RedisConnectionError(f"the master moved again while a batch was written "

@@ -146,7 +146,7 @@ number's digit groups, as the number detectors read them: no-break, figure, thin
 no-break and ideographic spaces as a space; Unicode hyphens and dashes and the minus sign as
 ``-`` (what ``phonenumbers`` takes as punctuation too). One character for one, so a
 finding's span is the same in the text."""
-_WIDE_SEPARATOR = re.compile("[\u2007\u2009\u202f\u3000\u2010-\u2015\u2212\uff0d]")
+_WIDE_SEPARATOR = re.compile("[\u00a0\u2007\u2009\u202f\u3000\u2010-\u2015\u2212\uff0d]")
 _SECRETS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (gate, prefix, re.compile(pattern)) for gate, prefix, pattern in (
         ("-", "sk-", r"sk-ant-[A-Za-z0-9_-]{20,}|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),

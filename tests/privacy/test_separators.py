@@ -19,6 +19,8 @@ DETECTOR = Detector(phone_regions=("US", "GB"))
     ("call (415) 555\u20132671", "PHONE"),
     ("日本 +1 415\u2014555\u20142671", "PHONE"),
     ("4111\xa01111\xa01111\xa01111", "CREDIT_CARD"),
+    ("\u201ccard\u201d 4111\xa01111\xa01111\xa01111", "CREDIT_CARD"),  # beside non-Latin-1
+    ("日本 +1\xa0415\xa0555\xa02671", "PHONE"),
     ("4111\u20131111\u20131111\u20131111", "CREDIT_CARD"),
     ("SSN 123\u201345\u20136789", "US_SSN"),
     ("SSN 123\xa045\xa06789", "US_SSN"),
