@@ -315,8 +315,12 @@ def check_config(path: Path) -> None:
         for line in str(exc).splitlines():
             click.echo(f"  {line}", err=True)
         sys.exit(1)
-    click.echo(f"{path}: ok ({_count(len(config.providers), 'provider')}, "
-               f"{_count(len(config.models), 'model')}: {', '.join(config.models)})")
+    models = _count(len(config.models), 'model')
+    if config.models:
+        models += f": {', '.join(config.models)}"
+    click.echo(f"{path}: ok ({_count(len(config.providers), 'provider')}, {models})")
+    if not config.models:  # valid, but a gateway on it answers every call 404
+        click.echo(f"{path}: warning: it serves no model", err=True)
 
 
 def _count(n: int, noun: str) -> str:

@@ -118,6 +118,13 @@ def test_check_config_verdicts(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=30)
     assert repeated.returncode == 1
     assert "duplicate key 'chat' on line 9 (first on line 5)" in repeated.stderr
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("providers: {}\nmodels: {}\n")  # valid, and serves nothing
+    nothing = subprocess.run([SWITCHBOARD, "check-config", str(empty)], env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+    assert nothing.returncode == 0, nothing.stderr
+    assert nothing.stdout == f"{empty}: ok (0 providers, 0 models)\n"
+    assert nothing.stderr == f"{empty}: warning: it serves no model\n"
 
 
 AZURE_WORKLOAD = ("providers:\n  azp: {type: azure_openai, endpoint: 'https://x.openai.azure.com', "
