@@ -456,15 +456,18 @@ def anthropic_usage(usage: Usage | None) -> Json:
             "cache_creation_input_tokens": usage.cache_write_tokens}
 
 
-def tool_input(arguments: Any) -> Json:
+def tool_input(arguments: Any, *, cut: bool = False) -> Json:
     """A tool call's ``arguments`` (a JSON string) as a ``tool_use`` block's ``input``: an
-    object; arguments that are not a JSON object are kept under ``"arguments"``."""
+    object; arguments that are not a JSON object are kept under ``"arguments"``, except those
+    ``cut`` short by ``max_tokens`` (unfinished JSON): ``{}``, as Claude answers such a block
+    and as the SDK reads the same call streamed (an agent could run the tool with an
+    ``"arguments"`` key its schema does not have)."""
     if not isinstance(arguments, str) or not arguments:
         return {}
     try:
         value = orjson.loads(arguments)
     except orjson.JSONDecodeError:
-        return {"arguments": arguments}
+        return {} if cut else {"arguments": arguments}
     return value if isinstance(value, dict) else {"arguments": value}
 
 
@@ -498,13 +501,14 @@ def to_message(body: Json, usage: Usage | None, *, model: str,
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
+    stop, sequence = ("refusal", None) if refusal else stop_reason(choice, stops)
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             content.append({"type": "tool_use", "id": str(call.get("id") or ""),
                             "name": str(function.get("name") or ""),
-                            "input": tool_input(function.get("arguments"))})
-    stop, sequence = ("refusal", None) if refusal else stop_reason(choice, stops)
+                            "input": tool_input(function.get("arguments"),
+                                                cut=stop == "max_tokens")})
     return {"id": message_id(body.get("id")), "type": "message", "role": "assistant",
             "model": model, "content": content, "stop_reason": stop, "stop_sequence": sequence,
             "usage": anthropic_usage(usage)}

@@ -225,6 +225,17 @@ def test_tool_arguments_that_are_not_an_object_are_kept() -> None:
     assert to_message(body, None, model="m")["content"][0]["input"] == {"arguments": "not json"}
 
 
+def test_tool_arguments_cut_by_max_tokens_are_an_empty_input() -> None:
+    """Unfinished JSON, cut at ``max_tokens``, is ``{}`` as Claude and the streamed SDK give it,
+    not an ``"arguments"`` key the tool's schema lacks; whole arguments are kept as sent."""
+    body = {"choices": [{"finish_reason": "length", "message": {"tool_calls": [
+        {"id": "a", "function": {"name": "f", "arguments": '{"city": "Par'}},
+        {"id": "b", "function": {"name": "g", "arguments": '{"city": "Rome"}'}}]}}]}
+    message = to_message(body, None, model="m")
+    assert message["stop_reason"] == "max_tokens"
+    assert [block["input"] for block in message["content"]] == [{}, {"city": "Rome"}]
+
+
 # --- streams ---------------------------------------------------------------------------------
 
 
