@@ -280,7 +280,7 @@ class _Input(BaseModel):
         if value is not None and not value:
             raise ValueError(
                 "must name at least one model (null, or none on the CLI, allows every model)")
-        return value
+        return None if value is None else list(dict.fromkeys(value))  # each once, in order
 
 
 class TeamCreate(_Input):

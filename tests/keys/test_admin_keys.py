@@ -132,6 +132,10 @@ async def test_a_model_the_gateway_does_not_serve_is_kept_with_a_warning(
         "configured (a typo?)"]
     served = await admin.post("/admin/keys", json={"name": "fine", "models": ["mock-embed"]})
     assert served.status_code == 201 and "warnings" not in served.json()
+    twice = await admin.post("/admin/keys", json={"name": "twice",
+                                                  "models": ["mock-embed", "mock-chat",
+                                                             "mock-embed"]})
+    assert twice.json()["models"] == ["mock-embed", "mock-chat"]  # each once, in order
 
 
 async def test_team_lifecycle(admin: httpx.AsyncClient) -> None:
