@@ -51,7 +51,8 @@ class FreezeProxy:
                 sock.close()
 
     def close(self) -> None:
-        self._running.clear()
+        with self._lock:  # after this, ``_keep`` closes what it is given
+            self._running.clear()
         self._forwarding.set()
         with contextlib.suppress(OSError):
             self._listener.close()
@@ -63,22 +64,35 @@ class FreezeProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                self._sockets.append(client)
+            if not self._keep(client):
+                return
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _keep(self, *sockets: socket.socket) -> bool:
+        """Hold ``sockets`` for ``drop``; closed at once once the proxy is closing (one accepted
+        or connected as ``close`` ran was left to the collector: a ResourceWarning that failed
+        whichever test was running then)."""
+        with self._lock:
+            if self._running.is_set():
+                self._sockets.extend(sockets)
+                return True
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        return False
 
     def _connect(self, client: socket.socket) -> None:
         while not self._forwarding.wait(_TICK_S):  # frozen: accepted, never answered
             if not self._running.is_set():
-                return
+                return  # ``close`` closes the client (``drop``)
         try:
             upstream = socket.create_connection(("127.0.0.1", self._upstream))
         except OSError:
             with contextlib.suppress(OSError):
                 client.close()
             return
-        with self._lock:
-            self._sockets.append(upstream)
+        if not self._keep(upstream):
+            return
         threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
         self._pump(client, upstream)
 
