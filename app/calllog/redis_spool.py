@@ -38,6 +38,10 @@ older than the write could not vouch for it) which master they name:
 
 That costs one round trip to the sentinels per spooled batch (up to ``batch_max`` rows), on the
 spool's path only: a plain ``redis://`` spool writes exactly as before.
+
+(Past 400 lines: the Sentinel confirmation is about a quarter of it, and it must hold the very
+connection the batch was written on, so it lives beside ``put`` rather than in a module of its
+own.)
 """
 
 from __future__ import annotations
