@@ -13,7 +13,8 @@ one), mean tokens and cost per call (of those billed: a stream cut after output 
 refused by its upstream is not, and counts in neither rather than as free), refusal rate and
 JSON validity (of answered calls: ``calls.refusal`` and ``calls.json_valid``, set by
 ``app.answers.judge``), and the feedback scores' mean (of scores within
-``app.feedback.MAX_SCORE``). Every rate and mean comes with a 95% **confidence
+``app.feedback.MAX_SCORE``; a call scored several times is one sample, the mean of its
+scores). Every rate and mean comes with a 95% **confidence
 sequence**: unlike a fixed-sample confidence interval, it holds at every sample size at once,
 so the report stays valid however often it is looked at while the experiment runs (no
 "peeking" problem). Each variant's sequence is at level ``ALPHA / 2``, so that two variants'
@@ -251,12 +252,16 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
                    # in the order they came: the bounded sequence's bets follow it
                    ).where(_calls.c.experiment == name).order_by(_calls.c.created_at,
                                                                  _calls.c.id)
-    scores = (select(_feedback.c.score, _calls.c.variant)
+    # One sample a call, the mean of its scores, in the order of each call's first score: a
+    # client that rates one call a hundred times does not weigh a hundred calls.
+    scores = (select(func.avg(_feedback.c.score), func.min(_feedback.c.score),
+                     func.max(_feedback.c.score), _calls.c.variant)
               .select_from(_feedback.join(_calls, _feedback.c.call_id == _calls.c.id))
               .where(_calls.c.experiment == name,
                      # a score stored before scores were bounded is left out
                      _feedback.c.score.between(-MAX_SCORE, MAX_SCORE))
-              .order_by(_feedback.c.created_at, _feedback.c.id))
+              .group_by(_feedback.c.call_id, _calls.c.variant)
+              .order_by(func.min(_feedback.c.created_at), _feedback.c.call_id))
     if since is not None:
         calls = calls.where(_calls.c.created_at >= since)
         scores = scores.where(_calls.c.created_at >= since)
@@ -285,10 +290,12 @@ async def report(engine: AsyncEngine, name: str, variants: Sequence[str], *,
             for into, value in ((arm.refusals, row.refusal), (arm.json_valid, row.json_valid)):
                 if value is not None:
                     into.append(float(value))
-    for score, variant in scored:
+    ends: list[float] = []  # each call's lowest and highest score: the scale's ends
+    for score, lowest, highest, variant in scored:
         arm = arms.get(variant) or arms.setdefault(variant, _Arm())
         arm.scores.append(float(score))
-    scale = _scale_of([score for arm in arms.values() for score in arm.scores])
+        ends += (float(lowest), float(highest))
+    scale = _scale_of(ends)
     out: dict[str, Any] = {}
     for variant, arm in arms.items():
         out[variant] = {

@@ -21,7 +21,7 @@ from app.calllog.cli import experiments as experiments_cli
 from app.config import parse_config
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
-from app.db.models import Call
+from app.db.models import Call, Feedback
 from app.main import create_app
 from tests.api.conftest import MASTER_KEY, sim_config
 from tests.calllog.test_end_to_end import settings_for
@@ -55,6 +55,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(database_url)
     async with engine.begin() as conn:
         await conn.execute(delete(Call))
+        await conn.execute(delete(Feedback))
     yield engine
     await engine.dispose()
 
@@ -140,6 +141,40 @@ async def test_an_ended_experiment_is_reported_from_its_calls(engine: AsyncEngin
     assert bad.value.param == "control"
     with pytest.raises(errors.NotFound):
         await experiments.report_of(engine, "never", None)
+
+
+async def test_a_call_scored_many_times_is_one_sample(engine: AsyncEngine) -> None:
+    """Feedback scores count once a call, at the mean of the call's scores: a client that
+    rates one call many times does not outweigh the other calls."""
+    rows = [call(f"c-{i}", "control") for i in range(3)]
+    at = datetime.now(UTC)
+    scores = [("c-0", 1.0)] * 50 + [("c-0", 0.0), ("c-1", 0.0), ("c-2", 0.5)]
+    feedback = [Feedback(id=f"fb-{i}", call_id=call_id, created_at=at + timedelta(seconds=i),
+                         score=score) for i, (call_id, score) in enumerate(scores)]
+    async with AsyncSession(engine) as session:
+        session.add_all([*rows, *feedback])
+        await session.commit()
+    report = await experiments.report(engine, "ab", ["control"], control="control")
+    scored = report["variants"]["control"]["feedback_score"]
+    assert scored["n"] == 3
+    assert scored["mean"] == pytest.approx((50 / 51 + 0.0 + 0.5) / 3)
+
+
+async def test_scores_are_judged_on_the_scale_they_span(engine: AsyncEngine) -> None:
+    """Thirty calls each rated 0 and 1: every call's mean is 0.5, but the scale is the one the
+    scores span (0 to 1), not "unknown" as thirty equal means alone would make it."""
+    rows = [call(f"c-{i}", "control") for i in range(30)]
+    at = datetime.now(UTC)
+    feedback = [Feedback(id=f"fb-{row.id}-{score}", call_id=row.id, created_at=at, score=score)
+                for row in rows for score in (0.0, 1.0)]
+    async with AsyncSession(engine) as session:
+        session.add_all([*rows, *feedback])
+        await session.commit()
+    scored = (await experiments.report(engine, "ab", ["control"], control="control"))[
+        "variants"]["control"]["feedback_score"]
+    assert (scored["n"], scored["mean"]) == (30, 0.5)
+    low, high = scored["ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
 
 
 def ab_config(simulator: str, **sticky: str) -> dict[str, Any]:
