@@ -18,6 +18,7 @@ modules would import one another in a circle.)
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -222,6 +223,12 @@ class VariantConfig(BaseModel):
         if self.shadow and self.prompt is not None:
             raise ValueError("a shadow variant cannot pin a 'prompt': a shadow copy is sent "
                              "the original call's rendered messages")
+        if self.shadow and "weight" in self.model_fields_set:
+            raise ValueError("'weight' shares the calls among the variants that serve them; a "
+                             "shadow variant serves none (its share of copies is 'sample')")
+        if not self.shadow and "sample" in self.model_fields_set:
+            raise ValueError("'sample' is the share of calls a shadow variant gets a copy of; "
+                             "a variant that serves calls gets its share by 'weight'")
         return self
 
 
@@ -322,6 +329,7 @@ class RetryConfig(BaseModel):
     backoff_s: Seconds = 0.1
     """The first retry's base delay; it doubles with each retry, with jitter."""
     max_backoff_s: Seconds = 2.0
+    """The longest a retry's delay grows to (at least ``backoff_s``)."""
     max_retry_after_s: Seconds = 10.0
     """The longest ``Retry-After`` waited for; a longer one falls back to the next target."""
     budget: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -331,6 +339,15 @@ class RetryConfig(BaseModel):
     deadline_s: Seconds = 300.0
     """The longest a call may take to its first byte, over all its attempts, retries and
     waits; a client may shorten it with the ``x-switchboard-deadline-s`` header."""
+
+    @field_validator("max_backoff_s")
+    @classmethod
+    def _max_not_below_first(cls, longest: float, info: ValidationInfo) -> float:
+        first = info.data.get("backoff_s")
+        if first is not None and longest < first:
+            raise ValueError(f"{longest:g} is below backoff_s ({first:g}): the first retry's "
+                             "delay would be longer than the longest")
+        return longest
 
 
 class Streaming(BaseModel):
@@ -508,6 +525,8 @@ class GatewayConfig(BaseModel):
                                                  self.providers))
         if not problems:
             problems += [problem for where, targets in lists
+                         for problem in _repeated_targets(where, targets)]
+            problems += [problem for where, targets in lists
                          if (problem := self._common_endpoint(where, targets)) is not None]
             problems += [f"{where}.targets.{i}.{problem}" for where, targets in lists
                          for i, target in enumerate(targets)
@@ -540,6 +559,23 @@ class GatewayConfig(BaseModel):
             for i, (t, caps) in enumerate(zip(targets, serves, strict=True)))
         return (f"{where}.targets: no endpoint is served by every target, so none can stand in "
                 f"for another: {each}")
+
+
+def _repeated_targets(where: str, targets: list[TargetConfig]) -> list[str]:
+    """A target listed again in one list (same provider, model and ``params``): a call tries
+    each target once, so the repeat would be the target's own fallback, failing with it and
+    opening its breaker twice as fast; ``retries`` is what tries a target again."""
+    first: dict[tuple[str, str, str], int] = {}
+    problems = []
+    for i, target in enumerate(targets):
+        same = (target.provider, target.model,
+                json.dumps(target.params, sort_keys=True, default=str))
+        if same in first:
+            problems.append(f"{where}.targets.{i}: the same target as targets.{first[same]} "
+                            f"(provider {target.provider!r}, model {target.model[:200]!r}); "
+                            "a call tries each target once: 'retries' tries one again")
+        first.setdefault(same, i)
+    return problems
 
 
 def _no_provider(target: str, name: str, providers: Iterable[str]) -> str:

@@ -86,7 +86,7 @@ def read_error_body(payload: Any, fallback: str) -> tuple[str, str | None, str |
 
 def retry_after(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds: delay-seconds or an HTTP date (``None``: absent or
-    unreadable)."""
+    unreadable, a negative number of seconds included: delay-seconds has no sign)."""
     if not value:
         return None
     try:
@@ -94,7 +94,7 @@ def retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
