@@ -663,10 +663,20 @@ FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
 MAX_SECRET_FILE = 64 * 1024
 
 
+MAX_DEPTH = 64
+"""The deepest a config document nests (no setting is within 10 levels of it): deeper, or
+an alias that contains itself (``a: &a [*a]``, which PyYAML builds as a list holding itself),
+is refused rather than walked until the interpreter's recursion limit."""
+
+
 def _interpolate(node: Any, env: Mapping[str, str], path: KeyPath, problems: list[str],
                  referenced: set[KeyPath]) -> Any:
     """``node`` with its references replaced; the paths of the strings that had one are added
-    to ``referenced``."""
+    to ``referenced``. ``ConfigError`` for a document nested deeper than ``MAX_DEPTH``."""
+    if len(path) > MAX_DEPTH and isinstance(node, (dict, list)):
+        where = ".".join(part[:40] for part in path[:8])
+        raise ConfigError(f"{where}...: nested more than {MAX_DEPTH} levels deep (an alias "
+                          "that contains itself, such as 'a: &a [*a]'?)")
     if isinstance(node, dict):
         return {k: _interpolate(v, env, (*path, str(k)), problems, referenced)
                 for k, v in node.items()}

@@ -171,6 +171,10 @@ class ConfigReloader:
                 config = load_config(self.path, environment())
             except ConfigError as exc:
                 return self._refused(str(exc), reason, serving.version)
+            except Exception as exc:  # a file no check foresaw: the old config keeps serving
+                log.exception("reading the config file %s failed", self.path)
+                return self._refused(f"config: reading it failed ({type(exc).__name__}; the "
+                                     "gateway's log has the details)", reason, serving.version)
             version = config_version(config)
             if version == serving.version:
                 self.state.last_error = self.state.last_error_at = None

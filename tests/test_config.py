@@ -264,6 +264,27 @@ def test_check_config_and_serve_refuse_a_file_that_is_not_utf8(tmp_path: Path) -
         "as UTF-8"]
 
 
+@pytest.mark.parametrize(("text", "where"), [
+    ("providers: {p: {type: mock}}\nmodels: {}\nloop: &a [*a]\n", "loop.0.0.0"),
+    ("providers: {p: {type: mock}}\nmodels: {m: {targets: [{provider: p, model: x, params: "
+     "{deep: " + "[" * 600 + "]" * 600 + "}}]}}\n", "models.m.targets.0.params.deep.0"),
+], ids=["an alias that contains itself", "600 levels"])
+def test_check_config_refuses_a_document_nested_past_the_limit(tmp_path: Path, text: str,
+                                                               where: str) -> None:
+    """A YAML alias inside itself, or a value nested hundreds of levels deep, is one line of
+    "invalid" (status 1), not the interpreter's recursion error."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    switchboard = str(Path(sys.executable).with_name("switchboard"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    checked = subprocess.run([switchboard, "check-config", str(path)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1
+    lines = checked.stderr.splitlines()
+    assert lines[0] == f"{path}: invalid" and len(lines) == 2, checked.stderr[:2000]
+    assert lines[1].startswith(f"  {where}") and "nested more than 64 levels deep" in lines[1]
+
+
 @pytest.mark.parametrize(("where", "change"), [
     ("models", lambda raw: raw["models"].update({"gpt-4o-\u6a21\u578b": raw["models"]["m"]})),
     ("providers", lambda raw: raw["providers"].update({"sim\u4e2d": {"type": "mock"}})),

@@ -199,8 +199,10 @@ def _azure(auth: dict[str, str]) -> dict[str, Any]:
      "providers.azp.auth: workload_identity: tenant_id, client_id, token_file not given"),
     (_azure({"type": "default"}), {"AZURE_TOKEN_CREDENTIALS": "bogus"},
      "providers.azp: auth default: Invalid value for AZURE_TOKEN_CREDENTIALS: bogus."),
+    (yaml.safe_dump(config("beta")).encode() + b"loop: &a [*a]\n", {},
+     "nested more than 64 levels deep"),
 ], ids=["unknown key", "not UTF-8", "workload identity without its variables",
-        "a credential azure-identity refuses"])
+        "a credential azure-identity refuses", "an alias that contains itself"])
 def test_an_invalid_edit_changes_nothing_and_says_why(
         gateways: Gateways, tmp_path: Path, broken: dict[str, Any] | bytes,
         env: dict[str, str], says: str) -> None:
