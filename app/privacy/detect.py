@@ -532,7 +532,7 @@ class Detector:
         if EMAIL in entities:
             if "@" in text:
                 found.extend(_emails(text))
-            if emails.ENCODED_AT[0] in text or emails.ENCODED_AT[1] in text:
+            if "%" in text and (emails.ENCODED_AT[0] in text or emails.ENCODED_AT[1] in text):
                 found.extend(Finding(EMAIL, start, end)
                              for start, end in emails.encoded_spans(text))
         view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
