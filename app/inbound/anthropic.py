@@ -10,7 +10,9 @@ cost, the call record, the pipeline's stages), which read the canonical form of 
 What the translation to a chat call carries: ``system`` (a string or text blocks) as a system
 message; text, image (base64 or URL) and PDF document (base64) blocks as content parts; a
 text document as text; ``tool_use`` blocks as ``tool_calls``; ``tool_result`` blocks as ``tool``
-messages (their text; placed before the rest of their turn, as OpenAI's order requires);
+messages (their text; placed before the rest of their turn, as OpenAI's order requires; one
+with ``is_error: true`` has its text marked as a failure, which a target's translator turns
+back into its own flag where its format has one: ``app.providers.tool_errors``);
 ``tools`` (custom ones) as functions; ``tool_choice`` (``auto``, ``any`` -> ``required``, ``tool``
 -> the named function, ``none``; ``disable_parallel_tool_use`` -> ``parallel_tool_calls:
 false``); ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences`` -> ``stop``,
@@ -35,8 +37,7 @@ verify), ``service_tier`` and ``speed`` (which capacity, how many tokens a secon
 model's same answer), ``inference_geo`` (where Anthropic's own API runs the model; Anthropic
 documents it as not applicable off that API, where the endpoint decides: here, which providers
 a model's targets name, and the privacy policy's ``regions``), ``diagnostics`` (asks Anthropic
-to explain a prompt-cache miss against an earlier message: nothing of the answer), a tool
-result's ``is_error`` flag.
+to explain a prompt-cache miss against an earlier message: nothing of the answer).
 
 Answers: the chat completion's text, ``reasoning_content`` (as a ``thinking`` block, with an empty
 signature: no other provider signs its reasoning) and ``tool_calls`` become content blocks;
@@ -62,6 +63,7 @@ import orjson
 from app import errors
 from app.inbound.anthropic_paths import Origin, Origins
 from app.providers.base import Json
+from app.providers.tool_errors import marked
 from app.schemas import MAX_ITEMS, MAX_TOOLS
 from app.usage import Usage
 
@@ -370,6 +372,8 @@ def _tool_result(block: Json, at: str, native: list[str]) -> Json:
         text = "\n\n".join(texts)
     else:
         raise _bad(f"{at}.content: must be a string or a list of blocks", f"{at}.content")
+    if block.get("is_error") is True:
+        text = marked(text)  # app.providers.tool_errors: the flag where a target has one
     return {"role": "tool", "tool_call_id": tool_id, "content": text}
 
 

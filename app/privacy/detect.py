@@ -4,7 +4,8 @@
 overlapping. Built-in entity types:
 
 - ``EMAIL``: found from each ``@`` outwards (a local part before it, a dotted domain with a
-  2-24 letter top level after it; letters and digits of any script: ``app.privacy.emails``);
+  2-24 letter top level after it; letters and digits of any script: ``app.privacy.emails``),
+  and from each percent-encoded one (``%40``, ``%2540``: ``alice%40example.com`` in a URL);
 - ``PHONE``: candidate runs of 7-21 digits with phone punctuation (dates and times are not
   candidates), each checked as a whole against Google's ``phonenumbers`` in each default region
   (``app.privacy.phones.phone_number``: what ``parse`` and ``is_valid_number`` answer, read
@@ -38,12 +39,13 @@ built-ins cost microseconds, so callers run such a detector's scans on the scann
 (``ModelScanner.offload``); ``scan(text, model=False)`` is the built-ins alone.
 
 Each detector runs behind a pre-filter that costs a substring test or a C-level pass (no
-``@``: no email search; no digit: none of the number detectors). The number detectors look only
-in small windows (``app.privacy.windows``: runs of seven digits or an IPv4 address's shape,
-where an IBAN or an IPv6 address can start), and in a window only those whose values fit its
-digit count, so text without candidates costs a few microseconds per KB and each value found
-10-15 us, its validation included. The phone checks one request may make are bounded
-(``ScanBudget``): past the budget a candidate counts as a phone number unchecked.
+``@``, ``%40`` or ``%2540``: no email search; no digit: none of the number detectors). The
+number detectors look only in small windows (``app.privacy.windows``: runs of seven digits or
+an IPv4 address's shape, where an IBAN or an IPv6 address can start), and in a window only those
+whose values fit its digit count, so text without candidates costs a few microseconds per KB
+and each value found 10-15 us, its validation included. The phone checks one request may
+make are bounded (``ScanBudget``): past the budget a candidate counts as a phone number
+unchecked.
 
 (Over 500 lines: one scan over one text, whose detectors share the windows, the boundary
 rules and the overlap resolution.)
@@ -527,8 +529,12 @@ class Detector:
         default this text's own ``ScanBudget``)."""
         entities = self.entities
         found: list[Finding] = []
-        if EMAIL in entities and "@" in text:
-            found.extend(_emails(text))
+        if EMAIL in entities:
+            if "@" in text:
+                found.extend(_emails(text))
+            if "%" in text and (emails.ENCODED_AT[0] in text or emails.ENCODED_AT[1] in text):
+                found.extend(Finding(EMAIL, start, end)
+                             for start, end in emails.encoded_spans(text))
         view, wide = windows.narrow(text) if self._numbers or SECRET in entities \
             else (b"", False)
         if self._numbers:

@@ -16,6 +16,14 @@
 - Only ASCII punctuation belongs to an address: the quotes of ``“ann@x.org”`` and
   ``«ann@x.org»``, or a ``。`` after it, stay out.
 
+A percent-encoded ``@`` stands for one (``encoded_spans``): ``%40`` as a URL's query or path
+writes an address (``?to=alice%40example.com``), and ``%2540`` as one encoded twice writes it
+(a redirect URL inside another). The address found is the text as written, its local part up to
+64 characters before the ``%`` (``%`` is a local part's character, so ``bob%2Bnews%40x.org``
+is found whole) from after the last encoded character that no local part holds
+(``_ENCODED_STOP``), its domain after the ``40``: restored, it comes back as it was written.
+Only a text that holds ``%40`` or ``%2540`` (digits: no case to fold) is searched for them.
+
 An address that is ASCII where it touches other text costs what it cost before these scripts
 were read: C loops (``str.rstrip``, one regex match) and a few one-character checks. Python
 walks the characters (``str`` methods, ``unicodedata``) only where a non-ASCII letter, digit or
@@ -38,6 +46,16 @@ _ASCII_DOMAIN = string.ascii_letters + string.digits + ".-"
 _DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
                      r"[A-Za-z]{2,24}(?![A-Za-z0-9-])")
 """An all-ASCII domain (the common case, matched in C)."""
+ENCODED_AT = ("%40", "%2540")
+"""An ``@`` percent-encoded, once or twice (``%25`` is ``%``): a text holding neither has no
+encoded address (``encoded_spans``)."""
+_ENCODED = re.compile(r"(?<=[^\s@])%(?:25)?40(?=[^\s@.%]{1,63}\.)")
+"""``_CANDIDATE`` for an encoded ``@``: something a local part ends with before it, a first
+label and its dot after it (a label holds no ``%``)."""
+_ENCODED_STOP = re.compile(r"%(?:25)?(?:2[026CF]|3[ABCDEF]|40|5[BCD])", re.IGNORECASE)
+"""A character no local part holds, percent-encoded (once or twice, either case): a space,
+``"&,/:;<=>?@[\\]``. An encoded address's local part starts after the last one, where the text
+around it is encoded too (``next=%2Flogin%3Fu%3Dann%2540corp.io``: ``ann``)."""
 _ASCII_RUN = re.compile(r"[A-Za-z0-9.-]*")
 _CANDIDATE = re.compile(r"@(?<=[^\s@]@)(?=[^\s@.]{1,63}\.)")
 """An ``@`` that may be an address's: something a local part ends with before it (not a space
@@ -61,27 +79,50 @@ def spans(text: str) -> Iterator[tuple[int, int]]:
             if following is None:
                 return
             at = following.start()
-        # The local part: str.rstrip and lstrip, C loops (a regex search of the 64 characters
-        # before would try each start in turn); the Unicode walk where they stop at a
-        # non-ASCII character.
-        head = text[max(0, at - _MAX_LOCAL):at]
-        cut = len(head.rstrip(_ASCII_LOCAL))
-        bounded = False
-        if cut and not head[cut - 1].isascii():
-            cut, bounded = _unicode_local(head, cut)
-        local = head[cut:].lstrip(_PUNCTUATION)
-        start = at - len(local)
-        if local and (bounded or not start or not (
-                (before := text[start - 1]).isalnum() or before in _NOT_BEFORE
-                or (not before.isascii() and _word(before)))):  # else: a longer run's end
-            match = _DOMAIN.match(text, at + 1)
-            end = at if match is None else match.end()
-            after = text[end:end + 2]
-            if end > at and after.isascii() and (after[:1] != "." or not after[1:].isalnum()):
-                yield start, end  # all ASCII, and not given up before a label it could not take
-            elif (longer := _domain_end(text, at + 1, end)) is not None:
-                yield start, longer
+        found = _address(text, at, at + 1)
+        if found is not None:
+            yield found
         at = text.find("@", at + 1)
+
+
+def encoded_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where the email addresses written with a percent-encoded ``@`` (``ENCODED_AT``) are in
+    ``text``: ``(start, end)``, in order."""
+    for match in _ENCODED.finditer(text):
+        found = _address(text, match.start(), match.end(), encoded=True)
+        if found is not None:
+            yield found
+
+
+def _address(text: str, at: int, domain: int, *, encoded: bool = False
+             ) -> tuple[int, int] | None:
+    """The address whose ``@`` (``encoded``: an encoded one) is ``text[at:domain]``; None if
+    none."""
+    # The local part: str.rstrip and lstrip, C loops (a regex search of the 64 characters
+    # before would try each start in turn); the Unicode walk where they stop at a
+    # non-ASCII character.
+    head = text[max(0, at - _MAX_LOCAL):at]
+    cut = len(head.rstrip(_ASCII_LOCAL))
+    bounded = False
+    if cut and not head[cut - 1].isascii():
+        cut, bounded = _unicode_local(head, cut)
+    if encoded and "%" in head[cut:]:
+        stops = list(_ENCODED_STOP.finditer(head, cut))
+        if stops:
+            cut, bounded = stops[-1].end(), True  # the escape bounds it
+    local = head[cut:].lstrip(_PUNCTUATION)
+    start = at - len(local)
+    if not local or not (bounded or not start or not (
+            (before := text[start - 1]).isalnum() or before in _NOT_BEFORE
+            or (not before.isascii() and _word(before)))):  # else: a longer run's end
+        return None
+    match = _DOMAIN.match(text, domain)
+    end = domain - 1 if match is None else match.end()
+    after = text[end:end + 2]
+    if end >= domain and after.isascii() and (after[:1] != "." or not after[1:].isalnum()):
+        return start, end  # all ASCII, and not given up before a label it could not take
+    longer = _domain_end(text, domain, end)
+    return None if longer is None else (start, longer)
 
 
 def _word(char: str) -> bool:

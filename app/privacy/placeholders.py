@@ -258,7 +258,7 @@ class StreamRestorer:
     """Restores placeholders in text that arrives in pieces, one buffer per stream part (a
     choice's content, a tool call's arguments, a native content block)."""
 
-    __slots__ = ("_pending", "entries", "shifts", "vault")
+    __slots__ = ("_pending", "entries", "offsets", "vault")
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
@@ -266,20 +266,25 @@ class StreamRestorer:
         self.entries: dict[object, list[tuple[Any, str]]] = {}
         """Items held back whole with the text of theirs that went out (a streamed token's
         logprobs entry, while its text may be part of a placeholder: ``app.privacy.stream``)."""
-        self.shifts: dict[object, int] = {}
-        """How much longer the restored text of a part is than the upstream's so far (a legacy
-        completion's ``text_offset``s move by it: ``app.privacy.stream``)."""
+        self.offsets: dict[object, Any] = {}
+        """Where a legacy completion choice's placeholders stood in the upstream's text, by
+        choice index (its ``text_offset``s are moved by them: ``app.privacy.stream``)."""
 
     def feed(self, key: object, piece: str, *, json_text: bool = False) -> str:
         """The text of ``key``'s stream that can go out now, ``piece`` included; ``json_text``:
         the stream's text is a JSON document's (``Vault.restore_json``)."""
+        text = self.cut(key, piece)
+        return self.vault.restore_json(text) if json_text else self.vault.restore(text)
+
+    def cut(self, key: object, piece: str) -> str:
+        """``feed`` before restoring: the upstream's text of ``key`` that can go out now."""
         held = self._pending.pop(key, "")
         text = held + piece if held else piece
         cut = text.rfind("<")
         if cut != -1 and ">" not in text[cut:] and self.vault.could_start(text[cut:]):
             self._pending[key] = text[cut:]
-            text = text[:cut]
-        return self.vault.restore_json(text) if json_text else self.vault.restore(text)
+            return text[:cut]
+        return text
 
     def flush(self, key: object) -> str:
         """What ``key``'s stream still holds back (its text has ended)."""

@@ -21,8 +21,10 @@ carried on the chunk (``NATIVE_EVENTS``: their ``text`` and ``partial_json``; no
 A logprobs entry whose token may be part of a placeholder is held back whole; the entries that
 spelled a placeholder go out as one entry, its token the value, its ``logprob`` their sum (the
 value's probability), its ``top_logprobs`` the first's (restored: a chat alternative's token, a
-legacy alternative's key). A legacy entry's ``text_offset`` moves by how much longer the
-restored text before it has grown. A native delta whose text is all held back is not sent
+legacy alternative's key). A legacy entry's ``text_offset`` moves to where its token starts in
+the restored text: by how much longer the choice's restored text (an echoed prompt included)
+and, where the offsets count from the prompt, its restored prompt grew before it
+(``app.privacy.offsets``). A native delta whose text is all held back is not sent
 (Anthropic sends no empty deltas). A
 part's held tail goes out with its choice's ``finish_reason`` chunk, or, for a native block, as
 one more delta right before its ``content_block_stop``; what is still held when the stream ends
@@ -42,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from app.privacy.offsets import Offsets, Prompts
 from app.privacy.placeholders import StreamRestorer, Vault
 from app.privacy.walk import rewrite
 from app.providers.base import NATIVE_EVENTS, Json
@@ -64,12 +67,14 @@ Merge = Callable[..., dict[str, Any]]
 """How held logprobs entries go out as one: ``merge(held, tail="")`` (``_merged``)."""
 
 
-def restore_answer(vault: Vault, body: Json, *, json_content: bool = False) -> Json:
+def restore_answer(vault: Vault, body: Json, *, json_content: bool = False,
+                   prompts: Prompts | None = None) -> Json:
     """``body`` (a unary answer) with its placeholders restored; ``json_content``: its choices'
-    content is a JSON document (JSON mode)."""
+    content is a JSON document (JSON mode); ``prompts``: a completion's, as the upstream got
+    them (where its ``text_offset``s count from: ``app.privacy.offsets``)."""
     choices = body.get("choices")
     if isinstance(choices, list):
-        body = {**body, "choices": [_answer_choice(vault, c, json_content)
+        body = {**body, "choices": [_answer_choice(vault, c, json_content, prompts)
                                     if isinstance(c, dict) else c for c in choices]}
     restored: Json = rewrite(body, vault.restore)  # the rest: restored as plain text
     return restored
@@ -88,7 +93,8 @@ def restore_message(vault: Vault, message: Json, *, json_content: bool = False) 
     return restored
 
 
-def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool) -> dict[str, Any]:
+def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool,
+                   prompts: Prompts | None) -> dict[str, Any]:
     """A unary choice with its JSON text and logprobs restored (``restore_answer``)."""
     choice = dict(choice)
     message = choice.get("message")
@@ -103,7 +109,10 @@ def _answer_choice(vault: Vault, choice: dict[str, Any], json_content: bool) -> 
             message["function_call"] = _arguments({"function": message["function_call"]},
                                                   vault.restore_json)["function"]
     if isinstance(choice.get("logprobs"), dict):
-        choice["logprobs"] = _logprobs(StreamRestorer(vault), choice.get("index", 0),
+        restorer = StreamRestorer(vault)
+        if isinstance(choice.get("text"), str):
+            _offsets(restorer, choice.get("index", 0), prompts).fed(choice["text"])
+        choice["logprobs"] = _logprobs(restorer, choice.get("index", 0),
                                        choice["logprobs"], ending=True,
                                        json_content=json_content)
     return choice
@@ -117,12 +126,14 @@ def _arguments(call: Any, restore: Any) -> Any:
     return {**call, "function": {**function, "arguments": restore(function["arguments"])}}
 
 
-def restore_chunk(restorer: StreamRestorer, chunk: Json, *, json_content: bool = False) -> Json:
+def restore_chunk(restorer: StreamRestorer, chunk: Json, *, json_content: bool = False,
+                  prompts: Prompts | None = None) -> Json:
     """``chunk`` with its placeholders restored (a rewritten copy where anything changed);
-    ``json_content``: its choices' content is a JSON document's (JSON mode)."""
+    ``json_content``: its choices' content is a JSON document's (JSON mode); ``prompts``: a
+    completion's, as the upstream got them (``restore_answer``)."""
     choices = chunk.get("choices")
     if choices:
-        chunk = {**chunk, "choices": [_choice(restorer, c, json_content)
+        chunk = {**chunk, "choices": [_choice(restorer, c, json_content, prompts)
                                       if isinstance(c, dict) else c for c in choices]}
     carried = chunk.get(NATIVE_EVENTS)
     if carried:
@@ -130,14 +141,16 @@ def restore_chunk(restorer: StreamRestorer, chunk: Json, *, json_content: bool =
     return chunk
 
 
-def _choice(restorer: StreamRestorer, choice: dict[str, Any],
-            json_content: bool) -> dict[str, Any]:
+def _choice(restorer: StreamRestorer, choice: dict[str, Any], json_content: bool,
+            prompts: Prompts | None) -> dict[str, Any]:
     index = choice.get("index", 0)
     ending = choice.get("finish_reason") is not None
     choice = dict(choice)
     text = choice.get("text")
     if isinstance(text, str) or ("text" in choice and ending):
-        out = restorer.feed((index, "text"), text or "")
+        out = restorer.cut((index, "text"), text or "")
+        _offsets(restorer, index, prompts).fed(out)
+        out = restorer.vault.restore(out)
         choice["text"] = out + restorer.flush((index, "text")) if ending else out
     delta = choice.get("delta")
     if isinstance(delta, dict):
@@ -321,18 +334,29 @@ def _legacy_logprobs(restorer: StreamRestorer, key: tuple[Any, ...], logprobs: A
     return _legacy_lists(out, logprobs)
 
 
-def _legacy_merged(restorer: StreamRestorer, key: object, held: list[tuple[Any, str]],
+def _legacy_merged(restorer: StreamRestorer, key: tuple[Any, ...], held: list[tuple[Any, str]],
                    tail: str = "") -> dict[str, Any]:
-    """``_merged`` for a legacy entry, its ``text_offset`` moved by what was restored before
-    it (``restorer.shifts``, which then grows by what this entry's restoring added)."""
+    """``_merged`` for a legacy entry, its ``text_offset`` moved to where its token starts in
+    the restored text (``Offsets``: by what was restored of the choice's text before it, its
+    echoed prompt included, and of its prompt where the offsets count from it)."""
     entry = _merged(restorer.vault, held, tail)
-    shift = restorer.shifts.get(key, 0)
-    if shift and isinstance(entry.get("text_offset"), int):
-        entry = {**entry, "text_offset": entry["text_offset"] + shift}
-    grown = len(entry["token"]) - sum(len(e["token"]) for e, _ in held)
-    if grown:
-        restorer.shifts[key] = shift + grown
+    offsets: Offsets | None = restorer.offsets.get(key[0])
+    at = entry.get("text_offset")
+    if offsets is not None and isinstance(at, int) and not isinstance(at, bool):
+        moved = offsets.move(at)
+        if moved != at:
+            entry = {**entry, "text_offset": moved}
     return entry
+
+
+def _offsets(restorer: StreamRestorer, index: Any, prompts: Prompts | None) -> Offsets:
+    """The ``Offsets`` of completion choice ``index`` (made at its first text)."""
+    offsets: Offsets | None = restorer.offsets.get(index)
+    if offsets is None:
+        offsets = restorer.offsets[index] = Offsets(
+            restorer.vault, None if prompts is None else prompts.of(index),
+            prompts is not None and prompts.echo)
+    return offsets
 
 
 def _legacy_lists(entries: list[Any], logprobs: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from app import errors
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.media import DATA_URL, media_type
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
+from app.providers.tool_errors import unmarked
 from app.schemas import ChatRequest, Message, ToolCall
 
 # Anthropic-native request fields a client may send beside the OpenAI ones (as the OpenAI SDK's
@@ -133,13 +134,16 @@ def _tool_result_block(message: Message, *, param: str) -> Json:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
                                     param=f"{param}.tool_call_id")
     block: Json = {"type": "tool_result", "tool_use_id": message.tool_call_id}
-    if isinstance(message.content, str):
-        if message.content:
-            block["content"] = message.content
+    content, failed = unmarked(message.content)  # app.providers.tool_errors
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
     else:
-        parts = content_blocks(message.content, param=f"{param}.content")
+        parts = content_blocks(content, param=f"{param}.content")
         if parts:
             block["content"] = parts
+    if failed:
+        block["is_error"] = True
     return block
 
 

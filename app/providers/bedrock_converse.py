@@ -14,6 +14,7 @@ from app import errors
 from app.providers.anthropic_request import required_schema
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
+from app.providers.tool_errors import unmarked
 from app.schemas import ChatRequest, Message
 
 PASSTHROUGH_FIELDS = ("additionalModelRequestFields", "guardrailConfig", "performanceConfig",
@@ -120,26 +121,40 @@ def _assistant(message: Message, *, param: str) -> list[Json]:
     return blocks + _tool_use(message, param=param)
 
 
-def _tool_result(message: Message, *, param: str) -> list[Json]:
+def takes_status(model: str) -> bool:
+    """Whether ``model`` (a model id or inference profile) takes a ``toolResult``'s
+    ``status``: AWS documents it for Amazon Nova and Anthropic Claude models only."""
+    model = model.lower()
+    return "anthropic.claude" in model or "amazon.nova" in model
+
+
+def _tool_result(message: Message, *, param: str, status: bool) -> list[Json]:
     """The ``toolResult`` block, then one ``cachePoint`` when a part of the result carries
     ``cache_control`` (a ``toolResult``'s own content takes no ``cachePoint``; the user
-    message holding it does)."""
+    message holding it does). A result marked as a failure (``app.providers.tool_errors``)
+    is ``status: "error"`` where the model takes one (``status``), its marker taken off;
+    elsewhere the marker stays in its text."""
     if not message.tool_call_id:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
                                     param=f"{param}.tool_call_id")
-    blocks = _blocks(message.content, param=f"{param}.content")
+    content_in, failed = unmarked(message.content) if status else (message.content, False)
+    blocks = _blocks(content_in, param=f"{param}.content")
     content = [b for b in blocks if "cachePoint" not in b]
     points = [b for b in blocks if "cachePoint" in b]
-    return [{"toolResult": {"toolUseId": message.tool_call_id,
-                            "content": content or [{"text": ""}]}}, *points[-1:]]
+    result: Json = {"toolUseId": message.tool_call_id, "content": content or [{"text": ""}]}
+    if failed:
+        result["status"] = "error"
+    return [{"toolResult": result}, *points[-1:]]
 
 
-def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]:
+def translate_messages(messages: list[Message], *, status: bool = False
+                       ) -> tuple[list[Json], list[Json]]:
     """(``system`` blocks, ``messages``): system and developer text lifted out, tool results as
     user turns, consecutive turns of one role merged (Converse wants them alternating); a turn
     left empty is a 400 (``base.merged_turns``: Converse refuses blank messages too), and so is
     a conversation whose first turn is the assistant's (Converse wants a user message first;
-    the gateway does not make one up)."""
+    the gateway does not make one up). ``status``: the model takes a ``toolResult``'s
+    ``status`` (``takes_status``)."""
     system: list[Json] = []
     translated: list[tuple[int, str, list[Json]]] = []
     for i, message in enumerate(messages):
@@ -153,7 +168,7 @@ def translate_messages(messages: list[Message]) -> tuple[list[Json], list[Json]]
         elif message.role == "assistant":
             role, blocks = "assistant", _assistant(message, param=param)
         elif message.role == "tool":
-            role, blocks = "user", _tool_result(message, param=param)
+            role, blocks = "user", _tool_result(message, param=param, status=status)
         else:
             raise errors.InvalidRequest("legacy 'function' messages are not supported; use "
                                         "tools and 'tool' messages", param=f"{param}.role")
@@ -325,7 +340,7 @@ def translate_request(call: ChatCall, *, target: Target, max_tokens_default: int
     ``inferenceConfig`` merges the target's with the client's."""
     request = call.request
     _check_supported(request, call.body)
-    system, turns = translate_messages(request.messages)
+    system, turns = translate_messages(request.messages, status=takes_status(target.model))
     payload: Json = {"messages": turns}
     if system:
         payload["system"] = system

@@ -17,6 +17,7 @@ from app.providers.base import ChatCall, Json, Target, merged_turns, tool_argume
 from app.providers.gemini_response import minted
 from app.providers.media import DATA_URL, media_type
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
+from app.providers.tool_errors import unmarked
 from app.schemas import ChatRequest, Message
 
 # Gemini-native request fields a client may send beside the OpenAI ones (the OpenAI SDK's
@@ -150,7 +151,8 @@ def _function_response(message: Message, *, param: str, calls: _Calls) -> Json:
     """A tool message as a ``functionResponse`` part, named after the call it answers. Its
     content (text parts joined by newlines) is sent as the ``response`` object when it is a
     JSON object, else under ``output`` (the key Google's reference asks for a function's
-    output)."""
+    output); a result marked as a failure (``app.providers.tool_errors``) goes, its marker
+    taken off, under ``error`` (the key Google's reference asks for error details)."""
     call_id = message.tool_call_id
     if not call_id:
         raise errors.InvalidRequest("a tool message needs a tool_call_id",
@@ -160,13 +162,17 @@ def _function_response(message: Message, *, param: str, calls: _Calls) -> Json:
         raise errors.InvalidRequest(
             f"tool_call_id {call_id!r} matches no earlier assistant tool call (Gemini needs the "
             "function's name)", param=f"{param}.tool_call_id")
-    text = message.content if isinstance(message.content, str) else "\n".join(
-        part["text"] for part in message.content or () if part.get("type") == "text")
+    content, failed = unmarked(message.content)
+    text = content if isinstance(content, str) else "\n".join(
+        part["text"] for part in content or () if part.get("type") == "text")
     try:
         value: Any = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = text
-    response = value if isinstance(value, dict) else {"output": value}
+    if failed:
+        response = {"error": value}
+    else:
+        response = value if isinstance(value, dict) else {"output": value}
     return {"functionResponse": calls.with_id({"name": name, "response": response}, call_id)}
 
 

@@ -79,6 +79,7 @@ from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, ModelRequest, Slot, Stage
 from app.privacy.config import PresidioConfig
 from app.privacy.detect import Detector, Finding, ModelScanner, ScanBudget
+from app.privacy.offsets import Prompts
 from app.privacy.placeholders import Known, StreamRestorer, Vault
 from app.privacy.policy import Policies
 from app.privacy.scan import NOTHING_KNOWN, request_texts, scan_request
@@ -126,6 +127,9 @@ class _State:
     json_content: bool = False
     """The answer's content is a JSON document (JSON mode; a ``/v1/messages`` call's structured
     output): values go back into it escaped."""
+    prompts: Prompts | None = None
+    """A redacted completion's prompts with ``logprobs`` asked for: where the answer's
+    ``text_offset``s count from (``app.privacy.offsets``)."""
 
 
 async def _unless_gone(call: ModelCall, scan: Awaitable[_T]) -> _T:
@@ -285,7 +289,8 @@ class Privacy(Stage):
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return chunk
-        return restore_chunk(state.restorer, chunk, json_content=state.json_content)
+        return restore_chunk(state.restorer, chunk, json_content=state.json_content,
+                             prompts=state.prompts)
 
     def on_stream_end(self, call: ModelCall, base: Json) -> Json | None:
         """What the restorer still holds, however the stream ended (an upstream that ends
@@ -299,7 +304,8 @@ class Privacy(Stage):
         state: _State | None = call.extras.get(_STATE)
         if state is None or state.restorer is None:
             return
-        result.body = restore_answer(state.vault, result.body, json_content=state.json_content)
+        result.body = restore_answer(state.vault, result.body, json_content=state.json_content,
+                                     prompts=state.prompts)
         if result.native is not None:
             result.native = restore_message(state.vault, result.native,
                                             json_content=state.json_content)
@@ -373,6 +379,10 @@ def _redact(call: ModelCall, state: _State) -> None:
     state.restorer = StreamRestorer(vault)
     state.json_content = (isinstance(call.request, ChatRequest) and call.request.wants_json()) \
         or structured_output(call.native)
+    request = call.request
+    if isinstance(request, CompletionRequest) and request.logprobs is not None:
+        state.prompts = Prompts(tuple(request.prompt_texts()), request.n or 1,
+                                request.echo is True)
 
 
 def _unstreamed(request: ModelRequest, body: Json) -> tuple[ModelRequest, Json]:

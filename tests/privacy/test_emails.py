@@ -54,3 +54,38 @@ def test_not_emails_left_alone(text: str) -> None:
     """Text without a local part, a dotted domain or a top level of 2-24 letters finds
     nothing, in any script; nor does a local part longer than 64 characters."""
     assert emails(text) == []
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("https://x.test/unsubscribe?email=alice%40example.com&list=7", "alice%40example.com"),
+    ("mailto:bob%2Bnews%40mail.example.org", "bob%2Bnews%40mail.example.org"),
+    ("next=%2Flogin%3Fu%3Dann%2540corp.io%26a%3D1", "ann%2540corp.io"),
+    ("GET /users/carol.d%40bücher.de/profile", "carol.d%40bücher.de"),
+    ("both alice%40example.com and dave@example.com", "alice%40example.com"),
+], ids=["query", "plus-encoded", "twice-encoded", "unicode-domain", "beside-plain"])
+def test_percent_encoded_email_found(text: str, value: str) -> None:
+    """An address whose ``@`` is percent-encoded (``%40``, or ``%2540`` encoded twice) is found
+    as it is written, bounded as a plain one is."""
+    assert emails(text)[0] == value
+
+
+@pytest.mark.parametrize("text", [
+    "50%40 off", "%40example.com", "a %40b.com", "x%40%40y.com", "rate 12%40.5 of it",
+    "a%41b.com", "alice%40localhost",
+])
+def test_percent_encoded_not_emails(text: str) -> None:
+    """No local part, no dotted domain, or another character encoded: no address."""
+    assert emails(text) == []
+
+
+def test_percent_encoded_email_redacted_and_restored() -> None:
+    """Redacted as written, restored as written (the placeholder stands for the encoded
+    text)."""
+    from app.privacy.placeholders import Vault
+
+    text = "see https://x.test/?to=alice%40example.com now"
+    found = DETECTOR.scan(text)
+    vault = Vault()
+    redacted = vault.redact(text, found)
+    assert redacted == "see https://x.test/?to=<EMAIL_1> now"
+    assert vault.restore(redacted) == text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from app.privacy.detect import Finding
+from app.privacy.offsets import Prompts
 from app.privacy.placeholders import StreamRestorer, Vault
 from app.privacy.stream import release, restore_answer, restore_chunk
 
@@ -160,3 +161,40 @@ def test_alternatives_restored_beside_an_unchanged_token() -> None:
     out = restore_chunk(StreamRestorer(vault), {"choices": [{
         "index": 0, "text": "Hi", "finish_reason": None, "logprobs": legacy(["Hi"])}]})
     assert out["choices"][0]["logprobs"]["top_logprobs"] == [{"Hi": -1.0, EMAIL: -3.0}]
+
+
+def test_streamed_echoed_prompt_moves_offsets() -> None:
+    """vLLM's echo: the redacted prompt streamed first as text alone, the generated tokens'
+    offsets counted after it; each moves by what the restored prompt grew, and a token inside
+    a placeholder's span points at where its value starts."""
+    restorer = StreamRestorer(vault_of("EMAIL", EMAIL))
+    prompts = Prompts(("<EMAIL_1> is",), 1, True)
+    grown = len(EMAIL) - len("<EMAIL_1>")
+    chunks = [{"index": 0, "text": "<EMAIL_1> is", "logprobs": None, "finish_reason": None},
+              {"index": 0, "text": " ok", "logprobs": legacy([" ok"], 12),
+               "finish_reason": None},
+              {"index": 0, "text": "", "logprobs": legacy(["x"], 3), "finish_reason": "stop"}]
+    out = [restore_chunk(restorer, {"choices": [c]}, prompts=prompts)["choices"][0]
+           for c in chunks]
+    assert "".join(c["text"] for c in out) == f"{EMAIL} is ok"
+    assert out[1]["logprobs"]["text_offset"] == [12 + grown]
+    assert out[2]["logprobs"]["text_offset"] == [0]
+
+
+def test_unary_offsets_counted_from_the_prompt() -> None:
+    """OpenAI's way without echo: offsets count from the start of the prompt (as the upstream
+    got it), so they move by what the restored prompt grew; a choice of a prompt without
+    placeholders keeps its offsets, and an upstream counting from the text's start (vLLM's:
+    the first offset 0) is left to the text alone."""
+    redacted = "to <EMAIL_1>:"
+    body = {"choices": [
+        {"index": 0, "text": " hi <EMAIL_1>", "logprobs": legacy([" hi", " <EMAIL_1>"], 13)},
+        {"index": 1, "text": " hi", "logprobs": legacy([" hi"], 3)},
+        {"index": 2, "text": " hi <EMAIL_1> x", "logprobs": legacy([" hi", " <EMAIL_1>", " x"])},
+    ]}
+    prompts = Prompts((redacted, "ab:", redacted), 1, False)
+    choices = restore_answer(vault_of("EMAIL", EMAIL), body, prompts=prompts)["choices"]
+    start = len(f"to {EMAIL}:")
+    assert choices[0]["logprobs"]["text_offset"] == [start, start + 3]
+    assert choices[1]["logprobs"]["text_offset"] == [3]
+    assert choices[2]["logprobs"]["text_offset"] == [0, 3, 3 + len(f" {EMAIL}")]
