@@ -158,7 +158,11 @@ async def drift_status(admin: AdminDep, request: Request) -> dict[str, Any]:
     version-change events (this worker's view, as of its last finished call: like
     ``/metrics``, it first accounts the calls the recorder holds for its next flush)."""
     runtime = resources_of(request).metrics
-    if runtime is None or runtime.drift is None:
+    if runtime is None:  # drift is measured by the metrics runtime
+        raise errors.GatewayError("Drift detection is off on this gateway: its metrics are "
+                                  "(SWITCHBOARD_METRICS=false), and drift is measured with "
+                                  "them.", status=503, code="drift_disabled")
+    if runtime.drift is None:
         raise errors.GatewayError("Drift detection is off on this gateway (drift.enabled).",
                                   status=503, code="drift_disabled")
     runtime.flush()

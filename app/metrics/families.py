@@ -12,7 +12,8 @@ user, a path from the client or a prompt. The two label values that come from up
 per target: its first ``MAX_VERSIONS`` versions keep their own, any later one is exported as
 ``other`` for both; the current version reads 1, the others 0. ``team`` on
 ``switchboard_spend_usd_total`` is a team id from the gateway's own key records, capped at
-``MAX_TEAMS`` per process; no family has a key id.
+``MAX_TEAMS`` (the first teams any worker meets: ``app.metrics.versions`` shares them); no
+family has a key id.
 
 One ``Metrics`` is built per app (tests build several in one process), each with its own
 registry. With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set before any worker
@@ -218,7 +219,7 @@ class Metrics:
         self.team_spend = Counter(
             "switchboard_spend_usd",
             "Spend in US dollars of calls made with a team's virtual key, by team id (at most "
-            f"{MAX_TEAMS} teams per process, the rest as \"other\"; calls without a team are "
+            f"{MAX_TEAMS} teams, the rest as \"other\"; calls without a team are "
             "not counted here).", ("team",), registry=r)
 
         # ---- drift -------------------------------------------------------------------------

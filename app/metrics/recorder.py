@@ -22,6 +22,7 @@ from app.calllog.record import CallRecord
 from app.metrics.accumulate import Count, Hist, Level
 from app.metrics.drift import DriftMonitor
 from app.metrics.families import MAX_PROMPTS, MAX_TEAMS, Metrics
+from app.metrics.versions import VersionSlots
 
 Scope = Literal["key", "team", "model"]
 """What a rate limit or budget belongs to: a virtual key, a team, a public model."""
@@ -30,6 +31,10 @@ LimiterOutcome = Literal["admitted", "refused"]
 refuses."""
 OTHER_TEAM = "other"
 """The ``team`` label past ``MAX_TEAMS`` distinct teams."""
+TEAM_SLOTS = ("label-slots", "team")
+PROMPT_SLOTS = ("label-slots", "prompt")
+"""The ``VersionSlots`` targets the capped ``team`` and ``prompt`` label values are placed
+under."""
 
 OTHER_MODEL = "other"
 """The ``model`` label of requests naming no configured model, or refused before their body was
@@ -82,10 +87,13 @@ class Recorder:
 
     def __init__(self, metrics: Metrics, *, models: Collection[str],
                  targets: Iterable[tuple[str, str]] = (),
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftMonitor | None = None, slots: VersionSlots | None = None) -> None:
         """``targets``: the configured (provider, upstream model) pairs, whose breakers are
-        exported as closed until they change (``set_targets``)."""
+        exported as closed until they change (``set_targets``). ``slots``: where the capped
+        team and prompt label values are placed (shared by the workers of ``--workers N``;
+        default: this process's own)."""
         self.metrics = metrics
+        self._slots = slots or VersionSlots()
         self._models = frozenset(models)
         self._targets: frozenset[tuple[str, str]] = frozenset()
         """The configured targets: those ``switchboard_target_state`` has a series for."""
@@ -108,9 +116,11 @@ class Recorder:
             outcome: p.count(metrics.limiter_unavailable.labels(outcome))
             for outcome in get_args(LimiterOutcome)}
         self._team_spend: dict[str, Count] = {}
+        self._team_slots: dict[tuple[str, str], int] = {}
         self._privacy: dict[tuple[str, str], Count] = {}
         self._prompts: set[str] = set()
-        """The ``prompt`` label values in use (at most ``MAX_PROMPTS``)."""
+        """The ``prompt`` label values in use (at most ``MAX_PROMPTS``, over all workers)."""
+        self._prompt_slots: dict[tuple[str, str], int] = {}
 
     def _series_for(self, record: CallRecord) -> _Series:
         model = record.public_model
@@ -215,11 +225,12 @@ class Recorder:
         self._limiter_unavailable[outcome].n += 1
 
     def _spend_for(self, team_id: str) -> Count:
-        """The spend counter of ``team_id``: its own for the first ``MAX_TEAMS`` teams seen,
-        ``OTHER_TEAM``'s after that."""
+        """The spend counter of ``team_id``: its own for the first ``MAX_TEAMS`` teams the
+        gateway's workers meet, ``OTHER_TEAM``'s after that."""
         count = self._team_spend.get(team_id)
         if count is None:
-            label = team_id if len(self._team_spend) < MAX_TEAMS else OTHER_TEAM
+            slot, _ = self._slots.place(TEAM_SLOTS, self._team_slots, (team_id, ""), MAX_TEAMS)
+            label = OTHER_TEAM if slot is None else team_id
             count = self._team_spend.get(label)
             if count is None:
                 count = self.metrics.pending.count(self.metrics.team_spend.labels(label))
@@ -301,9 +312,11 @@ class Recorder:
 
     def _prompt(self, record: CallRecord, label: str) -> None:
         """Count ``record`` under ``label`` (``<template>@v<version>``), or ``other`` once
-        ``MAX_PROMPTS`` labels are in use."""
-        if label not in self._prompts:
-            if len(self._prompts) >= MAX_PROMPTS:
+        ``MAX_PROMPTS`` labels are in use (by any worker)."""
+        if label not in self._prompts:  # past the cap, placing is one length check
+            slot, _ = self._slots.place(PROMPT_SLOTS, self._prompt_slots, (label, ""),
+                                        MAX_PROMPTS)
+            if slot is None:
                 label = OTHER_PROMPT
             else:
                 self._prompts.add(label)

@@ -226,6 +226,7 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
     metrics = Metrics(multiprocess=metrics_dir is not None)
     metrics.build.labels(VERSION).set(1)
     drift = embeddings = None
+    slots = VersionSlots(metrics_dir / VERSIONS_DIR if metrics_dir is not None else None)
     if config.drift.enabled:
         embeddings = EmbeddingDriftMonitor(config.drift.embedding, metrics=metrics,
                                            strict=strict)
@@ -233,13 +234,13 @@ def open_metrics(config: GatewayConfig, *, session: aiohttp.ClientSession,
             else MemoryBaselines()
         drift = DriftMonitor(config.drift, metrics=metrics, store=store,
                              embeddings=embeddings if embeddings.enabled else None,
-                             versions=VersionSlots(metrics_dir / VERSIONS_DIR
-                                                   if metrics_dir is not None else None))
+                             versions=slots)
         if not embeddings.enabled:
             embeddings = None
     return MetricsRuntime(
         metrics=metrics, recorder=Recorder(metrics, models=config.models,
-                                           targets=configured_targets(config), drift=drift),
+                                           targets=configured_targets(config), drift=drift,
+                                           slots=slots),
         drift=drift, embeddings=embeddings,
         backends=BackendScraper(vllm_providers(config), session=session, metrics=metrics),
         metrics_dir=metrics_dir, strict=strict)

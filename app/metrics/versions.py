@@ -14,6 +14,10 @@ fingerprint on every answer; ``switchboard_upstream_model_info`` shows them as `
 
 A worker caches the slots it has read (``known``): files are touched only when it meets a
 version it has not placed or read before, at most ``MAX_VERSIONS`` reads per target in all.
+
+The capped label values of ``app.metrics.recorder`` (the teams of
+``switchboard_spend_usd_total``, the template versions of the prompt series) take their slots
+the same way, so that every worker gives one team or template version the same label.
 """
 
 from __future__ import annotations
@@ -44,17 +48,18 @@ class VersionSlots:
         self._failed = False
 
     def place(self, target: tuple[str, ...], known: dict[Version, int],
-              version: Version) -> tuple[int | None, bool]:
-        """``version``'s slot for ``target`` (``None``: past the cap) and whether this call
-        put it there. ``known``: the caller's slots of ``target`` read so far (updated)."""
+              version: Version, cap: int = MAX_VERSIONS) -> tuple[int | None, bool]:
+        """``version``'s slot for ``target`` (``None``: past the ``cap`` slots ``target``
+        has) and whether this call put it there. ``known``: the caller's slots of ``target``
+        read so far (updated)."""
         slot = known.get(version)
         if slot is not None:
             return slot, False
-        if len(known) >= MAX_VERSIONS:
+        if len(known) >= cap:
             return None, False
         if self._directory is not None and not self._failed:
             try:
-                return self._shared(target, known, version)
+                return self._shared(target, known, version, cap)
             except OSError as exc:  # a full or read-only disk: count per worker from now on
                 self._failed = True
                 log.error("drift: version slots in %s unusable (%s); each worker counts "
@@ -63,12 +68,12 @@ class VersionSlots:
         return known[version], True
 
     def _shared(self, target: tuple[str, ...], known: dict[Version, int],
-                version: Version) -> tuple[int | None, bool]:
+                version: Version, cap: int) -> tuple[int | None, bool]:
         assert self._directory is not None
         folder = self._directory / hashlib.sha256(orjson.dumps(target)).hexdigest()[:32]
         folder.mkdir(parents=True, exist_ok=True)
         mine = orjson.dumps(version)
-        for i in range(len(known), MAX_VERSIONS):
+        for i in range(len(known), cap):
             path = folder / f"slot-{i}"
             if not path.exists():
                 scratch = folder / f".{os.getpid()}-{i}"

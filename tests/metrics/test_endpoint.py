@@ -287,3 +287,21 @@ def test_metrics_can_be_turned_off(tmp_path: Path, simulator: str) -> None:
                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "metrics_disabled"
+
+
+@pytest.mark.parametrize(("settings", "drift", "cause"), [
+    ({"metrics": False}, True, "SWITCHBOARD_METRICS=false"),
+    ({}, False, "(drift.enabled)"),
+], ids=["metrics off", "drift off"])
+def test_admin_drift_off_names_what_turned_it_off(tmp_path: Path, simulator: str,
+                                                  settings: dict[str, Any], drift: bool,
+                                                  cause: str) -> None:
+    """``GET /admin/drift`` is a 503 ``drift_disabled`` naming the setting that turned drift
+    off: ``drift.enabled`` in the config, or the metrics, with which drift is measured."""
+    raw = {**sim_config(simulator), "drift": {"enabled": drift}}
+    with gateway(tmp_path, raw, **settings) as url:
+        answer = httpx.get(url + "/admin/drift", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "drift_disabled" and cause in error["message"]
+    assert ("drift.enabled" in error["message"]) is (not drift)

@@ -15,6 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.calllog.record import CallRecord, Status
 from app.metrics.families import MAX_TEAMS, Metrics
 from app.metrics.recorder import Recorder
+from app.metrics.versions import VersionSlots
 from tests.metrics.scrape import Samples, parse, value
 
 
@@ -116,6 +117,33 @@ def test_team_label_is_capped() -> None:
     assert value(s, "switchboard_spend_usd_total", team="team_000") == 2.0
     assert value(s, "switchboard_spend_usd_total", team="other") == extra + 1
     assert value(s, "switchboard_spend_usd_total") == MAX_TEAMS + extra + 2
+
+
+def test_workers_sharing_slots_label_the_same_teams(tmp_path: Path) -> None:
+    """Two workers (two recorders sharing one slots folder, as the workers of ``serve
+    --workers N`` share the metrics folder): the first MAX_TEAMS teams either meets keep their
+    own label in both, in whichever worker they spend, and the rest are "other" in both. Kept
+    per worker, a team met first by one worker past its cap had half its spend under "other"."""
+    first = Recorder(Metrics(), models={"chat"}, slots=VersionSlots(tmp_path))
+    second = Recorder(Metrics(), models={"chat"}, slots=VersionSlots(tmp_path))
+    for n in range(MAX_TEAMS - 10):
+        first.observe(call(n, key_id="k", team_id=f"team_{n:03d}", cost=1.0))
+    for n in range(MAX_TEAMS - 10, MAX_TEAMS + 20):  # second meets 30 teams first meets later
+        second.observe(call(n, key_id="k", team_id=f"team_{n:03d}", cost=1.0))
+    for n in range(MAX_TEAMS + 20):
+        first.observe(call(n, key_id="k", team_id=f"team_{n:03d}", cost=1.0))
+    second.observe(call(0, key_id="k", team_id="team_000", cost=1.0))
+    for rec in (first, second):
+        teams = {dict(labels)["team"] for name, labels in samples(rec)
+                 if name == "switchboard_spend_usd_total"}
+        assert {f"team_{n:03d}" for n in range(MAX_TEAMS)} >= teams - {"other"}
+    one, two = samples(first), samples(second)
+    assert value(two, "switchboard_spend_usd_total", team="team_000") == 1.0
+    for n in (MAX_TEAMS - 10, MAX_TEAMS - 1):  # placed by second, own label in both
+        assert value(one, "switchboard_spend_usd_total", team=f"team_{n:03d}") == 1.0
+        assert value(two, "switchboard_spend_usd_total", team=f"team_{n:03d}") == 1.0
+    assert value(one, "switchboard_spend_usd_total", team="other") == 20.0
+    assert value(two, "switchboard_spend_usd_total", team="other") == 20.0
 
 
 _WORKER = """
