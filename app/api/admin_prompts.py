@@ -12,7 +12,7 @@ other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
 - ``POST /admin/prompts/{id}/versions``: the next version;
 - ``GET /admin/prompts/{id}/versions/{n}``: one version;
 - ``GET /admin/prompts/{id}/diff?from=a&to=b``: a unified diff of the messages, and the other
-  fields that differ;
+  fields that differ as JSON (exact: ``app.prompts.diff``);
 - ``PUT /admin/prompts/{id}/labels/{label}`` ``{"version": n}``: point a label at a version
   (one already there: ``changed`` false, and no move recorded);
 - ``POST /admin/prompts/{id}/labels/{label}/rollback`` ``{"version": n}`` or ``{}``: back to a

@@ -71,6 +71,29 @@ def test_cli_round_trip(url: str, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "exists already" in again.stderr
 
 
+def test_diff_shows_line_endings_and_json_types(url: str, tmp_path: Path) -> None:
+    """The tester's repro: versions differing only in ``\\r\\n`` and a trailing newline, a
+    json default ``true`` vs ``1`` and ``temperature`` ``1`` vs ``1.0`` are told apart
+    (the diff printed nothing, exit 0)."""
+    first = tmp_path / "difft.yaml"
+    first.write_text('messages: [{role: user, content: "line one\\nline two\\n"}]\n'
+                     "variables: {j: {type: json, default: true}}\n"
+                     "params: {temperature: 1}\n")
+    assert run("create", str(first), url=url).exit_code == 0
+    second = tmp_path / "v2.yaml"
+    second.write_text('messages: [{role: user, content: "line one\\r\\nline two"}]\n'
+                      "variables: {j: {type: json, default: 1}}\n"
+                      "params: {temperature: 1.0}\n")
+    assert run("version", "difft", str(second), url=url).exit_code == 0
+    diff = run("diff", "difft", "1", "2", url=url)
+    assert diff.exit_code == 0
+    lines = diff.stdout.splitlines()
+    assert "-line one" in lines and '+"line one\\r"' in lines and "-" in lines
+    assert 'params: {"temperature": 1} -> {"temperature": 1.0}' in lines
+    assert 'variables.j: {"type": "json", "default": true} -> ' \
+        '{"type": "json", "default": 1}' in lines
+
+
 def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> None:
     """A first sync creates; a second changes nothing; an edited body adds one version; a
     label moves only when the file says so; author and note alone are not a new version."""
