@@ -94,6 +94,48 @@ def test_diff_shows_line_endings_and_json_types(url: str, tmp_path: Path) -> Non
         '{"type": "json", "default": 1}' in lines
 
 
+def test_version_refuses_another_templates_file_and_applies_its_labels(url: str,
+                                                                       tmp_path: Path) -> None:
+    """``version ID FILE``: a file whose ``id`` names another template, or that lists several
+    ``versions:``, is refused (exit 2) and nothing changes; the file's ``labels`` are moved
+    as ``sync`` moves them (``latest``: the version added), checked before anything is
+    written; a file without ``id`` is added whatever its name."""
+    first = tmp_path / "rep.yaml"
+    first.write_text(SUMMARISE.replace("id: summarise", "id: rep"))
+    assert run("create", str(first), url=url).exit_code == 0
+    before = run("show", "rep", url=url).stdout
+    other = tmp_path / "f.yaml"
+    other.write_text('id: other\nmessages: [{role: user, content: "V-NEW"}]\n')
+    refused = run("version", "rep", str(other), url=url)
+    assert refused.exit_code == 2
+    assert "the file is template 'other', not 'rep'" in refused.stderr
+    several = tmp_path / "g.yaml"
+    several.write_text('versions:\n  - messages: [{role: user, content: "A"}]\n'
+                       '  - messages: [{role: user, content: "B"}]\n')
+    refused = run("version", "rep", str(several), url=url)
+    assert refused.exit_code == 2 and "lists 2 versions" in refused.stderr
+    too_far = tmp_path / "h.yaml"
+    too_far.write_text('messages: [{role: user, content: "C"}]\nlabels: {canary: 3}\n')
+    refused = run("version", "rep", str(too_far), url=url)
+    assert refused.exit_code == 2
+    assert "labels.canary: version 3 will not exist: 'rep' will have versions 1 to 2 after " \
+        "this version is added" in refused.stderr
+    assert run("show", "rep", url=url).stdout == before  # nothing changed
+    labelled = tmp_path / "anything.yaml"
+    labelled.write_text('messages: [{role: user, content: "V-NEW"}]\n'
+                        "labels: {production: latest, canary: 1}\n")
+    added = run("version", "rep", str(labelled), url=url)
+    assert added.exit_code == 0, added.output
+    assert added.stdout.splitlines() == ["rep: version 2 added", "rep: canary -> 1",
+                                         "rep: production -> 2"]
+    shown = json.loads(run("show", "rep", url=url).stdout)
+    assert shown["labels"] == {"canary": 1, "production": 2}
+    assert shown["versions"][1]["messages"] == [{"role": "user", "content": "V-NEW"}]
+    same = tmp_path / "rep2.yaml"
+    same.write_text('id: rep\nmessages: [{role: user, content: "V-NEW"}]\n')
+    assert run("version", "rep", str(same), url=url).stdout.strip() == "rep: version 3 added"
+
+
 def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> None:
     """A first sync creates; a second changes nothing; an edited body adds one version; a
     label moves only when the file says so; author and note alone are not a new version."""
