@@ -182,6 +182,9 @@ def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> N
      "  - messages: [{role: user, content: b}]\nlabels: {production: 3}\n",
      "labels.production: version 3 will not exist"),
     ("messages: [{role: user, content: hi}]\n!!python/object:os.system x: 1\n", "cannot read"),
+    ("messages: [{role: user, content: 'x {{ d }}'}]\n"
+     "variables: {d: {type: string, default: 2024-01-01}}\n",
+     "variables.d.default': the default holds a date, which is not JSON (in YAML, quote dates"),
 ])
 def test_bad_files_change_nothing(url: str, tmp_path: Path, text: str, says: str) -> None:
     """A bad file (Python tags included: safe loading only) is exit 2 naming the file, and
