@@ -64,6 +64,7 @@ from app.prompts.model import (
     CompiledVersion,
 )
 from app.prompts.render import PromptVariablesError, added, bind, render_text, rendered_size
+from app.prompts.store import LABEL_NOT_FOUND, label_not_found
 from app.providers.base import Json
 from app.schemas import EmbeddingRequest
 
@@ -221,7 +222,7 @@ class Template(Stage):
             del body[FIELD]
             return
         ref = reference(value)
-        version = await self._version(ref)
+        version = await self._version(ref, admin=call.caller.admin)
         model = body.get("model")
         if model is None and version.model is not None:
             # The version's default, set before anything below can refuse the call: a refusal
@@ -254,7 +255,8 @@ class Template(Stage):
         if pinned is None:
             return version
         try:
-            return await self._version(Reference(ref.id, pinned.version, pinned.label, {}))
+            return await self._version(Reference(ref.id, pinned.version, pinned.label, {}),
+                                       admin=call.caller.admin)
         except errors.NotFound as exc:
             call.record.prompt_id = ref.id  # its version: the one that is not there
             asked = f"version {pinned.version}" if pinned.label is None \
@@ -273,18 +275,24 @@ class Template(Stage):
             # its own text.)
             refuse_in_messages(call.body, "/v1/embeddings")
 
-    async def _version(self, ref: Reference) -> CompiledVersion:
+    async def _version(self, ref: Reference, *, admin: bool) -> CompiledVersion:
+        """The version ``ref`` names. A label's 404 lists the template's labels to an admin
+        caller only: templates are not scoped to keys, and any other key would learn them."""
         library = self._library
         if library is None:
             raise no_database("Prompt templates need a database, and this gateway has none "
                               "(the call log is off).")
+        label = ref.label or DEFAULT_LABEL
         try:
             number = ref.version
             if number is None:
-                number = await library.label(ref.id, ref.label or DEFAULT_LABEL)
+                number = await library.label(ref.id, label)
             return await library.version(ref.id, number)
         except errors.NotFound as exc:
-            raise errors.NotFound(exc.message, param=_PARAMS.get(exc.param or "", "prompt"),
+            message = exc.message
+            if exc.code == LABEL_NOT_FOUND and not admin:
+                message = label_not_found(ref.id, label, None).message
+            raise errors.NotFound(message, param=_PARAMS.get(exc.param or "", "prompt"),
                                   code=exc.code) from None
         except DATABASE_ERRORS as exc:
             log.warning("prompt template lookup failed, database unreachable: %s",

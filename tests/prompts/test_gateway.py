@@ -391,3 +391,28 @@ def test_prompts_unavailable_says_when_to_retry(run_gateway: GatewayFactory, sim
             assert reply.json()["error"]["code"] == "prompts_unavailable"
             assert reply.headers["x-should-retry"] == "false"
             assert "retry-after" not in reply.headers
+
+
+def test_a_wrong_labels_404_lists_the_labels_to_admins_only(run_gateway: GatewayFactory,
+                                                            simulator: str) -> None:
+    """Templates are not scoped to keys: a non-admin key may render any template, so the 404
+    of a label the template lacks does not list the template's labels to it (nor say it has
+    none); an admin caller is told them."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http)
+        create(http, {"id": "bare", "version": {"messages": [{"role": "user", "content": "hi"}]}})
+        key = http.post("/admin/keys", json={"name": "user"}).json()["key"]
+        for template, says in (("summarise", " (its labels: production)."),
+                               ("bare", " (it has no labels).")):
+            body = {"model": "chat", "messages": [],
+                    "prompt": {"id": template, "label": "staging"}}
+            told = http.post("/v1/chat/completions", json=body)
+            assert told.status_code == 404
+            assert told.json()["error"]["message"].endswith(f"no label 'staging'{says}")
+            untold = httpx.post(gw.url + "/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {key}"})
+            assert untold.status_code == 404
+            error = untold.json()["error"]
+            assert (error["param"], error["code"]) == ("prompt.label", "prompt_label_not_found")
+            assert error["message"] == f"Prompt template '{template}' has no label 'staging'."
