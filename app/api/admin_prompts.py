@@ -12,7 +12,7 @@ other workers and gateways within ``app.prompts.library.LABEL_TTL_S`` seconds.
 - ``POST /admin/prompts/{id}/versions``: the next version;
 - ``GET /admin/prompts/{id}/versions/{n}``: one version;
 - ``GET /admin/prompts/{id}/diff?from=a&to=b``: a unified diff of the messages, and the other
-  fields that differ;
+  fields that differ as JSON (exact: ``app.prompts.diff``);
 - ``PUT /admin/prompts/{id}/labels/{label}`` ``{"version": n}``: point a label at a version
   (one already there: ``changed`` false, and no move recorded);
 - ``POST /admin/prompts/{id}/labels/{label}/rollback`` ``{"version": n}`` or ``{}``: back to a
@@ -24,7 +24,8 @@ value the database refuses, such as a NUL character, 400 ``invalid_value``); unk
 version or label 404 naming it (a diff's version: ``from`` or ``to``); a template id taken or
 nothing to roll back to 409; a version add that kept losing races to concurrent ones 409
 ``prompt_conflict`` (concurrent label moves wait for each other: ``app.prompts.store``); no
-database 503 ``prompts_unavailable``; database unreachable 503 ``database_unavailable``.
+database 503 ``prompts_unavailable`` (``x-should-retry: false``); database unreachable 503
+``database_unavailable``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from app.prompts.model import (
     params_limit_problem,
 )
 from app.resources import resources_of
+from app.stages.template import no_database
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -62,8 +64,7 @@ def get_library(request: Request) -> PromptLibrary:
     """The gateway's prompt library; 503 ``prompts_unavailable`` without a database."""
     library = resources_of(request).prompts
     if library is None:
-        raise errors.GatewayError("Prompt templates need a database, and this gateway has none.",
-                                  status=503, code="prompts_unavailable")
+        raise no_database("Prompt templates need a database, and this gateway has none.")
     return library
 
 

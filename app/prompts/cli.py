@@ -15,7 +15,6 @@ them to its own. Exit status: 0 done, 2 any error (one line on stderr).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -159,15 +158,16 @@ def create(path: Path, database_url: str | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @database_url_option
 def version(template_id: str, path: Path, database_url: str | None) -> None:
-    """Add the body of a YAML file (its current body) as the template's next version."""
-    from app.prompts.sync import read_file
+    """Add the body of a YAML file as the template's next version, and move the labels the
+    file names as sync does (one transaction). A file whose id names another template, or
+    that lists several versions, is refused."""
+    from app.prompts.sync import read_file, version_file
 
     async def action(store: PromptStore) -> None:
         file = read_file(path)
-        file = dataclasses.replace(file, versions=file.versions[-1:])  # the one added
         _check_limits([file])
-        added = await store.add_version(template_id, file.versions[0])
-        click.echo(f"{template_id}: version {added.number} added")
+        for line in await version_file(store, template_id, file):
+            click.echo(line)
     _run(database_url, action)
 
 

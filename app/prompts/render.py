@@ -201,8 +201,21 @@ def type_problem(kind: VarType, value: Any) -> str | None:
         ok = isinstance(value, bool)
     else:
         return None
-    return None if ok else f"must be {'an' if kind == 'integer' else 'a'} {kind}, " \
-                           f"got {json_type(value)}"
+    if ok:
+        return None
+    if not isinstance(value, _JSON_TYPES):  # a YAML date: say so, as ``json_problem`` does
+        return _not_json(value)
+    return f"must be {'an' if kind == 'integer' else 'a'} {kind}, got {json_type(value)}"
+
+
+_JSON_TYPES = (dict, list, str, int, float, type(None))
+"""The Python types JSON values are read as (``bool`` is an ``int``)."""
+
+
+def _not_json(value: Any) -> str:
+    """Why ``value``, of none of ``_JSON_TYPES`` (YAML builds dates, times, sets, bytes), is
+    not a value a version can keep."""
+    return f"holds a {type(value).__name__}, which is not JSON (in YAML, quote dates and times)"
 
 
 MAX_JSON_DEPTH = 64
@@ -256,8 +269,7 @@ def json_problem(value: Any) -> str | None:
             if why is not None:
                 return why
         elif item is not None and not isinstance(item, int | bool):
-            return (f"holds a {type(item).__name__}, which is not JSON (in YAML, quote dates "
-                    "and times)")
+            return _not_json(item)
     return None
 
 

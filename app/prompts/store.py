@@ -72,10 +72,18 @@ def version_not_found(template_id: str, number: int) -> errors.NotFound:
                            param="version", code="prompt_version_not_found")
 
 
-def label_not_found(template_id: str, label: str, known: list[str]) -> errors.NotFound:
-    has = f" (its labels: {', '.join(sorted(known))})" if known else " (it has no labels)"
+LABEL_NOT_FOUND = "prompt_label_not_found"
+
+
+def label_not_found(template_id: str, label: str, known: list[str] | None) -> errors.NotFound:
+    """The 404 of a label the template lacks, listing the labels it has (``known``; ``None``:
+    not said, as to a caller who may not read the template, ``app.stages.template``)."""
+    if known is None:
+        has = ""
+    else:
+        has = f" (its labels: {', '.join(sorted(known))})" if known else " (it has no labels)"
     return errors.NotFound(f"Prompt template '{template_id[:128]}' has no label "
-                           f"'{label[:64]}'{has}.", param="label", code="prompt_label_not_found")
+                           f"'{label[:64]}'{has}.", param="label", code=LABEL_NOT_FOUND)
 
 
 def template_exists(template_id: str) -> errors.Conflict:

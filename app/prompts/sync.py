@@ -35,11 +35,13 @@ version in it at most ``MAX_VERSION_BYTES`` (``VersionSpec``). Files are validat
 labels included, before anything is written; then everything is written in one transaction
 (``PromptStore.write``). A bad file is a ``SyncError`` naming the file and the field, and
 nothing changes. ``check_limits`` holds the files' ``params`` to a gateway's limits.
+``version_file`` adds one file's body as a template's next version, its labels moved as a sync
+moves them (``switchboard prompts version``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,8 @@ class TemplateFile:
     id: str
     versions: tuple[VersionSpec, ...]
     labels: dict[str, int | str]
+    id_given: bool = False
+    """Whether the file names its ``id`` (else it is the file's name)."""
 
 
 def read_file(path: Path) -> TemplateFile:
@@ -162,7 +166,7 @@ def read_file(path: Path) -> TemplateFile:
         if target != LATEST and (type(target) is not int or target < 1):
             raise SyncError(f"{path}: labels.{label}: expected a version number or latest")
     return TemplateFile(path, str(template_id), tuple(versions),
-                        {str(k): v for k, v in labels.items()})
+                        {str(k): v for k, v in labels.items()}, id_given="id" in data)
 
 
 def check_limits(files: list[TemplateFile], *, max_n: int, max_tokens: int) -> None:
@@ -191,7 +195,8 @@ def read_dir(directory: Path) -> list[TemplateFile]:
     return files
 
 
-def _labels(file: TemplateFile, *, latest: int, current: dict[str, int]) -> dict[str, int]:
+def _labels(file: TemplateFile, *, latest: int, current: dict[str, int],
+            after: str = "this sync") -> dict[str, int]:
     """The file's labels that move, as version numbers; ``SyncError`` naming the label for one
     past ``latest`` (the highest version once the file is synced)."""
     moves: dict[str, int] = {}
@@ -199,7 +204,7 @@ def _labels(file: TemplateFile, *, latest: int, current: dict[str, int]) -> dict
         number = latest if target == LATEST else int(target)
         if number > latest:
             raise SyncError(f"{file.path}: labels.{label}: version {number} will not exist: "
-                            f"'{file.id}' will have versions 1 to {latest} after this sync")
+                            f"'{file.id}' will have versions 1 to {latest} after {after}")
         if current.get(label) != number:
             moves[label] = number
     return moves
@@ -247,6 +252,33 @@ async def sync_files(store: PromptStore, files: list[TemplateFile]) -> list[str]
     if writes:
         await store.write(writes)
     return done
+
+
+async def version_file(store: PromptStore, template_id: str, file: TemplateFile) -> list[str]:
+    """``file``'s body as the next version of ``template_id`` (whether or not it differs from
+    the latest), and its labels moved as ``sync`` moves them (``latest``: the version added),
+    in one transaction; what was done, one line each. ``SyncError``, before anything is
+    written, for a file that names another template in its ``id``, one that lists several
+    ``versions:`` (which of them is meant is not for this command to guess: ``sync`` adds the
+    last when it differs), or a label naming a version that will not exist."""
+    if file.id_given and file.id != template_id:
+        raise SyncError(f"{file.path}: id: the file is template '{file.id}', not "
+                        f"'{template_id}' (leave 'id' out, or name that template)")
+    if len(file.versions) != 1:
+        raise SyncError(f"{file.path}: versions: lists {len(file.versions)} versions; give one "
+                        "body (messages, variables, ...) to add as the next version, or use "
+                        "sync, which adds the last of them when it differs")
+    if not file.labels:
+        added = await store.add_version(template_id, file.versions[0])
+        return [f"{template_id}: version {added.number} added"]
+    template = await store.get_template(template_id)
+    latest = template.latest_version + 1
+    moves = _labels(replace(file, id=template_id), latest=latest, current=template.labels,
+                    after="this version is added")
+    await store.write([TemplateWrite(template_id, template.latest_version, file.versions,
+                                     moves)])
+    return [f"{template_id}: version {latest} added",
+            *(f"{template_id}: {label} -> {number}" for label, number in moves.items())]
 
 
 async def create_file(store: PromptStore, file: TemplateFile) -> list[str]:

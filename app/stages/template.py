@@ -24,9 +24,10 @@ unknown template, version or label 404 naming it (``prompt.id``, ``prompt.versio
 ``prompt.variables.<name>``); rendered messages past ``limits.max_body_bytes`` (UTF-8 bytes of
 their text, computed from the values' sizes before anything is rendered) 413
 ``prompt_too_large`` naming the variable that adds the most (``prompt.id`` when the template's
-own text is past the limit); no template database 503
-``prompts_unavailable``. ``prompt`` on ``/v1/messages`` and ``/v1/embeddings`` is refused with
-a 400 (``prompt_not_supported``): templates are chat messages.
+own text is past the limit); no template database 503 ``prompts_unavailable`` with
+``x-should-retry: false``, an unreachable one 503 ``prompts_unavailable`` with ``Retry-After``
+(``RETRY_AFTER_S``). ``prompt`` on ``/v1/messages`` and ``/v1/embeddings`` is refused with a
+400 (``prompt_not_supported``): templates are chat messages.
 
 The call record carries ``prompt_id`` and ``prompt_version`` from the moment the version is
 known (a call refused for its variables says which version refused it). A call that named no
@@ -51,6 +52,7 @@ from typing import Any
 
 from app import errors
 from app.db.engine import DATABASE_ERRORS, describe_error
+from app.limits.headers import SHOULD_NOT_RETRY
 from app.pipeline import ModelCall, Slot, Stage
 from app.prompts.library import PromptLibrary
 from app.prompts.model import (
@@ -62,6 +64,7 @@ from app.prompts.model import (
     CompiledVersion,
 )
 from app.prompts.render import PromptVariablesError, added, bind, render_text, rendered_size
+from app.prompts.store import LABEL_NOT_FOUND, label_not_found
 from app.providers.base import Json
 from app.schemas import EmbeddingRequest
 
@@ -69,6 +72,21 @@ log = logging.getLogger("switchboard.prompts")
 FIELD = "prompt"
 _KEYS = frozenset({"id", "version", "label", "variables"})
 _PARAMS = {"template_id": "prompt.id", "version": "prompt.version", "label": "prompt.label"}
+
+
+RETRY_AFTER_S = 2
+"""``Retry-After`` of a 503 ``prompts_unavailable`` for a database that failed or did not answer
+within ``app.prompts.library.LOOKUP_WAIT_S``: the next call asks it again, so a client that
+waits a little may be served; 2 s, as ``keys_unavailable``."""
+
+
+def no_database(message: str) -> errors.GatewayError:
+    """The 503 ``prompts_unavailable`` of a gateway without a database: it has none for as long
+    as it runs, so ``x-should-retry: false`` (the OpenAI SDKs then do not retry) and no
+    ``Retry-After``."""
+    refused = errors.GatewayError(message, status=503, code="prompts_unavailable")
+    refused.headers.append(SHOULD_NOT_RETRY)
+    return refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +222,7 @@ class Template(Stage):
             del body[FIELD]
             return
         ref = reference(value)
-        version = await self._version(ref)
+        version = await self._version(ref, admin=call.caller.admin)
         model = body.get("model")
         if model is None and version.model is not None:
             # The version's default, set before anything below can refuse the call: a refusal
@@ -237,7 +255,8 @@ class Template(Stage):
         if pinned is None:
             return version
         try:
-            return await self._version(Reference(ref.id, pinned.version, pinned.label, {}))
+            return await self._version(Reference(ref.id, pinned.version, pinned.label, {}),
+                                       admin=call.caller.admin)
         except errors.NotFound as exc:
             call.record.prompt_id = ref.id  # its version: the one that is not there
             asked = f"version {pinned.version}" if pinned.label is None \
@@ -256,23 +275,30 @@ class Template(Stage):
             # its own text.)
             refuse_in_messages(call.body, "/v1/embeddings")
 
-    async def _version(self, ref: Reference) -> CompiledVersion:
+    async def _version(self, ref: Reference, *, admin: bool) -> CompiledVersion:
+        """The version ``ref`` names. A label's 404 lists the template's labels to an admin
+        caller only: templates are not scoped to keys, and any other key would learn them."""
         library = self._library
         if library is None:
-            raise errors.GatewayError("Prompt templates need a database, and this gateway has "
-                                      "none (the call log is off).", status=503,
-                                      code="prompts_unavailable")
+            raise no_database("Prompt templates need a database, and this gateway has none "
+                              "(the call log is off).")
+        label = ref.label or DEFAULT_LABEL
         try:
             number = ref.version
             if number is None:
-                number = await library.label(ref.id, ref.label or DEFAULT_LABEL)
+                number = await library.label(ref.id, label)
             return await library.version(ref.id, number)
         except errors.NotFound as exc:
-            raise errors.NotFound(exc.message, param=_PARAMS.get(exc.param or "", "prompt"),
+            message = exc.message
+            if exc.code == LABEL_NOT_FOUND and not admin:
+                message = label_not_found(ref.id, label, None).message
+            raise errors.NotFound(message, param=_PARAMS.get(exc.param or "", "prompt"),
                                   code=exc.code) from None
         except DATABASE_ERRORS as exc:
             log.warning("prompt template lookup failed, database unreachable: %s",
                         describe_error(exc))
-            raise errors.GatewayError("The prompt template database is unreachable; retry "
-                                      "shortly.", status=503,
-                                      code="prompts_unavailable") from None
+            unavailable = errors.GatewayError("The prompt template database is unreachable; "
+                                              "retry shortly.", status=503,
+                                              code="prompts_unavailable")
+            unavailable.headers.append((b"retry-after", b"%d" % RETRY_AFTER_S))
+            raise unavailable from None

@@ -71,6 +71,71 @@ def test_cli_round_trip(url: str, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "exists already" in again.stderr
 
 
+def test_diff_shows_line_endings_and_json_types(url: str, tmp_path: Path) -> None:
+    """The tester's repro: versions differing only in ``\\r\\n`` and a trailing newline, a
+    json default ``true`` vs ``1`` and ``temperature`` ``1`` vs ``1.0`` are told apart
+    (the diff printed nothing, exit 0)."""
+    first = tmp_path / "difft.yaml"
+    first.write_text('messages: [{role: user, content: "line one\\nline two\\n"}]\n'
+                     "variables: {j: {type: json, default: true}}\n"
+                     "params: {temperature: 1}\n")
+    assert run("create", str(first), url=url).exit_code == 0
+    second = tmp_path / "v2.yaml"
+    second.write_text('messages: [{role: user, content: "line one\\r\\nline two"}]\n'
+                      "variables: {j: {type: json, default: 1}}\n"
+                      "params: {temperature: 1.0}\n")
+    assert run("version", "difft", str(second), url=url).exit_code == 0
+    diff = run("diff", "difft", "1", "2", url=url)
+    assert diff.exit_code == 0
+    lines = diff.stdout.splitlines()
+    assert "-line one" in lines and '+"line one\\r"' in lines and "-" in lines
+    assert 'params: {"temperature": 1} -> {"temperature": 1.0}' in lines
+    assert 'variables.j: {"type": "json", "default": true} -> ' \
+        '{"type": "json", "default": 1}' in lines
+
+
+def test_version_refuses_another_templates_file_and_applies_its_labels(url: str,
+                                                                       tmp_path: Path) -> None:
+    """``version ID FILE``: a file whose ``id`` names another template, or that lists several
+    ``versions:``, is refused (exit 2) and nothing changes; the file's ``labels`` are moved
+    as ``sync`` moves them (``latest``: the version added), checked before anything is
+    written; a file without ``id`` is added whatever its name."""
+    first = tmp_path / "rep.yaml"
+    first.write_text(SUMMARISE.replace("id: summarise", "id: rep"))
+    assert run("create", str(first), url=url).exit_code == 0
+    before = run("show", "rep", url=url).stdout
+    other = tmp_path / "f.yaml"
+    other.write_text('id: other\nmessages: [{role: user, content: "V-NEW"}]\n')
+    refused = run("version", "rep", str(other), url=url)
+    assert refused.exit_code == 2
+    assert "the file is template 'other', not 'rep'" in refused.stderr
+    several = tmp_path / "g.yaml"
+    several.write_text('versions:\n  - messages: [{role: user, content: "A"}]\n'
+                       '  - messages: [{role: user, content: "B"}]\n')
+    refused = run("version", "rep", str(several), url=url)
+    assert refused.exit_code == 2 and "lists 2 versions" in refused.stderr
+    too_far = tmp_path / "h.yaml"
+    too_far.write_text('messages: [{role: user, content: "C"}]\nlabels: {canary: 3}\n')
+    refused = run("version", "rep", str(too_far), url=url)
+    assert refused.exit_code == 2
+    assert "labels.canary: version 3 will not exist: 'rep' will have versions 1 to 2 after " \
+        "this version is added" in refused.stderr
+    assert run("show", "rep", url=url).stdout == before  # nothing changed
+    labelled = tmp_path / "anything.yaml"
+    labelled.write_text('messages: [{role: user, content: "V-NEW"}]\n'
+                        "labels: {production: latest, canary: 1}\n")
+    added = run("version", "rep", str(labelled), url=url)
+    assert added.exit_code == 0, added.output
+    assert added.stdout.splitlines() == ["rep: version 2 added", "rep: canary -> 1",
+                                         "rep: production -> 2"]
+    shown = json.loads(run("show", "rep", url=url).stdout)
+    assert shown["labels"] == {"canary": 1, "production": 2}
+    assert shown["versions"][1]["messages"] == [{"role": "user", "content": "V-NEW"}]
+    same = tmp_path / "rep2.yaml"
+    same.write_text('id: rep\nmessages: [{role: user, content: "V-NEW"}]\n')
+    assert run("version", "rep", str(same), url=url).stdout.strip() == "rep: version 3 added"
+
+
 def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> None:
     """A first sync creates; a second changes nothing; an edited body adds one version; a
     label moves only when the file says so; author and note alone are not a new version."""
@@ -117,6 +182,9 @@ def test_sync_is_idempotent_and_follows_the_files(url: str, tmp_path: Path) -> N
      "  - messages: [{role: user, content: b}]\nlabels: {production: 3}\n",
      "labels.production: version 3 will not exist"),
     ("messages: [{role: user, content: hi}]\n!!python/object:os.system x: 1\n", "cannot read"),
+    ("messages: [{role: user, content: 'x {{ d }}'}]\n"
+     "variables: {d: {type: string, default: 2024-01-01}}\n",
+     "variables.d.default': the default holds a date, which is not JSON (in YAML, quote dates"),
 ])
 def test_bad_files_change_nothing(url: str, tmp_path: Path, text: str, says: str) -> None:
     """A bad file (Python tags included: safe loading only) is exit 2 naming the file, and

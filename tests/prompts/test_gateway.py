@@ -5,6 +5,7 @@ version; labels moved and rolled back through the admin API change what is serve
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from pydantic import SecretStr
 
 from app.config import parse_config
+from app.db.models import PromptLabel
 from app.main import create_app
+from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway, sim_config
 from tests.calllog.test_end_to_end import settings_for
 from tests.servers import serve
@@ -355,3 +359,60 @@ def test_a_render_past_the_body_limit_is_a_413(run_gateway: GatewayFactory,
         fits = ask(gw, {"id": "amplify", "version": 1, "variables": {"a": "y"}})
         assert received(simulator)[0]["messages"][0]["content"] == "y" * 20_000
         assert record_of(gw, fits).http_status == 200
+
+
+def test_prompts_unavailable_says_when_to_retry(run_gateway: GatewayFactory, simulator: str,
+                                                tmp_path: Path) -> None:
+    """A label the worker has not read while the database fails: 503 ``prompts_unavailable``
+    with ``Retry-After: 2`` (as ``keys_unavailable``); a gateway with no database at all
+    (call log off) 503 with ``x-should-retry: false``, on the request path and the admin
+    API, since retrying cannot help."""
+    with run_gateway(sim_config(simulator)) as gw:
+        create(gw.http())
+        with sqlite3.connect(tmp_path / "calls.db", timeout=30) as db:
+            db.execute(f"ALTER TABLE {PromptLabel.__tablename__} RENAME TO away")
+        reply = gw.http().post("/v1/chat/completions", json={
+            "model": "chat", "messages": [],
+            "prompt": {"id": "summarise", "variables": {"text": "x"}}})
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"]["code"] == "prompts_unavailable"
+        assert reply.headers["retry-after"] == "2"
+        assert "x-should-retry" not in reply.headers
+    settings = Settings(master_key=SecretStr(MASTER_KEY), config=None, call_log=False,
+                        spool_dir=tmp_path / "spool")
+    lane = create_app(settings, config=parse_config(sim_config(simulator), {}),
+                      strict_telemetry=True)
+    with serve(lane) as url, httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {MASTER_KEY}"}) as http:
+        for reply in (http.post("/v1/chat/completions", json={
+                          "model": "chat", "messages": [], "prompt": {"id": "summarise"}}),
+                      http.get("/admin/prompts")):
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] == "prompts_unavailable"
+            assert reply.headers["x-should-retry"] == "false"
+            assert "retry-after" not in reply.headers
+
+
+def test_a_wrong_labels_404_lists_the_labels_to_admins_only(run_gateway: GatewayFactory,
+                                                            simulator: str) -> None:
+    """Templates are not scoped to keys: a non-admin key may render any template, so the 404
+    of a label the template lacks does not list the template's labels to it (nor say it has
+    none); an admin caller is told them."""
+    with run_gateway(sim_config(simulator)) as gw:
+        http = gw.http()
+        create(http)
+        create(http, {"id": "bare", "version": {"messages": [{"role": "user", "content": "hi"}]}})
+        key = http.post("/admin/keys", json={"name": "user"}).json()["key"]
+        for template, says in (("summarise", " (its labels: production)."),
+                               ("bare", " (it has no labels).")):
+            body = {"model": "chat", "messages": [],
+                    "prompt": {"id": template, "label": "staging"}}
+            told = http.post("/v1/chat/completions", json=body)
+            assert told.status_code == 404
+            assert told.json()["error"]["message"].endswith(f"no label 'staging'{says}")
+            untold = httpx.post(gw.url + "/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {key}"})
+            assert untold.status_code == 404
+            error = untold.json()["error"]
+            assert (error["param"], error["code"]) == ("prompt.label", "prompt_label_not_found")
+            assert error["message"] == f"Prompt template '{template}' has no label 'staging'."
