@@ -300,6 +300,30 @@ def test_stream_ending_without_terminator_is_truncated(run_gateway: GatewayFacto
         assert record.usage is not None and record.usage.completion_tokens > 0
 
 
+@pytest.mark.parametrize(("kind", "fault"), [("openai", "X-Sim-Done-After"),
+                                           ("vllm", "X-Sim-Done-After"),
+                                           ("anthropic", "X-Sim-End-After")])
+def test_a_messages_stream_cut_short_ends_with_an_error_event(
+        run_gateway: GatewayFactory, simulator: str, kind: str, fault: str) -> None:
+    """``/v1/messages``: an upstream that ends its stream without a finish_reason (an OpenAI-
+    style one sending ``[DONE]`` after 2 chunks, translated; Anthropic's own ending before
+    ``message_stop``, native) cut the answer short: the client gets the text so far, then an
+    ``error`` event, never ``stop_reason: end_turn`` or ``message_stop``."""
+    with run_gateway(_config(simulator, _provider(kind, simulator, {fault: "2"}))) as gw:
+        with gw.http().stream("POST", "/v1/messages", json=_CALLS["/v1/messages"],
+                              headers={"x-request-id": f"cut-{kind}"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+        assert names[0] == "message_start" and "content_block_delta" in names, text
+        assert names[-1] == "error", text
+        assert "message_stop" not in names and "end_turn" not in text
+        error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
+        assert error["error"]["type"] == "api_error"
+        record = gw.sink.emitted(f"cut-{kind}")
+        assert record.finish_reason is None
+
+
 def test_complete_stream_still_ok(run_gateway: GatewayFactory, simulator: str) -> None:
     with run_gateway(_config(simulator, _sim(simulator))) as gw:
         frames = _frames(_stream_text(gw, "whole"))
