@@ -561,6 +561,15 @@ class Gateway(Finisher):
                             f"the call's deadline passed while {record.provider} worked on it",
                             code="deadline_exceeded")
                 pending = None
+                # The wait since the commit was the upstream's, not the gateway's overhead: the
+                # attempt (and upstream time) runs to its first chunk, as one not committed at a
+                # keep-alive does; from here on, it runs on from now.
+                now = time.perf_counter()
+                waited = (now - committed) * 1000
+                committed = now
+                record.upstream_ms += waited
+                if record.attempts:
+                    record.attempts[-1].duration_ms += waited
                 try:
                     first = first.result()
                 except StopAsyncIteration:
@@ -568,8 +577,7 @@ class Gateway(Finisher):
                         from None
                 stats = call.extras.get(_COMMITTED)
                 if stats is not None and record.attempts:  # its first byte, now it came
-                    self.router.states.answered(stats, record.attempts[-1].duration_ms + (
-                        time.perf_counter() - committed) * 1000)
+                    self.router.states.answered(stats, record.attempts[-1].duration_ms)
             overhead = record.elapsed_ms() - record.upstream_ms
             record.ttft_ms = record.elapsed_ms()
             chunk: Json | None = first

@@ -24,9 +24,11 @@ sends none).
 take them from there): the upstream's count when its first chunk has one, else the gateway's
 estimate of the prompt; ``message_delta`` then carries the upstream's count. Keep-alives
 become ``ping`` events, and an error after the first byte an ``error`` event, as Anthropic
-sends them; a keep-alive before ``message_start`` (a slow first token) is an SSE comment
-instead, since Anthropic's streams begin with ``message_start`` and a client may expect it
-first (every SSE parser skips comments).
+sends them (a translated stream whose upstream ended it without a ``finish_reason`` too: the
+answer was cut short, as a native one ending before ``message_stop`` is); a keep-alive before
+``message_start`` (a slow first token) is an SSE comment instead, since Anthropic's streams
+begin with ``message_start`` and a client may expect it first (every SSE parser skips
+comments).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from app.usage import Usage
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 KEEP_ALIVE = b": keep-alive\n\n"
 """A keep-alive before the stream's first event: an SSE comment."""
+TRUNCATED = "upstream stream ended without a finish_reason; the answer is truncated"
+"""The ``error`` event's message for a translated stream that ended without a stop reason."""
 
 
 def event(name: str, payload: Json) -> bytes:
@@ -73,6 +77,8 @@ class EventWriter:
         """Each tool call's block, by its ``index`` (or its ``id``, sent without one)."""
         self.last_tool: _Block | None = None
         self.stop: str | None = None
+        self.finished = False
+        """Whether the upstream gave the answer a ``finish_reason`` (else it was cut short)."""
         self.stop_sequence: str | None = None
         self.usage: Usage | None = None
 
@@ -94,17 +100,22 @@ class EventWriter:
 
     def close(self) -> bytes:
         """The events that end a translated stream (nothing for a native one: the upstream's
-        ``message_stop`` has gone out)."""
+        ``message_stop`` has gone out). One whose upstream gave no ``finish_reason`` (it sent
+        ``[DONE]`` without one) was cut short: it ends with an ``error`` event, as a native one
+        ending before ``message_stop`` does, not with a ``stop_reason`` it never had."""
         if self.native:
             return b""
         out = [] if self.started else [self._start({})]
+        if not self.finished:
+            out.append(self.error(errors.BadUpstreamResponse(TRUNCATED)))
+            return b"".join(out)
         out += self._close_blocks()
         usage = anthropic_usage(self.usage)
         if self.usage is None:  # none reported: the estimate message_start gave stands
             usage["input_tokens"] = self.prompt_tokens()
         out.append(event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop or "end_turn",
+            "delta": {"stop_reason": self.stop,
                       "stop_sequence": self.stop_sequence},
             "usage": usage}))
         out.append(event("message_stop", {"type": "message_stop"}))
@@ -199,9 +210,11 @@ class EventWriter:
         delta = choice.get("delta")
         if isinstance(delta, dict):
             out += self._content(delta)
-        if isinstance(choice.get("finish_reason"), str) and self.stop != "refusal":
-            # a refusal's text came first: its stop reason stands, as in an answer
-            self.stop, self.stop_sequence = stop_reason(choice, self.stops)
+        if isinstance(choice.get("finish_reason"), str):
+            self.finished = True
+            if self.stop != "refusal":
+                # a refusal's text came first: its stop reason stands, as in an answer
+                self.stop, self.stop_sequence = stop_reason(choice, self.stops)
         return out
 
     def _content(self, delta: Json) -> list[bytes]:

@@ -8,6 +8,7 @@ The choices made where the two APIs differ are listed in ``app.providers.anthrop
 from __future__ import annotations
 
 from app import errors
+from app.providers import refusals
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.media import DATA_URL, media_type
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
@@ -272,6 +273,7 @@ def _tool_choice(choice: str | Json | None) -> Json | None:
 
 
 def _check_supported(request: ChatRequest, body: Json) -> None:
+    refusals.refuse_legacy_functions(body, who=WHO)
     refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Anthropic models return one choice; n must be 1", param="n")

@@ -11,6 +11,7 @@ import re
 import orjson
 
 from app import errors
+from app.providers import refusals
 from app.providers.anthropic_request import required_schema
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
@@ -286,6 +287,7 @@ def output_config(request: ChatRequest) -> Json:
 
 
 def _check_supported(request: ChatRequest, body: Json) -> None:
+    refusals.refuse_legacy_functions(body, who=WHO)
     refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Bedrock Converse returns one choice; n must be 1",

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from app import errors
+from app.providers import refusals
 from app.providers.base import ChatCall, Json, Target
 from app.providers.refusals import function_calls, function_tools, refuse_outputs
 from app.schemas import ChatRequest, Message
@@ -210,6 +211,7 @@ def _response_format(request: ChatRequest) -> Json:
 
 
 def _check_supported(request: ChatRequest, body: Json) -> None:
+    refusals.refuse_legacy_functions(body, who=WHO)
     refuse_outputs(body, who=WHO)
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Cohere models return one choice; n must be 1", param="n")

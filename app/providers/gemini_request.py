@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from app import errors
+from app.providers import refusals
 from app.providers.base import ChatCall, Json, Target, merged_turns, tool_arguments
 from app.providers.gemini_response import minted
 from app.providers.media import DATA_URL, media_type
@@ -281,6 +282,7 @@ def _function_calling_config(choice: str | Json | None, *, strict: bool) -> Json
 
 
 def _check_supported(request: ChatRequest, body: Json) -> None:
+    refusals.refuse_legacy_functions(body, who=WHO)
     refuse_outputs(body, who=WHO)
     if request.logprobs or request.top_logprobs:
         raise errors.InvalidRequest("logprobs are not translated from Gemini",

@@ -13,6 +13,10 @@ another target (an ``openai`` one) falls back to it (``app.gateway._refused``).
 - Output the translated APIs cannot give (``refuse_outputs``): audio (``modalities`` holding
   anything but ``"text"``, ``audio``) and ``web_search_options``. Answered as text with no
   search, the call would read as honoured.
+- OpenAI's legacy function calling (``refuse_legacy_functions``): ``functions`` and
+  ``function_call``, which the translations do not carry over to their tools. Dropped, a
+  function the client forces would be answered with text, and a client waiting for a
+  ``function_call`` would read the text as the model's choice not to call one.
 """
 
 from __future__ import annotations
@@ -89,3 +93,21 @@ def refuse_custom_payload(payload: Json, *, who: str) -> None:
         for j, call in enumerate(calls):
             if isinstance(call, dict) and call.get("type") == "custom":
                 raise _custom_refused(f"messages[{i}].tool_calls[{j}].type", who)
+
+
+LEGACY_FIELDS = {"functions": "tools", "function_call": "tool_choice"}
+"""OpenAI's deprecated function-calling fields (outside the typed request), each with the field
+that replaces it."""
+
+
+def refuse_legacy_functions(body: Json, *, who: str, tools: bool = True) -> None:
+    """Refuse ``functions`` and ``function_call`` in a chat ``body`` (the client's JSON, or the
+    typed request's ``model_extra``); ``who`` names the upstream, ``tools``: whether it takes
+    tools (the refusal then says what to send instead)."""
+    for name, instead in LEGACY_FIELDS.items():
+        if body.get(name) is not None:
+            hint = f"; send '{instead}' instead" if tools else ""
+            raise errors.InvalidRequest(
+                f"OpenAI's legacy '{name}' is not translated for {who}; it cannot be "
+                f"honoured{hint}",
+                param=name, code="unsupported_parameter")

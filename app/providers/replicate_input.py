@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app import errors
+from app.providers import refusals
 from app.providers.base import Json
 from app.providers.refusals import refuse_outputs
 from app.schemas import ChatRequest, Message
@@ -110,6 +111,8 @@ def _check_request(request: ChatRequest) -> None:
         raise _refuse("tool_choice needs tools, and Replicate predictions have none.",
                       "tool_choice")
     if request.model_extra:
+        refusals.refuse_legacy_functions(request.model_extra, who="Replicate predictions",
+                                         tools=False)
         refuse_outputs(request.model_extra, who="Replicate predictions")
     if request.response_format is not None and request.response_format.type != "text":
         raise _refuse("Replicate predictions have no structured output mode; "

@@ -300,6 +300,30 @@ def test_stream_ending_without_terminator_is_truncated(run_gateway: GatewayFacto
         assert record.usage is not None and record.usage.completion_tokens > 0
 
 
+@pytest.mark.parametrize(("kind", "fault"), [("openai", "X-Sim-Done-After"),
+                                           ("vllm", "X-Sim-Done-After"),
+                                           ("anthropic", "X-Sim-End-After")])
+def test_a_messages_stream_cut_short_ends_with_an_error_event(
+        run_gateway: GatewayFactory, simulator: str, kind: str, fault: str) -> None:
+    """``/v1/messages``: an upstream that ends its stream without a finish_reason (an OpenAI-
+    style one sending ``[DONE]`` after 2 chunks, translated; Anthropic's own ending before
+    ``message_stop``, native) cut the answer short: the client gets the text so far, then an
+    ``error`` event, never ``stop_reason: end_turn`` or ``message_stop``."""
+    with run_gateway(_config(simulator, _provider(kind, simulator, {fault: "2"}))) as gw:
+        with gw.http().stream("POST", "/v1/messages", json=_CALLS["/v1/messages"],
+                              headers={"x-request-id": f"cut-{kind}"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+        assert names[0] == "message_start" and "content_block_delta" in names, text
+        assert names[-1] == "error", text
+        assert "message_stop" not in names and "end_turn" not in text
+        error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
+        assert error["error"]["type"] == "api_error"
+        record = gw.sink.emitted(f"cut-{kind}")
+        assert record.finish_reason is None
+
+
 def test_complete_stream_still_ok(run_gateway: GatewayFactory, simulator: str) -> None:
     with run_gateway(_config(simulator, _sim(simulator))) as gw:
         frames = _frames(_stream_text(gw, "whole"))
@@ -515,3 +539,68 @@ def test_an_anthropic_stream_ttft_is_its_first_token(run_gateway: GatewayFactory
         record = gw.sink.emitted("ttft")
         assert record.status == "ok"
         assert record.ttft_ms is not None and record.ttft_ms >= 550
+
+
+# ---- a streaming client leaves after a keep-alive, before the first token -------------------
+
+
+def _leave_after_the_keepalive(gw: RunningGateway, path: str, *, request_id: str) -> None:
+    """Send ``path``'s streamed call over a raw socket, read until its first keep-alive, then
+    close the connection."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = json.dumps(_CALLS[path]).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {MASTER_KEY}\r\n"
+            f"x-request-id: {request_id}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body)
+        sock.settimeout(30)
+        got = b""
+        while b": keep-alive" not in got:
+            data = sock.recv(65536)
+            assert data, f"the gateway closed the stream before a keep-alive: {got!r}"
+            got += data
+        assert b"data:" not in got  # nothing generated yet
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_stream_left_after_a_keepalive_before_the_first_token(
+        run_gateway: GatewayFactory, simulator: str, path: str) -> None:
+    """Committed at a keep-alive, the client leaves before the first token (due before the next
+    keep-alive): the upstream request is cancelled when the client leaves, not when the next
+    frame is written, and the call is a cancelled 499 whose attempt records 499, with no
+    tokens, cost or time to first token (no chunk reached the client)."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-TTFT-Ms": "3000"}), "timeout_s": 60})
+    raw["streaming"] = {"keepalive_s": 2}  # the first token comes between two keep-alives
+    before = _stats(simulator)["streams_cancelled"]
+    with run_gateway(raw) as gw:
+        _leave_after_the_keepalive(gw, path, request_id="left-at-keepalive")
+        record = gw.sink.emitted("left-at-keepalive")
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
+        assert record.usage is None and record.cost_usd is None
+        assert record.ttft_ms is None
+        assert _until(lambda: _stats(simulator)["streams_cancelled"] > before, timeout_s=5)
+
+
+@pytest.mark.parametrize("path", list(_CALLS))
+def test_the_wait_for_a_first_token_past_a_keepalive_is_upstream_time(
+        run_gateway: GatewayFactory, simulator: str, path: str) -> None:
+    """Committed at a keep-alive, a stream whose first token then comes: the wait for it is the
+    upstream's time (the attempt's duration and the call's upstream time run to it), not the
+    gateway's overhead."""
+    raw = _config(simulator, {**_sim(simulator, **{"X-Sim-TTFT-Ms": "3000"}), "timeout_s": 60})
+    raw["streaming"] = {"keepalive_s": 0.2}
+    with run_gateway(raw) as gw:
+        with gw.http().stream("POST", path, json=_CALLS[path],
+                              headers={"x-request-id": "slow-first"}) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert text.startswith(": keep-alive")
+        record = gw.sink.emitted("slow-first")
+        assert record.status == "ok"
+        assert [a.status for a in record.attempts] == [200]
+        # The upstream took 3 s to its first token: none of it is the gateway's.
+        assert record.attempts[0].duration_ms >= 3000
+        assert record.upstream_ms >= 3000
+        assert record.overhead_ms is not None and record.overhead_ms < 1000

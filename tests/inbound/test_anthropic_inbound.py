@@ -299,6 +299,7 @@ def test_message_start_carries_the_input_tokens() -> None:
     upstream's own when its first chunk carries usage."""
     writer = writer_for("m", prompt_tokens=9)
     got = events(b"".join([writer.frame(chunk({"content": "hi"})),
+                           writer.frame(chunk({}, finish="stop")),
                            writer.frame(chunk(None, usage={"prompt_tokens": 7,
                                                            "completion_tokens": 1})),
                            writer.close()]))
@@ -313,8 +314,32 @@ def test_message_start_carries_the_input_tokens() -> None:
 
 
 def test_an_empty_translated_stream_still_starts_and_stops() -> None:
-    names = [name for name, _ in events(writer_for("m").close())]
+    writer = writer_for("m")
+    names = [name for name, _ in events(writer.frame(chunk({}, finish="stop")) + writer.close())]
     assert names == ["message_start", "message_delta", "message_stop"]
+
+
+@pytest.mark.parametrize("chunks", [
+    [],
+    [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"})],
+    [chunk({"refusal": "I can't"})],
+    [chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f",
+                                                                 "arguments": '{"a": 1}'}}]}),
+     chunk(None, usage={"prompt_tokens": 7, "completion_tokens": 5})],
+])
+def test_a_translated_stream_ended_without_a_finish_reason_is_truncated(
+        chunks: list[Json]) -> None:
+    """An upstream that ended its stream (``[DONE]``) without ever giving a ``finish_reason``
+    cut the answer short: the stream ends with an ``error`` event, as a native one ending
+    before ``message_stop`` does, not with ``message_delta`` claiming ``end_turn``."""
+    writer = writer_for("m")
+    got = events(b"".join([*(writer.frame(c) for c in chunks), writer.close()]))
+    names = [name for name, _ in got]
+    assert names[0] == "message_start"
+    assert "message_delta" not in names and "message_stop" not in names
+    assert got[-1] == ("error", {"type": "error", "error": {
+        "type": "api_error",
+        "message": "upstream stream ended without a finish_reason; the answer is truncated"}})
 
 
 def test_native_events_are_relayed_as_they_came() -> None:
