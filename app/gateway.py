@@ -672,8 +672,10 @@ class Gateway(Finisher):
                     self._account(call, usage or _unreported(
                         early, prompt_tokens, generated), body)
                 if captured is not None and body and self._redactor is not None:
+                    counted = record.usage  # estimated: the stream's own counts were unusable
                     record.response_body = self._redactor.redact(captured.body(
-                        record.usage.to_openai() if record.usage is not None else None))
+                        counted.to_openai() if counted is not None and counted.estimated
+                        else None))
                 self.finish(call)
 
     def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:

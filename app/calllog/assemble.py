@@ -4,8 +4,8 @@ With ``calllog.capture_bodies`` on, a streamed call's ``response_body`` is the a
 add up to (``StreamAnswer``): one ``chat.completion`` (or ``text_completion``) with each
 choice's message assembled from its deltas: ``content``, ``refusal`` and reasoning text joined,
 tool calls merged by their ``index`` (their ``id``, ``type``, function ``name`` and
-``arguments``), the last ``finish_reason``, and the usage the stream reported (else the one the
-call is accounted with). A stream cut short keeps what came. Chunks are taken as the upstream
+``arguments``), the last ``finish_reason``, and the usage the stream reported (the estimate the
+call is accounted with where it reported none the gateway could read). A stream cut short keeps what came. Chunks are taken as the upstream
 sent them, before the pipeline's stages, as a non-streamed answer is captured. Only built when
 bodies are captured: a stream costs nothing more otherwise.
 """
@@ -55,14 +55,15 @@ class StreamAnswer:
             into.add(choice)
 
     def body(self, usage: Json | None = None) -> Json:
-        """The answer; ``usage``: the counts to show when the stream reported none."""
+        """The answer; ``usage``: the counts to show instead of what the stream reported (it
+        reported none the gateway could read: the estimate the call is accounted with)."""
         out: Json = {**self._envelope}
         chat = out.get("object") != "text_completion"
         out.setdefault("object", "chat.completion")
         out["choices"] = [self._choices[i].body(i, chat=chat) for i in sorted(self._choices)]
-        reported = self._usage or usage
-        if reported is not None:
-            out["usage"] = reported
+        shown = usage if usage is not None else self._usage
+        if shown:
+            out["usage"] = shown
         return out
 
 
