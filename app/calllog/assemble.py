@@ -5,9 +5,10 @@ add up to (``StreamAnswer``): one ``chat.completion`` (or ``text_completion``) w
 choice's message assembled from its deltas: ``content``, ``refusal`` and reasoning text joined,
 tool calls merged by their ``index`` (their ``id``, ``type``, function ``name`` and
 ``arguments``), the last ``finish_reason``, and the usage the stream reported (the estimate the
-call is accounted with where it reported none the gateway could read). A stream cut short keeps what came. Chunks are taken as the upstream
-sent them, before the pipeline's stages, as a non-streamed answer is captured. Only built when
-bodies are captured: a stream costs nothing more otherwise.
+call is accounted with where it reported none the gateway could read). A stream cut short keeps
+what came. Chunks are taken as the upstream sent them, before the pipeline's stages, as a
+non-streamed answer is captured. Only built when bodies are captured: a stream costs nothing
+more otherwise.
 """
 
 from __future__ import annotations

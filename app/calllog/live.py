@@ -47,6 +47,10 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
 Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
 to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin, and key and team
 ids to ``ID_CAP``.
+
+(Just past 400 lines: the sums held on purpose and those an outage holds back are one
+bookkeeping with ``publish``, which adds both; apart, each half would need the other's
+internals.)
 """
 
 from __future__ import annotations

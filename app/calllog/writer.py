@@ -30,7 +30,7 @@ Path of a record (see ``app.calllog.seams``)::
 * Trouble is reported, not shouted: ``conditions()`` says whether the store and each spool work
   (``/readyz``, the ``*_up`` gauges), and each recurring problem logs through a ``Throttle``.
 
-(Just past 400 lines: the buffer, the store/spool cascade and replay share one ordering
+(Past 400 lines: the buffer, the store/spool cascade and replay share one ordering
 invariant with the journal, kept in one class; its conditions live in ``app.calllog.condition``.)
 """
 
