@@ -40,6 +40,7 @@ from app.answers import (
 )
 from app.api.incoming import Incoming, client_request_id
 from app.calllog import Attempt, CallRecord, CallSink
+from app.calllog.assemble import StreamAnswer
 from app.calllog.redact import Redactor
 from app.config import GatewayConfig, Limits
 from app.inbound.anthropic import native_only_refused, structured_output
@@ -91,6 +92,9 @@ breakers are off) and the breaker's ``changes`` when the attempt was admitted, u
 ends and its outcome is the attempt's verdict (``Gateway._judge_stream``): a target that cuts
 its streams short, or that a keep-alive committed to and never sent a chunk, fails as an attempt
 does."""
+REFUSED_BODY = "calllog.refused_body"
+"""``ModelCall.extras`` key: a request body its parse refused (``app.api.v1.noted``), captured
+into the call record with the others when bodies are (``Gateway._capture_refused``)."""
 _FALLBACK = "routing.fallback"
 """``ModelCall.extras`` key: whether the attempt running now has a target after it in the call's
 order to fall back to (``Gateway._first_chunk_s``)."""
@@ -540,6 +544,7 @@ class Gateway(Finisher):
         body: Json = {}  # the answer's envelope: the first chunk naming the model, else the first
         named = False  # ``body`` names the model (an upstream may open with a chunk that does not)
         committed = 0.0  # when the attempt answering was committed to (``perf_counter``)
+        captured = StreamAnswer() if self._redactor is not None else None  # the answer, whole
         try:
             deadline = _deadline(call)
             opened, first = await self._attempts(
@@ -584,6 +589,8 @@ class Gateway(Finisher):
             while chunk is not None:
                 if PROMPT_USAGE in chunk:
                     early = Usage.from_openai(chunk.pop(PROMPT_USAGE)) or early
+                if captured is not None:
+                    captured.add(chunk)
                 if not named:
                     named = bool(chunk.get("model"))
                     if named or not body:
@@ -672,6 +679,11 @@ class Gateway(Finisher):
                     # Cut short after chunks went out: the upstream bills what it generated.
                     self._account(call, usage or _unreported(
                         early, prompt_tokens, generated), body)
+                if captured is not None and body and self._redactor is not None:
+                    counted = record.usage  # estimated: the stream's own counts were unusable
+                    record.response_body = self._redactor.redact(captured.body(
+                        counted.to_openai() if counted is not None and counted.estimated
+                        else None))
                 self.finish(call)
 
     def _judge_stream(self, call: ModelCall, *, failed: bool | None) -> None:
@@ -733,6 +745,21 @@ class Gateway(Finisher):
         finally:
             self._release(call.snapshot)
 
+    @staticmethod
+    def _capture_refused(call: ModelCall, redactor: Redactor) -> None:
+        """The request body of a call refused before it was routed (a 400 of its body, a 403
+        of its key, a 404 of its template), as captured bodies are: the parsed body, or the
+        body its parse refused (``REFUSED_BODY``). Not where the privacy policy blocked it, or
+        where a policy would have screened it had the call got that far (the stored body would
+        hold what the policy keeps out of the log)."""
+        body = call.body if call.body is not None else call.extras.get(REFUSED_BODY)
+        if body is None:
+            return
+        action = call.record.privacy_action
+        if action == "block" or (action is None and call.snapshot.pipeline.screens(call)):
+            return
+        call.record.request_body = redactor.redact(body)
+
     def _release(self, snapshot: Snapshot) -> None:
         """One call fewer on ``snapshot``; the last one on a replaced snapshot closes the
         providers only it had (``_close_idle``)."""
@@ -754,6 +781,8 @@ class Gateway(Finisher):
             drift = self._drift
             judge(record, record.answer_text, phrases=drift.refusal_phrases,
                   scan_chars=drift.refusal_scan_chars)
+        if self._redactor is not None and record.request_body is None:
+            self._capture_refused(call, self._redactor)
         for hook in call.snapshot.pipeline.end_hooks:
             try:
                 hook(call)

@@ -173,7 +173,8 @@ async def _open_resources(stack: AsyncExitStack, settings: Settings, config: Gat
                       backends=metrics.backends.state if metrics else None,
                       strict_telemetry=strict,
                       redactor=Redactor(keys=log_config.redact_keys,
-                                        patterns=log_config.redact_patterns)
+                                        patterns=log_config.redact_patterns,
+                                        own=pipeline.scrub_keys)
                       if log_config.capture_bodies else None)
     # Closed before the metrics and the call log (the stack unwinds in reverse): the providers'
     # last records still reach them.

@@ -263,6 +263,20 @@ class Pipeline:
         if record.public_model is not None:  # a model no route serves is stored as named
             record.public_model = own(record.public_model)
 
+    def screens(self, call: ModelCall) -> bool:
+        """Whether ``call``'s privacy policy screens its request (not idle; also when the
+        policy cannot be known): the gateway then stores no body of it the privacy stage did
+        not see (``Gateway._capture_refused``)."""
+        if self._screens is None:
+            return False
+        named = call.request.model if call.request is not None else call.record.public_model
+        try:
+            policy = self._screens.policies(call.snapshot.config).of(
+                named or "", tighten=call.caller.privacy)
+        except errors.GatewayError:
+            return True
+        return not policy.idle
+
     async def shadow(self, original: ModelCall, copy: ModelCall) -> None:
         """The ``on_shadow`` hooks, in slot order."""
         for hook in self.shadow_hooks:

@@ -25,7 +25,7 @@ from app.api.incoming import Incoming
 from app.api.sse import OPENAI, Framer, SSEResponse
 from app.api.watch import Watch
 from app.api.wire import call_headers, json_response, parse, parse_object
-from app.gateway import Gateway, StreamItem
+from app.gateway import REFUSED_BODY, Gateway, StreamItem
 from app.pipeline import ModelCall
 from app.providers.base import Json, Result
 from app.resources import resources_of
@@ -61,7 +61,8 @@ def noted(call: ModelCall, body: dict[str, Any]) -> None:
     """What a body refused before it parsed says of its call, into the record: its ``model``
     when the snapshot serves it (made-up names never become label values), whether it
     streams, and its ``user`` (screened with the call's privacy policy before it is stored:
-    ``Pipeline.seal``)."""
+    ``Pipeline.seal``); the body itself for body capture (``REFUSED_BODY``)."""
+    call.extras[REFUSED_BODY] = body
     record = call.record
     model = body.get("model")
     if isinstance(model, str) and call.snapshot.table.serves(model):

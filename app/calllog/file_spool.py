@@ -180,7 +180,9 @@ class FileSpool:
         row is written with ``dump_row``, so no row can fail the others.
 
         Raises ``SpoolWriteFailed`` on an OS error, with ``kept``: how many of the first rows
-        were appended whole before it (they stay and will be taken) and the OS reason."""
+        were appended whole before it (they stay and will be taken) and the OS reason. A write
+        that appended nothing to a new segment (a full disk) leaves that segment active for the
+        next put, so retries on a full disk create no files."""
         if not rows:
             return
         lines = [dump_row(row) for row in rows]
@@ -192,8 +194,13 @@ class FileSpool:
         try:
             written = _write_all(active.fd, data)
         except _PartialWrite as partial:
-            # A partial append leaves a torn line: end the segment there, new rows go elsewhere.
-            self._seal_active(keep_lock=False)
+            if partial.written or active.size:
+                # A partial append leaves a torn line (and a file past a size limit takes no
+                # more): end the segment there, new rows go to a new one.
+                active.size += partial.written
+                self._seal_active(keep_lock=False)
+            # else a new segment that took nothing (a full disk): it stays active, empty, for
+            # the next try (sealing it started a new empty file at every try)
             raise self._failed(partial.error, kept=_whole_rows(lines, partial.written)) \
                 from partial.error
         active.lines += len(rows)
@@ -329,13 +336,19 @@ class FileSpool:
         return _Active(name=name, fd=fd)
 
     def _seal_active(self, *, keep_lock: bool) -> None:
-        """Stop appending to the active segment; keep its lock for taking, or release it."""
+        """Stop appending to the active segment; keep its lock for taking, or release it. A
+        segment released with nothing in it is deleted first (unlinked while still locked, so
+        no one takes it in between): no empty segment is left behind."""
         active, self._active = self._active, None
         if active is None:
             return
         if keep_lock:
             self._held[active.name] = _Held(fd=active.fd)
-        else:
+            return
+        try:
+            if active.size == 0:
+                (self._dir / active.name).unlink(missing_ok=True)
+        finally:
             os.close(active.fd)
 
     async def _flush_unsynced(self) -> None:

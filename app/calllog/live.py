@@ -3,8 +3,16 @@ counters of requests, tokens, errors and spend per public model, per caller, per
 per team.
 
 Best effort by design: the durable record is the store; the writer calls ``publish`` after (or
-beside) it and counts a ``SpoolUnavailable`` instead of retrying, so a Redis outage loses live
-tail entries and counter increments, never rows.
+beside) it and counts a ``SpoolUnavailable`` instead of retrying the batch, so a Redis outage
+loses live tail entries, never rows. The day counters lose nothing to an outage the process
+lives through: the sums of a batch that could not be sent (``publish`` failed, or the writer
+``hold``-s it while Redis is paused) are kept in the process, per counter hash, and added with
+the next ``publish`` that gets through. At most ``MAX_UNSENT`` hashes are kept (a day's model,
+caller, key and team each one; a few hundred bytes each); the rows of a counter past that are
+not counted (logged). A publish that failed after Redis had run it (a reply lost to a timeout)
+is added again: counters may then count that batch twice. A process that dies or stops while
+Redis is down loses what it kept, and the stream entries of the outage's calls are not
+published later (``switchboard logs query`` has their rows).
 
 Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at`` in UTC):
 
@@ -39,10 +47,15 @@ Keys (``prefix`` defaults to ``switchboard``; dates are the row's ``created_at``
 Every value is bounded before it gets here (``CallRecord.to_row``); the model name in a key is cut
 to ``TEXT_CAPS["public_model"]`` again all the same, whatever the row's origin, and key and team
 ids to ``ID_CAP``.
+
+(Just past 400 lines: the sums held on purpose and those an outage holds back are one
+bookkeeping with ``publish``, which adds both; apart, each half would need the other's
+internals.)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -111,6 +124,11 @@ is a ``not_found_error``)."""
 _K = TypeVar("_K", str, tuple[str, Any, Any])
 """What sums are kept by: a counter's name, or a held sum's day prefix, key id and team id."""
 _MODEL_CAP = TEXT_CAPS["public_model"]
+MAX_UNSENT = 10_000
+"""Counter hashes whose sums a Redis outage keeps in the process at most (see the module
+docstring): bounded memory (a few MB) however long the outage, and one script of that many keys
+at most when Redis is back."""
+_log = logging.getLogger("switchboard.calllog")
 
 
 class DayCounters(TypedDict):
@@ -208,11 +226,40 @@ class LiveFeed:
         sum as ``publish``'s ``sums`` has it)."""
         self._due: deque[tuple[float, tuple[str, Any, Any]]] = deque()
         """When each held sum is due, oldest first."""
+        self._unsent: dict[str, list[Any]] = {}
+        """Counter sums Redis did not take (an outage), by counter hash, added with the next
+        ``publish`` that gets through (at most ``MAX_UNSENT`` hashes)."""
+        self.uncounted = 0
+        """Counter additions lost because ``MAX_UNSENT`` hashes were kept already."""
 
     @property
     def holding(self) -> bool:
-        """Whether key or team counter sums wait to be added."""
-        return bool(self._held)
+        """Whether counter sums wait to be added: key and team sums held on purpose, or sums
+        Redis did not take."""
+        return bool(self._held) or bool(self._unsent)
+
+    def hold(self, rows: Sequence[Row]) -> None:
+        """Count ``rows`` without sending anything (Redis is known down): their counter sums
+        wait for the next ``publish`` that gets through; their stream entries are not kept."""
+        sums: dict[str, list[Any]] = {}
+        self._count(rows, sums)
+        self._keep(sums)
+
+    def _keep(self, sums: dict[str, list[Any]]) -> None:
+        """Add ``sums`` (taken over) to the unsent ones, up to ``MAX_UNSENT`` hashes."""
+        unsent = self._unsent
+        for key, counted in sums.items():
+            mine = unsent.get(key)
+            if mine is not None:
+                for n, value in enumerate(counted):
+                    mine[n] += value
+            elif len(unsent) < MAX_UNSENT:
+                unsent[key] = counted
+            else:
+                if not self.uncounted:
+                    _log.error("live feed: %d counters wait for Redis already; the counts of "
+                               "new ones are dropped until it is back", MAX_UNSENT)
+                self.uncounted += 1
 
     @property
     def stream(self) -> str:
@@ -235,6 +282,15 @@ class LiveFeed:
         """Per counter hash: requests, prompt tokens, completion tokens, errors, cost."""
         self._count(rows, sums)
         self._take_due(sums, limit=None if everything else _DUE_PER_BATCH + 2 * len(rows))
+        if self._unsent:  # what an outage kept back goes with this batch
+            unsent, self._unsent = self._unsent, {}
+            for key, counted in unsent.items():
+                mine = sums.get(key)
+                if mine is None:
+                    sums[key] = counted
+                else:
+                    for n, value in enumerate(counted):
+                        mine[n] += value
         if not sums:  # no rows, and no held counter due
             return False
         pipe = self._redis.pipeline(transaction=False)
@@ -250,7 +306,15 @@ class LiveFeed:
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._keep(sums)  # for the next publish that gets through
             raise SpoolUnavailable(f"live feed {self._stream}: {exc}") from exc
+        except BaseException:  # cancelled (a close past its timeout): kept all the same
+            self._keep(sums)
+            raise
+        if self.uncounted:
+            _log.info("live feed: Redis takes counters again (%d counter additions were "
+                      "dropped meanwhile)", self.uncounted)
+            self.uncounted = 0
         return True
 
     def _count(self, rows: Sequence[Row], sums: dict[str, list[Any]]) -> None:

@@ -9,7 +9,8 @@ Start-up checks, each reported by the writer's ``conditions()`` (``/readyz``, me
   database answers migrated. Under ``switchboard serve``, which checks first, a database its
   check could not reach is not checked again here (``UNREACHABLE_AT_START``);
 - the spool directory: the journal creates its first segment there (the OS's reason if not);
-- Redis, when configured: one PING (a condition, never a refusal).
+- Redis, when configured: one PING (a condition, never a refusal), and one every second while
+  the writer finds it down (``CallLogWriter``'s ``ping_redis``).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ async def open_call_log(settings: Settings, config: CallLog, *,
                          forget_idle_s=config.forget_idle_s) if client else None,
         feed=LiveFeed(client, ids_every_s=IDS_EVERY_S) if client else None,
         check_store=None if condition.up else lambda: check_store(url),
+        ping_redis=(lambda: _ping(client)) if client else None,
         store_condition=condition,
         buffer_max=config.buffer_max, batch_max=config.batch_max,
         flush_interval_s=config.flush_interval_s, journal_dir=settings.spool_dir,

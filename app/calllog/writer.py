@@ -30,7 +30,7 @@ Path of a record (see ``app.calllog.seams``)::
 * Trouble is reported, not shouted: ``conditions()`` says whether the store and each spool work
   (``/readyz``, the ``*_up`` gauges), and each recurring problem logs through a ``Throttle``.
 
-(Just past 400 lines: the buffer, the store/spool cascade and replay share one ordering
+(Past 400 lines: the buffer, the store/spool cascade and replay share one ordering
 invariant with the journal, kept in one class; its conditions live in ``app.calllog.condition``.)
 """
 
@@ -90,7 +90,13 @@ class Feed(Protocol):
 
     async def publish(self, rows: Sequence[Row], *, everything: bool = False) -> bool:
         """Publish ``rows`` (none: only the held counters that are due; ``everything``: all
-        the held counters); whether anything was sent."""
+        the held counters); whether anything was sent. Counter sums it could not send are
+        held for the next one."""
+        ...
+
+    def hold(self, rows: Sequence[Row]) -> None:
+        """Count ``rows`` for the next ``publish`` that gets through, sending nothing now
+        (Redis is paused after a failure)."""
         ...
 
 
@@ -120,6 +126,7 @@ class CallLogWriter:
     def __init__(self, *, store: CallStore, file_spool: LocalSpool, spool: Spool | None = None,
                  feed: Feed | None = None, journal_dir: Path | None = None,
                  check_store: Callable[[], Awaitable[None]] | None = None,
+                 ping_redis: Callable[[], Awaitable[str | None]] | None = None,
                  store_condition: Condition = UP, buffer_max: int = 10_000,
                  batch_max: int = 500, flush_interval_s: float = 0.05, retry_s: float = 1.0,
                  store_timeout_s: float = 5.0, fsync_interval_s: float = 1.0,
@@ -127,6 +134,9 @@ class CallLogWriter:
         """``check_store``, when given, must pass (return) before the store is written to; it
         raises ``StoreNotReady`` for a store at another schema, ``StoreUnavailable`` otherwise.
         ``store_condition`` is the store's condition at start (why ``check_store`` is needed).
+        ``ping_redis``, when given, asks Redis whether it answers (``None``, else why not): while
+        Redis is marked down, every ``retry_s``, so its condition comes back with it even when
+        no row is written meanwhile.
         With ``journal_dir`` (the file spool's directory), every buffered row is journaled
         there, durable (stored, spooled or fsynced) within ``fsync_interval_s``."""
         self._store = store
@@ -150,6 +160,8 @@ class CallLogWriter:
         self._checked = check_store is None
         self._next_check = 0.0
         self._check_task: asyncio.Task[None] | None = None
+        self._ping_redis = ping_redis
+        self._ping_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
@@ -250,6 +262,7 @@ class CallLogWriter:
     async def flush_once(self) -> None:
         """Move everything buffered towards the store, then replay spooled rows if it is up."""
         self._start_check()
+        self._start_ping()
         while self._buffer:
             batch = [self._buffer.popleft()
                      for _ in range(min(self._batch_max, len(self._buffer)))]
@@ -269,7 +282,11 @@ class CallLogWriter:
         await self._replay()
 
     async def _publish(self, batch: list[Row], *, everything: bool = False) -> None:
-        if self._feed is None or not self._health.redis_usable():
+        if self._feed is None:
+            return
+        if not self._health.redis_usable():  # counted now, added once Redis is back
+            if batch:
+                self._feed.hold(batch)
             return
         # Bodies stay out of the live stream: it keeps ~100k entries in Redis memory.
         slim = [row if row.get("request_body") is None and row.get("response_body") is None
@@ -436,6 +453,34 @@ class CallLogWriter:
             self._next_check = time.monotonic() + self._retry_s
             self._check_task = None
 
+    # ---- Redis's state ---------------------------------------------------------------------
+
+    def _start_ping(self) -> None:
+        """Ping a Redis marked down, in the background, once its pause (``retry_s``) is over:
+        what else talks to Redis (the spool, the live feed) does so only when rows come, so an
+        idle gateway kept reporting it down after it was back. Nothing while it is up."""
+        if self._ping_redis is None or self._ping_task is not None or self._closing:
+            return
+        redis = self._health.spools.get("redis")
+        if redis is None or redis.up or not self._health.redis_usable():
+            return
+        self._ping_task = asyncio.create_task(self._ping(), name="calllog-redis-ping")
+
+    async def _ping(self) -> None:
+        assert self._ping_redis is not None
+        try:
+            error = await self._ping_redis()
+        except Exception:  # the ping must not die of a bug unseen (STYLE.md #10)
+            if self._strict:
+                raise
+            log.exception("call-log Redis ping failed; retrying")
+            return
+        finally:
+            self._ping_task = None
+        self._health.redis(error)
+        if error is None:
+            self._wake.set()  # what waited for Redis (held counters) goes now
+
     def _store_failed(self, reason: str, detail: str) -> None:
         if reason != "unreachable" and reason != "unmigrated":  # a write, not a check
             self.stats.store_failures += 1
@@ -455,7 +500,7 @@ class CallLogWriter:
         """Stop taking records, flush the buffer, and try to store what is spooled (SIGTERM)."""
         self._closing = True
         self._wake.set()
-        for task in (self._check_task, self._sync_task):
+        for task in (self._check_task, self._sync_task, self._ping_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

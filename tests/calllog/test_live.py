@@ -17,11 +17,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from app import errors
+from app.calllog import live
 from app.calllog.live import CounterKind, LiveFeed
 from app.calllog.record import Attempt, CallRecord, Row, Status
 from app.calllog.seams import SpoolUnavailable
 from app.prompts.store import template_not_found, version_not_found
 from app.usage import Usage
+from tests.calllog.servers import PrivateRedis
 
 DAY = date(2024, 3, 9)
 DAY_TS = datetime(2024, 3, 9, 23, 59, tzinfo=UTC).timestamp()
@@ -252,5 +254,33 @@ async def test_unreachable_redis_raises_spool_unavailable() -> None:
         with pytest.raises(SpoolUnavailable):
             async with contextlib.aclosing(feed.tail(last_id="0-0", block_ms=10)) as agen:
                 await anext(agen)
+    finally:
+        await client.aclose()
+
+
+async def test_counters_redis_did_not_take_are_added_later_up_to_a_bound(
+        redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sums that could not be sent (held while Redis is paused, or a publish that failed) are
+    added by the next publish that gets through; at most ``MAX_UNSENT`` counter hashes are
+    kept, the rows of others are not counted (and counted as ``uncounted``)."""
+    monkeypatch.setattr(live, "MAX_UNSENT", 3)
+    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port,
+                            retry=Retry(NoBackoff(), 0))
+    feed = LiveFeed(client)
+    try:
+        redis_server.stop()
+        feed.hold([make_row(1), make_row(2)])  # model chat, caller key-1: two hashes
+        with pytest.raises(SpoolUnavailable):
+            await feed.publish([make_row(3, model="embed")])  # a third hash: kept too
+        feed.hold([make_row(4, model="other")])  # a fourth: past the bound
+        assert feed.holding and feed.uncounted == 1
+        redis_server.start()
+        assert await feed.publish([make_row(5)])
+        assert not feed.holding and feed.uncounted == 0
+        chat = await feed.today("model", "chat", day=DAY)
+        assert (chat["requests"], chat["prompt_tokens"]) == (3, 80)
+        assert (await feed.today("model", "embed", day=DAY))["requests"] == 1
+        assert (await feed.today("model", "other", day=DAY))["requests"] == 0
+        assert (await feed.today("caller", "key-1", day=DAY))["requests"] == 5
     finally:
         await client.aclose()

@@ -147,6 +147,55 @@ async def test_rows_after_a_failure_go_to_a_new_segment(tmp_path: Path) -> None:
     assert taken == rows[:5] + more
 
 
+_FULL_CHILD = """
+import asyncio, json, os, resource, signal, sys
+from pathlib import Path
+from app.calllog.file_spool import FileSpool
+from app.calllog.seams import SpoolWriteFailed
+directory, tries, rows = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # no byte fits: a full disk, to the writer
+spool = FileSpool(Path(directory), fsync=False)
+kept = []
+for _ in range(tries):
+    try:
+        spool.put_nowait(rows)
+    except SpoolWriteFailed as exc:
+        kept.append(exc.kept)
+during = sorted(os.listdir(directory))
+asyncio.run(spool.aclose())
+print(json.dumps({"kept": kept, "during": during, "after": sorted(os.listdir(directory))}))
+"""
+
+
+def put_on_a_full_disk(directory: Path, rows: list[Row], *, tries: int) -> dict[str, Any]:
+    """Put ``rows`` ``tries`` times in a child process whose files take no byte; the ``kept``
+    of each failure, and the directory's files before and after the spool closed."""
+    done = subprocess.run([sys.executable, "-c", _FULL_CHILD, str(directory), str(tries)],
+                          input=json.dumps(rows), capture_output=True, text=True, check=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+async def test_a_full_disk_leaves_no_empty_segments(tmp_path: Path) -> None:
+    """A put that writes nothing (a full disk, tried again every flush interval) keeps its
+    empty segment for the next try instead of sealing it and starting another: the directory
+    holds one segment however long the disk stays full, none once the spool closes; the rows
+    are put once the disk takes them."""
+    rows = make_rows(5)
+    directory = tmp_path / "spool"
+    result = put_on_a_full_disk(directory, rows, tries=20)
+    assert result["kept"] == [0] * 20
+    assert len(result["during"]) == 1, result["during"]
+    assert result["after"] == []
+    spool = FileSpool(directory)
+    await spool.put(rows)
+    taken = [row for _, row in await spool.take(1000)]
+    await spool.aclose()
+    assert taken == rows
+
+
 _JOURNAL_CHILD = """
 import asyncio, json, resource, signal, sys
 from pathlib import Path
