@@ -732,6 +732,13 @@ def _format_errors(error: ValidationError) -> list[str]:
         loc = _yaml_path(item["loc"])
         if item["type"] == "extra_forbidden":
             out.append(f"{loc}: unknown key")
+        elif item["type"] == "union_tag_invalid":
+            # pydantic's message quotes the tag, which may be a ${VAR} or ${file:} secret put
+            # in the wrong place: the path and the types there are named, never the value.
+            ctx = item.get("ctx", {})
+            field = str(ctx.get("discriminator", "type")).strip("'")
+            out.append(f"{loc}.{field}: unknown type; expected one of: "
+                       f"{ctx.get('expected_tags', '')}")
         elif item["type"] == "value_error" and not loc:  # GatewayConfig's checks: a path a line
             error_text = str(item["ctx"].get("error", item["msg"])) if "ctx" in item \
                 else item["msg"]

@@ -775,6 +775,8 @@ class Gateway(Finisher):
         if record.provider is None and record.attempts:
             last = record.attempts[-1]
             record.provider, record.target_model = last.provider, last.model
+        if record.usage is None and record.attempts and record.attempts[-1].status == 499:
+            _abandoned(call)
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if record.status == "ok" and record.answer_text is not None:
@@ -897,6 +899,21 @@ def _unreported(early: Usage | None, prompt_tokens: Callable[[], int],
     # searches so far); the completion side estimated.
     return dataclasses.replace(early, completion_tokens=completion, reasoning_tokens=0,
                                estimated=True)
+
+
+def _abandoned(call: ModelCall) -> None:
+    """Account a call the client left while an attempt was running (its request sent, no usage
+    back yet: a slow first token, a long answer not streamed) with its prompt's estimated
+    tokens, priced on the attempt's model and marked estimated: the provider has the prompt by
+    then and bills it, generated or not. Recorded as any usage, so the row, the spend ledger,
+    the TPM settle and the budget all count the same (a call left for nothing was charged 0,
+    and a key could send prompts past its TPM limit and budget by leaving each call early)."""
+    request, record = call.request, call.record
+    if request is None:
+        return
+    usage = Usage(prompt_tokens=estimate_prompt_tokens(request), estimated=True)
+    record.usage = usage
+    record.cost_usd = call.snapshot.prices.cost(record.attempts[-1].model, usage)
 
 
 def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]

@@ -20,7 +20,10 @@ A request offering a protocol upgrade other than a WebSocket one (``Upgrade: h2c
 as an HTTP/1.1 request, body included, and bytes that are not HTTP/1.1 (an unknown method, a
 control character in a header, two ``Content-Length``...) get a 400 in OpenAI's error shape
 rather than uvicorn's plain text (``UpgradeIgnoringProtocol``, which the header deadline's
-protocol extends).
+protocol extends). A request's headers are bounded there too: llhttp and uvicorn keep every
+header line a client sends until the headers end (one connection held 190 MB in 8 s, within
+the header deadline), so past ``max_header_bytes`` bytes (``SWITCHBOARD_MAX_HEADER_BYTES``) or
+``MAX_HEADER_FIELDS`` fields the request gets a 431 and the connection is closed.
 
 This subclasses a uvicorn class and relies on its parser callbacks (``connection_made``,
 ``on_message_begin``, ``on_headers_complete``, ``on_response_complete``, a cycle's
@@ -124,6 +127,23 @@ def header_timeout_s() -> float:
     return Settings().header_timeout_s
 
 
+@functools.cache
+def max_header_bytes() -> int:
+    """The process's ``SWITCHBOARD_MAX_HEADER_BYTES`` (read as ``header_timeout_s`` is)."""
+    return Settings().max_header_bytes
+
+
+MAX_HEADER_FIELDS = 100
+"""The most header fields a request may have (Apache's, Tomcat's and gunicorn's default): uvicorn
+keeps each as a tuple of two bytes objects, ~130 bytes before its text, so 64 KiB of one-letter
+headers would have cost a connection 1.6 MB."""
+
+
+class HeadersTooLarge(Exception):
+    """Raised from a parser callback: the request's headers are past the limits (httptools
+    stops parsing and raises ``HttpParserCallbackError``, this as its context)."""
+
+
 class UpgradeIgnoringProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, answering a request that offers a protocol upgrade other
     than a WebSocket one (``Connection: Upgrade, HTTP2-Settings`` with ``Upgrade: h2c``, as
@@ -143,19 +163,47 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
     release changes them.
 
     Bytes llhttp refuses as HTTP/1.1 get a 400 in OpenAI's error shape (``_refuse_unparsable``)
-    rather than uvicorn's plain text."""
+    rather than uvicorn's plain text.
+
+    A request whose request line and header lines come to more than ``max_header_bytes``, or
+    that has more than ``MAX_HEADER_FIELDS`` header fields, gets a 431 in OpenAI's error shape
+    and the connection is closed (``_refuse_headers``), as soon as the bytes read while its
+    headers were incomplete pass the limit. Counted per read, not per header: a callback per
+    header line would cost every request a Python frame per header, and a single endless header
+    line reaches no callback until it ends (httptools keeps it). A read is counted whole: where
+    it also holds the request's body, or the end of the request before, a count past the limit
+    is checked against the lines parsed (``_header_size``), so no request is refused for its
+    body or its predecessor's; a request whose headers end in the read that passed the limit
+    costs that check, one under it a comparison."""
 
     _replaying = False
     """Whether the parser is reading the framing headers given again (callbacks muted)."""
+    max_header_bytes = 64 * 1024
+    """The most bytes a request's request line and headers may take (the gateway's protocol sets
+    ``SWITCHBOARD_MAX_HEADER_BYTES``)."""
+    _header_bytes: int | None = 0
+    """Bytes read since the current request began, while its headers are incomplete (from the
+    connection's start for its first request); ``None`` once they are."""
+    _overcounted = False
+    """Whether ``_header_bytes`` may include bytes of the request before, read together with this
+    request's first bytes."""
+    _read = 0
+    """The size of the read being parsed."""
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        self._read = len(data)
+        if self._header_bytes is not None:
+            self._header_bytes += self._read
         while data:
             try:
                 self.parser.feed_data(data)
-                return
+                break
             except httptools.HttpParserError as exc:
-                self._refuse_unparsable(exc)
+                if isinstance(exc.__context__, HeadersTooLarge):
+                    self._refuse_headers()
+                else:
+                    self._refuse_unparsable(exc)
                 return
             except httptools.HttpParserUpgrade as upgrade:
                 if self._should_upgrade():  # a WebSocket: uvicorn's own handling
@@ -167,6 +215,35 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
                 except httptools.HttpParserError as exc:
                     self._refuse_unparsable(exc)
                     return
+        counted = self._header_bytes
+        if counted is not None and (counted > self.max_header_bytes or (
+                self.headers is not None and len(self.headers) > MAX_HEADER_FIELDS)):
+            self._incomplete_headers_past_limit()
+
+    def _incomplete_headers_past_limit(self) -> None:
+        """The request's headers are incomplete and the bytes read for them pass a limit: refuse
+        it, unless the count included its predecessor's bytes and the lines parsed do not."""
+        if self._overcounted:
+            self._overcounted = False
+            self._header_bytes = self._header_size()  # at most the bytes read: counted on from it
+            if self._header_bytes <= self.max_header_bytes \
+                    and len(self.headers) <= MAX_HEADER_FIELDS:
+                return
+        self._refuse_headers()
+
+    def _header_size(self) -> int:
+        """The bytes of the request's URL and of the header lines parsed so far (at least: names
+        and values as uvicorn keeps them, each line's ``: `` and CRLF counted)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _refuse_headers(self) -> None:
+        """A 431 in OpenAI's error shape (code ``request_header_fields_too_large``); the
+        connection is closed (the rest of its headers is not read)."""
+        self.logger.warning("Request headers past the limits received.")
+        self._refuse(431, f"Request header fields too large: a request's request line and "
+                          f"headers must be at most {self.max_header_bytes} bytes, in at most "
+                          f"{MAX_HEADER_FIELDS} header fields.",
+                     code="request_header_fields_too_large")
 
     def _refuse_unparsable(self, exc: httptools.HttpParserError) -> None:
         """A 400 in OpenAI's error shape (code ``invalid_http_request``) for bytes llhttp
@@ -186,8 +263,13 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
             message = f"Invalid HTTP request: {str(exc)[:100]}."
         else:
             message = "Invalid HTTP request."
-        body = orjson.dumps(errors.InvalidRequest(message, code="invalid_http_request").body())
-        head = [STATUS_LINE[400]]
+        self._refuse(400, message, code="invalid_http_request")
+
+    def _refuse(self, status: int, message: str, *, code: str) -> None:
+        """Answer ``status`` with an OpenAI error (``invalid_request_error``) and close the
+        connection."""
+        body = orjson.dumps(errors.InvalidRequest(message, code=code).body())
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
@@ -219,10 +301,19 @@ class UpgradeIgnoringProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if not self._replaying:
             super().on_message_begin()
+            if self._header_bytes is None:  # begun in a read that ended the request before
+                self._header_bytes = self._read
+                self._overcounted = True
 
     def on_headers_complete(self) -> None:
-        if not self._replaying:
-            super().on_headers_complete()
+        if self._replaying:
+            return
+        counted = self._header_bytes or 0  # the read holding their end counted whole
+        self._header_bytes = None
+        if len(self.headers) > MAX_HEADER_FIELDS or (
+                counted > self.max_header_bytes and self._header_size() > self.max_header_bytes):
+            raise HeadersTooLarge
+        super().on_headers_complete()
 
 
 class HeaderDeadlineProtocol(UpgradeIgnoringProtocol):
@@ -238,6 +329,7 @@ class HeaderDeadlineProtocol(UpgradeIgnoringProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.max_header_bytes = max_header_bytes()
         self.waiting_since = self.loop.time()
         _sweep_for(self.server_state, self.loop)
 

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """A connection that has not sent a request's complete headers this long after it opened
     (or after the request's first byte) is closed. Checked once a second."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    """The most bytes a request's request line and header lines may take; past it (or past 100
+    header fields) the request is answered 431 and the connection closed."""
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """A model call whose body has not fully arrived this long after the gateway started
     reading it is answered 408 (and recorded). Checked once a second."""

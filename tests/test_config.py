@@ -116,6 +116,28 @@ def test_unknown_type_and_bad_values_are_errors() -> None:
         parse_config(["not", "a", "mapping"], {})
 
 
+def test_an_unknown_type_is_named_by_its_path_without_quoting_it(tmp_path: Path) -> None:
+    """A provider's or an Azure auth's ``type`` that is no known type (a ``${VAR}`` or
+    ``${file:}`` secret put in the wrong place, say) is refused naming its path and the types
+    there, never the value (pydantic's own message quoted it: check-config, the reload log and
+    ``/admin/config`` then showed the secret)."""
+    secret = tmp_path / "secret"
+    secret.write_text("sk-from-a-file-0123456789")
+    raw = {"providers": {
+        "e": {"type": "${KEY}", "api_key": "x"},
+        "d": {"type": "azure_openai", "endpoint": "https://x.example.com",
+              "api_version": "2024-10-21", "auth": {"type": f"${{file:{secret}}}"}}},
+        "models": {}}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(raw, {"KEY": "sk-from-the-env-0123456789"})
+    message = str(raised.value)
+    assert "sk-from" not in message
+    lines = message.splitlines()
+    assert "providers.e.type: unknown type; expected one of: 'openai', 'anthropic'" in message
+    assert any(line.startswith("providers.d.auth.type: unknown type; expected one of: ")
+               and "'client_secret'" in line for line in lines), lines
+
+
 def test_embedded_default_adds_keyed_providers() -> None:
     """The embedded config serves mock models, plus OpenAI's when its key is set."""
     assert set(embedded_config({}).models) == {"mock-chat", "mock-embed"}

@@ -3,6 +3,8 @@ response headers of a call (its call id and the client's request id among them).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 from collections.abc import Sequence
 from typing import Any, TypeVar, get_args
@@ -48,6 +50,8 @@ def check_utf8(raw: bytes) -> None:
 
 
 _PARSER_DEPTH = "depth limit exceeded"
+_PARSER_INFINITY = "number is infinity when parsed as double"
+"""orjson's message for a number past a double's range (a 400-digit integer, ``1e400``)."""
 """orjson's message for a document nested past its limit, ``_PARSER_MAX_DEPTH`` levels."""
 _PARSER_MAX_DEPTH = 1024
 
@@ -65,6 +69,8 @@ def parse_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
         check_utf8(raw)  # orjson's own words point at the wrong place
         if exc.msg == _PARSER_DEPTH:
             raise _nests_too_deep(max_depth) from None
+        if exc.msg == _PARSER_INFINITY:
+            raise _number_too_large(raw) from None
         raise body_not_json(exc) from None
     if not isinstance(body, dict):
         raise body_not_object()
@@ -108,6 +114,42 @@ def _nests_too_deep(max_depth: int, where: str | None = None) -> errors.InvalidR
     return errors.InvalidRequest(
         f"The request body nests deeper than {max_depth} levels (at '{where}').",
         param=where or None, code="nesting_too_deep")
+
+
+def _number_too_large(raw: bytes) -> errors.InvalidRequest:
+    """The 400 for valid JSON holding a number past a double's range, which orjson cannot
+    read: naming the first such value's path where Python's parser (slower, run on this error
+    only) reads the body, in OpenAI's words for a value past its bounds."""
+    where: tuple[str | int, ...] | None = None
+    # past Python's digit limit (4,300), or nested too deep for its parser: no path
+    with contextlib.suppress(ValueError, RecursionError):
+        where = _huge_number(json.loads(raw))
+    if where is None:
+        return errors.InvalidRequest(
+            "The request body holds a number too large to read (JSON numbers must be within "
+            "+-1.8e308).", code="invalid_value")
+    param = _path_text(where)
+    return errors.InvalidRequest(f"Invalid value for '{param}': number too large.",
+                                 param=param, code="integer_above_max_value")
+
+
+def _huge_number(body: Any) -> tuple[str | int, ...] | None:
+    """The path of the first number in ``body`` that no double holds (an integer past
+    ~1.8e308, a float read as infinity), in document order; iterative."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]
+    while stack:
+        value, path = stack.pop()
+        if type(value) is dict or type(value) is list:
+            items = value.items() if type(value) is dict else enumerate(value)
+            stack.extend(reversed([(child, (*path, key)) for key, child in items]))
+        elif type(value) is float and math.isinf(value):
+            return path
+        elif type(value) is int:
+            try:
+                float(value)
+            except OverflowError:
+                return path
+    return None
 
 
 def _too_deep(body: dict[str, Any] | list[Any], limit: int) -> bool:
@@ -198,10 +240,31 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
         param = _param(tuple(first["loc"]))
         if first["type"] == "missing":
             message = f"Missing required parameter: '{param}'."
+        elif _past_int64(first):
+            # an integer too long for the JSON parser's 64 bits, read as a float: pydantic
+            # says "should be a valid integer", which the client sent
+            above = first["input"] > 0
+            bound = f"at most {_INT64 - 1}" if above else f"at least {-_INT64}"
+            raise errors.InvalidRequest(
+                f"Invalid value for '{param}': integer too {'large' if above else 'small'} "
+                f"({bound}).", param=param or None,
+                code=f"integer_{'above_max' if above else 'below_min'}_value") from None
         else:
             message = f"Invalid value for '{param}': {errors.problem_message(first)}."
         raise errors.InvalidRequest(message, param=param or None,
                                     code=_code(model, first)) from None
+
+
+_INT64 = 2 ** 63
+
+
+def _past_int64(problem: ErrorDetails) -> bool:
+    """Whether ``problem`` is pydantic's refusal of a whole number past 64 bits as an integer
+    (the JSON parser reads integers past 64 bits as floats, which pydantic converts within
+    64 bits only)."""
+    value = problem.get("input")
+    return (problem["type"] == "int_type" and type(value) is float and math.isfinite(value)
+            and value.is_integer() and abs(value) >= _INT64)
 
 
 _BOUNDS = {"greater_than": "below_min_value", "greater_than_equal": "below_min_value",

@@ -139,6 +139,10 @@ def _number(body: Json, name: str, low: float, high: float | None) -> float | No
     return value
 
 
+MAX_INTEGER = 2 ** 63
+"""Past 64 bits the JSON parser reads an integer as a float (10**30 as 1e30)."""
+
+
 def read_request(body: Json) -> Inbound:
     """The chat call of a Messages request; ``InvalidRequest`` (naming the parameter) for a
     request Anthropic itself would refuse as malformed."""
@@ -148,6 +152,9 @@ def read_request(body: Json) -> Inbound:
                    "model")
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        if isinstance(max_tokens, float) and max_tokens >= MAX_INTEGER:  # read as a float
+            raise _bad(f"max_tokens: too large: must be an integer of at most {MAX_INTEGER - 1}"
+                       " (and within the model's output limit)", "max_tokens")
         raise _bad("max_tokens: Field required" if max_tokens is None
                    else "max_tokens: must be an integer of at least 1", "max_tokens")
     stream = body.get("stream", False)

@@ -21,7 +21,11 @@ calls and rate-limit refusals (a call too large included) carry OpenAI's ``x-rat
 headers.
 
 Account (``Slot.ACCOUNT``) settles each admitted call when it ends, however it ended: the tokens
-it really used replace the estimate, and its cost is added to the buckets' budgets. A caller
+it really used replace the estimate, and its cost is added to the buckets' budgets, both as the
+call's record has them (the call log's spend, which reconciles raise the counters to, is the
+same): a call its client left while an attempt was running, before any usage came back, has its
+prompt's estimated tokens and their cost (``app.gateway``); a call that reached no upstream has
+none, and is charged nothing. A caller
 without limits (the master key, a key with none) skips both: no limiter call at all.
 """
 

@@ -405,7 +405,8 @@ def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, sim
                                                 counter: str) -> None:
     """A client that leaves a stream 1 s in, with the keep-alive 10 s away and the first token
     3 s away or never: the upstream request is cancelled and the call recorded at once, as a
-    cancelled 499 whose attempt ran until the client left, with no tokens or cost."""
+    cancelled 499 whose attempt ran until the client left, with its prompt's estimated tokens
+    (the upstream had it), no completion tokens, and their cost."""
     raw = _config(simulator, {**_sim(simulator, **fault), "timeout_s": 600})
     before = _stats(simulator)[counter]
     with run_gateway(raw) as gw:
@@ -414,7 +415,10 @@ def test_stream_left_before_the_first_keepalive(run_gateway: GatewayFactory, sim
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
         assert 500 < record.attempts[0].duration_ms < 5000
-        assert record.usage is None and record.cost_usd is None
+        usage = record.usage
+        assert usage is not None and usage.estimated
+        assert usage.prompt_tokens > 0 and usage.completion_tokens == 0
+        assert record.cost_usd is not None and record.cost_usd > 0
         assert _until(lambda: _stats(simulator)[counter] > before, timeout_s=5)
 
 
