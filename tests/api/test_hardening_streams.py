@@ -573,7 +573,8 @@ def test_stream_left_after_a_keepalive_before_the_first_token(
     """Committed at a keep-alive, the client leaves before the first token (due before the next
     keep-alive): the upstream request is cancelled when the client leaves, not when the next
     frame is written, and the call is a cancelled 499 whose attempt records 499, with no
-    tokens, cost or time to first token (no chunk reached the client)."""
+    time to first token (no chunk reached the client) and its prompt's estimated tokens only
+    (the upstream had the prompt: "What clients get")."""
     raw = _config(simulator, {**_sim(simulator, **{"X-Sim-TTFT-Ms": "3000"}), "timeout_s": 60})
     raw["streaming"] = {"keepalive_s": 2}  # the first token comes between two keep-alives
     before = _stats(simulator)["streams_cancelled"]
@@ -582,7 +583,8 @@ def test_stream_left_after_a_keepalive_before_the_first_token(
         record = gw.sink.emitted("left-at-keepalive")
         assert (record.status, record.http_status) == ("cancelled", 499)
         assert [(a.provider, a.status) for a in record.attempts] == [("up", 499)]
-        assert record.usage is None and record.cost_usd is None
+        assert record.usage is not None and record.usage.estimated
+        assert record.usage.prompt_tokens > 0 and record.usage.completion_tokens == 0
         assert record.ttft_ms is None
         assert _until(lambda: _stats(simulator)["streams_cancelled"] > before, timeout_s=5)
 
