@@ -17,7 +17,8 @@ says which container answers:
 - ``tgi`` (Hugging Face's TGI container): chat sends OpenAI messages too, because TGI's
   SageMaker route reads a body with ``messages`` as a call to its Messages API and applies the
   model's own chat template (rewritten as ``huggingface_tgi.tgi_chat_payload`` does:
-  ``response_format`` as TGI's grammar, ``top_p`` >= 1 left out, ``n`` > 1 refused);
+  ``response_format`` as TGI's grammar, ``top_p`` >= 1 left out, ``n`` > 1 refused; its
+  answers' empty ids made OpenAI's by ``huggingface_tgi.TgiIds``);
   completions send TGI's native ``{"inputs", "parameters"}``
   (``huggingface_tgi.generate_request``, with ``"stream": true``
   for streams: TGI's ``/invocations`` streams only when asked), whose ``details`` carry the
@@ -56,6 +57,7 @@ from app.providers.http import SSEEvent, SSEParser
 from app.providers.huggingface_tgi import (
     FinishReasons,
     GenerateStream,
+    TgiIds,
     generate_request,
     normalize_finish,
     prompt_text,
@@ -163,12 +165,15 @@ class SageMaker:
             raise errors.BadUpstreamResponse(f"{self._upstream.service} endpoint answered no "
                                              "chat completion")
         answer.setdefault("model", target.model)
+        if self._format_of(target) == "tgi":
+            TgiIds()(answer)
         return Result(body=normalize_finish(answer, request_stops(call.request.stop)),
                       usage=Usage.from_openai(answer.get("usage")))
 
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
         return self._openai_stream(target, self._chat_payload(call, target, stream=True),
-                                   stops=request_stops(call.request.stop))
+                                   stops=request_stops(call.request.stop),
+                                   ids=TgiIds() if self._format_of(target) == "tgi" else None)
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         if self._format_of(target) == "tgi":
@@ -216,14 +221,19 @@ class SageMaker:
         finally:
             await messages.aclose()
 
-    async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = ()
-                             ) -> AsyncGenerator[Json, None]:
-        """``stops``: the request's stop sequences (``FinishReasons``). Chunks that open the
+    async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = (),
+                             ids: TgiIds | None = None) -> AsyncGenerator[Json, None]:
+        """``stops``: the request's stop sequences (``FinishReasons``); ``ids``: TGI's ids
+        made OpenAI's, for a TGI container (``TgiIds``). Chunks that open the
         stream with nothing generated (``opening_kind``: a role chunk sent before the model's
         first token) go out with the first chunk that has something (``OpeningHold``), as
         ``OpenAICompatible._stream``'s do."""
         events = self._sse(target, payload)
-        finish = FinishReasons(stops)
+        fix = FinishReasons(stops)
+
+        def finish(chunk: Json) -> Json:
+            return fix(chunk if ids is None else ids(chunk))
+
         finished = False
         hold, opening = OpeningHold(OPENING), True
         read = EventJson()

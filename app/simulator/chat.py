@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,19 +73,26 @@ class Wire:
     ``content_filter_results``; the verdicts come in annotation chunks of their own (empty
     ``id``, ``model`` and ``object``, ``created`` 0, one choice with ``content_filter_results``
     and ``content_filter_offsets`` and no ``delta``), one after every ``ANNOTATED_EVERY`` text
-    chunks of a choice and one per choice after the last finish chunk."""
+    chunks of a choice and one per choice after the last finish chunk.
+    ``tgi``: the answer as TGI's router builds it (``huggingface``'s module docstring): an
+    empty ``id``, a non-streamed tool call's id ``"0"`` and a streamed one's
+    ``next_tool_call_id``, ``description: null`` in a called function, ``TGI_FINGERPRINT``
+    unless one is set, and no ``refusal``, ``annotations`` or usage ``*_details``."""
 
     finishes: Mapping[str, str]
     keeps_stop: bool = False
     prompt_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     content_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     async_filter: bool = False
+    tgi: bool = False
 
 
 OPENAI = Wire(_FINISH)
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
 _DONE = b"data: [DONE]\n\n"
 MAX_TOP_LOGPROBS = 20
+TGI_FINGERPRINT = "3.3.6-native"
+"""TGI's ``system_fingerprint``: its version, then its docker label (``native`` without one)."""
 MEMO_BODY_LIMIT = 16384  # larger bodies are rare in benchmarks and would pin memory
 
 
@@ -227,14 +235,27 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
             for i in range(sampling.n)]
 
 
-def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-    """OpenAI's ``usage`` object."""
+def usage(prompt: int, completion: int, cached: int, *, details: bool = True
+          ) -> dict[str, Any]:
+    """OpenAI's ``usage`` object (``details``: with its ``*_details``, which TGI never sends)."""
+    if not details:
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}
+
+
+def next_tool_call_id(messages: list[Any]) -> str:
+    """The id TGI gives a streamed tool call: the highest numeric tool-call id of the
+    conversation plus one, else a UUID."""
+    numbers = [int(call["id"]) for message in messages
+               for call in (message.get("tool_calls") or ()) if isinstance(call, dict)
+               and isinstance(call.get("id"), str) and call["id"].isdigit()]
+    return str(max(numbers) + 1) if numbers else str(uuid.uuid4())
 
 
 def read_messages(body: dict[str, Any]) -> list[Any]:
@@ -287,10 +308,14 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         results = [(content.keeping_stop(output), call) for output, call in results]
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
+    fingerprint = knobs.fingerprint
+    if wire.tgi and fingerprint is None:
+        fingerprint = TGI_FINGERPRINT
     ids = prompt_token_ids(messages) if sim.engine is not None else None
     if sampling.stream:
-        plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
-                     sampling=sampling, logprobs=logprobs, wire=wire)
+        plan = _plan(sim, model, fingerprint, results, prompt=prompt, cached=cached,
+                     sampling=sampling, logprobs=logprobs, wire=wire,
+                     tool_id=next_tool_call_id(messages) if wire.tgi else None)
         plan.prompt_ids = ids
         if knobs.role_early:  # the role chunks before the time to first token
             plan.preamble, plan.head = plan.preamble + plan.head, []
@@ -305,14 +330,15 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         return
     answer: dict[str, Any] = {"model": model, "choices": [
         _choice(i, output, call, logprobs, wire) for i, (output, call) in enumerate(results)],
-        "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint}
+        "usage": usage(prompt, completion, cached, details=not wire.tgi),
+        "system_fingerprint": fingerprint}
     if wire.prompt_filter is not None:
         answer["prompt_filter_results"] = _prompt_filter_results(wire.prompt_filter)
     rest = orjson.dumps(answer)
     rest = rest[1:]  # without its "{": it follows the envelope's fields
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
         sim.remember(req.body, Memo(rest, prompt, completion, finish))
-    await send_json(req.send, 200, _envelope(sim) + rest)
+    await send_json(req.send, 200, _envelope(sim, tgi=wire.tgi) + rest)
 
 
 def _split_pair(first: bytes) -> list[bytes]:
@@ -327,21 +353,25 @@ def _split_pair(first: bytes) -> list[bytes]:
     return frames
 
 
-def _envelope(sim: Sim) -> bytes:
-    """The opening of a chat completion object: fresh ``id`` and ``created``."""
+def _envelope(sim: Sim, *, tgi: bool = False) -> bytes:
+    """The opening of a chat completion object: fresh ``id`` (TGI's: empty) and ``created``."""
     return b'{"id":"%s","object":"chat.completion","created":%d,' % (
-        sim.new_id("chatcmpl-").encode(), int(time.time()))
+        b"" if tgi else sim.new_id("chatcmpl-").encode(), int(time.time()))
 
 
 def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
             wire: Wire) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
-                               "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text}
+    if not wire.tgi:
+        message.update(refusal=None, annotations=[])
     if call is not None and call.legacy:
         message["function_call"] = {"name": call.name, "arguments": call.arguments}
     elif call is not None and call.custom:
         message["tool_calls"] = [{"id": call.id, "type": "custom",
                                   "custom": {"name": call.name, "input": call.arguments}}]
+    elif call is not None and wire.tgi:
+        message["tool_calls"] = [{"id": "0", "type": "function", "function": {
+            "description": None, "name": call.name, "arguments": call.arguments}}]
     elif call is not None:
         message["tool_calls"] = [{"id": call.id, "type": "function",
                                   "function": {"name": call.name, "arguments": call.arguments}}]
@@ -369,11 +399,14 @@ def _finish(output: Output, call: ToolCall | None, wire: Wire) -> str:
 
 def _plan(sim: Sim, model: str, fingerprint: str | None,
           results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
-          sampling: Sampling, logprobs: int | None, wire: Wire) -> StreamPlan:
+          sampling: Sampling, logprobs: int | None, wire: Wire,
+          tool_id: str | None = None) -> StreamPlan:
     """Frames: the prompt's filter verdict first where the wire gives one (``Wire``), a role
     delta per choice (with the first token), one frame per piece per choice (choices
-    interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
-    base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
+    interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``.
+    ``tool_id``: every tool call's id (TGI's), instead of the call's own."""
+    base: dict[str, Any] = {"id": "" if wire.tgi else sim.new_id("chatcmpl-"),
+                            "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": model,
                             "system_fingerprint": fingerprint}
     if sampling.include_usage:
@@ -403,7 +436,9 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
 
     head: list[bytes] = []
     for index, (_, call) in enumerate(results):
-        if call is None:
+        if call is None and wire.tgi:
+            head.append(frame(index, {"role": "assistant", "content": ""}))
+        elif call is None:
             head.append(frame(index, {"role": "assistant", "content": "", "refusal": None}))
         elif call.legacy:
             head.append(frame(index, {"role": "assistant", "content": None, "function_call": {
@@ -413,9 +448,12 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 {"index": 0, "id": call.id, "type": "custom",
                  "custom": {"name": call.name, "input": ""}}]}))
         else:
+            named: dict[str, Any] = {"name": call.name, "arguments": ""}
+            if wire.tgi:
+                named = {"description": None, **named}
             head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call.id, "type": "function",
-                 "function": {"name": call.name, "arguments": ""}}]}))
+                {"index": 0, "id": tool_id or call.id, "type": "function",
+                 "function": named}]}))
     tokens: list[bytes] = []
     longest = max(output.tokens for output, _ in results)
     for position in range(longest):
@@ -442,7 +480,8 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
     finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
-        last = {**base, "choices": [], "usage": usage(prompt, completion, cached)}
+        last = {**base, "choices": [],
+                "usage": usage(prompt, completion, cached, details=not wire.tgi)}
         tail.append(b"data: " + orjson.dumps(last) + b"\n\n")
     tail.append(_DONE)
     finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"
