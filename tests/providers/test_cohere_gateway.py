@@ -151,6 +151,25 @@ def test_embed_dimensions_skip_a_v3_target(tmp_path: Path, simulator: str) -> No
             == 1024
 
 
+def test_embed_v4_dimensions_cohere_does_not_make_are_refused_here(tmp_path: Path,
+                                                                    simulator: str) -> None:
+    """Embed v4 takes output_dimension 256, 512, 1024 or 1536 (the simulated Cohere refuses
+    others, naming output_dimension): another value is a 400 naming dimensions and the allowed
+    sizes, with no upstream call."""
+    raw = config(simulator)
+    raw["models"]["v4"] = {"targets": [{"provider": "co", "model": "embed-v4.0"}]}
+    with gateway(tmp_path, raw) as gw:
+        client = gw.client()
+        assert len(client.embeddings.create(model="v4", input="tides", dimensions=512)
+                   .data[0].embedding) == 512
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="v4", input="tides", dimensions=300)
+        body: Any = refused.value.body
+        assert body["param"] == "dimensions" and "256, 512, 1024, 1536" in body["message"]
+        (last,) = sim_requests(simulator, 1)
+        assert last["body"]["output_dimension"] == 512  # the refused call never went out
+
+
 def test_upstream_429_keeps_status_and_retry_after(tmp_path: Path, simulator: str) -> None:
     """Cohere's 429 is the client's 429 with Retry-After."""
     with gateway(tmp_path, config(simulator, **{"X-Return-Error": "429"})) as gw:
