@@ -27,8 +27,11 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``response_format`` json together with tools (Cohere refuses the combination); legacy
   ``function`` messages; audio, file and other non-text, non-image parts; images other than
   http(s) or base64 data URLs; token-id embedding inputs; custom tools, audio output and
-  ``web_search_options`` (``app.providers.refusals``).
-- Dropped, as they cannot change the answer: ``user``, ``metadata``, a message's ``name``.
+  ``web_search_options`` (``app.providers.refusals``); ``reasoning_effort`` (Cohere's
+  reasoning models take ``thinking`` instead, with no published mapping from OpenAI's levels).
+- Dropped, as they cannot change the answer: ``user``, ``metadata``, a message's ``name``,
+  ``service_tier`` and ``prediction`` (a billing tier and a latency hint Cohere has no field
+  for).
 - Cohere-native chat fields from the client (``k``, ``safety_mode``, ``documents``,
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.

@@ -6,7 +6,9 @@
   otherwise); ``input`` needs a string ``prompt`` or a list ``messages``, and its token limit
   (``max_tokens``, ``max_new_tokens`` or ``max_completion_tokens``) must be a positive integer,
   at least the model's floor where its page gives one (``MIN_LIMITS``: 1024 for
-  ``anthropic/claude-4-sonnet``) (422 naming the field).
+  ``anthropic/claude-4-sonnet``) (422 naming the field); a ``reasoning_effort`` must be one of
+  ``low``, ``medium``, ``high`` (the enum of OpenAI's reasoning models' pages: ``o1``,
+  ``o4-mini``; 422 otherwise).
 - ``GET /v1/predictions/{id}``: the prediction now; ``POST /v1/predictions/{id}/cancel``: cancel
   it (a running one ends ``canceled``).
 - ``GET /v1/predictions/{id}/stream``: the stream URL (on Replicate a separate host): SSE
@@ -52,6 +54,7 @@ PREFIX = "/v1/"
 ROUTE = Route("replicate")
 MAX_KEPT = 1000
 _LIMIT_FIELDS = ("max_tokens", "max_new_tokens", "max_completion_tokens")
+REASONING_EFFORTS = ("low", "medium", "high")
 MIN_LIMITS = {"anthropic/claude-4-sonnet": 1024}
 """Official models whose token limit has a floor above 1, as their Replicate API pages give it
 (claude-4-sonnet: ``max_tokens`` "Min: 1024"; claude-4.5-haiku's is 1)."""
@@ -214,6 +217,10 @@ def _read_input(body: dict[str, Any], *, minimum: int = 1) -> dict[str, Any]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < minimum):
             raise _invalid(f"- input.{name}: Must be greater than or equal to {minimum}")
+    effort = given.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise _invalid("- input.reasoning_effort: input.reasoning_effort must be one of the "
+                       "following: " + ", ".join(f'"{e}"' for e in REASONING_EFFORTS))
     return given
 
 

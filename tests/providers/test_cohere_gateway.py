@@ -109,6 +109,23 @@ def test_tools_and_json_output(tmp_path: Path, simulator: str) -> None:
         assert refused.value.body["param"] == "n"  # type: ignore[index]
 
 
+def test_reasoning_effort_refused_service_tier_and_prediction_dropped(tmp_path: Path,
+                                                                     simulator: str) -> None:
+    """reasoning_effort (Cohere takes thinking instead) is a 400 naming it, before sending;
+    service_tier and prediction, which cannot change the answer, are dropped."""
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                           reasoning_effort="high")
+        assert refused.value.body["param"] == "reasoning_effort"  # type: ignore[index]
+        client.chat.completions.create(
+            model="command", messages=USER, max_tokens=3, service_tier="flex",
+            extra_body={"prediction": {"type": "content", "content": "x"}})
+        (sent,) = sim_requests(simulator, 1)
+        assert not {"service_tier", "prediction", "reasoning_effort"} & set(sent["body"])
+
+
 def test_embeddings_over_96_inputs_rejoined_in_order(tmp_path: Path, simulator: str) -> None:
     """150 inputs: two upstream calls (96 + 54) with the target's input_type, and 150 vectors
     in input order (each equal to the vector of that text embedded alone)."""
