@@ -313,8 +313,9 @@ def developer_as_system(messages: Any) -> Any:
     """``developer`` messages as ``system`` ones (a new list): servers that hand each role to
     the model's chat template as it is (TGI, vLLM's chat) need it, as templates know ``system``
     (Llama 3's would render a literal ``developer`` header; Mistral's and Qwen's refuse any
-    other role)."""
-    if not isinstance(messages, list):
+    other role). The same list when it has none."""
+    if not isinstance(messages, list) or not any(
+            isinstance(m, dict) and m.get("role") == "developer" for m in messages):
         return messages
     return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer"
             else m for m in messages]

@@ -13,7 +13,9 @@ says which container answers:
 
 - ``openai`` (vLLM, LMI, and any container taking OpenAI-style bodies at ``/invocations``):
   chat sends the client's OpenAI chat body, completions its completions body, as the ``openai``
-  type does (unknown fields kept; ``model`` is left out: an endpoint serves one model).
+  type does (unknown fields kept; ``model`` is left out: an endpoint serves one model), but for
+  ``developer`` messages, sent as ``system`` ones (as for ``vllm``: these containers hand roles
+  to the model's chat template, which knows ``system``).
 - ``tgi`` (Hugging Face's TGI container): chat sends OpenAI messages too, because TGI's
   SageMaker route reads a body with ``messages`` as a call to its Messages API and applies the
   model's own chat template (rewritten as ``huggingface_tgi.tgi_chat_payload`` does:
@@ -58,6 +60,7 @@ from app.providers.huggingface_tgi import (
     FinishReasons,
     GenerateStream,
     TgiIds,
+    developer_as_system,
     generate_request,
     normalize_finish,
     prompt_text,
@@ -155,7 +158,11 @@ class SageMaker:
     def _chat_payload(self, call: ChatCall, target: Target, *, stream: bool) -> Json:
         payload = self._openai_payload(call.body, target, stream=stream,
                                        has_limit=call.request.token_limit() is not None)
-        return tgi_chat_payload(payload) if self._format_of(target) == "tgi" else payload
+        if self._format_of(target) == "tgi":
+            return tgi_chat_payload(payload)
+        if "messages" in payload:
+            payload["messages"] = developer_as_system(payload["messages"])
+        return payload
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         answer = await self._upstream.invoke(

@@ -18,6 +18,10 @@ On top of the OpenAI-compatible provider, every outgoing chat or completion requ
   ``structured_output`` setting or, with ``auto``, by probing ``GET /version`` (at the server
   root) once per provider. A constraint the server's dialect cannot express is refused with a
   400 rather than dropped. ``response_format`` works on both and is left alone;
+- sends ``developer`` messages as ``system`` ones: vLLM's chat hands each role to the model's
+  chat template as it is, and templates know ``system`` (Llama 3's renders a literal
+  ``developer`` header, Qwen's drop or refuse the message; vLLM itself folds ``developer`` into
+  ``system`` only on its Responses API; gpt-oss's template reads both alike);
 - refuses (400, before sending) what vLLM cannot honour in a chat: custom tools and custom tool
   calls (vLLM's tools are functions only) and audio output or ``web_search_options``, which it
   would ignore (``app.providers.refusals``).
@@ -39,6 +43,7 @@ from pydantic import Field, SecretStr
 from app import errors
 from app.providers.base import Json, ProviderBase, Target, Trust
 from app.providers.http import Upstream
+from app.providers.huggingface_tgi import developer_as_system
 from app.providers.openai import OpenAICompatible, bearer
 from app.providers.refusals import refuse_custom_payload, refuse_outputs
 
@@ -203,6 +208,7 @@ class VllmServer(OpenAICompatible):
         if "messages" in payload:  # a chat: what vLLM would ignore or refuse, refused here
             refuse_custom_payload(payload, who=WHO)
             refuse_outputs(payload, who=WHO)
+            payload["messages"] = developer_as_system(payload["messages"])
         payload.pop("best_of", None)
         if not stream:
             # vLLM answers 400 to stream_options on a request that does not stream.

@@ -95,6 +95,18 @@ def test_openai_format_chat_and_stream(run_gateway: GatewayFactory, simulator: s
         assert sent["path"].endswith("/invocations-response-stream")
 
 
+def test_openai_format_sends_developer_as_system(run_gateway: GatewayFactory,
+                                                simulator: str) -> None:
+    """An OpenAI-style container (vLLM, LMI) hands roles to the model's chat template: a
+    developer message is sent as a system one."""
+    with run_gateway(config(simulator)) as gw:
+        gw.client().chat.completions.create(
+            model="vllm", max_tokens=3, messages=[{"role": "developer", "content": "Be brief"},
+                                                  *USER])
+        (sent,) = sim_requests(simulator, 1)
+        assert [m["role"] for m in sent["body"]["messages"]] == ["system", "user"]
+
+
 def test_tgi_format_chat_and_completions(run_gateway: GatewayFactory, simulator: str) -> None:
     """TGI endpoints: chat as OpenAI messages (TGI's Messages API at /invocations),
     completions as {inputs, parameters}, streamed with stream: true."""

@@ -118,6 +118,19 @@ async def test_best_of_is_never_forwarded(simulator: str, session: aiohttp.Clien
     assert "best_of" not in await sent_body(session, simulator)
 
 
+async def test_developer_messages_reach_vllm_as_system(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """vLLM hands roles to the model's chat template, which knows system, not developer: a
+    developer message is sent as a system one, the rest unchanged."""
+    provider = make(simulator + "/v1", session)
+    messages = [{"role": "system", "content": "sys"}, {"role": "developer", "content": "dev"},
+                *HELLO["messages"]]
+    await provider.chat(chat({**HELLO, "messages": messages}), target=TARGET)
+    body = await sent_body(session, simulator)
+    assert body["messages"] == [{"role": "system", "content": "sys"},
+                                {"role": "system", "content": "dev"}, *HELLO["messages"]]
+
+
 async def test_extras_and_target_params_are_carried(simulator: str,
                                                     session: aiohttp.ClientSession) -> None:
     """vLLM sampling extras from the client and the target's params reach the server."""
