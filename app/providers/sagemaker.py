@@ -15,7 +15,9 @@ says which container answers:
   chat sends the client's OpenAI chat body, completions its completions body, as the ``openai``
   type does (unknown fields kept; ``model`` is left out: an endpoint serves one model), but for
   ``developer`` messages, sent as ``system`` ones (as for ``vllm``: these containers hand roles
-  to the model's chat template, which knows ``system``).
+  to the model's chat template, which knows ``system``), and the sampling vLLM refuses made what
+  it takes or refused (``vllm.vllm_sampling``: ``top_p: 0`` as ``temperature: 0``; ``n`` > 1
+  with greedy sampling and an empty stop string refused).
 - ``tgi`` (Hugging Face's TGI container): chat sends OpenAI messages too, because TGI's
   SageMaker route reads a body with ``messages`` as a call to its Messages API and applies the
   model's own chat template (rewritten as ``huggingface_tgi.tgi_chat_payload`` does:
@@ -69,6 +71,7 @@ from app.providers.huggingface_tgi import (
 )
 from app.providers.openai import OPENING, check_stream_chunk, opening_kind
 from app.providers.stops import request_stops
+from app.providers.vllm import vllm_sampling
 from app.scrub import config_secrets
 from app.usage import Usage
 
@@ -162,6 +165,7 @@ class SageMaker:
             return tgi_chat_payload(payload)
         if "messages" in payload:
             payload["messages"] = developer_as_system(payload["messages"])
+        vllm_sampling(payload)
         return payload
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
@@ -195,6 +199,7 @@ class SageMaker:
             return Result(body=body, usage=usage)
         payload = self._openai_payload(call.body, target, stream=False,
                                        has_limit=call.request.max_tokens is not None)
+        vllm_sampling(payload)
         answer = await self._upstream.invoke(self._path(target, stream=False), payload,
                                              timeout_s=target.timeout_s,
                                              headers=self._headers(target))
@@ -208,6 +213,7 @@ class SageMaker:
             return self._tgi_stream(call, target)
         payload = self._openai_payload(call.body, target, stream=True,
                                        has_limit=call.request.max_tokens is not None)
+        vllm_sampling(payload)
         return self._openai_stream(target, payload)
 
     async def _sse(self, target: Target, payload: Json) -> AsyncGenerator[SSEEvent, None]:

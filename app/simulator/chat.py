@@ -299,7 +299,7 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         return
     model = sim.model(body.get("model"), route=route)
     messages = read_messages(body)
-    sampling = read_sampling(body)
+    sampling = read_sampling(body, vllm=route.dialect == "vllm")
     prompt = content.prompt_tokens(messages)
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
     logprobs = read_logprobs(body)

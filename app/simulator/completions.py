@@ -66,7 +66,7 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
     model = sim.model(body.get("model"), route=route)
     prompts = read_prompts(body.get("prompt"))
     echo = body.get("echo") is True
-    sampling = read_sampling(body, echo_only=echo)
+    sampling = read_sampling(body, echo_only=echo, vllm=route.dialect == "vllm")
     sizes = [estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompts]
     for size in sizes:
         check_context(size, sampling.limit, max_model_len=sim.options.max_model_len)
