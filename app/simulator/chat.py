@@ -77,7 +77,9 @@ class Wire:
     ``tgi``: the answer as TGI's router builds it (``huggingface``'s module docstring): an
     empty ``id``, a non-streamed tool call's id ``"0"`` and a streamed one's
     ``next_tool_call_id``, ``description: null`` in a called function, ``TGI_FINGERPRINT``
-    unless one is set, and no ``refusal``, ``annotations`` or usage ``*_details``."""
+    unless one is set, and no ``refusal``, ``annotations`` or usage ``*_details``.
+    ``stop_reason``: each choice's finish names what stopped it, as vLLM's does: the matched
+    stop string when one ended the answer, else null (in a stream, on the finish chunk)."""
 
     finishes: Mapping[str, str]
     keeps_stop: bool = False
@@ -85,9 +87,12 @@ class Wire:
     content_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     async_filter: bool = False
     tgi: bool = False
+    stop_reason: bool = False
 
 
 OPENAI = Wire(_FINISH)
+VLLM = Wire(_FINISH, stop_reason=True)
+"""The OpenAI-compatible route as vLLM answers it (``stop_reason``)."""
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
 _DONE = b"data: [DONE]\n\n"
 MAX_TOP_LOGPROBS = 20
@@ -286,8 +291,10 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
     ``created`` (the answer is then a pure function of the body and the process's options).
     """
     knobs = generation_knobs(sim, req)
+    if wire is OPENAI and route.dialect == "vllm":
+        wire = VLLM
     memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None \
-        and wire is OPENAI
+        and wire in (OPENAI, VLLM)
     memo = sim.memo.get(req.body) if memoizable else None
     if memo is not None:
         await delay(sim, req, knobs, prompt=memo.prompt, completion=memo.completion,
@@ -380,9 +387,16 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
         logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
     choice = {"index": index, "message": message, "logprobs": logprobs,
               "finish_reason": _finish(output, call, wire)}
+    if wire.stop_reason:
+        choice["stop_reason"] = stop_reason(output)
     if wire.content_filter is not None:
         choice["content_filter_results"] = wire.content_filter
     return choice
+
+
+def stop_reason(output: Output) -> str | None:
+    """vLLM's ``stop_reason``: the stop string that ended ``output``, else None."""
+    return output.stop_sequence if output.finish == "stop_sequence" else None
 
 
 def _prompt_filter_results(verdict: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -428,8 +442,10 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             "created": 0, "id": "", "model": "", "object": ""}) + b"\n\n"
 
     def frame(index: int, delta: dict[str, Any], finish: str | None = None,
-              lp: Any = None, *, text: bool = False) -> bytes:
+              lp: Any = None, *, text: bool = False, stopped: Output | None = None) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        if stopped is not None:
+            choice["stop_reason"] = stop_reason(stopped)
         if verdict is not None:
             choice["content_filter_results"] = verdict if text else {}
         return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
@@ -473,7 +489,8 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 unchecked[index] += 1
                 if unchecked[index] == ANNOTATED_EVERY:  # rides on its text chunk's frame
                     tokens[-1] += annotation(index)
-    tail = [frame(index, {}, _finish(output, call, wire))
+    tail = [frame(index, {}, _finish(output, call, wire),
+                  stopped=output if wire.stop_reason else None)
             for index, (output, call) in enumerate(results)]
     if wire.async_filter:  # the last verdicts ride on the last finish frame
         tail[-1] += b"".join(annotation(index) for index in range(len(results)))
