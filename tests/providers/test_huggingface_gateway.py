@@ -183,6 +183,21 @@ def test_tei_embeddings_beyond_the_batch_limit_in_order(run_gateway: GatewayFact
         assert batch.usage.prompt_tokens > 0
 
 
+def test_tei_dimensions_above_the_models_size_are_a_400_naming_dimensions(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """TEI truncates a Matryoshka vector and cannot lengthen it: a dimensions above the
+    model's size is TEI's 422 (the simulated TEI's too, its model 384 long), the client's 400
+    naming dimensions; a smaller one is served."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        assert len(client.embeddings.create(model="bge", input="hi", dimensions=128)
+                   .data[0].embedding) == 128
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="bge", input="hi", dimensions=5000)
+        body: Any = refused.value.body
+        assert body["param"] == "dimensions" and "maximum embedding dimension" in body["message"]
+
+
 def test_upstream_429_stays_429_with_retry_after(run_gateway: GatewayFactory,
                                                  simulator: str) -> None:
     """TGI's 429 (overloaded) reaches the client as a 429 with Retry-After."""
