@@ -126,6 +126,25 @@ def test_reasoning_effort_refused_service_tier_and_prediction_dropped(tmp_path: 
         assert not {"service_tier", "prediction", "reasoning_effort"} & set(sent["body"])
 
 
+def test_cohere_fields_cohere_refuses_are_a_400(tmp_path: Path, simulator: str) -> None:
+    """Cohere's own fields are forwarded as sent; a value Cohere's schema refuses (the
+    simulated Cohere's too) comes back as Cohere's 400, and a valid one is served."""
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                       extra_body={"safety_mode": "STRICT", "k": 5,
+                                                   "documents": ["tides are tidal"]})
+        (sent,) = sim_requests(simulator, 1)
+        assert (sent["body"]["safety_mode"], sent["body"]["k"]) == ("STRICT", 5)
+        for extra, word in (({"safety_mode": "WRONG"}, "safety_mode"),
+                            ({"documents": "bad"}, "documents"),
+                            ({"thinking": {"type": "on"}}, "thinking")):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                               extra_body=extra)
+            assert word in refused.value.message
+
+
 def test_embeddings_over_96_inputs_rejoined_in_order(tmp_path: Path, simulator: str) -> None:
     """150 inputs: two upstream calls (96 + 54) with the target's input_type, and 150 vectors
     in input order (each equal to the vector of that text embedded alone)."""
