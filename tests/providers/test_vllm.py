@@ -16,7 +16,7 @@ from app.providers import PROVIDER_TYPES, vllm
 from app.providers.base import Json, Target
 from app.providers.vllm import VllmProvider
 from app.simulator import SimOptions, create_app
-from tests.providers.calls import chat, completion, received
+from tests.providers.calls import chat, completion, embedding, received
 from tests.servers import free_port, serve
 
 TARGET = Target(provider="gpu", model="m")
@@ -144,6 +144,21 @@ async def test_sampling_vllm_refuses_is_translated_or_refused_here(
                          ({"stop": ["", "x"]}, "stop cannot contain an empty string")):
         async with session.post(url, json={**HELLO, **extra}) as refused:
             assert refused.status == 400 and words in await refused.text()
+
+
+async def test_dimensions_on_a_model_without_matryoshka_is_vllms_400(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """vLLM refuses dimensions for a model without Matryoshka training (the simulated vLLM
+    too, for BAAI/bge-*): the client gets vLLM's 400 with its reason; without dimensions the
+    model serves."""
+    provider = make(simulator + "/v1", session)
+    target = Target(provider="gpu", model="BAAI/bge-small-en-v1.5")
+    body: Json = {"model": "vle", "input": "hi"}
+    result = await provider.embed(embedding(body), target=target)
+    assert len(result.body["data"][0]["embedding"]) == 384
+    with pytest.raises(errors.UpstreamRejected) as caught:
+        await provider.embed(embedding({**body, "dimensions": 256}), target=target)
+    assert caught.value.status_code == 400 and "matryoshka" in caught.value.message
 
 
 async def test_developer_messages_reach_vllm_as_system(
