@@ -27,8 +27,11 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   ``response_format`` json together with tools (Cohere refuses the combination); legacy
   ``function`` messages; audio, file and other non-text, non-image parts; images other than
   http(s) or base64 data URLs; token-id embedding inputs; custom tools, audio output and
-  ``web_search_options`` (``app.providers.refusals``).
-- Dropped, as they cannot change the answer: ``user``, ``metadata``, a message's ``name``.
+  ``web_search_options`` (``app.providers.refusals``); ``reasoning_effort`` (Cohere's
+  reasoning models take ``thinking`` instead, with no published mapping from OpenAI's levels).
+- Dropped, as they cannot change the answer: ``user``, ``metadata``, a message's ``name``,
+  ``service_tier`` and ``prediction`` (a billing tier and a latency hint Cohere has no field
+  for).
 - Cohere-native chat fields from the client (``k``, ``safety_mode``, ``documents``,
   ``citation_options``, ``thinking``, ``priority``) are forwarded; the target's ``params`` lie
   underneath everything. Thinking comes back as ``reasoning_content``; citations are dropped.
@@ -38,17 +41,17 @@ translated (``cohere_request``, ``cohere_embed``) and answers translated back
   choice's ``stop_reason`` (``cohere_response.stop_sequence``). Usage is read from
   ``billed_units`` (see ``cohere_response``). Cohere's answers name no model: the target's is
   reported.
-- Embeddings: ``input_type`` is the request's extension field, else the target's ``params``,
-  else the provider's ``input_type`` (default ``search_document``, the type for texts stored to
-  be searched; Cohere requires one for v3 and later models). Vectors are requested as floats;
-  ``encoding_format: base64`` is answered as OpenAI does (little-endian float32).
-  ``dimensions`` -> ``output_dimension`` (refused for Embed v3 and older models, whose vectors
-  have one size). ``truncate`` (``NONE``/``START``/``END``) comes from
-  the request or the target's params; unset, Cohere's default (``END``) applies. More than 96
-  texts are sent as batches of 96, one after another: Cohere limits embed inputs per minute
-  (2,000), so concurrent batches would reach that limit no sooner in total, and sending in order
-  stops at the first failing batch instead of spending quota on batches whose answer would be
-  thrown away. Vectors are rejoined in input order, usage summed.
+- Embeddings: ``input_type`` is the request's extension field, else the target's ``params``, else
+  the provider's ``input_type`` (default ``search_document``, the type for texts stored to be
+  searched; Cohere requires one for v3 and later models). Vectors are requested as floats;
+  ``encoding_format: base64`` is answered as OpenAI does (little-endian float32). ``dimensions`` ->
+  ``output_dimension`` (refused for Embed v3 and older models, whose vectors have one size, and for
+  a size other than 256, 512, 1024, 1536). ``truncate`` (``NONE``/``START``/``END``) comes from the
+  request or the target's params; unset, Cohere's default (``END``) applies. More than 96 texts are
+  sent as batches of 96, one after another: Cohere limits embed inputs per minute (2,000), so
+  concurrent batches would reach that limit no sooner in total, and sending in order stops at the
+  first failing batch instead of spending quota on batches whose answer would be thrown away.
+  Vectors are rejoined in input order, usage summed.
 - Text completions don't exist at Cohere v2: the class does not implement them.
 - ``base_url`` may be given with or without a trailing ``/v2``.
 
@@ -82,6 +85,7 @@ from app.providers.cohere_embed import (
     TRUNCATE,
     InputType,
     batch_payloads,
+    output_dimension_problem,
     read_batch,
     takes_output_dimension,
 )
@@ -115,6 +119,11 @@ class CohereProvider(ProviderBase):
         if params.get("output_dimension") is not None and not takes_output_dimension(model):
             problems.append(f"params.output_dimension: {model} makes vectors of one size; "
                             "output_dimension is for embed-v4.0 and newer")
+        elif params.get("output_dimension") is not None:
+            problem = output_dimension_problem(params["output_dimension"])
+            if problem is not None:
+                problems.append(f"params.output_dimension: {params['output_dimension']!r} "
+                                f"{problem}")
         return problems
 
 

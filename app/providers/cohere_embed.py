@@ -31,6 +31,18 @@ _FIXED_SIZE = re.compile(r"embed-(?:english|multilingual)(?:-light)?-v[1-3]\b")
 ``output_dimension`` is "only available for embed-v4 and newer models" (Cohere's reference)."""
 
 
+OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)
+"""The ``output_dimension`` values Cohere takes ("Possible values are 256, 512, 1024, and
+1536", its reference)."""
+
+
+def output_dimension_problem(dimensions: Any) -> str | None:
+    """Why Cohere would refuse ``output_dimension`` ``dimensions`` (None: it takes it)."""
+    if isinstance(dimensions, bool) or dimensions not in OUTPUT_DIMENSIONS:
+        return f"must be one of {', '.join(map(str, OUTPUT_DIMENSIONS))} for Cohere"
+    return None
+
+
 def takes_output_dimension(model: str) -> bool:
     """Whether Cohere's ``model`` takes ``output_dimension`` (embed-v4.0 and newer; any model
     not named as a v1-v3 one, so that newer and fine-tuned models are not refused here)."""
@@ -57,7 +69,8 @@ def batch_payloads(call: EmbeddingCall, *, target: Target, input_type: str) -> l
     ``params``, else ``input_type`` (the provider's default). ``embedding_types`` is always
     ``["float"]``: OpenAI's base64 encoding is made here from the floats. ``dimensions``
     becomes ``output_dimension`` (a 400 naming ``dimensions`` for a v3 or older model, which
-    does not take it: ``takes_output_dimension``); a ``truncate`` from the client or the
+    does not take it: ``takes_output_dimension``, and for a size Cohere does not make:
+    ``OUTPUT_DIMENSIONS``); a ``truncate`` from the client or the
     target is carried.
     """
     texts = texts_of(call)
@@ -79,6 +92,9 @@ def batch_payloads(call: EmbeddingCall, *, target: Target, input_type: str) -> l
             raise errors.InvalidRequest(
                 f"Cohere's {target.model} makes vectors of one size; dimensions can be chosen "
                 "only for embed-v4.0 and newer", param="dimensions")
+        problem = output_dimension_problem(dimensions)
+        if problem is not None:
+            raise errors.InvalidRequest(f"dimensions {problem}", param="dimensions")
         base["output_dimension"] = dimensions
     return [{**base, "texts": texts[start:start + MAX_TEXTS]}
             for start in range(0, len(texts), MAX_TEXTS)]

@@ -213,6 +213,12 @@ def _response_format(request: ChatRequest) -> Json:
 def _check_supported(request: ChatRequest, body: Json) -> None:
     refusals.refuse_legacy_functions(body, who=WHO)
     refuse_outputs(body, who=WHO)
+    if body.get("reasoning_effort") is not None:
+        # Cohere's reasoning models take ``thinking`` ({"type": "enabled"|"disabled",
+        # "token_budget"}), which has no published mapping from OpenAI's effort levels.
+        raise errors.InvalidRequest(
+            "Cohere has no reasoning_effort; send Cohere's own thinking field instead",
+            param="reasoning_effort")
     if request.n is not None and request.n > 1:
         raise errors.InvalidRequest("Cohere models return one choice; n must be 1", param="n")
     if request.temperature is not None and request.temperature > 1:

@@ -59,6 +59,7 @@ from app.providers.huggingface_tgi import (
     GENERATE_STREAM_PATH,
     FinishReasons,
     GenerateStream,
+    TgiIds,
     generate_request,
     map_error,
     normalize_finish,
@@ -162,16 +163,16 @@ class TgiMessages(OpenAICompatible):
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         result = await super().chat(call, target=target)
-        normalize_finish(result.body, request_stops(call.request.stop))
+        normalize_finish(TgiIds()(result.body), request_stops(call.request.stop))
         return result
 
     async def stream_chat(self, call: ChatCall, *, target: Target
                           ) -> AsyncGenerator[Json, None]:
         stream = super().stream_chat(call, target=target)
-        finish = FinishReasons(request_stops(call.request.stop))
+        finish, ids = FinishReasons(request_stops(call.request.stop)), TgiIds()
         try:
             async for chunk in stream:
-                yield finish(chunk)
+                yield finish(ids(chunk))
         finally:
             await stream.aclose()
 

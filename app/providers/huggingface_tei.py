@@ -104,7 +104,15 @@ class TeiEmbeddings:
             options["dimensions"] = dimensions
         size = self._batch_size
         batches = [texts[i:i + size] for i in range(0, len(texts), size)]
-        answers = await in_order(lambda batch: self._batch(batch, options, target), batches)
+        try:
+            answers = await in_order(lambda batch: self._batch(batch, options, target),
+                                     batches)
+        except errors.UpstreamRejected as exc:
+            # TEI's 422 for a size the model cannot make ("`dimensions` should be smaller than
+            # the maximum embedding dimension.") names no param: it is the client's dimensions.
+            if dimensions is not None and exc.param is None and "`dimensions`" in exc.message:
+                exc.param = "dimensions"
+            raise
         vectors = [v for batch in answers for v in batch]
         if dimensions is not None and any(len(v) != dimensions for v in vectors):
             raise errors.BadUpstreamResponse(

@@ -35,12 +35,17 @@ list, ``top_p`` as for ``/generate`` (>= 1 not sent, 0 sent as ``temperature: 0`
 Messages API makes greedy), ``developer`` messages as ``system`` ones (TGI hands roles to the
 model's chat template unchanged), one token limit (``max_tokens``, the smaller when the client sent
 ``max_completion_tokens`` too: TGI reads that name as an alias, and both at once as a duplicate
-field), ``n`` > 1 and ``logit_bias`` refused (TGI reads ``logit_bias`` as a list and cannot make
-several choices), ``response_format`` together with ``tools`` refused (TGI: "Grammar and tools are
-mutually exclusive"), and what TGI would refuse or ignore refused too: custom tools and custom tool
-calls, audio output, ``web_search_options`` (``app.providers.refusals``). TGI before 2.1 answered
+field), no ``content`` beside an assistant's ``tool_calls`` (``_messages``), a function tool's
+missing ``parameters`` filled in (``_tools``), ``presence_penalty`` 0 left out and any other
+refused (``_presence_penalty``), ``n`` > 1 and ``logit_bias`` refused (TGI reads
+``logit_bias`` as a list and cannot make several choices), ``response_format`` together with
+``tools`` refused (TGI: "Grammar and tools are mutually exclusive"), and what TGI would refuse
+or ignore refused too: custom tools and custom tool calls, audio output, ``web_search_options``
+(``app.providers.refusals``). TGI before 2.1 answered
 ``finish_reason: "eos_token"``; it is read as ``stop``. A choice that called tools finishes with
-``tool_calls``, where TGI (3.x too) says ``stop`` (``FinishReasons``).
+``tool_calls``, where TGI (3.x too) says ``stop`` (``FinishReasons``). TGI's ids are made
+OpenAI's (``TgiIds``): its empty completion ``id`` becomes a ``chatcmpl-`` one, and its tool-call
+ids (``"0"`` on every non-streamed call) unique ``call_`` ones.
 
 Stop sequences: TGI says ``stop_sequence`` where one ended the answer (its chat answers too: its
 OpenAI-compliant reasons rename only ``eos_token``), not which, and keeps the matched sequence at
@@ -60,6 +65,7 @@ share its parameter mapping, finish reasons, stop-sequence naming and errors.)
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -303,14 +309,78 @@ def _grammar(response_format: Any) -> Json | None:
     return None  # "text"
 
 
-def _roles(messages: Any) -> Any:
-    """``developer`` messages as ``system`` ones: TGI hands each role to the model's chat
-    template as it is, and templates know ``system`` (Llama 3's would render a literal
-    ``developer`` header; Mistral's refuse any other role)."""
-    if not isinstance(messages, list):
+def developer_as_system(messages: Any) -> Any:
+    """``developer`` messages as ``system`` ones (a new list): servers that hand each role to
+    the model's chat template as it is (TGI, vLLM's chat) need it, as templates know ``system``
+    (Llama 3's would render a literal ``developer`` header; Mistral's and Qwen's refuse any
+    other role). The same list when it has none."""
+    if not isinstance(messages, list) or not any(
+            isinstance(m, dict) and m.get("role") == "developer" for m in messages):
         return messages
     return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer"
             else m for m in messages]
+
+
+def _has_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content)
+    return isinstance(content, list) and any(
+        not isinstance(part, dict) or part.get("text") or part.get("type") != "text"
+        for part in content)
+
+
+def _messages(messages: Any) -> Any:
+    """The messages as TGI reads them (a new list): ``developer`` as ``system``
+    (``developer_as_system``), and an assistant turn's ``tool_calls`` never beside a
+    ``content``: TGI reads a message holding both as its content alone and drops the calls (its
+    ``MessageBody`` is an untagged enum, ``content`` first), so the tool results that follow
+    would answer calls the model never sees. An empty content is left out; a text goes in an
+    assistant message of its own just before the one with the calls."""
+    messages = developer_as_system(messages)
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("tool_calls") \
+                and message.get("content") is not None:
+            calls = {k: v for k, v in message.items() if k != "content"}
+            if _has_text(message["content"]):
+                out.append({k: v for k, v in message.items() if k != "tool_calls"})
+            out.append(calls)
+        else:
+            out.append(message)
+    return out
+
+
+EMPTY_PARAMETERS: Json = {"type": "object", "properties": {}}
+
+
+def _tools(tools: Any) -> Any:
+    """Function tools with ``parameters`` (a new list): TGI requires them (its
+    ``FunctionDefinition.arguments``, which ``parameters`` aliases, has no default), while
+    OpenAI's API makes them optional; a function without any takes none."""
+    if not isinstance(tools, list):
+        return tools
+    out: list[Any] = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and "parameters" not in function:
+            tool = {**tool, "function": {**function, "parameters": EMPTY_PARAMETERS}}
+        out.append(tool)
+    return out
+
+
+def _presence_penalty(payload: Json) -> None:
+    """TGI's Messages API turns ``presence_penalty`` into ``repetition_penalty =
+    presence_penalty + 2.0`` (so OpenAI's "off", 0, would be a strong 2.0): 0 is left out (no
+    penalty, as OpenAI means it), any other value refused, as on completions."""
+    presence = payload.get("presence_penalty")
+    if presence is None or (presence == 0 and not isinstance(presence, bool)):
+        payload.pop("presence_penalty", None)
+        return
+    raise _refuse("TGI has no presence_penalty (its chat API would apply presence_penalty + 2 "
+                  "as a repetition_penalty); send repetition_penalty instead",
+                  "presence_penalty")
 
 
 def _one_limit(payload: Json) -> None:
@@ -351,8 +421,11 @@ def tgi_chat_payload(payload: Json) -> Json:
         raise _refuse("TGI cannot apply an OpenAI logit_bias", "logit_bias")
     refuse_custom_payload(payload, who="TGI servers")
     refuse_outputs(payload, who="TGI servers")
+    _presence_penalty(payload)
     if "messages" in payload:
-        payload["messages"] = _roles(payload["messages"])
+        payload["messages"] = _messages(payload["messages"])
+    if "tools" in payload:
+        payload["tools"] = _tools(payload["tools"])
     _one_limit(payload)
     _chat_top_p(payload)
     grammar = _grammar(payload.pop("response_format", None))
@@ -409,6 +482,46 @@ class FinishReasons:
 def normalize_finish(body: Json, stops: Sequence[str] = ()) -> Json:
     """``FinishReasons`` for one whole answer (in place)."""
     return FinishReasons(stops)(body)
+
+
+class TgiIds:
+    """TGI's ids as OpenAI's, for one answer or for the chunks of one stream, in order (in
+    place). TGI's router sends an empty ``id`` (on every chunk of a stream), gives every
+    non-streamed tool call the id ``"0"`` and a streamed one a counter (the highest numeric id
+    of the conversation plus one), and adds ``description: null`` to a called function. An
+    empty ``id`` becomes a ``chatcmpl-`` one (the same on every chunk of a stream); a tool
+    call's empty or numeric id a ``call_`` one, unique, and the same on every delta of that
+    call (by choice and call index); a null ``description`` is left out."""
+
+    def __init__(self) -> None:
+        self._id: str | None = None
+        self._calls: dict[tuple[Any, Any], str] = {}
+
+    def __call__(self, body: Json) -> Json:
+        if not body.get("id"):
+            if self._id is None:
+                self._id = "chatcmpl-" + secrets.token_hex(12)
+            body["id"] = self._id
+        for choice in body.get("choices") or ():
+            said = choice.get("message") or choice.get("delta") \
+                if isinstance(choice, dict) else None
+            calls = said.get("tool_calls") if isinstance(said, dict) else None
+            for position, call in enumerate(calls if isinstance(calls, list) else ()):
+                if isinstance(call, dict):
+                    self._call(call, (choice.get("index", 0), call.get("index", position)))
+        return body
+
+    def _call(self, call: Json, key: tuple[Any, Any]) -> None:
+        function = call.get("function")
+        if isinstance(function, dict) and "description" in function \
+                and function["description"] is None:
+            del function["description"]
+        ident = call.get("id")
+        if isinstance(ident, str) and (not ident or ident.isdigit()):
+            found = self._calls.get(key)
+            if found is None:
+                found = self._calls[key] = "call_" + secrets.token_hex(12)
+            call["id"] = found
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from app.providers.replicate_input import (
     Family,
     InputSpec,
     build_input,
+    gpt_fields,
     infer_family,
 )
 from app.providers.replicate_output import (
@@ -171,7 +172,9 @@ class ReplicatePredictions:
             raise errors.InvalidRequest(
                 f"Replicate target {model!r} has no known input schema: give it a family or an "
                 "input_map under the provider's 'models'", param="model", code="unknown_schema")
-        return InputSpec(FAMILIES[family], family, entry.input if entry is not None else {})
+        fields = gpt_fields(route.name) if family == "gpt" and route.owner == "openai" \
+            and not route.path.startswith("/deployments/") else FAMILIES[family]
+        return InputSpec(fields, family, entry.input if entry is not None else {})
 
     def _prepare(self, call: ChatCall, target: Target, *, stream: bool
                  ) -> tuple[Route, Json, int | None]:

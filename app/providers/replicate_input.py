@@ -17,7 +17,8 @@ granite     ``ibm-granite/*``           ``prompt``, ``system_prompt``, ``max_tok
 claude      ``anthropic/*``             ``prompt``, ``system_prompt``, ``max_tokens``
 gpt         ``openai/*``                ``messages`` (a list of ``{role, content}``),
                                         ``max_completion_tokens``, ``temperature``, ``top_p``,
-                                        ``presence_penalty``, ``frequency_penalty``
+                                        ``presence_penalty``, ``frequency_penalty``; and
+                                        ``reasoning_effort`` for ``openai/o*`` (``REASONING``)
 ==========  ==========================  ==========================================================
 
 A message's text parts are joined by newlines. How a conversation becomes one ``prompt``
@@ -42,9 +43,13 @@ choice that asks for a call), ``response_format`` other than ``text``, audio out
 ``logprobs`` / ``top_logprobs``, content parts other than text (images, audio, files; an
 assistant's earlier ``refusal`` part is its text), tool and function messages and assistant
 tool calls,
-``stop`` for a family (or map) without a stop input, a token limit for a map without one.
+``stop`` for a family (or map) without a stop input, a token limit for a map without one,
+``reasoning_effort`` for a model (or map) without a ``reasoning_effort`` input (it changes the
+answer of a model that reasons; OpenAI refuses it too for a model that does not).
 Dropped, as sampling hints a family's schema lacks: ``temperature``, ``top_p``, ``seed``, the
-penalties, ``logit_bias``, ``user``, ``metadata`` (``claude`` takes none of the sampling hints).
+penalties, ``logit_bias``, ``user``, ``metadata`` (``claude`` takes none of the sampling hints);
+and OpenAI's ``service_tier`` and ``prediction`` (a billing tier and a latency hint that
+Replicate's predictions have no field for; neither changes what the answer says).
 The target's ``params`` and the config's fixed ``input`` values lie underneath the mapped fields.
 """
 
@@ -63,7 +68,7 @@ from app.schemas import ChatRequest, Message
 Family = Literal["llama3", "granite", "claude", "gpt"]
 
 CANONICAL = ("prompt", "messages", "system", "max_tokens", "temperature", "top_p", "stop",
-             "seed", "presence_penalty", "frequency_penalty")
+             "seed", "presence_penalty", "frequency_penalty", "reasoning_effort")
 """The request facts an ``input_map`` may name (each mapped to a model's input field)."""
 
 _SAMPLING = {"temperature": "temperature", "top_p": "top_p",
@@ -81,6 +86,16 @@ FAMILIES: dict[Family, dict[str, str]] = {
 cites them)."""
 
 _OWNERS: dict[str, Family] = {"ibm-granite": "granite", "anthropic": "claude", "openai": "gpt"}
+
+REASONING: dict[str, str] = {**FAMILIES["gpt"], "reasoning_effort": "reasoning_effort"}
+"""The ``gpt`` family's fields for OpenAI's reasoning models (``openai/o*``: the pages of
+``o1`` and ``o4-mini`` list a ``reasoning_effort`` input, low/medium/high)."""
+
+
+def gpt_fields(name: str) -> dict[str, str]:
+    """The ``gpt`` family's fields for the official model ``openai/{name}``."""
+    return REASONING if len(name) > 1 and name[0] == "o" and name[1].isdigit() \
+        else FAMILIES["gpt"]
 
 
 def infer_family(owner: str, name: str) -> Family | None:
@@ -238,4 +253,9 @@ def build_input(request: ChatRequest, spec: InputSpec, *, params: Mapping[str, A
         value = getattr(request, name)
         if value is not None and name in fields:
             out[fields[name]] = value
+    effort = (request.model_extra or {}).get("reasoning_effort")
+    if effort is not None:
+        if "reasoning_effort" not in fields:
+            raise _refuse("This Replicate model takes no reasoning_effort.", "reasoning_effort")
+        out[fields["reasoning_effort"]] = effort
     return out

@@ -13,11 +13,16 @@ says which container answers:
 
 - ``openai`` (vLLM, LMI, and any container taking OpenAI-style bodies at ``/invocations``):
   chat sends the client's OpenAI chat body, completions its completions body, as the ``openai``
-  type does (unknown fields kept; ``model`` is left out: an endpoint serves one model).
+  type does (unknown fields kept; ``model`` is left out: an endpoint serves one model), but for
+  ``developer`` messages, sent as ``system`` ones (as for ``vllm``: these containers hand roles
+  to the model's chat template, which knows ``system``), and the sampling vLLM refuses made what
+  it takes or refused (``vllm.vllm_sampling``: ``top_p: 0`` as ``temperature: 0``; ``n`` > 1
+  with greedy sampling and an empty stop string refused).
 - ``tgi`` (Hugging Face's TGI container): chat sends OpenAI messages too, because TGI's
   SageMaker route reads a body with ``messages`` as a call to its Messages API and applies the
   model's own chat template (rewritten as ``huggingface_tgi.tgi_chat_payload`` does:
-  ``response_format`` as TGI's grammar, ``top_p`` >= 1 left out, ``n`` > 1 refused);
+  ``response_format`` as TGI's grammar, ``top_p`` >= 1 left out, ``n`` > 1 refused; its
+  answers' empty ids made OpenAI's by ``huggingface_tgi.TgiIds``);
   completions send TGI's native ``{"inputs", "parameters"}``
   (``huggingface_tgi.generate_request``, with ``"stream": true``
   for streams: TGI's ``/invocations`` streams only when asked), whose ``details`` carry the
@@ -56,6 +61,8 @@ from app.providers.http import SSEEvent, SSEParser
 from app.providers.huggingface_tgi import (
     FinishReasons,
     GenerateStream,
+    TgiIds,
+    developer_as_system,
     generate_request,
     normalize_finish,
     prompt_text,
@@ -64,6 +71,7 @@ from app.providers.huggingface_tgi import (
 )
 from app.providers.openai import OPENING, check_stream_chunk, opening_kind
 from app.providers.stops import request_stops
+from app.providers.vllm import vllm_sampling
 from app.scrub import config_secrets
 from app.usage import Usage
 
@@ -153,7 +161,12 @@ class SageMaker:
     def _chat_payload(self, call: ChatCall, target: Target, *, stream: bool) -> Json:
         payload = self._openai_payload(call.body, target, stream=stream,
                                        has_limit=call.request.token_limit() is not None)
-        return tgi_chat_payload(payload) if self._format_of(target) == "tgi" else payload
+        if self._format_of(target) == "tgi":
+            return tgi_chat_payload(payload)
+        if "messages" in payload:
+            payload["messages"] = developer_as_system(payload["messages"])
+        vllm_sampling(payload)
+        return payload
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
         answer = await self._upstream.invoke(
@@ -163,12 +176,15 @@ class SageMaker:
             raise errors.BadUpstreamResponse(f"{self._upstream.service} endpoint answered no "
                                              "chat completion")
         answer.setdefault("model", target.model)
+        if self._format_of(target) == "tgi":
+            TgiIds()(answer)
         return Result(body=normalize_finish(answer, request_stops(call.request.stop)),
                       usage=Usage.from_openai(answer.get("usage")))
 
     def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
         return self._openai_stream(target, self._chat_payload(call, target, stream=True),
-                                   stops=request_stops(call.request.stop))
+                                   stops=request_stops(call.request.stop),
+                                   ids=TgiIds() if self._format_of(target) == "tgi" else None)
 
     async def complete(self, call: CompletionCall, *, target: Target) -> Result:
         if self._format_of(target) == "tgi":
@@ -183,6 +199,7 @@ class SageMaker:
             return Result(body=body, usage=usage)
         payload = self._openai_payload(call.body, target, stream=False,
                                        has_limit=call.request.max_tokens is not None)
+        vllm_sampling(payload)
         answer = await self._upstream.invoke(self._path(target, stream=False), payload,
                                              timeout_s=target.timeout_s,
                                              headers=self._headers(target))
@@ -196,6 +213,7 @@ class SageMaker:
             return self._tgi_stream(call, target)
         payload = self._openai_payload(call.body, target, stream=True,
                                        has_limit=call.request.max_tokens is not None)
+        vllm_sampling(payload)
         return self._openai_stream(target, payload)
 
     async def _sse(self, target: Target, payload: Json) -> AsyncGenerator[SSEEvent, None]:
@@ -216,14 +234,19 @@ class SageMaker:
         finally:
             await messages.aclose()
 
-    async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = ()
-                             ) -> AsyncGenerator[Json, None]:
-        """``stops``: the request's stop sequences (``FinishReasons``). Chunks that open the
+    async def _openai_stream(self, target: Target, payload: Json, *, stops: Sequence[str] = (),
+                             ids: TgiIds | None = None) -> AsyncGenerator[Json, None]:
+        """``stops``: the request's stop sequences (``FinishReasons``); ``ids``: TGI's ids
+        made OpenAI's, for a TGI container (``TgiIds``). Chunks that open the
         stream with nothing generated (``opening_kind``: a role chunk sent before the model's
         first token) go out with the first chunk that has something (``OpeningHold``), as
         ``OpenAICompatible._stream``'s do."""
         events = self._sse(target, payload)
-        finish = FinishReasons(stops)
+        fix = FinishReasons(stops)
+
+        def finish(chunk: Json) -> Json:
+            return fix(chunk if ids is None else ids(chunk))
+
         finished = False
         hold, opening = OpeningHold(OPENING), True
         read = EventJson()

@@ -18,6 +18,13 @@ On top of the OpenAI-compatible provider, every outgoing chat or completion requ
   ``structured_output`` setting or, with ``auto``, by probing ``GET /version`` (at the server
   root) once per provider. A constraint the server's dialect cannot express is refused with a
   400 rather than dropped. ``response_format`` works on both and is left alone;
+- sends ``top_p: 0`` as ``temperature: 0`` (greedy; vLLM takes only 0 < top_p <= 1) and
+  refuses (400) ``n`` > 1 with greedy sampling and an empty stop string, which vLLM refuses
+  (``vllm_sampling``);
+- sends ``developer`` messages as ``system`` ones: vLLM's chat hands each role to the model's
+  chat template as it is, and templates know ``system`` (Llama 3's renders a literal
+  ``developer`` header, Qwen's drop or refuse the message; vLLM itself folds ``developer`` into
+  ``system`` only on its Responses API; gpt-oss's template reads both alike);
 - refuses (400, before sending) what vLLM cannot honour in a chat: custom tools and custom tool
   calls (vLLM's tools are functions only) and audio output or ``web_search_options``, which it
   would ignore (``app.providers.refusals``).
@@ -39,6 +46,7 @@ from pydantic import Field, SecretStr
 from app import errors
 from app.providers.base import Json, ProviderBase, Target, Trust
 from app.providers.http import Upstream
+from app.providers.huggingface_tgi import developer_as_system
 from app.providers.openai import OpenAICompatible, bearer
 from app.providers.refusals import refuse_custom_payload, refuse_outputs
 
@@ -133,6 +141,37 @@ def to_guided(payload: Json) -> None:
             payload.setdefault(STRUCTURED_TO_GUIDED[key], value)
 
 
+GREEDY_BELOW = 1e-5
+"""vLLM's ``_SAMPLING_EPS``: a temperature below it samples greedily."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def vllm_sampling(payload: Json) -> None:
+    """OpenAI-valid sampling that vLLM's ``SamplingParams`` refuses, as vLLM takes it or
+    refused here (in place), so that the client gets a 400 naming its own field and another
+    target may serve the call: ``top_p: 0`` (vLLM takes 0 < top_p <= 1, checked before a
+    greedy temperature resets it) is sent as ``temperature: 0``, the greedy sampling it means;
+    ``n`` > 1 with greedy sampling (vLLM: "n must be 1 when using greedy sampling") and an
+    empty stop string (vLLM: "stop cannot contain an empty string") are refused."""
+    top_p = _number(payload.get("top_p"))
+    if top_p == 0:
+        del payload["top_p"]
+        payload["temperature"] = 0
+    temperature, n = _number(payload.get("temperature")), payload.get("n")
+    if temperature is not None and temperature < GREEDY_BELOW and isinstance(n, int) \
+            and not isinstance(n, bool) and n > 1:
+        raise errors.InvalidRequest(
+            "vLLM samples greedily at temperature 0 (or top_p 0) and then makes one choice; "
+            "n must be 1", param="n")
+    stop = payload.get("stop")
+    if stop == "" or (isinstance(stop, list) and "" in stop):
+        raise errors.InvalidRequest("vLLM takes no empty stop sequence", param="stop")
+
+
 class VersionProbe:
     """The structured-output dialect of one vLLM server, learnt from ``GET /version``.
 
@@ -203,7 +242,9 @@ class VllmServer(OpenAICompatible):
         if "messages" in payload:  # a chat: what vLLM would ignore or refuse, refused here
             refuse_custom_payload(payload, who=WHO)
             refuse_outputs(payload, who=WHO)
+            payload["messages"] = developer_as_system(payload["messages"])
         payload.pop("best_of", None)
+        vllm_sampling(payload)
         if not stream:
             # vLLM answers 400 to stream_options on a request that does not stream.
             payload.pop("stream_options", None)

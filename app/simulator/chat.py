@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,19 +73,31 @@ class Wire:
     ``content_filter_results``; the verdicts come in annotation chunks of their own (empty
     ``id``, ``model`` and ``object``, ``created`` 0, one choice with ``content_filter_results``
     and ``content_filter_offsets`` and no ``delta``), one after every ``ANNOTATED_EVERY`` text
-    chunks of a choice and one per choice after the last finish chunk."""
+    chunks of a choice and one per choice after the last finish chunk.
+    ``tgi``: the answer as TGI's router builds it (``huggingface``'s module docstring): an
+    empty ``id``, a non-streamed tool call's id ``"0"`` and a streamed one's
+    ``next_tool_call_id``, ``description: null`` in a called function, ``TGI_FINGERPRINT``
+    unless one is set, and no ``refusal``, ``annotations`` or usage ``*_details``.
+    ``stop_reason``: each choice's finish names what stopped it, as vLLM's does: the matched
+    stop string when one ended the answer, else null (in a stream, on the finish chunk)."""
 
     finishes: Mapping[str, str]
     keeps_stop: bool = False
     prompt_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     content_filter: Mapping[str, Any] | None = field(default=None, hash=False)
     async_filter: bool = False
+    tgi: bool = False
+    stop_reason: bool = False
 
 
 OPENAI = Wire(_FINISH)
+VLLM = Wire(_FINISH, stop_reason=True)
+"""The OpenAI-compatible route as vLLM answers it (``stop_reason``)."""
 _REFUSAL = tuple(content.split_tokens(content.REFUSAL))
 _DONE = b"data: [DONE]\n\n"
 MAX_TOP_LOGPROBS = 20
+TGI_FINGERPRINT = "3.3.6-native"
+"""TGI's ``system_fingerprint``: its version, then its docker label (``native`` without one)."""
 MEMO_BODY_LIMIT = 16384  # larger bodies are rare in benchmarks and would pin memory
 
 
@@ -227,14 +240,27 @@ def answers(sim: Sim, body: dict[str, Any], messages: list[Any], sampling: Sampl
             for i in range(sampling.n)]
 
 
-def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-    """OpenAI's ``usage`` object."""
+def usage(prompt: int, completion: int, cached: int, *, details: bool = True
+          ) -> dict[str, Any]:
+    """OpenAI's ``usage`` object (``details``: with its ``*_details``, which TGI never sends)."""
+    if not details:
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}
+
+
+def next_tool_call_id(messages: list[Any]) -> str:
+    """The id TGI gives a streamed tool call: the highest numeric tool-call id of the
+    conversation plus one, else a UUID."""
+    numbers = [int(call["id"]) for message in messages
+               for call in (message.get("tool_calls") or ()) if isinstance(call, dict)
+               and isinstance(call.get("id"), str) and call["id"].isdigit()]
+    return str(max(numbers) + 1) if numbers else str(uuid.uuid4())
 
 
 def read_messages(body: dict[str, Any]) -> list[Any]:
@@ -265,8 +291,10 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
     ``created`` (the answer is then a pure function of the body and the process's options).
     """
     knobs = generation_knobs(sim, req)
+    if wire is OPENAI and route.dialect == "vllm":
+        wire = VLLM
     memoizable = knobs is NO_KNOBS and sim.zero_latency and route.deployment is None \
-        and wire is OPENAI
+        and wire in (OPENAI, VLLM)
     memo = sim.memo.get(req.body) if memoizable else None
     if memo is not None:
         await delay(sim, req, knobs, prompt=memo.prompt, completion=memo.completion,
@@ -278,7 +306,7 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         return
     model = sim.model(body.get("model"), route=route)
     messages = read_messages(body)
-    sampling = read_sampling(body)
+    sampling = read_sampling(body, vllm=route.dialect == "vllm")
     prompt = content.prompt_tokens(messages)
     check_context(prompt, sampling.limit, max_model_len=sim.options.max_model_len)
     logprobs = read_logprobs(body)
@@ -287,10 +315,14 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         results = [(content.keeping_stop(output), call) for output, call in results]
     cached = min(knobs.cache_read_tokens or 0, prompt)
     model = knobs.model or model
+    fingerprint = knobs.fingerprint
+    if wire.tgi and fingerprint is None:
+        fingerprint = TGI_FINGERPRINT
     ids = prompt_token_ids(messages) if sim.engine is not None else None
     if sampling.stream:
-        plan = _plan(sim, model, knobs.fingerprint, results, prompt=prompt, cached=cached,
-                     sampling=sampling, logprobs=logprobs, wire=wire)
+        plan = _plan(sim, model, fingerprint, results, prompt=prompt, cached=cached,
+                     sampling=sampling, logprobs=logprobs, wire=wire,
+                     tool_id=next_tool_call_id(messages) if wire.tgi else None)
         plan.prompt_ids = ids
         if knobs.role_early:  # the role chunks before the time to first token
             plan.preamble, plan.head = plan.preamble + plan.head, []
@@ -305,14 +337,15 @@ async def chat(sim: Sim, req: Request, route: Route, *, wire: Wire = OPENAI) -> 
         return
     answer: dict[str, Any] = {"model": model, "choices": [
         _choice(i, output, call, logprobs, wire) for i, (output, call) in enumerate(results)],
-        "usage": usage(prompt, completion, cached), "system_fingerprint": knobs.fingerprint}
+        "usage": usage(prompt, completion, cached, details=not wire.tgi),
+        "system_fingerprint": fingerprint}
     if wire.prompt_filter is not None:
         answer["prompt_filter_results"] = _prompt_filter_results(wire.prompt_filter)
     rest = orjson.dumps(answer)
     rest = rest[1:]  # without its "{": it follows the envelope's fields
     if memoizable and len(req.body) <= MEMO_BODY_LIMIT and not any(c for _, c in results):
         sim.remember(req.body, Memo(rest, prompt, completion, finish))
-    await send_json(req.send, 200, _envelope(sim) + rest)
+    await send_json(req.send, 200, _envelope(sim, tgi=wire.tgi) + rest)
 
 
 def _split_pair(first: bytes) -> list[bytes]:
@@ -327,21 +360,25 @@ def _split_pair(first: bytes) -> list[bytes]:
     return frames
 
 
-def _envelope(sim: Sim) -> bytes:
-    """The opening of a chat completion object: fresh ``id`` and ``created``."""
+def _envelope(sim: Sim, *, tgi: bool = False) -> bytes:
+    """The opening of a chat completion object: fresh ``id`` (TGI's: empty) and ``created``."""
     return b'{"id":"%s","object":"chat.completion","created":%d,' % (
-        sim.new_id("chatcmpl-").encode(), int(time.time()))
+        b"" if tgi else sim.new_id("chatcmpl-").encode(), int(time.time()))
 
 
 def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
             wire: Wire) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text,
-                               "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else output.text}
+    if not wire.tgi:
+        message.update(refusal=None, annotations=[])
     if call is not None and call.legacy:
         message["function_call"] = {"name": call.name, "arguments": call.arguments}
     elif call is not None and call.custom:
         message["tool_calls"] = [{"id": call.id, "type": "custom",
                                   "custom": {"name": call.name, "input": call.arguments}}]
+    elif call is not None and wire.tgi:
+        message["tool_calls"] = [{"id": "0", "type": "function", "function": {
+            "description": None, "name": call.name, "arguments": call.arguments}}]
     elif call is not None:
         message["tool_calls"] = [{"id": call.id, "type": "function",
                                   "function": {"name": call.name, "arguments": call.arguments}}]
@@ -350,9 +387,16 @@ def _choice(index: int, output: Output, call: ToolCall | None, top: int | None,
         logprobs = {"content": content.chat_logprobs(output.pieces, top), "refusal": None}
     choice = {"index": index, "message": message, "logprobs": logprobs,
               "finish_reason": _finish(output, call, wire)}
+    if wire.stop_reason:
+        choice["stop_reason"] = stop_reason(output)
     if wire.content_filter is not None:
         choice["content_filter_results"] = wire.content_filter
     return choice
+
+
+def stop_reason(output: Output) -> str | None:
+    """vLLM's ``stop_reason``: the stop string that ended ``output``, else None."""
+    return output.stop_sequence if output.finish == "stop_sequence" else None
 
 
 def _prompt_filter_results(verdict: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -369,11 +413,14 @@ def _finish(output: Output, call: ToolCall | None, wire: Wire) -> str:
 
 def _plan(sim: Sim, model: str, fingerprint: str | None,
           results: list[tuple[Output, ToolCall | None]], *, prompt: int, cached: int,
-          sampling: Sampling, logprobs: int | None, wire: Wire) -> StreamPlan:
+          sampling: Sampling, logprobs: int | None, wire: Wire,
+          tool_id: str | None = None) -> StreamPlan:
     """Frames: the prompt's filter verdict first where the wire gives one (``Wire``), a role
     delta per choice (with the first token), one frame per piece per choice (choices
-    interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``."""
-    base: dict[str, Any] = {"id": sim.new_id("chatcmpl-"), "object": "chat.completion.chunk",
+    interleaved), a finish frame per choice, the usage frame if asked, ``[DONE]``.
+    ``tool_id``: every tool call's id (TGI's), instead of the call's own."""
+    base: dict[str, Any] = {"id": "" if wire.tgi else sim.new_id("chatcmpl-"),
+                            "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": model,
                             "system_fingerprint": fingerprint}
     if sampling.include_usage:
@@ -395,15 +442,19 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
             "created": 0, "id": "", "model": "", "object": ""}) + b"\n\n"
 
     def frame(index: int, delta: dict[str, Any], finish: str | None = None,
-              lp: Any = None, *, text: bool = False) -> bytes:
+              lp: Any = None, *, text: bool = False, stopped: Output | None = None) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        if stopped is not None:
+            choice["stop_reason"] = stop_reason(stopped)
         if verdict is not None:
             choice["content_filter_results"] = verdict if text else {}
         return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
 
     head: list[bytes] = []
     for index, (_, call) in enumerate(results):
-        if call is None:
+        if call is None and wire.tgi:
+            head.append(frame(index, {"role": "assistant", "content": ""}))
+        elif call is None:
             head.append(frame(index, {"role": "assistant", "content": "", "refusal": None}))
         elif call.legacy:
             head.append(frame(index, {"role": "assistant", "content": None, "function_call": {
@@ -413,9 +464,12 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 {"index": 0, "id": call.id, "type": "custom",
                  "custom": {"name": call.name, "input": ""}}]}))
         else:
+            named: dict[str, Any] = {"name": call.name, "arguments": ""}
+            if wire.tgi:
+                named = {"description": None, **named}
             head.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call.id, "type": "function",
-                 "function": {"name": call.name, "arguments": ""}}]}))
+                {"index": 0, "id": tool_id or call.id, "type": "function",
+                 "function": named}]}))
     tokens: list[bytes] = []
     longest = max(output.tokens for output, _ in results)
     for position in range(longest):
@@ -435,14 +489,16 @@ def _plan(sim: Sim, model: str, fingerprint: str | None,
                 unchecked[index] += 1
                 if unchecked[index] == ANNOTATED_EVERY:  # rides on its text chunk's frame
                     tokens[-1] += annotation(index)
-    tail = [frame(index, {}, _finish(output, call, wire))
+    tail = [frame(index, {}, _finish(output, call, wire),
+                  stopped=output if wire.stop_reason else None)
             for index, (output, call) in enumerate(results)]
     if wire.async_filter:  # the last verdicts ride on the last finish frame
         tail[-1] += b"".join(annotation(index) for index in range(len(results)))
     finishes = len(tail)
     completion = sum(output.tokens for output, _ in results)
     if sampling.include_usage:
-        last = {**base, "choices": [], "usage": usage(prompt, completion, cached)}
+        last = {**base, "choices": [],
+                "usage": usage(prompt, completion, cached, details=not wire.tgi)}
         tail.append(b"data: " + orjson.dumps(last) + b"\n\n")
     tail.append(_DONE)
     finish = "length" if any(o.finish == "length" for o, _ in results) else "stop"

@@ -139,6 +139,34 @@ def _format(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
     return True, schema
 
 
+SAFETY_MODES = ("CONTEXTUAL", "STRICT", "OFF")
+
+
+def _check_extensions(body: dict[str, Any]) -> None:
+    """Cohere's own chat fields, as its v2 schema types them: ``safety_mode`` one of
+    ``SAFETY_MODES``, ``documents`` a list of strings or objects, ``k`` an integer 0..500,
+    ``thinking`` an object whose ``type`` is ``enabled`` or ``disabled`` (``token_budget`` a
+    positive integer)."""
+    mode = body.get("safety_mode")
+    if mode is not None and mode not in SAFETY_MODES:
+        raise fail(f"safety_mode must be one of {', '.join(SAFETY_MODES)}")
+    documents = body.get("documents")
+    if documents is not None and not (isinstance(documents, list) and all(
+            isinstance(d, (str, dict)) for d in documents)):
+        raise fail("documents must be a list of strings or document objects")
+    k = body.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 500):
+        raise fail("k must be an integer between 0 and 500")
+    thinking = body.get("thinking")
+    if thinking is not None:
+        budget = thinking.get("token_budget") if isinstance(thinking, dict) else None
+        if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled") \
+                or (budget is not None and (isinstance(budget, bool)
+                                            or not isinstance(budget, int) or budget < 1)):
+            raise fail("thinking must be {type: enabled|disabled, token_budget: a positive "
+                       "integer}")
+
+
 def read_chat(body: dict[str, Any]) -> ChatRequest:
     """Validate ``body`` as Cohere's ``/v2/chat`` does; the facts the simulator needs."""
     model = body.get("model")
@@ -167,6 +195,7 @@ def read_chat(body: dict[str, Any]) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise fail("stream must be a boolean")
+    _check_extensions(body)
     json_mode, schema = _format(body)
     prompt = sum(estimate_tokens(content.message_text(m)) + content.MESSAGE_OVERHEAD_TOKENS
                  for m in messages)

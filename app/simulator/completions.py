@@ -16,6 +16,7 @@ import orjson
 
 from app.simulator import content
 from app.simulator.asgi import Request, SimError, send_json
+from app.simulator.chat import stop_reason as named_stop
 from app.simulator.chat import usage
 from app.simulator.content import Output
 from app.simulator.core import Route, Sim, StreamPlan, delay, faulted, generation_knobs, stream
@@ -66,7 +67,7 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
     model = sim.model(body.get("model"), route=route)
     prompts = read_prompts(body.get("prompt"))
     echo = body.get("echo") is True
-    sampling = read_sampling(body, echo_only=echo)
+    sampling = read_sampling(body, echo_only=echo, vllm=route.dialect == "vllm")
     sizes = [estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompts]
     for size in sizes:
         check_context(size, sampling.limit, max_model_len=sim.options.max_model_len)
@@ -83,7 +84,8 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
             "system_fingerprint": knobs.fingerprint}
     if sampling.stream:
         await stream(sim, req, _plan(meta, results, prompt=prompt_total, cached=cached,
-                                     sampling=sampling, top=top), knobs, route=route)
+                                     sampling=sampling, top=top,
+                                     stop_reason=route.dialect == "vllm"), knobs, route=route)
         return
     completion = sum(output.tokens for _, output in results)
     finish = "length" if any(output.finish == "length" for _, output in results) else "stop"
@@ -93,18 +95,25 @@ async def completions(sim: Sim, req: Request, route: Route) -> None:
                         output.pieces, top, start=len(prefix)),
                     "finish_reason": "length" if output.finish == "length" else "stop"}
                    for index, (prefix, output) in enumerate(results)]
+        if route.dialect == "vllm":  # vLLM names the stop string that ended a choice
+            for choice, (_, output) in zip(choices, results, strict=True):
+                choice["stop_reason"] = named_stop(output)
         await send_json(req.send, 200, orjson.dumps(
             {**meta, "choices": choices, "usage": usage(prompt_total, completion, cached)}))
 
 
 def _plan(meta: dict[str, Any], results: list[tuple[str, Output]], *, prompt: int, cached: int,
-          sampling: Sampling, top: int | None) -> StreamPlan:
+          sampling: Sampling, top: int | None, stop_reason: bool = False) -> StreamPlan:
     """Frames: echoed prompts (with the first token), one frame per piece per choice, a finish
-    frame per choice, the usage frame if asked, ``[DONE]``."""
+    frame per choice (with vLLM's ``stop_reason`` when ``stop_reason``), the usage frame if
+    asked, ``[DONE]``."""
     base = {**meta, "usage": None} if sampling.include_usage else meta
 
-    def frame(index: int, text: str, finish: str | None = None, lp: Any = None) -> bytes:
+    def frame(index: int, text: str, finish: str | None = None, lp: Any = None,
+              stopped: Output | None = None) -> bytes:
         choice = {"text": text, "index": index, "logprobs": lp, "finish_reason": finish}
+        if stopped is not None:
+            choice["stop_reason"] = named_stop(stopped)
         return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
 
     head = [frame(index, prefix) for index, (prefix, _) in enumerate(results) if prefix]
@@ -115,7 +124,8 @@ def _plan(meta: dict[str, Any], results: list[tuple[str, Output]], *, prompt: in
                 piece = output.pieces[position]
                 lp = None if top is None else content.completion_logprobs([piece], top)
                 tokens.append(frame(index, piece, lp=lp))
-    tail = [frame(index, "", "length" if output.finish == "length" else "stop")
+    tail = [frame(index, "", "length" if output.finish == "length" else "stop",
+                  stopped=output if stop_reason else None)
             for index, (_, output) in enumerate(results)]
     finishes = len(tail)
     if sampling.include_usage:

@@ -3,7 +3,9 @@
 Each input's vector comes from SHAKE-256 of its text (token-id inputs hash their decimal ids), so
 equal inputs always embed equally and different ones are nearly orthogonal. ``dimensions`` sets
 the length (default: the model's own, ``MODEL_DIMENSIONS``, else
-``SimOptions.embedding_dimensions``; ``text-embedding-ada-002`` refuses ``dimensions`` with
+``SimOptions.embedding_dimensions``; on vLLM's route a model without Matryoshka training
+(``NO_MATRYOSHKA``) refuses ``dimensions`` with vLLM's 400; ``text-embedding-ada-002`` refuses
+``dimensions`` with
 OpenAI's 400, as it has a fixed size); ``encoding_format: "base64"`` sends
 little-endian float32 bytes, as OpenAI does. Usage counts ``estimate_tokens`` per text input and
 the id count per token-id input.
@@ -46,6 +48,9 @@ MODEL_DIMENSIONS: dict[str, int] = {
 documents it; any other model gets ``SimOptions.embedding_dimensions``."""
 FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
 """OpenAI models that take no ``dimensions``."""
+NO_MATRYOSHKA = ("BAAI/bge-",)
+"""Model-name prefixes of open models without Matryoshka training, whose ``dimensions`` vLLM
+refuses (its docs' example is ``BAAI/bge-m3``): vLLM's route answers them a 400."""
 
 
 def dimensions_of(model: str, fallback: int) -> int:
@@ -105,6 +110,9 @@ async def embeddings(sim: Sim, req: Request, route: Route) -> None:
     dimensions = read_int(body, "dimensions", minimum=1)
     if dimensions is not None and model in FIXED_DIMENSIONS:
         raise SimError(400, "This model does not support specifying dimensions.")
+    if dimensions is not None and route.dialect == "vllm" and model.startswith(NO_MATRYOSHKA):
+        raise SimError(400, f'Model "{model}" does not support matryoshka representation, '
+                       "changing output dimensions will lead to poor results.")
     dimensions = dimensions or dimensions_of(model, sim.options.embedding_dimensions)
     if dimensions > MAX_DIMENSIONS:
         raise SimError(400, f"dimensions must be at most {MAX_DIMENSIONS}.", param="dimensions")

@@ -20,6 +20,20 @@ only plays what differs.
   OpenAI's form, so the answer is its instance. A stop sequence ends the answer as TGI ends it:
   the text keeps the matched sequence, and ``finish_reason`` is ``stop_sequence`` (TGI's
   OpenAI-compliant reasons rename only ``eos_token``, to ``stop``).
+
+  What else TGI's router (``router/src/lib.rs``, ``chat.rs``) does with a request is played too:
+  a message's body is an untagged enum whose first variant is ``{content}`` and second
+  ``{tool_calls}``, so a message holding both (``content`` a string or a list, even ``""``) is
+  read as content alone and its ``tool_calls`` are dropped without a word (the prompt then counts
+  no arguments for them); a function tool's ``parameters`` (TGI's alias of ``arguments``) is
+  required (422 ``missing field `arguments```); ``presence_penalty`` becomes TGI's
+  ``repetition_penalty = presence_penalty + 2.0``, refused when not strictly positive (422, as
+  TGI validates ``repetition_penalty``). The answer is shaped as TGI builds it (``TGI_WIRE``):
+  an empty ``id`` (on every chunk of a stream, the usage chunk too), a non-streamed tool call's
+  id ``"0"`` and a streamed one's the highest numeric tool-call id of the conversation plus one
+  (else a UUID), ``description: null`` beside a called function's ``name``, ``system_fingerprint``
+  ``"<version>-native"``, and none of OpenAI's ``refusal``, ``annotations`` or usage
+  ``*_details``.
 """
 
 from __future__ import annotations
@@ -34,8 +48,9 @@ from app.simulator.core import Route, Sim
 _SUFFIX = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 UNAUTHORIZED = "Invalid credentials in Authorization header"
 TGI_WIRE = Wire({"stop": "stop", "stop_sequence": "stop_sequence", "length": "length",
-                 "tool": "tool_calls"}, keeps_stop=True)
-"""TGI's Messages API: ``stop_sequence`` and the matched sequence kept in the text."""
+                 "tool": "tool_calls"}, keeps_stop=True, tgi=True)
+"""TGI's Messages API: ``stop_sequence`` and the matched sequence kept in the text, TGI's ids
+and answer fields (``Wire.tgi``)."""
 
 
 def check_token(headers: dict[str, str]) -> None:
@@ -84,10 +99,39 @@ def _openai_format(grammar: Any) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"schema": schema}}
 
 
+def _tgi_messages(messages: Any) -> None:
+    """Each message as TGI's ``MessageBody`` reads it (in place): ``content`` (a string or a
+    list) wins over ``tool_calls``, which are then dropped."""
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict) and "tool_calls" in message \
+                and isinstance(message.get("content"), (str, list)):
+            del message["tool_calls"]
+
+
+def _tgi_tools(tools: Any) -> None:
+    """Each function tool has its ``parameters`` (TGI's ``FunctionDefinition.arguments``, no
+    default), else TGI's 422."""
+    for index, tool in enumerate(tools if isinstance(tools, list) else ()):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and "parameters" not in function \
+                and "arguments" not in function:
+            raise SimError(422, "Failed to deserialize the JSON body into the target type: "
+                           f"tools[{index}].function: missing field `arguments`",
+                           kind="validation")
+
+
 async def tgi_chat(sim: Sim, req: Request, route: Route) -> None:
     """TGI's Messages API: token, TGI's request types, then the shared chat handler."""
     check_token(req.headers)
     body = req.json_object()
+    _tgi_messages(body.get("messages"))
+    _tgi_tools(body.get("tools"))
+    presence = body.get("presence_penalty")
+    if isinstance(presence, (int, float)) and not isinstance(presence, bool) \
+            and presence + 2.0 <= 0:
+        # TGI: ``repetition_penalty = presence_penalty.map(|x| x + 2.0)``, then validated.
+        raise SimError(422, "Input validation error: `repetition_penalty` must be strictly "
+                       "positive", kind="validation")
     if "max_tokens" in body and "max_completion_tokens" in body:
         # TGI's ChatRequest takes max_completion_tokens as a serde alias of max_tokens.
         raise SimError(422, "Failed to deserialize the JSON body into the target type: "

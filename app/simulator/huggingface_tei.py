@@ -6,6 +6,10 @@ header. Unknown fields (``huggingface_hub`` sends ``parameters``) are ignored, a
 ignores them. A token is required (401 without). TEI's checks and bodies
 (``{"error", "error_type"}``): an empty batch is 400 ``Empty``; more than
 ``MAX_CLIENT_BATCH_SIZE`` inputs is 413 ``Validation``; a field of the wrong type is 422.
+``dimensions`` truncates the model's (Matryoshka) vector, as TEI's ``infer.rs`` does: 0 and a size
+above the model's own (``--embedding-dimensions``: the endpoint serves one model) are TEI's 422
+``Validation`` ("`dimensions` should be positive", "`dimensions` should be smaller than the
+maximum embedding dimension.").
 
 Vectors are the simulator's deterministic ones (``embeddings.vector``) of the text with its
 prompt (``prompt_name``'s ``"<name>: "`` prepended, so a prompt changes the vector); unit length
@@ -74,11 +78,16 @@ async def embed(sim: Sim, req: Request, route: Route) -> None:
     if prompt is not None and not isinstance(prompt, str):
         raise _type_error("prompt_name", "a string")
     dimensions = body.get("dimensions")
+    size = sim.options.embedding_dimensions
     if dimensions is None:
-        dimensions = sim.options.embedding_dimensions
-    elif isinstance(dimensions, bool) or not isinstance(dimensions, int) \
-            or not 1 <= dimensions <= MAX_DIMENSIONS:
-        raise _type_error("dimensions", f"an integer from 1 to {MAX_DIMENSIONS}")
+        dimensions = size
+    elif isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 0:
+        raise _type_error("dimensions", "usize")
+    elif dimensions == 0:
+        raise SimError(422, "`dimensions` should be positive", kind="Validation")
+    elif dimensions > min(size, MAX_DIMENSIONS):
+        raise SimError(422, "`dimensions` should be smaller than the maximum embedding "
+                       "dimension.", kind="Validation")
     texts = [f"{prompt}: {text}" if prompt else text for text in inputs]
     vectors: list[list[float]] = []
     for text in texts:

@@ -54,11 +54,41 @@ def read_stops(value: Any, key: str) -> tuple[str, ...]:
     raise SimError(400, f"{key} must be a string or a list of strings.", param=key)
 
 
-def read_sampling(body: dict[str, Any], *, echo_only: bool = False) -> Sampling:
+GREEDY_BELOW = 1e-5
+"""vLLM's ``_SAMPLING_EPS``: a temperature below it samples greedily."""
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def check_vllm_sampling(body: dict[str, Any]) -> None:
+    """What vLLM's ``SamplingParams._verify_args`` refuses though OpenAI's API takes it (400,
+    vLLM's messages): ``top_p`` outside (0, 1] (0 too, checked before a greedy temperature
+    resets it), an empty stop string, and ``n`` > 1 with a greedy temperature."""
+    top_p = _number(body, "top_p")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise SimError(400, f"top_p must be in (0, 1], got {top_p}.", param="top_p")
+    stop = body.get("stop")
+    if stop == "" or (isinstance(stop, list) and "" in stop):
+        raise SimError(400, "stop cannot contain an empty string.")
+    temperature, n = _number(body, "temperature"), body.get("n")
+    if temperature is not None and temperature < GREEDY_BELOW and isinstance(n, int) \
+            and not isinstance(n, bool) and n > 1:
+        raise SimError(400, f"n must be 1 when using greedy sampling, got {n}.")
+
+
+def read_sampling(body: dict[str, Any], *, echo_only: bool = False,
+                  vllm: bool = False) -> Sampling:
     """``n``, the token limit (``max_completion_tokens`` over ``max_tokens``), ``stop``,
     ``stream``/``stream_options`` and ``seed``. ``best_of`` is refused, as current vLLM does.
     ``echo_only``: ``max_tokens`` may be 0 (vLLM's completions with ``echo``: the prompt,
-    nothing generated); elsewhere 0 is vLLM's 400."""
+    nothing generated); elsewhere 0 is vLLM's 400. ``vllm``: vLLM's own sampling checks too
+    (``check_vllm_sampling``), for the routes that play vLLM."""
+    if vllm:
+        check_vllm_sampling(body)
     if body.get("best_of") is not None:
         raise SimError(400, "best_of is not supported by this server; use n instead.",
                        param="best_of")

@@ -6,7 +6,9 @@
   otherwise); ``input`` needs a string ``prompt`` or a list ``messages``, and its token limit
   (``max_tokens``, ``max_new_tokens`` or ``max_completion_tokens``) must be a positive integer,
   at least the model's floor where its page gives one (``MIN_LIMITS``: 1024 for
-  ``anthropic/claude-4-sonnet``) (422 naming the field).
+  ``anthropic/claude-4-sonnet``) (422 naming the field); a ``reasoning_effort`` must be one of
+  ``low``, ``medium``, ``high`` (the enum of OpenAI's reasoning models' pages: ``o1``,
+  ``o4-mini``; 422 otherwise).
 - ``GET /v1/predictions/{id}``: the prediction now; ``POST /v1/predictions/{id}/cancel``: cancel
   it (a running one ends ``canceled``).
 - ``GET /v1/predictions/{id}/stream``: the stream URL (on Replicate a separate host): SSE
@@ -22,7 +24,9 @@ test can take the polling path without waiting seconds. ``X-Sim-Replicate-Settle
 ``GET /v1/predictions/{id}`` show the prediction N ms late (``processing`` for N ms after its
 stream sent ``done``), so a test can make the fetch after ``done`` poll.
 ``X-Sim-Replicate-Fail: 1`` makes the prediction end ``failed`` (with an ``error``);
-``X-Sim-Error-After: N`` fails it after N tokens.
+``X-Sim-Error-After: N`` fails it after N tokens. ``X-Sim-Cut-After: N`` (``X-Sim-End-After: N``)
+on the creation makes its stream drop the connection (end cleanly) after N ``output`` events,
+without ``done``.
 ``X-Return-Error`` and ``X-Sim-Hang`` apply to creation. Token counts are the simulator's usual
 (``content``): ``metrics.input_token_count`` counts the prompt, system prompt and messages.
 Errors are problem details: ``{"title", "detail", "status"}``.
@@ -52,6 +56,7 @@ PREFIX = "/v1/"
 ROUTE = Route("replicate")
 MAX_KEPT = 1000
 _LIMIT_FIELDS = ("max_tokens", "max_new_tokens", "max_completion_tokens")
+REASONING_EFFORTS = ("low", "medium", "high")
 MIN_LIMITS = {"anthropic/claude-4-sonnet": 1024}
 """Official models whose token limit has a floor above 1, as their Replicate API pages give it
 (claude-4-sonnet: ``max_tokens`` "Min: 1024"; claude-4.5-haiku's is 1)."""
@@ -77,6 +82,11 @@ class Prediction:
     canceled_at: float | None = None
     settle: float = 0.0
     """How many seconds behind the stream ``GET /v1/predictions/{id}`` shows it."""
+    cut_after: int | None = None
+    """The creation's ``X-Sim-Cut-After``: its stream drops the connection after N outputs."""
+    end_after: int | None = None
+    """The creation's ``X-Sim-End-After``: its stream ends cleanly after N outputs, no
+    ``done``."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def produced(self, now: float) -> int:
@@ -214,6 +224,10 @@ def _read_input(body: dict[str, Any], *, minimum: int = 1) -> dict[str, Any]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < minimum):
             raise _invalid(f"- input.{name}: Must be greater than or equal to {minimum}")
+    effort = given.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise _invalid("- input.reasoning_effort: input.reasoning_effort must be one of the "
+                       "following: " + ", ".join(f'"{e}"' for e in REASONING_EFFORTS))
     return given
 
 
@@ -341,7 +355,8 @@ async def _create(sim: Sim, req: Request, params: dict[str, str]) -> None:
         id=sim.new_id("r"), model=model, version=version, input=given,
         pieces=output.pieces, prompt_tokens=_prompt_tokens(given), created=time.monotonic(),
         duration=_duration(sim, req, knobs, output.tokens), base=f"http://{host}",
-        stream=body.get("stream") is True, fail_after=fail_after, settle=_settle(req))
+        stream=body.get("stream") is True, fail_after=fail_after, settle=_settle(req),
+        cut_after=knobs.cut_after, end_after=knobs.end_after)
     store_of(sim).add(prediction)
     if prediction.ends() > prediction.created:
         asyncio.get_running_loop().call_at(prediction.ends(), prediction.done.set)
@@ -375,14 +390,24 @@ async def _stream(sim: Sim, req: Request, prediction: Prediction) -> None:
     await req.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     watcher = Watcher(req.receive)
     sent, stamp = 0, int(time.time())
+    limit = prediction.cut_after if prediction.cut_after is not None else prediction.end_after
     try:
         while True:
             now = time.monotonic()
             count = prediction.produced(now)
+            if limit is not None:
+                count = min(count, limit)
             frames = [_event("output", piece, f"{stamp}:{sent + i}")
                       for i, piece in enumerate(prediction.pieces[sent:count])]
             sent = max(sent, count)
             status = prediction.status(now)
+            if limit is not None and (sent >= limit or status != "processing"):
+                # X-Sim-Cut-After: the connection drops (the response never completes);
+                # X-Sim-End-After: the response ends cleanly; neither sends ``done``.
+                await req.send({"type": "http.response.body", "body": b"".join(frames),
+                                "more_body": prediction.cut_after is not None})
+                state.streams_faulted += 1
+                return
             if status != "processing":
                 frames += _ending(prediction, status, f"{stamp}:{sent}")
                 await req.send({"type": "http.response.body", "body": b"".join(frames)})

@@ -130,3 +130,26 @@ def test_a_refusal_of_a_translated_field_names_the_clients(gw: RunningGateway) -
     message = caught.value.body["error"]["message"]  # type: ignore[index]
     assert message.startswith("tool_choice.disable_parallel_tool_use (sent to this target as "
                               "parallel_tool_calls): Gemini cannot")
+
+
+def test_a_vllm_stop_sequence_is_the_messages_stop_sequence(run_gateway: GatewayFactory,
+                                                            simulator: str) -> None:
+    """vLLM names the stop string that ended a choice in its ``stop_reason`` (the simulated
+    vLLM too): ``/v1/messages`` on a vLLM target answers ``stop_reason: "stop_sequence"`` and
+    the sequence, whole and streamed."""
+    raw = {"providers": {"gpu": {"type": "vllm", "base_url": simulator + "/v1",
+                                 "structured_output": "structured_outputs"}},
+           "models": {"vl": {"targets": [{"provider": "gpu", "model": "m"}]}},
+           "retries": {"attempts": 0}}
+    with run_gateway(raw) as gw:
+        client = sdk(gw)
+        reply = client.messages.create(model="vl", max_tokens=50, messages=USER,
+                                       stop_sequences=["nothing", "reply"])
+        assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", "reply")
+        assert reply.content[0].text == "Simulated "
+        with client.messages.stream(model="vl", max_tokens=50, messages=USER,
+                                    stop_sequences=["nothing", "reply"]) as stream:
+            final = stream.get_final_message()
+        assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "reply")
+        plain = client.messages.create(model="vl", max_tokens=50, messages=USER)
+        assert (plain.stop_reason, plain.stop_sequence) == ("end_turn", None)

@@ -425,6 +425,7 @@ def test_embed_dimensions_are_refused_for_fixed_size_models(model: str) -> None:
     ("embed-v4.0", {"input_type": "query"}, "input_type"),
     ("embed-v4.0", {"truncate": "end"}, "truncate"),
     ("embed-english-v3.0", {"output_dimension": 256}, "output_dimension"),
+    ("embed-v4.0", {"output_dimension": 300}, "output_dimension"),
 ])
 def test_target_embed_params_cohere_refuses_are_config_errors(model: str, params: Json,
                                                               param: str) -> None:

@@ -109,6 +109,42 @@ def test_tools_and_json_output(tmp_path: Path, simulator: str) -> None:
         assert refused.value.body["param"] == "n"  # type: ignore[index]
 
 
+def test_reasoning_effort_refused_service_tier_and_prediction_dropped(tmp_path: Path,
+                                                                     simulator: str) -> None:
+    """reasoning_effort (Cohere takes thinking instead) is a 400 naming it, before sending;
+    service_tier and prediction, which cannot change the answer, are dropped."""
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                           reasoning_effort="high")
+        assert refused.value.body["param"] == "reasoning_effort"  # type: ignore[index]
+        client.chat.completions.create(
+            model="command", messages=USER, max_tokens=3, service_tier="flex",
+            extra_body={"prediction": {"type": "content", "content": "x"}})
+        (sent,) = sim_requests(simulator, 1)
+        assert not {"service_tier", "prediction", "reasoning_effort"} & set(sent["body"])
+
+
+def test_cohere_fields_cohere_refuses_are_a_400(tmp_path: Path, simulator: str) -> None:
+    """Cohere's own fields are forwarded as sent; a value Cohere's schema refuses (the
+    simulated Cohere's too) comes back as Cohere's 400, and a valid one is served."""
+    with gateway(tmp_path, config(simulator)) as gw:
+        client = gw.client()
+        client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                       extra_body={"safety_mode": "STRICT", "k": 5,
+                                                   "documents": ["tides are tidal"]})
+        (sent,) = sim_requests(simulator, 1)
+        assert (sent["body"]["safety_mode"], sent["body"]["k"]) == ("STRICT", 5)
+        for extra, word in (({"safety_mode": "WRONG"}, "safety_mode"),
+                            ({"documents": "bad"}, "documents"),
+                            ({"thinking": {"type": "on"}}, "thinking")):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.chat.completions.create(model="command", messages=USER, max_tokens=3,
+                                               extra_body=extra)
+            assert word in refused.value.message
+
+
 def test_embeddings_over_96_inputs_rejoined_in_order(tmp_path: Path, simulator: str) -> None:
     """150 inputs: two upstream calls (96 + 54) with the target's input_type, and 150 vectors
     in input order (each equal to the vector of that text embedded alone)."""
@@ -149,6 +185,25 @@ def test_embed_dimensions_skip_a_v3_target(tmp_path: Path, simulator: str) -> No
         assert refused.value.body["param"] == "dimensions"  # type: ignore[index]
         assert len(client.embeddings.create(model="v3", input="tides").data[0].embedding) \
             == 1024
+
+
+def test_embed_v4_dimensions_cohere_does_not_make_are_refused_here(tmp_path: Path,
+                                                                    simulator: str) -> None:
+    """Embed v4 takes output_dimension 256, 512, 1024 or 1536 (the simulated Cohere refuses
+    others, naming output_dimension): another value is a 400 naming dimensions and the allowed
+    sizes, with no upstream call."""
+    raw = config(simulator)
+    raw["models"]["v4"] = {"targets": [{"provider": "co", "model": "embed-v4.0"}]}
+    with gateway(tmp_path, raw) as gw:
+        client = gw.client()
+        assert len(client.embeddings.create(model="v4", input="tides", dimensions=512)
+                   .data[0].embedding) == 512
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="v4", input="tides", dimensions=300)
+        body: Any = refused.value.body
+        assert body["param"] == "dimensions" and "256, 512, 1024, 1536" in body["message"]
+        (last,) = sim_requests(simulator, 1)
+        assert last["body"]["output_dimension"] == 512  # the refused call never went out
 
 
 def test_upstream_429_keeps_status_and_retry_after(tmp_path: Path, simulator: str) -> None:

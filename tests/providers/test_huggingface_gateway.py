@@ -183,6 +183,21 @@ def test_tei_embeddings_beyond_the_batch_limit_in_order(run_gateway: GatewayFact
         assert batch.usage.prompt_tokens > 0
 
 
+def test_tei_dimensions_above_the_models_size_are_a_400_naming_dimensions(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """TEI truncates a Matryoshka vector and cannot lengthen it: a dimensions above the
+    model's size is TEI's 422 (the simulated TEI's too, its model 384 long), the client's 400
+    naming dimensions; a smaller one is served."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        assert len(client.embeddings.create(model="bge", input="hi", dimensions=128)
+                   .data[0].embedding) == 128
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="bge", input="hi", dimensions=5000)
+        body: Any = refused.value.body
+        assert body["param"] == "dimensions" and "maximum embedding dimension" in body["message"]
+
+
 def test_upstream_429_stays_429_with_retry_after(run_gateway: GatewayFactory,
                                                  simulator: str) -> None:
     """TGI's 429 (overloaded) reaches the client as a 429 with Retry-After."""
@@ -215,3 +230,117 @@ def test_cancelled_tgi_stream_closes_the_upstream(run_gateway: GatewayFactory,
         assert gw.leave_a_stream(simulator, request_id="hf-gone", path="/v1/completions", body={
             "model": "tgi", "prompt": "hi", "stream": True, "max_tokens": 200}) == 1
         assert gw.sink.by_id("hf-gone").status == "cancelled"
+
+
+WEATHER_TOOL: Any = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}}}}
+CALL: Any = {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+
+
+def test_tgi_chat_assistant_tool_calls_reach_tgi_without_content(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """An assistant turn with tool calls and a content (even "") reaches TGI with its calls:
+    TGI reads a message holding both as its content alone (the simulated TGI too, whose prompt
+    then counts no arguments), so an empty content is left out and a text goes in an assistant
+    message of its own before the calls."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        for content, expected in (("", []), ("Checking", ["Checking"])):
+            messages: Any = [{"role": "user", "content": "Weather in Paris?"},
+                             {"role": "assistant", "content": content, "tool_calls": [CALL]},
+                             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+            reply = client.chat.completions.create(model="tgi", messages=messages,
+                                                   tools=[WEATHER_TOOL], max_tokens=5)
+            assert reply.choices[0].message.content
+            (sent,) = received(simulator)
+            assistants = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
+            assert [m["content"] for m in assistants if "content" in m] == expected
+            assert [m["tool_calls"] for m in assistants if "tool_calls" in m] == [[CALL]]
+            assert all("content" not in m for m in assistants if "tool_calls" in m)
+    # The simulated TGI drops the calls of a message that has a content, as TGI does.
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    prompts = [httpx.post(f"{simulator}/tgi/v1/chat/completions", headers=headers, json={
+        "messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", **turn},
+                     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+        "max_tokens": 3}).json()["usage"]["prompt_tokens"]
+        for turn in ({"tool_calls": [CALL]}, {"content": "", "tool_calls": [CALL]},
+                     {"content": ""})]
+    assert prompts[0] > prompts[1] == prompts[2]
+
+
+def test_tgi_chat_function_tool_without_parameters_takes_none(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """A function tool without parameters (optional in OpenAI's API) reaches TGI with an empty
+    object schema: TGI requires the field (the simulated TGI too)."""
+    with run_gateway(config(simulator)) as gw:
+        reply = gw.client().chat.completions.create(
+            model="tgi", messages=[{"role": "user", "content": "what time is it now"}],
+            tools=[{"type": "function", "function": {"name": "now"}}])
+        calls = reply.choices[0].message.tool_calls
+        assert calls and calls[0].type == "function" and calls[0].function.name == "now"
+        (sent,) = received(simulator)
+        assert sent["body"]["tools"][0]["function"]["parameters"] == {
+            "type": "object", "properties": {}}
+    refused = httpx.post(f"{simulator}/tgi/v1/chat/completions",
+                         headers={"Authorization": f"Bearer {TOKEN}"},
+                         json={"messages": USER, "tools": [
+                             {"type": "function", "function": {"name": "now"}}]})
+    assert refused.status_code == 422 and "missing field `arguments`" in refused.json()["error"]
+
+
+def test_tgi_chat_presence_penalty_zero_left_out_other_refused(
+        run_gateway: GatewayFactory, simulator: str) -> None:
+    """TGI's chat applies presence_penalty + 2 as a repetition_penalty: 0 (OpenAI's "off") is
+    left out, any other value refused naming presence_penalty, before any upstream call."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        client.chat.completions.create(model="tgi", messages=USER, max_tokens=3,
+                                       presence_penalty=0)
+        (sent,) = received(simulator)
+        assert "presence_penalty" not in sent["body"]
+        for value in (0.5, -2.0):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.chat.completions.create(model="tgi", messages=USER, max_tokens=3,
+                                               presence_penalty=value)
+            assert refused.value.body["param"] == "presence_penalty"  # type: ignore[index]
+            assert received(simulator)[0]["body"].get("presence_penalty") is None
+    below = httpx.post(f"{simulator}/tgi/v1/chat/completions",
+                       headers={"Authorization": f"Bearer {TOKEN}"},
+                       json={"messages": USER, "presence_penalty": -2})
+    assert below.status_code == 422 and "repetition_penalty" in below.json()["error"]
+
+
+def test_tgi_chat_ids_are_openai_ids(run_gateway: GatewayFactory, simulator: str) -> None:
+    """TGI answers an empty id and tool-call id "0" (the simulated TGI too); the client gets a
+    chatcmpl- id (one per stream) and distinct call_ ids, without TGI's description: null."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        ids = set()
+        for _ in range(2):
+            reply = client.chat.completions.create(model="tgi", messages=USER,
+                                                   tools=[WEATHER_TOOL], tool_choice="required")
+            assert reply.id.startswith("chatcmpl-")
+            calls = reply.choices[0].message.tool_calls
+            assert calls and calls[0].id.startswith("call_") and calls[0].type == "function"
+            ids.add(calls[0].id)
+            assert "description" not in calls[0].function.model_dump(exclude_unset=True)
+        assert len(ids) == 2
+        # Streamed, TGI numbers the call after the conversation's highest numeric id ("4").
+        earlier: Any = [*USER, {"role": "assistant", "tool_calls": [{**CALL, "id": "3"}]},
+                        {"role": "tool", "tool_call_id": "3", "content": "sunny"}, *USER]
+        chunks = list(client.chat.completions.create(
+            model="tgi", messages=earlier, tools=[WEATHER_TOOL], tool_choice="required",
+            stream=True, stream_options={"include_usage": True}))
+        assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+        streamed = {t.id for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()
+                    if t.id is not None}
+        assert len(streamed) == 1 and streamed.pop().startswith("call_")
+    raw = httpx.post(f"{simulator}/tgi/v1/chat/completions",
+                     headers={"Authorization": f"Bearer {TOKEN}"},
+                     json={"messages": USER, "tools": [WEATHER_TOOL],
+                           "tool_choice": "required"}).json()
+    assert raw["id"] == "" and raw["choices"][0]["message"]["tool_calls"][0]["id"] == "0"
+    assert "refusal" not in raw["choices"][0]["message"]
+    assert raw["system_fingerprint"].endswith("-native")

@@ -3,6 +3,7 @@ simulator's Replicate dialect."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -161,3 +162,56 @@ def test_claude_4_sonnet_token_floor_is_a_400(run_gateway: GatewayFactory,  # no
         assert "max_tokens: Must be greater than or equal to 1024" in error["message"]
         reply = client.chat.completions.create(model="sonnet", messages=USER, max_tokens=1024)
         assert reply.choices[0].message.content
+
+
+def test_reasoning_effort_reaches_a_model_that_takes_it_else_is_refused(
+        run_gateway: GatewayFactory, simulator: str) -> None:  # noqa: F811
+    """reasoning_effort goes in the input of openai/o* models (their pages list it; the
+    simulated Replicate checks its enum); a model without that input refuses it with a 400
+    naming reasoning_effort; service_tier and prediction are dropped."""
+    raw = config(simulator)
+    raw["models"]["o4"] = {"targets": [{"provider": "rep", "model": "openai/o4-mini"}]}
+    raw["models"]["gpt4o"] = {"targets": [{"provider": "rep", "model": "openai/gpt-4o"}]}
+    with run_gateway(raw) as gw:
+        client = gw.client()
+        reply = client.chat.completions.create(
+            model="o4", messages=USER, max_tokens=5, reasoning_effort="high",
+            service_tier="flex", extra_body={"prediction": {"type": "content", "content": "x"}})
+        assert reply.choices[0].message.content
+        (sent,) = httpx.get(f"{simulator}/_sim/requests?limit=1").json()
+        assert sent["body"]["input"]["reasoning_effort"] == "high"
+        assert not {"service_tier", "prediction"} & set(sent["body"]["input"])
+        for model in ("gpt4o", "rep"):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model=model, messages=USER, max_tokens=5,
+                                               reasoning_effort="high")
+            assert caught.value.response.json()["error"]["param"] == "reasoning_effort"
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="o4", messages=USER, max_tokens=5,
+                                           extra_body={"reasoning_effort": "extreme"})
+        assert "reasoning_effort" in caught.value.response.json()["error"]["message"]
+
+
+def test_a_stream_that_ends_before_done_is_an_error_and_cancelled(
+        run_gateway: GatewayFactory, simulator: str) -> None:  # noqa: F811
+    """A prediction stream cut after 2 outputs (connection dropped, or ended cleanly without
+    done): the client's stream ends with an error after the text it got (what a dropped
+    connection delivered), and the prediction is cancelled."""
+    raw = config(simulator)
+    for name, knob in (("cut", "X-Sim-Cut-After"), ("ended", "X-Sim-End-After")):
+        raw["providers"][name] = {**raw["providers"]["rep"],
+                                  "headers": {knob: "2", "X-Sim-Replicate-Duration-Ms": "300"}}
+        raw["models"][name] = {"targets": [{"provider": name,
+                                            "model": "meta/meta-llama-3-8b-instruct"}]}
+    with run_gateway(raw) as gw:
+        for name in ("cut", "ended"):
+            answer = gw.http().post("/v1/chat/completions", json={
+                "model": name, "messages": USER, "max_tokens": 12, "stream": True})
+            frames = [line[6:] for line in answer.text.splitlines()
+                      if line.startswith("data: {")]
+            texts = [c["choices"][0]["delta"].get("content") for c in map(json.loads, frames)
+                     if c.get("choices")]
+            assert "".join(t or "" for t in texts).startswith("Simulated")
+            assert "error" in json.loads(frames[-1]), frames[-1]
+            assert _until(lambda: any(r["path"].endswith("/cancel") for r in httpx.get(
+                f"{simulator}/_sim/requests?limit=5").json()))

@@ -95,6 +95,34 @@ def test_openai_format_chat_and_stream(run_gateway: GatewayFactory, simulator: s
         assert sent["path"].endswith("/invocations-response-stream")
 
 
+def test_openai_format_sends_developer_as_system(run_gateway: GatewayFactory,
+                                                simulator: str) -> None:
+    """An OpenAI-style container (vLLM, LMI) hands roles to the model's chat template: a
+    developer message is sent as a system one."""
+    with run_gateway(config(simulator)) as gw:
+        gw.client().chat.completions.create(
+            model="vllm", max_tokens=3, messages=[{"role": "developer", "content": "Be brief"},
+                                                  *USER])
+        (sent,) = sim_requests(simulator, 1)
+        assert [m["role"] for m in sent["body"]["messages"]] == ["system", "user"]
+
+
+def test_openai_format_sampling_vllm_refuses(run_gateway: GatewayFactory,
+                                             simulator: str) -> None:
+    """An OpenAI-style container (vLLM) refuses top_p 0 and n > 1 with greedy sampling (the
+    simulated one too): top_p 0 goes as temperature 0, n > 1 at temperature 0 is the gateway's
+    400 naming n."""
+    with run_gateway(config(simulator)) as gw:
+        client = gw.client()
+        client.chat.completions.create(model="vllm", max_tokens=3, messages=USER, top_p=0)
+        (sent,) = sim_requests(simulator, 1)
+        assert "top_p" not in sent["body"] and sent["body"]["temperature"] == 0
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="vllm", max_tokens=3, messages=USER, n=2,
+                                           temperature=0)
+        assert caught.value.body["param"] == "n"  # type: ignore[index]
+
+
 def test_tgi_format_chat_and_completions(run_gateway: GatewayFactory, simulator: str) -> None:
     """TGI endpoints: chat as OpenAI messages (TGI's Messages API at /invocations),
     completions as {inputs, parameters}, streamed with stream: true."""

@@ -93,7 +93,8 @@ def test_lmi_json_lines_stream(run_gateway: GatewayFactory, replay: tuple[Replay
 
 def test_tgi_tool_call_answer(run_gateway: GatewayFactory, replay: tuple[Replay, str]) -> None:
     """TGI's recorded tool-call answer: an OpenAI tool call with its arguments, no text, usage,
-    and finish_reason tool_calls (TGI says stop)."""
+    and finish_reason tool_calls (TGI says stop); TGI's empty id and tool-call id "0" become
+    OpenAI-style ones."""
     upstream, url = replay
     upstream.answer(json.dumps(fixture("tgi_chat_tool_call.json")).encode())
     with run_gateway(config(url)) as gw:
@@ -103,7 +104,8 @@ def test_tgi_tool_call_answer(run_gateway: GatewayFactory, replay: tuple[Replay,
     assert choice.message.content is None
     assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
-    assert call.id == "0" and call.type == "function"
+    assert reply.id.startswith("chatcmpl-")
+    assert call.id.startswith("call_") and call.type == "function"
     assert call.function.name == "get_current_weather"
     assert json.loads(call.function.arguments) == {"location": "Brooklyn, NY",
                                                    "format": "fahrenheit"}

@@ -16,7 +16,7 @@ from app.providers import PROVIDER_TYPES, vllm
 from app.providers.base import Json, Target
 from app.providers.vllm import VllmProvider
 from app.simulator import SimOptions, create_app
-from tests.providers.calls import chat, completion, received
+from tests.providers.calls import chat, completion, embedding, received
 from tests.servers import free_port, serve
 
 TARGET = Target(provider="gpu", model="m")
@@ -116,6 +116,62 @@ async def test_best_of_is_never_forwarded(simulator: str, session: aiohttp.Clien
     result = await provider.chat(chat({**HELLO, "best_of": 2}), target=target)
     assert result.body["object"] == "chat.completion"
     assert "best_of" not in await sent_body(session, simulator)
+
+
+async def test_sampling_vllm_refuses_is_translated_or_refused_here(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """vLLM refuses top_p 0, n > 1 with greedy sampling and an empty stop string, which
+    OpenAI's API takes (the simulated vLLM refuses each too): top_p 0 is sent as temperature 0
+    (greedy, what it means); the other two are the gateway's 400 naming the field, before any
+    upstream call."""
+    provider = make(simulator + "/v1", session)
+    await provider.chat(chat({**HELLO, "top_p": 0, "temperature": 0.7}), target=TARGET)
+    body = await sent_body(session, simulator)
+    assert "top_p" not in body and body["temperature"] == 0
+    await provider.complete(completion({"model": "text", "prompt": "x", "top_p": 0.0}),
+                            target=TARGET)
+    body = await sent_body(session, simulator)
+    assert "top_p" not in body and body["temperature"] == 0
+    for extra, param in (({"n": 2, "temperature": 0}, "n"), ({"n": 2, "top_p": 0}, "n"),
+                         ({"stop": [""]}, "stop"), ({"stop": ""}, "stop")):
+        with pytest.raises(errors.InvalidRequest) as caught:
+            await provider.chat(chat({**HELLO, **extra, "user": param}), target=TARGET)
+        assert caught.value.param == param
+        assert (await sent_body(session, simulator)).get("user") is None
+    url = f"{simulator}/v1/chat/completions"
+    for extra, words in (({"top_p": 0, "temperature": 0}, "top_p must be in (0, 1]"),
+                         ({"n": 2, "temperature": 0}, "n must be 1 when using greedy"),
+                         ({"stop": ["", "x"]}, "stop cannot contain an empty string")):
+        async with session.post(url, json={**HELLO, **extra}) as refused:
+            assert refused.status == 400 and words in await refused.text()
+
+
+async def test_dimensions_on_a_model_without_matryoshka_is_vllms_400(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """vLLM refuses dimensions for a model without Matryoshka training (the simulated vLLM
+    too, for BAAI/bge-*): the client gets vLLM's 400 with its reason; without dimensions the
+    model serves."""
+    provider = make(simulator + "/v1", session)
+    target = Target(provider="gpu", model="BAAI/bge-small-en-v1.5")
+    body: Json = {"model": "vle", "input": "hi"}
+    result = await provider.embed(embedding(body), target=target)
+    assert len(result.body["data"][0]["embedding"]) == 384
+    with pytest.raises(errors.UpstreamRejected) as caught:
+        await provider.embed(embedding({**body, "dimensions": 256}), target=target)
+    assert caught.value.status_code == 400 and "matryoshka" in caught.value.message
+
+
+async def test_developer_messages_reach_vllm_as_system(
+        simulator: str, session: aiohttp.ClientSession) -> None:
+    """vLLM hands roles to the model's chat template, which knows system, not developer: a
+    developer message is sent as a system one, the rest unchanged."""
+    provider = make(simulator + "/v1", session)
+    messages = [{"role": "system", "content": "sys"}, {"role": "developer", "content": "dev"},
+                *HELLO["messages"]]
+    await provider.chat(chat({**HELLO, "messages": messages}), target=TARGET)
+    body = await sent_body(session, simulator)
+    assert body["messages"] == [{"role": "system", "content": "sys"},
+                                {"role": "system", "content": "dev"}, *HELLO["messages"]]
 
 
 async def test_extras_and_target_params_are_carried(simulator: str,

@@ -46,12 +46,14 @@ def test_chat_answer_is_deterministic_and_usage_matches_content(oai: openai.Open
 
 
 def test_chat_raw_shape_follows_openai(http: httpx.Client) -> None:
-    """The raw object carries OpenAI's fields: message refusal, logprobs, system_fingerprint."""
+    """The raw object carries OpenAI's fields: message refusal, logprobs, system_fingerprint;
+    and vLLM's stop_reason (the route plays vLLM too), null without a stop string."""
     body = http.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES}).json()
     assert set(body) == {"id", "object", "created", "model", "choices", "usage",
                          "system_fingerprint"}
     choice = body["choices"][0]
-    assert set(choice) == {"index", "message", "logprobs", "finish_reason"}
+    assert set(choice) == {"index", "message", "logprobs", "finish_reason", "stop_reason"}
+    assert choice["stop_reason"] is None
     assert choice["message"]["role"] == "assistant" and choice["message"]["refusal"] is None
     assert isinstance(body["created"], int)
 

@@ -228,3 +228,23 @@ def test_response_format_works_in_every_version(simulator: str, old_vllm_simulat
         plain = web.post(f"{url}/v1/chat/completions",
                            json={**CHAT, "response_format": {"type": "json_object"}})
         assert list(orjson.loads(content_of(plain))) == ["reply"]
+
+
+def test_stop_reason_names_the_stop_string(simulator: str, web: httpx.Client) -> None:
+    """vLLM's choices carry stop_reason: the stop string that ended the answer, else null;
+    streamed, on the finish chunk; chat and completions alike."""
+    chat = web.post(f"{simulator}/v1/chat/completions", json={**CHAT, "stop": ["x", "reply"]})
+    assert chat.json()["choices"][0]["stop_reason"] == "reply"
+    plain = web.post(f"{simulator}/v1/chat/completions", json=CHAT)
+    assert plain.json()["choices"][0]["stop_reason"] is None
+    text = web.post(f"{simulator}/v1/completions",
+                    json={"model": "m", "prompt": "Hi there", "stop": "reply"})
+    assert text.json()["choices"][0]["stop_reason"] == "reply"
+    for path, body in (("/v1/chat/completions", CHAT),
+                       ("/v1/completions", {"model": "m", "prompt": "Hi there"})):
+        streamed = web.post(f"{simulator}{path}", json={**body, "stop": ["reply"],
+                                                        "stream": True})
+        chunks = [orjson.loads(line[6:]) for line in streamed.text.splitlines()
+                  if line.startswith("data: {")]
+        finishing = [c["choices"][0] for c in chunks if c["choices"][0]["finish_reason"]]
+        assert [c.get("stop_reason") for c in finishing] == ["reply"]
