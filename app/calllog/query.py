@@ -19,10 +19,11 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BeforeValidator
 from sqlalchemy import ColumnElement, String, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +31,7 @@ from app import errors
 from app.calllog.record import json_safe
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.models import Call
-from app.times import as_utc, iso
+from app.times import WHEN_FORMS, TooFarBack, as_utc, iso, parse_when
 
 MAX_LIMIT = 1000
 STATUSES = frozenset({"ok", "error", "cancelled"})
@@ -44,29 +45,38 @@ _TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "cal
                  "config_version": "config_version", "experiment": "experiment",
                  "variant": "variant", "prompt_id": "prompt_id"}
 """Text filters of ``list_calls`` and the column each matches."""
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_time(value: str, *, param: str, now: datetime | None = None) -> datetime:
     """An aware UTC datetime from ISO 8601 (naive means UTC) or a relative age such as ``90s``,
-    ``15m``, ``1h``, ``7d``, ``2w`` (that long before ``now``, default: the current time).
+    ``15m``, ``1h``, ``7d``, ``2w`` (that long before ``now``, default: the current time), in
+    ASCII digits (``app.times.parse_when``, which the CLI's ``--since`` uses too).
 
     Raises ``InvalidRequest`` naming ``param`` when ``value`` is neither."""
-    match = _RELATIVE.match(value)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-        except OverflowError:
-            raise errors.InvalidRequest(f"'{param}' reaches too far back: {value!r}.",
-                                        param=param, code="invalid_value") from None
     try:
-        return as_utc(datetime.fromisoformat(value.strip()))
-    except (ValueError, OverflowError):  # OverflowError: out of range once moved to UTC
+        return parse_when(value, now=now)
+    except TooFarBack:
+        raise errors.InvalidRequest(f"'{param}' reaches too far back: {_shown(value)}.",
+                                    param=param, code="invalid_value") from None
+    except ValueError:
         raise errors.InvalidRequest(
-            f"Invalid value for '{param}': {_shown(value)}. Use ISO 8601 (2025-01-31T12:00:00Z) "
-            "or an age such as 30m, 1h, 7d.", param=param, code="invalid_value") from None
+            f"Invalid value for '{param}': {_shown(value)}. Use {WHEN_FORMS}.", param=param,
+            code="invalid_value") from None
+
+
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def _ascii_whole(value: Any) -> Any:
+    """A number of a query string or path as written: ASCII digits, an optional ``-`` (Python's
+    ``int()``, which pydantic uses, also reads ``1_0`` as 10 and full-width digits)."""
+    if isinstance(value, str) and not _WHOLE.fullmatch(value):
+        raise ValueError("must be a whole number written in ASCII digits (0-9)")
+    return value
+
+
+WholeNumber = BeforeValidator(_ascii_whole)
+"""For ``Annotated[int, WholeNumber, Query(...)]``: every integer of the admin API's query
+strings and paths (``limit``, ``prompt_version``, a prompt's version, ``from``, ``to``) is read
+with one grammar, the ages of ``since``/``until`` too (``app.times.parse_when``)."""
 
 
 def _shown(value: str) -> str:
