@@ -78,9 +78,9 @@ async def list_calls(
     variant: Annotated[str | None, Query(description="One of its variants.")] = None,
     prompt_id: Annotated[str | None, Query(description=(
         "The prompt template the request rendered (/admin/prompts)."))] = None,
-    prompt_version: Annotated[int | None, Query(description="That template's version.")]
-    = None,
-    limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
+    prompt_version: Annotated[int | None, query.WholeNumber,
+                              Query(description="That template's version.")] = None,
+    limit: Annotated[int, query.WholeNumber, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
 ) -> dict[str, Any]:

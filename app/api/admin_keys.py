@@ -34,7 +34,7 @@ from pydantic import AfterValidator
 from app import errors
 from app.api.deps import AdminDep, GatewayDep
 from app.api.guard import GuardedRoute
-from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
+from app.calllog.query import MAX_LIMIT, WholeNumber, decode_cursor, encode_cursor
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.keys.model import TeamRecord, no_nul, unserved
@@ -107,7 +107,7 @@ async def create_key(spec: KeyCreate, admin: AdminDep, directory: DirectoryDep,
 
 
 Listed = TypeVar("Listed", KeyRecord, TeamRecord)
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Limit = Annotated[int, WholeNumber, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
 
 
