@@ -271,6 +271,8 @@ async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, reque
     call and feedback, with 95% confidence sequences that stay valid however often the report
     is read (``app.experiments``). An experiment no longer in the config serving now (ended)
     is reported from its calls in the call log (``"ended": true``)."""
+    if control is not None:
+        query.not_empty(control, param="control")
     config = resources_of(request).gateway.snapshot.config
     experiment = config.experiments.get(name)
     if experiment is None:  # read from the call log: a name its database can compare

@@ -100,6 +100,16 @@ def check_text(value: str, *, param: str, column: str) -> str:
                                 code="invalid_value")
 
 
+def not_empty(value: str, *, param: str) -> str:
+    """``value``; ``InvalidRequest`` naming ``param`` when it is empty: every admin filter
+    refuses ``?model=`` alike (as ``/admin/spend`` does) rather than answering an empty list
+    that reads as "no such calls"."""
+    if not value:
+        raise errors.InvalidRequest(f"'{param}' is empty; leave it out to match every one.",
+                                    param=param, code="invalid_value")
+    return value
+
+
 def _encodable(value: str) -> bool:
     try:
         value.encode()
@@ -192,6 +202,7 @@ def _check(*, since: datetime | None, until: datetime | None, status: str | None
                                     param="status", code="invalid_value")
     for param, value in texts.items():
         if value is not None:
+            not_empty(value, param=param)
             check_text(value, param=param, column=_TEXT_FILTERS[param])
     if since is not None and until is not None and until < since:
         raise errors.InvalidRequest("'until' is earlier than 'since'.", param="until",

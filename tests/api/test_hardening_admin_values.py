@@ -223,3 +223,21 @@ def test_a_nul_in_a_template_id_is_a_400_naming_it(gateway: httpx.Client, path: 
     error = response.json()["error"]
     assert (error["param"], error["code"]) == ("template_id", "invalid_value"), error
     assert "NUL" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "param"), [
+    ("/admin/calls?model=", "model"),
+    ("/admin/calls?provider=", "provider"),
+    ("/admin/keys?team_id=", "team_id"),
+    ("/admin/spend?by=model&model=", "model"),
+    ("/admin/experiments/exp1?control=", "control"),
+])
+def test_an_empty_filter_is_refused_alike(gateway: httpx.Client, path: str,
+                                          param: str) -> None:
+    """An empty filter value is one 400 naming it everywhere, as /admin/spend's was (calls and
+    keys answered an empty list, experiments variant_not_found)."""
+    response = gateway.get(path)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_value"), error
+    assert f"'{param}' is empty; leave it out" in error["message"]
