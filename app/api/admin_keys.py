@@ -114,17 +114,18 @@ Limit = Annotated[int, WholeNumber, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
 
 
-def _after(cursor: str | None) -> Position | None:
-    return None if cursor is None else decode_cursor(cursor)
+def _after(cursor: str | None, listing: str) -> Position | None:
+    return None if cursor is None else decode_cursor(cursor, listing)
 
 
 def _page(records: Sequence[Listed], limit: int,
-          body: Callable[[Listed], dict[str, Any]]) -> dict[str, Any]:
+          body: Callable[[Listed], dict[str, Any]], listing: str) -> dict[str, Any]:
     """A listing's answer: the first ``limit`` of the ``limit + 1`` records asked for, and the
     cursor of the next page when there was one more."""
     shown = records[:limit]
     return {"object": "list", "data": [body(record) for record in shown],
-            "next_cursor": encode_cursor(*position(shown[-1].created_at, shown[-1].id))
+            "next_cursor": encode_cursor(*position(shown[-1].created_at, shown[-1].id),
+                                         listing)
             if len(records) > limit else None}
 
 
@@ -137,11 +138,11 @@ async def list_keys(admin: AdminDep, directory: DirectoryDep,
     ``next_cursor`` back as ``cursor`` until it is null."""
     if team_id is not None:
         not_empty(team_id, param="team_id")
-    after = _after(cursor)
+    after = _after(cursor, "keys")
     async with answering("key database", log=log):
         records = await directory.store.list_keys(team_id=team_id, after=after,
                                                   limit=limit + 1)
-    return _page(records, limit, _key)
+    return _page(records, limit, _key, "keys")
 
 
 @router.get("/keys/{key_id}")
@@ -202,10 +203,10 @@ async def create_team(spec: TeamCreate, admin: AdminDep,
 async def list_teams(admin: AdminDep, directory: DirectoryDep, limit: Limit = 100,
                      cursor: Cursor = None) -> dict[str, Any]:
     """Teams, oldest first, a page at a time (as ``/admin/keys``)."""
-    after = _after(cursor)
+    after = _after(cursor, "teams")
     async with answering("key database", log=log):
         teams = await directory.store.list_teams(after=after, limit=limit + 1)
-    return _page(teams, limit, TeamRecord.to_json)
+    return _page(teams, limit, TeamRecord.to_json, "teams")
 
 
 @router.get("/teams/{team_id}")

@@ -118,28 +118,35 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def encode_cursor(created_at: datetime, call_id: str) -> str:
-    """The opaque cursor that resumes a listing after the row ``(created_at, call_id)``."""
-    raw = json.dumps([iso(created_at), call_id], separators=(",", ":")).encode()
+def encode_cursor(created_at: datetime, call_id: str, listing: str = "calls") -> str:
+    """The opaque cursor that resumes ``listing`` (``calls``, ``keys``, ``teams``) after the row
+    ``(created_at, call_id)``; the listing is in it, so that another refuses it."""
+    raw = json.dumps([iso(created_at), call_id, listing], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The ``(created_at, id)`` a cursor names; ``InvalidRequest`` (param ``cursor``) when it
-    was not made by ``encode_cursor``."""
+def decode_cursor(cursor: str, listing: str = "calls") -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor of ``listing`` names; ``InvalidRequest`` (param
+    ``cursor``, code ``invalid_cursor``) when it was not made by ``encode_cursor`` for that
+    listing. A cursor without a listing (from a gateway before they held one) is taken."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        stamp, call_id = json.loads(raw)
+        parts = json.loads(raw)
+        if not isinstance(parts, list) or len(parts) not in (2, 3):
+            raise ValueError("a cursor is a list of two or three parts")
+        if len(parts) == 3 and parts.pop() != listing:
+            raise ValueError("a cursor of another listing")
+        stamp, call_id = parts
         if not isinstance(stamp, str) or not isinstance(call_id, str):
             raise ValueError("cursor parts must be strings")
         check_text(call_id, param="cursor", column="id")
         return as_utc(datetime.fromisoformat(stamp)), call_id
     except (binascii.Error, ValueError, TypeError, OverflowError, errors.InvalidRequest):
-        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; a wrong-length list
-        # fails the unpacking with ValueError too; OverflowError: a time out of range in UTC.
-        raise errors.InvalidRequest("Invalid 'cursor': pass back a next_cursor value exactly "
-                                    "as it was returned.", param="cursor",
-                                    code="invalid_cursor") from None
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; OverflowError: a time
+        # out of range in UTC.
+        raise errors.InvalidRequest(f"Invalid 'cursor': pass back a next_cursor value of this "
+                                    f"listing ({listing}) exactly as it was returned.",
+                                    param="cursor", code="invalid_cursor") from None
 
 
 def to_json_row(row: Mapping[Any, Any]) -> dict[str, Any]:

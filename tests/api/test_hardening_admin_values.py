@@ -241,3 +241,23 @@ def test_an_empty_filter_is_refused_alike(gateway: httpx.Client, path: str,
     error = response.json()["error"]
     assert (error["param"], error["code"]) == (param, "invalid_value"), error
     assert f"'{param}' is empty; leave it out" in error["message"]
+
+
+def test_a_cursor_is_refused_by_another_listing(gateway: httpx.Client) -> None:
+    """A next_cursor resumes its own listing only: another listing's is a 400 invalid_cursor
+    (it was taken, and answered from an arbitrary position, or nothing)."""
+    for i in range(2):
+        assert gateway.post("/admin/keys", json={"name": f"cursor-key-{i}"}).status_code == 201
+        assert gateway.post("/admin/teams", json={"name": f"cursor team {i} "
+                                                          f"{id(gateway)}"}).status_code == 201
+    keys_cursor = gateway.get("/admin/keys", params={"limit": 1}).json()["next_cursor"]
+    teams_cursor = gateway.get("/admin/teams", params={"limit": 1}).json()["next_cursor"]
+    assert keys_cursor and teams_cursor
+    for path, cursor in (("/admin/teams", keys_cursor), ("/admin/calls", keys_cursor),
+                         ("/admin/keys", teams_cursor)):
+        response = gateway.get(path, params={"cursor": cursor})
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == ("cursor", "invalid_cursor")
+    assert gateway.get("/admin/keys", params={"cursor": keys_cursor}).status_code == 200
+    assert gateway.get("/admin/teams", params={"cursor": teams_cursor}).status_code == 200
