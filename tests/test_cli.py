@@ -271,6 +271,7 @@ def test_listing_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
 
     from app.cli import main
 
+    (tmp_path / "cli.db").touch()  # only the embedded default's file is created
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     template = tmp_path / "t.yaml"
     template.write_text("id: greet\nmessages:\n  - {role: user, content: hi}\n")

@@ -45,6 +45,7 @@ def test_logs_query_rows() -> None:
 
 def test_keys_list_prints_the_expiry_in_that_form(tmp_path: Path) -> None:
     """``keys list`` shows ``expires=`` as the other tables do (was ISO with microseconds)."""
+    (tmp_path / "keys.db").touch()  # only the embedded default's file is created
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     runner = CliRunner()
     created = runner.invoke(main, ["keys", "create", "--name", "k", "--expires",

@@ -225,7 +225,7 @@ def test_a_gateways_refusals_stay_out_of_the_error_rate(simulator: str, tmp_path
             "report", name, "--url", url, "--key", MASTER_KEY, "--json"], env={})
             for name in ("../keys", "ab?control=candidate", "a\x01b")}
     for name, result in odd.items():
-        assert result.exit_code == 1 and "404" in result.output, (name, result.output)
+        assert result.exit_code in (1, 2) and "404" in result.output, (name, result.output)
     # one user: every call on one variant
     (name, used), = [(n, v) for n, v in variants.items() if v["calls"]]
     assert (used["error_rate"]["n"], used["error_rate"]["mean"]) == (2, 0.0)

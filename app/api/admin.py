@@ -78,9 +78,9 @@ async def list_calls(
     variant: Annotated[str | None, Query(description="One of its variants.")] = None,
     prompt_id: Annotated[str | None, Query(description=(
         "The prompt template the request rendered (/admin/prompts)."))] = None,
-    prompt_version: Annotated[int | None, Query(description="That template's version.")]
-    = None,
-    limit: Annotated[int, Query(ge=1, le=query.MAX_LIMIT)] = 100,
+    prompt_version: Annotated[int | None, query.WholeNumber,
+                              Query(description="That template's version.")] = None,
+    limit: Annotated[int, query.WholeNumber, Query(ge=1, le=query.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description=(
         "next_cursor from the previous page."))] = None,
 ) -> dict[str, Any]:
@@ -275,6 +275,8 @@ async def experiment_report(name: str, admin: AdminDep, engine: EngineDep, reque
     call and feedback, with 95% confidence sequences that stay valid however often the report
     is read (``app.experiments``). An experiment no longer in the config serving now (ended)
     is reported from its calls in the call log (``"ended": true``)."""
+    if control is not None:
+        query.not_empty(control, param="control")
     config = resources_of(request).gateway.snapshot.config
     experiment = config.experiments.get(name)
     if experiment is None:  # read from the call log: a name its database can compare

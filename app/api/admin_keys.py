@@ -14,8 +14,9 @@ as asked (models may be configured later), and its answer carries ``warnings``, 
 sentences saying which (a typo'd model name would otherwise show only as 404s later).
 
 Errors: bad input 400 naming the field (a NUL character in ``team_id``, ``models`` or
-``metadata`` included; another value the database refuses 400 ``invalid_value``; a team name
-with whitespace around it); unknown id 404 (one holding a NUL character too); a team name taken
+``metadata`` included, and in a path's key or team id, 400 ``invalid_value`` naming it; another
+value the database refuses 400 ``invalid_value``; a team name with whitespace around it);
+unknown id 404; a team name taken
 (ignoring case), team not empty, rotating a revoked key (also one revoked while the rotation
 ran) 409; no key database on this gateway 503 ``keys_unavailable``; database unreachable 503
 ``database_unavailable``.
@@ -34,11 +35,11 @@ from pydantic import AfterValidator
 from app import errors
 from app.api.deps import AdminDep, GatewayDep
 from app.api.guard import GuardedRoute
-from app.calllog.query import MAX_LIMIT, decode_cursor, encode_cursor
+from app.calllog.query import MAX_LIMIT, WholeNumber, decode_cursor, encode_cursor, not_empty
 from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.keys.model import TeamRecord, no_nul, unserved
-from app.keys.store import Position, key_not_found, position, team_not_found
+from app.keys.store import Position, position
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -58,20 +59,22 @@ def get_directory(request: Request) -> KeyDirectory:
 DirectoryDep = Annotated[KeyDirectory, Depends(get_directory)]
 
 
+def _nul_free(value: str, param: str) -> str:
+    """A path's id, once the caller is known to be an admin. One with a NUL character (which
+    Postgres refuses to compare: a 400 naming no field) is a 400 ``invalid_value`` naming
+    ``param``, as a call id's is (it was a 404 echoing the id with the NUL dropped)."""
+    if "\x00" in value:
+        raise errors.InvalidRequest(f"Invalid value for '{param}': it contains a NUL character.",
+                                    param=param, code="invalid_value")
+    return value
+
+
 def _key_id(key_id: str, _admin: AdminDep) -> str:
-    """The path's key id, once the caller is known to be an admin. One with a NUL character
-    names no key (no id holds one, and Postgres refuses to compare it: a 400 naming no field):
-    404 as any unknown id."""
-    if "\x00" in key_id:
-        raise key_not_found(key_id.replace("\x00", ""))
-    return key_id
+    return _nul_free(key_id, "key_id")
 
 
 def _team_id(team_id: str, _admin: AdminDep) -> str:
-    """The path's team id, as ``_key_id``."""
-    if "\x00" in team_id:
-        raise team_not_found(team_id.replace("\x00", ""))
-    return team_id
+    return _nul_free(team_id, "team_id")
 
 
 KeyPathId = Annotated[str, Depends(_key_id)]
@@ -107,21 +110,22 @@ async def create_key(spec: KeyCreate, admin: AdminDep, directory: DirectoryDep,
 
 
 Listed = TypeVar("Listed", KeyRecord, TeamRecord)
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Limit = Annotated[int, WholeNumber, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
 
 
-def _after(cursor: str | None) -> Position | None:
-    return None if cursor is None else decode_cursor(cursor)
+def _after(cursor: str | None, listing: str) -> Position | None:
+    return None if cursor is None else decode_cursor(cursor, listing)
 
 
 def _page(records: Sequence[Listed], limit: int,
-          body: Callable[[Listed], dict[str, Any]]) -> dict[str, Any]:
+          body: Callable[[Listed], dict[str, Any]], listing: str) -> dict[str, Any]:
     """A listing's answer: the first ``limit`` of the ``limit + 1`` records asked for, and the
     cursor of the next page when there was one more."""
     shown = records[:limit]
     return {"object": "list", "data": [body(record) for record in shown],
-            "next_cursor": encode_cursor(*position(shown[-1].created_at, shown[-1].id))
+            "next_cursor": encode_cursor(*position(shown[-1].created_at, shown[-1].id),
+                                         listing)
             if len(records) > limit else None}
 
 
@@ -132,11 +136,13 @@ async def list_keys(admin: AdminDep, directory: DirectoryDep,
                     limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
     """Keys (of one team with ``team_id``), oldest first, a page at a time: pass
     ``next_cursor`` back as ``cursor`` until it is null."""
-    after = _after(cursor)
+    if team_id is not None:
+        not_empty(team_id, param="team_id")
+    after = _after(cursor, "keys")
     async with answering("key database", log=log):
         records = await directory.store.list_keys(team_id=team_id, after=after,
                                                   limit=limit + 1)
-    return _page(records, limit, _key)
+    return _page(records, limit, _key, "keys")
 
 
 @router.get("/keys/{key_id}")
@@ -197,10 +203,10 @@ async def create_team(spec: TeamCreate, admin: AdminDep,
 async def list_teams(admin: AdminDep, directory: DirectoryDep, limit: Limit = 100,
                      cursor: Cursor = None) -> dict[str, Any]:
     """Teams, oldest first, a page at a time (as ``/admin/keys``)."""
-    after = _after(cursor)
+    after = _after(cursor, "teams")
     async with answering("key database", log=log):
         teams = await directory.store.list_teams(after=after, limit=limit + 1)
-    return _page(teams, limit, TeamRecord.to_json)
+    return _page(teams, limit, TeamRecord.to_json, "teams")
 
 
 @router.get("/teams/{team_id}")

@@ -34,11 +34,14 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from pydantic import AfterValidator
 
 from app import errors
 from app.api.deps import AdminDep, GatewayDep
 from app.api.guard import GuardedRoute
+from app.calllog.query import WholeNumber
 from app.db.engine import answering
+from app.keys.model import no_nul
 from app.prompts import LabelEvent, TemplateCreate, VersionRecord, VersionSpec
 from app.prompts.diff import diff
 from app.prompts.library import PromptLibrary
@@ -69,15 +72,18 @@ def get_library(request: Request) -> PromptLibrary:
 
 
 LibraryDep = Annotated[PromptLibrary, Depends(get_library)]
-TemplateId = Annotated[str, Path(max_length=128)]
-Number = Annotated[int, Path(ge=1, le=MAX_VERSION)]
+TemplateId = Annotated[str, Path(max_length=128), AfterValidator(no_nul)]
+"""A template id of a path: a NUL is a 400 naming ``template_id``, as ``call_id``'s is (not the
+database's own refusal, naming nothing)."""
+Number = Annotated[int, WholeNumber, Path(ge=1, le=MAX_VERSION)]
 
 
 def _label(label: str) -> str:
     try:
         return check_label(label)
     except ValueError as exc:
-        raise errors.InvalidRequest(str(exc), param="label", code="invalid_prompt") from None
+        raise errors.InvalidRequest(f"Invalid value for 'label': {exc}", param="label",
+                                    code="invalid_value") from None
 
 
 def _check_limits(spec: VersionSpec, gateway: Gateway, *, param: str) -> None:
@@ -136,8 +142,9 @@ async def get_version(template_id: TemplateId, number: Number, admin: AdminDep,
 
 @router.get("/{template_id}/diff")
 async def diff_versions(template_id: TemplateId, admin: AdminDep, library: LibraryDep,
-                        old: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
-                        new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION)],
+                        old: Annotated[int, WholeNumber,
+                                       Query(alias="from", ge=1, le=MAX_VERSION)],
+                        new: Annotated[int, WholeNumber, Query(alias="to", ge=1, le=MAX_VERSION)],
                         ) -> dict[str, Any]:
     """What changed from version ``from`` to version ``to`` (a missing one a 404 naming
     ``from`` or ``to``)."""

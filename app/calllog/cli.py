@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,12 +31,25 @@ from app.settings import Settings
 F = TypeVar("F", bound=Callable[..., Any])
 Row = dict[str, Any]
 
+MAX_PAGE = 1000
+"""The most calls ``/admin/calls`` answers in one page."""
 SEEN_CAP = 100_000
 """Most call ids ``tail`` remembers for de-duplication, whatever the traffic."""
 
 
 class AdminApiError(click.ClickException):
-    """The gateway could not be asked, or refused; the message says what to do."""
+    """The gateway could not be asked, or refused; the message says what to do. Exit status 1,
+    one ``switchboard: ...`` line on stderr, as every other command's failures."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"switchboard: {self.format_message()}", err=True)
+
+
+class Refused(AdminApiError):
+    """The gateway refused a value of the command line (its 400, or a 404 naming what it does
+    not know): a usage error, exit status 2 as click's own."""
+
+    exit_code = 2
 
 
 class Unreachable(AdminApiError):
@@ -94,7 +109,11 @@ class AdminClient:
         no gateway, a login page say, is not read as one)."""
         try:
             response = self._http.get(path, params=params)
-        except httpx.ConnectError:
+        except httpx.ConnectError as exc:
+            if _tls_failed(exc):
+                raise Unreachable(
+                    f"TLS with {self.shown} failed ({exc}): is the gateway serving plain "
+                    "HTTP? Use an http:// URL.") from None
             raise Unreachable(f"cannot connect to {self.shown}: is the gateway running? Start it "
                               "with 'switchboard serve', or point --url at it.") from None
         except httpx.TimeoutException:
@@ -142,7 +161,20 @@ class AdminClient:
                                 "gateway of this version?")
         if status >= 500:
             raise Unreachable(f"the gateway answered {status}: {detail}")
+        if status in (400, 404):  # a value of the command line: a filter, a name
+            raise Refused(f"the gateway answered {status}: {detail}")
         raise AdminApiError(f"the gateway answered {status}: {detail}")
+
+
+def _tls_failed(exc: httpx.ConnectError) -> bool:
+    """Whether the connection failed in the TLS handshake (an https:// URL to a plain-HTTP
+    gateway, say), not in reaching the host."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 # ---- output
@@ -245,11 +277,58 @@ def gateway_url(_ctx: click.Context | None, _param: click.Parameter | None, valu
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise click.BadParameter("not an http:// or https:// URL with a host; expected "
                                  "http://HOST:PORT")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise click.BadParameter(f"port {parsed.port} is out of range (1 to 65535)")
     if parsed.userinfo:
         raise click.BadParameter(
             f"{shown_url(value)} holds a user or password: leave them out of the URL; the "
             "admin API takes no login, only the master key or an admin key (--key, or "
             "$SWITCHBOARD_MASTER_KEY)")
+    return value
+
+
+def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--since``/``--until`` checked here with the admin API's own grammar
+    (``app.times.parse_when``), so that a bad one is a usage error (exit 2) before any request,
+    the gateway down or not; passed on as written (an age counts from the gateway's now)."""
+    if value is not None:
+        from app.times import WHEN_FORMS, TooFarBack, parse_when
+
+        try:
+            parse_when(value)
+        except TooFarBack:
+            raise click.BadParameter(f"{_quoted(value)} reaches too far back") from None
+        except ValueError:
+            raise click.BadParameter(f"{_quoted(value)}: expected {WHEN_FORMS}") from None
+    return value
+
+
+def _quoted(value: str) -> str:
+    return repr(value) if len(value) <= 64 else repr(value[:64]) + "..."
+
+
+def _in_order(since: str | None, until: str | None) -> None:
+    """A usage error when ``until`` is earlier than ``since`` (both already ``_when``-checked)."""
+    if since is None or until is None:
+        return
+    from app.times import parse_when
+
+    now = datetime.now(UTC)
+    if parse_when(until, now=now) < parse_when(since, now=now):
+        raise click.BadParameter("is earlier than --since", param_hint="'--until'")
+
+
+def _cursor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--cursor`` checked here as the admin API checks it: a usage error before any request."""
+    if value is not None:
+        from app import errors
+        from app.calllog.query import decode_cursor  # SQLAlchemy: only when a cursor is given
+
+        try:
+            decode_cursor(value)
+        except errors.InvalidRequest:
+            raise click.BadParameter("not a cursor: pass back a next_cursor exactly as it was "
+                                     "printed") from None
     return value
 
 
@@ -319,14 +398,16 @@ def logs() -> None:
 
 @logs.command("query")
 @_connection_options
-@click.option("--since", metavar="WHEN",
+@click.option("--since", metavar="WHEN", callback=_when,
               help="Calls at or after WHEN: ISO 8601 (2025-01-31T12:00:00Z; naive = UTC) or an "
                    "age such as 30m, 1h, 7d.")
-@click.option("--until", metavar="WHEN", help="Calls before WHEN (same forms as --since).")
+@click.option("--until", metavar="WHEN", callback=_when,
+              help="Calls before WHEN (same forms as --since).")
 @_filter_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="Calls per page.")
-@click.option("--cursor", metavar="CURSOR", help="Start at this next_cursor of an earlier query.")
+@click.option("--cursor", metavar="CURSOR", callback=_cursor,
+              help="Start at this next_cursor of an earlier query.")
 @click.option("--all", "follow", is_flag=True,
               help="Follow cursors and print every matching call, not just one page.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
@@ -337,6 +418,7 @@ def query_command(url: str, key: str | None, since: str | None, until: str | Non
 
     Without --all one page is printed; when more calls match, the cursor of the next page is
     printed on stderr."""
+    _in_order(since, until)
     params = _filters(since=since, until=until, **filters, limit=limit, cursor=cursor)
     client = _client(url, key)
     try:
@@ -393,7 +475,7 @@ def _poll(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
           lookback: timedelta) -> list[Row]:
     """Calls not seen before, oldest first. Asks for everything since the newest call seen
     minus ``lookback``: a call's row is written when it ends, stamped with its start."""
-    params = dict(filters, limit=1000)
+    params = dict(filters, limit=MAX_PAGE)
     since = None if seen.newest is None else seen.newest - lookback
     if since is not None:
         params["since"] = since.isoformat()
@@ -405,13 +487,22 @@ def _poll(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
 
 
 def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
-           lookback: timedelta) -> list[Row]:
-    """Mark the calls already in the window as seen; return them, oldest first."""
-    newest, _ = client.page(dict(filters, limit=1))
-    if not newest:
+           lookback: timedelta, lines: int) -> list[Row]:
+    """The ``lines`` most recent calls, oldest first (as ``tail -n``), and any logged since
+    they were read; marks them, and the calls already in the window before the newest, as
+    seen, so that polling prints only calls logged later."""
+    wanted = max(lines, 1)  # the newest, even for -n 0: polling starts from it
+    recent = list(islice(client.rows(dict(filters, limit=min(wanted, MAX_PAGE))), wanted))
+    if not recent:
         return []
-    seen.newest = _created(newest[0])
-    return _poll(client, filters, seen, lookback=lookback)
+    for row in recent:
+        seen.add(str(row["id"]), _created(row))
+    oldest_shown = _created(recent[-1]) if lines else seen.newest
+    # the window's calls older than those shown stay unprinted; one logged meanwhile is new
+    later = [row for row in _poll(client, filters, seen, lookback=lookback)
+             if oldest_shown is not None and _created(row) >= oldest_shown]
+    recent.reverse()
+    return recent[max(0, len(recent) - lines):] + later
 
 
 @logs.command("tail")
@@ -423,15 +514,16 @@ def _start(client: AdminClient, filters: dict[str, Any], seen: Seen, *,
               help="Seconds before the newest call seen that each poll looks at again, so that "
                    "calls that ran that long and were logged late still show.")
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Recent calls to print first.")
+              help="Recent calls to print first (the N newest, as tail -n).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def tail_command(url: str, key: str | None, interval: float, lookback: float, lines: int,
                  as_json: bool, **filters: Any) -> None:
     """Print calls as they are logged, until Ctrl-C.
 
     Polls /admin/calls. A call is logged when it ends, stamped with its start time: calls that
-    ran longer than --lookback may be missed. While the gateway is unreachable, tail says so
-    on stderr and keeps polling."""
+    ran longer than --lookback may be missed. A gateway unreachable at the start is an error
+    (exit 1: a mistyped --url says so at once); once started, while the gateway is
+    unreachable, tail says so on stderr and keeps polling."""
     filters = _filters(**filters)
     client = _client(url, key)
     seen, window = Seen(), timedelta(seconds=lookback)
@@ -439,8 +531,7 @@ def tail_command(url: str, key: str | None, interval: float, lookback: float, li
     try:
         if not as_json:
             click.echo(header())
-        recent = _start(client, filters, seen, lookback=window)
-        for row in recent[max(0, len(recent) - lines):]:
+        for row in _start(client, filters, seen, lookback=window, lines=lines):
             click.echo(emit(row))
         _follow(client, filters, seen, window=window, interval=interval, emit=emit)
     except KeyboardInterrupt:
@@ -480,9 +571,10 @@ SPEND_COLUMNS: tuple[tuple[str, int], ...] = (
 @_connection_options
 @click.option("--by", type=click.Choice(["key", "team", "model"]), required=True,
               help="Group by virtual key id, team id or public model.")
-@click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
-              "such as 7d (default: the start of this month, UTC).")
-@click.option("--until", metavar="WHEN", help="Calls before WHEN (same forms as --since).")
+@click.option("--since", metavar="WHEN", callback=_when, help="Calls at or after WHEN: ISO "
+              "8601 or an age such as 7d (default: the start of this month, UTC).")
+@click.option("--until", metavar="WHEN", callback=_when,
+              help="Calls before WHEN (same forms as --since).")
 @click.option("--key-id", metavar="ID", help="Only calls made with this virtual key (its id).")
 @click.option("--team-id", metavar="ID", help="Only calls made with a key of this team.")
 @click.option("--model", metavar="NAME", help="Only calls for this public model.")
@@ -500,6 +592,7 @@ def spend(url: str, key: str | None, by: str, since: str | None, until: str | No
                 (its 404 model_not_found); "(no model)" the calls refused
                 before a model was read (a body that is no JSON object, a 401,
                 a 415...). --json gives them as "-" and null."""
+    _in_order(since, until)
     client = _client(url, key)
     try:
         body = client.get("/admin/spend", _filters(by=by, since=since, until=until,
@@ -538,8 +631,8 @@ def _experiment_name(_ctx: click.Context, _param: click.Parameter, value: str) -
 @experiments.command("report")
 @_connection_options
 @click.argument("name", callback=_experiment_name)
-@click.option("--since", metavar="WHEN", help="Calls at or after WHEN: ISO 8601 or an age "
-              "such as 7d (default: all).")
+@click.option("--since", metavar="WHEN", callback=_when, help="Calls at or after WHEN: ISO "
+              "8601 or an age such as 7d (default: all).")
 @click.option("--control", metavar="VARIANT", help="The variant the others are compared with "
               "(default: the first listed in the config; none for an ended experiment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

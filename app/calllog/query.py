@@ -19,10 +19,11 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BeforeValidator
 from sqlalchemy import ColumnElement, String, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +31,7 @@ from app import errors
 from app.calllog.record import json_safe
 from app.db.engine import DATABASE_ERRORS, describe_error
 from app.db.models import Call
-from app.times import as_utc, iso
+from app.times import WHEN_FORMS, TooFarBack, as_utc, iso, parse_when
 
 MAX_LIMIT = 1000
 STATUSES = frozenset({"ok", "error", "cancelled"})
@@ -44,29 +45,38 @@ _TEXT_FILTERS = {"model": "public_model", "provider": "provider", "caller": "cal
                  "config_version": "config_version", "experiment": "experiment",
                  "variant": "variant", "prompt_id": "prompt_id"}
 """Text filters of ``list_calls`` and the column each matches."""
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_time(value: str, *, param: str, now: datetime | None = None) -> datetime:
     """An aware UTC datetime from ISO 8601 (naive means UTC) or a relative age such as ``90s``,
-    ``15m``, ``1h``, ``7d``, ``2w`` (that long before ``now``, default: the current time).
+    ``15m``, ``1h``, ``7d``, ``2w`` (that long before ``now``, default: the current time), in
+    ASCII digits (``app.times.parse_when``, which the CLI's ``--since`` uses too).
 
     Raises ``InvalidRequest`` naming ``param`` when ``value`` is neither."""
-    match = _RELATIVE.match(value)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-        except OverflowError:
-            raise errors.InvalidRequest(f"'{param}' reaches too far back: {value!r}.",
-                                        param=param, code="invalid_value") from None
     try:
-        return as_utc(datetime.fromisoformat(value.strip()))
-    except (ValueError, OverflowError):  # OverflowError: out of range once moved to UTC
+        return parse_when(value, now=now)
+    except TooFarBack:
+        raise errors.InvalidRequest(f"'{param}' reaches too far back: {_shown(value)}.",
+                                    param=param, code="invalid_value") from None
+    except ValueError:
         raise errors.InvalidRequest(
-            f"Invalid value for '{param}': {_shown(value)}. Use ISO 8601 (2025-01-31T12:00:00Z) "
-            "or an age such as 30m, 1h, 7d.", param=param, code="invalid_value") from None
+            f"Invalid value for '{param}': {_shown(value)}. Use {WHEN_FORMS}.", param=param,
+            code="invalid_value") from None
+
+
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def _ascii_whole(value: Any) -> Any:
+    """A number of a query string or path as written: ASCII digits, an optional ``-`` (Python's
+    ``int()``, which pydantic uses, also reads ``1_0`` as 10 and full-width digits)."""
+    if isinstance(value, str) and not _WHOLE.fullmatch(value):
+        raise ValueError("must be a whole number written in ASCII digits (0-9)")
+    return value
+
+
+WholeNumber = BeforeValidator(_ascii_whole)
+"""For ``Annotated[int, WholeNumber, Query(...)]``: every integer of the admin API's query
+strings and paths (``limit``, ``prompt_version``, a prompt's version, ``from``, ``to``) is read
+with one grammar, the ages of ``since``/``until`` too (``app.times.parse_when``)."""
 
 
 def _shown(value: str) -> str:
@@ -90,6 +100,16 @@ def check_text(value: str, *, param: str, column: str) -> str:
                                 code="invalid_value")
 
 
+def not_empty(value: str, *, param: str) -> str:
+    """``value``; ``InvalidRequest`` naming ``param`` when it is empty: every admin filter
+    refuses ``?model=`` alike (as ``/admin/spend`` does) rather than answering an empty list
+    that reads as "no such calls"."""
+    if not value:
+        raise errors.InvalidRequest(f"'{param}' is empty; leave it out to match every one.",
+                                    param=param, code="invalid_value")
+    return value
+
+
 def _encodable(value: str) -> bool:
     try:
         value.encode()
@@ -98,28 +118,35 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def encode_cursor(created_at: datetime, call_id: str) -> str:
-    """The opaque cursor that resumes a listing after the row ``(created_at, call_id)``."""
-    raw = json.dumps([iso(created_at), call_id], separators=(",", ":")).encode()
+def encode_cursor(created_at: datetime, call_id: str, listing: str = "calls") -> str:
+    """The opaque cursor that resumes ``listing`` (``calls``, ``keys``, ``teams``) after the row
+    ``(created_at, call_id)``; the listing is in it, so that another refuses it."""
+    raw = json.dumps([iso(created_at), call_id, listing], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The ``(created_at, id)`` a cursor names; ``InvalidRequest`` (param ``cursor``) when it
-    was not made by ``encode_cursor``."""
+def decode_cursor(cursor: str, listing: str = "calls") -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor of ``listing`` names; ``InvalidRequest`` (param
+    ``cursor``, code ``invalid_cursor``) when it was not made by ``encode_cursor`` for that
+    listing. A cursor without a listing (from a gateway before they held one) is taken."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        stamp, call_id = json.loads(raw)
+        parts = json.loads(raw)
+        if not isinstance(parts, list) or len(parts) not in (2, 3):
+            raise ValueError("a cursor is a list of two or three parts")
+        if len(parts) == 3 and parts.pop() != listing:
+            raise ValueError("a cursor of another listing")
+        stamp, call_id = parts
         if not isinstance(stamp, str) or not isinstance(call_id, str):
             raise ValueError("cursor parts must be strings")
         check_text(call_id, param="cursor", column="id")
         return as_utc(datetime.fromisoformat(stamp)), call_id
     except (binascii.Error, ValueError, TypeError, OverflowError, errors.InvalidRequest):
-        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; a wrong-length list
-        # fails the unpacking with ValueError too; OverflowError: a time out of range in UTC.
-        raise errors.InvalidRequest("Invalid 'cursor': pass back a next_cursor value exactly "
-                                    "as it was returned.", param="cursor",
-                                    code="invalid_cursor") from None
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; OverflowError: a time
+        # out of range in UTC.
+        raise errors.InvalidRequest(f"Invalid 'cursor': pass back a next_cursor value of this "
+                                    f"listing ({listing}) exactly as it was returned.",
+                                    param="cursor", code="invalid_cursor") from None
 
 
 def to_json_row(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -182,6 +209,7 @@ def _check(*, since: datetime | None, until: datetime | None, status: str | None
                                     param="status", code="invalid_value")
     for param, value in texts.items():
         if value is not None:
+            not_empty(value, param=param)
             check_text(value, param=param, column=_TEXT_FILTERS[param])
     if since is not None and until is not None and until < since:
         raise errors.InvalidRequest("'until' is earlier than 'since'.", param="until",

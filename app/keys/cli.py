@@ -2,21 +2,24 @@
 database directly (no running gateway needed).
 
 The database is ``--database-url``, else ``SWITCHBOARD_DATABASE_URL``, else the embedded SQLite
-file, which is migrated on the spot; Postgres must be migrated first (``switchboard db
-upgrade``). After a change the ids concerned are published on Redis (``SWITCHBOARD_REDIS_URL``)
-so running gateways drop their cached copy within a second; without Redis they pick the change
-up at their next refresh (30 s). A key moved to another team, or a key or team given limits
-where it had none or another budget period, keeps what it spent: with Redis, its spend
-counters are raised before the change is published (``KeyDirectory.update_key``), as the admin
-API does; without, each gateway carries them itself when it picks the change up. A new or
-rotated key is printed once and never again.
+file, which is created and migrated on the spot; another SQLite file must exist already (a
+mistyped path is refused, not a new empty database), and is migrated on the spot; Postgres must
+be migrated first (``switchboard db upgrade``). After a change the ids concerned are published
+on Redis (``SWITCHBOARD_REDIS_URL``) so running gateways drop their cached copy within a second;
+without Redis they pick the change up at their next refresh (30 s). A key moved to another team,
+or a key or team given limits where it had none or another budget period, keeps what it spent:
+with Redis, its spend counters are raised before the change is published
+(``KeyDirectory.update_key``), as the admin API does; without, each gateway carries them itself
+when it picks the change up. A new or rotated key is printed once and never again.
 
 With ``SWITCHBOARD_CONFIG`` set, ``--models`` naming a model that config does not serve is
 warned about on stderr (the key is made or changed anyway), and so is a config that does not
 load in this shell (a ``${VAR}`` unset here, say), since then nothing was checked.
 
 Limits given as ``none`` (``--rpm none``) are cleared by ``update``; so is a privacy setting
-(``--privacy none``). Exit status: 0 done, 2 any error (one line on stderr).
+(``--privacy none``). Exit status, as ``switchboard db``'s: 0 done, 1 the database refused, is
+unreachable, missing or not migrated, 2 bad usage (a bad value, an unknown id, a name taken, an
+unusable URL); one line on stderr.
 
 (Just past 400 lines: the two command groups share their option parsing, error mapping and
 directory set-up, which a split would have to import back from one another.)
@@ -49,9 +52,39 @@ F = TypeVar("F", bound=Callable[..., Any])
 NONE = "none"
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, *, status: int = 2) -> NoReturn:
     click.echo(f"switchboard: {message}", err=True)
-    sys.exit(2)
+    sys.exit(status)
+
+
+async def prepare_database(url: str) -> None:
+    """A SQLite database migrated on the spot, Postgres checked current (``MigrationError``
+    if not). A SQLite file other than the embedded default's (``switchboard.db``) must exist:
+    a mistyped ``--database-url`` is ``SchemaNotReady`` naming it, nothing created."""
+    from app.db.engine import is_sqlite
+    from app.db.migrate import check_current, upgrade
+
+    if not is_sqlite(url):
+        await check_current(url)
+        return
+    if await asyncio.to_thread(_missing_file, url):
+        await check_current(url)  # raises SchemaNotReady: "there is no database at ..."
+    await upgrade(url)
+
+
+def _missing_file(url: str) -> bool:
+    """Whether the SQLite ``url`` names a file that does not exist, other than the embedded
+    default's."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from app.db.engine import sqlite_file
+
+    database = sqlite_file(make_url(url))
+    default = sqlite_file(make_url(Settings.model_fields["database_url"].default))
+    return database is not None and default is not None and not Path(database).exists() \
+        and Path(database).resolve() != Path(default).resolve()
 
 
 async def _with_directory(url: str, action: Callable[[KeyDirectory], Awaitable[T]]) -> T:
@@ -59,15 +92,11 @@ async def _with_directory(url: str, action: Callable[[KeyDirectory], Awaitable[T
     publishing changes on Redis when it is configured."""
     import redis.asyncio as aioredis
 
-    from app.db.engine import is_sqlite, make_engine
-    from app.db.migrate import check_current, upgrade
+    from app.db.engine import make_engine
     from app.keys.directory import KeyDirectory
     from app.keys.store import KeyStore
 
-    if is_sqlite(url):
-        await upgrade(url)
-    else:
-        await check_current(url)
+    await prepare_database(url)
     redis_url = Settings().redis_url or None
     try:
         redis = None if redis_url is None else aioredis.from_url(
@@ -84,7 +113,8 @@ async def _with_directory(url: str, action: Callable[[KeyDirectory], Awaitable[T
 
 
 def _run(database_url: str | None, action: Callable[[KeyDirectory], Awaitable[T]]) -> T:
-    """``action`` run to completion; every expected failure becomes one line and exit 2."""
+    """``action`` run to completion; every expected failure becomes one line: exit 2 for bad
+    usage, 1 for a database that refused or is not ready."""
     from app import errors
     from app.db.engine import DATABASE_ERRORS, UnsupportedDatabaseUrl, describe_error
     from app.db.migrate import MigrationError
@@ -93,15 +123,17 @@ def _run(database_url: str | None, action: Callable[[KeyDirectory], Awaitable[T]
     try:
         return asyncio.run(_with_directory(url, action))
     except errors.GatewayError as exc:
-        _fail(exc.message)
-    except (UnsupportedDatabaseUrl, MigrationError) as exc:
+        _fail(exc.message, status=1 if exc.status >= 500 else 2)
+    except UnsupportedDatabaseUrl as exc:
         _fail(str(exc))
+    except MigrationError as exc:
+        _fail(str(exc), status=1)
     except BrokenPipeError:
         # Our reader closed stdout (``| head``), not the database (an OSError too): click
         # exits quietly, as Unix tools do.
         raise
     except DATABASE_ERRORS as exc:
-        _fail(f"the database refused: {describe_error(exc)}")
+        _fail(f"the database refused: {describe_error(exc)}", status=1)
 
 
 def _number(text: str | None, kind: Callable[[str], Any]) -> Any:

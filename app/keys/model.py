@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -163,10 +164,21 @@ class KeyRecord:
 
 # ---- admin input
 
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories a name may not hold: control characters (Cc: newlines, tabs, escapes),
+format characters (Cf: zero-width spaces, bidi overrides and isolates, the BOM) and the line and
+paragraph separators (Zl, Zp)."""
+
+
 def _printable(value: str) -> str:
-    # A newline or an escape in a name would forge lines in `switchboard keys list`.
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        raise ValueError("may not contain control characters (newlines, tabs, escapes)")
+    # A newline or an escape in a name would forge lines in `switchboard keys list`; an
+    # invisible or right-to-left override character would make one name look like another
+    # ("evil\u202eliam" shows as "evilmail") or like none.
+    if (not value.isascii() and any(unicodedata.category(c) in _UNPRINTABLE for c in value)) \
+            or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("may not contain control, invisible or text-direction characters "
+                         "(newlines, tabs, escapes, zero-width spaces, bidi overrides, line "
+                         "separators)")
     return value
 
 
@@ -179,17 +191,23 @@ def _whole_nano_usd(value: float) -> float:
 
 
 def _trimmed(value: str) -> str:
-    # "search " beside "search" would be two teams that look like one in every listing.
+    # "search " beside "search" would be two teams that look like one in every listing; a
+    # blank name shows as none.
+    if not value.strip():
+        raise ValueError("may not be blank (only whitespace)")
     if value != value.strip():
         raise ValueError("may not start or end with whitespace")
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
-TeamName = Annotated[Name, AfterValidator(_trimmed)]
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable),
+                 AfterValidator(_trimmed)]
+"""A key's or team's name: printable (no control, invisible or text-direction character:
+``_printable``), not blank, and with no whitespace around it (a no-break space included)."""
+TeamName = Name
 """A team's name: unique ignoring case (``search`` and ``SEARCH`` are one name: the store's
-unique index on ``lower(name)``, migration 0019), with no whitespace around it. Key names need
-not be unique (a key is known by its id)."""
+unique index on ``lower(name)``, migration 0019). Key names need not be unique (a key is known
+by its id)."""
 Limit = Annotated[int, Field(ge=1, le=2**53)]
 Budget = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False),
                    AfterValidator(_whole_nano_usd)]

@@ -75,8 +75,14 @@ def list_baselines(database_url: str | None) -> None:
                    f"{item.signal:<10} {item.samples:>7}  {_when(item)}")
 
 
+def _model_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value.strip():  # "no baseline stored for ;" and exit 0 read as done
+        raise click.BadParameter("a public model's name is not empty")
+    return value
+
+
 @baseline.command("reset")
-@click.argument("model")
+@click.argument("model", callback=_model_name)
 @click.option("--provider", help="Only this provider's baselines (default: all of the model's).")
 @database_url_option
 def reset(model: str, provider: str | None, database_url: str | None) -> None:

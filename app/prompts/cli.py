@@ -2,14 +2,18 @@
 needed), through the same ``PromptStore`` the admin API uses.
 
 The database is ``--database-url``, else ``SWITCHBOARD_DATABASE_URL``, else the embedded SQLite
-file, which is migrated on the spot; Postgres must be migrated first (``switchboard db
-upgrade``). Running gateways see a moved label within ``app.prompts.library.LABEL_TTL_S``
-seconds; new versions at once (they are read when first asked for).
+file, which is created and migrated on the spot; another SQLite file must exist already (a
+mistyped path is refused, not a new empty database); Postgres must be migrated first
+(``switchboard db upgrade``). Running gateways see a moved label within
+``app.prompts.library.LABEL_TTL_S`` seconds; new versions at once (they are read when first
+asked for).
 
 Files (``create``, ``version``, ``sync``) are YAML in the format of ``app.prompts.sync``. Their
 ``params`` are held to the ``limits`` of the gateway's config file (``SWITCHBOARD_CONFIG``, when
 set; one that does not load here is a warning, and they go unchecked), as the admin API holds
-them to its own. Exit status: 0 done, 2 any error (one line on stderr).
+them to its own. Exit status, as ``switchboard db``'s and ``keys``': 0 done, 1 the database
+refused, is unreachable, missing or not migrated, 2 bad usage (a bad value or file, an unknown
+template or version); one line on stderr.
 """
 
 from __future__ import annotations
@@ -37,20 +41,17 @@ VERSION = click.IntRange(min=1, max=MAX_VERSION)
 """A version number, bounded as the admin API bounds it (past it: a usage error, exit 2)."""
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, *, status: int = 2) -> NoReturn:
     click.echo(f"switchboard: {message}", err=True)
-    sys.exit(2)
+    sys.exit(status)
 
 
 async def _with_store(url: str, action: Callable[[PromptStore], Awaitable[T]]) -> T:
-    from app.db.engine import is_sqlite, make_engine
-    from app.db.migrate import check_current, upgrade
+    from app.db.engine import make_engine
+    from app.keys.cli import prepare_database
     from app.prompts.store import PromptStore
 
-    if is_sqlite(url):
-        await upgrade(url)
-    else:
-        await check_current(url)
+    await prepare_database(url)
     engine = make_engine(url)
     try:
         return await action(PromptStore(engine))
@@ -59,7 +60,8 @@ async def _with_store(url: str, action: Callable[[PromptStore], Awaitable[T]]) -
 
 
 def _run(database_url: str | None, action: Callable[[PromptStore], Awaitable[T]]) -> T:
-    """``action`` run to completion; every expected failure becomes one line and exit 2."""
+    """``action`` run to completion; every expected failure becomes one line: exit 2 for bad
+    usage, 1 for a database that refused or is not ready."""
     from app import errors
     from app.db.engine import DATABASE_ERRORS, UnsupportedDatabaseUrl, describe_error
     from app.db.migrate import MigrationError
@@ -69,15 +71,17 @@ def _run(database_url: str | None, action: Callable[[PromptStore], Awaitable[T]]
     try:
         return asyncio.run(_with_store(url, action))
     except errors.GatewayError as exc:
-        _fail(exc.message)
-    except (UnsupportedDatabaseUrl, MigrationError, SyncError) as exc:
+        _fail(exc.message, status=1 if exc.status >= 500 else 2)
+    except (UnsupportedDatabaseUrl, SyncError) as exc:
         _fail(str(exc))
+    except MigrationError as exc:
+        _fail(str(exc), status=1)
     except BrokenPipeError:
         # Our reader closed stdout (``| head``), not the database (an OSError too): click
         # exits quietly, as Unix tools do.
         raise
     except DATABASE_ERRORS as exc:
-        _fail(f"the database refused: {describe_error(exc)}")
+        _fail(f"the database refused: {describe_error(exc)}", status=1)
 
 
 def _check_limits(files: list[TemplateFile]) -> None:
@@ -207,11 +211,12 @@ def rollback(template_id: str, label: str, number: int | None,
 
 
 def _moved(template_id: str, event: LabelEvent) -> str:
-    """What a label move did, one line."""
+    """What a label move did, one line (``(new)`` for a label that pointed nowhere before)."""
     if not event.changed:
         return f"{template_id}: {event.label} is at {event.to_version} already (unchanged)"
     rollback = " (rollback)" if event.rollback else ""
-    return f"{template_id}: {event.label} {event.from_version} -> {event.to_version}{rollback}"
+    was = "(new)" if event.from_version is None else event.from_version
+    return f"{template_id}: {event.label} {was} -> {event.to_version}{rollback}"
 
 
 @prompts.command("diff")

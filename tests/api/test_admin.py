@@ -281,16 +281,61 @@ async def test_cli_query_one_page_points_to_the_next(server: str, engine: AsyncE
 
 
 async def test_cli_query_errors_are_clear(server: str) -> None:
-    """Refused connections, wrong keys and bad filters exit 1 with a message saying why."""
+    """Refused connections and wrong keys exit 1 with a message saying why; a bad filter is a
+    usage error, exit 2, whether this command or the gateway found it."""
     down = await run_cli("query", "--url", f"http://127.0.0.1:{free_port()}", "--key", "k")
     assert down.exit_code == 1 and "cannot connect to http://127.0.0.1:" in down.output
-    assert "switchboard serve" in down.output
+    assert "switchboard serve" in down.output and down.stderr.startswith("switchboard: ")
     denied = await run_cli("query", "--url", server, "--key", "sk-wrong")
     assert denied.exit_code == 1 and "refused the key (401" in denied.output
     bad = await run_cli("query", "--url", server, "--key", MASTER_KEY, "--since", "soon")
-    assert bad.exit_code == 1 and "Invalid value for 'since'" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--since'" in bad.output
     usage = await run_cli("query", "--status", "weird")
     assert usage.exit_code == 2 and "'weird' is not one of" in usage.output
+    refused = await run_cli("query", "--url", server, "--key", MASTER_KEY, "--model", "m" * 300)
+    assert refused.exit_code == 2, refused.output  # the gateway's 400: a usage error too
+    assert refused.stderr.startswith("switchboard: the gateway answered 400: Invalid value "
+                                     "for 'model'")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("logs", "query", "--since", "garbage"), "Invalid value for '--since': 'garbage'"),
+    (("logs", "query", "--until", "1_0h"), "Invalid value for '--until': '1_0h'"),
+    (("logs", "query", "--since", "\uff11h"), "Invalid value for '--since'"),
+    (("logs", "query", "--since", "1h", "--until", "2h"),
+     "Invalid value for '--until': is earlier than --since"),
+    (("logs", "query", "--cursor", "garbage"), "Invalid value for '--cursor': not a cursor"),
+    (("spend", "--by", "model", "--since", "garbage"), "Invalid value for '--since'"),
+    (("spend", "--by", "model", "--since", "1d", "--until", "2d"), "is earlier than --since"),
+    (("experiments", "report", "x", "--since", "garbage"), "Invalid value for '--since'"),
+    (("logs", "query", "--since", "99999999999w"), "reaches too far back"),
+], ids=["since", "until", "fullwidth", "order", "cursor", "spend", "spend-order", "report",
+        "far"])
+def test_cli_bad_times_and_cursors_are_usage_errors_before_any_request(
+        args: tuple[str, ...], says: str) -> None:
+    """--since, --until and --cursor are checked here, with the API's own grammar, before the
+    gateway is asked: exit 2 naming the option, even with no gateway to ask."""
+    from app.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--url", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "cannot connect" not in result.output
+
+
+@pytest.mark.parametrize(("url", "says", "status"), [
+    ("http://127.0.0.1:99999", "port 99999 is out of range (1 to 65535)", 2),
+    ("https://127.0.0.1:{port}", "TLS with https://127.0.0.1:", 1),
+], ids=["port", "tls"])
+def test_cli_url_port_and_tls_problems_are_told_apart(server: str, url: str, says: str,
+                                                      status: int) -> None:
+    """A port past 65535 is a usage error, and https:// to a plain-HTTP gateway says TLS
+    failed, not that nothing listens there."""
+    from app.cli import main
+
+    port = server.rsplit(":", 1)[1].rstrip("/")
+    result = CliRunner().invoke(main, ["logs", "query", "--url", url.format(port=port)])
+    assert result.exit_code == status, result.output
+    assert says in result.output and "cannot connect" not in result.output
 
 
 def test_cli_help_documents_every_option() -> None:
@@ -342,6 +387,40 @@ async def test_cli_tail_prints_new_calls_once(server: str, engine: AsyncEngine) 
     assert lines[0].startswith("TIME (UTC)")
     printed = [line.split()[2] for line in lines[1:]]
     assert printed == ["before", "live-1", "late-1", "live-2"]
+
+
+async def test_cli_tail_n_prints_the_n_newest_calls_however_old(server: str,
+                                                                   engine: AsyncEngine) -> None:
+    """-n N prints the N most recent calls first, oldest of them first, as tail -n does, even
+    those older than --lookback before the newest; then the calls logged after."""
+    at = now()
+    await insert(engine, *(call(f"old-{i}", at - timedelta(minutes=10, seconds=i))
+                           for i in range(4)), call("newest", at - timedelta(seconds=1)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_MASTER_KEY=MASTER_KEY, PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from app.calllog.cli import logs; logs()", "tail", "--url",
+        server, "--interval", "0.1", "-n", "3", "--json", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        await _read_until(proc.stdout, "newest", lines)
+        await insert(engine, call("live", now()))
+        await _read_until(proc.stdout, "live", lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), timeout=20)
+    assert [json.loads(line)["id"] for line in lines] == ["old-1", "old-0", "newest", "live"]
+
+
+async def test_cli_tail_exits_when_the_gateway_is_unreachable_at_start() -> None:
+    """As its help says: a gateway unreachable at the start is an error, exit 1 at once (a
+    mistyped --url), not an endless wait."""
+    result = await run_cli("tail", "--url", f"http://127.0.0.1:{free_port()}", "--key", "k")
+    assert result.exit_code == 1 and "cannot connect to" in result.stderr
+    help_text = (await run_cli("tail", "--help")).output
+    assert "unreachable at the start is an error" in " ".join(help_text.split())
 
 
 def test_seen_ids_stay_bounded() -> None:

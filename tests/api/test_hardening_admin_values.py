@@ -170,3 +170,94 @@ def test_a_model_call_naming_a_version_past_the_column_is_a_400(
         "model": "chat", "prompt": {"id": template, "version": MAX_VERSION}})
     assert largest.status_code == 404, largest.text
     assert largest.json()["error"]["param"] == "prompt.version"
+
+
+@pytest.mark.parametrize(("path", "param"), [
+    ("/admin/calls?limit=1_0", "limit"),
+    ("/admin/calls?limit=%EF%BC%95", "limit"),  # full-width 5
+    ("/admin/calls?limit=%2B5", "limit"),
+    ("/admin/calls?prompt_version=1_0", "prompt_version"),
+    ("/admin/calls?since=%EF%BC%91h", "since"),  # full-width 1h: was read as 1h
+    ("/admin/calls?until=1_0h", "until"),
+    ("/admin/keys?limit=1_0", "limit"),
+    ("/admin/teams?limit=%EF%BC%95", "limit"),
+    ("/admin/prompts/{t}/versions/1_0", "number"),  # was version 10
+    ("/admin/prompts/{t}/diff?from=1_0&to=1", "from"),
+    ("/admin/prompts/{t}/diff?from=1&to=%EF%BC%91", "to"),
+], ids=["limit-underscore", "limit-fullwidth", "limit-plus", "prompt-version", "since",
+        "until", "keys", "teams", "version", "from", "to"])
+def test_numbers_are_ascii_digits_only(gateway: httpx.Client, database_url: str, path: str,
+                                       param: str) -> None:
+    """One grammar for every number of a query string or path: ASCII digits (``1_0`` was 10,
+    and a full-width digit a number in ``since`` but not in ``limit``); else a 400 naming the
+    parameter, code invalid_value."""
+    response = gateway.get(path.format(t=template_of(database_url)))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_value"), error
+    template = template_of(database_url)
+    for fine in ("/admin/calls?limit=10&since=1h", "/admin/keys?limit=5",
+                 f"/admin/prompts/{template}/versions/1",
+                 f"/admin/prompts/{template}/diff?from=1&to=1"):
+        assert gateway.get(fine).status_code == 200, fine
+
+
+def test_a_bad_label_is_invalid_value_like_every_bad_value(gateway: httpx.Client,
+                                                          database_url: str) -> None:
+    """A label that is no label names it as every other bad value does (was code
+    invalid_prompt, without the "Invalid value for" lead)."""
+    response = gateway.put(f"/admin/prompts/{template_of(database_url)}/labels/BAD%20LABEL",
+                           json={"version": 1})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("label", "invalid_value")
+    assert error["message"].startswith("Invalid value for 'label': 'BAD LABEL' is not a label")
+
+
+@pytest.mark.parametrize("path", ["/admin/prompts/greet%00", "/admin/prompts/%00/versions/1"])
+def test_a_nul_in_a_template_id_is_a_400_naming_it(gateway: httpx.Client, path: str) -> None:
+    """As for a call id: 400 invalid_value naming ``template_id``, on either database (was the
+    database's own text naming nothing on Postgres)."""
+    response = gateway.get(path)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("template_id", "invalid_value"), error
+    assert "NUL" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "param"), [
+    ("/admin/calls?model=", "model"),
+    ("/admin/calls?provider=", "provider"),
+    ("/admin/keys?team_id=", "team_id"),
+    ("/admin/spend?by=model&model=", "model"),
+    ("/admin/experiments/exp1?control=", "control"),
+])
+def test_an_empty_filter_is_refused_alike(gateway: httpx.Client, path: str,
+                                          param: str) -> None:
+    """An empty filter value is one 400 naming it everywhere, as /admin/spend's was (calls and
+    keys answered an empty list, experiments variant_not_found)."""
+    response = gateway.get(path)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_value"), error
+    assert f"'{param}' is empty; leave it out" in error["message"]
+
+
+def test_a_cursor_is_refused_by_another_listing(gateway: httpx.Client) -> None:
+    """A next_cursor resumes its own listing only: another listing's is a 400 invalid_cursor
+    (it was taken, and answered from an arbitrary position, or nothing)."""
+    for i in range(2):
+        assert gateway.post("/admin/keys", json={"name": f"cursor-key-{i}"}).status_code == 201
+        assert gateway.post("/admin/teams", json={"name": f"cursor team {i} "
+                                                          f"{id(gateway)}"}).status_code == 201
+    keys_cursor = gateway.get("/admin/keys", params={"limit": 1}).json()["next_cursor"]
+    teams_cursor = gateway.get("/admin/teams", params={"limit": 1}).json()["next_cursor"]
+    assert keys_cursor and teams_cursor
+    for path, cursor in (("/admin/teams", keys_cursor), ("/admin/calls", keys_cursor),
+                         ("/admin/keys", teams_cursor)):
+        response = gateway.get(path, params={"cursor": cursor})
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == ("cursor", "invalid_cursor")
+    assert gateway.get("/admin/keys", params={"cursor": keys_cursor}).status_code == 200
+    assert gateway.get("/admin/teams", params={"cursor": teams_cursor}).status_code == 200

@@ -238,9 +238,10 @@ async def test_cli_spend_table_and_json(server: str) -> None:
 
 
 async def test_cli_spend_errors_are_clear(server: str) -> None:
-    """A bad --since exits 1 quoting the gateway's reason; --by is required and checked."""
+    """A bad --since is a usage error (exit 2) found before asking the gateway; --by is
+    required and checked."""
     bad = await run(spend, "--url", server, "--key", MASTER_KEY, "--by", "key", "--since", "x")
-    assert bad.exit_code == 1 and "Invalid value for 'since'" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--since'" in bad.output
     missing = await run(spend, "--url", server)
     assert missing.exit_code == 2 and "--by" in missing.output
     wrong = await run(spend, "--by", "user")
@@ -257,9 +258,10 @@ async def test_cli_logs_filter_by_key_and_team(server: str) -> None:
 
 async def test_cli_shows_the_gateways_own_404(server: str) -> None:
     """A 404 the admin API answers (an experiment not in the config) is shown in the gateway's
-    words; only a path the server does not serve reads as "no call log API"."""
+    words, a usage error (exit 2: a name it does not know); only a path the server does not
+    serve reads as "no call log API" (exit 1)."""
     unknown = await run(experiments, "report", "nosuch", "--url", server, "--key", MASTER_KEY)
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 2
     assert "the gateway answered 404: No experiment named 'nosuch'" in unknown.output
     assert "no call log API" not in unknown.output
     elsewhere = await run(spend, "--url", server + "/not-the-root", "--key", MASTER_KEY,

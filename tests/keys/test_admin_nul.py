@@ -1,6 +1,6 @@
 """A NUL character in a team id sent to ``/admin/keys`` (body or query) is a 400 naming
-``team_id``, and one in a path's key or team id a 404 as any unknown id: never the database's
-refusal naming no field (Postgres text holds no NUL), on SQLite and Postgres alike."""
+``team_id``, and one in a path's key or team id a 400 naming ``key_id``/``team_id``: never the
+database's refusal naming no field (Postgres text holds no NUL), on SQLite and Postgres alike."""
 
 from __future__ import annotations
 
@@ -45,25 +45,27 @@ async def test_a_nul_in_team_id_is_a_400_naming_it(admin: httpx.AsyncClient) -> 
     assert (await admin.get(f"/admin/keys/{key['id']}")).json()["team_id"] is None
 
 
-async def test_a_nul_in_a_path_id_is_an_unknown_id(admin: httpx.AsyncClient) -> None:
-    """A key or team id holding a NUL names nothing: 404 ``key_not_found`` /
-    ``team_not_found`` naming the id's field, on every route that takes one."""
-    for method, path, code in (("GET", "/admin/keys/key%00", "key_not_found"),
-                               ("PATCH", "/admin/keys/key%00", "key_not_found"),
-                               ("POST", "/admin/keys/key%00/rotate", "key_not_found"),
-                               ("POST", "/admin/keys/key%00/revoke", "key_not_found"),
-                               ("DELETE", "/admin/keys/%00", "key_not_found"),
-                               ("GET", "/admin/teams/%00", "team_not_found"),
-                               ("PATCH", "/admin/teams/team%00", "team_not_found"),
-                               ("DELETE", "/admin/teams/team%00", "team_not_found")):
+async def test_a_nul_in_a_path_id_is_a_400_naming_it(admin: httpx.AsyncClient) -> None:
+    """A key or team id holding a NUL is a 400 ``invalid_value`` naming the id's field, on every
+    route that takes one, as a call id's is (was a 404 echoing the id with the NUL dropped:
+    "No team with id 'ab'" for ``a%00b``)."""
+    for method, path, param in (("GET", "/admin/keys/key%00", "key_id"),
+                                ("PATCH", "/admin/keys/key%00", "key_id"),
+                                ("POST", "/admin/keys/key%00/rotate", "key_id"),
+                                ("POST", "/admin/keys/key%00/revoke", "key_id"),
+                                ("DELETE", "/admin/keys/%00", "key_id"),
+                                ("GET", "/admin/teams/a%00b", "team_id"),
+                                ("PATCH", "/admin/teams/team%00", "team_id"),
+                                ("DELETE", "/admin/teams/team%00", "team_id")):
         answer = await admin.request(method, path, json={} if method == "PATCH" else None)
-        assert answer.status_code == 404, (method, path, answer.text)
+        assert answer.status_code == 400, (method, path, answer.text)
         error = answer.json()["error"]
-        assert (error["code"], error["param"]) == (code, code.split("_")[0] + "_id"), error
+        assert (error["code"], error["param"]) == ("invalid_value", param), error
+        assert error["message"] == f"Invalid value for '{param}': it contains a NUL character."
 
 
 async def test_a_nul_path_id_needs_an_admin_first() -> None:
-    """The 404 for a NUL id comes after the admin check: no key, 401."""
+    """The 400 for a NUL id comes after the admin check: no key, 401."""
     async with client_of(keys_app(None), key=None) as anonymous:
         assert (await anonymous.get("/admin/keys/key%00")).status_code == 401
         assert (await anonymous.delete("/admin/teams/%00")).status_code == 401

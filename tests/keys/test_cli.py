@@ -1,11 +1,12 @@
 """``switchboard keys`` and ``switchboard teams`` against a SQLite file (and an unmigrated
-Postgres): the key printed once and never stored, clean one-line errors with exit 2, and the
-change published on Redis."""
+Postgres): the key printed once and never stored, clean one-line errors (exit 2 for bad usage,
+1 for a database missing, unreachable or not migrated), and the change published on Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from tests.keys.test_directory import admin_sql
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
+    (tmp_path / "keys.db").touch()  # only the embedded default's file is created
     return f"sqlite:///{tmp_path / 'keys.db'}"
 
 
@@ -188,9 +190,59 @@ def empty_pg() -> Iterator[str]:
 
 
 def test_unmigrated_postgres_says_what_to_run(empty_pg: str) -> None:
-    """Postgres is not migrated by these commands: they say to run switchboard db upgrade."""
+    """Postgres is not migrated by these commands: they say to run switchboard db upgrade,
+    exit 1 (a database not ready, as switchboard db says it)."""
     result = run(keys, "list", url=empty_pg)
-    assert result.exit_code == 2 and "switchboard db upgrade" in result.stderr
+    assert result.exit_code == 1 and "switchboard db upgrade" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("keys", "list"), ("teams", "list"),
+                                  ("keys", "create", "--name", "k"), ("prompts", "list")])
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path,
+                                                      args: tuple[str, ...]) -> None:
+    """A --database-url naming a SQLite file that does not exist (a typo) is refused, exit 1
+    as for any database not ready, and nothing is created: a key stored there would be one no
+    gateway reads."""
+    from app.cli import main
+
+    typo = tmp_path / "swtichboard.db"
+    result = CliRunner().invoke(main, [*args, "--database-url", f"sqlite:///{typo}"],
+                                env={"SWITCHBOARD_REDIS_URL": None})
+    assert result.exit_code == 1, result.output
+    assert "there is no database at" in result.stderr and result.stderr.count("\n") == 1
+    assert not typo.exists()
+
+
+def test_the_embedded_default_database_is_still_created(tmp_path: Path) -> None:
+    """Without --database-url or SWITCHBOARD_DATABASE_URL, switchboard.db in the current
+    directory is created and migrated on the spot, as documented."""
+    from app.cli import main
+
+    before = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(main, ["teams", "create", "--name", "ops"],
+                                    env={"SWITCHBOARD_REDIS_URL": None,
+                                         "SWITCHBOARD_DATABASE_URL": None})
+    finally:
+        os.chdir(before)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "switchboard.db").exists()
+
+
+@pytest.mark.parametrize("args", [("keys", "list"), ("teams", "list"), ("prompts", "list"),
+                                  ("drift", "baseline", "list"), ("db", "check")])
+def test_an_unreachable_database_is_exit_1_for_every_command(args: tuple[str, ...]) -> None:
+    """keys, teams, prompts, drift and db agree (switchboard db's documented statuses): a
+    database that cannot be reached is exit 1, bad usage exit 2."""
+    from app.cli import main
+    from tests.servers import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    result = CliRunner().invoke(main, [*args, "--database-url", url],
+                                env={"SWITCHBOARD_REDIS_URL": None})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("switchboard: ") and result.stderr.count("\n") == 1
 
 
 def test_changes_are_published_on_redis(url: str) -> None:

@@ -60,6 +60,37 @@ async def test_whitespace_around_a_name_is_400(admin: httpx.AsyncClient, name: s
             "Invalid value for 'name': may not start or end with whitespace.")
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("evil\u202eliam", "may not contain control, invisible or text-direction characters"),
+    ("line\u2028break", "may not contain control, invisible or text-direction characters"),
+    ("para\u2029graph", "may not contain control, invisible or text-direction characters"),
+    ("\u200b", "may not contain control, invisible or text-direction characters"),
+    ("zero\u2066width", "may not contain control, invisible or text-direction characters"),
+    ("\ufeffbom", "may not contain control, invisible or text-direction characters"),
+    ("c1\u0085", "may not contain control, invisible or text-direction characters"),
+    ("tab\tx", "may not contain control, invisible or text-direction characters"),
+    ("   ", "may not be blank (only whitespace)"),
+    (" k3 ", "may not start or end with whitespace"),
+    ("\u00a0nbsp\u00a0", "may not start or end with whitespace"),
+], ids=["rlo", "line-sep", "para-sep", "zwsp", "lri", "bom", "nel", "tab", "blank", "padded",
+        "nbsp"])
+async def test_invisible_bidi_and_blank_names_are_400(admin: httpx.AsyncClient, name: str,
+                                                     says: str) -> None:
+    """Key and team names are held to one rule: no control, format (zero-width, bidi) or
+    separator character, which would forge or hide lines in a listing, and not blank or
+    padded with whitespace; on create and on rename, a 400 naming ``name``."""
+    team = (await admin.post("/admin/teams", json={"name": "plain team"})).json()
+    key = (await admin.post("/admin/keys", json={"name": "plain key"})).json()
+    for method, path in (("POST", "/admin/teams"), ("PATCH", f"/admin/teams/{team['id']}"),
+                         ("POST", "/admin/keys"), ("PATCH", f"/admin/keys/{key['id']}")):
+        response = await admin.request(method, path, json={"name": name})
+        assert response.status_code == 400, (method, path, response.text)
+        error = response.json()["error"]
+        assert error["param"] == "name" and says in error["message"]
+    accepted = await admin.post("/admin/keys", json={"name": "caf\u00e9 \u6f22\u5b57 bot"})
+    assert accepted.status_code == 201, accepted.text  # visible non-ASCII is fine
+
+
 async def test_key_names_need_not_be_unique(admin: httpx.AsyncClient) -> None:
     """Keys are known by id: two keys may share a name, in any case."""
     for name in ("bot", "bot", "BOT"):

@@ -42,6 +42,7 @@ variables: {text: {type: string}}
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
+    (tmp_path / "prompts.db").touch()  # only the embedded default's file is created
     return f"sqlite:///{tmp_path / 'prompts.db'}"
 
 

@@ -33,6 +33,7 @@ labels:
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
+    (tmp_path / "prompts.db").touch()  # only the embedded default's file is created
     return f"sqlite:///{tmp_path / 'prompts.db'}"
 
 
@@ -69,6 +70,8 @@ def test_cli_round_trip(url: str, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "No prompt template 'nope'" in missing.stderr
     again = run("create", str(first), url=url)
     assert again.exit_code == 2 and "exists already" in again.stderr
+    assert run("label", "summarise", "canary", "2", url=url).stdout.strip() == \
+        "summarise: canary (new) -> 2"  # was "None -> 2"
 
 
 def test_diff_shows_line_endings_and_json_types(url: str, tmp_path: Path) -> None:
