@@ -313,11 +313,18 @@ class BreakerConfig(BaseModel):
     @field_validator("max_cooldown_s")
     @classmethod
     def _max_not_below_first(cls, longest: float, info: ValidationInfo) -> float:
-        first = info.data.get("cooldown_s")
-        if first is not None and longest < first:
-            raise ValueError(f"{longest:g} is below cooldown_s ({first:g}): a breaker's first "
-                             "opening would last longer than the longest")
-        return longest
+        return _not_below_first(longest, info, "cooldown_s", "a breaker's first opening")
+
+
+def _not_below_first(longest: float, info: ValidationInfo, first_field: str,
+                     first_is: str) -> float:
+    """A ``max_...`` duration validated against the first one it caps (``first_field``, whose
+    meaning is ``first_is``): not below it."""
+    first = info.data.get(first_field)
+    if first is not None and longest < first:
+        raise ValueError(f"{longest:g} is below {first_field} ({first:g}): {first_is} would "
+                         "last longer than the longest")
+    return longest
 
 
 class RetryConfig(BaseModel):
@@ -343,11 +350,7 @@ class RetryConfig(BaseModel):
     @field_validator("max_backoff_s")
     @classmethod
     def _max_not_below_first(cls, longest: float, info: ValidationInfo) -> float:
-        first = info.data.get("backoff_s")
-        if first is not None and longest < first:
-            raise ValueError(f"{longest:g} is below backoff_s ({first:g}): the first retry's "
-                             "delay would be longer than the longest")
-        return longest
+        return _not_below_first(longest, info, "backoff_s", "the first retry's delay")
 
 
 class Streaming(BaseModel):

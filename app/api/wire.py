@@ -1,5 +1,8 @@
 """Bytes in and out: JSON bodies bounded in nesting, strict parsing into request models, the
-response headers of a call (its call id and the client's request id among them)."""
+response headers of a call (its call id and the client's request id among them).
+
+(Just past 400 lines: parsing and its error wording belong together, each refusal's message
+beside the check that makes it.)"""
 
 from __future__ import annotations
 
@@ -50,9 +53,9 @@ def check_utf8(raw: bytes) -> None:
 
 
 _PARSER_DEPTH = "depth limit exceeded"
+"""orjson's message for a document nested past its limit, ``_PARSER_MAX_DEPTH`` levels."""
 _PARSER_INFINITY = "number is infinity when parsed as double"
 """orjson's message for a number past a double's range (a 400-digit integer, ``1e400``)."""
-"""orjson's message for a document nested past its limit, ``_PARSER_MAX_DEPTH`` levels."""
 _PARSER_MAX_DEPTH = 1024
 
 
@@ -242,9 +245,10 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
             message = f"Missing required parameter: '{param}'."
         elif _past_int64(first):
             # an integer too long for the JSON parser's 64 bits, read as a float: pydantic
-            # says "should be a valid integer", which the client sent
+            # says "should be a valid integer", which the client sent (the parser reads
+            # integers from -2**63 to 2**64 - 1)
             above = first["input"] > 0
-            bound = f"at most {_INT64 - 1}" if above else f"at least {-_INT64}"
+            bound = f"at most {2 * _INT64 - 1}" if above else f"at least {-_INT64}"
             raise errors.InvalidRequest(
                 f"Invalid value for '{param}': integer too {'large' if above else 'small'} "
                 f"({bound}).", param=param or None,

@@ -129,21 +129,38 @@ class _Choice:
         for key, parts in self.texts.items():
             message[key] = "".join(parts)
         message.setdefault("content", None)
-        message.update(self.other)
+        message.update(_whole(self.other))
         if self.tools:
-            message["tool_calls"] = [self.tools[i] for i in sorted(self.tools)]
+            message["tool_calls"] = [_whole(self.tools[i]) for i in sorted(self.tools)]
         return {"index": index, "message": message, "finish_reason": self.finish_reason}
 
 
+class _Pieces(list[str]):
+    """A string that comes in pieces (a tool call's ``arguments``), joined once when the answer
+    is read: appending to a string each chunk would copy it each time (quadratic in its length,
+    on the event loop)."""
+
+
 def _merged(into: Any, piece: Json) -> Json:
-    """``piece`` (a tool call's ``function``, a ``function_call``) added to ``into``: its
-    ``arguments`` (a custom tool's ``input``) appended, as they come in pieces; anything else
-    replaced (a name repeated is not doubled)."""
-    out: Json = dict(into) if isinstance(into, dict) else {}
+    """``piece`` (a tool call's ``function``, a ``function_call``) added to ``into`` (a dict of
+    this module's own, or ``None``): its ``arguments`` (a custom tool's ``input``) appended, as
+    they come in pieces; anything else replaced (a name repeated is not doubled)."""
+    out: Json = into if isinstance(into, dict) else {}
     for key, value in piece.items():
-        if key in ("arguments", "input") and isinstance(value, str) \
-                and isinstance(out.get(key), str):
-            out[key] += value
+        if key in ("arguments", "input") and isinstance(value, str):
+            held = out.get(key)
+            if isinstance(held, _Pieces):
+                held.append(value)
+            else:
+                out[key] = _Pieces((value,))
         elif value is not None:
             out[key] = value
     return out
+
+
+def _whole(merged: Any) -> Any:
+    """A merged dict with its pieces joined (anything else as it is)."""
+    if not isinstance(merged, dict):
+        return merged
+    return {key: "".join(value) if isinstance(value, _Pieces) else _whole(value)
+            for key, value in merged.items()}

@@ -153,8 +153,8 @@ def read_request(body: Json) -> Inbound:
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         if isinstance(max_tokens, float) and max_tokens >= MAX_INTEGER:  # read as a float
-            raise _bad(f"max_tokens: too large: must be an integer of at most {MAX_INTEGER - 1}"
-                       " (and within the model's output limit)", "max_tokens")
+            raise _bad("max_tokens: too large: must be an integer within the model's output "
+                       "limit", "max_tokens")
         raise _bad("max_tokens: Field required" if max_tokens is None
                    else "max_tokens: must be an integer of at least 1", "max_tokens")
     stream = body.get("stream", False)

@@ -19,8 +19,11 @@ SAID = "reply"
 def _config(simulator: str) -> dict[str, Any]:
     raw = sim_config(simulator,
                      co={"targets": [{"provider": "co", "model": "command-r-08-2024"}]},
-                     gpt={"targets": [{"provider": "sim", "model": "gpt-4o-mini"}]})
+                     gpt={"targets": [{"provider": "az", "model": "gpt-4o-mini"}]})
     raw["providers"]["co"] = {"type": "cohere", "base_url": simulator, "api_key": "co-k"}
+    # OpenAI's wire, which names no stop sequence (the simulator's /v1 route answers as vLLM
+    # does, with a choice's stop_reason)
+    raw["providers"]["az"] = {"type": "azure_openai", "endpoint": simulator, "api_key": "az-k"}
     return raw
 
 

@@ -53,3 +53,28 @@ def test_a_stream_cut_short_keeps_what_came_with_the_usage_given() -> None:
         "id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
         "choices": [{"index": 0, "text": "Once upon", "finish_reason": None}],
         "usage": {"completion_tokens": 2}}
+
+
+def test_arguments_in_many_pieces_read_whole_and_leave_the_chunks_alone() -> None:
+    """Arguments streamed a character a chunk (a 1.6 MB tool call comes in ~100,000 pieces:
+    held as pieces, joined once) read whole; a legacy ``function_call`` too; the chunks sent
+    to the client are not changed by being captured."""
+    answer = StreamAnswer()
+    text = '{"rows": [' + ", ".join(str(n) for n in range(3000)) + "]}"
+    first = chunk({"index": 0, "delta": {"role": "assistant", "tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function",
+         "function": {"name": "save", "arguments": text[0]}}]}})
+    sent = repr(first)
+    answer.add(first)
+    for piece in text[1:]:
+        answer.add(chunk({"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": piece}}]}}))
+    answer.add(chunk({"index": 1, "delta": {"function_call": {"name": "f", "arguments": "{"}}}))
+    answer.add(chunk({"index": 1, "delta": {"function_call": {"arguments": "}"}}}))
+    body = answer.body()
+    call = body["choices"][0]["message"]["tool_calls"][0]
+    assert call == {"id": "call_1", "type": "function",
+                    "function": {"name": "save", "arguments": text}}
+    assert body["choices"][1]["message"]["function_call"] == {"name": "f", "arguments": "{}"}
+    assert repr(first) == sent
+    assert answer.body() == body  # reading it twice reads the same
