@@ -95,6 +95,11 @@ does."""
 REFUSED_BODY = "calllog.refused_body"
 """``ModelCall.extras`` key: a request body its parse refused (``app.api.v1.noted``), captured
 into the call record with the others when bodies are (``Gateway._capture_refused``)."""
+STREAM_END = "stream.end"
+"""``ModelCall.extras`` key: a function a stream's endpoint sets, called when the upstream's
+stream has ended well (every chunk framed for the client); a ``GatewayError`` from it fails the
+call there, as one from the upstream would (``/v1/messages``: a translated stream that gave no
+``finish_reason`` was cut short, ``EventWriter.check_end``)."""
 _FALLBACK = "routing.fallback"
 """``ModelCall.extras`` key: whether the attempt running now has a target after it in the call's
 order to fall back to (``Gateway._first_chunk_s``)."""
@@ -627,6 +632,9 @@ class Gateway(Finisher):
                 yield chunk
             if held is not None:
                 yield held
+            ended = call.extras.get(STREAM_END)
+            if ended is not None:
+                ended()
             text = generated.text()
             record.answer_text = text if record.wants_json else text[:ANSWER_HEAD]
             if usage is None:

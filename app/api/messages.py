@@ -22,7 +22,7 @@ from app.api.calls import Endpoint
 from app.api.incoming import Incoming
 from app.api.v1 import answer, parse_call, read_object, serve_route, stream
 from app.api.wire import JSONReply, error_reply, parse, parse_object
-from app.gateway import Gateway
+from app.gateway import STREAM_END, Gateway
 from app.inbound.anthropic import (
     anthropic_usage,
     error_body,
@@ -123,6 +123,7 @@ async def _serve(call: ModelCall, gateway: Gateway, request: ChatRequest) -> Res
     if request.stream:
         writer = EventWriter(model=request.model, stops=stops,
                              prompt_tokens=lambda: estimate_prompt_tokens(request))
+        call.extras[STREAM_END] = writer.check_end
         return await stream(gateway.stream_chat(call), call, writer)
 
     def shape(result: Result) -> Json:

@@ -98,11 +98,20 @@ class EventWriter:
     def error(self, exc: errors.GatewayError) -> bytes:
         return event("error", error_body(exc))
 
+    def check_end(self) -> None:
+        """Called when the upstream's stream has ended well, every chunk framed
+        (``app.gateway.STREAM_END``): a translated one that gave no ``finish_reason`` (it sent
+        ``[DONE]`` without one) was cut short, a ``BadUpstreamResponse`` that fails the call
+        (its record, its target's breaker) and ends the stream with an ``error`` event, as a
+        native one ending before ``message_stop`` does, not with a ``stop_reason`` it never
+        had."""
+        if not self.native and not self.finished:
+            raise errors.BadUpstreamResponse(TRUNCATED)
+
     def close(self) -> bytes:
         """The events that end a translated stream (nothing for a native one: the upstream's
-        ``message_stop`` has gone out). One whose upstream gave no ``finish_reason`` (it sent
-        ``[DONE]`` without one) was cut short: it ends with an ``error`` event, as a native one
-        ending before ``message_stop`` does, not with a ``stop_reason`` it never had."""
+        ``message_stop`` has gone out). One that gave no ``finish_reason`` ends with an
+        ``error`` event (``check_end`` fails its call before it gets here)."""
         if self.native:
             return b""
         out = [] if self.started else [self._start({})]

@@ -308,7 +308,8 @@ def test_a_messages_stream_cut_short_ends_with_an_error_event(
     """``/v1/messages``: an upstream that ends its stream without a finish_reason (an OpenAI-
     style one sending ``[DONE]`` after 2 chunks, translated; Anthropic's own ending before
     ``message_stop``, native) cut the answer short: the client gets the text so far, then an
-    ``error`` event, never ``stop_reason: end_turn`` or ``message_stop``."""
+    ``error`` event, never ``stop_reason: end_turn`` or ``message_stop``, and the call is
+    recorded as the upstream's failure it was told to the client as (its attempt too)."""
     with run_gateway(_config(simulator, _provider(kind, simulator, {fault: "2"}))) as gw:
         with gw.http().stream("POST", "/v1/messages", json=_CALLS["/v1/messages"],
                               headers={"x-request-id": f"cut-{kind}"}) as answer:
@@ -320,8 +321,11 @@ def test_a_messages_stream_cut_short_ends_with_an_error_event(
         assert "message_stop" not in names and "end_turn" not in text
         error = json.loads(text.split("event: error\ndata: ")[1].split("\n")[0])
         assert error["error"]["type"] == "api_error"
+        assert names.count("error") == 1, text
         record = gw.sink.emitted(f"cut-{kind}")
         assert record.finish_reason is None
+        assert (record.status, record.error_type) == ("error", "upstream_error"), record
+        assert record.attempts[-1].status >= 500
 
 
 def test_complete_stream_still_ok(run_gateway: GatewayFactory, simulator: str) -> None:
