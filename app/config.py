@@ -335,8 +335,9 @@ class RetryConfig(BaseModel):
     """Retries on the same target after a 429, a 502/503 or a refused connection."""
     backoff_s: Seconds = 0.1
     """The first retry's base delay; it doubles with each retry, with jitter."""
-    max_backoff_s: Seconds = 2.0
-    """The longest a retry's delay grows to (at least ``backoff_s``)."""
+    max_backoff_s: Annotated[Seconds, Field(validate_default=True)] = 2.0
+    """The longest a retry's delay grows to (at least ``backoff_s``; checked when left at its
+    default too)."""
     max_retry_after_s: Seconds = 10.0
     """The longest ``Retry-After`` waited for; a longer one falls back to the next target."""
     budget: Annotated[float, Field(ge=0, le=1)] = 0.2

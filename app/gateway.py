@@ -311,7 +311,7 @@ class Gateway(Finisher):
         for name, count in (("n", n), ("best_of", best_of)):
             if count is not None and count > limit:
                 raise errors.InvalidRequest(f"'{name}' is {count}; the limit is {limit}",
-                                            param=name, code="invalid_value")
+                                            param=name, code="integer_above_max_value")
         cap = route.max_tokens_cap
         if not cap:
             return
@@ -320,7 +320,7 @@ class Gateway(Finisher):
             if value is not None and value > cap:
                 raise errors.InvalidRequest(
                     f"'{name}' is {value}; the limit for model '{route.name}' is {cap}",
-                    param=name, code="invalid_value")
+                    param=name, code="integer_above_max_value")
 
     async def _attempts(self, call: ModelCall, route: Route,
                         run: Callable[[Provider, Target], Awaitable[T]], *,

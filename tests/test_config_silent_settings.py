@@ -62,7 +62,9 @@ def test_a_shadow_sample_and_a_serving_weight_pass() -> None:
 
 
 def test_a_first_backoff_above_the_longest_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"retries\.max_backoff_s: .*below backoff_s \(5\)"):
-        parse_config(raw(retries={"backoff_s": 5, "max_backoff_s": 2}), {})
+    for retries in ({"backoff_s": 5, "max_backoff_s": 2}, {"backoff_s": 5}):  # default 2
+        with pytest.raises(ConfigError,
+                           match=r"retries\.max_backoff_s: .*below backoff_s \(5\)"):
+            parse_config(raw(retries=retries), {})
     assert parse_config(raw(retries={"backoff_s": 2, "max_backoff_s": 2}), {}).retries \
         .max_backoff_s == 2

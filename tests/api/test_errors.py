@@ -111,17 +111,18 @@ def test_a_list_too_long_says_so_not_that_it_is_no_string(gateway: RunningGatewa
 
 def test_caps_on_n_and_max_tokens(run_gateway: GatewayFactory, simulator: str) -> None:
     """n, max_tokens and max_completion_tokens above the configured caps are 400s naming the
-    field, each limit checked on its own."""
+    field, with OpenAI's code for a number past its bound, each limit checked on its own."""
     raw = sim_config(simulator, chat={"targets": [{"provider": "sim", "model": "m"}],
                                       "max_tokens_cap": 100})
     raw["limits"] = {"max_n": 2}
     with run_gateway(raw) as gw:
         status, error = _post(gw, "/v1/chat/completions",
                               json={"model": "chat", "messages": USER, "n": 3})
-        assert (status, error["param"]) == (400, "n")
+        assert (status, error["param"], error["code"]) == (400, "n", "integer_above_max_value")
         status, error = _post(gw, "/v1/chat/completions",
                               json={"model": "chat", "messages": USER, "max_tokens": 101})
-        assert (status, error["param"]) == (400, "max_tokens")
+        assert (status, error["param"], error["code"]) == (
+            400, "max_tokens", "integer_above_max_value")
         status, error = _post(gw, "/v1/chat/completions", json={
             "model": "chat", "messages": USER, "max_completion_tokens": 101})
         assert (status, error["param"]) == (400, "max_completion_tokens")
