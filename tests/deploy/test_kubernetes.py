@@ -430,14 +430,19 @@ def test_the_migration_job_needs_nothing_applied_after_it(overlay: str) -> None:
     assert all(set(v) == {"name", "emptyDir"} for v in spec.get("volumes", []))
 
 
-def test_dev_redis_and_postgres_take_connections_from_switchboard_pods_only() -> None:
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_stores_and_vllm_take_connections_from_switchboard_pods_only(overlay: str) -> None:
     """dev's Redis (no password) takes connections from the gateway's pods only, and its
-    Postgres from the gateway's and the migration Job's, by NetworkPolicy."""
-    objects = render("dev")
+    Postgres from the gateway's and the migration Job's, by NetworkPolicy; the vLLM pods (no
+    API key), dev's simulated pool and prod's, from the gateway's pods only."""
+    objects = render(overlay)
     workloads = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
                  for o in objects if o["kind"] in WORKLOADS}
-    allowed = {"redis": {"switchboard"}, "postgres": {"switchboard", "switchboard-migrate"}}
+    allowed = {"redis": {"switchboard"}, "postgres": {"switchboard", "switchboard-migrate"},
+               "vllm": {"switchboard"}}
     for store, clients in allowed.items():
+        if store not in workloads:  # prod's Postgres and Redis are managed services
+            continue
         policies = [p["spec"] for p in objects if p["kind"] == "NetworkPolicy"
                     and matches(p["spec"]["podSelector"]["matchLabels"], workloads[store])]
         assert policies and all("Ingress" in p["policyTypes"] for p in policies), store
