@@ -176,7 +176,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None,
         for line in str(exc).splitlines():  # a config's problems: one line each
             click.echo(f"switchboard: {line}", err=True)
         sys.exit(2)
-    click.echo(f"switchboard: serving {', '.join(config.models)} on "
+    served = ", ".join(config.models) or "no model (every model call is a 404 until a reload " \
+        "adds one)"
+    click.echo(f"switchboard: serving {served} on "
                f"http://{settings.host}:{settings.port} ({_config_source(settings, config)})",
                err=True)
     # Workers re-read the settings from the environment: hand the CLI's choices down that way.
