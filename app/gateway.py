@@ -910,10 +910,11 @@ def _unreported(early: Usage | None, prompt_tokens: Callable[[], int],
 
 
 def _abandoned(call: ModelCall) -> None:
-    """Account a call the client left while an attempt was running (its request sent, no usage
-    back yet: a slow first token, a long answer not streamed) with its prompt's estimated
-    tokens, priced on the attempt's model and marked estimated: the provider has the prompt by
-    then and bills it, generated or not. Recorded as any usage, so the row, the spend ledger,
+    """Account a call the client left while an attempt was running (no usage back yet: a slow
+    first token, a long answer not streamed) with its prompt's estimated tokens, priced on the
+    attempt's model and marked estimated: charged as if the provider had the prompt, as it
+    does, and bills, once the request is sent (an attempt still connecting or uploading is not
+    told apart: its client is charged too). Recorded as any usage, so the row, the spend ledger,
     the TPM settle and the budget all count the same (a call left for nothing was charged 0,
     and a key could send prompts past its TPM limit and budget by leaving each call early)."""
     request, record = call.request, call.record
