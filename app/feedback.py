@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Call, Feedback
 from app.limits import Bucket, Header, Limiter
+from app.metrics.recorder import Recorder
 from app.stages.admit import refusal
 from app.times import iso
 
@@ -78,10 +79,12 @@ class FeedbackIn(BaseModel):
         return self
 
 
-async def admit(limiter: Limiter, buckets: tuple[Bucket, ...]) -> list[Header]:
+async def admit(limiter: Limiter, buckets: tuple[Bucket, ...],
+                recorder: Recorder | None = None) -> list[Header]:
     """Charge one feedback post of a caller with ``buckets`` (``Caller.buckets``) to their RPM
     limits: the ``x-ratelimit-*-requests`` headers to answer with, or the refusal raised with
-    them and its ``Retry-After`` (``GatewayError.headers``)."""
+    them and its ``Retry-After`` (``GatewayError.headers``), counted as a model call's is in
+    ``switchboard_ratelimit_rejections_total`` (``recorder``)."""
     limited = rpm_only(buckets)
     if not limited:
         return []
@@ -91,6 +94,8 @@ async def admit(limiter: Limiter, buckets: tuple[Bucket, ...]) -> list[Header]:
     headers = list(decision.headers())  # (a credit's decision shares its list)
     if decision.admitted:
         return headers
+    if recorder is not None and decision.reason == "rate_limit":
+        recorder.limit_rejected(decision.scope or "key")
     exc = refusal(decision, headers)
     exc.headers = headers
     raise exc

@@ -13,6 +13,14 @@ A key created or changed with a model list naming a model this gateway does not 
 as asked (models may be configured later), and its answer carries ``warnings``, a list of
 sentences saying which (a typo'd model name would otherwise show only as 404s later).
 
+What an admin key may do (``_master_only``, ``_admin_key_guard``): the master key (or
+"anonymous" in loopback-only mode) may do anything here; a virtual key marked admin may do all of
+it except grant or change admin power. It gets 403 ``admin_requires_master_key`` (``param``
+``admin``) when it asks for ``admin: true`` on a new key or a change, or touches a key that is
+an admin key (change, rotate, revoke, delete: its own included, except revoking itself), or
+changes or deletes a team that holds an admin key that is not revoked. So a short-lived or
+limited admin key cannot outlive or outgrow what the master key gave it.
+
 Errors: bad input 400 naming the field (a NUL character in ``team_id``, ``models`` or
 ``metadata`` included, and in a path's key or team id, 400 ``invalid_value`` naming it; another
 value the database refuses 400 ``invalid_value``; a team name with whitespace around it);
@@ -40,6 +48,7 @@ from app.db.engine import answering
 from app.keys import KeyCreate, KeyDirectory, KeyRecord, KeyUpdate, TeamCreate, TeamUpdate
 from app.keys.model import TeamRecord, no_nul, unserved
 from app.keys.store import Position, position
+from app.pipeline import Caller
 from app.resources import resources_of
 
 log = logging.getLogger("switchboard.admin")
@@ -97,13 +106,57 @@ def _checked(body: dict[str, Any], models: Sequence[str] | None,
     return body
 
 
+# ---- what an admin key may not do
+
+
+def _is_master(caller: Caller) -> bool:
+    """The master key, or "anonymous" in loopback-only mode (no master key set): the callers
+    that are not a virtual key."""
+    return caller.key_id is None
+
+
+def _master_only(why: str) -> errors.PermissionDenied:
+    return errors.PermissionDenied(
+        f"Only the master key can {why}; an admin key cannot grant or change admin power.",
+        param="admin", code="admin_requires_master_key")
+
+
+async def _admin_key_guard(caller: Caller, directory: KeyDirectory, key_id: str,
+                           *, self_revoke: bool = False) -> None:
+    """Nothing for the master key, nor for an admin key acting on a key that is not an admin
+    key (or revoking itself, when ``self_revoke``); else 403 ``admin_requires_master_key``.
+    One read of the target key, on the admin API only."""
+    if _is_master(caller) or (self_revoke and key_id == caller.key_id):
+        return
+    async with answering("key database", log=log):
+        target = await directory.store.get_key(key_id)
+    if target.admin:
+        raise _master_only("change, rotate, revoke or delete an admin key")
+
+
+async def _team_guard(caller: Caller, directory: KeyDirectory, team_id: str) -> None:
+    """Nothing for the master key, nor for an admin key acting on a team with no admin key
+    that is not revoked (a team's limits bound its keys: lifting them lifts an admin key's);
+    else 403 ``admin_requires_master_key``."""
+    if _is_master(caller):
+        return
+    async with answering("key database", log=log):
+        await directory.store.get_team(team_id)
+        keys = await directory.store.list_keys(team_id=team_id)
+    if any(key.admin and key.revoked_at is None for key in keys):
+        raise _master_only("change or delete a team that holds an admin key")
+
+
 # ---- keys
 
 
 @router.post("/keys", status_code=201)
 async def create_key(spec: KeyCreate, admin: AdminDep, directory: DirectoryDep,
                      gateway: GatewayDep) -> dict[str, Any]:
-    """A new key; ``key`` in the answer is its plaintext, shown this once."""
+    """A new key; ``key`` in the answer is its plaintext, shown this once. Only the master
+    key may make an admin key."""
+    if spec.admin and not _is_master(admin):
+        raise _master_only("create an admin key")
     async with answering("key database", log=log):
         record, plaintext = await directory.store.create_key(spec)
     return _checked(_key(record, plaintext), spec.models, gateway)
@@ -157,7 +210,11 @@ async def update_key(key_id: KeyPathId, spec: KeyUpdate, admin: AdminDep, direct
     """Change the fields sent; ``null`` clears a limit, the team, the model list, the privacy
     setting or the expiry. The key's next call, on any gateway, runs under the change. A key
     moved into, out of or to another team, or given limits where it had none or another budget
-    period, keeps what it spent (``KeyDirectory.update_key``)."""
+    period, keeps what it spent (``KeyDirectory.update_key``). Only the master key may set
+    ``admin: true`` or change an admin key."""
+    if spec.admin and not _is_master(admin):
+        raise _master_only("make a key an admin key")
+    await _admin_key_guard(admin, directory, key_id)
     async with answering("key database", log=log):
         record = await directory.update_key(key_id, spec)
     return _checked(_key(record), spec.models, gateway)
@@ -166,6 +223,7 @@ async def update_key(key_id: KeyPathId, spec: KeyUpdate, admin: AdminDep, direct
 @router.post("/keys/{key_id}/rotate")
 async def rotate_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
     """A new plaintext for the key (answered once); the old one stops working at once."""
+    await _admin_key_guard(admin, directory, key_id)
     async with answering("key database", log=log):
         record, plaintext = await directory.store.rotate_key(key_id)
     await directory.changed(key_id=key_id)
@@ -174,7 +232,9 @@ async def rotate_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
-    """Revoke the key (kept for the record; its calls are refused with 401)."""
+    """Revoke the key (kept for the record; its calls are refused with 401). An admin key
+    may revoke itself."""
+    await _admin_key_guard(admin, directory, key_id, self_revoke=True)
     async with answering("key database", log=log):
         record = await directory.store.revoke_key(key_id)
     await directory.changed(key_id=key_id)
@@ -183,6 +243,7 @@ async def revoke_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep
 
 @router.delete("/keys/{key_id}")
 async def delete_key(key_id: KeyPathId, admin: AdminDep, directory: DirectoryDep) -> dict[str, Any]:
+    await _admin_key_guard(admin, directory, key_id)
     async with answering("key database", log=log):
         record = await directory.store.delete_key(key_id)
     await directory.changed(key_id=key_id)
@@ -220,7 +281,8 @@ async def update_team(team_id: TeamPathId, spec: TeamUpdate, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
     """Change the fields sent; the team's keys pick up the new limits and privacy setting on
     every gateway. A team given limits where it had none, or another budget period, keeps what
-    it spent (``KeyDirectory.update_team``)."""
+    it spent (``KeyDirectory.update_team``). A team holding an admin key: master key only."""
+    await _team_guard(admin, directory, team_id)
     async with answering("key database", log=log):
         team = await directory.update_team(team_id, spec)
     return team.to_json()
@@ -230,6 +292,7 @@ async def update_team(team_id: TeamPathId, spec: TeamUpdate, admin: AdminDep,
 async def delete_team(team_id: TeamPathId, admin: AdminDep,
                       directory: DirectoryDep) -> dict[str, Any]:
     """Remove a team with no keys left (409 ``team_not_empty`` otherwise)."""
+    await _team_guard(admin, directory, team_id)
     async with answering("key database", log=log):
         team = await directory.store.delete_team(team_id)
     await directory.changed(team_id=team_id)

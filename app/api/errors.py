@@ -46,7 +46,8 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 
 SERVED = ("POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, "
-          "/v1/messages/count_tokens; GET /v1/models")
+          "/v1/messages/count_tokens, /v1/feedback; GET /v1/models, /v1/models/{model}")
+"""Every route under ``/v1`` (tests/api/test_messages.py checks it against the app's routes)."""
 
 
 def unsupported(method: str, path: str) -> Response:

@@ -31,8 +31,9 @@ async def post_feedback(spec: feedback.FeedbackIn, caller: CallerDep, request: R
     if engine is None:
         raise errors.GatewayError("Feedback needs the call log, which is off on this gateway.",
                                   status=503, code="call_log_unavailable")
+    recorder = None if resources.metrics is None else resources.metrics.recorder
     limits = [] if resources.limiter is None \
-        else await feedback.admit(resources.limiter, caller.buckets)
+        else await feedback.admit(resources.limiter, caller.buckets, recorder)
     try:
         async with answering("call log database", code="call_log_unavailable"):
             # a virtual key without an id (none is made so) would find nothing, never every call

@@ -30,6 +30,7 @@ from app.inbound.anthropic import (
     read_request,
     to_message,
 )
+from app.inbound.anthropic_limits import anthropic_ratelimit
 from app.inbound.anthropic_paths import client_error
 from app.inbound.anthropic_stream import EventWriter
 from app.pipeline import ModelCall
@@ -62,6 +63,8 @@ def anthropic_error(exc: errors.GatewayError, call: ModelCall | None) -> Respons
     upstream's ``Retry-After`` among them), and Anthropic's ``request_id`` (body) and
     ``request-id`` (header) when it answers a call."""
     request_id = None if call is None else identify(call)
+    if call is not None:
+        call.headers += anthropic_ratelimit(call.headers)
     return error_reply(orjson.dumps(error_body(exc, request_id=request_id)), exc.status_code,
                        call, cause=exc)
 
@@ -109,6 +112,7 @@ async def serve_messages(call: ModelCall, gateway: Gateway) -> Response:
     call.request, call.body = request, inbound.body
     call.native, call.native_only = native, inbound.native_only
     await call.snapshot.pipeline.admit(call)
+    call.headers += anthropic_ratelimit(call.headers)
     try:
         return await _serve(call, gateway, request)
     except errors.InvalidRequest as exc:

@@ -19,6 +19,7 @@ from app.limits.model import (
     Decision,
     Window,
     combine,
+    idle_reset,
     nano_usd,
     period_left_s,
     period_name,
@@ -72,7 +73,9 @@ class LocalLimiter:
         refusing = [(w.retry_s, i) for i, w in _indexed(requests, charged) if w.retry_s > 0]
         if refusing:
             retry, index = max(refusing)
-            return combine(buckets, uncharged(requests, 1), uncharged(charged, tokens),
+            return combine(buckets, uncharged(requests, 1, self._resets(self._requests, buckets,
+                                                                        now)),
+                           uncharged(charged, tokens, self._resets(self._tokens, buckets, now)),
                            admitted=False, reason="rate_limit", refused_by=index, retry_s=retry)
         second = int(now // 1)
         for b in buckets:
@@ -124,6 +127,12 @@ class LocalLimiter:
         moment = datetime.fromtimestamp(self._clock(), UTC)
         name = (bucket.scope, bucket.id, period_name(bucket.budget_period, moment))
         return self._spend.get(name, 0) / NANO
+
+    @staticmethod
+    def _resets(table: dict[tuple[str, str], _Slots], buckets: Sequence[Bucket],
+                now: float) -> list[float]:
+        """Each bucket's reset in ``table`` as it stands (a refusal's, ``uncharged``)."""
+        return [idle_reset(table.get((b.scope, b.id), {}), now=now) for b in buckets]
 
     def _window(self, table: dict[tuple[str, str], _Slots], bucket: Bucket, limit: int | None,
                 want: int, now: float) -> Window | None:

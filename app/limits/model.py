@@ -236,12 +236,26 @@ class Window:
         return max(0, self.limit - self.used)
 
 
-def uncharged(windows: Sequence[Window | None], want: int) -> list[Window | None]:
+def uncharged(windows: Sequence[Window | None], want: int,
+              resets: Sequence[float] | None = None) -> list[Window | None]:
     """``windows`` as they stand without a charge of ``want`` the ones with room counted in
     (``window`` counts it): their numbers for a call another window refused, which nothing
-    charged."""
-    return [w if w is None or w.retry_s > 0 else Window(w.limit, w.used - want, w.reset_s, 0.0)
-            for w in windows]
+    charged. ``resets``: each window's reset as it stands uncharged (``idle_reset``; ``window``
+    gave the one of the charged window, a full ``SLOT_LIFE_S`` away); without, the windows'
+    own (the Redis script reports the uncharged reset itself on a refusal)."""
+    return [w if w is None or w.retry_s > 0 else
+            Window(w.limit, w.used - want, w.reset_s if resets is None else resets[i], 0.0)
+            for i, w in enumerate(windows)]
+
+
+def idle_reset(slots: Mapping[int, int], *, now: float) -> float:
+    """Seconds until ``slots`` (epoch second -> count), charged nothing more, are empty: until
+    the last slot holding a charge leaves the window, 0 when none does. Only a refusal asks
+    (``uncharged``)."""
+    second = int(now // 1)
+    last = max((s for s, c in slots.items() if c > 0 and s + SLOT_LIFE_S > second),
+               default=None)
+    return 0.0 if last is None else max(0.0, last + SLOT_LIFE_S - now)
 
 
 def window(slots: Mapping[int, int], *, now: float, limit: int, want: int) -> Window:

@@ -10,10 +10,13 @@ ADMIT  KEYS: per bucket, its request window, token window and spend counter (3 k
        Returns one comma-separated string: status (0 admitted, 1 rate limit, 2 budget),
        refusing bucket (1-based, budget only), now in ms, then per bucket six integers:
        requests used, reset ms, retry ms, tokens used, reset ms, retry ms (used -1: no such
-       limit; a granted credit counted in "used"); when admitted, two more: the credit granted
-       (0: none) and its slot. All buckets are charged, or none; a credit is granted to all of
-       them, or to none, only where the window, credit included, stays under an eighth of
-       every limit, and the spend under half of every budget (``app.limits.model``).
+       limit; a granted credit counted in "used"; on a refusal, a window with room still
+       counts the call in "used", which ``uncharged`` takes out, but its reset is the
+       uncharged one: when its last charge leaves, 0 when it holds none); when admitted, two
+       more: the credit granted (0: none) and its slot. All buckets are charged, or none; a
+       credit is granted to all of them, or to none, only where the window, credit included,
+       stays under an eighth of every limit, and the spend under half of every budget
+       (``app.limits.model``).
 RELEASE KEYS: per bucket, its request window and token window (2 keys each).
        ARGV: one comma-separated string: a credit's slot, its requests and tokens left.
        Takes them out of that slot (never below zero). Returns 1.
@@ -116,6 +119,21 @@ for i = 1, n do
 end
 if refused then
   out[1] = 1
+  -- A window with room reports its reset as it stands, uncharged (scan gave the charged
+  -- one's, a full life away): nothing is charged for a refused call (app.limits.model).
+  for i = 1, n do
+    for k = 0, 1 do
+      local at = 6 * i - 2 + 3 * k
+      if out[at] >= 0 and out[at + 2] == 0 then
+        local live = live_slots(KEYS[3 * i - 2 + k])
+        local last = nil
+        for _, sc in ipairs(live) do
+          if sc[2] > 0 then last = sc[1] end
+        end
+        out[at + 1] = last and math.max(0, (last + life) * 1000 - now_ms) or 0
+      end
+    end
+  end
   return table.concat(out, ',')
 end
 local slot = second + credit_life

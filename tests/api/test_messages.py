@@ -3,13 +3,18 @@ running gateway, routed natively to an Anthropic target and translated to an Ope
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import SecretStr
 
+from app.main import create_app
+from app.settings import Settings
 from tests.api.conftest import MASTER_KEY, GatewayFactory, RunningGateway
 
 CLAUDE_MODEL = "claude-sonnet-4-20250514"
@@ -320,7 +325,13 @@ def test_unserved_endpoints_say_so(gw: RunningGateway) -> None:
     error = response.json()["error"]
     assert error["code"] == "unsupported_endpoint"
     assert "does not serve POST /v1/responses" in error["message"]
-    assert "/v1/chat/completions" in error["message"]
+    served = error["message"].split(" It serves ")[1]
+    app = create_app(Settings(master_key=SecretStr(MASTER_KEY), call_log=False)).app
+    for context in iter_route_contexts(app.router.routes):  # every /v1 route is named
+        route = context.original_route
+        if isinstance(route, APIRoute) and route.path.startswith("/v1/"):
+            path = re.sub(r"\{(\w+)(:\w+)?\}", "{model}", route.path)
+            assert f"{path}," in served or f"{path};" in served, (path, served)
     batches = http.post("/v1/messages/batches", json={})
     assert batches.status_code == 404
     assert batches.json()["type"] == "error"

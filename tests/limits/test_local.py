@@ -107,3 +107,24 @@ async def admitted_until_refused(limiter: LocalLimiter, budget: float, cost: flo
 async def test_no_buckets_is_the_shared_decision() -> None:
     """An empty bucket list returns the shared admitted decision."""
     assert await LocalLimiter().admit([], 10) is ADMITTED
+
+
+async def test_a_refusal_reports_the_uncharged_windows_reset() -> None:
+    """A window with room, in a call another window refused, reports its reset as it stands:
+    when its last charge leaves (0 when it holds none), not a full minute as if charged (it was
+    not)."""
+    clock = Clock()
+    limiter = LocalLimiter(clock=clock)
+    key = [Bucket("key", "k", 2, 1000, None)]
+    assert (await limiter.admit(key, 9)).admitted
+    clock.t += 5
+    assert (await limiter.admit(key, 9)).admitted
+    clock.t += 5
+    refused = await limiter.admit(key, 9)
+    assert (refused.admitted, refused.remaining_tokens) == (False, 982)
+    assert refused.reset_requests_s == refused.reset_tokens_s == 55.75
+    team = Bucket("team", "t", None, 10, None)
+    assert (await limiter.admit([Bucket("key", "a", 5, None, None, team="t"), team], 10)).admitted
+    by_tokens = await limiter.admit([Bucket("key", "b", 5, None, None, team="t"), team], 5)
+    assert (by_tokens.admitted, by_tokens.remaining_requests) == (False, 5)
+    assert by_tokens.reset_requests_s == 0.0  # b's window holds nothing
