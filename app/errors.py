@@ -41,7 +41,10 @@ outside a model call goes out with (a model call's stages put theirs on the call
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from app.usage import Usage
 
 
 def problem_message(problem: Mapping[str, Any]) -> str:
@@ -56,6 +59,10 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "api_error"
     retryable: ClassVar[bool] = False
+    billed: Usage | None = None
+    """What the failed attempt was billed upstream before it failed: the batches of a split
+    embedding request that were answered (``fanout.billed``); the gateway accounts it for the
+    call (``app.gateway``)."""
 
     def __init__(
         self,

@@ -100,6 +100,10 @@ STREAM_END = "stream.end"
 stream has ended well (every chunk framed for the client); a ``GatewayError`` from it fails the
 call there, as one from the upstream would (``/v1/messages``: a translated stream that gave no
 ``finish_reason`` was cut short, ``EventWriter.check_end``)."""
+_BILLED = "routing.billed"
+"""``ModelCall.extras`` key: what failed attempts were billed upstream before they failed
+(``GatewayError.billed``: a split embedding's answered batches), and its cost (None unpriced),
+summed over the attempts; accounted when the call ends (``_add_billed``)."""
 _FALLBACK = "routing.fallback"
 """``ModelCall.extras`` key: whether the attempt running now has a target after it in the call's
 order to fall back to (``Gateway._first_chunk_s``)."""
@@ -397,6 +401,8 @@ class Gateway(Finisher):
                     record.upstream_ms += spent
                     record.attempts.append(Attempt(target.provider, target.model,
                                                    exc.status_code, exc.error_type, spent))
+                    if exc.billed is not None:
+                        _bill(call, target.model, exc.billed)
                     if exc.code == "deadline_exceeded":
                         raise
                     wait = retry_delay(exc, tries + 1, retries, router.rng) \
@@ -785,6 +791,9 @@ class Gateway(Finisher):
             record.provider, record.target_model = last.provider, last.model
         if record.usage is None and record.attempts and record.attempts[-1].status == 499:
             _abandoned(call)
+        billed = call.extras.pop(_BILLED, None)
+        if billed is not None:
+            _add_billed(record, *billed)
         record.finished_at = time.time()
         record.latency_ms = record.elapsed_ms()
         if record.status == "ok" and record.answer_text is not None:
@@ -923,6 +932,34 @@ def _abandoned(call: ModelCall) -> None:
     usage = Usage(prompt_tokens=estimate_prompt_tokens(request), estimated=True)
     record.usage = usage
     record.cost_usd = call.snapshot.prices.cost(record.attempts[-1].model, usage)
+
+
+def _bill(call: ModelCall, model: str, usage: Usage) -> None:
+    """Keep what a failed attempt on ``model`` was billed (``_BILLED``), priced on ``model``."""
+    cost = call.snapshot.prices.cost(model, usage)
+    before: tuple[Usage, float | None] | None = call.extras.get(_BILLED)
+    if before is not None:
+        usage = Usage(prompt_tokens=before[0].prompt_tokens + usage.prompt_tokens,
+                      estimated=before[0].estimated or usage.estimated)
+        cost = before[1] if cost is None else (before[1] or 0.0) + cost
+    call.extras[_BILLED] = (usage, cost)
+
+
+def _add_billed(record: CallRecord, usage: Usage, cost: float | None) -> None:
+    """Account what failed attempts were billed upstream (``_BILLED``): a call that failed has
+    it as its usage, and a call a later attempt answered has it on top of that answer's (the
+    client's ``usage`` is the answer's own). Recorded as any usage, so the row, the spend ledger,
+    the TPM settle and the budget all count the same, as for an abandoned call (``_abandoned``):
+    a split embedding whose last batch failed was charged 0 though its other batches were paid
+    for, and a client could make it fail on purpose."""
+    if record.usage is None:
+        record.usage, record.cost_usd = usage, cost
+        return
+    had = record.usage
+    record.usage = dataclasses.replace(had, prompt_tokens=had.prompt_tokens + usage.prompt_tokens,
+                                       estimated=had.estimated or usage.estimated)
+    if cost is not None:
+        record.cost_usd = (record.cost_usd or 0.0) + cost
 
 
 def _native_chat(native: MessagesCall, translated: Callable[[Provider, Target], Awaitable[Result]]

@@ -68,7 +68,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -96,10 +96,11 @@ from app.providers.base import (
 )
 from app.providers.bedrock_converse import translate_request
 from app.providers.bedrock_response import OPENING_EVENTS, StreamTranslator, to_chat_completion
-from app.providers.fanout import in_order
+from app.providers.fanout import billed, in_order, sum_usage
 from app.providers.http import SSEEvent, drain
 from app.providers.stops import request_stops
 from app.scrub import config_secrets
+from app.usage import Usage
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
@@ -174,29 +175,39 @@ class Bedrock:
         encoding = call.request.encoding_format
         path = model_path(target.model, "invoke")
         if bedrock_embed.family(target) == "titan":
-            answers = await self._all(path, bedrock_embed.titan_bodies(call, target=target),
-                                      target)
-            read = [bedrock_embed.read_titan(body) for body, _ in answers]
+            titans = bedrock_embed.titan_bodies(call, target=target)
+            answers = await self._all(path, titans, target, usage=bedrock_embed.titan_usage)
+            try:
+                read = [bedrock_embed.read_titan(body) for body, _ in answers]
+            except errors.GatewayError as exc:  # answered, so billed: every call counts
+                billed(exc, sum_usage(map(bedrock_embed.titan_usage, titans, answers)))
+                raise
             return embeddings_result([encode_vector(vector, encoding) for vector, _ in read],
                                      model=target.model, tokens=sum(n for _, n in read))
         bodies = bedrock_embed.cohere_bodies(call, target=target)
-        answers = await self._all(path, bodies, target)
+        answers = await self._all(path, bodies, target, usage=bedrock_embed.cohere_usage)
         vectors: list[Any] = []
         tokens = 0
-        for payload, (body, headers) in zip(bodies, answers, strict=True):
-            vectors.extend(encode_vector(v, encoding) for v in
-                           bedrock_embed.read_cohere(body, expected=len(payload["texts"])))
-            tokens += _int(headers.get("X-Amzn-Bedrock-Input-Token-Count"))
+        try:
+            for payload, (body, headers) in zip(bodies, answers, strict=True):
+                vectors.extend(encode_vector(v, encoding) for v in
+                               bedrock_embed.read_cohere(body, expected=len(payload["texts"])))
+                tokens += _int(headers.get("X-Amzn-Bedrock-Input-Token-Count"))
+        except errors.GatewayError as exc:
+            billed(exc, sum_usage(map(bedrock_embed.cohere_usage, bodies, answers)))
+            raise
         return embeddings_result(vectors, model=target.model, tokens=tokens)
 
-    async def _all(self, path: str, bodies: list[Json], target: Target
+    async def _all(self, path: str, bodies: list[Json], target: Target, *,
+                   usage: Callable[[Json, tuple[Any, Any]], Usage]
                    ) -> list[tuple[Any, Any]]:
         """Every body's answer (and headers), in order, at most ``embed_concurrency`` at once
-        (across the provider's calls); the first failure cancels the rest (``fanout.in_order``)."""
+        (across the provider's calls); the first failure cancels the rest and carries the
+        ``usage`` of those answered (``fanout.in_order``)."""
         async def one(body: Json) -> tuple[Any, Any]:
             return await self._upstream.invoke_answer(path, body, timeout_s=target.timeout_s)
 
-        return await in_order(one, bodies, slots=self._embed_slots)
+        return await in_order(one, bodies, slots=self._embed_slots, usage=usage)
 
     async def messages(self, call: MessagesCall, *, target: Target) -> Result:
         """A ``/v1/messages`` call to Claude through InvokeModel, the answer as it came."""

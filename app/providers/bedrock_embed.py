@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from app import errors
 from app.providers.base import EmbeddingCall, Json, Target, text_inputs
+from app.usage import Usage, estimate_tokens
 
 COHERE_MAX_TEXTS = 96
 TITAN_DIMENSIONS = (256, 512, 1024)
@@ -103,6 +104,26 @@ def read_titan(answer: Any) -> tuple[list[float], int]:
     if not isinstance(vector, list):
         raise errors.BadUpstreamResponse("Titan embedding answer has no embedding")
     return vector, tokens if isinstance(tokens, int) else 0
+
+
+def titan_usage(body: Json, answer: tuple[Any, Any]) -> Usage:
+    """The tokens one answered Titan call was billed (``fanout.in_order``'s ``usage``): its
+    ``inputTextTokenCount``, else the text's estimate."""
+    tokens = answer[0].get("inputTextTokenCount") if isinstance(answer[0], dict) else None
+    if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
+        return Usage(prompt_tokens=tokens)
+    return Usage(prompt_tokens=estimate_tokens(str(body.get("inputText", ""))), estimated=True)
+
+
+def cohere_usage(body: Json, answer: tuple[Any, Any]) -> Usage:
+    """The tokens one answered Cohere Embed call was billed: Bedrock's
+    ``X-Amzn-Bedrock-Input-Token-Count`` header, else the texts' estimate."""
+    count = answer[1].get("X-Amzn-Bedrock-Input-Token-Count") if answer[1] is not None else None
+    if isinstance(count, str) and count.isdigit():
+        return Usage(prompt_tokens=int(count))
+    texts = body.get("texts")
+    return Usage(prompt_tokens=sum(estimate_tokens(str(t)) for t in texts)
+                 if isinstance(texts, list) else 0, estimated=True)
 
 
 def cohere_bodies(call: EmbeddingCall, *, target: Target) -> list[Json]:

@@ -70,6 +70,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import SecretStr
 
+from app import errors
 from app.embeddings import encode_vector
 from app.providers.base import (
     ChatCall,
@@ -93,10 +94,11 @@ from app.providers.cohere_request import translate_request
 from app.providers.cohere_response import map_error, to_chat_completion
 from app.providers.cohere_stream import StreamTranslator
 from app.providers.event_json import EventJson
+from app.providers.fanout import billed
 from app.providers.http import Upstream, drain
 from app.providers.openai import bearer
 from app.providers.stops import request_stops
-from app.usage import Usage
+from app.usage import Usage, estimate_tokens
 
 
 class CohereProvider(ProviderBase):
@@ -175,10 +177,18 @@ class CohereV2:
         vectors: list[list[float]] = []
         total = Usage()
         reported = False
-        for payload in batch_payloads(call, target=target, input_type=self._input_type):
-            answer = await self._upstream.post_json(EMBED_PATH, payload,
-                                                   timeout_s=target.timeout_s)
-            batch, usage = read_batch(answer, expected=len(payload["texts"]))
+        payloads = batch_payloads(call, target=target, input_type=self._input_type)
+        for i, payload in enumerate(payloads):
+            try:
+                answer = await self._upstream.post_json(EMBED_PATH, payload,
+                                                       timeout_s=target.timeout_s)
+                batch, usage = read_batch(answer, expected=len(payload["texts"]))
+            except errors.GatewayError as exc:
+                if i:  # the batches answered before it were billed (``fanout``)
+                    billed(exc, total if reported else Usage(
+                        prompt_tokens=sum(estimate_tokens(t) for p in payloads[:i]
+                                          for t in p["texts"]), estimated=True))
+                raise
             vectors.extend(batch)
             if usage is not None:
                 reported = True

@@ -80,6 +80,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import SecretStr
 
+from app import errors
 from app.embeddings import encode_vector
 from app.providers.base import (
     ChatCall,
@@ -91,6 +92,7 @@ from app.providers.base import (
     embeddings_result,
 )
 from app.providers.event_json import EventJson
+from app.providers.fanout import billed
 from app.providers.gemini_embed import (
     batch_embed_payloads,
     estimated_usage,
@@ -188,13 +190,19 @@ class GeminiAPI(GenerateContentChat):
         """``batchEmbedContents`` in batches, vectors in the client's order."""
         model = model_id(target.model)
         vectors: list[list[float]] = []
+        texts = texts_of(call)
         for payload in batch_embed_payloads(call, target=target, model_name=f"models/{model}",
                                             default_task=self._task_type):
-            answer = await self._fixed_upstream.post_json(
-                f"/models/{model}:batchEmbedContents", payload, timeout_s=target.timeout_s)
-            vectors.extend(read_batch_embed(answer, expected=len(payload["requests"])))
+            try:
+                answer = await self._fixed_upstream.post_json(
+                    f"/models/{model}:batchEmbedContents", payload, timeout_s=target.timeout_s)
+                vectors.extend(read_batch_embed(answer, expected=len(payload["requests"])))
+            except errors.GatewayError as exc:
+                if vectors:  # the batches answered before it were billed (``fanout``)
+                    billed(exc, estimated_usage(texts[:len(vectors)]))
+                raise
         return encoded_embeddings(vectors, call=call, target=target,
-                                  usage=estimated_usage(texts_of(call)))
+                                  usage=estimated_usage(texts))
 
 
 def encoded_embeddings(vectors: list[list[float]], *, call: EmbeddingCall, target: Target,

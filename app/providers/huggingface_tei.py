@@ -30,9 +30,9 @@ from typing import Any
 from app import errors
 from app.embeddings import encode_vector
 from app.providers.base import EmbeddingCall, Json, Result, Target, embeddings_result, text_inputs
-from app.providers.fanout import in_order
+from app.providers.fanout import billed, in_order
 from app.providers.http import Upstream
-from app.usage import estimate_tokens
+from app.usage import Usage, estimate_tokens
 
 EMBED_PATH = "/embed"
 OPTIONS = ("normalize", "truncate", "truncation_direction", "prompt_name")
@@ -106,7 +106,7 @@ class TeiEmbeddings:
         batches = [texts[i:i + size] for i in range(0, len(texts), size)]
         try:
             answers = await in_order(lambda batch: self._batch(batch, options, target),
-                                     batches)
+                                     batches, usage=_estimated)
         except errors.UpstreamRejected as exc:
             # TEI's 422 for a size the model cannot make ("`dimensions` should be smaller than
             # the maximum embedding dimension.") names no param: it is the client's dimensions.
@@ -115,9 +115,16 @@ class TeiEmbeddings:
             raise
         vectors = [v for batch in answers for v in batch]
         if dimensions is not None and any(len(v) != dimensions for v in vectors):
-            raise errors.BadUpstreamResponse(
+            ignored = errors.BadUpstreamResponse(
                 f"upstream TEI ignored dimensions={dimensions} (it answered vectors of "
                 f"{len(vectors[0])}); it may predate TEI's dimensions option")
+            billed(ignored, _estimated(texts, None))  # every batch was answered
+            raise ignored
         encoded = [encode_vector(v, call.request.encoding_format) for v in vectors]
         return embeddings_result(encoded, model=target.model,
                                  tokens=sum(estimate_tokens(t) for t in texts), estimated=True)
+
+
+def _estimated(texts: list[str], _answer: object) -> Usage:
+    """The estimated tokens of a batch TEI answered (``fanout.in_order``'s ``usage``)."""
+    return Usage(prompt_tokens=sum(estimate_tokens(t) for t in texts), estimated=True)

@@ -193,7 +193,8 @@ class VertexAI(GenerateContentChat):
             assert isinstance(instances, list)
             return read_predict(answer, expected=len(instances))
 
-        answers = await in_order(one, payloads, slots=asyncio.Semaphore(EMBED_CONCURRENCY))
+        answers = await in_order(one, payloads, slots=asyncio.Semaphore(EMBED_CONCURRENCY),
+                                 usage=_predicted)
         vectors = [v for found, _ in answers for v in found]
         counts = [tokens for _, tokens in answers]
         usage = Usage(prompt_tokens=sum(c for c in counts if c is not None)) \
@@ -203,6 +204,18 @@ class VertexAI(GenerateContentChat):
     async def aclose(self) -> None:
         """Stop a token refresh in progress."""
         await self._tokens.aclose()
+
+
+def _predicted(payload: dict[str, object], answer: tuple[list[list[float]], int | None]
+               ) -> Usage:
+    """The tokens of one answered ``predict`` (``fanout.in_order``'s ``usage``): its
+    ``token_count``s, else its texts' estimate."""
+    if answer[1] is not None:
+        return Usage(prompt_tokens=answer[1])
+    instances = payload["instances"]
+    assert isinstance(instances, list)
+    return estimated_usage([str(i.get("content", "")) for i in instances
+                            if isinstance(i, dict)])
 
 
 def describe(config: VertexConfig) -> str:

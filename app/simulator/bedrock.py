@@ -29,7 +29,8 @@ test Bedrock API key as ``Authorization: Bearer``). Errors are ``{"message"}`` w
   them, and they are billed as output.
 - InvokeModel takes the model's own body, chosen by the model id: Titan Text Embeddings v2
   (``inputText``, ``dimensions``, ``normalize``; 1024 numbers unless ``dimensions`` says) and
-  v1 (``inputText`` only; 1536 numbers), Cohere Embed (``texts`` up to 96, ``input_type``; the
+  v1 (``inputText`` only; 1536 numbers), at most ``TITAN_MAX_TOKENS`` tokens a text (more is
+  AWS's 400 ``Too many input tokens``), Cohere Embed (``texts`` up to 96, ``input_type``; the
   model's own length, ``embeddings.MODEL_DIMENSIONS``, else 1024, or for Embed v4 its
   ``output_dimension``, 256, 512, 1024 or 1536, which v3 refuses; token count in
   ``X-Amzn-Bedrock-Input-Token-Count``) and Anthropic's
@@ -64,6 +65,8 @@ OPERATIONS = ("converse", "converse-stream", "invoke", "invoke-with-response-str
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 _STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
          "tool": "tool_use"}
+TITAN_MAX_TOKENS = 8192
+"""The input tokens Titan Text Embeddings reads from one text (v1 and v2: 8k)."""
 TITAN_DIMENSIONS = (256, 512, 1024)
 COHERE_DIMENSIONS = 1024
 COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
@@ -274,6 +277,9 @@ async def _titan(sim: Sim, req: Request, model: str, body: dict[str, Any],
         raise fail("Malformed input request: #/dimensions: " + str(dimensions) + " is not a "
                    "valid enum value, please reformat your input and try again.")
     tokens = content.count_tokens(text)
+    if tokens > TITAN_MAX_TOKENS:
+        raise fail(f"400 Bad Request: Too many input tokens. Max input tokens: "
+                   f"{TITAN_MAX_TOKENS}, request input token count: {tokens} ")
     if not await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         return
     floats = list(vector(text, dimensions))
