@@ -403,6 +403,9 @@ class Gateway(Finisher):
                                                    exc.status_code, exc.error_type, spent))
                     if exc.billed is not None:
                         _bill(call, target.model, exc.billed)
+                    if exc.code is None and exc.param is not None \
+                            and type(exc) is errors.InvalidRequest:
+                        exc.code = "invalid_value"  # a provider's refusal of a field (README)
                     if exc.code == "deadline_exceeded":
                         raise
                     wait = retry_delay(exc, tries + 1, retries, router.rng) \

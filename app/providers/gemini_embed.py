@@ -25,7 +25,8 @@ GEMINI_BATCH = 100
 
 def texts_of(call: EmbeddingCall) -> list[str]:
     """The inputs as texts (token-id inputs are a 400)."""
-    return text_inputs(call, refusal="Gemini embeds text only; token-id inputs are not supported")
+    return text_inputs(call, refusal="Google's embedding models embed text only; token-id "
+                                     "inputs are not supported")
 
 
 def task_type(call: EmbeddingCall, *, target: Target, default: str | None) -> str | None:
