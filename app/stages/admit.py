@@ -43,7 +43,7 @@ from app.limits.model import Scope
 from app.limits.redis import DOWN_FOR_S
 from app.metrics.recorder import Recorder
 from app.pipeline import ModelCall, Slot, Stage
-from app.schemas import ChatRequest, CompletionRequest
+from app.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from app.usage import estimate_prompt_tokens
 
 log = logging.getLogger("switchboard.limits")
@@ -134,10 +134,14 @@ class Admit(Stage):
         if standing is not None:
             call.headers += standing.headers()
         call.headers.append(SHOULD_NOT_RETRY)
+        if isinstance(call.request, EmbeddingRequest):  # no output: its inputs alone
+            asks, cure = "the inputs' estimated tokens", "Send fewer or shorter inputs."
+        else:
+            asks = "the prompt's estimated tokens plus the output it asks for"
+            cure = "Lower max_tokens or shorten the prompt."
         return errors.TokensRateLimited(
             f"Request too large for this {scope}'s tokens per minute: limit {largest}, "
-            f"requested {asked} (the prompt's estimated tokens plus the output it asks for). "
-            "Lower max_tokens or shorten the prompt.", code="rate_limit_exceeded")
+            f"requested {asked} ({asks}). {cure}", code="rate_limit_exceeded")
 
     def _refusal(self, call: ModelCall, decision: Decision) -> errors.GatewayError:
         if decision.reason == "unavailable":
