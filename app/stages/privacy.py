@@ -247,7 +247,10 @@ class Privacy(Stage):
             self._recorder.privacy_detected(counts, action)
         param = None if action == "allow" else _token_ids(request)
         if param is not None:
-            route = _unscreened(call, route, state, action, param, config)
+            whose = f"the privacy policy of model '{route.name}'" if self.policies(config).of(
+                request.model).action == policy.action else \
+                "the caller's privacy setting (its key's or team's)"
+            route = _unscreened(call, route, state, action, param, config, whose=whose)
         if not counts:
             return
         if action == "block":
@@ -265,7 +268,7 @@ class Privacy(Stage):
             route = narrowed_to(route, private, config, fail_closed=FailClosed(
                 "no_private_target",
                 f"The request contains sensitive data ({_named(counts)}) that may only go to a "
-                f"private target, and none of model '{route.name}''s private targets "
+                f"private target, and none of the private targets of model '{route.name}' "
                 f"({len(private)}) could take it now; it was not sent to any other target."))
             call.narrow(route)
         elif action == "redact" and any(_trust(config, t) != "private" for t in route.targets):
@@ -408,14 +411,15 @@ def _token_ids(request: ModelRequest) -> str | None:
 
 
 def _unscreened(call: ModelCall, route: Route, state: _State, action: str, param: str,
-                config: GatewayConfig) -> Route:
+                config: GatewayConfig, *, whose: str) -> Route:
     """``route`` for a call under ``action`` (not ``allow``) whose ``param`` is token ids
     (``_token_ids``), which the gateway cannot screen: they may go to private targets only.
     Under ``private_only`` the route is narrowed to its private targets; under ``redact`` and
     ``block`` (nothing to redact, nothing known to block) a route with a third-party target is
     refused, 400 ``token_ids_not_screened``, as is a ``private_only`` route without a private
     target. The row says ``block`` for a refusal, and ``private_only`` for a call sent (where
-    the text parts found nothing; otherwise their action)."""
+    the text parts found nothing; otherwise their action). ``whose`` names where the action
+    came from: the model's policy, or the caller's key or team setting that tightened it."""
     private = [t for t in route.targets if _trust(config, t) == "private"]
     if not private or (action != "private_only" and len(private) < len(route.targets)):
         call.record.privacy_action = state.action = "block"
@@ -423,8 +427,8 @@ def _unscreened(call: ModelCall, route: Route, state: _State, action: str, param
             "check_embedding_ctx_length=False)" if param == "input" else ""
         raise errors.InvalidRequest(
             f"The request's '{param}' is token ids, which the gateway cannot screen for "
-            f"sensitive data: under model '{route.name}''s privacy policy they may only go to a "
-            f"private target, and the model "
+            f"sensitive data: under {whose} they may only go to a "
+            f"private target, and model '{route.name}' "
             f"{'has none' if not private else 'may send them to a third-party one'}. Send the "
             f"{param} as text{hint}.", param=param, code="token_ids_not_screened")
     if state.action == "none":
@@ -434,7 +438,7 @@ def _unscreened(call: ModelCall, route: Route, state: _State, action: str, param
     route = narrowed_to(route, private, config, fail_closed=FailClosed(
         "no_private_target",
         f"The request's '{param}' is token ids, which the gateway cannot screen, so they may "
-        f"only go to a private target, and none of model '{route.name}''s private targets "
+        f"only go to a private target, and none of the private targets of model '{route.name}' "
         f"({len(private)}) could take them now; they were not sent to any other target."))
     call.narrow(route)
     return route
