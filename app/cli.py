@@ -323,6 +323,9 @@ def check_config(path: Path) -> None:
     click.echo(f"{path}: ok ({_count(len(config.providers), 'provider')}, {models})")
     if not config.models:  # valid, but a gateway on it answers every call 404
         click.echo(f"{path}: warning: it serves no model", err=True)
+    from app.config_warnings import warnings
+    for line in warnings(config):
+        click.echo(f"{path}: warning: {line}", err=True)
 
 
 def _count(n: int, noun: str) -> str:
