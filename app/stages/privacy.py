@@ -28,8 +28,9 @@ policy's detectors, counts what it found by entity type into the call record
   failed (down, overloaded, timed out, circuit open: ``Route.fail_closed``; a 4xx the request
   caused is answered as it is); its attempts stay in the record. The call never falls back to
   a third party;
-- embeddings: ``redact`` is not applied (a redacted text is another vector); the policy's
-  ``embeddings`` setting (``block`` or ``private_only``) is applied instead.
+- embeddings: ``redact`` is not applied (a redacted text is another vector); on a route with a
+  third-party target the policy's ``embeddings`` setting (``block`` or ``private_only``) is
+  applied instead, and a route of only private targets gets the original, as under ``redact``.
 
 Token ids (an embedding's ``input``, a completion's ``prompt``) cannot be scanned: under any
 action but ``allow`` they may go to private targets only (``_unscreened``: under
@@ -230,7 +231,9 @@ class Privacy(Stage):
             found, counts, reserved, known = await _unless_gone(call, detector.model.offload(
                 lambda: scan_request(detector, body, native, budget=budget)))
         action: str = policy.action
-        if isinstance(request, EmbeddingRequest) and action == "redact":
+        if isinstance(request, EmbeddingRequest) and action == "redact" and any(
+                _trust(config, t) != "private" for t in route.targets):
+            # never redacted (another vector); all-private, the original goes, as under redact
             action = policy.embeddings
         if budget.exhausted and (action == "block" or (action == "redact" and any(
                 _trust(config, t) != "private" for t in route.targets))):
