@@ -6,7 +6,11 @@ the length (default: the model's own, ``MODEL_DIMENSIONS``, else
 ``SimOptions.embedding_dimensions``; on vLLM's route a model without Matryoshka training
 (``NO_MATRYOSHKA``) refuses ``dimensions`` with vLLM's 400; ``text-embedding-ada-002`` refuses
 ``dimensions`` with
-OpenAI's 400, as it has a fixed size); ``encoding_format: "base64"`` sends
+OpenAI's 400, as it has a fixed size); OpenAI's own models (``OPENAI_MODELS``) also take OpenAI's
+limits: ``dimensions`` up to the model's own size, at most ``OPENAI_INPUT_TOKENS`` tokens an
+input and ``OPENAI_REQUEST_TOKENS`` in all, each refused with OpenAI's 400 in OpenAI's shape
+(``invalid_request_error``, ``code`` null but ``max_tokens_per_request``), on the ``/v1`` route
+too (whose other errors are vLLM's); ``encoding_format: "base64"`` sends
 little-endian float32 bytes, as OpenAI does. Usage counts ``estimate_tokens`` per text input and
 the id count per token-id input.
 """
@@ -46,6 +50,13 @@ MODEL_DIMENSIONS: dict[str, int] = {
 }
 """Each known embedding model's vector length when a request does not set one, as its provider
 documents it; any other model gets ``SimOptions.embedding_dimensions``."""
+OPENAI_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large",
+                           "text-embedding-ada-002"})
+"""OpenAI's embedding models, which answer OpenAI's limits and error shape."""
+OPENAI_INPUT_TOKENS = 8192
+"""The tokens OpenAI's embedding models read from one input (more is a 400)."""
+OPENAI_REQUEST_TOKENS = 300_000
+"""The tokens one OpenAI embeddings request may hold, its inputs summed."""
 FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
 """OpenAI models that take no ``dimensions``."""
 NO_MATRYOSHKA = ("BAAI/bge-",)
@@ -108,8 +119,14 @@ async def embeddings(sim: Sim, req: Request, route: Route) -> None:
     model = sim.model(body.get("model"), route=route)
     inputs = read_inputs(body.get("input"))
     dimensions = read_int(body, "dimensions", minimum=1)
+    openai = model in OPENAI_MODELS
     if dimensions is not None and model in FIXED_DIMENSIONS:
-        raise SimError(400, "This model does not support specifying dimensions.")
+        await _openai_refusal(req, "This model does not support specifying dimensions.")
+        return
+    if openai and dimensions is not None and dimensions > MODEL_DIMENSIONS[model]:
+        await _openai_refusal(req, f"This model does not support specifying dimensions larger "
+                                   f"than {MODEL_DIMENSIONS[model]}.", param="dimensions")
+        return
     if dimensions is not None and route.dialect == "vllm" and model.startswith(NO_MATRYOSHKA):
         raise SimError(400, f'Model "{model}" does not support matryoshka representation, '
                        "changing output dimensions will lead to poor results.")
@@ -124,12 +141,30 @@ async def embeddings(sim: Sim, req: Request, route: Route) -> None:
     tokens = 0
     for index, item in enumerate(inputs):
         if isinstance(item, str):
-            key, tokens = item, tokens + estimate_tokens(item)
+            key, count = item, estimate_tokens(item)
         else:
-            key, tokens = "ids:" + ",".join(map(str, item)), tokens + len(item)
+            key, count = "ids:" + ",".join(map(str, item)), len(item)
+        if openai and count > OPENAI_INPUT_TOKENS:
+            await _openai_refusal(
+                req, f"This model's maximum context length is {OPENAI_INPUT_TOKENS} tokens, "
+                f"however you requested {count} tokens ({count} in your prompt; 0 for the "
+                "completion). Please reduce your prompt; or completion length.")
+            return
+        tokens += count
         data.append({"object": "embedding", "index": index,
                      "embedding": encode(vector(key, dimensions), encoding)})
+    if openai and tokens > OPENAI_REQUEST_TOKENS:
+        await _openai_refusal(req, f"Requested {tokens} tokens, max {OPENAI_REQUEST_TOKENS} "
+                                   "tokens per request", code="max_tokens_per_request")
+        return
     if await delay(sim, req, knobs, prompt=tokens, completion=0, finish="stop"):
         await send_json(req.send, 200, orjson.dumps(
             {"object": "list", "data": data, "model": knobs.model or model,
              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+
+
+async def _openai_refusal(req: Request, message: str, *, param: str | None = None,
+                          code: str | None = None) -> None:
+    """OpenAI's 400 in OpenAI's shape, whichever dialect the route's other errors use."""
+    await send_json(req.send, 400, orjson.dumps({"error": {
+        "message": message, "type": "invalid_request_error", "param": param, "code": code}}))
