@@ -20,7 +20,8 @@ publishers/google/models/{model}:{method}``.
   API: ``instances: [{"content", "task_type"?, "title"?}]`` (at most 250; one for
   ``gemini-embedding-*`` models; at most ``MAX_INPUT_TOKENS`` tokens in all), ``parameters:
   {"outputDimensionality"?, "autoTruncate"?}`` (the length defaults to the model's own,
-  ``embeddings.MODEL_DIMENSIONS``),
+  ``embeddings.MODEL_DIMENSIONS``); a text past ``MAX_TEXT_TOKENS`` is truncated to them
+  (``truncated: true``, counted as read) under ``autoTruncate`` (the default), a 400 without,
   answered ``{"predictions": [{"embeddings": {"values", "statistics": {"truncated",
   "token_count"}}}], "metadata": {"billableCharacterCount"}}``.
 - Claude: ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``, the same
@@ -61,6 +62,9 @@ PUBLISHER_METHODS = {"google": METHODS, "anthropic": vertex_anthropic.METHODS}
 MAX_INPUT_TOKENS = 20_000
 """The input tokens one text-embeddings ``predict`` request may carry (Vertex's "Get text
 embeddings" limits: more is a 400)."""
+MAX_TEXT_TOKENS = 2048
+"""The input tokens a text-embeddings model reads from one text (Vertex's limits for
+``gemini-embedding-001`` and ``text-embedding-005`` alike)."""
 UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access "
                    "token, login cookie or other valid authentication credential. See "
                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
@@ -202,6 +206,7 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
     most = gemini.largest_output(model)
     if not isinstance(dimensions, int) or not 1 <= dimensions <= most:
         raise invalid(f"outputDimensionality must be between 1 and {most} for {model}.")
+    truncate = parameters.get("autoTruncate", True) if isinstance(parameters, dict) else True
     predictions = []
     tokens = chars = 0
     for i, instance in enumerate(instances):
@@ -209,11 +214,17 @@ async def predict(sim: Sim, req: Request, route: Route, *, model: str) -> None:
         if not isinstance(text, str):
             raise invalid(f"instances[{i}].content must be a string.")
         count = estimate_tokens(text)
+        cut = count > MAX_TEXT_TOKENS
+        if cut and truncate is False:
+            raise invalid(f"Unable to submit request because the input token count is {count} "
+                          f"but the model supports up to {MAX_TEXT_TOKENS}. Reduce the input "
+                          "token count and try again.")
+        count = min(count, MAX_TEXT_TOKENS)
         tokens += count
         chars += len(text.replace(" ", ""))
         predictions.append({"embeddings": {
             "values": list(vector(text, dimensions)),
-            "statistics": {"truncated": False, "token_count": count}}})
+            "statistics": {"truncated": cut, "token_count": count}}})
     if tokens > MAX_INPUT_TOKENS:
         raise invalid(f"Unable to submit request because the input token count is {tokens} but "
                       f"the model supports up to {MAX_INPUT_TOKENS}. Reduce the input token "
