@@ -118,3 +118,26 @@ def test_escaped_tool_results_in_every_shape_are_scanned(gw: RunningGateway,
     assert json.loads(native["messages"][2]["content"][0]["content"][0]["text"]) \
         == {"r": "<EMAIL_1>"}
     assert translated["messages"][-1]["content"] == '[tool error] {"r": "<EMAIL_1>"}'
+
+
+def test_streams_restore_the_stop_sequence(gw: RunningGateway, upstream: Upstream) -> None:
+    """A stop sequence holding a value comes back as the client wrote it, streamed as unary:
+    a chat choice's ``stop_reason``, a native ``message_delta``'s ``stop_sequence``, and a
+    translated ``/v1/messages`` stream's ``stop_reason: stop_sequence``."""
+    stop, marker = "jane.doe@example.com", upstream.marker
+    ask: list[Any] = [{"role": "user", "content": f"{marker} say {stop} now"}]
+    client = gw.client()
+    chunks = list(client.chat.completions.create(model="redacted", messages=ask, stop=[stop],
+                                                 stream=True))
+    ends = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert ends and getattr(ends[-1], "stop_reason", None) == stop
+    headers = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+    for model in ("claude", "redacted"):
+        text = httpx.post(gw.url + "/v1/messages", headers=headers, json={
+            "model": model, "max_tokens": 50, "stream": True, "stop_sequences": [stop],
+            "messages": ask}).text
+        deltas = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: ") and '"message_delta"' in line]
+        assert deltas and deltas[-1]["delta"]["stop_reason"] == "stop_sequence", (model, text)
+        assert deltas[-1]["delta"]["stop_sequence"] == stop, (model, text)
+    assert all(stop not in json.dumps(entry["body"]) for entry in upstream.received())
