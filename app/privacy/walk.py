@@ -180,7 +180,7 @@ def _decoded(node: dict[str, Any], key: str, value: Any, depth: int,
             pass
         else:
             if text.count("[") + text.count("{") <= bound or not _deeper(document, bound):
-                start = value.index(text)
+                start = len(value) - len(rest.lstrip())
                 return value[:start], document, value[start + len(text):]
     copy = _unescaped(value)
     return copy if copy != value else None
