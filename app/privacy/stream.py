@@ -160,6 +160,9 @@ def _choice(restorer: StreamRestorer, choice: dict[str, Any], json_content: bool
     if isinstance(logprobs, dict) or ending:
         choice["logprobs"] = _logprobs(restorer, index, logprobs, ending=ending,
                                        json_content=json_content)
+    stop = choice.get("stop_reason")  # vLLM's: the stop sequence that ended it, as sent
+    if isinstance(stop, str):
+        choice["stop_reason"] = restorer.vault.restore(stop)
     return choice
 
 
@@ -377,6 +380,9 @@ def _native(restorer: StreamRestorer, carried: list[tuple[str, str]],
     """A native stream's events restored (``json_content``: its text is a JSON document's)."""
     out: list[tuple[str, str]] = []
     for name, data in carried:
+        if name == "message_delta":
+            out.append((name, _stop_sequence(restorer, data)))
+            continue
         if name not in ("content_block_delta", "content_block_stop"):
             out.append((name, data))
             continue
@@ -405,6 +411,20 @@ def _native(restorer: StreamRestorer, carried: list[tuple[str, str]],
             payload["delta"] = {**delta, field: restored}
             out.append((name, orjson.dumps(payload).decode()))
     return out
+
+
+def _stop_sequence(restorer: StreamRestorer, data: str) -> str:
+    """A native ``message_delta`` event's data with its ``stop_sequence`` (the stop sequence
+    as the upstream got it) restored."""
+    payload = orjson.loads(data)
+    delta = payload.get("delta") if isinstance(payload, dict) else None
+    if not isinstance(delta, dict) or not isinstance(stop := delta.get("stop_sequence"), str):
+        return data
+    restored = restorer.vault.restore(stop)
+    if restored == stop:
+        return data
+    payload["delta"] = {**delta, "stop_sequence": restored}
+    return orjson.dumps(payload).decode()
 
 
 def release(restorer: StreamRestorer, base: Json) -> Json | None:

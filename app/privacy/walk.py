@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
+from app.providers.tool_errors import TOOL_ERROR
+
 SKIP_KEYS = frozenset({
     "model", "role", "type", "object", "finish_reason", "stop_reason", "index", "media_type",
     "encoding_format", "service_tier", "reasoning_effort", "tool_choice",
@@ -109,8 +111,9 @@ _MAX_DEPTH = 256
 _MIN_NUMBER = 10 ** 6
 """The least integer (in absolute value) whose decimal text is scanned: seven digits, the
 fewest any number detector needs (a phone number; an SSN has nine, a card 13)."""
-_JSON_KEYS = frozenset({"arguments", "content"})
-"""Fields whose string value may be a JSON document the client wrote (``_decoded``)."""
+_JSON_KEYS = frozenset({"arguments", "content", "text"})
+"""Fields whose string value may be a JSON document the client wrote (``_decoded``; ``text``:
+a text part's, in a tool result's list of parts)."""
 _TOOL_RESULTS = frozenset({"tool", "function"})
 """The ``role`` of a chat message whose ``content`` is a tool's result."""
 
@@ -142,25 +145,84 @@ def _number(value: Any) -> str | None:
     return None
 
 
-def _decoded(node: dict[str, Any], key: str, value: Any) -> Any:
+def _decoded(node: dict[str, Any], key: str, value: Any, depth: int,
+             part: bool = False) -> tuple[str, Any, str] | str | None:
     """The JSON document ``node[key]`` holds, where it is a tool call's ``arguments`` or a
-    tool's result (a ``tool`` or ``function`` message's ``content``, a ``tool_result`` block's)
+    tool's result (a ``tool`` or ``function`` message's ``content``, a ``tool_result`` block's;
+    ``part``: ``node`` is a text part of such a result's list of parts, ``key`` its ``text``)
     written with escapes (``json.dumps``' default writes ``j\\u00f6rg`` for ``jörg``; ``\\n``,
     ``\\/``): its text would hide a value from the detectors (``b\\u00fccher.de`` is no
     domain) and a placeholder put in it could break an escape. Its strings are then scanned
     decoded, as the client's own data, and a redacted one written back as JSON
-    (``_encoded``). ``None`` for JSON without a backslash (read as it is: the detectors see
-    what the model reads), and for anything else."""
-    if not (type(value) is str and value[:1] in ("{", "[") and "\\" in value):
+    (``_encoded``). The document may follow a failed tool result's ``TOOL_ERROR`` marker and
+    whitespace, and be a JSON string: returned as ``(head, document, tail)``, ``head`` and
+    ``tail`` what stands around the JSON text. Fail closed: such a string that does not decode
+    (not JSON, or nested deeper than the walk goes, ``_MAX_DEPTH`` from ``depth``, the depth of
+    ``node``) is scanned as written, with its ``\\u`` (and ``\\/``) escapes decoded where that
+    keeps it what it was (``_unescaped``): that copy is returned, a string, when it differs.
+    ``None`` for a string without a backslash (read as it is: the detectors see what the model
+    reads), and for anything else."""
+    if not (type(value) is str and "\\" in value):
         return None
-    if key == "content" and node.get("role") not in _TOOL_RESULTS \
+    if key == "text":
+        if not (part and node.get("type") == "text"):
+            return None
+    elif key == "content" and node.get("role") not in _TOOL_RESULTS \
             and node.get("type") != "tool_result":
         return None
-    try:
-        document = json.loads(value)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict | list) else None
+    rest = value[len(TOOL_ERROR):] if value.startswith(TOOL_ERROR) else value
+    text = rest.strip()
+    if text[:1] in ("{", "[", '"'):
+        bound = _MAX_DEPTH - depth - 1  # the most nesting levels the walk reaches in it
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's own limit
+            pass
+        else:
+            if text.count("[") + text.count("{") <= bound or not _deeper(document, bound):
+                start = len(value) - len(rest.lstrip())
+                return value[:start], document, value[start + len(text):]
+    copy = _unescaped(value)
+    return copy if copy != value else None
+
+
+_ESCAPE = re.compile(r"\\\\|\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+                     r"|\\u([0-9a-fA-F]{4})|\\/")
+"""A JSON string escape ``_unescaped`` reads: an escaped backslash (kept), a surrogate pair, a
+``\\u`` escape, ``\\/``."""
+
+
+def _unescape(match: re.Match[str]) -> str:
+    high, low, code = match.group(1, 2, 3)
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+    if code is not None:
+        char = int(code, 16)
+        # Kept escaped: what would end a JSON string or break it (a quote, a backslash, a
+        # control character), and a lone surrogate (no UTF-8 can carry it).
+        return match[0] if char < 0x20 or char in (0x22, 0x5C) or 0xD800 <= char < 0xE000 \
+            else chr(char)
+    return "/" if match[0] == "\\/" else match[0]
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with its ``\\u`` escapes and ``\\/`` decoded (``jane\\u0040example.com`` is
+    ``jane@example.com`` to whoever reads it), but those that would end or break a JSON
+    string: a JSON text stays JSON, and a placeholder (``<EMAIL_1>``) put in it keeps it so."""
+    return _ESCAPE.sub(_unescape, text)
+
+
+def _deeper(document: Any, bound: int) -> bool:
+    """Whether ``document`` nests more than ``bound`` levels of objects and arrays."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            if level > bound:
+                return True
+            stack.extend((item, level + 1) for item in (
+                node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def _encoded(document: Any, original: str) -> str:
@@ -169,6 +231,11 @@ def _encoded(document: Any, original: str) -> str:
     compact = '": ' not in original
     return json.dumps(document, ensure_ascii="\\u" in original,
                       separators=(",", ":") if compact else None)
+
+
+def _result(node: dict[str, Any]) -> bool:
+    """Whether ``node`` is a tool's result (its ``content``: ``_decoded``)."""
+    return node.get("role") in _TOOL_RESULTS or node.get("type") == "tool_result"
 
 
 def _skipped(kind: int, node: dict[str, Any], value: Any, depth: int) -> bool:
@@ -195,15 +262,16 @@ def _signed(node: dict[str, Any], free: bool, blocks: bool) -> bool:
 
 
 def texts(node: Any, depth: int = 0, free: bool = False,
-          pairs: list[tuple[str, str]] | None = None, *, blocks: bool = False
-          ) -> Iterator[str]:
+          pairs: list[tuple[str, str]] | None = None, *, blocks: bool = False,
+          parts: bool = False) -> Iterator[str]:
     """Every text part of ``node`` (string values and the client's own keys), in document
     order; ``free``: ``node`` is the client's own data (``metadata``, a key of its own), where
     nothing is skipped. ``pairs``: each key of the client's own data (a key not in ``FIELDS``,
     or any key inside such data) whose value is a string is added to it with that value
     (``{"api_key": "..."}``: a detector reads the value in its key's context, as it would read
     ``api_key: ...`` in text, ``Detector.keyed``). ``blocks``: signed thinking blocks are
-    walked too."""
+    walked too. ``parts``: ``node`` is a tool result's list of content parts (their text is
+    the result's: ``_decoded``)."""
     if isinstance(node, str):
         if not data_url(node):
             yield node
@@ -221,33 +289,38 @@ def texts(node: Any, depth: int = 0, free: bool = False,
                     yield from texts(value, depth + 1, True, pairs, blocks=blocks)
                 elif free or (blocks and kind == _SIGNED) \
                         or not _skipped(kind, node, value, depth):
-                    document = _decoded(node, key, value) if key in _JSON_KEYS else None
-                    if document is not None:
-                        yield from texts(document, depth + 1, True, pairs, blocks=blocks)
-                    else:
-                        yield from texts(value, depth + 1, free or kind == _OWN, pairs,
-                                         blocks=blocks)
+                    if key in _JSON_KEYS:
+                        decoded = _decoded(node, key, value, depth, parts)
+                        if isinstance(decoded, tuple):
+                            yield from texts(decoded[1], depth + 1, True, pairs, blocks=blocks)
+                            continue
+                        if decoded is not None:
+                            yield decoded  # the string as written, its escapes decoded
+                            continue
+                    yield from texts(value, depth + 1, free or kind == _OWN, pairs,
+                                     blocks=blocks, parts=key == "content"
+                                     and type(value) is list and _result(node))
     elif isinstance(node, list | tuple):
         if depth < _MAX_DEPTH:
             for item in node:
-                yield from texts(item, depth + 1, free, pairs, blocks=blocks)
+                yield from texts(item, depth + 1, free, pairs, blocks=blocks, parts=parts)
     elif free and (number := _number(node)) is not None:
         yield number
 
 
 def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
-            free: bool = False, *, blocks: bool = False) -> Any:
+            free: bool = False, *, blocks: bool = False, parts: bool = False) -> Any:
     """``node`` with each text part replaced by ``change(text)`` (walked as ``texts`` does;
     ``blocks``: signed thinking blocks too); ``node`` itself when nothing changed."""
     if isinstance(node, str):
         return node if data_url(node) else change(node)
     if isinstance(node, dict):
         return node if depth >= _MAX_DEPTH or _signed(node, free, blocks) \
-            else _rewrite_dict(node, change, depth, free, blocks)
+            else _rewrite_dict(node, change, depth, free, blocks, parts)
     if isinstance(node, list | tuple) and depth < _MAX_DEPTH:
         items: list[Any] | None = None
         for i, value in enumerate(node):
-            new = rewrite(value, change, depth + 1, free, blocks=blocks)
+            new = rewrite(value, change, depth + 1, free, blocks=blocks, parts=parts)
             if new is not value:
                 if items is None:
                     items = list(node)
@@ -264,7 +337,7 @@ def rewrite(node: Any, change: Callable[[str], str], depth: int = 0,
 
 
 def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int,
-                  free: bool, blocks: bool) -> dict[str, Any]:
+                  free: bool, blocks: bool, parts: bool) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     for i, (key, value) in enumerate(node.items()):
         new_key, new = key, value
@@ -273,13 +346,20 @@ def _rewrite_dict(node: dict[str, Any], change: Callable[[str], str], depth: int
             new_key = change(key)
             new = rewrite(value, change, depth + 1, True, blocks=blocks)
         elif free or (blocks and kind == _SIGNED) or not _skipped(kind, node, value, depth):
-            document = _decoded(node, key, value) if key in _JSON_KEYS else None
-            if document is not None:
+            decoded = _decoded(node, key, value, depth, parts) if key in _JSON_KEYS else None
+            if isinstance(decoded, tuple):
+                head, document, tail = decoded
                 changed = rewrite(document, change, depth + 1, True, blocks=blocks)
                 if changed is not document:
-                    new = _encoded(changed, value)
+                    new = head + _encoded(changed, value) + tail
+            elif decoded is not None:
+                # Scanned as written with its escapes decoded: sent so where a value was found.
+                copy = change(decoded)
+                new = value if copy == decoded else copy
             else:
-                new = rewrite(value, change, depth + 1, free or kind == _OWN, blocks=blocks)
+                new = rewrite(value, change, depth + 1, free or kind == _OWN, blocks=blocks,
+                              parts=key == "content" and type(value) is list
+                              and _result(node))
         if out is not None:
             out[new_key] = new
         elif new is not value or new_key != key:

@@ -82,3 +82,62 @@ def test_escaped_arguments_are_scanned_decoded(gw: RunningGateway, upstream: Ups
     sent = upstream.received()[0]["body"]["messages"]
     assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "<EMAIL_1>"}
     assert json.loads(sent[2]["content"]) == {"sent": "<EMAIL_1>"}
+
+
+ESCAPED = json.dumps({"r": "jane.doe@example.com"}).replace("@", "\\u0040")
+
+
+def test_escaped_tool_results_in_every_shape_are_scanned(gw: RunningGateway,
+                                                         upstream: Upstream) -> None:
+    """A tool result as text parts, JSON nested past the walk's depth (and past Python's
+    recursion limit: refused, never a 500), a failed result's ``[tool error]`` marker: the
+    escaped address is found, blocked, and redacted in the body that goes out."""
+    client, marker = gw.client(), upstream.marker
+    call: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    deep = "[" * 5000 + '"jane.doe\\u0040example.com"' + "]" * 5000
+    for result in ([{"type": "text", "text": ESCAPED}], deep, "[tool error] " + ESCAPED):
+        blocked(client, model="blocked", messages=[
+            {"role": "user", "content": f"hi {marker}"}, call,
+            {"role": "tool", "tool_call_id": "c1", "content": result}])
+    assert upstream.received() == []
+    headers = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+    for model, is_error in (("claude", False), ("redacted", True)):
+        answer = httpx.post(gw.url + "/v1/messages", headers=headers, json={
+            "model": model, "max_tokens": 16, "messages": [
+                {"role": "user", "content": f"hi {marker}"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f",
+                                                   "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                              "is_error": is_error, "content": [
+                                                  {"type": "text", "text": ESCAPED}]}]}]})
+        assert answer.status_code == 200, answer.text
+    native, translated = (entry["body"] for entry in upstream.received())
+    for sent in (native, translated):
+        assert "u0040" not in json.dumps(sent) and "jane.doe" not in json.dumps(sent)
+    assert json.loads(native["messages"][2]["content"][0]["content"][0]["text"]) \
+        == {"r": "<EMAIL_1>"}
+    assert translated["messages"][-1]["content"] == '[tool error] {"r": "<EMAIL_1>"}'
+
+
+def test_streams_restore_the_stop_sequence(gw: RunningGateway, upstream: Upstream) -> None:
+    """A stop sequence holding a value comes back as the client wrote it, streamed as unary:
+    a chat choice's ``stop_reason``, a native ``message_delta``'s ``stop_sequence``, and a
+    translated ``/v1/messages`` stream's ``stop_reason: stop_sequence``."""
+    stop, marker = "jane.doe@example.com", upstream.marker
+    ask: list[Any] = [{"role": "user", "content": f"{marker} say {stop} now"}]
+    client = gw.client()
+    chunks = list(client.chat.completions.create(model="redacted", messages=ask, stop=[stop],
+                                                 stream=True))
+    ends = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert ends and getattr(ends[-1], "stop_reason", None) == stop
+    headers = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+    for model in ("claude", "redacted"):
+        text = httpx.post(gw.url + "/v1/messages", headers=headers, json={
+            "model": model, "max_tokens": 50, "stream": True, "stop_sequences": [stop],
+            "messages": ask}).text
+        deltas = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: ") and '"message_delta"' in line]
+        assert deltas and deltas[-1]["delta"]["stop_reason"] == "stop_sequence", (model, text)
+        assert deltas[-1]["delta"]["stop_sequence"] == stop, (model, text)
+    assert all(stop not in json.dumps(entry["body"]) for entry in upstream.received())
