@@ -125,6 +125,7 @@ class VertexClaude:
         return vertex_body(payload, anthropic_version=self._version)
 
     async def chat(self, call: ChatCall, *, target: Target) -> Result:
+        _no_image_links(call)
         payload = self._body(translate_request(call, target=target, stream=False,
                                                max_tokens_default=self._max_tokens_default))
         upstream = await self._bearer.get()
@@ -136,6 +137,7 @@ class VertexClaude:
     async def stream_chat(self, call: ChatCall, *, target: Target) -> AsyncIterator[Json]:
         """Chunks as events arrive (``anthropic.translated_chunks``); closing the generator
         closes the upstream connection."""
+        _no_image_links(call)
         payload = self._body(translate_request(call, target=target, stream=True,
                                                max_tokens_default=self._max_tokens_default))
         upstream = await self._bearer.get()
@@ -173,3 +175,19 @@ class VertexClaude:
 
 def build(config: VertexAnthropicProvider, session: aiohttp.ClientSession) -> VertexClaude:
     return VertexClaude(config, session, tokens=access_tokens(config))
+
+
+def _no_image_links(call: ChatCall) -> None:
+    """Claude on Vertex AI takes images as base64 only (Anthropic's vision guide: a URL image
+    source is the first-party API's): an ``image_url`` link is a 400 naming it before any
+    upstream call, as ``gemini``, ``vertex`` and ``bedrock`` refuse links (a model with another
+    target falls back to it)."""
+    for i, message in enumerate(call.request.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if part.get("type") == "image_url" and str(part["image_url"].get("url", "")) \
+                    .startswith(("http://", "https://")):
+                raise errors.InvalidRequest(
+                    "Claude on Vertex AI takes images as base64 data: URLs only (not links)",
+                    param=f"messages[{i}].content[{j}].image_url.url")

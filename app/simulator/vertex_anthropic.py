@@ -41,6 +41,7 @@ async def raw_predict(sim: Sim, req: Request, *, model: str, method: str) -> Non
         if not isinstance(version, str) or not version:
             raise SimError(400, "anthropic_version: Field required",
                            kind="invalid_request_error")
+        _no_url_images(body.get("messages"))
         request = read_request({**body, "model": model,
                                 "stream": method == "streamRawPredict"})
     except SimError as err:
@@ -50,3 +51,17 @@ async def raw_predict(sim: Sim, req: Request, *, model: str, method: str) -> Non
         return
     await anthropic.respond(sim, req, ROUTE, request, knobs, model=knobs.model or model,
                             ids="vrtx_")
+
+
+def _no_url_images(messages: Any) -> None:
+    """Claude on Vertex AI takes images as base64 sources only (Anthropic's vision guide: URL
+    image sources are the first-party API's): an image block with a ``url`` source is a 400."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            source = block.get("source") if isinstance(block, dict) else None
+            if block.get("type") == "image" and isinstance(source, dict) \
+                    and source.get("type") == "url":
+                raise SimError(400, f"messages.{i}.content.{j}.image.source: url image sources "
+                               "are not supported on this platform; send the image as base64",
+                               kind="invalid_request_error")

@@ -274,3 +274,45 @@ def test_cached_prompt_cost_at_the_shipped_price(run_gateway: GatewayFactory, si
         assert gw.sink.records[-1].cost_usd == pytest.approx(expected, rel=1e-9)
         assert float(raw_reply.headers["x-switchboard-cost-usd"]) == pytest.approx(
             expected, rel=1e-6)
+
+
+def test_an_image_link_is_refused_before_vertex_and_falls_back(
+        run_gateway: GatewayFactory, simulator: str, service_account_key: str) -> None:
+    """Claude on Vertex takes base64 images only: an image link is a 400 naming it with no
+    upstream request (the simulator refuses a url source as Vertex does), and a model with
+    another target after it is served by that target; a data: URL still goes to Claude."""
+    raw = config(simulator, service_account_key)
+    raw["models"]["both"] = {"targets": [{"provider": "vclaude", "model": MODEL},
+                                         {"provider": "sim", "model": "gpt-4o-mini"}]}
+    link = [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]
+    png = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4"
+           "nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
+    inline = [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": png}}]}]
+    with run_gateway(raw) as gw:
+        before = vertex_calls(simulator)
+        refused = gw.http().post("/v1/chat/completions", json={"model": "claude",
+                                                               "messages": link})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "messages[0].content[1].image_url.url"
+        assert vertex_calls(simulator) == before
+        served = gw.http().post("/v1/chat/completions", json={"model": "both",
+                                                              "messages": link})
+        assert served.status_code == 200, served.text
+        assert served.headers["x-switchboard-provider"] == "sim"
+        claude = gw.http().post("/v1/chat/completions", json={"model": "claude",
+                                                              "messages": inline})
+        assert claude.status_code == 200, claude.text
+        assert vertex_calls(simulator) == before + 1
+    body = last_request(simulator)["body"]
+    assert body["messages"][0]["content"][1]["source"]["type"] == "base64"
+
+
+def vertex_calls(simulator: str) -> int:
+    """How many requests the simulator's Claude-on-Vertex routes have had."""
+    stats = httpx.get(simulator + "/_sim/stats").json()
+    return sum(count for path, count in stats["requests"].items() if ":rawPredict" in path
+               or ":streamRawPredict" in path)
