@@ -67,7 +67,8 @@ def request_body(raw: bytes) -> bytes | aiohttp.BytesIOPayload:
 
 
 def read_error_body(payload: Any, fallback: str) -> tuple[str, str | None, str | None]:
-    """(message, code, param) from an upstream error body of any known shape."""
+    """(message, code, param) from an upstream error body of any known shape. A numeric code
+    (vLLM sends the HTTP status, ``"code": 400``) is no code: OpenAI's are names or null."""
     if isinstance(payload, dict):
         inner = payload.get("error")
         source: Any = inner if isinstance(inner, dict) else payload
@@ -79,8 +80,9 @@ def read_error_body(payload: Any, fallback: str) -> tuple[str, str | None, str |
             param = source.get("param") if isinstance(source, dict) else None
             if code is None and isinstance(source, dict) and isinstance(source.get("type"), str):
                 code = source["type"]
-            return (message, None if code is None else str(code),
-                    param if isinstance(param, str) else None)
+            named = None if code is None or isinstance(code, bool | int | float) \
+                or str(code).isdigit() else str(code)
+            return message, named, param if isinstance(param, str) else None
     return fallback, None, None
 
 

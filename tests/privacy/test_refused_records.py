@@ -137,7 +137,7 @@ def test_a_refused_call_keeps_its_metadata_screened(gw: RunningGateway) -> None:
     assert record.tags == {"contact": "<EMAIL_1>", "ticket": "T-42"}
     response, record = post(gw, hello("open", metadata=metadata, n=1000))
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_value"
+    assert response.json()["error"]["code"] == "integer_above_max_value"
     assert record.tags == metadata
 
 

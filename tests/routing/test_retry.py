@@ -14,7 +14,7 @@ from app import errors
 from app.config import ConfigError, RetryConfig, parse_config
 from app.providers import gemini_response
 from app.providers.aws_http import aws_error
-from app.providers.http import retry_after
+from app.providers.http import read_error_body, retry_after
 from app.routing.retry import RetryBudget, retry_delay
 from app.routing.router import unhealthy
 
@@ -92,3 +92,15 @@ def test_unbounded_durations_are_refused_with_their_keys() -> None:
     for key in ("retries.deadline_s", "retries.backoff_s", "retries.max_backoff_s",
                 "retries.max_retry_after_s", "streaming.keepalive_s"):
         assert [p for p in problems if p.startswith(key + ": ")], key
+
+
+def test_an_upstream_error_code_that_is_a_number_is_no_code() -> None:
+    """vLLM's error body carries the HTTP status as its ``code``; OpenAI's codes are names or
+    null, so a number (or a string of digits) is relayed as no code."""
+    for code in (400, "400", 400.0):
+        assert read_error_body({"error": {"message": "bad", "code": code}}, "x") == (
+            "bad", None, None)
+    assert read_error_body({"object": "error", "message": "m", "type": "BadRequestError",
+                            "param": None, "code": 400}, "x") == ("m", None, None)
+    assert read_error_body({"error": {"message": "m", "code": "invalid_value",
+                                      "param": "n"}}, "x") == ("m", "invalid_value", "n")
