@@ -10,6 +10,9 @@ Admin input (``KeyCreate``, ``KeyUpdate``, ``TeamCreate``, ``TeamUpdate``) is va
 A key's or team's ``privacy`` (``redact``, ``private_only``, ``block`` or ``None``) is the
 privacy action its calls run under at least: the privacy stage tightens each model's policy
 with the stricter of the key's and its team's, and never loosens it (``app.privacy.policy``).
+
+(Just past 400 lines: the records and the admin input they are made from share one set of field
+rules, the names' among them; split, each half would import the other.)
 """
 
 from __future__ import annotations

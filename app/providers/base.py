@@ -22,7 +22,8 @@ Each provider module also owns its config model, a subclass of ``ProviderBase``,
 every provider takes.
 
 (Just past 400 lines: the seam's protocols and the values that cross it belong together; the
-per-provider config check, ``target_problems``, joined them.)
+per-provider config check, ``target_problems``, joined them, and the message helpers several
+translators share, ``merged_turns`` and ``developer_as_system``.)
 """
 
 from __future__ import annotations
@@ -275,6 +276,18 @@ def tool_arguments(raw: str, *, param: str) -> Json:
     if not isinstance(arguments, dict):
         raise errors.InvalidRequest("tool call arguments must be a JSON object", param=param)
     return arguments
+
+
+def developer_as_system(messages: Any) -> Any:
+    """``developer`` messages as ``system`` ones (a new list): servers that hand each role to
+    the model's chat template as it is (TGI, vLLM's chat) need it, as templates know ``system``
+    (Llama 3's would render a literal ``developer`` header; Mistral's and Qwen's refuse any
+    other role). The same list when it has none."""
+    if not isinstance(messages, list) or not any(
+            isinstance(m, dict) and m.get("role") == "developer" for m in messages):
+        return messages
+    return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer"
+            else m for m in messages]
 
 
 def merged_turns(messages: list[tuple[int, str, list[Json]]], *, key: str, reply_role: str,

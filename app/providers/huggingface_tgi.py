@@ -70,7 +70,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app import errors
-from app.providers.base import CompletionCall, Json, Target
+from app.providers.base import CompletionCall, Json, Target, developer_as_system
 from app.providers.http import read_error_body
 from app.providers.refusals import refuse_custom_payload, refuse_outputs
 from app.providers.stops import name_stop, stopped_by
@@ -307,18 +307,6 @@ def _grammar(response_format: Any) -> Json | None:
                           "response_format.json_schema.schema")
         return {"type": "json", "value": schema}
     return None  # "text"
-
-
-def developer_as_system(messages: Any) -> Any:
-    """``developer`` messages as ``system`` ones (a new list): servers that hand each role to
-    the model's chat template as it is (TGI, vLLM's chat) need it, as templates know ``system``
-    (Llama 3's would render a literal ``developer`` header; Mistral's and Qwen's refuse any
-    other role). The same list when it has none."""
-    if not isinstance(messages, list) or not any(
-            isinstance(m, dict) and m.get("role") == "developer" for m in messages):
-        return messages
-    return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer"
-            else m for m in messages]
 
 
 def _has_text(content: Any) -> bool:

@@ -55,14 +55,21 @@ import aiohttp
 from app import errors
 from app.providers.aws import AwsConfig, SigV4Signer, credential_cache
 from app.providers.aws_http import AwsUpstream, stream_exception
-from app.providers.base import ChatCall, CompletionCall, Json, OpeningHold, Result, Target
+from app.providers.base import (
+    ChatCall,
+    CompletionCall,
+    Json,
+    OpeningHold,
+    Result,
+    Target,
+    developer_as_system,
+)
 from app.providers.event_json import EventJson
 from app.providers.http import SSEEvent, SSEParser
 from app.providers.huggingface_tgi import (
     FinishReasons,
     GenerateStream,
     TgiIds,
-    developer_as_system,
     generate_request,
     normalize_finish,
     prompt_text,

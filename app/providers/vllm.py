@@ -44,9 +44,8 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from app import errors
-from app.providers.base import Json, ProviderBase, Target, Trust
+from app.providers.base import Json, ProviderBase, Target, Trust, developer_as_system
 from app.providers.http import Upstream
-from app.providers.huggingface_tgi import developer_as_system
 from app.providers.openai import OpenAICompatible, bearer
 from app.providers.refusals import refuse_custom_payload, refuse_outputs
 
