@@ -12,7 +12,7 @@ privacy action its calls run under at least: the privacy stage tightens each mod
 with the stricter of the key's and its team's, and never loosens it (``app.privacy.policy``).
 
 (Just past 400 lines: the records and the admin input they are made from share one set of field
-rules, the names' among them; split, each half would import the other.)
+rules, the names', limits' and privacy's, kept beside both.)
 """
 
 from __future__ import annotations
